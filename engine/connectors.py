@@ -1,0 +1,149 @@
+"""Source and sink contracts (the split-based Source model and two-phase-commit sinks).
+
+Sources are split based, as in Flink's FLIP-27: the job master asks the :class:`Source`
+for its splits once, assigns them to the parallel source tasks, and each task's
+:class:`SourceReader` reads its splits and reports their positions at checkpoints. On
+recovery (or rescaling) the saved split positions are re-assigned, so every record is
+read again from exactly where the restored checkpoint left off.
+
+Sinks write from the tasks through a :class:`SinkWriter` and make their output visible
+through a :class:`Committer` that runs in the job master: ``prepare_commit`` hands over
+committables at each checkpoint barrier, and the master commits them once the checkpoint
+is complete (or once the whole job has finished). Commits must be idempotent, because a
+restored checkpoint's committables are committed again after recovery.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+from .operator import OperatorContext
+from .records import Batch
+
+__all__ = [
+    "Source",
+    "SourceReader",
+    "NOTHING_AVAILABLE",
+    "END_OF_INPUT",
+    "Sink",
+    "SinkWriter",
+    "Committer",
+]
+
+
+class _Sentinel:
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __repr__(self) -> str:
+        return self._name
+
+    def __reduce__(self):
+        return (_sentinel, (self._name,))
+
+
+def _sentinel(name: str) -> "_Sentinel":
+    return NOTHING_AVAILABLE if name == "NOTHING_AVAILABLE" else END_OF_INPUT
+
+
+#: returned by :meth:`SourceReader.poll_next` when no data is ready yet
+NOTHING_AVAILABLE = _Sentinel("NOTHING_AVAILABLE")
+#: returned by :meth:`SourceReader.poll_next` when every assigned split is exhausted
+END_OF_INPUT = _Sentinel("END_OF_INPUT")
+
+
+class SourceReader(ABC):
+    """Reads the splits assigned to one source task. Called only from the task thread.
+
+    Protocol: ``add_splits`` (any number of times), then ``poll_next`` repeatedly;
+    ``snapshot_state`` may be called between two polls; ``close`` at the end.
+    """
+
+    @abstractmethod
+    def add_splits(self, splits: list[Any]) -> None:
+        """Take ownership of ``splits`` (fresh ones, or ones restored with a position)."""
+
+    @abstractmethod
+    def poll_next(self) -> "Batch | _Sentinel":
+        """Return the next batch, :data:`NOTHING_AVAILABLE` or :data:`END_OF_INPUT`."""
+
+    @abstractmethod
+    def snapshot_state(self, checkpoint_id: int) -> list[Any]:
+        """The unfinished splits with their current positions (picklable copies)."""
+
+    def close(self) -> None:
+        """Release files, sockets..."""
+
+
+class Source(ABC):
+    """A split-based source. Must be picklable: it is shipped to the job master and tasks."""
+
+    #: a bounded source ends (END_OF_INPUT); an unbounded one runs until cancelled
+    bounded: bool = True
+
+    @abstractmethod
+    def create_splits(self, parallelism: int) -> list[Any]:
+        """All splits of the source (called once per job, in the job master)."""
+
+    @abstractmethod
+    def create_reader(self, ctx: OperatorContext) -> SourceReader:
+        """A reader for one parallel source task."""
+
+    def describe(self) -> str:
+        """A short description for the job graph."""
+        return type(self).__name__
+
+
+class SinkWriter(ABC):
+    """Writes records inside a task. Called only from the task thread."""
+
+    @abstractmethod
+    def write(self, batch: Batch) -> None:
+        """Write (or buffer) one batch."""
+
+    def prepare_commit(self, checkpoint_id: int | None) -> list[Any]:
+        """Pre-commit: return committables for all data written since the last call.
+
+        Called at each checkpoint barrier (``checkpoint_id``) and once at end of input
+        (``None``). Committables travel to the job master's :class:`Committer`.
+        """
+        return []
+
+    def snapshot_state(self, checkpoint_id: int) -> Any:
+        """Writer state to restore after failure (e.g. open file names), or None."""
+        return None
+
+    def restore_state(self, states: list[Any]) -> None:
+        """Restore from the writer states of the previous run (every old subtask's)."""
+
+    def close(self) -> None:
+        """Release resources; uncommitted work is aborted by not committing it."""
+
+
+class Committer(ABC):
+    """Makes committables visible. Runs in the job master, never concurrently with itself."""
+
+    @abstractmethod
+    def commit(self, committables: list[Any]) -> None:
+        """Commit ``committables`` (idempotent: the same committable may come twice)."""
+
+    def result(self) -> Any:
+        """What the driver gets back for this sink (e.g. collected rows), or None."""
+        return None
+
+
+class Sink(ABC):
+    """A sink. Must be picklable; ``create_writer`` runs in each task."""
+
+    @abstractmethod
+    def create_writer(self, ctx: OperatorContext) -> SinkWriter:
+        """A writer for one parallel sink task."""
+
+    def create_committer(self) -> Committer | None:
+        """A committer for the job master, or None if writes are visible immediately."""
+        return None
+
+    def describe(self) -> str:
+        """A short description for the job graph."""
+        return type(self).__name__

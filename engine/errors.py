@@ -1,0 +1,77 @@
+"""The raystream exception hierarchy.
+
+Every error raystream raises on purpose derives from :class:`RaystreamError`, so user
+code can catch one type. Messages name the operator, subtask and offending value.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "RaystreamError",
+    "ConfigError",
+    "GraphError",
+    "JobFailed",
+    "JobCancelled",
+    "CheckpointError",
+    "StateError",
+]
+
+
+class RaystreamError(Exception):
+    """Root of every error raystream raises on purpose."""
+
+
+class ConfigError(RaystreamError, ValueError):
+    """A setting or argument is invalid (raised before anything runs)."""
+
+
+class GraphError(ConfigError):
+    """The job graph is malformed: unknown column, non-callable function, bad edge."""
+
+
+class JobFailed(RaystreamError):
+    """A job failed and its restart strategy (if any) gave up.
+
+    Attributes:
+        operator: name of the operator that failed, when known.
+        subtask: index of the failing parallel subtask, when known.
+        record: ``repr`` of the record being processed, when known.
+        cause: the formatted original traceback from the worker, when known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        operator: str | None = None,
+        subtask: int | None = None,
+        record: str | None = None,
+        cause: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.operator = operator
+        self.subtask = subtask
+        self.record = record
+        self.cause = cause
+
+    def __reduce__(self):  # keep attributes across Ray/pickle boundaries
+        return (
+            _rebuild_job_failed,
+            (self.args[0], self.operator, self.subtask, self.record, self.cause),
+        )
+
+
+def _rebuild_job_failed(message, operator, subtask, record, cause):  # pragma: no cover - pickle
+    return JobFailed(message, operator=operator, subtask=subtask, record=record, cause=cause)
+
+
+class JobCancelled(RaystreamError):
+    """The job was cancelled before it finished."""
+
+
+class CheckpointError(RaystreamError):
+    """A checkpoint or savepoint could not be taken, written or restored."""
+
+
+class StateError(RaystreamError):
+    """Keyed or operator state was used wrongly (no current key, type mismatch...)."""

@@ -1,0 +1,182 @@
+"""Key groups and the stable key hash used to route keyed records.
+
+Keys map to key groups with ``kg = stable_hash(key) % max_parallelism`` and key groups map
+to subtasks with ``subtask = kg * parallelism // max_parallelism`` (Flink's scheme). Keyed
+state is stored per key group, so a snapshot can be re-split at another parallelism.
+
+Python's ``hash()`` is salted per process and is never used here: strings and bytes are
+hashed with CRC-32 of their UTF-8 bytes, integers with the SplitMix64 finalizer, and the
+vectorized path (for Arrow columns) hashes each *distinct* value once.
+
+Example:
+    >>> key_group_for("k00001", 128) == key_group_for("k00001", 128)
+    True
+    >>> KeyGroupRange.for_subtask(0, 2, 128)
+    KeyGroupRange(start=0, end=63)
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .errors import ConfigError
+
+__all__ = [
+    "DEFAULT_MAX_PARALLELISM",
+    "KeyGroupRange",
+    "stable_hash",
+    "key_group_for",
+    "subtask_for_key_group",
+    "key_groups_of_array",
+    "key_groups_of_keys",
+]
+
+DEFAULT_MAX_PARALLELISM = 128
+_M64 = (1 << 64) - 1
+_TAG_STR = 0x5A17
+_TAG_BYTES = 0xB17E
+_TAG_FLOAT = 0xF10A
+
+
+def _mix64(x: int) -> int:
+    """SplitMix64 finalizer on a Python int (same bits as :func:`_mix64_np`)."""
+    x = (x + 0x9E3779B97F4A7C15) & _M64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
+    return x ^ (x >> 31)
+
+
+def _mix64_np(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.uint64, copy=True)
+    with np.errstate(over="ignore"):
+        x += np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+    return x
+
+
+def stable_hash(key: Any) -> int:
+    """A 64-bit hash of ``key`` that is identical in every process and Python run.
+
+    Supports None, bool, int, float, str, bytes and tuples of those; other objects hash by
+    their ``repr()`` if it is deterministic (raises :class:`ConfigError` otherwise).
+    """
+    t = type(key)
+    if t is str:
+        return _mix64(zlib.crc32(key.encode("utf-8")) ^ (_TAG_STR << 32))
+    if t is int or t is bool:
+        return _mix64(int(key) & _M64)
+    if t is bytes:
+        return _mix64(zlib.crc32(key) ^ (_TAG_BYTES << 32))
+    if key is None:
+        return _mix64(0x6E6F6E65)
+    if t is float:
+        if key.is_integer() and abs(key) < 2**63:
+            return _mix64(int(key) & _M64)  # 3.0 and 3 are the same key, as in Python
+        return _mix64(zlib.crc32(struct.pack("<d", key)) ^ (_TAG_FLOAT << 32))
+    if t is tuple:
+        h = 0x7475706C
+        for item in key:
+            h = _mix64(h ^ stable_hash(item))
+        return h
+    if isinstance(key, (np.integer, np.bool_)):
+        return _mix64(int(key) & _M64)
+    if isinstance(key, np.floating):
+        return stable_hash(float(key))
+    if isinstance(key, np.str_):
+        return stable_hash(str(key))
+    text = repr(key)
+    if " at 0x" in text:
+        raise ConfigError(
+            f"key {text} of type {t.__name__} has no deterministic value to hash; use a str, "
+            "int, bytes, float or tuple key (or give the class a repr without its id)"
+        )
+    return stable_hash(f"{t.__qualname__}:{text}")
+
+
+def key_group_for(key: Any, max_parallelism: int) -> int:
+    """The key group (0..max_parallelism-1) that ``key`` belongs to."""
+    return stable_hash(key) % max_parallelism
+
+
+def subtask_for_key_group(key_group: int, parallelism: int, max_parallelism: int) -> int:
+    """The subtask index owning ``key_group`` at ``parallelism``."""
+    return key_group * parallelism // max_parallelism
+
+
+@dataclass(frozen=True)
+class KeyGroupRange:
+    """An inclusive range of key groups owned by one subtask."""
+
+    start: int
+    end: int
+
+    @staticmethod
+    def for_subtask(index: int, parallelism: int, max_parallelism: int) -> "KeyGroupRange":
+        """The range that subtask ``index`` owns (inverse of :func:`subtask_for_key_group`)."""
+        if not 0 < parallelism <= max_parallelism:
+            raise ConfigError(
+                f"parallelism {parallelism!r} must be between 1 and max_parallelism {max_parallelism!r}"
+            )
+        start = math.ceil(index * max_parallelism / parallelism)
+        end = math.ceil((index + 1) * max_parallelism / parallelism) - 1
+        return KeyGroupRange(start, end)
+
+    def __contains__(self, key_group: object) -> bool:
+        return isinstance(key_group, int) and self.start <= key_group <= self.end
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.start, self.end + 1))
+
+    def __len__(self) -> int:
+        return max(0, self.end - self.start + 1)
+
+
+def key_groups_of_keys(keys: list, max_parallelism: int) -> np.ndarray:
+    """Key groups of a list of Python keys (each distinct key hashed once)."""
+    cache: dict = {}
+    out = np.empty(len(keys), dtype=np.int64)
+    for i, k in enumerate(keys):
+        try:
+            kg = cache[k]
+        except KeyError:
+            kg = cache[k] = stable_hash(k) % max_parallelism
+        except TypeError:  # unhashable key: hash it without caching
+            kg = stable_hash(k) % max_parallelism
+        out[i] = kg
+    return out
+
+
+def key_groups_of_array(column: pa.Array | pa.ChunkedArray, max_parallelism: int) -> np.ndarray:
+    """Key groups of every value of an Arrow column, vectorized.
+
+    Integers are hashed with numpy; strings/binaries are dictionary encoded so that each
+    distinct value is hashed once. Results equal :func:`key_group_for` value by value.
+    """
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    t = column.type
+    if column.null_count:
+        return key_groups_of_keys(column.to_pylist(), max_parallelism)
+    if pa.types.is_integer(t) or pa.types.is_boolean(t):
+        values = column.to_numpy(zero_copy_only=False).astype(np.int64, copy=False).view(np.uint64)
+        return (_mix64_np(values) % np.uint64(max_parallelism)).astype(np.int64)
+    if pa.types.is_dictionary(t):
+        indices = column.indices.to_numpy(zero_copy_only=False)
+        groups = key_groups_of_keys(column.dictionary.to_pylist(), max_parallelism)
+        return groups[indices]
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        encoded = pc.dictionary_encode(column)
+        indices = encoded.indices.to_numpy(zero_copy_only=False)
+        groups = key_groups_of_keys(encoded.dictionary.to_pylist(), max_parallelism)
+        return groups[indices]
+    return key_groups_of_keys(column.to_pylist(), max_parallelism)

@@ -1,0 +1,150 @@
+"""The operator contract: what the task runtime calls, in which order, on which thread.
+
+A task runs a chain of operators on ONE thread (the task's mailbox thread), so operators
+never need locks. For every operator of a chain the task calls, in order::
+
+    open(ctx, output)                  once, before any data; restore_state() before it on recovery
+    process_batch(batch, input_index)  for each batch, in channel order
+    process_watermark(wm, input_index) when the task's combined watermark advances
+    snapshot_state(checkpoint_id)      at a barrier, after every record before the barrier
+    notify_checkpoint_complete(id)     after the checkpoint is globally complete
+    end_input()                        when every input has ended (flush final results)
+    close()                            once, on success, failure or cancel
+
+Operators emit downstream through ``output`` (the next operator of the chain, or the
+task's network writer) and never keep a reference to a batch they emitted.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from .events import Watermark
+from .keygroups import KeyGroupRange
+from .records import Batch
+
+__all__ = ["Output", "OperatorContext", "StreamOperator", "Clock", "SystemClock", "ManualClock"]
+
+
+class Clock(Protocol):
+    """Processing time source (ms). Injected so tests control time without sleeping."""
+
+    def now_ms(self) -> int: ...
+
+
+class SystemClock:
+    """Wall-clock processing time."""
+
+    def now_ms(self) -> int:
+        import time
+
+        return int(time.time() * 1000)
+
+    def __reduce__(self):
+        return (SystemClock, ())
+
+
+class ManualClock:
+    """A clock that only moves when told to (for tests).
+
+    Example:
+        >>> c = ManualClock(1000); c.advance(500); c.now_ms()
+        1500
+    """
+
+    def __init__(self, start_ms: int = 0) -> None:
+        self._now = start_ms
+
+    def now_ms(self) -> int:
+        return self._now
+
+    def advance(self, ms: int) -> None:
+        self._now += ms
+
+    def set(self, ms: int) -> None:
+        self._now = ms
+
+
+class Output(Protocol):
+    """Where an operator sends its results."""
+
+    def emit(self, batch: Batch) -> None:
+        """Send a batch of records downstream (empty batches may be dropped)."""
+
+    def emit_watermark(self, watermark: Watermark) -> None:
+        """Forward event time downstream."""
+
+    def emit_side(self, tag: str, batch: Batch) -> None:
+        """Send a batch to the side output named ``tag``."""
+
+
+@dataclass
+class OperatorContext:
+    """Runtime facts an operator may need; built by the task for each operator of its chain."""
+
+    operator_name: str
+    operator_uid: str
+    task_name: str
+    subtask_index: int
+    parallelism: int
+    max_parallelism: int
+    key_group_range: KeyGroupRange
+    attempt: int = 0
+    clock: Clock = field(default_factory=SystemClock)
+    keyed_backend: Any = None  # checkpoint.KeyedStateBackend for keyed operators
+    metrics: dict = field(default_factory=dict)
+    # set by the task: current combined watermark, for operators that need it
+    current_watermark: Callable[[], int] | None = None
+    # processing-time timer registration with the task's mailbox: (time_ms, callback)
+    register_processing_timer: Callable[[int, Callable[[int], None]], None] | None = None
+
+
+class StreamOperator(ABC):
+    """Base class of every operator. See the module docstring for the calling protocol."""
+
+    #: the operator's display name (set by the graph builder)
+    name: str = "operator"
+    #: True if the operator needs the keyed state backend (input is keyed)
+    keyed: bool = False
+
+    def open(self, ctx: OperatorContext, output: Output) -> None:
+        """Prepare for processing; keep ``output`` to emit results."""
+        self.ctx = ctx
+        self.output = output
+
+    @abstractmethod
+    def process_batch(self, batch: Batch, input_index: int = 0) -> None:
+        """Process one batch of records from input ``input_index`` (0 for one-input operators)."""
+
+    def process_watermark(self, watermark: Watermark, input_index: int = 0) -> None:
+        """Event time advanced; the default forwards the watermark."""
+        self.output.emit_watermark(watermark)
+
+    def end_input(self) -> None:
+        """Every input has ended; emit final results. Default: nothing."""
+
+    def snapshot_state(self, checkpoint_id: int) -> Any:
+        """Return this operator's non-keyed state for checkpoint ``checkpoint_id`` (or None).
+
+        Must be a copy (or immutable): the task keeps processing while it is written.
+        Keyed state in ``ctx.keyed_backend`` is snapshotted by the task itself.
+        """
+        return None
+
+    def restore_state(self, states: list[Any]) -> None:
+        """Restore from the non-keyed states of the previous run's subtasks (union list).
+
+        Called before :meth:`open` on recovery. ``states`` holds every old subtask's
+        snapshot so a rescaled operator can pick its share.
+        """
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        """Checkpoint ``checkpoint_id`` is complete everywhere (sinks commit here)."""
+
+    def notify_checkpoint_aborted(self, checkpoint_id: int) -> None:
+        """Checkpoint ``checkpoint_id`` was aborted; discard what was prepared for it."""
+
+    def close(self) -> None:
+        """Release resources. Called once, also after a failure."""

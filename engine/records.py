@@ -1,0 +1,164 @@
+"""Batches: the unit of data inside a task and across channels.
+
+A :class:`Batch` holds either a list of Python records or a ``pyarrow.RecordBatch`` and
+converts lazily, so chained operators pass Python lists with no serialization, while a
+channel always ships Arrow. Conversion of Python records to Arrow is typed when the
+records are uniform (dicts with the same keys and scalar values, tuples of scalars, or
+plain scalars); anything else becomes one binary column of pickled values. The chosen
+encoding is stored in the schema metadata so the receiver restores the same records.
+
+Example:
+    >>> b = Batch.of_records([{"word": "a", "n": 1}, {"word": "b", "n": 2}])
+    >>> b.arrow().schema.names
+    ['word', 'n']
+    >>> Batch.of_arrow(b.arrow()).records()
+    [{'word': 'a', 'n': 1}, {'word': 'b', 'n': 2}]
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any, Iterable, Sequence
+
+import cloudpickle
+import pyarrow as pa
+
+__all__ = ["Batch", "records_to_arrow", "arrow_to_records", "KIND_KEY"]
+
+KIND_KEY = b"raystream.kind"
+_ROW = b"row"  # dict records, typed columns
+_SCALAR = b"scalar"  # one column named "value"
+_TUPLE = b"tuple"  # columns f0..fn
+_PICKLE = b"pickle"  # one binary column of pickled records
+_SCALAR_TYPES = (int, float, str, bytes, bool)
+
+
+def _is_flat(schema: pa.Schema) -> bool:
+    for field in schema:
+        t = field.type
+        if pa.types.is_nested(t) or pa.types.is_null(t) or pa.types.is_dictionary(t):
+            return False
+    return True
+
+
+def _with_kind(batch: pa.RecordBatch, kind: bytes) -> pa.RecordBatch:
+    return batch.replace_schema_metadata({KIND_KEY: kind})
+
+
+def _pickled(records: Sequence[Any]) -> pa.RecordBatch:
+    try:
+        payload = [pickle.dumps(r, protocol=5) for r in records]
+    except Exception:  # lambdas, local classes: cloudpickle handles them
+        payload = [cloudpickle.dumps(r) for r in records]
+    return _with_kind(pa.RecordBatch.from_arrays([pa.array(payload, pa.binary())], ["record"]), _PICKLE)
+
+
+def records_to_arrow(records: Sequence[Any]) -> pa.RecordBatch:
+    """Convert Python records to a RecordBatch (typed when uniform, else pickled)."""
+    if not records:
+        return _with_kind(pa.RecordBatch.from_arrays([pa.array([], pa.binary())], ["record"]), _PICKLE)
+    first = records[0]
+    t0 = type(first)
+    try:
+        if t0 is dict:
+            keys = first.keys()
+            if all(type(r) is dict and r.keys() == keys for r in records):
+                rb = pa.RecordBatch.from_pylist(list(records))
+                if _is_flat(rb.schema) and rb.num_columns == len(keys):
+                    return _with_kind(rb, _ROW)
+        elif t0 in _SCALAR_TYPES:
+            if all(type(r) is t0 for r in records):
+                arr = pa.array(records)
+                if not pa.types.is_nested(arr.type):
+                    return _with_kind(pa.RecordBatch.from_arrays([arr], ["value"]), _SCALAR)
+        elif t0 is tuple:
+            n = len(first)
+            if n and all(type(r) is tuple and len(r) == n for r in records):
+                cols = list(zip(*records))
+                if all(all(type(v) in _SCALAR_TYPES for v in col[:1]) for col in cols):
+                    arrays = [pa.array(c) for c in cols]
+                    if not any(pa.types.is_nested(a.type) for a in arrays):
+                        return _with_kind(
+                            pa.RecordBatch.from_arrays(arrays, [f"f{i}" for i in range(n)]), _TUPLE
+                        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
+        pass  # mixed types, huge ints...: fall back to pickling
+    return _pickled(records)
+
+
+def arrow_to_records(batch: pa.RecordBatch) -> list:
+    """Inverse of :func:`records_to_arrow`; plain Arrow batches become lists of dicts."""
+    meta = batch.schema.metadata or {}
+    kind = meta.get(KIND_KEY, _ROW)
+    if kind == _SCALAR:
+        return batch.column(0).to_pylist()
+    if kind == _PICKLE:
+        return [pickle.loads(b) for b in batch.column(0).to_pylist()]
+    if kind == _TUPLE:
+        return list(zip(*(c.to_pylist() for c in batch.columns))) if batch.num_rows else []
+    return batch.to_pylist()
+
+
+class Batch:
+    """A batch of records, held as a Python list, an Arrow RecordBatch, or both.
+
+    Operators call :meth:`records` (record API) or :meth:`arrow` (batch API); each
+    conversion happens at most once per batch.
+    """
+
+    __slots__ = ("_records", "_arrow", "timestamps")
+
+    def __init__(self, records: list | None = None, arrow: pa.RecordBatch | None = None) -> None:
+        self._records = records
+        self._arrow = arrow
+        self.timestamps = None  # optional numpy int64 event timestamps, one per record
+
+    @classmethod
+    def of_records(cls, records: Iterable[Any]) -> "Batch":
+        """A batch holding Python records (kept as they are until Arrow is needed)."""
+        return cls(records=records if isinstance(records, list) else list(records))
+
+    @classmethod
+    def of_arrow(cls, batch: pa.RecordBatch | pa.Table) -> "Batch":
+        """A batch holding Arrow data (a Table is combined into one RecordBatch)."""
+        if isinstance(batch, pa.Table):
+            batch = batch.combine_chunks().to_batches()[0] if batch.num_rows else pa.RecordBatch.from_pylist([], schema=batch.schema)
+        return cls(arrow=batch)
+
+    @property
+    def is_arrow(self) -> bool:
+        """True when the batch currently holds Arrow data (the columnar fast path)."""
+        return self._arrow is not None
+
+    @property
+    def is_columnar(self) -> bool:
+        """True for Arrow data that is not a wrapped pickled/scalar record stream."""
+        if self._arrow is None:
+            return False
+        meta = self._arrow.schema.metadata or {}
+        return meta.get(KIND_KEY, _ROW) == _ROW
+
+    def records(self) -> list:
+        """The records as a Python list."""
+        if self._records is None:
+            self._records = arrow_to_records(self._arrow)
+        return self._records
+
+    def arrow(self) -> pa.RecordBatch:
+        """The records as an Arrow RecordBatch."""
+        if self._arrow is None:
+            self._arrow = records_to_arrow(self._records)
+        return self._arrow
+
+    def __len__(self) -> int:
+        if self._records is not None:
+            return len(self._records)
+        return self._arrow.num_rows
+
+    def nbytes(self) -> int:
+        """Arrow buffer size if held as Arrow, else 0 (not computed for Python lists)."""
+        return self._arrow.nbytes if self._arrow is not None else 0
+
+    def __repr__(self) -> str:
+        form = "arrow" if self._arrow is not None else "records"
+        return f"Batch({len(self)} rows, {form})"
