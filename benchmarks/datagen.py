@@ -164,9 +164,13 @@ def top_key_share(table: pa.Table | pa.RecordBatch) -> tuple[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.datagen", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks.datagen", description=__doc__.split("\n")[0]
+    )
     ap.add_argument("--n", type=int, default=2_000_000, help="number of events")
-    ap.add_argument("--out", default="benchmarks/data/events_2M.parquet", help="Parquet file to write")
+    ap.add_argument(
+        "--out", default="benchmarks/data/events_2M.parquet", help="Parquet file to write"
+    )
     ap.add_argument("--row-group-size", type=int, default=65536)
     args = ap.parse_args(argv)
 
@@ -180,10 +184,14 @@ def main(argv: list[str] | None = None) -> int:
     windows = (table.column("ts").to_numpy() - T0) // 1000
     wk = pa.table({"k": table.column("key"), "w": windows})
     n_pairs = wk.group_by(["k", "w"]).aggregate([]).num_rows
-    print(f"events({args.n:,}): generated in {gen_s:.2f} s, written in {write_s:.2f} s -> {args.out}")
-    print(f"top key {key} share {share:.2%} (theory {key_probabilities()[0]:.2%}); "
-          f"distinct keys {pc.count_distinct(table.column('key')).as_py():,}; "
-          f"distinct (key, 1 s window) pairs {n_pairs:,}")
+    print(
+        f"events({args.n:,}): generated in {gen_s:.2f} s, written in {write_s:.2f} s -> {args.out}"
+    )
+    print(
+        f"top key {key} share {share:.2%} (theory {key_probabilities()[0]:.2%}); "
+        f"distinct keys {pc.count_distinct(table.column('key')).as_py():,}; "
+        f"distinct (key, 1 s window) pairs {n_pairs:,}"
+    )
     return 0
 
 
