@@ -1,0 +1,85 @@
+"""The keyed state backend contract, as the task runtime and keyed operators use it.
+
+Calling protocol (all on the task's single mailbox thread, no locks):
+
+1. The task builds one backend per keyed operator with the subtask's
+   :class:`~engine.keygroups.KeyGroupRange` and the job's ``max_parallelism``.
+2. On recovery it calls :meth:`KeyedStateBackend.restore` once, before ``open()``, with
+   the keyed snapshots of *all* old subtasks; the backend keeps its own key groups.
+3. The operator calls :meth:`get_state` (usually in ``open()``) and, for every record,
+   the task or operator calls :meth:`set_current_key` (or the fast
+   :meth:`set_current_key_with_group` when the key group is already known from routing);
+   state objects then act on that key.
+4. At a barrier the task calls :meth:`snapshot`; the result is an immutable copy, so
+   processing continues while it is written to storage on another thread.
+
+The backend owns the state; state objects and snapshots never outlive their meaning
+(a snapshot is a value, a state object is a view).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Iterator
+
+from engine.keygroups import KeyGroupRange
+
+from .descriptors import StateDescriptor
+from .snapshot import KeyedStateSnapshot
+from .state import KeyedState
+
+__all__ = ["KeyedStateBackend"]
+
+
+class KeyedStateBackend(ABC):
+    """Keyed state of one operator subtask, partitioned by key group."""
+
+    @property
+    @abstractmethod
+    def key_group_range(self) -> KeyGroupRange:
+        """The key groups this backend owns."""
+
+    @property
+    @abstractmethod
+    def max_parallelism(self) -> int:
+        """The job's number of key groups."""
+
+    @abstractmethod
+    def set_current_key(self, key: Any) -> None:
+        """Make ``key`` the key that state objects act on.
+
+        Raises:
+            StateError: the key's group is outside :attr:`key_group_range`.
+        """
+
+    @abstractmethod
+    def set_current_key_with_group(self, key: Any, key_group: int) -> None:
+        """Like :meth:`set_current_key` when the caller already computed the key group."""
+
+    @property
+    @abstractmethod
+    def current_key(self) -> Any:
+        """The current key (raises StateError if none was set)."""
+
+    @abstractmethod
+    def get_state(self, descriptor: StateDescriptor) -> KeyedState:
+        """The state object for ``descriptor`` (the same object for the same name)."""
+
+    @abstractmethod
+    def keys(self, state_name: str) -> Iterator[Any]:
+        """Every key that has a (live) value in state ``state_name``."""
+
+    @abstractmethod
+    def num_keys(self) -> int:
+        """Number of distinct keys with any state."""
+
+    @abstractmethod
+    def snapshot(self, checkpoint_id: int) -> KeyedStateSnapshot:
+        """An immutable copy of all state, for checkpoint ``checkpoint_id``."""
+
+    @abstractmethod
+    def restore(self, snapshots: list[KeyedStateSnapshot]) -> None:
+        """Replace all state with this backend's key groups from ``snapshots``."""
+
+    def close(self) -> None:
+        """Release the state (the backend must not be used afterwards)."""

@@ -1,0 +1,228 @@
+"""State descriptors: what a keyed state is called, what kind it is, and its TTL.
+
+An operator declares its keyed state with a descriptor and asks the backend for the state
+object (Flink's ``getRuntimeContext().getState(descriptor)``)::
+
+    counts = backend.get_state(ValueStateDescriptor("count", default=0))
+    backend.set_current_key("alice")
+    counts.update(counts.value() + 1)
+
+Descriptors are small immutable values and are picklable (they travel inside operators).
+The ``kind`` of a descriptor is part of a snapshot: restoring a state under the same name
+with another kind is a :class:`~engine.errors.StateError`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Generic, TypeVar
+
+from engine.errors import ConfigError
+
+__all__ = [
+    "StateTtlConfig",
+    "AggregateFunction",
+    "StateDescriptor",
+    "ValueStateDescriptor",
+    "ListStateDescriptor",
+    "MapStateDescriptor",
+    "ReducingStateDescriptor",
+    "AggregatingStateDescriptor",
+]
+
+T = TypeVar("T")
+IN = TypeVar("IN")
+ACC = TypeVar("ACC")
+OUT = TypeVar("OUT")
+
+_UPDATE_TYPES = ("on_create_and_write", "on_read_and_write")
+
+
+@dataclass(frozen=True)
+class StateTtlConfig:
+    """Time-to-live of keyed state entries, in processing time (Flink's ``StateTtlConfig``).
+
+    An entry expires ``ttl_ms`` after its last timestamp update. Expired entries are
+    invisible to reads and removed lazily: when read, and when a snapshot is taken
+    (expired entries never reach a checkpoint). Time comes from the backend's clock.
+
+    Attributes:
+        ttl_ms: time to live in milliseconds (> 0).
+        update_type: when the timestamp is refreshed: ``"on_create_and_write"`` (writes
+            only, the default) or ``"on_read_and_write"`` (reads too).
+        return_expired: if True, a read that finds an expired entry not yet cleaned up
+            still returns it once (and removes it), like Flink's
+            ``ReturnExpiredIfNotCleanedUp``; if False (default) it is never returned.
+
+    Example:
+        >>> StateTtlConfig(60_000, update_type="on_read_and_write").ttl_ms
+        60000
+    """
+
+    ttl_ms: int
+    update_type: str = "on_create_and_write"
+    return_expired: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.ttl_ms, bool) or not isinstance(self.ttl_ms, int) or self.ttl_ms <= 0:
+            raise ConfigError(f"StateTtlConfig.ttl_ms must be a positive int, got {self.ttl_ms!r}")
+        if self.update_type not in _UPDATE_TYPES:
+            raise ConfigError(
+                f"StateTtlConfig.update_type must be one of {_UPDATE_TYPES!r}, "
+                f"got {self.update_type!r}"
+            )
+
+    @property
+    def update_on_read(self) -> bool:
+        """True if reads refresh the timestamp."""
+        return self.update_type == "on_read_and_write"
+
+
+class AggregateFunction(ABC, Generic[IN, ACC, OUT]):
+    """An incremental aggregation (Flink's ``AggregateFunction``), used by aggregating state.
+
+    Example:
+        >>> class Average(AggregateFunction):
+        ...     def create_accumulator(self): return (0, 0)
+        ...     def add(self, value, acc): return (acc[0] + value, acc[1] + 1)
+        ...     def get_result(self, acc): return acc[0] / acc[1]
+        ...     def merge(self, a, b): return (a[0] + b[0], a[1] + b[1])
+        >>> f = Average(); f.get_result(f.add(4, f.add(2, f.create_accumulator())))
+        3.0
+    """
+
+    @abstractmethod
+    def create_accumulator(self) -> ACC:
+        """A new, empty accumulator."""
+
+    @abstractmethod
+    def add(self, value: IN, accumulator: ACC) -> ACC:
+        """Add ``value`` to ``accumulator`` and return the updated accumulator."""
+
+    @abstractmethod
+    def get_result(self, accumulator: ACC) -> OUT:
+        """The aggregate's result for ``accumulator``."""
+
+    @abstractmethod
+    def merge(self, a: ACC, b: ACC) -> ACC:
+        """Merge two accumulators (used when windows or key groups merge)."""
+
+
+def _check_name(name: object) -> None:
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"state name must be a non-empty str, got {name!r}")
+
+
+def _check_ttl(name: str, ttl: object) -> None:
+    if ttl is not None and not isinstance(ttl, StateTtlConfig):
+        raise ConfigError(f"ttl of state {name!r} must be a StateTtlConfig or None, got {ttl!r}")
+
+
+@dataclass(frozen=True)
+class StateDescriptor:
+    """Base of all state descriptors: a name, a kind and an optional TTL."""
+
+    kind: ClassVar[str] = "abstract"
+    name: str
+
+    def __post_init__(self) -> None:
+        _check_name(self.name)
+        _check_ttl(self.name, getattr(self, "ttl", None))
+
+
+@dataclass(frozen=True)
+class ValueStateDescriptor(StateDescriptor, Generic[T]):
+    """A single value per key.
+
+    ``default`` is returned by ``value()`` when the key has no value; it is shared, so
+    use an immutable default (or None).
+
+    Example:
+        >>> ValueStateDescriptor("count", default=0).kind
+        'value'
+    """
+
+    kind: ClassVar[str] = "value"
+    default: Any = None
+    ttl: StateTtlConfig | None = None
+
+
+@dataclass(frozen=True)
+class ListStateDescriptor(StateDescriptor, Generic[T]):
+    """A list of values per key (TTL applies to each element).
+
+    Example:
+        >>> ListStateDescriptor("buffer").kind
+        'list'
+    """
+
+    kind: ClassVar[str] = "list"
+    ttl: StateTtlConfig | None = None
+
+
+@dataclass(frozen=True)
+class MapStateDescriptor(StateDescriptor):
+    """A dict per key (TTL applies to each map entry).
+
+    Example:
+        >>> MapStateDescriptor("last_seen").kind
+        'map'
+    """
+
+    kind: ClassVar[str] = "map"
+    ttl: StateTtlConfig | None = None
+
+
+@dataclass(frozen=True)
+class ReducingStateDescriptor(StateDescriptor, Generic[T]):
+    """A value per key folded with ``reduce_fn(accumulated, new) -> accumulated``.
+
+    Example:
+        >>> ReducingStateDescriptor("sum", lambda a, b: a + b).kind
+        'reducing'
+    """
+
+    kind: ClassVar[str] = "reducing"
+    reduce_fn: Callable[[Any, Any], Any] = None  # type: ignore[assignment]
+    ttl: StateTtlConfig | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not callable(self.reduce_fn):
+            raise ConfigError(
+                f"reduce_fn of state {self.name!r} must be callable, got {self.reduce_fn!r}"
+            )
+
+
+@dataclass(frozen=True)
+class AggregatingStateDescriptor(StateDescriptor):
+    """An accumulator per key driven by an :class:`AggregateFunction`.
+
+    Example:
+        >>> class Count(AggregateFunction):
+        ...     def create_accumulator(self): return 0
+        ...     def add(self, value, acc): return acc + 1
+        ...     def get_result(self, acc): return acc
+        ...     def merge(self, a, b): return a + b
+        >>> AggregatingStateDescriptor("n", Count()).kind
+        'aggregating'
+    """
+
+    kind: ClassVar[str] = "aggregating"
+    aggregate_function: AggregateFunction = None  # type: ignore[assignment]
+    ttl: StateTtlConfig | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        f = self.aggregate_function
+        missing = [
+            m
+            for m in ("create_accumulator", "add", "get_result", "merge")
+            if not callable(getattr(f, m, None))
+        ]
+        if missing:
+            raise ConfigError(
+                f"aggregate_function of state {self.name!r} must implement "
+                f"create_accumulator/add/get_result/merge (missing {missing!r}), got {f!r}"
+            )

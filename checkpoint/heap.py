@@ -1,0 +1,440 @@
+"""The heap keyed state backend: Python dicts per key group, snapshots as pickled key groups.
+
+State lives in ``{state_name: {key_group: {key: entry}}}``. A snapshot pickles each
+non-empty key group (all states of that key group together) with pickle protocol 5,
+falling back to cloudpickle for user objects; the bytes are the consistent copy, so the
+task may keep mutating state while the snapshot is written elsewhere.
+
+Snapshots reuse the bytes of key groups that were not touched since the previous
+snapshot (a key group is *touched* when a key of it becomes the current key). This
+makes checkpoints of large, mostly idle state cheap, at the cost of keeping the last
+snapshot's bytes in memory; pass ``reuse_snapshot_bytes=False`` to turn it off. It relies
+on the rule of :mod:`checkpoint.state`: a value is never mutated in place after the
+current key changed away from its key.
+
+Example:
+    >>> from engine.keygroups import KeyGroupRange
+    >>> from checkpoint import ValueStateDescriptor
+    >>> b = HeapKeyedStateBackend(KeyGroupRange(0, 127), 128)
+    >>> count = b.get_state(ValueStateDescriptor("count", default=0))
+    >>> for word in ["a", "b", "a"]:
+    ...     b.set_current_key(word); count.update(count.value() + 1)
+    >>> snap = b.snapshot(checkpoint_id=1)
+    >>> b2 = HeapKeyedStateBackend(KeyGroupRange(0, 127), 128); b2.restore([snap])
+    >>> c2 = b2.get_state(ValueStateDescriptor("count", default=0))
+    >>> b2.set_current_key("a"); c2.value()
+    2
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterator
+
+from engine.errors import CheckpointError, StateError
+from engine.keygroups import KeyGroupRange, key_group_for
+from engine.operator import Clock, SystemClock
+
+from .backend import KeyedStateBackend
+from .descriptors import StateDescriptor
+from .serde import dumps, loads
+from .snapshot import KeyedStateSnapshot, StateMeta
+from .state import STATE_CLASSES, KeyedState
+
+__all__ = ["HeapKeyedStateBackend"]
+
+_NO_KEY: Any = object()
+_LIST, _MAP = "list", "map"
+
+
+def _live_entries(kind: str, entries: dict, limit: int) -> tuple[dict, float]:
+    """Entries of one key group whose timestamps are > ``limit``, and their oldest ts."""
+    oldest = math.inf
+    live: dict = {}
+    if kind == _LIST:
+        for k, items in entries.items():
+            kept = [x for x in items if x[1] > limit]
+            if kept:
+                live[k] = kept
+                oldest = min(oldest, min(x[1] for x in kept))
+    elif kind == _MAP:
+        for k, m in entries.items():
+            kept = {mk: e for mk, e in m.items() if e[1] > limit}
+            if kept:
+                live[k] = kept
+                oldest = min(oldest, min(e[1] for e in kept.values()))
+    else:
+        for k, e in entries.items():
+            if e[1] > limit:
+                live[k] = e
+                oldest = min(oldest, e[1])
+    return live, oldest
+
+
+def _is_live(kind: str, entry: Any, limit: int) -> bool:
+    if kind == _LIST:
+        return any(x[1] > limit for x in entry)
+    if kind == _MAP:
+        return any(e[1] > limit for e in entry.values())
+    return entry[1] > limit
+
+
+def _convert_entries(kind: str, entries: dict, wrap: bool, now: int) -> dict:
+    """Add (``wrap``) or strip TTL timestamps of one key group's entries."""
+    if kind == _LIST:
+        if wrap:
+            return {k: [(x, now) for x in v] for k, v in entries.items()}
+        return {k: [x[0] for x in v] for k, v in entries.items()}
+    if kind == _MAP:
+        if wrap:
+            return {k: {mk: (mv, now) for mk, mv in m.items()} for k, m in entries.items()}
+        return {k: {mk: e[0] for mk, e in m.items()} for k, m in entries.items()}
+    if wrap:
+        return {k: (v, now) for k, v in entries.items()}
+    return {k: e[0] for k, e in entries.items()}
+
+
+class HeapKeyedStateBackend(KeyedStateBackend):
+    """Keyed state in Python dicts, stored per key group (Flink's ``HeapKeyedStateBackend``).
+
+    Args:
+        key_group_range: the key groups this subtask owns.
+        max_parallelism: the job's number of key groups.
+        clock: processing-time source for TTL (default: wall clock).
+        reuse_snapshot_bytes: reuse the previous snapshot's bytes for untouched key groups.
+
+    Example:
+        >>> from engine.keygroups import KeyGroupRange
+        >>> b = HeapKeyedStateBackend(KeyGroupRange.for_subtask(0, 2, 128), 128)
+        >>> b.key_group_range
+        KeyGroupRange(start=0, end=63)
+    """
+
+    def __init__(
+        self,
+        key_group_range: KeyGroupRange,
+        max_parallelism: int,
+        clock: Clock | None = None,
+        *,
+        reuse_snapshot_bytes: bool = True,
+    ) -> None:
+        if not isinstance(max_parallelism, int) or max_parallelism <= 0:
+            raise StateError(f"max_parallelism must be a positive int, got {max_parallelism!r}")
+        if not (0 <= key_group_range.start and key_group_range.end < max_parallelism):
+            raise StateError(
+                f"key group range {key_group_range!r} is outside 0..{max_parallelism - 1} "
+                f"(max_parallelism {max_parallelism!r})"
+            )
+        self._range = key_group_range
+        self._start = key_group_range.start
+        self._end = key_group_range.end
+        self._max_par = max_parallelism
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._key: Any = _NO_KEY
+        self._kg: int = -1
+        self._tables: dict[str, dict[int, dict[Any, Any]]] = {}
+        self._states: dict[str, KeyedState] = {}
+        self._restored: dict[str, StateMeta] = {}  # restored, not yet asked for by get_state
+        self._reuse = reuse_snapshot_bytes
+        self._touched: set[int] = set()
+        self._cache: dict[int, tuple[bytes, float]] = {}  # kg -> (bytes, earliest expiry)
+
+    # -- keys --------------------------------------------------------------------------
+
+    @property
+    def key_group_range(self) -> KeyGroupRange:
+        return self._range
+
+    @property
+    def max_parallelism(self) -> int:
+        return self._max_par
+
+    @property
+    def clock(self) -> Clock:
+        """The processing-time clock used for TTL."""
+        return self._clock
+
+    def set_current_key(self, key: Any) -> None:
+        """Make ``key`` current; its key group is computed with ``key_group_for``.
+
+        Raises:
+            StateError: the key's group is outside this backend's range (the record was
+                routed to the wrong subtask).
+        """
+        kg = key_group_for(key, self._max_par)
+        if not self._start <= kg <= self._end:
+            raise StateError(
+                f"key {key!r} belongs to key group {kg}, outside this backend's range "
+                f"{self._start}..{self._end} (max_parallelism {self._max_par}); the record was "
+                "routed to the wrong subtask, or max_parallelism differs between stages"
+            )
+        self._key = key
+        self._kg = kg
+        self._touched.add(kg)
+
+    def set_current_key_with_group(self, key: Any, key_group: int) -> None:
+        """Fast path of :meth:`set_current_key` when the caller knows the key group.
+
+        The group is trusted (not recomputed) but still checked against the range.
+        """
+        if not self._start <= key_group <= self._end:
+            raise StateError(
+                f"key {key!r} with key group {key_group!r} is outside this backend's range "
+                f"{self._start}..{self._end}"
+            )
+        self._key = key
+        self._kg = key_group
+        self._touched.add(key_group)
+
+    @property
+    def has_current_key(self) -> bool:
+        """True once a current key was set."""
+        return self._kg >= 0
+
+    @property
+    def current_key(self) -> Any:
+        if self._kg < 0:
+            raise StateError("no current key: call set_current_key(key) first")
+        return self._key
+
+    @property
+    def current_key_group(self) -> int:
+        """The current key's group (raises StateError if no key was set)."""
+        if self._kg < 0:
+            raise StateError("no current key: call set_current_key(key) first")
+        return self._kg
+
+    # -- states ------------------------------------------------------------------------
+
+    def get_state(self, descriptor: StateDescriptor) -> Any:
+        """The state object for ``descriptor``; the same object for the same name.
+
+        Raises:
+            StateError: a state of another kind already uses this name (registered now or
+                found in the restored snapshot).
+        """
+        if not isinstance(descriptor, StateDescriptor):
+            raise StateError(f"get_state() needs a state descriptor, got {descriptor!r}")
+        name = descriptor.name
+        existing = self._states.get(name)
+        if existing is not None:
+            if existing.descriptor.kind != descriptor.kind:
+                raise StateError(
+                    f"state {name!r} is already registered as {existing.descriptor.kind!r} "
+                    f"state; cannot get it as {descriptor.kind!r} state (use another name)"
+                )
+            return existing
+        cls = STATE_CLASSES.get(descriptor.kind)
+        if cls is None:
+            raise StateError(f"state {name!r} has unknown kind {descriptor.kind!r}")
+        restored = self._restored.get(name)
+        if restored is not None:
+            if restored.kind != descriptor.kind:
+                raise StateError(
+                    f"state {name!r} was restored as {restored.kind!r} state but is now "
+                    f"declared as {descriptor.kind!r} state; keep the kind or rename the state"
+                )
+            self._convert(name, restored, self._meta_of(descriptor))
+            del self._restored[name]
+        table = self._tables.setdefault(name, {})
+        state = cls(self, descriptor, table)
+        self._states[name] = state
+        self._cache.clear()  # a new state may change how entries are filtered
+        return state
+
+    @staticmethod
+    def _meta_of(descriptor: StateDescriptor) -> StateMeta:
+        ttl = getattr(descriptor, "ttl", None)
+        return StateMeta(descriptor.kind, None if ttl is None else ttl.ttl_ms)
+
+    def _metas(self) -> dict[str, StateMeta]:
+        metas = dict(self._restored)
+        for name, state in self._states.items():
+            metas[name] = self._meta_of(state.descriptor)
+        return metas
+
+    def _convert(self, name: str, old: StateMeta, new: StateMeta) -> None:
+        """Switch a restored table between plain and TTL-wrapped entries if TTL changed."""
+        if (old.ttl_ms is None) == (new.ttl_ms is None):
+            return
+        table = self._tables.get(name, {})
+        now = self._clock.now_ms()
+        for kg, entries in list(table.items()):
+            if old.ttl_ms is not None:  # drop what already expired, then unwrap
+                entries, _ = _live_entries(old.kind, entries, now - old.ttl_ms)
+            table[kg] = _convert_entries(old.kind, entries, new.ttl_ms is not None, now)
+
+    def state_names(self) -> list[str]:
+        """Names of all states: registered ones and restored ones not yet asked for."""
+        return sorted(set(self._tables) | set(self._restored))
+
+    def keys(self, state_name: str) -> Iterator[Any]:
+        """Iterate over the keys with a live value in ``state_name`` (key-group order).
+
+        Each key group's keys are copied before they are yielded, so the caller may set
+        the current key and change state while iterating.
+
+        Raises:
+            StateError: no state of that name exists.
+        """
+        table = self._tables.get(state_name)
+        if table is None:
+            raise StateError(
+                f"unknown state {state_name!r}; states are {self.state_names()!r}"
+            )
+        meta = self._metas().get(state_name)
+        ttl = meta.ttl_ms if meta is not None else None
+        return self._iter_keys(table, meta.kind if meta else "value", ttl)
+
+    def _iter_keys(self, table: dict, kind: str, ttl: int | None) -> Iterator[Any]:
+        for kg in sorted(table):
+            entries = table.get(kg)
+            if not entries:
+                continue
+            if ttl is None:
+                yield from list(entries)
+            else:
+                limit = self._clock.now_ms() - ttl
+                yield from [k for k, e in entries.items() if _is_live(kind, e, limit)]
+
+    def num_keys(self) -> int:
+        """Number of distinct keys with a live value in any state."""
+        seen: set = set()
+        for name in list(self._tables):
+            seen.update(self.keys(name))
+        return len(seen)
+
+    # -- snapshot / restore ------------------------------------------------------------
+
+    def snapshot(self, checkpoint_id: int) -> KeyedStateSnapshot:
+        """A consistent, immutable copy of all state (expired TTL entries dropped).
+
+        Runs on the task thread and costs one pickling of every key group touched since
+        the previous snapshot; the result shares nothing with live state.
+
+        Raises:
+            CheckpointError: a state value cannot be pickled (the message names the state).
+        """
+        metas = self._metas()
+        now = self._clock.now_ms() if any(m.ttl_ms is not None for m in metas.values()) else 0
+        groups: set[int] = set()
+        for table in self._tables.values():
+            groups.update(table)
+        out: dict[int, bytes] = {}
+        for kg in sorted(groups):
+            if self._reuse and kg not in self._touched:
+                cached = self._cache.get(kg)
+                if cached is not None and cached[1] > now:
+                    out[kg] = cached[0]
+                    continue
+            blob, expiry = self._snapshot_group(kg, metas, now)
+            if blob is None:
+                self._cache.pop(kg, None)
+                continue
+            out[kg] = blob
+            if self._reuse:
+                self._cache[kg] = (blob, expiry)
+        self._touched.clear()
+        return KeyedStateSnapshot(checkpoint_id, self._max_par, self._range, metas, out)
+
+    def _snapshot_group(
+        self, kg: int, metas: dict[str, StateMeta], now: int
+    ) -> tuple[bytes | None, float]:
+        per_state: dict[str, dict] = {}
+        expiry = math.inf
+        for name, table in self._tables.items():
+            entries = table.get(kg)
+            if not entries:
+                continue
+            meta = metas[name]
+            if meta.ttl_ms is not None:
+                entries, oldest = _live_entries(meta.kind, entries, now - meta.ttl_ms)
+                table[kg] = entries  # expired entries leave live state too
+                if not entries:
+                    continue
+                expiry = min(expiry, oldest + meta.ttl_ms)
+            per_state[name] = entries
+        if not per_state:
+            return None, expiry
+        try:
+            return dumps(per_state, f"key group {kg}"), expiry
+        except CheckpointError:
+            for name, entries in per_state.items():  # find the state to blame
+                dumps(entries, f"state {name!r} (key group {kg})")
+            raise
+
+    def restore(self, snapshots: list[KeyedStateSnapshot]) -> None:
+        """Replace all state with the key groups of ``snapshots`` that this backend owns.
+
+        ``snapshots`` may come from any number of old subtasks (any old parallelism with
+        the same ``max_parallelism``); key groups outside this backend's range are skipped
+        without being unpickled.
+
+        Raises:
+            CheckpointError: max_parallelism differs, a key group appears in two snapshots,
+                or two snapshots disagree on a state's kind.
+        """
+        metas: dict[str, StateMeta] = {}
+        chosen: dict[int, tuple[int, bytes]] = {}
+        for i, snap in enumerate(snapshots):
+            if not isinstance(snap, KeyedStateSnapshot):
+                raise CheckpointError(f"restore() needs KeyedStateSnapshot objects, got {snap!r}")
+            if snap.max_parallelism != self._max_par:
+                raise CheckpointError(
+                    f"cannot restore keyed state written with max_parallelism "
+                    f"{snap.max_parallelism!r} into a job with max_parallelism {self._max_par!r}; "
+                    "key groups cannot be re-split"
+                )
+            for name, meta in snap.states.items():
+                prev = metas.setdefault(name, meta)
+                if prev.kind != meta.kind or (prev.ttl_ms is None) != (meta.ttl_ms is None):
+                    raise CheckpointError(
+                        f"snapshots disagree on state {name!r}: {prev!r} vs {meta!r}"
+                    )
+            for kg, blob in snap.key_groups.items():
+                if kg not in self._range:
+                    continue
+                if kg in chosen:
+                    raise CheckpointError(
+                        f"key group {kg} is in two snapshots (#{chosen[kg][0]} and #{i}); "
+                        "restore each old subtask's snapshot exactly once"
+                    )
+                chosen[kg] = (i, blob)
+        for table in self._tables.values():
+            table.clear()  # keep table objects: registered states point at them
+        self._cache.clear()
+        self._touched.clear()
+        self._key, self._kg = _NO_KEY, -1
+        for kg, (_, blob) in sorted(chosen.items()):
+            per_state = loads(blob, f"key group {kg}")
+            for name, entries in per_state.items():
+                if name not in metas:
+                    raise CheckpointError(f"key group {kg} holds state {name!r} with no metadata")
+                self._tables.setdefault(name, {})[kg] = entries
+        self._restored = {}
+        for name, meta in metas.items():
+            state = self._states.get(name)
+            if state is None:
+                self._restored[name] = meta
+                self._tables.setdefault(name, {})
+            elif state.descriptor.kind != meta.kind:
+                raise StateError(
+                    f"state {name!r} is registered as {state.descriptor.kind!r} state but the "
+                    f"snapshot holds {meta.kind!r} state"
+                )
+            else:
+                self._convert(name, meta, self._meta_of(state.descriptor))
+
+    def close(self) -> None:
+        """Drop all state."""
+        for table in self._tables.values():
+            table.clear()
+        self._cache.clear()
+        self._touched.clear()
+        self._restored.clear()
+
+    def __repr__(self) -> str:
+        return (
+            f"HeapKeyedStateBackend(key_groups={self._start}..{self._end}, "
+            f"max_parallelism={self._max_par}, states={self.state_names()!r})"
+        )

@@ -1,0 +1,451 @@
+"""Keyed state objects: views of one state's table scoped to the backend's current key.
+
+A state object never holds a key itself: every call acts on the key last given to the
+backend's ``set_current_key``. Objects are created by
+:meth:`~checkpoint.heap.HeapKeyedStateBackend.get_state`, not directly.
+
+Storage layout (owned by the backend): each state has a table
+``{key_group: {key: entry}}``. Without TTL the entry is the plain value (a list for list
+state, a dict for map state). With TTL every value carries the processing time of its last
+timestamp update: ``(value, ts)`` for value/reducing/aggregating state, a list of
+``(element, ts)`` for list state and ``{map_key: (value, ts)}`` for map state. An entry is
+expired when ``ts + ttl_ms <= now``.
+
+Values are stored by reference (heap backend): a value read from state and mutated in
+place changes the state. Call ``update()`` anyway, as other backends need it, and never
+mutate a value after the current key has changed.
+
+Example:
+    >>> from engine.keygroups import KeyGroupRange
+    >>> from checkpoint import HeapKeyedStateBackend, ListStateDescriptor
+    >>> b = HeapKeyedStateBackend(KeyGroupRange(0, 127), 128)
+    >>> seen = b.get_state(ListStateDescriptor("seen"))
+    >>> b.set_current_key("k"); seen.add(1); seen.add(2); seen.get()
+    [1, 2]
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Generic, Iterable, TypeVar
+
+from engine.errors import StateError
+
+from .descriptors import (
+    AggregatingStateDescriptor,
+    ListStateDescriptor,
+    MapStateDescriptor,
+    ReducingStateDescriptor,
+    StateDescriptor,
+    ValueStateDescriptor,
+)
+
+if TYPE_CHECKING:
+    from .heap import HeapKeyedStateBackend
+
+__all__ = [
+    "KeyedState",
+    "ValueState",
+    "ListState",
+    "MapState",
+    "ReducingState",
+    "AggregatingState",
+]
+
+T = TypeVar("T")
+K = TypeVar("K")
+V = TypeVar("V")
+_MISSING: Any = object()
+
+
+class KeyedState:
+    """Base of keyed state objects (see the module docstring)."""
+
+    __slots__ = ("_backend", "_descriptor", "_table", "_ttl_ms", "_on_read", "_ret_expired")
+
+    def __init__(
+        self,
+        backend: HeapKeyedStateBackend,
+        descriptor: StateDescriptor,
+        table: dict[int, dict[Any, Any]],
+    ) -> None:
+        self._backend = backend
+        self._descriptor = descriptor
+        self._table = table
+        ttl = getattr(descriptor, "ttl", None)
+        self._ttl_ms: int | None = ttl.ttl_ms if ttl is not None else None
+        self._on_read = bool(ttl is not None and ttl.update_on_read)
+        self._ret_expired = bool(ttl is not None and ttl.return_expired)
+
+    @property
+    def name(self) -> str:
+        """The state's name."""
+        return self._descriptor.name
+
+    @property
+    def descriptor(self) -> StateDescriptor:
+        """The descriptor this state was created from."""
+        return self._descriptor
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._descriptor.name!r})"
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _group(self) -> dict[Any, Any] | None:
+        """The current key group's dict of this state (None if it has none yet)."""
+        kg = self._backend._kg
+        if kg < 0:
+            raise self._no_key()
+        return self._table.get(kg)
+
+    def _group_w(self) -> dict[Any, Any]:
+        kg = self._backend._kg
+        if kg < 0:
+            raise self._no_key()
+        group = self._table.get(kg)
+        if group is None:
+            group = self._table[kg] = {}
+        return group
+
+    def _no_key(self) -> StateError:
+        return StateError(
+            f"state {self.name!r} used without a current key; call "
+            "backend.set_current_key(key) first (keyed state is only available on a keyed "
+            "stream)"
+        )
+
+    def _now(self) -> int:
+        return self._backend._clock.now_ms()
+
+    def clear(self) -> None:
+        """Remove the current key's value of this state."""
+        group = self._group()
+        if group is not None:
+            group.pop(self._backend._key, None)
+
+    # single-value states (value, reducing, aggregating) --------------------------------
+
+    def _get_single(self, for_write: bool = False) -> Any:
+        """The current key's value or ``_MISSING``, applying TTL rules for a read."""
+        group = self._group()
+        if group is None:
+            return _MISSING
+        key = self._backend._key
+        entry = group.get(key, _MISSING)
+        if entry is _MISSING or self._ttl_ms is None:
+            return entry
+        value, ts = entry
+        now = self._now()
+        if ts + self._ttl_ms <= now:
+            del group[key]
+            return value if (self._ret_expired and not for_write) else _MISSING
+        if self._on_read and not for_write:
+            group[key] = (value, now)
+        return value
+
+    def _put_single(self, value: Any) -> None:
+        group = self._group_w()
+        if self._ttl_ms is None:
+            group[self._backend._key] = value
+        else:
+            group[self._backend._key] = (value, self._now())
+
+
+class ValueState(KeyedState, Generic[T]):
+    """One value per key (Flink's ``ValueState``).
+
+    Example:
+        >>> from engine.keygroups import KeyGroupRange
+        >>> from checkpoint import HeapKeyedStateBackend, ValueStateDescriptor
+        >>> b = HeapKeyedStateBackend(KeyGroupRange(0, 127), 128)
+        >>> count = b.get_state(ValueStateDescriptor("count", default=0))
+        >>> b.set_current_key("a"); count.update(count.value() + 1); count.value()
+        1
+    """
+
+    __slots__ = ()
+
+    def value(self) -> T:
+        """The current key's value, or the descriptor's default when it has none."""
+        v = self._get_single()
+        return self._descriptor.default if v is _MISSING else v  # type: ignore[attr-defined]
+
+    def update(self, value: T | None) -> None:
+        """Set the current key's value (``None`` clears it, as in Flink)."""
+        if value is None:
+            self.clear()
+        else:
+            self._put_single(value)
+
+
+class ListState(KeyedState, Generic[T]):
+    """A list of values per key (Flink's ``ListState``); TTL applies per element.
+
+    Example:
+        >>> from engine.keygroups import KeyGroupRange
+        >>> from checkpoint import HeapKeyedStateBackend, ListStateDescriptor
+        >>> b = HeapKeyedStateBackend(KeyGroupRange(0, 127), 128)
+        >>> s = b.get_state(ListStateDescriptor("buf"))
+        >>> b.set_current_key(7); s.add_all([1, 2]); s.add(3); s.get()
+        [1, 2, 3]
+    """
+
+    __slots__ = ()
+
+    def get(self) -> list[T]:
+        """A new list with the current key's elements (empty if none)."""
+        group = self._group()
+        if group is None:
+            return []
+        key = self._backend._key
+        stored = group.get(key)
+        if not stored:
+            return []
+        if self._ttl_ms is None:
+            return list(stored)
+        now = self._now()
+        limit = now - self._ttl_ms  # live iff ts > limit
+        live = [e for e in stored if e[1] > limit]
+        result = [e[0] for e in (stored if self._ret_expired else live)]
+        if self._on_read:
+            live = [(e[0], now) for e in live]
+        if len(live) != len(stored) or self._on_read:
+            if live:
+                group[key] = live
+            else:
+                del group[key]
+        return result
+
+    def add(self, value: T) -> None:
+        """Append ``value`` to the current key's list."""
+        group = self._group_w()
+        key = self._backend._key
+        item = value if self._ttl_ms is None else (value, self._now())
+        stored = group.get(key)
+        if stored is None:
+            group[key] = [item]
+        else:
+            stored.append(item)
+
+    def add_all(self, values: Iterable[T]) -> None:
+        """Append every value of ``values`` to the current key's list."""
+        if self._ttl_ms is None:
+            items = list(values)
+        else:
+            now = self._now()
+            items = [(v, now) for v in values]
+        if not items:
+            return
+        group = self._group_w()
+        key = self._backend._key
+        stored = group.get(key)
+        if stored is None:
+            group[key] = items
+        else:
+            stored.extend(items)
+
+    def update(self, values: Iterable[T]) -> None:
+        """Replace the current key's list with ``values`` (empty clears it)."""
+        self.clear()
+        self.add_all(values)
+
+
+class MapState(KeyedState, Generic[K, V]):
+    """A dict per key (Flink's ``MapState``); TTL applies per map entry.
+
+    ``keys()``, ``values()`` and ``items()`` return new lists, so the map may be changed
+    while iterating over them.
+
+    Example:
+        >>> from engine.keygroups import KeyGroupRange
+        >>> from checkpoint import HeapKeyedStateBackend, MapStateDescriptor
+        >>> b = HeapKeyedStateBackend(KeyGroupRange(0, 127), 128)
+        >>> m = b.get_state(MapStateDescriptor("m"))
+        >>> b.set_current_key("user"); m.put("x", 1); m.put_all({"y": 2}); sorted(m.items())
+        [('x', 1), ('y', 2)]
+    """
+
+    __slots__ = ()
+
+    def _map(self, create: bool = False) -> dict[Any, Any] | None:
+        key = self._backend._key
+        if create:
+            group = self._group_w()
+            m = group.get(key)
+            if m is None:
+                m = group[key] = {}
+            return m
+        group = self._group()
+        return None if group is None else group.get(key)
+
+    def _drop_if_empty(self, m: dict[Any, Any]) -> None:
+        if not m:
+            group = self._group()
+            if group is not None:
+                group.pop(self._backend._key, None)
+
+    def get(self, key: K) -> V | None:
+        """The value under ``key`` in the current key's map, or None."""
+        m = self._map()
+        if not m:
+            return None
+        if self._ttl_ms is None:
+            return m.get(key)
+        entry = m.get(key, _MISSING)
+        if entry is _MISSING:
+            return None
+        value, ts = entry
+        now = self._now()
+        if ts + self._ttl_ms <= now:
+            del m[key]
+            self._drop_if_empty(m)
+            return value if self._ret_expired else None
+        if self._on_read:
+            m[key] = (value, now)
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        """Set ``key`` to ``value`` in the current key's map."""
+        m = self._map(create=True)
+        assert m is not None
+        m[key] = value if self._ttl_ms is None else (value, self._now())
+
+    def put_all(self, entries: dict[K, V]) -> None:
+        """Set every entry of ``entries`` in the current key's map."""
+        if not entries:
+            return
+        m = self._map(create=True)
+        assert m is not None
+        if self._ttl_ms is None:
+            m.update(entries)
+        else:
+            now = self._now()
+            m.update((k, (v, now)) for k, v in entries.items())
+
+    def remove(self, key: K) -> None:
+        """Delete ``key`` from the current key's map (no error if absent)."""
+        m = self._map()
+        if m:
+            m.pop(key, None)
+            self._drop_if_empty(m)
+
+    def contains(self, key: K) -> bool:
+        """True if the current key's map has a live entry for ``key``."""
+        m = self._map()
+        if not m or key not in m:
+            return False
+        if self._ttl_ms is None:
+            return True
+        value, ts = m[key]
+        if ts + self._ttl_ms <= self._now():
+            del m[key]
+            self._drop_if_empty(m)
+            return self._ret_expired
+        return True
+
+    def _live_items(self) -> list[tuple[K, V]]:
+        m = self._map()
+        if not m:
+            return []
+        if self._ttl_ms is None:
+            return list(m.items())
+        now = self._now()
+        limit = now - self._ttl_ms
+        expired = [k for k, e in m.items() if e[1] <= limit]
+        result = [(k, e[0]) for k, e in m.items() if self._ret_expired or e[1] > limit]
+        for k in expired:
+            del m[k]
+        if self._on_read:
+            for k, e in m.items():
+                m[k] = (e[0], now)
+        self._drop_if_empty(m)
+        return result
+
+    def keys(self) -> list[K]:
+        """The keys of the current key's map."""
+        return [k for k, _ in self._live_items()]
+
+    def values(self) -> list[V]:
+        """The values of the current key's map."""
+        return [v for _, v in self._live_items()]
+
+    def items(self) -> list[tuple[K, V]]:
+        """The ``(key, value)`` pairs of the current key's map."""
+        return self._live_items()
+
+    def is_empty(self) -> bool:
+        """True if the current key's map has no live entry."""
+        return not self._live_items()
+
+
+class ReducingState(KeyedState, Generic[T]):
+    """A value per key folded with the descriptor's ``reduce_fn`` (Flink's ``ReducingState``).
+
+    Example:
+        >>> from engine.keygroups import KeyGroupRange
+        >>> from checkpoint import HeapKeyedStateBackend, ReducingStateDescriptor
+        >>> b = HeapKeyedStateBackend(KeyGroupRange(0, 127), 128)
+        >>> total = b.get_state(ReducingStateDescriptor("sum", lambda a, c: a + c))
+        >>> b.set_current_key("a"); total.add(2); total.add(3); total.get()
+        5
+    """
+
+    __slots__ = ()
+
+    def get(self) -> T | None:
+        """The reduced value of the current key, or None if nothing was added."""
+        v = self._get_single()
+        return None if v is _MISSING else v
+
+    def add(self, value: T) -> None:
+        """Fold ``value`` into the current key's reduced value."""
+        current = self._get_single(for_write=True)
+        desc: ReducingStateDescriptor = self._descriptor  # type: ignore[assignment]
+        self._put_single(value if current is _MISSING else desc.reduce_fn(current, value))
+
+
+class AggregatingState(KeyedState, Generic[T]):
+    """An accumulator per key driven by an AggregateFunction (Flink's ``AggregatingState``).
+
+    Example:
+        >>> from engine.keygroups import KeyGroupRange
+        >>> from checkpoint import AggregateFunction, AggregatingStateDescriptor
+        >>> from checkpoint import HeapKeyedStateBackend
+        >>> class Mean(AggregateFunction):
+        ...     def create_accumulator(self): return (0, 0)
+        ...     def add(self, v, acc): return (acc[0] + v, acc[1] + 1)
+        ...     def get_result(self, acc): return acc[0] / acc[1]
+        ...     def merge(self, a, b): return (a[0] + b[0], a[1] + b[1])
+        >>> b = HeapKeyedStateBackend(KeyGroupRange(0, 127), 128)
+        >>> mean = b.get_state(AggregatingStateDescriptor("mean", Mean()))
+        >>> b.set_current_key("a"); mean.add(1); mean.add(4); mean.get()
+        2.5
+    """
+
+    __slots__ = ()
+
+    def get(self) -> Any:
+        """``get_result`` of the current key's accumulator, or None if nothing was added."""
+        acc = self._get_single()
+        if acc is _MISSING:
+            return None
+        desc: AggregatingStateDescriptor = self._descriptor  # type: ignore[assignment]
+        return desc.aggregate_function.get_result(acc)
+
+    def add(self, value: Any) -> None:
+        """Add ``value`` to the current key's accumulator."""
+        fn = self._descriptor.aggregate_function  # type: ignore[attr-defined]
+        acc = self._get_single(for_write=True)
+        if acc is _MISSING:
+            acc = fn.create_accumulator()
+        self._put_single(fn.add(value, acc))
+
+
+#: state class for each descriptor kind
+STATE_CLASSES: dict[str, type[KeyedState]] = {
+    ValueStateDescriptor.kind: ValueState,
+    ListStateDescriptor.kind: ListState,
+    MapStateDescriptor.kind: MapState,
+    ReducingStateDescriptor.kind: ReducingState,
+    AggregatingStateDescriptor.kind: AggregatingState,
+}

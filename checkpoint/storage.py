@@ -1,0 +1,511 @@
+"""Checkpoint and savepoint storage on any ``pyarrow.fs`` filesystem (local dir, S3, GCS...).
+
+Layout under the storage's base path::
+
+    <base>/<job_id>/chk-<n>/<state name>     state files (blobs of kind "state")
+    <base>/<job_id>/chk-<n>/_metadata        written last; its presence = n is complete
+
+Every file is wrapped in the envelope of :mod:`checkpoint.format` (magic, version,
+CRC-32). ``_metadata`` is written atomically: on filesystems with rename (local, HDFS) it
+is written under a temporary name and renamed; on object stores (S3, GCS, Azure) a single
+PUT of the final object is already atomic. A checkpoint directory without ``_metadata``
+is incomplete and is ignored by :meth:`CheckpointStorage.list_complete`.
+
+A :class:`StateHandle`'s path is relative to the storage's base, so a whole checkpoint
+base can be moved or mounted elsewhere. Savepoints are self-contained directories
+(``_metadata`` plus state files, referenced by relative name) and can be moved freely.
+
+Example:
+    >>> import tempfile
+    >>> storage = resolve_storage(tempfile.mkdtemp())
+    >>> h = storage.write_state("job", 1, "op-0", b"state bytes")
+    >>> storage.write_metadata("job", 1, {"handles": [h]})
+    >>> storage.read_state(storage.read_metadata("job", 1)["handles"][0])
+    b'state bytes'
+    >>> storage.list_complete("job")
+    [1]
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import posixpath
+import re
+import uuid
+import zlib
+from dataclasses import dataclass
+from typing import Any, Union
+
+import cloudpickle
+import pyarrow.fs as pafs
+
+from engine.errors import CheckpointError, ConfigError
+
+from .format import decode_blob, encode_blob
+
+__all__ = [
+    "StateHandle",
+    "CheckpointStorage",
+    "SavepointReader",
+    "resolve_storage",
+    "METADATA_FILE",
+]
+
+METADATA_FILE = "_metadata"
+_STATE_KIND = "state"
+_METADATA_KIND = "metadata"
+_SAVEPOINT_KIND = "savepoint"
+_CHK_DIR = re.compile(r"^chk-(\d+)$")
+_OBJECT_STORES = frozenset({"s3", "gcs", "abfs"})
+
+#: what a storage location may be given as
+Location = Union[str, "os.PathLike[str]", "tuple[pafs.FileSystem, str]"]
+
+
+@dataclass(frozen=True)
+class StateHandle:
+    """Where one state file of a checkpoint lives (picklable; goes into ``_metadata``).
+
+    Attributes:
+        path: the file's path relative to the storage base (``job/chk-3/name``).
+        size: payload size in bytes (without the envelope).
+        crc32: CRC-32 of the payload.
+    """
+
+    path: str
+    size: int
+    crc32: int
+
+
+def _check_part(what: str, value: object) -> str:
+    if not isinstance(value, str) or not value or "/" in value or "\\" in value:
+        raise ConfigError(f"{what} must be a non-empty str without '/', got {value!r}")
+    if value in (".", ".."):
+        raise ConfigError(f"{what} must not be {value!r}")
+    return value
+
+
+def _check_name(name: object) -> str:
+    """A state file name: may contain '/' but no '..' segment; a leading '_' is reserved."""
+    if not isinstance(name, str) or not name or name.startswith(("/", "_")) or "\\" in name:
+        raise ConfigError(
+            f"state name must be a non-empty relative path not starting with '_' or '/', "
+            f"got {name!r}"
+        )
+    if any(part in ("", ".", "..") for part in name.split("/")):
+        raise ConfigError(f"state name {name!r} has an empty, '.' or '..' path segment")
+    return name
+
+
+def _filesystem_for(location: Location) -> tuple[pafs.FileSystem, str]:
+    """The filesystem and path of a URI, local path or ``(filesystem, path)`` pair."""
+    if isinstance(location, tuple):
+        fs, path = location
+        if not isinstance(fs, pafs.FileSystem) or not isinstance(path, str):
+            raise ConfigError(
+                f"a storage location tuple must be (pyarrow.fs.FileSystem, str), got {location!r}"
+            )
+        return fs, path.rstrip("/") or path
+    location = os.fspath(location)
+    if not isinstance(location, str) or not location:
+        raise ConfigError(f"storage location must be a non-empty URI or path, got {location!r}")
+    if "://" not in location:
+        return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(location))
+    try:
+        fs, path = pafs.FileSystem.from_uri(location)
+    except Exception as exc:
+        raise ConfigError(
+            f"cannot open checkpoint storage {location!r}: {exc}; use a local path, "
+            "file:///dir, s3://bucket/prefix or another URI pyarrow.fs supports"
+        ) from exc
+    return fs, path.rstrip("/") or path
+
+
+class SavepointReader:
+    """Reads the state files of one savepoint (returned by ``read_savepoint``).
+
+    Example:
+        >>> import tempfile
+        >>> storage = resolve_storage(tempfile.mkdtemp())
+        >>> where = storage.write_savepoint("sp-1", {"job": "wc"}, {"op-0": b"x"})
+        >>> metadata, reader = storage.read_savepoint(where)
+        >>> metadata, reader.names(), reader.read("op-0")
+        ({'job': 'wc'}, ['op-0'], b'x')
+    """
+
+    def __init__(self, storage: CheckpointStorage, directory: str, files: dict[str, StateHandle]):
+        self._storage = storage
+        self._dir = directory
+        self._files = files
+
+    @property
+    def path(self) -> str:
+        """The savepoint directory (a path on the storage's filesystem)."""
+        return self._dir
+
+    def names(self) -> list[str]:
+        """Names of the state files in the savepoint."""
+        return sorted(self._files)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._files
+
+    def read(self, name: str) -> bytes:
+        """The bytes stored under ``name`` (checksum verified).
+
+        Raises:
+            CheckpointError: no such state in the savepoint, or the file is missing or corrupt.
+        """
+        handle = self._files.get(name)
+        if handle is None:
+            raise CheckpointError(
+                f"savepoint {self._dir!r} has no state {name!r}; it has {self.names()!r}"
+            )
+        return self._storage._read_handle(self._dir, handle)
+
+    def read_all(self) -> dict[str, bytes]:
+        """Every state of the savepoint, by name."""
+        return {name: self.read(name) for name in self.names()}
+
+
+class CheckpointStorage:
+    """Durable checkpoint and savepoint files on a ``pyarrow.fs`` filesystem.
+
+    Args:
+        location: a local path, a URI that ``pyarrow.fs.FileSystem.from_uri`` accepts
+            (``file:///dir``, ``s3://bucket/prefix?endpoint_override=host:9000&scheme=http``,
+            ``gs://...``), or an explicit ``(filesystem, base_path)`` pair.
+        filesystem: alternative to a tuple ``location``: a configured filesystem...
+        base_path: ...and the base path on it.
+
+    The object is picklable (it is shipped to every task) and thread-safe for distinct
+    files; it keeps no open handles.
+
+    Example:
+        >>> import tempfile
+        >>> s = CheckpointStorage(tempfile.mkdtemp())
+        >>> s.latest_complete("job") is None
+        True
+    """
+
+    def __init__(
+        self,
+        location: Location | None = None,
+        *,
+        filesystem: pafs.FileSystem | None = None,
+        base_path: str | None = None,
+    ) -> None:
+        if filesystem is not None or base_path is not None:
+            if location is not None or filesystem is None or base_path is None:
+                raise ConfigError(
+                    "give either a location, or both filesystem= and base_path=; got "
+                    f"location={location!r}, filesystem={filesystem!r}, base_path={base_path!r}"
+                )
+            location = (filesystem, base_path)
+        if location is None:
+            raise ConfigError("CheckpointStorage needs a location (path, URI or (fs, path))")
+        self._location = location if isinstance(location, tuple) else os.fspath(location)
+        self._fs, self._base = _filesystem_for(location)
+        self._object_store = self._fs.type_name in _OBJECT_STORES
+        if not self._object_store:
+            self._mkdir(self._base)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (CheckpointStorage, ((self._fs, self._base),))
+
+    def __repr__(self) -> str:
+        return f"CheckpointStorage({self._fs.type_name}:{self._base!r})"
+
+    @property
+    def filesystem(self) -> pafs.FileSystem:
+        """The pyarrow filesystem."""
+        return self._fs
+
+    @property
+    def base_path(self) -> str:
+        """The base path on :attr:`filesystem`."""
+        return self._base
+
+    # -- paths -------------------------------------------------------------------------
+
+    def _join(self, *parts: str) -> str:
+        return posixpath.join(self._base, *parts) if self._base else posixpath.join(*parts)
+
+    def checkpoint_path(self, job_id: str, checkpoint_id: int) -> str:
+        """The directory of checkpoint ``checkpoint_id`` (a path on :attr:`filesystem`)."""
+        return self._join(_check_part("job_id", job_id), f"chk-{int(checkpoint_id)}")
+
+    def _mkdir(self, path: str) -> None:
+        if self._object_store:
+            return  # object stores have no directories
+        try:
+            self._fs.create_dir(path, recursive=True)
+        except OSError as exc:
+            raise CheckpointError(f"cannot create checkpoint directory {path!r}: {exc}") from exc
+
+    # -- raw file I/O ------------------------------------------------------------------
+
+    def _write(self, path: str, data: bytes) -> None:
+        self._mkdir(posixpath.dirname(path))
+        try:
+            with self._fs.open_output_stream(path) as out:
+                out.write(data)
+        except OSError as exc:
+            raise CheckpointError(f"cannot write checkpoint file {path!r}: {exc}") from exc
+
+    def _write_atomic(self, path: str, data: bytes) -> None:
+        if self._object_store:
+            self._write(path, data)  # one PUT is atomic; nothing is visible before it ends
+            return
+        tmp = f"{path}.inprogress-{uuid.uuid4().hex}"
+        self._write(tmp, data)
+        try:
+            self._fs.move(tmp, path)
+        except OSError as exc:
+            raise CheckpointError(f"cannot rename {tmp!r} to {path!r}: {exc}") from exc
+
+    def _read(self, path: str, what: str = "checkpoint file") -> bytes:
+        try:
+            with self._fs.open_input_stream(path) as f:
+                return f.read()
+        except (FileNotFoundError, OSError) as exc:
+            raise CheckpointError(f"cannot read {what} {path!r}: {exc}") from exc
+
+    def _exists(self, path: str) -> bool:
+        return self._fs.get_file_info(path).type == pafs.FileType.File
+
+    # -- state files -------------------------------------------------------------------
+
+    def write_state(self, job_id: str, checkpoint_id: int, name: str, data: bytes) -> StateHandle:
+        """Write one state file of checkpoint ``checkpoint_id`` and return its handle.
+
+        Args:
+            job_id: the job's id (one path segment).
+            checkpoint_id: the checkpoint number.
+            name: the file name inside the checkpoint directory (e.g. ``"<uid>-<subtask>"``;
+                may contain '/'; names starting with '_' are reserved).
+            data: the bytes to store.
+
+        Example:
+            >>> import tempfile
+            >>> resolve_storage(tempfile.mkdtemp()).write_state("j", 2, "op-0", b"ab").path
+            'j/chk-2/op-0'
+        """
+        _check_name(name)
+        rel = posixpath.join(_check_part("job_id", job_id), f"chk-{int(checkpoint_id)}", name)
+        self._write(self._join(rel), encode_blob(_STATE_KIND, data))
+        return StateHandle(rel, len(data), zlib.crc32(data))
+
+    def read_state(self, handle: StateHandle) -> bytes:
+        """Read the bytes behind ``handle``, verifying size and checksums.
+
+        Raises:
+            CheckpointError: the file is missing, corrupt, or not the one the handle names.
+        """
+        return self._read_handle(self._base, handle)
+
+    def _read_handle(self, base: str, handle: StateHandle) -> bytes:
+        if not isinstance(handle, StateHandle):
+            raise CheckpointError(f"read_state() needs a StateHandle, got {handle!r}")
+        path = posixpath.join(base, handle.path) if base else handle.path
+        data = decode_blob(self._read(path, "state file"), _STATE_KIND, path)
+        if len(data) != handle.size or zlib.crc32(data) != handle.crc32:
+            raise CheckpointError(
+                f"state file {path!r} does not match its handle (size {len(data)} vs "
+                f"{handle.size}, crc32 {zlib.crc32(data):#010x} vs {handle.crc32:#010x}); it "
+                "was overwritten by another checkpoint or job"
+            )
+        return data
+
+    # -- metadata ----------------------------------------------------------------------
+
+    def write_metadata(self, job_id: str, checkpoint_id: int, metadata: dict[str, Any]) -> None:
+        """Write ``_metadata`` of a checkpoint atomically, completing the checkpoint.
+
+        Call it after every state file of the checkpoint is written.
+        """
+        path = posixpath.join(self.checkpoint_path(job_id, checkpoint_id), METADATA_FILE)
+        payload = cloudpickle.dumps(metadata, protocol=5)
+        self._write_atomic(
+            path, encode_blob(_METADATA_KIND, payload, job_id=job_id, checkpoint_id=checkpoint_id)
+        )
+
+    def read_metadata(self, job_id: str, checkpoint_id: int) -> dict[str, Any]:
+        """The metadata dict of a complete checkpoint.
+
+        Raises:
+            CheckpointError: the checkpoint is incomplete, discarded or corrupt.
+        """
+        path = posixpath.join(self.checkpoint_path(job_id, checkpoint_id), METADATA_FILE)
+        if not self._exists(path):
+            raise CheckpointError(
+                f"checkpoint {checkpoint_id} of job {job_id!r} has no {METADATA_FILE} at "
+                f"{path!r}: it is incomplete or was discarded; complete ones are "
+                f"{self.list_complete(job_id)!r}"
+            )
+        return self._load_pickle(decode_blob(self._read(path), _METADATA_KIND, path), path)
+
+    @staticmethod
+    def _load_pickle(payload: bytes, path: str) -> Any:
+        try:
+            return pickle.loads(payload)
+        except Exception as exc:
+            raise CheckpointError(f"cannot unpickle {path!r}: {type(exc).__name__}: {exc}") from exc
+
+    # -- listing and retention ---------------------------------------------------------
+
+    def list_checkpoints(self, job_id: str) -> list[int]:
+        """Ids of every checkpoint directory of ``job_id``, complete or not, ascending."""
+        job_dir = self._join(_check_part("job_id", job_id))
+        try:
+            infos = self._fs.get_file_info(pafs.FileSelector(job_dir, allow_not_found=True))
+        except OSError as exc:
+            raise CheckpointError(f"cannot list checkpoints in {job_dir!r}: {exc}") from exc
+        ids = []
+        for info in infos:
+            m = _CHK_DIR.match(info.base_name)
+            if m and info.type == pafs.FileType.Directory:
+                ids.append(int(m.group(1)))
+        return sorted(ids)
+
+    def list_complete(self, job_id: str) -> list[int]:
+        """Ids of the complete checkpoints (those with ``_metadata``) of ``job_id``, ascending."""
+        ids = self.list_checkpoints(job_id)
+        if not ids:
+            return []
+        paths = [posixpath.join(self.checkpoint_path(job_id, i), METADATA_FILE) for i in ids]
+        infos = self._fs.get_file_info(paths)
+        return [i for i, info in zip(ids, infos) if info.type == pafs.FileType.File]
+
+    def latest_complete(self, job_id: str) -> int | None:
+        """The newest complete checkpoint id of ``job_id``, or None."""
+        complete = self.list_complete(job_id)
+        return complete[-1] if complete else None
+
+    def discard(self, job_id: str, checkpoint_id: int) -> None:
+        """Delete a checkpoint directory (no error if it does not exist)."""
+        path = self.checkpoint_path(job_id, checkpoint_id)
+        try:
+            if self._fs.get_file_info(path).type != pafs.FileType.NotFound:
+                self._fs.delete_dir(path)
+        except OSError as exc:
+            raise CheckpointError(f"cannot discard checkpoint {path!r}: {exc}") from exc
+
+    def retain(self, job_id: str, n: int) -> list[int]:
+        """Keep the newest ``n`` complete checkpoints; discard older ones.
+
+        Incomplete checkpoints older than the newest complete one are discarded too
+        (they were aborted); newer incomplete ones may still be in progress and are kept.
+
+        Returns:
+            The discarded checkpoint ids, ascending.
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ConfigError(f"retain() needs n >= 1 (checkpoints to keep), got {n!r}")
+        complete = self.list_complete(job_id)
+        if not complete:
+            return []
+        keep = set(complete[-n:])
+        newest = complete[-1]
+        doomed = [i for i in self.list_checkpoints(job_id) if i < newest and i not in keep]
+        for i in doomed:
+            self.discard(job_id, i)
+        return doomed
+
+    # -- savepoints --------------------------------------------------------------------
+
+    def _savepoint_dir(self, target: Location) -> tuple[CheckpointStorage, str, str]:
+        """(storage for the savepoint's filesystem, its directory, the string to return)."""
+        if isinstance(target, tuple):
+            fs, path = _filesystem_for(target)
+            return CheckpointStorage((fs, path)), path, path
+        target = os.fspath(target)
+        if "://" in target or os.path.isabs(os.path.expanduser(target)):
+            fs, path = _filesystem_for(target)
+            shown = target if "://" in target else path
+            return CheckpointStorage((fs, path)), path, shown
+        if not self._object_store and isinstance(self._fs, pafs.LocalFileSystem):
+            path = self._join(target)
+            return self, path, path
+        return self, self._join(target), target
+
+    def write_savepoint(
+        self,
+        target: Location,
+        metadata: dict[str, Any],
+        states: dict[str, bytes],
+        *,
+        overwrite: bool = False,
+    ) -> str:
+        """Write a self-contained savepoint directory: its state files, then ``_metadata``.
+
+        Args:
+            target: a URI, an absolute local path, an ``(filesystem, path)`` pair, or a
+                relative path, which is resolved against this storage's base.
+            metadata: picklable job metadata (operator uids, parallelism, offsets...).
+            states: state bytes by name (names as in :meth:`write_state`).
+            overwrite: replace an existing savepoint at ``target``.
+
+        Returns:
+            The savepoint's location, to pass to :meth:`read_savepoint` (the URI or path
+            given; an absolute path for local relative targets).
+
+        Raises:
+            CheckpointError: a savepoint already exists there (and not ``overwrite``), or
+                writing failed.
+        """
+        storage, directory, shown = self._savepoint_dir(target)
+        meta_path = posixpath.join(directory, METADATA_FILE)
+        if storage._exists(meta_path):
+            if not overwrite:
+                raise CheckpointError(
+                    f"a savepoint already exists at {shown!r}; choose another path or pass "
+                    "overwrite=True"
+                )
+            storage._fs.delete_dir_contents(directory)
+        files: dict[str, StateHandle] = {}
+        for name, data in states.items():
+            _check_name(name)
+            storage._write(posixpath.join(directory, name), encode_blob(_STATE_KIND, data))
+            files[name] = StateHandle(name, len(data), zlib.crc32(data))
+        payload = cloudpickle.dumps({"metadata": metadata, "files": files}, protocol=5)
+        storage._write_atomic(meta_path, encode_blob(_SAVEPOINT_KIND, payload))
+        return shown
+
+    def read_savepoint(self, target: Location) -> tuple[dict[str, Any], SavepointReader]:
+        """Open a savepoint: its metadata and a reader for its state files.
+
+        Args:
+            target: as for :meth:`write_savepoint`.
+
+        Returns:
+            ``(metadata, reader)``; ``reader.read(name)`` returns a state's bytes.
+
+        Raises:
+            CheckpointError: no savepoint there, or its ``_metadata`` is corrupt.
+        """
+        storage, directory, shown = self._savepoint_dir(target)
+        meta_path = posixpath.join(directory, METADATA_FILE)
+        if not storage._exists(meta_path):
+            raise CheckpointError(
+                f"no savepoint at {shown!r} (missing {meta_path!r}); it was not written, "
+                "not finished, or the path is wrong"
+            )
+        content = self._load_pickle(
+            decode_blob(storage._read(meta_path), _SAVEPOINT_KIND, meta_path), meta_path
+        )
+        return content["metadata"], SavepointReader(storage, directory, content["files"])
+
+
+def resolve_storage(location: CheckpointStorage | Location) -> CheckpointStorage:
+    """A :class:`CheckpointStorage` for a path, URI, ``(filesystem, path)`` or storage.
+
+    Example:
+        >>> import tempfile
+        >>> resolve_storage(tempfile.mkdtemp()).filesystem.type_name
+        'local'
+    """
+    if isinstance(location, CheckpointStorage):
+        return location
+    return CheckpointStorage(location)
