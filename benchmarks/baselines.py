@@ -168,9 +168,14 @@ def python_keyed_sum_batches(batches: Iterable[pa.RecordBatch]) -> list[Row]:
     return list(sums.items())
 
 
-def python_window_batches(batches: Iterable[pa.RecordBatch]) -> list[Row]:
-    """Count per key per tumbling 1 s event-time window, emitting each window when it closes."""
-    out: list[Row] = []
+def python_window_batches(
+    batches: Iterable[pa.RecordBatch], out: list[Row] | None = None
+) -> list[Row]:
+    """Count per key per tumbling 1 s event-time window, emitting each window when it closes.
+
+    Closed windows are appended to ``out`` (a new list by default) as they close.
+    """
+    out = [] if out is None else out
     windows: dict[int, dict[str, int]] = {}  # window start -> key -> count
     watermark = _NO_WATERMARK
     next_end = 2**63 - 1  # earliest end among open windows
@@ -239,9 +244,14 @@ def arrow_keyed_sum_batches(batches: Iterable[pa.RecordBatch]) -> pa.Table:
     return _sum_by(pa.concat_tables(parts), ["key"], "sum", "sum")
 
 
-def arrow_window_batches(batches: Iterable[pa.RecordBatch]) -> pa.Table:
-    """Per batch ``group_by(key, window_start).count``; windows merged and emitted when closed."""
-    out: list[pa.Table] = []
+def arrow_window_batches(
+    batches: Iterable[pa.RecordBatch], out: list[pa.Table] | None = None
+) -> pa.Table:
+    """Per batch ``group_by(key, window_start).count``; windows merged and emitted when closed.
+
+    Each firing appends a table of closed windows to ``out`` (a new list by default).
+    """
+    out = [] if out is None else out
     pending: list[pa.Table] = []  # partial counts of open windows
     watermark = _NO_WATERMARK
     next_end = 2**63 - 1
