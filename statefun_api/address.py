@@ -1,0 +1,95 @@
+"""Function addresses and typenames.
+
+A StateFun *typename* is ``"<namespace>/<name>"``; the namespace may itself contain
+slashes (the name is what follows the last one). An :class:`Address` is a typename plus an
+id: the unit that owns state and receives messages.
+
+Example:
+    >>> a = Address.of("com.example/greeter", "alice")
+    >>> a.namespace, a.name, a.id, a.typename
+    ('com.example', 'greeter', 'alice', 'com.example/greeter')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Address", "SdkAddress", "parse_typename", "make_typename"]
+
+
+def parse_typename(typename: str) -> tuple[str, str]:
+    """Split ``"namespace/name"`` at its last slash into ``(namespace, name)``.
+
+    Raises:
+        ValueError: ``typename`` is missing, has no slash, or an empty part.
+
+    Example:
+        >>> parse_typename("io.statefun.types/int")
+        ('io.statefun.types', 'int')
+    """
+    if not isinstance(typename, str) or not typename:
+        raise ValueError(f"a typename must be a non-empty 'namespace/name' string, got {typename!r}")
+    namespace, slash, name = typename.rpartition("/")
+    if not slash:
+        raise ValueError(f"typename {typename!r} must be of the form 'namespace/name'")
+    if not namespace:
+        raise ValueError(f"typename {typename!r} has an empty namespace")
+    if not name:
+        raise ValueError(f"typename {typename!r} has an empty name")
+    return namespace, name
+
+
+def make_typename(namespace: str, name: str) -> str:
+    """Join ``namespace`` and ``name`` into a typename, validating both.
+
+    Example:
+        >>> make_typename("com.example", "greeter")
+        'com.example/greeter'
+    """
+    typename = f"{namespace}/{name}"
+    parse_typename(typename)
+    if "/" in name:
+        raise ValueError(f"a function name must not contain '/', got {name!r}")
+    return typename
+
+
+@dataclass(frozen=True, order=True)
+class Address:
+    """The address of a stateful function instance: ``(namespace, name, id)``.
+
+    Mirrors the SDK's ``SdkAddress`` (which also exposes ``typename``); hashable and
+    orderable so it can key state and partition messages.
+
+    Example:
+        >>> Address("com.example", "greeter", "bob").typename
+        'com.example/greeter'
+    """
+
+    namespace: str
+    name: str
+    id: str
+
+    @property
+    def typename(self) -> str:
+        """``"namespace/name"`` of the function type."""
+        return f"{self.namespace}/{self.name}"
+
+    @classmethod
+    def of(cls, typename: str, id: str) -> Address:
+        """Build an address from a typename and an id.
+
+        Example:
+            >>> Address.of("a.b/c", "1")
+            Address(namespace='a.b', name='c', id='1')
+        """
+        namespace, name = parse_typename(typename)
+        if not isinstance(id, str) or not id:
+            raise ValueError(f"a function id must be a non-empty string, got {id!r}")
+        return cls(namespace, name, id)
+
+    def __str__(self) -> str:
+        return f"{self.typename}/{self.id}"
+
+
+SdkAddress = Address
+"""Alias for code written against the official SDK's name."""

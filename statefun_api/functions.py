@@ -1,0 +1,165 @@
+"""``StatefulFunctions``: the registry of function typenames, code and state specs.
+
+Example:
+    >>> from statefun_api.spec import ValueSpec
+    >>> from statefun_api.types import IntType
+    >>> functions = StatefulFunctions()
+    >>> @functions.bind("com.example/counter", specs=[ValueSpec("seen", IntType)])
+    ... def counter(context, message):
+    ...     context.storage.seen = (context.storage.seen or 0) + 1
+    >>> "com.example/counter" in functions
+    True
+    >>> functions.for_typename("com.example/counter").specs
+    (ValueSpec(name='seen', type=<StateFun type io.statefun.types/int>),)
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from statefun_api.address import parse_typename
+from statefun_api.errors import FunctionNotFound
+from statefun_api.spec import ValueSpec
+
+__all__ = ["StatefulFunctions", "StatefulFunction"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _is_async(fun: Callable[..., Any]) -> bool:
+    if inspect.iscoroutinefunction(fun):
+        return True
+    call = getattr(fun, "__call__", None)  # noqa: B004 - callable objects
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+def _check_signature(typename: str, fun: Callable[..., Any]) -> None:
+    try:
+        signature = inspect.signature(fun)
+    except (TypeError, ValueError):
+        return  # builtins and some C callables have no signature: trust the caller
+    try:
+        signature.bind(None, None)
+    except TypeError:
+        raise ValueError(
+            f"function {typename!r} must accept (context, message), "
+            f"but its signature is {fun.__name__ if hasattr(fun, '__name__') else fun!r}"
+            f"{signature}"
+        ) from None
+
+
+@dataclass(frozen=True)
+class StatefulFunction:
+    """A registered function: its typename, code, state specs and whether it is async."""
+
+    typename: str
+    fun: Callable[..., Any]
+    specs: tuple[ValueSpec, ...]
+    is_async: bool
+
+    def missing_specs(self, present: Iterable[str]) -> list[ValueSpec]:
+        """The declared specs whose names are not in ``present``, in declaration order."""
+        names = set(present)
+        return [spec for spec in self.specs if spec.name not in names]
+
+
+class StatefulFunctions:
+    """A set of stateful functions, each bound to a typename (``"namespace/name"``).
+
+    Functions are ``def f(context, message)`` or ``async def f(context, message)``.
+
+    Example:
+        >>> functions = StatefulFunctions()
+        >>> def greet(context, message):
+        ...     pass
+        >>> functions.register("com.example/greeter", greet)
+        >>> sorted(functions.typenames())
+        ['com.example/greeter']
+    """
+
+    __slots__ = ("_functions",)
+
+    def __init__(self) -> None:
+        self._functions: dict[str, StatefulFunction] = {}
+
+    def register(
+        self,
+        typename: str,
+        fun: Callable[..., Any],
+        specs: Iterable[ValueSpec] | None = None,
+    ) -> None:
+        """Register ``fun`` under ``typename`` with the given state ``specs``.
+
+        Raises:
+            ValueError: bad typename, duplicate typename or spec name, or a function that
+                cannot be called as ``fun(context, message)``.
+        """
+        parse_typename(typename)
+        if fun is None or not callable(fun):
+            raise ValueError(f"function {typename!r}: expected a callable, got {fun!r}")
+        if typename in self._functions:
+            raise ValueError(f"a function is already registered under {typename!r}")
+        spec_list = tuple(specs or ())
+        seen: set[str] = set()
+        for spec in spec_list:
+            if not isinstance(spec, ValueSpec):
+                raise TypeError(f"function {typename!r}: specs must be ValueSpecs, got {spec!r}")
+            if spec.name in seen:
+                raise ValueError(f"function {typename!r}: duplicate ValueSpec name {spec.name!r}")
+            seen.add(spec.name)
+        _check_signature(typename, fun)
+        self._functions[typename] = StatefulFunction(typename, fun, spec_list, _is_async(fun))
+
+    def bind(
+        self, typename: str, specs: Iterable[ValueSpec] | None = None
+    ) -> Callable[[F], F]:
+        """Decorator form of :meth:`register`; returns the function unchanged.
+
+        Example:
+            >>> functions = StatefulFunctions()
+            >>> @functions.bind(typename="com.example/echo")
+            ... async def echo(context, message):
+            ...     context.send(message)
+            >>> functions.for_typename("com.example/echo").is_async
+            True
+        """
+
+        def decorator(fun: F) -> F:
+            self.register(typename, fun, specs)
+            return fun
+
+        return decorator
+
+    def for_typename(self, typename: str) -> StatefulFunction:
+        """The function registered under ``typename``.
+
+        Raises:
+            FunctionNotFound: nothing is registered under ``typename``.
+        """
+        found = self._functions.get(typename)
+        if found is None:
+            known = ", ".join(sorted(self._functions)) or "none"
+            raise FunctionNotFound(
+                f"no function is registered under {typename!r} (registered: {known})"
+            )
+        return found
+
+    def get(self, typename: str) -> StatefulFunction | None:
+        """The function registered under ``typename``, or ``None``."""
+        return self._functions.get(typename)
+
+    def typenames(self) -> Iterator[str]:
+        """Iterate over the registered typenames."""
+        return iter(list(self._functions))
+
+    def __contains__(self, typename: object) -> bool:
+        return typename in self._functions
+
+    def __len__(self) -> int:
+        return len(self._functions)
+
+    def __repr__(self) -> str:
+        return f"StatefulFunctions({sorted(self._functions)})"

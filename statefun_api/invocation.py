@@ -1,0 +1,247 @@
+"""The sans-I/O invocation core: run a batch of messages through one function address.
+
+This is a plain function call with no I/O, threads or Ray: give it the registry, the
+target address, the address's stored state and the messages; it runs the user function
+once per message (in order, sharing one :class:`~statefun_api.context.Context`, so later
+messages see earlier writes) and returns the effects as an
+:class:`~statefun_api.effects.InvocationResult`. The engine's dispatcher and the
+request-reply handler are both thin layers over it.
+
+A batch is all or nothing: if the function raises on any message, :func:`invoke` raises
+:class:`~statefun_api.errors.StatefulFunctionError` (chained to the original exception)
+and no effects are returned, so the caller can retry the whole batch.
+
+Async functions: :func:`invoke_async` awaits them on the caller's event loop.
+:func:`invoke` (synchronous) drives them to completion on a *private* event loop that it
+creates for the batch and closes afterwards (never installed as the thread's current
+loop); calling :func:`invoke` for an async function from inside a running event loop is an
+error; use :func:`invoke_async` there.
+
+Example:
+    >>> from statefun_api import StatefulFunctions, ValueSpec, IntType, message_builder
+    >>> functions = StatefulFunctions()
+    >>> @functions.bind("com.example/counter", specs=[ValueSpec("seen", IntType)])
+    ... def counter(context, message):
+    ...     context.storage.seen = (context.storage.seen or 0) + message.as_int()
+    >>> target = Address.of("com.example/counter", "a")
+    >>> msgs = [message_builder("com.example/counter", "a", int_value=n) for n in (1, 2)]
+    >>> invoke(functions, target, {}, msgs).state_mutations
+    {'seen': b'\\r\\x03\\x00\\x00\\x00'}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from statefun_api.address import Address
+from statefun_api.context import Context
+from statefun_api.effects import InvocationResult
+from statefun_api.errors import FunctionNotFound, StatefulFunctionError
+from statefun_api.functions import StatefulFunction, StatefulFunctions
+from statefun_api.messages import Message
+from statefun_api.storage import StateValue, make_storage, storage_mutations
+
+__all__ = ["Invocation", "invoke", "invoke_async"]
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """One incoming message and who sent it (``caller=None`` for ingress messages).
+
+    Example:
+        >>> from statefun_api import message_builder
+        >>> m = message_builder("com.example/f", "1", int_value=1)
+        >>> Invocation(m, caller=Address.of("com.example/g", "2")).caller.typename
+        'com.example/g'
+    """
+
+    message: Message
+    caller: Address | None = None
+
+
+class _Batch:
+    """A prepared batch: the resolved function, its context and the invocations."""
+
+    __slots__ = ("target", "fn", "context", "result", "invocations")
+
+    def __init__(
+        self,
+        functions: StatefulFunctions,
+        target: Address,
+        state: Mapping[str, StateValue] | None,
+        messages: Sequence[Message | Invocation],
+    ) -> None:
+        if not isinstance(target, Address):
+            raise TypeError(f"target must be an Address, got {target!r}")
+        self.target = target
+        self.invocations = [_as_invocation(target, m) for m in messages]
+        first_type = self.invocations[0].message.value_typename() if self.invocations else None
+        try:
+            self.fn: StatefulFunction = functions.for_typename(target.typename)
+        except FunctionNotFound as exc:
+            raise FunctionNotFound(
+                f"cannot deliver a message of type {first_type!r} to {target}: {exc}",
+                address=target,
+                message_typename=first_type,
+            ) from None
+        try:
+            storage = make_storage(target.typename, self.fn.specs, state or {})
+        except TypeError as exc:
+            raise StatefulFunctionError(
+                f"cannot load the state of {target}: {exc}",
+                address=target,
+                message_typename=first_type,
+            ) from exc
+        self.result = InvocationResult()
+        self.context = Context(target, storage, self.result)
+
+    def start(self, index: int) -> Any:
+        """Call the function on invocation ``index``; wrap a raised exception."""
+        invocation = self.invocations[index]
+        self.context._caller = invocation.caller
+        try:
+            return self.fn.fun(self.context, invocation.message)
+        except Exception as exc:
+            raise self.failure(index, exc) from exc
+
+    def failure(self, index: int, exc: BaseException) -> StatefulFunctionError:
+        invocation = self.invocations[index]
+        typename = invocation.message.value_typename()
+        caller = invocation.caller or "ingress"
+        return StatefulFunctionError(
+            f"function {self.target} failed on a message of type {typename!r} from {caller} "
+            f"(message {index + 1} of {len(self.invocations)} in the batch): "
+            f"{type(exc).__name__}: {exc}",
+            address=self.target,
+            message_typename=typename,
+        )
+
+    def finish(self) -> InvocationResult:
+        self.result.state_mutations = storage_mutations(self.context.storage)
+        return self.result
+
+
+def _as_invocation(target: Address, item: Message | Invocation) -> Invocation:
+    if isinstance(item, Message):
+        item = Invocation(item)
+    elif not isinstance(item, Invocation):
+        raise TypeError(f"messages must be Message or Invocation objects, got {item!r}")
+    message = item.message
+    if message.target_typename != target.typename or message.target_id != target.id:
+        raise StatefulFunctionError(
+            f"a message for {message.target_typename}/{message.target_id} was delivered to "
+            f"{target}; route messages by their target address",
+            address=target,
+            message_typename=message.value_typename(),
+        )
+    return item
+
+
+def invoke(
+    functions: StatefulFunctions,
+    target: Address,
+    state: Mapping[str, StateValue] | None,
+    messages: Sequence[Message | Invocation],
+) -> InvocationResult:
+    """Run ``messages`` through the function at ``target``, synchronously.
+
+    Args:
+        functions: the registry holding the function for ``target.typename``.
+        target: the function address; every message must be addressed to it.
+        state: the address's stored values: spec name -> bytes of the spec's type, a
+            TypedValue (its typename is checked), or ``None``/missing for "no value".
+            Names that are not declared are ignored.
+        messages: the incoming messages in delivery order; a bare Message counts as
+            coming from an ingress (``context.caller is None``).
+
+    Returns:
+        The effects of the whole batch.
+
+    Raises:
+        FunctionNotFound: no function is registered for ``target.typename``.
+        StatefulFunctionError: the function raised (chained), the state does not match
+            the declared types, a message is addressed elsewhere, or an async function
+            was invoked from inside a running event loop.
+
+    Example:
+        >>> from statefun_api import StatefulFunctions, message_builder
+        >>> functions = StatefulFunctions()
+        >>> @functions.bind("com.example/echo")
+        ... async def echo(context, message):
+        ...     context.send(message_builder("com.example/sink", "1", str_value=message.as_string()))
+        >>> m = message_builder("com.example/echo", "x", str_value="hi")
+        >>> [o.message.as_string() for o in invoke(functions, m.target, {}, [m]).outgoing]
+        ['hi']
+    """
+    batch = _Batch(functions, target, state, messages)
+    if batch.fn.is_async:
+        return _run_private(_run_async(batch), target)
+    for index in range(len(batch.invocations)):
+        outcome = batch.start(index)
+        if inspect.isawaitable(outcome):  # e.g. a sync wrapper returning a coroutine
+            _run_private(_await_one(batch, index, outcome), target)
+    return batch.finish()
+
+
+async def invoke_async(
+    functions: StatefulFunctions,
+    target: Address,
+    state: Mapping[str, StateValue] | None,
+    messages: Sequence[Message | Invocation],
+) -> InvocationResult:
+    """Like :func:`invoke`, awaiting async functions on the running event loop.
+
+    Sync functions are called directly (they block the loop for their duration).
+    """
+    batch = _Batch(functions, target, state, messages)
+    return await _run_async(batch)
+
+
+async def _run_async(batch: _Batch) -> InvocationResult:
+    for index in range(len(batch.invocations)):
+        outcome = batch.start(index)
+        if inspect.isawaitable(outcome):
+            await _await_one(batch, index, outcome)
+    return batch.finish()
+
+
+async def _await_one(batch: _Batch, index: int, outcome: Awaitable[Any]) -> None:
+    try:
+        await outcome
+    except Exception as exc:
+        raise batch.failure(index, exc) from exc
+
+
+def _run_private(coro: Coroutine[Any, Any, R], target: Address) -> R:
+    """Run ``coro`` to completion on a fresh event loop that is closed afterwards."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        coro.close()
+        raise StatefulFunctionError(
+            f"function {target} is async and invoke() was called from a running event "
+            f"loop; use `await invoke_async(...)` (or RequestReplyHandler.handle_async) there",
+            address=target,
+        )
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        try:
+            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            loop.close()

@@ -1,0 +1,299 @@
+"""Messages between functions, messages to egresses, and their builders.
+
+Example:
+    >>> m = message_builder("com.example/greeter", "alice", str_value="hi")
+    >>> m.is_string(), m.as_string(), m.value_typename()
+    (True, 'hi', 'io.statefun.types/string')
+    >>> e = egress_message_builder("com.example/out", "done", StringType)
+    >>> e.typename, e.raw_value()
+    ('com.example/out', b'\\n\\x04done')
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from statefun_api.address import Address, parse_typename
+from statefun_api.types import (
+    BoolType,
+    DoubleType,
+    FloatType,
+    IntType,
+    LongType,
+    StringType,
+    Type,
+    TypedValue,
+    to_typed_value,
+)
+
+__all__ = ["Message", "EgressMessage", "message_builder", "egress_message_builder"]
+
+T = TypeVar("T")
+
+
+class Message:
+    """A message to (or received by) a stateful function.
+
+    Attributes:
+        target_typename: typename of the target function.
+        target_id: id of the target function.
+        typed_value: the serialized value and its typename.
+
+    Example:
+        >>> m = message_builder("com.example/f", "1", int_value=7)
+        >>> m.as_int(), m.target
+        (7, Address(namespace='com.example', name='f', id='1'))
+    """
+
+    __slots__ = ("target_typename", "target_id", "typed_value")
+
+    def __init__(self, target_typename: str, target_id: str, typed_value: TypedValue) -> None:
+        if not target_typename:
+            raise ValueError("target_typename can not be missing")
+        parse_typename(target_typename)
+        if not target_id or not isinstance(target_id, str):
+            raise ValueError(f"target_id must be a non-empty string, got {target_id!r}")
+        if not isinstance(typed_value, TypedValue):
+            raise TypeError(f"typed_value must be a TypedValue, got {typed_value!r}")
+        self.target_typename = target_typename
+        self.target_id = target_id
+        self.typed_value = typed_value
+
+    @property
+    def target(self) -> Address:
+        """The target address."""
+        return Address.of(self.target_typename, self.target_id)
+
+    def is_type(self, tpe: Type) -> bool:
+        """Whether the value's typename is ``tpe``'s."""
+        return self.typed_value.typename == tpe.typename
+
+    def as_type(self, tpe: Type[T]) -> T | None:
+        """Deserialize the value as ``tpe`` (``None`` if the message carries no value).
+
+        Raises:
+            TypeError: the message holds a value of another type.
+        """
+        tv = self.typed_value
+        if not tv.has_value:
+            return None
+        if tv.typename != tpe.typename:
+            raise TypeError(
+                f"message to {self.target_typename}/{self.target_id} holds a value of type "
+                f"{tv.typename!r}, not {tpe.typename!r}; check with is_type() first"
+            )
+        return tpe.serializer().deserialize(tv.value)
+
+    def value_typename(self) -> str:
+        """The typename of the carried value."""
+        return self.typed_value.typename
+
+    def raw_value(self) -> bytes | None:
+        """The serialized value, or ``None`` if the message carries no value."""
+        return self.typed_value.value if self.typed_value.has_value else None
+
+    def is_int(self) -> bool:
+        """Whether the value is an ``io.statefun.types/int``."""
+        return self.is_type(IntType)
+
+    def as_int(self) -> int | None:
+        """The value as an int (32-bit)."""
+        return self.as_type(IntType)
+
+    def is_long(self) -> bool:
+        """Whether the value is an ``io.statefun.types/long``."""
+        return self.is_type(LongType)
+
+    def as_long(self) -> int | None:
+        """The value as an int (64-bit)."""
+        return self.as_type(LongType)
+
+    def is_float(self) -> bool:
+        """Whether the value is an ``io.statefun.types/float``."""
+        return self.is_type(FloatType)
+
+    def as_float(self) -> float | None:
+        """The value as a float (single precision)."""
+        return self.as_type(FloatType)
+
+    def is_double(self) -> bool:
+        """Whether the value is an ``io.statefun.types/double``."""
+        return self.is_type(DoubleType)
+
+    def as_double(self) -> float | None:
+        """The value as a float."""
+        return self.as_type(DoubleType)
+
+    def is_string(self) -> bool:
+        """Whether the value is an ``io.statefun.types/string``."""
+        return self.is_type(StringType)
+
+    def as_string(self) -> str | None:
+        """The value as a str."""
+        return self.as_type(StringType)
+
+    def is_bool(self) -> bool:
+        """Whether the value is an ``io.statefun.types/bool``."""
+        return self.is_type(BoolType)
+
+    def as_bool(self) -> bool | None:
+        """The value as a bool."""
+        return self.as_type(BoolType)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Message):
+            return NotImplemented
+        return (self.target_typename, self.target_id, self.typed_value) == (
+            other.target_typename,
+            other.target_id,
+            other.typed_value,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.target_typename, self.target_id, self.typed_value))
+
+    def __repr__(self) -> str:
+        return (
+            f"Message(target={self.target_typename}/{self.target_id}, "
+            f"type={self.typed_value.typename!r}, value={self.raw_value()!r})"
+        )
+
+
+class EgressMessage:
+    """A message to an egress, identified by its typename.
+
+    Example:
+        >>> egress_message_builder("com.example/out", 3, IntType).value_typename()
+        'io.statefun.types/int'
+    """
+
+    __slots__ = ("typename", "typed_value")
+
+    def __init__(self, typename: str, typed_value: TypedValue) -> None:
+        if not typename:
+            raise ValueError("an egress typename can not be missing")
+        parse_typename(typename)
+        if not isinstance(typed_value, TypedValue):
+            raise TypeError(f"typed_value must be a TypedValue, got {typed_value!r}")
+        self.typename = typename
+        self.typed_value = typed_value
+
+    def value_typename(self) -> str:
+        """The typename of the carried value."""
+        return self.typed_value.typename
+
+    def raw_value(self) -> bytes | None:
+        """The serialized value, or ``None`` if there is none."""
+        return self.typed_value.value if self.typed_value.has_value else None
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, EgressMessage):
+            return NotImplemented
+        return (self.typename, self.typed_value) == (other.typename, other.typed_value)
+
+    def __hash__(self) -> int:
+        return hash((self.typename, self.typed_value))
+
+    def __repr__(self) -> str:
+        return (
+            f"EgressMessage(typename={self.typename!r}, type={self.typed_value.typename!r}, "
+            f"value={self.raw_value()!r})"
+        )
+
+
+_PRIMITIVES: dict[str, Type[Any]] = {
+    "int_value": IntType,
+    "long_value": LongType,
+    "float_value": FloatType,
+    "double_value": DoubleType,
+    "str_value": StringType,
+    "bool_value": BoolType,
+}
+
+_MISSING: Any = object()
+
+
+def message_builder(
+    target_typename: str,
+    target_id: str,
+    *,
+    str_value: str = _MISSING,
+    int_value: int = _MISSING,
+    long_value: int = _MISSING,
+    float_value: float = _MISSING,
+    double_value: float = _MISSING,
+    bool_value: bool = _MISSING,
+    value: Any = _MISSING,
+    value_type: Type[Any] | None = None,
+) -> Message:
+    """Build a message to the function at ``target_typename``/``target_id``.
+
+    Give exactly one of ``str_value``, ``int_value``, ``long_value``, ``float_value``,
+    ``double_value``, ``bool_value``, or ``value`` together with ``value_type``.
+
+    Example:
+        >>> message_builder("com.example/f", "1", long_value=2**40).as_long()
+        1099511627776
+        >>> from statefun_api.types import make_json_type
+        >>> Cart = make_json_type("com.example/Cart")
+        >>> message_builder("com.example/f", "1", value=["x"], value_type=Cart).as_type(Cart)
+        ['x']
+    """
+    given = {
+        key: val
+        for key, val in (
+            ("str_value", str_value),
+            ("int_value", int_value),
+            ("long_value", long_value),
+            ("float_value", float_value),
+            ("double_value", double_value),
+            ("bool_value", bool_value),
+            ("value", value),
+        )
+        if val is not _MISSING
+    }
+    if len(given) != 1:
+        raise TypeError(
+            f"message_builder needs exactly one of str_value=, int_value=, long_value=, "
+            f"float_value=, double_value=, bool_value= or value= (with value_type=); "
+            f"got {sorted(given) or 'none'}"
+        )
+    ((keyword, val),) = given.items()
+    if val is None:
+        raise ValueError(f"message_builder: {keyword} can not be None")
+    if keyword == "value":
+        if value_type is None:
+            raise ValueError(
+                "message_builder: could not deduce the type of value=; pass value_type= too "
+                "(e.g. value_type=make_json_type('com.example/MyType'))"
+            )
+        tpe = value_type
+    else:
+        if value_type is not None:
+            raise TypeError(f"message_builder: value_type= only goes with value=, not {keyword}=")
+        tpe = _PRIMITIVES[keyword]
+    return Message(target_typename, target_id, _typed(tpe, val, f"message to {target_typename}"))
+
+
+def egress_message_builder(target_typename: str, value: Any, value_type: Type[Any]) -> EgressMessage:
+    """Build a message to the egress ``target_typename``.
+
+    Example:
+        >>> egress_message_builder("com.example/out", "x", StringType).raw_value()
+        b'\\n\\x01x'
+    """
+    if not target_typename:
+        raise ValueError("egress_message_builder: target_typename is missing")
+    if value is None:
+        raise ValueError("egress_message_builder: value can not be None")
+    if not isinstance(value_type, Type):
+        raise TypeError(f"egress_message_builder: value_type must be a Type, got {value_type!r}")
+    return EgressMessage(target_typename, _typed(value_type, value, f"egress {target_typename}"))
+
+
+def _typed(tpe: Type[Any], value: Any, where: str) -> TypedValue:
+    try:
+        return to_typed_value(tpe, value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        error = TypeError if isinstance(exc, TypeError) else ValueError
+        raise error(f"{where}: cannot serialize {value!r} as {tpe.typename!r}: {exc}") from exc

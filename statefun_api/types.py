@@ -1,0 +1,323 @@
+"""StateFun value types: a typename plus a serializer, and the typed-value envelope.
+
+Built-in types use StateFun's typenames and wire formats: each value is wrapped in a
+one-field protobuf message from StateFun's ``types.proto`` (field 1), so state and
+messages interoperate with functions written with the official SDKs.
+
+=========== ============================ ===================== ===========================
+Type        typename                     wrapper (field 1)      example bytes
+=========== ============================ ===================== ===========================
+BoolType    ``io.statefun.types/bool``   ``bool`` (varint)      ``True -> 08 01``
+IntType     ``io.statefun.types/int``    ``sfixed32``           ``1 -> 0d 01 00 00 00``
+LongType    ``io.statefun.types/long``   ``sfixed64``           ``1 -> 09 01 00 .. 00``
+FloatType   ``io.statefun.types/float``  ``float``              ``1.0 -> 0d 00 00 80 3f``
+DoubleType  ``io.statefun.types/double`` ``double``             ``1.0 -> 09 .. f0 3f``
+StringType  ``io.statefun.types/string`` ``string``             ``"a" -> 0a 01 61``
+=========== ============================ ===================== ===========================
+
+As in proto3, a default value (``0``, ``False``, ``""``, ``+0.0``) serializes to ``b""``.
+
+Example:
+    >>> IntType.serializer().serialize(1)
+    b'\\r\\x01\\x00\\x00\\x00'
+    >>> user = make_json_type("com.example/User")
+    >>> user.serializer().deserialize(user.serializer().serialize({"name": "ann"}))
+    {'name': 'ann'}
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from statefun_api import _protowire
+from statefun_api.address import parse_typename
+
+__all__ = [
+    "Type",
+    "TypeSerializer",
+    "TypedValue",
+    "simple_type",
+    "make_json_type",
+    "make_protobuf_type",
+    "BoolType",
+    "IntType",
+    "LongType",
+    "FloatType",
+    "DoubleType",
+    "StringType",
+    "to_typed_value",
+    "from_typed_value",
+]
+
+T = TypeVar("T")
+
+
+class TypeSerializer(abc.ABC, Generic[T]):
+    """Turns values of one type into bytes and back.
+
+    Example:
+        >>> StringType.serializer().deserialize(b"\\n\\x02hi")
+        'hi'
+    """
+
+    __slots__ = ()
+
+    @abc.abstractmethod
+    def serialize(self, value: T) -> bytes:
+        """Serialize ``value``; raise TypeError/ValueError for values of the wrong type."""
+
+    @abc.abstractmethod
+    def deserialize(self, data: bytes) -> T:
+        """Deserialize a value from ``data``."""
+
+
+class Type(abc.ABC, Generic[T]):
+    """A StateFun value type: a typename (``"namespace/name"``) and its serializer.
+
+    Example:
+        >>> IntType.typename
+        'io.statefun.types/int'
+    """
+
+    __slots__ = ("typename",)
+
+    def __init__(self, typename: str) -> None:
+        if not typename:
+            raise ValueError("typename can not be missing")
+        parse_typename(typename)
+        self.typename = typename
+
+    @abc.abstractmethod
+    def serializer(self) -> TypeSerializer[T]:
+        """Return the serializer for values of this type."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.typename!r})"
+
+
+@dataclass(frozen=True)
+class TypedValue:
+    """A serialized value with its typename: StateFun's ``TypedValue`` envelope.
+
+    ``has_value=False`` stands for "no value" (e.g. absent state).
+
+    Example:
+        >>> to_typed_value(StringType, "hi")
+        TypedValue(typename='io.statefun.types/string', has_value=True, value=b'\\n\\x02hi')
+    """
+
+    typename: str = ""
+    has_value: bool = False
+    value: bytes = b""
+
+
+def to_typed_value(tpe: Type[T], value: T | None) -> TypedValue:
+    """Serialize ``value`` with ``tpe`` into a :class:`TypedValue` (``None`` -> no value)."""
+    if value is None:
+        return TypedValue(tpe.typename, False, b"")
+    return TypedValue(tpe.typename, True, bytes(tpe.serializer().serialize(value)))
+
+
+def from_typed_value(tpe: Type[T], typed_value: TypedValue | None) -> T | None:
+    """Deserialize a :class:`TypedValue` with ``tpe``; ``None`` when it holds no value.
+
+    Raises:
+        TypeError: the value's typename is not ``tpe.typename``.
+    """
+    if typed_value is None or not typed_value.has_value:
+        return None
+    if typed_value.typename != tpe.typename:
+        raise TypeError(
+            f"type mismatch: the value has type {typed_value.typename!r} "
+            f"but is read as {tpe.typename!r}"
+        )
+    return tpe.serializer().deserialize(typed_value.value)
+
+
+# -- user-defined types ------------------------------------------------------------------
+
+
+class _FunctionSerializer(TypeSerializer[T]):
+    __slots__ = ("_serialize", "_deserialize")
+
+    def __init__(
+        self, serialize_fn: Callable[[T], bytes], deserialize_fn: Callable[[bytes], T]
+    ) -> None:
+        self._serialize = serialize_fn
+        self._deserialize = deserialize_fn
+
+    def serialize(self, value: T) -> bytes:
+        data = self._serialize(value)
+        if isinstance(data, str):  # the SDK's own docs use json.dumps, which returns str
+            data = data.encode("utf-8")
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"serialize_fn returned {type(data).__name__}, expected bytes")
+        return bytes(data)
+
+    def deserialize(self, data: bytes) -> T:
+        return self._deserialize(data)
+
+
+class _SimpleType(Type[T]):
+    __slots__ = ("_ser",)
+
+    def __init__(self, typename: str, serializer: TypeSerializer[T]) -> None:
+        super().__init__(typename)
+        self._ser = serializer
+
+    def serializer(self) -> TypeSerializer[T]:
+        return self._ser
+
+
+def simple_type(
+    typename: str,
+    serialize_fn: Callable[[T], bytes],
+    deserialize_fn: Callable[[bytes], T],
+) -> Type[T]:
+    """Define a type from a pair of functions.
+
+    ``serialize_fn`` may return ``str``; it is encoded as UTF-8.
+
+    Example:
+        >>> import json
+        >>> User = simple_type("com.example/User", json.dumps, json.loads)
+        >>> User.serializer().serialize({"a": 1})
+        b'{"a": 1}'
+    """
+    if serialize_fn is None:
+        raise ValueError("serialize_fn is missing")
+    if deserialize_fn is None:
+        raise ValueError("deserialize_fn is missing")
+    return _SimpleType(typename, _FunctionSerializer(serialize_fn, deserialize_fn))
+
+
+def _json_dumps_utf8(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False).encode("utf-8")
+
+
+def make_json_type(typename: str) -> Type[Any]:
+    """Define a type whose values are stored as UTF-8 JSON (like the SDK's helper).
+
+    Example:
+        >>> make_json_type("com.example/Cart").serializer().serialize(["é"])
+        b'["\\xc3\\xa9"]'
+    """
+    return simple_type(typename, _json_dumps_utf8, json.loads)
+
+
+def make_protobuf_type(cls: type, namespace: str | None = None) -> Type[Any]:
+    """Define a type for a generated protobuf message class.
+
+    The typename is ``"<namespace>/<message full name>"``, the namespace defaulting to
+    ``type.googleapis.com`` as in the SDK.
+    """
+    if cls is None:
+        raise ValueError("the protobuf message class is missing")
+    full_name = cls.DESCRIPTOR.full_name  # type: ignore[attr-defined]
+    if not full_name:
+        raise TypeError(f"unable to deduce the protobuf full name of {cls!r}")
+
+    def parse(data: bytes) -> Any:
+        message = cls()
+        message.ParseFromString(data)
+        return message
+
+    def dump(message: Any) -> bytes:
+        if not isinstance(message, cls):
+            raise TypeError(f"expected a {full_name} message, got {message!r}")
+        return message.SerializeToString()
+
+    return simple_type(f"{namespace or 'type.googleapis.com'}/{full_name}", dump, parse)
+
+
+# -- built-in primitive types ------------------------------------------------------------
+
+
+class _WrapperSerializer(TypeSerializer[T]):
+    """Encodes a value as field 1 of a one-field wrapper message."""
+
+    __slots__ = ("_write", "_read", "_check")
+
+    def __init__(
+        self,
+        write: Callable[[_protowire.Writer, int, Any], None],
+        read: Callable[[_protowire.Fields, int], T],
+        check: Callable[[Any], Any] | None = None,
+    ) -> None:
+        self._write = write
+        self._read = read
+        self._check = check
+
+    def serialize(self, value: T) -> bytes:
+        if self._check is not None:
+            value = self._check(value)
+        writer = _protowire.Writer()
+        self._write(writer, 1, value)
+        return writer.getvalue()
+
+    def deserialize(self, data: bytes) -> T:
+        return self._read(_protowire.Fields.parse(data), 1)
+
+
+class _WrapperType(Type[T]):
+    __slots__ = ("_ser",)
+
+    def __init__(self, typename: str, serializer: TypeSerializer[T]) -> None:
+        super().__init__(typename)
+        self._ser = serializer
+
+    def serializer(self) -> TypeSerializer[T]:
+        return self._ser
+
+    def __repr__(self) -> str:
+        return f"<StateFun type {self.typename}>"
+
+
+def _check_bool(value: Any) -> bool:
+    # protobuf's bool fields accept bools and ints; anything else is a mistake
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return bool(value)
+    raise TypeError(f"expected a bool, got {value!r}")
+
+
+def _check_str(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bytes, bytearray)):  # accepted by protobuf when valid UTF-8
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"bytes value {value!r} is not valid UTF-8") from None
+    raise TypeError(f"expected a str, got {value!r}")
+
+
+BoolType: Type[bool] = _WrapperType(
+    "io.statefun.types/bool",
+    _WrapperSerializer(_protowire.Writer.bool, _protowire.Fields.bool, _check_bool),
+)
+IntType: Type[int] = _WrapperType(
+    "io.statefun.types/int",
+    _WrapperSerializer(_protowire.Writer.sfixed32, _protowire.Fields.sfixed32),
+)
+LongType: Type[int] = _WrapperType(
+    "io.statefun.types/long",
+    _WrapperSerializer(_protowire.Writer.sfixed64, _protowire.Fields.sfixed64),
+)
+FloatType: Type[float] = _WrapperType(
+    "io.statefun.types/float",
+    _WrapperSerializer(_protowire.Writer.float32, _protowire.Fields.float32),
+)
+DoubleType: Type[float] = _WrapperType(
+    "io.statefun.types/double",
+    _WrapperSerializer(_protowire.Writer.double, _protowire.Fields.double),
+)
+StringType: Type[str] = _WrapperType(
+    "io.statefun.types/string",
+    _WrapperSerializer(_protowire.Writer.string, _protowire.Fields.string, _check_str),
+)
