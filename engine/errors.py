@@ -14,6 +14,8 @@ __all__ = [
     "JobCancelled",
     "CheckpointError",
     "StateError",
+    "UserCodeError",
+    "short_repr",
 ]
 
 
@@ -75,3 +77,22 @@ class CheckpointError(RaystreamError):
 
 class StateError(RaystreamError):
     """Keyed or operator state was used wrongly (no current key, type mismatch...)."""
+
+
+class UserCodeError(RaystreamError):
+    """A user function raised while processing ``record`` (wrapped by operators so the task
+    can name the record; the task turns it into :class:`JobFailed`)."""
+
+    def __init__(self, record: object, exc: BaseException) -> None:
+        super().__init__(f"{type(exc).__name__}: {exc}")
+        self.record = record
+        self.original = exc
+
+
+def short_repr(value: object, limit: int = 200) -> str:
+    """``repr(value)`` cut to ``limit`` characters (for error messages)."""
+    try:
+        text = repr(value)
+    except Exception as exc:  # a broken __repr__ must not hide the real error
+        text = f"<unrepresentable {type(value).__name__}: {exc}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,238 @@
+"""Logical graph (transformations) and its translation into a chained job graph.
+
+The DataStream API appends :class:`Transformation` nodes to a :class:`StreamGraph`.
+:func:`build_job_graph` fuses chains of operators joined by forward edges with equal
+parallelism into one :class:`JobVertex` (one Ray actor per parallel instance), as Flink's
+operator chaining does, and resolves the partitioner of every remaining edge.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .connectors import Sink, Source
+from .errors import GraphError
+from .partitioners import ForwardPartitioner, Partitioner, RebalancePartitioner
+
+__all__ = ["Transformation", "StreamEdge", "StreamGraph", "JobVertex", "JobEdge", "JobGraph", "build_job_graph"]
+
+
+@dataclass(eq=False)
+class StreamEdge:
+    """A logical edge: ``source`` feeds input ``input_index`` of the consumer."""
+
+    source: "Transformation"
+    partitioner: Partitioner | None  # None: forward if parallelism matches, else rebalance
+    input_index: int = 0
+    feedback: bool = False
+
+
+@dataclass(eq=False)
+class Transformation:
+    """One node of the logical graph: a source, an operator or a sink."""
+
+    id: int
+    name: str
+    kind: str  # "source" | "operator" | "sink"
+    parallelism: int
+    operator_factory: Callable[[], Any] | None = None
+    source: Source | None = None
+    sink: Sink | None = None
+    inputs: list[StreamEdge] = field(default_factory=list)
+    uid: str | None = None
+    chaining: bool = True
+    keyed: bool = False
+    num_inputs: int = 1
+    schema_names: list[str] | None = None  # column names when known at build time
+
+    def stable_uid(self, graph: "StreamGraph") -> str:
+        """The user uid, or one derived from the node's position in the graph (stable for
+        an unchanged graph, like Flink's auto-generated operator ids)."""
+        if self.uid:
+            return self.uid
+        digest = hashlib.sha1()
+        chain = [self]
+        while chain:
+            node = chain.pop()
+            digest.update(f"{node.kind}:{node.name}:{len(node.inputs)}|".encode())
+            chain.extend(e.source for e in node.inputs if not e.feedback)
+        return f"{self.name}-{digest.hexdigest()[:12]}"
+
+    def __reduce__(self):
+        raise TypeError("raystream graph objects live in the driver and cannot be pickled")
+
+
+class StreamGraph:
+    """The logical graph built by a StreamEnvironment."""
+
+    def __init__(self) -> None:
+        self.nodes: list[Transformation] = []
+
+    def add(self, node: Transformation) -> Transformation:
+        self.nodes.append(node)
+        return node
+
+    def next_id(self) -> int:
+        return len(self.nodes)
+
+    def consumers(self, node: Transformation) -> list[tuple[Transformation, StreamEdge]]:
+        return [(n, e) for n in self.nodes for e in n.inputs if e.source is node]
+
+    def __reduce__(self):
+        raise TypeError("raystream graph objects live in the driver and cannot be pickled")
+
+
+@dataclass
+class JobEdge:
+    """A network edge between two job vertices."""
+
+    source_vertex: int
+    target_vertex: int
+    partitioner: Partitioner
+    input_index: int
+    feedback: bool = False
+
+
+@dataclass
+class JobVertex:
+    """A chain of operators deployed as ``parallelism`` task actors."""
+
+    id: int
+    name: str
+    parallelism: int
+    chain: list[dict]  # per operator: name, uid, factory, kind, keyed
+    source: Source | None = None
+    inputs: list[JobEdge] = field(default_factory=list)
+    outputs: list[JobEdge] = field(default_factory=list)
+
+
+@dataclass
+class JobGraph:
+    """The deployable graph: vertices (chains) and network edges."""
+
+    vertices: list[JobVertex]
+    max_parallelism: int
+
+    def vertex(self, vid: int) -> JobVertex:
+        return self.vertices[vid]
+
+    def describe(self) -> str:
+        """A readable multi-line description of the chains and edges."""
+        lines = []
+        for v in self.vertices:
+            ops = " -> ".join(op["name"] for op in v.chain)
+            lines.append(f"[{v.id}] {v.name} (parallelism {v.parallelism}): {ops}")
+            for e in v.outputs:
+                tag = " (feedback)" if e.feedback else ""
+                lines.append(f"    --{e.partitioner!r}--> [{e.target_vertex}]{tag}")
+        return "\n".join(lines)
+
+
+def _resolve_partitioner(edge: StreamEdge, consumer: Transformation) -> Partitioner:
+    if edge.partitioner is not None:
+        if isinstance(edge.partitioner, ForwardPartitioner) and edge.source.parallelism != consumer.parallelism:
+            raise GraphError(
+                f"forward() from {edge.source.name!r} (parallelism {edge.source.parallelism}) to "
+                f"{consumer.name!r} (parallelism {consumer.parallelism}) needs equal parallelism; "
+                "use rebalance() instead"
+            )
+        return edge.partitioner
+    if edge.source.parallelism == consumer.parallelism:
+        return ForwardPartitioner()
+    return RebalancePartitioner()
+
+
+def _chainable(graph: StreamGraph, up: Transformation, down: Transformation) -> bool:
+    if len(down.inputs) != 1 or down.kind == "source":
+        return False
+    edge = down.inputs[0]
+    if edge.source is not up or edge.feedback:
+        return False
+    if len(graph.consumers(up)) != 1:
+        return False
+    part = _resolve_partitioner(edge, down)
+    return (
+        isinstance(part, ForwardPartitioner)
+        and up.parallelism == down.parallelism
+        and up.chaining
+        and down.chaining
+        and not down.keyed
+    )
+
+
+def build_job_graph(graph: StreamGraph, max_parallelism: int) -> JobGraph:
+    """Fuse chainable operators and resolve partitioners (see module docstring)."""
+    if not graph.nodes:
+        raise GraphError("the job has no operators: add a source and a sink")
+    for node in graph.nodes:
+        if node.parallelism > max_parallelism:
+            raise GraphError(
+                f"operator {node.name!r} has parallelism {node.parallelism} above max_parallelism {max_parallelism}"
+            )
+    sinks = [n for n in graph.nodes if n.kind == "sink"]
+    if not sinks:
+        raise GraphError("the job has no sink: end the stream with collect(), print(), write_parquet() or sink_to()")
+    uids: dict[str, str] = {}
+    for n in graph.nodes:
+        uid = n.stable_uid(graph)
+        if uid in uids:
+            raise GraphError(f"uid {uid!r} is used by both {uids[uid]!r} and {n.name!r}; uids must be unique")
+        uids[uid] = n.name
+
+    head_of: dict[int, Transformation] = {}
+    chains: list[list[Transformation]] = []
+    for node in graph.nodes:  # nodes are in creation order, so inputs come first
+        if node.inputs and len(node.inputs) == 1 and _chainable(graph, node.inputs[0].source, node):
+            head = head_of[node.inputs[0].source.id]
+            head_of[node.id] = head
+            for chain in chains:
+                if chain[0] is head:
+                    chain.append(node)
+                    break
+        else:
+            head_of[node.id] = node
+            chains.append([node])
+
+    vertex_of: dict[int, int] = {}
+    vertices: list[JobVertex] = []
+    for vid, chain in enumerate(chains):
+        head = chain[0]
+        ops = []
+        for n in chain:
+            if n.kind == "source":
+                continue
+            ops.append(
+                {
+                    "name": n.name,
+                    "uid": n.stable_uid(graph),
+                    "factory": n.operator_factory,
+                    "kind": n.kind,
+                    "keyed": n.keyed,
+                    "num_inputs": n.num_inputs,
+                    "sink": n.sink,
+                }
+            )
+        name = " -> ".join(n.name for n in chain)
+        vertex = JobVertex(vid, name, head.parallelism, ops, source=head.source)
+        if head.kind == "source":
+            vertex.chain.insert(0, {"name": head.name, "uid": head.stable_uid(graph), "kind": "source"})
+        vertices.append(vertex)
+        for n in chain:
+            vertex_of[n.id] = vid
+
+    for node in graph.nodes:
+        if head_of[node.id] is not node:
+            continue
+        for edge in node.inputs:
+            e = JobEdge(
+                vertex_of[edge.source.id],
+                vertex_of[node.id],
+                _resolve_partitioner(edge, node),
+                edge.input_index,
+                edge.feedback,
+            )
+            vertices[e.target_vertex].inputs.append(e)
+            vertices[e.source_vertex].outputs.append(e)
+    return JobGraph(vertices, max_parallelism)

@@ -1,0 +1,285 @@
+"""The job master: deploys a job graph as task actors, watches them, and finishes or fails the job.
+
+The master is a Ray actor (one per job) so that the driver, the CLI and the tasks can all
+reach it. It owns every task actor of the job (their lifetime is tied to it), runs the
+sinks' committers, and — when checkpointing is on — the checkpoint coordinator and the
+restart strategy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import cloudpickle
+import ray
+
+from .errors import JobCancelled, JobFailed
+from .graph import JobGraph
+from .ray_runtime import TaskActor
+from .task import InputInfo, OutputInfo, TaskConfig, TaskResult, TaskSpec
+
+__all__ = ["JobConfig", "JobMaster", "build_task_specs"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class JobConfig:
+    """Everything about how a job runs (set through StreamEnvironment)."""
+
+    name: str = "raystream-job"
+    task: TaskConfig = field(default_factory=TaskConfig)
+    task_num_cpus: float = 0.0
+    checkpoint: Any = None  # checkpoint.CheckpointConfig when checkpointing is enabled
+    restart: Any = None  # engine.restart.RestartStrategy
+    clock: Any = None
+    from_savepoint: str | None = None
+    allow_non_restored_state: bool = False
+
+
+def build_task_specs(job_id: str, graph: JobGraph, config: JobConfig, attempt: int, splits: dict,
+                     restore: dict | None) -> dict[tuple[int, int], TaskSpec]:
+    """One TaskSpec per (vertex, subtask), with channel numbering resolved."""
+    specs: dict[tuple[int, int], TaskSpec] = {}
+    # channel offsets at each target vertex: edges in the order of vertex.inputs
+    offsets: dict[tuple[int, int], int] = {}
+    inputs_of: dict[int, list[InputInfo]] = {}
+    for v in graph.vertices:
+        infos: list[InputInfo] = []
+        for e in v.inputs:
+            offsets[(id(e), v.id)] = len(infos)
+            src = graph.vertex(e.source_vertex)
+            for s in range(src.parallelism):
+                infos.append(InputInfo(e.input_index, f"{src.name}#{s}", e.feedback))
+        inputs_of[v.id] = infos
+    for v in graph.vertices:
+        for s in range(v.parallelism):
+            outputs = []
+            for e in v.outputs:
+                target = graph.vertex(e.target_vertex)
+                outputs.append(
+                    OutputInfo(
+                        partitioner=e.partitioner,
+                        target_vertex=target.id,
+                        num_targets=target.parallelism,
+                        channel_index=offsets[(id(e), target.id)] + s,
+                        feedback=e.feedback,
+                    )
+                )
+            src_splits = splits.get(v.id, [[] for _ in range(v.parallelism)])[s] if v.source else []
+            specs[(v.id, s)] = TaskSpec(
+                job_id=job_id,
+                vertex_id=v.id,
+                name=v.name,
+                subtask_index=s,
+                parallelism=v.parallelism,
+                max_parallelism=graph.max_parallelism,
+                chain=v.chain,
+                inputs=inputs_of[v.id],
+                outputs=outputs,
+                config=config.task,
+                source=v.source,
+                splits=src_splits,
+                attempt=attempt,
+                restore=(restore or {}).get((v.id, s)),
+                clock=config.clock,
+            )
+    return specs
+
+
+def assign_splits(splits: list, parallelism: int) -> list[list]:
+    """Round-robin assignment of splits to ``parallelism`` readers."""
+    out: list[list] = [[] for _ in range(parallelism)]
+    for i, split in enumerate(splits):
+        out[i % parallelism].append(split)
+    return out
+
+
+@ray.remote(num_cpus=0)
+class JobMaster:
+    """Runs one job. See the module docstring."""
+
+    def __init__(self, graph_blob: bytes, config_blob: bytes, job_id: str | None = None) -> None:
+        self.graph: JobGraph = cloudpickle.loads(graph_blob)
+        self.config: JobConfig = cloudpickle.loads(config_blob)
+        self.job_id = job_id or f"{self.config.name}-{uuid.uuid4().hex[:8]}"
+        self.status = "CREATED"
+        self.attempt = 0
+        self.restarts = 0
+        self.actors: dict[tuple[int, int], Any] = {}
+        self.task_metrics: dict = {}
+        self.error: JobFailed | None = None
+        self.started = time.time()
+        self.finished_at: float | None = None
+        self._cancel = asyncio.Event()
+        self.committers = {}
+        for v in self.graph.vertices:
+            for op in v.chain:
+                sink = op.get("sink")
+                if sink is not None:
+                    committer = sink.create_committer()
+                    if committer is not None:
+                        self.committers[op["uid"]] = committer
+        self.coordinator = None
+
+    # -------------------------------------------------------------- queries
+    async def job_info(self) -> dict:
+        return {
+            "job_id": self.job_id,
+            "name": self.config.name,
+            "status": self.status,
+            "attempt": self.attempt,
+            "restarts": self.restarts,
+            "started": self.started,
+            "finished": self.finished_at,
+            "error": str(self.error) if self.error else None,
+            "graph": self.graph.describe(),
+            "checkpoints": self.coordinator.stats() if self.coordinator else None,
+        }
+
+    async def metrics(self) -> dict:
+        live = {}
+        refs = {k: a.metrics.remote() for k, a in self.actors.items()}
+        for k, ref in refs.items():
+            try:
+                live[k] = await asyncio.wait_for(_await(ref), 2.0)
+            except Exception:  # a task that is gone keeps its last known metrics
+                live[k] = self.task_metrics.get(k, {})
+        merged = dict(self.task_metrics)
+        merged.update(live)
+        return _aggregate_metrics(merged, self.restarts)
+
+    async def cancel(self) -> None:
+        self._cancel.set()
+
+    # -------------------------------------------------------------- lifecycle
+    async def run(self) -> dict:
+        """Run the job to its end; returns a result dict or raises JobFailed/JobCancelled."""
+        self.status = "RUNNING"
+        source_splits = {
+            v.id: assign_splits(v.source.create_splits(v.parallelism), v.parallelism)
+            for v in self.graph.vertices
+            if v.source is not None
+        }
+        restore = None
+        while True:
+            try:
+                results = await self._run_attempt(source_splits, restore)
+            except JobCancelled:
+                self.status = "CANCELLED"
+                self.finished_at = time.time()
+                raise
+            except JobFailed as exc:
+                self.error = exc
+                self.status = "FAILED"
+                self.finished_at = time.time()
+                raise
+            break
+        for uid, committer in self.committers.items():
+            final = [c for r in results for c in r.committables.get(uid, [])]
+            if final:
+                committer.commit(final)
+        self.status = "FINISHED"
+        self.finished_at = time.time()
+        return {
+            "job_id": self.job_id,
+            "results": {uid: c.result() for uid, c in self.committers.items()},
+            "metrics": _aggregate_metrics(self.task_metrics, self.restarts),
+            "duration_s": self.finished_at - self.started,
+        }
+
+    async def _deploy(self, source_splits: dict, restore: dict | None) -> dict:
+        specs = build_task_specs(self.job_id, self.graph, self.config, self.attempt, source_splits, restore)
+        actors = {}
+        for key, spec in specs.items():
+            actors[key] = TaskActor.options(
+                num_cpus=self.config.task_num_cpus,
+                name=None,
+                max_concurrency=1000,
+                scheduling_strategy="SPREAD",
+            ).remote()
+        self.actors = actors
+        me = ray.get_runtime_context().current_actor
+        setups = []
+        storage = self.coordinator.storage if self.coordinator else None
+        for (vid, s), spec in specs.items():
+            v = self.graph.vertex(vid)
+            downstream = [
+                [actors[(e.target_vertex, t)] for t in range(self.graph.vertex(e.target_vertex).parallelism)]
+                for e in v.outputs
+            ]
+            setups.append(actors[(vid, s)].setup.remote(cloudpickle.dumps(spec), downstream, me, storage))
+        for ref in setups:
+            await _await(ref)
+        return specs
+
+    async def _run_attempt(self, source_splits: dict, restore: dict | None) -> list[TaskResult]:
+        await self._deploy(source_splits, restore)
+        runs = {asyncio.ensure_future(_await(a.run.remote())): key for key, a in self.actors.items()}
+        cancel_wait = asyncio.ensure_future(self._cancel.wait())
+        results: list[TaskResult] = []
+        pending = set(runs)
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending | {cancel_wait}, return_when=asyncio.FIRST_COMPLETED)
+                if cancel_wait in done:
+                    raise JobCancelled(f"job {self.config.name!r} was cancelled")
+                pending.discard(cancel_wait)
+                for fut in done:
+                    key = runs[fut]
+                    try:
+                        result = fut.result()
+                    except JobFailed:
+                        raise
+                    except ray.exceptions.RayActorError as exc:
+                        v = self.graph.vertex(key[0])
+                        raise JobFailed(
+                            f"task {v.name!r} (subtask {key[1] + 1}/{v.parallelism}) died: {exc}",
+                            subtask=key[1],
+                        ) from exc
+                    except ray.exceptions.RayTaskError as exc:
+                        cause = exc.cause if isinstance(getattr(exc, "cause", None), JobFailed) else None
+                        if cause is not None:
+                            raise cause from None
+                        raise JobFailed(f"task {self.graph.vertex(key[0]).name!r} failed: {exc}") from exc
+                    if result is not None:
+                        results.append(result)
+                        self.task_metrics[key] = result.metrics
+        finally:
+            cancel_wait.cancel()
+            for fut in pending:
+                fut.cancel()
+            await self._teardown()
+        return results
+
+    async def _teardown(self) -> None:
+        actors, self.actors = self.actors, {}
+        for actor in actors.values():
+            try:
+                ray.kill(actor, no_restart=True)
+            except Exception:  # already gone
+                pass
+
+
+async def _await(ref: Any) -> Any:
+    return await ref
+
+
+def _aggregate_metrics(per_task: dict, restarts: int) -> dict:
+    """Sum per-operator counters over subtasks: {operator: {records_in, records_out, ...}}."""
+    ops: dict[str, dict] = {}
+    channels = []
+    for key, m in per_task.items():
+        for name, counters in (m.get("operators") or {}).items():
+            agg = ops.setdefault(name, {"records_in": 0, "records_out": 0, "batches_in": 0, "subtasks": 0})
+            for k, val in counters.items():
+                agg[k] = agg.get(k, 0) + val
+            agg["subtasks"] += 1
+        for ch in m.get("channels") or []:
+            channels.append(dict(ch, task=m.get("task")))
+    return {"operators": ops, "channels": channels, "restarts": restarts}

@@ -1,0 +1,169 @@
+"""Partitioners decide which downstream subtask receives each record of a batch.
+
+``forward`` keeps a record on the same subtask index, ``rebalance`` rotates whole
+batches round robin over the targets, ``broadcast`` sends every batch to every target,
+and :class:`KeyGroupPartitioner` routes by the stable key hash through key groups.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Callable
+
+import numpy as np
+import pyarrow as pa
+
+from .errors import GraphError
+from .keygroups import key_groups_of_array, key_groups_of_keys
+from .records import Batch
+
+__all__ = [
+    "KeySelector",
+    "Partitioner",
+    "ForwardPartitioner",
+    "RebalancePartitioner",
+    "BroadcastPartitioner",
+    "KeyGroupPartitioner",
+    "split_batch_by_targets",
+]
+
+
+class KeySelector:
+    """Extracts the key of each record: a column name (vectorized on Arrow), a tuple index,
+    or a function of the record.
+
+    Example:
+        >>> KeySelector("word").keys_of(Batch.of_records([{"word": "a"}, {"word": "b"}]))
+        ['a', 'b']
+    """
+
+    def __init__(self, key: str | int | Callable[[Any], Any]) -> None:
+        if not (isinstance(key, (str, int)) or callable(key)):
+            raise GraphError(f"key_by expects a column name, a tuple index or a function, got {key!r}")
+        self.key = key
+        self.column = key if isinstance(key, str) else None
+        self.description = key if isinstance(key, (str, int)) else getattr(key, "__name__", repr(key))
+
+    def key_of(self, record: Any) -> Any:
+        """The key of one record."""
+        k = self.key
+        if callable(k):
+            return k(record)
+        return record[k]
+
+    def keys_of(self, batch: Batch) -> list | pa.Array:
+        """Keys of a whole batch: an Arrow array on the columnar path, else a list."""
+        if self.column is not None and batch.is_columnar:
+            rb = batch.arrow()
+            idx = rb.schema.get_field_index(self.column)
+            if idx < 0:
+                raise KeyError(self.column)
+            return rb.column(idx)
+        k = self.key
+        records = batch.records()
+        if callable(k):
+            return [k(r) for r in records]
+        return [r[k] for r in records]
+
+    def key_groups(self, batch: Batch, max_parallelism: int) -> np.ndarray:
+        """Key group of every record of ``batch``."""
+        keys = self.keys_of(batch)
+        if isinstance(keys, list):
+            return key_groups_of_keys(keys, max_parallelism)
+        return key_groups_of_array(keys, max_parallelism)
+
+    def __repr__(self) -> str:
+        return f"KeySelector({self.description!r})"
+
+
+def split_batch_by_targets(batch: Batch, targets: np.ndarray, n: int) -> list[tuple[int, Batch]]:
+    """Split ``batch`` into one sub-batch per target index (order within a target kept)."""
+    if n == 1 or len(targets) == 0:
+        return [(0, batch)] if len(batch) else []
+    counts = np.bincount(targets, minlength=n)
+    nonzero = np.flatnonzero(counts)
+    if len(nonzero) == 1:
+        return [(int(nonzero[0]), batch)]
+    order = np.argsort(targets, kind="stable")
+    bounds = np.concatenate(([0], np.cumsum(counts)))
+    out: list[tuple[int, Batch]] = []
+    if batch.is_arrow:
+        taken = batch.arrow().take(pa.array(order))
+        for t in nonzero:
+            out.append((int(t), Batch.of_arrow(taken.slice(bounds[t], counts[t]))))
+    else:
+        records = batch.records()
+        for t in nonzero:
+            idx = order[bounds[t] : bounds[t + 1]]
+            out.append((int(t), Batch.of_records([records[i] for i in idx])))
+    return out
+
+
+class Partitioner(ABC):
+    """Routes the records of a batch to downstream subtasks."""
+
+    name = "partitioner"
+
+    def setup(self, subtask_index: int, num_targets: int, max_parallelism: int) -> None:
+        """Called once per producing subtask before any :meth:`select`."""
+        self.subtask_index = subtask_index
+        self.num_targets = num_targets
+        self.max_parallelism = max_parallelism
+
+    @abstractmethod
+    def select(self, batch: Batch) -> list[tuple[int, Batch]]:
+        """Return ``(target_index, sub_batch)`` pairs covering every record exactly once
+        (or once per target for broadcast)."""
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+class ForwardPartitioner(Partitioner):
+    """Subtask i sends to subtask i (requires equal parallelism)."""
+
+    name = "forward"
+
+    def select(self, batch: Batch) -> list[tuple[int, Batch]]:
+        return [(self.subtask_index, batch)]
+
+
+class RebalancePartitioner(Partitioner):
+    """Whole batches rotate round robin over the targets (starting at the producer's index)."""
+
+    name = "rebalance"
+
+    def setup(self, subtask_index: int, num_targets: int, max_parallelism: int) -> None:
+        super().setup(subtask_index, num_targets, max_parallelism)
+        self._next = subtask_index % num_targets
+
+    def select(self, batch: Batch) -> list[tuple[int, Batch]]:
+        target = self._next
+        self._next = (target + 1) % self.num_targets
+        return [(target, batch)]
+
+
+class BroadcastPartitioner(Partitioner):
+    """Every target gets every batch."""
+
+    name = "broadcast"
+
+    def select(self, batch: Batch) -> list[tuple[int, Batch]]:
+        return [(t, batch) for t in range(self.num_targets)]
+
+
+class KeyGroupPartitioner(Partitioner):
+    """Hash-by-key: key -> key group -> owning subtask (stable across processes)."""
+
+    name = "hash"
+
+    def __init__(self, key_selector: KeySelector) -> None:
+        self.key_selector = key_selector
+
+    def select(self, batch: Batch) -> list[tuple[int, Batch]]:
+        groups = self.key_selector.key_groups(batch, self.max_parallelism)
+        targets = groups * self.num_targets // self.max_parallelism
+        return split_batch_by_targets(batch, targets, self.num_targets)
+
+    def __repr__(self) -> str:
+        return f"hash({self.key_selector.description})"

@@ -1,0 +1,46 @@
+"""The operator that runs a :class:`~engine.connectors.Sink` inside a task."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .connectors import Sink
+from .operator import OperatorContext, Output, StreamOperator
+from .records import Batch
+
+__all__ = ["SinkOperator"]
+
+
+class SinkOperator(StreamOperator):
+    """Feeds batches to the sink's writer and hands its committables to the checkpoint."""
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self.writer = None
+        self._restored: list[Any] = []
+
+    def restore_state(self, states: list[Any]) -> None:
+        self._restored = states
+
+    def open(self, ctx: OperatorContext, output: Output) -> None:
+        super().open(ctx, output)
+        self.writer = self.sink.create_writer(ctx)
+        if self._restored:
+            self.writer.restore_state(self._restored)
+        self._restored = []
+
+    def process_batch(self, batch: Batch, input_index: int = 0) -> None:
+        self.writer.write(batch)
+
+    def process_watermark(self, watermark: Any, input_index: int = 0) -> None:
+        pass  # sinks end the stream
+
+    def prepare_commit(self, checkpoint_id: int | None) -> list[Any]:
+        return self.writer.prepare_commit(checkpoint_id)
+
+    def snapshot_state(self, checkpoint_id: int) -> Any:
+        return self.writer.snapshot_state(checkpoint_id)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

@@ -1,0 +1,724 @@
+"""The task: one parallel instance of a chain of operators, run by a single-thread mailbox loop.
+
+A :class:`Task` is a plain Python object (no Ray): :mod:`engine.ray_runtime` wraps it in an
+actor, and tests can run several tasks in one process with :class:`~engine.channels.LocalSender`.
+
+Threading: ``deliver`` and ``post`` may be called from any thread; they only enqueue a
+mail. Everything else (operators, state, outputs, barrier alignment) runs on the thread
+that called :meth:`Task.run` — the mailbox thread.
+
+Input channels are numbered; each send carries a sequence number so the task restores
+the producer's order even if the transport reorders calls. A send is acknowledged when
+every item in it has been processed (credit-based back-pressure), so a channel blocked
+by barrier alignment stops its producer.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import pyarrow as pa
+
+from .channels import Cancelled, ChannelSender
+from .connectors import END_OF_INPUT, NOTHING_AVAILABLE, Source
+from .errors import JobFailed, UserCodeError, short_repr
+from .events import MAX_WATERMARK, MIN_WATERMARK, Barrier, EndOfInput, StreamStatus, Watermark
+from .keygroups import KeyGroupRange
+from .operator import OperatorContext, StreamOperator, SystemClock
+from .partitioners import Partitioner
+from .records import Batch
+
+__all__ = ["TaskConfig", "TaskSpec", "InputInfo", "OutputInfo", "Task", "TaskResult", "CheckpointHooks"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TaskConfig:
+    """Runtime knobs of every task of a job."""
+
+    batch_size: int = 65536  # rows per network batch
+    flush_ms: int = 50  # buffer timeout
+    credits: int = 4  # unacknowledged sends allowed per channel
+    exactly_once: bool = True  # align barriers (False: at-least-once, no alignment)
+    idle_poll_ms: int = 5
+
+
+@dataclass
+class InputInfo:
+    """One input channel of a task."""
+
+    input_index: int
+    upstream: str
+    feedback: bool = False
+
+
+@dataclass
+class OutputInfo:
+    """One output edge of a task: a partitioner over ``num_targets`` downstream subtasks."""
+
+    partitioner: Partitioner
+    target_vertex: int
+    num_targets: int
+    channel_index: int  # our channel index at every target
+    feedback: bool = False
+
+
+@dataclass
+class TaskSpec:
+    """Everything one task needs (picklable; built by the job master)."""
+
+    job_id: str
+    vertex_id: int
+    name: str
+    subtask_index: int
+    parallelism: int
+    max_parallelism: int
+    chain: list[dict]
+    inputs: list[InputInfo]
+    outputs: list[OutputInfo]
+    config: TaskConfig
+    source: Source | None = None
+    splits: list = field(default_factory=list)
+    attempt: int = 0
+    restore: dict | None = None  # op uid -> restored states (see checkpoint coordinator)
+    clock: Any = None
+
+    @property
+    def task_name(self) -> str:
+        return f"{self.name} ({self.subtask_index + 1}/{self.parallelism})"
+
+
+@dataclass
+class TaskResult:
+    """What a finished task reports: per-operator metrics and final committables."""
+
+    vertex_id: int
+    subtask_index: int
+    metrics: dict
+    committables: dict  # op uid -> list of committables from end of input
+
+
+class CheckpointHooks:
+    """How a task reports checkpoints (implemented by the runtime; no-ops by default)."""
+
+    def acknowledge(self, checkpoint_id: int, vertex_id: int, subtask: int, state: dict) -> None:
+        """All operators of the task snapshotted ``checkpoint_id``; ``state`` holds the snapshot."""
+
+    def decline(self, checkpoint_id: int, vertex_id: int, subtask: int, reason: str) -> None:
+        """The task could not take ``checkpoint_id``."""
+
+
+class _Ack:
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self.fn = fn
+
+
+class _InputChannel:
+    __slots__ = ("index", "info", "next_seq", "early", "items", "blocked", "ended", "watermark", "idle")
+
+    def __init__(self, index: int, info: InputInfo) -> None:
+        self.index = index
+        self.info = info
+        self.next_seq = 0
+        self.early: dict[int, tuple[list, Callable[[], None]]] = {}
+        self.items: deque = deque()
+        self.blocked = False
+        self.ended = False
+        self.watermark = MIN_WATERMARK
+        self.idle = False
+
+
+class _OperatorMetrics:
+    __slots__ = ("records_in", "records_out", "batches_in", "busy_s")
+
+    def __init__(self) -> None:
+        self.records_in = 0
+        self.records_out = 0
+        self.batches_in = 0
+        self.busy_s = 0.0
+
+    def as_dict(self) -> dict:
+        return {
+            "records_in": self.records_in,
+            "records_out": self.records_out,
+            "batches_in": self.batches_in,
+        }
+
+
+class _ChainOutput:
+    """Output of operator i: calls operator i+1 directly (no serialization)."""
+
+    def __init__(self, task: "Task", index: int) -> None:
+        self.task = task
+        self.next_index = index + 1
+        self.metrics = task.op_metrics[index]
+        self.next_metrics = task.op_metrics[index + 1]
+
+    def emit(self, batch: Batch) -> None:
+        n = len(batch)
+        if not n:
+            return
+        self.metrics.records_out += n
+        self.next_metrics.records_in += n
+        self.next_metrics.batches_in += 1
+        self.task._call_operator(self.next_index, batch, 0)
+
+    def emit_watermark(self, watermark: Watermark) -> None:
+        self.task.operators[self.next_index].process_watermark(watermark, 0)
+
+    def emit_side(self, tag: str, batch: Batch) -> None:
+        self.task.network.emit_side(tag, batch)
+
+
+class _NetworkOutput:
+    """Output of the chain's last operator: partitions, buffers and sends batches."""
+
+    def __init__(self, task: "Task", index: int | None) -> None:
+        self.task = task
+        self.metrics = task.op_metrics[index] if index is not None else None
+        self.writers = [_RecordWriter(o, s, task) for o, s in zip(task.spec.outputs, task.senders)]
+        self.last_watermark = MIN_WATERMARK
+
+    def emit(self, batch: Batch) -> None:
+        n = len(batch)
+        if not n:
+            return
+        if self.metrics is not None:
+            self.metrics.records_out += n
+        for w in self.writers:
+            w.write(batch)
+
+    def emit_side(self, tag: str, batch: Batch) -> None:
+        raise JobFailed(
+            f"operator in task {self.task.spec.task_name!r} emitted to side output {tag!r}, "
+            "which no downstream operator consumes"
+        )
+
+    def emit_watermark(self, watermark: Watermark) -> None:
+        if watermark.timestamp <= self.last_watermark:
+            return
+        self.last_watermark = watermark.timestamp
+        self.broadcast_event(watermark)
+
+    def broadcast_event(self, event: Any) -> None:
+        for w in self.writers:
+            w.send_event(event)
+
+    def flush_due(self, now: float) -> None:
+        for w in self.writers:
+            w.flush_due(now)
+
+    def flush_all(self) -> None:
+        for w in self.writers:
+            w.flush_all()
+
+
+class _RecordWriter:
+    """Partitions batches of one output edge and buffers them per target channel."""
+
+    def __init__(self, info: OutputInfo, senders: list[ChannelSender], task: "Task") -> None:
+        self.info = info
+        self.senders = senders
+        self.partitioner = info.partitioner
+        self.partitioner.setup(task.spec.subtask_index, info.num_targets, task.spec.max_parallelism)
+        self.buffers: list[list[Batch]] = [[] for _ in senders]
+        self.rows = [0] * len(senders)
+        self.since = [0.0] * len(senders)
+        self.batch_size = task.spec.config.batch_size
+        self.flush_s = task.spec.config.flush_ms / 1000.0
+
+    def write(self, batch: Batch) -> None:
+        for target, part in self.partitioner.select(batch):
+            buf = self.buffers[target]
+            if not buf:
+                self.since[target] = time.monotonic()
+            buf.append(part)
+            self.rows[target] += len(part)
+            if self.rows[target] >= self.batch_size:
+                self._flush(target, None)
+
+    def _flush(self, target: int, event: Any) -> None:
+        buf = self.buffers[target]
+        items: list[Any] = []
+        rows = 0
+        nbytes = 0
+        if buf:
+            if len(buf) > 1 and all(not b.is_arrow for b in buf):
+                merged: list = []
+                for b in buf:
+                    merged.extend(b.records())
+                buf = [Batch.of_records(merged)]
+            for b in buf:
+                rb = b.arrow()
+                items.append(rb)
+                rows += rb.num_rows
+                nbytes += rb.nbytes
+            self.buffers[target] = []
+            self.rows[target] = 0
+        if event is not None:
+            items.append(event)
+        if items:
+            self.senders[target].send(items, rows=rows, nbytes=nbytes, batches=len(items) - (event is not None))
+
+    def flush_due(self, now: float) -> None:
+        for t, buf in enumerate(self.buffers):
+            if buf and now - self.since[t] >= self.flush_s:
+                self._flush(t, None)
+
+    def flush_all(self) -> None:
+        for t, buf in enumerate(self.buffers):
+            if buf:
+                self._flush(t, None)
+
+    def send_event(self, event: Any) -> None:
+        """Flush every channel and append ``event`` to the same send (piggybacking)."""
+        for t in range(len(self.senders)):
+            self._flush(t, event)
+
+
+class Task:
+    """One parallel instance of a job vertex. See the module docstring."""
+
+    def __init__(
+        self,
+        spec: TaskSpec,
+        senders: list[list[ChannelSender]],
+        hooks: CheckpointHooks | None = None,
+        keyed_backend_factory: Callable[[OperatorContext], Any] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.senders = senders
+        self.hooks = hooks or CheckpointHooks()
+        self._keyed_backend_factory = keyed_backend_factory
+        self._mailbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._channels = [_InputChannel(i, info) for i, info in enumerate(spec.inputs)]
+        self._cancelled = False
+        self._finished = False
+        self.operators: list[StreamOperator] = []
+        self.op_specs = [op for op in spec.chain if op.get("kind") != "source"]
+        self.op_metrics = [_OperatorMetrics() for _ in range(len(self.op_specs) + 1)]
+        self._source_reader = None
+        self._aligning: int | None = None  # checkpoint id being aligned
+        self._barriers_seen: set[int] = set()
+        self._input_watermarks: dict[int, int] = {}
+        self._timers: list = []  # heap of (time_ms, seq, callback)
+        self._timer_seq = 0
+        self.clock = spec.clock or SystemClock()
+        self.last_checkpoint_id = 0
+
+    # ------------------------------------------------------------------ thread-safe entry points
+    def deliver(self, channel: int, seq: int, items: list, ack: Callable[[], None]) -> None:
+        """Enqueue a send from upstream channel ``channel`` (any thread)."""
+        self._mailbox.put(("data", channel, seq, items, ack))
+
+    def post(self, fn: Callable[[], Any]) -> None:
+        """Run ``fn`` on the mailbox thread (any thread)."""
+        self._mailbox.put(("call", fn))
+
+    def cancel(self) -> None:
+        """Stop the task at the next mailbox step, also when blocked on back-pressure."""
+        self._cancelled = True
+        self._mailbox.put(("call", lambda: None))
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    # ------------------------------------------------------------------ setup
+    def _make_context(self, op: dict) -> OperatorContext:
+        s = self.spec
+        return OperatorContext(
+            operator_name=op["name"],
+            operator_uid=op["uid"],
+            task_name=s.task_name,
+            subtask_index=s.subtask_index,
+            parallelism=s.parallelism,
+            max_parallelism=s.max_parallelism,
+            key_group_range=KeyGroupRange.for_subtask(s.subtask_index, s.parallelism, s.max_parallelism),
+            attempt=s.attempt,
+            clock=self.clock,
+            current_watermark=self.current_watermark,
+            register_processing_timer=self.register_processing_timer,
+        )
+
+    def _open(self) -> None:
+        restore = self.spec.restore or {}
+        n = len(self.op_specs)
+        self.network = _NetworkOutput(self, n - 1 if n else None)
+        self.operators = []
+        contexts = []
+        for op in self.op_specs:
+            try:
+                operator = op["factory"]()
+            except Exception as exc:
+                raise JobFailed(
+                    f"operator {op['name']!r} could not be created in task {self.spec.task_name!r}: {exc!r}",
+                    operator=op["name"],
+                    subtask=self.spec.subtask_index,
+                    cause=traceback.format_exc(),
+                ) from exc
+            operator.name = op["name"]
+            ctx = self._make_context(op)
+            if op.get("keyed") and self._keyed_backend_factory is not None:
+                ctx.keyed_backend = self._keyed_backend_factory(ctx)
+            self.operators.append(operator)
+            contexts.append(ctx)
+        for i, (operator, ctx, op) in enumerate(zip(self.operators, contexts, self.op_specs)):
+            state = restore.get(op["uid"])
+            if state is not None:
+                if ctx.keyed_backend is not None and state.get("keyed"):
+                    ctx.keyed_backend.restore(state["keyed"])
+                operator.restore_state(state.get("operator", []))
+            output = _ChainOutput(self, i) if i + 1 < n else self.network
+            self._guard(i, None, lambda operator=operator, ctx=ctx, output=output: operator.open(ctx, output))
+        if self.spec.source is not None:
+            source_ctx = self._make_context(self.spec.chain[0])
+            self._source_reader = self.spec.source.create_reader(source_ctx)
+            splits = self.spec.splits
+            src_state = restore.get(self.spec.chain[0]["uid"])
+            if src_state is not None:
+                splits = src_state.get("splits", [])
+            self._source_reader.add_splits(list(splits))
+        for i, ch in enumerate(self._channels):
+            self._input_watermarks.setdefault(ch.info.input_index, MIN_WATERMARK)
+
+    # ------------------------------------------------------------------ error surface
+    def _fail(self, index: int | None, batch: Batch | None, exc: BaseException) -> JobFailed:
+        if isinstance(exc, JobFailed):
+            return exc
+        name = self.op_specs[index]["name"] if index is not None and index < len(self.op_specs) else (
+            self.spec.chain[0]["name"] if self.spec.chain else self.spec.name
+        )
+        record = None
+        original: BaseException = exc
+        if isinstance(exc, UserCodeError):
+            record = short_repr(exc.record)
+            original = exc.original
+        elif batch is not None and len(batch) == 1:
+            record = short_repr(batch.records()[0])
+        cause = "".join(traceback.format_exception(type(original), original, original.__traceback__))
+        where = f"operator {name!r} (subtask {self.spec.subtask_index + 1}/{self.spec.parallelism})"
+        msg = f"{where} failed: {type(original).__name__}: {original}"
+        if record is not None:
+            msg += f"\n  while processing record: {record}"
+        elif batch is not None:
+            msg += f"\n  while processing a batch of {len(batch)} records, first: {short_repr(batch.records()[0] if len(batch) else None)}"
+        return JobFailed(msg, operator=name, subtask=self.spec.subtask_index, record=record, cause=cause)
+
+    def _guard(self, index: int, batch: Batch | None, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except (JobFailed, Cancelled):
+            raise
+        except Exception as exc:
+            raise self._fail(index, batch, exc) from exc
+
+    def _call_operator(self, index: int, batch: Batch, input_index: int) -> None:
+        try:
+            self.operators[index].process_batch(batch, input_index)
+        except (JobFailed, Cancelled):
+            raise
+        except Exception as exc:
+            raise self._fail(index, batch, exc) from exc
+
+    # ------------------------------------------------------------------ time
+    def current_watermark(self) -> int:
+        if self.spec.source is not None:
+            return MIN_WATERMARK
+        return min(self._input_watermarks.values()) if self._input_watermarks else MIN_WATERMARK
+
+    def register_processing_timer(self, time_ms: int, callback: Callable[[int], None]) -> None:
+        """Call ``callback(time_ms)`` on the mailbox thread once the clock reaches ``time_ms``."""
+        import heapq
+
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (time_ms, self._timer_seq, callback))
+
+    def _fire_timers(self) -> None:
+        import heapq
+
+        if not self._timers:
+            return
+        now = self.clock.now_ms()
+        while self._timers and self._timers[0][0] <= now:
+            t, _, cb = heapq.heappop(self._timers)
+            self._guard(0, None, lambda cb=cb, t=t: cb(t))
+
+    def _next_wait(self) -> float:
+        wait = self.spec.config.flush_ms / 1000.0
+        if self._timers:
+            wait = min(wait, max(0.0, (self._timers[0][0] - self.clock.now_ms()) / 1000.0))
+        return max(wait, 0.001)
+
+    # ------------------------------------------------------------------ main loop
+    def run(self) -> TaskResult:
+        """Run the task to completion on the calling thread (raises JobFailed on failure)."""
+        try:
+            self._open()
+            if self._source_reader is not None:
+                self._run_source()
+            else:
+                self._run_inputs()
+            if self._cancelled:
+                raise Cancelled()
+            return self._finish()
+        finally:
+            self._close()
+
+    def _handle_mail(self, mail: tuple) -> None:
+        if mail[0] == "data":
+            _, channel, seq, items, ack = mail
+            ch = self._channels[channel]
+            if seq != ch.next_seq:
+                ch.early[seq] = (items, ack)
+                return
+            ch.items.extend(items)
+            ch.items.append(_Ack(ack))
+            ch.next_seq += 1
+            while ch.next_seq in ch.early:
+                items, ack = ch.early.pop(ch.next_seq)
+                ch.items.extend(items)
+                ch.items.append(_Ack(ack))
+                ch.next_seq += 1
+        else:
+            mail[1]()
+
+    def _drain_mailbox(self, timeout: float | None) -> None:
+        try:
+            mail = self._mailbox.get(timeout=timeout) if timeout else self._mailbox.get_nowait()
+        except queue.Empty:
+            return
+        self._handle_mail(mail)
+        while True:
+            try:
+                mail = self._mailbox.get_nowait()
+            except queue.Empty:
+                return
+            self._handle_mail(mail)
+
+    def _run_inputs(self) -> None:
+        if not self._channels:
+            return
+        while not self._cancelled:
+            self._drain_mailbox(self._next_wait())
+            self._process_inputs()
+            self._fire_timers()
+            self.network.flush_due(time.monotonic())
+            if all(ch.ended for ch in self._channels):
+                return
+
+    def _process_inputs(self) -> None:
+        progress = True
+        while progress and not self._cancelled:
+            progress = False
+            for ch in self._channels:
+                items = ch.items
+                while items and not ch.blocked:
+                    item = items.popleft()
+                    progress = True
+                    if type(item) is pa.RecordBatch:
+                        m = self.op_metrics[0]
+                        m.records_in += item.num_rows
+                        m.batches_in += 1
+                        self._call_operator(0, Batch.of_arrow(item), ch.info.input_index)
+                    elif type(item) is _Ack:
+                        item.fn()
+                    else:
+                        self._on_event(ch, item)
+
+    def _on_event(self, ch: _InputChannel, event: Any) -> None:
+        if type(event) is Watermark:
+            ch.watermark = event.timestamp
+            self._advance_watermark(ch.info.input_index)
+        elif type(event) is Barrier:
+            self._on_barrier(ch, event)
+        elif type(event) is EndOfInput:
+            ch.ended = True
+            ch.watermark = MAX_WATERMARK
+            self._advance_watermark(ch.info.input_index)
+            self._check_alignment()
+        elif type(event) is StreamStatus:
+            ch.idle = event.idle
+            self._advance_watermark(ch.info.input_index)
+        else:
+            raise JobFailed(f"task {self.spec.task_name!r} received an unknown item {short_repr(event)}")
+
+    def _advance_watermark(self, input_index: int) -> None:
+        chans = [c for c in self._channels if c.info.input_index == input_index and not c.info.feedback]
+        active = [c.watermark for c in chans if not c.idle or c.ended]
+        if not active:
+            return
+        wm = min(active)
+        if wm > self._input_watermarks.get(input_index, MIN_WATERMARK):
+            self._input_watermarks[input_index] = wm
+            if self.operators:
+                self._guard(0, None, lambda: self.operators[0].process_watermark(Watermark(wm), input_index))
+            else:
+                self.network.emit_watermark(Watermark(min(self._input_watermarks.values())))
+
+    # ------------------------------------------------------------------ barriers
+    def _on_barrier(self, ch: _InputChannel, barrier: Barrier) -> None:
+        cid = barrier.checkpoint_id
+        if ch.info.feedback:
+            return  # feedback barriers are handled by iteration heads (see statefun dispatcher)
+        if self._aligning is not None and cid < self._aligning:
+            return  # stale barrier of an aborted checkpoint
+        if self._aligning is not None and cid > self._aligning:
+            # a newer checkpoint overtook the one being aligned: abandon the old one
+            self.hooks.decline(self._aligning, self.spec.vertex_id, self.spec.subtask_index, "superseded")
+            self._end_alignment()
+        if self._aligning is None:
+            if cid <= self.last_checkpoint_id:
+                return
+            self._aligning = cid
+            self._pending_barrier = barrier
+            self._barriers_seen = set()
+        self._barriers_seen.add(ch.index)
+        if self.spec.config.exactly_once:
+            ch.blocked = True
+        self._check_alignment()
+
+    def _check_alignment(self) -> None:
+        if self._aligning is None:
+            return
+        for c in self._channels:
+            if not c.info.feedback and not c.ended and c.index not in self._barriers_seen:
+                return
+        barrier = self._pending_barrier
+        self._end_alignment()
+        self._checkpoint(barrier)
+
+    def _end_alignment(self) -> None:
+        self._aligning = None
+        self._barriers_seen = set()
+        for c in self._channels:
+            c.blocked = False
+
+    def trigger_checkpoint(self, barrier: Barrier) -> None:
+        """Source tasks: snapshot now and emit the barrier (called on the mailbox thread)."""
+        if self._finished:
+            self.hooks.decline(barrier.checkpoint_id, self.spec.vertex_id, self.spec.subtask_index, "task finished")
+            return
+        self._checkpoint(barrier)
+
+    def _checkpoint(self, barrier: Barrier) -> None:
+        cid = barrier.checkpoint_id
+        self.last_checkpoint_id = max(self.last_checkpoint_id, cid)
+        state: dict[str, Any] = {}
+        if self._source_reader is not None:
+            src_uid = self.spec.chain[0]["uid"]
+            state[src_uid] = {"splits": self._source_reader.snapshot_state(cid)}
+        for i, (op, spec) in enumerate(zip(self.operators, self.op_specs)):
+            entry: dict[str, Any] = {"operator": self._guard(i, None, lambda op=op: op.snapshot_state(cid))}
+            backend = getattr(op, "ctx", None) and op.ctx.keyed_backend
+            if backend is not None:
+                entry["keyed"] = backend.snapshot(cid)
+            prepare = getattr(op, "prepare_commit", None)
+            if prepare is not None:
+                entry["committables"] = self._guard(i, None, lambda prepare=prepare: prepare(cid))
+            state[spec["uid"]] = entry
+        self.network.broadcast_event(barrier)
+        self.hooks.acknowledge(cid, self.spec.vertex_id, self.spec.subtask_index, state)
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        for i, op in enumerate(self.operators):
+            self._guard(i, None, lambda op=op: op.notify_checkpoint_complete(checkpoint_id))
+
+    def notify_checkpoint_aborted(self, checkpoint_id: int) -> None:
+        if self._aligning == checkpoint_id:
+            self._end_alignment()
+        for i, op in enumerate(self.operators):
+            self._guard(i, None, lambda op=op: op.notify_checkpoint_aborted(checkpoint_id))
+
+    # ------------------------------------------------------------------ sources
+    def _run_source(self) -> None:
+        reader = self._source_reader
+        idle_s = self.spec.config.idle_poll_ms / 1000.0
+        emit = self.operators[0] if self.operators else None
+        head_metrics = self.op_metrics[0]
+        while not self._cancelled:
+            self._drain_mailbox(None)
+            if self._cancelled:
+                return
+            try:
+                result = reader.poll_next()
+            except Exception as exc:
+                raise self._fail(None, None, exc) from exc
+            if result is END_OF_INPUT:
+                return
+            if result is NOTHING_AVAILABLE:
+                self.network.flush_due(time.monotonic())
+                self._fire_timers()
+                self._drain_mailbox(min(idle_s, self._next_wait()))
+                continue
+            n = len(result)
+            if emit is not None:
+                head_metrics.records_in += n
+                head_metrics.batches_in += 1
+                self._call_operator(0, result, 0)
+            else:
+                self.network.emit(result)
+            self._fire_timers()
+            self.network.flush_due(time.monotonic())
+
+    # ------------------------------------------------------------------ end
+    def _finish(self) -> TaskResult:
+        if self._source_reader is not None and self.operators:
+            self._guard(0, None, lambda: self.operators[0].process_watermark(Watermark(MAX_WATERMARK), 0))
+        for i, op in enumerate(self.operators):
+            self._guard(i, None, op.end_input)
+        committables: dict[str, list] = {}
+        for i, (op, spec) in enumerate(zip(self.operators, self.op_specs)):
+            prepare = getattr(op, "prepare_commit", None)
+            if prepare is not None:
+                committables[spec["uid"]] = self._guard(i, None, lambda prepare=prepare: prepare(None))
+        self.network.emit_watermark(Watermark(MAX_WATERMARK))
+        self.network.broadcast_event(EndOfInput())
+        for writer in self.network.writers:
+            for sender in writer.senders:
+                sender.drain()
+        self._finished = True
+        return TaskResult(self.spec.vertex_id, self.spec.subtask_index, self.metrics(), committables)
+
+    def _close(self) -> None:
+        for op in self.operators:
+            try:
+                op.close()
+            except Exception:  # closing must not hide the original failure
+                log.exception("closing operator %r failed", getattr(op, "name", op))
+        if self._source_reader is not None:
+            try:
+                self._source_reader.close()
+            except Exception:
+                log.exception("closing source reader failed")
+
+    def metrics(self) -> dict:
+        """Per-operator and per-channel counters (safe to read from any thread)."""
+        ops = {}
+        names = [s["name"] for s in self.op_specs]
+        for name, m in zip(names, self.op_metrics):
+            ops[name] = m.as_dict()
+        channels = []
+        for out_senders in self.senders:
+            for s in out_senders:
+                m = s.metrics
+                channels.append(
+                    {
+                        "sends": m.sends,
+                        "rows": m.rows,
+                        "bytes": m.bytes,
+                        "max_in_flight": m.max_in_flight,
+                        "window": s.window,
+                        "blocked_s": round(m.blocked_s, 4),
+                    }
+                )
+        return {"task": self.spec.task_name, "operators": ops, "channels": channels}

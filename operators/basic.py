@@ -1,0 +1,122 @@
+"""Stateless core operators: map, flat_map, filter (record API) and map_batches (batch API)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import pyarrow as pa
+
+from engine.errors import UserCodeError
+from engine.operator import StreamOperator
+from engine.records import Batch
+
+__all__ = ["MapOperator", "FlatMapOperator", "FilterOperator", "MapBatchesOperator", "to_arrow_batch"]
+
+
+def _locate_failure(fn: Callable[[Any], Any], records: list, exc: Exception) -> UserCodeError:
+    """Find the record that makes ``fn`` raise (re-applying fn on the failure path only)."""
+    for r in records:
+        try:
+            fn(r)
+        except Exception as again:  # noqa: BLE001
+            return UserCodeError(r, again)
+    return UserCodeError("<not reproducible>", exc)
+
+
+class MapOperator(StreamOperator):
+    """Applies ``fn`` to every record."""
+
+    def __init__(self, fn: Callable[[Any], Any]) -> None:
+        self.fn = fn
+
+    def process_batch(self, batch: Batch, input_index: int = 0) -> None:
+        records = batch.records()
+        try:
+            out = list(map(self.fn, records))
+        except Exception as exc:
+            raise _locate_failure(self.fn, records, exc) from exc
+        self.output.emit(Batch.of_records(out))
+
+
+class FilterOperator(StreamOperator):
+    """Keeps the records for which ``fn`` returns true."""
+
+    def __init__(self, fn: Callable[[Any], bool]) -> None:
+        self.fn = fn
+
+    def process_batch(self, batch: Batch, input_index: int = 0) -> None:
+        records = batch.records()
+        try:
+            out = list(filter(self.fn, records))
+        except Exception as exc:
+            raise _locate_failure(self.fn, records, exc) from exc
+        self.output.emit(Batch.of_records(out))
+
+
+class FlatMapOperator(StreamOperator):
+    """Emits every element of the iterable ``fn`` returns for each record (None: nothing)."""
+
+    def __init__(self, fn: Callable[[Any], Any]) -> None:
+        self.fn = fn
+
+    def process_batch(self, batch: Batch, input_index: int = 0) -> None:
+        out: list = []
+        extend = out.extend
+        fn = self.fn
+        for r in batch.records():
+            try:
+                result = fn(r)
+                if result is not None:
+                    extend(result)
+            except Exception as exc:
+                raise UserCodeError(r, exc) from exc
+        self.output.emit(Batch.of_records(out))
+
+
+def to_arrow_batch(value: Any, where: str) -> pa.RecordBatch:
+    """Normalize what a batch function returned into one RecordBatch."""
+    if isinstance(value, pa.RecordBatch):
+        return value
+    if isinstance(value, pa.Table):
+        value = value.combine_chunks()
+        batches = value.to_batches()
+        return batches[0] if batches else pa.RecordBatch.from_pylist([], schema=value.schema)
+    if isinstance(value, dict):
+        return pa.RecordBatch.from_pydict({k: (v if isinstance(v, (pa.Array, pa.ChunkedArray)) else pa.array(v)) for k, v in value.items()})
+    try:
+        import pandas as pd  # optional
+
+        if isinstance(value, pd.DataFrame):
+            return pa.RecordBatch.from_pandas(value, preserve_index=False)
+    except ImportError:
+        pass
+    raise TypeError(
+        f"{where} must return a pyarrow.RecordBatch, pyarrow.Table or a dict of columns, "
+        f"got {type(value).__name__}"
+    )
+
+
+class MapBatchesOperator(StreamOperator):
+    """Applies ``fn`` to whole batches: a RecordBatch (``"pyarrow"``) or a dict of numpy arrays
+    (``"numpy"``). The fast path: stays columnar end to end."""
+
+    def __init__(self, fn: Callable[[Any], Any], batch_format: str = "pyarrow") -> None:
+        self.fn = fn
+        self.batch_format = batch_format
+
+    def process_batch(self, batch: Batch, input_index: int = 0) -> None:
+        rb = batch.arrow()
+        if self.batch_format == "numpy":
+            arg: Any = {name: col.to_numpy(zero_copy_only=False) for name, col in zip(rb.schema.names, rb.columns)}
+        else:
+            arg = rb
+        try:
+            result = self.fn(arg)
+        except Exception as exc:
+            raise UserCodeError(f"<batch of {rb.num_rows} rows, columns {rb.schema.names}>", exc) from exc
+        if result is None:
+            return
+        if self.batch_format == "numpy" and isinstance(result, dict):
+            result = {k: (v if isinstance(v, np.ndarray) else np.asarray(v)) for k, v in result.items()}
+        self.output.emit(Batch.of_arrow(to_arrow_batch(result, f"map_batches function {getattr(self.fn, '__name__', self.fn)!r}")))

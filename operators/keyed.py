@@ -1,0 +1,267 @@
+"""Keyed operators: rolling reduce (record API), vectorized aggregate (batch API) and
+KeyedProcessFunction. Their input is hash-partitioned by key group, so each subtask owns
+its keys; state is snapshotted per key group and re-split on restore (rescaling).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from engine.errors import GraphError, UserCodeError
+from engine.keygroups import key_groups_of_array, key_groups_of_keys
+from engine.operator import StreamOperator
+from engine.partitioners import KeySelector
+from engine.records import Batch
+
+from .functions import KeyedProcessFunction, ProcessContext, RuntimeContext
+
+__all__ = ["ReduceOperator", "AggregateOperator", "KeyedProcessOperator", "AGGREGATIONS"]
+
+
+def _split_state_by_key_group(state: dict, max_parallelism: int) -> dict[int, dict]:
+    keys = list(state)
+    groups = key_groups_of_keys(keys, max_parallelism)
+    out: dict[int, dict] = {}
+    for k, g in zip(keys, groups.tolist()):
+        out.setdefault(g, {})[k] = state[k]
+    return out
+
+
+class ReduceOperator(StreamOperator):
+    """Rolling reduce per key: emits the updated value for every input record (Flink semantics)."""
+
+    keyed = True
+
+    def __init__(self, key_selector: KeySelector, fn: Callable[[Any, Any], Any]) -> None:
+        self.key_selector = key_selector
+        self.fn = fn
+        self.state: dict = {}
+
+    def process_batch(self, batch: Batch, input_index: int = 0) -> None:
+        state = self.state
+        fn = self.fn
+        key_of = self.key_selector.key_of
+        out = []
+        append = out.append
+        for r in batch.records():
+            try:
+                k = key_of(r)
+                acc = state.get(k, _MISSING)
+                acc = r if acc is _MISSING else fn(acc, r)
+            except Exception as exc:
+                raise UserCodeError(r, exc) from exc
+            state[k] = acc
+            append(acc)
+        self.output.emit(Batch.of_records(out))
+
+    def snapshot_state(self, checkpoint_id: int) -> Any:
+        return {"by_key_group": _split_state_by_key_group(self.state, self.ctx.max_parallelism)} if hasattr(self, "ctx") else None
+
+    def restore_state(self, states: list[Any]) -> None:
+        self._restored = states
+
+    def open(self, ctx: Any, output: Any) -> None:
+        super().open(ctx, output)
+        for st in getattr(self, "_restored", []) or []:
+            for kg, entries in (st or {}).get("by_key_group", {}).items():
+                if kg in ctx.key_group_range:
+                    self.state.update(entries)
+        self._restored = None
+
+
+_MISSING = object()
+
+#: supported vectorized aggregations and their (partial, merge) kernels
+AGGREGATIONS = ("sum", "count", "min", "max", "mean")
+
+
+class AggregateOperator(StreamOperator):
+    """Vectorized per-key aggregates over Arrow columns.
+
+    Each batch is grouped with pyarrow's hash aggregation, partial results are merged into
+    numpy accumulators indexed by a key -> slot table, and the updated rows of the keys seen
+    in the batch are emitted (``emit="updates"``, an upsert stream) or only the final rows at
+    end of input (``emit="final"``).
+    """
+
+    keyed = True
+
+    def __init__(self, key_column: str, aggregations: dict[str, tuple[str, str]], emit: str = "updates") -> None:
+        for out_name, spec in aggregations.items():
+            if not (isinstance(spec, tuple) and len(spec) == 2 and spec[1] in AGGREGATIONS):
+                raise GraphError(
+                    f"aggregation {out_name!r}: expected (column, one of {AGGREGATIONS}), got {spec!r}"
+                )
+        if emit not in ("updates", "final"):
+            raise GraphError(f"emit must be 'updates' or 'final', got {emit!r}")
+        self.key_column = key_column
+        self.aggregations = aggregations
+        self.emit_mode = emit
+        self.keys: list = []
+        self.slots: dict = {}
+        self.key_array: pa.Array | None = None
+        self.acc: dict[str, np.ndarray] = {}
+        self._restored: list = []
+
+    # accumulator layout: for each output: sum->sum, count->count, min->min, max->max, mean->(sum,count)
+    def _acc_names(self) -> list[tuple[str, str, str]]:
+        names = []
+        for out, (col, fn) in self.aggregations.items():
+            if fn == "mean":
+                names.append((f"{out}#sum", col, "sum"))
+                names.append((f"{out}#count", col, "count"))
+            else:
+                names.append((out, col, fn))
+        return names
+
+    def open(self, ctx: Any, output: Any) -> None:
+        super().open(ctx, output)
+        for st in self._restored or []:
+            for kg, part in (st or {}).get("by_key_group", {}).items():
+                if kg in ctx.key_group_range:
+                    self._merge(part["keys"], {k: np.asarray(v) for k, v in part["acc"].items()})
+        self._restored = []
+
+    def _grow(self, new_keys: list) -> None:
+        start = len(self.keys)
+        for i, k in enumerate(new_keys):
+            self.slots[k] = start + i
+        self.keys.extend(new_keys)
+        n = len(self.keys)
+        for name, _col, fn in self._acc_names():
+            old = self.acc.get(name)
+            if fn == "min":
+                fill = np.inf
+            elif fn == "max":
+                fill = -np.inf
+            else:
+                fill = 0
+            dtype = old.dtype if old is not None else (np.int64 if fn == "count" else np.float64)
+            grown = np.full(n, fill, dtype=dtype)
+            if old is not None:
+                grown[: len(old)] = old
+            self.acc[name] = grown
+        self.key_array = None
+
+    def _slots_for(self, keys: list) -> np.ndarray:
+        slots = self.slots
+        missing = [k for k in keys if k not in slots]
+        if missing:
+            self._grow(missing)
+        return np.fromiter((slots[k] for k in keys), dtype=np.int64, count=len(keys))
+
+    def _merge(self, keys: list, partial: dict[str, np.ndarray]) -> np.ndarray:
+        idx = self._slots_for(keys)
+        for name, _col, fn in self._acc_names():
+            acc = self.acc[name]
+            vals = partial[name]
+            if fn in ("sum", "count"):
+                if acc.dtype != np.int64 or vals.dtype.kind == "f":
+                    if acc.dtype != vals.dtype and vals.dtype.kind == "f":
+                        acc = self.acc[name] = acc.astype(np.float64)
+                acc[idx] += vals
+            elif fn == "min":
+                acc[idx] = np.minimum(acc[idx], vals)
+            else:
+                acc[idx] = np.maximum(acc[idx], vals)
+        return idx
+
+    def process_batch(self, batch: Batch, input_index: int = 0) -> None:
+        rb = batch.arrow()
+        if rb.schema.get_field_index(self.key_column) < 0:
+            raise GraphError(
+                f"key column {self.key_column!r} is not in the batch (columns: {rb.schema.names})"
+            )
+        table = pa.Table.from_batches([rb])
+        specs = []
+        seen = set()
+        for _name, col, fn in self._acc_names():
+            agg = "count" if fn == "count" else fn
+            if (col, agg) not in seen:
+                seen.add((col, agg))
+                specs.append((col, agg))
+        grouped = table.group_by(self.key_column, use_threads=False).aggregate(specs)
+        keys = grouped.column(self.key_column).to_pylist()
+        partial = {}
+        for name, col, fn in self._acc_names():
+            partial[name] = grouped.column(f"{col}_{fn}").to_numpy(zero_copy_only=False)
+        idx = self._merge(keys, partial)
+        if self.emit_mode == "updates":
+            self.output.emit(Batch.of_arrow(self._rows(idx, grouped.column(self.key_column))))
+
+    def _rows(self, idx: np.ndarray, key_values: Any) -> pa.RecordBatch:
+        cols: dict[str, Any] = {self.key_column: key_values}
+        for out, (_col, fn) in self.aggregations.items():
+            if fn == "mean":
+                cols[out] = pa.array(self.acc[f"{out}#sum"][idx] / self.acc[f"{out}#count"][idx])
+            else:
+                cols[out] = pa.array(self.acc[out][idx])
+        return pa.RecordBatch.from_pydict(cols)
+
+    def end_input(self) -> None:
+        if self.emit_mode == "final" and self.keys:
+            idx = np.arange(len(self.keys))
+            self.output.emit(Batch.of_arrow(self._rows(idx, pa.array(self.keys))))
+
+    def snapshot_state(self, checkpoint_id: int) -> Any:
+        if not self.keys:
+            return {"by_key_group": {}}
+        groups = key_groups_of_keys(self.keys, self.ctx.max_parallelism)
+        out = {}
+        for g in np.unique(groups).tolist():
+            sel = np.flatnonzero(groups == g)
+            out[g] = {
+                "keys": [self.keys[i] for i in sel.tolist()],
+                "acc": {name: arr[sel].copy() for name, arr in self.acc.items()},
+            }
+        return {"by_key_group": out}
+
+    def restore_state(self, states: list[Any]) -> None:
+        self._restored = states
+
+
+
+
+class KeyedProcessOperator(StreamOperator):
+    """Runs a :class:`KeyedProcessFunction` with the keyed state backend set to each record's key."""
+
+    keyed = True
+
+    def __init__(self, key_selector: KeySelector, function: KeyedProcessFunction) -> None:
+        if not isinstance(function, KeyedProcessFunction):
+            raise GraphError(
+                f"process() expects a KeyedProcessFunction instance, got {type(function).__name__}"
+            )
+        self.key_selector = key_selector
+        self.function = function
+
+    def open(self, ctx: Any, output: Any) -> None:
+        super().open(ctx, output)
+        self.backend = ctx.keyed_backend
+        self.pctx = ProcessContext()
+        self.function.open(RuntimeContext(ctx))
+
+    def process_batch(self, batch: Batch, input_index: int = 0) -> None:
+        out: list = []
+        backend = self.backend
+        pctx = self.pctx
+        fn = self.function.process_element
+        key_of = self.key_selector.key_of
+        for r in batch.records():
+            try:
+                k = key_of(r)
+                backend.set_current_key(k)
+                pctx._key = k
+                result = fn(r, pctx)
+                if result is not None:
+                    out.extend(result)
+            except Exception as exc:
+                raise UserCodeError(r, exc) from exc
+        self.output.emit(Batch.of_records(out))
+
+    def close(self) -> None:
+        self.function.close()

@@ -1,0 +1,259 @@
+"""Built-in sinks: collect (results to the driver), print, and exactly-once file sinks.
+
+``collect`` and the file sinks are transactional: what a task writes becomes visible only
+when the checkpoint covering it completes (or when the whole job has finished), so a job
+that recovers from failures still delivers every record exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from engine.connectors import Committer, Sink, SinkWriter
+from engine.errors import JobFailed
+from engine.operator import OperatorContext
+from engine.records import Batch, arrow_to_records
+
+__all__ = ["CollectSink", "PrintSink", "FileSink", "ParquetSink", "JsonLinesSink"]
+
+
+# ---------------------------------------------------------------- collect
+class _CollectWriter(SinkWriter):
+    def __init__(self, ctx: OperatorContext) -> None:
+        self.subtask = ctx.subtask_index
+        self.attempt = ctx.attempt
+        self.buffer: list[pa.RecordBatch] = []
+
+    def write(self, batch: Batch) -> None:
+        self.buffer.append(batch.arrow())
+
+    def prepare_commit(self, checkpoint_id: int | None) -> list[Any]:
+        if not self.buffer:
+            return []
+        tag = ("chk", checkpoint_id) if checkpoint_id is not None else ("final", self.attempt)
+        out = [(self.subtask, tag, self.buffer)]
+        self.buffer = []
+        return out
+
+
+class _CollectCommitter(Committer):
+    def __init__(self) -> None:
+        self.batches: list[tuple[int, Any, list]] = []
+        self.committed: set = set()
+
+    def commit(self, committables: list[Any]) -> None:
+        for subtask, tag, batches in committables:
+            if (subtask, tag) in self.committed:
+                continue
+            self.committed.add((subtask, tag))
+            self.batches.append((subtask, tag, batches))
+
+    def result(self) -> list[pa.RecordBatch]:
+        return [b for _s, _t, batches in self.batches for b in batches]
+
+
+class CollectSink(Sink):
+    """Collects every record into the job result (``JobResult.collected``)."""
+
+    def create_writer(self, ctx: OperatorContext) -> SinkWriter:
+        return _CollectWriter(ctx)
+
+    def create_committer(self) -> Committer:
+        return _CollectCommitter()
+
+    def describe(self) -> str:
+        return "collect"
+
+
+def collected_records(batches: list[pa.RecordBatch]) -> list:
+    """The records of collected batches, as Python objects."""
+    out: list = []
+    for b in batches:
+        out.extend(arrow_to_records(b))
+    return out
+
+
+# ---------------------------------------------------------------- print
+class _PrintWriter(SinkWriter):
+    def __init__(self, ctx: OperatorContext, prefix: str) -> None:
+        tag = f"{ctx.subtask_index + 1}> " if ctx.parallelism > 1 else ""
+        self.prefix = f"{prefix}{tag}"
+
+    def write(self, batch: Batch) -> None:
+        out = sys.stdout
+        for r in batch.records():
+            out.write(f"{self.prefix}{r}\n")
+        out.flush()
+
+
+class PrintSink(Sink):
+    """Prints every record to stdout (``"k> record"`` with the subtask k when parallel).
+    Not transactional: records print as they arrive."""
+
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = prefix
+
+    def create_writer(self, ctx: OperatorContext) -> SinkWriter:
+        return _PrintWriter(ctx, self.prefix)
+
+
+# ---------------------------------------------------------------- files
+@dataclass
+class FileCommittable:
+    """A pending file to publish: rename ``pending`` to ``final`` (idempotent)."""
+
+    pending: str
+    final: str
+
+
+class _FileCommitter(Committer):
+    def __init__(self, sink: "FileSink") -> None:
+        self.sink = sink
+        self.files: list[str] = []
+
+    def commit(self, committables: list[Any]) -> None:
+        fs = self.sink.filesystem()
+        for c in committables:
+            pending = fs.get_file_info(c.pending)
+            if pending.type == pafs.FileType.File:
+                fs.move(c.pending, c.final)
+            elif fs.get_file_info(c.final).type != pafs.FileType.File:
+                raise JobFailed(
+                    f"file sink {self.sink.path!r}: cannot commit {c.final!r}: the pending file "
+                    f"{c.pending!r} is gone"
+                )
+            if c.final not in self.files:
+                self.files.append(c.final)
+
+    def result(self) -> list[str]:
+        return list(self.files)
+
+
+class _FileWriter(SinkWriter):
+    def __init__(self, sink: "FileSink", ctx: OperatorContext) -> None:
+        self.sink = sink
+        self.fs = sink.filesystem()
+        self.subtask = ctx.subtask_index
+        self.uid = ctx.operator_uid
+        self.seq = 0
+        self.token = uuid.uuid4().hex[:8]
+        self.current: str | None = None
+        self.handle: Any = None
+        self.writer: Any = None
+        self.schema: pa.Schema | None = None
+
+    def restore_state(self, states: list[Any]) -> None:
+        mine = [s for s in states if s and s.get("subtask") == self.subtask]
+        if mine:
+            self.seq = max(s["seq"] for s in mine)
+
+    def snapshot_state(self, checkpoint_id: int) -> Any:
+        return {"subtask": self.subtask, "seq": self.seq}
+
+    def _open_file(self) -> None:
+        self.fs.create_dir(self.sink.base, recursive=True)
+        self.current = f"{self.sink.base}/.inprogress-{self.subtask}-{self.seq}-{self.token}"
+        self.handle = self.fs.open_output_stream(self.current)
+
+    def write(self, batch: Batch) -> None:
+        if self.current is None:
+            self._open_file()
+        self.sink.write_batch(self, batch)
+
+    def prepare_commit(self, checkpoint_id: int | None) -> list[Any]:
+        if self.current is None:
+            return []
+        self.sink.close_file(self)
+        self.handle.close()
+        final = f"{self.sink.base}/part-{self.subtask:04d}-{self.seq:06d}.{self.sink.extension}"
+        pending = self.current
+        self.current = None
+        self.handle = None
+        self.writer = None
+        self.seq += 1
+        return [FileCommittable(pending, final)]
+
+    def close(self) -> None:
+        if self.handle is not None:
+            try:
+                self.handle.close()
+            finally:
+                try:
+                    self.fs.delete_file(self.current)  # aborted: never committed
+                except OSError:
+                    pass
+            self.handle = None
+
+
+class FileSink(Sink):
+    """Base of the exactly-once file sinks: in-progress -> pending (at a checkpoint barrier)
+    -> committed (renamed to ``part-<subtask>-<seq>.<ext>`` when the checkpoint completes).
+    ``path`` is a local directory or any ``pyarrow.fs`` URI."""
+
+    extension = "dat"
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        if "://" in path:
+            self.base = pafs.FileSystem.from_uri(path)[1]
+        else:
+            import os
+
+            self.base = os.path.abspath(path)
+
+    def filesystem(self) -> pafs.FileSystem:
+        if "://" in self.path:
+            return pafs.FileSystem.from_uri(self.path)[0]
+        return pafs.LocalFileSystem()
+
+    def create_writer(self, ctx: OperatorContext) -> SinkWriter:
+        return _FileWriter(self, ctx)
+
+    def create_committer(self) -> Committer:
+        return _FileCommitter(self)
+
+    def write_batch(self, w: _FileWriter, batch: Batch) -> None:
+        raise NotImplementedError
+
+    def close_file(self, w: _FileWriter) -> None:
+        """Finish the format's footer before the file is closed."""
+
+
+class ParquetSink(FileSink):
+    """Writes Parquet files, exactly once (see :class:`FileSink`)."""
+
+    extension = "parquet"
+
+    def write_batch(self, w: _FileWriter, batch: Batch) -> None:
+        rb = batch.arrow()
+        if w.writer is None:
+            w.schema = rb.schema
+            w.writer = pq.ParquetWriter(w.handle, rb.schema)
+        elif not rb.schema.equals(w.schema, check_metadata=False):
+            raise JobFailed(
+                f"write_parquet({self.path!r}): a batch with schema {rb.schema} does not match the "
+                f"file's schema {w.schema}"
+            )
+        w.writer.write_batch(rb)
+
+    def close_file(self, w: _FileWriter) -> None:
+        if w.writer is not None:
+            w.writer.close()
+
+
+class JsonLinesSink(FileSink):
+    """Writes one JSON document per record (``.jsonl``), exactly once (see :class:`FileSink`)."""
+
+    extension = "jsonl"
+
+    def write_batch(self, w: _FileWriter, batch: Batch) -> None:
+        data = "".join(json.dumps(r, default=str) + "\n" for r in batch.records())
+        w.handle.write(data.encode())
