@@ -82,4 +82,5 @@ class KeyedStateBackend(ABC):
         """Replace all state with this backend's key groups from ``snapshots``."""
 
     def close(self) -> None:
-        """Release the state (the backend must not be used afterwards)."""
+        """Release the state (the backend must not be used afterwards). Default: nothing."""
+        return None

@@ -279,9 +279,7 @@ class HeapKeyedStateBackend(KeyedStateBackend):
         """
         table = self._tables.get(state_name)
         if table is None:
-            raise StateError(
-                f"unknown state {state_name!r}; states are {self.state_names()!r}"
-            )
+            raise StateError(f"unknown state {state_name!r}; states are {self.state_names()!r}")
         meta = self._metas().get(state_name)
         ttl = meta.ttl_ms if meta is not None else None
         return self._iter_keys(table, meta.kind if meta else "value", ttl)

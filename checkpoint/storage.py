@@ -376,7 +376,7 @@ class CheckpointStorage:
             return []
         paths = [posixpath.join(self.checkpoint_path(job_id, i), METADATA_FILE) for i in ids]
         infos = self._fs.get_file_info(paths)
-        return [i for i, info in zip(ids, infos) if info.type == pafs.FileType.File]
+        return [i for i, info in zip(ids, infos, strict=True) if info.type == pafs.FileType.File]
 
     def latest_complete(self, job_id: str) -> int | None:
         """The newest complete checkpoint id of ``job_id``, or None."""
