@@ -52,6 +52,7 @@ __all__ = [
     "run_workload",
     "format_table",
     "machine_info",
+    "load_average",
     "update_results",
     "RESULTS_PATH",
     "TARGETS",
@@ -326,6 +327,14 @@ def machine_line() -> str:
         f"Machine: nproc {i['nproc']} ({i['cpu']}), {i['os']}; Python {i['python']}, numpy {i['numpy']}, "
         f"pyarrow {i['pyarrow']}, ray {i['ray']}; git {i['commit']}."
     )
+
+
+def load_average() -> str:
+    """The 1-minute load average, to show how busy the (shared) machine was."""
+    try:
+        return f"{os.getloadavg()[0]:.2f}"
+    except OSError:
+        return "n/a"
 
 
 _HEADER = """# raystream benchmark results

@@ -4,7 +4,8 @@ Two actors on a local Ray (``num_cpus=2``): a ``Sender`` holding seeded ``events
 (8192 and 65,536 rows) and a ``Receiver`` that touches each batch (``num_rows`` and the sum
 of ``value``). All timing happens inside the sender, so driver overhead is excluded.
 
-Transports and modes (each measured ``--repeat`` times; the median is reported):
+Transports and modes (each measured ``--repeat`` times in interleaved rounds, so background
+load hits all of them alike; the median is reported):
 
 * ``ray call, sync``: ``ray.get(receiver.consume.remote(batch))`` per batch (a round trip).
 * ``ray call, pipelined``: up to ``--window`` calls in flight (``ray.wait``), the best a
@@ -14,7 +15,8 @@ Transports and modes (each measured ``--repeat`` times; the median is reported):
   the stream, so the time is first byte to last batch read.
 * ``tcp`` / ``unix`` ``ack``: the same stream, but the receiver acks each batch (1 byte)
   before the next is sent: comparable with ``ray call, sync``.
-* ``tiny``: a no-argument Ray call (sync and pipelined), and a 1-row batch over the sockets.
+* ``tiny``: a no-argument Ray call (sync, pipelined, and fire-and-forget: all calls submitted
+  before waiting, like BENCHMARKS.md's ~240 us figure), and a 1-row batch over the sockets.
 
 ``x vs Ray`` is the per-batch time of the Ray call in the comparable mode (sync <-> ack,
 pipelined <-> stream) divided by this transport's: > 1 means the socket is faster.
@@ -35,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -213,12 +216,6 @@ class Result:
         return self.nbytes / self.per_batch / 1e6
 
 
-def _count(rows: int, budget_s: float) -> int:
-    """Batches per measurement so that one measurement takes roughly ``budget_s``."""
-    guess = {0: 300e-6, 1: 300e-6, 8192: 1.5e-3, 65536: 4e-3}.get(rows, 4e-3)
-    return max(50, int(budget_s / guess))
-
-
 def run(
     repeat: int, window: int, budget_s: float, log=print
 ) -> tuple[list[Result], dict[str, float]]:
@@ -235,18 +232,6 @@ def run(
         setup["2 actors ready"] = time.perf_counter() - t
         nbytes = {rows: ray.get(sender.nbytes.remote(rows)) for rows in (*SIZES, 1)}
         nbytes[0] = 0
-        results: list[Result] = []
-
-        def record(transport: str, mode: str, rows: int, fn) -> None:
-            n = _count(rows, budget_s)
-            fn(max(5, n // 10))  # warm-up
-            per = [fn(n) / n for _ in range(repeat)]
-            r = Result(transport, mode, rows, nbytes[rows], per)
-            results.append(r)
-            log(
-                f"  {transport:<9} {mode:<9} {rows:>6} rows: {r.per_batch * 1e6:8.1f} us/batch, "
-                f"{r.batches_per_s:8.0f} batches/s, {r.mb_per_s:7.1f} MB/s"
-            )
 
         def ray_fn(rows: int, w: int):
             return lambda n: ray.get(sender.ray_calls.remote(receiver, rows, n, w))
@@ -260,13 +245,35 @@ def run(
 
             return f
 
+        configs: list[tuple[str, str, int, Callable[[int], float]]] = []
         for rows in (0, *SIZES):
-            record("ray call", "sync", rows, ray_fn(rows, 1))
-            record("ray call", "pipelined", rows, ray_fn(rows, window))
+            configs.append(("ray call", "sync", rows, ray_fn(rows, 1)))
+            configs.append(("ray call", "pipelined", rows, ray_fn(rows, window)))
+        configs.append(("ray call", "fire-and-forget", 0, ray_fn(0, 1 << 30)))
         for kind in ("tcp", "unix"):
             for rows in (1, *SIZES):
-                record(kind, "ack", rows, sock_fn(kind, rows, True))
-                record(kind, "stream", rows, sock_fn(kind, rows, False))
+                configs.append((kind, "ack", rows, sock_fn(kind, rows, True)))
+                configs.append((kind, "stream", rows, sock_fn(kind, rows, False)))
+        # Warm up each configuration and size its measurement to about budget_s, then run
+        # the timed rounds interleaved so background load hits every configuration alike.
+        counts = []
+        for *_, fn in configs:
+            per0 = fn(20) / 20
+            counts.append(int(min(20_000, max(50, budget_s / per0))))
+        per: list[list[float]] = [[] for _ in configs]
+        for i in range(repeat):
+            for j, (_, _, _, fn) in enumerate(configs):
+                per[j].append(fn(counts[j]) / counts[j])
+            log(f"  round {i + 1}/{repeat} done")
+        results = [
+            Result(transport, mode, rows, nbytes[rows], per[j])
+            for j, (transport, mode, rows, _) in enumerate(configs)
+        ]
+        for r in results:
+            log(
+                f"  {r.transport:<9} {r.mode:<15} {r.rows:>6} rows: {r.per_batch * 1e6:8.1f} us/batch, "
+                f"{r.batches_per_s:8.0f} batches/s, {r.mb_per_s:7.1f} MB/s"
+            )
         return results, setup
     finally:
         ray.shutdown()
@@ -275,14 +282,14 @@ def run(
 def format_results(results: list[Result], setup: dict[str, float], window: int) -> str:
     """Markdown table with ratios against the Ray call of the comparable mode."""
     ray_time = {(r.mode, r.rows): r.per_batch for r in results if r.transport == "ray call"}
-    comparable = {"ack": "sync", "stream": "pipelined", "sync": "sync", "pipelined": "pipelined"}
+    comparable = {"ack": "sync", "stream": "pipelined"}
     lines = [
         "| transport | mode | batch rows | batch KB | us per batch | batches/s | MB/s | x vs Ray call (same size, comparable mode) |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         ref_rows = 0 if r.rows == 1 else r.rows  # a 1-row socket message vs the tiny Ray call
-        ref = ray_time.get((comparable[r.mode], ref_rows))
+        ref = ray_time.get((comparable.get(r.mode, r.mode), ref_rows))
         ratio = f"{ref / r.per_batch:.2f}x" if ref and r.transport != "ray call" else "-"
         label = "tiny (no arg)" if r.rows == 0 else f"{r.rows:,}"
         mode = f"pipelined (window {window})" if r.mode == "pipelined" else r.mode
@@ -304,12 +311,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=float, default=0.4, help="approx. seconds per measurement")
     ap.add_argument("--no-write", action="store_true", help="do not update benchmarks/RESULTS.md")
     args = ap.parse_args(argv)
+    load0 = harness.load_average()
     results, setup = run(args.repeat, args.window, args.budget)
+    load = f"Load average (1 min) before/after: {load0} / {harness.load_average()}."
     body = "\n".join(
         [
             f"## `{harness.command_line()}`: Ray per-hop cost vs Arrow IPC over a socket",
             "",
-            f"Run {harness.now()}. {harness.machine_line()}",
+            f"Run {harness.now()}. {harness.machine_line()} {load}",
             "Actor-to-actor (sender actor -> receiver actor, timed in the sender), seeded `events` "
             f"batches; median of {args.repeat} measurements. `sync`/`ack`: one round trip per batch; "
             "`pipelined`/`stream`: throughput with several batches in flight.",

@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     only = args.only.split(",") if args.only else None
 
     results: dict[str, list[harness.Measurement]] = {}
+    load0 = harness.load_average()
     harness.sessions_setup()
     try:
         io = _io_floor(str(path), events, args.repeat)
@@ -113,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         [
             f"## `{harness.command_line()}`",
             "",
-            f"Run {harness.now()}. {harness.machine_line()}",
+            f"Run {harness.now()}. {harness.machine_line()} "
+            f"Load average (1 min) before/after: {load0} / {harness.load_average()}.",
             f"Data: `{path.name}`, {events:,} events; {args.repeat} timed runs per contender after a "
             "digest-checked warm-up, interleaved; rates in millions of events/s; Parquet read inside "
             "the timed region for every contender.",
