@@ -1,0 +1,72 @@
+"""An optional HTTP endpoint for a :class:`~statefun_api.handler.RequestReplyHandler`.
+
+StateFun runtimes (and raystream's engine) POST an encoded ``ToFunction`` to the
+endpoint and expect the encoded ``FromFunction`` back with status 200. aiohttp is imported
+lazily: ``pip install aiohttp`` (or ``raystream[remote]``) to use this module.
+
+Example:
+    ``serve(functions, port=8000)`` blocks and serves ``http://127.0.0.1:8000/statefun``.
+    In tests or an existing loop, ``app = make_app(functions)`` and run it yourself.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from statefun_api.functions import StatefulFunctions
+from statefun_api.handler import RequestReplyHandler
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+__all__ = ["make_app", "serve"]
+
+_CONTENT_TYPE = "application/octet-stream"
+
+
+def _aiohttp_web() -> Any:
+    try:
+        from aiohttp import web
+    except ImportError as exc:
+        raise ImportError(
+            "statefun_api.server needs aiohttp: `pip install aiohttp` "
+            "(or `pip install raystream[remote]`)"
+        ) from exc
+    return web
+
+
+def make_app(functions: StatefulFunctions, path: str = "/statefun") -> web.Application:
+    """Build an aiohttp application answering POST ``path`` with the functions.
+
+    A failing function or bad request yields status 500 with the error text, so the
+    runtime retries the batch.
+    """
+    web = _aiohttp_web()
+    handler = RequestReplyHandler(functions)
+
+    async def endpoint(request: web.Request) -> web.Response:
+        body = await request.read()
+        try:
+            reply = await handler.handle_async(body)
+        except Exception as exc:  # report any failure to the runtime, which retries
+            return web.Response(status=500, text=f"{type(exc).__name__}: {exc}")
+        return web.Response(body=reply, content_type=_CONTENT_TYPE)
+
+    app = web.Application()
+    app.router.add_post(path, endpoint)
+    return app
+
+
+def serve(
+    functions: StatefulFunctions,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    path: str = "/statefun",
+) -> None:
+    """Serve ``functions`` over HTTP at ``http://host:port/path`` until interrupted.
+
+    Example:
+        ``serve(functions, port=8000)``
+    """
+    web = _aiohttp_web()
+    web.run_app(make_app(functions, path), host=host, port=port, print=None)
