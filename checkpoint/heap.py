@@ -59,10 +59,10 @@ def _live_entries(kind: str, entries: dict, limit: int) -> tuple[dict, float]:
                 oldest = min(oldest, min(x[1] for x in kept))
     elif kind == _MAP:
         for k, m in entries.items():
-            kept = {mk: e for mk, e in m.items() if e[1] > limit}
-            if kept:
-                live[k] = kept
-                oldest = min(oldest, min(e[1] for e in kept.values()))
+            kept_map = {mk: e for mk, e in m.items() if e[1] > limit}
+            if kept_map:
+                live[k] = kept_map
+                oldest = min(oldest, min(e[1] for e in kept_map.values()))
     else:
         for k, e in entries.items():
             if e[1] > limit:

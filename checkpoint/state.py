@@ -229,6 +229,7 @@ class ListState(KeyedState, Generic[T]):
 
     def add_all(self, values: Iterable[T]) -> None:
         """Append every value of ``values`` to the current key's list."""
+        items: list[Any]
         if self._ttl_ms is None:
             items = list(values)
         else:
@@ -270,10 +271,10 @@ class MapState(KeyedState, Generic[K, V]):
     def _map(self, create: bool = False) -> dict[Any, Any] | None:
         key = self._backend._key
         if create:
-            group = self._group_w()
-            m = group.get(key)
+            group_w = self._group_w()
+            m = group_w.get(key)
             if m is None:
-                m = group[key] = {}
+                m = group_w[key] = {}
             return m
         group = self._group()
         return None if group is None else group.get(key)
