@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import builtins
 import math
 import operator
 import struct
@@ -117,14 +118,14 @@ class Writer:
     def __init__(self) -> None:
         self._buf = bytearray()
 
-    def getvalue(self) -> bytes:
+    def getvalue(self) -> builtins.bytes:
         """Return the bytes written so far."""
         return bytes(self._buf)
 
     def _tag(self, field: int, wire_type: int) -> None:
         self._buf += encode_varint((field << 3) | wire_type)
 
-    def uint(self, field: int, value: int, *, always: bool = False) -> None:
+    def uint(self, field: int, value: int, *, always: builtins.bool = False) -> None:
         """Write a varint field (int32/int64/enum; negative values use 10 bytes)."""
         value = _check_int(value, _INT64_MIN, _U64 - 1, f"field {field}")
         if value or always:
@@ -139,7 +140,7 @@ class Writer:
         """Write an enum (``int32``) field."""
         self.uint(field, _check_int(value, _INT32_MIN, _INT32_MAX, f"enum field {field}"))
 
-    def bool(self, field: int, value: bool) -> None:
+    def bool(self, field: int, value: builtins.bool) -> None:
         """Write a ``bool`` field."""
         if value:
             self._tag(field, VARINT)
@@ -177,7 +178,7 @@ class Writer:
             self._tag(field, I64)
             self._buf += packed
 
-    def bytes(self, field: int, value: bytes, *, always: bool = False) -> None:
+    def bytes(self, field: int, value: builtins.bytes, *, always: builtins.bool = False) -> None:
         """Write a ``bytes`` field (also used for embedded messages, with ``always=True``)."""
         if value or always:
             self._tag(field, LEN)
@@ -190,7 +191,7 @@ class Writer:
             raise TypeError(f"expected a str for string field {field}, got {value!r}")
         self.bytes(field, value.encode("utf-8"))
 
-    def message(self, field: int, encoded: bytes) -> None:
+    def message(self, field: int, encoded: builtins.bytes) -> None:
         """Write an embedded message that is present (even if it encodes to nothing)."""
         self.bytes(field, encoded, always=True)
 
@@ -210,7 +211,7 @@ class Fields:
         self._order = order
 
     @classmethod
-    def parse(cls, data: bytes | bytearray | memoryview) -> Fields:
+    def parse(cls, data: builtins.bytes | bytearray | memoryview) -> Fields:
         """Split ``data`` into fields. Raises DecodeError on malformed input."""
         view = memoryview(data).cast("B") if not isinstance(data, bytes) else data
         fields: dict[int, list[tuple[int, object]]] = {}
@@ -252,7 +253,7 @@ class Fields:
                 found = value
         return found
 
-    def has(self, field: int) -> bool:
+    def has(self, field: int) -> builtins.bool:
         """Whether a length-delimited field (e.g. an embedded message) is present."""
         return any(wt == LEN for wt, _ in self._fields.get(field, ()))
 
@@ -278,7 +279,7 @@ class Fields:
         value = self.uint(field) & 0xFFFFFFFF
         return value - (1 << 32) if value > _INT32_MAX else value
 
-    def bool(self, field: int) -> bool:
+    def bool(self, field: int) -> builtins.bool:
         """Read a ``bool`` field."""
         return self.uint(field) != 0
 
@@ -302,7 +303,7 @@ class Fields:
         value = self._last(field, I64)
         return 0.0 if value is None else struct.unpack("<d", value)[0]  # type: ignore[arg-type]
 
-    def bytes(self, field: int) -> bytes:
+    def bytes(self, field: int) -> builtins.bytes:
         """Read a ``bytes`` field."""
         value = self._last(field, LEN)
         return b"" if value is None else value  # type: ignore[return-value]
@@ -314,13 +315,13 @@ class Fields:
         except UnicodeDecodeError as exc:
             raise DecodeError(f"string field {field} is not valid UTF-8") from exc
 
-    def message(self, field: int) -> bytes | None:
+    def message(self, field: int) -> builtins.bytes | None:
         """Read a singular embedded message: None if absent, else all occurrences merged."""
         chunks = [v for wt, v in self._fields.get(field, ()) if wt == LEN]
         if not chunks:
             return None
         return b"".join(chunks)  # type: ignore[arg-type]
 
-    def repeated(self, field: int) -> list[bytes]:
+    def repeated(self, field: int) -> list[builtins.bytes]:
         """Read a repeated embedded message (or string/bytes) field, in wire order."""
         return [v for wt, v in self._fields.get(field, ()) if wt == LEN]  # type: ignore[misc]

@@ -28,7 +28,9 @@ def parse_typename(typename: str) -> tuple[str, str]:
         ('io.statefun.types', 'int')
     """
     if not isinstance(typename, str) or not typename:
-        raise ValueError(f"a typename must be a non-empty 'namespace/name' string, got {typename!r}")
+        raise ValueError(
+            f"a typename must be a non-empty 'namespace/name' string, got {typename!r}"
+        )
     namespace, slash, name = typename.rpartition("/")
     if not slash:
         raise ValueError(f"typename {typename!r} must be of the form 'namespace/name'")

@@ -136,6 +136,4 @@ class Context:
 def _check_message(message: object, method: str) -> None:
     if not isinstance(message, Message):
         hint = " (use send_egress for EgressMessage)" if isinstance(message, EgressMessage) else ""
-        raise TypeError(
-            f"{method} expects a Message (see message_builder), got {message!r}{hint}"
-        )
+        raise TypeError(f"{method} expects a Message (see message_builder), got {message!r}{hint}")

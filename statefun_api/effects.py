@@ -93,4 +93,6 @@ class InvocationResult:
     @property
     def cancellations(self) -> list[str]:
         """The cancellation tokens passed to ``cancel_delayed_message``, in call order."""
-        return [a.cancellation_token for a in self.delayed_actions if isinstance(a, DelayedCancellation)]
+        return [
+            a.cancellation_token for a in self.delayed_actions if isinstance(a, DelayedCancellation)
+        ]

@@ -113,9 +113,7 @@ class StatefulFunctions:
         _check_signature(typename, fun)
         self._functions[typename] = StatefulFunction(typename, fun, spec_list, _is_async(fun))
 
-    def bind(
-        self, typename: str, specs: Iterable[ValueSpec] | None = None
-    ) -> Callable[[F], F]:
+    def bind(self, typename: str, specs: Iterable[ValueSpec] | None = None) -> Callable[[F], F]:
         """Decorator form of :meth:`register`; returns the function unchanged.
 
         Example:

@@ -275,7 +275,9 @@ def message_builder(
     return Message(target_typename, target_id, _typed(tpe, val, f"message to {target_typename}"))
 
 
-def egress_message_builder(target_typename: str, value: Any, value_type: Type[Any]) -> EgressMessage:
+def egress_message_builder(
+    target_typename: str, value: Any, value_type: Type[Any]
+) -> EgressMessage:
     """Build a message to the egress ``target_typename``.
 
     Example:

@@ -398,7 +398,9 @@ def _d_incomplete(data: bytes) -> FromFunction.IncompleteInvocationContext:
         if raw is not None:
             e = Fields.parse(raw)
             expiration = FromFunction.ExpirationSpec(_enum(mode, e.enum(1)), e.int64(2))
-        c.missing_values.append(FromFunction.PersistedValueSpec(x.string(1), expiration, x.string(3)))
+        c.missing_values.append(
+            FromFunction.PersistedValueSpec(x.string(1), expiration, x.string(3))
+        )
     return c
 
 
@@ -426,7 +428,9 @@ def decode_from_function(data: bytes | bytearray | memoryview) -> FromFunction:
         if which == 100:
             return FromFunction(invocation_result=_d_invocation_response(top.message(100) or b""))
         if which == 101:
-            return FromFunction(incomplete_invocation_context=_d_incomplete(top.message(101) or b""))
+            return FromFunction(
+                incomplete_invocation_context=_d_incomplete(top.message(101) or b"")
+            )
         return FromFunction()
     except DecodeError as exc:
         raise ProtocolError(f"cannot decode a FromFunction from {len(data)} bytes: {exc}") from exc
@@ -548,7 +552,9 @@ def response_from_result(result: InvocationResult, specs: Iterable[ValueSpec]) -
             )
     for e in result.egress:
         namespace, name = parse_typename(e.typename)
-        response.outgoing_egresses.append(FromFunction.EgressMessage(namespace, name, e.typed_value))
+        response.outgoing_egresses.append(
+            FromFunction.EgressMessage(namespace, name, e.typed_value)
+        )
     return FromFunction(invocation_result=response)
 
 
@@ -565,7 +571,9 @@ def incomplete_context_for(missing: Iterable[ValueSpec]) -> FromFunction:
     modes = {"none": mode.NONE, "after_call": mode.AFTER_INVOKE, "after_write": mode.AFTER_WRITE}
     context = FromFunction.IncompleteInvocationContext()
     for spec in missing:
-        expiration = FromFunction.ExpirationSpec(modes[spec.expiration_mode], spec.expire_after_millis)
+        expiration = FromFunction.ExpirationSpec(
+            modes[spec.expiration_mode], spec.expire_after_millis
+        )
         context.missing_values.append(
             FromFunction.PersistedValueSpec(spec.name, expiration, spec.type.typename)
         )

@@ -44,7 +44,7 @@ def make_app(functions: StatefulFunctions, path: str = "/statefun") -> web.Appli
     web = _aiohttp_web()
     handler = RequestReplyHandler(functions)
 
-    async def endpoint(request: web.Request) -> web.Response:
+    async def endpoint(request: Any) -> Any:
         body = await request.read()
         try:
             reply = await handler.handle_async(body)

@@ -229,7 +229,7 @@ def make_protobuf_type(cls: type, namespace: str | None = None) -> Type[Any]:
     def dump(message: Any) -> bytes:
         if not isinstance(message, cls):
             raise TypeError(f"expected a {full_name} message, got {message!r}")
-        return message.SerializeToString()
+        return message.SerializeToString()  # type: ignore[attr-defined]
 
     return simple_type(f"{namespace or 'type.googleapis.com'}/{full_name}", dump, parse)
 

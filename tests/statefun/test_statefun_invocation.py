@@ -38,7 +38,9 @@ def to_greeter(text: str = "hi"):
 def functions() -> StatefulFunctions:
     functions = StatefulFunctions()
 
-    @functions.bind(GREETER.typename, specs=[ValueSpec("seen", IntType), ValueSpec("last", StringType)])
+    @functions.bind(
+        GREETER.typename, specs=[ValueSpec("seen", IntType), ValueSpec("last", StringType)]
+    )
     def greeter(context, message):
         context.storage.seen = (context.storage.seen or 0) + 1
         context.storage.last = message.as_string()
@@ -50,9 +52,13 @@ def functions() -> StatefulFunctions:
             message_builder(OTHER.typename, OTHER.id, str_value="later"),
             cancellation_token="t-1",
         )
-        context.send_after(timedelta(minutes=1), message_builder(GREETER.typename, "x", str_value="self"))
+        context.send_after(
+            timedelta(minutes=1), message_builder(GREETER.typename, "x", str_value="self")
+        )
         context.cancel_delayed_message("t-0")
-        context.send_egress(egress_message_builder("com.example/out", f"hi {context.address.id}", StringType))
+        context.send_egress(
+            egress_message_builder("com.example/out", f"hi {context.address.id}", StringType)
+        )
 
     return functions
 
@@ -77,7 +83,10 @@ def test_effects_of_one_message(functions) -> None:
 
 
 def test_batch_shares_state_and_deletes(functions) -> None:
-    state = {"seen": IntType.serializer().serialize(10), "last": StringType.serializer().serialize("x")}
+    state = {
+        "seen": IntType.serializer().serialize(10),
+        "last": StringType.serializer().serialize("x"),
+    }
     result = invoke(functions, GREETER, state, [to_greeter("a"), to_greeter("forget")])
     assert result.state_mutations == {"seen": IntType.serializer().serialize(12), "last": None}
     assert [o.message.as_int() for o in result.outgoing] == [11, 12]
@@ -86,8 +95,17 @@ def test_batch_shares_state_and_deletes(functions) -> None:
 
 def test_untouched_state_is_not_reported() -> None:
     functions = StatefulFunctions()
-    functions.register("ns/reader", lambda c, m: c.storage.a, specs=[ValueSpec("a", IntType), ValueSpec("b", IntType)])
-    result = invoke(functions, Address.of("ns/reader", "1"), {"a": IntType.serializer().serialize(1)}, [message_builder("ns/reader", "1", int_value=0)])
+    functions.register(
+        "ns/reader",
+        lambda c, m: c.storage.a,
+        specs=[ValueSpec("a", IntType), ValueSpec("b", IntType)],
+    )
+    result = invoke(
+        functions,
+        Address.of("ns/reader", "1"),
+        {"a": IntType.serializer().serialize(1)},
+        [message_builder("ns/reader", "1", int_value=0)],
+    )
     assert result.state_mutations == {}
 
 
@@ -179,7 +197,11 @@ def test_user_exception_is_wrapped_and_chained(is_async: bool) -> None:
     assert err.__cause__ is boom
     assert err.address == Address.of("ns/f", "1")
     assert err.message_typename == "io.statefun.types/int"
-    assert "ns/f/1" in str(err) and "message 2 of 2" in str(err) and "com.example/other/bob" in str(err)
+    assert (
+        "ns/f/1" in str(err)
+        and "message 2 of 2" in str(err)
+        and "com.example/other/bob" in str(err)
+    )
     assert "ZeroDivisionError" in str(err)
 
 
@@ -194,7 +216,9 @@ def test_storage_type_error_surfaces_with_spec_name() -> None:
     with pytest.raises(StatefulFunctionError) as info:
         invoke(functions, msg.target, {}, [msg])
     assert isinstance(info.value.__cause__, TypeError)
-    assert "'count'" in str(info.value.__cause__) and "io.statefun.types/int" in str(info.value.__cause__)
+    assert "'count'" in str(info.value.__cause__) and "io.statefun.types/int" in str(
+        info.value.__cause__
+    )
 
 
 def test_misaddressed_message_and_bad_state() -> None:
@@ -214,11 +238,27 @@ def test_misaddressed_message_and_bad_state() -> None:
     ("call", "error", "match"),
     [
         (lambda c: c.send("x"), TypeError, "send expects a Message"),
-        (lambda c: c.send(egress_message_builder("a/b", "x", StringType)), TypeError, "use send_egress"),
-        (lambda c: c.send_after(5, message_builder("a/b", "1", int_value=1)), TypeError, "timedelta"),
-        (lambda c: c.send_after(timedelta(seconds=-1), message_builder("a/b", "1", int_value=1)), ValueError, "negative"),
+        (
+            lambda c: c.send(egress_message_builder("a/b", "x", StringType)),
+            TypeError,
+            "use send_egress",
+        ),
+        (
+            lambda c: c.send_after(5, message_builder("a/b", "1", int_value=1)),
+            TypeError,
+            "timedelta",
+        ),
+        (
+            lambda c: c.send_after(timedelta(seconds=-1), message_builder("a/b", "1", int_value=1)),
+            ValueError,
+            "negative",
+        ),
         (lambda c: c.cancel_delayed_message(""), ValueError, "non-empty"),
-        (lambda c: c.send_egress(message_builder("a/b", "1", int_value=1)), TypeError, "EgressMessage"),
+        (
+            lambda c: c.send_egress(message_builder("a/b", "1", int_value=1)),
+            TypeError,
+            "EgressMessage",
+        ),
     ],
 )
 def test_context_argument_errors(call, error, match) -> None:
@@ -240,7 +280,9 @@ def test_error_pickles_with_attributes() -> None:
 
 
 def test_run_function_helper(functions) -> None:
-    run = run_function(functions, GREETER.typename, GREETER.id, [to_greeter("yo")], state={"seen": 41})
+    run = run_function(
+        functions, GREETER.typename, GREETER.id, [to_greeter("yo")], state={"seen": 41}
+    )
     assert run.state == {"seen": 42, "last": "yo"}
     assert [m.message.as_int() for m in run.sent] == [42]
     assert [d.cancellation_token for d in run.delayed] == ["t-1", ""]

@@ -21,7 +21,6 @@ rr_pb2 = pytest.importorskip("statefun.request_reply_pb2")
 
 import statefun_api  # noqa: E402
 from statefun_api import Address, RequestReplyHandler, TypedValue  # noqa: E402
-from statefun_api.testing import RequestBuilder  # noqa: E402
 from statefun_api.reqreply import (  # noqa: E402
     FromFunction,
     ToFunction,
@@ -30,6 +29,7 @@ from statefun_api.reqreply import (  # noqa: E402
     encode_from_function,
     encode_to_function,
 )
+from statefun_api.testing import RequestBuilder  # noqa: E402
 
 # -- built-in types -------------------------------------------------------------------------
 
@@ -111,7 +111,9 @@ to_functions = st.builds(
             ToFunction.InvocationBatchRequest,
             opt(addresses),
             st.lists(st.builds(ToFunction.PersistedValue, text, opt(typed_values)), max_size=3),
-            st.lists(st.builds(ToFunction.Invocation, opt(addresses), opt(typed_values)), max_size=3),
+            st.lists(
+                st.builds(ToFunction.Invocation, opt(addresses), opt(typed_values)), max_size=3
+            ),
         )
     ),
 )
@@ -134,7 +136,10 @@ delayed = st.builds(
 )
 
 
-@given(st.lists(delayed, max_size=3), st.lists(st.tuples(st.sampled_from([0, 1]), text, opt(typed_values)), max_size=3))
+@given(
+    st.lists(delayed, max_size=3),
+    st.lists(st.tuples(st.sampled_from([0, 1]), text, opt(typed_values)), max_size=3),
+)
 def test_from_function_bytes_match_protobuf(delays, mutations) -> None:
     ours = FromFunction(
         invocation_result=FromFunction.InvocationResponse(
@@ -184,17 +189,43 @@ def build_functions(sf: ModuleType):
     def greeter(context, message):
         seen = context.storage.seen or 0
         context.storage.seen = seen + 1
-        context.storage.profile = {"last": message.as_string(), "caller": context.caller.id if context.caller else None}
+        context.storage.profile = {
+            "last": message.as_string(),
+            "caller": context.caller.id if context.caller else None,
+        }
         del context.storage.stale
-        context.send(sf.message_builder(target_typename="com.example/counter", target_id=context.address.id, long_value=seen))
-        context.send_after(timedelta(seconds=90), sf.message_builder(target_typename="com.example/timer", target_id="t", double_value=0.25), cancellation_token="tok")
-        context.send_after(timedelta(milliseconds=5), sf.message_builder(target_typename="com.example/timer", target_id="t", bool_value=True))
+        context.send(
+            sf.message_builder(
+                target_typename="com.example/counter", target_id=context.address.id, long_value=seen
+            )
+        )
+        context.send_after(
+            timedelta(seconds=90),
+            sf.message_builder(
+                target_typename="com.example/timer", target_id="t", double_value=0.25
+            ),
+            cancellation_token="tok",
+        )
+        context.send_after(
+            timedelta(milliseconds=5),
+            sf.message_builder(target_typename="com.example/timer", target_id="t", bool_value=True),
+        )
         context.cancel_delayed_message("old")
-        context.send_egress(sf.egress_message_builder(target_typename="com.example/out", value=f"hi {context.address.id}", value_type=sf.StringType))
+        context.send_egress(
+            sf.egress_message_builder(
+                target_typename="com.example/out",
+                value=f"hi {context.address.id}",
+                value_type=sf.StringType,
+            )
+        )
 
     @functions.bind(typename="com.example/async")
     async def async_fn(context, message):
-        context.send(sf.message_builder(target_typename="com.example/x", target_id="1", float_value=message.as_float()))
+        context.send(
+            sf.message_builder(
+                target_typename="com.example/x", target_id="1", float_value=message.as_float()
+            )
+        )
 
     return functions
 
@@ -202,7 +233,11 @@ def build_functions(sf: ModuleType):
 def greeter_request(with_state: bool = True) -> bytes:
     b = RequestBuilder("com.example/greeter", "alice")
     if with_state:
-        b = b.with_state("seen", 7, statefun_api.IntType).with_state("profile").with_state("stale", "x", statefun_api.StringType)
+        b = (
+            b.with_state("seen", 7, statefun_api.IntType)
+            .with_state("profile")
+            .with_state("stale", "x", statefun_api.StringType)
+        )
     return (
         b.with_invocation("hello", statefun_api.StringType, caller=("com.example/caller", "bob"))
         .with_invocation("again", statefun_api.StringType)
@@ -220,11 +255,19 @@ def test_same_function_same_reply_bytes(with_state: bool) -> None:
     if with_state:
         assert len(decoded.invocation_result.outgoing_messages) == 2
     else:
-        assert [v.state_name for v in decoded.incomplete_invocation_context.missing_values] == ["seen", "profile", "stale"]
+        assert [v.state_name for v in decoded.incomplete_invocation_context.missing_values] == [
+            "seen",
+            "profile",
+            "stale",
+        ]
 
 
 def test_async_function_same_reply_bytes() -> None:
-    request = RequestBuilder("com.example/async", "1").with_invocation(1.5, statefun_api.FloatType).to_bytes()
+    request = (
+        RequestBuilder("com.example/async", "1")
+        .with_invocation(1.5, statefun_api.FloatType)
+        .to_bytes()
+    )
     theirs = statefun.RequestReplyHandler(build_functions(statefun)).handle_sync(request)
     assert RequestReplyHandler(build_functions(statefun_api)).handle_sync(request) == theirs
 
@@ -241,10 +284,14 @@ def test_our_handler_answers_an_sdk_built_request() -> None:
     inv.argument.has_value = True
     inv.argument.value = types_pb2.StringWrapper(value="yo").SerializeToString()
     reply = rr_pb2.FromFunction()
-    reply.ParseFromString(RequestReplyHandler(build_functions(statefun_api)).handle_sync(pb.SerializeToString()))
+    reply.ParseFromString(
+        RequestReplyHandler(build_functions(statefun_api)).handle_sync(pb.SerializeToString())
+    )
     result = reply.invocation_result
     assert [m.state_name for m in result.state_mutations] == ["seen", "profile", "stale"]
-    assert result.state_mutations[2].mutation_type == rr_pb2.FromFunction.PersistedValueMutation.DELETE
+    assert (
+        result.state_mutations[2].mutation_type == rr_pb2.FromFunction.PersistedValueMutation.DELETE
+    )
     assert result.outgoing_messages[0].target.type == "counter"
     egress = types_pb2.StringWrapper()
     egress.ParseFromString(result.outgoing_egresses[0].argument.value)

@@ -68,7 +68,7 @@ def test_missing_fields_read_as_defaults() -> None:
 
 
 def test_last_of_reports_wire_order() -> None:
-    f = Fields.parse(bytes.fromhex("a20600" "aa0600" "a20600"))
+    f = Fields.parse(bytes.fromhex("a20600aa0600a20600"))
     assert f.last_of(100, 101) == 100
     assert Fields.parse(b"").last_of(100, 101) is None
 

@@ -38,7 +38,12 @@ def test_make_typename() -> None:
 
 def test_address() -> None:
     a = Address.of("com.example/greeter", "bob")
-    assert (a.namespace, a.name, a.id, a.typename) == ("com.example", "greeter", "bob", "com.example/greeter")
+    assert (a.namespace, a.name, a.id, a.typename) == (
+        "com.example",
+        "greeter",
+        "bob",
+        "com.example/greeter",
+    )
     assert str(a) == "com.example/greeter/bob"
     assert a == Address("com.example", "greeter", "bob")
     assert len({a, Address("com.example", "greeter", "bob")}) == 1
@@ -56,7 +61,11 @@ def test_value_spec_expiration() -> None:
         2000,
     )
     write = ValueSpec("a", IntType, expire_after_write=timedelta(milliseconds=5))
-    assert (write.expiration_mode, write.expire_after_millis, write.after_write) == ("after_write", 5, True)
+    assert (write.expiration_mode, write.expire_after_millis, write.after_write) == (
+        "after_write",
+        5,
+        True,
+    )
 
 
 @pytest.mark.parametrize("name", ["", "1abc", "has space", "has-dash", "Upper", "camelCase"])

@@ -33,8 +33,8 @@ from statefun_api.reqreply import (
     encode_from_function,
     encode_to_function,
     incomplete_context_for,
-    result_from_response,
     response_from_result,
+    result_from_response,
 )
 from statefun_api.testing import RequestBuilder, parse_response, round_trip
 
@@ -58,8 +58,14 @@ def greeter_functions() -> StatefulFunctions:
         context.storage.seen = seen
         del context.storage.gone
         caller = context.caller.id if context.caller else "ingress"
-        context.send(message_builder("org.foo/greeter-java", "0", str_value=f"{message.as_string()} from {caller}"))
-        context.send_after(timedelta(hours=1), message_builder("night/owl", "1", str_value="hoo"), "token-1234")
+        context.send(
+            message_builder(
+                "org.foo/greeter-java", "0", str_value=f"{message.as_string()} from {caller}"
+            )
+        )
+        context.send_after(
+            timedelta(hours=1), message_builder("night/owl", "1", str_value="hoo"), "token-1234"
+        )
         context.cancel_delayed_message("token-1234")
         context.send_egress(egress_message_builder("e/out", seen, IntType))
 
@@ -77,10 +83,10 @@ def test_to_function_bytes_by_hand() -> None:
             invocations=[ToFunction.Invocation(None, TypedValue("t/i", True, b"\x01"))],
         )
     )
-    target = "0a09" "0a0161" "120162" "1a0131"  # Address: namespace=1, type=2, id=3
-    state = "1203" "0a0173"  # PersistedValue: state_name=1, no state_value
-    argument = "0a03742f69" "1001" "1a0101"  # TypedValue: typename=1, has_value=2, value=3
-    invocation = "1a0c" "120a" + argument  # Invocation: argument=2
+    target = "0a090a01611201621a0131"  # Address: namespace=1, type=2, id=3
+    state = "12030a0173"  # PersistedValue: state_name=1, no state_value
+    argument = "0a03742f6910011a0101"  # TypedValue: typename=1, has_value=2, value=3
+    invocation = "1a0c120a" + argument  # Invocation: argument=2
     batch = target + state + invocation
     expected = bytes.fromhex("a206" + f"{len(bytes.fromhex(batch)):02x}" + batch)  # oneof field 100
     assert encode_to_function(request) == expected
@@ -92,16 +98,18 @@ def test_from_function_bytes_by_hand() -> None:
         invocation_result=FromFunction.InvocationResponse(
             state_mutations=[FromFunction.PersistedValueMutation(MT.DELETE, "x")],
             delayed_invocations=[
-                FromFunction.DelayedInvocation(is_cancellation_request=True, cancellation_token="t"),
+                FromFunction.DelayedInvocation(
+                    is_cancellation_request=True, cancellation_token="t"
+                ),
                 FromFunction.DelayedInvocation(delay_in_ms=300, target=Address("a", "b", "c")),
             ],
             outgoing_egresses=[FromFunction.EgressMessage("e", "o")],
         )
     )
-    mutation = "0a03" "120178"  # DELETE is 0 (omitted); state_name=2
-    cancel = "1a05" "5001" "5a0174"  # is_cancellation_request=10, cancellation_token=11
-    delayed = "1a0e" "08ac02" "1209" "0a0161" "120162" "1a0163"  # delay_in_ms=1, target=2
-    egress = "2206" "0a0165" "12016f"
+    mutation = "0a03120178"  # DELETE is 0 (omitted); state_name=2
+    cancel = "1a0550015a0174"  # is_cancellation_request=10, cancellation_token=11
+    delayed = "1a0e08ac0212090a01611201621a0163"  # delay_in_ms=1, target=2
+    egress = "22060a016512016f"
     body = mutation + cancel + delayed + egress
     expected = bytes.fromhex("a206" + f"{len(bytes.fromhex(body)):02x}" + body)
     assert encode_from_function(reply) == expected
@@ -109,15 +117,24 @@ def test_from_function_bytes_by_hand() -> None:
 
 
 def test_incomplete_context_bytes_by_hand() -> None:
-    reply = incomplete_context_for([ValueSpec("s", IntType, expire_after_call=timedelta(seconds=1))])
-    spec = "0a0173" "1205" "0802" "10e807" "1a15" + b"io.statefun.types/int".hex()
+    reply = incomplete_context_for(
+        [ValueSpec("s", IntType, expire_after_call=timedelta(seconds=1))]
+    )
+    spec = "0a01731205080210e8071a15" + b"io.statefun.types/int".hex()
     body = "0a" + f"{len(bytes.fromhex(spec)):02x}" + spec
-    assert encode_from_function(reply) == bytes.fromhex("aa06" + f"{len(bytes.fromhex(body)):02x}" + body)
+    assert encode_from_function(reply) == bytes.fromhex(
+        "aa06" + f"{len(bytes.fromhex(body)):02x}" + body
+    )
 
 
 def test_empty_oneof_members_are_still_present() -> None:
-    assert encode_from_function(FromFunction(invocation_result=FromFunction.InvocationResponse())) == bytes.fromhex("a20600")
-    assert decode_from_function(bytes.fromhex("a20600")).invocation_result == FromFunction.InvocationResponse()
+    assert encode_from_function(
+        FromFunction(invocation_result=FromFunction.InvocationResponse())
+    ) == bytes.fromhex("a20600")
+    assert (
+        decode_from_function(bytes.fromhex("a20600")).invocation_result
+        == FromFunction.InvocationResponse()
+    )
     assert encode_to_function(ToFunction()) == b""
     assert decode_from_function(b"") == FromFunction()
 
@@ -125,22 +142,26 @@ def test_empty_oneof_members_are_still_present() -> None:
 def test_codec_errors() -> None:
     with pytest.raises(ProtocolError, match="oneof"):
         encode_from_function(
-            FromFunction(FromFunction.InvocationResponse(), FromFunction.IncompleteInvocationContext())
+            FromFunction(
+                FromFunction.InvocationResponse(), FromFunction.IncompleteInvocationContext()
+            )
         )
     with pytest.raises(ProtocolError, match="cannot decode a ToFunction"):
         decode_to_function(b"\xa2\x06\x05\x00")
     with pytest.raises(ProtocolError, match="cannot decode a FromFunction"):
         decode_from_function(b"\xff")
     with pytest.raises(ProtocolError, match="cannot encode"):
-        encode_to_function(ToFunction(ToFunction.InvocationBatchRequest(target=Address(1, "b", "c"))))  # type: ignore[arg-type]
+        encode_to_function(
+            ToFunction(ToFunction.InvocationBatchRequest(target=Address(1, "b", "c")))
+        )  # type: ignore[arg-type]
 
 
 def test_decoder_keeps_last_oneof_member_and_unknown_enum_values() -> None:
-    both = bytes.fromhex("a20600" "aa0600")
+    both = bytes.fromhex("a20600aa0600")
     assert decode_from_function(both) == FromFunction(
         incomplete_invocation_context=FromFunction.IncompleteInvocationContext()
     )
-    mutation = bytes.fromhex("a20604" "0a02" "0807")  # mutation_type 7: unknown, kept
+    mutation = bytes.fromhex("a206040a020807")  # mutation_type 7: unknown, kept
     assert decode_from_function(mutation).invocation_result.state_mutations[0].mutation_type == 7
 
 
@@ -158,13 +179,20 @@ to_functions = st.builds(
             ToFunction.InvocationBatchRequest,
             opt(addresses),
             st.lists(st.builds(ToFunction.PersistedValue, text, opt(typed_values)), max_size=3),
-            st.lists(st.builds(ToFunction.Invocation, opt(addresses), opt(typed_values)), max_size=3),
+            st.lists(
+                st.builds(ToFunction.Invocation, opt(addresses), opt(typed_values)), max_size=3
+            ),
         )
     ),
 )
 responses = st.builds(
     FromFunction.InvocationResponse,
-    st.lists(st.builds(FromFunction.PersistedValueMutation, st.sampled_from(list(MT)), text, opt(typed_values)), max_size=3),
+    st.lists(
+        st.builds(
+            FromFunction.PersistedValueMutation, st.sampled_from(list(MT)), text, opt(typed_values)
+        ),
+        max_size=3,
+    ),
     st.lists(st.builds(FromFunction.Invocation, opt(addresses), opt(typed_values)), max_size=3),
     st.lists(
         st.builds(
@@ -185,7 +213,13 @@ incompletes = st.builds(
         st.builds(
             FromFunction.PersistedValueSpec,
             text,
-            opt(st.builds(FromFunction.ExpirationSpec, st.sampled_from(list(MODE)), st.integers(-(2**63), 2**63 - 1))),
+            opt(
+                st.builds(
+                    FromFunction.ExpirationSpec,
+                    st.sampled_from(list(MODE)),
+                    st.integers(-(2**63), 2**63 - 1),
+                )
+            ),
             text,
         ),
         max_size=3,
@@ -224,30 +258,54 @@ def full_request() -> RequestBuilder:
 
 def test_handshake_reports_missing_specs_then_full_request_works() -> None:
     functions = greeter_functions()
-    partial = RequestBuilder("org.foo/greeter", "0").with_state("name").with_invocation("hello", StringType)
+    partial = (
+        RequestBuilder("org.foo/greeter", "0")
+        .with_state("name")
+        .with_invocation("hello", StringType)
+    )
     reply = round_trip(functions, partial)
     assert reply.invocation_result is None
     assert reply.incomplete_invocation_context.missing_values == [
-        FromFunction.PersistedValueSpec("seen", FromFunction.ExpirationSpec(MODE.AFTER_INVOKE, 3_600_000), "io.statefun.types/int"),
-        FromFunction.PersistedValueSpec("gone", FromFunction.ExpirationSpec(MODE.NONE, 0), "io.statefun.types/int"),
+        FromFunction.PersistedValueSpec(
+            "seen",
+            FromFunction.ExpirationSpec(MODE.AFTER_INVOKE, 3_600_000),
+            "io.statefun.types/int",
+        ),
+        FromFunction.PersistedValueSpec(
+            "gone", FromFunction.ExpirationSpec(MODE.NONE, 0), "io.statefun.types/int"
+        ),
     ]
     reply = round_trip(functions, full_request())
     assert reply.incomplete_invocation_context is None
     result = reply.invocation_result
     assert result.state_mutations == [
-        FromFunction.PersistedValueMutation(MT.MODIFY, "seen", TypedValue("io.statefun.types/int", True, IntType.serializer().serialize(3))),
+        FromFunction.PersistedValueMutation(
+            MT.MODIFY,
+            "seen",
+            TypedValue("io.statefun.types/int", True, IntType.serializer().serialize(3)),
+        ),
         FromFunction.PersistedValueMutation(MT.DELETE, "gone", None),
     ]
-    assert [StringType.serializer().deserialize(o.argument.value) for o in result.outgoing_messages] == [
+    assert [
+        StringType.serializer().deserialize(o.argument.value) for o in result.outgoing_messages
+    ] == [
         "hello from c1",
         "again from ingress",
     ]
     assert result.outgoing_messages[0].target == Address("org.foo", "greeter-java", "0")
     first_delay, first_cancel = result.delayed_invocations[:2]
-    assert (first_delay.delay_in_ms, first_delay.cancellation_token, first_delay.is_cancellation_request) == (3_600_000, "token-1234", False)
+    assert (
+        first_delay.delay_in_ms,
+        first_delay.cancellation_token,
+        first_delay.is_cancellation_request,
+    ) == (3_600_000, "token-1234", False)
     assert first_delay.target == Address("night", "owl", "1")
-    assert first_cancel == FromFunction.DelayedInvocation(is_cancellation_request=True, cancellation_token="token-1234")
-    assert [(e.egress_namespace, e.egress_type) for e in result.outgoing_egresses] == [("e", "out")] * 2
+    assert first_cancel == FromFunction.DelayedInvocation(
+        is_cancellation_request=True, cancellation_token="token-1234"
+    )
+    assert [(e.egress_namespace, e.egress_type) for e in result.outgoing_egresses] == [
+        ("e", "out")
+    ] * 2
 
 
 def test_handle_async_matches_handle_sync() -> None:
@@ -264,8 +322,15 @@ def test_async_function_through_handler() -> None:
         await asyncio.sleep(0)
         context.storage.n = message.as_int() * 2
 
-    reply = round_trip(functions, RequestBuilder("ns/async", "1").with_state("n").with_invocation(21, IntType))
-    assert IntType.serializer().deserialize(reply.invocation_result.state_mutations[0].state_value.value) == 42
+    reply = round_trip(
+        functions, RequestBuilder("ns/async", "1").with_state("n").with_invocation(21, IntType)
+    )
+    assert (
+        IntType.serializer().deserialize(
+            reply.invocation_result.state_mutations[0].state_value.value
+        )
+        == 42
+    )
 
 
 def test_state_sent_with_a_different_typename_is_an_error() -> None:
@@ -276,18 +341,26 @@ def test_state_sent_with_a_different_typename_is_an_error() -> None:
         .with_state("gone")
         .with_invocation("hello", StringType)
     )
-    with pytest.raises(StatefulFunctionError, match=r"'seen'.*'io.statefun.types/int'.*'io.statefun.types/string'"):
+    with pytest.raises(
+        StatefulFunctionError, match=r"'seen'.*'io.statefun.types/int'.*'io.statefun.types/string'"
+    ):
         round_trip(greeter_functions(), request)
 
 
 def test_handler_errors() -> None:
     handler = RequestReplyHandler(greeter_functions())
     with pytest.raises(FunctionNotFound, match="org.foo/nobody"):
-        handler.handle_sync(RequestBuilder("org.foo/nobody", "0").with_invocation("x", StringType).to_bytes())
+        handler.handle_sync(
+            RequestBuilder("org.foo/nobody", "0").with_invocation("x", StringType).to_bytes()
+        )
     with pytest.raises(ProtocolError, match="no invocation batch"):
         handler.handle_sync(b"")
     with pytest.raises(ProtocolError, match="incomplete target"):
-        handler.handle_sync(encode_to_function(ToFunction(ToFunction.InvocationBatchRequest(target=Address("a", "b", "")))))
+        handler.handle_sync(
+            encode_to_function(
+                ToFunction(ToFunction.InvocationBatchRequest(target=Address("a", "b", "")))
+            )
+        )
     with pytest.raises(ProtocolError):
         handler.handle_sync(b"\x01\x02\x03")
     with pytest.raises(TypeError, match="StatefulFunctions"):
@@ -309,10 +382,16 @@ def test_engine_side_round_trip_matches_direct_invocation() -> None:
     """A runtime calling a remote function gets the same effects as invoking it locally."""
     functions = greeter_functions()
     target = Address.of("org.foo/greeter", "0")
-    state = {"seen": TypedValue("io.statefun.types/int", True, IntType.serializer().serialize(1)), "name": None, "gone": None}
+    state = {
+        "seen": TypedValue("io.statefun.types/int", True, IntType.serializer().serialize(1)),
+        "name": None,
+        "gone": None,
+    }
     messages = [message_builder("org.foo/greeter", "0", str_value="hello")]
     request = build_request(target, state, messages)
-    reply = decode_from_function(RequestReplyHandler(functions).handle_sync(encode_to_function(request)))
+    reply = decode_from_function(
+        RequestReplyHandler(functions).handle_sync(encode_to_function(request))
+    )
     remote = result_from_response(target, reply.invocation_result)
     local = invoke(functions, target, state, messages)
     assert remote == local
@@ -320,15 +399,22 @@ def test_engine_side_round_trip_matches_direct_invocation() -> None:
 
 
 def test_result_from_response_validates() -> None:
-    bad_mutation = FromFunction.InvocationResponse(state_mutations=[FromFunction.PersistedValueMutation(MT.MODIFY, "x", None)])
+    bad_mutation = FromFunction.InvocationResponse(
+        state_mutations=[FromFunction.PersistedValueMutation(MT.MODIFY, "x", None)]
+    )
     with pytest.raises(ProtocolError, match="neither a DELETE nor a MODIFY"):
         result_from_response(Address.of("a/b", "1"), bad_mutation)
-    no_target = FromFunction.InvocationResponse(outgoing_messages=[FromFunction.Invocation(None, TypedValue())])
+    no_target = FromFunction.InvocationResponse(
+        outgoing_messages=[FromFunction.Invocation(None, TypedValue())]
+    )
     with pytest.raises(ProtocolError, match="incomplete target"):
         result_from_response(Address.of("a/b", "1"), no_target)
 
 
 def test_parse_response_helper() -> None:
-    assert parse_response(bytes.fromhex("a20600")).invocation_result == FromFunction.InvocationResponse()
+    assert (
+        parse_response(bytes.fromhex("a20600")).invocation_result
+        == FromFunction.InvocationResponse()
+    )
     assert FromFunction.from_bytes(FromFunction().to_bytes()) == FromFunction()
     assert ToFunction.from_bytes(full_request().build().to_bytes()) == full_request().build()

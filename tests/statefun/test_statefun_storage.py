@@ -76,7 +76,9 @@ def test_undeclared_names_are_ignored_in_input() -> None:
 
 def test_reading_undeclared_attribute_names_function_and_attribute() -> None:
     s = storage()
-    with pytest.raises(AttributeError, match=r"'visits' is not a declared ValueSpec of function 'com.example/user'"):
+    with pytest.raises(
+        AttributeError, match=r"'visits' is not a declared ValueSpec of function 'com.example/user'"
+    ):
         s.visits  # noqa: B018
     with pytest.raises(AttributeError, match="'visits'"):
         s.visits = 1
@@ -88,7 +90,9 @@ def test_reading_undeclared_attribute_names_function_and_attribute() -> None:
 
 def test_wrong_type_names_spec_and_expected_type() -> None:
     s = storage()
-    with pytest.raises(TypeError, match=r"'abc'.*state 'seen'.*'com.example/user'.*'io.statefun.types/int'"):
+    with pytest.raises(
+        TypeError, match=r"'abc'.*state 'seen'.*'com.example/user'.*'io.statefun.types/int'"
+    ):
         s.seen = "abc"
     with pytest.raises(ValueError, match=r"state 'seen'.*'io.statefun.types/int'"):
         s.seen = 2**40

@@ -91,10 +91,10 @@ def test_double_nan_round_trips() -> None:
 def test_decoder_follows_protobuf_rules() -> None:
     ser = IntType.serializer()
     # last value wins; unknown fields and mismatched wire types are skipped
-    assert ser.deserialize(bytes.fromhex("0d01000000" "0d02000000")) == 2
-    assert ser.deserialize(bytes.fromhex("1005" "0d07000000")) == 7
+    assert ser.deserialize(bytes.fromhex("0d010000000d02000000")) == 2
+    assert ser.deserialize(bytes.fromhex("10050d07000000")) == 7
     assert ser.deserialize(bytes.fromhex("0805")) == 0
-    assert StringType.serializer().deserialize(bytes.fromhex("0a0161" "0a0162")) == "b"
+    assert StringType.serializer().deserialize(bytes.fromhex("0a01610a0162")) == "b"
 
 
 @pytest.mark.parametrize(
@@ -185,3 +185,21 @@ def test_typed_value_helpers() -> None:
     assert from_typed_value(IntType, TypedValue("x/y", False, b"")) is None
     with pytest.raises(TypeError, match="io.statefun.types/string"):
         from_typed_value(StringType, tv)
+
+
+def test_make_protobuf_type() -> None:
+    from google.protobuf import wrappers_pb2
+
+    from statefun_api import make_protobuf_type
+
+    tpe = make_protobuf_type(wrappers_pb2.Int32Value)
+    assert tpe.typename == "type.googleapis.com/google.protobuf.Int32Value"
+    data = tpe.serializer().serialize(wrappers_pb2.Int32Value(value=5))
+    assert data == bytes.fromhex("0805")
+    assert tpe.serializer().deserialize(data).value == 5
+    assert (
+        make_protobuf_type(wrappers_pb2.Int32Value, "com.example").typename
+        == "com.example/google.protobuf.Int32Value"
+    )
+    with pytest.raises(TypeError, match="google.protobuf.Int32Value"):
+        tpe.serializer().serialize(5)
