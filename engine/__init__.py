@@ -5,7 +5,6 @@ stateful functions; it runs whatever :class:`StreamOperator` chains a job graph 
 """
 
 from .channels import ChannelMetrics, ChannelSender, LocalSender
-from .client import JobClient, JobResult
 from .connectors import END_OF_INPUT, NOTHING_AVAILABLE, Committer, Sink, SinkWriter, Source, SourceReader
 from .errors import (
     CheckpointError,
@@ -20,6 +19,16 @@ from .events import Barrier, EndOfInput, StreamStatus, Watermark
 from .keygroups import KeyGroupRange, key_group_for, stable_hash
 from .operator import Clock, ManualClock, OperatorContext, Output, StreamOperator, SystemClock
 from .records import Batch
+
+
+def __getattr__(name: str):
+    # JobClient/JobResult need Ray; import them lazily so that `import engine.errors`
+    # (used by the Ray-free checkpoint and statefun_api packages) does not load Ray.
+    if name in ("JobClient", "JobResult"):
+        from . import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'engine' has no attribute {name!r}")
 
 __all__ = [
     "Barrier",

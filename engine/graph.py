@@ -56,7 +56,7 @@ class Transformation:
         chain = [self]
         while chain:
             node = chain.pop()
-            digest.update(f"{node.kind}:{node.name}:{len(node.inputs)}|".encode())
+            digest.update(f"{node.id}:{node.kind}:{node.name}:{len(node.inputs)}|".encode())
             chain.extend(e.source for e in node.inputs if not e.feedback)
         return f"{self.name}-{digest.hexdigest()[:12]}"
 

@@ -62,7 +62,7 @@ def records_to_arrow(records: Sequence[Any]) -> pa.RecordBatch:
     try:
         if t0 is dict:
             keys = first.keys()
-            if all(type(r) is dict and r.keys() == keys for r in records):
+            if keys and all(type(r) is dict and r.keys() == keys for r in records):
                 rb = pa.RecordBatch.from_pylist(list(records))
                 if _is_flat(rb.schema) and rb.num_columns == len(keys):
                     return _with_kind(rb, _ROW)

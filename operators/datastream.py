@@ -342,7 +342,13 @@ class DataStreamSink:
         return self
 
     def set_parallelism(self, parallelism: int) -> "DataStreamSink":
+        if not isinstance(parallelism, int) or parallelism < 1:
+            raise ConfigError(f"parallelism must be a positive int, got {parallelism!r}")
         self.node.parallelism = parallelism
+        return self
+
+    def disable_chaining(self) -> "DataStreamSink":
+        self.node.chaining = False
         return self
 
 

@@ -1,0 +1,178 @@
+"""Engine core on a real local Ray: results, parallelism, back-pressure, errors, cleanup."""
+
+import collections
+import time
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+import raystream as rs
+from engine.connectors import Sink, SinkWriter
+from jobs.wordcount import final_counts, generated_text, tokenize
+
+TEXT = [generated_text(i) for i in range(3000)] + ["Hello hello, world!", ""]
+
+
+def wordcount(env, lines):
+    return (
+        env.from_collection(lines, batch_size=500)
+        .flat_map(tokenize)
+        .map(lambda w: (w, 1))
+        .key_by(0)
+        .reduce(lambda a, b: (a[0], a[1] + b[1]))
+    )
+
+
+def test_wordcount_equals_counter():
+    env = rs.StreamEnvironment(parallelism=2)
+    got = final_counts(wordcount(env, TEXT).execute_and_collect())
+    assert got == collections.Counter(w for line in TEXT for w in tokenize(line))
+
+
+def test_keyed_reduce_identical_at_parallelism_1_2_4():
+    results = []
+    for p in (1, 2, 4):
+        env = rs.StreamEnvironment(parallelism=p)
+        out = wordcount(env, TEXT).execute_and_collect()
+        results.append(sorted(out))
+    assert results[0] == results[1] == results[2]
+
+
+def test_wordcount_job_module_reads_text_file(tmp_path):
+    path = tmp_path / "words.txt"
+    path.write_text("\n".join(TEXT))
+    from jobs.wordcount import main
+
+    counts = main([str(path), "--parallelism", "2"])
+    assert counts == collections.Counter(w for line in TEXT for w in tokenize(line))
+
+
+def test_parquet_batch_api_and_vectorized_aggregate(tmp_path):
+    n = 50_000
+    keys = [f"k{i % 97:03d}" for i in range(n)]
+    table = pa.table({"key": keys, "value": pa.array(range(n), pa.int64())})
+    pq.write_table(table, tmp_path / "events.parquet", row_group_size=8192)
+    env = rs.StreamEnvironment(parallelism=2)
+    out = (
+        env.read_parquet(str(tmp_path / "events.parquet"), batch_size=4096)
+        .map_batches(lambda b: b.filter(pc.equal(pc.bit_wise_and(b["value"], 1), 0)))
+        .map_batches(lambda d: {"key": d["key"], "value": d["value"] * 3}, batch_format="numpy")
+        .key_by("key")
+        .aggregate(total=("value", "sum"), n=("value", "count"), emit="final")
+        .execute_and_collect(as_table=True)
+    )
+    even = table.filter(pc.equal(pc.bit_wise_and(table["value"], 1), 0))
+    ref = even.group_by("key").aggregate([("value", "sum"), ("value", "count")])
+    expect = {k: (s * 3, c) for k, s, c in zip(ref["key"].to_pylist(), ref["value_sum"].to_pylist(), ref["value_count"].to_pylist())}
+    got = {k: (t, c) for k, t, c in zip(out["key"].to_pylist(), out["total"].to_pylist(), out["n"].to_pylist())}
+    assert got == expect
+
+
+def test_write_parquet_round_trip(tmp_path):
+    env = rs.StreamEnvironment(parallelism=2)
+    env.generate(lambda i: {"i": i, "sq": i * i}, count=10_000).write_parquet(str(tmp_path / "out"))
+    result = env.execute("write")
+    files = sorted((tmp_path / "out").glob("part-*.parquet"))
+    assert files and not list((tmp_path / "out").glob(".inprogress*"))
+    table = pa.concat_tables(pq.read_table(f) for f in files)
+    assert sorted(table["i"].to_pylist()) == list(range(10_000))
+    assert result.metrics["operators"]["write_parquet"]["records_in"] == 10_000
+
+
+class SlowSink(Sink):
+    def create_writer(self, ctx):
+        class W(SinkWriter):
+            def write(self, batch):
+                time.sleep(0.02)
+
+        return W()
+
+
+def test_fast_source_into_slow_sink_keeps_in_flight_bounded():
+    env = rs.StreamEnvironment(parallelism=1, batch_size=100, credits=2)
+    env.generate(200_000, batch_size=100).disable_chaining().sink_to(SlowSink()).disable_chaining()
+    client = env.execute_async("backpressure")
+    deadline = time.time() + 60
+    while True:  # wait until the source has had time to run into the slow sink
+        live = client.metrics()
+        if sum(c["sends"] for c in live["channels"]) >= 20 or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    client.cancel()
+    with pytest.raises(rs.JobCancelled):
+        client.wait()
+    chans = [c for c in live["channels"] if c["sends"] > 0]
+    assert chans, live
+    for c in chans:
+        assert c["max_in_flight"] <= c["window"] == 2
+    assert any(c["blocked_s"] > 0 for c in chans)  # the producer really waited for credits
+    assert sum(c["rows"] for c in chans) < 200_000  # and was held back
+
+
+def test_user_function_error_names_operator_subtask_and_record():
+    env = rs.StreamEnvironment(parallelism=2)
+
+    def explode(x):
+        if x == 1234:
+            raise ValueError("bad value")
+        return x
+
+    env.generate(5000).map(explode).name("explode").collect()
+    with pytest.raises(rs.JobFailed) as info:
+        env.execute("failing")
+    err = info.value
+    assert err.operator == "explode"
+    assert err.record == "1234"
+    assert err.subtask in (0, 1)
+    assert "ValueError: bad value" in str(err) and "1234" in str(err)
+
+
+def test_missing_column_at_runtime_is_a_clear_error():
+    env = rs.StreamEnvironment(parallelism=1)
+    env.from_collection([{"a": 1}]).map(lambda r: {"b": r["a"]}).key_by("a").reduce(lambda x, y: x).collect()
+    with pytest.raises(rs.JobFailed, match="KeyError"):
+        env.execute()
+
+
+def test_cancel_unbounded_job_leaves_no_actor():
+    env = rs.StreamEnvironment(parallelism=2)
+    env.generate(lambda i: i, rate=1000).key_by(lambda x: x % 7).reduce(lambda a, b: a + b).collect()
+    client = env.execute_async("forever")
+    time.sleep(1.0)
+    assert client.status() == "RUNNING"
+    client.cancel()
+    with pytest.raises(rs.JobCancelled):
+        client.wait()
+    assert client.status() == "CANCELLED"
+
+
+def test_union_and_broadcast():
+    env = rs.StreamEnvironment(parallelism=2)
+    a = env.from_collection(range(100))
+    b = env.from_collection(range(100, 150))
+    out = a.union(b).map(lambda x: x).execute_and_collect()
+    assert sorted(out) == list(range(150))
+    env = rs.StreamEnvironment(parallelism=3)
+    out = env.from_collection([1, 2]).set_parallelism(1).broadcast().map(lambda x: x).execute_and_collect()
+    assert sorted(out) == [1, 1, 1, 2, 2, 2]
+
+
+def test_keyed_process_function_with_value_state():
+    from checkpoint import ValueStateDescriptor
+
+    class Count(rs.KeyedProcessFunction):
+        def open(self, ctx):
+            self.count = ctx.get_state(ValueStateDescriptor("count", default=0))
+
+        def process_element(self, value, ctx):
+            self.count.update(self.count.value() + 1)
+            yield (ctx.get_current_key(), self.count.value())
+
+    env = rs.StreamEnvironment(parallelism=2)
+    out = env.from_collection([i % 5 for i in range(100)]).key_by(lambda x: x).process(Count()).execute_and_collect()
+    finals = {}
+    for k, c in out:
+        finals[k] = max(finals.get(k, 0), c)
+    assert finals == {k: 20 for k in range(5)}
