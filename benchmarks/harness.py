@@ -35,6 +35,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -206,12 +207,13 @@ def run_workload(
     baseline's digest.
     """
     cs = [c for c in contenders(workload) if only is None or c.name in only or c.api is None]
+    cs.sort(key=lambda c: c.name != REFERENCE)  # the reference is checked first
     ms: dict[str, Measurement] = {}
     reference: str | None = None
     for c in cs:
         log(f"  {workload}/{c.name}: checking ...")
         m = measure(
-            c.name, lambda c=c: c.fn(path), events, repeat=0, workload=workload, reference=reference
+            c.name, partial(c.fn, path), events, repeat=0, workload=workload, reference=reference
         )
         m.api = c.api
         if c.name == REFERENCE:
@@ -222,7 +224,7 @@ def run_workload(
     live = [c for c in cs if ms[c.name].ok]
     for r in range(repeat):
         for c in live:
-            dt, _ = _timed(lambda c=c: c.fn(path))
+            dt, _ = _timed(partial(c.fn, path))
             ms[c.name].times.append(dt)
         log(
             f"  {workload}: round {r + 1}/{repeat}: "

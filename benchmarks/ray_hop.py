@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import socket
 import statistics
 import struct
@@ -39,6 +40,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -110,6 +112,8 @@ class Receiver:
     def _serve(self, srv: socket.socket, kind: str, ack_each: bool) -> None:
         try:
             conn, _ = srv.accept()
+            if kind == "unix":
+                os.unlink(srv.getsockname())
             srv.close()
             with conn:
                 if kind == "tcp":
@@ -128,6 +132,10 @@ class Receiver:
                 conn.sendall(struct.pack("<q", rows))
         except BaseException as exc:  # surfaced by join()
             self._error = exc
+
+    def close(self) -> None:
+        """Remove the directory of the Unix sockets."""
+        shutil.rmtree(self._tmpdir, ignore_errors=True)
 
     def join(self) -> None:
         if self._thread is not None:
@@ -226,22 +234,25 @@ def run(
     setup["ray.init"] = time.perf_counter() - t
     try:
         t = time.perf_counter()
-        receiver = ray.remote(Receiver).remote()
-        sender = ray.remote(Sender).remote(SIZES)
+        receiver: Any = ray.remote(Receiver).remote()
+        sender: Any = ray.remote(Sender).remote(SIZES)
         ray.get([receiver.ready.remote(), sender.nbytes.remote(1)])
         setup["2 actors ready"] = time.perf_counter() - t
-        nbytes = {rows: ray.get(sender.nbytes.remote(rows)) for rows in (*SIZES, 1)}
+        nbytes: dict[int, int] = {rows: ray.get(sender.nbytes.remote(rows)) for rows in (*SIZES, 1)}
         nbytes[0] = 0
 
-        def ray_fn(rows: int, w: int):
-            return lambda n: ray.get(sender.ray_calls.remote(receiver, rows, n, w))
+        def ray_fn(rows: int, w: int) -> Callable[[int], float]:
+            def f(n: int) -> float:
+                return float(ray.get(sender.ray_calls.remote(receiver, rows, n, w)))
 
-        def sock_fn(kind: str, rows: int, ack: bool):
+            return f
+
+        def sock_fn(kind: str, rows: int, ack: bool) -> Callable[[int], float]:
             def f(n: int) -> float:
                 address = ray.get(receiver.listen.remote(kind, ack))
                 dt = ray.get(sender.socket_stream.remote(address, rows, n, ack))
                 ray.get(receiver.join.remote())
-                return dt
+                return float(dt)
 
             return f
 
@@ -256,7 +267,7 @@ def run(
                 configs.append((kind, "stream", rows, sock_fn(kind, rows, False)))
         # Warm up each configuration and size its measurement to about budget_s, then run
         # the timed rounds interleaved so background load hits every configuration alike.
-        counts = []
+        counts: list[int] = []
         for *_, fn in configs:
             per0 = fn(20) / 20
             counts.append(int(min(20_000, max(50, budget_s / per0))))
@@ -274,6 +285,7 @@ def run(
                 f"  {r.transport:<9} {r.mode:<15} {r.rows:>6} rows: {r.per_batch * 1e6:8.1f} us/batch, "
                 f"{r.batches_per_s:8.0f} batches/s, {r.mb_per_s:7.1f} MB/s"
             )
+        ray.get(receiver.close.remote())
         return results, setup
     finally:
         ray.shutdown()

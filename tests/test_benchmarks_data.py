@@ -186,7 +186,7 @@ def test_window_emits_each_window_when_it_closes(batches: list[pa.RecordBatch]) 
         progress = [0]
         out = _Recorder(progress)
         fn(_counting(batches, progress), out)
-        fired = {}  # window start -> batches read when it was emitted
+        fired: dict[int, int] = {}  # window start -> batches read when it was emitted
         for item, at in zip(out, out.at, strict=True):
             for s in starts_of(item):
                 fired.setdefault(s, at)
