@@ -27,6 +27,7 @@ class StreamEdge:
     partitioner: Partitioner | None  # None: forward if parallelism matches, else rebalance
     input_index: int = 0
     feedback: bool = False
+    side_tag: str | None = None  # consume the source's side output with this tag
 
 
 @dataclass(eq=False)
@@ -93,6 +94,7 @@ class JobEdge:
     partitioner: Partitioner
     input_index: int
     feedback: bool = False
+    side_tag: str | None = None
 
 
 @dataclass
@@ -126,6 +128,8 @@ class JobGraph:
             lines.append(f"[{v.id}] {v.name} (parallelism {v.parallelism}): {ops}")
             for e in v.outputs:
                 tag = " (feedback)" if e.feedback else ""
+                if e.side_tag:
+                    tag += f" (side output {e.side_tag!r})"
                 lines.append(f"    --{e.partitioner!r}--> [{e.target_vertex}]{tag}")
         return "\n".join(lines)
 
@@ -148,7 +152,7 @@ def _chainable(graph: StreamGraph, up: Transformation, down: Transformation) -> 
     if len(down.inputs) != 1 or down.kind == "source":
         return False
     edge = down.inputs[0]
-    if edge.source is not up or edge.feedback:
+    if edge.source is not up or edge.feedback or edge.side_tag is not None:
         return False
     if len(graph.consumers(up)) != 1:
         return False
@@ -174,6 +178,13 @@ def build_job_graph(graph: StreamGraph, max_parallelism: int) -> JobGraph:
     sinks = [n for n in graph.nodes if n.kind == "sink"]
     if not sinks:
         raise GraphError("the job has no sink: end the stream with collect(), print(), write_parquet() or sink_to()")
+    for n in graph.nodes:
+        for e in n.inputs:
+            if e.feedback and e.source is not n:
+                raise GraphError(
+                    f"feedback edge from {e.source.name!r} to {n.name!r}: a feedback edge must lead "
+                    "from an operator back to its own input"
+                )
     uids: dict[str, str] = {}
     for n in graph.nodes:
         uid = n.stable_uid(graph)
@@ -232,6 +243,7 @@ def build_job_graph(graph: StreamGraph, max_parallelism: int) -> JobGraph:
                 _resolve_partitioner(edge, node),
                 edge.input_index,
                 edge.feedback,
+                edge.side_tag,
             )
             vertices[e.target_vertex].inputs.append(e)
             vertices[e.source_vertex].outputs.append(e)

@@ -69,6 +69,7 @@ def build_task_specs(job_id: str, graph: JobGraph, config: JobConfig, attempt: i
                         num_targets=target.parallelism,
                         channel_index=offsets[(id(e), target.id)] + s,
                         feedback=e.feedback,
+                        side_tag=e.side_tag,
                     )
                 )
             src_splits = splits.get(v.id, [[] for _ in range(v.parallelism)])[s] if v.source else []
@@ -126,6 +127,8 @@ class JobMaster:
                     if committer is not None:
                         self.committers[op["uid"]] = committer
         self.coordinator = None
+        self._idle_requests: set[int] = set()
+        self._waves: dict[int, asyncio.Task] = {}
 
     # -------------------------------------------------------------- queries
     async def job_info(self) -> dict:
@@ -156,6 +159,38 @@ class JobMaster:
 
     async def cancel(self) -> None:
         self._cancel.set()
+
+    # -------------------------------------------------------------- feedback-loop termination
+    async def task_idle(self, attempt: int, vertex_id: int, subtask: int) -> None:
+        """A task of a feedback loop went idle: probe the loop for termination."""
+        if attempt != self.attempt:
+            return
+        self._idle_requests.add(vertex_id)
+        if vertex_id not in self._waves:
+            self._waves[vertex_id] = asyncio.ensure_future(self._detect_termination(vertex_id, attempt))
+
+    async def _detect_termination(self, vertex_id: int, attempt: int) -> None:
+        """Mattern's four-counter method: two consecutive probe waves that see every task
+        idle with equal, unchanged feedback send/receive totals prove the loop is empty."""
+        try:
+            while vertex_id in self._idle_requests and attempt == self.attempt:
+                self._idle_requests.discard(vertex_id)
+                await asyncio.sleep(0.01)
+                tasks = [a for (v, _s), a in self.actors.items() if v == vertex_id]
+                first = await asyncio.gather(*[_await(a.probe.remote()) for a in tasks])
+                if not all(idle for idle, _, _ in first):
+                    continue
+                if sum(s for _, s, _ in first) != sum(r for _, _, r in first):
+                    continue
+                second = await asyncio.gather(*[_await(a.probe.remote()) for a in tasks])
+                if second == first and attempt == self.attempt:
+                    for a in tasks:
+                        a.end_feedback.remote()
+                    return
+        except Exception:  # tasks died: failover handles it
+            log.debug("termination probe of vertex %s interrupted", vertex_id, exc_info=True)
+        finally:
+            self._waves.pop(vertex_id, None)
 
     # -------------------------------------------------------------- lifecycle
     async def run(self) -> dict:

@@ -99,6 +99,8 @@ class OperatorContext:
     current_watermark: Callable[[], int] | None = None
     # processing-time timer registration with the task's mailbox: (time_ms, callback)
     register_processing_timer: Callable[[int, Callable[[int], None]], None] | None = None
+    # run a callable on the task's mailbox thread (thread-safe): for async I/O completions
+    post: Callable[[Callable[[], None]], None] | None = None
 
 
 class StreamOperator(ABC):
@@ -145,6 +147,12 @@ class StreamOperator(ABC):
 
     def notify_checkpoint_aborted(self, checkpoint_id: int) -> None:
         """Checkpoint ``checkpoint_id`` was aborted; discard what was prepared for it."""
+
+    def is_idle(self) -> bool:
+        """False while the operator still has work that will emit (pending async calls,
+        delayed messages...). Only consulted for tasks on a feedback loop, to detect the
+        loop's termination after every regular input has ended."""
+        return True
 
     def close(self) -> None:
         """Release resources. Called once, also after a failure."""

@@ -23,7 +23,7 @@ import ray
 from .channels import Cancelled, ChannelSender
 from .errors import ConfigError, JobFailed
 from .events import Barrier
-from .task import CheckpointHooks, Task, TaskSpec
+from .task import Task, TaskHooks, TaskSpec
 
 __all__ = ["ensure_ray", "RaySender", "TaskActor", "RayCheckpointHooks"]
 
@@ -87,7 +87,7 @@ class RaySender(ChannelSender):
                 raise Cancelled()
 
 
-class RayCheckpointHooks(CheckpointHooks):
+class RayCheckpointHooks(TaskHooks):
     """Reports checkpoint acks/declines to the job master actor."""
 
     def __init__(self, master: Any, attempt: int, writer: Any = None) -> None:
@@ -106,6 +106,9 @@ class RayCheckpointHooks(CheckpointHooks):
 
     def decline(self, checkpoint_id: int, vertex_id: int, subtask: int, reason: str) -> None:
         self.master.decline_checkpoint.remote(self.attempt, checkpoint_id, vertex_id, subtask, reason)
+
+    def report_idle(self, vertex_id: int, subtask: int) -> None:
+        self.master.task_idle.remote(self.attempt, vertex_id, subtask)
 
 
 @ray.remote(num_cpus=0)
@@ -192,6 +195,27 @@ class TaskActor:
     async def cancel(self) -> None:
         if self.task is not None:
             self.task.cancel()
+
+    async def probe(self) -> tuple:
+        return await self._on_mailbox(self.task.probe)
+
+    async def end_feedback(self) -> None:
+        self.task.post(self.task.end_feedback)
+
+    async def _on_mailbox(self, fn: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+
+        def run() -> None:
+            try:
+                value = fn()
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                loop.call_soon_threadsafe(_fail, fut, exc)
+                return
+            loop.call_soon_threadsafe(_resolve, fut, value)
+
+        self.task.post(run)
+        return await fut
 
     async def metrics(self) -> dict:
         return self.task.metrics() if self.task is not None else {}

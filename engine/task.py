@@ -34,7 +34,7 @@ from .operator import OperatorContext, StreamOperator, SystemClock
 from .partitioners import Partitioner
 from .records import Batch
 
-__all__ = ["TaskConfig", "TaskSpec", "InputInfo", "OutputInfo", "Task", "TaskResult", "CheckpointHooks"]
+__all__ = ["TaskConfig", "TaskSpec", "InputInfo", "OutputInfo", "Task", "TaskResult", "TaskHooks", "CheckpointHooks"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ class OutputInfo:
     num_targets: int
     channel_index: int  # our channel index at every target
     feedback: bool = False
+    side_tag: str | None = None  # None: the main output
 
 
 @dataclass
@@ -105,14 +106,21 @@ class TaskResult:
     committables: dict  # op uid -> list of committables from end of input
 
 
-class CheckpointHooks:
-    """How a task reports checkpoints (implemented by the runtime; no-ops by default)."""
+class TaskHooks:
+    """How a task reports to its job master (implemented by the runtime; no-ops by default)."""
 
     def acknowledge(self, checkpoint_id: int, vertex_id: int, subtask: int, state: dict) -> None:
         """All operators of the task snapshotted ``checkpoint_id``; ``state`` holds the snapshot."""
 
     def decline(self, checkpoint_id: int, vertex_id: int, subtask: int, reason: str) -> None:
         """The task could not take ``checkpoint_id``."""
+
+    def report_idle(self, vertex_id: int, subtask: int) -> None:
+        """A task on a feedback loop has no work left once its regular inputs ended; the
+        master then probes all tasks of the loop to detect termination."""
+
+
+CheckpointHooks = TaskHooks  # older name
 
 
 class _Ack:
@@ -176,7 +184,7 @@ class _ChainOutput:
         self.task.operators[self.next_index].process_watermark(watermark, 0)
 
     def emit_side(self, tag: str, batch: Batch) -> None:
-        self.task.network.emit_side(tag, batch)
+        self.task.network.emit_side(tag, batch)  # side outputs never chain
 
 
 class _NetworkOutput:
@@ -186,6 +194,12 @@ class _NetworkOutput:
         self.task = task
         self.metrics = task.op_metrics[index] if index is not None else None
         self.writers = [_RecordWriter(o, s, task) for o, s in zip(task.spec.outputs, task.senders)]
+        self.main = [w for w in self.writers if w.info.side_tag is None]
+        self.side: dict[str, list[_RecordWriter]] = {}
+        for w in self.writers:
+            if w.info.side_tag is not None:
+                self.side.setdefault(w.info.side_tag, []).append(w)
+        self.dropped_side: dict[str, int] = {}
         self.last_watermark = MIN_WATERMARK
 
     def emit(self, batch: Batch) -> None:
@@ -194,20 +208,28 @@ class _NetworkOutput:
             return
         if self.metrics is not None:
             self.metrics.records_out += n
-        for w in self.writers:
+        for w in self.main:
             w.write(batch)
 
     def emit_side(self, tag: str, batch: Batch) -> None:
-        raise JobFailed(
-            f"operator in task {self.task.spec.task_name!r} emitted to side output {tag!r}, "
-            "which no downstream operator consumes"
-        )
+        writers = self.side.get(tag)
+        if writers is None:
+            # Like Flink, a side output nobody consumes goes nowhere, but it is counted and
+            # logged once so that nothing disappears unnoticed.
+            if tag not in self.dropped_side:
+                log.warning("task %s: side output %r has no consumer; its records are discarded", self.task.spec.task_name, tag)
+            self.dropped_side[tag] = self.dropped_side.get(tag, 0) + len(batch)
+            return
+        for w in writers:
+            w.write(batch)
 
     def emit_watermark(self, watermark: Watermark) -> None:
         if watermark.timestamp <= self.last_watermark:
             return
         self.last_watermark = watermark.timestamp
-        self.broadcast_event(watermark)
+        for w in self.writers:
+            if not w.info.feedback:  # event time of a loop is driven by its regular inputs
+                w.send_event(watermark)
 
     def broadcast_event(self, event: Any) -> None:
         for w in self.writers:
@@ -292,12 +314,12 @@ class Task:
         self,
         spec: TaskSpec,
         senders: list[list[ChannelSender]],
-        hooks: CheckpointHooks | None = None,
+        hooks: TaskHooks | None = None,
         keyed_backend_factory: Callable[[OperatorContext], Any] | None = None,
     ) -> None:
         self.spec = spec
         self.senders = senders
-        self.hooks = hooks or CheckpointHooks()
+        self.hooks = hooks or TaskHooks()
         self._keyed_backend_factory = keyed_backend_factory
         self._mailbox: queue.SimpleQueue = queue.SimpleQueue()
         self._channels = [_InputChannel(i, info) for i, info in enumerate(spec.inputs)]
@@ -314,6 +336,11 @@ class Task:
         self._timer_seq = 0
         self.clock = spec.clock or SystemClock()
         self.last_checkpoint_id = 0
+        self._regular = [c for c in self._channels if not c.info.feedback]
+        self._feedback = [c for c in self._channels if c.info.feedback]
+        self._feedback_done = not self._feedback
+        self._reported_idle = False
+        self.feedback_received = 0
 
     # ------------------------------------------------------------------ thread-safe entry points
     def deliver(self, channel: int, seq: int, items: list, ack: Callable[[], None]) -> None:
@@ -348,6 +375,7 @@ class Task:
             clock=self.clock,
             current_watermark=self.current_watermark,
             register_processing_timer=self.register_processing_timer,
+            post=self.post,
         )
 
     def _open(self) -> None:
@@ -513,8 +541,46 @@ class Task:
             self._process_inputs()
             self._fire_timers()
             self.network.flush_due(time.monotonic())
-            if all(ch.ended for ch in self._channels):
+            if self._feedback:
+                self._flush_feedback()
+                if self._feedback_done:
+                    if all(ch.ended for ch in self._regular):
+                        return
+                elif all(ch.ended for ch in self._regular):
+                    if self._is_idle():
+                        if not self._reported_idle:
+                            self._reported_idle = True
+                            self.hooks.report_idle(self.spec.vertex_id, self.spec.subtask_index)
+                    else:
+                        self._reported_idle = False
+            elif all(ch.ended for ch in self._channels):
                 return
+
+    # ------------------------------------------------------------------ feedback loops
+    def _flush_feedback(self) -> None:
+        for w in self.network.writers:
+            if w.info.feedback:
+                w.flush_all()
+
+    def _is_idle(self) -> bool:
+        if self._timers or any(ch.items or ch.early for ch in self._channels):
+            return False
+        return all(op.is_idle() for op in self.operators)
+
+    def feedback_sent(self) -> int:
+        return sum(s.metrics.rows for w in self.network.writers if w.info.feedback for s in w.senders)
+
+    def probe(self) -> tuple[bool, int, int]:
+        """(idle, records sent on feedback edges, records received from them); mailbox thread."""
+        self._flush_feedback()
+        idle = all(ch.ended for ch in self._regular) and self._is_idle()
+        return idle, self.feedback_sent(), self.feedback_received
+
+    def end_feedback(self) -> None:
+        """The loop is quiescent everywhere: no record will arrive on feedback channels."""
+        self._feedback_done = True
+        for ch in self._feedback:
+            ch.ended = True
 
     def _process_inputs(self) -> None:
         progress = True
@@ -529,6 +595,9 @@ class Task:
                         m = self.op_metrics[0]
                         m.records_in += item.num_rows
                         m.batches_in += 1
+                        if ch.info.feedback:
+                            self.feedback_received += item.num_rows
+                            self._reported_idle = False
                         self._call_operator(0, Batch.of_arrow(item), ch.info.input_index)
                     elif type(item) is _Ack:
                         item.fn()
@@ -682,10 +751,15 @@ class Task:
             if prepare is not None:
                 committables[spec["uid"]] = self._guard(i, None, lambda prepare=prepare: prepare(None))
         self.network.emit_watermark(Watermark(MAX_WATERMARK))
-        self.network.broadcast_event(EndOfInput())
+        # The loop is over: nothing more goes to (or is awaited from) feedback edges, whose
+        # consumer may be this very task.
         for writer in self.network.writers:
-            for sender in writer.senders:
-                sender.drain()
+            if not writer.info.feedback:
+                writer.send_event(EndOfInput())
+        for writer in self.network.writers:
+            if not writer.info.feedback:
+                for sender in writer.senders:
+                    sender.drain()
         self._finished = True
         return TaskResult(self.spec.vertex_id, self.spec.subtask_index, self.metrics(), committables)
 

@@ -180,10 +180,12 @@ class StreamEnvironment:
 class DataStream:
     """A stream of records: chain transformations on it, then end it in a sink."""
 
-    def __init__(self, env: StreamEnvironment, node: Transformation, partitioner: Partitioner | None = None) -> None:
+    def __init__(self, env: StreamEnvironment, node: Transformation, partitioner: Partitioner | None = None,
+                 side_tag: str | None = None) -> None:
         self.env = env
         self.node = node
         self._partitioner = partitioner
+        self._side_tag = side_tag
 
     def __reduce__(self):
         raise TypeError("DataStream lives in the driver and cannot be pickled")
@@ -195,7 +197,7 @@ class DataStream:
         node = Transformation(
             env.graph.next_id(), name, kind, env.parallelism,
             operator_factory=factory, sink=sink, keyed=keyed,
-            inputs=[StreamEdge(self.node, self._partitioner, 0)],
+            inputs=[StreamEdge(self.node, self._partitioner, 0, side_tag=self._side_tag)],
         )
         node.schema_names = schema_names
         env.graph.add(node)
@@ -241,7 +243,22 @@ class DataStream:
         return KeyedStream(self.env, self.node, selector)
 
     def _repartition(self, partitioner: Partitioner) -> "DataStream":
-        return DataStream(self.env, self.node, partitioner)
+        return DataStream(self.env, self.node, partitioner, self._side_tag)
+
+    def get_side_output(self, tag: str) -> "DataStream":
+        """The records this operator emitted to side output ``tag`` (``output.emit_side``)."""
+        if not isinstance(tag, str) or not tag:
+            raise GraphError(f"side output tags are non-empty strings, got {tag!r}")
+        return DataStream(self.env, self.node, None, tag)
+
+    def close_feedback(self, tag: str, key: str | int | Callable[[Any], Any]) -> "DataStream":
+        """Close a loop: this operator's side output ``tag`` comes back to its own input,
+        hash-partitioned by ``key``. The feedback edge never blocks (no credit window) and the
+        loop ends once every regular input has ended and no record circulates any more."""
+        self.node.inputs.append(
+            StreamEdge(self.node, KeyGroupPartitioner(KeySelector(key)), 0, feedback=True, side_tag=tag)
+        )
+        return self
 
     def rebalance(self) -> "DataStream":
         """Distribute batches round robin over the next operator's subtasks."""

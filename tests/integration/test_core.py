@@ -176,3 +176,25 @@ def test_keyed_process_function_with_value_state():
     for k, c in out:
         finals[k] = max(finals.get(k, 0), c)
     assert finals == {k: 20 for k in range(5)}
+
+
+class Countdown(rs.StreamOperator):
+    """Emits n and feeds n-1 back into the loop until 0."""
+
+    def process_batch(self, batch, input_index=0):
+        records = batch.records()
+        self.output.emit(rs.Batch.of_records(records))
+        again = [(k, n - 1) for k, n in records if n > 0]
+        if again:
+            self.output.emit_side("loop", rs.Batch.of_records(again))
+
+
+@pytest.mark.parametrize("parallelism", [1, 3])
+def test_feedback_loop_terminates_after_the_loop_drains(parallelism):
+    env = rs.StreamEnvironment(parallelism=parallelism, flush_ms=5)
+    items = [(f"k{i}", i % 17) for i in range(300)]
+    looped = env.from_collection(items, batch_size=7).key_by(0).transform("countdown", Countdown, keyed=True)
+    looped.close_feedback("loop", key=0)
+    out = looped.execute_and_collect()
+    expect = sorted((k, m) for k, n in items for m in range(n, -1, -1))
+    assert sorted(out) == expect
