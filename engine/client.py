@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import uuid
+
 import cloudpickle
 import ray
 
@@ -13,7 +15,10 @@ from .graph import JobGraph
 from .master import JobConfig, JobMaster
 from .ray_runtime import ensure_ray
 
-__all__ = ["JobClient", "JobResult", "submit_job"]
+__all__ = ["JobClient", "JobResult", "submit_job", "NAMESPACE", "MASTER_PREFIX"]
+
+NAMESPACE = "raystream"
+MASTER_PREFIX = "raystream-job:"
 
 
 @dataclass
@@ -128,6 +133,10 @@ def submit_job(graph: JobGraph, config: JobConfig, address: str | None = None) -
         graph_blob = cloudpickle.dumps(graph)
     except Exception as exc:
         raise RaystreamError(f"job {config.name!r} cannot be shipped to Ray: {exc}") from exc
-    master = JobMaster.options(max_concurrency=1000).remote(graph_blob, cloudpickle.dumps(config))
+    job_id = f"{config.name}-{uuid.uuid4().hex[:8]}"
+    # A named actor in the "raystream" namespace, so the CLI and other drivers can find it.
+    master = JobMaster.options(
+        max_concurrency=1000, name=f"{MASTER_PREFIX}{job_id}", namespace=NAMESPACE
+    ).remote(graph_blob, cloudpickle.dumps(config), job_id)
     run_ref = master.run.remote()
     return JobClient(master, run_ref, config.name)

@@ -72,6 +72,18 @@ class SourceReader(ABC):
     def snapshot_state(self, checkpoint_id: int) -> list[Any]:
         """The unfinished splits with their current positions (picklable copies)."""
 
+    def poll_watermark(self) -> "int | None":
+        """Event time reached by every split of this reader (min over splits), or None.
+
+        Called by the task after each poll; a larger value than before is forwarded
+        downstream as a Watermark. Readers that generate watermarks per split override it.
+        """
+        return None
+
+    def is_idle(self) -> bool:
+        """True while no split has data (so this reader must not hold watermarks back)."""
+        return False
+
     def close(self) -> None:
         """Release files, sockets..."""
 

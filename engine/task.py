@@ -341,6 +341,7 @@ class Task:
         self._feedback_done = not self._feedback
         self._reported_idle = False
         self.feedback_received = 0
+        self._source_wm = MIN_WATERMARK
 
     # ------------------------------------------------------------------ thread-safe entry points
     def deliver(self, channel: int, seq: int, items: list, ack: Callable[[], None]) -> None:
@@ -725,6 +726,7 @@ class Task:
             if result is END_OF_INPUT:
                 return
             if result is NOTHING_AVAILABLE:
+                self._source_watermark(reader)
                 self.network.flush_due(time.monotonic())
                 self._fire_timers()
                 self._drain_mailbox(min(idle_s, self._next_wait()))
@@ -736,8 +738,18 @@ class Task:
                 self._call_operator(0, result, 0)
             else:
                 self.network.emit(result)
+            self._source_watermark(reader)
             self._fire_timers()
             self.network.flush_due(time.monotonic())
+
+    def _source_watermark(self, reader: Any) -> None:
+        wm = reader.poll_watermark()
+        if wm is not None and wm > self._source_wm:
+            self._source_wm = wm
+            if self.operators:
+                self._guard(0, None, lambda: self.operators[0].process_watermark(Watermark(wm), 0))
+            else:
+                self.network.emit_watermark(Watermark(wm))
 
     # ------------------------------------------------------------------ end
     def _finish(self) -> TaskResult:
