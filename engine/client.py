@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
-
-import uuid
 
 import cloudpickle
 import ray
@@ -13,6 +14,7 @@ import ray
 from .errors import JobCancelled, JobFailed, RaystreamError
 from .graph import JobGraph
 from .master import JobConfig, JobMaster
+from .observability import ProgressReporter, job_client_html, source_totals
 from .ray_runtime import ensure_ray
 
 __all__ = ["JobClient", "JobResult", "submit_job", "NAMESPACE", "MASTER_PREFIX"]
@@ -36,6 +38,8 @@ class JobResult:
     metrics: dict
     duration_s: float
     sink_results: dict = field(default_factory=dict)
+    checkpoints: dict | None = None  # completed/aborted counts and the last checkpoint, when enabled
+    savepoint: str | None = None  # where stop_with_savepoint() wrote its savepoint
 
     def records_out(self, operator: str) -> int:
         """Records emitted by ``operator`` over all subtasks."""
@@ -43,19 +47,23 @@ class JobResult:
 
 
 class JobClient:
-    """A handle on a submitted job: status, metrics, wait, cancel.
+    """A handle on a submitted job: status, metrics, wait, cancel, savepoints.
+
+    In Jupyter a JobClient displays itself as its status and a per-operator metrics table,
+    and ``client.graph`` as a drawing of the job graph.
 
     Example:
         >>> client = env.execute_async("job")          # doctest: +SKIP
         >>> client.status()                             # doctest: +SKIP
         'RUNNING'
-        >>> result = client.wait()                      # doctest: +SKIP
+        >>> result = client.wait(progress=True)         # doctest: +SKIP
     """
 
-    def __init__(self, master: Any, run_ref: Any, name: str) -> None:
+    def __init__(self, master: Any, run_ref: Any, name: str, graph: JobGraph | None = None) -> None:
         self._master = master
         self._run_ref = run_ref
         self.name = name
+        self.graph = graph
         self._result: JobResult | None = None
         self._error: BaseException | None = None
         self._closed = False
@@ -86,17 +94,82 @@ class JobClient:
             return self._result.metrics
         return ray.get(self._master.metrics.remote())
 
+    def savepoint(self, path: str) -> str:
+        """Take a savepoint of the running job into ``path`` (directory or URI); returns it.
+
+        Example:
+            >>> sp = client.savepoint("/tmp/sp-1")                          # doctest: +SKIP
+            >>> env.execute("job", from_savepoint=sp)                       # doctest: +SKIP
+        """
+        return self._savepoint_call("trigger_savepoint", path)
+
+    def stop_with_savepoint(self, path: str) -> str:
+        """Take a savepoint, then stop the job; ``wait()`` returns its result."""
+        return self._savepoint_call("stop_with_savepoint", path)
+
+    def _savepoint_call(self, method: str, path: str) -> str:
+        if self._closed:
+            raise RaystreamError(f"job {self.name!r} has ended; savepoints need a running job")
+        try:
+            return ray.get(getattr(self._master, method).remote(path))
+        except ray.exceptions.RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, RaystreamError):
+                raise cause from None
+            raise
+
     def cancel(self) -> None:
         """Cancel the job; ``wait()`` then raises :class:`JobCancelled`."""
         if not self._closed:
             self._master.cancel.remote()
 
-    def wait(self, timeout: float | None = None) -> JobResult:
-        """Block until the job ends; return its result or raise JobFailed / JobCancelled."""
+    def wait(self, timeout: float | None = None, progress: bool | None = None, interval_s: float = 1.0) -> JobResult:
+        """Block until the job ends; return its result or raise JobFailed / JobCancelled.
+
+        Args:
+            timeout: seconds to wait at most (``GetTimeoutError`` after that; the job runs on).
+            progress: show a live progress line (records/s, bounded-source progress) on
+                stderr, or an updating display in Jupyter. ``None``: on when the environment
+                variable ``RAYSTREAM_PROGRESS`` is ``1`` (so ``env.execute()`` shows it too).
+            interval_s: seconds between progress updates.
+
+        Example:
+            >>> env.execute_async("wordcount").wait(progress=True)   # doctest: +SKIP
+            wordcount RUNNING 3.0s | read 12.0k (4.1k rec/s) | generate 60% (12.0k/20.0k) | out 143.9k
+        """
         if self._result is not None:
             return self._result
         if self._error is not None:
             raise self._error
+        if progress is None:
+            progress = os.environ.get("RAYSTREAM_PROGRESS", "") == "1"
+        if progress:
+            return self._wait_with_progress(timeout, interval_s)
+        return self._finish(timeout)
+
+    def _wait_with_progress(self, timeout: float | None, interval_s: float) -> JobResult:
+        reporter = ProgressReporter(self.name, source_totals(self.graph) if self.graph is not None else None)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        metrics: dict = {}
+        while True:
+            step = interval_s if deadline is None else max(0.0, min(interval_s, deadline - time.monotonic()))
+            ready, _ = ray.wait([self._run_ref], timeout=step)
+            if ready or (deadline is not None and time.monotonic() >= deadline):
+                break
+            try:
+                metrics = ray.get(self._master.metrics.remote(), timeout=max(interval_s, 1.0))
+            except Exception:  # noqa: BLE001 - a slow or ending master only skips one update
+                continue
+            reporter.update("RUNNING", metrics)
+        try:
+            result = self._finish(0 if deadline is not None and not ready else None)
+        except BaseException:
+            reporter.close(self.status() if self._error is not None else "RUNNING", metrics)
+            raise
+        reporter.close("FINISHED", result.metrics)
+        return result
+
+    def _finish(self, timeout: float | None) -> JobResult:
         try:
             out = ray.get(self._run_ref, timeout=timeout)
         except ray.exceptions.GetTimeoutError:
@@ -110,7 +183,10 @@ class JobClient:
             self._error = JobFailed(f"the job master of {self.name!r} died: {exc}")
             self._close()
             raise self._error from None
-        self._result = JobResult(out["job_id"], out["metrics"], out["duration_s"], out["results"])
+        self._result = JobResult(
+            out["job_id"], out["metrics"], out["duration_s"], out["results"],
+            out.get("checkpoints"), out.get("savepoint"),
+        )
         self._close()
         return self._result
 
@@ -124,6 +200,16 @@ class JobClient:
 
     def __repr__(self) -> str:
         return f"JobClient({self.name!r})"
+
+    def _repr_html_(self) -> str:
+        """Jupyter display: name, job id, status and the per-operator metrics table."""
+        try:
+            status = self.status()
+            metrics = self.metrics() if self._error is None else None
+            job_id = self._result.job_id if self._result is not None else (None if self._closed else self.job_id)
+        except Exception as exc:  # noqa: BLE001 - a display must not raise
+            return job_client_html(self.name, None, "UNKNOWN", None, f"{type(exc).__name__}: {exc}")
+        return job_client_html(self.name, job_id, status, metrics, str(self._error) if self._error else None)
 
 
 def submit_job(graph: JobGraph, config: JobConfig, address: str | None = None) -> JobClient:
@@ -139,4 +225,4 @@ def submit_job(graph: JobGraph, config: JobConfig, address: str | None = None) -
         max_concurrency=1000, name=f"{MASTER_PREFIX}{job_id}", namespace=NAMESPACE
     ).remote(graph_blob, cloudpickle.dumps(config), job_id)
     run_ref = master.run.remote()
-    return JobClient(master, run_ref, config.name)
+    return JobClient(master, run_ref, config.name, graph)

@@ -18,12 +18,15 @@ from typing import Any
 import cloudpickle
 import ray
 
-from .errors import JobCancelled, JobFailed
+from checkpoint.coordinator import CheckpointCoordinator, build_restore_plan
+
+from .errors import CheckpointError, JobCancelled, JobFailed
 from .graph import JobGraph
+from .restart import RestartStrategy
 from .ray_runtime import TaskActor
 from .task import InputInfo, OutputInfo, TaskConfig, TaskResult, TaskSpec
 
-__all__ = ["JobConfig", "JobMaster", "build_task_specs"]
+__all__ = ["JobConfig", "JobMaster", "build_task_specs", "task_actor_name"]
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +96,11 @@ def build_task_specs(job_id: str, graph: JobGraph, config: JobConfig, attempt: i
     return specs
 
 
+def task_actor_name(job_id: str, vertex_id: int, subtask: int, attempt: int) -> str:
+    """The Ray actor name of a task (namespace ``raystream``): for tooling and failure tests."""
+    return f"raystream-task:{job_id}:{vertex_id}:{subtask}:{attempt}"
+
+
 def assign_splits(splits: list, parallelism: int) -> list[list]:
     """Round-robin assignment of splits to ``parallelism`` readers."""
     out: list[list] = [[] for _ in range(parallelism)]
@@ -127,6 +135,20 @@ class JobMaster:
                     if committer is not None:
                         self.committers[op["uid"]] = committer
         self.coordinator = None
+        if self.config.checkpoint is not None:
+            tasks = [(v.id, s) for v in self.graph.vertices for s in range(v.parallelism)]
+            self.coordinator = CheckpointCoordinator(self.config.checkpoint, self.job_id, tasks)
+        self.restart = self.config.restart or (
+            RestartStrategy.fixed_delay(3, 500) if self.coordinator is not None else RestartStrategy.none()
+        )
+        self.failures = 0
+        self.last_failure: str | None = None
+        self.restored_from: Any = None
+        self.stopped_with_savepoint: str | None = None
+        self._tasks_finished = False
+        self._stopping = False
+        self._savepoint_requests: list[tuple] = []
+        self._savepoint_waiters: dict[str, list] = {}
         self._idle_requests: set[int] = set()
         self._waves: dict[int, asyncio.Task] = {}
 
@@ -141,6 +163,8 @@ class JobMaster:
             "started": self.started,
             "finished": self.finished_at,
             "error": str(self.error) if self.error else None,
+            "last_failure": self.last_failure,
+            "restored_from": self.restored_from,
             "graph": self.graph.describe(),
             "checkpoints": self.coordinator.stats() if self.coordinator else None,
         }
@@ -194,7 +218,11 @@ class JobMaster:
 
     # -------------------------------------------------------------- lifecycle
     async def run(self) -> dict:
-        """Run the job to its end; returns a result dict or raises JobFailed/JobCancelled."""
+        """Run the job to its end; returns a result dict or raises JobFailed/JobCancelled.
+
+        Task failures restart the whole job from the latest complete checkpoint (or from
+        scratch when none completed yet) as long as the restart strategy allows.
+        """
         self.status = "RUNNING"
         source_splits = {
             v.id: assign_splits(v.source.create_splits(v.parallelism), v.parallelism)
@@ -202,19 +230,45 @@ class JobMaster:
             if v.source is not None
         }
         restore = None
+        if self.config.from_savepoint:
+            restore = await asyncio.to_thread(self._plan_from_savepoint, self.config.from_savepoint)
         while True:
             try:
                 results = await self._run_attempt(source_splits, restore)
+                break
             except JobCancelled:
                 self.status = "CANCELLED"
                 self.finished_at = time.time()
                 raise
-            except JobFailed as exc:
-                self.error = exc
-                self.status = "FAILED"
-                self.finished_at = time.time()
-                raise
-            break
+            except (JobFailed, CheckpointError) as exc:
+                failure = exc if isinstance(exc, JobFailed) else JobFailed(str(exc))
+                self.failures += 1
+                delay = self.restart.next_delay_s(self.failures)
+                if delay is None or isinstance(exc, CheckpointError):
+                    if self.restarts:
+                        failure = JobFailed(
+                            f"{failure} (gave up after {self.restarts} restarts)",
+                            operator=failure.operator, subtask=failure.subtask,
+                            record=failure.record, cause=failure.cause,
+                        )
+                    self.error = failure
+                    self.status = "FAILED"
+                    self.finished_at = time.time()
+                    raise failure from None
+                log.warning("job %s: %s; restarting in %.2fs", self.job_id, failure, delay)
+                self.status = "RESTARTING"
+                self.last_failure = str(failure)
+                self.restarts += 1
+                self.attempt += 1
+                await asyncio.sleep(delay)
+                try:
+                    restore = await asyncio.to_thread(self._plan_from_latest_checkpoint)
+                except CheckpointError as cexc:
+                    self.error = JobFailed(f"cannot recover from {failure}: {cexc}")
+                    self.status = "FAILED"
+                    self.finished_at = time.time()
+                    raise cexc
+                self.status = "RUNNING"
         for uid, committer in self.committers.items():
             final = [c for r in results for c in r.committables.get(uid, [])]
             if final:
@@ -226,7 +280,179 @@ class JobMaster:
             "results": {uid: c.result() for uid, c in self.committers.items()},
             "metrics": _aggregate_metrics(self.task_metrics, self.restarts),
             "duration_s": self.finished_at - self.started,
+            "checkpoints": self.coordinator.stats() if self.coordinator else None,
+            "savepoint": self.stopped_with_savepoint,
         }
+
+    # -------------------------------------------------------------- restore planning
+    def _vertex_info(self) -> list[dict]:
+        return [
+            {
+                "id": v.id,
+                "parallelism": v.parallelism,
+                "uids": [op["uid"] for op in v.chain],
+                "source_uid": v.chain[0]["uid"] if v.source is not None else None,
+            }
+            for v in self.graph.vertices
+        ]
+
+    def _plan_from_latest_checkpoint(self) -> dict | None:
+        """Restore input from the newest usable checkpoint; None: start from scratch."""
+        if self.coordinator is None:
+            return None
+        found = self.coordinator.latest_restorable()
+        if found is None:
+            if self.coordinator.completed:
+                raise CheckpointError(
+                    f"job {self.job_id}: checkpoints {self.coordinator.completed} completed but none "
+                    f"can be read back from {self.coordinator.storage!r}"
+                )
+            return None
+        cid, metadata = found
+        plan, committables = build_restore_plan(
+            metadata, self.coordinator.storage.read_state, self._vertex_info(), self.graph.max_parallelism
+        )
+        self.restored_from = cid
+        for uid, comms in committables.items():  # idempotent re-commit of the restored checkpoint
+            if uid in self.committers:
+                self.committers[uid].commit(comms)
+        return plan
+
+    def _plan_from_savepoint(self, path: str) -> dict:
+        from checkpoint import resolve_storage
+
+        storage = self.coordinator.storage if self.coordinator else resolve_storage(path)
+        metadata, reader = storage.read_savepoint(path)
+        plan, _committed_by_the_old_job = build_restore_plan(
+            metadata, reader.read, self._vertex_info(), self.graph.max_parallelism,
+            allow_non_restored_state=self.config.allow_non_restored_state,
+        )
+        self.restored_from = path
+        return plan
+
+    # -------------------------------------------------------------- checkpoints
+    def _graph_info(self) -> dict:
+        return {
+            "parallelism": {v.id: v.parallelism for v in self.graph.vertices},
+            "max_parallelism": self.graph.max_parallelism,
+        }
+
+    async def _checkpoint_loop(self, attempt: int) -> None:
+        c = self.coordinator
+        interval = c.config.interval_ms / 1000.0
+        next_at = time.monotonic() + interval
+        while attempt == self.attempt:
+            await asyncio.sleep(min(0.02, interval))
+            if c.pending is not None and c.timed_out():
+                self._abort_pending("timed out")
+            if self._tasks_finished or self._stopping:
+                continue
+            want_savepoint = self._savepoint_requests and c.pending is None
+            if not want_savepoint and time.monotonic() < next_at:
+                continue
+            if not c.can_trigger():
+                continue
+            path = self._savepoint_requests.pop(0)[0] if want_savepoint else None
+            p = c.trigger(savepoint=path)
+            next_at = time.monotonic() + interval
+            ts = int(time.time() * 1000)
+            for (vid, s), actor in self.actors.items():
+                if self.graph.vertex(vid).source is not None:
+                    actor.trigger_checkpoint.remote(p.checkpoint_id, ts, path is not None)
+
+    def _abort_pending(self, reason: str) -> None:
+        p = self.coordinator.abort(reason)
+        if p is None:
+            return
+        for actor in self.actors.values():
+            actor.notify_checkpoint_aborted.remote(p.checkpoint_id)
+        if p.savepoint is not None:
+            self._resolve_savepoint(p.savepoint, CheckpointError(f"savepoint to {p.savepoint!r} failed: {reason}"))
+
+    async def acknowledge_checkpoint(self, attempt: int, checkpoint_id: int, vertex_id: int, subtask: int, state: dict) -> None:
+        """A task wrote its snapshot of ``checkpoint_id``; completes the checkpoint when all did."""
+        if attempt != self.attempt or self.coordinator is None:
+            return
+        p = self.coordinator.acknowledge(checkpoint_id, (vertex_id, subtask), state)
+        if p is None:
+            return
+        try:
+            metadata = await asyncio.to_thread(self.coordinator.complete, p, self._graph_info())
+        except Exception as exc:
+            self.coordinator.pending = p
+            self._abort_pending(f"writing metadata failed: {exc!r}")
+            return
+        for uid, committer in self.committers.items():
+            op = metadata["operators"].get(uid)
+            if op:
+                comms = [c for entry in op["subtasks"].values() for c in entry.get("committables") or []]
+                if comms:
+                    committer.commit(comms)
+        for actor in self.actors.values():
+            actor.notify_checkpoint_complete.remote(checkpoint_id)
+        if p.savepoint is not None:
+            try:
+                path = await asyncio.to_thread(self._write_savepoint, p.savepoint, metadata)
+            except Exception as exc:  # noqa: BLE001 - reported to the caller
+                self._resolve_savepoint(p.savepoint, exc)
+                return
+            self._resolve_savepoint(p.savepoint, path)
+
+    async def decline_checkpoint(self, attempt: int, checkpoint_id: int, vertex_id: int, subtask: int, reason: str) -> None:
+        """A task could not take ``checkpoint_id``: abort it (the job goes on)."""
+        c = self.coordinator
+        if attempt != self.attempt or c is None or c.pending is None or c.pending.checkpoint_id != checkpoint_id:
+            return
+        v = self.graph.vertex(vertex_id)
+        self._abort_pending(f"declined by {v.name!r} ({subtask + 1}/{v.parallelism}): {reason}")
+
+    # -------------------------------------------------------------- savepoints
+    def _write_savepoint(self, path: str, metadata: dict) -> str:
+        storage = self.coordinator.storage
+        states: dict[str, bytes] = {}
+        sp = dict(metadata, operators={})
+        for uid, op in metadata["operators"].items():
+            subtasks = {}
+            for subtask, entry in op["subtasks"].items():
+                new = {"committables": []}
+                for part in ("keyed", "op", "log"):
+                    handle = entry.get(part)
+                    if handle is not None:
+                        name = handle.path.rsplit("/", 2)[-2] + "/" + handle.path.rsplit("/", 1)[-1]
+                        states[name] = storage.read_state(handle)
+                        new[part] = name
+                subtasks[subtask] = new
+            sp["operators"][uid] = dict(op, subtasks=subtasks)
+        return storage.write_savepoint(path, sp, states)
+
+    def _resolve_savepoint(self, path: str, outcome: Any) -> None:
+        for fut in self._savepoint_waiters.pop(path, []):
+            if fut.done():
+                continue
+            if isinstance(outcome, BaseException):
+                fut.set_exception(outcome)
+            else:
+                fut.set_result(outcome)
+
+    async def trigger_savepoint(self, path: str) -> str:
+        """Take a savepoint into ``path`` (a directory or URI); returns where it was written."""
+        if self.coordinator is None:
+            raise CheckpointError("savepoints need checkpointing: call env.enable_checkpointing(...) first")
+        if self.status != "RUNNING" or self._tasks_finished:
+            raise CheckpointError(f"cannot take a savepoint of a job that is {self.status.lower()}")
+        fut = asyncio.get_running_loop().create_future()
+        self._savepoint_waiters.setdefault(path, []).append(fut)
+        self._savepoint_requests.append((path,))
+        return await fut
+
+    async def stop_with_savepoint(self, path: str) -> str:
+        """Take a savepoint, then stop the job (it ends FINISHED with the savepoint's path)."""
+        written = await self.trigger_savepoint(path)
+        self._stopping = True
+        self.stopped_with_savepoint = written
+        for actor in list(self.actors.values()):
+            actor.cancel.remote()
+        return written
 
     async def _deploy(self, source_splits: dict, restore: dict | None) -> dict:
         specs = build_task_specs(self.job_id, self.graph, self.config, self.attempt, source_splits, restore)
@@ -234,7 +460,8 @@ class JobMaster:
         for key, spec in specs.items():
             actors[key] = TaskActor.options(
                 num_cpus=self.config.task_num_cpus,
-                name=None,
+                name=task_actor_name(self.job_id, key[0], key[1], self.attempt),
+                namespace="raystream",
                 max_concurrency=1000,
                 scheduling_strategy="SPREAD",
             ).remote()
@@ -254,9 +481,17 @@ class JobMaster:
         return specs
 
     async def _run_attempt(self, source_splits: dict, restore: dict | None) -> list[TaskResult]:
-        await self._deploy(source_splits, restore)
+        self._tasks_finished = False
+        try:
+            await self._deploy(source_splits, restore)
+        except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as exc:
+            await self._teardown()
+            raise JobFailed(f"deploying the tasks of job {self.config.name!r} failed: {exc}") from exc
         runs = {asyncio.ensure_future(_await(a.run.remote())): key for key, a in self.actors.items()}
         cancel_wait = asyncio.ensure_future(self._cancel.wait())
+        checkpoints = (
+            asyncio.ensure_future(self._checkpoint_loop(self.attempt)) if self.coordinator is not None else None
+        )
         results: list[TaskResult] = []
         pending = set(runs)
         try:
@@ -285,7 +520,14 @@ class JobMaster:
                     if result is not None:
                         results.append(result)
                         self.task_metrics[key] = result.metrics
+                    if not self._tasks_finished:
+                        # Checkpoints need every task; once one has finished none can complete.
+                        self._tasks_finished = True
+                        if self.coordinator is not None:
+                            self._abort_pending("a task finished")
         finally:
+            if checkpoints is not None:
+                checkpoints.cancel()
             cancel_wait.cancel()
             for fut in pending:
                 fut.cancel()

@@ -96,10 +96,13 @@ class RayCheckpointHooks(TaskHooks):
         self.writer = writer  # callable(state)->state handles, runs off the mailbox thread
 
     def acknowledge(self, checkpoint_id: int, vertex_id: int, subtask: int, state: dict) -> None:
-        if self.writer is not None:
-            self.writer(checkpoint_id, vertex_id, subtask, state, self._send_ack)
-        else:
-            self._send_ack(checkpoint_id, vertex_id, subtask, state)
+        if self.writer is None:
+            self.decline(checkpoint_id, vertex_id, subtask, "the job has no checkpoint storage")
+            return
+        self.writer(
+            checkpoint_id, vertex_id, subtask, state, self._send_ack,
+            lambda cid, reason: self.decline(cid, vertex_id, subtask, reason),
+        )
 
     def _send_ack(self, checkpoint_id: int, vertex_id: int, subtask: int, state: Any) -> None:
         self.master.acknowledge_checkpoint.remote(self.attempt, checkpoint_id, vertex_id, subtask, state)

@@ -1,12 +1,20 @@
-"""Glue between tasks and the state/storage layer (``checkpoint`` package)."""
+"""Glue between tasks and the state/storage layer (``checkpoint`` package): the keyed state
+backend factory and the writer that puts task snapshots into checkpoint storage off the
+task's mailbox thread."""
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
 
 from .operator import OperatorContext
 
-__all__ = ["keyed_backend_factory"]
+__all__ = ["keyed_backend_factory", "AsyncSnapshotWriter"]
+
+log = logging.getLogger(__name__)
 
 
 def keyed_backend_factory(ctx: OperatorContext) -> Any:
@@ -14,3 +22,51 @@ def keyed_backend_factory(ctx: OperatorContext) -> Any:
     from checkpoint import HeapKeyedStateBackend
 
     return HeapKeyedStateBackend(ctx.key_group_range, ctx.max_parallelism, ctx.clock)
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]", "_", name)
+
+
+class AsyncSnapshotWriter:
+    """Writes a task's snapshot to checkpoint storage on a background thread, then acks.
+
+    ``state`` maps operator uid -> entry with ``keyed`` (a KeyedStateSnapshot), ``op`` and
+    ``log`` (bytes) and ``committables``; the ack carries StateHandles instead of data.
+    """
+
+    def __init__(self, storage: Any, job_id: str, on_error: Callable[[int, str], None] | None = None) -> None:
+        self.storage = storage
+        self.job_id = job_id
+        self.on_error = on_error
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raystream-snapshot")
+        self._lock = threading.Lock()
+
+    def __call__(self, checkpoint_id: int, vertex_id: int, subtask: int, state: dict,
+                 send_ack: Callable[[int, int, int, Any], None], decline: Callable[[int, str], None] | None = None) -> None:
+        self._pool.submit(self._write, checkpoint_id, vertex_id, subtask, state, send_ack, decline)
+
+    def _write(self, cid: int, vertex_id: int, subtask: int, state: dict, send_ack: Callable, decline: Callable | None) -> None:
+        from checkpoint import serialize_keyed_snapshot
+
+        try:
+            handles: dict[str, dict] = {}
+            for uid, entry in state.items():
+                out: dict[str, Any] = {"committables": entry.get("committables") or []}
+                base = f"{_safe(uid)}/{vertex_id}-{subtask}"
+                keyed = entry.get("keyed")
+                if keyed is not None:
+                    out["keyed"] = self.storage.write_state(self.job_id, cid, f"{base}-keyed", serialize_keyed_snapshot(keyed))
+                for part in ("op", "log"):
+                    if entry.get(part) is not None:
+                        out[part] = self.storage.write_state(self.job_id, cid, f"{base}-{part}", entry[part])
+                handles[uid] = out
+        except Exception as exc:  # storage trouble declines the checkpoint, never the job
+            log.warning("writing checkpoint %s of task %s/%s failed", cid, vertex_id, subtask, exc_info=True)
+            if decline is not None:
+                decline(cid, f"writing state failed: {exc!r}")
+            return
+        send_ack(cid, vertex_id, subtask, handles)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)

@@ -342,6 +342,9 @@ class Task:
         self._reported_idle = False
         self.feedback_received = 0
         self._source_wm = MIN_WATERMARK
+        self._fb_barriers: dict[int, set] = {}  # checkpoint id -> feedback channels whose barrier came early
+        self._fb_logging: tuple | None = None  # (checkpoint id, channels still logging, log, state)
+        self._replay: list = []  # feedback records restored from a checkpoint, processed first
 
     # ------------------------------------------------------------------ thread-safe entry points
     def deliver(self, channel: int, seq: int, items: list, ack: Callable[[], None]) -> None:
@@ -405,8 +408,14 @@ class Task:
             state = restore.get(op["uid"])
             if state is not None:
                 if ctx.keyed_backend is not None and state.get("keyed"):
-                    ctx.keyed_backend.restore(state["keyed"])
-                operator.restore_state(state.get("operator", []))
+                    from checkpoint import deserialize_keyed_snapshot
+
+                    ctx.keyed_backend.restore(
+                        [deserialize_keyed_snapshot(b, key_group_range=ctx.key_group_range) for b in state["keyed"]]
+                    )
+                operator.restore_state([st for st in state.get("operator", []) if st is not None])
+                if i == 0 and state.get("feedback_log"):
+                    self._replay = list(state["feedback_log"])
             output = _ChainOutput(self, i) if i + 1 < n else self.network
             self._guard(i, None, lambda operator=operator, ctx=ctx, output=output: operator.open(ctx, output))
         if self.spec.source is not None:
@@ -537,6 +546,8 @@ class Task:
     def _run_inputs(self) -> None:
         if not self._channels:
             return
+        if self._replay:
+            self._replay_feedback_log()
         while not self._cancelled:
             self._drain_mailbox(self._next_wait())
             self._process_inputs()
@@ -558,6 +569,20 @@ class Task:
                 return
 
     # ------------------------------------------------------------------ feedback loops
+    def _replay_feedback_log(self) -> None:
+        """Process the restored in-flight feedback records that belong to this subtask
+        (the log may come from other subtasks when the job was rescaled)."""
+        writer = next((w for w in self.network.writers if w.info.feedback), None)
+        batches, self._replay = self._replay, []
+        for rb in batches:
+            batch = Batch.of_arrow(rb)
+            if writer is not None:
+                mine = [b for t, b in writer.partitioner.select(batch) if t == self.spec.subtask_index]
+            else:
+                mine = [batch]
+            for b in mine:
+                self._call_operator(0, b, 0)
+
     def _flush_feedback(self) -> None:
         for w in self.network.writers:
             if w.info.feedback:
@@ -599,6 +624,8 @@ class Task:
                         if ch.info.feedback:
                             self.feedback_received += item.num_rows
                             self._reported_idle = False
+                            if self._fb_logging is not None and ch.index in self._fb_logging[1]:
+                                self._fb_logging[2].append(item)
                         self._call_operator(0, Batch.of_arrow(item), ch.info.input_index)
                     elif type(item) is _Ack:
                         item.fn()
@@ -639,7 +666,8 @@ class Task:
     def _on_barrier(self, ch: _InputChannel, barrier: Barrier) -> None:
         cid = barrier.checkpoint_id
         if ch.info.feedback:
-            return  # feedback barriers are handled by iteration heads (see statefun dispatcher)
+            self._on_feedback_barrier(ch, barrier)
+            return
         if self._aligning is not None and cid < self._aligning:
             return  # stale barrier of an aborted checkpoint
         if self._aligning is not None and cid > self._aligning:
@@ -683,12 +711,18 @@ class Task:
     def _checkpoint(self, barrier: Barrier) -> None:
         cid = barrier.checkpoint_id
         self.last_checkpoint_id = max(self.last_checkpoint_id, cid)
+        # Everything is copied (serialized) here, on the task thread, so processing can go
+        # on while the bytes are written to checkpoint storage by the runtime's writer.
+        from checkpoint import dumps
+
         state: dict[str, Any] = {}
         if self._source_reader is not None:
             src_uid = self.spec.chain[0]["uid"]
-            state[src_uid] = {"splits": self._source_reader.snapshot_state(cid)}
+            splits = self._source_reader.snapshot_state(cid)
+            state[src_uid] = {"op": dumps({"splits": splits}, what=f"source splits of {src_uid!r}")}
         for i, (op, spec) in enumerate(zip(self.operators, self.op_specs)):
-            entry: dict[str, Any] = {"operator": self._guard(i, None, lambda op=op: op.snapshot_state(cid))}
+            op_state = self._guard(i, None, lambda op=op: op.snapshot_state(cid))
+            entry: dict[str, Any] = {"op": dumps({"operator": op_state}, what=f"state of operator {spec['name']!r}")}
             backend = getattr(op, "ctx", None) and op.ctx.keyed_backend
             if backend is not None:
                 entry["keyed"] = backend.snapshot(cid)
@@ -697,7 +731,36 @@ class Task:
                 entry["committables"] = self._guard(i, None, lambda prepare=prepare: prepare(cid))
             state[spec["uid"]] = entry
         self.network.broadcast_event(barrier)
+        if self._feedback and self.operators:
+            # ABS for cycles: records that reach us on a feedback edge after this snapshot and
+            # before Barrier(cid) comes back on that edge were in flight; log them as state.
+            early = self._fb_barriers.pop(cid, set())
+            for ch in self._feedback:
+                if ch.index in early:
+                    ch.blocked = False
+            waiting = {ch.index for ch in self._feedback if ch.index not in early and not ch.ended}
+            if waiting:
+                self._fb_logging = (cid, waiting, [], state)
+                return
+            state[self.op_specs[0]["uid"]]["log"] = dumps([], what="feedback log")
         self.hooks.acknowledge(cid, self.spec.vertex_id, self.spec.subtask_index, state)
+
+    def _on_feedback_barrier(self, ch: _InputChannel, barrier: Barrier) -> None:
+        cid = barrier.checkpoint_id
+        logging_ = self._fb_logging
+        if logging_ is not None and logging_[0] == cid:
+            logging_[1].discard(ch.index)
+            if not logging_[1]:
+                from checkpoint import dumps
+
+                self._fb_logging = None
+                _, _, log_batches, state = logging_
+                state[self.op_specs[0]["uid"]]["log"] = dumps(log_batches, what="feedback log")
+                self.hooks.acknowledge(cid, self.spec.vertex_id, self.spec.subtask_index, state)
+        elif cid > self.last_checkpoint_id:
+            # the sender already snapshotted cid and we have not: hold its later records back
+            ch.blocked = True
+            self._fb_barriers.setdefault(cid, set()).add(ch.index)
 
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
         for i, op in enumerate(self.operators):
@@ -706,6 +769,10 @@ class Task:
     def notify_checkpoint_aborted(self, checkpoint_id: int) -> None:
         if self._aligning == checkpoint_id:
             self._end_alignment()
+        if self._fb_logging is not None and self._fb_logging[0] == checkpoint_id:
+            self._fb_logging = None
+        for idx in self._fb_barriers.pop(checkpoint_id, set()):
+            self._channels[idx].blocked = False
         for i, op in enumerate(self.operators):
             self._guard(i, None, lambda op=op: op.notify_checkpoint_aborted(checkpoint_id))
 

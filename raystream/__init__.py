@@ -28,6 +28,7 @@ from engine import (
     StreamOperator,
     Watermark,
 )
+from engine.restart import RestartStrategy
 from operators import (
     DataStream,
     KeyedProcessFunction,
@@ -55,6 +56,7 @@ __all__ = [
     "KeyedStream",
     "ManualClock",
     "RaystreamError",
+    "RestartStrategy",
     "RuntimeContext",
     "Sink",
     "SinkWriter",
