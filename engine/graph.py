@@ -133,6 +133,12 @@ class JobGraph:
                 lines.append(f"    --{e.partitioner!r}--> [{e.target_vertex}]{tag}")
         return "\n".join(lines)
 
+    def _repr_html_(self) -> str:
+        """Jupyter display: an SVG of the chains, their parallelism and the edge partitioners."""
+        from .observability import job_graph_html
+
+        return job_graph_html(self)
+
 
 def _resolve_partitioner(edge: StreamEdge, consumer: Transformation) -> Partitioner:
     if edge.partitioner is not None:

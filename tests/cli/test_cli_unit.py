@@ -1,0 +1,161 @@
+"""The raystream CLI without Ray: job-module loading, argument handling, submit entrypoints, errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from jobs import cli
+from jobs.cli import CliError, build_entrypoint, load_job_module, main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_load_job_module_from_file_and_module_name(tmp_path):
+    job = write(tmp_path / "myjob.py", """
+        JOB_NAME = "my-job"
+        def parse_args(argv):
+            return {"argv": argv}
+        def build(env, args):
+            return None
+    """)
+    jm = load_job_module(str(job))
+    assert jm.has_build and jm.job_name == "my-job" and jm.name == "myjob"
+    assert jm.parse_args(["--x", "1"]) == {"argv": ["--x", "1"]}
+    wc = load_job_module("jobs.wordcount")
+    assert wc.has_build and wc.job_name == "wordcount"
+    assert wc.parse_args(["--lines", "5"]).lines == 5
+
+
+def test_job_args_without_parse_args_are_the_raw_list(tmp_path):
+    jm = load_job_module(str(write(tmp_path / "j.py", "def build(env, args):\n    return None\n")))
+    assert jm.parse_args(["a", "--b"]) == ["a", "--b"]
+
+
+def test_functions_of_a_job_file_pickle_by_value(tmp_path):
+    import cloudpickle
+
+    jm = load_job_module(str(write(tmp_path / "byvalue.py", "def build(env, args):\n    return None\n")))
+    blob = cloudpickle.dumps(jm.build)
+    del sys.modules[jm.module.__name__]  # a worker does not have the module
+    assert callable(cloudpickle.loads(blob))
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("missing_job.py", "job file 'missing_job.py' does not exist"),
+        ("no_such_pkg.no_such_module", "no job file or module 'no_such_pkg.no_such_module'"),
+    ],
+)
+def test_missing_job_is_a_clear_error(spec, message):
+    with pytest.raises(CliError, match=message.replace(".", r"\.")):
+        load_job_module(spec)
+
+
+def test_module_without_entry_point(tmp_path):
+    with pytest.raises(CliError, match=r"has no entry point: define build\(env, args\)"):
+        load_job_module(str(write(tmp_path / "empty.py", "X = 1\n")))
+
+
+def test_import_error_in_job_file_shows_the_user_frame(tmp_path):
+    job = write(tmp_path / "broken.py", "def f():\n    return 1 / 0\nf()\n")
+    with pytest.raises(CliError) as err:
+        load_job_module(str(job))
+    text = str(err.value)
+    assert "importing job file" in text and "broken.py" in text and "ZeroDivisionError" in text
+    assert "importlib" not in text
+
+
+def test_main_prints_one_error_line_and_exit_code_2(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "nope.py")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("raystream: error: job file") and "Traceback" not in err
+
+
+def test_unreachable_addresses_fail_fast(capsys):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert main(["list", "--address", f"127.0.0.1:{port}"]) == 2
+    assert "cannot reach the Ray cluster at" in capsys.readouterr().err
+    assert main(["status", "x", "--address", f"http://127.0.0.1:{port}"]) == 2
+    assert "cannot reach the Ray Job Submission API" in capsys.readouterr().err
+    assert main(["list", "--address", "nonsense"]) == 2
+    assert "bad Ray address 'nonsense'" in capsys.readouterr().err
+
+
+def test_submit_needs_an_http_address(capsys, monkeypatch):
+    monkeypatch.delenv("RAY_API_SERVER_ADDRESS", raising=False)
+    assert main(["submit", "jobs/wordcount.py", "--address", "auto"]) == 2
+    assert "submit needs the dashboard address" in capsys.readouterr().err
+
+
+def test_stop_needs_a_savepoint_path(capsys):
+    assert main(["stop", "job-1"]) == 2
+    assert "stop needs --savepoint PATH" in capsys.readouterr().err
+
+
+def _submit_args(**kw) -> argparse.Namespace:
+    parser = cli.build_parser()
+    words = ["submit", kw.pop("job"), *kw.pop("extra", [])]
+    args = parser.parse_args(words)
+    args.job_args = kw.pop("job_args", [])
+    return args
+
+
+def test_submit_entrypoint_is_relative_to_the_working_dir(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    job = write(tmp_path / "pkg" / "j.py", "def build(env, args):\n    return None\n")
+    args = _submit_args(job=str(job), extra=["--working-dir", str(tmp_path), "-p", "3",
+                                             "--runtime-env", json.dumps({"env_vars": {"A": "1"}})],
+                        job_args=["--n", "5 6"])
+    entry, renv = build_entrypoint(args)
+    assert entry == "python -m jobs.cli run pkg/j.py --address auto --parallelism 3 -- --n '5 6'"
+    assert renv == {"env_vars": {"A": "1"}, "working_dir": str(tmp_path.resolve())}
+
+
+def test_submit_defaults_working_dir_to_the_job_directory(tmp_path):
+    job = write(tmp_path / "j.py", "def build(env, args):\n    return None\n")
+    entry, renv = build_entrypoint(_submit_args(job=str(job)))
+    assert entry == "python -m jobs.cli run j.py --address auto"
+    assert renv["working_dir"] == str(tmp_path.resolve())
+
+
+def test_submit_of_a_module_name_uploads_nothing():
+    entry, renv = build_entrypoint(_submit_args(job="jobs.wordcount", job_args=["--lines", "10"]))
+    assert entry == "python -m jobs.cli run jobs.wordcount --address auto -- --lines 10"
+    assert renv == {}
+
+
+def test_submit_errors(tmp_path):
+    job = write(tmp_path / "j.py", "def build(env, args):\n    return None\n")
+    other = tmp_path / "other"
+    other.mkdir()
+    with pytest.raises(CliError, match="is outside the working dir"):
+        build_entrypoint(_submit_args(job=str(job), extra=["--working-dir", str(other)]))
+    with pytest.raises(CliError, match="--runtime-env must be JSON"):
+        build_entrypoint(_submit_args(job=str(job), extra=["--runtime-env", "{nope"]))
+    with pytest.raises(CliError, match="does not exist"):
+        build_entrypoint(_submit_args(job=str(tmp_path / "gone.py")))
+
+
+def test_python_dash_m_jobs_cli_and_console_script_help():
+    for cmd in ([sys.executable, "-m", "jobs.cli", "--help"], [sys.executable, "-m", "jobs", "--help"]):
+        out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        for word in ("run", "submit", "list", "status", "logs", "cancel", "savepoint", "stop"):
+            assert word in out.stdout
