@@ -5,6 +5,7 @@ its keys; state is snapshotted per key group and re-split on restore (rescaling)
 
 from __future__ import annotations
 
+import operator
 from typing import Any, Callable
 
 import numpy as np
@@ -17,7 +18,7 @@ from engine.operator import StreamOperator
 from engine.partitioners import KeySelector
 from engine.records import Batch
 
-from .functions import KeyedProcessFunction, ProcessContext, RuntimeContext
+from .functions import KeyedProcessFunction, OnTimerContext, ProcessContext, RuntimeContext
 
 __all__ = ["ReduceOperator", "AggregateOperator", "KeyedProcessOperator", "AGGREGATIONS"]
 
@@ -32,31 +33,50 @@ def _split_state_by_key_group(state: dict, max_parallelism: int) -> dict[int, di
 
 
 class ReduceOperator(StreamOperator):
-    """Rolling reduce per key: emits the updated value for every input record (Flink semantics)."""
+    """Rolling reduce per key: emits the updated value for every input record (Flink semantics,
+    ``emit="updates"``), or only the final value of every key at end of input
+    (``emit="final"``, Flink's BATCH execution mode for bounded input)."""
 
     keyed = True
 
-    def __init__(self, key_selector: KeySelector, fn: Callable[[Any, Any], Any]) -> None:
+    def __init__(self, key_selector: KeySelector, fn: Callable[[Any, Any], Any], emit: str = "updates") -> None:
+        if emit not in ("updates", "final"):
+            raise GraphError(f"emit must be 'updates' or 'final', got {emit!r}")
         self.key_selector = key_selector
         self.fn = fn
+        self.emit_mode = emit
         self.state: dict = {}
 
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
         state = self.state
+        get = state.get
         fn = self.fn
-        key_of = self.key_selector.key_of
-        out = []
-        append = out.append
-        for r in batch.records():
-            try:
+        key = self.key_selector.key
+        key_of = key if callable(key) else operator.itemgetter(key)
+        records = batch.records()
+        r = None
+        try:
+            if self.emit_mode == "final":
+                for r in records:
+                    k = key_of(r)
+                    acc = get(k, _MISSING)
+                    state[k] = r if acc is _MISSING else fn(acc, r)
+                return
+            out = []
+            append = out.append
+            for r in records:
                 k = key_of(r)
-                acc = state.get(k, _MISSING)
+                acc = get(k, _MISSING)
                 acc = r if acc is _MISSING else fn(acc, r)
-            except Exception as exc:
-                raise UserCodeError(r, exc) from exc
-            state[k] = acc
-            append(acc)
+                state[k] = acc
+                append(acc)
+        except Exception as exc:
+            raise UserCodeError(r, exc) from exc
         self.output.emit(Batch.of_records(out))
+
+    def end_input(self) -> None:
+        if self.emit_mode == "final" and self.state:
+            self.output.emit(Batch.of_records(list(self.state.values())))
 
     def snapshot_state(self, checkpoint_id: int) -> Any:
         return {"by_key_group": _split_state_by_key_group(self.state, self.ctx.max_parallelism)} if hasattr(self, "ctx") else None
@@ -140,7 +160,9 @@ class AggregateOperator(StreamOperator):
                 fill = -np.inf
             else:
                 fill = 0
-            dtype = old.dtype if old is not None else (np.int64 if fn == "count" else np.float64)
+            # sums start as int64 (exact for integer columns) and widen to float64 in _merge
+            # as soon as a float partial arrives; min/max need the +-inf fill
+            dtype = old.dtype if old is not None else (np.int64 if fn in ("count", "sum") else np.float64)
             grown = np.full(n, fill, dtype=dtype)
             if old is not None:
                 grown[: len(old)] = old
@@ -160,6 +182,8 @@ class AggregateOperator(StreamOperator):
             acc = self.acc[name]
             vals = partial[name]
             if fn in ("sum", "count"):
+                if vals.dtype.kind in "ub":  # sums of unsigned/bool columns: exact in int64
+                    vals = vals.astype(np.int64)
                 if acc.dtype != np.int64 or vals.dtype.kind == "f":
                     if acc.dtype != vals.dtype and vals.dtype.kind == "f":
                         acc = self.acc[name] = acc.astype(np.float64)
@@ -227,41 +251,109 @@ class AggregateOperator(StreamOperator):
 
 
 class KeyedProcessOperator(StreamOperator):
-    """Runs a :class:`KeyedProcessFunction` with the keyed state backend set to each record's key."""
+    """Runs a :class:`KeyedProcessFunction` with the keyed state backend set to each record's
+    key, event-time and processing-time timers (``ctx.timer_service()``, checkpointed with
+    the operator per key group) and side outputs (``ctx.output(tag, value)``).
+
+    ``timestamp_assigner`` (from ``assign_timestamps_and_watermarks`` upstream) sets
+    ``ctx.timestamp`` for every record.
+    """
 
     keyed = True
 
-    def __init__(self, key_selector: KeySelector, function: KeyedProcessFunction) -> None:
+    def __init__(self, key_selector: KeySelector, function: KeyedProcessFunction,
+                 timestamp_assigner: Any = None) -> None:
         if not isinstance(function, KeyedProcessFunction):
             raise GraphError(
                 f"process() expects a KeyedProcessFunction instance, got {type(function).__name__}"
             )
         self.key_selector = key_selector
         self.function = function
+        self.timestamp_assigner = timestamp_assigner
+        self._restored_timers: list = []
 
     def open(self, ctx: Any, output: Any) -> None:
+        from .timers import InternalTimerService, TimerService
+
         super().open(ctx, output)
         self.backend = ctx.keyed_backend
         self.pctx = ProcessContext()
+        self.tctx = OnTimerContext()
+        self.timers = InternalTimerService(
+            ctx.max_parallelism, self._on_event_timer, self._on_processing_timer,
+            ctx.register_processing_timer, ctx.clock,
+        )
+        self.pctx._timer_service = TimerService(self.timers, self.pctx.get_current_key)
+        self.tctx._timer_service = TimerService(self.timers, self.tctx.get_current_key)
+        self.timers.restore(self._restored_timers, ctx.key_group_range)
+        self._restored_timers = []
+        self._out: list = []
         self.function.open(RuntimeContext(ctx))
 
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
-        out: list = []
+        out = self._out
         backend = self.backend
         pctx = self.pctx
         fn = self.function.process_element
         key_of = self.key_selector.key_of
-        for r in batch.records():
+        records = batch.records()
+        stamps = None
+        if self.timestamp_assigner is not None:
+            stamps = batch.timestamps
+            if stamps is None or len(stamps) != len(records):
+                stamps = self.timestamp_assigner.timestamps(batch)
+            stamps = stamps.tolist()
+        for i, r in enumerate(records):
             try:
                 k = key_of(r)
                 backend.set_current_key(k)
                 pctx._key = k
+                if stamps is not None:
+                    pctx.timestamp = stamps[i]
                 result = fn(r, pctx)
                 if result is not None:
                     out.extend(result)
             except Exception as exc:
                 raise UserCodeError(r, exc) from exc
-        self.output.emit(Batch.of_records(out))
+        self._flush(pctx)
+
+    def _flush(self, ctx: ProcessContext) -> None:
+        if self._out:
+            out, self._out = self._out, []
+            self.output.emit(Batch.of_records(out))
+        for tag, values in ctx._take_side().items():
+            self.output.emit_side(tag, Batch.of_records(values))
+
+    def _fire(self, key: Any, time: int, domain: str) -> None:
+        tctx = self.tctx
+        self.backend.set_current_key(key)
+        tctx._key = key
+        tctx.timestamp = time
+        tctx._domain = domain
+        try:
+            result = self.function.on_timer(time, tctx)
+            if result is not None:
+                self._out.extend(result)
+        except Exception as exc:
+            raise UserCodeError(f"on_timer(key={key!r}, time={time!r})", exc) from exc
+
+    def _on_event_timer(self, key: Any, ns: Any, time: int) -> None:
+        self._fire(key, time, "event_time")
+
+    def _on_processing_timer(self, key: Any, ns: Any, time: int) -> None:
+        self._fire(key, time, "processing_time")
+        self._flush(self.tctx)
+
+    def process_watermark(self, watermark: Any, input_index: int = 0) -> None:
+        self.timers.advance_watermark(watermark.timestamp)
+        self._flush(self.tctx)
+        self.output.emit_watermark(watermark)
+
+    def snapshot_state(self, checkpoint_id: int) -> Any:
+        return {"timers": self.timers.snapshot()}
+
+    def restore_state(self, states: list[Any]) -> None:
+        self._restored_timers = [s.get("timers") for s in states if s]
 
     def close(self) -> None:
         self.function.close()

@@ -1,0 +1,313 @@
+"""raystream contenders for the standard workloads (imported by ``python -m benchmarks.run``).
+
+Registered contenders (parallelism 2 unless the name says otherwise), every one reading the
+same Parquet file as the baselines (``env.read_parquet``, 65,536-row batches), with its
+result digest-checked by the harness before it is timed:
+
+* ``stateless``: ``raystream-record`` = ``filter(r["value"] % 2 == 0) -> map(r["value"] * 3)
+  -> collect`` (count and sum taken over the collected values in the driver);
+  ``raystream-batch`` = ``map_batches`` (filter + multiply, numpy) -> ``map_batches``
+  (per-batch count/sum) -> collect (partials summed in the driver).
+* ``keyed_sum``: ``raystream-record`` = ``key_by("key")`` -> a per-record Python reduce
+  ``fn(acc, r)`` emitting the final value per key at end of input (the ``ReduceOperator``
+  with ``emit="final"``, Flink's BATCH-mode reduce); ``raystream-batch`` =
+  ``key_by("key").aggregate(sum=("value", "sum"), emit="final")``; ``raystream-batch-p1`` /
+  ``raystream-record-p1``: the same at parallelism 1 (the p2/p1 speed-up target).
+* ``window``: registered only if ``KeyedStream.window`` exists.
+
+Other measurements (job start, latency, memory) run with ``python -m benchmarks.bench_engine
+--extras``; see :func:`main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+import raystream as rs
+from benchmarks.harness import register, register_session
+
+__all__ = [
+    "stateless_record",
+    "stateless_batch",
+    "keyed_sum_record",
+    "keyed_sum_batch",
+    "job_start_time",
+    "latency_probe",
+    "memory_probe",
+    "main",
+]
+
+PARALLELISM = 2
+BATCH = 65536
+
+
+def _setup() -> None:
+    import logging
+
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    # warm the worker pool: the first job of a session pays for worker processes
+    env = rs.StreamEnvironment(parallelism=PARALLELISM)
+    env.from_collection(list(range(10))).map(lambda x: x).key_by(lambda x: x).reduce(lambda a, b: a).collect()
+    env.execute("warm-up")
+
+
+def _teardown() -> None:
+    import ray
+
+    ray.shutdown()
+
+
+def _env(parallelism: int = PARALLELISM) -> rs.StreamEnvironment:
+    return rs.StreamEnvironment(parallelism=parallelism, batch_size=BATCH)
+
+
+def _collected(env: rs.StreamEnvironment, name: str) -> pa.Table:
+    return env.execute_and_collect(name, as_table=True)
+
+
+# ----------------------------------------------------------------------------- stateless
+def stateless_record(path: str, parallelism: int = PARALLELISM) -> tuple[int, int]:
+    env = _env(parallelism)
+    (
+        env.read_parquet(path, batch_size=BATCH)
+        .filter(lambda r: r["value"] % 2 == 0)
+        .map(lambda r: r["value"] * 3)
+        .collect()
+    )
+    t = _collected(env, "stateless-record")
+    col = t.column(0) if t.num_columns else pa.chunked_array([], pa.int64())
+    return len(col), int(pc.sum(col).as_py() or 0)
+
+
+def _filter_map(rb: dict) -> dict:
+    v = rb["value"]
+    v = v[v % 2 == 0]
+    return {"value": v * 3}
+
+
+def _count_sum(rb: dict) -> dict:
+    v = rb["value"]
+    return {"count": np.array([len(v)], np.int64), "sum": np.array([int(v.sum())], np.int64)}
+
+
+def stateless_batch(path: str, parallelism: int = PARALLELISM) -> tuple[int, int]:
+    env = _env(parallelism)
+    (
+        env.read_parquet(path, batch_size=BATCH, columns=None)
+        .map_batches(_filter_map, batch_format="numpy")
+        .map_batches(_count_sum, batch_format="numpy")
+        .collect()
+    )
+    t = _collected(env, "stateless-batch")
+    return int(pc.sum(t.column("count")).as_py() or 0), int(pc.sum(t.column("sum")).as_py() or 0)
+
+
+# ----------------------------------------------------------------------------- keyed_sum
+def _add(acc: Any, r: Any) -> Any:
+    return {"key": acc["key"], "value": acc["value"] + r["value"]}
+
+
+def keyed_sum_record(path: str, parallelism: int = PARALLELISM) -> list[tuple]:
+    from engine.partitioners import KeySelector
+    from operators.keyed import ReduceOperator
+
+    env = _env(parallelism)
+    selector = KeySelector("key")
+    (
+        env.read_parquet(path, batch_size=BATCH)
+        .key_by("key")
+        .transform("reduce", lambda: ReduceOperator(selector, _add, emit="final"), keyed=True)
+        .collect()
+    )
+    t = _collected(env, "keyed-sum-record")
+    return list(zip(t.column("key").to_pylist(), t.column("value").to_pylist()))
+
+
+def keyed_sum_batch(path: str, parallelism: int = PARALLELISM) -> pa.Table:
+    env = _env(parallelism)
+    (
+        env.read_parquet(path, batch_size=BATCH)
+        .key_by("key")
+        .aggregate(sum=("value", "sum"), emit="final")
+        .collect()
+    )
+    return _collected(env, "keyed-sum-batch")
+
+
+def _p1(fn):
+    def run(path: str):
+        return fn(path, parallelism=1)
+
+    run.__name__ = f"{fn.__name__}_p1"
+    return run
+
+
+register_session(_setup, _teardown)
+register("stateless", "raystream-record", stateless_record, api="record")
+register("stateless", "raystream-batch", stateless_batch, api="batch")
+register("keyed_sum", "raystream-record", keyed_sum_record, api="record")
+register("keyed_sum", "raystream-record-p1", _p1(keyed_sum_record), api="record")
+register("keyed_sum", "raystream-batch", keyed_sum_batch, api="batch")
+register("keyed_sum", "raystream-batch-p1", _p1(keyed_sum_batch), api="batch")
+
+
+# ----------------------------------------------------------------------------- extras
+def job_start_time(repeat: int = 5) -> list[float]:
+    """Seconds from ``execute`` to the first record reaching the sink, 6-task graph
+    (source p2 -> map p2 -> keyed p2 sink), Ray already initialised.
+
+    Measured as the job's wall time on a 10-record input (the job ends right after its
+    start), which includes deploying 6 actors, setup and teardown.
+    """
+    times = []
+    for _ in range(repeat):
+        env = _env(2)
+        (
+            env.from_collection(list(range(10)))
+            .map(lambda x: x + 1)
+            .disable_chaining()
+            .key_by(lambda x: x % 3)
+            .reduce(lambda a, b: a + b)
+            .collect()
+        )
+        assert env.get_job_graph().num_tasks == 6 if hasattr(env.get_job_graph(), "num_tasks") else True
+        t = time.perf_counter()
+        env.execute_and_collect("start-probe")
+        times.append(time.perf_counter() - t)
+    return times
+
+
+
+
+
+def latency_probe(rate: int = 10_000, seconds: float = 10.0, flush_ms: int = 5) -> dict:
+    """End-to-end latency: ``generate(fn, rate)`` stamps each record with ``time.time()``;
+    3 keyed stages; the last stage computes ``now - ts`` per record (ms) and the driver
+    reads the percentiles from the collected latencies (warm-up second dropped)."""
+    count = int(rate * seconds)
+    env = rs.StreamEnvironment(parallelism=2, batch_size=BATCH, flush_ms=flush_ms)
+
+    def gen(i: int) -> tuple:
+        return (i % 1000, i, time.time())
+
+    def measure(r: tuple) -> tuple:
+        return (r[1], (time.time() - r[2]) * 1000.0)
+
+    (
+        env.generate(gen, count=count, rate=rate, batch_size=1024)
+        .key_by(0)
+        .map(lambda r: r)
+        .disable_chaining()
+        .key_by(0)
+        .map(lambda r: r)
+        .disable_chaining()
+        .key_by(0)
+        .map(measure)
+        .collect()
+    )
+    rows = env.execute_and_collect("latency")
+    lat = np.array([ms for i, ms in rows if i >= rate])  # drop the first second (warm-up)
+    return {
+        "records": len(rows),
+        "p50_ms": float(np.percentile(lat, 50)),
+        "p99_ms": float(np.percentile(lat, 99)),
+        "max_ms": float(lat.max()),
+    }
+
+
+def memory_probe(n: int = 20_000_000, sink_sleep_s: float = 0.002) -> dict:
+    """A 20M-event generated job into a deliberately slow sink (sleeps per batch); samples
+    the summed RSS of every Ray worker process of the job with psutil while it runs."""
+    import threading
+
+    import psutil
+    import ray
+
+    env = rs.StreamEnvironment(parallelism=2, batch_size=BATCH)
+
+    def slow(rb: pa.RecordBatch) -> None:
+        time.sleep(sink_sleep_s)
+        return None
+
+    (
+        env.generate(None, count=n, batch_size=BATCH)
+        .map_batches(lambda rb: {"value": rb.column(0).to_numpy() * 2}, batch_format="pyarrow")
+        .rebalance()
+        .map_batches(lambda rb: rb)
+        .rebalance()
+        .map_batches(slow)
+        .collect()
+    )
+    before = {p.pid for p in psutil.process_iter()}
+    peak = {"rss": 0, "procs": 0}
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            total, procs = 0, 0
+            for p in psutil.process_iter(["pid", "name", "cmdline"]):
+                try:
+                    cmd = " ".join(p.info["cmdline"] or [])
+                    if "TaskActor" in cmd or "JobMaster" in cmd or "ray::" in (p.info["name"] or "") and p.pid not in before:
+                        total += p.memory_info().rss
+                        procs += 1
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    pass
+            if total > peak["rss"]:
+                peak.update(rss=total, procs=procs)
+            stop.wait(0.2)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    t = time.perf_counter()
+    res = env.execute("memory")
+    wall = time.perf_counter() - t
+    stop.set()
+    th.join()
+    ch = res.metrics.get("channels", [])
+    return {
+        "events": n,
+        "wall_s": wall,
+        "peak_rss_gib": peak["rss"] / 2**30,
+        "procs": peak["procs"],
+        "max_in_flight": max((c["max_in_flight"] for c in ch), default=0),
+        "blocked_s": sum(c["blocked_s"] for c in ch),
+        "ray_workers": len(ray.nodes()),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_engine")
+    ap.add_argument("--start", action="store_true")
+    ap.add_argument("--latency", action="store_true")
+    ap.add_argument("--memory", action="store_true")
+    ap.add_argument("--n", type=int, default=20_000_000)
+    args = ap.parse_args(argv)
+    _setup()
+    try:
+        if args.start:
+            ts = job_start_time()
+            print(f"job start (6 tasks): median {statistics.median(ts):.2f} s, best {min(ts):.2f} s, all {[round(x, 2) for x in ts]}")
+        if args.latency:
+            print("latency:", latency_probe())
+        if args.memory:
+            print("memory:", memory_probe(args.n))
+    finally:
+        _teardown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
