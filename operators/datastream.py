@@ -253,6 +253,59 @@ class DataStream:
         _check_callable(operator_factory, "transform")
         return DataStream(self.env, self._add(name, operator_factory, keyed=keyed))
 
+    # ------------------------------------------------------------------ event time (operators/time.py ...)
+    def assign_timestamps_and_watermarks(self, strategy: Any) -> "DataStream":
+        """Event timestamps and watermarks from a :class:`~operators.time.WatermarkStrategy`.
+
+        Applied directly to a source stream, watermarks are generated per source split inside
+        the reader; elsewhere by an operator after each batch.
+
+        Example:
+            >>> from operators.time import WatermarkStrategy
+            >>> s = WatermarkStrategy.for_bounded_out_of_orderness(500).with_timestamp_column("ts")
+            >>> # env.read_parquet("events.parquet").assign_timestamps_and_watermarks(s)
+        """
+        from .time import TimestampsAndWatermarksOperator, WatermarkedSource, WatermarkStrategy
+
+        if not isinstance(strategy, WatermarkStrategy):
+            raise GraphError(f"assign_timestamps_and_watermarks() expects a WatermarkStrategy, got {strategy!r}")
+        assigner = strategy.require_assigner("assign_timestamps_and_watermarks")
+        node = self.node
+        if node.kind == "source" and self._partitioner is None and self._side_tag is None and not isinstance(node.source, WatermarkedSource):
+            node.source = WatermarkedSource(node.source, strategy)
+            node.timestamp_assigner = assigner
+            return self
+        out = DataStream(self.env, self._add("timestamps_watermarks", lambda: TimestampsAndWatermarksOperator(strategy),
+                                             schema_names=node.schema_names))
+        out.node.timestamp_assigner = assigner
+        return out
+
+    def window_all(self, assigner: Any) -> Any:
+        """Windows over the whole stream (every record goes to one subtask, via a constant key)."""
+        keyed = self.key_by(_constant_key)
+        return keyed.window(assigner)
+
+    def connect(self, other: Any) -> Any:
+        """Connect with another stream (or a ``broadcast(descriptor)`` stream) for a
+        CoProcessFunction / KeyedCoProcessFunction / BroadcastProcessFunction."""
+        from .connected import BroadcastStream, ConnectedStreams
+
+        if not isinstance(other, (DataStream, BroadcastStream)):
+            raise GraphError(f"connect() expects a DataStream or BroadcastStream, got {type(other).__name__}")
+        return ConnectedStreams(self, other)
+
+    def join(self, other: "DataStream") -> Any:
+        """Window join: ``a.join(b).where(k1).equal_to(k2).window(assigner).apply(fn(l, r))``."""
+        from .joins import JoinedStreams
+
+        return JoinedStreams(self, other)
+
+    def co_group(self, other: "DataStream") -> Any:
+        """Window co-group: ``...apply(fn(key, lefts, rights))``."""
+        from .joins import JoinedStreams
+
+        return JoinedStreams(self, other, co_group=True)
+
     # ------------------------------------------------------------------ record API
     def map(self, fn: Callable[[Any], Any]) -> "DataStream":
         """Apply ``fn`` to every record."""
@@ -290,8 +343,10 @@ class DataStream:
     def _repartition(self, partitioner: Partitioner) -> "DataStream":
         return DataStream(self.env, self.node, partitioner, self._side_tag)
 
-    def get_side_output(self, tag: str) -> "DataStream":
-        """The records this operator emitted to side output ``tag`` (``output.emit_side``)."""
+    def get_side_output(self, tag: Any) -> "DataStream":
+        """The records this operator emitted to side output ``tag`` (a str or an
+        :class:`~operators.functions.OutputTag`; ``output.emit_side``)."""
+        tag = getattr(tag, "tag_id", tag)
         if not isinstance(tag, str) or not tag:
             raise GraphError(f"side output tags are non-empty strings, got {tag!r}")
         return DataStream(self.env, self.node, None, tag)
@@ -309,8 +364,15 @@ class DataStream:
         """Distribute batches round robin over the next operator's subtasks."""
         return self._repartition(RebalancePartitioner())
 
-    def broadcast(self) -> "DataStream":
-        """Send every record to every subtask of the next operator."""
+    def broadcast(self, *state_descriptors: Any) -> Any:
+        """Send every record to every subtask of the next operator. With descriptors
+        (MapStateDescriptor or names), a BroadcastStream declaring broadcast state, for
+        ``other.connect(stream.broadcast(desc)).process(BroadcastProcessFunction)``."""
+        if state_descriptors:
+            from .connected import BroadcastStream
+
+            names = [d if isinstance(d, str) else d.name for d in state_descriptors]
+            return BroadcastStream(self, names)
         return self._repartition(BroadcastPartitioner())
 
     def forward(self) -> "DataStream":
@@ -387,6 +449,10 @@ class DataStream:
 
 def _identity(x: Any) -> Any:
     return x
+
+
+def _constant_key(x: Any) -> int:
+    return 0
 
 
 class DataStreamSink:
@@ -485,5 +551,32 @@ class KeyedStream(DataStream):
         """Run a :class:`KeyedProcessFunction` with per-key state."""
         if not isinstance(function, KeyedProcessFunction):
             raise GraphError(f"process() expects a KeyedProcessFunction instance, got {type(function).__name__}")
+        from .windowed_stream import find_timestamp_assigner
+
         selector = self.selector
-        return self._keyed("process", lambda: KeyedProcessOperator(selector, function))
+        ts = find_timestamp_assigner(self.node)
+        return self._keyed("process", lambda: KeyedProcessOperator(selector, function, ts))
+
+    def window(self, assigner: Any) -> Any:
+        """Cut the keyed stream into windows (see :class:`~operators.windowed_stream.WindowedStream`).
+
+        Example:
+            >>> # keyed.window(TumblingEventTimeWindows.of(1000)).aggregate(n=("value", "count"))
+        """
+        from .windowed_stream import WindowedStream
+
+        return WindowedStream(self, assigner)
+
+    def count_window(self, size: int) -> Any:
+        """Tumbling count windows of ``size`` records per key."""
+        from .windowed_stream import count_window
+
+        return count_window(self, size)
+
+    def interval_join(self, other: "KeyedStream") -> Any:
+        """Interval join with another keyed stream: ``.between(lo, hi).process(fn(l, r))``."""
+        from .joins import IntervalJoin
+
+        if not isinstance(other, KeyedStream):
+            raise GraphError(f"interval_join() expects a KeyedStream (key_by first), got {type(other).__name__}")
+        return IntervalJoin(self, other)

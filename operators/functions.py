@@ -1,11 +1,73 @@
-"""User function interfaces (PyFlink names): KeyedProcessFunction and its contexts."""
+"""User function interfaces (PyFlink names): process functions, their contexts, side outputs.
+
+* :class:`KeyedProcessFunction`: one keyed input, per-key state, timers (``on_timer``).
+* :class:`CoProcessFunction` / :class:`KeyedCoProcessFunction`: two connected inputs.
+* :class:`BroadcastProcessFunction`: a stream connected with a broadcast stream whose
+  elements update *broadcast state* that every parallel instance sees.
+* :class:`OutputTag`: names a side output; ``ctx.output(tag, value)`` emits to it and
+  ``stream.get_side_output(tag)`` reads it.
+
+Example:
+    >>> class Timeout(KeyedProcessFunction):
+    ...     def process_element(self, value, ctx):
+    ...         ctx.timer_service().register_event_time_timer(ctx.timestamp + 1000)
+    ...     def on_timer(self, timestamp, ctx):
+    ...         yield (ctx.get_current_key(), "timeout", timestamp)
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from typing import Any, Iterable
 
-__all__ = ["RuntimeContext", "KeyedProcessFunction", "ProcessContext"]
+from engine.errors import ConfigError
+
+__all__ = [
+    "OutputTag",
+    "RuntimeContext",
+    "KeyedProcessFunction",
+    "ProcessContext",
+    "OnTimerContext",
+    "CoProcessFunction",
+    "KeyedCoProcessFunction",
+    "BroadcastProcessFunction",
+    "BroadcastContext",
+]
+
+
+class OutputTag:
+    """The name of a side output (Flink's ``OutputTag``).
+
+    Example:
+        >>> late = OutputTag("late")
+        >>> late.tag_id
+        'late'
+    """
+
+    __slots__ = ("tag_id",)
+
+    def __init__(self, tag_id: str) -> None:
+        if not isinstance(tag_id, str) or not tag_id:
+            raise ConfigError(f"OutputTag needs a non-empty str name, got {tag_id!r}")
+        self.tag_id = tag_id
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, OutputTag) and other.tag_id == self.tag_id
+
+    def __hash__(self) -> int:
+        return hash(("OutputTag", self.tag_id))
+
+    def __repr__(self) -> str:
+        return f"OutputTag({self.tag_id!r})"
+
+
+def tag_name(tag: "OutputTag | str") -> str:
+    """The side-output name of ``tag`` (an :class:`OutputTag` or a str)."""
+    if isinstance(tag, OutputTag):
+        return tag.tag_id
+    if isinstance(tag, str) and tag:
+        return tag
+    raise ConfigError(f"side outputs are named by an OutputTag or a non-empty str, got {tag!r}")
 
 
 class RuntimeContext:
@@ -41,6 +103,11 @@ class RuntimeContext:
 
     def get_state(self, descriptor: Any) -> Any:
         """Keyed ValueState/ListState/MapState/ReducingState/AggregatingState for ``descriptor``."""
+        if self._ctx.keyed_backend is None:
+            raise ConfigError(
+                f"operator {self._ctx.operator_name!r} has no keyed state: keyed state needs a "
+                "keyed stream (key_by(...) before process())"
+            )
         return self._ctx.keyed_backend.get_state(descriptor)
 
     get_list_state = get_state
@@ -50,28 +117,54 @@ class RuntimeContext:
 
 
 class ProcessContext:
-    """Per-record context of a KeyedProcessFunction."""
+    """Per-record context of a process function: key, timestamp, timers, side outputs."""
 
-    __slots__ = ("_key", "timestamp", "_timer_service")
+    __slots__ = ("_key", "timestamp", "_timer_service", "_side")
 
     def __init__(self) -> None:
-        self._key = None
+        self._key: Any = None
         self.timestamp: int | None = None
-        self._timer_service = None
+        self._timer_service: Any = None
+        self._side: dict[str, list] = {}
 
     def get_current_key(self) -> Any:
         """The key of the record being processed."""
         return self._key
 
     def timer_service(self) -> Any:
-        """Register/delete event-time and processing-time timers for the current key."""
+        """Register/delete event-time and processing-time timers for the current key
+        (a :class:`operators.timers.TimerService`; None on a non-keyed stream)."""
         return self._timer_service
+
+    def output(self, tag: "OutputTag | str", value: Any) -> None:
+        """Emit ``value`` to the side output ``tag``."""
+        self._side.setdefault(tag_name(tag), []).append(value)
+
+    def _take_side(self) -> dict[str, list]:
+        side, self._side = self._side, {}
+        return side
+
+
+class OnTimerContext(ProcessContext):
+    """The context of ``on_timer``: also says which clock fired (``time_domain()``)."""
+
+    __slots__ = ("_domain",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._domain = "event_time"
+
+    def time_domain(self) -> str:
+        """``"event_time"`` or ``"processing_time"``."""
+        return self._domain
 
 
 class KeyedProcessFunction(ABC):
-    """Processes the records of a keyed stream one at a time with per-key state.
+    """Processes the records of a keyed stream one at a time with per-key state and timers.
 
-    ``process_element`` yields (or returns an iterable of) output records.
+    ``process_element`` and ``on_timer`` yield (or return an iterable of) output records.
+    ``ctx.timestamp`` is the record's event timestamp when the stream has a timestamp
+    assigner (``assign_timestamps_and_watermarks``), else None.
     """
 
     def open(self, runtime_context: RuntimeContext) -> None:
@@ -81,9 +174,109 @@ class KeyedProcessFunction(ABC):
     def process_element(self, value: Any, ctx: ProcessContext) -> Iterable[Any] | None:
         """Process one record of the current key."""
 
-    def on_timer(self, timestamp: int, ctx: Any) -> Iterable[Any] | None:
+    def on_timer(self, timestamp: int, ctx: OnTimerContext) -> Iterable[Any] | None:
+        """A timer registered for the current key fired (``ctx.time_domain()`` says which)."""
+        return None
+
+    def close(self) -> None:
+        """Called once at the end."""
+
+
+class CoProcessFunction(ABC):
+    """Processes two connected streams (``a.connect(b).process(fn)``); not keyed.
+
+    Example:
+        >>> class Tag(CoProcessFunction):
+        ...     def process_element1(self, value, ctx): yield ("a", value)
+        ...     def process_element2(self, value, ctx): yield ("b", value)
+    """
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        """Called once per subtask before any record."""
+
+    @abstractmethod
+    def process_element1(self, value: Any, ctx: ProcessContext) -> Iterable[Any] | None:
+        """A record of the first input."""
+
+    @abstractmethod
+    def process_element2(self, value: Any, ctx: ProcessContext) -> Iterable[Any] | None:
+        """A record of the second input."""
+
+    def close(self) -> None:
+        """Called once at the end."""
+
+
+class KeyedCoProcessFunction(CoProcessFunction):
+    """Two connected keyed streams (``a.connect(b).key_by(ka, kb).process(fn)``) with
+    shared per-key state and timers."""
+
+    def on_timer(self, timestamp: int, ctx: OnTimerContext) -> Iterable[Any] | None:
         """A timer registered for the current key fired."""
         return None
+
+
+class BroadcastContext(ProcessContext):
+    """Context of a :class:`BroadcastProcessFunction`: gives access to broadcast state."""
+
+    __slots__ = ("_states", "_writable")
+
+    def __init__(self, states: dict[str, dict]) -> None:
+        super().__init__()
+        self._states = states
+        self._writable = False
+
+    def get_broadcast_state(self, descriptor: Any) -> dict:
+        """The broadcast state (a dict) declared by ``descriptor`` (a MapStateDescriptor or a
+        name). Writable in ``process_broadcast_element``; treat it as read-only in
+        ``process_element`` (changes there would differ between parallel instances)."""
+        name = descriptor if isinstance(descriptor, str) else getattr(descriptor, "name", None)
+        if name not in self._states:
+            raise ConfigError(
+                f"broadcast state {name!r} was not declared; declared: {sorted(self._states)!r} "
+                "(pass the descriptor to broadcast(...))"
+            )
+        state = self._states[name]
+        return state if self._writable else _ReadOnlyDict(state)
+
+
+class _ReadOnlyDict(dict):
+    """A read-only view of broadcast state for ``process_element``."""
+
+    def __init__(self, backing: dict) -> None:
+        super().__init__(backing)
+
+    def _deny(self, *args: Any, **kwargs: Any) -> None:
+        raise ConfigError("broadcast state is read-only in process_element(); update it in process_broadcast_element()")
+
+    __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = _deny  # type: ignore[assignment]
+
+
+class BroadcastProcessFunction(ABC):
+    """Connects a stream with a broadcast stream (``a.connect(b.broadcast(desc)).process(fn)``).
+
+    Every parallel instance receives every broadcast element and keeps the same broadcast
+    state (checkpointed with the operator).
+
+    Example:
+        >>> class Rules(BroadcastProcessFunction):
+        ...     def process_broadcast_element(self, rule, ctx):
+        ...         ctx.get_broadcast_state("rules")[rule["name"]] = rule["limit"]
+        ...     def process_element(self, value, ctx):
+        ...         limit = ctx.get_broadcast_state("rules").get("max")
+        ...         if limit is not None and value > limit:
+        ...             yield value
+    """
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        """Called once per subtask before any record."""
+
+    @abstractmethod
+    def process_element(self, value: Any, ctx: BroadcastContext) -> Iterable[Any] | None:
+        """A record of the non-broadcast input (broadcast state read-only)."""
+
+    @abstractmethod
+    def process_broadcast_element(self, value: Any, ctx: BroadcastContext) -> Iterable[Any] | None:
+        """A record of the broadcast input (broadcast state writable)."""
 
     def close(self) -> None:
         """Called once at the end."""

@@ -1,0 +1,373 @@
+"""Event time: timestamp assigners, watermark strategies and the operator/source wrapper
+that generates watermarks.
+
+Event timestamps are a property of the record: a :class:`TimestampAssigner` reads them from
+a column (vectorized on Arrow batches) or computes them with a function. Watermarks are
+generated either inside the source reader, **per split** (when the strategy is applied
+directly to a source stream), or by the :class:`TimestampsAndWatermarksOperator` after any
+other operator. A watermark ``w`` promises that no record with timestamp ``<= w`` follows
+(Flink semantics): :meth:`WatermarkStrategy.for_bounded_out_of_orderness` emits
+``max_timestamp - bound - 1``.
+
+Downstream event-time operators (windows, timers, joins) find the assigner of the nearest
+upstream ``assign_timestamps_and_watermarks`` and apply it again to the records they see,
+so the operators in between must keep the timestamp field (or pass ``timestamp=`` to the
+event-time operator explicitly).
+
+Example:
+    >>> s = WatermarkStrategy.for_bounded_out_of_orderness(500).with_timestamp_column("ts")
+    >>> g = s.create_generator()
+    >>> g.on_timestamps_max(10_000); g.current_watermark()
+    9499
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import pyarrow as pa
+
+from engine.connectors import END_OF_INPUT, NOTHING_AVAILABLE, Source, SourceReader
+from engine.errors import ConfigError
+from engine.events import MIN_WATERMARK, Watermark
+from engine.operator import OperatorContext, StreamOperator
+from engine.records import Batch
+
+__all__ = [
+    "TimestampAssigner",
+    "WatermarkGenerator",
+    "WatermarkStrategy",
+    "TimestampsAndWatermarksOperator",
+    "WatermarkedSource",
+    "NO_TIMESTAMP",
+]
+
+#: the watermark before any record was seen
+NO_TIMESTAMP = MIN_WATERMARK
+
+
+class TimestampAssigner:
+    """Extracts event timestamps (epoch ms, int) from records.
+
+    Args:
+        column: a column name (dict records, Arrow batches) or a tuple index.
+        fn: a function ``fn(record) -> int`` (used when ``column`` is None).
+
+    Example:
+        >>> TimestampAssigner(column="ts").timestamps(Batch.of_records([{"ts": 5}, {"ts": 7}])).tolist()
+        [5, 7]
+        >>> TimestampAssigner(fn=lambda r: r[1]).extract(("a", 42))
+        42
+    """
+
+    def __init__(self, column: str | int | None = None, fn: Callable[[Any], int] | None = None) -> None:
+        if (column is None) == (fn is None):
+            raise ConfigError("TimestampAssigner needs exactly one of column= or fn=")
+        if fn is not None and not callable(fn):
+            raise ConfigError(f"TimestampAssigner fn must be callable, got {fn!r}")
+        self.column = column
+        self.fn = fn
+
+    def extract(self, record: Any) -> int:
+        """The timestamp of one record."""
+        if self.fn is not None:
+            return int(self.fn(record))
+        return int(record[self.column])  # type: ignore[index]
+
+    def timestamps(self, batch: Batch) -> np.ndarray:
+        """The timestamps of a whole batch as int64 (vectorized for a column of an Arrow batch)."""
+        if isinstance(self.column, str) and batch.is_columnar:
+            rb = batch.arrow()
+            i = rb.schema.get_field_index(self.column)
+            if i < 0:
+                raise ConfigError(
+                    f"timestamp column {self.column!r} is not in the batch (columns: {rb.schema.names})"
+                )
+            col = rb.column(i)
+            if pa.types.is_timestamp(col.type):
+                col = col.cast(pa.timestamp("ms")).cast(pa.int64())
+            return col.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        records = batch.records()
+        try:
+            if self.fn is not None:
+                fn = self.fn
+                return np.fromiter((fn(r) for r in records), dtype=np.int64, count=len(records))
+            c = self.column
+            return np.fromiter((r[c] for r in records), dtype=np.int64, count=len(records))  # type: ignore[index]
+        except (KeyError, IndexError, TypeError) as exc:
+            bad = next((r for r in records if not _has_ts(r, self)), records[0] if records else None)
+            raise ConfigError(f"cannot extract an event timestamp ({self!r}) from record {bad!r}: {exc!r}") from exc
+
+    def __repr__(self) -> str:
+        if self.fn is not None:
+            return f"TimestampAssigner(fn={getattr(self.fn, '__name__', self.fn)!r})"
+        return f"TimestampAssigner(column={self.column!r})"
+
+
+def _has_ts(record: Any, assigner: TimestampAssigner) -> bool:
+    try:
+        assigner.extract(record)
+        return True
+    except Exception:
+        return False
+
+
+@dataclass
+class WatermarkGenerator:
+    """Bounded-out-of-orderness watermark generator (``bound_ms = 0``: monotonous).
+
+    The watermark is ``max_timestamp - bound_ms - 1``, so with ``bound_ms = 0`` a window
+    ``[s, e)`` closes once a record with timestamp ``>= e`` has been seen.
+    """
+
+    bound_ms: int = 0
+    max_timestamp: int = NO_TIMESTAMP
+    last_activity_ms: int | None = None
+
+    def on_timestamps_max(self, ts_max: int, now_ms: int | None = None) -> None:
+        """Records up to ``ts_max`` were seen (at processing time ``now_ms``)."""
+        if ts_max > self.max_timestamp:
+            self.max_timestamp = ts_max
+        self.last_activity_ms = now_ms
+
+    def current_watermark(self) -> int:
+        """The watermark implied by the records seen so far."""
+        if self.max_timestamp == NO_TIMESTAMP:
+            return NO_TIMESTAMP
+        return self.max_timestamp - self.bound_ms - 1
+
+
+class WatermarkStrategy:
+    """How to get timestamps and watermarks for a stream (Flink's ``WatermarkStrategy``).
+
+    Example:
+        >>> s = (WatermarkStrategy.for_bounded_out_of_orderness(2000)
+        ...      .with_timestamp_column("ts").with_idleness(10_000))
+        >>> s.bound_ms, s.idleness_ms
+        (2000, 10000)
+    """
+
+    def __init__(self, bound_ms: int = 0, assigner: TimestampAssigner | None = None,
+                 idleness_ms: int | None = None) -> None:
+        if isinstance(bound_ms, bool) or not isinstance(bound_ms, int) or bound_ms < 0:
+            raise ConfigError(f"out-of-orderness bound must be a non-negative int (ms), got {bound_ms!r}")
+        if idleness_ms is not None and (not isinstance(idleness_ms, int) or idleness_ms <= 0):
+            raise ConfigError(f"idleness must be a positive int (ms), got {idleness_ms!r}")
+        self.bound_ms = bound_ms
+        self.assigner = assigner
+        self.idleness_ms = idleness_ms
+
+    @staticmethod
+    def for_bounded_out_of_orderness(max_out_of_orderness_ms: int) -> "WatermarkStrategy":
+        """Watermark = max timestamp seen - ``max_out_of_orderness_ms`` - 1."""
+        return WatermarkStrategy(max_out_of_orderness_ms)
+
+    @staticmethod
+    def for_monotonous_timestamps() -> "WatermarkStrategy":
+        """Timestamps never decrease: watermark = max timestamp seen - 1."""
+        return WatermarkStrategy(0)
+
+    def with_timestamp_column(self, column: str | int) -> "WatermarkStrategy":
+        """Read timestamps from ``column`` (a column name or tuple index)."""
+        return WatermarkStrategy(self.bound_ms, TimestampAssigner(column=column), self.idleness_ms)
+
+    def with_timestamp_assigner(self, fn: Callable[[Any], int] | TimestampAssigner) -> "WatermarkStrategy":
+        """Compute timestamps with ``fn(record) -> int`` (or a :class:`TimestampAssigner`)."""
+        assigner = fn if isinstance(fn, TimestampAssigner) else TimestampAssigner(fn=fn)
+        return WatermarkStrategy(self.bound_ms, assigner, self.idleness_ms)
+
+    def with_idleness(self, idleness_ms: int) -> "WatermarkStrategy":
+        """A split without records for ``idleness_ms`` of processing time stops holding the
+        watermark back (it is excluded from the minimum until it has records again)."""
+        return WatermarkStrategy(self.bound_ms, self.assigner, idleness_ms)
+
+    def create_generator(self) -> WatermarkGenerator:
+        """A fresh generator (one per split or per operator subtask)."""
+        return WatermarkGenerator(self.bound_ms)
+
+    def require_assigner(self, where: str) -> TimestampAssigner:
+        """The timestamp assigner, or a ConfigError naming ``where`` it was needed."""
+        if self.assigner is None:
+            raise ConfigError(
+                f"{where}: the WatermarkStrategy has no timestamp assigner; add "
+                ".with_timestamp_column('ts') or .with_timestamp_assigner(fn)"
+            )
+        return self.assigner
+
+    def __repr__(self) -> str:
+        return f"WatermarkStrategy(bound_ms={self.bound_ms}, assigner={self.assigner!r}, idleness_ms={self.idleness_ms})"
+
+
+class TimestampsAndWatermarksOperator(StreamOperator):
+    """Attaches timestamps (``Batch.timestamps``) and emits watermarks after each batch.
+
+    Upstream watermarks are not forwarded (this operator replaces them), except the final
+    end-of-input watermark. Idleness is not applied here (it needs a stream-status event
+    the operator output cannot send); use the strategy on a source for per-split idleness.
+    """
+
+    def __init__(self, strategy: WatermarkStrategy) -> None:
+        self.assigner = strategy.require_assigner("assign_timestamps_and_watermarks")
+        self.generator = strategy.create_generator()
+        self._emitted = NO_TIMESTAMP
+
+    def process_batch(self, batch: Batch, input_index: int = 0) -> None:
+        ts = self.assigner.timestamps(batch)
+        out = Batch.of_arrow(batch.arrow()) if batch.is_arrow else Batch.of_records(batch.records())
+        out.timestamps = ts
+        self.output.emit(out)
+        if len(ts):
+            self.generator.on_timestamps_max(int(ts.max()), self.ctx.clock.now_ms())
+            wm = self.generator.current_watermark()
+            if wm > self._emitted:
+                self._emitted = wm
+                self.output.emit_watermark(Watermark(wm))
+
+    def process_watermark(self, watermark: Watermark, input_index: int = 0) -> None:
+        if watermark.timestamp == 2**63 - 1 and watermark.timestamp > self._emitted:
+            self._emitted = watermark.timestamp
+            self.output.emit_watermark(watermark)
+
+    def snapshot_state(self, checkpoint_id: int) -> Any:
+        return {"max_timestamp": self.generator.max_timestamp}
+
+    def restore_state(self, states: list[Any]) -> None:
+        # conservative on rescale: the smallest max timestamp of the old subtasks
+        maxima = [s["max_timestamp"] for s in states if s]
+        if maxima:
+            self.generator.max_timestamp = min(maxima)
+
+
+# --------------------------------------------------------------------------- per-split watermarks
+
+
+@dataclass
+class _SplitWatermark:
+    """A split with the state of its watermark generator (what a checkpoint stores)."""
+
+    split: Any
+    max_timestamp: int = NO_TIMESTAMP
+
+
+class WatermarkedSource(Source):
+    """Wraps a split-based source so that its readers generate watermarks **per split**.
+
+    The reader keeps one :class:`WatermarkGenerator` per split it reads and reports the
+    minimum over its active splits (splits idle longer than the strategy's idleness are
+    excluded; finished splits drop out). Splits are checkpointed with their generator state.
+    The built-in sources read their splits one after the other, so the active split is the
+    one being read; a reader that interleaves splits reports the batch's split through
+    ``current_split_id()``.
+
+    Example:
+        >>> from operators.sources import CollectionSource
+        >>> src = WatermarkedSource(CollectionSource([{"ts": 1}, {"ts": 5}]),
+        ...     WatermarkStrategy.for_monotonous_timestamps().with_timestamp_column("ts"))
+        >>> src.bounded
+        True
+    """
+
+    def __init__(self, source: Source, strategy: WatermarkStrategy) -> None:
+        strategy.require_assigner(f"watermarks for source {source.describe()!r}")
+        self.source = source
+        self.strategy = strategy
+        self.bounded = source.bounded
+
+    def create_splits(self, parallelism: int) -> list[Any]:
+        return self.source.create_splits(parallelism)
+
+    def create_reader(self, ctx: OperatorContext) -> SourceReader:
+        return _WatermarkedReader(self.source.create_reader(ctx), self.strategy, ctx)
+
+    def describe(self) -> str:
+        return f"{self.source.describe()} with watermarks"
+
+
+def _split_id(split: Any) -> Any:
+    return getattr(split, "split_id", id(split))
+
+
+class _WatermarkedReader(SourceReader):
+    def __init__(self, inner: SourceReader, strategy: WatermarkStrategy, ctx: OperatorContext) -> None:
+        self.inner = inner
+        self.strategy = strategy
+        self.assigner = strategy.require_assigner("source watermarks")
+        self.clock = ctx.clock
+        self.generators: dict[Any, WatermarkGenerator] = {}
+        self.wm = NO_TIMESTAMP
+
+    def add_splits(self, splits: list[Any]) -> None:
+        raw = []
+        for s in splits:
+            if isinstance(s, _SplitWatermark):
+                g = self.strategy.create_generator()
+                g.max_timestamp = s.max_timestamp
+                self.generators[_split_id(s.split)] = g
+                raw.append(s.split)
+            else:
+                raw.append(s)
+        self.inner.add_splits(raw)
+
+    def _current_split(self) -> Any:
+        current = getattr(self.inner, "current_split_id", None)
+        if current is not None:
+            return current()
+        splits = getattr(self.inner, "splits", None)
+        return _split_id(splits[0]) if splits else None
+
+    def _live_ids(self) -> set:
+        splits = getattr(self.inner, "splits", None)
+        return {_split_id(s) for s in splits} if splits is not None else set(self.generators)
+
+    def poll_next(self) -> Any:
+        result = self.inner.poll_next()
+        if result is NOTHING_AVAILABLE or result is END_OF_INPUT:
+            return result
+        sid = self._current_split()
+        ts = self.assigner.timestamps(result)
+        result.timestamps = ts
+        if len(ts):
+            g = self.generators.get(sid)
+            if g is None:
+                g = self.generators[sid] = self.strategy.create_generator()
+            g.on_timestamps_max(int(ts.max()), self.clock.now_ms())
+        return result
+
+    def poll_watermark(self) -> int | None:
+        live = self._live_ids()
+        for sid in [s for s in self.generators if s not in live]:
+            del self.generators[sid]  # finished split: no longer holds time back
+        now = self.clock.now_ms()
+        idle = self.strategy.idleness_ms
+        marks = [
+            g.current_watermark()
+            for sid, g in self.generators.items()
+            if not (idle is not None and g.last_activity_ms is not None and now - g.last_activity_ms >= idle)
+        ]
+        if not marks:
+            return None
+        wm = min(marks)
+        if wm > self.wm:
+            self.wm = wm
+            return wm
+        return None
+
+    def is_idle(self) -> bool:
+        idle = self.strategy.idleness_ms
+        if idle is None:
+            return False
+        now = self.clock.now_ms()
+        return all(g.last_activity_ms is not None and now - g.last_activity_ms >= idle for g in self.generators.values())
+
+    def snapshot_state(self, checkpoint_id: int) -> list[Any]:
+        out = []
+        for s in self.inner.snapshot_state(checkpoint_id):
+            g = self.generators.get(_split_id(s))
+            out.append(_SplitWatermark(copy.copy(s), g.max_timestamp if g else NO_TIMESTAMP))
+        return out
+
+    def close(self) -> None:
+        self.inner.close()

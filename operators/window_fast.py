@@ -1,0 +1,219 @@
+"""The vectorized window fast path: count/sum/min/max/mean per key per tumbling or sliding
+event-time window, computed on Arrow columns with pyarrow's hash group-by.
+
+Each batch is grouped by ``(key, window_start)`` into a small partial table; partials are
+merged (``group_by`` again: sums of sums, sums of counts, min of mins, max of maxes) when a
+watermark closes a window or when enough partials piled up. A window ``[s, s + size)``
+is emitted once the watermark reaches ``s + size - 1`` as one Arrow batch of rows
+``{key, window_start, window_end, <aggregates>}``. Records whose windows have all closed
+(judged against the watermark before the batch) are late: they go to the side output.
+
+Used by ``keyed.window(Tumbling/SlidingEventTimeWindows...).aggregate(n=("value", "count"))``
+when the key and the timestamps are columns and the default trigger is used with no
+allowed lateness; other cases run the record-API :class:`WindowOperator` with the same output.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from engine.errors import ConfigError, GraphError
+from engine.events import MIN_WATERMARK, Watermark
+from engine.keygroups import key_groups_of_array
+from engine.operator import StreamOperator
+from engine.records import Batch
+
+from .windows import SlidingEventTimeWindows, TumblingEventTimeWindows
+
+__all__ = ["VectorWindowAggregateOperator", "WINDOW_AGGREGATIONS"]
+
+log = logging.getLogger(__name__)
+
+WINDOW_AGGREGATIONS = ("count", "sum", "min", "max", "mean")
+_MERGE = {"sum": "sum", "count": "sum", "min": "min", "max": "max"}
+_COMPACT_EVERY = 32
+
+
+class VectorWindowAggregateOperator(StreamOperator):
+    """Vectorized keyed window aggregates (see the module docstring).
+
+    Args:
+        key_column: the key column; ts_column: the event-time column (int64 ms).
+        assigner: a TumblingEventTimeWindows or SlidingEventTimeWindows.
+        aggregations: ``{output: (column, "count"|"sum"|"min"|"max"|"mean")}``.
+        late_tag: side output for late records (None: count them in the metrics).
+    """
+
+    keyed = True
+
+    def __init__(self, key_column: str, ts_column: str, assigner: Any,
+                 aggregations: dict[str, tuple[str, str]], late_tag: str | None = None) -> None:
+        if not isinstance(assigner, (TumblingEventTimeWindows, SlidingEventTimeWindows)) or not assigner.is_event_time:
+            raise GraphError(f"the vectorized window path needs tumbling or sliding event-time windows, got {assigner!r}")
+        for out, spec in aggregations.items():
+            if not (isinstance(spec, tuple) and len(spec) == 2 and spec[1] in WINDOW_AGGREGATIONS):
+                raise ConfigError(f"window aggregation {out!r}: expected (column, one of {WINDOW_AGGREGATIONS}), got {spec!r}")
+        self.key_column = key_column
+        self.ts_column = ts_column
+        self.size = assigner.size
+        self.slide = getattr(assigner, "slide", assigner.size)
+        self.offset = assigner.offset
+        self.aggregations = dict(aggregations)
+        self.late_tag = late_tag
+        base: list[tuple[str, str]] = []
+        for col, fn in aggregations.values():
+            for b in (("sum", "count") if fn == "mean" else (fn,)):
+                if (col, b) not in base:
+                    base.append((col, b))
+        self.base = base
+        self.acc_names = [f"{c}_{f}" for c, f in base]
+        self.pending: list[pa.Table] = []
+        self.watermark = MIN_WATERMARK
+        self.min_end = 2**63 - 1
+        self._restored: list = []
+        self.late_dropped = 0
+
+    def open(self, ctx: Any, output: Any) -> None:
+        super().open(ctx, output)
+        for st in self._restored:
+            if not st:
+                continue
+            self.watermark = max(self.watermark, st.get("watermark", MIN_WATERMARK))
+            for kg, blob in st.get("groups", {}).items():
+                if kg in ctx.key_group_range:
+                    self.pending.append(pickle.loads(blob))
+        self._restored = []
+        if self.pending:
+            self.min_end = int(pc.min(pa.concat_tables(self.pending).column("window_start")).as_py()) + self.size
+
+    # ------------------------------------------------------------------ input
+    def process_batch(self, batch: Batch, input_index: int = 0) -> None:
+        rb = batch.arrow()
+        n = rb.num_rows
+        if not n:
+            return
+        names = rb.schema.names
+        for c in (self.key_column, self.ts_column, *(c for c, _ in self.base)):
+            if c not in names:
+                raise GraphError(f"window aggregate: column {c!r} is not in the batch (columns: {names})")
+        ts = rb.column(self.ts_column).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        last = ts - (ts - self.offset) % self.slide
+        k = -(-self.size // self.slide)
+        wm = self.watermark
+        if k == 1:
+            starts = last
+            keep = starts + (self.size - 1) > wm
+            row_late = ~keep
+            idx = None if keep.all() else np.flatnonzero(keep)
+            if idx is not None:
+                starts = starts[idx]
+        else:
+            cand = last[None, :] - (np.arange(k, dtype=np.int64) * self.slide)[:, None]  # (k, n)
+            valid = (cand > ts[None, :] - self.size) & (cand + (self.size - 1) > wm)
+            row_late = ~valid.any(axis=0)
+            j, rows = np.nonzero(valid)
+            idx = rows
+            starts = cand[j, rows]
+        if row_late.any():
+            self._late(rb.filter(pa.array(row_late)))
+        if starts.size == 0:
+            return
+        cols: dict[str, Any] = {}
+        take = pa.array(idx) if idx is not None else None
+        for c in dict.fromkeys([self.key_column, *(c for c, _ in self.base)]):
+            col = rb.column(c)
+            cols[c] = col if take is None else col.take(take)
+        cols["window_start"] = pa.array(starts, pa.int64())
+        part = pa.table(cols).group_by([self.key_column, "window_start"], use_threads=False).aggregate(list(self.base))
+        self.pending.append(part.select([self.key_column, "window_start", *self.acc_names]))
+        self.min_end = min(self.min_end, int(starts.min()) + self.size)
+        if len(self.pending) >= _COMPACT_EVERY:
+            self.pending = [self._merged()]
+
+    def _late(self, late: pa.RecordBatch) -> None:
+        if self.late_tag is not None:
+            self.output.emit_side(self.late_tag, Batch.of_arrow(late))
+            return
+        if not self.late_dropped:
+            log.warning("window aggregate %r dropped late records (first %r); use side_output_late_data(tag)",
+                        self.ctx.operator_name, late.slice(0, 1).to_pylist())
+        self.late_dropped += late.num_rows
+        self.ctx.metrics["num_late_records_dropped"] = self.late_dropped
+
+    def _merged(self) -> pa.Table:
+        t = pa.concat_tables(self.pending) if len(self.pending) > 1 else self.pending[0]
+        if len(self.pending) == 1:
+            return t
+        specs = [(name, _MERGE[f]) for name, (_c, f) in zip(self.acc_names, self.base)]
+        g = t.group_by([self.key_column, "window_start"], use_threads=False).aggregate(specs)
+        return g.select([self.key_column, "window_start", *(f"{n}_{m}" for n, m in specs)]).rename_columns(
+            [self.key_column, "window_start", *self.acc_names])
+
+    # ------------------------------------------------------------------ firing
+    def process_watermark(self, watermark: Watermark, input_index: int = 0) -> None:
+        wm = watermark.timestamp
+        if wm > self.watermark:
+            self.watermark = wm
+        if self.pending and wm >= self.min_end - 1:
+            merged = self._merged()
+            ws = merged.column("window_start").to_numpy()
+            closed = ws + (self.size - 1) <= wm
+            if closed.all():
+                self.pending = []
+                self.min_end = 2**63 - 1
+                self._emit(merged)
+            else:
+                mask = pa.array(closed)
+                rest = merged.filter(pc.invert(mask))
+                self.pending = [rest]
+                self.min_end = int(ws[~closed].min()) + self.size
+                self._emit(merged.filter(mask))
+        self.output.emit_watermark(watermark)
+
+    def _emit(self, t: pa.Table) -> None:
+        if not t.num_rows:
+            return
+        ws = t.column("window_start")
+        cols: dict[str, Any] = {
+            self.key_column: t.column(self.key_column),
+            "window_start": ws,
+            "window_end": pc.add(ws, self.size),
+        }
+        for out, (c, f) in self.aggregations.items():
+            if f == "mean":
+                cols[out] = pc.divide(pc.cast(t.column(f"{c}_sum"), pa.float64()), t.column(f"{c}_count"))
+            else:
+                cols[out] = t.column(f"{c}_{f}")
+        table = pa.table(cols)
+        for rb in table.to_batches():
+            self.output.emit(Batch.of_arrow(rb))
+
+    # ------------------------------------------------------------------ state
+    def snapshot_state(self, checkpoint_id: int) -> Any:
+        groups: dict[int, bytes] = {}
+        if self.pending:
+            merged = self._merged()
+            self.pending = [merged]
+            kgs = key_groups_of_array(merged.column(self.key_column), self.ctx.max_parallelism)
+            order = np.argsort(kgs, kind="stable")
+            sorted_kgs = kgs[order]
+            t = merged.take(pa.array(order))
+            bounds = np.flatnonzero(np.diff(sorted_kgs)) + 1
+            starts = np.concatenate(([0], bounds))
+            ends = np.concatenate((bounds, [len(order)]))
+            for s, e in zip(starts.tolist(), ends.tolist()):
+                groups[int(sorted_kgs[s])] = pickle.dumps(t.slice(s, e - s), protocol=5)
+        return {"watermark": self.watermark, "groups": groups}
+
+    def restore_state(self, states: list[Any]) -> None:
+        self._restored = list(states)
+
+    def num_open_windows(self) -> int:
+        """Number of open (key, window) pairs."""
+        return self._merged().num_rows if self.pending else 0

@@ -1,0 +1,416 @@
+"""The record-API window operator: assigners, triggers, lateness, merging (session) windows.
+
+Contents are kept per key and window as a list of records (``process``), a running value
+(``reduce``) or an accumulator (``aggregate``); timers (trigger timers and the cleanup
+timer at ``window.max_timestamp() + allowed_lateness``) live in an
+:class:`~operators.timers.InternalTimerService`. The snapshot holds the timers and, per
+key group, the pickled contents and trigger state, so a restored (or rescaled) operator
+continues with identical output.
+
+Records whose windows have all expired (``window.max_timestamp() + allowed_lateness <=
+watermark``) are *late*: they go to the ``late_tag`` side output if one is set, else they
+are counted in ``ctx.metrics["num_late_records_dropped"]`` and logged once.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from typing import Any, Callable
+
+import cloudpickle
+
+from engine.errors import UserCodeError
+from engine.events import MIN_WATERMARK, Watermark
+from engine.keygroups import key_group_for
+from engine.operator import StreamOperator
+from engine.records import Batch
+
+from .functions import RuntimeContext
+from .timers import InternalTimerService
+from .windows import ProcessWindowFunction, Trigger, TriggerContext, TriggerResult, WindowAssigner, WindowContext
+
+__all__ = ["WindowOperator", "LIST", "REDUCE", "AGGREGATE"]
+
+log = logging.getLogger(__name__)
+
+LIST, REDUCE, AGGREGATE = "list", "reduce", "aggregate"
+_NONE: Any = object()
+
+
+class _TriggerCtx(TriggerContext):
+    __slots__ = ("op", "key", "window", "_merged")
+
+    def __init__(self, op: "WindowOperator") -> None:
+        self.op = op
+        self.key: Any = None
+        self.window: Any = None
+        self._merged: list[dict] = []
+
+    def current_watermark(self) -> int:
+        return self.op.timers.watermark
+
+    def current_processing_time(self) -> int:
+        return self.op.ctx.clock.now_ms()
+
+    def register_event_time_timer(self, time: int) -> None:
+        self.op.timers.register_event_time_timer(self.key, self.window, time)
+
+    def register_processing_time_timer(self, time: int) -> None:
+        self.op.timers.register_processing_time_timer(self.key, self.window, time)
+
+    def delete_event_time_timer(self, time: int) -> None:
+        self.op.timers.delete_event_time_timer(self.key, self.window, time)
+
+    def delete_processing_time_timer(self, time: int) -> None:
+        self.op.timers.delete_processing_time_timer(self.key, self.window, time)
+
+    def get_state(self, name: str, default: Any = None) -> Any:
+        st = self.op.trig.get(self.key, {}).get(self.window)
+        return default if st is None else st.get(name, default)
+
+    def set_state(self, name: str, value: Any) -> None:
+        self.op.trig.setdefault(self.key, {}).setdefault(self.window, {})[name] = value
+
+    def merged_states(self, name: str) -> list:
+        return [st[name] for st in self._merged if name in st]
+
+
+class WindowOperator(StreamOperator):
+    """Keyed windows with the record API (see the module docstring).
+
+    Args:
+        key_of: ``key_of(record)``; timestamp_of: ``timestamps(batch)`` (a TimestampAssigner)
+            for event-time assigners, else None.
+        kind: ``"list"`` (window function sees all records), ``"reduce"`` (``fn(a, b)``) or
+            ``"aggregate"`` (``fn`` is an AggregateFunction).
+        window_function: a ProcessWindowFunction applied to the contents (optional for
+            reduce/aggregate: without it the reduced value / ``get_result`` is emitted).
+    """
+
+    keyed = True
+
+    def __init__(
+        self,
+        key_of: Callable[[Any], Any],
+        assigner: WindowAssigner,
+        kind: str,
+        fn: Any = None,
+        window_function: ProcessWindowFunction | None = None,
+        trigger: Trigger | None = None,
+        allowed_lateness: int = 0,
+        late_tag: str | None = None,
+        timestamp_assigner: Any = None,
+    ) -> None:
+        self.key_of = key_of
+        self.assigner = assigner
+        self.kind = kind
+        self.fn = fn
+        self.window_function = window_function
+        self.trigger = trigger or assigner.default_trigger()
+        if assigner.is_merging and not self.trigger.can_merge():
+            from engine.errors import ConfigError
+
+            raise ConfigError(f"trigger {type(self.trigger).__name__} cannot be used with merging windows ({assigner!r})")
+        self.allowed_lateness = allowed_lateness
+        self.late_tag = late_tag
+        self.timestamp_assigner = timestamp_assigner
+        self.contents: dict[Any, dict[Any, Any]] = {}  # key -> window -> contents
+        self.trig: dict[Any, dict[Any, dict]] = {}  # key -> window -> trigger state
+        self._restored: list = []
+        self._warned_late = False
+
+    # ------------------------------------------------------------------ lifecycle
+    def open(self, ctx: Any, output: Any) -> None:
+        super().open(ctx, output)
+        self.timers = InternalTimerService(
+            ctx.max_parallelism, self._on_event_time, self._on_processing_time,
+            ctx.register_processing_timer, ctx.clock,
+        )
+        self.tctx = _TriggerCtx(self)
+        self.wctx = WindowContext(self)
+        self._out: list = []
+        self._late: list = []
+        ctx.metrics.setdefault("num_late_records_dropped", 0)
+        for st in self._restored:
+            if not st:
+                continue
+            for kg, blob in st.get("groups", {}).items():
+                if kg in ctx.key_group_range:
+                    contents, trig = pickle.loads(blob)
+                    self.contents.update(contents)
+                    self.trig.update(trig)
+            if "watermark" in st.get("timers", {}):
+                self.timers.watermark = max(self.timers.watermark, st["timers"]["watermark"])
+        self.timers.restore([s.get("timers") for s in self._restored if s], ctx.key_group_range)
+        self._restored = []
+        if self.window_function is not None:
+            self.window_function.open(RuntimeContext(ctx))
+
+    def close(self) -> None:
+        if self.window_function is not None:
+            self.window_function.close()
+
+    # ------------------------------------------------------------------ input
+    def _elements(self, batch: Batch, input_index: int) -> tuple[list, list, list | None]:
+        """(values to store, keys, event timestamps or None) of a batch."""
+        records = batch.records()
+        key_of = self.key_of
+        try:
+            keys = [key_of(r) for r in records]
+        except Exception as exc:
+            bad = next(r for r in records if not _safe(key_of, r))
+            raise UserCodeError(bad, exc) from exc
+        stamps = None
+        if self.assigner.is_event_time:
+            ts = batch.timestamps
+            if ts is None or len(ts) != len(records):
+                ts = self.timestamp_assigner.timestamps(batch)
+            stamps = ts.tolist()
+        return records, keys, stamps
+
+    def process_batch(self, batch: Batch, input_index: int = 0) -> None:
+        values, keys, stamps = self._elements(batch, input_index)
+        now = self.ctx.clock.now_ms()
+        for i, value in enumerate(values):
+            ts = stamps[i] if stamps is not None else now
+            self._process_element(keys[i], value, ts, now)
+        self._flush()
+
+    def _is_late_window(self, w: Any) -> bool:
+        return self.assigner.is_event_time and w.max_timestamp() + self.allowed_lateness <= self.timers.watermark
+
+    def _process_element(self, key: Any, value: Any, ts: int, now: int) -> None:
+        windows = self.assigner.assign_windows(value, ts, now)
+        per_key = self.contents.get(key)
+        if per_key is None:
+            per_key = self.contents[key] = {}
+        tctx = self.tctx
+        tctx.key = key
+        skipped = True
+        for w in windows:
+            if self.assigner.is_merging:
+                w = self._merge(key, per_key, w)
+                if w is None:
+                    continue
+            elif self._is_late_window(w):
+                continue
+            skipped = False
+            acc = per_key.get(w, _NONE)
+            try:
+                per_key[w] = self._add(acc, value)
+                tctx.window = w
+                result = self.trigger.on_element(value, ts, w, tctx)
+            except Exception as exc:
+                raise UserCodeError(value, exc) from exc
+            if result.is_fire or result.is_purge:
+                self._apply(key, w, result)
+            self._register_cleanup(key, w)
+        if not per_key:
+            self.contents.pop(key, None)
+        if skipped and windows:
+            self._late.append(value)
+
+    def _add(self, acc: Any, value: Any) -> Any:
+        kind = self.kind
+        if kind == LIST:
+            if acc is _NONE:
+                return [value]
+            acc.append(value)
+            return acc
+        if kind == REDUCE:
+            return value if acc is _NONE else self.fn(acc, value)
+        if acc is _NONE:
+            acc = self.fn.create_accumulator()
+        return self.fn.add(value, acc)
+
+    def _merge_acc(self, a: Any, b: Any) -> Any:
+        if self.kind == LIST:
+            return a + b
+        if self.kind == REDUCE:
+            return self.fn(a, b)
+        return self.fn.merge(a, b)
+
+    def _merge(self, key: Any, per_key: dict, w: Any) -> Any:
+        """Merge ``w`` with the key's overlapping session windows; the resulting window,
+        or None if ``w`` is late and merges with nothing."""
+        overlapping = [x for x in per_key if x.intersects(w)]
+        if not overlapping:
+            return None if self._is_late_window(w) else w
+        merged = w
+        for x in overlapping:
+            merged = merged.cover(x)
+        if len(overlapping) == 1 and overlapping[0] == merged:
+            return merged
+        tctx = self.tctx
+        acc: Any = _NONE
+        old_states = []
+        trig_key = self.trig.get(key, {})
+        for x in sorted(overlapping):
+            part = per_key.pop(x)
+            acc = part if acc is _NONE else self._merge_acc(acc, part)
+            tctx.window = x
+            self.trigger.clear(x, tctx)
+            self._delete_cleanup(key, x)
+            old_states.append(trig_key.pop(x, {}))
+        if acc is not _NONE:
+            per_key[merged] = acc
+        tctx.window = merged
+        tctx._merged = old_states
+        self.trigger.on_merge(merged, tctx)
+        tctx._merged = []
+        return merged
+
+    # ------------------------------------------------------------------ firing
+    def _cleanup_time(self, w: Any) -> int | None:
+        t = w.max_timestamp()
+        if t >= 2**63 - 1:
+            return None  # the global window is never cleaned up
+        if self.assigner.is_event_time:
+            return t + self.allowed_lateness
+        return t
+
+    def _register_cleanup(self, key: Any, w: Any) -> None:
+        t = self._cleanup_time(w)
+        if t is None:
+            return
+        if self.assigner.is_event_time:
+            self.timers.register_event_time_timer(key, w, t)
+        else:
+            self.timers.register_processing_time_timer(key, w, t)
+
+    def _delete_cleanup(self, key: Any, w: Any) -> None:
+        t = self._cleanup_time(w)
+        if t is None:
+            return
+        if self.assigner.is_event_time:
+            self.timers.delete_event_time_timer(key, w, t)
+        else:
+            self.timers.delete_processing_time_timer(key, w, t)
+
+    def _apply(self, key: Any, w: Any, result: TriggerResult) -> None:
+        per_key = self.contents.get(key)
+        if per_key is None:
+            return
+        acc = per_key.get(w, _NONE)
+        if acc is _NONE:
+            return
+        if result.is_fire:
+            self._emit_window(key, w, acc)
+        if result.is_purge:
+            del per_key[w]  # an emptied key entry is removed by the caller / cleanup
+
+    def _emit_window(self, key: Any, w: Any, acc: Any) -> None:
+        kind = self.kind
+        try:
+            if kind == LIST:
+                elements = acc
+            elif kind == REDUCE:
+                elements = [acc]
+            else:
+                elements = [self.fn.get_result(acc)]
+            if self.window_function is None:
+                self._out.extend(elements)
+                return
+            wctx = self.wctx
+            wctx.window = w
+            result = self.window_function.process(key, wctx, list(elements))
+            if result is not None:
+                self._out.extend(result)
+        except Exception as exc:
+            raise UserCodeError(f"window {w!r} of key {key!r}", exc) from exc
+
+    def _on_timer(self, key: Any, w: Any, time: int, event_time: bool) -> None:
+        tctx = self.tctx
+        tctx.key = key
+        tctx.window = w
+        if event_time:
+            result = self.trigger.on_event_time(time, w, tctx)
+        else:
+            result = self.trigger.on_processing_time(time, w, tctx)
+        if result.is_fire or result.is_purge:
+            self._apply(key, w, result)
+            if not self.contents.get(key, True):
+                del self.contents[key]
+        if event_time == self.assigner.is_event_time and time == self._cleanup_time(w):
+            self._clear_window(key, w)
+
+    def _clear_window(self, key: Any, w: Any) -> None:
+        per_key = self.contents.get(key)
+        if per_key is not None:
+            per_key.pop(w, None)
+            if not per_key:
+                del self.contents[key]
+        tctx = self.tctx
+        tctx.key, tctx.window = key, w
+        self.trigger.clear(w, tctx)
+        trig = self.trig.get(key)
+        if trig is not None:
+            trig.pop(w, None)
+            if not trig:
+                del self.trig[key]
+
+    def _on_event_time(self, key: Any, w: Any, time: int) -> None:
+        self._on_timer(key, w, time, True)
+
+    def _on_processing_time(self, key: Any, w: Any, time: int) -> None:
+        self._on_timer(key, w, time, False)
+        self._flush()
+
+    def process_watermark(self, watermark: Watermark, input_index: int = 0) -> None:
+        self.timers.advance_watermark(watermark.timestamp)
+        self._flush()
+        self.output.emit_watermark(watermark)
+
+    def _flush(self) -> None:
+        if self._out:
+            out, self._out = self._out, []
+            self.output.emit(Batch.of_records(out))
+        side = self.wctx._side
+        if side:
+            self.wctx._side = {}
+            for tag, values in side.items():
+                self.output.emit_side(tag, Batch.of_records(values))
+        if self._late:
+            late, self._late = self._late, []
+            if self.late_tag is not None:
+                self.output.emit_side(self.late_tag, Batch.of_records(late))
+            else:
+                self.ctx.metrics["num_late_records_dropped"] = self.ctx.metrics.get("num_late_records_dropped", 0) + len(late)
+                if not self._warned_late:
+                    self._warned_late = True
+                    log.warning(
+                        "window operator %r dropped %d late record(s), first %r; use "
+                        ".side_output_late_data(tag) or allowed_lateness(ms) to keep them",
+                        self.ctx.operator_name, len(late), late[0],
+                    )
+
+    # ------------------------------------------------------------------ state
+    def snapshot_state(self, checkpoint_id: int) -> Any:
+        mp = self.ctx.max_parallelism
+        groups: dict[int, tuple[dict, dict]] = {}
+        for key, per_key in self.contents.items():
+            groups.setdefault(key_group_for(key, mp), ({}, {}))[0][key] = per_key
+        for key, trig in self.trig.items():
+            groups.setdefault(key_group_for(key, mp), ({}, {}))[1][key] = trig
+        return {
+            "timers": self.timers.snapshot(),
+            "groups": {kg: cloudpickle.dumps(v) for kg, v in groups.items()},
+        }
+
+    def restore_state(self, states: list[Any]) -> None:
+        self._restored = list(states)
+
+    def num_open_windows(self) -> int:
+        """Number of (key, window) pairs with contents."""
+        return sum(len(v) for v in self.contents.values())
+
+
+def _safe(fn: Callable[[Any], Any], r: Any) -> bool:
+    try:
+        fn(r)
+        return True
+    except Exception:
+        return False
+
+

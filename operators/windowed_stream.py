@@ -1,0 +1,218 @@
+"""The windowing API: ``keyed.window(assigner)`` returns a :class:`WindowedStream`.
+
+Example:
+    >>> from operators.windows import TumblingEventTimeWindows
+    >>> # events.assign_timestamps_and_watermarks(
+    >>> #     WatermarkStrategy.for_bounded_out_of_orderness(500).with_timestamp_column("ts"))
+    >>> #   .key_by("key").window(TumblingEventTimeWindows.of(1000))
+    >>> #   .aggregate(n=("value", "count"), total=("value", "sum"))      # vectorized
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+from engine.errors import GraphError
+
+from .functions import OutputTag, tag_name
+from .time import TimestampAssigner
+from .window_fast import WINDOW_AGGREGATIONS, VectorWindowAggregateOperator
+from .window_operator import AGGREGATE, LIST, REDUCE, WindowOperator
+from .windows import (
+    CountTrigger,
+    GlobalWindows,
+    ProcessWindowFunction,
+    PurgingTrigger,
+    SlidingEventTimeWindows,
+    Trigger,
+    TumblingEventTimeWindows,
+    WindowAssigner,
+)
+
+if TYPE_CHECKING:
+    from .datastream import DataStream, KeyedStream
+
+__all__ = ["WindowedStream", "find_timestamp_assigner"]
+
+
+def find_timestamp_assigner(node: Any) -> TimestampAssigner | None:
+    """The assigner of the nearest upstream ``assign_timestamps_and_watermarks`` (first inputs)."""
+    seen = 0
+    while node is not None and seen < 10_000:
+        a = getattr(node, "timestamp_assigner", None)
+        if a is not None:
+            return a
+        ins = [e for e in node.inputs if not e.feedback]
+        node = ins[0].source if ins else None
+        seen += 1
+    return None
+
+
+class _SpecsWindowFunction(ProcessWindowFunction):
+    """Computes ``{out: (column, fn)}`` over a window's records (record-API fallback of
+    the vectorized path, with the same output rows)."""
+
+    def __init__(self, key_name: str, specs: dict[str, tuple[str, str]]) -> None:
+        self.key_name = key_name
+        self.specs = specs
+
+    def process(self, key: Any, context: Any, elements: Iterable[Any]) -> Iterable[Any]:
+        rows = list(elements)
+        out: dict[str, Any] = {self.key_name: key, "window_start": context.window.start, "window_end": context.window.end}
+        for name, (col, fn) in self.specs.items():
+            vals = [r[col] for r in rows if r[col] is not None]
+            if fn == "count":
+                out[name] = len(vals)
+            elif fn == "sum":
+                out[name] = sum(vals)
+            elif fn == "min":
+                out[name] = min(vals) if vals else None
+            elif fn == "max":
+                out[name] = max(vals) if vals else None
+            else:
+                out[name] = sum(vals) / len(vals) if vals else None
+        yield out
+
+
+class _ApplyFunction(ProcessWindowFunction):
+    def __init__(self, fn: Callable[[Any, Any, list], Iterable[Any]]) -> None:
+        self.fn = fn
+
+    def process(self, key: Any, context: Any, elements: Iterable[Any]) -> Iterable[Any] | None:
+        return self.fn(key, context.window, list(elements))
+
+
+class WindowedStream:
+    """A keyed stream cut into windows; end it with reduce/aggregate/process/apply.
+
+    Example:
+        >>> # keyed.window(EventTimeSessionWindows.with_gap(30_000)).allowed_lateness(5_000)
+        >>> #      .side_output_late_data(OutputTag("late")).process(MySessionFunction())
+    """
+
+    def __init__(self, stream: "KeyedStream", assigner: WindowAssigner) -> None:
+        if not isinstance(assigner, WindowAssigner):
+            raise GraphError(f"window() expects a WindowAssigner (e.g. TumblingEventTimeWindows.of(1000)), got {assigner!r}")
+        self.stream = stream
+        self.assigner = assigner
+        self._trigger: Trigger | None = None
+        self._lateness = 0
+        self._late_tag: str | None = None
+        self._ts: TimestampAssigner | None = None
+
+    # ------------------------------------------------------------------ settings
+    def trigger(self, trigger: Trigger) -> "WindowedStream":
+        """Replace the assigner's default trigger."""
+        if not isinstance(trigger, Trigger):
+            raise GraphError(f"trigger() expects a Trigger, got {trigger!r}")
+        self._trigger = trigger
+        return self
+
+    def allowed_lateness(self, ms: int) -> "WindowedStream":
+        """Keep windows ``ms`` after they fired; later records re-fire them (event time)."""
+        if isinstance(ms, bool) or not isinstance(ms, int) or ms < 0:
+            raise GraphError(f"allowed_lateness must be a non-negative int (ms), got {ms!r}")
+        self._lateness = ms
+        return self
+
+    def side_output_late_data(self, tag: OutputTag | str) -> "WindowedStream":
+        """Send late records to side output ``tag`` (read it with ``get_side_output(tag)``)."""
+        self._late_tag = tag_name(tag)
+        return self
+
+    def with_timestamp(self, column_or_fn: str | int | Callable[[Any], int]) -> "WindowedStream":
+        """Read event timestamps from this column/function instead of the upstream assigner."""
+        self._ts = TimestampAssigner(fn=column_or_fn) if callable(column_or_fn) else TimestampAssigner(column=column_or_fn)
+        return self
+
+    # ------------------------------------------------------------------ build
+    def _timestamps(self) -> TimestampAssigner | None:
+        if not self.assigner.is_event_time:
+            return None
+        ts = self._ts or find_timestamp_assigner(self.stream.node)
+        if ts is None:
+            raise GraphError(
+                f"event-time window {self.assigner!r} needs timestamps: call "
+                "assign_timestamps_and_watermarks(...) upstream or .with_timestamp('ts')"
+            )
+        return ts
+
+    def _operator(self, name: str, kind: str, fn: Any, window_function: ProcessWindowFunction | None) -> "DataStream":
+        from .datastream import DataStream
+
+        selector = self.stream.selector
+        assigner, trigger, lateness, late_tag = self.assigner, self._trigger, self._lateness, self._late_tag
+        ts = self._timestamps()
+        key_of = selector.key_of
+        WindowOperator(key_of, assigner, kind, fn, window_function, trigger, lateness, late_tag, ts)  # validate now
+        node = self.stream._add(
+            name, lambda: WindowOperator(key_of, assigner, kind, fn, window_function, trigger, lateness, late_tag, ts),
+            keyed=True,
+        )
+        return DataStream(self.stream.env, node)
+
+    def reduce(self, fn: Callable[[Any, Any], Any], window_function: ProcessWindowFunction | None = None) -> "DataStream":
+        """Fold each window's records with ``fn(a, b)``; emits the reduced value (or what
+        ``window_function`` makes of it)."""
+        if not callable(fn):
+            raise GraphError(f"reduce() expects a function, got {fn!r}")
+        return self._operator("window_reduce", REDUCE, fn, window_function)
+
+    def aggregate(self, aggregate_function: Any = None, window_function: ProcessWindowFunction | None = None,
+                  **specs: tuple[str, str]) -> "DataStream":
+        """``aggregate(AggregateFunction)``: incremental aggregation per window; or
+        ``aggregate(n=("value", "count"), total=("value", "sum"))``: rows
+        ``{key, window_start, window_end, n, total}`` (vectorized on Arrow when the key and
+        timestamps are columns, the windows tumbling/sliding in event time, with the default
+        trigger and no allowed lateness; the record path otherwise)."""
+        if aggregate_function is not None:
+            missing = [m for m in ("create_accumulator", "add", "get_result", "merge") if not callable(getattr(aggregate_function, m, None))]
+            if missing:
+                raise GraphError(f"aggregate() expects an AggregateFunction (missing {missing}), got {aggregate_function!r}")
+            if specs:
+                raise GraphError("aggregate(): pass either an AggregateFunction or named (column, fn) specs, not both")
+            return self._operator("window_aggregate", AGGREGATE, aggregate_function, window_function)
+        if not specs:
+            raise GraphError("aggregate() needs an AggregateFunction or specs like n=('value', 'count')")
+        for out, spec in specs.items():
+            if not (isinstance(spec, tuple) and len(spec) == 2 and spec[1] in WINDOW_AGGREGATIONS):
+                raise GraphError(f"aggregate({out}={spec!r}): expected (column, one of {WINDOW_AGGREGATIONS})")
+        selector = self.stream.selector
+        key_name = selector.column if selector.column is not None else "key"
+        ts = self._timestamps()
+        fast = (
+            selector.column is not None
+            and isinstance(self.assigner, (TumblingEventTimeWindows, SlidingEventTimeWindows))
+            and self.assigner.is_event_time
+            and self._trigger is None
+            and self._lateness == 0
+            and ts is not None
+            and isinstance(ts.column, str)
+        )
+        if not fast:
+            return self._operator("window_aggregate", LIST, None, _SpecsWindowFunction(key_name, dict(specs)))
+        from .datastream import DataStream
+
+        key, tcol, assigner, late_tag, sp = selector.column, ts.column, self.assigner, self._late_tag, dict(specs)
+        node = self.stream._add(
+            "window_aggregate", lambda: VectorWindowAggregateOperator(key, tcol, assigner, sp, late_tag), keyed=True,
+            schema_names=[key, "window_start", "window_end", *sp],
+        )
+        return DataStream(self.stream.env, node)
+
+    def process(self, function: ProcessWindowFunction) -> "DataStream":
+        """Evaluate each window with a :class:`ProcessWindowFunction` (all its records)."""
+        if not isinstance(function, ProcessWindowFunction):
+            raise GraphError(f"process() expects a ProcessWindowFunction, got {type(function).__name__}")
+        return self._operator("window_process", LIST, None, function)
+
+    def apply(self, fn: Callable[[Any, Any, list], Iterable[Any]]) -> "DataStream":
+        """Evaluate each window with ``fn(key, window, records) -> iterable``."""
+        if not callable(fn):
+            raise GraphError(f"apply() expects a function, got {fn!r}")
+        return self._operator("window_apply", LIST, None, _ApplyFunction(fn))
+
+
+def count_window(stream: "KeyedStream", size: int) -> WindowedStream:
+    """Tumbling count windows: every ``size`` records of a key form a window."""
+    return WindowedStream(stream, GlobalWindows.create()).trigger(PurgingTrigger.of(CountTrigger.of(size)))

@@ -1,0 +1,517 @@
+"""Windows: window types, assigners, triggers and window functions (Flink's model).
+
+A *window assigner* puts each record into windows (tumbling, sliding, session, global; in
+event time or processing time); a *trigger* decides when a window's contents are evaluated
+(fire) and/or discarded (purge); a window function (``reduce``, ``aggregate`` with an
+:class:`~checkpoint.AggregateFunction`, or a :class:`ProcessWindowFunction`) turns them
+into results. The operator that runs them is :class:`operators.window_operator.WindowOperator`;
+the API is ``keyed_stream.window(assigner)`` (see :class:`operators.window_operator.WindowedStream`).
+
+Example:
+    >>> TumblingEventTimeWindows.of(1000).assign_windows(None, 2500, 0)
+    [TimeWindow(start=2000, end=3000)]
+    >>> [w.start for w in SlidingEventTimeWindows.of(1000, 500).assign_windows(None, 2500, 0)]
+    [2500, 2000]
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Iterable
+
+from engine.errors import ConfigError
+
+__all__ = [
+    "TimeWindow",
+    "GlobalWindow",
+    "WindowAssigner",
+    "TumblingEventTimeWindows",
+    "TumblingProcessingTimeWindows",
+    "SlidingEventTimeWindows",
+    "SlidingProcessingTimeWindows",
+    "EventTimeSessionWindows",
+    "ProcessingTimeSessionWindows",
+    "GlobalWindows",
+    "TriggerResult",
+    "Trigger",
+    "TriggerContext",
+    "EventTimeTrigger",
+    "ProcessingTimeTrigger",
+    "CountTrigger",
+    "PurgingTrigger",
+    "NeverTrigger",
+    "ProcessWindowFunction",
+    "WindowContext",
+]
+
+
+@dataclass(frozen=True, order=True)
+class TimeWindow:
+    """The half-open interval ``[start, end)`` of event or processing time (ms)."""
+
+    start: int
+    end: int
+
+    def max_timestamp(self) -> int:
+        """The largest timestamp that belongs to the window (``end - 1``)."""
+        return self.end - 1
+
+    def intersects(self, other: "TimeWindow") -> bool:
+        """True if the windows overlap or touch (session windows merge then)."""
+        return self.start <= other.end and self.end >= other.start
+
+    def cover(self, other: "TimeWindow") -> "TimeWindow":
+        """The smallest window containing both."""
+        return TimeWindow(min(self.start, other.start), max(self.end, other.end))
+
+
+class GlobalWindow:
+    """The single window of :class:`GlobalWindows` (never ends)."""
+
+    _instance: "GlobalWindow | None" = None
+
+    def __new__(cls) -> "GlobalWindow":
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def max_timestamp(self) -> int:
+        return 2**63 - 1
+
+    def __reduce__(self) -> Any:
+        return (GlobalWindow, ())
+
+    def __lt__(self, other: object) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return "GlobalWindow()"
+
+
+def _check_ms(name: str, value: Any, positive: bool = True) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or (value <= 0 if positive else value < 0):
+        raise ConfigError(f"window {name} must be a {'positive' if positive else 'non-negative'} int (ms), got {value!r}")
+    return value
+
+
+class WindowAssigner(ABC):
+    """Assigns each record to zero or more windows."""
+
+    is_event_time: bool = True
+    is_merging: bool = False
+
+    @abstractmethod
+    def assign_windows(self, element: Any, timestamp: int, now_ms: int) -> list:
+        """The windows of a record with event ``timestamp`` at processing time ``now_ms``."""
+
+    @abstractmethod
+    def default_trigger(self) -> "Trigger":
+        """The trigger used unless ``.trigger(...)`` overrides it."""
+
+
+class TumblingEventTimeWindows(WindowAssigner):
+    """Fixed-size, non-overlapping event-time windows ``[k*size + offset, (k+1)*size + offset)``."""
+
+    def __init__(self, size_ms: int, offset_ms: int = 0) -> None:
+        self.size = _check_ms("size", size_ms)
+        self.offset = _check_ms("offset", offset_ms, positive=False) % self.size
+
+    @classmethod
+    def of(cls, size_ms: int, offset_ms: int = 0) -> "TumblingEventTimeWindows":
+        """Windows of ``size_ms`` (shifted by ``offset_ms``)."""
+        return cls(size_ms, offset_ms)
+
+    def _time(self, timestamp: int, now_ms: int) -> int:
+        return timestamp
+
+    def assign_windows(self, element: Any, timestamp: int, now_ms: int) -> list:
+        t = self._time(timestamp, now_ms)
+        start = t - (t - self.offset) % self.size
+        return [TimeWindow(start, start + self.size)]
+
+    def default_trigger(self) -> "Trigger":
+        return EventTimeTrigger()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}.of({self.size})"
+
+
+class TumblingProcessingTimeWindows(TumblingEventTimeWindows):
+    """Tumbling windows over processing time (the operator's injected clock)."""
+
+    is_event_time = False
+
+    def _time(self, timestamp: int, now_ms: int) -> int:
+        return now_ms
+
+    def default_trigger(self) -> "Trigger":
+        return ProcessingTimeTrigger()
+
+
+class SlidingEventTimeWindows(WindowAssigner):
+    """Windows of ``size`` every ``slide`` ms; a record is in ``size / slide`` windows."""
+
+    def __init__(self, size_ms: int, slide_ms: int, offset_ms: int = 0) -> None:
+        self.size = _check_ms("size", size_ms)
+        self.slide = _check_ms("slide", slide_ms)
+        self.offset = _check_ms("offset", offset_ms, positive=False) % self.slide
+
+    @classmethod
+    def of(cls, size_ms: int, slide_ms: int, offset_ms: int = 0) -> "SlidingEventTimeWindows":
+        """Windows of ``size_ms`` starting every ``slide_ms``."""
+        return cls(size_ms, slide_ms, offset_ms)
+
+    def _time(self, timestamp: int, now_ms: int) -> int:
+        return timestamp
+
+    def assign_windows(self, element: Any, timestamp: int, now_ms: int) -> list:
+        t = self._time(timestamp, now_ms)
+        last = t - (t - self.offset) % self.slide
+        out = []
+        start = last
+        while start > t - self.size:
+            out.append(TimeWindow(start, start + self.size))
+            start -= self.slide
+        return out
+
+    def default_trigger(self) -> "Trigger":
+        return EventTimeTrigger()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}.of({self.size}, {self.slide})"
+
+
+class SlidingProcessingTimeWindows(SlidingEventTimeWindows):
+    """Sliding windows over processing time."""
+
+    is_event_time = False
+
+    def _time(self, timestamp: int, now_ms: int) -> int:
+        return now_ms
+
+    def default_trigger(self) -> "Trigger":
+        return ProcessingTimeTrigger()
+
+
+class EventTimeSessionWindows(WindowAssigner):
+    """Session windows: a key's records closer than ``gap`` ms belong to one session
+    (windows ``[ts, ts + gap)`` that overlap or touch are merged)."""
+
+    is_merging = True
+
+    def __init__(self, gap_ms: int) -> None:
+        self.gap = _check_ms("gap", gap_ms)
+
+    @classmethod
+    def with_gap(cls, gap_ms: int) -> "EventTimeSessionWindows":
+        """Sessions separated by more than ``gap_ms`` of inactivity."""
+        return cls(gap_ms)
+
+    def _time(self, timestamp: int, now_ms: int) -> int:
+        return timestamp
+
+    def assign_windows(self, element: Any, timestamp: int, now_ms: int) -> list:
+        t = self._time(timestamp, now_ms)
+        return [TimeWindow(t, t + self.gap)]
+
+    def default_trigger(self) -> "Trigger":
+        return EventTimeTrigger()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}.with_gap({self.gap})"
+
+
+class ProcessingTimeSessionWindows(EventTimeSessionWindows):
+    """Session windows over processing time."""
+
+    is_event_time = False
+
+    def _time(self, timestamp: int, now_ms: int) -> int:
+        return now_ms
+
+    def default_trigger(self) -> "Trigger":
+        return ProcessingTimeTrigger()
+
+
+class GlobalWindows(WindowAssigner):
+    """One window per key for all time; needs a trigger (default: never fires), e.g.
+    ``count_window(n)`` = GlobalWindows + PurgingTrigger(CountTrigger(n))."""
+
+    is_event_time = False
+
+    @classmethod
+    def create(cls) -> "GlobalWindows":
+        """The global window assigner."""
+        return cls()
+
+    def assign_windows(self, element: Any, timestamp: int, now_ms: int) -> list:
+        return [GlobalWindow()]
+
+    def default_trigger(self) -> "Trigger":
+        return NeverTrigger()
+
+    def __repr__(self) -> str:
+        return "GlobalWindows.create()"
+
+
+# --------------------------------------------------------------------------- triggers
+
+
+class TriggerResult(Enum):
+    """What a trigger decides for a window."""
+
+    CONTINUE = (False, False)
+    FIRE = (True, False)
+    PURGE = (False, True)
+    FIRE_AND_PURGE = (True, True)
+
+    @property
+    def is_fire(self) -> bool:
+        return self.value[0]
+
+    @property
+    def is_purge(self) -> bool:
+        return self.value[1]
+
+
+class TriggerContext(ABC):
+    """What a trigger may do for the current key and window: timers and small state."""
+
+    @abstractmethod
+    def current_watermark(self) -> int: ...
+
+    @abstractmethod
+    def current_processing_time(self) -> int: ...
+
+    @abstractmethod
+    def register_event_time_timer(self, time: int) -> None: ...
+
+    @abstractmethod
+    def register_processing_time_timer(self, time: int) -> None: ...
+
+    @abstractmethod
+    def delete_event_time_timer(self, time: int) -> None: ...
+
+    @abstractmethod
+    def delete_processing_time_timer(self, time: int) -> None: ...
+
+    @abstractmethod
+    def get_state(self, name: str, default: Any = None) -> Any:
+        """Per-(key, window) trigger state (checkpointed with the window)."""
+
+    @abstractmethod
+    def set_state(self, name: str, value: Any) -> None: ...
+
+    @abstractmethod
+    def merged_states(self, name: str) -> list:
+        """In ``on_merge``: the values of state ``name`` of the windows being merged."""
+
+
+class Trigger(ABC):
+    """Decides when a window fires. Subclass it for custom triggers.
+
+    Example:
+        >>> class EveryTen(Trigger):   # fire each 10 elements, keep the contents
+        ...     def on_element(self, element, timestamp, window, ctx):
+        ...         n = ctx.get_state("n", 0) + 1
+        ...         ctx.set_state("n", n)
+        ...         return TriggerResult.FIRE if n % 10 == 0 else TriggerResult.CONTINUE
+    """
+
+    @abstractmethod
+    def on_element(self, element: Any, timestamp: int, window: Any, ctx: TriggerContext) -> TriggerResult:
+        """A record was added to ``window``."""
+
+    def on_event_time(self, time: int, window: Any, ctx: TriggerContext) -> TriggerResult:
+        """An event-time timer this trigger registered fired."""
+        return TriggerResult.CONTINUE
+
+    def on_processing_time(self, time: int, window: Any, ctx: TriggerContext) -> TriggerResult:
+        """A processing-time timer this trigger registered fired."""
+        return TriggerResult.CONTINUE
+
+    def can_merge(self) -> bool:
+        """True if the trigger supports merging (session) windows."""
+        return False
+
+    def on_merge(self, window: Any, ctx: TriggerContext) -> None:
+        """Windows were merged into ``window`` (their timers are already deleted)."""
+        raise ConfigError(f"trigger {type(self).__name__} does not support merging windows")
+
+    def clear(self, window: Any, ctx: TriggerContext) -> None:
+        """The window is being discarded: delete the timers this trigger registered."""
+
+
+class EventTimeTrigger(Trigger):
+    """Fires once the watermark passes the window's end (and again for each late record
+    within the allowed lateness)."""
+
+    def on_element(self, element: Any, timestamp: int, window: Any, ctx: TriggerContext) -> TriggerResult:
+        if window.max_timestamp() <= ctx.current_watermark():
+            return TriggerResult.FIRE  # late but within allowed lateness: fire again now
+        ctx.register_event_time_timer(window.max_timestamp())
+        return TriggerResult.CONTINUE
+
+    def on_event_time(self, time: int, window: Any, ctx: TriggerContext) -> TriggerResult:
+        return TriggerResult.FIRE if time == window.max_timestamp() else TriggerResult.CONTINUE
+
+    def can_merge(self) -> bool:
+        return True
+
+    def on_merge(self, window: Any, ctx: TriggerContext) -> None:
+        if window.max_timestamp() > ctx.current_watermark():
+            ctx.register_event_time_timer(window.max_timestamp())
+
+    def clear(self, window: Any, ctx: TriggerContext) -> None:
+        ctx.delete_event_time_timer(window.max_timestamp())
+
+
+class ProcessingTimeTrigger(Trigger):
+    """Fires when the processing-time clock passes the window's end."""
+
+    def on_element(self, element: Any, timestamp: int, window: Any, ctx: TriggerContext) -> TriggerResult:
+        ctx.register_processing_time_timer(window.max_timestamp())
+        return TriggerResult.CONTINUE
+
+    def on_processing_time(self, time: int, window: Any, ctx: TriggerContext) -> TriggerResult:
+        return TriggerResult.FIRE
+
+    def can_merge(self) -> bool:
+        return True
+
+    def on_merge(self, window: Any, ctx: TriggerContext) -> None:
+        ctx.register_processing_time_timer(window.max_timestamp())
+
+    def clear(self, window: Any, ctx: TriggerContext) -> None:
+        ctx.delete_processing_time_timer(window.max_timestamp())
+
+
+class CountTrigger(Trigger):
+    """Fires every ``count`` records of a window."""
+
+    def __init__(self, count: int) -> None:
+        if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
+            raise ConfigError(f"CountTrigger count must be a positive int, got {count!r}")
+        self.count = count
+
+    @classmethod
+    def of(cls, count: int) -> "CountTrigger":
+        """Fire every ``count`` records."""
+        return cls(count)
+
+    def on_element(self, element: Any, timestamp: int, window: Any, ctx: TriggerContext) -> TriggerResult:
+        n = ctx.get_state("count", 0) + 1
+        if n >= self.count:
+            ctx.set_state("count", 0)
+            return TriggerResult.FIRE
+        ctx.set_state("count", n)
+        return TriggerResult.CONTINUE
+
+    def can_merge(self) -> bool:
+        return True
+
+    def on_merge(self, window: Any, ctx: TriggerContext) -> None:
+        ctx.set_state("count", sum(ctx.merged_states("count")))
+
+    def clear(self, window: Any, ctx: TriggerContext) -> None:
+        ctx.set_state("count", 0)
+
+
+class PurgingTrigger(Trigger):
+    """Wraps a trigger and purges the window whenever it fires."""
+
+    def __init__(self, inner: Trigger) -> None:
+        self.inner = inner
+
+    @classmethod
+    def of(cls, inner: Trigger) -> "PurgingTrigger":
+        """Purge on every firing of ``inner``."""
+        return cls(inner)
+
+    @staticmethod
+    def _purge(r: TriggerResult) -> TriggerResult:
+        return TriggerResult.FIRE_AND_PURGE if r.is_fire else r
+
+    def on_element(self, element: Any, timestamp: int, window: Any, ctx: TriggerContext) -> TriggerResult:
+        return self._purge(self.inner.on_element(element, timestamp, window, ctx))
+
+    def on_event_time(self, time: int, window: Any, ctx: TriggerContext) -> TriggerResult:
+        return self._purge(self.inner.on_event_time(time, window, ctx))
+
+    def on_processing_time(self, time: int, window: Any, ctx: TriggerContext) -> TriggerResult:
+        return self._purge(self.inner.on_processing_time(time, window, ctx))
+
+    def can_merge(self) -> bool:
+        return self.inner.can_merge()
+
+    def on_merge(self, window: Any, ctx: TriggerContext) -> None:
+        self.inner.on_merge(window, ctx)
+
+    def clear(self, window: Any, ctx: TriggerContext) -> None:
+        self.inner.clear(window, ctx)
+
+
+class NeverTrigger(Trigger):
+    """Never fires (the default of GlobalWindows)."""
+
+    def on_element(self, element: Any, timestamp: int, window: Any, ctx: TriggerContext) -> TriggerResult:
+        return TriggerResult.CONTINUE
+
+    def can_merge(self) -> bool:
+        return True
+
+    def on_merge(self, window: Any, ctx: TriggerContext) -> None:
+        return None
+
+
+# --------------------------------------------------------------------------- window functions
+
+
+class WindowContext:
+    """What a :class:`ProcessWindowFunction` sees: the window, time and side outputs."""
+
+    __slots__ = ("window", "_op", "_side")
+
+    def __init__(self, op: Any) -> None:
+        self.window: Any = None
+        self._op = op
+        self._side: dict[str, list] = {}
+
+    def current_watermark(self) -> int:
+        """The operator's event time."""
+        return self._op.timers.watermark
+
+    def current_processing_time(self) -> int:
+        """The operator's processing time (injected clock)."""
+        return self._op.ctx.clock.now_ms()
+
+    def output(self, tag: Any, value: Any) -> None:
+        """Emit ``value`` to side output ``tag``."""
+        from .functions import tag_name
+
+        self._side.setdefault(tag_name(tag), []).append(value)
+
+
+class ProcessWindowFunction(ABC):
+    """Evaluates a whole window: ``process(key, context, elements)`` yields results.
+
+    ``elements`` are the window's records, or the single pre-aggregated value when used
+    with ``reduce(fn, window_function=...)`` / ``aggregate(agg, window_function=...)``.
+
+    Example:
+        >>> class CountWithWindow(ProcessWindowFunction):
+        ...     def process(self, key, context, elements):
+        ...         yield (key, context.window.start, len(list(elements)))
+    """
+
+    def open(self, runtime_context: Any) -> None:
+        """Called once per subtask."""
+
+    @abstractmethod
+    def process(self, key: Any, context: WindowContext, elements: Iterable[Any]) -> Iterable[Any] | None:
+        """Evaluate one window of one key."""
+
+    def close(self) -> None:
+        """Called once at the end."""
