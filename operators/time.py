@@ -303,9 +303,10 @@ class _WatermarkedReader(SourceReader):
         raw = []
         for s in splits:
             if isinstance(s, _SplitWatermark):
-                g = self.strategy.create_generator()
-                g.max_timestamp = s.max_timestamp
-                self.generators[_split_id(s.split)] = g
+                if s.max_timestamp != NO_TIMESTAMP:  # a split that was never read stays unstarted
+                    g = self.strategy.create_generator()
+                    g.max_timestamp = s.max_timestamp
+                    self.generators[_split_id(s.split)] = g
                 raw.append(s.split)
             else:
                 raw.append(s)
