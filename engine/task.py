@@ -721,14 +721,15 @@ class Task:
             splits = self._source_reader.snapshot_state(cid)
             state[src_uid] = {"op": dumps({"splits": splits}, what=f"source splits of {src_uid!r}")}
         for i, (op, spec) in enumerate(zip(self.operators, self.op_specs)):
+            entry: dict[str, Any] = {}
+            prepare = getattr(op, "prepare_commit", None)
+            if prepare is not None:  # pre-commit first: the snapshot must see its effects
+                entry["committables"] = self._guard(i, None, lambda prepare=prepare: prepare(cid))
             op_state = self._guard(i, None, lambda op=op: op.snapshot_state(cid))
-            entry: dict[str, Any] = {"op": dumps({"operator": op_state}, what=f"state of operator {spec['name']!r}")}
+            entry["op"] = dumps({"operator": op_state}, what=f"state of operator {spec['name']!r}")
             backend = getattr(op, "ctx", None) and op.ctx.keyed_backend
             if backend is not None:
                 entry["keyed"] = backend.snapshot(cid)
-            prepare = getattr(op, "prepare_commit", None)
-            if prepare is not None:
-                entry["committables"] = self._guard(i, None, lambda prepare=prepare: prepare(cid))
             state[spec["uid"]] = entry
         self.network.broadcast_event(barrier)
         if self._feedback and self.operators:

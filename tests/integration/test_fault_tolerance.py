@@ -124,3 +124,115 @@ def test_restart_strategy_gives_up_with_job_failed(tmp_path):
     env.generate(100).map(always).collect()
     with pytest.raises(rs.JobFailed, match="gave up after 2 restarts"):
         env.execute()
+
+
+def collected(result: rs.JobResult) -> list:
+    from operators.sinks import collected_records
+
+    return collected_records(next(iter(result.sink_results.values())))
+
+
+def test_stop_with_savepoint_then_rescale_2_to_3_to_1(reference, tmp_path):
+    outputs = []
+    savepoint = None
+    for step, parallelism in enumerate((2, 3, 1)):
+        env = make_env(parallelism, tmp_path / f"run{step}")
+        build(env)
+        client = env.execute_async(f"rescale-{parallelism}", from_savepoint=savepoint)
+        if step < 2:
+            time.sleep(1.0)
+            savepoint = client.stop_with_savepoint(str(tmp_path / f"sp-{step}"))
+        result = client.wait()
+        if step < 2:
+            assert result.savepoint == savepoint
+        outputs.extend(collected(result))
+    # the three runs together saw every record exactly once, with state carried across
+    assert sorted(outputs) == reference
+
+
+def test_savepoint_of_unknown_operator_needs_allow_non_restored_state(tmp_path):
+    env = make_env(1, tmp_path)
+    env.generate(lambda i: i, count=100_000, rate=20_000).uid("old-source").key_by(lambda x: x % 3).reduce(lambda a, b: a + b).uid("old-sum").collect()
+    client = env.execute_async("sp-source")
+    time.sleep(0.8)
+    sp = client.stop_with_savepoint(str(tmp_path / "sp"))
+    client.wait()
+    def new_job():
+        env = make_env(1, tmp_path)
+        env.generate(lambda i: i, count=10).uid("new-source").key_by(lambda x: x % 3).reduce(lambda a, b: a + b).uid("new-sum").collect()
+        return env
+
+    with pytest.raises(rs.CheckpointError, match="old-sum"):
+        new_job().execute("sp-target", from_savepoint=sp)
+    result = new_job().execute("sp-target-allowed", from_savepoint=sp, allow_non_restored_state=True)
+    assert sorted(collected(result)) == sorted([0, 1, 2, 3, 5, 7, 9, 12, 15, 18])
+
+
+class SlowSink(rs.Sink):
+    def create_writer(self, ctx):
+        class W(rs.SinkWriter):
+            def write(self, batch):
+                time.sleep(0.05)
+
+        return W()
+
+
+def test_checkpoint_timeout_aborts_without_failing_the_job(tmp_path):
+    env = rs.StreamEnvironment(parallelism=1, batch_size=50, credits=1)
+    env.enable_checkpointing(50, checkpoint_dir=str(tmp_path / "chk"), timeout_ms=20)
+    env.generate(3000, batch_size=50).disable_chaining().sink_to(SlowSink()).disable_chaining()
+    result = env.execute("timeouts")
+    assert result.checkpoints["aborted"] >= 1
+    assert result.metrics["restarts"] == 0
+    assert result.metrics["operators"]["SlowSink"]["records_in"] == 3000
+
+
+class FailFirstSnapshot(rs.StreamOperator):
+    """Passes records through; its first snapshot in the first attempt raises."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def process_batch(self, batch, input_index=0):
+        self.output.emit(batch)
+
+    def snapshot_state(self, checkpoint_id):
+        import os
+
+        if not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            raise OSError("disk full while snapshotting")
+        return None
+
+
+def test_failure_during_a_checkpoint_recovers_exactly_once(reference, tmp_path):
+    env = make_env(2, tmp_path)
+    marker = str(tmp_path / "snap-failed")
+    (
+        env.generate(record, count=N, rate=RATE, batch_size=200)
+        .set_parallelism(1)
+        .transform("fail-snapshot", lambda: FailFirstSnapshot(marker))
+        .set_parallelism(1)
+        .key_by("key")
+        .reduce(lambda a, b: {"key": a["key"], "value": a["value"] + b["value"], "i": b["i"]})
+        .map(lambda r: (r["key"], r["value"], r["i"]))
+        .collect()
+    )
+    result = env.execute("fail-in-checkpoint")
+    assert result.metrics["restarts"] == 1
+    assert sorted(collected(result)) == reference
+
+
+def test_jsonl_file_sink_is_exactly_once_across_kills(tmp_path):
+    import json
+
+    out_dir = tmp_path / "out"
+    env = make_env(2, tmp_path)
+    env.generate(record, count=N, rate=RATE, batch_size=200).set_parallelism(1).rebalance().map(lambda r: r).write_jsonl(str(out_dir))
+    parallelisms = [v.parallelism for v in env.get_job_graph().vertices]
+    client = env.execute_async("files")
+    killed = kill_tasks(client, parallelisms, 2, seed=11)
+    client.wait()
+    assert killed
+    rows = [json.loads(line) for f in sorted(out_dir.glob("part-*.jsonl")) for line in f.read_text().splitlines()]
+    assert sorted(r["i"] for r in rows) == list(range(N))
