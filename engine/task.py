@@ -768,6 +768,8 @@ class Task:
             self._guard(i, None, lambda op=op: op.notify_checkpoint_complete(checkpoint_id))
 
     def notify_checkpoint_aborted(self, checkpoint_id: int) -> None:
+        # barriers of an aborted checkpoint that are still on their way are ignored
+        self.last_checkpoint_id = max(self.last_checkpoint_id, checkpoint_id)
         if self._aligning == checkpoint_id:
             self._end_alignment()
         if self._fb_logging is not None and self._fb_logging[0] == checkpoint_id:
