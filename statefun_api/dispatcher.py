@@ -1,0 +1,541 @@
+"""The FunctionDispatcher: every stateful function of a job runs in ONE keyed engine operator.
+
+The dispatcher's input is keyed by the target address ``(typename, id)`` (see
+:mod:`statefun_api.routing`); each parallel subtask owns the addresses of its key groups.
+For every batch of messages it:
+
+1. queues them per address (FIFO per address) and invokes the function of each address
+   with all of its queued messages at once (:func:`~statefun_api.invocation.invoke`, at
+   most ``max_batch_per_address`` per call), loading and storing the address's values in
+   the keyed state backend;
+2. delivers messages to addresses of **its own key groups** through the same local queue,
+   without touching the network; messages to other addresses go to the side output
+   :data:`~statefun_api.routing.FEEDBACK_TAG`, which the job closes as a feedback edge
+   hash-partitioned by address (``close_feedback``);
+3. emits egress messages, decoded, on the side output ``egress:<typename>`` of each egress;
+4. keeps delayed messages (``send_after``) in keyed state of the *sending* address with
+   their cancellation token and fires them with processing-time timers.
+
+**Bounded work per mailbox step.** One call of :meth:`FunctionDispatcher.process_batch`
+(or of a timer) invokes at most ``drain_step`` messages; what is left stays queued and a
+continuation is posted to the task's mailbox (``ctx.post``), so barriers, timers and the
+other input channels are served in between and a message storm cannot starve them.
+
+**Back-pressure at the ingress.** ``max_in_flight`` caps the messages a dispatcher has
+accepted but not yet invoked (its queue). When a batch holding ingress messages (messages
+without a caller) arrives and the queue is above the cap, ``process_batch`` keeps invoking
+until the queue is back under the cap before it returns. The task acknowledges an input
+send only once it was processed, so the ingress channel's credit window stays full and
+the router upstream waits, while the feedback edge itself never blocks (a bounded cycle
+can deadlock). Messages from the feedback edge are always accepted.
+
+**State layout** (all in the keyed state backend, so it is snapshotted per key group and
+rescales): one ``ValueState`` per (function type, value spec), named
+``statefun/<typename>/<spec>``, holding a :class:`~statefun_api.types.TypedValue` with the
+spec's typename, with the spec's TTL (``expire_after_write`` refreshes on writes,
+``expire_after_call`` on every invocation); ``statefun.delayed``, a ``MapState`` of the
+sending address: entry key (the cancellation token, or ``("#", seq)`` without one) ->
+``(seq, fire_at_ms, message record)``; ``statefun.delay-seq``, the sender's sequence
+counter. The queue of not-yet-invoked messages is the operator state
+(:meth:`FunctionDispatcher.snapshot_state`).
+
+Example (in-process; the engine normally builds it through
+:class:`~statefun_api.job.StatefulFunctionsJob`):
+    >>> from statefun_api import StatefulFunctions, message_builder, egress_message_builder, StringType
+    >>> from statefun_api.local import LocalDispatchers
+    >>> functions = StatefulFunctions()
+    >>> @functions.bind("demo/greeter")
+    ... def greeter(context, message):
+    ...     context.send_egress(egress_message_builder("demo/out", f"hi {context.address.id}", StringType))
+    >>> run = LocalDispatchers(functions, egresses=["demo/out"])
+    >>> run.send(message_builder("demo/greeter", "ann", str_value="x")).egress("demo/out")
+    ['hi ann']
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.errors import JobFailed, UserCodeError, short_repr
+from engine.keygroups import key_group_for
+from engine.operator import OperatorContext, Output, StreamOperator
+from engine.records import Batch
+from statefun_api.address import Address
+from statefun_api.effects import DelayedMessage, InvocationResult
+from statefun_api.errors import FunctionNotFound, StatefulFunctionError
+from statefun_api.functions import StatefulFunctions
+from statefun_api.invocation import invoke
+from statefun_api.routing import (
+    FEEDBACK_TAG,
+    MessageRecord,
+    address_key,
+    decode_egress_value,
+    egress_tag,
+    message_to_record,
+    record_caller,
+    record_to_invocation,
+)
+from statefun_api.types import Type, TypedValue
+
+__all__ = [
+    "DispatcherConfig",
+    "FunctionDispatcher",
+    "DELAYED_STATE",
+    "DELAY_SEQ_STATE",
+    "value_state_name",
+    "declared_egresses",
+]
+
+log = logging.getLogger(__name__)
+
+DELAYED_STATE = "statefun.delayed"
+DELAY_SEQ_STATE = "statefun.delay-seq"
+_KG_CACHE_LIMIT = 1 << 16
+
+
+def value_state_name(typename: str, spec_name: str) -> str:
+    """Name of the keyed ``ValueState`` holding spec ``spec_name`` of function ``typename``.
+
+    Example:
+        >>> value_state_name("com.example/cart", "items")
+        'statefun/com.example/cart/items'
+    """
+    return f"statefun/{typename}/{spec_name}"
+
+
+@dataclass
+class DispatcherConfig:
+    """What every dispatcher subtask needs (picklable; travels in the operator factory).
+
+    Attributes:
+        functions: the function registry.
+        egresses: declared egress typename -> value type used to decode it (``None``:
+            built-in types decoded by typename, others passed on as ``TypedValue``).
+        max_in_flight: cap on messages accepted but not yet invoked, enforced when ingress
+            messages arrive (see the module docstring).
+        drain_step: messages invoked per mailbox step before yielding to the mailbox.
+        max_batch_per_address: messages passed to one ``invoke`` call of an address.
+        timer_tick_ms: longest wait between timer checks while delayed messages are pending,
+            so a cancelled far-future message does not keep a task timer armed for long.
+
+    Example:
+        >>> from statefun_api import StatefulFunctions
+        >>> DispatcherConfig(StatefulFunctions(), {"demo/out": None}).max_in_flight
+        10000
+    """
+
+    functions: StatefulFunctions
+    egresses: dict[str, Type[Any] | None] = field(default_factory=dict)
+    max_in_flight: int = 10_000
+    drain_step: int = 4096
+    max_batch_per_address: int = 1000
+    timer_tick_ms: int = 100
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.functions, StatefulFunctions):
+            raise TypeError(f"functions must be a StatefulFunctions registry, got {self.functions!r}")
+        for name in ("max_in_flight", "drain_step", "max_batch_per_address", "timer_tick_ms"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"DispatcherConfig.{name} must be a positive int, got {value!r}")
+
+
+class FunctionDispatcher(StreamOperator):
+    """Runs stateful functions as one keyed, iterative engine operator (see module docstring).
+
+    Args:
+        config: the functions, egresses and limits.
+
+    Example:
+        >>> from statefun_api import StatefulFunctions
+        >>> op = FunctionDispatcher(DispatcherConfig(StatefulFunctions()))
+        >>> op.keyed, op.is_idle()
+        (True, True)
+    """
+
+    keyed = True
+
+    def __init__(self, config: DispatcherConfig) -> None:
+        self.config = config
+        self.functions = config.functions
+        self._pending: dict[tuple[str, str], deque[MessageRecord]] = {}
+        self._ready: deque[tuple[str, str]] = deque()
+        self._pending_count = 0
+        self._remote: list[MessageRecord] = []
+        self._egress_out: dict[str, list[Any]] = {}
+        self._kg_cache: dict[tuple[str, str], int] = {}
+        self._timers: list[tuple[int, int, tuple[str, str], Any]] = []  # (fire_at, seq, sender, entry key)
+        self._live_delayed: dict[tuple[tuple[str, str], Any], int] = {}  # (sender, entry key) -> seq
+        self._armed_at: int | None = None
+        self._continuation_posted = False
+        self._restored_pending: list[MessageRecord] = []
+        self.counters = {
+            "invocations": 0,
+            "messages": 0,
+            "local_messages": 0,
+            "remote_messages": 0,
+            "egress_messages": 0,
+            "delayed_scheduled": 0,
+            "delayed_fired": 0,
+            "delayed_cancelled": 0,
+        }
+
+    # ------------------------------------------------------------------ lifecycle
+    def open(self, ctx: OperatorContext, output: Output) -> None:
+        """Register the state of every function, re-queue restored messages and re-arm the
+        timers of the delayed messages found in (restored) keyed state."""
+        from checkpoint import MapStateDescriptor, StateTtlConfig, ValueStateDescriptor
+
+        super().open(ctx, output)
+        backend = ctx.keyed_backend
+        if backend is None:  # a task run without a state backend factory (in-process tests)
+            from checkpoint import HeapKeyedStateBackend
+
+            backend = ctx.keyed_backend = HeapKeyedStateBackend(ctx.key_group_range, ctx.max_parallelism, ctx.clock)
+        self.backend = backend
+        self.clock = ctx.clock
+        self._range = ctx.key_group_range
+        self._max_parallelism = ctx.max_parallelism
+        self._values: dict[str, list[tuple[str, Any, str]]] = {}  # typename -> [(spec name, state, typename)]
+        for typename in self.functions.typenames():
+            fn = self.functions.for_typename(typename)
+            states = []
+            for spec in fn.specs:
+                ttl = None
+                if spec.expiration_mode != "none":
+                    update = "on_read_and_write" if spec.expiration_mode == "after_call" else "on_create_and_write"
+                    ttl = StateTtlConfig(spec.expire_after_millis, update_type=update)
+                st = backend.get_state(ValueStateDescriptor(value_state_name(typename, spec.name), ttl=ttl))
+                states.append((spec.name, st, spec.type.typename))
+            self._values[typename] = states
+        self._delayed = backend.get_state(MapStateDescriptor(DELAYED_STATE))
+        self._delay_seq = backend.get_state(ValueStateDescriptor(DELAY_SEQ_STATE, default=0))
+        ctx.metrics.update(self.counters)
+        self.counters = ctx.metrics
+        # messages that were queued when the restored checkpoint was taken
+        for record in self._restored_pending:
+            if self._key_group(address_key(record)) in self._range:
+                self._enqueue(record)
+        self._restored_pending = []
+        # delayed messages restored with keyed state: rebuild the index and re-arm timers
+        for sender in list(backend.keys(DELAYED_STATE)):
+            self._set_key(sender)
+            for entry_key, (seq, fire_at, _record) in self._delayed.items():
+                self._live_delayed[(sender, entry_key)] = seq
+                heapq.heappush(self._timers, (fire_at, seq, sender, entry_key))
+        self._arm()
+        if self._pending_count:
+            self._schedule_continuation()
+
+    def snapshot_state(self, checkpoint_id: int) -> Any:
+        """The queued, not yet invoked messages (a copy); keyed state is snapshotted by the task."""
+        queued = [record for q in self._pending.values() for record in q]
+        return {"pending": queued}
+
+    def restore_state(self, states: list[Any]) -> None:
+        """Keep the queued messages of every old subtask; :meth:`open` keeps those of our key groups."""
+        self._restored_pending = [r for st in states or [] if st for r in st.get("pending", [])]
+
+    def is_idle(self) -> bool:
+        """False while messages are queued or delayed messages are pending."""
+        return not self._pending_count and not self._live_delayed
+
+    def end_input(self) -> None:
+        """All inputs (and the loop) ended; anything still queued is invoked now."""
+        while self._pending_count:
+            self._drain(self.config.drain_step)
+        self._flush()
+
+    # ------------------------------------------------------------------ input
+    def process_batch(self, batch: Batch, input_index: int = 0) -> None:
+        """Queue the batch's messages, invoke up to ``drain_step`` of them, and keep going
+        while ingress messages arrived and more than ``max_in_flight`` are queued."""
+        from_ingress = False
+        enqueue = self._enqueue
+        for record in batch.records():
+            if not record[2]:
+                from_ingress = True
+            enqueue(record)
+        config = self.config
+        self._drain(config.drain_step)
+        if from_ingress:
+            while self._pending_count > config.max_in_flight:
+                self._drain(config.drain_step)
+        self._flush()
+        self._schedule_continuation()
+
+    def pending_messages(self) -> int:
+        """Messages accepted and not yet invoked."""
+        return self._pending_count
+
+    def pending_delayed(self) -> int:
+        """Delayed messages waiting for their time."""
+        return len(self._live_delayed)
+
+    # ------------------------------------------------------------------ queue
+    def _key_group(self, key: tuple[str, str]) -> int:
+        kg = self._kg_cache.get(key)
+        if kg is None:
+            if len(self._kg_cache) >= _KG_CACHE_LIMIT:
+                self._kg_cache.clear()
+            kg = self._kg_cache[key] = key_group_for(key, self._max_parallelism)
+        return kg
+
+    def _set_key(self, key: tuple[str, str]) -> None:
+        self.backend.set_current_key_with_group(key, self._key_group(key))
+
+    def _enqueue(self, record: MessageRecord) -> None:
+        key = (record[0], record[1])
+        q = self._pending.get(key)
+        if q is None:
+            self._pending[key] = deque((record,))
+            self._ready.append(key)
+        else:
+            q.append(record)
+        self._pending_count += 1
+
+    def _route(self, record: MessageRecord) -> None:
+        key = (record[0], record[1])
+        if self._key_group(key) in self._range:
+            self.counters["local_messages"] += 1
+            self._enqueue(record)
+        else:
+            self.counters["remote_messages"] += 1
+            self._remote.append(record)
+
+    def _drain(self, budget: int) -> None:
+        limit = self.config.max_batch_per_address
+        pending = self._pending
+        ready = self._ready
+        while ready and budget > 0:
+            key = ready.popleft()
+            q = pending[key]
+            if len(q) <= limit:
+                records = list(q)
+                del pending[key]
+            else:
+                records = [q.popleft() for _ in range(limit)]
+                ready.append(key)
+            self._pending_count -= len(records)
+            budget -= len(records)
+            self._invoke(key, records)
+
+    def _flush(self) -> None:
+        if self._remote:
+            self.output.emit_side(FEEDBACK_TAG, Batch.of_records(self._remote))
+            self._remote = []
+        if self._egress_out:
+            for tag, values in self._egress_out.items():
+                self.output.emit_side(tag, Batch.of_records(values))
+            self._egress_out = {}
+
+    def _schedule_continuation(self) -> None:
+        if not self._pending_count or self._continuation_posted:
+            return
+        post = self.ctx.post
+        if post is None:  # no mailbox to yield to: finish the work now
+            while self._pending_count:
+                self._drain(self.config.drain_step)
+            self._flush()
+            return
+        self._continuation_posted = True
+        post(self._continue)
+
+    def _continue(self) -> None:
+        self._continuation_posted = False
+        try:
+            self._drain(self.config.drain_step)
+            self._flush()
+        except Exception as exc:
+            raise self._job_failed(exc) from exc
+        self._schedule_continuation()
+
+    def _job_failed(self, exc: Exception) -> JobFailed:
+        """A posted mailbox call is not guarded by the task: name operator, subtask and record."""
+        if isinstance(exc, JobFailed):
+            return exc
+        record = None
+        original: BaseException = exc
+        if isinstance(exc, UserCodeError):
+            record, original = short_repr(exc.record), exc.original
+        ctx = self.ctx
+        msg = (
+            f"operator {ctx.operator_name!r} (subtask {ctx.subtask_index + 1}/{ctx.parallelism}) failed: "
+            f"{type(original).__name__}: {original}"
+        )
+        if record is not None:
+            msg += f"\n  while processing record: {record}"
+        import traceback
+
+        cause = "".join(traceback.format_exception(type(original), original, original.__traceback__))
+        return JobFailed(msg, operator=ctx.operator_name, subtask=ctx.subtask_index, record=record, cause=cause)
+
+    # ------------------------------------------------------------------ invocation
+    def _invoke(self, key: tuple[str, str], records: list[MessageRecord]) -> None:
+        typename, fid = key
+        try:
+            address = Address.of(typename, fid)
+            states = self._values.get(typename)
+            if states is None:
+                first = records[0]
+                known = ", ".join(sorted(self.functions.typenames())) or "none"
+                raise FunctionNotFound(
+                    f"cannot deliver a message of type {first[4]!r} from {record_caller(first)} to "
+                    f"{address}: no function is registered under {typename!r} (registered: {known})",
+                    address=address,
+                    message_typename=first[4],
+                )
+            self._set_key(key)
+            state = {name: st.value() for name, st, _ in states}
+            result = invoke(self.functions, address, state, [record_to_invocation(r) for r in records])
+            egress = self._egress_of(address, records, result)
+        except Exception as exc:
+            raise UserCodeError(_describe(records), exc) from exc
+        counters = self.counters
+        counters["invocations"] += 1
+        counters["messages"] += len(records)
+        if result.state_mutations:
+            by_name = {name: (st, tn) for name, st, tn in states}
+            for name, value in result.state_mutations.items():
+                st, tn = by_name[name]
+                if value is None:
+                    st.clear()
+                else:
+                    st.update(TypedValue(tn, True, value))
+        for out in result.outgoing:
+            self._route(message_to_record(out.message, out.caller))
+        if result.delayed_actions:
+            try:
+                self._apply_delayed(key, address, result)
+            except Exception as exc:
+                raise UserCodeError(_describe(records), exc) from exc
+        for tag, value in egress:
+            self._egress_out.setdefault(tag, []).append(value)
+        counters["egress_messages"] += len(egress)
+
+    def _egress_of(self, address: Address, records: list[MessageRecord], result: InvocationResult) -> list[tuple[str, Any]]:
+        out = []
+        egresses = self.config.egresses
+        for message in result.egress:
+            if message.typename not in egresses:
+                known = ", ".join(sorted(egresses)) or "none"
+                raise StatefulFunctionError(
+                    f"function {address} sent a message of type {message.value_typename()!r} to egress "
+                    f"{message.typename!r}, which does not exist (declared egresses: {known}); declare it "
+                    f"with StatefulFunctionsJob.with_egress({message.typename!r}, ...)",
+                    address=address,
+                    message_typename=records[0][4],
+                )
+            try:
+                value = decode_egress_value(message, egresses[message.typename])
+            except (TypeError, ValueError) as exc:
+                raise StatefulFunctionError(
+                    f"function {address} sent an undecodable message to egress {message.typename!r}: {exc}",
+                    address=address,
+                    message_typename=records[0][4],
+                ) from exc
+            out.append((egress_tag(message.typename), value))
+        return out
+
+    # ------------------------------------------------------------------ delayed messages
+    def _apply_delayed(self, sender: tuple[str, str], address: Address, result: InvocationResult) -> None:
+        now = self.clock.now_ms()
+        delayed = self._delayed
+        for action in result.delayed_actions:
+            if isinstance(action, DelayedMessage):
+                token = action.cancellation_token
+                entry_key: Any = token if token else None
+                if token and delayed.contains(token):
+                    raise StatefulFunctionError(
+                        f"function {address} sent a delayed message of type "
+                        f"{action.message.value_typename()!r} to {action.target} with cancellation token "
+                        f"{token!r}, but a delayed message with that token is still pending; cancel it "
+                        f"first or use another token",
+                        address=address,
+                        message_typename=action.message.value_typename(),
+                    )
+                seq = self._delay_seq.value() + 1
+                self._delay_seq.update(seq)
+                if entry_key is None:
+                    entry_key = ("#", seq)
+                fire_at = now + action.delay_ms
+                delayed.put(entry_key, (seq, fire_at, message_to_record(action.message, action.caller)))
+                self._live_delayed[(sender, entry_key)] = seq
+                heapq.heappush(self._timers, (fire_at, seq, sender, entry_key))
+                self.counters["delayed_scheduled"] += 1
+            else:
+                token = action.cancellation_token
+                if delayed.contains(token):  # cancelling an unknown (or fired) token is a no-op
+                    delayed.remove(token)
+                    self._live_delayed.pop((sender, token), None)
+                    self.counters["delayed_cancelled"] += 1
+        self._arm()
+
+    def _arm(self) -> None:
+        timers = self._timers
+        live = self._live_delayed
+        while timers and live.get((timers[0][2], timers[0][3])) != timers[0][1]:
+            heapq.heappop(timers)  # cancelled or already fired
+        if not timers:
+            return
+        register = self.ctx.register_processing_timer
+        if register is None:
+            raise StatefulFunctionError(
+                "delayed messages need processing-time timers, but the task gave the dispatcher "
+                "no register_processing_timer"
+            )
+        want = min(timers[0][0], self.clock.now_ms() + self.config.timer_tick_ms)
+        if self._armed_at is not None and self._armed_at <= want:
+            return
+        self._armed_at = want
+        register(want, self._on_timer)
+
+    def _on_timer(self, time_ms: int) -> None:
+        if self._armed_at is not None and time_ms >= self._armed_at:
+            self._armed_at = None
+        now = self.clock.now_ms()
+        timers = self._timers
+        live = self._live_delayed
+        while timers and timers[0][0] <= now:
+            _fire_at, seq, sender, entry_key = heapq.heappop(timers)
+            if live.get((sender, entry_key)) != seq:
+                continue
+            del live[(sender, entry_key)]
+            self._set_key(sender)
+            _seq, _at, record = self._delayed.get(entry_key)
+            self._delayed.remove(entry_key)
+            self.counters["delayed_fired"] += 1
+            self._route(record)
+        self._drain(self.config.drain_step)
+        self._flush()
+        self._schedule_continuation()
+        self._arm()
+
+
+def _describe(records: list[MessageRecord]) -> Any:
+    """What the task shows as 'the record being processed': the first message of the batch."""
+    first = records[0]
+    invocation = record_to_invocation(first)
+    text = f"{invocation.message!r} from {record_caller(first)}"
+    if len(records) > 1:
+        text += f" (first of {len(records)} messages to this address)"
+    return _Text(text)
+
+
+class _Text(str):
+    """A string whose repr is itself (so error messages are not double-quoted)."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def declared_egresses(egresses: Iterable[str] | Mapping[str, Type[Any] | None]) -> dict[str, Type[Any] | None]:
+    """Normalize an egress declaration (names, or names -> value types) into a dict."""
+    if isinstance(egresses, Mapping):
+        return dict(egresses)
+    return {name: None for name in egresses}

@@ -1,0 +1,253 @@
+"""Wiring a stateful-functions job onto a raystream StreamEnvironment.
+
+A :class:`StatefulFunctionsJob` compiles to::
+
+    ingress stream -> router (flat_map: record -> messages) -> key_by(address)
+        -> FunctionDispatcher (keyed; side output "statefun-feedback" closed as a feedback
+           edge hash-partitioned by address) -> side output "egress:<typename>" -> sink
+
+Ingresses are any DataStreams with a router; egresses are named (StateFun typenames) and
+bound to any raystream sink, or taken as a DataStream to transform further.
+
+Example:
+    >>> import raystream as rs
+    >>> from statefun_api import StatefulFunctions, message_builder, egress_message_builder, StringType
+    >>> functions = StatefulFunctions()
+    >>> @functions.bind("demo/greeter")
+    ... def greeter(context, message):
+    ...     context.send_egress(egress_message_builder(
+    ...         "demo/greets", f"hello {message.as_string()}", StringType))
+    >>> env = rs.StreamEnvironment(parallelism=2)
+    >>> sf = StatefulFunctionsJob(env, functions)
+    >>> sf.with_ingress(env.from_collection(["ann", "bob"]),
+    ...                 lambda name: message_builder("demo/greeter", name, str_value=name))  # doctest: +ELLIPSIS
+    <StatefulFunctionsJob 'statefun': 1 function type(s), 1 ingress(es), 0 egress(es)>
+    >>> sorted(sf.egress_stream("demo/greets").execute_and_collect())  # doctest: +SKIP
+    ['hello ann', 'hello bob']
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from engine.connectors import Sink
+from engine.errors import GraphError
+from engine.graph import StreamEdge
+from engine.partitioners import KeyGroupPartitioner, KeySelector
+from statefun_api.dispatcher import DispatcherConfig, FunctionDispatcher
+from statefun_api.functions import StatefulFunctions
+from statefun_api.messages import Message
+from statefun_api.routing import FEEDBACK_TAG, MessageRecord, address_key, egress_tag, message_to_record
+from statefun_api.types import Type
+
+__all__ = ["StatefulFunctionsJob", "Router"]
+
+Router = Callable[[Any], "Message | Iterable[Message] | None"]
+"""An ingress router: one input record -> a Message, an iterable of Messages, or None."""
+
+
+class _RouterFn:
+    """Wraps a user router into a flat_map function producing message records."""
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+
+    def __call__(self, record: Any) -> list[MessageRecord]:
+        routed = self.router(record)
+        if routed is None:
+            return []
+        if isinstance(routed, Message):
+            return [message_to_record(routed)]
+        if isinstance(routed, (str, bytes)) or not isinstance(routed, Iterable):
+            raise TypeError(
+                f"the ingress router returned {routed!r} for record {record!r}; expected a "
+                f"Message (statefun_api.message_builder(...)), an iterable of Messages, or None"
+            )
+        out = []
+        for m in routed:
+            if not isinstance(m, Message):
+                raise TypeError(
+                    f"the ingress router returned {m!r} among the messages for record {record!r}; "
+                    f"expected statefun_api Message objects (message_builder(...))"
+                )
+            out.append(message_to_record(m))
+        return out
+
+
+class StatefulFunctionsJob:
+    """Stateful functions on a StreamEnvironment: ingresses in, named egresses out.
+
+    Args:
+        env: the environment to add the job to.
+        functions: the function registry.
+        name: the dispatcher's operator name; its uid is ``"<name>-dispatcher"`` (stable
+            across runs so savepoints find its state). Use different names for two jobs in
+            one environment.
+        parallelism: the dispatcher's parallelism (default: the environment's).
+        max_in_flight: back-pressure cap: messages a dispatcher subtask accepts but has not
+            yet invoked before it stops taking ingress batches (see
+            :mod:`statefun_api.dispatcher`).
+        drain_step: messages invoked per mailbox step before yielding to barriers, timers
+            and other inputs.
+        max_batch_per_address: messages given to one invocation of an address.
+
+    Declare every egress (``with_egress`` / ``egress_stream``) before executing: the
+    declarations travel with the dispatcher when the job is submitted.
+
+    Example:
+        >>> import raystream as rs
+        >>> from statefun_api import StatefulFunctions
+        >>> sf = StatefulFunctionsJob(rs.StreamEnvironment(), StatefulFunctions(), name="shop")
+        >>> sf.with_egress("shop/receipts").egresses
+        ['shop/receipts']
+    """
+
+    def __init__(
+        self,
+        env: Any,
+        functions: StatefulFunctions,
+        *,
+        name: str = "statefun",
+        parallelism: int | None = None,
+        max_in_flight: int = 10_000,
+        drain_step: int = 4096,
+        max_batch_per_address: int = 1000,
+    ) -> None:
+        if not isinstance(functions, StatefulFunctions):
+            raise GraphError(f"StatefulFunctionsJob needs a StatefulFunctions registry, got {functions!r}")
+        self.env = env
+        self.functions = functions
+        self.name = name
+        self.parallelism = parallelism
+        self.config = DispatcherConfig(
+            functions,
+            {},
+            max_in_flight=max_in_flight,
+            drain_step=drain_step,
+            max_batch_per_address=max_batch_per_address,
+        )
+        self._dispatcher: Any = None  # DataStream of the dispatcher, built by the first ingress
+        self._ingresses = 0
+        self._deferred_sinks: list[tuple[str, Sink]] = []
+
+    def __reduce__(self):
+        raise TypeError("StatefulFunctionsJob lives in the driver and cannot be pickled")
+
+    def __repr__(self) -> str:
+        return (
+            f"<StatefulFunctionsJob {self.name!r}: {len(self.functions)} function type(s), "
+            f"{self._ingresses} ingress(es), {len(self.config.egresses)} egress(es)>"
+        )
+
+    @property
+    def egresses(self) -> list[str]:
+        """The declared egress typenames."""
+        return list(self.config.egresses)
+
+    @property
+    def dispatcher(self) -> Any:
+        """The dispatcher's DataStream (to set a uid, parallelism...; exists after an ingress)."""
+        if self._dispatcher is None:
+            raise GraphError(f"{self!r} has no ingress yet: call with_ingress(stream, router) first")
+        return self._dispatcher
+
+    # ------------------------------------------------------------------ ingress
+    def with_ingress(self, stream: Any, router: Router) -> StatefulFunctionsJob:
+        """Feed ``stream`` into the functions: ``router(record)`` returns the message(s).
+
+        Example:
+            >>> import raystream as rs
+            >>> from statefun_api import StatefulFunctions, message_builder
+            >>> env = rs.StreamEnvironment()
+            >>> sf = StatefulFunctionsJob(env, StatefulFunctions())
+            >>> sf.with_ingress(env.from_collection([1, 2]),
+            ...     lambda n: [message_builder("demo/counter", str(n), int_value=n)]).dispatcher.node.name
+            'statefun'
+        """
+        if not callable(router):
+            raise GraphError(f"with_ingress() needs a router function record -> message(s), got {router!r}")
+        if getattr(stream, "env", None) is not self.env:
+            raise GraphError("with_ingress(): the stream belongs to another StreamEnvironment")
+        # the router keeps the stream's parallelism, so it chains to it and keeps its order
+        routed = stream.flat_map(_RouterFn(router)).name(f"{self.name}-router").set_parallelism(stream.node.parallelism)
+        if self._dispatcher is None:
+            factory = functools.partial(FunctionDispatcher, self.config)
+            dispatcher = routed.key_by(address_key).transform(self.name, factory, keyed=True).uid(f"{self.name}-dispatcher")
+            if self.parallelism is not None:
+                dispatcher.set_parallelism(self.parallelism)
+            dispatcher.close_feedback(FEEDBACK_TAG, address_key)
+            self._dispatcher = dispatcher
+            for typename, sink in self._deferred_sinks:
+                self.egress_stream(typename).sink_to(sink, name=f"egress {typename}")
+            self._deferred_sinks = []
+        else:
+            edge = StreamEdge(routed.node, KeyGroupPartitioner(KeySelector(address_key)), 0)
+            self._dispatcher.node.inputs.insert(self._ingresses, edge)
+        self._ingresses += 1
+        return self
+
+    # ------------------------------------------------------------------ egress
+    def _declare(self, typename: str, value_type: Type[Any] | None) -> None:
+        from statefun_api.address import parse_typename
+
+        try:
+            parse_typename(typename)
+        except ValueError as exc:
+            raise GraphError(f"egress names are StateFun typenames 'namespace/name': {exc}") from None
+        if value_type is not None and not isinstance(value_type, Type):
+            raise GraphError(f"egress {typename!r}: value_type must be a statefun_api Type, got {value_type!r}")
+        egresses = self.config.egresses
+        if typename in egresses and value_type is not None and egresses[typename] not in (None, value_type):
+            raise GraphError(
+                f"egress {typename!r} is already declared with value type {egresses[typename]!r}, "
+                f"not {value_type!r}"
+            )
+        if value_type is not None or typename not in egresses:
+            egresses[typename] = value_type
+
+    def with_egress(self, typename: str, sink: Sink | None = None, *, value_type: Type[Any] | None = None) -> StatefulFunctionsJob:
+        """Declare the egress ``typename`` and optionally bind it to a raystream ``sink``.
+
+        Records reaching the sink are the decoded values: with ``value_type``, values of
+        that type (another type fails the job); without, built-in types (int, string...)
+        decoded and other types as their ``TypedValue``. A function sending to an egress
+        that was not declared fails the job.
+
+        Example:
+            >>> import raystream as rs
+            >>> from statefun_api import StatefulFunctions, StringType
+            >>> sf = StatefulFunctionsJob(rs.StreamEnvironment(), StatefulFunctions())
+            >>> sf.with_egress("demo/out", value_type=StringType).egresses
+            ['demo/out']
+        """
+        self._declare(typename, value_type)
+        if sink is not None:
+            if not isinstance(sink, Sink):
+                raise GraphError(f"with_egress({typename!r}): sink must be an engine.connectors.Sink, got {sink!r}")
+            if self._dispatcher is None:
+                self._deferred_sinks.append((typename, sink))
+            else:
+                self.egress_stream(typename).sink_to(sink, name=f"egress {typename}")
+        return self
+
+    def egress_stream(self, typename: str, value_type: Type[Any] | None = None) -> Any:
+        """The DataStream of egress ``typename`` (declared if needed), to transform or sink.
+
+        Example:
+            >>> import raystream as rs
+            >>> from statefun_api import StatefulFunctions, message_builder
+            >>> env = rs.StreamEnvironment()
+            >>> sf = StatefulFunctionsJob(env, StatefulFunctions()).with_ingress(
+            ...     env.from_collection(["a"]), lambda r: message_builder("demo/f", r, str_value=r))
+            >>> sf.egress_stream("demo/out").map(str.upper).node.name
+            'map'
+        """
+        self._declare(typename, value_type)
+        return self.dispatcher.get_side_output(egress_tag(typename))
+
+    # ------------------------------------------------------------------ running
+    def execute(self, job_name: str | None = None) -> Any:
+        """Run the environment's job to its end (see ``StreamEnvironment.execute``)."""
+        return self.env.execute(job_name or self.name)

@@ -1,0 +1,249 @@
+"""Run FunctionDispatchers in one process, without Ray: for tests, notebooks and debugging.
+
+:class:`LocalDispatchers` builds ``parallelism`` :class:`~statefun_api.dispatcher.FunctionDispatcher`
+subtasks with their own heap keyed state backends, plays the engine's part (routing ingress
+and feedback messages by key group, running mailbox continuations and processing-time
+timers) on a :class:`~engine.operator.ManualClock`, and collects the egresses. Time only
+moves with :meth:`LocalDispatchers.advance`, so delayed messages and TTL are tested
+without sleeping. ``seed`` shuffles the order in which pending deliveries and
+continuations run (keeping each channel FIFO, as the engine does), to test that results
+do not depend on one interleaving.
+
+Example:
+    >>> from statefun_api import StatefulFunctions, ValueSpec, IntType, message_builder
+    >>> functions = StatefulFunctions()
+    >>> @functions.bind("demo/counter", specs=[ValueSpec("n", IntType)])
+    ... def counter(context, message):
+    ...     context.storage.n = (context.storage.n or 0) + 1
+    >>> run = LocalDispatchers(functions, parallelism=2)
+    >>> run.send(*[message_builder("demo/counter", "a", int_value=1)] * 3).state("demo/counter", "a", "n")
+    3
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from engine.keygroups import KeyGroupRange, key_group_for, subtask_for_key_group
+from engine.operator import ManualClock, OperatorContext
+from engine.records import Batch
+from statefun_api.dispatcher import DispatcherConfig, FunctionDispatcher, declared_egresses, value_state_name
+from statefun_api.functions import StatefulFunctions
+from statefun_api.messages import Message
+from statefun_api.routing import FEEDBACK_TAG, MessageRecord, address_key, message_to_record
+from statefun_api.types import Type
+
+__all__ = ["LocalDispatchers"]
+
+
+class _Output:
+    def __init__(self, runner: LocalDispatchers, index: int) -> None:
+        self.runner = runner
+        self.index = index
+
+    def emit(self, batch: Batch) -> None:
+        self.runner.main_output.extend(batch.records())
+
+    def emit_watermark(self, watermark: Any) -> None:
+        pass
+
+    def emit_side(self, tag: str, batch: Batch) -> None:
+        records = batch.records()
+        if tag == FEEDBACK_TAG:
+            self.runner.feedback_records += len(records)
+            self.runner._deliver(records, source=self.index)
+        else:
+            self.runner._egress.setdefault(tag[len("egress:") :], []).extend(records)
+
+
+class LocalDispatchers:
+    """``parallelism`` dispatcher subtasks in this process (see the module docstring).
+
+    Args:
+        functions: the function registry.
+        parallelism: number of dispatcher subtasks.
+        egresses: declared egress typenames (or typename -> value type).
+        clock: the processing-time clock (default ``ManualClock(0)``).
+        max_parallelism: number of key groups.
+        seed: if given, deliveries and continuations run in a seeded random order.
+        **limits: ``max_in_flight``, ``drain_step``, ``max_batch_per_address``,
+            ``timer_tick_ms`` (see :class:`~statefun_api.dispatcher.DispatcherConfig`).
+
+    Example:
+        >>> from statefun_api import StatefulFunctions
+        >>> LocalDispatchers(StatefulFunctions(), parallelism=3).is_idle()
+        True
+    """
+
+    def __init__(
+        self,
+        functions: StatefulFunctions,
+        parallelism: int = 1,
+        egresses: Iterable[str] | Mapping[str, Type[Any] | None] = (),
+        clock: ManualClock | None = None,
+        max_parallelism: int = 128,
+        seed: int | None = None,
+        _restore: list[tuple[Any, Any]] | None = None,
+        **limits: int,
+    ) -> None:
+        self.functions = functions
+        self.parallelism = parallelism
+        self.max_parallelism = max_parallelism
+        self.clock = clock if clock is not None else ManualClock(0)
+        self.config = DispatcherConfig(functions, declared_egresses(egresses), **limits)
+        self._rng = random.Random(seed) if seed is not None else None
+        # FIFO channels: (source subtask or -1 for the ingress, target subtask, kind) -> calls
+        self._mail: dict[tuple[int, int, str], deque[Callable[[], None]]] = {}
+        self._timers: list[tuple[int, int, int, Callable[[int], None]]] = []
+        self._timer_seq = 0
+        self._egress: dict[str, list[Any]] = {}
+        self.main_output: list[Any] = []
+        self.feedback_records = 0
+        self.dispatchers: list[FunctionDispatcher] = []
+        from checkpoint import HeapKeyedStateBackend
+
+        for index in range(parallelism):
+            kg_range = KeyGroupRange.for_subtask(index, parallelism, max_parallelism)
+            backend = HeapKeyedStateBackend(kg_range, max_parallelism, self.clock)
+            op = FunctionDispatcher(self.config)
+            op.name = "statefun"
+            if _restore is not None:
+                backend.restore([keyed for keyed, _ in _restore])
+                op.restore_state([operator for _, operator in _restore])
+            ctx = OperatorContext(
+                operator_name="statefun",
+                operator_uid="statefun",
+                task_name=f"statefun ({index + 1}/{parallelism})",
+                subtask_index=index,
+                parallelism=parallelism,
+                max_parallelism=max_parallelism,
+                key_group_range=kg_range,
+                clock=self.clock,
+                keyed_backend=backend,
+                register_processing_timer=lambda t, cb, i=index: self._register(i, t, cb),
+                post=lambda fn, i=index: self._put((i, i, "mailbox"), fn),
+            )
+            op.open(ctx, _Output(self, index))
+            self.dispatchers.append(op)
+        self.run()
+
+    # ------------------------------------------------------------------ driving
+    def _owner(self, record: MessageRecord) -> int:
+        kg = key_group_for(address_key(record), self.max_parallelism)
+        return subtask_for_key_group(kg, self.parallelism, self.max_parallelism)
+
+    def _put(self, channel: tuple[int, int, str], fn: Callable[[], None]) -> None:
+        self._mail.setdefault(channel, deque()).append(fn)
+
+    def _deliver(self, records: list[MessageRecord], source: int = -1) -> None:
+        by_subtask: dict[int, list[MessageRecord]] = {}
+        for r in records:
+            by_subtask.setdefault(self._owner(r), []).append(r)
+        for index, part in by_subtask.items():
+            op = self.dispatchers[index]
+            self._put((source, index, "data"), lambda op=op, part=part: op.process_batch(Batch.of_records(part)))
+
+    def _register(self, index: int, time_ms: int, callback: Callable[[int], None]) -> None:
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (time_ms, self._timer_seq, index, callback))
+
+    def send(self, *messages: Message) -> LocalDispatchers:
+        """Deliver ingress messages (grouped per owning subtask, in order) and :meth:`run`."""
+        self._deliver([message_to_record(m) for m in messages])
+        return self.run()
+
+    def run(self) -> LocalDispatchers:
+        """Process deliveries, continuations and due timers until nothing is left to do now."""
+        while True:
+            while self._mail:
+                channels = list(self._mail)
+                channel = channels[self._rng.randrange(len(channels))] if self._rng is not None else channels[0]
+                queue = self._mail[channel]
+                fn = queue.popleft()
+                if not queue:
+                    del self._mail[channel]
+                fn()
+            now = self.clock.now_ms()
+            if not (self._timers and self._timers[0][0] <= now):
+                return self
+            while self._timers and self._timers[0][0] <= now:
+                t, _, _, cb = heapq.heappop(self._timers)
+                cb(t)
+
+    def advance(self, ms: int) -> LocalDispatchers:
+        """Move the clock forward by ``ms`` in timer-sized steps, firing due timers."""
+        end = self.clock.now_ms() + ms
+        while self._timers and self._timers[0][0] <= end:
+            self.clock.set(max(self.clock.now_ms(), self._timers[0][0]))
+            self.run()
+        self.clock.set(end)
+        return self.run()
+
+    def run_until_idle(self, max_ms: int = 3_600_000) -> LocalDispatchers:
+        """Advance time until no message is queued and no delayed message is pending."""
+        deadline = self.clock.now_ms() + max_ms
+        self.run()
+        while not self.is_idle():
+            if not self._timers or self._timers[0][0] > deadline:
+                raise TimeoutError(f"dispatchers still busy after {max_ms} ms of processing time")
+            self.advance(self._timers[0][0] - self.clock.now_ms())
+        return self
+
+    # ------------------------------------------------------------------ inspection
+    def is_idle(self) -> bool:
+        """No queued message, continuation or pending delayed message anywhere."""
+        return not self._mail and all(op.is_idle() for op in self.dispatchers)
+
+    def egress(self, typename: str) -> list[Any]:
+        """The values emitted to egress ``typename`` so far (in emission order)."""
+        return list(self._egress.get(typename, []))
+
+    def state(self, typename: str, id: str, name: str) -> Any:  # noqa: A002 - StateFun's word
+        """The current value of spec ``name`` of the function at ``typename``/``id`` (or None)."""
+        fn = self.functions.for_typename(typename)
+        spec = next((s for s in fn.specs if s.name == name), None)
+        if spec is None:
+            raise AttributeError(f"function {typename!r} declares no value {name!r}; specs: {list(fn.specs)}")
+        key = (typename, id)
+        op = self.dispatchers[self._owner((typename, id, "", "", "", b"", False))]
+        from checkpoint import ValueStateDescriptor
+
+        st = op.backend.get_state(ValueStateDescriptor(value_state_name(typename, name)))
+        op.backend.set_current_key(key)
+        tv = st.value()
+        if tv is None or not tv.has_value:
+            return None
+        return spec.type.serializer().deserialize(tv.value)
+
+    def counters(self) -> dict[str, int]:
+        """The dispatchers' counters summed over subtasks (invocations, local/remote messages...)."""
+        total: dict[str, int] = {}
+        for op in self.dispatchers:
+            for k, v in op.counters.items():
+                total[k] = total.get(k, 0) + v
+        return total
+
+    # ------------------------------------------------------------------ snapshots
+    def snapshot(self, checkpoint_id: int = 1) -> list[tuple[Any, Any]]:
+        """Per subtask: (keyed state snapshot, operator state), as the task would take them.
+
+        In-flight deliveries must have been run first (call :meth:`run`)."""
+        if self._mail:
+            raise RuntimeError("run() the pending deliveries before taking a snapshot")
+        return [(op.backend.snapshot(checkpoint_id), op.snapshot_state(checkpoint_id)) for op in self.dispatchers]
+
+    @classmethod
+    def restore(
+        cls,
+        functions: StatefulFunctions,
+        snapshots: list[tuple[Any, Any]],
+        parallelism: int = 1,
+        **kwargs: Any,
+    ) -> LocalDispatchers:
+        """New dispatchers (at any parallelism) restored from :meth:`snapshot`; their timers
+        are re-armed from the restored delayed messages."""
+        return cls(functions, parallelism=parallelism, _restore=snapshots, **kwargs)

@@ -1,0 +1,139 @@
+"""How stateful-function messages travel through the engine: records, keys and tags.
+
+A message between functions (or from an ingress router) crosses the engine as a flat
+tuple of scalars, so the engine ships it as typed Arrow columns rather than pickles::
+
+    (target_typename, target_id, caller_typename, caller_id, value_typename, value, has_value)
+
+``caller_typename == ""`` means the message came from an ingress. The dispatcher is keyed
+by :func:`address_key` ``(typename, id)``; a tuple rather than ``"typename/id"`` because
+namespaces and ids may both contain slashes, so the string form is ambiguous.
+
+Egress messages leave the dispatcher on the side output :func:`egress_tag` of their
+egress typename, already decoded (see :func:`decode_egress_value`).
+
+Example:
+    >>> from statefun_api import message_builder
+    >>> m = message_builder("com.example/greeter", "alice", str_value="hi")
+    >>> record = message_to_record(m)
+    >>> record[:2], address_key(record)
+    (('com.example/greeter', 'alice'), ('com.example/greeter', 'alice'))
+    >>> invocation = record_to_invocation(record)
+    >>> invocation.message.as_string(), invocation.caller is None
+    ('hi', True)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from statefun_api.address import Address
+from statefun_api.invocation import Invocation
+from statefun_api.messages import EgressMessage, Message
+from statefun_api.types import (
+    BoolType,
+    DoubleType,
+    FloatType,
+    IntType,
+    LongType,
+    StringType,
+    Type,
+    TypedValue,
+)
+
+__all__ = [
+    "MessageRecord",
+    "message_to_record",
+    "record_to_invocation",
+    "address_key",
+    "record_address",
+    "record_caller",
+    "egress_tag",
+    "decode_egress_value",
+    "FEEDBACK_TAG",
+]
+
+MessageRecord = tuple[str, str, str, str, str, bytes, bool]
+"""``(target_typename, target_id, caller_typename, caller_id, value_typename, value, has_value)``."""
+
+#: side output of the dispatcher that carries messages to addresses of other subtasks
+FEEDBACK_TAG = "statefun-feedback"
+
+_BUILTIN_TYPES: dict[str, Type[Any]] = {
+    t.typename: t for t in (IntType, LongType, FloatType, DoubleType, StringType, BoolType)
+}
+
+
+def message_to_record(message: Message, caller: Address | None = None) -> MessageRecord:
+    """The engine record of ``message`` sent by ``caller`` (``None``: from an ingress)."""
+    tv = message.typed_value
+    return (
+        message.target_typename,
+        message.target_id,
+        caller.typename if caller is not None else "",
+        caller.id if caller is not None else "",
+        tv.typename,
+        tv.value,
+        tv.has_value,
+    )
+
+
+def record_to_invocation(record: MessageRecord) -> Invocation:
+    """The :class:`~statefun_api.invocation.Invocation` carried by an engine record."""
+    target_typename, target_id, caller_typename, caller_id, value_typename, value, has_value = record
+    caller = Address.of(caller_typename, caller_id) if caller_typename else None
+    message = Message(target_typename, target_id, TypedValue(value_typename, has_value, value))
+    return Invocation(message, caller)
+
+
+def address_key(record: MessageRecord) -> tuple[str, str]:
+    """The key of a message record: its target ``(typename, id)`` (the dispatcher's key)."""
+    return (record[0], record[1])
+
+
+def record_address(record: MessageRecord) -> Address:
+    """The target address of a message record."""
+    return Address.of(record[0], record[1])
+
+
+def record_caller(record: MessageRecord) -> str:
+    """``"typename/id"`` of the sender, or ``"ingress"`` (for error messages)."""
+    return f"{record[2]}/{record[3]}" if record[2] else "ingress"
+
+
+def egress_tag(typename: str) -> str:
+    """The dispatcher side output that carries the egress ``typename``.
+
+    Example:
+        >>> egress_tag("com.example/greets")
+        'egress:com.example/greets'
+    """
+    return f"egress:{typename}"
+
+
+def decode_egress_value(message: EgressMessage, value_type: Type[Any] | None) -> Any:
+    """The record an egress sink receives for ``message``.
+
+    With ``value_type`` the value is deserialized with it (a message of another type raises
+    ``TypeError``). Without it, the built-in types (int, long, float, double, string,
+    bool) are decoded by their typename and any other value is passed on as its
+    :class:`~statefun_api.types.TypedValue`.
+
+    Example:
+        >>> from statefun_api import egress_message_builder
+        >>> decode_egress_value(egress_message_builder("a/out", "hi", StringType), None)
+        'hi'
+    """
+    tv = message.typed_value
+    if value_type is None:
+        value_type = _BUILTIN_TYPES.get(tv.typename)
+        if value_type is None:
+            return tv
+    elif tv.typename != value_type.typename:
+        raise TypeError(
+            f"egress {message.typename!r} is declared with type {value_type.typename!r} but "
+            f"received a value of type {tv.typename!r}"
+        )
+    if not tv.has_value:
+        return None
+    return value_type.serializer().deserialize(tv.value)

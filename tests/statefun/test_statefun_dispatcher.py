@@ -1,0 +1,415 @@
+"""The FunctionDispatcher run in-process (no Ray): routing, batching, delayed messages,
+TTL with a ManualClock, back-pressure, snapshots/rescaling and error paths."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from engine.errors import UserCodeError
+from engine.keygroups import KeyGroupRange
+from engine.operator import ManualClock, OperatorContext
+from engine.records import Batch
+from jobs import greeter, shopping_cart
+from statefun_api import (
+    IntType,
+    StatefulFunctions,
+    StringType,
+    ValueSpec,
+    egress_message_builder,
+    message_builder,
+)
+from statefun_api.dispatcher import DispatcherConfig, FunctionDispatcher
+from statefun_api.errors import FunctionNotFound, StatefulFunctionError
+from statefun_api.local import LocalDispatchers
+from statefun_api.routing import FEEDBACK_TAG, message_to_record
+
+
+# ---------------------------------------------------------------------------- fixtures
+def fanout_functions(fanout: int) -> StatefulFunctions:
+    """counter/<k> counts; a "burst" message makes it send one message to each of
+    ``fanout`` counters; every counter reports its count on each increment."""
+    functions = StatefulFunctions()
+
+    @functions.bind("test/counter", specs=[ValueSpec("n", IntType)])
+    def counter(context, message):
+        if message.is_string():  # a burst
+            for i in range(fanout):
+                context.send(message_builder("test/counter", f"c{i}", int_value=1))
+            return
+        n = (context.storage.n or 0) + message.as_int()
+        context.storage.n = n
+        context.send_egress(egress_message_builder("test/counts", f"{context.address.id}={n}", StringType))
+
+    return functions
+
+
+def delay_functions() -> StatefulFunctions:
+    functions = StatefulFunctions()
+
+    @functions.bind("test/timer")
+    def timer(context, message):
+        cmd = message.as_string()
+        op, _, arg = cmd.partition(":")
+        if op == "later":  # later:<token>:<ms>
+            token, ms = arg.split(":")
+            context.send_after(
+                timedelta(milliseconds=int(ms)),
+                message_builder("test/timer", context.address.id, str_value=f"fired:{token}"),
+                cancellation_token=token,
+            )
+        elif op == "cancel":
+            context.cancel_delayed_message(arg)
+        elif op == "fired":
+            context.send_egress(egress_message_builder("test/fired", f"{context.address.id}:{arg}", StringType))
+        elif op == "relay":  # delayed message to ANOTHER address, no token
+            context.send_after(timedelta(milliseconds=int(arg)), message_builder("test/timer", "far", str_value="fired:relay"))
+
+    return functions
+
+
+def cmd(id_: str, text: str):
+    return message_builder("test/timer", id_, str_value=text)
+
+
+# ---------------------------------------------------------------------------- examples
+@pytest.mark.parametrize("seed", [None, 7])
+def test_greeter_same_result_at_parallelism_1_and_3(seed):
+    names = [f"p{i % 7}" for i in range(60)]
+    msgs = [greeter.route(n) for n in names]
+    results = []
+    for p in (1, 3):
+        run = LocalDispatchers(greeter.functions, parallelism=p, egresses=[greeter.GREETS], seed=seed)
+        run.send(*msgs)
+        results.append(sorted(run.egress(greeter.GREETS)))
+        assert run.state(greeter.PERSON, "p0", "visits") == names.count("p0")
+    assert results[0] == results[1]
+    assert greeter.greeting("p0", 9) in results[0] and len(results[0]) == 60
+
+
+def test_shopping_cart_receipts_and_stock_are_conserved():
+    events = shopping_cart.generate_events(users=12, items=3, adds_per_user=4)
+    msgs = [shopping_cart.route(e) for e in events]
+    restock = shopping_cart.route({"type": "restock", "item": "item-1", "quantity": 5, "user": ""})
+    for p, seed in ((1, None), (3, None), (3, 5)):
+        run = LocalDispatchers(
+            shopping_cart.make_functions(initial_stock=10), parallelism=p, egresses={shopping_cart.RECEIPTS: shopping_cart.Receipt}, seed=seed
+        )
+        run.send(restock, *msgs)
+        receipts = run.egress(shopping_cart.RECEIPTS)
+        assert sorted(r["user"] for r in receipts) == sorted(f"user-{u}" for u in range(12))
+        for item in ("item-0", "item-1", "item-2"):
+            sold = sum(r["items"].get(item, 0) for r in receipts)
+            total = 15 if item == "item-1" else 10
+            assert sold + run.state(shopping_cart.INVENTORY, item, "stock") == total
+            assert 0 < sold <= total
+        assert run.state(shopping_cart.USER, "user-0", "cart") is None  # emptied by checkout
+
+
+def test_shopping_cart_with_ample_stock_is_the_same_at_any_parallelism_and_interleaving():
+    msgs = [shopping_cart.route(e) for e in shopping_cart.generate_events(users=12, items=3)]
+    outs = []
+    for p, seed in ((1, None), (3, None), (3, 11)):
+        run = LocalDispatchers(
+            shopping_cart.functions, parallelism=p, egresses={shopping_cart.RECEIPTS: shopping_cart.Receipt}, seed=seed
+        )
+        outs.append(sorted(map(repr, run.send(*msgs).egress(shopping_cart.RECEIPTS))))
+    assert outs[0] == outs[1] == outs[2] and len(outs[0]) == 12
+
+
+def test_shopping_cart_checkout_waits_for_outstanding_answers():
+    run = LocalDispatchers(
+        shopping_cart.make_functions(initial_stock=1), parallelism=2, egresses={shopping_cart.RECEIPTS: shopping_cart.Receipt}
+    )
+    events = [
+        {"type": "add", "item": "hat", "quantity": 1, "user": "ann"},
+        {"type": "add", "item": "hat", "quantity": 1, "user": "ann"},  # out of stock by then
+        {"type": "checkout", "item": "", "quantity": 0, "user": "ann"},
+    ]
+    run.send(*[shopping_cart.route(e) for e in events])
+    assert run.egress(shopping_cart.RECEIPTS) == [{"user": "ann", "items": {"hat": 1}}]
+
+
+# ---------------------------------------------------------------------------- fan-out, locality, back-pressure
+@pytest.mark.parametrize("parallelism", [1, 3])
+def test_fanout_burst_of_100x_drains_without_deadlock(parallelism):
+    run = LocalDispatchers(fanout_functions(100), parallelism=parallelism, egresses=["test/counts"], drain_step=64, max_in_flight=128)
+    bursts = [message_builder("test/counter", f"src{i}", str_value="go") for i in range(50)]
+    run.send(*bursts)
+    assert run.is_idle()
+    assert all(run.state("test/counter", f"c{i}", "n") == 50 for i in range(100))
+    assert len(run.egress("test/counts")) == 5000
+    c = run.counters()
+    assert c["local_messages"] + c["remote_messages"] == 5000
+    if parallelism == 1:
+        assert c["remote_messages"] == 0 and run.feedback_records == 0
+    else:
+        assert c["remote_messages"] == run.feedback_records > 0 and c["local_messages"] > 0
+
+
+def _ctx(posted, timers, clock, parallelism=1, index=0):
+    from checkpoint import HeapKeyedStateBackend
+
+    kgr = KeyGroupRange.for_subtask(index, parallelism, 128)
+    return OperatorContext(
+        "statefun", "statefun", "t", index, parallelism, 128, kgr, clock=clock,
+        keyed_backend=HeapKeyedStateBackend(kgr, 128, clock),
+        register_processing_timer=lambda t, cb: timers.append((t, cb)),
+        post=posted.append,
+    )
+
+
+class _Out:
+    def __init__(self):
+        self.side: dict[str, list] = {}
+
+    def emit(self, batch):
+        raise AssertionError("the dispatcher emits on side outputs only")
+
+    def emit_watermark(self, wm):
+        pass
+
+    def emit_side(self, tag, batch):
+        self.side.setdefault(tag, []).extend(batch.records())
+
+
+def test_ingress_back_pressure_caps_queued_messages_but_feedback_is_always_accepted():
+    posted, timers = [], []
+    op = FunctionDispatcher(DispatcherConfig(fanout_functions(100), {"test/counts": None}, max_in_flight=150, drain_step=10))
+    op.open(_ctx(posted, timers, ManualClock()), _Out())
+    burst = [message_to_record(message_builder("test/counter", f"s{i}", str_value="go")) for i in range(5)]
+    op.process_batch(Batch.of_records(burst))
+    # each burst queues 100 local messages: the ingress batch returned only under the cap
+    assert 0 < op.pending_messages() <= 150
+    assert posted, "the rest of the work is continued through the mailbox"
+    feedback = [
+        message_to_record(message_builder("test/counter", f"c{i}", int_value=1), caller=greeter_address())
+        for i in range(400)
+    ]
+    op.process_batch(Batch.of_records(feedback))
+    assert op.pending_messages() > 150  # feedback never blocks
+    assert not op.is_idle()
+    while posted:
+        posted.pop(0)()
+    assert op.is_idle() and op.pending_messages() == 0
+
+
+def greeter_address():
+    from statefun_api import Address
+
+    return Address.of("test/counter", "x")
+
+
+def test_drain_step_bounds_work_per_mailbox_step():
+    posted, timers = [], []
+    op = FunctionDispatcher(DispatcherConfig(fanout_functions(100), {"test/counts": None}, drain_step=25))
+    out = _Out()
+    op.open(_ctx(posted, timers, ManualClock()), out)
+    op.process_batch(Batch.of_records([message_to_record(message_builder("test/counter", "s", str_value="go"))]))
+    steps = 0
+    while posted:
+        before = len(out.side.get("egress:test/counts", []))
+        posted.pop(0)()
+        steps += 1
+        assert len(out.side["egress:test/counts"]) - before <= 25 + 1
+    assert steps >= 3 and len(out.side["egress:test/counts"]) == 100
+
+
+# ---------------------------------------------------------------------------- delayed messages
+def test_delayed_messages_fire_on_time_and_cancellation_works():
+    run = LocalDispatchers(delay_functions(), parallelism=2, egresses=["test/fired"])
+    run.send(cmd("a", "later:t1:100"), cmd("a", "later:t2:200"), cmd("b", "later:t1:100"), cmd("a", "cancel:t2"))
+    assert not run.is_idle() and sum(op.pending_delayed() for op in run.dispatchers) == 2
+    run.advance(99)
+    assert run.egress("test/fired") == []
+    run.advance(1)
+    assert sorted(run.egress("test/fired")) == ["a:t1", "b:t1"]
+    run.advance(1000)
+    assert sorted(run.egress("test/fired")) == ["a:t1", "b:t1"]  # t2 was cancelled
+    assert run.is_idle()
+    # a fired token may be reused; cancelling an unknown token is a no-op
+    run.send(cmd("a", "later:t1:10"), cmd("a", "cancel:nope"))
+    run.run_until_idle()
+    assert sorted(run.egress("test/fired")) == ["a:t1", "a:t1", "b:t1"]
+    assert run.counters()["delayed_cancelled"] == 1
+
+
+def test_cancel_then_reuse_token_in_one_batch_and_relay_to_another_address():
+    run = LocalDispatchers(delay_functions(), parallelism=3, egresses=["test/fired"])
+    run.send(cmd("a", "later:x:50"), cmd("a", "cancel:x"), cmd("a", "later:x:80"), cmd("a", "relay:30"))
+    run.advance(40)
+    assert run.egress("test/fired") == ["far:relay"]
+    run.advance(20)
+    assert run.egress("test/fired") == ["far:relay"]  # the first x was cancelled
+    run.advance(20)
+    assert run.egress("test/fired") == ["far:relay", "a:x"]
+    assert run.is_idle()
+
+
+def test_duplicate_live_cancellation_token_fails_naming_address_and_type():
+    run = LocalDispatchers(delay_functions(), egresses=["test/fired"])
+    run.send(cmd("a", "later:t:100"))
+    with pytest.raises(UserCodeError) as err:
+        run.send(cmd("a", "later:t:100"))
+    original = err.value.original
+    assert isinstance(original, StatefulFunctionError)
+    assert "test/timer/a" in str(original) and "'t'" in str(original) and "still pending" in str(original)
+    assert original.message_typename == "io.statefun.types/string"
+
+
+def test_a_cancelled_far_future_message_does_not_keep_the_dispatcher_busy():
+    run = LocalDispatchers(delay_functions(), egresses=["test/fired"], timer_tick_ms=100)
+    run.send(cmd("a", "later:t:3600000"), cmd("a", "cancel:t"))
+    assert run.is_idle()
+    run.advance(100)  # the tick timer fires and is not re-armed
+    assert not run._timers
+
+
+def test_pending_delayed_messages_survive_snapshot_and_rescale():
+    clock = ManualClock(1_000)
+    run = LocalDispatchers(delay_functions(), parallelism=1, egresses=["test/fired"], clock=clock)
+    run.send(*[cmd(f"k{i}", f"later:t:{100 + i}") for i in range(20)], cmd("k0", "cancel:t"))
+    run.advance(50)
+    snaps = run.snapshot()
+    restored = LocalDispatchers.restore(delay_functions(), snaps, parallelism=3, egresses=["test/fired"], clock=clock)
+    assert not restored.is_idle()
+    assert sum(op.pending_delayed() for op in restored.dispatchers) == 19
+    restored.advance(100)
+    assert sorted(restored.egress("test/fired")) == sorted(f"k{i}:t" for i in range(1, 20))
+    assert restored.is_idle()
+
+
+def test_queued_messages_are_in_the_operator_snapshot():
+    posted, timers = [], []
+    functions = fanout_functions(10)
+    out = _Out()
+    op = FunctionDispatcher(DispatcherConfig(functions, {"test/counts": None}, drain_step=3))
+    op.open(_ctx(posted, timers, ManualClock()), out)
+    op.process_batch(Batch.of_records([message_to_record(message_builder("test/counter", "s", str_value="go"))]))
+    queued = op.pending_messages()
+    done = out.side["egress:test/counts"]
+    assert queued > 0 and len(done) + queued == 10
+    snap = (op.backend.snapshot(1), op.snapshot_state(1))  # posted continuations never run
+    restored = LocalDispatchers.restore(functions, [snap], parallelism=2, egresses=["test/counts"])
+    assert restored.is_idle()
+    assert sorted(done + restored.egress("test/counts")) == sorted(f"c{i}=1" for i in range(10))
+
+
+# ---------------------------------------------------------------------------- TTL
+def test_expire_after_write_and_after_call_with_manual_clock():
+    functions = StatefulFunctions()
+
+    @functions.bind(
+        "test/ttl",
+        specs=[
+            ValueSpec("written", IntType, expire_after_write=timedelta(seconds=10)),
+            ValueSpec("touched", IntType, expire_after_call=timedelta(seconds=10)),
+        ],
+    )
+    def ttl(context, message):
+        if message.as_string() == "set":
+            context.storage.written = 1
+            context.storage.touched = 1
+        context.send_egress(
+            egress_message_builder("test/seen", f"{context.storage.written}/{context.storage.touched}", StringType)
+        )
+
+    run = LocalDispatchers(functions, egresses=["test/seen"])
+    poke = message_builder("test/ttl", "a", str_value="read")
+    run.send(message_builder("test/ttl", "a", str_value="set"))
+    run.advance(6_000).send(poke)  # a call at 6 s refreshes "touched" only
+    run.advance(6_000).send(poke)  # 12 s: "written" expired (10 s after its write)
+    run.advance(9_000).send(poke)  # 21 s: "touched" lives 10 s after its last call (12 s)
+    run.advance(11_000).send(poke)  # 32 s: both gone
+    assert run.egress("test/seen") == ["1/1", "1/1", "None/1", "None/1", "None/None"]
+    assert run.state("test/ttl", "a", "touched") is None
+
+
+# ---------------------------------------------------------------------------- errors
+def test_message_to_an_unregistered_function_type_fails_naming_address_and_type():
+    functions = StatefulFunctions()
+
+    @functions.bind("test/a")
+    def a(context, message):
+        context.send(message_builder("test/missing", "7", int_value=1))
+
+    run = LocalDispatchers(functions)
+    with pytest.raises(UserCodeError) as err:
+        run.send(message_builder("test/a", "1", int_value=1))
+    original = err.value.original
+    assert isinstance(original, FunctionNotFound)
+    assert "test/missing/7" in str(original) and "'io.statefun.types/int'" in str(original)
+    assert "from test/a/1" in str(original) and "test/a" in str(original)
+    assert "from test/a/1" in repr(err.value.record)
+
+
+def test_egress_that_does_not_exist_fails():
+    run = LocalDispatchers(fanout_functions(1), egresses=["test/other"])
+    with pytest.raises(UserCodeError) as err:
+        run.send(message_builder("test/counter", "x", int_value=1))
+    text = str(err.value.original)
+    assert "'test/counts'" in text and "does not exist" in text and "test/counter/x" in text
+    assert "test/other" in text
+
+
+def test_function_raising_fails_with_address_and_message_type():
+    functions = StatefulFunctions()
+
+    @functions.bind("test/boom")
+    def boom(context, message):
+        raise ValueError("kaputt")
+
+    run = LocalDispatchers(functions)
+    with pytest.raises(UserCodeError) as err:
+        run.send(message_builder("test/boom", "z", long_value=3))
+    original = err.value.original
+    assert isinstance(original, StatefulFunctionError) and isinstance(original.__cause__, ValueError)
+    assert "test/boom/z" in str(original) and "'io.statefun.types/long'" in str(original) and "kaputt" in str(original)
+
+
+def test_state_type_mismatch_after_restore_fails():
+    v1 = StatefulFunctions()
+
+    @v1.bind("test/f", specs=[ValueSpec("v", IntType)])
+    def f1(context, message):
+        context.storage.v = 1
+
+    v2 = StatefulFunctions()
+
+    @v2.bind("test/f", specs=[ValueSpec("v", StringType)])
+    def f2(context, message):
+        context.storage.v = "x"
+
+    run = LocalDispatchers(v1)
+    run.send(message_builder("test/f", "a", int_value=0))
+    restored = LocalDispatchers.restore(v2, run.snapshot())
+    with pytest.raises(UserCodeError) as err:
+        restored.send(message_builder("test/f", "a", int_value=0))
+    text = str(err.value.original)
+    assert "test/f/a" in text and "io.statefun.types/int" in text and "io.statefun.types/string" in text
+
+
+def test_egress_value_type_mismatch_fails():
+    run = LocalDispatchers(fanout_functions(1), egresses={"test/counts": IntType})
+    with pytest.raises(UserCodeError) as err:
+        run.send(message_builder("test/counter", "x", int_value=1))
+    assert "'io.statefun.types/int'" in str(err.value.original) and "test/counts" in str(err.value.original)
+
+
+def test_records_are_routed_to_the_feedback_side_output_only_when_remote():
+    posted, timers = [], []
+    out = _Out()
+    op = FunctionDispatcher(DispatcherConfig(fanout_functions(30), {"test/counts": None}))
+    op.open(_ctx(posted, timers, ManualClock(), parallelism=2, index=0), out)
+    from engine.keygroups import key_group_for
+
+    # a burst source that this subtask owns
+    src = next(f"s{i}" for i in range(100) if key_group_for(("test/counter", f"s{i}"), 128) in op.ctx.key_group_range)
+    op.process_batch(Batch.of_records([message_to_record(message_builder("test/counter", src, str_value="go"))]))
+    while posted:
+        posted.pop(0)()
+    remote = out.side.get(FEEDBACK_TAG, [])
+    assert remote and all(key_group_for((r[0], r[1]), 128) not in op.ctx.key_group_range for r in remote)
+    assert all(r[2:4] == ("test/counter", src) for r in remote)
+    assert len(remote) + len(out.side["egress:test/counts"]) == 30
