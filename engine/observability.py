@@ -110,7 +110,9 @@ def operator_table(metrics: dict, previous: dict | None = None, interval_s: floa
 
 
 def source_totals(graph: Any) -> dict[str, int]:
-    """Records each bounded source of a job graph will emit, when that is known up front.
+    """Records each bounded source of a job graph will emit, when that is known up front,
+    keyed by the operator that reads them: the one chained after the source (its
+    ``records_in`` counts what was read), or the source itself when nothing is chained to it.
 
     A source may say so itself with ``expected_records() -> int | None``; otherwise a
     ``count`` (generators) or ``items`` (collections) attribute is used.
@@ -131,7 +133,7 @@ def source_totals(graph: Any) -> dict[str, int]:
         except Exception:  # a source's estimate is a nicety, never an error
             total = None
         if isinstance(total, int) and total > 0:
-            name = v.chain[0]["name"]
+            name = v.chain[1]["name"] if len(v.chain) > 1 else v.chain[0]["name"]
             out[name] = out.get(name, 0) + total
     return out
 
@@ -152,30 +154,37 @@ def format_progress_line(
     interval_s: float | None = None,
     totals: dict[str, int] | None = None,
 ) -> str:
-    """The one-line progress summary of a running job.
+    """The one-line progress summary of a running job: records read (and per second),
+    bounded-source progress, records reaching the last operator, back-pressure, restarts.
+
+    ``totals`` comes from :func:`source_totals`: records to read per reading operator.
 
     Example:
-        >>> m = {"operators": {"generate": {"records_out": 500}, "map": {"records_in": 500, "records_out": 500}}}
-        >>> format_progress_line("job", "RUNNING", 2.0, m, totals={"generate": 1000})
-        'job RUNNING 2.0s | read 500 | generate 50% (500/1.0k) | out 500'
+        >>> m = {"operators": {"map": {"records_in": 500, "records_out": 500},
+        ...                    "collect": {"records_in": 500, "records_out": 0}}}
+        >>> format_progress_line("job", "RUNNING", 2.0, m, totals={"map": 1000})
+        'job RUNNING 2.0s | read 500 | map 50% (500/1.0k) | sink 500'
     """
-    rows = operator_table(metrics, previous, interval_s)
-    names = list((metrics.get("operators") or {}))
+    ops = metrics.get("operators") or {}
+    rows = {r["operator"]: r for r in operator_table(metrics, previous, interval_s)}
     totals = totals or {}
-    sources = [r for r in rows if r["operator"] in totals] or ([r for r in rows if r["records_in"] == 0][:1])
+    readers = [k for k in totals if k in ops] or list(ops)[:1]
     parts = [f"{name} {status} {elapsed_s:.1f}s"]
-    read = sum(r["records_out"] for r in sources)
-    rate = [r["out_per_s"] for r in sources if r["out_per_s"] is not None]
-    parts.append(f"read {_si(read)}" + (f" ({_si(sum(rate))} rec/s)" if rate else ""))
-    for r in sources:
-        total = totals.get(r["operator"])
+    read = sum(rows[k]["records_in"] for k in readers)
+    rates = [rows[k]["in_per_s"] for k in readers if rows[k]["in_per_s"] is not None]
+    parts.append(f"read {_si(read)}" + (f" ({_si(sum(rates))} rec/s)" if rates else ""))
+    for k in readers:
+        total = totals.get(k)
         if total:
-            pct = min(100, int(100 * r["records_out"] / total))
-            parts.append(f"{r['operator']} {pct}% ({_si(r['records_out'])}/{_si(total)})")
-    if names:
-        last = next(r for r in rows if r["operator"] == names[-1])
-        parts.append(f"out {_si(last['records_out'])}")
-    blocked = sum(r["backpressure_s"] for r in rows)
+            done = rows[k]["records_in"]
+            parts.append(f"{k} {min(100, int(100 * done / total))}% ({_si(done)}/{_si(total)})")
+    if ops:
+        last = rows[list(ops)[-1]]
+        if last["records_out"] == 0 and last["records_in"] > 0:  # a sink
+            parts.append(f"sink {_si(last['records_in'])}")
+        else:
+            parts.append(f"out {_si(last['records_out'])}")
+    blocked = sum(r["backpressure_s"] for r in rows.values())
     if blocked >= 0.05:
         parts.append(f"backpressure {blocked:.1f}s")
     restarts = metrics.get("restarts")

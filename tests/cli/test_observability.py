@@ -23,7 +23,6 @@ from engine.observability import (
 def metrics(n_src: int, n_out: int, blocked: float = 0.0, restarts: int = 0, **extra) -> dict:
     m = {
         "operators": {
-            "generate": {"records_in": 0, "records_out": n_src, "batches_in": 0, "subtasks": 2},
             "map": {"records_in": n_src, "records_out": n_src, "batches_in": 3, "subtasks": 2},
             "reduce": {"records_in": n_src, "records_out": n_out, "batches_in": 3, "subtasks": 2},
         },
@@ -40,8 +39,8 @@ def metrics(n_src: int, n_out: int, blocked: float = 0.0, restarts: int = 0, **e
 def test_operator_table_rates_bytes_and_backpressure():
     rows = {r["operator"]: r for r in operator_table(metrics(1000, 900, blocked=0.25), metrics(400, 300), 2.0)}
     assert rows["map"]["bytes_out"] == 250 and rows["map"]["backpressure_s"] == 0.25
-    assert rows["generate"]["bytes_out"] == 0  # records leave the chain from its last operator
-    assert rows["generate"]["out_per_s"] == 300.0 and rows["reduce"]["out_per_s"] == 300.0
+    assert rows["reduce"]["bytes_out"] == 0  # records leave the chain from its last operator
+    assert rows["map"]["in_per_s"] == 300.0 and rows["reduce"]["out_per_s"] == 300.0
     assert rows["reduce"]["subtasks"] == 2 and rows["reduce"]["watermark_lag_ms"] is None
 
 
@@ -131,27 +130,28 @@ def test_exporter_never_raises():
 
 def test_progress_line_and_reporter():
     line = format_progress_line("wc", "RUNNING", 3.0, metrics(5000, 4000), metrics(1000, 800), 2.0,
-                                {"generate": 20000})
-    assert line == "wc RUNNING 3.0s | read 5.0k (2.0k rec/s) | generate 25% (5.0k/20.0k) | out 4.0k"
+                                {"map": 20000})
+    assert line == "wc RUNNING 3.0s | read 5.0k (2.0k rec/s) | map 25% (5.0k/20.0k) | out 4.0k"
     out = io.StringIO()
     t = [0.0]
-    rep = ProgressReporter("wc", {"generate": 1000}, stream=out, notebook=False, clock=lambda: t[0])
+    rep = ProgressReporter("wc", {"map": 1000}, stream=out, notebook=False, clock=lambda: t[0])
     t[0] = 1.0
     rep.update("RUNNING", metrics(500, 10, blocked=0.5))
     t[0] = 2.0
     rep.close("FINISHED", metrics(1000, 20, restarts=2))
     text = out.getvalue()
     assert text.startswith("\rwc RUNNING 1.0s") and "backpressure 0.5s" in text
-    assert text.endswith("\n") and "wc FINISHED 2.0s | read 1.0k (500 rec/s) | generate 100%" in text
+    assert text.endswith("\n") and "wc FINISHED 2.0s | read 1.0k (500 rec/s) | map 100%" in text
     assert "restarts 2" in text
 
 
 def test_source_totals_from_bounded_sources():
     env = rs.StreamEnvironment(parallelism=2)
     a = env.generate(lambda i: i, count=300)
-    b = env.from_collection(list(range(7)))
+    b = env.from_collection(list(range(7))).map(str).name("to_str")
     env.generate(lambda i: i).union(a, b).collect()  # unbounded generator: no total
-    assert source_totals(env.get_job_graph()) == {"generate": 300, "from_collection": 7}
+    # keyed by the operator reading the source (its records_in), or the unchained source itself
+    assert source_totals(env.get_job_graph()) == {"generate": 300, "to_str": 7}
 
 
 def keyed_graph():
