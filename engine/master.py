@@ -179,7 +179,29 @@ class JobMaster:
                 live[k] = self.task_metrics.get(k, {})
         merged = dict(self.task_metrics)
         merged.update(live)
-        return _aggregate_metrics(merged, self.restarts)
+        out = _aggregate_metrics(merged, self.restarts)
+        if self.coordinator is not None:
+            st = self.coordinator.stats()
+            last = next((h for h in reversed(self.coordinator.history) if h["status"] == "COMPLETED"), None)
+            out["checkpoints"] = {
+                "completed": st["completed"],
+                "aborted": st["aborted"],
+                "last_duration_s": last["duration_s"] if last else 0.0,
+                "last_bytes": last["bytes"] if last else 0,
+            }
+        return out
+
+    async def _export_metrics(self) -> None:
+        """Publish metrics as Ray metrics (Prometheus) about once a second while running."""
+        from .observability import MetricsExporter
+
+        exporter = MetricsExporter(self.job_id, self.config.name)
+        try:
+            while True:
+                await asyncio.sleep(1.0)
+                exporter.update(await self.metrics())
+        finally:
+            exporter.close()
 
     async def cancel(self) -> None:
         self._cancel.set()
@@ -230,6 +252,13 @@ class JobMaster:
             if v.source is not None
         }
         restore = None
+        exporter = asyncio.ensure_future(self._export_metrics())
+        try:
+            return await self._run_job(source_splits, restore)
+        finally:
+            exporter.cancel()
+
+    async def _run_job(self, source_splits: dict, restore: dict | None) -> dict:
         if self.config.from_savepoint:
             restore = await asyncio.to_thread(self._plan_from_savepoint, self.config.from_savepoint)
         while True:
