@@ -52,6 +52,11 @@ def _io_floor(path: str, events: int, repeat: int) -> list[harness.Measurement]:
 
 def _load_engine(log) -> bool:
     try:
+        importlib.import_module("benchmarks.bench_window")  # event-time window contenders
+    except ModuleNotFoundError as exc:
+        if exc.name != "benchmarks.bench_window":
+            raise
+    try:
         importlib.import_module("benchmarks.bench_engine")
     except ModuleNotFoundError as exc:
         if exc.name != "benchmarks.bench_engine":
