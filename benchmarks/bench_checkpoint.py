@@ -95,9 +95,8 @@ def big_state_checkpoint(keys: int, chk_dir: str) -> dict:
 
     env = rs.StreamEnvironment(parallelism=2)
     env.enable_checkpointing(1000, checkpoint_dir=chk_dir, timeout_ms=120_000)
-    env.generate(lambda i: i, count=keys, batch_size=65536).key_by(lambda x: x).process(Store()).collect()
-    # keep the job alive after the keys are loaded so a checkpoint covers all of them
-    env.generate(lambda i: -1, count=None, rate=50).key_by(lambda x: x).process(Store()).collect()
+    # unbounded: keeps updating the same `keys` keys, so checkpoints go on after all are loaded
+    env.generate(lambda i: i % keys, batch_size=65536).key_by(lambda x: x).process(Store()).collect()
     client = env.execute_async("state-bench")
     deadline = time.time() + 120
     best = None
