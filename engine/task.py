@@ -342,6 +342,7 @@ class Task:
         self._reported_idle = False
         self.feedback_received = 0
         self._source_wm = MIN_WATERMARK
+        self._source_idle = False
         self._fb_barriers: dict[int, set] = {}  # checkpoint id -> feedback channels whose barrier came early
         self._fb_logging: tuple | None = None  # (checkpoint id, channels still logging, log, state)
         self._replay: list = []  # feedback records restored from a checkpoint, processed first
@@ -471,7 +472,7 @@ class Task:
     # ------------------------------------------------------------------ time
     def current_watermark(self) -> int:
         if self.spec.source is not None:
-            return MIN_WATERMARK
+            return self._source_wm
         return min(self._input_watermarks.values()) if self._input_watermarks else MIN_WATERMARK
 
     def register_processing_timer(self, time_ms: int, callback: Callable[[int], None]) -> None:
@@ -813,6 +814,15 @@ class Task:
             self.network.flush_due(time.monotonic())
 
     def _source_watermark(self, reader: Any) -> None:
+        idle = reader.is_idle()
+        if idle != self._source_idle:
+            # an idle source must not hold back the watermark of downstream tasks
+            self._source_idle = idle
+            for w in self.network.writers:
+                if not w.info.feedback:
+                    w.send_event(StreamStatus(idle))
+        if idle:
+            return
         wm = reader.poll_watermark()
         if wm is not None and wm > self._source_wm:
             self._source_wm = wm

@@ -101,6 +101,37 @@ def test_killed_tasks_give_exactly_the_failure_free_output(reference, tmp_path, 
     assert got == reference
 
 
+class RunningSum(rs.KeyedProcessFunction):
+    """The same running sum as build()'s reduce, kept in keyed ValueState (heap backend)."""
+
+    def open(self, ctx):
+        from checkpoint import ValueStateDescriptor
+
+        self.total = ctx.get_state(ValueStateDescriptor("total", default=0))
+
+    def process_element(self, r, ctx):
+        self.total.update(self.total.value() + r["value"])
+        yield (r["key"], self.total.value(), r["i"])
+
+
+def test_keyed_state_backend_survives_kills(reference, tmp_path):
+    env = make_env(2, tmp_path)
+    (
+        env.generate(record, count=N, rate=RATE, batch_size=200)
+        .set_parallelism(1)
+        .key_by("key")
+        .process(RunningSum())
+        .uid("keyed-state-sum")
+        .collect()
+    )
+    parallelisms = [v.parallelism for v in env.get_job_graph().vertices]
+    client = env.execute_async("keyed-state")
+    killed = kill_tasks(client, parallelisms, 2, seed=5)
+    result = client.wait()
+    assert killed and result.metrics["restarts"] >= 1
+    assert sorted(collected(result)) == reference
+
+
 def test_user_exception_once_is_recovered_exactly_once(reference, tmp_path):
     env = make_env(2, tmp_path)
     build(env, fail_marker=str(tmp_path / "failed-once"))
