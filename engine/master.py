@@ -22,8 +22,8 @@ from checkpoint.coordinator import CheckpointCoordinator, build_restore_plan
 
 from .errors import CheckpointError, JobCancelled, JobFailed
 from .graph import JobGraph
-from .restart import RestartStrategy
 from .ray_runtime import TaskActor
+from .restart import RestartStrategy
 from .task import InputInfo, OutputInfo, TaskConfig, TaskResult, TaskSpec
 
 __all__ = ["JobConfig", "JobMaster", "build_task_specs", "task_actor_name"]
@@ -385,7 +385,7 @@ class JobMaster:
             p = c.trigger(savepoint=path)
             next_at = time.monotonic() + interval
             ts = int(time.time() * 1000)
-            for (vid, s), actor in self.actors.items():
+            for (vid, _s), actor in self.actors.items():
                 if self.graph.vertex(vid).source is not None:
                     actor.trigger_checkpoint.remote(p.checkpoint_id, ts, path is not None)
 
@@ -486,7 +486,7 @@ class JobMaster:
     async def _deploy(self, source_splits: dict, restore: dict | None) -> dict:
         specs = build_task_specs(self.job_id, self.graph, self.config, self.attempt, source_splits, restore)
         actors = {}
-        for key, spec in specs.items():
+        for key in specs:
             actors[key] = TaskActor.options(
                 num_cpus=self.config.task_num_cpus,
                 name=task_actor_name(self.job_id, key[0], key[1], self.attempt),
@@ -580,7 +580,7 @@ def _aggregate_metrics(per_task: dict, restarts: int) -> dict:
     """Sum per-operator counters over subtasks: {operator: {records_in, records_out, ...}}."""
     ops: dict[str, dict] = {}
     channels = []
-    for key, m in per_task.items():
+    for m in per_task.values():
         for name, counters in (m.get("operators") or {}).items():
             agg = ops.setdefault(name, {"records_in": 0, "records_out": 0, "batches_in": 0, "subtasks": 0})
             for k, val in counters.items():

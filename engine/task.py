@@ -427,7 +427,7 @@ class Task:
             if src_state is not None:
                 splits = src_state.get("splits", [])
             self._source_reader.add_splits(list(splits))
-        for i, ch in enumerate(self._channels):
+        for ch in self._channels:
             self._input_watermarks.setdefault(ch.info.input_index, MIN_WATERMARK)
 
     # ------------------------------------------------------------------ error surface

@@ -14,9 +14,7 @@ import pytest
 
 from checkpoint import loads
 from engine.events import Barrier, EndOfInput
-from engine.keygroups import KeyGroupRange
 from engine.operator import StreamOperator
-from engine.records import Batch
 from engine.task import InputInfo, Task, TaskConfig, TaskHooks, TaskSpec
 
 

@@ -4,7 +4,13 @@ import pickle
 
 import pytest
 
-from checkpoint import CheckpointStorage, HeapKeyedStateBackend, ValueStateDescriptor, dumps, serialize_keyed_snapshot
+from checkpoint import (
+    CheckpointStorage,
+    HeapKeyedStateBackend,
+    ValueStateDescriptor,
+    dumps,
+    serialize_keyed_snapshot,
+)
 from checkpoint.coordinator import CheckpointConfig, CheckpointCoordinator, build_restore_plan
 from engine.errors import CheckpointError, ConfigError
 from engine.keygroups import KeyGroupRange
