@@ -64,6 +64,12 @@ class RaySender(ChannelSender):
 
     def _transmit(self, seq: int, items: list[Any]) -> None:
         self._pending.append(self._actor.push.remote(self.channel_index, seq, items))
+        if self.window is None and len(self._pending) >= 64:
+            # feedback channels never wait for credits; still drop acknowledged refs
+            pending = list(self._pending)
+            ready, _ = ray.wait(pending, num_returns=len(pending), timeout=0)
+            if ready:
+                self._reap(ready)
 
     def _reap(self, ready: list) -> None:
         ready_set = set(ready)
