@@ -141,19 +141,30 @@ class KeyGroupRange:
         return max(0, self.end - self.start + 1)
 
 
+#: per max_parallelism: key -> key group, kept across batches (a task sees the same keys
+#: again and again); cleared when it grows past _CACHE_LIMIT entries. Keys that compare
+#: equal (1, 1.0, True) have equal stable hashes, so sharing an entry between them is exact.
+_CACHE: dict[int, dict] = {}
+_CACHE_LIMIT = 1 << 20
+
+
+def _cache_for(max_parallelism: int) -> dict:
+    cache = _CACHE.get(max_parallelism)
+    if cache is None or len(cache) > _CACHE_LIMIT:
+        cache = _CACHE[max_parallelism] = {}
+    return cache
+
+
 def key_groups_of_keys(keys: list, max_parallelism: int) -> np.ndarray:
-    """Key groups of a list of Python keys (each distinct key hashed once)."""
-    cache: dict = {}
-    out = np.empty(len(keys), dtype=np.int64)
-    for i, k in enumerate(keys):
-        try:
-            kg = cache[k]
-        except KeyError:
-            kg = cache[k] = stable_hash(k) % max_parallelism
-        except TypeError:  # unhashable key: hash it without caching
-            kg = stable_hash(k) % max_parallelism
-        out[i] = kg
-    return out
+    """Key groups of a list of Python keys (each distinct key hashed once per process)."""
+    cache = _cache_for(max_parallelism)
+    try:
+        missing = set(keys).difference(cache.keys())
+    except TypeError:  # an unhashable key: hash every key without the cache
+        return np.fromiter((stable_hash(k) % max_parallelism for k in keys), dtype=np.int64, count=len(keys))
+    for k in missing:
+        cache[k] = stable_hash(k) % max_parallelism
+    return np.fromiter(map(cache.__getitem__, keys), dtype=np.int64, count=len(keys))
 
 
 def key_groups_of_array(column: pa.Array | pa.ChunkedArray, max_parallelism: int) -> np.ndarray:
