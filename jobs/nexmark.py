@@ -1,0 +1,359 @@
+"""Nexmark: a seeded auction-event generator and queries q0, q1, q2, q5, q7 and q8.
+
+The generator follows the Nexmark proportions (out of every 50 events: 1 person, 3
+auctions, 46 bids, i.e. 2% / 6% / 92%). Event ``i`` is a pure function of ``(i, seed)``,
+so any parallel split of the index range produces the same events, and every event carries
+an event-time timestamp ``ts = T0 + i * 1000 // events_per_second`` (10 events per ms by
+default, as in ``../shared/BENCHMARKS.md``).
+
+Every event is a flat dict with the same keys (so it crosses tasks as typed Arrow columns)::
+
+    {"kind": 0 person | 1 auction | 2 bid, "ts": epoch ms,
+     "id": person / auction id (-1 for bids), "auction": the bid's auction (-1 otherwise),
+     "person": auction seller / bidder (-1 for persons), "price": bid price / auction reserve,
+     "category": auction category (-1 otherwise), "name": person / item name ("" for bids)}
+
+Queries (window sizes are arguments; defaults fit 100k events = 10 s of event time):
+
+* q0: passthrough of all events.
+* q1: bids with the price converted from dollars to euro cents (``price * 908 // 1000``).
+* q2: bids whose auction id is a multiple of ``--q2-modulus`` (123).
+* q5: hot items: bids per auction in sliding windows (``--window-ms``, ``--slide-ms``);
+  per window the auctions with the most bids.
+* q7: highest bid(s) per tumbling window of ``--window-ms``.
+* q8: persons who opened an auction in the tumbling window in which they registered
+  (a window co-group of persons and auctions on ``person.id == auction.seller``).
+
+Each query is ``build_qN(env, args)`` returning the stream to collect; :func:`reference`
+computes the same result with a plain Python loop over :func:`generate_events`.
+
+Run it::
+
+    python -m jobs.nexmark --query 5 --events 100000
+    raystream run jobs/nexmark.py -p 2 -- --query 8 --events 20000
+
+Example:
+    >>> e = nexmark_event(4)
+    >>> e["kind"] == BID, e["ts"] == T0
+    (True, True)
+    >>> reference(2, generate_events(2_000), parse_args(["--query", "2"]))[0]
+    {'auction': 1107, 'price': 138046}
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import Counter, defaultdict
+from functools import partial
+from typing import Any, Callable
+
+import raystream as rs
+from checkpoint import AggregateFunction
+from operators.time import WatermarkStrategy
+from operators.windows import ProcessWindowFunction, SlidingEventTimeWindows, TumblingEventTimeWindows
+
+__all__ = [
+    "PERSON",
+    "AUCTION",
+    "BID",
+    "T0",
+    "nexmark_event",
+    "generate_events",
+    "events",
+    "build_q0",
+    "build_q1",
+    "build_q2",
+    "build_q5",
+    "build_q7",
+    "build_q8",
+    "build",
+    "reference",
+    "parse_args",
+    "main",
+    "QUERIES",
+]
+
+PERSON, AUCTION, BID = 0, 1, 2
+#: event time of event 0 (2024-01-01T00:00:00Z)
+T0 = 1_704_067_200_000
+FIRST_PERSON_ID = 1000
+FIRST_AUCTION_ID = 1000
+_M64 = (1 << 64) - 1
+_NAMES = ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy")
+
+
+def _mix(x: int) -> int:
+    """splitmix64 finalizer: a well-mixed 64-bit hash of ``x``."""
+    x &= _M64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
+    return x ^ (x >> 31)
+
+
+def nexmark_event(i: int, seed: int = 0, events_per_second: int = 10_000) -> dict[str, Any]:
+    """Event number ``i`` of the stream seeded by ``seed`` (a pure function of its arguments).
+
+    Example:
+        >>> [nexmark_event(i)["kind"] for i in range(5)]
+        [0, 1, 1, 1, 2]
+    """
+    h = _mix(seed * 0x9E3779B97F4A7C15 + i)
+    epoch, offset = divmod(i, 50)
+    ts = T0 + i * 1000 // events_per_second
+    last_person = FIRST_PERSON_ID + epoch
+    if offset == 0:
+        pid = last_person
+        return {"kind": PERSON, "ts": ts, "id": pid, "auction": -1, "person": -1, "price": 0,
+                "category": -1, "name": f"{_NAMES[h % 10]}-{pid}"}
+    if offset <= 3:
+        aid = FIRST_AUCTION_ID + 3 * epoch + offset - 1
+        # sellers are mostly the newest person (hot sellers), else one of the last 20
+        seller = last_person if h & 3 else max(FIRST_PERSON_ID, last_person - (h >> 2) % 20)
+        return {"kind": AUCTION, "ts": ts, "id": aid, "auction": -1, "person": seller,
+                "price": 100 + (h >> 16) % 10_000, "category": 10 + (h >> 32) % 5, "name": f"item-{aid}"}
+    last_auction = FIRST_AUCTION_ID + 3 * epoch + 2
+    # half the bids go to the 4 newest auctions (hot items), the rest to one of the last 200
+    back = (h >> 1) % 4 if h & 1 == 0 else (h >> 1) % 200
+    return {"kind": BID, "ts": ts, "id": -1, "auction": max(FIRST_AUCTION_ID, last_auction - back),
+            "person": max(FIRST_PERSON_ID, last_person - (h >> 12) % 50),
+            "price": 1 + (h >> 24) % 1_000_000, "category": -1, "name": ""}
+
+
+def generate_events(n: int, seed: int = 0, events_per_second: int = 10_000) -> list[dict[str, Any]]:
+    """The first ``n`` events, as a list (for references and baselines)."""
+    return [nexmark_event(i, seed, events_per_second) for i in range(n)]
+
+
+# ---------------------------------------------------------------------------- dataflow
+def events(env: rs.StreamEnvironment, args: argparse.Namespace) -> rs.DataStream:
+    """The generated events as a timestamped source stream (watermarks per source split).
+
+    ``args.rate`` (records/s, optional) throttles the source in processing time.
+    """
+    fn = partial(nexmark_event, seed=args.seed, events_per_second=args.events_per_second)
+    strategy = WatermarkStrategy.for_monotonous_timestamps().with_timestamp_column("ts")
+    src = env.generate(fn, count=args.events, rate=getattr(args, "rate", None), batch_size=args.batch_size)
+    return src.assign_timestamps_and_watermarks(strategy)
+
+
+def _bids(env: rs.StreamEnvironment, args: argparse.Namespace) -> rs.DataStream:
+    return events(env, args).filter(lambda e: e["kind"] == BID).name("bids")
+
+
+def build_q0(env: rs.StreamEnvironment, args: argparse.Namespace) -> rs.DataStream:
+    """q0, passthrough: every event unchanged."""
+    return events(env, args).map(lambda e: e).name("q0")
+
+
+def _q1_row(e: dict[str, Any]) -> dict[str, Any]:
+    return {"auction": e["auction"], "bidder": e["person"], "price": e["price"] * 908 // 1000, "ts": e["ts"]}
+
+
+def build_q1(env: rs.StreamEnvironment, args: argparse.Namespace) -> rs.DataStream:
+    """q1, currency conversion: bids as ``{auction, bidder, price (euro), ts}``."""
+    return _bids(env, args).map(_q1_row).name("q1")
+
+
+def build_q2(env: rs.StreamEnvironment, args: argparse.Namespace) -> rs.DataStream:
+    """q2, selection: ``{auction, price}`` of bids on auctions ``% args.q2_modulus == 0``."""
+    m = args.q2_modulus
+    return (events(env, args).filter(lambda e: e["kind"] == BID and e["auction"] % m == 0)
+            .map(lambda e: {"auction": e["auction"], "price": e["price"]}).name("q2"))
+
+
+class _HotItems(ProcessWindowFunction):
+    """The rows of one window (all auctions' counts) -> those with the largest count."""
+
+    def process(self, key: Any, context: Any, elements: Any) -> Any:
+        rows = list(elements)
+        top = max(r["num"] for r in rows)
+        return [{"auction": r["auction"], "num": r["num"], "window_start": r["window_start"],
+                 "window_end": r["window_end"]} for r in rows if r["num"] == top]
+
+
+def build_q5(env: rs.StreamEnvironment, args: argparse.Namespace) -> rs.DataStream:
+    """q5, hot items: per sliding window, the auction(s) with the most bids.
+
+    Stage 1 counts bids per auction and window (the vectorized window path); stage 2 keys
+    the counts by window and keeps the maximum, with each count timestamped at its
+    window's end, so it lands in the tumbling window of the slide that contains it.
+    """
+    counts = (_bids(env, args).key_by("auction")
+              .window(SlidingEventTimeWindows.of(args.window_ms, args.slide_ms))
+              .aggregate(num=("auction", "count")).name("q5-counts"))
+    return (counts.key_by("window_start").window(TumblingEventTimeWindows.of(args.slide_ms))
+            .with_timestamp(lambda r: r["window_end"] - 1).process(_HotItems()).name("q5"))
+
+
+class _MaxBids(AggregateFunction):
+    """Accumulates ``(max price, bids with that price)``."""
+
+    def create_accumulator(self) -> tuple[int, list]:
+        return (-1, [])
+
+    def add(self, value: dict, acc: tuple[int, list]) -> tuple[int, list]:
+        price = value["price"]
+        if price > acc[0]:
+            return (price, [value])
+        if price == acc[0]:
+            acc[1].append(value)
+        return acc
+
+    def get_result(self, acc: tuple[int, list]) -> list:
+        return acc[1]
+
+    def merge(self, a: tuple[int, list], b: tuple[int, list]) -> tuple[int, list]:
+        if a[0] == b[0]:
+            return (a[0], a[1] + b[1])
+        return a if a[0] > b[0] else b
+
+
+class _WithWindowEnd(ProcessWindowFunction):
+    def process(self, key: Any, context: Any, elements: Any) -> Any:
+        end = context.window.end
+        return [{"auction": b["auction"], "bidder": b["person"], "price": b["price"], "ts": b["ts"],
+                 "window_end": end} for bids in elements for b in bids]
+
+
+def build_q7(env: rs.StreamEnvironment, args: argparse.Namespace) -> rs.DataStream:
+    """q7, highest bid: the bid(s) with the top price in each tumbling window."""
+    return (_bids(env, args).window_all(TumblingEventTimeWindows.of(args.window_ms))
+            .aggregate(_MaxBids(), window_function=_WithWindowEnd()).name("q7"))
+
+
+def _q8_co_group(size: int) -> Callable[[Any, list, list], list]:
+    def new_sellers(pid: Any, persons: list, auctions: list) -> list:
+        if not auctions:
+            return []
+        return [{"id": p["id"], "name": p["name"], "window_start": p["ts"] - p["ts"] % size} for p in persons]
+
+    return new_sellers
+
+
+def build_q8(env: rs.StreamEnvironment, args: argparse.Namespace) -> rs.DataStream:
+    """q8, new users: persons who opened an auction in the tumbling window they registered in."""
+    ev = events(env, args)
+    persons = ev.filter(lambda e: e["kind"] == PERSON).name("persons")
+    auctions = ev.filter(lambda e: e["kind"] == AUCTION).name("auctions")
+    return (persons.co_group(auctions).where("id").equal_to("person")
+            .window(TumblingEventTimeWindows.of(args.window_ms)).apply(_q8_co_group(args.window_ms)))
+
+
+QUERIES: dict[int, Callable[[rs.StreamEnvironment, argparse.Namespace], rs.DataStream]] = {
+    0: build_q0, 1: build_q1, 2: build_q2, 5: build_q5, 7: build_q7, 8: build_q8,
+}
+
+
+def build(env: rs.StreamEnvironment, args: argparse.Namespace) -> rs.DataStream:
+    """Add query ``args.query`` to ``env``; returns the stream to collect."""
+    try:
+        return QUERIES[args.query](env, args)
+    except KeyError:
+        raise rs.ConfigError(f"unknown Nexmark query {args.query!r}; choose one of {sorted(QUERIES)}") from None
+
+
+# ---------------------------------------------------------------------------- reference
+def reference(query: int, evs: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Query ``query`` computed with a plain Python loop over ``evs`` (the test oracle and
+    the benchmark baseline). Row order is unspecified; compare sorted rows."""
+    if query == 0:
+        return list(evs)
+    if query == 1:
+        return [_q1_row(e) for e in evs if e["kind"] == BID]
+    if query == 2:
+        m = args.q2_modulus
+        return [{"auction": e["auction"], "price": e["price"]} for e in evs if e["kind"] == BID and e["auction"] % m == 0]
+    if query == 5:
+        size, slide = args.window_ms, args.slide_ms
+        counts: dict[int, Counter] = defaultdict(Counter)
+        for e in evs:
+            if e["kind"] == BID:
+                t = e["ts"]
+                start = t - t % slide
+                while start > t - size:
+                    counts[start][e["auction"]] += 1
+                    start -= slide
+        out5 = []
+        for start, c in counts.items():
+            top = max(c.values())
+            out5.extend({"auction": a, "num": n, "window_start": start, "window_end": start + size}
+                        for a, n in c.items() if n == top)
+        return out5
+    if query == 7:
+        size = args.window_ms
+        best: dict[int, tuple[int, list]] = {}
+        for e in evs:
+            if e["kind"] == BID:
+                w = e["ts"] - e["ts"] % size
+                cur = best.get(w)
+                if cur is None or e["price"] > cur[0]:
+                    best[w] = (e["price"], [e])
+                elif e["price"] == cur[0]:
+                    cur[1].append(e)
+        return [{"auction": b["auction"], "bidder": b["person"], "price": b["price"], "ts": b["ts"], "window_end": w + size}
+                for w, (_, bids) in best.items() for b in bids]
+    if query == 8:
+        size = args.window_ms
+        persons: dict[tuple[int, int], dict] = {}
+        sellers: set[tuple[int, int]] = set()
+        for e in evs:
+            w = e["ts"] - e["ts"] % size
+            if e["kind"] == PERSON:
+                persons[(e["id"], w)] = e
+            elif e["kind"] == AUCTION:
+                sellers.add((e["person"], w))
+        return [{"id": p["id"], "name": p["name"], "window_start": w} for (pid, w), p in persons.items() if (pid, w) in sellers]
+    raise rs.ConfigError(f"unknown Nexmark query {query!r}; choose one of {sorted(QUERIES)}")
+
+
+def sort_rows(rows: list[dict[str, Any]]) -> list[tuple]:
+    """Rows as sorted tuples of their items (for order-independent comparison)."""
+    return sorted(tuple(sorted(r.items())) for r in rows)
+
+
+# ---------------------------------------------------------------------------- CLI
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Command-line arguments (``--query``, ``--events``, window sizes, ...)."""
+    p = argparse.ArgumentParser(prog="nexmark", description=__doc__.splitlines()[0])
+    p.add_argument("--query", type=int, default=5, choices=sorted(QUERIES))
+    p.add_argument("--events", type=int, default=100_000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--events-per-second", type=int, default=10_000, help="event-time rate (sets the ts spacing)")
+    p.add_argument("--rate", type=float, default=None, help="throttle the source to this many records/s")
+    p.add_argument("--window-ms", type=int, default=2_000, help="window size of q5, q7, q8")
+    p.add_argument("--slide-ms", type=int, default=500, help="slide of q5's sliding windows")
+    p.add_argument("--q2-modulus", type=int, default=123)
+    p.add_argument("--batch-size", type=int, default=8192)
+    p.add_argument("--parallelism", type=int, default=2)
+    p.add_argument("--check", action="store_true", help="compare with the plain-Python reference")
+    return p.parse_args(argv)
+
+
+def report(records: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    """Print a few result rows and the row count."""
+    for r in sorted(records, key=lambda r: tuple(sorted(r.items())))[:10]:
+        print(r)
+    print(f"q{args.query}: {len(records)} rows from {args.events} events")
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    """Run one query on an embedded local Ray (or RAYSTREAM_ADDRESS) and print the result."""
+    args = parse_args(argv)
+    env = rs.StreamEnvironment(parallelism=args.parallelism)
+    t = time.perf_counter()
+    rows = build(env, args).execute_and_collect(f"nexmark-q{args.query}")
+    elapsed = time.perf_counter() - t
+    report(rows, args)
+    print(f"{args.events / elapsed:,.0f} events/s ({elapsed:.2f} s, job start included)")
+    if args.check:
+        ok = sort_rows(rows) == sort_rows(reference(args.query, generate_events(args.events, args.seed, args.events_per_second), args))
+        print("matches the plain-Python reference" if ok else "DIFFERS from the plain-Python reference")
+        if not ok:
+            raise SystemExit(1)
+    return rows
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
