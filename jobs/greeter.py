@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 import raystream as rs
 from statefun_api import (

@@ -39,7 +39,13 @@ from engine.partitioners import KeyGroupPartitioner, KeySelector
 from statefun_api.dispatcher import DispatcherConfig, FunctionDispatcher
 from statefun_api.functions import StatefulFunctions
 from statefun_api.messages import Message
-from statefun_api.routing import FEEDBACK_TAG, MessageRecord, address_key, egress_tag, message_to_record
+from statefun_api.routing import (
+    FEEDBACK_TAG,
+    MessageRecord,
+    address_key,
+    egress_tag,
+    message_to_record,
+)
 from statefun_api.types import Type
 
 __all__ = ["StatefulFunctionsJob", "Router"]

@@ -31,7 +31,12 @@ from typing import Any
 from engine.keygroups import KeyGroupRange, key_group_for, subtask_for_key_group
 from engine.operator import ManualClock, OperatorContext
 from engine.records import Batch
-from statefun_api.dispatcher import DispatcherConfig, FunctionDispatcher, declared_egresses, value_state_name
+from statefun_api.dispatcher import (
+    DispatcherConfig,
+    FunctionDispatcher,
+    declared_egresses,
+    value_state_name,
+)
 from statefun_api.functions import StatefulFunctions
 from statefun_api.messages import Message
 from statefun_api.routing import FEEDBACK_TAG, MessageRecord, address_key, message_to_record
