@@ -27,6 +27,9 @@ def parse_typename(typename: str) -> tuple[str, str]:
         >>> parse_typename("io.statefun.types/int")
         ('io.statefun.types', 'int')
     """
+    parsed = _PARSED.get(typename) if type(typename) is str else None
+    if parsed is not None:
+        return parsed
     if not isinstance(typename, str) or not typename:
         raise ValueError(
             f"a typename must be a non-empty 'namespace/name' string, got {typename!r}"
@@ -38,7 +41,14 @@ def parse_typename(typename: str) -> tuple[str, str]:
         raise ValueError(f"typename {typename!r} has an empty namespace")
     if not name:
         raise ValueError(f"typename {typename!r} has an empty name")
+    if type(typename) is str:
+        if len(_PARSED) >= 4096:  # typenames are few; bound the cache anyway
+            _PARSED.clear()
+        _PARSED[typename] = (namespace, name)
     return namespace, name
+
+
+_PARSED: dict[str, tuple[str, str]] = {}  # typename -> (namespace, name), valid ones only
 
 
 def make_typename(namespace: str, name: str) -> str:

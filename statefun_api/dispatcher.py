@@ -69,7 +69,8 @@ from statefun_api.address import Address
 from statefun_api.effects import DelayedMessage, InvocationResult
 from statefun_api.errors import FunctionNotFound, StatefulFunctionError
 from statefun_api.functions import StatefulFunctions
-from statefun_api.invocation import invoke
+from statefun_api.invocation import invoke_trusted
+from statefun_api.messages import Message
 from statefun_api.routing import (
     FEEDBACK_TAG,
     MessageRecord,
@@ -169,6 +170,7 @@ class FunctionDispatcher(StreamOperator):
         self._remote: list[MessageRecord] = []
         self._egress_out: dict[str, list[Any]] = {}
         self._kg_cache: dict[tuple[str, str], int] = {}
+        self._callers: dict[tuple[str, str], Address] = {}  # target/caller addresses, reused across messages
         self._timers: list[tuple[int, int, tuple[str, str], Any]] = []  # (fire_at, seq, sender, entry key)
         self._live_delayed: dict[tuple[tuple[str, str], Any], int] = {}  # (sender, entry key) -> seq
         self._armed_at: int | None = None
@@ -213,6 +215,8 @@ class FunctionDispatcher(StreamOperator):
                 st = backend.get_state(ValueStateDescriptor(value_state_name(typename, spec.name), ttl=ttl))
                 states.append((spec.name, st, spec.type.typename))
             self._values[typename] = states
+        self._fns = {typename: self.functions.for_typename(typename) for typename in self._values}
+        self._by_name = {t: {name: (st, tn) for name, st, tn in states} for t, states in self._values.items()}
         self._delayed = backend.get_state(MapStateDescriptor(DELAYED_STATE))
         self._delay_seq = backend.get_state(ValueStateDescriptor(DELAY_SEQ_STATE, default=0))
         ctx.metrics.update(self.counters)
@@ -379,7 +383,11 @@ class FunctionDispatcher(StreamOperator):
     def _invoke(self, key: tuple[str, str], records: list[MessageRecord]) -> None:
         typename, fid = key
         try:
-            address = Address.of(typename, fid)
+            address = self._callers.get(key)  # Address objects are immutable: share them
+            if address is None:
+                if len(self._callers) >= _KG_CACHE_LIMIT:
+                    self._callers.clear()
+                address = self._callers[key] = Address.of(typename, fid)
             states = self._values.get(typename)
             if states is None:
                 first = records[0]
@@ -392,7 +400,23 @@ class FunctionDispatcher(StreamOperator):
                 )
             self._set_key(key)
             state = {name: st.value() for name, st, _ in states}
-            result = invoke(self.functions, address, state, [record_to_invocation(r) for r in records])
+            messages = []
+            callers = []
+            unchecked = Message._unchecked
+            known = self._callers
+            for r in records:
+                messages.append(unchecked(r[0], r[1], TypedValue(r[4], r[6], r[5])))
+                if r[2]:
+                    ck = (r[2], r[3])
+                    caller = known.get(ck)
+                    if caller is None:
+                        if len(known) >= _KG_CACHE_LIMIT:
+                            known.clear()
+                        caller = known[ck] = Address.of(r[2], r[3])
+                    callers.append(caller)
+                else:
+                    callers.append(None)
+            result = invoke_trusted(self._fns[typename], address, state, messages, callers)
             egress = self._egress_of(address, records, result)
         except Exception as exc:
             raise UserCodeError(_describe(records), exc) from exc
@@ -400,7 +424,7 @@ class FunctionDispatcher(StreamOperator):
         counters["invocations"] += 1
         counters["messages"] += len(records)
         if result.state_mutations:
-            by_name = {name: (st, tn) for name, st, tn in states}
+            by_name = self._by_name[typename]
             for name, value in result.state_mutations.items():
                 st, tn = by_name[name]
                 if value is None:

@@ -45,7 +45,7 @@ from statefun_api.functions import StatefulFunction, StatefulFunctions
 from statefun_api.messages import Message
 from statefun_api.storage import StateValue, make_storage, storage_mutations
 
-__all__ = ["Invocation", "invoke", "invoke_async"]
+__all__ = ["Invocation", "invoke", "invoke_async", "invoke_trusted"]
 
 R = TypeVar("R")
 
@@ -66,9 +66,9 @@ class Invocation:
 
 
 class _Batch:
-    """A prepared batch: the resolved function, its context and the invocations."""
+    """A prepared batch: the resolved function, its context and the messages with their callers."""
 
-    __slots__ = ("target", "fn", "context", "result", "invocations")
+    __slots__ = ("target", "fn", "context", "result", "messages", "callers")
 
     def __init__(
         self,
@@ -79,44 +79,86 @@ class _Batch:
     ) -> None:
         if not isinstance(target, Address):
             raise TypeError(f"target must be an Address, got {target!r}")
-        self.target = target
-        self.invocations = [_as_invocation(target, m) for m in messages]
-        first_type = self.invocations[0].message.value_typename() if self.invocations else None
+        invocations = [_as_invocation(target, m) for m in messages]
+        first_type = invocations[0].message.value_typename() if invocations else None
         try:
-            self.fn: StatefulFunction = functions.for_typename(target.typename)
+            fn: StatefulFunction = functions.for_typename(target.typename)
         except FunctionNotFound as exc:
             raise FunctionNotFound(
                 f"cannot deliver a message of type {first_type!r} to {target}: {exc}",
                 address=target,
                 message_typename=first_type,
             ) from None
+        self._prepare(fn, target, state, [i.message for i in invocations], [i.caller for i in invocations])
+
+    @classmethod
+    def trusted(
+        cls,
+        fn: StatefulFunction,
+        target: Address,
+        state: Mapping[str, StateValue] | None,
+        messages: list[Message],
+        callers: list[Address | None],
+    ) -> _Batch:
+        """A batch whose function is resolved and whose messages are known to be addressed
+        to ``target`` (the engine's dispatcher routes by address): no per-message checks."""
+        batch = cls.__new__(cls)
+        batch._prepare(fn, target, state, messages, callers)
+        return batch
+
+    def _prepare(
+        self,
+        fn: StatefulFunction,
+        target: Address,
+        state: Mapping[str, StateValue] | None,
+        messages: list[Message],
+        callers: list[Address | None],
+    ) -> None:
+        self.target = target
+        self.fn = fn
+        self.messages = messages
+        self.callers = callers
         try:
-            storage = make_storage(target.typename, self.fn.specs, state or {})
+            storage = make_storage(target.typename, fn.specs, state or {})
         except TypeError as exc:
             raise StatefulFunctionError(
                 f"cannot load the state of {target}: {exc}",
                 address=target,
-                message_typename=first_type,
+                message_typename=messages[0].value_typename() if messages else None,
             ) from exc
         self.result = InvocationResult()
         self.context = Context(target, storage, self.result)
 
     def start(self, index: int) -> Any:
-        """Call the function on invocation ``index``; wrap a raised exception."""
-        invocation = self.invocations[index]
-        self.context._caller = invocation.caller
+        """Call the function on message ``index``; wrap a raised exception."""
+        self.context._caller = self.callers[index]
         try:
-            return self.fn.fun(self.context, invocation.message)
+            return self.fn.fun(self.context, self.messages[index])
         except Exception as exc:
             raise self.failure(index, exc) from exc
 
+    def run_sync(self) -> InvocationResult:
+        """Run every message through a sync function (awaitables it returns are driven on
+        a private loop); async functions go through :func:`_run_async`."""
+        fun = self.fn.fun
+        context = self.context
+        callers = self.callers
+        for index, message in enumerate(self.messages):
+            context._caller = callers[index]
+            try:
+                outcome = fun(context, message)
+            except Exception as exc:
+                raise self.failure(index, exc) from exc
+            if outcome is not None and inspect.isawaitable(outcome):  # e.g. a sync wrapper returning a coroutine
+                _run_private(_await_one(self, index, outcome), self.target)
+        return self.finish()
+
     def failure(self, index: int, exc: BaseException) -> StatefulFunctionError:
-        invocation = self.invocations[index]
-        typename = invocation.message.value_typename()
-        caller = invocation.caller or "ingress"
+        typename = self.messages[index].value_typename()
+        caller = self.callers[index] or "ingress"
         return StatefulFunctionError(
             f"function {self.target} failed on a message of type {typename!r} from {caller} "
-            f"(message {index + 1} of {len(self.invocations)} in the batch): "
+            f"(message {index + 1} of {len(self.messages)} in the batch): "
             f"{type(exc).__name__}: {exc}",
             address=self.target,
             message_typename=typename,
@@ -179,14 +221,27 @@ def invoke(
         >>> [o.message.as_string() for o in invoke(functions, m.target, {}, [m]).outgoing]
         ['hi']
     """
-    batch = _Batch(functions, target, state, messages)
+    return _run_batch(_Batch(functions, target, state, messages))
+
+
+def _run_batch(batch: _Batch) -> InvocationResult:
     if batch.fn.is_async:
-        return _run_private(_run_async(batch), target)
-    for index in range(len(batch.invocations)):
-        outcome = batch.start(index)
-        if inspect.isawaitable(outcome):  # e.g. a sync wrapper returning a coroutine
-            _run_private(_await_one(batch, index, outcome), target)
-    return batch.finish()
+        return _run_private(_run_async(batch), batch.target)
+    return batch.run_sync()
+
+
+def invoke_trusted(
+    fn: StatefulFunction,
+    target: Address,
+    state: Mapping[str, StateValue] | None,
+    messages: list[Message],
+    callers: list[Address | None],
+) -> InvocationResult:
+    """:func:`invoke` for the engine's dispatcher: ``fn`` is the function registered for
+    ``target.typename`` and ``messages[i]`` (sent by ``callers[i]``, ``None`` for an
+    ingress) are all addressed to ``target``, so the per-message checks are skipped.
+    Same semantics and errors otherwise."""
+    return _run_batch(_Batch.trusted(fn, target, state, messages, callers))
 
 
 async def invoke_async(
@@ -204,7 +259,7 @@ async def invoke_async(
 
 
 async def _run_async(batch: _Batch) -> InvocationResult:
-    for index in range(len(batch.invocations)):
+    for index in range(len(batch.messages)):
         outcome = batch.start(index)
         if inspect.isawaitable(outcome):
             await _await_one(batch, index, outcome)

@@ -108,6 +108,7 @@ class LocalDispatchers:
         self._egress: dict[str, list[Any]] = {}
         self.main_output: list[Any] = []
         self.feedback_records = 0
+        self._owners: dict[tuple[str, str], int] = {}
         self.dispatchers: list[FunctionDispatcher] = []
         from checkpoint import HeapKeyedStateBackend
 
@@ -138,8 +139,14 @@ class LocalDispatchers:
 
     # ------------------------------------------------------------------ driving
     def _owner(self, record: MessageRecord) -> int:
-        kg = key_group_for(address_key(record), self.max_parallelism)
-        return subtask_for_key_group(kg, self.parallelism, self.max_parallelism)
+        key = (record[0], record[1])
+        owner = self._owners.get(key)
+        if owner is None:
+            if len(self._owners) >= 1 << 16:
+                self._owners.clear()
+            kg = key_group_for(key, self.max_parallelism)
+            owner = self._owners[key] = subtask_for_key_group(kg, self.parallelism, self.max_parallelism)
+        return owner
 
     def _put(self, channel: tuple[int, int, str], fn: Callable[[], None]) -> None:
         self._mail.setdefault(channel, deque()).append(fn)

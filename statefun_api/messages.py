@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
+from statefun_api.address import _PARSED as _VALID_TYPENAMES
 from statefun_api.address import Address, parse_typename
 from statefun_api.types import (
     BoolType,
@@ -48,9 +49,10 @@ class Message:
     __slots__ = ("target_typename", "target_id", "typed_value")
 
     def __init__(self, target_typename: str, target_id: str, typed_value: TypedValue) -> None:
-        if not target_typename:
-            raise ValueError("target_typename can not be missing")
-        parse_typename(target_typename)
+        if target_typename not in _VALID_TYPENAMES:
+            if not target_typename:
+                raise ValueError("target_typename can not be missing")
+            parse_typename(target_typename)
         if not target_id or not isinstance(target_id, str):
             raise ValueError(f"target_id must be a non-empty string, got {target_id!r}")
         if not isinstance(typed_value, TypedValue):
@@ -58,6 +60,16 @@ class Message:
         self.target_typename = target_typename
         self.target_id = target_id
         self.typed_value = typed_value
+
+    @classmethod
+    def _unchecked(cls, target_typename: str, target_id: str, typed_value: TypedValue) -> Message:
+        """A message from parts known to be valid (e.g. decoded from an engine record that
+        was made from a checked Message): skips the argument checks of the hot path."""
+        message = cls.__new__(cls)
+        message.target_typename = target_typename
+        message.target_id = target_id
+        message.typed_value = typed_value
+        return message
 
     @property
     def target(self) -> Address:
@@ -239,6 +251,30 @@ def message_builder(
         >>> message_builder("com.example/f", "1", value=["x"], value_type=Cart).as_type(Cart)
         ['x']
     """
+    if value_type is None and value is _MISSING:  # fast path: exactly one primitive keyword
+        if int_value is not _MISSING:
+            tpe, val = IntType, int_value
+        elif str_value is not _MISSING:
+            tpe, val = StringType, str_value
+        elif long_value is not _MISSING:
+            tpe, val = LongType, long_value
+        elif double_value is not _MISSING:
+            tpe, val = DoubleType, double_value
+        elif bool_value is not _MISSING:
+            tpe, val = BoolType, bool_value
+        else:
+            tpe, val = FloatType, float_value
+        if (
+            val is not None
+            and (int_value is not _MISSING) + (str_value is not _MISSING) + (long_value is not _MISSING)
+            + (float_value is not _MISSING) + (double_value is not _MISSING) + (bool_value is not _MISSING) == 1
+        ):
+            try:
+                tv = TypedValue(tpe.typename, True, tpe.serializer().serialize(val))
+            except (TypeError, ValueError, OverflowError):
+                pass  # the general path below raises the error with its message
+            else:
+                return Message(target_typename, target_id, tv)
     given = {
         key: val
         for key, val in (

@@ -7,7 +7,9 @@ Only values that were assigned or deleted are reported back as mutations; an ass
 counts even if the bytes are unchanged (it refreshes an ``expire_after_write`` TTL).
 
 Values are deserialized on every read, as in the SDK: mutate a copy and assign it back
-(``cart = storage.cart; cart.append(x); storage.cart = cart``).
+(``cart = storage.cart; cart.append(x); storage.cart = cart``). Values of the built-in
+immutable types (int, long, double, string, bool) are decoded once and kept, so a batch of
+messages to one address does not re-decode what it just wrote.
 
 Example:
     >>> from statefun_api.spec import ValueSpec
@@ -26,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from statefun_api.spec import ValueSpec
-from statefun_api.types import TypedValue
+from statefun_api.types import BoolType, DoubleType, IntType, LongType, StringType, TypedValue
 
 __all__ = ["AddressScopedStorage", "StateValue", "make_storage", "storage_mutations"]
 
@@ -34,8 +36,14 @@ StateValue = bytes | TypedValue | None
 """A stored state value: bytes of the spec's type, a TypedValue (checked), or absent."""
 
 
+_UNSET: Any = object()
+# built-in types whose decoded values are immutable, with the Python type that round-trips
+# exactly (a value of that exact type is cached as assigned; others are decoded on read)
+_CACHEABLE: dict[Any, type] = {IntType: int, LongType: int, DoubleType: float, StringType: str, BoolType: bool}
+
+
 class _Cell:
-    __slots__ = ("spec", "typename", "value", "dirty")
+    __slots__ = ("spec", "typename", "value", "dirty", "obj", "_exact")
 
     def __init__(self, spec: ValueSpec, typename: str, value: StateValue) -> None:
         self.spec = spec
@@ -51,6 +59,8 @@ class _Cell:
             value = bytes(value)
         self.value: bytes | None = value
         self.dirty = False
+        self.obj: Any = _UNSET  # the decoded value, for cacheable built-in types
+        self._exact = _CACHEABLE.get(spec.type)
 
     def _unwrap(self, tv: TypedValue) -> bytes | None:
         if not tv.has_value:
@@ -63,10 +73,15 @@ class _Cell:
         return tv.value
 
     def get(self) -> Any:
+        if self.obj is not _UNSET:
+            return self.obj
         if self.value is None:
             return None
         try:
-            return self.spec.type.serializer().deserialize(self.value)
+            obj = self.spec.type.serializer().deserialize(self.value)
+            if self._exact is not None:
+                self.obj = obj
+            return obj
         except (TypeError, ValueError) as exc:
             raise ValueError(
                 f"state {self.spec.name!r} of function {self.typename!r}: cannot deserialize "
@@ -87,12 +102,14 @@ class _Cell:
                 f"cannot store {value!r} in state {self.spec.name!r} of function "
                 f"{self.typename!r}: expected a value of type {self.spec.type.typename!r} ({exc})"
             ) from exc
-        self.value = bytes(data)
+        self.value = data if type(data) is bytes else bytes(data)
         self.dirty = True
+        self.obj = value if value and type(value) is self._exact else _UNSET  # not 0/-0.0/''
 
     def delete(self) -> None:
         self.value = None
         self.dirty = True
+        self.obj = _UNSET
 
 
 class AddressScopedStorage:
@@ -126,12 +143,16 @@ class AddressScopedStorage:
         return cell
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") and name.endswith("__"):
-            raise AttributeError(name)
-        return self.__cell(name).get()
+        cell = self.__cells.get(name)
+        if cell is None:
+            if name.startswith("__") and name.endswith("__"):
+                raise AttributeError(name)
+            cell = self.__cell(name)
+        return cell.get()
 
     def __setattr__(self, name: str, value: Any) -> None:
-        self.__cell(name).set(value)
+        cell = self.__cells.get(name)
+        (cell if cell is not None else self.__cell(name)).set(value)
 
     def __delattr__(self, name: str) -> None:
         self.__cell(name).delete()

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import abc
 import json
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -276,6 +277,15 @@ class _WrapperType(Type[T]):
     def __repr__(self) -> str:
         return f"<StateFun type {self.typename}>"
 
+    def __reduce__(self) -> Any:
+        # the built-in types unpickle as the module's singletons (identity-keyed caches
+        # such as the storage's decoded-value cache keep working on workers)
+        return (_builtin_type, (self.typename,))
+
+
+def _builtin_type(typename: str) -> Type[Any]:
+    return {t.typename: t for t in (BoolType, IntType, LongType, FloatType, DoubleType, StringType)}[typename]
+
 
 def _check_bool(value: Any) -> bool:
     # protobuf's bool fields accept bools and ints; anything else is a mistake
@@ -297,17 +307,67 @@ def _check_str(value: Any) -> str:
     raise TypeError(f"expected a str, got {value!r}")
 
 
+class _FixedSerializer(_WrapperSerializer[T]):
+    """A fixed-width wrapper (int, long, float, double) with a struct fast path; anything
+    unusual (other value types, non-canonical encodings) takes the general path, so the
+    bytes and the errors are exactly those of :class:`_WrapperSerializer`."""
+
+    __slots__ = ("_tag", "_fmt", "_size", "_kinds", "_lo", "_hi")
+
+    def __init__(self, write, read, tag: int, fmt: str, kinds: tuple[type, ...], lo=None, hi=None) -> None:
+        super().__init__(write, read)
+        self._tag = bytes((tag,))
+        self._fmt = fmt  # a str, not a struct.Struct: types travel pickled with the job
+        self._size = 1 + struct.calcsize(fmt)
+        self._kinds = kinds
+        self._lo = lo
+        self._hi = hi
+
+    def serialize(self, value: T) -> bytes:
+        if type(value) in self._kinds and (self._lo is None or self._lo <= value <= self._hi):
+            if not value:  # proto3 default (also -0.0 goes the general way below)
+                return super().serialize(value)
+            return self._tag + struct.pack(self._fmt, value)
+        return super().serialize(value)
+
+    def deserialize(self, data: bytes) -> T:
+        if len(data) == self._size and data[0] == self._tag[0]:
+            return struct.unpack_from(self._fmt, data, 1)[0]
+        return super().deserialize(data)
+
+
+class _StringSerializer(_WrapperSerializer[str]):
+    """``string`` wrapper with a fast path for str values shorter than 128 UTF-8 bytes."""
+
+    __slots__ = ()
+
+    def serialize(self, value: Any) -> bytes:
+        if type(value) is str:
+            data = value.encode("utf-8")
+            if 0 < len(data) < 0x80:
+                return bytes((0x0A, len(data))) + data
+        return super().serialize(value)
+
+    def deserialize(self, data: bytes) -> str:
+        if len(data) >= 2 and data[0] == 0x0A and data[1] == len(data) - 2:
+            try:
+                return data[2:].decode("utf-8")
+            except UnicodeDecodeError:
+                pass  # the general path raises the usual DecodeError
+        return super().deserialize(data)
+
+
 BoolType: Type[bool] = _WrapperType(
     "io.statefun.types/bool",
     _WrapperSerializer(_protowire.Writer.bool, _protowire.Fields.bool, _check_bool),
 )
 IntType: Type[int] = _WrapperType(
     "io.statefun.types/int",
-    _WrapperSerializer(_protowire.Writer.sfixed32, _protowire.Fields.sfixed32),
+    _FixedSerializer(_protowire.Writer.sfixed32, _protowire.Fields.sfixed32, 0x0D, "<i", (int,), -(1 << 31), (1 << 31) - 1),
 )
 LongType: Type[int] = _WrapperType(
     "io.statefun.types/long",
-    _WrapperSerializer(_protowire.Writer.sfixed64, _protowire.Fields.sfixed64),
+    _FixedSerializer(_protowire.Writer.sfixed64, _protowire.Fields.sfixed64, 0x09, "<q", (int,), -(1 << 63), (1 << 63) - 1),
 )
 FloatType: Type[float] = _WrapperType(
     "io.statefun.types/float",
@@ -315,9 +375,9 @@ FloatType: Type[float] = _WrapperType(
 )
 DoubleType: Type[float] = _WrapperType(
     "io.statefun.types/double",
-    _WrapperSerializer(_protowire.Writer.double, _protowire.Fields.double),
+    _FixedSerializer(_protowire.Writer.double, _protowire.Fields.double, 0x09, "<d", (float,)),
 )
 StringType: Type[str] = _WrapperType(
     "io.statefun.types/string",
-    _WrapperSerializer(_protowire.Writer.string, _protowire.Fields.string, _check_str),
+    _StringSerializer(_protowire.Writer.string, _protowire.Fields.string, _check_str),
 )
