@@ -83,6 +83,7 @@ class PendingCheckpoint:
     waiting: set
     acks: dict = field(default_factory=dict)
     savepoint: str | None = None
+    carried: dict = field(default_factory=dict)  # committables of aborted checkpoints before it
 
 
 class CheckpointCoordinator:
@@ -182,6 +183,8 @@ class CheckpointCoordinator:
             "timestamp": time.time(),
             "max_parallelism": graph_info["max_parallelism"],
             "operators": operators,
+            # committables of earlier, aborted checkpoints committed with this one
+            "carried_committables": p.carried,
         }
 
     def stats(self) -> dict:
@@ -256,7 +259,7 @@ def build_restore_plan(
             "uid() on the operators or pass allow_non_restored_state=True to drop that state"
         )
     plan: dict = {}
-    committables: dict[str, list] = {}
+    committables: dict[str, list] = {uid: list(c) for uid, c in (metadata.get("carried_committables") or {}).items()}
     for v in vertices:
         for uid in v["uids"]:
             op = metadata["operators"].get(uid)

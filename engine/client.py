@@ -221,8 +221,13 @@ def submit_job(graph: JobGraph, config: JobConfig, address: str | None = None) -
         raise RaystreamError(f"job {config.name!r} cannot be shipped to Ray: {exc}") from exc
     job_id = f"{config.name}-{uuid.uuid4().hex[:8]}"
     # A named actor in the "raystream" namespace, so the CLI and other drivers can find it.
+    # The master lives on the driver's node: losing another node must not take it down.
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
     master = JobMaster.options(
-        max_concurrency=1000, name=f"{MASTER_PREFIX}{job_id}", namespace=NAMESPACE
+        max_concurrency=1000, name=f"{MASTER_PREFIX}{job_id}", namespace=NAMESPACE,
+        scheduling_strategy=here,
     ).remote(graph_blob, cloudpickle.dumps(config), job_id)
     run_ref = master.run.remote()
     return JobClient(master, run_ref, config.name, graph)

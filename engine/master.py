@@ -148,6 +148,8 @@ class JobMaster:
         self._tasks_finished = False
         self._stopping = False
         self._savepoint_requests: list[tuple] = []
+        self._carried: dict[str, list] = {}  # sink uid -> committables of aborted checkpoints
+        self._aborted_ids: set[int] = set()
         self._savepoint_waiters: dict[str, list] = {}
         self._idle_requests: set[int] = set()
         self._waves: dict[int, asyncio.Task] = {}
@@ -289,6 +291,7 @@ class JobMaster:
                 self.last_failure = str(failure)
                 self.restarts += 1
                 self.attempt += 1
+                self._carried = {}  # data of aborted checkpoints is replayed from the restored one
                 await asyncio.sleep(delay)
                 try:
                     restore = await asyncio.to_thread(self._plan_from_latest_checkpoint)
@@ -299,7 +302,7 @@ class JobMaster:
                     raise cexc
                 self.status = "RUNNING"
         for uid, committer in self.committers.items():
-            final = [c for r in results for c in r.committables.get(uid, [])]
+            final = list(self._carried.get(uid, [])) + [c for r in results for c in r.committables.get(uid, [])]
             if final:
                 committer.commit(final)
         self.status = "FINISHED"
@@ -389,10 +392,23 @@ class JobMaster:
                 if self.graph.vertex(vid).source is not None:
                     actor.trigger_checkpoint.remote(p.checkpoint_id, ts, path is not None)
 
+    def _carry(self, state: dict) -> None:
+        """Keep the committables of an ack whose checkpoint will never complete: the sink
+        handed that data over at the barrier, so it is committed with the next completed
+        checkpoint (or at the end of the job) instead of being lost. A restart drops them
+        (the restored checkpoint's sources replay that data)."""
+        for uid, entry in state.items():
+            comms = entry.get("committables") if isinstance(entry, dict) else None
+            if comms:
+                self._carried.setdefault(uid, []).extend(comms)
+
     def _abort_pending(self, reason: str) -> None:
         p = self.coordinator.abort(reason)
         if p is None:
             return
+        self._aborted_ids.add(p.checkpoint_id)
+        for ack in p.acks.values():
+            self._carry(ack)
         for actor in self.actors.values():
             actor.notify_checkpoint_aborted.remote(p.checkpoint_id)
         if p.savepoint is not None:
@@ -402,21 +418,30 @@ class JobMaster:
         """A task wrote its snapshot of ``checkpoint_id``; completes the checkpoint when all did."""
         if attempt != self.attempt or self.coordinator is None:
             return
+        pending = self.coordinator.pending
+        if pending is None or pending.checkpoint_id != checkpoint_id:
+            if checkpoint_id in self._aborted_ids:
+                self._carry(state)  # a late ack of an aborted checkpoint
+            return
         p = self.coordinator.acknowledge(checkpoint_id, (vertex_id, subtask), state)
         if p is None:
             return
+        carried, self._carried = self._carried, {}
+        p.carried = carried
         try:
             metadata = await asyncio.to_thread(self.coordinator.complete, p, self._graph_info())
         except Exception as exc:
             self.coordinator.pending = p
+            self._carried = carried
             self._abort_pending(f"writing metadata failed: {exc!r}")
             return
         for uid, committer in self.committers.items():
+            comms = list(carried.get(uid, []))
             op = metadata["operators"].get(uid)
             if op:
-                comms = [c for entry in op["subtasks"].values() for c in entry.get("committables") or []]
-                if comms:
-                    committer.commit(comms)
+                comms += [c for entry in op["subtasks"].values() for c in entry.get("committables") or []]
+            if comms:
+                committer.commit(comms)
         for actor in self.actors.values():
             actor.notify_checkpoint_complete.remote(checkpoint_id)
         if p.savepoint is not None:
