@@ -52,7 +52,11 @@ from typing import Any, Callable
 import raystream as rs
 from checkpoint import AggregateFunction
 from operators.time import WatermarkStrategy
-from operators.windows import ProcessWindowFunction, SlidingEventTimeWindows, TumblingEventTimeWindows
+from operators.windows import (
+    ProcessWindowFunction,
+    SlidingEventTimeWindows,
+    TumblingEventTimeWindows,
+)
 
 __all__ = [
     "PERSON",

@@ -46,7 +46,7 @@ SCRIPT = textwrap.dedent('''
         # output still equals a failure-free run.
         import tempfile
         def running_sums(env):
-            (env.generate(lambda i: (i % 13, i), count=20000, rate=5000).set_parallelism(1)
+            (env.generate(lambda i: (i % 13, i), count=40000, rate=5000).set_parallelism(1)
                 .key_by(0).reduce(lambda a, b: (a[0], a[1] + b[1])).collect())
         ref_env = rs.StreamEnvironment(parallelism=2)
         running_sums(ref_env)
@@ -71,8 +71,14 @@ SCRIPT = textwrap.dedent('''
         here = ray.get_runtime_context().get_node_id()
         victim = next((n for n in by_node if n != here), next(iter(by_node), None))
         on_worker = by_node.get(victim, [])
+        killed = 0
         for a in on_worker:
-            ray.kill(ray.get_actor(a["Name"], namespace="raystream"), no_restart=True)
+            try:
+                ray.kill(ray.get_actor(a["Name"], namespace="raystream"), no_restart=True)
+                killed += 1
+            except ValueError:  # already gone
+                pass
+        on_worker = on_worker[:killed]
         result = client.wait()
         from operators.sinks import collected_records
         recovered = sorted(collected_records(next(iter(result.sink_results.values()))))
