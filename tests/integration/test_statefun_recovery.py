@@ -18,7 +18,14 @@ import pytest
 
 import raystream as rs
 from operators.sinks import CollectSink, collected_records
-from statefun_api import IntType, StatefulFunctions, StringType, ValueSpec, egress_message_builder, message_builder
+from statefun_api import (
+    IntType,
+    StatefulFunctions,
+    StringType,
+    ValueSpec,
+    egress_message_builder,
+    message_builder,
+)
 from statefun_api.job import StatefulFunctionsJob
 from statefun_api.local import LocalDispatchers
 from tests.integration.test_fault_tolerance import kill_tasks, make_env
