@@ -5,7 +5,15 @@ stateful functions; it runs whatever :class:`StreamOperator` chains a job graph 
 """
 
 from .channels import ChannelMetrics, ChannelSender, LocalSender
-from .connectors import END_OF_INPUT, NOTHING_AVAILABLE, Committer, Sink, SinkWriter, Source, SourceReader
+from .connectors import (
+    END_OF_INPUT,
+    NOTHING_AVAILABLE,
+    Committer,
+    Sink,
+    SinkWriter,
+    Source,
+    SourceReader,
+)
 from .errors import (
     CheckpointError,
     ConfigError,

@@ -381,7 +381,9 @@ class DataStream:
 
     def union(self, *others: "DataStream") -> "DataStream":
         """Merge streams with the same record type into one."""
-        from .basic import MapOperator as _Identity  # union is an identity operator with many inputs
+        from .basic import (
+            MapOperator as _Identity,  # union is an identity operator with many inputs
+        )
 
         env = self.env
         streams = [self, *others]

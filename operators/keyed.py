@@ -10,10 +10,9 @@ from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from engine.errors import GraphError, UserCodeError
-from engine.keygroups import key_groups_of_array, key_groups_of_keys
+from engine.keygroups import key_groups_of_keys
 from engine.operator import StreamOperator
 from engine.partitioners import KeySelector
 from engine.records import Batch

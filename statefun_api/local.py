@@ -39,7 +39,7 @@ from statefun_api.dispatcher import (
 )
 from statefun_api.functions import StatefulFunctions
 from statefun_api.messages import Message
-from statefun_api.routing import FEEDBACK_TAG, MessageRecord, address_key, message_to_record
+from statefun_api.routing import FEEDBACK_TAG, MessageRecord, message_to_record
 from statefun_api.types import Type
 
 __all__ = ["LocalDispatchers"]

@@ -7,16 +7,26 @@ import pytest
 from checkpoint import ValueStateDescriptor
 from engine.connectors import END_OF_INPUT
 from engine.errors import ConfigError
-from engine.operator import ManualClock, OperatorContext
 from engine.keygroups import KeyGroupRange
+from engine.operator import ManualClock, OperatorContext
 from engine.partitioners import KeySelector
 from operators.connected import BroadcastProcessOperator, KeyedCoProcessOperator
-from operators.functions import BroadcastProcessFunction, KeyedCoProcessFunction, KeyedProcessFunction, OutputTag
+from operators.functions import (
+    BroadcastProcessFunction,
+    KeyedCoProcessFunction,
+    KeyedProcessFunction,
+    OutputTag,
+)
 from operators.joins import CoGroupWindowOperator, IntervalJoinOperator, _CoGroup
 from operators.keyed import KeyedProcessOperator
 from operators.sources import CollectionSource
 from operators.testing import OperatorHarness
-from operators.time import TimestampAssigner, TimestampsAndWatermarksOperator, WatermarkedSource, WatermarkStrategy
+from operators.time import (
+    TimestampAssigner,
+    TimestampsAndWatermarksOperator,
+    WatermarkedSource,
+    WatermarkStrategy,
+)
 from operators.timers import InternalTimerService
 from operators.windows import TumblingEventTimeWindows
 
@@ -144,7 +154,7 @@ def test_broadcast_state_read_only_and_restored():
 
 
 def brute_interval(left, right, lo, hi):
-    return sorted((l, r) for l in left for r in right if l[0] == r[0] and l[1] + lo <= r[1] <= l[1] + hi)
+    return sorted((a, r) for a in left for r in right if a[0] == r[0] and a[1] + lo <= r[1] <= a[1] + hi)
 
 
 @pytest.mark.parametrize("lo,hi", [(-5, 5), (0, 20), (-30, -10)])
@@ -154,7 +164,7 @@ def test_interval_join_matches_brute_force_and_cleans_up(lo, hi):
     rng = random.Random(lo * 100 + hi)
     left = [(f"k{rng.randrange(5)}", i * 2) for i in range(200)]
     right = [(f"k{rng.randrange(5)}", i * 2 + 1) for i in range(200)]
-    op = IntervalJoinOperator((KeySelector(0), KeySelector(0)), (TS1, TS1), lo, hi, lambda l, r: (l, r), late_tag="late")
+    op = IntervalJoinOperator((KeySelector(0), KeySelector(0)), (TS1, TS1), lo, hi, lambda a, r: (a, r), late_tag="late")
     h = OperatorHarness(op)
     for i in range(0, 200, 20):
         h.process(left[i : i + 20], 0)
@@ -170,7 +180,7 @@ def test_interval_join_matches_brute_force_and_cleans_up(lo, hi):
 
 def test_window_join_and_co_group():
     op = CoGroupWindowOperator((KeySelector(0), KeySelector(0)), (TS1, TS1), TumblingEventTimeWindows.of(10),
-                               _CoGroup(None, lambda l, r: (l[0], l[1], r[1])))
+                               _CoGroup(None, lambda a, r: (a[0], a[1], r[1])))
     h = OperatorHarness(op)
     h.process([("a", 1), ("a", 2), ("b", 3), ("a", 15)], 0)
     h.process([("a", 5), ("c", 6), ("a", 12)], 1)

@@ -3,7 +3,8 @@ import subprocess
 import sys
 
 import pyarrow as pa
-from hypothesis import given, settings
+import pytest
+from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.errors import ConfigError
@@ -15,8 +16,6 @@ from engine.keygroups import (
     stable_hash,
     subtask_for_key_group,
 )
-
-import pytest
 
 
 @given(st.integers(1, 256).flatmap(lambda m: st.tuples(st.just(m), st.integers(1, m))))

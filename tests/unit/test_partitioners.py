@@ -4,7 +4,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.keygroups import KeyGroupRange, key_group_for
-from engine.partitioners import BroadcastPartitioner, KeyGroupPartitioner, KeySelector, RebalancePartitioner
+from engine.partitioners import (
+    BroadcastPartitioner,
+    KeyGroupPartitioner,
+    KeySelector,
+    RebalancePartitioner,
+)
 from engine.records import Batch
 
 
