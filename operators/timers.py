@@ -73,6 +73,26 @@ class _TimerQueue:
         heapq.heappush(self.heap, (time, self.seq, key, ns))
         return True
 
+    def add_many(self, keys: list, ns: Any, time: int) -> None:
+        """``add(key, ns, time)`` for each of ``keys``, in order (one call per batch)."""
+        by_group, cache, heap, push = self.by_group, self._kg_cache, self.heap, heapq.heappush
+        seq = self.seq
+        for key in keys:
+            try:
+                g = cache[key]
+            except (KeyError, TypeError):
+                g = self._kg(key)
+            group = by_group.get(g)
+            if group is None:
+                group = by_group[g] = set()
+            entry = (time, key, ns)
+            if entry in group:
+                continue
+            group.add(entry)
+            seq += 1
+            push(heap, (time, seq, key, ns))
+        self.seq = seq
+
     def remove(self, key: Any, ns: Any, time: int) -> None:
         group = self.by_group.get(self._kg(key))
         if group is not None:
@@ -180,14 +200,22 @@ class InternalTimerService:
         if watermark > self.watermark:
             self.watermark = watermark
         n = 0
-        pop = self.event.pop_due
-        while True:
-            entry = pop(watermark)
-            if entry is None:
-                return n
-            time, key, ns = entry
-            self.on_event_time(key, ns, time)
-            n += 1
+        q = self.event
+        heap, by_group, cache, kg = q.heap, q.by_group, q._kg_cache, q._kg
+        pop, callback = heapq.heappop, self.on_event_time
+        while heap and heap[0][0] <= watermark:  # _TimerQueue.pop_due, inlined
+            time, _, key, ns = pop(heap)
+            try:
+                g = cache[key]
+            except (KeyError, TypeError):
+                g = kg(key)
+            group = by_group.get(g)
+            entry = (time, key, ns)
+            if group is not None and entry in group:
+                group.discard(entry)
+                callback(key, ns, time)
+                n += 1
+        return n
 
     def advance_processing_time(self, now: int) -> int:
         """Fire every processing-time timer with time <= ``now`` in time order."""

@@ -16,19 +16,33 @@ from __future__ import annotations
 
 import logging
 import pickle
+from operator import itemgetter
 from typing import Any, Callable
 
 import cloudpickle
+import numpy as np
 
 from engine.errors import UserCodeError
 from engine.events import MIN_WATERMARK, Watermark
 from engine.keygroups import key_group_for
 from engine.operator import StreamOperator
+from engine.partitioners import KeySelector
 from engine.records import Batch
 
 from .functions import RuntimeContext
+from .time import TimestampAssigner
 from .timers import InternalTimerService
-from .windows import ProcessWindowFunction, Trigger, TriggerContext, TriggerResult, WindowAssigner, WindowContext
+from .windows import (
+    EventTimeTrigger,
+    ProcessWindowFunction,
+    TimeWindow,
+    Trigger,
+    TriggerContext,
+    TriggerResult,
+    TumblingEventTimeWindows,
+    WindowAssigner,
+    WindowContext,
+)
 
 __all__ = ["WindowOperator", "LIST", "REDUCE", "AGGREGATE"]
 
@@ -119,6 +133,18 @@ class WindowOperator(StreamOperator):
         self.trig: dict[Any, dict[Any, dict]] = {}  # key -> window -> trigger state
         self._restored: list = []
         self._warned_late = False
+        # Fast paths for the common case (default EventTimeTrigger, non-merging event-time
+        # windows): timers fire without the generic trigger dispatch, and tumbling windows
+        # are assigned per batch and accumulated per (key, window) in plain dicts.
+        self._fast_fire = type(self.trigger) is EventTimeTrigger and assigner.is_event_time and not assigner.is_merging
+        self._fast_tumbling = self._fast_fire and type(assigner) is TumblingEventTimeWindows
+        self._key_getter = _plain_getter(key_of)
+        ta = timestamp_assigner
+        self._ts_getter = (
+            itemgetter(ta.column)
+            if type(ta) is TimestampAssigner and ta.fn is None and isinstance(ta.column, (str, int))
+            else None
+        )
 
     # ------------------------------------------------------------------ lifecycle
     def open(self, ctx: Any, output: Any) -> None:
@@ -170,12 +196,135 @@ class WindowOperator(StreamOperator):
         return records, keys, stamps
 
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
+        if self._fast_tumbling and self._process_tumbling(batch):
+            self._flush()
+            return
         values, keys, stamps = self._elements(batch, input_index)
         now = self.ctx.clock.now_ms()
         for i, value in enumerate(values):
             ts = stamps[i] if stamps is not None else now
             self._process_element(keys[i], value, ts, now)
         self._flush()
+
+    # ------------------------------------------------------------------ tumbling fast path
+    def _process_tumbling(self, batch: Batch) -> bool:
+        """Tumbling event-time windows with the default trigger: assign the windows once
+        per batch and fold the records of each (key, window) into plain dicts. Returns
+        False (nothing done) when the batch needs the per-record path: a record that is
+        late or lands in a window the watermark has already passed (a firing within the
+        allowed lateness), keys or timestamps that need the generic extraction/errors."""
+        records = batch.records()
+        n = len(records)
+        if n == 0:
+            return False
+        ts = batch.timestamps
+        try:
+            if ts is not None and len(ts) == n:
+                mn, mx = int(ts.min()), int(ts.max())
+                raw = ts
+            else:
+                if self._ts_getter is None or batch.is_columnar:
+                    raw = self.timestamp_assigner.timestamps(batch)
+                    mn, mx = int(raw.min()), int(raw.max())
+                else:
+                    raw = list(map(self._ts_getter, records))
+                    mn, mx = min(raw), max(raw)
+                    if type(mn) is not int or type(mx) is not int:
+                        return False
+        except Exception:
+            return False  # the per-record path raises the proper error
+        a = self.assigner
+        size, off = a.size, a.offset
+        first = mn - (mn - off) % size
+        if first + size - 1 <= self.timers.watermark:
+            return False  # late records or late firings: per-record semantics
+        getter = self._key_getter
+        if getter is not None:
+            try:
+                keys = list(map(getter, records))
+            except Exception:
+                return False
+        else:
+            key_of = self.key_of
+            try:
+                keys = [key_of(r) for r in records]
+            except Exception as exc:
+                bad = next(r for r in records if not _safe(key_of, r))
+                raise UserCodeError(bad, exc) from exc
+        if mx - (mx - off) % size == first:
+            self._fold_window(first, keys, records)
+            return True
+        st = np.asarray(raw, dtype=np.int64)
+        starts = st - (st - off) % size
+        steps = np.diff(starts)
+        if not (steps < 0).any():  # in timestamp order: contiguous runs per window
+            bounds = [0, *(np.flatnonzero(steps) + 1).tolist(), n]
+            for i in range(len(bounds) - 1):
+                lo, hi = bounds[i], bounds[i + 1]
+                self._fold_window(int(starts[lo]), keys[lo:hi], records[lo:hi])
+            return True
+        for s in np.unique(starts).tolist():
+            idx = np.flatnonzero(starts == s).tolist()
+            self._fold_window(s, [keys[i] for i in idx], [records[i] for i in idx])
+        return True
+
+    def _fold_window(self, start: int, keys: list, values: list) -> None:
+        """Add ``values`` (keyed by ``keys``, in record order) to window ``[start, start +
+        size)``; registers the window's timer(s) the first time a key is seen in it."""
+        size = self.assigner.size
+        w = TimeWindow(start, start + size)
+        mt = start + size - 1
+        lateness = self.allowed_lateness
+        cleanup = mt + lateness
+        fresh: list = []  # keys new to the window: they get the window's timer(s)
+        contents = self.contents
+        kind, fn = self.kind, self.fn
+        cur: dict = {}
+        get = cur.get
+        v: Any = None
+        try:
+            if kind == REDUCE:
+                for k, v in zip(keys, values):
+                    acc = get(k, _NONE)
+                    if acc is _NONE:
+                        per_key = contents.get(k)
+                        if per_key is None:
+                            per_key = contents[k] = {}
+                        acc = per_key.get(w, _NONE)
+                        if acc is _NONE:
+                            fresh.append(k)
+                            cur[k] = v
+                            continue
+                    cur[k] = fn(acc, v)
+            else:
+                for k, v in zip(keys, values):
+                    acc = get(k, _NONE)
+                    if acc is _NONE:
+                        per_key = contents.get(k)
+                        if per_key is None:
+                            per_key = contents[k] = {}
+                        acc = per_key.get(w, _NONE)
+                        if acc is _NONE:
+                            fresh.append(k)
+                            acc = [] if kind == LIST else fn.create_accumulator()
+                    if kind == LIST:
+                        acc.append(v)
+                        cur[k] = acc
+                    else:
+                        cur[k] = fn.add(v, acc)
+        except Exception as exc:
+            raise UserCodeError(v, exc) from exc
+        finally:
+            for k, acc in cur.items():
+                contents[k][w] = acc
+            if fresh:
+                event = self.timers.event
+                if lateness:  # per key: trigger timer, then cleanup timer (as on_element does)
+                    for k in fresh:
+                        event.add(k, w, mt)
+                        event.add(k, w, cleanup)
+                else:
+                    event.add_many(fresh, w, mt)
 
     def _is_late_window(self, w: Any) -> bool:
         return self.assigner.is_event_time and w.max_timestamp() + self.allowed_lateness <= self.timers.watermark
@@ -351,7 +500,32 @@ class WindowOperator(StreamOperator):
                 del self.trig[key]
 
     def _on_event_time(self, key: Any, w: Any, time: int) -> None:
-        self._on_timer(key, w, time, True)
+        if not self._fast_fire:
+            self._on_timer(key, w, time, True)
+            return
+        # EventTimeTrigger inlined: fire at max_timestamp, clear at the cleanup time
+        mt = w.max_timestamp()
+        contents = self.contents
+        per_key = contents.get(key)
+        if time == mt and per_key:
+            acc = per_key.get(w, _NONE)
+            if acc is not _NONE:
+                if self.kind == REDUCE and self.window_function is None:
+                    self._out.append(acc)
+                else:
+                    self._emit_window(key, w, acc)
+        if time == mt + self.allowed_lateness:
+            if per_key is not None:
+                per_key.pop(w, None)
+                if not per_key:
+                    del contents[key]
+            if self.allowed_lateness:
+                self.timers.delete_event_time_timer(key, w, mt)  # EventTimeTrigger.clear
+            trig = self.trig.get(key)
+            if trig is not None:
+                trig.pop(w, None)
+                if not trig:
+                    del self.trig[key]
 
     def _on_processing_time(self, key: Any, w: Any, time: int) -> None:
         self._on_timer(key, w, time, False)
@@ -404,6 +578,14 @@ class WindowOperator(StreamOperator):
     def num_open_windows(self) -> int:
         """Number of (key, window) pairs with contents."""
         return sum(len(v) for v in self.contents.values())
+
+
+def _plain_getter(key_of: Callable[[Any], Any]) -> Any:
+    """An ``itemgetter`` equivalent to ``key_of`` when it is a column/index KeySelector."""
+    sel = getattr(key_of, "__self__", None)
+    if type(sel) is KeySelector and getattr(key_of, "__func__", None) is KeySelector.key_of and not callable(sel.key):
+        return itemgetter(sel.key)
+    return None
 
 
 def _safe(fn: Callable[[Any], Any], r: Any) -> bool:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 from engine.errors import ConfigError
 
@@ -47,9 +47,11 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, order=True)
-class TimeWindow:
-    """The half-open interval ``[start, end)`` of event or processing time (ms)."""
+class TimeWindow(NamedTuple):
+    """The half-open interval ``[start, end)`` of event or processing time (ms).
+
+    A named tuple (immutable, ordered by ``(start, end)``) so that hashing and comparing
+    windows, which the operator and the timer queues do per (key, window), run in C."""
 
     start: int
     end: int
