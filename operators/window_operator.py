@@ -23,7 +23,7 @@ import cloudpickle
 import numpy as np
 
 from engine.errors import UserCodeError
-from engine.events import MIN_WATERMARK, Watermark
+from engine.events import Watermark
 from engine.keygroups import key_group_for
 from engine.operator import StreamOperator
 from engine.partitioners import KeySelector
