@@ -226,7 +226,7 @@ def build_restore_plan(
     vertices: list[dict],
     max_parallelism: int,
     allow_non_restored_state: bool = True,
-) -> tuple[dict, list]:
+) -> tuple[dict, dict[str, list]]:
     """The restore input of every new task, and the committables to commit again.
 
     Args:
