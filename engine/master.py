@@ -292,6 +292,11 @@ class JobMaster:
                 self.restarts += 1
                 self.attempt += 1
                 self._carried = {}  # data of aborted checkpoints is replayed from the restored one
+                if self.coordinator is not None and self.coordinator.pending is not None:
+                    # the failed attempt's checkpoint can never complete; its committables are
+                    # dropped with it (the restored sources replay that data)
+                    self._aborted_ids.add(self.coordinator.pending.checkpoint_id)
+                    self.coordinator.abort("the job failed and restarts")
                 await asyncio.sleep(delay)
                 try:
                     restore = await asyncio.to_thread(self._plan_from_latest_checkpoint)

@@ -53,6 +53,17 @@ def _pickled(records: Sequence[Any]) -> pa.RecordBatch:
     return _with_kind(pa.RecordBatch.from_arrays([pa.array(payload, pa.binary())], ["record"]), _PICKLE)
 
 
+_NONE_TYPE = type(None)
+
+
+def _uniform(values: Sequence[Any]) -> bool:
+    """All non-None values have one Python type (so Arrow typing cannot coerce, e.g. str/bytes
+    or int/float, and the records come back exactly as they were)."""
+    types = set(map(type, values))
+    types.discard(_NONE_TYPE)
+    return len(types) <= 1
+
+
 def records_to_arrow(records: Sequence[Any]) -> pa.RecordBatch:
     """Convert Python records to a RecordBatch (typed when uniform, else pickled)."""
     if not records:
@@ -65,9 +76,11 @@ def records_to_arrow(records: Sequence[Any]) -> pa.RecordBatch:
             if keys and all(type(r) is dict and r.keys() == keys for r in records):
                 names = list(keys)
                 # column by column: ~1.4x faster than RecordBatch.from_pylist on 64k rows
-                rb = pa.RecordBatch.from_arrays([pa.array([r[k] for r in records]) for k in names], names)
-                if _is_flat(rb.schema) and rb.num_columns == len(keys):
-                    return _with_kind(rb, _ROW)
+                columns = [[r[k] for r in records] for k in names]
+                if all(_uniform(c) for c in columns):
+                    rb = pa.RecordBatch.from_arrays([pa.array(c) for c in columns], names)
+                    if _is_flat(rb.schema) and rb.num_columns == len(keys):
+                        return _with_kind(rb, _ROW)
         elif t0 in _SCALAR_TYPES:
             if all(type(r) is t0 for r in records):
                 arr = pa.array(records)
@@ -77,7 +90,7 @@ def records_to_arrow(records: Sequence[Any]) -> pa.RecordBatch:
             n = len(first)
             if n and all(type(r) is tuple and len(r) == n for r in records):
                 cols = list(zip(*records))
-                if all(all(type(v) in _SCALAR_TYPES for v in col[:1]) for col in cols):
+                if all(type(col[0]) in _SCALAR_TYPES and _uniform(col) for col in cols):
                     arrays = [pa.array(c) for c in cols]
                     if not any(pa.types.is_nested(a.type) for a in arrays):
                         return _with_kind(
