@@ -22,6 +22,8 @@ from engine.errors import JobFailed
 from engine.operator import OperatorContext
 from engine.records import Batch, arrow_to_records
 
+from .sources import filesystem_for
+
 __all__ = ["CollectSink", "PrintSink", "FileSink", "ParquetSink", "JsonLinesSink"]
 
 
@@ -210,9 +212,7 @@ class FileSink(Sink):
             self.base = os.path.abspath(path)
 
     def filesystem(self) -> pafs.FileSystem:
-        if "://" in self.path:
-            return pafs.FileSystem.from_uri(self.path)[0]
-        return pafs.LocalFileSystem()
+        return filesystem_for(self.path)
 
     def create_writer(self, ctx: OperatorContext) -> SinkWriter:
         return _FileWriter(self, ctx)

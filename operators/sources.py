@@ -168,6 +168,13 @@ class _GeneratorReader(_QueueReader):
         return END_OF_INPUT
 
 
+def filesystem_for(uri: str | None) -> pafs.FileSystem:
+    """The pyarrow filesystem of a URI (``s3://...``), or the local one for plain paths."""
+    if uri and "://" in uri:
+        return pafs.FileSystem.from_uri(uri)[0]
+    return pafs.LocalFileSystem()
+
+
 def resolve_paths(path_or_glob: str) -> tuple[pafs.FileSystem, list[str]]:
     """A filesystem and the sorted file paths for a local path, a glob or a URI."""
     if "://" in path_or_glob:
@@ -224,9 +231,7 @@ class ParquetSource(Source):
                 raise ConfigError(f"columns {missing} are not in {files[0]!r} (has {self.schema.names})")
 
     def filesystem(self) -> pafs.FileSystem:
-        if self._fs_uri:
-            return pafs.FileSystem.from_uri(self._fs_uri)[0]
-        return pafs.LocalFileSystem()
+        return filesystem_for(self._fs_uri)
 
     def create_splits(self, parallelism: int) -> list[Any]:
         fs = self.filesystem()
@@ -299,9 +304,7 @@ class TextSource(Source):
         self._fs_uri = path_or_glob if "://" in path_or_glob else None
 
     def filesystem(self) -> pafs.FileSystem:
-        if self._fs_uri:
-            return pafs.FileSystem.from_uri(self._fs_uri)[0]
-        return pafs.LocalFileSystem()
+        return filesystem_for(self._fs_uri)
 
     def create_splits(self, parallelism: int) -> list[Any]:
         fs = self.filesystem()
