@@ -148,6 +148,15 @@ class StreamOperator(ABC):
     def notify_checkpoint_aborted(self, checkpoint_id: int) -> None:
         """Checkpoint ``checkpoint_id`` was aborted; discard what was prepared for it."""
 
+    def accepts_input(self) -> bool:
+        """False to stop the task from taking input for a while (back-pressure): while the
+        head operator of a task returns False, no data batch is taken from its input
+        channels (their sends stay unacknowledged, so producers wait; events and acks
+        before the next batch still go through). The operator must make progress
+        on its own meanwhile (timers, ``ctx.post`` callbacks) and return True again.
+        Default: always True."""
+        return True
+
     def is_idle(self) -> bool:
         """False while the operator still has work that will emit (pending async calls,
         delayed messages...). Only consulted for tasks on a feedback loop, to detect the

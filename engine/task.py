@@ -610,12 +610,17 @@ class Task:
             ch.ended = True
 
     def _process_inputs(self) -> None:
+        head = self.operators[0] if self.operators else None
+        # only an operator that overrides accepts_input() can pause its task's input
+        gate = head.accepts_input if head is not None and type(head).accepts_input is not StreamOperator.accepts_input else None
         progress = True
         while progress and not self._cancelled:
             progress = False
             for ch in self._channels:
                 items = ch.items
                 while items and not ch.blocked:
+                    if gate is not None and type(items[0]) is pa.RecordBatch and not gate():
+                        break  # paused: data waits (acks and events of processed data go on)
                     item = items.popleft()
                     progress = True
                     if type(item) is pa.RecordBatch:

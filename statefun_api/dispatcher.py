@@ -67,6 +67,7 @@ from engine.operator import OperatorContext, Output, StreamOperator
 from engine.records import Batch
 from statefun_api.address import Address
 from statefun_api.effects import DelayedMessage, InvocationResult
+from statefun_api.endpoints import RemoteEndpoint
 from statefun_api.errors import FunctionNotFound, StatefulFunctionError
 from statefun_api.functions import StatefulFunctions
 from statefun_api.invocation import invoke_trusted
@@ -123,6 +124,8 @@ class DispatcherConfig:
         max_batch_per_address: messages passed to one ``invoke`` call of an address.
         timer_tick_ms: longest wait between timer checks while delayed messages are pending,
             so a cancelled far-future message does not keep a task timer armed for long.
+        endpoints: remote function endpoints (:mod:`statefun_api.endpoints`); function
+            types registered in ``functions`` take precedence over namespace patterns.
 
     Example:
         >>> from statefun_api import StatefulFunctions
@@ -136,10 +139,20 @@ class DispatcherConfig:
     drain_step: int = 4096
     max_batch_per_address: int = 1000
     timer_tick_ms: int = 100
+    endpoints: list[RemoteEndpoint] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not isinstance(self.functions, StatefulFunctions):
             raise TypeError(f"functions must be a StatefulFunctions registry, got {self.functions!r}")
+        self.endpoints = list(self.endpoints)
+        for ep in self.endpoints:
+            if not isinstance(ep, RemoteEndpoint):
+                raise TypeError(f"endpoints must be RemoteEndpoint objects (remote_endpoint(...)), got {ep!r}")
+            if not ep.is_pattern and ep.functions in self.functions:
+                raise ValueError(
+                    f"function type {ep.functions!r} is registered as an embedded function and bound to "
+                    f"{ep.describe()}; bind it to one or the other"
+                )
         for name in ("max_in_flight", "drain_step", "max_batch_per_address", "timer_tick_ms"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -176,6 +189,7 @@ class FunctionDispatcher(StreamOperator):
         self._armed_at: int | None = None
         self._continuation_posted = False
         self._restored_pending: list[MessageRecord] = []
+        self._rpc: Any = None  # RemoteFunctions, when endpoints are declared (created in open)
         self.counters = {
             "invocations": 0,
             "messages": 0,
@@ -185,6 +199,8 @@ class FunctionDispatcher(StreamOperator):
             "delayed_scheduled": 0,
             "delayed_fired": 0,
             "delayed_cancelled": 0,
+            "remote_requests": 0,
+            "remote_handshakes": 0,
         }
 
     # ------------------------------------------------------------------ lifecycle
@@ -221,6 +237,11 @@ class FunctionDispatcher(StreamOperator):
         self._delay_seq = backend.get_state(ValueStateDescriptor(DELAY_SEQ_STATE, default=0))
         ctx.metrics.update(self.counters)
         self.counters = ctx.metrics
+        if self.config.endpoints:
+            from statefun_api.remote import RemoteFunctions, require_aiohttp
+
+            require_aiohttp()
+            self._rpc = RemoteFunctions(self, self.config.endpoints)
         # messages that were queued when the restored checkpoint was taken
         for record in self._restored_pending:
             if self._key_group(address_key(record)) in self._range:
@@ -233,12 +254,18 @@ class FunctionDispatcher(StreamOperator):
                 self._live_delayed[(sender, entry_key)] = seq
                 heapq.heappush(self._timers, (fire_at, seq, sender, entry_key))
         self._arm()
+        if self._rpc is not None and self._rpc.has_ready:
+            self._rpc.send_ready()  # requests in flight at the checkpoint are sent again
         if self._pending_count:
             self._schedule_continuation()
 
     def snapshot_state(self, checkpoint_id: int) -> Any:
-        """The queued, not yet invoked messages (a copy); keyed state is snapshotted by the task."""
+        """The queued, not yet invoked messages (a copy), including the batches of remote
+        requests in flight, whose effects are not applied yet; keyed state is snapshotted
+        by the task."""
         queued = [record for q in self._pending.values() for record in q]
+        if self._rpc is not None:
+            queued.extend(self._rpc.pending_records())
         return {"pending": queued}
 
     def restore_state(self, states: list[Any]) -> None:
@@ -246,14 +273,27 @@ class FunctionDispatcher(StreamOperator):
         self._restored_pending = [r for st in states or [] if st for r in st.get("pending", [])]
 
     def is_idle(self) -> bool:
-        """False while messages are queued or delayed messages are pending."""
-        return not self._pending_count and not self._live_delayed
+        """False while messages are queued, remote calls are in flight or delayed messages are pending."""
+        return not self._pending_count and not self._live_delayed and (self._rpc is None or self._rpc.is_idle())
+
+    def accepts_input(self) -> bool:
+        """False while a remote address has a full queue behind its request in flight (the
+        task then takes no input: back-pressure to the ingress)."""
+        return self._rpc is None or self._rpc.accepts_input()
 
     def end_input(self) -> None:
-        """All inputs (and the loop) ended; anything still queued is invoked now."""
+        """All inputs (and the loop) ended; anything still queued is invoked now, and
+        remote calls in flight are waited for."""
+        if self._rpc is not None:
+            self._rpc.wait_idle()
         while self._pending_count:
             self._drain(self.config.drain_step)
         self._flush()
+
+    def close(self) -> None:
+        """Stop the remote-call I/O thread, if any (replies still on their way are dropped)."""
+        if self._rpc is not None:
+            self._rpc.close()
 
     # ------------------------------------------------------------------ input
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
@@ -281,6 +321,10 @@ class FunctionDispatcher(StreamOperator):
         """Delayed messages waiting for their time."""
         return len(self._live_delayed)
 
+    def remote_in_flight(self) -> int:
+        """Requests to remote functions in flight."""
+        return 0 if self._rpc is None else self._rpc.in_flight()
+
     # ------------------------------------------------------------------ queue
     def _key_group(self, key: tuple[str, str]) -> int:
         kg = self._kg_cache.get(key)
@@ -295,6 +339,12 @@ class FunctionDispatcher(StreamOperator):
 
     def _enqueue(self, record: MessageRecord) -> None:
         key = (record[0], record[1])
+        rpc = self._rpc
+        if rpc is not None and record[0] not in self._fns:
+            endpoint = rpc.endpoint_for(record[0])
+            if endpoint is not None:
+                rpc.enqueue(key, record, endpoint)
+                return
         q = self._pending.get(key)
         if q is None:
             self._pending[key] = deque((record,))
@@ -337,6 +387,8 @@ class FunctionDispatcher(StreamOperator):
             for tag, values in self._egress_out.items():
                 self.output.emit_side(tag, Batch.of_records(values))
             self._egress_out = {}
+        if self._rpc is not None and self._rpc.has_ready:
+            self._rpc.send_ready()
 
     def _schedule_continuation(self) -> None:
         if not self._pending_count or self._continuation_posted:
@@ -392,6 +444,8 @@ class FunctionDispatcher(StreamOperator):
             if states is None:
                 first = records[0]
                 known = ", ".join(sorted(self.functions.typenames())) or "none"
+                if self.config.endpoints:
+                    known += "; remote endpoints: " + ", ".join(repr(ep.functions) for ep in self.config.endpoints)
                 raise FunctionNotFound(
                     f"cannot deliver a message of type {first[4]!r} from {record_caller(first)} to "
                     f"{address}: no function is registered under {typename!r} (registered: {known})",

@@ -37,6 +37,7 @@ from engine.errors import GraphError
 from engine.graph import StreamEdge
 from engine.partitioners import KeyGroupPartitioner, KeySelector
 from statefun_api.dispatcher import DispatcherConfig, FunctionDispatcher
+from statefun_api.endpoints import RemoteEndpoint, load_module_yaml
 from statefun_api.functions import StatefulFunctions
 from statefun_api.messages import Message
 from statefun_api.routing import (
@@ -98,6 +99,8 @@ class StatefulFunctionsJob:
         drain_step: messages invoked per mailbox step before yielding to barriers, timers
             and other inputs.
         max_batch_per_address: messages given to one invocation of an address.
+        endpoints: remote function endpoints (:func:`~statefun_api.endpoints.remote_endpoint`);
+            more with :meth:`with_endpoint` / :meth:`with_module_yaml`.
 
     Declare every egress (``with_egress`` / ``egress_stream``) before executing: the
     declarations travel with the dispatcher when the job is submitted.
@@ -120,6 +123,7 @@ class StatefulFunctionsJob:
         max_in_flight: int = 10_000,
         drain_step: int = 4096,
         max_batch_per_address: int = 1000,
+        endpoints: Iterable[RemoteEndpoint] = (),
     ) -> None:
         if not isinstance(functions, StatefulFunctions):
             raise GraphError(f"StatefulFunctionsJob needs a StatefulFunctions registry, got {functions!r}")
@@ -134,6 +138,8 @@ class StatefulFunctionsJob:
             drain_step=drain_step,
             max_batch_per_address=max_batch_per_address,
         )
+        if endpoints:
+            self.with_endpoint(*endpoints)
         self._dispatcher: Any = None  # DataStream of the dispatcher, built by the first ingress
         self._ingresses = 0
         self._deferred_sinks: list[tuple[str, Sink]] = []
@@ -158,6 +164,53 @@ class StatefulFunctionsJob:
         if self._dispatcher is None:
             raise GraphError(f"{self!r} has no ingress yet: call with_ingress(stream, router) first")
         return self._dispatcher
+
+    # ------------------------------------------------------------------ remote functions
+    @property
+    def endpoints(self) -> list[RemoteEndpoint]:
+        """The declared remote function endpoints."""
+        return list(self.config.endpoints)
+
+    def with_endpoint(self, *endpoints: RemoteEndpoint) -> StatefulFunctionsJob:
+        """Call the function types of ``endpoints`` over StateFun's HTTP request-reply protocol.
+
+        Embedded functions (registered in the job's ``StatefulFunctions``) and remote ones
+        mix freely and message each other; a namespace pattern (``"ns/*"``) does not cover
+        the embedded functions of that namespace. Needs aiohttp (``raystream[remote]``).
+
+        Example:
+            >>> import raystream as rs
+            >>> from statefun_api import StatefulFunctions
+            >>> from statefun_api.endpoints import remote_endpoint
+            >>> sf = StatefulFunctionsJob(rs.StreamEnvironment(), StatefulFunctions())
+            >>> sf.with_endpoint(remote_endpoint("shop/*", "http://localhost:8000/{function.name}")).endpoints[0].functions
+            'shop/*'
+        """
+        from statefun_api.endpoints import _check_duplicates
+        from statefun_api.remote import require_aiohttp
+
+        require_aiohttp()
+        for ep in endpoints:
+            if not isinstance(ep, RemoteEndpoint):
+                raise GraphError(f"with_endpoint() takes RemoteEndpoint objects (remote_endpoint(...)), got {ep!r}")
+            if not ep.is_pattern and ep.functions in self.functions:
+                raise GraphError(
+                    f"function type {ep.functions!r} is registered as an embedded function and bound to "
+                    f"{ep.describe()}; bind it to one or the other"
+                )
+        merged = self.config.endpoints + [ep for ep in endpoints if ep not in self.config.endpoints]
+        _check_duplicates(merged)
+        self.config.endpoints = merged
+        return self
+
+    def with_module_yaml(self, path: str) -> StatefulFunctionsJob:
+        """Declare the HTTP endpoints of a StateFun ``module.yaml`` (see
+        :func:`~statefun_api.endpoints.load_module_yaml`).
+
+        Example:
+            ``sf.with_module_yaml("module.yaml")``
+        """
+        return self.with_endpoint(*load_module_yaml(path))
 
     # ------------------------------------------------------------------ ingress
     def with_ingress(self, stream: Any, router: Router) -> StatefulFunctionsJob:

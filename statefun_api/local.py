@@ -9,6 +9,12 @@ without sleeping. ``seed`` shuffles the order in which pending deliveries and
 continuations run (keeping each channel FIFO, as the engine does), to test that results
 do not depend on one interleaving.
 
+Remote functions (``endpoints=``) are called for real over HTTP by each dispatcher's I/O
+thread; their replies come back through a thread-safe inbox, so :meth:`LocalDispatchers.run`
+only applies replies that have arrived, and :meth:`LocalDispatchers.run_until_idle` waits
+(in real time) for the calls in flight. Use it as a context manager (or call
+:meth:`LocalDispatchers.close`) to stop the I/O threads.
+
 Example:
     >>> from statefun_api import StatefulFunctions, ValueSpec, IntType, message_builder
     >>> functions = StatefulFunctions()
@@ -23,7 +29,9 @@ Example:
 from __future__ import annotations
 
 import heapq
+import queue
 import random
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -37,6 +45,7 @@ from statefun_api.dispatcher import (
     declared_egresses,
     value_state_name,
 )
+from statefun_api.endpoints import RemoteEndpoint
 from statefun_api.functions import StatefulFunctions
 from statefun_api.messages import Message
 from statefun_api.routing import FEEDBACK_TAG, MessageRecord, message_to_record
@@ -75,6 +84,7 @@ class LocalDispatchers:
         clock: the processing-time clock (default ``ManualClock(0)``).
         max_parallelism: number of key groups.
         seed: if given, deliveries and continuations run in a seeded random order.
+        endpoints: remote function endpoints (see :mod:`statefun_api.endpoints`).
         **limits: ``max_in_flight``, ``drain_step``, ``max_batch_per_address``,
             ``timer_tick_ms`` (see :class:`~statefun_api.dispatcher.DispatcherConfig`).
 
@@ -92,6 +102,7 @@ class LocalDispatchers:
         clock: ManualClock | None = None,
         max_parallelism: int = 128,
         seed: int | None = None,
+        endpoints: Iterable[RemoteEndpoint] = (),
         _restore: list[tuple[Any, Any]] | None = None,
         **limits: int,
     ) -> None:
@@ -99,10 +110,12 @@ class LocalDispatchers:
         self.parallelism = parallelism
         self.max_parallelism = max_parallelism
         self.clock = clock if clock is not None else ManualClock(0)
-        self.config = DispatcherConfig(functions, declared_egresses(egresses), **limits)
+        self.config = DispatcherConfig(functions, declared_egresses(egresses), endpoints=list(endpoints), **limits)
         self._rng = random.Random(seed) if seed is not None else None
         # FIFO channels: (source subtask or -1 for the ingress, target subtask, kind) -> calls
         self._mail: dict[tuple[int, int, str], deque[Callable[[], None]]] = {}
+        # posts from any thread (remote-call replies, continuations), moved into _mail by run()
+        self._inbox: queue.SimpleQueue[tuple[tuple[int, int, str], Callable[[], None]]] = queue.SimpleQueue()
         self._timers: list[tuple[int, int, int, Callable[[int], None]]] = []
         self._timer_seq = 0
         self._egress: dict[str, list[Any]] = {}
@@ -131,7 +144,7 @@ class LocalDispatchers:
                 clock=self.clock,
                 keyed_backend=backend,
                 register_processing_timer=lambda t, cb, i=index: self._register(i, t, cb),
-                post=lambda fn, i=index: self._put((i, i, "mailbox"), fn),
+                post=lambda fn, i=index: self._inbox.put(((i, i, "mailbox"), fn)),
             )
             op.open(ctx, _Output(self, index))
             self.dispatchers.append(op)
@@ -168,20 +181,41 @@ class LocalDispatchers:
         self._deliver([message_to_record(m) for m in messages])
         return self.run()
 
-    def run(self) -> LocalDispatchers:
-        """Process deliveries, continuations and due timers until nothing is left to do now."""
+    def _take_inbox(self) -> None:
         while True:
+            try:
+                channel, fn = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            self._put(channel, fn)
+
+    def _runnable(self) -> list[tuple[int, int, str]]:
+        # a dispatcher that does not accept input (a full remote queue) takes no data now
+        dispatchers = self.dispatchers
+        return [c for c in self._mail if c[2] != "data" or dispatchers[c[1]].accepts_input()]
+
+    def run(self) -> LocalDispatchers:
+        """Process deliveries, continuations, arrived remote replies and due timers until
+        nothing is left to do now (remote calls may still be in flight: see
+        :meth:`run_until_idle`)."""
+        while True:
+            self._take_inbox()
             while self._mail:
-                channels = list(self._mail)
+                channels = self._runnable()
+                if not channels:
+                    break
                 channel = channels[self._rng.randrange(len(channels))] if self._rng is not None else channels[0]
                 queue = self._mail[channel]
                 fn = queue.popleft()
                 if not queue:
                     del self._mail[channel]
                 fn()
+                self._take_inbox()
             now = self.clock.now_ms()
             if not (self._timers and self._timers[0][0] <= now):
-                return self
+                if self._inbox.empty():
+                    return self
+                continue
             while self._timers and self._timers[0][0] <= now:
                 t, _, _, cb = heapq.heappop(self._timers)
                 cb(t)
@@ -195,11 +229,32 @@ class LocalDispatchers:
         self.clock.set(end)
         return self.run()
 
-    def run_until_idle(self, max_ms: int = 3_600_000) -> LocalDispatchers:
-        """Advance time until no message is queued and no delayed message is pending."""
+    def wait_remote(self, timeout_s: float = 60.0) -> LocalDispatchers:
+        """Wait (real time) until no remote call is in flight, applying replies as they come."""
+        deadline = time.monotonic() + timeout_s
+        self.run()
+        while any(op.remote_in_flight() for op in self.dispatchers):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"remote calls still in flight after {timeout_s} s")
+            try:
+                channel, fn = self._inbox.get(timeout=min(remaining, 1.0))
+            except queue.Empty:
+                continue
+            self._put(channel, fn)
+            self.run()
+        return self
+
+    def run_until_idle(self, max_ms: int = 3_600_000, remote_timeout_s: float = 60.0) -> LocalDispatchers:
+        """Advance time until no message is queued, no remote call is in flight and no
+        delayed message is pending (waiting up to ``remote_timeout_s`` of real time for
+        each round of remote calls)."""
         deadline = self.clock.now_ms() + max_ms
         self.run()
         while not self.is_idle():
+            if any(op.remote_in_flight() for op in self.dispatchers):
+                self.wait_remote(remote_timeout_s)
+                continue
             if not self._timers or self._timers[0][0] > deadline:
                 raise TimeoutError(f"dispatchers still busy after {max_ms} ms of processing time")
             self.advance(self._timers[0][0] - self.clock.now_ms())
@@ -208,7 +263,7 @@ class LocalDispatchers:
     # ------------------------------------------------------------------ inspection
     def is_idle(self) -> bool:
         """No queued message, continuation or pending delayed message anywhere."""
-        return not self._mail and all(op.is_idle() for op in self.dispatchers)
+        return not self._mail and self._inbox.empty() and all(op.is_idle() for op in self.dispatchers)
 
     def egress(self, typename: str) -> list[Any]:
         """The values emitted to egress ``typename`` so far (in emission order)."""
@@ -239,11 +294,24 @@ class LocalDispatchers:
                 total[k] = total.get(k, 0) + v
         return total
 
+    # ------------------------------------------------------------------ lifecycle
+    def close(self) -> None:
+        """Close every dispatcher (stops remote-call I/O threads; idempotent)."""
+        for op in self.dispatchers:
+            op.close()
+
+    def __enter__(self) -> LocalDispatchers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # ------------------------------------------------------------------ snapshots
     def snapshot(self, checkpoint_id: int = 1) -> list[tuple[Any, Any]]:
         """Per subtask: (keyed state snapshot, operator state), as the task would take them.
 
-        In-flight deliveries must have been run first (call :meth:`run`)."""
+        In-flight deliveries must have been run first (call :meth:`run`); remote requests in
+        flight are part of the operator state (they are sent again after a restore)."""
         if self._mail:
             raise RuntimeError("run() the pending deliveries before taking a snapshot")
         return [(op.backend.snapshot(checkpoint_id), op.snapshot_state(checkpoint_id)) for op in self.dispatchers]

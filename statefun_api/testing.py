@@ -5,6 +5,9 @@
   :class:`~statefun_api.handler.RequestReplyHandler`.
 * :func:`run_function` invokes a function directly with Python-valued state and returns a
   :class:`FunctionRun` listing what it sent and its state afterwards.
+* :class:`FunctionServer` serves a request-reply handler (ours, or the official SDK's
+  ``statefun.RequestReplyHandler``) over HTTP on localhost in a background thread, to test
+  remote functions end to end (needs aiohttp).
 
 Example:
     >>> from statefun_api import StatefulFunctions, ValueSpec, IntType, message_builder
@@ -19,7 +22,10 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import asyncio
+import socket
+import threading
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +38,7 @@ from statefun_api.messages import EgressMessage, Message
 from statefun_api.reqreply import FromFunction, ToFunction, decode_from_function, encode_to_function
 from statefun_api.types import Type, to_typed_value
 
-__all__ = ["RequestBuilder", "parse_response", "round_trip", "run_function", "FunctionRun"]
+__all__ = ["RequestBuilder", "parse_response", "round_trip", "run_function", "FunctionRun", "FunctionServer", "free_port"]
 
 
 def _address(value: Address | tuple[str, str] | tuple[str, str, str]) -> Address:
@@ -189,3 +195,126 @@ def run_function(
         if data is not None
     }
     return FunctionRun(result, after)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago (for a server started later on a known port)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+Handle = Callable[[bytes], Awaitable["bytes | tuple[int, bytes]"]]
+
+
+class FunctionServer:
+    """Serve a request-reply handler over HTTP on ``host:port`` from a daemon thread.
+
+    Every POST path is answered (so any ``urlPathTemplate`` works). ``handler`` is an object
+    with ``async handle_async(bytes) -> bytes`` (:class:`~statefun_api.handler.RequestReplyHandler`,
+    ``statefun.RequestReplyHandler``) or an async callable ``bytes -> bytes`` that may also
+    return ``(status, body)`` to inject HTTP errors. A handler exception answers 500.
+
+    Args:
+        handler: see above.
+        host: interface to bind.
+        port: 0 for an ephemeral port (see :attr:`port` after :meth:`start`).
+
+    Example:
+        >>> from statefun_api import StatefulFunctions
+        >>> with FunctionServer(RequestReplyHandler(StatefulFunctions())) as server:  # doctest: +SKIP
+        ...     url = server.url + "/{function.name}"
+    """
+
+    def __init__(self, handler: Any, host: str = "127.0.0.1", port: int = 0) -> None:
+        handle = getattr(handler, "handle_async", handler)
+        if not callable(handle):
+            raise TypeError(f"FunctionServer needs a handler with handle_async or an async callable, got {handler!r}")
+        self._handle: Handle = handle
+        self.host = host
+        self.port = port
+        self.requests = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: Any = None
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` (no trailing slash)."""
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> FunctionServer:
+        """Start serving (again on the same port after :meth:`stop`)."""
+        from statefun_api.remote import require_aiohttp
+
+        require_aiohttp("statefun_api.testing.FunctionServer")
+        if self._thread is not None:
+            raise RuntimeError("FunctionServer is already running")
+        started = threading.Event()
+        failure: list[BaseException] = []
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, args=(started, failure), name=f"FunctionServer:{self.port}", daemon=True)
+        self._thread.start()
+        started.wait()
+        if failure:
+            self._thread.join()
+            self._thread = None
+            raise failure[0]
+        return self
+
+    def _run(self, started: threading.Event, failure: list[BaseException]) -> None:
+        from aiohttp import web
+
+        loop = self._loop
+        assert loop is not None
+        asyncio.set_event_loop(loop)
+
+        async def endpoint(request: Any) -> Any:
+            body = await request.read()
+            self.requests += 1
+            try:
+                reply = await self._handle(body)
+            except Exception as exc:  # a failing function: 500, the runtime retries
+                return web.Response(status=500, text=f"{type(exc).__name__}: {exc}")
+            status = 200
+            if isinstance(reply, tuple):
+                status, reply = reply
+            return web.Response(status=status, body=reply, content_type="application/octet-stream")
+
+        async def setup() -> None:
+            app = web.Application()
+            app.router.add_post("/{tail:.*}", endpoint)
+            self._runner = web.AppRunner(app, access_log=None)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+            await site.start()
+            if not self.port:
+                self.port = self._runner.addresses[0][1]
+
+        try:
+            loop.run_until_complete(setup())
+        except BaseException as exc:
+            failure.append(exc)
+            started.set()
+            loop.close()
+            return
+        started.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(self._runner.cleanup())
+            loop.close()
+
+    def stop(self) -> None:
+        """Stop serving and join the thread (idempotent); the port is kept for :meth:`start`."""
+        if self._thread is None or self._loop is None:
+            return
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._thread = None
+
+    def __enter__(self) -> FunctionServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
