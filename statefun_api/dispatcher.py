@@ -201,6 +201,7 @@ class FunctionDispatcher(StreamOperator):
             "delayed_cancelled": 0,
             "remote_requests": 0,
             "remote_handshakes": 0,
+            "remote_retries": 0,
         }
 
     # ------------------------------------------------------------------ lifecycle

@@ -411,6 +411,8 @@ class RemoteFunctions:
             return  # not (or no longer) in flight: ignore
         call = self._inflight[key]
         address = self._address(key)
+        if result.attempts > 1:
+            self.d.counters["remote_retries"] += result.attempts - 1
         where = f"remote function {key[0]!r} at {call.url!r} (address {address}, {len(call.records)} message(s))"
         if result.error is not None:
             raise RemoteFunctionError(f"{where} failed: {result.error}", address=address, message_typename=call.records[0][4])

@@ -296,3 +296,28 @@ def test_our_handler_answers_an_sdk_built_request() -> None:
     egress = types_pb2.StringWrapper()
     egress.ParseFromString(result.outgoing_egresses[0].argument.value)
     assert egress.value == "hi carol"
+
+
+def test_our_handler_asks_an_sdk_built_request_for_missing_state() -> None:
+    """The handshake reply of raystream's handler, decoded by the SDK's protobuf classes."""
+    pb = rr_pb2.ToFunction()
+    pb.invocation.target.namespace = "com.example"
+    pb.invocation.target.type = "greeter"
+    pb.invocation.target.id = "dave"
+    pb.invocation.state.add(state_name="stale")  # 'seen' and 'profile' are missing
+    inv = pb.invocation.invocations.add()
+    inv.argument.typename = "io.statefun.types/string"
+    inv.argument.has_value = True
+    inv.argument.value = types_pb2.StringWrapper(value="hi").SerializeToString()
+    reply = rr_pb2.FromFunction()
+    reply.ParseFromString(
+        RequestReplyHandler(build_functions(statefun_api)).handle_sync(pb.SerializeToString())
+    )
+    assert reply.WhichOneof("response") == "incomplete_invocation_context"
+    missing = {v.state_name: v for v in reply.incomplete_invocation_context.missing_values}
+    assert sorted(missing) == ["profile", "seen"]
+    mode = rr_pb2.FromFunction.ExpirationSpec.ExpireMode
+    assert missing["seen"].type_typename == "io.statefun.types/int"
+    assert missing["seen"].expiration_spec.mode == mode.Value("AFTER_INVOKE")
+    assert missing["seen"].expiration_spec.expire_after_millis == 5 * 60 * 1000
+    assert missing["profile"].expiration_spec.mode == mode.Value("AFTER_WRITE")
