@@ -26,6 +26,7 @@ from statefun_api.effects import (
     InvocationResult,
     OutgoingMessage,
 )
+from statefun_api.endpoints import RemoteEndpoint, load_module_yaml, remote_endpoint
 from statefun_api.errors import FunctionNotFound, ProtocolError, StatefulFunctionError
 from statefun_api.functions import StatefulFunction, StatefulFunctions
 from statefun_api.handler import RequestReplyHandler
@@ -87,6 +88,10 @@ __all__ = [
     "invoke_async",
     # protocol
     "RequestReplyHandler",
+    # remote functions
+    "RemoteEndpoint",
+    "remote_endpoint",
+    "load_module_yaml",
     # errors
     "StatefulFunctionError",
     "FunctionNotFound",

@@ -369,15 +369,18 @@ def test_a_request_in_flight_at_a_snapshot_is_sent_again_after_restore(recorder)
         restored.run_until_idle()
         assert sorted(restored.egress(EGRESS)) == ["hi ann #2", "hi ann #3"]
     # the restored dispatcher sent the in-flight message and the queued one as one batch
-    # (the held first attempt was dropped with its connection when its dispatcher closed)
-    assert recorder.invocations("ann")[-1] == 2
+    # (whether the server still answered the held first attempt, nobody was listening)
+    assert 2 in recorder.invocations("ann")
 
 
 def test_end_input_waits_for_calls_in_flight(recorder):
     with dispatchers(recorder) as run:
+        recorder.hold.clear()
         run.send(greet("ann"), greet("bob"))
+        assert recorder.arrived.wait(10)
         op = run.dispatchers[0]
-        assert op.remote_in_flight() >= 1
+        assert op.remote_in_flight() == 2 and not op.is_idle()
+        threading.Timer(0.1, recorder.hold.set).start()  # answer while end_input() waits
         op.end_input()
         assert op.is_idle()
         assert sorted(run.egress(EGRESS)) == ["hi ann #1", "hi bob #1"]
