@@ -161,6 +161,17 @@ class RemoteCaller:
         asyncio.run_coroutine_threadsafe(self._call(call_id, endpoint, url, body), self._loop)
 
     async def _call(self, call_id: int, ep: RemoteEndpoint, url: str, body: bytes) -> None:
+        try:
+            result = await self._attempts(call_id, ep, url, body)
+        except asyncio.CancelledError:
+            raise  # closed: nobody waits for the result
+        except Exception as exc:  # never leave the dispatcher waiting for a call that died
+            result = CallResult(call_id, None, f"unexpected {type(exc).__name__}: {exc}", 1, None)
+        self.completions.put(result)
+        if not self._closed:
+            self._notify()
+
+    async def _attempts(self, call_id: int, ep: RemoteEndpoint, url: str, body: bytes) -> CallResult:
         aiohttp = self._aiohttp
         loop = asyncio.get_running_loop()
         deadline = loop.time() + ep.call_timeout_s
@@ -201,9 +212,7 @@ class RemoteCaller:
             await asyncio.sleep(delay)
         if result is None:
             result = CallResult(call_id, None, f"gave up after {attempts} attempt(s), {reason}; last error: {last}", attempts, status)
-        self.completions.put(result)
-        if not self._closed:
-            self._notify()
+        return result
 
     def close(self) -> None:
         """Cancel calls in flight, close the session and stop the thread (idempotent)."""
