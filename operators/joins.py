@@ -231,6 +231,11 @@ class CoGroupWindowOperator(WindowOperator):
             stamps = self.side_assigners[input_index].timestamps(batch).tolist()
         return [(input_index, r) for r in records], keys, stamps
 
+    def _pane_elements(self, batch: Batch, input_index: int) -> tuple[list, list, Any, int, int]:
+        values, keys, stamps = self._elements(batch, input_index)
+        assert stamps is not None  # pane mode is event time only
+        return values, keys, stamps, min(stamps), max(stamps)
+
     def _flush(self) -> None:
         if self._late:
             self._late = [v[1] for v in self._late]

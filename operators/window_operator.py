@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 LIST, REDUCE, AGGREGATE = "list", "reduce", "aggregate"
 _NONE: Any = object()
+_NEVER = 2**63 - 1  # "no pane to fire"
 
 
 class _TriggerCtx(TriggerContext):
@@ -138,6 +139,12 @@ class WindowOperator(StreamOperator):
         # are assigned per batch and accumulated per (key, window) in plain dicts.
         self._fast_fire = type(self.trigger) is EventTimeTrigger and assigner.is_event_time and not assigner.is_merging
         self._fast_tumbling = self._fast_fire and type(assigner) is TumblingEventTimeWindows
+        # Pane mode (tumbling, default trigger, no allowed lateness): one pane per window
+        # start holds {key: contents}; a pane fires as a whole when the watermark passes
+        # its end, so no per-(key, window) timer exists at all.
+        self._panes_mode = self._fast_tumbling and allowed_lateness == 0
+        self._panes: dict[int, dict[Any, Any]] = {}  # window start -> key -> contents
+        self._pane_fire = _NEVER  # smallest max_timestamp among the panes
         self._key_getter = _plain_getter(key_of)
         ta = timestamp_assigner
         self._ts_getter = (
@@ -168,7 +175,14 @@ class WindowOperator(StreamOperator):
                     self.trig.update(trig)
             if "watermark" in st.get("timers", {}):
                 self.timers.watermark = max(self.timers.watermark, st["timers"]["watermark"])
-        self.timers.restore([s.get("timers") for s in self._restored if s], ctx.key_group_range)
+        if self._panes_mode:  # restored (key -> window -> contents) become panes; no timers needed
+            for key, per_key in self.contents.items():
+                for w, acc in per_key.items():
+                    self._panes.setdefault(w.start, {})[key] = acc
+            self.contents = {}
+            self._pane_fire = min(self._panes, default=_NEVER - self.assigner.size) + self.assigner.size - 1
+        else:
+            self.timers.restore([s.get("timers") for s in self._restored if s], ctx.key_group_range)
         self._restored = []
         if self.window_function is not None:
             self.window_function.open(RuntimeContext(ctx))
@@ -196,6 +210,10 @@ class WindowOperator(StreamOperator):
         return records, keys, stamps
 
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
+        if self._panes_mode:
+            self._process_panes(batch, input_index)
+            self._flush()
+            return
         if self._fast_tumbling and self._process_tumbling(batch):
             self._flush()
             return
@@ -267,6 +285,131 @@ class WindowOperator(StreamOperator):
             idx = np.flatnonzero(starts == s).tolist()
             self._fold_window(s, [keys[i] for i in idx], [records[i] for i in idx])
         return True
+
+    # ------------------------------------------------------------------ tumbling panes
+    def _batch_keys(self, records: list) -> list:
+        getter = self._key_getter
+        if getter is not None:
+            try:
+                return list(map(getter, records))
+            except Exception:
+                pass  # the generic selector below raises the error that names the record
+        key_of = self.key_of
+        try:
+            return [key_of(r) for r in records]
+        except Exception as exc:
+            bad = next(r for r in records if not _safe(key_of, r))
+            raise UserCodeError(bad, exc) from exc
+
+    def _batch_timestamps(self, batch: Batch, records: list) -> tuple[Any, int, int]:
+        """(timestamps as a list or int64 array, min, max) of a non-empty batch."""
+        ts = batch.timestamps
+        if ts is not None and len(ts) == len(records):
+            return ts, int(ts.min()), int(ts.max())
+        if self._ts_getter is not None and not batch.is_columnar:
+            try:
+                raw = list(map(self._ts_getter, records))
+                mn, mx = min(raw), max(raw)
+                if type(mn) is int and type(mx) is int:
+                    return raw, mn, mx
+            except Exception:
+                pass  # timestamps() below raises the error that names the record
+        arr = self.timestamp_assigner.timestamps(batch)
+        return arr, int(arr.min()), int(arr.max())
+
+    def _pane_elements(self, batch: Batch, input_index: int) -> tuple[list, list, Any, int, int]:
+        """(values to store, keys, timestamps, min, max) of a non-empty batch (pane mode)."""
+        records = batch.records()
+        raw, mn, mx = self._batch_timestamps(batch, records)
+        return records, self._batch_keys(records), raw, mn, mx
+
+    def _process_panes(self, batch: Batch, input_index: int) -> None:
+        """Pane mode: assign the windows of a whole batch at once and fold each window's
+        records into its pane; records of windows the watermark has passed are late."""
+        if len(batch) == 0:
+            return
+        records, keys, raw, mn, mx = self._pane_elements(batch, input_index)
+        n = len(records)
+        size, off = self.assigner.size, self.assigner.offset
+        wm = self.timers.watermark
+        first = mn - (mn - off) % size
+        if mx - (mx - off) % size == first:  # the whole batch falls into one window
+            if first + size - 1 <= wm:
+                self._late.extend(records)
+            else:
+                self._fold_pane(first, keys, records)
+            return
+        st = np.asarray(raw, dtype=np.int64)
+        starts = st - (st - off) % size
+        steps = np.diff(starts)
+        if not (steps < 0).any():  # in timestamp order: contiguous runs per window
+            bounds = [0, *(np.flatnonzero(steps) + 1).tolist(), n]
+            runs = [(int(starts[lo]), lo, hi) for lo, hi in zip(bounds, bounds[1:])]
+            for start, lo, hi in runs:
+                if start + size - 1 <= wm:
+                    self._late.extend(records[lo:hi])
+                else:
+                    self._fold_pane(start, keys[lo:hi], records[lo:hi])
+            return
+        order = np.argsort(starts, kind="stable")  # record order kept within each window
+        sorted_starts = starts[order]
+        cuts = [0, *(np.flatnonzero(np.diff(sorted_starts)) + 1).tolist(), n]
+        late_idx: list[int] = []
+        for lo, hi in zip(cuts, cuts[1:]):
+            start = int(sorted_starts[lo])
+            idx = order[lo:hi].tolist()
+            if start + size - 1 <= wm:
+                late_idx.extend(idx)
+            else:
+                self._fold_pane(start, [keys[i] for i in idx], [records[i] for i in idx])
+        if late_idx:
+            self._late.extend(records[i] for i in sorted(late_idx))
+
+    def _fold_pane(self, start: int, keys: list, values: list) -> None:
+        """Add ``values`` (keyed by ``keys``, in record order) to the pane of window
+        ``[start, start + size)``."""
+        pane = self._panes.get(start)
+        if pane is None:
+            pane = self._panes[start] = {}
+            fire = start + self.assigner.size - 1
+            if fire < self._pane_fire:
+                self._pane_fire = fire
+        kind, fn = self.kind, self.fn
+        get = pane.get
+        v: Any = None
+        try:
+            if kind == REDUCE:
+                for k, v in zip(keys, values):
+                    acc = get(k, _NONE)
+                    pane[k] = v if acc is _NONE else fn(acc, v)
+            elif kind == AGGREGATE:
+                create, add = fn.create_accumulator, fn.add
+                for k, v in zip(keys, values):
+                    acc = get(k, _NONE)
+                    pane[k] = add(v, create() if acc is _NONE else acc)
+            else:
+                for k, v in zip(keys, values):
+                    acc = get(k)
+                    if acc is None:
+                        pane[k] = [v]
+                    else:
+                        acc.append(v)
+        except Exception as exc:
+            raise UserCodeError(v, exc) from exc
+
+    def _fire_panes(self, watermark: int) -> None:
+        """Emit every pane whose window ends at or before ``watermark``, oldest first,
+        keys in the order they were first seen (as per-key timers would fire)."""
+        panes, size = self._panes, self.assigner.size
+        for start in sorted(s for s in panes if s + size - 1 <= watermark):
+            pane = panes.pop(start)
+            if self.kind == REDUCE and self.window_function is None:
+                self._out.extend(pane.values())
+                continue
+            w = TimeWindow(start, start + size)
+            for key, acc in pane.items():
+                self._emit_window(key, w, acc)
+        self._pane_fire = min(panes, default=_NEVER - size) + size - 1
 
     def _fold_window(self, start: int, keys: list, values: list) -> None:
         """Add ``values`` (keyed by ``keys``, in record order) to window ``[start, start +
@@ -533,6 +676,8 @@ class WindowOperator(StreamOperator):
 
     def process_watermark(self, watermark: Watermark, input_index: int = 0) -> None:
         self.timers.advance_watermark(watermark.timestamp)
+        if self._panes and watermark.timestamp >= self._pane_fire:
+            self._fire_panes(watermark.timestamp)
         self._flush()
         self.output.emit_watermark(watermark)
 
@@ -563,6 +708,11 @@ class WindowOperator(StreamOperator):
     def snapshot_state(self, checkpoint_id: int) -> Any:
         mp = self.ctx.max_parallelism
         groups: dict[int, tuple[dict, dict]] = {}
+        size = self.assigner.size if self._panes_mode else 0
+        for start, pane in self._panes.items():  # same layout as contents: key -> window -> contents
+            w = TimeWindow(start, start + size)
+            for key, acc in pane.items():
+                groups.setdefault(key_group_for(key, mp), ({}, {}))[0].setdefault(key, {})[w] = acc
         for key, per_key in self.contents.items():
             groups.setdefault(key_group_for(key, mp), ({}, {}))[0][key] = per_key
         for key, trig in self.trig.items():
@@ -577,7 +727,7 @@ class WindowOperator(StreamOperator):
 
     def num_open_windows(self) -> int:
         """Number of (key, window) pairs with contents."""
-        return sum(len(v) for v in self.contents.values())
+        return sum(len(v) for v in self.contents.values()) + sum(len(p) for p in self._panes.values())
 
 
 def _plain_getter(key_of: Callable[[Any], Any]) -> Any:

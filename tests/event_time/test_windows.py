@@ -4,10 +4,11 @@ in-order and shuffled input, parallelism 1 and N, late data, sessions, snapshot/
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pyarrow as pa
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from checkpoint import AggregateFunction
@@ -21,6 +22,7 @@ from operators.windowed_stream import _SpecsWindowFunction
 from operators.windows import (
     CountTrigger,
     EventTimeSessionWindows,
+    EventTimeTrigger,
     GlobalWindows,
     ProcessWindowFunction,
     PurgingTrigger,
@@ -246,9 +248,9 @@ def test_count_windows_and_processing_time_windows():
 
 
 @pytest.mark.parametrize("fast", [True, False])
-def test_snapshot_restore_continues_identically(fast):
+@pytest.mark.parametrize("assigner", [SlidingEventTimeWindows.of(100, 50), TumblingEventTimeWindows.of(100)])
+def test_snapshot_restore_continues_identically(fast, assigner):
     rows = events(2000, disorder=20, seed=5)
-    assigner = SlidingEventTimeWindows.of(100, 50)
 
     def make():
         if fast:
@@ -285,3 +287,65 @@ def test_snapshot_restore_continues_identically(fast):
     after = full.records()[before:]
     got = [r for h in restored for r in h.records()]
     assert as_tuples(got) == as_tuples(after)
+
+
+class _GenericTrigger(EventTimeTrigger):
+    """EventTimeTrigger by behaviour, but not by type: forces the per-record timer path."""
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    stamps=st.lists(st.integers(0, 600), min_size=1, max_size=120),
+    chunk=st.integers(1, 40),
+    lag=st.integers(0, 120),
+    kind=st.sampled_from([REDUCE, AGGREGATE, LIST]),
+)
+# a batch behind a watermark that is exactly a window's max timestamp (49): one window,
+# several windows in order, several windows out of order
+@example(stamps=[10, 49, 30, 20], chunk=2, lag=0, kind=AGGREGATE)
+@example(stamps=[10, 49, 30, 60], chunk=2, lag=0, kind=REDUCE)
+@example(stamps=[10, 49, 60, 30], chunk=2, lag=0, kind=LIST)
+def test_tumbling_panes_equal_the_per_record_timer_path(stamps, chunk, lag, kind):
+    """Pane mode (one pane per window, fired as a whole) gives the same results, in the
+    same order, and the same late records as the generic per-(key, window) timer path,
+    for out-of-order input with records behind the watermark."""
+    rows = [{"key": f"k{i % 7}", "ts": t} for i, t in enumerate(stamps)]
+    fn: Any = {REDUCE: lambda a, b: {"key": a["key"], "ts": a["ts"], "n": a.get("n", 1) + 1},
+               AGGREGATE: _Count(), LIST: None}[kind]
+    wf = _KeyWindowCount() if kind == LIST else None
+
+    def run(trigger):
+        op = WindowOperator(KeySelector("key").key_of, TumblingEventTimeWindows.of(50), kind, fn, wf,
+                            trigger=trigger, late_tag="late", timestamp_assigner=TS)
+        assert op._panes_mode == (trigger is None)
+        h = OperatorHarness(op)
+        max_ts = -1
+        for i in range(0, len(rows), chunk):
+            part = rows[i : i + chunk]
+            h.process(part)
+            max_ts = max(max_ts, *(r["ts"] for r in part))
+            h.advance_watermark(max_ts - lag)
+        h.end_input()
+        assert op.num_open_windows() == 0
+        return h.records(), h.side_records("late")
+
+    assert run(None) == run(_GenericTrigger())
+
+
+class _Count(AggregateFunction):
+    def create_accumulator(self):
+        return 0
+
+    def add(self, value, acc):
+        return acc + 1
+
+    def get_result(self, acc):
+        return acc
+
+    def merge(self, a, b):
+        return a + b
+
+
+class _KeyWindowCount(ProcessWindowFunction):
+    def process(self, key, context, elements):
+        yield (key, context.window.start, len(list(elements)))
