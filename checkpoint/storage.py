@@ -212,7 +212,7 @@ class CheckpointStorage:
             self._mkdir(self._base)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (CheckpointStorage, ((self._fs, self._base),))
+        return (type(self), ((self._fs, self._base),))  # subclasses stay subclasses
 
     def __repr__(self) -> str:
         return f"CheckpointStorage({self._fs.type_name}:{self._base!r})"

@@ -149,6 +149,9 @@ class JobMaster:
         self._stopping = False
         self._savepoint_requests: list[tuple] = []
         self._carried: dict[str, list] = {}  # sink uid -> committables of aborted checkpoints
+        self._completing = 0  # checkpoints whose metadata/commit is being written right now
+        self._completed_all = asyncio.Event()
+        self._completed_all.set()
         self._aborted_ids: set[int] = set()
         self._savepoint_waiters: dict[str, list] = {}
         self._idle_requests: set[int] = set()
@@ -298,6 +301,8 @@ class JobMaster:
                     self._aborted_ids.add(self.coordinator.pending.checkpoint_id)
                     self.coordinator.abort("the job failed and restarts")
                 await asyncio.sleep(delay)
+                await self._wait_for_completions()
+                self._carried = {}  # (a completion that failed meanwhile may have put some back)
                 try:
                     restore = await asyncio.to_thread(self._plan_from_latest_checkpoint)
                 except CheckpointError as cexc:
@@ -306,6 +311,7 @@ class JobMaster:
                     self.finished_at = time.time()
                     raise cexc
                 self.status = "RUNNING"
+        await self._wait_for_completions()
         for uid, committer in self.committers.items():
             final = list(self._carried.get(uid, [])) + [c for r in results for c in r.committables.get(uid, [])]
             if final:
@@ -433,20 +439,29 @@ class JobMaster:
             return
         carried, self._carried = self._carried, {}
         p.carried = carried
+        # The end of the job and a restart wait for this (_wait_for_completions): the final
+        # commit must include what this checkpoint commits, a restore must see its metadata.
+        self._completing += 1
+        self._completed_all.clear()
         try:
-            metadata = await asyncio.to_thread(self.coordinator.complete, p, self._graph_info())
-        except Exception as exc:
-            self.coordinator.pending = p
-            self._carried = carried
-            self._abort_pending(f"writing metadata failed: {exc!r}")
-            return
-        for uid, committer in self.committers.items():
-            comms = list(carried.get(uid, []))
-            op = metadata["operators"].get(uid)
-            if op:
-                comms += [c for entry in op["subtasks"].values() for c in entry.get("committables") or []]
-            if comms:
-                committer.commit(comms)
+            try:
+                metadata = await asyncio.to_thread(self.coordinator.complete, p, self._graph_info())
+            except Exception as exc:
+                self.coordinator.pending = p
+                self._carried = carried
+                self._abort_pending(f"writing metadata failed: {exc!r}")
+                return
+            for uid, committer in self.committers.items():
+                comms = list(carried.get(uid, []))
+                op = metadata["operators"].get(uid)
+                if op:
+                    comms += [c for entry in op["subtasks"].values() for c in entry.get("committables") or []]
+                if comms:
+                    committer.commit(comms)
+        finally:
+            self._completing -= 1
+            if not self._completing:
+                self._completed_all.set()
         for actor in self.actors.values():
             actor.notify_checkpoint_complete.remote(checkpoint_id)
         if p.savepoint is not None:
@@ -456,6 +471,10 @@ class JobMaster:
                 self._resolve_savepoint(p.savepoint, exc)
                 return
             self._resolve_savepoint(p.savepoint, path)
+
+    async def _wait_for_completions(self) -> None:
+        """Wait until no checkpoint is being completed (metadata written, committed)."""
+        await self._completed_all.wait()
 
     async def decline_checkpoint(self, attempt: int, checkpoint_id: int, vertex_id: int, subtask: int, reason: str) -> None:
         """A task could not take ``checkpoint_id``: abort it (the job goes on)."""

@@ -100,6 +100,28 @@ class RayCheckpointHooks(TaskHooks):
         self.master = master
         self.attempt = attempt
         self.writer = writer  # callable(state)->state handles, runs off the mailbox thread
+        self._calls: list = []  # acks/declines sent, not yet known to be processed
+        self._lock = threading.Lock()
+
+    def _sent(self, ref: Any) -> None:
+        with self._lock:
+            if self._calls:  # forget the calls already processed
+                _, self._calls = ray.wait(self._calls, num_returns=len(self._calls), timeout=0)
+            self._calls.append(ref)
+
+    def flush(self, timeout_s: float = 60.0) -> None:
+        """Wait until every snapshot queued for writing has been acked or declined and the
+        master has processed those calls. A finishing task calls this before it reports
+        its result: otherwise the master could finish the job (final commit) before the
+        ack of the task's last checkpoint, whose committables would then be lost."""
+        if self.writer is not None:
+            self.writer.drain()
+        with self._lock:
+            calls, self._calls = self._calls, []
+        if calls:
+            ready, pending = ray.wait(calls, num_returns=len(calls), timeout=timeout_s)
+            if pending:
+                log.warning("%d checkpoint ack(s) not processed by the job master after %.0fs", len(pending), timeout_s)
 
     def acknowledge(self, checkpoint_id: int, vertex_id: int, subtask: int, state: dict) -> None:
         if self.writer is None:
@@ -111,10 +133,10 @@ class RayCheckpointHooks(TaskHooks):
         )
 
     def _send_ack(self, checkpoint_id: int, vertex_id: int, subtask: int, state: Any) -> None:
-        self.master.acknowledge_checkpoint.remote(self.attempt, checkpoint_id, vertex_id, subtask, state)
+        self._sent(self.master.acknowledge_checkpoint.remote(self.attempt, checkpoint_id, vertex_id, subtask, state))
 
     def decline(self, checkpoint_id: int, vertex_id: int, subtask: int, reason: str) -> None:
-        self.master.decline_checkpoint.remote(self.attempt, checkpoint_id, vertex_id, subtask, reason)
+        self._sent(self.master.decline_checkpoint.remote(self.attempt, checkpoint_id, vertex_id, subtask, reason))
 
     def report_idle(self, vertex_id: int, subtask: int) -> None:
         self.master.task_idle.remote(self.attempt, vertex_id, subtask)
@@ -126,6 +148,7 @@ class TaskActor:
 
     def __init__(self) -> None:
         self.task: Task | None = None
+        self._hooks: RayCheckpointHooks | None = None
         self._task_ref: list = []
         # The mailbox thread (not the event loop) calls ray.wait/ray.get on channel acks;
         # Ray's "blocking get inside async actor" warning does not apply to it.
@@ -147,7 +170,7 @@ class TaskActor:
             from .snapshots import AsyncSnapshotWriter
 
             writer = AsyncSnapshotWriter(storage, spec.job_id)
-        hooks = RayCheckpointHooks(master, spec.attempt, writer)
+        hooks = self._hooks = RayCheckpointHooks(master, spec.attempt, writer)
         from .snapshots import keyed_backend_factory
 
         self.task = Task(spec, senders, hooks=hooks, keyed_backend_factory=keyed_backend_factory)
@@ -187,6 +210,11 @@ class TaskActor:
             )
             loop.call_soon_threadsafe(_fail, fut, err)
             return
+        if self._hooks is not None:
+            try:
+                self._hooks.flush()
+            except Exception:  # noqa: BLE001 - the master is gone: nothing left to report to
+                log.warning("flushing checkpoint acks of task %r failed", task.spec.task_name, exc_info=True)
         loop.call_soon_threadsafe(_resolve, fut, result)
 
     async def trigger_checkpoint(self, checkpoint_id: int, timestamp_ms: int, savepoint: bool) -> None:

@@ -68,5 +68,9 @@ class AsyncSnapshotWriter:
             return
         send_ack(cid, vertex_id, subtask, handles)
 
+    def drain(self) -> None:
+        """Block until every snapshot submitted so far is written and acked/declined."""
+        self._pool.submit(lambda: None).result()
+
     def close(self) -> None:
         self._pool.shutdown(wait=False)
