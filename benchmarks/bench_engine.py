@@ -13,7 +13,10 @@ result digest-checked by the harness before it is timed:
   with ``emit="final"``, Flink's BATCH-mode reduce); ``raystream-batch`` =
   ``key_by("key").aggregate(sum=("value", "sum"), emit="final")``; ``raystream-batch-p1`` /
   ``raystream-record-p1``: the same at parallelism 1 (the p2/p1 speed-up target).
-* ``window``: registered only if ``KeyedStream.window`` exists.
+* ``window``: ``raystream-record`` = ``assign_timestamps_and_watermarks(monotonous, "ts")
+  -> key_by("key") -> window(TumblingEventTimeWindows.of(1 s)).aggregate(Count(),
+  WithWindow())`` (a user ``add`` per record, record-API pane mode); ``raystream-batch`` =
+  the same window with the named-spec ``aggregate(count=("value", "count"))`` (vectorized).
 
 Other measurements (job start, latency, memory) run with ``python -m benchmarks.bench_engine
 --extras``; see :func:`main`.
@@ -39,6 +42,8 @@ __all__ = [
     "stateless_batch",
     "keyed_sum_record",
     "keyed_sum_batch",
+    "window_record",
+    "window_batch",
     "job_start_time",
     "latency_probe",
     "memory_probe",
@@ -153,6 +158,33 @@ def _p1(fn):
     return run
 
 
+# ----------------------------------------------------------------------------- window
+def _windowed(path: str, parallelism: int) -> tuple[rs.StreamEnvironment, Any]:
+    from benchmarks.baselines import WINDOW_MS
+    from operators.time import WatermarkStrategy
+    from operators.windows import TumblingEventTimeWindows
+
+    env = _env(parallelism)
+    strategy = WatermarkStrategy.for_monotonous_timestamps().with_timestamp_column("ts")
+    stream = env.read_parquet(path, batch_size=BATCH).assign_timestamps_and_watermarks(strategy)
+    return env, stream.key_by("key").window(TumblingEventTimeWindows.of(WINDOW_MS))
+
+
+def window_record(path: str, parallelism: int = PARALLELISM) -> list[tuple]:
+    from benchmarks.bench_window import Count, WithWindow
+
+    env, windowed = _windowed(path, parallelism)
+    windowed.aggregate(Count(), WithWindow()).collect()
+    return [tuple(r) for r in env.execute_and_collect("window-record")]
+
+
+def window_batch(path: str, parallelism: int = PARALLELISM) -> pa.Table:
+    env, windowed = _windowed(path, parallelism)
+    windowed.aggregate(count=("value", "count")).collect()
+    t = _collected(env, "window-batch")
+    return t.select(["key", "window_start", "count"])
+
+
 register_session(_setup, _teardown)
 register("stateless", "raystream-record", stateless_record, api="record")
 register("stateless", "raystream-batch", stateless_batch, api="batch")
@@ -160,6 +192,8 @@ register("keyed_sum", "raystream-record", keyed_sum_record, api="record")
 register("keyed_sum", "raystream-record-p1", _p1(keyed_sum_record), api="record")
 register("keyed_sum", "raystream-batch", keyed_sum_batch, api="batch")
 register("keyed_sum", "raystream-batch-p1", _p1(keyed_sum_batch), api="batch")
+register("window", "raystream-record", window_record, api="record")
+register("window", "raystream-batch", window_batch, api="batch")
 
 
 # ----------------------------------------------------------------------------- extras
