@@ -19,7 +19,6 @@ import time
 import ray
 
 import raystream as rs
-from engine.master import task_actor_name
 
 from .datagen import ensure_parquet
 
@@ -59,7 +58,7 @@ def recovery_time(chk_dir: str) -> float:
     client = env.execute_async("recovery-bench")
     time.sleep(2.0)
     info = client.info()
-    actor = ray.get_actor(task_actor_name(client.job_id, 1, 0, info["attempt"]), namespace="raystream")
+    actor = client.task_actor(1, 0)
     before = client.metrics()["operators"].get("reduce", {}).get("records_in", 0)
     t0 = time.perf_counter()
     ray.kill(actor, no_restart=True)

@@ -118,6 +118,19 @@ class JobClient:
                 raise cause from None
             raise
 
+    def task_actor(self, vertex_id: int, subtask: int) -> Any:
+        """The Ray actor (a task executor) hosting subtask ``subtask`` of job-graph vertex
+        ``vertex_id`` in the current attempt, e.g. to kill it in a failure drill. With slot
+        sharing (the default) that actor also hosts subtask ``subtask`` of the other vertices.
+
+        Example:
+            >>> ray.kill(client.task_actor(1, 0), no_restart=True)        # doctest: +SKIP
+        """
+        names = ray.get(self._master.task_actor_names.remote())
+        if (vertex_id, subtask) not in names:
+            raise RaystreamError(f"job {self.name!r} has no running task ({vertex_id}, {subtask}); tasks: {sorted(names)}")
+        return ray.get_actor(names[(vertex_id, subtask)], namespace="raystream")
+
     def cancel(self) -> None:
         """Cancel the job; ``wait()`` then raises :class:`JobCancelled`."""
         if not self._closed:

@@ -22,11 +22,11 @@ from checkpoint.coordinator import CheckpointCoordinator, build_restore_plan
 
 from .errors import CheckpointError, JobCancelled, JobFailed
 from .graph import JobGraph
-from .ray_runtime import TaskActor
+from .ray_runtime import TaskActor, TaskRef
 from .restart import RestartStrategy
 from .task import InputInfo, OutputInfo, TaskConfig, TaskResult, TaskSpec
 
-__all__ = ["JobConfig", "JobMaster", "build_task_specs", "task_actor_name"]
+__all__ = ["JobConfig", "JobMaster", "build_task_specs", "task_actor_name", "slot_of"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ class JobConfig:
     clock: Any = None
     from_savepoint: str | None = None
     allow_non_restored_state: bool = False
+    slot_sharing: bool = True  # one TaskActor per subtask index hosts that subtask of every vertex
 
 
 def build_task_specs(job_id: str, graph: JobGraph, config: JobConfig, attempt: int, splits: dict,
@@ -96,9 +97,16 @@ def build_task_specs(job_id: str, graph: JobGraph, config: JobConfig, attempt: i
     return specs
 
 
-def task_actor_name(job_id: str, vertex_id: int, subtask: int, attempt: int) -> str:
-    """The Ray actor name of a task (namespace ``raystream``): for tooling and failure tests."""
-    return f"raystream-task:{job_id}:{vertex_id}:{subtask}:{attempt}"
+def task_actor_name(job_id: str, slot: str, attempt: int) -> str:
+    """The Ray actor name of a task executor (namespace ``raystream``). ``slot`` is ``"s<i>"``
+    with slot sharing (the actor hosting subtask i of every vertex), else ``"v<id>-s<i>"``.
+    Tooling and failure tests find the actor of a task with ``JobClient.task_actor(v, s)``."""
+    return f"raystream-task:{job_id}:{slot}:{attempt}"
+
+
+def slot_of(vertex_id: int, subtask: int, slot_sharing: bool) -> str:
+    """The executor slot hosting subtask ``subtask`` of vertex ``vertex_id``."""
+    return f"s{subtask}" if slot_sharing else f"v{vertex_id}-s{subtask}"
 
 
 def assign_splits(splits: list, parallelism: int) -> list[list]:
@@ -120,7 +128,8 @@ class JobMaster:
         self.status = "CREATED"
         self.attempt = 0
         self.restarts = 0
-        self.actors: dict[tuple[int, int], Any] = {}
+        self.actors: dict[tuple[int, int], Any] = {}  # (vertex, subtask) -> TaskRef
+        self.executors: dict[str, Any] = {}  # slot -> TaskActor
         self.task_metrics: dict = {}
         self.error: JobFailed | None = None
         self.started = time.time()
@@ -210,6 +219,11 @@ class JobMaster:
 
     async def cancel(self) -> None:
         self._cancel.set()
+
+    async def task_actor_names(self) -> dict[tuple[int, int], str]:
+        """``{(vertex id, subtask): name of the TaskActor hosting it}`` for the running attempt."""
+        return {key: task_actor_name(self.job_id, slot_of(key[0], key[1], self.config.slot_sharing), self.attempt)
+                for key in self.actors}
 
     # -------------------------------------------------------------- feedback-loop termination
     async def task_idle(self, attempt: int, vertex_id: int, subtask: int) -> None:
@@ -534,15 +548,20 @@ class JobMaster:
 
     async def _deploy(self, source_splits: dict, restore: dict | None) -> dict:
         specs = build_task_specs(self.job_id, self.graph, self.config, self.attempt, source_splits, restore)
+        executors: dict[str, Any] = {}
         actors = {}
         for key in specs:
-            actors[key] = TaskActor.options(
-                num_cpus=self.config.task_num_cpus,
-                name=task_actor_name(self.job_id, key[0], key[1], self.attempt),
-                namespace="raystream",
-                max_concurrency=1000,
-                scheduling_strategy="SPREAD",
-            ).remote()
+            slot = slot_of(key[0], key[1], self.config.slot_sharing)
+            if slot not in executors:
+                executors[slot] = TaskActor.options(
+                    num_cpus=self.config.task_num_cpus,
+                    name=task_actor_name(self.job_id, slot, self.attempt),
+                    namespace="raystream",
+                    max_concurrency=1000,
+                    scheduling_strategy="SPREAD",
+                ).remote()
+            actors[key] = TaskRef(executors[slot], key)
+        self.executors = executors
         self.actors = actors
         me = ray.get_runtime_context().current_actor
         setups = []
@@ -613,8 +632,8 @@ class JobMaster:
         return results
 
     async def _teardown(self) -> None:
-        actors, self.actors = self.actors, {}
-        for actor in actors.values():
+        executors, self.executors, self.actors = self.executors, {}, {}
+        for actor in executors.values():
             try:
                 ray.kill(actor, no_restart=True)
             except Exception:  # already gone

@@ -2,8 +2,10 @@
 
 * :class:`RaySender` — the channel transport: one Ray actor call per send, items are Arrow
   RecordBatches plus piggybacked control events; credits are the unacknowledged calls.
-* :class:`TaskActor` — hosts one :class:`~engine.task.Task`; its mailbox thread runs the
-  task while the actor's event loop accepts pushes and control calls.
+* :class:`TaskActor` — a task executor hosting one :class:`~engine.task.Task` or, with slot
+  sharing, one subtask of each vertex; every task's mailbox thread runs it while the
+  actor's event loop accepts pushes and control calls. :class:`TaskRef` addresses one
+  hosted task; co-located tasks exchange data in process.
 * :func:`ensure_ray` — starts the embedded local Ray (dashboard off) when none is connected.
 """
 
@@ -20,12 +22,12 @@ from typing import Any
 import cloudpickle
 import ray
 
-from .channels import Cancelled, ChannelSender
+from .channels import Cancelled, ChannelSender, LocalSender
 from .errors import ConfigError, JobFailed
 from .events import Barrier
 from .task import Task, TaskHooks, TaskSpec
 
-__all__ = ["ensure_ray", "RaySender", "TaskActor", "RayCheckpointHooks"]
+__all__ = ["ensure_ray", "RaySender", "TaskActor", "TaskRef", "RayCheckpointHooks"]
 
 log = logging.getLogger(__name__)
 _started_here = False
@@ -142,25 +144,87 @@ class RayCheckpointHooks(TaskHooks):
         self.master.task_idle.remote(self.attempt, vertex_id, subtask)
 
 
-@ray.remote(num_cpus=0)
-class TaskActor:
-    """Hosts one Task. Methods are called by the job master and by upstream tasks."""
+class TaskRef:
+    """One task hosted by a :class:`TaskActor`: ``ref.push.remote(*args)`` calls
+    ``actor.push.remote(key, *args)``, so callers treat a hosted task like an actor.
+    Picklable (it travels to the upstream tasks as their channel target)."""
+
+    __slots__ = ("actor", "key")
+
+    def __init__(self, actor: Any, key: tuple[int, int]) -> None:
+        self.actor = actor
+        self.key = key
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (TaskRef, (self.actor, self.key))
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return _BoundMethod(getattr(self.actor, name), self.key)
+
+    @property
+    def actor_id(self) -> str:
+        return self.actor._actor_id.hex()
+
+
+class _BoundMethod:
+    __slots__ = ("method", "key")
+
+    def __init__(self, method: Any, key: tuple[int, int]) -> None:
+        self.method = method
+        self.key = key
+
+    def remote(self, *args: Any) -> Any:
+        return self.method.remote(self.key, *args)
+
+
+class _Hosted:
+    """A task inside a TaskActor, with its checkpoint hooks."""
+
+    __slots__ = ("task", "hooks", "ref")
 
     def __init__(self) -> None:
         self.task: Task | None = None
-        self._hooks: RayCheckpointHooks | None = None
-        self._task_ref: list = []
-        # The mailbox thread (not the event loop) calls ray.wait/ray.get on channel acks;
-        # Ray's "blocking get inside async actor" warning does not apply to it.
+        self.hooks: RayCheckpointHooks | None = None
+        self.ref: list = []  # [Task] once built: senders use it to notice cancellation
+
+
+@ray.remote(num_cpus=0)
+class TaskActor:
+    """A task executor (Flink's task slot): hosts one :class:`~engine.task.Task`, or with
+    slot sharing (the default) one subtask of every vertex that has that subtask index.
+    Every method takes the hosted task's key ``(vertex id, subtask)`` first. Each task runs
+    on its own mailbox thread; tasks of one actor exchange data in process
+    (:class:`~engine.channels.LocalSender`: no serialization, no Ray call), tasks of
+    different actors through :class:`RaySender`."""
+
+    def __init__(self) -> None:
+        self._hosted: dict[tuple[int, int], _Hosted] = {}
+        self._me = ray.get_runtime_context().get_actor_id()
+        # The mailbox threads (not the event loop) call ray.wait/ray.get on channel acks;
+        # Ray's "blocking get inside async actor" warning does not apply to them.
         import ray._private.worker as _worker
 
         _worker.blocking_get_inside_async_warned = True
 
-    async def setup(self, spec_blob: bytes, downstream: list[list[Any]], master: Any, storage: Any = None) -> None:
+    def _sender(self, out: Any, target: TaskRef, window: int | None, host: _Hosted) -> ChannelSender:
+        if target.actor_id != self._me:
+            return RaySender(out.channel_index, window, target, host.ref)
+        hosted, key = self._hosted, target.key
+
+        def deliver(channel: int, seq: int, items: list, ack: Any) -> None:
+            hosted[key].task.deliver(channel, seq, items, ack)  # set up before any task runs
+
+        return LocalSender(out.channel_index, window, deliver, lambda: bool(host.ref) and host.ref[0].cancelled)
+
+    async def setup(self, key: tuple[int, int], spec_blob: bytes, downstream: list[list[Any]], master: Any,
+                    storage: Any = None) -> None:
         spec: TaskSpec = cloudpickle.loads(spec_blob)
+        host = self._hosted[key] = _Hosted()
         senders = [
             [
-                RaySender(out.channel_index, None if out.feedback else spec.config.credits, downstream[i][t], self._task_ref)
+                self._sender(out, downstream[i][t], None if out.feedback else spec.config.credits, host)
                 for t in range(out.num_targets)
             ]
             for i, out in enumerate(spec.outputs)
@@ -170,76 +234,57 @@ class TaskActor:
             from .snapshots import AsyncSnapshotWriter
 
             writer = AsyncSnapshotWriter(storage, spec.job_id)
-        hooks = self._hooks = RayCheckpointHooks(master, spec.attempt, writer)
+        host.hooks = RayCheckpointHooks(master, spec.attempt, writer)
         from .snapshots import keyed_backend_factory
 
-        self.task = Task(spec, senders, hooks=hooks, keyed_backend_factory=keyed_backend_factory)
-        self._task_ref.append(self.task)
+        host.task = Task(spec, senders, hooks=host.hooks, keyed_backend_factory=keyed_backend_factory)
+        host.ref.append(host.task)
 
-    async def push(self, channel: int, seq: int, items: list) -> None:
+    async def push(self, key: tuple[int, int], channel: int, seq: int, items: list) -> None:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
 
         def ack() -> None:
             loop.call_soon_threadsafe(_resolve, fut)
 
-        self.task.deliver(channel, seq, items, ack)
+        self._hosted[key].task.deliver(channel, seq, items, ack)
         await fut
 
-    async def run(self) -> Any:
+    async def run(self, key: tuple[int, int]) -> Any:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        thread = threading.Thread(target=self._run_thread, args=(loop, fut), name="raystream-mailbox", daemon=True)
+        host = self._hosted[key]
+        thread = threading.Thread(target=_run_thread, args=(host, loop, fut), name=f"raystream-mailbox-{key[0]}-{key[1]}",
+                                  daemon=True)
         thread.start()
         return await fut
 
-    def _run_thread(self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future) -> None:
-        task = self.task
-        try:
-            result: Any = task.run()
-        except Cancelled:
-            result = None
-        except JobFailed as exc:
-            loop.call_soon_threadsafe(_fail, fut, exc)
-            return
-        except BaseException as exc:  # noqa: BLE001 - anything else is a task failure too
-            err = JobFailed(
-                f"task {task.spec.task_name!r} failed: {type(exc).__name__}: {exc}",
-                subtask=task.spec.subtask_index,
-                cause=traceback.format_exc(),
-            )
-            loop.call_soon_threadsafe(_fail, fut, err)
-            return
-        if self._hooks is not None:
-            try:
-                self._hooks.flush()
-            except Exception:  # noqa: BLE001 - the master is gone: nothing left to report to
-                log.warning("flushing checkpoint acks of task %r failed", task.spec.task_name, exc_info=True)
-        loop.call_soon_threadsafe(_resolve, fut, result)
-
-    async def trigger_checkpoint(self, checkpoint_id: int, timestamp_ms: int, savepoint: bool) -> None:
-        task = self.task
+    async def trigger_checkpoint(self, key: tuple[int, int], checkpoint_id: int, timestamp_ms: int, savepoint: bool) -> None:
+        task = self._hosted[key].task
         task.post(lambda: task.trigger_checkpoint(Barrier(checkpoint_id, timestamp_ms, savepoint)))
 
-    async def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
-        task = self.task
+    async def notify_checkpoint_complete(self, key: tuple[int, int], checkpoint_id: int) -> None:
+        task = self._hosted[key].task
         task.post(lambda: task.notify_checkpoint_complete(checkpoint_id))
 
-    async def notify_checkpoint_aborted(self, checkpoint_id: int) -> None:
-        task = self.task
+    async def notify_checkpoint_aborted(self, key: tuple[int, int], checkpoint_id: int) -> None:
+        task = self._hosted[key].task
         task.post(lambda: task.notify_checkpoint_aborted(checkpoint_id))
 
-    async def cancel(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
+    async def cancel(self, key: tuple[int, int]) -> None:
+        host = self._hosted.get(key)
+        if host is not None and host.task is not None:
+            host.task.cancel()
 
-    async def probe(self) -> tuple:
-        return await self._on_mailbox(self.task.probe)
+    async def probe(self, key: tuple[int, int]) -> tuple:
+        task = self._hosted[key].task
+        return await self._on_mailbox(task, task.probe)
 
-    async def end_feedback(self) -> None:
-        self.task.post(self.task.end_feedback)
+    async def end_feedback(self, key: tuple[int, int]) -> None:
+        task = self._hosted[key].task
+        task.post(task.end_feedback)
 
-    async def _on_mailbox(self, fn: Any) -> Any:
+    async def _on_mailbox(self, task: Task, fn: Any) -> Any:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
 
@@ -251,14 +296,41 @@ class TaskActor:
                 return
             loop.call_soon_threadsafe(_resolve, fut, value)
 
-        self.task.post(run)
+        task.post(run)
         return await fut
 
-    async def metrics(self) -> dict:
-        return self.task.metrics() if self.task is not None else {}
+    async def metrics(self, key: tuple[int, int]) -> dict:
+        host = self._hosted.get(key)
+        return host.task.metrics() if host is not None and host.task is not None else {}
 
-    async def pid(self) -> int:
+    async def pid(self, key: tuple[int, int] | None = None) -> int:
         return os.getpid()
+
+
+def _run_thread(host: _Hosted, loop: asyncio.AbstractEventLoop, fut: asyncio.Future) -> None:
+    task = host.task
+    assert task is not None
+    try:
+        result: Any = task.run()
+    except Cancelled:
+        result = None
+    except JobFailed as exc:
+        loop.call_soon_threadsafe(_fail, fut, exc)
+        return
+    except BaseException as exc:  # noqa: BLE001 - anything else is a task failure too
+        err = JobFailed(
+            f"task {task.spec.task_name!r} failed: {type(exc).__name__}: {exc}",
+            subtask=task.spec.subtask_index,
+            cause=traceback.format_exc(),
+        )
+        loop.call_soon_threadsafe(_fail, fut, err)
+        return
+    if host.hooks is not None:
+        try:
+            host.hooks.flush()
+        except Exception:  # noqa: BLE001 - the master is gone: nothing left to report to
+            log.warning("flushing checkpoint acks of task %r failed", task.spec.task_name, exc_info=True)
+    loop.call_soon_threadsafe(_resolve, fut, result)
 
 
 def _resolve(fut: asyncio.Future, value: Any = None) -> None:

@@ -55,6 +55,11 @@ class StreamEnvironment:
         address: Ray address to connect to (None: an embedded local Ray unless one is connected).
         batch_size: rows per network batch; flush_ms: buffer timeout; credits: in-flight
             sends per channel (back-pressure window).
+        task_num_cpus: Ray CPUs reserved per task executor actor.
+        slot_sharing: True (default, as Flink's default slot sharing group): one Ray actor
+            per subtask index hosts that subtask of every vertex, so a job deploys
+            ``max(parallelism)`` worker processes instead of one per task, and data between
+            co-located tasks is handed over in process. False: one actor per task.
 
     Example:
         >>> env = StreamEnvironment(parallelism=2)
@@ -71,6 +76,7 @@ class StreamEnvironment:
         flush_ms: int = 50,
         credits: int = 4,
         task_num_cpus: float = 0.0,
+        slot_sharing: bool = True,
     ) -> None:
         if not isinstance(parallelism, int) or parallelism < 1:
             raise ConfigError(f"parallelism must be a positive int, got {parallelism!r}")
@@ -83,6 +89,7 @@ class StreamEnvironment:
         self.address = address
         self.task_config = TaskConfig(batch_size=batch_size, flush_ms=flush_ms, credits=credits)
         self.task_num_cpus = task_num_cpus
+        self.slot_sharing = bool(slot_sharing)
         self.graph = StreamGraph()
         self.clock = None
         self.checkpoint_config: Any = None
@@ -171,6 +178,7 @@ class StreamEnvironment:
             name=name,
             task=self.task_config,
             task_num_cpus=self.task_num_cpus,
+            slot_sharing=self.slot_sharing,
             checkpoint=self.checkpoint_config,
             restart=self.restart_strategy,
             clock=self.clock,

@@ -10,7 +10,7 @@ import ray
 
 import raystream as rs
 from checkpoint import CheckpointStorage
-from engine.master import task_actor_name
+from engine.errors import RaystreamError
 from operators.sinks import collected_records
 
 N = 24_000
@@ -64,7 +64,9 @@ def kill_tasks(client: rs.JobClient, parallelisms: list[int], kills: int, seed: 
     """Kill ``kills`` random task actors at random moments while the job runs."""
     rng = random.Random(seed)
     done = []
-    job_id = client.job_id
+    deadline = time.time() + 60
+    while client.info()["status"] == "CREATED" and time.time() < deadline:
+        time.sleep(0.02)  # the job master has not started yet (slow under load)
     for _ in range(kills):
         time.sleep(rng.uniform(0.6, 1.2))
         info = client.info()
@@ -73,8 +75,8 @@ def kill_tasks(client: rs.JobClient, parallelisms: list[int], kills: int, seed: 
         v = rng.randrange(len(parallelisms))
         s = rng.randrange(parallelisms[v])
         try:
-            actor = ray.get_actor(task_actor_name(job_id, v, s, info["attempt"]), namespace="raystream")
-        except ValueError:
+            actor = client.task_actor(v, s)
+        except (ValueError, RaystreamError):  # gone, or the attempt changed meanwhile
             continue
         ray.kill(actor, no_restart=True)
         done.append((v, s, info["attempt"]))

@@ -20,7 +20,7 @@ import pytest
 import ray
 
 import raystream as rs
-from engine.master import task_actor_name
+from engine.errors import RaystreamError
 from operators.sinks import CollectSink, collected_records
 from statefun_api import IntType, StatefulFunctions, ValueSpec, message_builder
 from statefun_api.endpoints import remote_endpoint
@@ -133,8 +133,8 @@ def kill_dispatchers(client: rs.JobClient, server: FunctionServer, vertex: int, 
         time.sleep(rng.uniform(0.0, 0.2))
         s = rng.randrange(parallelism)
         try:
-            actor = ray.get_actor(task_actor_name(client.job_id, vertex, s, info["attempt"]), namespace="raystream")
-        except ValueError:
+            actor = client.task_actor(vertex, s)
+        except (ValueError, RaystreamError):  # gone, or the attempt changed meanwhile
             continue
         ray.kill(actor, no_restart=True)
         done.append((s, info["attempt"]))
