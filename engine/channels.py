@@ -41,6 +41,8 @@ class ChannelMetrics:
 class ChannelSender(ABC):
     """Sends item lists to one downstream input channel, with a credit window."""
 
+    transport = "abstract"  # shown in the channel metrics
+
     def __init__(self, channel_index: int, window: int | None) -> None:
         self.channel_index = channel_index
         self.window = window
@@ -85,6 +87,8 @@ class ChannelSender(ABC):
 class LocalSender(ChannelSender):
     """In-process channel: ``deliver(channel_index, seq, items, ack)`` is the consumer's
     thread-safe entry point (normally ``Task.deliver``)."""
+
+    transport = "local"
 
     def __init__(
         self,

@@ -58,6 +58,8 @@ def ensure_ray(address: str | None = None, **init_kwargs: Any) -> None:
 class RaySender(ChannelSender):
     """Channel transport over Ray actor calls (``TaskActor.push``)."""
 
+    transport = "ray"
+
     def __init__(self, channel_index: int, window: int | None, actor: Any, task_ref: list) -> None:
         super().__init__(channel_index, window)
         self._actor = actor

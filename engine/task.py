@@ -890,6 +890,7 @@ class Task:
                         "max_in_flight": m.max_in_flight,
                         "window": s.window,
                         "blocked_s": round(m.blocked_s, 4),
+                        "transport": s.transport,
                     }
                 )
         return {"task": self.spec.task_name, "operators": ops, "channels": channels}

@@ -7,10 +7,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+import ray
 
 import raystream as rs
 from engine.connectors import Sink, SinkWriter
 from jobs.wordcount import final_counts, generated_text, tokenize
+from operators.sinks import collected_records
 
 TEXT = [generated_text(i) for i in range(3000)] + ["Hello hello, world!", ""]
 
@@ -198,3 +200,36 @@ def test_feedback_loop_terminates_after_the_loop_drains(parallelism):
     out = looped.execute_and_collect()
     expect = sorted((k, m) for k, n in items for m in range(n, -1, -1))
     assert sorted(out) == expect
+
+
+@pytest.mark.parametrize("slot_sharing", [True, False])
+def test_slot_sharing_deploys_one_actor_per_subtask_index(slot_sharing):
+    """With slot sharing one TaskActor hosts subtask i of every vertex (data between them
+    stays in process); without, one actor per task. Both give the same result."""
+    env = rs.StreamEnvironment(parallelism=2, slot_sharing=slot_sharing)
+    words = env.generate(lambda i: f"w{i % 11}", count=20_000, rate=20_000, batch_size=500)
+    words.map(lambda w: (w, 1)).disable_chaining().key_by(lambda t: t[0]).reduce(
+        lambda a, b: (a[0], a[1] + b[1])).collect()
+    tasks = sum(v.parallelism for v in env.get_job_graph().vertices)
+    assert tasks == 6
+    client = env.execute_async("slots")
+    deadline = time.time() + 60
+    names: dict = {}
+    while len(names) < tasks and time.time() < deadline:
+        try:
+            names = ray.get(client._master.task_actor_names.remote())
+        except Exception:  # noqa: BLE001 - not deployed yet
+            pass
+        time.sleep(0.05)
+    result = client.wait()
+    assert len(names) == tasks
+    assert len(set(names.values())) == (2 if slot_sharing else tasks)
+    final = {}
+    for w, n in (r for b in result.sink_results.values() for r in collected_records(b)):
+        final[w] = max(final.get(w, 0), n)
+    assert final == {f"w{k}": len(range(k, 20_000, 11)) for k in range(11)}
+    transports = collections.Counter(c["transport"] for c in result.metrics["channels"] if c["sends"])
+    if slot_sharing:  # forward edge source -> map stays in process, hash edges half and half
+        assert transports["local"] >= 2 and transports["ray"] >= 1, transports
+    else:
+        assert set(transports) == {"ray"}, transports
