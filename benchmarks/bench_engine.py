@@ -197,13 +197,14 @@ register("window", "raystream-batch", window_batch, api="batch")
 
 
 # ----------------------------------------------------------------------------- extras
-def job_start_time(repeat: int = 5) -> list[float]:
+def job_start_time(repeat: int = 5, slot_sharing: bool = True) -> list[float]:
     """Wall time of a 10-record job on a 6-task graph (source p2 -> map p2 -> keyed reduce +
     collect p2), Ray already initialised: an upper bound of the job start time (it includes
-    the job master, 6 task actors, setup, the run and the teardown)."""
+    the job master, the task actors (2 with slot sharing, else 6), setup, the run and the
+    teardown)."""
     times = []
     for _ in range(repeat):
-        env = _env(2)
+        env = rs.StreamEnvironment(parallelism=2, batch_size=BATCH, slot_sharing=slot_sharing)
         (
             env.from_collection(list(range(10)))
             .map(lambda x: x + 1)
@@ -344,8 +345,15 @@ def main(argv: list[str] | None = None) -> int:
     _setup()
     try:
         if args.start:
-            ts = job_start_time()
-            print(f"job start (6 tasks): median {statistics.median(ts):.2f} s, best {min(ts):.2f} s, all {[round(x, 2) for x in ts]}")
+            shared: list[float] = []
+            single: list[float] = []
+            for _ in range(5):  # interleaved: the machine's load drifts
+                shared += job_start_time(1, slot_sharing=True)
+                single += job_start_time(1, slot_sharing=False)
+            for label, ts in (("slot sharing, 2 actors", shared), ("one actor per task, 6 actors", single)):
+                print(f"job start (6 tasks, {label}): median {statistics.median(ts):.2f} s, best {min(ts):.2f} s, "
+                      f"all {[round(x, 2) for x in ts]}")
+            print(f"slot sharing / one actor per task (median): {statistics.median(shared) / statistics.median(single):.2f}x")
         if args.latency:
             print("latency:", latency_probe())
         if args.memory:
