@@ -67,7 +67,7 @@ from engine.operator import OperatorContext, Output, StreamOperator
 from engine.records import Batch
 from statefun_api.address import Address
 from statefun_api.effects import DelayedMessage, InvocationResult
-from statefun_api.endpoints import RemoteEndpoint
+from statefun_api.endpoints import RemoteEndpoint, endpoint_problem
 from statefun_api.errors import FunctionNotFound, StatefulFunctionError
 from statefun_api.functions import StatefulFunctions
 from statefun_api.invocation import invoke_trusted
@@ -146,13 +146,9 @@ class DispatcherConfig:
             raise TypeError(f"functions must be a StatefulFunctions registry, got {self.functions!r}")
         self.endpoints = list(self.endpoints)
         for ep in self.endpoints:
-            if not isinstance(ep, RemoteEndpoint):
-                raise TypeError(f"endpoints must be RemoteEndpoint objects (remote_endpoint(...)), got {ep!r}")
-            if not ep.is_pattern and ep.functions in self.functions:
-                raise ValueError(
-                    f"function type {ep.functions!r} is registered as an embedded function and bound to "
-                    f"{ep.describe()}; bind it to one or the other"
-                )
+            problem = endpoint_problem(ep, self.functions, "DispatcherConfig(endpoints=...)")
+            if problem is not None:
+                raise (TypeError if not isinstance(ep, RemoteEndpoint) else ValueError)(problem)
         for name in ("max_in_flight", "drain_step", "max_batch_per_address", "timer_tick_ms"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

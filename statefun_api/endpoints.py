@@ -351,6 +351,17 @@ def load_module_yaml(path: str | Path) -> list[RemoteEndpoint]:
     return parse_module_yaml(text, source=str(p))
 
 
+def endpoint_problem(ep: Any, embedded: Any, where: str) -> str | None:
+    """Why ``ep`` cannot be added next to the ``embedded`` function registry (``where``
+    names the caller for the message), or None when it can."""
+    if not isinstance(ep, RemoteEndpoint):
+        return f"{where} takes RemoteEndpoint objects (remote_endpoint(...)), got {ep!r}"
+    if not ep.is_pattern and ep.functions in embedded:
+        return (f"function type {ep.functions!r} is registered as an embedded function and bound to "
+                f"{ep.describe()}; bind it to one or the other")
+    return None
+
+
 def _check_duplicates(endpoints: Iterable[RemoteEndpoint]) -> None:
     seen: dict[str, RemoteEndpoint] = {}
     for ep in endpoints:

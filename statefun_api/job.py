@@ -186,18 +186,14 @@ class StatefulFunctionsJob:
             >>> sf.with_endpoint(remote_endpoint("shop/*", "http://localhost:8000/{function.name}")).endpoints[0].functions
             'shop/*'
         """
-        from statefun_api.endpoints import _check_duplicates
+        from statefun_api.endpoints import _check_duplicates, endpoint_problem
         from statefun_api.remote import require_aiohttp
 
         require_aiohttp()
         for ep in endpoints:
-            if not isinstance(ep, RemoteEndpoint):
-                raise GraphError(f"with_endpoint() takes RemoteEndpoint objects (remote_endpoint(...)), got {ep!r}")
-            if not ep.is_pattern and ep.functions in self.functions:
-                raise GraphError(
-                    f"function type {ep.functions!r} is registered as an embedded function and bound to "
-                    f"{ep.describe()}; bind it to one or the other"
-                )
+            problem = endpoint_problem(ep, self.functions, "with_endpoint()")
+            if problem is not None:
+                raise GraphError(problem)
         merged = self.config.endpoints + [ep for ep in endpoints if ep not in self.config.endpoints]
         _check_duplicates(merged)
         self.config.endpoints = merged

@@ -164,6 +164,18 @@ def test_job_endpoints_and_conflicts(tmp_path):
     assert [e.functions for e in sf.endpoints] == ["shop/*", "com.example/*", "com.example/special"]
 
 
+def test_dispatcher_config_checks_its_endpoints():
+    from statefun_api.dispatcher import DispatcherConfig
+
+    functions = StatefulFunctions()
+    functions.register("shop/cart", lambda c, m: None)
+    assert DispatcherConfig(functions, endpoints=[remote_endpoint("shop/*", "http://h/{function.name}")]).endpoints
+    with pytest.raises(ValueError, match="'shop/cart' is registered as an embedded function"):
+        DispatcherConfig(functions, endpoints=[remote_endpoint("shop/cart", "http://h/cart")])
+    with pytest.raises(TypeError, match=r"DispatcherConfig\(endpoints=...\) takes RemoteEndpoint objects"):
+        DispatcherConfig(functions, endpoints=["shop/*"])
+
+
 def test_missing_aiohttp_names_the_extra(monkeypatch):
     real_import = builtins.__import__
 
