@@ -13,7 +13,7 @@ import ray
 
 from .errors import JobCancelled, JobFailed, RaystreamError
 from .graph import JobGraph
-from .master import JobConfig, JobMaster
+from .master import JobConfig, JobMaster, job_slots, start_executors
 from .observability import ProgressReporter, job_client_html, source_totals
 from .ray_runtime import ensure_ray
 
@@ -61,6 +61,7 @@ class JobClient:
 
     def __init__(self, master: Any, run_ref: Any, name: str, graph: JobGraph | None = None) -> None:
         self._master = master
+        self._executors: list = []  # the first attempt's TaskActors, started by submit_job
         self._run_ref = run_ref
         self.name = name
         self.graph = graph
@@ -206,10 +207,11 @@ class JobClient:
     def _close(self) -> None:
         if not self._closed:
             self._closed = True
-            try:
-                ray.kill(self._master, no_restart=True)
-            except Exception:  # already gone
-                pass
+            for actor in [self._master, *self._executors]:
+                try:
+                    ray.kill(actor, no_restart=True)
+                except Exception:  # already gone
+                    pass
 
     def __repr__(self) -> str:
         return f"JobClient({self.name!r})"
@@ -238,9 +240,13 @@ def submit_job(graph: JobGraph, config: JobConfig, address: str | None = None) -
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    # The first attempt's task executors start now, in parallel with the master's process.
+    executors = start_executors(job_id, job_slots(graph, config.slot_sharing), config, 0)
     master = JobMaster.options(
         max_concurrency=1000, name=f"{MASTER_PREFIX}{job_id}", namespace=NAMESPACE,
         scheduling_strategy=here,
-    ).remote(graph_blob, cloudpickle.dumps(config), job_id)
+    ).remote(graph_blob, cloudpickle.dumps(config), job_id, executors)
     run_ref = master.run.remote()
-    return JobClient(master, run_ref, config.name, graph)
+    client = JobClient(master, run_ref, config.name, graph)
+    client._executors = list(executors.values())  # killed with the master if still alive
+    return client

@@ -109,6 +109,33 @@ def slot_of(vertex_id: int, subtask: int, slot_sharing: bool) -> str:
     return f"s{subtask}" if slot_sharing else f"v{vertex_id}-s{subtask}"
 
 
+def job_slots(graph: JobGraph, slot_sharing: bool) -> list[str]:
+    """The executor slots a job deploys (one TaskActor each), in vertex order."""
+    return list(dict.fromkeys(slot_of(v.id, s, slot_sharing) for v in graph.vertices for s in range(v.parallelism)))
+
+
+def start_executors(job_id: str, slots: list[str], config: JobConfig, attempt: int) -> dict[str, Any]:
+    """Create one TaskActor per slot (their worker processes start in the background),
+    round robin over the cluster's alive nodes (soft affinity: a node that goes away does not
+    block placement); Ray's best-effort SPREAD sometimes put a whole job on one node."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
+    out = {}
+    for i, slot in enumerate(slots):
+        strategy: Any = (
+            NodeAffinitySchedulingStrategy(nodes[i % len(nodes)], soft=True) if len(nodes) > 1 else "SPREAD"
+        )
+        out[slot] = TaskActor.options(
+            num_cpus=config.task_num_cpus,
+            name=task_actor_name(job_id, slot, attempt),
+            namespace="raystream",
+            max_concurrency=1000,
+            scheduling_strategy=strategy,
+        ).remote()
+    return out
+
+
 def assign_splits(splits: list, parallelism: int) -> list[list]:
     """Round-robin assignment of splits to ``parallelism`` readers."""
     out: list[list] = [[] for _ in range(parallelism)]
@@ -121,7 +148,11 @@ def assign_splits(splits: list, parallelism: int) -> list[list]:
 class JobMaster:
     """Runs one job. See the module docstring."""
 
-    def __init__(self, graph_blob: bytes, config_blob: bytes, job_id: str | None = None) -> None:
+    def __init__(self, graph_blob: bytes, config_blob: bytes, job_id: str | None = None,
+                 executors: dict[str, Any] | None = None) -> None:
+        # executors: TaskActors of the first attempt, started by the submitting driver while
+        # this master's own worker process starts (saves one process start per job).
+        self._prestarted: dict[str, Any] = dict(executors or {})
         self.graph: JobGraph = cloudpickle.loads(graph_blob)
         self.config: JobConfig = cloudpickle.loads(config_blob)
         self.job_id = job_id or f"{self.config.name}-{uuid.uuid4().hex[:8]}"
@@ -276,6 +307,8 @@ class JobMaster:
             return await self._run_job(source_splits, restore)
         finally:
             exporter.cancel()
+            pre, self._prestarted = self._prestarted, {}
+            _kill_all(pre.values())  # the job ended before deploying them (e.g. a bad savepoint)
 
     async def _run_job(self, source_splits: dict, restore: dict | None) -> dict:
         if self.config.from_savepoint:
@@ -548,31 +581,23 @@ class JobMaster:
 
     async def _deploy(self, source_splits: dict, restore: dict | None) -> dict:
         specs = build_task_specs(self.job_id, self.graph, self.config, self.attempt, source_splits, restore)
-        executors: dict[str, Any] = {}
-        actors = {}
-        for key in specs:
-            slot = slot_of(key[0], key[1], self.config.slot_sharing)
-            if slot not in executors:
-                executors[slot] = TaskActor.options(
-                    num_cpus=self.config.task_num_cpus,
-                    name=task_actor_name(self.job_id, slot, self.attempt),
-                    namespace="raystream",
-                    max_concurrency=1000,
-                    scheduling_strategy="SPREAD",
-                ).remote()
-            actors[key] = TaskRef(executors[slot], key)
+        pre, self._prestarted = (self._prestarted if self.attempt == 0 else {}), {}
+        slots = job_slots(self.graph, self.config.slot_sharing)
+        executors = {slot: pre.pop(slot) for slot in slots if slot in pre}
+        executors.update(start_executors(self.job_id, [x for x in slots if x not in executors], self.config, self.attempt))
+        _kill_all(pre.values())  # (none expected: the driver started exactly these slots)
         self.executors = executors
-        self.actors = actors
+        self.actors = {key: TaskRef(executors[slot_of(key[0], key[1], self.config.slot_sharing)], key) for key in specs}
         me = ray.get_runtime_context().current_actor
         setups = []
         storage = self.coordinator.storage if self.coordinator else None
         for (vid, s), spec in specs.items():
             v = self.graph.vertex(vid)
             downstream = [
-                [actors[(e.target_vertex, t)] for t in range(self.graph.vertex(e.target_vertex).parallelism)]
+                [self.actors[(e.target_vertex, t)] for t in range(self.graph.vertex(e.target_vertex).parallelism)]
                 for e in v.outputs
             ]
-            setups.append(actors[(vid, s)].setup.remote(cloudpickle.dumps(spec), downstream, me, storage))
+            setups.append(self.actors[(vid, s)].setup.remote(cloudpickle.dumps(spec), downstream, me, storage))
         for ref in setups:
             await _await(ref)
         return specs
@@ -633,11 +658,15 @@ class JobMaster:
 
     async def _teardown(self) -> None:
         executors, self.executors, self.actors = self.executors, {}, {}
-        for actor in executors.values():
-            try:
-                ray.kill(actor, no_restart=True)
-            except Exception:  # already gone
-                pass
+        _kill_all(executors.values())
+
+
+def _kill_all(actors: Any) -> None:
+    for actor in actors:
+        try:
+            ray.kill(actor, no_restart=True)
+        except Exception:  # already gone
+            pass
 
 
 async def _await(ref: Any) -> Any:
