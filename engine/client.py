@@ -59,9 +59,10 @@ class JobClient:
         >>> result = client.wait(progress=True)         # doctest: +SKIP
     """
 
-    def __init__(self, master: Any, run_ref: Any, name: str, graph: JobGraph | None = None) -> None:
+    def __init__(self, master: Any, run_ref: Any, name: str, graph: JobGraph | None = None,
+                 executors: list | None = None) -> None:
         self._master = master
-        self._executors: list = []  # the first attempt's TaskActors, started by submit_job
+        self._executors = list(executors or [])  # the first attempt's TaskActors, started by submit_job
         self._run_ref = run_ref
         self.name = name
         self.graph = graph
@@ -247,6 +248,4 @@ def submit_job(graph: JobGraph, config: JobConfig, address: str | None = None) -
         scheduling_strategy=here,
     ).remote(graph_blob, cloudpickle.dumps(config), job_id, executors)
     run_ref = master.run.remote()
-    client = JobClient(master, run_ref, config.name, graph)
-    client._executors = list(executors.values())  # killed with the master if still alive
-    return client
+    return JobClient(master, run_ref, config.name, graph, list(executors.values()))

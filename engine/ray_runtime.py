@@ -62,12 +62,12 @@ class RaySender(ChannelSender):
 
     def __init__(self, channel_index: int, window: int | None, actor: Any, task_ref: list) -> None:
         super().__init__(channel_index, window)
-        self._actor = actor
+        self._push = actor.push  # bound once: a TaskRef builds a method object per lookup
         self._pending: deque = deque()
         self._task_ref = task_ref  # [Task] once known: used to notice cancellation
 
     def _transmit(self, seq: int, items: list[Any]) -> None:
-        self._pending.append(self._actor.push.remote(self.channel_index, seq, items))
+        self._pending.append(self._push.remote(self.channel_index, seq, items))
         if self.window is None and len(self._pending) >= 64:
             # feedback channels never wait for credits; still drop acknowledged refs
             pending = list(self._pending)
