@@ -27,6 +27,18 @@ SCRIPT = textwrap.dedent('''
     try:
         ray.init(address=cluster.address, logging_level="ERROR")
         cluster.wait_for_nodes()
+        # The scheduler's resource view can lag the node table: a node that wait_for_nodes()
+        # reports may not be placeable yet (soft node affinity would then fall back to the
+        # head). Run one task pinned to each node so both are known to the scheduler.
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        @ray.remote(num_cpus=0)
+        def where():
+            return ray.get_runtime_context().get_node_id()
+
+        node_ids = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
+        assert ray.get([where.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False)).remote()
+                        for n in node_ids], timeout=120) == node_ids
         started = time.monotonic() - t0
         import raystream as rs
         from jobs.wordcount import final_counts, generated_text, tokenize
