@@ -13,14 +13,12 @@ import ray
 
 from .errors import JobCancelled, JobFailed, RaystreamError
 from .graph import JobGraph
-from .master import JobConfig, JobMaster, job_slots, start_executors
+from .master import JobConfig, job_slots, task_actor_name
+from .pool import MASTER_PREFIX, NAMESPACE, WorkerPool, kill_quietly, start_executors
 from .observability import ProgressReporter, job_client_html, source_totals
 from .ray_runtime import ensure_ray
 
 __all__ = ["JobClient", "JobResult", "submit_job", "NAMESPACE", "MASTER_PREFIX"]
-
-NAMESPACE = "raystream"
-MASTER_PREFIX = "raystream-job:"
 
 
 @dataclass
@@ -60,9 +58,15 @@ class JobClient:
     """
 
     def __init__(self, master: Any, run_ref: Any, name: str, graph: JobGraph | None = None,
-                 executors: list | None = None) -> None:
+                 executors: dict | None = None, pool: Any = None, master_name: str | None = None,
+                 job_id: str | None = None) -> None:
         self._master = master
-        self._executors = list(executors or [])  # the first attempt's TaskActors, started by submit_job
+        self._job_id = job_id
+        self._master_name = master_name
+        # the first attempt's executors ({slot: engine.pool.Executor}), lent by the worker
+        # pool; the clean ones go back to it when the job finishes, the rest are killed
+        self._executors = dict(executors or {})
+        self._pool = pool
         self._run_ref = run_ref
         self.name = name
         self.graph = graph
@@ -72,13 +76,15 @@ class JobClient:
 
     @property
     def job_id(self) -> str:
-        return self.info()["job_id"]
+        if self._job_id is None:
+            self._job_id = self.info()["job_id"]
+        return self._job_id
 
     def info(self) -> dict:
         """Status, attempt, restarts, graph and checkpoint statistics."""
         if self._closed:
             return {"job_id": self._result.job_id if self._result else None, "status": self.status()}
-        return ray.get(self._master.job_info.remote())
+        return ray.get(self._master.job_info.remote(self._job_id))
 
     def status(self) -> str:
         """``RUNNING``, ``FINISHED``, ``FAILED`` or ``CANCELLED``."""
@@ -88,13 +94,13 @@ class JobClient:
             return "CANCELLED"
         if self._error is not None:
             return "FAILED"
-        return ray.get(self._master.job_info.remote())["status"]
+        return ray.get(self._master.job_info.remote(self._job_id))["status"]
 
     def metrics(self) -> dict:
         """Per-operator records in/out and per-channel back-pressure counters."""
         if self._result is not None:
             return self._result.metrics
-        return ray.get(self._master.metrics.remote())
+        return ray.get(self._master.metrics.remote(self._job_id))
 
     def savepoint(self, path: str) -> str:
         """Take a savepoint of the running job into ``path`` (directory or URI); returns it.
@@ -136,7 +142,7 @@ class JobClient:
     def cancel(self) -> None:
         """Cancel the job; ``wait()`` then raises :class:`JobCancelled`."""
         if not self._closed:
-            self._master.cancel.remote()
+            self._master.cancel.remote(self._job_id)
 
     def wait(self, timeout: float | None = None, progress: bool | None = None, interval_s: float = 1.0) -> JobResult:
         """Block until the job ends; return its result or raise JobFailed / JobCancelled.
@@ -172,7 +178,7 @@ class JobClient:
             if ready or (deadline is not None and time.monotonic() >= deadline):
                 break
             try:
-                metrics = ray.get(self._master.metrics.remote(), timeout=max(interval_s, 1.0))
+                metrics = ray.get(self._master.metrics.remote(self._job_id), timeout=max(interval_s, 1.0))
             except Exception:  # noqa: BLE001 - a slow or ending master only skips one update
                 continue
             reporter.update("RUNNING", metrics)
@@ -192,7 +198,8 @@ class JobClient:
         except ray.exceptions.RayTaskError as exc:
             cause = getattr(exc, "cause", None)
             self._error = cause if isinstance(cause, RaystreamError) else JobFailed(str(exc))
-            self._close()
+            # the master raised the job's error and is fine; it started each job afresh
+            self._close(master_ok=isinstance(cause, RaystreamError))
             raise self._error from None
         except ray.exceptions.RayActorError as exc:
             self._error = JobFailed(f"the job master of {self.name!r} died: {exc}")
@@ -202,17 +209,25 @@ class JobClient:
             out["job_id"], out["metrics"], out["duration_s"], out["results"],
             out.get("checkpoints"), out.get("savepoint"),
         )
-        self._close()
+        self._close(master_ok=True, reusable=out.get("reusable", ()))
         return self._result
 
-    def _close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            for actor in [self._master, *self._executors]:
-                try:
-                    ray.kill(actor, no_restart=True)
-                except Exception:  # already gone
-                    pass
+    def _close(self, master_ok: bool = False, reusable: Any = ()) -> None:
+        """The job ended: give the master (when its ``run`` returned or raised a job error)
+        and the executors it released clean back to the worker pool; kill the rest."""
+        if self._closed:
+            return
+        self._closed = True
+        doomed = []
+        if self._pool is not None and master_ok:
+            self._pool.give_back_master(self._master, self._master_name)
+        else:
+            doomed.append(self._master)
+        keep = [e for slot, e in self._executors.items() if slot in set(reusable)] if self._pool is not None else []
+        doomed.extend(e.actor for e in self._executors.values() if e not in keep)
+        if keep:
+            self._pool.give_back(keep)
+        kill_quietly(doomed)
 
     def __repr__(self) -> str:
         return f"JobClient({self.name!r})"
@@ -229,23 +244,31 @@ class JobClient:
 
 
 def submit_job(graph: JobGraph, config: JobConfig, address: str | None = None) -> JobClient:
-    """Start a job master for ``graph`` and return a client (the job runs asynchronously)."""
+    """Run ``graph`` on a job master and return a client (the job runs asynchronously).
+
+    The master and the first attempt's task executors come from the driver's worker pool
+    (:mod:`engine.pool`): idle ones left by earlier jobs, else new ones (the executors'
+    processes then start while the master's does)."""
     ensure_ray(address)
     try:
         graph_blob = cloudpickle.dumps(graph)
     except Exception as exc:
         raise RaystreamError(f"job {config.name!r} cannot be shipped to Ray: {exc}") from exc
     job_id = f"{config.name}-{uuid.uuid4().hex[:8]}"
-    # A named actor in the "raystream" namespace, so the CLI and other drivers can find it.
-    # The master lives on the driver's node: losing another node must not take it down.
+    pool = WorkerPool.current()
+    # The master is a named actor in the "raystream" namespace, so that the CLI and other
+    # drivers can find it, and lives on the driver's node: losing another node must not take
+    # it down.
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
-    # The first attempt's task executors start now, in parallel with the master's process.
-    executors = start_executors(job_id, job_slots(graph, config.slot_sharing), config, 0)
-    master = JobMaster.options(
-        max_concurrency=1000, name=f"{MASTER_PREFIX}{job_id}", namespace=NAMESPACE,
-        scheduling_strategy=here,
-    ).remote(graph_blob, cloudpickle.dumps(config), job_id, executors)
-    run_ref = master.run.remote()
-    return JobClient(master, run_ref, config.name, graph, list(executors.values()))
+    master, master_name = pool.master({"max_concurrency": 1000, "scheduling_strategy": here},
+                                      reuse=config.reuse_workers)
+    slots = job_slots(graph, config.slot_sharing)
+    if config.reuse_workers:
+        executors = pool.executors(slots, config.task_num_cpus)
+    else:
+        executors = start_executors({s: task_actor_name(job_id, s, 0) for s in slots}, config.task_num_cpus)
+    run_ref = master.run.remote(graph_blob, cloudpickle.dumps(config), job_id, executors)
+    return JobClient(master, run_ref, config.name, graph, executors,
+                     pool=pool if config.reuse_workers else None, master_name=master_name, job_id=job_id)

@@ -1,9 +1,10 @@
 """The job master: deploys a job graph as task actors, watches them, and finishes or fails the job.
 
-The master is a Ray actor (one per job) so that the driver, the CLI and the tasks can all
-reach it. It owns every task actor of the job (their lifetime is tied to it), runs the
-sinks' committers, and — when checkpointing is on — the checkpoint coordinator and the
-restart strategy.
+The master is a named Ray actor so that the driver, the CLI and the tasks can all reach it.
+It runs one job at a time: the sinks' committers and — when checkpointing is on — the
+checkpoint coordinator and the restart strategy. The driver's worker pool
+(:mod:`engine.pool`) lends it a job's first task executors and takes back the master and
+those executors when the job ends; executors of later attempts are the master's own.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from checkpoint.coordinator import CheckpointCoordinator, build_restore_plan
 
 from .errors import CheckpointError, JobCancelled, JobFailed
 from .graph import JobGraph
-from .ray_runtime import TaskActor, TaskRef
+from .pool import start_executors
+from .ray_runtime import TaskRef
 from .restart import RestartStrategy
 from .task import InputInfo, OutputInfo, TaskConfig, TaskResult, TaskSpec
 
@@ -44,6 +46,7 @@ class JobConfig:
     from_savepoint: str | None = None
     allow_non_restored_state: bool = False
     slot_sharing: bool = True  # one TaskActor per subtask index hosts that subtask of every vertex
+    reuse_workers: bool = True  # deploy onto (and give back to) the driver's worker pool
 
 
 def build_task_specs(job_id: str, graph: JobGraph, config: JobConfig, attempt: int, splits: dict,
@@ -114,26 +117,9 @@ def job_slots(graph: JobGraph, slot_sharing: bool) -> list[str]:
     return list(dict.fromkeys(slot_of(v.id, s, slot_sharing) for v in graph.vertices for s in range(v.parallelism)))
 
 
-def start_executors(job_id: str, slots: list[str], config: JobConfig, attempt: int) -> dict[str, Any]:
-    """Create one TaskActor per slot (their worker processes start in the background),
-    round robin over the cluster's alive nodes (soft affinity: a node that goes away does not
-    block placement); Ray's best-effort SPREAD sometimes put a whole job on one node."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
-    out = {}
-    for i, slot in enumerate(slots):
-        strategy: Any = (
-            NodeAffinitySchedulingStrategy(nodes[i % len(nodes)], soft=True) if len(nodes) > 1 else "SPREAD"
-        )
-        out[slot] = TaskActor.options(
-            num_cpus=config.task_num_cpus,
-            name=task_actor_name(job_id, slot, attempt),
-            namespace="raystream",
-            max_concurrency=1000,
-            scheduling_strategy=strategy,
-        ).remote()
-    return out
+def attempt_executor_names(job_id: str, slots: list[str], attempt: int) -> dict[str, str]:
+    """``{slot: actor name}`` for the task executors a master starts for a restart attempt."""
+    return {slot: task_actor_name(job_id, slot, attempt) for slot in slots}
 
 
 def assign_splits(splits: list, parallelism: int) -> list[list]:
@@ -148,24 +134,49 @@ def assign_splits(splits: list, parallelism: int) -> list[list]:
 class JobMaster:
     """Runs one job. See the module docstring."""
 
-    def __init__(self, graph_blob: bytes, config_blob: bytes, job_id: str | None = None,
-                 executors: dict[str, Any] | None = None) -> None:
-        # executors: TaskActors of the first attempt, started by the submitting driver while
-        # this master's own worker process starts (saves one process start per job).
+    def __init__(self) -> None:
+        # ``attempt`` counts every attempt of every job this master ran: calls that tasks of
+        # an earlier attempt (or job) still make carry an older number and are dropped.
+        self.attempt = 0
+        self._first_attempt = 0  # the current job's first attempt
+        self.job_id: str | None = None
+        self.config: JobConfig | None = None
+        self.graph: JobGraph | None = None
+        self.status = "IDLE"
+        self.actors: dict[tuple[int, int], Any] = {}
+        self.executors: dict[str, Any] = {}
+        self.executor_names: dict[str, str] = {}
+        self.coordinator = None
+        self.task_metrics: dict = {}
+        self.restarts = 0
+        self._early_cancels: set[str] = set()
+        self._busy = False
+
+    def _start_job(self, graph_blob: bytes, config_blob: bytes, job_id: str | None,
+                   executors: dict[str, Any] | None) -> None:
+        """Everything about one job, from a clean slate (a master runs one job at a time)."""
+        # executors: the first attempt's executors, lent by the driver's worker pool (warm
+        # ones from earlier jobs, or new ones started while this master was starting).
         self._prestarted: dict[str, Any] = dict(executors or {})
-        self.graph: JobGraph = cloudpickle.loads(graph_blob)
-        self.config: JobConfig = cloudpickle.loads(config_blob)
+        self.graph = cloudpickle.loads(graph_blob)
+        self.config = cloudpickle.loads(config_blob)
         self.job_id = job_id or f"{self.config.name}-{uuid.uuid4().hex[:8]}"
         self.status = "CREATED"
-        self.attempt = 0
+        self.attempt += 1
+        self._first_attempt = self.attempt
         self.restarts = 0
-        self.actors: dict[tuple[int, int], Any] = {}  # (vertex, subtask) -> TaskRef
-        self.executors: dict[str, Any] = {}  # slot -> TaskActor
+        self.actors = {}  # (vertex, subtask) -> TaskRef
+        self.executors = {}  # slot -> TaskActor
+        self.executor_names = {}  # slot -> its Ray actor name
+        self.reusable: list[str] = []  # slots whose lent executor is clean after the job
         self.task_metrics: dict = {}
         self.error: JobFailed | None = None
         self.started = time.time()
         self.finished_at: float | None = None
         self._cancel = asyncio.Event()
+        if self.job_id in self._early_cancels:
+            self._early_cancels.discard(self.job_id)
+            self._cancel.set()
         self.committers = {}
         for v in self.graph.vertices:
             for op in v.chain:
@@ -198,12 +209,21 @@ class JobMaster:
         self._waves: dict[int, asyncio.Task] = {}
 
     # -------------------------------------------------------------- queries
-    async def job_info(self) -> dict:
+    def _other_job(self, job_id: str | None) -> bool:
+        """A client asked about ``job_id`` while this master does not run it (yet): calls to
+        an async actor may start before the ``run`` call submitted ahead of them."""
+        return job_id is not None and job_id != self.job_id
+
+    async def job_info(self, job_id: str | None = None) -> dict:
+        if self._other_job(job_id):
+            return {"job_id": job_id, "name": None, "status": "CREATED", "attempt": 0, "restarts": 0}
+        if self.config is None:
+            return {"job_id": None, "name": None, "status": "IDLE"}
         return {
             "job_id": self.job_id,
             "name": self.config.name,
             "status": self.status,
-            "attempt": self.attempt,
+            "attempt": self.attempt - self._first_attempt,
             "restarts": self.restarts,
             "started": self.started,
             "finished": self.finished_at,
@@ -214,7 +234,9 @@ class JobMaster:
             "checkpoints": self.coordinator.stats() if self.coordinator else None,
         }
 
-    async def metrics(self) -> dict:
+    async def metrics(self, job_id: str | None = None) -> dict:
+        if self._other_job(job_id):
+            return _aggregate_metrics({}, 0)
         live = {}
         refs = {k: a.metrics.remote() for k, a in self.actors.items()}
         for k, ref in refs.items():
@@ -248,13 +270,15 @@ class JobMaster:
         finally:
             exporter.close()
 
-    async def cancel(self) -> None:
+    async def cancel(self, job_id: str | None = None) -> None:
+        if self._other_job(job_id):
+            self._early_cancels.add(job_id)  # its run() has not started yet
+            return
         self._cancel.set()
 
     async def task_actor_names(self) -> dict[tuple[int, int], str]:
         """``{(vertex id, subtask): name of the TaskActor hosting it}`` for the running attempt."""
-        return {key: task_actor_name(self.job_id, slot_of(key[0], key[1], self.config.slot_sharing), self.attempt)
-                for key in self.actors}
+        return {key: self.executor_names[slot_of(key[0], key[1], self.config.slot_sharing)] for key in self.actors}
 
     # -------------------------------------------------------------- feedback-loop termination
     async def task_idle(self, attempt: int, vertex_id: int, subtask: int) -> None:
@@ -289,12 +313,28 @@ class JobMaster:
             self._waves.pop(vertex_id, None)
 
     # -------------------------------------------------------------- lifecycle
-    async def run(self) -> dict:
-        """Run the job to its end; returns a result dict or raises JobFailed/JobCancelled.
+    async def run(self, graph_blob: bytes, config_blob: bytes, job_id: str | None = None,
+                  executors: dict[str, Any] | None = None) -> dict:
+        """Run a job to its end; returns a result dict or raises JobFailed/JobCancelled.
 
-        Task failures restart the whole job from the latest complete checkpoint (or from
-        scratch when none completed yet) as long as the restart strategy allows.
+        ``executors``: ``{slot: engine.pool.Executor}`` for the first attempt. Task failures
+        restart the whole job from the latest complete checkpoint (or from scratch when none
+        completed yet) as long as the restart strategy allows. The result names the slots
+        whose executors are clean for another job (``"reusable"``).
         """
+        if self._busy:
+            raise RuntimeError(f"job master is busy with job {self.job_id}")
+        self._busy = True
+        try:
+            return await self._run(graph_blob, config_blob, job_id, executors)
+        finally:
+            self._busy = False
+            if self.status in ("CREATED", "RUNNING", "RESTARTING"):  # ended by an error raised early
+                self.status = "FAILED"
+                self.finished_at = time.time()
+
+    async def _run(self, graph_blob: bytes, config_blob: bytes, job_id: str | None, executors: dict | None) -> dict:
+        self._start_job(graph_blob, config_blob, job_id, executors)
         self.status = "RUNNING"
         source_splits = {
             v.id: assign_splits(v.source.create_splits(v.parallelism), v.parallelism)
@@ -308,7 +348,7 @@ class JobMaster:
         finally:
             exporter.cancel()
             pre, self._prestarted = self._prestarted, {}
-            _kill_all(pre.values())  # the job ended before deploying them (e.g. a bad savepoint)
+            _kill_all(e.actor for e in pre.values())  # the job ended before deploying them (e.g. a bad savepoint)
 
     async def _run_job(self, source_splits: dict, restore: dict | None) -> dict:
         if self.config.from_savepoint:
@@ -372,6 +412,7 @@ class JobMaster:
             "duration_s": self.finished_at - self.started,
             "checkpoints": self.coordinator.stats() if self.coordinator else None,
             "savepoint": self.stopped_with_savepoint,
+            "reusable": list(self.reusable),
         }
 
     # -------------------------------------------------------------- restore planning
@@ -580,14 +621,24 @@ class JobMaster:
         return written
 
     async def _deploy(self, source_splits: dict, restore: dict | None) -> dict:
-        specs = build_task_specs(self.job_id, self.graph, self.config, self.attempt, source_splits, restore)
-        pre, self._prestarted = (self._prestarted if self.attempt == 0 else {}), {}
+        relative = self.attempt - self._first_attempt
+        specs = build_task_specs(self.job_id, self.graph, self.config, relative, source_splits, restore)
+        pre, self._prestarted = self._prestarted, {}
         slots = job_slots(self.graph, self.config.slot_sharing)
-        executors = {slot: pre.pop(slot) for slot in slots if slot in pre}
-        executors.update(start_executors(self.job_id, [x for x in slots if x not in executors], self.config, self.attempt))
-        _kill_all(pre.values())  # (none expected: the driver started exactly these slots)
-        self.executors = executors
-        self.actors = {key: TaskRef(executors[slot_of(key[0], key[1], self.config.slot_sharing)], key) for key in specs}
+        lent = {slot: pre.pop(slot) for slot in slots if slot in pre}
+        fresh = [x for x in slots if x not in lent]
+        lent.update(start_executors(attempt_executor_names(self.job_id, fresh, relative), self.config.task_num_cpus))
+        _kill_all(e.actor for e in pre.values())  # (none expected: the driver lent exactly these slots)
+        self._lent = {slot for slot in slots if slot not in fresh}
+        self.executors = {slot: e.actor for slot, e in lent.items()}
+        self.executor_names = {slot: e.name for slot, e in lent.items()}
+        # a task's key on its executor carries the attempt: calls for an earlier job's task
+        # on a reused executor find nothing under their key
+        tag = f"{self.job_id}#{self.attempt}"
+        self.actors = {
+            key: TaskRef(self.executors[slot_of(key[0], key[1], self.config.slot_sharing)], (*key, tag))
+            for key in specs
+        }
         me = ray.get_runtime_context().current_actor
         setups = []
         storage = self.coordinator.storage if self.coordinator else None
@@ -597,7 +648,8 @@ class JobMaster:
                 [self.actors[(e.target_vertex, t)] for t in range(self.graph.vertex(e.target_vertex).parallelism)]
                 for e in v.outputs
             ]
-            setups.append(self.actors[(vid, s)].setup.remote(cloudpickle.dumps(spec), downstream, me, storage))
+            setups.append(self.actors[(vid, s)].setup.remote(cloudpickle.dumps(spec), downstream, me, storage,
+                                                             self.attempt))
         for ref in setups:
             await _await(ref)
         return specs
@@ -616,6 +668,7 @@ class JobMaster:
         )
         results: list[TaskResult] = []
         pending = set(runs)
+        finished = False
         try:
             while pending:
                 done, pending = await asyncio.wait(pending | {cancel_wait}, return_when=asyncio.FIRST_COMPLETED)
@@ -647,18 +700,32 @@ class JobMaster:
                         self._tasks_finished = True
                         if self.coordinator is not None:
                             self._abort_pending("a task finished")
+            finished = True
         finally:
             if checkpoints is not None:
                 checkpoints.cancel()
             cancel_wait.cancel()
             for fut in pending:
                 fut.cancel()
-            await self._teardown()
+            await self._teardown(release=finished and self.config.reuse_workers)
         return results
 
-    async def _teardown(self) -> None:
+    async def _teardown(self, release: bool = False) -> None:
+        """Kill this attempt's executors; with ``release`` (every task finished) ask the ones
+        the driver lent to forget their tasks instead and keep the clean ones reusable."""
         executors, self.executors, self.actors = self.executors, {}, {}
-        _kill_all(executors.values())
+        lent = getattr(self, "_lent", set())
+        keep: dict[str, Any] = {}
+        if release:
+            refs = {slot: a.release.remote() for slot, a in executors.items() if slot in lent}
+            for slot, ref in refs.items():
+                try:
+                    if await asyncio.wait_for(_await(ref), 10.0):
+                        keep[slot] = executors[slot]
+                except Exception:  # noqa: BLE001 - an executor that cannot say it is clean is killed
+                    pass
+        self.reusable = sorted(keep)
+        _kill_all(a for slot, a in executors.items() if slot not in keep)
 
 
 def _kill_all(actors: Any) -> None:

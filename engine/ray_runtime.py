@@ -15,6 +15,7 @@ import asyncio
 import logging
 import os
 import threading
+import time
 import traceback
 from collections import deque
 from typing import Any
@@ -153,7 +154,7 @@ class TaskRef:
 
     __slots__ = ("actor", "key")
 
-    def __init__(self, actor: Any, key: tuple[int, int]) -> None:
+    def __init__(self, actor: Any, key: tuple) -> None:
         self.actor = actor
         self.key = key
 
@@ -173,7 +174,7 @@ class TaskRef:
 class _BoundMethod:
     __slots__ = ("method", "key")
 
-    def __init__(self, method: Any, key: tuple[int, int]) -> None:
+    def __init__(self, method: Any, key: tuple) -> None:
         self.method = method
         self.key = key
 
@@ -184,12 +185,13 @@ class _BoundMethod:
 class _Hosted:
     """A task inside a TaskActor, with its checkpoint hooks."""
 
-    __slots__ = ("task", "hooks", "ref")
+    __slots__ = ("task", "hooks", "ref", "finished")
 
     def __init__(self) -> None:
         self.task: Task | None = None
         self.hooks: RayCheckpointHooks | None = None
         self.ref: list = []  # [Task] once built: senders use it to notice cancellation
+        self.finished = False  # its mailbox thread has ended
 
 
 @ray.remote(num_cpus=0)
@@ -202,7 +204,7 @@ class TaskActor:
     different actors through :class:`RaySender`."""
 
     def __init__(self) -> None:
-        self._hosted: dict[tuple[int, int], _Hosted] = {}
+        self._hosted: dict[tuple, _Hosted] = {}
         self._me = ray.get_runtime_context().get_actor_id()
         # The mailbox threads (not the event loop) call ray.wait/ray.get on channel acks;
         # Ray's "blocking get inside async actor" warning does not apply to them.
@@ -220,8 +222,10 @@ class TaskActor:
 
         return LocalSender(out.channel_index, window, deliver, lambda: bool(host.ref) and host.ref[0].cancelled)
 
-    async def setup(self, key: tuple[int, int], spec_blob: bytes, downstream: list[list[Any]], master: Any,
-                    storage: Any = None) -> None:
+    async def setup(self, key: tuple, spec_blob: bytes, downstream: list[list[Any]], master: Any,
+                    storage: Any = None, epoch: int | None = None) -> None:
+        """Build the task ``key``; ``epoch``: the master's attempt counter, sent back with
+        every checkpoint ack so that the master drops acks of earlier attempts and jobs."""
         spec: TaskSpec = cloudpickle.loads(spec_blob)
         host = self._hosted[key] = _Hosted()
         senders = [
@@ -236,13 +240,13 @@ class TaskActor:
             from .snapshots import AsyncSnapshotWriter
 
             writer = AsyncSnapshotWriter(storage, spec.job_id)
-        host.hooks = RayCheckpointHooks(master, spec.attempt, writer)
+        host.hooks = RayCheckpointHooks(master, spec.attempt if epoch is None else epoch, writer)
         from .snapshots import keyed_backend_factory
 
         host.task = Task(spec, senders, hooks=host.hooks, keyed_backend_factory=keyed_backend_factory)
         host.ref.append(host.task)
 
-    async def push(self, key: tuple[int, int], channel: int, seq: int, items: list) -> None:
+    async def push(self, key: tuple, channel: int, seq: int, items: list) -> None:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
 
@@ -252,7 +256,7 @@ class TaskActor:
         self._hosted[key].task.deliver(channel, seq, items, ack)
         await fut
 
-    async def run(self, key: tuple[int, int]) -> Any:
+    async def run(self, key: tuple) -> Any:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         host = self._hosted[key]
@@ -261,28 +265,28 @@ class TaskActor:
         thread.start()
         return await fut
 
-    async def trigger_checkpoint(self, key: tuple[int, int], checkpoint_id: int, timestamp_ms: int, savepoint: bool) -> None:
+    async def trigger_checkpoint(self, key: tuple, checkpoint_id: int, timestamp_ms: int, savepoint: bool) -> None:
         task = self._hosted[key].task
         task.post(lambda: task.trigger_checkpoint(Barrier(checkpoint_id, timestamp_ms, savepoint)))
 
-    async def notify_checkpoint_complete(self, key: tuple[int, int], checkpoint_id: int) -> None:
+    async def notify_checkpoint_complete(self, key: tuple, checkpoint_id: int) -> None:
         task = self._hosted[key].task
         task.post(lambda: task.notify_checkpoint_complete(checkpoint_id))
 
-    async def notify_checkpoint_aborted(self, key: tuple[int, int], checkpoint_id: int) -> None:
+    async def notify_checkpoint_aborted(self, key: tuple, checkpoint_id: int) -> None:
         task = self._hosted[key].task
         task.post(lambda: task.notify_checkpoint_aborted(checkpoint_id))
 
-    async def cancel(self, key: tuple[int, int]) -> None:
+    async def cancel(self, key: tuple) -> None:
         host = self._hosted.get(key)
         if host is not None and host.task is not None:
             host.task.cancel()
 
-    async def probe(self, key: tuple[int, int]) -> tuple:
+    async def probe(self, key: tuple) -> tuple:
         task = self._hosted[key].task
         return await self._on_mailbox(task, task.probe)
 
-    async def end_feedback(self, key: tuple[int, int]) -> None:
+    async def end_feedback(self, key: tuple) -> None:
         task = self._hosted[key].task
         task.post(task.end_feedback)
 
@@ -301,15 +305,61 @@ class TaskActor:
         task.post(run)
         return await fut
 
-    async def metrics(self, key: tuple[int, int]) -> dict:
+    async def metrics(self, key: tuple) -> dict:
         host = self._hosted.get(key)
         return host.task.metrics() if host is not None and host.task is not None else {}
 
-    async def pid(self, key: tuple[int, int] | None = None) -> int:
+    async def release(self, grace_s: float = 2.0) -> bool:
+        """Forget every hosted task (their job ended) so the executor can serve another job.
+
+        Returns True when the executor is clean: no hosted task still running and, within
+        ``grace_s``, no thread of ours (mailbox, snapshot writer, remote-function I/O) left
+        over. The job master kills an executor that is not clean instead of reusing it.
+        Calls that still arrive for a forgotten task find no task under their key (keys
+        carry the job's attempt tag) and are dropped."""
+        hosted, self._hosted = self._hosted, {}
+        deadline = time.monotonic() + grace_s
+
+        def running() -> list[_Hosted]:
+            return [h for h in hosted.values() if h.task is not None and not h.finished]
+
+        while running() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        clean = not running()
+        for host in hosted.values():
+            if host.task is not None and not host.finished:
+                host.task.cancel()
+            if host.hooks is not None and host.hooks.writer is not None:
+                host.hooks.writer.close()
+        while _own_threads() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return clean and not _own_threads()
+
+    async def hosted(self) -> list:
+        """Keys of the tasks this executor hosts right now (empty when idle)."""
+        return sorted(self._hosted)
+
+    async def pid(self, key: tuple | None = None) -> int:
         return os.getpid()
+
+    async def node(self) -> tuple[int, str]:
+        """``(pid, node id)`` of this executor (the worker pool's health check)."""
+        return os.getpid(), ray.get_runtime_context().get_node_id()
+
+
+def _own_threads() -> list[threading.Thread]:
+    """raystream's threads still alive in this process (all are named ``raystream-...``)."""
+    return [t for t in threading.enumerate() if t.name.startswith("raystream-") and t.is_alive()]
 
 
 def _run_thread(host: _Hosted, loop: asyncio.AbstractEventLoop, fut: asyncio.Future) -> None:
+    try:
+        _run_task(host, loop, fut)
+    finally:
+        host.finished = True
+
+
+def _run_task(host: _Hosted, loop: asyncio.AbstractEventLoop, fut: asyncio.Future) -> None:
     task = host.task
     assert task is not None
     try:

@@ -58,7 +58,7 @@ from engine.errors import ConfigError, JobCancelled, JobFailed, RaystreamError
 __all__ = ["main", "load_job_module", "JobModule", "CliError"]
 
 NAMESPACE = "raystream"
-MASTER_PREFIX = "raystream-job:"
+MASTER_PREFIX = "raystream-master:"
 EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
@@ -427,13 +427,15 @@ def _find_submission(client: Any, job: str) -> str | None:
         return job
     except Exception:  # not a submission id
         pass
-    from ray.util.state import list_actors
-
-    actors = list_actors(address=client._address, filters=[("name", "=", MASTER_PREFIX + job)], limit=10)
-    ray_job_ids = {a.job_id for a in actors}
+    # A job master serves the jobs of one driver in turn, so the job id is not in any actor
+    # name: find the running submission whose driver announced it ("started as <job id>").
     for info in client.list_jobs():
-        if info.job_id in ray_job_ids and info.submission_id:
-            return info.submission_id
+        if info.submission_id and str(info.status.value) == "RUNNING" and not (info.metadata or {}).get("raystream_relay"):
+            try:
+                if f"started as {job} " in client.get_job_logs(info.submission_id):
+                    return info.submission_id
+            except Exception:  # noqa: BLE001 - a submission that ended meanwhile
+                continue
     return None
 
 
@@ -477,23 +479,39 @@ class _StripRayLines:
         self.out.flush()
 
 
-def _masters() -> list[str]:
+def _running_jobs() -> dict[str, Any]:
+    """``{job id: its master actor}`` for every job a raystream job master runs right now.
+
+    Masters are named ``raystream-master:<id>`` and serve the jobs of one driver in turn
+    (idle ones wait in that driver's worker pool), so each is asked for its current job."""
     import ray
 
-    names = ray.util.list_named_actors(all_namespaces=True)
-    return sorted(a["name"][len(MASTER_PREFIX):] for a in names
-                  if a.get("namespace") == NAMESPACE and a["name"].startswith(MASTER_PREFIX))
+    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+             if a.get("namespace") == NAMESPACE and a["name"].startswith(MASTER_PREFIX)]
+    actors = {}
+    for name in names:
+        try:
+            actors[name] = ray.get_actor(name, namespace=NAMESPACE)
+        except ValueError:  # ended between the listing and the lookup
+            pass
+    refs = {name: a.job_info.remote() for name, a in actors.items()}
+    jobs = {}
+    for name, ref in refs.items():
+        try:
+            info = ray.get(ref, timeout=10)
+        except Exception:  # noqa: BLE001 - a master that is gone or busy dying
+            continue
+        if info.get("job_id") and info.get("status") != "IDLE":
+            jobs[info["job_id"]] = actors[name]
+    return jobs
 
 
 def _master(job: str) -> Any:
-    import ray
-
-    name = job if job.startswith(MASTER_PREFIX) else MASTER_PREFIX + job
-    try:
-        return ray.get_actor(name, namespace=NAMESPACE)
-    except ValueError:
-        running = ", ".join(_masters()) or "none"
-        raise CliError(f"no running raystream job {job!r} (running: {running}); finished jobs are gone") from None
+    jobs = _running_jobs()
+    if job in jobs:
+        return jobs[job]
+    running = ", ".join(sorted(jobs)) or "none"
+    raise CliError(f"no running raystream job {job!r} (running: {running}); finished jobs are gone")
 
 
 def _call(actor: Any, method: str, *a: Any, timeout: float = 30.0) -> Any:
@@ -526,11 +544,13 @@ def cmd_list(args: argparse.Namespace) -> int:
         return _relay(args, ["list"])
     _connect(args.address)
     rows = []
-    for job_id in _masters():
+    for job_id, master in sorted(_running_jobs().items()):
         try:
-            info = _call(_master(job_id), "job_info", timeout=10)
+            info = _call(master, "job_info", timeout=10)
         except CliError:
             continue  # ended between the listing and the call
+        if info.get("job_id") != job_id:
+            continue  # that master has moved on to another job
         rows.append((job_id, info.get("name", ""), info.get("status", "?"), info.get("restarts", 0),
                      time.time() - (info.get("started") or time.time())))
     print(f"{'JOB ID':<32} {'NAME':<20} {'STATUS':<10} {'RESTARTS':>8} {'UPTIME':>8}")

@@ -60,6 +60,11 @@ class StreamEnvironment:
             per subtask index hosts that subtask of every vertex, so a job deploys
             ``max(parallelism)`` worker processes instead of one per task, and data between
             co-located tasks is handed over in process. False: one actor per task.
+        reuse_workers: True (default, like a Flink session cluster): the job master and the
+            task executors of a finished job stay up and the driver's next job deploys onto
+            them (no worker processes to start); see :mod:`engine.pool`. False: this job's
+            actors are its own and end with it (nothing in user code's module state carries
+            over between jobs). ``raystream.shutdown_workers()`` ends idle ones.
 
     Example:
         >>> env = StreamEnvironment(parallelism=2)
@@ -77,6 +82,7 @@ class StreamEnvironment:
         credits: int = 4,
         task_num_cpus: float = 0.0,
         slot_sharing: bool = True,
+        reuse_workers: bool = True,
     ) -> None:
         if not isinstance(parallelism, int) or parallelism < 1:
             raise ConfigError(f"parallelism must be a positive int, got {parallelism!r}")
@@ -90,6 +96,7 @@ class StreamEnvironment:
         self.task_config = TaskConfig(batch_size=batch_size, flush_ms=flush_ms, credits=credits)
         self.task_num_cpus = task_num_cpus
         self.slot_sharing = bool(slot_sharing)
+        self.reuse_workers = bool(reuse_workers)
         self.graph = StreamGraph()
         self.clock = None
         self.checkpoint_config: Any = None
@@ -179,6 +186,7 @@ class StreamEnvironment:
             task=self.task_config,
             task_num_cpus=self.task_num_cpus,
             slot_sharing=self.slot_sharing,
+            reuse_workers=self.reuse_workers,
             checkpoint=self.checkpoint_config,
             restart=self.restart_strategy,
             clock=self.clock,

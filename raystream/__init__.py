@@ -29,6 +29,7 @@ from engine import (
     StreamOperator,
     Watermark,
 )
+from engine.pool import shutdown_workers
 from engine.restart import RestartStrategy
 from operators import (  # event time
     BroadcastProcessFunction,
@@ -115,4 +116,5 @@ __all__ = [
     "Watermark",
     "WatermarkStrategy",
     "__version__",
+    "shutdown_workers",
 ]

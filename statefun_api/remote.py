@@ -346,7 +346,7 @@ class RemoteFunctions:
                     "remote functions need a task mailbox (OperatorContext.post) to receive replies on; "
                     "run the dispatcher in a raystream task or statefun_api.local.LocalDispatchers"
                 )
-            self._caller = RemoteCaller(lambda: post(self.on_completions), name=f"statefun-remote {self.d.ctx.task_name}")
+            self._caller = RemoteCaller(lambda: post(self.on_completions), name=f"raystream-statefun-remote {self.d.ctx.task_name}")
         self._next_id += 1
         self._by_id.pop(call.call_id, None)  # a resent batch (handshake) gets a new id
         call.call_id = self._next_id

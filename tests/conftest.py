@@ -18,6 +18,9 @@ def ray_session():
         # address="local": always a fresh local Ray, never a cluster some other process started
         ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING", configure_logging=False)
     yield ray
+    import raystream
+
+    raystream.shutdown_workers()
     ray.shutdown()
 
 
@@ -26,3 +29,26 @@ def alive_actors() -> list[dict]:
     import ray._private.state as state
 
     return [a for a in state.actors().values() if a.get("State") != "DEAD"]
+
+
+def leftover_actors() -> list[dict]:
+    """Alive actors other than the idle ones of this driver's worker pool (job masters and
+    task executors kept for the next job), after checking that those really are idle: no
+    executor hosts a task and no master runs a job."""
+    import ray
+
+    from engine.pool import WorkerPool
+
+    pool = WorkerPool.existing()
+    idle: set[str] = set()
+    if pool is not None:
+        masters, executors = pool.idle_actors()
+        hosting = ray.get([e.actor.hosted.remote() for e in executors], timeout=30)
+        busy = {e.name: h for e, h in zip(executors, hosting) if h}
+        assert not busy, f"idle task executors of the worker pool still host tasks: {busy}"
+        states = ray.get([m.job_info.remote() for m in masters], timeout=30)
+        running = [i for i in states if i["status"] in ("CREATED", "RUNNING", "RESTARTING")]
+        assert not running, f"idle job masters of the worker pool still run jobs: {running}"
+        names = pool.idle_actor_names()
+        idle = {*names["masters"], *names["executors"]}
+    return [a for a in alive_actors() if a.get("Name") not in idle]

@@ -50,7 +50,6 @@ SCRIPT = textwrap.dedent('''
         got = final_counts(counts.execute_and_collect("two-nodes"))
         want = collections.Counter(w for line in lines for w in tokenize(line))
         nodes = {a["Address"]["NodeID"] for a in state.actors().values() if a["ActorClassName"] == "TaskActor"}
-        alive = [a for a in state.actors().values() if a["State"] != "DEAD"]
         cluster_nodes = len([n for n in ray.nodes() if n["Alive"]])
         job_s = round(time.monotonic() - t0 - started, 1)
 
@@ -74,8 +73,8 @@ SCRIPT = textwrap.dedent('''
             if ops.get("reduce", {}).get("records_in", 0) > 1000 and (client.info().get("checkpoints") or {}).get("completed", 0) >= 1:
                 break
             time.sleep(0.1)
-        job_tasks = [a for a in state.actors().values() if a["State"] == "ALIVE"
-                     and a["ActorClassName"] == "TaskActor" and client.job_id in (a.get("Name") or "")]
+        names = set(ray.get(client._master.task_actor_names.remote()).values())
+        job_tasks = [a for a in state.actors().values() if a["State"] == "ALIVE" and a.get("Name") in names]
         by_node = collections.defaultdict(list)
         for a in job_tasks:
             by_node[a["Address"]["NodeID"]].append(a)
@@ -94,6 +93,13 @@ SCRIPT = textwrap.dedent('''
         result = client.wait()
         from operators.sinks import collected_records
         recovered = sorted(collected_records(next(iter(result.sink_results.values()))))
+        rs.shutdown_workers()  # the idle masters and executors kept for another job
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            alive = [a for a in state.actors().values() if a["State"] != "DEAD"]
+            if not alive:
+                break
+            time.sleep(0.1)
         print(json.dumps({"correct": got == dict(want), "task_nodes": len(nodes),
                           "cluster_nodes": cluster_nodes,
                           "left_alive": len(alive), "cluster_start_s": round(started, 1),

@@ -1,0 +1,232 @@
+"""Warm Ray actors for the jobs of one driver: raystream's *session cluster*.
+
+Starting a Ray actor means starting a Python worker process and importing raystream, pyarrow
+and the user's code into it: about 0.8 s each on a 2-core machine, which is most of the
+time a small job takes. Like a Flink session cluster, whose TaskManagers outlive the jobs
+they run, the driver keeps the actors of a finished job and deploys the next job onto them:
+
+* **task executors** (:class:`~engine.ray_runtime.TaskActor`) go back to the pool when
+  their job *finished* and each reported itself clean (:meth:`TaskActor.release`: no task
+  still running, no raystream thread left over); executors of a failed, cancelled or
+  restarted attempt are killed, never reused;
+* **job masters** (:class:`~engine.master.JobMaster`) go back when their job ended (finished,
+  failed or cancelled) and the master itself is alive; a master runs one job at a time and
+  starts each job from a clean slate.
+
+The pool belongs to the driver process and its Ray connection: the actors are owned by the
+driver, so they end with it (or with ``ray.shutdown()``); :func:`shutdown_workers` ends them
+earlier. ``StreamEnvironment(reuse_workers=False)`` gives a job actors of its own, killed at
+its end (module-level state in user code then never carries over between jobs).
+
+Example:
+    >>> env = rs.StreamEnvironment(parallelism=2)              # doctest: +SKIP
+    >>> env.from_collection(range(10)).map(str).collect()     # doctest: +SKIP
+    >>> env.execute("first")    # starts a job master and 2 task executors   # doctest: +SKIP
+    >>> env.execute("second")   # reuses all three                           # doctest: +SKIP
+    >>> rs.shutdown_workers()   # ends them now                              # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from typing import Any
+
+import ray
+
+__all__ = ["WorkerPool", "Executor", "shutdown_workers", "NAMESPACE", "MASTER_PREFIX", "EXECUTOR_PREFIX"]
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "raystream"
+MASTER_PREFIX = "raystream-master:"
+EXECUTOR_PREFIX = "raystream-executor:"
+
+
+class Executor:
+    """A task executor actor with its Ray name, its CPU reservation and (once known) its node."""
+
+    __slots__ = ("actor", "name", "num_cpus", "node")
+
+    def __init__(self, actor: Any, name: str, num_cpus: float, node: str | None = None) -> None:
+        self.actor = actor
+        self.name = name
+        self.num_cpus = num_cpus
+        self.node = node
+
+    def __repr__(self) -> str:
+        return f"Executor({self.name!r})"
+
+
+class WorkerPool:
+    """Idle job masters and task executors of this driver (see the module docstring).
+
+    Thread-safe: jobs may be submitted from several threads (e.g. a notebook's background
+    ``execute_async`` and a foreground ``execute``); an actor is lent to one job at a time.
+    """
+
+    _current: WorkerPool | None = None
+    _current_lock = threading.Lock()
+
+    def __init__(self, ray_job_id: str) -> None:
+        self.ray_job_id = ray_job_id
+        self._lock = threading.Lock()
+        self._executors: list[Executor] = []
+        self._masters: list[tuple[Any, str]] = []  # (actor, name)
+        self.started = {"masters": 0, "executors": 0}  # actors this pool had to start
+        self.reused = {"masters": 0, "executors": 0}
+
+    # ------------------------------------------------------------------ the driver's pool
+    @classmethod
+    def current(cls) -> WorkerPool:
+        """The pool of this driver's current Ray connection (a new one after ``ray.init``)."""
+        job = ray.get_runtime_context().get_job_id()
+        with cls._current_lock:
+            if cls._current is None or cls._current.ray_job_id != job:
+                cls._current = WorkerPool(job)
+            return cls._current
+
+    @classmethod
+    def existing(cls) -> WorkerPool | None:
+        """The current pool if one was created for the current Ray connection, else None."""
+        pool = cls._current
+        if pool is None or not ray.is_initialized():
+            return None
+        return pool if pool.ray_job_id == ray.get_runtime_context().get_job_id() else None
+
+    # ------------------------------------------------------------------ masters
+    def master(self, options: dict, reuse: bool = True) -> tuple[Any, str]:
+        """``(actor, name)`` of an idle job master, or of a new one started with ``options``
+        (Ray actor options)."""
+        from .master import JobMaster
+
+        with self._lock:
+            idle = self._masters.pop() if self._masters and reuse else None
+        if idle is not None:
+            self.reused["masters"] += 1
+            return idle
+        self.started["masters"] += 1
+        name = f"{MASTER_PREFIX}{uuid.uuid4().hex[:12]}"
+        return JobMaster.options(name=name, namespace=NAMESPACE, **options).remote(), name
+
+    def give_back_master(self, master: Any, name: str) -> None:
+        with self._lock:
+            self._masters.append((master, name))
+
+    # ------------------------------------------------------------------ executors
+    def executors(self, slots: list[str], num_cpus: float) -> dict[str, Executor]:
+        """One executor per slot: idle ones that answer a health check first (spread over
+        their nodes), new ones for the rest (round robin over the alive nodes)."""
+        with self._lock:
+            mine = [e for e in self._executors if e.num_cpus == num_cpus]
+            self._executors = [e for e in self._executors if e.num_cpus != num_cpus]
+        healthy = _healthy(mine)
+        # interleave nodes so that a job's slots spread like freshly placed executors
+        by_node: dict[str | None, list[Executor]] = {}
+        for e in healthy:
+            by_node.setdefault(e.node, []).append(e)
+        spread: list[Executor] = []
+        while any(by_node.values()):
+            for node in list(by_node):
+                if by_node[node]:
+                    spread.append(by_node[node].pop())
+        out = dict(zip(slots, spread))
+        leftover = spread[len(out):]
+        if leftover:
+            with self._lock:
+                self._executors.extend(leftover)
+        self.reused["executors"] += len(out)
+        fresh = [s for s in slots if s not in out]
+        if fresh:
+            names = {s: f"{EXECUTOR_PREFIX}{uuid.uuid4().hex[:12]}" for s in fresh}
+            out.update(start_executors(names, num_cpus))
+            self.started["executors"] += len(fresh)
+        return out
+
+    def give_back(self, executors: list[Executor]) -> None:
+        with self._lock:
+            self._executors.extend(executors)
+
+    # ------------------------------------------------------------------ inspection / end
+    def idle_actor_names(self) -> dict[str, list[str]]:
+        """Names of the idle actors: ``{"masters": [...], "executors": [...]}``."""
+        with self._lock:
+            return {
+                "masters": [name for _, name in self._masters],
+                "executors": [e.name for e in self._executors],
+            }
+
+    def idle_actors(self) -> tuple[list[Any], list[Executor]]:
+        """The idle masters' actor handles and the idle executors."""
+        with self._lock:
+            return [m for m, _ in self._masters], list(self._executors)
+
+    def shutdown(self) -> None:
+        """Kill every idle actor of the pool (actors lent to running jobs are not touched)."""
+        with self._lock:
+            actors = [*(m for m, _ in self._masters), *(e.actor for e in self._executors)]
+            self._masters, self._executors = [], []
+        kill_quietly(actors)
+
+
+def start_executors(names: dict[str, str], num_cpus: float) -> dict[str, Executor]:
+    """Create one TaskActor per slot (``{slot: actor name}``); their worker processes start in
+    the background. Placed round robin over the cluster's alive nodes with soft node affinity
+    (a node that goes away does not block placement); Ray's best-effort SPREAD sometimes put
+    a whole job on one node."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from .ray_runtime import TaskActor
+
+    nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
+    out = {}
+    for i, (slot, name) in enumerate(names.items()):
+        node = nodes[i % len(nodes)] if nodes else None
+        strategy: Any = NodeAffinitySchedulingStrategy(node, soft=True) if len(nodes) > 1 else "SPREAD"
+        actor = TaskActor.options(
+            num_cpus=num_cpus, name=name, namespace=NAMESPACE, max_concurrency=1000, scheduling_strategy=strategy,
+        ).remote()
+        out[slot] = Executor(actor, name, num_cpus, node)
+    return out
+
+
+def _healthy(executors: list[Executor], timeout_s: float = 10.0) -> list[Executor]:
+    """The executors that answer (and where they run); the others are killed."""
+    if not executors:
+        return []
+    refs = [e.actor.node.remote() for e in executors]
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+    ok, dead = [], []
+    for e, ref in zip(executors, refs):
+        try:
+            if ref not in ready:
+                raise TimeoutError("no answer")
+            _, e.node = ray.get(ref)
+            ok.append(e)
+        except Exception as exc:  # noqa: BLE001 - a dead or hung executor is replaced
+            log.info("dropping task executor %s from the worker pool: %s", e.name, exc)
+            dead.append(e.actor)
+    kill_quietly(dead)
+    return ok
+
+
+def kill_quietly(actors: Any) -> None:
+    for actor in actors:
+        try:
+            ray.kill(actor, no_restart=True)
+        except Exception:  # already gone
+            pass
+
+
+def shutdown_workers() -> None:
+    """End this driver's idle raystream actors now (job masters and task executors kept for
+    reuse). They also end with the driver or ``ray.shutdown()``.
+
+    Example:
+        >>> import raystream as rs
+        >>> rs.shutdown_workers()   # nothing to do without Ray
+    """
+    pool = WorkerPool.existing()
+    if pool is not None:
+        pool.shutdown()

@@ -1,0 +1,215 @@
+"""The driver's worker pool: job masters and task executors of a finished job serve the next.
+
+Reuse must never leak one job into another: an executor goes back only when every task it
+hosted finished and no raystream thread is left; executors of failed attempts, killed
+executors and ``reuse_workers=False`` jobs are never reused; calls meant for an earlier
+job find nothing; a job cancelled before its master picked it up is still cancelled.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+import pytest
+import ray
+
+import raystream as rs
+from engine.pool import WorkerPool
+
+
+def _wordcount(env: rs.StreamEnvironment, n: int = 2000) -> None:
+    words = [f"w{i % 37}" for i in range(n)]
+    (env.from_collection(words, batch_size=256).map(lambda w: (w, 1)).disable_chaining()
+     .key_by(0).reduce(lambda a, b: (a[0], a[1] + b[1])).collect())
+
+
+def _final(records) -> dict:
+    out: dict = {}
+    for w, c in records:
+        out[w] = max(out.get(w, 0), c)
+    return out
+
+
+def _want(n: int = 2000) -> dict:
+    return dict(Counter(f"w{i % 37}" for i in range(n)))
+
+
+def _pids(client: rs.JobClient) -> set[int]:
+    names = ray.get(client._master.task_actor_names.remote())
+    return {ray.get(ray.get_actor(n, namespace="raystream").pid.remote()) for n in set(names.values())}
+
+
+def _unbounded(env: rs.StreamEnvironment) -> None:
+    (env.generate(lambda i: (i % 7, i), rate=2000).key_by(0)
+     .reduce(lambda a, b: (a[0], a[1] + b[1])).collect())
+
+
+def _running(client: rs.JobClient, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if client.status() == "RUNNING" and client.metrics().get("operators", {}).get("reduce", {}).get("records_in", 0):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"job did not start running: {client.status()}")
+
+
+def test_the_next_job_runs_on_the_same_master_and_executors():
+    pool = WorkerPool.current()
+    env = rs.StreamEnvironment(parallelism=2)
+    _wordcount(env)
+    first = env.execute_async("pool-1")
+    assert _final(rs_collected(first.wait())) == _want()
+    masters, executors = pool.idle_actors()
+    before = {ray.get(e.actor.pid.remote()) for e in executors}
+    assert len(before) >= 2
+
+    env2 = rs.StreamEnvironment(parallelism=2)
+    _unbounded(env2)
+    second = env2.execute_async("pool-2")
+    try:
+        _running(second)
+        assert _pids(second) <= before, "the second job did not reuse the first job's executors"
+        assert second._master in masters
+        # a reused executor hosts only this job's tasks, keyed with this job's attempt tag
+        for e in {ray.get_actor(n, namespace="raystream") for n in set(ray.get(second._master.task_actor_names.remote()).values())}:
+            keys = ray.get(e.hosted.remote())
+            assert keys and all(k[2].startswith(second.job_id + "#") for k in keys), keys
+    finally:
+        second.cancel()
+        with pytest.raises(rs.JobCancelled):
+            second.wait()
+
+
+def rs_collected(result: rs.JobResult) -> list:
+    from operators.sinks import collected_records
+
+    return collected_records(next(iter(result.sink_results.values())))
+
+
+def test_reuse_workers_false_gives_a_job_actors_of_its_own():
+    pool = WorkerPool.current()
+    env = rs.StreamEnvironment(parallelism=2)
+    _wordcount(env)
+    env.execute("warm")
+    _, idle = pool.idle_actors()
+    warm = {ray.get(e.actor.pid.remote()) for e in idle}
+    env = rs.StreamEnvironment(parallelism=2, reuse_workers=False)
+    _unbounded(env)
+    client = env.execute_async("own")
+    try:
+        _running(client)
+        own = _pids(client)
+        assert not own & warm
+        assert client._master not in pool.idle_actors()[0]
+    finally:
+        client.cancel()
+        with pytest.raises(rs.JobCancelled):
+            client.wait()
+    assert {e.name for e in client._executors.values()}.isdisjoint(pool.idle_actor_names()["executors"])
+    with pytest.raises(ray.exceptions.RayActorError):  # the job's own master ended with it
+        ray.get(client._master.job_info.remote(), timeout=30)
+
+
+def test_executors_of_a_failed_attempt_are_not_reused(tmp_path):
+    pool = WorkerPool.current()
+    env = rs.StreamEnvironment(parallelism=2)
+    _wordcount(env)
+    env.execute("warm")
+    env = rs.StreamEnvironment(parallelism=2)
+    env.enable_checkpointing(100, checkpoint_dir=str(tmp_path))
+    env.set_restart_strategy(rs.RestartStrategy.fixed_delay(3, 50))
+    (env.generate(lambda i: (i % 13, i), count=20000, rate=8000).key_by(0)
+     .reduce(lambda a, b: (a[0], a[1] + b[1])).collect())
+    client = env.execute_async("drill")
+    _running(client)
+    lent = dict(client._executors)
+    victim = client.task_actor(1, 0)
+    ray.kill(victim, no_restart=True)
+    result = client.wait()
+    assert result.metrics["restarts"] >= 1
+    got = _final(rs_collected(result))
+    assert got == {k: sum(i for i in range(20000) if i % 13 == k) for k in range(13)}
+    idle = set(pool.idle_actor_names()["executors"])
+    assert not {e.name for e in lent.values()} & idle, "an executor of the failed attempt went back to the pool"
+    # and the pool still serves correct jobs
+    env = rs.StreamEnvironment(parallelism=2)
+    _wordcount(env)
+    assert _final(env.execute_and_collect("after-drill")) == _want()
+
+
+def test_an_idle_executor_that_died_is_replaced():
+    pool = WorkerPool.current()
+    env = rs.StreamEnvironment(parallelism=2)
+    _wordcount(env)
+    env.execute("warm")
+    _, idle = pool.idle_actors()
+    for e in idle:
+        ray.kill(e.actor, no_restart=True)
+    env = rs.StreamEnvironment(parallelism=2)
+    _wordcount(env)
+    assert _final(env.execute_and_collect("after-kill")) == _want()
+    assert set(pool.idle_actor_names()["executors"]).isdisjoint({e.name for e in idle})
+
+
+def test_an_executor_with_a_leftover_thread_is_not_reused():
+    pool = WorkerPool.current()
+
+    def leak(w):
+        if w == "w0" and not any(t.name == "raystream-leak" for t in threading.enumerate()):
+            threading.Thread(target=time.sleep, args=(6,), name="raystream-leak", daemon=True).start()
+        return (w, 1)
+
+    env = rs.StreamEnvironment(parallelism=1)
+    words = [f"w{i % 37}" for i in range(500)]
+    env.from_collection(words).map(leak).key_by(0).reduce(lambda a, b: (a[0], a[1] + b[1])).collect()
+    client = env.execute_async("leaky")
+    lent = {e.name for e in client._executors.values()}
+    result = client.wait()
+    assert _final(rs_collected(result)) == dict(Counter(words))
+    assert lent.isdisjoint(pool.idle_actor_names()["executors"])
+
+
+def test_a_failed_job_gives_its_master_back_and_the_next_job_is_correct():
+    pool = WorkerPool.current()
+
+    def boom(x):
+        if x == 77:
+            raise ValueError("bad record 77")
+        return x
+
+    env = rs.StreamEnvironment(parallelism=2)
+    env.from_collection(list(range(200))).map(boom).collect()
+    client = env.execute_async("fails")
+    with pytest.raises(rs.JobFailed, match="bad record 77"):
+        client.wait()
+    assert client._master in pool.idle_actors()[0]
+    env = rs.StreamEnvironment(parallelism=2)
+    _wordcount(env)
+    assert _final(env.execute_and_collect("after-failure")) == _want()
+
+
+def test_a_job_cancelled_right_after_submission_is_cancelled():
+    for i in range(3):
+        env = rs.StreamEnvironment(parallelism=2)
+        _unbounded(env)
+        client = env.execute_async(f"early-cancel-{i}")
+        client.cancel()  # may reach the master before its run() call starts
+        with pytest.raises(rs.JobCancelled):
+            client.wait(timeout=60)
+
+
+def test_concurrent_jobs_get_distinct_actors():
+    envs = []
+    for i in range(2):
+        env = rs.StreamEnvironment(parallelism=2)
+        _wordcount(env, 3000 + i)
+        envs.append(env)
+    clients = [env.execute_async(f"concurrent-{i}") for i, env in enumerate(envs)]
+    masters = {c._master_name for c in clients}
+    executors = [{e.name for e in c._executors.values()} for c in clients]
+    assert len(masters) == 2 and executors[0].isdisjoint(executors[1])
+    results = [c.wait() for c in clients]
+    for i, r in enumerate(results):
+        assert _final(rs_collected(r)) == _want(3000 + i)
