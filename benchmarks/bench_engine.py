@@ -197,14 +197,16 @@ register("window", "raystream-batch", window_batch, api="batch")
 
 
 # ----------------------------------------------------------------------------- extras
-def job_start_time(repeat: int = 5, slot_sharing: bool = True) -> list[float]:
+def job_start_time(repeat: int = 5, slot_sharing: bool = True, reuse_workers: bool = False) -> list[float]:
     """Wall time of a 10-record job on a 6-task graph (source p2 -> map p2 -> keyed reduce +
     collect p2), Ray already initialised: an upper bound of the job start time (it includes
     the job master, the task actors (2 with slot sharing, else 6), setup, the run and the
-    teardown)."""
+    teardown). ``reuse_workers=False``: cold, every job starts its own actors; True: the
+    job deploys onto the worker pool's warm actors (a session cluster)."""
     times = []
     for _ in range(repeat):
-        env = rs.StreamEnvironment(parallelism=2, batch_size=BATCH, slot_sharing=slot_sharing)
+        env = rs.StreamEnvironment(parallelism=2, batch_size=BATCH, slot_sharing=slot_sharing,
+                                   reuse_workers=reuse_workers)
         (
             env.from_collection(list(range(10)))
             .map(lambda x: x + 1)
@@ -347,13 +349,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.start:
             shared: list[float] = []
             single: list[float] = []
+            warm: list[float] = []
             for _ in range(5):  # interleaved: the machine's load drifts
                 shared += job_start_time(1, slot_sharing=True)
                 single += job_start_time(1, slot_sharing=False)
-            for label, ts in (("slot sharing, 2 actors", shared), ("one actor per task, 6 actors", single)):
-                print(f"job start (6 tasks, {label}): median {statistics.median(ts):.2f} s, best {min(ts):.2f} s, "
-                      f"all {[round(x, 2) for x in ts]}")
-            print(f"slot sharing / one actor per task (median): {statistics.median(shared) / statistics.median(single):.2f}x")
+                warm += job_start_time(1, slot_sharing=True, reuse_workers=True)
+            for label, ts in (("cold, slot sharing, 2 actors", shared), ("cold, one actor per task, 6 actors", single),
+                              ("warm worker pool, slot sharing", warm)):
+                print(f"job start (6 tasks, {label}): median {statistics.median(ts):.3f} s, best {min(ts):.3f} s, "
+                      f"all {[round(x, 3) for x in ts]}")
+            print(f"slot sharing / one actor per task (cold, median): {statistics.median(shared) / statistics.median(single):.2f}x")
+            print(f"warm pool / cold (slot sharing, median): {statistics.median(warm) / statistics.median(shared):.3f}x")
         if args.latency:
             print("latency:", latency_probe())
         if args.memory:
