@@ -94,7 +94,10 @@ class CheckpointCoordinator:
         self.config = config
         self.job_id = job_id
         self.tasks = list(tasks)
-        self.storage = storage or resolve_storage(config.checkpoint_dir)
+        if not storage:
+            assert config.checkpoint_dir is not None  # CheckpointConfig.__post_init__ fills it in
+            storage = resolve_storage(config.checkpoint_dir)
+        self.storage = storage
         self.clock = clock
         self.next_id = 1
         self.pending: PendingCheckpoint | None = None

@@ -14,8 +14,8 @@ import ray
 from .errors import JobCancelled, JobFailed, RaystreamError
 from .graph import JobGraph
 from .master import JobConfig, job_slots, task_actor_name
-from .pool import MASTER_PREFIX, NAMESPACE, WorkerPool, kill_quietly, start_executors
 from .observability import ProgressReporter, job_client_html, source_totals
+from .pool import MASTER_PREFIX, NAMESPACE, WorkerPool, kill_quietly, start_executors
 from .ray_runtime import ensure_ray
 
 __all__ = ["JobClient", "JobResult", "submit_job", "NAMESPACE", "MASTER_PREFIX"]

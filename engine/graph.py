@@ -47,6 +47,7 @@ class Transformation:
     keyed: bool = False
     num_inputs: int = 1
     schema_names: list[str] | None = None  # column names when known at build time
+    timestamp_assigner: Any = None  # operators.time.TimestampAssigner, set by assign_timestamps_and_watermarks
 
     def stable_uid(self, graph: "StreamGraph") -> str:
         """The user uid, or one derived from the node's position in the graph (stable for
@@ -243,7 +244,7 @@ def build_job_graph(graph: StreamGraph, max_parallelism: int) -> JobGraph:
         if head_of[node.id] is not node:
             continue
         for edge in node.inputs:
-            e = JobEdge(
+            job_edge = JobEdge(
                 vertex_of[edge.source.id],
                 vertex_of[node.id],
                 _resolve_partitioner(edge, node),
@@ -251,6 +252,6 @@ def build_job_graph(graph: StreamGraph, max_parallelism: int) -> JobGraph:
                 edge.feedback,
                 edge.side_tag,
             )
-            vertices[e.target_vertex].inputs.append(e)
-            vertices[e.source_vertex].outputs.append(e)
+            vertices[job_edge.target_vertex].inputs.append(job_edge)
+            vertices[job_edge.source_vertex].outputs.append(job_edge)
     return JobGraph(vertices, max_parallelism)

@@ -14,7 +14,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 import cloudpickle
 import ray
@@ -146,10 +146,11 @@ class JobMaster:
         self.actors: dict[tuple[int, int], Any] = {}
         self.executors: dict[str, Any] = {}
         self.executor_names: dict[str, str] = {}
-        self.coordinator = None
+        self.coordinator: CheckpointCoordinator | None = None
         self.task_metrics: dict = {}
         self.restarts = 0
         self._early_cancels: set[str] = set()
+        self._lent: set[str] = set()  # slots of the running attempt whose executor the driver lent
         self._busy = False
 
     def _start_job(self, graph_blob: bytes, config_blob: bytes, job_id: str | None,
@@ -158,9 +159,12 @@ class JobMaster:
         # executors: the first attempt's executors, lent by the driver's worker pool (warm
         # ones from earlier jobs, or new ones started while this master was starting).
         self._prestarted: dict[str, Any] = dict(executors or {})
-        self.graph = cloudpickle.loads(graph_blob)
-        self.config = cloudpickle.loads(config_blob)
-        self.job_id = job_id or f"{self.config.name}-{uuid.uuid4().hex[:8]}"
+        graph: JobGraph = cloudpickle.loads(graph_blob)
+        self.graph = graph
+        config: JobConfig = cloudpickle.loads(config_blob)
+        self.config = config
+        job_id = job_id or f"{config.name}-{uuid.uuid4().hex[:8]}"
+        self.job_id = job_id
         self.status = "CREATED"
         self.attempt += 1
         self._first_attempt = self.attempt
@@ -169,16 +173,16 @@ class JobMaster:
         self.executors = {}  # slot -> TaskActor
         self.executor_names = {}  # slot -> its Ray actor name
         self.reusable: list[str] = []  # slots whose lent executor is clean after the job
-        self.task_metrics: dict = {}
+        self.task_metrics = {}
         self.error: JobFailed | None = None
         self.started = time.time()
         self.finished_at: float | None = None
         self._cancel = asyncio.Event()
-        if self.job_id in self._early_cancels:
-            self._early_cancels.discard(self.job_id)
+        if job_id in self._early_cancels:
+            self._early_cancels.discard(job_id)
             self._cancel.set()
         self.committers = {}
-        for v in self.graph.vertices:
+        for v in graph.vertices:
             for op in v.chain:
                 sink = op.get("sink")
                 if sink is not None:
@@ -186,10 +190,10 @@ class JobMaster:
                     if committer is not None:
                         self.committers[op["uid"]] = committer
         self.coordinator = None
-        if self.config.checkpoint is not None:
-            tasks = [(v.id, s) for v in self.graph.vertices for s in range(v.parallelism)]
-            self.coordinator = CheckpointCoordinator(self.config.checkpoint, self.job_id, tasks)
-        self.restart = self.config.restart or (
+        if config.checkpoint is not None:
+            tasks = [(v.id, s) for v in graph.vertices for s in range(v.parallelism)]
+            self.coordinator = CheckpointCoordinator(config.checkpoint, job_id, tasks)
+        self.restart = config.restart or (
             RestartStrategy.fixed_delay(3, 500) if self.coordinator is not None else RestartStrategy.none()
         )
         self.failures = 0
@@ -209,10 +213,38 @@ class JobMaster:
         self._waves: dict[int, asyncio.Task] = {}
 
     # -------------------------------------------------------------- queries
-    def _other_job(self, job_id: str | None) -> bool:
+    def _other_job(self, job_id: str | None) -> TypeGuard[str]:
         """A client asked about ``job_id`` while this master does not run it (yet): calls to
         an async actor may start before the ``run`` call submitted ahead of them."""
         return job_id is not None and job_id != self.job_id
+
+    @property
+    def _job_id(self) -> str:
+        """The id of the job this master runs (or ran last)."""
+        if self.job_id is None:
+            raise RuntimeError("the job master has not been given a job yet: call run() first")
+        return self.job_id
+
+    @property
+    def _config(self) -> JobConfig:
+        """The config of the job this master runs (or ran last)."""
+        if self.config is None:
+            raise RuntimeError("the job master has not been given a job yet: call run() first")
+        return self.config
+
+    @property
+    def _graph(self) -> JobGraph:
+        """The graph of the job this master runs (or ran last)."""
+        if self.graph is None:
+            raise RuntimeError("the job master has not been given a job yet: call run() first")
+        return self.graph
+
+    @property
+    def _checkpoints(self) -> CheckpointCoordinator:
+        """The checkpoint coordinator of the running job (only when checkpointing is on)."""
+        if self.coordinator is None:
+            raise RuntimeError(f"job {self.job_id!r} does not checkpoint: its master has no checkpoint coordinator")
+        return self.coordinator
 
     async def job_info(self, job_id: str | None = None) -> dict:
         if self._other_job(job_id):
@@ -230,7 +262,7 @@ class JobMaster:
             "error": str(self.error) if self.error else None,
             "last_failure": self.last_failure,
             "restored_from": self.restored_from,
-            "graph": self.graph.describe(),
+            "graph": self._graph.describe(),
             "checkpoints": self.coordinator.stats() if self.coordinator else None,
         }
 
@@ -262,7 +294,7 @@ class JobMaster:
         """Publish metrics as Ray metrics (Prometheus) about once a second while running."""
         from .observability import MetricsExporter
 
-        exporter = MetricsExporter(self.job_id, self.config.name)
+        exporter = MetricsExporter(self._job_id, self._config.name)
         try:
             while True:
                 await asyncio.sleep(1.0)
@@ -278,7 +310,7 @@ class JobMaster:
 
     async def task_actor_names(self) -> dict[tuple[int, int], str]:
         """``{(vertex id, subtask): name of the TaskActor hosting it}`` for the running attempt."""
-        return {key: self.executor_names[slot_of(key[0], key[1], self.config.slot_sharing)] for key in self.actors}
+        return {key: self.executor_names[slot_of(key[0], key[1], self._config.slot_sharing)] for key in self.actors}
 
     # -------------------------------------------------------------- feedback-loop termination
     async def task_idle(self, attempt: int, vertex_id: int, subtask: int) -> None:
@@ -338,7 +370,7 @@ class JobMaster:
         self.status = "RUNNING"
         source_splits = {
             v.id: assign_splits(v.source.create_splits(v.parallelism), v.parallelism)
-            for v in self.graph.vertices
+            for v in self._graph.vertices
             if v.source is not None
         }
         restore = None
@@ -351,8 +383,9 @@ class JobMaster:
             _kill_all(e.actor for e in pre.values())  # the job ended before deploying them (e.g. a bad savepoint)
 
     async def _run_job(self, source_splits: dict, restore: dict | None) -> dict:
-        if self.config.from_savepoint:
-            restore = await asyncio.to_thread(self._plan_from_savepoint, self.config.from_savepoint)
+        from_savepoint = self._config.from_savepoint
+        if from_savepoint:
+            restore = await asyncio.to_thread(self._plan_from_savepoint, from_savepoint)
         while True:
             try:
                 results = await self._run_attempt(source_splits, restore)
@@ -424,7 +457,7 @@ class JobMaster:
                 "uids": [op["uid"] for op in v.chain],
                 "source_uid": v.chain[0]["uid"] if v.source is not None else None,
             }
-            for v in self.graph.vertices
+            for v in self._graph.vertices
         ]
 
     def _plan_from_latest_checkpoint(self) -> dict | None:
@@ -441,7 +474,7 @@ class JobMaster:
             return None
         cid, metadata = found
         plan, committables = build_restore_plan(
-            metadata, self.coordinator.storage.read_state, self._vertex_info(), self.graph.max_parallelism
+            metadata, self.coordinator.storage.read_state, self._vertex_info(), self._graph.max_parallelism
         )
         self.restored_from = cid
         for uid, comms in committables.items():  # idempotent re-commit of the restored checkpoint
@@ -455,21 +488,23 @@ class JobMaster:
         storage = self.coordinator.storage if self.coordinator else resolve_storage(path)
         metadata, reader = storage.read_savepoint(path)
         plan, _committed_by_the_old_job = build_restore_plan(
-            metadata, reader.read, self._vertex_info(), self.graph.max_parallelism,
-            allow_non_restored_state=self.config.allow_non_restored_state,
+            metadata, reader.read, self._vertex_info(), self._graph.max_parallelism,
+            allow_non_restored_state=self._config.allow_non_restored_state,
         )
         self.restored_from = path
         return plan
 
     # -------------------------------------------------------------- checkpoints
     def _graph_info(self) -> dict:
+        graph = self._graph
         return {
-            "parallelism": {v.id: v.parallelism for v in self.graph.vertices},
-            "max_parallelism": self.graph.max_parallelism,
+            "parallelism": {v.id: v.parallelism for v in graph.vertices},
+            "max_parallelism": graph.max_parallelism,
         }
 
     async def _checkpoint_loop(self, attempt: int) -> None:
-        c = self.coordinator
+        c = self._checkpoints
+        graph = self._graph
         interval = c.config.interval_ms / 1000.0
         next_at = time.monotonic() + interval
         while attempt == self.attempt:
@@ -488,7 +523,7 @@ class JobMaster:
             next_at = time.monotonic() + interval
             ts = int(time.time() * 1000)
             for (vid, _s), actor in self.actors.items():
-                if self.graph.vertex(vid).source is not None:
+                if graph.vertex(vid).source is not None:
                     actor.trigger_checkpoint.remote(p.checkpoint_id, ts, path is not None)
 
     def _carry(self, state: dict) -> None:
@@ -502,7 +537,7 @@ class JobMaster:
                 self._carried.setdefault(uid, []).extend(comms)
 
     def _abort_pending(self, reason: str) -> None:
-        p = self.coordinator.abort(reason)
+        p = self._checkpoints.abort(reason)
         if p is None:
             return
         self._aborted_ids.add(p.checkpoint_id)
@@ -569,18 +604,18 @@ class JobMaster:
         c = self.coordinator
         if attempt != self.attempt or c is None or c.pending is None or c.pending.checkpoint_id != checkpoint_id:
             return
-        v = self.graph.vertex(vertex_id)
+        v = self._graph.vertex(vertex_id)
         self._abort_pending(f"declined by {v.name!r} ({subtask + 1}/{v.parallelism}): {reason}")
 
     # -------------------------------------------------------------- savepoints
     def _write_savepoint(self, path: str, metadata: dict) -> str:
-        storage = self.coordinator.storage
+        storage = self._checkpoints.storage
         states: dict[str, bytes] = {}
         sp = dict(metadata, operators={})
         for uid, op in metadata["operators"].items():
             subtasks = {}
             for subtask, entry in op["subtasks"].items():
-                new = {"committables": []}
+                new: dict[str, Any] = {"committables": []}
                 for part in ("keyed", "op", "log"):
                     handle = entry.get(part)
                     if handle is not None:
@@ -621,13 +656,14 @@ class JobMaster:
         return written
 
     async def _deploy(self, source_splits: dict, restore: dict | None) -> dict:
+        job_id, graph, config = self._job_id, self._graph, self._config
         relative = self.attempt - self._first_attempt
-        specs = build_task_specs(self.job_id, self.graph, self.config, relative, source_splits, restore)
+        specs = build_task_specs(job_id, graph, config, relative, source_splits, restore)
         pre, self._prestarted = self._prestarted, {}
-        slots = job_slots(self.graph, self.config.slot_sharing)
+        slots = job_slots(graph, config.slot_sharing)
         lent = {slot: pre.pop(slot) for slot in slots if slot in pre}
         fresh = [x for x in slots if x not in lent]
-        lent.update(start_executors(attempt_executor_names(self.job_id, fresh, relative), self.config.task_num_cpus))
+        lent.update(start_executors(attempt_executor_names(job_id, fresh, relative), config.task_num_cpus))
         _kill_all(e.actor for e in pre.values())  # (none expected: the driver lent exactly these slots)
         self._lent = {slot for slot in slots if slot not in fresh}
         self.executors = {slot: e.actor for slot, e in lent.items()}
@@ -636,16 +672,16 @@ class JobMaster:
         # on a reused executor find nothing under their key
         tag = f"{self.job_id}#{self.attempt}"
         self.actors = {
-            key: TaskRef(self.executors[slot_of(key[0], key[1], self.config.slot_sharing)], (*key, tag))
+            key: TaskRef(self.executors[slot_of(key[0], key[1], config.slot_sharing)], (*key, tag))
             for key in specs
         }
         me = ray.get_runtime_context().current_actor
         setups = []
         storage = self.coordinator.storage if self.coordinator else None
         for (vid, s), spec in specs.items():
-            v = self.graph.vertex(vid)
+            v = graph.vertex(vid)
             downstream = [
-                [self.actors[(e.target_vertex, t)] for t in range(self.graph.vertex(e.target_vertex).parallelism)]
+                [self.actors[(e.target_vertex, t)] for t in range(graph.vertex(e.target_vertex).parallelism)]
                 for e in v.outputs
             ]
             setups.append(self.actors[(vid, s)].setup.remote(cloudpickle.dumps(spec), downstream, me, storage,
@@ -655,12 +691,13 @@ class JobMaster:
         return specs
 
     async def _run_attempt(self, source_splits: dict, restore: dict | None) -> list[TaskResult]:
+        graph, config = self._graph, self._config
         self._tasks_finished = False
         try:
             await self._deploy(source_splits, restore)
         except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as exc:
             await self._teardown()
-            raise JobFailed(f"deploying the tasks of job {self.config.name!r} failed: {exc}") from exc
+            raise JobFailed(f"deploying the tasks of job {config.name!r} failed: {exc}") from exc
         runs = {asyncio.ensure_future(_await(a.run.remote())): key for key, a in self.actors.items()}
         cancel_wait = asyncio.ensure_future(self._cancel.wait())
         checkpoints = (
@@ -673,7 +710,7 @@ class JobMaster:
             while pending:
                 done, pending = await asyncio.wait(pending | {cancel_wait}, return_when=asyncio.FIRST_COMPLETED)
                 if cancel_wait in done:
-                    raise JobCancelled(f"job {self.config.name!r} was cancelled")
+                    raise JobCancelled(f"job {config.name!r} was cancelled")
                 pending.discard(cancel_wait)
                 for fut in done:
                     key = runs[fut]
@@ -682,7 +719,7 @@ class JobMaster:
                     except JobFailed:
                         raise
                     except ray.exceptions.RayActorError as exc:
-                        v = self.graph.vertex(key[0])
+                        v = graph.vertex(key[0])
                         raise JobFailed(
                             f"task {v.name!r} (subtask {key[1] + 1}/{v.parallelism}) died: {exc}",
                             subtask=key[1],
@@ -691,7 +728,7 @@ class JobMaster:
                         cause = exc.cause if isinstance(getattr(exc, "cause", None), JobFailed) else None
                         if cause is not None:
                             raise cause from None
-                        raise JobFailed(f"task {self.graph.vertex(key[0]).name!r} failed: {exc}") from exc
+                        raise JobFailed(f"task {graph.vertex(key[0]).name!r} failed: {exc}") from exc
                     if result is not None:
                         results.append(result)
                         self.task_metrics[key] = result.metrics
@@ -707,14 +744,14 @@ class JobMaster:
             cancel_wait.cancel()
             for fut in pending:
                 fut.cancel()
-            await self._teardown(release=finished and self.config.reuse_workers)
+            await self._teardown(release=finished and config.reuse_workers)
         return results
 
     async def _teardown(self, release: bool = False) -> None:
         """Kill this attempt's executors; with ``release`` (every task finished) ask the ones
         the driver lent to forget their tasks instead and keep the clean ones reusable."""
         executors, self.executors, self.actors = self.executors, {}, {}
-        lent = getattr(self, "_lent", set())
+        lent = self._lent
         keep: dict[str, Any] = {}
         if release:
             refs = {slot: a.release.remote() for slot, a in executors.items() if slot in lent}

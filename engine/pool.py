@@ -108,7 +108,8 @@ class WorkerPool:
             return idle
         self.started["masters"] += 1
         name = f"{MASTER_PREFIX}{uuid.uuid4().hex[:12]}"
-        return JobMaster.options(name=name, namespace=NAMESPACE, **options).remote(), name
+        # (ray.remote turns JobMaster into an ActorClass; Ray's stubs do not say so)
+        return JobMaster.options(name=name, namespace=NAMESPACE, **options).remote(), name  # type: ignore[attr-defined]
 
     def give_back_master(self, master: Any, name: str) -> None:
         with self._lock:
@@ -183,8 +184,8 @@ def start_executors(names: dict[str, str], num_cpus: float) -> dict[str, Executo
     out = {}
     for i, (slot, name) in enumerate(names.items()):
         node = nodes[i % len(nodes)] if nodes else None
-        strategy: Any = NodeAffinitySchedulingStrategy(node, soft=True) if len(nodes) > 1 else "SPREAD"
-        actor = TaskActor.options(
+        strategy: Any = NodeAffinitySchedulingStrategy(node, soft=True) if node is not None and len(nodes) > 1 else "SPREAD"
+        actor = TaskActor.options(  # type: ignore[attr-defined]  # an ActorClass: see WorkerPool.master
             num_cpus=num_cpus, name=name, namespace=NAMESPACE, max_concurrency=1000, scheduling_strategy=strategy,
         ).remote()
         out[slot] = Executor(actor, name, num_cpus, node)

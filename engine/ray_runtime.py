@@ -193,6 +193,12 @@ class _Hosted:
         self.ref: list = []  # [Task] once built: senders use it to notice cancellation
         self.finished = False  # its mailbox thread has ended
 
+    def built_task(self) -> Task:
+        """The task (``TaskActor.setup`` builds it before the master runs or feeds any task)."""
+        if self.task is None:
+            raise RuntimeError("the task was not built: its TaskActor.setup failed or never ran")
+        return self.task
+
 
 @ray.remote(num_cpus=0)
 class TaskActor:
@@ -218,7 +224,7 @@ class TaskActor:
         hosted, key = self._hosted, target.key
 
         def deliver(channel: int, seq: int, items: list, ack: Any) -> None:
-            hosted[key].task.deliver(channel, seq, items, ack)  # set up before any task runs
+            hosted[key].built_task().deliver(channel, seq, items, ack)  # set up before any task runs
 
         return LocalSender(out.channel_index, window, deliver, lambda: bool(host.ref) and host.ref[0].cancelled)
 
@@ -253,7 +259,7 @@ class TaskActor:
         def ack() -> None:
             loop.call_soon_threadsafe(_resolve, fut)
 
-        self._hosted[key].task.deliver(channel, seq, items, ack)
+        self._hosted[key].built_task().deliver(channel, seq, items, ack)
         await fut
 
     async def run(self, key: tuple) -> Any:
@@ -266,15 +272,15 @@ class TaskActor:
         return await fut
 
     async def trigger_checkpoint(self, key: tuple, checkpoint_id: int, timestamp_ms: int, savepoint: bool) -> None:
-        task = self._hosted[key].task
+        task = self._hosted[key].built_task()
         task.post(lambda: task.trigger_checkpoint(Barrier(checkpoint_id, timestamp_ms, savepoint)))
 
     async def notify_checkpoint_complete(self, key: tuple, checkpoint_id: int) -> None:
-        task = self._hosted[key].task
+        task = self._hosted[key].built_task()
         task.post(lambda: task.notify_checkpoint_complete(checkpoint_id))
 
     async def notify_checkpoint_aborted(self, key: tuple, checkpoint_id: int) -> None:
-        task = self._hosted[key].task
+        task = self._hosted[key].built_task()
         task.post(lambda: task.notify_checkpoint_aborted(checkpoint_id))
 
     async def cancel(self, key: tuple) -> None:
@@ -283,11 +289,11 @@ class TaskActor:
             host.task.cancel()
 
     async def probe(self, key: tuple) -> tuple:
-        task = self._hosted[key].task
+        task = self._hosted[key].built_task()
         return await self._on_mailbox(task, task.probe)
 
     async def end_feedback(self, key: tuple) -> None:
-        task = self._hosted[key].task
+        task = self._hosted[key].built_task()
         task.post(task.end_feedback)
 
     async def _on_mailbox(self, task: Task, fn: Any) -> Any:

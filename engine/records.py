@@ -18,10 +18,13 @@ Example:
 from __future__ import annotations
 
 import pickle
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import cloudpickle
 import pyarrow as pa
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["Batch", "records_to_arrow", "arrow_to_records", "KIND_KEY"]
 
@@ -147,7 +150,7 @@ class Batch:
     def __init__(self, records: list | None = None, arrow: pa.RecordBatch | None = None) -> None:
         self._records = records
         self._arrow = arrow
-        self.timestamps = None  # optional numpy int64 event timestamps, one per record
+        self.timestamps: np.ndarray | None = None  # optional int64 event timestamps, one per record
 
     @classmethod
     def of_records(cls, records: Iterable[Any]) -> "Batch":
@@ -183,12 +186,14 @@ class Batch:
     def arrow(self) -> pa.RecordBatch:
         """The records as an Arrow RecordBatch."""
         if self._arrow is None:
-            self._arrow = records_to_arrow(self._records)
+            # (a Batch() holding neither converts to an empty batch)
+            self._arrow = records_to_arrow(self._records if self._records is not None else [])
         return self._arrow
 
     def __len__(self) -> int:
         if self._records is not None:
             return len(self._records)
+        assert self._arrow is not None  # of_records / of_arrow always set one of the two
         return self._arrow.num_rows
 
     def nbytes(self) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .connectors import Sink
+from .connectors import Sink, SinkWriter
 from .operator import OperatorContext, Output, StreamOperator
 from .records import Batch
 
@@ -16,30 +16,36 @@ class SinkOperator(StreamOperator):
 
     def __init__(self, sink: Sink) -> None:
         self.sink = sink
-        self.writer = None
+        self.writer: SinkWriter | None = None
         self._restored: list[Any] = []
+
+    @property
+    def _open_writer(self) -> SinkWriter:
+        if self.writer is None:
+            raise RuntimeError(f"sink operator {self.name!r} was used before open() created its writer")
+        return self.writer
 
     def restore_state(self, states: list[Any]) -> None:
         self._restored = states
 
     def open(self, ctx: OperatorContext, output: Output) -> None:
         super().open(ctx, output)
-        self.writer = self.sink.create_writer(ctx)
+        self.writer = writer = self.sink.create_writer(ctx)
         if self._restored:
-            self.writer.restore_state(self._restored)
+            writer.restore_state(self._restored)
         self._restored = []
 
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
-        self.writer.write(batch)
+        self._open_writer.write(batch)
 
     def process_watermark(self, watermark: Any, input_index: int = 0) -> None:
         pass  # sinks end the stream
 
     def prepare_commit(self, checkpoint_id: int | None) -> list[Any]:
-        return self.writer.prepare_commit(checkpoint_id)
+        return self._open_writer.prepare_commit(checkpoint_id)
 
     def snapshot_state(self, checkpoint_id: int) -> Any:
-        return self.writer.snapshot_state(checkpoint_id)
+        return self._open_writer.snapshot_state(checkpoint_id)
 
     def close(self) -> None:
         if self.writer is not None:

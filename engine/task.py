@@ -21,12 +21,13 @@ import time
 import traceback
 from collections import deque
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable
 
 import pyarrow as pa
 
 from .channels import Cancelled, ChannelSender
-from .connectors import END_OF_INPUT, NOTHING_AVAILABLE, Source
+from .connectors import END_OF_INPUT, NOTHING_AVAILABLE, Source, SourceReader
 from .errors import JobFailed, UserCodeError, short_repr
 from .events import MAX_WATERMARK, MIN_WATERMARK, Barrier, EndOfInput, StreamStatus, Watermark
 from .keygroups import KeyGroupRange
@@ -328,7 +329,7 @@ class Task:
         self.operators: list[StreamOperator] = []
         self.op_specs = [op for op in spec.chain if op.get("kind") != "source"]
         self.op_metrics = [_OperatorMetrics() for _ in range(len(self.op_specs) + 1)]
-        self._source_reader = None
+        self._source_reader: SourceReader | None = None
         self._aligning: int | None = None  # checkpoint id being aligned
         self._barriers_seen: set[int] = set()
         self._input_watermarks: dict[int, int] = {}
@@ -418,7 +419,7 @@ class Task:
                 if i == 0 and state.get("feedback_log"):
                     self._replay = list(state["feedback_log"])
             output = _ChainOutput(self, i) if i + 1 < n else self.network
-            self._guard(i, None, lambda operator=operator, ctx=ctx, output=output: operator.open(ctx, output))
+            self._guard(i, None, partial(operator.open, ctx, output))
         if self.spec.source is not None:
             source_ctx = self._make_context(self.spec.chain[0])
             self._source_reader = self.spec.source.create_reader(source_ctx)
@@ -490,7 +491,7 @@ class Task:
         now = self.clock.now_ms()
         while self._timers and self._timers[0][0] <= now:
             t, _, cb = heapq.heappop(self._timers)
-            self._guard(0, None, lambda cb=cb, t=t: cb(t))
+            self._guard(0, None, partial(cb, t))
 
     def _next_wait(self) -> float:
         wait = self.spec.config.flush_ms / 1000.0
@@ -730,8 +731,8 @@ class Task:
             entry: dict[str, Any] = {}
             prepare = getattr(op, "prepare_commit", None)
             if prepare is not None:  # pre-commit first: the snapshot must see its effects
-                entry["committables"] = self._guard(i, None, lambda prepare=prepare: prepare(cid))
-            op_state = self._guard(i, None, lambda op=op: op.snapshot_state(cid))
+                entry["committables"] = self._guard(i, None, partial(prepare, cid))
+            op_state = self._guard(i, None, partial(op.snapshot_state, cid))
             entry["op"] = dumps({"operator": op_state}, what=f"state of operator {spec['name']!r}")
             backend = getattr(op, "ctx", None) and op.ctx.keyed_backend
             if backend is not None:
@@ -771,7 +772,7 @@ class Task:
 
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
         for i, op in enumerate(self.operators):
-            self._guard(i, None, lambda op=op: op.notify_checkpoint_complete(checkpoint_id))
+            self._guard(i, None, partial(op.notify_checkpoint_complete, checkpoint_id))
 
     def notify_checkpoint_aborted(self, checkpoint_id: int) -> None:
         # barriers of an aborted checkpoint that are still on their way are ignored
@@ -783,11 +784,12 @@ class Task:
         for idx in self._fb_barriers.pop(checkpoint_id, set()):
             self._channels[idx].blocked = False
         for i, op in enumerate(self.operators):
-            self._guard(i, None, lambda op=op: op.notify_checkpoint_aborted(checkpoint_id))
+            self._guard(i, None, partial(op.notify_checkpoint_aborted, checkpoint_id))
 
     # ------------------------------------------------------------------ sources
     def _run_source(self) -> None:
         reader = self._source_reader
+        assert reader is not None  # run() calls this only for a source task
         idle_s = self.spec.config.idle_poll_ms / 1000.0
         emit = self.operators[0] if self.operators else None
         head_metrics = self.op_metrics[0]
@@ -807,6 +809,7 @@ class Task:
                 self._fire_timers()
                 self._drain_mailbox(min(idle_s, self._next_wait()))
                 continue
+            assert isinstance(result, Batch)  # poll_next returns a Batch or one of the two sentinels
             n = len(result)
             if emit is not None:
                 head_metrics.records_in += n
@@ -846,7 +849,7 @@ class Task:
         for i, (op, spec) in enumerate(zip(self.operators, self.op_specs)):
             prepare = getattr(op, "prepare_commit", None)
             if prepare is not None:
-                committables[spec["uid"]] = self._guard(i, None, lambda prepare=prepare: prepare(None))
+                committables[spec["uid"]] = self._guard(i, None, partial(prepare, None))
         self.network.emit_watermark(Watermark(MAX_WATERMARK))
         # The loop is over: nothing more goes to (or is awaited from) feedback edges, whose
         # consumer may be this very task.
@@ -881,15 +884,15 @@ class Task:
         channels = []
         for out_senders in self.senders:
             for s in out_senders:
-                m = s.metrics
+                cm = s.metrics
                 channels.append(
                     {
-                        "sends": m.sends,
-                        "rows": m.rows,
-                        "bytes": m.bytes,
-                        "max_in_flight": m.max_in_flight,
+                        "sends": cm.sends,
+                        "rows": cm.rows,
+                        "bytes": cm.bytes,
+                        "max_in_flight": cm.max_in_flight,
                         "window": s.window,
-                        "blocked_s": round(m.blocked_s, 4),
+                        "blocked_s": round(cm.blocked_s, 4),
                         "transport": s.transport,
                     }
                 )

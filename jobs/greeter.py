@@ -56,6 +56,7 @@ def person(context: Context, message: Message) -> None:
 def greeter(context: Context, message: Message) -> None:
     """Sends a greeting for a visit to the ``example/greets`` egress."""
     visit = message.as_type(Visit)
+    assert visit is not None  # the person function always sends a value
     context.send_egress(egress_message_builder(GREETS, greeting(visit["name"], visit["visits"]), StringType))
 
 

@@ -279,7 +279,7 @@ def reference(query: int, evs: list[dict[str, Any]], args: argparse.Namespace) -
                 while start > t - size:
                     counts[start][e["auction"]] += 1
                     start -= slide
-        out5 = []
+        out5: list[dict[str, int]] = []
         for start, c in counts.items():
             top = max(c.values())
             out5.extend({"auction": a, "num": n, "window_start": start, "window_end": start + size}

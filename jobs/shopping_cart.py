@@ -75,6 +75,7 @@ def make_functions(initial_stock: int = 100) -> StatefulFunctions:
         storage = context.storage
         if message.is_type(Event):
             event = message.as_type(Event)
+            assert event is not None  # every message of this job carries a value
             if event["type"] == "add":
                 storage.awaiting = (storage.awaiting or 0) + 1
                 context.send(
@@ -86,9 +87,11 @@ def make_functions(initial_stock: int = 100) -> StatefulFunctions:
                 raise ValueError(f"user {context.address.id!r}: unknown event {event!r}")
         elif message.is_type(ItemAvailability):
             answer = message.as_type(ItemAvailability)
+            assert answer is not None  # every message of this job carries a value
             storage.awaiting = storage.awaiting - 1
             if answer["in_stock"]:
                 cart = storage.cart or {}
+                assert context.caller is not None  # the inventory function that answered
                 item = context.caller.id
                 cart[item] = cart.get(item, 0) + answer["quantity"]
                 storage.cart = cart
@@ -107,16 +110,22 @@ def make_functions(initial_stock: int = 100) -> StatefulFunctions:
         if stock is None:
             stock = initial_stock
         if message.is_type(Event):  # restock from the ingress
-            context.storage.stock = stock + message.as_type(Event)["quantity"]
+            restock = message.as_type(Event)
+            assert restock is not None  # every message of this job carries a value
+            context.storage.stock = stock + restock["quantity"]
             return
-        quantity = message.as_type(RequestItem)["quantity"]
+        request = message.as_type(RequestItem)
+        assert request is not None  # every message of this job carries a value
+        quantity = request["quantity"]
         in_stock = stock >= quantity
         if in_stock:
             context.storage.stock = stock - quantity
+        requester = context.caller
+        assert requester is not None  # a RequestItem comes from a user function
         context.send(
             message_builder(
-                context.caller.typename,
-                context.caller.id,
+                requester.typename,
+                requester.id,
                 value={"in_stock": in_stock, "quantity": quantity},
                 value_type=ItemAvailability,
             )

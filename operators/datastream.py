@@ -133,7 +133,9 @@ class StreamEnvironment:
                  rate: float | None = None, batch_size: int = 8192) -> "DataStream":
         """``generate(n)``: 0..n-1; ``generate(fn, count=n)``: fn(i); ``generate(fn)``: unbounded.
         ``rate`` limits records per second (over all subtasks)."""
-        if isinstance(fn_or_count, int) and not isinstance(fn_or_count, bool):
+        if isinstance(fn_or_count, bool):  # an int, but surely not meant as a count
+            raise GraphError(f"generate() expects a count or a function, got {fn_or_count!r}")
+        if isinstance(fn_or_count, int):
             fn, count = None, fn_or_count
         else:
             fn = fn_or_count
@@ -288,6 +290,7 @@ class DataStream:
         assigner = strategy.require_assigner("assign_timestamps_and_watermarks")
         node = self.node
         if node.kind == "source" and self._partitioner is None and self._side_tag is None and not isinstance(node.source, WatermarkedSource):
+            assert node.source is not None  # a source node has its source
             node.source = WatermarkedSource(node.source, strategy)
             node.timestamp_assigner = assigner
             return self
@@ -523,7 +526,7 @@ class KeyedStream(DataStream):
                 out = dict(acc)
                 out[column] = v
                 return out
-            if isinstance(acc, tuple):
+            if isinstance(acc, tuple) and not isinstance(column, str):  # (acc[column] raised for str)
                 return acc[:column] + (v,) + acc[column + 1 :]
             raise TypeError(f"{how}({column!r}) needs dict or tuple records, got {type(acc).__name__}")
 

@@ -48,6 +48,10 @@ class ProcessJoinFunction:
 class _JoinCtx:
     __slots__ = ("key", "left_timestamp", "right_timestamp")
 
+    key: Any
+    left_timestamp: int
+    right_timestamp: int
+
 
 class IntervalJoinOperator(StreamOperator):
     """Keyed interval join of input 0 (left) and input 1 (right); see the module docstring.

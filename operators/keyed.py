@@ -61,7 +61,7 @@ class ReduceOperator(StreamOperator):
                     acc = get(k, _MISSING)
                     state[k] = r if acc is _MISSING else fn(acc, r)
                 return
-            out = []
+            out: list[Any] = []
             append = out.append
             for r in records:
                 k = key_of(r)
@@ -81,7 +81,7 @@ class ReduceOperator(StreamOperator):
         return {"by_key_group": _split_state_by_key_group(self.state, self.ctx.max_parallelism)} if hasattr(self, "ctx") else None
 
     def restore_state(self, states: list[Any]) -> None:
-        self._restored = states
+        self._restored: list[Any] | None = states
 
     def open(self, ctx: Any, output: Any) -> None:
         super().open(ctx, output)

@@ -235,7 +235,7 @@ class ParquetSource(Source):
 
     def create_splits(self, parallelism: int) -> list[Any]:
         fs = self.filesystem()
-        splits = []
+        splits: list[_RowGroupSplit] = []
         for path in self.files:
             with fs.open_input_file(path) as f:
                 n = pq.ParquetFile(f).metadata.num_row_groups
@@ -308,7 +308,7 @@ class TextSource(Source):
 
     def create_splits(self, parallelism: int) -> list[Any]:
         fs = self.filesystem()
-        splits = []
+        splits: list[_TextSplit] = []
         for path in self.files:
             size = fs.get_file_info(path).size
             for start in range(0, max(size, 1), self.split_bytes):

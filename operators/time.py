@@ -327,6 +327,7 @@ class _WatermarkedReader(SourceReader):
         result = self.inner.poll_next()
         if result is NOTHING_AVAILABLE or result is END_OF_INPUT:
             return result
+        assert isinstance(result, Batch)  # poll_next returns a Batch or one of the two sentinels
         sid = self._current_split()
         ts = self.assigner.timestamps(result)
         result.timestamps = ts

@@ -180,7 +180,8 @@ class WindowOperator(StreamOperator):
                 for w, acc in per_key.items():
                     self._panes.setdefault(w.start, {})[key] = acc
             self.contents = {}
-            self._pane_fire = min(self._panes, default=_NEVER - self.assigner.size) + self.assigner.size - 1
+            size = self._tumbling.size
+            self._pane_fire = min(self._panes, default=_NEVER - size) + size - 1
         else:
             self.timers.restore([s.get("timers") for s in self._restored if s], ctx.key_group_range)
         self._restored = []
@@ -225,6 +226,13 @@ class WindowOperator(StreamOperator):
         self._flush()
 
     # ------------------------------------------------------------------ tumbling fast path
+    @property
+    def _tumbling(self) -> TumblingEventTimeWindows:
+        """The assigner, on the tumbling fast paths (``_fast_tumbling`` / ``_panes_mode``)."""
+        a = self.assigner
+        assert isinstance(a, TumblingEventTimeWindows)  # _fast_tumbling checked its type
+        return a
+
     def _process_tumbling(self, batch: Batch) -> bool:
         """Tumbling event-time windows with the default trigger: assign the windows once
         per batch and fold the records of each (key, window) into plain dicts. Returns
@@ -236,14 +244,15 @@ class WindowOperator(StreamOperator):
         if n == 0:
             return False
         ts = batch.timestamps
+        raw: np.ndarray | list[int]
         try:
             if ts is not None and len(ts) == n:
                 mn, mx = int(ts.min()), int(ts.max())
                 raw = ts
             else:
                 if self._ts_getter is None or batch.is_columnar:
-                    raw = self.timestamp_assigner.timestamps(batch)
-                    mn, mx = int(raw.min()), int(raw.max())
+                    arr = self.timestamp_assigner.timestamps(batch)
+                    raw, mn, mx = arr, int(arr.min()), int(arr.max())
                 else:
                     raw = list(map(self._ts_getter, records))
                     mn, mx = min(raw), max(raw)
@@ -251,7 +260,7 @@ class WindowOperator(StreamOperator):
                         return False
         except Exception:
             return False  # the per-record path raises the proper error
-        a = self.assigner
+        a = self._tumbling
         size, off = a.size, a.offset
         first = mn - (mn - off) % size
         if first + size - 1 <= self.timers.watermark:
@@ -330,7 +339,7 @@ class WindowOperator(StreamOperator):
             return
         records, keys, raw, mn, mx = self._pane_elements(batch, input_index)
         n = len(records)
-        size, off = self.assigner.size, self.assigner.offset
+        size, off = self._tumbling.size, self._tumbling.offset
         wm = self.timers.watermark
         first = mn - (mn - off) % size
         if mx - (mx - off) % size == first:  # the whole batch falls into one window
@@ -371,7 +380,7 @@ class WindowOperator(StreamOperator):
         pane = self._panes.get(start)
         if pane is None:
             pane = self._panes[start] = {}
-            fire = start + self.assigner.size - 1
+            fire = start + self._tumbling.size - 1
             if fire < self._pane_fire:
                 self._pane_fire = fire
         kind, fn = self.kind, self.fn
@@ -400,7 +409,7 @@ class WindowOperator(StreamOperator):
     def _fire_panes(self, watermark: int) -> None:
         """Emit every pane whose window ends at or before ``watermark``, oldest first,
         keys in the order they were first seen (as per-key timers would fire)."""
-        panes, size = self._panes, self.assigner.size
+        panes, size = self._panes, self._tumbling.size
         for start in sorted(s for s in panes if s + size - 1 <= watermark):
             pane = panes.pop(start)
             if self.kind == REDUCE and self.window_function is None:
@@ -414,7 +423,7 @@ class WindowOperator(StreamOperator):
     def _fold_window(self, start: int, keys: list, values: list) -> None:
         """Add ``values`` (keyed by ``keys``, in record order) to window ``[start, start +
         size)``; registers the window's timer(s) the first time a key is seen in it."""
-        size = self.assigner.size
+        size = self._tumbling.size
         w = TimeWindow(start, start + size)
         mt = start + size - 1
         lateness = self.allowed_lateness
@@ -708,7 +717,7 @@ class WindowOperator(StreamOperator):
     def snapshot_state(self, checkpoint_id: int) -> Any:
         mp = self.ctx.max_parallelism
         groups: dict[int, tuple[dict, dict]] = {}
-        size = self.assigner.size if self._panes_mode else 0
+        size = self._tumbling.size if self._panes_mode else 0
         for start, pane in self._panes.items():  # same layout as contents: key -> window -> contents
             w = TimeWindow(start, start + size)
             for key, acc in pane.items():

@@ -180,20 +180,19 @@ class WindowedStream:
         selector = self.stream.selector
         key_name = selector.column if selector.column is not None else "key"
         ts = self._timestamps()
-        fast = (
-            selector.column is not None
+        key, tcol = selector.column, ts.column if ts is not None else None
+        if not (  # the vectorized operator: a key column, a timestamp column, time windows
+            key is not None
             and isinstance(self.assigner, (TumblingEventTimeWindows, SlidingEventTimeWindows))
             and self.assigner.is_event_time
             and self._trigger is None
             and self._lateness == 0
-            and ts is not None
-            and isinstance(ts.column, str)
-        )
-        if not fast:
+            and isinstance(tcol, str)
+        ):
             return self._operator("window_aggregate", LIST, None, _SpecsWindowFunction(key_name, dict(specs)))
         from .datastream import DataStream
 
-        key, tcol, assigner, late_tag, sp = selector.column, ts.column, self.assigner, self._late_tag, dict(specs)
+        assigner, late_tag, sp = self.assigner, self._late_tag, dict(specs)
         node = self.stream._add(
             "window_aggregate", lambda: VectorWindowAggregateOperator(key, tcol, assigner, sp, late_tag), keyed=True,
             schema_names=[key, "window_start", "window_end", *sp],

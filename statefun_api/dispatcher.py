@@ -452,18 +452,18 @@ class FunctionDispatcher(StreamOperator):
             self._set_key(key)
             state = {name: st.value() for name, st, _ in states}
             messages = []
-            callers = []
+            callers: list[Address | None] = []
             unchecked = Message._unchecked
-            known = self._callers
+            caller_cache = self._callers
             for r in records:
                 messages.append(unchecked(r[0], r[1], TypedValue(r[4], r[6], r[5])))
                 if r[2]:
                     ck = (r[2], r[3])
-                    caller = known.get(ck)
+                    caller = caller_cache.get(ck)
                     if caller is None:
-                        if len(known) >= _KG_CACHE_LIMIT:
-                            known.clear()
-                        caller = known[ck] = Address.of(r[2], r[3])
+                        if len(caller_cache) >= _KG_CACHE_LIMIT:
+                            caller_cache.clear()
+                        caller = caller_cache[ck] = Address.of(r[2], r[3])
                     callers.append(caller)
                 else:
                     callers.append(None)

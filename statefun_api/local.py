@@ -34,6 +34,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from typing import Any
 
 from engine.keygroups import KeyGroupRange, key_group_for, subtask_for_key_group
@@ -143,8 +144,8 @@ class LocalDispatchers:
                 key_group_range=kg_range,
                 clock=self.clock,
                 keyed_backend=backend,
-                register_processing_timer=lambda t, cb, i=index: self._register(i, t, cb),
-                post=lambda fn, i=index: self._inbox.put(((i, i, "mailbox"), fn)),
+                register_processing_timer=partial(self._register, index),
+                post=partial(self._post, index),
             )
             op.open(ctx, _Output(self, index))
             self.dispatchers.append(op)
@@ -170,7 +171,11 @@ class LocalDispatchers:
             by_subtask.setdefault(self._owner(r), []).append(r)
         for index, part in by_subtask.items():
             op = self.dispatchers[index]
-            self._put((source, index, "data"), lambda op=op, part=part: op.process_batch(Batch.of_records(part)))
+            self._put((source, index, "data"), partial(op.process_batch, Batch.of_records(part)))
+
+    def _post(self, index: int, fn: Callable[[], None]) -> None:
+        """``OperatorContext.post`` of subtask ``index``: run ``fn`` on its mailbox (thread-safe)."""
+        self._inbox.put(((index, index, "mailbox"), fn))
 
     def _register(self, index: int, time_ms: int, callback: Callable[[int], None]) -> None:
         self._timer_seq += 1

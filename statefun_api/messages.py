@@ -251,6 +251,8 @@ def message_builder(
         >>> message_builder("com.example/f", "1", value=["x"], value_type=Cart).as_type(Cart)
         ['x']
     """
+    tpe: Type[Any]
+    val: Any
     if value_type is None and value is _MISSING:  # fast path: exactly one primitive keyword
         if int_value is not _MISSING:
             tpe, val = IntType, int_value

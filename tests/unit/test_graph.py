@@ -57,6 +57,7 @@ def test_fan_out_does_not_chain():
         (lambda env: env.from_collection([{"a": 1}]).key_by("a").aggregate(t=("a", "median")), "one of"),
         (lambda env: env.from_collection([1]).key_by(lambda x: x).process(lambda x: x), "KeyedProcessFunction"),
         (lambda env: env.from_collection([1]).map_batches(lambda b: b, batch_format="csv"), "batch_format"),
+        (lambda env: env.generate(True), "generate\\(\\) expects a count or a function, got True"),
     ],
 )
 def test_bad_graphs_are_rejected_when_built(build, message):
