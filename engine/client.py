@@ -261,7 +261,7 @@ def submit_job(graph: JobGraph, config: JobConfig, address: str | None = None) -
     # it down.
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     master, master_name = pool.master({"max_concurrency": 1000, "scheduling_strategy": here},
                                       reuse=config.reuse_workers)
     slots = job_slots(graph, config.slot_sharing)

@@ -173,9 +173,14 @@ class WorkerPool:
 
 def start_executors(names: dict[str, str], num_cpus: float) -> dict[str, Executor]:
     """Create one TaskActor per slot (``{slot: actor name}``); their worker processes start in
-    the background. Placed round robin over the cluster's alive nodes with soft node affinity
-    (a node that goes away does not block placement); Ray's best-effort SPREAD sometimes put
-    a whole job on one node."""
+    the background.
+
+    Zero-CPU executors (the default) are pinned round robin to the cluster's alive nodes
+    (hard node affinity): Ray 2.60 neither honours *soft* node affinity nor SPREAD for
+    zero-resource actors (measured on a two-node cluster: whole jobs landed on one node). A
+    node that dies before its executor starts fails that executor, and so the attempt, which
+    the restart strategy then redeploys on the nodes alive at that time. Executors that
+    reserve CPUs are left to Ray's resource-aware SPREAD, which cannot block on a full node."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from .ray_runtime import TaskActor
@@ -184,7 +189,8 @@ def start_executors(names: dict[str, str], num_cpus: float) -> dict[str, Executo
     out = {}
     for i, (slot, name) in enumerate(names.items()):
         node = nodes[i % len(nodes)] if nodes else None
-        strategy: Any = NodeAffinitySchedulingStrategy(node, soft=True) if node is not None and len(nodes) > 1 else "SPREAD"
+        pinned = node is not None and len(nodes) > 1 and not num_cpus
+        strategy: Any = NodeAffinitySchedulingStrategy(node, soft=False) if pinned else "SPREAD"
         actor = TaskActor.options(  # type: ignore[attr-defined]  # an ActorClass: see WorkerPool.master
             num_cpus=num_cpus, name=name, namespace=NAMESPACE, max_concurrency=1000, scheduling_strategy=strategy,
         ).remote()
