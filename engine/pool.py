@@ -189,8 +189,9 @@ def start_executors(names: dict[str, str], num_cpus: float) -> dict[str, Executo
     out = {}
     for i, (slot, name) in enumerate(names.items()):
         node = nodes[i % len(nodes)] if nodes else None
-        pinned = node is not None and len(nodes) > 1 and not num_cpus
-        strategy: Any = NodeAffinitySchedulingStrategy(node, soft=False) if pinned else "SPREAD"
+        strategy: Any = "SPREAD"
+        if node is not None and len(nodes) > 1 and not num_cpus:
+            strategy = NodeAffinitySchedulingStrategy(node, soft=False)
         actor = TaskActor.options(  # type: ignore[attr-defined]  # an ActorClass: see WorkerPool.master
             num_cpus=num_cpus, name=name, namespace=NAMESPACE, max_concurrency=1000, scheduling_strategy=strategy,
         ).remote()
