@@ -23,7 +23,7 @@ from checkpoint.coordinator import CheckpointCoordinator, build_restore_plan
 
 from .errors import CheckpointError, JobCancelled, JobFailed
 from .graph import JobGraph
-from .pool import start_executors
+from .pool import kill_quietly, start_executors
 from .ray_runtime import TaskRef
 from .restart import RestartStrategy
 from .task import InputInfo, OutputInfo, TaskConfig, TaskResult, TaskSpec
@@ -380,7 +380,7 @@ class JobMaster:
         finally:
             exporter.cancel()
             pre, self._prestarted = self._prestarted, {}
-            _kill_all(e.actor for e in pre.values())  # the job ended before deploying them (e.g. a bad savepoint)
+            kill_quietly(e.actor for e in pre.values())  # the job ended before deploying them (e.g. a bad savepoint)
 
     async def _run_job(self, source_splits: dict, restore: dict | None) -> dict:
         from_savepoint = self._config.from_savepoint
@@ -664,7 +664,7 @@ class JobMaster:
         lent = {slot: pre.pop(slot) for slot in slots if slot in pre}
         fresh = [x for x in slots if x not in lent]
         lent.update(start_executors(attempt_executor_names(job_id, fresh, relative), config.task_num_cpus))
-        _kill_all(e.actor for e in pre.values())  # (none expected: the driver lent exactly these slots)
+        kill_quietly(e.actor for e in pre.values())  # (none expected: the driver lent exactly these slots)
         self._lent = {slot for slot in slots if slot not in fresh}
         self.executors = {slot: e.actor for slot, e in lent.items()}
         self.executor_names = {slot: e.name for slot, e in lent.items()}
@@ -762,15 +762,7 @@ class JobMaster:
                 except Exception:  # noqa: BLE001 - an executor that cannot say it is clean is killed
                     pass
         self.reusable = sorted(keep)
-        _kill_all(a for slot, a in executors.items() if slot not in keep)
-
-
-def _kill_all(actors: Any) -> None:
-    for actor in actors:
-        try:
-            ray.kill(actor, no_restart=True)
-        except Exception:  # already gone
-            pass
+        kill_quietly(a for slot, a in executors.items() if slot not in keep)
 
 
 async def _await(ref: Any) -> Any:

@@ -220,6 +220,7 @@ def _healthy(executors: list[Executor], timeout_s: float = 10.0) -> list[Executo
 
 
 def kill_quietly(actors: Any) -> None:
+    """``ray.kill`` each actor; ones that are already gone are skipped."""
     for actor in actors:
         try:
             ray.kill(actor, no_restart=True)

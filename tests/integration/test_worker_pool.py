@@ -55,6 +55,14 @@ def _running(client: rs.JobClient, timeout: float = 60) -> None:
     raise AssertionError(f"job did not start running: {client.status()}")
 
 
+def _warm_pool() -> list:
+    """Run a small job so the pool holds idle executors; returns them."""
+    env = rs.StreamEnvironment(parallelism=2)
+    _wordcount(env)
+    env.execute("warm")
+    return WorkerPool.current().idle_actors()[1]
+
+
 def test_the_next_job_runs_on_the_same_master_and_executors():
     pool = WorkerPool.current()
     env = rs.StreamEnvironment(parallelism=2)
@@ -90,11 +98,7 @@ def rs_collected(result: rs.JobResult) -> list:
 
 def test_reuse_workers_false_gives_a_job_actors_of_its_own():
     pool = WorkerPool.current()
-    env = rs.StreamEnvironment(parallelism=2)
-    _wordcount(env)
-    env.execute("warm")
-    _, idle = pool.idle_actors()
-    warm = {ray.get(e.actor.pid.remote()) for e in idle}
+    warm = {ray.get(e.actor.pid.remote()) for e in _warm_pool()}
     env = rs.StreamEnvironment(parallelism=2, reuse_workers=False)
     _unbounded(env)
     client = env.execute_async("own")
@@ -114,9 +118,7 @@ def test_reuse_workers_false_gives_a_job_actors_of_its_own():
 
 def test_executors_of_a_failed_attempt_are_not_reused(tmp_path):
     pool = WorkerPool.current()
-    env = rs.StreamEnvironment(parallelism=2)
-    _wordcount(env)
-    env.execute("warm")
+    _warm_pool()
     env = rs.StreamEnvironment(parallelism=2)
     env.enable_checkpointing(100, checkpoint_dir=str(tmp_path))
     env.set_restart_strategy(rs.RestartStrategy.fixed_delay(3, 50))
@@ -141,10 +143,7 @@ def test_executors_of_a_failed_attempt_are_not_reused(tmp_path):
 
 def test_an_idle_executor_that_died_is_replaced():
     pool = WorkerPool.current()
-    env = rs.StreamEnvironment(parallelism=2)
-    _wordcount(env)
-    env.execute("warm")
-    _, idle = pool.idle_actors()
+    idle = _warm_pool()
     for e in idle:
         ray.kill(e.actor, no_restart=True)
     env = rs.StreamEnvironment(parallelism=2)
