@@ -34,7 +34,7 @@ from engine.task import TaskConfig
 
 from .basic import FilterOperator, FlatMapOperator, MapBatchesOperator, MapOperator
 from .functions import KeyedProcessFunction
-from .keyed import AggregateOperator, KeyedProcessOperator, ReduceOperator
+from .keyed import AggregateOperator, KeyedProcessOperator, LocalAggregateOperator, ReduceOperator
 from .sinks import CollectSink, JsonLinesSink, ParquetSink, PrintSink, collected_records
 from .sources import CollectionSource, GeneratorSource, ParquetSource, TextSource
 
@@ -551,7 +551,11 @@ class KeyedStream(DataStream):
         ``aggregate(total=("value", "sum"), n=("value", "count"))`` emits rows
         ``{key, total, n}``: for every batch the updated rows of the keys it touched
         (``emit="updates"``), or only the final rows at end of input (``emit="final"``).
-        Functions: sum, count, min, max, mean. Requires a column key.
+        Functions: sum, count, min, max, mean. Requires a column key. With ``emit="final"``
+        the aggregation runs in two phases (as Flink SQL's local-global aggregation): an
+        ``aggregate (local)`` operator chained before the shuffle groups every batch by key,
+        and the keyed ``aggregate`` merges those partials, so the exchange carries one row
+        per key and batch and a hot key does not overload its subtask.
         """
         specs = dict(aggregations or {})
         specs.update(named)
@@ -565,8 +569,18 @@ class KeyedStream(DataStream):
                 if isinstance(spec, tuple) and spec and spec[0] not in names:
                     raise GraphError(f"aggregate({out}={spec!r}): no column {spec[0]!r}; columns are {names}")
         key = self.selector.column
-        AggregateOperator(key, specs, emit)  # validate now, at graph build time
-        return self._keyed("aggregate", lambda: AggregateOperator(key, specs, emit), [key, *specs])
+        layout = AggregateOperator(key, specs, emit)  # validate now, at graph build time
+        if emit != "final":
+            return self._keyed("aggregate", lambda: AggregateOperator(key, specs, emit), [key, *specs])
+        # Two-phase (local-global) aggregation: each upstream batch is grouped by key before
+        # the shuffle (chained to the upstream operator), the keyed operator merges partials.
+        partial_names = [key, *(name for name, _col, _fn in layout._acc_names())]
+        local = DataStream(self.env, self.node, None, self._side_tag)._add(
+            "aggregate (local)", lambda: LocalAggregateOperator(key, specs), schema_names=partial_names,
+        )
+        local.parallelism = self.node.parallelism  # chained to the upstream operator
+        keyed = KeyedStream(self.env, local, self.selector)
+        return keyed._keyed("aggregate", lambda: AggregateOperator(key, specs, emit, partials=True), [key, *specs])
 
     def process(self, function: KeyedProcessFunction) -> DataStream:
         """Run a :class:`KeyedProcessFunction` with per-key state."""

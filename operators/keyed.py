@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from engine.errors import GraphError, UserCodeError
 from engine.keygroups import key_groups_of_keys
@@ -109,7 +110,8 @@ class AggregateOperator(StreamOperator):
 
     keyed = True
 
-    def __init__(self, key_column: str, aggregations: dict[str, tuple[str, str]], emit: str = "updates") -> None:
+    def __init__(self, key_column: str, aggregations: dict[str, tuple[str, str]], emit: str = "updates",
+                 partials: bool = False) -> None:
         for out_name, spec in aggregations.items():
             if not (isinstance(spec, tuple) and len(spec) == 2 and spec[1] in AGGREGATIONS):
                 raise GraphError(
@@ -117,6 +119,10 @@ class AggregateOperator(StreamOperator):
                 )
         if emit not in ("updates", "final"):
             raise GraphError(f"emit must be 'updates' or 'final', got {emit!r}")
+        if partials and emit != "final":
+            raise GraphError("an aggregate over partials (two-phase) emits only final rows")
+        # partials: the input holds rows of LocalAggregateOperator (one column per accumulator)
+        self.partials = partials
         self.key_column = key_column
         self.aggregations = aggregations
         self.emit_mode = emit
@@ -175,7 +181,10 @@ class AggregateOperator(StreamOperator):
             self._grow(missing)
         return np.fromiter((slots[k] for k in keys), dtype=np.int64, count=len(keys))
 
-    def _merge(self, keys: list, partial: dict[str, np.ndarray]) -> np.ndarray:
+    def _merge(self, keys: list, partial: dict[str, np.ndarray], unique: bool = True) -> np.ndarray:
+        """Fold per-key partials into the accumulators. ``unique=False``: ``keys`` may repeat
+        (partials of several upstream batches), folded one after the other as if each had
+        come in its own batch (``ufunc.at``)."""
         idx = self._slots_for(keys)
         for name, _col, fn in self._acc_names():
             acc = self.acc[name]
@@ -186,15 +195,24 @@ class AggregateOperator(StreamOperator):
                 if acc.dtype != np.int64 or vals.dtype.kind == "f":
                     if acc.dtype != vals.dtype and vals.dtype.kind == "f":
                         acc = self.acc[name] = acc.astype(np.float64)
-                acc[idx] += vals
+                if unique:
+                    acc[idx] += vals
+                else:
+                    np.add.at(acc, idx, vals)
             elif fn == "min":
-                acc[idx] = np.minimum(acc[idx], vals)
+                # fmin/fmax: a null partial (NaN: the key had only nulls in that batch) is skipped
+                if unique:
+                    acc[idx] = np.fmin(acc[idx], vals)
+                else:
+                    np.fmin.at(acc, idx, vals)
+            elif unique:
+                acc[idx] = np.fmax(acc[idx], vals)
             else:
-                acc[idx] = np.maximum(acc[idx], vals)
+                np.fmax.at(acc, idx, vals)
         return idx
 
-    def process_batch(self, batch: Batch, input_index: int = 0) -> None:
-        rb = batch.arrow()
+    def batch_partials(self, rb: pa.RecordBatch) -> tuple[pa.Array, dict[str, pa.Array]]:
+        """Group one batch by key: ``(keys, {accumulator name: per-key partial})``."""
         if rb.schema.get_field_index(self.key_column) < 0:
             raise GraphError(
                 f"key column {self.key_column!r} is not in the batch (columns: {rb.schema.names})"
@@ -203,24 +221,43 @@ class AggregateOperator(StreamOperator):
         specs = []
         seen = set()
         for _name, col, fn in self._acc_names():
-            agg = "count" if fn == "count" else fn
-            if (col, agg) not in seen:
-                seen.add((col, agg))
-                specs.append((col, agg))
+            if (col, fn) not in seen:
+                seen.add((col, fn))
+                specs.append((col, fn))
         grouped = table.group_by(self.key_column, use_threads=False).aggregate(specs)
-        keys = grouped.column(self.key_column).to_pylist()
         partial = {}
         for name, col, fn in self._acc_names():
-            partial[name] = grouped.column(f"{col}_{fn}").to_numpy(zero_copy_only=False)
-        idx = self._merge(keys, partial)
+            values = grouped.column(f"{col}_{fn}").combine_chunks()
+            # nulls are skipped (SQL semantics): a key with only nulls in this batch adds 0
+            partial[name] = pc.fill_null(values, 0) if fn == "sum" and values.null_count else values
+        return grouped.column(self.key_column).combine_chunks(), partial
+
+    def process_batch(self, batch: Batch, input_index: int = 0) -> None:
+        rb = batch.arrow()
+        if self.partials:
+            names = [name for name, _col, _fn in self._acc_names()]
+            missing = [c for c in (self.key_column, *names) if rb.schema.get_field_index(c) < 0]
+            if missing:
+                raise GraphError(f"partial aggregate rows lack columns {missing} (columns: {rb.schema.names})")
+            keys = rb.column(self.key_column).to_pylist()
+            self._merge(keys, {n: rb.column(n).to_numpy(zero_copy_only=False) for n in names}, unique=False)
+            return
+        key_values, columns = self.batch_partials(rb)
+        partial = {name: col.to_numpy(zero_copy_only=False) for name, col in columns.items()}
+        idx = self._merge(key_values.to_pylist(), partial)
         if self.emit_mode == "updates":
-            self.output.emit(Batch.of_arrow(self._rows(idx, grouped.column(self.key_column))))
+            self.output.emit(Batch.of_arrow(self._rows(idx, key_values)))
 
     def _rows(self, idx: np.ndarray, key_values: Any) -> pa.RecordBatch:
         cols: dict[str, Any] = {self.key_column: key_values}
         for out, (_col, fn) in self.aggregations.items():
             if fn == "mean":
-                cols[out] = pa.array(self.acc[f"{out}#sum"][idx] / self.acc[f"{out}#count"][idx])
+                total, count = self.acc[f"{out}#sum"][idx], self.acc[f"{out}#count"][idx]
+                mean = np.divide(total, count, out=np.zeros(len(idx)), where=count > 0)
+                cols[out] = pa.array(mean, mask=count == 0)  # no non-null value: null
+            elif fn in ("min", "max"):
+                vals = self.acc[out][idx]
+                cols[out] = pa.array(vals, mask=np.isinf(vals) & ((vals > 0) if fn == "min" else (vals < 0)))
             else:
                 cols[out] = pa.array(self.acc[out][idx])
         return pa.RecordBatch.from_pydict(cols)
@@ -247,6 +284,22 @@ class AggregateOperator(StreamOperator):
         self._restored = states
 
 
+class LocalAggregateOperator(StreamOperator):
+    """The local half of a two-phase aggregate (Flink SQL's local-global aggregation): groups
+    each batch by key *before* the shuffle and emits one partial row per key (a column per
+    accumulator), so the exchange carries per-batch partials instead of every row and a hot
+    key costs its subtask one row per upstream batch. Stateless: nothing to checkpoint.
+    ``KeyedStream.aggregate(..., emit="final")`` chains it to the upstream operator and
+    merges the partials in an :class:`AggregateOperator` with ``partials=True``.
+    """
+
+    def __init__(self, key_column: str, aggregations: dict[str, tuple[str, str]]) -> None:
+        self.layout = AggregateOperator(key_column, aggregations, "final")
+
+    def process_batch(self, batch: Batch, input_index: int = 0) -> None:
+        key_values, partial = self.layout.batch_partials(batch.arrow())
+        cols = {self.layout.key_column: key_values, **partial}
+        self.output.emit(Batch.of_arrow(pa.RecordBatch.from_pydict(cols)))
 
 
 class KeyedProcessOperator(StreamOperator):
