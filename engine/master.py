@@ -696,8 +696,19 @@ class JobMaster:
         try:
             await self._deploy(source_splits, restore)
         except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as exc:
+            lent = bool(self._lent)
             await self._teardown()
-            raise JobFailed(f"deploying the tasks of job {config.name!r} failed: {exc}") from exc
+            if not lent:
+                raise JobFailed(f"deploying the tasks of job {config.name!r} failed: {exc}") from exc
+            # A pooled executor died after the driver's health check (e.g. killed meanwhile):
+            # deploy once more on fresh executors; not a job failure, no restart counted.
+            log.warning("job %s: a reused task executor died before deployment (%s); deploying on fresh ones",
+                        self.job_id, exc)
+            try:
+                await self._deploy(source_splits, restore)
+            except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as exc2:
+                await self._teardown()
+                raise JobFailed(f"deploying the tasks of job {config.name!r} failed: {exc2}") from exc2
         runs = {asyncio.ensure_future(_await(a.run.remote())): key for key, a in self.actors.items()}
         cancel_wait = asyncio.ensure_future(self._cancel.wait())
         checkpoints = (

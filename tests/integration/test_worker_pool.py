@@ -146,10 +146,39 @@ def test_an_idle_executor_that_died_is_replaced():
     idle = _warm_pool()
     for e in idle:
         ray.kill(e.actor, no_restart=True)
+    for e in idle:  # dead for sure: the pool's health check drops them
+        with pytest.raises(ray.exceptions.RayActorError):
+            ray.get(e.actor.pid.remote(), timeout=30)
     env = rs.StreamEnvironment(parallelism=2)
     _wordcount(env)
     assert _final(env.execute_and_collect("after-kill")) == _want()
     assert set(pool.idle_actor_names()["executors"]).isdisjoint({e.name for e in idle})
+
+
+def test_an_executor_dying_after_the_health_check_is_replaced_at_deployment(monkeypatch):
+    """The race CI once hit: the pool's health check answered, then the executor died
+    before the job deployed onto it. The master deploys on fresh executors instead (no
+    failure, no restart counted)."""
+    _warm_pool()
+    pool = WorkerPool.current()
+    lend = WorkerPool.executors
+
+    def lend_then_kill(self, slots, num_cpus):
+        out = lend(self, slots, num_cpus)
+        victim = next(iter(out.values()))
+        ray.kill(victim.actor, no_restart=True)
+        with pytest.raises(ray.exceptions.RayActorError):
+            ray.get(victim.actor.pid.remote(), timeout=30)
+        return out
+
+    monkeypatch.setattr(WorkerPool, "executors", lend_then_kill)
+    env = rs.StreamEnvironment(parallelism=2)
+    _wordcount(env)
+    result = env.execute_async("killed-after-check").wait()
+    assert _final(rs_collected(result)) == _want()
+    assert result.metrics["restarts"] == 0
+    monkeypatch.undo()
+    assert pool.idle_actors()[0], "the master went back to the pool"
 
 
 def test_an_executor_with_a_leftover_thread_is_not_reused():
