@@ -61,13 +61,20 @@ def reference():
     return {p: sorted(env.execute_and_collect()) for p in (1,)}[1]
 
 
+def _processing(client: rs.JobClient) -> bool:
+    """The job runs and its tasks have processed records (deployment is over)."""
+    if client.info()["status"] != "RUNNING":
+        return False
+    return any(m.get("records_in", 0) > 0 for m in client.metrics().get("operators", {}).values())
+
+
 def kill_tasks(client: rs.JobClient, parallelisms: list[int], kills: int, seed: int) -> list:
     """Kill ``kills`` random task actors at random moments while the job runs."""
     rng = random.Random(seed)
     done = []
     deadline = time.time() + 60
-    while client.info()["status"] == "CREATED" and time.time() < deadline:
-        time.sleep(0.02)  # the job master has not started yet (slow under load)
+    while not _processing(client) and time.time() < deadline:
+        time.sleep(0.02)  # not deployed yet (slow under load): a kill now hits no running task
     for _ in range(kills):
         time.sleep(rng.uniform(0.6, 1.2))
         info = client.info()
