@@ -696,7 +696,8 @@ class JobMaster:
         try:
             await self._deploy(source_splits, restore)
         except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as exc:
-            lent = bool(self._lent)
+            # only an executor that died is worth replacing; a setup error would fail again
+            lent = bool(self._lent) and isinstance(exc, ray.exceptions.RayActorError)
             await self._teardown()
             if not lent:
                 raise JobFailed(f"deploying the tasks of job {config.name!r} failed: {exc}") from exc

@@ -55,6 +55,19 @@ def _running(client: rs.JobClient, timeout: float = 60) -> None:
     raise AssertionError(f"job did not start running: {client.status()}")
 
 
+def _wait_dead(actor) -> None:
+    """Until the killed ``actor`` is dead (``ray.kill`` is asynchronous: a call sent right
+    after it may still be answered)."""
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            ray.get(actor.pid.remote(), timeout=10)
+        except ray.exceptions.RayActorError:
+            return
+        time.sleep(0.05)
+    raise AssertionError("a killed executor still answers after 30 s")
+
+
 def _warm_pool() -> list:
     """Run a small job so the pool holds idle executors; returns them."""
     env = rs.StreamEnvironment(parallelism=2)
@@ -147,8 +160,7 @@ def test_an_idle_executor_that_died_is_replaced():
     for e in idle:
         ray.kill(e.actor, no_restart=True)
     for e in idle:  # dead for sure: the pool's health check drops them
-        with pytest.raises(ray.exceptions.RayActorError):
-            ray.get(e.actor.pid.remote(), timeout=30)
+        _wait_dead(e.actor)
     env = rs.StreamEnvironment(parallelism=2)
     _wordcount(env)
     assert _final(env.execute_and_collect("after-kill")) == _want()
@@ -167,8 +179,7 @@ def test_an_executor_dying_after_the_health_check_is_replaced_at_deployment(monk
         out = lend(self, slots, num_cpus)
         victim = next(iter(out.values()))
         ray.kill(victim.actor, no_restart=True)
-        with pytest.raises(ray.exceptions.RayActorError):
-            ray.get(victim.actor.pid.remote(), timeout=30)
+        _wait_dead(victim.actor)
         return out
 
     monkeypatch.setattr(WorkerPool, "executors", lend_then_kill)
