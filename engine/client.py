@@ -223,8 +223,9 @@ class JobClient:
             self._pool.give_back_master(self._master, self._master_name)
         else:
             doomed.append(self._master)
-        keep = [e for slot, e in self._executors.items() if slot in set(reusable)] if self._pool is not None else []
-        doomed.extend(e.actor for e in self._executors.values() if e not in keep)
+        clean = set(reusable) if self._pool is not None else set()
+        keep = [e for slot, e in self._executors.items() if slot in clean]
+        doomed.extend(e.actor for slot, e in self._executors.items() if slot not in clean)
         if keep:
             self._pool.give_back(keep)
         kill_quietly(doomed)
