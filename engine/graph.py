@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from .connectors import Sink, Source
 from .errors import GraphError
-from .partitioners import ForwardPartitioner, Partitioner, RebalancePartitioner
+from .partitioners import ForwardPartitioner, KeyGroupPartitioner, Partitioner, RebalancePartitioner
 
 __all__ = ["Transformation", "StreamEdge", "StreamGraph", "JobVertex", "JobEdge", "JobGraph", "build_job_graph"]
 
@@ -244,10 +244,13 @@ def build_job_graph(graph: StreamGraph, max_parallelism: int) -> JobGraph:
         if head_of[node.id] is not node:
             continue
         for edge in node.inputs:
+            partitioner = _resolve_partitioner(edge, node)
+            if isinstance(partitioner, KeyGroupPartitioner):
+                partitioner = partitioner.feeding(node.name)
             job_edge = JobEdge(
                 vertex_of[edge.source.id],
                 vertex_of[node.id],
-                _resolve_partitioner(edge, node),
+                partitioner,
                 edge.input_index,
                 edge.feedback,
                 edge.side_tag,

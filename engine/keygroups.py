@@ -8,8 +8,18 @@ Python's ``hash()`` is salted per process and is never used here: strings and by
 hashed with CRC-32 of their UTF-8 bytes, integers with the SplitMix64 finalizer, and the
 vectorized path (for Arrow columns) hashes each *distinct* value once.
 
+Composite keys hash from the stable hashes of their parts, so keys that compare equal
+hash equally in every process: tuples and lists in order; sets and frozensets (one hash for
+``{1, 2}`` and ``frozenset([2, 1])``) and dicts over their *sorted* member hashes, never in
+their iteration order, which depends on the string hash salt. Other objects hash by their
+``repr()`` (datetime, Decimal, Enum, user classes with a repr that holds no object id);
+a dataclass, namedtuple or Enum whose repr would list a set or dict hashes by its fields
+instead. A key with no deterministic value is refused with :class:`ConfigError`.
+
 Example:
     >>> key_group_for("k00001", 128) == key_group_for("k00001", 128)
+    True
+    >>> key_group_for(frozenset({"a", "b"}), 128) == key_group_for(frozenset({"b", "a"}), 128)
     True
     >>> KeyGroupRange.for_subtask(0, 2, 128)
     KeyGroupRange(start=0, end=63)
@@ -17,11 +27,13 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import math
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -44,6 +56,12 @@ _M64 = (1 << 64) - 1
 _TAG_STR = 0x5A17
 _TAG_BYTES = 0xB17E
 _TAG_FLOAT = 0xF10A
+_TAG_TUPLE = 0x7475706C
+_TAG_LIST = 0x6C697374
+_TAG_SET = 0x73657473
+_TAG_DICT = 0x64696374
+_TAG_PAIR = 0x70616972
+_TAG_FIELDS = 0x666C6473
 
 
 def _mix64(x: int) -> int:
@@ -67,8 +85,13 @@ def _mix64_np(x: np.ndarray) -> np.ndarray:
 def stable_hash(key: Any) -> int:
     """A 64-bit hash of ``key`` that is identical in every process and Python run.
 
-    Supports None, bool, int, float, str, bytes and tuples of those; other objects hash by
-    their ``repr()`` if it is deterministic (raises :class:`ConfigError` otherwise).
+    Keys that compare equal hash equally (``3 == 3.0``, ``{1, 2} == frozenset({2, 1})``).
+    Supports None, bool, int, float, str, bytes, numpy scalars, tuples and lists (in order),
+    sets, frozensets and dicts (order-free), and objects whose ``repr()`` is deterministic.
+
+    Raises:
+        ConfigError: the key (or a part of it) has no deterministic value, e.g. an object
+            whose repr shows its id.
     """
     t = type(key)
     if t is str:
@@ -84,23 +107,64 @@ def stable_hash(key: Any) -> int:
             return _mix64(int(key) & _M64)  # 3.0 and 3 are the same key, as in Python
         return _mix64(zlib.crc32(struct.pack("<d", key)) ^ (_TAG_FLOAT << 32))
     if t is tuple:
-        h = 0x7475706C
-        for item in key:
-            h = _mix64(h ^ stable_hash(item))
-        return h
+        return _fold(_TAG_TUPLE, map(stable_hash, key))
     if isinstance(key, (np.integer, np.bool_)):
         return _mix64(int(key) & _M64)
     if isinstance(key, np.floating):
         return stable_hash(float(key))
     if isinstance(key, np.str_):
         return stable_hash(str(key))
+    if isinstance(key, (frozenset, set)):  # {1} == frozenset({1}): one hash for both
+        return _fold(_TAG_SET, sorted(map(stable_hash, key)))
+    if isinstance(key, dict):
+        pairs = (_mix64(_mix64(_TAG_PAIR ^ stable_hash(k)) ^ stable_hash(v)) for k, v in key.items())
+        return _fold(_TAG_DICT, sorted(pairs))
+    if isinstance(key, list):
+        return _fold(_TAG_LIST, map(stable_hash, key))
+    return _object_hash(key)
+
+
+def _fold(tag: int, hashes: Iterable[int]) -> int:
+    h = tag
+    for x in hashes:
+        h = _mix64(h ^ x)
+    return h
+
+
+def _object_hash(key: Any) -> int:
+    """Hash of a key that is not a builtin scalar or container: by ``repr()`` (the scheme
+    savepoints were written with), or by fields when that repr would show a set or dict in
+    its salted iteration order."""
+    t = type(key)
+    if not _repr_is_stable(key):
+        if isinstance(key, enum.Enum):
+            return stable_hash(f"{t.__qualname__}.{key.name}")
+        if isinstance(key, tuple):  # a namedtuple equals the plain tuple of its fields
+            return stable_hash(tuple(key))
+        fields = [getattr(key, f.name) for f in dataclasses.fields(key) if f.compare]
+        return _fold(_TAG_FIELDS ^ stable_hash(t.__qualname__), map(stable_hash, fields))
     text = repr(key)
     if " at 0x" in text:
         raise ConfigError(
-            f"key {text} of type {t.__name__} has no deterministic value to hash; use a str, "
-            "int, bytes, float or tuple key (or give the class a repr without its id)"
+            f"key {text} of type {t.__qualname__} has no deterministic value to hash; use a str, "
+            "int, bytes, float, tuple, frozenset or dataclass key (or give the class a repr "
+            "without its id)"
         )
     return stable_hash(f"{t.__qualname__}:{text}")
+
+
+def _repr_is_stable(value: Any) -> bool:
+    """Whether ``repr(value)`` is free of set and dict iteration order, as far as the
+    structure of builtin containers, dataclasses, namedtuples and Enums shows."""
+    if isinstance(value, (set, frozenset, dict)):
+        return False
+    if isinstance(value, (tuple, list)):  # a namedtuple's repr lists its fields
+        return all(map(_repr_is_stable, value))
+    if isinstance(value, enum.Enum):
+        return _repr_is_stable(value.value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return all(_repr_is_stable(getattr(value, f.name)) for f in dataclasses.fields(value) if f.repr)
+    return True
 
 
 def key_group_for(key: Any, max_parallelism: int) -> int:

@@ -7,13 +7,14 @@ and :class:`KeyGroupPartitioner` routes by the stable key hash through key group
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
 
-from .errors import GraphError
+from .errors import ConfigError, GraphError
 from .keygroups import key_groups_of_array, key_groups_of_keys
 from .records import Batch
 
@@ -153,15 +154,30 @@ class BroadcastPartitioner(Partitioner):
 
 
 class KeyGroupPartitioner(Partitioner):
-    """Hash-by-key: key -> key group -> owning subtask (stable across processes)."""
+    """Hash-by-key: key -> key group -> owning subtask (stable across processes).
+
+    ``consumer`` names the keyed operator the edge feeds, for error messages (set when the
+    job graph is built: :meth:`feeding`).
+    """
 
     name = "hash"
 
-    def __init__(self, key_selector: KeySelector) -> None:
+    def __init__(self, key_selector: KeySelector, consumer: str | None = None) -> None:
         self.key_selector = key_selector
+        self.consumer = consumer
+
+    def feeding(self, consumer: str) -> "KeyGroupPartitioner":
+        """A copy that names ``consumer`` in its errors (one stream may feed several)."""
+        named = copy.copy(self)
+        named.consumer = consumer
+        return named
 
     def select(self, batch: Batch) -> list[tuple[int, Batch]]:
-        groups = self.key_selector.key_groups(batch, self.max_parallelism)
+        try:
+            groups = self.key_selector.key_groups(batch, self.max_parallelism)
+        except ConfigError as exc:  # a key with no deterministic hash
+            into = f" into operator {self.consumer!r}" if self.consumer else ""
+            raise ConfigError(f"key_by({self.key_selector.description!r}){into}: {exc}") from exc
         targets = groups * self.num_targets // self.max_parallelism
         return split_batch_by_targets(batch, targets, self.num_targets)
 
