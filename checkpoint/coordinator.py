@@ -17,6 +17,7 @@ keyed state is re-split by key group, source splits and union operator state are
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import tempfile
@@ -76,18 +77,40 @@ class CheckpointConfig:
 
 @dataclass
 class PendingCheckpoint:
-    """A checkpoint that was triggered and is waiting for acks."""
+    """One triggered checkpoint, owned by its id: only the code path holding this object may
+    complete or abort it (no shared "current checkpoint" slot).
+
+    ``status`` goes ``PENDING`` (waiting for acks) -> ``FINALIZING`` (every task acked, the
+    metadata is being written) -> ``COMPLETED`` or ``ABORTED``. ``commit`` holds, once
+    finalizing, every committable this checkpoint makes visible: its own acks' and the ones
+    retained from earlier checkpoints that never completed (Sink V2 committer state).
+    """
 
     checkpoint_id: int
     triggered_at: float
     waiting: set
     acks: dict = field(default_factory=dict)
     savepoint: str | None = None
-    carried: dict = field(default_factory=dict)  # committables of aborted checkpoints before it
+    stop: bool = False  # stop-with-savepoint: the tasks stop at its barrier
+    status: str = "PENDING"
+    commit: dict = field(default_factory=dict)  # sink uid -> committables (set when finalizing)
+    carried: dict = field(default_factory=dict)  # the part of ``commit`` retained from earlier barriers
 
 
 class CheckpointCoordinator:
-    """Tracks pending and completed checkpoints of one job (see module docstring)."""
+    """Tracks the pending, finalizing and completed checkpoints of one job and the
+    committables not yet made visible (see the module docstring).
+
+    Committables are *retained* by the id of the checkpoint barrier they were prepared at
+    until a checkpoint at least that new completes: a declined, aborted or timed-out
+    checkpoint hands its committables on to the next one instead of dropping them, as in
+    Flink's Sink V2 committer. Only a restart drops them (the restored checkpoint's sources
+    replay that data): :meth:`reset_for_restart`.
+
+    Finished tasks (FLIP-147) take no part in later checkpoints: their final state stands in
+    for their acks (:meth:`task_finished`), so checkpoints keep completing while the rest of
+    the job runs, and a final checkpoint commits everything at the end of a bounded job.
+    """
 
     def __init__(self, config: CheckpointConfig, job_id: str, tasks: list[tuple[int, int]],
                  storage: CheckpointStorage | None = None, clock: Callable[[], float] = time.monotonic) -> None:
@@ -100,63 +123,202 @@ class CheckpointCoordinator:
         self.storage = storage
         self.clock = clock
         self.next_id = 1
-        self.pending: PendingCheckpoint | None = None
+        self.checkpoints: dict[int, PendingCheckpoint] = {}  # pending and finalizing, by id
         self.last_completed_at: float | None = None
         self.completed: list[int] = []
         self.failures = 0
         self.history: list[dict] = []
+        self.retained: dict[int, dict[str, list]] = {}  # barrier id -> sink uid -> committables
+        self.finished: dict[tuple[int, int], dict] = {}  # finished task -> its final state
+
+    # ------------------------------------------------------------------ views
+    @property
+    def pending(self) -> PendingCheckpoint | None:
+        """The checkpoint waiting for acks, if any (at most one: ``max_concurrent`` is 1)."""
+        return next((p for p in self.checkpoints.values() if p.status == "PENDING"), None)
+
+    def get(self, checkpoint_id: int) -> PendingCheckpoint | None:
+        """The pending or finalizing checkpoint ``checkpoint_id``, or None."""
+        return self.checkpoints.get(checkpoint_id)
+
+    def running_tasks(self) -> list[tuple[int, int]]:
+        """Tasks that have not finished (the ones a checkpoint waits for)."""
+        return [t for t in self.tasks if t not in self.finished]
+
+    def start_after(self, checkpoint_id: int) -> None:
+        """Number new checkpoints after ``checkpoint_id`` (a recovered job master must never
+        reuse an id whose directory an earlier master may have written)."""
+        self.next_id = max(self.next_id, checkpoint_id + 1)
 
     # ------------------------------------------------------------------ triggering
     def can_trigger(self) -> bool:
-        if self.pending is not None:
+        if self.checkpoints:  # one at a time, including one whose metadata is being written
             return False
         if self.last_completed_at is not None:
             return self.clock() - self.last_completed_at >= self.config.min_pause_ms / 1000.0
         return True
 
-    def trigger(self, savepoint: str | None = None) -> PendingCheckpoint:
-        """Open the next checkpoint; the caller sends ``Barrier(id)`` through the sources."""
-        if self.pending is not None:
-            raise CheckpointError(f"checkpoint {self.pending.checkpoint_id} is still in progress")
+    def trigger(self, savepoint: str | None = None, stop: bool = False) -> PendingCheckpoint:
+        """Open the next checkpoint; the caller sends ``Barrier(id)`` through the sources.
+        Finished tasks count as acknowledged with their final state."""
+        busy = next(iter(self.checkpoints.values()), None)
+        if busy is not None:
+            raise CheckpointError(f"checkpoint {busy.checkpoint_id} is still in progress")
         cid = self.next_id
         self.next_id += 1
-        self.pending = PendingCheckpoint(cid, self.clock(), set(self.tasks), savepoint=savepoint)
-        return self.pending
+        p = PendingCheckpoint(cid, self.clock(), set(self.running_tasks()), savepoint=savepoint, stop=stop)
+        p.acks.update(self.finished)
+        self.checkpoints[cid] = p
+        return p
 
     # ------------------------------------------------------------------ acks
     def acknowledge(self, checkpoint_id: int, task: tuple[int, int], state: dict) -> PendingCheckpoint | None:
-        """Record a task's ack; returns the checkpoint once every task has acked."""
-        p = self.pending
-        if p is None or p.checkpoint_id != checkpoint_id or task not in p.waiting:
-            return None  # late ack of an aborted checkpoint
+        """Record a task's ack; returns the checkpoint once every task has acked (the caller
+        then finalizes it). An ack of a checkpoint that is no longer pending (aborted, timed
+        out) only hands its committables on: they are retained, never dropped."""
+        p = self.checkpoints.get(checkpoint_id)
+        if p is None or p.status != "PENDING" or task not in p.waiting:
+            self.retain(checkpoint_id, committables_of(state))
+            return None
         p.waiting.discard(task)
         p.acks[task] = state
         return p if not p.waiting else None
 
+    def decline(self, checkpoint_id: int, reason: str, committables: dict[str, list] | None = None) -> PendingCheckpoint | None:
+        """A task could not take ``checkpoint_id``. Its committables (data its sinks had
+        already handed over at the barrier) are retained for the next checkpoint; the
+        checkpoint is aborted if it is still pending. Returns the aborted checkpoint."""
+        self.retain(checkpoint_id, committables or {})
+        p = self.checkpoints.get(checkpoint_id)
+        if p is None or p.status != "PENDING":
+            return None
+        return self.abort(p, reason)
+
+    def task_finished(self, task: tuple[int, int], final_state: dict, committables: dict[str, list]) -> PendingCheckpoint | None:
+        """``task`` ended (FLIP-147). Its last committables belong to the first checkpoint
+        that sees it finished: the pending one if the task never acked it, else the next.
+        Returns the pending checkpoint if this completed its acks."""
+        self.finished[task] = final_state
+        p = self.pending
+        if p is not None and task in p.waiting:
+            self.retain(p.checkpoint_id, committables)
+            p.waiting.discard(task)
+            p.acks[task] = final_state
+            return p if not p.waiting else None
+        self.retain(self.next_id, committables)
+        return None
+
+    def retain(self, checkpoint_id: int, committables: dict[str, list]) -> None:
+        """Keep ``committables`` (prepared at barrier ``checkpoint_id``) until a checkpoint
+        that covers them completes. Ones an already completed checkpoint covers are kept for
+        the next one (committing is idempotent, and the next checkpoint's metadata then
+        records them for a restore)."""
+        for uid, comms in committables.items():
+            if comms:
+                self.retained.setdefault(checkpoint_id, {}).setdefault(uid, []).extend(comms)
+
+    def uncommitted(self) -> dict[str, list]:
+        """Every retained committable, by sink uid (for the end of a job without checkpoints
+        left to take, and for metrics)."""
+        out: dict[str, list] = {}
+        for cid in sorted(self.retained):
+            for uid, comms in self.retained[cid].items():
+                out.setdefault(uid, []).extend(comms)
+        return out
+
+    # ------------------------------------------------------------------ finalizing
+    def begin_finalize(self, p: PendingCheckpoint) -> None:
+        """``p`` has all acks: collect everything it commits (its acks' committables and the
+        retained ones prepared at or before its barrier) and mark it FINALIZING. The
+        metadata write (:meth:`complete`) may then run on another thread."""
+        if p.status != "PENDING" or p.waiting:
+            raise CheckpointError(f"checkpoint {p.checkpoint_id} is {p.status.lower()}, not fully acknowledged")
+        p.status = "FINALIZING"
+        carried: dict[str, list] = {}
+        for cid in sorted(c for c in self.retained if c <= p.checkpoint_id):
+            for uid, comms in self.retained.pop(cid).items():
+                carried.setdefault(uid, []).extend(comms)
+        p.carried = carried
+        commit = {uid: list(comms) for uid, comms in carried.items()}
+        for state in p.acks.values():
+            for uid, comms in committables_of(state).items():
+                commit.setdefault(uid, []).extend(comms)
+        p.commit = commit
+
     def complete(self, p: PendingCheckpoint, graph_info: dict) -> dict:
-        """Write the metadata of a fully acknowledged checkpoint; returns it."""
+        """Write the metadata of a finalizing checkpoint, then discard checkpoints beyond
+        ``retained``. May run on a worker thread: it touches nothing but ``p`` and storage;
+        :meth:`end_finalize` then settles ``p`` on the caller's thread."""
+        self._write_final_states(p)
         metadata = self.metadata_for(p, graph_info)
         if p.savepoint is None:
             self.storage.write_metadata(self.job_id, p.checkpoint_id, metadata)
-            self.completed.append(p.checkpoint_id)
-            try:
+            try:  # only ever deletes checkpoints older than one complete in storage
                 self.storage.retain(self.job_id, self.config.retained)
             except Exception:  # cleaning old checkpoints must never fail the job
                 log.warning("could not discard old checkpoints of %s", self.job_id, exc_info=True)
-        self.pending = None
-        self.last_completed_at = self.clock()
-        self.failures = 0
-        duration = self.clock() - p.triggered_at
-        size = sum(h.size for ack in p.acks.values() for e in ack.values() for h in (e.get("keyed"), e.get("op")) if h is not None)
-        self.history.append({"id": p.checkpoint_id, "status": "COMPLETED", "duration_s": round(duration, 4), "bytes": size, "savepoint": p.savepoint})
         return metadata
 
-    def abort(self, reason: str) -> PendingCheckpoint | None:
-        """Abort the pending checkpoint (decline, timeout, task end); True if one was pending."""
-        p = self.pending
-        if p is None:
+    def _write_final_states(self, p: PendingCheckpoint) -> None:
+        """Finished tasks stand in with their final state, which they reported as bytes:
+        write it into this checkpoint's directory (each checkpoint is self-contained, so
+        retention can delete older ones)."""
+        for (vid, subtask), state in list(p.acks.items()):
+            if not any(isinstance(e, dict) and isinstance(e.get("op"), bytes) for e in state.values()):
+                continue
+            written = {}
+            for uid, entry in state.items():
+                entry = dict(entry)
+                if isinstance(entry.get("op"), bytes):
+                    digest = hashlib.sha1(uid.encode()).hexdigest()[:16]
+                    entry["op"] = self.storage.write_state(self.job_id, p.checkpoint_id,
+                                                           f"final/{vid}-{subtask}-{digest}", entry["op"])
+                written[uid] = entry
+            p.acks[(vid, subtask)] = written
+
+    def end_finalize(self, p: PendingCheckpoint, error: BaseException | None = None) -> bool:
+        """Settle a finalizing checkpoint after its metadata write. True: ``p`` is COMPLETED
+        and the caller commits ``p.commit``. False: the write failed (``p`` is aborted and
+        its committables retained) or ``p`` was aborted (timed out) meanwhile; in that case
+        its committables already went back to the retained ones, and a metadata file that
+        made it to storage anyway is a complete, restorable checkpoint (a restore re-commits
+        what it records), so it is counted as completed but commits nothing now."""
+        if p.status == "FINALIZING" and error is None:
+            p.status = "COMPLETED"
+            self.checkpoints.pop(p.checkpoint_id, None)
+            if p.savepoint is None:
+                self.completed.append(p.checkpoint_id)
+            self.last_completed_at = self.clock()
+            self.failures = 0
+            duration = self.clock() - p.triggered_at
+            size = sum(h.size for ack in p.acks.values() for e in ack.values() if isinstance(e, dict)
+                       for h in (e.get("keyed"), e.get("op")) if h is not None and hasattr(h, "size"))
+            self.history.append({"id": p.checkpoint_id, "status": "COMPLETED", "duration_s": round(duration, 4),
+                                 "bytes": size, "savepoint": p.savepoint})
+            return True
+        if p.status == "FINALIZING":  # the metadata write failed
+            self.abort(p, f"writing metadata failed: {error!r}")
+        elif error is None and p.savepoint is None:
+            self.completed = sorted({*self.completed, p.checkpoint_id})
+            log.warning("checkpoint %s of %s timed out, yet its metadata was written: it is restorable; its "
+                        "committables are committed with the next checkpoint", p.checkpoint_id, self.job_id)
+        return False
+
+    def abort(self, p: PendingCheckpoint, reason: str) -> PendingCheckpoint | None:
+        """Abort checkpoint ``p`` (pending or finalizing); returns it, or None if it had
+        already ended. Its committables are retained for the next checkpoint. Raises
+        CheckpointError when consecutive failures exceed ``tolerable_failures``."""
+        if p.status not in ("PENDING", "FINALIZING"):
             return None
-        self.pending = None
+        if p.status == "FINALIZING":
+            for uid, comms in p.commit.items():
+                self.retained.setdefault(p.checkpoint_id, {}).setdefault(uid, []).extend(comms)
+            p.commit, p.carried = {}, {}
+        else:
+            for state in p.acks.values():
+                self.retain(p.checkpoint_id, committables_of(state))
+        p.status = "ABORTED"
+        self.checkpoints.pop(p.checkpoint_id, None)
         self.failures += 1
         self.history.append({"id": p.checkpoint_id, "status": "ABORTED", "reason": reason, "savepoint": p.savepoint})
         log.warning("checkpoint %s of %s aborted: %s", p.checkpoint_id, self.job_id, reason)
@@ -168,12 +330,40 @@ class CheckpointCoordinator:
             )
         return p
 
-    def timed_out(self) -> bool:
-        p = self.pending
-        return p is not None and self.clock() - p.triggered_at > self.config.timeout_ms / 1000.0
+    def timed_out(self) -> list[PendingCheckpoint]:
+        """The checkpoints (pending or finalizing) older than ``timeout_ms``."""
+        limit = self.config.timeout_ms / 1000.0
+        now = self.clock()
+        return [p for p in self.checkpoints.values() if now - p.triggered_at > limit]
+
+    def reset_for_restart(self) -> None:
+        """The job restarts: abort what is in progress (not counted as checkpoint failures)
+        and forget finished tasks. The retained committables wait for
+        :meth:`take_retained`, once the checkpoint to restore from is known."""
+        for p in self.checkpoints.values():
+            p.status = "ABORTED"
+            p.commit, p.carried = {}, {}
+            self.history.append({"id": p.checkpoint_id, "status": "ABORTED", "reason": "the job restarts",
+                                 "savepoint": p.savepoint})
+        self.checkpoints.clear()
+        self.finished.clear()
+
+    def take_retained(self, restored_id: int | None) -> dict[str, list]:
+        """Clear the retained committables when the job restores from ``restored_id``
+        (None: from scratch). The ones prepared after its barrier are dropped (the restored
+        sources replay their data); the ones it covers are returned: the caller commits
+        them, since their data is not replayed."""
+        covered: dict[str, list] = {}
+        for cid in sorted(self.retained):
+            if restored_id is not None and cid <= restored_id:
+                for uid, comms in self.retained[cid].items():
+                    covered.setdefault(uid, []).extend(comms)
+        self.retained.clear()
+        return covered
 
     def metadata_for(self, p: PendingCheckpoint, graph_info: dict) -> dict:
-        """Checkpoint metadata: per operator uid, the handles and committables of every subtask."""
+        """Checkpoint metadata: per operator uid, the handles and committables of every
+        subtask, plus the retained committables of earlier checkpoints it commits."""
         operators: dict[str, dict] = {}
         for (vid, subtask), state in p.acks.items():
             for uid, entry in state.items():
@@ -186,18 +376,20 @@ class CheckpointCoordinator:
             "timestamp": time.time(),
             "max_parallelism": graph_info["max_parallelism"],
             "operators": operators,
-            # committables of earlier, aborted checkpoints committed with this one
+            # committables of earlier checkpoints that never completed, committed with this one
             "carried_committables": p.carried,
         }
 
     def stats(self) -> dict:
         done = [h for h in self.history if h["status"] == "COMPLETED"]
+        in_progress = min(self.checkpoints) if self.checkpoints else None
         return {
             "completed": len(done),
             "aborted": len(self.history) - len(done),
             "last": self.history[-1] if self.history else None,
-            "in_progress": self.pending.checkpoint_id if self.pending else None,
+            "in_progress": in_progress,
             "latest_completed": self.completed[-1] if self.completed else None,
+            "retained_committables": sum(len(c) for by_uid in self.retained.values() for c in by_uid.values()),
         }
 
     # ------------------------------------------------------------------ restore
@@ -212,6 +404,16 @@ class CheckpointCoordinator:
             except CheckpointError as exc:
                 log.warning("skipping checkpoint %s of %s: %s", cid, self.job_id, exc)
         return None
+
+
+def committables_of(state: dict) -> dict[str, list]:
+    """``{sink uid: committables}`` of one task's ack (or final state)."""
+    out: dict[str, list] = {}
+    for uid, entry in state.items():
+        comms = entry.get("committables") if isinstance(entry, dict) else None
+        if comms:
+            out[uid] = list(comms)
+    return out
 
 
 def verify_files(metadata: dict, read: Callable[[Any], bytes]) -> None:

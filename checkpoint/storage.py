@@ -413,6 +413,35 @@ class CheckpointStorage:
             self.discard(job_id, i)
         return doomed
 
+    # -- commit log --------------------------------------------------------------------
+
+    def write_commit_log(self, job_id: str, checkpoint_id: int, label: str, entry: Any) -> None:
+        """Record what the job master commits with checkpoint ``checkpoint_id`` to sinks that
+        keep their committed output in the master's memory (``collect``), so that a master
+        taking over the job can rebuild them. Lives beside the checkpoint directories
+        (``<job>/commits/``), untouched by retention; written before the commit.
+        """
+        name = f"{int(checkpoint_id):012d}-{_check_part('label', label)}"
+        path = self._join(_check_part("job_id", job_id), "commits", name)
+        self._write_atomic(path, encode_blob(_STATE_KIND, cloudpickle.dumps(entry, protocol=5)))
+
+    def read_commit_log(self, job_id: str, upto: int) -> list[tuple[str, Any]]:
+        """The commit log entries of checkpoints up to ``upto``, oldest first, as
+        ``(name, entry)``."""
+        directory = self._join(_check_part("job_id", job_id), "commits")
+        try:
+            infos = self._fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True))
+        except OSError as exc:
+            raise CheckpointError(f"cannot list the commit log in {directory!r}: {exc}") from exc
+        out = []
+        for info in sorted(infos, key=lambda i: i.base_name):
+            head = info.base_name.split("-", 1)[0]
+            if info.type != pafs.FileType.File or not head.isdigit() or int(head) > upto:
+                continue
+            data = decode_blob(self._read(info.path, "commit log entry"), _STATE_KIND, info.path)
+            out.append((info.base_name, self._load_pickle(data, info.path)))
+        return out
+
     # -- savepoints --------------------------------------------------------------------
 
     def _savepoint_dir(self, target: Location) -> tuple[CheckpointStorage, str, str]:

@@ -134,7 +134,18 @@ class SinkWriter(ABC):
 
 
 class Committer(ABC):
-    """Makes committables visible. Runs in the job master, never concurrently with itself."""
+    """Makes committables visible. Runs in the job master, never concurrently with itself.
+
+    Committables reach :meth:`commit` once a checkpoint that covers them completes (or with
+    the job's final checkpoint); after a failure or a job master failover the same ones may
+    come again, so ``commit`` must be idempotent.
+
+    Set ``in_memory = True`` on a committer whose committed output lives only in the job
+    master's memory (like ``collect``'s): the master then logs every commit to checkpoint
+    storage first, so a master that takes over the job can rebuild it.
+    """
+
+    in_memory: bool = False
 
     @abstractmethod
     def commit(self, committables: list[Any]) -> None:

@@ -16,11 +16,13 @@ MAX_WATERMARK = 2**63 - 1
 
 @dataclass(frozen=True)
 class Barrier:
-    """Checkpoint barrier n (Chandy-Lamport marker). ``savepoint`` marks a user savepoint."""
+    """Checkpoint barrier n (Chandy-Lamport marker). ``savepoint`` marks a user savepoint;
+    ``stop`` a stop-with-savepoint: a task that has snapshotted it processes nothing more."""
 
     checkpoint_id: int
     timestamp_ms: int = 0
     savepoint: bool = False
+    stop: bool = False
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,8 @@ from checkpoint.coordinator import CheckpointCoordinator, build_restore_plan
 
 from .errors import CheckpointError, JobCancelled, JobFailed
 from .graph import JobGraph
-from .pool import kill_quietly, start_executors
+from .partitioners import ForwardPartitioner
+from .pool import NAMESPACE, kill_quietly, start_executors
 from .ray_runtime import TaskRef
 from .restart import RestartStrategy
 from .task import InputInfo, OutputInfo, TaskConfig, TaskResult, TaskSpec
@@ -47,6 +48,7 @@ class JobConfig:
     allow_non_restored_state: bool = False
     slot_sharing: bool = True  # one TaskActor per subtask index hosts that subtask of every vertex
     reuse_workers: bool = True  # deploy onto (and give back to) the driver's worker pool
+    master_failovers: int = 3  # new masters that may take the job over (needs checkpointing)
 
 
 def build_task_specs(job_id: str, graph: JobGraph, config: JobConfig, attempt: int, splits: dict,
@@ -200,14 +202,14 @@ class JobMaster:
         self.last_failure: str | None = None
         self.restored_from: Any = None
         self.stopped_with_savepoint: str | None = None
-        self._tasks_finished = False
+        self._all_finished = False
         self._stopping = False
-        self._savepoint_requests: list[tuple] = []
-        self._carried: dict[str, list] = {}  # sink uid -> committables of aborted checkpoints
+        self._savepoint_requests: list[tuple[str, bool]] = []  # (path, stop the job at it)
+        self._final_committables: dict[str, list] = {}  # without checkpointing: committed at the end
         self._completing = 0  # checkpoints whose metadata/commit is being written right now
         self._completed_all = asyncio.Event()
         self._completed_all.set()
-        self._aborted_ids: set[int] = set()
+        self._failure: asyncio.Future = asyncio.get_running_loop().create_future()  # fails the attempt
         self._savepoint_waiters: dict[str, list] = {}
         self._idle_requests: set[int] = set()
         self._waves: dict[int, asyncio.Task] = {}
@@ -346,26 +348,31 @@ class JobMaster:
 
     # -------------------------------------------------------------- lifecycle
     async def run(self, graph_blob: bytes, config_blob: bytes, job_id: str | None = None,
-                  executors: dict[str, Any] | None = None) -> dict:
+                  executors: dict[str, Any] | None = None, recover: bool = False) -> dict:
         """Run a job to its end; returns a result dict or raises JobFailed/JobCancelled.
 
         ``executors``: ``{slot: engine.pool.Executor}`` for the first attempt. Task failures
         restart the whole job from the latest complete checkpoint (or from scratch when none
         completed yet) as long as the restart strategy allows. The result names the slots
         whose executors are clean for another job (``"reusable"``).
+
+        ``recover``: this master takes over job ``job_id`` from a master that died (job
+        master failover): the tasks the old master deployed are killed, and the job resumes
+        from the latest complete checkpoint in checkpoint storage.
         """
         if self._busy:
             raise RuntimeError(f"job master is busy with job {self.job_id}")
         self._busy = True
         try:
-            return await self._run(graph_blob, config_blob, job_id, executors)
+            return await self._run(graph_blob, config_blob, job_id, executors, recover)
         finally:
             self._busy = False
             if self.status in ("CREATED", "RUNNING", "RESTARTING"):  # ended by an error raised early
                 self.status = "FAILED"
                 self.finished_at = time.time()
 
-    async def _run(self, graph_blob: bytes, config_blob: bytes, job_id: str | None, executors: dict | None) -> dict:
+    async def _run(self, graph_blob: bytes, config_blob: bytes, job_id: str | None, executors: dict | None,
+                   recover: bool = False) -> dict:
         self._start_job(graph_blob, config_blob, job_id, executors)
         self.status = "RUNNING"
         source_splits = {
@@ -376,19 +383,22 @@ class JobMaster:
         restore = None
         exporter = asyncio.ensure_future(self._export_metrics())
         try:
-            return await self._run_job(source_splits, restore)
+            return await self._run_job(source_splits, restore, recover)
         finally:
             exporter.cancel()
             pre, self._prestarted = self._prestarted, {}
             kill_quietly(e.actor for e in pre.values())  # the job ended before deploying them (e.g. a bad savepoint)
 
-    async def _run_job(self, source_splits: dict, restore: dict | None) -> dict:
-        from_savepoint = self._config.from_savepoint
-        if from_savepoint:
-            restore = await asyncio.to_thread(self._plan_from_savepoint, from_savepoint)
+    async def _run_job(self, source_splits: dict, restore: dict | None, recover: bool = False) -> dict:
+        if recover:
+            restore = await self._take_over()
+        elif self._config.from_savepoint:
+            restore = await asyncio.to_thread(self._plan_from_savepoint, self._config.from_savepoint)
         while True:
             try:
-                results = await self._run_attempt(source_splits, restore)
+                await self._run_attempt(source_splits, restore)
+                if self.coordinator is not None and not self._stopping:
+                    await self._final_checkpoint()
                 break
             except JobCancelled:
                 self.status = "CANCELLED"
@@ -413,16 +423,16 @@ class JobMaster:
                 self.status = "RESTARTING"
                 self.last_failure = str(failure)
                 self.restarts += 1
-                self.attempt += 1
-                self._carried = {}  # data of aborted checkpoints is replayed from the restored one
-                if self.coordinator is not None and self.coordinator.pending is not None:
-                    # the failed attempt's checkpoint can never complete; its committables are
-                    # dropped with it (the restored sources replay that data)
-                    self._aborted_ids.add(self.coordinator.pending.checkpoint_id)
-                    self.coordinator.abort("the job failed and restarts")
+                self.attempt += 1  # calls of the failed attempt's tasks are dropped from now on
+                self._final_committables = {}  # their data is replayed
+                if self.coordinator is not None:
+                    for p in list(self.coordinator.checkpoints.values()):
+                        if p.savepoint is not None:
+                            self._resolve_savepoint(p.savepoint, CheckpointError(
+                                f"savepoint to {p.savepoint!r} failed: the job failed and restarts"))
+                    self.coordinator.reset_for_restart()
                 await asyncio.sleep(delay)
                 await self._wait_for_completions()
-                self._carried = {}  # (a completion that failed meanwhile may have put some back)
                 try:
                     restore = await asyncio.to_thread(self._plan_from_latest_checkpoint)
                 except CheckpointError as cexc:
@@ -432,10 +442,11 @@ class JobMaster:
                     raise cexc
                 self.status = "RUNNING"
         await self._wait_for_completions()
-        for uid, committer in self.committers.items():
-            final = list(self._carried.get(uid, [])) + [c for r in results for c in r.committables.get(uid, [])]
-            if final:
-                committer.commit(final)
+        if self.coordinator is None:
+            for uid, committer in self.committers.items():
+                final = list(self._final_committables.get(uid, []))
+                if final:
+                    committer.commit(final)
         self.status = "FINISHED"
         self.finished_at = time.time()
         return {
@@ -447,6 +458,26 @@ class JobMaster:
             "savepoint": self.stopped_with_savepoint,
             "reusable": list(self.reusable),
         }
+
+    async def _final_checkpoint(self, attempts: int = 3) -> None:
+        """Every task finished: take the job's final checkpoint, which commits everything
+        not yet committed (FLIP-147). Its metadata records the end state, so a master that
+        takes over afterwards finds the job done and only re-commits. Fails the job loudly
+        (never drops output) when the final checkpoint cannot be written."""
+        c = self._checkpoints
+        await self._wait_for_completions()
+        for p in list(c.checkpoints.values()):  # (none expected: finished tasks acked them all)
+            self._abort(p, "every task has finished")
+        last: Any = None
+        for _ in range(attempts):
+            p = c.trigger()
+            if await self._finalize(p):
+                return
+            last = c.history[-1].get("reason") if c.history else None
+        raise JobFailed(
+            f"job {self._config.name!r}: the final checkpoint could not be written ({last}); the job's last "
+            f"output is not committed (nothing was dropped: the job restarts from its latest checkpoint)"
+        )
 
     # -------------------------------------------------------------- restore planning
     def _vertex_info(self) -> list[dict]:
@@ -471,16 +502,58 @@ class JobMaster:
                     f"job {self.job_id}: checkpoints {self.coordinator.completed} completed but none "
                     f"can be read back from {self.coordinator.storage!r}"
                 )
+            self.coordinator.take_retained(None)  # everything is replayed
+            if self._config.from_savepoint:  # (a job started from a savepoint restarts from it)
+                return self._plan_from_savepoint(self._config.from_savepoint)
             return None
         cid, metadata = found
         plan, committables = build_restore_plan(
             metadata, self.coordinator.storage.read_state, self._vertex_info(), self._graph.max_parallelism
         )
         self.restored_from = cid
-        for uid, comms in committables.items():  # idempotent re-commit of the restored checkpoint
-            if uid in self.committers:
-                self.committers[uid].commit(comms)
+        # retained committables that the restored checkpoint covers are not replayed: commit
+        for uid, comms in self.coordinator.take_retained(cid).items():
+            committables.setdefault(uid, []).extend(comms)
+        self._commit(committables, (cid, f"restore{self.attempt}"))  # idempotent re-commit
         return plan
+
+    async def _take_over(self) -> dict | None:
+        """Job master failover: kill every task executor an earlier master of this job may
+        have left (so none of them writes checkpoint files any more), rebuild the in-memory
+        committers from the commit log, and plan the restore from the latest complete
+        checkpoint in storage (None: no checkpoint completed, the job starts over)."""
+        job_id = self._job_id
+        orphans = []
+        for entry in ray.util.list_named_actors(all_namespaces=True):
+            name = entry["name"] if isinstance(entry, dict) else entry
+            if name.startswith(f"raystream-task:{job_id}:"):
+                try:
+                    orphans.append(ray.get_actor(name, namespace=NAMESPACE))
+                except ValueError:
+                    pass
+        await _kill_and_wait(orphans)
+        if self.coordinator is None:
+            return None
+        c = self.coordinator
+        existing = await asyncio.to_thread(c.storage.list_checkpoints, job_id)
+        if existing:
+            c.start_after(existing[-1])
+        plan = await asyncio.to_thread(self._plan_from_latest_checkpoint_with_log)
+        if plan is None and self._config.from_savepoint:
+            plan = await asyncio.to_thread(self._plan_from_savepoint, self._config.from_savepoint)
+        return plan
+
+    def _plan_from_latest_checkpoint_with_log(self) -> dict | None:
+        """Replay the commit log of the in-memory committers (up to the checkpoint restored
+        from), then plan the restore."""
+        c = self._checkpoints
+        found = c.latest_restorable()
+        upto = found[0] if found else 0
+        for _name, entry in c.storage.read_commit_log(self._job_id, upto):
+            for uid, comms in entry.items():
+                if uid in self.committers:
+                    self.committers[uid].commit(comms)
+        return self._plan_from_latest_checkpoint()
 
     def _plan_from_savepoint(self, path: str) -> dict:
         from checkpoint import resolve_storage
@@ -509,103 +582,176 @@ class JobMaster:
         next_at = time.monotonic() + interval
         while attempt == self.attempt:
             await asyncio.sleep(min(0.02, interval))
-            if c.pending is not None and c.timed_out():
-                self._abort_pending("timed out")
-            if self._tasks_finished or self._stopping:
+            for p in c.timed_out():
+                self._abort(p, "timed out")
+            if self._stopping or self._all_finished:
                 continue
-            want_savepoint = self._savepoint_requests and c.pending is None
+            want_savepoint = bool(self._savepoint_requests) and not c.checkpoints
             if not want_savepoint and time.monotonic() < next_at:
                 continue
             if not c.can_trigger():
                 continue
-            path = self._savepoint_requests.pop(0)[0] if want_savepoint else None
-            p = c.trigger(savepoint=path)
+            path, stop = self._savepoint_requests.pop(0) if want_savepoint else (None, False)
+            p = c.trigger(savepoint=path, stop=stop)
             next_at = time.monotonic() + interval
             ts = int(time.time() * 1000)
-            for (vid, _s), actor in self.actors.items():
-                if graph.vertex(vid).source is not None:
-                    actor.trigger_checkpoint.remote(p.checkpoint_id, ts, path is not None)
+            if not p.waiting:  # every task has finished
+                self._finalize(p)
+                continue
+            for key in self._trigger_targets(graph, p.waiting):
+                self.actors[key].trigger_checkpoint.remote(p.checkpoint_id, ts, path is not None, stop)
 
-    def _carry(self, state: dict) -> None:
-        """Keep the committables of an ack whose checkpoint will never complete: the sink
-        handed that data over at the barrier, so it is committed with the next completed
-        checkpoint (or at the end of the job) instead of being lost. A restart drops them
-        (the restored checkpoint's sources replay that data)."""
-        for uid, entry in state.items():
-            comms = entry.get("committables") if isinstance(entry, dict) else None
-            if comms:
-                self._carried.setdefault(uid, []).extend(comms)
+    def _trigger_targets(self, graph: JobGraph, running: set) -> list[tuple[int, int]]:
+        """Where a checkpoint starts: running source tasks, and running tasks whose every
+        upstream task has finished (no barrier can reach them through a channel; FLIP-147)."""
+        targets = []
+        for vid, s in sorted(running):
+            v = graph.vertex(vid)
+            if v.source is not None:
+                targets.append((vid, s))
+                continue
+            upstream: list[tuple[int, int]] = []
+            for e in v.inputs:
+                if e.feedback:
+                    continue
+                up = graph.vertex(e.source_vertex)
+                forward = isinstance(e.partitioner, ForwardPartitioner) and up.parallelism == v.parallelism
+                upstream.extend([(up.id, s)] if forward else [(up.id, t) for t in range(up.parallelism)])
+            if upstream and not any(u in running for u in upstream):
+                targets.append((vid, s))
+        return targets
 
-    def _abort_pending(self, reason: str) -> None:
-        p = self._checkpoints.abort(reason)
-        if p is None:
+    def _fail_attempt(self, exc: BaseException) -> None:
+        """Fail the running attempt from a callback (e.g. a commit that failed)."""
+        if not self._failure.done():
+            self._failure.set_exception(exc)
+
+    def _abort(self, p: Any, reason: str) -> None:
+        """Abort checkpoint ``p`` (its committables stay retained) and tell the tasks."""
+        try:
+            aborted = self._checkpoints.abort(p, reason)
+        except CheckpointError as exc:  # tolerable_failures exceeded
+            aborted = p
+            self._fail_attempt(exc)
+        if aborted is None:
             return
-        self._aborted_ids.add(p.checkpoint_id)
-        for ack in p.acks.values():
-            self._carry(ack)
         for actor in self.actors.values():
             actor.notify_checkpoint_aborted.remote(p.checkpoint_id)
         if p.savepoint is not None:
             self._resolve_savepoint(p.savepoint, CheckpointError(f"savepoint to {p.savepoint!r} failed: {reason}"))
 
-    async def acknowledge_checkpoint(self, attempt: int, checkpoint_id: int, vertex_id: int, subtask: int, state: dict) -> None:
-        """A task wrote its snapshot of ``checkpoint_id``; completes the checkpoint when all did."""
-        if attempt != self.attempt or self.coordinator is None:
+    def _commit(self, committables: dict[str, list], log_name: tuple[int, str] | None = None) -> None:
+        """Make ``committables`` visible (idempotent). Committers that keep what they commit
+        in this process's memory (``Committer.in_memory``, e.g. ``collect``) get it logged
+        to checkpoint storage first, so that a master taking over can rebuild them."""
+        todo = {uid: comms for uid, comms in committables.items() if comms and uid in self.committers}
+        if not todo:
             return
-        pending = self.coordinator.pending
-        if pending is None or pending.checkpoint_id != checkpoint_id:
-            if checkpoint_id in self._aborted_ids:
-                self._carry(state)  # a late ack of an aborted checkpoint
-            return
-        p = self.coordinator.acknowledge(checkpoint_id, (vertex_id, subtask), state)
-        if p is None:
-            return
-        carried, self._carried = self._carried, {}
-        p.carried = carried
+        logged = {uid: comms for uid, comms in todo.items() if getattr(self.committers[uid], "in_memory", False)}
+        if logged and log_name is not None and self.coordinator is not None:
+            cid, label = log_name
+            self.coordinator.storage.write_commit_log(self._job_id, cid, label, logged)
+        for uid, comms in todo.items():
+            try:
+                self.committers[uid].commit(comms)
+            except Exception as exc:
+                raise JobFailed(f"committing the output of sink {uid!r} failed: {type(exc).__name__}: {exc}",
+                                operator=uid) from exc
+
+    def _finalize(self, p: Any) -> asyncio.Future:
+        """Write the metadata of fully acknowledged checkpoint ``p`` and commit what it
+        covers; the future says whether ``p`` completed. Acts on ``p`` only: a timeout or
+        abort meanwhile is settled by ``CheckpointCoordinator.end_finalize``, never by
+        clearing a shared slot."""
+        self._checkpoints.begin_finalize(p)
         # The end of the job and a restart wait for this (_wait_for_completions): the final
         # commit must include what this checkpoint commits, a restore must see its metadata.
         self._completing += 1
         self._completed_all.clear()
+        return asyncio.ensure_future(self._finalizing(p, self.attempt))
+
+    async def _finalizing(self, p: Any, attempt: int) -> bool:
+        c = self._checkpoints
         try:
+            error: BaseException | None = None
+            metadata: dict = {}
             try:
-                metadata = await asyncio.to_thread(self.coordinator.complete, p, self._graph_info())
-            except Exception as exc:
-                self.coordinator.pending = p
-                self._carried = carried
-                self._abort_pending(f"writing metadata failed: {exc!r}")
-                return
-            for uid, committer in self.committers.items():
-                comms = list(carried.get(uid, []))
-                op = metadata["operators"].get(uid)
-                if op:
-                    comms += [c for entry in op["subtasks"].values() for c in entry.get("committables") or []]
-                if comms:
-                    committer.commit(comms)
+                metadata = await asyncio.to_thread(self._complete_and_log, p)
+            except Exception as exc:  # noqa: BLE001 - the checkpoint fails, not the job
+                error = exc
+            aborted_meanwhile = p.status != "FINALIZING"
+            try:
+                ok = c.end_finalize(p, error)
+            except CheckpointError as exc:  # tolerable_failures exceeded
+                self._fail_attempt(exc)
+                ok = False
+            if not ok:
+                if error is not None and not aborted_meanwhile:
+                    for actor in self.actors.values():
+                        actor.notify_checkpoint_aborted.remote(p.checkpoint_id)
+                    if p.savepoint is not None:
+                        self._resolve_savepoint(p.savepoint, CheckpointError(
+                            f"savepoint to {p.savepoint!r} failed: writing metadata failed: {error!r}"))
+                return False
+            if p.savepoint is not None and not p.stop:
+                # an intermediate savepoint commits no side effects (as in Flink): what it
+                # covers is committed with the next checkpoint
+                c.retain(p.checkpoint_id, p.commit)
+            else:
+                try:
+                    await asyncio.to_thread(self._commit_checkpoint, p)
+                except Exception as exc:  # noqa: BLE001 - a commit that fails fails the job, loudly
+                    self._fail_attempt(exc if isinstance(exc, JobFailed) else JobFailed(str(exc)))
+                    return False
         finally:
             self._completing -= 1
             if not self._completing:
                 self._completed_all.set()
-        for actor in self.actors.values():
-            actor.notify_checkpoint_complete.remote(checkpoint_id)
+        if attempt == self.attempt and (p.savepoint is None or p.stop):
+            for actor in self.actors.values():
+                actor.notify_checkpoint_complete.remote(p.checkpoint_id)
         if p.savepoint is not None:
             try:
                 path = await asyncio.to_thread(self._write_savepoint, p.savepoint, metadata)
             except Exception as exc:  # noqa: BLE001 - reported to the caller
                 self._resolve_savepoint(p.savepoint, exc)
-                return
+                return True
             self._resolve_savepoint(p.savepoint, path)
+        return True
+
+    def _complete_and_log(self, p: Any) -> dict:
+        return self._checkpoints.complete(p, self._graph_info())
+
+    def _commit_checkpoint(self, p: Any) -> None:
+        self._commit(p.commit, (p.checkpoint_id, "chk"))
+
+    async def acknowledge_checkpoint(self, attempt: int, checkpoint_id: int, vertex_id: int, subtask: int, state: dict) -> None:
+        """A task wrote its snapshot of ``checkpoint_id``; completes the checkpoint when all did.
+        An ack of a checkpoint that was aborted meanwhile hands its committables on."""
+        if attempt != self.attempt or self.coordinator is None:
+            return
+        p = self.coordinator.acknowledge(checkpoint_id, (vertex_id, subtask), state)
+        if p is not None:
+            await self._finalize(p)
 
     async def _wait_for_completions(self) -> None:
         """Wait until no checkpoint is being completed (metadata written, committed)."""
         await self._completed_all.wait()
 
-    async def decline_checkpoint(self, attempt: int, checkpoint_id: int, vertex_id: int, subtask: int, reason: str) -> None:
-        """A task could not take ``checkpoint_id``: abort it (the job goes on)."""
+    async def decline_checkpoint(self, attempt: int, checkpoint_id: int, vertex_id: int, subtask: int, reason: str,
+                                 committables: dict | None = None) -> None:
+        """A task could not take ``checkpoint_id``: abort it (the job goes on). The
+        committables its sinks had prepared at the barrier are retained, not dropped."""
         c = self.coordinator
-        if attempt != self.attempt or c is None or c.pending is None or c.pending.checkpoint_id != checkpoint_id:
+        if attempt != self.attempt or c is None:
+            return
+        p = c.get(checkpoint_id)
+        if p is None or p.status != "PENDING":
+            c.retain(checkpoint_id, committables or {})
             return
         v = self._graph.vertex(vertex_id)
-        self._abort_pending(f"declined by {v.name!r} ({subtask + 1}/{v.parallelism}): {reason}")
+        c.retain(checkpoint_id, committables or {})
+        self._abort(p, f"declined by {v.name!r} ({subtask + 1}/{v.parallelism}): {reason}")
 
     # -------------------------------------------------------------- savepoints
     def _write_savepoint(self, path: str, metadata: dict) -> str:
@@ -635,20 +781,23 @@ class JobMaster:
             else:
                 fut.set_result(outcome)
 
-    async def trigger_savepoint(self, path: str) -> str:
+    async def trigger_savepoint(self, path: str, stop: bool = False) -> str:
         """Take a savepoint into ``path`` (a directory or URI); returns where it was written."""
         if self.coordinator is None:
             raise CheckpointError("savepoints need checkpointing: call env.enable_checkpointing(...) first")
-        if self.status != "RUNNING" or self._tasks_finished:
+        if self.status != "RUNNING" or self._all_finished or self._stopping:
             raise CheckpointError(f"cannot take a savepoint of a job that is {self.status.lower()}")
         fut = asyncio.get_running_loop().create_future()
         self._savepoint_waiters.setdefault(path, []).append(fut)
-        self._savepoint_requests.append((path,))
+        self._savepoint_requests.append((path, stop))
         return await fut
 
     async def stop_with_savepoint(self, path: str) -> str:
-        """Take a savepoint, then stop the job (it ends FINISHED with the savepoint's path)."""
-        written = await self.trigger_savepoint(path)
+        """Stop the job with a savepoint (Flink's ``stop``): sources emit nothing after the
+        savepoint barrier and every task stops processing once it has snapshotted, so
+        nothing happens after the savepoint; its output is committed, then the job ends
+        FINISHED with the savepoint's path. If the savepoint fails the job goes on."""
+        written = await self.trigger_savepoint(path, stop=True)
         self._stopping = True
         self.stopped_with_savepoint = written
         for actor in list(self.actors.values()):
@@ -692,7 +841,8 @@ class JobMaster:
 
     async def _run_attempt(self, source_splits: dict, restore: dict | None) -> list[TaskResult]:
         graph, config = self._graph, self._config
-        self._tasks_finished = False
+        self._all_finished = False
+        self._failure = asyncio.get_running_loop().create_future()
         try:
             await self._deploy(source_splits, restore)
         except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as exc:
@@ -718,12 +868,16 @@ class JobMaster:
         results: list[TaskResult] = []
         pending = set(runs)
         finished = False
+        failure = self._failure
         try:
             while pending:
-                done, pending = await asyncio.wait(pending | {cancel_wait}, return_when=asyncio.FIRST_COMPLETED)
+                done, pending = await asyncio.wait(pending | {cancel_wait, failure}, return_when=asyncio.FIRST_COMPLETED)
                 if cancel_wait in done:
                     raise JobCancelled(f"job {config.name!r} was cancelled")
+                if failure in done:
+                    failure.result()  # raises the error that failed the attempt (e.g. a commit)
                 pending.discard(cancel_wait)
+                pending.discard(failure)
                 for fut in done:
                     key = runs[fut]
                     try:
@@ -741,14 +895,22 @@ class JobMaster:
                         if cause is not None:
                             raise cause from None
                         raise JobFailed(f"task {graph.vertex(key[0]).name!r} failed: {exc}") from exc
-                    if result is not None:
-                        results.append(result)
-                        self.task_metrics[key] = result.metrics
-                    if not self._tasks_finished:
-                        # Checkpoints need every task; once one has finished none can complete.
-                        self._tasks_finished = True
-                        if self.coordinator is not None:
-                            self._abort_pending("a task finished")
+                    if result is None:
+                        continue  # cancelled (stop with savepoint)
+                    results.append(result)
+                    self.task_metrics[key] = result.metrics
+                    if self.coordinator is None:
+                        for uid, comms in result.committables.items():
+                            self._final_committables.setdefault(uid, []).extend(comms)
+                        continue
+                    # FLIP-147: checkpoints go on without the finished task; its final state
+                    # stands in for its acks, its last committables go with the next checkpoint
+                    p = self.coordinator.task_finished(key, result.final_state, result.committables)
+                    if p is not None:
+                        self._finalize(p)
+            self._all_finished = True
+            if failure.done():
+                failure.result()
             finished = True
         finally:
             if checkpoints is not None:
@@ -779,6 +941,21 @@ class JobMaster:
 
 async def _await(ref: Any) -> Any:
     return await ref
+
+
+async def _kill_and_wait(actors: list, timeout_s: float = 30.0) -> None:
+    """Kill ``actors`` and wait until each is gone (``ray.kill`` is asynchronous)."""
+    kill_quietly(actors)
+    deadline = time.monotonic() + timeout_s
+    for actor in actors:
+        while time.monotonic() < deadline:
+            try:
+                await asyncio.wait_for(_await(actor.pid.remote()), 1.0)
+            except (ray.exceptions.RayActorError, asyncio.TimeoutError):
+                break
+            except Exception:  # noqa: BLE001 - any other error: it no longer serves calls
+                break
+            await asyncio.sleep(0.05)
 
 
 def _aggregate_metrics(per_task: dict, restarts: int) -> dict:

@@ -130,18 +130,21 @@ class RayCheckpointHooks(TaskHooks):
 
     def acknowledge(self, checkpoint_id: int, vertex_id: int, subtask: int, state: dict) -> None:
         if self.writer is None:
-            self.decline(checkpoint_id, vertex_id, subtask, "the job has no checkpoint storage")
+            comms = {uid: e["committables"] for uid, e in state.items() if e.get("committables")}
+            self.decline(checkpoint_id, vertex_id, subtask, "the job has no checkpoint storage", comms)
             return
         self.writer(
             checkpoint_id, vertex_id, subtask, state, self._send_ack,
-            lambda cid, reason: self.decline(cid, vertex_id, subtask, reason),
+            lambda cid, reason, committables=None: self.decline(cid, vertex_id, subtask, reason, committables),
         )
 
     def _send_ack(self, checkpoint_id: int, vertex_id: int, subtask: int, state: Any) -> None:
         self._sent(self.master.acknowledge_checkpoint.remote(self.attempt, checkpoint_id, vertex_id, subtask, state))
 
-    def decline(self, checkpoint_id: int, vertex_id: int, subtask: int, reason: str) -> None:
-        self._sent(self.master.decline_checkpoint.remote(self.attempt, checkpoint_id, vertex_id, subtask, reason))
+    def decline(self, checkpoint_id: int, vertex_id: int, subtask: int, reason: str,
+                committables: dict | None = None) -> None:
+        self._sent(self.master.decline_checkpoint.remote(self.attempt, checkpoint_id, vertex_id, subtask, reason,
+                                                         committables))
 
     def report_idle(self, vertex_id: int, subtask: int) -> None:
         self.master.task_idle.remote(self.attempt, vertex_id, subtask)
@@ -271,9 +274,10 @@ class TaskActor:
         thread.start()
         return await fut
 
-    async def trigger_checkpoint(self, key: tuple, checkpoint_id: int, timestamp_ms: int, savepoint: bool) -> None:
+    async def trigger_checkpoint(self, key: tuple, checkpoint_id: int, timestamp_ms: int, savepoint: bool,
+                                 stop: bool = False) -> None:
         task = self._hosted[key].built_task()
-        task.post(lambda: task.trigger_checkpoint(Barrier(checkpoint_id, timestamp_ms, savepoint)))
+        task.post(lambda: task.trigger_checkpoint(Barrier(checkpoint_id, timestamp_ms, savepoint, stop)))
 
     async def notify_checkpoint_complete(self, key: tuple, checkpoint_id: int) -> None:
         task = self._hosted[key].built_task()

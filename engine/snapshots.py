@@ -63,8 +63,14 @@ class AsyncSnapshotWriter:
                 handles[uid] = out
         except Exception as exc:  # storage trouble declines the checkpoint, never the job
             log.warning("writing checkpoint %s of task %s/%s failed", cid, vertex_id, subtask, exc_info=True)
+            # the sinks handed their data over at the barrier: it goes with the decline, so
+            # the master retains it for the next checkpoint instead of losing it
+            committables = {uid: list(e["committables"]) for uid, e in state.items() if e.get("committables")}
             if decline is not None:
-                decline(cid, f"writing state failed: {exc!r}")
+                decline(cid, f"writing state failed: {exc!r}", committables)
+            elif committables:
+                raise RuntimeError(f"checkpoint {cid}: committables of {sorted(committables)} could not be handed "
+                                   "on (no decline hook)") from exc
             return
         send_ack(cid, vertex_id, subtask, handles)
 

@@ -99,12 +99,16 @@ class TaskSpec:
 
 @dataclass
 class TaskResult:
-    """What a finished task reports: per-operator metrics and final committables."""
+    """What a finished task reports: per-operator metrics, final committables, and the state
+    that stands in for the task in checkpoints taken after it finished (FLIP-147): per
+    operator uid ``{"op": bytes}`` (source positions at their end, operator state); keyed
+    state is not kept, the task emitted everything it had."""
 
     vertex_id: int
     subtask_index: int
     metrics: dict
     committables: dict  # op uid -> list of committables from end of input
+    final_state: dict = field(default_factory=dict)
 
 
 class TaskHooks:
@@ -113,8 +117,10 @@ class TaskHooks:
     def acknowledge(self, checkpoint_id: int, vertex_id: int, subtask: int, state: dict) -> None:
         """All operators of the task snapshotted ``checkpoint_id``; ``state`` holds the snapshot."""
 
-    def decline(self, checkpoint_id: int, vertex_id: int, subtask: int, reason: str) -> None:
-        """The task could not take ``checkpoint_id``."""
+    def decline(self, checkpoint_id: int, vertex_id: int, subtask: int, reason: str,
+                committables: dict | None = None) -> None:
+        """The task could not take ``checkpoint_id``. ``committables`` (sink uid -> list):
+        what its sinks had already handed over at the barrier; the master retains them."""
 
     def report_idle(self, vertex_id: int, subtask: int) -> None:
         """A task on a feedback loop has no work left once its regular inputs ended; the
@@ -347,6 +353,7 @@ class Task:
         self._fb_barriers: dict[int, set] = {}  # checkpoint id -> feedback channels whose barrier came early
         self._fb_logging: tuple | None = None  # (checkpoint id, channels still logging, log, state)
         self._replay: list = []  # feedback records restored from a checkpoint, processed first
+        self._stopped_at: int | None = None  # stop-with-savepoint: the barrier id the task stopped at
 
     # ------------------------------------------------------------------ thread-safe entry points
     def deliver(self, channel: int, seq: int, items: list, ack: Callable[[], None]) -> None:
@@ -553,6 +560,8 @@ class Task:
         while not self._cancelled:
             self._drain_mailbox(self._next_wait())
             self._process_inputs()
+            if self._stopped_at is not None:
+                continue  # stopped with a savepoint: nothing more happens until cancel (or abort)
             self._fire_timers()
             self.network.flush_due(time.monotonic())
             if self._feedback:
@@ -611,6 +620,9 @@ class Task:
             ch.ended = True
 
     def _process_inputs(self) -> None:
+        if self._stopped_at is not None:
+            self._process_stopped()
+            return
         head = self.operators[0] if self.operators else None
         # only an operator that overrides accepts_input() can pause its task's input
         gate = head.accepts_input if head is not None and type(head).accepts_input is not StreamOperator.accepts_input else None
@@ -638,6 +650,26 @@ class Task:
                         item.fn()
                     else:
                         self._on_event(ch, item)
+                        if self._stopped_at is not None:
+                            return  # a stop-with-savepoint barrier: process nothing after it
+
+    def _process_stopped(self) -> None:
+        """Stopped at a savepoint barrier: only the feedback log of that savepoint goes on
+        (records still in flight on feedback edges are logged, not processed)."""
+        logging_ = self._fb_logging
+        if logging_ is None:
+            return
+        for ch in self._feedback:
+            items = ch.items
+            while items and self._fb_logging is not None and ch.index in self._fb_logging[1]:
+                item = items.popleft()
+                if type(item) is pa.RecordBatch:
+                    self.feedback_received += item.num_rows
+                    self._fb_logging[2].append(item)
+                elif type(item) is _Ack:
+                    item.fn()
+                elif type(item) is Barrier:
+                    self._on_feedback_barrier(ch, item)
 
     def _on_event(self, ch: _InputChannel, event: Any) -> None:
         if type(event) is Watermark:
@@ -709,10 +741,13 @@ class Task:
             c.blocked = False
 
     def trigger_checkpoint(self, barrier: Barrier) -> None:
-        """Source tasks: snapshot now and emit the barrier (called on the mailbox thread)."""
-        if self._finished:
-            self.hooks.decline(barrier.checkpoint_id, self.spec.vertex_id, self.spec.subtask_index, "task finished")
-            return
+        """Snapshot now and emit the barrier (called on the mailbox thread). The master
+        triggers source tasks, and tasks whose every upstream task has finished (FLIP-147:
+        no barrier can reach them through their channels)."""
+        if self._finished or self._stopped_at is not None or barrier.checkpoint_id <= self.last_checkpoint_id:
+            return  # (a finished task is represented by its final state)
+        if self._source_reader is None and not all(ch.ended for ch in self._regular):
+            return  # the barrier arrives through the inputs that are still open
         self._checkpoint(barrier)
 
     def _checkpoint(self, barrier: Barrier) -> None:
@@ -739,6 +774,8 @@ class Task:
                 entry["keyed"] = backend.snapshot(cid)
             state[spec["uid"]] = entry
         self.network.broadcast_event(barrier)
+        if barrier.stop:
+            self._stopped_at = cid  # stop with savepoint: nothing is processed after the barrier
         if self._feedback and self.operators:
             # ABS for cycles: records that reach us on a feedback edge after this snapshot and
             # before Barrier(cid) comes back on that edge were in flight; log them as state.
@@ -777,6 +814,8 @@ class Task:
     def notify_checkpoint_aborted(self, checkpoint_id: int) -> None:
         # barriers of an aborted checkpoint that are still on their way are ignored
         self.last_checkpoint_id = max(self.last_checkpoint_id, checkpoint_id)
+        if self._stopped_at == checkpoint_id:
+            self._stopped_at = None  # the stop-with-savepoint failed: the job goes on
         if self._aligning == checkpoint_id:
             self._end_alignment()
         if self._fb_logging is not None and self._fb_logging[0] == checkpoint_id:
@@ -797,6 +836,9 @@ class Task:
             self._drain_mailbox(None)
             if self._cancelled:
                 return
+            if self._stopped_at is not None:  # stopped with a savepoint: emit nothing more
+                self._drain_mailbox(idle_s)
+                continue
             try:
                 result = reader.poll_next()
             except Exception as exc:
@@ -850,6 +892,7 @@ class Task:
             prepare = getattr(op, "prepare_commit", None)
             if prepare is not None:
                 committables[spec["uid"]] = self._guard(i, None, partial(prepare, None))
+        final_state = self._final_state()
         self.network.emit_watermark(Watermark(MAX_WATERMARK))
         # The loop is over: nothing more goes to (or is awaited from) feedback edges, whose
         # consumer may be this very task.
@@ -861,7 +904,24 @@ class Task:
                 for sender in writer.senders:
                     sender.drain()
         self._finished = True
-        return TaskResult(self.spec.vertex_id, self.spec.subtask_index, self.metrics(), committables)
+        return TaskResult(self.spec.vertex_id, self.spec.subtask_index, self.metrics(), committables, final_state)
+
+    def _final_state(self) -> dict:
+        """The state that represents this finished task in later checkpoints (FLIP-147):
+        source positions (all consumed) and operator state; no keyed state (everything it
+        held was emitted at the end of input)."""
+        from checkpoint import dumps
+
+        cid = self.last_checkpoint_id
+        state: dict[str, Any] = {}
+        if self._source_reader is not None:
+            src_uid = self.spec.chain[0]["uid"]
+            splits = self._source_reader.snapshot_state(cid)
+            state[src_uid] = {"op": dumps({"splits": splits}, what=f"source splits of {src_uid!r}")}
+        for i, (op, spec) in enumerate(zip(self.operators, self.op_specs)):
+            op_state = self._guard(i, None, partial(op.snapshot_state, cid))
+            state[spec["uid"]] = {"op": dumps({"operator": op_state}, what=f"state of operator {spec['name']!r}")}
+        return state
 
     def _close(self) -> None:
         for op in self.operators:

@@ -47,6 +47,8 @@ class _CollectWriter(SinkWriter):
 
 
 class _CollectCommitter(Committer):
+    in_memory = True  # the job master logs commits so that a master taking over can rebuild them
+
     def __init__(self) -> None:
         self.batches: list[tuple[int, Any, list]] = []
         self.committed: set = set()

@@ -291,9 +291,11 @@ class SlowStorage(CheckpointStorage):
 
 def test_acks_of_a_finishing_task_are_not_lost(tmp_path):
     """Race: a sink hands data over at a barrier (it goes with the checkpoint's ack, which
-    takes a second to be written here), then its input ends. The task must not report itself finished before that ack has reached
-    the master, or the master aborts the checkpoint ("a task finished"), makes the final
-    commit without that data and the late ack is lost."""
+    takes a second to be written here), then its input ends. The task must not report
+    itself finished before that ack has reached the master, or the master could take the
+    final checkpoint without that data. With FLIP-147 the checkpoints taken while tasks
+    finish complete (finished tasks stand in with their final state) and the final
+    checkpoint commits the rest."""
     n = 6_000
     env = rs.StreamEnvironment(parallelism=2, flush_ms=10)
     env.enable_checkpointing(100, checkpoint_dir=SlowStorage(str(tmp_path / "chk")))
@@ -302,7 +304,7 @@ def test_acks_of_a_finishing_task_are_not_lost(tmp_path):
      .map(lambda r: r["i"]).collect())
     result = env.execute("finishing-task-acks")
     got = sorted(r for batches in result.sink_results.values() for r in collected_records(batches))
-    assert result.checkpoints["aborted"] >= 1, result.checkpoints  # the case this test is about happened
+    assert result.checkpoints["completed"] >= 2, result.checkpoints  # at least one besides the final one
     assert got == list(range(n)), f"{n - len(set(got))} records lost, {len(got) - len(set(got))} duplicated"
 
 

@@ -39,7 +39,10 @@ def take_checkpoint(coord, storage, keys):
         op = storage.write_state(coord.job_id, p.checkpoint_id, f"sum/0-{s}-op", dumps({"operator": {"subtask": s}}))
         done = coord.acknowledge(p.checkpoint_id, (0, s), {"sum": {"keyed": keyed, "op": op, "committables": [f"c{p.checkpoint_id}-{s}"]}})
     assert done is p
-    return coord.complete(p, GRAPH)
+    coord.begin_finalize(p)
+    metadata = coord.complete(p, GRAPH)
+    assert coord.end_finalize(p)
+    return metadata
 
 
 def test_complete_only_after_all_acks_and_late_acks_are_ignored(tmp_path):
@@ -48,7 +51,7 @@ def test_complete_only_after_all_acks_and_late_acks_are_ignored(tmp_path):
     p = coord.trigger()
     assert coord.acknowledge(p.checkpoint_id, (0, 0), {}) is None
     assert storage.list_complete("job") == []
-    coord.abort("declined")
+    coord.abort(p, "declined")
     assert coord.acknowledge(p.checkpoint_id, (0, 1), {}) is None  # aborted: ignored
     assert coord.stats()["aborted"] == 1
     with pytest.raises(CheckpointError):
@@ -116,3 +119,125 @@ def test_config_validation():
     with pytest.raises(ConfigError, match="mode"):
         CheckpointConfig(100, mode="maybe")
     assert pickle.loads(pickle.dumps(CheckpointConfig(100))).interval_ms == 100
+
+
+# ---------------------------------------------------------------- ownership and retention
+def make(tmp_path, tasks=((0, 0), (0, 1)), **config):
+    storage = CheckpointStorage(str(tmp_path))
+    cfg = CheckpointConfig(100, checkpoint_dir=str(tmp_path), **config)
+    return CheckpointCoordinator(cfg, "job", list(tasks), storage), storage
+
+
+def ack(coord, cid, task, *comms):
+    return coord.acknowledge(cid, task, {"sink": {"committables": list(comms)}})
+
+
+def finalize(coord, p, fail=None):
+    coord.begin_finalize(p)
+    try:
+        if fail is not None:
+            raise fail
+        coord.complete(p, GRAPH)
+    except Exception as exc:  # noqa: BLE001 - handed to end_finalize like the master does
+        return coord.end_finalize(p, exc)
+    return coord.end_finalize(p)
+
+
+def test_timeout_during_finalization_never_touches_the_next_checkpoint(tmp_path):
+    """Review finding 1: a checkpoint timed out while its metadata was written must not
+    wipe the checkpoint triggered after it, nor lose either one's committables."""
+    clock = [0.0]
+    coord, storage = make(tmp_path, timeout_ms=600)
+    coord.clock = lambda: clock[0]
+    p1 = coord.trigger()
+    ack(coord, 1, (0, 0), "a")
+    assert ack(coord, 1, (0, 1), "b") is p1
+    coord.begin_finalize(p1)  # metadata write starts (slow storage)...
+    clock[0] = 1.0
+    assert coord.timed_out() == [p1]
+    coord.abort(p1, "timed out")  # ...and the timeout aborts it meanwhile
+    assert coord.can_trigger()
+    p2 = coord.trigger()
+    coord.complete(p1, GRAPH)  # the slow write of 1 lands now
+    assert coord.end_finalize(p1) is False  # 1 commits nothing itself...
+    assert coord.get(2) is p2 and p2.status == "PENDING"  # ...and 2 is untouched
+    ack(coord, 2, (0, 0), "c")
+    assert ack(coord, 2, (0, 1), "d") is p2
+    assert finalize(coord, p2)
+    assert sorted(p2.commit["sink"]) == ["a", "b", "c", "d"]
+    assert storage.list_complete("job") == [1, 2]
+    assert coord.stats()["retained_committables"] == 0
+
+
+def test_declined_checkpoint_hands_its_committables_on(tmp_path):
+    """Review finding 2: a task whose state write failed declines with the committables its
+    sink had already prepared; they are committed with the next checkpoint."""
+    coord, _ = make(tmp_path)
+    p1 = coord.trigger()
+    ack(coord, 1, (0, 0), "a")
+    assert coord.decline(1, "writing state failed", {"sink": ["b"]}) is p1
+    assert p1.status == "ABORTED"
+    ack(coord, 1, (0, 0), "late")  # a late ack of the aborted checkpoint: retained too
+    p2 = coord.trigger()
+    ack(coord, 2, (0, 0), "c")
+    ack(coord, 2, (0, 1), "d")
+    assert finalize(coord, p2)
+    assert sorted(p2.commit["sink"]) == ["a", "b", "c", "d", "late"]
+    assert sorted(coord.metadata_for(p2, GRAPH)["carried_committables"]["sink"]) == ["a", "b", "late"]
+
+
+def test_failed_metadata_write_retains_everything(tmp_path):
+    coord, _ = make(tmp_path)
+    p1 = coord.trigger()
+    ack(coord, 1, (0, 0), "a")
+    ack(coord, 1, (0, 1), "b")
+    assert finalize(coord, p1, fail=OSError("disk full")) is False
+    assert p1.status == "ABORTED" and coord.completed == []
+    p2 = coord.trigger()
+    ack(coord, 2, (0, 0))
+    ack(coord, 2, (0, 1))
+    assert finalize(coord, p2)
+    assert sorted(p2.commit["sink"]) == ["a", "b"]
+
+
+def test_restart_commits_retained_committables_the_restored_checkpoint_covers(tmp_path):
+    coord, _ = make(tmp_path)
+    p1 = coord.trigger()
+    ack(coord, 1, (0, 0), "a")
+    ack(coord, 1, (0, 1), "b")
+    assert finalize(coord, p1)
+    coord.retain(1, {"sink": ["late-1"]})  # prepared at barrier 1: covered by checkpoint 1
+    coord.trigger()
+    ack(coord, 2, (0, 0), "after-1")  # prepared at barrier 2: replayed after a restore from 1
+    coord.reset_for_restart()
+    assert coord.checkpoints == {}
+    assert coord.take_retained(1) == {"sink": ["late-1"]}
+    assert coord.retained == {}
+
+
+def test_finished_tasks_stand_in_with_final_state_flip147(tmp_path):
+    coord, storage = make(tmp_path)
+    p1 = coord.trigger()
+    ack(coord, 1, (0, 0), "a")
+    # (0, 1) finishes before it saw barrier 1: its final state counts as its ack of 1, and
+    # its last committables go with 1
+    final = {"src": {"op": dumps({"splits": ["end"]})}}
+    assert coord.task_finished((0, 1), final, {"sink": ["final-1"]}) is p1
+    assert finalize(coord, p1)
+    assert sorted(p1.commit["sink"]) == ["a", "final-1"]
+    meta = storage.read_metadata("job", 1)
+    handle = meta["operators"]["src"]["subtasks"][1]["op"]
+    assert pickle.loads(storage.read_state(handle)) == {"splits": ["end"]}
+    # later checkpoints wait only for the running task
+    p2 = coord.trigger()
+    assert p2.waiting == {(0, 0)}
+    # a task that acked the pending checkpoint, then finished: its last committables wait
+    # for the next checkpoint (their data came after barrier 2)
+    ack(coord, 2, (0, 0), "b")
+    coord.task_finished((0, 0), {}, {"sink": ["final-0"]})
+    assert finalize(coord, p2)
+    assert p2.commit["sink"] == ["b"]
+    p3 = coord.trigger()  # the final checkpoint: every task has finished
+    assert p3.waiting == set()
+    assert finalize(coord, p3)
+    assert p3.commit["sink"] == ["final-0"]
