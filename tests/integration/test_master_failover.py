@@ -146,3 +146,27 @@ def test_stop_with_savepoint_then_resume_neither_loses_nor_repeats(tmp_path):
     build(env2, rate=20_000).sink_to(SideEffectSink(str(effects)))
     env2.execute("stop-2", from_savepoint=sp)
     assert side_effects(effects) == expected_running_sums()
+
+
+def test_checkpoints_complete_after_a_source_finished_flip147(tmp_path):
+    """A source that ends early (a small collection) must not stop checkpointing: later
+    checkpoints complete without it, and a failure afterwards restores from one of them,
+    exactly once."""
+    env = rs.StreamEnvironment(parallelism=2, flush_ms=20)
+    env.enable_checkpointing(100, checkpoint_dir=str(tmp_path / "chk"))
+    env.set_restart_strategy(rs.RestartStrategy.fixed_delay(3, 100))
+    small = env.from_collection([record(N + i) for i in range(50)]).set_parallelism(1)
+    big = env.generate(record, count=N, rate=4_000, batch_size=200).set_parallelism(1)
+    (small.union(big)
+     .key_by("key")
+     .reduce(lambda a, b: {"key": a["key"], "value": a["value"] + b["value"], "i": b["i"]})
+     .map(lambda r: r["i"])  # one output per input record: the record's own i
+     .collect())
+    client = env.execute_async("flip-147")
+    wait_for(lambda: completed_checkpoints(client) >= 3, "checkpoints after the small source finished")
+    ray.kill(client.task_actor(3, 1), no_restart=True)  # the reduce's second subtask
+    result = client.wait()
+    assert result.metrics["restarts"] >= 1
+    assert result.checkpoints["completed"] >= 3
+    got = sorted(r for batches in result.sink_results.values() for r in collected_records(batches))
+    assert len(got) == N + 50 and len(set(got)) == N + 50, f"{N + 50 - len(set(got))} lost, {len(got) - len(set(got))} duplicated"
