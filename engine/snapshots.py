@@ -4,6 +4,7 @@ task's mailbox thread."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import threading
@@ -12,7 +13,7 @@ from typing import Any, Callable
 
 from .operator import OperatorContext
 
-__all__ = ["keyed_backend_factory", "AsyncSnapshotWriter"]
+__all__ = ["keyed_backend_factory", "AsyncSnapshotWriter", "state_dir_name"]
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +25,21 @@ def keyed_backend_factory(ctx: OperatorContext) -> Any:
     return HeapKeyedStateBackend(ctx.key_group_range, ctx.max_parallelism, ctx.clock)
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.=-]", "_", name)
+def state_dir_name(uid: str) -> str:
+    """The directory that holds operator ``uid``'s state files in a checkpoint.
+
+    A readable prefix (``uid`` with characters other than ``[A-Za-z0-9_.=-]`` replaced by
+    ``_``, cut to 48) and 16 hex digits of the SHA-256 of the exact ``uid``: two uids never
+    share a file, not even when they differ only in replaced characters (``"a/b"``,
+    ``"a b"``, ``"a_b"``) or in case on a case-insensitive filesystem.
+
+    Example:
+        >>> state_dir_name("a/b"), state_dir_name("a_b")
+        ('a_b-c14cddc033f64b9d', 'a_b-648fa9b31bc7ff7e')
+    """
+    prefix = re.sub(r"[^A-Za-z0-9_.=-]", "_", uid)[:48].lstrip("._") or "op"  # '_' names are reserved
+    digest = hashlib.sha256(uid.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{prefix}-{digest}"
 
 
 class AsyncSnapshotWriter:
@@ -53,7 +67,7 @@ class AsyncSnapshotWriter:
             handles: dict[str, dict] = {}
             for uid, entry in state.items():
                 out: dict[str, Any] = {"committables": entry.get("committables") or []}
-                base = f"{_safe(uid)}/{vertex_id}-{subtask}"
+                base = f"{state_dir_name(uid)}/{vertex_id}-{subtask}"
                 keyed = entry.get("keyed")
                 if keyed is not None:
                     out["keyed"] = self.storage.write_state(self.job_id, cid, f"{base}-keyed", serialize_keyed_snapshot(keyed))
