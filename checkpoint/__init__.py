@@ -40,6 +40,8 @@ from .format import (
     decode_blob,
     encode_blob,
     read_blob_header,
+    sign_blob,
+    verify_blob_signature,
 )
 from .heap import HeapKeyedStateBackend
 from .operator_state import OperatorListState, OperatorStateSnapshot, OperatorStateStore
@@ -60,6 +62,7 @@ from .state import (
 )
 from .storage import (
     METADATA_FILE,
+    SECRET_ENV,
     CheckpointStorage,
     SavepointReader,
     StateHandle,
@@ -100,6 +103,8 @@ __all__ = [
     "encode_blob",
     "decode_blob",
     "read_blob_header",
+    "sign_blob",
+    "verify_blob_signature",
     "dumps",
     "loads",
     # storage
@@ -108,4 +113,5 @@ __all__ = [
     "CheckpointStorage",
     "SavepointReader",
     "resolve_storage",
+    "SECRET_ENV",
 ]

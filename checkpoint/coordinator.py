@@ -59,6 +59,8 @@ class CheckpointConfig:
     max_concurrent: int = 1
     retained: int = 3
     tolerable_failures: int | None = None  # None: checkpoint failures never fail the job
+    #: signs every checkpoint/savepoint file (HMAC-SHA256); None: $RAYSTREAM_CHECKPOINT_SECRET
+    secret: bytes | str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.interval_ms, int) or self.interval_ms < 10:
@@ -71,6 +73,10 @@ class CheckpointConfig:
             raise ConfigError(f"retained checkpoints must be >= 1, got {self.retained!r}")
         if self.timeout_ms <= 0 or self.min_pause_ms < 0 or (self.tolerable_failures or 0) < 0:
             raise ConfigError("checkpoint timeout must be > 0, min pause and tolerable failures >= 0")
+        if self.secret is not None and (not isinstance(self.secret, (bytes, str)) or not self.secret):
+            raise ConfigError(  # the value is never shown: it is a secret
+                f"the checkpoint secret must be a non-empty str or bytes, got a {type(self.secret).__name__}"
+            )
         if self.checkpoint_dir is None:
             self.checkpoint_dir = os.path.join(tempfile.gettempdir(), "raystream-checkpoints")
 

@@ -15,6 +15,13 @@ A :class:`StateHandle`'s path is relative to the storage's base, so a whole chec
 base can be moved or mounted elsewhere. Savepoints are self-contained directories
 (``_metadata`` plus state files, referenced by relative name) and can be moved freely.
 
+**Trust boundary.** ``_metadata`` and most state files are pickles, and unpickling runs
+code: whoever can write to the storage can run code in the job. Restore only from storage
+you trust, or give the storage a job secret (``secret=``, or the environment variable
+``RAYSTREAM_CHECKPOINT_SECRET``): every file it writes then carries an HMAC-SHA256 of its
+contents, and every file it reads is refused before it is unpickled when that HMAC is
+missing or wrong (:func:`checkpoint.format.verify_blob_signature`).
+
 Example:
     >>> import tempfile
     >>> storage = resolve_storage(tempfile.mkdtemp())
@@ -28,6 +35,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import os
 import pickle
 import posixpath
@@ -42,7 +50,7 @@ import pyarrow.fs as pafs
 
 from engine.errors import CheckpointError, ConfigError
 
-from .format import decode_blob, encode_blob
+from .format import decode_blob, encode_blob, sign_blob, verify_blob_signature
 
 __all__ = [
     "StateHandle",
@@ -50,6 +58,8 @@ __all__ = [
     "SavepointReader",
     "resolve_storage",
     "METADATA_FILE",
+    "SECRET_ENV",
+    "signing_key",
 ]
 
 METADATA_FILE = "_metadata"
@@ -58,6 +68,8 @@ _METADATA_KIND = "metadata"
 _SAVEPOINT_KIND = "savepoint"
 _CHK_DIR = re.compile(r"^chk-(\d+)$")
 _OBJECT_STORES = frozenset({"s3", "gcs", "abfs"})
+#: environment variable holding the job secret that signs checkpoint files
+SECRET_ENV = "RAYSTREAM_CHECKPOINT_SECRET"
 
 #: what a storage location may be given as
 Location = Union[str, "os.PathLike[str]", "tuple[pafs.FileSystem, str]"]
@@ -96,6 +108,28 @@ def _check_name(name: object) -> str:
     if any(part in ("", ".", "..") for part in name.split("/")):
         raise ConfigError(f"state name {name!r} has an empty, '.' or '..' path segment")
     return name
+
+
+def signing_key(secret: bytes | str | None) -> bytes | None:
+    """The HMAC key for checkpoint files: ``secret`` (a str is UTF-8 encoded), or when it is
+    None the environment variable ``RAYSTREAM_CHECKPOINT_SECRET``, or None (no signing).
+
+    Example:
+        >>> signing_key("s3cret")
+        b's3cret'
+    """
+    if secret is None:
+        secret = os.environ.get(SECRET_ENV) or None
+        if secret is None:
+            return None
+    if isinstance(secret, str):
+        secret = secret.encode("utf-8")
+    if not isinstance(secret, bytes) or not secret:
+        got = "an empty one" if isinstance(secret, bytes) else f"a {type(secret).__name__}"
+        raise ConfigError(  # the value is never shown: it is a secret
+            f"the checkpoint secret must be a non-empty str or bytes, got {got}"
+        )
+    return secret
 
 
 def _filesystem_for(location: Location) -> tuple[pafs.FileSystem, str]:
@@ -178,9 +212,12 @@ class CheckpointStorage:
             ``gs://...``), or an explicit ``(filesystem, base_path)`` pair.
         filesystem: alternative to a tuple ``location``: a configured filesystem...
         base_path: ...and the base path on it.
+        secret: the job secret that signs every file written and is checked on every file
+            read (HMAC-SHA256, see the module docstring); None: the environment variable
+            ``RAYSTREAM_CHECKPOINT_SECRET`` if set, else no signing.
 
-    The object is picklable (it is shipped to every task) and thread-safe for distinct
-    files; it keeps no open handles.
+    The object is picklable (it is shipped to every task, with its secret) and thread-safe
+    for distinct files; it keeps no open handles.
 
     Example:
         >>> import tempfile
@@ -195,7 +232,9 @@ class CheckpointStorage:
         *,
         filesystem: pafs.FileSystem | None = None,
         base_path: str | None = None,
+        secret: bytes | str | None = None,
     ) -> None:
+        self._signing_key = signing_key(secret)
         if filesystem is not None or base_path is not None:
             if location is not None or filesystem is None or base_path is None:
                 raise ConfigError(
@@ -212,10 +251,33 @@ class CheckpointStorage:
             self._mkdir(self._base)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), ((self._fs, self._base),))  # subclasses stay subclasses
+        # subclasses stay subclasses; the key travels as state, so an unpickling process
+        # signs like this one whatever its own environment says
+        return (type(self), ((self._fs, self._base),), {"_signing_key": self._signing_key})
 
     def __repr__(self) -> str:
-        return f"CheckpointStorage({self._fs.type_name}:{self._base!r})"
+        signed = ", signed" if self._signing_key is not None else ""
+        return f"CheckpointStorage({self._fs.type_name}:{self._base!r}{signed})"
+
+    @property
+    def signed(self) -> bool:
+        """Whether files are signed and checked with a job secret."""
+        return self._signing_key is not None
+
+    def with_secret(self, secret: bytes | str) -> CheckpointStorage:
+        """A copy of this storage (same class and location) that signs with ``secret``."""
+        key = signing_key(secret)
+        if key is None:
+            raise ConfigError("with_secret() needs a secret")
+        signed = copy.copy(self)
+        signed._signing_key = key
+        return signed
+
+    def _sibling(self, location: Location) -> CheckpointStorage:
+        """Storage at another location with this one's secret (savepoints elsewhere)."""
+        other = CheckpointStorage(location)
+        other._signing_key = self._signing_key
+        return other
 
     @property
     def filesystem(self) -> pafs.FileSystem:
@@ -247,6 +309,9 @@ class CheckpointStorage:
     # -- raw file I/O ------------------------------------------------------------------
 
     def _write(self, path: str, data: bytes) -> None:
+        """Write one blob; with a secret, signed (every file this storage writes)."""
+        if self._signing_key is not None:
+            data = sign_blob(data, self._signing_key, path)
         self._mkdir(posixpath.dirname(path))
         try:
             with self._fs.open_output_stream(path) as out:
@@ -266,11 +331,16 @@ class CheckpointStorage:
             raise CheckpointError(f"cannot rename {tmp!r} to {path!r}: {exc}") from exc
 
     def _read(self, path: str, what: str = "checkpoint file") -> bytes:
+        """Read one blob; with a secret, its signature is checked before anyone decodes or
+        unpickles it (every file this storage reads)."""
         try:
             with self._fs.open_input_stream(path) as f:
-                return f.read()
+                data = f.read()
         except (FileNotFoundError, OSError) as exc:
             raise CheckpointError(f"cannot read {what} {path!r}: {exc}") from exc
+        if self._signing_key is not None:
+            verify_blob_signature(data, self._signing_key, path)
+        return data
 
     def _exists(self, path: str) -> bool:
         return self._fs.get_file_info(path).type == pafs.FileType.File
@@ -448,12 +518,12 @@ class CheckpointStorage:
         """(storage for the savepoint's filesystem, its directory, the string to return)."""
         if isinstance(target, tuple):
             fs, path = _filesystem_for(target)
-            return CheckpointStorage((fs, path)), path, path
+            return self._sibling((fs, path)), path, path
         target = os.fspath(target)
         if "://" in target or os.path.isabs(os.path.expanduser(target)):
             fs, path = _filesystem_for(target)
             shown = target if "://" in target else path
-            return CheckpointStorage((fs, path)), path, shown
+            return self._sibling((fs, path)), path, shown
         if not self._object_store and isinstance(self._fs, pafs.LocalFileSystem):
             path = self._join(target)
             return self, path, path
@@ -527,14 +597,21 @@ class CheckpointStorage:
         return content["metadata"], SavepointReader(storage, directory, content["files"])
 
 
-def resolve_storage(location: CheckpointStorage | Location) -> CheckpointStorage:
+def resolve_storage(
+    location: CheckpointStorage | Location, *, secret: bytes | str | None = None
+) -> CheckpointStorage:
     """A :class:`CheckpointStorage` for a path, URI, ``(filesystem, path)`` or storage.
+
+    ``secret`` signs and checks its files (a given storage is copied with it); None keeps a
+    given storage as it is, and a new one reads ``RAYSTREAM_CHECKPOINT_SECRET``.
 
     Example:
         >>> import tempfile
         >>> resolve_storage(tempfile.mkdtemp()).filesystem.type_name
         'local'
+        >>> resolve_storage(tempfile.mkdtemp(), secret="s3cret").signed
+        True
     """
     if isinstance(location, CheckpointStorage):
-        return location
-    return CheckpointStorage(location)
+        return location if secret is None else location.with_secret(secret)
+    return CheckpointStorage(location, secret=secret)

@@ -156,6 +156,7 @@ class StreamEnvironment:
         max_concurrent: int = 1,
         retained: int = 3,
         tolerable_failures: int | None = None,
+        secret: bytes | str | None = None,
     ) -> "StreamEnvironment":
         """Take a barrier-aligned checkpoint every ``interval_ms``; failed tasks then restart
         from the latest complete one and results stay exactly once.
@@ -163,12 +164,26 @@ class StreamEnvironment:
         ``checkpoint_dir`` is a local directory or any ``pyarrow.fs`` URI (``s3://bucket/x``);
         a Ray cluster needs storage all nodes reach. ``mode="at_least_once"`` skips barrier
         alignment. Example: ``env.enable_checkpointing(1000, checkpoint_dir="/tmp/chk")``.
+
+        Checkpoint and savepoint files are pickles, and restoring one runs code: restore only
+        from storage you trust, or give a job ``secret`` (default: the environment variable
+        ``RAYSTREAM_CHECKPOINT_SECRET`` of this process). Every file is then signed with
+        HMAC-SHA256, and a file whose signature is missing or wrong is refused on restore.
         """
         from checkpoint.coordinator import CheckpointConfig
+        from checkpoint.storage import resolve_storage, signing_key
 
-        self.checkpoint_config = CheckpointConfig(
-            interval_ms, mode, checkpoint_dir, timeout_ms, min_pause_ms, max_concurrent, retained, tolerable_failures
+        config = CheckpointConfig(
+            interval_ms, mode, checkpoint_dir, timeout_ms, min_pause_ms, max_concurrent, retained, tolerable_failures,
+            secret=secret,
         )
+        key = signing_key(config.secret)  # read here, on the driver: the job master may not see its environment
+        if key is not None:
+            assert config.checkpoint_dir is not None  # CheckpointConfig fills in the default
+            # the job master builds its storage from checkpoint_dir, which may be a storage
+            signed: Any = resolve_storage(config.checkpoint_dir, secret=key)
+            config.checkpoint_dir = signed
+        self.checkpoint_config = config
         self.task_config.exactly_once = mode == "exactly_once"
         return self
 
