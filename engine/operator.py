@@ -97,8 +97,9 @@ class OperatorContext:
     metrics: dict = field(default_factory=dict)
     # set by the task: current combined watermark, for operators that need it
     current_watermark: Callable[[], int] | None = None
-    # processing-time timer registration with the task's mailbox: (time_ms, callback)
-    register_processing_timer: Callable[[int, Callable[[int], None]], None] | None = None
+    # processing-time timer registration with the task's mailbox: (time_ms, callback); the
+    # task returns a handle whose cancel() frees the registration (engine.timer_queue)
+    register_processing_timer: Callable[[int, Callable[[int], None]], Any] | None = None
     # run a callable on the task's mailbox thread (thread-safe): for async I/O completions
     post: Callable[[Callable[[], None]], None] | None = None
 

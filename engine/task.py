@@ -34,6 +34,7 @@ from .keygroups import KeyGroupRange
 from .operator import OperatorContext, StreamOperator, SystemClock
 from .partitioners import Partitioner
 from .records import Batch
+from .timer_queue import ScheduledTimer, TimerQueue
 
 __all__ = ["TaskConfig", "TaskSpec", "InputInfo", "OutputInfo", "Task", "TaskResult", "TaskHooks", "CheckpointHooks"]
 
@@ -339,8 +340,10 @@ class Task:
         self._aligning: int | None = None  # checkpoint id being aligned
         self._barriers_seen: set[int] = set()
         self._input_watermarks: dict[int, int] = {}
-        self._timers: list = []  # heap of (time_ms, seq, callback)
-        self._timer_seq = 0
+        # processing-time callbacks; cancelled ones are freed (engine.timer_queue)
+        self._timers = TimerQueue()
+        self._state_cleanup_at = 0.0  # monotonic time of the next background TTL sweep
+        self._cleanup_backends: list | None = None  # keyed backends swept (found on first use)
         self.clock = spec.clock or SystemClock()
         self.last_checkpoint_id = 0
         self._regular = [c for c in self._channels if not c.info.feedback]
@@ -483,27 +486,61 @@ class Task:
             return self._source_wm
         return min(self._input_watermarks.values()) if self._input_watermarks else MIN_WATERMARK
 
-    def register_processing_timer(self, time_ms: int, callback: Callable[[int], None]) -> None:
-        """Call ``callback(time_ms)`` on the mailbox thread once the clock reaches ``time_ms``."""
-        import heapq
+    #: background TTL cleanup of keyed state: every this many seconds the mailbox loop...
+    state_cleanup_interval_s = 0.1
+    #: ...spends at most this long in the keyed backends' ``cleanup(budget)``
+    state_cleanup_slice_s = 0.002
+    #: entries per ``cleanup`` call (the slice is checked between calls)
+    state_cleanup_budget = 1024
 
-        self._timer_seq += 1
-        heapq.heappush(self._timers, (time_ms, self._timer_seq, callback))
+    def register_processing_timer(self, time_ms: int, callback: Callable[[int], None]) -> ScheduledTimer:
+        """Call ``callback(time_ms)`` on the mailbox thread once the clock reaches ``time_ms``.
+
+        Returns a handle whose ``cancel()`` forgets the callback; a cancelled registration
+        is freed (never kept until its time), so memory follows the live registrations.
+        """
+        return self._timers.push(time_ms, callback)
+
+    def processing_timer_stats(self) -> dict[str, int]:
+        """Processing-time registrations, for metrics: ``{"live": pending callbacks,
+        "entries": heap entries held, cancelled ones not yet dropped included}``."""
+        return {"live": len(self._timers), "entries": self._timers.entries}
 
     def _fire_timers(self) -> None:
-        import heapq
-
-        if not self._timers:
+        if time.monotonic() >= self._state_cleanup_at:
+            self._cleanup_state()
+        timers = self._timers
+        if not timers:
             return
         now = self.clock.now_ms()
-        while self._timers and self._timers[0][0] <= now:
-            t, _, cb = heapq.heappop(self._timers)
-            self._guard(0, None, partial(cb, t))
+        while True:
+            due = timers.pop_due(now)
+            if due is None:
+                return
+            self._guard(0, None, partial(due[1], due[0]))
+
+    def _cleanup_state(self) -> None:
+        """Background TTL cleanup: give the keyed backends a slice of the mailbox thread, so
+        expired state leaves memory even when nothing reads it and no checkpoint is taken."""
+        self._state_cleanup_at = time.monotonic() + self.state_cleanup_interval_s
+        backends = self._cleanup_backends
+        if backends is None:  # (operator index, backend) of the keyed operators
+            found = [(i, getattr(getattr(op, "ctx", None), "keyed_backend", None)) for i, op in enumerate(self.operators)]
+            backends = self._cleanup_backends = [(i, b) for i, b in found if hasattr(b, "cleanup")]
+        if not backends:
+            return
+        budget = self.state_cleanup_budget
+        deadline = time.perf_counter() + self.state_cleanup_slice_s
+        for i, backend in backends:
+            while self._guard(i, None, partial(backend.cleanup, budget)) >= budget:
+                if time.perf_counter() >= deadline:
+                    return
 
     def _next_wait(self) -> float:
         wait = self.spec.config.flush_ms / 1000.0
-        if self._timers:
-            wait = min(wait, max(0.0, (self._timers[0][0] - self.clock.now_ms()) / 1000.0))
+        due = self._timers.peek_time()
+        if due is not None:
+            wait = min(wait, max(0.0, (due - self.clock.now_ms()) / 1000.0))
         return max(wait, 0.001)
 
     # ------------------------------------------------------------------ main loop

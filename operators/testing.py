@@ -11,7 +11,6 @@ Example:
 
 from __future__ import annotations
 
-import heapq
 from typing import Any, Callable, Iterable
 
 import pyarrow as pa
@@ -20,6 +19,7 @@ from engine.events import MAX_WATERMARK, Watermark
 from engine.keygroups import DEFAULT_MAX_PARALLELISM, KeyGroupRange
 from engine.operator import ManualClock, OperatorContext, StreamOperator
 from engine.records import Batch
+from engine.timer_queue import ScheduledTimer, TimerQueue
 
 __all__ = ["CollectingOutput", "OperatorHarness"]
 
@@ -70,8 +70,7 @@ class OperatorHarness:
         self.operator = operator
         self.clock = clock or ManualClock(0)
         self.output = CollectingOutput()
-        self._timers: list[tuple[int, int, Callable[[int], None]]] = []
-        self._seq = 0
+        self._timers = TimerQueue()  # the (fake) task's processing-time registrations
         self._watermarks: dict[int, int] = {}
         kgr = KeyGroupRange.for_subtask(subtask_index, parallelism, max_parallelism)
         self.ctx = OperatorContext(
@@ -99,9 +98,8 @@ class OperatorHarness:
             operator.open(self.ctx, self.output)
 
     # ------------------------------------------------------------------ driving
-    def _register_timer(self, time_ms: int, callback: Callable[[int], None]) -> None:
-        self._seq += 1
-        heapq.heappush(self._timers, (time_ms, self._seq, callback))
+    def _register_timer(self, time_ms: int, callback: Callable[[int], None]) -> ScheduledTimer:
+        return self._timers.push(time_ms, callback)
 
     def process(self, records: Iterable[Any] | pa.RecordBatch | pa.Table | Batch, input_index: int = 0) -> None:
         """Feed one batch (Python records, an Arrow batch/table or a Batch) to input ``input_index``."""
@@ -121,9 +119,11 @@ class OperatorHarness:
     def advance_processing_time(self, to_ms: int) -> None:
         """Set the clock to ``to_ms`` and fire the due processing-time callbacks in order."""
         self.clock.set(max(to_ms, self.clock.now_ms()))
-        while self._timers and self._timers[0][0] <= self.clock.now_ms():
-            t, _, cb = heapq.heappop(self._timers)
-            cb(t)
+        while True:
+            due = self._timers.pop_due(self.clock.now_ms())
+            if due is None:
+                return
+            due[1](due[0])
 
     def end_input(self, num_inputs: int = 1) -> None:
         """Every input ended: the final watermark, then ``end_input()`` (as the task does)."""
@@ -146,8 +146,15 @@ class OperatorHarness:
 
     @property
     def pending_processing_timers(self) -> list[int]:
-        """Times of the processing-time callbacks registered with the (fake) task."""
-        return sorted(t for t, _, _ in self._timers)
+        """Times of the live processing-time callbacks registered with the (fake) task
+        (cancelled ones are gone)."""
+        return self._timers.times()
+
+    @property
+    def processing_timer_entries(self) -> int:
+        """Entries the (fake) task holds for processing-time callbacks, cancelled ones not
+        dropped yet included (as ``Task.processing_timer_stats()["entries"]``)."""
+        return self._timers.entries
 
     # ------------------------------------------------------------------ results
     def records(self) -> list:

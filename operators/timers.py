@@ -7,11 +7,18 @@ per key group, fired in time order, and are part of the operator's snapshot
 semantics: a restored subtask keeps the key groups it owns, so rescaling works).
 
 Event-time timers fire when the watermark reaches their time (``time <= watermark``).
-Processing-time timers are registered with the task mailbox
-(``OperatorContext.register_processing_timer``) once per distinct time and fire when the
-injected clock reaches it. Callbacks run on the task thread and may register new timers;
-an event-time timer registered at or before the current watermark fires in the same
-advance.
+Processing-time timers fire when the injected clock reaches their time: the service keeps
+ONE wake-up registered with the task mailbox (``OperatorContext.register_processing_timer``),
+at the time of its earliest timer, and moves it (cancelling the old one) when an earlier
+timer arrives or the earliest is deleted. Callbacks run on the task thread and may register
+new timers; an event-time timer registered at or before the current watermark fires in the
+same advance.
+
+Memory follows the *live* timers: a deleted timer leaves its key group's set at once, and
+its heap entry is dropped lazily, with the heap rebuilt whenever dead entries outnumber live
+ones by more than a small constant (:data:`COMPACT_SLACK`). The key -> key group cache is
+bounded (:data:`KG_CACHE_LIMIT` entries, cleared when full). :meth:`InternalTimerService.stats`
+reports every count, for metrics.
 
 Example:
     >>> fired = []
@@ -32,9 +39,14 @@ from typing import Any, Callable
 from engine.events import MIN_WATERMARK
 from engine.keygroups import KeyGroupRange, key_group_for
 
-__all__ = ["InternalTimerService", "TimerService", "TimeDomain"]
+__all__ = ["InternalTimerService", "TimerService", "TimeDomain", "COMPACT_SLACK", "KG_CACHE_LIMIT"]
 
 TimerCallback = Callable[[Any, Any, int], None]
+
+#: dead (deleted) heap entries tolerated beyond the number of live timers before a rebuild
+COMPACT_SLACK = 64
+#: keys whose key group a timer queue remembers; the cache is cleared when it is full
+KG_CACHE_LIMIT = 1 << 16
 
 
 class TimeDomain:
@@ -45,38 +57,55 @@ class TimeDomain:
 
 
 class _TimerQueue:
-    """Deduplicated timers ordered by time, grouped by key group for snapshots."""
+    """Deduplicated timers ordered by time, grouped by key group for snapshots.
+
+    ``by_group`` holds the live timers; ``heap`` orders them as ``(time, seq, key, ns,
+    key group)``, plus entries of deleted timers that are skipped when they reach the top
+    (``len(heap) - size`` of them, kept below ``size + COMPACT_SLACK`` by :meth:`compact`).
+    Every structure mutates in place: the firing loops hold references to them while
+    callbacks add and delete timers.
+    """
 
     def __init__(self, max_parallelism: int) -> None:
         self.max_parallelism = max_parallelism
         self.by_group: dict[int, set[tuple[int, Any, Any]]] = {}
-        self.heap: list[tuple[int, int, Any, Any]] = []
+        self.heap: list[tuple[int, int, Any, Any, int]] = []
         self.seq = 0
+        self.size = 0  # live timers
         self._kg_cache: dict[Any, int] = {}
 
     def _kg(self, key: Any) -> int:
+        cache = self._kg_cache
         try:
-            return self._kg_cache[key]
-        except KeyError:
-            g = self._kg_cache[key] = key_group_for(key, self.max_parallelism)
-            return g
-        except TypeError:
+            g = cache.get(key)
+        except TypeError:  # an unhashable key
             return key_group_for(key, self.max_parallelism)
+        if g is None:
+            if len(cache) >= KG_CACHE_LIMIT:
+                cache.clear()
+            g = cache[key] = key_group_for(key, self.max_parallelism)
+        return g
 
-    def add(self, key: Any, ns: Any, time: int) -> bool:
+    def add(self, key: Any, ns: Any, time: int, kg: int | None = None) -> bool:
+        if kg is None:
+            kg = self._kg(key)
         entry = (time, key, ns)
-        group = self.by_group.setdefault(self._kg(key), set())
-        if entry in group:
+        group = self.by_group.get(kg)
+        if group is None:
+            group = self.by_group[kg] = set()
+        elif entry in group:
             return False
         group.add(entry)
+        self.size += 1
         self.seq += 1
-        heapq.heappush(self.heap, (time, self.seq, key, ns))
+        heapq.heappush(self.heap, (time, self.seq, key, ns, kg))
         return True
 
     def add_many(self, keys: list, ns: Any, time: int) -> None:
         """``add(key, ns, time)`` for each of ``keys``, in order (one call per batch)."""
         by_group, cache, heap, push = self.by_group, self._kg_cache, self.heap, heapq.heappush
         seq = self.seq
+        added = 0
         for key in keys:
             try:
                 g = cache[key]
@@ -89,38 +118,65 @@ class _TimerQueue:
             if entry in group:
                 continue
             group.add(entry)
+            added += 1
             seq += 1
-            push(heap, (time, seq, key, ns))
+            push(heap, (time, seq, key, ns, g))
         self.seq = seq
+        self.size += added
 
-    def remove(self, key: Any, ns: Any, time: int) -> None:
+    def remove(self, key: Any, ns: Any, time: int) -> bool:
+        """Delete a timer; True if it existed. Its heap entry is dropped lazily."""
         group = self.by_group.get(self._kg(key))
-        if group is not None:
-            group.discard((time, key, ns))  # the heap entry is skipped lazily
+        entry = (time, key, ns)
+        if group is None or entry not in group:
+            return False
+        group.discard(entry)
+        self.size -= 1
+        if len(self.heap) > 2 * self.size + COMPACT_SLACK:
+            self.compact()
+        return True
+
+    def compact(self) -> None:
+        """Drop the heap entries of deleted timers (in place; keeps firing order)."""
+        heap = self.heap
+        if not self.size:
+            heap.clear()
+            return
+        by_group = self.by_group
+        first: dict[tuple[int, Any, Any], tuple[int, int, Any, Any, int]] = {}
+        for item in heap:
+            entry = (item[0], item[2], item[3])
+            if entry in by_group[item[4]]:
+                # a timer deleted and registered again has two entries: the first one fires
+                seen = first.get(entry)
+                if seen is None or item[1] < seen[1]:
+                    first[entry] = item
+        heap[:] = first.values()
+        heapq.heapify(heap)
 
     def pop_due(self, limit: int) -> tuple[int, Any, Any] | None:
-        heap = self.heap
+        heap, by_group = self.heap, self.by_group
         while heap and heap[0][0] <= limit:
-            time, _, key, ns = heapq.heappop(heap)
-            group = self.by_group.get(self._kg(key))
+            time, _, key, ns, kg = heapq.heappop(heap)
             entry = (time, key, ns)
-            if group is not None and entry in group:
+            group = by_group[kg]
+            if entry in group:
                 group.discard(entry)
+                self.size -= 1
                 return entry
         return None
 
     def peek_time(self) -> int | None:
-        heap = self.heap
+        heap, by_group = self.heap, self.by_group
         while heap:
-            time, _, key, ns = heap[0]
-            group = self.by_group.get(self._kg(key))
-            if group is not None and (time, key, ns) in group:
+            time, _, key, ns, kg = heap[0]
+            if (time, key, ns) in by_group[kg]:
                 return time
             heapq.heappop(heap)
         return None
 
     def __len__(self) -> int:
-        return sum(len(g) for g in self.by_group.values())
+        return self.size
 
     def snapshot(self) -> dict[int, list[tuple[int, Any, Any]]]:
         return {kg: sorted(g, key=lambda e: e[0]) for kg, g in self.by_group.items() if g}
@@ -129,10 +185,19 @@ class _TimerQueue:
         for kg, entries in parts.items():
             if kg in key_groups:
                 for time, key, ns in entries:
-                    self.add(key, ns, time)
+                    self.add(key, ns, time, kg)
 
     def timers_of(self, key: Any) -> list[tuple[int, Any]]:
         return sorted((t, ns) for t, k, ns in self.by_group.get(self._kg(key), ()) if k == key)
+
+
+def _cancel(handle: Any) -> bool:
+    """Cancel a wake-up registered with the task; False if the task gave no handle."""
+    cancel = getattr(handle, "cancel", None)
+    if cancel is None:
+        return False
+    cancel()
+    return True
 
 
 class InternalTimerService:
@@ -143,7 +208,9 @@ class InternalTimerService:
         on_event_time: ``callback(key, namespace, time)`` for a firing event-time timer.
         on_processing_time: the same for processing-time timers.
         register_processing_timer: the task's ``register_processing_timer(time, cb)``
-            (None: processing-time timers only fire through :meth:`advance_processing_time`).
+            (None: processing-time timers only fire through :meth:`advance_processing_time`);
+            if it returns a handle with ``cancel()``, a wake-up that is no longer needed is
+            cancelled.
         clock: processing-time clock (``OperatorContext.clock``).
     """
 
@@ -152,7 +219,7 @@ class InternalTimerService:
         max_parallelism: int,
         on_event_time: TimerCallback,
         on_processing_time: TimerCallback,
-        register_processing_timer: Callable[[int, Callable[[int], None]], None] | None = None,
+        register_processing_timer: Callable[[int, Callable[[int], None]], Any] | None = None,
         clock: Any = None,
     ) -> None:
         self.event = _TimerQueue(max_parallelism)
@@ -162,7 +229,7 @@ class InternalTimerService:
         self._register_with_task = register_processing_timer
         self.clock = clock
         self.watermark = MIN_WATERMARK
-        self._scheduled: set[int] = set()
+        self._wakeup: tuple[int, Any] | None = None  # (time, handle) registered with the task
 
     # -------------------------------------------------------------- registration
     def register_event_time_timer(self, key: Any, ns: Any, time: int) -> None:
@@ -181,17 +248,43 @@ class InternalTimerService:
 
     def delete_processing_time_timer(self, key: Any, ns: Any, time: int) -> None:
         """Forget a processing-time timer (no error if there is none)."""
-        self.processing.remove(key, ns, int(time))
+        time = int(time)
+        if self.processing.remove(key, ns, time) and self._wakeup is not None and self._wakeup[0] == time:
+            self._reschedule()  # the earliest timer may be gone: move the wake-up
 
     def _schedule(self, time: int) -> None:
-        if self._register_with_task is not None and time not in self._scheduled:
-            self._scheduled.add(time)
-            self._register_with_task(time, self._on_task_timer)
+        """A timer at ``time`` was added: wake up then unless an earlier wake-up is pending."""
+        wakeup = self._wakeup
+        if self._register_with_task is None or (wakeup is not None and wakeup[0] <= time):
+            return
+        self._wakeup = (time, self._register_with_task(time, self._on_task_timer))
+        if wakeup is not None:
+            _cancel(wakeup[1])
+
+    def _reschedule(self) -> None:
+        """Make the one wake-up match the earliest live timer (none if there is none)."""
+        if self._register_with_task is None:
+            return
+        earliest = self.processing.peek_time()
+        wakeup = self._wakeup
+        if wakeup is not None:
+            if wakeup[0] == earliest:
+                return
+            if earliest is None or wakeup[0] < earliest:  # not needed, or too early
+                if not _cancel(wakeup[1]):
+                    return  # the task gave no handle: it fires early and reschedules then
+            else:  # too late (the timers fired without it): an earlier one is needed
+                _cancel(wakeup[1])
+            self._wakeup = None
+        if earliest is not None:
+            self._schedule(earliest)
 
     def _on_task_timer(self, time: int) -> None:
-        self._scheduled.discard(time)
+        if self._wakeup is not None and self._wakeup[0] == time:
+            self._wakeup = None
         now = self.clock.now_ms() if self.clock is not None else time
         self.advance_processing_time(max(now, time))
+        self._reschedule()
 
     # -------------------------------------------------------------- firing
     def advance_watermark(self, watermark: int) -> int:
@@ -201,18 +294,15 @@ class InternalTimerService:
             self.watermark = watermark
         n = 0
         q = self.event
-        heap, by_group, cache, kg = q.heap, q.by_group, q._kg_cache, q._kg
+        heap, by_group = q.heap, q.by_group
         pop, callback = heapq.heappop, self.on_event_time
         while heap and heap[0][0] <= watermark:  # _TimerQueue.pop_due, inlined
-            time, _, key, ns = pop(heap)
-            try:
-                g = cache[key]
-            except (KeyError, TypeError):
-                g = kg(key)
-            group = by_group.get(g)
+            time, _, key, ns, kg = pop(heap)
             entry = (time, key, ns)
-            if group is not None and entry in group:
+            group = by_group[kg]
+            if entry in group:
                 group.discard(entry)
+                q.size -= 1
                 callback(key, ns, time)
                 n += 1
         return n
@@ -240,6 +330,26 @@ class InternalTimerService:
         """Number of pending processing-time timers."""
         return len(self.processing)
 
+    def stats(self) -> dict[str, int]:
+        """Sizes of every structure behind the timers, for metrics: live timers, heap
+        entries (live plus deleted ones not dropped yet), key group cache entries and
+        wake-ups registered with the task (at most 1).
+
+        Example:
+            >>> ts = InternalTimerService(128, lambda *a: None, lambda *a: None)
+            >>> ts.register_event_time_timer("a", None, 10); ts.delete_event_time_timer("a", None, 10)
+            >>> ts.stats()["event_timers"], ts.stats()["event_heap"]
+            (0, 1)
+        """
+        return {
+            "event_timers": len(self.event),
+            "event_heap": len(self.event.heap),
+            "processing_timers": len(self.processing),
+            "processing_heap": len(self.processing.heap),
+            "key_group_cache": len(self.event._kg_cache) + len(self.processing._kg_cache),
+            "task_wakeups": int(self._wakeup is not None),
+        }
+
     def timers_of(self, key: Any) -> dict[str, list[tuple[int, Any]]]:
         """The pending timers of ``key``: ``{"event_time": [(time, ns)], "processing_time": [...]}``."""
         return {TimeDomain.EVENT_TIME: self.event.timers_of(key),
@@ -259,9 +369,7 @@ class InternalTimerService:
                 continue
             self.event.restore(st.get("event", {}), key_groups)
             self.processing.restore(st.get("processing", {}), key_groups)
-        for group in self.processing.by_group.values():
-            for time, _k, _ns in group:
-                self._schedule(time)
+        self._reschedule()
 
 
 class TimerService:

@@ -98,6 +98,8 @@ log = logging.getLogger(__name__)
 DELAYED_STATE = "statefun.delayed"
 DELAY_SEQ_STATE = "statefun.delay-seq"
 _KG_CACHE_LIMIT = 1 << 16
+#: cancelled delayed messages tolerated in the timer heap beyond the live ones before a rebuild
+_COMPACT_SLACK = 64
 
 
 def value_state_name(typename: str, spec_name: str) -> str:
@@ -183,6 +185,7 @@ class FunctionDispatcher(StreamOperator):
         self._timers: list[tuple[int, int, tuple[str, str], Any]] = []  # (fire_at, seq, sender, entry key)
         self._live_delayed: dict[tuple[tuple[str, str], Any], int] = {}  # (sender, entry key) -> seq
         self._armed_at: int | None = None
+        self._armed: Any = None  # the task's handle of the wake-up at _armed_at (cancellable)
         self._continuation_posted = False
         self._restored_pending: list[MessageRecord] = []
         self._rpc: Any = None  # RemoteFunctions, when endpoints are declared (created in open)
@@ -317,6 +320,11 @@ class FunctionDispatcher(StreamOperator):
     def pending_delayed(self) -> int:
         """Delayed messages waiting for their time."""
         return len(self._live_delayed)
+
+    def delayed_timer_entries(self) -> int:
+        """Entries of the delayed-message timer heap, for metrics: the pending messages plus
+        cancelled ones not dropped yet, which stay below ``pending_delayed() + 64``."""
+        return len(self._timers)
 
     def remote_in_flight(self) -> int:
         """Requests to remote functions in flight."""
@@ -551,7 +559,17 @@ class FunctionDispatcher(StreamOperator):
                     self.counters["delayed_cancelled"] += 1
         self._arm()
 
+    def _compact_timers(self) -> None:
+        """Drop the heap entries of cancelled delayed messages once they outnumber the live
+        ones by more than a constant (in place: the timer loop may hold the list)."""
+        timers = self._timers
+        live = self._live_delayed
+        if len(timers) > 2 * len(live) + _COMPACT_SLACK:
+            timers[:] = [e for e in timers if live.get((e[2], e[3])) == e[1]]
+            heapq.heapify(timers)
+
     def _arm(self) -> None:
+        self._compact_timers()
         timers = self._timers
         live = self._live_delayed
         while timers and live.get((timers[0][2], timers[0][3])) != timers[0][1]:
@@ -567,12 +585,17 @@ class FunctionDispatcher(StreamOperator):
         want = min(timers[0][0], self.clock.now_ms() + self.config.timer_tick_ms)
         if self._armed_at is not None and self._armed_at <= want:
             return
+        superseded = self._armed
         self._armed_at = want
-        register(want, self._on_timer)
+        self._armed = register(want, self._on_timer)
+        cancel = getattr(superseded, "cancel", None)
+        if cancel is not None:
+            cancel()  # the task frees the later wake-up (no-op if it already fired)
 
     def _on_timer(self, time_ms: int) -> None:
         if self._armed_at is not None and time_ms >= self._armed_at:
             self._armed_at = None
+            self._armed = None
         now = self.clock.now_ms()
         timers = self._timers
         live = self._live_delayed

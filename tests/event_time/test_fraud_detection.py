@@ -57,7 +57,7 @@ def test_processing_time_timer_clears_the_flag():
     h.process([large])
     assert [a["amount"] for a in h.take()] == [900.0]
     h.process([small])  # flag again at 30 s, timer at 90 s
-    assert 90_000 in h.pending_processing_timers  # (the deleted 60 s timer stays with the task, a no-op)
+    assert h.pending_processing_timers == [90_000]  # the deleted 60 s timer's wake-up was cancelled
     h.advance_processing_time(90_000)  # the timer clears the flag
     h.process([large])
     assert h.take() == []

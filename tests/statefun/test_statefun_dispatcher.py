@@ -266,6 +266,35 @@ def test_a_cancelled_far_future_message_does_not_keep_the_dispatcher_busy():
     assert not run._timers
 
 
+def test_cancelled_delayed_messages_leave_the_timer_heap():
+    functions = StatefulFunctions()
+
+    @functions.bind("test/many")
+    def many(context, message):
+        op, _, n = message.as_string().partition(":")
+        for i in range(int(n)):
+            if op == "send":  # far in the future, behind one message due soon
+                context.send_after(timedelta(hours=1), message_builder("test/many", "x", str_value="fired:0"),
+                                   cancellation_token=f"t{i}")
+            elif op == "cancel":
+                context.cancel_delayed_message(f"t{i}")
+        if op == "soon":
+            context.send_after(timedelta(milliseconds=10), message_builder("test/many", "x", str_value="fired:0"))
+        if op == "fired":
+            context.send_egress(egress_message_builder("test/fired", context.address.id, StringType))
+
+    run = LocalDispatchers(functions, egresses=["test/fired"])
+    (op,) = run.dispatchers
+    run.send(message_builder("test/many", "a", str_value="soon:0"))
+    run.send(message_builder("test/many", "a", str_value="send:20000"))
+    assert op.pending_delayed() == op.delayed_timer_entries() == 20_001
+    run.send(message_builder("test/many", "a", str_value="cancel:20000"))
+    assert op.pending_delayed() == 1
+    assert op.delayed_timer_entries() <= 1 + 64  # not 20,001: the cancelled ones are dropped
+    run.advance(10)
+    assert run.egress("test/fired") == ["x"] and run.is_idle() and op.delayed_timer_entries() == 0
+
+
 def test_pending_delayed_messages_survive_snapshot_and_rescale():
     clock = ManualClock(1_000)
     run = LocalDispatchers(delay_functions(), parallelism=1, egresses=["test/fired"], clock=clock)
