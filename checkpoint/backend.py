@@ -12,6 +12,8 @@ Calling protocol (all on the task's single mailbox thread, no locks):
    state objects then act on that key.
 4. At a barrier the task calls :meth:`snapshot`; the result is an immutable copy, so
    processing continues while it is written to storage on another thread.
+5. Between records the task calls :meth:`cleanup` with a small budget (a slice of its
+   mailbox loop every ~100 ms) so that expired TTL state leaves memory without a checkpoint.
 
 The backend owns the state; state objects and snapshots never outlive their meaning
 (a snapshot is a value, a state object is a view).
@@ -80,6 +82,12 @@ class KeyedStateBackend(ABC):
     @abstractmethod
     def restore(self, snapshots: list[KeyedStateSnapshot]) -> None:
         """Replace all state with this backend's key groups from ``snapshots``."""
+
+    def cleanup(self, budget: int = 1000) -> int:
+        """Remove expired TTL entries, checking at most about ``budget`` of them; returns the
+        work done (less than ``budget``: nothing left to check in this pass). Called by the
+        task on its mailbox thread, between records. Default: nothing to clean up."""
+        return 0
 
     def close(self) -> None:
         """Release the state (the backend must not be used afterwards). Default: nothing."""

@@ -20,6 +20,8 @@ from typing import Any, Callable, ClassVar, Generic, TypeVar
 
 from engine.errors import ConfigError
 
+from .ttl import DEFAULT_CLEANUP_SIZE
+
 __all__ = [
     "StateTtlConfig",
     "AggregateFunction",
@@ -44,8 +46,11 @@ class StateTtlConfig:
     """Time-to-live of keyed state entries, in processing time (Flink's ``StateTtlConfig``).
 
     An entry expires ``ttl_ms`` after its last timestamp update. Expired entries are
-    invisible to reads and removed lazily: when read, and when a snapshot is taken
-    (expired entries never reach a checkpoint). Time comes from the backend's clock.
+    invisible to reads and leave memory without a checkpoint: when read, incrementally
+    (every access to the state checks ``cleanup_size`` more entries of it, Flink's
+    ``cleanupIncrementally``), in the background (the task's mailbox loop sweeps all TTL
+    state a slice at a time) and when a snapshot is taken (expired entries never reach a
+    checkpoint). Time comes from the backend's clock.
 
     Attributes:
         ttl_ms: time to live in milliseconds (> 0).
@@ -54,6 +59,9 @@ class StateTtlConfig:
         return_expired: if True, a read that finds an expired entry not yet cleaned up
             still returns it once (and removes it), like Flink's
             ``ReturnExpiredIfNotCleanedUp``; if False (default) it is never returned.
+        cleanup_size: entries of the state checked for expiry on each access (default 5;
+            0 leaves cleanup to reads of the entry itself, the background sweep and
+            snapshots).
 
     Example:
         >>> StateTtlConfig(60_000, update_type="on_read_and_write").ttl_ms
@@ -63,10 +71,17 @@ class StateTtlConfig:
     ttl_ms: int
     update_type: str = "on_create_and_write"
     return_expired: bool = False
+    cleanup_size: int = DEFAULT_CLEANUP_SIZE
 
     def __post_init__(self) -> None:
         if isinstance(self.ttl_ms, bool) or not isinstance(self.ttl_ms, int) or self.ttl_ms <= 0:
             raise ConfigError(f"StateTtlConfig.ttl_ms must be a positive int, got {self.ttl_ms!r}")
+        size = self.cleanup_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise ConfigError(
+                f"StateTtlConfig.cleanup_size must be an int >= 0 (entries checked per state "
+                f"access), got {size!r}"
+            )
         if self.update_type not in _UPDATE_TYPES:
             raise ConfigError(
                 f"StateTtlConfig.update_type must be one of {_UPDATE_TYPES!r}, "

@@ -12,6 +12,10 @@ snapshot's bytes in memory; pass ``reuse_snapshot_bytes=False`` to turn it off. 
 on the rule of :mod:`checkpoint.state`: a value is never mutated in place after the
 current key changed away from its key.
 
+Expired TTL entries leave memory without a checkpoint: every access to a TTL state checks a
+few more of its entries, and :meth:`HeapKeyedStateBackend.cleanup`, called by the task's
+mailbox loop, sweeps all TTL states in the background (see :mod:`checkpoint.ttl`).
+
 Example:
     >>> from engine.keygroups import KeyGroupRange
     >>> from checkpoint import ValueStateDescriptor
@@ -40,6 +44,7 @@ from .descriptors import StateDescriptor
 from .serde import dumps, loads
 from .snapshot import KeyedStateSnapshot, StateMeta
 from .state import STATE_CLASSES, KeyedState
+from .ttl import TtlCleanupCursor
 
 __all__ = ["HeapKeyedStateBackend"]
 
@@ -138,6 +143,8 @@ class HeapKeyedStateBackend(KeyedStateBackend):
         self._reuse = reuse_snapshot_bytes
         self._touched: set[int] = set()
         self._cache: dict[int, tuple[bytes, float]] = {}  # kg -> (bytes, earliest expiry)
+        self._cursors: dict[str, TtlCleanupCursor] = {}  # TTL state name -> cleanup cursor
+        self._sweep = 0  # index of the TTL state the background sweep works on
 
     # -- keys --------------------------------------------------------------------------
 
@@ -239,6 +246,9 @@ class HeapKeyedStateBackend(KeyedStateBackend):
         table = self._tables.setdefault(name, {})
         state = cls(self, descriptor, table)
         self._states[name] = state
+        self._cursors.pop(name, None)
+        if state._cursor is not None:
+            self._cursors[name] = state._cursor
         self._cache.clear()  # a new state may change how entries are filtered
         return state
 
@@ -301,6 +311,66 @@ class HeapKeyedStateBackend(KeyedStateBackend):
         for name in list(self._tables):
             seen.update(self.keys(name))
         return len(seen)
+
+    def num_entries(self, state_name: str | None = None) -> int:
+        """Entries held in memory by ``state_name`` (all states if None), counting expired
+        TTL entries not removed yet: one per key, for metrics.
+
+        Example:
+            >>> from engine.keygroups import KeyGroupRange
+            >>> from checkpoint import ValueStateDescriptor
+            >>> b = HeapKeyedStateBackend(KeyGroupRange(0, 127), 128)
+            >>> s = b.get_state(ValueStateDescriptor("v"))
+            >>> b.set_current_key("a"); s.update(1); b.num_entries("v")
+            1
+        """
+        if state_name is None:
+            return sum(self.num_entries(name) for name in self._tables)
+        table = self._tables.get(state_name)
+        if table is None:
+            raise StateError(f"unknown state {state_name!r}; states are {self.state_names()!r}")
+        return sum(len(entries) for entries in table.values())
+
+    # -- TTL cleanup -------------------------------------------------------------------
+
+    def cleanup(self, budget: int = 1000) -> int:
+        """Background TTL cleanup: check up to ``budget`` entries of the TTL states and
+        remove the expired ones, continuing where the previous call stopped.
+
+        The task calls this from its mailbox loop (a slice of time every ~100 ms), so state
+        that is no longer accessed still leaves memory once it expired. Returns the work
+        done; less than ``budget`` means every TTL state finished a full pass.
+
+        Example:
+            >>> from engine.keygroups import KeyGroupRange
+            >>> from engine.operator import ManualClock
+            >>> from checkpoint import StateTtlConfig, ValueStateDescriptor
+            >>> clock = ManualClock(0)
+            >>> b = HeapKeyedStateBackend(KeyGroupRange(0, 127), 128, clock)
+            >>> s = b.get_state(ValueStateDescriptor("v", ttl=StateTtlConfig(1000)))
+            >>> for k in range(100):
+            ...     b.set_current_key(k); s.update(k)
+            >>> clock.advance(1000); _ = b.cleanup(10_000); b.num_entries("v")
+            0
+        """
+        cursors = self._cursors
+        if not cursors or budget <= 0:
+            return 0
+        now = self._clock.now_ms()
+        order = list(cursors.values())
+        done = 0
+        for _ in range(len(order)):
+            cursor = order[self._sweep % len(order)]
+            done += cursor.step(budget - done, now)
+            if done >= budget:
+                break  # this state is (maybe) mid-pass: the next call continues it
+            self._sweep += 1
+        return done
+
+    def ttl_stats(self) -> dict[str, int]:
+        """Counters of TTL cleanup, for metrics: ``{"states": TTL states, "removed":
+        entries (or list/map elements) removed by incremental and background cleanup}``."""
+        return {"states": len(self._cursors), "removed": sum(c.removed for c in self._cursors.values())}
 
     # -- snapshot / restore ------------------------------------------------------------
 
@@ -410,11 +480,16 @@ class HeapKeyedStateBackend(KeyedStateBackend):
                     raise CheckpointError(f"key group {kg} holds state {name!r} with no metadata")
                 self._tables.setdefault(name, {})[kg] = entries
         self._restored = {}
+        self._cursors = {n: c for n, c in self._cursors.items() if n in self._states}
+        for cursor in self._cursors.values():
+            cursor.reset()
         for name, meta in metas.items():
             state = self._states.get(name)
             if state is None:
                 self._restored[name] = meta
-                self._tables.setdefault(name, {})
+                table = self._tables.setdefault(name, {})
+                if meta.ttl_ms is not None:  # swept in the background until get_state asks for it
+                    self._cursors[name] = TtlCleanupCursor(table, meta.kind, meta.ttl_ms)
             elif state.descriptor.kind != meta.kind:
                 raise StateError(
                     f"state {name!r} is registered as {state.descriptor.kind!r} state but the "
@@ -427,6 +502,8 @@ class HeapKeyedStateBackend(KeyedStateBackend):
         """Drop all state."""
         for table in self._tables.values():
             table.clear()
+        for cursor in self._cursors.values():
+            cursor.reset()
         self._cache.clear()
         self._touched.clear()
         self._restored.clear()

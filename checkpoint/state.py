@@ -9,7 +9,9 @@ Storage layout (owned by the backend): each state has a table
 state, a dict for map state). With TTL every value carries the processing time of its last
 timestamp update: ``(value, ts)`` for value/reducing/aggregating state, a list of
 ``(element, ts)`` for list state and ``{map_key: (value, ts)}`` for map state. An entry is
-expired when ``ts + ttl_ms <= now``.
+expired when ``ts + ttl_ms <= now``. Every access to a TTL state also advances the state's
+:class:`~checkpoint.ttl.TtlCleanupCursor` by ``cleanup_size`` entries, removing expired
+entries of other keys (incremental cleanup).
 
 Values are stored by reference (heap backend): a value read from state and mutated in
 place changes the state. Call ``update()`` anyway, as other backends need it, and never
@@ -38,6 +40,7 @@ from .descriptors import (
     StateDescriptor,
     ValueStateDescriptor,
 )
+from .ttl import TtlCleanupCursor
 
 if TYPE_CHECKING:
     from .heap import HeapKeyedStateBackend
@@ -55,12 +58,14 @@ T = TypeVar("T")
 K = TypeVar("K")
 V = TypeVar("V")
 _MISSING: Any = object()
+#: incremental TTL cleanup runs every this many accesses of a state (for cleanup_size each)
+_CLEANUP_EVERY = 16
 
 
 class KeyedState:
     """Base of keyed state objects (see the module docstring)."""
 
-    __slots__ = ("_backend", "_descriptor", "_table", "_ttl_ms", "_on_read", "_ret_expired")
+    __slots__ = ("_backend", "_descriptor", "_table", "_ttl_ms", "_on_read", "_ret_expired", "_cursor", "_countdown")
 
     def __init__(
         self,
@@ -75,6 +80,11 @@ class KeyedState:
         self._ttl_ms: int | None = ttl.ttl_ms if ttl is not None else None
         self._on_read = bool(ttl is not None and ttl.update_on_read)
         self._ret_expired = bool(ttl is not None and ttl.return_expired)
+        #: walks the table removing expired entries (TTL states only; see checkpoint.ttl)
+        self._cursor: TtlCleanupCursor | None = (
+            None if ttl is None else TtlCleanupCursor(table, descriptor.kind, ttl.ttl_ms, ttl.cleanup_size)
+        )
+        self._countdown = _CLEANUP_EVERY
 
     @property
     def name(self) -> str:
@@ -117,25 +127,41 @@ class KeyedState:
     def _now(self) -> int:
         return self._backend._clock.now_ms()
 
+    def _cleanup_step(self, now: int) -> None:
+        """Incremental TTL cleanup: ``cleanup_size`` more entries of this state per access
+        (not the current key's, which the access itself handles), checked in one go every
+        ``_CLEANUP_EVERY`` accesses, which costs far less than a few on each."""
+        self._countdown -= 1
+        if self._countdown <= 0:
+            self._countdown = _CLEANUP_EVERY
+            cursor = self._cursor
+            if cursor is not None and cursor.size:
+                cursor.step(cursor.size * _CLEANUP_EVERY, now, self._backend._key)
+
     def clear(self) -> None:
         """Remove the current key's value of this state."""
         group = self._group()
         if group is not None:
             group.pop(self._backend._key, None)
+        if self._cursor is not None:
+            self._cleanup_step(self._now())
 
     # single-value states (value, reducing, aggregating) --------------------------------
 
     def _get_single(self, for_write: bool = False) -> Any:
         """The current key's value or ``_MISSING``, applying TTL rules for a read."""
         group = self._group()
+        if self._ttl_ms is None:
+            return _MISSING if group is None else group.get(self._backend._key, _MISSING)
+        now = self._now()
+        self._cleanup_step(now)
         if group is None:
             return _MISSING
         key = self._backend._key
         entry = group.get(key, _MISSING)
-        if entry is _MISSING or self._ttl_ms is None:
+        if entry is _MISSING:
             return entry
         value, ts = entry
-        now = self._now()
         if ts + self._ttl_ms <= now:
             del group[key]
             return value if (self._ret_expired and not for_write) else _MISSING
@@ -148,7 +174,9 @@ class KeyedState:
         if self._ttl_ms is None:
             group[self._backend._key] = value
         else:
-            group[self._backend._key] = (value, self._now())
+            now = self._now()
+            self._cleanup_step(now)
+            group[self._backend._key] = (value, now)
 
 
 class ValueState(KeyedState, Generic[T]):
@@ -195,15 +223,17 @@ class ListState(KeyedState, Generic[T]):
     def get(self) -> list[T]:
         """A new list with the current key's elements (empty if none)."""
         group = self._group()
+        if self._ttl_ms is None:
+            stored = None if group is None else group.get(self._backend._key)
+            return list(stored) if stored else []
+        now = self._now()
+        self._cleanup_step(now)
         if group is None:
             return []
         key = self._backend._key
         stored = group.get(key)
         if not stored:
             return []
-        if self._ttl_ms is None:
-            return list(stored)
-        now = self._now()
         limit = now - self._ttl_ms  # live iff ts > limit
         live = [e for e in stored if e[1] > limit]
         result = [e[0] for e in (stored if self._ret_expired else live)]
@@ -220,7 +250,11 @@ class ListState(KeyedState, Generic[T]):
         """Append ``value`` to the current key's list."""
         group = self._group_w()
         key = self._backend._key
-        item = value if self._ttl_ms is None else (value, self._now())
+        item: Any = value
+        if self._ttl_ms is not None:
+            now = self._now()
+            self._cleanup_step(now)
+            item = (value, now)
         stored = group.get(key)
         if stored is None:
             group[key] = [item]
@@ -234,6 +268,7 @@ class ListState(KeyedState, Generic[T]):
             items = list(values)
         else:
             now = self._now()
+            self._cleanup_step(now)
             items = [(v, now) for v in values]
         if not items:
             return
@@ -269,6 +304,8 @@ class MapState(KeyedState, Generic[K, V]):
     __slots__ = ()
 
     def _map(self, create: bool = False) -> dict[Any, Any] | None:
+        if self._cursor is not None:  # every map access goes through here
+            self._cleanup_step(self._now())
         key = self._backend._key
         if create:
             group_w = self._group_w()
