@@ -125,7 +125,7 @@ class CheckpointCoordinator:
         self.tasks = list(tasks)
         if not storage:
             assert config.checkpoint_dir is not None  # CheckpointConfig.__post_init__ fills it in
-            storage = resolve_storage(config.checkpoint_dir)
+            storage = resolve_storage(config.checkpoint_dir, secret=config.secret)
         self.storage = storage
         self.clock = clock
         self.next_id = 1

@@ -918,6 +918,9 @@ class JobMaster:
             cancel_wait.cancel()
             for fut in pending:
                 fut.cancel()
+            for fut in runs:  # other tasks' failures of a failed attempt are expected: retrieve them
+                if fut.done() and not fut.cancelled():
+                    fut.exception()
             await self._teardown(release=finished and config.reuse_workers)
         return results
 
