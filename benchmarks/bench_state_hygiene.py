@@ -25,9 +25,10 @@ import time
 from datetime import timedelta
 
 from checkpoint import HeapKeyedStateBackend, StateTtlConfig, ValueStateDescriptor
+from engine.config import TaskConfig
 from engine.keygroups import KeyGroupRange
 from engine.operator import ManualClock
-from engine.task import Task, TaskConfig, TaskSpec
+from engine.task import Task, TaskSpec
 from operators.timers import InternalTimerService
 
 HOUR = 3_600_000

@@ -13,9 +13,10 @@ from typing import Any
 import cloudpickle
 import ray
 
+from .config import JobConfig
 from .errors import JobCancelled, JobFailed, RaystreamError
 from .graph import JobGraph
-from .master import JobConfig, job_slots, task_actor_name
+from .master import job_slots, task_actor_name
 from .observability import ProgressReporter, job_client_html, source_totals
 from .pool import MASTER_PREFIX, NAMESPACE, WorkerPool, kill_quietly, start_executors
 from .ray_runtime import ensure_ray

@@ -13,7 +13,6 @@ import asyncio
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
 import cloudpickle
@@ -21,34 +20,18 @@ import ray
 
 from checkpoint.coordinator import CheckpointCoordinator, build_restore_plan
 
+from .config import JobConfig
 from .errors import CheckpointError, JobCancelled, JobFailed
 from .graph import JobGraph
 from .partitioners import ForwardPartitioner
 from .pool import NAMESPACE, kill_quietly, start_executors
 from .ray_runtime import TaskRef
 from .restart import RestartStrategy
-from .task import InputInfo, OutputInfo, TaskConfig, TaskResult, TaskSpec
+from .task import InputInfo, OutputInfo, TaskResult, TaskSpec
 
 __all__ = ["JobConfig", "JobMaster", "build_task_specs", "task_actor_name", "slot_of"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class JobConfig:
-    """Everything about how a job runs (set through StreamEnvironment)."""
-
-    name: str = "raystream-job"
-    task: TaskConfig = field(default_factory=TaskConfig)
-    task_num_cpus: float = 0.0
-    checkpoint: Any = None  # checkpoint.CheckpointConfig when checkpointing is enabled
-    restart: Any = None  # engine.restart.RestartStrategy
-    clock: Any = None
-    from_savepoint: str | None = None
-    allow_non_restored_state: bool = False
-    slot_sharing: bool = True  # one TaskActor per subtask index hosts that subtask of every vertex
-    reuse_workers: bool = True  # deploy onto (and give back to) the driver's worker pool
-    master_failovers: int = 3  # new masters that may take the job over (needs checkpointing)
 
 
 def build_task_specs(job_id: str, graph: JobGraph, config: JobConfig, attempt: int, splits: dict,

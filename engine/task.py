@@ -27,6 +27,7 @@ from typing import Any, Callable
 import pyarrow as pa
 
 from .channels import Cancelled, ChannelSender
+from .config import TaskConfig
 from .connectors import END_OF_INPUT, NOTHING_AVAILABLE, Source, SourceReader
 from .errors import JobFailed, UserCodeError, short_repr
 from .events import MAX_WATERMARK, MIN_WATERMARK, Barrier, EndOfInput, StreamStatus, Watermark
@@ -39,17 +40,6 @@ from .timer_queue import ScheduledTimer, TimerQueue
 __all__ = ["TaskConfig", "TaskSpec", "InputInfo", "OutputInfo", "Task", "TaskResult", "TaskHooks", "CheckpointHooks"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TaskConfig:
-    """Runtime knobs of every task of a job."""
-
-    batch_size: int = 65536  # rows per network batch
-    flush_ms: int = 50  # buffer timeout
-    credits: int = 4  # unacknowledged sends allowed per channel
-    exactly_once: bool = True  # align barriers (False: at-least-once, no alignment)
-    idle_poll_ms: int = 5
 
 
 @dataclass

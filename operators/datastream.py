@@ -16,11 +16,11 @@ from typing import Any, Callable, Iterable
 import pyarrow as pa
 
 from engine.client import JobClient, JobResult, submit_job
+from engine.config import JobConfig, TaskConfig
 from engine.connectors import Sink, Source
 from engine.errors import ConfigError, GraphError
 from engine.graph import StreamEdge, StreamGraph, Transformation, build_job_graph
 from engine.keygroups import DEFAULT_MAX_PARALLELISM
-from engine.master import JobConfig
 from engine.partitioners import (
     BroadcastPartitioner,
     ForwardPartitioner,
@@ -30,7 +30,6 @@ from engine.partitioners import (
     RebalancePartitioner,
 )
 from engine.sink_operator import SinkOperator
-from engine.task import TaskConfig
 
 from .basic import FilterOperator, FlatMapOperator, MapBatchesOperator, MapOperator
 from .functions import KeyedProcessFunction

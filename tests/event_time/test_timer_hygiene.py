@@ -3,9 +3,10 @@ registrations and the window operator follows the LIVE timers, never their histo
 
 from __future__ import annotations
 
+from engine.config import TaskConfig
 from engine.operator import ManualClock
 from engine.partitioners import KeySelector
-from engine.task import Task, TaskConfig, TaskSpec
+from engine.task import Task, TaskSpec
 from engine.timer_queue import COMPACT_SLACK as TASK_SLACK
 from engine.timer_queue import TimerQueue
 from operators.testing import OperatorHarness

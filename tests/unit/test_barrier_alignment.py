@@ -13,9 +13,10 @@ import pyarrow as pa
 import pytest
 
 from checkpoint import loads
+from engine.config import TaskConfig
 from engine.events import Barrier, EndOfInput
 from engine.operator import StreamOperator
-from engine.task import InputInfo, Task, TaskConfig, TaskHooks, TaskSpec
+from engine.task import InputInfo, Task, TaskHooks, TaskSpec
 
 
 class Recorder(StreamOperator):

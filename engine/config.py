@@ -1,0 +1,43 @@
+"""How a job runs: :class:`JobConfig` (set through ``StreamEnvironment``) and the per-task
+knobs of :class:`TaskConfig`. Plain data, part of the engine's ground floor: the API builds
+these, the runtime reads them.
+
+Example:
+    >>> JobConfig(name="wordcount").task.flush_ms
+    50
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["JobConfig", "TaskConfig"]
+
+
+@dataclass
+class TaskConfig:
+    """Runtime knobs of every task of a job."""
+
+    batch_size: int = 65536  # rows per network batch
+    flush_ms: int = 50  # buffer timeout
+    credits: int = 4  # unacknowledged sends allowed per channel
+    exactly_once: bool = True  # align barriers (False: at-least-once, no alignment)
+    idle_poll_ms: int = 5
+
+
+@dataclass
+class JobConfig:
+    """Everything about how a job runs (set through StreamEnvironment)."""
+
+    name: str = "raystream-job"
+    task: TaskConfig = field(default_factory=TaskConfig)
+    task_num_cpus: float = 0.0
+    checkpoint: Any = None  # a checkpoint.CheckpointConfig when checkpointing is enabled
+    restart: Any = None  # engine.restart.RestartStrategy
+    clock: Any = None
+    from_savepoint: str | None = None
+    allow_non_restored_state: bool = False
+    slot_sharing: bool = True  # one TaskActor per subtask index hosts that subtask of every vertex
+    reuse_workers: bool = True  # deploy onto (and give back to) the driver's worker pool
+    master_failovers: int = 3  # new masters that may take the job over (needs checkpointing)
