@@ -32,7 +32,7 @@ from .records import Batch
 def __getattr__(name: str):
     # JobClient/JobResult need Ray; import them lazily so that `import engine.errors`
     # (used by the Ray-free checkpoint and statefun_api packages) does not load Ray.
-    if name in ("JobClient", "JobResult"):
+    if name in ("JobClient", "JobResult", "submit"):
         from . import client
 
         return getattr(client, name)
@@ -54,6 +54,7 @@ __all__ = [
     "JobClient",
     "JobFailed",
     "JobResult",
+    "submit",
     "KeyGroupRange",
     "LocalSender",
     "ManualClock",

@@ -21,7 +21,7 @@ from .observability import ProgressReporter, job_client_html, source_totals
 from .pool import MASTER_PREFIX, NAMESPACE, WorkerPool, kill_quietly, start_executors
 from .ray_runtime import ensure_ray
 
-__all__ = ["JobClient", "JobResult", "submit_job", "NAMESPACE", "MASTER_PREFIX"]
+__all__ = ["JobClient", "JobResult", "submit", "submit_job", "NAMESPACE", "MASTER_PREFIX"]
 
 log = logging.getLogger(__name__)
 
@@ -357,3 +357,7 @@ def submit_job(graph: JobGraph, config: JobConfig, address: str | None = None) -
     return JobClient(master, run_ref, config.name, graph, executors,
                      pool=pool if config.reuse_workers else None, master_name=master_name, job_id=job_id,
                      submission=(graph_blob, config_blob, config))
+
+
+submit = submit_job
+"""The API's one door into the engine: ``engine.submit(job_graph, config, address=None)``."""
