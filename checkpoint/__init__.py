@@ -22,7 +22,10 @@ Example:
 
 from __future__ import annotations
 
+from engine.state_backend import register_default_state_backend
+
 from .backend import KeyedStateBackend
+from .backends import HeapStateBackend
 from .descriptors import (
     AggregateFunction,
     AggregatingStateDescriptor,
@@ -88,6 +91,7 @@ __all__ = [
     "AggregatingState",
     # backends
     "KeyedStateBackend",
+    "HeapStateBackend",
     "HeapKeyedStateBackend",
     "KeyedStateSnapshot",
     "StateMeta",
@@ -115,3 +119,5 @@ __all__ = [
     "resolve_storage",
     "SECRET_ENV",
 ]
+
+register_default_state_backend(HeapStateBackend)

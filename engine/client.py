@@ -20,6 +20,7 @@ from .master import job_slots, task_actor_name
 from .observability import ProgressReporter, job_client_html, source_totals
 from .pool import MASTER_PREFIX, NAMESPACE, WorkerPool, kill_quietly, start_executors
 from .ray_runtime import ensure_ray
+from .state_backend import default_state_backend
 
 __all__ = ["JobClient", "JobResult", "submit", "submit_job", "NAMESPACE", "MASTER_PREFIX"]
 
@@ -332,6 +333,8 @@ def submit_job(graph: JobGraph, config: JobConfig, address: str | None = None) -
     The master and the first attempt's task executors come from the driver's worker pool
     (:mod:`engine.pool`): idle ones left by earlier jobs, else new ones (the executors'
     processes then start while the master's does)."""
+    if config.state_backend is None:
+        config.state_backend = default_state_backend()
     ensure_ray(address)
     try:
         graph_blob = cloudpickle.dumps(graph)

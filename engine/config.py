@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .state_backend import StateBackend
+
 __all__ = ["JobConfig", "TaskConfig"]
 
 
@@ -41,3 +43,6 @@ class JobConfig:
     slot_sharing: bool = True  # one TaskActor per subtask index hosts that subtask of every vertex
     reuse_workers: bool = True  # deploy onto (and give back to) the driver's worker pool
     master_failovers: int = 3  # new masters that may take the job over (needs checkpointing)
+    # keyed state, snapshots, checkpoint coordination and storage (engine.state_backend);
+    # None: the registered default (checkpoint's heap backend), filled in by engine.submit
+    state_backend: StateBackend | None = None

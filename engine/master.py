@@ -18,15 +18,14 @@ from typing import Any, TypeGuard
 import cloudpickle
 import ray
 
-from checkpoint.coordinator import CheckpointCoordinator, build_restore_plan
-
 from .config import JobConfig
-from .errors import CheckpointError, JobCancelled, JobFailed
+from .errors import CheckpointError, ConfigError, JobCancelled, JobFailed
 from .graph import JobGraph
 from .partitioners import ForwardPartitioner
 from .pool import NAMESPACE, kill_quietly, start_executors
 from .ray_runtime import TaskRef
 from .restart import RestartStrategy
+from .state_backend import CheckpointCoordinatorLike, StateBackend
 from .task import InputInfo, OutputInfo, TaskResult, TaskSpec
 
 __all__ = ["JobConfig", "JobMaster", "build_task_specs", "task_actor_name", "slot_of"]
@@ -81,6 +80,7 @@ def build_task_specs(job_id: str, graph: JobGraph, config: JobConfig, attempt: i
                 attempt=attempt,
                 restore=(restore or {}).get((v.id, s)),
                 clock=config.clock,
+                state_backend=config.state_backend,
             )
     return specs
 
@@ -131,7 +131,7 @@ class JobMaster:
         self.actors: dict[tuple[int, int], Any] = {}
         self.executors: dict[str, Any] = {}
         self.executor_names: dict[str, str] = {}
-        self.coordinator: CheckpointCoordinator | None = None
+        self.coordinator: CheckpointCoordinatorLike | None = None
         self.task_metrics: dict = {}
         self.restarts = 0
         self._early_cancels: set[str] = set()
@@ -177,7 +177,7 @@ class JobMaster:
         self.coordinator = None
         if config.checkpoint is not None:
             tasks = [(v.id, s) for v in graph.vertices for s in range(v.parallelism)]
-            self.coordinator = CheckpointCoordinator(config.checkpoint, job_id, tasks)
+            self.coordinator = self._state_backend.create_coordinator(config.checkpoint, job_id, tasks)
         self.restart = config.restart or (
             RestartStrategy.fixed_delay(3, 500) if self.coordinator is not None else RestartStrategy.none()
         )
@@ -225,7 +225,15 @@ class JobMaster:
         return self.graph
 
     @property
-    def _checkpoints(self) -> CheckpointCoordinator:
+    def _state_backend(self) -> StateBackend:
+        """The job's state backend (``engine.submit`` fills in the default)."""
+        backend = self._config.state_backend
+        if backend is None:
+            raise ConfigError(f"job {self.job_id!r} has no state backend: submit it with engine.submit()")
+        return backend
+
+    @property
+    def _checkpoints(self) -> CheckpointCoordinatorLike:
         """The checkpoint coordinator of the running job (only when checkpointing is on)."""
         if self.coordinator is None:
             raise RuntimeError(f"job {self.job_id!r} does not checkpoint: its master has no checkpoint coordinator")
@@ -490,7 +498,7 @@ class JobMaster:
                 return self._plan_from_savepoint(self._config.from_savepoint)
             return None
         cid, metadata = found
-        plan, committables = build_restore_plan(
+        plan, committables = self._state_backend.restore_plan(
             metadata, self.coordinator.storage.read_state, self._vertex_info(), self._graph.max_parallelism
         )
         self.restored_from = cid
@@ -539,11 +547,9 @@ class JobMaster:
         return self._plan_from_latest_checkpoint()
 
     def _plan_from_savepoint(self, path: str) -> dict:
-        from checkpoint import resolve_storage
-
-        storage = self.coordinator.storage if self.coordinator else resolve_storage(path)
+        storage = self.coordinator.storage if self.coordinator else self._state_backend.open_storage(path)
         metadata, reader = storage.read_savepoint(path)
-        plan, _committed_by_the_old_job = build_restore_plan(
+        plan, _committed_by_the_old_job = self._state_backend.restore_plan(
             metadata, reader.read, self._vertex_info(), self._graph.max_parallelism,
             allow_non_restored_state=self._config.allow_non_restored_state,
         )

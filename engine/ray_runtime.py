@@ -26,6 +26,7 @@ import ray
 from .channels import Cancelled, ChannelSender, LocalSender
 from .errors import ConfigError, JobFailed
 from .events import Barrier
+from .snapshots import AsyncSnapshotWriter
 from .task import Task, TaskHooks, TaskSpec
 
 __all__ = ["ensure_ray", "RaySender", "TaskActor", "TaskRef", "RayCheckpointHooks"]
@@ -246,13 +247,9 @@ class TaskActor:
         ]
         writer = None
         if storage is not None:
-            from .snapshots import AsyncSnapshotWriter
-
-            writer = AsyncSnapshotWriter(storage, spec.job_id)
+            writer = AsyncSnapshotWriter(storage, spec.job_id, state_backend=spec.state_backend)
         host.hooks = RayCheckpointHooks(master, spec.attempt if epoch is None else epoch, writer)
-        from .snapshots import keyed_backend_factory
-
-        host.task = Task(spec, senders, hooks=host.hooks, keyed_backend_factory=keyed_backend_factory)
+        host.task = Task(spec, senders, hooks=host.hooks)
         host.ref.append(host.task)
 
     async def push(self, key: tuple, channel: int, seq: int, items: list) -> None:

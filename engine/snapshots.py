@@ -1,6 +1,6 @@
-"""Glue between tasks and the state/storage layer (``checkpoint`` package): the keyed state
-backend factory and the writer that puts task snapshots into checkpoint storage off the
-task's mailbox thread."""
+"""The writer that puts task snapshots into checkpoint storage off the task's mailbox thread,
+and the naming of state files. Storage and the snapshot format come from the job's injected
+:class:`~engine.state_backend.StateBackend` (the engine does not import ``checkpoint``)."""
 
 from __future__ import annotations
 
@@ -11,18 +11,11 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
-from .operator import OperatorContext
+from .state_backend import StateBackend, default_state_backend
 
-__all__ = ["keyed_backend_factory", "AsyncSnapshotWriter", "state_dir_name"]
+__all__ = ["AsyncSnapshotWriter", "state_dir_name"]
 
 log = logging.getLogger(__name__)
-
-
-def keyed_backend_factory(ctx: OperatorContext) -> Any:
-    """The keyed state backend for a keyed operator: heap state, stored per key group."""
-    from checkpoint import HeapKeyedStateBackend
-
-    return HeapKeyedStateBackend(ctx.key_group_range, ctx.max_parallelism, ctx.clock)
 
 
 def state_dir_name(uid: str) -> str:
@@ -49,9 +42,11 @@ class AsyncSnapshotWriter:
     ``log`` (bytes) and ``committables``; the ack carries StateHandles instead of data.
     """
 
-    def __init__(self, storage: Any, job_id: str, on_error: Callable[[int, str], None] | None = None) -> None:
+    def __init__(self, storage: Any, job_id: str, on_error: Callable[[int, str], None] | None = None,
+                 state_backend: StateBackend | None = None) -> None:
         self.storage = storage
         self.job_id = job_id
+        self.state_backend = state_backend or default_state_backend()  # serializes keyed snapshots
         self.on_error = on_error
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raystream-snapshot")
         self._lock = threading.Lock()
@@ -61,8 +56,6 @@ class AsyncSnapshotWriter:
         self._pool.submit(self._write, checkpoint_id, vertex_id, subtask, state, send_ack, decline)
 
     def _write(self, cid: int, vertex_id: int, subtask: int, state: dict, send_ack: Callable, decline: Callable | None) -> None:
-        from checkpoint import serialize_keyed_snapshot
-
         try:
             handles: dict[str, dict] = {}
             for uid, entry in state.items():
@@ -70,7 +63,7 @@ class AsyncSnapshotWriter:
                 base = f"{state_dir_name(uid)}/{vertex_id}-{subtask}"
                 keyed = entry.get("keyed")
                 if keyed is not None:
-                    out["keyed"] = self.storage.write_state(self.job_id, cid, f"{base}-keyed", serialize_keyed_snapshot(keyed))
+                    out["keyed"] = self.storage.write_state(self.job_id, cid, f"{base}-keyed", self.state_backend.serialize_snapshot(keyed))
                 for part in ("op", "log"):
                     if entry.get(part) is not None:
                         out[part] = self.storage.write_state(self.job_id, cid, f"{base}-{part}", entry[part])

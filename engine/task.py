@@ -29,12 +29,14 @@ import pyarrow as pa
 from .channels import Cancelled, ChannelSender
 from .config import TaskConfig
 from .connectors import END_OF_INPUT, NOTHING_AVAILABLE, Source, SourceReader
-from .errors import JobFailed, UserCodeError, short_repr
+from .errors import ConfigError, JobFailed, UserCodeError, short_repr
 from .events import MAX_WATERMARK, MIN_WATERMARK, Barrier, EndOfInput, StreamStatus, Watermark
 from .keygroups import KeyGroupRange
 from .operator import OperatorContext, StreamOperator, SystemClock
 from .partitioners import Partitioner
 from .records import Batch
+from .serde import dumps
+from .state_backend import StateBackend
 from .timer_queue import ScheduledTimer, TimerQueue
 
 __all__ = ["TaskConfig", "TaskSpec", "InputInfo", "OutputInfo", "Task", "TaskResult", "TaskHooks", "CheckpointHooks"]
@@ -82,6 +84,7 @@ class TaskSpec:
     attempt: int = 0
     restore: dict | None = None  # op uid -> restored states (see checkpoint coordinator)
     clock: Any = None
+    state_backend: StateBackend | None = None  # creates keyed state backends (engine.state_backend)
 
     @property
     def task_name(self) -> str:
@@ -313,12 +316,10 @@ class Task:
         spec: TaskSpec,
         senders: list[list[ChannelSender]],
         hooks: TaskHooks | None = None,
-        keyed_backend_factory: Callable[[OperatorContext], Any] | None = None,
     ) -> None:
         self.spec = spec
         self.senders = senders
         self.hooks = hooks or TaskHooks()
-        self._keyed_backend_factory = keyed_backend_factory
         self._mailbox: queue.SimpleQueue = queue.SimpleQueue()
         self._channels = [_InputChannel(i, info) for i, info in enumerate(spec.inputs)]
         self._cancelled = False
@@ -402,19 +403,20 @@ class Task:
                 ) from exc
             operator.name = op["name"]
             ctx = self._make_context(op)
-            if op.get("keyed") and self._keyed_backend_factory is not None:
-                ctx.keyed_backend = self._keyed_backend_factory(ctx)
+            if op.get("keyed"):
+                if self.spec.state_backend is None:
+                    raise ConfigError(f"keyed operator {op['name']!r} needs a state backend: the job's "
+                                      "JobConfig.state_backend is not set")
+                ctx.keyed_backend = self.spec.state_backend.create_keyed_backend(ctx)
             self.operators.append(operator)
             contexts.append(ctx)
         for i, (operator, ctx, op) in enumerate(zip(self.operators, contexts, self.op_specs)):
             state = restore.get(op["uid"])
             if state is not None:
                 if ctx.keyed_backend is not None and state.get("keyed"):
-                    from checkpoint import deserialize_keyed_snapshot
-
-                    ctx.keyed_backend.restore(
-                        [deserialize_keyed_snapshot(b, key_group_range=ctx.key_group_range) for b in state["keyed"]]
-                    )
+                    backend = self.spec.state_backend
+                    assert backend is not None  # a keyed backend exists only with a state backend
+                    ctx.keyed_backend.restore([backend.deserialize_snapshot(b, ctx.key_group_range) for b in state["keyed"]])
                 operator.restore_state([st for st in state.get("operator", []) if st is not None])
                 if i == 0 and state.get("feedback_log"):
                     self._replay = list(state["feedback_log"])
@@ -782,8 +784,6 @@ class Task:
         self.last_checkpoint_id = max(self.last_checkpoint_id, cid)
         # Everything is copied (serialized) here, on the task thread, so processing can go
         # on while the bytes are written to checkpoint storage by the runtime's writer.
-        from checkpoint import dumps
-
         state: dict[str, Any] = {}
         if self._source_reader is not None:
             src_uid = self.spec.chain[0]["uid"]
@@ -823,8 +823,6 @@ class Task:
         if logging_ is not None and logging_[0] == cid:
             logging_[1].discard(ch.index)
             if not logging_[1]:
-                from checkpoint import dumps
-
                 self._fb_logging = None
                 _, _, log_batches, state = logging_
                 state[self.op_specs[0]["uid"]]["log"] = dumps(log_batches, what="feedback log")
@@ -937,8 +935,6 @@ class Task:
         """The state that represents this finished task in later checkpoints (FLIP-147):
         source positions (all consumed) and operator state; no keyed state (everything it
         held was emitted at the end of input)."""
-        from checkpoint import dumps
-
         cid = self.last_checkpoint_id
         state: dict[str, Any] = {}
         if self._source_reader is not None:

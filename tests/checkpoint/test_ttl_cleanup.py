@@ -11,6 +11,7 @@ import pytest
 
 from checkpoint import (
     HeapKeyedStateBackend,
+    HeapStateBackend,
     ListStateDescriptor,
     MapStateDescriptor,
     StateTtlConfig,
@@ -171,16 +172,18 @@ def test_the_task_loop_removes_expired_state_with_no_input_and_no_checkpoint():
     clock = ManualClock(0)
     backends: list[HeapKeyedStateBackend] = []
 
-    def factory(ctx):
-        backends.append(HeapKeyedStateBackend(ctx.key_group_range, ctx.max_parallelism, ctx.clock))
-        return backends[-1]
+    class Recording(HeapStateBackend):
+        def create_keyed_backend(self, ctx):
+            backends.append(HeapKeyedStateBackend(ctx.key_group_range, ctx.max_parallelism, ctx.clock))
+            return backends[-1]
 
     spec = TaskSpec(
         job_id="j", vertex_id=0, name="w", subtask_index=0, parallelism=1, max_parallelism=MAXP,
         chain=[{"name": "w", "uid": "w", "factory": WriteKeys, "kind": "operator", "keyed": True}],
         inputs=[InputInfo(0, "up")], outputs=[], config=TaskConfig(flush_ms=5), clock=clock,
+        state_backend=Recording(),
     )
-    task = Task(spec, [], hooks=TaskHooks(), keyed_backend_factory=factory)
+    task = Task(spec, [], hooks=TaskHooks())
     task.state_cleanup_interval_s = 0.01
     thread = threading.Thread(target=task.run, daemon=True)
     thread.start()
