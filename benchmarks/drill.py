@@ -1,0 +1,553 @@
+"""Randomized exactly-once drill: seeded storage faults and kills against a keyed job.
+
+    python -m benchmarks.drill --seeds 20 [--start 0] [--no-kill-master] [--keep DIR]
+
+For each seed, ``random.Random(seed)`` picks one or two storage faults, injected through
+:mod:`checkpoint.faults` into checkpoint storage (or the file sink's filesystem)...
+
+=========================  ==============================================================
+``slow-state``             every state write takes 20-100 ms (+ jitter): slow acks
+``slow-metadata-timeout``  ``_metadata`` writes take 0.3-0.9 s, longer than the
+                           checkpoint timeout: checkpoints time out while completing
+``fail-state``             the state writes of one checkpoint (``chk-<n>``) fail
+``fail-metadata``          the ``_metadata`` write of one checkpoint fails
+``fail-rename``            the rename that publishes one ``_metadata`` (or, with the
+                           JSON-lines sink, a committed part file) fails; sometimes
+                           *after* renaming (an ambiguous outcome, as after a timeout)
+=========================  ==============================================================
+
+...and, with some probability, kills: ``kill-task`` kills a task actor (1-2 times) at a
+random moment once records flow; ``kill-master`` kills the job master (a hook: skipped,
+with a message, when the engine has no job master failover). The job is a keyed running
+sum (``generate -> key_by -> reduce -> map``) ending in an exactly-once sink (``collect``
+or ``write_jsonl``, picked per seed). Its committed output is compared, as a multiset,
+with the failure-free output computed in plain Python (checked once against a
+failure-free run of the engine), and each seed prints its faults and "lost N, duplicated
+M". The exit code is 1 if any seed lost or duplicated a record or its job failed.
+
+One Ray session serves every seed; :func:`run_drill` is what ``tests/integration/test_drill.py``
+runs on a bounded set of seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow.fs as pafs
+
+import raystream as rs
+from checkpoint.faults import FaultRule, faulty_filesystem, read_fault_log
+from engine.errors import RaystreamError
+from operators.sinks import JsonLinesSink, collected_records
+
+__all__ = [
+    "STORAGE_FAULTS",
+    "KILL_FAULTS",
+    "Fault",
+    "DrillPlan",
+    "DrillOutcome",
+    "plan_seed",
+    "reference_output",
+    "run_seed",
+    "run_drill",
+    "summary",
+    "master_failover_supported",
+    "main",
+]
+
+#: storage faults a seed picks one or two of
+STORAGE_FAULTS = (
+    "slow-state",
+    "slow-metadata-timeout",
+    "fail-state",
+    "fail-metadata",
+    "fail-rename",
+)
+#: kills a seed may add
+KILL_FAULTS = ("kill-task", "kill-master")
+
+N = 4000  # records per job
+RATE = 2000  # records/s: ~2 s of data per job
+INTERVAL_MS = 100  # checkpoint interval
+JOB_TIMEOUT_S = 90.0  # a seed whose job runs longer is cancelled and reported as failed
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One fault of a seed's plan: filesystem rules, or a kill at ``at_s``.
+
+    Attributes:
+        kind: a name of :data:`STORAGE_FAULTS` or :data:`KILL_FAULTS`.
+        detail: what exactly (``"chk-4"``, ``"0.61 s vs timeout 420 ms"``...).
+        rules: rules for checkpoint storage.
+        sink_rules: rules for the JSON-lines sink's filesystem.
+        at_s: for kills: seconds after records start flowing.
+    """
+
+    kind: str
+    detail: str = ""
+    rules: tuple[FaultRule, ...] = ()
+    sink_rules: tuple[FaultRule, ...] = ()
+    at_s: float | None = None
+
+    def __str__(self) -> str:
+        return f"{self.kind}({self.detail})" if self.detail else self.kind
+
+
+@dataclass(frozen=True)
+class DrillPlan:
+    """What one seed does: its faults, sink, parallelism and checkpoint timeout."""
+
+    seed: int
+    faults: tuple[Fault, ...]
+    sink: str  # "collect" or "jsonl"
+    parallelism: int
+    timeout_ms: int
+
+    def describe(self) -> str:
+        return f"{', '.join(map(str, self.faults))} [{self.sink}, p={self.parallelism}]"
+
+
+@dataclass
+class DrillOutcome:
+    """The result of one seed: what was lost or duplicated, and what happened."""
+
+    plan: DrillPlan
+    lost: int = 0
+    duplicated: int = 0
+    records: int = 0
+    error: str | None = None
+    restarts: int = 0
+    failovers: int = 0
+    checkpoints: dict = field(default_factory=dict)
+    injected: dict = field(default_factory=dict)
+    kills: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.lost and not self.duplicated
+
+    def line(self) -> str:
+        cp = self.checkpoints or {}
+        head = f"seed {self.plan.seed}: {self.plan.describe()} -> "
+        if self.error is not None:
+            head += f"JOB FAILED: {self.error}; "
+        head += f"lost {self.lost}, duplicated {self.duplicated}"
+        facts = [
+            f"restarts {self.restarts}",
+            f"checkpoints {cp.get('completed', 0)} completed / {cp.get('aborted', 0)} aborted",
+            f"injected {_fmt_counts(self.injected) or 'nothing'}",
+            f"{self.seconds:.1f} s",
+        ]
+        if self.failovers:
+            facts.insert(1, f"failovers {self.failovers}")
+        if self.kills:
+            facts.insert(0, "killed " + ", ".join(self.kills))
+        text = f"{head} ({'; '.join(facts)})"
+        for note in self.notes:
+            text += f"\n    note: {note}"
+        return text
+
+
+def _fmt_counts(counts: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+
+
+# -- planning -------------------------------------------------------------------------------
+
+
+def _storage_fault(kind: str, rng: random.Random, sink: str) -> tuple[Fault, int | None]:
+    """A storage fault of ``kind``; the second value is a checkpoint timeout it needs."""
+    n = rng.randint(2, 6)  # which checkpoint a one-checkpoint fault hits
+    if kind == "slow-state":
+        delay, jitter = rng.uniform(0.02, 0.1), rng.uniform(0.0, 0.15)
+        rule = FaultRule("write_state", delay_s=delay, delay_jitter_s=jitter)
+        return Fault(kind, f"{delay:.2f}+{jitter:.2f} s", (rule,)), None
+    if kind == "slow-metadata-timeout":
+        delay = rng.uniform(0.3, 0.9)
+        timeout_ms = int(delay * 1000 * rng.uniform(0.5, 0.9))
+        rule = FaultRule("write_metadata", delay_s=delay)
+        return Fault(kind, f"{delay:.2f} s vs timeout {timeout_ms} ms", (rule,)), timeout_ms
+    if kind == "fail-state":
+        rule = FaultRule("write_state", path_glob=f"*/chk-{n}", fail=True)
+        return Fault(kind, f"chk-{n}", (rule,)), None
+    if kind == "fail-metadata":
+        rule = FaultRule("write_metadata", path_glob=f"*/chk-{n}", fail=True)
+        return Fault(kind, f"chk-{n}", (rule,)), None
+    if kind == "fail-rename":
+        after = rng.random() < 0.3
+        how = ", after renaming" if after else ""
+        if sink == "jsonl" and rng.random() < 0.5:
+            rule = FaultRule("move", path_glob="*/part-*", fail=True, after=after, times=1)
+            return Fault(kind, f"first part-file commit{how}", sink_rules=(rule,)), None
+        rule = FaultRule("move", path_glob=f"*/chk-{n}/_metadata", fail=True, after=after)
+        return Fault(kind, f"chk-{n} _metadata{how}", (rule,)), None
+    raise ValueError(f"unknown storage fault {kind!r}; known: {STORAGE_FAULTS}")
+
+
+def plan_seed(seed: int, kill_master: bool = True) -> DrillPlan:
+    """The faults, sink and parallelism of ``seed`` (deterministic).
+
+    Args:
+        seed: the seed.
+        kill_master: may the plan kill the job master (``kill-master``)? Plans of the
+            same seed with and without it agree on everything else.
+
+    Example:
+        >>> plan_seed(3) == plan_seed(3)
+        True
+    """
+    rng = random.Random(seed)
+    sink = rng.choice(("collect", "jsonl"))
+    parallelism = rng.choice((1, 2, 2))
+    faults: list[Fault] = []
+    timeout_ms = 10_000
+    for kind in rng.sample(STORAGE_FAULTS, rng.randint(1, 2)):
+        fault, timeout = _storage_fault(kind, rng, sink)
+        faults.append(fault)
+        if timeout is not None:
+            timeout_ms = timeout
+    if rng.random() < 0.6:
+        for at in sorted(rng.uniform(0.2, 1.6) for _ in range(rng.randint(1, 2))):
+            faults.append(Fault("kill-task", f"at {at:.1f} s", at_s=at))
+    master_draw, master_at = rng.random(), rng.uniform(0.3, 1.5)  # drawn either way: same plans
+    if kill_master and master_draw < 0.35:
+        faults.append(Fault("kill-master", f"at {master_at:.1f} s", at_s=master_at))
+    return DrillPlan(seed, tuple(faults), sink, parallelism, timeout_ms)
+
+
+# -- the job --------------------------------------------------------------------------------
+
+
+def record(i: int) -> dict:
+    """The i-th input record."""
+    return {"key": f"k{(i * 7919) % 23:02d}", "value": i % 101, "i": i}
+
+
+def reference_output(n: int = N) -> list[tuple]:
+    """The failure-free output of the drill's job, computed in plain Python: the running
+    sum of every key after each of its records (one source subtask keeps each key's
+    records in order, so the job's output is deterministic)."""
+    totals: dict[str, int] = {}
+    out = []
+    for i in range(n):
+        r = record(i)
+        totals[r["key"]] = totals.get(r["key"], 0) + r["value"]
+        out.append((r["key"], totals[r["key"]], i))
+    return out
+
+
+class FaultyJsonLinesSink(JsonLinesSink):
+    """``write_jsonl`` whose writes and commit renames go through a given filesystem."""
+
+    def __init__(self, path: str, fs: pafs.FileSystem) -> None:
+        super().__init__(path)
+        self.fs = fs
+
+    def filesystem(self) -> pafs.FileSystem:
+        return self.fs
+
+
+def _build(env: rs.StreamEnvironment, n: int, rate: int, sink: Any) -> None:
+    stream = (
+        env.generate(record, count=n, rate=rate, batch_size=100)
+        .set_parallelism(1)
+        .key_by("key")
+        .reduce(lambda a, b: {"key": a["key"], "value": a["value"] + b["value"], "i": b["i"]})
+        .uid("drill-running-sum")
+        .map(lambda r: (r["key"], r["value"], r["i"]))
+    )
+    if sink is None:
+        stream.collect()
+    else:
+        stream.sink_to(sink)
+
+
+def _output(result: rs.JobResult, out_dir: Path | None) -> list[tuple]:
+    if out_dir is None:
+        return [tuple(r) for b in result.sink_results.values() for r in collected_records(b)]
+    return [
+        tuple(json.loads(line))
+        for f in sorted(out_dir.glob("part-*"))
+        for line in f.read_text().splitlines()
+    ]
+
+
+def master_failover_supported() -> bool:
+    """Can a killed job master be replaced (``JobClient.job_master`` exists)?"""
+    return callable(getattr(rs.JobClient, "job_master", None))
+
+
+# -- kills ----------------------------------------------------------------------------------
+
+
+def _processing(client: rs.JobClient) -> bool:
+    """The job runs and its tasks have processed records (deployment is over)."""
+    try:
+        if client.info()["status"] != "RUNNING":
+            return False
+        ops = client.metrics().get("operators", {})
+    except Exception:  # noqa: BLE001 - a master being replaced answers nothing useful yet
+        return False
+    return any(m.get("records_in", 0) > 0 for m in ops.values())
+
+
+def _wait_processing(client: rs.JobClient, timeout: float) -> bool:
+    """Wait until records flow (also through a restart or failover); False if the job
+    ended or ``timeout`` passed first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _processing(client):
+            return True
+        if client.status() in ("FINISHED", "FAILED", "CANCELLED"):
+            return False
+        time.sleep(0.02)
+    return False
+
+
+def _kill(
+    client: rs.JobClient, fault: Fault, rng: random.Random, parallelisms: list[int]
+) -> str | None:
+    """Kill what ``fault`` says; returns what was killed, or None if nothing could be."""
+    import ray
+
+    info = client.info()
+    if info["status"] != "RUNNING":
+        return None
+    if fault.kind == "kill-master":
+        ray.kill(client.job_master(), no_restart=True)
+        return "job master"
+    v = rng.randrange(len(parallelisms))
+    s = rng.randrange(parallelisms[v])
+    try:
+        actor = client.task_actor(v, s)
+    except (ValueError, RaystreamError):  # gone, or the attempt changed meanwhile
+        return None
+    ray.kill(actor, no_restart=True)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # the master noticed: the next kill hits the new attempt
+        try:
+            if client.info()["attempt"] != info["attempt"] or client.status() != "RUNNING":
+                break
+        except Exception:  # noqa: BLE001
+            break
+        time.sleep(0.05)
+    return f"task ({v}, {s})"
+
+
+def _run_kills(
+    client: rs.JobClient, plan: DrillPlan, outcome: DrillOutcome, parallelisms: list[int]
+) -> None:
+    kills = sorted((f for f in plan.faults if f.at_s is not None), key=lambda f: f.at_s or 0.0)
+    if not kills:
+        return
+    rng = random.Random(plan.seed * 7919 + 1)
+    if not _wait_processing(client, 60):
+        outcome.notes.append("the job ended before records flowed: no kill")
+        return
+    start = time.monotonic()
+    for fault in kills:
+        if fault.kind == "kill-master" and not master_failover_supported():
+            outcome.notes.append(
+                "kill-master skipped: this engine has no job master failover "
+                "(JobClient.job_master is missing)"
+            )
+            continue
+        time.sleep(max(0.0, start + (fault.at_s or 0.0) - time.monotonic()))
+        if not _wait_processing(client, 30):
+            outcome.notes.append(f"{fault} skipped: the job had ended")
+            continue
+        killed = _kill(client, fault, rng, parallelisms)
+        if killed is None:
+            outcome.notes.append(f"{fault} skipped: nothing to kill at that moment")
+        else:
+            outcome.kills.append(f"{killed} at {time.monotonic() - start:.1f} s")
+
+
+# -- one seed, many seeds -------------------------------------------------------------------
+
+
+def run_seed(
+    plan: DrillPlan,
+    workdir: Path,
+    reference: list[tuple] | None = None,
+    n: int = N,
+    rate: int = RATE,
+) -> DrillOutcome:
+    """Run the drill's job under ``plan``'s faults and compare it with ``reference``."""
+    reference = reference if reference is not None else reference_output(n)
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_path = str(workdir / "faults.jsonl")
+    rules = [r for f in plan.faults for r in f.rules]
+    sink_rules = [r for f in plan.faults for r in f.sink_rules]
+    outcome = DrillOutcome(plan)
+    env = rs.StreamEnvironment(parallelism=plan.parallelism, flush_ms=20)
+    # a (filesystem, path) location: storage accepts it (checkpoint.storage.Location),
+    # though enable_checkpointing's annotation only names str
+    location: Any = (
+        faulty_filesystem(rules=rules, seed=plan.seed, log_path=log_path),
+        str(workdir / "chk"),
+    )
+    env.enable_checkpointing(INTERVAL_MS, checkpoint_dir=location, timeout_ms=plan.timeout_ms)
+    env.set_restart_strategy(rs.RestartStrategy.fixed_delay(6, 100))
+    out_dir = workdir / "out" if plan.sink == "jsonl" else None
+    sink = None
+    if out_dir is not None:
+        sink_fs = faulty_filesystem(rules=sink_rules, seed=plan.seed, log_path=log_path)
+        sink = FaultyJsonLinesSink(str(out_dir), sink_fs)
+    _build(env, n, rate, sink)
+    parallelisms = [v.parallelism for v in env.get_job_graph().vertices]
+    started = time.monotonic()
+    client = env.execute_async(f"drill-{plan.seed}")
+    result = None
+    try:
+        _run_kills(client, plan, outcome, parallelisms)
+        result = client.wait(timeout=max(1.0, JOB_TIMEOUT_S - (time.monotonic() - started)))
+    except Exception as exc:  # noqa: BLE001 - reported per seed
+        outcome.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        try:  # a job still running (or restarting) must not outlive its seed
+            if client.status() not in ("FINISHED", "FAILED", "CANCELLED"):
+                client.cancel()
+                client.wait(timeout=30)
+        except Exception:  # noqa: BLE001 - cancelled, or its master is gone
+            pass
+    outcome.seconds = time.monotonic() - started
+    outcome.injected = read_fault_log(log_path)
+    if result is not None:
+        outcome.restarts = result.metrics.get("restarts", 0)
+        outcome.failovers = getattr(result, "failovers", 0)
+        outcome.checkpoints = dict(result.checkpoints or {})
+    got = _output(result, out_dir) if result is not None or out_dir is not None else []
+    outcome.records = len(got)
+    lost = Counter(reference) - Counter(got)
+    duplicated = Counter(got) - Counter(reference)
+    outcome.lost = sum(lost.values())
+    outcome.duplicated = sum(duplicated.values())
+    for fault in plan.faults:
+        hit = {
+            f"{r.op}:{'fail' if r.fail or r.fail_probability else 'delay'}"
+            for r in fault.rules + fault.sink_rules
+        }
+        if hit and not any(outcome.injected.get(h) for h in hit):
+            outcome.notes.append(f"{fault} never happened (the job took fewer checkpoints?)")
+    return outcome
+
+
+def summary(outcomes: list[DrillOutcome]) -> str:
+    """``"<seeds> seeds x <faults> faults (<kind> k, ...): <lost> lost, <dup> duplicated"``."""
+    kinds = Counter(f.kind for o in outcomes for f in o.plan.faults)
+    lost = sum(o.lost for o in outcomes)
+    duplicated = sum(o.duplicated for o in outcomes)
+    text = (
+        f"{len(outcomes)} seeds x {sum(kinds.values())} faults ({_fmt_counts(dict(kinds))}): "
+        f"{lost} lost, {duplicated} duplicated"
+    )
+    failed = [o.plan.seed for o in outcomes if o.error is not None]
+    bad = [o.plan.seed for o in outcomes if not o.ok]
+    if failed:
+        text += f", {len(failed)} jobs failed (seeds {failed})"
+    if bad:
+        text += f"; failing seeds: {bad}"
+    return text
+
+
+def check_reference(workdir: Path, n: int = N, rate: int = RATE) -> str | None:
+    """Run the job once without faults (this also warms the worker pool); None if its
+    output equals :func:`reference_output`, else what differs."""
+    env = rs.StreamEnvironment(parallelism=2, flush_ms=20)
+    env.enable_checkpointing(INTERVAL_MS, checkpoint_dir=str(workdir / "reference-chk"))
+    _build(env, n, rate * 4, None)
+    got = _output(env.execute("drill-reference"), None)
+    want = reference_output(n)
+    if sorted(got) == sorted(want):
+        return None
+    lost, dup = Counter(want) - Counter(got), Counter(got) - Counter(want)
+    return f"the failure-free run differs from the reference: {sum(lost.values())} missing, {sum(dup.values())} extra"
+
+
+def run_drill(
+    seeds: Iterable[int],
+    workdir: str | Path | None = None,
+    kill_master: bool = True,
+    out: Callable[[str], None] = print,
+    keep: bool = False,
+    n: int = N,
+    rate: int = RATE,
+) -> list[DrillOutcome]:
+    """Run every seed on the current Ray session and report each through ``out``.
+
+    Raises:
+        RuntimeError: the failure-free run does not give the reference output (the drill's
+            comparison would mean nothing).
+    """
+    base = (
+        Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="raystream-drill-"))
+    )
+    base.mkdir(parents=True, exist_ok=True)
+    problem = check_reference(base, n, rate)
+    if problem is not None:
+        raise RuntimeError(problem)
+    if kill_master and not master_failover_supported():
+        out("note: kill-master faults are skipped: this engine has no job master failover")
+    reference = reference_output(n)
+    outcomes = []
+    for seed in seeds:
+        seed_dir = base / f"seed-{seed}"
+        outcome = run_seed(plan_seed(seed, kill_master), seed_dir, reference, n, rate)
+        outcomes.append(outcome)
+        out(outcome.line())
+        if not keep:
+            shutil.rmtree(seed_dir, ignore_errors=True)
+    if not keep and workdir is None:
+        shutil.rmtree(base, ignore_errors=True)
+    return outcomes
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.drill``: start Ray, run the seeds, print the summary; returns
+    the exit code (1 if a seed lost or duplicated records or its job failed)."""
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.drill", description=__doc__.splitlines()[0]
+    )
+    p.add_argument("--seeds", type=int, default=10, help="how many seeds to run")
+    p.add_argument("--start", type=int, default=0, help="the first seed")
+    p.add_argument("--no-kill-master", action="store_true", help="never kill the job master")
+    p.add_argument(
+        "--keep", metavar="DIR", help="keep checkpoints, outputs and fault logs under DIR"
+    )
+    args = p.parse_args(argv)
+    import ray
+
+    if not ray.is_initialized():
+        # log_to_driver=False: the job masters' warnings (aborted checkpoints, restarts) would
+        # drown the per-seed lines
+        ray.init(
+            num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False
+        )
+    logging.getLogger("engine").setLevel(logging.ERROR)  # failovers are in the per-seed lines
+    try:
+        seeds = range(args.start, args.start + args.seeds)
+        outcomes = run_drill(seeds, args.keep, not args.no_kill_master, keep=args.keep is not None)
+    finally:
+        rs.shutdown_workers()
+        ray.shutdown()
+    print(summary(outcomes))
+    return 0 if all(o.ok for o in outcomes) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
