@@ -18,8 +18,8 @@ from .errors import JobCancelled, JobFailed, RaystreamError
 from .graph import JobGraph
 from .master import job_slots, task_actor_name
 from .observability import ProgressReporter, job_client_html, source_totals
-from .pool import MASTER_PREFIX, NAMESPACE, WorkerPool, kill_quietly, start_executors
-from .ray_runtime import ensure_ray
+from .pool import WorkerPool
+from .ray_runtime import MASTER_PREFIX, NAMESPACE, ensure_ray, kill_quietly, start_executors
 from .state_backend import default_state_backend
 
 __all__ = ["JobClient", "JobResult", "submit", "submit_job", "NAMESPACE", "MASTER_PREFIX"]

@@ -1,7 +1,14 @@
-"""The job master: deploys a job graph as task actors, watches them, and finishes or fails the job.
+"""The job master: deploys a job graph onto task executors, watches them, checkpoints,
+restarts, and finishes or fails the job.
 
-The master is a named Ray actor so that the driver, the CLI and the tasks can all reach it.
-It runs one job at a time: the sinks' committers and — when checkpointing is on — the
+:class:`JobMaster` is a plain class driven by messages (its async methods), with no Ray in
+it: task executors are reached through an :class:`~engine.executors.ExecutorRuntime`, the
+state layer through the job's injected :class:`~engine.state_backend.StateBackend`. On Ray
+it runs inside the thin named actor :class:`engine.ray_runtime.JobMasterActor`, so that the
+driver, the CLI and the tasks can all reach it; tests drive it in process with fake
+executors (``tests/unit/test_job_master.py``).
+
+It runs one job at a time: the sinks' committers and, when checkpointing is on, the
 checkpoint coordinator and the restart strategy. The driver's worker pool
 (:mod:`engine.pool`) lends it a job's first task executors and takes back the master and
 those executors when the job ends; executors of later attempts are the master's own.
@@ -16,14 +23,13 @@ import uuid
 from typing import Any, TypeGuard
 
 import cloudpickle
-import ray
 
 from .config import JobConfig
-from .errors import CheckpointError, ConfigError, JobCancelled, JobFailed
+from .errors import CheckpointError, ConfigError, JobCancelled, JobFailed, RaystreamError
+from .executors import ExecutorLost, ExecutorRuntime, TaskCallFailed
 from .graph import JobGraph
+from .observability import MetricsExporter
 from .partitioners import ForwardPartitioner
-from .pool import NAMESPACE, kill_quietly, start_executors
-from .ray_runtime import TaskRef
 from .restart import RestartStrategy
 from .state_backend import CheckpointCoordinatorLike, StateBackend
 from .task import InputInfo, OutputInfo, TaskResult, TaskSpec
@@ -115,11 +121,17 @@ def assign_splits(splits: list, parallelism: int) -> list[list]:
     return out
 
 
-@ray.remote(num_cpus=0)
 class JobMaster:
-    """Runs one job. See the module docstring."""
+    """Runs one job at a time. See the module docstring.
 
-    def __init__(self) -> None:
+    A plain class driven by messages (its public async methods): the Ray actor
+    :class:`engine.ray_runtime.JobMasterActor` is a thin wrapper around it, and tests drive it
+    in one process with fake executors. ``runtime`` starts and addresses task executors.
+    """
+
+    def __init__(self, runtime: ExecutorRuntime, metrics_backend: Any = None) -> None:
+        self.runtime = runtime
+        self._metrics_backend = metrics_backend  # None: Ray metrics (engine.observability)
         # ``attempt`` counts every attempt of every job this master ran: calls that tasks of
         # an earlier attempt (or job) still make carry an older number and are dropped.
         self.attempt = 0
@@ -266,7 +278,7 @@ class JobMaster:
         refs = {k: a.metrics.remote() for k, a in self.actors.items()}
         for k, ref in refs.items():
             try:
-                live[k] = await asyncio.wait_for(_await(ref), 2.0)
+                live[k] = await asyncio.wait_for(self.runtime.wait(ref), 2.0)
             except Exception:  # a task that is gone keeps its last known metrics
                 live[k] = self.task_metrics.get(k, {})
         merged = dict(self.task_metrics)
@@ -284,10 +296,9 @@ class JobMaster:
         return out
 
     async def _export_metrics(self) -> None:
-        """Publish metrics as Ray metrics (Prometheus) about once a second while running."""
-        from .observability import MetricsExporter
-
-        exporter = MetricsExporter(self._job_id, self._config.name)
+        """Publish metrics (Ray metrics -> Prometheus, or the ``metrics_backend`` given to the
+        constructor) about once a second while running."""
+        exporter = MetricsExporter(self._job_id, self._config.name, backend=self._metrics_backend)
         try:
             while True:
                 await asyncio.sleep(1.0)
@@ -322,12 +333,12 @@ class JobMaster:
                 self._idle_requests.discard(vertex_id)
                 await asyncio.sleep(0.01)
                 tasks = [a for (v, _s), a in self.actors.items() if v == vertex_id]
-                first = await asyncio.gather(*[_await(a.probe.remote()) for a in tasks])
+                first = await asyncio.gather(*[self.runtime.wait(a.probe.remote()) for a in tasks])
                 if not all(idle for idle, _, _ in first):
                     continue
                 if sum(s for _, s, _ in first) != sum(r for _, _, r in first):
                     continue
-                second = await asyncio.gather(*[_await(a.probe.remote()) for a in tasks])
+                second = await asyncio.gather(*[self.runtime.wait(a.probe.remote()) for a in tasks])
                 if second == first and attempt == self.attempt:
                     for a in tasks:
                         a.end_feedback.remote()
@@ -378,7 +389,7 @@ class JobMaster:
         finally:
             exporter.cancel()
             pre, self._prestarted = self._prestarted, {}
-            kill_quietly(e.actor for e in pre.values())  # the job ended before deploying them (e.g. a bad savepoint)
+            self.runtime.kill(e.actor for e in pre.values())  # the job ended before deploying them (e.g. a bad savepoint)
 
     async def _run_job(self, source_splits: dict, restore: dict | None, recover: bool = False) -> dict:
         if recover:
@@ -514,15 +525,7 @@ class JobMaster:
         committers from the commit log, and plan the restore from the latest complete
         checkpoint in storage (None: no checkpoint completed, the job starts over)."""
         job_id = self._job_id
-        orphans = []
-        for entry in ray.util.list_named_actors(all_namespaces=True):
-            name = entry["name"] if isinstance(entry, dict) else entry
-            if name.startswith(f"raystream-task:{job_id}:"):
-                try:
-                    orphans.append(ray.get_actor(name, namespace=NAMESPACE))
-                except ValueError:
-                    pass
-        await _kill_and_wait(orphans)
+        await self.runtime.kill_and_wait(self.runtime.leftover_executors(job_id))
         if self.coordinator is None:
             return None
         c = self.coordinator
@@ -801,8 +804,8 @@ class JobMaster:
         slots = job_slots(graph, config.slot_sharing)
         lent = {slot: pre.pop(slot) for slot in slots if slot in pre}
         fresh = [x for x in slots if x not in lent]
-        lent.update(start_executors(attempt_executor_names(job_id, fresh, relative), config.task_num_cpus))
-        kill_quietly(e.actor for e in pre.values())  # (none expected: the driver lent exactly these slots)
+        lent.update(self.runtime.start_executors(attempt_executor_names(job_id, fresh, relative), config.task_num_cpus))
+        self.runtime.kill(e.actor for e in pre.values())  # (none expected: the driver lent exactly these slots)
         self._lent = {slot for slot in slots if slot not in fresh}
         self.executors = {slot: e.actor for slot, e in lent.items()}
         self.executor_names = {slot: e.name for slot, e in lent.items()}
@@ -810,10 +813,10 @@ class JobMaster:
         # on a reused executor find nothing under their key
         tag = f"{self.job_id}#{self.attempt}"
         self.actors = {
-            key: TaskRef(self.executors[slot_of(key[0], key[1], config.slot_sharing)], (*key, tag))
+            key: self.runtime.task_handle(self.executors[slot_of(key[0], key[1], config.slot_sharing)], (*key, tag))
             for key in specs
         }
-        me = ray.get_runtime_context().current_actor
+        me = self.runtime.master_handle()
         setups = []
         storage = self.coordinator.storage if self.coordinator else None
         for (vid, s), spec in specs.items():
@@ -825,7 +828,7 @@ class JobMaster:
             setups.append(self.actors[(vid, s)].setup.remote(cloudpickle.dumps(spec), downstream, me, storage,
                                                              self.attempt))
         for ref in setups:
-            await _await(ref)
+            await self.runtime.wait(ref)
         return specs
 
     async def _run_attempt(self, source_splits: dict, restore: dict | None) -> list[TaskResult]:
@@ -834,9 +837,9 @@ class JobMaster:
         self._failure = asyncio.get_running_loop().create_future()
         try:
             await self._deploy(source_splits, restore)
-        except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as exc:
+        except (ExecutorLost, TaskCallFailed, RaystreamError) as exc:
             # only an executor that died is worth replacing; a setup error would fail again
-            lent = bool(self._lent) and isinstance(exc, ray.exceptions.RayActorError)
+            lent = bool(self._lent) and isinstance(exc, ExecutorLost)
             await self._teardown()
             if not lent:
                 raise JobFailed(f"deploying the tasks of job {config.name!r} failed: {exc}") from exc
@@ -846,10 +849,10 @@ class JobMaster:
                         self.job_id, exc)
             try:
                 await self._deploy(source_splits, restore)
-            except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as exc2:
+            except (ExecutorLost, TaskCallFailed, RaystreamError) as exc2:
                 await self._teardown()
                 raise JobFailed(f"deploying the tasks of job {config.name!r} failed: {exc2}") from exc2
-        runs = {asyncio.ensure_future(_await(a.run.remote())): key for key, a in self.actors.items()}
+        runs = {asyncio.ensure_future(self.runtime.wait(a.run.remote())): key for key, a in self.actors.items()}
         cancel_wait = asyncio.ensure_future(self._cancel.wait())
         checkpoints = (
             asyncio.ensure_future(self._checkpoint_loop(self.attempt)) if self.coordinator is not None else None
@@ -873,16 +876,13 @@ class JobMaster:
                         result = fut.result()
                     except JobFailed:
                         raise
-                    except ray.exceptions.RayActorError as exc:
+                    except ExecutorLost as exc:
                         v = graph.vertex(key[0])
                         raise JobFailed(
                             f"task {v.name!r} (subtask {key[1] + 1}/{v.parallelism}) died: {exc}",
                             subtask=key[1],
                         ) from exc
-                    except ray.exceptions.RayTaskError as exc:
-                        cause = exc.cause if isinstance(getattr(exc, "cause", None), JobFailed) else None
-                        if cause is not None:
-                            raise cause from None
+                    except (TaskCallFailed, RaystreamError) as exc:
                         raise JobFailed(f"task {graph.vertex(key[0]).name!r} failed: {exc}") from exc
                     if result is None:
                         continue  # cancelled (stop with savepoint)
@@ -923,31 +923,12 @@ class JobMaster:
             refs = {slot: a.release.remote() for slot, a in executors.items() if slot in lent}
             for slot, ref in refs.items():
                 try:
-                    if await asyncio.wait_for(_await(ref), 10.0):
+                    if await asyncio.wait_for(self.runtime.wait(ref), 10.0):
                         keep[slot] = executors[slot]
                 except Exception:  # noqa: BLE001 - an executor that cannot say it is clean is killed
                     pass
         self.reusable = sorted(keep)
-        kill_quietly(a for slot, a in executors.items() if slot not in keep)
-
-
-async def _await(ref: Any) -> Any:
-    return await ref
-
-
-async def _kill_and_wait(actors: list, timeout_s: float = 30.0) -> None:
-    """Kill ``actors`` and wait until each is gone (``ray.kill`` is asynchronous)."""
-    kill_quietly(actors)
-    deadline = time.monotonic() + timeout_s
-    for actor in actors:
-        while time.monotonic() < deadline:
-            try:
-                await asyncio.wait_for(_await(actor.pid.remote()), 1.0)
-            except (ray.exceptions.RayActorError, asyncio.TimeoutError):
-                break
-            except Exception:  # noqa: BLE001 - any other error: it no longer serves calls
-                break
-            await asyncio.sleep(0.05)
+        self.runtime.kill(a for slot, a in executors.items() if slot not in keep)
 
 
 def _aggregate_metrics(per_task: dict, restarts: int) -> dict:

@@ -35,28 +35,21 @@ from typing import Any
 
 import ray
 
-__all__ = ["WorkerPool", "Executor", "shutdown_workers", "NAMESPACE", "MASTER_PREFIX", "EXECUTOR_PREFIX"]
+from .executors import Executor
+from .ray_runtime import (
+    EXECUTOR_PREFIX,
+    MASTER_PREFIX,
+    NAMESPACE,
+    JobMasterActor,
+    kill_quietly,
+    start_executors,
+)
+
+__all__ = ["WorkerPool", "Executor", "shutdown_workers", "kill_quietly", "start_executors", "NAMESPACE",
+           "MASTER_PREFIX", "EXECUTOR_PREFIX"]
 
 log = logging.getLogger(__name__)
 
-NAMESPACE = "raystream"
-MASTER_PREFIX = "raystream-master:"
-EXECUTOR_PREFIX = "raystream-executor:"
-
-
-class Executor:
-    """A task executor actor with its Ray name, its CPU reservation and (once known) its node."""
-
-    __slots__ = ("actor", "name", "num_cpus", "node")
-
-    def __init__(self, actor: Any, name: str, num_cpus: float, node: str | None = None) -> None:
-        self.actor = actor
-        self.name = name
-        self.num_cpus = num_cpus
-        self.node = node
-
-    def __repr__(self) -> str:
-        return f"Executor({self.name!r})"
 
 
 class WorkerPool:
@@ -99,8 +92,6 @@ class WorkerPool:
     def master(self, options: dict, reuse: bool = True) -> tuple[Any, str]:
         """``(actor, name)`` of an idle job master, or of a new one started with ``options``
         (Ray actor options)."""
-        from .master import JobMaster
-
         with self._lock:
             idle = self._masters.pop() if self._masters and reuse else None
         if idle is not None:
@@ -108,8 +99,8 @@ class WorkerPool:
             return idle
         self.started["masters"] += 1
         name = f"{MASTER_PREFIX}{uuid.uuid4().hex[:12]}"
-        # (ray.remote turns JobMaster into an ActorClass; Ray's stubs do not say so)
-        return JobMaster.options(name=name, namespace=NAMESPACE, **options).remote(), name  # type: ignore[attr-defined]
+        # (ray.remote turns JobMasterActor into an ActorClass; Ray's stubs do not say so)
+        return JobMasterActor.options(name=name, namespace=NAMESPACE, **options).remote(), name  # type: ignore[attr-defined]
 
     def give_back_master(self, master: Any, name: str) -> None:
         with self._lock:
@@ -171,34 +162,6 @@ class WorkerPool:
         kill_quietly(actors)
 
 
-def start_executors(names: dict[str, str], num_cpus: float) -> dict[str, Executor]:
-    """Create one TaskActor per slot (``{slot: actor name}``); their worker processes start in
-    the background.
-
-    Zero-CPU executors (the default) are pinned round robin to the cluster's alive nodes
-    (hard node affinity): Ray 2.60 neither honours *soft* node affinity nor SPREAD for
-    zero-resource actors (measured on a two-node cluster: whole jobs landed on one node). A
-    node that dies before its executor starts fails that executor, and so the attempt, which
-    the restart strategy then redeploys on the nodes alive at that time. Executors that
-    reserve CPUs are left to Ray's resource-aware SPREAD, which cannot block on a full node."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    from .ray_runtime import TaskActor
-
-    nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
-    out = {}
-    for i, (slot, name) in enumerate(names.items()):
-        node = nodes[i % len(nodes)] if nodes else None
-        strategy: Any = "SPREAD"
-        if node is not None and len(nodes) > 1 and not num_cpus:
-            strategy = NodeAffinitySchedulingStrategy(node, soft=False)
-        actor = TaskActor.options(  # type: ignore[attr-defined]  # an ActorClass: see WorkerPool.master
-            num_cpus=num_cpus, name=name, namespace=NAMESPACE, max_concurrency=1000, scheduling_strategy=strategy,
-        ).remote()
-        out[slot] = Executor(actor, name, num_cpus, node)
-    return out
-
-
 def _healthy(executors: list[Executor], timeout_s: float = 10.0) -> list[Executor]:
     """The executors that answer (and where they run); the others are killed."""
     if not executors:
@@ -217,15 +180,6 @@ def _healthy(executors: list[Executor], timeout_s: float = 10.0) -> list[Executo
             dead.append(e.actor)
     kill_quietly(dead)
     return ok
-
-
-def kill_quietly(actors: Any) -> None:
-    """``ray.kill`` each actor; ones that are already gone are skipped."""
-    for actor in actors:
-        try:
-            ray.kill(actor, no_restart=True)
-        except Exception:  # already gone
-            pass
 
 
 def shutdown_workers() -> None:

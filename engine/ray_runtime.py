@@ -18,18 +18,22 @@ import threading
 import time
 import traceback
 from collections import deque
-from typing import Any
+from typing import Any, Iterable
 
 import cloudpickle
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from .channels import Cancelled, ChannelSender, LocalSender
-from .errors import ConfigError, JobFailed
+from .errors import ConfigError, JobFailed, RaystreamError
 from .events import Barrier
+from .executors import Executor, ExecutorLost, ExecutorRuntime, TaskCallFailed
+from .master import JobMaster
 from .snapshots import AsyncSnapshotWriter
 from .task import Task, TaskHooks, TaskSpec
 
-__all__ = ["ensure_ray", "RaySender", "TaskActor", "TaskRef", "RayCheckpointHooks"]
+__all__ = ["ensure_ray", "RaySender", "TaskActor", "TaskRef", "RayCheckpointHooks", "RayExecutorRuntime",
+           "JobMasterActor", "start_executors", "kill_quietly", "NAMESPACE", "MASTER_PREFIX", "EXECUTOR_PREFIX"]
 
 log = logging.getLogger(__name__)
 _started_here = False
@@ -400,3 +404,135 @@ def _resolve(fut: asyncio.Future, value: Any = None) -> None:
 def _fail(fut: asyncio.Future, exc: BaseException) -> None:
     if not fut.done():
         fut.set_exception(exc)
+
+
+# ---------------------------------------------------------------- executors and the job master
+NAMESPACE = "raystream"
+MASTER_PREFIX = "raystream-master:"
+EXECUTOR_PREFIX = "raystream-executor:"
+
+
+def start_executors(names: dict[str, str], num_cpus: float) -> dict[str, Executor]:
+    """Create one TaskActor per slot (``{slot: actor name}``); their worker processes start in
+    the background.
+
+    Zero-CPU executors (the default) are pinned round robin to the cluster's alive nodes
+    (hard node affinity): Ray 2.60 neither honours *soft* node affinity nor SPREAD for
+    zero-resource actors (measured on a two-node cluster: whole jobs landed on one node). A
+    node that dies before its executor starts fails that executor, and so the attempt, which
+    the restart strategy then redeploys on the nodes alive at that time. Executors that
+    reserve CPUs are left to Ray's resource-aware SPREAD, which cannot block on a full node."""
+    nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
+    out = {}
+    for i, (slot, name) in enumerate(names.items()):
+        node = nodes[i % len(nodes)] if nodes else None
+        strategy: Any = "SPREAD"
+        if node is not None and len(nodes) > 1 and not num_cpus:
+            strategy = NodeAffinitySchedulingStrategy(node, soft=False)
+        actor = TaskActor.options(  # type: ignore[attr-defined]  # an ActorClass: see WorkerPool.master
+            num_cpus=num_cpus, name=name, namespace=NAMESPACE, max_concurrency=1000, scheduling_strategy=strategy,
+        ).remote()
+        out[slot] = Executor(actor, name, num_cpus, node)
+    return out
+
+
+def kill_quietly(actors: Any) -> None:
+    """``ray.kill`` each actor; ones that are already gone are skipped."""
+    for actor in actors:
+        try:
+            ray.kill(actor, no_restart=True)
+        except Exception:  # already gone
+            pass
+
+
+class RayExecutorRuntime(ExecutorRuntime):
+    """The :class:`~engine.executors.ExecutorRuntime` of a job master running as a Ray actor:
+    task executors are :class:`TaskActor` actors, calls are Ray actor calls."""
+
+    def start_executors(self, names: dict[str, str], num_cpus: float) -> dict[str, Executor]:
+        return start_executors(names, num_cpus)
+
+    def task_handle(self, executor: Any, key: tuple) -> TaskRef:
+        return TaskRef(executor, key)
+
+    def master_handle(self) -> Any:
+        return ray.get_runtime_context().current_actor
+
+    async def wait(self, call: Any) -> Any:
+        try:
+            return await call
+        except ray.exceptions.RayActorError as exc:
+            raise ExecutorLost(str(exc)) from exc
+        except ray.exceptions.RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, RaystreamError):
+                raise cause from None
+            raise TaskCallFailed(str(exc)) from exc
+
+    def kill(self, executors: Iterable[Any]) -> None:
+        kill_quietly(executors)
+
+    async def kill_and_wait(self, executors: list[Any], timeout_s: float = 30.0) -> None:
+        kill_quietly(executors)
+        deadline = time.monotonic() + timeout_s
+        for actor in executors:
+            while time.monotonic() < deadline:
+                try:
+                    await asyncio.wait_for(self.wait(actor.pid.remote()), 1.0)
+                except Exception:  # noqa: BLE001 - gone (or not answering): it serves no calls
+                    break
+                await asyncio.sleep(0.05)
+
+    def leftover_executors(self, job_id: str) -> list[Any]:
+        prefix = f"raystream-task:{job_id}:"
+        found = []
+        for entry in ray.util.list_named_actors(all_namespaces=True):
+            name = entry["name"] if isinstance(entry, dict) else entry
+            if name.startswith(prefix):
+                try:
+                    found.append(ray.get_actor(name, namespace=NAMESPACE))
+                except ValueError:  # gone meanwhile
+                    pass
+        return found
+
+
+@ray.remote(num_cpus=0)
+class JobMasterActor:
+    """The job master as a named Ray actor: a thin wrapper that forwards every message to a
+    plain :class:`~engine.master.JobMaster` (all logic lives there)."""
+
+    def __init__(self) -> None:
+        self._master = JobMaster(RayExecutorRuntime())
+
+    async def run(self, graph_blob: bytes, config_blob: bytes, job_id: str | None = None,
+                  executors: dict[str, Any] | None = None, recover: bool = False) -> dict:
+        return await self._master.run(graph_blob, config_blob, job_id, executors, recover)
+
+    async def job_info(self, job_id: str | None = None) -> dict:
+        return await self._master.job_info(job_id)
+
+    async def metrics(self, job_id: str | None = None) -> dict:
+        return await self._master.metrics(job_id)
+
+    async def cancel(self, job_id: str | None = None) -> None:
+        await self._master.cancel(job_id)
+
+    async def task_actor_names(self) -> dict[tuple[int, int], str]:
+        return await self._master.task_actor_names()
+
+    async def task_idle(self, attempt: int, vertex_id: int, subtask: int) -> None:
+        await self._master.task_idle(attempt, vertex_id, subtask)
+
+    async def acknowledge_checkpoint(self, attempt: int, checkpoint_id: int, vertex_id: int, subtask: int,
+                                     state: dict) -> None:
+        await self._master.acknowledge_checkpoint(attempt, checkpoint_id, vertex_id, subtask, state)
+
+    async def decline_checkpoint(self, attempt: int, checkpoint_id: int, vertex_id: int, subtask: int, reason: str,
+                                 committables: dict | None = None) -> None:
+        await self._master.decline_checkpoint(attempt, checkpoint_id, vertex_id, subtask, reason, committables)
+
+    async def trigger_savepoint(self, path: str, stop: bool = False) -> str:
+        return await self._master.trigger_savepoint(path, stop)
+
+    async def stop_with_savepoint(self, path: str) -> str:
+        return await self._master.stop_with_savepoint(path)
