@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 from engine.errors import CheckpointError, ConfigError
 
+from .serde import loads
 from .storage import CheckpointStorage, resolve_storage
 
 __all__ = [
@@ -453,8 +454,6 @@ def build_restore_plan(
         ``splits`` (source splits of this subtask) and ``feedback_log`` (Arrow batches to
         replay); ``committables`` maps sink uid -> committables of the restored checkpoint.
     """
-    from .serde import loads
-
     if metadata.get("format") != METADATA_FORMAT:
         raise CheckpointError(f"unsupported checkpoint metadata format {metadata.get('format')!r}")
     if metadata["max_parallelism"] != max_parallelism:

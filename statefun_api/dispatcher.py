@@ -61,6 +61,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from checkpoint import (
+    HeapKeyedStateBackend,
+    MapStateDescriptor,
+    StateTtlConfig,
+    ValueStateDescriptor,
+)
 from engine.errors import JobFailed, UserCodeError, short_repr
 from engine.keygroups import key_group_for
 from engine.operator import OperatorContext, Output, StreamOperator
@@ -72,6 +78,7 @@ from statefun_api.errors import FunctionNotFound, StatefulFunctionError
 from statefun_api.functions import StatefulFunctions
 from statefun_api.invocation import invoke_trusted
 from statefun_api.messages import Message
+from statefun_api.remote import RemoteFunctions, require_aiohttp
 from statefun_api.routing import (
     FEEDBACK_TAG,
     MessageRecord,
@@ -82,6 +89,7 @@ from statefun_api.routing import (
     record_caller,
     record_to_invocation,
 )
+from statefun_api.state_layout import DELAY_SEQ_STATE, DELAYED_STATE, value_state_name
 from statefun_api.types import Type, TypedValue
 
 __all__ = [
@@ -95,21 +103,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DELAYED_STATE = "statefun.delayed"
-DELAY_SEQ_STATE = "statefun.delay-seq"
 _KG_CACHE_LIMIT = 1 << 16
 #: cancelled delayed messages tolerated in the timer heap beyond the live ones before a rebuild
 _COMPACT_SLACK = 64
-
-
-def value_state_name(typename: str, spec_name: str) -> str:
-    """Name of the keyed ``ValueState`` holding spec ``spec_name`` of function ``typename``.
-
-    Example:
-        >>> value_state_name("com.example/cart", "items")
-        'statefun/com.example/cart/items'
-    """
-    return f"statefun/{typename}/{spec_name}"
 
 
 @dataclass
@@ -207,13 +203,9 @@ class FunctionDispatcher(StreamOperator):
     def open(self, ctx: OperatorContext, output: Output) -> None:
         """Register the state of every function, re-queue restored messages and re-arm the
         timers of the delayed messages found in (restored) keyed state."""
-        from checkpoint import MapStateDescriptor, StateTtlConfig, ValueStateDescriptor
-
         super().open(ctx, output)
         backend = ctx.keyed_backend
         if backend is None:  # a task run without a state backend factory (in-process tests)
-            from checkpoint import HeapKeyedStateBackend
-
             backend = ctx.keyed_backend = HeapKeyedStateBackend(ctx.key_group_range, ctx.max_parallelism, ctx.clock)
         self.backend = backend
         self.clock = ctx.clock
@@ -238,8 +230,6 @@ class FunctionDispatcher(StreamOperator):
         ctx.metrics.update(self.counters)
         self.counters = ctx.metrics
         if self.config.endpoints:
-            from statefun_api.remote import RemoteFunctions, require_aiohttp
-
             require_aiohttp()
             self._rpc = RemoteFunctions(self, self.config.endpoints)
         # messages that were queued when the restored checkpoint was taken

@@ -36,10 +36,17 @@ from engine.connectors import Sink
 from engine.errors import GraphError
 from engine.graph import StreamEdge
 from engine.partitioners import KeyGroupPartitioner, KeySelector
+from statefun_api.address import parse_typename
 from statefun_api.dispatcher import DispatcherConfig, FunctionDispatcher
-from statefun_api.endpoints import RemoteEndpoint, load_module_yaml
+from statefun_api.endpoints import (
+    RemoteEndpoint,
+    _check_duplicates,
+    endpoint_problem,
+    load_module_yaml,
+)
 from statefun_api.functions import StatefulFunctions
 from statefun_api.messages import Message
+from statefun_api.remote import require_aiohttp
 from statefun_api.routing import (
     FEEDBACK_TAG,
     MessageRecord,
@@ -186,9 +193,6 @@ class StatefulFunctionsJob:
             >>> sf.with_endpoint(remote_endpoint("shop/*", "http://localhost:8000/{function.name}")).endpoints[0].functions
             'shop/*'
         """
-        from statefun_api.endpoints import _check_duplicates, endpoint_problem
-        from statefun_api.remote import require_aiohttp
-
         require_aiohttp()
         for ep in endpoints:
             problem = endpoint_problem(ep, self.functions, "with_endpoint()")
@@ -245,8 +249,6 @@ class StatefulFunctionsJob:
 
     # ------------------------------------------------------------------ egress
     def _declare(self, typename: str, value_type: Type[Any] | None) -> None:
-        from statefun_api.address import parse_typename
-
         try:
             parse_typename(typename)
         except ValueError as exc:

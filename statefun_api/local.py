@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from typing import Any
 
+from checkpoint import HeapKeyedStateBackend, ValueStateDescriptor
 from engine.keygroups import KeyGroupRange, key_group_for, subtask_for_key_group
 from engine.operator import ManualClock, OperatorContext
 from engine.records import Batch
@@ -44,12 +45,12 @@ from statefun_api.dispatcher import (
     DispatcherConfig,
     FunctionDispatcher,
     declared_egresses,
-    value_state_name,
 )
 from statefun_api.endpoints import RemoteEndpoint
 from statefun_api.functions import StatefulFunctions
 from statefun_api.messages import Message
 from statefun_api.routing import FEEDBACK_TAG, MessageRecord, message_to_record
+from statefun_api.state_layout import value_state_name
 from statefun_api.types import Type
 
 __all__ = ["LocalDispatchers"]
@@ -124,8 +125,6 @@ class LocalDispatchers:
         self.feedback_records = 0
         self._owners: dict[tuple[str, str], int] = {}
         self.dispatchers: list[FunctionDispatcher] = []
-        from checkpoint import HeapKeyedStateBackend
-
         for index in range(parallelism):
             kg_range = KeyGroupRange.for_subtask(index, parallelism, max_parallelism)
             backend = HeapKeyedStateBackend(kg_range, max_parallelism, self.clock)
@@ -282,8 +281,6 @@ class LocalDispatchers:
             raise AttributeError(f"function {typename!r} declares no value {name!r}; specs: {list(fn.specs)}")
         key = (typename, id)
         op = self.dispatchers[self._owner((typename, id, "", "", "", b"", False))]
-        from checkpoint import ValueStateDescriptor
-
         st = op.backend.get_state(ValueStateDescriptor(value_state_name(typename, name)))
         op.backend.set_current_key(key)
         tv = st.value()

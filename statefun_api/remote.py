@@ -45,6 +45,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from checkpoint import StateTtlConfig, ValueStateDescriptor
 from statefun_api.address import Address
 from statefun_api.endpoints import RemoteEndpoint, resolve_endpoint
 from statefun_api.errors import ProtocolError, StatefulFunctionError
@@ -56,6 +57,7 @@ from statefun_api.reqreply import (
     result_from_response,
 )
 from statefun_api.routing import MessageRecord, message_to_record
+from statefun_api.state_layout import value_state_name
 from statefun_api.types import TypedValue
 
 if TYPE_CHECKING:
@@ -451,9 +453,6 @@ class RemoteFunctions:
 
     def _handshake(self, key: tuple[str, str], call: _Call, context: FromFunction.IncompleteInvocationContext, where: str) -> None:
         """Register the missing value specs for the function type and send the same batch again."""
-        from checkpoint import StateTtlConfig, ValueStateDescriptor
-        from statefun_api.dispatcher import value_state_name
-
         typename = key[0]
         specs = self._specs.setdefault(typename, {})
         mode = FromFunction.ExpirationSpec.ExpireMode

@@ -35,6 +35,7 @@ from statefun_api.functions import StatefulFunctions
 from statefun_api.handler import RequestReplyHandler
 from statefun_api.invocation import Invocation, invoke
 from statefun_api.messages import EgressMessage, Message
+from statefun_api.remote import require_aiohttp
 from statefun_api.reqreply import FromFunction, ToFunction, decode_from_function, encode_to_function
 from statefun_api.types import Type, to_typed_value
 
@@ -245,8 +246,6 @@ class FunctionServer:
 
     def start(self) -> FunctionServer:
         """Start serving (again on the same port after :meth:`stop`)."""
-        from statefun_api.remote import require_aiohttp
-
         require_aiohttp("statefun_api.testing.FunctionServer")
         if self._thread is not None:
             raise RuntimeError("FunctionServer is already running")
