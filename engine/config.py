@@ -10,8 +10,9 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
+from .operator import Clock
+from .restart import RestartStrategy
 from .state_backend import StateBackend
 
 __all__ = ["JobConfig", "TaskConfig"]
@@ -35,9 +36,11 @@ class JobConfig:
     name: str = "raystream-job"
     task: TaskConfig = field(default_factory=TaskConfig)
     task_num_cpus: float = 0.0
-    checkpoint: Any = None  # a checkpoint.CheckpointConfig when checkpointing is enabled
-    restart: Any = None  # engine.restart.RestartStrategy
-    clock: Any = None
+    # how checkpoints are taken when checkpointing is enabled (a checkpoint.CheckpointConfig):
+    # opaque to the engine, which hands it to the state backend's create_coordinator
+    checkpoint: object | None = None
+    restart: RestartStrategy | None = None  # None: the master's default for the job
+    clock: Clock | None = None  # processing time of every task (None: the system clock)
     from_savepoint: str | None = None
     allow_non_restored_state: bool = False
     slot_sharing: bool = True  # one TaskActor per subtask index hosts that subtask of every vertex

@@ -16,7 +16,7 @@ restored checkpoint's committables are committed again after recovery.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, Callable, Generic, TypeVar
 
 from .operator import OperatorContext
 from .records import Batch
@@ -31,6 +31,11 @@ __all__ = [
     "Committer",
 ]
 
+#: a source's split type (what ``create_splits`` makes and a reader snapshots)
+SplitT = TypeVar("SplitT")
+#: a sink's committable type (what a writer prepares and the committer commits)
+CommT = TypeVar("CommT")
+
 
 class _Sentinel:
     def __init__(self, name: str) -> None:
@@ -39,7 +44,7 @@ class _Sentinel:
     def __repr__(self) -> str:
         return self._name
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Callable[[str], _Sentinel], tuple[str]]:
         return (_sentinel, (self._name,))
 
 
@@ -53,7 +58,7 @@ NOTHING_AVAILABLE = _Sentinel("NOTHING_AVAILABLE")
 END_OF_INPUT = _Sentinel("END_OF_INPUT")
 
 
-class SourceReader(ABC):
+class SourceReader(ABC, Generic[SplitT]):
     """Reads the splits assigned to one source task. Called only from the task thread.
 
     Protocol: ``add_splits`` (any number of times), then ``poll_next`` repeatedly;
@@ -61,7 +66,7 @@ class SourceReader(ABC):
     """
 
     @abstractmethod
-    def add_splits(self, splits: list[Any]) -> None:
+    def add_splits(self, splits: list[SplitT]) -> None:
         """Take ownership of ``splits`` (fresh ones, or ones restored with a position)."""
 
     @abstractmethod
@@ -69,7 +74,7 @@ class SourceReader(ABC):
         """Return the next batch, :data:`NOTHING_AVAILABLE` or :data:`END_OF_INPUT`."""
 
     @abstractmethod
-    def snapshot_state(self, checkpoint_id: int) -> list[Any]:
+    def snapshot_state(self, checkpoint_id: int) -> list[SplitT]:
         """The unfinished splits with their current positions (picklable copies)."""
 
     def poll_watermark(self) -> "int | None":
@@ -88,18 +93,18 @@ class SourceReader(ABC):
         """Release files, sockets..."""
 
 
-class Source(ABC):
+class Source(ABC, Generic[SplitT]):
     """A split-based source. Must be picklable: it is shipped to the job master and tasks."""
 
     #: a bounded source ends (END_OF_INPUT); an unbounded one runs until cancelled
     bounded: bool = True
 
     @abstractmethod
-    def create_splits(self, parallelism: int) -> list[Any]:
+    def create_splits(self, parallelism: int) -> list[SplitT]:
         """All splits of the source (called once per job, in the job master)."""
 
     @abstractmethod
-    def create_reader(self, ctx: OperatorContext) -> SourceReader:
+    def create_reader(self, ctx: OperatorContext) -> SourceReader[SplitT]:
         """A reader for one parallel source task."""
 
     def describe(self) -> str:
@@ -107,14 +112,14 @@ class Source(ABC):
         return type(self).__name__
 
 
-class SinkWriter(ABC):
+class SinkWriter(ABC, Generic[CommT]):
     """Writes records inside a task. Called only from the task thread."""
 
     @abstractmethod
     def write(self, batch: Batch) -> None:
         """Write (or buffer) one batch."""
 
-    def prepare_commit(self, checkpoint_id: int | None) -> list[Any]:
+    def prepare_commit(self, checkpoint_id: int | None) -> list[CommT]:
         """Pre-commit: return committables for all data written since the last call.
 
         Called at each checkpoint barrier (``checkpoint_id``) and once at end of input
@@ -133,7 +138,7 @@ class SinkWriter(ABC):
         """Release resources; uncommitted work is aborted by not committing it."""
 
 
-class Committer(ABC):
+class Committer(ABC, Generic[CommT]):
     """Makes committables visible. Runs in the job master, never concurrently with itself.
 
     Committables reach :meth:`commit` once a checkpoint that covers them completes (or with
@@ -148,7 +153,7 @@ class Committer(ABC):
     in_memory: bool = False
 
     @abstractmethod
-    def commit(self, committables: list[Any]) -> None:
+    def commit(self, committables: list[CommT]) -> None:
         """Commit ``committables`` (idempotent: the same committable may come twice)."""
 
     def result(self) -> Any:
@@ -156,14 +161,14 @@ class Committer(ABC):
         return None
 
 
-class Sink(ABC):
+class Sink(ABC, Generic[CommT]):
     """A sink. Must be picklable; ``create_writer`` runs in each task."""
 
     @abstractmethod
-    def create_writer(self, ctx: OperatorContext) -> SinkWriter:
+    def create_writer(self, ctx: OperatorContext) -> SinkWriter[CommT]:
         """A writer for one parallel sink task."""
 
-    def create_committer(self) -> Committer | None:
+    def create_committer(self) -> Committer[CommT] | None:
         """A committer for the job master, or None if writes are visible immediately."""
         return None
 

@@ -6,6 +6,8 @@ code can catch one type. Messages name the operator, subtask and offending value
 
 from __future__ import annotations
 
+from typing import Callable
+
 __all__ = [
     "RaystreamError",
     "ConfigError",
@@ -56,14 +58,17 @@ class JobFailed(RaystreamError):
         self.record = record
         self.cause = cause
 
-    def __reduce__(self):  # keep attributes across Ray/pickle boundaries
+    def __reduce__(self) -> tuple[Callable[..., JobFailed], tuple[object, ...]]:
+        # keep attributes across Ray/pickle boundaries
         return (
             _rebuild_job_failed,
             (self.args[0], self.operator, self.subtask, self.record, self.cause),
         )
 
 
-def _rebuild_job_failed(message, operator, subtask, record, cause):  # pragma: no cover - pickle
+def _rebuild_job_failed(  # pragma: no cover - pickle
+    message: str, operator: str | None, subtask: int | None, record: str | None, cause: str | None
+) -> JobFailed:
     return JobFailed(message, operator=operator, subtask=subtask, record=record, cause=cause)
 
 

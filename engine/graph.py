@@ -10,13 +10,38 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable, NoReturn, Protocol
 
 from .connectors import Sink, Source
 from .errors import GraphError
+from .observability import job_graph_html
+from .operator import StreamOperator
 from .partitioners import ForwardPartitioner, KeyGroupPartitioner, Partitioner, RebalancePartitioner
+from .records import Batch
 
-__all__ = ["Transformation", "StreamEdge", "StreamGraph", "JobVertex", "JobEdge", "JobGraph", "build_job_graph"]
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = [
+    "Transformation",
+    "StreamEdge",
+    "StreamGraph",
+    "JobVertex",
+    "JobEdge",
+    "JobGraph",
+    "TimestampAssignerLike",
+    "build_job_graph",
+]
+
+
+class TimestampAssignerLike(Protocol):
+    """Reads the event timestamps of a batch (``operators.time.TimestampAssigner``); the
+    graph keeps it on the node of ``assign_timestamps_and_watermarks`` for downstream
+    event-time operators to find."""
+
+    def timestamps(self, batch: Batch) -> np.ndarray:
+        """The int64 event timestamps of every record of ``batch``."""
+        ...
 
 
 @dataclass(eq=False)
@@ -38,7 +63,7 @@ class Transformation:
     name: str
     kind: str  # "source" | "operator" | "sink"
     parallelism: int
-    operator_factory: Callable[[], Any] | None = None
+    operator_factory: Callable[[], StreamOperator] | None = None
     source: Source | None = None
     sink: Sink | None = None
     inputs: list[StreamEdge] = field(default_factory=list)
@@ -47,7 +72,7 @@ class Transformation:
     keyed: bool = False
     num_inputs: int = 1
     schema_names: list[str] | None = None  # column names when known at build time
-    timestamp_assigner: Any = None  # operators.time.TimestampAssigner, set by assign_timestamps_and_watermarks
+    timestamp_assigner: TimestampAssignerLike | None = None  # set by assign_timestamps_and_watermarks
 
     def stable_uid(self, graph: "StreamGraph") -> str:
         """The user uid, or one derived from the node's position in the graph (stable for
@@ -62,7 +87,7 @@ class Transformation:
             chain.extend(e.source for e in node.inputs if not e.feedback)
         return f"{self.name}-{digest.hexdigest()[:12]}"
 
-    def __reduce__(self):
+    def __reduce__(self) -> NoReturn:
         raise TypeError("raystream graph objects live in the driver and cannot be pickled")
 
 
@@ -82,7 +107,7 @@ class StreamGraph:
     def consumers(self, node: Transformation) -> list[tuple[Transformation, StreamEdge]]:
         return [(n, e) for n in self.nodes for e in n.inputs if e.source is node]
 
-    def __reduce__(self):
+    def __reduce__(self) -> NoReturn:
         raise TypeError("raystream graph objects live in the driver and cannot be pickled")
 
 
@@ -136,8 +161,6 @@ class JobGraph:
 
     def _repr_html_(self) -> str:
         """Jupyter display: an SVG of the chains, their parallelism and the edge partitioners."""
-        from .observability import job_graph_html
-
         return job_graph_html(self)
 
 

@@ -28,9 +28,15 @@ import logging
 import re
 import sys
 import time
-from typing import IO, Any, Callable, Protocol
+from typing import IO, TYPE_CHECKING, Callable, Protocol, TypedDict
+
+if TYPE_CHECKING:
+    from IPython.display import DisplayHandle
+
+    from .graph import JobGraph
 
 __all__ = [
+    "OperatorRow",
     "operator_table",
     "format_progress_line",
     "source_totals",
@@ -62,7 +68,22 @@ def _watermark_lag_ms(counters: dict, now_ms: float) -> float | None:
     return None
 
 
-def operator_table(metrics: dict, previous: dict | None = None, interval_s: float | None = None) -> list[dict]:
+class OperatorRow(TypedDict):
+    """One row of :func:`operator_table`."""
+
+    operator: str
+    subtasks: int
+    records_in: int
+    records_out: int
+    bytes_out: int
+    backpressure_s: float
+    busy_s: float | None
+    in_per_s: float | None
+    out_per_s: float | None
+    watermark_lag_ms: float | None
+
+
+def operator_table(metrics: dict, previous: dict | None = None, interval_s: float | None = None) -> list[OperatorRow]:
     """One row per operator: records in/out, rates, bytes out, back-pressure, watermark lag.
 
     Rates are computed from ``previous`` (an earlier metrics dict) over ``interval_s``; without
@@ -86,10 +107,10 @@ def operator_table(metrics: dict, previous: dict | None = None, interval_s: floa
         agg["blocked_s"] += ch.get("blocked_s", 0.0) or 0.0
         agg["rows"] += ch.get("rows", 0) or 0
     now_ms = time.time() * 1000
-    rows = []
+    rows: list[OperatorRow] = []
     for name, c in ops.items():
         net = by_last_op.get(name, {})
-        row: dict[str, Any] = {
+        row: OperatorRow = {
             "operator": name,
             "subtasks": c.get("subtasks", 1),
             "records_in": c.get("records_in", 0),
@@ -109,7 +130,7 @@ def operator_table(metrics: dict, previous: dict | None = None, interval_s: floa
     return rows
 
 
-def source_totals(graph: Any) -> dict[str, int]:
+def source_totals(graph: JobGraph) -> dict[str, int]:
     """Records each bounded source of a job graph will emit, when that is known up front,
     keyed by the operator that reads them: the one chained after the source (its
     ``records_in`` counts what was read), or the source itself when nothing is chained to it.
@@ -118,18 +139,19 @@ def source_totals(graph: Any) -> dict[str, int]:
     ``count`` (generators) or ``items`` (collections) attribute is used.
     """
     out: dict[str, int] = {}
-    for v in getattr(graph, "vertices", []):
-        src = getattr(v, "source", None)
+    for v in graph.vertices:
+        src = v.source
         if src is None or not v.chain:
             continue
-        total: Any = None
+        total: object = None
         try:
-            if callable(getattr(src, "expected_records", None)):
-                total = src.expected_records()
-            elif isinstance(getattr(src, "count", None), int):
-                total = src.count
-            elif isinstance(getattr(src, "items", None), list):
-                total = len(src.items)
+            expected = getattr(src, "expected_records", None)
+            if callable(expected):
+                total = expected()
+            elif isinstance(count := getattr(src, "count", None), int):
+                total = count
+            elif isinstance(items := getattr(src, "items", None), list):
+                total = len(items)
         except Exception:  # a source's estimate is a nicety, never an error
             total = None
         if isinstance(total, int) and total > 0:
@@ -171,7 +193,7 @@ def format_progress_line(
     readers = [k for k in totals if k in ops] or list(ops)[:1]
     parts = [f"{name} {status} {elapsed_s:.1f}s"]
     read = sum(rows[k]["records_in"] for k in readers)
-    rates = [rows[k]["in_per_s"] for k in readers if rows[k]["in_per_s"] is not None]
+    rates = [rate for k in readers if (rate := rows[k]["in_per_s"]) is not None]
     parts.append(f"read {_si(read)}" + (f" ({_si(sum(rates))} rec/s)" if rates else ""))
     for k in readers:
         total = totals.get(k)
@@ -194,19 +216,27 @@ def format_progress_line(
 
 
 # ---------------------------------------------------------------------------- Ray metrics
-class _MetricBackend(Protocol):
-    def gauge(self, name: str, description: str, tag_keys: tuple[str, ...]) -> Any: ...
+class _Gauge(Protocol):
+    def set(self, value: float, tags: dict[str, str]) -> None: ...
 
-    def counter(self, name: str, description: str, tag_keys: tuple[str, ...]) -> Any: ...
+
+class _Counter(Protocol):
+    def inc(self, value: float, tags: dict[str, str]) -> None: ...
+
+
+class _MetricBackend(Protocol):
+    def gauge(self, name: str, description: str, tag_keys: tuple[str, ...]) -> _Gauge: ...
+
+    def counter(self, name: str, description: str, tag_keys: tuple[str, ...]) -> _Counter: ...
 
 
 class _RayBackend:
-    def gauge(self, name: str, description: str, tag_keys: tuple[str, ...]) -> Any:
+    def gauge(self, name: str, description: str, tag_keys: tuple[str, ...]) -> _Gauge:
         from ray.util.metrics import Gauge
 
         return Gauge(name, description=description, tag_keys=tag_keys)
 
-    def counter(self, name: str, description: str, tag_keys: tuple[str, ...]) -> Any:
+    def counter(self, name: str, description: str, tag_keys: tuple[str, ...]) -> _Counter:
         from ray.util.metrics import Counter
 
         return Counter(name, description=description, tag_keys=tag_keys)
@@ -253,18 +283,24 @@ class MetricsExporter:
         self.job_name = job_name
         self._backend = backend or _RayBackend()
         self._clock = clock
-        self._metrics: dict[str, Any] = {}
+        self._counters: dict[str, _Counter] = {}
+        self._gauges: dict[str, _Gauge] = {}
         self._last: dict[tuple[str, str], float] = {}  # (metric, operator) -> last cumulative value
         self._last_metrics: dict | None = None
         self._last_time: float | None = None
         self._rate_ops: set[str] = set()
 
     # -- metric objects are created lazily, once per name
-    def _get(self, kind: str, name: str, description: str, tags: tuple[str, ...]) -> Any:
-        metric = self._metrics.get(name)
+    def _counter_metric(self, name: str, description: str, tags: tuple[str, ...]) -> _Counter:
+        metric = self._counters.get(name)
         if metric is None:
-            factory = self._backend.counter if kind == "counter" else self._backend.gauge
-            metric = self._metrics[name] = factory(name, description, tags)
+            metric = self._counters[name] = self._backend.counter(name, description, tags)
+        return metric
+
+    def _gauge_metric(self, name: str, description: str, tags: tuple[str, ...]) -> _Gauge:
+        metric = self._gauges.get(name)
+        if metric is None:
+            metric = self._gauges[name] = self._backend.gauge(name, description, tags)
         return metric
 
     def _tags(self, operator: str | None = None) -> dict[str, str]:
@@ -281,11 +317,11 @@ class MetricsExporter:
         self._last[key] = value
         if delta > 0:
             tags = _OP_TAGS if operator is not None else _JOB_TAGS
-            self._get("counter", name, description, tags).inc(delta, tags=self._tags(operator))
+            self._counter_metric(name, description, tags).inc(delta, tags=self._tags(operator))
 
     def _gauge(self, name: str, description: str, value: float, operator: str | None) -> None:
         tags = _OP_TAGS if operator is not None else _JOB_TAGS
-        self._get("gauge", name, description, tags).set(float(value), tags=self._tags(operator))
+        self._gauge_metric(name, description, tags).set(float(value), tags=self._tags(operator))
 
     def update(self, metrics: dict) -> None:
         """Export one metrics snapshot (cumulative counters; rates from the previous call)."""
@@ -305,9 +341,10 @@ class MetricsExporter:
             self._count("raystream_backpressure_seconds", "Seconds producers after an operator were blocked on credits",
                         row["backpressure_s"], op)
             self._gauge("raystream_subtasks", "Parallel subtasks of an operator", row["subtasks"], op)
-            if row["in_per_s"] is not None:
-                self._gauge("raystream_records_in_per_second", "Records received per second", row["in_per_s"], op)
-                self._gauge("raystream_records_out_per_second", "Records emitted per second", row["out_per_s"], op)
+            in_rate, out_rate = row["in_per_s"], row["out_per_s"]
+            if in_rate is not None and out_rate is not None:  # both or neither (one interval)
+                self._gauge("raystream_records_in_per_second", "Records received per second", in_rate, op)
+                self._gauge("raystream_records_out_per_second", "Records emitted per second", out_rate, op)
                 self._rate_ops.add(op)
             if row["watermark_lag_ms"] is not None:
                 self._gauge("raystream_watermark_lag_ms", "Wall clock minus the operator's watermark (ms)",
@@ -328,9 +365,10 @@ class MetricsExporter:
         """The job ended: set its rate gauges to 0 (counters keep their totals)."""
         for op in self._rate_ops:
             for name in ("raystream_records_in_per_second", "raystream_records_out_per_second"):
-                if name in self._metrics:
+                gauge = self._gauges.get(name)
+                if gauge is not None:
                     try:
-                        self._metrics[name].set(0.0, tags=self._tags(op))
+                        gauge.set(0.0, tags=self._tags(op))
                     except Exception:  # noqa: BLE001
                         log.debug("resetting %s failed", name, exc_info=True)
 
@@ -342,7 +380,7 @@ def in_notebook() -> bool:
     if ipython is None or "ipykernel" not in sys.modules:
         return False
     try:
-        shell = ipython.get_ipython()  # type: ignore[attr-defined]
+        shell = getattr(ipython, "get_ipython")()  # noqa: B009 - a module found at run time
     except Exception:  # noqa: BLE001
         return False
     return shell is not None and getattr(shell, "kernel", None) is not None
@@ -377,7 +415,7 @@ class ProgressReporter:
         self._start = clock()
         self._prev: dict | None = None
         self._prev_t: float | None = None
-        self._handle: Any = None
+        self._handle: DisplayHandle | None = None
         self._width = 0
 
     def _line(self, status: str, metrics: dict) -> str:
@@ -416,7 +454,7 @@ _TABLE_STYLE = "border-collapse:collapse;font-family:monospace;font-size:12px"
 _CELL = "padding:2px 8px;border-bottom:1px solid #ddd;text-align:right"
 
 
-def _cell(value: Any) -> str:
+def _cell(value: object) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
@@ -436,7 +474,7 @@ def metrics_html(metrics: dict) -> str:
     head = "".join(f"<th style='{_CELL}'>{html.escape(t)}</th>" for _, t in cols)
     body = "".join(
         "<tr>" + "".join(
-            f"<td style='{_CELL};text-align:left'>{_cell(r[k])}</td>" if k == "operator" else f"<td style='{_CELL}'>{_cell(r[k])}</td>"
+            f"<td style='{_CELL};text-align:left'>{_cell(r.get(k))}</td>" if k == "operator" else f"<td style='{_CELL}'>{_cell(r.get(k))}</td>"
             for k, _ in cols
         ) + "</tr>"
         for r in rows
@@ -466,7 +504,7 @@ def job_client_html(name: str, job_id: str | None, status: str, metrics: dict | 
     return "".join(parts)
 
 
-def _layout(graph: Any) -> dict[int, tuple[int, int]]:
+def _layout(graph: JobGraph) -> dict[int, tuple[int, int]]:
     """Column = longest path from a source (feedback edges ignored); row = order in column."""
     depth: dict[int, int] = {}
     for v in graph.vertices:  # vertices are topologically ordered (inputs first)
@@ -481,7 +519,7 @@ def _layout(graph: Any) -> dict[int, tuple[int, int]]:
     return pos
 
 
-def job_graph_svg(graph: Any) -> str:
+def job_graph_svg(graph: JobGraph) -> str:
     """An SVG drawing of a job graph: one box per task (its chained operators and
     parallelism), one arrow per network edge labelled with its partitioner.
 
@@ -545,7 +583,7 @@ def job_graph_svg(graph: Any) -> str:
     return "".join(out)
 
 
-def job_graph_html(graph: Any) -> str:
+def job_graph_html(graph: JobGraph) -> str:
     """The rich display of a :class:`~engine.graph.JobGraph` (SVG plus a text fallback title)."""
     n_tasks = sum(v.parallelism for v in graph.vertices)
     title = (f"<div style='font-family:sans-serif;font-size:12px'>job graph: {len(graph.vertices)} chained "

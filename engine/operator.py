@@ -25,7 +25,7 @@ from .events import Watermark
 from .keygroups import KeyGroupRange
 from .records import Batch
 
-__all__ = ["Output", "OperatorContext", "StreamOperator", "Clock", "SystemClock", "ManualClock"]
+__all__ = ["Output", "OperatorContext", "StreamOperator", "Clock", "SystemClock", "ManualClock", "Cancellable"]
 
 
 class Clock(Protocol):
@@ -42,7 +42,7 @@ class SystemClock:
 
         return int(time.time() * 1000)
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[SystemClock], tuple[()]]:
         return (SystemClock, ())
 
 
@@ -65,6 +65,14 @@ class ManualClock:
 
     def set(self, ms: int) -> None:
         self._now = ms
+
+
+class Cancellable(Protocol):
+    """A registration that can be undone (e.g. the task's handle of a processing-time
+    callback, :class:`~engine.timer_queue.ScheduledTimer`)."""
+
+    def cancel(self) -> None:
+        """Forget the registration (no-op if it already fired or was cancelled)."""
 
 
 class Output(Protocol):
@@ -93,13 +101,16 @@ class OperatorContext:
     key_group_range: KeyGroupRange
     attempt: int = 0
     clock: Clock = field(default_factory=SystemClock)
-    keyed_backend: Any = None  # checkpoint.KeyedStateBackend for keyed operators
-    metrics: dict = field(default_factory=dict)
+    # the keyed state backend of a keyed operator (``checkpoint.KeyedStateBackend``, made by
+    # the job's ``engine.state_backend.StateBackend``), else None; operators of the library
+    # read it through ``operators.functions.keyed_state_backend(ctx)``, which narrows it
+    keyed_backend: Any = None
+    metrics: dict[str, int] = field(default_factory=dict)
     # set by the task: current combined watermark, for operators that need it
     current_watermark: Callable[[], int] | None = None
     # processing-time timer registration with the task's mailbox: (time_ms, callback); the
-    # task returns a handle whose cancel() frees the registration (engine.timer_queue)
-    register_processing_timer: Callable[[int, Callable[[int], None]], Any] | None = None
+    # task returns a handle whose cancel() frees the registration (engine.timer_queue), or None
+    register_processing_timer: Callable[[int, Callable[[int], None]], Cancellable | None] | None = None
     # run a callable on the task's mailbox thread (thread-safe): for async I/O completions
     post: Callable[[Callable[[], None]], None] | None = None
 

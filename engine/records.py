@@ -18,7 +18,7 @@ Example:
 from __future__ import annotations
 
 import pickle
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import cloudpickle
 import pyarrow as pa
@@ -120,10 +120,12 @@ def arrow_to_records(batch: pa.RecordBatch) -> list:
     return _row_builder(names)([c.to_pylist() for c in batch.columns])
 
 
-_BUILDERS: dict[tuple[str, ...], Any] = {}
+#: builds dict rows from columns (lists of values, one per column name)
+_RowBuilder = Callable[[list[list[Any]]], list[dict[str, Any]]]
+_BUILDERS: dict[tuple[str, ...], _RowBuilder] = {}
 
 
-def _row_builder(names: tuple[str, ...]) -> Any:
+def _row_builder(names: tuple[str, ...]) -> _RowBuilder:
     """``f(columns) -> [dict rows]`` for these column names: a generated comprehension with a
     dict literal, ~10-25% faster than ``RecordBatch.to_pylist()`` (same dicts, same order)."""
     fn = _BUILDERS.get(names)

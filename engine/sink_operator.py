@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .connectors import Sink, SinkWriter
+from .events import Watermark
 from .operator import OperatorContext, Output, StreamOperator
 from .records import Batch
 
@@ -38,7 +39,7 @@ class SinkOperator(StreamOperator):
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
         self._open_writer.write(batch)
 
-    def process_watermark(self, watermark: Any, input_index: int = 0) -> None:
+    def process_watermark(self, watermark: Watermark, input_index: int = 0) -> None:
         pass  # sinks end the stream
 
     def prepare_commit(self, checkpoint_id: int | None) -> list[Any]:
