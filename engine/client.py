@@ -99,15 +99,64 @@ class JobClient:
         return self._call_master("job_info", self._job_id)
 
     def _call_master(self, method: str, *args: Any, timeout: float | None = None) -> Any:
-        """Call the job master; a master that died is replaced first (see :meth:`wait`)."""
-        for _ in range(2):
+        """Call the job master; a master that died is replaced first (see :meth:`wait`).
+        Raises the call's RaystreamError itself, or RaystreamError when the master is gone."""
+        for _ in range(3):
             master = self._master
             try:
                 return ray.get(getattr(master, method).remote(*args), timeout=timeout)
-            except ray.exceptions.RayActorError:
+            except ray.exceptions.RayTaskError as exc:
+                cause = getattr(exc, "cause", None)
+                if isinstance(cause, RaystreamError):
+                    raise cause from None
+                raise RaystreamError(f"{method} on the job master of {self.name!r} failed: {exc}") from exc
+            except ray.exceptions.RayActorError as exc:
                 if not self._fail_over(master):
-                    raise
-        return ray.get(getattr(self._master, method).remote(*args), timeout=timeout)
+                    raise RaystreamError(f"the job master of {self.name!r} is gone (the job ended): {exc}") from None
+        raise RaystreamError(f"the job master of {self.name!r} keeps dying")
+
+    @classmethod
+    def list_running(cls, timeout_s: float = 10.0) -> dict[str, JobClient]:
+        """``{job id: client}`` for every job a raystream job master of this Ray cluster runs
+        now (from any driver). The clients are *attached*: status, metrics, cancel and
+        savepoints work; ``wait()`` belongs to the submitting driver.
+
+        Example:
+            >>> for job_id, client in JobClient.list_running().items():   # doctest: +SKIP
+            ...     print(job_id, client.status())
+        """
+        names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                 if a.get("namespace") == NAMESPACE and a["name"].startswith(MASTER_PREFIX)]
+        masters = {}
+        for name in names:
+            try:
+                masters[name] = ray.get_actor(name, namespace=NAMESPACE)
+            except ValueError:  # ended between the listing and the lookup
+                pass
+        refs = {name: m.job_info.remote() for name, m in masters.items()}
+        jobs: dict[str, JobClient] = {}
+        for name, ref in refs.items():
+            try:
+                info = ray.get(ref, timeout=timeout_s)
+            except Exception:  # noqa: BLE001 - a master that is gone or busy dying
+                continue
+            if info.get("job_id") and info.get("status") not in (None, "IDLE"):
+                jobs[info["job_id"]] = cls(masters[name], None, info.get("name") or info["job_id"],
+                                           master_name=name, job_id=info["job_id"])
+        return jobs
+
+    @classmethod
+    def attach(cls, job_id: str) -> JobClient:
+        """An attached client for running job ``job_id`` (see :meth:`list_running`).
+
+        Raises:
+            RaystreamError: no raystream job ``job_id`` runs on this cluster.
+        """
+        jobs = cls.list_running()
+        if job_id not in jobs:
+            running = ", ".join(sorted(jobs)) or "none"
+            raise RaystreamError(f"no running raystream job {job_id!r} (running: {running}); finished jobs are gone")
+        return jobs[job_id]
 
     @property
     def failovers(self) -> int:
@@ -177,13 +226,7 @@ class JobClient:
     def _savepoint_call(self, method: str, path: str) -> str:
         if self._closed:
             raise RaystreamError(f"job {self.name!r} has ended; savepoints need a running job")
-        try:
-            return self._call_master(method, path)
-        except ray.exceptions.RayTaskError as exc:
-            cause = getattr(exc, "cause", None)
-            if isinstance(cause, RaystreamError):
-                raise cause from None
-            raise
+        return self._call_master(method, path)
 
     def task_actor(self, vertex_id: int, subtask: int) -> Any:
         """The Ray actor (a task executor) hosting subtask ``subtask`` of job-graph vertex
@@ -211,7 +254,10 @@ class JobClient:
         """Cancel the job; ``wait()`` then raises :class:`JobCancelled`."""
         if not self._closed:
             self._cancel_requested = True
-            self._master.cancel.remote(self._job_id)
+            if self._run_ref is None:  # attached: make sure the master got it
+                self._call_master("cancel", self._job_id)
+            else:
+                self._master.cancel.remote(self._job_id)
 
     def wait(self, timeout: float | None = None, progress: bool | None = None, interval_s: float = 1.0) -> JobResult:
         """Block until the job ends; return its result or raise JobFailed / JobCancelled.
@@ -231,6 +277,9 @@ class JobClient:
             return self._result
         if self._error is not None:
             raise self._error
+        if self._run_ref is None:
+            raise RaystreamError(f"job {self.name!r} was attached to (JobClient.attach), not submitted here: only "
+                                 "the submitting driver can wait for its result; poll status() instead")
         if progress is None:
             progress = os.environ.get("RAYSTREAM_PROGRESS", "") == "1"
         if progress:

@@ -57,8 +57,6 @@ from engine.errors import ConfigError, JobCancelled, JobFailed, RaystreamError
 
 __all__ = ["main", "load_job_module", "JobModule", "CliError"]
 
-NAMESPACE = "raystream"
-MASTER_PREFIX = "raystream-master:"
 EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
@@ -480,57 +478,28 @@ class _StripRayLines:
 
 
 def _running_jobs() -> dict[str, Any]:
-    """``{job id: its master actor}`` for every job a raystream job master runs right now.
+    """``{job id: attached JobClient}`` for every raystream job running on the cluster."""
+    from engine.client import JobClient
 
-    Masters are named ``raystream-master:<id>`` and serve the jobs of one driver in turn
-    (idle ones wait in that driver's worker pool), so each is asked for its current job."""
-    import ray
-
-    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-             if a.get("namespace") == NAMESPACE and a["name"].startswith(MASTER_PREFIX)]
-    actors = {}
-    for name in names:
-        try:
-            actors[name] = ray.get_actor(name, namespace=NAMESPACE)
-        except ValueError:  # ended between the listing and the lookup
-            pass
-    refs = {name: a.job_info.remote() for name, a in actors.items()}
-    jobs = {}
-    for name, ref in refs.items():
-        try:
-            info = ray.get(ref, timeout=10)
-        except Exception:  # noqa: BLE001 - a master that is gone or busy dying
-            continue
-        if info.get("job_id") and info.get("status") != "IDLE":
-            jobs[info["job_id"]] = actors[name]
-    return jobs
+    return JobClient.list_running()
 
 
 def _master(job: str) -> Any:
-    jobs = _running_jobs()
-    if job in jobs:
-        return jobs[job]
-    running = ", ".join(sorted(jobs)) or "none"
-    raise CliError(f"no running raystream job {job!r} (running: {running}); finished jobs are gone")
+    """An attached :class:`JobClient` for running job ``job``."""
+    from engine.client import JobClient
 
-
-def _call(actor: Any, method: str, *a: Any, timeout: float = 30.0) -> Any:
-    import ray
-
-    fn = getattr(actor, method, None)
-    if fn is None:
-        raise CliError(f"the job master has no {method}() (this raystream's engine does not support it yet)")
     try:
-        return ray.get(fn.remote(*a), timeout=timeout)
-    except AttributeError as exc:
-        raise CliError(f"the job master has no {method}() (this raystream's engine does not support it yet)") from exc
-    except ray.exceptions.RayTaskError as exc:
-        cause = getattr(exc, "cause", None)
-        if isinstance(cause, RaystreamError):
-            raise CliError(f"{method} failed: {cause}") from None
+        return JobClient.attach(job)
+    except RaystreamError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _call(client: Any, method: str, *a: Any, timeout: float = 30.0) -> Any:
+    """Call a JobClient method; raystream errors become CLI errors."""
+    try:
+        return getattr(client, method)(*a)
+    except RaystreamError as exc:
         raise CliError(f"{method} failed: {exc}") from None
-    except ray.exceptions.RayActorError as exc:
-        raise CliError(f"the job master is gone (the job ended): {exc}") from None
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -546,7 +515,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     rows = []
     for job_id, master in sorted(_running_jobs().items()):
         try:
-            info = _call(master, "job_info", timeout=10)
+            info = _call(master, "info", timeout=10)
         except CliError:
             continue  # ended between the listing and the call
         if info.get("job_id") != job_id:
@@ -574,7 +543,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     _connect(args.address)
     master = _master(args.job)
-    info = _call(master, "job_info")
+    info = _call(master, "info")
     metrics = _call(master, "metrics")
     print(f"job {info.get('job_id')} ({info.get('name')}): {info.get('status')}, "
           f"restarts {info.get('restarts', 0)}, up {time.time() - (info.get('started') or time.time()):.0f}s")
@@ -617,7 +586,7 @@ def cmd_savepoint(args: argparse.Namespace) -> int:
     if _is_http(args.address):
         return _relay(args, ["savepoint", args.job, args.path])
     _connect(args.address)
-    written = _call(_master(args.job), "trigger_savepoint", args.path, timeout=args.timeout)
+    written = _call(_master(args.job), "savepoint", args.path, timeout=args.timeout)
     print(written)
     return EXIT_OK
 

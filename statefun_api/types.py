@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from statefun_api import _protowire
+import statefun_api._protowire as _protowire
 from statefun_api.address import parse_typename
 
 __all__ = [
