@@ -1,7 +1,22 @@
-"""The operator library and the DataStream API built on the engine's contracts."""
+"""The operator library and the DataStream API built on the engine's contracts.
+
+The library (``basic``, ``keyed``, ``functions``, ``time``, ``timers``, ``windows``,
+``window_operator``, ``window_fast``, ``two_input``, ``join_operators``, ``sources``,
+``sinks``, ``testing``) holds operators and user-function contracts and knows nothing of the
+API. The API is graph building on top of it, its modules importing one way::
+
+    _environment_base   the job being built: graph, settings, engine.submit (the one door)
+      <- _stream_base   StreamBase (a handle on a node), shared graph helpers
+      <- connected, joins, windowed_stream   builders of two-input and window nodes
+      <- datastream     DataStream, KeyedStream, DataStreamSink
+      <- environment    StreamEnvironment (the sources)
+
+``tests/unit/test_api_layering.py`` checks that the imports stay that way.
+"""
 
 from .basic import FilterOperator, FlatMapOperator, MapBatchesOperator, MapOperator
-from .datastream import DataStream, DataStreamSink, KeyedStream, StreamEnvironment
+from .datastream import DataStream, DataStreamSink, KeyedStream
+from .environment import StreamEnvironment
 from .functions import (
     BroadcastProcessFunction,
     CoProcessFunction,
@@ -11,7 +26,7 @@ from .functions import (
     ProcessContext,
     RuntimeContext,
 )
-from .joins import ProcessJoinFunction
+from .join_operators import ProcessJoinFunction
 from .keyed import AggregateOperator, KeyedProcessOperator, ReduceOperator
 from .sinks import CollectSink, FileSink, JsonLinesSink, ParquetSink, PrintSink
 from .sources import CollectionSource, GeneratorSource, ParquetSource, TextSource

@@ -1,9 +1,9 @@
-"""Two-input operators: ``a.connect(b)`` with CoProcessFunction / KeyedCoProcessFunction,
+"""Connected streams: ``a.connect(b)`` with CoProcessFunction / KeyedCoProcessFunction,
 and broadcast state (``a.connect(b.broadcast(descriptor)).process(BroadcastProcessFunction)``).
 
-A two-input operator receives ``process_batch(batch, input_index)`` with input 0 for the
-first stream and 1 for the second; its event time is the minimum of both inputs'
-watermarks.
+A graph builder: it adds one two-input node whose operator (from :mod:`operators.two_input`)
+receives ``process_batch(batch, input_index)`` with input 0 for the first stream and 1 for the
+second. It imports only the stream base, so :mod:`operators.datastream` can import it.
 
 Example:
     >>> # a.connect(b).key_by("user", "user").process(MyKeyedCoProcessFunction())
@@ -11,28 +11,21 @@ Example:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Generic, TypeVar
 
-from engine.errors import GraphError, UserCodeError
-from engine.events import MIN_WATERMARK, Watermark
-from engine.graph import StreamEdge, Transformation
-from engine.operator import StreamOperator
+from engine.errors import GraphError
 from engine.partitioners import BroadcastPartitioner, KeyGroupPartitioner, KeySelector
-from engine.records import Batch
 
-from .functions import (
-    BroadcastContext,
-    BroadcastProcessFunction,
-    CoProcessFunction,
-    KeyedCoProcessFunction,
-    OnTimerContext,
-    ProcessContext,
-    RuntimeContext,
+from ._stream_base import Key, StreamBase, add_two_input, find_timestamp_assigner
+from .functions import BroadcastProcessFunction, CoProcessFunction, KeyedCoProcessFunction
+
+# the operators, re-exported from where they lived before operators.two_input
+from .two_input import (
+    BroadcastProcessOperator,
+    CoProcessOperator,
+    KeyedCoProcessOperator,
+    TwoInputWatermarks,
 )
-from .timers import InternalTimerService, TimerService
-
-if TYPE_CHECKING:
-    from .datastream import DataStream
 
 __all__ = [
     "ConnectedStreams",
@@ -44,260 +37,57 @@ __all__ = [
     "add_two_input",
 ]
 
-
-class TwoInputWatermarks:
-    """Combines the watermarks of two inputs (the minimum) for a two-input operator."""
-
-    def __init__(self) -> None:
-        self.inputs = [MIN_WATERMARK, MIN_WATERMARK]
-        self.current = MIN_WATERMARK
-
-    def update(self, watermark: int, input_index: int) -> int | None:
-        """Record input ``input_index``'s watermark; the combined one if it advanced."""
-        if watermark > self.inputs[input_index]:
-            self.inputs[input_index] = watermark
-        combined = min(self.inputs)
-        if combined > self.current:
-            self.current = combined
-            return combined
-        return None
+S = TypeVar("S")
 
 
-def add_two_input(first: "DataStream", second: "DataStream", name: str, factory: Any, keyed: bool,
-                  partitioners: tuple[Any, Any]) -> "DataStream":
-    """Add a two-input operator node fed by ``first`` (input 0) and ``second`` (input 1)."""
-    from .datastream import DataStream
-
-    env = first.env
-    if second.env is not env:
-        raise GraphError(f"{name}: the two streams come from different StreamEnvironments")
-    node = Transformation(env.graph.next_id(), name, "operator", env.parallelism, operator_factory=factory, keyed=keyed)
-    node.num_inputs = 2
-    node.inputs = [
-        StreamEdge(first.node, partitioners[0], 0, side_tag=first._side_tag),
-        StreamEdge(second.node, partitioners[1], 1, side_tag=second._side_tag),
-    ]
-    env.graph.add(node)
-    return DataStream(env, node)
-
-
-class _TwoInputBase(StreamOperator):
-    def __init__(self, function: Any) -> None:
-        self.function = function
-        self.wms = TwoInputWatermarks()
-
-    def _emit(self, out: list, ctx: ProcessContext) -> None:
-        if out:
-            self.output.emit(Batch.of_records(out))
-        for tag, values in ctx._take_side().items():
-            self.output.emit_side(tag, Batch.of_records(values))
-
-    def close(self) -> None:
-        self.function.close()
-
-
-class CoProcessOperator(_TwoInputBase):
-    """Runs a :class:`CoProcessFunction` (not keyed)."""
-
-    def open(self, ctx: Any, output: Any) -> None:
-        super().open(ctx, output)
-        self.pctx = ProcessContext()
-        self.function.open(RuntimeContext(ctx))
-
-    def process_batch(self, batch: Batch, input_index: int = 0) -> None:
-        fn = self.function.process_element1 if input_index == 0 else self.function.process_element2
-        out: list = []
-        for r in batch.records():
-            try:
-                res = fn(r, self.pctx)
-                if res is not None:
-                    out.extend(res)
-            except Exception as exc:
-                raise UserCodeError(r, exc) from exc
-        self._emit(out, self.pctx)
-
-    def process_watermark(self, watermark: Watermark, input_index: int = 0) -> None:
-        wm = self.wms.update(watermark.timestamp, input_index)
-        if wm is not None:
-            self.output.emit_watermark(Watermark(wm))
-
-
-class KeyedCoProcessOperator(_TwoInputBase):
-    """Runs a :class:`KeyedCoProcessFunction`: shared keyed state and timers per key."""
-
-    keyed = True
-
-    def __init__(self, function: KeyedCoProcessFunction, selectors: tuple[KeySelector, KeySelector],
-                 timestamp_assigners: tuple[Any, Any] = (None, None)) -> None:
-        super().__init__(function)
-        self.selectors = selectors
-        self.assigners = timestamp_assigners
-        self._restored: list = []
-
-    def open(self, ctx: Any, output: Any) -> None:
-        super().open(ctx, output)
-        self.pctx = ProcessContext()
-        self.tctx = OnTimerContext()
-        self.timers = InternalTimerService(ctx.max_parallelism, self._on_event, self._on_proc,
-                                           ctx.register_processing_timer, ctx.clock)
-        self.pctx._timer_service = TimerService(self.timers, self.pctx.get_current_key)
-        self.tctx._timer_service = TimerService(self.timers, self.tctx.get_current_key)
-        self.timers.restore(self._restored, ctx.key_group_range)
-        self._restored = []
-        self._out: list = []
-        self.function.open(RuntimeContext(ctx))
-
-    def process_batch(self, batch: Batch, input_index: int = 0) -> None:
-        fn = self.function.process_element1 if input_index == 0 else self.function.process_element2
-        key_of = self.selectors[input_index].key_of
-        records = batch.records()
-        assigner = self.assigners[input_index]
-        stamps = assigner.timestamps(batch).tolist() if assigner is not None else None
-        backend, pctx = self.ctx.keyed_backend, self.pctx
-        for i, r in enumerate(records):
-            try:
-                k = key_of(r)
-                backend.set_current_key(k)
-                pctx._key = k
-                pctx.timestamp = stamps[i] if stamps is not None else None
-                res = fn(r, pctx)
-                if res is not None:
-                    self._out.extend(res)
-            except Exception as exc:
-                raise UserCodeError(r, exc) from exc
-        self._flush(pctx)
-
-    def _flush(self, ctx: ProcessContext) -> None:
-        out, self._out = self._out, []
-        self._emit(out, ctx)
-
-    def _fire(self, key: Any, time: int, domain: str) -> None:
-        self.ctx.keyed_backend.set_current_key(key)
-        t = self.tctx
-        t._key, t.timestamp, t._domain = key, time, domain
-        try:
-            res = self.function.on_timer(time, t)
-            if res is not None:
-                self._out.extend(res)
-        except Exception as exc:
-            raise UserCodeError(f"on_timer(key={key!r}, time={time!r})", exc) from exc
-
-    def _on_event(self, key: Any, ns: Any, time: int) -> None:
-        self._fire(key, time, "event_time")
-
-    def _on_proc(self, key: Any, ns: Any, time: int) -> None:
-        self._fire(key, time, "processing_time")
-        self._flush(self.tctx)
-
-    def process_watermark(self, watermark: Watermark, input_index: int = 0) -> None:
-        wm = self.wms.update(watermark.timestamp, input_index)
-        if wm is not None:
-            self.timers.advance_watermark(wm)
-            self._flush(self.tctx)
-            self.output.emit_watermark(Watermark(wm))
-
-    def snapshot_state(self, checkpoint_id: int) -> Any:
-        return {"timers": self.timers.snapshot()}
-
-    def restore_state(self, states: list[Any]) -> None:
-        self._restored = [s.get("timers") for s in states if s]
-
-
-class BroadcastProcessOperator(_TwoInputBase):
-    """Runs a :class:`BroadcastProcessFunction`: input 0 is the regular stream, input 1
-    the broadcast stream. Broadcast state is identical in every subtask and snapshotted by
-    each; a restored subtask takes the first old subtask's copy."""
-
-    def __init__(self, function: BroadcastProcessFunction, state_names: list[str]) -> None:
-        super().__init__(function)
-        self.states: dict[str, dict] = {n: {} for n in state_names}
-
-    def open(self, ctx: Any, output: Any) -> None:
-        super().open(ctx, output)
-        self.bctx = BroadcastContext(self.states)
-        self.function.open(RuntimeContext(ctx))
-
-    def process_batch(self, batch: Batch, input_index: int = 0) -> None:
-        ctx = self.bctx
-        ctx._writable = input_index == 1
-        fn = self.function.process_broadcast_element if input_index == 1 else self.function.process_element
-        out: list = []
-        for r in batch.records():
-            try:
-                res = fn(r, ctx)
-                if res is not None:
-                    out.extend(res)
-            except Exception as exc:
-                raise UserCodeError(r, exc) from exc
-        self._emit(out, ctx)
-
-    def process_watermark(self, watermark: Watermark, input_index: int = 0) -> None:
-        wm = self.wms.update(watermark.timestamp, input_index)
-        if wm is not None:
-            self.output.emit_watermark(Watermark(wm))
-
-    def snapshot_state(self, checkpoint_id: int) -> Any:
-        import copy
-
-        return {"broadcast": copy.deepcopy(self.states)}
-
-    def restore_state(self, states: list[Any]) -> None:
-        for st in states:
-            if st and "broadcast" in st:
-                for name, values in st["broadcast"].items():
-                    self.states.setdefault(name, {}).update(values)
-                return
-
-
-class BroadcastStream:
+class BroadcastStream(Generic[S]):
     """A stream whose records reach every parallel instance of the connected operator,
     with the broadcast state it declares (``stream.broadcast(descriptor, ...)``)."""
 
-    def __init__(self, stream: "DataStream", state_names: list[str]) -> None:
+    def __init__(self, stream: StreamBase[S], state_names: list[str]) -> None:
         self.stream = stream
         self.state_names = state_names
 
 
-class ConnectedStreams:
+class ConnectedStreams(Generic[S]):
     """Two streams connected for a two-input operator (``a.connect(b)``)."""
 
-    def __init__(self, first: "DataStream", second: "DataStream | BroadcastStream",
+    def __init__(self, first: StreamBase[S], second: StreamBase[Any] | BroadcastStream[Any],
                  selectors: tuple[KeySelector, KeySelector] | None = None) -> None:
         self.first = first
         self.second = second
         self.selectors = selectors
 
-    def key_by(self, key1: Any, key2: Any) -> "ConnectedStreams":
+    def key_by(self, key1: Key, key2: Key) -> ConnectedStreams[S]:
         """Partition both inputs by key (so a KeyedCoProcessFunction sees both sides of a key)."""
         if isinstance(self.second, BroadcastStream):
             raise GraphError("key_by() on a connected broadcast stream: key the first stream before connect()")
         return ConnectedStreams(self.first, self.second, (KeySelector(key1), KeySelector(key2)))
 
-    def process(self, function: Any) -> "DataStream":
+    def process(self, function: CoProcessFunction | BroadcastProcessFunction) -> S:
         """Run a CoProcessFunction, KeyedCoProcessFunction (after key_by) or BroadcastProcessFunction."""
-        from .windowed_stream import find_timestamp_assigner
-
-        if isinstance(self.second, BroadcastStream):
+        first, second = self.first, self.second
+        if isinstance(second, BroadcastStream):
             if not isinstance(function, BroadcastProcessFunction):
                 raise GraphError(f"a connected broadcast stream needs a BroadcastProcessFunction, got {type(function).__name__}")
-            names = list(self.second.state_names)
-            part0 = self.first._partitioner
-            return add_two_input(self.first, self.second.stream, "broadcast_process",
-                                 lambda: BroadcastProcessOperator(function, names), False, (part0, BroadcastPartitioner()))
+            broadcast_fn, names = function, list(second.state_names)
+            return add_two_input(first, second.stream, "broadcast_process",
+                                 lambda: BroadcastProcessOperator(broadcast_fn, names), False,
+                                 (first._partitioner, BroadcastPartitioner()))
         if isinstance(function, KeyedCoProcessFunction):
-            sels = self.selectors
+            keyed_fn, sels = function, self.selectors
             if sels is None:
-                from .datastream import KeyedStream
-
-                if isinstance(self.first, KeyedStream) and isinstance(self.second, KeyedStream):
-                    sels = (self.first.selector, self.second.selector)
-                else:
+                k1, k2 = first._key_selector(), second._key_selector()
+                if k1 is None or k2 is None:
                     raise GraphError("a KeyedCoProcessFunction needs keyed inputs: connect(...).key_by(key1, key2)")
-            ts = (find_timestamp_assigner(self.first.node), find_timestamp_assigner(self.second.node))
-            return add_two_input(self.first, self.second, "co_process",
-                                 lambda: KeyedCoProcessOperator(function, sels, ts), True,
+                sels = (k1, k2)
+            key_sels = sels
+            ts = (find_timestamp_assigner(first.node), find_timestamp_assigner(second.node))
+            return add_two_input(first, second, "co_process",
+                                 lambda: KeyedCoProcessOperator(keyed_fn, key_sels, ts), True,
                                  (KeyGroupPartitioner(sels[0]), KeyGroupPartitioner(sels[1])))
         if isinstance(function, CoProcessFunction):
-            return add_two_input(self.first, self.second, "co_process", lambda: CoProcessOperator(function), False,
-                                 (self.first._partitioner, self.second._partitioner))
+            co_fn = function
+            return add_two_input(first, second, "co_process", lambda: CoProcessOperator(co_fn), False,
+                                 (first._partitioner, second._partitioner))
         raise GraphError(f"process() expects a CoProcessFunction, KeyedCoProcessFunction or BroadcastProcessFunction, got {type(function).__name__}")

@@ -1,5 +1,10 @@
 """The windowing API: ``keyed.window(assigner)`` returns a :class:`WindowedStream`.
 
+A graph builder: ending a windowed stream adds one keyed window node (a
+:class:`~operators.window_operator.WindowOperator`, or the vectorized
+:class:`~operators.window_fast.VectorWindowAggregateOperator`). It imports only the stream
+base, so :mod:`operators.datastream` can import it.
+
 Example:
     >>> from operators.windows import TumblingEventTimeWindows
     >>> # events.assign_timestamps_and_watermarks(
@@ -10,10 +15,12 @@ Example:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import Any, Callable, Generic, Iterable, TypeVar
 
 from engine.errors import GraphError
+from engine.partitioners import KeySelector
 
+from ._stream_base import StreamBase, find_timestamp_assigner
 from .functions import OutputTag, tag_name
 from .time import TimestampAssigner
 from .window_fast import WINDOW_AGGREGATIONS, VectorWindowAggregateOperator
@@ -29,23 +36,10 @@ from .windows import (
     WindowAssigner,
 )
 
-if TYPE_CHECKING:
-    from .datastream import DataStream, KeyedStream
+# find_timestamp_assigner: re-exported from where it lived before operators._stream_base
+__all__ = ["WindowedStream", "count_window", "find_timestamp_assigner"]
 
-__all__ = ["WindowedStream", "find_timestamp_assigner"]
-
-
-def find_timestamp_assigner(node: Any) -> TimestampAssigner | None:
-    """The assigner of the nearest upstream ``assign_timestamps_and_watermarks`` (first inputs)."""
-    seen = 0
-    while node is not None and seen < 10_000:
-        a = getattr(node, "timestamp_assigner", None)
-        if a is not None:
-            return a
-        ins = [e for e in node.inputs if not e.feedback]
-        node = ins[0].source if ins else None
-        seen += 1
-    return None
+S = TypeVar("S")
 
 
 class _SpecsWindowFunction(ProcessWindowFunction):
@@ -82,7 +76,7 @@ class _ApplyFunction(ProcessWindowFunction):
         return self.fn(key, context.window, list(elements))
 
 
-class WindowedStream:
+class WindowedStream(Generic[S]):
     """A keyed stream cut into windows; end it with reduce/aggregate/process/apply.
 
     Example:
@@ -90,10 +84,14 @@ class WindowedStream:
         >>> #      .side_output_late_data(OutputTag("late")).process(MySessionFunction())
     """
 
-    def __init__(self, stream: "KeyedStream", assigner: WindowAssigner) -> None:
+    def __init__(self, stream: StreamBase[S], assigner: WindowAssigner) -> None:
         if not isinstance(assigner, WindowAssigner):
             raise GraphError(f"window() expects a WindowAssigner (e.g. TumblingEventTimeWindows.of(1000)), got {assigner!r}")
+        selector = stream._key_selector()
+        if selector is None:
+            raise GraphError(f"window() needs a keyed stream (key_by first), got {type(stream).__name__}")
         self.stream = stream
+        self._selector: KeySelector = selector
         self.assigner = assigner
         self._trigger: Trigger | None = None
         self._lateness = 0
@@ -101,26 +99,26 @@ class WindowedStream:
         self._ts: TimestampAssigner | None = None
 
     # ------------------------------------------------------------------ settings
-    def trigger(self, trigger: Trigger) -> "WindowedStream":
+    def trigger(self, trigger: Trigger) -> WindowedStream[S]:
         """Replace the assigner's default trigger."""
         if not isinstance(trigger, Trigger):
             raise GraphError(f"trigger() expects a Trigger, got {trigger!r}")
         self._trigger = trigger
         return self
 
-    def allowed_lateness(self, ms: int) -> "WindowedStream":
+    def allowed_lateness(self, ms: int) -> WindowedStream[S]:
         """Keep windows ``ms`` after they fired; later records re-fire them (event time)."""
         if isinstance(ms, bool) or not isinstance(ms, int) or ms < 0:
             raise GraphError(f"allowed_lateness must be a non-negative int (ms), got {ms!r}")
         self._lateness = ms
         return self
 
-    def side_output_late_data(self, tag: OutputTag | str) -> "WindowedStream":
+    def side_output_late_data(self, tag: OutputTag | str) -> WindowedStream[S]:
         """Send late records to side output ``tag`` (read it with ``get_side_output(tag)``)."""
         self._late_tag = tag_name(tag)
         return self
 
-    def with_timestamp(self, column_or_fn: str | int | Callable[[Any], int]) -> "WindowedStream":
+    def with_timestamp(self, column_or_fn: str | int | Callable[[Any], int]) -> WindowedStream[S]:
         """Read event timestamps from this column/function instead of the upstream assigner."""
         self._ts = TimestampAssigner(fn=column_or_fn) if callable(column_or_fn) else TimestampAssigner(column=column_or_fn)
         return self
@@ -137,10 +135,8 @@ class WindowedStream:
             )
         return ts
 
-    def _operator(self, name: str, kind: str, fn: Any, window_function: ProcessWindowFunction | None) -> "DataStream":
-        from .datastream import DataStream
-
-        selector = self.stream.selector
+    def _operator(self, name: str, kind: str, fn: Any, window_function: ProcessWindowFunction | None) -> S:
+        selector = self._selector
         assigner, trigger, lateness, late_tag = self.assigner, self._trigger, self._lateness, self._late_tag
         ts = self._timestamps()
         key_of = selector.key_of
@@ -149,9 +145,9 @@ class WindowedStream:
             name, lambda: WindowOperator(key_of, assigner, kind, fn, window_function, trigger, lateness, late_tag, ts),
             keyed=True,
         )
-        return DataStream(self.stream.env, node)
+        return self.stream._stream(node)
 
-    def reduce(self, fn: Callable[[Any, Any], Any], window_function: ProcessWindowFunction | None = None) -> "DataStream":
+    def reduce(self, fn: Callable[[Any, Any], Any], window_function: ProcessWindowFunction | None = None) -> S:
         """Fold each window's records with ``fn(a, b)``; emits the reduced value (or what
         ``window_function`` makes of it)."""
         if not callable(fn):
@@ -159,7 +155,7 @@ class WindowedStream:
         return self._operator("window_reduce", REDUCE, fn, window_function)
 
     def aggregate(self, aggregate_function: Any = None, window_function: ProcessWindowFunction | None = None,
-                  **specs: tuple[str, str]) -> "DataStream":
+                  **specs: tuple[str, str]) -> S:
         """``aggregate(AggregateFunction)``: incremental aggregation per window; or
         ``aggregate(n=("value", "count"), total=("value", "sum"))``: rows
         ``{key, window_start, window_end, n, total}`` (vectorized on Arrow when the key and
@@ -177,7 +173,7 @@ class WindowedStream:
         for out, spec in specs.items():
             if not (isinstance(spec, tuple) and len(spec) == 2 and spec[1] in WINDOW_AGGREGATIONS):
                 raise GraphError(f"aggregate({out}={spec!r}): expected (column, one of {WINDOW_AGGREGATIONS})")
-        selector = self.stream.selector
+        selector = self._selector
         key_name = selector.column if selector.column is not None else "key"
         ts = self._timestamps()
         key, tcol = selector.column, ts.column if ts is not None else None
@@ -190,28 +186,26 @@ class WindowedStream:
             and isinstance(tcol, str)
         ):
             return self._operator("window_aggregate", LIST, None, _SpecsWindowFunction(key_name, dict(specs)))
-        from .datastream import DataStream
-
         assigner, late_tag, sp = self.assigner, self._late_tag, dict(specs)
         node = self.stream._add(
             "window_aggregate", lambda: VectorWindowAggregateOperator(key, tcol, assigner, sp, late_tag), keyed=True,
             schema_names=[key, "window_start", "window_end", *sp],
         )
-        return DataStream(self.stream.env, node)
+        return self.stream._stream(node)
 
-    def process(self, function: ProcessWindowFunction) -> "DataStream":
+    def process(self, function: ProcessWindowFunction) -> S:
         """Evaluate each window with a :class:`ProcessWindowFunction` (all its records)."""
         if not isinstance(function, ProcessWindowFunction):
             raise GraphError(f"process() expects a ProcessWindowFunction, got {type(function).__name__}")
         return self._operator("window_process", LIST, None, function)
 
-    def apply(self, fn: Callable[[Any, Any, list], Iterable[Any]]) -> "DataStream":
+    def apply(self, fn: Callable[[Any, Any, list], Iterable[Any]]) -> S:
         """Evaluate each window with ``fn(key, window, records) -> iterable``."""
         if not callable(fn):
             raise GraphError(f"apply() expects a function, got {fn!r}")
         return self._operator("window_apply", LIST, None, _ApplyFunction(fn))
 
 
-def count_window(stream: "KeyedStream", size: int) -> WindowedStream:
+def count_window(stream: StreamBase[S], size: int) -> WindowedStream[S]:
     """Tumbling count windows: every ``size`` records of a key form a window."""
     return WindowedStream(stream, GlobalWindows.create()).trigger(PurgingTrigger.of(CountTrigger.of(size)))

@@ -1,0 +1,232 @@
+"""The ground floor of the DataStream API: the job being built and its one door into the engine.
+
+:class:`StreamEnvironmentBase` is everything of a :class:`~operators.environment.StreamEnvironment`
+that a stream needs to see: the logical graph under construction (every stream kind adds its
+nodes through :meth:`~StreamEnvironmentBase.add_node`), the job's settings, and running the
+job. It knows no stream class, so that every stream module can import it (and name its
+type): the API modules import one way,
+
+    _environment_base  <-  _stream_base  <-  connected, joins, windowed_stream
+                       <-  datastream  <-  environment  <-  operators/__init__
+
+and the source methods, which return a :class:`~operators.datastream.DataStream`, are added
+on top by :class:`~operators.environment.StreamEnvironment`.
+
+The only doors into the engine are plain data (:mod:`engine.config`), graph building
+(:mod:`engine.graph`) and :func:`engine.client.submit`; the job master, the task runtime and
+Ray stay behind :func:`~engine.client.submit`.
+
+Example:
+    >>> env = StreamEnvironmentBase(parallelism=2)
+    >>> env.task_config.flush_ms, env.parallelism
+    (50, 2)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, TypeVar
+
+import pyarrow as pa
+
+from checkpoint.coordinator import CheckpointConfig
+from checkpoint.storage import resolve_storage, signing_key
+from engine.client import JobClient, JobResult, submit
+from engine.config import JobConfig, TaskConfig
+from engine.connectors import Sink, Source
+from engine.errors import ConfigError, GraphError
+from engine.graph import JobGraph, StreamEdge, StreamGraph, Transformation, build_job_graph
+from engine.keygroups import DEFAULT_MAX_PARALLELISM
+from engine.operator import Clock, StreamOperator
+from engine.restart import RestartStrategy
+from engine.sink_operator import SinkOperator
+
+from .sinks import CollectSink, collected_records
+
+__all__ = ["StreamEnvironmentBase", "check_parallelism", "sink_operator_factory"]
+
+
+E = TypeVar("E", bound="StreamEnvironmentBase")
+
+
+def check_parallelism(parallelism: object) -> int:
+    """``parallelism`` if it is a positive int, else a :class:`ConfigError` quoting it."""
+    if not isinstance(parallelism, int) or parallelism < 1:
+        raise ConfigError(f"parallelism must be a positive int, got {parallelism!r}")
+    return parallelism
+
+
+def sink_operator_factory(sink: Sink) -> Callable[[], SinkOperator]:
+    """The operator factory of a sink node (builds one :class:`SinkOperator` per task)."""
+    return lambda: SinkOperator(sink)
+
+
+class StreamEnvironmentBase:
+    """The job being built: its logical graph, its settings, and how to run it.
+
+    The constructor arguments are those of :class:`~operators.environment.StreamEnvironment`,
+    which adds the sources; streams hold this part of it as their ``env``.
+    """
+
+    def __init__(
+        self,
+        parallelism: int = 1,
+        max_parallelism: int = DEFAULT_MAX_PARALLELISM,
+        address: str | None = None,
+        batch_size: int = 65536,
+        flush_ms: int = 50,
+        credits: int = 4,
+        task_num_cpus: float = 0.0,
+        slot_sharing: bool = True,
+        reuse_workers: bool = True,
+    ) -> None:
+        check_parallelism(parallelism)
+        if not isinstance(max_parallelism, int) or not parallelism <= max_parallelism <= 32768:
+            raise ConfigError(f"max_parallelism must be between parallelism and 32768, got {max_parallelism!r}")
+        if credits < 1:
+            raise ConfigError(f"credits must be >= 1, got {credits!r}")
+        self.parallelism = parallelism
+        self.max_parallelism = max_parallelism
+        self.address = address
+        self.task_config = TaskConfig(batch_size=batch_size, flush_ms=flush_ms, credits=credits)
+        self.task_num_cpus = task_num_cpus
+        self.slot_sharing = bool(slot_sharing)
+        self.reuse_workers = bool(reuse_workers)
+        self.graph = StreamGraph()
+        self.clock: Clock | None = None
+        self.checkpoint_config: CheckpointConfig | None = None
+        self.restart_strategy: RestartStrategy | None = None
+
+    def __reduce__(self):
+        raise TypeError("StreamEnvironment lives in the driver and cannot be pickled")
+
+    # ------------------------------------------------------------------ graph building
+    def add_node(
+        self,
+        name: str,
+        kind: str,
+        inputs: list[StreamEdge],
+        *,
+        operator_factory: Callable[[], StreamOperator] | None = None,
+        keyed: bool = False,
+        sink: Sink | None = None,
+        source: Source | None = None,
+        schema_names: list[str] | None = None,
+        num_inputs: int = 1,
+    ) -> Transformation:
+        """Append a node (at the environment's default parallelism) fed by ``inputs``: the one
+        place where the API adds source, operator and sink nodes to the graph."""
+        node = Transformation(
+            self.graph.next_id(), name, kind, self.parallelism,
+            operator_factory=operator_factory, source=source, sink=sink, keyed=keyed, inputs=inputs,
+        )
+        node.num_inputs = num_inputs
+        node.schema_names = schema_names
+        self.graph.add(node)
+        return node
+
+    def add_sink(self, edge: StreamEdge, sink: Sink, name: str) -> Transformation:
+        """Append a sink node writing what ``edge`` carries to ``sink``."""
+        return self.add_node(name, "sink", [edge], operator_factory=sink_operator_factory(sink), sink=sink)
+
+    # ------------------------------------------------------------------ execution
+    def enable_checkpointing(
+        self: E,
+        interval_ms: int,
+        mode: str = "exactly_once",
+        checkpoint_dir: str | None = None,
+        timeout_ms: int = 60_000,
+        min_pause_ms: int = 0,
+        max_concurrent: int = 1,
+        retained: int = 3,
+        tolerable_failures: int | None = None,
+        secret: bytes | str | None = None,
+    ) -> E:
+        """Take a barrier-aligned checkpoint every ``interval_ms``; failed tasks then restart
+        from the latest complete one and results stay exactly once.
+
+        ``checkpoint_dir`` is a local directory or any ``pyarrow.fs`` URI (``s3://bucket/x``);
+        a Ray cluster needs storage all nodes reach. ``mode="at_least_once"`` skips barrier
+        alignment. Example: ``env.enable_checkpointing(1000, checkpoint_dir="/tmp/chk")``.
+
+        Checkpoint and savepoint files are pickles, and restoring one runs code: restore only
+        from storage you trust, or give a job ``secret`` (default: the environment variable
+        ``RAYSTREAM_CHECKPOINT_SECRET`` of this process). Every file is then signed with
+        HMAC-SHA256, and a file whose signature is missing or wrong is refused on restore.
+        """
+        config = CheckpointConfig(
+            interval_ms, mode, checkpoint_dir, timeout_ms, min_pause_ms, max_concurrent, retained, tolerable_failures,
+            secret=secret,
+        )
+        key = signing_key(config.secret)  # read here, on the driver: the job master may not see its environment
+        if key is not None:
+            assert config.checkpoint_dir is not None  # CheckpointConfig fills in the default
+            # the job master builds its storage from checkpoint_dir, which may be a storage
+            signed: Any = resolve_storage(config.checkpoint_dir, secret=key)
+            config.checkpoint_dir = signed
+        self.checkpoint_config = config
+        self.task_config.exactly_once = mode == "exactly_once"
+        return self
+
+    def set_restart_strategy(self: E, strategy: RestartStrategy) -> E:
+        """How failed jobs restart: ``RestartStrategy.none()``, ``.fixed_delay(attempts, delay_ms)``
+        or ``.exponential_backoff(...)`` (default: fixed delay, 3 attempts, when checkpointing)."""
+        if not isinstance(strategy, RestartStrategy):
+            raise ConfigError(f"set_restart_strategy() expects a RestartStrategy, got {strategy!r}")
+        self.restart_strategy = strategy
+        return self
+
+    def _job_config(self, name: str, from_savepoint: str | None = None, allow_non_restored_state: bool = False) -> JobConfig:
+        return JobConfig(
+            name=name,
+            task=self.task_config,
+            task_num_cpus=self.task_num_cpus,
+            slot_sharing=self.slot_sharing,
+            reuse_workers=self.reuse_workers,
+            checkpoint=self.checkpoint_config,
+            restart=self.restart_strategy,
+            clock=self.clock,
+            from_savepoint=from_savepoint,
+            allow_non_restored_state=allow_non_restored_state,
+        )
+
+    def get_job_graph(self) -> JobGraph:
+        """The chained job graph this environment would deploy (for inspection)."""
+        return build_job_graph(self.graph, self.max_parallelism)
+
+    def execute_async(self, job_name: str = "raystream-job", from_savepoint: str | None = None,
+                      allow_non_restored_state: bool = False) -> JobClient:
+        """Submit the job and return a :class:`JobClient` immediately (see :meth:`execute`)."""
+        job_graph = self.get_job_graph()
+        return submit(job_graph, self._job_config(job_name, from_savepoint, allow_non_restored_state), self.address)
+
+    def execute(self, job_name: str = "raystream-job", from_savepoint: str | None = None,
+                allow_non_restored_state: bool = False) -> JobResult:
+        """Run the job to its end (blocking) and return its :class:`JobResult`.
+
+        ``from_savepoint`` starts from a savepoint (operators matched by ``uid``, keyed state
+        re-split if the parallelism changed); ``allow_non_restored_state`` drops savepoint
+        state of operators the job no longer has instead of failing.
+        """
+        return self.execute_async(job_name, from_savepoint, allow_non_restored_state).wait()
+
+    def execute_and_collect(self, job_name: str = "raystream-job", as_table: bool = False) -> list | pa.Table:
+        """Run the job and return what its single ``collect()`` sink received.
+
+        If no sink was added, the most recently created stream is collected.
+        """
+        collect_nodes = [n for n in self.graph.nodes if n.kind == "sink" and isinstance(n.sink, CollectSink)]
+        if not collect_nodes:
+            last = self.graph.nodes[-1] if self.graph.nodes else None
+            if last is None or last.kind == "sink":
+                raise GraphError("execute_and_collect() needs a stream to collect: call .collect() on one")
+            collect_nodes = [self.add_sink(StreamEdge(last, None, 0), CollectSink(), "collect")]
+        if len(collect_nodes) > 1:
+            raise GraphError("execute_and_collect() needs exactly one collect() sink; use execute() and JobResult.sink_results")
+        result = self.execute(job_name)
+        uid = collect_nodes[0].stable_uid(self.graph)
+        batches = result.sink_results.get(uid, [])
+        if as_table:
+            if not batches:
+                return pa.table({})
+            return pa.Table.from_batches([b.replace_schema_metadata(None) for b in batches])
+        return collected_records(batches)

@@ -1,0 +1,111 @@
+"""The shared base of the stream kinds and the graph helpers they share.
+
+A stream is a handle on one node of the logical graph (plus how the next operator reads it:
+a partitioner and a side-output tag). :class:`StreamBase` holds that handle and adds nodes
+after it; it is generic in ``S``, the plain stream type that operators on the stream produce.
+The builders of two-input operators and windows (:mod:`operators.connected`,
+:mod:`operators.joins`, :mod:`operators.windowed_stream`) take a ``StreamBase[S]`` and return
+an ``S`` that the stream itself makes (:meth:`StreamBase._stream`), so they need not import
+:class:`~operators.datastream.DataStream` — which imports them to offer ``connect``, ``join``
+and ``window``. The imports of the API modules thus go one way:
+
+    _environment_base  <-  _stream_base  <-  connected, joins, windowed_stream
+                       <-  datastream  <-  environment
+
+Example:
+    >>> from operators.environment import StreamEnvironment
+    >>> s = StreamEnvironment().from_collection([1, 2]).map(str)
+    >>> isinstance(s, StreamBase), s.node.name
+    (True, 'map')
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Callable, Generic, TypeVar
+
+from engine.errors import GraphError
+from engine.graph import StreamEdge, Transformation
+from engine.operator import StreamOperator
+from engine.partitioners import KeySelector, Partitioner
+
+from ._environment_base import StreamEnvironmentBase
+from .time import TimestampAssigner
+
+__all__ = ["Key", "StreamBase", "add_two_input", "check_callable", "find_timestamp_assigner"]
+
+S = TypeVar("S")
+
+Key = str | int | Callable[[Any], Any]
+"""A key: a column name, a tuple index or a function of the record (see ``KeySelector``)."""
+
+
+def check_callable(fn: object, method: str) -> None:
+    """A :class:`GraphError` naming ``method`` unless ``fn`` is callable."""
+    if not callable(fn):
+        raise GraphError(f"{method}() expects a function, got {type(fn).__name__} {fn!r}")
+
+
+def find_timestamp_assigner(node: Transformation | None) -> TimestampAssigner | None:
+    """The assigner of the nearest upstream ``assign_timestamps_and_watermarks`` (first inputs)."""
+    seen = 0
+    while node is not None and seen < 10_000:
+        a = node.timestamp_assigner
+        if a is not None:
+            if not isinstance(a, TimestampAssigner):  # only assign_timestamps_and_watermarks sets it
+                raise GraphError(f"{node.name!r} carries {a!r} as its timestamp assigner, not an operators.time.TimestampAssigner")
+            return a
+        ins = [e for e in node.inputs if not e.feedback]
+        node = ins[0].source if ins else None
+        seen += 1
+    return None
+
+
+class StreamBase(ABC, Generic[S]):
+    """A handle on a graph node that operators can be appended to.
+
+    Args:
+        env: the environment whose graph holds ``node``.
+        node: the node whose output this stream is.
+        partitioner: how the next operator's subtasks read it (None: forward, or
+            rebalance when the parallelism differs).
+        side_tag: read this side output of ``node`` instead of its main output.
+    """
+
+    def __init__(self, env: StreamEnvironmentBase, node: Transformation, partitioner: Partitioner | None = None,
+                 side_tag: str | None = None) -> None:
+        self.env = env
+        self.node = node
+        self._partitioner = partitioner
+        self._side_tag = side_tag
+
+    def __reduce__(self):
+        raise TypeError("DataStream lives in the driver and cannot be pickled")
+
+    @abstractmethod
+    def _stream(self, node: Transformation) -> S:
+        """The plain stream of ``node``'s output (what an operator appended here returns)."""
+
+    def _key_selector(self) -> KeySelector | None:
+        """The key of a keyed stream (None: not keyed)."""
+        return None
+
+    def _edge(self, partitioner: Partitioner | None, input_index: int = 0) -> StreamEdge:
+        return StreamEdge(self.node, partitioner, input_index, side_tag=self._side_tag)
+
+    def _add(self, name: str, factory: Callable[[], StreamOperator], keyed: bool = False,
+             schema_names: list[str] | None = None) -> Transformation:
+        """Append a one-input operator node reading this stream."""
+        return self.env.add_node(name, "operator", [self._edge(self._partitioner)], operator_factory=factory,
+                                 keyed=keyed, schema_names=schema_names)
+
+
+def add_two_input(first: StreamBase[S], second: StreamBase[Any], name: str, factory: Callable[[], StreamOperator],
+                  keyed: bool, partitioners: tuple[Partitioner | None, Partitioner | None]) -> S:
+    """Add a two-input operator node fed by ``first`` (input 0) and ``second`` (input 1)."""
+    env = first.env
+    if second.env is not env:
+        raise GraphError(f"{name}: the two streams come from different StreamEnvironments")
+    inputs = [first._edge(partitioners[0], 0), second._edge(partitioners[1], 1)]
+    node = env.add_node(name, "operator", inputs, operator_factory=factory, keyed=keyed, num_inputs=2)
+    return first._stream(node)

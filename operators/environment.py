@@ -1,0 +1,91 @@
+"""StreamEnvironment: where a job starts (its sources) and how it runs.
+
+The top of the DataStream API: the sources return a :class:`~operators.datastream.DataStream`,
+so this module imports the stream kinds and nothing imports it but the package's
+``__init__``. The graph, the job's settings and execution come from
+:class:`~operators._environment_base.StreamEnvironmentBase`, the part of the environment that
+the streams see (and can import, with no cycle).
+
+Example:
+    >>> env = StreamEnvironment(parallelism=2)
+    >>> env.from_collection([1, 2, 3]).map(lambda x: x * 10).execute_and_collect()  # doctest: +SKIP
+    [10, 20, 30]
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+from engine.connectors import Source
+from engine.errors import GraphError
+
+from ._environment_base import StreamEnvironmentBase
+from .datastream import DataStream
+from .sources import CollectionSource, GeneratorSource, ParquetSource, TextSource
+
+__all__ = ["StreamEnvironment"]
+
+
+class StreamEnvironment(StreamEnvironmentBase):
+    """Builds and runs a streaming job.
+
+    Args:
+        parallelism: default number of parallel tasks per operator.
+        max_parallelism: number of key groups (upper bound for rescaling keyed state).
+        address: Ray address to connect to (None: an embedded local Ray unless one is connected).
+        batch_size: rows per network batch; flush_ms: buffer timeout; credits: in-flight
+            sends per channel (back-pressure window).
+        task_num_cpus: Ray CPUs reserved per task executor actor.
+        slot_sharing: True (default, as Flink's default slot sharing group): one Ray actor
+            per subtask index hosts that subtask of every vertex, so a job deploys
+            ``max(parallelism)`` worker processes instead of one per task, and data between
+            co-located tasks is handed over in process. False: one actor per task.
+        reuse_workers: True (default, like a Flink session cluster): the job master and the
+            task executors of a finished job stay up and the driver's next job deploys onto
+            them (no worker processes to start); see :mod:`engine.pool`. False: this job's
+            actors are its own and end with it (nothing in user code's module state carries
+            over between jobs). ``raystream.shutdown_workers()`` ends idle ones.
+
+    Example:
+        >>> env = StreamEnvironment(parallelism=2)
+        >>> env.from_collection([1, 2, 3]).map(lambda x: x * 10).execute_and_collect()  # doctest: +SKIP
+        [10, 20, 30]
+    """
+
+    # ------------------------------------------------------------------ sources
+    def _source(self, source: Source, name: str, schema_names: list[str] | None = None) -> DataStream:
+        if not isinstance(source, Source):
+            raise GraphError(f"from_source() expects an engine.connectors.Source, got {type(source).__name__}")
+        return DataStream(self, self.add_node(name, "source", [], source=source, schema_names=schema_names))
+
+    def from_collection(self, items: Iterable[Any], batch_size: int = 8192) -> DataStream:
+        """A bounded stream of the given items."""
+        items = list(items)
+        names = list(items[0].keys()) if items and isinstance(items[0], dict) else None
+        return self._source(CollectionSource(items, batch_size), "from_collection", names)
+
+    def read_parquet(self, path_or_glob: str, batch_size: int = 65536, columns: list[str] | None = None) -> DataStream:
+        """A bounded, columnar stream of Parquet files (path, directory, glob or URI)."""
+        src = ParquetSource(path_or_glob, batch_size, columns)
+        return self._source(src, "read_parquet", columns or src.schema.names)
+
+    def read_text(self, path_or_glob: str, batch_size: int = 8192) -> DataStream:
+        """A bounded stream of the lines of text files."""
+        return self._source(TextSource(path_or_glob, batch_size), "read_text")
+
+    def generate(self, fn_or_count: Callable[[int], Any] | int | None = None, count: int | None = None,
+                 rate: float | None = None, batch_size: int = 8192) -> DataStream:
+        """``generate(n)``: 0..n-1; ``generate(fn, count=n)``: fn(i); ``generate(fn)``: unbounded.
+        ``rate`` limits records per second (over all subtasks)."""
+        if isinstance(fn_or_count, bool):  # an int, but surely not meant as a count
+            raise GraphError(f"generate() expects a count or a function, got {fn_or_count!r}")
+        fn: Callable[[int], Any] | None
+        if isinstance(fn_or_count, int):
+            fn, count = None, fn_or_count
+        else:
+            fn = fn_or_count
+        return self._source(GeneratorSource(fn, count, rate, batch_size), "generate")
+
+    def from_source(self, source: Source, name: str | None = None) -> DataStream:
+        """A stream from a user :class:`~engine.connectors.Source`."""
+        return self._source(source, name or source.describe())

@@ -1,0 +1,239 @@
+"""Join operators: the runtime side of interval joins and window joins / co-groups.
+
+* :class:`IntervalJoinOperator` joins ``l`` with every ``r`` of the same key with
+  ``l.ts + lower <= r.ts <= l.ts + upper``; buffered records are dropped by event-time
+  timers once no future partner can arrive.
+* :class:`CoGroupWindowOperator` is a window operator over two inputs that hands both sides
+  of a window to a co-group function (``fn(key, lefts, rights)``, or the pairs of a join).
+
+These are operator-library classes, built by the graph builders of :mod:`operators.joins`;
+they know nothing of the DataStream API.
+
+Example:
+    >>> class Enrich(ProcessJoinFunction):
+    ...     def process_element(self, left, right, ctx):
+    ...         yield {**left, "seller": right["seller"], "at": ctx.left_timestamp}
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any, Callable, Iterable
+
+import cloudpickle
+
+from engine.errors import GraphError, UserCodeError
+from engine.events import Watermark
+from engine.keygroups import key_group_for
+from engine.operator import OperatorContext, Output, StreamOperator
+from engine.partitioners import KeySelector
+from engine.records import Batch
+
+from .time import TimestampAssigner
+from .timers import InternalTimerService
+from .two_input import TwoInputWatermarks
+from .window_operator import LIST, WindowOperator
+from .windows import ProcessWindowFunction, Trigger, WindowAssigner
+
+__all__ = ["ProcessJoinFunction", "JoinContext", "IntervalJoinOperator", "CoGroupWindowOperator"]
+
+
+class ProcessJoinFunction:
+    """Called for each joined pair: ``process_element(left, right, ctx)`` yields results
+    (``ctx.left_timestamp``, ``ctx.right_timestamp``, ``ctx.key``)."""
+
+    def process_element(self, left: Any, right: Any, ctx: JoinContext) -> Iterable[Any] | None:
+        raise NotImplementedError(f"{type(self).__name__}.process_element")
+
+
+class JoinContext:
+    """What :meth:`ProcessJoinFunction.process_element` sees of a joined pair: its key and
+    the event timestamps of both sides."""
+
+    __slots__ = ("key", "left_timestamp", "right_timestamp")
+
+    key: Any
+    left_timestamp: int
+    right_timestamp: int
+
+
+class IntervalJoinOperator(StreamOperator):
+    """Keyed interval join of input 0 (left) and input 1 (right); see the module docstring.
+
+    Late records (timestamp <= the current watermark) go to ``late_tag`` if set, else are
+    counted in ``ctx.metrics["num_late_records_dropped"]``.
+    """
+
+    keyed = True
+
+    def __init__(self, selectors: tuple[KeySelector, KeySelector],
+                 assigners: tuple[TimestampAssigner, TimestampAssigner], lower: int, upper: int,
+                 fn: Callable[[Any, Any], Any] | ProcessJoinFunction, late_tag: str | None = None) -> None:
+        if lower > upper:
+            raise GraphError(f"interval_join: lower bound {lower!r} must be <= upper bound {upper!r}")
+        self.selectors = selectors
+        self.assigners = assigners
+        self.lower, self.upper = lower, upper
+        self.fn = fn
+        self.late_tag = late_tag
+        self.buffers: dict[Any, tuple[list, list]] = {}  # key -> ([(ts, rec)], [(ts, rec)])
+        self.wms = TwoInputWatermarks()
+        self._restored: list = []
+
+    def open(self, ctx: OperatorContext, output: Output) -> None:
+        super().open(ctx, output)
+        self.timers = InternalTimerService(ctx.max_parallelism, self._cleanup, lambda *a: None, None, ctx.clock)
+        for st in self._restored:
+            for kg, blob in (st or {}).get("groups", {}).items():
+                if kg in ctx.key_group_range:
+                    self.buffers.update(pickle.loads(blob))
+            if st:
+                self.wms.current = max(self.wms.current, st.get("watermark", self.wms.current))
+                self.timers.watermark = self.wms.current
+        self.timers.restore([s.get("timers") for s in self._restored if s], ctx.key_group_range)
+        self._restored = []
+        self.jctx = JoinContext()
+        ctx.metrics.setdefault("num_late_records_dropped", 0)
+
+    def _join(self, left: tuple, right: tuple, key: Any, out: list) -> None:
+        fn = self.fn
+        if isinstance(fn, ProcessJoinFunction):
+            c = self.jctx
+            c.key, c.left_timestamp, c.right_timestamp = key, left[0], right[0]
+            res = fn.process_element(left[1], right[1], c)
+            if res is not None:
+                out.extend(res)
+        else:
+            v = fn(left[1], right[1])
+            if v is not None:
+                out.append(v)
+
+    def process_batch(self, batch: Batch, input_index: int = 0) -> None:
+        records = batch.records()
+        key_of = self.selectors[input_index].key_of
+        stamps = self.assigners[input_index].timestamps(batch).tolist()
+        wm = self.wms.current
+        lo, hi = self.lower, self.upper
+        out: list = []
+        late: list = []
+        for r, ts in zip(records, stamps):
+            if ts <= wm:
+                late.append(r)
+                continue
+            try:
+                key = key_of(r)
+                bufs = self.buffers.get(key)
+                if bufs is None:
+                    bufs = self.buffers[key] = ([], [])
+                me = (ts, r)
+                if input_index == 0:
+                    for other in bufs[1]:
+                        if ts + lo <= other[0] <= ts + hi:
+                            self._join(me, other, key, out)
+                    cleanup = ts + hi
+                else:
+                    for other in bufs[0]:
+                        if other[0] + lo <= ts <= other[0] + hi:
+                            self._join(other, me, key, out)
+                    cleanup = ts - lo
+            except Exception as exc:
+                raise UserCodeError(r, exc) from exc
+            if cleanup > wm:
+                bufs[input_index].append(me)
+                self.timers.register_event_time_timer(key, input_index, cleanup)
+        if out:
+            self.output.emit(Batch.of_records(out))
+        if late:
+            if self.late_tag is not None:
+                self.output.emit_side(self.late_tag, Batch.of_records(late))
+            else:
+                self.ctx.metrics["num_late_records_dropped"] += len(late)
+
+    def _cleanup(self, key: Any, side: int, time: int) -> None:
+        bufs = self.buffers.get(key)
+        if bufs is None:
+            return
+        lo, hi = self.lower, self.upper
+        limit = (lambda ts: ts + hi) if side == 0 else (lambda ts: ts - lo)
+        bufs[side][:] = [e for e in bufs[side] if limit(e[0]) > time]
+        if not bufs[0] and not bufs[1]:
+            del self.buffers[key]
+
+    def process_watermark(self, watermark: Watermark, input_index: int = 0) -> None:
+        wm = self.wms.update(watermark.timestamp, input_index)
+        if wm is not None:
+            self.timers.advance_watermark(wm)
+            self.output.emit_watermark(Watermark(wm))
+
+    def snapshot_state(self, checkpoint_id: int) -> Any:
+        groups: dict[int, dict] = {}
+        for key, bufs in self.buffers.items():
+            groups.setdefault(key_group_for(key, self.ctx.max_parallelism), {})[key] = bufs
+        return {"groups": {kg: cloudpickle.dumps(v) for kg, v in groups.items()},
+                "timers": self.timers.snapshot(), "watermark": self.wms.current}
+
+    def restore_state(self, states: list[Any]) -> None:
+        self._restored = list(states)
+
+
+class CoGroupWindowOperator(WindowOperator):
+    """A window operator over two inputs: stores ``(input_index, record)`` and hands both
+    sides of a window to a co-group function."""
+
+    def __init__(self, selectors: tuple[KeySelector, KeySelector],
+                 assigners: tuple[TimestampAssigner | None, TimestampAssigner | None],
+                 assigner: WindowAssigner, function: ProcessWindowFunction, trigger: Trigger | None = None,
+                 allowed_lateness: int = 0, late_tag: str | None = None) -> None:
+        super().__init__(lambda v: v, assigner, LIST, None, function, trigger, allowed_lateness, late_tag, None)
+        self.selectors = selectors
+        self.side_assigners = assigners
+        self.wms = TwoInputWatermarks()
+
+    def _elements(self, batch: Batch, input_index: int) -> tuple[list, list, list | None]:
+        records = batch.records()
+        key_of = self.selectors[input_index].key_of
+        try:
+            keys = [key_of(r) for r in records]
+        except Exception as exc:
+            raise UserCodeError(records[0] if records else None, exc) from exc
+        stamps = None
+        if self.assigner.is_event_time:
+            side = self.side_assigners[input_index]
+            assert side is not None  # an event-time window join has timestamps on both inputs
+            stamps = side.timestamps(batch).tolist()
+        return [(input_index, r) for r in records], keys, stamps
+
+    def _pane_elements(self, batch: Batch, input_index: int) -> tuple[list, list, Any, int, int]:
+        values, keys, stamps = self._elements(batch, input_index)
+        assert stamps is not None  # pane mode is event time only
+        return values, keys, stamps, min(stamps), max(stamps)
+
+    def _flush(self) -> None:
+        if self._late:
+            self._late = [v[1] for v in self._late]
+        super()._flush()
+
+    def process_watermark(self, watermark: Watermark, input_index: int = 0) -> None:
+        wm = self.wms.update(watermark.timestamp, input_index)
+        if wm is not None:
+            super().process_watermark(Watermark(wm), 0)
+
+
+class _CoGroup(ProcessWindowFunction):
+    def __init__(self, fn: Callable[[Any, list, list], Iterable[Any]] | None,
+                 join: Callable[[Any, Any], Any] | None) -> None:
+        self.fn, self.join = fn, join
+
+    def process(self, key: Any, context: Any, elements: Iterable[Any]) -> Iterable[Any] | None:
+        lefts = [r for side, r in elements if side == 0]
+        rights = [r for side, r in elements if side == 1]
+        if self.fn is not None:
+            return self.fn(key, lefts, rights)
+        join = self.join
+        out = []
+        for left in lefts:
+            for right in rights:
+                v = join(left, right)  # type: ignore[misc]
+                if v is not None:
+                    out.append(v)
+        return out

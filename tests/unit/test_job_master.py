@@ -1,0 +1,278 @@
+"""The job master's logic in one process, without Ray: a plain JobMaster drives fake task
+executors (scripted acks, declines, deaths) through a fake ExecutorRuntime."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import cloudpickle
+import pyarrow as pa
+
+import raystream as rs
+from checkpoint import HeapStateBackend
+from checkpoint.coordinator import CheckpointConfig
+from engine.config import JobConfig
+from engine.executors import Executor, ExecutorLost
+from engine.master import JobMaster
+from engine.task import TaskResult, TaskSpec
+
+
+class FakeTask:
+    """One hosted task: acks checkpoints with a collect committable per barrier and
+    finishes once the script says so."""
+
+    def __init__(self, executor: FakeExecutor, key: tuple) -> None:
+        self.executor = executor
+        self.key = key
+        self.spec: TaskSpec | None = None
+        self.master: Any = None
+        self.epoch = 0
+        self.done = asyncio.Event()
+        self.restored: dict | None = None
+
+    # the messages the master sends (handle.<name>.remote(*args))
+    async def setup(self, spec_blob: bytes, downstream: list, master: Any, storage: Any, epoch: int) -> None:
+        self.spec = cloudpickle.loads(spec_blob)
+        self.master, self.epoch = master, epoch
+        self.restored = self.spec.restore
+        self.executor.runtime.tasks.append(self)
+
+    async def run(self) -> TaskResult | None:
+        script = self.executor.runtime.script
+        await self.done.wait()
+        if self.executor.dead:
+            raise ExecutorLost(f"{self.executor.name} was killed")
+        if script.cancelled:
+            return None
+        v, s = self.key[0], self.key[1]
+        final = {self.sink_uid(): [(s, ("final", self.spec.attempt), [batch(f"final-{s}")])]} if self.sink_uid() else {}
+        return TaskResult(v, s, {"task": f"t{v}-{s}", "operators": {}, "channels": []}, final, {})
+
+    async def trigger_checkpoint(self, cid: int, ts: int, savepoint: bool, stop: bool = False) -> None:
+        script = self.executor.runtime.script
+        s = self.key[1]
+        comms = [(s, ("chk", cid), [batch(f"chk{cid}-{s}")])]
+        if (cid, s) in script.decline:
+            await self.master.decline_checkpoint(self.epoch, cid, self.key[0], s, "state write failed",
+                                                 {self.sink_uid(): comms})
+        else:
+            await self.master.acknowledge_checkpoint(self.epoch, cid, self.key[0], s,
+                                                     {self.sink_uid(): {"committables": comms}})
+        self.executor.runtime.acked.append((self.epoch, cid, s))
+        script.on_checkpoint(self, cid)
+
+    def sink_uid(self) -> str:
+        assert self.spec is not None
+        return next(op["uid"] for op in self.spec.chain if op.get("sink") is not None)
+
+    async def notify_checkpoint_complete(self, cid: int) -> None:
+        self.executor.runtime.completed.add(cid)
+        if cid >= self.executor.runtime.script.finish_after:
+            self.done.set()  # finish once a checkpoint this late has completed
+
+    async def notify_checkpoint_aborted(self, cid: int) -> None:
+        pass
+
+    async def cancel(self) -> None:
+        self.done.set()
+
+    async def metrics(self) -> dict:
+        return {}
+
+    async def release(self) -> bool:
+        return True
+
+    async def pid(self) -> int:
+        return 0
+
+
+class FakeExecutor:
+    def __init__(self, runtime: FakeRuntime, name: str) -> None:
+        self.runtime, self.name, self.dead = runtime, name, False
+        self.hosted: dict[tuple, FakeTask] = {}
+
+
+class _Method:
+    def __init__(self, task: FakeTask, name: str) -> None:
+        self.task, self.name = task, name
+
+    def remote(self, *args: Any) -> asyncio.Future:
+        """Like a Ray actor call: the message is sent now, whether or not anyone awaits it."""
+        if self.task.executor.dead:
+            async def lost() -> Any:
+                raise ExecutorLost(f"{self.task.executor.name} is dead")
+            fut = asyncio.ensure_future(lost())
+        else:
+            fut = asyncio.ensure_future(getattr(self.task, self.name)(*args))
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # fire-and-forget calls too
+        return fut
+
+
+class FakeHandle:
+    def __init__(self, executor: FakeExecutor, key: tuple) -> None:
+        self.task = executor.hosted.setdefault(key, FakeTask(executor, key))
+
+    def __getattr__(self, name: str) -> _Method:
+        return _Method(self.task, name)
+
+
+class FakeRuntime:
+    """ExecutorRuntime of fake executors in this process."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.master: JobMaster | None = None
+        self.started: list[str] = []
+        self.killed: list[str] = []
+        self.tasks: list[FakeTask] = []
+        self.completed: set[int] = set()
+        self.acked: list[tuple[int, int, int]] = []  # (attempt epoch, checkpoint id, subtask)
+        self.leftovers: list[FakeExecutor] = []
+
+    def start_executors(self, names: dict[str, str], num_cpus: float) -> dict[str, Executor]:
+        self.started += names.values()
+        return {slot: Executor(FakeExecutor(self, name), name, num_cpus) for slot, name in names.items()}
+
+    def task_handle(self, executor: FakeExecutor, key: tuple) -> FakeHandle:
+        return FakeHandle(executor, key)
+
+    def master_handle(self) -> Any:
+        return self.master
+
+    async def wait(self, call: Any) -> Any:
+        return await call
+
+    def kill(self, executors: Any) -> None:
+        for e in executors:
+            e.dead = True
+            self.killed.append(e.name)
+            for t in e.hosted.values():
+                t.done.set()
+
+    async def kill_and_wait(self, executors: list[Any]) -> None:
+        self.kill(executors)
+
+    def leftover_executors(self, job_id: str) -> list[Any]:
+        return list(self.leftovers)
+
+
+class Script:
+    """What the fake tasks do: finish after checkpoint ``finish_after`` completed; the
+    executor of subtask ``kill[0]`` dies at checkpoint ``kill[1]`` of the first attempt."""
+
+    def __init__(self, finish_after: int = 2, kill: tuple[int, int] | None = None,
+                 decline: set | None = None) -> None:
+        self.finish_after, self.kill, self.decline = finish_after, kill, decline or set()
+        self.cancelled = False
+        self.runtime: FakeRuntime | None = None
+
+    def on_checkpoint(self, task: FakeTask, cid: int) -> None:
+        rt = self.runtime
+        assert rt is not None
+        if self.kill is not None and task.epoch == 1 and (task.key[1], cid) == self.kill:
+            rt.kill([task.executor])
+
+
+def batch(tag: str) -> pa.RecordBatch:
+    return pa.RecordBatch.from_pylist([{"tag": tag}])
+
+
+def graph_and_config(tmp_path, **checkpoint: Any) -> tuple[bytes, bytes]:
+    env = rs.StreamEnvironment(parallelism=2)
+    env.generate(4).collect()  # one chained vertex: every task is a source the master triggers
+    config = JobConfig(name="fake", checkpoint=CheckpointConfig(20, checkpoint_dir=str(tmp_path), **checkpoint),
+                       restart=rs.RestartStrategy.fixed_delay(2, 0), state_backend=HeapStateBackend(),
+                       reuse_workers=False)
+    return cloudpickle.dumps(env.get_job_graph()), cloudpickle.dumps(config)
+
+
+def run_job(tmp_path, script: Script, recover: bool = False, leftovers: int = 0) -> tuple[dict, FakeRuntime, JobMaster]:
+    runtime = FakeRuntime(script)
+    script.runtime = runtime
+    runtime.leftovers = [FakeExecutor(runtime, f"old-{i}") for i in range(leftovers)]
+    master = JobMaster(runtime, metrics_backend=_NoMetrics())
+    runtime.master = master
+    graph, config = graph_and_config(tmp_path)
+    result = asyncio.run(asyncio.wait_for(master.run(graph, config, "job-1", None, recover), 60))
+    return result, runtime, master
+
+
+class _NoMetrics:
+    def gauge(self, *args: Any, **kwargs: Any) -> Any:
+        return _Noop()
+
+    def counter(self, *args: Any, **kwargs: Any) -> Any:
+        return _Noop()
+
+
+class _Noop:
+    def set(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def inc(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+def tags(result: dict) -> list[str]:
+    batches = next(iter(result["results"].values()))
+    return sorted(r["tag"] for b in batches for r in b.to_pylist())
+
+
+def committed_checkpoint_tags(runtime: FakeRuntime, upto_attempt_1: int | None = None) -> list[str]:
+    """What must be committed: every ack of the last attempt, and the acks of attempt 1 up
+    to the checkpoint the restart restored (``upto_attempt_1``)."""
+    last = max(e for e, _, _ in runtime.acked)
+    return sorted(f"chk{c}-{s}" for e, c, s in runtime.acked
+                  if e == last or (upto_attempt_1 is not None and c <= upto_attempt_1))
+
+
+def test_checkpoints_commit_and_the_final_checkpoint_commits_the_rest(tmp_path):
+    result, runtime, _ = run_job(tmp_path, Script(finish_after=2))
+    got = tags(result)
+    assert got == sorted(committed_checkpoint_tags(runtime) + ["final-0", "final-1"])
+    assert {"chk1-0", "chk1-1", "chk2-0", "chk2-1"} <= set(got)
+    assert result["checkpoints"]["completed"] >= 3  # two taken while running, one final
+    assert {1, 2} <= runtime.completed
+
+
+def test_a_dead_executor_restarts_from_the_latest_checkpoint_exactly_once(tmp_path):
+    # subtask 1's executor dies right after acking checkpoint 2: the restart restores the
+    # latest checkpoint that completed; what the failed attempt prepared after it is never
+    # committed (its data is replayed), and nothing is committed twice
+    result, runtime, master = run_job(tmp_path, Script(finish_after=4, kill=(1, 2)))
+    got = tags(result)
+    restored = master.restored_from
+    assert restored in (1, 2)
+    assert got == sorted(committed_checkpoint_tags(runtime, restored) + ["final-0", "final-1"])
+    assert result["metrics"]["restarts"] == 1
+    assert len(runtime.started) == 4  # two executors per attempt
+    assert len(runtime.killed) >= 2  # the failed attempt's executors
+
+
+def test_declined_checkpoint_commits_its_data_with_the_next(tmp_path):
+    # subtask 0's state write for checkpoint 1 fails: it declines with the committables its
+    # sink had already handed over; they are committed with checkpoint 2, not lost
+    result, runtime, _ = run_job(tmp_path, Script(finish_after=2, decline={(1, 0)}))
+    got = tags(result)
+    assert "chk1-0" in got
+    assert got == sorted(committed_checkpoint_tags(runtime) + ["final-0", "final-1"])  # (declines included)
+    assert result["checkpoints"]["aborted"] == 1
+
+
+def test_takeover_kills_leftover_executors_and_resumes_from_storage(tmp_path):
+    first, _, _ = run_job(tmp_path, Script(finish_after=2))
+    # a new master takes the (finished) job over: it kills what an old master left, restores
+    # from the final checkpoint in storage, re-commits from the commit log and reports the
+    # same output (the restored tasks are at their end: they add only their final output)
+    second, runtime, master = run_job(tmp_path, Script(finish_after=1), recover=True, leftovers=2)
+    assert runtime.killed[:2] == ["old-0", "old-1"]
+    assert master.restored_from == first["checkpoints"]["latest_completed"]
+    assert set(tags(first)) <= set(tags(second))
+
+
+def test_job_master_has_no_ray_in_it():
+    import engine.master as master
+
+    source = open(master.__file__).read()
+    assert "import ray" not in source and "ray." not in source.replace("ray_runtime", "")
