@@ -22,15 +22,36 @@ The backend owns the state; state objects and snapshots never outlive their mean
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Iterator
+from typing import Any, Iterator, TypeVar, overload
 
 from engine.keygroups import KeyGroupRange
 
-from .descriptors import StateDescriptor
+from .descriptors import (
+    AggregatingStateDescriptor,
+    ListStateDescriptor,
+    MapStateDescriptor,
+    ReducingStateDescriptor,
+    StateDescriptor,
+    ValueStateDescriptor,
+)
 from .snapshot import KeyedStateSnapshot
-from .state import KeyedState
+from .state import (
+    AggregatingState,
+    KeyedState,
+    ListState,
+    MapState,
+    ReducingState,
+    ValueState,
+)
 
 __all__ = ["KeyedStateBackend"]
+
+T = TypeVar("T")
+K = TypeVar("K")
+V = TypeVar("V")
+IN = TypeVar("IN")
+ACC = TypeVar("ACC")
+OUT = TypeVar("OUT")
 
 
 class KeyedStateBackend(ABC):
@@ -63,9 +84,22 @@ class KeyedStateBackend(ABC):
     def current_key(self) -> Any:
         """The current key (raises StateError if none was set)."""
 
+    @overload
+    def get_state(self, descriptor: ValueStateDescriptor[T]) -> ValueState[T]: ...
+    @overload
+    def get_state(self, descriptor: ListStateDescriptor[T]) -> ListState[T]: ...
+    @overload
+    def get_state(self, descriptor: MapStateDescriptor[K, V]) -> MapState[K, V]: ...
+    @overload
+    def get_state(self, descriptor: ReducingStateDescriptor[T]) -> ReducingState[T]: ...
+    @overload
+    def get_state(self, descriptor: AggregatingStateDescriptor[IN, ACC, OUT]) -> AggregatingState[IN, OUT]: ...
+    @overload
+    def get_state(self, descriptor: StateDescriptor) -> KeyedState: ...
     @abstractmethod
     def get_state(self, descriptor: StateDescriptor) -> KeyedState:
-        """The state object for ``descriptor`` (the same object for the same name)."""
+        """The state object for ``descriptor`` (the same object for the same name), typed
+        by the descriptor: a ``ValueStateDescriptor[int]`` gives a ``ValueState[int]``."""
 
     @abstractmethod
     def keys(self, state_name: str) -> Iterator[Any]:

@@ -23,12 +23,15 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from engine.errors import CheckpointError, ConfigError
 
 from .serde import loads
 from .storage import CheckpointStorage, resolve_storage
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = [
     "CheckpointConfig",
@@ -39,6 +42,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: a reference to a state file in checkpoint metadata: a checkpoint's StateHandle, or the
+#: file name inside a savepoint (whatever the ``read`` function given with it accepts)
+Ref = TypeVar("Ref")
 
 METADATA_FORMAT = 1
 
@@ -423,7 +430,7 @@ def committables_of(state: dict) -> dict[str, list]:
     return out
 
 
-def verify_files(metadata: dict, read: Callable[[Any], bytes]) -> None:
+def verify_files(metadata: dict, read: Callable[[Ref], bytes]) -> None:
     """Read every state file of ``metadata`` (checksums are verified by ``read``)."""
     for op in metadata["operators"].values():
         for entry in op["subtasks"].values():
@@ -434,7 +441,7 @@ def verify_files(metadata: dict, read: Callable[[Any], bytes]) -> None:
 
 def build_restore_plan(
     metadata: dict,
-    read: Callable[[Any], bytes],
+    read: Callable[[Ref], bytes],
     vertices: list[dict],
     max_parallelism: int,
     allow_non_restored_state: bool = True,
@@ -476,9 +483,9 @@ def build_restore_plan(
             if op is None:
                 continue
             keyed: list[bytes] = []
-            states: list[Any] = []
-            splits: list[Any] = []
-            logs: list[Any] = []
+            states: list[Any] = []  # operator states (each operator's own picklable value)
+            splits: list[Any] = []  # source splits (each source's own split type)
+            logs: list[pa.RecordBatch] = []
             for subtask in sorted(op["subtasks"]):
                 entry = op["subtasks"][subtask]
                 if entry.get("keyed") is not None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Generic, TypeVar
+from typing import Callable, ClassVar, Generic, TypeVar
 
 from engine.errors import ConfigError
 
@@ -33,7 +33,9 @@ __all__ = [
     "AggregatingStateDescriptor",
 ]
 
-T = TypeVar("T")
+T = TypeVar("T")  # a state's value (element) type
+K = TypeVar("K")  # map state keys
+V = TypeVar("V")  # map state values
 IN = TypeVar("IN")
 ACC = TypeVar("ACC")
 OUT = TypeVar("OUT")
@@ -151,7 +153,8 @@ class ValueStateDescriptor(StateDescriptor, Generic[T]):
     """A single value per key.
 
     ``default`` is returned by ``value()`` when the key has no value; it is shared, so
-    use an immutable default (or None).
+    use an immutable default (or None; then declare ``T`` to include None, e.g.
+    ``ValueStateDescriptor[int | None]("last")``).
 
     Example:
         >>> ValueStateDescriptor("count", default=0).kind
@@ -159,7 +162,7 @@ class ValueStateDescriptor(StateDescriptor, Generic[T]):
     """
 
     kind: ClassVar[str] = "value"
-    default: Any = None
+    default: T | None = None
     ttl: StateTtlConfig | None = None
 
 
@@ -177,7 +180,7 @@ class ListStateDescriptor(StateDescriptor, Generic[T]):
 
 
 @dataclass(frozen=True)
-class MapStateDescriptor(StateDescriptor):
+class MapStateDescriptor(StateDescriptor, Generic[K, V]):
     """A dict per key (TTL applies to each map entry).
 
     Example:
@@ -199,7 +202,7 @@ class ReducingStateDescriptor(StateDescriptor, Generic[T]):
     """
 
     kind: ClassVar[str] = "reducing"
-    reduce_fn: Callable[[Any, Any], Any] = None  # type: ignore[assignment]
+    reduce_fn: Callable[[T, T], T] | None = None  # required: None is refused below
     ttl: StateTtlConfig | None = None
 
     def __post_init__(self) -> None:
@@ -211,7 +214,7 @@ class ReducingStateDescriptor(StateDescriptor, Generic[T]):
 
 
 @dataclass(frozen=True)
-class AggregatingStateDescriptor(StateDescriptor):
+class AggregatingStateDescriptor(StateDescriptor, Generic[IN, ACC, OUT]):
     """An accumulator per key driven by an :class:`AggregateFunction`.
 
     Example:
@@ -225,7 +228,7 @@ class AggregatingStateDescriptor(StateDescriptor):
     """
 
     kind: ClassVar[str] = "aggregating"
-    aggregate_function: AggregateFunction = None  # type: ignore[assignment]
+    aggregate_function: AggregateFunction[IN, ACC, OUT] | None = None  # required: None is refused below
     ttl: StateTtlConfig | None = None
 
     def __post_init__(self) -> None:

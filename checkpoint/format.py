@@ -36,7 +36,7 @@ import json
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 from engine.errors import CheckpointError
 
@@ -82,10 +82,10 @@ class BlobHeader:
     payload_size: int
     crc32: int
     payload_offset: int
-    extra: dict[str, Any]
+    extra: dict[str, object]  # JSON values
 
 
-def encode_blob(kind: str, payload: bytes, **extra: Any) -> bytes:
+def encode_blob(kind: str, payload: bytes, **extra: object) -> bytes:
     """Wrap ``payload`` in the raystream envelope (magic, version, header, CRC-32).
 
     Args:
@@ -105,7 +105,7 @@ def encode_blob(kind: str, payload: bytes, **extra: Any) -> bytes:
 
 
 def encode_blob_parts(
-    kind: str, parts: Sequence[bytes | bytearray | memoryview], **extra: Any
+    kind: str, parts: Sequence[bytes | bytearray | memoryview], **extra: object
 ) -> bytes:
     """Like :func:`encode_blob` for a payload given as pieces (joined once, no extra copy).
 
@@ -124,7 +124,7 @@ def encode_blob_parts(
 
 
 def _assemble(
-    kind: str, size: int, crc: int, extra: dict[str, Any], parts: Sequence[bytes | bytearray | memoryview]
+    kind: str, size: int, crc: int, extra: dict[str, object], parts: Sequence[bytes | bytearray | memoryview]
 ) -> bytes:
     header = dict(extra)
     header.update(kind=kind, payload_size=size, crc32=crc)

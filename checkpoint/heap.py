@@ -33,20 +33,42 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator
+from typing import Any, Iterator, TypeVar, overload
 
 from engine.errors import CheckpointError, StateError
 from engine.keygroups import KeyGroupRange, key_group_for
 from engine.operator import Clock, SystemClock
 
 from .backend import KeyedStateBackend
-from .descriptors import StateDescriptor
+from .descriptors import (
+    AggregatingStateDescriptor,
+    ListStateDescriptor,
+    MapStateDescriptor,
+    ReducingStateDescriptor,
+    StateDescriptor,
+    ValueStateDescriptor,
+)
 from .serde import dumps, loads
 from .snapshot import KeyedStateSnapshot, StateMeta
-from .state import STATE_CLASSES, KeyedState
+from .state import (
+    STATE_CLASSES,
+    AggregatingState,
+    KeyedState,
+    ListState,
+    MapState,
+    ReducingState,
+    ValueState,
+)
 from .ttl import TtlCleanupCursor
 
 __all__ = ["HeapKeyedStateBackend"]
+
+T = TypeVar("T")
+K = TypeVar("K")
+V = TypeVar("V")
+IN = TypeVar("IN")
+ACC = TypeVar("ACC")
+OUT = TypeVar("OUT")
 
 _NO_KEY: Any = object()
 _LIST, _MAP = "list", "map"
@@ -213,7 +235,19 @@ class HeapKeyedStateBackend(KeyedStateBackend):
 
     # -- states ------------------------------------------------------------------------
 
-    def get_state(self, descriptor: StateDescriptor) -> Any:
+    @overload
+    def get_state(self, descriptor: ValueStateDescriptor[T]) -> ValueState[T]: ...
+    @overload
+    def get_state(self, descriptor: ListStateDescriptor[T]) -> ListState[T]: ...
+    @overload
+    def get_state(self, descriptor: MapStateDescriptor[K, V]) -> MapState[K, V]: ...
+    @overload
+    def get_state(self, descriptor: ReducingStateDescriptor[T]) -> ReducingState[T]: ...
+    @overload
+    def get_state(self, descriptor: AggregatingStateDescriptor[IN, ACC, OUT]) -> AggregatingState[IN, OUT]: ...
+    @overload
+    def get_state(self, descriptor: StateDescriptor) -> KeyedState: ...
+    def get_state(self, descriptor: StateDescriptor) -> KeyedState:
         """The state object for ``descriptor``; the same object for the same name.
 
         Raises:

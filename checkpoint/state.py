@@ -28,11 +28,12 @@ Example:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Generic, Iterable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, TypeVar, cast
 
 from engine.errors import StateError
 
 from .descriptors import (
+    AggregateFunction,
     AggregatingStateDescriptor,
     ListStateDescriptor,
     MapStateDescriptor,
@@ -57,7 +58,9 @@ __all__ = [
 T = TypeVar("T")
 K = TypeVar("K")
 V = TypeVar("V")
-_MISSING: Any = object()
+IN = TypeVar("IN")
+OUT = TypeVar("OUT")
+_MISSING = object()  # "no value" (values may be None)
 #: incremental TTL cleanup runs every this many accesses of a state (for cleanup_size each)
 _CLEANUP_EVERY = 16
 
@@ -191,12 +194,20 @@ class ValueState(KeyedState, Generic[T]):
         1
     """
 
-    __slots__ = ()
+    __slots__ = ("_default",)
+
+    def __init__(
+        self, backend: HeapKeyedStateBackend, descriptor: ValueStateDescriptor[T], table: dict[int, dict[Any, Any]]
+    ) -> None:
+        super().__init__(backend, descriptor, table)
+        # what a key without a value reads; a None default means T includes None (see the
+        # descriptor), which the type of ``default`` (T | None) cannot say
+        self._default = cast(T, descriptor.default)
 
     def value(self) -> T:
         """The current key's value, or the descriptor's default when it has none."""
         v = self._get_single()
-        return self._descriptor.default if v is _MISSING else v  # type: ignore[attr-defined]
+        return self._default if v is _MISSING else v
 
     def update(self, value: T | None) -> None:
         """Set the current key's value (``None`` clears it, as in Flink)."""
@@ -250,7 +261,7 @@ class ListState(KeyedState, Generic[T]):
         """Append ``value`` to the current key's list."""
         group = self._group_w()
         key = self._backend._key
-        item: Any = value
+        item: object = value
         if self._ttl_ms is not None:
             now = self._now()
             self._cleanup_step(now)
@@ -263,7 +274,7 @@ class ListState(KeyedState, Generic[T]):
 
     def add_all(self, values: Iterable[T]) -> None:
         """Append every value of ``values`` to the current key's list."""
-        items: list[Any]
+        items: list[object]
         if self._ttl_ms is None:
             items = list(values)
         else:
@@ -428,7 +439,16 @@ class ReducingState(KeyedState, Generic[T]):
         5
     """
 
-    __slots__ = ()
+    __slots__ = ("_reduce",)
+
+    def __init__(
+        self, backend: HeapKeyedStateBackend, descriptor: ReducingStateDescriptor[T], table: dict[int, dict[Any, Any]]
+    ) -> None:
+        super().__init__(backend, descriptor, table)
+        reduce_fn = descriptor.reduce_fn
+        if reduce_fn is None:  # (the descriptor refuses it: see ReducingStateDescriptor)
+            raise StateError(f"reducing state {descriptor.name!r} has no reduce_fn")
+        self._reduce: Callable[[T, T], T] = reduce_fn
 
     def get(self) -> T | None:
         """The reduced value of the current key, or None if nothing was added."""
@@ -438,11 +458,10 @@ class ReducingState(KeyedState, Generic[T]):
     def add(self, value: T) -> None:
         """Fold ``value`` into the current key's reduced value."""
         current = self._get_single(for_write=True)
-        desc: ReducingStateDescriptor = self._descriptor  # type: ignore[assignment]
-        self._put_single(value if current is _MISSING else desc.reduce_fn(current, value))
+        self._put_single(value if current is _MISSING else self._reduce(current, value))
 
 
-class AggregatingState(KeyedState, Generic[T]):
+class AggregatingState(KeyedState, Generic[IN, OUT]):
     """An accumulator per key driven by an AggregateFunction (Flink's ``AggregatingState``).
 
     Example:
@@ -460,19 +479,30 @@ class AggregatingState(KeyedState, Generic[T]):
         2.5
     """
 
-    __slots__ = ()
+    __slots__ = ("_agg",)
 
-    def get(self) -> Any:
+    def __init__(
+        self,
+        backend: HeapKeyedStateBackend,
+        descriptor: AggregatingStateDescriptor[IN, Any, OUT],
+        table: dict[int, dict[Any, Any]],
+    ) -> None:
+        super().__init__(backend, descriptor, table)
+        fn = descriptor.aggregate_function
+        if fn is None:  # (the descriptor refuses it: see AggregatingStateDescriptor)
+            raise StateError(f"aggregating state {descriptor.name!r} has no aggregate_function")
+        self._agg: AggregateFunction[IN, Any, OUT] = fn
+
+    def get(self) -> OUT | None:
         """``get_result`` of the current key's accumulator, or None if nothing was added."""
         acc = self._get_single()
         if acc is _MISSING:
             return None
-        desc: AggregatingStateDescriptor = self._descriptor  # type: ignore[assignment]
-        return desc.aggregate_function.get_result(acc)
+        return self._agg.get_result(acc)
 
-    def add(self, value: Any) -> None:
+    def add(self, value: IN) -> None:
         """Add ``value`` to the current key's accumulator."""
-        fn = self._descriptor.aggregate_function  # type: ignore[attr-defined]
+        fn = self._agg
         acc = self._get_single(for_write=True)
         if acc is _MISSING:
             acc = fn.create_accumulator()

@@ -250,7 +250,7 @@ class CheckpointStorage:
         if not self._object_store:
             self._mkdir(self._base)
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[type[CheckpointStorage], tuple[Location], dict[str, bytes | None]]:
         # subclasses stay subclasses; the key travels as state, so an unpickling process
         # signs like this one whatever its own environment says
         return (type(self), ((self._fs, self._base),), {"_signing_key": self._signing_key})

@@ -170,7 +170,7 @@ class TtlCleanupCursor:
                 stamps = [x[1] for x in e] if self.kind == "list" else [x[1] for x in e.values()]
                 if not keep and min(stamps) <= limit:
                     if self.kind == "list":
-                        kept: Any = [x for x in e if x[1] > limit]
+                        kept: list[Any] | dict[Any, Any] = [x for x in e if x[1] > limit]
                     else:
                         kept = {mk: x for mk, x in e.items() if x[1] > limit}
                     self.removed += len(e) - len(kept)
