@@ -22,9 +22,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 LAYERS = ["engine", "checkpoint", "operators", "statefun_api", "raystream", "jobs"]
-ENGINE_RUNTIME = {"engine.task", "engine.master", "engine.ray_runtime", "engine.pool", "engine.client", "engine.snapshots"}
+ENGINE_RUNTIME = {"engine.task", "engine.master", "engine.ray_runtime", "engine.pool", "engine.client", "engine.snapshots",
+                  "engine.executor", "engine.local_runtime"}
 RAY_MODULES = {"engine.ray_runtime", "engine.pool", "engine.client", "engine.observability"}
-NO_RAY = {"engine.master", "engine.task", "engine.snapshots"} | {f"engine.{m}" for m in ("graph", "records", "keygroups")}
+NO_RAY = {"engine.master", "engine.task", "engine.snapshots", "engine.executor", "engine.local_runtime"} | {f"engine.{m}" for m in ("graph", "records", "keygroups")}
 # lazy on purpose, not to dodge a cycle:
 LAZY_ALLOWED = {
     "engine/__init__.py": "JobClient/submit need Ray; the contracts (engine.errors ...) must import without it",

@@ -1,0 +1,339 @@
+"""The task executor: hosts tasks and runs each on its own mailbox thread (Flink's task
+slot), plus the hooks through which a task reports to its job master. Plain classes with no
+Ray in them: :class:`TaskExecutor` gets a :class:`Transport` that says which tasks are in
+this process, how to reach the others and how to message the master. The Ray actor
+``engine.ray_runtime.TaskActor`` and the in-process ``engine.local_runtime`` wrap it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+import traceback
+from typing import Any, Callable, Protocol
+
+import cloudpickle
+
+from .channels import Cancelled, ChannelSender, LocalSender
+from .errors import JobFailed
+from .events import Barrier
+from .snapshots import AsyncSnapshotWriter
+from .task import Task, TaskHooks, TaskSpec
+
+__all__ = ["Messenger", "MasterHooks", "TaskExecutor", "Transport"]
+
+log = logging.getLogger(__name__)
+
+
+class Messenger(Protocol):
+    """Sends messages to a job master from any thread."""
+
+    def send(self, method: str, *args: Any) -> Any:
+        """Call ``method`` on the master; returns a waitable handle of the call."""
+
+    def pending(self, calls: list) -> list:
+        """The calls not yet processed by the master (no waiting)."""
+
+    def wait_all(self, calls: list, timeout_s: float) -> list:
+        """Wait until every call is processed (at most ``timeout_s``); the unprocessed ones."""
+
+
+class Transport(Protocol):
+    """What a :class:`TaskExecutor` needs of its runtime."""
+
+    def local_deliver(self, executor: TaskExecutor, target: Any) -> Callable[[int, int, list, Any], None] | None:
+        """The in-process entry point of task handle ``target``, or None if it is remote."""
+
+    def remote_sender(self, channel_index: int, window: int | None, target: Any, task_ref: list) -> ChannelSender:
+        """A channel sender to a task in another process."""
+
+    def messenger(self, master: Any) -> Messenger:
+        """A messenger to the job master handle ``master``."""
+
+    def node_id(self) -> str:
+        """The node this executor runs on."""
+
+
+class MasterHooks(TaskHooks):
+    """Reports a task's checkpoint acks, declines and idleness to its job master through a
+    :class:`Messenger` (Ray actor calls, or calls onto an in-process master's event loop).
+    Snapshots are written off the mailbox thread by ``writer`` before the ack is sent."""
+
+    def __init__(self, messenger: Messenger, attempt: int, writer: Any = None) -> None:
+        self.messenger = messenger
+        self.attempt = attempt
+        self.writer = writer  # callable(state)->state handles, runs off the mailbox thread
+        self._calls: list = []  # acks/declines sent, not yet known to be processed
+        self._lock = threading.Lock()
+
+    def _sent(self, call: Any) -> None:
+        with self._lock:
+            if self._calls:  # forget the calls already processed
+                self._calls = self.messenger.pending(self._calls)
+            self._calls.append(call)
+
+    def flush(self, timeout_s: float = 60.0) -> None:
+        """Wait until every snapshot queued for writing has been acked or declined and the
+        master has processed those calls. A finishing task calls this before it reports
+        its result: otherwise the master could finish the job (final commit) before the
+        ack of the task's last checkpoint, whose committables would then be lost."""
+        if self.writer is not None:
+            self.writer.drain()
+        with self._lock:
+            calls, self._calls = self._calls, []
+        if calls:
+            pending = self.messenger.wait_all(calls, timeout_s)
+            if pending:
+                log.warning("%d checkpoint ack(s) not processed by the job master after %.0fs", len(pending), timeout_s)
+
+    def acknowledge(self, checkpoint_id: int, vertex_id: int, subtask: int, state: dict) -> None:
+        if self.writer is None:
+            comms = {uid: e["committables"] for uid, e in state.items() if e.get("committables")}
+            self.decline(checkpoint_id, vertex_id, subtask, "the job has no checkpoint storage", comms)
+            return
+        self.writer(
+            checkpoint_id, vertex_id, subtask, state, self._send_ack,
+            lambda cid, reason, committables=None: self.decline(cid, vertex_id, subtask, reason, committables),
+        )
+
+    def _send_ack(self, checkpoint_id: int, vertex_id: int, subtask: int, state: Any) -> None:
+        self._sent(self.messenger.send("acknowledge_checkpoint", self.attempt, checkpoint_id, vertex_id, subtask, state))
+
+    def decline(self, checkpoint_id: int, vertex_id: int, subtask: int, reason: str,
+                committables: dict | None = None) -> None:
+        self._sent(self.messenger.send("decline_checkpoint", self.attempt, checkpoint_id, vertex_id, subtask, reason,
+                                       committables))
+
+    def report_idle(self, vertex_id: int, subtask: int) -> None:
+        self.messenger.send("task_idle", self.attempt, vertex_id, subtask)
+
+
+class _Hosted:
+    """A task inside a TaskActor, with its checkpoint hooks."""
+
+    __slots__ = ("task", "hooks", "ref", "finished")
+
+    def __init__(self) -> None:
+        self.task: Task | None = None
+        self.hooks: MasterHooks | None = None
+        self.ref: list = []  # [Task] once built: senders use it to notice cancellation
+        self.finished = False  # its mailbox thread has ended
+
+    def built_task(self) -> Task:
+        """The task (``TaskActor.setup`` builds it before the master runs or feeds any task)."""
+        if self.task is None:
+            raise RuntimeError("the task was not built: its TaskActor.setup failed or never ran")
+        return self.task
+
+
+class TaskExecutor:
+    """A task executor (Flink's task slot): hosts one :class:`~engine.task.Task`, or with
+    slot sharing (the default) one subtask of every vertex that has that subtask index.
+    Every method takes the hosted task's key ``(vertex id, subtask)`` first; the async
+    methods run on the executor's event loop. Each task runs on its own mailbox thread.
+    Tasks the ``transport`` can reach in this process exchange data through
+    :class:`~engine.channels.LocalSender` (no serialization, no remote call); others through
+    the transport's remote sender. A plain class: the Ray actor
+    :class:`engine.ray_runtime.TaskActor` and the in-process runtime
+    (:mod:`engine.local_runtime`) wrap it."""
+
+    def __init__(self, transport: Transport) -> None:
+        self._hosted: dict[tuple, _Hosted] = {}
+        self.transport = transport
+
+    def deliver_to(self, key: tuple) -> Callable[[int, int, list, Any], None]:
+        """The in-process entry point of hosted task ``key`` (set up before any task runs)."""
+        hosted = self._hosted
+
+        def deliver(channel: int, seq: int, items: list, ack: Any) -> None:
+            hosted[key].built_task().deliver(channel, seq, items, ack)
+
+        return deliver
+
+    def _sender(self, out: Any, target: Any, window: int | None, host: _Hosted) -> ChannelSender:
+        deliver = self.transport.local_deliver(self, target)
+        if deliver is None:
+            return self.transport.remote_sender(out.channel_index, window, target, host.ref)
+        return LocalSender(out.channel_index, window, deliver, lambda: bool(host.ref) and host.ref[0].cancelled)
+
+    async def setup(self, key: tuple, spec_blob: bytes, downstream: list[list[Any]], master: Any,
+                    storage: Any = None, epoch: int | None = None) -> None:
+        """Build the task ``key``; ``epoch``: the master's attempt counter, sent back with
+        every checkpoint ack so that the master drops acks of earlier attempts and jobs."""
+        spec: TaskSpec = cloudpickle.loads(spec_blob)
+        host = self._hosted[key] = _Hosted()
+        senders = [
+            [
+                self._sender(out, downstream[i][t], None if out.feedback else spec.config.credits, host)
+                for t in range(out.num_targets)
+            ]
+            for i, out in enumerate(spec.outputs)
+        ]
+        writer = None
+        if storage is not None:
+            writer = AsyncSnapshotWriter(storage, spec.job_id, state_backend=spec.state_backend)
+        host.hooks = MasterHooks(self.transport.messenger(master), spec.attempt if epoch is None else epoch, writer)
+        host.task = Task(spec, senders, hooks=host.hooks)
+        host.ref.append(host.task)
+
+    async def push(self, key: tuple, channel: int, seq: int, items: list) -> None:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+
+        def ack() -> None:
+            loop.call_soon_threadsafe(_resolve, fut)
+
+        self._hosted[key].built_task().deliver(channel, seq, items, ack)
+        await fut
+
+    async def run(self, key: tuple) -> Any:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        host = self._hosted[key]
+        thread = threading.Thread(target=_run_thread, args=(host, loop, fut), name=f"raystream-mailbox-{key[0]}-{key[1]}",
+                                  daemon=True)
+        thread.start()
+        return await fut
+
+    async def trigger_checkpoint(self, key: tuple, checkpoint_id: int, timestamp_ms: int, savepoint: bool,
+                                 stop: bool = False) -> None:
+        task = self._hosted[key].built_task()
+        task.post(lambda: task.trigger_checkpoint(Barrier(checkpoint_id, timestamp_ms, savepoint, stop)))
+
+    async def notify_checkpoint_complete(self, key: tuple, checkpoint_id: int) -> None:
+        task = self._hosted[key].built_task()
+        task.post(lambda: task.notify_checkpoint_complete(checkpoint_id))
+
+    async def notify_checkpoint_aborted(self, key: tuple, checkpoint_id: int) -> None:
+        task = self._hosted[key].built_task()
+        task.post(lambda: task.notify_checkpoint_aborted(checkpoint_id))
+
+    async def cancel(self, key: tuple) -> None:
+        host = self._hosted.get(key)
+        if host is not None and host.task is not None:
+            host.task.cancel()
+
+    async def probe(self, key: tuple) -> tuple:
+        task = self._hosted[key].built_task()
+        return await self._on_mailbox(task, task.probe)
+
+    async def end_feedback(self, key: tuple) -> None:
+        task = self._hosted[key].built_task()
+        task.post(task.end_feedback)
+
+    async def _on_mailbox(self, task: Task, fn: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+
+        def run() -> None:
+            try:
+                value = fn()
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                loop.call_soon_threadsafe(_fail, fut, exc)
+                return
+            loop.call_soon_threadsafe(_resolve, fut, value)
+
+        task.post(run)
+        return await fut
+
+    async def metrics(self, key: tuple) -> dict:
+        host = self._hosted.get(key)
+        return host.task.metrics() if host is not None and host.task is not None else {}
+
+    async def release(self, grace_s: float = 2.0) -> bool:
+        """Forget every hosted task (their job ended) so the executor can serve another job.
+
+        Returns True when the executor is clean: no hosted task still running and, within
+        ``grace_s``, no thread of ours (mailbox, snapshot writer, remote-function I/O) left
+        over. The job master kills an executor that is not clean instead of reusing it.
+        Calls that still arrive for a forgotten task find no task under their key (keys
+        carry the job's attempt tag) and are dropped."""
+        hosted, self._hosted = self._hosted, {}
+        deadline = time.monotonic() + grace_s
+
+        def running() -> list[_Hosted]:
+            return [h for h in hosted.values() if h.task is not None and not h.finished]
+
+        while running() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        clean = not running()
+        for host in hosted.values():
+            if host.task is not None and not host.finished:
+                host.task.cancel()
+            if host.hooks is not None and host.hooks.writer is not None:
+                host.hooks.writer.close()
+        while _own_threads() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return clean and not _own_threads()
+
+    async def hosted(self) -> list:
+        """Keys of the tasks this executor hosts right now (empty when idle)."""
+        return sorted(self._hosted)
+
+    async def pid(self, key: tuple | None = None) -> int:
+        return os.getpid()
+
+    async def node(self) -> tuple[int, str]:
+        """``(pid, node id)`` of this executor (the worker pool's health check)."""
+        return os.getpid(), self.transport.node_id()
+
+
+def _own_threads() -> list[threading.Thread]:
+    """raystream's threads still alive in this process (all are named ``raystream-...``)."""
+    return [t for t in threading.enumerate() if t.name.startswith("raystream-") and t.is_alive()]
+
+
+def _run_thread(host: _Hosted, loop: asyncio.AbstractEventLoop, fut: asyncio.Future) -> None:
+    try:
+        _run_task(host, loop, fut)
+    finally:
+        host.finished = True
+
+
+def _run_task(host: _Hosted, loop: asyncio.AbstractEventLoop, fut: asyncio.Future) -> None:
+    task = host.task
+    assert task is not None
+    try:
+        result: Any = task.run()
+    except Cancelled:
+        result = None
+    except JobFailed as exc:
+        _reply(loop, _fail, fut, exc)
+        return
+    except BaseException as exc:  # noqa: BLE001 - anything else is a task failure too
+        err = JobFailed(
+            f"task {task.spec.task_name!r} failed: {type(exc).__name__}: {exc}",
+            subtask=task.spec.subtask_index,
+            cause=traceback.format_exc(),
+        )
+        _reply(loop, _fail, fut, err)
+        return
+    if host.hooks is not None:
+        try:
+            host.hooks.flush()
+        except Exception:  # noqa: BLE001 - the master is gone: nothing left to report to
+            log.warning("flushing checkpoint acks of task %r failed", task.spec.task_name, exc_info=True)
+    _reply(loop, _resolve, fut, result)
+
+
+def _reply(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) -> None:
+    """Hand a task's outcome to the executor's event loop (gone: nobody waits any more)."""
+    try:
+        loop.call_soon_threadsafe(fn, *args)
+    except RuntimeError:  # the loop is closed: the executor was shut down
+        log.debug("event loop closed before a task's outcome could be delivered")
+
+
+def _resolve(fut: asyncio.Future, value: Any = None) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _fail(fut: asyncio.Future, exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
+
+

@@ -1,0 +1,221 @@
+"""The in-process runtime: a whole job (its :class:`~engine.master.JobMaster` and every
+task executor) in the calling process, on one asyncio event loop plus one mailbox thread per
+task. No Ray: the same master and task code as on a cluster, with in-process channels
+(:class:`~engine.channels.LocalSender`) between every pair of tasks.
+
+Meant for tests and debugging (a breakpoint in a user function stops the job right there).
+Failure drills kill an executor with :meth:`LocalExecutorRuntime.kill_executor`: its tasks
+stop and every call to it fails, as when a Ray actor dies.
+
+Example:
+    >>> import raystream as rs
+    >>> from engine.config import JobConfig
+    >>> env = rs.StreamEnvironment(parallelism=2)
+    >>> _ = env.from_collection(range(5)).map(lambda x: x * 10).collect()
+    >>> result = run_in_process(env.get_job_graph(), JobConfig(name="tens"))
+    >>> sorted(r for batches in result["results"].values() for b in batches for r in b.column(0).to_pylist())
+    [0, 10, 20, 30, 40]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from typing import Any, Awaitable, Callable, Iterable
+
+import cloudpickle
+
+from .channels import ChannelSender
+from .config import JobConfig
+from .errors import ConfigError
+from .executor import TaskExecutor
+from .executors import Executor, ExecutorLost
+from .graph import JobGraph
+from .master import JobMaster
+from .state_backend import default_state_backend
+
+__all__ = ["LocalExecutorRuntime", "run_in_process"]
+
+
+class _LocalMessenger:
+    """Messages to a master on ``loop``, from any thread."""
+
+    def __init__(self, master: JobMaster, loop: asyncio.AbstractEventLoop) -> None:
+        self.master, self.loop = master, loop
+
+    def send(self, method: str, *args: Any) -> concurrent.futures.Future:
+        return asyncio.run_coroutine_threadsafe(getattr(self.master, method)(*args), self.loop)
+
+    def pending(self, calls: list) -> list:
+        return [c for c in calls if not c.done()]
+
+    def wait_all(self, calls: list, timeout_s: float) -> list:
+        _, not_done = concurrent.futures.wait(calls, timeout=timeout_s)
+        return list(not_done)
+
+
+class _LocalTransport:
+    """Every task of the job is in this process."""
+
+    def __init__(self, runtime: LocalExecutorRuntime) -> None:
+        self.runtime = runtime
+
+    def local_deliver(self, executor: TaskExecutor, target: _LocalHandle) -> Callable[[int, int, list, Any], None]:
+        return target.executor.deliver_to(target.key)
+
+    def remote_sender(self, channel_index: int, window: int | None, target: Any, task_ref: list) -> ChannelSender:
+        raise ConfigError("the in-process runtime has no remote tasks")
+
+    def messenger(self, master: Any) -> _LocalMessenger:
+        assert self.runtime.loop is not None
+        return _LocalMessenger(master, self.runtime.loop)
+
+    def node_id(self) -> str:
+        return "local"
+
+
+class _LocalExecutor(TaskExecutor):
+    def __init__(self, runtime: LocalExecutorRuntime, name: str) -> None:
+        super().__init__(_LocalTransport(runtime))
+        self.name = name
+        self.dead = False
+
+
+class _Call:
+    __slots__ = ("handle", "method")
+
+    def __init__(self, handle: _LocalHandle, method: str) -> None:
+        self.handle, self.method = handle, method
+
+    def remote(self, *args: Any) -> asyncio.Future:
+        """Sent now (like a Ray actor call), whether or not the caller awaits the reply."""
+        executor = self.handle.executor
+
+        async def call() -> Any:
+            if executor.dead:
+                raise ExecutorLost(f"task executor {executor.name!r} was killed")
+            reply = await getattr(executor, self.method)(self.handle.key, *args)
+            if executor.dead:  # killed while the call ran: its reply never arrives (as on Ray)
+                raise ExecutorLost(f"task executor {executor.name!r} was killed")
+            return reply
+
+        fut = asyncio.ensure_future(call())
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # fire-and-forget calls too
+        return fut
+
+
+class _LocalHandle:
+    """Task ``key`` on an in-process executor (the TaskRef of this runtime)."""
+
+    __slots__ = ("executor", "key")
+
+    def __init__(self, executor: _LocalExecutor, key: tuple) -> None:
+        self.executor, self.key = executor, key
+
+    def __getattr__(self, name: str) -> _Call:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return _Call(self, name)
+
+
+class LocalExecutorRuntime:
+    """:class:`~engine.executors.ExecutorRuntime` whose executors live in this process."""
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.master: JobMaster | None = None
+        self.executors: dict[str, _LocalExecutor] = {}
+
+    def start_executors(self, names: dict[str, str], num_cpus: float) -> dict[str, Executor]:
+        out = {}
+        for slot, name in names.items():
+            self.executors[name] = executor = _LocalExecutor(self, name)
+            out[slot] = Executor(executor, name, num_cpus, "local")
+        return out
+
+    def task_handle(self, executor: _LocalExecutor, key: tuple) -> _LocalHandle:
+        return _LocalHandle(executor, key)
+
+    def master_handle(self) -> JobMaster:
+        assert self.master is not None
+        return self.master
+
+    async def wait(self, call: Awaitable[Any]) -> Any:
+        return await call
+
+    def kill(self, executors: Iterable[Any]) -> None:
+        for executor in executors:
+            self.kill_executor(executor)
+
+    def kill_executor(self, executor: _LocalExecutor) -> None:
+        """Kill an executor (a failure drill): its tasks stop, calls to it fail."""
+        executor.dead = True
+        for host in list(executor._hosted.values()):
+            if host.task is not None:
+                host.task.cancel()
+            if host.hooks is not None and host.hooks.writer is not None:
+                host.hooks.writer.close()
+
+    async def kill_and_wait(self, executors: list[Any]) -> None:
+        self.kill(executors)
+
+    def leftover_executors(self, job_id: str) -> list[Any]:
+        return []
+
+    async def join_tasks(self, timeout_s: float = 10.0) -> None:
+        """Wait until every task's mailbox thread has ended (their last messages target this
+        loop, which must outlive them)."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        hosts = [h for e in self.executors.values() for h in e._hosted.values() if h.task is not None]
+        for h in hosts:
+            if not h.finished and h.task is not None:
+                h.task.cancel()
+        while any(not h.finished for h in hosts) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.005)
+
+
+def run_in_process(graph: JobGraph, config: JobConfig, timeout_s: float | None = None,
+                   on_start: Callable[[JobMaster, LocalExecutorRuntime], None] | None = None) -> dict:
+    """Run ``graph`` to its end in this process; returns the job master's result dict
+    (``results`` per sink uid, ``metrics``, ``checkpoints``...) or raises JobFailed.
+
+    ``on_start(master, runtime)`` is called on a helper thread once the job is submitted
+    (failure drills use it to kill executors while the job runs).
+    """
+    if config.state_backend is None:
+        config.state_backend = default_state_backend()
+    config.reuse_workers = False  # executors live and die with the job here
+    runtime = LocalExecutorRuntime()
+    master = JobMaster(runtime, metrics_backend=_NoMetrics())
+    runtime.master = master
+
+    async def main() -> dict:
+        runtime.loop = asyncio.get_running_loop()
+        job = master.run(cloudpickle.dumps(graph), cloudpickle.dumps(config), None, None)
+        if on_start is not None:
+            threading.Thread(target=on_start, args=(master, runtime), name="raystream-drill", daemon=True).start()
+        try:
+            return await asyncio.wait_for(job, timeout_s)
+        finally:
+            await runtime.join_tasks()
+
+    return asyncio.run(main())
+
+
+class _NoMetrics:
+    """A metrics backend that records nothing (no Ray metrics in process)."""
+
+    def gauge(self, *args: Any, **kwargs: Any) -> Any:
+        return _Noop()
+
+    def counter(self, *args: Any, **kwargs: Any) -> Any:
+        return _Noop()
+
+
+class _Noop:
+    def set(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def inc(self, *args: Any, **kwargs: Any) -> None:
+        pass
