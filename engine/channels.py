@@ -1,4 +1,7 @@
-"""Channels: the one small interface between a producing task and a consuming task.
+"""Channels: everything between a producing task's last operator and a consuming task's
+input: the output side (:class:`NetworkOutput` -> one :class:`RecordWriter` per output edge,
+which partitions, buffers and flushes batches into a :class:`ChannelSender` per target) and
+the input side (:class:`InputChannel`: ordered items, barrier alignment flags, watermark).
 
 A :class:`ChannelSender` ships a list of items (Arrow RecordBatches and control events,
 in order) to one input channel of one downstream task. It enforces **credit-based
@@ -6,19 +9,29 @@ back-pressure**: at most ``window`` sends may be unacknowledged; a consumer ackn
 send only after it has *processed* every item in it, so in-flight data per channel is
 bounded by ``window`` sends. Feedback channels (``window=None``) never block.
 
-Implementations: the Ray actor-call transport lives in :mod:`engine.ray_runtime`;
-:class:`LocalSender` connects tasks in one process (tests, seeded schedulers).
+Transports: :class:`LocalSender` connects tasks in one process (co-located tasks, the
+in-process runtime, tests); the Ray actor-call transport (``RaySender``) lives in
+:mod:`engine.ray_runtime`, since Ray stays there.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
-__all__ = ["ChannelMetrics", "ChannelSender", "LocalSender", "Cancelled"]
+from .events import MIN_WATERMARK, Watermark
+from .partitioners import Partitioner
+from .records import Batch
+
+__all__ = ["ChannelMetrics", "ChannelSender", "LocalSender", "Cancelled", "InputInfo", "OutputInfo", "InputChannel",
+           "RecordWriter", "NetworkOutput"]
+
+log = logging.getLogger(__name__)
 
 
 class Cancelled(Exception):
@@ -125,3 +138,163 @@ class LocalSender(ChannelSender):
                     raise Cancelled()
                 self._cond.wait(0.05)
         self._collect_acks()
+
+
+@dataclass
+class InputInfo:
+    """One input channel of a task."""
+
+    input_index: int
+    upstream: str
+    feedback: bool = False
+
+
+@dataclass
+class OutputInfo:
+    """One output edge of a task: a partitioner over ``num_targets`` downstream subtasks."""
+
+    partitioner: Partitioner
+    target_vertex: int
+    num_targets: int
+    channel_index: int  # our channel index at every target
+    feedback: bool = False
+    side_tag: str | None = None  # None: the main output
+
+
+class InputChannel:
+    """The receiving end of one channel inside a task: ordered items, alignment flags, watermark."""
+
+    __slots__ = ("index", "info", "next_seq", "early", "items", "blocked", "ended", "watermark", "idle")
+
+    def __init__(self, index: int, info: InputInfo) -> None:
+        self.index = index
+        self.info = info
+        self.next_seq = 0
+        self.early: dict[int, tuple[list, Callable[[], None]]] = {}
+        self.items: deque = deque()
+        self.blocked = False
+        self.ended = False
+        self.watermark = MIN_WATERMARK
+        self.idle = False
+
+
+class NetworkOutput:
+    """Output of a chain's last operator: the record writers of every output edge (main and
+    side outputs); watermarks and control events go to all of them."""
+
+    def __init__(self, writers: list[RecordWriter], metrics: Any, task_name: str) -> None:
+        self.task_name = task_name
+        self.metrics = metrics  # the last chained operator's counters (records_out), or None
+        self.writers = writers
+        self.main = [w for w in self.writers if w.info.side_tag is None]
+        self.side: dict[str, list[RecordWriter]] = {}
+        for w in self.writers:
+            if w.info.side_tag is not None:
+                self.side.setdefault(w.info.side_tag, []).append(w)
+        self.dropped_side: dict[str, int] = {}
+        self.last_watermark = MIN_WATERMARK
+
+    def emit(self, batch: Batch) -> None:
+        n = len(batch)
+        if not n:
+            return
+        if self.metrics is not None:
+            self.metrics.records_out += n
+        for w in self.main:
+            w.write(batch)
+
+    def emit_side(self, tag: str, batch: Batch) -> None:
+        writers = self.side.get(tag)
+        if writers is None:
+            # Like Flink, a side output nobody consumes goes nowhere, but it is counted and
+            # logged once so that nothing disappears unnoticed.
+            if tag not in self.dropped_side:
+                log.warning("task %s: side output %r has no consumer; its records are discarded", self.task_name, tag)
+            self.dropped_side[tag] = self.dropped_side.get(tag, 0) + len(batch)
+            return
+        for w in writers:
+            w.write(batch)
+
+    def emit_watermark(self, watermark: Watermark) -> None:
+        if watermark.timestamp <= self.last_watermark:
+            return
+        self.last_watermark = watermark.timestamp
+        for w in self.writers:
+            if not w.info.feedback:  # event time of a loop is driven by its regular inputs
+                w.send_event(watermark)
+
+    def broadcast_event(self, event: Any) -> None:
+        for w in self.writers:
+            w.send_event(event)
+
+    def flush_due(self, now: float) -> None:
+        for w in self.writers:
+            w.flush_due(now)
+
+    def flush_all(self) -> None:
+        for w in self.writers:
+            w.flush_all()
+
+
+class RecordWriter:
+    """Partitions batches of one output edge and buffers them per target channel."""
+
+    def __init__(self, info: OutputInfo, senders: list[ChannelSender], subtask_index: int, max_parallelism: int,
+                 batch_size: int, flush_ms: int) -> None:
+        self.info = info
+        self.senders = senders
+        self.partitioner = info.partitioner
+        self.partitioner.setup(subtask_index, info.num_targets, max_parallelism)
+        self.buffers: list[list[Batch]] = [[] for _ in senders]
+        self.rows = [0] * len(senders)
+        self.since = [0.0] * len(senders)
+        self.batch_size = batch_size
+        self.flush_s = flush_ms / 1000.0
+
+    def write(self, batch: Batch) -> None:
+        for target, part in self.partitioner.select(batch):
+            buf = self.buffers[target]
+            if not buf:
+                self.since[target] = time.monotonic()
+            buf.append(part)
+            self.rows[target] += len(part)
+            if self.rows[target] >= self.batch_size:
+                self._flush(target, None)
+
+    def _flush(self, target: int, event: Any) -> None:
+        buf = self.buffers[target]
+        items: list[Any] = []
+        rows = 0
+        nbytes = 0
+        if buf:
+            if len(buf) > 1 and all(not b.is_arrow for b in buf):
+                merged: list = []
+                for b in buf:
+                    merged.extend(b.records())
+                buf = [Batch.of_records(merged)]
+            for b in buf:
+                rb = b.arrow()
+                items.append(rb)
+                rows += rb.num_rows
+                nbytes += rb.nbytes
+            self.buffers[target] = []
+            self.rows[target] = 0
+        if event is not None:
+            items.append(event)
+        if items:
+            self.senders[target].send(items, rows=rows, nbytes=nbytes, batches=len(items) - (event is not None))
+
+    def flush_due(self, now: float) -> None:
+        for t, buf in enumerate(self.buffers):
+            if buf and now - self.since[t] >= self.flush_s:
+                self._flush(t, None)
+
+    def flush_all(self) -> None:
+        for t, buf in enumerate(self.buffers):
+            if buf:
+                self._flush(t, None)
+
+    def send_event(self, event: Any) -> None:
+        """Flush every channel and append ``event`` to the same send (piggybacking)."""
+        for t in range(len(self.senders)):
+            self._flush(t, event)

@@ -24,6 +24,7 @@ from typing import Any, TypeGuard
 
 import cloudpickle
 
+from .channels import InputInfo, OutputInfo
 from .config import JobConfig
 from .errors import CheckpointError, ConfigError, JobCancelled, JobFailed, RaystreamError
 from .executors import ExecutorLost, ExecutorRuntime, TaskCallFailed
@@ -32,7 +33,7 @@ from .observability import MetricsExporter
 from .partitioners import ForwardPartitioner
 from .restart import RestartStrategy
 from .state_backend import CheckpointCoordinatorLike, StateBackend
-from .task import InputInfo, OutputInfo, TaskResult, TaskSpec
+from .task import TaskResult, TaskSpec
 
 __all__ = ["JobConfig", "JobMaster", "build_task_specs", "task_actor_name", "slot_of"]
 

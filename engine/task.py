@@ -19,21 +19,27 @@ import logging
 import queue
 import time
 import traceback
-from collections import deque
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable
 
 import pyarrow as pa
 
-from .channels import Cancelled, ChannelSender
+from .channels import (
+    Cancelled,
+    ChannelSender,
+    InputChannel,
+    InputInfo,
+    NetworkOutput,
+    OutputInfo,
+    RecordWriter,
+)
 from .config import TaskConfig
 from .connectors import END_OF_INPUT, NOTHING_AVAILABLE, Source, SourceReader
 from .errors import ConfigError, JobFailed, UserCodeError, short_repr
 from .events import MAX_WATERMARK, MIN_WATERMARK, Barrier, EndOfInput, StreamStatus, Watermark
 from .keygroups import KeyGroupRange
 from .operator import OperatorContext, StreamOperator, SystemClock
-from .partitioners import Partitioner
 from .records import Batch
 from .serde import dumps
 from .state_backend import StateBackend
@@ -42,27 +48,6 @@ from .timer_queue import ScheduledTimer, TimerQueue
 __all__ = ["TaskConfig", "TaskSpec", "InputInfo", "OutputInfo", "Task", "TaskResult", "TaskHooks", "CheckpointHooks"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class InputInfo:
-    """One input channel of a task."""
-
-    input_index: int
-    upstream: str
-    feedback: bool = False
-
-
-@dataclass
-class OutputInfo:
-    """One output edge of a task: a partitioner over ``num_targets`` downstream subtasks."""
-
-    partitioner: Partitioner
-    target_vertex: int
-    num_targets: int
-    channel_index: int  # our channel index at every target
-    feedback: bool = False
-    side_tag: str | None = None  # None: the main output
 
 
 @dataclass
@@ -131,21 +116,6 @@ class _Ack:
         self.fn = fn
 
 
-class _InputChannel:
-    __slots__ = ("index", "info", "next_seq", "early", "items", "blocked", "ended", "watermark", "idle")
-
-    def __init__(self, index: int, info: InputInfo) -> None:
-        self.index = index
-        self.info = info
-        self.next_seq = 0
-        self.early: dict[int, tuple[list, Callable[[], None]]] = {}
-        self.items: deque = deque()
-        self.blocked = False
-        self.ended = False
-        self.watermark = MIN_WATERMARK
-        self.idle = False
-
-
 class _OperatorMetrics:
     __slots__ = ("records_in", "records_out", "batches_in", "busy_s")
 
@@ -188,126 +158,6 @@ class _ChainOutput:
         self.task.network.emit_side(tag, batch)  # side outputs never chain
 
 
-class _NetworkOutput:
-    """Output of the chain's last operator: partitions, buffers and sends batches."""
-
-    def __init__(self, task: "Task", index: int | None) -> None:
-        self.task = task
-        self.metrics = task.op_metrics[index] if index is not None else None
-        self.writers = [_RecordWriter(o, s, task) for o, s in zip(task.spec.outputs, task.senders)]
-        self.main = [w for w in self.writers if w.info.side_tag is None]
-        self.side: dict[str, list[_RecordWriter]] = {}
-        for w in self.writers:
-            if w.info.side_tag is not None:
-                self.side.setdefault(w.info.side_tag, []).append(w)
-        self.dropped_side: dict[str, int] = {}
-        self.last_watermark = MIN_WATERMARK
-
-    def emit(self, batch: Batch) -> None:
-        n = len(batch)
-        if not n:
-            return
-        if self.metrics is not None:
-            self.metrics.records_out += n
-        for w in self.main:
-            w.write(batch)
-
-    def emit_side(self, tag: str, batch: Batch) -> None:
-        writers = self.side.get(tag)
-        if writers is None:
-            # Like Flink, a side output nobody consumes goes nowhere, but it is counted and
-            # logged once so that nothing disappears unnoticed.
-            if tag not in self.dropped_side:
-                log.warning("task %s: side output %r has no consumer; its records are discarded", self.task.spec.task_name, tag)
-            self.dropped_side[tag] = self.dropped_side.get(tag, 0) + len(batch)
-            return
-        for w in writers:
-            w.write(batch)
-
-    def emit_watermark(self, watermark: Watermark) -> None:
-        if watermark.timestamp <= self.last_watermark:
-            return
-        self.last_watermark = watermark.timestamp
-        for w in self.writers:
-            if not w.info.feedback:  # event time of a loop is driven by its regular inputs
-                w.send_event(watermark)
-
-    def broadcast_event(self, event: Any) -> None:
-        for w in self.writers:
-            w.send_event(event)
-
-    def flush_due(self, now: float) -> None:
-        for w in self.writers:
-            w.flush_due(now)
-
-    def flush_all(self) -> None:
-        for w in self.writers:
-            w.flush_all()
-
-
-class _RecordWriter:
-    """Partitions batches of one output edge and buffers them per target channel."""
-
-    def __init__(self, info: OutputInfo, senders: list[ChannelSender], task: "Task") -> None:
-        self.info = info
-        self.senders = senders
-        self.partitioner = info.partitioner
-        self.partitioner.setup(task.spec.subtask_index, info.num_targets, task.spec.max_parallelism)
-        self.buffers: list[list[Batch]] = [[] for _ in senders]
-        self.rows = [0] * len(senders)
-        self.since = [0.0] * len(senders)
-        self.batch_size = task.spec.config.batch_size
-        self.flush_s = task.spec.config.flush_ms / 1000.0
-
-    def write(self, batch: Batch) -> None:
-        for target, part in self.partitioner.select(batch):
-            buf = self.buffers[target]
-            if not buf:
-                self.since[target] = time.monotonic()
-            buf.append(part)
-            self.rows[target] += len(part)
-            if self.rows[target] >= self.batch_size:
-                self._flush(target, None)
-
-    def _flush(self, target: int, event: Any) -> None:
-        buf = self.buffers[target]
-        items: list[Any] = []
-        rows = 0
-        nbytes = 0
-        if buf:
-            if len(buf) > 1 and all(not b.is_arrow for b in buf):
-                merged: list = []
-                for b in buf:
-                    merged.extend(b.records())
-                buf = [Batch.of_records(merged)]
-            for b in buf:
-                rb = b.arrow()
-                items.append(rb)
-                rows += rb.num_rows
-                nbytes += rb.nbytes
-            self.buffers[target] = []
-            self.rows[target] = 0
-        if event is not None:
-            items.append(event)
-        if items:
-            self.senders[target].send(items, rows=rows, nbytes=nbytes, batches=len(items) - (event is not None))
-
-    def flush_due(self, now: float) -> None:
-        for t, buf in enumerate(self.buffers):
-            if buf and now - self.since[t] >= self.flush_s:
-                self._flush(t, None)
-
-    def flush_all(self) -> None:
-        for t, buf in enumerate(self.buffers):
-            if buf:
-                self._flush(t, None)
-
-    def send_event(self, event: Any) -> None:
-        """Flush every channel and append ``event`` to the same send (piggybacking)."""
-        for t in range(len(self.senders)):
-            self._flush(t, event)
-
-
 class Task:
     """One parallel instance of a job vertex. See the module docstring."""
 
@@ -321,7 +171,7 @@ class Task:
         self.senders = senders
         self.hooks = hooks or TaskHooks()
         self._mailbox: queue.SimpleQueue = queue.SimpleQueue()
-        self._channels = [_InputChannel(i, info) for i, info in enumerate(spec.inputs)]
+        self._channels = [InputChannel(i, info) for i, info in enumerate(spec.inputs)]
         self._cancelled = False
         self._finished = False
         self.operators: list[StreamOperator] = []
@@ -388,7 +238,10 @@ class Task:
     def _open(self) -> None:
         restore = self.spec.restore or {}
         n = len(self.op_specs)
-        self.network = _NetworkOutput(self, n - 1 if n else None)
+        spec = self.spec
+        writers = [RecordWriter(o, s, spec.subtask_index, spec.max_parallelism, spec.config.batch_size, spec.config.flush_ms)
+                   for o, s in zip(spec.outputs, self.senders)]
+        self.network = NetworkOutput(writers, self.op_metrics[n - 1] if n else None, spec.task_name)
         self.operators = []
         contexts = []
         for op in self.op_specs:
@@ -700,7 +553,7 @@ class Task:
                 elif type(item) is Barrier:
                     self._on_feedback_barrier(ch, item)
 
-    def _on_event(self, ch: _InputChannel, event: Any) -> None:
+    def _on_event(self, ch: InputChannel, event: Any) -> None:
         if type(event) is Watermark:
             ch.watermark = event.timestamp
             self._advance_watermark(ch.info.input_index)
@@ -731,7 +584,7 @@ class Task:
                 self.network.emit_watermark(Watermark(min(self._input_watermarks.values())))
 
     # ------------------------------------------------------------------ barriers
-    def _on_barrier(self, ch: _InputChannel, barrier: Barrier) -> None:
+    def _on_barrier(self, ch: InputChannel, barrier: Barrier) -> None:
         cid = barrier.checkpoint_id
         if ch.info.feedback:
             self._on_feedback_barrier(ch, barrier)
@@ -817,7 +670,7 @@ class Task:
             state[self.op_specs[0]["uid"]]["log"] = dumps([], what="feedback log")
         self.hooks.acknowledge(cid, self.spec.vertex_id, self.spec.subtask_index, state)
 
-    def _on_feedback_barrier(self, ch: _InputChannel, barrier: Barrier) -> None:
+    def _on_feedback_barrier(self, ch: InputChannel, barrier: Barrier) -> None:
         cid = barrier.checkpoint_id
         logging_ = self._fb_logging
         if logging_ is not None and logging_[0] == cid:

@@ -18,12 +18,13 @@ from checkpoint import (
     ValueStateDescriptor,
 )
 from checkpoint.ttl import TtlCleanupCursor
+from engine.channels import InputInfo
 from engine.config import TaskConfig
 from engine.errors import ConfigError
 from engine.events import EndOfInput
 from engine.keygroups import KeyGroupRange
 from engine.operator import ManualClock, StreamOperator
-from engine.task import InputInfo, Task, TaskHooks, TaskSpec
+from engine.task import Task, TaskHooks, TaskSpec
 
 MAXP = 128
 N = 100_000

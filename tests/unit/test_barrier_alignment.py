@@ -13,10 +13,11 @@ import pyarrow as pa
 import pytest
 
 from checkpoint import loads
+from engine.channels import InputInfo
 from engine.config import TaskConfig
 from engine.events import Barrier, EndOfInput
 from engine.operator import StreamOperator
-from engine.task import InputInfo, Task, TaskHooks, TaskSpec
+from engine.task import Task, TaskHooks, TaskSpec
 
 
 class Recorder(StreamOperator):
