@@ -155,7 +155,7 @@ class DataStream(StreamBase["DataStream"]):
         names = self.node.schema_names
         if isinstance(key, str) and names is not None and key not in names:
             raise GraphError(f"key_by({key!r}): no such column after {self.node.name!r}; columns are {names}")
-        return KeyedStream(self.env, self.node, selector)
+        return KeyedStream(self.env, self.node, selector, self._side_tag)
 
     def _repartition(self, partitioner: Partitioner) -> DataStream:
         return DataStream(self.env, self.node, partitioner, self._side_tag)
@@ -208,7 +208,7 @@ class DataStream(StreamBase["DataStream"]):
         for s in others:
             if s.env is not env:
                 raise GraphError("union() of streams from different StreamEnvironments")
-        inputs = [StreamEdge(s.node, s._partitioner or RebalancePartitioner(), 0) for s in streams]
+        inputs = [s._edge(s._partitioner or RebalancePartitioner()) for s in streams]  # side outputs stay side outputs
         # union is an identity operator with many inputs
         return DataStream(env, env.add_node("union", "operator", inputs, operator_factory=lambda: MapOperator(_identity)))
 
@@ -300,8 +300,9 @@ class DataStreamSink:
 class KeyedStream(DataStream):
     """A stream partitioned by key; keyed operators see all records of a key in one subtask."""
 
-    def __init__(self, env: StreamEnvironmentBase, node: Transformation, selector: KeySelector) -> None:
-        super().__init__(env, node, KeyGroupPartitioner(selector))
+    def __init__(self, env: StreamEnvironmentBase, node: Transformation, selector: KeySelector,
+                 side_tag: str | None = None) -> None:
+        super().__init__(env, node, KeyGroupPartitioner(selector), side_tag)
         self.selector = selector
 
     def _key_selector(self) -> KeySelector:

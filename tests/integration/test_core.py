@@ -233,3 +233,26 @@ def test_slot_sharing_deploys_one_actor_per_subtask_index(slot_sharing):
         assert transports["local"] >= 2 and transports["ray"] >= 1, transports
     else:
         assert set(transports) == {"ray"}, transports
+
+
+def test_side_output_stays_a_side_output_through_key_by_and_union():
+    """``get_side_output(tag).key_by(k)`` and ``union`` of a side output read that side
+    output, never the main output (they silently read the main output before)."""
+    odd = rs.OutputTag("odd")
+
+    class Split(rs.KeyedProcessFunction):
+        def process_element(self, value, ctx):
+            if value["n"] % 2:
+                ctx.output(odd, value)
+            else:
+                yield value
+
+    env = rs.StreamEnvironment(parallelism=2)
+    main = env.from_collection([{"k": n % 3, "n": n} for n in range(20)]).key_by("k").process(Split())
+    side = main.get_side_output(odd)
+    keyed = side.key_by("k").map(lambda r: ("keyed-side", r["n"]))
+    unioned = side.union(env.from_collection([{"k": 0, "n": 100}])).map(lambda r: ("union", r["n"]))
+    keyed.union(unioned).collect()
+    got = sorted(env.execute_and_collect())
+    odds = [n for n in range(20) if n % 2]
+    assert got == sorted([("keyed-side", n) for n in odds] + [("union", n) for n in odds + [100]])
