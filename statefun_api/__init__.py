@@ -26,6 +26,7 @@ from statefun_api.effects import (
     InvocationResult,
     OutgoingMessage,
 )
+from statefun_api.egress_io import kafka_egress_message, kinesis_egress_message
 from statefun_api.endpoints import RemoteEndpoint, load_module_yaml, remote_endpoint
 from statefun_api.errors import FunctionNotFound, ProtocolError, StatefulFunctionError
 from statefun_api.functions import StatefulFunction, StatefulFunctions
@@ -73,6 +74,8 @@ __all__ = [
     "EgressMessage",
     "message_builder",
     "egress_message_builder",
+    "kafka_egress_message",
+    "kinesis_egress_message",
     # functions
     "Context",
     "AddressScopedStorage",

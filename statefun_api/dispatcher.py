@@ -124,6 +124,8 @@ class DispatcherConfig:
             so a cancelled far-future message does not keep a task timer armed for long.
         endpoints: remote function endpoints (:mod:`statefun_api.endpoints`); function
             types registered in ``functions`` take precedence over namespace patterns.
+        max_concurrent_requests: HTTP requests to remote functions in flight per subtask;
+            further ready addresses wait (their messages keep batching), none is dropped.
 
     Example:
         >>> from statefun_api import StatefulFunctions
@@ -138,6 +140,7 @@ class DispatcherConfig:
     max_batch_per_address: int = 1000
     timer_tick_ms: int = 100
     endpoints: list[RemoteEndpoint] = field(default_factory=list)
+    max_concurrent_requests: int = 256
 
     def __post_init__(self) -> None:
         if not isinstance(self.functions, StatefulFunctions):
@@ -147,7 +150,7 @@ class DispatcherConfig:
             problem = endpoint_problem(ep, self.functions, "DispatcherConfig(endpoints=...)")
             if problem is not None:
                 raise (TypeError if not isinstance(ep, RemoteEndpoint) else ValueError)(problem)
-        for name in ("max_in_flight", "drain_step", "max_batch_per_address", "timer_tick_ms"):
+        for name in ("max_in_flight", "drain_step", "max_batch_per_address", "timer_tick_ms", "max_concurrent_requests"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"DispatcherConfig.{name} must be a positive int, got {value!r}")

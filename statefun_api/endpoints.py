@@ -43,12 +43,21 @@ __all__ = [
     "parse_duration",
     "resolve_endpoint",
     "ENDPOINT_KINDS",
+    "TRANSPORT_ASYNC",
+    "TRANSPORT_OKHTTP",
+    "DEFAULT_MAX_RESPONSE_BYTES",
 ]
 
 log = logging.getLogger(__name__)
 
 #: the ``kind`` values of a module.yaml document that declare an HTTP endpoint
 ENDPOINT_KINDS = ("io.statefun.endpoints.v2/http", "io.statefun.endpoints.v1/http")
+#: StateFun's asynchronous (Netty) transport, the default of ``io.statefun.endpoints.v2/http``
+TRANSPORT_ASYNC = "io.statefun.transports.v1/async"
+#: StateFun's OkHttp transport (the only one of ``io.statefun.endpoints.v1/http``)
+TRANSPORT_OKHTTP = "io.statefun.transports.v1/okhttp"
+#: the default cap on a reply's size (StateFun's async transport caps at 32 MiB)
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 _UNITS_MS = {
@@ -134,13 +143,24 @@ class RemoteEndpoint:
             ``{function.namespace}`` are substituted.
         max_num_batch_requests: most messages in one request to an address; once that
             many are queued behind an in-flight request, the dispatcher back-pressures.
-        call_timeout_s: the whole call, retries included (StateFun's ``timeouts.call``).
+        call_timeout_s: the whole call, retries and backoff included, measured from
+            sending the first attempt (never the wait for a free request slot); StateFun's
+            ``timeouts.call`` / ``transport.call``.
         connect_timeout_s: establishing a connection (``timeouts.connect``).
-        read_timeout_s: between two reads of the response (``timeouts.read``).
+        read_timeout_s: between two reads of the response (``timeouts.read``); ``None``:
+            only the call timeout bounds the wait (StateFun's async transport).
         write_timeout_s: StateFun's ``timeouts.write``; raystream bounds the upload by the
-            attempt's share of the call timeout and keeps this for reference.
+            attempt's share of the call timeout and keeps this for reference (``None``: unset).
         max_retries: retries after the first attempt (``None``: until the call timeout).
         backoff_initial_s / backoff_max_s: exponential backoff between attempts.
+        max_response_bytes: the largest reply accepted; a longer one fails the call while
+            it is being read (``transport.payload_max_bytes``).
+        max_concurrent_requests: requests in flight to this endpoint per dispatcher subtask
+            (``transport.pool_size``); ``None``: only the subtask's own limit
+            (``max_concurrent_requests`` of the job) applies.
+        pool_ttl_s: how long an idle pooled connection is kept (``transport.pool_ttl``).
+        transport: StateFun's transport type (:data:`TRANSPORT_ASYNC` or
+            :data:`TRANSPORT_OKHTTP`); raystream uses aiohttp for both.
         source: where it was declared (a module.yaml path, or ``"python"``), for errors.
     """
 
@@ -149,11 +169,15 @@ class RemoteEndpoint:
     max_num_batch_requests: int = 1000
     call_timeout_s: float = 60.0
     connect_timeout_s: float = 10.0
-    read_timeout_s: float = 10.0
-    write_timeout_s: float = 10.0
+    read_timeout_s: float | None = 10.0
+    write_timeout_s: float | None = 10.0
     max_retries: int | None = None
     backoff_initial_s: float = 0.05
     backoff_max_s: float = 2.0
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    max_concurrent_requests: int | None = None
+    pool_ttl_s: float = 15.0
+    transport: str = TRANSPORT_ASYNC
     source: str = "python"
 
     def __post_init__(self) -> None:
@@ -168,10 +192,22 @@ class RemoteEndpoint:
         r = self.max_retries
         if r is not None and (isinstance(r, bool) or not isinstance(r, int) or r < 0):
             raise ConfigError(f"{what}: max_retries must be an int >= 0 or None, got {r!r}")
-        for name in ("call_timeout_s", "connect_timeout_s", "read_timeout_s", "write_timeout_s", "backoff_initial_s", "backoff_max_s"):
+        for name in ("call_timeout_s", "connect_timeout_s", "read_timeout_s", "write_timeout_s", "backoff_initial_s", "backoff_max_s", "pool_ttl_s"):
             v = getattr(self, name)
+            if v is None and name in ("read_timeout_s", "write_timeout_s"):
+                continue
             if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
                 raise ConfigError(f"{what}: {name} must be a positive number of seconds, got {v!r}")
+        b = self.max_response_bytes
+        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
+            raise ConfigError(f"{what}: max_response_bytes must be a positive int, got {b!r}")
+        c = self.max_concurrent_requests
+        if c is not None and (isinstance(c, bool) or not isinstance(c, int) or c < 1):
+            raise ConfigError(f"{what}: max_concurrent_requests must be a positive int or None, got {c!r}")
+        if self.transport not in (TRANSPORT_ASYNC, TRANSPORT_OKHTTP):
+            raise ConfigError(
+                f"{what}: unsupported transport {self.transport!r}; use {TRANSPORT_ASYNC!r} or {TRANSPORT_OKHTTP!r}"
+            )
 
     @property
     def is_pattern(self) -> bool:
@@ -201,15 +237,18 @@ def remote_endpoint(
     max_num_batch_requests: int = 1000,
     call_timeout: timedelta | float | str = timedelta(minutes=1),
     connect_timeout: timedelta | float | str = timedelta(seconds=10),
-    read_timeout: timedelta | float | str = timedelta(seconds=10),
-    write_timeout: timedelta | float | str = timedelta(seconds=10),
+    read_timeout: timedelta | float | str | None = timedelta(seconds=10),
+    write_timeout: timedelta | float | str | None = timedelta(seconds=10),
     max_retries: int | None = None,
     backoff_initial: timedelta | float | str = timedelta(milliseconds=50),
     backoff_max: timedelta | float | str = timedelta(seconds=2),
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    max_concurrent_requests: int | None = None,
 ) -> RemoteEndpoint:
     """Declare that function types ``functions`` are served at ``url_path_template``.
 
-    Durations are timedeltas, seconds, or strings such as ``"10s"``. Register the result
+    Durations are timedeltas, seconds, or strings such as ``"10s"``; ``read_timeout=None``
+    leaves the wait for the reply bounded by the call timeout only. Register the result
     with :meth:`StatefulFunctionsJob.with_endpoint
     <statefun_api.job.StatefulFunctionsJob.with_endpoint>`.
 
@@ -226,19 +265,35 @@ def remote_endpoint(
         max_num_batch_requests=max_num_batch_requests,
         call_timeout_s=parse_duration(call_timeout, f"{what}: call_timeout"),
         connect_timeout_s=parse_duration(connect_timeout, f"{what}: connect_timeout"),
-        read_timeout_s=parse_duration(read_timeout, f"{what}: read_timeout"),
-        write_timeout_s=parse_duration(write_timeout, f"{what}: write_timeout"),
+        read_timeout_s=None if read_timeout is None else parse_duration(read_timeout, f"{what}: read_timeout"),
+        write_timeout_s=None if write_timeout is None else parse_duration(write_timeout, f"{what}: write_timeout"),
         max_retries=max_retries,
         backoff_initial_s=parse_duration(backoff_initial, f"{what}: backoff_initial"),
         backoff_max_s=parse_duration(backoff_max, f"{what}: backoff_max"),
+        max_response_bytes=max_response_bytes,
+        max_concurrent_requests=max_concurrent_requests,
     )
 
 
 # -- module.yaml --------------------------------------------------------------------------
 
-_SPEC_FIELDS = {"functions", "urlPathTemplate", "maxNumBatchRequests", "timeouts", "maxRetries", "backoff"}
+_SPEC_FIELDS = {"functions", "urlPathTemplate", "maxNumBatchRequests", "timeouts", "transport", "maxRetries", "backoff"}
 _TIMEOUT_FIELDS = {"call": "call_timeout_s", "connect": "connect_timeout_s", "read": "read_timeout_s", "write": "write_timeout_s"}
 _BACKOFF_FIELDS = {"initial": "backoff_initial_s", "max": "backoff_max_s"}
+# the properties of each StateFun transport (``spec.transport``), besides ``type``:
+# durations map to endpoint attributes, the rest is handled by _transport_kwargs
+_TRANSPORT_FIELDS = {
+    TRANSPORT_ASYNC: {"call", "connect", "timeouts", "pool_ttl", "pool_size", "payload_max_bytes"},
+    TRANSPORT_OKHTTP: {"timeouts"},
+}
+# StateFun's defaults: v1 endpoints and the okhttp transport (DefaultHttpRequestReplyClientSpec)
+# time out the call after 1 min and connect/read/write after 10 s; the async transport, the
+# default of v2 endpoints (NettyRequestReplySpec), after 2 min (call) and 20 s (connect)
+# and has no read or write timeout of its own
+_TRANSPORT_DEFAULTS: dict[str, dict[str, Any]] = {
+    TRANSPORT_OKHTTP: {"call_timeout_s": 60.0, "connect_timeout_s": 10.0, "read_timeout_s": 10.0, "write_timeout_s": 10.0},
+    TRANSPORT_ASYNC: {"call_timeout_s": 120.0, "connect_timeout_s": 20.0, "read_timeout_s": None, "write_timeout_s": None},
+}
 
 
 def _yaml() -> Any:
@@ -249,7 +304,56 @@ def _yaml() -> Any:
     return yaml
 
 
-def _endpoint_from_spec(spec: Any, where: str) -> RemoteEndpoint:
+def _positive_int(value: Any, field: str, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{where}: '{field}' must be a positive integer, got {value!r}")
+    return value
+
+
+def _timeouts(values: Any, field: str, where: str) -> dict[str, float]:
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{where}: '{field}' must be a mapping, got {values!r}")
+    out = {}
+    for key, value in values.items():
+        if key not in _TIMEOUT_FIELDS:
+            raise ConfigError(f"{where}: unknown field '{field}.{key}' (known: {sorted(_TIMEOUT_FIELDS)})")
+        out[_TIMEOUT_FIELDS[key]] = parse_duration(value, f"{where}: '{field}.{key}'")
+    return out
+
+
+def _transport_kwargs(transport: Any, where: str) -> tuple[str, dict[str, Any]]:
+    """The transport type and the endpoint attributes set by ``spec.transport``."""
+    if not isinstance(transport, Mapping):
+        raise ConfigError(f"{where}: 'spec.transport' must be a mapping, got {transport!r}")
+    kind = transport.get("type", TRANSPORT_ASYNC)
+    if kind not in _TRANSPORT_FIELDS:
+        raise ConfigError(
+            f"{where}: unsupported 'spec.transport.type' {kind!r}; StateFun's transports are "
+            f"{TRANSPORT_ASYNC!r} (the default) and {TRANSPORT_OKHTTP!r}"
+        )
+    known = _TRANSPORT_FIELDS[kind]
+    unknown = sorted(set(transport) - known - {"type"})
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown field(s) {unknown} in 'spec.transport' of type {kind!r} "
+            f"(known: {sorted(known | {'type'})})"
+        )
+    out: dict[str, Any] = dict(_TRANSPORT_DEFAULTS[kind])
+    for key in ("call", "connect"):  # the async transport's own keys; 'timeouts' wins, as in StateFun
+        if key in transport:
+            out[_TIMEOUT_FIELDS[key]] = parse_duration(transport[key], f"{where}: 'spec.transport.{key}'")
+    if "timeouts" in transport:
+        out.update(_timeouts(transport["timeouts"], "spec.transport.timeouts", where))
+    if "pool_ttl" in transport:
+        out["pool_ttl_s"] = parse_duration(transport["pool_ttl"], f"{where}: 'spec.transport.pool_ttl'")
+    if "pool_size" in transport:
+        out["max_concurrent_requests"] = _positive_int(transport["pool_size"], "spec.transport.pool_size", where)
+    if "payload_max_bytes" in transport:
+        out["max_response_bytes"] = _positive_int(transport["payload_max_bytes"], "spec.transport.payload_max_bytes", where)
+    return kind, out
+
+
+def _endpoint_from_spec(spec: Any, where: str, kind: str = ENDPOINT_KINDS[0]) -> RemoteEndpoint:
     if not isinstance(spec, Mapping):
         raise ConfigError(f"{where}: 'spec' must be a mapping, got {spec!r}")
     unknown = sorted(set(spec) - _SPEC_FIELDS)
@@ -259,24 +363,33 @@ def _endpoint_from_spec(spec: Any, where: str) -> RemoteEndpoint:
         if required not in spec:
             raise ConfigError(f"{where}: 'spec.{required}' is missing")
     kwargs: dict[str, Any] = {"functions": spec["functions"], "url_path_template": spec["urlPathTemplate"], "source": where}
+    # v1 endpoints speak through OkHttp; v2 through the transport they name (async by default)
+    transport = TRANSPORT_OKHTTP if kind == "io.statefun.endpoints.v1/http" else TRANSPORT_ASYNC
+    kwargs.update(_TRANSPORT_DEFAULTS[transport])
     if "maxNumBatchRequests" in spec:
-        n = spec["maxNumBatchRequests"]
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ConfigError(f"{where}: 'spec.maxNumBatchRequests' must be a positive integer, got {n!r}")
-        kwargs["max_num_batch_requests"] = n
+        kwargs["max_num_batch_requests"] = _positive_int(spec["maxNumBatchRequests"], "spec.maxNumBatchRequests", where)
     if "maxRetries" in spec:
         r = spec["maxRetries"]
         if isinstance(r, bool) or not isinstance(r, int) or r < 0:
             raise ConfigError(f"{where}: 'spec.maxRetries' must be an integer >= 0, got {r!r}")
         kwargs["max_retries"] = r
-    for group, fields in (("timeouts", _TIMEOUT_FIELDS), ("backoff", _BACKOFF_FIELDS)):
-        values = spec.get(group) or {}
-        if not isinstance(values, Mapping):
-            raise ConfigError(f"{where}: 'spec.{group}' must be a mapping, got {values!r}")
-        for key, value in values.items():
-            if key not in fields:
-                raise ConfigError(f"{where}: unknown field 'spec.{group}.{key}' (known: {sorted(fields)})")
-            kwargs[fields[key]] = parse_duration(value, f"{where}: 'spec.{group}.{key}'")
+    if "timeouts" in spec:  # v1 syntax, also accepted in v2 documents
+        kwargs.update(_timeouts(spec["timeouts"], "spec.timeouts", where))
+    if "transport" in spec:
+        if kind == "io.statefun.endpoints.v1/http":
+            raise ConfigError(f"{where}: 'spec.transport' needs kind 'io.statefun.endpoints.v2/http', not {kind!r}")
+        transport, transport_kwargs = _transport_kwargs(spec["transport"], where)
+        kwargs.update(transport_kwargs)
+        if "timeouts" in spec:  # both given: spec.timeouts keeps what it sets
+            kwargs.update(_timeouts(spec["timeouts"], "spec.timeouts", where))
+    kwargs["transport"] = transport
+    backoff = spec.get("backoff") or {}
+    if not isinstance(backoff, Mapping):
+        raise ConfigError(f"{where}: 'spec.backoff' must be a mapping, got {backoff!r}")
+    for key, value in backoff.items():
+        if key not in _BACKOFF_FIELDS:
+            raise ConfigError(f"{where}: unknown field 'spec.backoff.{key}' (known: {sorted(_BACKOFF_FIELDS)})")
+        kwargs[_BACKOFF_FIELDS[key]] = parse_duration(value, f"{where}: 'spec.backoff.{key}'")
     if not isinstance(spec["urlPathTemplate"], str) or not spec["urlPathTemplate"].startswith(("http://", "https://")):
         raise ConfigError(f"{where}: 'spec.urlPathTemplate' must be an http(s) URL, got {spec['urlPathTemplate']!r}")
     if not isinstance(spec["functions"], str):
@@ -296,6 +409,15 @@ def parse_module_yaml(text: str, source: str = "<module.yaml>") -> list[RemoteEn
     with a log message, since raystream binds ingresses and egresses in Python; any other
     kind is an error.
 
+    An endpoint's ``spec`` takes StateFun's fields: ``functions``, ``urlPathTemplate``,
+    ``maxNumBatchRequests``, ``transport`` (``type: io.statefun.transports.v1/async``,
+    the default, with ``call``, ``connect``, ``timeouts``, ``pool_ttl``, ``pool_size``,
+    ``payload_max_bytes``; or ``io.statefun.transports.v1/okhttp`` with ``timeouts``) and
+    the v1 ``timeouts`` (``call``, ``connect``, ``read``, ``write``); raystream adds
+    ``maxRetries`` and ``backoff`` (``initial``, ``max``). Defaults are StateFun's: the
+    async transport gives up after 2 min (call) and 20 s (connect), v1 endpoints and the
+    okhttp transport after 1 min and 10 s. Any other field fails, naming it and the file.
+
     Example:
         >>> eps = parse_module_yaml('''
         ... kind: io.statefun.endpoints.v2/http
@@ -303,10 +425,17 @@ def parse_module_yaml(text: str, source: str = "<module.yaml>") -> list[RemoteEn
         ...   functions: com.example/*
         ...   urlPathTemplate: http://functions:8000/{function.name}
         ...   maxNumBatchRequests: 500
-        ...   timeouts: {call: 2min, connect: 5s}
+        ...   transport:
+        ...     type: io.statefun.transports.v1/async
+        ...     call: 3min
+        ...     pool_size: 64
+        ...     payload_max_bytes: 1048576
         ... ''')
-        >>> eps[0].functions, eps[0].max_num_batch_requests, eps[0].call_timeout_s
-        ('com.example/*', 500, 120.0)
+        >>> ep = eps[0]
+        >>> ep.functions, ep.max_num_batch_requests, ep.call_timeout_s, ep.connect_timeout_s
+        ('com.example/*', 500, 180.0, 20.0)
+        >>> ep.max_concurrent_requests, ep.max_response_bytes
+        (64, 1048576)
     """
     yaml = _yaml()
     try:
@@ -323,7 +452,7 @@ def parse_module_yaml(text: str, source: str = "<module.yaml>") -> list[RemoteEn
             raise ConfigError(f"{where}: unknown top-level field(s) {unknown}; expected 'kind' and 'spec'")
         kind = doc["kind"]
         if kind in ENDPOINT_KINDS:
-            endpoints.append(_endpoint_from_spec(doc.get("spec"), where))
+            endpoints.append(_endpoint_from_spec(doc.get("spec"), where, kind))
         elif isinstance(kind, str) and kind.endswith(("/ingress", "/egress")):
             log.info("%s: skipping %r; bind ingresses and egresses with StatefulFunctionsJob", where, kind)
         else:

@@ -7,7 +7,10 @@ A :class:`StatefulFunctionsJob` compiles to::
            edge hash-partitioned by address) -> side output "egress:<typename>" -> sink
 
 Ingresses are any DataStreams with a router; egresses are named (StateFun typenames) and
-bound to any raystream sink, or taken as a DataStream to transform further.
+bound to any raystream sink, or taken as a DataStream to transform further. A job needs
+no egress (as a StateFun module needs none): the dispatcher's main output, which carries
+no records, always ends in a :class:`DiscardingSink`, so the job has a sink even when its
+functions only keep state.
 
 Example:
     >>> import raystream as rs
@@ -32,10 +35,12 @@ import functools
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from engine.connectors import Sink
+from engine.connectors import Sink, SinkWriter
 from engine.errors import GraphError
 from engine.graph import StreamEdge
+from engine.operator import OperatorContext
 from engine.partitioners import KeyGroupPartitioner, KeySelector
+from engine.records import Batch
 from statefun_api.address import parse_typename
 from statefun_api.dispatcher import DispatcherConfig, FunctionDispatcher
 from statefun_api.endpoints import (
@@ -56,7 +61,7 @@ from statefun_api.routing import (
 )
 from statefun_api.types import Type
 
-__all__ = ["StatefulFunctionsJob", "Router"]
+__all__ = ["StatefulFunctionsJob", "Router", "DiscardingSink"]
 
 Router = Callable[[Any], "Message | Iterable[Message] | None"]
 """An ingress router: one input record -> a Message, an iterable of Messages, or None."""
@@ -90,6 +95,24 @@ class _RouterFn:
         return out
 
 
+class _DiscardingWriter(SinkWriter[Any]):
+    def write(self, batch: Batch) -> None:
+        """Drop the batch."""
+
+
+class DiscardingSink(Sink[Any]):
+    """A sink that drops every record: the end of a stateful-functions job's main output.
+
+    Example:
+        >>> DiscardingSink().describe()
+        'DiscardingSink'
+    """
+
+    def create_writer(self, ctx: OperatorContext) -> SinkWriter[Any]:
+        """A writer that drops every batch (called in each sink task)."""
+        return _DiscardingWriter()
+
+
 class StatefulFunctionsJob:
     """Stateful functions on a StreamEnvironment: ingresses in, named egresses out.
 
@@ -108,6 +131,8 @@ class StatefulFunctionsJob:
         max_batch_per_address: messages given to one invocation of an address.
         endpoints: remote function endpoints (:func:`~statefun_api.endpoints.remote_endpoint`);
             more with :meth:`with_endpoint` / :meth:`with_module_yaml`.
+        max_concurrent_requests: HTTP requests to remote functions in flight per
+            dispatcher subtask (further calls wait their turn; none is dropped).
 
     Declare every egress (``with_egress`` / ``egress_stream``) before executing: the
     declarations travel with the dispatcher when the job is submitted.
@@ -131,6 +156,7 @@ class StatefulFunctionsJob:
         drain_step: int = 4096,
         max_batch_per_address: int = 1000,
         endpoints: Iterable[RemoteEndpoint] = (),
+        max_concurrent_requests: int = 256,
     ) -> None:
         if not isinstance(functions, StatefulFunctions):
             raise GraphError(f"StatefulFunctionsJob needs a StatefulFunctions registry, got {functions!r}")
@@ -144,6 +170,7 @@ class StatefulFunctionsJob:
             max_in_flight=max_in_flight,
             drain_step=drain_step,
             max_batch_per_address=max_batch_per_address,
+            max_concurrent_requests=max_concurrent_requests,
         )
         if endpoints:
             self.with_endpoint(*endpoints)
@@ -237,6 +264,8 @@ class StatefulFunctionsJob:
             if self.parallelism is not None:
                 dispatcher.set_parallelism(self.parallelism)
             dispatcher.close_feedback(FEEDBACK_TAG, address_key)
+            # the main output carries nothing; this sink lets a job without egress run
+            dispatcher.sink_to(DiscardingSink(), name=f"{self.name}-discard").uid(f"{self.name}-discard").set_parallelism(1)
             self._dispatcher = dispatcher
             for typename, sink in self._deferred_sinks:
                 self.egress_stream(typename).sink_to(sink, name=f"egress {typename}")

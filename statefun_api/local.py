@@ -49,7 +49,7 @@ from statefun_api.dispatcher import (
 from statefun_api.endpoints import RemoteEndpoint
 from statefun_api.functions import StatefulFunctions
 from statefun_api.messages import Message
-from statefun_api.routing import FEEDBACK_TAG, MessageRecord, message_to_record
+from statefun_api.routing import FEEDBACK_TAG, MessageRecord, decode_by_typename, message_to_record
 from statefun_api.state_layout import value_state_name
 from statefun_api.types import Type
 
@@ -274,11 +274,23 @@ class LocalDispatchers:
         return list(self._egress.get(typename, []))
 
     def state(self, typename: str, id: str, name: str) -> Any:  # noqa: A002 - StateFun's word
-        """The current value of spec ``name`` of the function at ``typename``/``id`` (or None)."""
-        fn = self.functions.for_typename(typename)
-        spec = next((s for s in fn.specs if s.name == name), None)
-        if spec is None:
-            raise AttributeError(f"function {typename!r} declares no value {name!r}; specs: {list(fn.specs)}")
+        """The current value of spec ``name`` of the function at ``typename``/``id`` (or None).
+
+        For a remote function (whose specs raystream learns from its handshake) a built-in
+        type's value is decoded by its typename; another type's is its ``TypedValue``.
+        """
+        value_type: Type[Any] | None
+        if typename in self.functions:
+            fn = self.functions.for_typename(typename)
+            spec = next((s for s in fn.specs if s.name == name), None)
+            if spec is None:
+                raise AttributeError(f"function {typename!r} declares no value {name!r}; specs: {list(fn.specs)}")
+            value_type = spec.type
+        elif any(ep.matches(typename) for ep in self.config.endpoints):
+            value_type = None
+        else:
+            self.functions.for_typename(typename)  # raises FunctionNotFound, naming what is registered
+            raise AssertionError("unreachable")
         key = (typename, id)
         op = self.dispatchers[self._owner((typename, id, "", "", "", b"", False))]
         st = op.backend.get_state(ValueStateDescriptor(value_state_name(typename, name)))
@@ -286,7 +298,9 @@ class LocalDispatchers:
         tv = st.value()
         if tv is None or not tv.has_value:
             return None
-        return spec.type.serializer().deserialize(tv.value)
+        if value_type is None:
+            return decode_by_typename(tv)
+        return value_type.serializer().deserialize(tv.value)
 
     def counters(self) -> dict[str, int]:
         """The dispatchers' counters summed over subtasks (invocations, local/remote messages...)."""

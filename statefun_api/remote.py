@@ -4,22 +4,36 @@ Two parts with a strict thread split:
 
 * :class:`RemoteCaller` owns the I/O: one asyncio event loop in a daemon thread, one
   aiohttp ``ClientSession``. :meth:`RemoteCaller.submit` hands it the encoded bytes of a
-  ``ToFunction``; the loop POSTs them with timeouts and retries (exponential backoff on
-  connection errors, timeouts, HTTP 5xx and 429) and puts one :class:`CallResult` on a
-  thread-safe queue, then calls ``notify()`` (the dispatcher passes ``ctx.post``, so the
-  result is handled on the task's mailbox thread). It never touches dispatcher state.
+  ``ToFunction``; the loop POSTs them with timeouts and retries and puts one
+  :class:`CallResult` on a thread-safe queue, then calls ``notify()`` (the dispatcher
+  passes ``ctx.post``, so the result is handled on the task's mailbox thread). It never
+  touches dispatcher state.
+
+  - the call timeout runs from sending the first attempt to the final reply, retries and
+    backoff included; the connection pool is uncapped (the requests in flight are capped
+    by :class:`RemoteFunctions`), so no time goes to waiting for a pooled connection;
+  - connection errors, timeouts, HTTP 5xx and 429 are retried with exponential backoff
+    (``backoff_initial_s`` doubling up to ``backoff_max_s``) until ``max_retries`` or the
+    call timeout; any other 4xx fails at once (retrying cannot help);
+  - a 2xx body is read up to the endpoint's ``max_response_bytes``: a longer one (by its
+    Content-Length, or while streaming) fails the call at once.
+
 * :class:`RemoteFunctions` is the per-address state machine, run only on the mailbox
   thread by the :class:`~statefun_api.dispatcher.FunctionDispatcher`:
 
   - per address at most **one request in flight**; messages arriving meanwhile queue and
     go out as ONE batched request (up to the endpoint's ``max_num_batch_requests``);
+  - per subtask at most ``max_concurrent_requests`` requests in flight (and per endpoint
+    at most its own ``max_concurrent_requests``, StateFun's ``pool_size``): further ready
+    addresses wait in FIFO order, their messages still batching; nothing is dropped;
   - a request carries the address's persisted values (the dispatcher's keyed state);
   - the **missing-state handshake**: a reply with an ``IncompleteInvocationContext``
     registers the missing value specs (name, type, TTL) for the function type and the
     same batch is sent again;
   - an ``InvocationResponse`` is applied as for an embedded function: state mutations,
     outgoing messages (local ones skip the network), delayed messages and cancellations,
-    egress;
+    egress. A reply with neither (the official SDK's empty body for a function without
+    effects) is an empty ``InvocationResponse``, as on StateFun;
   - :meth:`RemoteFunctions.accepts_input` is False while an address has
     ``max_num_batch_requests`` messages queued (or all remote queues together hold more
     than the dispatcher's ``max_in_flight``): the task then stops taking input, which
@@ -29,9 +43,10 @@ Two parts with a strict thread split:
     they are sent again after a restore. The remote side sees at-least-once calls;
     raystream's state and egress stay exactly once.
 
-When a call fails for good (retries exhausted, a 4xx other than 429, a reply that is not
-a ``FromFunction``), a :class:`RemoteFunctionError` naming the function, address, URL and
-status fails the job, so the restart strategy fails over to the last checkpoint.
+When a call fails for good (retries exhausted, a 4xx other than 429, an oversized reply, a
+reply that is not a ``FromFunction``), a :class:`RemoteFunctionError` naming the function,
+address, URL, status and a body excerpt fails the job, so the restart strategy fails over
+to the last checkpoint.
 """
 
 from __future__ import annotations
@@ -40,7 +55,7 @@ import asyncio
 import logging
 import queue
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -69,6 +84,8 @@ log = logging.getLogger(__name__)
 
 _CONTENT_TYPE = "application/octet-stream"
 _EXCERPT = 200
+_ERROR_BODY_READ = 4096  # bytes of a non-2xx reply read for the error message
+_RETRIED_4XX = frozenset({429})  # Too Many Requests: the server asks to come back later
 
 
 class RemoteFunctionError(StatefulFunctionError):
@@ -89,6 +106,30 @@ def require_aiohttp(what: str = "remote stateful functions") -> Any:
 def _excerpt(body: bytes) -> str:
     text = body[:_EXCERPT].decode("utf-8", "replace")
     return repr(text + ("..." if len(body) > _EXCERPT else ""))
+
+
+def _hint_4xx(status: int, url: str) -> str:
+    if status in (404, 405):
+        return f"; is {url!r} the request-reply endpoint that serves this function type?"
+    if status == 413:
+        return (
+            "; the server refused the request's size: send smaller batches (max_num_batch_requests / "
+            "maxNumBatchRequests) or raise the server's limit (aiohttp's client_max_size is 1 MiB by default)"
+        )
+    return ""
+
+
+async def _read_body(resp: Any, limit: int) -> bytes | None:
+    """The reply's body, or None as soon as it is known to exceed ``limit`` bytes."""
+    length = resp.content_length
+    if length is not None and length > limit:
+        return None
+    buf = bytearray()
+    async for chunk in resp.content.iter_any():
+        buf += chunk
+        if len(buf) > limit:
+            return None
+    return bytes(buf)
 
 
 @dataclass
@@ -117,15 +158,21 @@ class RemoteCaller:
         notify: called (from the I/O thread) after each result is queued; the dispatcher
             passes a function that posts the result handling to its mailbox.
         name: the thread's name.
+        keepalive_s: how long an idle connection stays pooled.
+
+    The connection pool is not capped: the caller (:class:`RemoteFunctions`) caps the
+    requests it submits, so a request never waits for a pooled connection and its call
+    timeout starts when it is sent.
 
     Thread safety: :meth:`submit` and :meth:`close` may be called from any thread;
     :attr:`completions` is a thread-safe queue.
     """
 
-    def __init__(self, notify: Callable[[], None], name: str = "raystream-statefun-remote") -> None:
+    def __init__(self, notify: Callable[[], None], name: str = "raystream-statefun-remote", keepalive_s: float = 15.0) -> None:
         self._aiohttp = require_aiohttp()
         self.completions: queue.SimpleQueue[CallResult] = queue.SimpleQueue()
         self._notify = notify
+        self._keepalive_s = keepalive_s
         self._loop = asyncio.new_event_loop()
         self._session: Any = None
         self._closed = False
@@ -140,8 +187,9 @@ class RemoteCaller:
         aiohttp = self._aiohttp
 
         async def make_session() -> Any:
-            # no total connection cap per host beyond a generous pool: one request per address
-            return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256, limit_per_host=256))
+            # limit=0: no pool cap (RemoteFunctions bounds the requests in flight)
+            connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=self._keepalive_s)
+            return aiohttp.ClientSession(connector=connector)
 
         self._session = loop.run_until_complete(make_session())
         self._started.set()
@@ -174,14 +222,15 @@ class RemoteCaller:
             self._notify()
 
     async def _attempts(self, call_id: int, ep: RemoteEndpoint, url: str, body: bytes) -> CallResult:
+        """POST until a 2xx reply, a reply that cannot succeed on retry (4xx but 429, an
+        oversized body), ``max_retries`` or the call timeout, whichever comes first."""
         aiohttp = self._aiohttp
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + ep.call_timeout_s
+        deadline = loop.time() + ep.call_timeout_s  # the request is being sent now
         attempts = 0
         last = ""
         reason = f"call timeout of {ep.call_timeout_s:g} s reached"
         status = None
-        result = None
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -189,18 +238,38 @@ class RemoteCaller:
             attempts += 1
             timeout = aiohttp.ClientTimeout(total=remaining, sock_connect=ep.connect_timeout_s, sock_read=ep.read_timeout_s)
             try:
-                async with self._session.post(url, data=body, headers={"Content-Type": _CONTENT_TYPE}, timeout=timeout) as resp:
-                    data = await resp.read()
+                async with self._session.post(
+                    url, data=body, headers={"Content-Type": _CONTENT_TYPE}, timeout=timeout, allow_redirects=False
+                ) as resp:
                     status = resp.status
                     if 200 <= status < 300:
-                        result = CallResult(call_id, data, None, attempts, status)
-                        break
+                        data = await _read_body(resp, ep.max_response_bytes)
+                        if data is None:
+                            size = f"Content-Length {resp.content_length}" if resp.content_length is not None else "more bytes received"
+                            return CallResult(
+                                call_id,
+                                None,
+                                f"HTTP {status} with a reply larger than max_response_bytes={ep.max_response_bytes} "
+                                f"({size}; not retried); raise remote_endpoint(max_response_bytes=...) or "
+                                f"'transport.payload_max_bytes' in module.yaml, or send smaller batches",
+                                attempts,
+                                status,
+                            )
+                        return CallResult(call_id, data, None, attempts, status)
+                    data = await resp.content.read(_ERROR_BODY_READ)
                     last = f"HTTP {status}, body {_excerpt(data)}"
-                    if status < 500 and status != 429:  # the request itself is wrong: no retry
-                        result = CallResult(call_id, None, f"HTTP {status} (not retried), body {_excerpt(data)}", attempts, status)
-                        break
+                    if status < 500 and status not in _RETRIED_4XX:  # the request itself is refused
+                        return CallResult(
+                            call_id,
+                            None,
+                            f"HTTP {status} (not retried), body {_excerpt(data)}; a {status} reply means the "
+                            f"request itself was refused{_hint_4xx(status, url)}",
+                            attempts,
+                            status,
+                        )
             except asyncio.TimeoutError:
-                last = f"timed out (connect {ep.connect_timeout_s:g} s, read {ep.read_timeout_s:g} s, call {ep.call_timeout_s:g} s)"
+                read = "none" if ep.read_timeout_s is None else f"{ep.read_timeout_s:g} s"
+                last = f"timed out (connect {ep.connect_timeout_s:g} s, read {read}, call {ep.call_timeout_s:g} s)"
                 status = None
             except aiohttp.ClientError as exc:
                 last = f"{type(exc).__name__}: {exc}"
@@ -212,9 +281,7 @@ class RemoteCaller:
             if loop.time() + delay >= deadline:
                 break
             await asyncio.sleep(delay)
-        if result is None:
-            result = CallResult(call_id, None, f"gave up after {attempts} attempt(s), {reason}; last error: {last}", attempts, status)
-        return result
+        return CallResult(call_id, None, f"gave up after {attempts} attempt(s), {reason}; last error: {last}", attempts, status)
 
     def close(self) -> None:
         """Cancel calls in flight, close the session and stop the thread (idempotent)."""
@@ -256,7 +323,12 @@ class RemoteFunctions:
         self._queues: dict[tuple[str, str], deque[MessageRecord]] = {}
         self._inflight: dict[tuple[str, str], _Call] = {}
         self._by_id: dict[int, tuple[str, str]] = {}  # call id -> address of the call in flight
-        self._ready: dict[tuple[str, str], None] = {}  # addresses with queued messages and no call (ordered)
+        # addresses with queued messages and no call, in the order they became ready
+        self._ready: OrderedDict[tuple[str, str], None] = OrderedDict()
+        # addresses held back because their endpoint has max_concurrent_requests in flight
+        self._parked: dict[RemoteEndpoint, deque[tuple[str, str]]] = {}
+        self._parked_keys: set[tuple[str, str]] = set()
+        self._per_endpoint: dict[RemoteEndpoint, int] = {}  # requests in flight per endpoint
         self._full: set[tuple[str, str]] = set()
         self._queued = 0
         # typename -> spec name -> (ValueState, spec typename), registered by handshakes
@@ -306,7 +378,7 @@ class RemoteFunctions:
         self._queued += 1
         if len(q) >= endpoint.max_num_batch_requests:
             self._full.add(key)
-        if key not in self._inflight:
+        if key not in self._inflight and key not in self._parked_keys:
             self._ready[key] = None
 
     def pending_records(self) -> list[MessageRecord]:
@@ -321,16 +393,25 @@ class RemoteFunctions:
         return out
 
     def send_ready(self) -> None:
-        """Send one request to every address with queued messages and no call in flight."""
-        ready, self._ready = self._ready, {}
-        for key in ready:
-            if key in self._inflight:
+        """Send one request to each ready address (queued messages, no call in flight), in
+        the order they became ready, while fewer than ``max_concurrent_requests`` requests
+        are in flight; the others wait, and their messages keep batching."""
+        limit = self.d.config.max_concurrent_requests
+        ready, inflight = self._ready, self._inflight
+        while ready and len(inflight) < limit:
+            key, _ = ready.popitem(last=False)
+            if key in inflight:
                 continue
             q = self._queues.get(key)
             if not q:
                 continue
             ep = self.endpoint_for(key[0])
             assert ep is not None
+            cap = ep.max_concurrent_requests
+            if cap is not None and self._per_endpoint.get(ep, 0) >= cap:
+                self._parked.setdefault(ep, deque()).append(key)
+                self._parked_keys.add(key)
+                continue
             n = min(len(q), ep.max_num_batch_requests)
             records = [q.popleft() for _ in range(n)]
             self._queued -= n
@@ -338,7 +419,24 @@ class RemoteFunctions:
                 self._full.discard(key)
             if not q:
                 del self._queues[key]
+            self._per_endpoint[ep] = self._per_endpoint.get(ep, 0) + 1
             self._send(key, _Call(0, records, ep, ep.url_for(key[0])))
+
+    def _finished(self, key: tuple[str, str], call: _Call) -> None:
+        """The call of ``key`` is over: free its request slot and let the next address go."""
+        del self._inflight[key]
+        ep = call.endpoint
+        self._per_endpoint[ep] -= 1
+        parked = self._parked.get(ep)
+        if parked:  # one slot of this endpoint is free: its longest-waiting address goes first
+            first = parked.popleft()
+            self._parked_keys.discard(first)
+            if not parked:
+                del self._parked[ep]
+            self._ready[first] = None
+            self._ready.move_to_end(first, last=False)
+        if key in self._queues:
+            self._ready[key] = None
 
     def _send(self, key: tuple[str, str], call: _Call) -> None:
         if self._caller is None:
@@ -348,7 +446,10 @@ class RemoteFunctions:
                     "remote functions need a task mailbox (OperatorContext.post) to receive replies on; "
                     "run the dispatcher in a raystream task or statefun_api.local.LocalDispatchers"
                 )
-            self._caller = RemoteCaller(lambda: post(self.on_completions), name=f"raystream-statefun-remote {self.d.ctx.task_name}")
+            keepalive = max(ep.pool_ttl_s for ep in self.endpoints)
+            self._caller = RemoteCaller(
+                lambda: post(self.on_completions), name=f"raystream-statefun-remote {self.d.ctx.task_name}", keepalive_s=keepalive
+            )
         self._next_id += 1
         self._by_id.pop(call.call_id, None)  # a resent batch (handshake) gets a new id
         call.call_id = self._next_id
@@ -440,16 +541,11 @@ class RemoteFunctions:
         if reply.incomplete_invocation_context is not None:
             self._handshake(key, call, reply.incomplete_invocation_context, where)
             return
-        if reply.invocation_result is None:
-            raise RemoteFunctionError(
-                f"{where} answered with an empty FromFunction (neither an invocation result nor an "
-                f"incomplete invocation context); body {_excerpt(result.body or b'')}",
-                address=address,
-            )
-        del self._inflight[key]
-        self._apply(key, address, call, reply.invocation_result, where)
-        if key in self._queues:
-            self._ready[key] = None
+        # no invocation result (the official SDK's empty body when the function had no
+        # effects): an empty InvocationResponse, as StateFun's RequestReplyFunction reads it
+        response = reply.invocation_result or FromFunction.InvocationResponse()
+        self._finished(key, call)
+        self._apply(key, address, call, response, where)
 
     def _handshake(self, key: tuple[str, str], call: _Call, context: FromFunction.IncompleteInvocationContext, where: str) -> None:
         """Register the missing value specs for the function type and send the same batch again."""

@@ -28,6 +28,7 @@ from __future__ import annotations
 from typing import Any
 
 from statefun_api.address import Address
+from statefun_api.egress_io import KafkaProducerRecordType, KinesisEgressRecordType
 from statefun_api.invocation import Invocation
 from statefun_api.messages import EgressMessage, Message
 from statefun_api.types import (
@@ -50,6 +51,7 @@ __all__ = [
     "record_caller",
     "egress_tag",
     "decode_egress_value",
+    "decode_by_typename",
     "FEEDBACK_TAG",
 ]
 
@@ -60,7 +62,8 @@ MessageRecord = tuple[str, str, str, str, str, bytes, bool]
 FEEDBACK_TAG = "statefun-feedback"
 
 _BUILTIN_TYPES: dict[str, Type[Any]] = {
-    t.typename: t for t in (IntType, LongType, FloatType, DoubleType, StringType, BoolType)
+    t.typename: t
+    for t in (IntType, LongType, FloatType, DoubleType, StringType, BoolType, KafkaProducerRecordType, KinesisEgressRecordType)
 }
 
 
@@ -111,12 +114,30 @@ def egress_tag(typename: str) -> str:
     return f"egress:{typename}"
 
 
+def decode_by_typename(tv: TypedValue) -> Any:
+    """``tv``'s value decoded by its typename when it is a built-in type or a Kafka / Kinesis
+    egress record; any other value is returned as the ``TypedValue`` itself.
+
+    Example:
+        >>> from statefun_api.types import to_typed_value
+        >>> decode_by_typename(to_typed_value(StringType, "hi")), decode_by_typename(TypedValue("a/b", True, b"x"))
+        ('hi', TypedValue(typename='a/b', has_value=True, value=b'x'))
+    """
+    value_type = _BUILTIN_TYPES.get(tv.typename)
+    if value_type is None:
+        return tv
+    if not tv.has_value:
+        return None
+    return value_type.serializer().deserialize(tv.value)
+
+
 def decode_egress_value(message: EgressMessage, value_type: Type[Any] | None) -> Any:
     """The record an egress sink receives for ``message``.
 
     With ``value_type`` the value is deserialized with it (a message of another type raises
     ``TypeError``). Without it, the built-in types (int, long, float, double, string,
-    bool) are decoded by their typename and any other value is passed on as its
+    bool) and the Kafka / Kinesis egress records (:mod:`statefun_api.egress_io`) are
+    decoded by their typename and any other value is passed on as its
     :class:`~statefun_api.types.TypedValue`.
 
     Example:
@@ -126,10 +147,8 @@ def decode_egress_value(message: EgressMessage, value_type: Type[Any] | None) ->
     """
     tv = message.typed_value
     if value_type is None:
-        value_type = _BUILTIN_TYPES.get(tv.typename)
-        if value_type is None:
-            return tv
-    elif tv.typename != value_type.typename:
+        return decode_by_typename(tv)
+    if tv.typename != value_type.typename:
         raise TypeError(
             f"egress {message.typename!r} is declared with type {value_type.typename!r} but "
             f"received a value of type {tv.typename!r}"

@@ -215,6 +215,8 @@ class FunctionServer:
     with ``async handle_async(bytes) -> bytes`` (:class:`~statefun_api.handler.RequestReplyHandler`,
     ``statefun.RequestReplyHandler``) or an async callable ``bytes -> bytes`` that may also
     return ``(status, body)`` to inject HTTP errors. A handler exception answers 500.
+    An ``aiohttp.web.Application`` (e.g. the one a StateFun example builds around the
+    official SDK) is served as it is, with its own routes.
 
     Args:
         handler: see above.
@@ -228,9 +230,15 @@ class FunctionServer:
     """
 
     def __init__(self, handler: Any, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._app: Any = None
+        if hasattr(handler, "router") and hasattr(handler, "on_startup"):  # an aiohttp web.Application
+            self._app, handler = handler, None
         handle = getattr(handler, "handle_async", handler)
-        if not callable(handle):
-            raise TypeError(f"FunctionServer needs a handler with handle_async or an async callable, got {handler!r}")
+        if self._app is None and not callable(handle):
+            raise TypeError(
+                f"FunctionServer needs a handler with handle_async, an async callable or an aiohttp "
+                f"web.Application, got {handler!r}"
+            )
         self._handle: Handle = handle
         self.host = host
         self.port = port
@@ -281,8 +289,10 @@ class FunctionServer:
             return web.Response(status=status, body=reply, content_type="application/octet-stream")
 
         async def setup() -> None:
-            app = web.Application()
-            app.router.add_post("/{tail:.*}", endpoint)
+            app = self._app
+            if app is None:
+                app = web.Application(client_max_size=64 * 1024 * 1024)  # not aiohttp's 1 MiB: batches get big
+                app.router.add_post("/{tail:.*}", endpoint)
             self._runner = web.AppRunner(app, access_log=None)
             await self._runner.setup()
             site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)

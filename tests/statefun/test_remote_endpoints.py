@@ -188,3 +188,107 @@ def test_missing_aiohttp_names_the_extra(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_aiohttp)
     with pytest.raises(ImportError, match=r"raystream\[remote\]"):
         sf.with_endpoint(remote_endpoint("shop/*", "http://h/{function.name}"))
+
+
+# ---------------------------------------------------------------- StateFun's transport section
+TRANSPORTS = """\
+kind: io.statefun.endpoints.v2/http
+spec:
+  functions: example/*
+  urlPathTemplate: http://functions:8000/statefun
+  transport:
+    type: io.statefun.transports.v1/async
+---
+kind: io.statefun.endpoints.v2/http
+spec:
+  functions: tuned/*
+  urlPathTemplate: http://tuned:8000/statefun
+  maxNumBatchRequests: 10000
+  transport:
+    type: io.statefun.transports.v1/async
+    call: 3m
+    connect: 5s
+    pool_ttl: 30s
+    pool_size: 64
+    payload_max_bytes: 1048576
+---
+kind: io.statefun.endpoints.v2/http
+spec:
+  functions: both/*
+  urlPathTemplate: http://both:8000/statefun
+  transport:
+    call: 3m
+    timeouts: {call: 90s}
+---
+kind: io.statefun.endpoints.v2/http
+spec:
+  functions: ok/*
+  urlPathTemplate: http://ok:8000/statefun
+  transport:
+    type: io.statefun.transports.v1/okhttp
+    timeouts: {call: 30s, read: 2s}
+---
+kind: io.statefun.endpoints.v2/http
+spec:
+  functions: plain/*
+  urlPathTemplate: http://plain:8000/statefun
+"""
+
+
+def test_the_transport_section_of_statefun_endpoints_is_read(tmp_path):
+    from statefun_api.endpoints import DEFAULT_MAX_RESPONSE_BYTES, TRANSPORT_ASYNC, TRANSPORT_OKHTTP
+
+    path = tmp_path / "module.yaml"
+    path.write_text(TRANSPORTS)
+    default, tuned, both, okhttp, plain = load_module_yaml(path)
+    # the async transport's defaults are StateFun's: 2 min call, 20 s connect, no read timeout
+    assert (default.transport, default.call_timeout_s, default.connect_timeout_s, default.read_timeout_s) == (TRANSPORT_ASYNC, 120.0, 20.0, None)
+    assert (default.max_response_bytes, default.max_concurrent_requests) == (DEFAULT_MAX_RESPONSE_BYTES, None)
+    assert (tuned.call_timeout_s, tuned.connect_timeout_s, tuned.pool_ttl_s) == (180.0, 5.0, 30.0)
+    assert (tuned.max_concurrent_requests, tuned.max_response_bytes, tuned.max_num_batch_requests) == (64, 1048576, 10000)
+    assert both.call_timeout_s == 90.0  # 'timeouts' wins over the transport's own 'call', as in StateFun
+    assert (okhttp.transport, okhttp.call_timeout_s, okhttp.connect_timeout_s, okhttp.read_timeout_s) == (TRANSPORT_OKHTTP, 30.0, 10.0, 2.0)
+    assert (plain.transport, plain.call_timeout_s) == (TRANSPORT_ASYNC, 120.0)  # v2 default transport
+
+
+@pytest.mark.parametrize(
+    ("transport", "message"),
+    [
+        ("{type: io.statefun.transports.v1/async, pool_sise: 3}", r"unknown field\(s\) \['pool_sise'\] in 'spec.transport' of type 'io.statefun.transports.v1/async'"),
+        ("{type: io.statefun.transports.v1/okhttp, pool_size: 3}", r"unknown field\(s\) \['pool_size'\] in 'spec.transport' of type 'io.statefun.transports.v1/okhttp'"),
+        ("{type: io.statefun.transports.v1/grpc}", r"unsupported 'spec.transport.type' 'io.statefun.transports.v1/grpc'"),
+        ("{timeouts: {idle: 3s}}", r"unknown field 'spec.transport.timeouts.idle'"),
+        ("{pool_size: 0}", r"'spec.transport.pool_size' must be a positive integer, got 0"),
+        ("{payload_max_bytes: lots}", r"'spec.transport.payload_max_bytes' must be a positive integer, got 'lots'"),
+        ("{call: forever}", r"'spec.transport.call': cannot parse duration 'forever'"),
+        ("async", r"'spec.transport' must be a mapping, got 'async'"),
+    ],
+    ids=["typo", "okhttp-pool", "unknown-type", "unknown-timeout", "zero-pool", "bad-payload", "bad-call", "not-a-mapping"],
+)
+def test_a_bad_transport_names_the_file_and_the_field(tmp_path, transport, message):
+    path = tmp_path / "module.yaml"
+    path.write_text(f"kind: io.statefun.endpoints.v2/http\nspec:\n  functions: a/*\n  urlPathTemplate: http://h/f\n  transport: {transport}\n")
+    with pytest.raises(ConfigError, match=message) as info:
+        load_module_yaml(path)
+    assert f"{path} (document 1)" in str(info.value)
+
+
+def test_a_v1_endpoint_has_no_transport(tmp_path):
+    path = tmp_path / "module.yaml"
+    path.write_text("kind: io.statefun.endpoints.v1/http\nspec:\n  functions: a/*\n  urlPathTemplate: http://h/f\n  transport: {}\n")
+    with pytest.raises(ConfigError, match=r"'spec.transport' needs kind 'io.statefun.endpoints.v2/http'"):
+        load_module_yaml(path)
+
+
+def test_limits_in_python():
+    ep = remote_endpoint("a/*", "http://h", max_response_bytes=1024, max_concurrent_requests=8, read_timeout=None)
+    assert (ep.max_response_bytes, ep.max_concurrent_requests, ep.read_timeout_s) == (1024, 8, None)
+    with pytest.raises(ConfigError, match=r"max_response_bytes must be a positive int, got 0"):
+        remote_endpoint("a/*", "http://h", max_response_bytes=0)
+    with pytest.raises(ConfigError, match=r"max_concurrent_requests must be a positive int or None, got 0"):
+        remote_endpoint("a/*", "http://h", max_concurrent_requests=0)
+    from statefun_api.dispatcher import DispatcherConfig
+
+    assert DispatcherConfig(StatefulFunctions()).max_concurrent_requests == 256
+    with pytest.raises(ValueError, match=r"max_concurrent_requests must be a positive int, got 0"):
+        DispatcherConfig(StatefulFunctions(), max_concurrent_requests=0)
