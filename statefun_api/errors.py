@@ -17,7 +17,7 @@ from engine.errors import RaystreamError
 if TYPE_CHECKING:
     from statefun_api.address import Address
 
-__all__ = ["StatefulFunctionError", "FunctionNotFound", "ProtocolError"]
+__all__ = ["StatefulFunctionError", "FunctionNotFound", "ProtocolError", "BadRequest"]
 
 
 class StatefulFunctionError(RaystreamError):
@@ -52,6 +52,10 @@ class FunctionNotFound(StatefulFunctionError, LookupError):
 
 class ProtocolError(StatefulFunctionError, ValueError):
     """Bytes could not be decoded as (or an object does not fit) the request-reply protocol."""
+
+
+class BadRequest(ProtocolError):
+    """A request-reply request is malformed: sending it again cannot succeed (HTTP 400)."""
 
 
 def _rebuild(cls, message, address, message_typename):

@@ -33,7 +33,7 @@ Example:
 from __future__ import annotations
 
 from statefun_api.address import Address
-from statefun_api.errors import ProtocolError
+from statefun_api.errors import BadRequest, ProtocolError
 from statefun_api.functions import StatefulFunction, StatefulFunctions
 from statefun_api.invocation import Invocation, invoke, invoke_async
 from statefun_api.messages import Message
@@ -55,9 +55,11 @@ Request = tuple[StatefulFunction, Address, dict[str, StateValue], list[Invocatio
 class RequestReplyHandler:
     """Answers request-reply invocations for a set of functions.
 
-    Errors (a malformed request, an unknown function, a failing function) are raised as
-    :class:`~statefun_api.errors.StatefulFunctionError` subclasses; an HTTP layer should
-    turn them into a 5xx response so the runtime retries.
+    Errors are raised as :class:`~statefun_api.errors.StatefulFunctionError` subclasses:
+    :class:`~statefun_api.errors.BadRequest` for a malformed request and
+    :class:`~statefun_api.errors.FunctionNotFound` for an unknown function type (an HTTP
+    layer answers 4xx: retrying cannot help), anything else for a failing function (5xx,
+    so the runtime retries).
 
     Example:
         >>> from statefun_api import StatefulFunctions
@@ -73,13 +75,16 @@ class RequestReplyHandler:
         self.functions = functions
 
     def _prepare(self, request_bytes: bytes | bytearray | memoryview) -> Request | FromFunction:
-        request = decode_to_function(request_bytes)
+        try:
+            request = decode_to_function(request_bytes)
+        except ProtocolError as exc:
+            raise BadRequest(f"the request is not a StateFun ToFunction message: {exc}") from exc
         batch = request.invocation
         if batch is None:
-            raise ProtocolError("the ToFunction request carries no invocation batch")
+            raise BadRequest("the ToFunction request carries no invocation batch")
         target = batch.target
         if target is None or not (target.namespace and target.name and target.id):
-            raise ProtocolError(f"the invocation batch has an incomplete target {target!r}")
+            raise BadRequest(f"the invocation batch has an incomplete target {target!r}")
         fn = self.functions.for_typename(target.typename)
         state = {pv.state_name: pv.state_value or TypedValue() for pv in batch.state}
         missing = fn.missing_specs(state)
