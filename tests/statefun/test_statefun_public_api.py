@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import statefun_api
 
-# the names `from statefun import *` gives in the official SDK 3.3.0, minus the Kafka and
-# Kinesis egress helpers (out of scope) and make_protobuf_type's protobuf specifics
+# the names `from statefun import *` gives in the official SDK 3.3.0
 SDK_NAMES = {
     "TypeSerializer",
     "Type",
@@ -22,6 +21,8 @@ SDK_NAMES = {
     "EgressMessage",
     "message_builder",
     "egress_message_builder",
+    "kafka_egress_message",
+    "kinesis_egress_message",
     "Context",
     "StatefulFunctions",
     "RequestReplyHandler",
@@ -38,6 +39,14 @@ def test_all_names_exist() -> None:
 
 def test_sdk_names_are_exported() -> None:
     assert SDK_NAMES <= set(statefun_api.__all__)
+
+
+def test_sdk_star_import_is_covered() -> None:
+    statefun = __import__("pytest").importorskip("statefun")
+    namespace: dict = {}
+    exec("from statefun import *", namespace)
+    sdk = {k for k, v in namespace.items() if not k.startswith("__") and not isinstance(v, type(statefun))}
+    assert sdk - set(statefun_api.__all__) == set(), "names of the SDK missing from statefun_api"
 
 
 def test_star_import_gives_exactly_all() -> None:
