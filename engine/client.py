@@ -19,7 +19,14 @@ from .graph import JobGraph
 from .master import job_slots, task_actor_name
 from .observability import ProgressReporter, job_client_html, source_totals
 from .pool import WorkerPool
-from .ray_runtime import MASTER_PREFIX, NAMESPACE, ensure_ray, kill_quietly, start_executors
+from .ray_runtime import (
+    MASTER_PREFIX,
+    NAMESPACE,
+    connected_cluster,
+    ensure_ray,
+    kill_quietly,
+    start_executors,
+)
 from .state_backend import default_state_backend
 
 __all__ = ["JobClient", "JobResult", "submit", "submit_job", "NAMESPACE", "MASTER_PREFIX"]
@@ -334,7 +341,7 @@ class JobClient:
             self._close(master_ok=isinstance(cause, RaystreamError))
             raise self._error from None
         except ray.exceptions.RayActorError as exc:
-            self._error = JobFailed(f"the job master of {self.name!r} died: {exc}")
+            self._error = JobFailed(f"the job master of {self.name!r} on {connected_cluster()} died: {exc}")
             self._close()
             raise self._error from None
         self._result = JobResult(

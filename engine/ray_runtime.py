@@ -30,33 +30,100 @@ from .executor import TaskExecutor
 from .executors import Executor, ExecutorLost, ExecutorRuntime, TaskCallFailed
 from .master import JobMaster
 
-__all__ = ["ensure_ray", "RaySender", "TaskActor", "TaskRef", "RayMessenger", "RayTransport", "RayExecutorRuntime",
+__all__ = ["ensure_ray", "auth_hint", "auth_token_source", "connected_cluster", "is_auth_error", "prepare_cluster_auth", "RaySender", "TaskActor", "TaskRef", "RayMessenger", "RayTransport", "RayExecutorRuntime",
            "JobMasterActor", "start_executors", "kill_quietly", "NAMESPACE", "MASTER_PREFIX", "EXECUTOR_PREFIX"]
 
 log = logging.getLogger(__name__)
 _started_here = False
 
 
+def auth_token_source() -> str | None:
+    """Where a Ray cluster authentication token is available to this process, or None:
+    ``$RAY_AUTH_TOKEN``, the file ``$RAY_AUTH_TOKEN_PATH``, or ``~/.ray/auth_token``."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return "$RAY_AUTH_TOKEN"
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
+    return path if os.path.isfile(path) else None
+
+
+def prepare_cluster_auth() -> None:
+    """Before connecting to a running cluster: a plain ``ray start --head`` of the Ray that
+    pip installs enables *token authentication*, while a client speaks it only with
+    ``RAY_AUTH_MODE=token``. When the user has not chosen a mode and a token is at hand, use
+    it (a token-mode client also connects to clusters without authentication)."""
+    if os.environ.get("RAY_AUTH_MODE") or auth_token_source() is None:
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
+    try:  # Ray caches its config at import: refresh it so this process speaks token auth now
+        import ray._raylet as raylet
+
+        raylet.Config.initialize("")  # (what Ray's own _enable_token_auth does)
+    except Exception:  # noqa: BLE001 - another Ray version: the environment variable is all it reads
+        log.debug("could not refresh Ray's config after enabling token auth", exc_info=True)
+
+
+def auth_hint(address: str | None) -> str:
+    """What to do when connecting to ``address`` failed and authentication may be the cause."""
+    source = auth_token_source()
+    mode = os.environ.get("RAY_AUTH_MODE") or "unset"
+    if source is None:
+        have = "this machine has no token (no $RAY_AUTH_TOKEN, no ~/.ray/auth_token)"
+    else:
+        have = f"the token from {source} was used (RAY_AUTH_MODE={mode}); it may not be this cluster's"
+    return (
+        f"if the cluster at {address!r} was started with plain `ray start --head`, it requires token "
+        f"authentication and {have}: run `ray get-auth-token` on the head node and set RAY_AUTH_TOKEN=<token> "
+        "(or write it to ~/.ray/auth_token) here; or start the cluster with RAY_AUTH_MODE=disabled"
+    )
+
+
+def is_auth_error(exc: BaseException) -> bool:
+    """Does ``exc`` (from ray.init or the Job Submission client) report an authentication failure?"""
+    text = f"{type(exc).__name__}: {exc}"
+    return any(w in text for w in ("Authentication", "InvalidAuthToken", "Unauthenticated", "Unauthorized"))
+
+
 def ensure_ray(address: str | None = None, **init_kwargs: Any) -> None:
-    """Connect to Ray: ``address`` if given (``"auto"``, ``"ray://host:10001"``...), else the
-    already-initialized Ray, else an embedded local Ray with the dashboard off."""
+    """Connect to Ray.
+
+    * ``address`` given (``"auto"``, ``"HOST:PORT"``, ``"ray://host:10001"``), or
+      ``$RAYSTREAM_ADDRESS``, or ``$RAY_ADDRESS`` (set by Ray for the driver of a submitted
+      Ray job): attach to that cluster, with its token authentication when a token is at hand.
+    * otherwise: the already-initialized Ray, else a **private** embedded local Ray (dashboard
+      off) that raystream starts and stops: never a cluster that ``ray start`` happened to
+      leave running on this machine (pass ``address="auto"`` to attach to that one).
+    """
     global _started_here
     if ray.is_initialized():
         return
     kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
     kwargs.update(init_kwargs)
     if address is None:
-        address = os.environ.get("RAYSTREAM_ADDRESS") or None
+        address = os.environ.get("RAYSTREAM_ADDRESS") or os.environ.get("RAY_ADDRESS") or None
     try:
-        if address:
+        if address and address != "local":
             kwargs.pop("num_cpus", None)
             kwargs.pop("include_dashboard", None)
+            prepare_cluster_auth()
             ray.init(address=address, **kwargs)
         else:
-            ray.init(**kwargs)
+            ray.init(address="local", **kwargs)
             _started_here = True
     except ConnectionError as exc:
-        raise ConfigError(f"cannot connect to the Ray cluster at {address!r}: {exc}") from exc
+        raise ConfigError(f"cannot connect to the Ray cluster at {address!r}: {exc}; {auth_hint(address)}") from exc
+
+
+def connected_cluster() -> str:
+    """A short description of the Ray cluster this process is connected to (for errors)."""
+    if not ray.is_initialized():
+        return "no Ray cluster (not connected)"
+    try:
+        ctx = ray.get_runtime_context()
+        gcs = getattr(ctx, "gcs_address", None) or ray.get_runtime_context().worker.node.address
+    except Exception:  # noqa: BLE001 - best effort, only for a message
+        gcs = "?"
+    kind = "raystream's embedded local Ray" if _started_here else "the Ray cluster"
+    return f"{kind} at {gcs}"
 
 
 class RaySender(ChannelSender):

@@ -195,7 +195,7 @@ def _connect(address: str | None) -> None:
     try:
         ensure_ray(address, log_to_driver=False)
     except RaystreamError as exc:
-        raise CliError(f"{exc}; pass --address (auto, HOST:PORT or http://HEAD:8265)") from exc
+        raise CliError(f"{exc}; or pass another --address (auto, HOST:PORT or http://HEAD:8265)") from exc
     except Exception as exc:  # ray.init raises several types for a bad address
         raise CliError(f"cannot connect to the Ray cluster at {address!r}: {type(exc).__name__}: {exc}") from exc
 
@@ -207,9 +207,15 @@ def _is_http(address: str | None) -> bool:
 def _submission_client(address: str) -> Any:
     from ray.job_submission import JobSubmissionClient
 
+    from engine.ray_runtime import auth_hint, is_auth_error, prepare_cluster_auth
+
+    prepare_cluster_auth()
     try:
         return JobSubmissionClient(address)
     except Exception as exc:  # ConnectionError, RuntimeError, ValueError depending on the failure
+        if is_auth_error(exc):
+            raise CliError(f"the Ray cluster at {address!r} refused this client: authentication failed; "
+                           f"{auth_hint(address)}") from None
         raise CliError(
             f"cannot reach the Ray Job Submission API at {address!r} ({type(exc).__name__}: {exc}); "
             "is the head running with its dashboard (`ray start --head --dashboard-host 0.0.0.0`)?"
@@ -457,7 +463,11 @@ def _relay(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """Run this management command on the cluster as a short Ray job (for http:// addresses)."""
     client = _submission_client(args.address)
     words = ["python", "-m", "jobs.cli", *argv, "--address", "auto"]
-    sid = client.submit_job(entrypoint=shlex.join(words), metadata={"raystream_relay": "1"})
+    try:
+        sid = client.submit_job(entrypoint=shlex.join(words), metadata={"raystream_relay": "1"})
+    except Exception as exc:  # noqa: BLE001 - the Job Submission API refused: say why, no traceback
+        raise CliError(f"the Ray cluster at {args.address!r} could not run `raystream {' '.join(argv)}` as a Ray "
+                       f"job: {type(exc).__name__}: {exc}") from None
     status = _follow_logs(client, sid, _StripRayLines(sys.stdout))
     return EXIT_OK if status == "SUCCEEDED" else EXIT_JOB_FAILED
 

@@ -88,8 +88,11 @@ def head():
         f"--runtime-env-agent-port={renv}", f"--node-manager-port={nm}", f"--object-manager-port={om}",
         "--num-cpus=2", f"--temp-dir={temp}",
     ]
-    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_metrics_report_interval_ms="500")
+    # a plain `ray start --head` as users run it: the installed Ray then enables token
+    # authentication (and writes ~/.ray/auth_token if there is none)
+    env = dict(os.environ, RAY_metrics_report_interval_ms="500")
     env.pop("RAY_ADDRESS", None)
+    env.pop("RAY_AUTH_MODE", None)
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             start_new_session=True)
@@ -120,9 +123,11 @@ def head():
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def raystream(*args: str, timeout: float = 120, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    env = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONPATH=str(ROOT))
+def raystream(*args: str, timeout: float = 120, cwd: Path = ROOT, **extra_env: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **extra_env)
     env.pop("RAY_ADDRESS", None)
+    if "RAY_AUTH_MODE" not in extra_env:
+        env.pop("RAY_AUTH_MODE", None)  # as a user's shell: raystream finds the cluster's token itself
     return subprocess.run([sys.executable, "-m", "jobs.cli", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=env)
 
@@ -199,17 +204,16 @@ def test_list_status_logs_cancel_against_the_cluster(head, tmp_path):
 
     out = raystream("cancel", job_id, "--address", head["gcs"])
     if out.returncode != 0:  # show why the job ended early
-        from ray.job_submission import JobSubmissionClient
+        logs = raystream("logs", sid, "--address", head["http"])
+        raise AssertionError(out.stderr + "\n--- driver log ---\n" + logs.stdout + logs.stderr)
 
-        raise AssertionError(out.stderr + "\n--- driver log ---\n" + JobSubmissionClient(head["http"]).get_job_logs(sid))
+    def ray_job_ended():  # through the CLI: it authenticates with the cluster's token
+        out = raystream("status", sid, "--address", head["http"])
+        return next((w for w in ("FAILED", "SUCCEEDED", "STOPPED") if f"Ray job {sid}: {w}" in out.stdout), None)
 
-    from ray.job_submission import JobSubmissionClient
-
-    client = JobSubmissionClient(head["http"])
-    status = wait_for(lambda: client.get_job_status(sid).value in ("FAILED", "SUCCEEDED", "STOPPED")
-                      and client.get_job_status(sid).value, 60, "the Ray job to end")
+    status = wait_for(ray_job_ended, 60, "the Ray job to end")
     assert status == "FAILED"  # `raystream run` exits 1 for a cancelled job
-    assert f"job {job_id} was cancelled" in client.get_job_logs(sid)
+    assert f"job {job_id} was cancelled" in raystream("logs", sid, "--address", head["http"]).stdout
     out = raystream("status", job_id, "--address", head["gcs"])
     assert out.returncode == 2 and "no running raystream job" in out.stderr
     out = raystream("status", sid, "--address", head["http"])
@@ -220,7 +224,8 @@ def test_metrics_exporter_reaches_prometheus(head):
     script = textwrap.dedent(f"""
         import time, ray
         from engine.observability import MetricsExporter
-        ray.init(address={head["gcs"]!r}, logging_level="ERROR")
+        from engine.ray_runtime import ensure_ray
+        ensure_ray({head["gcs"]!r}, logging_level="ERROR")  # with the cluster's token auth
         exp = MetricsExporter("prom-job-1", "prom")
         for i in range(1, 5):
             exp.update({{"operators": {{"map": {{"records_in": 100 * i, "records_out": 100 * i, "subtasks": 2}}}},
@@ -229,7 +234,8 @@ def test_metrics_exporter_reaches_prometheus(head):
         time.sleep(3)
         ray.shutdown()
     """)
-    env = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("RAY_AUTH_MODE", None)
     res = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
     assert res.returncode == 0, res.stderr
 
@@ -243,3 +249,14 @@ def test_metrics_exporter_reaches_prometheus(head):
     assert out and float(out[0].rsplit(" ", 1)[1]) == 400.0, lines
     assert any("raystream_checkpoint_completed" in ln for ln in lines), lines
     assert all('operator="map"' in ln for ln in out)
+
+
+def test_auth_failure_says_what_it_is_and_how_to_fix_it(head, tmp_path):
+    """The head runs with Ray's default token authentication; a client holding another
+    token is told so, with the fix, instead of a hint about the dashboard."""
+    wrong = tmp_path / "wrong_token"
+    wrong.write_text("0" * 64)
+    res = raystream("list", "--address", head["http"], RAY_AUTH_TOKEN_PATH=str(wrong), timeout=60)
+    assert res.returncode != 0
+    assert "authentication failed" in res.stderr and "ray get-auth-token" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr
