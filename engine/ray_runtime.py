@@ -57,7 +57,7 @@ def prepare_cluster_auth() -> None:
     try:  # Ray caches its config at import: refresh it so this process speaks token auth now
         import ray._raylet as raylet
 
-        raylet.Config.initialize("")  # (what Ray's own _enable_token_auth does)
+        raylet.Config.initialize("")  # type: ignore[attr-defined]  # what Ray's _enable_token_auth does; not in its stubs
     except Exception:  # noqa: BLE001 - another Ray version: the environment variable is all it reads
         log.debug("could not refresh Ray's config after enabling token auth", exc_info=True)
 
