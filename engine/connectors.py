@@ -16,7 +16,7 @@ restored checkpoint's committables are committed again after recovery.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Callable, Generic, TypeVar, Union
 
 from .operator import OperatorContext
 from .records import Batch
@@ -26,6 +26,7 @@ __all__ = [
     "SourceReader",
     "NOTHING_AVAILABLE",
     "END_OF_INPUT",
+    "PollResult",
     "Sink",
     "SinkWriter",
     "Committer",
@@ -56,6 +57,8 @@ def _sentinel(name: str) -> "_Sentinel":
 NOTHING_AVAILABLE = _Sentinel("NOTHING_AVAILABLE")
 #: returned by :meth:`SourceReader.poll_next` when every assigned split is exhausted
 END_OF_INPUT = _Sentinel("END_OF_INPUT")
+#: what :meth:`SourceReader.poll_next` returns: a batch, or one of the two sentinels above
+PollResult = Union[Batch, _Sentinel]
 
 
 class SourceReader(ABC, Generic[SplitT]):
@@ -70,7 +73,7 @@ class SourceReader(ABC, Generic[SplitT]):
         """Take ownership of ``splits`` (fresh ones, or ones restored with a position)."""
 
     @abstractmethod
-    def poll_next(self) -> "Batch | _Sentinel":
+    def poll_next(self) -> PollResult:
         """Return the next batch, :data:`NOTHING_AVAILABLE` or :data:`END_OF_INPUT`."""
 
     @abstractmethod

@@ -28,7 +28,11 @@ __all__ = ["CollectSink", "PrintSink", "FileSink", "ParquetSink", "JsonLinesSink
 
 
 # ---------------------------------------------------------------- collect
-class _CollectWriter(SinkWriter):
+#: a committable of ``collect``: (subtask, ("chk", checkpoint id) or ("final", attempt), batches)
+_Collected = tuple[int, tuple[str, int | None], list[pa.RecordBatch]]
+
+
+class _CollectWriter(SinkWriter[_Collected]):
     def __init__(self, ctx: OperatorContext) -> None:
         self.subtask = ctx.subtask_index
         self.attempt = ctx.attempt
@@ -37,23 +41,23 @@ class _CollectWriter(SinkWriter):
     def write(self, batch: Batch) -> None:
         self.buffer.append(batch.arrow())
 
-    def prepare_commit(self, checkpoint_id: int | None) -> list[Any]:
+    def prepare_commit(self, checkpoint_id: int | None) -> list[_Collected]:
         if not self.buffer:
             return []
         tag = ("chk", checkpoint_id) if checkpoint_id is not None else ("final", self.attempt)
-        out = [(self.subtask, tag, self.buffer)]
+        out: list[_Collected] = [(self.subtask, tag, self.buffer)]
         self.buffer = []
         return out
 
 
-class _CollectCommitter(Committer):
+class _CollectCommitter(Committer[_Collected]):
     in_memory = True  # the job master logs commits so that a master taking over can rebuild them
 
     def __init__(self) -> None:
-        self.batches: list[tuple[int, Any, list]] = []
-        self.committed: set = set()
+        self.batches: list[_Collected] = []
+        self.committed: set[tuple[int, tuple[str, int | None]]] = set()
 
-    def commit(self, committables: list[Any]) -> None:
+    def commit(self, committables: list[_Collected]) -> None:
         for subtask, tag, batches in committables:
             if (subtask, tag) in self.committed:
                 continue
@@ -64,29 +68,29 @@ class _CollectCommitter(Committer):
         return [b for _s, _t, batches in self.batches for b in batches]
 
 
-class CollectSink(Sink):
+class CollectSink(Sink[_Collected]):
     """Collects every record into the job result (``JobResult.collected``)."""
 
-    def create_writer(self, ctx: OperatorContext) -> SinkWriter:
+    def create_writer(self, ctx: OperatorContext) -> SinkWriter[_Collected]:
         return _CollectWriter(ctx)
 
-    def create_committer(self) -> Committer:
+    def create_committer(self) -> Committer[_Collected]:
         return _CollectCommitter()
 
     def describe(self) -> str:
         return "collect"
 
 
-def collected_records(batches: list[pa.RecordBatch]) -> list:
+def collected_records(batches: list[pa.RecordBatch]) -> list[Any]:
     """The records of collected batches, as Python objects."""
-    out: list = []
+    out: list[Any] = []
     for b in batches:
         out.extend(arrow_to_records(b))
     return out
 
 
 # ---------------------------------------------------------------- print
-class _PrintWriter(SinkWriter):
+class _PrintWriter(SinkWriter[object]):  # no committables: printed records are out
     def __init__(self, ctx: OperatorContext, prefix: str) -> None:
         tag = f"{ctx.subtask_index + 1}> " if ctx.parallelism > 1 else ""
         self.prefix = f"{prefix}{tag}"
@@ -98,14 +102,14 @@ class _PrintWriter(SinkWriter):
         out.flush()
 
 
-class PrintSink(Sink):
+class PrintSink(Sink[object]):
     """Prints every record to stdout (``"k> record"`` with the subtask k when parallel).
     Not transactional: records print as they arrive."""
 
     def __init__(self, prefix: str = "") -> None:
         self.prefix = prefix
 
-    def create_writer(self, ctx: OperatorContext) -> SinkWriter:
+    def create_writer(self, ctx: OperatorContext) -> SinkWriter[object]:
         return _PrintWriter(ctx, self.prefix)
 
 
@@ -118,12 +122,12 @@ class FileCommittable:
     final: str
 
 
-class _FileCommitter(Committer):
+class _FileCommitter(Committer[FileCommittable]):
     def __init__(self, sink: "FileSink") -> None:
         self.sink = sink
         self.files: list[str] = []
 
-    def commit(self, committables: list[Any]) -> None:
+    def commit(self, committables: list[FileCommittable]) -> None:
         fs = self.sink.filesystem()
         for c in committables:
             pending = fs.get_file_info(c.pending)
@@ -141,7 +145,7 @@ class _FileCommitter(Committer):
         return list(self.files)
 
 
-class _FileWriter(SinkWriter):
+class _FileWriter(SinkWriter[FileCommittable]):
     def __init__(self, sink: "FileSink", ctx: OperatorContext) -> None:
         self.sink = sink
         self.fs = sink.filesystem()
@@ -150,16 +154,23 @@ class _FileWriter(SinkWriter):
         self.seq = 0
         self.token = uuid.uuid4().hex[:8]
         self.current: str | None = None
-        self.handle: Any = None
-        self.writer: Any = None
+        self.handle: pa.NativeFile | None = None  # the in-progress file, while one is open
+        self.writer: pq.ParquetWriter | None = None  # ParquetSink's writer on the handle
         self.schema: pa.Schema | None = None
+
+    @property
+    def stream(self) -> pa.NativeFile:
+        """The open in-progress file (``write`` opens it before ``write_batch``)."""
+        if self.handle is None:
+            raise RuntimeError(f"file sink {self.sink.path!r}: no in-progress file is open")
+        return self.handle
 
     def restore_state(self, states: list[Any]) -> None:
         mine = [s for s in states if s and s.get("subtask") == self.subtask]
         if mine:
             self.seq = max(s["seq"] for s in mine)
 
-    def snapshot_state(self, checkpoint_id: int) -> Any:
+    def snapshot_state(self, checkpoint_id: int) -> dict[str, int]:
         return {"subtask": self.subtask, "seq": self.seq}
 
     def _open_file(self) -> None:
@@ -172,11 +183,11 @@ class _FileWriter(SinkWriter):
             self._open_file()
         self.sink.write_batch(self, batch)
 
-    def prepare_commit(self, checkpoint_id: int | None) -> list[Any]:
+    def prepare_commit(self, checkpoint_id: int | None) -> list[FileCommittable]:
         if self.current is None:
             return []
         self.sink.close_file(self)
-        self.handle.close()
+        self.stream.close()
         final = f"{self.sink.base}/part-{self.subtask:04d}-{self.seq:06d}.{self.sink.extension}"
         pending = self.current
         self.current = None
@@ -197,7 +208,7 @@ class _FileWriter(SinkWriter):
             self.handle = None
 
 
-class FileSink(Sink):
+class FileSink(Sink[FileCommittable]):
     """Base of the exactly-once file sinks: in-progress -> pending (at a checkpoint barrier)
     -> committed (renamed to ``part-<subtask>-<seq>.<ext>`` when the checkpoint completes).
     ``path`` is a local directory or any ``pyarrow.fs`` URI."""
@@ -216,10 +227,10 @@ class FileSink(Sink):
     def filesystem(self) -> pafs.FileSystem:
         return filesystem_for(self.path)
 
-    def create_writer(self, ctx: OperatorContext) -> SinkWriter:
+    def create_writer(self, ctx: OperatorContext) -> SinkWriter[FileCommittable]:
         return _FileWriter(self, ctx)
 
-    def create_committer(self) -> Committer:
+    def create_committer(self) -> Committer[FileCommittable]:
         return _FileCommitter(self)
 
     def write_batch(self, w: _FileWriter, batch: Batch) -> None:
@@ -238,7 +249,7 @@ class ParquetSink(FileSink):
         rb = batch.arrow()
         if w.writer is None:
             w.schema = rb.schema
-            w.writer = pq.ParquetWriter(w.handle, rb.schema)
+            w.writer = pq.ParquetWriter(w.stream, rb.schema)
         elif not rb.schema.equals(w.schema, check_metadata=False):
             raise JobFailed(
                 f"write_parquet({self.path!r}): a batch with schema {rb.schema} does not match the "
@@ -258,4 +269,4 @@ class JsonLinesSink(FileSink):
 
     def write_batch(self, w: _FileWriter, batch: Batch) -> None:
         data = "".join(json.dumps(r, default=str) + "\n" for r in batch.records())
-        w.handle.write(data.encode())
+        w.stream.write(data.encode())

@@ -6,50 +6,51 @@ its position per split at checkpoints so a restored job resumes exactly there.
 
 from __future__ import annotations
 
+import copy
 import glob as globmod
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, TypeVar
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from engine.connectors import END_OF_INPUT, NOTHING_AVAILABLE, Source, SourceReader
+from engine.connectors import END_OF_INPUT, NOTHING_AVAILABLE, PollResult, Source, SourceReader
 from engine.errors import ConfigError
 from engine.operator import OperatorContext
 from engine.records import Batch
 
 __all__ = ["CollectionSource", "ParquetSource", "TextSource", "GeneratorSource", "resolve_paths"]
 
+SplitT = TypeVar("SplitT")
+
 
 @dataclass
 class RangeSplit:
-    """Records [start, end) of a collection or generator; ``position`` is the next one."""
+    """Records [start, end) of a collection; ``position`` is the next one."""
 
     split_id: str
     start: int
-    end: int | None  # None: unbounded
+    end: int
     position: int
     stride: int = 1
 
 
-class _QueueReader(SourceReader):
+class _QueueReader(SourceReader[SplitT]):
     """Common reader: takes splits in order and reads each to its end."""
 
     def __init__(self) -> None:
-        self.splits: list = []
+        self.splits: list[SplitT] = []
 
-    def add_splits(self, splits: list[Any]) -> None:
+    def add_splits(self, splits: list[SplitT]) -> None:
         self.splits.extend(splits)
 
-    def snapshot_state(self, checkpoint_id: int) -> list[Any]:
-        import copy
-
+    def snapshot_state(self, checkpoint_id: int) -> list[SplitT]:
         return [copy.copy(s) for s in self.splits]
 
 
-class CollectionSource(Source):
+class CollectionSource(Source[RangeSplit]):
     """Emits the items of a Python collection (bounded).
 
     Example:
@@ -61,25 +62,25 @@ class CollectionSource(Source):
         self.items = list(items)
         self.batch_size = batch_size
 
-    def create_splits(self, parallelism: int) -> list[Any]:
+    def create_splits(self, parallelism: int) -> list[RangeSplit]:
         n = len(self.items)
         bounds = [n * i // parallelism for i in range(parallelism + 1)]
         return [RangeSplit(f"items-{i}", bounds[i], bounds[i + 1], bounds[i]) for i in range(parallelism)]
 
-    def create_reader(self, ctx: OperatorContext) -> SourceReader:
+    def create_reader(self, ctx: OperatorContext) -> SourceReader[RangeSplit]:
         return _CollectionReader(self.items, self.batch_size)
 
     def describe(self) -> str:
         return f"collection({len(self.items)} items)"
 
 
-class _CollectionReader(_QueueReader):
-    def __init__(self, items: list, batch_size: int) -> None:
+class _CollectionReader(_QueueReader[RangeSplit]):
+    def __init__(self, items: list[Any], batch_size: int) -> None:
         super().__init__()
         self.items = items
         self.batch_size = batch_size
 
-    def poll_next(self):
+    def poll_next(self) -> PollResult:
         while self.splits:
             s = self.splits[0]
             if s.position >= s.end:
@@ -100,7 +101,7 @@ class _GenSplit:
     count: int | None
 
 
-class GeneratorSource(Source):
+class GeneratorSource(Source[_GenSplit]):
     """Emits ``fn(i)`` for i = 0, 1, 2, ... (``count`` items, or forever when None),
     optionally rate limited to ``rate`` records per second over all subtasks.
 
@@ -126,24 +127,24 @@ class GeneratorSource(Source):
         self.batch_size = batch_size
         self.bounded = count is not None
 
-    def create_splits(self, parallelism: int) -> list[Any]:
+    def create_splits(self, parallelism: int) -> list[_GenSplit]:
         return [_GenSplit(f"gen-{i}", i, parallelism, self.count) for i in range(parallelism)]
 
-    def create_reader(self, ctx: OperatorContext) -> SourceReader:
+    def create_reader(self, ctx: OperatorContext) -> SourceReader[_GenSplit]:
         return _GeneratorReader(self)
 
     def describe(self) -> str:
         return f"generate(count={self.count}, rate={self.rate})"
 
 
-class _GeneratorReader(_QueueReader):
+class _GeneratorReader(_QueueReader[_GenSplit]):
     def __init__(self, source: GeneratorSource) -> None:
         super().__init__()
         self.source = source
         self.started = time.monotonic()
         self.emitted = 0
 
-    def poll_next(self):
+    def poll_next(self) -> PollResult:
         src = self.source
         while self.splits:
             s = self.splits[0]
@@ -208,7 +209,7 @@ class _RowGroupSplit:
     offset: int  # rows of the row group already emitted
 
 
-class ParquetSource(Source):
+class ParquetSource(Source[_RowGroupSplit]):
     """Reads Parquet files (a path, directory, glob or URI); one split per row group.
 
     Example:
@@ -233,7 +234,7 @@ class ParquetSource(Source):
     def filesystem(self) -> pafs.FileSystem:
         return filesystem_for(self._fs_uri)
 
-    def create_splits(self, parallelism: int) -> list[Any]:
+    def create_splits(self, parallelism: int) -> list[_RowGroupSplit]:
         fs = self.filesystem()
         splits: list[_RowGroupSplit] = []
         for path in self.files:
@@ -242,19 +243,19 @@ class ParquetSource(Source):
             splits.extend(_RowGroupSplit(f"{path}#{rg}", path, rg, 0) for rg in range(n))
         return splits
 
-    def create_reader(self, ctx: OperatorContext) -> SourceReader:
+    def create_reader(self, ctx: OperatorContext) -> SourceReader[_RowGroupSplit]:
         return _ParquetReader(self)
 
     def describe(self) -> str:
         return f"parquet({self.path})"
 
 
-class _ParquetReader(_QueueReader):
+class _ParquetReader(_QueueReader[_RowGroupSplit]):
     def __init__(self, source: ParquetSource) -> None:
         super().__init__()
         self.source = source
         self.fs = source.filesystem()
-        self._open: tuple[str, Any] | None = None
+        self._open: tuple[str, pq.ParquetFile] | None = None
         self._table: tuple[str, int, pa.Table] | None = None
 
     def _row_group(self, s: _RowGroupSplit) -> pa.Table:
@@ -265,7 +266,7 @@ class _ParquetReader(_QueueReader):
             self._table = (s.path, s.row_group, table)
         return self._table[2]
 
-    def poll_next(self):
+    def poll_next(self) -> PollResult:
         while self.splits:
             s = self.splits[0]
             table = self._row_group(s)
@@ -291,7 +292,7 @@ class _TextSplit:
     position: int  # byte offset of the next line to read
 
 
-class TextSource(Source):
+class TextSource(Source[_TextSplit]):
     """Reads text files line by line (records are ``str`` without the newline); large files
     are split into byte ranges aligned to line starts."""
 
@@ -306,7 +307,7 @@ class TextSource(Source):
     def filesystem(self) -> pafs.FileSystem:
         return filesystem_for(self._fs_uri)
 
-    def create_splits(self, parallelism: int) -> list[Any]:
+    def create_splits(self, parallelism: int) -> list[_TextSplit]:
         fs = self.filesystem()
         splits: list[_TextSplit] = []
         for path in self.files:
@@ -316,24 +317,24 @@ class TextSource(Source):
                 splits.append(_TextSplit(f"{path}@{start}", path, start, end, start))
         return splits
 
-    def create_reader(self, ctx: OperatorContext) -> SourceReader:
+    def create_reader(self, ctx: OperatorContext) -> SourceReader[_TextSplit]:
         return _TextReader(self)
 
     def describe(self) -> str:
         return f"text({self.path})"
 
 
-class _TextReader(_QueueReader):
+class _TextReader(_QueueReader[_TextSplit]):
     BLOCK = 1 << 20
 
     def __init__(self, source: TextSource) -> None:
         super().__init__()
         self.source = source
         self.fs = source.filesystem()
-        self._file = None
-        self._path = None
+        self._file: pa.NativeFile | None = None
+        self._path: str | None = None
 
-    def _line_end(self, f: Any, pos: int) -> int:
+    def _line_end(self, f: pa.NativeFile, pos: int) -> int:
         """Offset just past the newline at or after ``pos`` (or the file size)."""
         while True:
             chunk = f.read_at(self.BLOCK, pos)
@@ -344,13 +345,13 @@ class _TextReader(_QueueReader):
                 return pos + i + 1
             pos += len(chunk)
 
-    def poll_next(self):
+    def poll_next(self) -> PollResult:
         while self.splits:
             s = self.splits[0]
-            if self._path != s.path:
-                self._file = self.fs.open_input_file(s.path)
-                self._path = s.path
             f = self._file
+            if f is None or self._path != s.path:
+                f = self._file = self.fs.open_input_file(s.path)
+                self._path = s.path
             if s.position == s.start and s.start > 0:
                 # a split owns the lines that start inside it; skip the tail of the previous one
                 s.position = self._line_end(f, s.start - 1)

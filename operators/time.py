@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Generic, Hashable, TypeVar
 
 import numpy as np
 import pyarrow as pa
 
-from engine.connectors import END_OF_INPUT, NOTHING_AVAILABLE, Source, SourceReader
+from engine.connectors import END_OF_INPUT, NOTHING_AVAILABLE, PollResult, Source, SourceReader
 from engine.errors import ConfigError
 from engine.events import MIN_WATERMARK, Watermark
 from engine.operator import OperatorContext, StreamOperator
@@ -47,6 +47,8 @@ __all__ = [
 
 #: the watermark before any record was seen
 NO_TIMESTAMP = MIN_WATERMARK
+
+S = TypeVar("S")  # the split type of a wrapped source
 
 
 class TimestampAssigner:
@@ -75,7 +77,13 @@ class TimestampAssigner:
         """The timestamp of one record."""
         if self.fn is not None:
             return int(self.fn(record))
-        return int(record[self.column])  # type: ignore[index]
+        return int(record[self._column()])
+
+    def _column(self) -> str | int:
+        column = self.column
+        if column is None:  # (the constructor needs column= or fn=)
+            raise ConfigError("TimestampAssigner has neither column= nor fn=")
+        return column
 
     def timestamps(self, batch: Batch) -> np.ndarray:
         """The timestamps of a whole batch as int64 (vectorized for a column of an Arrow batch)."""
@@ -95,8 +103,8 @@ class TimestampAssigner:
             if self.fn is not None:
                 fn = self.fn
                 return np.fromiter((fn(r) for r in records), dtype=np.int64, count=len(records))
-            c = self.column
-            return np.fromiter((r[c] for r in records), dtype=np.int64, count=len(records))  # type: ignore[index]
+            c = self._column()
+            return np.fromiter((r[c] for r in records), dtype=np.int64, count=len(records))
         except (KeyError, IndexError, TypeError) as exc:
             bad = next((r for r in records if not _has_ts(r, self)), records[0] if records else None)
             raise ConfigError(f"cannot extract an event timestamp ({self!r}) from record {bad!r}: {exc!r}") from exc
@@ -231,7 +239,7 @@ class TimestampsAndWatermarksOperator(StreamOperator):
             self._emitted = watermark.timestamp
             self.output.emit_watermark(watermark)
 
-    def snapshot_state(self, checkpoint_id: int) -> Any:
+    def snapshot_state(self, checkpoint_id: int) -> dict[str, int]:
         return {"max_timestamp": self.generator.max_timestamp}
 
     def restore_state(self, states: list[Any]) -> None:
@@ -245,14 +253,14 @@ class TimestampsAndWatermarksOperator(StreamOperator):
 
 
 @dataclass
-class _SplitWatermark:
+class _SplitWatermark(Generic[S]):
     """A split with the state of its watermark generator (what a checkpoint stores)."""
 
-    split: Any
+    split: S
     max_timestamp: int = NO_TIMESTAMP
 
 
-class WatermarkedSource(Source):
+class WatermarkedSource(Source["S | _SplitWatermark[S]"], Generic[S]):
     """Wraps a split-based source so that its readers generate watermarks **per split**.
 
     The reader keeps one :class:`WatermarkGenerator` per split it reads and reports the
@@ -270,37 +278,37 @@ class WatermarkedSource(Source):
         True
     """
 
-    def __init__(self, source: Source, strategy: WatermarkStrategy) -> None:
+    def __init__(self, source: Source[S], strategy: WatermarkStrategy) -> None:
         strategy.require_assigner(f"watermarks for source {source.describe()!r}")
         self.source = source
         self.strategy = strategy
         self.bounded = source.bounded
 
-    def create_splits(self, parallelism: int) -> list[Any]:
-        return self.source.create_splits(parallelism)
+    def create_splits(self, parallelism: int) -> list[S | _SplitWatermark[S]]:
+        return list(self.source.create_splits(parallelism))
 
-    def create_reader(self, ctx: OperatorContext) -> SourceReader:
+    def create_reader(self, ctx: OperatorContext) -> SourceReader[S | _SplitWatermark[S]]:
         return _WatermarkedReader(self.source.create_reader(ctx), self.strategy, ctx)
 
     def describe(self) -> str:
         return f"{self.source.describe()} with watermarks"
 
 
-def _split_id(split: Any) -> Any:
+def _split_id(split: object) -> Hashable:
     return getattr(split, "split_id", id(split))
 
 
-class _WatermarkedReader(SourceReader):
-    def __init__(self, inner: SourceReader, strategy: WatermarkStrategy, ctx: OperatorContext) -> None:
+class _WatermarkedReader(SourceReader["S | _SplitWatermark[S]"], Generic[S]):
+    def __init__(self, inner: SourceReader[S], strategy: WatermarkStrategy, ctx: OperatorContext) -> None:
         self.inner = inner
         self.strategy = strategy
         self.assigner = strategy.require_assigner("source watermarks")
         self.clock = ctx.clock
-        self.generators: dict[Any, WatermarkGenerator] = {}
+        self.generators: dict[Hashable, WatermarkGenerator] = {}  # split id -> its generator
         self.wm = NO_TIMESTAMP
 
-    def add_splits(self, splits: list[Any]) -> None:
-        raw = []
+    def add_splits(self, splits: list[S | _SplitWatermark[S]]) -> None:
+        raw: list[S] = []
         for s in splits:
             if isinstance(s, _SplitWatermark):
                 if s.max_timestamp != NO_TIMESTAMP:  # a split that was never read stays unstarted
@@ -312,18 +320,18 @@ class _WatermarkedReader(SourceReader):
                 raw.append(s)
         self.inner.add_splits(raw)
 
-    def _current_split(self) -> Any:
+    def _current_split(self) -> Hashable:
         current = getattr(self.inner, "current_split_id", None)
         if current is not None:
             return current()
         splits = getattr(self.inner, "splits", None)
         return _split_id(splits[0]) if splits else None
 
-    def _live_ids(self) -> set:
+    def _live_ids(self) -> set[Hashable]:
         splits = getattr(self.inner, "splits", None)
         return {_split_id(s) for s in splits} if splits is not None else set(self.generators)
 
-    def poll_next(self) -> Any:
+    def poll_next(self) -> PollResult:
         result = self.inner.poll_next()
         if result is NOTHING_AVAILABLE or result is END_OF_INPUT:
             return result
@@ -364,8 +372,8 @@ class _WatermarkedReader(SourceReader):
         now = self.clock.now_ms()
         return all(g.last_activity_ms is not None and now - g.last_activity_ms >= idle for g in self.generators.values())
 
-    def snapshot_state(self, checkpoint_id: int) -> list[Any]:
-        out = []
+    def snapshot_state(self, checkpoint_id: int) -> list[S | _SplitWatermark[S]]:
+        out: list[S | _SplitWatermark[S]] = []
         for s in self.inner.snapshot_state(checkpoint_id):
             g = self.generators.get(_split_id(s))
             out.append(_SplitWatermark(copy.copy(s), g.max_timestamp if g else NO_TIMESTAMP))
