@@ -14,7 +14,7 @@ from engine.records import Batch
 __all__ = ["MapOperator", "FlatMapOperator", "FilterOperator", "MapBatchesOperator", "to_arrow_batch"]
 
 
-def _locate_failure(fn: Callable[[Any], Any], records: list, exc: Exception) -> UserCodeError:
+def _locate_failure(fn: Callable[[Any], Any], records: list[Any], exc: Exception) -> UserCodeError:
     """Find the record that makes ``fn`` raise (re-applying fn on the failure path only)."""
     for r in records:
         try:
@@ -61,7 +61,7 @@ class FlatMapOperator(StreamOperator):
         self.fn = fn
 
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
-        out: list = []
+        out: list[Any] = []
         extend = out.extend
         fn = self.fn
         for r in batch.records():
@@ -108,7 +108,9 @@ class MapBatchesOperator(StreamOperator):
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
         rb = batch.arrow()
         if self.batch_format == "numpy":
-            arg: Any = {name: col.to_numpy(zero_copy_only=False) for name, col in zip(rb.schema.names, rb.columns)}
+            arg: dict[str, np.ndarray] | pa.RecordBatch = {
+                name: col.to_numpy(zero_copy_only=False) for name, col in zip(rb.schema.names, rb.columns)
+            }
         else:
             arg = rb
         try:

@@ -18,9 +18,31 @@ Example:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, NoReturn, TypeVar, overload
 
 from engine.errors import ConfigError
+from engine.operator import OperatorContext
+
+if TYPE_CHECKING:
+    from checkpoint.backend import KeyedStateBackend
+    from checkpoint.descriptors import (
+        AggregatingStateDescriptor,
+        ListStateDescriptor,
+        MapStateDescriptor,
+        ReducingStateDescriptor,
+        StateDescriptor,
+        ValueStateDescriptor,
+    )
+    from checkpoint.state import (
+        AggregatingState,
+        KeyedState,
+        ListState,
+        MapState,
+        ReducingState,
+        ValueState,
+    )
+
+    from .timers import TimerService
 
 __all__ = [
     "OutputTag",
@@ -33,6 +55,13 @@ __all__ = [
     "BroadcastProcessFunction",
     "BroadcastContext",
 ]
+
+T = TypeVar("T")
+K = TypeVar("K")
+V = TypeVar("V")
+IN = TypeVar("IN")
+ACC = TypeVar("ACC")
+OUT = TypeVar("OUT")
 
 
 class OutputTag:
@@ -70,6 +99,21 @@ def tag_name(tag: "OutputTag | str") -> str:
     raise ConfigError(f"side outputs are named by an OutputTag or a non-empty str, got {tag!r}")
 
 
+def keyed_state_backend(ctx: OperatorContext) -> KeyedStateBackend:
+    """The keyed state backend of a keyed operator's context.
+
+    Raises:
+        ConfigError: the operator has none (its input is not a keyed stream).
+    """
+    backend = ctx.keyed_backend
+    if backend is None:
+        raise ConfigError(
+            f"operator {ctx.operator_name!r} has no keyed state: keyed state needs a "
+            "keyed stream (key_by(...) before process())"
+        )
+    return backend
+
+
 class RuntimeContext:
     """What a rich function sees in ``open``: its subtask and the keyed state.
 
@@ -82,7 +126,7 @@ class RuntimeContext:
         ...         yield (ctx.get_current_key(), self.count.value())
     """
 
-    def __init__(self, operator_ctx: Any) -> None:
+    def __init__(self, operator_ctx: OperatorContext) -> None:
         self._ctx = operator_ctx
 
     @property
@@ -101,14 +145,22 @@ class RuntimeContext:
     def attempt_number(self) -> int:
         return self._ctx.attempt
 
-    def get_state(self, descriptor: Any) -> Any:
-        """Keyed ValueState/ListState/MapState/ReducingState/AggregatingState for ``descriptor``."""
-        if self._ctx.keyed_backend is None:
-            raise ConfigError(
-                f"operator {self._ctx.operator_name!r} has no keyed state: keyed state needs a "
-                "keyed stream (key_by(...) before process())"
-            )
-        return self._ctx.keyed_backend.get_state(descriptor)
+    @overload
+    def get_state(self, descriptor: ValueStateDescriptor[T]) -> ValueState[T]: ...
+    @overload
+    def get_state(self, descriptor: ListStateDescriptor[T]) -> ListState[T]: ...
+    @overload
+    def get_state(self, descriptor: MapStateDescriptor[K, V]) -> MapState[K, V]: ...
+    @overload
+    def get_state(self, descriptor: ReducingStateDescriptor[T]) -> ReducingState[T]: ...
+    @overload
+    def get_state(self, descriptor: AggregatingStateDescriptor[IN, ACC, OUT]) -> AggregatingState[IN, OUT]: ...
+    @overload
+    def get_state(self, descriptor: StateDescriptor) -> KeyedState: ...
+    def get_state(self, descriptor: StateDescriptor) -> KeyedState:
+        """Keyed ValueState/ListState/MapState/ReducingState/AggregatingState for ``descriptor``
+        (typed by it: a ``ValueStateDescriptor[int]`` gives a ``ValueState[int]``)."""
+        return keyed_state_backend(self._ctx).get_state(descriptor)
 
     get_list_state = get_state
     get_map_state = get_state
@@ -124,14 +176,14 @@ class ProcessContext:
     def __init__(self) -> None:
         self._key: Any = None
         self.timestamp: int | None = None
-        self._timer_service: Any = None
-        self._side: dict[str, list] = {}
+        self._timer_service: TimerService[Any] | None = None
+        self._side: dict[str, list[Any]] = {}
 
     def get_current_key(self) -> Any:
         """The key of the record being processed."""
         return self._key
 
-    def timer_service(self) -> Any:
+    def timer_service(self) -> TimerService[Any] | None:
         """Register/delete event-time and processing-time timers for the current key
         (a :class:`operators.timers.TimerService`; None on a non-keyed stream)."""
         return self._timer_service
@@ -140,7 +192,7 @@ class ProcessContext:
         """Emit ``value`` to the side output ``tag``."""
         self._side.setdefault(tag_name(tag), []).append(value)
 
-    def _take_side(self) -> dict[str, list]:
+    def _take_side(self) -> dict[str, list[Any]]:
         side, self._side = self._side, {}
         return side
 
@@ -220,12 +272,12 @@ class BroadcastContext(ProcessContext):
 
     __slots__ = ("_states", "_writable")
 
-    def __init__(self, states: dict[str, dict]) -> None:
+    def __init__(self, states: dict[str, dict[Any, Any]]) -> None:
         super().__init__()
         self._states = states
         self._writable = False
 
-    def get_broadcast_state(self, descriptor: Any) -> dict:
+    def get_broadcast_state(self, descriptor: MapStateDescriptor[Any, Any] | str) -> dict[Any, Any]:
         """The broadcast state (a dict) declared by ``descriptor`` (a MapStateDescriptor or a
         name). Writable in ``process_broadcast_element``; treat it as read-only in
         ``process_element`` (changes there would differ between parallel instances)."""
@@ -239,16 +291,16 @@ class BroadcastContext(ProcessContext):
         return state if self._writable else _ReadOnlyDict(state)
 
 
-class _ReadOnlyDict(dict):
+class _ReadOnlyDict(dict[Any, Any]):
     """A read-only view of broadcast state for ``process_element``."""
 
-    def __init__(self, backing: dict) -> None:
+    def __init__(self, backing: dict[Any, Any]) -> None:
         super().__init__(backing)
 
-    def _deny(self, *args: Any, **kwargs: Any) -> None:
+    def _deny(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise ConfigError("broadcast state is read-only in process_element(); update it in process_broadcast_element()")
 
-    __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = _deny  # type: ignore[assignment]
+    __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = _deny
 
 
 class BroadcastProcessFunction(ABC):

@@ -13,20 +13,29 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.errors import GraphError, UserCodeError
+from engine.events import Watermark
 from engine.keygroups import key_groups_of_keys
-from engine.operator import StreamOperator
+from engine.operator import OperatorContext, Output, StreamOperator
 from engine.partitioners import KeySelector
 from engine.records import Batch
 
-from .functions import KeyedProcessFunction, OnTimerContext, ProcessContext, RuntimeContext
+from .functions import (
+    KeyedProcessFunction,
+    OnTimerContext,
+    ProcessContext,
+    RuntimeContext,
+    keyed_state_backend,
+)
+from .time import TimestampAssigner
+from .timers import InternalTimerService, TimerService
 
 __all__ = ["ReduceOperator", "AggregateOperator", "KeyedProcessOperator", "AGGREGATIONS"]
 
 
-def _split_state_by_key_group(state: dict, max_parallelism: int) -> dict[int, dict]:
+def _split_state_by_key_group(state: dict[Any, Any], max_parallelism: int) -> dict[int, dict[Any, Any]]:
     keys = list(state)
     groups = key_groups_of_keys(keys, max_parallelism)
-    out: dict[int, dict] = {}
+    out: dict[int, dict[Any, Any]] = {}
     for k, g in zip(keys, groups.tolist()):
         out.setdefault(g, {})[k] = state[k]
     return out
@@ -45,7 +54,7 @@ class ReduceOperator(StreamOperator):
         self.key_selector = key_selector
         self.fn = fn
         self.emit_mode = emit
-        self.state: dict = {}
+        self.state: dict[Any, Any] = {}  # key -> reduced value
 
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
         state = self.state
@@ -77,14 +86,17 @@ class ReduceOperator(StreamOperator):
     def end_input(self) -> None:
         if self.emit_mode == "final" and self.state:
             self.output.emit(Batch.of_records(list(self.state.values())))
+        # Everything is emitted: the task's final state (FLIP-147), which stands in for it in
+        # later checkpoints, must not hold values that a restore would emit once more.
+        self.state = {}
 
-    def snapshot_state(self, checkpoint_id: int) -> Any:
+    def snapshot_state(self, checkpoint_id: int) -> dict[str, dict[int, dict[Any, Any]]] | None:
         return {"by_key_group": _split_state_by_key_group(self.state, self.ctx.max_parallelism)} if hasattr(self, "ctx") else None
 
     def restore_state(self, states: list[Any]) -> None:
         self._restored: list[Any] | None = states
 
-    def open(self, ctx: Any, output: Any) -> None:
+    def open(self, ctx: OperatorContext, output: Output) -> None:
         super().open(ctx, output)
         for st in getattr(self, "_restored", []) or []:
             for kg, entries in (st or {}).get("by_key_group", {}).items():
@@ -126,11 +138,11 @@ class AggregateOperator(StreamOperator):
         self.key_column = key_column
         self.aggregations = aggregations
         self.emit_mode = emit
-        self.keys: list = []
-        self.slots: dict = {}
+        self.keys: list[Any] = []
+        self.slots: dict[Any, int] = {}  # key -> its index in the accumulator arrays
         self.key_array: pa.Array | None = None
         self.acc: dict[str, np.ndarray] = {}
-        self._restored: list = []
+        self._restored: list[Any] = []
 
     # accumulator layout: for each output: sum->sum, count->count, min->min, max->max, mean->(sum,count)
     def _acc_names(self) -> list[tuple[str, str, str]]:
@@ -143,7 +155,7 @@ class AggregateOperator(StreamOperator):
                 names.append((out, col, fn))
         return names
 
-    def open(self, ctx: Any, output: Any) -> None:
+    def open(self, ctx: OperatorContext, output: Output) -> None:
         super().open(ctx, output)
         for st in self._restored or []:
             for kg, part in (st or {}).get("by_key_group", {}).items():
@@ -151,7 +163,7 @@ class AggregateOperator(StreamOperator):
                     self._merge(part["keys"], {k: np.asarray(v) for k, v in part["acc"].items()})
         self._restored = []
 
-    def _grow(self, new_keys: list) -> None:
+    def _grow(self, new_keys: list[Any]) -> None:
         start = len(self.keys)
         for i, k in enumerate(new_keys):
             self.slots[k] = start + i
@@ -174,14 +186,14 @@ class AggregateOperator(StreamOperator):
             self.acc[name] = grown
         self.key_array = None
 
-    def _slots_for(self, keys: list) -> np.ndarray:
+    def _slots_for(self, keys: list[Any]) -> np.ndarray:
         slots = self.slots
         missing = [k for k in keys if k not in slots]
         if missing:
             self._grow(missing)
         return np.fromiter((slots[k] for k in keys), dtype=np.int64, count=len(keys))
 
-    def _merge(self, keys: list, partial: dict[str, np.ndarray], unique: bool = True) -> np.ndarray:
+    def _merge(self, keys: list[Any], partial: dict[str, np.ndarray], unique: bool = True) -> np.ndarray:
         """Fold per-key partials into the accumulators. ``unique=False``: ``keys`` may repeat
         (partials of several upstream batches), folded one after the other as if each had
         come in its own batch (``ufunc.at``)."""
@@ -248,8 +260,8 @@ class AggregateOperator(StreamOperator):
         if self.emit_mode == "updates":
             self.output.emit(Batch.of_arrow(self._rows(idx, key_values)))
 
-    def _rows(self, idx: np.ndarray, key_values: Any) -> pa.RecordBatch:
-        cols: dict[str, Any] = {self.key_column: key_values}
+    def _rows(self, idx: np.ndarray, key_values: pa.Array) -> pa.RecordBatch:
+        cols: dict[str, pa.Array] = {self.key_column: key_values}
         for out, (_col, fn) in self.aggregations.items():
             if fn == "mean":
                 total, count = self.acc[f"{out}#sum"][idx], self.acc[f"{out}#count"][idx]
@@ -266,8 +278,10 @@ class AggregateOperator(StreamOperator):
         if self.emit_mode == "final" and self.keys:
             idx = np.arange(len(self.keys))
             self.output.emit(Batch.of_arrow(self._rows(idx, pa.array(self.keys))))
+        # emitted: a restore from a checkpoint taken after this task finished emits nothing again
+        self.keys, self.slots, self.acc, self.key_array = [], {}, {}, None
 
-    def snapshot_state(self, checkpoint_id: int) -> Any:
+    def snapshot_state(self, checkpoint_id: int) -> dict[str, dict[int, dict[str, Any]]]:
         if not self.keys:
             return {"by_key_group": {}}
         groups = key_groups_of_keys(self.keys, self.ctx.max_parallelism)
@@ -314,7 +328,7 @@ class KeyedProcessOperator(StreamOperator):
     keyed = True
 
     def __init__(self, key_selector: KeySelector, function: KeyedProcessFunction,
-                 timestamp_assigner: Any = None) -> None:
+                 timestamp_assigner: TimestampAssigner | None = None) -> None:
         if not isinstance(function, KeyedProcessFunction):
             raise GraphError(
                 f"process() expects a KeyedProcessFunction instance, got {type(function).__name__}"
@@ -322,13 +336,11 @@ class KeyedProcessOperator(StreamOperator):
         self.key_selector = key_selector
         self.function = function
         self.timestamp_assigner = timestamp_assigner
-        self._restored_timers: list = []
+        self._restored_timers: list[dict[str, Any] | None] = []
 
-    def open(self, ctx: Any, output: Any) -> None:
-        from .timers import InternalTimerService, TimerService
-
+    def open(self, ctx: OperatorContext, output: Output) -> None:
         super().open(ctx, output)
-        self.backend = ctx.keyed_backend
+        self.backend = keyed_state_backend(ctx)
         self.pctx = ProcessContext()
         self.tctx = OnTimerContext()
         self.timers = InternalTimerService(
@@ -339,7 +351,7 @@ class KeyedProcessOperator(StreamOperator):
         self.tctx._timer_service = TimerService(self.timers, self.tctx.get_current_key)
         self.timers.restore(self._restored_timers, ctx.key_group_range)
         self._restored_timers = []
-        self._out: list = []
+        self._out: list[Any] = []
         self.function.open(RuntimeContext(ctx))
 
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
@@ -389,19 +401,19 @@ class KeyedProcessOperator(StreamOperator):
         except Exception as exc:
             raise UserCodeError(f"on_timer(key={key!r}, time={time!r})", exc) from exc
 
-    def _on_event_timer(self, key: Any, ns: Any, time: int) -> None:
+    def _on_event_timer(self, key: Any, ns: None, time: int) -> None:
         self._fire(key, time, "event_time")
 
-    def _on_processing_timer(self, key: Any, ns: Any, time: int) -> None:
+    def _on_processing_timer(self, key: Any, ns: None, time: int) -> None:
         self._fire(key, time, "processing_time")
         self._flush(self.tctx)
 
-    def process_watermark(self, watermark: Any, input_index: int = 0) -> None:
+    def process_watermark(self, watermark: Watermark, input_index: int = 0) -> None:
         self.timers.advance_watermark(watermark.timestamp)
         self._flush(self.tctx)
         self.output.emit_watermark(watermark)
 
-    def snapshot_state(self, checkpoint_id: int) -> Any:
+    def snapshot_state(self, checkpoint_id: int) -> dict[str, Any]:
         return {"timers": self.timers.snapshot()}
 
     def restore_state(self, states: list[Any]) -> None:

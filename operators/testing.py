@@ -11,15 +11,20 @@ Example:
 
 from __future__ import annotations
 
+import pickle
 from typing import Any, Callable, Iterable
 
+import cloudpickle
 import pyarrow as pa
 
+from checkpoint.heap import HeapKeyedStateBackend
 from engine.events import MAX_WATERMARK, Watermark
 from engine.keygroups import DEFAULT_MAX_PARALLELISM, KeyGroupRange
 from engine.operator import ManualClock, OperatorContext, StreamOperator
 from engine.records import Batch
 from engine.timer_queue import ScheduledTimer, TimerQueue
+
+from .functions import OutputTag
 
 __all__ = ["CollectingOutput", "OperatorHarness"]
 
@@ -62,11 +67,9 @@ class OperatorHarness:
         parallelism: int = 1,
         max_parallelism: int = DEFAULT_MAX_PARALLELISM,
         clock: ManualClock | None = None,
-        restore: list[dict] | None = None,
+        restore: list[dict[str, Any]] | None = None,
         open: bool = True,
     ) -> None:
-        from checkpoint import HeapKeyedStateBackend
-
         self.operator = operator
         self.clock = clock or ManualClock(0)
         self.output = CollectingOutput()
@@ -131,17 +134,13 @@ class OperatorHarness:
             self.advance_watermark(MAX_WATERMARK, i)
         self.operator.end_input()
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         """What a checkpoint of this subtask would hold: ``{"operator": ..., "keyed": ...}``."""
         self._checkpoint += 1
-        import pickle
-
         state = {"operator": self.operator.snapshot_state(self._checkpoint)}
         if self.ctx.keyed_backend is not None:
             state["keyed"] = self.ctx.keyed_backend.snapshot(self._checkpoint)
         # a checkpoint is serialized: make sure it is picklable and detached from live state
-        import cloudpickle
-
         return pickle.loads(cloudpickle.dumps(state))
 
     @property
@@ -157,7 +156,7 @@ class OperatorHarness:
         return self._timers.entries
 
     # ------------------------------------------------------------------ results
-    def records(self) -> list:
+    def records(self) -> list[Any]:
         """Every main-output record so far, in order."""
         return [r for b in self.output.batches for r in b.records()]
 
@@ -166,12 +165,12 @@ class OperatorHarness:
         bs = [b.arrow().replace_schema_metadata(None) for b in self.output.batches]
         return pa.Table.from_batches(bs) if bs else pa.table({})
 
-    def side_records(self, tag: Any) -> list:
+    def side_records(self, tag: OutputTag | str) -> list[Any]:
         """The records of side output ``tag`` (an OutputTag or str)."""
-        name = getattr(tag, "tag_id", tag)
+        name = tag.tag_id if isinstance(tag, OutputTag) else tag
         return [r for b in self.output.side.get(name, []) for r in b.records()]
 
-    def take(self) -> list:
+    def take(self) -> list[Any]:
         """The main-output records so far, and forget them."""
         out = self.records()
         self.output.batches.clear()

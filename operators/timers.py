@@ -34,14 +34,19 @@ Example:
 from __future__ import annotations
 
 import heapq
-from typing import Any, Callable
+from typing import Any, Callable, Generic, TypeVar
 
 from engine.events import MIN_WATERMARK
 from engine.keygroups import KeyGroupRange, key_group_for
+from engine.operator import Cancellable, Clock
 
 __all__ = ["InternalTimerService", "TimerService", "TimeDomain", "COMPACT_SLACK", "KG_CACHE_LIMIT"]
 
-TimerCallback = Callable[[Any, Any, int], None]
+K = TypeVar("K")  # the operator's keys
+N = TypeVar("N")  # timer namespaces (None for process functions, the window for windows)
+
+#: ``callback(key, namespace, time)`` of a firing timer
+TimerCallback = Callable[[K, N, int], None]
 
 #: dead (deleted) heap entries tolerated beyond the number of live timers before a rebuild
 COMPACT_SLACK = 64
@@ -56,7 +61,7 @@ class TimeDomain:
     PROCESSING_TIME = "processing_time"
 
 
-class _TimerQueue:
+class _TimerQueue(Generic[K, N]):
     """Deduplicated timers ordered by time, grouped by key group for snapshots.
 
     ``by_group`` holds the live timers; ``heap`` orders them as ``(time, seq, key, ns,
@@ -68,13 +73,13 @@ class _TimerQueue:
 
     def __init__(self, max_parallelism: int) -> None:
         self.max_parallelism = max_parallelism
-        self.by_group: dict[int, set[tuple[int, Any, Any]]] = {}
-        self.heap: list[tuple[int, int, Any, Any, int]] = []
+        self.by_group: dict[int, set[tuple[int, K, N]]] = {}
+        self.heap: list[tuple[int, int, K, N, int]] = []
         self.seq = 0
         self.size = 0  # live timers
-        self._kg_cache: dict[Any, int] = {}
+        self._kg_cache: dict[K, int] = {}
 
-    def _kg(self, key: Any) -> int:
+    def _kg(self, key: K) -> int:
         cache = self._kg_cache
         try:
             g = cache.get(key)
@@ -86,7 +91,7 @@ class _TimerQueue:
             g = cache[key] = key_group_for(key, self.max_parallelism)
         return g
 
-    def add(self, key: Any, ns: Any, time: int, kg: int | None = None) -> bool:
+    def add(self, key: K, ns: N, time: int, kg: int | None = None) -> bool:
         if kg is None:
             kg = self._kg(key)
         entry = (time, key, ns)
@@ -101,7 +106,7 @@ class _TimerQueue:
         heapq.heappush(self.heap, (time, self.seq, key, ns, kg))
         return True
 
-    def add_many(self, keys: list, ns: Any, time: int) -> None:
+    def add_many(self, keys: list[K], ns: N, time: int) -> None:
         """``add(key, ns, time)`` for each of ``keys``, in order (one call per batch)."""
         by_group, cache, heap, push = self.by_group, self._kg_cache, self.heap, heapq.heappush
         seq = self.seq
@@ -124,7 +129,7 @@ class _TimerQueue:
         self.seq = seq
         self.size += added
 
-    def remove(self, key: Any, ns: Any, time: int) -> bool:
+    def remove(self, key: K, ns: N, time: int) -> bool:
         """Delete a timer; True if it existed. Its heap entry is dropped lazily."""
         group = self.by_group.get(self._kg(key))
         entry = (time, key, ns)
@@ -143,7 +148,7 @@ class _TimerQueue:
             heap.clear()
             return
         by_group = self.by_group
-        first: dict[tuple[int, Any, Any], tuple[int, int, Any, Any, int]] = {}
+        first: dict[tuple[int, K, N], tuple[int, int, K, N, int]] = {}
         for item in heap:
             entry = (item[0], item[2], item[3])
             if entry in by_group[item[4]]:
@@ -154,7 +159,7 @@ class _TimerQueue:
         heap[:] = first.values()
         heapq.heapify(heap)
 
-    def pop_due(self, limit: int) -> tuple[int, Any, Any] | None:
+    def pop_due(self, limit: int) -> tuple[int, K, N] | None:
         heap, by_group = self.heap, self.by_group
         while heap and heap[0][0] <= limit:
             time, _, key, ns, kg = heapq.heappop(heap)
@@ -178,29 +183,28 @@ class _TimerQueue:
     def __len__(self) -> int:
         return self.size
 
-    def snapshot(self) -> dict[int, list[tuple[int, Any, Any]]]:
+    def snapshot(self) -> dict[int, list[tuple[int, K, N]]]:
         return {kg: sorted(g, key=lambda e: e[0]) for kg, g in self.by_group.items() if g}
 
-    def restore(self, parts: dict[int, list], key_groups: KeyGroupRange) -> None:
+    def restore(self, parts: dict[int, list[tuple[int, K, N]]], key_groups: KeyGroupRange) -> None:
         for kg, entries in parts.items():
             if kg in key_groups:
                 for time, key, ns in entries:
                     self.add(key, ns, time, kg)
 
-    def timers_of(self, key: Any) -> list[tuple[int, Any]]:
+    def timers_of(self, key: K) -> list[tuple[int, N]]:
         return sorted((t, ns) for t, k, ns in self.by_group.get(self._kg(key), ()) if k == key)
 
 
-def _cancel(handle: Any) -> bool:
+def _cancel(handle: Cancellable | None) -> bool:
     """Cancel a wake-up registered with the task; False if the task gave no handle."""
-    cancel = getattr(handle, "cancel", None)
-    if cancel is None:
+    if handle is None:
         return False
-    cancel()
+    handle.cancel()
     return True
 
 
-class InternalTimerService:
+class InternalTimerService(Generic[K, N]):
     """Event-time and processing-time timers of one keyed operator subtask.
 
     Args:
@@ -217,36 +221,36 @@ class InternalTimerService:
     def __init__(
         self,
         max_parallelism: int,
-        on_event_time: TimerCallback,
-        on_processing_time: TimerCallback,
-        register_processing_timer: Callable[[int, Callable[[int], None]], Any] | None = None,
-        clock: Any = None,
+        on_event_time: TimerCallback[K, N],
+        on_processing_time: TimerCallback[K, N],
+        register_processing_timer: Callable[[int, Callable[[int], None]], Cancellable | None] | None = None,
+        clock: Clock | None = None,
     ) -> None:
-        self.event = _TimerQueue(max_parallelism)
-        self.processing = _TimerQueue(max_parallelism)
+        self.event: _TimerQueue[K, N] = _TimerQueue(max_parallelism)
+        self.processing: _TimerQueue[K, N] = _TimerQueue(max_parallelism)
         self.on_event_time = on_event_time
         self.on_processing_time = on_processing_time
         self._register_with_task = register_processing_timer
         self.clock = clock
         self.watermark = MIN_WATERMARK
-        self._wakeup: tuple[int, Any] | None = None  # (time, handle) registered with the task
+        self._wakeup: tuple[int, Cancellable | None] | None = None  # (time, handle) registered with the task
 
     # -------------------------------------------------------------- registration
-    def register_event_time_timer(self, key: Any, ns: Any, time: int) -> None:
+    def register_event_time_timer(self, key: K, ns: N, time: int) -> None:
         """Fire ``on_event_time(key, ns, time)`` once the watermark reaches ``time``."""
         self.event.add(key, ns, int(time))
 
-    def delete_event_time_timer(self, key: Any, ns: Any, time: int) -> None:
+    def delete_event_time_timer(self, key: K, ns: N, time: int) -> None:
         """Forget an event-time timer (no error if there is none)."""
         self.event.remove(key, ns, int(time))
 
-    def register_processing_time_timer(self, key: Any, ns: Any, time: int) -> None:
+    def register_processing_time_timer(self, key: K, ns: N, time: int) -> None:
         """Fire ``on_processing_time(key, ns, time)`` once the clock reaches ``time``."""
         time = int(time)
         if self.processing.add(key, ns, time):
             self._schedule(time)
 
-    def delete_processing_time_timer(self, key: Any, ns: Any, time: int) -> None:
+    def delete_processing_time_timer(self, key: K, ns: N, time: int) -> None:
         """Forget a processing-time timer (no error if there is none)."""
         time = int(time)
         if self.processing.remove(key, ns, time) and self._wakeup is not None and self._wakeup[0] == time:
@@ -350,18 +354,18 @@ class InternalTimerService:
             "task_wakeups": int(self._wakeup is not None),
         }
 
-    def timers_of(self, key: Any) -> dict[str, list[tuple[int, Any]]]:
+    def timers_of(self, key: K) -> dict[str, list[tuple[int, N]]]:
         """The pending timers of ``key``: ``{"event_time": [(time, ns)], "processing_time": [...]}``."""
         return {TimeDomain.EVENT_TIME: self.event.timers_of(key),
                 TimeDomain.PROCESSING_TIME: self.processing.timers_of(key)}
 
     # -------------------------------------------------------------- state
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         """A picklable copy of every timer, per key group."""
         return {"event": self.event.snapshot(), "processing": self.processing.snapshot(),
                 "watermark": self.watermark}
 
-    def restore(self, states: list[dict | None], key_groups: KeyGroupRange) -> None:
+    def restore(self, states: list[dict[str, Any] | None], key_groups: KeyGroupRange) -> None:
         """Add the timers of ``key_groups`` from the snapshots of all old subtasks and
         re-register processing-time timers with the task (call after ``open``)."""
         for st in states:
@@ -372,7 +376,7 @@ class InternalTimerService:
         self._reschedule()
 
 
-class TimerService:
+class TimerService(Generic[K]):
     """The timer service a user function sees: timers of the **current key**.
 
     Example:
@@ -382,7 +386,7 @@ class TimerService:
 
     __slots__ = ("_internal", "_key_fn")
 
-    def __init__(self, internal: InternalTimerService, current_key: Callable[[], Any]) -> None:
+    def __init__(self, internal: InternalTimerService[K, None], current_key: Callable[[], K]) -> None:
         self._internal = internal
         self._key_fn = current_key
 

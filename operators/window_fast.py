@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from engine.errors import ConfigError, GraphError
 from engine.events import MIN_WATERMARK, Watermark
 from engine.keygroups import key_groups_of_array
-from engine.operator import StreamOperator
+from engine.operator import OperatorContext, Output, StreamOperator
 from engine.records import Batch
 
 from .windows import SlidingEventTimeWindows, TumblingEventTimeWindows
@@ -52,7 +52,7 @@ class VectorWindowAggregateOperator(StreamOperator):
 
     keyed = True
 
-    def __init__(self, key_column: str, ts_column: str, assigner: Any,
+    def __init__(self, key_column: str, ts_column: str, assigner: TumblingEventTimeWindows | SlidingEventTimeWindows,
                  aggregations: dict[str, tuple[str, str]], late_tag: str | None = None) -> None:
         if not isinstance(assigner, (TumblingEventTimeWindows, SlidingEventTimeWindows)) or not assigner.is_event_time:
             raise GraphError(f"the vectorized window path needs tumbling or sliding event-time windows, got {assigner!r}")
@@ -76,10 +76,10 @@ class VectorWindowAggregateOperator(StreamOperator):
         self.pending: list[pa.Table] = []
         self.watermark = MIN_WATERMARK
         self.min_end = 2**63 - 1
-        self._restored: list = []
+        self._restored: list[Any] = []
         self.late_dropped = 0
 
-    def open(self, ctx: Any, output: Any) -> None:
+    def open(self, ctx: OperatorContext, output: Output) -> None:
         super().open(ctx, output)
         for st in self._restored:
             if not st:
@@ -124,7 +124,7 @@ class VectorWindowAggregateOperator(StreamOperator):
             self._late(rb.filter(pa.array(row_late)))
         if starts.size == 0:
             return
-        cols: dict[str, Any] = {}
+        cols: dict[str, pa.Array | pa.ChunkedArray] = {}
         take = pa.array(idx) if idx is not None else None
         for c in dict.fromkeys([self.key_column, *(c for c, _ in self.base)]):
             col = rb.column(c)
@@ -180,7 +180,7 @@ class VectorWindowAggregateOperator(StreamOperator):
         if not t.num_rows:
             return
         ws = t.column("window_start")
-        cols: dict[str, Any] = {
+        cols: dict[str, pa.Array | pa.ChunkedArray] = {
             self.key_column: t.column(self.key_column),
             "window_start": ws,
             "window_end": pc.add(ws, self.size),
@@ -195,7 +195,7 @@ class VectorWindowAggregateOperator(StreamOperator):
             self.output.emit(Batch.of_arrow(rb))
 
     # ------------------------------------------------------------------ state
-    def snapshot_state(self, checkpoint_id: int) -> Any:
+    def snapshot_state(self, checkpoint_id: int) -> dict[str, Any]:
         groups: dict[int, bytes] = {}
         if self.pending:
             merged = self._merged()

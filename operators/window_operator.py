@@ -17,15 +17,16 @@ from __future__ import annotations
 import logging
 import pickle
 from operator import itemgetter
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn, Sequence
 
 import cloudpickle
 import numpy as np
 
-from engine.errors import UserCodeError
+from checkpoint.descriptors import AggregateFunction
+from engine.errors import ConfigError, UserCodeError
 from engine.events import Watermark
 from engine.keygroups import key_group_for
-from engine.operator import StreamOperator
+from engine.operator import OperatorContext, Output, StreamOperator
 from engine.partitioners import KeySelector
 from engine.records import Batch
 
@@ -34,12 +35,14 @@ from .time import TimestampAssigner
 from .timers import InternalTimerService
 from .windows import (
     EventTimeTrigger,
+    MergingWindowAssigner,
     ProcessWindowFunction,
     TimeWindow,
     Trigger,
     TriggerContext,
     TriggerResult,
     TumblingEventTimeWindows,
+    Window,
     WindowAssigner,
     WindowContext,
 )
@@ -49,18 +52,43 @@ __all__ = ["WindowOperator", "LIST", "REDUCE", "AGGREGATE"]
 log = logging.getLogger(__name__)
 
 LIST, REDUCE, AGGREGATE = "list", "reduce", "aggregate"
-_NONE: Any = object()
+_NONE: Any = object()  # "no contents yet" (a sentinel that stands for any contents)
 _NEVER = 2**63 - 1  # "no pane to fire"
+
+
+def _not_reducing(a: Any, b: Any) -> NoReturn:
+    raise AssertionError("not a reducing window")
+
+
+class _NotAggregating(AggregateFunction[Any, Any, Any]):
+    """The aggregate function of a window that is not an aggregating one (never called)."""
+
+    def create_accumulator(self) -> NoReturn:
+        raise AssertionError("not an aggregating window")
+
+    def add(self, value: Any, accumulator: Any) -> NoReturn:
+        raise AssertionError("not an aggregating window")
+
+    def get_result(self, accumulator: Any) -> NoReturn:
+        raise AssertionError("not an aggregating window")
+
+    def merge(self, a: Any, b: Any) -> NoReturn:
+        raise AssertionError("not an aggregating window")
+
+
+_NO_AGGREGATE = _NotAggregating()
 
 
 class _TriggerCtx(TriggerContext):
     __slots__ = ("op", "key", "window", "_merged")
 
+    #: the window the trigger acts on (set by the operator before each trigger call)
+    window: Window
+
     def __init__(self, op: "WindowOperator") -> None:
         self.op = op
         self.key: Any = None
-        self.window: Any = None
-        self._merged: list[dict] = []
+        self._merged: list[dict[str, Any]] = []
 
     def current_watermark(self) -> int:
         return self.op.timers.watermark
@@ -87,7 +115,7 @@ class _TriggerCtx(TriggerContext):
     def set_state(self, name: str, value: Any) -> None:
         self.op.trig.setdefault(self.key, {}).setdefault(self.window, {})[name] = value
 
-    def merged_states(self, name: str) -> list:
+    def merged_states(self, name: str) -> list[Any]:
         return [st[name] for st in self._merged if name in st]
 
 
@@ -110,35 +138,55 @@ class WindowOperator(StreamOperator):
         key_of: Callable[[Any], Any],
         assigner: WindowAssigner,
         kind: str,
-        fn: Any = None,
-        window_function: ProcessWindowFunction | None = None,
+        fn: Callable[[Any, Any], Any] | AggregateFunction[Any, Any, Any] | None = None,
+        window_function: ProcessWindowFunction[Any] | None = None,
         trigger: Trigger | None = None,
         allowed_lateness: int = 0,
         late_tag: str | None = None,
-        timestamp_assigner: Any = None,
+        timestamp_assigner: TimestampAssigner | None = None,
     ) -> None:
         self.key_of = key_of
         self.assigner = assigner
         self.kind = kind
-        self.fn = fn
+        if kind not in (LIST, REDUCE, AGGREGATE):
+            raise ConfigError(f"window contents kind must be {LIST!r}, {REDUCE!r} or {AGGREGATE!r}, got {kind!r}")
+        # fn as the kind's function (both always set, in this order: one attribute layout; an
+        # instance stays below CPython's 30 shared attribute keys, whose attributes load fastest)
+        self._reduce: Callable[[Any, Any], Any] = _not_reducing
+        self._agg: AggregateFunction[Any, Any, Any] = _NO_AGGREGATE
+        if kind == REDUCE:
+            if not callable(fn):
+                raise ConfigError(f"a reducing window needs a function fn(a, b), got {fn!r}")
+            self._reduce = fn
+        elif kind == AGGREGATE:
+            if fn is None or callable(fn):
+                raise ConfigError(f"an aggregating window needs an AggregateFunction, got {fn!r}")
+            self._agg = fn
         self.window_function = window_function
         self.trigger = trigger or assigner.default_trigger()
         if assigner.is_merging and not self.trigger.can_merge():
-            from engine.errors import ConfigError
-
             raise ConfigError(f"trigger {type(self.trigger).__name__} cannot be used with merging windows ({assigner!r})")
+        # merging (session) windows are TimeWindows that the operator merges (see _merge)
+        self._sessions: MergingWindowAssigner | None = None
+        if assigner.is_merging:
+            if not isinstance(assigner, MergingWindowAssigner):
+                raise ConfigError(
+                    f"merging window assigner {assigner!r} must subclass MergingWindowAssigner "
+                    "(its windows are TimeWindows that the operator merges)"
+                )
+            self._sessions = assigner
         self.allowed_lateness = allowed_lateness
         self.late_tag = late_tag
         self.timestamp_assigner = timestamp_assigner
-        self.contents: dict[Any, dict[Any, Any]] = {}  # key -> window -> contents
-        self.trig: dict[Any, dict[Any, dict]] = {}  # key -> window -> trigger state
-        self._restored: list = []
-        self._warned_late = False
+        self.contents: dict[Any, dict[Window, Any]] = {}  # key -> window -> contents
+        self.trig: dict[Any, dict[Window, dict[str, Any]]] = {}  # key -> window -> trigger state
+        self._restored: list[Any] = []
         # Fast paths for the common case (default EventTimeTrigger, non-merging event-time
-        # windows): timers fire without the generic trigger dispatch, and tumbling windows
-        # are assigned per batch and accumulated per (key, window) in plain dicts.
-        self._fast_fire = type(self.trigger) is EventTimeTrigger and assigner.is_event_time and not assigner.is_merging
-        self._fast_tumbling = self._fast_fire and type(assigner) is TumblingEventTimeWindows
+        # windows): timers fire without the generic trigger dispatch (_on_event_time_fast),
+        # and tumbling windows are assigned per batch and accumulated per (key, window) in
+        # plain dicts. (Flags that only open() needs are not kept: an instance stays below
+        # CPython's 30 shared attribute keys, whose attributes load fastest.)
+        self._fast_tumbling = self._fires_fast() and type(assigner) is TumblingEventTimeWindows
         # Pane mode (tumbling, default trigger, no allowed lateness): one pane per window
         # start holds {key: contents}; a pane fires as a whole when the watermark passes
         # its end, so no per-(key, window) timer exists at all.
@@ -153,17 +201,22 @@ class WindowOperator(StreamOperator):
             else None
         )
 
+    def _fires_fast(self) -> bool:
+        """Whether event-time timers fire with the default trigger inlined."""
+        a = self.assigner
+        return type(self.trigger) is EventTimeTrigger and a.is_event_time and not a.is_merging
+
     # ------------------------------------------------------------------ lifecycle
-    def open(self, ctx: Any, output: Any) -> None:
+    def open(self, ctx: OperatorContext, output: Output) -> None:
         super().open(ctx, output)
-        self.timers = InternalTimerService(
-            ctx.max_parallelism, self._on_event_time, self._on_processing_time,
-            ctx.register_processing_timer, ctx.clock,
+        self.timers: InternalTimerService[Any, Window] = InternalTimerService(
+            ctx.max_parallelism, self._on_event_time_fast if self._fires_fast() else self._on_event_time,
+            self._on_processing_time, ctx.register_processing_timer, ctx.clock,
         )
         self.tctx = _TriggerCtx(self)
-        self.wctx = WindowContext(self)
-        self._out: list = []
-        self._late: list = []
+        self.wctx: WindowContext[Window] = WindowContext(self)
+        self._out: list[Any] = []
+        self._late: list[Any] = []
         ctx.metrics.setdefault("num_late_records_dropped", 0)
         for st in self._restored:
             if not st:
@@ -178,6 +231,7 @@ class WindowOperator(StreamOperator):
         if self._panes_mode:  # restored (key -> window -> contents) become panes; no timers needed
             for key, per_key in self.contents.items():
                 for w, acc in per_key.items():
+                    assert isinstance(w, TimeWindow)  # pane mode: tumbling time windows
                     self._panes.setdefault(w.start, {})[key] = acc
             self.contents = {}
             size = self._tumbling.size
@@ -193,7 +247,17 @@ class WindowOperator(StreamOperator):
             self.window_function.close()
 
     # ------------------------------------------------------------------ input
-    def _elements(self, batch: Batch, input_index: int) -> tuple[list, list, list | None]:
+    def _timestamps(self, batch: Batch) -> np.ndarray:
+        """Event timestamps of a batch from the timestamp assigner (event-time windows)."""
+        assigner = self.timestamp_assigner
+        if assigner is None:
+            raise ConfigError(
+                f"event-time window {self.assigner!r} has no timestamp assigner: call "
+                "assign_timestamps_and_watermarks(...) upstream"
+            )
+        return assigner.timestamps(batch)
+
+    def _elements(self, batch: Batch, input_index: int) -> tuple[list[Any], list[Any], list[int] | None]:
         """(values to store, keys, event timestamps or None) of a batch."""
         records = batch.records()
         key_of = self.key_of
@@ -206,7 +270,7 @@ class WindowOperator(StreamOperator):
         if self.assigner.is_event_time:
             ts = batch.timestamps
             if ts is None or len(ts) != len(records):
-                ts = self.timestamp_assigner.timestamps(batch)
+                ts = self._timestamps(batch)
             stamps = ts.tolist()
         return records, keys, stamps
 
@@ -251,7 +315,7 @@ class WindowOperator(StreamOperator):
                 raw = ts
             else:
                 if self._ts_getter is None or batch.is_columnar:
-                    arr = self.timestamp_assigner.timestamps(batch)
+                    arr = self._timestamps(batch)
                     raw, mn, mx = arr, int(arr.min()), int(arr.max())
                 else:
                     raw = list(map(self._ts_getter, records))
@@ -296,7 +360,7 @@ class WindowOperator(StreamOperator):
         return True
 
     # ------------------------------------------------------------------ tumbling panes
-    def _batch_keys(self, records: list) -> list:
+    def _batch_keys(self, records: list[Any]) -> list[Any]:
         getter = self._key_getter
         if getter is not None:
             try:
@@ -310,7 +374,7 @@ class WindowOperator(StreamOperator):
             bad = next(r for r in records if not _safe(key_of, r))
             raise UserCodeError(bad, exc) from exc
 
-    def _batch_timestamps(self, batch: Batch, records: list) -> tuple[Any, int, int]:
+    def _batch_timestamps(self, batch: Batch, records: list[Any]) -> tuple[np.ndarray | list[int], int, int]:
         """(timestamps as a list or int64 array, min, max) of a non-empty batch."""
         ts = batch.timestamps
         if ts is not None and len(ts) == len(records):
@@ -323,10 +387,12 @@ class WindowOperator(StreamOperator):
                     return raw, mn, mx
             except Exception:
                 pass  # timestamps() below raises the error that names the record
-        arr = self.timestamp_assigner.timestamps(batch)
+        arr = self._timestamps(batch)
         return arr, int(arr.min()), int(arr.max())
 
-    def _pane_elements(self, batch: Batch, input_index: int) -> tuple[list, list, Any, int, int]:
+    def _pane_elements(
+        self, batch: Batch, input_index: int
+    ) -> tuple[list[Any], list[Any], np.ndarray | list[int], int, int]:
         """(values to store, keys, timestamps, min, max) of a non-empty batch (pane mode)."""
         records = batch.records()
         raw, mn, mx = self._batch_timestamps(batch, records)
@@ -383,16 +449,17 @@ class WindowOperator(StreamOperator):
             fire = start + self._tumbling.size - 1
             if fire < self._pane_fire:
                 self._pane_fire = fire
-        kind, fn = self.kind, self.fn
+        kind = self.kind
         get = pane.get
         v: Any = None
         try:
             if kind == REDUCE:
+                reduce = self._reduce
                 for k, v in zip(keys, values):
                     acc = get(k, _NONE)
-                    pane[k] = v if acc is _NONE else fn(acc, v)
+                    pane[k] = v if acc is _NONE else reduce(acc, v)
             elif kind == AGGREGATE:
-                create, add = fn.create_accumulator, fn.add
+                create, add = self._agg.create_accumulator, self._agg.add
                 for k, v in zip(keys, values):
                     acc = get(k, _NONE)
                     pane[k] = add(v, create() if acc is _NONE else acc)
@@ -420,7 +487,7 @@ class WindowOperator(StreamOperator):
                 self._emit_window(key, w, acc)
         self._pane_fire = min(panes, default=_NEVER - size) + size - 1
 
-    def _fold_window(self, start: int, keys: list, values: list) -> None:
+    def _fold_window(self, start: int, keys: list[Any], values: list[Any]) -> None:
         """Add ``values`` (keyed by ``keys``, in record order) to window ``[start, start +
         size)``; registers the window's timer(s) the first time a key is seen in it."""
         size = self._tumbling.size
@@ -428,14 +495,15 @@ class WindowOperator(StreamOperator):
         mt = start + size - 1
         lateness = self.allowed_lateness
         cleanup = mt + lateness
-        fresh: list = []  # keys new to the window: they get the window's timer(s)
+        fresh: list[Any] = []  # keys new to the window: they get the window's timer(s)
         contents = self.contents
-        kind, fn = self.kind, self.fn
-        cur: dict = {}
+        kind = self.kind
+        cur: dict[Any, Any] = {}
         get = cur.get
         v: Any = None
         try:
             if kind == REDUCE:
+                reduce = self._reduce
                 for k, v in zip(keys, values):
                     acc = get(k, _NONE)
                     if acc is _NONE:
@@ -447,7 +515,20 @@ class WindowOperator(StreamOperator):
                             fresh.append(k)
                             cur[k] = v
                             continue
-                    cur[k] = fn(acc, v)
+                    cur[k] = reduce(acc, v)
+            elif kind == AGGREGATE:
+                create, add = self._agg.create_accumulator, self._agg.add
+                for k, v in zip(keys, values):
+                    acc = get(k, _NONE)
+                    if acc is _NONE:
+                        per_key = contents.get(k)
+                        if per_key is None:
+                            per_key = contents[k] = {}
+                        acc = per_key.get(w, _NONE)
+                        if acc is _NONE:
+                            fresh.append(k)
+                            acc = create()
+                    cur[k] = add(v, acc)
             else:
                 for k, v in zip(keys, values):
                     acc = get(k, _NONE)
@@ -458,12 +539,9 @@ class WindowOperator(StreamOperator):
                         acc = per_key.get(w, _NONE)
                         if acc is _NONE:
                             fresh.append(k)
-                            acc = [] if kind == LIST else fn.create_accumulator()
-                    if kind == LIST:
-                        acc.append(v)
-                        cur[k] = acc
-                    else:
-                        cur[k] = fn.add(v, acc)
+                            acc = []
+                    acc.append(v)
+                    cur[k] = acc
         except Exception as exc:
             raise UserCodeError(v, exc) from exc
         finally:
@@ -478,35 +556,53 @@ class WindowOperator(StreamOperator):
                 else:
                     event.add_many(fresh, w, mt)
 
-    def _is_late_window(self, w: Any) -> bool:
+    def _is_late_window(self, w: Window) -> bool:
         return self.assigner.is_event_time and w.max_timestamp() + self.allowed_lateness <= self.timers.watermark
 
     def _process_element(self, key: Any, value: Any, ts: int, now: int) -> None:
-        windows = self.assigner.assign_windows(value, ts, now)
+        sessions = self._sessions
+        windows: Sequence[Window]
+        if sessions is not None:
+            session_windows = windows = sessions.assign_windows(value, ts, now)
+        else:
+            windows = self.assigner.assign_windows(value, ts, now)
         per_key = self.contents.get(key)
         if per_key is None:
             per_key = self.contents[key] = {}
         tctx = self.tctx
         tctx.key = key
         skipped = True
-        for w in windows:
-            if self.assigner.is_merging:
-                w = self._merge(key, per_key, w)
-                if w is None:
+        if sessions is not None:  # merging windows: the steps below on the merged window
+            for sw in session_windows:
+                merged = self._merge(key, per_key, sw)
+                if merged is None:
                     continue
-            elif self._is_late_window(w):
-                continue
-            skipped = False
-            acc = per_key.get(w, _NONE)
-            try:
-                per_key[w] = self._add(acc, value)
-                tctx.window = w
-                result = self.trigger.on_element(value, ts, w, tctx)
-            except Exception as exc:
-                raise UserCodeError(value, exc) from exc
-            if result.is_fire or result.is_purge:
-                self._apply(key, w, result)
-            self._register_cleanup(key, w)
+                skipped = False
+                acc = per_key.get(merged, _NONE)
+                try:
+                    per_key[merged] = self._add(acc, value)
+                    tctx.window = merged
+                    result = self.trigger.on_element(value, ts, merged, tctx)
+                except Exception as exc:
+                    raise UserCodeError(value, exc) from exc
+                if result.is_fire or result.is_purge:
+                    self._apply(key, merged, result)
+                self._register_cleanup(key, merged)
+        else:
+            for w in windows:
+                if self._is_late_window(w):
+                    continue
+                skipped = False
+                acc = per_key.get(w, _NONE)
+                try:
+                    per_key[w] = self._add(acc, value)
+                    tctx.window = w
+                    result = self.trigger.on_element(value, ts, w, tctx)
+                except Exception as exc:
+                    raise UserCodeError(value, exc) from exc
+                if result.is_fire or result.is_purge:
+                    self._apply(key, w, result)
+                self._register_cleanup(key, w)
         if not per_key:
             self.contents.pop(key, None)
         if skipped and windows:
@@ -520,21 +616,22 @@ class WindowOperator(StreamOperator):
             acc.append(value)
             return acc
         if kind == REDUCE:
-            return value if acc is _NONE else self.fn(acc, value)
+            return value if acc is _NONE else self._reduce(acc, value)
         if acc is _NONE:
-            acc = self.fn.create_accumulator()
-        return self.fn.add(value, acc)
+            acc = self._agg.create_accumulator()
+        return self._agg.add(value, acc)
 
     def _merge_acc(self, a: Any, b: Any) -> Any:
         if self.kind == LIST:
             return a + b
         if self.kind == REDUCE:
-            return self.fn(a, b)
-        return self.fn.merge(a, b)
+            return self._reduce(a, b)
+        return self._agg.merge(a, b)
 
-    def _merge(self, key: Any, per_key: dict, w: Any) -> Any:
+    def _merge(self, key: Any, per_key: dict[Any, Any], w: TimeWindow) -> TimeWindow | None:
         """Merge ``w`` with the key's overlapping session windows; the resulting window,
-        or None if ``w`` is late and merges with nothing."""
+        or None if ``w`` is late and merges with nothing. (``per_key``: the key's windows,
+        all TimeWindows of the merging assigner, and their contents.)"""
         overlapping = [x for x in per_key if x.intersects(w)]
         if not overlapping:
             return None if self._is_late_window(w) else w
@@ -563,7 +660,7 @@ class WindowOperator(StreamOperator):
         return merged
 
     # ------------------------------------------------------------------ firing
-    def _cleanup_time(self, w: Any) -> int | None:
+    def _cleanup_time(self, w: Window) -> int | None:
         t = w.max_timestamp()
         if t >= 2**63 - 1:
             return None  # the global window is never cleaned up
@@ -571,7 +668,7 @@ class WindowOperator(StreamOperator):
             return t + self.allowed_lateness
         return t
 
-    def _register_cleanup(self, key: Any, w: Any) -> None:
+    def _register_cleanup(self, key: Any, w: Window) -> None:
         t = self._cleanup_time(w)
         if t is None:
             return
@@ -580,7 +677,7 @@ class WindowOperator(StreamOperator):
         else:
             self.timers.register_processing_time_timer(key, w, t)
 
-    def _delete_cleanup(self, key: Any, w: Any) -> None:
+    def _delete_cleanup(self, key: Any, w: Window) -> None:
         t = self._cleanup_time(w)
         if t is None:
             return
@@ -589,7 +686,7 @@ class WindowOperator(StreamOperator):
         else:
             self.timers.delete_processing_time_timer(key, w, t)
 
-    def _apply(self, key: Any, w: Any, result: TriggerResult) -> None:
+    def _apply(self, key: Any, w: Window, result: TriggerResult) -> None:
         per_key = self.contents.get(key)
         if per_key is None:
             return
@@ -601,7 +698,7 @@ class WindowOperator(StreamOperator):
         if result.is_purge:
             del per_key[w]  # an emptied key entry is removed by the caller / cleanup
 
-    def _emit_window(self, key: Any, w: Any, acc: Any) -> None:
+    def _emit_window(self, key: Any, w: Window, acc: Any) -> None:
         kind = self.kind
         try:
             if kind == LIST:
@@ -609,7 +706,7 @@ class WindowOperator(StreamOperator):
             elif kind == REDUCE:
                 elements = [acc]
             else:
-                elements = [self.fn.get_result(acc)]
+                elements = [self._agg.get_result(acc)]
             if self.window_function is None:
                 self._out.extend(elements)
                 return
@@ -621,7 +718,7 @@ class WindowOperator(StreamOperator):
         except Exception as exc:
             raise UserCodeError(f"window {w!r} of key {key!r}", exc) from exc
 
-    def _on_timer(self, key: Any, w: Any, time: int, event_time: bool) -> None:
+    def _on_timer(self, key: Any, w: Window, time: int, event_time: bool) -> None:
         tctx = self.tctx
         tctx.key = key
         tctx.window = w
@@ -636,7 +733,7 @@ class WindowOperator(StreamOperator):
         if event_time == self.assigner.is_event_time and time == self._cleanup_time(w):
             self._clear_window(key, w)
 
-    def _clear_window(self, key: Any, w: Any) -> None:
+    def _clear_window(self, key: Any, w: Window) -> None:
         per_key = self.contents.get(key)
         if per_key is not None:
             per_key.pop(w, None)
@@ -651,11 +748,12 @@ class WindowOperator(StreamOperator):
             if not trig:
                 del self.trig[key]
 
-    def _on_event_time(self, key: Any, w: Any, time: int) -> None:
-        if not self._fast_fire:
-            self._on_timer(key, w, time, True)
-            return
-        # EventTimeTrigger inlined: fire at max_timestamp, clear at the cleanup time
+    def _on_event_time(self, key: Any, w: Window, time: int) -> None:
+        self._on_timer(key, w, time, True)
+
+    def _on_event_time_fast(self, key: Any, w: Window, time: int) -> None:
+        """``_on_event_time`` with the default EventTimeTrigger inlined: fire at
+        max_timestamp, clear at the cleanup time."""
         mt = w.max_timestamp()
         contents = self.contents
         per_key = contents.get(key)
@@ -679,7 +777,7 @@ class WindowOperator(StreamOperator):
                 if not trig:
                     del self.trig[key]
 
-    def _on_processing_time(self, key: Any, w: Any, time: int) -> None:
+    def _on_processing_time(self, key: Any, w: Window, time: int) -> None:
         self._on_timer(key, w, time, False)
         self._flush()
 
@@ -704,9 +802,10 @@ class WindowOperator(StreamOperator):
             if self.late_tag is not None:
                 self.output.emit_side(self.late_tag, Batch.of_records(late))
             else:
-                self.ctx.metrics["num_late_records_dropped"] = self.ctx.metrics.get("num_late_records_dropped", 0) + len(late)
-                if not self._warned_late:
-                    self._warned_late = True
+                metrics = self.ctx.metrics
+                dropped = metrics.get("num_late_records_dropped", 0)
+                metrics["num_late_records_dropped"] = dropped + len(late)
+                if not dropped:  # the first drop of this subtask warns (the counter starts at 0)
                     log.warning(
                         "window operator %r dropped %d late record(s), first %r; use "
                         ".side_output_late_data(tag) or allowed_lateness(ms) to keep them",
@@ -714,9 +813,10 @@ class WindowOperator(StreamOperator):
                     )
 
     # ------------------------------------------------------------------ state
-    def snapshot_state(self, checkpoint_id: int) -> Any:
+    def snapshot_state(self, checkpoint_id: int) -> dict[str, Any]:
         mp = self.ctx.max_parallelism
-        groups: dict[int, tuple[dict, dict]] = {}
+        # key group -> (key -> window -> contents, key -> window -> trigger state)
+        groups: dict[int, tuple[dict[Any, dict[Window, Any]], dict[Any, dict[Window, dict[str, Any]]]]] = {}
         size = self._tumbling.size if self._panes_mode else 0
         for start, pane in self._panes.items():  # same layout as contents: key -> window -> contents
             w = TimeWindow(start, start + size)
@@ -739,7 +839,7 @@ class WindowOperator(StreamOperator):
         return sum(len(v) for v in self.contents.values()) + sum(len(p) for p in self._panes.values())
 
 
-def _plain_getter(key_of: Callable[[Any], Any]) -> Any:
+def _plain_getter(key_of: Callable[[Any], Any]) -> Callable[[Any], Any] | None:
     """An ``itemgetter`` equivalent to ``key_of`` when it is a column/index KeySelector."""
     sel = getattr(key_of, "__self__", None)
     if type(sel) is KeySelector and getattr(key_of, "__func__", None) is KeySelector.key_of and not callable(sel.key):

@@ -18,14 +18,20 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from enum import Enum
-from typing import Any, Iterable, NamedTuple
+from typing import Any, Generic, Iterable, NamedTuple, Protocol, Sequence, TypeVar
 
 from engine.errors import ConfigError
+from engine.operator import OperatorContext
+
+from .functions import OutputTag, RuntimeContext, tag_name
+from .timers import InternalTimerService
 
 __all__ = [
+    "Window",
     "TimeWindow",
     "GlobalWindow",
     "WindowAssigner",
+    "MergingWindowAssigner",
     "TumblingEventTimeWindows",
     "TumblingProcessingTimeWindows",
     "SlidingEventTimeWindows",
@@ -44,6 +50,19 @@ __all__ = [
     "ProcessWindowFunction",
     "WindowContext",
 ]
+
+
+class Window(Protocol):
+    """What the window operator and triggers need of a window: it is hashable (it keys the
+    contents and timers of a key) and knows its last timestamp."""
+
+    def max_timestamp(self) -> int:
+        """The largest timestamp that belongs to the window."""
+        ...
+
+
+#: the window type a window function or trigger works with (the assigner's)
+W = TypeVar("W", bound=Window)
 
 
 class TimeWindow(NamedTuple):
@@ -81,7 +100,7 @@ class GlobalWindow:
     def max_timestamp(self) -> int:
         return 2**63 - 1
 
-    def __reduce__(self) -> Any:
+    def __reduce__(self) -> tuple[type[GlobalWindow], tuple[()]]:
         return (GlobalWindow, ())
 
     def __lt__(self, other: object) -> bool:
@@ -91,7 +110,7 @@ class GlobalWindow:
         return "GlobalWindow()"
 
 
-def _check_ms(name: str, value: Any, positive: bool = True) -> int:
+def _check_ms(name: str, value: object, positive: bool = True) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or (value <= 0 if positive else value < 0):
         raise ConfigError(f"window {name} must be a {'positive' if positive else 'non-negative'} int (ms), got {value!r}")
     return value
@@ -104,12 +123,23 @@ class WindowAssigner(ABC):
     is_merging: bool = False
 
     @abstractmethod
-    def assign_windows(self, element: Any, timestamp: int, now_ms: int) -> list:
+    def assign_windows(self, element: Any, timestamp: int, now_ms: int) -> Sequence[Window]:
         """The windows of a record with event ``timestamp`` at processing time ``now_ms``."""
 
     @abstractmethod
     def default_trigger(self) -> "Trigger":
         """The trigger used unless ``.trigger(...)`` overrides it."""
+
+
+class MergingWindowAssigner(WindowAssigner):
+    """An assigner whose windows merge when they overlap or touch (session windows): each
+    record gets :class:`TimeWindow` s that the operator merges with the key's windows."""
+
+    is_merging = True
+
+    @abstractmethod
+    def assign_windows(self, element: Any, timestamp: int, now_ms: int) -> list[TimeWindow]:
+        """The (unmerged) windows of a record."""
 
 
 class TumblingEventTimeWindows(WindowAssigner):
@@ -127,7 +157,7 @@ class TumblingEventTimeWindows(WindowAssigner):
     def _time(self, timestamp: int, now_ms: int) -> int:
         return timestamp
 
-    def assign_windows(self, element: Any, timestamp: int, now_ms: int) -> list:
+    def assign_windows(self, element: Any, timestamp: int, now_ms: int) -> list[TimeWindow]:
         t = self._time(timestamp, now_ms)
         start = t - (t - self.offset) % self.size
         return [TimeWindow(start, start + self.size)]
@@ -167,7 +197,7 @@ class SlidingEventTimeWindows(WindowAssigner):
     def _time(self, timestamp: int, now_ms: int) -> int:
         return timestamp
 
-    def assign_windows(self, element: Any, timestamp: int, now_ms: int) -> list:
+    def assign_windows(self, element: Any, timestamp: int, now_ms: int) -> list[TimeWindow]:
         t = self._time(timestamp, now_ms)
         last = t - (t - self.offset) % self.slide
         out = []
@@ -196,11 +226,9 @@ class SlidingProcessingTimeWindows(SlidingEventTimeWindows):
         return ProcessingTimeTrigger()
 
 
-class EventTimeSessionWindows(WindowAssigner):
+class EventTimeSessionWindows(MergingWindowAssigner):
     """Session windows: a key's records closer than ``gap`` ms belong to one session
     (windows ``[ts, ts + gap)`` that overlap or touch are merged)."""
-
-    is_merging = True
 
     def __init__(self, gap_ms: int) -> None:
         self.gap = _check_ms("gap", gap_ms)
@@ -213,7 +241,7 @@ class EventTimeSessionWindows(WindowAssigner):
     def _time(self, timestamp: int, now_ms: int) -> int:
         return timestamp
 
-    def assign_windows(self, element: Any, timestamp: int, now_ms: int) -> list:
+    def assign_windows(self, element: Any, timestamp: int, now_ms: int) -> list[TimeWindow]:
         t = self._time(timestamp, now_ms)
         return [TimeWindow(t, t + self.gap)]
 
@@ -247,7 +275,7 @@ class GlobalWindows(WindowAssigner):
         """The global window assigner."""
         return cls()
 
-    def assign_windows(self, element: Any, timestamp: int, now_ms: int) -> list:
+    def assign_windows(self, element: Any, timestamp: int, now_ms: int) -> list[GlobalWindow]:
         return [GlobalWindow()]
 
     def default_trigger(self) -> "Trigger":
@@ -306,7 +334,7 @@ class TriggerContext(ABC):
     def set_state(self, name: str, value: Any) -> None: ...
 
     @abstractmethod
-    def merged_states(self, name: str) -> list:
+    def merged_states(self, name: str) -> list[Any]:
         """In ``on_merge``: the values of state ``name`` of the windows being merged."""
 
 
@@ -322,14 +350,14 @@ class Trigger(ABC):
     """
 
     @abstractmethod
-    def on_element(self, element: Any, timestamp: int, window: Any, ctx: TriggerContext) -> TriggerResult:
+    def on_element(self, element: Any, timestamp: int, window: Window, ctx: TriggerContext) -> TriggerResult:
         """A record was added to ``window``."""
 
-    def on_event_time(self, time: int, window: Any, ctx: TriggerContext) -> TriggerResult:
+    def on_event_time(self, time: int, window: Window, ctx: TriggerContext) -> TriggerResult:
         """An event-time timer this trigger registered fired."""
         return TriggerResult.CONTINUE
 
-    def on_processing_time(self, time: int, window: Any, ctx: TriggerContext) -> TriggerResult:
+    def on_processing_time(self, time: int, window: Window, ctx: TriggerContext) -> TriggerResult:
         """A processing-time timer this trigger registered fired."""
         return TriggerResult.CONTINUE
 
@@ -337,11 +365,11 @@ class Trigger(ABC):
         """True if the trigger supports merging (session) windows."""
         return False
 
-    def on_merge(self, window: Any, ctx: TriggerContext) -> None:
+    def on_merge(self, window: Window, ctx: TriggerContext) -> None:
         """Windows were merged into ``window`` (their timers are already deleted)."""
         raise ConfigError(f"trigger {type(self).__name__} does not support merging windows")
 
-    def clear(self, window: Any, ctx: TriggerContext) -> None:
+    def clear(self, window: Window, ctx: TriggerContext) -> None:
         """The window is being discarded: delete the timers this trigger registered."""
 
 
@@ -349,43 +377,43 @@ class EventTimeTrigger(Trigger):
     """Fires once the watermark passes the window's end (and again for each late record
     within the allowed lateness)."""
 
-    def on_element(self, element: Any, timestamp: int, window: Any, ctx: TriggerContext) -> TriggerResult:
+    def on_element(self, element: Any, timestamp: int, window: Window, ctx: TriggerContext) -> TriggerResult:
         if window.max_timestamp() <= ctx.current_watermark():
             return TriggerResult.FIRE  # late but within allowed lateness: fire again now
         ctx.register_event_time_timer(window.max_timestamp())
         return TriggerResult.CONTINUE
 
-    def on_event_time(self, time: int, window: Any, ctx: TriggerContext) -> TriggerResult:
+    def on_event_time(self, time: int, window: Window, ctx: TriggerContext) -> TriggerResult:
         return TriggerResult.FIRE if time == window.max_timestamp() else TriggerResult.CONTINUE
 
     def can_merge(self) -> bool:
         return True
 
-    def on_merge(self, window: Any, ctx: TriggerContext) -> None:
+    def on_merge(self, window: Window, ctx: TriggerContext) -> None:
         if window.max_timestamp() > ctx.current_watermark():
             ctx.register_event_time_timer(window.max_timestamp())
 
-    def clear(self, window: Any, ctx: TriggerContext) -> None:
+    def clear(self, window: Window, ctx: TriggerContext) -> None:
         ctx.delete_event_time_timer(window.max_timestamp())
 
 
 class ProcessingTimeTrigger(Trigger):
     """Fires when the processing-time clock passes the window's end."""
 
-    def on_element(self, element: Any, timestamp: int, window: Any, ctx: TriggerContext) -> TriggerResult:
+    def on_element(self, element: Any, timestamp: int, window: Window, ctx: TriggerContext) -> TriggerResult:
         ctx.register_processing_time_timer(window.max_timestamp())
         return TriggerResult.CONTINUE
 
-    def on_processing_time(self, time: int, window: Any, ctx: TriggerContext) -> TriggerResult:
+    def on_processing_time(self, time: int, window: Window, ctx: TriggerContext) -> TriggerResult:
         return TriggerResult.FIRE
 
     def can_merge(self) -> bool:
         return True
 
-    def on_merge(self, window: Any, ctx: TriggerContext) -> None:
+    def on_merge(self, window: Window, ctx: TriggerContext) -> None:
         ctx.register_processing_time_timer(window.max_timestamp())
 
-    def clear(self, window: Any, ctx: TriggerContext) -> None:
+    def clear(self, window: Window, ctx: TriggerContext) -> None:
         ctx.delete_processing_time_timer(window.max_timestamp())
 
 
@@ -402,7 +430,7 @@ class CountTrigger(Trigger):
         """Fire every ``count`` records."""
         return cls(count)
 
-    def on_element(self, element: Any, timestamp: int, window: Any, ctx: TriggerContext) -> TriggerResult:
+    def on_element(self, element: Any, timestamp: int, window: Window, ctx: TriggerContext) -> TriggerResult:
         n = ctx.get_state("count", 0) + 1
         if n >= self.count:
             ctx.set_state("count", 0)
@@ -413,10 +441,10 @@ class CountTrigger(Trigger):
     def can_merge(self) -> bool:
         return True
 
-    def on_merge(self, window: Any, ctx: TriggerContext) -> None:
+    def on_merge(self, window: Window, ctx: TriggerContext) -> None:
         ctx.set_state("count", sum(ctx.merged_states("count")))
 
-    def clear(self, window: Any, ctx: TriggerContext) -> None:
+    def clear(self, window: Window, ctx: TriggerContext) -> None:
         ctx.set_state("count", 0)
 
 
@@ -435,50 +463,63 @@ class PurgingTrigger(Trigger):
     def _purge(r: TriggerResult) -> TriggerResult:
         return TriggerResult.FIRE_AND_PURGE if r.is_fire else r
 
-    def on_element(self, element: Any, timestamp: int, window: Any, ctx: TriggerContext) -> TriggerResult:
+    def on_element(self, element: Any, timestamp: int, window: Window, ctx: TriggerContext) -> TriggerResult:
         return self._purge(self.inner.on_element(element, timestamp, window, ctx))
 
-    def on_event_time(self, time: int, window: Any, ctx: TriggerContext) -> TriggerResult:
+    def on_event_time(self, time: int, window: Window, ctx: TriggerContext) -> TriggerResult:
         return self._purge(self.inner.on_event_time(time, window, ctx))
 
-    def on_processing_time(self, time: int, window: Any, ctx: TriggerContext) -> TriggerResult:
+    def on_processing_time(self, time: int, window: Window, ctx: TriggerContext) -> TriggerResult:
         return self._purge(self.inner.on_processing_time(time, window, ctx))
 
     def can_merge(self) -> bool:
         return self.inner.can_merge()
 
-    def on_merge(self, window: Any, ctx: TriggerContext) -> None:
+    def on_merge(self, window: Window, ctx: TriggerContext) -> None:
         self.inner.on_merge(window, ctx)
 
-    def clear(self, window: Any, ctx: TriggerContext) -> None:
+    def clear(self, window: Window, ctx: TriggerContext) -> None:
         self.inner.clear(window, ctx)
 
 
 class NeverTrigger(Trigger):
     """Never fires (the default of GlobalWindows)."""
 
-    def on_element(self, element: Any, timestamp: int, window: Any, ctx: TriggerContext) -> TriggerResult:
+    def on_element(self, element: Any, timestamp: int, window: Window, ctx: TriggerContext) -> TriggerResult:
         return TriggerResult.CONTINUE
 
     def can_merge(self) -> bool:
         return True
 
-    def on_merge(self, window: Any, ctx: TriggerContext) -> None:
+    def on_merge(self, window: Window, ctx: TriggerContext) -> None:
         return None
 
 
 # --------------------------------------------------------------------------- window functions
 
 
-class WindowContext:
+class _WindowOperatorLike(Protocol):
+    """What a :class:`WindowContext` reads of its window operator: its timers (event time)
+    and its context (processing-time clock)."""
+
+    @property
+    def timers(self) -> InternalTimerService[Any, Any]: ...
+
+    @property
+    def ctx(self) -> OperatorContext: ...
+
+
+class WindowContext(Generic[W]):
     """What a :class:`ProcessWindowFunction` sees: the window, time and side outputs."""
 
     __slots__ = ("window", "_op", "_side")
 
-    def __init__(self, op: Any) -> None:
-        self.window: Any = None
+    #: the window being evaluated (set by the operator before each ``process`` call)
+    window: W
+
+    def __init__(self, op: _WindowOperatorLike) -> None:
         self._op = op
-        self._side: dict[str, list] = {}
+        self._side: dict[str, list[Any]] = {}
 
     def current_watermark(self) -> int:
         """The operator's event time."""
@@ -488,18 +529,18 @@ class WindowContext:
         """The operator's processing time (injected clock)."""
         return self._op.ctx.clock.now_ms()
 
-    def output(self, tag: Any, value: Any) -> None:
+    def output(self, tag: OutputTag | str, value: Any) -> None:
         """Emit ``value`` to side output ``tag``."""
-        from .functions import tag_name
-
         self._side.setdefault(tag_name(tag), []).append(value)
 
 
-class ProcessWindowFunction(ABC):
+class ProcessWindowFunction(ABC, Generic[W]):
     """Evaluates a whole window: ``process(key, context, elements)`` yields results.
 
     ``elements`` are the window's records, or the single pre-aggregated value when used
     with ``reduce(fn, window_function=...)`` / ``aggregate(agg, window_function=...)``.
+    Parameterize it with the assigner's window type to type ``context.window``
+    (``ProcessWindowFunction[TimeWindow]``).
 
     Example:
         >>> class CountWithWindow(ProcessWindowFunction):
@@ -507,11 +548,11 @@ class ProcessWindowFunction(ABC):
         ...         yield (key, context.window.start, len(list(elements)))
     """
 
-    def open(self, runtime_context: Any) -> None:
+    def open(self, runtime_context: RuntimeContext) -> None:
         """Called once per subtask."""
 
     @abstractmethod
-    def process(self, key: Any, context: WindowContext, elements: Iterable[Any]) -> Iterable[Any] | None:
+    def process(self, key: Any, context: WindowContext[W], elements: Iterable[Any]) -> Iterable[Any] | None:
         """Evaluate one window of one key."""
 
     def close(self) -> None:
