@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 import pyarrow as pa
 
-from .errors import ConfigError, GraphError
+from .errors import ConfigError, GraphError, JobFailed, short_repr
 from .keygroups import key_groups_of_array, key_groups_of_keys
 from .records import Batch
 
@@ -178,8 +178,31 @@ class KeyGroupPartitioner(Partitioner):
         except ConfigError as exc:  # a key with no deterministic hash
             into = f" into operator {self.consumer!r}" if self.consumer else ""
             raise ConfigError(f"key_by({self.key_selector.description!r}){into}: {exc}") from exc
+        except Exception as exc:  # the key cannot be taken from a record: blame the key_by, not upstream
+            raise self._key_error(batch, exc) from exc
         targets = groups * self.num_targets // self.max_parallelism
         return split_batch_by_targets(batch, targets, self.num_targets)
+
+    def _key_error(self, batch: Batch, exc: Exception) -> JobFailed:
+        """A JobFailed naming the key_by, its consumer and the first record without a key."""
+        into = f" into operator {self.consumer!r}" if self.consumer else ""
+        record: Any = None
+        fields = ""
+        if batch.is_columnar and self.key_selector.column is not None:
+            fields = f"; the stream's columns are {batch.arrow().schema.names}"
+        else:
+            for r in batch.records():
+                try:
+                    self.key_selector.key_of(r)
+                except Exception:  # noqa: BLE001 - this is the record to show
+                    record = r
+                    if isinstance(r, dict):
+                        fields = f"; the record's fields are {sorted(map(str, r))}"
+                    break
+        where = f"key_by({self.key_selector.description!r}){into}"
+        of = f" of record {short_repr(record)}" if record is not None else ""
+        return JobFailed(f"{where} cannot take the key{of}: {type(exc).__name__}: {exc}{fields}",
+                         operator=where, record=short_repr(record) if record is not None else None)
 
     def __repr__(self) -> str:
         return f"hash({self.key_selector.description})"

@@ -44,3 +44,19 @@ def test_function_key_selector():
     out = part.select(Batch.of_records(list(range(100))))
     assert sum(len(s) for _, s in out) == 100
     assert np.all([len({x % 10 for x in s.records()}) <= 10 for _, s in out])
+
+
+def test_a_missing_key_blames_the_key_by_and_its_consumer_not_the_upstream_operator():
+    import pytest
+
+    from engine.errors import JobFailed
+    from engine.partitioners import KeyGroupPartitioner, KeySelector
+    from engine.records import Batch
+
+    part = KeyGroupPartitioner(KeySelector("usr")).feeding("reduce")
+    part.setup(0, 2, 128)
+    with pytest.raises(JobFailed) as err:
+        part.select(Batch.of_records([{"user": 1}, {"user": 2}]))
+    msg = str(err.value)
+    assert "key_by('usr') into operator 'reduce'" in msg and "{'user': 1}" in msg and "['user']" in msg
+    assert err.value.operator == "key_by('usr') into operator 'reduce'"
