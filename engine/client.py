@@ -14,7 +14,7 @@ import cloudpickle
 import ray
 
 from .config import JobConfig
-from .errors import JobCancelled, JobFailed, RaystreamError
+from .errors import GraphError, JobCancelled, JobFailed, RaystreamError
 from .graph import JobGraph
 from .master import job_slots, task_actor_name
 from .observability import ProgressReporter, job_client_html, source_totals
@@ -27,6 +27,7 @@ from .ray_runtime import (
     kill_quietly,
     start_executors,
 )
+from .serde import find_unpicklable
 from .state_backend import default_state_backend
 
 __all__ = ["JobClient", "JobResult", "submit", "submit_job", "NAMESPACE", "MASTER_PREFIX"]
@@ -383,6 +384,28 @@ class JobClient:
         return job_client_html(self.name, job_id, status, metrics, str(self._error) if self._error else None)
 
 
+def ship(graph: JobGraph, config: JobConfig) -> bytes:
+    """The job graph as bytes for the job master; an operator whose function cannot be
+    pickled is named with the function and the captured variable at fault.
+
+    Raises:
+        GraphError: something in the job cannot be sent to another process.
+    """
+    try:
+        return cloudpickle.dumps(graph)
+    except Exception as exc:
+        for v in graph.vertices:
+            for op in v.chain:
+                culprit = find_unpicklable(op, "the operator")
+                if culprit is not None:
+                    raise GraphError(
+                        f"job {config.name!r}: operator {op.get('name')!r} cannot be sent to the task executors: "
+                        f"{culprit}; capture only picklable values (create locks, connections and clients in "
+                        "open() or inside the function)"
+                    ) from None
+        raise GraphError(f"job {config.name!r} cannot be sent to the task executors: {exc}") from exc
+
+
 def submit_job(graph: JobGraph, config: JobConfig, address: str | None = None) -> JobClient:
     """Run ``graph`` on a job master and return a client (the job runs asynchronously).
 
@@ -391,11 +414,8 @@ def submit_job(graph: JobGraph, config: JobConfig, address: str | None = None) -
     processes then start while the master's does)."""
     if config.state_backend is None:
         config.state_backend = default_state_backend()
+    graph_blob = ship(graph, config)  # before Ray starts: a bad function fails in milliseconds
     ensure_ray(address)
-    try:
-        graph_blob = cloudpickle.dumps(graph)
-    except Exception as exc:
-        raise RaystreamError(f"job {config.name!r} cannot be shipped to Ray: {exc}") from exc
     job_id = f"{config.name}-{uuid.uuid4().hex[:8]}"
     pool = WorkerPool.current()
     # The master is a named actor in the "raystream" namespace, so that the CLI and other

@@ -21,7 +21,7 @@ import cloudpickle
 
 from .errors import CheckpointError
 
-__all__ = ["dumps", "loads"]
+__all__ = ["dumps", "find_unpicklable", "loads"]
 
 _PROTOCOL = 5
 
@@ -60,3 +60,52 @@ def loads(data: bytes | memoryview, what: str = "state") -> Any:
         return pickle.loads(data)
     except Exception as exc:
         raise CheckpointError(f"cannot deserialize {what}: {type(exc).__name__}: {exc}") from exc
+
+
+def find_unpicklable(obj: Any, where: str, depth: int = 0) -> str | None:
+    """Why ``obj`` cannot be shipped to another process, as a path to the culprit, e.g.
+    ``"function 'add_user' (job.py:12) captures 'lock' = <unlocked _thread.lock ...>"``;
+    None if cloudpickle can serialize it. Looks into closures, referenced globals, bound
+    objects' attributes and containers (a few levels deep)."""
+    try:
+        cloudpickle.dumps(obj)
+        return None
+    except Exception as exc:  # noqa: BLE001 - what fails is what we look for
+        reason = f"{type(exc).__name__}: {exc}"
+    if depth < 4:
+        for label, child in _children(obj):
+            found = find_unpicklable(child, label, depth + 1)
+            if found is not None:
+                return f"{where} -> {found}" if depth else found
+    return f"{where} = {_short(obj)} ({reason})"
+
+
+def _children(obj: Any) -> list[tuple[str, Any]]:
+    code = getattr(obj, "__code__", None)
+    if code is not None:  # a function: its closure cells and the globals it names
+        name = getattr(obj, "__qualname__", getattr(obj, "__name__", "function"))
+        at = f"{code.co_filename.rsplit('/', 1)[-1]}:{code.co_firstlineno}"
+        out: list[tuple[str, Any]] = []
+        for var, cell in zip(code.co_freevars, getattr(obj, "__closure__", None) or ()):
+            try:
+                out.append((f"function {name!r} ({at}) captures {var!r}", cell.cell_contents))
+            except ValueError:  # an empty cell
+                pass
+        g = getattr(obj, "__globals__", {})
+        out += [(f"function {name!r} ({at}) uses global {n!r}", g[n]) for n in code.co_names if n in g]
+        return out
+    if hasattr(obj, "__func__") and hasattr(obj, "__self__"):  # a bound method
+        return [("its object", obj.__self__), ("the method", obj.__func__)]
+    if isinstance(obj, dict):
+        return [(f"[{k!r}]", v) for k, v in obj.items()]
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [(f"[{i}]", v) for i, v in enumerate(obj)]
+    attrs = getattr(obj, "__dict__", None)
+    if isinstance(attrs, dict):
+        return [(f"attribute {k!r}", v) for k, v in attrs.items()]
+    return []
+
+
+def _short(obj: Any, limit: int = 80) -> str:
+    text = repr(obj)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,40 @@
+"""A function that cannot be shipped fails when the job is submitted, before Ray starts,
+naming the operator, the function and the captured variable."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+import raystream as rs
+from engine.client import ship
+from engine.config import JobConfig
+from engine.errors import GraphError
+from engine.serde import find_unpicklable
+
+
+def test_a_captured_lock_is_named_with_its_operator_and_function():
+    lock = threading.Lock()
+
+    def add_user(record):
+        with lock:
+            return record
+
+    env = rs.StreamEnvironment(parallelism=2)
+    env.from_collection([1, 2]).map(add_user).name("add users").collect()
+    with pytest.raises(GraphError) as err:
+        ship(env.get_job_graph(), JobConfig(name="locky"))
+    msg = str(err.value)
+    assert "operator 'add users'" in msg and "'add_user'" in msg and "captures 'lock'" in msg
+    assert "_thread.lock" in msg
+
+
+def test_find_unpicklable_looks_into_objects_and_containers():
+    class Client:
+        def __init__(self) -> None:
+            self.conn = {"sock": threading.Lock()}
+
+    assert find_unpicklable([1, "a"], "value") is None
+    found = find_unpicklable(Client(), "the sink")
+    assert found is not None and "attribute 'conn'" in found and "['sock']" in found
