@@ -26,7 +26,7 @@ def test_a_captured_lock_is_named_with_its_operator_and_function():
     with pytest.raises(GraphError) as err:
         ship(env.get_job_graph(), JobConfig(name="locky"))
     msg = str(err.value)
-    assert "operator 'add users'" in msg and "'add_user'" in msg and "captures 'lock'" in msg
+    assert "operator 'add users'" in msg and "add_user" in msg and "captures 'lock'" in msg
     assert "_thread.lock" in msg
 
 
