@@ -14,14 +14,12 @@ from engine.records import Batch
 __all__ = ["MapOperator", "FlatMapOperator", "FilterOperator", "MapBatchesOperator", "to_arrow_batch"]
 
 
-def _locate_failure(fn: Callable[[Any], Any], records: list[Any], exc: Exception) -> UserCodeError:
-    """Find the record that makes ``fn`` raise (re-applying fn on the failure path only)."""
-    for r in records:
-        try:
-            fn(r)
-        except Exception as again:  # noqa: BLE001
-            return UserCodeError(r, again)
-    return UserCodeError("<not reproducible>", exc)
+def _failed_record(records: list[Any], it: Any, exc: Exception) -> UserCodeError:
+    """The record ``fn`` raised on: ``map``/``filter`` pulled it from ``it`` just before the
+    exception, so it is the one before what is left (fn is not run again: its side effects
+    happen once)."""
+    index = len(records) - it.__length_hint__() - 1
+    return UserCodeError(records[index] if 0 <= index < len(records) else "<unknown record>", exc)
 
 
 class MapOperator(StreamOperator):
@@ -32,10 +30,11 @@ class MapOperator(StreamOperator):
 
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
         records = batch.records()
+        it = iter(records)
         try:
-            out = list(map(self.fn, records))
+            out = list(map(self.fn, it))
         except Exception as exc:
-            raise _locate_failure(self.fn, records, exc) from exc
+            raise _failed_record(records, it, exc) from exc
         self.output.emit(Batch.of_records(out))
 
 
@@ -47,10 +46,11 @@ class FilterOperator(StreamOperator):
 
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
         records = batch.records()
+        it = iter(records)
         try:
-            out = list(filter(self.fn, records))
+            out = list(filter(self.fn, it))
         except Exception as exc:
-            raise _locate_failure(self.fn, records, exc) from exc
+            raise _failed_record(records, it, exc) from exc
         self.output.emit(Batch.of_records(out))
 
 

@@ -1,4 +1,4 @@
-"""A function that cannot be shipped fails when the job is submitted, before Ray starts,
+"""User errors: a function that cannot be shipped fails when the job is submitted, before Ray starts,
 naming the operator, the function and the captured variable."""
 
 from __future__ import annotations
@@ -38,3 +38,26 @@ def test_find_unpicklable_looks_into_objects_and_containers():
     assert find_unpicklable([1, "a"], "value") is None
     found = find_unpicklable(Client(), "the sink")
     assert found is not None and "attribute 'conn'" in found and "['sock']" in found
+
+
+def test_a_failing_record_is_located_without_running_the_function_twice():
+    from engine.errors import UserCodeError
+    from engine.records import Batch
+    from operators.basic import FilterOperator, MapOperator
+    from operators.testing import CollectingOutput
+
+    for op_class in (MapOperator, FilterOperator):
+        calls: list[int] = []
+
+        def fn(x: int) -> int:
+            calls.append(x)  # a side effect
+            if x == 3:
+                raise ValueError("three")
+            return x
+
+        op = op_class(fn)
+        op.output = CollectingOutput()
+        with pytest.raises(UserCodeError) as err:
+            op.process_batch(Batch.of_records([1, 2, 3, 4, 5]))
+        assert err.value.record == 3
+        assert calls == [1, 2, 3]  # each record at most once: no re-run to find the culprit
