@@ -1,5 +1,6 @@
-"""User errors: a function that cannot be shipped fails when the job is submitted, before Ray starts,
-naming the operator, the function and the captured variable."""
+"""User errors: a function that cannot be shipped fails when the job is submitted, before Ray
+starts, naming the operator, the function and the captured variable; a failing record is
+located without running the user function twice."""
 
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def test_a_failing_record_is_located_without_running_the_function_twice():
     for op_class in (MapOperator, FilterOperator):
         calls: list[int] = []
 
-        def fn(x: int) -> int:
+        def fn(x: int, calls: list[int] = calls) -> int:
             calls.append(x)  # a side effect
             if x == 3:
                 raise ValueError("three")
