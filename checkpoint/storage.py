@@ -56,6 +56,7 @@ __all__ = [
     "StateHandle",
     "CheckpointStorage",
     "SavepointReader",
+    "check_savepoint",
     "resolve_storage",
     "METADATA_FILE",
     "SECRET_ENV",
@@ -554,6 +555,8 @@ class CheckpointStorage:
             CheckpointError: a savepoint already exists there (and not ``overwrite``), or
                 writing failed.
         """
+        if isinstance(target, tuple) or "://" in os.fspath(target) or os.path.isabs(os.path.expanduser(os.fspath(target))):
+            check_savepoint(target)  # before _savepoint_dir, which would create a missing directory
         storage, directory, shown = self._savepoint_dir(target)
         meta_path = posixpath.join(directory, METADATA_FILE)
         if storage._exists(meta_path):
@@ -584,6 +587,8 @@ class CheckpointStorage:
         Raises:
             CheckpointError: no savepoint there, or its ``_metadata`` is corrupt.
         """
+        if isinstance(target, tuple) or "://" in os.fspath(target) or os.path.isabs(os.path.expanduser(os.fspath(target))):
+            check_savepoint(target)  # before _savepoint_dir, which would create a missing directory
         storage, directory, shown = self._savepoint_dir(target)
         meta_path = posixpath.join(directory, METADATA_FILE)
         if not storage._exists(meta_path):
@@ -595,6 +600,30 @@ class CheckpointStorage:
             decode_blob(storage._read(meta_path), _SAVEPOINT_KIND, meta_path), meta_path
         )
         return content["metadata"], SavepointReader(storage, directory, content["files"])
+
+
+def check_savepoint(target: Location) -> None:
+    """Fail fast, creating nothing, unless ``target`` is a savepoint directory (with
+    ``_metadata``): before a job starts from it, before Ray starts.
+
+    Raises:
+        CheckpointError: the path does not exist, is a file, or holds no finished savepoint.
+    """
+    fs, path = _filesystem_for(target)
+    shown = target if isinstance(target, str) else path
+    try:
+        info = fs.get_file_info(path)
+        meta = fs.get_file_info(posixpath.join(path, METADATA_FILE)) if info.type == pafs.FileType.Directory else None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read savepoint {shown!r}: {exc}") from exc
+    if info.type == pafs.FileType.NotFound and fs.type_name not in _OBJECT_STORES:
+        raise CheckpointError(f"no savepoint at {shown!r}: the path does not exist")
+    if info.type == pafs.FileType.File:
+        raise CheckpointError(f"{shown!r} is a file, not a savepoint directory (give the directory holding "
+                              f"{METADATA_FILE})")
+    if meta is not None and meta.type != pafs.FileType.File:
+        raise CheckpointError(f"no savepoint at {shown!r}: the directory has no {METADATA_FILE} (the savepoint was "
+                              "not written or not finished, or the path is wrong)")
 
 
 def resolve_storage(

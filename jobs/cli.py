@@ -268,6 +268,13 @@ def _print_records(records: list, limit: int | None) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     jm = load_job_module(args.job)
     job_args = jm.parse_args(args.job_args)
+    if args.from_savepoint:  # a setup error: exit 2 before Ray starts, and create nothing
+        from checkpoint.storage import check_savepoint
+
+        try:
+            check_savepoint(args.from_savepoint)
+        except RaystreamError as exc:
+            raise CliError(f"--from-savepoint: {exc}") from None
     if args.address:
         _check_reachable(args.address)
     if not jm.has_build:

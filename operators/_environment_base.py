@@ -29,7 +29,7 @@ from typing import Any, Callable, TypeVar
 import pyarrow as pa
 
 from checkpoint.coordinator import CheckpointConfig
-from checkpoint.storage import resolve_storage, signing_key
+from checkpoint.storage import check_savepoint, resolve_storage, signing_key
 from engine.client import JobClient, JobResult, submit
 from engine.config import JobConfig, TaskConfig
 from engine.connectors import Sink, Source
@@ -196,6 +196,8 @@ class StreamEnvironmentBase:
     def execute_async(self, job_name: str = "raystream-job", from_savepoint: str | None = None,
                       allow_non_restored_state: bool = False) -> JobClient:
         """Submit the job and return a :class:`JobClient` immediately (see :meth:`execute`)."""
+        if from_savepoint is not None:
+            check_savepoint(from_savepoint)  # a wrong path fails now, before Ray starts
         job_graph = self.get_job_graph()
         return submit(job_graph, self._job_config(job_name, from_savepoint, allow_non_restored_state), self.address)
 

@@ -159,3 +159,19 @@ def test_python_dash_m_jobs_cli_and_console_script_help():
         assert out.returncode == 0, out.stderr
         for word in ("run", "submit", "list", "status", "logs", "cancel", "savepoint", "stop"):
             assert word in out.stdout
+
+
+def test_from_savepoint_to_a_wrong_path_is_a_setup_error_before_ray_starts(tmp_path, capsys):
+    import ray
+
+    missing = tmp_path / "no-such-savepoint"
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a savepoint")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for path, words in ((missing, "does not exist"), (a_file, "is a file"), (empty, "has no _metadata")):
+        assert main(["run", "jobs/wordcount.py", "--from-savepoint", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert "--from-savepoint" in err and words in err and "Traceback" not in err, err
+    assert not missing.exists()  # nothing was created
+    assert not ray.is_initialized()
