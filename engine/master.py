@@ -269,6 +269,7 @@ class JobMaster:
             "last_failure": self.last_failure,
             "restored_from": self.restored_from,
             "graph": self._graph.describe(),
+            "operators": [op["name"] for v in self._graph.vertices for op in v.chain],  # pipeline order
             "checkpoints": self.coordinator.stats() if self.coordinator else None,
         }
 

@@ -547,6 +547,37 @@ def cmd_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def checkpoint_summary(stats: dict | None) -> str:
+    """One line on a job's checkpoints, e.g. ``12 completed, 1 aborted; last: #13 completed in
+    0.21 s (524 B); in progress: none``.
+
+    Example:
+        >>> checkpoint_summary({"completed": 2, "aborted": 0, "in_progress": None,
+        ...     "last": {"id": 2, "status": "COMPLETED", "duration_s": 0.5, "bytes": 2048}})
+        '2 completed, 0 aborted; last: #2 completed in 0.50 s (2.0 KiB); in progress: none'
+    """
+    if not stats:
+        return "off"
+    out = f"{stats.get('completed', 0)} completed, {stats.get('aborted', 0)} aborted"
+    last = stats.get("last")
+    if last:
+        if last.get("status") == "COMPLETED":
+            out += f"; last: #{last['id']} completed in {last.get('duration_s', 0):.2f} s ({_size(last.get('bytes', 0))})"
+        else:
+            out += f"; last: #{last['id']} aborted ({last.get('reason', '?')})"
+    progress = stats.get("in_progress")
+    out += f"; in progress: {'#' + str(progress) if progress else 'none'}"
+    return out
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     if _is_http(args.address):
         client = _submission_client(args.address)
@@ -561,17 +592,24 @@ def cmd_status(args: argparse.Namespace) -> int:
     _connect(args.address)
     master = _master(args.job)
     info = _call(master, "info")
+    first = _call(master, "metrics")
+    t0 = time.monotonic()
+    time.sleep(args.interval)  # two samples: rates over the interval
     metrics = _call(master, "metrics")
     print(f"job {info.get('job_id')} ({info.get('name')}): {info.get('status')}, "
           f"restarts {info.get('restarts', 0)}, up {time.time() - (info.get('started') or time.time()):.0f}s")
     if info.get("error"):
         print(f"error: {info['error']}")
-    if info.get("checkpoints"):
-        print(f"checkpoints: {info['checkpoints']}")
-    print(f"{'OPERATOR':<28} {'SUBTASKS':>8} {'RECORDS IN':>12} {'RECORDS OUT':>12} {'BYTES OUT':>12} {'BACKPRESSURE':>12}")
-    for r in operator_table(metrics):
-        print(f"{r['operator'][:28]:<28} {r['subtasks']:>8} {r['records_in']:>12} {r['records_out']:>12} "
-              f"{r['bytes_out']:>12} {r['backpressure_s']:>11.2f}s")
+    print(f"checkpoints: {checkpoint_summary(info.get('checkpoints'))}")
+    order = {name: i for i, name in enumerate(info.get("operators") or [])}
+    rows = sorted(operator_table(metrics, first, time.monotonic() - t0), key=lambda r: order.get(r["operator"], len(order)))
+    print(f"{'OPERATOR':<28} {'SUBTASKS':>8} {'RECORDS IN':>12} {'IN/S':>10} {'RECORDS OUT':>12} {'OUT/S':>10} "
+          f"{'BYTES OUT':>12} {'BACKPRESSURE':>12}")
+    for r in rows:
+        rate_in = f"{r['in_per_s']:.0f}" if r.get("in_per_s") is not None else "-"
+        rate_out = f"{r['out_per_s']:.0f}" if r.get("out_per_s") is not None else "-"
+        print(f"{r['operator'][:28]:<28} {r['subtasks']:>8} {r['records_in']:>12} {rate_in:>10} {r['records_out']:>12} "
+              f"{rate_out:>10} {_size(r['bytes_out']):>12} {r['backpressure_s']:>11.2f}s")
     if args.verbose and info.get("graph"):
         print(info["graph"])
     return EXIT_OK
@@ -660,6 +698,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job")
     p.add_argument("--address", help=address_help)
     p.add_argument("--verbose", "-v", action="store_true", help="also print the job graph")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between the two samples the rates come from")
     p.set_defaults(fn=cmd_status)
 
     p = sub.add_parser("logs", help="driver logs of a submitted job")
@@ -724,6 +763,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_JOB_FAILED
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `raystream status JOB | head`: the reader left, nothing is wrong
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return EXIT_OK
     finally:
         _shutdown_ray()
 

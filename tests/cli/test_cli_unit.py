@@ -175,3 +175,25 @@ def test_from_savepoint_to_a_wrong_path_is_a_setup_error_before_ray_starts(tmp_p
         assert "--from-savepoint" in err and words in err and "Traceback" not in err, err
     assert not missing.exists()  # nothing was created
     assert not ray.is_initialized()
+
+
+def test_a_closed_pipe_ends_quietly(monkeypatch, capsys):
+    """`raystream status JOB | head`: the reader leaving is not an error."""
+    import jobs.cli as cli
+
+    def closed(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli, "cmd_list", closed)
+    monkeypatch.setattr(cli.os, "dup2", lambda *a: None)  # keep pytest's stdout
+    assert cli.main(["list"]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_checkpoint_summary_is_one_readable_line():
+    from jobs.cli import checkpoint_summary
+
+    line = checkpoint_summary({"completed": 12, "aborted": 1, "in_progress": 14,
+                               "last": {"id": 13, "status": "COMPLETED", "duration_s": 0.21, "bytes": 3 * 1024 * 1024}})
+    assert line == "12 completed, 1 aborted; last: #13 completed in 0.21 s (3.0 MiB); in progress: #14"
+    assert checkpoint_summary(None) == "off"

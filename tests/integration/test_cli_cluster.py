@@ -187,7 +187,8 @@ def test_list_status_logs_cancel_against_the_cluster(head, tmp_path):
         return out.stdout if sums and int(sums[0][2]) > 0 else None
 
     text = wait_for(status_with_records, 60, "records flowing")
-    assert f"job {job_id} (squares): RUNNING" in text and "RECORDS IN" in text
+    assert f"job {job_id} (squares): RUNNING" in text and "RECORDS IN" in text and "IN/S" in text
+    assert "checkpoints: off" in text  # a summary line, not a raw dict
 
     # the same through the dashboard address: Ray's submission list, then the relayed raystream list
     out = raystream("list", "--address", head["http"])
@@ -248,6 +249,9 @@ def test_metrics_exporter_reaches_prometheus(head):
     out = [ln for ln in lines if "records_out" in ln and "per_second" not in ln and not ln.startswith("#")]
     assert out and float(out[0].rsplit(" ", 1)[1]) == 400.0, lines
     assert any("raystream_checkpoint_completed" in ln for ln in lines), lines
+    # the names docs/cli.md documents (counters with Prometheus' _total suffix)
+    names = {ln.split("{", 1)[0] for ln in lines if not ln.startswith("#")}
+    assert {"ray_raystream_records_out_total", "ray_raystream_records_in_per_second"} <= names, sorted(names)
     assert all('operator="map"' in ln for ln in out)
 
 
