@@ -8,9 +8,11 @@ result digest-checked by the harness before it is timed:
   -> collect`` (count and sum taken over the collected values in the driver);
   ``raystream-batch`` = ``map_batches`` (filter + multiply, numpy) -> ``map_batches``
   (per-batch count/sum) -> collect (partials summed in the driver).
-* ``keyed_sum``: ``raystream-record`` = ``key_by("key")`` -> a per-record Python reduce
-  ``fn(acc, r)`` emitting the final value per key at end of input (the ``ReduceOperator``
-  with ``emit="final"``, Flink's BATCH-mode reduce); ``raystream-batch`` =
+* ``keyed_sum``: ``raystream-record`` = ``key_by("key").sum("value", emit="final")``, the
+  record API's final-values option (a combiner before the shuffle, vectorized for a numeric
+  column; each key's first record with the sum at end of input); ``raystream-record-reduce``
+  = ``key_by("key").reduce(fn, emit="final", combinable=True)``, one Python ``fn(acc, r)``
+  call per record (combined per batch before the shuffle); ``raystream-batch`` =
   ``key_by("key").aggregate(sum=("value", "sum"), emit="final")``; ``raystream-batch-p1`` /
   ``raystream-record-p1``: the same at parallelism 1 (the p2/p1 speed-up target).
 * ``window``: ``raystream-record`` = ``assign_timestamps_and_watermarks(monotonous, "ts")
@@ -41,6 +43,7 @@ __all__ = [
     "stateless_record",
     "stateless_batch",
     "keyed_sum_record",
+    "keyed_sum_record_reduce",
     "keyed_sum_batch",
     "window_record",
     "window_batch",
@@ -124,18 +127,16 @@ def _add(acc: Any, r: Any) -> Any:
 
 
 def keyed_sum_record(path: str, parallelism: int = PARALLELISM) -> list[tuple]:
-    from engine.partitioners import KeySelector
-    from operators.keyed import ReduceOperator
-
     env = _env(parallelism)
-    selector = KeySelector("key")
-    (
-        env.read_parquet(path, batch_size=BATCH)
-        .key_by("key")
-        .transform("reduce", lambda: ReduceOperator(selector, _add, emit="final"), keyed=True)
-        .collect()
-    )
+    env.read_parquet(path, batch_size=BATCH).key_by("key").sum("value", emit="final").collect()
     t = _collected(env, "keyed-sum-record")
+    return list(zip(t.column("key").to_pylist(), t.column("value").to_pylist()))
+
+
+def keyed_sum_record_reduce(path: str, parallelism: int = PARALLELISM) -> list[tuple]:
+    env = _env(parallelism)
+    env.read_parquet(path, batch_size=BATCH).key_by("key").reduce(_add, emit="final", combinable=True).collect()
+    t = _collected(env, "keyed-sum-record-reduce")
     return list(zip(t.column("key").to_pylist(), t.column("value").to_pylist()))
 
 
@@ -190,6 +191,7 @@ register("stateless", "raystream-record", stateless_record, api="record")
 register("stateless", "raystream-batch", stateless_batch, api="batch")
 register("keyed_sum", "raystream-record", keyed_sum_record, api="record")
 register("keyed_sum", "raystream-record-p1", _p1(keyed_sum_record), api="record")
+register("keyed_sum", "raystream-record-reduce", keyed_sum_record_reduce, api="record")
 register("keyed_sum", "raystream-batch", keyed_sum_batch, api="batch")
 register("keyed_sum", "raystream-batch-p1", _p1(keyed_sum_batch), api="batch")
 register("window", "raystream-record", window_record, api="record")

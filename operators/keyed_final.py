@@ -1,0 +1,356 @@
+"""Final values of the record API's keyed ``reduce``, ``sum``, ``min`` and ``max``.
+
+With ``emit="final"`` a keyed reduction emits nothing per record: each key's value is
+emitted once, at end of input (Flink's BATCH execution mode). As no intermediate value is
+observed, records can be combined *before* the shuffle: a **combiner** chained to the
+upstream operator folds each batch by key and sends one partial per key and batch (Flink's
+combiner, Flink SQL's local-global aggregation), so the exchange carries per-batch partials
+instead of every record and a hot key costs its subtask one record per upstream batch.
+
+* :class:`LocalReduceOperator`: the combiner of ``reduce(fn, emit="final", combinable=True)``,
+  one ``fn`` call per record (``fn`` must be associative and commutative). The keyed half is
+  :class:`~operators.keyed.ReduceOperator`, which folds the partials with the same ``fn``.
+* :class:`LocalFieldAggregateOperator`: the combiner of ``sum/min/max(column, emit="final")``.
+  On an Arrow batch of dict records whose ``column`` is an integer or float column without
+  nulls it is vectorized (one pyarrow hash aggregation per batch, no Python per record);
+  otherwise it loops over the records in Python (no user function).
+* :class:`FieldAggregateOperator`: the keyed half of sum/min/max. It folds values (or the
+  combiner's partials: a partial is a record like any other) into per-key state and, at end
+  of input, emits per key its **first record with** ``column`` **set to the result**, as
+  Flink's ``sum``/``min``/``max`` do.
+
+Semantics are Python's: ``+``, ``min`` and ``max`` over the values, ints stay exact (the
+vectorized path falls back to Python when an int64 sum over a batch could overflow), a float
+sum may differ from a sequential one in the last bits (the combiner adds in another order),
+and NaN makes min/max depend on the order of the values, which the combiner changes.
+A ``None`` value fails the job with an error naming the record (filter or fill nulls first;
+``aggregate()`` skips nulls instead), as do values that cannot be added or compared.
+
+Exactly once: the per-key values are operator state, snapshotted per key group (so a restore
+may rescale) and emitted at end of input; the combiners are stateless (each batch is folded
+and emitted at once, nothing is pending at a barrier). After emitting at end of input the
+keyed operators clear their state: the final state of a finished task (FLIP-147), which
+stands in for it in later checkpoints, then holds nothing that a restore would emit again.
+
+Example:
+    >>> from engine.partitioners import KeySelector
+    >>> from operators.testing import OperatorHarness
+    >>> h = OperatorHarness(FieldAggregateOperator(KeySelector("k"), "v", "sum"))
+    >>> h.process([{"k": "a", "v": 1, "i": 0}, {"k": "a", "v": 2, "i": 1}]); h.end_input()
+    >>> h.records()
+    [{'k': 'a', 'v': 3, 'i': 0}]
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any, Callable, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from engine.errors import GraphError, UserCodeError, short_repr
+from engine.keygroups import key_groups_of_keys
+from engine.operator import OperatorContext, Output, StreamOperator
+from engine.partitioners import KeySelector
+from engine.records import Batch, arrow_to_records
+
+__all__ = [
+    "EMIT_MODES",
+    "FIELD_AGGREGATIONS",
+    "FieldAggregateOperator",
+    "LocalFieldAggregateOperator",
+    "LocalReduceOperator",
+    "check_emit",
+    "with_field",
+]
+
+#: what a keyed reduction emits: every update (Flink's default) or each key's final value
+EMIT_MODES = ("updates", "final")
+#: the field aggregations of the record API
+FIELD_AGGREGATIONS = ("sum", "min", "max")
+
+FieldAggregation = Literal["sum", "min", "max"]
+
+_MISSING = object()
+_COMBINE: dict[str, Callable[[Any, Any], Any]] = {"sum": operator.add, "min": min, "max": max}
+_INT64_LIMIT = 2**63
+
+
+def check_emit(method: str, emit: object) -> None:
+    """A :class:`GraphError` naming ``method`` unless ``emit`` is one of :data:`EMIT_MODES`."""
+    if emit not in EMIT_MODES:
+        raise GraphError(f"{method}(emit={emit!r}): emit must be 'updates' (every update) or 'final' "
+                         "(each key's value once, at end of input)")
+
+
+def key_getter(selector: KeySelector) -> Callable[[Any], Any]:
+    """``selector``'s key of one record as one C-level call for a field or index key
+    (``operator.itemgetter``), else the user's key function itself."""
+    key = selector.key
+    return key if callable(key) else operator.itemgetter(key)
+
+
+def with_field(record: Any, column: str | int, value: Any) -> Any:
+    """A copy of ``record`` (a dict, tuple or named tuple) with ``column`` set to ``value``.
+
+    Example:
+        >>> with_field({"k": "a", "v": 1}, "v", 5), with_field(("a", 1), 1, 5), with_field(("a", 1), -1, 5)
+        ({'k': 'a', 'v': 5}, ('a', 5), ('a', 5))
+    """
+    if isinstance(record, dict):
+        out = dict(record)
+        out[column] = value
+        return out
+    if isinstance(record, tuple) and isinstance(column, int) and not isinstance(column, bool):
+        i = column % len(record) if record else column
+        fields, replace = getattr(record, "_fields", None), getattr(record, "_replace", None)
+        if fields is not None and replace is not None:  # a named tuple keeps its type
+            return replace(**{fields[i]: value})
+        return record[:i] + (value,) + record[i + 1:]
+    raise TypeError(f"a field aggregation over column {column!r} needs dict records (or tuples with an "
+                    f"int column), got {type(record).__name__} {short_repr(record, 80)}")
+
+
+class _FieldFold:
+    """Per-key ``+``/``min``/``max`` of one field, keeping each key's first record.
+
+    ``values[key]`` is the running result, ``first[key]`` the first record of the key.
+    """
+
+    __slots__ = ("column", "how", "combine", "values", "first")
+
+    def __init__(self, column: str | int, how: FieldAggregation) -> None:
+        self.column = column
+        self.how = how
+        self.combine = _COMBINE[how]
+        self.values: dict[Any, Any] = {}
+        self.first: dict[Any, Any] = {}
+
+    def fold(self, keys: list[Any], values: list[Any], record_at: Callable[[int], Any]) -> list[int]:
+        """Fold ``values[i]`` into key ``keys[i]``; returns the positions of keys seen for the
+        first time (the caller stores their records in ``first``). ``record_at(i)`` gives the
+        record at position ``i`` for an error message."""
+        acc = self.values
+        get = acc.get
+        combine = self.combine
+        new: list[int] = []
+        i = -1
+        try:
+            for i, (k, v) in enumerate(zip(keys, values)):
+                a = get(k, _MISSING)
+                if a is _MISSING:
+                    if v is None:
+                        raise TypeError("None")
+                    acc[k] = v
+                    new.append(i)
+                else:
+                    acc[k] = combine(a, v)
+        except Exception as exc:
+            raise self._error(keys[i], values[i], record_at(i), exc) from exc
+        return new
+
+    def _error(self, key: Any, value: Any, record: Any, exc: Exception) -> UserCodeError:
+        what = f"{self.how}({self.column!r}) of key {short_repr(key, 60)}"
+        if value is None:
+            msg = f"{what}: the record has no value (None) in {self.column!r}; filter or fill nulls first"
+        else:
+            msg = (f"{what}: cannot fold {short_repr(value, 60)} ({type(value).__name__}) into "
+                   f"{short_repr(self.values.get(key), 60)} ({type(self.values.get(key)).__name__}): {exc}")
+        return UserCodeError(record, TypeError(msg))
+
+    def fold_records(self, records: list[Any], key_of: Callable[[Any], Any]) -> None:
+        """Fold Python records (any record kind ``with_field`` accepts)."""
+        column = self.column
+        try:
+            keys = [key_of(r) for r in records]
+            values = [r[column] for r in records]
+        except Exception:
+            self._raise_for_bad_record(records, key_of)
+            raise
+        first = self.first
+        for i in self.fold(keys, values, records.__getitem__):
+            r = records[i]
+            try:
+                with_field(r, column, None)  # fails now, not at end of input, for records it cannot update
+            except TypeError as exc:
+                raise UserCodeError(r, exc) from exc
+            first[keys[i]] = r
+
+    def _raise_for_bad_record(self, records: list[Any], key_of: Callable[[Any], Any]) -> None:
+        """Raise for the first record whose key or field cannot be read."""
+        for r in records:
+            try:
+                key_of(r)
+            except Exception as exc:
+                raise UserCodeError(r, exc) from exc
+            try:
+                r[self.column]
+            except Exception as exc:
+                raise UserCodeError(r, TypeError(
+                    f"{self.how}({self.column!r}): the record has no field {self.column!r} "
+                    f"({type(exc).__name__}: {exc})"
+                )) from exc
+
+    def results(self) -> list[Any]:
+        """Each key's first record with ``column`` set to the key's result."""
+        column, first = self.column, self.first
+        return [with_field(first[k], column, v) for k, v in self.values.items()]
+
+    def clear(self) -> None:
+        self.values = {}
+        self.first = {}
+
+
+def _column_index(batch: Batch, name: str | int | None) -> int:
+    """The index of column ``name`` in a batch of dict rows held as Arrow (-1 otherwise)."""
+    if not isinstance(name, str) or not batch.is_columnar:
+        return -1
+    return batch.arrow().schema.get_field_index(name)
+
+
+class LocalReduceOperator(StreamOperator):
+    """The combiner of ``reduce(fn, emit="final", combinable=True)``: reduces each batch by
+    key with ``fn`` and emits one partial (a record) per key, chained before the shuffle.
+    Stateless: nothing is kept between batches, nothing to checkpoint."""
+
+    def __init__(self, key_selector: KeySelector, fn: Callable[[Any, Any], Any]) -> None:
+        self.key_selector = key_selector
+        self.fn = fn
+
+    def process_batch(self, batch: Batch, input_index: int = 0) -> None:
+        partial: dict[Any, Any] = {}
+        get = partial.get
+        fn = self.fn
+        key_of = key_getter(self.key_selector)
+        r = None
+        try:
+            for r in batch.records():
+                k = key_of(r)
+                acc = get(k, _MISSING)
+                partial[k] = r if acc is _MISSING else fn(acc, r)
+        except Exception as exc:
+            raise UserCodeError(r, exc) from exc
+        if partial:
+            self.output.emit(Batch.of_records(list(partial.values())))
+
+
+class LocalFieldAggregateOperator(StreamOperator):
+    """The combiner of ``sum/min/max(column, emit="final")``: one partial record per key and
+    batch (the key's first record of the batch, ``column`` set to the batch's result),
+    chained before the shuffle. Vectorized on Arrow batches of dict records with a numeric
+    ``column`` and a column key; a Python loop otherwise. Stateless."""
+
+    def __init__(self, key_selector: KeySelector, column: str | int, how: FieldAggregation) -> None:
+        self.key_selector = key_selector
+        self.column = column
+        self.how = how
+
+    def process_batch(self, batch: Batch, input_index: int = 0) -> None:
+        partial = self._vectorized(batch)
+        if partial is not None:
+            self.output.emit(Batch.of_arrow(partial))
+            return
+        fold = _FieldFold(self.column, self.how)
+        fold.fold_records(batch.records(), key_getter(self.key_selector))
+        if fold.values:
+            self.output.emit(Batch.of_records(fold.results()))
+
+    def _vectorized(self, batch: Batch) -> pa.RecordBatch | None:
+        """The partial rows of ``batch`` computed by pyarrow, or None when Python's semantics
+        need the record loop (not Arrow rows, nulls, NaN in a min/max, a non-numeric column,
+        or an int sum that could overflow int64)."""
+        ki = _column_index(batch, self.key_selector.column)
+        vi = _column_index(batch, self.column)
+        if ki < 0 or vi < 0 or not len(batch):
+            return None
+        rb = batch.arrow()
+        col = rb.column(vi)
+        t = col.type
+        if col.null_count:
+            return None
+        if pa.types.is_integer(t):
+            if self.how == "sum":
+                lo, hi = pc.min_max(col).values()
+                if max(abs(lo.as_py()), abs(hi.as_py())) * len(col) >= _INT64_LIMIT:
+                    return None
+        elif pa.types.is_floating(t) and not pa.types.is_float16(t):
+            if self.how != "sum" and pc.any(pc.is_nan(col)).as_py():
+                return None  # Python's min/max with NaN depend on the order of the values
+        else:
+            return None
+        n = rb.num_rows
+        table = pa.Table.from_arrays([rb.column(ki), col, pa.array(np.arange(n, dtype=np.int64))],
+                                     names=["k", "v", "i"])
+        grouped = table.group_by("k", use_threads=False).aggregate([("v", self.how), ("i", "min")])
+        if grouped.num_rows == n:
+            return rb  # every key once: the batch is its own partial
+        first_rows = rb.take(grouped.column("i_min").combine_chunks())
+        return first_rows.set_column(vi, rb.schema.field(vi).with_type(grouped.column(1).type),
+                                     grouped.column(1).combine_chunks())
+
+
+class FieldAggregateOperator(StreamOperator):
+    """Each key's ``sum``/``min``/``max`` of ``column``, emitted once at end of input as the
+    key's first record with ``column`` set to the result (the keyed half of
+    ``sum/min/max(column, emit="final")``; its input may be raw records or the combiner's
+    partials). State is snapshotted per key group and cleared once emitted."""
+
+    keyed = True
+
+    def __init__(self, key_selector: KeySelector, column: str | int, how: FieldAggregation) -> None:
+        if how not in FIELD_AGGREGATIONS:
+            raise GraphError(f"field aggregation must be one of {FIELD_AGGREGATIONS}, got {how!r}")
+        if isinstance(column, bool) or not isinstance(column, (str, int)):
+            raise GraphError(f"{how}() expects a field name (str) or a tuple index (int), got {column!r}")
+        self.key_selector = key_selector
+        self.column = column
+        self.how = how
+        self.state = _FieldFold(column, how)
+        self._restored: list[Any] = []
+
+    def open(self, ctx: OperatorContext, output: Output) -> None:
+        super().open(ctx, output)
+        state = self.state
+        for snapshot in self._restored:
+            for kg, entries in (snapshot or {}).get("by_key_group", {}).items():
+                if kg in ctx.key_group_range:
+                    for k, (first, value) in entries.items():
+                        state.first[k] = first
+                        state.values[k] = value
+        self._restored = []
+
+    def process_batch(self, batch: Batch, input_index: int = 0) -> None:
+        state = self.state
+        ki = _column_index(batch, self.key_selector.column)
+        vi = _column_index(batch, self.column)
+        if ki < 0 or vi < 0:
+            state.fold_records(batch.records(), key_getter(self.key_selector))
+            return
+        # Arrow rows (the combiner's partials): keys and values as columns, records only for
+        # the keys seen for the first time
+        rb = batch.arrow()
+        keys = rb.column(ki).to_pylist()
+        new = state.fold(keys, rb.column(vi).to_pylist(), lambda i: arrow_to_records(rb.slice(i, 1))[0])
+        if new:
+            first = state.first
+            for i, r in zip(new, arrow_to_records(rb.take(pa.array(new, pa.int64())))):
+                first[keys[i]] = r
+
+    def end_input(self) -> None:
+        if self.state.values:
+            self.output.emit(Batch.of_records(self.state.results()))
+        self.state.clear()  # emitted: a restore from a later checkpoint must not emit it again
+
+    def snapshot_state(self, checkpoint_id: int) -> dict[str, dict[int, dict[Any, tuple[Any, Any]]]]:
+        values, first = self.state.values, self.state.first
+        keys = list(values)
+        out: dict[int, dict[Any, tuple[Any, Any]]] = {}
+        if keys:
+            for k, g in zip(keys, key_groups_of_keys(keys, self.ctx.max_parallelism).tolist()):
+                out.setdefault(g, {})[k] = (first[k], values[k])
+        return {"by_key_group": out}
+
+    def restore_state(self, states: list[Any]) -> None:
+        self._restored = list(states)
