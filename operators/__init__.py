@@ -2,8 +2,8 @@
 
 The library (``basic``, ``keyed``, ``functions``, ``time``, ``timers``, ``windows``,
 ``window_operator``, ``window_fast``, ``two_input``, ``join_operators``, ``sources``,
-``sinks``, ``testing``) holds operators and user-function contracts and knows nothing of the
-API. The API is graph building on top of it, its modules importing one way::
+``sinks``, ``redis_streams``, ``testing``) holds operators and user-function contracts and
+knows nothing of the API. The API is graph building on top of it, its modules importing one way::
 
     _environment_base   the job being built: graph, settings, engine.submit (the one door)
       <- _stream_base   StreamBase (a handle on a node), shared graph helpers
@@ -28,6 +28,7 @@ from .functions import (
 )
 from .join_operators import ProcessJoinFunction
 from .keyed import AggregateOperator, KeyedProcessOperator, ReduceOperator
+from .redis_streams import RedisStreamSink, RedisStreamSource
 from .sinks import CollectSink, FileSink, JsonLinesSink, ParquetSink, PrintSink
 from .sources import CollectionSource, GeneratorSource, ParquetSource, TextSource
 from .testing import OperatorHarness
@@ -75,6 +76,8 @@ __all__ = [
     "GeneratorSource",
     "ParquetSource",
     "TextSource",
+    "RedisStreamSource",
+    "RedisStreamSink",
     # event time
     "WatermarkStrategy",
     "OutputTag",
