@@ -555,8 +555,6 @@ class CheckpointStorage:
             CheckpointError: a savepoint already exists there (and not ``overwrite``), or
                 writing failed.
         """
-        if isinstance(target, tuple) or "://" in os.fspath(target) or os.path.isabs(os.path.expanduser(os.fspath(target))):
-            check_savepoint(target)  # before _savepoint_dir, which would create a missing directory
         storage, directory, shown = self._savepoint_dir(target)
         meta_path = posixpath.join(directory, METADATA_FILE)
         if storage._exists(meta_path):

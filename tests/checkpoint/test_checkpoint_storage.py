@@ -132,3 +132,25 @@ def test_bad_locations_and_job_ids(tmp_path):
         resolve_storage(tmp_path).write_state("a/b", 1, "x", b"")
     s = resolve_storage(tmp_path)
     assert resolve_storage(s) is s
+
+
+def test_check_savepoint_refuses_wrong_paths_and_writing_a_savepoint_still_works(tmp_path):
+    import pytest
+
+    from checkpoint.storage import CheckpointStorage, check_savepoint
+    from engine.errors import CheckpointError
+
+    storage = CheckpointStorage(str(tmp_path / "chk"))
+    target = str(tmp_path / "sp-new")
+    written = storage.write_savepoint(target, {"job": "x"}, {"op-0": b"state"})  # a new directory
+    check_savepoint(written)
+    metadata, reader = storage.read_savepoint(written)
+    assert metadata == {"job": "x"} and reader.read("op-0") == b"state"
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "empty").mkdir()
+    for bad, words in (("missing", "does not exist"), ("file", "is a file"), ("empty", "has no _metadata")):
+        with pytest.raises(CheckpointError, match=words):
+            check_savepoint(str(tmp_path / bad))
+    with pytest.raises(CheckpointError):
+        storage.read_savepoint(str(tmp_path / "missing"))
+    assert not (tmp_path / "missing").exists()  # reading creates nothing
