@@ -198,18 +198,27 @@ class TaskExecutor:
         thread.start()
         return await fut
 
+    def _live(self, key: tuple) -> Task | None:
+        """The hosted task ``key``, or None once its job released this executor (a
+        checkpoint message still on its way to a finished task is dropped)."""
+        host = self._hosted.get(key)
+        return host.task if host is not None else None
+
     async def trigger_checkpoint(self, key: tuple, checkpoint_id: int, timestamp_ms: int, savepoint: bool,
                                  stop: bool = False) -> None:
-        task = self._hosted[key].built_task()
-        task.post(lambda: task.trigger_checkpoint(Barrier(checkpoint_id, timestamp_ms, savepoint, stop)))
+        task = self._live(key)
+        if task is not None:
+            task.post(lambda: task.trigger_checkpoint(Barrier(checkpoint_id, timestamp_ms, savepoint, stop)))
 
     async def notify_checkpoint_complete(self, key: tuple, checkpoint_id: int) -> None:
-        task = self._hosted[key].built_task()
-        task.post(lambda: task.notify_checkpoint_complete(checkpoint_id))
+        task = self._live(key)
+        if task is not None:
+            task.post(lambda: task.notify_checkpoint_complete(checkpoint_id))
 
     async def notify_checkpoint_aborted(self, key: tuple, checkpoint_id: int) -> None:
-        task = self._hosted[key].built_task()
-        task.post(lambda: task.notify_checkpoint_aborted(checkpoint_id))
+        task = self._live(key)
+        if task is not None:
+            task.post(lambda: task.notify_checkpoint_aborted(checkpoint_id))
 
     async def cancel(self, key: tuple) -> None:
         host = self._hosted.get(key)
