@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generic, TypeVar
 
 from engine.errors import ConfigError
 
@@ -33,12 +33,25 @@ __all__ = [
     "AggregatingStateDescriptor",
 ]
 
-T = TypeVar("T")  # a state's value (element) type
-K = TypeVar("K")  # map state keys
-V = TypeVar("V")  # map state values
-IN = TypeVar("IN")
-ACC = TypeVar("ACC")
-OUT = TypeVar("OUT")
+# A state's value (element) type, map keys and values, an aggregation's input, accumulator
+# and result. A descriptor whose types say nothing (``ValueStateDescriptor("v")``) has Any
+# values: PEP 696 defaults, which typing.TypeVar takes from Python 3.13 on.
+if TYPE_CHECKING:
+    from typing_extensions import TypeVar as _TypeVarWithDefault
+
+    T = _TypeVarWithDefault("T", default=Any)
+    K = _TypeVarWithDefault("K", default=Any)
+    V = _TypeVarWithDefault("V", default=Any)
+    IN = _TypeVarWithDefault("IN", default=Any)
+    ACC = _TypeVarWithDefault("ACC", default=Any)
+    OUT = _TypeVarWithDefault("OUT", default=Any)
+else:
+    T = TypeVar("T")
+    K = TypeVar("K")
+    V = TypeVar("V")
+    IN = TypeVar("IN")
+    ACC = TypeVar("ACC")
+    OUT = TypeVar("OUT")
 
 _UPDATE_TYPES = ("on_create_and_write", "on_read_and_write")
 

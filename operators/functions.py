@@ -18,7 +18,7 @@ Example:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, Iterable, NoReturn, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Iterable, NoReturn, TypeVar, overload
 
 from engine.errors import ConfigError
 from engine.operator import OperatorContext
@@ -56,12 +56,27 @@ __all__ = [
     "BroadcastContext",
 ]
 
+# state types (get_state)
 T = TypeVar("T")
 K = TypeVar("K")
 V = TypeVar("V")
-IN = TypeVar("IN")
 ACC = TypeVar("ACC")
-OUT = TypeVar("OUT")
+# user functions (Flink's names): a keyed stream's key, input and output records
+# (unparameterized they are Any: PEP 696 defaults, which typing.TypeVar takes from Python 3.13)
+if TYPE_CHECKING:
+    from typing_extensions import TypeVar as _TypeVarWithDefault
+
+    KEY = _TypeVarWithDefault("KEY", default=Any)
+    IN = _TypeVarWithDefault("IN", default=Any)
+    IN1 = _TypeVarWithDefault("IN1", default=Any)
+    IN2 = _TypeVarWithDefault("IN2", default=Any)
+    OUT = _TypeVarWithDefault("OUT", default=Any)
+else:
+    KEY = TypeVar("KEY")
+    IN = TypeVar("IN")
+    IN1 = TypeVar("IN1")
+    IN2 = TypeVar("IN2")
+    OUT = TypeVar("OUT")
 
 
 class OutputTag:
@@ -168,22 +183,22 @@ class RuntimeContext:
     get_aggregating_state = get_state
 
 
-class ProcessContext:
+class ProcessContext(Generic[KEY]):
     """Per-record context of a process function: key, timestamp, timers, side outputs."""
 
     __slots__ = ("_key", "timestamp", "_timer_service", "_side")
 
     def __init__(self) -> None:
-        self._key: Any = None
+        self._key: Any = None  # set by the operator before each call (None until then)
         self.timestamp: int | None = None
-        self._timer_service: TimerService[Any] | None = None
+        self._timer_service: TimerService[KEY] | None = None
         self._side: dict[str, list[Any]] = {}
 
-    def get_current_key(self) -> Any:
+    def get_current_key(self) -> KEY:
         """The key of the record being processed."""
         return self._key
 
-    def timer_service(self) -> TimerService[Any] | None:
+    def timer_service(self) -> TimerService[KEY] | None:
         """Register/delete event-time and processing-time timers for the current key
         (a :class:`operators.timers.TimerService`; None on a non-keyed stream)."""
         return self._timer_service
@@ -197,7 +212,7 @@ class ProcessContext:
         return side
 
 
-class OnTimerContext(ProcessContext):
+class OnTimerContext(ProcessContext[KEY]):
     """The context of ``on_timer``: also says which clock fired (``time_domain()``)."""
 
     __slots__ = ("_domain",)
@@ -211,22 +226,23 @@ class OnTimerContext(ProcessContext):
         return self._domain
 
 
-class KeyedProcessFunction(ABC):
+class KeyedProcessFunction(ABC, Generic[KEY, IN, OUT]):
     """Processes the records of a keyed stream one at a time with per-key state and timers.
 
     ``process_element`` and ``on_timer`` yield (or return an iterable of) output records.
     ``ctx.timestamp`` is the record's event timestamp when the stream has a timestamp
-    assigner (``assign_timestamps_and_watermarks``), else None.
+    assigner (``assign_timestamps_and_watermarks``), else None. Parameterize it to type
+    the key, input and output records (``KeyedProcessFunction[str, dict, tuple]``).
     """
 
     def open(self, runtime_context: RuntimeContext) -> None:
         """Called once per subtask before any record; declare state here."""
 
     @abstractmethod
-    def process_element(self, value: Any, ctx: ProcessContext) -> Iterable[Any] | None:
+    def process_element(self, value: IN, ctx: ProcessContext[KEY]) -> Iterable[OUT] | None:
         """Process one record of the current key."""
 
-    def on_timer(self, timestamp: int, ctx: OnTimerContext) -> Iterable[Any] | None:
+    def on_timer(self, timestamp: int, ctx: OnTimerContext[KEY]) -> Iterable[OUT] | None:
         """A timer registered for the current key fired (``ctx.time_domain()`` says which)."""
         return None
 
@@ -234,7 +250,7 @@ class KeyedProcessFunction(ABC):
         """Called once at the end."""
 
 
-class CoProcessFunction(ABC):
+class CoProcessFunction(ABC, Generic[IN1, IN2, OUT]):
     """Processes two connected streams (``a.connect(b).process(fn)``); not keyed.
 
     Example:
@@ -247,27 +263,27 @@ class CoProcessFunction(ABC):
         """Called once per subtask before any record."""
 
     @abstractmethod
-    def process_element1(self, value: Any, ctx: ProcessContext) -> Iterable[Any] | None:
-        """A record of the first input."""
+    def process_element1(self, value: IN1, ctx: ProcessContext[Any]) -> Iterable[OUT] | None:
+        """A record of the first input (``ctx``'s key: the record's, when keyed)."""
 
     @abstractmethod
-    def process_element2(self, value: Any, ctx: ProcessContext) -> Iterable[Any] | None:
+    def process_element2(self, value: IN2, ctx: ProcessContext[Any]) -> Iterable[OUT] | None:
         """A record of the second input."""
 
     def close(self) -> None:
         """Called once at the end."""
 
 
-class KeyedCoProcessFunction(CoProcessFunction):
+class KeyedCoProcessFunction(CoProcessFunction[IN1, IN2, OUT], Generic[KEY, IN1, IN2, OUT]):
     """Two connected keyed streams (``a.connect(b).key_by(ka, kb).process(fn)``) with
     shared per-key state and timers."""
 
-    def on_timer(self, timestamp: int, ctx: OnTimerContext) -> Iterable[Any] | None:
+    def on_timer(self, timestamp: int, ctx: OnTimerContext[KEY]) -> Iterable[OUT] | None:
         """A timer registered for the current key fired."""
         return None
 
 
-class BroadcastContext(ProcessContext):
+class BroadcastContext(ProcessContext[Any]):
     """Context of a :class:`BroadcastProcessFunction`: gives access to broadcast state."""
 
     __slots__ = ("_states", "_writable")
@@ -303,7 +319,7 @@ class _ReadOnlyDict(dict[Any, Any]):
     __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = _deny
 
 
-class BroadcastProcessFunction(ABC):
+class BroadcastProcessFunction(ABC, Generic[IN1, IN2, OUT]):
     """Connects a stream with a broadcast stream (``a.connect(b.broadcast(desc)).process(fn)``).
 
     Every parallel instance receives every broadcast element and keeps the same broadcast
@@ -323,11 +339,11 @@ class BroadcastProcessFunction(ABC):
         """Called once per subtask before any record."""
 
     @abstractmethod
-    def process_element(self, value: Any, ctx: BroadcastContext) -> Iterable[Any] | None:
+    def process_element(self, value: IN1, ctx: BroadcastContext) -> Iterable[OUT] | None:
         """A record of the non-broadcast input (broadcast state read-only)."""
 
     @abstractmethod
-    def process_broadcast_element(self, value: Any, ctx: BroadcastContext) -> Iterable[Any] | None:
+    def process_broadcast_element(self, value: IN2, ctx: BroadcastContext) -> Iterable[OUT] | None:
         """A record of the broadcast input (broadcast state writable)."""
 
     def close(self) -> None:

@@ -139,7 +139,7 @@ class WindowOperator(StreamOperator):
         assigner: WindowAssigner,
         kind: str,
         fn: Callable[[Any, Any], Any] | AggregateFunction[Any, Any, Any] | None = None,
-        window_function: ProcessWindowFunction[Any] | None = None,
+        window_function: ProcessWindowFunction | None = None,
         trigger: Trigger | None = None,
         allowed_lateness: int = 0,
         late_tag: str | None = None,

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from enum import Enum
-from typing import Any, Generic, Iterable, NamedTuple, Protocol, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Iterable, NamedTuple, Protocol, Sequence, TypeVar
 
 from engine.errors import ConfigError
 from engine.operator import OperatorContext
 
-from .functions import OutputTag, RuntimeContext, tag_name
+from .functions import IN, KEY, OUT, OutputTag, RuntimeContext, tag_name
 from .timers import InternalTimerService
 
 __all__ = [
@@ -61,8 +61,13 @@ class Window(Protocol):
         ...
 
 
-#: the window type a window function or trigger works with (the assigner's)
-W = TypeVar("W", bound=Window)
+# the window type a window function works with (the assigner's; Any when not given: PEP 696)
+if TYPE_CHECKING:
+    from typing_extensions import TypeVar as _TypeVarWithDefault
+
+    W = _TypeVarWithDefault("W", bound=Window, default=Any)
+else:
+    W = TypeVar("W", bound=Window)
 
 
 class TimeWindow(NamedTuple):
@@ -534,13 +539,13 @@ class WindowContext(Generic[W]):
         self._side.setdefault(tag_name(tag), []).append(value)
 
 
-class ProcessWindowFunction(ABC, Generic[W]):
+class ProcessWindowFunction(ABC, Generic[IN, OUT, KEY, W]):
     """Evaluates a whole window: ``process(key, context, elements)`` yields results.
 
     ``elements`` are the window's records, or the single pre-aggregated value when used
     with ``reduce(fn, window_function=...)`` / ``aggregate(agg, window_function=...)``.
-    Parameterize it with the assigner's window type to type ``context.window``
-    (``ProcessWindowFunction[TimeWindow]``).
+    Parameterize it to type the records, the key and ``context.window`` (Flink's order:
+    ``ProcessWindowFunction[dict, tuple, str, TimeWindow]``).
 
     Example:
         >>> class CountWithWindow(ProcessWindowFunction):
@@ -552,7 +557,7 @@ class ProcessWindowFunction(ABC, Generic[W]):
         """Called once per subtask."""
 
     @abstractmethod
-    def process(self, key: Any, context: WindowContext[W], elements: Iterable[Any]) -> Iterable[Any] | None:
+    def process(self, key: KEY, context: WindowContext[W], elements: Iterable[IN]) -> Iterable[OUT] | None:
         """Evaluate one window of one key."""
 
     def close(self) -> None:
