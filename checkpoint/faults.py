@@ -71,7 +71,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeVar
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -86,6 +86,8 @@ __all__ = [
     "faulty_filesystem",
     "read_fault_log",
 ]
+
+R = TypeVar("R")  # what a wrapped filesystem call returns
 
 #: the operation names a :class:`FaultRule` can target ("*": all of them)
 FAULT_OPS = frozenset(
@@ -227,12 +229,12 @@ def classify_write(path: str) -> str:
 class _FailOnClose:
     """A writable file object that closes the real stream, then raises (``after=True``)."""
 
-    def __init__(self, inner: Any, error: InjectedFault) -> None:
+    def __init__(self, inner: pa.NativeFile, error: InjectedFault) -> None:
         self._inner = inner
         self._error = error
         self.closed = False
 
-    def write(self, data: Any) -> int:
+    def write(self, data: bytes | bytearray | memoryview) -> int:
         return self._inner.write(data)
 
     def flush(self) -> None:
@@ -301,7 +303,7 @@ class FaultInjectingHandler(pafs.FileSystemHandler):
         self._fired: Counter[int] = Counter()
         self._counts: Counter[str] = Counter()
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[type[FaultInjectingHandler], tuple[object, ...]]:
         return (type(self), (self._inner, self._rules, self._seed, self._log_path, self._sleep))
 
     def __eq__(self, other: object) -> bool:
@@ -386,7 +388,7 @@ class FaultInjectingHandler(pafs.FileSystemHandler):
                 self._log(op, shown, "fail", index, 0.0)
         return delay, error, after
 
-    def _log(self, op: str, path: Any, action: str, rule: int, seconds: float) -> None:
+    def _log(self, op: str, path: str | list[str], action: str, rule: int, seconds: float) -> None:
         if self._log_path is None:
             return
         line = json.dumps(
@@ -407,7 +409,7 @@ class FaultInjectingHandler(pafs.FileSystemHandler):
         finally:
             os.close(fd)
 
-    def _run(self, op: str, paths: Sequence[str], call: Any) -> Any:
+    def _run(self, op: str, paths: Sequence[str], call: Callable[[], R]) -> R:
         delay, error, after = self._decide(op, paths)
         if delay:
             (self._sleep or time.sleep)(delay)
@@ -465,17 +467,17 @@ class FaultInjectingHandler(pafs.FileSystemHandler):
     def open_input_file(self, path: str) -> pa.NativeFile:
         return self._run("read", [path], lambda: self._inner.open_input_file(path))
 
-    def open_output_stream(self, path: str, metadata: Any) -> pa.NativeFile:
+    def open_output_stream(self, path: str, metadata: dict[str, str] | None) -> pa.NativeFile:
         return self._open_writer(
             path, lambda: self._inner.open_output_stream(path, metadata=metadata)
         )
 
-    def open_append_stream(self, path: str, metadata: Any) -> pa.NativeFile:
+    def open_append_stream(self, path: str, metadata: dict[str, str] | None) -> pa.NativeFile:
         return self._open_writer(
             path, lambda: self._inner.open_append_stream(path, metadata=metadata)
         )
 
-    def _open_writer(self, path: str, open_: Any) -> pa.NativeFile:
+    def _open_writer(self, path: str, open_: Callable[[], pa.NativeFile]) -> pa.NativeFile:
         op = classify_write(path)
         delay, error, after = self._decide(op, [path])
         if delay:
