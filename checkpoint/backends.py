@@ -13,15 +13,15 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 from engine.keygroups import KeyGroupRange
 from engine.operator import OperatorContext
 
-from .coordinator import CheckpointConfig, CheckpointCoordinator, build_restore_plan
+from .coordinator import CheckpointConfig, CheckpointCoordinator, Ref, build_restore_plan
 from .heap import HeapKeyedStateBackend
 from .snapshot import KeyedStateSnapshot, deserialize_keyed_snapshot, serialize_keyed_snapshot
-from .storage import CheckpointStorage, resolve_storage
+from .storage import CheckpointStorage, Location, resolve_storage
 
 __all__ = ["HeapStateBackend"]
 
@@ -42,11 +42,11 @@ class HeapStateBackend:
                            tasks: list[tuple[int, int]]) -> CheckpointCoordinator:
         return CheckpointCoordinator(config, job_id, tasks)
 
-    def restore_plan(self, metadata: dict, read: Callable[[Any], bytes], vertices: list[dict], max_parallelism: int,
+    def restore_plan(self, metadata: dict, read: Callable[[Ref], bytes], vertices: list[dict], max_parallelism: int,
                      allow_non_restored_state: bool = True) -> tuple[dict, dict[str, list]]:
         return build_restore_plan(metadata, read, vertices, max_parallelism, allow_non_restored_state)
 
-    def open_storage(self, location: Any) -> CheckpointStorage:
+    def open_storage(self, location: CheckpointStorage | Location) -> CheckpointStorage:
         return resolve_storage(location)
 
     def __repr__(self) -> str:
