@@ -384,8 +384,30 @@ def build_entrypoint(args: argparse.Namespace) -> tuple[str, dict]:
         runtime_env.setdefault("working_dir", str(Path(working_dir).resolve()))
     words = ["python", "-m", "jobs.cli", "run", job, "--address", "auto", *_execute_options(args)]
     if args.job_args:
-        words += ["--", *args.job_args]
+        words += ["--", *_travelling_args(args.job_args, runtime_env.get("working_dir"))]
     return shlex.join(words), runtime_env
+
+
+def _travelling_args(job_args: list[str], working_dir: str | None) -> list[str]:
+    """Job arguments naming local files or folders, rewritten relative to the working dir that
+    Ray uploads (the job runs there on the cluster); one outside it fails before submission."""
+    out = []
+    for arg in job_args:
+        path = Path(arg).expanduser()
+        if arg.startswith("-") or "://" in arg or not path.exists():
+            out.append(arg)
+            continue
+        resolved = path.resolve()
+        base = Path(working_dir).resolve() if working_dir else None
+        if base is not None and (resolved == base or base in resolved.parents):
+            out.append(resolved.relative_to(base).as_posix() or ".")
+            continue
+        where = f"the working dir {str(base)!r}" if base is not None else "no working dir"
+        raise CliError(
+            f"job argument {arg!r} is a local path ({str(resolved)!r}) outside {where}, so it would not travel "
+            "with the job; pass --working-dir with a folder holding the job and its files (e.g. --working-dir .)"
+        )
+    return out
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -753,6 +775,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.limit = 100
     if getattr(args, "progress", False) is None:
         args.progress = sys.stderr.isatty()
+    ray_module = sys.modules.get("ray")
+    connected_before = ray_module is not None and ray_module.is_initialized()
     try:
         return int(args.fn(args) or 0)
     except CliError as exc:
@@ -768,7 +792,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return EXIT_OK
     finally:
-        _shutdown_ray()
+        if not connected_before:  # (called in a process already connected, e.g. a notebook: keep it)
+            _shutdown_ray()
 
 
 def _shutdown_ray() -> None:

@@ -97,15 +97,19 @@ def build(env: rs.StreamEnvironment, args: argparse.Namespace) -> rs.DataStream:
     return sf.egress_stream(GREETS)
 
 
-def main(argv: list[str] | None = None) -> list[str]:
-    args = parse_args(argv)
-    env = rs.StreamEnvironment(parallelism=args.parallelism, flush_ms=5)
-    greetings = build(env, args).execute_and_collect("greeter")
+def report(greetings: list[str], args: argparse.Namespace) -> list[str]:
+    """Print the first greetings (``python -m jobs.greeter`` and ``raystream run`` alike)."""
     for line in greetings[:20]:
         print(line)
     if len(greetings) > 20:
         print(f"... {len(greetings)} greetings in all")
     return greetings
+
+
+def main(argv: list[str] | None = None) -> list[str]:
+    args = parse_args(argv)
+    env = rs.StreamEnvironment(parallelism=args.parallelism, flush_ms=5)
+    return report(build(env, args).execute_and_collect("greeter"), args)
 
 
 if __name__ == "__main__":

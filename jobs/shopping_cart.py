@@ -179,14 +179,19 @@ def build(env: rs.StreamEnvironment, args: argparse.Namespace) -> rs.DataStream:
     return sf.egress_stream(RECEIPTS, value_type=Receipt)
 
 
-def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    args = parse_args(argv)
-    env = rs.StreamEnvironment(parallelism=args.parallelism, flush_ms=5)
-    receipts = sorted(build(env, args).execute_and_collect("shopping_cart"), key=lambda r: r["user"])
+def report(receipts: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Print each user's receipt (``python -m jobs.shopping_cart`` and ``raystream run`` alike)."""
+    receipts = sorted(receipts, key=lambda r: r["user"])
     for receipt in receipts:
         items = ", ".join(f"{n} x {item}" for item, n in receipt["items"].items()) or "(empty)"
         print(f"{receipt['user']}: {items}")
     return receipts
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    args = parse_args(argv)
+    env = rs.StreamEnvironment(parallelism=args.parallelism, flush_ms=5)
+    return report(build(env, args).execute_and_collect("shopping_cart"), args)
 
 
 if __name__ == "__main__":

@@ -80,10 +80,9 @@ def final_counts(updates: list[tuple[str, int]]) -> dict[str, int]:
     return out
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    env = rs.StreamEnvironment(parallelism=args.parallelism)
-    counts = final_counts(build(env, args).execute_and_collect("wordcount"))
+def report(updates: list[tuple[str, int]], args: argparse.Namespace) -> dict[str, int]:
+    """Print the most frequent words (``python -m jobs.wordcount`` and ``raystream run`` alike)."""
+    counts = final_counts(updates)
     top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[: args.top]
     width = max((len(w) for w, _ in top), default=4)
     print(f"{'word':<{width}}  count")
@@ -91,6 +90,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"{word:<{width}}  {n}")
     print(f"{len(counts)} distinct words, {sum(counts.values())} words in all")
     return counts
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    env = rs.StreamEnvironment(parallelism=args.parallelism)
+    return report(build(env, args).execute_and_collect("wordcount"), args)
 
 
 if __name__ == "__main__":

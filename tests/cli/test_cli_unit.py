@@ -164,6 +164,7 @@ def test_python_dash_m_jobs_cli_and_console_script_help():
 def test_from_savepoint_to_a_wrong_path_is_a_setup_error_before_ray_starts(tmp_path, capsys):
     import ray
 
+    connected = ray.is_initialized()
     missing = tmp_path / "no-such-savepoint"
     a_file = tmp_path / "a-file"
     a_file.write_text("not a savepoint")
@@ -174,7 +175,7 @@ def test_from_savepoint_to_a_wrong_path_is_a_setup_error_before_ray_starts(tmp_p
         err = capsys.readouterr().err
         assert "--from-savepoint" in err and words in err and "Traceback" not in err, err
     assert not missing.exists()  # nothing was created
-    assert not ray.is_initialized()
+    assert ray.is_initialized() == connected  # the CLI did not start (or stop) Ray for it
 
 
 def test_a_closed_pipe_ends_quietly(monkeypatch, capsys):
@@ -197,3 +198,19 @@ def test_checkpoint_summary_is_one_readable_line():
                                "last": {"id": 13, "status": "COMPLETED", "duration_s": 0.21, "bytes": 3 * 1024 * 1024}})
     assert line == "12 completed, 1 aborted; last: #13 completed in 0.21 s (3.0 MiB); in progress: #14"
     assert checkpoint_summary(None) == "off"
+
+
+def test_files_named_in_job_args_travel_with_the_job_or_fail_before_submission(tmp_path, monkeypatch):
+    (tmp_path / "jobs").mkdir()
+    job = write(tmp_path / "jobs" / "count.py", "def build(env, args):\n    return None\n")
+    book = write(tmp_path / "book.txt", "to be or not to be\n")
+    monkeypatch.chdir(tmp_path)
+    # the job's folder travels by default: a file beside it is outside, said before submitting
+    with pytest.raises(CliError, match="--working-dir") as err:
+        build_entrypoint(_submit_args(job="jobs/count.py", job_args=["book.txt"]))
+    assert "book.txt" in str(err.value)
+    # with the folder holding both, the argument is rewritten relative to what travels
+    entry, renv = build_entrypoint(_submit_args(job="jobs/count.py", extra=["--working-dir", "."],
+                                                job_args=["book.txt", "--top", "3"]))
+    assert entry == "python -m jobs.cli run jobs/count.py --address auto -- book.txt --top 3"
+    assert renv["working_dir"] == str(tmp_path.resolve()) and book.exists() and job.exists()
