@@ -33,6 +33,7 @@ from .executor import TaskExecutor
 from .executors import Executor, ExecutorLost
 from .graph import JobGraph
 from .master import JobMaster
+from .observability import NullMetricsBackend
 from .state_backend import default_state_backend
 
 __all__ = ["LocalExecutorRuntime", "run_in_process"]
@@ -187,7 +188,7 @@ def run_in_process(graph: JobGraph, config: JobConfig, timeout_s: float | None =
         config.state_backend = default_state_backend()
     config.reuse_workers = False  # executors live and die with the job here
     runtime = LocalExecutorRuntime()
-    master = JobMaster(runtime, metrics_backend=_NoMetrics())
+    master = JobMaster(runtime, metrics_backend=NullMetricsBackend())
     runtime.master = master
 
     async def main() -> dict:
@@ -201,21 +202,3 @@ def run_in_process(graph: JobGraph, config: JobConfig, timeout_s: float | None =
             await runtime.join_tasks()
 
     return asyncio.run(main())
-
-
-class _NoMetrics:
-    """A metrics backend that records nothing (no Ray metrics in process)."""
-
-    def gauge(self, *args: Any, **kwargs: Any) -> Any:
-        return _Noop()
-
-    def counter(self, *args: Any, **kwargs: Any) -> Any:
-        return _Noop()
-
-
-class _Noop:
-    def set(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def inc(self, *args: Any, **kwargs: Any) -> None:
-        pass

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from .graph import JobGraph
 
 __all__ = [
+    "NullMetricsBackend",
     "OperatorRow",
     "operator_table",
     "format_progress_line",
@@ -228,6 +229,25 @@ class _MetricBackend(Protocol):
     def gauge(self, name: str, description: str, tag_keys: tuple[str, ...]) -> _Gauge: ...
 
     def counter(self, name: str, description: str, tag_keys: tuple[str, ...]) -> _Counter: ...
+
+
+class NullMetricsBackend:
+    """A metrics backend that records nothing (in-process runs and tests have no Ray metrics
+    agent). Pass it as ``MetricsExporter(..., backend=NullMetricsBackend())``."""
+
+    def gauge(self, name: str, description: str, tag_keys: tuple[str, ...]) -> _NullMetric:
+        return _NullMetric()
+
+    def counter(self, name: str, description: str, tag_keys: tuple[str, ...]) -> _NullMetric:
+        return _NullMetric()
+
+
+class _NullMetric:
+    def set(self, value: float, tags: dict[str, str] | None = None) -> None:
+        pass
+
+    def inc(self, value: float = 1.0, tags: dict[str, str] | None = None) -> None:
+        pass
 
 
 class _RayBackend:

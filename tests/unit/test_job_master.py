@@ -15,6 +15,7 @@ from checkpoint.coordinator import CheckpointConfig
 from engine.config import JobConfig
 from engine.executors import Executor, ExecutorLost
 from engine.master import JobMaster
+from engine.observability import NullMetricsBackend
 from engine.task import TaskResult, TaskSpec
 
 
@@ -191,27 +192,11 @@ def run_job(tmp_path, script: Script, recover: bool = False, leftovers: int = 0)
     runtime = FakeRuntime(script)
     script.runtime = runtime
     runtime.leftovers = [FakeExecutor(runtime, f"old-{i}") for i in range(leftovers)]
-    master = JobMaster(runtime, metrics_backend=_NoMetrics())
+    master = JobMaster(runtime, metrics_backend=NullMetricsBackend())
     runtime.master = master
     graph, config = graph_and_config(tmp_path)
     result = asyncio.run(asyncio.wait_for(master.run(graph, config, "job-1", None, recover), 60))
     return result, runtime, master
-
-
-class _NoMetrics:
-    def gauge(self, *args: Any, **kwargs: Any) -> Any:
-        return _Noop()
-
-    def counter(self, *args: Any, **kwargs: Any) -> Any:
-        return _Noop()
-
-
-class _Noop:
-    def set(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def inc(self, *args: Any, **kwargs: Any) -> None:
-        pass
 
 
 def tags(result: dict) -> list[str]:
