@@ -123,7 +123,9 @@ def stateless_batch(path: str, parallelism: int = PARALLELISM) -> tuple[int, int
 
 # ----------------------------------------------------------------------------- keyed_sum
 def _add(acc: Any, r: Any) -> Any:
-    return {"key": acc["key"], "value": acc["value"] + r["value"]}
+    # a reduce returns a record of its input's type (Flink's ReduceFunction: T x T -> T): the
+    # combiner's partials are then uniform dict rows and cross the shuffle as typed Arrow
+    return {"key": acc["key"], "value": acc["value"] + r["value"], "ts": acc["ts"]}
 
 
 def keyed_sum_record(path: str, parallelism: int = PARALLELISM) -> list[tuple]:
