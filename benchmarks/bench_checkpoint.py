@@ -82,7 +82,7 @@ def recovery_time(chk_dir: str) -> float:
 
 def big_state_checkpoint(keys: int, chk_dir: str) -> dict:
     """Duration and size of one checkpoint of ``keys`` ValueStates (heap backend)."""
-    from checkpoint import ValueStateDescriptor
+    from raystream.checkpoint import ValueStateDescriptor
 
     class Store(rs.KeyedProcessFunction):
         def open(self, ctx):

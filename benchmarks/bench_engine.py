@@ -164,8 +164,8 @@ def _p1(fn):
 # ----------------------------------------------------------------------------- window
 def _windowed(path: str, parallelism: int) -> tuple[rs.StreamEnvironment, Any]:
     from benchmarks.baselines import WINDOW_MS
-    from operators.time import WatermarkStrategy
-    from operators.windows import TumblingEventTimeWindows
+    from raystream.operators.time import WatermarkStrategy
+    from raystream.operators.windows import TumblingEventTimeWindows
 
     env = _env(parallelism)
     strategy = WatermarkStrategy.for_monotonous_timestamps().with_timestamp_column("ts")

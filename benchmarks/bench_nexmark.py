@@ -3,7 +3,7 @@
 For each query, in the same run and over the same events (``nexmark_event(i)`` for i in
 range(N), the project's generator):
 
-* ``python``: :func:`jobs.nexmark.reference` over the events generated on the fly, one dict
+* ``python``: :func:`raystream.jobs.nexmark.reference` over the events generated on the fly, one dict
   per event -- what a user would write by hand;
 * ``arrow``: the same query vectorized with pyarrow/numpy (:func:`arrow_query`) over
   8192-row batches: each batch's events are generated with ``nexmark_event(i)`` as for
@@ -59,8 +59,8 @@ import pyarrow.compute as pc
 
 import raystream as rs
 from benchmarks import harness
-from jobs import nexmark
-from jobs.nexmark import BID, PERSON, nexmark_event
+from raystream.jobs import nexmark
+from raystream.jobs.nexmark import BID, PERSON, nexmark_event
 
 __all__ = [
     "BATCH_SIZE",
@@ -428,7 +428,9 @@ def _warm_up(args: argparse.Namespace, parallelism: int) -> float:
 
 
 def _pool_stats() -> str:
-    from engine.pool import WorkerPool  # report only: how many actors the jobs had to start
+    from raystream.engine.pool import (
+        WorkerPool,  # report only: how many actors the jobs had to start
+    )
 
     pool = WorkerPool.existing()
     if pool is None:

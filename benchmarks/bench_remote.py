@@ -69,7 +69,7 @@ def _serve(port: int) -> None:
 
 
 def _start_server() -> tuple[subprocess.Popen, int]:
-    from statefun_api.testing import free_port
+    from raystream.statefun_api.testing import free_port
 
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "benchmarks.bench_remote", "--serve", str(port)])
@@ -105,9 +105,9 @@ def reference(keys: list[str]) -> list[str]:
 def run_remote(keys: list[str], url: str, max_num_batch_requests: int, batch: int) -> tuple[list[str], dict[str, int]]:
     """Send every message through an in-process dispatcher to the remote counter; returns
     (sorted egress, dispatcher counters)."""
-    from statefun_api import StatefulFunctions, message_builder
-    from statefun_api.endpoints import remote_endpoint
-    from statefun_api.local import LocalDispatchers
+    from raystream.statefun_api import StatefulFunctions, message_builder
+    from raystream.statefun_api.endpoints import remote_endpoint
+    from raystream.statefun_api.local import LocalDispatchers
 
     ep = remote_endpoint("bench/*", url, max_num_batch_requests=max_num_batch_requests)
     msgs = [message_builder(TYPENAME, k, int_value=1) for k in keys]

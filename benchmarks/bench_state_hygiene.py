@@ -24,12 +24,12 @@ import argparse
 import time
 from datetime import timedelta
 
-from checkpoint import HeapKeyedStateBackend, StateTtlConfig, ValueStateDescriptor
-from engine.config import TaskConfig
-from engine.keygroups import KeyGroupRange
-from engine.operator import ManualClock
-from engine.task import Task, TaskSpec
-from operators.timers import InternalTimerService
+from raystream.checkpoint import HeapKeyedStateBackend, StateTtlConfig, ValueStateDescriptor
+from raystream.engine.config import TaskConfig
+from raystream.engine.keygroups import KeyGroupRange
+from raystream.engine.operator import ManualClock
+from raystream.engine.task import Task, TaskSpec
+from raystream.operators.timers import InternalTimerService
 
 HOUR = 3_600_000
 Row = tuple[str, int, int, float]  # (structure, entries after churn, live, seconds)
@@ -96,8 +96,8 @@ def ttl(n: int) -> list[Row]:
 
 
 def delayed(n: int) -> list[Row]:
-    from statefun_api import StatefulFunctions, message_builder
-    from statefun_api.local import LocalDispatchers
+    from raystream.statefun_api import StatefulFunctions, message_builder
+    from raystream.statefun_api.local import LocalDispatchers
 
     functions = StatefulFunctions()
 

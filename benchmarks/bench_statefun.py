@@ -74,7 +74,7 @@ def python_counter(keys: list[str]) -> tuple[list[str], int]:
 
 def make_functions() -> Any:
     """The counter as a stateful function."""
-    from statefun_api import (
+    from raystream.statefun_api import (
         IntType,
         StatefulFunctions,
         StringType,
@@ -104,7 +104,7 @@ def _message(key: str) -> Any:
 def _builder() -> Any:
     global _MESSAGE_BUILDER
     if _MESSAGE_BUILDER is None:
-        from statefun_api import message_builder
+        from raystream.statefun_api import message_builder
 
         _MESSAGE_BUILDER = message_builder
     return _MESSAGE_BUILDER
@@ -115,7 +115,7 @@ _MESSAGE_BUILDER: Any = None
 
 def dispatcher_counter(keys: list[str], parallelism: int) -> tuple[list[str], dict[str, int]]:
     """The FunctionDispatcher in-process; returns (sorted egress, counters)."""
-    from statefun_api.local import LocalDispatchers
+    from raystream.statefun_api.local import LocalDispatchers
 
     run = LocalDispatchers(make_functions(), parallelism=parallelism, egresses=[EGRESS])
     msgs = [_message(k) for k in keys]
@@ -127,8 +127,8 @@ def dispatcher_counter(keys: list[str], parallelism: int) -> tuple[list[str], di
 def ray_counter(keys: list[str], parallelism: int) -> tuple[list[str], float]:
     """The StatefulFunctionsJob on Ray; returns (sorted egress, job duration in s)."""
     import raystream as rs
-    from operators.sinks import CollectSink, collected_records
-    from statefun_api.job import StatefulFunctionsJob
+    from raystream.operators.sinks import CollectSink, collected_records
+    from raystream.statefun_api.job import StatefulFunctionsJob
 
     env = rs.StreamEnvironment(parallelism=parallelism, flush_ms=5)
     sf = StatefulFunctionsJob(env, make_functions(), name="counter")

@@ -19,13 +19,13 @@ from __future__ import annotations
 from typing import Any
 
 from benchmarks import baselines, harness
-from checkpoint import AggregateFunction
-from engine.partitioners import KeySelector
-from operators.testing import OperatorHarness
-from operators.time import TimestampAssigner
-from operators.window_fast import VectorWindowAggregateOperator
-from operators.window_operator import AGGREGATE, REDUCE, WindowOperator
-from operators.windows import ProcessWindowFunction, TumblingEventTimeWindows
+from raystream.checkpoint import AggregateFunction
+from raystream.engine.partitioners import KeySelector
+from raystream.operators.testing import OperatorHarness
+from raystream.operators.time import TimestampAssigner
+from raystream.operators.window_fast import VectorWindowAggregateOperator
+from raystream.operators.window_operator import AGGREGATE, REDUCE, WindowOperator
+from raystream.operators.windows import ProcessWindowFunction, TumblingEventTimeWindows
 
 __all__ = ["window_vectorized", "window_record", "window_record_reduce"]
 

@@ -48,9 +48,9 @@ from typing import Any
 import pyarrow.fs as pafs
 
 import raystream as rs
-from checkpoint.faults import FaultRule, faulty_filesystem, read_fault_log
-from engine.errors import RaystreamError
-from operators.sinks import JsonLinesSink, collected_records
+from raystream.checkpoint.faults import FaultRule, faulty_filesystem, read_fault_log
+from raystream.engine.errors import RaystreamError
+from raystream.operators.sinks import JsonLinesSink, collected_records
 
 __all__ = [
     "STORAGE_FAULTS",

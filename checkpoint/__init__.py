@@ -6,7 +6,7 @@ at barriers, serializes the snapshots and writes them through a :class:`Checkpoi
 
 Example:
     >>> import tempfile
-    >>> from engine.keygroups import KeyGroupRange
+    >>> from raystream.engine.keygroups import KeyGroupRange
     >>> backend = HeapKeyedStateBackend(KeyGroupRange(0, 127), 128)
     >>> count = backend.get_state(ValueStateDescriptor("count", default=0))
     >>> backend.set_current_key("a"); count.update(count.value() + 1)
@@ -22,7 +22,7 @@ Example:
 
 from __future__ import annotations
 
-from engine.state_backend import register_default_state_backend
+from raystream.engine.state_backend import register_default_state_backend
 
 from .backend import KeyedStateBackend
 from .backends import HeapStateBackend

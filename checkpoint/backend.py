@@ -24,7 +24,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, Iterator, TypeVar, overload
 
-from engine.keygroups import KeyGroupRange
+from raystream.engine.keygroups import KeyGroupRange
 
 from .descriptors import (
     AggregatingStateDescriptor,

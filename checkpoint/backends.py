@@ -4,8 +4,8 @@ Implements the engine's :class:`engine.state_backend.StateBackend` contract and 
 itself as the default when ``checkpoint`` is imported.
 
 Example:
-    >>> from engine.keygroups import KeyGroupRange
-    >>> from engine.operator import OperatorContext
+    >>> from raystream.engine.keygroups import KeyGroupRange
+    >>> from raystream.engine.operator import OperatorContext
     >>> ctx = OperatorContext("sum", "sum", "sum (1/1)", 0, 1, 128, KeyGroupRange(0, 127))
     >>> type(HeapStateBackend().create_keyed_backend(ctx)).__name__
     'HeapKeyedStateBackend'
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from engine.keygroups import KeyGroupRange
-from engine.operator import OperatorContext
+from raystream.engine.keygroups import KeyGroupRange
+from raystream.engine.operator import OperatorContext
 
 from .coordinator import CheckpointConfig, CheckpointCoordinator, Ref, build_restore_plan
 from .heap import HeapKeyedStateBackend

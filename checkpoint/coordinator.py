@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
-from engine.errors import CheckpointError, ConfigError
+from raystream.engine.errors import CheckpointError, ConfigError
 
 from .serde import loads
 from .storage import CheckpointStorage, resolve_storage

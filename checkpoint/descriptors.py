@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generic, TypeVar
 
-from engine.errors import ConfigError
+from raystream.engine.errors import ConfigError
 
 from .ttl import DEFAULT_CLEANUP_SIZE
 

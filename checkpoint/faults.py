@@ -45,7 +45,7 @@ Injected faults are counted per process (:meth:`FaultInjectingHandler.counts`); 
 
 Example:
     >>> import tempfile, pyarrow.fs as pafs
-    >>> from checkpoint import CheckpointStorage
+    >>> from raystream.checkpoint import CheckpointStorage
     >>> fs = faulty_filesystem(rules=[FaultRule("create_dir", path_glob="*/chk-2", fail=True)])
     >>> storage = CheckpointStorage((fs, tempfile.mkdtemp()))
     >>> storage.write_state("job", 1, "op-0", b"ok").path
@@ -53,7 +53,7 @@ Example:
     >>> storage.write_state("job", 2, "op-0", b"lost")
     Traceback (most recent call last):
     ...
-    engine.errors.CheckpointError: cannot create checkpoint directory ...
+    raystream.engine.errors.CheckpointError: cannot create checkpoint directory ...
     >>> fs.handler.counts()
     {'create_dir:fail': 1}
 """
@@ -76,7 +76,7 @@ from typing import TypeVar
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from engine.errors import ConfigError
+from raystream.engine.errors import ConfigError
 
 __all__ = [
     "FAULT_OPS",
@@ -132,7 +132,7 @@ class FaultRule:
         >>> FaultRule("rename")
         Traceback (most recent call last):
         ...
-        engine.errors.ConfigError: FaultRule op must be one of [...], got 'rename'
+        raystream.engine.errors.ConfigError: FaultRule op must be one of [...], got 'rename'
     """
 
     op: str
@@ -274,7 +274,7 @@ class FaultInjectingHandler(pafs.FileSystemHandler):
         >>> fs.move(f"{d}/a", f"{d}/b")
         Traceback (most recent call last):
         ...
-        checkpoint.faults.InjectedFault: injected fault: move ... (rule 0)
+        raystream.checkpoint.faults.InjectedFault: injected fault: move ... (rule 0)
         >>> fs.move(f"{d}/a", f"{d}/b")  # times=1: only the first move fails
         >>> h.counts()
         {'move:fail': 1}

@@ -38,7 +38,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Sequence
 
-from engine.errors import CheckpointError
+from raystream.engine.errors import CheckpointError
 
 __all__ = [
     "MAGIC",
@@ -178,7 +178,7 @@ def verify_blob_signature(data: bytes | memoryview, key: bytes, name: str | None
         >>> verify_blob_signature(encode_blob("state", b"x"), b"k")
         Traceback (most recent call last):
         ...
-        engine.errors.CheckpointError: checkpoint file is not signed, but a checkpoint secret is set...
+        raystream.engine.errors.CheckpointError: checkpoint file is not signed, but a checkpoint secret is set...
     """
     where = _where(name)
     header = read_blob_header(data, name)

@@ -17,8 +17,8 @@ few more of its entries, and :meth:`HeapKeyedStateBackend.cleanup`, called by th
 mailbox loop, sweeps all TTL states in the background (see :mod:`checkpoint.ttl`).
 
 Example:
-    >>> from engine.keygroups import KeyGroupRange
-    >>> from checkpoint import ValueStateDescriptor
+    >>> from raystream.engine.keygroups import KeyGroupRange
+    >>> from raystream.checkpoint import ValueStateDescriptor
     >>> b = HeapKeyedStateBackend(KeyGroupRange(0, 127), 128)
     >>> count = b.get_state(ValueStateDescriptor("count", default=0))
     >>> for word in ["a", "b", "a"]:
@@ -35,9 +35,9 @@ from __future__ import annotations
 import math
 from typing import Any, Iterator, TypeVar, overload
 
-from engine.errors import CheckpointError, StateError
-from engine.keygroups import KeyGroupRange, key_group_for
-from engine.operator import Clock, SystemClock
+from raystream.engine.errors import CheckpointError, StateError
+from raystream.engine.keygroups import KeyGroupRange, key_group_for
+from raystream.engine.operator import Clock, SystemClock
 
 from .backend import KeyedStateBackend
 from .descriptors import (
@@ -131,7 +131,7 @@ class HeapKeyedStateBackend(KeyedStateBackend):
         reuse_snapshot_bytes: reuse the previous snapshot's bytes for untouched key groups.
 
     Example:
-        >>> from engine.keygroups import KeyGroupRange
+        >>> from raystream.engine.keygroups import KeyGroupRange
         >>> b = HeapKeyedStateBackend(KeyGroupRange.for_subtask(0, 2, 128), 128)
         >>> b.key_group_range
         KeyGroupRange(start=0, end=63)
@@ -351,8 +351,8 @@ class HeapKeyedStateBackend(KeyedStateBackend):
         TTL entries not removed yet: one per key, for metrics.
 
         Example:
-            >>> from engine.keygroups import KeyGroupRange
-            >>> from checkpoint import ValueStateDescriptor
+            >>> from raystream.engine.keygroups import KeyGroupRange
+            >>> from raystream.checkpoint import ValueStateDescriptor
             >>> b = HeapKeyedStateBackend(KeyGroupRange(0, 127), 128)
             >>> s = b.get_state(ValueStateDescriptor("v"))
             >>> b.set_current_key("a"); s.update(1); b.num_entries("v")
@@ -376,9 +376,9 @@ class HeapKeyedStateBackend(KeyedStateBackend):
         done; less than ``budget`` means every TTL state finished a full pass.
 
         Example:
-            >>> from engine.keygroups import KeyGroupRange
-            >>> from engine.operator import ManualClock
-            >>> from checkpoint import StateTtlConfig, ValueStateDescriptor
+            >>> from raystream.engine.keygroups import KeyGroupRange
+            >>> from raystream.engine.operator import ManualClock
+            >>> from raystream.checkpoint import StateTtlConfig, ValueStateDescriptor
             >>> clock = ManualClock(0)
             >>> b = HeapKeyedStateBackend(KeyGroupRange(0, 127), 128, clock)
             >>> s = b.get_state(ValueStateDescriptor("v", ttl=StateTtlConfig(1000)))

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Generic, Iterable, TypeVar
 
-from engine.errors import CheckpointError, StateError
+from raystream.engine.errors import CheckpointError, StateError
 
 from .serde import dumps, loads
 

@@ -1,6 +1,6 @@
 """State value serialization (pickle protocol 5, cloudpickle fallback): the engine's
 :mod:`engine.serde`, re-exported here where state code has always found it."""
 
-from engine.serde import dumps, loads
+from raystream.engine.serde import dumps, loads
 
 __all__ = ["dumps", "loads"]

@@ -19,7 +19,7 @@ Byte format (:func:`serialize_keyed_snapshot`), inside a ``"keyed-state"`` blob 
 groups in that range, so a restoring subtask never unpickles another subtask's state.
 
 Example:
-    >>> from engine.keygroups import KeyGroupRange
+    >>> from raystream.engine.keygroups import KeyGroupRange
     >>> snap = KeyedStateSnapshot(1, 128, KeyGroupRange(0, 127), {}, {})
     >>> deserialize_keyed_snapshot(serialize_keyed_snapshot(snap)) == snap
     True
@@ -31,8 +31,8 @@ import json
 import struct
 from dataclasses import dataclass, field
 
-from engine.errors import CheckpointError
-from engine.keygroups import KeyGroupRange
+from raystream.engine.errors import CheckpointError
+from raystream.engine.keygroups import KeyGroupRange
 
 from .format import decode_blob_view, encode_blob_parts
 
@@ -72,7 +72,7 @@ class KeyedStateSnapshot:
         key_groups: serialized ``{state_name: {key: entry}}`` per non-empty key group.
 
     Example:
-        >>> from engine.keygroups import KeyGroupRange
+        >>> from raystream.engine.keygroups import KeyGroupRange
         >>> KeyedStateSnapshot(3, 128, KeyGroupRange(0, 63), {}, {}).size_bytes
         0
     """
@@ -101,7 +101,7 @@ def serialize_keyed_snapshot(snap: KeyedStateSnapshot) -> bytes:
     """Encode ``snap`` as a checksummed ``"keyed-state"`` blob with a key-group index.
 
     Example:
-        >>> from engine.keygroups import KeyGroupRange
+        >>> from raystream.engine.keygroups import KeyGroupRange
         >>> data = serialize_keyed_snapshot(KeyedStateSnapshot(1, 128, KeyGroupRange(0, 127)))
         >>> deserialize_keyed_snapshot(data).checkpoint_id
         1
@@ -142,7 +142,7 @@ def deserialize_keyed_snapshot(
         CheckpointError: the blob is corrupt, truncated, of another kind or too new.
 
     Example:
-        >>> from engine.keygroups import KeyGroupRange
+        >>> from raystream.engine.keygroups import KeyGroupRange
         >>> snap = KeyedStateSnapshot(1, 4, KeyGroupRange(0, 3), {}, {0: b"a", 3: b"b"})
         >>> data = serialize_keyed_snapshot(snap)
         >>> deserialize_keyed_snapshot(data, KeyGroupRange(2, 3)).key_groups

@@ -18,8 +18,8 @@ place changes the state. Call ``update()`` anyway, as other backends need it, an
 mutate a value after the current key has changed.
 
 Example:
-    >>> from engine.keygroups import KeyGroupRange
-    >>> from checkpoint import HeapKeyedStateBackend, ListStateDescriptor
+    >>> from raystream.engine.keygroups import KeyGroupRange
+    >>> from raystream.checkpoint import HeapKeyedStateBackend, ListStateDescriptor
     >>> b = HeapKeyedStateBackend(KeyGroupRange(0, 127), 128)
     >>> seen = b.get_state(ListStateDescriptor("seen"))
     >>> b.set_current_key("k"); seen.add(1); seen.add(2); seen.get()
@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, TypeVar, cast
 
-from engine.errors import StateError
+from raystream.engine.errors import StateError
 
 from .descriptors import (
     AggregateFunction,
@@ -186,8 +186,8 @@ class ValueState(KeyedState, Generic[T]):
     """One value per key (Flink's ``ValueState``).
 
     Example:
-        >>> from engine.keygroups import KeyGroupRange
-        >>> from checkpoint import HeapKeyedStateBackend, ValueStateDescriptor
+        >>> from raystream.engine.keygroups import KeyGroupRange
+        >>> from raystream.checkpoint import HeapKeyedStateBackend, ValueStateDescriptor
         >>> b = HeapKeyedStateBackend(KeyGroupRange(0, 127), 128)
         >>> count = b.get_state(ValueStateDescriptor("count", default=0))
         >>> b.set_current_key("a"); count.update(count.value() + 1); count.value()
@@ -221,8 +221,8 @@ class ListState(KeyedState, Generic[T]):
     """A list of values per key (Flink's ``ListState``); TTL applies per element.
 
     Example:
-        >>> from engine.keygroups import KeyGroupRange
-        >>> from checkpoint import HeapKeyedStateBackend, ListStateDescriptor
+        >>> from raystream.engine.keygroups import KeyGroupRange
+        >>> from raystream.checkpoint import HeapKeyedStateBackend, ListStateDescriptor
         >>> b = HeapKeyedStateBackend(KeyGroupRange(0, 127), 128)
         >>> s = b.get_state(ListStateDescriptor("buf"))
         >>> b.set_current_key(7); s.add_all([1, 2]); s.add(3); s.get()
@@ -304,8 +304,8 @@ class MapState(KeyedState, Generic[K, V]):
     while iterating over them.
 
     Example:
-        >>> from engine.keygroups import KeyGroupRange
-        >>> from checkpoint import HeapKeyedStateBackend, MapStateDescriptor
+        >>> from raystream.engine.keygroups import KeyGroupRange
+        >>> from raystream.checkpoint import HeapKeyedStateBackend, MapStateDescriptor
         >>> b = HeapKeyedStateBackend(KeyGroupRange(0, 127), 128)
         >>> m = b.get_state(MapStateDescriptor("m"))
         >>> b.set_current_key("user"); m.put("x", 1); m.put_all({"y": 2}); sorted(m.items())
@@ -431,8 +431,8 @@ class ReducingState(KeyedState, Generic[T]):
     """A value per key folded with the descriptor's ``reduce_fn`` (Flink's ``ReducingState``).
 
     Example:
-        >>> from engine.keygroups import KeyGroupRange
-        >>> from checkpoint import HeapKeyedStateBackend, ReducingStateDescriptor
+        >>> from raystream.engine.keygroups import KeyGroupRange
+        >>> from raystream.checkpoint import HeapKeyedStateBackend, ReducingStateDescriptor
         >>> b = HeapKeyedStateBackend(KeyGroupRange(0, 127), 128)
         >>> total = b.get_state(ReducingStateDescriptor("sum", lambda a, c: a + c))
         >>> b.set_current_key("a"); total.add(2); total.add(3); total.get()
@@ -465,9 +465,9 @@ class AggregatingState(KeyedState, Generic[IN, OUT]):
     """An accumulator per key driven by an AggregateFunction (Flink's ``AggregatingState``).
 
     Example:
-        >>> from engine.keygroups import KeyGroupRange
-        >>> from checkpoint import AggregateFunction, AggregatingStateDescriptor
-        >>> from checkpoint import HeapKeyedStateBackend
+        >>> from raystream.engine.keygroups import KeyGroupRange
+        >>> from raystream.checkpoint import AggregateFunction, AggregatingStateDescriptor
+        >>> from raystream.checkpoint import HeapKeyedStateBackend
         >>> class Mean(AggregateFunction):
         ...     def create_accumulator(self): return (0, 0)
         ...     def add(self, v, acc): return (acc[0] + v, acc[1] + 1)

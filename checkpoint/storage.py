@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import copy
 import os
-import pickle
 import posixpath
 import re
 import uuid
@@ -48,7 +47,8 @@ from typing import Any, Union
 import cloudpickle
 import pyarrow.fs as pafs
 
-from engine.errors import CheckpointError, ConfigError
+from raystream.engine.errors import CheckpointError, ConfigError
+from raystream.engine.serde import loads
 
 from .format import decode_blob, encode_blob, sign_blob, verify_blob_signature
 
@@ -419,10 +419,7 @@ class CheckpointStorage:
 
     @staticmethod
     def _load_pickle(payload: bytes, path: str) -> Any:
-        try:
-            return pickle.loads(payload)
-        except Exception as exc:
-            raise CheckpointError(f"cannot unpickle {path!r}: {type(exc).__name__}: {exc}") from exc
+        return loads(payload, repr(path))
 
     # -- listing and retention ---------------------------------------------------------
 

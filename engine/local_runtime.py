@@ -9,7 +9,7 @@ stop and every call to it fails, as when a Ray actor dies.
 
 Example:
     >>> import raystream as rs
-    >>> from engine.config import JobConfig
+    >>> from raystream.engine.config import JobConfig
     >>> env = rs.StreamEnvironment(parallelism=2)
     >>> _ = env.from_collection(range(5)).map(lambda x: x * 10).collect()
     >>> result = run_in_process(env.get_job_graph(), JobConfig(name="tens"))

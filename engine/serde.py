@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import io
 import pickle
 from typing import Any
 
@@ -49,8 +50,23 @@ def dumps(obj: Any, what: str = "state") -> bytes:
         ) from exc
 
 
+# raystream 0.1 installed its packages at the top level (``engine``, ``operators`` ...); state
+# and checkpoints written then name classes by those paths
+_LEGACY_PACKAGES = ("engine", "operators", "statefun_api", "checkpoint", "jobs")
+
+
+class _LegacyNamesUnpickler(pickle.Unpickler):
+    """Reads pickles that name ``engine.x.Class`` as ``raystream.engine.x.Class``."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module.split(".", 1)[0] in _LEGACY_PACKAGES:
+            module = f"raystream.{module}"
+        return super().find_class(module, name)
+
+
 def loads(data: bytes | memoryview, what: str = "state") -> Any:
-    """Deserialize bytes written by :func:`dumps`.
+    """Deserialize bytes written by :func:`dumps` (also by raystream 0.1, whose packages had no
+    ``raystream.`` prefix).
 
     Raises:
         CheckpointError: the bytes are not valid pickle data, or a class they reference
@@ -58,6 +74,13 @@ def loads(data: bytes | memoryview, what: str = "state") -> Any:
     """
     try:
         return pickle.loads(data)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".", 1)[0] not in _LEGACY_PACKAGES:
+            raise CheckpointError(f"cannot deserialize {what}: {type(exc).__name__}: {exc}") from exc
+        try:
+            return _LegacyNamesUnpickler(io.BytesIO(data)).load()
+        except Exception as retry:
+            raise CheckpointError(f"cannot deserialize {what}: {type(retry).__name__}: {retry}") from retry
     except Exception as exc:
         raise CheckpointError(f"cannot deserialize {what}: {type(exc).__name__}: {exc}") from exc
 

@@ -1,7 +1,7 @@
-"""``python -m jobs`` is the ``raystream`` command (same as ``python -m jobs.cli``)."""
+"""``python -m raystream.jobs`` is the ``raystream`` command (same as ``python -m raystream.jobs.cli``)."""
 
 import sys
 
-from jobs.cli import main
+from raystream.jobs.cli import main
 
 sys.exit(main())

@@ -15,7 +15,7 @@ Usage::
     raystream stop JOB --savepoint PATH [--address A]
 
 ``JOB`` for ``run``/``submit`` is a Python file (``jobs/wordcount.py``) or an importable
-module name (``jobs.wordcount``). For the other commands it is a raystream job id (shown by
+module name (``raystream.jobs.wordcount``). For the other commands it is a raystream job id (shown by
 ``list``, e.g. ``wordcount-1a2b3c4d``) or a Ray submission id (``raysubmit_...``).
 
 ``--address`` of the management commands is a Ray address (``auto``, ``HOST:6379``,
@@ -53,7 +53,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Sequence
 
-from engine.errors import ConfigError, JobCancelled, JobFailed, RaystreamError
+from raystream.engine.errors import ConfigError, JobCancelled, JobFailed, RaystreamError
 
 __all__ = ["main", "load_job_module", "JobModule", "CliError"]
 
@@ -69,7 +69,7 @@ class JobModule:
     """A loaded job module and its entry points (see the module docstring for the convention).
 
     Example:
-        >>> jm = load_job_module("jobs.wordcount")      # doctest: +SKIP
+        >>> jm = load_job_module("raystream.jobs.wordcount")      # doctest: +SKIP
         >>> jm.name, jm.has_build                       # doctest: +SKIP
         ('wordcount', True)
     """
@@ -186,7 +186,7 @@ def _connect(address: str | None) -> None:
     """Connect this process to Ray as a driver (``None``: ``$RAY_ADDRESS`` or ``auto``)."""
     import ray
 
-    from engine.ray_runtime import ensure_ray
+    from raystream.engine.ray_runtime import ensure_ray
 
     if ray.is_initialized():
         return
@@ -207,7 +207,7 @@ def _is_http(address: str | None) -> bool:
 def _submission_client(address: str) -> Any:
     from ray.job_submission import JobSubmissionClient
 
-    from engine.ray_runtime import auth_hint, is_auth_error, prepare_cluster_auth
+    from raystream.engine.ray_runtime import auth_hint, is_auth_error, prepare_cluster_auth
 
     prepare_cluster_auth()
     try:
@@ -269,7 +269,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     jm = load_job_module(args.job)
     job_args = jm.parse_args(args.job_args)
     if args.from_savepoint:  # a setup error: exit 2 before Ray starts, and create nothing
-        from checkpoint.storage import check_savepoint
+        from raystream.checkpoint.storage import check_savepoint
 
         try:
             check_savepoint(args.from_savepoint)
@@ -291,7 +291,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     import raystream as rs
-    from operators.sinks import collected_records
+    from raystream.operators.sinks import collected_records
 
     parallelism = args.parallelism
     if parallelism is None:
@@ -364,7 +364,7 @@ def _runtime_env(args: argparse.Namespace) -> dict:
 
 
 def build_entrypoint(args: argparse.Namespace) -> tuple[str, dict]:
-    """The cluster-side command (``python -m jobs.cli run ... --address auto``) and runtime env."""
+    """The cluster-side command (``python -m raystream.jobs.cli run ... --address auto``) and runtime env."""
     runtime_env = _runtime_env(args)
     job = args.job
     working_dir = args.working_dir
@@ -382,7 +382,7 @@ def build_entrypoint(args: argparse.Namespace) -> tuple[str, dict]:
         if not Path(working_dir).is_dir():
             raise CliError(f"--working-dir {working_dir!r} is not a directory")
         runtime_env.setdefault("working_dir", str(Path(working_dir).resolve()))
-    words = ["python", "-m", "jobs.cli", "run", job, "--address", "auto", *_execute_options(args)]
+    words = ["python", "-m", "raystream.jobs.cli", "run", job, "--address", "auto", *_execute_options(args)]
     if args.job_args:
         words += ["--", *_travelling_args(args.job_args, runtime_env.get("working_dir"))]
     return shlex.join(words), runtime_env
@@ -491,7 +491,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def _relay(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """Run this management command on the cluster as a short Ray job (for http:// addresses)."""
     client = _submission_client(args.address)
-    words = ["python", "-m", "jobs.cli", *argv, "--address", "auto"]
+    words = ["python", "-m", "raystream.jobs.cli", *argv, "--address", "auto"]
     try:
         sid = client.submit_job(entrypoint=shlex.join(words), metadata={"raystream_relay": "1"})
     except Exception as exc:  # noqa: BLE001 - the Job Submission API refused: say why, no traceback
@@ -518,14 +518,14 @@ class _StripRayLines:
 
 def _running_jobs() -> dict[str, Any]:
     """``{job id: attached JobClient}`` for every raystream job running on the cluster."""
-    from engine.client import JobClient
+    from raystream.engine.client import JobClient
 
     return JobClient.list_running()
 
 
 def _master(job: str) -> Any:
     """An attached :class:`JobClient` for running job ``job``."""
-    from engine.client import JobClient
+    from raystream.engine.client import JobClient
 
     try:
         return JobClient.attach(job)
@@ -609,7 +609,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"entrypoint: {info.entrypoint}")
             return EXIT_OK
         return _relay(args, ["status", args.job])
-    from engine.observability import operator_table
+    from raystream.engine.observability import operator_table
 
     _connect(args.address)
     master = _master(args.job)
@@ -681,7 +681,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 # ============================================================================ parser
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("job", help="job file (path/to/job.py) or module name (jobs.wordcount)")
+    p.add_argument("job", help="job file (path/to/job.py) or module name (raystream.jobs.wordcount)")
     p.add_argument("--parallelism", "-p", type=int, help="default parallelism (default: the job's args.parallelism or 1)")
     p.add_argument("--checkpoint-dir", help="enable checkpointing into this directory or URI (s3://...)")
     p.add_argument("--checkpoint-interval", type=int, default=10_000, metavar="MS", help="checkpoint interval (ms)")

@@ -16,7 +16,7 @@ Two clocks, as in Flink:
 
 Run it::
 
-    python -m jobs.fraud_detection --transactions 50000
+    python -m raystream.jobs.fraud_detection --transactions 50000
     raystream run jobs/fraud_detection.py -p 2 -- --time processing_time
 
 Example:
@@ -34,8 +34,8 @@ from functools import partial
 from typing import Any, Iterable
 
 import raystream as rs
-from checkpoint import ValueStateDescriptor
-from operators.time import WatermarkStrategy
+from raystream.checkpoint import ValueStateDescriptor
+from raystream.operators.time import WatermarkStrategy
 
 __all__ = [
     "SMALL_AMOUNT",

@@ -7,8 +7,8 @@ task) to greet it; the greeter picks a greeting by visit count and sends it to t
 
 Run it::
 
-    python -m jobs.greeter                         # generated visits, embedded local Ray
-    python -m jobs.greeter ann bob ann --parallelism 1
+    python -m raystream.jobs.greeter                         # generated visits, embedded local Ray
+    python -m raystream.jobs.greeter ann bob ann --parallelism 1
 
 Job-module convention: ``build(env, args)`` adds the job to a StreamEnvironment and
 returns the stream to collect; ``main(argv)`` runs it standalone.
@@ -20,7 +20,7 @@ import argparse
 import sys
 
 import raystream as rs
-from statefun_api import (
+from raystream.statefun_api import (
     Context,
     IntType,
     Message,
@@ -31,7 +31,7 @@ from statefun_api import (
     make_json_type,
     message_builder,
 )
-from statefun_api.job import StatefulFunctionsJob
+from raystream.statefun_api.job import StatefulFunctionsJob
 
 __all__ = ["functions", "greeting", "build", "main", "route", "GREETS", "PERSON", "GREETER"]
 
@@ -98,7 +98,7 @@ def build(env: rs.StreamEnvironment, args: argparse.Namespace) -> rs.DataStream:
 
 
 def report(greetings: list[str], args: argparse.Namespace) -> list[str]:
-    """Print the first greetings (``python -m jobs.greeter`` and ``raystream run`` alike)."""
+    """Print the first greetings (``python -m raystream.jobs.greeter`` and ``raystream run`` alike)."""
     for line in greetings[:20]:
         print(line)
     if len(greetings) > 20:

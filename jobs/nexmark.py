@@ -29,7 +29,7 @@ computes the same result with a plain Python loop over :func:`generate_events`.
 
 Run it::
 
-    python -m jobs.nexmark --query 5 --events 100000
+    python -m raystream.jobs.nexmark --query 5 --events 100000
     raystream run jobs/nexmark.py -p 2 -- --query 8 --events 20000
 
 Example:
@@ -50,9 +50,9 @@ from functools import partial
 from typing import Any, Callable
 
 import raystream as rs
-from checkpoint import AggregateFunction
-from operators.time import WatermarkStrategy
-from operators.windows import (
+from raystream.checkpoint import AggregateFunction
+from raystream.operators.time import WatermarkStrategy
+from raystream.operators.windows import (
     ProcessWindowFunction,
     SlidingEventTimeWindows,
     TumblingEventTimeWindows,

@@ -14,8 +14,8 @@ Ingress events (dicts) are routed to two function types:
 
 Run it::
 
-    python -m jobs.shopping_cart                   # generated shoppers, embedded local Ray
-    python -m jobs.shopping_cart --users 20 --parallelism 3
+    python -m raystream.jobs.shopping_cart                   # generated shoppers, embedded local Ray
+    python -m raystream.jobs.shopping_cart --users 20 --parallelism 3
 
 Job-module convention: ``build(env, args)`` adds the job to a StreamEnvironment and
 returns the stream to collect; ``main(argv)`` runs it standalone.
@@ -28,7 +28,7 @@ import sys
 from typing import Any
 
 import raystream as rs
-from statefun_api import (
+from raystream.statefun_api import (
     BoolType,
     Context,
     IntType,
@@ -39,7 +39,7 @@ from statefun_api import (
     make_json_type,
     message_builder,
 )
-from statefun_api.job import StatefulFunctionsJob
+from raystream.statefun_api.job import StatefulFunctionsJob
 
 __all__ = ["functions", "make_functions", "route", "generate_events", "build", "main", "USER", "INVENTORY", "RECEIPTS"]
 
@@ -180,7 +180,7 @@ def build(env: rs.StreamEnvironment, args: argparse.Namespace) -> rs.DataStream:
 
 
 def report(receipts: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Print each user's receipt (``python -m jobs.shopping_cart`` and ``raystream run`` alike)."""
+    """Print each user's receipt (``python -m raystream.jobs.shopping_cart`` and ``raystream run`` alike)."""
     receipts = sorted(receipts, key=lambda r: r["user"])
     for receipt in receipts:
         items = ", ".join(f"{n} x {item}" for item, n in receipt["items"].items()) or "(empty)"

@@ -5,9 +5,9 @@ generated text when no input is given, and prints the most frequent words.
 
 Run it::
 
-    python -m jobs.wordcount                       # generated text, embedded local Ray
-    python -m jobs.wordcount README.md --parallelism 2
-    python -m jobs.wordcount data.parquet --column body
+    python -m raystream.jobs.wordcount                       # generated text, embedded local Ray
+    python -m raystream.jobs.wordcount README.md --parallelism 2
+    python -m raystream.jobs.wordcount data.parquet --column body
 
 Job-module convention: ``build(env, args)`` adds the job to a StreamEnvironment and
 returns the stream to collect (the CLI calls it); ``main(argv)`` runs it standalone.
@@ -81,7 +81,7 @@ def final_counts(updates: list[tuple[str, int]]) -> dict[str, int]:
 
 
 def report(updates: list[tuple[str, int]], args: argparse.Namespace) -> dict[str, int]:
-    """Print the most frequent words (``python -m jobs.wordcount`` and ``raystream run`` alike)."""
+    """Print the most frequent words (``python -m raystream.jobs.wordcount`` and ``raystream run`` alike)."""
     counts = final_counts(updates)
     top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[: args.top]
     width = max((len(w) for w, _ in top), default=4)

@@ -28,17 +28,23 @@ from typing import Any, Callable, TypeVar
 
 import pyarrow as pa
 
-from checkpoint.coordinator import CheckpointConfig
-from checkpoint.storage import check_savepoint, resolve_storage, signing_key
-from engine.client import JobClient, JobResult, submit
-from engine.config import JobConfig, TaskConfig
-from engine.connectors import Sink, Source
-from engine.errors import ConfigError, GraphError
-from engine.graph import JobGraph, StreamEdge, StreamGraph, Transformation, build_job_graph
-from engine.keygroups import DEFAULT_MAX_PARALLELISM
-from engine.operator import Clock, StreamOperator
-from engine.restart import RestartStrategy
-from engine.sink_operator import SinkOperator
+from raystream.checkpoint.coordinator import CheckpointConfig
+from raystream.checkpoint.storage import check_savepoint, resolve_storage, signing_key
+from raystream.engine.client import JobClient, JobResult, submit
+from raystream.engine.config import JobConfig, TaskConfig
+from raystream.engine.connectors import Sink, Source
+from raystream.engine.errors import ConfigError, GraphError
+from raystream.engine.graph import (
+    JobGraph,
+    StreamEdge,
+    StreamGraph,
+    Transformation,
+    build_job_graph,
+)
+from raystream.engine.keygroups import DEFAULT_MAX_PARALLELISM
+from raystream.engine.operator import Clock, StreamOperator
+from raystream.engine.restart import RestartStrategy
+from raystream.engine.sink_operator import SinkOperator
 
 from .sinks import CollectSink, collected_records
 

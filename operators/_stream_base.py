@@ -13,7 +13,7 @@ and ``window``. The imports of the API modules thus go one way:
                        <-  datastream  <-  environment
 
 Example:
-    >>> from operators.environment import StreamEnvironment
+    >>> from raystream.operators.environment import StreamEnvironment
     >>> s = StreamEnvironment().from_collection([1, 2]).map(str)
     >>> isinstance(s, StreamBase), s.node.name
     (True, 'map')
@@ -24,10 +24,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, Callable, Generic, TypeVar
 
-from engine.errors import GraphError
-from engine.graph import StreamEdge, Transformation
-from engine.operator import StreamOperator
-from engine.partitioners import KeySelector, Partitioner
+from raystream.engine.errors import GraphError
+from raystream.engine.graph import StreamEdge, Transformation
+from raystream.engine.operator import StreamOperator
+from raystream.engine.partitioners import KeySelector, Partitioner
 
 from ._environment_base import StreamEnvironmentBase
 from .time import TimestampAssigner

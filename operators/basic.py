@@ -7,9 +7,9 @@ from typing import Any, Callable
 import numpy as np
 import pyarrow as pa
 
-from engine.errors import UserCodeError
-from engine.operator import StreamOperator
-from engine.records import Batch
+from raystream.engine.errors import UserCodeError
+from raystream.engine.operator import StreamOperator
+from raystream.engine.records import Batch
 
 __all__ = ["MapOperator", "FlatMapOperator", "FilterOperator", "MapBatchesOperator", "to_arrow_batch"]
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any, Generic, TypeVar
 
-from engine.errors import GraphError
-from engine.partitioners import BroadcastPartitioner, KeyGroupPartitioner, KeySelector
+from raystream.engine.errors import GraphError
+from raystream.engine.partitioners import BroadcastPartitioner, KeyGroupPartitioner, KeySelector
 
 from ._stream_base import Key, StreamBase, add_two_input, find_timestamp_assigner
 from .functions import BroadcastProcessFunction, CoProcessFunction, KeyedCoProcessFunction

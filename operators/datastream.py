@@ -25,12 +25,12 @@ from typing import Any, Callable, Iterable, overload
 
 import pyarrow as pa
 
-from checkpoint.descriptors import StateDescriptor
-from engine.connectors import Sink
-from engine.errors import GraphError
-from engine.graph import StreamEdge, Transformation
-from engine.operator import StreamOperator
-from engine.partitioners import (
+from raystream.checkpoint.descriptors import StateDescriptor
+from raystream.engine.connectors import Sink
+from raystream.engine.errors import GraphError
+from raystream.engine.graph import StreamEdge, Transformation
+from raystream.engine.operator import StreamOperator
+from raystream.engine.partitioners import (
     BroadcastPartitioner,
     ForwardPartitioner,
     KeyGroupPartitioner,
@@ -93,7 +93,7 @@ class DataStream(StreamBase["DataStream"]):
         the reader; elsewhere by an operator after each batch.
 
         Example:
-            >>> from operators.time import WatermarkStrategy
+            >>> from raystream.operators.time import WatermarkStrategy
             >>> s = WatermarkStrategy.for_bounded_out_of_orderness(500).with_timestamp_column("ts")
             >>> # env.read_parquet("events.parquet").assign_timestamps_and_watermarks(s)
         """

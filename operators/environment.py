@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable
 
-from engine.connectors import Source
-from engine.errors import GraphError
+from raystream.engine.connectors import Source
+from raystream.engine.errors import GraphError
 
 from ._environment_base import StreamEnvironmentBase
 from .datastream import DataStream

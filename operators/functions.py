@@ -20,12 +20,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, Generic, Iterable, NoReturn, TypeVar, overload
 
-from engine.errors import ConfigError
-from engine.operator import OperatorContext
+from raystream.engine.errors import ConfigError
+from raystream.engine.operator import OperatorContext
 
 if TYPE_CHECKING:
-    from checkpoint.backend import KeyedStateBackend
-    from checkpoint.descriptors import (
+    from raystream.checkpoint.backend import KeyedStateBackend
+    from raystream.checkpoint.descriptors import (
         AggregatingStateDescriptor,
         ListStateDescriptor,
         MapStateDescriptor,
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
         StateDescriptor,
         ValueStateDescriptor,
     )
-    from checkpoint.state import (
+    from raystream.checkpoint.state import (
         AggregatingState,
         KeyedState,
         ListState,

@@ -22,12 +22,12 @@ from typing import Any, Callable, Iterable
 
 import cloudpickle
 
-from engine.errors import GraphError, UserCodeError
-from engine.events import Watermark
-from engine.keygroups import key_group_for
-from engine.operator import OperatorContext, Output, StreamOperator
-from engine.partitioners import KeySelector
-from engine.records import Batch
+from raystream.engine.errors import GraphError, UserCodeError
+from raystream.engine.events import Watermark
+from raystream.engine.keygroups import key_group_for
+from raystream.engine.operator import OperatorContext, Output, StreamOperator
+from raystream.engine.partitioners import KeySelector
+from raystream.engine.records import Batch
 
 from .time import TimestampAssigner
 from .timers import InternalTimerService

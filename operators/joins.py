@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Generic, TypeVar
 
-from engine.errors import GraphError
-from engine.partitioners import KeyGroupPartitioner, KeySelector
+from raystream.engine.errors import GraphError
+from raystream.engine.partitioners import KeyGroupPartitioner, KeySelector
 
 from ._stream_base import Key, StreamBase, add_two_input, find_timestamp_assigner
 from .functions import OutputTag, tag_name

@@ -12,12 +12,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.errors import GraphError, UserCodeError
-from engine.events import Watermark
-from engine.keygroups import key_groups_of_keys
-from engine.operator import OperatorContext, Output, StreamOperator
-from engine.partitioners import KeySelector
-from engine.records import Batch
+from raystream.engine.errors import GraphError, UserCodeError
+from raystream.engine.events import Watermark
+from raystream.engine.keygroups import key_groups_of_keys
+from raystream.engine.operator import OperatorContext, Output, StreamOperator
+from raystream.engine.partitioners import KeySelector
+from raystream.engine.records import Batch
 
 from .functions import (
     KeyedProcessFunction,

@@ -33,8 +33,8 @@ keyed operators clear their state: the final state of a finished task (FLIP-147)
 stands in for it in later checkpoints, then holds nothing that a restore would emit again.
 
 Example:
-    >>> from engine.partitioners import KeySelector
-    >>> from operators.testing import OperatorHarness
+    >>> from raystream.engine.partitioners import KeySelector
+    >>> from raystream.operators.testing import OperatorHarness
     >>> h = OperatorHarness(FieldAggregateOperator(KeySelector("k"), "v", "sum"))
     >>> h.process([{"k": "a", "v": 1, "i": 0}, {"k": "a", "v": 2, "i": 1}]); h.end_input()
     >>> h.records()
@@ -50,11 +50,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.errors import GraphError, UserCodeError, short_repr
-from engine.keygroups import key_groups_of_keys
-from engine.operator import OperatorContext, Output, StreamOperator
-from engine.partitioners import KeySelector
-from engine.records import Batch, arrow_to_records
+from raystream.engine.errors import GraphError, UserCodeError, short_repr
+from raystream.engine.keygroups import key_groups_of_keys
+from raystream.engine.operator import OperatorContext, Output, StreamOperator
+from raystream.engine.partitioners import KeySelector
+from raystream.engine.records import Batch, arrow_to_records
 
 __all__ = [
     "EMIT_MODES",

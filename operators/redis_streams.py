@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence, Union
 from urllib.parse import urlsplit, urlunsplit
 
-from engine.connectors import (
+from raystream.engine.connectors import (
     END_OF_INPUT,
     NOTHING_AVAILABLE,
     Committer,
@@ -44,9 +44,9 @@ from engine.connectors import (
     Source,
     SourceReader,
 )
-from engine.errors import ConfigError, RaystreamError
-from engine.operator import OperatorContext
-from engine.records import Batch
+from raystream.engine.errors import ConfigError, RaystreamError
+from raystream.engine.operator import OperatorContext
+from raystream.engine.records import Batch
 
 __all__ = [
     "RedisStreamSource",

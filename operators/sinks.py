@@ -17,10 +17,10 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from engine.connectors import Committer, Sink, SinkWriter
-from engine.errors import JobFailed
-from engine.operator import OperatorContext
-from engine.records import Batch, arrow_to_records
+from raystream.engine.connectors import Committer, Sink, SinkWriter
+from raystream.engine.errors import JobFailed
+from raystream.engine.operator import OperatorContext
+from raystream.engine.records import Batch, arrow_to_records
 
 from .sources import filesystem_for
 

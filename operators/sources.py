@@ -16,10 +16,16 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from engine.connectors import END_OF_INPUT, NOTHING_AVAILABLE, PollResult, Source, SourceReader
-from engine.errors import ConfigError
-from engine.operator import OperatorContext
-from engine.records import Batch
+from raystream.engine.connectors import (
+    END_OF_INPUT,
+    NOTHING_AVAILABLE,
+    PollResult,
+    Source,
+    SourceReader,
+)
+from raystream.engine.errors import ConfigError
+from raystream.engine.operator import OperatorContext
+from raystream.engine.records import Batch
 
 __all__ = ["CollectionSource", "ParquetSource", "TextSource", "GeneratorSource", "resolve_paths"]
 

@@ -2,8 +2,8 @@
 take snapshots and restore them (Beam's TestStream / Flink's operator test harness).
 
 Example:
-    >>> from operators.keyed import ReduceOperator
-    >>> from engine.partitioners import KeySelector
+    >>> from raystream.operators.keyed import ReduceOperator
+    >>> from raystream.engine.partitioners import KeySelector
     >>> h = OperatorHarness(ReduceOperator(KeySelector(0), lambda a, b: (a[0], a[1] + b[1])))
     >>> h.process([("a", 1), ("a", 2)]); h.records()
     [('a', 1), ('a', 3)]
@@ -17,12 +17,12 @@ from typing import Any, Callable, Iterable
 import cloudpickle
 import pyarrow as pa
 
-from checkpoint.heap import HeapKeyedStateBackend
-from engine.events import MAX_WATERMARK, Watermark
-from engine.keygroups import DEFAULT_MAX_PARALLELISM, KeyGroupRange
-from engine.operator import ManualClock, OperatorContext, StreamOperator
-from engine.records import Batch
-from engine.timer_queue import ScheduledTimer, TimerQueue
+from raystream.checkpoint.heap import HeapKeyedStateBackend
+from raystream.engine.events import MAX_WATERMARK, Watermark
+from raystream.engine.keygroups import DEFAULT_MAX_PARALLELISM, KeyGroupRange
+from raystream.engine.operator import ManualClock, OperatorContext, StreamOperator
+from raystream.engine.records import Batch
+from raystream.engine.timer_queue import ScheduledTimer, TimerQueue
 
 from .functions import OutputTag
 

@@ -30,11 +30,17 @@ from typing import Any, Callable, Generic, Hashable, TypeVar
 import numpy as np
 import pyarrow as pa
 
-from engine.connectors import END_OF_INPUT, NOTHING_AVAILABLE, PollResult, Source, SourceReader
-from engine.errors import ConfigError
-from engine.events import MIN_WATERMARK, Watermark
-from engine.operator import OperatorContext, StreamOperator
-from engine.records import Batch
+from raystream.engine.connectors import (
+    END_OF_INPUT,
+    NOTHING_AVAILABLE,
+    PollResult,
+    Source,
+    SourceReader,
+)
+from raystream.engine.errors import ConfigError
+from raystream.engine.events import MIN_WATERMARK, Watermark
+from raystream.engine.operator import OperatorContext, StreamOperator
+from raystream.engine.records import Batch
 
 __all__ = [
     "TimestampAssigner",
@@ -271,7 +277,7 @@ class WatermarkedSource(Source["S | _SplitWatermark[S]"], Generic[S]):
     ``current_split_id()``.
 
     Example:
-        >>> from operators.sources import CollectionSource
+        >>> from raystream.operators.sources import CollectionSource
         >>> src = WatermarkedSource(CollectionSource([{"ts": 1}, {"ts": 5}]),
         ...     WatermarkStrategy.for_monotonous_timestamps().with_timestamp_column("ts"))
         >>> src.bounded

@@ -36,9 +36,9 @@ from __future__ import annotations
 import heapq
 from typing import Any, Callable, Generic, TypeVar
 
-from engine.events import MIN_WATERMARK
-from engine.keygroups import KeyGroupRange, key_group_for
-from engine.operator import Cancellable, Clock
+from raystream.engine.events import MIN_WATERMARK
+from raystream.engine.keygroups import KeyGroupRange, key_group_for
+from raystream.engine.operator import Cancellable, Clock
 
 __all__ = ["InternalTimerService", "TimerService", "TimeDomain", "COMPACT_SLACK", "KG_CACHE_LIMIT"]
 

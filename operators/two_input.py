@@ -19,11 +19,11 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from engine.errors import UserCodeError
-from engine.events import MIN_WATERMARK, Watermark
-from engine.operator import OperatorContext, Output, StreamOperator
-from engine.partitioners import KeySelector
-from engine.records import Batch
+from raystream.engine.errors import UserCodeError
+from raystream.engine.events import MIN_WATERMARK, Watermark
+from raystream.engine.operator import OperatorContext, Output, StreamOperator
+from raystream.engine.partitioners import KeySelector
+from raystream.engine.records import Batch
 
 from .functions import (
     BroadcastContext,

@@ -23,11 +23,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.errors import ConfigError, GraphError
-from engine.events import MIN_WATERMARK, Watermark
-from engine.keygroups import key_groups_of_array
-from engine.operator import OperatorContext, Output, StreamOperator
-from engine.records import Batch
+from raystream.engine.errors import ConfigError, GraphError
+from raystream.engine.events import MIN_WATERMARK, Watermark
+from raystream.engine.keygroups import key_groups_of_array
+from raystream.engine.operator import OperatorContext, Output, StreamOperator
+from raystream.engine.records import Batch
 
 from .windows import SlidingEventTimeWindows, TumblingEventTimeWindows
 

@@ -22,13 +22,13 @@ from typing import Any, Callable, NoReturn, Sequence
 import cloudpickle
 import numpy as np
 
-from checkpoint.descriptors import AggregateFunction
-from engine.errors import ConfigError, UserCodeError
-from engine.events import Watermark
-from engine.keygroups import key_group_for
-from engine.operator import OperatorContext, Output, StreamOperator
-from engine.partitioners import KeySelector
-from engine.records import Batch
+from raystream.checkpoint.descriptors import AggregateFunction
+from raystream.engine.errors import ConfigError, UserCodeError
+from raystream.engine.events import Watermark
+from raystream.engine.keygroups import key_group_for
+from raystream.engine.operator import OperatorContext, Output, StreamOperator
+from raystream.engine.partitioners import KeySelector
+from raystream.engine.records import Batch
 
 from .functions import RuntimeContext
 from .time import TimestampAssigner

@@ -6,7 +6,7 @@ A graph builder: ending a windowed stream adds one keyed window node (a
 base, so :mod:`operators.datastream` can import it.
 
 Example:
-    >>> from operators.windows import TumblingEventTimeWindows
+    >>> from raystream.operators.windows import TumblingEventTimeWindows
     >>> # events.assign_timestamps_and_watermarks(
     >>> #     WatermarkStrategy.for_bounded_out_of_orderness(500).with_timestamp_column("ts"))
     >>> #   .key_by("key").window(TumblingEventTimeWindows.of(1000))
@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Generic, Iterable, TypeVar
 
-from engine.errors import GraphError
-from engine.partitioners import KeySelector
+from raystream.engine.errors import GraphError
+from raystream.engine.partitioners import KeySelector
 
 from ._stream_base import StreamBase, find_timestamp_assigner
 from .functions import OutputTag, tag_name

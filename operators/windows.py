@@ -20,8 +20,8 @@ from abc import ABC, abstractmethod
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Generic, Iterable, NamedTuple, Protocol, Sequence, TypeVar
 
-from engine.errors import ConfigError
-from engine.operator import OperatorContext
+from raystream.engine.errors import ConfigError
+from raystream.engine.operator import OperatorContext
 
 from .functions import IN, KEY, OUT, OutputTag, RuntimeContext, tag_name
 from .timers import InternalTimerService

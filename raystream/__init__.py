@@ -6,8 +6,8 @@ Example:
     >>> env.from_collection(["to be or not to be"]).flat_map(str.split).print()  # doctest: +SKIP
 """
 
-from checkpoint import AggregateFunction
-from engine import (
+from raystream.checkpoint import AggregateFunction
+from raystream.engine import (
     Barrier,
     Batch,
     CheckpointError,
@@ -29,9 +29,9 @@ from engine import (
     StreamOperator,
     Watermark,
 )
-from engine.pool import shutdown_workers
-from engine.restart import RestartStrategy
-from operators import (  # event time
+from raystream.engine.pool import shutdown_workers
+from raystream.engine.restart import RestartStrategy
+from raystream.operators import (  # event time
     BroadcastProcessFunction,
     CoProcessFunction,
     CountTrigger,

@@ -3,7 +3,7 @@
 The API mirrors the official StateFun Python SDK (``statefun`` 3.3), so functions port by
 changing the import from ``statefun`` to ``statefun_api``:
 
-    >>> from statefun_api import *
+    >>> from raystream.statefun_api import *
     >>> functions = StatefulFunctions()
     >>> @functions.bind(typename="com.example/greeter", specs=[ValueSpec(name="seen", type=IntType)])
     ... def greet(context: Context, message: Message):
@@ -18,24 +18,29 @@ and returns its effects; :class:`RequestReplyHandler` speaks StateFun's request-
 protocol bytes-in/bytes-out; :mod:`statefun_api.server` optionally serves it over HTTP.
 """
 
-from statefun_api.address import Address, SdkAddress, make_typename, parse_typename
-from statefun_api.context import Context
-from statefun_api.effects import (
+from raystream.statefun_api.address import Address, SdkAddress, make_typename, parse_typename
+from raystream.statefun_api.context import Context
+from raystream.statefun_api.effects import (
     DelayedCancellation,
     DelayedMessage,
     InvocationResult,
     OutgoingMessage,
 )
-from statefun_api.egress_io import kafka_egress_message, kinesis_egress_message
-from statefun_api.endpoints import RemoteEndpoint, load_module_yaml, remote_endpoint
-from statefun_api.errors import FunctionNotFound, ProtocolError, StatefulFunctionError
-from statefun_api.functions import StatefulFunction, StatefulFunctions
-from statefun_api.handler import RequestReplyHandler
-from statefun_api.invocation import Invocation, invoke, invoke_async
-from statefun_api.messages import EgressMessage, Message, egress_message_builder, message_builder
-from statefun_api.spec import ValueSpec
-from statefun_api.storage import AddressScopedStorage
-from statefun_api.types import (
+from raystream.statefun_api.egress_io import kafka_egress_message, kinesis_egress_message
+from raystream.statefun_api.endpoints import RemoteEndpoint, load_module_yaml, remote_endpoint
+from raystream.statefun_api.errors import FunctionNotFound, ProtocolError, StatefulFunctionError
+from raystream.statefun_api.functions import StatefulFunction, StatefulFunctions
+from raystream.statefun_api.handler import RequestReplyHandler
+from raystream.statefun_api.invocation import Invocation, invoke, invoke_async
+from raystream.statefun_api.messages import (
+    EgressMessage,
+    Message,
+    egress_message_builder,
+    message_builder,
+)
+from raystream.statefun_api.spec import ValueSpec
+from raystream.statefun_api.storage import AddressScopedStorage
+from raystream.statefun_api.types import (
     BoolType,
     DoubleType,
     FloatType,

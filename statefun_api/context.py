@@ -1,8 +1,8 @@
 """``Context``: what a stateful function sees of the world while it handles a message.
 
 Example:
-    >>> from statefun_api.testing import run_function
-    >>> from statefun_api import StatefulFunctions, message_builder
+    >>> from raystream.statefun_api.testing import run_function
+    >>> from raystream.statefun_api import StatefulFunctions, message_builder
     >>> functions = StatefulFunctions()
     >>> @functions.bind("com.example/ping")
     ... def ping(context, message):
@@ -16,15 +16,15 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from statefun_api.address import Address
-from statefun_api.effects import (
+from raystream.statefun_api.address import Address
+from raystream.statefun_api.effects import (
     DelayedCancellation,
     DelayedMessage,
     InvocationResult,
     OutgoingMessage,
 )
-from statefun_api.messages import EgressMessage, Message
-from statefun_api.storage import AddressScopedStorage
+from raystream.statefun_api.messages import EgressMessage, Message
+from raystream.statefun_api.storage import AddressScopedStorage
 
 __all__ = ["Context"]
 

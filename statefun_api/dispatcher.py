@@ -41,8 +41,8 @@ counter. The queue of not-yet-invoked messages is the operator state
 
 Example (in-process; the engine normally builds it through
 :class:`~statefun_api.job.StatefulFunctionsJob`):
-    >>> from statefun_api import StatefulFunctions, message_builder, egress_message_builder, StringType
-    >>> from statefun_api.local import LocalDispatchers
+    >>> from raystream.statefun_api import StatefulFunctions, message_builder, egress_message_builder, StringType
+    >>> from raystream.statefun_api.local import LocalDispatchers
     >>> functions = StatefulFunctions()
     >>> @functions.bind("demo/greeter")
     ... def greeter(context, message):
@@ -61,25 +61,25 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from checkpoint import (
+from raystream.checkpoint import (
     HeapKeyedStateBackend,
     MapStateDescriptor,
     StateTtlConfig,
     ValueStateDescriptor,
 )
-from engine.errors import JobFailed, UserCodeError, short_repr
-from engine.keygroups import key_group_for
-from engine.operator import OperatorContext, Output, StreamOperator
-from engine.records import Batch
-from statefun_api.address import Address
-from statefun_api.effects import DelayedMessage, InvocationResult
-from statefun_api.endpoints import RemoteEndpoint, endpoint_problem
-from statefun_api.errors import FunctionNotFound, StatefulFunctionError
-from statefun_api.functions import StatefulFunctions
-from statefun_api.invocation import invoke_trusted
-from statefun_api.messages import Message
-from statefun_api.remote import RemoteFunctions, require_aiohttp
-from statefun_api.routing import (
+from raystream.engine.errors import JobFailed, UserCodeError, short_repr
+from raystream.engine.keygroups import key_group_for
+from raystream.engine.operator import OperatorContext, Output, StreamOperator
+from raystream.engine.records import Batch
+from raystream.statefun_api.address import Address
+from raystream.statefun_api.effects import DelayedMessage, InvocationResult
+from raystream.statefun_api.endpoints import RemoteEndpoint, endpoint_problem
+from raystream.statefun_api.errors import FunctionNotFound, StatefulFunctionError
+from raystream.statefun_api.functions import StatefulFunctions
+from raystream.statefun_api.invocation import invoke_trusted
+from raystream.statefun_api.messages import Message
+from raystream.statefun_api.remote import RemoteFunctions, require_aiohttp
+from raystream.statefun_api.routing import (
     FEEDBACK_TAG,
     MessageRecord,
     address_key,
@@ -89,8 +89,8 @@ from statefun_api.routing import (
     record_caller,
     record_to_invocation,
 )
-from statefun_api.state_layout import DELAY_SEQ_STATE, DELAYED_STATE, value_state_name
-from statefun_api.types import Type, TypedValue
+from raystream.statefun_api.state_layout import DELAY_SEQ_STATE, DELAYED_STATE, value_state_name
+from raystream.statefun_api.types import Type, TypedValue
 
 __all__ = [
     "DispatcherConfig",
@@ -128,7 +128,7 @@ class DispatcherConfig:
             further ready addresses wait (their messages keep batching), none is dropped.
 
     Example:
-        >>> from statefun_api import StatefulFunctions
+        >>> from raystream.statefun_api import StatefulFunctions
         >>> DispatcherConfig(StatefulFunctions(), {"demo/out": None}).max_in_flight
         10000
     """
@@ -163,7 +163,7 @@ class FunctionDispatcher(StreamOperator):
         config: the functions, egresses and limits.
 
     Example:
-        >>> from statefun_api import StatefulFunctions
+        >>> from raystream.statefun_api import StatefulFunctions
         >>> op = FunctionDispatcher(DispatcherConfig(StatefulFunctions()))
         >>> op.keyed, op.is_idle()
         (True, True)

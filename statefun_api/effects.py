@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from statefun_api.address import Address
-from statefun_api.messages import EgressMessage, Message
+from raystream.statefun_api.address import Address
+from raystream.statefun_api.messages import EgressMessage, Message
 
 __all__ = [
     "OutgoingMessage",

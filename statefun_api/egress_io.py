@@ -27,9 +27,9 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from statefun_api._protowire import DecodeError, Fields, Writer
-from statefun_api.messages import EgressMessage
-from statefun_api.types import Type, TypedValue, TypeSerializer
+from raystream.statefun_api._protowire import DecodeError, Fields, Writer
+from raystream.statefun_api.messages import EgressMessage
+from raystream.statefun_api.types import Type, TypedValue, TypeSerializer
 
 __all__ = [
     "KafkaProducerRecord",

@@ -32,8 +32,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from engine.errors import ConfigError
-from statefun_api.address import parse_typename
+from raystream.engine.errors import ConfigError
+from raystream.statefun_api.address import parse_typename
 
 __all__ = [
     "RemoteEndpoint",

@@ -3,7 +3,7 @@
 Every error derives from :class:`engine.errors.RaystreamError`, so a job can catch one type.
 
 Example:
-    >>> from engine.errors import RaystreamError
+    >>> from raystream.engine.errors import RaystreamError
     >>> issubclass(StatefulFunctionError, RaystreamError)
     True
 """
@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from engine.errors import RaystreamError
+from raystream.engine.errors import RaystreamError
 
 if TYPE_CHECKING:
-    from statefun_api.address import Address
+    from raystream.statefun_api.address import Address
 
 __all__ = ["StatefulFunctionError", "FunctionNotFound", "ProtocolError", "BadRequest"]
 

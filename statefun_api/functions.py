@@ -1,8 +1,8 @@
 """``StatefulFunctions``: the registry of function typenames, code and state specs.
 
 Example:
-    >>> from statefun_api.spec import ValueSpec
-    >>> from statefun_api.types import IntType
+    >>> from raystream.statefun_api.spec import ValueSpec
+    >>> from raystream.statefun_api.types import IntType
     >>> functions = StatefulFunctions()
     >>> @functions.bind("com.example/counter", specs=[ValueSpec("seen", IntType)])
     ... def counter(context, message):
@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from statefun_api.address import parse_typename
-from statefun_api.errors import FunctionNotFound
-from statefun_api.spec import ValueSpec
+from raystream.statefun_api.address import parse_typename
+from raystream.statefun_api.errors import FunctionNotFound
+from raystream.statefun_api.spec import ValueSpec
 
 __all__ = ["StatefulFunctions", "StatefulFunction"]
 

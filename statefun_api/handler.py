@@ -13,8 +13,8 @@ Protocol, function side:
    an ``InvocationResponse``: changed/deleted state, outgoing, delayed and egress messages.
 
 Example:
-    >>> from statefun_api import StatefulFunctions, ValueSpec, IntType
-    >>> from statefun_api.testing import RequestBuilder, parse_response
+    >>> from raystream.statefun_api import StatefulFunctions, ValueSpec, IntType
+    >>> from raystream.statefun_api.testing import RequestBuilder, parse_response
     >>> functions = StatefulFunctions()
     >>> @functions.bind("com.example/counter", specs=[ValueSpec("seen", IntType)])
     ... def counter(context, message):
@@ -32,20 +32,20 @@ Example:
 
 from __future__ import annotations
 
-from statefun_api.address import Address
-from statefun_api.errors import BadRequest, ProtocolError
-from statefun_api.functions import StatefulFunction, StatefulFunctions
-from statefun_api.invocation import Invocation, invoke, invoke_async
-from statefun_api.messages import Message
-from statefun_api.reqreply import (
+from raystream.statefun_api.address import Address
+from raystream.statefun_api.errors import BadRequest, ProtocolError
+from raystream.statefun_api.functions import StatefulFunction, StatefulFunctions
+from raystream.statefun_api.invocation import Invocation, invoke, invoke_async
+from raystream.statefun_api.messages import Message
+from raystream.statefun_api.reqreply import (
     FromFunction,
     decode_to_function,
     encode_from_function,
     incomplete_context_for,
     response_from_result,
 )
-from statefun_api.storage import StateValue
-from statefun_api.types import TypedValue
+from raystream.statefun_api.storage import StateValue
+from raystream.statefun_api.types import TypedValue
 
 __all__ = ["RequestReplyHandler"]
 
@@ -62,7 +62,7 @@ class RequestReplyHandler:
     so the runtime retries).
 
     Example:
-        >>> from statefun_api import StatefulFunctions
+        >>> from raystream.statefun_api import StatefulFunctions
         >>> RequestReplyHandler(StatefulFunctions())
         RequestReplyHandler(StatefulFunctions([]))
     """

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from statefun_api.endpoints import RemoteEndpoint
+from raystream.statefun_api.endpoints import RemoteEndpoint
 
 __all__ = ["RemoteCaller", "CallResult", "require_aiohttp", "excerpt"]
 

@@ -18,7 +18,7 @@ loop); calling :func:`invoke` for an async function from inside a running event 
 error; use :func:`invoke_async` there.
 
 Example:
-    >>> from statefun_api import StatefulFunctions, ValueSpec, IntType, message_builder
+    >>> from raystream.statefun_api import StatefulFunctions, ValueSpec, IntType, message_builder
     >>> functions = StatefulFunctions()
     >>> @functions.bind("com.example/counter", specs=[ValueSpec("seen", IntType)])
     ... def counter(context, message):
@@ -37,13 +37,13 @@ from collections.abc import Awaitable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from statefun_api.address import Address
-from statefun_api.context import Context
-from statefun_api.effects import InvocationResult
-from statefun_api.errors import FunctionNotFound, StatefulFunctionError
-from statefun_api.functions import StatefulFunction, StatefulFunctions
-from statefun_api.messages import Message
-from statefun_api.storage import StateValue, make_storage, storage_mutations
+from raystream.statefun_api.address import Address
+from raystream.statefun_api.context import Context
+from raystream.statefun_api.effects import InvocationResult
+from raystream.statefun_api.errors import FunctionNotFound, StatefulFunctionError
+from raystream.statefun_api.functions import StatefulFunction, StatefulFunctions
+from raystream.statefun_api.messages import Message
+from raystream.statefun_api.storage import StateValue, make_storage, storage_mutations
 
 __all__ = ["Invocation", "invoke", "invoke_async", "invoke_trusted"]
 
@@ -55,7 +55,7 @@ class Invocation:
     """One incoming message and who sent it (``caller=None`` for ingress messages).
 
     Example:
-        >>> from statefun_api import message_builder
+        >>> from raystream.statefun_api import message_builder
         >>> m = message_builder("com.example/f", "1", int_value=1)
         >>> Invocation(m, caller=Address.of("com.example/g", "2")).caller.typename
         'com.example/g'
@@ -212,7 +212,7 @@ def invoke(
             was invoked from inside a running event loop.
 
     Example:
-        >>> from statefun_api import StatefulFunctions, message_builder
+        >>> from raystream.statefun_api import StatefulFunctions, message_builder
         >>> functions = StatefulFunctions()
         >>> @functions.bind("com.example/echo")
         ... async def echo(context, message):

@@ -14,7 +14,7 @@ functions only keep state.
 
 Example:
     >>> import raystream as rs
-    >>> from statefun_api import StatefulFunctions, message_builder, egress_message_builder, StringType
+    >>> from raystream.statefun_api import StatefulFunctions, message_builder, egress_message_builder, StringType
     >>> functions = StatefulFunctions()
     >>> @functions.bind("demo/greeter")
     ... def greeter(context, message):
@@ -35,31 +35,31 @@ import functools
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from engine.connectors import Sink, SinkWriter
-from engine.errors import GraphError
-from engine.graph import StreamEdge
-from engine.operator import OperatorContext
-from engine.partitioners import KeyGroupPartitioner, KeySelector
-from engine.records import Batch
-from statefun_api.address import parse_typename
-from statefun_api.dispatcher import DispatcherConfig, FunctionDispatcher
-from statefun_api.endpoints import (
+from raystream.engine.connectors import Sink, SinkWriter
+from raystream.engine.errors import GraphError
+from raystream.engine.graph import StreamEdge
+from raystream.engine.operator import OperatorContext
+from raystream.engine.partitioners import KeyGroupPartitioner, KeySelector
+from raystream.engine.records import Batch
+from raystream.statefun_api.address import parse_typename
+from raystream.statefun_api.dispatcher import DispatcherConfig, FunctionDispatcher
+from raystream.statefun_api.endpoints import (
     RemoteEndpoint,
     _check_duplicates,
     endpoint_problem,
     load_module_yaml,
 )
-from statefun_api.functions import StatefulFunctions
-from statefun_api.messages import Message
-from statefun_api.remote import require_aiohttp
-from statefun_api.routing import (
+from raystream.statefun_api.functions import StatefulFunctions
+from raystream.statefun_api.messages import Message
+from raystream.statefun_api.remote import require_aiohttp
+from raystream.statefun_api.routing import (
     FEEDBACK_TAG,
     MessageRecord,
     address_key,
     egress_tag,
     message_to_record,
 )
-from statefun_api.types import Type
+from raystream.statefun_api.types import Type
 
 __all__ = ["StatefulFunctionsJob", "Router", "DiscardingSink"]
 
@@ -139,7 +139,7 @@ class StatefulFunctionsJob:
 
     Example:
         >>> import raystream as rs
-        >>> from statefun_api import StatefulFunctions
+        >>> from raystream.statefun_api import StatefulFunctions
         >>> sf = StatefulFunctionsJob(rs.StreamEnvironment(), StatefulFunctions(), name="shop")
         >>> sf.with_egress("shop/receipts").egresses
         ['shop/receipts']
@@ -214,8 +214,8 @@ class StatefulFunctionsJob:
 
         Example:
             >>> import raystream as rs
-            >>> from statefun_api import StatefulFunctions
-            >>> from statefun_api.endpoints import remote_endpoint
+            >>> from raystream.statefun_api import StatefulFunctions
+            >>> from raystream.statefun_api.endpoints import remote_endpoint
             >>> sf = StatefulFunctionsJob(rs.StreamEnvironment(), StatefulFunctions())
             >>> sf.with_endpoint(remote_endpoint("shop/*", "http://localhost:8000/{function.name}")).endpoints[0].functions
             'shop/*'
@@ -245,7 +245,7 @@ class StatefulFunctionsJob:
 
         Example:
             >>> import raystream as rs
-            >>> from statefun_api import StatefulFunctions, message_builder
+            >>> from raystream.statefun_api import StatefulFunctions, message_builder
             >>> env = rs.StreamEnvironment()
             >>> sf = StatefulFunctionsJob(env, StatefulFunctions())
             >>> sf.with_ingress(env.from_collection([1, 2]),
@@ -303,7 +303,7 @@ class StatefulFunctionsJob:
 
         Example:
             >>> import raystream as rs
-            >>> from statefun_api import StatefulFunctions, StringType
+            >>> from raystream.statefun_api import StatefulFunctions, StringType
             >>> sf = StatefulFunctionsJob(rs.StreamEnvironment(), StatefulFunctions())
             >>> sf.with_egress("demo/out", value_type=StringType).egresses
             ['demo/out']
@@ -323,7 +323,7 @@ class StatefulFunctionsJob:
 
         Example:
             >>> import raystream as rs
-            >>> from statefun_api import StatefulFunctions, message_builder
+            >>> from raystream.statefun_api import StatefulFunctions, message_builder
             >>> env = rs.StreamEnvironment()
             >>> sf = StatefulFunctionsJob(env, StatefulFunctions()).with_ingress(
             ...     env.from_collection(["a"]), lambda r: message_builder("demo/f", r, str_value=r))

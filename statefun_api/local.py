@@ -16,7 +16,7 @@ only applies replies that have arrived, and :meth:`LocalDispatchers.run_until_id
 :meth:`LocalDispatchers.close`) to stop the I/O threads.
 
 Example:
-    >>> from statefun_api import StatefulFunctions, ValueSpec, IntType, message_builder
+    >>> from raystream.statefun_api import StatefulFunctions, ValueSpec, IntType, message_builder
     >>> functions = StatefulFunctions()
     >>> @functions.bind("demo/counter", specs=[ValueSpec("n", IntType)])
     ... def counter(context, message):
@@ -37,21 +37,26 @@ from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from typing import Any
 
-from checkpoint import HeapKeyedStateBackend, ValueStateDescriptor
-from engine.keygroups import KeyGroupRange, key_group_for, subtask_for_key_group
-from engine.operator import ManualClock, OperatorContext
-from engine.records import Batch
-from statefun_api.dispatcher import (
+from raystream.checkpoint import HeapKeyedStateBackend, ValueStateDescriptor
+from raystream.engine.keygroups import KeyGroupRange, key_group_for, subtask_for_key_group
+from raystream.engine.operator import ManualClock, OperatorContext
+from raystream.engine.records import Batch
+from raystream.statefun_api.dispatcher import (
     DispatcherConfig,
     FunctionDispatcher,
     declared_egresses,
 )
-from statefun_api.endpoints import RemoteEndpoint
-from statefun_api.functions import StatefulFunctions
-from statefun_api.messages import Message
-from statefun_api.routing import FEEDBACK_TAG, MessageRecord, decode_by_typename, message_to_record
-from statefun_api.state_layout import value_state_name
-from statefun_api.types import Type
+from raystream.statefun_api.endpoints import RemoteEndpoint
+from raystream.statefun_api.functions import StatefulFunctions
+from raystream.statefun_api.messages import Message
+from raystream.statefun_api.routing import (
+    FEEDBACK_TAG,
+    MessageRecord,
+    decode_by_typename,
+    message_to_record,
+)
+from raystream.statefun_api.state_layout import value_state_name
+from raystream.statefun_api.types import Type
 
 __all__ = ["LocalDispatchers"]
 
@@ -91,7 +96,7 @@ class LocalDispatchers:
             ``timer_tick_ms`` (see :class:`~statefun_api.dispatcher.DispatcherConfig`).
 
     Example:
-        >>> from statefun_api import StatefulFunctions
+        >>> from raystream.statefun_api import StatefulFunctions
         >>> LocalDispatchers(StatefulFunctions(), parallelism=3).is_idle()
         True
     """

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from statefun_api.address import _PARSED as _VALID_TYPENAMES
-from statefun_api.address import Address, parse_typename
-from statefun_api.types import (
+from raystream.statefun_api.address import _PARSED as _VALID_TYPENAMES
+from raystream.statefun_api.address import Address, parse_typename
+from raystream.statefun_api.types import (
     BoolType,
     DoubleType,
     FloatType,
@@ -246,7 +246,7 @@ def message_builder(
     Example:
         >>> message_builder("com.example/f", "1", long_value=2**40).as_long()
         1099511627776
-        >>> from statefun_api.types import make_json_type
+        >>> from raystream.statefun_api.types import make_json_type
         >>> Cart = make_json_type("com.example/Cart")
         >>> message_builder("com.example/f", "1", value=["x"], value_type=Cart).as_type(Cart)
         ['x']

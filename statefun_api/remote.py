@@ -44,24 +44,24 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from checkpoint import StateTtlConfig, ValueStateDescriptor
-from statefun_api.address import Address
-from statefun_api.endpoints import RemoteEndpoint, resolve_endpoint
-from statefun_api.errors import ProtocolError, StatefulFunctionError
-from statefun_api.http_caller import CallResult, RemoteCaller, excerpt, require_aiohttp
-from statefun_api.reqreply import (
+from raystream.checkpoint import StateTtlConfig, ValueStateDescriptor
+from raystream.statefun_api.address import Address
+from raystream.statefun_api.endpoints import RemoteEndpoint, resolve_endpoint
+from raystream.statefun_api.errors import ProtocolError, StatefulFunctionError
+from raystream.statefun_api.http_caller import CallResult, RemoteCaller, excerpt, require_aiohttp
+from raystream.statefun_api.reqreply import (
     FromFunction,
     ToFunction,
     decode_from_function,
     encode_to_function,
     result_from_response,
 )
-from statefun_api.routing import MessageRecord, message_to_record
-from statefun_api.state_layout import value_state_name
-from statefun_api.types import TypedValue
+from raystream.statefun_api.routing import MessageRecord, message_to_record
+from raystream.statefun_api.state_layout import value_state_name
+from raystream.statefun_api.types import TypedValue
 
 if TYPE_CHECKING:
-    from statefun_api.dispatcher import FunctionDispatcher
+    from raystream.statefun_api.dispatcher import FunctionDispatcher
 
 __all__ = ["RemoteCaller", "RemoteFunctions", "CallResult", "RemoteFunctionError", "require_aiohttp"]
 

@@ -12,7 +12,7 @@ Both sides of the protocol are covered: a runtime (the engine) encodes a
 (:class:`~statefun_api.handler.RequestReplyHandler`, :func:`response_from_result`).
 
 Example:
-    >>> from statefun_api import Address, TypedValue
+    >>> from raystream.statefun_api import Address, TypedValue
     >>> req = ToFunction(ToFunction.InvocationBatchRequest(target=Address("a", "b", "1")))
     >>> encode_to_function(req)
     b'\\xa2\\x06\\x0b\\n\\t\\n\\x01a\\x12\\x01b\\x1a\\x011'
@@ -27,19 +27,19 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from statefun_api._protowire import DecodeError, Fields, Writer
-from statefun_api.address import Address, parse_typename
-from statefun_api.effects import (
+from raystream.statefun_api._protowire import DecodeError, Fields, Writer
+from raystream.statefun_api.address import Address, parse_typename
+from raystream.statefun_api.effects import (
     DelayedCancellation,
     DelayedMessage,
     InvocationResult,
     OutgoingMessage,
 )
-from statefun_api.errors import ProtocolError
-from statefun_api.invocation import Invocation
-from statefun_api.messages import EgressMessage, Message
-from statefun_api.spec import ValueSpec
-from statefun_api.types import TypedValue
+from raystream.statefun_api.errors import ProtocolError
+from raystream.statefun_api.invocation import Invocation
+from raystream.statefun_api.messages import EgressMessage, Message
+from raystream.statefun_api.spec import ValueSpec
+from raystream.statefun_api.types import TypedValue
 
 __all__ = [
     "ToFunction",
@@ -450,7 +450,7 @@ def build_request(
     TypedValue without a value) is sent as a state entry without a value.
 
     Example:
-        >>> from statefun_api import message_builder
+        >>> from raystream.statefun_api import message_builder
         >>> m = message_builder("com.example/f", "1", int_value=5)
         >>> req = build_request(m.target, {"seen": None}, [m])
         >>> [pv.state_name for pv in req.invocation.state], len(req.invocation.invocations)
@@ -562,7 +562,7 @@ def incomplete_context_for(missing: Iterable[ValueSpec]) -> FromFunction:
     """The reply asking the runtime to register ``missing`` specs and retry.
 
     Example:
-        >>> from statefun_api import ValueSpec, IntType
+        >>> from raystream.statefun_api import ValueSpec, IntType
         >>> reply = incomplete_context_for([ValueSpec("seen", IntType)])
         >>> reply.incomplete_invocation_context.missing_values[0].type_typename
         'io.statefun.types/int'

@@ -13,7 +13,7 @@ Egress messages leave the dispatcher on the side output :func:`egress_tag` of th
 egress typename, already decoded (see :func:`decode_egress_value`).
 
 Example:
-    >>> from statefun_api import message_builder
+    >>> from raystream.statefun_api import message_builder
     >>> m = message_builder("com.example/greeter", "alice", str_value="hi")
     >>> record = message_to_record(m)
     >>> record[:2], address_key(record)
@@ -27,11 +27,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from statefun_api.address import Address
-from statefun_api.egress_io import KafkaProducerRecordType, KinesisEgressRecordType
-from statefun_api.invocation import Invocation
-from statefun_api.messages import EgressMessage, Message
-from statefun_api.types import (
+from raystream.statefun_api.address import Address
+from raystream.statefun_api.egress_io import KafkaProducerRecordType, KinesisEgressRecordType
+from raystream.statefun_api.invocation import Invocation
+from raystream.statefun_api.messages import EgressMessage, Message
+from raystream.statefun_api.types import (
     BoolType,
     DoubleType,
     FloatType,
@@ -119,7 +119,7 @@ def decode_by_typename(tv: TypedValue) -> Any:
     egress record; any other value is returned as the ``TypedValue`` itself.
 
     Example:
-        >>> from statefun_api.types import to_typed_value
+        >>> from raystream.statefun_api.types import to_typed_value
         >>> decode_by_typename(to_typed_value(StringType, "hi")), decode_by_typename(TypedValue("a/b", True, b"x"))
         ('hi', TypedValue(typename='a/b', has_value=True, value=b'x'))
     """
@@ -141,7 +141,7 @@ def decode_egress_value(message: EgressMessage, value_type: Type[Any] | None) ->
     :class:`~statefun_api.types.TypedValue`.
 
     Example:
-        >>> from statefun_api import egress_message_builder
+        >>> from raystream.statefun_api import egress_message_builder
         >>> decode_egress_value(egress_message_builder("a/out", "hi", StringType), None)
         'hi'
     """

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from statefun_api.errors import BadRequest, FunctionNotFound
-from statefun_api.functions import StatefulFunctions
-from statefun_api.handler import RequestReplyHandler
+from raystream.statefun_api.errors import BadRequest, FunctionNotFound
+from raystream.statefun_api.functions import StatefulFunctions
+from raystream.statefun_api.handler import RequestReplyHandler
 
 if TYPE_CHECKING:
     from aiohttp import web

@@ -2,7 +2,7 @@
 
 Example:
     >>> from datetime import timedelta
-    >>> from statefun_api.types import IntType
+    >>> from raystream.statefun_api.types import IntType
     >>> spec = ValueSpec("seen", IntType, expire_after_call=timedelta(days=1))
     >>> spec.expiration_mode, spec.expire_after_millis
     ('after_call', 86400000)
@@ -14,7 +14,7 @@ import keyword
 from datetime import timedelta
 from typing import Literal
 
-from statefun_api.types import Type
+from raystream.statefun_api.types import Type
 
 __all__ = ["ValueSpec", "ExpirationMode"]
 
@@ -45,7 +45,7 @@ class ValueSpec:
         expire_after_millis: the TTL in milliseconds (``0`` when ``"none"``).
 
     Example:
-        >>> from statefun_api.types import StringType
+        >>> from raystream.statefun_api.types import StringType
         >>> ValueSpec("name", StringType)
         ValueSpec(name='name', type=<StateFun type io.statefun.types/string>)
     """

@@ -12,8 +12,8 @@ immutable types (int, long, double, string, bool) are decoded once and kept, so 
 messages to one address does not re-decode what it just wrote.
 
 Example:
-    >>> from statefun_api.spec import ValueSpec
-    >>> from statefun_api.types import IntType
+    >>> from raystream.statefun_api.spec import ValueSpec
+    >>> from raystream.statefun_api.types import IntType
     >>> storage = make_storage("com.example/counter", [ValueSpec("seen", IntType)], {})
     >>> storage.seen is None
     True
@@ -27,8 +27,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from statefun_api.spec import ValueSpec
-from statefun_api.types import BoolType, DoubleType, IntType, LongType, StringType, TypedValue
+from raystream.statefun_api.spec import ValueSpec
+from raystream.statefun_api.types import (
+    BoolType,
+    DoubleType,
+    IntType,
+    LongType,
+    StringType,
+    TypedValue,
+)
 
 __all__ = ["AddressScopedStorage", "StateValue", "make_storage", "storage_mutations"]
 
@@ -116,8 +123,8 @@ class AddressScopedStorage:
     """The state of one function address, one attribute per declared ValueSpec.
 
     Example:
-        >>> from statefun_api.spec import ValueSpec
-        >>> from statefun_api.types import StringType
+        >>> from raystream.statefun_api.spec import ValueSpec
+        >>> from raystream.statefun_api.types import StringType
         >>> s = make_storage("a/b", [ValueSpec("name", StringType)], {"name": b"\\n\\x01x"})
         >>> s.name
         'x'

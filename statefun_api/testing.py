@@ -10,7 +10,7 @@
   remote functions end to end (needs aiohttp).
 
 Example:
-    >>> from statefun_api import StatefulFunctions, ValueSpec, IntType, message_builder
+    >>> from raystream.statefun_api import StatefulFunctions, ValueSpec, IntType, message_builder
     >>> functions = StatefulFunctions()
     >>> @functions.bind("com.example/counter", specs=[ValueSpec("seen", IntType)])
     ... def counter(context, message):
@@ -29,15 +29,20 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from statefun_api.address import Address
-from statefun_api.effects import DelayedMessage, InvocationResult, OutgoingMessage
-from statefun_api.functions import StatefulFunctions
-from statefun_api.handler import RequestReplyHandler
-from statefun_api.invocation import Invocation, invoke
-from statefun_api.messages import EgressMessage, Message
-from statefun_api.remote import require_aiohttp
-from statefun_api.reqreply import FromFunction, ToFunction, decode_from_function, encode_to_function
-from statefun_api.types import Type, to_typed_value
+from raystream.statefun_api.address import Address
+from raystream.statefun_api.effects import DelayedMessage, InvocationResult, OutgoingMessage
+from raystream.statefun_api.functions import StatefulFunctions
+from raystream.statefun_api.handler import RequestReplyHandler
+from raystream.statefun_api.invocation import Invocation, invoke
+from raystream.statefun_api.messages import EgressMessage, Message
+from raystream.statefun_api.remote import require_aiohttp
+from raystream.statefun_api.reqreply import (
+    FromFunction,
+    ToFunction,
+    decode_from_function,
+    encode_to_function,
+)
+from raystream.statefun_api.types import Type, to_typed_value
 
 __all__ = ["RequestBuilder", "parse_response", "round_trip", "run_function", "FunctionRun", "FunctionServer", "free_port"]
 
@@ -54,7 +59,7 @@ class RequestBuilder:
     """Builds a ``ToFunction`` invocation request, step by step (each step returns a copy).
 
     Example:
-        >>> from statefun_api import IntType, StringType
+        >>> from raystream.statefun_api import IntType, StringType
         >>> req = (RequestBuilder("com.example/f", "1")
         ...        .with_state("seen", 3, IntType)
         ...        .with_state("name")
@@ -224,7 +229,7 @@ class FunctionServer:
         port: 0 for an ephemeral port (see :attr:`port` after :meth:`start`).
 
     Example:
-        >>> from statefun_api import StatefulFunctions
+        >>> from raystream.statefun_api import StatefulFunctions
         >>> with FunctionServer(RequestReplyHandler(StatefulFunctions())) as server:  # doctest: +SKIP
         ...     url = server.url + "/{function.name}"
     """

@@ -34,8 +34,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-import statefun_api._protowire as _protowire
-from statefun_api.address import parse_typename
+import raystream.statefun_api._protowire as _protowire
+from raystream.statefun_api.address import parse_typename
 
 __all__ = [
     "Type",

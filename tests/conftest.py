@@ -37,7 +37,7 @@ def leftover_actors() -> list[dict]:
     executor hosts a task and no master runs a job."""
     import ray
 
-    from engine.pool import WorkerPool
+    from raystream.engine.pool import WorkerPool
 
     pool = WorkerPool.existing()
     idle: set[str] = set()

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-import operators
 import raystream
+from raystream import operators
 
 
 @pytest.mark.parametrize("module", [raystream, operators], ids=lambda m: m.__name__)
@@ -26,6 +26,6 @@ def test_event_time_api_is_public():
                  "ProcessWindowFunction", "KeyedProcessFunction", "CoProcessFunction", "KeyedCoProcessFunction",
                  "BroadcastProcessFunction", "AggregateFunction"):
         assert name in raystream.__all__
-    from operators.windows import TumblingEventTimeWindows
+    from raystream.operators.windows import TumblingEventTimeWindows
 
     assert raystream.TumblingEventTimeWindows is TumblingEventTimeWindows

@@ -6,8 +6,8 @@ import struct
 
 import pytest
 
-from checkpoint import FORMAT_VERSION, MAGIC, decode_blob, encode_blob, read_blob_header
-from engine.errors import CheckpointError
+from raystream.checkpoint import FORMAT_VERSION, MAGIC, decode_blob, encode_blob, read_blob_header
+from raystream.engine.errors import CheckpointError
 
 
 def test_round_trip_and_header_fields():

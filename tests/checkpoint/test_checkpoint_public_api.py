@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 import pathlib
 
-import checkpoint
+from raystream import checkpoint
 
 
 def test_all_names_exist():

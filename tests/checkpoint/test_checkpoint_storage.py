@@ -7,8 +7,8 @@ import pickle
 
 import pytest
 
-from checkpoint import CheckpointStorage, StateHandle, resolve_storage
-from engine.errors import CheckpointError, ConfigError
+from raystream.checkpoint import CheckpointStorage, StateHandle, resolve_storage
+from raystream.engine.errors import CheckpointError, ConfigError
 
 
 @pytest.fixture(params=["local", "file-uri", "s3-fs", "s3-uri"])
@@ -137,8 +137,8 @@ def test_bad_locations_and_job_ids(tmp_path):
 def test_check_savepoint_refuses_wrong_paths_and_writing_a_savepoint_still_works(tmp_path):
     import pytest
 
-    from checkpoint.storage import CheckpointStorage, check_savepoint
-    from engine.errors import CheckpointError
+    from raystream.checkpoint.storage import CheckpointStorage, check_savepoint
+    from raystream.engine.errors import CheckpointError
 
     storage = CheckpointStorage(str(tmp_path / "chk"))
     target = str(tmp_path / "sp-new")

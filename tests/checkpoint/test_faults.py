@@ -10,9 +10,9 @@ import cloudpickle
 import pyarrow.fs as pafs
 import pytest
 
-import checkpoint.faults
-from checkpoint import CheckpointStorage
-from checkpoint.faults import (
+import raystream.checkpoint.faults
+from raystream.checkpoint import CheckpointStorage
+from raystream.checkpoint.faults import (
     FaultInjectingHandler,
     FaultRule,
     InjectedFault,
@@ -21,7 +21,7 @@ from checkpoint.faults import (
     path_key,
     read_fault_log,
 )
-from engine.errors import CheckpointError, ConfigError
+from raystream.engine.errors import CheckpointError, ConfigError
 
 
 class Sleeps:
@@ -40,7 +40,7 @@ def storage_with(tmp_path, *rules: FaultRule, seed: int = 0, **kw) -> Checkpoint
 
 
 def test_doctests():
-    assert doctest.testmod(checkpoint.faults, optionflags=doctest.ELLIPSIS).failed == 0
+    assert doctest.testmod(raystream.checkpoint.faults, optionflags=doctest.ELLIPSIS).failed == 0
 
 
 # -- rules and classification ------------------------------------------------------------

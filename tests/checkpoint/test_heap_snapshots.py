@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from checkpoint import (
+from raystream.checkpoint import (
     HeapKeyedStateBackend,
     KeyedStateSnapshot,
     ListStateDescriptor,
@@ -18,9 +18,9 @@ from checkpoint import (
     deserialize_keyed_snapshot,
     serialize_keyed_snapshot,
 )
-from engine.errors import CheckpointError, StateError
-from engine.keygroups import KeyGroupRange, key_group_for
-from engine.operator import ManualClock
+from raystream.engine.errors import CheckpointError, StateError
+from raystream.engine.keygroups import KeyGroupRange, key_group_for
+from raystream.engine.operator import ManualClock
 
 MAXP = 128
 FULL = KeyGroupRange(0, MAXP - 1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from checkpoint import (
+from raystream.checkpoint import (
     AggregateFunction,
     AggregatingStateDescriptor,
     HeapKeyedStateBackend,
@@ -14,9 +14,9 @@ from checkpoint import (
     StateTtlConfig,
     ValueStateDescriptor,
 )
-from engine.errors import ConfigError, StateError
-from engine.keygroups import KeyGroupRange
-from engine.operator import ManualClock
+from raystream.engine.errors import ConfigError, StateError
+from raystream.engine.keygroups import KeyGroupRange
+from raystream.engine.operator import ManualClock
 
 MAXP = 128
 
@@ -162,7 +162,7 @@ def test_key_outside_range_names_the_key(clock):
 
 
 def _kg(key):
-    from engine.keygroups import key_group_for
+    from raystream.engine.keygroups import key_group_for
 
     return key_group_for(key, MAXP)
 

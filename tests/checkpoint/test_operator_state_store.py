@@ -6,8 +6,8 @@ import pickle
 
 import pytest
 
-from checkpoint import OperatorStateSnapshot, OperatorStateStore
-from engine.errors import CheckpointError, StateError
+from raystream.checkpoint import OperatorStateSnapshot, OperatorStateStore
+from raystream.engine.errors import CheckpointError, StateError
 
 
 def test_list_state_operations():

@@ -7,11 +7,16 @@ import pickle
 
 import pytest
 
-from checkpoint import CheckpointStorage, decode_blob, encode_blob, resolve_storage
-from checkpoint.coordinator import CheckpointConfig, CheckpointCoordinator
-from checkpoint.format import SIGNATURE_FIELD, read_blob_header, sign_blob, verify_blob_signature
-from checkpoint.storage import SECRET_ENV
-from engine.errors import CheckpointError, ConfigError
+from raystream.checkpoint import CheckpointStorage, decode_blob, encode_blob, resolve_storage
+from raystream.checkpoint.coordinator import CheckpointConfig, CheckpointCoordinator
+from raystream.checkpoint.format import (
+    SIGNATURE_FIELD,
+    read_blob_header,
+    sign_blob,
+    verify_blob_signature,
+)
+from raystream.checkpoint.storage import SECRET_ENV
+from raystream.engine.errors import CheckpointError, ConfigError
 
 SECRET = "job secret"
 UNPICKLED: list[str] = []

@@ -9,7 +9,7 @@ import time
 import pyarrow as pa
 import pytest
 
-from checkpoint import (
+from raystream.checkpoint import (
     HeapKeyedStateBackend,
     HeapStateBackend,
     ListStateDescriptor,
@@ -17,14 +17,14 @@ from checkpoint import (
     StateTtlConfig,
     ValueStateDescriptor,
 )
-from checkpoint.ttl import TtlCleanupCursor
-from engine.channels import InputInfo
-from engine.config import TaskConfig
-from engine.errors import ConfigError
-from engine.events import EndOfInput
-from engine.keygroups import KeyGroupRange
-from engine.operator import ManualClock, StreamOperator
-from engine.task import Task, TaskHooks, TaskSpec
+from raystream.checkpoint.ttl import TtlCleanupCursor
+from raystream.engine.channels import InputInfo
+from raystream.engine.config import TaskConfig
+from raystream.engine.errors import ConfigError
+from raystream.engine.events import EndOfInput
+from raystream.engine.keygroups import KeyGroupRange
+from raystream.engine.operator import ManualClock, StreamOperator
+from raystream.engine.task import Task, TaskHooks, TaskSpec
 
 MAXP = 128
 N = 100_000

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs import cli
-from jobs.cli import CliError, build_entrypoint, load_job_module, main
+from raystream.jobs import cli
+from raystream.jobs.cli import CliError, build_entrypoint, load_job_module, main
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,7 +33,7 @@ def test_load_job_module_from_file_and_module_name(tmp_path):
     jm = load_job_module(str(job))
     assert jm.has_build and jm.job_name == "my-job" and jm.name == "myjob"
     assert jm.parse_args(["--x", "1"]) == {"argv": ["--x", "1"]}
-    wc = load_job_module("jobs.wordcount")
+    wc = load_job_module("raystream.jobs.wordcount")
     assert wc.has_build and wc.job_name == "wordcount"
     assert wc.parse_args(["--lines", "5"]).lines == 5
 
@@ -124,20 +124,20 @@ def test_submit_entrypoint_is_relative_to_the_working_dir(tmp_path):
                                              "--runtime-env", json.dumps({"env_vars": {"A": "1"}})],
                         job_args=["--n", "5 6"])
     entry, renv = build_entrypoint(args)
-    assert entry == "python -m jobs.cli run pkg/j.py --address auto --parallelism 3 -- --n '5 6'"
+    assert entry == "python -m raystream.jobs.cli run pkg/j.py --address auto --parallelism 3 -- --n '5 6'"
     assert renv == {"env_vars": {"A": "1"}, "working_dir": str(tmp_path.resolve())}
 
 
 def test_submit_defaults_working_dir_to_the_job_directory(tmp_path):
     job = write(tmp_path / "j.py", "def build(env, args):\n    return None\n")
     entry, renv = build_entrypoint(_submit_args(job=str(job)))
-    assert entry == "python -m jobs.cli run j.py --address auto"
+    assert entry == "python -m raystream.jobs.cli run j.py --address auto"
     assert renv["working_dir"] == str(tmp_path.resolve())
 
 
 def test_submit_of_a_module_name_uploads_nothing():
-    entry, renv = build_entrypoint(_submit_args(job="jobs.wordcount", job_args=["--lines", "10"]))
-    assert entry == "python -m jobs.cli run jobs.wordcount --address auto -- --lines 10"
+    entry, renv = build_entrypoint(_submit_args(job="raystream.jobs.wordcount", job_args=["--lines", "10"]))
+    assert entry == "python -m raystream.jobs.cli run raystream.jobs.wordcount --address auto -- --lines 10"
     assert renv == {}
 
 
@@ -154,7 +154,7 @@ def test_submit_errors(tmp_path):
 
 
 def test_python_dash_m_jobs_cli_and_console_script_help():
-    for cmd in ([sys.executable, "-m", "jobs.cli", "--help"], [sys.executable, "-m", "jobs", "--help"]):
+    for cmd in ([sys.executable, "-m", "raystream.jobs.cli", "--help"], [sys.executable, "-m", "jobs", "--help"]):
         out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
         for word in ("run", "submit", "list", "status", "logs", "cancel", "savepoint", "stop"):
@@ -180,7 +180,7 @@ def test_from_savepoint_to_a_wrong_path_is_a_setup_error_before_ray_starts(tmp_p
 
 def test_a_closed_pipe_ends_quietly(monkeypatch, capsys):
     """`raystream status JOB | head`: the reader leaving is not an error."""
-    import jobs.cli as cli
+    import raystream.jobs.cli as cli
 
     def closed(args):
         raise BrokenPipeError(32, "Broken pipe")
@@ -192,7 +192,7 @@ def test_a_closed_pipe_ends_quietly(monkeypatch, capsys):
 
 
 def test_checkpoint_summary_is_one_readable_line():
-    from jobs.cli import checkpoint_summary
+    from raystream.jobs.cli import checkpoint_summary
 
     line = checkpoint_summary({"completed": 12, "aborted": 1, "in_progress": 14,
                                "last": {"id": 13, "status": "COMPLETED", "duration_s": 0.21, "bytes": 3 * 1024 * 1024}})
@@ -212,5 +212,5 @@ def test_files_named_in_job_args_travel_with_the_job_or_fail_before_submission(t
     # with the folder holding both, the argument is rewritten relative to what travels
     entry, renv = build_entrypoint(_submit_args(job="jobs/count.py", extra=["--working-dir", "."],
                                                 job_args=["book.txt", "--top", "3"]))
-    assert entry == "python -m jobs.cli run jobs/count.py --address auto -- book.txt --top 3"
+    assert entry == "python -m raystream.jobs.cli run jobs/count.py --address auto -- book.txt --top 3"
     assert renv["working_dir"] == str(tmp_path.resolve()) and book.exists() and job.exists()

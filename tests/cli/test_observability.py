@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 import raystream as rs
-from engine.observability import (
+from raystream.engine.observability import (
     MetricsExporter,
     ProgressReporter,
     format_progress_line,
@@ -195,7 +195,7 @@ def test_job_client_html():
     assert "boom &lt;x&gt;" in failed and "<table" not in failed
 
 
-@pytest.mark.parametrize("module", ["engine.observability", "jobs.cli"])
+@pytest.mark.parametrize("module", ["engine.observability", "raystream.jobs.cli"])
 def test_doctests(module):
     import doctest
     import importlib

@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 
 import raystream as rs
-from engine.keygroups import key_group_for
-from engine.partitioners import KeySelector
-from jobs.fraud_detection import FraudDetector, reference_alerts, transaction
-from operators.keyed import KeyedProcessOperator
-from operators.testing import OperatorHarness
-from operators.time import TimestampAssigner
+from raystream.engine.keygroups import key_group_for
+from raystream.engine.partitioners import KeySelector
+from raystream.jobs.fraud_detection import FraudDetector, reference_alerts, transaction
+from raystream.operators.keyed import KeyedProcessOperator
+from raystream.operators.testing import OperatorHarness
+from raystream.operators.time import TimestampAssigner
 
 TXS = [transaction(i) for i in range(30_000)]
 

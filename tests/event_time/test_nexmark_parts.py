@@ -8,14 +8,14 @@ import random
 
 import pytest
 
-from engine.partitioners import KeySelector
-from jobs import nexmark
-from operators.joins import CoGroupWindowOperator, _CoGroup
-from operators.testing import OperatorHarness
-from operators.time import TimestampAssigner
-from operators.window_fast import VectorWindowAggregateOperator
-from operators.window_operator import AGGREGATE, LIST, WindowOperator
-from operators.windows import SlidingEventTimeWindows, TumblingEventTimeWindows
+from raystream.engine.partitioners import KeySelector
+from raystream.jobs import nexmark
+from raystream.operators.joins import CoGroupWindowOperator, _CoGroup
+from raystream.operators.testing import OperatorHarness
+from raystream.operators.time import TimestampAssigner
+from raystream.operators.window_fast import VectorWindowAggregateOperator
+from raystream.operators.window_operator import AGGREGATE, LIST, WindowOperator
+from raystream.operators.windows import SlidingEventTimeWindows, TumblingEventTimeWindows
 
 N = 6_000
 ARGS = nexmark.parse_args(["--window-ms", "100", "--slide-ms", "50", "--q2-modulus", "7"])

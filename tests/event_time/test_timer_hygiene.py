@@ -3,16 +3,16 @@ registrations and the window operator follows the LIVE timers, never their histo
 
 from __future__ import annotations
 
-from engine.config import TaskConfig
-from engine.operator import ManualClock
-from engine.partitioners import KeySelector
-from engine.task import Task, TaskSpec
-from engine.timer_queue import COMPACT_SLACK as TASK_SLACK
-from engine.timer_queue import TimerQueue
-from operators.testing import OperatorHarness
-from operators.timers import COMPACT_SLACK, KG_CACHE_LIMIT, InternalTimerService
-from operators.window_operator import REDUCE, WindowOperator
-from operators.windows import ProcessingTimeSessionWindows
+from raystream.engine.config import TaskConfig
+from raystream.engine.operator import ManualClock
+from raystream.engine.partitioners import KeySelector
+from raystream.engine.task import Task, TaskSpec
+from raystream.engine.timer_queue import COMPACT_SLACK as TASK_SLACK
+from raystream.engine.timer_queue import TimerQueue
+from raystream.operators.testing import OperatorHarness
+from raystream.operators.timers import COMPACT_SLACK, KG_CACHE_LIMIT, InternalTimerService
+from raystream.operators.window_operator import REDUCE, WindowOperator
+from raystream.operators.windows import ProcessingTimeSessionWindows
 
 HOUR = 3_600_000
 

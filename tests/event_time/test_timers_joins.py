@@ -4,31 +4,31 @@ from __future__ import annotations
 
 import pytest
 
-from checkpoint import ValueStateDescriptor
-from engine.connectors import END_OF_INPUT
-from engine.errors import ConfigError
-from engine.keygroups import KeyGroupRange
-from engine.operator import ManualClock, OperatorContext
-from engine.partitioners import KeySelector
-from operators.connected import BroadcastProcessOperator, KeyedCoProcessOperator
-from operators.functions import (
+from raystream.checkpoint import ValueStateDescriptor
+from raystream.engine.connectors import END_OF_INPUT
+from raystream.engine.errors import ConfigError
+from raystream.engine.keygroups import KeyGroupRange
+from raystream.engine.operator import ManualClock, OperatorContext
+from raystream.engine.partitioners import KeySelector
+from raystream.operators.connected import BroadcastProcessOperator, KeyedCoProcessOperator
+from raystream.operators.functions import (
     BroadcastProcessFunction,
     KeyedCoProcessFunction,
     KeyedProcessFunction,
     OutputTag,
 )
-from operators.joins import CoGroupWindowOperator, IntervalJoinOperator, _CoGroup
-from operators.keyed import KeyedProcessOperator
-from operators.sources import CollectionSource
-from operators.testing import OperatorHarness
-from operators.time import (
+from raystream.operators.joins import CoGroupWindowOperator, IntervalJoinOperator, _CoGroup
+from raystream.operators.keyed import KeyedProcessOperator
+from raystream.operators.sources import CollectionSource
+from raystream.operators.testing import OperatorHarness
+from raystream.operators.time import (
     TimestampAssigner,
     TimestampsAndWatermarksOperator,
     WatermarkedSource,
     WatermarkStrategy,
 )
-from operators.timers import InternalTimerService
-from operators.windows import TumblingEventTimeWindows
+from raystream.operators.timers import InternalTimerService
+from raystream.operators.windows import TumblingEventTimeWindows
 
 TS1 = TimestampAssigner(column=1)
 

@@ -11,15 +11,15 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from checkpoint import AggregateFunction
-from engine.keygroups import KeyGroupRange, key_group_for
-from engine.partitioners import KeySelector
-from operators.testing import OperatorHarness
-from operators.time import TimestampAssigner
-from operators.window_fast import VectorWindowAggregateOperator
-from operators.window_operator import AGGREGATE, LIST, REDUCE, WindowOperator
-from operators.windowed_stream import _SpecsWindowFunction
-from operators.windows import (
+from raystream.checkpoint import AggregateFunction
+from raystream.engine.keygroups import KeyGroupRange, key_group_for
+from raystream.engine.partitioners import KeySelector
+from raystream.operators.testing import OperatorHarness
+from raystream.operators.time import TimestampAssigner
+from raystream.operators.window_fast import VectorWindowAggregateOperator
+from raystream.operators.window_operator import AGGREGATE, LIST, REDUCE, WindowOperator
+from raystream.operators.windowed_stream import _SpecsWindowFunction
+from raystream.operators.windows import (
     CountTrigger,
     EventTimeSessionWindows,
     EventTimeTrigger,

@@ -128,7 +128,7 @@ def raystream(*args: str, timeout: float = 120, cwd: Path = ROOT, **extra_env: s
     env.pop("RAY_ADDRESS", None)
     if "RAY_AUTH_MODE" not in extra_env:
         env.pop("RAY_AUTH_MODE", None)  # as a user's shell: raystream finds the cluster's token itself
-    return subprocess.run([sys.executable, "-m", "jobs.cli", *args], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "raystream.jobs.cli", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=env)
 
 
@@ -224,8 +224,8 @@ def test_list_status_logs_cancel_against_the_cluster(head, tmp_path):
 def test_metrics_exporter_reaches_prometheus(head):
     script = textwrap.dedent(f"""
         import time, ray
-        from engine.observability import MetricsExporter
-        from engine.ray_runtime import ensure_ray
+        from raystream.engine.observability import MetricsExporter
+        from raystream.engine.ray_runtime import ensure_ray
         ensure_ray({head["gcs"]!r}, logging_level="ERROR")  # with the cluster's token auth
         exp = MetricsExporter("prom-job-1", "prom")
         for i in range(1, 5):

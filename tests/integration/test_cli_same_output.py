@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import jobs.wordcount as wordcount
-from jobs.cli import main
+import raystream.jobs.wordcount as wordcount
+from raystream.jobs.cli import main
 
 
 def _report_lines(text: str) -> list[str]:

@@ -41,7 +41,7 @@ SCRIPT = textwrap.dedent('''
                         for n in node_ids], timeout=120) == node_ids
         started = time.monotonic() - t0
         import raystream as rs
-        from jobs.wordcount import final_counts, generated_text, tokenize
+        from raystream.jobs.wordcount import final_counts, generated_text, tokenize
 
         lines = [generated_text(i) for i in range(4000)]
         env = rs.StreamEnvironment(parallelism=4)
@@ -91,7 +91,7 @@ SCRIPT = textwrap.dedent('''
                 pass
         on_worker = on_worker[:killed]
         result = client.wait()
-        from operators.sinks import collected_records
+        from raystream.operators.sinks import collected_records
         recovered = sorted(collected_records(next(iter(result.sink_results.values()))))
         rs.shutdown_workers()  # the idle masters and executors kept for another job
         deadline = time.monotonic() + 10

@@ -10,9 +10,9 @@ import pytest
 import ray
 
 import raystream as rs
-from engine.connectors import Sink, SinkWriter
-from jobs.wordcount import final_counts, generated_text, tokenize
-from operators.sinks import collected_records
+from raystream.engine.connectors import Sink, SinkWriter
+from raystream.jobs.wordcount import final_counts, generated_text, tokenize
+from raystream.operators.sinks import collected_records
 
 TEXT = [generated_text(i) for i in range(3000)] + ["Hello hello, world!", ""]
 
@@ -45,7 +45,7 @@ def test_keyed_reduce_identical_at_parallelism_1_2_4():
 def test_wordcount_job_module_reads_text_file(tmp_path):
     path = tmp_path / "words.txt"
     path.write_text("\n".join(TEXT))
-    from jobs.wordcount import main
+    from raystream.jobs.wordcount import main
 
     counts = main([str(path), "--parallelism", "2"])
     assert counts == collections.Counter(w for line in TEXT for w in tokenize(line))
@@ -162,7 +162,7 @@ def test_union_and_broadcast():
 
 
 def test_keyed_process_function_with_value_state():
-    from checkpoint import ValueStateDescriptor
+    from raystream.checkpoint import ValueStateDescriptor
 
     class Count(rs.KeyedProcessFunction):
         def open(self, ctx):

@@ -8,9 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import raystream as rs
-from operators.functions import KeyedProcessFunction, OutputTag
-from operators.time import WatermarkStrategy
-from operators.windows import TumblingEventTimeWindows
+from raystream.operators.functions import KeyedProcessFunction, OutputTag
+from raystream.operators.time import WatermarkStrategy
+from raystream.operators.windows import TumblingEventTimeWindows
 
 
 def _data(tmp_path, n=20_000):
@@ -63,6 +63,6 @@ def test_late_side_output_and_timers_on_ray():
 
 
 def _records(batches):
-    from operators.sinks import collected_records
+    from raystream.operators.sinks import collected_records
 
     return collected_records(batches)

@@ -13,10 +13,10 @@ from collections import Counter
 import pytest
 
 import raystream as rs
-from checkpoint import AggregateFunction, ValueStateDescriptor
-from operators.sinks import collected_records
-from operators.time import WatermarkStrategy
-from operators.windows import TumblingEventTimeWindows
+from raystream.checkpoint import AggregateFunction, ValueStateDescriptor
+from raystream.operators.sinks import collected_records
+from raystream.operators.time import WatermarkStrategy
+from raystream.operators.windows import TumblingEventTimeWindows
 from tests.integration.test_fault_tolerance import kill_tasks
 
 N = 24_000

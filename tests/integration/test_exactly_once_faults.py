@@ -21,9 +21,9 @@ import pytest
 import ray
 
 import raystream as rs
-from checkpoint.faults import FaultRule, faulty_filesystem, read_fault_log
-from engine.errors import RaystreamError
-from operators.sinks import JsonLinesSink, collected_records
+from raystream.checkpoint.faults import FaultRule, faulty_filesystem, read_fault_log
+from raystream.engine.errors import RaystreamError
+from raystream.operators.sinks import JsonLinesSink, collected_records
 
 
 def faulty_checkpoints(tmp_path: Path, *rules: FaultRule, seed: int = 0) -> tuple:

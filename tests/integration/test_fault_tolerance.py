@@ -10,9 +10,9 @@ import pytest
 import ray
 
 import raystream as rs
-from checkpoint import CheckpointStorage
-from engine.errors import RaystreamError
-from operators.sinks import collected_records
+from raystream.checkpoint import CheckpointStorage
+from raystream.engine.errors import RaystreamError
+from raystream.operators.sinks import collected_records
 
 N = 24_000
 RATE = 8_000  # records/s over all source subtasks: the job runs ~3 s
@@ -103,7 +103,7 @@ def test_killed_tasks_give_exactly_the_failure_free_output(reference, tmp_path, 
     killed = kill_tasks(client, parallelisms, kills, seed)
     result = client.wait()
     out = result.sink_results
-    from operators.sinks import collected_records
+    from raystream.operators.sinks import collected_records
 
     got = sorted(collected_records(next(iter(out.values()))))
     assert killed, "the job ended before any task could be killed"
@@ -116,7 +116,7 @@ class RunningSum(rs.KeyedProcessFunction):
     """The same running sum as build()'s reduce, kept in keyed ValueState (heap backend)."""
 
     def open(self, ctx):
-        from checkpoint import ValueStateDescriptor
+        from raystream.checkpoint import ValueStateDescriptor
 
         self.total = ctx.get_state(ValueStateDescriptor("total", default=0))
 
@@ -147,7 +147,7 @@ def test_user_exception_once_is_recovered_exactly_once(reference, tmp_path):
     env = make_env(2, tmp_path)
     build(env, fail_marker=str(tmp_path / "failed-once"))
     result = env.execute("fail-once")
-    from operators.sinks import collected_records
+    from raystream.operators.sinks import collected_records
 
     got = sorted(collected_records(next(iter(result.sink_results.values()))))
     assert (tmp_path / "failed-once").exists()
@@ -169,7 +169,7 @@ def test_restart_strategy_gives_up_with_job_failed(tmp_path):
 
 
 def collected(result: rs.JobResult) -> list:
-    from operators.sinks import collected_records
+    from raystream.operators.sinks import collected_records
 
     return collected_records(next(iter(result.sink_results.values())))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import raystream as rs
-from jobs import fraud_detection as fd
+from raystream.jobs import fraud_detection as fd
 
 
 def test_fraud_detection_job_on_ray():

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import ray
 
 import raystream as rs
-from operators.sinks import collected_records
+from raystream.operators.sinks import collected_records
 
 N = 24_000
 RATE = 8_000  # records/s: the job runs ~3 s

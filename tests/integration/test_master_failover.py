@@ -10,7 +10,7 @@ import time
 import ray
 
 import raystream as rs
-from operators.sinks import collected_records
+from raystream.operators.sinks import collected_records
 
 N = 12_000
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import raystream as rs
-from jobs import nexmark
+from raystream.jobs import nexmark
 
 N = 20_000
 ARGS = ["--events", str(N), "--window-ms", "200", "--slide-ms", "100", "--batch-size", "2048", "--q2-modulus", "7"]

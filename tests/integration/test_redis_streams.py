@@ -15,9 +15,9 @@ import pytest
 import ray
 
 import raystream as rs
-from engine.errors import RaystreamError
-from operators.redis_streams import RedisStreamSink, RedisStreamSource
-from statefun_api import (
+from raystream.engine.errors import RaystreamError
+from raystream.operators.redis_streams import RedisStreamSink, RedisStreamSource
+from raystream.statefun_api import (
     IntType,
     StatefulFunctions,
     StringType,
@@ -25,7 +25,7 @@ from statefun_api import (
     egress_message_builder,
     message_builder,
 )
-from statefun_api.job import StatefulFunctionsJob
+from raystream.statefun_api.job import StatefulFunctionsJob
 from tests.redis_server import redis_server_url
 
 IN = ["in:0", "in:1"]

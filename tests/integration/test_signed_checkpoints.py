@@ -6,7 +6,7 @@ import time
 import pytest
 
 import raystream as rs
-from checkpoint.format import SIGNATURE_FIELD, read_blob_header
+from raystream.checkpoint.format import SIGNATURE_FIELD, read_blob_header
 
 
 def _job(tmp_path, secret, count):

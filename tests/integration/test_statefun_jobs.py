@@ -10,9 +10,9 @@ from datetime import timedelta
 import pytest
 
 import raystream as rs
-from jobs import greeter, shopping_cart
-from operators.sinks import CollectSink, collected_records
-from statefun_api import (
+from raystream.jobs import greeter, shopping_cart
+from raystream.operators.sinks import CollectSink, collected_records
+from raystream.statefun_api import (
     IntType,
     StatefulFunctions,
     StringType,
@@ -20,7 +20,7 @@ from statefun_api import (
     egress_message_builder,
     message_builder,
 )
-from statefun_api.job import StatefulFunctionsJob
+from raystream.statefun_api.job import StatefulFunctionsJob
 
 FANOUT = 100
 

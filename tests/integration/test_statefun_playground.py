@@ -12,11 +12,11 @@ from __future__ import annotations
 import pytest
 
 import raystream as rs
-from operators.sinks import CollectSink, collected_records
-from statefun_api import StatefulFunctions, message_builder
-from statefun_api.endpoints import parse_module_yaml
-from statefun_api.job import StatefulFunctionsJob
-from statefun_api.testing import FunctionServer
+from raystream.operators.sinks import CollectSink, collected_records
+from raystream.statefun_api import StatefulFunctions, message_builder
+from raystream.statefun_api.endpoints import parse_module_yaml
+from raystream.statefun_api.job import StatefulFunctionsJob
+from raystream.statefun_api.testing import FunctionServer
 from tests.statefun.test_statefun_playground import (
     EGRESS,
     MODULE_YAML,

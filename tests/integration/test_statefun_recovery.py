@@ -17,8 +17,8 @@ import time
 import pytest
 
 import raystream as rs
-from operators.sinks import CollectSink, collected_records
-from statefun_api import (
+from raystream.operators.sinks import CollectSink, collected_records
+from raystream.statefun_api import (
     IntType,
     StatefulFunctions,
     StringType,
@@ -26,8 +26,8 @@ from statefun_api import (
     egress_message_builder,
     message_builder,
 )
-from statefun_api.job import StatefulFunctionsJob
-from statefun_api.local import LocalDispatchers
+from raystream.statefun_api.job import StatefulFunctionsJob
+from raystream.statefun_api.local import LocalDispatchers
 from tests.integration.test_fault_tolerance import kill_tasks, make_env
 
 N = 6_000  # ingress messages

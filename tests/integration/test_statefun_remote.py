@@ -20,13 +20,13 @@ import pytest
 import ray
 
 import raystream as rs
-from engine.errors import RaystreamError
-from operators.sinks import CollectSink, collected_records
-from statefun_api import IntType, StatefulFunctions, ValueSpec, message_builder
-from statefun_api.endpoints import remote_endpoint
-from statefun_api.job import StatefulFunctionsJob
-from statefun_api.local import LocalDispatchers
-from statefun_api.testing import FunctionServer
+from raystream.engine.errors import RaystreamError
+from raystream.operators.sinks import CollectSink, collected_records
+from raystream.statefun_api import IntType, StatefulFunctions, ValueSpec, message_builder
+from raystream.statefun_api.endpoints import remote_endpoint
+from raystream.statefun_api.job import StatefulFunctionsJob
+from raystream.statefun_api.local import LocalDispatchers
+from raystream.statefun_api.testing import FunctionServer
 from tests.integration.test_fault_tolerance import make_env
 
 statefun = pytest.importorskip("statefun")

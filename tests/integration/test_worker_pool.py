@@ -16,7 +16,7 @@ import pytest
 import ray
 
 import raystream as rs
-from engine.pool import WorkerPool
+from raystream.engine.pool import WorkerPool
 
 
 def _wordcount(env: rs.StreamEnvironment, n: int = 2000) -> None:
@@ -104,7 +104,7 @@ def test_the_next_job_runs_on_the_same_master_and_executors():
 
 
 def rs_collected(result: rs.JobResult) -> list:
-    from operators.sinks import collected_records
+    from raystream.operators.sinks import collected_records
 
     return collected_records(next(iter(result.sink_results.values())))
 

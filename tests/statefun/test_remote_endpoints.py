@@ -8,16 +8,16 @@ from datetime import timedelta
 import pytest
 
 import raystream as rs
-from engine.errors import ConfigError, GraphError
-from statefun_api import StatefulFunctions
-from statefun_api.endpoints import (
+from raystream.engine.errors import ConfigError, GraphError
+from raystream.statefun_api import StatefulFunctions
+from raystream.statefun_api.endpoints import (
     load_module_yaml,
     parse_duration,
     parse_module_yaml,
     remote_endpoint,
     resolve_endpoint,
 )
-from statefun_api.job import StatefulFunctionsJob
+from raystream.statefun_api.job import StatefulFunctionsJob
 
 GOOD = """\
 kind: io.statefun.endpoints.v2/http
@@ -165,7 +165,7 @@ def test_job_endpoints_and_conflicts(tmp_path):
 
 
 def test_dispatcher_config_checks_its_endpoints():
-    from statefun_api.dispatcher import DispatcherConfig
+    from raystream.statefun_api.dispatcher import DispatcherConfig
 
     functions = StatefulFunctions()
     functions.register("shop/cart", lambda c, m: None)
@@ -236,7 +236,11 @@ spec:
 
 
 def test_the_transport_section_of_statefun_endpoints_is_read(tmp_path):
-    from statefun_api.endpoints import DEFAULT_MAX_RESPONSE_BYTES, TRANSPORT_ASYNC, TRANSPORT_OKHTTP
+    from raystream.statefun_api.endpoints import (
+        DEFAULT_MAX_RESPONSE_BYTES,
+        TRANSPORT_ASYNC,
+        TRANSPORT_OKHTTP,
+    )
 
     path = tmp_path / "module.yaml"
     path.write_text(TRANSPORTS)
@@ -287,7 +291,7 @@ def test_limits_in_python():
         remote_endpoint("a/*", "http://h", max_response_bytes=0)
     with pytest.raises(ConfigError, match=r"max_concurrent_requests must be a positive int or None, got 0"):
         remote_endpoint("a/*", "http://h", max_concurrent_requests=0)
-    from statefun_api.dispatcher import DispatcherConfig
+    from raystream.statefun_api.dispatcher import DispatcherConfig
 
     assert DispatcherConfig(StatefulFunctions()).max_concurrent_requests == 256
     with pytest.raises(ValueError, match=r"max_concurrent_requests must be a positive int, got 0"):

@@ -19,9 +19,9 @@ statefun = pytest.importorskip("statefun")
 rr_pb2 = pytest.importorskip("statefun.request_reply_pb2")
 pytest.importorskip("aiohttp")
 
-from engine.errors import JobFailed, UserCodeError  # noqa: E402
-from engine.operator import ManualClock  # noqa: E402
-from statefun_api import (  # noqa: E402
+from raystream.engine.errors import JobFailed, UserCodeError  # noqa: E402
+from raystream.engine.operator import ManualClock  # noqa: E402
+from raystream.statefun_api import (  # noqa: E402
     IntType,
     RequestReplyHandler,
     StatefulFunctions,
@@ -30,9 +30,9 @@ from statefun_api import (  # noqa: E402
     egress_message_builder,
     message_builder,
 )
-from statefun_api.endpoints import remote_endpoint  # noqa: E402
-from statefun_api.local import LocalDispatchers  # noqa: E402
-from statefun_api.testing import FunctionServer, free_port  # noqa: E402
+from raystream.statefun_api.endpoints import remote_endpoint  # noqa: E402
+from raystream.statefun_api.local import LocalDispatchers  # noqa: E402
+from raystream.statefun_api.testing import FunctionServer, free_port  # noqa: E402
 
 EGRESS = "test/out"
 

@@ -28,11 +28,11 @@ rr_pb2 = pytest.importorskip("statefun.request_reply_pb2")
 aiohttp = pytest.importorskip("aiohttp")
 from aiohttp import web  # noqa: E402
 
-from engine.errors import JobFailed  # noqa: E402
-from statefun_api import StatefulFunctions, message_builder  # noqa: E402
-from statefun_api.endpoints import remote_endpoint  # noqa: E402
-from statefun_api.local import LocalDispatchers  # noqa: E402
-from statefun_api.testing import FunctionServer, free_port  # noqa: E402
+from raystream.engine.errors import JobFailed  # noqa: E402
+from raystream.statefun_api import StatefulFunctions, message_builder  # noqa: E402
+from raystream.statefun_api.endpoints import remote_endpoint  # noqa: E402
+from raystream.statefun_api.local import LocalDispatchers  # noqa: E402
+from raystream.statefun_api.testing import FunctionServer, free_port  # noqa: E402
 
 EGRESS = "test/out"
 

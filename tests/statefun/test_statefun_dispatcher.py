@@ -7,12 +7,12 @@ from datetime import timedelta
 
 import pytest
 
-from engine.errors import UserCodeError
-from engine.keygroups import KeyGroupRange
-from engine.operator import ManualClock, OperatorContext
-from engine.records import Batch
-from jobs import greeter, shopping_cart
-from statefun_api import (
+from raystream.engine.errors import UserCodeError
+from raystream.engine.keygroups import KeyGroupRange
+from raystream.engine.operator import ManualClock, OperatorContext
+from raystream.engine.records import Batch
+from raystream.jobs import greeter, shopping_cart
+from raystream.statefun_api import (
     IntType,
     StatefulFunctions,
     StringType,
@@ -20,10 +20,10 @@ from statefun_api import (
     egress_message_builder,
     message_builder,
 )
-from statefun_api.dispatcher import DispatcherConfig, FunctionDispatcher
-from statefun_api.errors import FunctionNotFound, StatefulFunctionError
-from statefun_api.local import LocalDispatchers
-from statefun_api.routing import FEEDBACK_TAG, message_to_record
+from raystream.statefun_api.dispatcher import DispatcherConfig, FunctionDispatcher
+from raystream.statefun_api.errors import FunctionNotFound, StatefulFunctionError
+from raystream.statefun_api.local import LocalDispatchers
+from raystream.statefun_api.routing import FEEDBACK_TAG, message_to_record
 
 
 # ---------------------------------------------------------------------------- fixtures
@@ -149,7 +149,7 @@ def test_fanout_burst_of_100x_drains_without_deadlock(parallelism):
 
 
 def _ctx(posted, timers, clock, parallelism=1, index=0):
-    from checkpoint import HeapKeyedStateBackend
+    from raystream.checkpoint import HeapKeyedStateBackend
 
     kgr = KeyGroupRange.for_subtask(index, parallelism, 128)
     return OperatorContext(
@@ -196,7 +196,7 @@ def test_ingress_back_pressure_caps_queued_messages_but_feedback_is_always_accep
 
 
 def greeter_address():
-    from statefun_api import Address
+    from raystream.statefun_api import Address
 
     return Address.of("test/counter", "x")
 
@@ -431,7 +431,7 @@ def test_records_are_routed_to_the_feedback_side_output_only_when_remote():
     out = _Out()
     op = FunctionDispatcher(DispatcherConfig(fanout_functions(30), {"test/counts": None}))
     op.open(_ctx(posted, timers, ManualClock(), parallelism=2, index=0), out)
-    from engine.keygroups import key_group_for
+    from raystream.engine.keygroups import key_group_for
 
     # a burst source that this subtask owns
     src = next(f"s{i}" for i in range(100) if key_group_for(("test/counter", f"s{i}"), 128) in op.ctx.key_group_range)

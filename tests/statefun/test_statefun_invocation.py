@@ -7,8 +7,8 @@ from datetime import timedelta
 
 import pytest
 
-from engine.errors import RaystreamError
-from statefun_api import (
+from raystream.engine.errors import RaystreamError
+from raystream.statefun_api import (
     Address,
     DelayedCancellation,
     DelayedMessage,
@@ -24,7 +24,7 @@ from statefun_api import (
     invoke_async,
     message_builder,
 )
-from statefun_api.testing import run_function
+from raystream.statefun_api.testing import run_function
 
 GREETER = Address.of("com.example/greeter", "alice")
 OTHER = Address.of("com.example/other", "bob")
@@ -226,7 +226,7 @@ def test_misaddressed_message_and_bad_state() -> None:
     functions.register("ns/f", lambda c, m: None, specs=[ValueSpec("a", IntType)])
     with pytest.raises(StatefulFunctionError, match="delivered to ns/f/1"):
         invoke(functions, Address.of("ns/f", "1"), {}, [message_builder("ns/f", "2", int_value=1)])
-    from statefun_api import TypedValue
+    from raystream.statefun_api import TypedValue
 
     with pytest.raises(StatefulFunctionError, match="cannot load the state of ns/f/1"):
         invoke(functions, Address.of("ns/f", "1"), {"a": TypedValue("x/y", True, b"")}, [])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from statefun_api import (
+from raystream.statefun_api import (
     Address,
     BoolType,
     DoubleType,

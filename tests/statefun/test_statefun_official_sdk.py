@@ -19,9 +19,9 @@ statefun = pytest.importorskip("statefun")
 types_pb2 = pytest.importorskip("statefun.types_pb2")
 rr_pb2 = pytest.importorskip("statefun.request_reply_pb2")
 
-import statefun_api  # noqa: E402
-from statefun_api import Address, RequestReplyHandler, TypedValue  # noqa: E402
-from statefun_api.reqreply import (  # noqa: E402
+from raystream import statefun_api  # noqa: E402
+from raystream.statefun_api import Address, RequestReplyHandler, TypedValue  # noqa: E402
+from raystream.statefun_api.reqreply import (  # noqa: E402
     FromFunction,
     ToFunction,
     decode_from_function,
@@ -29,7 +29,7 @@ from statefun_api.reqreply import (  # noqa: E402
     encode_from_function,
     encode_to_function,
 )
-from statefun_api.testing import RequestBuilder  # noqa: E402
+from raystream.statefun_api.testing import RequestBuilder  # noqa: E402
 
 # -- built-in types -------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ dropped. It runs twice, changed only where noted:
   through a ``module.yaml`` in StateFun's own format (``transport:
   io.statefun.transports.v1/async``, Kafka ingress and egress documents);
 * **embedded**: the same text with ``from statefun import *`` replaced by
-  ``from statefun_api import *``.
+  ``from raystream.statefun_api import *``.
 
 Both replace the simulated 1 s of work in ``compute_fancy_greeting`` by 10 ms. The Kafka
 egress is bound to a raystream collector, which receives ``KafkaProducerRecord`` values.
@@ -26,9 +26,9 @@ rr_pb2 = pytest.importorskip("statefun.request_reply_pb2")
 pytest.importorskip("aiohttp")
 
 import raystream as rs  # noqa: E402
-import statefun_api  # noqa: E402
-from engine.errors import GraphError  # noqa: E402
-from statefun_api import (  # noqa: E402
+from raystream import statefun_api  # noqa: E402
+from raystream.engine.errors import GraphError  # noqa: E402
+from raystream.statefun_api import (  # noqa: E402
     StatefulFunctions,
     StringType,
     egress_message_builder,
@@ -36,12 +36,16 @@ from statefun_api import (  # noqa: E402
     kinesis_egress_message,
     message_builder,
 )
-from statefun_api.egress_io import KafkaProducerRecord, KafkaProducerRecordType, KinesisEgressRecord  # noqa: E402
-from statefun_api.endpoints import TRANSPORT_ASYNC, load_module_yaml, parse_module_yaml  # noqa: E402
-from statefun_api.job import DiscardingSink, StatefulFunctionsJob  # noqa: E402
-from statefun_api.local import LocalDispatchers  # noqa: E402
-from statefun_api.routing import decode_egress_value  # noqa: E402
-from statefun_api.testing import FunctionServer  # noqa: E402
+from raystream.statefun_api.egress_io import (  # noqa: E402
+    KafkaProducerRecord,
+    KafkaProducerRecordType,
+    KinesisEgressRecord,
+)
+from raystream.statefun_api.endpoints import TRANSPORT_ASYNC, load_module_yaml, parse_module_yaml  # noqa: E402
+from raystream.statefun_api.job import DiscardingSink, StatefulFunctionsJob  # noqa: E402
+from raystream.statefun_api.local import LocalDispatchers  # noqa: E402
+from raystream.statefun_api.routing import decode_egress_value  # noqa: E402
+from raystream.statefun_api.testing import FunctionServer  # noqa: E402
 
 PLAYGROUND_FUNCTIONS = '''\
 import json

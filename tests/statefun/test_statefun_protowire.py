@@ -6,7 +6,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from statefun_api._protowire import DecodeError, Fields, Writer, decode_varint, encode_varint
+from raystream.statefun_api._protowire import (
+    DecodeError,
+    Fields,
+    Writer,
+    decode_varint,
+    encode_varint,
+)
 
 
 @pytest.mark.parametrize(

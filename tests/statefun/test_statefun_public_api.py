@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import statefun_api
+from raystream import statefun_api
 
 # the names `from statefun import *` gives in the official SDK 3.3.0
 SDK_NAMES = {
@@ -51,7 +51,7 @@ def test_sdk_star_import_is_covered() -> None:
 
 def test_star_import_gives_exactly_all() -> None:
     namespace: dict = {}
-    exec("from statefun_api import *", namespace)
+    exec("from raystream.statefun_api import *", namespace)
     assert {k for k in namespace if not k.startswith("__")} == set(statefun_api.__all__)
 
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from statefun_api import (
+from raystream.statefun_api import (
     Address,
     FunctionNotFound,
     IntType,

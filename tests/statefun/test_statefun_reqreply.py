@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from statefun_api import (
+from raystream.statefun_api import (
     Address,
     FunctionNotFound,
     IntType,
@@ -24,7 +24,7 @@ from statefun_api import (
     invoke,
     message_builder,
 )
-from statefun_api.reqreply import (
+from raystream.statefun_api.reqreply import (
     FromFunction,
     ToFunction,
     build_request,
@@ -36,7 +36,7 @@ from statefun_api.reqreply import (
     response_from_result,
     result_from_response,
 )
-from statefun_api.testing import RequestBuilder, parse_response, round_trip
+from raystream.statefun_api.testing import RequestBuilder, parse_response, round_trip
 
 MT = FromFunction.PersistedValueMutation.MutationType
 MODE = FromFunction.ExpirationSpec.ExpireMode

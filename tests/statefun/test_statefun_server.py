@@ -8,13 +8,13 @@ import importlib
 
 import pytest
 
-from statefun_api import IntType, StatefulFunctions, ValueSpec
-from statefun_api.testing import RequestBuilder, parse_response
+from raystream.statefun_api import IntType, StatefulFunctions, ValueSpec
+from raystream.statefun_api.testing import RequestBuilder, parse_response
 
 aiohttp = pytest.importorskip("aiohttp")
 from aiohttp.test_utils import TestClient, TestServer  # noqa: E402
 
-from statefun_api.server import make_app  # noqa: E402
+from raystream.statefun_api.server import make_app  # noqa: E402
 
 
 def functions() -> StatefulFunctions:
@@ -96,7 +96,7 @@ def test_a_request_above_the_size_limit_answers_413() -> None:
 
 
 def test_requests_above_aiohttps_1_mib_default_are_accepted() -> None:
-    from statefun_api import StringType
+    from raystream.statefun_api import StringType
 
     big = RequestBuilder("ns/bad", "1").with_invocation("x" * (2 * 1024 * 1024), StringType).to_bytes()
     ((status, body),) = asyncio.run(post_all([big]))

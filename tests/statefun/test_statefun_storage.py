@@ -6,8 +6,8 @@ import pickle
 
 import pytest
 
-from statefun_api import IntType, StringType, TypedValue, ValueSpec, make_json_type
-from statefun_api.storage import make_storage, storage_mutations
+from raystream.statefun_api import IntType, StringType, TypedValue, ValueSpec, make_json_type
+from raystream.statefun_api.storage import make_storage, storage_mutations
 
 SPECS = [
     ValueSpec("seen", IntType),

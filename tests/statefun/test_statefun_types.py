@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from statefun_api import (
+from raystream.statefun_api import (
     BoolType,
     DoubleType,
     FloatType,
@@ -20,7 +20,7 @@ from statefun_api import (
     make_json_type,
     simple_type,
 )
-from statefun_api.types import from_typed_value, to_typed_value
+from raystream.statefun_api.types import from_typed_value, to_typed_value
 
 
 @pytest.mark.parametrize(
@@ -190,7 +190,7 @@ def test_typed_value_helpers() -> None:
 def test_make_protobuf_type() -> None:
     from google.protobuf import wrappers_pb2
 
-    from statefun_api import make_protobuf_type
+    from raystream.statefun_api import make_protobuf_type
 
     tpe = make_protobuf_type(wrappers_pb2.Int32Value)
     assert tpe.typename == "type.googleapis.com/google.protobuf.Int32Value"

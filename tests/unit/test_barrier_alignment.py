@@ -12,12 +12,12 @@ import threading
 import pyarrow as pa
 import pytest
 
-from checkpoint import loads
-from engine.channels import InputInfo
-from engine.config import TaskConfig
-from engine.events import Barrier, EndOfInput
-from engine.operator import StreamOperator
-from engine.task import Task, TaskHooks, TaskSpec
+from raystream.checkpoint import loads
+from raystream.engine.channels import InputInfo
+from raystream.engine.config import TaskConfig
+from raystream.engine.events import Barrier, EndOfInput
+from raystream.engine.operator import StreamOperator
+from raystream.engine.task import Task, TaskHooks, TaskSpec
 
 
 class Recorder(StreamOperator):

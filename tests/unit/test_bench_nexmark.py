@@ -12,7 +12,7 @@ import pytest
 
 import raystream as rs
 from benchmarks import bench_nexmark as bench
-from jobs import nexmark
+from raystream.jobs import nexmark
 
 QUERIES = sorted(nexmark.QUERIES)
 SMALL = ["--window-ms", "200", "--slide-ms", "100", "--q2-modulus", "7"]

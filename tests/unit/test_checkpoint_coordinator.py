@@ -4,16 +4,20 @@ import pickle
 
 import pytest
 
-from checkpoint import (
+from raystream.checkpoint import (
     CheckpointStorage,
     HeapKeyedStateBackend,
     ValueStateDescriptor,
     dumps,
     serialize_keyed_snapshot,
 )
-from checkpoint.coordinator import CheckpointConfig, CheckpointCoordinator, build_restore_plan
-from engine.errors import CheckpointError, ConfigError
-from engine.keygroups import KeyGroupRange
+from raystream.checkpoint.coordinator import (
+    CheckpointConfig,
+    CheckpointCoordinator,
+    build_restore_plan,
+)
+from raystream.engine.errors import CheckpointError, ConfigError
+from raystream.engine.keygroups import KeyGroupRange
 
 GRAPH = {"parallelism": {0: 2}, "max_parallelism": 128}
 VERTICES = [{"id": 0, "parallelism": 2, "uids": ["sum"], "source_uid": None}]
@@ -67,7 +71,7 @@ def test_restore_plan_rescales_keyed_state_and_recommits(tmp_path):
     vertices = [{"id": 0, "parallelism": 3, "uids": ["sum"], "source_uid": None}]
     plan, commits = build_restore_plan(meta, storage.read_state, vertices, 128)
     assert commits == {"sum": ["c1-0", "c1-1"]}
-    from checkpoint import deserialize_keyed_snapshot
+    from raystream.checkpoint import deserialize_keyed_snapshot
 
     seen = {}
     for s in range(3):

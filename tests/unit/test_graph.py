@@ -1,8 +1,12 @@
 import pytest
 
 import raystream as rs
-from engine.errors import GraphError
-from engine.partitioners import ForwardPartitioner, KeyGroupPartitioner, RebalancePartitioner
+from raystream.engine.errors import GraphError
+from raystream.engine.partitioners import (
+    ForwardPartitioner,
+    KeyGroupPartitioner,
+    RebalancePartitioner,
+)
 
 
 def chains(env):

@@ -10,13 +10,13 @@ import cloudpickle
 import pyarrow as pa
 
 import raystream as rs
-from checkpoint import HeapStateBackend
-from checkpoint.coordinator import CheckpointConfig
-from engine.config import JobConfig
-from engine.executors import Executor, ExecutorLost
-from engine.master import JobMaster
-from engine.observability import NullMetricsBackend
-from engine.task import TaskResult, TaskSpec
+from raystream.checkpoint import HeapStateBackend
+from raystream.checkpoint.coordinator import CheckpointConfig
+from raystream.engine.config import JobConfig
+from raystream.engine.executors import Executor, ExecutorLost
+from raystream.engine.master import JobMaster
+from raystream.engine.observability import NullMetricsBackend
+from raystream.engine.task import TaskResult, TaskSpec
 
 
 class FakeTask:
@@ -257,7 +257,7 @@ def test_takeover_kills_leftover_executors_and_resumes_from_storage(tmp_path):
 
 
 def test_job_master_has_no_ray_in_it():
-    import engine.master as master
+    import raystream.engine.master as master
 
     source = open(master.__file__).read()
     assert "import ray" not in source and "ray." not in source.replace("ray_runtime", "")

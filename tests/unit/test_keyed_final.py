@@ -22,21 +22,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import raystream as rs
-from checkpoint.coordinator import CheckpointConfig
-from engine.config import JobConfig
-from engine.errors import GraphError, JobFailed, UserCodeError
-from engine.local_runtime import run_in_process
-from engine.master import JobMaster
-from engine.partitioners import KeySelector
-from engine.records import Batch
-from operators.keyed import AggregateOperator, ReduceOperator
-from operators.keyed_final import (
+from raystream.checkpoint.coordinator import CheckpointConfig
+from raystream.engine.config import JobConfig
+from raystream.engine.errors import GraphError, JobFailed, UserCodeError
+from raystream.engine.local_runtime import run_in_process
+from raystream.engine.master import JobMaster
+from raystream.engine.partitioners import KeySelector
+from raystream.engine.records import Batch
+from raystream.operators.keyed import AggregateOperator, ReduceOperator
+from raystream.operators.keyed_final import (
     FieldAggregateOperator,
     LocalFieldAggregateOperator,
     LocalReduceOperator,
 )
-from operators.sinks import collected_records
-from operators.testing import OperatorHarness
+from raystream.operators.sinks import collected_records
+from raystream.operators.testing import OperatorHarness
 
 KEY = KeySelector("key")
 FOLD = {"sum": lambda a, b: a + b, "min": min, "max": max}

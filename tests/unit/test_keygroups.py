@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.errors import ConfigError
-from engine.keygroups import (
+from raystream.engine.errors import ConfigError
+from raystream.engine.keygroups import (
     KeyGroupRange,
     key_group_for,
     key_groups_of_array,
@@ -21,8 +21,8 @@ from engine.keygroups import (
     stable_hash,
     subtask_for_key_group,
 )
-from engine.partitioners import KeyGroupPartitioner, KeySelector
-from engine.records import Batch
+from raystream.engine.partitioners import KeyGroupPartitioner, KeySelector
+from raystream.engine.records import Batch
 
 
 @given(st.integers(1, 256).flatmap(lambda m: st.tuples(st.just(m), st.integers(1, m))))
@@ -71,7 +71,7 @@ def test_objects_without_stable_repr_are_rejected():
 
 def test_same_routing_in_processes_with_different_hash_seeds():
     code = (
-        "from engine.keygroups import key_group_for;"
+        "from raystream.engine.keygroups import key_group_for;"
         "print([key_group_for(k, 128) for k in ['apple', 'pear', 'k00042', 42, (1, 'x'), b'raw', 2.5]])"
     )
     outs = set()
@@ -195,7 +195,7 @@ def test_unhashable_key_error_names_the_keyed_operator_and_the_type():
 
 SEEDED_KEYS = """
 import json
-from engine.keygroups import key_group_for, key_groups_of_keys
+from raystream.engine.keygroups import key_group_for, key_groups_of_keys
 words = [f"user{i}" for i in range(60)]
 keys = [frozenset(words[i:i + 4]) for i in range(0, 56)]
 keys += [set(words[i:i + 3]) for i in range(0, 30)]

@@ -41,7 +41,17 @@ def _module(path: Path) -> str:
     return ".".join(parts)
 
 
+def _unprefixed(target: str) -> str:
+    """``raystream.engine.task`` -> ``engine.task``: the installed names of the repository's folders."""
+    head, _, rest = target.partition(".")
+    return rest if head == "raystream" and rest.split(".")[0] in LAYERS else target
+
+
 def _targets(mod: str, node: ast.AST, is_pkg: bool) -> list[str]:
+    return [_unprefixed(t) for t in _raw_targets(mod, node, is_pkg)]
+
+
+def _raw_targets(mod: str, node: ast.AST, is_pkg: bool) -> list[str]:
     if isinstance(node, ast.ImportFrom):
         if node.level:
             base = mod.split(".") if is_pkg else mod.split(".")[:-1]
@@ -68,7 +78,9 @@ def _scan() -> tuple[set[str], dict[str, set[str]], list[tuple[str, int, str]], 
     edges: dict[str, set[str]] = {}
     nested: list[tuple[str, int, str]] = []
     third_party: dict[str, set[str]] = {}
-    files = [p for pkg in LAYERS for p in (ROOT / pkg).rglob("*.py")]
+    # raystream/engine, raystream/operators ... link to the top-level folders: read each file once
+    files = [p for pkg in LAYERS for p in (ROOT / pkg).rglob("*.py")
+             if pkg != "raystream" or not any((ROOT / part).is_symlink() for part in p.relative_to(ROOT).parents if part != Path("."))]
     for path in files:
         modules.add(_module(path))
     for path in files:

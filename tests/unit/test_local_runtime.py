@@ -6,11 +6,11 @@ from __future__ import annotations
 import time
 
 import raystream as rs
-from checkpoint.coordinator import CheckpointConfig
-from engine.config import JobConfig
-from engine.local_runtime import run_in_process
-from engine.master import JobMaster
-from operators.sinks import collected_records
+from raystream.checkpoint.coordinator import CheckpointConfig
+from raystream.engine.config import JobConfig
+from raystream.engine.local_runtime import run_in_process
+from raystream.engine.master import JobMaster
+from raystream.operators.sinks import collected_records
 
 N = 20_000
 

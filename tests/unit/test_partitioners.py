@@ -3,14 +3,14 @@ import pyarrow as pa
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.keygroups import KeyGroupRange, key_group_for
-from engine.partitioners import (
+from raystream.engine.keygroups import KeyGroupRange, key_group_for
+from raystream.engine.partitioners import (
     BroadcastPartitioner,
     KeyGroupPartitioner,
     KeySelector,
     RebalancePartitioner,
 )
-from engine.records import Batch
+from raystream.engine.records import Batch
 
 
 @given(st.lists(st.text(max_size=5), max_size=300), st.integers(1, 6), st.booleans())
@@ -49,9 +49,9 @@ def test_function_key_selector():
 def test_a_missing_key_blames_the_key_by_and_its_consumer_not_the_upstream_operator():
     import pytest
 
-    from engine.errors import JobFailed
-    from engine.partitioners import KeyGroupPartitioner, KeySelector
-    from engine.records import Batch
+    from raystream.engine.errors import JobFailed
+    from raystream.engine.partitioners import KeyGroupPartitioner, KeySelector
+    from raystream.engine.records import Batch
 
     part = KeyGroupPartitioner(KeySelector("usr")).feeding("reduce")
     part.setup(0, 2, 128)

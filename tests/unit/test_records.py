@@ -2,7 +2,7 @@ import pyarrow as pa
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.records import KIND_KEY, Batch, arrow_to_records, records_to_arrow
+from raystream.engine.records import KIND_KEY, Batch, arrow_to_records, records_to_arrow
 
 scalars = st.one_of(st.integers(-(2**62), 2**62), st.text(max_size=8), st.booleans(), st.binary(max_size=8))
 

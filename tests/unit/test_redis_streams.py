@@ -10,12 +10,12 @@ import threading
 import cloudpickle
 import pytest
 
-from engine.connectors import END_OF_INPUT, NOTHING_AVAILABLE
-from engine.errors import ConfigError, RaystreamError
-from engine.keygroups import KeyGroupRange
-from engine.operator import OperatorContext
-from engine.records import Batch
-from operators.redis_streams import (
+from raystream.engine.connectors import END_OF_INPUT, NOTHING_AVAILABLE
+from raystream.engine.errors import ConfigError, RaystreamError
+from raystream.engine.keygroups import KeyGroupRange
+from raystream.engine.operator import OperatorContext
+from raystream.engine.records import Batch
+from raystream.operators.redis_streams import (
     RedisStreamCommittable,
     RedisStreamSink,
     RedisStreamSource,
@@ -23,7 +23,7 @@ from operators.redis_streams import (
     default_fields,
     entry_timestamp_ms,
 )
-from operators.time import WatermarkedSource, WatermarkStrategy
+from raystream.operators.time import WatermarkedSource, WatermarkStrategy
 from tests.redis_server import redis_server_url
 
 

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from checkpoint import CheckpointStorage
-from engine.snapshots import AsyncSnapshotWriter, state_dir_name
+from raystream.checkpoint import CheckpointStorage
+from raystream.engine.snapshots import AsyncSnapshotWriter, state_dir_name
 
 LOOKALIKES = ["a/b", "a_b", "a b", "a\\b", "A_b", "a_b-648fa9b31bc7ff7e", "_a_b", ".a_b", "..", "", "ä_b"]
 

@@ -16,9 +16,9 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.records import Batch
-from operators.keyed import AggregateOperator, LocalAggregateOperator
-from operators.testing import OperatorHarness
+from raystream.engine.records import Batch
+from raystream.operators.keyed import AggregateOperator, LocalAggregateOperator
+from raystream.operators.testing import OperatorHarness
 
 SPECS = {
     "total": ("value", "sum"),

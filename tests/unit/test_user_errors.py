@@ -9,10 +9,10 @@ import threading
 import pytest
 
 import raystream as rs
-from engine.client import ship
-from engine.config import JobConfig
-from engine.errors import GraphError
-from engine.serde import find_unpicklable
+from raystream.engine.client import ship
+from raystream.engine.config import JobConfig
+from raystream.engine.errors import GraphError
+from raystream.engine.serde import find_unpicklable
 
 
 def test_a_captured_lock_is_named_with_its_operator_and_function():
@@ -42,10 +42,10 @@ def test_find_unpicklable_looks_into_objects_and_containers():
 
 
 def test_a_failing_record_is_located_without_running_the_function_twice():
-    from engine.errors import UserCodeError
-    from engine.records import Batch
-    from operators.basic import FilterOperator, MapOperator
-    from operators.testing import CollectingOutput
+    from raystream.engine.errors import UserCodeError
+    from raystream.engine.records import Batch
+    from raystream.operators.basic import FilterOperator, MapOperator
+    from raystream.operators.testing import CollectingOutput
 
     for op_class in (MapOperator, FilterOperator):
         calls: list[int] = []
