@@ -122,6 +122,8 @@ class StreamOperator(ABC):
     name: str = "operator"
     #: True if the operator needs the keyed state backend (input is keyed)
     keyed: bool = False
+    #: how many inputs the operator reads (2: co-process, broadcast and join operators)
+    num_inputs: int = 1
 
     def open(self, ctx: OperatorContext, output: Output) -> None:
         """Prepare for processing; keep ``output`` to emit results."""

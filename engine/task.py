@@ -166,6 +166,7 @@ class Task:
         spec: TaskSpec,
         senders: list[list[ChannelSender]],
         hooks: TaskHooks | None = None,
+        output: NetworkOutput | None = None,
     ) -> None:
         self.spec = spec
         self.senders = senders
@@ -241,7 +242,7 @@ class Task:
         spec = self.spec
         writers = [RecordWriter(o, s, spec.subtask_index, spec.max_parallelism, spec.config.batch_size, spec.config.flush_ms)
                    for o, s in zip(spec.outputs, self.senders)]
-        self.network = NetworkOutput(writers, self.op_metrics[n - 1] if n else None, spec.task_name)
+        self.network = self._output or NetworkOutput(writers, self.op_metrics[n - 1] if n else None, spec.task_name)
         self.operators = []
         contexts = []
         for op in self.op_specs:
@@ -402,6 +403,42 @@ class Task:
             return self._finish()
         finally:
             self._close()
+
+    # ------------------------------------------------------------------ driven step by step
+    # (as Flink's mailbox test harness drives a real StreamTask: operators/testing.py)
+    def open(self) -> None:
+        """Create, restore and open the operators (the first thing :meth:`run` does)."""
+        self._open()
+
+    def step(self) -> None:
+        """One mailbox step on the calling thread, without waiting: handle the mail already
+        there, process what the inputs hold, fire the due processing-time callbacks, flush
+        due output. :meth:`run` is a loop over such steps."""
+        self._drain_mailbox(None)
+        self._process_inputs()
+        if self._stopped_at is None:
+            self._fire_timers()
+            self.network.flush_due(time.monotonic())
+
+    def process_batch(self, batch: Batch, input_index: int = 0) -> None:
+        """Hand ``batch`` to the head operator as if it came from input ``input_index`` (its
+        records stay Python objects: no channel, no Arrow conversion)."""
+        m = self.op_metrics[0]
+        m.records_in += len(batch)
+        m.batches_in += 1
+        self._call_operator(0, batch, input_index)
+
+    def finish(self) -> TaskResult:
+        """Every input ended: end the operators, take their final committables and state
+        (what :meth:`run` returns), and close them."""
+        try:
+            return self._finish()
+        finally:
+            self._close()
+
+    def pending_processing_timers(self) -> list[int]:
+        """Times of the live processing-time callbacks, ascending."""
+        return self._timers.times()
 
     def _handle_mail(self, mail: tuple) -> None:
         if mail[0] == "data":

@@ -65,6 +65,7 @@ class IntervalJoinOperator(StreamOperator):
     """
 
     keyed = True
+    num_inputs = 2
 
     def __init__(self, selectors: tuple[KeySelector, KeySelector],
                  assigners: tuple[TimestampAssigner, TimestampAssigner], lower: int, upper: int,
@@ -179,6 +180,8 @@ class IntervalJoinOperator(StreamOperator):
 class CoGroupWindowOperator(WindowOperator):
     """A window operator over two inputs: stores ``(input_index, record)`` and hands both
     sides of a window to a co-group function."""
+
+    num_inputs = 2
 
     def __init__(self, selectors: tuple[KeySelector, KeySelector],
                  assigners: tuple[TimestampAssigner | None, TimestampAssigner | None],

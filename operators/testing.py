@@ -1,6 +1,14 @@
 """Run one operator in-process without Ray: feed records, move event and processing time,
 take snapshots and restore them (Beam's TestStream / Flink's operator test harness).
 
+The operator runs inside a real :class:`~raystream.engine.task.Task` driven step by step on
+the calling thread (as Flink's mailbox test harness drives a real ``StreamTask``): the same
+operator context, keyed state backend (through the job's
+:class:`~raystream.engine.state_backend.StateBackend`), processing-time service, watermark
+valve, barrier alignment, snapshot and restore code as on a cluster. Only the task's network
+output is replaced by a :class:`CollectingOutput`, and records are handed to the operator as
+Python objects.
+
 Example:
     >>> from raystream.operators.keyed import ReduceOperator
     >>> from raystream.engine.partitioners import KeySelector
@@ -11,53 +19,94 @@ Example:
 
 from __future__ import annotations
 
-import pickle
 from typing import Any, Callable, Iterable
 
-import cloudpickle
 import pyarrow as pa
 
-from raystream.checkpoint.heap import HeapKeyedStateBackend
-from raystream.engine.events import MAX_WATERMARK, Watermark
-from raystream.engine.keygroups import DEFAULT_MAX_PARALLELISM, KeyGroupRange
+from raystream.checkpoint.backends import HeapStateBackend
+from raystream.engine.channels import InputInfo
+from raystream.engine.config import TaskConfig
+from raystream.engine.errors import JobFailed
+from raystream.engine.events import Barrier, EndOfInput, Watermark
+from raystream.engine.keygroups import DEFAULT_MAX_PARALLELISM
 from raystream.engine.operator import ManualClock, OperatorContext, StreamOperator
 from raystream.engine.records import Batch
-from raystream.engine.timer_queue import ScheduledTimer, TimerQueue
+from raystream.engine.serde import loads
+from raystream.engine.state_backend import StateBackend
+from raystream.engine.task import Task, TaskHooks, TaskResult, TaskSpec
 
 from .functions import OutputTag
 
 __all__ = ["CollectingOutput", "OperatorHarness"]
 
+_UID = "harness"
+
 
 class CollectingOutput:
-    """An :class:`~engine.operator.Output` that keeps everything it receives."""
+    """The network output of a harnessed task: keeps everything the operator emits."""
 
     def __init__(self) -> None:
         self.batches: list[Batch] = []
         self.side: dict[str, list[Batch]] = {}
         self.watermarks: list[int] = []
+        self.writers: list = []  # no channels
+        self.metrics = None
 
     def emit(self, batch: Batch) -> None:
         if len(batch):
             self.batches.append(batch)
 
     def emit_watermark(self, watermark: Watermark) -> None:
-        self.watermarks.append(watermark.timestamp)
+        if not self.watermarks or watermark.timestamp != self.watermarks[-1]:
+            self.watermarks.append(watermark.timestamp)
 
     def emit_side(self, tag: str, batch: Batch) -> None:
         if len(batch):
             self.side.setdefault(tag, []).append(batch)
 
+    def broadcast_event(self, event: Any) -> None:
+        """Barriers and other events have no downstream here."""
+
+    def flush_due(self, now: float) -> None:
+        """Nothing is buffered."""
+
+    def flush_all(self) -> None:
+        """Nothing is buffered."""
+
+
+class _Acks(TaskHooks):
+    """What the task reports at a barrier: its acknowledged (or declined) checkpoints."""
+
+    def __init__(self) -> None:
+        self.acks: dict[int, dict] = {}
+        self.declined: dict[int, str] = {}
+
+    def acknowledge(self, checkpoint_id: int, vertex_id: int, subtask: int, state: dict) -> None:
+        self.acks[checkpoint_id] = state
+
+    def decline(self, checkpoint_id: int, vertex_id: int, subtask: int, reason: str,
+                committables: dict | None = None) -> None:
+        self.declined[checkpoint_id] = reason
+
 
 class OperatorHarness:
-    """One operator subtask with a fake output, a :class:`ManualClock` and a keyed backend.
+    """One operator subtask in a task driven step by step, with a collecting output, a
+    :class:`ManualClock` and the job's keyed state backend.
 
     Args:
         operator: the operator (fresh; the harness opens it).
         subtask_index / parallelism / max_parallelism: which key groups it owns.
         clock: processing time (a ManualClock at 0 by default).
-        restore: snapshots (from :meth:`snapshot`) of the previous run's subtasks.
-        open: open the operator right away (default True).
+        restore: snapshots (from :meth:`snapshot`) of the previous run's subtasks, in any
+            number (restoring at another parallelism re-splits keyed state by key group).
+        open: open the operator right away (default True; else call :meth:`open`).
+        state_backend: where keyed state lives (the heap backend by default).
+        num_inputs: inputs the operator reads (default: ``operator.num_inputs``).
+
+    Exceptions surface as the operator raised them (user code errors as
+    :class:`~raystream.engine.errors.UserCodeError`, with the user's exception as
+    ``original``); the task's :class:`~raystream.engine.errors.JobFailed`, which names
+    operator and record, is their ``__context__``.
     """
 
     def __init__(
@@ -69,40 +118,68 @@ class OperatorHarness:
         clock: ManualClock | None = None,
         restore: list[dict[str, Any]] | None = None,
         open: bool = True,
+        state_backend: StateBackend | None = None,
+        num_inputs: int | None = None,
     ) -> None:
         self.operator = operator
         self.clock = clock or ManualClock(0)
         self.output = CollectingOutput()
-        self._timers = TimerQueue()  # the (fake) task's processing-time registrations
-        self._watermarks: dict[int, int] = {}
-        kgr = KeyGroupRange.for_subtask(subtask_index, parallelism, max_parallelism)
-        self.ctx = OperatorContext(
-            operator_name=getattr(operator, "name", type(operator).__name__),
-            operator_uid="harness",
-            task_name=f"harness ({subtask_index + 1}/{parallelism})",
+        self.state_backend: StateBackend = state_backend or HeapStateBackend()
+        self.num_inputs: int = num_inputs if num_inputs is not None else int(getattr(operator, "num_inputs", 1))
+        self._hooks = _Acks()
+        spec = TaskSpec(
+            job_id="harness",
+            vertex_id=0,
+            name=getattr(operator, "name", type(operator).__name__),
             subtask_index=subtask_index,
             parallelism=parallelism,
             max_parallelism=max_parallelism,
-            key_group_range=kgr,
+            chain=[{"name": getattr(operator, "name", type(operator).__name__), "uid": _UID,
+                    "factory": lambda: operator, "keyed": getattr(operator, "keyed", False)}],
+            inputs=[InputInfo(i, "harness input") for i in range(self.num_inputs)],
+            outputs=[],
+            config=TaskConfig(),
+            restore=self._restore_plan(restore) if restore is not None else None,
             clock=self.clock,
-            current_watermark=lambda: min(self._watermarks.values(), default=-(2**63)),
-            register_processing_timer=self._register_timer,
-            post=lambda fn: fn(),
+            state_backend=self.state_backend,
         )
-        if getattr(operator, "keyed", False):
-            self.ctx.keyed_backend = HeapKeyedStateBackend(kgr, max_parallelism, self.clock)
-        if restore is not None:
-            keyed = [s["keyed"] for s in restore if s.get("keyed") is not None]
-            if keyed and self.ctx.keyed_backend is not None:
-                self.ctx.keyed_backend.restore(keyed)
-            operator.restore_state([s.get("operator") for s in restore])
+        self.task = Task(spec, [], self._hooks, output=self.output)  # type: ignore[arg-type]
+        self._sent = [0] * self.num_inputs  # sequence numbers per input channel
         self._checkpoint = 0
+        self._opened = False
         if open:
-            operator.open(self.ctx, self.output)
+            self.open()
+
+    def _restore_plan(self, snapshots: list[dict[str, Any]]) -> dict:
+        """The restore entry of the harness's operator, as the checkpoint coordinator's
+        restore plan shapes it: every subtask's operator state, every keyed snapshot."""
+        return {_UID: {"operator": [s.get("operator") for s in snapshots],
+                       "keyed": [s["keyed"] for s in snapshots if s.get("keyed") is not None]}}
+
+    def open(self) -> None:
+        """Create the keyed state backend, restore, open the operator."""
+        self._run(self.task.open)
+        self._opened = True
+
+    @property
+    def ctx(self) -> OperatorContext:
+        """The operator's context (as the task made it)."""
+        return self.operator.ctx
 
     # ------------------------------------------------------------------ driving
-    def _register_timer(self, time_ms: int, callback: Callable[[int], None]) -> ScheduledTimer:
-        return self._timers.push(time_ms, callback)
+    @staticmethod
+    def _run(fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except JobFailed as exc:
+            if exc.__cause__ is not None:  # what the operator raised, as a unit test expects it
+                raise exc.__cause__  # noqa: B904 - the JobFailed stays as __context__
+            raise
+
+    def _send(self, input_index: int, event: Any) -> None:
+        seq = self._sent[input_index]
+        self._sent[input_index] += 1
+        self.task.deliver(input_index, seq, [event], lambda: None)
 
     def process(self, records: Iterable[Any] | pa.RecordBatch | pa.Table | Batch, input_index: int = 0) -> None:
         """Feed one batch (Python records, an Arrow batch/table or a Batch) to input ``input_index``."""
@@ -112,48 +189,59 @@ class OperatorHarness:
             batch = Batch.of_arrow(records)
         else:
             batch = Batch.of_records(list(records))
-        self.operator.process_batch(batch, input_index)
+        self._run(lambda: self.task.process_batch(batch, input_index))
 
     def advance_watermark(self, timestamp: int, input_index: int = 0) -> None:
-        """Event time of input ``input_index`` reached ``timestamp``."""
-        self._watermarks[input_index] = timestamp
-        self.operator.process_watermark(Watermark(timestamp), input_index)
+        """Event time of input ``input_index`` reached ``timestamp`` (a watermark through the
+        task's watermark valve: only an advance reaches the operator)."""
+        self._send(input_index, Watermark(timestamp))
+        self._run(self.task.step)
 
     def advance_processing_time(self, to_ms: int) -> None:
         """Set the clock to ``to_ms`` and fire the due processing-time callbacks in order."""
         self.clock.set(max(to_ms, self.clock.now_ms()))
-        while True:
-            due = self._timers.pop_due(self.clock.now_ms())
-            if due is None:
-                return
-            due[1](due[0])
+        self._run(self.task.step)
 
-    def end_input(self, num_inputs: int = 1) -> None:
-        """Every input ended: the final watermark, then ``end_input()`` (as the task does)."""
-        for i in range(num_inputs):
-            self.advance_watermark(MAX_WATERMARK, i)
-        self.operator.end_input()
+    def end_input(self) -> TaskResult:
+        """Every input ended: the final watermark, ``end_input()`` of the operator, its final
+        committables and state, then ``close()`` (as the task does at the end of its input)."""
+        for i in range(self.num_inputs):
+            self._send(i, EndOfInput())
+        self._run(self.task.step)
+        return self._run(self.task.finish)
 
     def snapshot(self) -> dict[str, Any]:
-        """What a checkpoint of this subtask would hold: ``{"operator": ..., "keyed": ...}``."""
+        """A checkpoint of this subtask: a barrier through every input, the state the task
+        acknowledges, as bytes would be written: ``{"operator": ..., "keyed": bytes}``."""
         self._checkpoint += 1
-        state = {"operator": self.operator.snapshot_state(self._checkpoint)}
-        if self.ctx.keyed_backend is not None:
-            state["keyed"] = self.ctx.keyed_backend.snapshot(self._checkpoint)
-        # a checkpoint is serialized: make sure it is picklable and detached from live state
-        return pickle.loads(cloudpickle.dumps(state))
+        cid = self._checkpoint
+        for i in range(self.num_inputs):
+            self._send(i, Barrier(cid, self.clock.now_ms()))
+        self._run(self.task.step)
+        if cid not in self._hooks.acks:
+            raise AssertionError(f"the task did not acknowledge checkpoint {cid}: "
+                                 f"{self._hooks.declined.get(cid, 'no barrier alignment')}")
+        entry = self._hooks.acks.pop(cid)[_UID]
+        state: dict[str, Any] = {"operator": loads(entry["op"], "operator state")["operator"]}
+        if entry.get("keyed") is not None:
+            state["keyed"] = self.state_backend.serialize_snapshot(entry["keyed"])
+        return state
+
+    def notify_checkpoint_complete(self, checkpoint_id: int | None = None) -> None:
+        """Checkpoint ``checkpoint_id`` (default: the last snapshot) completed."""
+        self._run(lambda: self.task.notify_checkpoint_complete(checkpoint_id or self._checkpoint))
 
     @property
     def pending_processing_timers(self) -> list[int]:
-        """Times of the live processing-time callbacks registered with the (fake) task
-        (cancelled ones are gone)."""
-        return self._timers.times()
+        """Times of the live processing-time callbacks registered with the task (cancelled
+        ones are gone)."""
+        return self.task.pending_processing_timers()
 
     @property
     def processing_timer_entries(self) -> int:
-        """Entries the (fake) task holds for processing-time callbacks, cancelled ones not
-        dropped yet included (as ``Task.processing_timer_stats()["entries"]``)."""
-        return self._timers.entries
+        """Entries the task holds for processing-time callbacks, cancelled ones not dropped
+        yet included (``Task.processing_timer_stats()["entries"]``)."""
+        return self.task.processing_timer_stats()["entries"]
 
     # ------------------------------------------------------------------ results
     def records(self) -> list[Any]:

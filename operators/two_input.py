@@ -67,6 +67,8 @@ class _TwoInputBase(StreamOperator):
     """Shared by the two-input operators: the user function, the combined watermark and
     the hand-over of results and side outputs after each batch."""
 
+    num_inputs = 2
+
     def __init__(self, function: Any) -> None:
         self.function = function
         self.wms = TwoInputWatermarks()

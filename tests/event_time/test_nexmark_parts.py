@@ -116,7 +116,7 @@ def test_q8_co_group_equals_reference(events):
         h.process([e for e in chunk if e["kind"] == nexmark.AUCTION], 1)
         h.advance_watermark(chunk[-1]["ts"] - 1, 0)
         h.advance_watermark(chunk[-1]["ts"] - 1, 1)
-    h.end_input(2)
+    h.end_input()
     expected = nexmark.reference(8, events, ARGS)
     assert expected
     assert nexmark.sort_rows(h.records()) == nexmark.sort_rows(expected)

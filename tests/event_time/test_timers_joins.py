@@ -184,7 +184,7 @@ def test_window_join_and_co_group():
     h = OperatorHarness(op)
     h.process([("a", 1), ("a", 2), ("b", 3), ("a", 15)], 0)
     h.process([("a", 5), ("c", 6), ("a", 12)], 1)
-    h.end_input(num_inputs=2)
+    h.end_input()
     assert sorted(h.records()) == [("a", 1, 5), ("a", 2, 5), ("a", 15, 12)]
 
 
