@@ -21,7 +21,7 @@ from raystream.engine.operator import OperatorContext
 from .coordinator import CheckpointConfig, CheckpointCoordinator, Ref, build_restore_plan
 from .heap import HeapKeyedStateBackend
 from .snapshot import KeyedStateSnapshot, deserialize_keyed_snapshot, serialize_keyed_snapshot
-from .storage import CheckpointStorage, Location, resolve_storage
+from .storage import CheckpointStorage, Location, StateHandle, resolve_storage
 
 __all__ = ["HeapStateBackend"]
 
@@ -37,6 +37,10 @@ class HeapStateBackend:
 
     def deserialize_snapshot(self, data: bytes, key_group_range: KeyGroupRange) -> KeyedStateSnapshot:
         return deserialize_keyed_snapshot(data, key_group_range=key_group_range)
+
+    def write_snapshot(self, storage: CheckpointStorage, job_id: str, checkpoint_id: int, name: str,
+                       snapshot: KeyedStateSnapshot) -> StateHandle:
+        return storage.write_state(job_id, checkpoint_id, name, self.serialize_snapshot(snapshot))
 
     def create_coordinator(self, config: CheckpointConfig, job_id: str,
                            tasks: list[tuple[int, int]]) -> CheckpointCoordinator:

@@ -46,7 +46,7 @@ class AsyncSnapshotWriter:
                  state_backend: StateBackend | None = None) -> None:
         self.storage = storage
         self.job_id = job_id
-        self.state_backend = state_backend or default_state_backend()  # serializes keyed snapshots
+        self.state_backend = state_backend or default_state_backend()  # writes keyed snapshots
         self.on_error = on_error
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raystream-snapshot")
         self._lock = threading.Lock()
@@ -63,7 +63,7 @@ class AsyncSnapshotWriter:
                 base = f"{state_dir_name(uid)}/{vertex_id}-{subtask}"
                 keyed = entry.get("keyed")
                 if keyed is not None:
-                    out["keyed"] = self.storage.write_state(self.job_id, cid, f"{base}-keyed", self.state_backend.serialize_snapshot(keyed))
+                    out["keyed"] = self.state_backend.write_snapshot(self.storage, self.job_id, cid, f"{base}-keyed", keyed)
                 for part in ("op", "log"):
                     if entry.get(part) is not None:
                         out[part] = self.storage.write_state(self.job_id, cid, f"{base}-{part}", entry[part])

@@ -118,6 +118,12 @@ class StateBackend(Protocol):
     def deserialize_snapshot(self, data: bytes, key_group_range: KeyGroupRange) -> Any:
         """A keyed snapshot read back, limited to ``key_group_range`` where possible."""
 
+    def write_snapshot(self, storage: Any, job_id: str, checkpoint_id: int, name: str, snapshot: Any) -> Any:
+        """Write a keyed snapshot of checkpoint ``checkpoint_id`` to ``storage`` (called by the
+        task's snapshot writer, off the mailbox thread) and return the handle that goes into
+        the checkpoint's metadata. A backend with incremental checkpoints uploads only the
+        files the previous ones did not; the heap backend writes ``serialize_snapshot``."""
+
     def create_coordinator(self, config: Any, job_id: str, tasks: list[tuple[int, int]]) -> CheckpointCoordinatorLike:
         """The checkpoint coordinator of a job (``config``: its checkpoint config)."""
 
