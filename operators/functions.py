@@ -18,7 +18,7 @@ Example:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, Generic, Iterable, NoReturn, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Iterable, NoReturn, TypeVar, cast, overload
 
 from raystream.engine.errors import ConfigError
 from raystream.engine.operator import OperatorContext
@@ -126,7 +126,9 @@ def keyed_state_backend(ctx: OperatorContext) -> KeyedStateBackend:
             f"operator {ctx.operator_name!r} has no keyed state: keyed state needs a "
             "keyed stream (key_by(...) before process())"
         )
-    return backend
+    # the engine knows it as a KeyedBackend (snapshot/restore); the state layer made it, so it
+    # is a checkpoint.KeyedStateBackend (the operators' full API)
+    return cast("KeyedStateBackend", backend)
 
 
 class RuntimeContext:

@@ -33,6 +33,7 @@ from .functions import (
     OnTimerContext,
     ProcessContext,
     RuntimeContext,
+    keyed_state_backend,
 )
 from .time import TimestampAssigner
 from .timers import InternalTimerService, TimerService
@@ -146,7 +147,7 @@ class KeyedCoProcessOperator(_TwoInputBase):
         records = batch.records()
         assigner = self.assigners[input_index]
         stamps = assigner.timestamps(batch).tolist() if assigner is not None else None
-        backend, pctx = self.ctx.keyed_backend, self.pctx
+        backend, pctx = keyed_state_backend(self.ctx), self.pctx
         for i, r in enumerate(records):
             try:
                 k = key_of(r)
@@ -165,7 +166,7 @@ class KeyedCoProcessOperator(_TwoInputBase):
         self._emit(out, ctx)
 
     def _fire(self, key: Any, time: int, domain: str) -> None:
-        self.ctx.keyed_backend.set_current_key(key)
+        keyed_state_backend(self.ctx).set_current_key(key)
         t = self.tctx
         t._key, t.timestamp, t._domain = key, time, domain
         try:
