@@ -569,44 +569,37 @@ class WindowOperator(StreamOperator):
         per_key = self.contents.get(key)
         if per_key is None:
             per_key = self.contents[key] = {}
-        tctx = self.tctx
-        tctx.key = key
+        self.tctx.key = key
         skipped = True
-        if sessions is not None:  # merging windows: the steps below on the merged window
+        if sessions is not None:  # merging windows: the element goes to the merged window
             for sw in session_windows:
                 merged = self._merge(key, per_key, sw)
-                if merged is None:
-                    continue
-                skipped = False
-                acc = per_key.get(merged, _NONE)
-                try:
-                    per_key[merged] = self._add(acc, value)
-                    tctx.window = merged
-                    result = self.trigger.on_element(value, ts, merged, tctx)
-                except Exception as exc:
-                    raise UserCodeError(value, exc) from exc
-                if result.is_fire or result.is_purge:
-                    self._apply(key, merged, result)
-                self._register_cleanup(key, merged)
+                if merged is not None:
+                    skipped = False
+                    self._add_to_window(key, per_key, merged, value, ts)
         else:
             for w in windows:
-                if self._is_late_window(w):
-                    continue
-                skipped = False
-                acc = per_key.get(w, _NONE)
-                try:
-                    per_key[w] = self._add(acc, value)
-                    tctx.window = w
-                    result = self.trigger.on_element(value, ts, w, tctx)
-                except Exception as exc:
-                    raise UserCodeError(value, exc) from exc
-                if result.is_fire or result.is_purge:
-                    self._apply(key, w, result)
-                self._register_cleanup(key, w)
+                if not self._is_late_window(w):
+                    skipped = False
+                    self._add_to_window(key, per_key, w, value, ts)
         if not per_key:
             self.contents.pop(key, None)
         if skipped and windows:
             self._late.append(value)
+
+    def _add_to_window(self, key: Any, per_key: dict[Any, Any], w: Window, value: Any, ts: int) -> None:
+        """One element into one (not late) window of ``key``: add it to the window's
+        contents, ask the trigger, fire/purge, register the window's cleanup."""
+        tctx = self.tctx
+        try:
+            per_key[w] = self._add(per_key.get(w, _NONE), value)
+            tctx.window = w
+            result = self.trigger.on_element(value, ts, w, tctx)
+        except Exception as exc:
+            raise UserCodeError(value, exc) from exc
+        if result.is_fire or result.is_purge:
+            self._apply(key, w, result)
+        self._register_cleanup(key, w)
 
     def _add(self, acc: Any, value: Any) -> Any:
         kind = self.kind
