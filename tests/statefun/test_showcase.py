@@ -36,11 +36,13 @@ pytest.importorskip("aiohttp")
 from raystream import statefun_api  # noqa: E402
 from raystream.statefun_api import (  # noqa: E402
     IntType,
+    Message,
     StatefulFunctionError,
     StatefulFunctions,
     StringType,
     Type,
     TypedValue,
+    make_json_type,
     message_builder,
 )
 from raystream.statefun_api.egress_io import KafkaProducerRecord, KinesisEgressRecord  # noqa: E402
@@ -301,15 +303,23 @@ def showcase_module(sdk: str = "statefun") -> dict:
     return namespace
 
 
-def ingress(ns: dict) -> list:
-    """What the tutorial feeds in: the module.yaml's Kafka ingress (GreetRequests to
-    showcase/serving, keyed by name) and one trigger of each other part."""
-    greet = ns["GREET_JSON_TYPE"]
-    messages = [message_builder("showcase/serving", n, value={"name": n}, value_type=greet) for n in NAMES]
-    messages += [message_builder("showcase/messaging", m, str_value="go") for m in ("m1", "m2")]
-    messages.append(message_builder("showcase/egress", "e1", str_value="go"))
-    messages += [message_builder("showcase/storage", "s1", str_value=s) for s in ("first", "second")]
-    return messages
+GREET_REQUEST = make_json_type("showcase/GreetRequest")  # the module.yaml ingress's valueType
+# what the tutorial feeds in, as (function type, id, text): the module.yaml's Kafka ingress
+# (GreetRequests to showcase/serving, keyed by name) and triggers of the other parts
+INGRESS = [
+    *[("showcase/serving", n, n) for n in NAMES],
+    *[("showcase/messaging", m, "go") for m in ("m1", "m2")],
+    ("showcase/egress", "e1", "go"),
+    *[("showcase/storage", "s1", s) for s in ("first", "second")],
+]
+
+
+def route(record: tuple[str, str, str]) -> Message:
+    """The ingress router: a GreetRequest for showcase/serving, a string for the others."""
+    typename, id_, text = record
+    if typename == "showcase/serving":
+        return message_builder(typename, id_, value={"name": text}, value_type=GREET_REQUEST)
+    return message_builder(typename, id_, str_value=text)
 
 
 def decoded(value: Any, tpe: Type) -> Any:
@@ -338,19 +348,19 @@ def run_embedded(parallelism: int = 2, seed: int | None = 5) -> dict:
     ns = showcase_module("raystream.statefun_api")
     assert isinstance(ns["functions"], StatefulFunctions)  # raystream's, not the SDK's
     with LocalDispatchers(ns["functions"], parallelism=parallelism, egresses=EGRESSES, seed=seed) as run:
-        run.send(*ingress(ns)).run_until_idle()
+        run.send(*map(route, INGRESS)).run_until_idle()
         return outcome(run, ns)
 
 
 def run_remote(app, tmp_path, parallelism: int) -> dict:
-    ours = showcase_module("raystream.statefun_api")  # the ingress messages and the types
+    ours = showcase_module("raystream.statefun_api")  # the types, to decode state
     with FunctionServer(app) as server:
         path = tmp_path / "module.yaml"
         path.write_text(MODULE_YAML.format(url=server.url))
         endpoints = load_module_yaml(path)
         assert [(e.functions, e.transport) for e in endpoints] == [("showcase/*", TRANSPORT_ASYNC)]
         with LocalDispatchers(StatefulFunctions(), parallelism=parallelism, egresses=EGRESSES, endpoints=endpoints) as run:
-            run.send(*ingress(ours)).run_until_idle()
+            run.send(*map(route, INGRESS)).run_until_idle()
             assert run.counters()["remote_handshakes"] >= 1
             return outcome(run, ours)
 
