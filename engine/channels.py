@@ -4,7 +4,9 @@ which partitions, buffers and flushes batches into a :class:`ChannelSender` per 
 the input side (:class:`InputChannel`: ordered items, barrier alignment flags, watermark).
 
 A :class:`ChannelSender` ships a list of items (Arrow RecordBatches and control events,
-in order) to one input channel of one downstream task. It enforces **credit-based
+in order) to one input channel of one downstream task; to a task in the same process
+(:class:`LocalSender`) record batches go as :class:`~engine.records.Batch` objects holding
+their Python list, never converted to Arrow. It enforces **credit-based
 back-pressure**: at most ``window`` sends may be unacknowledged; a consumer acknowledges a
 send only after it has *processed* every item in it, so in-flight data per channel is
 bounded by ``window`` sends. Feedback channels (``window=None``) never block.
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .events import MIN_WATERMARK, Watermark
-from .partitioners import Partitioner
+from .partitioners import BroadcastPartitioner, Partitioner
 from .records import Batch
 
 __all__ = ["ChannelMetrics", "ChannelSender", "LocalSender", "Cancelled", "InputInfo", "OutputInfo", "InputChannel",
@@ -246,6 +248,12 @@ class RecordWriter:
         self.partitioner = info.partitioner
         self.partitioner.setup(subtask_index, info.num_targets, max_parallelism)
         self.buffers: list[list[Batch]] = [[] for _ in senders]
+        # Co-located targets (a LocalSender: same process) get record batches as Python lists,
+        # with no Arrow conversion on either side (issue 12). Not on broadcast edges (every
+        # target would share the same record objects) nor on feedback edges (their in-flight
+        # records are logged as Arrow in checkpoints).
+        shared = info.feedback or isinstance(self.partitioner, BroadcastPartitioner)
+        self.hand_over = [not shared and s.transport == "local" for s in senders]
         self.rows = [0] * len(senders)
         self.since = [0.0] * len(senders)
         self.batch_size = batch_size
@@ -272,7 +280,14 @@ class RecordWriter:
                 for b in buf:
                     merged.extend(b.records())
                 buf = [Batch.of_records(merged)]
+            hand_over = self.hand_over[target]
             for b in buf:
+                if hand_over and not b.is_arrow:
+                    # the records as they are (a fresh Batch: no event timestamps cross a
+                    # channel, as with Arrow)
+                    items.append(Batch(records=b.records()))
+                    rows += len(b)
+                    continue
                 rb = b.arrow()
                 items.append(rb)
                 rows += rb.num_rows

@@ -290,6 +290,28 @@ class TaskExecutor:
         return os.getpid(), self.transport.node_id()
 
 
+#: ``RAYSTREAM_PROFILE=DIR``: every task's mailbox thread runs under cProfile and dumps its
+#: statistics to ``DIR/<job>-<vertex>-<subtask>-<pid>.prof`` when it ends (a diagnostic for
+#: ``benchmarks/profile_scaleout.py``; off by default, costs nothing then).
+_PROFILE_DIR = os.environ.get("RAYSTREAM_PROFILE", "")
+
+
+def _profiled(task: Task) -> Any:
+    import cProfile
+
+    prof = cProfile.Profile()
+    start, cpu = time.perf_counter(), time.thread_time()
+    try:
+        return prof.runcall(task.run)
+    finally:
+        wall, cpu = time.perf_counter() - start, time.thread_time() - cpu
+        s = task.spec
+        path = os.path.join(_PROFILE_DIR, f"{s.job_id}-v{s.vertex_id}-s{s.subtask_index}-{os.getpid()}.prof")
+        prof.dump_stats(path)
+        with open(path[:-5] + ".wall", "w") as f:
+            f.write(f"{s.name}\twall {wall:.3f} s\tthread cpu {cpu:.3f} s\n")
+
+
 def _own_threads() -> list[threading.Thread]:
     """raystream's threads still alive in this process (all are named ``raystream-...``)."""
     return [t for t in threading.enumerate() if t.name.startswith("raystream-") and t.is_alive()]
@@ -306,7 +328,7 @@ def _run_task(host: _Hosted, loop: asyncio.AbstractEventLoop, fut: asyncio.Futur
     task = host.task
     assert task is not None
     try:
-        result: Any = task.run()
+        result: Any = _profiled(task) if _PROFILE_DIR else task.run()
     except Cancelled:
         result = None
     except JobFailed as exc:

@@ -109,6 +109,10 @@ class TaskHooks:
 CheckpointHooks = TaskHooks  # older name
 
 
+#: the item types that carry records through a channel (Batch: handed over in process)
+_DATA = (pa.RecordBatch, Batch)
+
+
 class _Ack:
     __slots__ = ("fn",)
 
@@ -552,11 +556,16 @@ class Task:
             for ch in self._channels:
                 items = ch.items
                 while items and not ch.blocked:
-                    if gate is not None and type(items[0]) is pa.RecordBatch and not gate():
+                    if gate is not None and type(items[0]) in _DATA and not gate():
                         break  # paused: data waits (acks and events of processed data go on)
                     item = items.popleft()
                     progress = True
-                    if type(item) is pa.RecordBatch:
+                    if type(item) is Batch:  # records handed over by a task in this process
+                        m = self.op_metrics[0]
+                        m.records_in += len(item)
+                        m.batches_in += 1
+                        self._call_operator(0, item, ch.info.input_index)
+                    elif type(item) is pa.RecordBatch:
                         m = self.op_metrics[0]
                         m.records_in += item.num_rows
                         m.batches_in += 1
