@@ -469,7 +469,10 @@ class Task:
         except queue.Empty:
             return
         self._handle_mail(mail)
-        while True:
+        # Only the mail that is here now (Flink's mailbox batch): a call that posts itself
+        # again (an operator continuing a long piece of work step by step) runs once per
+        # loop, so inputs, barriers and timers are served in between.
+        for _ in range(self._mailbox.qsize()):
             try:
                 mail = self._mailbox.get_nowait()
             except queue.Empty:
@@ -556,8 +559,10 @@ class Task:
             for ch in self._channels:
                 items = ch.items
                 while items and not ch.blocked:
-                    if gate is not None and type(items[0]) in _DATA and not gate():
-                        break  # paused: data waits (acks and events of processed data go on)
+                    if gate is not None and type(items[0]) in _DATA and not ch.info.feedback and not gate():
+                        # paused: data waits (acks and events of processed data go on); a
+                        # feedback edge is never paused, since a paused loop can deadlock
+                        break
                     item = items.popleft()
                     progress = True
                     if type(item) is Batch:  # records handed over by a task in this process
@@ -862,8 +867,15 @@ class Task:
         """Per-operator and per-channel counters (safe to read from any thread)."""
         ops = {}
         names = [s["name"] for s in self.op_specs]
-        for name, m in zip(names, self.op_metrics):
+        for i, (name, m) in enumerate(zip(names, self.op_metrics)):
             ops[name] = m.as_dict()
+            # the operator's own counters and gauges (OperatorContext.metrics: ints)
+            own = getattr(getattr(self.operators[i], "ctx", None), "metrics", None) if i < len(self.operators) else None
+            if own:
+                try:
+                    ops[name].update(own)
+                except RuntimeError:  # a key was added meanwhile (mailbox thread): next time
+                    pass
         channels = []
         for out_senders in self.senders:
             for s in out_senders:

@@ -16,18 +16,35 @@ For every batch of messages it:
 4. keeps delayed messages (``send_after``) in keyed state of the *sending* address with
    their cancellation token and fires them with processing-time timers.
 
-**Bounded work per mailbox step.** One call of :meth:`FunctionDispatcher.process_batch`
-(or of a timer) invokes at most ``drain_step`` messages; what is left stays queued and a
-continuation is posted to the task's mailbox (``ctx.post``), so barriers, timers and the
-other input channels are served in between and a message storm cannot starve them.
+**Bounded work per mailbox step.** :meth:`FunctionDispatcher.process_batch` only queues
+the batch's messages; invocations run in continuations posted to the task's mailbox
+(``ctx.post``), each invoking at most ``drain_step`` messages, so barriers, watermarks,
+timers and the other input channels are served between any two steps of a fan-out burst.
 
-**Back-pressure at the ingress.** ``max_in_flight`` caps the messages a dispatcher has
-accepted but not yet invoked (its queue). When a batch holding ingress messages (messages
-without a caller) arrives and the queue is above the cap, ``process_batch`` keeps invoking
-until the queue is back under the cap before it returns. The task acknowledges an input
-send only once it was processed, so the ingress channel's credit window stays full and
-the router upstream waits, while the feedback edge itself never blocks (a bounded cycle
-can deadlock). Messages from the feedback edge are always accepted.
+**Bounded in-flight work, enforced at the ingress** (StateFun's
+``statefun.async.max-per-task``). A subtask's in-flight work is every message it holds and
+has not finished: queued for invocation (in memory or spilled), received over the feedback
+edge and not invoked yet, and queued for or in flight to remote functions.
+``max_in_flight`` caps what the ingress may add to it: ingress messages are admitted only
+while the in-flight work is under the cap (the rest of an ingress batch is held, not
+queued), and :meth:`FunctionDispatcher.accepts_input` is False meanwhile, so the task takes
+no further ingress batch and the router upstream waits on its credit window. Messages
+sent by functions (local or over the feedback edge) are always accepted: the feedback edge
+never blocks, since a blocked cycle deadlocks; fan-out may therefore take the in-flight
+work above the cap, and the ingress stays closed until it is back under it.
+
+**Bounded memory.** Messages waiting for invocation live in a
+:class:`~statefun_api.spill.SpillingQueue` with a memory budget (``inbox_memory_bytes``):
+beyond it they are written to local disk (``spill_dir``) and read back in order. Only the
+active set (at most ``drain_step`` messages, grouped per address) is held as Python
+objects; messages to other subtasks and egress records leave in chunks while a step runs.
+
+**Metrics** (the operator's counters in the job metrics): ``queued_messages``,
+``held_ingress``, ``in_flight``, ``inbox_memory_bytes``, ``spilled_bytes`` and
+``spilled_messages`` (written to disk so far), ``spill_disk_bytes`` (on disk now),
+``remote_in_flight`` (requests), ``rss_peak_bytes`` (of the task's process, sampled each
+step) and ``checkpoints_with_queued_work`` (completed checkpoints taken while messages were
+queued: barriers were not starved by the work).
 
 **State layout** (all in the keyed state backend, so it is snapshotted per key group and
 rescales): one ``ValueState`` per (function type, value spec), named
@@ -36,8 +53,8 @@ spec's typename, with the spec's TTL (``expire_after_write`` refreshes on writes
 ``expire_after_call`` on every invocation); ``statefun.delayed``, a ``MapState`` of the
 sending address: entry key (the cancellation token, or ``("#", seq)`` without one) ->
 ``(seq, fire_at_ms, message record)``; ``statefun.delay-seq``, the sender's sequence
-counter. The queue of not-yet-invoked messages is the operator state
-(:meth:`FunctionDispatcher.snapshot_state`).
+counter. The not-yet-invoked messages (active set, queue, held ingress, remote batches)
+are the operator state (:meth:`FunctionDispatcher.snapshot_state`).
 
 Example (in-process; the engine normally builds it through
 :class:`~statefun_api.job.StatefulFunctionsJob`):
@@ -56,6 +73,9 @@ from __future__ import annotations
 
 import heapq
 import logging
+import os
+import resource
+import sys
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -89,6 +109,7 @@ from raystream.statefun_api.routing import (
     record_caller,
     record_to_invocation,
 )
+from raystream.statefun_api.spill import SpillingQueue
 from raystream.statefun_api.state_layout import DELAY_SEQ_STATE, DELAYED_STATE, value_state_name
 from raystream.statefun_api.types import Type, TypedValue
 
@@ -104,6 +125,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _KG_CACHE_LIMIT = 1 << 16
+#: messages to other subtasks, local overflow and egress records leave a step in chunks of this size
+_CHUNK = 8192
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 #: cancelled delayed messages tolerated in the timer heap beyond the live ones before a rebuild
 _COMPACT_SLACK = 64
 
@@ -116,9 +140,13 @@ class DispatcherConfig:
         functions: the function registry.
         egresses: declared egress typename -> value type used to decode it (``None``:
             built-in types decoded by typename, others passed on as ``TypedValue``).
-        max_in_flight: cap on messages accepted but not yet invoked, enforced when ingress
-            messages arrive (see the module docstring).
-        drain_step: messages invoked per mailbox step before yielding to the mailbox.
+        max_in_flight: cap on the subtask's in-flight work below which ingress messages are
+            admitted (see the module docstring).
+        drain_step: messages invoked per mailbox step before yielding to the mailbox (also
+            the size of the active set held as Python objects).
+        inbox_memory_bytes: memory budget of the queue of messages waiting for invocation;
+            beyond it they spill to ``spill_dir``.
+        spill_dir: directory for spill files (default: the system temporary directory).
         max_batch_per_address: messages passed to one ``invoke`` call of an address.
         timer_tick_ms: longest wait between timer checks while delayed messages are pending,
             so a cancelled far-future message does not keep a task timer armed for long.
@@ -141,6 +169,8 @@ class DispatcherConfig:
     timer_tick_ms: int = 100
     endpoints: list[RemoteEndpoint] = field(default_factory=list)
     max_concurrent_requests: int = 256
+    inbox_memory_bytes: int = 64 << 20
+    spill_dir: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.functions, StatefulFunctions):
@@ -150,6 +180,11 @@ class DispatcherConfig:
             problem = endpoint_problem(ep, self.functions, "DispatcherConfig(endpoints=...)")
             if problem is not None:
                 raise (TypeError if not isinstance(ep, RemoteEndpoint) else ValueError)(problem)
+        if self.spill_dir is not None and not isinstance(self.spill_dir, str):
+            raise TypeError(f"DispatcherConfig.spill_dir must be a directory path (str) or None, got {self.spill_dir!r}")
+        b = self.inbox_memory_bytes
+        if isinstance(b, bool) or not isinstance(b, int) or b < 0:
+            raise ValueError(f"DispatcherConfig.inbox_memory_bytes must be an int >= 0 (0: spill every queued chunk), got {b!r}")
         for name in ("max_in_flight", "drain_step", "max_batch_per_address", "timer_tick_ms", "max_concurrent_requests"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -174,11 +209,17 @@ class FunctionDispatcher(StreamOperator):
     def __init__(self, config: DispatcherConfig) -> None:
         self.config = config
         self.functions = config.functions
+        # the active set: per-address FIFO queues of messages about to be invoked
         self._pending: dict[tuple[str, str], deque[MessageRecord]] = {}
         self._ready: deque[tuple[str, str]] = deque()
         self._pending_count = 0
+        self._active_limit = config.drain_step
+        self._inbox: SpillingQueue | None = None  # the rest, in arrival order (created in open)
+        self._overflow: list[MessageRecord] = []  # local messages of this step bound for the inbox
+        self._held: deque[MessageRecord] = deque()  # ingress messages not admitted yet
         self._remote: list[MessageRecord] = []
         self._egress_out: dict[str, list[Any]] = {}
+        self._egress_rows = 0
         self._kg_cache: dict[tuple[str, str], int] = {}
         self._callers: dict[tuple[str, str], Address] = {}  # target/caller addresses, reused across messages
         self._timers: list[tuple[int, int, tuple[str, str], Any]] = []  # (fire_at, seq, sender, entry key)
@@ -187,6 +228,8 @@ class FunctionDispatcher(StreamOperator):
         self._armed: Any = None  # the task's handle of the wake-up at _armed_at (cancellable)
         self._continuation_posted = False
         self._restored_pending: list[MessageRecord] = []
+        self._restored_batches: list[Any] = []
+        self._busy_checkpoints: set[int] = set()
         self._rpc: Any = None  # RemoteFunctions, when endpoints are declared (created in open)
         self.counters = {
             "invocations": 0,
@@ -200,6 +243,16 @@ class FunctionDispatcher(StreamOperator):
             "remote_requests": 0,
             "remote_handshakes": 0,
             "remote_retries": 0,
+            "queued_messages": 0,
+            "held_ingress": 0,
+            "in_flight": 0,
+            "inbox_memory_bytes": 0,
+            "spilled_bytes": 0,
+            "spilled_messages": 0,
+            "spill_disk_bytes": 0,
+            "remote_in_flight": 0,
+            "rss_peak_bytes": 0,
+            "checkpoints_with_queued_work": 0,
         }
 
     # ------------------------------------------------------------------ lifecycle
@@ -214,6 +267,11 @@ class FunctionDispatcher(StreamOperator):
         self.clock = ctx.clock
         self._range = ctx.key_group_range
         self._max_parallelism = ctx.max_parallelism
+        self._inbox = SpillingQueue(
+            self.config.inbox_memory_bytes,
+            self.config.spill_dir,
+            label=f"{ctx.operator_name!r} (subtask {ctx.subtask_index + 1}/{ctx.parallelism})",
+        )
         self._values: dict[str, list[tuple[str, Any, str]]] = {}  # typename -> [(spec name, state, typename)]
         for typename in self.functions.typenames():
             fn = self.functions.for_typename(typename)
@@ -235,11 +293,15 @@ class FunctionDispatcher(StreamOperator):
         if self.config.endpoints:
             require_aiohttp()
             self._rpc = RemoteFunctions(self, self.config.endpoints)
-        # messages that were queued when the restored checkpoint was taken
-        for record in self._restored_pending:
-            if self._key_group(address_key(record)) in self._range:
-                self._enqueue(record)
+        # messages that were queued when the restored checkpoint was taken (ours only: the
+        # snapshot may come from other subtasks when the job was rescaled)
+        restored = self._restored_pending
+        for rb in self._restored_batches:
+            restored.extend(Batch.of_arrow(rb).records())
+        mine = [r for r in restored if self._key_group(address_key(r)) in self._range]
         self._restored_pending = []
+        self._restored_batches = []
+        self._accept(mine)
         # delayed messages restored with keyed state: rebuild the index and re-arm timers
         for sender in list(backend.keys(DELAYED_STATE)):
             self._set_key(sender)
@@ -249,66 +311,108 @@ class FunctionDispatcher(StreamOperator):
         self._arm()
         if self._rpc is not None and self._rpc.has_ready:
             self._rpc.send_ready()  # requests in flight at the checkpoint are sent again
-        if self._pending_count:
-            self._schedule_continuation()
+        self._update_gauges()
+        self._schedule_continuation()
 
     def snapshot_state(self, checkpoint_id: int) -> Any:
-        """The queued, not yet invoked messages (a copy), including the batches of remote
-        requests in flight, whose effects are not applied yet; keyed state is snapshotted
-        by the task."""
+        """The messages not invoked yet (a copy): the active set, the queue (spilled chunks
+        included, as Arrow batches), held ingress messages and the batches of remote requests
+        in flight, whose effects are not applied yet; keyed state is snapshotted by the task."""
         queued = [record for q in self._pending.values() for record in q]
         if self._rpc is not None:
             queued.extend(self._rpc.pending_records())
-        return {"pending": queued}
+        inbox = self._inbox
+        batches = inbox.snapshot() if inbox is not None else []
+        if self._overflow:
+            batches.append(Batch.of_records(self._overflow).arrow())
+        if self._held:
+            batches.append(Batch.of_records(list(self._held)).arrow())
+        if self._has_work():
+            self._busy_checkpoints.add(checkpoint_id)
+        return {"pending": queued, "queued": batches}
 
     def restore_state(self, states: list[Any]) -> None:
         """Keep the queued messages of every old subtask; :meth:`open` keeps those of our key groups."""
         self._restored_pending = [r for st in states or [] if st for r in st.get("pending", [])]
+        self._restored_batches = [rb for st in states or [] if st for rb in st.get("queued", [])]
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        """Count completed checkpoints that were taken while messages were queued."""
+        if checkpoint_id in self._busy_checkpoints:
+            self.counters["checkpoints_with_queued_work"] += 1
+        self._busy_checkpoints = {c for c in self._busy_checkpoints if c > checkpoint_id}
 
     def is_idle(self) -> bool:
         """False while messages are queued, remote calls are in flight or delayed messages are pending."""
-        return not self._pending_count and not self._live_delayed and (self._rpc is None or self._rpc.is_idle())
+        return not self._has_work() and not self._live_delayed and (self._rpc is None or self._rpc.is_idle())
+
+    def _has_work(self) -> bool:
+        inbox = self._inbox
+        return bool(self._pending_count or self._overflow or self._held or (inbox is not None and len(inbox)))
+
+    def in_flight(self) -> int:
+        """The subtask's in-flight work: messages queued (active set, queue in memory or
+        spilled) and messages queued for or in flight to remote functions. Held ingress
+        messages are not admitted yet, so they do not count."""
+        n = self._pending_count + len(self._overflow)
+        if self._inbox is not None:
+            n += len(self._inbox)
+        rpc = self._rpc
+        if rpc is not None:
+            n += rpc.queued() + rpc.records_in_flight()
+        return n
 
     def accepts_input(self) -> bool:
-        """False while a remote address has a full queue behind its request in flight (the
-        task then takes no input: back-pressure to the ingress)."""
+        """False while ingress messages are held back (the in-flight work reached
+        ``max_in_flight``) or a remote address has a full queue behind its request in
+        flight: the task then takes no further ingress batch. The feedback edge is never
+        paused (the task does not consult this for it)."""
+        if self._held or self.in_flight() >= self.config.max_in_flight:
+            return False
         return self._rpc is None or self._rpc.accepts_input()
 
     def end_input(self) -> None:
         """All inputs (and the loop) ended; anything still queued is invoked now, and
         remote calls in flight are waited for."""
-        if self._rpc is not None:
-            self._rpc.wait_idle()
-        while self._pending_count:
-            self._drain(self.config.drain_step)
+        while True:
+            if self._rpc is not None:
+                self._rpc.wait_idle()
+            if not self._has_work():
+                break
+            self._step()
         self._flush()
+        self._update_gauges()
 
     def close(self) -> None:
-        """Stop the remote-call I/O thread, if any (replies still on their way are dropped)."""
+        """Stop the remote-call I/O thread, if any (replies still on their way are dropped),
+        and delete spill files."""
         if self._rpc is not None:
             self._rpc.close()
+        if self._inbox is not None:
+            self._inbox.close()
 
     # ------------------------------------------------------------------ input
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
-        """Queue the batch's messages, invoke up to ``drain_step`` of them, and keep going
-        while ingress messages arrived and more than ``max_in_flight`` are queued."""
-        from_ingress = False
-        enqueue = self._enqueue
-        for record in batch.records():
-            if not record[2]:
-                from_ingress = True
-            enqueue(record)
-        config = self.config
-        self._drain(config.drain_step)
-        if from_ingress:
-            while self._pending_count > config.max_in_flight:
-                self._drain(config.drain_step)
-        self._flush()
+        """Queue the batch's messages: ingress messages (no caller) are admitted while the
+        in-flight work is under ``max_in_flight`` and held otherwise; messages from the
+        feedback edge are always queued. The invocations run in mailbox continuations."""
+        if _from_ingress(batch):
+            self._held.extend(batch.records())
+            self._admit()
+        elif batch.is_arrow and (self._pending_count >= self._active_limit or self._overflow or len(self._inbox or ())):
+            self._inbox.push_arrow(batch.arrow())  # type: ignore[union-attr]  # (created in open)
+        else:
+            self._accept(batch.records())
+        if self._rpc is not None and self._rpc.has_ready:
+            self._rpc.send_ready()
+        self._update_gauges()
         self._schedule_continuation()
 
     def pending_messages(self) -> int:
-        """Messages accepted and not yet invoked."""
-        return self._pending_count
+        """Messages accepted and not yet invoked (active set and queue, spilled included),
+        plus ingress messages held back."""
+        n = self._pending_count + len(self._overflow) + len(self._held)
+        return n + (len(self._inbox) if self._inbox is not None else 0)
 
     def pending_delayed(self) -> int:
         """Delayed messages waiting for their time."""
@@ -335,6 +439,51 @@ class FunctionDispatcher(StreamOperator):
     def _set_key(self, key: tuple[str, str]) -> None:
         self.backend.set_current_key_with_group(key, self._key_group(key))
 
+    def _admit(self) -> None:
+        """Move held ingress messages into the queue while the in-flight work is under the cap."""
+        held = self._held
+        if not held:
+            return
+        room = self.config.max_in_flight - self.in_flight()
+        if room <= 0:
+            return
+        if room >= len(held):
+            batch = list(held)
+            held.clear()
+        else:
+            batch = [held.popleft() for _ in range(room)]
+        self._accept(batch)
+
+    def _accept(self, records: list[MessageRecord]) -> None:
+        """Queue ``records`` in arrival order: into the active set while it has room and
+        nothing older waits in the queue, the rest into the queue."""
+        inbox = self._inbox
+        assert inbox is not None  # created in open
+        i = 0
+        if not self._overflow and not len(inbox):
+            room = self._active_limit - self._pending_count
+            enqueue = self._enqueue
+            n = len(records)
+            while i < n and i < room:
+                enqueue(records[i])
+                i += 1
+        if i < len(records):
+            inbox.push(records[i:] if i else records)
+
+    def _refill(self) -> None:
+        """Move queued messages into the active set, oldest first, up to its limit (and
+        while remote queues have room)."""
+        inbox = self._inbox
+        assert inbox is not None
+        rpc = self._rpc
+        limit = self.config.max_in_flight
+        while len(inbox) and self._pending_count < self._active_limit:
+            if rpc is not None and rpc.queued() >= limit:
+                return
+            enqueue = self._enqueue
+            for record in inbox.pop(self._active_limit - self._pending_count):
+                enqueue(record)
+
     def _enqueue(self, record: MessageRecord) -> None:
         key = (record[0], record[1])
         rpc = self._rpc
@@ -355,10 +504,21 @@ class FunctionDispatcher(StreamOperator):
         key = (record[0], record[1])
         if self._key_group(key) in self._range:
             self.counters["local_messages"] += 1
-            self._enqueue(record)
+            overflow = self._overflow
+            if overflow or self._pending_count >= self._active_limit or len(self._inbox):  # type: ignore[arg-type]
+                overflow.append(record)
+                if len(overflow) >= _CHUNK:
+                    self._inbox.push(overflow)  # type: ignore[union-attr]
+                    self._overflow = []
+            else:
+                self._enqueue(record)
         else:
             self.counters["remote_messages"] += 1
-            self._remote.append(record)
+            remote = self._remote
+            remote.append(record)
+            if len(remote) >= _CHUNK:
+                self.output.emit_side(FEEDBACK_TAG, Batch.of_records(remote))
+                self._remote = []
 
     def _drain(self, budget: int) -> None:
         limit = self.config.max_batch_per_address
@@ -377,7 +537,19 @@ class FunctionDispatcher(StreamOperator):
             budget -= len(records)
             self._invoke(key, records)
 
+    def _step(self) -> None:
+        """One bounded piece of work: refill the active set, invoke up to ``drain_step``
+        messages, admit held ingress messages if there is room, send what was produced."""
+        self._refill()
+        self._drain(self.config.drain_step)
+        self._flush()
+        self._admit()
+        self._update_gauges()
+
     def _flush(self) -> None:
+        if self._overflow:
+            self._inbox.push(self._overflow)  # type: ignore[union-attr]
+            self._overflow = []
         if self._remote:
             self.output.emit_side(FEEDBACK_TAG, Batch.of_records(self._remote))
             self._remote = []
@@ -385,26 +557,52 @@ class FunctionDispatcher(StreamOperator):
             for tag, values in self._egress_out.items():
                 self.output.emit_side(tag, Batch.of_records(values))
             self._egress_out = {}
+            self._egress_rows = 0
         if self._rpc is not None and self._rpc.has_ready:
             self._rpc.send_ready()
 
+    def _update_gauges(self) -> None:
+        c = self.counters
+        inbox = self._inbox
+        c["queued_messages"] = self.pending_messages()
+        c["held_ingress"] = len(self._held)
+        c["in_flight"] = self.in_flight()
+        if inbox is not None:
+            c["inbox_memory_bytes"] = inbox.memory_bytes
+            c["spilled_bytes"] = inbox.spilled_bytes
+            c["spilled_messages"] = inbox.spilled_messages
+            c["spill_disk_bytes"] = inbox.disk_bytes
+        c["remote_in_flight"] = self.remote_in_flight()
+        rss = _rss_bytes()
+        if rss > c["rss_peak_bytes"]:
+            c["rss_peak_bytes"] = rss
+
     def _schedule_continuation(self) -> None:
-        if not self._pending_count or self._continuation_posted:
+        if self._continuation_posted or not (self._has_work() and self._can_step()):
             return
         post = self.ctx.post
         if post is None:  # no mailbox to yield to: finish the work now
-            while self._pending_count:
-                self._drain(self.config.drain_step)
+            while self._has_work() and self._can_step():
+                self._step()
             self._flush()
             return
         self._continuation_posted = True
         post(self._continue)
 
+    def _can_step(self) -> bool:
+        """Whether a step can make progress now (not when only remote queues are full)."""
+        if self._pending_count or self._overflow:
+            return True
+        if self._held and self.in_flight() < self.config.max_in_flight:
+            return True
+        if self._inbox is not None and len(self._inbox):
+            return self._rpc is None or self._rpc.queued() < self.config.max_in_flight
+        return False
+
     def _continue(self) -> None:
         self._continuation_posted = False
         try:
-            self._drain(self.config.drain_step)
-            self._flush()
+            self._step()
         except Exception as exc:
             raise self._job_failed(exc) from exc
         self._schedule_continuation()
@@ -490,9 +688,24 @@ class FunctionDispatcher(StreamOperator):
                 self._apply_delayed(key, address, result)
             except Exception as exc:
                 raise UserCodeError(_describe(records), exc) from exc
+        if egress:
+            self._add_egress(egress)
+
+    def _add_egress(self, egress: list[tuple[str, Any]]) -> None:
+        out = self._egress_out
         for tag, value in egress:
-            self._egress_out.setdefault(tag, []).append(value)
-        counters["egress_messages"] += len(egress)
+            values = out.get(tag)
+            if values is None:
+                out[tag] = [value]
+            else:
+                values.append(value)
+        self.counters["egress_messages"] += len(egress)
+        self._egress_rows += len(egress)
+        if self._egress_rows >= _CHUNK:  # a long step sends its egress in chunks
+            for tag, values in out.items():
+                self.output.emit_side(tag, Batch.of_records(values))
+            self._egress_out = {}
+            self._egress_rows = 0
 
     def _egress_of(self, address: Address, records: list[MessageRecord], result: InvocationResult) -> list[tuple[str, Any]]:
         out = []
@@ -602,10 +815,32 @@ class FunctionDispatcher(StreamOperator):
             self._delayed.remove(entry_key)
             self.counters["delayed_fired"] += 1
             self._route(record)
-        self._drain(self.config.drain_step)
         self._flush()
+        self._update_gauges()
         self._schedule_continuation()
         self._arm()
+
+
+def _from_ingress(batch: Batch) -> bool:
+    """Whether ``batch`` came from an ingress router (its messages have no caller; those of
+    the feedback edge always have one), read without decoding an Arrow batch."""
+    if not len(batch):
+        return False
+    if batch.is_arrow:
+        rb = batch.arrow()
+        if rb.num_columns == 7:
+            return not rb.column(2)[0].as_py()
+    return not batch.records()[0][2]
+
+
+def _rss_bytes() -> int:
+    """Resident set size of this process (Linux ``/proc``; elsewhere the peak from getrusage)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE_SIZE
+    except OSError:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024
 
 
 def _describe(records: list[MessageRecord]) -> Any:

@@ -123,11 +123,15 @@ class StatefulFunctionsJob:
             across runs so savepoints find its state). Use different names for two jobs in
             one environment.
         parallelism: the dispatcher's parallelism (default: the environment's).
-        max_in_flight: back-pressure cap: messages a dispatcher subtask accepts but has not
-            yet invoked before it stops taking ingress batches (see
+        max_in_flight: back-pressure cap (StateFun's ``statefun.async.max-per-task``): a
+            dispatcher subtask admits ingress messages only while its in-flight work
+            (queued messages, received feedback messages, remote calls) is under it (see
             :mod:`statefun_api.dispatcher`).
         drain_step: messages invoked per mailbox step before yielding to barriers, timers
             and other inputs.
+        inbox_memory_bytes: memory budget per dispatcher subtask for messages waiting to
+            be invoked; beyond it they spill to local disk.
+        spill_dir: where spill files go (default: the system temporary directory).
         max_batch_per_address: messages given to one invocation of an address.
         endpoints: remote function endpoints (:func:`~statefun_api.endpoints.remote_endpoint`);
             more with :meth:`with_endpoint` / :meth:`with_module_yaml`.
@@ -157,6 +161,8 @@ class StatefulFunctionsJob:
         max_batch_per_address: int = 1000,
         endpoints: Iterable[RemoteEndpoint] = (),
         max_concurrent_requests: int = 256,
+        inbox_memory_bytes: int = 64 << 20,
+        spill_dir: str | None = None,
     ) -> None:
         if not isinstance(functions, StatefulFunctions):
             raise GraphError(f"StatefulFunctionsJob needs a StatefulFunctions registry, got {functions!r}")
@@ -171,6 +177,8 @@ class StatefulFunctionsJob:
             drain_step=drain_step,
             max_batch_per_address=max_batch_per_address,
             max_concurrent_requests=max_concurrent_requests,
+            inbox_memory_bytes=inbox_memory_bytes,
+            spill_dir=spill_dir,
         )
         if endpoints:
             self.with_endpoint(*endpoints)

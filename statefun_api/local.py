@@ -38,6 +38,7 @@ from functools import partial
 from typing import Any
 
 from raystream.checkpoint import HeapKeyedStateBackend, ValueStateDescriptor
+from raystream.engine.errors import JobFailed, UserCodeError
 from raystream.engine.keygroups import KeyGroupRange, key_group_for, subtask_for_key_group
 from raystream.engine.operator import ManualClock, OperatorContext
 from raystream.engine.records import Batch
@@ -59,6 +60,18 @@ from raystream.statefun_api.state_layout import value_state_name
 from raystream.statefun_api.types import Type
 
 __all__ = ["LocalDispatchers"]
+
+
+def _surface_user_error(fn: Callable[[], None]) -> None:
+    """Run a mailbox call; a user function's error (which a task reports as ``JobFailed``)
+    is raised as the ``UserCodeError`` itself, so tests see the original exception."""
+    try:
+        fn()
+    except JobFailed as exc:
+        cause = exc.__cause__
+        if isinstance(cause, UserCodeError):
+            raise cause from None
+        raise
 
 
 class _Output:
@@ -93,7 +106,7 @@ class LocalDispatchers:
         seed: if given, deliveries and continuations run in a seeded random order.
         endpoints: remote function endpoints (see :mod:`statefun_api.endpoints`).
         **limits: ``max_in_flight``, ``drain_step``, ``max_batch_per_address``,
-            ``timer_tick_ms`` (see :class:`~statefun_api.dispatcher.DispatcherConfig`).
+            ``timer_tick_ms``, ``inbox_memory_bytes``, ``spill_dir`` (see :class:`~statefun_api.dispatcher.DispatcherConfig`).
 
     Example:
         >>> from raystream.statefun_api import StatefulFunctions
@@ -111,7 +124,7 @@ class LocalDispatchers:
         seed: int | None = None,
         endpoints: Iterable[RemoteEndpoint] = (),
         _restore: list[tuple[Any, Any]] | None = None,
-        **limits: int,
+        **limits: Any,
     ) -> None:
         self.functions = functions
         self.parallelism = parallelism
@@ -179,7 +192,7 @@ class LocalDispatchers:
 
     def _post(self, index: int, fn: Callable[[], None]) -> None:
         """``OperatorContext.post`` of subtask ``index``: run ``fn`` on its mailbox (thread-safe)."""
-        self._inbox.put(((index, index, "mailbox"), fn))
+        self._inbox.put(((index, index, "mailbox"), partial(_surface_user_error, fn)))
 
     def _register(self, index: int, time_ms: int, callback: Callable[[int], None]) -> None:
         self._timer_seq += 1

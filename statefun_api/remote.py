@@ -127,6 +127,10 @@ class RemoteFunctions:
         """Requests in flight."""
         return len(self._inflight)
 
+    def records_in_flight(self) -> int:
+        """Messages in the requests in flight."""
+        return sum(len(call.records) for call in self._inflight.values())
+
     def queued(self) -> int:
         """Messages queued behind requests in flight (or not sent yet)."""
         return self._queued
@@ -265,8 +269,7 @@ class RemoteFunctions:
         d = self.d
         try:
             self.apply_completions()
-            d._drain(d.config.drain_step)
-            d._flush()
+            d._step()
         except Exception as exc:
             raise d._job_failed(exc) from exc
         d._schedule_continuation()
@@ -394,9 +397,8 @@ class RemoteFunctions:
     def wait_idle(self, poll_s: float = 0.5) -> None:
         """Block (mailbox thread, end of input only) until every call and queued message is done."""
         d = self.d
-        while not self.is_idle() or d._pending_count:
-            d._drain(d.config.drain_step)
-            d._flush()  # sends ready addresses
+        while not self.is_idle() or d._has_work():
+            d._step()  # also sends ready addresses
             if self._inflight:
                 self.apply_completions(block_s=poll_s)
 

@@ -103,6 +103,17 @@ def egress_of(result: rs.JobResult, env: rs.StreamEnvironment, sink) -> list[str
     return collected_records(result.sink_results.get(sink.node.stable_uid(env.graph), []))
 
 
+def wait_for_messages(client: rs.JobClient, n: int, timeout_s: float = 120.0) -> None:
+    """Wait until the dispatchers invoked ``n`` messages (a condition, not a time)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        ops = client.metrics().get("operators", {})
+        if ops.get("fwd", {}).get("messages", 0) >= n:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the dispatchers did not invoke {n} messages within {timeout_s} s")
+
+
 def test_killed_tasks_give_exactly_the_failure_free_egress(reference, tmp_path):
     env = make_env(2, tmp_path)
     sink, _ = build(env)
@@ -122,7 +133,7 @@ def test_rescale_from_savepoint_2_to_3(reference, tmp_path):
     env = make_env(2, tmp_path / "run0")
     sink, _ = build(env)
     client = env.execute_async("statefun-rescale-2")
-    time.sleep(1.2)
+    wait_for_messages(client, 1_000)
     savepoint = client.stop_with_savepoint(str(tmp_path / "sp"))
     first = client.wait()
     assert first.savepoint == savepoint

@@ -316,10 +316,13 @@ def test_queued_messages_are_in_the_operator_snapshot():
     op = FunctionDispatcher(DispatcherConfig(functions, {"test/counts": None}, drain_step=3))
     op.open(_ctx(posted, timers, ManualClock()), out)
     op.process_batch(Batch.of_records([message_to_record(message_builder("test/counter", "s", str_value="go"))]))
+    assert not out.side and op.pending_messages() == 1  # queued only: invocations run in mailbox steps
+    while "egress:test/counts" not in out.side:
+        posted.pop(0)()  # one bounded step (drain_step=3) at a time
     queued = op.pending_messages()
     done = out.side["egress:test/counts"]
     assert queued > 0 and len(done) + queued == 10
-    snap = (op.backend.snapshot(1), op.snapshot_state(1))  # posted continuations never run
+    snap = (op.backend.snapshot(1), op.snapshot_state(1))  # the remaining continuations never run
     restored = LocalDispatchers.restore(functions, [snap], parallelism=2, egresses=["test/counts"])
     assert restored.is_idle()
     assert sorted(done + restored.egress("test/counts")) == sorted(f"c{i}=1" for i in range(10))

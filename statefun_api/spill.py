@@ -1,0 +1,295 @@
+"""A FIFO of message records with a memory budget that spills to local disk beyond it.
+
+The :class:`~statefun_api.dispatcher.FunctionDispatcher` keeps every message it accepted
+and has not invoked yet in one :class:`SpillingQueue`: messages that arrive over the
+feedback edge (from other subtasks, possibly as Arrow batches), local fan-out that does
+not fit the dispatcher's active set, and restored messages. The feedback edge must never
+block (a blocked cycle deadlocks), so the queue never refuses a push; instead, once the
+chunks held in memory exceed ``memory_bytes``, further chunks are written to segment files
+in a local directory (Arrow IPC streams) and read back when they reach the head. Order is
+first in, first out across memory and disk.
+
+Memory held: the in-memory chunks (at most ``memory_bytes``, plus the head chunk read back
+from disk, plus a small placeholder per spilled chunk). Disk held: the spilled chunks not
+consumed yet; a segment file is deleted as soon as all of its chunks were read.
+
+Example:
+    >>> q = SpillingQueue(memory_bytes=1_000, chunk_rows=100)
+    >>> q.push([("f/a", str(i), "", "", "t/int", b"x" * 10, True) for i in range(500)])
+    >>> len(q), q.spilled_messages > 0
+    (500, True)
+    >>> [r[1] for r in q.pop(3)], len(q)
+    (['0', '1', '2'], 497)
+    >>> sum(len(q.pop(1000)) for _ in range(5)), q.disk_bytes
+    (497, 0)
+    >>> q.close()
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from raystream.engine.records import arrow_to_records, records_to_arrow
+
+__all__ = ["SpillingQueue", "estimate_bytes"]
+
+#: bytes counted per queued record besides its value (tuple, strings, list slot)
+RECORD_OVERHEAD = 200
+
+
+def estimate_bytes(records: Sequence[Any]) -> int:
+    """Approximate memory of message records: a constant per record plus its value's bytes."""
+    n = len(records) * RECORD_OVERHEAD
+    for r in records:
+        v = r[5]
+        if type(v) is bytes:
+            n += len(v)
+    return n
+
+
+class _Mem:
+    """A chunk held in memory: Python records, or an Arrow batch decoded on first use."""
+
+    __slots__ = ("records", "arrow", "pos", "rows", "nbytes")
+
+    def __init__(self, records: list | None, arrow: pa.RecordBatch | None, nbytes: int) -> None:
+        self.records = records
+        self.arrow = arrow
+        self.pos = 0
+        self.rows = len(records) if records is not None else arrow.num_rows  # type: ignore[union-attr]
+        self.nbytes = nbytes
+
+
+class _Segment:
+    """One spill file: chunks are appended; it is deleted once every chunk was read."""
+
+    __slots__ = ("path", "file", "size", "live")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.file = open(path, "w+b")  # noqa: SIM115 - closed by SpillingQueue (release/close)
+        self.size = 0
+        self.live = 0
+
+
+class _Spilled:
+    """A chunk on disk: where its Arrow IPC stream is."""
+
+    __slots__ = ("segment", "offset", "length", "rows")
+
+    def __init__(self, segment: _Segment, offset: int, length: int, rows: int) -> None:
+        self.segment = segment
+        self.offset = offset
+        self.length = length
+        self.rows = rows
+
+
+class SpillingQueue:
+    """FIFO of records kept in memory up to ``memory_bytes``, spilled to disk beyond it.
+
+    Args:
+        memory_bytes: budget for chunks held in memory (estimated with :func:`estimate_bytes`
+            for Python records, ``nbytes`` for Arrow batches).
+        directory: where spill segments are created (a private subdirectory is made in it on
+            the first spill; default: the system temporary directory).
+        chunk_rows: records per chunk; a larger push is split, so a chunk read back from disk
+            is bounded.
+        segment_bytes: a new segment file is started once the current one exceeds this.
+        label: names the queue in errors (e.g. the task).
+
+    Not thread-safe: one owner thread (the task's mailbox thread).
+    """
+
+    def __init__(
+        self,
+        memory_bytes: int,
+        directory: str | None = None,
+        chunk_rows: int = 8192,
+        segment_bytes: int = 64 << 20,
+        label: str = "",
+    ) -> None:
+        if memory_bytes < 0 or chunk_rows < 1 or segment_bytes < 1:
+            raise ValueError(
+                f"SpillingQueue needs memory_bytes >= 0, chunk_rows >= 1 and segment_bytes >= 1, got "
+                f"{memory_bytes!r}, {chunk_rows!r}, {segment_bytes!r}"
+            )
+        self.memory_budget = memory_bytes
+        self.directory = directory
+        self.chunk_rows = chunk_rows
+        self.segment_bytes = segment_bytes
+        self.label = label
+        self._chunks: deque[_Mem | _Spilled] = deque()
+        self._count = 0
+        self.memory_bytes = 0
+        self.disk_bytes = 0
+        self.spilled_bytes = 0  # written to disk, cumulative
+        self.spilled_messages = 0  # cumulative
+        self._dir: str | None = None
+        self._segment: _Segment | None = None
+        self._segments: set[_Segment] = set()  # open segment files
+
+    def __len__(self) -> int:
+        return self._count
+
+    # ------------------------------------------------------------------ writing
+    def push(self, records: list) -> None:
+        """Append ``records`` (message record tuples), oldest first; never blocks."""
+        step = self.chunk_rows
+        if len(records) > step:
+            for i in range(0, len(records), step):
+                self._push_mem(records[i : i + step], None)
+        elif records:
+            self._push_mem(records, None)
+
+    def push_arrow(self, batch: pa.RecordBatch) -> None:
+        """Append the records of an Arrow batch (as made by ``records_to_arrow``); decoded
+        only when they reach the head."""
+        n = batch.num_rows
+        step = self.chunk_rows
+        if n > step:
+            for i in range(0, n, step):
+                self._push_mem(None, batch.slice(i, step))
+        elif n:
+            self._push_mem(None, batch)
+
+    def _push_mem(self, records: list | None, arrow: pa.RecordBatch | None) -> None:
+        nbytes = estimate_bytes(records) if records is not None else arrow.nbytes  # type: ignore[union-attr]
+        chunk = _Mem(records, arrow, nbytes)
+        self._count += chunk.rows
+        if self.memory_bytes + nbytes > self.memory_budget and (self._chunks or nbytes > self.memory_budget):
+            self._chunks.append(self._spill(chunk))
+        else:
+            self.memory_bytes += nbytes
+            self._chunks.append(chunk)
+
+    def _spill(self, chunk: _Mem) -> _Spilled:
+        rb = chunk.arrow if chunk.arrow is not None else records_to_arrow(chunk.records or [])
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, rb.schema) as writer:
+            writer.write_batch(rb)
+        data = sink.getvalue()
+        seg = self._segment
+        if seg is None or seg.size >= self.segment_bytes:
+            seg = self._segment = self._new_segment()
+        try:
+            seg.file.seek(seg.size)
+            seg.file.write(data)
+        except OSError as exc:
+            raise OSError(
+                f"statefun spill{self._where()}: cannot write {len(data)} bytes to {seg.path!r}: {exc}; "
+                f"free disk space there or set the spill directory (StatefulFunctionsJob(spill_dir=...))"
+            ) from exc
+        spilled = _Spilled(seg, seg.size, len(data), chunk.rows)
+        seg.size += len(data)
+        seg.live += 1
+        self.disk_bytes += len(data)
+        self.spilled_bytes += len(data)
+        self.spilled_messages += chunk.rows
+        return spilled
+
+    def _new_segment(self) -> _Segment:
+        if self._dir is None:
+            base = self.directory
+            if base is not None:
+                os.makedirs(base, exist_ok=True)
+            self._dir = tempfile.mkdtemp(prefix="raystream-statefun-spill-", dir=base)
+        seg = _Segment(os.path.join(self._dir, f"segment-{self.spilled_bytes:x}.arrows"))
+        self._segments.add(seg)
+        return seg
+
+    def _where(self) -> str:
+        return f" of {self.label}" if self.label else ""
+
+    # ------------------------------------------------------------------ reading
+    def _load(self, spilled: _Spilled) -> _Mem:
+        seg = spilled.segment
+        seg.file.seek(spilled.offset)
+        data = seg.file.read(spilled.length)
+        if len(data) != spilled.length:
+            raise OSError(
+                f"statefun spill{self._where()}: {seg.path!r} holds {len(data)} bytes at offset "
+                f"{spilled.offset}, expected {spilled.length} (was the file changed or removed?)"
+            )
+        rb = pa.ipc.open_stream(data).read_next_batch()
+        seg.live -= 1
+        self.disk_bytes -= spilled.length
+        if seg.live == 0:
+            if seg is self._segment:  # the segment being written: start it over
+                seg.file.seek(0)
+                seg.file.truncate()
+                seg.size = 0
+            else:
+                self._release(seg)
+                self._segments.discard(seg)
+        chunk = _Mem(None, rb, rb.nbytes)
+        self.memory_bytes += chunk.nbytes
+        return chunk
+
+    @staticmethod
+    def _release(seg: _Segment) -> None:
+        seg.file.close()
+        try:
+            os.unlink(seg.path)
+        except FileNotFoundError:
+            pass
+
+    def pop(self, max_n: int) -> list:
+        """Remove and return up to ``max_n`` of the oldest records."""
+        out: list = []
+        chunks = self._chunks
+        while chunks and len(out) < max_n:
+            head = chunks[0]
+            if type(head) is _Spilled:
+                head = chunks[0] = self._load(head)
+            assert type(head) is _Mem
+            if head.records is None:
+                head.records = arrow_to_records(head.arrow)  # type: ignore[arg-type]
+                head.arrow = None
+            take = min(max_n - len(out), head.rows - head.pos)
+            if head.pos == 0 and take == head.rows:
+                out.extend(head.records)
+            else:
+                out.extend(head.records[head.pos : head.pos + take])
+            head.pos += take
+            if head.pos >= head.rows:
+                chunks.popleft()
+                self.memory_bytes -= head.nbytes
+        self._count -= len(out)
+        return out
+
+    def snapshot(self) -> list[pa.RecordBatch]:
+        """Every queued record, oldest first, as Arrow batches (spilled chunks are read, not
+        consumed): for checkpoints."""
+        out = []
+        for chunk in self._chunks:
+            if isinstance(chunk, _Spilled):
+                seg = chunk.segment
+                seg.file.seek(chunk.offset)
+                out.append(pa.ipc.open_stream(seg.file.read(chunk.length)).read_next_batch())
+            elif chunk.records is not None:
+                out.append(records_to_arrow(chunk.records[chunk.pos :]))
+            else:
+                assert chunk.arrow is not None
+                out.append(chunk.arrow.slice(chunk.pos))
+        return out
+
+    def close(self) -> None:
+        """Drop everything and delete the spill files (idempotent)."""
+        self._chunks.clear()
+        self._count = 0
+        self.memory_bytes = 0
+        self.disk_bytes = 0
+        self._segment = None
+        for seg in self._segments:
+            seg.file.close()
+        self._segments.clear()
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
