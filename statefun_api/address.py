@@ -65,21 +65,36 @@ def make_typename(namespace: str, name: str) -> str:
     return typename
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, init=False)
 class Address:
     """The address of a stateful function instance: ``(namespace, name, id)``.
 
-    Mirrors the SDK's ``SdkAddress`` (which also exposes ``typename``); hashable and
-    orderable so it can key state and partition messages.
+    Mirrors the SDK's ``SdkAddress``: ``typename`` is a property, and the constructor also
+    takes the SDK's fourth field ``typename=`` (checked against namespace and name, not
+    stored), so ``SdkAddress(namespace=..., name=..., id=..., typename=...)`` written for
+    the SDK builds an equal address. Hashable and orderable so it can key state and
+    partition messages.
 
     Example:
         >>> Address("com.example", "greeter", "bob").typename
         'com.example/greeter'
+        >>> SdkAddress(namespace="com.example", name="greeter", id="bob", typename="com.example/greeter")
+        Address(namespace='com.example', name='greeter', id='bob')
     """
 
     namespace: str
     name: str
     id: str
+
+    def __init__(self, namespace: str, name: str, id: str, typename: str | None = None) -> None:  # noqa: A002
+        if typename is not None and typename != f"{namespace}/{name}":
+            raise ValueError(
+                f"Address typename {typename!r} does not match namespace {namespace!r} and name "
+                f"{name!r} (expected {namespace + '/' + name!r})"
+            )
+        object.__setattr__(self, "namespace", namespace)
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "id", id)
 
     @property
     def typename(self) -> str:

@@ -46,8 +46,19 @@ class StatefulFunctionError(RaystreamError):
         )
 
 
-class FunctionNotFound(StatefulFunctionError, LookupError):
-    """No function is registered under the typename of the target address."""
+class FunctionNotFound(StatefulFunctionError, KeyError):
+    """No function is registered under the typename of the target address.
+
+    A ``KeyError`` (hence a ``LookupError``) as the official SDK's ``for_typename`` raises,
+    so ported ``except KeyError:`` code still catches it; its message is not quoted.
+
+    Example:
+        >>> str(FunctionNotFound("no function is registered under 'a/b'"))
+        "no function is registered under 'a/b'"
+    """
+
+    def __str__(self) -> str:
+        return Exception.__str__(self)  # not KeyError's repr() of the message
 
 
 class ProtocolError(StatefulFunctionError, ValueError):

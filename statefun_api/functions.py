@@ -24,7 +24,7 @@ from raystream.statefun_api.address import parse_typename
 from raystream.statefun_api.errors import FunctionNotFound
 from raystream.statefun_api.spec import ValueSpec
 
-__all__ = ["StatefulFunctions", "StatefulFunction"]
+__all__ = ["StatefulFunctions", "StatefulFunction", "StorageSpec"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -51,6 +51,19 @@ def _check_signature(typename: str, fun: Callable[..., Any]) -> None:
         ) from None
 
 
+@dataclass(frozen=True, eq=False)
+class StorageSpec:
+    """A function's declared state as the official SDK shows it (``fun.storage_spec``).
+
+    Attributes:
+        names: the spec names.
+        specs: the specs, in declaration order.
+    """
+
+    names: frozenset[str]
+    specs: list[ValueSpec]
+
+
 @dataclass(frozen=True)
 class StatefulFunction:
     """A registered function: its typename, code, state specs and whether it is async."""
@@ -59,6 +72,19 @@ class StatefulFunction:
     fun: Callable[..., Any]
     specs: tuple[ValueSpec, ...]
     is_async: bool
+
+    @property
+    def storage_spec(self) -> StorageSpec:
+        """The specs under the official SDK's attribute name (``storage_spec.specs``).
+
+        Example:
+            >>> from raystream.statefun_api.spec import ValueSpec
+            >>> from raystream.statefun_api.types import IntType
+            >>> fn = StatefulFunction("a/b", print, (ValueSpec("seen", IntType),), False)
+            >>> fn.storage_spec.names
+            frozenset({'seen'})
+        """
+        return StorageSpec(frozenset(spec.name for spec in self.specs), list(self.specs))
 
     def missing_specs(self, present: Iterable[str]) -> list[ValueSpec]:
         """The declared specs whose names are not in ``present``, in declaration order."""
