@@ -25,7 +25,7 @@ from __future__ import annotations
 from raystream.engine.state_backend import register_default_state_backend
 
 from .backend import KeyedStateBackend
-from .backends import HeapStateBackend
+from .backends import HeapStateBackend, RocksDBStateBackend, state_backend_by_name
 from .descriptors import (
     AggregateFunction,
     AggregatingStateDescriptor,
@@ -48,6 +48,7 @@ from .format import (
 )
 from .heap import HeapKeyedStateBackend
 from .operator_state import OperatorListState, OperatorStateSnapshot, OperatorStateStore
+from .rocksdb_backend import RocksDBKeyedStateBackend
 from .serde import dumps, loads
 from .snapshot import (
     KeyedStateSnapshot,
@@ -67,6 +68,7 @@ from .storage import (
     METADATA_FILE,
     SECRET_ENV,
     CheckpointStorage,
+    IncrementalStateHandle,
     SavepointReader,
     StateHandle,
     resolve_storage,
@@ -93,6 +95,9 @@ __all__ = [
     "KeyedStateBackend",
     "HeapStateBackend",
     "HeapKeyedStateBackend",
+    "RocksDBStateBackend",
+    "RocksDBKeyedStateBackend",
+    "state_backend_by_name",
     "KeyedStateSnapshot",
     "StateMeta",
     "serialize_keyed_snapshot",
@@ -114,6 +119,7 @@ __all__ = [
     # storage
     "METADATA_FILE",
     "StateHandle",
+    "IncrementalStateHandle",
     "CheckpointStorage",
     "SavepointReader",
     "resolve_storage",

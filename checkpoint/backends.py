@@ -1,7 +1,8 @@
-"""The heap state backend: keyed state in Python dicts per key group, checkpoints written
-to a :class:`~checkpoint.storage.CheckpointStorage` by the barrier-aligned coordinator.
-Implements the engine's :class:`engine.state_backend.StateBackend` contract and registers
-itself as the default when ``checkpoint`` is imported.
+"""The state backends (the engine's :class:`engine.state_backend.StateBackend` contract):
+the heap backend (keyed state in Python dicts per key group; the default, registered when
+``checkpoint`` is imported) and the RocksDB backend (keyed state in an embedded RocksDB,
+incremental checkpoints). Both write checkpoints to a
+:class:`~checkpoint.storage.CheckpointStorage` through the barrier-aligned coordinator.
 
 Example:
     >>> from raystream.engine.keygroups import KeyGroupRange
@@ -15,15 +16,28 @@ from __future__ import annotations
 
 from typing import Callable
 
+from raystream.engine.errors import ConfigError
 from raystream.engine.keygroups import KeyGroupRange
 from raystream.engine.operator import OperatorContext
 
 from .coordinator import CheckpointConfig, CheckpointCoordinator, Ref, build_restore_plan
 from .heap import HeapKeyedStateBackend
+from .rocksdb_backend import DEFAULT_CACHE_SIZE, RocksDBKeyedStateBackend
+from .rocksdb_files import (
+    RestoreInput,
+    RocksDBSnapshot,
+    SharedFileReader,
+    SnapshotSource,
+    is_rocksdb_manifest,
+    parse_manifest,
+    rocksdict_module,
+    serialize_full,
+    write_incremental,
+)
 from .snapshot import KeyedStateSnapshot, deserialize_keyed_snapshot, serialize_keyed_snapshot
 from .storage import CheckpointStorage, Location, StateHandle, resolve_storage
 
-__all__ = ["HeapStateBackend"]
+__all__ = ["HeapStateBackend", "RocksDBStateBackend", "STATE_BACKENDS", "state_backend_by_name"]
 
 
 class HeapStateBackend:
@@ -55,3 +69,117 @@ class HeapStateBackend:
 
     def __repr__(self) -> str:
         return "HeapStateBackend()"
+
+
+class RocksDBStateBackend:
+    """Keyed state in an embedded RocksDB per keyed operator subtask, with incremental
+    checkpoints (Flink's ``EmbeddedRocksDBStateBackend``): state may be far larger than
+    memory, and a checkpoint uploads only the SST files created since the previous one.
+    Select it per job with ``env.set_state_backend("rocksdb")`` (or an instance, to
+    configure it); needs ``pip install raystream[rocksdb]``. See docs/state.md.
+
+    Args:
+        local_dir: local directory for the databases (default: the temp dir).
+        cache_size: entries of each keyed backend's read cache.
+        write_buffer_bytes: RocksDB memtable size per keyed backend.
+        block_cache_bytes: RocksDB block cache size per keyed backend.
+
+    Raises:
+        ConfigError: rocksdict is not installed, or a setting is invalid.
+
+    Example:
+        >>> from raystream.engine.keygroups import KeyGroupRange
+        >>> from raystream.engine.operator import OperatorContext
+        >>> ctx = OperatorContext("sum", "sum", "sum (1/1)", 0, 1, 128, KeyGroupRange(0, 127))
+        >>> keyed = RocksDBStateBackend(cache_size=1000).create_keyed_backend(ctx)
+        >>> type(keyed).__name__, keyed.cache_size
+        ('RocksDBKeyedStateBackend', 1000)
+        >>> keyed.close()
+    """
+
+    def __init__(self, local_dir: str | None = None, *, cache_size: int = DEFAULT_CACHE_SIZE,
+                 write_buffer_bytes: int = 16 << 20, block_cache_bytes: int = 32 << 20) -> None:
+        rocksdict_module()  # fail at configuration time, not in a task
+        if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 1:
+            raise ConfigError(f"cache_size must be an int >= 1 (entries), got {cache_size!r}")
+        self.local_dir = local_dir
+        self.cache_size = cache_size
+        self.write_buffer_bytes = write_buffer_bytes
+        self.block_cache_bytes = block_cache_bytes
+
+    def create_keyed_backend(self, ctx: OperatorContext) -> RocksDBKeyedStateBackend:
+        return RocksDBKeyedStateBackend(
+            ctx.key_group_range, ctx.max_parallelism, ctx.clock, local_dir=self.local_dir, cache_size=self.cache_size,
+            write_buffer_bytes=self.write_buffer_bytes, block_cache_bytes=self.block_cache_bytes,
+        )
+
+    def serialize_snapshot(self, snapshot: RocksDBSnapshot | KeyedStateSnapshot) -> bytes:
+        """Self-contained bytes of a snapshot (every file inline): for in-process use;
+        checkpoints go through :meth:`write_snapshot`."""
+        if isinstance(snapshot, KeyedStateSnapshot):
+            return serialize_keyed_snapshot(snapshot)
+        return serialize_full(snapshot)
+
+    def deserialize_snapshot(self, data: bytes | RestoreInput,
+                             key_group_range: KeyGroupRange) -> SnapshotSource | KeyedStateSnapshot:
+        """A snapshot to restore from: a manifest (with the reader of its shared files when
+        it comes from :meth:`restore_plan`), or a heap backend's snapshot bytes."""
+        if isinstance(data, RestoreInput):
+            return parse_manifest(data.manifest, data.reader, from_checkpoint=not data.reader.savepoint)
+        if is_rocksdb_manifest(data):
+            return parse_manifest(data)
+        return deserialize_keyed_snapshot(data, key_group_range=key_group_range)
+
+    def write_snapshot(self, storage: CheckpointStorage, job_id: str, checkpoint_id: int, name: str,
+                       snapshot: RocksDBSnapshot | KeyedStateSnapshot) -> StateHandle:
+        """Upload the SST files not uploaded before, then the manifest (incremental)."""
+        if isinstance(snapshot, KeyedStateSnapshot):
+            return storage.write_state(job_id, checkpoint_id, name, serialize_keyed_snapshot(snapshot))
+        return write_incremental(storage, job_id, checkpoint_id, name, snapshot)
+
+    def create_coordinator(self, config: CheckpointConfig, job_id: str,
+                           tasks: list[tuple[int, int]]) -> CheckpointCoordinator:
+        return CheckpointCoordinator(config, job_id, tasks)
+
+    def restore_plan(self, metadata: dict, read: Callable[[Ref], bytes], vertices: list[dict], max_parallelism: int,
+                     allow_non_restored_state: bool = True) -> tuple[dict, dict[str, list]]:
+        """:func:`~checkpoint.coordinator.build_restore_plan`, with every RocksDB manifest
+        paired with the reader of its shared files (a checkpoint's, or a savepoint's copies)."""
+        plan, committables = build_restore_plan(metadata, read, vertices, max_parallelism, allow_non_restored_state)
+        savepoint = any(isinstance(e.get("keyed"), str) for op in metadata["operators"].values()
+                        for e in op["subtasks"].values())
+        reader = SharedFileReader(read, savepoint)
+        wrapped: dict[int, object] = {}
+        for task_plan in plan.values():
+            for entry in task_plan.values():
+                entry["keyed"] = [
+                    wrapped.setdefault(id(b), RestoreInput(b, reader)) if is_rocksdb_manifest(b) else b
+                    for b in entry["keyed"]
+                ]
+        return plan, committables
+
+    def open_storage(self, location: CheckpointStorage | Location) -> CheckpointStorage:
+        return resolve_storage(location)
+
+    def __repr__(self) -> str:
+        return f"RocksDBStateBackend(local_dir={self.local_dir!r}, cache_size={self.cache_size!r})"
+
+
+#: state backends by the name ``env.set_state_backend`` accepts
+STATE_BACKENDS: dict[str, Callable[[], object]] = {"heap": HeapStateBackend, "rocksdb": RocksDBStateBackend}
+
+
+def state_backend_by_name(name: str) -> object:
+    """A new state backend for ``name`` (``"heap"`` or ``"rocksdb"``).
+
+    Raises:
+        ConfigError: an unknown name, or rocksdict is missing for ``"rocksdb"``.
+
+    Example:
+        >>> state_backend_by_name("heap")
+        HeapStateBackend()
+    """
+    factory = STATE_BACKENDS.get(name) if isinstance(name, str) else None
+    if factory is None:
+        raise ConfigError(f"unknown state backend {name!r}; use one of {sorted(STATE_BACKENDS)!r} or a StateBackend object")
+    return factory()

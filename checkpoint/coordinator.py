@@ -414,6 +414,9 @@ class CheckpointCoordinator:
             try:
                 metadata = self.storage.read_metadata(self.job_id, cid)
                 verify_files(metadata, self.storage.read_state)
+                missing = self.storage.missing_shared(metadata)  # (incremental checkpoints)
+                if missing:
+                    raise CheckpointError(f"shared state files are missing: {missing[:5]!r}")
                 return cid, metadata
             except CheckpointError as exc:
                 log.warning("skipping checkpoint %s of %s: %s", cid, self.job_id, exc)

@@ -4,12 +4,25 @@ Layout under the storage's base path::
 
     <base>/<job_id>/chk-<n>/<state name>     state files (blobs of kind "state")
     <base>/<job_id>/chk-<n>/_metadata        written last; its presence = n is complete
+    <base>/<job_id>/shared/<n>-<name>        shared files (incremental checkpoints), first
+                                             uploaded for checkpoint n, referenced by later ones
 
 Every file is wrapped in the envelope of :mod:`checkpoint.format` (magic, version,
 CRC-32). ``_metadata`` is written atomically: on filesystems with rename (local, HDFS) it
 is written under a temporary name and renamed; on object stores (S3, GCS, Azure) a single
 PUT of the final object is already atomic. A checkpoint directory without ``_metadata``
 is incomplete and is ignored by :meth:`CheckpointStorage.list_complete`.
+
+**Shared files** (Flink's shared state of incremental checkpoints): a state backend may
+write a file once (:meth:`CheckpointStorage.write_shared`) and reference it from the state
+files of several checkpoints through an :class:`IncrementalStateHandle`. Retention deletes a
+shared file only when no retained complete checkpoint references it and it was first
+uploaded for a checkpoint older than the newest complete one: a later checkpoint only
+reuses files its task held at the newest complete checkpoint, which that checkpoint
+references, so neither an aborted, declined or timed-out checkpoint nor one still being
+written can lose a file it points at. A state blob whose header lists the shared files it
+needs (field ``shared``: ``[[path, size, crc32], ...]``) is made self-contained in a
+savepoint: those files are copied to ``<savepoint>/shared/<file name>``.
 
 A :class:`StateHandle`'s path is relative to the storage's base, so a whole checkpoint
 base can be moved or mounted elsewhere. Savepoints are self-contained directories
@@ -50,10 +63,18 @@ import pyarrow.fs as pafs
 from raystream.engine.errors import CheckpointError, ConfigError
 from raystream.engine.serde import loads
 
-from .format import decode_blob, encode_blob, sign_blob, verify_blob_signature
+from .format import (
+    MAGIC,
+    decode_blob,
+    encode_blob,
+    read_blob_header,
+    sign_blob,
+    verify_blob_signature,
+)
 
 __all__ = [
     "StateHandle",
+    "IncrementalStateHandle",
     "CheckpointStorage",
     "SavepointReader",
     "check_savepoint",
@@ -68,6 +89,8 @@ _STATE_KIND = "state"
 _METADATA_KIND = "metadata"
 _SAVEPOINT_KIND = "savepoint"
 _CHK_DIR = re.compile(r"^chk-(\d+)$")
+_SHARED_DIR = "shared"
+_SHARED_FILE = re.compile(r"^(\d+)-")
 _OBJECT_STORES = frozenset({"s3", "gcs", "abfs"})
 #: environment variable holding the job secret that signs checkpoint files
 SECRET_ENV = "RAYSTREAM_CHECKPOINT_SECRET"
@@ -89,6 +112,18 @@ class StateHandle:
     path: str
     size: int
     crc32: int
+
+
+@dataclass(frozen=True)
+class IncrementalStateHandle(StateHandle):
+    """A state file that references shared files (an incremental checkpoint's manifest).
+
+    Attributes:
+        shared: the shared files it needs (written with :meth:`CheckpointStorage.write_shared`);
+            retention keeps each as long as a retained complete checkpoint lists it here.
+    """
+
+    shared: tuple[StateHandle, ...] = ()
 
 
 def _check_part(what: str, value: object) -> str:
@@ -368,6 +403,62 @@ class CheckpointStorage:
         self._write(self._join(rel), encode_blob(_STATE_KIND, data))
         return StateHandle(rel, len(data), zlib.crc32(data))
 
+    def write_shared(self, job_id: str, checkpoint_id: int, name: str, data: bytes) -> StateHandle:
+        """Write a shared file, first uploaded for checkpoint ``checkpoint_id``, that state
+        files of this and later checkpoints reference (see the module docstring); read it
+        back with :meth:`read_state`.
+
+        Example:
+            >>> import tempfile
+            >>> resolve_storage(tempfile.mkdtemp()).write_shared("j", 3, "a1b2-000012.sst", b"x").path
+            'j/shared/3-a1b2-000012.sst'
+        """
+        _check_part("shared file name", name)
+        rel = posixpath.join(_check_part("job_id", job_id), _SHARED_DIR, f"{int(checkpoint_id)}-{name}")
+        self._write(self._join(rel), encode_blob(_STATE_KIND, data))
+        return StateHandle(rel, len(data), zlib.crc32(data))
+
+    def missing_shared(self, metadata: dict[str, Any]) -> list[str]:
+        """Shared files that checkpoint ``metadata`` references but storage does not hold
+        (with the expected size): a checkpoint with any is not restorable."""
+        wanted = {h.path: h for h in referenced_shared(metadata)}
+        if not wanted:
+            return []
+        paths = sorted(wanted)
+        infos = self._fs.get_file_info([self._join(p) for p in paths])
+        return [p for p, info in zip(paths, infos, strict=True) if info.type != pafs.FileType.File]
+
+    def collect_shared(self, job_id: str, keep: list[int]) -> list[str]:
+        """Delete the shared files of ``job_id`` that no checkpoint in ``keep`` (the
+        retained complete ones) references and that were first uploaded for a checkpoint
+        older than the newest of ``keep``; returns their paths. Deletes nothing when a
+        retained checkpoint's metadata cannot be read (a file it needs might go)."""
+        if not keep:
+            return []
+        directory = self._join(_check_part("job_id", job_id), _SHARED_DIR)
+        try:
+            infos = self._fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True))
+        except OSError as exc:
+            raise CheckpointError(f"cannot list shared files in {directory!r}: {exc}") from exc
+        if not infos:
+            return []
+        referenced: set[str] = set()
+        for cid in keep:
+            referenced.update(h.path for h in referenced_shared(self.read_metadata(job_id, cid)))
+        newest = max(keep)
+        deleted = []
+        for info in infos:
+            m = _SHARED_FILE.match(info.base_name)
+            rel = posixpath.join(job_id, _SHARED_DIR, info.base_name)
+            if info.type != pafs.FileType.File or m is None or int(m.group(1)) >= newest or rel in referenced:
+                continue
+            try:
+                self._fs.delete_file(info.path)
+            except OSError as exc:
+                raise CheckpointError(f"cannot delete shared file {info.path!r}: {exc}") from exc
+            deleted.append(rel)
+        return deleted
+
     def read_state(self, handle: StateHandle) -> bytes:
         """Read the bytes behind ``handle``, verifying size and checksums.
 
@@ -479,6 +570,7 @@ class CheckpointStorage:
         doomed = [i for i in self.list_checkpoints(job_id) if i < newest and i not in keep]
         for i in doomed:
             self.discard(job_id, i)
+        self.collect_shared(job_id, sorted(keep))
         return doomed
 
     # -- commit log --------------------------------------------------------------------
@@ -564,6 +656,12 @@ class CheckpointStorage:
         files: dict[str, StateHandle] = {}
         for name, data in states.items():
             _check_name(name)
+            for shared in _shared_of_blob(data, name):  # self-contained: copy what it references
+                copied = posixpath.join(_SHARED_DIR, posixpath.basename(shared.path))
+                if copied not in files:
+                    content = self.read_state(shared)
+                    storage._write(posixpath.join(directory, copied), encode_blob(_STATE_KIND, content))
+                    files[copied] = StateHandle(copied, len(content), zlib.crc32(content))
             storage._write(posixpath.join(directory, name), encode_blob(_STATE_KIND, data))
             files[name] = StateHandle(name, len(data), zlib.crc32(data))
         payload = cloudpickle.dumps({"metadata": metadata, "files": files}, protocol=5)
@@ -595,6 +693,30 @@ class CheckpointStorage:
             decode_blob(storage._read(meta_path), _SAVEPOINT_KIND, meta_path), meta_path
         )
         return content["metadata"], SavepointReader(storage, directory, content["files"])
+
+
+def referenced_shared(metadata: dict[str, Any]) -> list[StateHandle]:
+    """Every shared file the state handles of checkpoint ``metadata`` reference."""
+    out: list[StateHandle] = []
+    for op in (metadata.get("operators") or {}).values():
+        for entry in op.get("subtasks", {}).values():
+            if isinstance(entry, dict):
+                for ref in entry.values():
+                    if isinstance(ref, IncrementalStateHandle):
+                        out.extend(ref.shared)
+    return out
+
+
+def _shared_of_blob(data: bytes, name: str) -> list[StateHandle]:
+    """The shared files a state blob lists in its header field ``shared`` (none for other
+    data: plain bytes, or blobs without the field)."""
+    if not data.startswith(MAGIC):
+        return []
+    listed: Any = read_blob_header(data, name).extra.get("shared") or []
+    try:
+        return [StateHandle(str(p), int(size), int(crc)) for p, size, crc in listed]
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"state {name!r} lists malformed shared files: {listed!r}") from exc
 
 
 def check_savepoint(target: Location) -> None:

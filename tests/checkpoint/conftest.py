@@ -78,3 +78,38 @@ def s3_server() -> Iterator[S3Endpoint]:
 def s3_prefix() -> str:
     """A fresh key prefix per test so tests sharing the bucket do not see each other."""
     return f"ckpt-{uuid.uuid4().hex[:12]}"
+
+
+# -- both keyed state backends ------------------------------------------------------------
+
+BACKENDS = ["heap", "rocksdb"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend_kind(request) -> str:
+    """Runs a test once per keyed state backend (the state suite holds for both)."""
+    if request.param == "rocksdb":
+        pytest.importorskip("rocksdict")
+    return request.param
+
+
+@pytest.fixture
+def make_backend(backend_kind, tmp_path):
+    """``make_backend(key_group_range, max_parallelism, clock=None)``: a new keyed backend of
+    the parametrised kind (RocksDB ones live under ``tmp_path`` and are closed after the test)."""
+    from raystream.checkpoint import HeapKeyedStateBackend, RocksDBKeyedStateBackend
+
+    made = []
+
+    def make(key_group_range, max_parallelism, clock=None, **kwargs):
+        if backend_kind == "heap":
+            b = HeapKeyedStateBackend(key_group_range, max_parallelism, clock=clock, **kwargs)
+        else:
+            b = RocksDBKeyedStateBackend(key_group_range, max_parallelism, clock, local_dir=str(tmp_path), **kwargs)
+        made.append(b)
+        return b
+
+    make.kind = backend_kind
+    yield make
+    for b in made:
+        b.close()

@@ -1,4 +1,5 @@
-"""Snapshots of the heap backend: isolation, TTL at snapshot time, restore and rescaling."""
+"""Snapshots of the keyed backends: isolation, TTL, restore and rescaling; the tests that take
+``make_backend`` run on the heap and the RocksDB backend, the others check heap specifics."""
 
 from __future__ import annotations
 
@@ -29,8 +30,8 @@ LIST = ListStateDescriptor("l")
 MAP = MapStateDescriptor("m")
 
 
-def _restore_one(snaps, key_range=FULL, clock=None) -> HeapKeyedStateBackend:
-    b = HeapKeyedStateBackend(key_range, MAXP, clock=clock)
+def _restore_one(snaps, key_range=FULL, clock=None, make=None) -> HeapKeyedStateBackend:
+    b = HeapKeyedStateBackend(key_range, MAXP, clock=clock) if make is None else make(key_range, MAXP, clock)
     b.restore(snaps)
     return b
 
@@ -46,8 +47,11 @@ def _read(b: HeapKeyedStateBackend, desc, key):
 
 
 @pytest.mark.parametrize("reuse", [True, False])
-def test_snapshot_is_isolated_from_later_mutation(reuse):
-    b = HeapKeyedStateBackend(FULL, MAXP, reuse_snapshot_bytes=reuse)
+def test_snapshot_is_isolated_from_later_mutation(reuse, make_backend):
+    if make_backend.kind == "rocksdb" and not reuse:
+        pytest.skip("reuse_snapshot_bytes is a heap backend option")
+    b = make_backend(FULL, MAXP, **({"reuse_snapshot_bytes": reuse} if make_backend.kind == "heap" else {}))
+    ser = serialize_keyed_snapshot if make_backend.kind == "heap" else _rocks_ser
     v, lst, m = b.get_state(VALUE), b.get_state(LIST), b.get_state(MAP)
     b.set_current_key("k")
     payload = {"nested": [1, 2]}
@@ -55,7 +59,7 @@ def test_snapshot_is_isolated_from_later_mutation(reuse):
     lst.add_all([1, 2])
     m.put("a", [1])
     snap = b.snapshot(1)
-    before = serialize_keyed_snapshot(snap)
+    before = ser(snap)
     # mutate in every way: in place, through the API, other keys, clear
     payload["nested"].append(3)
     lst.add(3)
@@ -65,8 +69,8 @@ def test_snapshot_is_isolated_from_later_mutation(reuse):
     v.update("x")
     b.set_current_key("k")
     v.clear()
-    assert serialize_keyed_snapshot(snap) == before
-    r = _restore_one([snap])
+    assert ser(snap) == before
+    r = _restore_one([snap], make=make_backend)
     assert _read(r, VALUE, "k") == {"nested": [1, 2]}
     assert _read(r, LIST, "k") == [1, 2]
     assert _read(r, MAP, "k") == {"a": [1]}
@@ -124,61 +128,61 @@ def test_snapshot_drops_expired_ttl_entries():
     assert rv.value() is None  # TTL timestamps survive the restore
 
 
-def test_restore_keeps_only_own_key_groups_and_checks_max_parallelism():
-    b = HeapKeyedStateBackend(FULL, MAXP)
+def test_restore_keeps_only_own_key_groups_and_checks_max_parallelism(make_backend):
+    b = make_backend(FULL, MAXP)
     v = b.get_state(VALUE)
     for k in range(100):
         b.set_current_key(k)
         v.update(k)
     snap = b.snapshot(5)
     half = KeyGroupRange.for_subtask(1, 2, MAXP)
-    r = _restore_one([snap], half)
+    r = _restore_one([snap], half, make=make_backend)
     assert sorted(r.keys("v")) == sorted(k for k in range(100) if key_group_for(k, MAXP) in half)
     with pytest.raises(CheckpointError, match="max_parallelism 128"):
-        HeapKeyedStateBackend(KeyGroupRange(0, 63), 64).restore([snap])
+        make_backend(KeyGroupRange(0, 63), 64).restore([snap])
     with pytest.raises(CheckpointError, match="in two snapshots"):
-        _restore_one([snap, snap])
+        _restore_one([snap, snap], make=make_backend)
 
 
-def test_restore_then_get_state_checks_kind():
-    b = HeapKeyedStateBackend(FULL, MAXP)
+def test_restore_then_get_state_checks_kind(make_backend):
+    b = make_backend(FULL, MAXP)
     b.get_state(VALUE)
     b.set_current_key("k")
     b.get_state(VALUE).update(1)
-    r = _restore_one([b.snapshot(1)])
+    r = _restore_one([b.snapshot(1)], make=make_backend)
     assert r.state_names() == ["v"]
     with pytest.raises(StateError, match="state 'v' was restored as 'value' state"):
         r.get_state(ListStateDescriptor("v"))
 
 
-def test_unrequested_restored_state_survives_the_next_snapshot():
-    b = HeapKeyedStateBackend(FULL, MAXP)
+def test_unrequested_restored_state_survives_the_next_snapshot(make_backend):
+    b = make_backend(FULL, MAXP)
     b.set_current_key("k")
     b.get_state(VALUE).update(1)
-    r = _restore_one([b.snapshot(1)])
-    r2 = _restore_one([r.snapshot(2)])
+    r = _restore_one([b.snapshot(1)], make=make_backend)
+    r2 = _restore_one([r.snapshot(2)], make=make_backend)
     assert _read(r2, VALUE, "k") == 1
 
 
-def test_enabling_and_disabling_ttl_across_a_restore():
+def test_enabling_and_disabling_ttl_across_a_restore(make_backend):
     clock = ManualClock(0)
-    b = HeapKeyedStateBackend(FULL, MAXP, clock=clock)
+    b = make_backend(FULL, MAXP, clock=clock)
     b.set_current_key("k")
     b.get_state(MAP).put("a", 1)
     with_ttl = MapStateDescriptor("m", ttl=StateTtlConfig(10))
-    r = _restore_one([b.snapshot(1)], clock=clock)
+    r = _restore_one([b.snapshot(1)], clock=clock, make=make_backend)
     m = r.get_state(with_ttl)
     r.set_current_key("k")
     assert m.get("a") == 1
     clock.advance(10)
     assert m.get("a") is None
     m.put("b", 2)
-    r3 = _restore_one([r.snapshot(2)], clock=clock)
+    r3 = _restore_one([r.snapshot(2)], clock=clock, make=make_backend)
     assert _read(r3, MAP, "k") == {"b": 2}  # TTL removed: plain values again
 
 
-def test_restore_into_backend_with_registered_states():
-    b = HeapKeyedStateBackend(FULL, MAXP)
+def test_restore_into_backend_with_registered_states(make_backend):
+    b = make_backend(FULL, MAXP)
     b.set_current_key("k")
     b.get_state(VALUE).update("old")
     snap = b.snapshot(1)
@@ -188,10 +192,10 @@ def test_restore_into_backend_with_registered_states():
     assert b.get_state(VALUE).value() == "old"
 
 
-def test_unpicklable_value_names_the_state():
+def test_unpicklable_value_names_the_state(make_backend):
     import threading
 
-    b = HeapKeyedStateBackend(FULL, MAXP)
+    b = make_backend(FULL, MAXP)
     b.set_current_key("k")
     b.get_state(ValueStateDescriptor("lock")).update(threading.Lock())
     with pytest.raises(CheckpointError, match="state 'lock'"):
@@ -239,8 +243,43 @@ values = st.one_of(st.integers(), st.text(max_size=5), st.lists(st.integers(), m
     serialize=st.booleans(),
 )
 def test_rescale_preserves_every_key_exactly_once(data, p1, p2, serialize):
+    _check_rescale(data, p1, p2, serialize, None)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(
+    data=st.dictionaries(keys, values, max_size=60),
+    p1=st.integers(1, 4),
+    p2=st.integers(1, 4),
+    serialize=st.booleans(),
+)
+def test_rescale_preserves_every_key_exactly_once_on_rocksdb(data, p1, p2, serialize, tmp_path):
+    pytest.importorskip("rocksdict")
+    from raystream.checkpoint import RocksDBKeyedStateBackend
+
+    made = []
+
+    def make(rng, maxp, clock=None):
+        made.append(RocksDBKeyedStateBackend(rng, maxp, clock, local_dir=str(tmp_path)))
+        return made[-1]
+
+    try:
+        _check_rescale(data, p1, p2, serialize, make)
+    finally:
+        for b in made:
+            b.close()
+
+
+def _rocks_ser(snap) -> bytes:
+    from raystream.checkpoint import RocksDBStateBackend
+
+    return RocksDBStateBackend().serialize_snapshot(snap)
+
+
+def _check_rescale(data, p1, p2, serialize, make):
     # snapshot at parallelism p1: each key goes to the subtask owning its key group
-    old = [HeapKeyedStateBackend(KeyGroupRange.for_subtask(i, p1, MAXP), MAXP) for i in range(p1)]
+    new_backend = make or (lambda rng, maxp, clock=None: HeapKeyedStateBackend(rng, maxp))
+    old = [new_backend(KeyGroupRange.for_subtask(i, p1, MAXP), MAXP) for i in range(p1)]
     for key, value in data.items():
         kg = key_group_for(key, MAXP)
         owner = next(b for b in old if kg in b.key_group_range)
@@ -253,9 +292,14 @@ def test_rescale_preserves_every_key_exactly_once(data, p1, p2, serialize):
     for j in range(p2):
         rng = KeyGroupRange.for_subtask(j, p2, MAXP)
         mine = snaps
-        if serialize:
+        if serialize and make is None:
             mine = [deserialize_keyed_snapshot(serialize_keyed_snapshot(s), rng) for s in snaps]
-        new.append(_restore_one(mine, rng))
+        elif serialize:
+            from raystream.checkpoint import RocksDBStateBackend
+
+            sb = RocksDBStateBackend()
+            mine = [sb.deserialize_snapshot(sb.serialize_snapshot(s), rng) for s in snaps]
+        new.append(_restore_one(mine, rng, make=make))
     restored: dict = {}
     for b in new:
         if "v" not in b.state_names():

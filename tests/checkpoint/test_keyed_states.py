@@ -1,4 +1,4 @@
-"""Every keyed state kind on the heap backend, with and without TTL."""
+"""Every keyed state kind on both keyed backends (heap and RocksDB), with and without TTL."""
 
 from __future__ import annotations
 
@@ -41,8 +41,8 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def backend(clock) -> HeapKeyedStateBackend:
-    return HeapKeyedStateBackend(KeyGroupRange(0, MAXP - 1), MAXP, clock=clock)
+def backend(clock, make_backend) -> HeapKeyedStateBackend:
+    return make_backend(KeyGroupRange(0, MAXP - 1), MAXP, clock=clock)
 
 
 def test_value_state(backend):
@@ -152,8 +152,8 @@ def test_descriptor_validation():
         StateTtlConfig(10, update_type="on_read")
 
 
-def test_key_outside_range_names_the_key(clock):
-    b = HeapKeyedStateBackend(KeyGroupRange.for_subtask(0, 2, MAXP), MAXP, clock=clock)
+def test_key_outside_range_names_the_key(clock, make_backend):
+    b = make_backend(KeyGroupRange.for_subtask(0, 2, MAXP), MAXP, clock=clock)
     foreign = next(k for k in range(1000) if b.key_group_range.end < _kg(k))
     with pytest.raises(StateError, match=f"key {foreign!r} belongs to key group"):
         b.set_current_key(foreign)
