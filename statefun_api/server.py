@@ -25,20 +25,20 @@ from raystream.statefun_api.handler import RequestReplyHandler
 if TYPE_CHECKING:
     from aiohttp import web
 
-__all__ = ["make_app", "serve", "DEFAULT_MAX_REQUEST_BYTES"]
+__all__ = ["make_app", "serve", "aiohttp_web", "DEFAULT_MAX_REQUEST_BYTES"]
 
 _CONTENT_TYPE = "application/octet-stream"
 #: the largest request accepted (aiohttp's own default, 1 MiB, is too small for big batches)
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
 
 
-def _aiohttp_web() -> Any:
+def aiohttp_web(what: str = "statefun_api.server") -> Any:
+    """``aiohttp.web``, or an ImportError saying that ``what`` needs aiohttp and how to install it."""
     try:
         from aiohttp import web
     except ImportError as exc:
         raise ImportError(
-            "statefun_api.server needs aiohttp: `pip install aiohttp` "
-            "(or `pip install raystream[remote]`)"
+            f"{what} needs aiohttp: `pip install aiohttp` (or `pip install 'raystream[remote]'`)"
         ) from exc
     return web
 
@@ -55,7 +55,7 @@ def make_app(
     Example:
         >>> app = make_app(StatefulFunctions(), path="/statefun")  # doctest: +SKIP
     """
-    web = _aiohttp_web()
+    web = aiohttp_web()
     handler = RequestReplyHandler(functions)
 
     async def endpoint(request: Any) -> Any:
@@ -86,5 +86,5 @@ def serve(
     Example:
         ``serve(functions, port=8000)``
     """
-    web = _aiohttp_web()
+    web = aiohttp_web()
     web.run_app(make_app(functions, path), host=host, port=port, print=None)

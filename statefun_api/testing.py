@@ -35,13 +35,13 @@ from raystream.statefun_api.functions import StatefulFunctions
 from raystream.statefun_api.handler import RequestReplyHandler
 from raystream.statefun_api.invocation import Invocation, invoke
 from raystream.statefun_api.messages import EgressMessage, Message
-from raystream.statefun_api.remote import require_aiohttp
 from raystream.statefun_api.reqreply import (
     FromFunction,
     ToFunction,
     decode_from_function,
     encode_to_function,
 )
+from raystream.statefun_api.server import aiohttp_web
 from raystream.statefun_api.types import Type, to_typed_value
 
 __all__ = ["RequestBuilder", "parse_response", "round_trip", "run_function", "FunctionRun", "FunctionServer", "free_port"]
@@ -259,7 +259,7 @@ class FunctionServer:
 
     def start(self) -> FunctionServer:
         """Start serving (again on the same port after :meth:`stop`)."""
-        require_aiohttp("statefun_api.testing.FunctionServer")
+        aiohttp_web("statefun_api.testing.FunctionServer")
         if self._thread is not None:
             raise RuntimeError("FunctionServer is already running")
         started = threading.Event()
