@@ -48,6 +48,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 import raystream as rs
+from raystream.checkpoint import ValueStateDescriptor
 from raystream.checkpoint.faults import FaultRule, faulty_filesystem, read_fault_log
 from raystream.engine.errors import RaystreamError
 from raystream.operators.sinks import JsonLinesSink, collected_records
@@ -262,15 +263,29 @@ class FaultyJsonLinesSink(JsonLinesSink):
         return self.fs
 
 
-def _build(env: rs.StreamEnvironment, n: int, rate: int, sink: Any) -> None:
-    stream = (
-        env.generate(record, count=n, rate=rate, batch_size=100)
-        .set_parallelism(1)
-        .key_by("key")
-        .reduce(lambda a, b: {"key": a["key"], "value": a["value"] + b["value"], "i": b["i"]})
-        .uid("drill-running-sum")
-        .map(lambda r: (r["key"], r["value"], r["i"]))
-    )
+class RunningSum(rs.KeyedProcessFunction):
+    """The drill's running sum kept in keyed state (ValueState), so that it goes through the
+    job's keyed state backend (``reduce`` keeps its sums in operator state)."""
+
+    def open(self, ctx: Any) -> None:
+        self.total = ctx.get_state(ValueStateDescriptor("total", default=0))
+
+    def process_element(self, value: dict, ctx: Any) -> Any:
+        total = self.total.value() + value["value"]
+        self.total.update(total)
+        yield (value["key"], total, value["i"])
+
+
+def _build(env: rs.StreamEnvironment, n: int, rate: int, sink: Any, keyed_state: bool = False) -> None:
+    keyed = env.generate(record, count=n, rate=rate, batch_size=100).set_parallelism(1).key_by("key")
+    if keyed_state:
+        stream = keyed.process(RunningSum()).uid("drill-running-sum")
+    else:
+        stream = (
+            keyed.reduce(lambda a, b: {"key": a["key"], "value": a["value"] + b["value"], "i": b["i"]})
+            .uid("drill-running-sum")
+            .map(lambda r: (r["key"], r["value"], r["i"]))
+        )
     if sink is None:
         stream.collect()
     else:
@@ -387,8 +402,10 @@ def run_seed(
     reference: list[tuple] | None = None,
     n: int = N,
     rate: int = RATE,
+    state_backend: str | None = None,
 ) -> DrillOutcome:
-    """Run the drill's job under ``plan``'s faults and compare it with ``reference``."""
+    """Run the drill's job under ``plan``'s faults and compare it with ``reference``
+    (``state_backend``: run the running sum in keyed state on that backend, e.g. "rocksdb")."""
     reference = reference if reference is not None else reference_output(n)
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = str(workdir / "faults.jsonl")
@@ -404,12 +421,14 @@ def run_seed(
     )
     env.enable_checkpointing(INTERVAL_MS, checkpoint_dir=location, timeout_ms=plan.timeout_ms)
     env.set_restart_strategy(rs.RestartStrategy.fixed_delay(6, 100))
+    if state_backend is not None:
+        env.set_state_backend(state_backend)
     out_dir = workdir / "out" if plan.sink == "jsonl" else None
     sink = None
     if out_dir is not None:
         sink_fs = faulty_filesystem(rules=sink_rules, seed=plan.seed, log_path=log_path)
         sink = FaultyJsonLinesSink(str(out_dir), sink_fs)
-    _build(env, n, rate, sink)
+    _build(env, n, rate, sink, keyed_state=state_backend is not None)
     parallelisms = [v.parallelism for v in env.get_job_graph().vertices]
     started = time.monotonic()
     client = env.execute_async(f"drill-{plan.seed}")
@@ -487,6 +506,7 @@ def run_drill(
     keep: bool = False,
     n: int = N,
     rate: int = RATE,
+    state_backend: str | None = None,
 ) -> list[DrillOutcome]:
     """Run every seed on the current Ray session and report each through ``out``.
 
@@ -507,7 +527,7 @@ def run_drill(
     outcomes = []
     for seed in seeds:
         seed_dir = base / f"seed-{seed}"
-        outcome = run_seed(plan_seed(seed, kill_master), seed_dir, reference, n, rate)
+        outcome = run_seed(plan_seed(seed, kill_master), seed_dir, reference, n, rate, state_backend)
         outcomes.append(outcome)
         out(outcome.line())
         if not keep:
@@ -526,6 +546,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=10, help="how many seeds to run")
     p.add_argument("--start", type=int, default=0, help="the first seed")
     p.add_argument("--no-kill-master", action="store_true", help="never kill the job master")
+    p.add_argument("--state-backend", choices=["heap", "rocksdb"], default=None,
+                   help="keep the running sum in keyed state on this backend (default: reduce's operator state)")
     p.add_argument(
         "--keep", metavar="DIR", help="keep checkpoints, outputs and fault logs under DIR"
     )
@@ -541,7 +563,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("engine").setLevel(logging.ERROR)  # failovers are in the per-seed lines
     try:
         seeds = range(args.start, args.start + args.seeds)
-        outcomes = run_drill(seeds, args.keep, not args.no_kill_master, keep=args.keep is not None)
+        outcomes = run_drill(seeds, args.keep, not args.no_kill_master, keep=args.keep is not None,
+                             state_backend=args.state_backend)
     finally:
         rs.shutdown_workers()
         ray.shutdown()

@@ -28,6 +28,7 @@ from typing import Any, Callable, TypeVar
 
 import pyarrow as pa
 
+from raystream.checkpoint.backends import state_backend_by_name
 from raystream.checkpoint.coordinator import CheckpointConfig
 from raystream.checkpoint.storage import check_savepoint, resolve_storage, signing_key
 from raystream.engine.client import JobClient, JobResult, submit
@@ -45,6 +46,7 @@ from raystream.engine.keygroups import DEFAULT_MAX_PARALLELISM
 from raystream.engine.operator import Clock, StreamOperator
 from raystream.engine.restart import RestartStrategy
 from raystream.engine.sink_operator import SinkOperator
+from raystream.engine.state_backend import StateBackend
 
 from .sinks import CollectSink, collected_records
 
@@ -101,6 +103,7 @@ class StreamEnvironmentBase:
         self.clock: Clock | None = None
         self.checkpoint_config: CheckpointConfig | None = None
         self.restart_strategy: RestartStrategy | None = None
+        self.state_backend: StateBackend | None = None  # None: the registered default (heap)
 
     def __reduce__(self):
         raise TypeError("StreamEnvironment lives in the driver and cannot be pickled")
@@ -181,6 +184,26 @@ class StreamEnvironmentBase:
         self.restart_strategy = strategy
         return self
 
+    def set_state_backend(self: E, backend: str | StateBackend) -> E:
+        """Where keyed state lives: ``"heap"`` (the default: Python dicts, fastest while the
+        state fits in memory) or ``"rocksdb"`` (an embedded RocksDB per keyed operator
+        subtask: state larger than memory, incremental checkpoints; needs
+        ``pip install raystream[rocksdb]``), or a configured backend object such as
+        ``checkpoint.RocksDBStateBackend(cache_size=100_000)``. See docs/state.md.
+
+        Example:
+            >>> from raystream.operators import StreamEnvironment
+            >>> env = StreamEnvironment().set_state_backend("heap")
+            >>> env.state_backend
+            HeapStateBackend()
+        """
+        if isinstance(backend, str):
+            backend = state_backend_by_name(backend)
+        elif not all(callable(getattr(backend, m, None)) for m in ("create_keyed_backend", "write_snapshot", "restore_plan")):
+            raise ConfigError(f"set_state_backend() expects 'heap', 'rocksdb' or a StateBackend object, got {backend!r}")
+        self.state_backend = backend
+        return self
+
     def _job_config(self, name: str, from_savepoint: str | None = None, allow_non_restored_state: bool = False) -> JobConfig:
         return JobConfig(
             name=name,
@@ -193,6 +216,7 @@ class StreamEnvironmentBase:
             clock=self.clock,
             from_savepoint=from_savepoint,
             allow_non_restored_state=allow_non_restored_state,
+            state_backend=self.state_backend,
         )
 
     def get_job_graph(self) -> JobGraph:

@@ -39,3 +39,23 @@ def test_drill_seeds_lose_and_duplicate_nothing(tmp_path):
     print(report)
     assert len(outcomes) == len(SEEDS)
     assert all(o.ok for o in outcomes), report
+
+
+# The drill with the running sum in keyed state on the RocksDB backend (incremental
+# checkpoints, shared files): a CI-sized set of seeds holding slow and failing state writes,
+# checkpoints timing out while completing, failing metadata writes and renames, and kills.
+ROCKSDB_SEEDS = (1, 5, 7, 9)
+
+
+def test_drill_on_rocksdb_loses_and_duplicates_nothing(tmp_path):
+    import pytest
+
+    pytest.importorskip("rocksdict")
+    kinds = {f.kind for s in ROCKSDB_SEEDS for f in plan_seed(s).faults}
+    assert {"slow-state", "fail-state", "slow-metadata-timeout", "kill-task"} <= kinds, kinds
+    lines: list[str] = []
+    outcomes = run_drill(ROCKSDB_SEEDS, tmp_path, out=lines.append, state_backend="rocksdb")
+    report = "\n".join([*lines, summary(outcomes)])
+    print(report)
+    assert all(o.ok for o in outcomes), report
+    assert all(o.checkpoints.get("completed", 0) > 0 for o in outcomes), report
