@@ -176,6 +176,8 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         self._kg = -1
         self._kg2 = b""
         self._kpart: bytes | None = None
+        self._last_sid: bytes | None = None  # the state id of the last db key made, and that key
+        self._last_key = b""
         self._states: dict[str, KeyedState] = {}
         self._restored: dict[str, StateMeta] = {}
         self._ids: dict[bytes, str] = {}
@@ -235,6 +237,7 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
                 self._kg = kg
                 self._kg2 = kg.to_bytes(KEY_GROUP_BYTES, "big")
             self._kpart = None
+            self._last_sid = None
 
     @property
     def current_key(self) -> Any:
@@ -251,6 +254,8 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
 
     def _db_key(self, sid: bytes) -> bytes:
         """The db key of the current key in state ``sid`` (map state: the prefix of its entries)."""
+        if sid is self._last_sid:  # (the same state again: its value() then update())
+            return self._last_key
         kpart = self._kpart
         if kpart is None:
             if self._kg < 0:
@@ -259,7 +264,9 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
                     "backend.set_current_key(key) first (keyed state is only available on a keyed stream)"
                 )
             kpart = self._kpart = key_part(encode_key(self._key))
-        return self._kg2 + sid + kpart
+        k = self._last_key = self._kg2 + sid + kpart
+        self._last_sid = sid
+        return k
 
     # -- the read cache ----------------------------------------------------------------
 
@@ -280,11 +287,17 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
 
     def _put(self, k: bytes, entry: Any) -> None:
         cache = self._cache
-        cache[k] = entry
-        cache.move_to_end(k)
+        if k in cache:
+            cache[k] = entry
+            if k is not self._last_key:  # (the last key made was just read: at the end already)
+                cache.move_to_end(k)
+        else:
+            cache[k] = entry
+            if len(cache) > self._capacity:
+                self._dirty.add(k)
+                self._evict()
+                return
         self._dirty.add(k)
-        if len(cache) > self._capacity:
-            self._evict()
 
     def _evict(self) -> None:
         cache, dirty, pending = self._cache, self._dirty, self._pending
@@ -628,7 +641,7 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         self._cache.clear()
         self._dirty.clear()
         self._pending.clear()
-        self._key, self._kg, self._kg2, self._kpart = _NO_KEY, -1, b"", None
+        self._key, self._kg, self._kg2, self._kpart, self._last_sid = _NO_KEY, -1, b"", None, None
         self._db.close()
         self._generation += 1
         shutil.rmtree(self._db_dir, ignore_errors=True)

@@ -1,0 +1,215 @@
+"""The RocksDB state backend (issue 16): state beyond memory, incremental checkpoints, and
+the keyed record workload on RocksDB vs heap, every ratio within one run.
+
+    python -m benchmarks.bench_rocksdb [--keys 10000000] [--budget-mb 1024] [--n 1000000] [--repeat 3]
+
+1. **Large state**: ``--keys`` keys (one ValueState entry each: a 24-byte string key, a
+   ~40-byte value) written into one RocksDB keyed backend, with the process's RSS sampled
+   as it grows. The heap backend's memory per key is measured on ``--heap-keys`` keys in a
+   fresh child process and projected to ``--keys``, against ``--budget-mb``.
+2. **Incremental checkpoints**: a full checkpoint of that state (time on the task thread,
+   upload time, bytes), then rounds of changing 1% of the keys followed by a checkpoint:
+   its time and bytes as a share of the full one (target <= 5%).
+3. **Throughput**: the keyed record workload (``events(N)``: 10,000 Zipf keys, a running sum
+   per key in ValueState through a KeyedProcessFunction) run in process on each backend,
+   alternating, best of ``--repeat``; RocksDB with its read cache warm (cache >= keys):
+   target >= 0.5x heap.
+
+Prints the figures; ``--write`` appends them to benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+import raystream as rs
+from raystream.checkpoint import CheckpointStorage, RocksDBKeyedStateBackend, RocksDBStateBackend, ValueStateDescriptor
+from raystream.engine.keygroups import KeyGroupRange
+from raystream.engine.local_runtime import run_in_process
+
+from .datagen import ensure_parquet
+
+MAXP = 128
+FULL = KeyGroupRange(0, MAXP - 1)
+
+
+def rss_mb() -> float:
+    """Resident set size of this process now (Linux /proc)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def key(i: int) -> str:
+    return f"user-{i:019d}"  # 24 bytes
+
+
+def value(i: int, version: int = 0) -> str:
+    return f"v{version}-{i:012d}-{'x' * 24}"  # ~40 bytes
+
+
+class CountingStorage(CheckpointStorage):
+    """Counts the bytes every checkpoint writes (shared files and state files)."""
+
+    written = 0
+
+    def write_shared(self, job_id: str, checkpoint_id: int, name: str, data: bytes) -> Any:
+        CountingStorage.written += len(data)
+        return super().write_shared(job_id, checkpoint_id, name, data)
+
+    def write_state(self, job_id: str, checkpoint_id: int, name: str, data: bytes) -> Any:
+        CountingStorage.written += len(data)
+        return super().write_state(job_id, checkpoint_id, name, data)
+
+
+def heap_bytes_per_key(n: int) -> float:
+    """RSS growth per key of the heap backend holding ``n`` keys (in a fresh child process,
+    so this process's allocator state does not blur it)."""
+    code = (
+        "from benchmarks.bench_rocksdb import rss_mb, key, value, FULL, MAXP\n"
+        "from raystream.checkpoint import HeapKeyedStateBackend, ValueStateDescriptor\n"
+        "b = HeapKeyedStateBackend(FULL, MAXP); s = b.get_state(ValueStateDescriptor('v'))\n"
+        "before = rss_mb()\n"
+        f"for i in range({n}):\n"
+        "    b.set_current_key(key(i)); s.update(value(i))\n"
+        "print((rss_mb() - before) * 1024 * 1024)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip()) / n
+
+
+def large_state(keys: int, workdir: str, cache: int, rounds: int) -> dict:
+    b = RocksDBKeyedStateBackend(FULL, MAXP, local_dir=os.path.join(workdir, "local"), cache_size=cache)
+    s = b.get_state(ValueStateDescriptor("v"))
+    base_rss = rss_mb()
+    peak = base_rss
+    t = time.perf_counter()
+    for i in range(keys):
+        b.set_current_key(key(i))
+        s.update(value(i))
+        if i % 200_000 == 0:
+            peak = max(peak, rss_mb())
+    load_s = time.perf_counter() - t
+    peak = max(peak, rss_mb())
+    storage = CountingStorage(os.path.join(workdir, "chk"))
+    sb = RocksDBStateBackend(cache_size=cache)
+
+    def checkpoint(cid: int) -> tuple[float, float, int]:
+        before = CountingStorage.written
+        t0 = time.perf_counter()
+        snap = b.snapshot(cid)
+        sync_s = time.perf_counter() - t0
+        h = sb.write_snapshot(storage, "bench", cid, "op/0-keyed", snap)
+        storage.write_metadata("bench", cid, {"operators": {"op": {"subtasks": {0: {"keyed": h}}}}})
+        storage.retain("bench", 2)
+        return sync_s, time.perf_counter() - t0, CountingStorage.written - before
+
+    full = checkpoint(1)
+    peak = max(peak, rss_mb())
+    incremental = []
+    step = 100  # 1% of the keys, spread over the whole key space
+    for r in range(rounds):
+        t0 = time.perf_counter()
+        for i in range(r, keys, step):
+            b.set_current_key(key(i))
+            s.update(value(i, r + 1))
+        update_s = time.perf_counter() - t0
+        incremental.append((*checkpoint(r + 2), update_s))
+        peak = max(peak, rss_mb())
+    disk = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(b.local_directory) for f in fs)
+    b.close()
+    return {"load_s": load_s, "base_rss": base_rss, "peak_rss": peak, "full": full,
+            "incremental": incremental, "disk_mb": disk / 2**20}
+
+
+class RunningSum(rs.KeyedProcessFunction):
+    """The keyed record workload's running sum in keyed state."""
+
+    def open(self, ctx: Any) -> None:
+        self.total = ctx.get_state(ValueStateDescriptor("total", default=0))
+
+    def process_element(self, value: dict, ctx: Any) -> Any:
+        total = self.total.value() + value["value"]
+        self.total.update(total)
+        return ()
+
+
+def keyed_job(path: str, backend: str | RocksDBStateBackend) -> float:
+    env = rs.StreamEnvironment(parallelism=1).set_state_backend(backend)
+    env.read_parquet(path, batch_size=65536).key_by("key").process(RunningSum()).collect()
+    graph, config = env.get_job_graph(), env._job_config("bench-rocksdb")
+    t = time.perf_counter()
+    run_in_process(graph, config)
+    return time.perf_counter() - t
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_rocksdb", description=__doc__.splitlines()[0])
+    p.add_argument("--keys", type=int, default=10_000_000, help="keys of the large state")
+    p.add_argument("--heap-keys", type=int, default=1_000_000, help="keys to measure the heap backend's memory on")
+    p.add_argument("--budget-mb", type=int, default=1024, help="the task's memory budget")
+    p.add_argument("--cache", type=int, default=65_536, help="read cache entries")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of 1%% changes + checkpoint")
+    p.add_argument("--n", type=int, default=1_000_000, help="events of the keyed record workload")
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--skip-large", action="store_true", help="only the throughput part")
+    p.add_argument("--write", action="store_true", help="append the figures to benchmarks/RESULTS.md")
+    args = p.parse_args(argv)
+    lines = [f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"]
+    workdir = tempfile.mkdtemp(prefix="raystream-bench-rocksdb-")
+    try:
+        if not args.skip_large:
+            per_key = heap_bytes_per_key(args.heap_keys)
+            r = large_state(args.keys, workdir, args.cache, args.rounds)
+            sync_s, total_s, full_bytes = r["full"]
+            lines += [
+                f"large state: {args.keys:,} keys loaded into RocksDB in {r['load_s']:.1f} s "
+                f"({args.keys / r['load_s'] / 1e3:.0f} k keys/s); RSS {r['base_rss']:.0f} MB before, "
+                f"peak {r['peak_rss']:.0f} MB (budget {args.budget_mb} MB); local disk {r['disk_mb']:.0f} MB",
+                f"heap backend: {per_key:.0f} B/key measured on {args.heap_keys:,} keys -> "
+                f"{per_key * args.keys / 2**20:.0f} MB projected for {args.keys:,} keys "
+                f"({per_key * args.keys / 2**20 / args.budget_mb:.1f}x the budget)",
+                f"full checkpoint: {total_s:.2f} s ({sync_s:.2f} s on the task thread), {full_bytes / 2**20:.1f} MB",
+            ]
+            for n, (inc_sync, inc_total, inc_bytes, update_s) in enumerate(r["incremental"], 1):
+                lines.append(
+                    f"1% changed, round {n}: checkpoint {inc_total:.2f} s ({inc_sync:.2f} s on the task thread) = "
+                    f"{inc_total / total_s:.1%} of full; {inc_bytes / 2**20:.2f} MB = {inc_bytes / full_bytes:.1%} "
+                    f"of full (updating the keys took {update_s:.1f} s)"
+                )
+        path = str(ensure_parquet(os.path.join(tempfile.gettempdir(), "raystream-bench"), args.n))
+        warm = RocksDBStateBackend(cache_size=max(args.cache, 16_384))
+        times: dict[str, list[float]] = {"heap": [], "rocksdb": []}
+        keyed_job(path, "heap")  # warm-up (imports, parquet cache)
+        for _ in range(args.repeat):  # alternating: the machine's load drifts
+            times["heap"].append(keyed_job(path, "heap"))
+            times["rocksdb"].append(keyed_job(path, warm))
+        heap, rocks = min(times["heap"]), min(times["rocksdb"])
+        lines.append(
+            f"keyed record workload (events({args.n:,}), running sum in ValueState, p=1 in process, best of "
+            f"{args.repeat}): heap {args.n / heap / 1e3:.0f} k ev/s, rocksdb (warm cache) {args.n / rocks / 1e3:.0f} "
+            f"k ev/s = {heap / rocks:.2f}x heap"
+        )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    text = "\n".join(lines)
+    print(text)
+    if args.write:
+        cmd = "python -m benchmarks.bench_rocksdb " + " ".join(argv if argv is not None else sys.argv[1:])
+        with open(os.path.join(os.path.dirname(__file__), "RESULTS.md"), "a") as f:
+            f.write(f"\n## RocksDB state backend (issue 16)\n\n`{cmd}`\n\n```\n{text}\n```\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
