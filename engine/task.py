@@ -113,6 +113,11 @@ CheckpointHooks = TaskHooks  # older name
 _DATA = (pa.RecordBatch, Batch)
 
 
+def _control_behind(items: Any) -> bool:
+    """Whether a barrier or the end of input waits in a channel's items."""
+    return any(type(item) is Barrier or type(item) is EndOfInput for item in items)
+
+
 class _Ack:
     __slots__ = ("fn",)
 
@@ -559,9 +564,12 @@ class Task:
             for ch in self._channels:
                 items = ch.items
                 while items and not ch.blocked:
-                    if gate is not None and type(items[0]) in _DATA and not ch.info.feedback and not gate():
+                    if (gate is not None and type(items[0]) in _DATA and not ch.info.feedback and not gate()
+                            and not _control_behind(items)):
                         # paused: data waits (acks and events of processed data go on); a
-                        # feedback edge is never paused, since a paused loop can deadlock
+                        # feedback edge is never paused, since a paused loop can deadlock; nor
+                        # is data ahead of a barrier or end of input (at most the channel's
+                        # credit window), so back-pressure never holds up a checkpoint
                         break
                     item = items.popleft()
                     progress = True
