@@ -16,7 +16,7 @@ import ray
 from .config import JobConfig
 from .errors import GraphError, JobCancelled, JobFailed, RaystreamError
 from .graph import JobGraph
-from .master import job_slots, task_actor_name
+from .master import job_slots, standby_slots, task_actor_name
 from .observability import ProgressReporter, job_client_html, source_totals
 from .pool import WorkerPool
 from .ray_runtime import (
@@ -428,7 +428,8 @@ def submit_job(graph: JobGraph, config: JobConfig, address: str | None = None) -
                                       reuse=config.reuse_workers)
     slots = job_slots(graph, config.slot_sharing)
     if config.reuse_workers:
-        executors = pool.executors(slots, config.task_num_cpus)
+        # with the job's slots, warm spares that a restart puts in place of lost executors
+        executors = pool.executors(slots + standby_slots(config), config.task_num_cpus)
     else:
         executors = start_executors({s: task_actor_name(job_id, s, 0) for s in slots}, config.task_num_cpus)
     config_blob = cloudpickle.dumps(config)

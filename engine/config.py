@@ -46,6 +46,9 @@ class JobConfig:
     slot_sharing: bool = True  # one TaskActor per subtask index hosts that subtask of every vertex
     reuse_workers: bool = True  # deploy onto (and give back to) the driver's worker pool
     master_failovers: int = 3  # new masters that may take the job over (needs checkpointing)
+    # warm spare task executors a job that can restart keeps (from the driver's worker pool):
+    # a restart replaces a lost executor with a spare instead of starting a process
+    standby_executors: int = 1
     # keyed state, snapshots, checkpoint coordination and storage (engine.state_backend);
     # None: the registered default (checkpoint's heap backend), filled in by engine.submit
     state_backend: StateBackend | None = None

@@ -252,16 +252,22 @@ class TaskExecutor:
         host = self._hosted.get(key)
         return host.task.metrics() if host is not None and host.task is not None else {}
 
-    async def release(self, grace_s: float = 2.0) -> bool:
+    async def release(self, grace_s: float = 2.0, cancel: bool = False) -> bool:
         """Forget every hosted task (their job ended) so the executor can serve another job.
 
         Returns True when the executor is clean: no hosted task still running and, within
         ``grace_s``, no thread of ours (mailbox, snapshot writer, remote-function I/O) left
         over. The job master kills an executor that is not clean instead of reusing it.
         Calls that still arrive for a forgotten task find no task under their key (keys
-        carry the job's attempt tag) and are dropped."""
+        carry the job's attempt tag) and are dropped. ``cancel``: cancel the hosted tasks
+        at once (a failed attempt whose executors serve the restart) instead of waiting
+        for them to finish first."""
         hosted, self._hosted = self._hosted, {}
         deadline = time.monotonic() + grace_s
+        if cancel:
+            for host in hosted.values():
+                if host.task is not None:
+                    host.task.cancel()
 
         def running() -> list[_Hosted]:
             return [h for h in hosted.values() if h.task is not None and not h.finished]

@@ -35,7 +35,7 @@ from .restart import RestartStrategy
 from .state_backend import CheckpointCoordinatorLike, StateBackend
 from .task import TaskResult, TaskSpec
 
-__all__ = ["JobConfig", "JobMaster", "build_task_specs", "task_actor_name", "slot_of"]
+__all__ = ["JobConfig", "JobMaster", "build_task_specs", "task_actor_name", "slot_of", "standby_slots", "STANDBY_PREFIX"]
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +109,19 @@ def job_slots(graph: JobGraph, slot_sharing: bool) -> list[str]:
     return list(dict.fromkeys(slot_of(v.id, s, slot_sharing) for v in graph.vertices for s in range(v.parallelism)))
 
 
+#: slot names of the warm spare executors a job keeps for restarts (``JobConfig.standby_executors``)
+STANDBY_PREFIX = "standby-"
+
+
+def standby_slots(config: JobConfig) -> list[str]:
+    """The spare executor slots of a job that can restart (checkpointing or a restart strategy
+    set) and deploys onto the driver's worker pool: the driver lends their executors with the
+    job's own, a restart puts one in place of each lost executor (no process start)."""
+    if not config.reuse_workers or (config.checkpoint is None and config.restart is None):
+        return []
+    return [f"{STANDBY_PREFIX}{i}" for i in range(max(0, config.standby_executors))]
+
+
 def attempt_executor_names(job_id: str, slots: list[str], attempt: int) -> dict[str, str]:
     """``{slot: actor name}`` for the task executors a master starts for a restart attempt."""
     return {slot: task_actor_name(job_id, slot, attempt) for slot in slots}
@@ -149,6 +162,9 @@ class JobMaster:
         self.restarts = 0
         self._early_cancels: set[str] = set()
         self._lent: set[str] = set()  # slots of the running attempt whose executor the driver lent
+        self._spares: list[Any] = []  # warm spare executors for restarts (engine.executors.Executor)
+        self._driver_slot: dict[str, str] = {}
+        self._slot_executors: dict[str, Any] = {}
         self._busy = False
 
     def _start_job(self, graph_blob: bytes, config_blob: bytes, job_id: str | None,
@@ -156,7 +172,13 @@ class JobMaster:
         """Everything about one job, from a clean slate (a master runs one job at a time)."""
         # executors: the first attempt's executors, lent by the driver's worker pool (warm
         # ones from earlier jobs, or new ones started while this master was starting).
-        self._prestarted: dict[str, Any] = dict(executors or {})
+        lent = dict(executors or {})
+        # the driver's slot of every executor it lent, by name: after restarts an executor
+        # may serve another slot (a spare), and the driver takes back by its own slots
+        self._driver_slot = {e.name: slot for slot, e in lent.items()}
+        self._spares = [lent.pop(slot) for slot in list(lent) if slot.startswith(STANDBY_PREFIX)]
+        self._prestarted: dict[str, Any] = lent
+        self._slot_executors = {}  # slot -> Executor of the running attempt
         graph: JobGraph = cloudpickle.loads(graph_blob)
         self.graph = graph
         config: JobConfig = cloudpickle.loads(config_blob)
@@ -391,7 +413,10 @@ class JobMaster:
         finally:
             exporter.cancel()
             pre, self._prestarted = self._prestarted, {}
-            self.runtime.kill(e.actor for e in pre.values())  # the job ended before deploying them (e.g. a bad savepoint)
+            spares, self._spares = self._spares, []
+            # executors the job ended before deploying onto (e.g. a bad savepoint, or kept
+            # from a failed attempt for a restart that did not come) and unused spares
+            self.runtime.kill(e.actor for e in [*pre.values(), *spares])
 
     async def _run_job(self, source_splits: dict, restore: dict | None, recover: bool = False) -> dict:
         if recover:
@@ -806,9 +831,18 @@ class JobMaster:
         slots = job_slots(graph, config.slot_sharing)
         lent = {slot: pre.pop(slot) for slot in slots if slot in pre}
         fresh = [x for x in slots if x not in lent]
+        used_spares = 0
+        while fresh and self._spares:  # a warm spare in place of a lost executor: no process start
+            lent[fresh.pop(0)] = self._spares.pop(0)
+            used_spares += 1
         lent.update(self.runtime.start_executors(attempt_executor_names(job_id, fresh, relative), config.task_num_cpus))
         self.runtime.kill(e.actor for e in pre.values())  # (none expected: the driver lent exactly these slots)
-        self._lent = {slot for slot in slots if slot not in fresh}
+        if used_spares:  # new spares for a later restart; their processes start in the background
+            names = {f"{STANDBY_PREFIX}{i}": task_actor_name(job_id, f"standby-{uuid.uuid4().hex[:8]}", relative)
+                     for i in range(used_spares)}
+            self._spares.extend(self.runtime.start_executors(names, config.task_num_cpus).values())
+        self._lent = {slot for slot in slots if slot not in fresh}  # warm: lent, kept from the last attempt, spares
+        self._slot_executors = dict(lent)
         self.executors = {slot: e.actor for slot, e in lent.items()}
         self.executor_names = {slot: e.name for slot, e in lent.items()}
         # a task's key on its executor carries the attempt: calls for an earlier job's task
@@ -862,6 +896,7 @@ class JobMaster:
         results: list[TaskResult] = []
         pending = set(runs)
         finished = False
+        failed: BaseException | None = None
         failure = self._failure
         try:
             while pending:
@@ -903,6 +938,9 @@ class JobMaster:
             if failure.done():
                 failure.result()
             finished = True
+        except BaseException as exc:
+            failed = exc
+            raise
         finally:
             if checkpoints is not None:
                 checkpoints.cancel()
@@ -912,25 +950,52 @@ class JobMaster:
             for fut in runs:  # other tasks' failures of a failed attempt are expected: retrieve them
                 if fut.done() and not fut.cancelled():
                     fut.exception()
-            await self._teardown(release=finished and config.reuse_workers)
+            # A failed attempt (the job may restart): its executors that are still alive cancel
+            # their tasks and serve the next attempt (warm: no process start, as Flink restarts
+            # tasks on the TaskManagers it has). Cancelled jobs and unknown errors: killed.
+            recycle = not finished and config.reuse_workers and isinstance(failed, JobFailed)
+            await self._teardown(release=finished and config.reuse_workers, recycle=recycle)
         return results
 
-    async def _teardown(self, release: bool = False) -> None:
-        """Kill this attempt's executors; with ``release`` (every task finished) ask the ones
-        the driver lent to forget their tasks instead and keep the clean ones reusable."""
+    async def _teardown(self, release: bool = False, recycle: bool = False) -> None:
+        """Kill this attempt's executors. With ``release`` (every task finished) ask the ones
+        the driver lent, and the unused spares, to forget their tasks instead and report the
+        clean ones reusable (by the driver's slots). With ``recycle`` (a failed attempt) ask
+        every executor to cancel and forget its tasks and keep the clean ones for the next
+        attempt's deployment."""
         executors, self.executors, self.actors = self.executors, {}, {}
-        lent = self._lent
+        by_slot, self._slot_executors = self._slot_executors, {}
+        names = self.executor_names
         keep: dict[str, Any] = {}
-        if release:
-            refs = {slot: a.release.remote() for slot, a in executors.items() if slot in lent}
-            for slot, ref in refs.items():
-                try:
-                    if await asyncio.wait_for(self.runtime.wait(ref), 10.0):
-                        keep[slot] = executors[slot]
-                except Exception:  # noqa: BLE001 - an executor that cannot say it is clean is killed
-                    pass
-        self.reusable = sorted(keep)
+        if release or recycle:
+            asked = {slot: a for slot, a in executors.items()
+                     if recycle or (slot in self._lent and names.get(slot) in self._driver_slot)}
+            keep = await self._release(asked, cancel=recycle)
         self.runtime.kill(a for slot, a in executors.items() if slot not in keep)
+        if recycle:
+            self._prestarted = {slot: by_slot[slot] for slot in keep if slot in by_slot}
+            self.runtime.kill(a for slot, a in keep.items() if slot not in by_slot)
+            return
+        reusable = [self._driver_slot[names[slot]] for slot in keep if names.get(slot) in self._driver_slot]
+        if release:  # spares: those the driver lent go back to it, the master's own are killed
+            spares, self._spares = self._spares, []
+            lent_spares = {e.name: e.actor for e in spares if e.name in self._driver_slot}
+            clean = await self._release(lent_spares, cancel=False)
+            reusable += [self._driver_slot[name] for name in clean]
+            self.runtime.kill(e.actor for e in spares if e.name not in clean)
+        self.reusable = sorted(reusable)
+
+    async def _release(self, executors: dict[str, Any], cancel: bool) -> dict[str, Any]:
+        """Ask ``executors`` (key -> actor) to forget their tasks; the ones that report clean."""
+        refs = {key: a.release.remote(2.0, cancel) for key, a in executors.items()}
+        keep: dict[str, Any] = {}
+        for key, ref in refs.items():
+            try:
+                if await asyncio.wait_for(self.runtime.wait(ref), 10.0):
+                    keep[key] = executors[key]
+            except Exception:  # noqa: BLE001 - an executor that cannot say it is clean is killed
+                pass
+        return keep
 
 
 def _aggregate_metrics(per_task: dict, restarts: int) -> dict:

@@ -129,7 +129,10 @@ def test_reuse_workers_false_gives_a_job_actors_of_its_own():
         ray.get(client._master.job_info.remote(), timeout=30)
 
 
-def test_executors_of_a_failed_attempt_are_not_reused(tmp_path):
+def test_a_restart_recycles_the_live_executors_and_takes_a_spare_for_the_dead_one(tmp_path):
+    """Issue 15: a failed attempt's executors that are alive cancel their tasks and serve the
+    restart (no process start, as Flink restarts tasks on its TaskManagers); the killed one is
+    replaced by the warm spare the driver lent with the job (JobConfig.standby_executors)."""
     pool = WorkerPool.current()
     _warm_pool()
     env = rs.StreamEnvironment(parallelism=2)
@@ -140,14 +143,18 @@ def test_executors_of_a_failed_attempt_are_not_reused(tmp_path):
     client = env.execute_async("drill")
     _running(client)
     lent = dict(client._executors)
+    assert sorted(lent) == ["s0", "s1", "standby-0"]
     victim = client.task_actor(1, 0)
+    victim_name = ray.get(client._master.task_actor_names.remote())[(1, 0)]
     ray.kill(victim, no_restart=True)
     result = client.wait()
     assert result.metrics["restarts"] >= 1
     got = _final(rs_collected(result))
     assert got == {k: sum(i for i in range(20000) if i % 13 == k) for k in range(13)}
     idle = set(pool.idle_actor_names()["executors"])
-    assert not {e.name for e in lent.values()} & idle, "an executor of the failed attempt went back to the pool"
+    assert victim_name not in idle, "the killed executor went back to the pool"
+    # the survivor of the failed attempt and the spare ran the restart and went back clean
+    assert {e.name for slot, e in lent.items() if e.name != victim_name} <= idle
     # and the pool still serves correct jobs
     env = rs.StreamEnvironment(parallelism=2)
     _wordcount(env)
