@@ -190,14 +190,18 @@ def window_batch(path: str, parallelism: int = PARALLELISM) -> pa.Table:
 
 register_session(_setup, _teardown)
 register("stateless", "raystream-record", stateless_record, api="record")
+register("stateless", "raystream-record-p1", _p1(stateless_record), api="record")
 register("stateless", "raystream-batch", stateless_batch, api="batch")
+register("stateless", "raystream-batch-p1", _p1(stateless_batch), api="batch")
 register("keyed_sum", "raystream-record", keyed_sum_record, api="record")
 register("keyed_sum", "raystream-record-p1", _p1(keyed_sum_record), api="record")
 register("keyed_sum", "raystream-record-reduce", keyed_sum_record_reduce, api="record")
 register("keyed_sum", "raystream-batch", keyed_sum_batch, api="batch")
 register("keyed_sum", "raystream-batch-p1", _p1(keyed_sum_batch), api="batch")
 register("window", "raystream-record", window_record, api="record")
+register("window", "raystream-record-p1", _p1(window_record), api="record")
 register("window", "raystream-batch", window_batch, api="batch")
+register("window", "raystream-batch-p1", _p1(window_batch), api="batch")
 
 
 # ----------------------------------------------------------------------------- extras

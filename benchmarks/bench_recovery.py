@@ -59,9 +59,11 @@ class _Store(rs.KeyedProcessFunction):
     def process_element(self, value: Any, ctx: Any) -> None:
         if not self.marked:
             self.marked = True
+            now = time.time()
             path = os.path.join(self.marks, f"resumed-{self.attempt}-{os.getpid()}-{id(self)}")
-            with open(path, "w") as f:
-                f.write(repr(time.time()))
+            with open(path + ".tmp", "w") as f:
+                f.write(repr(now))
+            os.replace(path + ".tmp", path)  # the driver never reads a half-written mark
         self.v.update(value)
         return None
 
@@ -97,10 +99,11 @@ def recovery_time(keys: int, warm: bool, timeout_s: float = 300.0) -> dict:
         t_kill = time.time()
         ray.kill(actor, no_restart=True)
         while time.monotonic() < deadline:
-            found = glob.glob(os.path.join(marks, "resumed-*"))
+            found = [f for f in glob.glob(os.path.join(marks, "resumed-*")) if not f.endswith(".tmp")]
             if found:
                 time.sleep(0.05)  # the other subtasks' marks, if they come at the same time
-                first = min(float(open(f).read()) for f in glob.glob(os.path.join(marks, "resumed-*")))
+                marked = [f for f in glob.glob(os.path.join(marks, "resumed-*")) if not f.endswith(".tmp")]
+                first = min(float(open(f).read()) for f in marked)
                 return {"recovery_s": first - t_kill, "load_s": load_s, "restarts": client.info().get("restarts")}
             time.sleep(0.01)
         raise RuntimeError(f"the job did not process records again within {timeout_s}s of the kill")

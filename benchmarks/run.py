@@ -66,6 +66,56 @@ def _load_engine(log) -> bool:
     return True
 
 
+#: (api, workload) -> (p=2 contender, p=1 contender) of the scale-out table (issue 15)
+SCALE_OUT = {
+    (api, w): (f"raystream-{api}", f"raystream-{api}-p1")
+    for api in ("batch", "record")
+    for w in ("stateless", "keyed_sum", "window")
+}
+SPEED_UP_TARGET = 1.7
+
+
+def format_speed_up(results: dict[str, list[harness.Measurement]]) -> str:
+    """The p=2 / p=1 table of the same run: ratio of median rates (best rates)."""
+    lines = [
+        "| p=2 vs p=1 (same run) | stateless | keyed sum | tumbling window |",
+        "|---|---:|---:|---:|",
+    ]
+    for api, label in (("batch", "batch API (`map_batches`, `aggregate`)"),
+                       ("record", "record API (`map`/`filter`, `sum`, window `aggregate`)")):
+        cells = []
+        for w in ("stateless", "keyed_sum", "window"):
+            by = {m.name: m for m in results.get(w, [])}
+            p2, p1 = (by.get(n) for n in SCALE_OUT[(api, w)])
+            if p2 is None or p1 is None or not p2.times or not p1.times:
+                cells.append("-")
+                continue
+            ratio = p2.median / p1.median
+            mark = "" if ratio >= SPEED_UP_TARGET else " (<1.7)"
+            cells.append(f"**{ratio:.2f}x** ({p2.best / p1.best:.2f}x){mark}")
+        lines.append(f"| {label} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def _nexmark(events: int, repeat: int) -> str:
+    """Nexmark q0-q8 at p=1 and p=2 on the running Ray (worker pool warm), vs the python loop."""
+    from benchmarks import bench_nexmark
+    from raystream.jobs import nexmark
+
+    out = []
+    for p in (1, 2):
+        args = nexmark.parse_args(["--events", str(events)])
+        bench_nexmark._warm_up(args, p)
+        results = [
+            bench_nexmark.run_query(q, nexmark.parse_args(["--query", str(q), "--events", str(events)]), p, repeat,
+                                    log=lambda s: None)
+            for q in nexmark.QUERIES
+        ]
+        out += [f"Nexmark, {events:,} events, raystream p={p} (end to end on Ray, generation included):", "",
+                bench_nexmark.format_table(results, events, p), ""]
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m benchmarks.run", description=__doc__.split("\n")[0]
@@ -85,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         "--no-engine", action="store_true", help="do not import benchmarks.bench_engine"
     )
     ap.add_argument("--no-write", action="store_true", help="do not update benchmarks/RESULTS.md")
+    ap.add_argument("--nexmark", type=int, default=1_000_000, metavar="EVENTS",
+                    help="Nexmark events for the p=1 and p=2 query tables (0: skip)")
     args = ap.parse_args(argv)
 
     workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
@@ -107,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         io = _io_floor(str(path), events, args.repeat)
         for w in workloads:
             results[w] = harness.run_workload(w, str(path), events, args.repeat, only)
+        nexmark_text = _nexmark(args.nexmark, args.repeat) if args.nexmark and not args.no_engine else ""
     finally:
         harness.sessions_teardown()
 
@@ -127,8 +180,15 @@ def main(argv: list[str] | None = None) -> int:
             "",
             table,
             "",
+            "Scale-out, p=2 / p=1 of the same run (median rates; best in parentheses; target >= "
+            f"{SPEED_UP_TARGET}x):",
+            "",
+            format_speed_up(results),
+            "",
             "Reading alone (ceiling for every contender):",
             io_lines,
+            "",
+            nexmark_text,
         ]
         + ([f"\n**Wrong or failed:** {', '.join(wrong)}"] if wrong else [])
     )

@@ -42,14 +42,30 @@ SCRIPT = textwrap.dedent('''
         started = time.monotonic() - t0
         import raystream as rs
         from raystream.jobs.wordcount import final_counts, generated_text, tokenize
+        from raystream.operators.sinks import collected_records
 
         lines = [generated_text(i) for i in range(4000)]
         env = rs.StreamEnvironment(parallelism=4)
-        counts = (env.from_collection(lines, batch_size=500).flat_map(tokenize).map(lambda w: (w, 1))
+        source = env.from_collection(lines, batch_size=500)
+        counts = (source.flat_map(tokenize).map(lambda w: (w, 1))
                   .key_by(0).reduce(lambda a, b: (a[0], a[1] + b[1])))
-        got = final_counts(counts.execute_and_collect("two-nodes"))
+        counts.collect()
+
+        def node_of(line):
+            return ray.get_runtime_context().get_node_id()
+
+        # Where the job's tasks ran, reported by the tasks themselves: 8 batches rotate over
+        # the 4 subtasks of this map, so every one of them processes records. (Counting the
+        # TaskActors in the GCS actor table instead saw 3 "nodes" under load: the table also
+        # lists actors that died without being placed, e.g. executors replaced when a
+        # deployment was retried, whose NodeID is not a live node's.)
+        source.rebalance().map(node_of).collect()
+        result = env.execute("two-nodes")
+        sinks = [collected_records(b) for b in result.sink_results.values()]
+        node_ids = next(s for s in sinks if s and isinstance(s[0], str))
+        got = final_counts(next(s for s in sinks if s and not isinstance(s[0], str)))
         want = collections.Counter(w for line in lines for w in tokenize(line))
-        nodes = {a["Address"]["NodeID"] for a in state.actors().values() if a["ActorClassName"] == "TaskActor"}
+        nodes = set(node_ids)
         cluster_nodes = len([n for n in ray.nodes() if n["Alive"]])
         job_s = round(time.monotonic() - t0 - started, 1)
 
@@ -91,7 +107,6 @@ SCRIPT = textwrap.dedent('''
                 pass
         on_worker = on_worker[:killed]
         result = client.wait()
-        from raystream.operators.sinks import collected_records
         recovered = sorted(collected_records(next(iter(result.sink_results.values()))))
         rs.shutdown_workers()  # the idle masters and executors kept for another job
         deadline = time.monotonic() + 10
