@@ -420,11 +420,12 @@ class Task:
         """Create, restore and open the operators (the first thing :meth:`run` does)."""
         self._open()
 
-    def step(self) -> None:
-        """One mailbox step on the calling thread, without waiting: handle the mail already
-        there, process what the inputs hold, fire the due processing-time callbacks, flush
-        due output. :meth:`run` is a loop over such steps."""
-        self._drain_mailbox(None)
+    def step(self, wait_s: float | None = None) -> None:
+        """One mailbox step on the calling thread: handle the mail already there (waiting up
+        to ``wait_s`` for the first if there is none), process what the inputs hold, fire the
+        due processing-time callbacks, flush due output. :meth:`run` is a loop over such
+        steps."""
+        self._drain_mailbox(wait_s)
         self._process_inputs()
         if self._stopped_at is None:
             self._fire_timers()
@@ -449,6 +450,14 @@ class Task:
     def pending_processing_timers(self) -> list[int]:
         """Times of the live processing-time callbacks, ascending."""
         return self._timers.times()
+
+    def next_processing_timer(self) -> int | None:
+        """Time of the earliest live processing-time callback (None: there is none)."""
+        return self._timers.peek_time()
+
+    def has_mail(self) -> bool:
+        """Mail (deliveries, posted calls) waits for the next step (any thread)."""
+        return not self._mailbox.empty()
 
     def _handle_mail(self, mail: tuple) -> None:
         if mail[0] == "data":

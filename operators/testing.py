@@ -26,7 +26,7 @@ import pyarrow as pa
 from raystream.checkpoint.backends import HeapStateBackend
 from raystream.engine.channels import InputInfo
 from raystream.engine.config import TaskConfig
-from raystream.engine.errors import JobFailed
+from raystream.engine.errors import JobFailed, UserCodeError
 from raystream.engine.events import Barrier, EndOfInput, Watermark
 from raystream.engine.keygroups import DEFAULT_MAX_PARALLELISM
 from raystream.engine.operator import ManualClock, OperatorContext, StreamOperator
@@ -102,11 +102,14 @@ class OperatorHarness:
         open: open the operator right away (default True; else call :meth:`open`).
         state_backend: where keyed state lives (the heap backend by default).
         num_inputs: inputs the operator reads (default: ``operator.num_inputs``).
+        output: where the operator's output goes (a new :class:`CollectingOutput` by
+            default; a subclass may route it, as the stateful-functions runner does).
 
-    Exceptions surface as the operator raised them (user code errors as
-    :class:`~raystream.engine.errors.UserCodeError`, with the user's exception as
+    Errors surface as the operator raised them (a user function's as a
+    :class:`~raystream.engine.errors.UserCodeError` with the user's exception as
     ``original``); the task's :class:`~raystream.engine.errors.JobFailed`, which names
-    operator and record, is their ``__context__``.
+    operator and record, is their ``__context__``. A call the operator posted to its
+    mailbox (:meth:`step`) that fails with a ``JobFailed`` of its own raises that.
     """
 
     def __init__(
@@ -120,10 +123,11 @@ class OperatorHarness:
         open: bool = True,
         state_backend: StateBackend | None = None,
         num_inputs: int | None = None,
+        output: CollectingOutput | None = None,
     ) -> None:
         self.operator = operator
         self.clock = clock or ManualClock(0)
-        self.output = CollectingOutput()
+        self.output = output if output is not None else CollectingOutput()
         self.state_backend: StateBackend = state_backend or HeapStateBackend()
         self.num_inputs: int = num_inputs if num_inputs is not None else int(getattr(operator, "num_inputs", 1))
         self._hooks = _Acks()
@@ -168,12 +172,14 @@ class OperatorHarness:
 
     # ------------------------------------------------------------------ driving
     @staticmethod
-    def _run(fn: Callable[[], Any]) -> Any:
+    def _run(fn: Callable[[], Any], posted: bool = False) -> Any:
         try:
             return fn()
         except JobFailed as exc:
-            if exc.__cause__ is not None:  # what the operator raised, as a unit test expects it
-                raise exc.__cause__  # noqa: B904 - the JobFailed stays as __context__
+            # the task wraps what an operator raises (a posted call's failure is raised as is)
+            cause = exc.__cause__
+            if cause is not None and (not posted or isinstance(cause, UserCodeError)):
+                raise cause  # noqa: B904 - the JobFailed stays as __context__
             raise
 
     def _send(self, input_index: int, event: Any) -> None:
@@ -209,6 +215,11 @@ class OperatorHarness:
             self._send(i, EndOfInput())
         self._run(self.task.step)
         return self._run(self.task.finish)
+
+    def step(self, wait_s: float | None = None) -> None:
+        """One step of the task: posted calls (``ctx.post``, waiting up to ``wait_s`` for the
+        first), due processing-time callbacks."""
+        self._run(lambda: self.task.step(wait_s), posted=True)
 
     def snapshot(self) -> dict[str, Any]:
         """A checkpoint of this subtask: a barrier through every input, the state the task

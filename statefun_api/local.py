@@ -1,16 +1,19 @@
 """Run FunctionDispatchers in one process, without Ray: for tests, notebooks and debugging.
 
-:class:`LocalDispatchers` builds ``parallelism`` :class:`~statefun_api.dispatcher.FunctionDispatcher`
-subtasks with their own heap keyed state backends, plays the engine's part (routing ingress
-and feedback messages by key group, running mailbox continuations and processing-time
-timers) on a :class:`~engine.operator.ManualClock`, and collects the egresses. Time only
-moves with :meth:`LocalDispatchers.advance`, so delayed messages and TTL are tested
-without sleeping. ``seed`` shuffles the order in which pending deliveries and
-continuations run (keeping each channel FIFO, as the engine does), to test that results
-do not depend on one interleaving.
+:class:`LocalDispatchers` runs ``parallelism`` :class:`~statefun_api.dispatcher.FunctionDispatcher`
+subtasks, each inside a real engine task (:class:`~raystream.engine.task.Task`, through the
+operator test harness :class:`~raystream.operators.testing.OperatorHarness`) driven step by
+step on the calling thread: the same operator context, keyed state backend, mailbox,
+processing-time service and snapshot code as on a cluster. The runner plays the network's
+part only: it routes ingress and feedback messages to their owning subtask by key group
+(FIFO per sending subtask, as a channel) and collects the egresses. Time is a
+:class:`~engine.operator.ManualClock` that only moves with :meth:`LocalDispatchers.advance`,
+so delayed messages and TTL are tested without sleeping. ``seed`` shuffles the order in
+which pending deliveries and task steps run (keeping each channel FIFO), to test that
+results do not depend on one interleaving.
 
 Remote functions (``endpoints=``) are called for real over HTTP by each dispatcher's I/O
-thread; their replies come back through a thread-safe inbox, so :meth:`LocalDispatchers.run`
+thread; their replies come back through the task's mailbox, so :meth:`LocalDispatchers.run`
 only applies replies that have arrived, and :meth:`LocalDispatchers.run_until_idle` waits
 (in real time) for the calls in flight. Use it as a context manager (or call
 :meth:`LocalDispatchers.close`) to stop the I/O threads.
@@ -28,20 +31,17 @@ Example:
 
 from __future__ import annotations
 
-import heapq
-import queue
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
-from functools import partial
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from raystream.checkpoint import HeapKeyedStateBackend, ValueStateDescriptor
-from raystream.engine.errors import JobFailed, UserCodeError
-from raystream.engine.keygroups import KeyGroupRange, key_group_for, subtask_for_key_group
-from raystream.engine.operator import ManualClock, OperatorContext
+from raystream.checkpoint import HeapStateBackend, ValueStateDescriptor
+from raystream.engine.keygroups import key_group_for, subtask_for_key_group
+from raystream.engine.operator import ManualClock
 from raystream.engine.records import Batch
+from raystream.operators.testing import CollectingOutput, OperatorHarness
 from raystream.statefun_api.dispatcher import (
     DispatcherConfig,
     FunctionDispatcher,
@@ -61,29 +61,20 @@ from raystream.statefun_api.types import Type
 
 __all__ = ["LocalDispatchers"]
 
-
-def _surface_user_error(fn: Callable[[], None]) -> None:
-    """Run a mailbox call; a user function's error (which a task reports as ``JobFailed``)
-    is raised as the ``UserCodeError`` itself, so tests see the original exception."""
-    try:
-        fn()
-    except JobFailed as exc:
-        cause = exc.__cause__
-        if isinstance(cause, UserCodeError):
-            raise cause from None
-        raise
+_INGRESS = -1  # the sending "subtask" of ingress deliveries
 
 
-class _Output:
+class _RoutingOutput(CollectingOutput):
+    """The network output of subtask ``index``: feedback to the owning subtasks, egress and
+    main output collected by the runner."""
+
     def __init__(self, runner: LocalDispatchers, index: int) -> None:
+        super().__init__()
         self.runner = runner
         self.index = index
 
     def emit(self, batch: Batch) -> None:
         self.runner.main_output.extend(batch.records())
-
-    def emit_watermark(self, watermark: Any) -> None:
-        pass
 
     def emit_side(self, tag: str, batch: Batch) -> None:
         records = batch.records()
@@ -103,7 +94,7 @@ class LocalDispatchers:
         egresses: declared egress typenames (or typename -> value type).
         clock: the processing-time clock (default ``ManualClock(0)``).
         max_parallelism: number of key groups.
-        seed: if given, deliveries and continuations run in a seeded random order.
+        seed: if given, deliveries and task steps run in a seeded random order.
         endpoints: remote function endpoints (see :mod:`statefun_api.endpoints`).
         **limits: ``max_in_flight``, ``drain_step``, ``max_batch_per_address``,
             ``timer_tick_ms``, ``inbox_memory_bytes``, ``spill_dir`` (see :class:`~statefun_api.dispatcher.DispatcherConfig`).
@@ -123,7 +114,7 @@ class LocalDispatchers:
         max_parallelism: int = 128,
         seed: int | None = None,
         endpoints: Iterable[RemoteEndpoint] = (),
-        _restore: list[tuple[Any, Any]] | None = None,
+        _restore: Any = None,
         **limits: Any,
     ) -> None:
         self.functions = functions
@@ -132,40 +123,25 @@ class LocalDispatchers:
         self.clock = clock if clock is not None else ManualClock(0)
         self.config = DispatcherConfig(functions, declared_egresses(egresses), endpoints=list(endpoints), **limits)
         self._rng = random.Random(seed) if seed is not None else None
-        # FIFO channels: (source subtask or -1 for the ingress, target subtask, kind) -> calls
-        self._mail: dict[tuple[int, int, str], deque[Callable[[], None]]] = {}
-        # posts from any thread (remote-call replies, continuations), moved into _mail by run()
-        self._inbox: queue.SimpleQueue[tuple[tuple[int, int, str], Callable[[], None]]] = queue.SimpleQueue()
-        self._timers: list[tuple[int, int, int, Callable[[int], None]]] = []
-        self._timer_seq = 0
+        # channels not yet delivered: (sending subtask or _INGRESS, target subtask) -> batches
+        self._mail: dict[tuple[int, int], deque[Batch]] = {}
         self._egress: dict[str, list[Any]] = {}
         self.main_output: list[Any] = []
         self.feedback_records = 0
         self._owners: dict[tuple[str, str], int] = {}
-        self.dispatchers: list[FunctionDispatcher] = []
+        subtask_states, in_flight = _restore_parts(_restore)
+        self.subtasks: list[OperatorHarness] = []
         for index in range(parallelism):
-            kg_range = KeyGroupRange.for_subtask(index, parallelism, max_parallelism)
-            backend = HeapKeyedStateBackend(kg_range, max_parallelism, self.clock)
             op = FunctionDispatcher(self.config)
             op.name = "statefun"
-            if _restore is not None:
-                backend.restore([keyed for keyed, _ in _restore])
-                op.restore_state([operator for _, operator in _restore])
-            ctx = OperatorContext(
-                operator_name="statefun",
-                operator_uid="statefun",
-                task_name=f"statefun ({index + 1}/{parallelism})",
-                subtask_index=index,
-                parallelism=parallelism,
-                max_parallelism=max_parallelism,
-                key_group_range=kg_range,
-                clock=self.clock,
-                keyed_backend=backend,
-                register_processing_timer=partial(self._register, index),
-                post=partial(self._post, index),
-            )
-            op.open(ctx, _Output(self, index))
-            self.dispatchers.append(op)
+            self.subtasks.append(OperatorHarness(
+                op, subtask_index=index, parallelism=parallelism, max_parallelism=max_parallelism,
+                clock=self.clock, restore=subtask_states, state_backend=HeapStateBackend(),
+                output=_RoutingOutput(self, index),
+            ))
+        self.dispatchers: list[FunctionDispatcher] = [h.operator for h in self.subtasks]  # type: ignore[misc]
+        if in_flight:
+            self._deliver(in_flight)
         self.run()
 
     # ------------------------------------------------------------------ driving
@@ -179,74 +155,66 @@ class LocalDispatchers:
             owner = self._owners[key] = subtask_for_key_group(kg, self.parallelism, self.max_parallelism)
         return owner
 
-    def _put(self, channel: tuple[int, int, str], fn: Callable[[], None]) -> None:
-        self._mail.setdefault(channel, deque()).append(fn)
-
-    def _deliver(self, records: list[MessageRecord], source: int = -1) -> None:
+    def _deliver(self, records: list[MessageRecord], source: int = _INGRESS) -> None:
         by_subtask: dict[int, list[MessageRecord]] = {}
         for r in records:
             by_subtask.setdefault(self._owner(r), []).append(r)
         for index, part in by_subtask.items():
-            op = self.dispatchers[index]
-            self._put((source, index, "data"), partial(op.process_batch, Batch.of_records(part)))
-
-    def _post(self, index: int, fn: Callable[[], None]) -> None:
-        """``OperatorContext.post`` of subtask ``index``: run ``fn`` on its mailbox (thread-safe)."""
-        self._inbox.put(((index, index, "mailbox"), partial(_surface_user_error, fn)))
-
-    def _register(self, index: int, time_ms: int, callback: Callable[[int], None]) -> None:
-        self._timer_seq += 1
-        heapq.heappush(self._timers, (time_ms, self._timer_seq, index, callback))
+            self._mail.setdefault((source, index), deque()).append(Batch.of_records(part))
 
     def send(self, *messages: Message) -> LocalDispatchers:
         """Deliver ingress messages (grouped per owning subtask, in order) and :meth:`run`."""
         self._deliver([message_to_record(m) for m in messages])
         return self.run()
 
-    def _take_inbox(self) -> None:
-        while True:
-            try:
-                channel, fn = self._inbox.get_nowait()
-            except queue.Empty:
-                return
-            self._put(channel, fn)
+    def _steppable(self, index: int, now: int) -> bool:
+        task = self.subtasks[index].task
+        due = task.next_processing_timer()
+        return task.has_mail() or (due is not None and due <= now)
 
-    def _runnable(self) -> list[tuple[int, int, str]]:
-        # a dispatcher that does not accept input (a full remote queue) takes no data now
+    def _runnable(self) -> list[tuple[int, int]]:
+        """Channels with a delivery the target accepts now (a dispatcher with a full
+        in-flight budget takes no data), and ``(i, i)`` for tasks with mail or due timers."""
+        now = self.clock.now_ms()
         dispatchers = self.dispatchers
-        return [c for c in self._mail if c[2] != "data" or dispatchers[c[1]].accepts_input()]
+        ready = [c for c in self._mail if dispatchers[c[1]].accepts_input()]
+        ready += [(i, i) for i in range(self.parallelism) if (i, i) not in self._mail and self._steppable(i, now)]
+        return ready
+
+    def _run_one(self, channel: tuple[int, int]) -> None:
+        queue = self._mail.get(channel)
+        if queue and self.dispatchers[channel[1]].accepts_input():
+            batch = queue.popleft()
+            if not queue:
+                del self._mail[channel]
+            self.subtasks[channel[1]].process(batch)
+        else:  # a task step: its posted calls and due timers
+            self.subtasks[channel[1]].step()
 
     def run(self) -> LocalDispatchers:
-        """Process deliveries, continuations, arrived remote replies and due timers until
-        nothing is left to do now (remote calls may still be in flight: see
+        """Process deliveries, posted continuations, arrived remote replies and due timers
+        until nothing is left to do now (remote calls may still be in flight: see
         :meth:`run_until_idle`)."""
         while True:
-            self._take_inbox()
-            while self._mail:
-                channels = self._runnable()
-                if not channels:
-                    break
-                channel = channels[self._rng.randrange(len(channels))] if self._rng is not None else channels[0]
-                queue = self._mail[channel]
-                fn = queue.popleft()
-                if not queue:
-                    del self._mail[channel]
-                fn()
-                self._take_inbox()
-            now = self.clock.now_ms()
-            if not (self._timers and self._timers[0][0] <= now):
-                if self._inbox.empty():
-                    return self
-                continue
-            while self._timers and self._timers[0][0] <= now:
-                t, _, _, cb = heapq.heappop(self._timers)
-                cb(t)
+            channels = self._runnable()
+            if not channels:
+                return self
+            self._run_one(channels[self._rng.randrange(len(channels))] if self._rng is not None else channels[0])
+
+    def pending_timers(self) -> list[int]:
+        """Times of every subtask's live processing-time callbacks (delayed-message ticks,
+        TTL), ascending."""
+        return sorted(t for h in self.subtasks for t in h.pending_processing_timers)
+
+    def _next_timer(self) -> int | None:
+        times = [t for h in self.subtasks if (t := h.task.next_processing_timer()) is not None]
+        return min(times) if times else None
 
     def advance(self, ms: int) -> LocalDispatchers:
         """Move the clock forward by ``ms`` in timer-sized steps, firing due timers."""
         end = self.clock.now_ms() + ms
-        while self._timers and self._timers[0][0] <= end:
-            self.clock.set(max(self.clock.now_ms(), self._timers[0][0]))
+        while (due := self._next_timer()) is not None and due <= end:
+            self.clock.set(max(self.clock.now_ms(), due))
             self.run()
         self.clock.set(end)
         return self.run()
@@ -259,11 +227,9 @@ class LocalDispatchers:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError(f"remote calls still in flight after {timeout_s} s")
-            try:
-                channel, fn = self._inbox.get(timeout=min(remaining, 1.0))
-            except queue.Empty:
-                continue
-            self._put(channel, fn)
+            # wait for a reply on the mailbox of a subtask that awaits one
+            waiting = next(h for h, op in zip(self.subtasks, self.dispatchers) if op.remote_in_flight())
+            waiting.step(wait_s=min(remaining, 0.05))
             self.run()
         return self
 
@@ -277,15 +243,17 @@ class LocalDispatchers:
             if any(op.remote_in_flight() for op in self.dispatchers):
                 self.wait_remote(remote_timeout_s)
                 continue
-            if not self._timers or self._timers[0][0] > deadline:
+            due = self._next_timer()
+            if due is None or due > deadline:
                 raise TimeoutError(f"dispatchers still busy after {max_ms} ms of processing time")
-            self.advance(self._timers[0][0] - self.clock.now_ms())
+            self.advance(due - self.clock.now_ms())
         return self
 
     # ------------------------------------------------------------------ inspection
     def is_idle(self) -> bool:
         """No queued message, continuation or pending delayed message anywhere."""
-        return not self._mail and self._inbox.empty() and all(op.is_idle() for op in self.dispatchers)
+        return (not self._mail and not any(h.task.has_mail() for h in self.subtasks)
+                and all(op.is_idle() for op in self.dispatchers))
 
     def egress(self, typename: str) -> list[Any]:
         """The values emitted to egress ``typename`` so far (in emission order)."""
@@ -341,23 +309,37 @@ class LocalDispatchers:
         self.close()
 
     # ------------------------------------------------------------------ snapshots
-    def snapshot(self, checkpoint_id: int = 1) -> list[tuple[Any, Any]]:
-        """Per subtask: (keyed state snapshot, operator state), as the task would take them.
+    def snapshot(self) -> dict[str, Any]:
+        """A checkpoint of every subtask, as the engine takes it: a barrier through each
+        task (what it acknowledges: operator state and keyed state, serialized), plus the
+        feedback records still on their way between subtasks (the engine's feedback log).
 
-        In-flight deliveries must have been run first (call :meth:`run`); remote requests in
-        flight are part of the operator state (they are sent again after a restore)."""
-        if self._mail:
-            raise RuntimeError("run() the pending deliveries before taking a snapshot")
-        return [(op.backend.snapshot(checkpoint_id), op.snapshot_state(checkpoint_id)) for op in self.dispatchers]
+        Remote requests in flight are part of the operator state (they are sent again after
+        a restore)."""
+        states = [h.snapshot() for h in self.subtasks]
+        in_flight = [r for queue in self._mail.values() for b in queue for r in b.records()]
+        return {"subtasks": states, "in_flight": in_flight}
 
     @classmethod
     def restore(
         cls,
         functions: StatefulFunctions,
-        snapshots: list[tuple[Any, Any]],
+        snapshot: Any,
         parallelism: int = 1,
         **kwargs: Any,
     ) -> LocalDispatchers:
-        """New dispatchers (at any parallelism) restored from :meth:`snapshot`; their timers
-        are re-armed from the restored delayed messages."""
-        return cls(functions, parallelism=parallelism, _restore=snapshots, **kwargs)
+        """New dispatchers (at any parallelism) restored from :meth:`snapshot` (or from a
+        list of per-subtask ``(keyed snapshot, operator state)`` pairs of bare
+        dispatchers: ``(op.backend.snapshot(n), op.snapshot_state(n))``); their timers are
+        re-armed from the restored delayed messages."""
+        return cls(functions, parallelism=parallelism, _restore=snapshot, **kwargs)
+
+
+def _restore_parts(snapshot: Any) -> tuple[list[dict[str, Any]] | None, list[MessageRecord]]:
+    """(per-subtask harness snapshots, in-flight records) of what :meth:`LocalDispatchers.restore` got."""
+    if snapshot is None:
+        return None, []
+    if isinstance(snapshot, dict):
+        return list(snapshot["subtasks"]), list(snapshot.get("in_flight", []))
+    heap = HeapStateBackend()
+    return [{"operator": operator, "keyed": heap.serialize_snapshot(keyed)} for keyed, operator in snapshot], []

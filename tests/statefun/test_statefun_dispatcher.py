@@ -263,7 +263,7 @@ def test_a_cancelled_far_future_message_does_not_keep_the_dispatcher_busy():
     run.send(cmd("a", "later:t:3600000"), cmd("a", "cancel:t"))
     assert run.is_idle()
     run.advance(100)  # the tick timer fires and is not re-armed
-    assert not run._timers
+    assert run.pending_timers() == []
 
 
 def test_cancelled_delayed_messages_leave_the_timer_heap():
