@@ -99,6 +99,16 @@ def open_db(rocksdict: ModuleType, path: str, *, write_buffer_bytes: int, block_
     opts.set_max_open_files(512)
     opts.set_keep_log_file_num(2)
     opts.set_max_background_jobs(2)
+    # Universal compaction: new data stays in small sorted runs that merge with each other,
+    # and the big oldest run is rewritten only when the newer ones reach twice its size
+    # (max_size_amplification_percent). Leveled compaction would rewrite the whole first
+    # level at every flush of keys spread over the key space, and an incremental checkpoint
+    # would upload it again.
+    opts.set_compaction_style(rocksdict.DBCompactionStyle.universal())
+    universal = rocksdict.UniversalCompactOptions()
+    universal.size_ratio = 10
+    universal.max_size_amplification_percent = 200
+    opts.set_universal_compaction_options(universal)
     table = rocksdict.BlockBasedOptions()
     table.set_block_cache(rocksdict.Cache(block_cache_bytes))
     table.set_bloom_filter(10, False)
