@@ -4,6 +4,8 @@ The engine knows no concrete operator (those live in ``operators``) and nothing 
 stateful functions; it runs whatever :class:`StreamOperator` chains a job graph holds.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from .channels import ChannelMetrics, ChannelSender, LocalSender
 from .connectors import (
     END_OF_INPUT,
@@ -28,15 +30,24 @@ from .keygroups import KeyGroupRange, key_group_for, stable_hash
 from .operator import Clock, ManualClock, OperatorContext, Output, StreamOperator, SystemClock
 from .records import Batch
 
+if TYPE_CHECKING:  # the lazily loaded names below, for type checkers
+    from .client import JobClient, JobResult, submit
+    from .pool import shutdown_workers
 
-def __getattr__(name: str):
-    # JobClient/JobResult need Ray; import them lazily so that `import engine.errors`
-    # (used by the Ray-free checkpoint and statefun_api packages) does not load Ray.
+
+def __getattr__(name: str) -> Any:
+    # JobClient/JobResult/submit and the worker pool need Ray; they load on first use so that
+    # the contracts (engine.errors ...) and every package built on them import without Ray
     if name in ("JobClient", "JobResult", "submit"):
         from . import client
 
         return getattr(client, name)
-    raise AttributeError(f"module 'engine' has no attribute {name!r}")
+    if name == "shutdown_workers":
+        from . import pool
+
+        return pool.shutdown_workers
+    raise AttributeError(f"module 'raystream.engine' has no attribute {name!r}")
+
 
 __all__ = [
     "Barrier",
@@ -54,6 +65,7 @@ __all__ = [
     "JobClient",
     "JobFailed",
     "JobResult",
+    "shutdown_workers",
     "submit",
     "KeyGroupRange",
     "LocalSender",

@@ -28,10 +28,10 @@ from typing import Any, Callable, TypeVar
 
 import pyarrow as pa
 
+import raystream.engine as engine_api  # JobClient/JobResult/submit load Ray on first use
 from raystream.checkpoint.backends import state_backend_by_name
 from raystream.checkpoint.coordinator import CheckpointConfig
 from raystream.checkpoint.storage import check_savepoint, resolve_storage, signing_key
-from raystream.engine.client import JobClient, JobResult, submit
 from raystream.engine.config import JobConfig, TaskConfig
 from raystream.engine.connectors import Sink, Source
 from raystream.engine.errors import ConfigError, GraphError
@@ -224,15 +224,15 @@ class StreamEnvironmentBase:
         return build_job_graph(self.graph, self.max_parallelism)
 
     def execute_async(self, job_name: str = "raystream-job", from_savepoint: str | None = None,
-                      allow_non_restored_state: bool = False) -> JobClient:
+                      allow_non_restored_state: bool = False) -> engine_api.JobClient:
         """Submit the job and return a :class:`JobClient` immediately (see :meth:`execute`)."""
         if from_savepoint is not None:
             check_savepoint(from_savepoint)  # a wrong path fails now, before Ray starts
         job_graph = self.get_job_graph()
-        return submit(job_graph, self._job_config(job_name, from_savepoint, allow_non_restored_state), self.address)
+        return engine_api.submit(job_graph, self._job_config(job_name, from_savepoint, allow_non_restored_state), self.address)
 
     def execute(self, job_name: str = "raystream-job", from_savepoint: str | None = None,
-                allow_non_restored_state: bool = False) -> JobResult:
+                allow_non_restored_state: bool = False) -> engine_api.JobResult:
         """Run the job to its end (blocking) and return its :class:`JobResult`.
 
         ``from_savepoint`` starts from a savepoint (operators matched by ``uid``, keyed state

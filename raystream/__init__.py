@@ -6,6 +6,9 @@ Example:
     >>> env.from_collection(["to be or not to be"]).flat_map(str.split).print()  # doctest: +SKIP
 """
 
+from typing import TYPE_CHECKING, Any
+
+from raystream import engine
 from raystream.checkpoint import AggregateFunction
 from raystream.engine import (
     Barrier,
@@ -15,9 +18,7 @@ from raystream.engine import (
     ConfigError,
     GraphError,
     JobCancelled,
-    JobClient,
     JobFailed,
-    JobResult,
     KeyGroupRange,
     ManualClock,
     RaystreamError,
@@ -29,7 +30,6 @@ from raystream.engine import (
     StreamOperator,
     Watermark,
 )
-from raystream.engine.pool import shutdown_workers
 from raystream.engine.restart import RestartStrategy
 from raystream.operators import (  # event time
     BroadcastProcessFunction,
@@ -65,6 +65,17 @@ from raystream.operators import (  # event time
 )
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:  # loaded on first use (they need Ray): see __getattr__
+    from raystream.engine import JobClient, JobResult, shutdown_workers
+
+
+def __getattr__(name: str) -> Any:
+    # the Ray-backed names load on first use, so that `import raystream.statefun_api` (the
+    # SDK surface) and the graph-building API import without Ray
+    if name in ("JobClient", "JobResult", "shutdown_workers"):
+        return getattr(engine, name)
+    raise AttributeError(f"module 'raystream' has no attribute {name!r}")
 
 __all__ = [
     "AggregateFunction",

@@ -5,13 +5,8 @@ The SDK surface is what a function module and its tests use: the package's expor
 registry, the invocation core, the request-reply codec and ``RequestReplyHandler``,
 endpoint declarations), ``statefun_api.server`` and ``statefun_api.testing``. None of
 it may import Ray: each check runs in a fresh interpreter where importing ``ray`` raises.
-
-The root package ``raystream`` still loads Ray on import (``JobClient``,
-``shutdown_workers`` and ``operators._environment_base`` import ``engine.client``), so
-the subprocess loads ``raystream`` as a bare package (its folder, without running its
-``__init__``) and imports ``raystream.statefun_api`` from it: this isolates what the SDK
-surface itself needs. ``test_importing_raystream_statefun_api_loads_no_ray`` states the
-remaining gap and turns into a failure (strict xfail) once the root package is fixed.
+The root package ``raystream`` imports without Ray too (``JobClient``, ``JobResult``,
+``submit`` and ``shutdown_workers`` load on first use), and so does the graph-building API.
 """
 
 from __future__ import annotations
@@ -20,8 +15,6 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,14 +50,6 @@ class NoRay:
         return None
 
 sys.meta_path.insert(0, NoRay())
-"""
-
-BARE_ROOT = f"""\
-import types
-
-package = types.ModuleType("raystream")
-package.__path__ = [{str(ROOT / "raystream")!r}]
-sys.modules["raystream"] = package
 """
 
 # a function module and its checks, as a user's unit test would write them
@@ -109,28 +94,36 @@ def run_python(*parts: str) -> subprocess.CompletedProcess:
 
 def test_the_sdk_surface_imports_without_ray():
     imports = "\n".join(f"import {m}" for m in SDK_SURFACE)
-    done = run_python(NO_RAY, BARE_ROOT, imports, "assert 'ray' not in sys.modules, sorted(m for m in sys.modules if m.startswith('ray'))")
+    done = run_python(NO_RAY, imports, "assert 'ray' not in sys.modules, sorted(m for m in sys.modules if m.startswith('ray'))")
     assert done.returncode == 0, done.stderr
 
 
 def test_functions_are_tested_without_ray():
-    done = run_python(NO_RAY, BARE_ROOT, USE_THE_SDK, "assert 'ray' not in sys.modules\nprint('ok')")
+    done = run_python(NO_RAY, USE_THE_SDK, "assert 'ray' not in sys.modules\nprint('ok')")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
 
 
 def test_the_ray_block_works():
     """The guard itself: the same subprocess setup does stop an import of Ray."""
-    done = run_python(NO_RAY, BARE_ROOT, "import raystream.engine.client")
+    done = run_python(NO_RAY, "import raystream.engine.client")
     assert done.returncode != 0
     assert "imported 'ray'" in done.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the root package loads Ray: raystream/__init__.py imports JobClient/JobResult (engine.client) and "
-    "shutdown_workers (engine.pool), and operators/_environment_base.py imports engine.client at module level",
-)
-def test_importing_raystream_statefun_api_loads_no_ray():
-    done = run_python("import sys\nimport raystream.statefun_api\nassert 'ray' not in sys.modules, 'ray was imported'")
+def test_importing_raystream_and_building_a_job_loads_no_ray():
+    done = run_python(NO_RAY, """\
+import raystream as rs
+import raystream.statefun_api
+env = rs.StreamEnvironment(parallelism=2)
+env.from_collection([1, 2, 3]).map(lambda x: x * 2).key_by(lambda x: x % 2).reduce(lambda a, b: a + b).collect()
+assert len(env.get_job_graph().vertices) >= 2
+assert 'ray' not in sys.modules
+""")
+    assert done.returncode == 0, done.stderr
+
+
+def test_ray_loads_when_a_job_needs_it():
+    done = run_python("import sys\nimport raystream as rs\nassert 'ray' not in sys.modules\n"
+                      "assert rs.JobClient.__module__ == 'raystream.engine.client' and 'ray' in sys.modules")
     assert done.returncode == 0, done.stderr
