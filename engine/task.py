@@ -209,6 +209,7 @@ class Task:
         self._fb_logging: tuple | None = None  # (checkpoint id, channels still logging, log, state)
         self._replay: list = []  # feedback records restored from a checkpoint, processed first
         self._stopped_at: int | None = None  # stop-with-savepoint: the barrier id the task stopped at
+        self._deferred_trigger: Barrier | None = None  # a trigger that waits for the inputs' end (FLIP-147)
 
     # ------------------------------------------------------------------ thread-safe entry points
     def deliver(self, channel: int, seq: int, items: list, ack: Callable[[], None]) -> None:
@@ -633,6 +634,8 @@ class Task:
             ch.watermark = MAX_WATERMARK
             self._advance_watermark(ch.info.input_index)
             self._check_alignment()
+            if self._deferred_trigger is not None:
+                self._take_deferred_trigger()
         elif type(event) is StreamStatus:
             ch.idle = event.idle
             self._advance_watermark(ch.info.input_index)
@@ -698,8 +701,20 @@ class Task:
         if self._finished or self._stopped_at is not None or barrier.checkpoint_id <= self.last_checkpoint_id:
             return  # (a finished task is represented by its final state)
         if self._source_reader is None and not all(ch.ended for ch in self._regular):
-            return  # the barrier arrives through the inputs that are still open
+            # The master saw every upstream task finish, but their end of input is still
+            # queued here: the snapshot follows it (every record before it is in the state).
+            # (A barrier that comes through an input first takes the checkpoint instead.)
+            if self._deferred_trigger is None or barrier.checkpoint_id > self._deferred_trigger.checkpoint_id:
+                self._deferred_trigger = barrier
+            return
         self._checkpoint(barrier)
+
+    def _take_deferred_trigger(self) -> None:
+        barrier = self._deferred_trigger
+        if barrier is not None and all(ch.ended for ch in self._regular):
+            self._deferred_trigger = None
+            if barrier.checkpoint_id > self.last_checkpoint_id and self._stopped_at is None and not self._finished:
+                self._checkpoint(barrier)
 
     def _checkpoint(self, barrier: Barrier) -> None:
         cid = barrier.checkpoint_id

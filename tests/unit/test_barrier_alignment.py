@@ -129,3 +129,33 @@ def test_aborted_alignment_unblocks_channels():
     t.join(10)
     assert not t.is_alive()
     assert hooks.acks == {}
+
+
+@pytest.mark.parametrize("queued_items", [0, 1, 5])
+def test_a_trigger_that_arrives_before_the_queued_end_of_input_waits_for_it(queued_items):
+    """FLIP-147: the master triggers a task once it saw every upstream task finish, but their
+    last records and end of input may still be queued in the task. The trigger must not be
+    dropped (the checkpoint would hang until it timed out, and no later one could start):
+    the snapshot is taken after the end of input, with every record before it."""
+    task, hooks = make_task(2)
+    task.open()
+    records = [pa.RecordBatch.from_pylist([{"i": i}]) for i in range(queued_items)]
+    task.deliver(0, 0, [*records, EndOfInput()], lambda: None)
+    task.post(lambda: task.trigger_checkpoint(Barrier(7)))  # the trigger overtakes channel 1's end
+    task.step()
+    assert 7 not in hooks.acks  # channel 1 is still open
+    task.deliver(1, 0, [pa.RecordBatch.from_pylist([{"i": 99}]), EndOfInput()], lambda: None)
+    task.step()
+    assert [r["i"] for r in hooks.acks[7]] == [r["i"] for r in [*records, pa.RecordBatch.from_pylist([{"i": 99}])]
+                                                for r in r.to_pylist()]
+
+
+def test_a_deferred_trigger_of_an_aborted_checkpoint_is_dropped():
+    task, hooks = make_task(1)
+    task.open()
+    task.post(lambda: task.trigger_checkpoint(Barrier(3)))
+    task.step()
+    task.notify_checkpoint_aborted(3)
+    task.deliver(0, 0, [EndOfInput()], lambda: None)
+    task.step()
+    assert hooks.acks == {}
