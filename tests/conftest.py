@@ -5,8 +5,14 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import settings
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+# Property tests are deterministic and untimed: the same examples in every run (a failure
+# reproduces), and no per-example deadline (a loaded 2-core CI machine is not a bug).
+settings.register_profile("raystream", deadline=None, derandomize=True)
+settings.load_profile("raystream")
 
 
 @pytest.fixture(scope="session")
