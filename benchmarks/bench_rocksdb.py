@@ -31,7 +31,12 @@ import time
 from typing import Any
 
 import raystream as rs
-from raystream.checkpoint import CheckpointStorage, RocksDBKeyedStateBackend, RocksDBStateBackend, ValueStateDescriptor
+from raystream.checkpoint import (
+    CheckpointStorage,
+    RocksDBKeyedStateBackend,
+    RocksDBStateBackend,
+    ValueStateDescriptor,
+)
 from raystream.engine.keygroups import KeyGroupRange
 from raystream.engine.local_runtime import run_in_process
 
