@@ -166,10 +166,12 @@ class RocksDBStateBackend:
 
 
 #: state backends by the name ``env.set_state_backend`` accepts
-STATE_BACKENDS: dict[str, Callable[[], object]] = {"heap": HeapStateBackend, "rocksdb": RocksDBStateBackend}
+STATE_BACKENDS: dict[str, Callable[[], HeapStateBackend | RocksDBStateBackend]] = {
+    "heap": HeapStateBackend, "rocksdb": RocksDBStateBackend,
+}
 
 
-def state_backend_by_name(name: str) -> object:
+def state_backend_by_name(name: str) -> HeapStateBackend | RocksDBStateBackend:
     """A new state backend for ``name`` (``"heap"`` or ``"rocksdb"``).
 
     Raises:
