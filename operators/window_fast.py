@@ -11,6 +11,12 @@ is emitted once the watermark reaches ``s + size - 1`` as one Arrow batch of row
 Used by ``keyed.window(Tumbling/SlidingEventTimeWindows...).aggregate(n=("value", "count"))``
 when the key and the timestamps are columns and the default trigger is used with no
 allowed lateness; other cases run the record-API :class:`WindowOperator` with the same output.
+
+With a combiner before the shuffle (:class:`~operators.window_combiner.VectorWindowCombiner`,
+the default) the operator also reads **partial batches**: rows ``{key, PANE_COLUMN,
+<accumulators>}`` already grouped per key and pane (a pane is a slice of ``gcd(size, slide)``
+ms; for tumbling windows, the window itself). Each pane row goes into every window that
+contains the pane, exactly as the pane's raw records would.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from raystream.engine.errors import ConfigError, GraphError
+from raystream.engine.errors import ConfigError, GraphError, RaystreamError
 from raystream.engine.events import MIN_WATERMARK, Watermark
 from raystream.engine.keygroups import key_groups_of_array
 from raystream.engine.operator import OperatorContext, Output, StreamOperator
@@ -31,13 +37,50 @@ from raystream.engine.records import Batch
 
 from .windows import SlidingEventTimeWindows, TumblingEventTimeWindows
 
-__all__ = ["VectorWindowAggregateOperator", "WINDOW_AGGREGATIONS"]
+__all__ = ["PANE_COLUMN", "VectorWindowAggregateOperator", "WINDOW_AGGREGATIONS", "assign_windows", "base_aggregations"]
 
 log = logging.getLogger(__name__)
 
 WINDOW_AGGREGATIONS = ("count", "sum", "min", "max", "mean")
 _MERGE = {"sum": "sum", "count": "sum", "min": "min", "max": "max"}
 _COMPACT_EVERY = 32
+#: the pane start column of a combiner's partial batch (its presence marks a partial batch)
+PANE_COLUMN = "__raystream_pane"
+
+
+def base_aggregations(aggregations: dict[str, tuple[str, str]]) -> list[tuple[str, str]]:
+    """The accumulated ``(column, fn)`` pairs behind ``aggregations`` (``mean`` is kept as
+    sum and count), each once, in first-use order; accumulator ``i`` is named
+    ``f"{column}_{fn}"``."""
+    base: list[tuple[str, str]] = []
+    for col, fn in aggregations.values():
+        for b in (("sum", "count") if fn == "mean" else (fn,)):
+            if (col, b) not in base:
+                base.append((col, b))
+    return base
+
+
+def assign_windows(ts: np.ndarray, size: int, slide: int, offset: int,
+                   watermark: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Windows of timestamps ``ts`` that the watermark has not closed.
+
+    Returns ``(starts, rows, late)``: one window start per (row, open window) pair, the row
+    of each (None: row ``i`` for start ``i``, every row in exactly one window), and a mask of
+    rows whose windows are all closed (late). A window ``[s, s + size)`` is closed once
+    ``watermark >= s + size - 1``.
+    """
+    last = ts - (ts - offset) % slide
+    k = -(-size // slide)
+    if k == 1:
+        keep = last + (size - 1) > watermark
+        if keep.all():
+            return last, None, ~keep
+        rows = np.flatnonzero(keep)
+        return last[rows], rows, ~keep
+    cand = last[None, :] - (np.arange(k, dtype=np.int64) * slide)[:, None]  # (k, n)
+    valid = (cand > ts[None, :] - size) & (cand + (size - 1) > watermark)
+    j, rows = np.nonzero(valid)
+    return cand[j, rows], rows, ~valid.any(axis=0)
 
 
 class VectorWindowAggregateOperator(StreamOperator):
@@ -66,11 +109,7 @@ class VectorWindowAggregateOperator(StreamOperator):
         self.offset = assigner.offset
         self.aggregations = dict(aggregations)
         self.late_tag = late_tag
-        base: list[tuple[str, str]] = []
-        for col, fn in aggregations.values():
-            for b in (("sum", "count") if fn == "mean" else (fn,)):
-                if (col, b) not in base:
-                    base.append((col, b))
+        base = base_aggregations(aggregations)
         self.base = base
         self.acc_names = [f"{c}_{f}" for c, f in base]
         self.pending: list[pa.Table] = []
@@ -99,27 +138,14 @@ class VectorWindowAggregateOperator(StreamOperator):
         if not n:
             return
         names = rb.schema.names
+        if PANE_COLUMN in names:
+            self._process_partials(rb)
+            return
         for c in (self.key_column, self.ts_column, *(c for c, _ in self.base)):
             if c not in names:
                 raise GraphError(f"window aggregate: column {c!r} is not in the batch (columns: {names})")
         ts = rb.column(self.ts_column).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
-        last = ts - (ts - self.offset) % self.slide
-        k = -(-self.size // self.slide)
-        wm = self.watermark
-        if k == 1:
-            starts = last
-            keep = starts + (self.size - 1) > wm
-            row_late = ~keep
-            idx = None if keep.all() else np.flatnonzero(keep)
-            if idx is not None:
-                starts = starts[idx]
-        else:
-            cand = last[None, :] - (np.arange(k, dtype=np.int64) * self.slide)[:, None]  # (k, n)
-            valid = (cand > ts[None, :] - self.size) & (cand + (self.size - 1) > wm)
-            row_late = ~valid.any(axis=0)
-            j, rows = np.nonzero(valid)
-            idx = rows
-            starts = cand[j, rows]
+        starts, idx, row_late = assign_windows(ts, self.size, self.slide, self.offset, self.watermark)
         if row_late.any():
             self._late(rb.filter(pa.array(row_late)))
         if starts.size == 0:
@@ -131,7 +157,35 @@ class VectorWindowAggregateOperator(StreamOperator):
             cols[c] = col if take is None else col.take(take)
         cols["window_start"] = pa.array(starts, pa.int64())
         part = pa.table(cols).group_by([self.key_column, "window_start"], use_threads=False).aggregate(list(self.base))
-        self.pending.append(part.select([self.key_column, "window_start", *self.acc_names]))
+        self._add_pending(part.select([self.key_column, "window_start", *self.acc_names]), starts)
+
+    def _process_partials(self, rb: pa.RecordBatch) -> None:
+        """A combiner's partial batch: each pane row goes into the open windows containing
+        the pane (merged with the other partials at compaction or firing). The combiner only
+        pre-aggregates panes none of whose windows its own watermark has closed, and this
+        operator's watermark never passes the combiner's, so no pane row can be late here."""
+        panes = rb.column(PANE_COLUMN).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        starts, idx, row_late = assign_windows(panes, self.size, self.slide, self.offset, self.watermark)
+        if row_late.any():
+            first = rb.filter(pa.array(row_late)).slice(0, 1).to_pylist()
+            raise RaystreamError(
+                f"window aggregate {self.ctx.operator_name!r}: a pre-aggregated partial {first!r} arrived "
+                f"after every window of its pane closed (watermark {self.watermark}); the combiner "
+                "before the shuffle must run with this operator (restoring a savepoint taken without "
+                "it? then use aggregate(..., combine=False))"
+            )
+        if starts.size == 0:
+            return
+        take = pa.array(idx) if idx is not None else None
+        cols: dict[str, pa.Array | pa.ChunkedArray] = {}
+        for c in (self.key_column, *self.acc_names):
+            col = rb.column(c)
+            cols[c] = col if take is None else col.take(take)
+        cols["window_start"] = pa.array(starts, pa.int64())
+        self._add_pending(pa.table(cols).select([self.key_column, "window_start", *self.acc_names]), starts)
+
+    def _add_pending(self, part: pa.Table, starts: np.ndarray) -> None:
+        self.pending.append(part)
         self.min_end = min(self.min_end, int(starts.min()) + self.size)
         if len(self.pending) >= _COMPACT_EVERY:
             self.pending = [self._merged()]

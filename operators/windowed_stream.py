@@ -11,6 +11,11 @@ Example:
     >>> #     WatermarkStrategy.for_bounded_out_of_orderness(500).with_timestamp_column("ts"))
     >>> #   .key_by("key").window(TumblingEventTimeWindows.of(1000))
     >>> #   .aggregate(n=("value", "count"), total=("value", "sum"))      # vectorized
+
+Window aggregates pre-aggregate before the shuffle by default (a combiner chained to the
+upstream operator, :mod:`operators.window_combiner`): the vectorized ``aggregate(n=...)``
+always, ``aggregate(AggregateFunction)`` on tumbling event-time windows with the default
+trigger. ``aggregate(..., combine=False)`` turns it off.
 """
 
 from __future__ import annotations
@@ -18,12 +23,19 @@ from __future__ import annotations
 from typing import Any, Callable, Generic, Iterable, TypeVar
 
 from raystream.engine.errors import GraphError
-from raystream.engine.partitioners import KeySelector
+from raystream.engine.graph import StreamEdge, Transformation
+from raystream.engine.partitioners import KeyGroupPartitioner, KeySelector
 
 from ._stream_base import StreamBase, find_timestamp_assigner
 from .functions import OutputTag, tag_name
 from .time import TimestampAssigner
-from .window_fast import WINDOW_AGGREGATIONS, VectorWindowAggregateOperator
+from .window_combiner import CombinedWindowOperator, VectorWindowCombiner, WindowAggregateCombiner
+from .window_fast import (
+    PANE_COLUMN,
+    WINDOW_AGGREGATIONS,
+    VectorWindowAggregateOperator,
+    base_aggregations,
+)
 from .window_operator import AGGREGATE, LIST, REDUCE, WindowOperator
 from .windows import (
     CountTrigger,
@@ -154,19 +166,30 @@ class WindowedStream(Generic[S]):
             raise GraphError(f"reduce() expects a function, got {fn!r}")
         return self._operator("window_reduce", REDUCE, fn, window_function)
 
-    def aggregate(self, aggregate_function: Any = None, window_function: ProcessWindowFunction | None = None,
-                  **specs: tuple[str, str]) -> S:
+    def aggregate(self, aggregate_function: Any = None, window_function: ProcessWindowFunction | None = None, *,
+                  combine: bool = True, **specs: tuple[str, str]) -> S:
         """``aggregate(AggregateFunction)``: incremental aggregation per window; or
         ``aggregate(n=("value", "count"), total=("value", "sum"))``: rows
         ``{key, window_start, window_end, n, total}`` (vectorized on Arrow when the key and
         timestamps are columns, the windows tumbling/sliding in event time, with the default
-        trigger and no allowed lateness; the record path otherwise)."""
+        trigger and no allowed lateness; the record path otherwise).
+
+        ``combine`` (default True): pre-aggregate before the shuffle where that gives the
+        same output (the vectorized path; an AggregateFunction on tumbling event-time windows
+        with the default trigger, whose ``merge()`` must agree with ``add()``), so a hot key
+        costs its subtask one partial per upstream batch and window instead of every record.
+        ``combine=False``: every record crosses the shuffle (see ``docs/event_time.md``).
+        """
+        if not isinstance(combine, bool):
+            raise GraphError(f"aggregate(combine={combine!r}): combine must be True or False")
         if aggregate_function is not None:
             missing = [m for m in ("create_accumulator", "add", "get_result", "merge") if not callable(getattr(aggregate_function, m, None))]
             if missing:
                 raise GraphError(f"aggregate() expects an AggregateFunction (missing {missing}), got {aggregate_function!r}")
             if specs:
                 raise GraphError("aggregate(): pass either an AggregateFunction or named (column, fn) specs, not both")
+            if combine and self._combinable():
+                return self._combined_aggregate(aggregate_function, window_function)
             return self._operator("window_aggregate", AGGREGATE, aggregate_function, window_function)
         if not specs:
             raise GraphError("aggregate() needs an AggregateFunction or specs like n=('value', 'count')")
@@ -187,9 +210,51 @@ class WindowedStream(Generic[S]):
         ):
             return self._operator("window_aggregate", LIST, None, _SpecsWindowFunction(key_name, dict(specs)))
         assigner, late_tag, sp = self.assigner, self._late_tag, dict(specs)
-        node = self.stream._add(
-            "window_aggregate", lambda: VectorWindowAggregateOperator(key, tcol, assigner, sp, late_tag), keyed=True,
-            schema_names=[key, "window_start", "window_end", *sp],
+        schema_names = [key, "window_start", "window_end", *sp]
+        if not combine:
+            node = self.stream._add(
+                "window_aggregate", lambda: VectorWindowAggregateOperator(key, tcol, assigner, sp, late_tag), keyed=True,
+                schema_names=schema_names,
+            )
+            return self.stream._stream(node)
+        acc_names = [f"{c}_{f}" for c, f in base_aggregations(sp)]
+        local = self._combiner("window_aggregate (local)", lambda: VectorWindowCombiner(key, tcol, assigner, sp),
+                               [key, PANE_COLUMN, *acc_names])
+        node = self.stream.env.add_node(
+            "window_aggregate", "operator", [StreamEdge(local, KeyGroupPartitioner(selector))],
+            operator_factory=lambda: VectorWindowAggregateOperator(key, tcol, assigner, sp, late_tag), keyed=True,
+            schema_names=schema_names,
+        )
+        return self.stream._stream(node)
+
+    def _combiner(self, name: str, factory: Callable[[], Any], schema_names: list[str] | None) -> Transformation:
+        """A combiner node chained to the upstream operator (forward edge, same parallelism)."""
+        node = self.stream.env.add_node(name, "operator", [self.stream._edge(None)], operator_factory=factory,
+                                        schema_names=schema_names)
+        node.parallelism = self.stream.node.parallelism
+        return node
+
+    def _combinable(self) -> bool:
+        """Whether an AggregateFunction window can pre-aggregate before the shuffle with the
+        same output: tumbling event-time windows with the default trigger."""
+        return type(self.assigner) is TumblingEventTimeWindows and self._trigger is None
+
+    def _combined_aggregate(self, fn: Any, window_function: ProcessWindowFunction | None) -> S:
+        """``aggregate(AggregateFunction)`` as a combiner chained before the shuffle (keyed by
+        the partials' field 0) and the keyed :class:`CombinedWindowOperator`."""
+        selector = self._selector
+        assigner, lateness, late_tag = self.assigner, self._lateness, self._late_tag
+        assert isinstance(assigner, TumblingEventTimeWindows)  # _combinable
+        ts = self._timestamps()
+        assert ts is not None  # event-time windows
+        key_of = selector.key_of
+        CombinedWindowOperator(key_of, assigner, fn, window_function, lateness, late_tag, ts)  # validate now
+        local = self._combiner("window_aggregate (local)", lambda: WindowAggregateCombiner(selector, assigner, fn, ts),
+                               None)
+        node = self.stream.env.add_node(
+            "window_aggregate", "operator", [StreamEdge(local, KeyGroupPartitioner(KeySelector(0)))],
+            operator_factory=lambda: CombinedWindowOperator(key_of, assigner, fn, window_function, lateness, late_tag, ts),
+            keyed=True,
         )
         return self.stream._stream(node)
 

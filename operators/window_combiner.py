@@ -1,0 +1,303 @@
+"""Window combiners: pre-aggregation per (key, pane) *before* the ``key_by`` shuffle.
+
+A keyed window aggregate normally ships every record to the subtask of its key, so a hot key
+puts all its raw records on one subtask and every record crosses the exchange. A combiner
+chained to the upstream operator (Flink's local/two-phase aggregation) folds each batch per
+key and *pane* first, and the shuffle carries one partial per (key, pane) and batch; the
+keyed window operator merges the partials into its windows. A pane is a slice of
+``gcd(size, slide)`` ms: every record of a pane belongs to the same windows (for tumbling
+windows the pane is the window), so a pane partial stands for its records in each of them.
+
+* :class:`VectorWindowCombiner`: before
+  :class:`~operators.window_fast.VectorWindowAggregateOperator` (the named-spec
+  ``aggregate(n=("value", "count"))``, tumbling or sliding): one pyarrow group-by per batch,
+  partial rows ``{key, PANE_COLUMN, <accumulators>}``.
+* :class:`WindowAggregateCombiner`: before :class:`CombinedWindowOperator` (the record API's
+  ``aggregate(AggregateFunction)`` over tumbling event-time windows with the default
+  trigger, any allowed lateness): ``add()`` per record into one accumulator per (key, window)
+  and batch, partial records ``(key, window_start, False, accumulator)``; the keyed operator
+  merges them with ``merge()``.
+
+**Same output as without the combiner.** Lateness is decided downstream, against the keyed
+operator's watermark, which never passes the combiner's own (the combiner emits its partials
+before it forwards a later watermark, and keeps its watermark in its snapshot). So the
+combiner pre-aggregates only panes whose every window is still open at *its* watermark (they
+are open downstream too: no late drop, no late firing can be involved), and passes the
+records of every other pane through unchanged (raw rows; record API: ``(key, timestamp,
+True, record)``), which the keyed operator handles record by record as it would without a
+combiner: late records to the side output, firings within the allowed lateness per record.
+
+**Exactly once.** Nothing is buffered: every batch is folded and emitted before the next
+input, so nothing is pending when a barrier passes; the snapshot holds the combiner's
+watermark only (restored as the maximum over the old subtasks: an upper bound of the keyed
+operator's restored watermark, which keeps the rule above on recovery and rescale).
+
+Example:
+    >>> from raystream.operators.windows import TumblingEventTimeWindows
+    >>> from raystream.operators.testing import OperatorHarness
+    >>> import pyarrow as pa
+    >>> h = OperatorHarness(VectorWindowCombiner("k", "ts", TumblingEventTimeWindows.of(10),
+    ...                                          {"n": ("v", "count")}))
+    >>> h.process(pa.RecordBatch.from_pydict({"k": ["a", "a", "b"], "v": [1, 2, 3], "ts": [1, 2, 13]}))
+    >>> sorted(h.table().to_pylist(), key=str)  # doctest: +NORMALIZE_WHITESPACE
+    [{'k': 'a', '__raystream_pane': 0, 'v_count': 2}, {'k': 'b', '__raystream_pane': 10, 'v_count': 1}]
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import numpy as np
+import pyarrow as pa
+
+from raystream.checkpoint.descriptors import AggregateFunction
+from raystream.engine.errors import ConfigError, GraphError, RaystreamError, UserCodeError
+from raystream.engine.events import MIN_WATERMARK, Watermark
+from raystream.engine.operator import StreamOperator
+from raystream.engine.partitioners import KeySelector
+from raystream.engine.records import Batch
+
+from .time import TimestampAssigner
+from .window_fast import PANE_COLUMN, base_aggregations
+from .window_operator import AGGREGATE, WindowOperator
+from .windows import (
+    ProcessWindowFunction,
+    SlidingEventTimeWindows,
+    TimeWindow,
+    TumblingEventTimeWindows,
+)
+
+__all__ = ["CombinedWindowOperator", "VectorWindowCombiner", "WindowAggregateCombiner", "first_window_ends"]
+
+_MISSING: Any = object()
+
+
+def first_window_ends(panes: np.ndarray, size: int, slide: int, offset: int) -> np.ndarray:
+    """The end of the *earliest* window containing each pane start (aligned to
+    ``gcd(size, slide)`` past ``offset``); a pane is still fully open at watermark ``wm`` iff
+    ``end - 1 > wm``.
+
+    Example:
+        >>> first_window_ends(np.array([0, 500, 1500]), 2000, 500, 0).tolist()
+        [500, 1000, 2000]
+    """
+    lo = panes - size + 1
+    return lo + (offset - lo) % slide + size
+
+
+class _WatermarkState:
+    """The combiner's watermark: the largest it forwarded, snapshotted and restored as the
+    maximum over the old subtasks (see the module docstring)."""
+
+    watermark: int = MIN_WATERMARK
+
+    def process_watermark(self, watermark: Watermark, input_index: int = 0) -> None:
+        if watermark.timestamp > self.watermark:
+            self.watermark = watermark.timestamp
+        self.output.emit_watermark(watermark)  # type: ignore[attr-defined]
+
+    def snapshot_state(self, checkpoint_id: int) -> dict[str, int]:
+        return {"watermark": self.watermark}
+
+    def restore_state(self, states: list[Any]) -> None:
+        for st in states:
+            if st and st.get("watermark", MIN_WATERMARK) > self.watermark:
+                self.watermark = st["watermark"]
+
+
+class VectorWindowCombiner(_WatermarkState, StreamOperator):
+    """Per batch: ``group_by(key, pane)`` of the window aggregate's accumulators (count, sum,
+    min, max; mean as sum and count), emitted as one partial Arrow batch; rows of panes that
+    may be late downstream are emitted unchanged. Chained before the shuffle; stateless but
+    for its watermark.
+
+    Args:
+        key_column: the key column; ts_column: the event-time column (int64 ms).
+        assigner: the window aggregate's tumbling or sliding event-time windows.
+        aggregations: ``{output: (column, fn)}`` as for the keyed operator.
+    """
+
+    def __init__(self, key_column: str, ts_column: str, assigner: TumblingEventTimeWindows | SlidingEventTimeWindows,
+                 aggregations: dict[str, tuple[str, str]]) -> None:
+        if not isinstance(assigner, (TumblingEventTimeWindows, SlidingEventTimeWindows)) or not assigner.is_event_time:
+            raise GraphError(f"a window combiner needs tumbling or sliding event-time windows, got {assigner!r}")
+        self.key_column = key_column
+        self.ts_column = ts_column
+        self.size = assigner.size
+        self.slide = getattr(assigner, "slide", assigner.size)
+        self.offset = assigner.offset
+        self.pane = math.gcd(self.size, self.slide)
+        self.base = base_aggregations(aggregations)
+        self.acc_names = [f"{c}_{f}" for c, f in self.base]
+
+    def process_batch(self, batch: Batch, input_index: int = 0) -> None:
+        rb = batch.arrow()
+        if not rb.num_rows:
+            return
+        names = rb.schema.names
+        for c in (self.key_column, self.ts_column, *(c for c, _ in self.base)):
+            if c not in names:
+                raise GraphError(f"window aggregate: column {c!r} is not in the batch (columns: {names})")
+        ts = rb.column(self.ts_column).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        panes = ts - (ts - self.offset) % self.pane
+        raw = first_window_ends(panes, self.size, self.slide, self.offset) - 1 <= self.watermark
+        if raw.any():  # maybe late downstream: the keyed operator judges these records itself
+            self.output.emit(Batch.of_arrow(rb.filter(pa.array(raw))))
+            keep = pa.array(~raw)
+            rb = rb.filter(keep)
+            panes = panes[~raw]
+            if not rb.num_rows:
+                return
+        cols: dict[str, pa.Array | pa.ChunkedArray] = {self.key_column: rb.column(self.key_column)}
+        for c, _ in self.base:
+            cols[c] = rb.column(c)
+        cols[PANE_COLUMN] = pa.array(panes, pa.int64())
+        grouped = pa.table(cols).group_by([self.key_column, PANE_COLUMN], use_threads=False).aggregate(list(self.base))
+        for out in grouped.select([self.key_column, PANE_COLUMN, *self.acc_names]).to_batches():
+            self.output.emit(Batch.of_arrow(out))
+
+
+class WindowAggregateCombiner(_WatermarkState, StreamOperator):
+    """Per batch: ``add()`` every record into one accumulator per (key, window) (tumbling
+    event-time windows), emitted as records ``(key, window_start, False, accumulator)``;
+    records of windows that may have fired downstream go out as ``(key, timestamp, True,
+    record)``. Chained before the shuffle (the edge after it is keyed by field 0);
+    stateless but for its watermark."""
+
+    def __init__(self, key_selector: KeySelector, assigner: TumblingEventTimeWindows,
+                 aggregate_function: AggregateFunction[Any, Any, Any], timestamp_assigner: TimestampAssigner) -> None:
+        if type(assigner) is not TumblingEventTimeWindows:
+            raise GraphError(f"the window aggregate combiner needs tumbling event-time windows, got {assigner!r}")
+        self.key_selector = key_selector
+        self.size = assigner.size
+        self.offset = assigner.offset
+        self.agg = aggregate_function
+        self.timestamp_assigner = timestamp_assigner
+
+    def _keys(self, batch: Batch, records: list[Any]) -> list[Any]:
+        sel = self.key_selector
+        try:
+            keys = sel.keys_of(batch)
+            return keys if isinstance(keys, list) else keys.to_pylist()
+        except Exception as exc:
+            key_of = sel.key_of
+            for r in records:
+                try:
+                    key_of(r)
+                except Exception as bad:  # noqa: BLE001 - the record to name
+                    raise UserCodeError(r, bad) from bad
+            raise UserCodeError(None, exc) from exc
+
+    def process_batch(self, batch: Batch, input_index: int = 0) -> None:
+        records = batch.records()
+        n = len(records)
+        if not n:
+            return
+        ts = batch.timestamps
+        if ts is None or len(ts) != n:
+            ts = self.timestamp_assigner.timestamps(batch)
+        keys = self._keys(batch, records)
+        size = self.size
+        starts = ts - (ts - self.offset) % size
+        raw = starts + (size - 1) <= self.watermark
+        out: list[tuple[Any, int, bool, Any]] = []
+        if raw.any():
+            idx = np.flatnonzero(raw).tolist()
+            stamps = ts.tolist()
+            out.extend((keys[i], stamps[i], True, records[i]) for i in idx)
+        fold = np.flatnonzero(~raw) if out else None
+        steps = np.diff(starts if fold is None else starts[fold])
+        if fold is None and not (steps < 0).any():  # in timestamp order: contiguous runs per window
+            bounds = [0, *(np.flatnonzero(steps) + 1).tolist(), n]
+            for lo, hi in zip(bounds, bounds[1:]):
+                self._fold(int(starts[lo]), keys[lo:hi], records[lo:hi], out)
+        else:
+            rows = np.arange(n) if fold is None else fold
+            for s in np.unique(starts[rows]).tolist():
+                idx = rows[starts[rows] == s].tolist()
+                self._fold(s, [keys[i] for i in idx], [records[i] for i in idx], out)
+        self.output.emit(Batch.of_records(out))
+
+    def _fold(self, start: int, keys: list[Any], records: list[Any], out: list[tuple[Any, int, bool, Any]]) -> None:
+        create, add = self.agg.create_accumulator, self.agg.add
+        accs: dict[Any, Any] = {}
+        get = accs.get
+        r = None
+        try:
+            for k, r in zip(keys, records):
+                acc = get(k, _MISSING)
+                accs[k] = add(r, create() if acc is _MISSING else acc)
+        except Exception as exc:
+            raise UserCodeError(r, exc) from exc
+        out.extend((k, start, False, acc) for k, acc in accs.items())
+
+
+class CombinedWindowOperator(WindowOperator):
+    """The keyed half of a combined ``aggregate(AggregateFunction)`` window: a
+    :class:`~operators.window_operator.WindowOperator` whose input is the
+    :class:`WindowAggregateCombiner`'s records. Partials are merged into their (key, window)
+    with ``merge()``; passed-through records take the record path (lateness, side output,
+    firings within the allowed lateness). Snapshots as the plain operator does."""
+
+    def __init__(self, key_of: Callable[[Any], Any], assigner: TumblingEventTimeWindows,
+                 aggregate_function: AggregateFunction[Any, Any, Any],
+                 window_function: ProcessWindowFunction | None = None, allowed_lateness: int = 0,
+                 late_tag: str | None = None, timestamp_assigner: TimestampAssigner | None = None) -> None:
+        super().__init__(key_of, assigner, AGGREGATE, aggregate_function, window_function, None, allowed_lateness,
+                         late_tag, timestamp_assigner)
+        if not self._fast_tumbling:
+            raise ConfigError(f"a combined window aggregate needs tumbling event-time windows, got {assigner!r}")
+
+    def process_batch(self, batch: Batch, input_index: int = 0) -> None:
+        items = batch.records()
+        lo = 0
+        n = len(items)
+        while lo < n:  # runs of partials and of passed-through records, in arrival order
+            kind = items[lo][2]
+            hi = lo + 1
+            while hi < n and items[hi][2] is kind:
+                hi += 1
+            if kind:
+                raw = Batch.of_records([it[3] for it in items[lo:hi]])
+                raw.timestamps = np.fromiter((it[1] for it in items[lo:hi]), dtype=np.int64, count=hi - lo)
+                super().process_batch(raw, input_index)
+            else:
+                self._merge_partials(items[lo:hi])
+            lo = hi
+
+    def _merge_partials(self, partials: list[tuple[Any, int, bool, Any]]) -> None:
+        size = self._tumbling.size
+        wm = self.timers.watermark
+        merge = self._agg.merge
+        for key, start, _raw, acc in partials:
+            if start + size - 1 <= wm:
+                raise RaystreamError(
+                    f"window operator {self.ctx.operator_name!r}: a pre-aggregated partial of key {key!r} "
+                    f"arrived after its window [{start}, {start + size}) fired (watermark {wm}); the "
+                    "combiner before the shuffle must run with this operator (restoring a savepoint "
+                    "taken without it? then use aggregate(..., combine=False))"
+                )
+            try:
+                if self._panes_mode:
+                    pane = self._panes.get(start)
+                    if pane is None:
+                        pane = self._panes[start] = {}
+                        if start + size - 1 < self._pane_fire:
+                            self._pane_fire = start + size - 1
+                    cur = pane.get(key, _MISSING)
+                    pane[key] = acc if cur is _MISSING else merge(cur, acc)
+                    continue
+                w = TimeWindow(start, start + size)
+                per_key = self.contents.get(key)
+                if per_key is None:
+                    per_key = self.contents[key] = {}
+                cur = per_key.get(w, _MISSING)
+                if cur is _MISSING:
+                    per_key[w] = acc
+                    self.timers.register_event_time_timer(key, w, w.max_timestamp())  # EventTimeTrigger.on_element
+                    self._register_cleanup(key, w)
+                else:
+                    per_key[w] = merge(cur, acc)
+            except Exception as exc:
+                raise UserCodeError(f"merge() of a partial of key {key!r}, window start {start}", exc) from exc
