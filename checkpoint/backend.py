@@ -15,6 +15,15 @@ Calling protocol (all on the task's single mailbox thread, no locks):
 5. Between records the task calls :meth:`cleanup` with a small budget (a slice of its
    mailbox loop every ~100 ms) so that expired TTL state leaves memory without a checkpoint.
 
+**Capability: off-heap state.** A backend whose :attr:`KeyedStateBackend.off_heap` is True
+(the RocksDB one) keeps state outside the Python heap; keyed operators then keep *their own*
+per-key state in it too, instead of in dicts of the operator (Flink keeps reduce state in a
+``ReducingState`` and timers in the backend's priority-queue state): the record-API
+``reduce`` in a reducing state, and process functions' timers in the queues of
+:meth:`KeyedStateBackend.create_timer_queue`. Such state is part of the keyed snapshot, so it
+is re-split by key group on rescaling like any other state. On the heap backend
+(``off_heap`` False) operators keep their fast in-operator dicts and heaps.
+
 The backend owns the state; state objects and snapshots never outlive their meaning
 (a snapshot is a value, a state object is a view).
 """
@@ -22,8 +31,9 @@ The backend owns the state; state objects and snapshots never outlive their mean
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Iterator, TypeVar, overload
+from typing import Any, Iterator, Protocol, TypeVar, overload
 
+from raystream.engine.errors import StateError
 from raystream.engine.keygroups import KeyGroupRange
 
 from .descriptors import (
@@ -44,7 +54,7 @@ from .state import (
     ValueState,
 )
 
-__all__ = ["KeyedStateBackend"]
+__all__ = ["KeyedStateBackend", "KeyGroupedTimerQueue"]
 
 T = TypeVar("T")
 K = TypeVar("K")
@@ -54,8 +64,58 @@ ACC = TypeVar("ACC")
 OUT = TypeVar("OUT")
 
 
+class KeyGroupedTimerQueue(Protocol):
+    """Deduplicated timers ``(time, key, namespace)`` of one time domain, ordered by time
+    and stored per key group (what :class:`operators.timers.InternalTimerService` drives;
+    Flink's ``KeyGroupedInternalPriorityQueue``). ``snapshot``/``restore`` move timers kept
+    outside keyed state (the heap queue); a queue in the keyed backend snapshots nothing
+    itself and ``restore`` imports timers of the heap format (switching a job's backend)."""
+
+    def add(self, key: Any, ns: Any, time: int, kg: int | None = None) -> bool:
+        """Add a timer; False if it was there already."""
+        ...
+
+    def add_many(self, keys: list[Any], ns: Any, time: int) -> None:
+        """``add(key, ns, time)`` for each of ``keys``, in order."""
+        ...
+
+    def remove(self, key: Any, ns: Any, time: int) -> bool:
+        """Delete a timer; True if it existed."""
+        ...
+
+    def pop_due(self, limit: int) -> tuple[int, Any, Any] | None:
+        """Remove and return the earliest timer ``(time, key, ns)`` with time <= ``limit``."""
+        ...
+
+    def peek_time(self) -> int | None:
+        """The earliest timer's time (None: no timer)."""
+        ...
+
+    def __len__(self) -> int: ...
+
+    def timers_of(self, key: Any) -> list[tuple[int, Any]]:
+        """``[(time, ns)]`` of ``key``'s timers, sorted."""
+        ...
+
+    def snapshot(self) -> dict[int, list[tuple[int, Any, Any]]]:
+        """Timers per key group, for the operator's snapshot (empty if kept in keyed state)."""
+        ...
+
+    def restore(self, parts: dict[int, list[tuple[int, Any, Any]]], key_groups: KeyGroupRange) -> None:
+        """Add the timers of ``key_groups`` from ``parts`` (a :meth:`snapshot`)."""
+        ...
+
+    def stats(self) -> dict[str, int]:
+        """Sizes of the queue's in-memory structures, for metrics."""
+        ...
+
+
 class KeyedStateBackend(ABC):
     """Keyed state of one operator subtask, partitioned by key group."""
+
+    #: True: state lives outside the Python heap (see the module docstring); keyed
+    #: operators then keep their per-key state (reduce values, timers) in this backend
+    off_heap: bool = False
 
     @property
     @abstractmethod
@@ -122,6 +182,15 @@ class KeyedStateBackend(ABC):
         work done (less than ``budget``: nothing left to check in this pass). Called by the
         task on its mailbox thread, between records. Default: nothing to clean up."""
         return 0
+
+    def create_timer_queue(self, name: str) -> KeyGroupedTimerQueue:
+        """A timer queue stored in this backend under ``name`` (one per time domain and
+        operator), part of the keyed snapshot. Only off-heap backends have them.
+
+        Raises:
+            StateError: this backend keeps no timers (``off_heap`` is False).
+        """
+        raise StateError(f"{type(self).__name__} keeps no timers (off_heap is False): timers stay in the operator")
 
     def close(self) -> None:
         """Release the state (the backend must not be used afterwards). Default: nothing."""

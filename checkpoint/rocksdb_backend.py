@@ -86,6 +86,7 @@ from .rocksdb_keys import (
     state_id,
 )
 from .rocksdb_state import ABSENT, ROCKSDB_STATE_CLASSES
+from .rocksdb_timers import RocksDBTimerQueue
 from .snapshot import KeyedStateSnapshot, StateMeta
 from .state import AggregatingState, KeyedState, ListState, MapState, ReducingState, ValueState
 
@@ -121,6 +122,9 @@ def _upper(prefix: bytes) -> bytes:
 class RocksDBKeyedStateBackend(KeyedStateBackend):
     """Keyed state of one operator subtask in an embedded RocksDB (see the module docstring).
 
+    ``off_heap`` is True: keyed operators keep their reduce values and timers here too
+    (:meth:`create_timer_queue`, :mod:`checkpoint.rocksdb_timers`).
+
     Args:
         key_group_range: the key groups this subtask owns.
         max_parallelism: the job's number of key groups.
@@ -134,6 +138,8 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
     Raises:
         ConfigError: ``rocksdict`` is not installed, or a size is invalid.
     """
+
+    off_heap = True
 
     def __init__(
         self,
@@ -182,6 +188,7 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         self._restored: dict[str, StateMeta] = {}
         self._ids: dict[bytes, str] = {}
         self._cursors: dict[str, _TtlCursor] = {}
+        self._queues: dict[str, RocksDBTimerQueue] = {}
         self._sweep = 0
         self._removed = 0
         self.uploads = UploadRegistry()
@@ -408,6 +415,8 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
                     f"state; cannot get it as {descriptor.kind!r} state (use another name)"
                 )
             return existing
+        if name in self._queues:
+            raise StateError(f"state {name!r}: a timer queue has that name")
         cls = ROCKSDB_STATE_CLASSES.get(descriptor.kind)
         if cls is None:
             raise StateError(f"state {name!r} has unknown kind {descriptor.kind!r}")
@@ -428,6 +437,21 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         if meta.ttl_ms is not None:
             self._cursors[name] = _TtlCursor(self, name, meta.kind, meta.ttl_ms)
         return state
+
+    def create_timer_queue(self, name: str) -> RocksDBTimerQueue:
+        """A queue of timers stored in this database under ``name`` (one per operator and
+        time domain; part of the keyed snapshot, re-split by key group on rescaling).
+
+        Raises:
+            StateError: a state or another queue uses this name.
+        """
+        self._check_open()
+        if name in self._queues:
+            raise StateError(f"timer queue {name!r} exists already")
+        if name in self._states or name in self._restored:
+            raise StateError(f"timer queue {name!r}: a keyed state has that name")
+        queue = self._queues[name] = RocksDBTimerQueue(self, self._register_id(name))
+        return queue
 
     def _register_id(self, name: str) -> bytes:
         sid = state_id(name)

@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from raystream.checkpoint.descriptors import ReducingStateDescriptor
 from raystream.engine.errors import GraphError, UserCodeError
 from raystream.engine.events import Watermark
 from raystream.engine.keygroups import key_groups_of_keys
@@ -41,10 +42,25 @@ def _split_state_by_key_group(state: dict[Any, Any], max_parallelism: int) -> di
     return out
 
 
+#: names of the operators' own state in an off-heap keyed backend
+REDUCE_STATE = "_reduce"
+EVENT_TIMERS = "_timers/event_time"
+PROCESSING_TIMERS = "_timers/processing_time"
+#: records per batch when a final reduce emits its state from an off-heap backend
+_FINAL_CHUNK = 8192
+
+
 class ReduceOperator(StreamOperator):
     """Rolling reduce per key: emits the updated value for every input record (Flink semantics,
     ``emit="updates"``), or only the final value of every key at end of input
-    (``emit="final"``, Flink's BATCH execution mode for bounded input)."""
+    (``emit="final"``, Flink's BATCH execution mode for bounded input).
+
+    State: on the heap backend a dict key -> value of the operator, snapshotted per key
+    group as operator state; on an off-heap backend (RocksDB, ``off_heap``) a
+    :class:`~checkpoint.state.ReducingState` of the keyed backend (Flink's layout), so state
+    may exceed memory. Values of a restored heap-format operator state (a heap job's
+    savepoint) are moved into the backend.
+    """
 
     keyed = True
 
@@ -54,9 +70,14 @@ class ReduceOperator(StreamOperator):
         self.key_selector = key_selector
         self.fn = fn
         self.emit_mode = emit
-        self.state: dict[Any, Any] = {}  # key -> reduced value
+        self.state: dict[Any, Any] = {}  # key -> reduced value (heap backend)
+        self._keyed: Any = None  # the off-heap keyed backend, if the job's keeps state off-heap
+        self._reducing: Any = None  # its ReducingState
 
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
+        if self._reducing is not None:
+            self._process_off_heap(batch)
+            return
         state = self.state
         get = state.get
         fn = self.fn
@@ -83,14 +104,61 @@ class ReduceOperator(StreamOperator):
             raise UserCodeError(r, exc) from exc
         self.output.emit(Batch.of_records(out))
 
+    def _process_off_heap(self, batch: Batch) -> None:
+        """The reduce on the keyed backend's ReducingState (one per key)."""
+        set_key = self._keyed.set_current_key
+        reducing = self._reducing
+        add, get = reducing.add, reducing.get
+        key = self.key_selector.key
+        key_of = key if callable(key) else operator.itemgetter(key)
+        records = batch.records()
+        r = None
+        try:
+            if self.emit_mode == "final":
+                for r in records:
+                    set_key(key_of(r))
+                    add(r)
+                return
+            out: list[Any] = []
+            append = out.append
+            for r in records:
+                set_key(key_of(r))
+                add(r)
+                append(get())
+        except Exception as exc:
+            raise UserCodeError(r, exc) from exc
+        self.output.emit(Batch.of_records(out))
+
     def end_input(self) -> None:
+        if self._reducing is not None:
+            self._end_input_off_heap()
+            return
         if self.emit_mode == "final" and self.state:
             self.output.emit(Batch.of_records(list(self.state.values())))
         # Everything is emitted: the task's final state (FLIP-147), which stands in for it in
         # later checkpoints, must not hold values that a restore would emit once more.
         self.state = {}
 
+    def _end_input_off_heap(self) -> None:
+        """Emit (``emit="final"``) and clear every key's value, in key-group order and in
+        chunks (the state may be larger than memory)."""
+        backend, reducing = self._keyed, self._reducing
+        keys = backend.keys(REDUCE_STATE)  # (reads a key group before yielding its keys)
+        final = self.emit_mode == "final"
+        chunk: list[Any] = []
+        for k in keys:
+            backend.set_current_key(k)
+            if final:
+                chunk.append(reducing.get())
+                if len(chunk) >= _FINAL_CHUNK:
+                    self.output.emit(Batch.of_records(chunk))
+                    chunk = []
+            reducing.clear()
+        if chunk:
+            self.output.emit(Batch.of_records(chunk))
+
     def snapshot_state(self, checkpoint_id: int) -> dict[str, dict[int, dict[Any, Any]]] | None:
+        # off-heap: the values are in the keyed snapshot, the operator's part stays empty
         return {"by_key_group": _split_state_by_key_group(self.state, self.ctx.max_parallelism)} if hasattr(self, "ctx") else None
 
     def restore_state(self, states: list[Any]) -> None:
@@ -98,10 +166,22 @@ class ReduceOperator(StreamOperator):
 
     def open(self, ctx: OperatorContext, output: Output) -> None:
         super().open(ctx, output)
-        for st in getattr(self, "_restored", []) or []:
-            for kg, entries in (st or {}).get("by_key_group", {}).items():
-                if kg in ctx.key_group_range:
-                    self.state.update(entries)
+        backend = ctx.keyed_backend
+        if backend is not None and getattr(backend, "off_heap", False):
+            keyed = self._keyed = keyed_state_backend(ctx)
+            reducing = self._reducing = keyed.get_state(ReducingStateDescriptor(REDUCE_STATE, self.fn))
+            for st in getattr(self, "_restored", []) or []:  # a heap job's savepoint: into the backend
+                for kg, entries in (st or {}).get("by_key_group", {}).items():
+                    if kg in ctx.key_group_range:
+                        for k, v in entries.items():
+                            keyed.set_current_key_with_group(k, kg)
+                            reducing.clear()
+                            reducing.add(v)
+        else:
+            for st in getattr(self, "_restored", []) or []:
+                for kg, entries in (st or {}).get("by_key_group", {}).items():
+                    if kg in ctx.key_group_range:
+                        self.state.update(entries)
         self._restored = None
 
 
@@ -318,8 +398,13 @@ class LocalAggregateOperator(StreamOperator):
 
 class KeyedProcessOperator(StreamOperator):
     """Runs a :class:`KeyedProcessFunction` with the keyed state backend set to each record's
-    key, event-time and processing-time timers (``ctx.timer_service()``, checkpointed with
-    the operator per key group) and side outputs (``ctx.output(tag, value)``).
+    key, event-time and processing-time timers (``ctx.timer_service()``) and side outputs
+    (``ctx.output(tag, value)``).
+
+    Timers are checkpointed per key group: on the heap backend with the operator (its
+    snapshot's ``"timers"``), on an off-heap backend (RocksDB) in the backend's timer
+    queues, so they are in the keyed snapshot and do not grow the heap. Timers of the heap
+    format in a restored operator state (a heap job's savepoint) are moved into the queues.
 
     ``timestamp_assigner`` (from ``assign_timestamps_and_watermarks`` upstream) sets
     ``ctx.timestamp`` for every record.
@@ -343,9 +428,12 @@ class KeyedProcessOperator(StreamOperator):
         self.backend = keyed_state_backend(ctx)
         self.pctx = ProcessContext()
         self.tctx = OnTimerContext()
+        queues = None
+        if getattr(self.backend, "off_heap", False):  # timers in the backend (RocksDB), part of the keyed snapshot
+            queues = (self.backend.create_timer_queue(EVENT_TIMERS), self.backend.create_timer_queue(PROCESSING_TIMERS))
         self.timers = InternalTimerService(
             ctx.max_parallelism, self._on_event_timer, self._on_processing_timer,
-            ctx.register_processing_timer, ctx.clock,
+            ctx.register_processing_timer, ctx.clock, queues,
         )
         self.pctx._timer_service = TimerService(self.timers, self.pctx.get_current_key)
         self.tctx._timer_service = TimerService(self.timers, self.tctx.get_current_key)

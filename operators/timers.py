@@ -34,11 +34,14 @@ Example:
 from __future__ import annotations
 
 import heapq
-from typing import Any, Callable, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
 
 from raystream.engine.events import MIN_WATERMARK
 from raystream.engine.keygroups import KeyGroupRange, key_group_for
 from raystream.engine.operator import Cancellable, Clock
+
+if TYPE_CHECKING:
+    from raystream.checkpoint.backend import KeyGroupedTimerQueue
 
 __all__ = ["InternalTimerService", "TimerService", "TimeDomain", "COMPACT_SLACK", "KG_CACHE_LIMIT"]
 
@@ -195,6 +198,9 @@ class _TimerQueue(Generic[K, N]):
     def timers_of(self, key: K) -> list[tuple[int, N]]:
         return sorted((t, ns) for t, k, ns in self.by_group.get(self._kg(key), ()) if k == key)
 
+    def stats(self) -> dict[str, int]:
+        return {"heap": len(self.heap), "key_group_cache": len(self._kg_cache)}
+
 
 def _cancel(handle: Cancellable | None) -> bool:
     """Cancel a wake-up registered with the task; False if the task gave no handle."""
@@ -216,6 +222,9 @@ class InternalTimerService(Generic[K, N]):
             if it returns a handle with ``cancel()``, a wake-up that is no longer needed is
             cancelled.
         clock: processing-time clock (``OperatorContext.clock``).
+        queues: ``(event, processing)`` timer queues kept elsewhere, e.g. in an off-heap
+            keyed state backend (:meth:`checkpoint.backend.KeyedStateBackend.create_timer_queue`);
+            default: heap queues of this service, snapshotted with the operator.
     """
 
     def __init__(
@@ -225,9 +234,15 @@ class InternalTimerService(Generic[K, N]):
         on_processing_time: TimerCallback[K, N],
         register_processing_timer: Callable[[int, Callable[[int], None]], Cancellable | None] | None = None,
         clock: Clock | None = None,
+        queues: tuple[KeyGroupedTimerQueue, KeyGroupedTimerQueue] | None = None,
     ) -> None:
-        self.event: _TimerQueue[K, N] = _TimerQueue(max_parallelism)
-        self.processing: _TimerQueue[K, N] = _TimerQueue(max_parallelism)
+        self.event: KeyGroupedTimerQueue
+        self.processing: KeyGroupedTimerQueue
+        if queues is None:
+            self.event, self.processing = _TimerQueue(max_parallelism), _TimerQueue(max_parallelism)
+        else:
+            self.event, self.processing = queues
+        self._heap_queues = queues is None
         self.on_event_time = on_event_time
         self.on_processing_time = on_processing_time
         self._register_with_task = register_processing_timer
@@ -298,6 +313,14 @@ class InternalTimerService(Generic[K, N]):
             self.watermark = watermark
         n = 0
         q = self.event
+        if not isinstance(q, _TimerQueue):
+            pop_due, callback = q.pop_due, self.on_event_time
+            while True:
+                entry = pop_due(watermark)
+                if entry is None:
+                    return n
+                callback(entry[1], entry[2], entry[0])
+                n += 1
         heap, by_group = q.heap, q.by_group
         pop, callback = heapq.heappop, self.on_event_time
         while heap and heap[0][0] <= watermark:  # _TimerQueue.pop_due, inlined
@@ -345,12 +368,24 @@ class InternalTimerService(Generic[K, N]):
             >>> ts.stats()["event_timers"], ts.stats()["event_heap"]
             (0, 1)
         """
+        event, processing = self.event, self.processing
+        if isinstance(event, _TimerQueue) and isinstance(processing, _TimerQueue):
+            return {
+                "event_timers": len(event),
+                "event_heap": len(event.heap),
+                "processing_timers": len(processing),
+                "processing_heap": len(processing.heap),
+                "key_group_cache": len(event._kg_cache) + len(processing._kg_cache),
+                "task_wakeups": int(self._wakeup is not None),
+            }
+        # queues of an off-heap backend: the in-memory part is their caches and head heaps
+        ev, pr = event.stats(), processing.stats()
         return {
-            "event_timers": len(self.event),
-            "event_heap": len(self.event.heap),
-            "processing_timers": len(self.processing),
-            "processing_heap": len(self.processing.heap),
-            "key_group_cache": len(self.event._kg_cache) + len(self.processing._kg_cache),
+            "event_timers": len(event),
+            "event_heap": ev.get("heap", 0),
+            "processing_timers": len(processing),
+            "processing_heap": pr.get("heap", 0),
+            "key_group_cache": 0,
             "task_wakeups": int(self._wakeup is not None),
         }
 

@@ -28,8 +28,8 @@ def _run(h, txs):
         h.advance_watermark(chunk[-1]["ts"])
 
 
-def test_event_time_alerts_equal_reference_and_timers_clear_flags():
-    h = harness()
+def test_event_time_alerts_equal_reference_and_timers_clear_flags(state_backend):
+    h = harness(state_backend=state_backend)
     _run(h, TXS)
     expected = reference_alerts(TXS)
     assert len(expected) >= 10
@@ -37,20 +37,20 @@ def test_event_time_alerts_equal_reference_and_timers_clear_flags():
     assert h.operator.timers.num_event_timers() <= 20  # at most one pending flag timer per account
 
 
-def test_snapshot_restore_mid_stream_gives_the_same_alerts():
-    h = harness()
+def test_snapshot_restore_mid_stream_gives_the_same_alerts(state_backend):
+    h = harness(state_backend=state_backend)
     _run(h, TXS[:13_000])
     snap = h.snapshot()
     before = h.records()
-    restored = [harness(subtask_index=i, parallelism=2, restore=[snap]) for i in range(2)]
+    restored = [harness(subtask_index=i, parallelism=2, restore=[snap], state_backend=state_backend) for i in range(2)]
     for r in restored:  # each subtask gets the accounts of its key groups (rescaled 1 -> 2)
         _run(r, [t for t in TXS[13_000:] if key_group_for(t["account"], 128) in r.ctx.key_group_range])
     after = sorted((a for r in restored for a in r.records()), key=lambda a: a["ts"])
     assert before + after == reference_alerts(TXS)
 
 
-def test_processing_time_timer_clears_the_flag():
-    h = harness("processing_time")
+def test_processing_time_timer_clears_the_flag(state_backend):
+    h = harness("processing_time", state_backend=state_backend)
     small, large = {"account": 1, "amount": 0.5, "ts": 0}, {"account": 1, "amount": 900.0, "ts": 1}
     h.process([small])
     h.advance_processing_time(30_000)

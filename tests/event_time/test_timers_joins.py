@@ -56,8 +56,8 @@ def keyed_process_harness(**kw):
     return OperatorHarness(KeyedProcessOperator(KeySelector(0), Timeout(), TS1), **kw)
 
 
-def test_timers_dedup_fire_in_order_and_processing_time():
-    h = keyed_process_harness()
+def test_timers_dedup_fire_in_order_and_processing_time(state_backend):
+    h = keyed_process_harness(state_backend=state_backend)
     h.process([("b", 50), ("a", 10), ("a", 10), ("c", -5)])
     assert h.operator.timers.num_event_timers() == 3  # (a,110) once, (b,150), (c,95)
     h.advance_watermark(200)
@@ -80,13 +80,14 @@ def test_delete_timer_and_timers_registered_in_the_past_fire():
     assert fired == [("a", 5)]
 
 
-def test_timers_survive_snapshot_and_restore_with_rescaling():
-    h = keyed_process_harness()
+def test_timers_survive_snapshot_and_restore_with_rescaling(state_backend):
+    h = keyed_process_harness(state_backend=state_backend)
     h.process([(f"k{i}", i) for i in range(40)])
     snap = h.snapshot()
     h.advance_watermark(10_000)
     expected = sorted(h.take())
-    restored = [keyed_process_harness(subtask_index=i, parallelism=3, restore=[snap]) for i in range(3)]
+    restored = [keyed_process_harness(subtask_index=i, parallelism=3, restore=[snap], state_backend=state_backend)
+                for i in range(3)]
     got = []
     for r in restored:
         assert r.pending_processing_timers in ([], [5000])
@@ -111,9 +112,9 @@ class Match(KeyedCoProcessFunction):
         yield ("expired", ctx.get_current_key(), timestamp)
 
 
-def test_keyed_co_process_min_watermark_of_both_inputs():
+def test_keyed_co_process_min_watermark_of_both_inputs(state_backend):
     op = KeyedCoProcessOperator(Match(), (KeySelector(0), KeySelector(0)), (TS1, TS1))
-    h = OperatorHarness(op)
+    h = OperatorHarness(op, state_backend=state_backend)
     h.process([("a", 1)], 0)
     h.process([("a", 2), ("b", 3)], 1)
     assert h.take() == [("match", ("a", 1), ("a", 2))]
