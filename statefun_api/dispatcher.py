@@ -96,7 +96,7 @@ from raystream.statefun_api.effects import DelayedMessage, InvocationResult
 from raystream.statefun_api.endpoints import RemoteEndpoint, endpoint_problem
 from raystream.statefun_api.errors import FunctionNotFound, StatefulFunctionError
 from raystream.statefun_api.functions import StatefulFunctions
-from raystream.statefun_api.invocation import invoke_trusted
+from raystream.statefun_api.invocation import invoke_prepared
 from raystream.statefun_api.messages import Message
 from raystream.statefun_api.remote import RemoteFunctions, require_aiohttp
 from raystream.statefun_api.routing import (
@@ -105,13 +105,16 @@ from raystream.statefun_api.routing import (
     address_key,
     decode_egress_value,
     egress_tag,
+    encode_records,
     message_to_record,
     record_caller,
     record_to_invocation,
+    records_to_arrow_batch,
 )
 from raystream.statefun_api.spill import SpillingQueue
 from raystream.statefun_api.state_layout import DELAY_SEQ_STATE, DELAYED_STATE, value_state_name
-from raystream.statefun_api.types import Type, TypedValue
+from raystream.statefun_api.storage import load_storage, storage_changes, storage_class
+from raystream.statefun_api.types import Type, TypedValue, builtin_type
 
 __all__ = [
     "DispatcherConfig",
@@ -130,6 +133,7 @@ _CHUNK = 8192
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 #: cancelled delayed messages tolerated in the timer heap beyond the live ones before a rebuild
 _COMPACT_SLACK = 64
+_new_message = object.__new__
 
 
 @dataclass
@@ -210,9 +214,11 @@ class FunctionDispatcher(StreamOperator):
         self.config = config
         self.functions = config.functions
         # the active set: per-address FIFO queues of messages about to be invoked
-        self._pending: dict[tuple[str, str], deque[MessageRecord]] = {}
+        self._pending: dict[tuple[str, str], list[MessageRecord]] = {}
         self._ready: deque[tuple[str, str]] = deque()
         self._pending_count = 0
+        self._invocations = 0  # since the last counters update (added up per drain)
+        self._messages = 0
         self._active_limit = config.drain_step
         self._inbox: SpillingQueue | None = None  # the rest, in arrival order (created in open)
         self._overflow: list[MessageRecord] = []  # local messages of this step bound for the inbox
@@ -285,7 +291,17 @@ class FunctionDispatcher(StreamOperator):
                 states.append((spec.name, st, spec.type.typename))
             self._values[typename] = states
         self._fns = {typename: self.functions.for_typename(typename) for typename in self._values}
-        self._by_name = {t: {name: (st, tn) for name, st, tn in states} for t, states in self._values.items()}
+        self._by_name = {t: {name: st for name, st, _ in states} for t, states in self._values.items()}
+        # per function type: (function, storage class, [(spec, state)], spec name -> state)
+        self._layouts = {
+            t: (
+                self._fns[t],
+                storage_class(self._fns[t].specs),
+                [(spec, st) for spec, (_, st, _) in zip(self._fns[t].specs, states)],
+                self._by_name[t],
+            )
+            for t, states in self._values.items()
+        }
         self._delayed = backend.get_state(MapStateDescriptor(DELAYED_STATE))
         self._delay_seq = backend.get_state(ValueStateDescriptor(DELAY_SEQ_STATE, default=0))
         ctx.metrics.update(self.counters)
@@ -324,9 +340,9 @@ class FunctionDispatcher(StreamOperator):
         inbox = self._inbox
         batches = inbox.snapshot() if inbox is not None else []
         if self._overflow:
-            batches.append(Batch.of_records(self._overflow).arrow())
+            batches.append(records_to_arrow_batch(self._overflow))
         if self._held:
-            batches.append(Batch.of_records(list(self._held)).arrow())
+            batches.append(records_to_arrow_batch(list(self._held)))
         if self._has_work():
             self._busy_checkpoints.add(checkpoint_id)
         return {"pending": queued, "queued": batches}
@@ -462,11 +478,9 @@ class FunctionDispatcher(StreamOperator):
         i = 0
         if not self._overflow and not len(inbox):
             room = self._active_limit - self._pending_count
-            enqueue = self._enqueue
-            n = len(records)
-            while i < n and i < room:
-                enqueue(records[i])
-                i += 1
+            i = min(room, len(records))
+            if i > 0:
+                self._enqueue_many(records[:i] if i < len(records) else records)
         if i < len(records):
             inbox.push(records[i:] if i else records)
 
@@ -480,9 +494,26 @@ class FunctionDispatcher(StreamOperator):
         while len(inbox) and self._pending_count < self._active_limit:
             if rpc is not None and rpc.queued() >= limit:
                 return
+            self._enqueue_many(inbox.pop(self._active_limit - self._pending_count))
+
+    def _enqueue_many(self, records: list[MessageRecord]) -> None:
+        """:meth:`_enqueue` of each record, in order."""
+        if self._rpc is not None:
             enqueue = self._enqueue
-            for record in inbox.pop(self._active_limit - self._pending_count):
+            for record in records:
                 enqueue(record)
+            return
+        pending = self._pending
+        ready = self._ready
+        for record in records:
+            key = (record[0], record[1])
+            q = pending.get(key)
+            if q is None:
+                pending[key] = [record]
+                ready.append(key)
+            else:
+                q.append(record)
+        self._pending_count += len(records)
 
     def _enqueue(self, record: MessageRecord) -> None:
         key = (record[0], record[1])
@@ -494,7 +525,7 @@ class FunctionDispatcher(StreamOperator):
                 return
         q = self._pending.get(key)
         if q is None:
-            self._pending[key] = deque((record,))
+            self._pending[key] = [record]
             self._ready.append(key)
         else:
             q.append(record)
@@ -517,7 +548,7 @@ class FunctionDispatcher(StreamOperator):
             remote = self._remote
             remote.append(record)
             if len(remote) >= _CHUNK:
-                self.output.emit_side(FEEDBACK_TAG, Batch.of_records(remote))
+                self.output.emit_side(FEEDBACK_TAG, Batch.of_records(encode_records(remote)))
                 self._remote = []
 
     def _drain(self, budget: int) -> None:
@@ -528,14 +559,19 @@ class FunctionDispatcher(StreamOperator):
             key = ready.popleft()
             q = pending[key]
             if len(q) <= limit:
-                records = list(q)
+                records = q
                 del pending[key]
             else:
-                records = [q.popleft() for _ in range(limit)]
+                records = q[:limit]
+                del q[:limit]
                 ready.append(key)
             self._pending_count -= len(records)
             budget -= len(records)
             self._invoke(key, records)
+        counters = self.counters
+        counters["invocations"] += self._invocations
+        counters["messages"] += self._messages
+        self._invocations = self._messages = 0
 
     def _step(self) -> None:
         """One bounded piece of work: refill the active set, invoke up to ``drain_step``
@@ -551,7 +587,7 @@ class FunctionDispatcher(StreamOperator):
             self._inbox.push(self._overflow)  # type: ignore[union-attr]
             self._overflow = []
         if self._remote:
-            self.output.emit_side(FEEDBACK_TAG, Batch.of_records(self._remote))
+            self.output.emit_side(FEEDBACK_TAG, Batch.of_records(encode_records(self._remote)))
             self._remote = []
         if self._egress_out:
             for tag, values in self._egress_out.items():
@@ -629,6 +665,10 @@ class FunctionDispatcher(StreamOperator):
 
     # ------------------------------------------------------------------ invocation
     def _invoke(self, key: tuple[str, str], records: list[MessageRecord]) -> None:
+        """Invoke the function of ``key`` with ``records`` (all addressed to it): messages
+        are built from the records without decoding values held decoded, the storage from
+        keyed state, and the changed values go back to keyed state as they are (decoded
+        built-in values are serialized only by a snapshot, a remote call or an egress)."""
         typename, fid = key
         try:
             address = self._callers.get(key)  # Address objects are immutable: share them
@@ -636,8 +676,8 @@ class FunctionDispatcher(StreamOperator):
                 if len(self._callers) >= _KG_CACHE_LIMIT:
                     self._callers.clear()
                 address = self._callers[key] = Address.of(typename, fid)
-            states = self._values.get(typename)
-            if states is None:
+            layout = self._layouts.get(typename)
+            if layout is None:
                 first = records[0]
                 known = ", ".join(sorted(self.functions.typenames())) or "none"
                 if self.config.endpoints:
@@ -648,14 +688,38 @@ class FunctionDispatcher(StreamOperator):
                     address=address,
                     message_typename=first[4],
                 )
+            fn, storage_cls, specs, by_name = layout
             self._set_key(key)
-            state = {name: st.value() for name, st, _ in states}
+            try:
+                storage = load_storage(storage_cls, typename, [(spec, st.value()) for spec, st in specs])
+            except TypeError as exc:
+                raise StatefulFunctionError(
+                    f"cannot load the state of {address}: {exc}", address=address, message_typename=records[0][4]
+                ) from exc
             messages = []
             callers: list[Address | None] = []
-            unchecked = Message._unchecked
+            new = _new_message
             caller_cache = self._callers
+            vt_name: str | None = None
+            vt_type: Any = None
             for r in records:
-                messages.append(unchecked(r[0], r[1], TypedValue(r[4], r[6], r[5])))
+                value = r[5]
+                m = new(Message)
+                m.target_typename = typename
+                m.target_id = fid
+                if type(value) is bytes:
+                    tv = TypedValue(r[4], r[6], value)
+                    m._tv = tv
+                    m._type = None
+                    m._obj = None
+                else:
+                    if r[4] != vt_name:
+                        vt_name = r[4]
+                        vt_type = builtin_type(vt_name)
+                    m._tv = None
+                    m._type = vt_type
+                    m._obj = value
+                messages.append(m)
                 if r[2]:
                     ck = (r[2], r[3])
                     caller = caller_cache.get(ck)
@@ -666,23 +730,22 @@ class FunctionDispatcher(StreamOperator):
                     callers.append(caller)
                 else:
                     callers.append(None)
-            result = invoke_trusted(self._fns[typename], address, state, messages, callers)
-            egress = self._egress_of(address, records, result)
+            result = invoke_prepared(fn, address, storage, messages, callers)
+            egress = self._egress_of(address, records, result) if result.egress else None
         except Exception as exc:
             raise UserCodeError(_describe(records), exc) from exc
-        counters = self.counters
-        counters["invocations"] += 1
-        counters["messages"] += len(records)
-        if result.state_mutations:
-            by_name = self._by_name[typename]
-            for name, value in result.state_mutations.items():
-                st, tn = by_name[name]
-                if value is None:
-                    st.clear()
-                else:
-                    st.update(TypedValue(tn, True, value))
-        for out in result.outgoing:
-            self._route(message_to_record(out.message, out.caller))
+        self._invocations += 1
+        self._messages += len(records)
+        for name, changed in storage_changes(storage):
+            st = by_name[name]
+            if changed is None:
+                st.clear()
+            else:
+                st.update(changed)
+        if result.outgoing:
+            route = self._route
+            for out in result.outgoing:
+                route(message_to_record(out.message, out.caller))
         if result.delayed_actions:
             try:
                 self._apply_delayed(key, address, result)

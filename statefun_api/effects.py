@@ -13,7 +13,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from raystream.statefun_api.address import Address
 from raystream.statefun_api.messages import EgressMessage, Message
@@ -67,7 +67,6 @@ class DelayedCancellation:
     cancellation_token: str
 
 
-@dataclass
 class InvocationResult:
     """The effects of running a batch of messages through one function address.
 
@@ -80,10 +79,37 @@ class InvocationResult:
         egress: messages to egresses, in send order.
     """
 
-    state_mutations: dict[str, bytes | None] = field(default_factory=dict)
-    outgoing: list[OutgoingMessage] = field(default_factory=list)
-    delayed_actions: list[DelayedMessage | DelayedCancellation] = field(default_factory=list)
-    egress: list[EgressMessage] = field(default_factory=list)
+    __slots__ = ("state_mutations", "outgoing", "delayed_actions", "egress")
+
+    def __init__(
+        self,
+        state_mutations: dict[str, bytes | None] | None = None,
+        outgoing: list[OutgoingMessage] | None = None,
+        delayed_actions: list[DelayedMessage | DelayedCancellation] | None = None,
+        egress: list[EgressMessage] | None = None,
+    ) -> None:
+        self.state_mutations = {} if state_mutations is None else state_mutations
+        self.outgoing = [] if outgoing is None else outgoing
+        self.delayed_actions = [] if delayed_actions is None else delayed_actions
+        self.egress = [] if egress is None else egress
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, InvocationResult):
+            return NotImplemented
+        return (self.state_mutations, self.outgoing, self.delayed_actions, self.egress) == (
+            other.state_mutations,
+            other.outgoing,
+            other.delayed_actions,
+            other.egress,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"InvocationResult(state_mutations={self.state_mutations!r}, outgoing={self.outgoing!r}, "
+            f"delayed_actions={self.delayed_actions!r}, egress={self.egress!r})"
+        )
 
     @property
     def delayed(self) -> list[DelayedMessage]:

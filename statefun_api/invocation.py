@@ -43,9 +43,14 @@ from raystream.statefun_api.effects import InvocationResult
 from raystream.statefun_api.errors import FunctionNotFound, StatefulFunctionError
 from raystream.statefun_api.functions import StatefulFunction, StatefulFunctions
 from raystream.statefun_api.messages import Message
-from raystream.statefun_api.storage import StateValue, make_storage, storage_mutations
+from raystream.statefun_api.storage import (
+    AddressScopedStorage,
+    StateValue,
+    make_storage,
+    storage_mutations,
+)
 
-__all__ = ["Invocation", "invoke", "invoke_async", "invoke_trusted"]
+__all__ = ["Invocation", "invoke", "invoke_async", "invoke_trusted", "invoke_prepared"]
 
 R = TypeVar("R")
 
@@ -68,7 +73,7 @@ class Invocation:
 class _Batch:
     """A prepared batch: the resolved function, its context and the messages with their callers."""
 
-    __slots__ = ("target", "fn", "context", "result", "messages", "callers")
+    __slots__ = ("target", "fn", "context", "result", "messages", "callers", "keep_state")
 
     def __init__(
         self,
@@ -106,6 +111,26 @@ class _Batch:
         batch._prepare(fn, target, state, messages, callers)
         return batch
 
+    @classmethod
+    def prepared(
+        cls,
+        fn: StatefulFunction,
+        target: Address,
+        storage: AddressScopedStorage,
+        messages: list[Message],
+        callers: list[Address | None],
+    ) -> _Batch:
+        """A trusted batch whose storage the caller built (and whose changes it reads)."""
+        batch = cls.__new__(cls)
+        batch.target = target
+        batch.fn = fn
+        batch.messages = messages
+        batch.callers = callers
+        batch.result = InvocationResult()
+        batch.context = Context(target, storage, batch.result)
+        batch.keep_state = True
+        return batch
+
     def _prepare(
         self,
         fn: StatefulFunction,
@@ -128,6 +153,7 @@ class _Batch:
             ) from exc
         self.result = InvocationResult()
         self.context = Context(target, storage, self.result)
+        self.keep_state = False
 
     def start(self, index: int) -> Any:
         """Call the function on message ``index``; wrap a raised exception."""
@@ -165,7 +191,8 @@ class _Batch:
         )
 
     def finish(self) -> InvocationResult:
-        self.result.state_mutations = storage_mutations(self.context.storage)
+        if not self.keep_state:
+            self.result.state_mutations = storage_mutations(self.context.storage)
         return self.result
 
 
@@ -242,6 +269,44 @@ def invoke_trusted(
     ingress) are all addressed to ``target``, so the per-message checks are skipped.
     Same semantics and errors otherwise."""
     return _run_batch(_Batch.trusted(fn, target, state, messages, callers))
+
+
+class _FastContext(Context):
+    """The :class:`~statefun_api.context.Context` of :func:`invoke_prepared`: ``storage`` is
+    a plain attribute (set once) rather than a property, which saves a Python call on every
+    ``context.storage`` access of the hot path; otherwise the same object."""
+
+    __slots__ = ("storage",)
+
+
+def invoke_prepared(
+    fn: StatefulFunction,
+    target: Address,
+    storage: AddressScopedStorage,
+    messages: list[Message],
+    callers: list[Address | None],
+) -> InvocationResult:
+    """:func:`invoke_trusted` on a storage the caller built (e.g. the engine's dispatcher,
+    from keyed state holding decoded values): the result's ``state_mutations`` stay empty,
+    the caller reads the changes with :func:`~statefun_api.storage.storage_changes`. Same
+    semantics and errors as :func:`invoke`; a sync function runs in a plain loop here."""
+    if fn.is_async:
+        return _run_batch(_Batch.prepared(fn, target, storage, messages, callers))
+    result = InvocationResult()
+    context = _FastContext(target, storage, result)
+    context.storage = storage  # type: ignore[misc]  # a slot in _FastContext
+    fun = fn.fun
+    for index, message in enumerate(messages):
+        context._caller = callers[index]
+        try:
+            outcome = fun(context, message)
+        except Exception as exc:
+            raise _Batch.prepared(fn, target, storage, messages, callers).failure(index, exc) from exc
+        if outcome is not None and inspect.isawaitable(outcome):  # a sync wrapper returning a coroutine
+            batch = _Batch.prepared(fn, target, storage, messages, callers)
+            batch.context, batch.result = context, result
+            _run_private(_await_one(batch, index, outcome), target)
+    return result
 
 
 async def invoke_async(

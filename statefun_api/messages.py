@@ -24,6 +24,8 @@ from raystream.statefun_api.types import (
     StringType,
     Type,
     TypedValue,
+    decoded_typed_value,
+    holds_decoded,
     to_typed_value,
 )
 
@@ -46,7 +48,7 @@ class Message:
         (7, Address(namespace='com.example', name='f', id='1'))
     """
 
-    __slots__ = ("target_typename", "target_id", "typed_value")
+    __slots__ = ("target_typename", "target_id", "_tv", "_type", "_obj")
 
     def __init__(self, target_typename: str, target_id: str, typed_value: TypedValue) -> None:
         if target_typename not in _VALID_TYPENAMES:
@@ -59,17 +61,41 @@ class Message:
             raise TypeError(f"typed_value must be a TypedValue, got {typed_value!r}")
         self.target_typename = target_typename
         self.target_id = target_id
-        self.typed_value = typed_value
+        self._tv: TypedValue | None = typed_value
+        self._type: Type[Any] | None = typed_value._type
+        self._obj: Any = typed_value._obj
 
     @classmethod
     def _unchecked(cls, target_typename: str, target_id: str, typed_value: TypedValue) -> Message:
         """A message from parts known to be valid (e.g. decoded from an engine record that
         was made from a checked Message): skips the argument checks of the hot path."""
-        message = cls.__new__(cls)
+        message = _new(cls)
         message.target_typename = target_typename
         message.target_id = target_id
-        message.typed_value = typed_value
+        message._tv = typed_value
+        message._type = typed_value._type
+        message._obj = typed_value._obj
         return message
+
+    @classmethod
+    def _decoded(cls, target_typename: str, target_id: str, tpe: Type[Any], obj: Any) -> Message:
+        """A message holding a valid value of a built-in immutable type decoded (its
+        :class:`TypedValue` is made only if someone asks for it)."""
+        message = _new(cls)
+        message.target_typename = target_typename
+        message.target_id = target_id
+        message._tv = None
+        message._type = tpe
+        message._obj = obj
+        return message
+
+    @property
+    def typed_value(self) -> TypedValue:
+        """The value and its typename (StateFun's ``TypedValue``)."""
+        tv = self._tv
+        if tv is None:
+            tv = self._tv = TypedValue.of(self._type, self._obj)  # type: ignore[arg-type]
+        return tv
 
     @property
     def target(self) -> Address:
@@ -78,7 +104,7 @@ class Message:
 
     def is_type(self, tpe: Type) -> bool:
         """Whether the value's typename is ``tpe``'s."""
-        return self.typed_value.typename == tpe.typename
+        return self._type is tpe or self.value_typename() == tpe.typename
 
     def as_type(self, tpe: Type[T]) -> T | None:
         """Deserialize the value as ``tpe`` (``None`` if the message carries no value).
@@ -86,6 +112,8 @@ class Message:
         Raises:
             TypeError: the message holds a value of another type.
         """
+        if self._type is tpe:  # held decoded (a built-in type): no decoding
+            return self._obj  # type: ignore[no-any-return]
         tv = self.typed_value
         if not tv.has_value:
             return None
@@ -98,11 +126,13 @@ class Message:
 
     def value_typename(self) -> str:
         """The typename of the carried value."""
-        return self.typed_value.typename
+        tv = self._tv
+        return tv.typename if tv is not None else self._type.typename  # type: ignore[union-attr]
 
     def raw_value(self) -> bytes | None:
         """The serialized value, or ``None`` if the message carries no value."""
-        return self.typed_value.value if self.typed_value.has_value else None
+        tv = self.typed_value
+        return tv.value if tv.has_value else None
 
     def is_int(self) -> bool:
         """Whether the value is an ``io.statefun.types/int``."""
@@ -223,6 +253,7 @@ _PRIMITIVES: dict[str, Type[Any]] = {
 }
 
 _MISSING: Any = object()
+_new = object.__new__
 
 
 def message_builder(
@@ -253,6 +284,27 @@ def message_builder(
     """
     tpe: Type[Any]
     val: Any
+    if (  # fastest path: an int_value alone, held decoded
+        type(int_value) is int
+        and -0x80000000 <= int_value <= 0x7FFFFFFF
+        and str_value is _MISSING
+        and long_value is _MISSING
+        and float_value is _MISSING
+        and double_value is _MISSING
+        and bool_value is _MISSING
+        and value is _MISSING
+        and value_type is None
+        and target_typename in _VALID_TYPENAMES
+        and type(target_id) is str
+        and target_id
+    ):
+        message = _new(Message)
+        message.target_typename = target_typename
+        message.target_id = target_id
+        message._tv = None
+        message._type = IntType
+        message._obj = int_value
+        return message
     if value_type is None and value is _MISSING:  # fast path: exactly one primitive keyword
         if int_value is not _MISSING:
             tpe, val = IntType, int_value
@@ -271,12 +323,10 @@ def message_builder(
             and (int_value is not _MISSING) + (str_value is not _MISSING) + (long_value is not _MISSING)
             + (float_value is not _MISSING) + (double_value is not _MISSING) + (bool_value is not _MISSING) == 1
         ):
-            try:
-                tv = TypedValue(tpe.typename, True, tpe.serializer().serialize(val))
-            except (TypeError, ValueError, OverflowError):
-                pass  # the general path below raises the error with its message
-            else:
-                return Message(target_typename, target_id, tv)
+            if holds_decoded(tpe, val):  # valid: held decoded, encoded only at a boundary
+                if target_typename not in _VALID_TYPENAMES or not target_id or type(target_id) is not str:
+                    Message(target_typename, target_id, TypedValue())  # raises the argument error
+                return Message._decoded(target_typename, target_id, tpe, val)
     given = {
         key: val
         for key, val in (
@@ -332,6 +382,9 @@ def egress_message_builder(
 
 
 def _typed(tpe: Type[Any], value: Any, where: str) -> TypedValue:
+    tv = decoded_typed_value(tpe, value)
+    if tv is not None:
+        return tv
     try:
         return to_typed_value(tpe, value)
     except (TypeError, ValueError, OverflowError) as exc:

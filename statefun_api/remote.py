@@ -56,7 +56,7 @@ from raystream.statefun_api.reqreply import (
     encode_to_function,
     result_from_response,
 )
-from raystream.statefun_api.routing import MessageRecord, message_to_record
+from raystream.statefun_api.routing import MessageRecord, message_to_record, record_typed_value
 from raystream.statefun_api.state_layout import value_state_name
 from raystream.statefun_api.types import TypedValue
 
@@ -252,7 +252,7 @@ class RemoteFunctions:
             caller = None
             if r[2]:
                 caller = callers.get((r[2], r[3])) or Address.of(r[2], r[3])
-            batch.invocations.append(ToFunction.Invocation(caller, TypedValue(r[4], r[6], r[5])))
+            batch.invocations.append(ToFunction.Invocation(caller, record_typed_value(r)))
         return ToFunction(batch)
 
     def _address(self, key: tuple[str, str]) -> Address:

@@ -5,6 +5,12 @@ tuple of scalars, so the engine ships it as typed Arrow columns rather than pick
 
     (target_typename, target_id, caller_typename, caller_id, value_typename, value, has_value)
 
+``value`` is the serialized value (bytes), or, for a value of a built-in immutable type
+(int, long, double, string, bool) that no one serialized yet, the decoded Python value: a
+message between embedded functions is never encoded. Records are encoded
+(:func:`encode_record`) only at the boundaries: messages to other subtasks (the feedback
+edge, :func:`records_to_arrow_batch`), spill files, snapshots and remote calls.
+
 ``caller_typename == ""`` means the message came from an ingress. The dispatcher is keyed
 by :func:`address_key` ``(typename, id)``; a tuple rather than ``"typename/id"`` because
 namespaces and ids may both contain slashes, so the string form is ambiguous.
@@ -27,6 +33,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import pyarrow as pa
+
+from raystream.engine.records import records_to_arrow
 from raystream.statefun_api.address import Address
 from raystream.statefun_api.egress_io import KafkaProducerRecordType, KinesisEgressRecordType
 from raystream.statefun_api.invocation import Invocation
@@ -40,6 +49,7 @@ from raystream.statefun_api.types import (
     StringType,
     Type,
     TypedValue,
+    builtin_type,
 )
 
 __all__ = [
@@ -52,11 +62,16 @@ __all__ = [
     "egress_tag",
     "decode_egress_value",
     "decode_by_typename",
+    "encode_record",
+    "encode_records",
+    "record_typed_value",
+    "records_to_arrow_batch",
     "FEEDBACK_TAG",
 ]
 
-MessageRecord = tuple[str, str, str, str, str, bytes, bool]
-"""``(target_typename, target_id, caller_typename, caller_id, value_typename, value, has_value)``."""
+MessageRecord = tuple[str, str, str, str, str, Any, bool]
+"""``(target_typename, target_id, caller_typename, caller_id, value_typename, value, has_value)``;
+``value`` is bytes or the decoded value of a built-in immutable type (see the module docstring)."""
 
 #: side output of the dispatcher that carries messages to addresses of other subtasks
 FEEDBACK_TAG = "statefun-feedback"
@@ -68,7 +83,19 @@ _BUILTIN_TYPES: dict[str, Type[Any]] = {
 
 
 def message_to_record(message: Message, caller: Address | None = None) -> MessageRecord:
-    """The engine record of ``message`` sent by ``caller`` (``None``: from an ingress)."""
+    """The engine record of ``message`` sent by ``caller`` (``None``: from an ingress); a
+    value held decoded stays decoded."""
+    tpe = message._type
+    if tpe is not None:
+        return (
+            message.target_typename,
+            message.target_id,
+            caller.typename if caller is not None else "",
+            caller.id if caller is not None else "",
+            tpe.typename,
+            message._obj,
+            True,
+        )
     tv = message.typed_value
     return (
         message.target_typename,
@@ -81,12 +108,53 @@ def message_to_record(message: Message, caller: Address | None = None) -> Messag
     )
 
 
+def record_typed_value(record: MessageRecord) -> TypedValue:
+    """The :class:`~statefun_api.types.TypedValue` a record carries (decoded values stay so)."""
+    value = record[5]
+    if type(value) is bytes:
+        return TypedValue(record[4], record[6], value)
+    return TypedValue.of(builtin_type(record[4]), value)  # type: ignore[arg-type]
+
+
+def record_message(record: MessageRecord) -> Message:
+    """The :class:`~statefun_api.messages.Message` a record carries."""
+    value = record[5]
+    if type(value) is bytes:
+        return Message._unchecked(record[0], record[1], TypedValue(record[4], record[6], value))
+    return Message._decoded(record[0], record[1], builtin_type(record[4]), value)  # type: ignore[arg-type]
+
+
+def encode_record(record: MessageRecord) -> MessageRecord:
+    """``record`` with its value serialized (the record itself when it already is).
+
+    Example:
+        >>> from raystream.statefun_api import message_builder
+        >>> encode_record(message_to_record(message_builder("a/f", "1", int_value=1)))[5]
+        b'\\r\\x01\\x00\\x00\\x00'
+    """
+    value = record[5]
+    if type(value) is bytes:
+        return record
+    data = builtin_type(record[4]).serializer().serialize(value)  # type: ignore[union-attr]
+    return (record[0], record[1], record[2], record[3], record[4], data, True)
+
+
+def encode_records(records: list[MessageRecord]) -> list[MessageRecord]:
+    """``records`` with every value serialized: what leaves the dispatcher for other
+    subtasks (the channel ships them as one Arrow batch of seven typed columns)."""
+    return [r if type(r[5]) is bytes else encode_record(r) for r in records]
+
+
+def records_to_arrow_batch(records: list[MessageRecord]) -> pa.RecordBatch:
+    """Message records as one Arrow batch of seven typed columns (values serialized): how
+    they go into spill files and snapshots."""
+    return records_to_arrow(encode_records(records))
+
+
 def record_to_invocation(record: MessageRecord) -> Invocation:
     """The :class:`~statefun_api.invocation.Invocation` carried by an engine record."""
-    target_typename, target_id, caller_typename, caller_id, value_typename, value, has_value = record
-    caller = Address.of(caller_typename, caller_id) if caller_typename else None
-    message = Message(target_typename, target_id, TypedValue(value_typename, has_value, value))
-    return Invocation(message, caller)
+    caller = Address.of(record[2], record[3]) if record[2] else None
+    return Invocation(record_message(record), caller)
 
 
 def address_key(record: MessageRecord) -> tuple[str, str]:
@@ -126,9 +194,7 @@ def decode_by_typename(tv: TypedValue) -> Any:
     value_type = _BUILTIN_TYPES.get(tv.typename)
     if value_type is None:
         return tv
-    if not tv.has_value:
-        return None
-    return value_type.serializer().deserialize(tv.value)
+    return tv.decoded(value_type)
 
 
 def decode_egress_value(message: EgressMessage, value_type: Type[Any] | None) -> Any:
@@ -153,6 +219,4 @@ def decode_egress_value(message: EgressMessage, value_type: Type[Any] | None) ->
             f"egress {message.typename!r} is declared with type {value_type.typename!r} but "
             f"received a value of type {tv.typename!r}"
         )
-    if not tv.has_value:
-        return None
-    return value_type.serializer().deserialize(tv.value)
+    return tv.decoded(value_type)

@@ -36,7 +36,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from raystream.engine.records import arrow_to_records, records_to_arrow
+from raystream.engine.records import arrow_to_records
+from raystream.statefun_api.routing import records_to_arrow_batch
 
 __all__ = ["SpillingQueue", "estimate_bytes"]
 
@@ -46,12 +47,7 @@ RECORD_OVERHEAD = 200
 
 def estimate_bytes(records: Sequence[Any]) -> int:
     """Approximate memory of message records: a constant per record plus its value's bytes."""
-    n = len(records) * RECORD_OVERHEAD
-    for r in records:
-        v = r[5]
-        if type(v) is bytes:
-            n += len(v)
-    return n
+    return len(records) * RECORD_OVERHEAD + sum([len(r[5]) for r in records if type(r[5]) is bytes])
 
 
 class _Mem:
@@ -170,7 +166,7 @@ class SpillingQueue:
             self._chunks.append(chunk)
 
     def _spill(self, chunk: _Mem) -> _Spilled:
-        rb = chunk.arrow if chunk.arrow is not None else records_to_arrow(chunk.records or [])
+        rb = chunk.arrow if chunk.arrow is not None else records_to_arrow_batch(chunk.records or [])
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, rb.schema) as writer:
             writer.write_batch(rb)
@@ -274,7 +270,7 @@ class SpillingQueue:
                 seg.file.seek(chunk.offset)
                 out.append(pa.ipc.open_stream(seg.file.read(chunk.length)).read_next_batch())
             elif chunk.records is not None:
-                out.append(records_to_arrow(chunk.records[chunk.pos :]))
+                out.append(records_to_arrow_batch(chunk.records[chunk.pos :]))
             else:
                 assert chunk.arrow is not None
                 out.append(chunk.arrow.slice(chunk.pos))

@@ -35,88 +35,135 @@ from raystream.statefun_api.types import (
     LongType,
     StringType,
     TypedValue,
+    holds_decoded,
 )
 
-__all__ = ["AddressScopedStorage", "StateValue", "make_storage", "storage_mutations"]
+__all__ = [
+    "AddressScopedStorage",
+    "StateValue",
+    "make_storage",
+    "storage_mutations",
+    "storage_changes",
+    "storage_class",
+    "load_storage",
+]
 
 StateValue = bytes | TypedValue | None
 """A stored state value: bytes of the spec's type, a TypedValue (checked), or absent."""
 
 
 _UNSET: Any = object()
-# built-in types whose decoded values are immutable, with the Python type that round-trips
-# exactly (a value of that exact type is cached as assigned; others are decoded on read)
-_CACHEABLE: dict[Any, type] = {IntType: int, LongType: int, DoubleType: float, StringType: str, BoolType: bool}
 
 
 class _Cell:
-    __slots__ = ("spec", "typename", "value", "dirty", "obj", "_exact")
+    """One declared value: its current :class:`TypedValue` (``None``: no value), the
+    decoded object of a built-in immutable type (cached), and whether it was written.
+
+    An assignment of a valid built-in immutable value only keeps the object (``tv`` is
+    ``_STALE``); its TypedValue is made once, when the changes are collected."""
+
+    __slots__ = ("spec", "typename", "tv", "dirty", "obj", "_exact", "_lo", "_hi")
 
     def __init__(self, spec: ValueSpec, typename: str, value: StateValue) -> None:
         self.spec = spec
         self.typename = typename
         if isinstance(value, TypedValue):
-            value = self._unwrap(value)
-        elif value is not None and not isinstance(value, bytes):
-            if not isinstance(value, (bytearray, memoryview)):
+            if value.has_value and value.typename != spec.type.typename:
+                raise TypeError(
+                    f"state {spec.name!r} of function {typename!r} is declared as "
+                    f"{spec.type.typename!r} but the stored value has type {value.typename!r}"
+                )
+            tv: Any = value if value.has_value else None
+        elif value is None:
+            tv = None
+        else:
+            if not isinstance(value, (bytes, bytearray, memoryview)):
                 raise TypeError(
                     f"state {spec.name!r} of function {typename!r}: a stored value must be "
                     f"bytes, a TypedValue or None, got {value!r}"
                 )
-            value = bytes(value)
-        self.value: bytes | None = value
+            tv = TypedValue(spec.type.typename, True, bytes(value))
+        self.tv = tv
         self.dirty = False
         self.obj: Any = _UNSET  # the decoded value, for cacheable built-in types
-        self._exact = _CACHEABLE.get(spec.type)
+        ranges: tuple[Any, Any, Any] = _RANGES.get(spec.type, (None, None, None))
+        self._exact, self._lo, self._hi = ranges
+        if tv is not None and tv._type is spec.type:
+            self.obj = tv._obj
 
-    def _unwrap(self, tv: TypedValue) -> bytes | None:
-        if not tv.has_value:
-            return None
-        if tv.typename != self.spec.type.typename:
-            raise TypeError(
-                f"state {self.spec.name!r} of function {self.typename!r} is declared as "
-                f"{self.spec.type.typename!r} but the stored value has type {tv.typename!r}"
-            )
-        return tv.value
+    def typed_value(self) -> TypedValue | None:
+        """The current value as a TypedValue (``None``: no value)."""
+        tv = self.tv
+        if tv is _STALE:
+            tv = self.tv = TypedValue.of(self.spec.type, self.obj)
+        return tv  # type: ignore[no-any-return]
+
+    @property
+    def value(self) -> bytes | None:
+        """The serialized value (``None``: no value)."""
+        tv = self.typed_value()
+        return None if tv is None else tv.value
 
     def get(self) -> Any:
-        if self.obj is not _UNSET:
-            return self.obj
-        if self.value is None:
+        obj = self.obj
+        if obj is not _UNSET:
+            return obj
+        tv = self.tv
+        if tv is None:
             return None
         try:
-            obj = self.spec.type.serializer().deserialize(self.value)
-            if self._exact is not None:
-                self.obj = obj
-            return obj
+            obj = self.spec.type.serializer().deserialize(tv.value)
         except (TypeError, ValueError) as exc:
             raise ValueError(
                 f"state {self.spec.name!r} of function {self.typename!r}: cannot deserialize "
                 f"the stored bytes as {self.spec.type.typename!r}: {exc}"
             ) from exc
+        if self._exact is not None:
+            self.obj = obj
+        return obj
 
     def set(self, value: Any) -> None:
+        if type(value) is self._exact:
+            lo = self._lo
+            if (value <= self._hi and value >= lo) if lo is not None else holds_decoded(self.spec.type, value):
+                self.obj = value  # kept decoded; a TypedValue is made when the changes are read
+                self.tv = _STALE
+                self.dirty = True
+                return
         if value is None:
             raise ValueError(
                 f"cannot set state {self.spec.name!r} of function {self.typename!r} to None; "
                 f"use `del context.storage.{self.spec.name}` to remove it"
             )
+        tpe = self.spec.type
         try:
-            data = self.spec.type.serializer().serialize(value)
+            data = tpe.serializer().serialize(value)
         except (TypeError, ValueError, OverflowError) as exc:
             error = TypeError if isinstance(exc, TypeError) else ValueError
             raise error(
                 f"cannot store {value!r} in state {self.spec.name!r} of function "
-                f"{self.typename!r}: expected a value of type {self.spec.type.typename!r} ({exc})"
+                f"{self.typename!r}: expected a value of type {tpe.typename!r} ({exc})"
             ) from exc
-        self.value = data if type(data) is bytes else bytes(data)
-        self.dirty = True
-        self.obj = value if value and type(value) is self._exact else _UNSET  # not 0/-0.0/''
-
-    def delete(self) -> None:
-        self.value = None
+        self.tv = TypedValue(tpe.typename, True, data if type(data) is bytes else bytes(data))
         self.dirty = True
         self.obj = _UNSET
+
+    def delete(self) -> None:
+        self.tv = None
+        self.dirty = True
+        self.obj = _UNSET
+
+
+_STALE: Any = object()
+#: built-in immutable types: exact Python type and the range checked on assignment
+#: (no range: :func:`holds_decoded` decides)
+_RANGES: dict[Any, tuple[type, Any, Any]] = {
+    IntType: (int, -(1 << 31), (1 << 31) - 1),
+    LongType: (int, -(1 << 63), (1 << 63) - 1),
+    DoubleType: (float, None, None),
+    StringType: (str, None, None),
+    BoolType: (bool, None, None),
+}
 
 
 class AddressScopedStorage:
@@ -159,7 +206,14 @@ class AddressScopedStorage:
 
     def __setattr__(self, name: str, value: Any) -> None:
         cell = self.__cells.get(name)
-        (cell if cell is not None else self.__cell(name)).set(value)
+        if cell is None:
+            cell = self.__cell(name)
+        elif type(value) is cell._exact and cell._lo is not None and cell._lo <= value <= cell._hi:
+            cell.obj = value  # an int/long in range: kept decoded (as _Cell.set does)
+            cell.tv = _STALE
+            cell.dirty = True
+            return
+        cell.set(value)
 
     def __delattr__(self, name: str) -> None:
         self.__cell(name).delete()
@@ -182,11 +236,68 @@ def make_storage(
     Values for names that are not declared are ignored (e.g. left over from an older
     version of the function); declared names without a value read as ``None``.
     """
+    specs = tuple(specs)
     cells = {spec.name: _Cell(spec, typename, values.get(spec.name)) for spec in specs}
-    return AddressScopedStorage(typename, cells)
+    return storage_class(specs)(typename, cells)
 
 
 def storage_mutations(storage: AddressScopedStorage) -> dict[str, bytes | None]:
     """The values assigned (bytes) or deleted (``None``) since the storage was created."""
     cells: dict[str, _Cell] = object.__getattribute__(storage, "_AddressScopedStorage__cells")
     return {name: cell.value for name, cell in cells.items() if cell.dirty}
+
+
+def storage_changes(storage: AddressScopedStorage) -> list[tuple[str, TypedValue | None]]:
+    """Like :func:`storage_mutations`, as ``(name, TypedValue or None)`` pairs: values of
+    built-in types stay decoded (the engine's dispatcher keeps them so in keyed state).
+
+    Example:
+        >>> from raystream.statefun_api.spec import ValueSpec
+        >>> s = make_storage("a/b", [ValueSpec("n", IntType)], {})
+        >>> s.n = 3
+        >>> [(name, tv.decoded(IntType)) for name, tv in storage_changes(s)]
+        [('n', 3)]
+    """
+    cells: dict[str, _Cell] = object.__getattribute__(storage, "_AddressScopedStorage__cells")
+    return [(name, cell.typed_value()) for name, cell in cells.items() if cell.dirty]
+
+
+def load_storage(
+    cls: type[AddressScopedStorage], typename: str, values: list[tuple[ValueSpec, TypedValue | None]]
+) -> AddressScopedStorage:
+    """The storage of one address from ``(spec, stored TypedValue or None)`` pairs, with the
+    class from :func:`storage_class` (the engine's dispatcher, once per invocation)."""
+    return cls(typename, {spec.name: _Cell(spec, typename, tv) for spec, tv in values})
+
+
+def storage_class(specs: tuple[ValueSpec, ...]) -> type[AddressScopedStorage]:
+    """A subclass of :class:`AddressScopedStorage` with a property per spec name, so
+    ``storage.name`` is a plain attribute lookup rather than a failed one plus
+    ``__getattr__`` (cached per tuple of spec names)."""
+    names = tuple(spec.name for spec in specs)
+    cls = _CLASSES.get(names)
+    if cls is None:
+        ns: dict[str, Any] = {"__slots__": ()}
+        for name in names:
+            if not name.startswith("_"):
+                ns[name] = _cell_property(name)
+        cls = type("AddressScopedStorage", (AddressScopedStorage,), ns)
+        if len(_CLASSES) < 1024:
+            _CLASSES[names] = cls
+    return cls
+
+
+_CLASSES: dict[tuple[str, ...], type[AddressScopedStorage]] = {}
+
+
+def _cell_property(name: str) -> property:
+    def fget(self: Any) -> Any:
+        return self._AddressScopedStorage__cells[name].get()
+
+    def fset(self: Any, value: Any) -> None:
+        self._AddressScopedStorage__cells[name].set(value)
+
+    def fdel(self: Any) -> None:
+        self._AddressScopedStorage__cells[name].delete()
+
+    return property(fget, fset, fdel, f"The declared value {name!r}.")

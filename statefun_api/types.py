@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import abc
 import json
+import math
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import raystream.statefun_api._protowire as _protowire
@@ -52,6 +52,9 @@ __all__ = [
     "StringType",
     "to_typed_value",
     "from_typed_value",
+    "decoded_typed_value",
+    "holds_decoded",
+    "builtin_type",
 ]
 
 T = TypeVar("T")
@@ -100,20 +103,92 @@ class Type(abc.ABC, Generic[T]):
         return f"{type(self).__name__}({self.typename!r})"
 
 
-@dataclass(frozen=True)
 class TypedValue:
     """A serialized value with its typename: StateFun's ``TypedValue`` envelope.
 
     ``has_value=False`` stands for "no value" (e.g. absent state).
 
+    A value of a built-in immutable type (int, long, double, string, bool) may also be held
+    *decoded* (:meth:`of`): embedded functions read it without decoding, and the bytes are
+    produced only when something asks for :attr:`value` (a remote call, a snapshot, an
+    egress). Equality, hashing, pickling and ``repr`` always use the bytes, so a decoded
+    value and its encoded form are interchangeable.
+
     Example:
         >>> to_typed_value(StringType, "hi")
         TypedValue(typename='io.statefun.types/string', has_value=True, value=b'\\n\\x02hi')
+        >>> TypedValue.of(IntType, 7) == to_typed_value(IntType, 7)
+        True
     """
 
-    typename: str = ""
-    has_value: bool = False
-    value: bytes = b""
+    __slots__ = ("typename", "has_value", "_value", "_type", "_obj")
+    typename: str
+    has_value: bool
+    _value: bytes | None  # None: held decoded and not serialized yet
+    _type: Type[Any] | None  # the built-in type of a value held decoded
+    _obj: Any
+
+    def __init__(self, typename: str = "", has_value: bool = False, value: bytes = b"") -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "typename", typename)
+        setattr_(self, "has_value", has_value)
+        setattr_(self, "_value", value)
+        setattr_(self, "_type", None)
+        setattr_(self, "_obj", None)
+
+    @classmethod
+    def of(cls, tpe: Type[Any], obj: Any) -> TypedValue:
+        """A value held decoded: ``obj`` must be a valid, immutable value of ``tpe`` (the
+        caller checked it); it is serialized only when :attr:`value` is read."""
+        tv = _new_tv(cls)
+        setattr_ = object.__setattr__
+        setattr_(tv, "typename", tpe.typename)
+        setattr_(tv, "has_value", True)
+        setattr_(tv, "_value", None)
+        setattr_(tv, "_type", tpe)
+        setattr_(tv, "_obj", obj)
+        return tv
+
+    @property
+    def value(self) -> bytes:
+        """The serialized value (``b""`` when there is none)."""
+        data = self._value
+        if data is None:
+            data = bytes(self._type.serializer().serialize(self._obj))  # type: ignore[union-attr]
+            object.__setattr__(self, "_value", data)
+        return data
+
+    def decoded(self, tpe: Type[T]) -> T | None:
+        """The value deserialized as ``tpe`` (the held object when it is held decoded as
+        ``tpe``); ``None`` without a value. The typename is not checked here."""
+        if self._type is tpe:
+            return self._obj  # type: ignore[no-any-return]
+        if not self.has_value:
+            return None
+        return tpe.serializer().deserialize(self.value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"TypedValue is immutable (cannot set {name!r})")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"TypedValue is immutable (cannot delete {name!r})")
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not TypedValue:
+            return NotImplemented
+        return (self.typename, self.has_value, self.value) == (other.typename, other.has_value, other.value)
+
+    def __hash__(self) -> int:
+        return hash((self.typename, self.has_value, self.value))
+
+    def __repr__(self) -> str:
+        return f"TypedValue(typename={self.typename!r}, has_value={self.has_value!r}, value={self.value!r})"
+
+    def __reduce__(self) -> Any:
+        return (TypedValue, (self.typename, self.has_value, self.value))  # encoded at the boundary
+
+
+_new_tv = object.__new__
 
 
 def to_typed_value(tpe: Type[T], value: T | None) -> TypedValue:
@@ -121,6 +196,44 @@ def to_typed_value(tpe: Type[T], value: T | None) -> TypedValue:
     if value is None:
         return TypedValue(tpe.typename, False, b"")
     return TypedValue(tpe.typename, True, bytes(tpe.serializer().serialize(value)))
+
+
+def decoded_typed_value(tpe: Type[T], value: Any) -> TypedValue | None:
+    """``value`` held decoded when :func:`holds_decoded` says so; ``None`` otherwise (the
+    caller serializes it now).
+
+    Example:
+        >>> decoded_typed_value(IntType, 3).decoded(IntType), decoded_typed_value(IntType, 2**40)
+        (3, None)
+    """
+    return TypedValue.of(tpe, value) if holds_decoded(tpe, value) else None
+
+
+def holds_decoded(tpe: Type[Any], value: Any) -> bool:
+    """Whether ``value`` may be held decoded as ``tpe``: ``tpe`` is a built-in immutable
+    type, ``value`` is exactly of its Python type and valid for it (so serializing it later
+    cannot fail) and round-trips exactly (not ``-0.0``).
+
+    Example:
+        >>> holds_decoded(IntType, 3), holds_decoded(IntType, 2**40), holds_decoded(IntType, True)
+        (True, False, False)
+    """
+    check = _DECODABLE.get(tpe)
+    if check is None or type(value) is not check[0]:
+        return False
+    lo = check[1]
+    if lo is not None:
+        return lo <= value <= check[2]  # type: ignore[no-any-return]
+    if isinstance(value, str):
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+        return True
+    if isinstance(value, float):
+        return bool(value) or math.copysign(1.0, value) > 0
+    return True
 
 
 def from_typed_value(tpe: Type[T], typed_value: TypedValue | None) -> T | None:
@@ -136,7 +249,7 @@ def from_typed_value(tpe: Type[T], typed_value: TypedValue | None) -> T | None:
             f"type mismatch: the value has type {typed_value.typename!r} "
             f"but is read as {tpe.typename!r}"
         )
-    return tpe.serializer().deserialize(typed_value.value)
+    return typed_value.decoded(tpe)
 
 
 # -- user-defined types ------------------------------------------------------------------
@@ -381,3 +494,23 @@ StringType: Type[str] = _WrapperType(
     "io.statefun.types/string",
     _StringSerializer(_protowire.Writer.string, _protowire.Fields.string, _check_str),
 )
+
+#: built-in immutable types held decoded: type -> (exact Python type, min, max)
+_DECODABLE: dict[Any, tuple[type, Any, Any]] = {
+    IntType: (int, -(1 << 31), (1 << 31) - 1),
+    LongType: (int, -(1 << 63), (1 << 63) - 1),
+    DoubleType: (float, None, None),
+    StringType: (str, None, None),
+    BoolType: (bool, None, None),
+}
+_BY_TYPENAME: dict[str, Type[Any]] = {t.typename: t for t in (BoolType, IntType, LongType, FloatType, DoubleType, StringType)}
+
+
+def builtin_type(typename: str) -> Type[Any] | None:
+    """The built-in type of ``typename`` (``None`` for any other).
+
+    Example:
+        >>> builtin_type("io.statefun.types/int") is IntType
+        True
+    """
+    return _BY_TYPENAME.get(typename)
