@@ -19,11 +19,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from .events import Watermark
 from .keygroups import KeyGroupRange
 from .records import Batch
+
+if TYPE_CHECKING:
+    from .state_backend import KeyedBackend
 
 __all__ = ["Output", "OperatorContext", "StreamOperator", "Clock", "SystemClock", "ManualClock", "Cancellable"]
 
@@ -104,7 +107,7 @@ class OperatorContext:
     # the keyed state backend of a keyed operator (``checkpoint.KeyedStateBackend``, made by
     # the job's ``engine.state_backend.StateBackend``), else None; operators of the library
     # read it through ``operators.functions.keyed_state_backend(ctx)``, which narrows it
-    keyed_backend: Any = None
+    keyed_backend: KeyedBackend | None = None
     metrics: dict[str, int] = field(default_factory=dict)
     # set by the task: current combined watermark, for operators that need it
     current_watermark: Callable[[], int] | None = None

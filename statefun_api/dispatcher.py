@@ -91,6 +91,7 @@ from raystream.engine.errors import JobFailed, UserCodeError, short_repr
 from raystream.engine.keygroups import key_group_for
 from raystream.engine.operator import OperatorContext, Output, StreamOperator
 from raystream.engine.records import Batch
+from raystream.operators.functions import keyed_state_backend
 from raystream.statefun_api.address import Address
 from raystream.statefun_api.effects import DelayedMessage, InvocationResult
 from raystream.statefun_api.endpoints import RemoteEndpoint, endpoint_problem
@@ -266,10 +267,9 @@ class FunctionDispatcher(StreamOperator):
         """Register the state of every function, re-queue restored messages and re-arm the
         timers of the delayed messages found in (restored) keyed state."""
         super().open(ctx, output)
-        backend = ctx.keyed_backend
-        if backend is None:  # a task run without a state backend factory (in-process tests)
-            backend = ctx.keyed_backend = HeapKeyedStateBackend(ctx.key_group_range, ctx.max_parallelism, ctx.clock)
-        self.backend = backend
+        if ctx.keyed_backend is None:  # a context made by hand, without a task (unit tests)
+            ctx.keyed_backend = HeapKeyedStateBackend(ctx.key_group_range, ctx.max_parallelism, ctx.clock)
+        self.backend = backend = keyed_state_backend(ctx)
         self.clock = ctx.clock
         self._range = ctx.key_group_range
         self._max_parallelism = ctx.max_parallelism
