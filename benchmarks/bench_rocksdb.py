@@ -15,6 +15,14 @@ the keyed record workload on RocksDB vs heap, every ratio within one run.
    alternating, best of ``--repeat``; RocksDB with its read cache warm (cache >= keys):
    target >= 0.5x heap.
 
+4. **Operators' own state** (``--operators``: only this part): the record-API ``reduce``
+   (a ReducingState on RocksDB, a dict on heap) and a KeyedProcessFunction with an
+   event-time timer per record (RocksDB timer queues vs the heap queue), each operator in
+   a real task (OperatorHarness, p=1) on ``--op-n`` events as Python records: RocksDB vs
+   heap (CPU time, alternating, median ratio of ``--op-rounds`` rounds), and the heap path
+   of the current code A/B against ``--ab-commit`` (the code before operators kept state
+   in off-heap backends; loaded from git), equal outputs asserted.
+
 Prints the figures; ``--write`` appends them to benchmarks/RESULTS.md.
 """
 
@@ -158,6 +166,124 @@ def keyed_job(path: str, backend: str | RocksDBStateBackend) -> float:
     return time.perf_counter() - t
 
 
+# -- 4. operators' own state -------------------------------------------------------------
+
+
+def _old_keyed(commit: str) -> Any:
+    """``operators/keyed.py`` and ``operators/timers.py`` as they were at ``commit``."""
+    import importlib.util
+
+    def show(path: str) -> str:
+        return subprocess.run(["git", "show", f"{commit}:{path}"], cwd=os.path.dirname(os.path.dirname(__file__)),
+                              capture_output=True, text=True, check=True).stdout
+
+    def load(name: str, source: str) -> Any:
+        path = os.path.join(tempfile.mkdtemp(prefix="raystream-ab-"), f"{name}.py")
+        with open(path, "w") as f:
+            f.write(source)
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        return module
+
+    load("_ab_old_timers", show("operators/timers.py"))
+    keyed = show("operators/keyed.py")
+    keyed = (keyed.replace("from .functions import", "from raystream.operators.functions import")
+             .replace("from .time import", "from raystream.operators.time import")
+             .replace("from .timers import", "from _ab_old_timers import"))
+    return load("_ab_old_keyed", keyed)
+
+
+def _sum(a: dict, b: dict) -> dict:
+    return {"key": a["key"], "value": a["value"] + b["value"], "ts": b["ts"]}
+
+
+class TimerTotals(rs.KeyedProcessFunction):
+    """A running sum per key in ValueState and an event-time timer at the end of the record's
+    second (one per key and second, deduplicated), which emits the key's sum."""
+
+    def open(self, ctx: Any) -> None:
+        self.total = ctx.get_state(ValueStateDescriptor("total", default=0))
+
+    def process_element(self, value: dict, ctx: Any) -> Any:
+        self.total.update(self.total.value() + value["value"])
+        ctx.timer_service().register_event_time_timer(value["ts"] - value["ts"] % 1000 + 999)
+        return ()
+
+    def on_timer(self, timestamp: int, ctx: Any) -> Any:
+        yield (ctx.get_current_key(), timestamp, self.total.value())
+
+
+def _run_operator(module: Any, workload: str, backend: Any, batches: list[list[dict]]) -> tuple[float, list]:
+    """CPU seconds of one operator over ``batches`` in an OperatorHarness; its output."""
+    from raystream.engine.partitioners import KeySelector
+    from raystream.operators.testing import OperatorHarness
+    from raystream.operators.time import TimestampAssigner
+
+    if workload == "reduce":
+        op = module.ReduceOperator(KeySelector("key"), _sum)
+    else:
+        op = module.KeyedProcessOperator(KeySelector("key"), TimerTotals(), TimestampAssigner(column="ts"))
+    h = OperatorHarness(op, state_backend=backend)
+    out: list = []
+    t = time.process_time()
+    for b in batches:
+        h.process(b)
+        if workload == "timers":
+            h.advance_watermark(b[-1]["ts"])
+        out.extend(h.take())
+    if workload == "timers":
+        h.advance_watermark(2**62)
+        out.extend(h.take())
+    cpu = time.process_time() - t
+    close = getattr(h.ctx.keyed_backend, "close", None)
+    if close is not None:
+        close()
+    return cpu, out
+
+
+def operator_state(n: int, rounds: int, commit: str, cache: int) -> list[str]:
+    import statistics
+
+    from raystream.checkpoint import HeapStateBackend
+    from raystream.operators import keyed as new_keyed
+
+    from .datagen import iter_batches
+
+    batches = [rb.to_pylist() for rb in iter_batches(n, 8192)]
+    old = _old_keyed(commit)
+    lines = []
+    for workload in ("reduce", "timers"):
+        ab: list[float] = []
+        rh: list[float] = []
+        cpu: dict[str, list[float]] = {"old": [], "new": [], "rocksdb": []}
+        outs: dict[str, list] = {}
+        _run_operator(new_keyed, workload, HeapStateBackend(), batches[:2])  # warm-up
+        for r in range(rounds):
+            order = ("old", "new", "rocksdb") if r % 2 == 0 else ("rocksdb", "new", "old")
+            got = {}
+            for which in order:
+                module = old if which == "old" else new_keyed
+                backend = RocksDBStateBackend(cache_size=cache) if which == "rocksdb" else HeapStateBackend()
+                got[which], out = _run_operator(module, workload, backend, batches)
+                cpu[which].append(got[which])
+                outs.setdefault(which, sorted(map(repr, out)))
+            ab.append(got["new"] / got["old"])
+            rh.append(got["rocksdb"] / got["new"])
+        assert outs["old"] == outs["new"] == outs["rocksdb"], f"{workload}: outputs differ"
+        what = "reduce (record API)" if workload == "reduce" else "KeyedProcessFunction + event-time timer per record"
+        med = {k: statistics.median(v) for k, v in cpu.items()}
+        lines.append(
+            f"{what}, {n:,} events, p=1 OperatorHarness, {rounds} alternating rounds (CPU s median): "
+            f"heap old {med['old']:.2f} / heap new {med['new']:.2f} / rocksdb {med['rocksdb']:.2f}; "
+            f"heap new/old per round {' '.join(f'{x:.3f}' for x in ab)} (median {statistics.median(ab):.3f}); "
+            f"rocksdb/heap {statistics.median(rh):.2f}x time = {1 / statistics.median(rh):.2f}x heap throughput"
+        )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.bench_rocksdb", description=__doc__.splitlines()[0])
     p.add_argument("--keys", type=int, default=10_000_000, help="keys of the large state")
@@ -168,9 +294,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=1_000_000, help="events of the keyed record workload")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--skip-large", action="store_true", help="only the throughput part")
+    p.add_argument("--operators", action="store_true", help="only part 4: operators' own state (reduce, timers)")
+    p.add_argument("--op-n", type=int, default=200_000, help="events of part 4")
+    p.add_argument("--op-rounds", type=int, default=5, help="alternating rounds of part 4")
+    p.add_argument("--ab-commit", default="b4fb7d2", help="the code part 4 compares the heap path against")
     p.add_argument("--write", action="store_true", help="append the figures to benchmarks/RESULTS.md")
     args = p.parse_args(argv)
     lines = [f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"]
+    if args.operators:
+        lines += operator_state(args.op_n, args.op_rounds, args.ab_commit, max(args.cache, 16_384))
+        text = "\n".join(lines)
+        print(text)
+        if args.write:
+            cmd = "python -m benchmarks.bench_rocksdb " + " ".join(argv if argv is not None else sys.argv[1:])
+            with open(os.path.join(os.path.dirname(__file__), "RESULTS.md"), "a") as f:
+                f.write(f"\n### RocksDB: operators' own state (reduce, timers)\n\n`{cmd}`\n\n```\n{text}\n```\n")
+        return 0
     workdir = tempfile.mkdtemp(prefix="raystream-bench-rocksdb-")
     try:
         if not args.skip_large:

@@ -103,6 +103,8 @@ _NO_KEY: Any = object()
 _MISS: Any = object()
 #: entries the read cache holds by default
 DEFAULT_CACHE_SIZE = 65_536
+#: str/int keys whose key group and encoding the backend remembers (cleared when full)
+_KEY_CACHE = 65_536
 #: evicted writes collected before one write batch goes to RocksDB
 _BATCH = 1024
 _LIST, _MAP = "list", "map"
@@ -179,6 +181,7 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         self._dirty: set[bytes] = set()
         self._pending: dict[bytes, bytes | None] = {}  # evicted dirty entries, not yet written
         self._key: Any = _NO_KEY
+        self._key_cache: dict[Any, tuple[int, bytes, bytes]] = {}  # str/int key -> (group, group bytes, key part)
         self._kg = -1
         self._kg2 = b""
         self._kpart: bytes | None = None
@@ -220,6 +223,16 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         return self._capacity
 
     def set_current_key(self, key: Any) -> None:
+        t = type(key)
+        cacheable = t is str or t is int  # (exact types: 1, 1.0 and True are distinct keys here)
+        if cacheable:
+            hit = self._key_cache.get(key)
+            if hit is not None:  # key group and encoding known: no hashing, no encoding
+                if key is not self._key:
+                    self._key = key
+                    self._kg, self._kg2, self._kpart = hit
+                    self._last_sid = None
+                return
         kg = key_group_for(key, self._max_par)
         if not self._start <= kg <= self._end:
             raise StateError(
@@ -228,6 +241,12 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
                 "routed to the wrong subtask, or max_parallelism differs between stages"
             )
         self._set(key, kg)
+        if cacheable:
+            cache = self._key_cache
+            if len(cache) >= _KEY_CACHE:
+                cache.clear()
+            kpart = self._kpart = key_part(encode_key(key))
+            cache[key] = (kg, self._kg2, kpart)
 
     def set_current_key_with_group(self, key: Any, key_group: int) -> None:
         if not self._start <= key_group <= self._end:

@@ -319,6 +319,14 @@ class RocksReducingState(_RocksState, ReducingState[T]):
         current = self._get_single(for_write=True)
         self._put_single(value if current is _MISSING else self._reduce(current, value))
 
+    def add_and_get(self, value: T) -> T:
+        """``add(value)``, then the reduced value (what ``get()`` would return), reading the
+        entry once: the record-API reduce emits it for every record."""
+        current = self._get_single(for_write=True)
+        reduced = value if current is _MISSING else self._reduce(current, value)
+        self._put_single(reduced)
+        return reduced
+
 
 class RocksAggregatingState(_RocksState, AggregatingState[IN, OUT], Generic[IN, OUT]):
     """:class:`~checkpoint.state.AggregatingState` on RocksDB."""
