@@ -76,6 +76,7 @@ import logging
 import os
 import resource
 import sys
+import time
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -134,6 +135,8 @@ _CHUNK = 8192
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 #: cancelled delayed messages tolerated in the timer heap beyond the live ones before a rebuild
 _COMPACT_SLACK = 64
+#: the process's RSS is sampled for the rss_peak_bytes gauge at most this often (seconds)
+_RSS_EVERY_S = 0.05
 _new_message = object.__new__
 
 
@@ -218,6 +221,7 @@ class FunctionDispatcher(StreamOperator):
         self._pending: dict[tuple[str, str], list[MessageRecord]] = {}
         self._ready: deque[tuple[str, str]] = deque()
         self._pending_count = 0
+        self._rss_due = 0.0  # monotonic time of the next RSS sample
         self._invocations = 0  # since the last counters update (added up per drain)
         self._messages = 0
         self._active_limit = config.drain_step
@@ -609,9 +613,12 @@ class FunctionDispatcher(StreamOperator):
             c["spilled_messages"] = inbox.spilled_messages
             c["spill_disk_bytes"] = inbox.disk_bytes
         c["remote_in_flight"] = self.remote_in_flight()
-        rss = _rss_bytes()
-        if rss > c["rss_peak_bytes"]:
-            c["rss_peak_bytes"] = rss
+        now = time.monotonic()
+        if now >= self._rss_due:  # reading /proc costs ~0.1 ms: sampled at most every _RSS_EVERY_S
+            self._rss_due = now + _RSS_EVERY_S
+            rss = _rss_bytes()
+            if rss > c["rss_peak_bytes"]:
+                c["rss_peak_bytes"] = rss
 
     def _schedule_continuation(self) -> None:
         if self._continuation_posted or not (self._has_work() and self._can_step()):

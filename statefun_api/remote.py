@@ -45,17 +45,25 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from raystream.checkpoint import StateTtlConfig, ValueStateDescriptor
+from raystream.statefun_api._reqreply_pb import (
+    DELETE,
+    MODIFY,
+    DecodeError,
+    FromFunctionPb,
+    ToFunctionPb,
+)
 from raystream.statefun_api.address import Address
+from raystream.statefun_api.effects import (
+    DelayedCancellation,
+    DelayedMessage,
+    InvocationResult,
+    OutgoingMessage,
+)
 from raystream.statefun_api.endpoints import RemoteEndpoint, resolve_endpoint
 from raystream.statefun_api.errors import ProtocolError, StatefulFunctionError
 from raystream.statefun_api.http_caller import CallResult, RemoteCaller, excerpt, require_aiohttp
-from raystream.statefun_api.reqreply import (
-    FromFunction,
-    ToFunction,
-    decode_from_function,
-    encode_to_function,
-    result_from_response,
-)
+from raystream.statefun_api.messages import EgressMessage, Message
+from raystream.statefun_api.reqreply import FromFunction, decode_from_function
 from raystream.statefun_api.routing import MessageRecord, message_to_record, record_typed_value
 from raystream.statefun_api.state_layout import value_state_name
 from raystream.statefun_api.types import TypedValue
@@ -93,6 +101,7 @@ class RemoteFunctions:
         self._types: dict[str, RemoteEndpoint | None] = {}
         self._queues: dict[tuple[str, str], deque[MessageRecord]] = {}
         self._inflight: dict[tuple[str, str], _Call] = {}
+        self._records_inflight = 0  # messages in the calls of _inflight (kept, not summed per query)
         self._by_id: dict[int, tuple[str, str]] = {}  # call id -> address of the call in flight
         # addresses with queued messages and no call, in the order they became ready
         self._ready: OrderedDict[tuple[str, str], None] = OrderedDict()
@@ -129,7 +138,7 @@ class RemoteFunctions:
 
     def records_in_flight(self) -> int:
         """Messages in the requests in flight."""
-        return sum(len(call.records) for call in self._inflight.values())
+        return self._records_inflight
 
     def queued(self) -> int:
         """Messages queued behind requests in flight (or not sent yet)."""
@@ -200,6 +209,7 @@ class RemoteFunctions:
     def _finished(self, key: tuple[str, str], call: _Call) -> None:
         """The call of ``key`` is over: free its request slot and let the next address go."""
         del self._inflight[key]
+        self._records_inflight -= len(call.records)
         ep = call.endpoint
         self._per_endpoint[ep] -= 1
         parked = self._parked.get(ep)
@@ -228,32 +238,58 @@ class RemoteFunctions:
         self._next_id += 1
         self._by_id.pop(call.call_id, None)  # a resent batch (handshake) gets a new id
         call.call_id = self._next_id
+        if key not in self._inflight:
+            self._records_inflight += len(call.records)
         self._inflight[key] = call
         self._by_id[call.call_id] = key
-        request = self._request(key, call.records)
-        call.sent_state = frozenset(pv.state_name for pv in request.invocation.state)  # type: ignore[union-attr]
-        body = encode_to_function(request)
+        body, call.sent_state = self._encode(key, call.records)
         self.requests += 1
         self._caller.submit(call.call_id, call.endpoint, call.url, body)
 
-    def _request(self, key: tuple[str, str], records: list[MessageRecord]) -> ToFunction:
-        typename, fid = key
-        batch = ToFunction.InvocationBatchRequest(target=self._address(key))
+    def _encode(self, key: tuple[str, str], records: list[MessageRecord]) -> tuple[bytes, frozenset[str]]:
+        """The ``ToFunction`` request invoking ``key`` with ``records`` (the address's declared
+        values attached), encoded with the upb classes; and the names of the values sent."""
+        typename = key[0]
+        req = ToFunctionPb()
+        batch = req.invocation
+        address = self._address(key)
+        target = batch.target
+        target.namespace, target.type, target.id = address.namespace, address.name, address.id
         specs = self._specs.get(typename)
+        sent: frozenset[str] = frozenset()
         if specs:
             self.d._set_key(key)
+            state = batch.state
             for name, (st, spec_typename) in specs.items():
                 tv = st.value()
+                pv = state.add()
+                pv.state_name = name
+                value = pv.state_value
+                value.SetInParent()
                 if tv is None or not tv.has_value:
-                    tv = TypedValue(spec_typename, False, b"")
-                batch.state.append(ToFunction.PersistedValue(name, tv))
+                    value.typename = spec_typename
+                else:
+                    value.typename, value.has_value, value.value = tv.typename, True, tv.value
+            sent = frozenset(specs)
         callers = self.d._callers
+        invocations = batch.invocations
         for r in records:
-            caller = None
+            inv = invocations.add()
             if r[2]:
                 caller = callers.get((r[2], r[3])) or Address.of(r[2], r[3])
-            batch.invocations.append(ToFunction.Invocation(caller, record_typed_value(r)))
-        return ToFunction(batch)
+                c = inv.caller
+                c.namespace, c.type, c.id = caller.namespace, caller.name, caller.id
+            argument = inv.argument
+            argument.SetInParent()
+            value = r[5]
+            if type(value) is not bytes:
+                value = record_typed_value(r).value
+            argument.typename = r[4]
+            if r[6]:
+                argument.has_value = True
+            if value:
+                argument.value = value
+        return req.SerializeToString(), sent
 
     def _address(self, key: tuple[str, str]) -> Address:
         address = self.d._callers.get(key)
@@ -302,9 +338,10 @@ class RemoteFunctions:
         where = f"remote function {key[0]!r} at {call.url!r} (address {address}, {len(call.records)} message(s))"
         if result.error is not None:
             raise RemoteFunctionError(f"{where} failed: {result.error}", address=address, message_typename=call.records[0][4])
+        body = result.body or b""
         try:
-            reply = decode_from_function(result.body or b"")
-        except ProtocolError as exc:
+            reply = FromFunctionPb.FromString(body)
+        except DecodeError as exc:
             raise RemoteFunctionError(
                 f"{where} answered HTTP {result.status} with a body that is not a StateFun FromFunction "
                 f"({exc}); body {excerpt(result.body or b'')}. Does the URL point at a StateFun "
@@ -312,14 +349,18 @@ class RemoteFunctions:
                 address=address,
                 message_typename=call.records[0][4],
             ) from exc
-        if reply.incomplete_invocation_context is not None:
-            self._handshake(key, call, reply.incomplete_invocation_context, where)
+        if reply.WhichOneof("response") == "incomplete_invocation_context":  # rare: the hand decoder reads it
+            try:
+                context = decode_from_function(body).incomplete_invocation_context
+            except ProtocolError as exc:
+                raise RemoteFunctionError(f"{where} sent an invalid reply: {exc}", address=address) from exc
+            assert context is not None
+            self._handshake(key, call, context, where)
             return
         # no invocation result (the official SDK's empty body when the function had no
-        # effects): an empty InvocationResponse, as StateFun's RequestReplyFunction reads it
-        response = reply.invocation_result or FromFunction.InvocationResponse()
+        # effects): an empty InvocationResponse (the default), as StateFun's RequestReplyFunction reads it
         self._finished(key, call)
-        self._apply(key, address, call, response, where)
+        self._apply(key, address, call, reply.invocation_result, where)
 
     def _handshake(self, key: tuple[str, str], call: _Call, context: FromFunction.IncompleteInvocationContext, where: str) -> None:
         """Register the missing value specs for the function type and send the same batch again."""
@@ -355,17 +396,18 @@ class RemoteFunctions:
         call.handshakes += 1
         self._send(key, call)
 
-    def _apply(self, key: tuple[str, str], address: Address, call: _Call, response: FromFunction.InvocationResponse, where: str) -> None:
+    def _apply(self, key: tuple[str, str], address: Address, call: _Call, response: Any, where: str) -> None:
+        """Apply a reply's ``InvocationResponse`` (upb message): checked first, then state,
+        messages, delayed messages and egress, as for an embedded invocation."""
         d = self.d
         records = call.records
         try:
-            result = result_from_response(address, response)
+            result = _result_from_pb(address, response)
         except ProtocolError as exc:
             raise RemoteFunctionError(f"{where} sent an invalid reply: {exc}", address=address) from exc
         d._set_key(key)
         if response.state_mutations:
             specs = self._specs.get(key[0], {})
-            mt = FromFunction.PersistedValueMutation.MutationType
             for m in response.state_mutations:
                 entry = specs.get(m.state_name)
                 if entry is None:
@@ -374,11 +416,10 @@ class RemoteFunctions:
                         f"{sorted(specs) or 'none'})",
                         address=address,
                     )
-                if m.mutation_type == mt.DELETE:
+                if m.mutation_type == DELETE:
                     entry[0].clear()
                 else:
                     tv = m.state_value
-                    assert tv is not None  # result_from_response checked MODIFY has a value
                     entry[0].update(TypedValue(tv.typename or entry[1], True, tv.value))
         for out in result.outgoing:
             d._route(message_to_record(out.message, out.caller))
@@ -408,3 +449,41 @@ class RemoteFunctions:
         if self._caller is not None:
             self._caller.close()
             self._caller = None
+
+
+def _pb_address(a: Any) -> Address | None:
+    return Address(a.namespace, a.type, a.id) if (a.namespace and a.type and a.id) else None
+
+
+def _pb_typed(tv: Any) -> TypedValue:
+    return TypedValue(tv.typename, tv.has_value, tv.value)
+
+
+def _result_from_pb(caller: Address, response: Any) -> InvocationResult:
+    """:func:`~statefun_api.reqreply.result_from_response` for a upb ``InvocationResponse``
+    (same checks and errors; state mutations are applied by the caller from the message)."""
+    result = InvocationResult()
+    for m in response.state_mutations:
+        if m.mutation_type == DELETE:
+            result.state_mutations[m.state_name] = None
+        elif m.mutation_type == MODIFY and m.HasField("state_value"):
+            result.state_mutations[m.state_name] = m.state_value.value
+        else:
+            raise ProtocolError(f"{caller}: state mutation {m.state_name!r} is neither a DELETE nor a MODIFY with a value")
+    for o in response.outgoing_messages:
+        target = _pb_address(o.target)
+        if target is None:
+            raise ProtocolError(f"a message sent by {caller} has an incomplete target address {o.target!r}")
+        result.outgoing.append(OutgoingMessage(target, Message(target.typename, target.id, _pb_typed(o.argument)), caller))
+    for dl in response.delayed_invocations:
+        if dl.is_cancellation_request:
+            result.delayed_actions.append(DelayedCancellation(dl.cancellation_token))
+            continue
+        target = _pb_address(dl.target)
+        if target is None:
+            raise ProtocolError(f"a delayed message sent by {caller} has an incomplete target address {dl.target!r}")
+        message = Message(target.typename, target.id, _pb_typed(dl.argument))
+        result.delayed_actions.append(DelayedMessage(dl.delay_in_ms, target, message, dl.cancellation_token, caller))
+    for e in response.outgoing_egresses:
+        result.egress.append(EgressMessage(f"{e.egress_namespace}/{e.egress_type}", _pb_typed(e.argument)))
+    return result
