@@ -126,9 +126,21 @@ def make_functions() -> Any:
 
 
 def _message(key: str) -> Any:
-    from raystream.statefun_api import message_builder
+    """The ingress router: a message to the counter ``key``."""
+    return _statefun_api().message_builder(TYPENAME, key, int_value=1)
 
-    return message_builder(TYPENAME, key, int_value=1)
+
+def _statefun_api() -> Any:
+    """``raystream.statefun_api``, imported once (a per-call import costs more than the message)."""
+    global _API
+    if _API is None:
+        import raystream.statefun_api as api
+
+        _API = api
+    return _API
+
+
+_API: Any = None
 
 
 def dispatcher_counter(keys: list[str], parallelism: int) -> tuple[list[str], dict[str, int]]:
@@ -354,11 +366,23 @@ def ray_counter(keys: list[str], parallelism: int) -> tuple[list[str], float]:
 
     env = rs.StreamEnvironment(parallelism=parallelism, flush_ms=5)
     sf = StatefulFunctionsJob(env, make_functions(), name="counter")
-    sf.with_ingress(env.from_collection(keys), _message)
+    # a parallel ingress (like a Kafka source with `parallelism` partitions): subtask i reads
+    # keys i, i + p, ...; the router runs chained to it, at the same parallelism
+    sf.with_ingress(env.generate(_KeyAt(keys), count=len(keys), batch_size=INGRESS_BATCH), _message)
     sink = sf.egress_stream(EGRESS).sink_to(CollectSink(), name="collect").set_parallelism(1)
     result = env.execute("bench-statefun")
     out = collected_records(result.sink_results.get(sink.node.stable_uid(env.graph), []))
     return sorted(out), result.duration_s
+
+
+class _KeyAt:
+    """``i -> keys[i]`` (picklable, for the generated ingress)."""
+
+    def __init__(self, keys: list[str]) -> None:
+        self.keys = keys
+
+    def __call__(self, i: int) -> str:
+        return self.keys[i]
 
 
 def _stamp(i: int) -> tuple[int, float]:

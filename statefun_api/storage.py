@@ -267,7 +267,32 @@ def load_storage(
 ) -> AddressScopedStorage:
     """The storage of one address from ``(spec, stored TypedValue or None)`` pairs, with the
     class from :func:`storage_class` (the engine's dispatcher, once per invocation)."""
-    return cls(typename, {spec.name: _Cell(spec, typename, tv) for spec, tv in values})
+    cells = {}
+    for spec, tv in values:
+        if tv is None or (type(tv) is TypedValue and tv.typename == spec.type.typename):
+            cell = _new_cell(_Cell)  # the checks of _Cell.__init__ hold: set the slots directly
+            cell.spec = spec
+            cell.typename = typename
+            cell.dirty = False
+            cell._exact, cell._lo, cell._hi = _RANGES.get(spec.type, _NO_RANGE)
+            if tv is None or not tv.has_value:
+                cell.tv = None
+                cell.obj = _UNSET
+            else:
+                cell.tv = tv
+                cell.obj = tv._obj if tv._type is spec.type else _UNSET
+        else:
+            cell = _Cell(spec, typename, tv)
+        cells[spec.name] = cell
+    storage = _new_cell(cls)
+    _setattr(storage, "_AddressScopedStorage__typename", typename)
+    _setattr(storage, "_AddressScopedStorage__cells", cells)
+    return storage
+
+
+_new_cell = object.__new__
+_setattr = object.__setattr__
+_NO_RANGE: tuple[Any, Any, Any] = (None, None, None)
 
 
 def storage_class(specs: tuple[ValueSpec, ...]) -> type[AddressScopedStorage]:
