@@ -19,6 +19,8 @@ result digest-checked by the harness before it is timed:
   -> key_by("key") -> window(TumblingEventTimeWindows.of(1 s)).aggregate(Count(),
   WithWindow())`` (a user ``add`` per record, record-API pane mode); ``raystream-batch`` =
   the same window with the named-spec ``aggregate(count=("value", "count"))`` (vectorized).
+  Both pre-aggregate per (key, window) before the shuffle at p=2 (the window combiner, auto:
+  on at parallelism > 1); ``combine=True|False`` of ``window_record`` / ``window_batch`` forces it.
 
 Other measurements (job start, latency, memory) run with ``python -m benchmarks.bench_engine
 --extras``; see :func:`main`.
@@ -173,17 +175,17 @@ def _windowed(path: str, parallelism: int) -> tuple[rs.StreamEnvironment, Any]:
     return env, stream.key_by("key").window(TumblingEventTimeWindows.of(WINDOW_MS))
 
 
-def window_record(path: str, parallelism: int = PARALLELISM) -> list[tuple]:
+def window_record(path: str, parallelism: int = PARALLELISM, combine: bool | None = None) -> list[tuple]:
     from benchmarks.bench_window import Count, WithWindow
 
     env, windowed = _windowed(path, parallelism)
-    windowed.aggregate(Count(), WithWindow()).collect()
+    windowed.aggregate(Count(), WithWindow(), combine=combine).collect()
     return [tuple(r) for r in env.execute_and_collect("window-record")]
 
 
-def window_batch(path: str, parallelism: int = PARALLELISM) -> pa.Table:
+def window_batch(path: str, parallelism: int = PARALLELISM, combine: bool | None = None) -> pa.Table:
     env, windowed = _windowed(path, parallelism)
-    windowed.aggregate(count=("value", "count")).collect()
+    windowed.aggregate(count=("value", "count"), combine=combine).collect()
     t = _collected(env, "window-batch")
     return t.select(["key", "window_start", "count"])
 

@@ -131,6 +131,10 @@ class VectorWindowCombiner(_WatermarkState, StreamOperator):
         self.base = base_aggregations(aggregations)
         self.acc_names = [f"{c}_{f}" for c, f in self.base]
 
+    def _first_end(self, pane: int) -> int:
+        lo = pane - self.size + 1
+        return lo + (self.offset - lo) % self.slide + self.size
+
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
         rb = batch.arrow()
         if not rb.num_rows:
@@ -141,8 +145,12 @@ class VectorWindowCombiner(_WatermarkState, StreamOperator):
                 raise GraphError(f"window aggregate: column {c!r} is not in the batch (columns: {names})")
         ts = rb.column(self.ts_column).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
         panes = ts - (ts - self.offset) % self.pane
-        raw = first_window_ends(panes, self.size, self.slide, self.offset) - 1 <= self.watermark
-        if raw.any():  # maybe late downstream: the keyed operator judges these records itself
+        raw = None
+        # the first window's end grows with the pane: only a batch whose oldest pane may have
+        # a closed window needs the per-row test
+        if self._first_end(int(panes.min())) - 1 <= self.watermark:
+            raw = first_window_ends(panes, self.size, self.slide, self.offset) - 1 <= self.watermark
+        if raw is not None and raw.any():  # maybe late downstream: the keyed operator judges these itself
             self.output.emit(Batch.of_arrow(rb.filter(pa.array(raw))))
             keep = pa.array(~raw)
             rb = rb.filter(keep)
@@ -200,13 +208,13 @@ class WindowAggregateCombiner(_WatermarkState, StreamOperator):
         keys = self._keys(batch, records)
         size = self.size
         starts = ts - (ts - self.offset) % size
-        raw = starts + (size - 1) <= self.watermark
         out: list[tuple[Any, int, bool, Any]] = []
-        if raw.any():
+        raw = starts + (size - 1) <= self.watermark if int(starts.min()) + size - 1 <= self.watermark else None
+        if raw is not None and raw.any():
             idx = np.flatnonzero(raw).tolist()
             stamps = ts.tolist()
             out.extend((keys[i], stamps[i], True, records[i]) for i in idx)
-        fold = np.flatnonzero(~raw) if out else None
+        fold = np.flatnonzero(~raw) if out and raw is not None else None
         steps = np.diff(starts if fold is None else starts[fold])
         if fold is None and not (steps < 0).any():  # in timestamp order: contiguous runs per window
             bounds = [0, *(np.flatnonzero(steps) + 1).tolist(), n]
@@ -270,14 +278,20 @@ class CombinedWindowOperator(WindowOperator):
         size = self._tumbling.size
         wm = self.timers.watermark
         merge = self._agg.merge
-        for key, start, _raw, acc in partials:
+        lo, n = 0, len(partials)
+        while lo < n:  # runs of one window (the combiner emits a window's partials together)
+            start = partials[lo][1]
+            hi = lo + 1
+            while hi < n and partials[hi][1] == start:
+                hi += 1
             if start + size - 1 <= wm:
                 raise RaystreamError(
-                    f"window operator {self.ctx.operator_name!r}: a pre-aggregated partial of key {key!r} "
-                    f"arrived after its window [{start}, {start + size}) fired (watermark {wm}); the "
-                    "combiner before the shuffle must run with this operator (restoring a savepoint "
-                    "taken without it? then use aggregate(..., combine=False))"
+                    f"window operator {self.ctx.operator_name!r}: a pre-aggregated partial of key "
+                    f"{partials[lo][0]!r} arrived after its window [{start}, {start + size}) fired (watermark "
+                    f"{wm}); the combiner before the shuffle must run with this operator (restoring a "
+                    "savepoint taken without it? then use aggregate(..., combine=False))"
                 )
+            key: Any = None
             try:
                 if self._panes_mode:
                     pane = self._panes.get(start)
@@ -285,19 +299,24 @@ class CombinedWindowOperator(WindowOperator):
                         pane = self._panes[start] = {}
                         if start + size - 1 < self._pane_fire:
                             self._pane_fire = start + size - 1
-                    cur = pane.get(key, _MISSING)
-                    pane[key] = acc if cur is _MISSING else merge(cur, acc)
-                    continue
-                w = TimeWindow(start, start + size)
-                per_key = self.contents.get(key)
-                if per_key is None:
-                    per_key = self.contents[key] = {}
-                cur = per_key.get(w, _MISSING)
-                if cur is _MISSING:
-                    per_key[w] = acc
-                    self.timers.register_event_time_timer(key, w, w.max_timestamp())  # EventTimeTrigger.on_element
-                    self._register_cleanup(key, w)
+                    get = pane.get
+                    for key, _s, _raw, acc in partials[lo:hi]:
+                        cur = get(key, _MISSING)
+                        pane[key] = acc if cur is _MISSING else merge(cur, acc)
                 else:
-                    per_key[w] = merge(cur, acc)
+                    w = TimeWindow(start, start + size)
+                    contents = self.contents
+                    for key, _s, _raw, acc in partials[lo:hi]:
+                        per_key = contents.get(key)
+                        if per_key is None:
+                            per_key = contents[key] = {}
+                        cur = per_key.get(w, _MISSING)
+                        if cur is _MISSING:
+                            per_key[w] = acc
+                            self.timers.register_event_time_timer(key, w, w.max_timestamp())  # as EventTimeTrigger
+                            self._register_cleanup(key, w)
+                        else:
+                            per_key[w] = merge(cur, acc)
             except Exception as exc:
                 raise UserCodeError(f"merge() of a partial of key {key!r}, window start {start}", exc) from exc
+            lo = hi

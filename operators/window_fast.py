@@ -182,9 +182,16 @@ class VectorWindowAggregateOperator(StreamOperator):
             col = rb.column(c)
             cols[c] = col if take is None else col.take(take)
         cols["window_start"] = pa.array(starts, pa.int64())
-        self._add_pending(pa.table(cols).select([self.key_column, "window_start", *self.acc_names]), starts)
+        part = pa.table(cols).select([self.key_column, "window_start", *self.acc_names])
+        if self.slide != self.size:  # several panes of a key fall into one window: merge them
+            specs = [(name, _MERGE[f]) for name, (_c, f) in zip(self.acc_names, self.base)]
+            part = part.group_by([self.key_column, "window_start"], use_threads=False).aggregate(specs).select(
+                [self.key_column, "window_start", *(f"{n}_{m}" for n, m in specs)]).rename_columns(
+                [self.key_column, "window_start", *self.acc_names])
+        self._add_pending(part, starts)
 
     def _add_pending(self, part: pa.Table, starts: np.ndarray) -> None:
+        """Keep ``part`` (at most one row per key and window) until it is merged or fired."""
         self.pending.append(part)
         self.min_end = min(self.min_end, int(starts.min()) + self.size)
         if len(self.pending) >= _COMPACT_EVERY:

@@ -15,7 +15,8 @@ Example:
 Window aggregates pre-aggregate before the shuffle by default (a combiner chained to the
 upstream operator, :mod:`operators.window_combiner`): the vectorized ``aggregate(n=...)``
 always, ``aggregate(AggregateFunction)`` on tumbling event-time windows with the default
-trigger. ``aggregate(..., combine=False)`` turns it off.
+trigger; by default when the window runs at parallelism > 1. ``aggregate(..., combine=False)``
+turns it off, ``combine=True`` forces it.
 """
 
 from __future__ import annotations
@@ -167,21 +168,25 @@ class WindowedStream(Generic[S]):
         return self._operator("window_reduce", REDUCE, fn, window_function)
 
     def aggregate(self, aggregate_function: Any = None, window_function: ProcessWindowFunction | None = None, *,
-                  combine: bool = True, **specs: tuple[str, str]) -> S:
+                  combine: bool | None = None, **specs: tuple[str, str]) -> S:
         """``aggregate(AggregateFunction)``: incremental aggregation per window; or
         ``aggregate(n=("value", "count"), total=("value", "sum"))``: rows
         ``{key, window_start, window_end, n, total}`` (vectorized on Arrow when the key and
         timestamps are columns, the windows tumbling/sliding in event time, with the default
         trigger and no allowed lateness; the record path otherwise).
 
-        ``combine`` (default True): pre-aggregate before the shuffle where that gives the
-        same output (the vectorized path; an AggregateFunction on tumbling event-time windows
-        with the default trigger, whose ``merge()`` must agree with ``add()``), so a hot key
-        costs its subtask one partial per upstream batch and window instead of every record.
-        ``combine=False``: every record crosses the shuffle (see ``docs/event_time.md``).
+        ``combine``: pre-aggregate before the shuffle where that gives the same output (the
+        vectorized path; an AggregateFunction on tumbling event-time windows with the default
+        trigger, whose ``merge()`` must agree with ``add()``), so a hot key costs its subtask
+        one partial per upstream batch and window instead of every record. ``None`` (the
+        default): when the window runs at parallelism > 1 (the environment's parallelism when
+        ``aggregate`` is called); ``True``: always; ``False``: never, every record crosses
+        the shuffle (see ``docs/event_time.md``).
         """
-        if not isinstance(combine, bool):
-            raise GraphError(f"aggregate(combine={combine!r}): combine must be True or False")
+        if combine is not None and not isinstance(combine, bool):
+            raise GraphError(f"aggregate(combine={combine!r}): combine must be None (auto), True or False")
+        if combine is None:  # auto: a combiner only pays where records cross to other subtasks
+            combine = self.stream.env.parallelism > 1
         if aggregate_function is not None:
             missing = [m for m in ("create_accumulator", "add", "get_result", "merge") if not callable(getattr(aggregate_function, m, None))]
             if missing:

@@ -324,3 +324,18 @@ def test_first_window_ends_match_the_assigners():
             pane = t - (t - a.offset) % g
             first = min(w.start for w in a.assign_windows(None, t, 0))
             assert first_window_ends(np.array([pane]), a.size, slide, a.offset).tolist() == [first + a.size]
+
+
+@pytest.mark.parametrize("assigner", ASSIGNERS, ids=repr)
+def test_one_partial_batch_with_several_panes_of_a_window_fires_one_row_per_key(assigner):
+    rows = [{"key": "a", "value": v, "ts": t} for v, t in ((1, 0), (2, 35), (3, 61), (4, 95), (5, 130))]
+    comb = OperatorHarness(VectorWindowCombiner("key", "ts", assigner, SPECS))
+    comb.process(pa.RecordBatch.from_pylist(rows))
+    (partial,) = [b.arrow() for b in comb.output.batches]
+    got = OperatorHarness(VectorWindowAggregateOperator("key", "ts", assigner, SPECS))
+    got.process(partial)  # one partial batch, the only pending table at end of input
+    got.end_input()
+    want = OperatorHarness(VectorWindowAggregateOperator("key", "ts", assigner, SPECS))
+    want.process(pa.RecordBatch.from_pylist(rows))
+    want.end_input()
+    assert sorted(got.table().to_pylist(), key=repr) == sorted(want.table().to_pylist(), key=repr)
