@@ -116,6 +116,8 @@ class KeyedStateBackend(ABC):
     #: True: state lives outside the Python heap (see the module docstring); keyed
     #: operators then keep their per-key state (reduce values, timers) in this backend
     off_heap: bool = False
+    #: the registered states by name (set up by each implementation's ``__init__``)
+    _states: dict[str, KeyedState]
 
     @property
     @abstractmethod
@@ -156,10 +158,48 @@ class KeyedStateBackend(ABC):
     def get_state(self, descriptor: AggregatingStateDescriptor[IN, ACC, OUT]) -> AggregatingState[IN, OUT]: ...
     @overload
     def get_state(self, descriptor: StateDescriptor) -> KeyedState: ...
-    @abstractmethod
     def get_state(self, descriptor: StateDescriptor) -> KeyedState:
         """The state object for ``descriptor`` (the same object for the same name), typed
-        by the descriptor: a ``ValueStateDescriptor[int]`` gives a ``ValueState[int]``."""
+        by the descriptor: a ``ValueStateDescriptor[int]`` gives a ``ValueState[int]``.
+
+        Raises:
+            StateError: a state of another kind already uses this name (registered now or
+                found in the restored snapshot), or the descriptor's kind is unknown.
+        """
+        if not isinstance(descriptor, StateDescriptor):
+            raise StateError(f"get_state() needs a state descriptor, got {descriptor!r}")
+        name = descriptor.name
+        existing = self._states.get(name)
+        if existing is not None:
+            if existing.descriptor.kind != descriptor.kind:
+                raise StateError(
+                    f"state {name!r} is already registered as {existing.descriptor.kind!r} "
+                    f"state; cannot get it as {descriptor.kind!r} state (use another name)"
+                )
+            return existing
+        state = self._new_state(descriptor)
+        self._states[name] = state
+        return state
+
+    @abstractmethod
+    def _new_state(self, descriptor: StateDescriptor) -> KeyedState:
+        """A state object for ``descriptor``, whose name is not registered yet (restored
+        entries of that name converted to it); :meth:`get_state` registers it."""
+
+    @staticmethod
+    def _check_restored_kind(name: str, restored_kind: str, descriptor: StateDescriptor) -> None:
+        if restored_kind != descriptor.kind:
+            raise StateError(
+                f"state {name!r} was restored as {restored_kind!r} state but is now "
+                f"declared as {descriptor.kind!r} state; keep the kind or rename the state"
+            )
+
+    @staticmethod
+    def _state_class(classes: dict[str, Any], descriptor: StateDescriptor) -> Any:
+        cls = classes.get(descriptor.kind)
+        if cls is None:
+            raise StateError(f"state {descriptor.name!r} has unknown kind {descriptor.kind!r}")
+        return cls
 
     @abstractmethod
     def keys(self, state_name: str) -> Iterator[Any]:

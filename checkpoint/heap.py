@@ -33,7 +33,7 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator, TypeVar, overload
+from typing import Any, Iterator, TypeVar
 
 from raystream.engine.errors import CheckpointError, StateError
 from raystream.engine.keygroups import KeyGroupRange, key_group_for
@@ -41,23 +41,13 @@ from raystream.engine.operator import Clock, SystemClock
 
 from .backend import KeyedStateBackend
 from .descriptors import (
-    AggregatingStateDescriptor,
-    ListStateDescriptor,
-    MapStateDescriptor,
-    ReducingStateDescriptor,
     StateDescriptor,
-    ValueStateDescriptor,
 )
 from .serde import dumps, loads
 from .snapshot import KeyedStateSnapshot, StateMeta
 from .state import (
     STATE_CLASSES,
-    AggregatingState,
     KeyedState,
-    ListState,
-    MapState,
-    ReducingState,
-    ValueState,
 )
 from .ttl import TtlCleanupCursor
 
@@ -235,51 +225,16 @@ class HeapKeyedStateBackend(KeyedStateBackend):
 
     # -- states ------------------------------------------------------------------------
 
-    @overload
-    def get_state(self, descriptor: ValueStateDescriptor[T]) -> ValueState[T]: ...
-    @overload
-    def get_state(self, descriptor: ListStateDescriptor[T]) -> ListState[T]: ...
-    @overload
-    def get_state(self, descriptor: MapStateDescriptor[K, V]) -> MapState[K, V]: ...
-    @overload
-    def get_state(self, descriptor: ReducingStateDescriptor[T]) -> ReducingState[T]: ...
-    @overload
-    def get_state(self, descriptor: AggregatingStateDescriptor[IN, ACC, OUT]) -> AggregatingState[IN, OUT]: ...
-    @overload
-    def get_state(self, descriptor: StateDescriptor) -> KeyedState: ...
-    def get_state(self, descriptor: StateDescriptor) -> KeyedState:
-        """The state object for ``descriptor``; the same object for the same name.
-
-        Raises:
-            StateError: a state of another kind already uses this name (registered now or
-                found in the restored snapshot).
-        """
-        if not isinstance(descriptor, StateDescriptor):
-            raise StateError(f"get_state() needs a state descriptor, got {descriptor!r}")
+    def _new_state(self, descriptor: StateDescriptor) -> KeyedState:
         name = descriptor.name
-        existing = self._states.get(name)
-        if existing is not None:
-            if existing.descriptor.kind != descriptor.kind:
-                raise StateError(
-                    f"state {name!r} is already registered as {existing.descriptor.kind!r} "
-                    f"state; cannot get it as {descriptor.kind!r} state (use another name)"
-                )
-            return existing
-        cls = STATE_CLASSES.get(descriptor.kind)
-        if cls is None:
-            raise StateError(f"state {name!r} has unknown kind {descriptor.kind!r}")
+        cls = self._state_class(STATE_CLASSES, descriptor)
         restored = self._restored.get(name)
         if restored is not None:
-            if restored.kind != descriptor.kind:
-                raise StateError(
-                    f"state {name!r} was restored as {restored.kind!r} state but is now "
-                    f"declared as {descriptor.kind!r} state; keep the kind or rename the state"
-                )
+            self._check_restored_kind(name, restored.kind, descriptor)
             self._convert(name, restored, self._meta_of(descriptor))
             del self._restored[name]
         table = self._tables.setdefault(name, {})
         state = cls(self, descriptor, table)
-        self._states[name] = state
         self._cursors.pop(name, None)
         if state._cursor is not None:
             self._cursors[name] = state._cursor

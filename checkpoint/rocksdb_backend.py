@@ -48,7 +48,7 @@ import shutil
 import tempfile
 import uuid
 from collections import OrderedDict
-from typing import Any, Iterator, TypeVar, cast, overload
+from typing import Any, Iterator, TypeVar, cast
 
 from raystream.engine.errors import CheckpointError, ConfigError, StateError
 from raystream.engine.keygroups import KeyGroupRange, key_group_for
@@ -57,12 +57,7 @@ from raystream.engine.serde import dumps, loads
 
 from .backend import KeyedStateBackend
 from .descriptors import (
-    AggregatingStateDescriptor,
-    ListStateDescriptor,
-    MapStateDescriptor,
-    ReducingStateDescriptor,
     StateDescriptor,
-    ValueStateDescriptor,
 )
 from .rocksdb_files import (
     LocalSnapshots,
@@ -88,7 +83,7 @@ from .rocksdb_keys import (
 from .rocksdb_state import ABSENT, ROCKSDB_STATE_CLASSES
 from .rocksdb_timers import RocksDBTimerQueue
 from .snapshot import KeyedStateSnapshot, StateMeta
-from .state import AggregatingState, KeyedState, ListState, MapState, ReducingState, ValueState
+from .state import KeyedState
 
 __all__ = ["RocksDBKeyedStateBackend", "DEFAULT_CACHE_SIZE"]
 
@@ -404,54 +399,19 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
 
     # -- states ------------------------------------------------------------------------
 
-    @overload
-    def get_state(self, descriptor: ValueStateDescriptor[T]) -> ValueState[T]: ...
-    @overload
-    def get_state(self, descriptor: ListStateDescriptor[T]) -> ListState[T]: ...
-    @overload
-    def get_state(self, descriptor: MapStateDescriptor[K, V]) -> MapState[K, V]: ...
-    @overload
-    def get_state(self, descriptor: ReducingStateDescriptor[T]) -> ReducingState[T]: ...
-    @overload
-    def get_state(self, descriptor: AggregatingStateDescriptor[IN, ACC, OUT]) -> AggregatingState[IN, OUT]: ...
-    @overload
-    def get_state(self, descriptor: StateDescriptor) -> KeyedState: ...
-    def get_state(self, descriptor: StateDescriptor) -> KeyedState:
-        """The state object for ``descriptor``; the same object for the same name.
-
-        Raises:
-            StateError: a state of another kind already uses this name (registered now or
-                found in the restored snapshot).
-        """
-        if not isinstance(descriptor, StateDescriptor):
-            raise StateError(f"get_state() needs a state descriptor, got {descriptor!r}")
+    def _new_state(self, descriptor: StateDescriptor) -> KeyedState:
         name = descriptor.name
-        existing = self._states.get(name)
-        if existing is not None:
-            if existing.descriptor.kind != descriptor.kind:
-                raise StateError(
-                    f"state {name!r} is already registered as {existing.descriptor.kind!r} "
-                    f"state; cannot get it as {descriptor.kind!r} state (use another name)"
-                )
-            return existing
         if name in self._queues:
             raise StateError(f"state {name!r}: a timer queue has that name")
-        cls = ROCKSDB_STATE_CLASSES.get(descriptor.kind)
-        if cls is None:
-            raise StateError(f"state {name!r} has unknown kind {descriptor.kind!r}")
+        cls = self._state_class(ROCKSDB_STATE_CLASSES, descriptor)
         self._register_id(name)
         restored = self._restored.get(name)
         meta = _meta_of(descriptor)
         if restored is not None:
-            if restored.kind != descriptor.kind:
-                raise StateError(
-                    f"state {name!r} was restored as {restored.kind!r} state but is now "
-                    f"declared as {descriptor.kind!r} state; keep the kind or rename the state"
-                )
+            self._check_restored_kind(name, restored.kind, descriptor)
             self._convert(name, restored, meta)
             del self._restored[name]
         state = cast(Any, cls)(self, descriptor)
-        self._states[name] = state
         self._cursors.pop(name, None)
         if meta.ttl_ms is not None:
             self._cursors[name] = _TtlCursor(self, name, meta.kind, meta.ttl_ms)
