@@ -116,8 +116,11 @@ class KeyedStateBackend(ABC):
     #: True: state lives outside the Python heap (see the module docstring); keyed
     #: operators then keep their per-key state (reduce values, timers) in this backend
     off_heap: bool = False
-    #: the registered states by name (set up by each implementation's ``__init__``)
+    #: set up by each implementation's ``__init__``: the registered states by name, and the
+    #: current key and its key group (-1: none yet)
     _states: dict[str, KeyedState]
+    _key: Any
+    _kg: int
 
     @property
     @abstractmethod
@@ -142,9 +145,18 @@ class KeyedStateBackend(ABC):
         """Like :meth:`set_current_key` when the caller already computed the key group."""
 
     @property
-    @abstractmethod
     def current_key(self) -> Any:
         """The current key (raises StateError if none was set)."""
+        if self._kg < 0:
+            raise StateError("no current key: call set_current_key(key) first")
+        return self._key
+
+    @property
+    def current_key_group(self) -> int:
+        """The current key's group (raises StateError if no key was set)."""
+        if self._kg < 0:
+            raise StateError("no current key: call set_current_key(key) first")
+        return self._kg
 
     @overload
     def get_state(self, descriptor: ValueStateDescriptor[T]) -> ValueState[T]: ...

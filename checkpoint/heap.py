@@ -210,18 +210,6 @@ class HeapKeyedStateBackend(KeyedStateBackend):
         """True once a current key was set."""
         return self._kg >= 0
 
-    @property
-    def current_key(self) -> Any:
-        if self._kg < 0:
-            raise StateError("no current key: call set_current_key(key) first")
-        return self._key
-
-    @property
-    def current_key_group(self) -> int:
-        """The current key's group (raises StateError if no key was set)."""
-        if self._kg < 0:
-            raise StateError("no current key: call set_current_key(key) first")
-        return self._kg
 
     # -- states ------------------------------------------------------------------------
 

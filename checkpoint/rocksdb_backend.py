@@ -260,18 +260,6 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
             self._kpart = None
             self._last_sid = None
 
-    @property
-    def current_key(self) -> Any:
-        if self._kg < 0:
-            raise StateError("no current key: call set_current_key(key) first")
-        return self._key
-
-    @property
-    def current_key_group(self) -> int:
-        """The current key's group (raises StateError if no key was set)."""
-        if self._kg < 0:
-            raise StateError("no current key: call set_current_key(key) first")
-        return self._kg
 
     def _db_key(self, sid: bytes) -> bytes:
         """The db key of the current key in state ``sid`` (map state: the prefix of its entries)."""
