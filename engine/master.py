@@ -20,7 +20,8 @@ import asyncio
 import logging
 import time
 import uuid
-from typing import Any, TypeGuard
+from functools import partial
+from typing import Any, Awaitable, Callable, TypeGuard
 
 import cloudpickle
 
@@ -133,6 +134,14 @@ def assign_splits(splits: list, parallelism: int) -> list[list]:
     for i, split in enumerate(splits):
         out[i % parallelism].append(split)
     return out
+
+
+class _Unrecoverable(Exception):
+    """Planning a restore failed with a CheckpointError: nothing to restart from."""
+
+    def __init__(self, error: CheckpointError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class JobMaster:
@@ -419,12 +428,25 @@ class JobMaster:
             self.runtime.kill(e.actor for e in [*pre.values(), *spares])
 
     async def _run_job(self, source_splits: dict, restore: dict | None, recover: bool = False) -> dict:
+        # Planning a restore re-commits what the restored checkpoint covers (idempotently), and
+        # a commit can fail (e.g. a rename on flaky storage): planning is part of the attempt,
+        # so such a failure restarts the job like any other instead of ending it.
+        plan: Callable[[], Awaitable[dict | None]] | None = None
         if recover:
-            restore = await self._take_over()
+            plan = self._take_over
         elif self._config.from_savepoint:
-            restore = await asyncio.to_thread(self._plan_from_savepoint, self._config.from_savepoint)
+            path = self._config.from_savepoint
+            plan = partial(asyncio.to_thread, self._plan_from_savepoint, path)
+        failure: JobFailed | None = None
         while True:
             try:
+                if plan is not None:
+                    try:
+                        restore = await plan()
+                    except CheckpointError as cexc:
+                        raise _Unrecoverable(cexc) from cexc
+                    plan = None
+                    self.status = "RUNNING"
                 await self._run_attempt(source_splits, restore)
                 if self.coordinator is not None and not self._stopping:
                     await self._final_checkpoint()
@@ -433,6 +455,12 @@ class JobMaster:
                 self.status = "CANCELLED"
                 self.finished_at = time.time()
                 raise
+            except _Unrecoverable as unrecoverable:  # no checkpoint or savepoint to restore from
+                error = unrecoverable.error
+                self.error = JobFailed(f"cannot recover from {failure}: {error}" if failure else str(error))
+                self.status = "FAILED"
+                self.finished_at = time.time()
+                raise error from None
             except (JobFailed, CheckpointError) as exc:
                 failure = exc if isinstance(exc, JobFailed) else JobFailed(str(exc))
                 self.failures += 1
@@ -462,14 +490,8 @@ class JobMaster:
                     self.coordinator.reset_for_restart()
                 await asyncio.sleep(delay)
                 await self._wait_for_completions()
-                try:
-                    restore = await asyncio.to_thread(self._plan_from_latest_checkpoint)
-                except CheckpointError as cexc:
-                    self.error = JobFailed(f"cannot recover from {failure}: {cexc}")
-                    self.status = "FAILED"
-                    self.finished_at = time.time()
-                    raise cexc
-                self.status = "RUNNING"
+                if not (recover and plan is not None):  # (a takeover that failed is done again)
+                    plan = partial(asyncio.to_thread, self._plan_from_latest_checkpoint)
         await self._wait_for_completions()
         if self.coordinator is None:
             for uid, committer in self.committers.items():
@@ -573,7 +595,7 @@ class JobMaster:
         for _name, entry in c.storage.read_commit_log(self._job_id, upto):
             for uid, comms in entry.items():
                 if uid in self.committers:
-                    self.committers[uid].commit(comms)
+                    self._commit_to(uid, comms)
         return self._plan_from_latest_checkpoint()
 
     def _plan_from_savepoint(self, path: str) -> dict:
@@ -671,11 +693,14 @@ class JobMaster:
             cid, label = log_name
             self.coordinator.storage.write_commit_log(self._job_id, cid, label, logged)
         for uid, comms in todo.items():
-            try:
-                self.committers[uid].commit(comms)
-            except Exception as exc:
-                raise JobFailed(f"committing the output of sink {uid!r} failed: {type(exc).__name__}: {exc}",
-                                operator=uid) from exc
+            self._commit_to(uid, comms)
+
+    def _commit_to(self, uid: str, comms: list) -> None:
+        try:
+            self.committers[uid].commit(comms)
+        except Exception as exc:
+            raise JobFailed(f"committing the output of sink {uid!r} failed: {type(exc).__name__}: {exc}",
+                            operator=uid) from exc
 
     def _finalize(self, p: Any) -> asyncio.Future:
         """Write the metadata of fully acknowledged checkpoint ``p`` and commit what it

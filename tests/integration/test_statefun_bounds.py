@@ -66,10 +66,12 @@ def burst_functions() -> StatefulFunctions:
 def test_fanout_burst_on_ray_is_bounded_spills_and_keeps_checkpointing(ray_session, tmp_path):
     env = rs.StreamEnvironment(parallelism=2, flush_ms=20)
     env.enable_checkpointing(100, checkpoint_dir=str(tmp_path / "chk"))
-    # the budget is below what ONE source message's fan-out queues (3,000 local messages at
-    # once), so spilling does not depend on how fast the dispatcher works off each burst
+    # ONE source message's fan-out (~3,000 local messages at once) overflows the active set
+    # (drain_step) and the inbox budget, so spilling does not depend on how fast the
+    # dispatcher works off each burst
     sf = StatefulFunctionsJob(
-        env, burst_functions(), name="burst", max_in_flight=2_000, inbox_memory_bytes=16 << 10, spill_dir=str(tmp_path / "spill")
+        env, burst_functions(), name="burst", max_in_flight=2_000, drain_step=256, inbox_memory_bytes=16 << 10,
+        spill_dir=str(tmp_path / "spill"),
     )
     # the source runs while the burst is worked off: its barriers cross the paused ingress
     sf.with_ingress(env.generate(lambda i: i, count=SOURCES, rate=4, batch_size=1).set_parallelism(1),

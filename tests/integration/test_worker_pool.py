@@ -17,6 +17,7 @@ import ray
 
 import raystream as rs
 from raystream.engine.pool import WorkerPool
+from tests.integration.test_keyed_final_recovery import wait_for
 
 
 def _wordcount(env: rs.StreamEnvironment, n: int = 2000) -> None:
@@ -125,8 +126,15 @@ def test_reuse_workers_false_gives_a_job_actors_of_its_own():
         with pytest.raises(rs.JobCancelled):
             client.wait()
     assert {e.name for e in client._executors.values()}.isdisjoint(pool.idle_actor_names()["executors"])
-    with pytest.raises(ray.exceptions.RayActorError):  # the job's own master ended with it
-        ray.get(client._master.job_info.remote(), timeout=30)
+
+    def master_ended() -> bool:  # the job's own master ends after it answered wait()
+        try:
+            ray.get(client._master.job_info.remote(), timeout=30)
+            return False
+        except ray.exceptions.RayActorError:
+            return True
+
+    wait_for(master_ended, "the job's own master to end")
 
 
 def test_a_restart_recycles_the_live_executors_and_takes_a_spare_for_the_dead_one(tmp_path):

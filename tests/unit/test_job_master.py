@@ -13,6 +13,7 @@ import raystream as rs
 from raystream.checkpoint import HeapStateBackend
 from raystream.checkpoint.coordinator import CheckpointConfig
 from raystream.engine.config import JobConfig
+from raystream.engine.errors import JobFailed
 from raystream.engine.executors import Executor, ExecutorLost
 from raystream.engine.master import JobMaster
 from raystream.engine.observability import NullMetricsBackend
@@ -253,6 +254,27 @@ def test_takeover_kills_leftover_executors_and_resumes_from_storage(tmp_path):
     second, runtime, master = run_job(tmp_path, Script(finish_after=1), recover=True, leftovers=2)
     assert runtime.killed[:2] == ["old-0", "old-1"]
     assert master.restored_from == first["checkpoints"]["latest_completed"]
+    assert set(tags(first)) <= set(tags(second))
+
+
+def test_a_commit_that_fails_while_a_takeover_restores_restarts_the_job(tmp_path, monkeypatch):
+    """A new master re-commits what the restored checkpoint covers; when that commit fails
+    (a rename on flaky storage), the job restarts and the takeover is done again: it does not
+    end the job (seen in the drill: fail-rename + kill-master lost a whole jsonl output)."""
+    first, _, _ = run_job(tmp_path, Script(finish_after=2))
+    real_commit = JobMaster._commit
+    failed: list[str] = []
+
+    def flaky_commit(self, committables, log_name=None):
+        if log_name is not None and log_name[1].startswith("restore") and not failed:
+            failed.append(log_name[1])
+            raise JobFailed("committing the output of sink 'collect' failed: InjectedFault: move")
+        return real_commit(self, committables, log_name)
+
+    monkeypatch.setattr(JobMaster, "_commit", flaky_commit)
+    second, runtime, master = run_job(tmp_path, Script(finish_after=1), recover=True, leftovers=2)
+    assert failed == ["restore1"] and master.restarts == 1
+    assert runtime.killed[:2] == ["old-0", "old-1"]
     assert set(tags(first)) <= set(tags(second))
 
 
