@@ -12,11 +12,11 @@ Example:
     >>> #   .key_by("key").window(TumblingEventTimeWindows.of(1000))
     >>> #   .aggregate(n=("value", "count"), total=("value", "sum"))      # vectorized
 
-Window aggregates pre-aggregate before the shuffle by default (a combiner chained to the
-upstream operator, :mod:`operators.window_combiner`): the vectorized ``aggregate(n=...)``
-always, ``aggregate(AggregateFunction)`` on tumbling event-time windows with the default
-trigger; by default when the window runs at parallelism > 1. ``aggregate(..., combine=False)``
-turns it off, ``combine=True`` forces it.
+Window aggregates can pre-aggregate before the shuffle (a combiner chained to the upstream
+operator, :mod:`operators.window_combiner`): the vectorized ``aggregate(n=...)`` does by
+default when the window runs at parallelism > 1; ``aggregate(AggregateFunction)`` on tumbling
+event-time windows with the default trigger with ``combine=True``. ``combine=False`` turns
+it off.
 """
 
 from __future__ import annotations
@@ -179,15 +179,18 @@ class WindowedStream(Generic[S]):
         vectorized path; an AggregateFunction on tumbling event-time windows with the default
         trigger, whose ``merge()`` must agree with ``add()``), so a hot key costs its subtask
         one partial per upstream batch and window instead of every record. ``None`` (the
-        default): when the window runs at parallelism > 1 (the environment's parallelism when
-        ``aggregate`` is called); ``True``: always; ``False``: never, every record crosses
-        the shuffle (see ``docs/event_time.md``).
+        default): the vectorized path combines when the window runs at parallelism > 1 (the
+        environment's parallelism when ``aggregate`` is called), an AggregateFunction does
+        not (measured: its per-record ``add()`` upstream plus the merge of the partials cost
+        more than the exchange they save, 0.92x at p=2 on the benchmark's count per key and
+        window; it pays where partials are few, e.g. a hot key or ``window_all``);
+        ``True``: always; ``False``: never, every record crosses the shuffle (see
+        ``docs/event_time.md``).
         """
         if combine is not None and not isinstance(combine, bool):
             raise GraphError(f"aggregate(combine={combine!r}): combine must be None (auto), True or False")
-        if combine is None:  # auto: a combiner only pays where records cross to other subtasks
-            combine = self.stream.env.parallelism > 1
         if aggregate_function is not None:
+            combine = bool(combine)  # auto: off for the record API (see above)
             missing = [m for m in ("create_accumulator", "add", "get_result", "merge") if not callable(getattr(aggregate_function, m, None))]
             if missing:
                 raise GraphError(f"aggregate() expects an AggregateFunction (missing {missing}), got {aggregate_function!r}")
@@ -198,6 +201,8 @@ class WindowedStream(Generic[S]):
             return self._operator("window_aggregate", AGGREGATE, aggregate_function, window_function)
         if not specs:
             raise GraphError("aggregate() needs an AggregateFunction or specs like n=('value', 'count')")
+        if combine is None:  # auto: a combiner only pays where records cross to other subtasks
+            combine = self.stream.env.parallelism > 1
         for out, spec in specs.items():
             if not (isinstance(spec, tuple) and len(spec) == 2 and spec[1] in WINDOW_AGGREGATIONS):
                 raise GraphError(f"aggregate({out}={spec!r}): expected (column, one of {WINDOW_AGGREGATIONS})")
