@@ -95,6 +95,7 @@ def ensure_ray(address: str | None = None, **init_kwargs: Any) -> None:
     """
     global _started_here
     if ray.is_initialized():
+        check_same_cluster(address)
         return
     kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
     kwargs.update(init_kwargs)
@@ -111,6 +112,27 @@ def ensure_ray(address: str | None = None, **init_kwargs: Any) -> None:
             _started_here = True
     except ConnectionError as exc:
         raise ConfigError(f"cannot connect to the Ray cluster at {address!r}: {exc}; {auth_hint(address)}") from exc
+
+
+def check_same_cluster(address: str | None) -> None:
+    """In a process already connected to Ray, an explicit ``HOST:PORT`` address of another
+    cluster is an error (Ray keeps one connection per process): never silently use the one
+    that is connected.
+
+    Raises:
+        ConfigError: ``address`` names a GCS port other than the connected cluster's.
+    """
+    if not address or address in ("auto", "local") or "://" in address or ":" not in address:
+        return
+    try:
+        gcs = ray.get_runtime_context().gcs_address
+    except Exception:  # noqa: BLE001 - cannot tell: keep the connection
+        return
+    if gcs and gcs.rsplit(":", 1)[-1] != address.rsplit(":", 1)[-1]:
+        raise ConfigError(
+            f"this process is already connected to {connected_cluster()}, not to {address!r}; Ray "
+            "keeps one cluster connection per process: run this in a new process (or ray.shutdown() first)"
+        )
 
 
 def connected_cluster() -> str:

@@ -186,9 +186,13 @@ def _connect(address: str | None) -> None:
     """Connect this process to Ray as a driver (``None``: ``$RAY_ADDRESS`` or ``auto``)."""
     import ray
 
-    from raystream.engine.ray_runtime import ensure_ray
+    from raystream.engine.ray_runtime import check_same_cluster, ensure_ray
 
     if ray.is_initialized():
+        try:
+            check_same_cluster(address)
+        except RaystreamError as exc:
+            raise CliError(str(exc)) from exc
         return
     address = address or os.environ.get("RAY_ADDRESS") or "auto"
     _check_reachable(address)

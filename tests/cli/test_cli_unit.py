@@ -84,18 +84,25 @@ def test_main_prints_one_error_line_and_exit_code_2(tmp_path, capsys):
     assert err.startswith("raystream: error: job file") and "Traceback" not in err
 
 
-def test_unreachable_addresses_fail_fast(capsys):
+def test_unreachable_addresses_fail_fast():
     import socket
+    import subprocess
+    import sys
 
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    assert main(["list", "--address", f"127.0.0.1:{port}"]) == 2
-    assert "cannot reach the Ray cluster at" in capsys.readouterr().err
-    assert main(["status", "x", "--address", f"http://127.0.0.1:{port}"]) == 2
-    assert "cannot reach the Ray Job Submission API" in capsys.readouterr().err
-    assert main(["list", "--address", "nonsense"]) == 2
-    assert "bad Ray address 'nonsense'" in capsys.readouterr().err
+
+    def cli(*args: str) -> subprocess.CompletedProcess:  # a fresh process, as a user's shell runs it
+        return subprocess.run([sys.executable, "-m", "raystream.jobs.cli", *args], capture_output=True, text=True,
+                              timeout=120)
+
+    done = cli("list", "--address", f"127.0.0.1:{port}")
+    assert done.returncode == 2 and "cannot reach the Ray cluster at" in done.stderr, done.stderr
+    done = cli("status", "x", "--address", f"http://127.0.0.1:{port}")
+    assert done.returncode == 2 and "cannot reach the Ray Job Submission API" in done.stderr, done.stderr
+    done = cli("list", "--address", "nonsense")
+    assert done.returncode == 2 and "bad Ray address 'nonsense'" in done.stderr, done.stderr
 
 
 def test_submit_needs_an_http_address(capsys, monkeypatch):

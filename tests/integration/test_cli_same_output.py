@@ -17,3 +17,26 @@ def test_run_and_python_dash_m_print_the_same_report(capsys):
     by_cli = _report_lines(capsys.readouterr().out)
     assert by_module and by_module == by_cli
     assert by_cli[-1].endswith("words in all")
+
+
+def test_an_address_of_another_cluster_is_refused_in_a_connected_process(capsys):
+    """Ray keeps one cluster connection per process: with the session's Ray connected, an
+    explicit HOST:PORT of another cluster is an error naming both, never a silent use of the
+    connected one (it listed the connected cluster's jobs)."""
+    import socket
+
+    import pytest
+
+    from raystream.engine.errors import ConfigError
+    from raystream.engine.ray_runtime import ensure_ray
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert main(["list", "--address", f"127.0.0.1:{port}"]) == 2
+    err = capsys.readouterr().err
+    assert "already connected to" in err and f"127.0.0.1:{port}" in err
+    with pytest.raises(ConfigError, match="already connected to"):
+        ensure_ray(f"127.0.0.1:{port}")
+    ensure_ray("auto")  # the connected cluster itself is fine
+    assert main(["list"]) == 0
