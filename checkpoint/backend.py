@@ -35,6 +35,7 @@ from typing import Any, Iterator, Protocol, TypeVar, overload
 
 from raystream.engine.errors import StateError
 from raystream.engine.keygroups import KeyGroupRange
+from raystream.engine.operator import Clock
 
 from .descriptors import (
     AggregatingStateDescriptor,
@@ -116,21 +117,30 @@ class KeyedStateBackend(ABC):
     #: True: state lives outside the Python heap (see the module docstring); keyed
     #: operators then keep their per-key state (reduce values, timers) in this backend
     off_heap: bool = False
-    #: set up by each implementation's ``__init__``: the registered states by name, and the
-    #: current key and its key group (-1: none yet)
+    #: set up by each implementation's ``__init__``: the registered states by name, the
+    #: current key and its key group (-1: none yet), the owned key groups, the number of
+    #: key groups and the TTL clock
     _states: dict[str, KeyedState]
     _key: Any
     _kg: int
+    _range: KeyGroupRange
+    _max_par: int
+    _clock: Clock
 
     @property
-    @abstractmethod
     def key_group_range(self) -> KeyGroupRange:
         """The key groups this backend owns."""
+        return self._range
 
     @property
-    @abstractmethod
     def max_parallelism(self) -> int:
         """The job's number of key groups."""
+        return self._max_par
+
+    @property
+    def clock(self) -> Clock:
+        """The processing-time clock used for TTL."""
+        return self._clock
 
     @abstractmethod
     def set_current_key(self, key: Any) -> None:

@@ -160,19 +160,6 @@ class HeapKeyedStateBackend(KeyedStateBackend):
 
     # -- keys --------------------------------------------------------------------------
 
-    @property
-    def key_group_range(self) -> KeyGroupRange:
-        return self._range
-
-    @property
-    def max_parallelism(self) -> int:
-        return self._max_par
-
-    @property
-    def clock(self) -> Clock:
-        """The processing-time clock used for TTL."""
-        return self._clock
-
     def set_current_key(self, key: Any) -> None:
         """Make ``key`` current; its key group is computed with ``key_group_for``.
 

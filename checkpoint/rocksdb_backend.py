@@ -200,19 +200,6 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
     # -- keys --------------------------------------------------------------------------
 
     @property
-    def key_group_range(self) -> KeyGroupRange:
-        return self._range
-
-    @property
-    def max_parallelism(self) -> int:
-        return self._max_par
-
-    @property
-    def clock(self) -> Clock:
-        """The processing-time clock used for TTL."""
-        return self._clock
-
-    @property
     def cache_size(self) -> int:
         """Entries the read cache holds at most."""
         return self._capacity
