@@ -86,6 +86,7 @@ from raystream.checkpoint import (
     HeapKeyedStateBackend,
     MapStateDescriptor,
     StateTtlConfig,
+    ValueState,
     ValueStateDescriptor,
 )
 from raystream.engine.errors import JobFailed, UserCodeError, short_repr
@@ -222,7 +223,7 @@ class FunctionDispatcher(StreamOperator):
         self._ready: deque[tuple[str, str]] = deque()
         self._pending_count = 0
         self._rss_due = 0.0  # monotonic time of the next RSS sample
-        self._invocations = 0  # since the last counters update (added up per drain)
+        self._invocations = 0  # since the last counters update (added up in _update_gauges)
         self._messages = 0
         self._active_limit = config.drain_step
         self._inbox: SpillingQueue | None = None  # the rest, in arrival order (created in open)
@@ -312,7 +313,15 @@ class FunctionDispatcher(StreamOperator):
         self.counters = ctx.metrics
         if self.config.endpoints:
             require_aiohttp()
-            self._rpc = RemoteFunctions(self, self.config.endpoints)
+            post = ctx.post
+            self._rpc = RemoteFunctions(
+                self,
+                self.config.endpoints,
+                max_in_flight=self.config.max_in_flight,
+                max_concurrent_requests=self.config.max_concurrent_requests,
+                wake=(lambda: post(self._on_remote_replies)) if post is not None else None,
+                name=f"raystream-statefun-remote {ctx.task_name}",
+            )
         # messages that were queued when the restored checkpoint was taken (ours only: the
         # snapshot may come from other subtasks when the job was rescaled)
         restored = self._restored_pending
@@ -324,7 +333,7 @@ class FunctionDispatcher(StreamOperator):
         self._accept(mine)
         # delayed messages restored with keyed state: rebuild the index and re-arm timers
         for sender in list(backend.keys(DELAYED_STATE)):
-            self._set_key(sender)
+            self.set_current_address(sender)
             for entry_key, (seq, fire_at, _record) in self._delayed.items():
                 self._live_delayed[(sender, entry_key)] = seq
                 heapq.heappush(self._timers, (fire_at, seq, sender, entry_key))
@@ -394,9 +403,12 @@ class FunctionDispatcher(StreamOperator):
     def end_input(self) -> None:
         """All inputs (and the loop) ended; anything still queued is invoked now, and
         remote calls in flight are waited for."""
+        rpc = self._rpc
         while True:
-            if self._rpc is not None:
-                self._rpc.wait_idle()
+            while rpc is not None and (not rpc.is_idle() or self._has_work()):
+                self._step()  # also sends ready addresses
+                if rpc.in_flight():
+                    rpc.apply_completions(block_s=0.5)
             if not self._has_work():
                 break
             self._step()
@@ -455,9 +467,6 @@ class FunctionDispatcher(StreamOperator):
                 self._kg_cache.clear()
             kg = self._kg_cache[key] = key_group_for(key, self._max_parallelism)
         return kg
-
-    def _set_key(self, key: tuple[str, str]) -> None:
-        self.backend.set_current_key_with_group(key, self._key_group(key))
 
     def _admit(self) -> None:
         """Move held ingress messages into the queue while the in-flight work is under the cap."""
@@ -572,10 +581,6 @@ class FunctionDispatcher(StreamOperator):
             self._pending_count -= len(records)
             budget -= len(records)
             self._invoke(key, records)
-        counters = self.counters
-        counters["invocations"] += self._invocations
-        counters["messages"] += self._messages
-        self._invocations = self._messages = 0
 
     def _step(self) -> None:
         """One bounded piece of work: refill the active set, invoke up to ``drain_step``
@@ -603,6 +608,10 @@ class FunctionDispatcher(StreamOperator):
 
     def _update_gauges(self) -> None:
         c = self.counters
+        if self._invocations:  # counted per invocation in plain ints, added up here
+            c["invocations"] += self._invocations
+            c["messages"] += self._messages
+            self._invocations = self._messages = 0
         inbox = self._inbox
         c["queued_messages"] = self.pending_messages()
         c["held_ingress"] = len(self._held)
@@ -650,6 +659,18 @@ class FunctionDispatcher(StreamOperator):
             raise self._job_failed(exc) from exc
         self._schedule_continuation()
 
+    def _on_remote_replies(self) -> None:
+        """Posted by the remote client's I/O thread: apply every finished call, then continue."""
+        rpc = self._rpc
+        if rpc is None or rpc.closed:
+            return
+        try:
+            rpc.apply_completions()
+            self._step()
+        except Exception as exc:
+            raise self._job_failed(exc) from exc
+        self._schedule_continuation()
+
     def _job_failed(self, exc: Exception) -> JobFailed:
         """A posted mailbox call is not guarded by the task: name operator, subtask and record."""
         if isinstance(exc, JobFailed):
@@ -680,9 +701,7 @@ class FunctionDispatcher(StreamOperator):
         try:
             address = self._callers.get(key)  # Address objects are immutable: share them
             if address is None:
-                if len(self._callers) >= _KG_CACHE_LIMIT:
-                    self._callers.clear()
-                address = self._callers[key] = Address.of(typename, fid)
+                address = self.address_of(key)
             layout = self._layouts.get(typename)
             if layout is None:
                 first = records[0]
@@ -696,7 +715,7 @@ class FunctionDispatcher(StreamOperator):
                     message_typename=first[4],
                 )
             fn, storage_cls, specs, by_name = layout
-            self._set_key(key)
+            self.set_current_address(key)
             try:
                 storage = load_storage(storage_cls, typename, [(spec, st.value()) for spec, st in specs])
             except TypeError as exc:
@@ -738,28 +757,92 @@ class FunctionDispatcher(StreamOperator):
                 else:
                     callers.append(None)
             result = invoke_prepared(fn, address, storage, messages, callers)
-            egress = self._egress_of(address, records, result) if result.egress else None
+            self._apply(key, address, records, result, [(by_name[name], tv) for name, tv in storage_changes(storage)])
         except Exception as exc:
             raise UserCodeError(_describe(records), exc) from exc
-        self._invocations += 1
-        self._messages += len(records)
-        for name, changed in storage_changes(storage):
-            st = by_name[name]
-            if changed is None:
+
+    # ------------------------------------------------------------------ applying results
+    def apply_result(
+        self,
+        key: tuple[str, str],
+        records: list[MessageRecord],
+        result: InvocationResult,
+        state_changes: Iterable[tuple[ValueState[TypedValue], TypedValue | None]] = (),
+    ) -> None:
+        """Apply what one invocation of the function at ``key`` with ``records`` produced:
+        the one path for embedded functions and the replies of remote ones.
+
+        In order: the egress messages are checked (an undeclared egress or an undecodable
+        value fails before anything is applied); each ``(state, value)`` of ``state_changes``
+        is written to the address's keyed state (``None`` clears it); ``result.outgoing``
+        is routed (to this subtask's queue or the feedback edge); ``result.delayed_actions``
+        are applied in call order; the egress records are emitted. It counts one invocation
+        of ``len(records)`` messages. ``result.state_mutations`` is not read: the caller
+        resolves its changes to state handles.
+
+        Raises:
+            StatefulFunctionError: an undeclared or undecodable egress, or a delayed message
+                whose cancellation token is still pending.
+
+        Example:
+            >>> from raystream.statefun_api import StatefulFunctions, egress_message_builder, StringType
+            >>> from raystream.statefun_api.local import LocalDispatchers
+            >>> from raystream.statefun_api.effects import InvocationResult
+            >>> run = LocalDispatchers(StatefulFunctions(), egresses=["demo/out"])
+            >>> op = run.dispatchers[0]
+            >>> done = InvocationResult(egress=[egress_message_builder("demo/out", "hi", StringType)])
+            >>> op.apply_result(("demo/f", "1"), [], done)
+            >>> op.flush(); run.egress("demo/out")
+            ['hi']
+        """
+        self.set_current_address(key)
+        self._apply(key, self.address_of(key), records, result, state_changes)
+
+    def _apply(
+        self,
+        key: tuple[str, str],
+        address: Address,
+        records: list[MessageRecord],
+        result: InvocationResult,
+        state_changes: Iterable[tuple[Any, TypedValue | None]],
+    ) -> None:
+        """:meth:`apply_result` with ``key`` already the backend's current key."""
+        egress = self._egress_of(address, records, result) if result.egress else None
+        for st, value in state_changes:
+            if value is None:
                 st.clear()
             else:
-                st.update(changed)
+                st.update(value)
         if result.outgoing:
             route = self._route
             for out in result.outgoing:
                 route(message_to_record(out.message, out.caller))
         if result.delayed_actions:
-            try:
-                self._apply_delayed(key, address, result)
-            except Exception as exc:
-                raise UserCodeError(_describe(records), exc) from exc
+            self._apply_delayed(key, address, records, result)
         if egress:
             self._add_egress(egress)
+        self._invocations += 1
+        self._messages += len(records)
+
+    def address_of(self, key: tuple[str, str]) -> Address:
+        """The :class:`~statefun_api.address.Address` of the key ``(typename, id)`` (cached:
+        addresses are immutable and shared)."""
+        address = self._callers.get(key)
+        if address is None:
+            if len(self._callers) >= _KG_CACHE_LIMIT:
+                self._callers.clear()
+            address = self._callers[key] = Address.of(key[0], key[1])
+        return address
+
+    def set_current_address(self, key: tuple[str, str]) -> None:
+        """Make the address ``key`` the keyed state backend's current key (its values are
+        then read and written through the function's ``ValueState`` handles)."""
+        self.backend.set_current_key_with_group(key, self._key_group(key))
+
+    def flush(self) -> None:
+        """Send what the current step produced: local overflow to the queue, messages to
+        other subtasks over the feedback edge, egress records, ready remote requests."""
+        self._flush()
 
     def _add_egress(self, egress: list[tuple[str, Any]]) -> None:
         out = self._egress_out
@@ -788,7 +871,7 @@ class FunctionDispatcher(StreamOperator):
                     f"{message.typename!r}, which does not exist (declared egresses: {known}); declare it "
                     f"with StatefulFunctionsJob.with_egress({message.typename!r}, ...)",
                     address=address,
-                    message_typename=records[0][4],
+                    message_typename=records[0][4] if records else None,
                 )
             try:
                 value = decode_egress_value(message, egresses[message.typename])
@@ -796,13 +879,15 @@ class FunctionDispatcher(StreamOperator):
                 raise StatefulFunctionError(
                     f"function {address} sent an undecodable message to egress {message.typename!r}: {exc}",
                     address=address,
-                    message_typename=records[0][4],
+                    message_typename=records[0][4] if records else None,
                 ) from exc
             out.append((egress_tag(message.typename), value))
         return out
 
     # ------------------------------------------------------------------ delayed messages
-    def _apply_delayed(self, sender: tuple[str, str], address: Address, result: InvocationResult) -> None:
+    def _apply_delayed(
+        self, sender: tuple[str, str], address: Address, records: list[MessageRecord], result: InvocationResult
+    ) -> None:
         now = self.clock.now_ms()
         delayed = self._delayed
         for action in result.delayed_actions:
@@ -880,7 +965,7 @@ class FunctionDispatcher(StreamOperator):
             if live.get((sender, entry_key)) != seq:
                 continue
             del live[(sender, entry_key)]
-            self._set_key(sender)
+            self.set_current_address(sender)
             _seq, _at, record = self._delayed.get(entry_key)
             self._delayed.remove(entry_key)
             self.counters["delayed_fired"] += 1

@@ -40,9 +40,9 @@ from __future__ import annotations
 
 import queue
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from raystream.checkpoint import StateTtlConfig, ValueStateDescriptor
 from raystream.statefun_api._reqreply_pb import (
@@ -64,14 +64,43 @@ from raystream.statefun_api.errors import ProtocolError, StatefulFunctionError
 from raystream.statefun_api.http_caller import CallResult, RemoteCaller, excerpt, require_aiohttp
 from raystream.statefun_api.messages import EgressMessage, Message
 from raystream.statefun_api.reqreply import FromFunction, decode_from_function
-from raystream.statefun_api.routing import MessageRecord, message_to_record, record_typed_value
+from raystream.statefun_api.routing import MessageRecord, record_typed_value
 from raystream.statefun_api.state_layout import value_state_name
 from raystream.statefun_api.types import TypedValue
 
-if TYPE_CHECKING:
-    from raystream.statefun_api.dispatcher import FunctionDispatcher
+__all__ = ["RemoteCaller", "RemoteFunctions", "InvocationHost", "CallResult", "RemoteFunctionError", "require_aiohttp"]
 
-__all__ = ["RemoteCaller", "RemoteFunctions", "CallResult", "RemoteFunctionError", "require_aiohttp"]
+
+class InvocationHost(Protocol):
+    """What :class:`RemoteFunctions` uses of the runtime that owns it (the
+    :class:`~statefun_api.dispatcher.FunctionDispatcher`), all on the mailbox thread.
+
+    Attributes:
+        backend: the keyed state backend holding the functions' values.
+        counters: the runtime's metrics (``remote_retries``, ``remote_handshakes`` and
+            ``remote_requests`` are added to).
+    """
+
+    @property
+    def backend(self) -> Any: ...
+
+    @property
+    def counters(self) -> MutableMapping[str, int]: ...
+
+    def address_of(self, key: tuple[str, str]) -> Address:
+        """The (shared) address of ``key``."""
+
+    def set_current_address(self, key: tuple[str, str]) -> None:
+        """Make ``key`` the backend's current key."""
+
+    def apply_result(
+        self,
+        key: tuple[str, str],
+        records: list[MessageRecord],
+        result: InvocationResult,
+        state_changes: Iterable[tuple[Any, TypedValue | None]] = (),
+    ) -> None:
+        """Apply an invocation's effects (state, messages, delayed messages, egress)."""
 
 class RemoteFunctionError(StatefulFunctionError):
     """A remote function could not be invoked (the job fails over to its last checkpoint)."""
@@ -91,13 +120,32 @@ class RemoteFunctions:
     """The remote functions of one dispatcher subtask (mailbox thread only; see module docstring).
 
     Args:
-        dispatcher: the owning dispatcher (for state, routing, egress and counters).
+        host: the owning runtime (keyed state, applying results, counters).
         endpoints: the declared endpoints.
+        max_in_flight: queued messages (all addresses) above which input is refused.
+        max_concurrent_requests: requests in flight at once.
+        wake: called (from the I/O thread) when replies are ready: it must arrange for
+            :meth:`apply_completions` to run on the mailbox thread; ``None``: no mailbox,
+            sending fails with a clear error.
+        name: the I/O thread's name.
     """
 
-    def __init__(self, dispatcher: FunctionDispatcher, endpoints: Iterable[RemoteEndpoint]) -> None:
-        self.d = dispatcher
+    def __init__(
+        self,
+        host: InvocationHost,
+        endpoints: Iterable[RemoteEndpoint],
+        *,
+        max_in_flight: int,
+        max_concurrent_requests: int,
+        wake: Callable[[], None] | None,
+        name: str = "raystream-statefun-remote",
+    ) -> None:
+        self.host = host
         self.endpoints = list(endpoints)
+        self.max_in_flight = max_in_flight
+        self.max_concurrent_requests = max_concurrent_requests
+        self._wake = wake
+        self._name = name
         self._types: dict[str, RemoteEndpoint | None] = {}
         self._queues: dict[tuple[str, str], deque[MessageRecord]] = {}
         self._inflight: dict[tuple[str, str], _Call] = {}
@@ -146,7 +194,7 @@ class RemoteFunctions:
 
     def accepts_input(self) -> bool:
         """False while an address's queue is full or all queues exceed ``max_in_flight``."""
-        return not self._full and self._queued <= self.d.config.max_in_flight
+        return not self._full and self._queued <= self.max_in_flight
 
     @property
     def has_ready(self) -> bool:
@@ -180,7 +228,7 @@ class RemoteFunctions:
         """Send one request to each ready address (queued messages, no call in flight), in
         the order they became ready, while fewer than ``max_concurrent_requests`` requests
         are in flight; the others wait, and their messages keep batching."""
-        limit = self.d.config.max_concurrent_requests
+        limit = self.max_concurrent_requests
         ready, inflight = self._ready, self._inflight
         while ready and len(inflight) < limit:
             key, _ = ready.popitem(last=False)
@@ -225,16 +273,13 @@ class RemoteFunctions:
 
     def _send(self, key: tuple[str, str], call: _Call) -> None:
         if self._caller is None:
-            post = self.d.ctx.post
-            if post is None:
+            if self._wake is None:
                 raise RemoteFunctionError(
                     "remote functions need a task mailbox (OperatorContext.post) to receive replies on; "
                     "run the dispatcher in a raystream task or statefun_api.local.LocalDispatchers"
                 )
             keepalive = max(ep.pool_ttl_s for ep in self.endpoints)
-            self._caller = RemoteCaller(
-                lambda: post(self.on_completions), name=f"raystream-statefun-remote {self.d.ctx.task_name}", keepalive_s=keepalive
-            )
+            self._caller = RemoteCaller(self._wake, name=self._name, keepalive_s=keepalive)
         self._next_id += 1
         self._by_id.pop(call.call_id, None)  # a resent batch (handshake) gets a new id
         call.call_id = self._next_id
@@ -252,13 +297,13 @@ class RemoteFunctions:
         typename = key[0]
         req = ToFunctionPb()
         batch = req.invocation
-        address = self._address(key)
+        address = self.host.address_of(key)
         target = batch.target
         target.namespace, target.type, target.id = address.namespace, address.name, address.id
         specs = self._specs.get(typename)
         sent: frozenset[str] = frozenset()
         if specs:
-            self.d._set_key(key)
+            self.host.set_current_address(key)
             state = batch.state
             for name, (st, spec_typename) in specs.items():
                 tv = st.value()
@@ -271,12 +316,12 @@ class RemoteFunctions:
                 else:
                     value.typename, value.has_value, value.value = tv.typename, True, tv.value
             sent = frozenset(specs)
-        callers = self.d._callers
+        address_of = self.host.address_of
         invocations = batch.invocations
         for r in records:
             inv = invocations.add()
             if r[2]:
-                caller = callers.get((r[2], r[3])) or Address.of(r[2], r[3])
+                caller = address_of((r[2], r[3]))
                 c = inv.caller
                 c.namespace, c.type, c.id = caller.namespace, caller.name, caller.id
             argument = inv.argument
@@ -291,24 +336,11 @@ class RemoteFunctions:
                 argument.value = value
         return req.SerializeToString(), sent
 
-    def _address(self, key: tuple[str, str]) -> Address:
-        address = self.d._callers.get(key)
-        if address is None:
-            address = self.d._callers[key] = Address.of(key[0], key[1])
-        return address
-
     # ------------------------------------------------------------------ replies (mailbox thread)
-    def on_completions(self) -> None:
-        """Posted by the I/O thread: apply every finished call, then continue the dispatcher's work."""
-        if self._closed:
-            return
-        d = self.d
-        try:
-            self.apply_completions()
-            d._step()
-        except Exception as exc:
-            raise d._job_failed(exc) from exc
-        d._schedule_continuation()
+    @property
+    def closed(self) -> bool:
+        """:meth:`close` was called (replies still arriving are ignored)."""
+        return self._closed
 
     def apply_completions(self, block_s: float | None = None) -> int:
         """Apply the finished calls; with ``block_s``, wait up to that long for the first one."""
@@ -332,9 +364,9 @@ class RemoteFunctions:
         if key is None:
             return  # not (or no longer) in flight: ignore
         call = self._inflight[key]
-        address = self._address(key)
+        address = self.host.address_of(key)
         if result.attempts > 1:
-            self.d.counters["remote_retries"] += result.attempts - 1
+            self.host.counters["remote_retries"] += result.attempts - 1
         where = f"remote function {key[0]!r} at {call.url!r} (address {address}, {len(call.records)} message(s))"
         if result.error is not None:
             raise RemoteFunctionError(f"{where} failed: {result.error}", address=address, message_typename=call.records[0][4])
@@ -382,30 +414,28 @@ class RemoteFunctions:
             if exp is not None and exp.mode != mode.NONE and exp.expire_after_millis > 0:
                 update = "on_read_and_write" if exp.mode == mode.AFTER_INVOKE else "on_create_and_write"
                 ttl = StateTtlConfig(int(exp.expire_after_millis), update_type=update)
-            st = self.d.backend.get_state(ValueStateDescriptor(value_state_name(typename, name), ttl=ttl))
+            st = self.host.backend.get_state(ValueStateDescriptor(value_state_name(typename, name), ttl=ttl))
             specs[name] = (st, missing.type_typename)
         if not new:
             names = [m.state_name for m in context.missing_values]
             raise RemoteFunctionError(
                 f"{where} reported missing values {names} that were already sent with the request; "
                 f"the function keeps rejecting its state (handshake round {call.handshakes + 1})",
-                address=self._address(key),
+                address=self.host.address_of(key),
             )
         self.handshakes += 1
-        self.d.counters["remote_handshakes"] += 1
+        self.host.counters["remote_handshakes"] += 1
         call.handshakes += 1
         self._send(key, call)
 
     def _apply(self, key: tuple[str, str], address: Address, call: _Call, response: Any, where: str) -> None:
-        """Apply a reply's ``InvocationResponse`` (upb message): checked first, then state,
-        messages, delayed messages and egress, as for an embedded invocation."""
-        d = self.d
-        records = call.records
+        """Check a reply's ``InvocationResponse`` (upb message) and apply it through the
+        host's one path for invocation results (:meth:`InvocationHost.apply_result`)."""
         try:
             result = _result_from_pb(address, response)
         except ProtocolError as exc:
             raise RemoteFunctionError(f"{where} sent an invalid reply: {exc}", address=address) from exc
-        d._set_key(key)
+        changes: list[tuple[Any, TypedValue | None]] = []
         if response.state_mutations:
             specs = self._specs.get(key[0], {})
             for m in response.state_mutations:
@@ -417,32 +447,14 @@ class RemoteFunctions:
                         address=address,
                     )
                 if m.mutation_type == DELETE:
-                    entry[0].clear()
+                    changes.append((entry[0], None))
                 else:
                     tv = m.state_value
-                    entry[0].update(TypedValue(tv.typename or entry[1], True, tv.value))
-        for out in result.outgoing:
-            d._route(message_to_record(out.message, out.caller))
-        if result.delayed_actions:
-            d._apply_delayed(key, address, result)
-        egress = d._egress_of(address, records, result)
-        for tag, value in egress:
-            d._egress_out.setdefault(tag, []).append(value)
-        counters = d.counters
-        counters["invocations"] += 1
-        counters["messages"] += len(records)
-        counters["remote_requests"] += 1
-        counters["egress_messages"] += len(egress)
+                    changes.append((entry[0], TypedValue(tv.typename or entry[1], True, tv.value)))
+        self.host.apply_result(key, call.records, result, changes)
+        self.host.counters["remote_requests"] += 1
 
     # ------------------------------------------------------------------ lifecycle
-    def wait_idle(self, poll_s: float = 0.5) -> None:
-        """Block (mailbox thread, end of input only) until every call and queued message is done."""
-        d = self.d
-        while not self.is_idle() or d._has_work():
-            d._step()  # also sends ready addresses
-            if self._inflight:
-                self.apply_completions(block_s=poll_s)
-
     def close(self) -> None:
         """Stop the I/O thread; replies still on their way are dropped."""
         self._closed = True
