@@ -179,15 +179,26 @@ class TaskExecutor:
         host.task = Task(spec, senders, hooks=host.hooks)
         host.ref.append(host.task)
 
-    async def push(self, key: tuple, channel: int, seq: int, items: list) -> None:
+    async def push(self, key: tuple, channel: int, seq: int, items: list) -> bool:
+        """Deliver ``items`` to hosted task ``key``; resolves once the task accepted them.
+
+        Returns False, delivering nothing, when ``key`` is not hosted (any more): the sender
+        belongs to an attempt this executor already released (a failed attempt whose late
+        sends reach the executor after it was reused by the next one). Every task of an
+        attempt is set up before any of them runs, so a live sender never meets this; the
+        failed attempt's records are replayed from the checkpoint the job restarts from."""
+        host = self._hosted.get(key)
+        if host is None:
+            return False
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
 
         def ack() -> None:
             loop.call_soon_threadsafe(_resolve, fut)
 
-        self._hosted[key].built_task().deliver(channel, seq, items, ack)
+        host.built_task().deliver(channel, seq, items, ack)
         await fut
+        return True
 
     async def run(self, key: tuple) -> Any:
         loop = asyncio.get_running_loop()

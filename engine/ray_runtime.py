@@ -171,7 +171,17 @@ class RaySender(ChannelSender):
     def _reap(self, ready: list) -> None:
         ready_set = set(ready)
         self._pending = deque(r for r in self._pending if r not in ready_set)
-        ray.get(ready)  # surfaces a dead consumer as an exception
+        delivered = ray.get(ready)  # surfaces a dead consumer as an exception
+        if False in delivered:
+            # the consumer's executor no longer hosts it: released after this sender's attempt
+            # failed (a live attempt's consumers are set up before any task runs)
+            task = self._task_ref[0] if self._task_ref else None
+            if task is not None and task.cancelled:
+                raise Cancelled()
+            raise RaystreamError(
+                f"channel {self.channel_index}: the consumer task is no longer hosted by its executor "
+                "(its attempt was released); this sender belongs to an attempt that ended"
+            )
         self._acked(len(ready))
 
     def _wait_for_credit(self) -> None:
