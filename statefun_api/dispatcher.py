@@ -103,7 +103,14 @@ from raystream.statefun_api.invocation import invoke_prepared
 from raystream.statefun_api.messages import Message
 from raystream.statefun_api.remote import RemoteFunctions, require_aiohttp
 from raystream.statefun_api.routing import (
+    CALLER_ID,
+    CALLER_TYPENAME,
     FEEDBACK_TAG,
+    HAS_VALUE,
+    TARGET_ID,
+    TARGET_TYPENAME,
+    VALUE,
+    VALUE_TYPENAME,
     MessageRecord,
     address_key,
     decode_egress_value,
@@ -519,7 +526,7 @@ class FunctionDispatcher(StreamOperator):
         pending = self._pending
         ready = self._ready
         for record in records:
-            key = (record[0], record[1])
+            key = (record[TARGET_TYPENAME], record[TARGET_ID])
             q = pending.get(key)
             if q is None:
                 pending[key] = [record]
@@ -529,10 +536,10 @@ class FunctionDispatcher(StreamOperator):
         self._pending_count += len(records)
 
     def _enqueue(self, record: MessageRecord) -> None:
-        key = (record[0], record[1])
+        key = (record[TARGET_TYPENAME], record[TARGET_ID])
         rpc = self._rpc
-        if rpc is not None and record[0] not in self._fns:
-            endpoint = rpc.endpoint_for(record[0])
+        if rpc is not None and record[TARGET_TYPENAME] not in self._fns:
+            endpoint = rpc.endpoint_for(record[TARGET_TYPENAME])
             if endpoint is not None:
                 rpc.enqueue(key, record, endpoint)
                 return
@@ -545,7 +552,7 @@ class FunctionDispatcher(StreamOperator):
         self._pending_count += 1
 
     def _route(self, record: MessageRecord) -> None:
-        key = (record[0], record[1])
+        key = (record[TARGET_TYPENAME], record[TARGET_ID])
         if self._key_group(key) in self._range:
             self.counters["local_messages"] += 1
             overflow = self._overflow
@@ -709,10 +716,10 @@ class FunctionDispatcher(StreamOperator):
                 if self.config.endpoints:
                     known += "; remote endpoints: " + ", ".join(repr(ep.functions) for ep in self.config.endpoints)
                 raise FunctionNotFound(
-                    f"cannot deliver a message of type {first[4]!r} from {record_caller(first)} to "
+                    f"cannot deliver a message of type {first[VALUE_TYPENAME]!r} from {record_caller(first)} to "
                     f"{address}: no function is registered under {typename!r} (registered: {known})",
                     address=address,
-                    message_typename=first[4],
+                    message_typename=first[VALUE_TYPENAME],
                 )
             fn, storage_cls, specs, by_name = layout
             self.set_current_address(key)
@@ -720,7 +727,7 @@ class FunctionDispatcher(StreamOperator):
                 storage = load_storage(storage_cls, typename, [(spec, st.value()) for spec, st in specs])
             except TypeError as exc:
                 raise StatefulFunctionError(
-                    f"cannot load the state of {address}: {exc}", address=address, message_typename=records[0][4]
+                    f"cannot load the state of {address}: {exc}", address=address, message_typename=records[0][VALUE_TYPENAME]
                 ) from exc
             messages = []
             callers: list[Address | None] = []
@@ -729,30 +736,30 @@ class FunctionDispatcher(StreamOperator):
             vt_name: str | None = None
             vt_type: Any = None
             for r in records:
-                value = r[5]
+                value = r[VALUE]
                 m = new(Message)
                 m.target_typename = typename
                 m.target_id = fid
                 if type(value) is bytes:
-                    tv = TypedValue(r[4], r[6], value)
+                    tv = TypedValue(r[VALUE_TYPENAME], r[HAS_VALUE], value)
                     m._tv = tv
                     m._type = None
                     m._obj = None
                 else:
-                    if r[4] != vt_name:
-                        vt_name = r[4]
+                    if r[VALUE_TYPENAME] != vt_name:
+                        vt_name = r[VALUE_TYPENAME]
                         vt_type = builtin_type(vt_name)
                     m._tv = None
                     m._type = vt_type
                     m._obj = value
                 messages.append(m)
-                if r[2]:
-                    ck = (r[2], r[3])
+                if r[CALLER_TYPENAME]:
+                    ck = (r[CALLER_TYPENAME], r[CALLER_ID])
                     caller = caller_cache.get(ck)
                     if caller is None:
                         if len(caller_cache) >= _KG_CACHE_LIMIT:
                             caller_cache.clear()
-                        caller = caller_cache[ck] = Address.of(r[2], r[3])
+                        caller = caller_cache[ck] = Address.of(r[CALLER_TYPENAME], r[CALLER_ID])
                     callers.append(caller)
                 else:
                     callers.append(None)
@@ -871,7 +878,7 @@ class FunctionDispatcher(StreamOperator):
                     f"{message.typename!r}, which does not exist (declared egresses: {known}); declare it "
                     f"with StatefulFunctionsJob.with_egress({message.typename!r}, ...)",
                     address=address,
-                    message_typename=records[0][4] if records else None,
+                    message_typename=records[0][VALUE_TYPENAME] if records else None,
                 )
             try:
                 value = decode_egress_value(message, egresses[message.typename])
@@ -879,7 +886,7 @@ class FunctionDispatcher(StreamOperator):
                 raise StatefulFunctionError(
                     f"function {address} sent an undecodable message to egress {message.typename!r}: {exc}",
                     address=address,
-                    message_typename=records[0][4] if records else None,
+                    message_typename=records[0][VALUE_TYPENAME] if records else None,
                 ) from exc
             out.append((egress_tag(message.typename), value))
         return out
@@ -984,8 +991,8 @@ def _from_ingress(batch: Batch) -> bool:
     if batch.is_arrow:
         rb = batch.arrow()
         if rb.num_columns == 7:
-            return not rb.column(2)[0].as_py()
-    return not batch.records()[0][2]
+            return not rb.column(CALLER_TYPENAME)[0].as_py()
+    return not batch.records()[0][CALLER_TYPENAME]
 
 
 def _rss_bytes() -> int:

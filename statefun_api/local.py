@@ -52,6 +52,8 @@ from raystream.statefun_api.functions import StatefulFunctions
 from raystream.statefun_api.messages import Message
 from raystream.statefun_api.routing import (
     FEEDBACK_TAG,
+    TARGET_ID,
+    TARGET_TYPENAME,
     MessageRecord,
     decode_by_typename,
     message_to_record,
@@ -146,7 +148,7 @@ class LocalDispatchers:
 
     # ------------------------------------------------------------------ driving
     def _owner(self, record: MessageRecord) -> int:
-        key = (record[0], record[1])
+        key = (record[TARGET_TYPENAME], record[TARGET_ID])
         owner = self._owners.get(key)
         if owner is None:
             if len(self._owners) >= 1 << 16:

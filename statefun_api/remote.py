@@ -64,7 +64,15 @@ from raystream.statefun_api.errors import ProtocolError, StatefulFunctionError
 from raystream.statefun_api.http_caller import CallResult, RemoteCaller, excerpt, require_aiohttp
 from raystream.statefun_api.messages import EgressMessage, Message
 from raystream.statefun_api.reqreply import FromFunction, decode_from_function
-from raystream.statefun_api.routing import MessageRecord, record_typed_value
+from raystream.statefun_api.routing import (
+    CALLER_ID,
+    CALLER_TYPENAME,
+    HAS_VALUE,
+    VALUE,
+    VALUE_TYPENAME,
+    MessageRecord,
+    record_typed_value,
+)
 from raystream.statefun_api.state_layout import value_state_name
 from raystream.statefun_api.types import TypedValue
 
@@ -320,17 +328,17 @@ class RemoteFunctions:
         invocations = batch.invocations
         for r in records:
             inv = invocations.add()
-            if r[2]:
-                caller = address_of((r[2], r[3]))
+            if r[CALLER_TYPENAME]:
+                caller = address_of((r[CALLER_TYPENAME], r[CALLER_ID]))
                 c = inv.caller
                 c.namespace, c.type, c.id = caller.namespace, caller.name, caller.id
             argument = inv.argument
             argument.SetInParent()
-            value = r[5]
+            value = r[VALUE]
             if type(value) is not bytes:
                 value = record_typed_value(r).value
-            argument.typename = r[4]
-            if r[6]:
+            argument.typename = r[VALUE_TYPENAME]
+            if r[HAS_VALUE]:
                 argument.has_value = True
             if value:
                 argument.value = value
@@ -369,7 +377,7 @@ class RemoteFunctions:
             self.host.counters["remote_retries"] += result.attempts - 1
         where = f"remote function {key[0]!r} at {call.url!r} (address {address}, {len(call.records)} message(s))"
         if result.error is not None:
-            raise RemoteFunctionError(f"{where} failed: {result.error}", address=address, message_typename=call.records[0][4])
+            raise RemoteFunctionError(f"{where} failed: {result.error}", address=address, message_typename=call.records[0][VALUE_TYPENAME])
         body = result.body or b""
         try:
             reply = FromFunctionPb.FromString(body)
@@ -379,7 +387,7 @@ class RemoteFunctions:
                 f"({exc}); body {excerpt(result.body or b'')}. Does the URL point at a StateFun "
                 f"request-reply endpoint?",
                 address=address,
-                message_typename=call.records[0][4],
+                message_typename=call.records[0][VALUE_TYPENAME],
             ) from exc
         if reply.WhichOneof("response") == "incomplete_invocation_context":  # rare: the hand decoder reads it
             try:

@@ -5,6 +5,13 @@ tuple of scalars, so the engine ships it as typed Arrow columns rather than pick
 
     (target_typename, target_id, caller_typename, caller_id, value_typename, value, has_value)
 
+The fields are read by name through the position constants :data:`TARGET_TYPENAME`,
+:data:`TARGET_ID`, :data:`CALLER_TYPENAME`, :data:`CALLER_ID`, :data:`VALUE_TYPENAME`,
+:data:`VALUE` and :data:`HAS_VALUE` (``record[VALUE]``). The record is a plain ``tuple``,
+not a ``NamedTuple``: the engine ships only exact tuples as typed Arrow columns (a tuple
+subclass would be pickled) and gives plain tuples back, so named-tuple records would need a
+conversion per message on every channel, spill file and snapshot (about 1 us each, measured).
+
 ``value`` is the serialized value (bytes), or, for a value of a built-in immutable type
 (int, long, double, string, bool) that no one serialized yet, the decoded Python value: a
 message between embedded functions is never encoded. Records are encoded
@@ -22,8 +29,10 @@ Example:
     >>> from raystream.statefun_api import message_builder
     >>> m = message_builder("com.example/greeter", "alice", str_value="hi")
     >>> record = message_to_record(m)
-    >>> record[:2], address_key(record)
-    (('com.example/greeter', 'alice'), ('com.example/greeter', 'alice'))
+    >>> record[TARGET_TYPENAME], record[TARGET_ID], record[CALLER_TYPENAME]
+    ('com.example/greeter', 'alice', '')
+    >>> address_key(record)
+    ('com.example/greeter', 'alice')
     >>> invocation = record_to_invocation(record)
     >>> invocation.message.as_string(), invocation.caller is None
     ('hi', True)
@@ -31,7 +40,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import pyarrow as pa
 
@@ -54,6 +63,13 @@ from raystream.statefun_api.types import (
 
 __all__ = [
     "MessageRecord",
+    "TARGET_TYPENAME",
+    "TARGET_ID",
+    "CALLER_TYPENAME",
+    "CALLER_ID",
+    "VALUE_TYPENAME",
+    "VALUE",
+    "HAS_VALUE",
     "message_to_record",
     "record_to_invocation",
     "address_key",
@@ -72,6 +88,21 @@ __all__ = [
 MessageRecord = tuple[str, str, str, str, str, Any, bool]
 """``(target_typename, target_id, caller_typename, caller_id, value_typename, value, has_value)``;
 ``value`` is bytes or the decoded value of a built-in immutable type (see the module docstring)."""
+
+#: position of the target function's typename in a :data:`MessageRecord`
+TARGET_TYPENAME: Final = 0
+#: position of the target function's id
+TARGET_ID: Final = 1
+#: position of the sender's typename (``""``: the message came from an ingress)
+CALLER_TYPENAME: Final = 2
+#: position of the sender's id (``""`` for an ingress)
+CALLER_ID: Final = 3
+#: position of the value's typename (StateFun's ``TypedValue.typename``)
+VALUE_TYPENAME: Final = 4
+#: position of the value: bytes, or the decoded value of a built-in immutable type
+VALUE: Final = 5
+#: position of ``TypedValue.has_value``
+HAS_VALUE: Final = 6
 
 #: side output of the dispatcher that carries messages to addresses of other subtasks
 FEEDBACK_TAG = "statefun-feedback"
@@ -110,18 +141,20 @@ def message_to_record(message: Message, caller: Address | None = None) -> Messag
 
 def record_typed_value(record: MessageRecord) -> TypedValue:
     """The :class:`~statefun_api.types.TypedValue` a record carries (decoded values stay so)."""
-    value = record[5]
+    value = record[VALUE]
     if type(value) is bytes:
-        return TypedValue(record[4], record[6], value)
-    return TypedValue.of(builtin_type(record[4]), value)  # type: ignore[arg-type]
+        return TypedValue(record[VALUE_TYPENAME], record[HAS_VALUE], value)
+    return TypedValue.of(builtin_type(record[VALUE_TYPENAME]), value)  # type: ignore[arg-type]
 
 
 def record_message(record: MessageRecord) -> Message:
     """The :class:`~statefun_api.messages.Message` a record carries."""
-    value = record[5]
+    value = record[VALUE]
     if type(value) is bytes:
-        return Message._unchecked(record[0], record[1], TypedValue(record[4], record[6], value))
-    return Message._decoded(record[0], record[1], builtin_type(record[4]), value)  # type: ignore[arg-type]
+        typed = TypedValue(record[VALUE_TYPENAME], record[HAS_VALUE], value)
+        return Message._unchecked(record[TARGET_TYPENAME], record[TARGET_ID], typed)
+    value_type = builtin_type(record[VALUE_TYPENAME])
+    return Message._decoded(record[TARGET_TYPENAME], record[TARGET_ID], value_type, value)  # type: ignore[arg-type]
 
 
 def encode_record(record: MessageRecord) -> MessageRecord:
@@ -129,20 +162,20 @@ def encode_record(record: MessageRecord) -> MessageRecord:
 
     Example:
         >>> from raystream.statefun_api import message_builder
-        >>> encode_record(message_to_record(message_builder("a/f", "1", int_value=1)))[5]
+        >>> encode_record(message_to_record(message_builder("a/f", "1", int_value=1)))[VALUE]
         b'\\r\\x01\\x00\\x00\\x00'
     """
-    value = record[5]
+    value = record[VALUE]
     if type(value) is bytes:
         return record
-    data = builtin_type(record[4]).serializer().serialize(value)  # type: ignore[union-attr]
-    return (record[0], record[1], record[2], record[3], record[4], data, True)
+    data = builtin_type(record[VALUE_TYPENAME]).serializer().serialize(value)  # type: ignore[union-attr]
+    return record[:VALUE] + (data, True)
 
 
 def encode_records(records: list[MessageRecord]) -> list[MessageRecord]:
     """``records`` with every value serialized: what leaves the dispatcher for other
     subtasks (the channel ships them as one Arrow batch of seven typed columns)."""
-    return [r if type(r[5]) is bytes else encode_record(r) for r in records]
+    return [r if type(r[VALUE]) is bytes else encode_record(r) for r in records]
 
 
 def records_to_arrow_batch(records: list[MessageRecord]) -> pa.RecordBatch:
@@ -153,23 +186,23 @@ def records_to_arrow_batch(records: list[MessageRecord]) -> pa.RecordBatch:
 
 def record_to_invocation(record: MessageRecord) -> Invocation:
     """The :class:`~statefun_api.invocation.Invocation` carried by an engine record."""
-    caller = Address.of(record[2], record[3]) if record[2] else None
+    caller = Address.of(record[CALLER_TYPENAME], record[CALLER_ID]) if record[CALLER_TYPENAME] else None
     return Invocation(record_message(record), caller)
 
 
 def address_key(record: MessageRecord) -> tuple[str, str]:
     """The key of a message record: its target ``(typename, id)`` (the dispatcher's key)."""
-    return (record[0], record[1])
+    return (record[TARGET_TYPENAME], record[TARGET_ID])
 
 
 def record_address(record: MessageRecord) -> Address:
     """The target address of a message record."""
-    return Address.of(record[0], record[1])
+    return Address.of(record[TARGET_TYPENAME], record[TARGET_ID])
 
 
 def record_caller(record: MessageRecord) -> str:
     """``"typename/id"`` of the sender, or ``"ingress"`` (for error messages)."""
-    return f"{record[2]}/{record[3]}" if record[2] else "ingress"
+    return f"{record[CALLER_TYPENAME]}/{record[CALLER_ID]}" if record[CALLER_TYPENAME] else "ingress"
 
 
 def egress_tag(typename: str) -> str:

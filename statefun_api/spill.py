@@ -18,7 +18,8 @@ Example:
     >>> q.push([("f/a", str(i), "", "", "t/int", b"x" * 10, True) for i in range(500)])
     >>> len(q), q.spilled_messages > 0
     (500, True)
-    >>> [r[1] for r in q.pop(3)], len(q)
+    >>> from raystream.statefun_api.routing import TARGET_ID
+    >>> [r[TARGET_ID] for r in q.pop(3)], len(q)
     (['0', '1', '2'], 497)
     >>> sum(len(q.pop(1000)) for _ in range(5)), q.disk_bytes
     (497, 0)
@@ -37,7 +38,7 @@ from typing import Any
 import pyarrow as pa
 
 from raystream.engine.records import arrow_to_records
-from raystream.statefun_api.routing import records_to_arrow_batch
+from raystream.statefun_api.routing import VALUE, records_to_arrow_batch
 
 __all__ = ["SpillingQueue", "estimate_bytes"]
 
@@ -47,7 +48,7 @@ RECORD_OVERHEAD = 200
 
 def estimate_bytes(records: Sequence[Any]) -> int:
     """Approximate memory of message records: a constant per record plus its value's bytes."""
-    return len(records) * RECORD_OVERHEAD + sum([len(r[5]) for r in records if type(r[5]) is bytes])
+    return len(records) * RECORD_OVERHEAD + sum([len(r[VALUE]) for r in records if type(r[VALUE]) is bytes])
 
 
 class _Mem:
