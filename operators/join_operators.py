@@ -2,7 +2,9 @@
 
 * :class:`IntervalJoinOperator` joins ``l`` with every ``r`` of the same key with
   ``l.ts + lower <= r.ts <= l.ts + upper``; buffered records are dropped by event-time
-  timers once no future partner can arrive.
+  timers once no future partner can arrive. On the heap backend the buffers are a dict of
+  the operator; on an off-heap backend (RocksDB) two list states of the keyed backend (one
+  per side) and the timers its timer queues, so they are part of the keyed snapshot.
 * :class:`CoGroupWindowOperator` is a window operator over two inputs that hands both sides
   of a window to a co-group function (``fn(key, lefts, rights)``, or the pairs of a join).
 
@@ -22,6 +24,7 @@ from typing import Any, Callable, Iterable
 
 import cloudpickle
 
+from raystream.checkpoint.descriptors import ListStateDescriptor
 from raystream.engine.errors import GraphError, UserCodeError
 from raystream.engine.events import Watermark
 from raystream.engine.keygroups import key_group_for
@@ -29,13 +32,17 @@ from raystream.engine.operator import OperatorContext, Output, StreamOperator
 from raystream.engine.partitioners import KeySelector
 from raystream.engine.records import Batch
 
+from .functions import keyed_state_backend
 from .time import TimestampAssigner
-from .timers import InternalTimerService
+from .timers import InternalTimerService, backend_timer_queues
 from .two_input import TwoInputWatermarks
 from .window_operator import LIST, WindowOperator
 from .windows import ProcessWindowFunction, Trigger, WindowAssigner
 
 __all__ = ["ProcessJoinFunction", "JoinContext", "IntervalJoinOperator", "CoGroupWindowOperator"]
+
+#: names of the interval join's buffers (left, right) in an off-heap keyed backend
+JOIN_BUFFERS = ("_join/left", "_join/right")
 
 
 class ProcessJoinFunction:
@@ -62,6 +69,11 @@ class IntervalJoinOperator(StreamOperator):
 
     Late records (timestamp <= the current watermark) go to ``late_tag`` if set, else are
     counted in ``ctx.metrics["num_late_records_dropped"]``.
+
+    State: the buffered ``(timestamp, record)`` of each side per key and a cleanup timer per
+    buffered timestamp; on the heap backend in ``buffers`` and the operator's snapshot, on
+    an off-heap backend (RocksDB) in list states :data:`JOIN_BUFFERS` and the backend's timer
+    queues. A heap job's savepoint restores into RocksDB (its buffers and timers are moved in).
     """
 
     keyed = True
@@ -77,13 +89,19 @@ class IntervalJoinOperator(StreamOperator):
         self.lower, self.upper = lower, upper
         self.fn = fn
         self.late_tag = late_tag
-        self.buffers: dict[Any, tuple[list, list]] = {}  # key -> ([(ts, rec)], [(ts, rec)])
+        self.buffers: dict[Any, tuple[list, list]] = {}  # key -> ([(ts, rec)], [(ts, rec)]) (heap backend)
         self.wms = TwoInputWatermarks()
         self._restored: list = []
+        self._sides: Any = None  # off-heap: the (left, right) list states of the keyed backend
+        self._keyed: Any = None
 
     def open(self, ctx: OperatorContext, output: Output) -> None:
         super().open(ctx, output)
-        self.timers = InternalTimerService(ctx.max_parallelism, self._cleanup, lambda *a: None, None, ctx.clock)
+        queues = backend_timer_queues(ctx.keyed_backend)
+        if queues is not None:  # off-heap (RocksDB): buffers and timers in the keyed backend
+            self._keyed = keyed_state_backend(ctx)
+            self._sides = tuple(self._keyed.get_state(ListStateDescriptor(n)) for n in JOIN_BUFFERS)
+        self.timers = InternalTimerService(ctx.max_parallelism, self._cleanup, lambda *a: None, None, ctx.clock, queues)
         for st in self._restored:
             for kg, blob in (st or {}).get("groups", {}).items():
                 if kg in ctx.key_group_range:
@@ -93,6 +111,12 @@ class IntervalJoinOperator(StreamOperator):
                 self.timers.watermark = self.wms.current
         self.timers.restore([s.get("timers") for s in self._restored if s], ctx.key_group_range)
         self._restored = []
+        if self._sides is not None and self.buffers:  # a heap job's savepoint: into the backend
+            for key, bufs in self.buffers.items():
+                self._keyed.set_current_key(key)
+                for side, entries in zip(self._sides, bufs):
+                    side.add_all(entries)
+            self.buffers = {}
         self.jctx = JoinContext()
         ctx.metrics.setdefault("num_late_records_dropped", 0)
 
@@ -117,6 +141,10 @@ class IntervalJoinOperator(StreamOperator):
         lo, hi = self.lower, self.upper
         out: list = []
         late: list = []
+        if self._sides is not None:
+            self._process_off_heap(records, stamps, key_of, input_index, out, late)
+            self._emit(out, late)
+            return
         for r, ts in zip(records, stamps):
             if ts <= wm:
                 late.append(r)
@@ -142,6 +170,9 @@ class IntervalJoinOperator(StreamOperator):
             if cleanup > wm:
                 bufs[input_index].append(me)
                 self.timers.register_event_time_timer(key, input_index, cleanup)
+        self._emit(out, late)
+
+    def _emit(self, out: list, late: list) -> None:
         if out:
             self.output.emit(Batch.of_records(out))
         if late:
@@ -150,11 +181,60 @@ class IntervalJoinOperator(StreamOperator):
             else:
                 self.ctx.metrics["num_late_records_dropped"] += len(late)
 
+    def _process_off_heap(self, records: list, stamps: list, key_of: Callable[[Any], Any], input_index: int,
+                          out: list, late: list) -> None:
+        """``process_batch`` with the buffers in the keyed backend's list states."""
+        wm = self.wms.current
+        lo, hi = self.lower, self.upper
+        set_key = self._keyed.set_current_key
+        mine, other_side = self._sides[input_index], self._sides[1 - input_index]
+        for r, ts in zip(records, stamps):
+            if ts <= wm:
+                late.append(r)
+                continue
+            try:
+                key = key_of(r)
+                set_key(key)
+                me = (ts, r)
+                if input_index == 0:
+                    for other in other_side.get():
+                        if ts + lo <= other[0] <= ts + hi:
+                            self._join(me, other, key, out)
+                    cleanup = ts + hi
+                else:
+                    for other in other_side.get():
+                        if other[0] + lo <= ts <= other[0] + hi:
+                            self._join(other, me, key, out)
+                    cleanup = ts - lo
+            except Exception as exc:
+                raise UserCodeError(r, exc) from exc
+            if cleanup > wm:
+                mine.add(me)
+                self.timers.register_event_time_timer(key, input_index, cleanup)
+
+    def num_buffered(self) -> int:
+        """Records buffered on both sides (a scan of the keyed backend when off-heap)."""
+        if self._sides is None:
+            return sum(len(b[0]) + len(b[1]) for b in self.buffers.values())
+        keyed = self._keyed
+        n = 0
+        for name, side in zip(JOIN_BUFFERS, self._sides):
+            for key in keyed.keys(name):
+                keyed.set_current_key(key)
+                n += len(side.get())
+        return n
+
     def _cleanup(self, key: Any, side: int, time: int) -> None:
+        lo, hi = self.lower, self.upper
+        if self._sides is not None:
+            self._keyed.set_current_key(key)
+            state = self._sides[side]
+            kept = [e for e in state.get() if (e[0] + hi if side == 0 else e[0] - lo) > time]
+            state.update(kept)  # (empty: cleared)
+            return
         bufs = self.buffers.get(key)
         if bufs is None:
             return
-        lo, hi = self.lower, self.upper
         limit = (lambda ts: ts + hi) if side == 0 else (lambda ts: ts - lo)
         bufs[side][:] = [e for e in bufs[side] if limit(e[0]) > time]
         if not bufs[0] and not bufs[1]:

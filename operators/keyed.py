@@ -28,7 +28,9 @@ from .functions import (
     keyed_state_backend,
 )
 from .time import TimestampAssigner
-from .timers import InternalTimerService, TimerService
+from .timers import EVENT_TIMERS as EVENT_TIMERS  # (re-exported: the names of the timer queues)
+from .timers import PROCESSING_TIMERS as PROCESSING_TIMERS
+from .timers import InternalTimerService, TimerService, backend_timer_queues
 
 __all__ = ["ReduceOperator", "AggregateOperator", "KeyedProcessOperator", "AGGREGATIONS"]
 
@@ -42,10 +44,9 @@ def _split_state_by_key_group(state: dict[Any, Any], max_parallelism: int) -> di
     return out
 
 
-#: names of the operators' own state in an off-heap keyed backend
+#: names of the operators' own state in an off-heap keyed backend (timer queues:
+#: EVENT_TIMERS, PROCESSING_TIMERS of operators.timers)
 REDUCE_STATE = "_reduce"
-EVENT_TIMERS = "_timers/event_time"
-PROCESSING_TIMERS = "_timers/processing_time"
 #: records per batch when a final reduce emits its state from an off-heap backend
 _FINAL_CHUNK = 8192
 
@@ -432,9 +433,7 @@ class KeyedProcessOperator(StreamOperator):
         self.backend = keyed_state_backend(ctx)
         self.pctx = ProcessContext()
         self.tctx = OnTimerContext()
-        queues = None
-        if getattr(self.backend, "off_heap", False):  # timers in the backend (RocksDB), part of the keyed snapshot
-            queues = (self.backend.create_timer_queue(EVENT_TIMERS), self.backend.create_timer_queue(PROCESSING_TIMERS))
+        queues = backend_timer_queues(self.backend)  # RocksDB: timers in the backend, part of the keyed snapshot
         self.timers = InternalTimerService(
             ctx.max_parallelism, self._on_event_timer, self._on_processing_timer,
             ctx.register_processing_timer, ctx.clock, queues,

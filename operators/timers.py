@@ -43,7 +43,16 @@ from raystream.engine.operator import Cancellable, Clock
 if TYPE_CHECKING:
     from raystream.checkpoint.backend import KeyGroupedTimerQueue
 
-__all__ = ["InternalTimerService", "TimerService", "TimeDomain", "COMPACT_SLACK", "KG_CACHE_LIMIT"]
+__all__ = [
+    "InternalTimerService",
+    "TimerService",
+    "TimeDomain",
+    "COMPACT_SLACK",
+    "KG_CACHE_LIMIT",
+    "EVENT_TIMERS",
+    "PROCESSING_TIMERS",
+    "backend_timer_queues",
+]
 
 K = TypeVar("K")  # the operator's keys
 N = TypeVar("N")  # timer namespaces (None for process functions, the window for windows)
@@ -55,6 +64,10 @@ TimerCallback = Callable[[K, N, int], None]
 COMPACT_SLACK = 64
 #: keys whose key group a timer queue remembers; the cache is cleared when it is full
 KG_CACHE_LIMIT = 1 << 16
+#: names of a keyed operator's timer queues in an off-heap keyed backend (one backend per
+#: keyed operator subtask, so every operator uses the same two names)
+EVENT_TIMERS = "_timers/event_time"
+PROCESSING_TIMERS = "_timers/processing_time"
 
 
 class TimeDomain:
@@ -208,6 +221,24 @@ def _cancel(handle: Cancellable | None) -> bool:
         return False
     handle.cancel()
     return True
+
+
+def backend_timer_queues(backend: Any) -> tuple[KeyGroupedTimerQueue, KeyGroupedTimerQueue] | None:
+    """The ``(event, processing)`` timer queues of a keyed operator in ``backend`` when it
+    keeps state off the heap (``off_heap``: RocksDB), else None (the timer service keeps heap
+    queues, snapshotted with the operator). Pass the result as ``InternalTimerService(...,
+    queues=...)``; timers in the backend are part of the keyed snapshot, re-split by key
+    group on rescaling.
+
+    Example:
+        >>> from raystream.checkpoint import HeapKeyedStateBackend
+        >>> from raystream.engine.keygroups import KeyGroupRange
+        >>> backend_timer_queues(HeapKeyedStateBackend(KeyGroupRange(0, 127), 128)) is None
+        True
+    """
+    if backend is None or not getattr(backend, "off_heap", False):
+        return None
+    return backend.create_timer_queue(EVENT_TIMERS), backend.create_timer_queue(PROCESSING_TIMERS)
 
 
 class InternalTimerService(Generic[K, N]):

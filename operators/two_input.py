@@ -36,7 +36,7 @@ from .functions import (
     keyed_state_backend,
 )
 from .time import TimestampAssigner
-from .timers import InternalTimerService, TimerService
+from .timers import InternalTimerService, TimerService, backend_timer_queues
 
 __all__ = [
     "TwoInputWatermarks",
@@ -116,7 +116,14 @@ class CoProcessOperator(_TwoInputBase):
 
 
 class KeyedCoProcessOperator(_TwoInputBase):
-    """Runs a :class:`KeyedCoProcessFunction`: shared keyed state and timers per key."""
+    """Runs a :class:`KeyedCoProcessFunction`: shared keyed state and timers per key.
+
+    Timers are checkpointed per key group: on the heap backend with the operator (its
+    snapshot's ``"timers"``), on an off-heap backend (RocksDB) in the backend's timer queues
+    (part of the keyed snapshot), as for :class:`~operators.keyed.KeyedProcessOperator`.
+    Heap-format timers of a restored operator state (a heap job's savepoint) are moved into
+    the queues.
+    """
 
     keyed = True
     function: KeyedCoProcessFunction
@@ -133,7 +140,8 @@ class KeyedCoProcessOperator(_TwoInputBase):
         self.pctx = ProcessContext()
         self.tctx = OnTimerContext()
         self.timers = InternalTimerService(ctx.max_parallelism, self._on_event, self._on_proc,
-                                           ctx.register_processing_timer, ctx.clock)
+                                           ctx.register_processing_timer, ctx.clock,
+                                           backend_timer_queues(ctx.keyed_backend))
         self.pctx._timer_service = TimerService(self.timers, self.pctx.get_current_key)
         self.tctx._timer_service = TimerService(self.timers, self.tctx.get_current_key)
         self.timers.restore(self._restored, ctx.key_group_range)

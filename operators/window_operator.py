@@ -7,6 +7,14 @@ timer at ``window.max_timestamp() + allowed_lateness``) live in an
 key group, the pickled contents and trigger state, so a restored (or rescaled) operator
 continues with identical output.
 
+On an off-heap keyed backend (``KeyedStateBackend.off_heap``: RocksDB) the operator keeps
+nothing per key in memory: contents, trigger state (and a merging assigner's window sets)
+are map states of the keyed backend (:mod:`operators.window_state`), timers are in its
+timer queues; all of it is in the keyed snapshot, re-split by key group on rescaling. The
+tumbling fast paths (panes, per-batch folding into dicts) are heap-only; on RocksDB every
+record takes the per-(key, window) path. A heap job's savepoint restores into RocksDB (its
+contents, trigger state and timers are moved into the backend).
+
 Records whose windows have all expired (``window.max_timestamp() + allowed_lateness <=
 watermark``) are *late*: they go to the ``late_tag`` side output if one is set, else they
 are counted in ``ctx.metrics["num_late_records_dropped"]`` and logged once.
@@ -17,7 +25,7 @@ from __future__ import annotations
 import logging
 import pickle
 from operator import itemgetter
-from typing import Any, Callable, NoReturn, Sequence
+from typing import Any, Callable, NoReturn, Sequence, cast
 
 import cloudpickle
 import numpy as np
@@ -30,9 +38,10 @@ from raystream.engine.operator import OperatorContext, Output, StreamOperator
 from raystream.engine.partitioners import KeySelector
 from raystream.engine.records import Batch
 
-from .functions import RuntimeContext
+from .functions import RuntimeContext, keyed_state_backend
 from .time import TimestampAssigner
-from .timers import InternalTimerService
+from .timers import InternalTimerService, backend_timer_queues
+from .window_state import WINDOW_CONTENTS, WINDOW_TRIGGER_STATE, BackendWindowState
 from .windows import (
     EventTimeTrigger,
     MergingWindowAssigner,
@@ -117,6 +126,21 @@ class _TriggerCtx(TriggerContext):
 
     def merged_states(self, name: str) -> list[Any]:
         return [st[name] for st in self._merged if name in st]
+
+
+class _BackendTriggerCtx(_TriggerCtx):
+    """The trigger context of an operator whose trigger state is in the keyed backend
+    (a :class:`~operators.window_state.BackendWindowState`): a state change is stored back."""
+
+    __slots__ = ()
+
+    def set_state(self, name: str, value: Any) -> None:
+        trig = self.op.trig
+        assert isinstance(trig, BackendWindowState)  # (this context is only made for one)
+        per_key = trig.get(self.key)
+        st = dict(per_key.get(self.window) or {})
+        st[name] = value
+        per_key[self.window] = st
 
 
 class WindowOperator(StreamOperator):
@@ -209,11 +233,12 @@ class WindowOperator(StreamOperator):
     # ------------------------------------------------------------------ lifecycle
     def open(self, ctx: OperatorContext, output: Output) -> None:
         super().open(ctx, output)
+        queues = backend_timer_queues(ctx.keyed_backend)  # off-heap (RocksDB): timers in the backend
         self.timers: InternalTimerService[Any, Window] = InternalTimerService(
             ctx.max_parallelism, self._on_event_time_fast if self._fires_fast() else self._on_event_time,
-            self._on_processing_time, ctx.register_processing_timer, ctx.clock,
+            self._on_processing_time, ctx.register_processing_timer, ctx.clock, queues,
         )
-        self.tctx = _TriggerCtx(self)
+        self.tctx = _TriggerCtx(self) if queues is None else _BackendTriggerCtx(self)
         self.wctx: WindowContext[Window] = WindowContext(self)
         self._out: list[Any] = []
         self._late: list[Any] = []
@@ -228,7 +253,10 @@ class WindowOperator(StreamOperator):
                     self.trig.update(trig)
             if "watermark" in st.get("timers", {}):
                 self.timers.watermark = max(self.timers.watermark, st["timers"]["watermark"])
-        if self._panes_mode:  # restored (key -> window -> contents) become panes; no timers needed
+        if queues is not None:
+            self._state_to_backend(ctx)
+            self.timers.restore([s.get("timers") for s in self._restored if s], ctx.key_group_range)
+        elif self._panes_mode:  # restored (key -> window -> contents) become panes; no timers needed
             for key, per_key in self.contents.items():
                 for w, acc in per_key.items():
                     assert isinstance(w, TimeWindow)  # pane mode: tumbling time windows
@@ -241,6 +269,27 @@ class WindowOperator(StreamOperator):
         self._restored = []
         if self.window_function is not None:
             self.window_function.open(RuntimeContext(ctx))
+
+    def _state_to_backend(self, ctx: OperatorContext) -> None:
+        """Off-heap: keep contents and trigger state in the keyed backend instead of dicts
+        (the tumbling fast paths, which fold into dicts, are off), moving restored
+        heap-format state (a heap job's savepoint) in; each restored window gets its cleanup
+        timer (a pane-mode snapshot has no timers: there it is also the firing timer)."""
+        backend = keyed_state_backend(ctx)
+        self._fast_tumbling = self._panes_mode = False
+        restored, restored_trig = self.contents, self.trig
+        contents = BackendWindowState(backend, WINDOW_CONTENTS, merging=self._sessions is not None)
+        trig = BackendWindowState(backend, WINDOW_TRIGGER_STATE)
+        for key, per_key in restored.items():
+            for w, acc in per_key.items():
+                contents.put(key, w, acc)
+                self._register_cleanup(key, w)
+        for key, by_window in restored_trig.items():
+            for w, st in by_window.items():
+                trig.put(key, w, st)
+        # the window logic uses the dict API both offer (see operators.window_state)
+        self.contents = cast(Any, contents)
+        self.trig = cast(Any, trig)
 
     def close(self) -> None:
         if self.window_function is not None:
@@ -807,6 +856,8 @@ class WindowOperator(StreamOperator):
 
     # ------------------------------------------------------------------ state
     def snapshot_state(self, checkpoint_id: int) -> dict[str, Any]:
+        if isinstance(self.contents, BackendWindowState):  # off-heap: all in the keyed snapshot
+            return {"timers": self.timers.snapshot(), "groups": {}}
         mp = self.ctx.max_parallelism
         # key group -> (key -> window -> contents, key -> window -> trigger state)
         groups: dict[int, tuple[dict[Any, dict[Window, Any]], dict[Any, dict[Window, dict[str, Any]]]]] = {}
@@ -828,7 +879,10 @@ class WindowOperator(StreamOperator):
         self._restored = list(states)
 
     def num_open_windows(self) -> int:
-        """Number of (key, window) pairs with contents."""
+        """Number of (key, window) pairs with contents (off-heap: a scan of the backend)."""
+        contents = self.contents
+        if isinstance(contents, BackendWindowState):
+            return contents.num_entries()
         return sum(len(v) for v in self.contents.values()) + sum(len(p) for p in self._panes.values())
 
 

@@ -1,5 +1,11 @@
 """Window operators in-process (OperatorHarness): results vs a pyarrow group-by reference,
-in-order and shuffled input, parallelism 1 and N, late data, sessions, snapshot/restore."""
+in-order and shuffled input, parallelism 1 and N, late data, sessions, snapshot/restore.
+
+The record-API WindowOperator runs on both keyed state backends (``state_backend``, or
+``backend`` in the parametrised cases): on RocksDB its contents, trigger state and timers
+live in the keyed backend (with a read cache of 64 entries here, so most of them are in
+RocksDB itself). The vectorized operator keeps its state in memory on either backend and
+runs on the heap backend only."""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from raystream.checkpoint import AggregateFunction
+from raystream.checkpoint.backends import HeapStateBackend
 from raystream.engine.keygroups import KeyGroupRange, key_group_for
 from raystream.engine.partitioners import KeySelector
 from raystream.operators.testing import OperatorHarness
@@ -33,6 +40,18 @@ from raystream.operators.windows import (
 
 TS = TimestampAssigner(column="ts")
 MAXP = 128
+#: (vectorized operator, keyed state backend) cases: the vectorized one keeps memory state
+FAST_BACKENDS = [(True, "heap"), (False, "heap"), (False, "rocksdb")]
+
+
+def backend_of(kind: str, tmp_path: Any = None) -> Any:
+    """A state backend by name; RocksDB with a 64-entry read cache (state spills to RocksDB)."""
+    if kind == "heap":
+        return HeapStateBackend()
+    pytest.importorskip("rocksdict")
+    from raystream.checkpoint.backends import RocksDBStateBackend
+
+    return RocksDBStateBackend(None if tmp_path is None else str(tmp_path / "rocksdb"), cache_size=64)
 
 
 def events(n: int, keys: int = 20, seed: int = 1, disorder: int = 0) -> list[dict]:
@@ -67,10 +86,10 @@ def reference(rows: list[dict], size: int, slide: int | None = None) -> list[tup
 SPECS = {"n": ("value", "count"), "total": ("value", "sum"), "lo": ("value", "min"), "hi": ("value", "max"), "avg": ("value", "mean")}
 
 
-def run_chunks(make, rows, parallelism, chunk, bound):
+def run_chunks(make, rows, parallelism, chunk, bound, state_backend=None):
     """Feed ``rows`` in chunks to every subtask that owns their keys, with a watermark of
     max_ts - bound - 1 after each chunk; return all output rows."""
-    harnesses = [OperatorHarness(make(), i, parallelism, MAXP) for i in range(parallelism)]
+    harnesses = [OperatorHarness(make(), i, parallelism, MAXP, state_backend=state_backend) for i in range(parallelism)]
     owners = [KeyGroupRange.for_subtask(i, parallelism, MAXP) for i in range(parallelism)]
     max_ts = -(2**63)
     for s in range(0, len(rows), chunk):
@@ -95,9 +114,9 @@ def as_tuples(out):
 
 @pytest.mark.parametrize("parallelism", [1, 3])
 @pytest.mark.parametrize("disorder", [0, 40])
-@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("fast,backend", FAST_BACKENDS)
 @pytest.mark.parametrize("slide", [None, 50])
-def test_window_aggregate_equals_groupby_reference(parallelism, disorder, fast, slide):
+def test_window_aggregate_equals_groupby_reference(parallelism, disorder, fast, backend, slide, tmp_path):
     rows = events(3000, disorder=disorder)
     assigner = TumblingEventTimeWindows.of(100) if slide is None else SlidingEventTimeWindows.of(100, slide)
     if fast:
@@ -105,22 +124,22 @@ def test_window_aggregate_equals_groupby_reference(parallelism, disorder, fast, 
     else:
         make = lambda: WindowOperator(KeySelector("key").key_of, assigner, LIST, None,  # noqa: E731
                                       _SpecsWindowFunction("key", SPECS), timestamp_assigner=TS)
-    out = run_chunks(make, rows, parallelism, 256, bound=2 * disorder)
+    out = run_chunks(make, rows, parallelism, 256, bound=2 * disorder, state_backend=backend_of(backend, tmp_path))
     assert as_tuples(out) == reference(rows, 100, slide)
     for r in out:
         assert r["window_end"] == r["window_start"] + 100
         assert r["avg"] == pytest.approx(r["total"] / r["n"])
 
 
-@pytest.mark.parametrize("fast", [True, False])
-def test_late_records_go_to_side_output(fast):
+@pytest.mark.parametrize("fast,backend", FAST_BACKENDS)
+def test_late_records_go_to_side_output(fast, backend, tmp_path):
     assigner = TumblingEventTimeWindows.of(100)
     if fast:
         op = VectorWindowAggregateOperator("key", "ts", assigner, {"n": ("value", "count")}, late_tag="late")
     else:
         op = WindowOperator(KeySelector("key").key_of, assigner, LIST, None, _SpecsWindowFunction("key", {"n": ("value", "count")}),
                             late_tag="late", timestamp_assigner=TS)
-    h = OperatorHarness(op)
+    h = OperatorHarness(op, state_backend=backend_of(backend, tmp_path))
     h.process(pa.RecordBatch.from_pylist([{"key": "a", "value": 1, "ts": 10}, {"key": "a", "value": 1, "ts": 150}]))
     h.advance_watermark(199)
     late = [{"key": "a", "value": 7, "ts": 50}, {"key": "b", "value": 8, "ts": 199}]
@@ -130,18 +149,18 @@ def test_late_records_go_to_side_output(fast):
     assert h.side_records("late") == late
 
 
-def test_late_records_without_side_output_are_counted():
+def test_late_records_without_side_output_are_counted(state_backend):
     op = WindowOperator(KeySelector("key").key_of, TumblingEventTimeWindows.of(100), REDUCE, lambda a, b: a, timestamp_assigner=TS)
-    h = OperatorHarness(op)
+    h = OperatorHarness(op, state_backend=state_backend)
     h.advance_watermark(500)
     h.process([{"key": "a", "ts": 10}])
     assert h.ctx.metrics["num_late_records_dropped"] == 1
 
 
-def test_allowed_lateness_refires_and_then_side_outputs():
+def test_allowed_lateness_refires_and_then_side_outputs(state_backend):
     op = WindowOperator(KeySelector(0).key_of, TumblingEventTimeWindows.of(100), REDUCE, lambda a, b: (a[0], a[1] + b[1], 0),
                         allowed_lateness=50, late_tag="late", timestamp_assigner=TimestampAssigner(column=2))
-    h = OperatorHarness(op)
+    h = OperatorHarness(op, state_backend=state_backend)
     h.process([("a", 1, 10), ("a", 2, 20)])
     h.advance_watermark(99)
     assert h.take() == [("a", 3, 0)]
@@ -172,9 +191,9 @@ class WithWindow(ProcessWindowFunction):
         yield (key, context.window.start, context.window.end, list(elements))
 
 
-def test_aggregate_function_with_process_window_function():
+def test_aggregate_function_with_process_window_function(state_backend):
     op = WindowOperator(KeySelector("key").key_of, TumblingEventTimeWindows.of(100), AGGREGATE, Avg(), WithWindow(), timestamp_assigner=TS)
-    h = OperatorHarness(op)
+    h = OperatorHarness(op, state_backend=state_backend)
     h.process([{"key": "a", "value": 2, "ts": 1}, {"key": "a", "value": 4, "ts": 99}, {"key": "a", "value": 10, "ts": 100}])
     h.advance_watermark(99)
     assert h.take() == [("a", 0, 100, [3.0])]
@@ -197,14 +216,15 @@ def session_reference(stamps: list[int], gap: int) -> list[tuple[int, int, int]]
     return out
 
 
+@pytest.mark.parametrize("backend", ["heap", "rocksdb"])
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.integers(0, 2000), min_size=1, max_size=60), st.integers(1, 200), st.randoms(use_true_random=False))
-def test_session_windows_merge_like_reference(stamps, gap, rnd):
+def test_session_windows_merge_like_reference(backend, stamps, gap, rnd):
     order = list(stamps)
     rnd.shuffle(order)
     op = WindowOperator(KeySelector(0).key_of, EventTimeSessionWindows.with_gap(gap), LIST, None, WithWindow(),
                         timestamp_assigner=TimestampAssigner(column=1))
-    h = OperatorHarness(op)
+    h = OperatorHarness(op, state_backend=backend_of(backend))
     for i in range(0, len(order), 7):
         h.process([("k", t) for t in order[i : i + 7]])
     h.end_input()
@@ -212,10 +232,10 @@ def test_session_windows_merge_like_reference(stamps, gap, rnd):
     assert got == session_reference(stamps, gap)
 
 
-def test_session_windows_fire_in_event_time_and_count_trigger_merges():
+def test_session_windows_fire_in_event_time_and_count_trigger_merges(state_backend):
     op = WindowOperator(KeySelector(0).key_of, EventTimeSessionWindows.with_gap(10), REDUCE, lambda a, b: (a[0], a[1] + b[1]),
                         timestamp_assigner=TimestampAssigner(column=1))
-    h = OperatorHarness(op)
+    h = OperatorHarness(op, state_backend=state_backend)
     h.process([("a", 0), ("a", 5), ("a", 30)])
     h.advance_watermark(14)
     assert h.take() == [("a", 5)]
@@ -224,17 +244,17 @@ def test_session_windows_fire_in_event_time_and_count_trigger_merges():
     assert h.take() == [("a", 68)]
 
 
-def test_count_windows_and_processing_time_windows():
+def test_count_windows_and_processing_time_windows(state_backend):
     op = WindowOperator(KeySelector(0).key_of, GlobalWindows.create(), REDUCE, lambda a, b: (a[0], a[1] + b[1]),
                         trigger=PurgingTrigger.of(CountTrigger.of(3)))
-    h = OperatorHarness(op)
+    h = OperatorHarness(op, state_backend=state_backend)
     h.process([("a", 1), ("b", 1), ("a", 2), ("a", 3), ("a", 4)])
     assert h.take() == [("a", 6)]
     h.process([("a", 5), ("a", 6)])
     assert h.take() == [("a", 15)]
 
     op = WindowOperator(KeySelector(0).key_of, TumblingProcessingTimeWindows.of(1000), REDUCE, lambda a, b: (a[0], a[1] + b[1]))
-    h = OperatorHarness(op)
+    h = OperatorHarness(op, state_backend=state_backend)
     h.advance_processing_time(100)
     h.process([("a", 1), ("a", 2)])
     h.advance_processing_time(998)
@@ -247,9 +267,9 @@ def test_count_windows_and_processing_time_windows():
     assert h.take() == [("a", 7)]
 
 
-@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("fast,backend", FAST_BACKENDS)
 @pytest.mark.parametrize("assigner", [SlidingEventTimeWindows.of(100, 50), TumblingEventTimeWindows.of(100)])
-def test_snapshot_restore_continues_identically(fast, assigner):
+def test_snapshot_restore_continues_identically(fast, backend, assigner, tmp_path):
     rows = events(2000, disorder=20, seed=5)
 
     def make():
@@ -261,7 +281,8 @@ def test_snapshot_restore_continues_identically(fast, assigner):
         h.process(pa.RecordBatch.from_pylist(part))
         h.advance_watermark(max_ts - 41)
 
-    full = OperatorHarness(make())
+    state_backend = backend_of(backend, tmp_path)
+    full = OperatorHarness(make(), state_backend=state_backend)
     max_ts = 0
     half = len(rows) // 2
     snap = None
@@ -274,7 +295,7 @@ def test_snapshot_restore_continues_identically(fast, assigner):
             before = len(full.records())
     full.end_input()
     # restore the snapshot at parallelism 2 and replay the second half
-    restored = [OperatorHarness(make(), i, 2, MAXP, restore=[snap]) for i in range(2)]
+    restored = [OperatorHarness(make(), i, 2, MAXP, restore=[snap], state_backend=state_backend) for i in range(2)]
     max_ts = max(r["ts"] for r in rows[:half])
     for i in range(half, len(rows), 200):
         part = rows[i : i + 200]
@@ -314,11 +335,11 @@ def test_tumbling_panes_equal_the_per_record_timer_path(stamps, chunk, lag, kind
                AGGREGATE: _Count(), LIST: None}[kind]
     wf = _KeyWindowCount() if kind == LIST else None
 
-    def run(trigger):
+    def run(trigger, backend="heap"):
         op = WindowOperator(KeySelector("key").key_of, TumblingEventTimeWindows.of(50), kind, fn, wf,
                             trigger=trigger, late_tag="late", timestamp_assigner=TS)
-        assert op._panes_mode == (trigger is None)
-        h = OperatorHarness(op)
+        h = OperatorHarness(op, state_backend=backend_of(backend))
+        assert op._panes_mode == (trigger is None and backend == "heap")
         max_ts = -1
         for i in range(0, len(rows), chunk):
             part = rows[i : i + chunk]
@@ -329,7 +350,12 @@ def test_tumbling_panes_equal_the_per_record_timer_path(stamps, chunk, lag, kind
         assert op.num_open_windows() == 0
         return h.records(), h.side_records("late")
 
-    assert run(None) == run(_GenericTrigger())
+    panes = run(None)
+    assert panes == run(_GenericTrigger())
+    # RocksDB: the per-record path with contents and timers in the keyed backend; timers of
+    # one time fire in key-group order there (in registration order on the heap)
+    records, late = run(None, "rocksdb")
+    assert sorted(map(repr, records)) == sorted(map(repr, panes[0])) and late == panes[1]
 
 
 class _Count(AggregateFunction):
