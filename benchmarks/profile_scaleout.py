@@ -1,7 +1,8 @@
 """Where the time of each task goes at p=1 and p=2, for the six scale-out workloads.
 
 Every task's mailbox thread runs under cProfile (``RAYSTREAM_PROFILE=DIR``, read by
-``engine/executor.py`` in each task executor) and reports its wall time and *thread CPU* time;
+``engine/executor.py`` in each task executor; function times are the thread's CPU time, not
+the wall clock: a worker setup hook sets the timer) and reports its wall time and *thread CPU* time;
 the driver's own CPU time is measured around the job (the collect). Per task it prints the
 functions with the most own time, grouped by what they are: the exchange (Ray actor calls,
 waiting for credits), hash partitioning (key groups), idle (waiting for mail), reading,
@@ -12,6 +13,15 @@ serialization, operator work.
 
 Profiling slows the record API down (cProfile hooks every Python call): read the split of
 time, not the rates.
+
+``--cpu`` measures instead, without cProfile, the **CPU seconds of every process** of this
+driver's Ray during each job (all threads: Arrow's and Ray's pools included; read from
+``/proc`` with psutil before and after the job, the worker pool kept warm): each task actor,
+the job master, the raylet, the GCS and the driver. On a machine loaded by other work this
+is the figure to compare between p=1 and p=2 (wall clock is not), with the median of
+``--repeat`` runs::
+
+    python -m benchmarks.profile_scaleout batch/window --cpu --repeat 5
 """
 
 from __future__ import annotations
@@ -25,6 +35,8 @@ import pstats
 import shutil
 import tempfile
 import time
+from functools import partial
+from typing import Any, Callable
 
 __all__ = ["main"]
 
@@ -45,22 +57,121 @@ def _category(func: tuple) -> str:
     return "operators and the rest"
 
 
+def _thread_cpu_profiles() -> None:
+    """In every Ray worker: cProfile times with the thread's CPU clock, not the wall clock
+    (on a loaded machine wall time is mostly waiting for a core)."""
+    import cProfile
+
+    base = cProfile.Profile
+
+    class ThreadCpuProfile(base):  # type: ignore[misc,valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            if not args and "timer" not in kwargs:
+                kwargs["timer"] = time.thread_time
+            super().__init__(*args, **kwargs)
+
+    cProfile.Profile = ThreadCpuProfile  # type: ignore[misc]
+
+
+def _our_processes() -> dict[int, str]:
+    """pid -> role of every process of this driver's Ray node (task actors, job master,
+    raylet, GCS, the driver itself); other sessions' Ray on the machine is left out."""
+    import psutil
+    import ray
+
+    node = ray._private.worker._global_node
+    out: dict[int, str] = {os.getpid(): "driver"}
+    for role in ("raylet", "gcs_server"):
+        for info in node.all_processes.get(role, []):
+            out[info.process.pid] = role
+    for pid in [p for p, r in out.items() if r == "raylet"]:
+        for child in psutil.Process(pid).children(recursive=True):
+            try:
+                title = " ".join(child.cmdline())
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            if "TaskActor" in title or "TaskExecutor" in title:
+                out[child.pid] = "task actor"
+            elif "JobMaster" in title:
+                out[child.pid] = "job master"
+            elif "default_worker" in title or "ray::" in title:
+                out[child.pid] = "ray worker (idle)"
+    return out
+
+
+def _cpu_times(pids: dict[int, str]) -> dict[int, float]:
+    import psutil
+
+    out = {}
+    for pid in pids:
+        try:
+            t = psutil.Process(pid).cpu_times()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        out[pid] = t.user + t.system
+    return out
+
+
+def cpu_of_job(fn: Callable[[], Any]) -> tuple[float, dict[str, list[float]]]:
+    """Run ``fn`` once; return its wall time and, per role, the CPU seconds each process of
+    that role spent meanwhile (largest first; processes that spent < 5 ms left out)."""
+    pids = _our_processes()
+    before = _cpu_times(pids)
+    t = time.perf_counter()
+    fn()
+    wall = time.perf_counter() - t
+    pids.update(_our_processes())  # actors started by this job
+    after = _cpu_times(pids)
+    roles: dict[str, list[float]] = {}
+    for pid, cpu in after.items():
+        spent = cpu - before.get(pid, 0.0)
+        if spent >= 0.005:
+            roles.setdefault(pids[pid], []).append(spent)
+    return wall, {r: sorted(v, reverse=True) for r, v in roles.items()}
+
+
+def _cpu_report(name: str, fn: Callable[..., Any], data: str, repeat: int) -> None:
+    import statistics
+
+    for p in (1, 2):
+        fn(data, parallelism=p)  # warm
+    runs: dict[int, list[tuple[float, dict[str, list[float]]]]] = {1: [], 2: []}
+    for _ in range(repeat):  # interleaved: load drift hits both parallelisms alike
+        for p in (1, 2):
+            runs[p].append(cpu_of_job(partial(fn, data, parallelism=p)))
+    total = {}
+    for p in (1, 2):
+        totals = [sum(sum(v) for v in roles.values()) for _w, roles in runs[p]]
+        actors = [sum(roles.get("task actor", [])) for _w, roles in runs[p]]
+        i = totals.index(statistics.median_low(totals))
+        wall, roles = runs[p][i]
+        total[p] = statistics.median(totals)
+        per = "; ".join(f"{r} " + "+".join(f"{x:.2f}" for x in v) for r, v in sorted(roles.items()))
+        print(f"== {name} p={p}: CPU s all processes median {total[p]:.2f} (runs {[round(x, 2) for x in totals]}), "
+              f"task actors median {statistics.median(actors):.2f}; median run: wall {wall:.2f} s, {per}")
+    print(f"   p=2 / p=1 CPU seconds: {total[2] / total[1]:.2f}x")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.profile_scaleout", description=__doc__.splitlines()[0])
     ap.add_argument("workloads", nargs="?", default="batch/stateless,batch/keyed_sum,batch/window,"
                     "record/stateless,record/keyed_sum,record/window")
     ap.add_argument("--data", default="benchmarks/data/events_2M.parquet")
     ap.add_argument("--top", type=int, default=0, help="also print the N functions with most own time per task")
+    ap.add_argument("--cpu", action="store_true", help="CPU seconds per process instead of cProfile (see above)")
+    ap.add_argument("--repeat", type=int, default=3, help="--cpu: runs per parallelism (interleaved)")
     args = ap.parse_args(argv)
     out_dir = tempfile.mkdtemp(prefix="raystream-profile-")
-    os.environ["RAYSTREAM_PROFILE"] = out_dir  # inherited by the task executors of this driver's Ray
+    if not args.cpu:
+        os.environ["RAYSTREAM_PROFILE"] = out_dir  # inherited by the task executors of this driver's Ray
     import ray
 
     from benchmarks import bench_engine as be
     from benchmarks import datagen
 
     datagen.ensure_parquet(args.data, 2_000_000)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING,
+             runtime_env=None if args.cpu else {"worker_process_setup_hook": _thread_cpu_profiles})
     be._setup()
     jobs = {"batch/stateless": be.stateless_batch, "batch/keyed_sum": be.keyed_sum_batch,
             "batch/window": be.window_batch, "record/stateless": be.stateless_record,
@@ -68,6 +179,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         for name in args.workloads.split(","):
             fn = jobs[name]
+            if args.cpu:
+                _cpu_report(name, fn, args.data, args.repeat)
+                continue
             for p in (1, 2):
                 fn(args.data, parallelism=p)  # warm
                 for f in glob.glob(os.path.join(out_dir, "*")):

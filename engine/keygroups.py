@@ -247,11 +247,68 @@ def key_groups_of_array(column: pa.Array | pa.ChunkedArray, max_parallelism: int
         return (_mix64_np(values) % np.uint64(max_parallelism)).astype(np.int64)
     if pa.types.is_dictionary(t):
         indices = column.indices.to_numpy(zero_copy_only=False)
-        groups = key_groups_of_keys(column.dictionary.to_pylist(), max_parallelism)
-        return groups[indices]
-    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        return _groups_of_distinct(column.dictionary, max_parallelism)[indices]
+    if _is_stringlike(t):
         encoded = pc.dictionary_encode(column)
         indices = encoded.indices.to_numpy(zero_copy_only=False)
-        groups = key_groups_of_keys(encoded.dictionary.to_pylist(), max_parallelism)
-        return groups[indices]
+        return _groups_of_distinct(encoded.dictionary, max_parallelism)[indices]
     return key_groups_of_keys(column.to_pylist(), max_parallelism)
+
+
+def _is_stringlike(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t)
+
+
+def _groups_of_distinct(values: pa.Array, max_parallelism: int) -> np.ndarray:
+    """Key groups of the (distinct) values of a dictionary: strings and binaries of up to
+    :data:`_VECTOR_CRC_MAX_LEN` bytes hashed with a vectorized CRC-32, others key by key."""
+    if not values.null_count and _is_stringlike(values.type):
+        crc = _crc32_of_binary(values)
+        if crc is not None:
+            tag = _TAG_STR if pa.types.is_string(values.type) or pa.types.is_large_string(values.type) else _TAG_BYTES
+            hashes = _mix64_np(crc.astype(np.uint64) ^ np.uint64(tag << 32))
+            return (hashes % np.uint64(max_parallelism)).astype(np.int64)
+    return key_groups_of_keys(values.to_pylist(), max_parallelism)
+
+
+#: longest string (bytes) hashed by the vectorized CRC-32 (one numpy step per byte position);
+#: a dictionary holding a longer one is hashed value by value (zlib, cached)
+_VECTOR_CRC_MAX_LEN = 48
+
+
+def _crc_table() -> np.ndarray:
+    table = np.arange(256, dtype=np.uint32)
+    for _ in range(8):
+        table = np.where(table & 1, (table >> np.uint32(1)) ^ np.uint32(0xEDB88320), table >> np.uint32(1))
+    return table.astype(np.uint32)
+
+
+_CRC_TABLE = _crc_table()
+
+
+def _crc32_of_binary(values: pa.Array) -> np.ndarray | None:
+    """``zlib.crc32`` of every value of a string/binary array without nulls (UTF-8 bytes, as
+    Arrow stores them), one numpy step per byte position; None when a value is longer than
+    :data:`_VECTOR_CRC_MAX_LEN` bytes."""
+    n = len(values)
+    large = pa.types.is_large_string(values.type) or pa.types.is_large_binary(values.type)
+    _validity, offsets_buf, data_buf = values.buffers()
+    offsets = np.frombuffer(offsets_buf, dtype=np.int64 if large else np.int32, count=n + 1,
+                            offset=values.offset * (8 if large else 4)).astype(np.int64)
+    lengths = np.diff(offsets)
+    longest = int(lengths.max()) if n else 0
+    if longest > _VECTOR_CRC_MAX_LEN:
+        return None
+    crc = np.full(n, 0xFFFFFFFF, dtype=np.uint32)
+    if longest == 0:
+        return crc ^ np.uint32(0xFFFFFFFF)
+    data = np.frombuffer(data_buf, dtype=np.uint8)
+    pos = offsets[:-1]
+    last = len(data) - 1
+    same_length = int(lengths.min()) == longest
+    table, low, eight = _CRC_TABLE, np.uint32(0xFF), np.uint32(8)
+    for i in range(longest):
+        byte = data[pos + i] if same_length else data[np.minimum(pos + i, last)]
+        step = table[(crc ^ byte) & low] ^ (crc >> eight)
+        crc = step if same_length else np.where(lengths > i, step, crc)
+    return crc ^ np.uint32(0xFFFFFFFF)

@@ -173,6 +173,10 @@ class KeyGroupPartitioner(Partitioner):
         return named
 
     def select(self, batch: Batch) -> list[tuple[int, Batch]]:
+        if self.num_targets == 1 and self._key_column_present(batch):
+            # one target owns every key group: no key to hash (an Arrow column's values always
+            # have a stable hash, so no error is skipped either)
+            return [(0, batch)] if len(batch) else []
         try:
             groups = self.key_selector.key_groups(batch, self.max_parallelism)
         except ConfigError as exc:  # a key with no deterministic hash
@@ -182,6 +186,11 @@ class KeyGroupPartitioner(Partitioner):
             raise self._key_error(batch, exc) from exc
         targets = groups * self.num_targets // self.max_parallelism
         return split_batch_by_targets(batch, targets, self.num_targets)
+
+    def _key_column_present(self, batch: Batch) -> bool:
+        """Whether the key is a column of ``batch``'s Arrow form (checked without per-record work)."""
+        column = self.key_selector.column
+        return column is not None and batch.is_columnar and batch.arrow().schema.get_field_index(column) >= 0
 
     def _key_error(self, batch: Batch, exc: Exception) -> JobFailed:
         """A JobFailed naming the key_by, its consumer and the first record without a key."""

@@ -1,9 +1,11 @@
 """The vectorized window fast path: count/sum/min/max/mean per key per tumbling or sliding
 event-time window, computed on Arrow columns with pyarrow's hash group-by.
 
-Each batch is grouped by ``(key, window_start)`` into a small partial table; partials are
-merged (``group_by`` again: sums of sums, sums of counts, min of mins, max of maxes) when a
-watermark closes a window or when enough partials piled up. A window ``[s, s + size)``
+Each batch is grouped by ``(key, window_start)`` into a small partial table, kept per window
+(one list of ``{key, <accumulators>}`` tables per window start, each table with one row per
+key); a window's partials are merged (``group_by`` again: sums of sums, sums of counts, min
+of mins, max of maxes) once, when the watermark closes it, or earlier when enough piled up.
+Open windows are never merged again at a firing. A window ``[s, s + size)``
 is emitted once the watermark reaches ``s + size - 1`` as one Arrow batch of rows
 ``{key, window_start, window_end, <aggregates>}``. Records whose windows have all closed
 (judged against the watermark before the batch) are late: they go to the side output.
@@ -112,9 +114,9 @@ class VectorWindowAggregateOperator(StreamOperator):
         base = base_aggregations(aggregations)
         self.base = base
         self.acc_names = [f"{c}_{f}" for c, f in base]
-        self.pending: list[pa.Table] = []
+        #: window start -> partial tables {key, <accumulators>} (each one row per key)
+        self.windows: dict[int, list[pa.Table]] = {}
         self.watermark = MIN_WATERMARK
-        self.min_end = 2**63 - 1
         self._restored: list[Any] = []
         self.late_dropped = 0
 
@@ -126,10 +128,9 @@ class VectorWindowAggregateOperator(StreamOperator):
             self.watermark = max(self.watermark, st.get("watermark", MIN_WATERMARK))
             for kg, blob in st.get("groups", {}).items():
                 if kg in ctx.key_group_range:
-                    self.pending.append(pickle.loads(blob))
+                    t = pickle.loads(blob)  # {key, window_start, <accumulators>}, one row per key and window
+                    self._add_pending(t, t.column("window_start").to_numpy())
         self._restored = []
-        if self.pending:
-            self.min_end = int(pc.min(pa.concat_tables(self.pending).column("window_start")).as_py()) + self.size
 
     # ------------------------------------------------------------------ input
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
@@ -157,7 +158,7 @@ class VectorWindowAggregateOperator(StreamOperator):
             cols[c] = col if take is None else col.take(take)
         cols["window_start"] = pa.array(starts, pa.int64())
         part = pa.table(cols).group_by([self.key_column, "window_start"], use_threads=False).aggregate(list(self.base))
-        self._add_pending(part.select([self.key_column, "window_start", *self.acc_names]), starts)
+        self._add_pending(part, part.column("window_start").to_numpy())
 
     def _process_partials(self, rb: pa.RecordBatch) -> None:
         """A combiner's partial batch: each pane row goes into the open windows containing
@@ -182,20 +183,40 @@ class VectorWindowAggregateOperator(StreamOperator):
             col = rb.column(c)
             cols[c] = col if take is None else col.take(take)
         cols["window_start"] = pa.array(starts, pa.int64())
-        part = pa.table(cols).select([self.key_column, "window_start", *self.acc_names])
+        part = pa.table(cols)
         if self.slide != self.size:  # several panes of a key fall into one window: merge them
             specs = [(name, _MERGE[f]) for name, (_c, f) in zip(self.acc_names, self.base)]
             part = part.group_by([self.key_column, "window_start"], use_threads=False).aggregate(specs).select(
                 [self.key_column, "window_start", *(f"{n}_{m}" for n, m in specs)]).rename_columns(
                 [self.key_column, "window_start", *self.acc_names])
+            starts = part.column("window_start").to_numpy()
         self._add_pending(part, starts)
 
     def _add_pending(self, part: pa.Table, starts: np.ndarray) -> None:
-        """Keep ``part`` (at most one row per key and window) until it is merged or fired."""
-        self.pending.append(part)
-        self.min_end = min(self.min_end, int(starts.min()) + self.size)
-        if len(self.pending) >= _COMPACT_EVERY:
-            self.pending = [self._merged()]
+        """File the rows of ``part`` (``{key, window_start, <accumulators>}``, at most one row
+        per key and window; ``starts`` is its window_start column) under their windows until
+        they are fired; a window holding many partials is merged."""
+        if not len(starts):
+            return
+        steps = np.diff(starts)
+        if (steps < 0).any():  # not grouped by window: bring each window's rows together
+            order = np.argsort(starts, kind="stable")
+            starts = starts[order]
+            part = part.take(pa.array(order))
+            steps = np.diff(starts)
+        part = part.select([self.key_column, *self.acc_names])
+        bounds = [0, *(np.flatnonzero(steps) + 1).tolist(), len(starts)]
+        windows = self.windows
+        for lo, hi in zip(bounds, bounds[1:]):
+            start = int(starts[lo])
+            tables = windows.get(start)
+            piece = part.slice(lo, hi - lo) if hi - lo < len(starts) else part
+            if tables is None:
+                windows[start] = [piece]
+            else:
+                tables.append(piece)
+                if len(tables) >= _COMPACT_EVERY:
+                    windows[start] = [self._merge(tables)]
 
     def _late(self, late: pa.RecordBatch) -> None:
         if self.late_tag is not None:
@@ -207,34 +228,38 @@ class VectorWindowAggregateOperator(StreamOperator):
         self.late_dropped += late.num_rows
         self.ctx.metrics["num_late_records_dropped"] = self.late_dropped
 
-    def _merged(self) -> pa.Table:
-        t = pa.concat_tables(self.pending) if len(self.pending) > 1 else self.pending[0]
-        if len(self.pending) == 1:
-            return t
+    def _merge(self, tables: list[pa.Table]) -> pa.Table:
+        """One table ``{key, <accumulators>}`` with one row per key from partials of one window."""
+        if len(tables) == 1:
+            return tables[0]
         specs = [(name, _MERGE[f]) for name, (_c, f) in zip(self.acc_names, self.base)]
-        g = t.group_by([self.key_column, "window_start"], use_threads=False).aggregate(specs)
-        return g.select([self.key_column, "window_start", *(f"{n}_{m}" for n, m in specs)]).rename_columns(
-            [self.key_column, "window_start", *self.acc_names])
+        g = pa.concat_tables(tables).group_by(self.key_column, use_threads=False).aggregate(specs)
+        return g.select([self.key_column, *(f"{n}_{m}" for n, m in specs)]).rename_columns(
+            [self.key_column, *self.acc_names])
+
+    def _with_starts(self, starts: list[int]) -> pa.Table:
+        """The merged rows ``{key, window_start, <accumulators>}`` of the windows ``starts``
+        (each window merged, the merged table kept as its only partial)."""
+        parts = []
+        for s in starts:
+            t = self._merge(self.windows[s])
+            self.windows[s] = [t]
+            parts.append(t.append_column("window_start", pa.array(np.full(t.num_rows, s, np.int64))))
+        t = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+        return t.select([self.key_column, "window_start", *self.acc_names])
 
     # ------------------------------------------------------------------ firing
     def process_watermark(self, watermark: Watermark, input_index: int = 0) -> None:
         wm = watermark.timestamp
         if wm > self.watermark:
             self.watermark = wm
-        if self.pending and wm >= self.min_end - 1:
-            merged = self._merged()
-            ws = merged.column("window_start").to_numpy()
-            closed = ws + (self.size - 1) <= wm
-            if closed.all():
-                self.pending = []
-                self.min_end = 2**63 - 1
-                self._emit(merged)
-            else:
-                mask = pa.array(closed)
-                rest = merged.filter(pc.invert(mask))
-                self.pending = [rest]
-                self.min_end = int(ws[~closed].min()) + self.size
-                self._emit(merged.filter(mask))
+        last = wm - (self.size - 1)  # windows starting at or before this one close
+        closed = sorted(s for s in self.windows if s <= last) if self.windows else ()
+        if closed:
+            fired = self._with_starts(closed)
+            for s in closed:
+                del self.windows[s]
+            self._emit(fired)
         self.output.emit_watermark(watermark)
 
     def _emit(self, t: pa.Table) -> None:
@@ -258,9 +283,8 @@ class VectorWindowAggregateOperator(StreamOperator):
     # ------------------------------------------------------------------ state
     def snapshot_state(self, checkpoint_id: int) -> dict[str, Any]:
         groups: dict[int, bytes] = {}
-        if self.pending:
-            merged = self._merged()
-            self.pending = [merged]
+        if self.windows:
+            merged = self._with_starts(sorted(self.windows))
             kgs = key_groups_of_array(merged.column(self.key_column), self.ctx.max_parallelism)
             order = np.argsort(kgs, kind="stable")
             sorted_kgs = kgs[order]
@@ -277,4 +301,4 @@ class VectorWindowAggregateOperator(StreamOperator):
 
     def num_open_windows(self) -> int:
         """Number of open (key, window) pairs."""
-        return self._merged().num_rows if self.pending else 0
+        return sum(self._merge(tables).num_rows for tables in self.windows.values())

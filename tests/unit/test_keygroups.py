@@ -213,3 +213,26 @@ def test_set_keys_route_the_same_under_every_hash_seed():
         done = subprocess.run([sys.executable, "-c", SEEDED_KEYS], env=env, capture_output=True, text=True, check=True)
         outs.add(done.stdout)
     assert len(outs) == 1
+
+
+@given(st.lists(st.text(max_size=70), max_size=120), st.sampled_from([1, 128, 4096]), st.integers(0, 5))
+def test_vectorized_crc_matches_scalar_for_every_string_layout(keys, max_p, cut):
+    """The numpy CRC-32 path (short strings, mixed lengths, multi-byte UTF-8) and its fallback
+    for strings past its length limit route as key_group_for does, in every Arrow layout."""
+    expect = [key_group_for(k, max_p) for k in keys[cut:]]
+    for arr in (pa.array(keys, pa.string()), pa.array(keys, pa.large_string())):
+        assert key_groups_of_array(arr.slice(cut), max_p).tolist() == expect
+        assert key_groups_of_array(arr.dictionary_encode().slice(cut), max_p).tolist() == expect
+    raw = [k.encode("utf-8") for k in keys]
+    for t in (pa.binary(), pa.large_binary()):
+        got = key_groups_of_array(pa.array(raw, t).slice(cut), max_p).tolist()
+        assert got == [key_group_for(b, max_p) for b in raw[cut:]]
+
+
+def test_vectorized_crc_keeps_the_key_groups_of_existing_string_keys():
+    """Savepoints restore: the key groups of these keys were computed by zlib before the
+    vectorized path existed (same values as test_key_groups_of_existing_key_types_never_change)."""
+    assert key_groups_of_array(pa.array(["apple", "k00042", ""]), 128).tolist() == [71, 62, 28]
+    assert key_groups_of_array(pa.array([b"raw"]), 128).tolist() == [127]
+    keys = ["k00001", "k00413", "user-42", "héllo", "x" * 48, "y" * 49]
+    assert key_groups_of_array(pa.array(keys), 128).tolist() == key_groups_of_keys(keys, 128).tolist()

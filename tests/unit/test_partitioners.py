@@ -60,3 +60,21 @@ def test_a_missing_key_blames_the_key_by_and_its_consumer_not_the_upstream_opera
     msg = str(err.value)
     assert "key_by('usr') into operator 'reduce'" in msg and "{'user': 1}" in msg and "['user']" in msg
     assert err.value.operator == "key_by('usr') into operator 'reduce'"
+
+
+def test_one_target_takes_a_columnar_batch_whole_and_still_names_a_missing_key_column():
+    import pyarrow as pa
+    import pytest
+
+    from raystream.engine.errors import JobFailed
+
+    part = KeyGroupPartitioner(KeySelector("key")).feeding("window")
+    part.setup(0, 1, 128)
+    batch = Batch.of_arrow(pa.RecordBatch.from_pydict({"key": ["a", "b", "a"], "v": [1, 2, 3]}))
+    [(target, out)] = part.select(batch)
+    assert target == 0 and out is batch  # no hashing, no copy
+    assert part.select(Batch.of_arrow(pa.RecordBatch.from_pydict({"key": pa.array([], pa.string())}))) == []
+    with pytest.raises(JobFailed, match=r"key_by\('usr'\) into operator 'window'.*columns are \['key', 'v'\]"):
+        missing = KeyGroupPartitioner(KeySelector("usr")).feeding("window")
+        missing.setup(0, 1, 128)
+        missing.select(batch)
