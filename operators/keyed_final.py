@@ -27,7 +27,8 @@ A ``None`` value fails the job with an error naming the record (filter or fill n
 ``aggregate()`` skips nulls instead), as do values that cannot be added or compared.
 
 Exactly once: the per-key values are operator state, snapshotted per key group (so a restore
-may rescale) and emitted at end of input; the combiners are stateless (each batch is folded
+may rescale) and emitted at end of input (on an off-heap keyed backend, RocksDB, they are
+value states of the keyed backend instead, in its snapshot); the combiners are stateless (each batch is folded
 and emitted at once, nothing is pending at a barrier). After emitting at end of input the
 keyed operators clear their state: the final state of a finished task (FLIP-147), which
 stands in for it in later checkpoints, then holds nothing that a restore would emit again.
@@ -50,6 +51,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from raystream.checkpoint.descriptors import ValueStateDescriptor
 from raystream.engine.errors import GraphError, UserCodeError, short_repr
 from raystream.engine.keygroups import key_groups_of_keys
 from raystream.engine.operator import OperatorContext, Output, StreamOperator
@@ -74,6 +76,10 @@ FIELD_AGGREGATIONS = ("sum", "min", "max")
 FieldAggregation = Literal["sum", "min", "max"]
 
 _MISSING = object()
+#: names of FieldAggregateOperator's state in an off-heap keyed backend: (value, first record)
+FIELD_STATES = ("_field/value", "_field/first")
+#: records per batch when an off-heap FieldAggregateOperator emits at end of input
+_FINAL_CHUNK = 8192
 _COMBINE: dict[str, Callable[[Any, Any], Any]] = {"sum": operator.add, "min": min, "max": max}
 _INT64_LIMIT = 2**63
 
@@ -203,6 +209,26 @@ class _FieldFold:
         self.first = {}
 
 
+class _BackendValues:
+    """``key -> value`` in a value state of the keyed backend, with the part of the dict API
+    :class:`_FieldFold` uses (``get``, item assignment); values are never None."""
+
+    __slots__ = ("_set_key", "_state")
+
+    def __init__(self, backend: Any, name: str) -> None:
+        self._set_key = backend.set_current_key
+        self._state = backend.get_state(ValueStateDescriptor(name))
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        self._set_key(key)
+        value = self._state.value()
+        return default if value is None else value
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._set_key(key)
+        self._state.update(value)
+
+
 def _column_index(batch: Batch, name: str | int | None) -> int:
     """The index of column ``name`` in a batch of dict rows held as Arrow (-1 otherwise)."""
     if not isinstance(name, str) or not batch.is_columnar:
@@ -295,7 +321,9 @@ class FieldAggregateOperator(StreamOperator):
     """Each key's ``sum``/``min``/``max`` of ``column``, emitted once at end of input as the
     key's first record with ``column`` set to the result (the keyed half of
     ``sum/min/max(column, emit="final")``; its input may be raw records or the combiner's
-    partials). State is snapshotted per key group and cleared once emitted."""
+    partials). State is snapshotted per key group and cleared once emitted: on the heap
+    backend dicts of the operator, on an off-heap backend (RocksDB) value states of the keyed
+    backend (:data:`FIELD_STATES`; a heap job's savepoint is moved in)."""
 
     keyed = True
 
@@ -309,10 +337,15 @@ class FieldAggregateOperator(StreamOperator):
         self.how = how
         self.state = _FieldFold(column, how)
         self._restored: list[Any] = []
+        self._keyed: Any = None  # the off-heap keyed backend holding the state, if the job's does
 
     def open(self, ctx: OperatorContext, output: Output) -> None:
         super().open(ctx, output)
         state = self.state
+        backend = ctx.keyed_backend
+        if backend is not None and getattr(backend, "off_heap", False):
+            self._keyed = backend
+            state.values, state.first = (_BackendValues(backend, n) for n in FIELD_STATES)  # type: ignore[assignment]
         for snapshot in self._restored:
             for kg, entries in (snapshot or {}).get("by_key_group", {}).items():
                 if kg in ctx.key_group_range:
@@ -339,11 +372,34 @@ class FieldAggregateOperator(StreamOperator):
                 first[keys[i]] = r
 
     def end_input(self) -> None:
+        if self._keyed is not None:
+            self._end_input_off_heap()
+            return
         if self.state.values:
             self.output.emit(Batch.of_records(self.state.results()))
         self.state.clear()  # emitted: a restore from a later checkpoint must not emit it again
 
+    def _end_input_off_heap(self) -> None:
+        """Emit and clear every key's result from the keyed backend, in key-group order and
+        in chunks (the state may be larger than memory)."""
+        backend = self._keyed
+        value_state, first_state = (backend.get_state(ValueStateDescriptor(n)) for n in FIELD_STATES)
+        column = self.column
+        chunk: list[Any] = []
+        for k in backend.keys(FIELD_STATES[0]):  # (reads a key group before yielding its keys)
+            backend.set_current_key(k)
+            chunk.append(with_field(first_state.value(), column, value_state.value()))
+            value_state.clear()
+            first_state.clear()
+            if len(chunk) >= _FINAL_CHUNK:
+                self.output.emit(Batch.of_records(chunk))
+                chunk = []
+        if chunk:
+            self.output.emit(Batch.of_records(chunk))
+
     def snapshot_state(self, checkpoint_id: int) -> dict[str, dict[int, dict[Any, tuple[Any, Any]]]]:
+        if self._keyed is not None:  # off-heap: the values are in the keyed snapshot
+            return {"by_key_group": {}}
         values, first = self.state.values, self.state.first
         keys = list(values)
         out: dict[int, dict[Any, tuple[Any, Any]]] = {}

@@ -42,6 +42,17 @@ KEY = KeySelector("key")
 FOLD = {"sum": lambda a, b: a + b, "min": min, "max": max}
 
 
+def state_backend(kind: str) -> Any:
+    """The keyed state backend by name: on RocksDB (a 16-entry read cache, so values reach
+    RocksDB) the keyed halves keep their values in the keyed backend, not the operator."""
+    if kind == "heap":
+        return None
+    pytest.importorskip("rocksdict")
+    from raystream.checkpoint.backends import RocksDBStateBackend
+
+    return RocksDBStateBackend(cache_size=16)
+
+
 def reference(records: list[dict[str, Any]], how: str, column: str = "value") -> dict[Any, dict[str, Any]]:
     """The plain Python loop: per key, its first record with ``column`` folded in order."""
     out: dict[Any, dict[str, Any]] = {}
@@ -77,9 +88,10 @@ batches = st.lists(
 )
 
 
+@pytest.mark.parametrize("backend", ["heap", "rocksdb"])
 @settings(max_examples=60, deadline=None)
 @given(data=batches, how=st.sampled_from(["sum", "min", "max"]), group=st.integers(1, 3), restore_after=st.integers(0, 8))
-def test_combiner_and_keyed_half_equal_a_python_loop(data, how, group, restore_after):
+def test_combiner_and_keyed_half_equal_a_python_loop(backend, data, how, group, restore_after):
     inputs, n = [], 0
     for arrow, floats, rows in data:
         recs = [{"key": k, "value": v / 4 if floats else v, "i": (n := n + 1)} for k, v in rows]
@@ -94,10 +106,11 @@ def test_combiner_and_keyed_half_equal_a_python_loop(data, how, group, restore_a
         assert len(p) == len({r["key"] for r in b.records()})
     # partials of several upstream batches reach the keyed half in one batch
     merged = [Batch.of_records([r for p in partials[i:i + group] for r in p.records()]) for i in range(0, len(partials), group)]
-    keyed = OperatorHarness(FieldAggregateOperator(KEY, "value", how))
+    keyed = OperatorHarness(FieldAggregateOperator(KEY, "value", how), state_backend=state_backend(backend))
     for i, b in enumerate(merged):
         if i == restore_after:
-            keyed = OperatorHarness(FieldAggregateOperator(KEY, "value", how), restore=[keyed.snapshot()])
+            keyed = OperatorHarness(FieldAggregateOperator(KEY, "value", how), restore=[keyed.snapshot()],
+                                    state_backend=state_backend(backend))
         keyed.process(as_arrow(b.records()) if i % 2 else b)
     keyed.end_input()
     assert typed(keyed.records()) == typed(want)
@@ -183,14 +196,15 @@ def test_local_reduce_emits_one_partial_per_key_and_batch():
     lambda: FieldAggregateOperator(KEY, "value", "sum"),
     lambda: AggregateOperator("key", {"value": ("value", "sum")}, "final"),
 ], ids=["reduce", "sum", "aggregate"])
-def test_values_emitted_at_end_of_input_are_not_in_the_final_state(make):
+@pytest.mark.parametrize("backend", ["heap", "rocksdb"])
+def test_values_emitted_at_end_of_input_are_not_in_the_final_state(make, backend):
     """FLIP-147: the state of a finished task stands in for it in later checkpoints; a
     restore from one must not emit the final values a second time."""
-    h = OperatorHarness(make())
+    h = OperatorHarness(make(), state_backend=state_backend(backend))
     h.process(as_arrow([{"key": "a", "value": 1}, {"key": "b", "value": 2}, {"key": "a", "value": 3}]))
     h.end_input()
     assert sorted((r["key"], r["value"]) for r in h.records()) == [("a", 4), ("b", 2)]
-    restored = OperatorHarness(make(), restore=[h.snapshot()])
+    restored = OperatorHarness(make(), restore=[h.snapshot()], state_backend=state_backend(backend))
     restored.end_input()
     assert restored.records() == []
 
