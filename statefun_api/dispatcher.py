@@ -14,7 +14,12 @@ For every batch of messages it:
    hash-partitioned by address (``close_feedback``);
 3. emits egress messages, decoded, on the side output ``egress:<typename>`` of each egress;
 4. keeps delayed messages (``send_after``) in keyed state of the *sending* address with
-   their cancellation token and fires them with processing-time timers.
+   their cancellation token and fires them with processing-time timers of the operator's
+   :class:`~raystream.operators.timers.InternalTimerService` (key: the sender, namespace:
+   the entry key); a cancellation deletes the timer. The timers are not snapshotted: keyed
+   state is the record of what is pending, and :meth:`FunctionDispatcher.open` registers the
+   timers of the delayed messages of its key groups again, so each fires exactly once
+   after a restore, on the subtask that owns its sender at the new parallelism.
 
 **Bounded work per mailbox step.** :meth:`FunctionDispatcher.process_batch` only queues
 the batch's messages; invocations run in continuations posted to the task's mailbox
@@ -71,14 +76,14 @@ Example (in-process; the engine normally builds it through
 
 from __future__ import annotations
 
-import heapq
+import functools
 import logging
 import os
 import resource
 import sys
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,6 +99,7 @@ from raystream.engine.keygroups import key_group_for
 from raystream.engine.operator import OperatorContext, Output, StreamOperator
 from raystream.engine.records import Batch
 from raystream.operators.functions import keyed_state_backend
+from raystream.operators.timers import InternalTimerService
 from raystream.statefun_api.address import Address
 from raystream.statefun_api.effects import DelayedMessage, InvocationResult
 from raystream.statefun_api.endpoints import RemoteEndpoint, endpoint_problem
@@ -141,8 +147,6 @@ _KG_CACHE_LIMIT = 1 << 16
 #: messages to other subtasks, local overflow and egress records leave a step in chunks of this size
 _CHUNK = 8192
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-#: cancelled delayed messages tolerated in the timer heap beyond the live ones before a rebuild
-_COMPACT_SLACK = 64
 #: the process's RSS is sampled for the rss_peak_bytes gauge at most this often (seconds)
 _RSS_EVERY_S = 0.05
 _new_message = object.__new__
@@ -164,8 +168,10 @@ class DispatcherConfig:
             beyond it they spill to ``spill_dir``.
         spill_dir: directory for spill files (default: the system temporary directory).
         max_batch_per_address: messages passed to one ``invoke`` call of an address.
-        timer_tick_ms: longest wait between timer checks while delayed messages are pending,
-            so a cancelled far-future message does not keep a task timer armed for long.
+        timer_tick_ms: no longer used (kept so existing configurations load): delayed
+            messages are processing-time timers of the operator's timer service, whose one
+            task wake-up follows the earliest live message, and a cancelled message frees
+            its timer at once.
         endpoints: remote function endpoints (:mod:`statefun_api.endpoints`); function
             types registered in ``functions`` take precedence over namespace patterns.
         max_concurrent_requests: HTTP requests to remote functions in flight per subtask;
@@ -241,10 +247,8 @@ class FunctionDispatcher(StreamOperator):
         self._egress_rows = 0
         self._kg_cache: dict[tuple[str, str], int] = {}
         self._callers: dict[tuple[str, str], Address] = {}  # target/caller addresses, reused across messages
-        self._timers: list[tuple[int, int, tuple[str, str], Any]] = []  # (fire_at, seq, sender, entry key)
-        self._live_delayed: dict[tuple[tuple[str, str], Any], int] = {}  # (sender, entry key) -> seq
-        self._armed_at: int | None = None
-        self._armed: Any = None  # the task's handle of the wake-up at _armed_at (cancellable)
+        # delayed messages: processing-time timers (key: sender address, namespace: entry key)
+        self._delay_timers: InternalTimerService[tuple[str, str], Any] | None = None  # (created in open)
         self._continuation_posted = False
         self._restored_pending: list[MessageRecord] = []
         self._restored_batches: list[Any] = []
@@ -276,8 +280,8 @@ class FunctionDispatcher(StreamOperator):
 
     # ------------------------------------------------------------------ lifecycle
     def open(self, ctx: OperatorContext, output: Output) -> None:
-        """Register the state of every function, re-queue restored messages and re-arm the
-        timers of the delayed messages found in (restored) keyed state."""
+        """Register the state of every function, re-queue restored messages and register
+        the timers of the delayed messages found in (restored) keyed state."""
         super().open(ctx, output)
         if ctx.keyed_backend is None:  # a context made by hand, without a task (unit tests)
             ctx.keyed_backend = HeapKeyedStateBackend(ctx.key_group_range, ctx.max_parallelism, ctx.clock)
@@ -338,13 +342,20 @@ class FunctionDispatcher(StreamOperator):
         self._restored_pending = []
         self._restored_batches = []
         self._accept(mine)
-        # delayed messages restored with keyed state: rebuild the index and re-arm timers
+        # delayed messages live in keyed state (snapshotted and rescaled with it); their timers
+        # are registered again from it, in firing order, for the senders of our key groups
+        register = self._register_wakeup if ctx.register_processing_timer is not None else None
+        timers = self._delay_timers = InternalTimerService(
+            ctx.max_parallelism, _no_event_time, self._fire_delayed, register, ctx.clock
+        )
+        restored_delayed = []
         for sender in list(backend.keys(DELAYED_STATE)):
             self.set_current_address(sender)
             for entry_key, (seq, fire_at, _record) in self._delayed.items():
-                self._live_delayed[(sender, entry_key)] = seq
-                heapq.heappush(self._timers, (fire_at, seq, sender, entry_key))
-        self._arm()
+                restored_delayed.append((fire_at, seq, sender, entry_key))
+        restored_delayed.sort(key=lambda t: (t[0], t[1]))
+        for fire_at, _seq, sender, entry_key in restored_delayed:
+            timers.register_processing_time_timer(sender, entry_key, fire_at)
         if self._rpc is not None and self._rpc.has_ready:
             self._rpc.send_ready()  # requests in flight at the checkpoint are sent again
         self._update_gauges()
@@ -380,7 +391,7 @@ class FunctionDispatcher(StreamOperator):
 
     def is_idle(self) -> bool:
         """False while messages are queued, remote calls are in flight or delayed messages are pending."""
-        return not self._has_work() and not self._live_delayed and (self._rpc is None or self._rpc.is_idle())
+        return not self._has_work() and not self.pending_delayed() and (self._rpc is None or self._rpc.is_idle())
 
     def _has_work(self) -> bool:
         inbox = self._inbox
@@ -455,12 +466,14 @@ class FunctionDispatcher(StreamOperator):
 
     def pending_delayed(self) -> int:
         """Delayed messages waiting for their time."""
-        return len(self._live_delayed)
+        timers = self._delay_timers
+        return 0 if timers is None else timers.num_processing_timers()
 
     def delayed_timer_entries(self) -> int:
         """Entries of the delayed-message timer heap, for metrics: the pending messages plus
-        cancelled ones not dropped yet, which stay below ``pending_delayed() + 64``."""
-        return len(self._timers)
+        cancelled ones not dropped yet, which stay below ``2 * pending_delayed() + 64``."""
+        timers = self._delay_timers
+        return 0 if timers is None else timers.stats()["processing_heap"]
 
     def remote_in_flight(self) -> int:
         """Requests to remote functions in flight."""
@@ -895,10 +908,19 @@ class FunctionDispatcher(StreamOperator):
     def _apply_delayed(
         self, sender: tuple[str, str], address: Address, records: list[MessageRecord], result: InvocationResult
     ) -> None:
+        """Keep each delayed message in the sender's ``statefun.delayed`` map state and
+        register its processing-time timer; a cancellation removes both (in call order)."""
         now = self.clock.now_ms()
         delayed = self._delayed
+        timers = self._delay_timers
+        assert timers is not None  # created in open
         for action in result.delayed_actions:
             if isinstance(action, DelayedMessage):
+                if self.ctx.register_processing_timer is None:
+                    raise StatefulFunctionError(
+                        "delayed messages need processing-time timers, but the task gave the dispatcher "
+                        "no register_processing_timer"
+                    )
                 token = action.cancellation_token
                 entry_key: Any = token if token else None
                 if token and delayed.contains(token):
@@ -916,71 +938,42 @@ class FunctionDispatcher(StreamOperator):
                     entry_key = ("#", seq)
                 fire_at = now + action.delay_ms
                 delayed.put(entry_key, (seq, fire_at, message_to_record(action.message, action.caller)))
-                self._live_delayed[(sender, entry_key)] = seq
-                heapq.heappush(self._timers, (fire_at, seq, sender, entry_key))
+                timers.register_processing_time_timer(sender, entry_key, fire_at)
                 self.counters["delayed_scheduled"] += 1
             else:
                 token = action.cancellation_token
-                if delayed.contains(token):  # cancelling an unknown (or fired) token is a no-op
+                entry = delayed.get(token)
+                if entry is not None:  # cancelling an unknown (or fired) token is a no-op
                     delayed.remove(token)
-                    self._live_delayed.pop((sender, token), None)
+                    timers.delete_processing_time_timer(sender, token, entry[1])
                     self.counters["delayed_cancelled"] += 1
-        self._arm()
 
-    def _compact_timers(self) -> None:
-        """Drop the heap entries of cancelled delayed messages once they outnumber the live
-        ones by more than a constant (in place: the timer loop may hold the list)."""
-        timers = self._timers
-        live = self._live_delayed
-        if len(timers) > 2 * len(live) + _COMPACT_SLACK:
-            timers[:] = [e for e in timers if live.get((e[2], e[3])) == e[1]]
-            heapq.heapify(timers)
-
-    def _arm(self) -> None:
-        self._compact_timers()
-        timers = self._timers
-        live = self._live_delayed
-        while timers and live.get((timers[0][2], timers[0][3])) != timers[0][1]:
-            heapq.heappop(timers)  # cancelled or already fired
-        if not timers:
+    def _fire_delayed(self, sender: tuple[str, str], entry_key: Any, time_ms: int) -> None:
+        """The timer of a delayed message fired: take it out of keyed state and route it."""
+        self.set_current_address(sender)
+        entry = self._delayed.get(entry_key)
+        if entry is None or entry[1] != time_ms:  # not this timer's message (cannot happen: checked)
             return
+        self._delayed.remove(entry_key)
+        self.counters["delayed_fired"] += 1
+        self._route(entry[2])
+
+    def _register_wakeup(self, time_ms: int, fire: Callable[[int], None]) -> Any:
+        """The timer service's one wake-up, registered with the task; after the due delayed
+        messages fired, what they produced is sent and the work continues."""
         register = self.ctx.register_processing_timer
-        if register is None:
-            raise StatefulFunctionError(
-                "delayed messages need processing-time timers, but the task gave the dispatcher "
-                "no register_processing_timer"
-            )
-        want = min(timers[0][0], self.clock.now_ms() + self.config.timer_tick_ms)
-        if self._armed_at is not None and self._armed_at <= want:
-            return
-        superseded = self._armed
-        self._armed_at = want
-        self._armed = register(want, self._on_timer)
-        cancel = getattr(superseded, "cancel", None)
-        if cancel is not None:
-            cancel()  # the task frees the later wake-up (no-op if it already fired)
+        assert register is not None  # only given to the timer service when there is one
+        return register(time_ms, functools.partial(self._on_wakeup, fire))
 
-    def _on_timer(self, time_ms: int) -> None:
-        if self._armed_at is not None and time_ms >= self._armed_at:
-            self._armed_at = None
-            self._armed = None
-        now = self.clock.now_ms()
-        timers = self._timers
-        live = self._live_delayed
-        while timers and timers[0][0] <= now:
-            _fire_at, seq, sender, entry_key = heapq.heappop(timers)
-            if live.get((sender, entry_key)) != seq:
-                continue
-            del live[(sender, entry_key)]
-            self.set_current_address(sender)
-            _seq, _at, record = self._delayed.get(entry_key)
-            self._delayed.remove(entry_key)
-            self.counters["delayed_fired"] += 1
-            self._route(record)
+    def _on_wakeup(self, fire: Callable[[int], None], time_ms: int) -> None:
+        fire(time_ms)
         self._flush()
         self._update_gauges()
         self._schedule_continuation()
-        self._arm()
+
+
+def _no_event_time(key: Any, ns: Any, time_ms: int) -> None:
+    """The dispatcher registers no event-time timers."""
 
 
 def _from_ingress(batch: Batch) -> bool:

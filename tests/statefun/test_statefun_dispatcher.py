@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from raystream.engine.errors import UserCodeError
-from raystream.engine.keygroups import KeyGroupRange
+from raystream.engine.keygroups import KeyGroupRange, key_group_for, subtask_for_key_group
 from raystream.engine.operator import ManualClock, OperatorContext
 from raystream.engine.records import Batch
 from raystream.jobs import greeter, shopping_cart
@@ -307,6 +307,31 @@ def test_pending_delayed_messages_survive_snapshot_and_rescale():
     restored.advance(100)
     assert sorted(restored.egress("test/fired")) == sorted(f"k{i}:t" for i in range(1, 20))
     assert restored.is_idle()
+
+
+def test_delayed_messages_fire_exactly_once_after_a_restore_on_the_owning_subtask():
+    """A checkpoint holds the pending delayed messages (keyed state); after a restore at
+    another parallelism each fires once, on the subtask owning its sender, and a
+    cancellation sent after the restore reaches the new owner's timer."""
+    clock = ManualClock(0)
+    run = LocalDispatchers(delay_functions(), parallelism=2, egresses=["test/fired"], clock=clock)
+    run.send(*[cmd(f"k{i}", f"later:t:{100 + 10 * i}") for i in range(10)])
+    run.advance(125)  # k0..k2 fire before the checkpoint
+    fired_before = sorted(run.egress("test/fired"))
+    assert fired_before == ["k0:t", "k1:t", "k2:t"]
+    snap = run.snapshot()
+    run.advance(1_000)  # the failure-free run: every message fires once
+    assert sorted(run.egress("test/fired")) == sorted(f"k{i}:t" for i in range(10))
+
+    clock.set(125)  # the restored job resumes at the checkpoint's time
+    restored = LocalDispatchers.restore(delay_functions(), snap, parallelism=3, egresses=["test/fired"], clock=clock)
+    owners = [subtask_for_key_group(key_group_for(("test/timer", f"k{i}"), 128), 3, 128) for i in range(3, 10)]
+    assert [op.pending_delayed() for op in restored.dispatchers] == [owners.count(i) for i in range(3)]
+    restored.send(cmd("k5", "cancel:t"))
+    restored.advance(1_000)
+    assert sorted(restored.egress("test/fired")) == sorted(f"k{i}:t" for i in range(3, 10) if i != 5)
+    assert restored.counters()["delayed_fired"] == 6 and restored.counters()["delayed_cancelled"] == 1
+    assert restored.is_idle() and restored.pending_timers() == []
 
 
 def test_queued_messages_are_in_the_operator_snapshot():
