@@ -22,8 +22,9 @@ from raystream.engine.operator import OperatorContext
 
 from .coordinator import CheckpointConfig, CheckpointCoordinator, Ref, build_restore_plan
 from .heap import HeapKeyedStateBackend
-from .rocksdb_backend import DEFAULT_CACHE_SIZE, RocksDBKeyedStateBackend
+from .rocksdb_backend import DEFAULT_CACHE_SIZE, DEFAULT_CHANGELOG_BYTES, RocksDBKeyedStateBackend
 from .rocksdb_files import (
+    DeltaSnapshot,
     RestoreInput,
     RocksDBSnapshot,
     SharedFileReader,
@@ -83,6 +84,8 @@ class RocksDBStateBackend:
         cache_size: entries of each keyed backend's read cache.
         write_buffer_bytes: RocksDB memtable size per keyed backend.
         block_cache_bytes: RocksDB block cache size per keyed backend.
+        changelog_bytes: memory for the changes between two checkpoints that a delta
+            checkpoint uploads (0: every checkpoint materializes: flush + new SST files).
 
     Raises:
         ConfigError: rocksdict is not installed, or a setting is invalid.
@@ -98,7 +101,8 @@ class RocksDBStateBackend:
     """
 
     def __init__(self, local_dir: str | None = None, *, cache_size: int = DEFAULT_CACHE_SIZE,
-                 write_buffer_bytes: int = 16 << 20, block_cache_bytes: int = 32 << 20) -> None:
+                 write_buffer_bytes: int = 16 << 20, block_cache_bytes: int = 32 << 20,
+                 changelog_bytes: int = DEFAULT_CHANGELOG_BYTES) -> None:
         rocksdict_module()  # fail at configuration time, not in a task
         if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 1:
             raise ConfigError(f"cache_size must be an int >= 1 (entries), got {cache_size!r}")
@@ -106,14 +110,16 @@ class RocksDBStateBackend:
         self.cache_size = cache_size
         self.write_buffer_bytes = write_buffer_bytes
         self.block_cache_bytes = block_cache_bytes
+        self.changelog_bytes = changelog_bytes
 
     def create_keyed_backend(self, ctx: OperatorContext) -> RocksDBKeyedStateBackend:
         return RocksDBKeyedStateBackend(
             ctx.key_group_range, ctx.max_parallelism, ctx.clock, local_dir=self.local_dir, cache_size=self.cache_size,
             write_buffer_bytes=self.write_buffer_bytes, block_cache_bytes=self.block_cache_bytes,
+            changelog_bytes=self.changelog_bytes,
         )
 
-    def serialize_snapshot(self, snapshot: RocksDBSnapshot | KeyedStateSnapshot) -> bytes:
+    def serialize_snapshot(self, snapshot: RocksDBSnapshot | DeltaSnapshot | KeyedStateSnapshot) -> bytes:
         """Self-contained bytes of a snapshot (every file inline): for in-process use;
         checkpoints go through :meth:`write_snapshot`."""
         if isinstance(snapshot, KeyedStateSnapshot):
@@ -131,8 +137,8 @@ class RocksDBStateBackend:
         return deserialize_keyed_snapshot(data, key_group_range=key_group_range)
 
     def write_snapshot(self, storage: CheckpointStorage, job_id: str, checkpoint_id: int, name: str,
-                       snapshot: RocksDBSnapshot | KeyedStateSnapshot) -> StateHandle:
-        """Upload the SST files not uploaded before, then the manifest (incremental)."""
+                       snapshot: RocksDBSnapshot | DeltaSnapshot | KeyedStateSnapshot) -> StateHandle:
+        """Upload the SST files not uploaded before (or the delta), then the manifest (incremental)."""
         if isinstance(snapshot, KeyedStateSnapshot):
             return storage.write_state(job_id, checkpoint_id, name, serialize_keyed_snapshot(snapshot))
         return write_incremental(storage, job_id, checkpoint_id, name, snapshot)

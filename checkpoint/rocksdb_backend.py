@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import shutil
 import tempfile
 import uuid
@@ -60,6 +61,7 @@ from .descriptors import (
     StateDescriptor,
 )
 from .rocksdb_files import (
+    DeltaSnapshot,
     LocalSnapshots,
     RocksDBSnapshot,
     SnapshotSource,
@@ -68,7 +70,9 @@ from .rocksdb_files import (
     import_heap_snapshot,
     materialize,
     open_db,
+    parse_manifest,
     rocksdict_module,
+    serialize_full,
 )
 from .rocksdb_keys import (
     KEY_GROUP_BYTES,
@@ -85,7 +89,7 @@ from .rocksdb_timers import RocksDBTimerQueue
 from .snapshot import KeyedStateSnapshot, StateMeta
 from .state import KeyedState
 
-__all__ = ["RocksDBKeyedStateBackend", "DEFAULT_CACHE_SIZE"]
+__all__ = ["RocksDBKeyedStateBackend", "DEFAULT_CACHE_SIZE", "DEFAULT_CHANGELOG_BYTES", "DELTA_RATIO", "MAX_DELTAS"]
 
 T = TypeVar("T")
 K = TypeVar("K")
@@ -102,6 +106,16 @@ DEFAULT_CACHE_SIZE = 65_536
 _KEY_CACHE = 65_536
 #: evicted writes collected before one write batch goes to RocksDB
 _BATCH = 1024
+#: bytes of changes since the last snapshot the change log holds by default (beyond it, the
+#: log is dropped and the next snapshot materializes)
+DEFAULT_CHANGELOG_BYTES = 64 << 20
+#: a snapshot materializes once the deltas written on top of the last base reach this
+#: share of the base's bytes ...
+DELTA_RATIO = 0.25
+#: ... or this many deltas (a restore applies every delta of the chain)
+MAX_DELTAS = 32
+#: bytes counted per change-log entry beyond its key and value (the dict's own memory)
+_LOG_ENTRY = 100
 _LIST, _MAP = "list", "map"
 
 
@@ -148,6 +162,7 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         cache_size: int = DEFAULT_CACHE_SIZE,
         write_buffer_bytes: int = 16 << 20,
         block_cache_bytes: int = 32 << 20,
+        changelog_bytes: int = DEFAULT_CHANGELOG_BYTES,
     ) -> None:
         if not isinstance(max_parallelism, int) or max_parallelism <= 0:
             raise StateError(f"max_parallelism must be a positive int, got {max_parallelism!r}")
@@ -158,6 +173,9 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
             )
         if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 1:
             raise ConfigError(f"cache_size must be an int >= 1 (entries), got {cache_size!r}")
+        if isinstance(changelog_bytes, bool) or not isinstance(changelog_bytes, int) or changelog_bytes < 0:
+            raise ConfigError(f"changelog_bytes must be an int >= 0 (0: every snapshot materializes), "
+                              f"got {changelog_bytes!r}")
         for what, size in (("write_buffer_bytes", write_buffer_bytes), ("block_cache_bytes", block_cache_bytes)):
             if isinstance(size, bool) or not isinstance(size, int) or size < 1 << 16:
                 raise ConfigError(f"{what} must be an int >= 65536, got {size!r}")
@@ -175,6 +193,7 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         self._cache: OrderedDict[bytes, Any] = OrderedDict()
         self._dirty: set[bytes] = set()
         self._pending: dict[bytes, bytes | None] = {}  # evicted dirty entries, not yet written
+        self._unwritten: dict[bytes, bytes | None] = {}  # older than _pending, logged by a delta snapshot
         self._key: Any = _NO_KEY
         self._key_cache: dict[Any, tuple[int, bytes, bytes]] = {}  # str/int key -> (group, group bytes, key part)
         self._kg = -1
@@ -191,11 +210,25 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         self._removed = 0
         self.uploads = UploadRegistry()
         self._local = LocalSnapshots(os.path.join(self._home, "snapshots"))
+        # the change log: every db entry written since the last snapshot (serialized value,
+        # None = deleted); None while the next snapshot must materialize anyway
+        self._log: dict[bytes, bytes | None] | None = None
+        self._log_bytes = 0
+        self._log_limit = changelog_bytes
+        self._chain_gen = 0  # generation of the current delta chain (its materialized base)
+        self._base: RocksDBSnapshot | None = None
+        self._last_delta: DeltaSnapshot | None = None
         self._closed = False
 
-    def _open(self) -> Any:
+    def _open(self) -> _LoggedDB:
         write_buffer, block_cache = self._buffers
-        return open_db(self._rocksdict, self._db_dir, write_buffer_bytes=write_buffer, block_cache_bytes=block_cache)
+        raw = open_db(self._rocksdict, self._db_dir, write_buffer_bytes=write_buffer, block_cache_bytes=block_cache)
+        return _LoggedDB(raw, self)
+
+    def _drop_log(self) -> None:
+        """Stop logging changes: the next snapshot materializes."""
+        self._log = None
+        self._log_bytes = 0
 
     # -- keys --------------------------------------------------------------------------
 
@@ -274,7 +307,9 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
             return entry
         raw = self._pending.get(k, _MISS) if self._pending else _MISS
         if raw is _MISS:
-            raw = self._db.get(k)
+            raw = self._unwritten.get(k, _MISS) if self._unwritten else _MISS
+            if raw is _MISS:
+                raw = self._db.get(k)
         entry = ABSENT if raw is None else loads(raw, "a RocksDB state entry")
         cache[k] = entry
         if len(cache) > self._capacity:
@@ -313,26 +348,54 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
             raise CheckpointError(f"cannot serialize a value of state {name!r}: {exc}") from exc
 
     def _write_pending(self) -> None:
-        if not self._pending:
+        """Write the pending entries (and those a delta snapshot logged already) to RocksDB."""
+        if not self._pending and not self._unwritten:
             return
+        self._log_pending()
         batch = self._rocksdict.WriteBatch(raw_mode=True)
-        for k, raw in self._pending.items():
-            if raw is None:
-                batch.delete(k)
-            else:
-                batch.put(k, raw)
-        self._db.write(batch)
+        for entries in (self._unwritten, self._pending):  # (the later put of a key wins)
+            for k, raw in entries.items():
+                if raw is None:
+                    batch.delete(k)
+                else:
+                    batch.put(k, raw)
+        self._db.raw.write(batch)
         self._pending.clear()
+        self._unwritten.clear()
+
+    def _log_pending(self) -> None:
+        """Add the pending writes to the change log."""
+        log = self._log
+        if log is None or not self._pending:
+            return
+        pending = self._pending
+        log.update(pending)
+        size = self._log_bytes + len(pending) * _LOG_ENTRY + sum(map(len, pending))
+        size += sum(map(len, filter(None, pending.values())))
+        self._log_bytes = size
+        if size > self._log_limit:
+            self._drop_log()
 
     def _flush(self) -> None:
         """Write every dirty cache entry to RocksDB (they stay cached, clean)."""
-        if self._dirty:
-            cache, pending = self._cache, self._pending
-            for k in self._dirty:
-                entry = cache[k]
-                pending[k] = None if entry is ABSENT else self._dump(k, entry)
-            self._dirty.clear()
+        self._serialize_dirty()
         self._write_pending()
+
+    def _serialize_dirty(self) -> None:
+        """Move every dirty cache entry, serialized, to the pending writes (it stays cached, clean)."""
+        if not self._dirty:
+            return
+        cache, pending, pickle_dumps = self._cache, self._pending, pickle.dumps
+        for k in self._dirty:
+            entry = cache[k]
+            if entry is ABSENT:
+                pending[k] = None
+            else:
+                try:  # (serde.dumps' first attempt, without its call overhead)
+                    pending[k] = pickle_dumps(entry, protocol=5)
+                except Exception:
+                    pending[k] = self._dump(k, entry)
+        self._dirty.clear()
 
     def cache_stats(self) -> dict[str, int]:
         """``{"entries", "dirty", "capacity"}`` of the read cache, for metrics and tests."""
@@ -524,18 +587,59 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
 
     # -- snapshot / restore ------------------------------------------------------------
 
-    def snapshot(self, checkpoint_id: int) -> RocksDBSnapshot:  # type: ignore[override]  # (files, not key-group blobs)
-        """A consistent snapshot: dirty entries written, the memtable flushed, and a RocksDB
-        checkpoint (hard links of the SST files) taken into a local directory; the
-        snapshot writer uploads the files (:meth:`RocksDBStateBackend.write_snapshot`).
+    def snapshot(self, checkpoint_id: int, *, full: bool = False) -> RocksDBSnapshot | DeltaSnapshot:  # type: ignore[override]  # (files, not key-group blobs)
+        """A consistent snapshot, taken on the task thread; the snapshot writer uploads it
+        (:meth:`RocksDBStateBackend.write_snapshot`).
+
+        Usually a *delta*: the dirty cache entries are serialized and, with every entry
+        written to RocksDB since the previous snapshot (the change log), become the delta
+        the writer turns into one small SST file. No memtable flush, no RocksDB checkpoint.
+        It *materializes* instead (dirty entries written, the memtable flushed, a RocksDB
+        checkpoint of hard links taken; the writer uploads the SST files not uploaded
+        before) when there is no base yet, the chain broke (a write failed, a restore), the
+        change log overflowed ``changelog_bytes``, or the chain's deltas reached
+        :data:`DELTA_RATIO` of the base's bytes or :data:`MAX_DELTAS` deltas.
+
+        ``full=True`` materializes, and the writer uploads every SST file even if it was
+        uploaded before: a self-contained checkpoint (what a non-incremental checkpoint of
+        this state costs; the chain continues from it).
 
         Raises:
             CheckpointError: a value cannot be serialized (the message names the state).
         """
         self._check_open()
-        self._flush()
-        return self._local.take(self._rocksdict, self._db, checkpoint_id, self._max_par, self._range,
-                                self._metas(), self.uploads)
+        if full or self._must_materialize():
+            self._flush()
+            self._chain_gen += 1
+            snap = self._local.take(self._rocksdict, self._db.raw, checkpoint_id, self._max_par, self._range,
+                                    self._metas(), self.uploads, self._chain_gen, sorted(self._queues))
+            snap.self_contained = full
+            self._base, self._last_delta = snap, None
+            self._log, self._log_bytes = ({} if self._log_limit > 0 else None), 0
+            return snap
+        assert self._base is not None and self._log is not None
+        self._serialize_dirty()  # now: values may be mutated later; written to RocksDB later
+        self._log_pending()
+        log = self._log
+        if log is None:  # (the dirty entries overflowed it)
+            return self.snapshot(checkpoint_id)
+        if self._pending:
+            self._unwritten.update(self._pending)
+            self._pending.clear()
+        seq = 1 if self._last_delta is None else self._last_delta.seq + 1
+        delta = DeltaSnapshot(checkpoint_id, self._base, self._last_delta, seq, self._metas(), log,
+                              sorted(self._queues), self._rocksdict, self.uploads)
+        self._last_delta = delta
+        self._log, self._log_bytes = {}, 0
+        return delta
+
+    def _must_materialize(self) -> bool:
+        if self._log is None or self._base is None or self._last_delta is not None and self._last_delta.seq >= MAX_DELTAS:
+            return True
+        up = self.uploads
+        if up.failed_generation >= self._chain_gen:
+            return True
+        return up.base_generation == self._chain_gen and up.delta_bytes > DELTA_RATIO * max(up.base_bytes, 1)
 
     def restore(self, snapshots: list[Any]) -> None:
         """Replace all state with the key groups of ``snapshots`` that this backend owns.
@@ -555,7 +659,9 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         metas: dict[str, StateMeta] = {}
         owner: dict[int, int] = {}
         for i, snap in enumerate(snapshots):
-            if not isinstance(snap, (SnapshotSource, RocksDBSnapshot, KeyedStateSnapshot)):
+            if isinstance(snap, (RocksDBSnapshot, DeltaSnapshot)):  # a local snapshot (in process)
+                snap = parse_manifest(serialize_full(snap))
+            if not isinstance(snap, (SnapshotSource, KeyedStateSnapshot)):
                 raise CheckpointError(f"the RocksDB backend cannot restore {snap!r}")
             if snap.max_parallelism != self._max_par:
                 raise CheckpointError(
@@ -579,20 +685,22 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
             if lo <= hi:
                 sources.append(snap)
         self._reset_db()
+        write_buffer, block_cache = self._buffers
+        options = {"write_buffer_bytes": write_buffer, "block_cache_bytes": block_cache}
         exact = [s for s in sources if not isinstance(s, KeyedStateSnapshot) and s.key_group_range == self._range]
         if len(sources) == 1 and exact:
             self._db.close()
             shutil.rmtree(self._db_dir, ignore_errors=True)
-            self.uploads.reset(materialize(exact[0], self._db_dir))
+            self.uploads.reset(materialize(exact[0], self._db_dir, self._rocksdict, **options))
             self._db = self._open()
         else:
             for n, snap in enumerate(sources):
                 if isinstance(snap, KeyedStateSnapshot):
-                    import_heap_snapshot(self._rocksdict, self._db, snap, self._range)
+                    import_heap_snapshot(self._rocksdict, self._db.raw, snap, self._range)
                 else:
                     temp = os.path.join(self._home, f"restore-{n}")
-                    materialize(snap, temp)
-                    copy_key_groups(self._rocksdict, temp, self._db, self._range)
+                    materialize(snap, temp, self._rocksdict, **options)
+                    copy_key_groups(self._rocksdict, temp, self._db.raw, self._range)
                     shutil.rmtree(temp, ignore_errors=True)
         for name in metas:
             self._register_id(name)
@@ -619,12 +727,15 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         self._cache.clear()
         self._dirty.clear()
         self._pending.clear()
+        self._unwritten.clear()
         self._key, self._kg, self._kg2, self._kpart, self._last_sid = _NO_KEY, -1, b"", None, None
         self._db.close()
         self._generation += 1
         shutil.rmtree(self._db_dir, ignore_errors=True)
         self._db = self._open()
         self.uploads.reset({})
+        self._drop_log()  # the next snapshot materializes the restored state
+        self._base, self._last_delta = None, None
 
     def _check_open(self) -> None:
         if self._closed:
@@ -638,6 +749,8 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         self._cache.clear()
         self._dirty.clear()
         self._pending.clear()
+        self._unwritten.clear()
+        self._log, self._base, self._last_delta = None, None, None
         try:
             self._db.close()
         finally:
@@ -735,6 +848,40 @@ class _TtlCursor:
         b = self.backend
         b._cache.pop(k, None)
         b._dirty.discard(k)
+
+
+class _LoggedDB:
+    """The backend's RocksDB with writes that also go to the backend's change log
+    (``put``/``delete``, as timer queues and TTL cleanup use them; the backend logs its own
+    write batches). Everything else is the database's own method."""
+
+    __slots__ = ("raw", "_backend", "get", "iter", "write", "flush", "close", "live_files")
+
+    def __init__(self, raw: Any, backend: RocksDBKeyedStateBackend) -> None:
+        self.raw = raw
+        self._backend = backend
+        self.get, self.iter, self.write = raw.get, raw.iter, raw.write
+        self.flush, self.close, self.live_files = raw.flush, raw.close, raw.live_files
+
+    def put(self, k: bytes, v: bytes) -> None:
+        self.raw.put(k, v)
+        b = self._backend
+        log = b._log
+        if log is not None:
+            log[k] = v
+            b._log_bytes += len(k) + len(v) + _LOG_ENTRY
+            if b._log_bytes > b._log_limit:
+                b._drop_log()
+
+    def delete(self, k: bytes) -> None:
+        self.raw.delete(k)
+        b = self._backend
+        log = b._log
+        if log is not None:
+            log[k] = None
+            b._log_bytes += len(k) + _LOG_ENTRY
+            if b._log_bytes > b._log_limit:
+                b._drop_log()
 
 
 def _instance_dir(local_dir: str | None) -> str:

@@ -57,6 +57,7 @@ from .storage import IncrementalStateHandle, StateHandle
 
 __all__ = [
     "ROCKSDB_STATE_KIND",
+    "DeltaSnapshot",
     "LocalSnapshots",
     "RocksDBSnapshot",
     "SharedFileReader",
@@ -145,27 +146,68 @@ class SstFile:
 
 
 class UploadRegistry:
-    """The SST files a backend's database holds that are already in checkpoint storage
-    (local name -> uploaded :class:`SstFile`); used by the snapshot writer's thread and
-    reset by restores, hence the lock."""
+    """What of a backend's state is already in checkpoint storage: the SST files of its
+    database (local name -> uploaded :class:`SstFile`), and the delta chain of the last
+    materialized snapshot (its generation, base files, uploaded deltas). Written by the
+    snapshot writer's thread, read by the task thread and reset by restores, hence the lock.
+
+    A failure of any write of generation ``g`` breaks that chain (:attr:`failed_generation`):
+    its later deltas cannot be written, and the backend materializes again."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._files: dict[str, SstFile] = {}
+        self.base_generation = -1  # generation whose base snapshot was written
+        self.base_files: list[SstFile] = []
+        self.base_bytes = 0
+        self.deltas: list[SstFile] = []  # uploaded deltas of base_generation, in order
+        self.delta_count = 0  # deltas written on top of the base (empty ones have no file)
+        self.delta_bytes = 0
+        self.failed_generation = -1
 
     def reset(self, files: dict[str, SstFile]) -> None:
         with self._lock:
             self._files = dict(files)
+            self.base_generation, self.base_files, self.base_bytes = -1, [], 0
+            self.deltas, self.delta_count, self.delta_bytes = [], 0, 0
 
     def lookup(self, name: str, size: int) -> SstFile | None:
         with self._lock:
             found = self._files.get(name)
         return found if found is not None and found.size == size else None
 
-    def record(self, files: list[SstFile]) -> None:
-        """After a successful upload: the snapshot's files are what the database holds."""
+    def record(self, files: list[SstFile], generation: int | None = None) -> None:
+        """After a successful upload: the snapshot's files are what the database holds
+        (and, with ``generation``, the base of that delta chain)."""
         with self._lock:
             self._files = {f.name: f for f in files if f.path is not None}
+            if generation is not None and generation > self.failed_generation:
+                self.base_generation, self.base_files = generation, list(files)
+                self.base_bytes = sum(f.size for f in files)
+                self.deltas, self.delta_count, self.delta_bytes = [], 0, 0
+
+    def chain(self, generation: int, seq: int) -> tuple[list[SstFile], list[SstFile]] | None:
+        """``(base files, deltas)`` of chain ``generation`` before its delta number ``seq``
+        (1 = the first after the base); None if the chain is broken, its base was not
+        written, or an earlier delta of it was not (a snapshot taken but never written)."""
+        with self._lock:
+            if (generation != self.base_generation or generation <= self.failed_generation
+                    or self.delta_count != seq - 1):
+                return None
+            return list(self.base_files), list(self.deltas)
+
+    def add_delta(self, generation: int, delta: SstFile | None) -> None:
+        """After a delta of ``generation`` was written (None: an empty delta, no file)."""
+        with self._lock:
+            if generation == self.base_generation:
+                self.delta_count += 1
+                if delta is not None:
+                    self.deltas.append(delta)
+                    self.delta_bytes += delta.size
+
+    def fail(self, generation: int) -> None:
+        with self._lock:
+            self.failed_generation = max(self.failed_generation, generation)
 
     def __len__(self) -> int:
         with self._lock:
@@ -174,11 +216,14 @@ class UploadRegistry:
 
 @dataclass
 class RocksDBSnapshot:
-    """A local snapshot (a RocksDB checkpoint directory) of one backend.
+    """A local snapshot (a RocksDB checkpoint directory) of one backend: a *materialized*
+    snapshot, the base of the delta snapshots that follow it (generation ``generation``).
 
-    Immutable files: processing goes on while the snapshot writer uploads them; the
-    directory is deleted once written (:func:`write_incremental`), or when the backend
-    took :data:`_KEEP_LOCAL` newer snapshots, or closes.
+    Immutable files: processing goes on while the snapshot writer uploads them. The
+    directory is deleted once written (:func:`write_incremental`) unless it is the
+    backend's current base (``pinned``: delta snapshots serialized self-contained read
+    the base from it), or when the backend took :data:`_KEEP_LOCAL` newer snapshots, or
+    closes.
     """
 
     checkpoint_id: int
@@ -189,9 +234,19 @@ class RocksDBSnapshot:
     sst: list[SstFile]
     private: list[str]
     registry: UploadRegistry | None = field(default=None, repr=False, compare=False)
+    generation: int = 0
+    timers: list[str] = field(default_factory=list)
+    pinned: bool = field(default=False, repr=False, compare=False)
+    written: bool = field(default=False, repr=False, compare=False)
+    self_contained: bool = False  # upload every file, also those uploaded before
+    users: int = field(default=0, repr=False, compare=False)  # deltas of this chain not written yet
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def __getstate__(self) -> dict:
-        return dict(self.__dict__, registry=None)
+        return {k: v for k, v in self.__dict__.items() if k not in ("registry", "_lock")} | {"registry": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _lock=threading.Lock())
 
     def read(self, name: str) -> bytes:
         try:
@@ -206,9 +261,115 @@ class RocksDBSnapshot:
     def discard(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
 
+    def done(self) -> None:
+        """Written (or failed): the directory goes unless this is the current base or a
+        delta of its chain still needs it."""
+        with self._lock:
+            self.written = True
+        self._collect()
+
+    def unpin(self) -> None:
+        """No longer the current base: the directory goes once written and no delta of its
+        chain needs it."""
+        with self._lock:
+            self.pinned = False
+        self._collect()
+
+    def acquire(self) -> None:
+        """A delta of this chain was taken: its file will live in this directory."""
+        with self._lock:
+            self.users += 1
+
+    def release(self) -> None:
+        """A delta of this chain was written (or failed)."""
+        with self._lock:
+            self.users -= 1
+        self._collect()
+
+    def _collect(self) -> None:
+        with self._lock:
+            gone = self.written and not self.pinned and self.users <= 0
+        if gone:
+            self.discard()
+
+
+class DeltaSnapshot:
+    """A delta snapshot: the entries changed since the previous snapshot of the same chain
+    (serialized values; None = deleted), on top of the materialized ``base`` and the
+    deltas before it (``prev``). Taking one costs the serialization of the dirty cache
+    entries on the task thread; the sorted SST file of the delta is written by the
+    snapshot writer (:meth:`local_file`), off the task thread."""
+
+    def __init__(self, checkpoint_id: int, base: RocksDBSnapshot, prev: DeltaSnapshot | None, seq: int,
+                 states: dict[str, StateMeta], entries: dict[bytes, bytes | None], timers: list[str],
+                 rocksdict: ModuleType, registry: UploadRegistry | None) -> None:
+        self.checkpoint_id = checkpoint_id
+        self.max_parallelism = base.max_parallelism
+        self.key_group_range = base.key_group_range
+        self.states = states
+        self.timers = timers
+        self.base = base
+        self.prev = prev
+        self.seq = seq
+        self.generation = base.generation
+        self.registry = registry
+        self._rocksdict = rocksdict
+        self._entries: dict[bytes, bytes | None] | None = entries
+        self._file: SstFile | None = None
+        self._lock = threading.Lock()
+        base.acquire()
+
+    def __getstate__(self) -> dict:
+        raise CheckpointError("a RocksDB delta snapshot is local: write it with the state backend's write_snapshot "
+                              "or serialize_snapshot")
+
+    def local_file(self) -> SstFile | None:
+        """The delta as a local SST file (written once; None: nothing changed)."""
+        with self._lock:
+            if self._file is None and self._entries:
+                name = f"delta-{self.checkpoint_id}-{uuid.uuid4().hex[:8]}.sst"
+                path = os.path.join(self.base.directory, name)
+                try:
+                    first, last = write_sst(self._rocksdict, path, self._entries)
+                except Exception as exc:
+                    raise CheckpointError(f"cannot write the RocksDB delta of checkpoint {self.checkpoint_id} "
+                                          f"into {path!r}: {exc}") from exc
+                self._file = SstFile(name, os.path.getsize(path), first, last)
+            self._entries = None
+            return self._file
+
+    def chain(self) -> list[DeltaSnapshot]:
+        """The deltas of this chain up to this one, oldest first."""
+        out: list[DeltaSnapshot] = []
+        d: DeltaSnapshot | None = self
+        while d is not None:
+            out.append(d)
+            d = d.prev
+        return out[::-1]
+
+    def read(self, name: str) -> bytes:
+        return self.base.read(name)
+
+
+def write_sst(rocksdict: ModuleType, path: str, entries: dict[bytes, bytes | None]) -> tuple[int, int]:
+    """Write ``entries`` (None: a deletion) as one sorted SST file; returns the first and
+    last key group in it."""
+    writer = rocksdict.SstFileWriter(rocksdict.Options(raw_mode=True))
+    writer.open(path)
+    keys = sorted(entries)
+    for k in keys:
+        v = entries[k]
+        if v is None:
+            del writer[k]
+        else:
+            writer[k] = v
+    writer.finish()
+    return _kg_of(keys[0]), _kg_of(keys[-1])
+
 
 class LocalSnapshots:
-    """Takes RocksDB checkpoints into numbered directories and deletes old ones."""
+    """Takes RocksDB checkpoints into numbered directories and deletes old ones; the newest
+    is pinned as the current base."""
 
     def __init__(self, directory: str) -> None:
         self.directory = directory
@@ -216,7 +377,8 @@ class LocalSnapshots:
         self._lock = threading.Lock()
 
     def take(self, rocksdict: ModuleType, db: Any, checkpoint_id: int, max_parallelism: int,
-             key_group_range: KeyGroupRange, states: dict[str, StateMeta], registry: UploadRegistry) -> RocksDBSnapshot:
+             key_group_range: KeyGroupRange, states: dict[str, StateMeta], registry: UploadRegistry,
+             generation: int = 0, timers: list[str] | None = None) -> RocksDBSnapshot:
         db.flush()
         os.makedirs(self.directory, exist_ok=True)
         path = os.path.join(self.directory, f"chk-{checkpoint_id}-{uuid.uuid4().hex[:8]}")
@@ -234,8 +396,11 @@ class LocalSnapshots:
                 sst.append(SstFile(name, os.path.getsize(os.path.join(path, name)), first, last))
             else:
                 private.append(name)
-        snap = RocksDBSnapshot(checkpoint_id, max_parallelism, key_group_range, states, path, sst, private, registry)
+        snap = RocksDBSnapshot(checkpoint_id, max_parallelism, key_group_range, states, path, sst, private, registry,
+                               generation, list(timers or []), pinned=True)
         with self._lock:
+            if self._taken:
+                self._taken[-1].unpin()
             self._taken.append(snap)
             old, self._taken = self._taken[:-_KEEP_LOCAL], self._taken[-_KEEP_LOCAL:]
         for s in old:
@@ -252,17 +417,24 @@ def _kg_of(key: bytes | None) -> int:
 # -- manifests ---------------------------------------------------------------------------
 
 
-def _manifest(snap: RocksDBSnapshot, sst: list[dict], inline: list[bytes], private: list[list]) -> list[bytes]:
+def _manifest(snap: RocksDBSnapshot | DeltaSnapshot, sst: list[dict], inline: list[bytes], private: list[list],
+              deltas: list[dict]) -> list[bytes]:
     header = {
         "checkpoint_id": snap.checkpoint_id,
         "max_parallelism": snap.max_parallelism,
         "key_group_range": [snap.key_group_range.start, snap.key_group_range.end],
         "states": {n: {"kind": m.kind, "ttl_ms": m.ttl_ms} for n, m in snap.states.items()},
+        "timers": list(snap.timers),
         "sst": sst,
         "private": private,
+        "deltas": deltas,
     }
     head = json.dumps(header, separators=(",", ":")).encode("utf-8")
     return [_LEN.pack(len(head)), head, *inline]
+
+
+def _base_of(snap: RocksDBSnapshot | DeltaSnapshot) -> RocksDBSnapshot:
+    return snap.base if isinstance(snap, DeltaSnapshot) else snap
 
 
 def _private_parts(snap: RocksDBSnapshot, offset: int) -> tuple[list[list], list[bytes], int]:
@@ -275,44 +447,106 @@ def _private_parts(snap: RocksDBSnapshot, offset: int) -> tuple[list[list], list
     return entries, parts, offset
 
 
-def serialize_full(snap: RocksDBSnapshot) -> bytes:
-    """A self-contained manifest: every file inline (for in-process use and tests; a
-    checkpoint uploads incrementally with :func:`write_incremental`)."""
+def _ref(f: SstFile) -> dict:
+    return {"name": f.name, "size": f.size, "kg": [f.kg_first, f.kg_last], "path": f.path, "crc32": f.crc32}
+
+
+def serialize_full(snap: RocksDBSnapshot | DeltaSnapshot) -> bytes:
+    """A self-contained manifest: every file inline, the base's and, for a delta snapshot,
+    every delta of its chain (for in-process use and tests; a checkpoint uploads
+    incrementally with :func:`write_incremental`)."""
+    base = _base_of(snap)
     sst, parts, offset = [], [], 0
-    for f in snap.sst:
-        data = snap.read(f.name)
+    for f in base.sst:
+        data = base.read(f.name)
         sst.append({"name": f.name, "size": len(data), "kg": [f.kg_first, f.kg_last], "inline": [offset, len(data)]})
         parts.append(data)
         offset += len(data)
-    private, private_parts, _ = _private_parts(snap, offset)
-    return encode_blob_parts(ROCKSDB_STATE_KIND, _manifest(snap, sst, parts + private_parts, private))
+    deltas: list[dict] = []
+    if isinstance(snap, DeltaSnapshot):
+        for d in snap.chain():
+            df = d.local_file()
+            if df is None:
+                continue
+            data = base.read(df.name)
+            deltas.append({"name": df.name, "size": len(data), "kg": [df.kg_first, df.kg_last],
+                           "inline": [offset, len(data)]})
+            parts.append(data)
+            offset += len(data)
+    private, private_parts, _ = _private_parts(base, offset)
+    return encode_blob_parts(ROCKSDB_STATE_KIND, _manifest(snap, sst, parts + private_parts, private, deltas))
 
 
-def write_incremental(storage: Any, job_id: str, checkpoint_id: int, name: str, snap: RocksDBSnapshot) -> IncrementalStateHandle:
-    """Upload the SST files of ``snap`` not uploaded before as shared files, then the
-    manifest; returns its handle (listing every shared file it references). The local
-    snapshot is deleted afterwards, written or not."""
+def write_incremental(storage: Any, job_id: str, checkpoint_id: int, name: str,
+                      snap: RocksDBSnapshot | DeltaSnapshot) -> IncrementalStateHandle:
+    """Write ``snap`` to checkpoint storage; returns the manifest's handle (listing every
+    shared file it references).
+
+    A materialized snapshot uploads its SST files not uploaded before as shared files; a
+    delta snapshot uploads its delta as one shared SST file and references its chain's
+    base files and earlier deltas. Then the manifest. A failure breaks the snapshot's
+    chain (:meth:`UploadRegistry.fail`): no later delta of it is written.
+    """
+    if isinstance(snap, DeltaSnapshot):
+        return _write_delta(storage, job_id, checkpoint_id, name, snap)
+    registry = snap.registry
     try:
         files: list[SstFile] = []
-        registry = snap.registry
         for f in snap.sst:
-            known = registry.lookup(f.name, f.size) if registry is not None else None
+            known = registry.lookup(f.name, f.size) if registry is not None and not snap.self_contained else None
             if known is None:
                 data = snap.read(f.name)
                 h = storage.write_shared(job_id, checkpoint_id, f"{uuid.uuid4().hex[:16]}-{f.name}", data)
                 known = SstFile(f.name, f.size, f.kg_first, f.kg_last, h.path, h.crc32)
             files.append(SstFile(f.name, f.size, f.kg_first, f.kg_last, known.path, known.crc32))
-        sst = [{"name": f.name, "size": f.size, "kg": [f.kg_first, f.kg_last], "path": f.path, "crc32": f.crc32}
-               for f in files]
         private, parts, _ = _private_parts(snap, 0)
         shared = [[f.path, f.size, f.crc32] for f in files]
-        blob = encode_blob_parts(ROCKSDB_STATE_KIND, _manifest(snap, sst, parts, private), shared=shared)
+        blob = encode_blob_parts(ROCKSDB_STATE_KIND, _manifest(snap, [_ref(f) for f in files], parts, private, []),
+                                 shared=shared)
         handle = storage.write_state(job_id, checkpoint_id, name, blob)
         if registry is not None:
-            registry.record(files)
+            registry.record(files, snap.generation)
         return IncrementalStateHandle(handle.path, handle.size, handle.crc32, tuple(f.handle() for f in files))
+    except BaseException:
+        if registry is not None:
+            registry.fail(snap.generation)
+        raise
     finally:
-        snap.discard()
+        snap.done()
+
+
+def _write_delta(storage: Any, job_id: str, checkpoint_id: int, name: str, snap: DeltaSnapshot) -> IncrementalStateHandle:
+    registry = snap.registry
+    if registry is None:
+        raise CheckpointError(f"the RocksDB delta snapshot of checkpoint {checkpoint_id} has no upload registry")
+    try:
+        chain = registry.chain(snap.generation, snap.seq)
+        if chain is None:
+            raise CheckpointError(
+                f"the RocksDB delta snapshot of checkpoint {checkpoint_id} builds on a snapshot that was not "
+                f"written (its base, checkpoint {snap.base.checkpoint_id}, or an earlier delta failed or was "
+                "dropped); the next checkpoint materializes the state again"
+            )
+        base_files, deltas = chain
+        f = snap.local_file()
+        if f is not None:
+            data = snap.base.read(f.name)
+            h = storage.write_shared(job_id, checkpoint_id, f"{uuid.uuid4().hex[:16]}-{f.name}", data)
+            f = SstFile(f.name, f.size, f.kg_first, f.kg_last, h.path, h.crc32)
+            deltas = [*deltas, f]
+        private, parts, _ = _private_parts(snap.base, 0)
+        files = base_files + deltas
+        shared = [[x.path, x.size, x.crc32] for x in files]
+        blob = encode_blob_parts(ROCKSDB_STATE_KIND, _manifest(snap, [_ref(x) for x in base_files], parts, private,
+                                                               [_ref(x) for x in deltas]), shared=shared)
+        handle = storage.write_state(job_id, checkpoint_id, name, blob)
+        registry.add_delta(snap.generation, f)
+        return IncrementalStateHandle(handle.path, handle.size, handle.crc32, tuple(x.handle() for x in files))
+    except BaseException:
+        registry.fail(snap.generation)
+        raise
+    finally:
+        snap.base.release()
 
 
 @dataclass
@@ -332,12 +566,14 @@ class SnapshotSource:
     data: memoryview = field(repr=False)
     fetch: Callable[[SstFile], bytes] | None = field(default=None, repr=False)
     from_checkpoint: bool = False  # its shared files may be referenced again (not a savepoint)
+    deltas: list[SstFile] = field(default_factory=list)  # applied on top of the base files, in order
+    timers: list[str] = field(default_factory=list)  # names of the timer queues in it
 
     def read(self, name: str) -> bytes:
         where = self.private.get(name) or self.inline.get(name)
         if where is not None:
             return self.data[where[0] : where[0] + where[1]].tobytes()
-        f = next((s for s in self.sst if s.name == name), None)
+        f = next((s for s in [*self.sst, *self.deltas] if s.name == name), None)
         if f is None or self.fetch is None:
             raise CheckpointError(
                 f"the RocksDB snapshot of checkpoint {self.checkpoint_id} references file {name!r} in checkpoint "
@@ -369,12 +605,16 @@ def parse_manifest(data: bytes | memoryview, fetch: Callable[[SstFile], bytes] |
         (size,) = _LEN.unpack_from(payload, 0)
         body = _LEN.size + size
         h = json.loads(payload[_LEN.size : body].tobytes().decode("utf-8"))
-        sst, inline = [], {}
-        for e in h["sst"]:
-            first, last = e["kg"]
-            sst.append(SstFile(str(e["name"]), int(e["size"]), int(first), int(last), e.get("path"), e.get("crc32")))
-            if "inline" in e:
-                inline[str(e["name"])] = (body + int(e["inline"][0]), int(e["inline"][1]))
+        sst: list[SstFile] = []
+        deltas: list[SstFile] = []
+        inline: dict[str, tuple[int, int]] = {}
+        for files, entries in ((sst, h["sst"]), (deltas, h.get("deltas", []))):
+            for e in entries:
+                first, last = e["kg"]
+                files.append(SstFile(str(e["name"]), int(e["size"]), int(first), int(last), e.get("path"),
+                                     e.get("crc32")))
+                if "inline" in e:
+                    inline[str(e["name"])] = (body + int(e["inline"][0]), int(e["inline"][1]))
         private = {str(n): (body + int(o), int(ln)) for n, o, ln in h["private"]}
         for lo, ln in [*inline.values(), *private.values()]:
             if lo + ln > len(payload):
@@ -383,7 +623,8 @@ def parse_manifest(data: bytes | memoryview, fetch: Callable[[SstFile], bytes] |
         states = {n: StateMeta(str(m["kind"]), None if m.get("ttl_ms") is None else int(m["ttl_ms"]))
                   for n, m in h["states"].items()}
         return SnapshotSource(int(h["checkpoint_id"]), int(h["max_parallelism"]), KeyGroupRange(int(start), int(end)),
-                              states, sst, inline, private, payload, fetch, from_checkpoint)
+                              states, sst, inline, private, payload, fetch, from_checkpoint, deltas,
+                              [str(t) for t in h.get("timers", [])])
     except (ValueError, KeyError, TypeError, struct.error) as exc:
         where = f" in {name!r}" if name else ""
         raise CheckpointError(f"RocksDB snapshot manifest{where} is malformed: {exc}") from exc
@@ -418,18 +659,40 @@ class RestoreInput:
 # -- restoring ---------------------------------------------------------------------------
 
 
-def materialize(snap: RocksDBSnapshot | SnapshotSource, directory: str) -> dict[str, SstFile]:
-    """Write every file of ``snap`` into ``directory`` (an openable RocksDB directory);
-    returns its SST files that are in checkpoint storage and may be referenced again."""
+def materialize(snap: SnapshotSource, directory: str, rocksdict: ModuleType | None = None, *,
+                write_buffer_bytes: int = 16 << 20, block_cache_bytes: int = 32 << 20) -> dict[str, SstFile]:
+    """Write the base files of ``snap`` into ``directory`` (an openable RocksDB directory)
+    and, if it has deltas, ingest them in order (``rocksdict`` and the :func:`open_db`
+    options needed then); returns its SST files that are in checkpoint storage and may be
+    referenced again."""
     os.makedirs(directory, exist_ok=True)
-    reusable: dict[str, SstFile] = {}
     names = [f.name for f in snap.sst] + list(snap.private)
     for name in names:
         with open(os.path.join(directory, name), "wb") as out:
             out.write(snap.read(name))
-    if isinstance(snap, SnapshotSource) and snap.from_checkpoint:
-        reusable = {f.name: f for f in snap.sst if f.path is not None}
-    return reusable
+    if snap.deltas:
+        if rocksdict is None:
+            raise CheckpointError(f"the RocksDB snapshot of checkpoint {snap.checkpoint_id} has deltas: "
+                                  "materialize() needs the rocksdict module to ingest them")
+        db = open_db(rocksdict, directory, write_buffer_bytes=write_buffer_bytes, block_cache_bytes=block_cache_bytes)
+        try:
+            ingest = rocksdict.IngestExternalFileOptions()
+            ingest.set_move_files(True)
+            for n, f in enumerate(snap.deltas):
+                path = os.path.join(os.path.dirname(directory.rstrip(os.sep)), f"ingest-{uuid.uuid4().hex[:8]}-{n}.sst")
+                with open(path, "wb") as out:
+                    out.write(snap.read(f.name))
+                try:
+                    db.ingest_external_file([path], ingest)
+                except Exception as exc:
+                    raise CheckpointError(f"cannot apply delta {f.name!r} of the RocksDB snapshot of checkpoint "
+                                          f"{snap.checkpoint_id}: {exc}") from exc
+                finally:
+                    if os.path.exists(path):
+                        os.remove(path)
+        finally:
+            db.close()
+    return {f.name: f for f in snap.sst if f.path is not None} if snap.from_checkpoint else {}
 
 
 def copy_key_groups(rocksdict: ModuleType, source_dir: str, db: Any, key_groups: KeyGroupRange) -> None:

@@ -157,8 +157,11 @@ def test_a_checkpoint_uploads_only_new_files_and_restores_exactly(backends, tmp_
     reused = {h.path for h in handle.shared} & {h.path for h in md2["operators"][UID]["subtasks"][0]["keyed"].shared}
     assert reused  # shared by both checkpoints
     [r] = restore(sb, md2, storage.read_state, 1, backends)
-    # the restored backend continues incrementally: it knows the files already uploaded
-    assert len(r.uploads) == len(md2["operators"][UID]["subtasks"][0]["keyed"].shared)
+    # checkpoint 2 is a delta: the base's files plus one small delta file
+    shared2 = md2["operators"][UID]["subtasks"][0]["keyed"].shared
+    assert [h.path for h in shared2[:-1]] == [h.path for h in handle.shared] and "delta-2" in shared2[-1].path
+    # the restored backend continues incrementally: it knows the base files already uploaded
+    assert len(r.uploads) == len(handle.shared)
     expected = {k: ("changed" if k % 100 == 0 else f"value-{k}" * 3) for k in range(20_000)}
     assert read_all(r) == expected
 
