@@ -22,6 +22,9 @@ is the figure to compare between p=1 and p=2 (wall clock is not), with the media
 ``--repeat`` runs::
 
     python -m benchmarks.profile_scaleout batch/window --cpu --repeat 5
+
+``nexmark/qN`` profiles a Nexmark query (``--events``) and prints its python loop's CPU
+seconds first: ``python -m benchmarks.profile_scaleout nexmark/q7,nexmark/q8 --top 10``.
 """
 
 from __future__ import annotations
@@ -152,6 +155,37 @@ def _cpu_report(name: str, fn: Callable[..., Any], data: str, repeat: int) -> No
     print(f"   p=2 / p=1 CPU seconds: {total[2] / total[1]:.2f}x")
 
 
+def _nexmark_jobs(events: int) -> dict[str, Callable[..., Any]]:
+    """``nexmark/qN``: the Nexmark query's dataflow at the given parallelism, as timed by
+    ``benchmarks.bench_nexmark`` (generation in the source tasks, results collected)."""
+    from benchmarks import bench_nexmark
+    from raystream.jobs import nexmark
+
+    def job(q: int) -> Callable[..., Any]:
+        def run(_data: str, parallelism: int) -> Any:
+            args = nexmark.parse_args(["--query", str(q), "--events", str(events)])
+            return bench_nexmark.raystream_query(q, args, parallelism)
+
+        return run
+
+    return {f"nexmark/q{q}": job(q) for q in nexmark.QUERIES}
+
+
+def _python_cpu(name: str, events: int) -> None:
+    """The python baseline of a Nexmark query: its CPU seconds (one thread, generation included)."""
+    from benchmarks import bench_nexmark
+    from raystream.jobs import nexmark
+
+    q = int(name.split("/q")[1])
+    args = nexmark.parse_args(["--query", str(q), "--events", str(events)])
+    cpu = []
+    for _ in range(3):
+        c = time.process_time()
+        bench_nexmark.python_query(q, args)
+        cpu.append(time.process_time() - c)
+    print(f"== {name} python loop: CPU {sorted(cpu)[1]:.2f} s (median of 3; one thread, generation included)")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.profile_scaleout", description=__doc__.splitlines()[0])
     ap.add_argument("workloads", nargs="?", default="batch/stateless,batch/keyed_sum,batch/window,"
@@ -160,6 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--top", type=int, default=0, help="also print the N functions with most own time per task")
     ap.add_argument("--cpu", action="store_true", help="CPU seconds per process instead of cProfile (see above)")
     ap.add_argument("--repeat", type=int, default=3, help="--cpu: runs per parallelism (interleaved)")
+    ap.add_argument("--events", type=int, default=200_000, help="events of the nexmark/qN workloads")
     args = ap.parse_args(argv)
     out_dir = tempfile.mkdtemp(prefix="raystream-profile-")
     if not args.cpu:
@@ -176,9 +211,12 @@ def main(argv: list[str] | None = None) -> None:
     jobs = {"batch/stateless": be.stateless_batch, "batch/keyed_sum": be.keyed_sum_batch,
             "batch/window": be.window_batch, "record/stateless": be.stateless_record,
             "record/keyed_sum": be.keyed_sum_record, "record/window": be.window_record}
+    jobs.update(_nexmark_jobs(args.events))
     try:
         for name in args.workloads.split(","):
             fn = jobs[name]
+            if name.startswith("nexmark/"):
+                _python_cpu(name, args.events)
             if args.cpu:
                 _cpu_report(name, fn, args.data, args.repeat)
                 continue
@@ -190,8 +228,11 @@ def main(argv: list[str] | None = None) -> None:
                 fn(args.data, parallelism=p)
                 wall, driver_cpu = time.perf_counter() - t, time.process_time() - c
                 time.sleep(0.3)  # the executors write their profiles as their threads end
-                print(f"== {name} p={p}: job wall {wall:.2f} s, driver CPU {driver_cpu:.2f} s")
-                for prof in sorted(glob.glob(os.path.join(out_dir, "*.prof"))):
+                profs = sorted(glob.glob(os.path.join(out_dir, "*.prof")))
+                cpus = [float(open(f[:-5] + ".wall").read().split("\t")[2].split()[2]) for f in profs]
+                print(f"== {name} p={p}: job wall {wall:.2f} s, driver CPU {driver_cpu:.2f} s; task threads' CPU "
+                      f"{sum(cpus):.2f} s in all, {max(cpus, default=0):.2f} s the busiest")
+                for prof in profs:
                     task, twall, tcpu = open(prof[:-5] + ".wall").read().strip().split("\t")
                     stats = pstats.Stats(prof, stream=io.StringIO())
                     split: dict[str, float] = {}

@@ -75,23 +75,25 @@ def records_to_arrow(records: Sequence[Any]) -> pa.RecordBatch:
     t0 = type(first)
     try:
         if t0 is dict:
-            keys = first.keys()
-            if keys and all(type(r) is dict and r.keys() == keys for r in records):
-                names = list(keys)
+            n = len(first)
+            # every record a dict with the first one's keys: all of length n (checked in C),
+            # and each of the n names present in each (a KeyError below otherwise)
+            if n and len(set(map(type, records))) == 1 and len(set(map(len, records))) == 1:
+                names = list(first)
                 # column by column: ~1.4x faster than RecordBatch.from_pylist on 64k rows
                 columns = [[r[k] for r in records] for k in names]
                 if all(_uniform(c) for c in columns):
                     rb = pa.RecordBatch.from_arrays([pa.array(c) for c in columns], names)
-                    if _is_flat(rb.schema) and rb.num_columns == len(keys):
+                    if _is_flat(rb.schema) and rb.num_columns == n:
                         return _with_kind(rb, _ROW)
         elif t0 in _SCALAR_TYPES:
-            if all(type(r) is t0 for r in records):
+            if len(set(map(type, records))) == 1:
                 arr = pa.array(records)
                 if not pa.types.is_nested(arr.type):
                     return _with_kind(pa.RecordBatch.from_arrays([arr], ["value"]), _SCALAR)
         elif t0 is tuple:
             n = len(first)
-            if n and all(type(r) is tuple and len(r) == n for r in records):
+            if n and len(set(map(type, records))) == 1 and len(set(map(len, records))) == 1:
                 cols = list(zip(*records))
                 if all(type(col[0]) in _SCALAR_TYPES and _uniform(col) for col in cols):
                     arrays = [pa.array(c) for c in cols]
@@ -99,7 +101,7 @@ def records_to_arrow(records: Sequence[Any]) -> pa.RecordBatch:
                         return _with_kind(
                             pa.RecordBatch.from_arrays(arrays, [f"f{i}" for i in range(n)]), _TUPLE
                         )
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, KeyError):
         pass  # mixed types, huge ints...: fall back to pickling
     return _pickled(records)
 
@@ -109,15 +111,25 @@ def arrow_to_records(batch: pa.RecordBatch) -> list:
     meta = batch.schema.metadata or {}
     kind = meta.get(KIND_KEY, _ROW)
     if kind == _SCALAR:
-        return batch.column(0).to_pylist()
+        return _pylist(batch.column(0))
     if kind == _PICKLE:
         return [pickle.loads(b) for b in batch.column(0).to_pylist()]
     if kind == _TUPLE:
-        return list(zip(*(c.to_pylist() for c in batch.columns))) if batch.num_rows else []
+        return list(zip(*(_pylist(c) for c in batch.columns))) if batch.num_rows else []
     names = tuple(batch.schema.names)
     if len(set(names)) != len(names) or not names:
         return batch.to_pylist()
-    return _row_builder(names)([c.to_pylist() for c in batch.columns])
+    return _row_builder(names)([_pylist(c) for c in batch.columns])
+
+
+def _pylist(column: pa.Array) -> list:
+    """``column.to_pylist()``; integer, float32/64 and bool columns without nulls through
+    numpy's ``tolist()`` (the same Python ints, floats and bools, ~2x faster)."""
+    t = column.type
+    if not column.null_count and (pa.types.is_integer(t) or pa.types.is_boolean(t)
+                                  or pa.types.is_float32(t) or pa.types.is_float64(t)):
+        return column.to_numpy(zero_copy_only=False).tolist()
+    return column.to_pylist()
 
 
 #: builds dict rows from columns (lists of values, one per column name)
