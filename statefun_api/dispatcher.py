@@ -53,8 +53,9 @@ queued: barriers were not starved by the work).
 
 **State layout** (all in the keyed state backend, so it is snapshotted per key group and
 rescales): one ``ValueState`` per (function type, value spec), named
-``statefun/<typename>/<spec>``, holding a :class:`~statefun_api.types.TypedValue` with the
-spec's typename, with the spec's TTL (``expire_after_write`` refreshes on writes,
+``statefun/<typename>/<spec>``, holding ``(typename, decoded value)`` for a built-in
+immutable type (no TypedValue made per write) or a :class:`~statefun_api.types.TypedValue`
+with the spec's typename, with the spec's TTL (``expire_after_write`` refreshes on writes,
 ``expire_after_call`` on every invocation); ``statefun.delayed``, a ``MapState`` of the
 sending address: entry key (the cancellation token, or ``("#", seq)`` without one) ->
 ``(seq, fire_at_ms, message record)``; ``statefun.delay-seq``, the sender's sequence
@@ -77,6 +78,7 @@ Example (in-process; the engine normally builds it through
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import os
 import resource
@@ -85,7 +87,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from raystream.checkpoint import (
     HeapKeyedStateBackend,
@@ -105,7 +107,12 @@ from raystream.statefun_api.effects import DelayedMessage, InvocationResult
 from raystream.statefun_api.endpoints import RemoteEndpoint, endpoint_problem
 from raystream.statefun_api.errors import FunctionNotFound, StatefulFunctionError
 from raystream.statefun_api.functions import StatefulFunctions
-from raystream.statefun_api.invocation import invoke_prepared
+from raystream.statefun_api.invocation import (
+    BatchContext,
+    await_privately,
+    invocation_failure,
+    invoke_prepared,
+)
 from raystream.statefun_api.messages import Message
 from raystream.statefun_api.remote import RemoteFunctions, require_aiohttp
 from raystream.statefun_api.routing import (
@@ -129,7 +136,7 @@ from raystream.statefun_api.routing import (
 )
 from raystream.statefun_api.spill import SpillingQueue
 from raystream.statefun_api.state_layout import DELAY_SEQ_STATE, DELAYED_STATE, value_state_name
-from raystream.statefun_api.storage import load_storage, storage_changes, storage_class
+from raystream.statefun_api.storage import StorageSlots
 from raystream.statefun_api.types import Type, TypedValue, builtin_type
 
 __all__ = [
@@ -150,6 +157,7 @@ _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 #: the process's RSS is sampled for the rss_peak_bytes gauge at most this often (seconds)
 _RSS_EVERY_S = 0.05
 _new_message = object.__new__
+_refcount = getattr(sys, "getrefcount", lambda obj: 1 << 30)  # no reference counts (not CPython): never reuse
 
 
 @dataclass
@@ -254,6 +262,7 @@ class FunctionDispatcher(StreamOperator):
         self._restored_batches: list[Any] = []
         self._busy_checkpoints: set[int] = set()
         self._rpc: Any = None  # RemoteFunctions, when endpoints are declared (created in open)
+        self._context: BatchContext | None = None  # reused by consecutive invocations (_run_sync)
         self.counters = {
             "invocations": 0,
             "messages": 0,
@@ -307,15 +316,9 @@ class FunctionDispatcher(StreamOperator):
                 states.append((spec.name, st, spec.type.typename))
             self._values[typename] = states
         self._fns = {typename: self.functions.for_typename(typename) for typename in self._values}
-        self._by_name = {t: {name: st for name, st, _ in states} for t, states in self._values.items()}
-        # per function type: (function, storage class, [(spec, state)], spec name -> state)
+        # per function type: (function, its reusable storage bound to the spec states)
         self._layouts = {
-            t: (
-                self._fns[t],
-                storage_class(self._fns[t].specs),
-                [(spec, st) for spec, (_, st, _) in zip(self._fns[t].specs, states)],
-                self._by_name[t],
-            )
+            t: (self._fns[t], StorageSlots(t, self._fns[t].specs, [st for _, st, _ in states]))
             for t, states in self._values.items()
         }
         self._delayed = backend.get_state(MapStateDescriptor(DELAYED_STATE))
@@ -713,73 +716,133 @@ class FunctionDispatcher(StreamOperator):
 
     # ------------------------------------------------------------------ invocation
     def _invoke(self, key: tuple[str, str], records: list[MessageRecord]) -> None:
-        """Invoke the function of ``key`` with ``records`` (all addressed to it): messages
-        are built from the records without decoding values held decoded, the storage from
-        keyed state, and the changed values go back to keyed state as they are (decoded
-        built-in values are serialized only by a snapshot, a remote call or an egress)."""
-        typename, fid = key
+        """Invoke the function of ``key`` with ``records`` (all addressed to it): the storage
+        from keyed state, messages from the records without decoding values held decoded,
+        and the changed values go back to keyed state as they are (decoded built-in values
+        are serialized only by a snapshot, a remote call or an egress)."""
+        typename = key[0]
+        layout = self._layouts.get(typename)
+        if layout is None:
+            self._not_found(key, records)
+        fn, slots = layout
+        address = self._callers.get(key)  # Address objects are immutable: share them
+        if address is None:
+            address = self.address_of(key)
+        kg = self._kg_cache.get(key)
+        if kg is None:
+            kg = self._key_group(key)
+        self.backend.set_current_key_with_group(key, kg)
         try:
-            address = self._callers.get(key)  # Address objects are immutable: share them
-            if address is None:
-                address = self.address_of(key)
-            layout = self._layouts.get(typename)
-            if layout is None:
-                first = records[0]
-                known = ", ".join(sorted(self.functions.typenames())) or "none"
-                if self.config.endpoints:
-                    known += "; remote endpoints: " + ", ".join(repr(ep.functions) for ep in self.config.endpoints)
-                raise FunctionNotFound(
-                    f"cannot deliver a message of type {first[VALUE_TYPENAME]!r} from {record_caller(first)} to "
-                    f"{address}: no function is registered under {typename!r} (registered: {known})",
-                    address=address,
-                    message_typename=first[VALUE_TYPENAME],
-                )
-            fn, storage_cls, specs, by_name = layout
-            self.set_current_address(key)
             try:
-                storage = load_storage(storage_cls, typename, [(spec, st.value()) for spec, st in specs])
+                storage = slots.load()
             except TypeError as exc:
                 raise StatefulFunctionError(
-                    f"cannot load the state of {address}: {exc}", address=address, message_typename=records[0][VALUE_TYPENAME]
+                    f"cannot load the state of {address}: {exc}",
+                    address=address,
+                    message_typename=records[0][VALUE_TYPENAME],
                 ) from exc
-            messages = []
-            callers: list[Address | None] = []
-            new = _new_message
-            caller_cache = self._callers
-            vt_name: str | None = None
-            vt_type: Any = None
-            for r in records:
-                value = r[VALUE]
-                m = new(Message)
-                m.target_typename = typename
-                m.target_id = fid
-                if type(value) is bytes:
-                    tv = TypedValue(r[VALUE_TYPENAME], r[HAS_VALUE], value)
-                    m._tv = tv
-                    m._type = None
-                    m._obj = None
-                else:
-                    if r[VALUE_TYPENAME] != vt_name:
-                        vt_name = r[VALUE_TYPENAME]
-                        vt_type = builtin_type(vt_name)
-                    m._tv = None
-                    m._type = vt_type
-                    m._obj = value
-                messages.append(m)
-                if r[CALLER_TYPENAME]:
-                    ck = (r[CALLER_TYPENAME], r[CALLER_ID])
-                    caller = caller_cache.get(ck)
-                    if caller is None:
-                        if len(caller_cache) >= _KG_CACHE_LIMIT:
-                            caller_cache.clear()
-                        caller = caller_cache[ck] = Address.of(r[CALLER_TYPENAME], r[CALLER_ID])
-                    callers.append(caller)
-                else:
-                    callers.append(None)
-            result = invoke_prepared(fn, address, storage, messages, callers)
-            self._apply(key, address, records, result, [(by_name[name], tv) for name, tv in storage_changes(storage)])
+            if fn.is_async:
+                result = invoke_prepared(fn, address, storage, *self._messages_of(key, records))
+            else:
+                result = self._run_sync(fn.fun, key, address, storage, records)
+            self._apply(key, address, records, result, slots.changes())
         except Exception as exc:
             raise UserCodeError(_describe(records), exc) from exc
+        context = self._context
+        # references: slots, the local `storage`, the argument (+ the reused context's two)
+        if _refcount(storage) > (5 if context is not None and context._storage is storage else 3):
+            self._layouts[typename] = (fn, StorageSlots(typename, fn.specs, slots.handles))  # the function kept it
+        if result.outgoing or result.delayed_actions or result.egress:  # the reused result starts empty
+            result.outgoing = []
+            result.delayed_actions = []
+            result.egress = []
+
+    def _run_sync(
+        self, fun: Any, key: tuple[str, str], address: Address, storage: Any, records: list[MessageRecord]
+    ) -> InvocationResult:
+        """Call the sync function ``fun`` on each record's message in order: the lean path of
+        :func:`~statefun_api.invocation.invoke_prepared` (same semantics and errors). One
+        :class:`~statefun_api.invocation.BatchContext` (and its result) serves consecutive
+        batches, and one Message object consecutive messages, as long as the function keeps
+        no reference to them (checked with the reference count after each call: a function
+        that keeps one, e.g. to send it on, gets a fresh object next time)."""
+        context = self._context
+        if context is None:
+            context = self._context = BatchContext(address, storage, InvocationResult())
+        else:
+            context._address = address
+            context._storage = storage
+        context.storage = storage  # type: ignore[misc]  # a slot of BatchContext
+        result = context._result
+        typename, fid = key
+        caller_cache = self._callers
+        vt_name: str | None = None
+        vt_type: Any = None
+        m: Any = None
+        for index, r in enumerate(records):
+            if m is None:
+                m = _new_message(Message)
+                m.target_typename = typename
+                m.target_id = fid
+            value = r[VALUE]
+            if type(value) is bytes:
+                m._tv = TypedValue(r[VALUE_TYPENAME], r[HAS_VALUE], value)
+                m._type = None
+                m._obj = None
+            else:
+                if r[VALUE_TYPENAME] != vt_name:
+                    vt_name = r[VALUE_TYPENAME]
+                    vt_type = builtin_type(vt_name)
+                m._tv = None  # (a TypedValue the function asked for is made again for this value)
+                m._type = vt_type
+                m._obj = value
+            if r[CALLER_TYPENAME]:
+                ck = (r[CALLER_TYPENAME], r[CALLER_ID])
+                caller = caller_cache.get(ck)
+                if caller is None:
+                    caller = self.address_of(ck)
+                context._caller = caller
+            else:
+                context._caller = None
+            try:
+                outcome = fun(context, m)
+            except Exception as exc:
+                raise invocation_failure(address, index, len(records), m.value_typename(), context._caller, exc) from exc
+            if outcome is not None and inspect.isawaitable(outcome):  # a sync wrapper returning a coroutine
+                await_privately(outcome, address, index, len(records), m.value_typename(), context._caller)
+            if _refcount(m) > 2:  # the function kept the message (local `m` + the call's argument)
+                m = None
+        if _refcount(context) > 3:  # the function kept the context (self._context, local, argument)
+            self._context = None
+        return result
+
+    def _messages_of(self, key: tuple[str, str], records: list[MessageRecord]) -> tuple[list[Message], list[Address | None]]:
+        """The messages and callers of ``records`` (for async functions)."""
+        typename, fid = key
+        messages: list[Message] = []
+        callers: list[Address | None] = []
+        for r in records:
+            value = r[VALUE]
+            if type(value) is bytes:
+                messages.append(Message._unchecked(typename, fid, TypedValue(r[VALUE_TYPENAME], r[HAS_VALUE], value)))
+            else:
+                messages.append(Message._decoded(typename, fid, builtin_type(r[VALUE_TYPENAME]), value))  # type: ignore[arg-type]
+            callers.append(self.address_of((r[CALLER_TYPENAME], r[CALLER_ID])) if r[CALLER_TYPENAME] else None)
+        return messages, callers
+
+    def _not_found(self, key: tuple[str, str], records: list[MessageRecord]) -> NoReturn:
+        address = self.address_of(key)
+        first = records[0]
+        known = ", ".join(sorted(self.functions.typenames())) or "none"
+        if self.config.endpoints:
+            known += "; remote endpoints: " + ", ".join(repr(ep.functions) for ep in self.config.endpoints)
+        exc = FunctionNotFound(
+            f"cannot deliver a message of type {first[VALUE_TYPENAME]!r} from {record_caller(first)} to "
+            f"{address}: no function is registered under {key[0]!r} (registered: {known})",
+            address=address,
+            message_typename=first[VALUE_TYPENAME],
+        )
+        raise UserCodeError(_describe(records), exc) from exc
 
     # ------------------------------------------------------------------ applying results
     def apply_result(

@@ -50,7 +50,16 @@ from raystream.statefun_api.storage import (
     storage_mutations,
 )
 
-__all__ = ["Invocation", "invoke", "invoke_async", "invoke_trusted", "invoke_prepared"]
+__all__ = [
+    "Invocation",
+    "invoke",
+    "invoke_async",
+    "invoke_trusted",
+    "invoke_prepared",
+    "BatchContext",
+    "invocation_failure",
+    "await_privately",
+]
 
 R = TypeVar("R")
 
@@ -180,14 +189,8 @@ class _Batch:
         return self.finish()
 
     def failure(self, index: int, exc: BaseException) -> StatefulFunctionError:
-        typename = self.messages[index].value_typename()
-        caller = self.callers[index] or "ingress"
-        return StatefulFunctionError(
-            f"function {self.target} failed on a message of type {typename!r} from {caller} "
-            f"(message {index + 1} of {len(self.messages)} in the batch): "
-            f"{type(exc).__name__}: {exc}",
-            address=self.target,
-            message_typename=typename,
+        return invocation_failure(
+            self.target, index, len(self.messages), self.messages[index].value_typename(), self.callers[index], exc
         )
 
     def finish(self) -> InvocationResult:
@@ -271,12 +274,52 @@ def invoke_trusted(
     return _run_batch(_Batch.trusted(fn, target, state, messages, callers))
 
 
-class _FastContext(Context):
-    """The :class:`~statefun_api.context.Context` of :func:`invoke_prepared`: ``storage`` is
-    a plain attribute (set once) rather than a property, which saves a Python call on every
-    ``context.storage`` access of the hot path; otherwise the same object."""
+def invocation_failure(
+    target: Address, index: int, count: int, value_typename: str, caller: Address | None, exc: BaseException
+) -> StatefulFunctionError:
+    """The error of a function that raised ``exc`` on message ``index`` (of ``count``) of a
+    batch to ``target``; raise it ``from exc``.
+
+    Example:
+        >>> str(invocation_failure(Address.of("a/f", "1"), 0, 2, "t/int", None, KeyError("x")))
+        "function a/f/1 failed on a message of type 't/int' from ingress (message 1 of 2 in the batch): KeyError: 'x'"
+    """
+    return StatefulFunctionError(
+        f"function {target} failed on a message of type {value_typename!r} from {caller or 'ingress'} "
+        f"(message {index + 1} of {count} in the batch): "
+        f"{type(exc).__name__}: {exc}",
+        address=target,
+        message_typename=value_typename,
+    )
+
+
+def await_privately(
+    outcome: Awaitable[Any], target: Address, index: int, count: int, value_typename: str, caller: Address | None
+) -> None:
+    """Drive an awaitable that a *sync* function returned (e.g. a wrapper returning a
+    coroutine) on a private event loop, as :func:`invoke` does; a failure raises
+    :func:`invocation_failure`."""
+
+    async def one() -> None:
+        try:
+            await outcome
+        except Exception as exc:
+            raise invocation_failure(target, index, count, value_typename, caller, exc) from exc
+
+    _run_private(one(), target)
+
+
+class BatchContext(Context):
+    """The :class:`~statefun_api.context.Context` of :func:`invoke_prepared` and of the
+    engine's dispatcher: ``storage`` is a plain attribute (set per batch) rather than a
+    property, which saves a Python call on every ``context.storage`` access of the hot path;
+    otherwise the same object. The dispatcher reuses one for consecutive batches (rebinding
+    ``_address``, ``_storage``, ``storage`` and ``_caller``) while no function keeps it."""
 
     __slots__ = ("storage",)
+
+
+_FastContext = BatchContext
 
 
 def invoke_prepared(

@@ -284,7 +284,11 @@ class LocalDispatchers:
         st = op.backend.get_state(ValueStateDescriptor(value_state_name(typename, name)))
         op.backend.set_current_key(key)
         tv = st.value()
-        if tv is None or not tv.has_value:
+        if tv is None:
+            return None
+        if type(tv) is tuple:  # (typename, value) of a built-in type, kept decoded by the dispatcher
+            return tv[1]
+        if not tv.has_value:
             return None
         if value_type is None:
             return decode_by_typename(tv)

@@ -74,7 +74,7 @@ from raystream.statefun_api.routing import (
     record_typed_value,
 )
 from raystream.statefun_api.state_layout import value_state_name
-from raystream.statefun_api.types import TypedValue
+from raystream.statefun_api.types import TypedValue, builtin_type
 
 __all__ = ["RemoteCaller", "RemoteFunctions", "InvocationHost", "CallResult", "RemoteFunctionError", "require_aiohttp"]
 
@@ -315,6 +315,8 @@ class RemoteFunctions:
             state = batch.state
             for name, (st, spec_typename) in specs.items():
                 tv = st.value()
+                if type(tv) is tuple:  # (typename, value) of a built-in type, kept decoded by the dispatcher
+                    tv = TypedValue.of(builtin_type(tv[0]), tv[1])  # type: ignore[arg-type]
                 pv = state.add()
                 pv.state_name = name
                 value = pv.state_value

@@ -44,8 +44,10 @@ __all__ = [
     "make_storage",
     "storage_mutations",
     "storage_changes",
+    "dirty_values",
     "storage_class",
     "load_storage",
+    "StorageSlots",
 ]
 
 StateValue = bytes | TypedValue | None
@@ -262,14 +264,55 @@ def storage_changes(storage: AddressScopedStorage) -> list[tuple[str, TypedValue
     return [(name, cell.typed_value()) for name, cell in cells.items() if cell.dirty]
 
 
+def dirty_values(storage: AddressScopedStorage) -> list[tuple[str, Any]]:
+    """The values assigned or deleted, as the engine's dispatcher keeps them in keyed state:
+    ``(name, value)`` where value is ``(typename, decoded object)`` for a valid value of a
+    built-in immutable type (int, long, double, string, bool: no TypedValue is made), else
+    a :class:`TypedValue`; ``None``: deleted. :func:`load_storage` reads both forms back.
+
+    Example:
+        >>> from raystream.statefun_api.spec import ValueSpec
+        >>> s = make_storage("a/b", [ValueSpec("n", IntType), ValueSpec("m", IntType)], {"m": b"\\r\\x01\\x00\\x00\\x00"})
+        >>> s.n = 3
+        >>> del s.m
+        >>> dirty_values(s)
+        [('n', ('io.statefun.types/int', 3)), ('m', None)]
+    """
+    cells: dict[str, _Cell] = _getattribute(storage, "_AddressScopedStorage__cells")
+    return [
+        (name, (cell.spec.type.typename, cell.obj) if cell.tv is _STALE else cell.tv)
+        for name, cell in cells.items()
+        if cell.dirty
+    ]
+
+
+_getattribute = object.__getattribute__
+
+
 def load_storage(
-    cls: type[AddressScopedStorage], typename: str, values: list[tuple[ValueSpec, TypedValue | None]]
+    cls: type[AddressScopedStorage], typename: str, values: list[tuple[ValueSpec, Any]]
 ) -> AddressScopedStorage:
-    """The storage of one address from ``(spec, stored TypedValue or None)`` pairs, with the
-    class from :func:`storage_class` (the engine's dispatcher, once per invocation)."""
+    """The storage of one address from ``(spec, stored value)`` pairs, with the class from
+    :func:`storage_class` (the engine's dispatcher, once per invocation). A stored value is
+    ``None`` (no value), a :class:`TypedValue`, or ``(typename, decoded object)`` of a
+    built-in immutable type as :func:`dirty_values` gives it."""
     cells = {}
     for spec, tv in values:
-        if tv is None or (type(tv) is TypedValue and tv.typename == spec.type.typename):
+        if type(tv) is tuple:  # kept decoded by the dispatcher
+            if tv[0] != spec.type.typename:
+                raise TypeError(
+                    f"state {spec.name!r} of function {typename!r} is declared as "
+                    f"{spec.type.typename!r} but the stored value has type {tv[0]!r}"
+                )
+            rng = _RANGES.get(spec.type, _NO_RANGE)
+            cell = _new_cell(_Cell)
+            cell.spec = spec
+            cell.typename = typename
+            cell.dirty = False
+            cell._exact, cell._lo, cell._hi = rng
+            cell.tv = _STALE
+            cell.obj = tv[1]
+        elif tv is None or tv.typename == spec.type.typename:
             cell = _new_cell(_Cell)  # the checks of _Cell.__init__ hold: set the slots directly
             cell.spec = spec
             cell.typename = typename
@@ -317,7 +360,9 @@ _CLASSES: dict[tuple[str, ...], type[AddressScopedStorage]] = {}
 
 def _cell_property(name: str) -> property:
     def fget(self: Any) -> Any:
-        return self._AddressScopedStorage__cells[name].get()
+        cell = self._AddressScopedStorage__cells[name]
+        obj = cell.obj
+        return cell.get() if obj is _UNSET else obj  # a cached decoded value without a call
 
     def fset(self: Any, value: Any) -> None:
         self._AddressScopedStorage__cells[name].set(value)
@@ -326,3 +371,81 @@ def _cell_property(name: str) -> property:
         self._AddressScopedStorage__cells[name].delete()
 
     return property(fget, fset, fdel, f"The declared value {name!r}.")
+
+
+class StorageSlots:
+    """One reusable :class:`AddressScopedStorage` of a function type, bound to one state
+    handle per declared spec: what the engine's dispatcher loads and stores per invocation.
+
+    :meth:`load` fills the storage's cells from ``handle.value()`` of each handle (the keyed
+    state of the current address; ``None``, a :class:`TypedValue` or ``(typename, decoded
+    object)`` as :meth:`changes` gives it), :meth:`changes` returns ``(handle, new value)``
+    for the values the function assigned or deleted (``None``: deleted). Reusing the cells
+    saves creating a storage per invocation; the caller must stop reusing it (make a new
+    one) once a function keeps a reference to the storage (:attr:`storage`).
+
+    Example:
+        >>> from raystream.statefun_api.spec import ValueSpec
+        >>> class Handle:
+        ...     def __init__(self, v): self.v = v
+        ...     def value(self): return self.v
+        >>> h = Handle(("io.statefun.types/int", 41))
+        >>> slots = StorageSlots("a/counter", (ValueSpec("n", IntType),), [h])
+        >>> s = slots.load()
+        >>> s.n += 1
+        >>> [(handle is h, value) for handle, value in slots.changes()]
+        [(True, ('io.statefun.types/int', 42))]
+    """
+
+    __slots__ = ("storage", "handles", "_slots", "_typename")
+
+    def __init__(self, typename: str, specs: tuple[ValueSpec, ...], handles: list[Any]) -> None:
+        cells: dict[str, _Cell] = {spec.name: _Cell(spec, typename, None) for spec in specs}
+        self.storage = storage_class(specs)(typename, cells)
+        self._typename = typename
+        self.handles = list(handles)
+        # (cell, handle, value typename, exact Python type of a value kept decoded)
+        self._slots = [
+            (cells[spec.name], handle, spec.type.typename, _RANGES.get(spec.type, _NO_RANGE)[0])
+            for spec, handle in zip(specs, handles)
+        ]
+
+    def load(self) -> AddressScopedStorage:
+        """The storage holding the handles' current values, nothing written yet.
+
+        Raises:
+            TypeError: a stored value is not of the spec's declared type.
+        """
+        for cell, handle, typename, exact in self._slots:
+            value = handle.value()
+            cell.dirty = False
+            if type(value) is tuple and value[0] == typename and type(value[1]) is exact:
+                cell.tv = _STALE
+                cell.obj = value[1]
+            elif value is None:
+                cell.tv = None
+                cell.obj = _UNSET
+            elif type(value) is TypedValue and value.typename == typename:
+                if value.has_value:
+                    cell.tv = value
+                    cell.obj = value._obj if value._type is cell.spec.type else _UNSET
+                else:
+                    cell.tv = None
+                    cell.obj = _UNSET
+            else:
+                stored = value[0] if type(value) is tuple else getattr(value, "typename", type(value).__name__)
+                raise TypeError(
+                    f"state {cell.spec.name!r} of function {self._typename!r} is declared as "
+                    f"{typename!r} but the stored value has type {stored!r}"
+                )
+        return self.storage
+
+    def changes(self) -> list[tuple[Any, Any]]:
+        """``(handle, value)`` of each value assigned (``(typename, object)`` for a built-in
+        immutable value, else a TypedValue) or deleted (``None``) since :meth:`load`."""
+        out = []
+        for cell, handle, typename, _exact in self._slots:
+            if cell.dirty:
+                tv = cell.tv
+                out.append((handle, (typename, cell.obj) if tv is _STALE else tv))
+        return out

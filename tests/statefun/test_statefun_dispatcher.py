@@ -470,3 +470,28 @@ def test_records_are_routed_to_the_feedback_side_output_only_when_remote():
     assert remote and all(key_group_for((r[0], r[1]), 128) not in op.ctx.key_group_range for r in remote)
     assert all(r[2:4] == ("test/counter", src) for r in remote)
     assert len(remote) + len(out.side["egress:test/counts"]) == 30
+
+
+# ---------------------------------------------------------------------------- reused objects
+def test_messages_contexts_and_storages_a_function_keeps_are_not_reused():
+    """The dispatcher reuses one Message, Context and storage object across messages and
+    invocations only while the function keeps none of them: kept ones keep their values."""
+    kept_messages, kept_storages, kept_contexts = [], [], []
+    functions = StatefulFunctions()
+
+    @functions.bind("test/keeper", specs=[ValueSpec("n", IntType)])
+    def keeper(context, message):
+        context.storage.n = message.as_int()
+        if context.address.id == "keep":
+            kept_messages.append(message)
+            kept_storages.append(context.storage)
+            kept_contexts.append(context)
+
+    run = LocalDispatchers(functions)
+    run.send(*[message_builder("test/keeper", "keep", int_value=i) for i in range(3)])
+    run.send(*[message_builder("test/keeper", f"other{i}", int_value=100 + i) for i in range(5)])
+    run.send(message_builder("test/keeper", "keep", int_value=7))
+    assert [m.as_int() for m in kept_messages] == [0, 1, 2, 7]
+    assert [s.n for s in kept_storages] == [2, 2, 2, 7]  # one storage per invocation, never refilled
+    assert [c.address.id for c in kept_contexts] == ["keep"] * 4
+    assert [run.state("test/keeper", f"other{i}", "n") for i in range(5)] == [100, 101, 102, 103, 104]
