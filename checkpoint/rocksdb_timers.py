@@ -20,6 +20,11 @@ the read cache), so a snapshot (which flushes the memtable) always holds them.
 Timers with the same time fire in (key group, key encoding) order, not in registration
 order as on the heap.
 
+Namespaces are encoded with :func:`~checkpoint.rocksdb_keys.encode_key` unless the
+operator gives the queue its own serializer (:meth:`RocksDBTimerQueue.set_namespace_serializer`;
+the window operator does: a TimeWindow as 17 bytes, which ``encode_key`` would pickle;
+its encoding is still one ``decode_key`` reads, as bytes).
+
 Example:
     >>> from raystream.engine.keygroups import KeyGroupRange
     >>> from raystream.checkpoint.rocksdb_backend import RocksDBKeyedStateBackend
@@ -37,7 +42,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import struct
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from raystream.engine.keygroups import KeyGroupRange, key_group_for
 
@@ -79,11 +84,11 @@ def _time_of(k: bytes) -> int:
     return int.from_bytes(k[_TIME_AT:_KEY_AT], "big") - _OFFSET
 
 
-def _decode(k: bytes) -> tuple[int, Any, Any]:
+def _decode(k: bytes, decode_ns: Callable[[bytes], Any] = decode_key) -> tuple[int, Any, Any]:
     """``(time, key, ns)`` of a timer's db key."""
     (size,) = _LEN.unpack_from(k, _KEY_AT)
     start = _KEY_AT + 4
-    return _time_of(k), decode_key(k[start:start + size]), decode_key(k[start + size:])
+    return _time_of(k), decode_key(k[start:start + size]), decode_ns(k[start + size:])
 
 
 class RocksDBTimerQueue:
@@ -100,6 +105,25 @@ class RocksDBTimerQueue:
         self._partial: set[int] = set()  # key groups with more timers than their cache holds
         self._heap: list[tuple[int, int, bytes]] = []  # (time, key group, db key) of heads; stale ones skipped
         self._size: int | None = None  # live timers (None: unknown since a restore, counted on demand)
+        self._encode_ns: Callable[[Any], bytes] = encode_key
+        self._decode_ns: Callable[[bytes], Any] = decode_key
+
+    def set_namespace_serializer(self, encode: Callable[[Any], bytes], decode: Callable[[bytes], Any]) -> None:
+        """Encode namespaces with ``encode`` (``decode`` inverts it) instead of
+        :func:`~checkpoint.rocksdb_keys.encode_key`: call it before the first timer is added,
+        with the same pair in every run that restores the queue (the bytes are in the db keys).
+
+        Example:
+            >>> from raystream.engine.keygroups import KeyGroupRange
+            >>> from raystream.checkpoint.rocksdb_backend import RocksDBKeyedStateBackend
+            >>> b = RocksDBKeyedStateBackend(KeyGroupRange(0, 127), 128)
+            >>> q = b.create_timer_queue("t")
+            >>> q.set_namespace_serializer(lambda ns: ns.to_bytes(2, "big"), lambda data: int.from_bytes(data, "big"))
+            >>> q.add("a", 7, 10), q.pop_due(10)
+            (True, (10, 'a', 7))
+            >>> b.close()
+        """
+        self._encode_ns, self._decode_ns = encode, decode
 
     # -- loading -----------------------------------------------------------------------
 
@@ -155,7 +179,7 @@ class RocksDBTimerQueue:
         else:
             kg = key_group_for(key, b._max_par)
             kpart = key_part(encode_key(key))
-        return kg, key_group_prefix(kg) + self._sid + (time + _OFFSET).to_bytes(8, "big") + kpart + encode_key(ns)
+        return kg, key_group_prefix(kg) + self._sid + (time + _OFFSET).to_bytes(8, "big") + kpart + self._encode_ns(ns)
 
     # -- the queue ---------------------------------------------------------------------
 
@@ -255,7 +279,7 @@ class RocksDBTimerQueue:
             self._push_head(group)
         if self._size is not None:
             self._size -= 1
-        return _decode(k)
+        return _decode(k, self._decode_ns)
 
     def peek_time(self) -> int | None:
         self._sync()
@@ -283,9 +307,9 @@ class RocksDBTimerQueue:
         out = []
         for k, _ in self._b._iter_range(lower, _upper(lower)):
             if k[_KEY_AT:_KEY_AT + len(kpart)] == kpart:
-                time, _key, ns = _decode(k)
+                time, _key, ns = _decode(k, self._decode_ns)
                 out.append((time, ns))
-        return sorted(out, key=lambda e: (e[0], encode_key(e[1])))
+        return sorted(out, key=lambda e: (e[0], self._encode_ns(e[1])))
 
     def snapshot(self) -> dict[int, list[tuple[int, Any, Any]]]:
         """Nothing: the timers are in the keyed snapshot."""

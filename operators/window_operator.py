@@ -41,7 +41,13 @@ from raystream.engine.records import Batch
 from .functions import RuntimeContext, keyed_state_backend
 from .time import TimestampAssigner
 from .timers import InternalTimerService, backend_timer_queues
-from .window_state import WINDOW_CONTENTS, WINDOW_TRIGGER_STATE, BackendWindowState
+from .window_state import (
+    WINDOW_CONTENTS,
+    WINDOW_TRIGGER_STATE,
+    BackendWindowState,
+    decode_window,
+    encode_window,
+)
 from .windows import (
     EventTimeTrigger,
     MergingWindowAssigner,
@@ -234,6 +240,10 @@ class WindowOperator(StreamOperator):
     def open(self, ctx: OperatorContext, output: Output) -> None:
         super().open(ctx, output)
         queues = backend_timer_queues(ctx.keyed_backend)  # off-heap (RocksDB): timers in the backend
+        for q in queues or ():
+            set_serializer = getattr(q, "set_namespace_serializer", None)
+            if set_serializer is not None:  # windows as 17 bytes, not pickled
+                set_serializer(encode_window, decode_window)
         self.timers: InternalTimerService[Any, Window] = InternalTimerService(
             ctx.max_parallelism, self._on_event_time_fast if self._fires_fast() else self._on_event_time,
             self._on_processing_time, ctx.register_processing_timer, ctx.clock, queues,

@@ -6,7 +6,9 @@ window) pair is one entry of a :class:`~checkpoint.state.MapState` (map key: the
 Flink's window namespace), so contents live in RocksDB, are part of the keyed snapshot and
 are re-split by key group on rescaling. Merging (session) assigners also keep each key's
 list of windows in a value state (Flink's merging-window set), so merging reads one entry
-instead of scanning the key's range.
+instead of scanning the key's range. A TimeWindow is stored (map key, timer namespace) as
+17 bytes (:func:`window_key`) instead of its pickle; every stored key still decodes with the
+backend's canonical key decoding.
 
 :class:`BackendWindowState` stands where the operator keeps ``key -> window -> value``
 dicts on the heap, with the part of the dict API the operator's window logic uses, so that
@@ -38,12 +40,26 @@ Example:
 
 from __future__ import annotations
 
+import struct
 from typing import Any, Iterator
 
 from raystream.checkpoint.backend import KeyedStateBackend
 from raystream.checkpoint.descriptors import MapStateDescriptor, ValueStateDescriptor
+from raystream.checkpoint.rocksdb_keys import decode_key, encode_key
 
-__all__ = ["BackendWindowState", "KeyWindows", "WINDOW_CONTENTS", "WINDOW_TRIGGER_STATE", "MERGING_WINDOWS"]
+from .windows import TimeWindow
+
+__all__ = [
+    "BackendWindowState",
+    "KeyWindows",
+    "WINDOW_CONTENTS",
+    "WINDOW_TRIGGER_STATE",
+    "MERGING_WINDOWS",
+    "encode_window",
+    "decode_window",
+    "window_key",
+    "window_of_key",
+]
 
 #: names of the window operator's state in an off-heap keyed backend
 WINDOW_CONTENTS = "_window/contents"
@@ -51,6 +67,48 @@ WINDOW_TRIGGER_STATE = "_window/trigger"
 MERGING_WINDOWS = "_window/merging"
 
 _RAISE: Any = object()
+_TIME_WINDOW = struct.Struct(">qq")
+
+
+def window_key(window: Any) -> Any:
+    """The key that stands for ``window`` in keyed state: 17 bytes (``b"w"``, start and end
+    as big-endian int64) for a :class:`TimeWindow`, which the canonical key encoding would
+    pickle, else the window itself. :func:`window_of_key` inverts it.
+
+    Example:
+        >>> window_key(TimeWindow(0, 10)) == b"w" + bytes(7) + bytes([0]) + bytes(7) + bytes([10])
+        True
+    """
+    if type(window) is TimeWindow:
+        try:
+            return b"w" + _TIME_WINDOW.pack(window.start, window.end)
+        except struct.error:  # beyond int64: stored as the window itself
+            pass
+    return window
+
+
+def window_of_key(key: Any) -> Any:
+    """The window :func:`window_key` stands for."""
+    if type(key) is bytes and len(key) == 17 and key[:1] == b"w":
+        return TimeWindow(*_TIME_WINDOW.unpack_from(key, 1))
+    return key
+
+
+def encode_window(window: Any) -> bytes:
+    """``encode_key(window_key(window))``: a window as a timer namespace in the keyed backend
+    (any reader decodes it with :func:`~checkpoint.rocksdb_keys.decode_key` and
+    :func:`window_of_key`).
+
+    Example:
+        >>> decode_window(encode_window(TimeWindow(0, 10))), len(encode_window(TimeWindow(0, 10)))
+        (TimeWindow(start=0, end=10), 18)
+    """
+    return encode_key(window_key(window))
+
+
+def decode_window(data: bytes) -> Any:
+    """The window :func:`encode_window` encoded."""
+    return window_of_key(decode_key(data))
 
 
 class BackendWindowState:
@@ -117,17 +175,16 @@ class KeyWindows:
     def get(self, window: Any, default: Any = None) -> Any:
         s = self._s
         s._set_key(self._key)
-        if default is None:
-            return s.map.get(window)
-        value = s.map.get(window)
-        if value is None and not s.map.contains(window):
+        w = window_key(window)
+        value = s.map.get(w)
+        if value is None and default is not None and not s.map.contains(w):
             return default
         return value
 
     def __setitem__(self, window: Any, value: Any) -> None:
         s = self._s
         s._set_key(self._key)
-        s.map.put(window, value)
+        s.map.put(window_key(window), value)
         if s.windows is not None:
             known = s.windows.value() or []
             if window not in known:
@@ -142,12 +199,13 @@ class KeyWindows:
         without a default)."""
         s = self._s
         s._set_key(self._key)
-        value = s.map.get(window)
-        if value is None and not s.map.contains(window):
+        w = window_key(window)
+        value = s.map.get(w)
+        if value is None and not s.map.contains(w):
             if default is _RAISE:
                 raise KeyError(window)
             return default
-        s.map.remove(window)
+        s.map.remove(w)
         if s.windows is not None:
             known = s.windows.value() or []
             if window in known:
