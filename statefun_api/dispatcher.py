@@ -772,7 +772,8 @@ class FunctionDispatcher(StreamOperator):
         else:
             context._address = address
             context._storage = storage
-        context.storage = storage  # type: ignore[misc]  # a slot of BatchContext
+        context.storage = storage  # type: ignore[misc]  # slots of BatchContext
+        context.address = address  # type: ignore[misc]
         result = context._result
         typename, fid = key
         caller_cache = self._callers

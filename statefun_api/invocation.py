@@ -312,11 +312,12 @@ def await_privately(
 class BatchContext(Context):
     """The :class:`~statefun_api.context.Context` of :func:`invoke_prepared` and of the
     engine's dispatcher: ``storage`` is a plain attribute (set per batch) rather than a
-    property, which saves a Python call on every ``context.storage`` access of the hot path;
-    otherwise the same object. The dispatcher reuses one for consecutive batches (rebinding
-    ``_address``, ``_storage``, ``storage`` and ``_caller``) while no function keeps it."""
+    property, which saves a Python call on every ``context.storage`` access of the hot path
+    (``address`` likewise); otherwise the same object. The dispatcher reuses one for
+    consecutive batches (rebinding ``_address``, ``address``, ``_storage``, ``storage`` and
+    ``_caller``) while no function keeps it."""
 
-    __slots__ = ("storage",)
+    __slots__ = ("storage", "address")
 
 
 _FastContext = BatchContext
@@ -338,6 +339,7 @@ def invoke_prepared(
     result = InvocationResult()
     context = _FastContext(target, storage, result)
     context.storage = storage  # type: ignore[misc]  # a slot in _FastContext
+    context.address = target  # type: ignore[misc]
     fun = fn.fun
     for index, message in enumerate(messages):
         context._caller = callers[index]
