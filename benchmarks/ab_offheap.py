@@ -40,8 +40,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _records(n: int) -> list[tuple[str, int, int]]:
-    """``(key, ts, value)``: 1,000 keys, 1 ms apart, slightly out of order."""
-    return [(f"k{(i * 7919) % 1000:03d}", i + (i * 31) % 7, i % 101) for i in range(n)]
+    """``(key, ts, value)``: 200 keys, 2 records per ms, slightly out of order, a 500 ms pause
+    every 10,000 records (sessions end there); ~5 records per key and 1 s window."""
+    return [(f"k{(i * 7919) % 200:03d}", i // 2 + 500 * (i // 10_000) + (i * 31) % 7, i % 101) for i in range(n)]
 
 
 def _drive(op: Any, rows: list, inputs: int = 1, chunk: int = 2000) -> list:
@@ -77,16 +78,17 @@ def _workloads() -> dict[str, Callable[[list], list]]:
 
     return {
         "tumbling (panes)": lambda rows: _drive(
-            WindowOperator(key.key_of, TumblingEventTimeWindows.of(100), REDUCE, add, timestamp_assigner=ts), rows),
+            WindowOperator(key.key_of, TumblingEventTimeWindows.of(1000), REDUCE, add, timestamp_assigner=ts), rows),
         "tumbling + lateness": lambda rows: _drive(
-            WindowOperator(key.key_of, TumblingEventTimeWindows.of(100), REDUCE, add, allowed_lateness=10,
+            WindowOperator(key.key_of, TumblingEventTimeWindows.of(1000), REDUCE, add, allowed_lateness=10,
                            timestamp_assigner=ts), rows),
         "sliding": lambda rows: _drive(
-            WindowOperator(key.key_of, SlidingEventTimeWindows.of(200, 100), REDUCE, add, timestamp_assigner=ts), rows),
+            WindowOperator(key.key_of, SlidingEventTimeWindows.of(2000, 1000), REDUCE, add, timestamp_assigner=ts),
+            rows),
         "sessions": lambda rows: _drive(
-            WindowOperator(key.key_of, EventTimeSessionWindows.with_gap(500), REDUCE, add, timestamp_assigner=ts), rows),
+            WindowOperator(key.key_of, EventTimeSessionWindows.with_gap(300), REDUCE, add, timestamp_assigner=ts), rows),
         "window join": lambda rows: _drive(
-            CoGroupWindowOperator((key, key), (ts, ts), TumblingEventTimeWindows.of(100),
+            CoGroupWindowOperator((key, key), (ts, ts), TumblingEventTimeWindows.of(1000),
                                   _CoGroup(lambda k, ls, rs: [(k, len(ls), len(rs))], None)), rows, inputs=2),
         "interval join": lambda rows: _drive(
             IntervalJoinOperator((key, key), (ts, ts), -1, 1, lambda a, b: (a[1], b[1])), rows, inputs=2),
