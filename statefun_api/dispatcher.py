@@ -128,7 +128,7 @@ from raystream.statefun_api.routing import (
     address_key,
     decode_egress_value,
     egress_tag,
-    encode_records,
+    feedback_batch,
     message_to_record,
     record_caller,
     record_to_invocation,
@@ -584,7 +584,7 @@ class FunctionDispatcher(StreamOperator):
             remote = self._remote
             remote.append(record)
             if len(remote) >= _CHUNK:
-                self.output.emit_side(FEEDBACK_TAG, Batch.of_records(encode_records(remote)))
+                self.output.emit_side(FEEDBACK_TAG, feedback_batch(remote))
                 self._remote = []
 
     def _drain(self, budget: int) -> None:
@@ -619,7 +619,7 @@ class FunctionDispatcher(StreamOperator):
             self._inbox.push(self._overflow)  # type: ignore[union-attr]
             self._overflow = []
         if self._remote:
-            self.output.emit_side(FEEDBACK_TAG, Batch.of_records(encode_records(self._remote)))
+            self.output.emit_side(FEEDBACK_TAG, feedback_batch(self._remote))
             self._remote = []
         if self._egress_out:
             for tag, values in self._egress_out.items():
