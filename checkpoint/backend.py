@@ -224,6 +224,10 @@ class KeyedStateBackend(ABC):
         return cls
 
     @abstractmethod
+    def state_names(self) -> list[str]:
+        """Names of all states: registered ones and restored ones not asked for yet."""
+
+    @abstractmethod
     def keys(self, state_name: str) -> Iterator[Any]:
         """Every key that has a (live) value in state ``state_name``."""
 

@@ -50,7 +50,15 @@ class HeapStateBackend:
     def serialize_snapshot(self, snapshot: KeyedStateSnapshot) -> bytes:
         return serialize_keyed_snapshot(snapshot)
 
-    def deserialize_snapshot(self, data: bytes, key_group_range: KeyGroupRange) -> KeyedStateSnapshot:
+    def deserialize_snapshot(self, data: bytes | RestoreInput,
+                             key_group_range: KeyGroupRange) -> KeyedStateSnapshot | SnapshotSource:
+        """A snapshot to restore from: the heap format, or a RocksDB backend's manifest
+        (switching a job back from RocksDB; the heap backend converts its key groups on
+        restore, which needs rocksdict)."""
+        if isinstance(data, RestoreInput):
+            return parse_manifest(data.manifest, data.reader, from_checkpoint=not data.reader.savepoint)
+        if is_rocksdb_manifest(data):
+            return parse_manifest(data)
         return deserialize_keyed_snapshot(data, key_group_range=key_group_range)
 
     def write_snapshot(self, storage: CheckpointStorage, job_id: str, checkpoint_id: int, name: str,
@@ -63,13 +71,32 @@ class HeapStateBackend:
 
     def restore_plan(self, metadata: dict, read: Callable[[Ref], bytes], vertices: list[dict], max_parallelism: int,
                      allow_non_restored_state: bool = True) -> tuple[dict, dict[str, list]]:
-        return build_restore_plan(metadata, read, vertices, max_parallelism, allow_non_restored_state)
+        """:func:`~checkpoint.coordinator.build_restore_plan`; a RocksDB job's manifests
+        come with the reader of their shared files."""
+        plan, committables = build_restore_plan(metadata, read, vertices, max_parallelism, allow_non_restored_state)
+        return _with_shared_readers(plan, metadata, read), committables
 
     def open_storage(self, location: CheckpointStorage | Location) -> CheckpointStorage:
         return resolve_storage(location)
 
     def __repr__(self) -> str:
         return "HeapStateBackend()"
+
+
+def _with_shared_readers(plan: dict, metadata: dict, read: Callable[[Ref], bytes]) -> dict:
+    """``plan`` with every RocksDB manifest paired with the reader of its shared files (a
+    checkpoint's, or a savepoint's copies)."""
+    savepoint = any(isinstance(e.get("keyed"), str) for op in metadata["operators"].values()
+                    for e in op["subtasks"].values())
+    reader = SharedFileReader(read, savepoint)
+    wrapped: dict[int, object] = {}
+    for task_plan in plan.values():
+        for entry in task_plan.values():
+            entry["keyed"] = [
+                wrapped.setdefault(id(b), RestoreInput(b, reader)) if is_rocksdb_manifest(b) else b
+                for b in entry["keyed"]
+            ]
+    return plan
 
 
 class RocksDBStateBackend:
@@ -152,17 +179,7 @@ class RocksDBStateBackend:
         """:func:`~checkpoint.coordinator.build_restore_plan`, with every RocksDB manifest
         paired with the reader of its shared files (a checkpoint's, or a savepoint's copies)."""
         plan, committables = build_restore_plan(metadata, read, vertices, max_parallelism, allow_non_restored_state)
-        savepoint = any(isinstance(e.get("keyed"), str) for op in metadata["operators"].values()
-                        for e in op["subtasks"].values())
-        reader = SharedFileReader(read, savepoint)
-        wrapped: dict[int, object] = {}
-        for task_plan in plan.values():
-            for entry in task_plan.values():
-                entry["keyed"] = [
-                    wrapped.setdefault(id(b), RestoreInput(b, reader)) if is_rocksdb_manifest(b) else b
-                    for b in entry["keyed"]
-                ]
-        return plan, committables
+        return _with_shared_readers(plan, metadata, read), committables
 
     def open_storage(self, location: CheckpointStorage | Location) -> CheckpointStorage:
         return resolve_storage(location)

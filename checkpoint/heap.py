@@ -33,6 +33,8 @@ Example:
 from __future__ import annotations
 
 import math
+import shutil
+import tempfile
 from typing import Any, Iterator, TypeVar
 
 from raystream.engine.errors import CheckpointError, StateError
@@ -51,7 +53,7 @@ from .state import (
 )
 from .ttl import TtlCleanupCursor
 
-__all__ = ["HeapKeyedStateBackend"]
+__all__ = ["HeapKeyedStateBackend", "TIMERS_KIND"]
 
 T = TypeVar("T")
 K = TypeVar("K")
@@ -62,6 +64,10 @@ OUT = TypeVar("OUT")
 
 _NO_KEY: Any = object()
 _LIST, _MAP = "list", "map"
+#: the kind of the pseudo-states that carry an off-heap backend's timer queues into a heap
+#: restore: ``{key group: [(time, key, namespace)]}`` per queue name (see
+#: :meth:`HeapKeyedStateBackend.take_restored_timers`)
+TIMERS_KIND = "timers"
 
 
 def _live_entries(kind: str, entries: dict, limit: int) -> tuple[dict, float]:
@@ -111,6 +117,30 @@ def _convert_entries(kind: str, entries: dict, wrap: bool, now: int) -> dict:
     return {k: e[0] for k, e in entries.items()}
 
 
+def _from_rocksdb(snap: Any, key_groups: KeyGroupRange) -> KeyedStateSnapshot:
+    """A RocksDB backend's snapshot (read back from a manifest, or taken in this process)
+    in the heap format, for the key groups in ``key_groups``."""
+    from .rocksdb_files import (  # (rocksdict is needed only to read RocksDB snapshots)
+        DeltaSnapshot,
+        RocksDBSnapshot,
+        SnapshotSource,
+        export_heap_snapshot,
+        parse_manifest,
+        rocksdict_module,
+        serialize_full,
+    )
+
+    if isinstance(snap, (RocksDBSnapshot, DeltaSnapshot)):
+        snap = parse_manifest(serialize_full(snap))
+    if not isinstance(snap, SnapshotSource):
+        raise CheckpointError(f"restore() needs KeyedStateSnapshot objects (or RocksDB snapshots), got {snap!r}")
+    work = tempfile.mkdtemp(prefix="raystream-rocksdb-to-heap-")
+    try:
+        return export_heap_snapshot(rocksdict_module(), snap, key_groups, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 class HeapKeyedStateBackend(KeyedStateBackend):
     """Keyed state in Python dicts, stored per key group (Flink's ``HeapKeyedStateBackend``).
 
@@ -156,6 +186,7 @@ class HeapKeyedStateBackend(KeyedStateBackend):
         self._touched: set[int] = set()
         self._cache: dict[int, tuple[bytes, float]] = {}  # kg -> (bytes, earliest expiry)
         self._cursors: dict[str, TtlCleanupCursor] = {}  # TTL state name -> cleanup cursor
+        self._restored_timers: dict[str, dict[int, list]] = {}  # queue name -> key group -> timers
         self._sweep = 0  # index of the TTL state the background sweep works on
 
     # -- keys --------------------------------------------------------------------------
@@ -395,12 +426,15 @@ class HeapKeyedStateBackend(KeyedStateBackend):
                 dumps(entries, f"state {name!r} (key group {kg})")
             raise
 
-    def restore(self, snapshots: list[KeyedStateSnapshot]) -> None:
+    def restore(self, snapshots: list[Any]) -> None:
         """Replace all state with the key groups of ``snapshots`` that this backend owns.
 
         ``snapshots`` may come from any number of old subtasks (any old parallelism with
         the same ``max_parallelism``); key groups outside this backend's range are skipped
-        without being unpickled.
+        without being unpickled. A RocksDB backend's snapshot (switching a job back to the
+        heap backend: what :meth:`HeapStateBackend.deserialize_snapshot` reads from a
+        RocksDB checkpoint or savepoint) carries its timer queues along; the operators take
+        them with :meth:`take_restored_timers`.
 
         Raises:
             CheckpointError: max_parallelism differs, a key group appears in two snapshots,
@@ -410,7 +444,7 @@ class HeapKeyedStateBackend(KeyedStateBackend):
         chosen: dict[int, tuple[int, bytes]] = {}
         for i, snap in enumerate(snapshots):
             if not isinstance(snap, KeyedStateSnapshot):
-                raise CheckpointError(f"restore() needs KeyedStateSnapshot objects, got {snap!r}")
+                snap = _from_rocksdb(snap, self._range)
             if snap.max_parallelism != self._max_par:
                 raise CheckpointError(
                     f"cannot restore keyed state written with max_parallelism "
@@ -432,6 +466,10 @@ class HeapKeyedStateBackend(KeyedStateBackend):
                         "restore each old subtask's snapshot exactly once"
                     )
                 chosen[kg] = (i, blob)
+        timer_queues = {name for name, meta in metas.items() if meta.kind == TIMERS_KIND}
+        for name in timer_queues:
+            del metas[name]
+        self._restored_timers = {}
         for table in self._tables.values():
             table.clear()  # keep table objects: registered states point at them
         self._cache.clear()
@@ -440,6 +478,10 @@ class HeapKeyedStateBackend(KeyedStateBackend):
         for kg, (_, blob) in sorted(chosen.items()):
             per_state = loads(blob, f"key group {kg}")
             for name, entries in per_state.items():
+                if name in timer_queues:
+                    if entries:
+                        self._restored_timers.setdefault(name, {})[kg] = entries
+                    continue
                 if name not in metas:
                     raise CheckpointError(f"key group {kg} holds state {name!r} with no metadata")
                 self._tables.setdefault(name, {})[kg] = entries
@@ -462,6 +504,19 @@ class HeapKeyedStateBackend(KeyedStateBackend):
             else:
                 self._convert(name, meta, self._meta_of(state.descriptor))
 
+    def take_restored_timers(self, name: str) -> dict[int, list[tuple[int, Any, Any]]]:
+        """The timers of queue ``name`` that the last restore brought from an off-heap
+        (RocksDB) snapshot, ``{key group: [(time, key, namespace)]}`` (the heap timer
+        queues' snapshot format), handed over once: an operator that keeps its timers on
+        the heap adds them to its own (``{}`` when there are none).
+
+        Example:
+            >>> from raystream.engine.keygroups import KeyGroupRange
+            >>> HeapKeyedStateBackend(KeyGroupRange(0, 127), 128).take_restored_timers("_timers/event_time")
+            {}
+        """
+        return self._restored_timers.pop(name, {})
+
     def close(self) -> None:
         """Drop all state."""
         for table in self._tables.values():
@@ -471,6 +526,7 @@ class HeapKeyedStateBackend(KeyedStateBackend):
         self._cache.clear()
         self._touched.clear()
         self._restored.clear()
+        self._restored_timers.clear()
 
     def __repr__(self) -> str:
         return (

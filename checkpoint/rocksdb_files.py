@@ -51,7 +51,17 @@ from raystream.engine.keygroups import KeyGroupRange
 from raystream.engine.serde import dumps, loads
 
 from .format import decode_blob_view, encode_blob_parts, read_blob_header
-from .rocksdb_keys import KEY_GROUP_BYTES, encode_key, key_group_prefix, key_part, state_id
+from .heap import TIMERS_KIND
+from .rocksdb_keys import (
+    KEY_GROUP_BYTES,
+    STATE_ID_BYTES,
+    decode_key,
+    encode_key,
+    key_group_prefix,
+    key_part,
+    split_db_key,
+    state_id,
+)
 from .snapshot import KeyedStateSnapshot, StateMeta
 from .storage import IncrementalStateHandle, StateHandle
 
@@ -64,6 +74,7 @@ __all__ = [
     "SnapshotSource",
     "SstFile",
     "UploadRegistry",
+    "export_heap_snapshot",
     "is_rocksdb_manifest",
     "parse_manifest",
     "rocksdict_module",
@@ -718,6 +729,84 @@ def copy_key_groups(rocksdict: ModuleType, source_dir: str, db: Any, key_groups:
         db.write(batch)
     finally:
         src.close()
+
+
+#: timer queues of the keyed operators, for manifests written before they listed their queues
+_LEGACY_TIMER_QUEUES = ("_timers/event_time", "_timers/processing_time")
+_TIME_AT = KEY_GROUP_BYTES + STATE_ID_BYTES
+_KEY_LEN = struct.Struct(">I")
+
+
+def export_heap_snapshot(rocksdict: ModuleType, source: SnapshotSource, key_groups: KeyGroupRange,
+                         work_dir: str) -> KeyedStateSnapshot:
+    """The key groups of ``source`` in ``key_groups`` in the heap backend's snapshot format
+    (switching a job from RocksDB back to the heap backend). Entries keep their format
+    (TTL timestamps included); the timers of each queue become a ``"timers"`` pseudo-state
+    of ``[(time, key, namespace)]`` per key group, which the heap backend hands to the
+    operators (:meth:`HeapKeyedStateBackend.take_restored_timers`). ``work_dir`` holds the
+    database while it is read.
+
+    Raises:
+        CheckpointError: the snapshot holds entries of a state it has no metadata for.
+    """
+    lo, hi = max(source.key_group_range.start, key_groups.start), min(source.key_group_range.end, key_groups.end)
+    metas = dict(source.states)
+    names = {state_id(n): n for n in metas}
+    timers = {state_id(n): n for n in (source.timers or _LEGACY_TIMER_QUEUES)}
+    out: dict[int, bytes] = {}
+    if lo <= hi:
+        directory = os.path.join(work_dir, f"export-{uuid.uuid4().hex[:8]}")
+        try:
+            materialize(source, directory, rocksdict)
+            db = rocksdict.Rdict(directory, rocksdict.Options(raw_mode=True), access_type=rocksdict.AccessType.read_only())
+            try:
+                for kg in range(lo, hi + 1):
+                    blob = _export_group(db, kg, metas, names, timers, source.checkpoint_id)
+                    if blob is not None:
+                        out[kg] = blob
+            finally:
+                db.close()
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+    for name in timers.values():
+        metas[name] = StateMeta(TIMERS_KIND, None)
+    return KeyedStateSnapshot(source.checkpoint_id, source.max_parallelism, source.key_group_range, metas, out)
+
+
+def _export_group(db: Any, kg: int, metas: dict[str, StateMeta], names: dict[bytes, str], timers: dict[bytes, str],
+                  checkpoint_id: int) -> bytes | None:
+    prefix = key_group_prefix(kg)
+    upper = key_group_prefix(kg + 1) if kg + 1 < 1 << 16 else b"\xff\xff\xff"
+    per_state: dict[str, Any] = {}
+    it = db.iter()
+    it.seek(prefix)
+    while it.valid():
+        k = it.key()
+        if k >= upper:
+            break
+        sid = k[KEY_GROUP_BYTES:_TIME_AT]
+        name = names.get(sid)
+        if name is not None:
+            _, kbytes, rest = split_db_key(k)
+            value = loads(it.value(), f"an entry of state {name!r}")
+            if metas[name].kind == "map":
+                per_state.setdefault(name, {}).setdefault(decode_key(kbytes), {})[decode_key(rest)] = value
+            else:
+                per_state.setdefault(name, {})[decode_key(kbytes)] = value
+        elif sid in timers:
+            time = int.from_bytes(k[_TIME_AT:_TIME_AT + 8], "big") - (1 << 63)
+            (size,) = _KEY_LEN.unpack_from(k, _TIME_AT + 8)
+            start = _TIME_AT + 12
+            key, ns = decode_key(k[start:start + size]), decode_key(k[start + size:])
+            per_state.setdefault(timers[sid], []).append((time, key, ns))
+        else:
+            raise CheckpointError(
+                f"the RocksDB snapshot of checkpoint {checkpoint_id} holds entries of key group {kg} under state "
+                f"id {sid.hex()} that is neither a state ({sorted(metas)!r}) nor a timer queue "
+                f"({sorted(timers.values())!r})"
+            )
+        it.next()
+    return dumps(per_state, f"key group {kg}") if per_state else None
 
 
 def import_heap_snapshot(rocksdict: ModuleType, db: Any, snap: KeyedStateSnapshot, key_groups: KeyGroupRange) -> None:

@@ -30,7 +30,12 @@ from .functions import (
 from .time import TimestampAssigner
 from .timers import EVENT_TIMERS as EVENT_TIMERS  # (re-exported: the names of the timer queues)
 from .timers import PROCESSING_TIMERS as PROCESSING_TIMERS
-from .timers import InternalTimerService, TimerService, backend_timer_queues
+from .timers import (
+    InternalTimerService,
+    TimerService,
+    backend_restored_timers,
+    backend_timer_queues,
+)
 
 __all__ = ["ReduceOperator", "AggregateOperator", "KeyedProcessOperator", "AGGREGATIONS"]
 
@@ -187,6 +192,13 @@ class ReduceOperator(StreamOperator):
                 for kg, entries in (st or {}).get("by_key_group", {}).items():
                     if kg in ctx.key_group_range:
                         self.state.update(entries)
+            heap = keyed_state_backend(ctx) if backend is not None else None
+            if heap is not None and REDUCE_STATE in heap.state_names():  # a RocksDB job's savepoint: out of it
+                restored = heap.get_state(ReducingStateDescriptor(REDUCE_STATE, self.fn))
+                for k in list(heap.keys(REDUCE_STATE)):
+                    heap.set_current_key(k)
+                    self.state[k] = restored.get()
+                    restored.clear()
         self._restored = None
 
 
@@ -440,7 +452,7 @@ class KeyedProcessOperator(StreamOperator):
         )
         self.pctx._timer_service = TimerService(self.timers, self.pctx.get_current_key)
         self.tctx._timer_service = TimerService(self.timers, self.tctx.get_current_key)
-        self.timers.restore(self._restored_timers, ctx.key_group_range)
+        self.timers.restore(self._restored_timers + backend_restored_timers(self.backend), ctx.key_group_range)
         self._restored_timers = []
         self._out: list[Any] = []
         self.function.open(RuntimeContext(ctx))

@@ -241,6 +241,25 @@ def backend_timer_queues(backend: Any) -> tuple[KeyGroupedTimerQueue, KeyGrouped
     return backend.create_timer_queue(EVENT_TIMERS), backend.create_timer_queue(PROCESSING_TIMERS)
 
 
+def backend_restored_timers(backend: Any) -> list[dict[str, Any] | None]:
+    """Timers that a heap keyed ``backend`` restored from an off-heap (RocksDB) snapshot
+    (a job switched back from RocksDB), in the format of :meth:`InternalTimerService.snapshot`,
+    for ``InternalTimerService.restore``; ``[]`` when there are none or the backend keeps
+    the timers itself (``off_heap``).
+
+    Example:
+        >>> from raystream.checkpoint import HeapKeyedStateBackend
+        >>> from raystream.engine.keygroups import KeyGroupRange
+        >>> backend_restored_timers(HeapKeyedStateBackend(KeyGroupRange(0, 127), 128))
+        []
+    """
+    take = getattr(backend, "take_restored_timers", None)
+    if take is None or getattr(backend, "off_heap", False):
+        return []
+    event, processing = take(EVENT_TIMERS), take(PROCESSING_TIMERS)
+    return [{"event": event, "processing": processing}] if event or processing else []
+
+
 class InternalTimerService(Generic[K, N]):
     """Event-time and processing-time timers of one keyed operator subtask.
 

@@ -36,7 +36,12 @@ from .functions import (
     keyed_state_backend,
 )
 from .time import TimestampAssigner
-from .timers import InternalTimerService, TimerService, backend_timer_queues
+from .timers import (
+    InternalTimerService,
+    TimerService,
+    backend_restored_timers,
+    backend_timer_queues,
+)
 
 __all__ = [
     "TwoInputWatermarks",
@@ -144,7 +149,7 @@ class KeyedCoProcessOperator(_TwoInputBase):
                                            backend_timer_queues(ctx.keyed_backend))
         self.pctx._timer_service = TimerService(self.timers, self.pctx.get_current_key)
         self.tctx._timer_service = TimerService(self.timers, self.tctx.get_current_key)
-        self.timers.restore(self._restored, ctx.key_group_range)
+        self.timers.restore(self._restored + backend_restored_timers(ctx.keyed_backend), ctx.key_group_range)
         self._restored = []
         self._out: list = []
         self.function.open(RuntimeContext(ctx))
