@@ -124,11 +124,11 @@ def _from_rocksdb(snap: Any, key_groups: KeyGroupRange) -> KeyedStateSnapshot:
         DeltaSnapshot,
         RocksDBSnapshot,
         SnapshotSource,
-        export_heap_snapshot,
         parse_manifest,
         rocksdict_module,
         serialize_full,
     )
+    from .rocksdb_restore import export_heap_snapshot
 
     if isinstance(snap, (RocksDBSnapshot, DeltaSnapshot)):
         snap = parse_manifest(serialize_full(snap))

@@ -15,11 +15,18 @@ keys, or a TTL sweep. A warm cache makes a state access about as cheap as on the
 backend; memory is ``cache_size`` entries plus RocksDB's own bounded buffers
 (``write_buffer_bytes``, ``block_cache_bytes``), never proportional to the state.
 
-**Snapshots** (:meth:`RocksDBKeyedStateBackend.snapshot`, on the task thread): dirty
-entries are written, the memtable flushed, and a RocksDB checkpoint (hard links of the
-immutable SST files, a few ms) taken into a local directory. The snapshot writer then
-uploads only the SST files the backend had not uploaded before
-(:mod:`checkpoint.rocksdb_files`).
+**Snapshots** (:meth:`RocksDBKeyedStateBackend.snapshot`, on the task thread) are mostly
+*deltas*: the dirty cache entries are serialized and, with the change log (every entry
+written to RocksDB since the previous snapshot, by evictions, timers and TTL cleanup),
+handed to the snapshot writer, which writes them as one small sorted SST file and uploads
+it on top of the last *materialized* snapshot. A materialization writes the dirty entries,
+flushes the memtable and takes a RocksDB checkpoint (hard links of the immutable SST files)
+into a local directory; the writer uploads only the SST files not uploaded before
+(:mod:`checkpoint.rocksdb_files`). It happens for the first snapshot, after a failed write
+or a restore, when the change log outgrew ``changelog_bytes``, and when the chain's deltas
+reach :data:`DELTA_RATIO` of the base's bytes or :data:`MAX_DELTAS` deltas. The base's
+local directory stays until the next materialization (its hard links may keep SST files
+that compaction replaced: local disk up to twice the database).
 
 **TTL** works as on the heap backend (expired entries are never visible; incremental
 cleanup on access; ``cleanup(budget)`` sweeps in the background); an expired entry may
@@ -66,9 +73,6 @@ from .rocksdb_files import (
     RocksDBSnapshot,
     SnapshotSource,
     UploadRegistry,
-    copy_key_groups,
-    import_heap_snapshot,
-    materialize,
     open_db,
     parse_manifest,
     rocksdict_module,
@@ -84,6 +88,7 @@ from .rocksdb_keys import (
     split_db_key,
     state_id,
 )
+from .rocksdb_restore import copy_key_groups, import_heap_snapshot, materialize
 from .rocksdb_state import ABSENT, ROCKSDB_STATE_CLASSES
 from .rocksdb_timers import RocksDBTimerQueue
 from .snapshot import KeyedStateSnapshot, StateMeta

@@ -1,23 +1,31 @@
-"""Files of the RocksDB state backend: local snapshots, incremental uploads, the snapshot
-manifest, and restoring a database from them (Flink's ``RocksIncrementalSnapshotStrategy``
-and ``RocksDBIncrementalRestoreOperation``, reduced to what raystream needs).
+"""Files of the RocksDB state backend: local snapshots, incremental uploads and the snapshot
+manifest (Flink's ``RocksIncrementalSnapshotStrategy`` plus a changelog of deltas, reduced
+to what raystream needs; restoring is :mod:`checkpoint.rocksdb_restore`).
 
-A snapshot is a RocksDB checkpoint in a local directory: hard links of the immutable SST
-files plus a few small files (``MANIFEST``, ``CURRENT``, ``OPTIONS``...). Writing it to
-checkpoint storage (:func:`write_incremental`) uploads, as **shared files**, only the SST
-files this backend has not uploaded before (an :class:`UploadRegistry` remembers which;
-an upload is recorded only once it succeeded, and the snapshot writer runs one snapshot at
-a time, so a later snapshot never points at a file an earlier one failed to write), and
-writes one **manifest** per checkpoint: a ``"rocksdb-keyed-state"`` blob with the small
-files inline and a reference (storage path, size, CRC-32, key-group range) per SST file.
-Its header lists the shared files too (field ``shared``), which is how a savepoint of it
-becomes self-contained (:meth:`CheckpointStorage.write_savepoint` copies them).
+A **materialized** snapshot is a RocksDB checkpoint in a local directory: hard links of the
+immutable SST files plus a few small files (``MANIFEST``, ``CURRENT``, ``OPTIONS``...).
+Writing it to checkpoint storage (:func:`write_incremental`) uploads, as **shared files**,
+only the SST files this backend has not uploaded before (an :class:`UploadRegistry`
+remembers which; an upload is recorded only once it succeeded, and the snapshot writer runs
+one snapshot at a time, so a later snapshot never points at a file an earlier one failed to
+write). It is the *base* of a chain of **delta** snapshots (:class:`DeltaSnapshot`): the
+entries changed since the previous snapshot, written by the snapshot writer as one sorted
+SST file and uploaded as a shared file; a delta's manifest references the base's SST files
+and every delta of the chain so far, and a restore ingests the deltas in order on top of
+the base. A failed or missing write breaks the chain (its later deltas are refused), and
+the backend materializes again. Every checkpoint writes one **manifest**: a
+``"rocksdb-keyed-state"`` blob with the small files inline and a reference (storage path,
+size, CRC-32, key-group range) per SST file. Its header lists the shared files too (field
+``shared``), which is how a savepoint of it becomes self-contained
+(:meth:`CheckpointStorage.write_savepoint` copies them).
 
 Manifest payload::
 
     uint32 LE  header length H
     H bytes    JSON: checkpoint_id, max_parallelism, key_group_range, states {name: {kind, ttl_ms}},
+                     timers [timer queue names],
                      sst [{name, size, kg: [first, last], path, crc32 | inline: [offset, length]}],
+                     deltas [the same, applied in order on top of sst],
                      private [[name, offset, length]]
     ...        inline bytes (small files; SST files too in a self-contained snapshot)
 
@@ -48,21 +56,12 @@ from typing import Any, Callable
 
 from raystream.engine.errors import CheckpointError, ConfigError
 from raystream.engine.keygroups import KeyGroupRange
-from raystream.engine.serde import dumps, loads
 
 from .format import decode_blob_view, encode_blob_parts, read_blob_header
-from .heap import TIMERS_KIND
 from .rocksdb_keys import (
     KEY_GROUP_BYTES,
-    STATE_ID_BYTES,
-    decode_key,
-    encode_key,
-    key_group_prefix,
-    key_part,
-    split_db_key,
-    state_id,
 )
-from .snapshot import KeyedStateSnapshot, StateMeta
+from .snapshot import StateMeta
 from .storage import IncrementalStateHandle, StateHandle
 
 __all__ = [
@@ -74,7 +73,6 @@ __all__ = [
     "SnapshotSource",
     "SstFile",
     "UploadRegistry",
-    "export_heap_snapshot",
     "is_rocksdb_manifest",
     "parse_manifest",
     "rocksdict_module",
@@ -665,168 +663,3 @@ class RestoreInput:
 
     manifest: bytes
     reader: SharedFileReader
-
-
-# -- restoring ---------------------------------------------------------------------------
-
-
-def materialize(snap: SnapshotSource, directory: str, rocksdict: ModuleType | None = None, *,
-                write_buffer_bytes: int = 16 << 20, block_cache_bytes: int = 32 << 20) -> dict[str, SstFile]:
-    """Write the base files of ``snap`` into ``directory`` (an openable RocksDB directory)
-    and, if it has deltas, ingest them in order (``rocksdict`` and the :func:`open_db`
-    options needed then); returns its SST files that are in checkpoint storage and may be
-    referenced again."""
-    os.makedirs(directory, exist_ok=True)
-    names = [f.name for f in snap.sst] + list(snap.private)
-    for name in names:
-        with open(os.path.join(directory, name), "wb") as out:
-            out.write(snap.read(name))
-    if snap.deltas:
-        if rocksdict is None:
-            raise CheckpointError(f"the RocksDB snapshot of checkpoint {snap.checkpoint_id} has deltas: "
-                                  "materialize() needs the rocksdict module to ingest them")
-        db = open_db(rocksdict, directory, write_buffer_bytes=write_buffer_bytes, block_cache_bytes=block_cache_bytes)
-        try:
-            ingest = rocksdict.IngestExternalFileOptions()
-            ingest.set_move_files(True)
-            for n, f in enumerate(snap.deltas):
-                path = os.path.join(os.path.dirname(directory.rstrip(os.sep)), f"ingest-{uuid.uuid4().hex[:8]}-{n}.sst")
-                with open(path, "wb") as out:
-                    out.write(snap.read(f.name))
-                try:
-                    db.ingest_external_file([path], ingest)
-                except Exception as exc:
-                    raise CheckpointError(f"cannot apply delta {f.name!r} of the RocksDB snapshot of checkpoint "
-                                          f"{snap.checkpoint_id}: {exc}") from exc
-                finally:
-                    if os.path.exists(path):
-                        os.remove(path)
-        finally:
-            db.close()
-    return {f.name: f for f in snap.sst if f.path is not None} if snap.from_checkpoint else {}
-
-
-def copy_key_groups(rocksdict: ModuleType, source_dir: str, db: Any, key_groups: KeyGroupRange) -> None:
-    """Copy the entries of ``key_groups`` from the database in ``source_dir`` into ``db``."""
-    opts = rocksdict.Options(raw_mode=True)
-    src = rocksdict.Rdict(source_dir, opts, access_type=rocksdict.AccessType.read_only())
-    try:
-        end = key_groups.end + 1
-        upper = key_group_prefix(end) if end < 1 << 16 else b"\xff\xff\xff"
-        it = src.iter()  # (no ReadOptions bounds: rocksdict encodes them as typed keys)
-        it.seek(key_group_prefix(key_groups.start))
-        batch, n = rocksdict.WriteBatch(raw_mode=True), 0
-        while it.valid():
-            key = it.key()
-            if key >= upper:
-                break
-            batch.put(key, it.value())
-            n += 1
-            if n % 10_000 == 0:
-                db.write(batch)
-                batch = rocksdict.WriteBatch(raw_mode=True)
-            it.next()
-        db.write(batch)
-    finally:
-        src.close()
-
-
-#: timer queues of the keyed operators, for manifests written before they listed their queues
-_LEGACY_TIMER_QUEUES = ("_timers/event_time", "_timers/processing_time")
-_TIME_AT = KEY_GROUP_BYTES + STATE_ID_BYTES
-_KEY_LEN = struct.Struct(">I")
-
-
-def export_heap_snapshot(rocksdict: ModuleType, source: SnapshotSource, key_groups: KeyGroupRange,
-                         work_dir: str) -> KeyedStateSnapshot:
-    """The key groups of ``source`` in ``key_groups`` in the heap backend's snapshot format
-    (switching a job from RocksDB back to the heap backend). Entries keep their format
-    (TTL timestamps included); the timers of each queue become a ``"timers"`` pseudo-state
-    of ``[(time, key, namespace)]`` per key group, which the heap backend hands to the
-    operators (:meth:`HeapKeyedStateBackend.take_restored_timers`). ``work_dir`` holds the
-    database while it is read.
-
-    Raises:
-        CheckpointError: the snapshot holds entries of a state it has no metadata for.
-    """
-    lo, hi = max(source.key_group_range.start, key_groups.start), min(source.key_group_range.end, key_groups.end)
-    metas = dict(source.states)
-    names = {state_id(n): n for n in metas}
-    timers = {state_id(n): n for n in (source.timers or _LEGACY_TIMER_QUEUES)}
-    out: dict[int, bytes] = {}
-    if lo <= hi:
-        directory = os.path.join(work_dir, f"export-{uuid.uuid4().hex[:8]}")
-        try:
-            materialize(source, directory, rocksdict)
-            db = rocksdict.Rdict(directory, rocksdict.Options(raw_mode=True), access_type=rocksdict.AccessType.read_only())
-            try:
-                for kg in range(lo, hi + 1):
-                    blob = _export_group(db, kg, metas, names, timers, source.checkpoint_id)
-                    if blob is not None:
-                        out[kg] = blob
-            finally:
-                db.close()
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)
-    for name in timers.values():
-        metas[name] = StateMeta(TIMERS_KIND, None)
-    return KeyedStateSnapshot(source.checkpoint_id, source.max_parallelism, source.key_group_range, metas, out)
-
-
-def _export_group(db: Any, kg: int, metas: dict[str, StateMeta], names: dict[bytes, str], timers: dict[bytes, str],
-                  checkpoint_id: int) -> bytes | None:
-    prefix = key_group_prefix(kg)
-    upper = key_group_prefix(kg + 1) if kg + 1 < 1 << 16 else b"\xff\xff\xff"
-    per_state: dict[str, Any] = {}
-    it = db.iter()
-    it.seek(prefix)
-    while it.valid():
-        k = it.key()
-        if k >= upper:
-            break
-        sid = k[KEY_GROUP_BYTES:_TIME_AT]
-        name = names.get(sid)
-        if name is not None:
-            _, kbytes, rest = split_db_key(k)
-            value = loads(it.value(), f"an entry of state {name!r}")
-            if metas[name].kind == "map":
-                per_state.setdefault(name, {}).setdefault(decode_key(kbytes), {})[decode_key(rest)] = value
-            else:
-                per_state.setdefault(name, {})[decode_key(kbytes)] = value
-        elif sid in timers:
-            time = int.from_bytes(k[_TIME_AT:_TIME_AT + 8], "big") - (1 << 63)
-            (size,) = _KEY_LEN.unpack_from(k, _TIME_AT + 8)
-            start = _TIME_AT + 12
-            key, ns = decode_key(k[start:start + size]), decode_key(k[start + size:])
-            per_state.setdefault(timers[sid], []).append((time, key, ns))
-        else:
-            raise CheckpointError(
-                f"the RocksDB snapshot of checkpoint {checkpoint_id} holds entries of key group {kg} under state "
-                f"id {sid.hex()} that is neither a state ({sorted(metas)!r}) nor a timer queue "
-                f"({sorted(timers.values())!r})"
-            )
-        it.next()
-    return dumps(per_state, f"key group {kg}") if per_state else None
-
-
-def import_heap_snapshot(rocksdict: ModuleType, db: Any, snap: KeyedStateSnapshot, key_groups: KeyGroupRange) -> None:
-    """Load the key groups of a heap backend's snapshot (switching a job to RocksDB)."""
-    for kg, blob in sorted(snap.key_groups.items()):
-        if kg not in key_groups:
-            continue
-        batch = rocksdict.WriteBatch(raw_mode=True)
-        prefix = key_group_prefix(kg)
-        for name, entries in loads(blob, f"key group {kg}").items():
-            meta = snap.states.get(name)
-            if meta is None:
-                raise CheckpointError(f"key group {kg} holds state {name!r} with no metadata")
-            sid = state_id(name)
-            for key, entry in entries.items():
-                base = prefix + sid + key_part(encode_key(key))
-                if meta.kind == "map":
-                    for map_key, value in entry.items():
-                        batch.put(base + encode_key(map_key), dumps(value, f"state {name!r}"))
-                else:
-                    batch.put(base, dumps(entry, f"state {name!r}"))
-        db.write(batch)
-
