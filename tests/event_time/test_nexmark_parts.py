@@ -62,13 +62,13 @@ def test_build_rejects_unknown_query():
         nexmark.reference(4, [], ARGS)
 
 
-def test_q5_stages_equal_reference(events):
+def test_q5_stages_equal_reference(events, state_backend):
     bids = [e for e in events if e["kind"] == nexmark.BID]
     counts = OperatorHarness(VectorWindowAggregateOperator(
         "auction", "ts", SlidingEventTimeWindows.of(ARGS.window_ms, ARGS.slide_ms), {"num": ("auction", "count")}))
     top = OperatorHarness(WindowOperator(
         KeySelector("window_start").key_of, TumblingEventTimeWindows.of(ARGS.slide_ms), LIST, None, nexmark._HotItems(),
-        timestamp_assigner=TimestampAssigner(fn=lambda r: r["window_end"] - 1)))
+        timestamp_assigner=TimestampAssigner(fn=lambda r: r["window_end"] - 1)), state_backend=state_backend)
     for chunk in _chunks(bids):
         counts.process(chunk)
         wm = chunk[-1]["ts"] - 1
@@ -84,9 +84,10 @@ def test_q5_stages_equal_reference(events):
     assert nexmark.sort_rows(top.records()) == nexmark.sort_rows(nexmark.reference(5, events, ARGS))
 
 
-def test_q7_window_aggregate_equals_reference(events):
+def test_q7_window_aggregate_equals_reference(events, state_backend):
     h = OperatorHarness(WindowOperator(lambda r: 0, TumblingEventTimeWindows.of(ARGS.window_ms), AGGREGATE,
-                                       nexmark._MaxBids(), nexmark._WithWindowEnd(), timestamp_assigner=TS))
+                                       nexmark._MaxBids(), nexmark._WithWindowEnd(), timestamp_assigner=TS),
+                        state_backend=state_backend)
     bids = [e for e in events if e["kind"] == nexmark.BID]
     for chunk in _chunks(bids):
         h.process(chunk)
@@ -106,11 +107,11 @@ def test_max_bids_keeps_ties_and_merges():
     assert agg.merge((7, ["x"]), acc) == (7, ["x"]) and agg.merge((5, ["y"]), acc)[1] == ["y", {"price": 5}, {"price": 5}]
 
 
-def test_q8_co_group_equals_reference(events):
+def test_q8_co_group_equals_reference(events, state_backend):
     sels = (KeySelector("id"), KeySelector("person"))
     op = CoGroupWindowOperator(sels, (TS, TS), TumblingEventTimeWindows.of(ARGS.window_ms),
                                _CoGroup(nexmark._q8_co_group(ARGS.window_ms), None))
-    h = OperatorHarness(op)
+    h = OperatorHarness(op, state_backend=state_backend)
     for chunk in _chunks(events):
         h.process([e for e in chunk if e["kind"] == nexmark.PERSON], 0)
         h.process([e for e in chunk if e["kind"] == nexmark.AUCTION], 1)
