@@ -51,6 +51,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -74,7 +75,9 @@ __all__ = [
     "raystream_query",
     "check",
     "run_query",
+    "run_scale_out",
     "format_table",
+    "format_scale_out",
     "format_query_only",
     "main",
 ]
@@ -397,6 +400,56 @@ def run_query(
             + ", ".join(f"{c} {args.events / times[c][-1] / 1e6:.3f} M/s" for c in CONTENDERS)
         )
     return {"query": query, "rows": len(expected), "times": times}
+
+
+def run_scale_out(
+    query: int,
+    args: argparse.Namespace,
+    parallelisms: tuple[int, ...] = (1, 2),
+    repeat: int = 3,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """The python loop and raystream at each of ``parallelisms`` on ``query``: every
+    contender checked once untimed against the python reference, then ``repeat`` interleaved
+    timed rounds (each result checked). Returns ``times`` per contender (``"python"``,
+    ``"raystream p=1"``, ...) and the row count (for :func:`format_scale_out`)."""
+    fns: dict[str, Callable[[], Any]] = {"python": lambda: python_query(query, args)}
+    for p in parallelisms:
+        fns[f"raystream p={p}"] = partial(raystream_query, query, args, p)
+    expected = _rows(fns["python"]())
+    if not expected:
+        raise WrongResult(f"q{query}: the python reference is empty; use more events or smaller windows")
+    for name in list(fns)[1:]:
+        check(name, query, fns[name](), expected)
+    times: dict[str, list[float]] = {c: [] for c in fns}
+    for r in range(repeat):
+        for name, fn in fns.items():
+            dt_s, result = _timed(fn)
+            check(name, query, result, expected)
+            times[name].append(dt_s)
+        log(f"  q{query}: round {r + 1}/{repeat}: "
+            + ", ".join(f"{c} {args.events / times[c][-1] / 1e6:.3f} M/s" for c in fns))
+    return {"query": query, "rows": len(expected), "times": times}
+
+
+def format_scale_out(results: list[dict[str, Any]], events: int) -> str:
+    """Markdown table of :func:`run_scale_out` results: median (best) rates in M events/s and
+    raystream/python of the same run at each parallelism (target >= 1.0x)."""
+    names = [c for c in results[0]["times"] if c != "python"] if results else []
+    lines = [
+        "| query | rows | python M ev/s | " + " | ".join(f"{c} M ev/s" for c in names) + " | "
+        + " | ".join(f"{c} / python" for c in names) + " |",
+        "|---|---:|---:|" + "---:|" * (2 * len(names)),
+    ]
+    for res in results:
+        rate = {c: _rate(events, ts) for c, ts in res["times"].items()}
+        cells = [f"{rate[c][0] / 1e6:.3f} ({rate[c][1] / 1e6:.3f})" for c in ["python", *names]]
+        ratios = []
+        for c in names:
+            r = rate[c][0] / rate["python"][0]
+            ratios.append(f"**{r:.2f}x** ({rate[c][1] / rate['python'][1]:.2f}x){'' if r >= 1.0 else ' (<1.0)'}")
+        lines.append(f"| q{res['query']} | {res['rows']:,} | {' | '.join(cells)} | {' | '.join(ratios)} |")
+    return "\n".join(lines)
 
 
 def _generation_floor(args: argparse.Namespace, repeat: int) -> dict[str, list[float]]:

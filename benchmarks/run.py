@@ -98,22 +98,22 @@ def format_speed_up(results: dict[str, list[harness.Measurement]]) -> str:
 
 
 def _nexmark(events: int, repeat: int) -> str:
-    """Nexmark q0-q8 at p=1 and p=2 on the running Ray (worker pool warm), vs the python loop."""
+    """Nexmark queries at p=1 and p=2 on the running Ray (worker pool warm) against the python
+    loop, interleaved in the same rounds (``bench_nexmark.run_scale_out``)."""
     from benchmarks import bench_nexmark
     from raystream.jobs import nexmark
 
-    out = []
-    for p in (1, 2):
-        args = nexmark.parse_args(["--events", str(events)])
-        bench_nexmark._warm_up(args, p)
-        results = [
-            bench_nexmark.run_query(q, nexmark.parse_args(["--query", str(q), "--events", str(events)]), p, repeat,
-                                    log=lambda s: None)
-            for q in nexmark.QUERIES
-        ]
-        out += [f"Nexmark, {events:,} events, raystream p={p} (end to end on Ray, generation included):", "",
-                bench_nexmark.format_table(results, events, p), ""]
-    return "\n".join(out)
+    bench_nexmark._warm_up(nexmark.parse_args(["--events", str(events)]), 2)
+    results = []
+    for q in nexmark.QUERIES:
+        args = nexmark.parse_args(["--query", str(q), "--events", str(events)])
+        results.append(bench_nexmark.run_scale_out(q, args, (1, 2), repeat, log=print))
+    return "\n".join([
+        f"Nexmark, {events:,} events, raystream at p=1 and p=2 vs the python loop (end to end on Ray, "
+        "generation included, job deployment on the warm worker pool included; same interleaved rounds; "
+        "target >= 1.0x):", "",
+        bench_nexmark.format_scale_out(results, events), "",
+    ])
 
 
 def main(argv: list[str] | None = None) -> int:
