@@ -13,6 +13,10 @@ compared (sha256 of the sorted output) and must be equal. ``--rocksdb`` also run
 code on the RocksDB backend (state in the keyed backend, read cache ``--cache`` entries)
 and reports RocksDB/heap time; its output must be the same records.
 
+``--memory KEYS`` instead measures memory: KEYS keys with an open window of 5 records each
+(record-API tumbling window, list contents), RSS growth of a fresh process on each backend.
+
+    python -m benchmarks.ab_offheap --memory 300000
     python -m benchmarks.ab_offheap --commit d95a678 --n 200000 --rounds 5 \
         --only operators/window_operator.py operators/join_operators.py operators/keyed_final.py \
                operators/timers.py operators/two_input.py operators/keyed.py
@@ -118,7 +122,50 @@ def _child(n: int, reps: int = 1, cache: int = 0) -> None:
     print(json.dumps(result))
 
 
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _memory_child(keys: int, backend: str) -> None:
+    """RSS growth of ``keys`` open windows (5 records each) on ``backend``."""
+    from raystream.engine.partitioners import KeySelector
+    from raystream.operators.testing import OperatorHarness
+    from raystream.operators.time import TimestampAssigner
+    from raystream.operators.window_operator import LIST, WindowOperator
+    from raystream.operators.windows import TumblingEventTimeWindows
+
+    state_backend = None
+    if backend == "rocksdb":
+        from raystream.checkpoint.backends import RocksDBStateBackend
+
+        state_backend = RocksDBStateBackend()
+    op = WindowOperator(KeySelector(0).key_of, TumblingEventTimeWindows.of(10**9), LIST, None,
+                        timestamp_assigner=TimestampAssigner(column=1))
+    h = OperatorHarness(op, state_backend=state_backend)
+    h.process([("warm-up", 1, 0)])
+    before = _rss_mb()
+    chunk = 10_000
+    for s in range(0, keys, chunk):
+        for rep in range(5):
+            h.process([(f"key-{k:09d}", 1000 + rep, k * 5 + rep) for k in range(s, min(keys, s + chunk))])
+    after = _rss_mb()
+    print(json.dumps({"backend": backend, "open_windows": op.num_open_windows(), "rss_growth_mb": after - before,
+                      "rss_mb": after}))
+
+
 # ---------------------------------------------------------------------------- driver
+
+
+def _memory(keys: int) -> None:
+    for backend in ("heap", "rocksdb"):
+        code = f"from benchmarks.ab_offheap import _memory_child; _memory_child({keys}, {backend!r})"
+        out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError(f"memory run on {backend} failed: {out.stderr[-2000:]}")
+        got = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"{backend:8s} {got['open_windows']:,} open windows (5 records each): RSS +{got['rss_growth_mb']:.0f} MB "
+              f"(process {got['rss_mb']:.0f} MB)", flush=True)
 
 
 def _extract(commit: str) -> str:
@@ -152,7 +199,8 @@ def _run_tree(tree: str, n: int, reps: int, cache: int = 0) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--commit", required=True, help="the baseline commit (old code)")
+    ap.add_argument("--memory", type=int, default=0, metavar="KEYS", help="measure memory instead (see above)")
+    ap.add_argument("--commit", help="the baseline commit (old code)")
     ap.add_argument("--new", default="HEAD", help="the commit of the new code")
     ap.add_argument("--only", nargs="*", default=None,
                     help="old = the new tree with only these files from --commit")
@@ -162,6 +210,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rocksdb", action="store_true", help="also the new code on the RocksDB backend")
     ap.add_argument("--cache", type=int, default=65_536, help="RocksDB read cache entries (--rocksdb)")
     args = ap.parse_args(argv)
+    if args.memory:
+        _memory(args.memory)
+        return
+    if not args.commit:
+        ap.error("--commit is required for the A/B")
     new = _extract(args.new)
     if args.only:
         old = _extract(args.new)
