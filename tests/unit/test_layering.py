@@ -156,3 +156,22 @@ def test_no_project_imports_inside_functions():
     bad = [f"{path}:{line} imports {target}" for path, line, target in NESTED
            if path.replace(os.sep, "/") not in LAZY_ALLOWED]
     assert not bad, "imports inside functions (a cycle dodged?):\n" + "\n".join(bad)
+
+
+# The stateful-functions SDK surface (what a StateFun user writes functions with, and the
+# request-reply handler that serves them) is pure: it never imports the runtime that runs the
+# functions as an engine operator, nor anything of the engine but its error types.
+STATEFUN_RUNTIME = {f"statefun_api.{m}" for m in ("dispatcher", "remote", "job", "routing", "spill", "local",
+                                                 "http_caller", "state_layout")}
+STATEFUN_SDK_MAY_IMPORT = {"engine.errors"}
+
+
+def test_statefun_sdk_surface_imports_no_runtime():
+    sdk = {m for m in MODULES if m.startswith("statefun_api.") and m not in STATEFUN_RUNTIME}
+    assert {"statefun_api.functions", "statefun_api.context", "statefun_api.handler", "statefun_api.types"} <= sdk
+    assert STATEFUN_RUNTIME <= MODULES, f"runtime modules renamed? {sorted(STATEFUN_RUNTIME - MODULES)}"
+    bad = [f"{m} imports {t}" for m in sorted(sdk) for t in sorted(EDGES.get(m, ()))
+           if t in STATEFUN_RUNTIME or (not t.startswith("statefun_api") and t not in STATEFUN_SDK_MAY_IMPORT)]
+    assert not bad, "the statefun SDK surface imports the runtime:\n" + "\n".join(bad)
+    sdk_ray = {m for m in sdk if "ray" in THIRD_PARTY.get(m, ())}
+    assert not sdk_ray, f"Ray imported by the statefun SDK surface: {sorted(sdk_ray)}"
