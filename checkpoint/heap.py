@@ -228,6 +228,34 @@ class HeapKeyedStateBackend(KeyedStateBackend):
         """True once a current key was set."""
         return self._kg >= 0
 
+    def value_table(self, state: KeyedState) -> tuple[dict[int, dict[Any, Any]], set[int]] | None:
+        """Direct access to a plain value state's entries, for a caller that reads and writes
+        many keys without making each one current (the statefun dispatcher; value_table).
+
+        Returns ``(table, touched)``: ``table[key_group][key]`` is the key's value (no key
+        group or no key: no value; a key group's dict may be created, and a key removed to
+        clear it); the caller adds a key group to ``touched`` when it changes an entry of it
+        or a value object stored in it (:meth:`set_current_key` does it for every key made
+        current), so the next snapshot does not reuse that key group's old bytes (value_table).
+        The key group must be the key's (``key_group_for``) and in this backend's range: it
+        is not checked. ``None`` when ``state`` is not a ``ValueState`` of this backend or has
+        a TTL (value_table): use its ``value()`` / ``update()`` then.
+
+        Example:
+            >>> from raystream.engine.keygroups import KeyGroupRange, key_group_for
+            >>> from raystream.checkpoint import ValueStateDescriptor
+            >>> b = HeapKeyedStateBackend(KeyGroupRange(0, 127), 128)
+            >>> s = b.get_state(ValueStateDescriptor("v"))
+            >>> table, touched = b.value_table(s)
+            >>> kg = key_group_for("a", 128); touched.add(kg); table.setdefault(kg, {})["a"] = 1
+            >>> b.set_current_key("a"); s.value()
+            1
+        """
+        if type(state) is not STATE_CLASSES["value"] or state._ttl_ms is not None:  # value_table
+            return None
+        if self._states.get(state.descriptor.name) is not state:  # value_table: another backend's
+            return None
+        return state._table, self._touched  # value_table
 
     # -- states ------------------------------------------------------------------------
 

@@ -317,10 +317,7 @@ class FunctionDispatcher(StreamOperator):
             self._values[typename] = states
         self._fns = {typename: self.functions.for_typename(typename) for typename in self._values}
         # per function type: (function, its reusable storage bound to the spec states)
-        self._layouts = {
-            t: (self._fns[t], StorageSlots(t, self._fns[t].specs, [st for _, st, _ in states]))
-            for t, states in self._values.items()
-        }
+        self._layouts = {t: (self._fns[t], self._storage_slots(t)) for t in self._values}
         self._delayed = backend.get_state(MapStateDescriptor(DELAYED_STATE))
         self._delay_seq = backend.get_state(ValueStateDescriptor(DELAY_SEQ_STATE, default=0))
         ctx.metrics.update(self.counters)
@@ -477,6 +474,20 @@ class FunctionDispatcher(StreamOperator):
         cancelled ones not dropped yet, which stay below ``2 * pending_delayed() + 64``."""
         timers = self._delay_timers
         return 0 if timers is None else timers.stats()["processing_heap"]
+
+    def _storage_slots(self, typename: str) -> StorageSlots:
+        """A reusable storage of the function ``typename`` bound to its value states: read and
+        written straight in the backend's tables when it offers them for every one of them
+        (the heap backend, states without TTL: ``value_table``), else through the states."""
+        states = [st for _, st, _ in self._values[typename]]
+        slots = StorageSlots(typename, self._fns[typename].specs, states)
+        value_table = getattr(self.backend, "value_table", None)
+        if value_table is None:  # (RocksDB: values through the states)
+            return slots
+        direct = [value_table(st) for st in states]
+        if all(d is not None for d in direct):  # (a TTL makes the function's states go through the API)
+            slots.bind_tables([d[0] for d in direct], direct[0][1] if direct else set())  # type: ignore[index]
+        return slots
 
     def remote_in_flight(self) -> int:
         """Requests to remote functions in flight."""
@@ -731,10 +742,12 @@ class FunctionDispatcher(StreamOperator):
         kg = self._kg_cache.get(key)
         if kg is None:
             kg = self._key_group(key)
-        self.backend.set_current_key_with_group(key, kg)
+        direct = slots.direct  # values read/written in the backend's tables, no current key
+        if not direct:
+            self.backend.set_current_key_with_group(key, kg)
         try:
             try:
-                storage = slots.load()
+                storage = slots.load_at(kg, key) if direct else slots.load()
             except TypeError as exc:
                 raise StatefulFunctionError(
                     f"cannot load the state of {address}: {exc}",
@@ -745,13 +758,16 @@ class FunctionDispatcher(StreamOperator):
                 result = invoke_prepared(fn, address, storage, *self._messages_of(key, records))
             else:
                 result = self._run_sync(fn.fun, key, address, storage, records)
-            self._apply(key, address, records, result, slots.changes())
+            if direct:
+                self._apply(key, address, records, result, (), slots, kg)
+            else:
+                self._apply(key, address, records, result, slots.changes())
         except Exception as exc:
             raise UserCodeError(_describe(records), exc) from exc
         context = self._context
         # references: slots, the local `storage`, the argument (+ the reused context's two)
         if _refcount(storage) > (5 if context is not None and context._storage is storage else 3):
-            self._layouts[typename] = (fn, StorageSlots(typename, fn.specs, slots.handles))  # the function kept it
+            self._layouts[typename] = (fn, self._storage_slots(typename))  # the function kept it
         if result.outgoing or result.delayed_actions or result.egress:  # the reused result starts empty
             result.outgoing = []
             result.delayed_actions = []
@@ -889,9 +905,15 @@ class FunctionDispatcher(StreamOperator):
         records: list[MessageRecord],
         result: InvocationResult,
         state_changes: Iterable[tuple[Any, TypedValue | None]],
+        slots: StorageSlots | None = None,
+        kg: int = -1,
     ) -> None:
-        """:meth:`apply_result` with ``key`` already the backend's current key."""
+        """:meth:`apply_result` with ``key`` already the backend's current key; or, with
+        ``slots`` bound to the backend's tables, the changes of ``slots`` are written to
+        ``key`` in key group ``kg`` and the current key is set only for delayed messages."""
         egress = self._egress_of(address, records, result) if result.egress else None
+        if slots is not None:
+            slots.store_at(kg, key)
         for st, value in state_changes:
             if value is None:
                 st.clear()
@@ -902,6 +924,8 @@ class FunctionDispatcher(StreamOperator):
             for out in result.outgoing:
                 route(message_to_record(out.message, out.caller))
         if result.delayed_actions:
+            if slots is not None:
+                self.backend.set_current_key_with_group(key, kg)
             self._apply_delayed(key, address, records, result)
         if egress:
             self._add_egress(egress)

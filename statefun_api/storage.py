@@ -397,7 +397,7 @@ class StorageSlots:
         [(True, ('io.statefun.types/int', 42))]
     """
 
-    __slots__ = ("storage", "handles", "_slots", "_typename")
+    __slots__ = ("storage", "handles", "_slots", "_typename", "_tables", "_touched")
 
     def __init__(self, typename: str, specs: tuple[ValueSpec, ...], handles: list[Any]) -> None:
         cells: dict[str, _Cell] = {spec.name: _Cell(spec, typename, None) for spec in specs}
@@ -409,6 +409,75 @@ class StorageSlots:
             (cells[spec.name], handle, spec.type.typename, _RANGES.get(spec.type, _NO_RANGE)[0])
             for spec, handle in zip(specs, handles)
         ]
+        self._tables: list[tuple[_Cell, dict[int, dict[Any, Any]], str, type]] | None = None
+        self._touched: set[int] = set()
+
+    def bind_tables(self, tables: list[dict[int, dict[Any, Any]]], touched: set[int]) -> None:
+        """Read and write the values at ``tables[i][key_group][key]`` (one table per spec,
+        in spec order) with :meth:`load_at` / :meth:`store_at`, instead of through the
+        handles: the direct path of a keyed state backend that keeps values in dicts per key
+        group (``HeapKeyedStateBackend.value_table``). ``store_at`` adds the key group to
+        ``touched`` when it writes.
+
+        Example:
+            >>> from raystream.statefun_api.spec import ValueSpec
+            >>> table, touched = {3: {"k": ("io.statefun.types/int", 41)}}, set()
+            >>> slots = StorageSlots("a/counter", (ValueSpec("n", IntType),), [None])
+            >>> slots.bind_tables([table], touched)
+            >>> s = slots.load_at(3, "k"); s.n += 1; slots.store_at(3, "k")
+            >>> table, touched
+            ({3: {'k': ('io.statefun.types/int', 42)}}, {3})
+        """
+        if len(tables) != len(self._slots):
+            raise ValueError(f"{len(tables)} tables for the {len(self._slots)} states of function {self._typename!r}")
+        self._tables = [(cell, table, typename, exact) for (cell, _h, typename, exact), table in zip(self._slots, tables)]
+        self._touched = touched
+
+    @property
+    def direct(self) -> bool:
+        """True once :meth:`bind_tables` bound the values' tables (use :meth:`load_at`)."""
+        return self._tables is not None
+
+    def load_at(self, key_group: int, key: Any) -> AddressScopedStorage:
+        """:meth:`load` from the bound tables: the values of ``key`` (in ``key_group``).
+
+        Raises:
+            TypeError: a stored value is not of the spec's declared type.
+        """
+        for cell, table, typename, exact in self._tables:  # type: ignore[union-attr]
+            group = table.get(key_group)
+            value = None if group is None else group.get(key)
+            cell.dirty = False
+            if type(value) is tuple and value[0] == typename and type(value[1]) is exact:
+                cell.tv = _STALE
+                cell.obj = value[1]
+            elif value is None:
+                cell.tv = None
+                cell.obj = _UNSET
+            else:
+                self._fill(cell, value, typename)
+        return self.storage
+
+    def store_at(self, key_group: int, key: Any) -> None:
+        """Write the values assigned or deleted since :meth:`load_at` to the bound tables
+        (what :meth:`changes` gives, written as ``ValueState.update`` / ``clear`` would)."""
+        touched = False
+        for cell, table, typename, _exact in self._tables:  # type: ignore[union-attr]
+            if cell.dirty:
+                if not touched:
+                    self._touched.add(key_group)
+                    touched = True
+                tv = cell.tv
+                value = (typename, cell.obj) if tv is _STALE else tv
+                if value is None:
+                    group = table.get(key_group)
+                    if group is not None:
+                        group.pop(key, None)
+                else:
+                    group = table.get(key_group)
+                    if group is None:
+                        group = table[key_group] = {}
+                    group[key] = value
 
     def load(self) -> AddressScopedStorage:
         """The storage holding the handles' current values, nothing written yet.
@@ -425,20 +494,25 @@ class StorageSlots:
             elif value is None:
                 cell.tv = None
                 cell.obj = _UNSET
-            elif type(value) is TypedValue and value.typename == typename:
-                if value.has_value:
-                    cell.tv = value
-                    cell.obj = value._obj if value._type is cell.spec.type else _UNSET
-                else:
-                    cell.tv = None
-                    cell.obj = _UNSET
             else:
-                stored = value[0] if type(value) is tuple else getattr(value, "typename", type(value).__name__)
-                raise TypeError(
-                    f"state {cell.spec.name!r} of function {self._typename!r} is declared as "
-                    f"{typename!r} but the stored value has type {stored!r}"
-                )
+                self._fill(cell, value, typename)
         return self.storage
+
+    def _fill(self, cell: _Cell, value: Any, typename: str) -> None:
+        """Fill ``cell`` from a stored TypedValue (the cases :meth:`load` does not inline)."""
+        if type(value) is TypedValue and value.typename == typename:
+            if value.has_value:
+                cell.tv = value
+                cell.obj = value._obj if value._type is cell.spec.type else _UNSET
+            else:
+                cell.tv = None
+                cell.obj = _UNSET
+        else:
+            stored = value[0] if type(value) is tuple else getattr(value, "typename", type(value).__name__)
+            raise TypeError(
+                f"state {cell.spec.name!r} of function {self._typename!r} is declared as "
+                f"{typename!r} but the stored value has type {stored!r}"
+            )
 
     def changes(self) -> list[tuple[Any, Any]]:
         """``(handle, value)`` of each value assigned (``(typename, object)`` for a built-in
