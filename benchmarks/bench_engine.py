@@ -64,8 +64,10 @@ def _setup() -> None:
 
     import ray
 
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    if not ray.is_initialized():  # the embedded Ray a user's job starts (raystream's system config)
+        from raystream.engine.ray_runtime import ensure_ray
+
+        ensure_ray(num_cpus=2, logging_level=logging.WARNING)
     # warm the worker pool: the first job of a session pays for worker processes
     env = rs.StreamEnvironment(parallelism=PARALLELISM)
     env.from_collection(list(range(10))).map(lambda x: x).key_by(lambda x: x).reduce(lambda a, b: a).collect()

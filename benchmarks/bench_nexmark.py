@@ -546,8 +546,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
     load0 = harness.load_average()
     started = dt.datetime.now(dt.timezone.utc)
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR)
+    if not ray.is_initialized():  # the embedded Ray a user's job starts (raystream's system config)
+        from raystream.engine.ray_runtime import ensure_ray
+
+        ensure_ray(num_cpus=2, logging_level=logging.ERROR)
     try:
         warm = _warm_up(args, a.parallelism)
         print(

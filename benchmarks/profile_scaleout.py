@@ -205,8 +205,10 @@ def main(argv: list[str] | None = None) -> None:
     from benchmarks import datagen
 
     datagen.ensure_parquet(args.data, 2_000_000)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING,
-             runtime_env=None if args.cpu else {"worker_process_setup_hook": _thread_cpu_profiles})
+    from raystream.engine.ray_runtime import ensure_ray
+
+    ensure_ray("local", num_cpus=2, logging_level=logging.WARNING,  # raystream's embedded Ray, as a job starts it
+               runtime_env=None if args.cpu else {"worker_process_setup_hook": _thread_cpu_profiles})
     be._setup()
     jobs = {"batch/stateless": be.stateless_batch, "batch/keyed_sum": be.keyed_sum_batch,
             "batch/window": be.window_batch, "record/stateless": be.stateless_record,

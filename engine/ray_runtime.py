@@ -83,6 +83,13 @@ def is_auth_error(exc: BaseException) -> bool:
     return any(w in text for w in ("Authentication", "InvalidAuthToken", "Unauthenticated", "Unauthorized"))
 
 
+#: system config of the embedded local Ray: a channel send (Arrow batches, often 0.1-4 MB)
+#: goes inline with its actor call instead of through the object store, where a 182 KB send
+#: cost the sender, the raylet and the receiver ~2.5x the CPU of the inline call (issue 15,
+#: benchmarks/RESULTS.md); a user's own ``_system_config`` replaces it
+_LOCAL_SYSTEM_CONFIG = {"max_direct_call_object_size": 4 * 1024 * 1024}
+
+
 def ensure_ray(address: str | None = None, **init_kwargs: Any) -> None:
     """Connect to Ray.
 
@@ -108,6 +115,7 @@ def ensure_ray(address: str | None = None, **init_kwargs: Any) -> None:
             prepare_cluster_auth()
             ray.init(address=address, **kwargs)
         else:
+            kwargs.setdefault("_system_config", dict(_LOCAL_SYSTEM_CONFIG))
             ray.init(address="local", **kwargs)
             _started_here = True
     except ConnectionError as exc:
