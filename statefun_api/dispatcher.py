@@ -160,6 +160,30 @@ _new_message = object.__new__
 _refcount = getattr(sys, "getrefcount", lambda obj: 1 << 30)  # no reference counts (not CPython): never reuse
 
 
+class _DispatchContext(BatchContext):
+    """The context of the dispatcher's sync path: ``send`` makes the message's engine record
+    at once into ``sent`` (no OutgoingMessage, no target Address per message), which the
+    dispatcher routes after the invocation, in send order. ``sender`` is the invoked
+    address's key ``(typename, id)``."""
+
+    __slots__ = ("sent", "sender")
+    sent: list[MessageRecord]
+    sender: tuple[str, str]
+
+    def send(self, message: Message) -> None:
+        """Send ``message`` to the function named by its target (see :meth:`Context.send`)."""
+        if not isinstance(message, Message):
+            super().send(message)  # raises the SDK's error for what is not a Message
+        sender = self.sender
+        tpe = message._type
+        if tpe is not None:  # a built-in value held decoded (message_to_record's fast path)
+            self.sent.append(
+                (message.target_typename, message.target_id, sender[0], sender[1], tpe.typename, message._obj, True)
+            )
+        else:
+            self.sent.append(message_to_record(message, self._address))
+
+
 @dataclass
 class DispatcherConfig:
     """What every dispatcher subtask needs (picklable; travels in the operator factory).
@@ -262,7 +286,8 @@ class FunctionDispatcher(StreamOperator):
         self._restored_batches: list[Any] = []
         self._busy_checkpoints: set[int] = set()
         self._rpc: Any = None  # RemoteFunctions, when endpoints are declared (created in open)
-        self._context: BatchContext | None = None  # reused by consecutive invocations (_run_sync)
+        self._context: _DispatchContext | None = None  # reused by consecutive invocations (_run_sync)
+        self._sent: list[MessageRecord] = []  # what the last _run_sync's function sent
         self.counters = {
             "invocations": 0,
             "messages": 0,
@@ -756,12 +781,14 @@ class FunctionDispatcher(StreamOperator):
                 ) from exc
             if fn.is_async:
                 result = invoke_prepared(fn, address, storage, *self._messages_of(key, records))
+                sent = None
             else:
                 result = self._run_sync(fn.fun, key, address, storage, records)
+                sent = self._sent
             if direct:
-                self._apply(key, address, records, result, (), slots, kg)
+                self._apply(key, address, records, result, (), slots, kg, sent)
             else:
-                self._apply(key, address, records, result, slots.changes())
+                self._apply(key, address, records, result, slots.changes(), sent=sent)
         except Exception as exc:
             raise UserCodeError(_describe(records), exc) from exc
         context = self._context
@@ -784,12 +811,17 @@ class FunctionDispatcher(StreamOperator):
         that keeps one, e.g. to send it on, gets a fresh object next time)."""
         context = self._context
         if context is None:
-            context = self._context = BatchContext(address, storage, InvocationResult())
+            context = self._context = _DispatchContext(address, storage, InvocationResult())
+            context.sent = []
         else:
             context._address = address
             context._storage = storage
         context.storage = storage  # type: ignore[misc]  # slots of BatchContext
         context.address = address  # type: ignore[misc]
+        context.sender = key
+        sent = self._sent = context.sent
+        if sent:  # (left by an invocation that failed)
+            sent.clear()
         result = context._result
         typename, fid = key
         caller_cache = self._callers
@@ -907,10 +939,13 @@ class FunctionDispatcher(StreamOperator):
         state_changes: Iterable[tuple[Any, TypedValue | None]],
         slots: StorageSlots | None = None,
         kg: int = -1,
+        sent: list[MessageRecord] | None = None,
     ) -> None:
         """:meth:`apply_result` with ``key`` already the backend's current key; or, with
         ``slots`` bound to the backend's tables, the changes of ``slots`` are written to
-        ``key`` in key group ``kg`` and the current key is set only for delayed messages."""
+        ``key`` in key group ``kg`` and the current key is set only for delayed messages.
+        ``sent``: message records the function sent (routed, then the list is emptied),
+        before ``result.outgoing``."""
         egress = self._egress_of(address, records, result) if result.egress else None
         if slots is not None:
             slots.store_at(kg, key)
@@ -919,6 +954,11 @@ class FunctionDispatcher(StreamOperator):
                 st.clear()
             else:
                 st.update(value)
+        if sent:
+            route = self._route
+            for record in sent:
+                route(record)
+            sent.clear()
         if result.outgoing:
             route = self._route
             for out in result.outgoing:

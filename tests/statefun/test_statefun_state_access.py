@@ -105,3 +105,35 @@ def test_heap_direct_path_gives_the_rocksdb_backends_results(backend, tmp_path):
         assert restored.state("test/ttl", key, "n") == total
     running = [f"k{i % 7}:{sum(j for j in range(i + 1) if j % 7 == i % 7)}" for i in range(60)]
     assert sorted(egress) == sorted(running * 2)  # test/plain and test/ttl
+
+
+def test_sends_keep_their_order_and_caller_across_built_in_and_custom_types():
+    """context.send on the dispatcher's sync path makes the record at once (built-in values
+    decoded, custom types as TypedValue bytes): one sender's messages to one target arrive in
+    send order, with the sender as caller; a non-message still fails as in the SDK."""
+    from raystream.statefun_api import make_json_type
+
+    Note = make_json_type("test/Note")
+    functions = StatefulFunctions()
+
+    @functions.bind("test/sender")
+    def sender(context, message):
+        for i in range(6):
+            if i % 2:
+                context.send(message_builder("test/log", "one", value={"i": i}, value_type=Note))
+            else:
+                context.send(message_builder("test/log", "one", int_value=i))
+        if message.as_int() < 0:
+            context.send("not a message")
+
+    @functions.bind("test/log")
+    def log(context, message):
+        got = message.as_type(Note)["i"] if message.is_type(Note) else message.as_int()
+        context.send_egress(egress_message_builder("test/out", f"{context.caller}:{got}", StringType))
+
+    for parallelism in (1, 2):
+        run = LocalDispatchers(functions, parallelism=parallelism, egresses=["test/out"])
+        run.send(message_builder("test/sender", "s", int_value=1))
+        assert run.egress("test/out") == [f"test/sender/s:{i}" for i in range(6)]
+    with pytest.raises(Exception, match="send expects a Message"):
+        run.send(message_builder("test/sender", "s", int_value=-1))
