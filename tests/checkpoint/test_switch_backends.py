@@ -26,6 +26,7 @@ from raystream.checkpoint import (  # noqa: E402
     ValueStateDescriptor,
 )
 from raystream.checkpoint.coordinator import METADATA_FORMAT  # noqa: E402
+from raystream.engine.errors import CheckpointError  # noqa: E402
 from raystream.engine.keygroups import KeyGroupRange, key_group_for  # noqa: E402
 from raystream.engine.operator import ManualClock  # noqa: E402
 
@@ -276,3 +277,15 @@ def test_a_local_rocksdb_snapshot_restores_into_a_heap_backend(rocksdb, clock):
     want = {n: {k: x for k, x in e.items() if key_group_for(k, MAXP) < 64} for n, e in expected(600).items()}
     want["value"][k] = "later"
     assert read(h) == want
+
+
+def test_window_state_on_rocksdb_is_refused_by_the_heap_backend_not_dropped(rocksdb, clock):
+    # the heap window operator keeps its contents in operator memory: a RocksDB snapshot
+    # holding them must fail the restore with a clear error instead of losing them
+    b = rocksdb()
+    contents = b.get_state(MapStateDescriptor("_window/contents"))
+    b.set_current_key("k")
+    contents.put((0, 1000), [1, 2])
+    h = HeapKeyedStateBackend(KeyGroupRange(0, MAXP - 1), MAXP, clock)
+    with pytest.raises(CheckpointError, match=r"_window/contents.*restore this job on the RocksDB backend"):
+        h.restore([b.snapshot(1)])
