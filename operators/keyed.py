@@ -27,6 +27,7 @@ from .functions import (
     RuntimeContext,
     keyed_state_backend,
 )
+from .key_slots import KeySlots
 from .time import TimestampAssigner
 from .timers import EVENT_TIMERS as EVENT_TIMERS  # (re-exported: the names of the timer queues)
 from .timers import PROCESSING_TIMERS as PROCESSING_TIMERS
@@ -212,7 +213,8 @@ class AggregateOperator(StreamOperator):
     """Vectorized per-key aggregates over Arrow columns.
 
     Each batch is grouped with pyarrow's hash aggregation, partial results are merged into
-    numpy accumulators indexed by a key -> slot table, and the updated rows of the keys seen
+    numpy accumulators indexed by a vectorized key -> slot table (:class:`KeySlots`: a
+    batch's key column is looked up without a Python loop per key), and the updated rows of the keys seen
     in the batch are emitted (``emit="updates"``, an upsert stream) or only the final rows at
     end of input (``emit="final"``).
     """
@@ -235,9 +237,7 @@ class AggregateOperator(StreamOperator):
         self.key_column = key_column
         self.aggregations = aggregations
         self.emit_mode = emit
-        self.keys: list[Any] = []
-        self.slots: dict[Any, int] = {}  # key -> its index in the accumulator arrays
-        self.key_array: pa.Array | None = None
+        self.slots = KeySlots()  # key -> its index in the accumulator arrays; .keys in slot order
         self.acc: dict[str, np.ndarray] = {}
         self._restored: list[Any] = []
 
@@ -260,12 +260,14 @@ class AggregateOperator(StreamOperator):
                     self._merge(part["keys"], {k: np.asarray(v) for k, v in part["acc"].items()})
         self._restored = []
 
-    def _grow(self, new_keys: list[Any]) -> None:
-        start = len(self.keys)
-        for i, k in enumerate(new_keys):
-            self.slots[k] = start + i
-        self.keys.extend(new_keys)
-        n = len(self.keys)
+    @property
+    def keys(self) -> list[Any]:
+        """The Python value of every accumulator slot's key, in slot order."""
+        return self.slots.keys
+
+    def _grow(self) -> None:
+        """Extend the accumulator arrays to the slots of the keys added to ``self.slots``."""
+        n = len(self.slots)
         for name, _col, fn in self._acc_names():
             old = self.acc.get(name)
             if fn == "min":
@@ -281,16 +283,15 @@ class AggregateOperator(StreamOperator):
             if old is not None:
                 grown[: len(old)] = old
             self.acc[name] = grown
-        self.key_array = None
 
-    def _slots_for(self, keys: list[Any]) -> np.ndarray:
-        slots = self.slots
-        missing = [k for k in keys if k not in slots]
-        if missing:
-            self._grow(missing)
-        return np.fromiter((slots[k] for k in keys), dtype=np.int64, count=len(keys))
+    def _slots_for(self, keys: pa.Array | list[Any]) -> np.ndarray:
+        """The accumulator slot of every key (an Arrow key column, or a snapshot's Python keys)."""
+        idx = self.slots.slots_of_list(keys) if isinstance(keys, list) else self.slots.slots_of(keys)
+        if not self.acc or len(next(iter(self.acc.values()))) != len(self.slots):
+            self._grow()
+        return idx
 
-    def _merge(self, keys: list[Any], partial: dict[str, np.ndarray], unique: bool = True) -> np.ndarray:
+    def _merge(self, keys: pa.Array | list[Any], partial: dict[str, np.ndarray], unique: bool = True) -> np.ndarray:
         """Fold per-key partials into the accumulators. ``unique=False``: ``keys`` may repeat
         (partials of several upstream batches), folded one after the other as if each had
         come in its own batch (``ufunc.at``)."""
@@ -348,12 +349,11 @@ class AggregateOperator(StreamOperator):
             missing = [c for c in (self.key_column, *names) if rb.schema.get_field_index(c) < 0]
             if missing:
                 raise GraphError(f"partial aggregate rows lack columns {missing} (columns: {rb.schema.names})")
-            keys = rb.column(self.key_column).to_pylist()
-            self._merge(keys, {n: rb.column(n).to_numpy(zero_copy_only=False) for n in names}, unique=False)
+            self._merge(rb.column(self.key_column), {n: rb.column(n).to_numpy(zero_copy_only=False) for n in names}, unique=False)
             return
         key_values, columns = self.batch_partials(rb)
         partial = {name: col.to_numpy(zero_copy_only=False) for name, col in columns.items()}
-        idx = self._merge(key_values.to_pylist(), partial)
+        idx = self._merge(key_values, partial)
         if self.emit_mode == "updates":
             self.output.emit(Batch.of_arrow(self._rows(idx, key_values)))
 
@@ -376,7 +376,7 @@ class AggregateOperator(StreamOperator):
             idx = np.arange(len(self.keys))
             self.output.emit(Batch.of_arrow(self._rows(idx, pa.array(self.keys))))
         # emitted: a restore from a checkpoint taken after this task finished emits nothing again
-        self.keys, self.slots, self.acc, self.key_array = [], {}, {}, None
+        self.slots, self.acc = KeySlots(), {}
 
     def snapshot_state(self, checkpoint_id: int) -> dict[str, dict[int, dict[str, Any]]]:
         if not self.keys:
