@@ -14,6 +14,8 @@ Example:
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from typing import Callable
 
 from raystream.engine.errors import ConfigError
@@ -35,6 +37,7 @@ from .rocksdb_files import (
     serialize_full,
     write_incremental,
 )
+from .rocksdb_restore import export_heap_snapshot
 from .snapshot import KeyedStateSnapshot, deserialize_keyed_snapshot, serialize_keyed_snapshot
 from .storage import CheckpointStorage, Location, StateHandle, resolve_storage
 
@@ -50,16 +53,27 @@ class HeapStateBackend:
     def serialize_snapshot(self, snapshot: KeyedStateSnapshot) -> bytes:
         return serialize_keyed_snapshot(snapshot)
 
-    def deserialize_snapshot(self, data: bytes | RestoreInput,
-                             key_group_range: KeyGroupRange) -> KeyedStateSnapshot | SnapshotSource:
+    def deserialize_snapshot(self, data: bytes | RestoreInput, key_group_range: KeyGroupRange) -> KeyedStateSnapshot:
         """A snapshot to restore from: the heap format, or a RocksDB backend's manifest
-        (switching a job back from RocksDB; the heap backend converts its key groups on
-        restore, which needs rocksdict)."""
+        whose key groups in ``key_group_range`` are converted to it (switching a job back
+        from RocksDB: its shared files are read, the database rebuilt in a temporary
+        directory and read out; needs rocksdict).
+
+        Raises:
+            CheckpointError: the RocksDB snapshot holds operator state the heap operators
+                do not read back (windows, joins, final field aggregates).
+        """
         if isinstance(data, RestoreInput):
-            return parse_manifest(data.manifest, data.reader, from_checkpoint=not data.reader.savepoint)
-        if is_rocksdb_manifest(data):
-            return parse_manifest(data)
-        return deserialize_keyed_snapshot(data, key_group_range=key_group_range)
+            source = parse_manifest(data.manifest, data.reader, from_checkpoint=not data.reader.savepoint)
+        elif is_rocksdb_manifest(data):
+            source = parse_manifest(data)
+        else:
+            return deserialize_keyed_snapshot(data, key_group_range=key_group_range)
+        work = tempfile.mkdtemp(prefix="raystream-rocksdb-to-heap-")
+        try:
+            return export_heap_snapshot(rocksdict_module(), source, key_group_range, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
 
     def write_snapshot(self, storage: CheckpointStorage, job_id: str, checkpoint_id: int, name: str,
                        snapshot: KeyedStateSnapshot) -> StateHandle:

@@ -33,8 +33,6 @@ Example:
 from __future__ import annotations
 
 import math
-import shutil
-import tempfile
 from typing import Any, Iterator, TypeVar
 
 from raystream.engine.errors import CheckpointError, StateError
@@ -64,10 +62,6 @@ OUT = TypeVar("OUT")
 
 _NO_KEY: Any = object()
 _LIST, _MAP = "list", "map"
-#: name prefixes of operators' own state on an off-heap backend that their heap versions keep
-#: in operator memory and do not take back from a restored keyed backend (windows, joins,
-#: final field aggregates; see docs/state.md)
-_OPERATOR_STATE_ON_ROCKSDB = ("_window/", "_join/", "_field/")
 #: the kind of the pseudo-states that carry an off-heap backend's timer queues into a heap
 #: restore: ``{key group: [(time, key, namespace)]}`` per queue name (see
 #: :meth:`HeapKeyedStateBackend.take_restored_timers`)
@@ -119,38 +113,6 @@ def _convert_entries(kind: str, entries: dict, wrap: bool, now: int) -> dict:
     if wrap:
         return {k: (v, now) for k, v in entries.items()}
     return {k: e[0] for k, e in entries.items()}
-
-
-def _from_rocksdb(snap: Any, key_groups: KeyGroupRange) -> KeyedStateSnapshot:
-    """A RocksDB backend's snapshot (read back from a manifest, or taken in this process)
-    in the heap format, for the key groups in ``key_groups``."""
-    from .rocksdb_files import (  # (rocksdict is needed only to read RocksDB snapshots)
-        DeltaSnapshot,
-        RocksDBSnapshot,
-        SnapshotSource,
-        parse_manifest,
-        rocksdict_module,
-        serialize_full,
-    )
-    from .rocksdb_restore import export_heap_snapshot
-
-    if isinstance(snap, (RocksDBSnapshot, DeltaSnapshot)):
-        snap = parse_manifest(serialize_full(snap))
-    if not isinstance(snap, SnapshotSource):
-        raise CheckpointError(f"restore() needs KeyedStateSnapshot objects (or RocksDB snapshots), got {snap!r}")
-    stranded = sorted(n for n in snap.states if n.startswith(_OPERATOR_STATE_ON_ROCKSDB))
-    if stranded:
-        raise CheckpointError(
-            f"the RocksDB snapshot of checkpoint {snap.checkpoint_id} holds operator state {stranded!r} (windows, "
-            "joins or final field aggregates keep it in the keyed backend on RocksDB) that the heap backend's "
-            "operators do not read back yet; restore this job on the RocksDB backend, or switch it to the heap "
-            "from a savepoint taken on the heap backend"
-        )
-    work = tempfile.mkdtemp(prefix="raystream-rocksdb-to-heap-")
-    try:
-        return export_heap_snapshot(rocksdict_module(), snap, key_groups, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 class HeapKeyedStateBackend(KeyedStateBackend):
@@ -466,15 +428,15 @@ class HeapKeyedStateBackend(KeyedStateBackend):
                 dumps(entries, f"state {name!r} (key group {kg})")
             raise
 
-    def restore(self, snapshots: list[Any]) -> None:
+    def restore(self, snapshots: list[KeyedStateSnapshot]) -> None:
         """Replace all state with the key groups of ``snapshots`` that this backend owns.
 
         ``snapshots`` may come from any number of old subtasks (any old parallelism with
         the same ``max_parallelism``); key groups outside this backend's range are skipped
-        without being unpickled. A RocksDB backend's snapshot (switching a job back to the
-        heap backend: what :meth:`HeapStateBackend.deserialize_snapshot` reads from a
-        RocksDB checkpoint or savepoint) carries its timer queues along; the operators take
-        them with :meth:`take_restored_timers`.
+        without being unpickled. A RocksDB backend's snapshot converted by
+        :meth:`HeapStateBackend.deserialize_snapshot` (switching a job back to the heap
+        backend) carries its timer queues along; the operators take them with
+        :meth:`take_restored_timers`.
 
         Raises:
             CheckpointError: max_parallelism differs, a key group appears in two snapshots,
@@ -484,7 +446,10 @@ class HeapKeyedStateBackend(KeyedStateBackend):
         chosen: dict[int, tuple[int, bytes]] = {}
         for i, snap in enumerate(snapshots):
             if not isinstance(snap, KeyedStateSnapshot):
-                snap = _from_rocksdb(snap, self._range)
+                raise CheckpointError(
+                    f"restore() needs KeyedStateSnapshot objects, got {snap!r}; a RocksDB backend's snapshot "
+                    "is converted by HeapStateBackend.deserialize_snapshot"
+                )
             if snap.max_parallelism != self._max_par:
                 raise CheckpointError(
                     f"cannot restore keyed state written with max_parallelism "

@@ -273,7 +273,8 @@ def test_a_local_rocksdb_snapshot_restores_into_a_heap_backend(rocksdb, clock):
     v.update("later")
     snap = b.snapshot(2)  # a delta
     h = HeapKeyedStateBackend(KeyGroupRange(0, 63), MAXP, clock)
-    h.restore([snap])
+    data = RocksDBStateBackend().serialize_snapshot(snap)  # self-contained, as in process
+    h.restore([HeapStateBackend().deserialize_snapshot(data, h.key_group_range)])
     want = {n: {k: x for k, x in e.items() if key_group_for(k, MAXP) < 64} for n, e in expected(600).items()}
     want["value"][k] = "later"
     assert read(h) == want
@@ -286,6 +287,6 @@ def test_window_state_on_rocksdb_is_refused_by_the_heap_backend_not_dropped(rock
     contents = b.get_state(MapStateDescriptor("_window/contents"))
     b.set_current_key("k")
     contents.put((0, 1000), [1, 2])
-    h = HeapKeyedStateBackend(KeyGroupRange(0, MAXP - 1), MAXP, clock)
+    data = RocksDBStateBackend().serialize_snapshot(b.snapshot(1))
     with pytest.raises(CheckpointError, match=r"_window/contents.*restore this job on the RocksDB backend"):
-        h.restore([b.snapshot(1)])
+        HeapStateBackend().deserialize_snapshot(data, KeyGroupRange(0, MAXP - 1))
