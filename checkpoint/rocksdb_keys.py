@@ -132,7 +132,7 @@ def encode_key(key: Any) -> bytes:
     if isinstance(key, np.generic):
         return encode_key(key.item())
     try:
-        return b"p" + dumps(key, f"key {key!r}")
+        return b"p" + dumps(key, "a key")  # (no repr per call: the error below names the key)
     except Exception as exc:
         raise StateError(f"key {key!r} of type {type(key).__name__} cannot be serialized for RocksDB state: {exc}") from exc
 
