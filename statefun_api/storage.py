@@ -397,7 +397,7 @@ class StorageSlots:
         [(True, ('io.statefun.types/int', 42))]
     """
 
-    __slots__ = ("storage", "handles", "_slots", "_typename", "_tables", "_touched")
+    __slots__ = ("storage", "handles", "direct", "_slots", "_typename", "_tables", "_touched")
 
     def __init__(self, typename: str, specs: tuple[ValueSpec, ...], handles: list[Any]) -> None:
         cells: dict[str, _Cell] = {spec.name: _Cell(spec, typename, None) for spec in specs}
@@ -411,6 +411,8 @@ class StorageSlots:
         ]
         self._tables: list[tuple[_Cell, dict[int, dict[Any, Any]], str, type]] | None = None
         self._touched: set[int] = set()
+        #: True once :meth:`bind_tables` bound the values' tables (use :meth:`load_at`)
+        self.direct = False
 
     def bind_tables(self, tables: list[dict[int, dict[Any, Any]]], touched: set[int]) -> None:
         """Read and write the values at ``tables[i][key_group][key]`` (one table per spec,
@@ -432,11 +434,7 @@ class StorageSlots:
             raise ValueError(f"{len(tables)} tables for the {len(self._slots)} states of function {self._typename!r}")
         self._tables = [(cell, table, typename, exact) for (cell, _h, typename, exact), table in zip(self._slots, tables)]
         self._touched = touched
-
-    @property
-    def direct(self) -> bool:
-        """True once :meth:`bind_tables` bound the values' tables (use :meth:`load_at`)."""
-        return self._tables is not None
+        self.direct = True
 
     def load_at(self, key_group: int, key: Any) -> AddressScopedStorage:
         """:meth:`load` from the bound tables: the values of ``key`` (in ``key_group``).
