@@ -20,9 +20,13 @@ def ray_session():
     """Start one local Ray for the whole session (dashboard off) and stop it at the end."""
     import ray
 
+    from raystream.engine.ray_runtime import _LOCAL_SYSTEM_CONFIG
+
     if not ray.is_initialized():
-        # address="local": always a fresh local Ray, never a cluster some other process started
-        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING", configure_logging=False)
+        # address="local": always a fresh local Ray, never a cluster some other process started;
+        # configured as raystream's embedded Ray is (the path a user's script takes)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING", configure_logging=False,
+                 _system_config=dict(_LOCAL_SYSTEM_CONFIG))
     yield ray
     import raystream
 
