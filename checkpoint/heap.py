@@ -522,6 +522,45 @@ class HeapKeyedStateBackend(KeyedStateBackend):
         """
         return self._restored_timers.pop(name, {})
 
+    def take_restored_state(self, name: str) -> dict[int, dict[Any, Any]]:
+        """The entries of state ``name`` that the last restore brought and nobody asked for
+        with ``get_state``, ``{key group: {key: value}}`` (a map state's value is its
+        ``{map key: value}`` dict), handed over once and removed from this backend: an
+        operator that keeps this state in its own structures on the heap (a window's
+        contents, a join's buffers) takes what an off-heap (RocksDB) snapshot held, and
+        its later snapshots carry it as operator state only (``{}`` when there is none).
+
+        Raises:
+            StateError: the state is registered with ``get_state`` (it is in use as keyed
+                state), or has a TTL (operator state never has one).
+
+        Example:
+            >>> from raystream.engine.keygroups import KeyGroupRange
+            >>> from raystream.checkpoint import MapStateDescriptor
+            >>> b = HeapKeyedStateBackend(KeyGroupRange(0, 127), 128)
+            >>> b.set_current_key("a"); b.get_state(MapStateDescriptor("m")).put("w", 1)
+            >>> b2 = HeapKeyedStateBackend(KeyGroupRange(0, 127), 128); b2.restore([b.snapshot(1)])
+            >>> list(b2.take_restored_state("m").values()), b2.state_names()
+            ([{'a': {'w': 1}}], [])
+        """
+        if name in self._states:
+            raise StateError(
+                f"state {name!r} is registered with get_state: its entries are keyed state, "
+                "not operator state to hand over"
+            )
+        meta = self._restored.pop(name, None)
+        if meta is None:
+            return {}
+        if meta.ttl_ms is not None:
+            self._restored[name] = meta
+            raise StateError(
+                f"restored state {name!r} has a TTL of {meta.ttl_ms!r} ms: it is keyed state, "
+                "not operator state to hand over"
+            )
+        self._cursors.pop(name, None)
+        self._cache.clear()  # cached key group bytes hold the state's entries
+        return {kg: entries for kg, entries in self._tables.pop(name, {}).items() if entries}
+
     def close(self) -> None:
         """Drop all state."""
         for table in self._tables.values():

@@ -112,10 +112,6 @@ def copy_key_groups(rocksdict: ModuleType, source_dir: str, db: Any, key_groups:
 
 #: timer queues of the keyed operators, for manifests written before they listed their queues
 _LEGACY_TIMER_QUEUES = ("_timers/event_time", "_timers/processing_time")
-#: name prefixes of operators' own state on an off-heap backend that their heap versions keep
-#: in operator memory and do not take back from a restored keyed backend (windows, joins,
-#: final field aggregates; see docs/state.md)
-_OPERATOR_STATE_ON_ROCKSDB = ("_window/", "_join/", "_field/")
 _TIME_AT = KEY_GROUP_BYTES + STATE_ID_BYTES
 _KEY_LEN = struct.Struct(">I")
 
@@ -129,19 +125,13 @@ def export_heap_snapshot(rocksdict: ModuleType, source: SnapshotSource, key_grou
     operators (:meth:`HeapKeyedStateBackend.take_restored_timers`). ``work_dir`` holds the
     database while it is read.
 
+    Operators' own state on RocksDB (window contents, join buffers, final field
+    aggregates) comes along as keyed state; their heap versions take it into their own
+    structures (:meth:`HeapKeyedStateBackend.take_restored_state`).
+
     Raises:
-        CheckpointError: the snapshot holds entries of a state it has no metadata for, or
-            operator state (windows, joins, final field aggregates) the heap operators do
-            not read back.
+        CheckpointError: the snapshot holds entries of a state it has no metadata for.
     """
-    stranded = sorted(n for n in source.states if n.startswith(_OPERATOR_STATE_ON_ROCKSDB))
-    if stranded:
-        raise CheckpointError(
-            f"the RocksDB snapshot of checkpoint {source.checkpoint_id} holds operator state {stranded!r} (windows, "
-            "joins or final field aggregates keep it in the keyed backend on RocksDB) that the heap backend's "
-            "operators do not read back yet; restore this job on the RocksDB backend, or switch it to the heap "
-            "from a savepoint taken on the heap backend"
-        )
     lo, hi = max(source.key_group_range.start, key_groups.start), min(source.key_group_range.end, key_groups.end)
     metas = dict(source.states)
     names = {state_id(n): n for n in metas}

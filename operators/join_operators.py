@@ -4,7 +4,8 @@
   ``l.ts + lower <= r.ts <= l.ts + upper``; buffered records are dropped by event-time
   timers once no future partner can arrive. On the heap backend the buffers are a dict of
   the operator; on an off-heap backend (RocksDB) two list states of the keyed backend (one
-  per side) and the timers its timer queues, so they are part of the keyed snapshot.
+  per side) and the timers its timer queues, so they are part of the keyed snapshot. Either
+  backend restores the other's snapshots (buffers and timers are moved in or out).
 * :class:`CoGroupWindowOperator` is a window operator over two inputs that hands both sides
   of a window to a co-group function (``fn(key, lefts, rights)``, or the pairs of a join).
 
@@ -34,7 +35,12 @@ from raystream.engine.records import Batch
 
 from .functions import keyed_state_backend
 from .time import TimestampAssigner
-from .timers import InternalTimerService, backend_timer_queues
+from .timers import (
+    InternalTimerService,
+    backend_restored_state,
+    backend_restored_timers,
+    backend_timer_queues,
+)
 from .two_input import TwoInputWatermarks
 from .window_operator import LIST, WindowOperator
 from .windows import ProcessWindowFunction, Trigger, WindowAssigner
@@ -109,7 +115,10 @@ class IntervalJoinOperator(StreamOperator):
             if st:
                 self.wms.current = max(self.wms.current, st.get("watermark", self.wms.current))
                 self.timers.watermark = self.wms.current
-        self.timers.restore([s.get("timers") for s in self._restored if s], ctx.key_group_range)
+        restored_timers: list[dict[str, Any] | None] = [s.get("timers") for s in self._restored if s]
+        if queues is None:  # heap: a RocksDB job's snapshot keeps buffers and timers in the keyed backend
+            restored_timers += self._buffers_from_backend(ctx.keyed_backend)
+        self.timers.restore(restored_timers, ctx.key_group_range)
         self._restored = []
         if self._sides is not None and self.buffers:  # a heap job's savepoint: into the backend
             for key, bufs in self.buffers.items():
@@ -119,6 +128,18 @@ class IntervalJoinOperator(StreamOperator):
             self.buffers = {}
         self.jctx = JoinContext()
         ctx.metrics.setdefault("num_late_records_dropped", 0)
+
+    def _buffers_from_backend(self, backend: Any) -> list[dict[str, Any] | None]:
+        """Heap: move the buffers a heap keyed ``backend`` restored from a RocksDB snapshot
+        (list states :data:`JOIN_BUFFERS`) into ``buffers``; returns the timers it handed over."""
+        for side, name in enumerate(JOIN_BUFFERS):
+            for entries in backend_restored_state(backend, name).values():
+                for key, buffered in entries.items():
+                    bufs = self.buffers.get(key)
+                    if bufs is None:
+                        bufs = self.buffers[key] = ([], [])
+                    bufs[side].extend(buffered)
+        return backend_restored_timers(backend)
 
     def _join(self, left: tuple, right: tuple, key: Any, out: list) -> None:
         fn = self.fn

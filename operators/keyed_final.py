@@ -37,7 +37,7 @@ Example:
     >>> from raystream.engine.partitioners import KeySelector
     >>> from raystream.operators.testing import OperatorHarness
     >>> h = OperatorHarness(FieldAggregateOperator(KeySelector("k"), "v", "sum"))
-    >>> h.process([{"k": "a", "v": 1, "i": 0}, {"k": "a", "v": 2, "i": 1}]); h.end_input()
+    >>> h.process([{"k": "a", "v": 1, "i": 0}, {"k": "a", "v": 2, "i": 1}]); _ = h.end_input()
     >>> h.records()
     [{'k': 'a', 'v': 3, 'i': 0}]
 """
@@ -52,11 +52,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from raystream.checkpoint.descriptors import ValueStateDescriptor
-from raystream.engine.errors import GraphError, UserCodeError, short_repr
+from raystream.engine.errors import GraphError, StateError, UserCodeError, short_repr
 from raystream.engine.keygroups import key_groups_of_keys
 from raystream.engine.operator import OperatorContext, Output, StreamOperator
 from raystream.engine.partitioners import KeySelector
 from raystream.engine.records import Batch, arrow_to_records
+
+from .timers import backend_restored_state
 
 __all__ = [
     "EMIT_MODES",
@@ -352,6 +354,19 @@ class FieldAggregateOperator(StreamOperator):
                     for k, (first, value) in entries.items():
                         state.first[k] = first
                         state.values[k] = value
+        if self._keyed is None and backend is not None:  # heap: a RocksDB job's snapshot keeps them in the backend
+            values, firsts = (backend_restored_state(backend, n) for n in FIELD_STATES)
+            for kg in sorted(values):
+                group_firsts = firsts.get(kg, {})
+                for k, value in values[kg].items():
+                    first = group_firsts.get(k, _MISSING)
+                    if first is _MISSING:
+                        raise StateError(
+                            f"{self.how}({self.column!r}) of operator {ctx.operator_name!r}: the restored keyed "
+                            f"state has a value for key {short_repr(k, 60)} but no first record ({FIELD_STATES[1]!r})"
+                        )
+                    state.first[k] = first
+                    state.values[k] = value
         self._restored = []
 
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:

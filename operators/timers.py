@@ -34,7 +34,7 @@ Example:
 from __future__ import annotations
 
 import heapq
-from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar, cast
 
 from raystream.engine.events import MIN_WATERMARK
 from raystream.engine.keygroups import KeyGroupRange, key_group_for
@@ -52,6 +52,8 @@ __all__ = [
     "EVENT_TIMERS",
     "PROCESSING_TIMERS",
     "backend_timer_queues",
+    "backend_restored_timers",
+    "backend_restored_state",
 ]
 
 K = TypeVar("K")  # the operator's keys
@@ -258,6 +260,26 @@ def backend_restored_timers(backend: Any) -> list[dict[str, Any] | None]:
         return []
     event, processing = take(EVENT_TIMERS), take(PROCESSING_TIMERS)
     return [{"event": event, "processing": processing}] if event or processing else []
+
+
+def backend_restored_state(backend: Any, name: str) -> dict[int, dict[Any, Any]]:
+    """The entries of an operator's own state ``name`` (a window's contents, a join's
+    buffers: what the operator keeps in the keyed backend on RocksDB) that a heap keyed
+    ``backend`` restored from an off-heap (RocksDB) snapshot, ``{key group: {key: value}}``,
+    handed over once (:meth:`HeapKeyedStateBackend.take_restored_state`) for the operator to
+    keep in its own structures; ``{}`` when there are none or the backend keeps the state
+    itself (``off_heap``).
+
+    Example:
+        >>> from raystream.checkpoint import HeapKeyedStateBackend
+        >>> from raystream.engine.keygroups import KeyGroupRange
+        >>> backend_restored_state(HeapKeyedStateBackend(KeyGroupRange(0, 127), 128), "_join/left")
+        {}
+    """
+    take = getattr(backend, "take_restored_state", None)
+    if take is None or getattr(backend, "off_heap", False):
+        return {}
+    return cast(dict[int, dict[Any, Any]], take(name))
 
 
 class InternalTimerService(Generic[K, N]):

@@ -13,7 +13,9 @@ are map states of the keyed backend (:mod:`operators.window_state`), timers are 
 timer queues; all of it is in the keyed snapshot, re-split by key group on rescaling. The
 tumbling fast paths (panes, per-batch folding into dicts) are heap-only; on RocksDB every
 record takes the per-(key, window) path. A heap job's savepoint restores into RocksDB (its
-contents, trigger state and timers are moved into the backend).
+contents, trigger state and timers are moved into the backend), and a RocksDB job's
+checkpoint or savepoint into the heap (the heap keyed backend hands them over:
+``backend_restored_state`` / ``backend_restored_timers``).
 
 Records whose windows have all expired (``window.max_timestamp() + allowed_lateness <=
 watermark``) are *late*: they go to the ``late_tag`` side output if one is set, else they
@@ -40,13 +42,20 @@ from raystream.engine.records import Batch
 
 from .functions import RuntimeContext, keyed_state_backend
 from .time import TimestampAssigner
-from .timers import InternalTimerService, backend_timer_queues
+from .timers import (
+    InternalTimerService,
+    backend_restored_state,
+    backend_restored_timers,
+    backend_timer_queues,
+)
 from .window_state import (
+    MERGING_WINDOWS,
     WINDOW_CONTENTS,
     WINDOW_TRIGGER_STATE,
     BackendWindowState,
     decode_window,
     encode_window,
+    window_of_key,
 )
 from .windows import (
     EventTimeTrigger,
@@ -263,9 +272,12 @@ class WindowOperator(StreamOperator):
                     self.trig.update(trig)
             if "watermark" in st.get("timers", {}):
                 self.timers.watermark = max(self.timers.watermark, st["timers"]["watermark"])
+        restored_timers = [s.get("timers") for s in self._restored if s]
+        if queues is None:  # heap: a RocksDB job's snapshot keeps windows and timers in the keyed backend
+            restored_timers += self._state_from_backend(ctx.keyed_backend)
         if queues is not None:
             self._state_to_backend(ctx)
-            self.timers.restore([s.get("timers") for s in self._restored if s], ctx.key_group_range)
+            self.timers.restore(restored_timers, ctx.key_group_range)
         elif self._panes_mode:  # restored (key -> window -> contents) become panes; no timers needed
             for key, per_key in self.contents.items():
                 for w, acc in per_key.items():
@@ -275,10 +287,28 @@ class WindowOperator(StreamOperator):
             size = self._tumbling.size
             self._pane_fire = min(self._panes, default=_NEVER - size) + size - 1
         else:
-            self.timers.restore([s.get("timers") for s in self._restored if s], ctx.key_group_range)
+            self.timers.restore(restored_timers, ctx.key_group_range)
         self._restored = []
         if self.window_function is not None:
             self.window_function.open(RuntimeContext(ctx))
+
+    def _state_from_backend(self, backend: Any) -> list[dict[str, Any]]:
+        """Heap: move the windows a heap keyed ``backend`` restored from a RocksDB snapshot
+        (a job switched back from RocksDB: contents and trigger state in the map states of
+        :mod:`operators.window_state`) into the operator's dicts; returns the timers the
+        backend handed over, their namespaces decoded back into windows."""
+        for name, target in ((WINDOW_CONTENTS, self.contents), (WINDOW_TRIGGER_STATE, self.trig)):
+            for entries in backend_restored_state(backend, name).values():
+                for key, by_window in entries.items():
+                    per_key = target.setdefault(key, {})
+                    for wk, value in by_window.items():
+                        per_key[window_of_key(wk)] = value
+        backend_restored_state(backend, MERGING_WINDOWS)  # heap: a key's windows are its dict's keys
+        return [
+            {queue: {kg: [(t, k, window_of_key(ns)) for t, k, ns in timers] for kg, timers in parts.items()}
+             for queue, parts in st.items()}
+            for st in backend_restored_timers(backend) if st
+        ]
 
     def _state_to_backend(self, ctx: OperatorContext) -> None:
         """Off-heap: keep contents and trigger state in the keyed backend instead of dicts

@@ -26,7 +26,7 @@ from raystream.checkpoint import (  # noqa: E402
     ValueStateDescriptor,
 )
 from raystream.checkpoint.coordinator import METADATA_FORMAT  # noqa: E402
-from raystream.engine.errors import CheckpointError  # noqa: E402
+from raystream.engine.errors import StateError  # noqa: E402
 from raystream.engine.keygroups import KeyGroupRange, key_group_for  # noqa: E402
 from raystream.engine.operator import ManualClock  # noqa: E402
 
@@ -280,13 +280,32 @@ def test_a_local_rocksdb_snapshot_restores_into_a_heap_backend(rocksdb, clock):
     assert read(h) == want
 
 
-def test_window_state_on_rocksdb_is_refused_by_the_heap_backend_not_dropped(rocksdb, clock):
-    # the heap window operator keeps its contents in operator memory: a RocksDB snapshot
-    # holding them must fail the restore with a clear error instead of losing them
+def test_window_state_on_rocksdb_is_kept_by_the_heap_backend_for_the_operator(rocksdb, clock):
+    # the heap window operator keeps its contents in operator memory: the heap backend keeps a
+    # RocksDB snapshot's window state as restored keyed state and hands it over once
     b = rocksdb()
     contents = b.get_state(MapStateDescriptor("_window/contents"))
     b.set_current_key("k")
     contents.put((0, 1000), [1, 2])
     data = RocksDBStateBackend().serialize_snapshot(b.snapshot(1))
-    with pytest.raises(CheckpointError, match=r"_window/contents.*restore this job on the RocksDB backend"):
-        HeapStateBackend().deserialize_snapshot(data, KeyGroupRange(0, MAXP - 1))
+    h = HeapKeyedStateBackend(KeyGroupRange(0, MAXP - 1), MAXP, clock)
+    h.restore([HeapStateBackend().deserialize_snapshot(data, h.key_group_range)])
+    assert h.take_restored_state("_window/contents") == {key_group_for("k", MAXP): {"k": {(0, 1000): [1, 2]}}}
+    assert h.take_restored_state("_window/contents") == {} and "_window/contents" not in h.state_names()
+
+
+def test_keyed_state_in_use_or_with_a_ttl_is_not_handed_over_as_operator_state(clock):
+    b = HeapKeyedStateBackend(KeyGroupRange(0, MAXP - 1), MAXP, clock)
+    b.set_current_key("k")
+    b.get_state(ValueStateDescriptor("ttl", ttl=TTL)).update(1)
+    v = b.get_state(ValueStateDescriptor("v"))
+    v.update(2)
+    with pytest.raises(StateError, match="'v' is registered with get_state"):
+        b.take_restored_state("v")
+    h = HeapKeyedStateBackend(KeyGroupRange(0, MAXP - 1), MAXP, clock)
+    h.restore([b.snapshot(1)])
+    with pytest.raises(StateError, match="restored state 'ttl' has a TTL"):
+        h.take_restored_state("ttl")
+    s = h.get_state(ValueStateDescriptor("ttl", ttl=TTL))  # still there
+    h.set_current_key("k")
+    assert s.value() == 1
