@@ -322,6 +322,7 @@ class FunctionDispatcher(StreamOperator):
         self.backend = backend = keyed_state_backend(ctx)
         self.clock = ctx.clock
         self._range = ctx.key_group_range
+        self._kg_first, self._kg_last = ctx.key_group_range.start, ctx.key_group_range.end
         self._max_parallelism = ctx.max_parallelism
         self._inbox = SpillingQueue(
             self.config.inbox_memory_bytes,
@@ -768,8 +769,8 @@ class FunctionDispatcher(StreamOperator):
         if kg is None:
             kg = self._key_group(key)
         direct = slots.direct  # values read/written in the backend's tables, no current key
-        if not direct:
-            self.backend.set_current_key_with_group(key, kg)
+        if not direct or not self._kg_first <= kg <= self._kg_last:
+            self.backend.set_current_key_with_group(key, kg)  # (raises for another subtask's key group)
         try:
             try:
                 storage = slots.load_at(kg, key) if direct else slots.load()

@@ -137,3 +137,19 @@ def test_sends_keep_their_order_and_caller_across_built_in_and_custom_types():
         assert run.egress("test/out") == [f"test/sender/s:{i}" for i in range(6)]
     with pytest.raises(Exception, match="send expects a Message"):
         run.send(message_builder("test/sender", "s", int_value=-1))
+
+
+def test_a_message_for_another_subtasks_key_group_fails_on_the_direct_path():
+    """An ingress record routed to the wrong subtask (its key group is another subtask's)
+    fails as on the generic path, naming the key group, instead of writing foreign state."""
+    from raystream.engine.errors import JobFailed
+    from raystream.engine.keygroups import key_group_for, subtask_for_key_group
+
+    harness = OperatorHarness(
+        FunctionDispatcher(DispatcherConfig(counters(), {"test/out": None})), subtask_index=0, parallelism=2,
+        max_parallelism=128,
+    )
+    key = next(f"k{i}" for i in range(100) if subtask_for_key_group(key_group_for(("test/plain", f"k{i}"), 128), 2, 128) == 1)
+    with pytest.raises(JobFailed, match=r"StateError: key \('test/plain', 'k\d+'\) with key group \d+ is outside this backend's range 0..63"):
+        harness.process([message_to_record(message_builder("test/plain", key, int_value=1))])
+        harness.step()
