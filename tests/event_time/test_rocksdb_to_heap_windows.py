@@ -20,13 +20,18 @@ from raystream.checkpoint import HeapKeyedStateBackend, ValueStateDescriptor
 from raystream.checkpoint.backends import HeapStateBackend
 from raystream.engine.errors import StateError
 from raystream.engine.keygroups import KeyGroupRange, key_group_for
+from raystream.engine.partitioners import KeySelector
 from raystream.operators.testing import OperatorHarness
+from raystream.operators.time import TimestampAssigner
+from raystream.operators.window_combiner import CombinedWindowOperator, WindowAggregateCombiner
 from raystream.operators.window_state import WINDOW_CONTENTS, BackendWindowState
+from raystream.operators.windows import TumblingEventTimeWindows
 
 pytest.importorskip("rocksdict")
 from tests.event_time.test_rocksdb_windows import (  # noqa: E402
     MAXP,
     OPERATORS,
+    Count,
     drive,
     outputs,
     rocksdb,
@@ -155,3 +160,31 @@ def test_a_field_value_without_its_first_record_fails_the_heap_restore_naming_th
     snap = h.snapshot()
     with pytest.raises(StateError, match=r"sum\(2\) of operator .*key 'k3' but no first record"):
         OperatorHarness(make(), restore=[snap], state_backend=HeapStateBackend())
+
+
+@pytest.mark.parametrize("lateness", [0, 60])
+def test_the_keyed_half_of_a_combined_window_switches_to_the_heap(lateness, tmp_path):
+    """``CombinedWindowOperator`` (a WindowOperator merging a combiner's partials): RocksDB
+    p=2 -> heap p=3 (pane mode on the heap without lateness) equals an uninterrupted heap run."""
+    assigner = TumblingEventTimeWindows.of(100)
+    ts, sel = TimestampAssigner(column="ts"), KeySelector("key")
+    # the combiner's partials (what CombinedWindowOperator merges), with the watermarks
+    rows = [{"key": f"k{i % 12}", "value": i, "ts": 5 * i - (150 if i % 37 == 36 else 0)} for i in range(1500)]
+    up = OperatorHarness(WindowAggregateCombiner(sel, assigner, Count(), ts))
+    steps: list = []
+    for i in range(0, len(rows), 50):
+        sent = len(up.output.batches)
+        up.process(rows[i:i + 50])
+        for b in up.output.batches[sent:]:
+            steps.append(("rec", 0, b.records()))
+        wm = max(r["ts"] for r in rows[i:i + 50]) - 30
+        up.advance_watermark(wm)
+        steps.append(("wm", 0, wm))
+
+    def make():
+        return CombinedWindowOperator(sel.key_of, assigner, Count(), None, lateness, "late", ts)
+
+    want = uninterrupted_run(make, steps)
+    assert len(want) >= 20
+    assert switched_run(make, steps, rocksdb(tmp_path), 2, HeapStateBackend(), 3,
+                        no_operator_state_in_keyed_backend) == want
