@@ -8,7 +8,9 @@ are re-split by key group on rescaling. Merging (session) assigners also keep ea
 list of windows in a value state (Flink's merging-window set), so merging reads one entry
 instead of scanning the key's range. A TimeWindow is stored (map key, timer namespace) as
 17 bytes (:func:`window_key`) instead of its pickle; every stored key still decodes with the
-backend's canonical key decoding.
+backend's canonical key decoding. A job switched back to the heap backend through a RocksDB
+snapshot gets these states back into the heap operator's dicts (map keys decoded with
+:func:`window_of_key`; see ``WindowOperator._state_from_backend``).
 
 :class:`BackendWindowState` stands where the operator keeps ``key -> window -> value``
 dicts on the heap, with the part of the dict API the operator's window logic uses, so that
