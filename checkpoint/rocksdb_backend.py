@@ -18,8 +18,8 @@ backend; memory is ``cache_size`` entries plus RocksDB's own bounded buffers
 **Snapshots** (:meth:`RocksDBKeyedStateBackend.snapshot`, on the task thread) are mostly
 *deltas*: the dirty cache entries are serialized and, with the change log (every entry
 written to RocksDB since the previous snapshot, by evictions, timers and TTL cleanup),
-handed to the snapshot writer, which writes them as one small sorted SST file and uploads
-it on top of the last *materialized* snapshot. A materialization writes the dirty entries,
+handed to the snapshot writer, which writes them as one small zstd-compressed Arrow file
+(two columns, key and value; no per-entry call) and uploads it on top of the last *materialized* snapshot. A materialization writes the dirty entries,
 flushes the memtable and takes a RocksDB checkpoint (hard links of the immutable SST files)
 into a local directory; the writer uploads only the SST files not uploaded before
 (:mod:`checkpoint.rocksdb_files`). It happens for the first snapshot, after a failed write
@@ -111,6 +111,7 @@ DEFAULT_CACHE_SIZE = 65_536
 _KEY_CACHE = 65_536
 #: evicted writes collected before one write batch goes to RocksDB
 _BATCH = 1024
+_pickle_dumps = pickle.dumps  # (the default protocol; loads reads every protocol)
 #: bytes of changes since the last snapshot the change log holds by default (beyond it, the
 #: log is dropped and the next snapshot materializes)
 DEFAULT_CHANGELOG_BYTES = 64 << 20
@@ -196,7 +197,7 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         self._db = self._open()
         self._capacity = cache_size
         self._cache: OrderedDict[bytes, Any] = OrderedDict()
-        self._dirty: set[bytes] = set()
+        self._dirty: dict[bytes, Any] = {}  # written cache entries (as in the cache) not yet serialized
         self._pending: dict[bytes, bytes | None] = {}  # evicted dirty entries, not yet written
         self._unwritten: dict[bytes, bytes | None] = {}  # older than _pending, logged by a delta snapshot
         self._key: Any = _NO_KEY
@@ -330,17 +331,16 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         else:
             cache[k] = entry
             if len(cache) > self._capacity:
-                self._dirty.add(k)
+                self._dirty[k] = entry
                 self._evict()
                 return
-        self._dirty.add(k)
+        self._dirty[k] = entry
 
     def _evict(self) -> None:
         cache, dirty, pending = self._cache, self._dirty, self._pending
         while len(cache) > self._capacity:
             k, entry = cache.popitem(last=False)
-            if k in dirty:
-                dirty.discard(k)
+            if dirty.pop(k, _MISS) is not _MISS:
                 pending[k] = None if entry is ABSENT else self._dump(k, entry)
         if len(pending) >= _BATCH:
             self._write_pending()
@@ -388,19 +388,21 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
 
     def _serialize_dirty(self) -> None:
         """Move every dirty cache entry, serialized, to the pending writes (it stays cached, clean)."""
-        if not self._dirty:
+        dirty = self._dirty
+        if not dirty:
             return
-        cache, pending, pickle_dumps = self._cache, self._pending, pickle.dumps
-        for k in self._dirty:
-            entry = cache[k]
-            if entry is ABSENT:
-                pending[k] = None
-            else:
-                try:  # (serde.dumps' first attempt, without its call overhead)
-                    pending[k] = pickle_dumps(entry, protocol=5)
-                except Exception:
-                    pending[k] = self._dump(k, entry)
-        self._dirty.clear()
+        keys, entries = list(dirty), list(dirty.values())  # (in insertion order: no lookups)
+        try:  # (serde.dumps' first attempt, mapped over all entries: no Python-level loop)
+            blobs: list[bytes | None] = list(map(_pickle_dumps, entries))
+        except Exception:
+            blobs = [None if e is ABSENT else self._dump(k, e) for k, e in zip(keys, entries)]
+        pending = self._pending
+        pending.update(zip(keys, blobs))
+        if entries.count(ABSENT):  # (deleted entries: ABSENT compares by identity only)
+            for k, e in zip(keys, entries):
+                if e is ABSENT:
+                    pending[k] = None
+        dirty.clear()
 
     def cache_stats(self) -> dict[str, int]:
         """``{"entries", "dirty", "capacity"}`` of the read cache, for metrics and tests."""
@@ -598,7 +600,7 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
 
         Usually a *delta*: the dirty cache entries are serialized and, with every entry
         written to RocksDB since the previous snapshot (the change log), become the delta
-        the writer turns into one small SST file. No memtable flush, no RocksDB checkpoint.
+        the writer turns into one small Arrow file. No memtable flush, no RocksDB checkpoint.
         It *materializes* instead (dirty entries written, the memtable flushed, a RocksDB
         checkpoint of hard links taken; the writer uploads the SST files not uploaded
         before) when there is no base yet, the chain broke (a write failed, a restore), the
@@ -633,7 +635,7 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
             self._pending.clear()
         seq = 1 if self._last_delta is None else self._last_delta.seq + 1
         delta = DeltaSnapshot(checkpoint_id, self._base, self._last_delta, seq, self._metas(), log,
-                              sorted(self._queues), self._rocksdict, self.uploads)
+                              sorted(self._queues), self.uploads)
         self._last_delta = delta
         self._log, self._log_bytes = {}, 0
         return delta
@@ -852,7 +854,7 @@ class _TtlCursor:
     def _drop_cached(self, k: bytes) -> None:
         b = self.backend
         b._cache.pop(k, None)
-        b._dirty.discard(k)
+        b._dirty.pop(k, None)
 
 
 class _LoggedDB:

@@ -1,5 +1,5 @@
 """Restoring the RocksDB state backend's snapshots: a database rebuilt from a snapshot's files
-(base SST files, then its deltas ingested in order), key-group ranges copied out of it for a
+(base SST files, then its deltas applied in order), key-group ranges copied out of it for a
 rescaled restore, and the conversions from and to the heap backend's format (switching a job
 between the two backends through a checkpoint or savepoint; Flink's
 ``RocksDBIncrementalRestoreOperation`` and its heap/RocksDB savepoint compatibility).
@@ -33,7 +33,7 @@ from raystream.engine.keygroups import KeyGroupRange
 from raystream.engine.serde import dumps, loads
 
 from .heap import TIMERS_KIND
-from .rocksdb_files import SnapshotSource, SstFile, open_db
+from .rocksdb_files import SnapshotSource, SstFile, open_db, read_delta
 from .rocksdb_keys import (
     KEY_GROUP_BYTES,
     STATE_ID_BYTES,
@@ -52,7 +52,7 @@ __all__ = ["copy_key_groups", "export_heap_snapshot", "import_heap_snapshot", "m
 def materialize(snap: SnapshotSource, directory: str, rocksdict: ModuleType | None = None, *,
                 write_buffer_bytes: int = 16 << 20, block_cache_bytes: int = 32 << 20) -> dict[str, SstFile]:
     """Write the base files of ``snap`` into ``directory`` (an openable RocksDB directory)
-    and, if it has deltas, ingest them in order (``rocksdict`` and the :func:`open_db`
+    and, if it has deltas, apply them in order (``rocksdict`` and the :func:`open_db`
     options needed then); returns its SST files that are in checkpoint storage and may be
     referenced again."""
     os.makedirs(directory, exist_ok=True)
@@ -63,26 +63,43 @@ def materialize(snap: SnapshotSource, directory: str, rocksdict: ModuleType | No
     if snap.deltas:
         if rocksdict is None:
             raise CheckpointError(f"the RocksDB snapshot of checkpoint {snap.checkpoint_id} has deltas: "
-                                  "materialize() needs the rocksdict module to ingest them")
+                                  "materialize() needs the rocksdict module to apply them")
         db = open_db(rocksdict, directory, write_buffer_bytes=write_buffer_bytes, block_cache_bytes=block_cache_bytes)
         try:
-            ingest = rocksdict.IngestExternalFileOptions()
-            ingest.set_move_files(True)
             for n, f in enumerate(snap.deltas):
-                path = os.path.join(os.path.dirname(directory.rstrip(os.sep)), f"ingest-{uuid.uuid4().hex[:8]}-{n}.sst")
-                with open(path, "wb") as out:
-                    out.write(snap.read(f.name))
                 try:
-                    db.ingest_external_file([path], ingest)
+                    _apply_delta(rocksdict, db, f.name, snap.read(f.name), directory, n)
                 except Exception as exc:
                     raise CheckpointError(f"cannot apply delta {f.name!r} of the RocksDB snapshot of checkpoint "
                                           f"{snap.checkpoint_id}: {exc}") from exc
-                finally:
-                    if os.path.exists(path):
-                        os.remove(path)
         finally:
             db.close()
     return {f.name: f for f in snap.sst if f.path is not None} if snap.from_checkpoint else {}
+
+
+def _apply_delta(rocksdict: ModuleType, db: Any, name: str, data: bytes, directory: str, n: int) -> None:
+    """Apply one delta file on top of ``db``: an Arrow delta (:func:`~checkpoint.rocksdb_files.write_delta`)
+    in write batches; an SST delta (chains written before the Arrow format) ingested."""
+    if name.endswith(".sst"):
+        path = os.path.join(os.path.dirname(directory.rstrip(os.sep)), f"ingest-{uuid.uuid4().hex[:8]}-{n}.sst")
+        with open(path, "wb") as out:
+            out.write(data)
+        try:
+            ingest = rocksdict.IngestExternalFileOptions()
+            ingest.set_move_files(True)
+            db.ingest_external_file([path], ingest)
+        finally:
+            if os.path.exists(path):
+                os.remove(path)
+        return
+    for keys, values in read_delta(data):
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        for k, v in zip(keys, values):
+            if v is None:
+                batch.delete(k)
+            else:
+                batch.put(k, v)
+        db.write(batch)
 
 
 def copy_key_groups(rocksdict: ModuleType, source_dir: str, db: Any, key_groups: KeyGroupRange) -> None:

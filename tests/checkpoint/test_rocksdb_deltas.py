@@ -7,6 +7,7 @@ change; retention keeps every file a retained checkpoint references. No Ray."""
 
 from __future__ import annotations
 
+import hashlib
 import random
 import shutil
 
@@ -22,6 +23,8 @@ from raystream.checkpoint import (  # noqa: E402
     RocksDBStateBackend,
     ValueStateDescriptor,
     rocksdb_backend,  # noqa: E402
+    rocksdb_files,
+    rocksdb_restore,
 )
 from raystream.checkpoint.coordinator import METADATA_FORMAT  # noqa: E402
 from raystream.checkpoint.faults import FaultRule, faulty_filesystem  # noqa: E402
@@ -234,6 +237,88 @@ def test_a_delta_checkpoint_uploads_only_the_changed_entries(backends, tmp_path)
     assert got == {k: ("changed" if k % 100 == 0 else f"value-{k}" * 3) for k in range(20_000)}
 
 
+def test_a_delta_file_holds_puts_and_deletions_and_a_chain_with_sst_deltas_still_restores(backends, tmp_path):
+    """Deltas are Arrow files now; a chain written before (SST deltas) restores the same."""
+    entries = {b"\x00\x03" + bytes([i]) * 5: (None if i % 3 == 0 else bytes([i]) * i) for i in range(1, 40)}
+    path = str(tmp_path / f"d{rocksdb_files.DELTA_SUFFIX}")
+    assert rocksdb_files.write_delta(path, entries) == (3, 3)
+    with open(path, "rb") as f:
+        data = f.read()
+    got = {k: v for keys, values in rocksdb_files.read_delta(data) for k, v in zip(keys, values)}
+    assert got == entries
+    with pytest.raises(CheckpointError, match="not a RocksDB delta file"):
+        list(rocksdb_files.read_delta(data[: len(data) // 2]))
+    # the same chain with its delta rewritten as an SST file, as earlier versions wrote it
+    storage = CheckpointStorage(str(tmp_path / "chk"))
+    sb = RocksDBStateBackend()
+    b = backends(cache_size=50)
+    v = b.get_state(VALUE)
+    for k in range(500):
+        b.set_current_key(k)
+        v.update(k)
+    write(storage, sb, 1, b.snapshot(1))
+    for k in range(0, 500, 7):
+        b.set_current_key(k)
+        if k % 2:
+            v.clear()
+        else:
+            v.update(-k)
+    snap = b.snapshot(2)
+    assert isinstance(snap, DeltaSnapshot)
+    md = write(storage, sb, 2, snap)
+    expected = {k: -k if k % 7 == 0 else k for k in range(500) if not (k % 7 == 0 and k % 2)}
+    [r] = restore(sb, md, storage.read_state, 1, backends)
+    assert read_state(r)["v"] == expected
+    [delta] = [h for h in md["operators"][UID]["subtasks"][0]["keyed"].shared if h.path.endswith(rocksdb_files.DELTA_SUFFIX)]
+    rows = {k: val for keys, values in rocksdb_files.read_delta(storage.read_state(delta)) for k, val in zip(keys, values)}
+    rocksdict = rocksdb_files.rocksdict_module()
+    old_root = tmp_path / "old"
+    old_root.mkdir()
+    sst = str(old_root / "delta.sst")
+    writer = rocksdict.SstFileWriter(rocksdict.Options(raw_mode=True))
+    writer.open(sst)
+    for k in sorted(rows):
+        if rows[k] is None:
+            del writer[k]
+        else:
+            writer[k] = rows[k]
+    writer.finish()
+    db_dir = str(old_root / "db")
+    source = rocksdb_files.parse_manifest(sb.serialize_snapshot(snap))
+    rocksdb_restore.materialize(source, db_dir, rocksdict)  # the Arrow chain
+    db = rocksdb_files.open_db(rocksdict, db_dir, write_buffer_bytes=1 << 20, block_cache_bytes=1 << 20)
+    arrow_rows = {bytes(k): bytes(val) for k, val in db.items()}
+    db.close()
+    source.deltas = []
+    db_dir2 = str(old_root / "db2")
+    rocksdb_restore.materialize(source, db_dir2, rocksdict)  # the base only, then the SST delta ingested
+    db = rocksdb_files.open_db(rocksdict, db_dir2, write_buffer_bytes=1 << 20, block_cache_bytes=1 << 20)
+    rocksdb_restore._apply_delta(rocksdict, db, "delta.sst", open(sst, "rb").read(), db_dir2, 0)
+    sst_rows = {bytes(k): bytes(val) for k, val in db.items()}
+    db.close()
+    assert sst_rows == arrow_rows and len(arrow_rows) > 400
+
+
+def test_a_corrupt_delta_fails_the_restore_naming_the_delta_and_checkpoint(backends, tmp_path):
+    storage = CheckpointStorage(str(tmp_path / "chk"))
+    sb = RocksDBStateBackend()
+    b = backends(cache_size=50)
+    v = b.get_state(VALUE)
+    for k in range(300):
+        b.set_current_key(k)
+        v.update(k)
+    write(storage, sb, 1, b.snapshot(1))
+    for k in range(0, 300, 10):
+        b.set_current_key(k)
+        v.update("changed")
+    source = rocksdb_files.parse_manifest(sb.serialize_snapshot(b.snapshot(2)))
+    [name] = [d.name for d in source.deltas]
+    off, size = source.inline[name]
+    source.data = memoryview(bytes(source.data[:off]) + b"\x00" * size + bytes(source.data[off + size:]))
+    with pytest.raises(CheckpointError, match=f"cannot apply delta '{name}' of the RocksDB snapshot of checkpoint 2"):
+        rocksdb_restore.materialize(source, str(tmp_path / "db"), rocksdb_files.rocksdict_module())
+
+
 def test_a_local_delta_snapshot_serializes_self_contained(backends):
     job = Job(backends(cache_size=16), 200, 5)
     sb = RocksDBStateBackend()
@@ -409,15 +494,17 @@ def test_deltas_reaching_a_share_of_the_base_make_the_next_snapshot_materialize(
         b.set_current_key(k)
         v.update(f"{k:08d}-{k * 7919 % 10007:05d}")
     kinds, shares = [], []
-    for cid in range(1, 12):
+    for cid in range(1, 60):  # (until a delta chain reached the share and the next one began)
         share = b.uploads.delta_bytes / max(b.uploads.base_bytes, 1)  # what the writer reported so far
-        for k in range(cid * 50, cid * 50 + 250):  # 5% of the keys per checkpoint
+        for k in range(cid * 50 % 4750, cid * 50 % 4750 + 250):  # 5% of the keys per checkpoint
             b.set_current_key(k)
-            v.update(f"changed-{cid}-{k}")
+            v.update(hashlib.sha256(f"changed-{cid}-{k}".encode()).hexdigest())  # (compresses as badly as the base)
         snap = b.snapshot(cid)
         kinds.append(kind(snap))
         shares.append(share)
         write(storage, sb, cid, snap)
+        if kinds.count("materialized") == 2 and kinds[-1] == "delta":
+            break
     assert kinds[0] == "materialized"
     assert kinds[1:] == ["materialized" if x > rocksdb_backend.DELTA_RATIO else "delta" for x in shares[1:]]
     assert "materialized" in kinds[1:] and kinds[1] == "delta"
