@@ -11,7 +11,9 @@ the keyed record workload on RocksDB vs heap, every ratio within one run.
    all, bytes), then ``--rounds`` rounds of changing 1% of the keys (spread over the key
    space) followed by a checkpoint (a delta, or a materialization when the chain is due),
    then one more 1% round and a *full* (self-contained: every file uploaded) checkpoint: each
-   round's time and bytes as a share of that full one (target <= 5%), and their mean.
+   round's time and bytes as a share of that full one (target <= 5%), and their mean. Then
+   the restore time into a fresh backend from the last checkpoint before the full one (its
+   base plus its chain of deltas) and from the full one, 1,000 keys checked against the state.
    "In all" runs the upload on the calling thread; in a job it runs on the snapshot writer
    thread while the task goes on, and only "on the task thread" delays the task.
 3. **Throughput**: the keyed record workload (``events(N)``: 10,000 Zipf keys, a running sum
@@ -49,6 +51,7 @@ from raystream.checkpoint import (
     RocksDBStateBackend,
     ValueStateDescriptor,
 )
+from raystream.checkpoint.coordinator import METADATA_FORMAT
 from raystream.engine.keygroups import KeyGroupRange
 from raystream.engine.local_runtime import run_in_process
 
@@ -134,6 +137,7 @@ def large_state(keys: int, workdir: str, cache: int, rounds: int) -> dict:
     peak = max(peak, rss_mb())
     storage = CountingStorage(os.path.join(workdir, "chk"))
     sb = RocksDBStateBackend(cache_size=cache)
+    written: dict[int, dict] = {}
 
     def checkpoint(cid: int, full: bool = False) -> tuple[float, float, int, str]:
         """(seconds on the task thread, seconds in all, bytes written, snapshot kind)."""
@@ -142,10 +146,14 @@ def large_state(keys: int, workdir: str, cache: int, rounds: int) -> dict:
         snap = take(cid, full)
         sync_s = time.perf_counter() - t0
         h = sb.write_snapshot(storage, "bench", cid, "op/0-keyed", snap)
-        storage.write_metadata("bench", cid, {"operators": {"op": {"subtasks": {0: {"keyed": h}}}}})
-        storage.retain("bench", 2)
         kind = "delta" if type(snap).__name__ == "DeltaSnapshot" else "materialized"
-        return sync_s, time.perf_counter() - t0, CountingStorage.written - before, kind
+        done_s = time.perf_counter() - t0
+        written[cid] = {"format": METADATA_FORMAT, "job_id": "bench", "checkpoint_id": cid, "max_parallelism": MAXP,
+                        "operators": {"op": {"parallelism": 1, "subtasks": {0: {"keyed": h, "committables": []}}}},
+                        "carried_committables": {}}
+        storage.write_metadata("bench", cid, written[cid])
+        storage.retain("bench", 2)
+        return sync_s, done_s, CountingStorage.written - before, kind
 
     def take(cid: int, full: bool) -> Any:
         if not full:
@@ -175,9 +183,34 @@ def large_state(keys: int, workdir: str, cache: int, rounds: int) -> dict:
         s.update(value(i, rounds + 1))
     full_end = checkpoint(rounds + 2, full=True)
     disk = disk_bytes(b.local_directory)
+    probe = [key(i) for i in range(0, keys, max(1, keys // 1000))]
+    expect = []
+    for k in probe:
+        b.set_current_key(k)
+        expect.append(s.value())
     b.close()
+    # restore time: the last checkpoint before the full one (a base and its chain of deltas)
+    # and the full one (self-contained, no deltas), each into a fresh backend
+    restores = {}
+    for what, cid in (("chain", rounds + 1), ("full", rounds + 2)):
+        t0 = time.perf_counter()
+        plan, _ = sb.restore_plan(written[cid], storage.read_state,
+                                  [{"id": 0, "parallelism": 1, "uids": ["op"], "source_uid": None}], MAXP)
+        r = RocksDBKeyedStateBackend(FULL, MAXP, local_dir=os.path.join(workdir, f"restore-{what}"), cache_size=cache)
+        r.restore([sb.deserialize_snapshot(x, FULL) for x in plan[(0, 0)]["op"]["keyed"]])
+        restores[what] = time.perf_counter() - t0
+        rs_ = r.get_state(ValueStateDescriptor("v"))
+        got = []
+        for k in probe:
+            r.set_current_key(k)
+            got.append(rs_.value())
+        r.close()
+        if got != expect:
+            raise AssertionError(f"the restore from checkpoint {cid} ({what}) differs from the state it saved")
+    last_base = max([i for i, x in enumerate(incremental) if x[3] != "delta"], default=-1)
+    chain_len = rounds - 1 - last_base if incremental and incremental[-1][3] == "delta" else 0
     return {"load_s": load_s, "base_rss": base_rss, "peak_rss": peak, "full": full, "full_end": full_end,
-            "incremental": incremental, "disk_mb": disk / 2**20}
+            "incremental": incremental, "disk_mb": disk / 2**20, "restores": restores, "chain_len": chain_len}
 
 
 class RunningSum(rs.KeyedProcessFunction):
@@ -372,6 +405,12 @@ def main(argv: list[str] | None = None) -> int:
                     f"(updating the keys took {update_s:.2f} s)"
                 )
             inc = r["incremental"]
+            rest = r["restores"]
+            lines.append(
+                f"restore into a fresh backend (1,000 keys checked): from the last delta checkpoint (its base and "
+                f"{r['chain_len']} deltas) {rest['chain']:.2f} s, from the full checkpoint {rest['full']:.2f} s "
+                f"= {rest['chain'] / rest['full']:.2f}x"
+            )
             lines.append(
                 f"mean of {len(inc)} rounds: checkpoint {sum(x[1] for x in inc) / len(inc) / end_s:.1%} of full "
                 f"({sum(x[0] for x in inc) / len(inc) / end_sync:.1%} on the task thread); bytes "
