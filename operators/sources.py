@@ -10,7 +10,7 @@ import copy
 import glob as globmod
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, TypeVar, Union
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -107,13 +107,28 @@ class _GenSplit:
     count: int | None
 
 
+#: what a :class:`GeneratorSource` ``batch_fn`` returns for a range of indices
+GeneratedBatch = Union[list, pa.RecordBatch, pa.Table]
+
+
 class GeneratorSource(Source[_GenSplit]):
     """Emits ``fn(i)`` for i = 0, 1, 2, ... (``count`` items, or forever when None),
     optionally rate limited to ``rate`` records per second over all subtasks.
 
+    With ``batch_fn`` instead of ``fn``, the source calls ``batch_fn(indices)`` once per
+    batch with the ``range`` of indices of that batch (a subtask's indices are strided:
+    ``range(start, stop, parallelism)``) and emits the records it returns for them (usually
+    one per index; checkpoints and ``rate`` count indices): a list of records (no call per
+    record from the source), or an Arrow ``RecordBatch``/``Table`` (a columnar stream: the
+    batch API, the channels and ``collect`` use it as it is, and a typed schema needs no
+    type inference).
+
     Example:
         >>> GeneratorSource(lambda i: i * i, count=10).bounded
         True
+        >>> squares = GeneratorSource(batch_fn=lambda idx: [i * i for i in idx], count=10)
+        >>> squares.batch_fn(range(1, 10, 2))
+        [1, 9, 25, 49, 81]
     """
 
     def __init__(
@@ -122,12 +137,21 @@ class GeneratorSource(Source[_GenSplit]):
         count: int | None = None,
         rate: float | None = None,
         batch_size: int = 8192,
+        batch_fn: Callable[[range], GeneratedBatch] | None = None,
     ) -> None:
         if fn is not None and not callable(fn):
             raise ConfigError(f"generate() expects a function of the index or a count, got {fn!r}")
+        if batch_fn is not None and not callable(batch_fn):
+            raise ConfigError(f"GeneratorSource batch_fn must be a function of a range of indices, got {batch_fn!r}")
+        if batch_fn is not None and fn is not None:
+            raise ConfigError(
+                f"GeneratorSource takes fn (one record per call) or batch_fn (a batch per call of a "
+                f"range of indices), not both; got fn={fn!r}, batch_fn={batch_fn!r}"
+            )
         if rate is not None and rate <= 0:
             raise ConfigError(f"generate(rate=...) must be positive, got {rate!r}")
         self.fn = fn
+        self.batch_fn = batch_fn
         self.count = count
         self.rate = rate
         self.batch_size = batch_size
@@ -170,9 +194,25 @@ class _GeneratorReader(_QueueReader[_GenSplit]):
             idx = range(s.position, stop, s.stride)
             s.position = idx[-1] + s.stride if len(idx) else stop
             self.emitted += len(idx)
+            if src.batch_fn is not None:
+                return _generated(src.batch_fn, idx)
             fn = src.fn
             return Batch.of_records(list(idx) if fn is None else [fn(i) for i in idx])
         return END_OF_INPUT
+
+
+def _generated(batch_fn: Callable[[range], GeneratedBatch], idx: range) -> Batch:
+    """The batch ``batch_fn(idx)`` returned, as a :class:`Batch`."""
+    out = batch_fn(idx)
+    if isinstance(out, (pa.RecordBatch, pa.Table)):
+        return Batch.of_arrow(out)
+    if isinstance(out, list):
+        return Batch.of_records(out)
+    raise ConfigError(
+        f"GeneratorSource batch_fn {getattr(batch_fn, '__name__', batch_fn)!r} returned "
+        f"{type(out).__name__} for indices {idx!r}; it returns a list of records, a pyarrow "
+        "RecordBatch or a Table"
+    )
 
 
 def filesystem_for(uri: str | None) -> pafs.FileSystem:
