@@ -160,6 +160,20 @@ _new_message = object.__new__
 _refcount = getattr(sys, "getrefcount", lambda obj: 1 << 30)  # no reference counts (not CPython): never reuse
 
 
+class _Layout:
+    """What :meth:`FunctionDispatcher._invoke` needs of one function type: the function and
+    its reusable storage slots (replaced in place when a function keeps its storage, so the
+    per-address cache that refers to the layout stays valid)."""
+
+    __slots__ = ("fn", "fun", "is_async", "slots")
+
+    def __init__(self, fn: Any, slots: StorageSlots) -> None:
+        self.fn = fn
+        self.fun = fn.fun
+        self.is_async = fn.is_async
+        self.slots = slots
+
+
 class _DispatchContext(BatchContext):
     """The context of the dispatcher's sync path: ``send`` makes the message's engine record
     at once into ``sent`` (no OutgoingMessage, no target Address per message), which the
@@ -286,8 +300,10 @@ class FunctionDispatcher(StreamOperator):
         self._restored_batches: list[Any] = []
         self._busy_checkpoints: set[int] = set()
         self._rpc: Any = None  # RemoteFunctions, when endpoints are declared (created in open)
-        self._context: _DispatchContext | None = None  # reused by consecutive invocations (_run_sync)
-        self._sent: list[MessageRecord] = []  # what the last _run_sync's function sent
+        self._context: _DispatchContext | None = None  # reused by consecutive invocations (_invoke)
+        self._message: Message | None = None  # reused by consecutive messages (_invoke)
+        # key -> (address, key group, layout of its function type), for keys of our key groups
+        self._targets: dict[tuple[str, str], tuple[Address, int, _Layout]] = {}
         self.counters = {
             "invocations": 0,
             "messages": 0,
@@ -343,7 +359,8 @@ class FunctionDispatcher(StreamOperator):
             self._values[typename] = states
         self._fns = {typename: self.functions.for_typename(typename) for typename in self._values}
         # per function type: (function, its reusable storage bound to the spec states)
-        self._layouts = {t: (self._fns[t], self._storage_slots(t)) for t in self._values}
+        self._layouts = {t: _Layout(self._fns[t], self._storage_slots(t)) for t in self._values}
+        self._targets.clear()
         self._delayed = backend.get_state(MapStateDescriptor(DELAYED_STATE))
         self._delay_seq = backend.get_state(ValueStateDescriptor(DELAY_SEQ_STATE, default=0))
         ctx.metrics.update(self.counters)
@@ -628,19 +645,19 @@ class FunctionDispatcher(StreamOperator):
         limit = self.config.max_batch_per_address
         pending = self._pending
         ready = self._ready
+        invoke = self._invoke
         while ready and budget > 0:
             key = ready.popleft()
-            q = pending[key]
-            if len(q) <= limit:
-                records = q
-                del pending[key]
-            else:
-                records = q[:limit]
-                del q[:limit]
+            records = pending.pop(key)
+            n = len(records)
+            if n > limit:
+                pending[key] = records[limit:]
+                records = records[:limit]
+                n = limit
                 ready.append(key)
-            self._pending_count -= len(records)
-            budget -= len(records)
-            self._invoke(key, records)
+            self._pending_count -= n
+            budget -= n
+            invoke(key, records)
 
     def _step(self) -> None:
         """One bounded piece of work: refill the active set, invoke up to ``drain_step``
@@ -756,21 +773,39 @@ class FunctionDispatcher(StreamOperator):
         """Invoke the function of ``key`` with ``records`` (all addressed to it): the storage
         from keyed state, messages from the records without decoding values held decoded,
         and the changed values go back to keyed state as they are (decoded built-in values
-        are serialized only by a snapshot, a remote call or an egress)."""
-        typename = key[0]
-        layout = self._layouts.get(typename)
-        if layout is None:
-            self._not_found(key, records)
-        fn, slots = layout
-        address = self._callers.get(key)  # Address objects are immutable: share them
-        if address is None:
-            address = self.address_of(key)
-        kg = self._kg_cache.get(key)
-        if kg is None:
-            kg = self._key_group(key)
+        are serialized only by a snapshot, a remote call or an egress).
+
+        A sync function runs here in one frame: load, call per message, store and apply
+        (the steps of :func:`~statefun_api.invocation.invoke_prepared` and :meth:`_apply`,
+        same order, semantics and errors). One :class:`_DispatchContext` (and its result)
+        serves consecutive invocations, and one Message object consecutive messages, as long
+        as the function keeps no reference to them (checked with the reference count after
+        each call: a function that keeps one, e.g. to send it on, gets a fresh object next
+        time); the storage likewise (a new one for the function type once it is kept)."""
+        target = self._targets.get(key)  # (Address, key group, layout) of an address of our key groups
+        if target is None:
+            target = self._target_of(key, records)
+        address, kg, layout = target
+        slots = layout.slots
         direct = slots.direct  # values read/written in the backend's tables, no current key
-        if not direct or not self._kg_first <= kg <= self._kg_last:
-            self.backend.set_current_key_with_group(key, kg)  # (raises for another subtask's key group)
+        if not direct:
+            self.backend.set_current_key_with_group(key, kg)
+        if layout.is_async:
+            self._invoke_async(key, address, kg, records, layout)
+            return
+        context = self._context
+        if context is None:
+            context = self._context = _DispatchContext(address, slots.storage, InvocationResult())
+            context.storage = slots.storage  # type: ignore[misc]  # slots of BatchContext
+            context.sent = []
+        context._address = address
+        context.address = address  # type: ignore[misc]
+        context.sender = key
+        context._caller = None
+        sent = context.sent
+        if sent:  # (left by an invocation that failed)
+            sent.clear()
+        result = context._result
         try:
             try:
                 storage = slots.load_at(kg, key) if direct else slots.load()
@@ -780,91 +815,127 @@ class FunctionDispatcher(StreamOperator):
                     address=address,
                     message_typename=records[0][VALUE_TYPENAME],
                 ) from exc
-            if fn.is_async:
-                result = invoke_prepared(fn, address, storage, *self._messages_of(key, records))
-                sent = None
-            else:
-                result = self._run_sync(fn.fun, key, address, storage, records)
-                sent = self._sent
+            if context._storage is not storage:
+                context._storage = storage
+                context.storage = storage  # type: ignore[misc]
+            fun = layout.fun
+            m = self._message  # reused while no function keeps it
+            self._message = None
+            if m is None:
+                m = _new_message(Message)
+            m.target_typename, m.target_id = key
+            vt_name: str | None = None  # the typename of the decoded value m._type holds
+            has_caller = False
+            # (the record's fields unpacked by name at once: one step instead of one index each)
+            for index, (_target_tn, _target_id, caller_tn, caller_id, value_tn, value, has_value) in enumerate(records):
+                if type(value) is bytes:
+                    m._tv = TypedValue(value_tn, has_value, value)
+                    m._type = None
+                    m._obj = None
+                    vt_name = None
+                else:
+                    if value_tn != vt_name:
+                        vt_name = value_tn
+                        m._type = builtin_type(value_tn)
+                    m._tv = None  # (a TypedValue the function asked for is made again for this value)
+                    m._obj = value
+                if caller_tn:
+                    caller = self._callers.get((caller_tn, caller_id))
+                    context._caller = caller if caller is not None else self.address_of((caller_tn, caller_id))
+                    has_caller = True
+                elif has_caller:
+                    context._caller = None
+                    has_caller = False
+                try:
+                    outcome = fun(context, m)
+                except Exception as exc:
+                    raise invocation_failure(address, index, len(records), m.value_typename(), context._caller, exc) from exc
+                if outcome is not None and inspect.isawaitable(outcome):  # a sync wrapper returning a coroutine
+                    await_privately(outcome, address, index, len(records), m.value_typename(), context._caller)
+                if _refcount(m) > 2:  # the function kept the message (local `m` + the call's argument)
+                    m = _new_message(Message)
+                    m.target_typename, m.target_id = key
+                    vt_name = None
+            self._message = m
+            # what the invocation produced, applied in the order of _apply
+            egress = self._egress_of(address, records, result) if result.egress else None
             if direct:
-                self._apply(key, address, records, result, (), slots, kg, sent)
+                slots.store_at(kg, key)
             else:
-                self._apply(key, address, records, result, slots.changes(), sent=sent)
+                for st, value in slots.changes():
+                    if value is None:
+                        st.clear()
+                    else:
+                        st.update(value)
+            if sent:
+                route = self._route
+                for record in sent:
+                    route(record)
+                sent.clear()
+            if result.outgoing:
+                route = self._route
+                for out in result.outgoing:
+                    route(message_to_record(out.message, out.caller))
+            if result.delayed_actions:
+                if direct:
+                    self.backend.set_current_key_with_group(key, kg)
+                self._apply_delayed(key, address, records, result)
+            if egress:
+                self._add_egress(egress)
         except Exception as exc:
             raise UserCodeError(_describe(records), exc) from exc
-        context = self._context
-        # references: slots, the local `storage`, the argument (+ the reused context's two)
-        if _refcount(storage) > (5 if context is not None and context._storage is storage else 3):
-            self._layouts[typename] = (fn, self._storage_slots(typename))  # the function kept it
+        self._invocations += 1
+        self._messages += len(records)
+        if _refcount(context) > 3:  # the function kept the context (self._context, local, argument)
+            self._context = None
+        # references: slots, the local `storage`, the argument, the reused context's two
+        if _refcount(storage) > 5:
+            layout.slots = self._storage_slots(key[0])  # the function kept it
         if result.outgoing or result.delayed_actions or result.egress:  # the reused result starts empty
             result.outgoing = []
             result.delayed_actions = []
             result.egress = []
 
-    def _run_sync(
-        self, fun: Any, key: tuple[str, str], address: Address, storage: Any, records: list[MessageRecord]
-    ) -> InvocationResult:
-        """Call the sync function ``fun`` on each record's message in order: the lean path of
-        :func:`~statefun_api.invocation.invoke_prepared` (same semantics and errors). One
-        :class:`~statefun_api.invocation.BatchContext` (and its result) serves consecutive
-        batches, and one Message object consecutive messages, as long as the function keeps
-        no reference to them (checked with the reference count after each call: a function
-        that keeps one, e.g. to send it on, gets a fresh object next time)."""
-        context = self._context
-        if context is None:
-            context = self._context = _DispatchContext(address, storage, InvocationResult())
-            context.sent = []
-        else:
-            context._address = address
-            context._storage = storage
-        context.storage = storage  # type: ignore[misc]  # slots of BatchContext
-        context.address = address  # type: ignore[misc]
-        context.sender = key
-        sent = self._sent = context.sent
-        if sent:  # (left by an invocation that failed)
-            sent.clear()
-        result = context._result
-        typename, fid = key
-        caller_cache = self._callers
-        vt_name: str | None = None
-        vt_type: Any = None
-        m: Any = None
-        # (the record's fields unpacked by name at once: one step instead of one index each)
-        for index, (_target_tn, _target_id, caller_tn, caller_id, value_tn, value, has_value) in enumerate(records):
-            if m is None:
-                m = _new_message(Message)
-                m.target_typename = typename
-                m.target_id = fid
-            if type(value) is bytes:
-                m._tv = TypedValue(value_tn, has_value, value)
-                m._type = None
-                m._obj = None
-            else:
-                if value_tn != vt_name:
-                    vt_name = value_tn
-                    vt_type = builtin_type(vt_name)
-                m._tv = None  # (a TypedValue the function asked for is made again for this value)
-                m._type = vt_type
-                m._obj = value
-            if caller_tn:
-                ck = (caller_tn, caller_id)
-                caller = caller_cache.get(ck)
-                if caller is None:
-                    caller = self.address_of(ck)
-                context._caller = caller
-            else:
-                context._caller = None
+    def _invoke_async(
+        self, key: tuple[str, str], address: Address, kg: int, records: list[MessageRecord], layout: _Layout
+    ) -> None:
+        """:meth:`_invoke` of an async function (run to completion on a private event loop)."""
+        slots = layout.slots
+        try:
             try:
-                outcome = fun(context, m)
-            except Exception as exc:
-                raise invocation_failure(address, index, len(records), m.value_typename(), context._caller, exc) from exc
-            if outcome is not None and inspect.isawaitable(outcome):  # a sync wrapper returning a coroutine
-                await_privately(outcome, address, index, len(records), m.value_typename(), context._caller)
-            if _refcount(m) > 2:  # the function kept the message (local `m` + the call's argument)
-                m = None
-        if _refcount(context) > 3:  # the function kept the context (self._context, local, argument)
-            self._context = None
-        return result
+                storage = slots.load_at(kg, key) if slots.direct else slots.load()
+            except TypeError as exc:
+                raise StatefulFunctionError(
+                    f"cannot load the state of {address}: {exc}",
+                    address=address,
+                    message_typename=records[0][VALUE_TYPENAME],
+                ) from exc
+            result = invoke_prepared(layout.fn, address, storage, *self._messages_of(key, records))
+            if slots.direct:
+                self._apply(key, address, records, result, (), slots, kg)
+            else:
+                self._apply(key, address, records, result, slots.changes())
+        except Exception as exc:
+            raise UserCodeError(_describe(records), exc) from exc
+        if _refcount(storage) > 3:  # slots, the local `storage`, the argument
+            layout.slots = self._storage_slots(key[0])  # the function kept it
+
+    def _target_of(self, key: tuple[str, str], records: list[MessageRecord]) -> tuple[Address, int, _Layout]:
+        """The address, key group and function layout of ``key``; cached for :meth:`_invoke`
+        when the key group is this subtask's (a record of another subtask's key group fails
+        with the backend's StateError; one of an unknown function type with FunctionNotFound)."""
+        layout = self._layouts.get(key[0])
+        if layout is None:
+            self._not_found(key, records)
+        target = (self.address_of(key), self._key_group(key), layout)
+        if not self._kg_first <= target[1] <= self._kg_last:
+            self.backend.set_current_key_with_group(key, target[1])  # raises: not our key group
+            return target
+        targets = self._targets
+        if len(targets) >= _KG_CACHE_LIMIT:
+            targets.clear()
+        targets[key] = target
+        return target
 
     def _messages_of(self, key: tuple[str, str], records: list[MessageRecord]) -> tuple[list[Message], list[Address | None]]:
         """The messages and callers of ``records`` (for async functions)."""
@@ -940,13 +1011,11 @@ class FunctionDispatcher(StreamOperator):
         state_changes: Iterable[tuple[Any, TypedValue | None]],
         slots: StorageSlots | None = None,
         kg: int = -1,
-        sent: list[MessageRecord] | None = None,
     ) -> None:
         """:meth:`apply_result` with ``key`` already the backend's current key; or, with
         ``slots`` bound to the backend's tables, the changes of ``slots`` are written to
-        ``key`` in key group ``kg`` and the current key is set only for delayed messages.
-        ``sent``: message records the function sent (routed, then the list is emptied),
-        before ``result.outgoing``."""
+        ``key`` in key group ``kg`` and the current key is set only for delayed messages
+        (:meth:`_invoke` applies a sync function's result in the same order)."""
         egress = self._egress_of(address, records, result) if result.egress else None
         if slots is not None:
             slots.store_at(kg, key)
@@ -955,11 +1024,6 @@ class FunctionDispatcher(StreamOperator):
                 st.clear()
             else:
                 st.update(value)
-        if sent:
-            route = self._route
-            for record in sent:
-                route(record)
-            sent.clear()
         if result.outgoing:
             route = self._route
             for out in result.outgoing:
