@@ -239,7 +239,15 @@ class NetworkOutput:
 
 
 class RecordWriter:
-    """Partitions batches of one output edge and buffers them per target channel."""
+    """Partitions batches of one output edge and buffers them per target channel.
+
+    A target's buffer is sent when it holds ``batch_size`` rows, when its oldest entry is
+    ``flush_ms`` old (the buffer timeout), or with a control event. Watermarks are the
+    exception among events: like Flink, which writes a watermark into the output buffer and
+    ships it with the buffer, a watermark is *buffered* behind the data before it and goes
+    with the next send (a later watermark with no data in between replaces it), so a
+    source that makes one watermark per batch does not cost one send per batch and target.
+    Barriers, end of input and stream status flush the buffer at once."""
 
     def __init__(self, info: OutputInfo, senders: list[ChannelSender], subtask_index: int, max_parallelism: int,
                  batch_size: int, flush_ms: int) -> None:
@@ -247,7 +255,8 @@ class RecordWriter:
         self.senders = senders
         self.partitioner = info.partitioner
         self.partitioner.setup(subtask_index, info.num_targets, max_parallelism)
-        self.buffers: list[list[Batch]] = [[] for _ in senders]
+        #: per target, in order: Batch objects and buffered Watermarks
+        self.buffers: list[list[Any]] = [[] for _ in senders]
         # Co-located targets (a LocalSender: same process) get record batches as Python lists,
         # with no Arrow conversion on either side (issue 12). Not on broadcast edges (every
         # target would share the same record objects) nor on feedback edges (their in-flight
@@ -274,30 +283,52 @@ class RecordWriter:
         items: list[Any] = []
         rows = 0
         nbytes = 0
+        batches = 0
         if buf:
-            if len(buf) > 1 and all(not b.is_arrow for b in buf):
-                merged: list = []
-                for b in buf:
-                    merged.extend(b.records())
-                buf = [Batch.of_records(merged)]
-            hand_over = self.hand_over[target]
-            for b in buf:
-                if hand_over and not b.is_arrow:
-                    # the records as they are (a fresh Batch: no event timestamps cross a
-                    # channel, as with Arrow)
-                    items.append(Batch(records=b.records()))
-                    rows += len(b)
+            run: list[Batch] = []
+            for entry in buf:
+                if isinstance(entry, Batch):
+                    run.append(entry)
                     continue
-                rb = b.arrow()
-                items.append(rb)
-                rows += rb.num_rows
-                nbytes += rb.nbytes
+                if run:  # the data before a buffered watermark
+                    r, b = self._items_of(target, run, items)
+                    rows, nbytes = rows + r, nbytes + b
+                    run = []
+                items.append(entry)
+            if run:
+                r, b = self._items_of(target, run, items)
+                rows, nbytes = rows + r, nbytes + b
+            batches = sum(1 for it in items if not isinstance(it, Watermark))
             self.buffers[target] = []
             self.rows[target] = 0
         if event is not None:
             items.append(event)
         if items:
-            self.senders[target].send(items, rows=rows, nbytes=nbytes, batches=len(items) - (event is not None))
+            self.senders[target].send(items, rows=rows, nbytes=nbytes, batches=batches)
+
+    def _items_of(self, target: int, buf: list[Batch], items: list[Any]) -> tuple[int, int]:
+        """Append the channel items of consecutive buffered batches ``buf`` to ``items``;
+        returns their (rows, Arrow bytes)."""
+        rows = 0
+        nbytes = 0
+        if len(buf) > 1 and all(not b.is_arrow for b in buf):
+            merged: list = []
+            for b in buf:
+                merged.extend(b.records())
+            buf = [Batch.of_records(merged)]
+        hand_over = self.hand_over[target]
+        for b in buf:
+            if hand_over and not b.is_arrow:
+                # the records as they are (a fresh Batch: no event timestamps cross a
+                # channel, as with Arrow)
+                items.append(Batch(records=b.records()))
+                rows += len(b)
+                continue
+            rb = b.arrow()
+            items.append(rb)
+            rows += rb.num_rows
+            nbytes += rb.nbytes
+        return rows, nbytes
 
     def flush_due(self, now: float) -> None:
         for t, buf in enumerate(self.buffers):
@@ -310,6 +341,17 @@ class RecordWriter:
                 self._flush(t, None)
 
     def send_event(self, event: Any) -> None:
-        """Flush every channel and append ``event`` to the same send (piggybacking)."""
+        """Flush every channel and append ``event`` to the same send (piggybacking); a
+        watermark is buffered instead and goes with the next send (see the class docstring)."""
+        if type(event) is Watermark and self.flush_s > 0:
+            for t, buf in enumerate(self.buffers):
+                if not buf:
+                    self.since[t] = time.monotonic()
+                    buf.append(event)
+                elif type(buf[-1]) is Watermark:
+                    buf[-1] = event  # superseded: no data in between
+                else:
+                    buf.append(event)
+            return
         for t in range(len(self.senders)):
             self._flush(t, event)
