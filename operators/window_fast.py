@@ -248,6 +248,18 @@ class VectorWindowAggregateOperator(StreamOperator):
         t = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
         return t.select([self.key_column, "window_start", *self.acc_names])
 
+    def _take_merged(self, starts: list[int]) -> pa.Table:
+        """Remove the windows ``starts`` (ascending) and return their merged rows ``{key,
+        window_start, <accumulators>}`` as one single-chunk table (one output batch per
+        firing, not one per window: fewer, larger sends and collected batches)."""
+        windows = self.windows
+        parts = []
+        for s in starts:
+            t = self._merge(windows.pop(s))
+            parts.append(t.append_column("window_start", pa.array(np.full(t.num_rows, s, np.int64))))
+        t = pa.concat_tables(parts).combine_chunks() if len(parts) > 1 else parts[0]
+        return t.select([self.key_column, "window_start", *self.acc_names])
+
     # ------------------------------------------------------------------ firing
     def process_watermark(self, watermark: Watermark, input_index: int = 0) -> None:
         wm = watermark.timestamp
@@ -256,10 +268,7 @@ class VectorWindowAggregateOperator(StreamOperator):
         last = wm - (self.size - 1)  # windows starting at or before this one close
         closed = sorted(s for s in self.windows if s <= last) if self.windows else ()
         if closed:
-            fired = self._with_starts(closed)
-            for s in closed:
-                del self.windows[s]
-            self._emit(fired)
+            self._emit(self._take_merged(closed))
         self.output.emit_watermark(watermark)
 
     def _emit(self, t: pa.Table) -> None:
