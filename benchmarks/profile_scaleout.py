@@ -23,6 +23,13 @@ is the figure to compare between p=1 and p=2 (wall clock is not), with the media
 
     python -m benchmarks.profile_scaleout batch/window --cpu --repeat 5
 
+``--threads`` samples instead the CPU seconds of every OS thread (``/proc``, every 20 ms) of
+the task actors, the job master and the driver during each job, by thread name: the mailbox
+threads (born with the job, ``(new)``), Ray's threads (the actor's main thread, ``worker.io``,
+the gRPC pollers) and the master's::
+
+    python -m benchmarks.profile_scaleout batch/window --threads --repeat 3
+
 ``nexmark/qN`` profiles a Nexmark query (``--events``) and prints its python loop's CPU
 seconds first: ``python -m benchmarks.profile_scaleout nexmark/q7,nexmark/q8 --top 10``.
 """
@@ -155,6 +162,85 @@ def _cpu_report(name: str, fn: Callable[..., Any], data: str, repeat: int) -> No
     print(f"   p=2 / p=1 CPU seconds: {total[2] / total[1]:.2f}x")
 
 
+def _thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
+    """tid -> (thread name, CPU seconds) of every thread of process ``pid`` (from /proc)."""
+    out: dict[int, tuple[str, float]] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                text = f.read()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1:text.rindex(")")]
+        fields = text[text.rindex(")") + 2:].split()
+        out[int(tid)] = (name, (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def threads_of_job(fn: Callable[[], Any], every_s: float = 0.02) -> tuple[float, dict[str, dict[str, float]]]:
+    """Run ``fn`` once while sampling every thread of this driver's Ray processes (task actors,
+    job master, driver) every ``every_s``; return its wall time and, per process (``"<role>
+    <pid>"``), the CPU seconds each thread name spent meanwhile. Threads born during the job
+    (a task's mailbox thread shares its process's name) are reported as ``"<name> (new)"``; a
+    thread's CPU after its last sample is lost (at most ``every_s`` of it)."""
+    import threading
+
+    roles = {pid: role for pid, role in _our_processes().items()
+             if role in ("task actor", "job master", "driver")}
+    before = {pid: _thread_cpu(pid) for pid in roles}
+    last: dict[int, dict[int, tuple[str, float]]] = {pid: dict(v) for pid, v in before.items()}
+    done = threading.Event()
+    sampler_tid: list[int] = []
+
+    def sample() -> None:
+        sampler_tid.append(threading.get_native_id())
+        while not done.wait(every_s):
+            for pid in roles:
+                last[pid].update(_thread_cpu(pid))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    t = time.perf_counter()
+    fn()
+    wall = time.perf_counter() - t
+    done.set()
+    sampler.join()
+    for pid in roles:
+        last[pid].update(_thread_cpu(pid))
+    report: dict[str, dict[str, float]] = {}
+    for pid, role in roles.items():
+        names: dict[str, float] = {}
+        for tid, (name, cpu) in last[pid].items():
+            if tid in sampler_tid:
+                continue
+            old = before[pid].get(tid)
+            spent = cpu - (old[1] if old else 0.0)
+            if spent >= 0.005:
+                key = name if old else f"{name} (new)"
+                names[key] = names.get(key, 0.0) + spent
+        if names:
+            report[f"{role} {pid}"] = dict(sorted(names.items(), key=lambda kv: -kv[1]))
+    return wall, report
+
+
+def _threads_report(name: str, fn: Callable[..., Any], data: str, repeat: int) -> None:
+    for p in (1, 2):
+        fn(data, parallelism=p)  # warm
+    for r in range(repeat):  # interleaved: load drift hits both parallelisms alike
+        for p in (1, 2):
+            wall, report = threads_of_job(partial(fn, data, parallelism=p))
+            total = sum(sum(v.values()) for v in report.values())
+            actors = sum(sum(v.values()) for k, v in report.items() if k.startswith("task actor"))
+            print(f"== {name} p={p} run {r + 1}: wall {wall:.2f} s, CPU {total:.2f} s in all, task actors {actors:.2f} s")
+            for proc, names in report.items():
+                print(f"   {proc}: " + ", ".join(f"{n} {c:.2f}" for n, c in names.items()))
+
+
 def _nexmark_jobs(events: int) -> dict[str, Callable[..., Any]]:
     """``nexmark/qN``: the Nexmark query's dataflow at the given parallelism, as timed by
     ``benchmarks.bench_nexmark`` (generation in the source tasks, results collected)."""
@@ -193,11 +279,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data", default="benchmarks/data/events_2M.parquet")
     ap.add_argument("--top", type=int, default=0, help="also print the N functions with most own time per task")
     ap.add_argument("--cpu", action="store_true", help="CPU seconds per process instead of cProfile (see above)")
-    ap.add_argument("--repeat", type=int, default=3, help="--cpu: runs per parallelism (interleaved)")
+    ap.add_argument("--threads", action="store_true",
+                    help="CPU seconds per OS thread of each task actor, sampled from /proc (no cProfile)")
+    ap.add_argument("--repeat", type=int, default=3, help="--cpu/--threads: runs per parallelism (interleaved)")
     ap.add_argument("--events", type=int, default=200_000, help="events of the nexmark/qN workloads")
     args = ap.parse_args(argv)
     out_dir = tempfile.mkdtemp(prefix="raystream-profile-")
-    if not args.cpu:
+    plain = args.cpu or args.threads
+    if not plain:
         os.environ["RAYSTREAM_PROFILE"] = out_dir  # inherited by the task executors of this driver's Ray
     import ray
 
@@ -208,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
     from raystream.engine.ray_runtime import ensure_ray
 
     ensure_ray("local", num_cpus=2, logging_level=logging.WARNING,  # raystream's embedded Ray, as a job starts it
-               runtime_env=None if args.cpu else {"worker_process_setup_hook": _thread_cpu_profiles})
+               runtime_env=None if plain else {"worker_process_setup_hook": _thread_cpu_profiles})
     be._setup()
     jobs = {"batch/stateless": be.stateless_batch, "batch/keyed_sum": be.keyed_sum_batch,
             "batch/window": be.window_batch, "record/stateless": be.stateless_record,
@@ -221,6 +310,9 @@ def main(argv: list[str] | None = None) -> None:
                 _python_cpu(name, args.events)
             if args.cpu:
                 _cpu_report(name, fn, args.data, args.repeat)
+                continue
+            if args.threads:
+                _threads_report(name, fn, args.data, args.repeat)
                 continue
             for p in (1, 2):
                 fn(args.data, parallelism=p)  # warm
