@@ -775,13 +775,14 @@ class FunctionDispatcher(StreamOperator):
         and the changed values go back to keyed state as they are (decoded built-in values
         are serialized only by a snapshot, a remote call or an egress).
 
-        A sync function runs here in one frame: load, call per message, store and apply
-        (the steps of :func:`~statefun_api.invocation.invoke_prepared` and :meth:`_apply`,
-        same order, semantics and errors). One :class:`_DispatchContext` (and its result)
-        serves consecutive invocations, and one Message object consecutive messages, as long
-        as the function keeps no reference to them (checked with the reference count after
-        each call: a function that keeps one, e.g. to send it on, gets a fresh object next
-        time); the storage likewise (a new one for the function type once it is kept)."""
+        A sync function runs here in one frame up to its result, which :meth:`_apply`
+        applies (the path shared with async and remote functions): load, then the loop of
+        :func:`~statefun_api.invocation.invoke_prepared` (same semantics and errors). One
+        :class:`_DispatchContext` (and its result) serves consecutive invocations, and one
+        Message object consecutive messages, as long as the function keeps no reference to
+        them (checked with the reference count after each call: a function that keeps one,
+        e.g. to send it on, gets a fresh object next time); the storage likewise (a new one
+        for the function type once it is kept)."""
         target = self._targets.get(key)  # (Address, key group, layout) of an address of our key groups
         if target is None:
             target = self._target_of(key, records)
@@ -857,35 +858,12 @@ class FunctionDispatcher(StreamOperator):
                     m.target_typename, m.target_id = key
                     vt_name = None
             self._message = m
-            # what the invocation produced, applied in the order of _apply
-            egress = self._egress_of(address, records, result) if result.egress else None
             if direct:
-                slots.store_at(kg, key)
+                self._apply(key, address, records, result, (), slots, kg, sent)
             else:
-                for st, value in slots.changes():
-                    if value is None:
-                        st.clear()
-                    else:
-                        st.update(value)
-            if sent:
-                route = self._route
-                for record in sent:
-                    route(record)
-                sent.clear()
-            if result.outgoing:
-                route = self._route
-                for out in result.outgoing:
-                    route(message_to_record(out.message, out.caller))
-            if result.delayed_actions:
-                if direct:
-                    self.backend.set_current_key_with_group(key, kg)
-                self._apply_delayed(key, address, records, result)
-            if egress:
-                self._add_egress(egress)
+                self._apply(key, address, records, result, slots.changes(), sent=sent)
         except Exception as exc:
             raise UserCodeError(_describe(records), exc) from exc
-        self._invocations += 1
-        self._messages += len(records)
         if _refcount(context) > 3:  # the function kept the context (self._context, local, argument)
             self._context = None
         # references: slots, the local `storage`, the argument, the reused context's two
@@ -1011,11 +989,13 @@ class FunctionDispatcher(StreamOperator):
         state_changes: Iterable[tuple[Any, TypedValue | None]],
         slots: StorageSlots | None = None,
         kg: int = -1,
+        sent: list[MessageRecord] | None = None,
     ) -> None:
         """:meth:`apply_result` with ``key`` already the backend's current key; or, with
         ``slots`` bound to the backend's tables, the changes of ``slots`` are written to
-        ``key`` in key group ``kg`` and the current key is set only for delayed messages
-        (:meth:`_invoke` applies a sync function's result in the same order)."""
+        ``key`` in key group ``kg`` and the current key is set only for delayed messages.
+        ``sent``: message records the function sent (routed, then the list is emptied),
+        before ``result.outgoing``."""
         egress = self._egress_of(address, records, result) if result.egress else None
         if slots is not None:
             slots.store_at(kg, key)
@@ -1024,6 +1004,11 @@ class FunctionDispatcher(StreamOperator):
                 st.clear()
             else:
                 st.update(value)
+        if sent:
+            route = self._route
+            for record in sent:
+                route(record)
+            sent.clear()
         if result.outgoing:
             route = self._route
             for out in result.outgoing:
