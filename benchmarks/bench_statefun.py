@@ -36,6 +36,8 @@ Run::
 
     RAY_ADDRESS=local python -m benchmarks.bench_statefun          # --n 200000 --ray-n 1000000 --repeat 3
     python -m benchmarks.bench_statefun --no-ray --no-remote --no-write  # the in-process part only
+    python -m benchmarks.bench_statefun --n 20000 --opcodes             # bytecodes per message, per function
+    valgrind --tool=cachegrind --cache-sim=no python -m benchmarks.bench_statefun --n 50000 --direct-runs 2  # minus K=0
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ __all__ = [
     "remote_counter",
     "ray_counter",
     "ray_latency",
+    "opcode_counts",
     "main",
 ]
 
@@ -438,6 +441,38 @@ def ray_latency(rate: int, seconds: float, parallelism: int = 2) -> dict[str, fl
 
 
 # ---------------------------------------------------------------------------- driver
+def opcode_counts(fn: Callable[[], Any], messages: int, top: int = 25) -> str:
+    """Python bytecodes executed by ``fn()`` per message, per function (``sys.settrace``
+    opcode events: deterministic, unlike times on a shared machine), most first.
+
+    Example:
+        >>> print(opcode_counts(lambda: python_counter(["k00001"] * 3), 3, top=1))  # doctest: +ELLIPSIS
+        total ... bytecodes/message, ... Python calls/message
+        ... bench_statefun.py:python_counter
+    """
+    ops: dict[tuple[str, str], int] = {}
+    calls: dict[tuple[str, str], int] = {}
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        where = (frame.f_code.co_filename.rsplit("/", 1)[-1], frame.f_code.co_name)
+        if event == "call":
+            frame.f_trace_opcodes = True
+            calls[where] = calls.get(where, 0) + 1
+        elif event == "opcode":
+            ops[where] = ops.get(where, 0) + 1
+        return tracer
+
+    sys.settrace(tracer)
+    try:
+        fn()
+    finally:
+        sys.settrace(None)
+    lines = [f"total {sum(ops.values()) / messages:.1f} bytecodes/message, {sum(calls.values()) / messages:.2f} Python calls/message"]
+    for where, n in sorted(ops.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"{n / messages:8.2f} ops/msg {calls.get(where, 0) / messages:6.3f} calls/msg  {where[0]}:{where[1]}")
+    return "\n".join(lines)
+
+
 def _timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:
     t0, c0 = time.perf_counter(), time.process_time()
     out = fn()
@@ -515,9 +550,29 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--no-remote", action="store_true", help="skip the remote contenders")
     p.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     p.add_argument("--serve", type=int, help=argparse.SUPPRESS)  # internal: be a function server
+    p.add_argument(
+        "--direct-runs", type=int, default=None, metavar="K",
+        help="only run the p=1 dispatcher contender on --n messages: once checked, then K more times (for "
+        "instruction counters such as valgrind: compare K=0 with K=2), and print nothing else",
+    )
+    p.add_argument(
+        "--opcodes", action="store_true",
+        help="only count the Python bytecodes of one p=1 dispatcher run on --n messages, per function (deterministic)",
+    )
     args = p.parse_args(argv)
     if args.serve:
         _serve(args.serve)
+        return ""
+    if args.direct_runs is not None or args.opcodes:
+        keys = events(args.n).column("key").to_pylist()
+        reference, total = python_counter(keys)
+        _check("dispatcher p=1", dispatcher_direct(keys)[0], reference)
+        if args.opcodes:
+            text = opcode_counts(lambda: dispatcher_direct(keys), total)
+            print(text)
+            return text
+        for _ in range(args.direct_runs):
+            dispatcher_direct(keys)
         return ""
     load_before = harness.load_average()
     sections: list[str] = []
