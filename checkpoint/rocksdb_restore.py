@@ -66,40 +66,80 @@ def materialize(snap: SnapshotSource, directory: str, rocksdict: ModuleType | No
                                   "materialize() needs the rocksdict module to apply them")
         db = open_db(rocksdict, directory, write_buffer_bytes=write_buffer_bytes, block_cache_bytes=block_cache_bytes)
         try:
-            for n, f in enumerate(snap.deltas):
-                try:
-                    _apply_delta(rocksdict, db, f.name, snap.read(f.name), directory, n)
-                except Exception as exc:
-                    raise CheckpointError(f"cannot apply delta {f.name!r} of the RocksDB snapshot of checkpoint "
-                                          f"{snap.checkpoint_id}: {exc}") from exc
+            _apply_deltas(rocksdict, db, snap, directory)
         finally:
             db.close()
     return {f.name: f for f in snap.sst if f.path is not None} if snap.from_checkpoint else {}
 
 
-def _apply_delta(rocksdict: ModuleType, db: Any, name: str, data: bytes, directory: str, n: int) -> None:
-    """Apply one delta file on top of ``db``: an Arrow delta (:func:`~checkpoint.rocksdb_files.write_delta`)
-    in write batches; an SST delta (chains written before the Arrow format) ingested."""
-    if name.endswith(".sst"):
-        path = os.path.join(os.path.dirname(directory.rstrip(os.sep)), f"ingest-{uuid.uuid4().hex[:8]}-{n}.sst")
-        with open(path, "wb") as out:
-            out.write(data)
+#: delta entries merged in memory (a later delta's entry replacing an earlier one's) before
+#: they go to RocksDB as one sorted SST file
+_MERGE_ENTRIES = 1 << 18
+
+
+def _apply_deltas(rocksdict: ModuleType, db: Any, snap: SnapshotSource, directory: str) -> None:
+    """Apply the deltas of ``snap`` in order on top of ``db``: the entries of consecutive
+    Arrow deltas are merged in memory (at most :data:`_MERGE_ENTRIES` at a time), each
+    merge written as one sorted SST file and ingested (write batches would go through the
+    memtable and stall on its flushes: ~7 us per entry at 3M entries); SST deltas (chains
+    written before the Arrow format) are ingested as they are.
+
+    Raises:
+        CheckpointError: a delta is unreadable or cannot be applied (the message names it
+            and the checkpoint).
+    """
+    scratch = os.path.dirname(directory.rstrip(os.sep))
+    merged: dict[bytes, bytes | None] = {}
+
+    def ingest(path: str) -> None:
+        options = rocksdict.IngestExternalFileOptions()
+        options.set_move_files(True)
         try:
-            ingest = rocksdict.IngestExternalFileOptions()
-            ingest.set_move_files(True)
-            db.ingest_external_file([path], ingest)
+            db.ingest_external_file([path], options)
         finally:
             if os.path.exists(path):
                 os.remove(path)
-        return
-    for keys, values in read_delta(data):
-        batch = rocksdict.WriteBatch(raw_mode=True)
-        for k, v in zip(keys, values):
-            if v is None:
-                batch.delete(k)
-            else:
-                batch.put(k, v)
-        db.write(batch)
+
+    def flush() -> None:
+        if merged:
+            path = os.path.join(scratch, f"ingest-{uuid.uuid4().hex[:8]}.sst")
+            write_sst(rocksdict, path, merged)
+            merged.clear()
+            ingest(path)
+
+    name = "?"
+    try:
+        for f in snap.deltas:
+            name = f.name
+            data = snap.read(name)
+            if name.endswith(".sst"):
+                flush()
+                path = os.path.join(scratch, f"ingest-{uuid.uuid4().hex[:8]}.sst")
+                with open(path, "wb") as out:
+                    out.write(data)
+                ingest(path)
+                continue
+            for keys, values in read_delta(data):
+                merged.update(zip(keys, values))
+                if len(merged) >= _MERGE_ENTRIES:
+                    flush()
+        flush()
+    except Exception as exc:
+        raise CheckpointError(f"cannot apply delta {name!r} of the RocksDB snapshot of checkpoint "
+                              f"{snap.checkpoint_id}: {exc}") from exc
+
+
+def write_sst(rocksdict: ModuleType, path: str, entries: dict[bytes, bytes | None]) -> None:
+    """Write ``entries`` (None: a deletion) as one sorted SST file at ``path``."""
+    writer = rocksdict.SstFileWriter(rocksdict.Options(raw_mode=True))
+    writer.open(path)
+    for k in sorted(entries):
+        v = entries[k]
+        if v is None:
+            del writer[k]
+        else:
+            writer[k] = v
+    writer.finish()
 
 
 def copy_key_groups(rocksdict: ModuleType, source_dir: str, db: Any, key_groups: KeyGroupRange) -> None:
