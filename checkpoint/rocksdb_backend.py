@@ -630,7 +630,9 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         log = self._log
         if log is None:  # (the dirty entries overflowed it)
             return self.snapshot(checkpoint_id)
-        if self._pending:
+        if not self._unwritten:  # (usually: an eviction batch wrote them since)
+            self._unwritten, self._pending = self._pending, {}
+        elif self._pending:
             self._unwritten.update(self._pending)
             self._pending.clear()
         seq = 1 if self._last_delta is None else self._last_delta.seq + 1
