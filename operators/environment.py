@@ -74,9 +74,17 @@ class StreamEnvironment(StreamEnvironmentBase):
         return self._source(TextSource(path_or_glob, batch_size), "read_text")
 
     def generate(self, fn_or_count: Callable[[int], Any] | int | None = None, count: int | None = None,
-                 rate: float | None = None, batch_size: int = 8192) -> DataStream:
+                 rate: float | None = None, batch_size: int = 8192,
+                 batch_fn: Callable[[range], Any] | None = None) -> DataStream:
         """``generate(n)``: 0..n-1; ``generate(fn, count=n)``: fn(i); ``generate(fn)``: unbounded.
-        ``rate`` limits records per second (over all subtasks)."""
+        ``rate`` limits records per second (over all subtasks). ``batch_fn`` instead of ``fn``:
+        one call per source batch with the subtask's range of indices, returning a list of
+        records or an Arrow RecordBatch/Table (a columnar stream).
+
+        Example:
+            >>> env = StreamEnvironment()
+            >>> squares = env.generate(batch_fn=lambda idx: [i * i for i in idx], count=4)
+        """
         if isinstance(fn_or_count, bool):  # an int, but surely not meant as a count
             raise GraphError(f"generate() expects a count or a function, got {fn_or_count!r}")
         fn: Callable[[int], Any] | None
@@ -84,7 +92,7 @@ class StreamEnvironment(StreamEnvironmentBase):
             fn, count = None, fn_or_count
         else:
             fn = fn_or_count
-        return self._source(GeneratorSource(fn, count, rate, batch_size), "generate")
+        return self._source(GeneratorSource(fn, count, rate, batch_size, batch_fn=batch_fn), "generate")
 
     def from_source(self, source: Source, name: str | None = None) -> DataStream:
         """A stream from a user :class:`~engine.connectors.Source`."""

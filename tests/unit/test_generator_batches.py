@@ -91,3 +91,19 @@ def test_batch_fn_reader_resumes_from_a_snapshot():
     while (b := rest.poll_next()) is not END_OF_INPUT:
         tail.extend(b.records())  # type: ignore[union-attr]
     assert first + tail == list(range(30))
+
+
+def test_env_generate_takes_a_batch_fn_and_runs_it_at_parallelism_two():
+    import raystream as rs
+    from raystream.engine.config import JobConfig
+    from raystream.engine.local_runtime import run_in_process
+    from raystream.operators.sinks import collected_records
+
+    env = rs.StreamEnvironment(parallelism=2)
+    env.generate(batch_fn=lambda idx: pa.table({"i": list(idx), "sq": [i * i for i in idx]}), count=1000,
+                 batch_size=64).map(lambda r: (r["i"], r["sq"])).collect()
+    result = run_in_process(env.get_job_graph(), JobConfig(name="batch-fn"), timeout_s=120)
+    rows = sorted(tuple(r) for batches in result["results"].values() for r in collected_records(batches))
+    assert rows == [(i, i * i) for i in range(1000)]
+    with pytest.raises(ConfigError, match="not both"):
+        env.generate(lambda i: i, batch_fn=lambda idx: list(idx), count=3)
