@@ -624,7 +624,10 @@ class JobMaster:
         while attempt == self.attempt:
             await asyncio.sleep(min(0.02, interval))
             for p in c.timed_out():
-                self._abort(p, "timed out")
+                waiting = ", ".join(f"{self._graph.vertex(v).name}#{i}" for v, i in sorted(p.waiting)[:8])
+                more = f" and {len(p.waiting) - 8} more" if len(p.waiting) > 8 else ""
+                self._abort(p, f"timed out ({p.status.lower()}; no ack from {waiting}{more})" if p.waiting
+                            else f"timed out ({p.status.lower()})")
             if self._stopping or self._all_finished:
                 continue
             want_savepoint = bool(self._savepoint_requests) and not c.checkpoints

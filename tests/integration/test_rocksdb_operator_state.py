@@ -74,7 +74,11 @@ def _stop_with_savepoint(client: rs.JobClient, path: str) -> str:
     deadline = time.monotonic() + 60
     while (client.info().get("checkpoints") or {}).get("completed", 0) < 1 and time.monotonic() < deadline:
         time.sleep(0.05)  # a condition: the job is running and checkpointing
-    return client.stop_with_savepoint(path)
+    try:
+        return client.stop_with_savepoint(path)
+    except Exception:
+        client.cancel()  # (no job left running into the next test)
+        raise
 
 
 @pytest.mark.parametrize("job", ["reduce", "timers"])
