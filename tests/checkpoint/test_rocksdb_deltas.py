@@ -239,6 +239,20 @@ def test_a_delta_checkpoint_uploads_only_the_changed_entries(backends, tmp_path)
     assert got == {k: ("changed" if k % 100 == 0 else f"value-{k}" * 3) for k in range(20_000)}
 
 
+def checkpointed_values(backends, tmp_path, n: int):
+    """A backend with values 0..n-1 under keys 0..n-1 and checkpoint 1 of it written:
+    ``(storage, state backend, keyed backend, value state)``."""
+    storage = CheckpointStorage(str(tmp_path / "chk"))
+    sb = RocksDBStateBackend()
+    b = backends(cache_size=50)
+    v = b.get_state(VALUE)
+    for k in range(n):
+        b.set_current_key(k)
+        v.update(k)
+    write(storage, sb, 1, b.snapshot(1))
+    return storage, sb, b, v
+
+
 def test_a_delta_file_holds_puts_and_deletions_and_a_chain_with_sst_deltas_still_restores(backends, tmp_path):
     """Deltas are Arrow files now; a chain written before (SST deltas) restores the same."""
     entries = {b"\x00\x03" + bytes([i]) * 5: (None if i % 3 == 0 else bytes([i]) * i) for i in range(1, 40)}
@@ -251,14 +265,7 @@ def test_a_delta_file_holds_puts_and_deletions_and_a_chain_with_sst_deltas_still
     with pytest.raises(CheckpointError, match="not a RocksDB delta file"):
         list(rocksdb_files.read_delta(data[: len(data) // 2]))
     # the same chain with its delta rewritten as an SST file, as earlier versions wrote it
-    storage = CheckpointStorage(str(tmp_path / "chk"))
-    sb = RocksDBStateBackend()
-    b = backends(cache_size=50)
-    v = b.get_state(VALUE)
-    for k in range(500):
-        b.set_current_key(k)
-        v.update(k)
-    write(storage, sb, 1, b.snapshot(1))
+    storage, sb, b, v = checkpointed_values(backends, tmp_path, 500)
     for k in range(0, 500, 7):
         b.set_current_key(k)
         if k % 2:
@@ -304,14 +311,7 @@ def test_a_delta_file_holds_puts_and_deletions_and_a_chain_with_sst_deltas_still
 
 
 def test_a_corrupt_delta_fails_the_restore_naming_the_delta_and_checkpoint(backends, tmp_path):
-    storage = CheckpointStorage(str(tmp_path / "chk"))
-    sb = RocksDBStateBackend()
-    b = backends(cache_size=50)
-    v = b.get_state(VALUE)
-    for k in range(300):
-        b.set_current_key(k)
-        v.update(k)
-    write(storage, sb, 1, b.snapshot(1))
+    storage, sb, b, v = checkpointed_values(backends, tmp_path, 300)
     for k in range(0, 300, 10):
         b.set_current_key(k)
         v.update("changed")
