@@ -50,12 +50,14 @@ Example:
 from __future__ import annotations
 
 import math
+import operator
 import os
 import pickle
 import shutil
 import tempfile
 import uuid
 from collections import OrderedDict
+from itertools import repeat
 from typing import Any, Iterator, TypeVar, cast
 
 from raystream.engine.errors import CheckpointError, ConfigError, StateError
@@ -398,7 +400,7 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
             blobs = [None if e is ABSENT else self._dump(k, e) for k, e in zip(keys, entries)]
         pending = self._pending
         pending.update(zip(keys, blobs))
-        if entries.count(ABSENT):  # (deleted entries: ABSENT compares by identity only)
+        if any(map(operator.is_, entries, repeat(ABSENT))):  # (deleted entries; by identity: values may be arrays)
             for k, e in zip(keys, entries):
                 if e is ABSENT:
                     pending[k] = None
