@@ -165,10 +165,13 @@ class CheckpointCoordinator:
         self.next_id = max(self.next_id, checkpoint_id + 1)
 
     # ------------------------------------------------------------------ triggering
-    def can_trigger(self) -> bool:
+    def can_trigger(self, savepoint: bool = False) -> bool:
+        """Whether a checkpoint may start now: none in progress, and ``min_pause_ms`` since
+        the last one completed (a savepoint, asked for by a user, does not wait for the
+        pause, as in Flink)."""
         if self.checkpoints:  # one at a time, including one whose metadata is being written
             return False
-        if self.last_completed_at is not None:
+        if self.last_completed_at is not None and not savepoint:
             return self.clock() - self.last_completed_at >= self.config.min_pause_ms / 1000.0
         return True
 

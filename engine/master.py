@@ -421,6 +421,13 @@ class JobMaster:
             return await self._run_job(source_splits, restore, recover)
         finally:
             exporter.cancel()
+            # savepoint requests the job ended before taking (e.g. every task finished while
+            # a checkpoint was in progress): their callers get an error, never a wait forever
+            queued, self._savepoint_requests = self._savepoint_requests, []
+            for path, _stop in queued:
+                ended = {"FINISHED": "finished", "CANCELLED": "was cancelled"}.get(self.status, "failed")
+                self._resolve_savepoint(path, CheckpointError(
+                    f"savepoint to {path!r} failed: the job {ended} before it could be taken"))
             pre, self._prestarted = self._prestarted, {}
             spares, self._spares = self._spares, []
             # executors the job ended before deploying onto (e.g. a bad savepoint, or kept
@@ -633,7 +640,7 @@ class JobMaster:
             want_savepoint = bool(self._savepoint_requests) and not c.checkpoints
             if not want_savepoint and time.monotonic() < next_at:
                 continue
-            if not c.can_trigger():
+            if not c.can_trigger(savepoint=want_savepoint):
                 continue
             path, stop = self._savepoint_requests.pop(0) if want_savepoint else (None, False)
             p = c.trigger(savepoint=path, stop=stop)
