@@ -602,12 +602,21 @@ class Task:
                         item.fn()
                     else:
                         self._on_event(ch, item)
-                        if self._stopped_at is not None:
-                            return  # a stop-with-savepoint barrier: process nothing after it
+                        if self._stopped_at is not None:  # a stop-with-savepoint barrier: process nothing after it
+                            self._process_stopped()  # (but acknowledge what was processed)
+                            return
 
     def _process_stopped(self) -> None:
         """Stopped at a savepoint barrier: only the feedback log of that savepoint goes on
-        (records still in flight on feedback edges are logged, not processed)."""
+        (records still in flight on feedback edges are logged, not processed), and the
+        acknowledgements of sends processed in full still go upstream. (The event that
+        completed the alignment may be an upstream task's end of input whose send is
+        acknowledged only after it: that task waits for the ack before it reports itself
+        finished, which stands in for its part of this very savepoint.)"""
+        for ch in self._regular:
+            items = ch.items
+            while items and type(items[0]) is _Ack:
+                items.popleft().fn()
         logging_ = self._fb_logging
         if logging_ is None:
             return
