@@ -56,6 +56,7 @@ from types import ModuleType
 from typing import Any, Callable, Iterator
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from raystream.engine.errors import CheckpointError, ConfigError
 from raystream.engine.keygroups import KeyGroupRange
@@ -377,12 +378,12 @@ def write_delta(path: str, entries: dict[bytes, bytes | None]) -> tuple[int, int
     cost of a small checkpoint is the entries it changed, not a sorted SST file built
     entry by entry (the restore applies the file in one write batch, :func:`apply_delta`).
     """
-    keys = list(entries)
-    batch = pa.record_batch([pa.array(keys, pa.large_binary()), pa.array(list(entries.values()), pa.large_binary())],
-                            schema=_DELTA_SCHEMA)
+    keys = pa.array(list(entries), pa.large_binary())
+    batch = pa.record_batch([keys, pa.array(list(entries.values()), pa.large_binary())], schema=_DELTA_SCHEMA)
     with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, _DELTA_SCHEMA, options=_DELTA_OPTIONS) as writer:
         writer.write_batch(batch)
-    return _kg_of(min(keys)), _kg_of(max(keys))
+    bounds = pc.min_max(keys)  # (in C: min() and max() over the Python list cost ~0.1 us per key each)
+    return _kg_of(bounds["min"].as_py()), _kg_of(bounds["max"].as_py())
 
 
 def read_delta(data: bytes) -> Iterator[tuple[list[bytes], list[bytes | None]]]:

@@ -264,6 +264,8 @@ def test_a_delta_file_holds_puts_and_deletions_and_a_chain_with_sst_deltas_still
     assert got == entries
     with pytest.raises(CheckpointError, match="not a RocksDB delta file"):
         list(rocksdb_files.read_delta(data[: len(data) // 2]))
+    spread = {b"\x01\x07xyz": b"a", b"\x00\x02abc": None, b"\x00\xffq": b"b"}  # key groups 263, 2, 255
+    assert rocksdb_files.write_delta(str(tmp_path / "spread"), spread) == (2, 263)
     # the same chain with its delta rewritten as an SST file, as earlier versions wrote it
     storage, sb, b, v = checkpointed_values(backends, tmp_path, 500)
     for k in range(0, 500, 7):
