@@ -13,6 +13,7 @@ import pytest
 
 import raystream as rs
 from raystream.operators.sinks import collected_records
+from tests.integration import gated
 from tests.integration import test_event_time_recovery as event_time
 from tests.integration import test_fault_tolerance as reduce_job
 from tests.integration import test_statefun_recovery as statefun
@@ -124,8 +125,9 @@ def test_statefun_on_rocksdb_killed_tasks_give_the_failure_free_egress(statefun_
 def test_statefun_on_rocksdb_rescales_from_a_savepoint_2_to_3(statefun_reference, tmp_path):
     env = make_env(2, tmp_path / "run0")
     env.set_state_backend("rocksdb")
-    sink, _ = statefun.build(env)
+    sink, _ = statefun.build(env, gate=str(tmp_path / "gate"))
     client = env.execute_async("statefun-rocksdb-2")
+    gated.wait_until_paused(str(tmp_path / "gate"), 1)  # the ingress paused halfway: the savepoint is mid-run
     statefun.wait_for_messages(client, 1_000)
     savepoint = client.stop_with_savepoint(str(tmp_path / "sp"))
     first = client.wait()

@@ -27,6 +27,7 @@ from raystream.operators.windows import (
     SlidingEventTimeWindows,
     TumblingEventTimeWindows,
 )
+from tests.integration import gated
 from tests.integration.test_fault_tolerance import kill_tasks, make_env
 from tests.integration.test_rocksdb_operator_state import _stop_with_savepoint
 
@@ -82,10 +83,11 @@ class BucketCounts(rs.KeyedCoProcessFunction):
         yield ("co", ctx.get_current_key(), timestamp, *counts)
 
 
-def build(env: rs.StreamEnvironment, rate: float | None = RATE) -> None:
+def build(env: rs.StreamEnvironment, rate: float | None = RATE, gate: str | None = None) -> None:
+    """The job; with ``gate``, both sources pause halfway until that file exists."""
     strategy = WatermarkStrategy.for_monotonous_timestamps().with_timestamp_column("ts")
-    a = env.generate(left, count=N, rate=rate, batch_size=200).uid("left").assign_timestamps_and_watermarks(strategy)
-    b = env.generate(right, count=N, rate=rate, batch_size=200).uid("right").assign_timestamps_and_watermarks(strategy)
+    a = gated.generate(env, left, N, rate, 200, gate, "left").uid("left").assign_timestamps_and_watermarks(strategy)
+    b = gated.generate(env, right, N, rate, 200, gate, "right").uid("right").assign_timestamps_and_watermarks(strategy)
     ka, kb = a.key_by("key"), b.key_by("key")
     (ka.window(EventTimeSessionWindows.with_gap(100))
      .reduce(lambda x, y: {"key": x["key"], "i": x["i"] + y["i"], "ts": max(x["ts"], y["ts"]), "n": x.get("n", 1) + y.get("n", 1)})
@@ -138,12 +140,14 @@ def test_windows_and_joins_on_rocksdb_are_exactly_once_across_kills(reference, t
 def test_windows_and_joins_rescale_2_to_3_on_rocksdb_from_a_savepoint(reference, tmp_path, first):
     got: list = []
     savepoint = None
+    gate = str(tmp_path / "gate")
     for step, (parallelism, backend) in enumerate(((2, first), (3, "rocksdb"))):
         env = make_env(parallelism, tmp_path / f"run{step}")
         env.set_state_backend(backend)
-        build(env)
+        build(env, gate=gate if step == 0 else None)
         client = env.execute_async(f"rocksdb-windows-rescale-{step}", from_savepoint=savepoint)
-        if step == 0:
+        if step == 0:  # both sources (2 subtasks each) paused halfway: the savepoint is mid-run
+            gated.wait_until_paused(gate, 4)
             savepoint = _stop_with_savepoint(client, str(tmp_path / "sp"))
         result = client.wait()
         out = outputs(result)

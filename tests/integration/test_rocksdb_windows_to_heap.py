@@ -17,6 +17,7 @@ from collections import Counter
 import pytest
 
 import raystream as rs
+from tests.integration import gated
 from tests.integration.test_fault_tolerance import make_env
 from tests.integration.test_rocksdb_operator_state import _stop_with_savepoint
 from tests.integration.test_rocksdb_windows import RATE, N, build, diff, left, outputs
@@ -25,12 +26,12 @@ pytest.importorskip("rocksdict")
 pytestmark = pytest.mark.usefixtures("ray_session")
 
 
-def build_with_sum(env: rs.StreamEnvironment, rate: float | None = RATE) -> None:
+def build_with_sum(env: rs.StreamEnvironment, rate: float | None = RATE, gate: str | None = None) -> None:
     """The job of test_rocksdb_windows, plus a final ``sum`` per key over a third source
-    (emitted at the end of input only: on RocksDB its values are in the savepoint)."""
-    build(env, rate)
-    # at half the rate: the job still runs when the other sources end (a savepoint mid-run)
-    (env.generate(left, count=N, rate=None if rate is None else rate / 2, batch_size=200).uid("sum-source")
+    (emitted at the end of input only: on RocksDB its values are in the savepoint); with
+    ``gate``, all three sources pause halfway until that file exists."""
+    build(env, rate, gate)
+    (gated.generate(env, left, N, rate, 200, gate, "sum").uid("sum-source")
      .key_by("key").sum("i", emit="final").uid("field-sum")
      .map(lambda r: ("sum", r["key"], r["i"])).collect())
 
@@ -50,12 +51,14 @@ def reference() -> list:
 def test_windows_joins_and_sums_on_rocksdb_restore_on_the_heap_rescaled_2_to_3(reference, tmp_path):
     got: list = []
     savepoint = None
+    gate = str(tmp_path / "gate")
     for step, (parallelism, backend) in enumerate(((2, "rocksdb"), (3, "heap"))):
         env = make_env(parallelism, tmp_path / f"run{step}")
         env.set_state_backend(backend)
-        build_with_sum(env)
+        build_with_sum(env, gate=gate if step == 0 else None)
         client = env.execute_async(f"rocksdb-windows-to-heap-{step}", from_savepoint=savepoint)
-        if step == 0:
+        if step == 0:  # the three sources (2 subtasks each) paused halfway: the savepoint is mid-run
+            gated.wait_until_paused(gate, 6)
             savepoint = _stop_with_savepoint(client, str(tmp_path / "sp"))
         result = client.wait()
         out = outputs(result)

@@ -28,6 +28,7 @@ from raystream.statefun_api import (
 )
 from raystream.statefun_api.job import StatefulFunctionsJob
 from raystream.statefun_api.local import LocalDispatchers
+from tests.integration import gated
 from tests.integration.test_fault_tolerance import kill_tasks, make_env
 
 N = 6_000  # ingress messages
@@ -91,10 +92,11 @@ def reference() -> list[str]:
     return ref
 
 
-def build(env: rs.StreamEnvironment) -> tuple[rs.DataStream, StatefulFunctionsJob]:
+def build(env: rs.StreamEnvironment, gate: str | None = None) -> tuple[rs.DataStream, StatefulFunctionsJob]:
+    """The job; with ``gate``, the ingress pauses halfway until that file exists."""
     sf = StatefulFunctionsJob(env, functions(), name="fwd")
     # one source subtask: the ingress order is fixed (the egress multiset does not depend on it)
-    sf.with_ingress(env.generate(ingress, count=N, rate=RATE, batch_size=100).set_parallelism(1).uid("src"), route)
+    sf.with_ingress(gated.generate(env, ingress, N, RATE, 100, gate).set_parallelism(1).uid("src"), route)
     sink = sf.egress_stream(EGRESS).sink_to(CollectSink(), name="collect").set_parallelism(1)
     return sink, sf
 
@@ -131,8 +133,9 @@ def test_killed_tasks_give_exactly_the_failure_free_egress(reference, tmp_path):
 
 def test_rescale_from_savepoint_2_to_3(reference, tmp_path):
     env = make_env(2, tmp_path / "run0")
-    sink, _ = build(env)
+    sink, _ = build(env, gate=str(tmp_path / "gate"))
     client = env.execute_async("statefun-rescale-2")
+    gated.wait_until_paused(str(tmp_path / "gate"), 1)  # the ingress paused halfway: the savepoint is mid-run
     wait_for_messages(client, 1_000)
     savepoint = client.stop_with_savepoint(str(tmp_path / "sp"))
     first = client.wait()
