@@ -26,10 +26,12 @@ Queries (window sizes are arguments; defaults fit 100k events = 10 s of event ti
 
 Each query is ``build_qN(env, args)`` returning the stream to collect; :func:`reference`
 computes the same result with a plain Python loop over :func:`generate_events`. The source
-tasks generate each event with the same :func:`nexmark_event` call, a batch of indices at a
-time (:func:`event_batch`). q0, q1, q5 and q7, whose first operators take Arrow batches (the
-sink, a vectorized ``map_batches``), get each batch's events as typed Arrow columns, only the
-fields the query reads (:func:`event_columns`); q2 and q8 filter records first.
+tasks generate a batch of indices at a time: q2 and q8, which filter records first, with the
+same :func:`nexmark_event` call per event (:func:`event_batch`); q0, q1, q5 and q7, whose first
+operators take Arrow batches (the sink, a vectorized ``map_batches``), as typed Arrow columns
+of only the fields the query reads (:func:`event_columns`), built from :func:`event_row`: the
+same per-event Python arithmetic as :func:`nexmark_event`, one call per event, returning the
+values as a tuple instead of a dict (columns are built from it without a dict per event).
 
 Run it::
 
@@ -74,6 +76,7 @@ __all__ = [
     "T0",
     "EVENT_SCHEMA",
     "nexmark_event",
+    "event_row",
     "event_batch",
     "event_columns",
     "generate_events",
@@ -143,7 +146,7 @@ EVENT_SCHEMA = pa.schema([("kind", pa.int64()), ("ts", pa.int64()), ("id", pa.in
                           ("name", pa.string())])
 
 
-_EVENT_FIELDS = [(f.name, f.type) for f in EVENT_SCHEMA]
+_EVENT_POSITIONS = [(pos, f.type) for pos, f in enumerate(EVENT_SCHEMA)]
 
 
 def generate_events(n: int, seed: int = 0, events_per_second: int = 10_000) -> list[dict[str, Any]]:
@@ -161,11 +164,36 @@ def event_batch(indices: range, seed: int = 0, events_per_second: int = 10_000) 
     return [nexmark_event(i, seed, events_per_second) for i in indices]
 
 
+def event_row(i: int, seed: int = 0, events_per_second: int = 10_000) -> tuple:
+    """The values of ``nexmark_event(i, seed, events_per_second)`` in :data:`EVENT_SCHEMA`
+    order, as a tuple: the same arithmetic, without building the dict (what
+    :func:`event_columns` generates; keep the two functions in step, the tests compare them).
+
+    Example:
+        >>> event_row(4) == tuple(nexmark_event(4).values())
+        True
+    """
+    h = _mix(seed * 0x9E3779B97F4A7C15 + i)
+    epoch, offset = divmod(i, 50)
+    ts = T0 + i * 1000 // events_per_second
+    last_person = FIRST_PERSON_ID + epoch
+    if offset == 0:
+        return (PERSON, ts, last_person, -1, -1, 0, -1, f"{_NAMES[h % 10]}-{last_person}")
+    if offset <= 3:
+        aid = FIRST_AUCTION_ID + 3 * epoch + offset - 1
+        seller = last_person if h & 3 else max(FIRST_PERSON_ID, last_person - (h >> 2) % 20)
+        return (AUCTION, ts, aid, -1, seller, 100 + (h >> 16) % 10_000, 10 + (h >> 32) % 5, f"item-{aid}")
+    last_auction = FIRST_AUCTION_ID + 3 * epoch + 2
+    back = (h >> 1) % 4 if h & 1 == 0 else (h >> 1) % 200
+    return (BID, ts, -1, max(FIRST_AUCTION_ID, last_auction - back),
+            max(FIRST_PERSON_ID, last_person - (h >> 12) % 50), 1 + (h >> 24) % 1_000_000, -1, "")
+
+
 def event_columns(indices: range, seed: int = 0, events_per_second: int = 10_000,
                   columns: tuple[str, ...] | None = None) -> pa.RecordBatch:
-    """The events of ``indices`` as an Arrow batch of :data:`EVENT_SCHEMA` (one
-    :func:`nexmark_event` call per event, then one typed column per field), or of its
-    ``columns`` only (a projection: the other fields are not copied out of the events).
+    """The events of ``indices`` as an Arrow batch of :data:`EVENT_SCHEMA`, or of its
+    ``columns`` only (a projection). One :func:`event_row` call per event (the values of
+    :func:`nexmark_event`, no dict), the rows transposed into one typed column per field.
 
     Example:
         >>> event_columns(range(3)).to_pylist() == event_batch(range(3))
@@ -173,20 +201,21 @@ def event_columns(indices: range, seed: int = 0, events_per_second: int = 10_000
         >>> event_columns(range(1), columns=("kind", "ts")).to_pylist()
         [{'kind': 0, 'ts': 1704067200000}]
     """
-    evs = [nexmark_event(i, seed, events_per_second) for i in indices]
+    rows = [event_row(i, seed, events_per_second) for i in indices]
     fields, schema = _projection(columns)
-    return pa.RecordBatch.from_arrays([pa.array([e[name] for e in evs], t) for name, t in fields], schema=schema)
+    values = list(zip(*rows)) if rows else [()] * len(_EVENT_POSITIONS)
+    return pa.RecordBatch.from_arrays([pa.array(values[pos], t) for pos, t in fields], schema=schema)
 
 
-def _projection(columns: tuple[str, ...] | None) -> tuple[list[tuple[str, pa.DataType]], pa.Schema]:
-    """(name, type) of ``columns`` (all when None) and their schema."""
+def _projection(columns: tuple[str, ...] | None) -> tuple[list[tuple[int, pa.DataType]], pa.Schema]:
+    """(position in :data:`EVENT_SCHEMA`, type) of ``columns`` (all when None) and their schema."""
     if columns is None:
-        return _EVENT_FIELDS, EVENT_SCHEMA
+        return _EVENT_POSITIONS, EVENT_SCHEMA
     unknown = [c for c in columns if c not in EVENT_SCHEMA.names]
     if unknown:
         raise rs.ConfigError(f"Nexmark events have no columns {unknown!r}; they have {EVENT_SCHEMA.names}")
     schema = pa.schema([EVENT_SCHEMA.field(c) for c in columns])
-    return [(f.name, f.type) for f in schema], schema
+    return [(EVENT_SCHEMA.get_field_index(c), EVENT_SCHEMA.field(c).type) for c in columns], schema
 
 
 # ---------------------------------------------------------------------------- dataflow

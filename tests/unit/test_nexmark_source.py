@@ -1,4 +1,5 @@
-"""The Nexmark source batches: one ``nexmark_event`` per index, as records or typed Arrow columns."""
+"""The Nexmark source batches: one ``nexmark_event`` per index as records, or typed Arrow
+columns of the same values (one ``event_row`` per index, no dict)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,33 @@ def test_nexmark_source_batches_are_the_events():
     assert rb.schema == nexmark.EVENT_SCHEMA
     assert rb.to_pylist() == expected
     assert arrow_to_records(rb) == expected
+
+
+@pytest.mark.parametrize("seed, eps", [(0, 10_000), (1, 5000), (7, 1000), (2**40 + 3, 333)])
+def test_event_rows_are_the_event_values(seed, eps):
+    """event_row repeats nexmark_event's arithmetic: same values in EVENT_SCHEMA order for
+    persons, auctions and bids, at epoch boundaries and far into the stream."""
+    idx = [*range(0, 260), *range(49_990, 50_060), 10**9 + 1, 10**12 + 50, 2**63 + 4]
+    for i in idx:
+        e = nexmark.nexmark_event(i, seed, eps)
+        assert list(e) == nexmark.EVENT_SCHEMA.names
+        assert nexmark.event_row(i, seed, eps) == tuple(e.values()), i
+
+
+def test_event_columns_build_no_event_dicts(monkeypatch):
+    """The columnar source generates the values without a dict per event (nexmark_event is
+    not called), and they are still the events' values."""
+    idx = range(5, 3000, 3)
+    expected = nexmark.event_batch(idx, 2, 4000)
+
+    def no_dicts(*args):
+        raise AssertionError("event_columns built an event dict")
+
+    monkeypatch.setattr(nexmark, "nexmark_event", no_dicts)
+    assert nexmark.event_columns(idx, 2, 4000).to_pylist() == expected
+    assert nexmark.event_columns(idx, 2, 4000, columns=("price", "kind")).to_pylist() == [
+        {"price": e["price"], "kind": e["kind"]} for e in expected]
+    assert nexmark.event_columns(range(0), columns=("ts",)).num_rows == 0
 
 
 def test_projected_columns_are_those_fields_of_the_events():
