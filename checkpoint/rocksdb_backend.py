@@ -200,6 +200,7 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         self._capacity = cache_size
         self._cache: OrderedDict[bytes, Any] = OrderedDict()
         self._dirty: dict[bytes, Any] = {}  # written cache entries (as in the cache) not yet serialized
+        # (_pending and _unwritten are replaced, never changed, once a delta snapshot holds them)
         self._pending: dict[bytes, bytes | None] = {}  # evicted dirty entries, not yet written
         self._unwritten: dict[bytes, bytes | None] = {}  # older than _pending, logged by a delta snapshot
         self._key: Any = _NO_KEY
@@ -367,16 +368,17 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
                 else:
                     batch.put(k, raw)
         self._db.raw.write(batch)
-        self._pending.clear()
-        self._unwritten.clear()
+        self._pending, self._unwritten = {}, {}
 
-    def _log_pending(self) -> None:
-        """Add the pending writes to the change log."""
+    def _log_pending(self, merge: bool = True) -> None:
+        """Add the pending writes to the change log (``merge=False``: count them only; the
+        caller hands the pending dict to a delta snapshot after the log)."""
         log = self._log
         if log is None or not self._pending:
             return
         pending = self._pending
-        log.update(pending)
+        if merge:
+            log.update(pending)
         size = self._log_bytes + len(pending) * _LOG_ENTRY + sum(map(len, pending))
         size += sum(map(len, filter(None, pending.values())))
         self._log_bytes = size
@@ -628,17 +630,18 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
             return snap
         assert self._base is not None and self._log is not None
         self._serialize_dirty()  # now: values may be mutated later; written to RocksDB later
-        self._log_pending()
+        self._log_pending(merge=False)  # (the delta takes the pending dict itself, after the log: no copy)
         log = self._log
         if log is None:  # (the dirty entries overflowed it)
             return self.snapshot(checkpoint_id)
+        pending = self._pending
         if not self._unwritten:  # (usually: an eviction batch wrote them since)
-            self._unwritten, self._pending = self._pending, {}
-        elif self._pending:
-            self._unwritten.update(self._pending)
-            self._pending.clear()
+            self._unwritten = pending
+        elif pending:
+            self._unwritten = {**self._unwritten, **pending}
+        self._pending = {}
         seq = 1 if self._last_delta is None else self._last_delta.seq + 1
-        delta = DeltaSnapshot(checkpoint_id, self._base, self._last_delta, seq, self._metas(), log,
+        delta = DeltaSnapshot(checkpoint_id, self._base, self._last_delta, seq, self._metas(), [log, pending],
                               sorted(self._queues), self.uploads)
         self._last_delta = delta
         self._log, self._log_bytes = {}, 0
@@ -737,8 +740,7 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         """Drop all state: a fresh, empty database (registered state objects stay valid)."""
         self._cache.clear()
         self._dirty.clear()
-        self._pending.clear()
-        self._unwritten.clear()
+        self._pending, self._unwritten = {}, {}
         self._key, self._kg, self._kg2, self._kpart, self._last_sid = _NO_KEY, -1, b"", None, None
         self._db.close()
         self._generation += 1
@@ -759,8 +761,7 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         self._closed = True
         self._cache.clear()
         self._dirty.clear()
-        self._pending.clear()
-        self._unwritten.clear()
+        self._pending, self._unwritten = {}, {}
         self._log, self._base, self._last_delta = None, None, None
         try:
             self._db.close()

@@ -52,6 +52,7 @@ import struct
 import threading
 import uuid
 from dataclasses import dataclass, field
+from itertools import chain
 from types import ModuleType
 from typing import Any, Callable, Iterator
 
@@ -314,7 +315,7 @@ class DeltaSnapshot:
     (:meth:`local_file`), off the task thread."""
 
     def __init__(self, checkpoint_id: int, base: RocksDBSnapshot, prev: DeltaSnapshot | None, seq: int,
-                 states: dict[str, StateMeta], entries: dict[bytes, bytes | None], timers: list[str],
+                 states: dict[str, StateMeta], entries: list[dict[bytes, bytes | None]], timers: list[str],
                  registry: UploadRegistry | None) -> None:
         self.checkpoint_id = checkpoint_id
         self.max_parallelism = base.max_parallelism
@@ -326,7 +327,7 @@ class DeltaSnapshot:
         self.seq = seq
         self.generation = base.generation
         self.registry = registry
-        self._entries: dict[bytes, bytes | None] | None = entries
+        self._entries: list[dict[bytes, bytes | None]] | None = entries  # in order: a later put of a key wins
         self._file: SstFile | None = None
         self._lock = threading.Lock()
         base.acquire()
@@ -338,7 +339,7 @@ class DeltaSnapshot:
     def local_file(self) -> SstFile | None:
         """The delta as a local file (written once; None: nothing changed)."""
         with self._lock:
-            if self._file is None and self._entries:
+            if self._file is None and self._entries and any(self._entries):
                 name = f"delta-{self.checkpoint_id}-{uuid.uuid4().hex[:8]}{DELTA_SUFFIX}"
                 path = os.path.join(self.base.directory, name)
                 try:
@@ -371,15 +372,18 @@ _DELTA_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd" if pa.Codec.is_availa
 _DELTA_SCHEMA = pa.schema([pa.field("key", pa.large_binary(), nullable=False), pa.field("value", pa.large_binary())])
 
 
-def write_delta(path: str, entries: dict[bytes, bytes | None]) -> tuple[int, int]:
-    """Write ``entries`` (db key -> serialized value, None: deleted) as one Arrow IPC file
-    of two columns, ``key`` and ``value`` (null: a deletion); returns the first and last
-    key group in it. Two column conversions and one write, no per-entry Python call: the
-    cost of a small checkpoint is the entries it changed, not a sorted SST file built
-    entry by entry (the restore applies the file in one write batch, :func:`apply_delta`).
+def write_delta(path: str, entries: dict[bytes, bytes | None] | list[dict[bytes, bytes | None]]) -> tuple[int, int]:
+    """Write ``entries`` (db key -> serialized value, None: deleted; or a list of such dicts
+    in the order they were written: a key may recur, its last entry wins) as one Arrow IPC
+    file of two columns, ``key`` and ``value`` (null: a deletion), in that order; returns
+    the first and last key group in it. Two column conversions and one write, no per-entry
+    Python call: the cost of a small checkpoint is the entries it changed, not a sorted SST
+    file built entry by entry (a restore applies the entries in file order).
     """
-    keys = pa.array(list(entries), pa.large_binary())
-    batch = pa.record_batch([keys, pa.array(list(entries.values()), pa.large_binary())], schema=_DELTA_SCHEMA)
+    parts = [entries] if isinstance(entries, dict) else entries
+    keys = pa.array(list(chain.from_iterable(parts)), pa.large_binary())
+    values = pa.array(list(chain.from_iterable(part.values() for part in parts)), pa.large_binary())
+    batch = pa.record_batch([keys, values], schema=_DELTA_SCHEMA)
     with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, _DELTA_SCHEMA, options=_DELTA_OPTIONS) as writer:
         writer.write_batch(batch)
     bounds = pc.min_max(keys)  # (in C: min() and max() over the Python list cost ~0.1 us per key each)

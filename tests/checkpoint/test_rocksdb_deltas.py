@@ -184,6 +184,8 @@ def test_every_checkpoint_of_delta_chains_restores_exactly(backends, tmp_path, m
     monkeypatch.setattr(rocksdb_backend, "DELTA_RATIO", 100.0)  # (small state: deltas are a large share)
     if seed == 1:  # (a restore merges few delta entries at a time: later ones win across merges)
         monkeypatch.setattr(rocksdb_restore, "_MERGE_ENTRIES", 7)
+    if seed == 2:  # (evicted entries are written in small batches, also between a snapshot and its upload)
+        monkeypatch.setattr(rocksdb_backend, "_BATCH", 4)
     storage = CheckpointStorage(str(tmp_path / "chk"))
     sb = RocksDBStateBackend()
     job = Job(backends(cache_size=cache_size, write_buffer_bytes=1 << 16), 300, seed)
@@ -266,6 +268,12 @@ def test_a_delta_file_holds_puts_and_deletions_and_a_chain_with_sst_deltas_still
         list(rocksdb_files.read_delta(data[: len(data) // 2]))
     spread = {b"\x01\x07xyz": b"a", b"\x00\x02abc": None, b"\x00\xffq": b"b"}  # key groups 263, 2, 255
     assert rocksdb_files.write_delta(str(tmp_path / "spread"), spread) == (2, 263)
+    # parts in write order (the change log, then the pending writes): a key may recur, its last entry wins
+    parts = [{b"\x00\x03a": b"old", b"\x00\x03b": b"kept"}, {b"\x00\x03a": None, b"\x00\x04c": b"new"}]
+    rocksdb_files.write_delta(str(tmp_path / "parts"), parts)
+    with open(tmp_path / "parts", "rb") as f:
+        rows = [kv for keys, values in rocksdb_files.read_delta(f.read()) for kv in zip(keys, values)]
+    assert rows == [(b"\x00\x03a", b"old"), (b"\x00\x03b", b"kept"), (b"\x00\x03a", None), (b"\x00\x04c", b"new")]
     # the same chain with its delta rewritten as an SST file, as earlier versions wrote it
     storage, sb, b, v = checkpointed_values(backends, tmp_path, 500)
     for k in range(0, 500, 7):
