@@ -505,7 +505,13 @@ class Task:
             if self._stopped_at is not None:
                 continue  # stopped with a savepoint: nothing more happens until cancel (or abort)
             self._fire_timers()
-            self.network.flush_due(time.monotonic())
+            if self._mailbox.empty():
+                # nothing to do until mail arrives: what is buffered goes now (batches form
+                # while the task is busy; waiting for the buffer timeout while idle only adds
+                # latency, on every hop)
+                self.network.flush_all()
+            else:
+                self.network.flush_due(time.monotonic())
             if self._feedback:
                 self._flush_feedback()
                 if self._feedback_done:
@@ -818,7 +824,7 @@ class Task:
                 return
             if result is NOTHING_AVAILABLE:
                 self._source_watermark(reader)
-                self.network.flush_due(time.monotonic())
+                self.network.flush_all()  # idle until the next poll: no reason to hold output back
                 self._fire_timers()
                 self._drain_mailbox(min(idle_s, self._next_wait()))
                 continue
