@@ -5,12 +5,12 @@ alone is not: under load the job can end before the savepoint is taken)."""
 from __future__ import annotations
 
 import os
-import time
 from typing import Any, Callable
 
 import raystream as rs
 from raystream.engine.connectors import NOTHING_AVAILABLE, PollResult
 from raystream.operators.sources import GeneratorSource, _GeneratorReader
+from tests.waiting import wait_for
 
 
 class GatedGeneratorSource(GeneratorSource):
@@ -51,12 +51,9 @@ def generate(env: rs.StreamEnvironment, fn: Callable[[int], Any], count: int, ra
 
 def wait_until_paused(gate: str, splits: int, timeout_s: float = 120.0) -> None:
     """Wait until ``splits`` source subtasks paused at ``gate`` (a condition, polled)."""
-    deadline = time.monotonic() + timeout_s
     folder, name = os.path.split(gate)
-    paused: list[str] = []
-    while time.monotonic() < deadline:
-        paused = [f for f in os.listdir(folder) if f.startswith(name + ".") and f.endswith(".paused")]
-        if len(paused) >= splits:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"only {len(paused)} of {splits} source subtasks paused at {gate}: {paused}")
+
+    def paused() -> bool:
+        return sum(f.startswith(name + ".") and f.endswith(".paused") for f in os.listdir(folder)) >= splits
+
+    wait_for(paused, f"{splits} source subtasks paused at {gate}", timeout_s)

@@ -20,6 +20,7 @@ from raystream.checkpoint.coordinator import CheckpointConfig, CheckpointCoordin
 from raystream.engine.config import JobConfig
 from raystream.engine.errors import CheckpointError, JobCancelled
 from raystream.engine.local_runtime import run_in_process
+from tests.waiting import wait_for
 
 RELEASE = threading.Event()  # the map waits for it at record 50 (checkpoint 1 cannot complete before)
 BLOCKED = threading.Event()
@@ -30,15 +31,6 @@ def _slow_map(i: int) -> int:
         BLOCKED.set()
         assert RELEASE.wait(60), "the test never released the map"
     return i + 1
-
-
-def _until(condition, what: str) -> None:
-    done = threading.Event()
-    for _ in range(6000):  # a condition, polled; the bound only turns a hang into a failure
-        if condition():
-            return
-        done.wait(0.01)
-    raise AssertionError(f"never happened: {what}")
 
 
 def _graph(tmp_path) -> Any:
@@ -55,11 +47,16 @@ def test_a_savepoint_queued_behind_a_checkpoint_fails_when_the_job_is_cancelled(
 
     def drill(master, runtime) -> None:
         assert BLOCKED.wait(60)
-        # a checkpoint is in progress: its barrier waits behind record 50 in the map's input
-        _until(lambda: master.coordinator is not None and master.coordinator.checkpoints, "a checkpoint in progress")
+        [task] = [h.task for e in runtime.executors.values() for h in e._hosted.values() if h.task is not None]
+
+        def stuck() -> bool:  # a checkpoint the blocked task has not snapshotted: it cannot complete
+            c = master.coordinator
+            return c is not None and any(cid > task.last_checkpoint_id for cid in list(c.checkpoints))
+
+        wait_for(stuck, "a checkpoint in progress that waits for the blocked map")
         fut = asyncio.run_coroutine_threadsafe(master.trigger_savepoint(str(tmp_path / "sp")), runtime.loop)
         outcome["future"] = fut
-        _until(lambda: master._savepoint_requests, "the savepoint request is queued")
+        wait_for(lambda: master._savepoint_requests, "the savepoint request is queued")
         asyncio.run_coroutine_threadsafe(master.cancel(), runtime.loop).result(60)
         RELEASE.set()
 

@@ -22,6 +22,7 @@ from raystream.engine.connectors import END_OF_INPUT, Source, SourceReader
 from raystream.engine.errors import JobCancelled
 from raystream.engine.local_runtime import LocalExecutorRuntime, run_in_process
 from raystream.engine.records import Batch
+from tests.waiting import wait_for
 
 B_IN_LAST_POLL = threading.Event()
 B_GO = threading.Event()
@@ -67,15 +68,6 @@ def _tasks(runtime: LocalExecutorRuntime) -> dict[str, Any]:
             if h.task is not None}
 
 
-def _until(condition, what: str) -> None:
-    tick = threading.Event()
-    for _ in range(6000):  # a condition, polled; the bound only turns a hang into a failure
-        if condition():
-            return
-        tick.wait(0.01)
-    raise AssertionError(f"never happened: {what}")
-
-
 def test_stop_with_savepoint_completes_when_a_source_ends_into_the_alignment(tmp_path):
     B_IN_LAST_POLL.clear(), B_GO.clear()
     env = rs.StreamEnvironment(parallelism=1, flush_ms=0)
@@ -88,7 +80,7 @@ def test_stop_with_savepoint_completes_when_a_source_ends_into_the_alignment(tmp
     def drill(master, runtime) -> None:
         assert B_IN_LAST_POLL.wait(60)
         sp = asyncio.run_coroutine_threadsafe(master.stop_with_savepoint(str(tmp_path / "sp")), runtime.loop)
-        _until(lambda: _tasks(runtime)["union -> d -> collect"]._aligning is not None,
+        wait_for(lambda: _tasks(runtime)["union -> d -> collect"]._aligning is not None,
                "D aligns: A's barrier is there, B's is not")
         B_GO.set()  # B ends: its end of input completes D's alignment
         try:
