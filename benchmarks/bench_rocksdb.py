@@ -383,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=1_000_000, help="events of the keyed record workload")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--skip-large", action="store_true", help="only the throughput part")
+    p.add_argument("--skip-throughput", action="store_true", help="only the large-state part")
     p.add_argument("--operators", action="store_true", help="only part 4: operators' own state (reduce, timers)")
     p.add_argument("--op-n", type=int, default=200_000, help="events of part 4")
     p.add_argument("--op-rounds", type=int, default=5, help="alternating rounds of part 4")
@@ -400,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
                 f.write(f"\n### RocksDB: operators' own state (reduce, timers)\n\n`{cmd}`\n\n```\n{text}\n```\n")
         return 0
     workdir = tempfile.mkdtemp(prefix="raystream-bench-rocksdb-")
+    shown = 0
     try:
         if not args.skip_large:
             per_key = heap_bytes_per_key(args.heap_keys)
@@ -440,6 +442,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"{sum(x[1] <= 0.05 * end_s for x in inc)}/{len(inc)}, bytes {sum(x[2] <= 0.05 * end_bytes for x in inc)}"
                 f"/{len(inc)}"
             )
+            print("\n".join(lines), flush=True)  # (the large-state part, as soon as it is done)
+            shown = len(lines)
+        if args.skip_throughput:
+            return 0
         path = str(ensure_parquet(os.path.join(tempfile.gettempdir(), "raystream-bench"), args.n))
         warm = RocksDBStateBackend(cache_size=max(args.cache, 16_384))
         times: dict[str, list[float]] = {"heap": [], "rocksdb": []}
@@ -456,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     text = "\n".join(lines)
-    print(text)
+    print("\n".join(lines[shown:]))
     if args.write:
         cmd = "python -m benchmarks.bench_rocksdb " + " ".join(argv if argv is not None else sys.argv[1:])
         with open(os.path.join(os.path.dirname(__file__), "RESULTS.md"), "a") as f:

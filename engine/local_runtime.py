@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import threading
 from typing import Any, Awaitable, Callable, Iterable
 
@@ -37,6 +38,8 @@ from .observability import NullMetricsBackend
 from .state_backend import default_state_backend
 
 __all__ = ["LocalExecutorRuntime", "run_in_process"]
+
+log = logging.getLogger(__name__)
 
 
 class _LocalMessenger:
@@ -200,5 +203,36 @@ def run_in_process(graph: JobGraph, config: JobConfig, timeout_s: float | None =
             return await asyncio.wait_for(job, timeout_s)
         finally:
             await runtime.join_tasks()
+            await _end_other_tasks()
 
-    return asyncio.run(main())
+    loop = asyncio.new_event_loop()  # (not asyncio.run: it waits for every task without a bound)
+    try:
+        return loop.run_until_complete(main())
+    finally:
+        try:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            loop.close()
+
+
+#: how long the end of an in-process job waits for its other tasks once cancelled
+END_GRACE_S = 10.0
+
+
+async def _end_other_tasks() -> None:
+    """Cancel the loop's other tasks (fire-and-forget calls of the job) and wait for them at
+    most :data:`END_GRACE_S`: one that does not end is logged with its stack and left behind, so
+    that the end of a job never hangs its caller."""
+    me = asyncio.current_task()
+    others = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+    for t in others:
+        t.cancel()
+    if not others:
+        return
+    grace_s = END_GRACE_S
+    _, stuck = await asyncio.wait(others, timeout=grace_s)
+    for t in stuck:
+        frames = "".join(f"\n  {f.f_code.co_filename}:{f.f_lineno} in {f.f_code.co_name}" for f in t.get_stack())
+        log.warning("an in-process job's task did not end %.0f s after its cancellation (left behind): %r%s",
+                    grace_s, t, frames)
