@@ -121,6 +121,11 @@ class CheckpointCoordinator:
     Flink's Sink V2 committer. Only a restart drops them (the restored checkpoint's sources
     replay that data): :meth:`reset_for_restart`.
 
+    A completed checkpoint's committables stay *committing* until the caller reports them
+    committed (:meth:`committed`): the next checkpoint carries them too, so that its
+    metadata still records them if that commit is slow, fails, or its master dies first
+    (committing is idempotent; a restore from the later checkpoint re-commits them).
+
     Finished tasks (FLIP-147) take no part in later checkpoints: their final state stands in
     for their acks (:meth:`task_finished`), so checkpoints keep completing while the rest of
     the job runs, and a final checkpoint commits everything at the end of a bounded job.
@@ -143,6 +148,8 @@ class CheckpointCoordinator:
         self.failures = 0
         self.history: list[dict] = []
         self.retained: dict[int, dict[str, list]] = {}  # barrier id -> sink uid -> committables
+        # completed checkpoints whose commit is not known to have finished -> what they commit
+        self.committing: dict[int, dict[str, list]] = {}
         self.finished: dict[tuple[int, int], dict] = {}  # finished task -> its final state
 
     # ------------------------------------------------------------------ views
@@ -252,8 +259,10 @@ class CheckpointCoordinator:
             raise CheckpointError(f"checkpoint {p.checkpoint_id} is {p.status.lower()}, not fully acknowledged")
         p.status = "FINALIZING"
         carried: dict[str, list] = {}
-        for cid in sorted(c for c in self.retained if c <= p.checkpoint_id):
-            for uid, comms in self.retained.pop(cid).items():
+        earlier = [(cid, self.committing[cid]) for cid in self.committing if cid < p.checkpoint_id]
+        earlier += [(cid, self.retained.pop(cid)) for cid in [c for c in self.retained if c <= p.checkpoint_id]]
+        for _cid, by_uid in sorted(earlier, key=lambda e: e[0]):
+            for uid, comms in by_uid.items():
                 carried.setdefault(uid, []).extend(comms)
         p.carried = carried
         commit = {uid: list(comms) for uid, comms in carried.items()}
@@ -303,6 +312,8 @@ class CheckpointCoordinator:
         if p.status == "FINALIZING" and error is None:
             p.status = "COMPLETED"
             self.checkpoints.pop(p.checkpoint_id, None)
+            if p.savepoint is None or p.stop:  # (an intermediate savepoint commits nothing)
+                self.committing[p.checkpoint_id] = p.commit
             if p.savepoint is None:
                 self.completed.append(p.checkpoint_id)
             self.last_completed_at = self.clock()
@@ -347,6 +358,11 @@ class CheckpointCoordinator:
             )
         return p
 
+    def committed(self, checkpoint_id: int) -> None:
+        """The caller finished committing completed checkpoint ``checkpoint_id``: later
+        checkpoints no longer carry its committables."""
+        self.committing.pop(checkpoint_id, None)
+
     def timed_out(self) -> list[PendingCheckpoint]:
         """The checkpoints (pending or finalizing) older than ``timeout_ms``."""
         limit = self.config.timeout_ms / 1000.0
@@ -366,16 +382,18 @@ class CheckpointCoordinator:
         self.finished.clear()
 
     def take_retained(self, restored_id: int | None) -> dict[str, list]:
-        """Clear the retained committables when the job restores from ``restored_id``
-        (None: from scratch). The ones prepared after its barrier are dropped (the restored
-        sources replay their data); the ones it covers are returned: the caller commits
-        them, since their data is not replayed."""
+        """Clear the retained and committing committables when the job restores from
+        ``restored_id`` (None: from scratch). The ones prepared after its barrier are dropped
+        (the restored sources replay their data); the ones it covers are returned: the
+        caller commits them, since their data is not replayed."""
         covered: dict[str, list] = {}
-        for cid in sorted(self.retained):
+        held = [*self.committing.items(), *self.retained.items()]
+        for cid, by_uid in sorted(held, key=lambda e: e[0]):
             if restored_id is not None and cid <= restored_id:
-                for uid, comms in self.retained[cid].items():
+                for uid, comms in by_uid.items():
                     covered.setdefault(uid, []).extend(comms)
         self.retained.clear()
+        self.committing.clear()
         return covered
 
     def metadata_for(self, p: PendingCheckpoint, graph_info: dict) -> dict:

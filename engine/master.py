@@ -755,8 +755,10 @@ class JobMaster:
                 try:
                     await asyncio.to_thread(self._commit_checkpoint, p)
                 except Exception as exc:  # noqa: BLE001 - a commit that fails fails the job, loudly
+                    # (its committables stay committing: the restore re-commits them)
                     self._fail_attempt(exc if isinstance(exc, JobFailed) else JobFailed(str(exc)))
                     return False
+                c.committed(p.checkpoint_id)
         finally:
             self._completing -= 1
             if not self._completing:

@@ -136,7 +136,8 @@ def ack(coord, cid, task, *comms):
     return coord.acknowledge(cid, task, {"sink": {"committables": list(comms)}})
 
 
-def finalize(coord, p, fail=None):
+def finalize(coord, p, fail=None, commit=True):
+    """Finalize ``p`` as the master does; ``commit``: its commit then finishes."""
     coord.begin_finalize(p)
     try:
         if fail is not None:
@@ -144,7 +145,10 @@ def finalize(coord, p, fail=None):
         coord.complete(p, GRAPH)
     except Exception as exc:  # noqa: BLE001 - handed to end_finalize like the master does
         return coord.end_finalize(p, exc)
-    return coord.end_finalize(p)
+    ok = coord.end_finalize(p)
+    if ok and commit:
+        coord.committed(p.checkpoint_id)
+    return ok
 
 
 def test_timeout_during_finalization_never_touches_the_next_checkpoint(tmp_path):
@@ -217,6 +221,57 @@ def test_restart_commits_retained_committables_the_restored_checkpoint_covers(tm
     assert coord.checkpoints == {}
     assert coord.take_retained(1) == {"sink": ["late-1"]}
     assert coord.retained == {}
+
+
+def test_a_checkpoint_carries_the_committables_of_one_still_committing(tmp_path):
+    """Checkpoint 1 completed but its commit has not finished (slow, failed, or its master
+    died): checkpoint 2's metadata records 1's committables too, so a restore from 2
+    re-commits them (committing is idempotent)."""
+    coord, storage = make(tmp_path)
+    p1 = coord.trigger()
+    ack(coord, 1, (0, 0), "a")
+    ack(coord, 1, (0, 1), "b")
+    assert finalize(coord, p1, commit=False)  # its commit is still running
+    p2 = coord.trigger()
+    ack(coord, 2, (0, 0), "c")
+    ack(coord, 2, (0, 1), "d")
+    assert finalize(coord, p2, commit=False)
+    assert sorted(p2.commit["sink"]) == ["a", "b", "c", "d"]
+    assert sorted(storage.read_metadata("job", 2)["carried_committables"]["sink"]) == ["a", "b"]
+    coord.committed(1)
+    coord.committed(2)
+    p3 = coord.trigger()
+    ack(coord, 3, (0, 0), "e")
+    ack(coord, 3, (0, 1))
+    assert finalize(coord, p3)
+    assert p3.commit == {"sink": ["e"]}  # committed ones are not carried any more
+
+
+def test_a_restart_recommits_a_completed_checkpoint_whose_commit_failed(tmp_path):
+    coord, _ = make(tmp_path)
+    p1 = coord.trigger()
+    ack(coord, 1, (0, 0), "a")
+    ack(coord, 1, (0, 1), "b")
+    assert finalize(coord, p1, commit=False)  # the commit fails: the job restarts
+    coord.trigger()
+    ack(coord, 2, (0, 0), "after-1")
+    coord.reset_for_restart()
+    assert coord.take_retained(1) == {"sink": ["a", "b"]}
+    assert coord.committing == {} and coord.retained == {}
+    p2 = coord.trigger()
+    ack(coord, p2.checkpoint_id, (0, 0))
+    ack(coord, p2.checkpoint_id, (0, 1))
+    assert finalize(coord, p2)
+    assert p2.commit == {}
+
+
+def test_an_intermediate_savepoint_commits_nothing_itself(tmp_path):
+    coord, _ = make(tmp_path)
+    p1 = coord.trigger(savepoint=str(tmp_path / "sp"))
+    ack(coord, 1, (0, 0), "a")
+    ack(coord, 1, (0, 1))
+    assert finalize(coord, p1, commit=False)
+    assert coord.committing == {}  # (the master retains what it covers for the next checkpoint)
 
 
 def test_finished_tasks_stand_in_with_final_state_flip147(tmp_path):
