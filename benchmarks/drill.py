@@ -16,7 +16,9 @@ For each seed, ``random.Random(seed)`` picks one or two storage faults, injected
                            *after* renaming (an ambiguous outcome, as after a timeout)
 =========================  ==============================================================
 
-...and, with some probability, kills: ``kill-task`` kills a task actor (1-2 times) at a
+...and, with the JSON-lines sink, sometimes a ``slow-commit``: the master's first
+rename of a part file takes 0.3-1.2 s, so later checkpoints complete (and kills land) while
+an earlier checkpoint is still being committed. With some probability, kills: ``kill-task`` kills a task actor (1-2 times) at a
 random moment once records flow; ``kill-master`` kills the job master (a hook: skipped,
 with a message, when the engine has no job master failover). The job is a keyed running
 sum (``generate -> key_by -> reduce -> map``) ending in an exactly-once sink (``collect``
@@ -56,6 +58,7 @@ from raystream.operators.sinks import JsonLinesSink, collected_records
 __all__ = [
     "STORAGE_FAULTS",
     "KILL_FAULTS",
+    "COMMIT_FAULTS",
     "Fault",
     "DrillPlan",
     "DrillOutcome",
@@ -78,6 +81,8 @@ STORAGE_FAULTS = (
 )
 #: kills a seed may add
 KILL_FAULTS = ("kill-task", "kill-master")
+#: faults of the JSON-lines sink's commit a seed may add
+COMMIT_FAULTS = ("slow-commit",)
 
 N = 4000  # records per job
 RATE = 2000  # records/s: ~2 s of data per job
@@ -90,7 +95,7 @@ class Fault:
     """One fault of a seed's plan: filesystem rules, or a kill at ``at_s``.
 
     Attributes:
-        kind: a name of :data:`STORAGE_FAULTS` or :data:`KILL_FAULTS`.
+        kind: a name of :data:`STORAGE_FAULTS`, :data:`KILL_FAULTS` or :data:`COMMIT_FAULTS`.
         detail: what exactly (``"chk-4"``, ``"0.61 s vs timeout 420 ms"``...).
         rules: rules for checkpoint storage.
         sink_rules: rules for the JSON-lines sink's filesystem.
@@ -228,6 +233,10 @@ def plan_seed(seed: int, kill_master: bool = True) -> DrillPlan:
     master_draw, master_at = rng.random(), rng.uniform(0.3, 1.5)  # drawn either way: same plans
     if kill_master and master_draw < 0.35:
         faults.append(Fault("kill-master", f"at {master_at:.1f} s", at_s=master_at))
+    commit_draw, commit_delay = rng.random(), rng.uniform(0.3, 1.2)  # drawn last: earlier draws unchanged
+    if sink == "jsonl" and commit_draw < 0.4:
+        rule = FaultRule("move", path_glob="*/part-*", delay_s=commit_delay, times=1)
+        faults.append(Fault("slow-commit", f"first part-file commit {commit_delay:.2f} s", sink_rules=(rule,)))
     return DrillPlan(seed, tuple(faults), sink, parallelism, timeout_ms)
 
 

@@ -3,21 +3,30 @@ through the same code path as ``python -m benchmarks.drill`` and on the session'
 
 from __future__ import annotations
 
-from benchmarks.drill import KILL_FAULTS, STORAGE_FAULTS, plan_seed, run_drill, summary
+from benchmarks.drill import (
+    COMMIT_FAULTS,
+    KILL_FAULTS,
+    STORAGE_FAULTS,
+    plan_seed,
+    run_drill,
+    summary,
+)
 
 # Together these plans hold every fault kind, both sinks and both parallelisms, an
-# "after renaming" (ambiguous) rename and a part-file commit that fails; ~1.5 minutes on 2 cores.
-SEEDS = (1, 4, 5, 6, 7, 8, 9, 11)
+# "after renaming" (ambiguous) rename, a part-file commit that fails, and a slow part-file
+# commit with a master killed meanwhile (24); ~1.7 minutes on 2 cores.
+SEEDS = (1, 4, 5, 6, 7, 8, 9, 11, 24)
 
 
 def test_the_seeds_cover_every_fault_kind():
     plans = [plan_seed(s) for s in SEEDS]
     kinds = {f.kind for p in plans for f in p.faults}
-    assert kinds == set(STORAGE_FAULTS) | set(KILL_FAULTS)
+    assert kinds == set(STORAGE_FAULTS) | set(KILL_FAULTS) | set(COMMIT_FAULTS)
     assert {p.sink for p in plans} == {"collect", "jsonl"}
     details = [str(f) for p in plans for f in p.faults]
     assert any("after renaming" in d for d in details)
     assert any("part-file" in d for d in details)
+    assert any({"slow-commit", "kill-master"} <= {f.kind for f in p.faults} for p in plans)
 
 
 def test_plans_are_deterministic_and_kill_master_changes_nothing_else():
