@@ -26,6 +26,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import pyarrow as pa
+
 from .events import MIN_WATERMARK, Watermark
 from .partitioners import BroadcastPartitioner, Partitioner
 from .records import Batch
@@ -238,6 +240,28 @@ class NetworkOutput:
             w.flush_all()
 
 
+def _coalesced(buf: list[Batch]) -> list[Batch]:
+    """Consecutive buffered batches of one send as one batch where that keeps every record:
+    Python records as one list, Arrow batches of one schema as one RecordBatch
+    (``pa.concat_batches``, one copy of the rows on the producer). After a hash partition a
+    producer batch leaves a slice per target, so a send would otherwise carry dozens of small
+    batches, each pickled with its schema and processed by the consumer in its own call (a
+    group-by, a key lookup against every known key, ...). Mixed or differently typed
+    batches go as they are."""
+    first = buf[0]
+    if not first.is_arrow:
+        if any(b.is_arrow for b in buf):
+            return buf
+        merged: list = []
+        for b in buf:
+            merged.extend(b.records())
+        return [Batch.of_records(merged)]
+    schema = first.arrow().schema
+    if not all(b.is_arrow and b.arrow().schema.equals(schema, check_metadata=True) for b in buf):
+        return buf
+    return [Batch.of_arrow(pa.concat_batches([b.arrow() for b in buf]))]
+
+
 class RecordWriter:
     """Partitions batches of one output edge and buffers them per target channel.
 
@@ -311,11 +335,8 @@ class RecordWriter:
         returns their (rows, Arrow bytes)."""
         rows = 0
         nbytes = 0
-        if len(buf) > 1 and all(not b.is_arrow for b in buf):
-            merged: list = []
-            for b in buf:
-                merged.extend(b.records())
-            buf = [Batch.of_records(merged)]
+        if len(buf) > 1:
+            buf = _coalesced(buf)
         hand_over = self.hand_over[target]
         for b in buf:
             if hand_over and not b.is_arrow:
