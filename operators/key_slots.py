@@ -202,7 +202,8 @@ class KeySlots:
         miss = arr.take(pa.array(rows))
         uniq = pc.unique(miss)  # in order of first appearance
         inv = pc.index_in(miss, value_set=uniq).to_numpy(zero_copy_only=False).astype(np.int64)
-        _, first = np.unique(inv, return_index=True)  # (inv's values are 0..len(uniq)-1)
+        first = np.full(len(uniq), len(inv), dtype=np.int64)  # the first row of each new key
+        np.minimum.at(first, inv, np.arange(len(inv), dtype=np.int64))  # (inv: 0..len(uniq)-1)
         return found, uniq, rows[first], inv
 
     def _insert(self, values: pa.Array, slots: np.ndarray) -> None:

@@ -58,6 +58,7 @@ from raystream.engine.operator import OperatorContext, Output, StreamOperator
 from raystream.engine.partitioners import KeySelector
 from raystream.engine.records import Batch, arrow_to_records
 
+from .field_columns import ColumnarFieldFold
 from .timers import backend_restored_state
 
 __all__ = [
@@ -338,6 +339,9 @@ class FieldAggregateOperator(StreamOperator):
         self.column = column
         self.how = how
         self.state = _FieldFold(column, how)
+        #: the state while every batch has been a columnar one numpy folds exactly (the
+        #: combiner's partials); moved into ``state`` for good at the first other batch
+        self._columns: ColumnarFieldFold | None = None
         self._restored: list[Any] = []
         self._keyed: Any = None  # the off-heap keyed backend holding the state, if the job's does
 
@@ -368,17 +372,33 @@ class FieldAggregateOperator(StreamOperator):
                     state.first[k] = first
                     state.values[k] = value
         self._restored = []
+        if self._keyed is None and not state.values and isinstance(self.column, str):
+            self._columns = ColumnarFieldFold(self.column, self.how)
+
+    def _to_dicts(self) -> None:
+        """Move the columnar state into the dict fold (for good: a batch it does not take came)."""
+        columns, self._columns = self._columns, None
+        if columns is not None:
+            state = self.state
+            for key, first, value in columns.items():
+                state.first[key] = first
+                state.values[key] = value
 
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
         state = self.state
         ki = _column_index(batch, self.key_selector.column)
         vi = _column_index(batch, self.column)
         if ki < 0 or vi < 0:
+            self._to_dicts()
             state.fold_records(batch.records(), key_getter(self.key_selector))
             return
         # Arrow rows (the combiner's partials): keys and values as columns, records only for
         # the keys seen for the first time
         rb = batch.arrow()
+        if self._columns is not None:
+            if self._columns.fold(rb, ki, vi):
+                return
+            self._to_dicts()
         keys = rb.column(ki).to_pylist()
         new = state.fold(keys, rb.column(vi).to_pylist(), lambda i: arrow_to_records(rb.slice(i, 1))[0])
         if new:
@@ -389,6 +409,11 @@ class FieldAggregateOperator(StreamOperator):
     def end_input(self) -> None:
         if self._keyed is not None:
             self._end_input_off_heap()
+            return
+        if self._columns is not None:
+            if len(self._columns):
+                self.output.emit(Batch.of_records(self._columns.results()))
+            self._columns = ColumnarFieldFold(self._columns.column, self.how)  # emitted: cleared
             return
         if self.state.values:
             self.output.emit(Batch.of_records(self.state.results()))
@@ -415,12 +440,16 @@ class FieldAggregateOperator(StreamOperator):
     def snapshot_state(self, checkpoint_id: int) -> dict[str, dict[int, dict[Any, tuple[Any, Any]]]]:
         if self._keyed is not None:  # off-heap: the values are in the keyed snapshot
             return {"by_key_group": {}}
-        values, first = self.state.values, self.state.first
-        keys = list(values)
+        if self._columns is not None:
+            entries = [(k, (first, value)) for k, first, value in self._columns.items()]
+        else:
+            values, firsts = self.state.values, self.state.first
+            entries = [(k, (firsts[k], v)) for k, v in values.items()]
         out: dict[int, dict[Any, tuple[Any, Any]]] = {}
-        if keys:
-            for k, g in zip(keys, key_groups_of_keys(keys, self.ctx.max_parallelism).tolist()):
-                out.setdefault(g, {})[k] = (first[k], values[k])
+        if entries:
+            groups = key_groups_of_keys([k for k, _ in entries], self.ctx.max_parallelism).tolist()
+            for (k, entry), g in zip(entries, groups):
+                out.setdefault(g, {})[k] = entry
         return {"by_key_group": out}
 
     def restore_state(self, states: list[Any]) -> None:
