@@ -249,6 +249,12 @@ def key_groups_of_array(column: pa.Array | pa.ChunkedArray, max_parallelism: int
         indices = column.indices.to_numpy(zero_copy_only=False)
         return _groups_of_distinct(column.dictionary, max_parallelism)[indices]
     if _is_stringlike(t):
+        # short strings: a CRC step per byte position over every value costs less than
+        # dictionary-encoding them first (~50-70 ns a value), and partials after a combiner
+        # hold few repeats to save on anyway
+        crc = _crc32_of_binary(column, _DIRECT_CRC_MAX_LEN)
+        if crc is not None:
+            return _groups_of_crc(crc, t, max_parallelism)
         encoded = pc.dictionary_encode(column)
         indices = encoded.indices.to_numpy(zero_copy_only=False)
         return _groups_of_distinct(encoded.dictionary, max_parallelism)[indices]
@@ -265,15 +271,23 @@ def _groups_of_distinct(values: pa.Array, max_parallelism: int) -> np.ndarray:
     if not values.null_count and _is_stringlike(values.type):
         crc = _crc32_of_binary(values)
         if crc is not None:
-            tag = _TAG_STR if pa.types.is_string(values.type) or pa.types.is_large_string(values.type) else _TAG_BYTES
-            hashes = _mix64_np(crc.astype(np.uint64) ^ np.uint64(tag << 32))
-            return (hashes % np.uint64(max_parallelism)).astype(np.int64)
+            return _groups_of_crc(crc, values.type, max_parallelism)
     return key_groups_of_keys(values.to_pylist(), max_parallelism)
+
+
+def _groups_of_crc(crc: np.ndarray, t: pa.DataType, max_parallelism: int) -> np.ndarray:
+    """Key groups from the CRC-32 of string (or binary, by ``t``) keys, as :func:`stable_hash`."""
+    tag = _TAG_STR if pa.types.is_string(t) or pa.types.is_large_string(t) else _TAG_BYTES
+    hashes = _mix64_np(crc.astype(np.uint64) ^ np.uint64(tag << 32))
+    return (hashes % np.uint64(max_parallelism)).astype(np.int64)
 
 
 #: longest string (bytes) hashed by the vectorized CRC-32 (one numpy step per byte position);
 #: a dictionary holding a longer one is hashed value by value (zlib, cached)
 _VECTOR_CRC_MAX_LEN = 48
+#: longest string (bytes) for which a whole column is hashed value by value without
+#: dictionary-encoding it first (8 CRC steps cost about what the encoding costs per value)
+_DIRECT_CRC_MAX_LEN = 8
 
 
 def _crc_table() -> np.ndarray:
@@ -286,10 +300,10 @@ def _crc_table() -> np.ndarray:
 _CRC_TABLE = _crc_table()
 
 
-def _crc32_of_binary(values: pa.Array) -> np.ndarray | None:
+def _crc32_of_binary(values: pa.Array, max_len: int = _VECTOR_CRC_MAX_LEN) -> np.ndarray | None:
     """``zlib.crc32`` of every value of a string/binary array without nulls (UTF-8 bytes, as
     Arrow stores them), one numpy step per byte position; None when a value is longer than
-    :data:`_VECTOR_CRC_MAX_LEN` bytes."""
+    ``max_len`` bytes."""
     n = len(values)
     large = pa.types.is_large_string(values.type) or pa.types.is_large_binary(values.type)
     _validity, offsets_buf, data_buf = values.buffers()
@@ -297,7 +311,7 @@ def _crc32_of_binary(values: pa.Array) -> np.ndarray | None:
                             offset=values.offset * (8 if large else 4)).astype(np.int64)
     lengths = np.diff(offsets)
     longest = int(lengths.max()) if n else 0
-    if longest > _VECTOR_CRC_MAX_LEN:
+    if longest > max_len:
         return None
     crc = np.full(n, 0xFFFFFFFF, dtype=np.uint32)
     if longest == 0:
