@@ -79,6 +79,7 @@ from .rocksdb_files import (
     parse_manifest,
     rocksdict_module,
     serialize_full,
+    warm_up_delta_writer,
 )
 from .rocksdb_keys import (
     KEY_GROUP_BYTES,
@@ -627,6 +628,8 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
             snap.self_contained = full
             self._base, self._last_delta = snap, None
             self._log, self._log_bytes = ({} if self._log_limit > 0 else None), 0
+            if self._log is not None:
+                warm_up_delta_writer()  # (once per process: deltas follow)
             return snap
         assert self._base is not None and self._log is not None
         self._serialize_dirty()  # now: values may be mutated later; written to RocksDB later

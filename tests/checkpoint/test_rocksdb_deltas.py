@@ -209,7 +209,10 @@ def test_every_checkpoint_of_delta_chains_restores_exactly(backends, tmp_path, m
     assert merged([read_state(r) for r in restore(sb, mds[8], storage.read_state, 3, backends)]) == expected[8]
 
 
-def test_a_delta_checkpoint_uploads_only_the_changed_entries(backends, tmp_path):
+def test_a_delta_checkpoint_uploads_only_the_changed_entries(backends, tmp_path, monkeypatch):
+    from raystream.checkpoint import rocksdb_files
+
+    monkeypatch.setattr(rocksdb_files, "_warmed_up", False)
     storage = CheckpointStorage(str(tmp_path / "chk"))
     sb = RocksDBStateBackend()
     b = backends(cache_size=1000)
@@ -218,6 +221,7 @@ def test_a_delta_checkpoint_uploads_only_the_changed_entries(backends, tmp_path)
         b.set_current_key(k)
         v.update(f"value-{k}" * 3)
     md1 = write(storage, sb, 1, b.snapshot(1))
+    assert rocksdb_files._warmed_up  # the delta writer warmed up with the base, before the first delta
     base = md1["operators"][UID]["subtasks"][0]["keyed"].shared
     for k in range(0, 20_000, 100):  # 1% of the keys
         b.set_current_key(k)
