@@ -85,19 +85,27 @@ def split_batch_by_targets(batch: Batch, targets: np.ndarray, n: int) -> list[tu
     nonzero = np.flatnonzero(counts)
     if len(nonzero) == 1:
         return [(int(nonzero[0]), batch)]
-    order = np.argsort(targets, kind="stable")
-    bounds = np.concatenate(([0], np.cumsum(counts)))
     out: list[tuple[int, Batch]] = []
+    if len(nonzero) <= _SCAN_TARGETS:
+        # a pass per target (rows in order): cheaper than a stable sort for a few targets
+        rows = [(int(t), np.flatnonzero(targets == t)) for t in nonzero]
+    else:
+        order = np.argsort(targets, kind="stable")
+        bounds = np.concatenate(([0], np.cumsum(counts)))
+        rows = [(int(t), order[bounds[t] : bounds[t + 1]]) for t in nonzero]
     if batch.is_arrow:
-        taken = batch.arrow().take(pa.array(order))
-        for t in nonzero:
-            out.append((int(t), Batch.of_arrow(taken.slice(bounds[t], counts[t]))))
+        rb = batch.arrow()
+        for t, idx in rows:
+            out.append((t, Batch.of_arrow(rb.take(pa.array(idx)))))
     else:
         records = batch.records()
-        for t in nonzero:
-            idx = order[bounds[t] : bounds[t + 1]]
-            out.append((int(t), Batch.of_records([records[i] for i in idx])))
+        for t, idx in rows:
+            out.append((t, Batch.of_records([records[i] for i in idx.tolist()])))
     return out
+
+
+#: up to this many receiving targets a batch is split with one pass per target, beyond with one stable sort
+_SCAN_TARGETS = 8
 
 
 class Partitioner(ABC):
