@@ -44,7 +44,7 @@ from typing import Any, Final
 
 import pyarrow as pa
 
-from raystream.engine.records import KIND_KEY, Batch, records_to_arrow
+from raystream.engine.records import KIND_KEY, Batch, records_to_arrow, tuple_columns
 from raystream.statefun_api.address import Address
 from raystream.statefun_api.egress_io import KafkaProducerRecordType, KinesisEgressRecordType
 from raystream.statefun_api.invocation import Invocation
@@ -195,8 +195,8 @@ def records_to_arrow_batch(records: list[MessageRecord]) -> pa.RecordBatch:
     if not encoded:
         return records_to_arrow(encoded)
     try:
-        arrays = [pa.array(column, kind) for column, kind in zip(zip(*encoded), _RECORD_TYPES)]
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):  # not a well-formed record: the generic path
+        arrays = [pa.array(column, kind) for column, kind in zip(tuple_columns(encoded, 7), _RECORD_TYPES)]
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, IndexError):  # not a well-formed record: the generic path
         return records_to_arrow(encoded)
     return pa.RecordBatch.from_arrays(arrays, _RECORD_COLUMNS).replace_schema_metadata(_RECORD_METADATA)
 

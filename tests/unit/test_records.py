@@ -74,3 +74,36 @@ def test_numeric_columns_come_back_as_python_values():
     got = arrow_to_records(rb)
     assert got == rb.to_pylist()
     assert [type(v) for v in got[0].values()] == [float, int, bool, int, type(None)]
+
+
+def test_tuple_columns():
+    from raystream.engine.records import tuple_columns
+
+    assert tuple_columns([("a", 1, None), ("b", 2, 3.5)], 3) == [["a", "b"], [1, 2], [None, 3.5]]
+    assert tuple_columns([], 2) == [[], []]
+
+
+def test_string_columns_of_one_value_decode_to_one_shared_object():
+    records = [("same", f"id{i}", "") for i in range(50)]
+    back = arrow_to_records(records_to_arrow(records))
+    assert back == records
+    assert len({id(r[0]) for r in back}) == 1 and len({id(r[2]) for r in back}) == 1
+    rows = [{"w": "ü✓", "n": i} for i in range(10)]
+    assert arrow_to_records(records_to_arrow(rows)) == rows
+
+
+def test_string_columns_with_nulls_or_different_values_in_between():
+    rows = [{"w": "a", "n": 1}, {"w": None, "n": 2}, {"w": "a", "n": 3}]
+    assert arrow_to_records(records_to_arrow(rows)) == rows
+    records = [("a", 1), ("b", 2), ("a", 3)]  # first == last, not one value throughout
+    assert arrow_to_records(records_to_arrow(records)) == records
+    plain = pa.RecordBatch.from_pydict({"s": pa.array(["x", "x", "x"]), "big": pa.array(["y" * 100_000] * 2 + [None])})
+    assert arrow_to_records(plain) == [{"s": "x", "big": "y" * 100_000}, {"s": "x", "big": "y" * 100_000},
+                                       {"s": "x", "big": None}]
+    assert arrow_to_records(plain.slice(0, 0)) == []
+
+
+@given(st.lists(st.tuples(st.sampled_from(["a", "é", "", "🙂"]), st.sampled_from(["a", "a", "b"]), scalars), max_size=30))
+def test_tuples_of_few_distinct_strings_round_trip(records):
+    back = arrow_to_records(records_to_arrow(records))
+    assert [tuple((type(v), v) for v in r) for r in back] == [tuple((type(v), v) for v in r) for r in records]
