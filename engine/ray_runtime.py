@@ -15,6 +15,7 @@ and :mod:`engine.client`.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import time
@@ -31,7 +32,8 @@ from .executors import Executor, ExecutorLost, ExecutorRuntime, TaskCallFailed
 from .master import JobMaster
 
 __all__ = ["ensure_ray", "auth_hint", "auth_token_source", "connected_cluster", "is_auth_error", "prepare_cluster_auth", "RaySender", "TaskActor", "TaskRef", "RayMessenger", "RayTransport", "RayExecutorRuntime",
-           "JobMasterActor", "start_executors", "kill_quietly", "NAMESPACE", "MASTER_PREFIX", "EXECUTOR_PREFIX"]
+           "JobMasterActor", "start_executors", "kill_quietly", "NAMESPACE", "MASTER_PREFIX", "EXECUTOR_PREFIX",
+           "TASK_GC_THRESHOLD", "tune_task_gc"]
 
 log = logging.getLogger(__name__)
 _started_here = False
@@ -246,6 +248,43 @@ class RayTransport:
         return ray.get_runtime_context().get_node_id()
 
 
+#: young-generation threshold of the cyclic garbage collector in a task actor's process
+#: (CPython's default: 700 net container allocations). See :func:`tune_task_gc`.
+TASK_GC_THRESHOLD = 50_000
+
+
+def tune_task_gc() -> None:
+    """Raise the young-generation threshold of this process's garbage collector to
+    :data:`TASK_GC_THRESHOLD` (the older generations' thresholds are kept).
+
+    A task allocates containers in bursts (a batch of 8192 records, their tuples, the lists
+    of a dispatcher's queues) that mostly die by reference count. At the default threshold
+    of 700 net allocations such a burst triggers young collections that traverse the large
+    young lists, promote live ones and, every 100 young collections, a full collection that
+    traverses every queued record (~70 ms each in a stateful-functions task). Measured on the
+    statefun counter workload (1M messages on Ray, gc callbacks in the task actors): p=1
+    0.82 s of GC in 6.7 s of task CPU (2196 young, 200 middle, 5 full collections) -> 0.10 s
+    (5 young); p=2 1.32-1.40 s over both actors -> 0.19 s. Cyclic garbage is still collected,
+    only later: at most ~50,000 container objects wait for the next young collection.
+    ``gc.freeze()`` after the task setup was measured as well and did not help (the frozen
+    heap was ~90k objects; the full collections are dominated by queued records, and with a
+    smaller counted heap they ran 2-3x as often).
+
+    Only called in a task actor's own process (:class:`TaskActor`); the in-process runtime
+    leaves the driver's settings alone.
+
+    Example:
+        >>> import gc
+        >>> before = gc.get_threshold()
+        >>> tune_task_gc(); gc.get_threshold()[0] >= TASK_GC_THRESHOLD
+        True
+        >>> gc.set_threshold(*before)
+    """
+    young, middle, old = gc.get_threshold()
+    if young < TASK_GC_THRESHOLD:
+        gc.set_threshold(TASK_GC_THRESHOLD, middle, old)
+
+
 @ray.remote(num_cpus=0)
 class TaskActor(TaskExecutor):
     """A :class:`~engine.executor.TaskExecutor` as a Ray actor (see there); tasks of
@@ -253,6 +292,7 @@ class TaskActor(TaskExecutor):
 
     def __init__(self) -> None:
         super().__init__(RayTransport())
+        tune_task_gc()
         # The mailbox threads (not the event loop) call ray.wait/ray.get on channel acks;
         # Ray's "blocking get inside async actor" warning does not apply to them.
         import ray._private.worker as _worker
