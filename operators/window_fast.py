@@ -240,24 +240,28 @@ class VectorWindowAggregateOperator(StreamOperator):
     def _with_starts(self, starts: list[int]) -> pa.Table:
         """The merged rows ``{key, window_start, <accumulators>}`` of the windows ``starts``
         (each window merged, the merged table kept as its only partial)."""
-        parts = []
+        merged = []
         for s in starts:
             t = self._merge(self.windows[s])
             self.windows[s] = [t]
-            parts.append(t.append_column("window_start", pa.array(np.full(t.num_rows, s, np.int64))))
-        t = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
-        return t.select([self.key_column, "window_start", *self.acc_names])
+            merged.append(t)
+        return self._stacked(starts, merged)
 
     def _take_merged(self, starts: list[int]) -> pa.Table:
         """Remove the windows ``starts`` (ascending) and return their merged rows ``{key,
         window_start, <accumulators>}`` as one single-chunk table (one output batch per
         firing, not one per window: fewer, larger sends and collected batches)."""
         windows = self.windows
-        parts = []
-        for s in starts:
-            t = self._merge(windows.pop(s))
-            parts.append(t.append_column("window_start", pa.array(np.full(t.num_rows, s, np.int64))))
-        t = pa.concat_tables(parts).combine_chunks() if len(parts) > 1 else parts[0]
+        return self._stacked(starts, [self._merge(windows.pop(s)) for s in starts])
+
+    def _stacked(self, starts: list[int], merged: list[pa.Table]) -> pa.Table:
+        """The per-window tables ``merged`` ({key, <accumulators>}) one after the other, with
+        their window's start as a ``window_start`` column (built once for all of them: the
+        per-window cost is paid by every subtask, so at p=2 twice per window)."""
+        t = pa.concat_tables(merged).combine_chunks() if len(merged) > 1 else merged[0]
+        rows = [m.num_rows for m in merged]
+        column = pa.array(np.repeat(np.asarray(starts, dtype=np.int64), rows), pa.int64())
+        t = t.append_column("window_start", column)
         return t.select([self.key_column, "window_start", *self.acc_names])
 
     # ------------------------------------------------------------------ firing
