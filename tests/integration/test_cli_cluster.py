@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.waiting import wait_for
+
 ROOT = Path(__file__).resolve().parents[2]
 
 JOB = '''
@@ -132,16 +134,6 @@ def raystream(*args: str, timeout: float = 120, cwd: Path = ROOT, **extra_env: s
                           timeout=timeout, env=env)
 
 
-def wait_for(fn, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def expected(n: int) -> list[tuple[int, int]]:
     out: dict[int, int] = {}
     for i in range(n):
@@ -176,7 +168,7 @@ def test_list_status_logs_cancel_against_the_cluster(head, tmp_path):
         rows = [ln.split() for ln in out.stdout.splitlines() if ln.startswith("squares-")]
         return rows[0] if rows and rows[0][2] == "RUNNING" else None
 
-    row = wait_for(running_job, 90, "the job to be listed as RUNNING")
+    row = wait_for(running_job, "the job to be listed as RUNNING", 90, poll_s=0.5)
     job_id = row[0]
     assert row[1] == "squares"
 
@@ -186,7 +178,7 @@ def test_list_status_logs_cancel_against_the_cluster(head, tmp_path):
         sums = [ln.split() for ln in out.stdout.splitlines() if ln.startswith("sum ")]
         return out.stdout if sums and int(sums[0][2]) > 0 else None
 
-    text = wait_for(status_with_records, 60, "records flowing")
+    text = wait_for(status_with_records, "records flowing", 60, poll_s=0.5)
     assert f"job {job_id} (squares): RUNNING" in text and "RECORDS IN" in text and "IN/S" in text
     assert "checkpoints: off" in text  # a summary line, not a raw dict
 
@@ -212,7 +204,7 @@ def test_list_status_logs_cancel_against_the_cluster(head, tmp_path):
         out = raystream("status", sid, "--address", head["http"])
         return next((w for w in ("FAILED", "SUCCEEDED", "STOPPED") if f"Ray job {sid}: {w}" in out.stdout), None)
 
-    status = wait_for(ray_job_ended, 60, "the Ray job to end")
+    status = wait_for(ray_job_ended, "the Ray job to end", 60, poll_s=0.5)
     assert status == "FAILED"  # `raystream run` exits 1 for a cancelled job
     assert f"job {job_id} was cancelled" in raystream("logs", sid, "--address", head["http"]).stdout
     out = raystream("status", job_id, "--address", head["gcs"])
@@ -245,7 +237,7 @@ def test_metrics_exporter_reaches_prometheus(head):
         lines = [ln for ln in text.splitlines() if "raystream_" in ln and 'job_id="prom-job-1"' in ln]
         return lines if any("records_out" in ln for ln in lines) else None
 
-    lines = wait_for(scraped, 30, "raystream metrics on the Prometheus endpoint")
+    lines = wait_for(scraped, "raystream metrics on the Prometheus endpoint", 30, poll_s=0.5)
     out = [ln for ln in lines if "records_out" in ln and "per_second" not in ln and not ln.startswith("#")]
     assert out and float(out[0].rsplit(" ", 1)[1]) == 400.0, lines
     assert any("raystream_checkpoint_completed" in ln for ln in lines), lines

@@ -6,13 +6,13 @@ checkpointed again), never after a guessed time."""
 
 from __future__ import annotations
 
-import time
-from typing import Any, Callable
+from typing import Any
 
 import ray
 
 import raystream as rs
 from raystream.operators.sinks import collected_records
+from tests.waiting import wait_for
 
 N = 24_000
 RATE = 8_000  # records/s: the job runs ~3 s
@@ -30,13 +30,6 @@ def reference() -> dict[str, tuple[int, int]]:
         total, first = out.get(r["key"], (0, r["i"]))
         out[r["key"]] = (total + r["value"], first)
     return out
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.02)  # poll interval
 
 
 def test_final_sum_and_combinable_reduce_are_exactly_once_across_kills(tmp_path):

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 import ray
 
 import raystream as rs
 from raystream.operators.sinks import collected_records
+from tests.waiting import wait_for
 
 N = 12_000
 
@@ -38,13 +38,6 @@ def build(env: rs.StreamEnvironment, rate: int = 4_000) -> rs.DataStream:
         .uid("running-sum")
         .map(lambda r: (r["key"], r["value"], r["i"]))
     )
-
-
-def wait_for(condition, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def completed_checkpoints(client: rs.JobClient) -> int:

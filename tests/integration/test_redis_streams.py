@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 from collections import Counter
 
 import pytest
@@ -27,6 +26,7 @@ from raystream.statefun_api import (
 )
 from raystream.statefun_api.job import StatefulFunctionsJob
 from tests.redis_server import redis_server_url
+from tests.waiting import wait_for
 
 IN = ["in:0", "in:1"]
 N = 12_000
@@ -94,13 +94,6 @@ def output(r, key: str = "out") -> Counter:
 
 def lost_and_duplicated(got: Counter, want: Counter) -> tuple[int, int]:
     return sum((want - got).values()), sum((got - want).values())
-
-
-def wait_for(condition, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 # ---------------------------------------------------------------- bounded, no failure

@@ -6,7 +6,6 @@ the restarted attempt checkpointed again), never after a guessed time."""
 
 from __future__ import annotations
 
-import time
 from typing import Any, Callable
 
 import ray
@@ -21,6 +20,7 @@ from raystream.operators.windows import (
     SlidingEventTimeWindows,
     TumblingEventTimeWindows,
 )
+from tests.waiting import wait_for
 
 N = 24_000
 RATE = 8_000  # records/s: the killed job runs ~3 s
@@ -95,13 +95,6 @@ def test_combined_windows_equal_uncombined_at_p1_and_p2():
     assert sum(1 for r in want if r[0] == "late") > 10
     for k, got in runs.items():
         assert got == want, k
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.02)  # poll interval
 
 
 def test_combined_windows_are_exactly_once_across_kills(tmp_path):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from datetime import timedelta
 
 import pytest
@@ -33,6 +32,7 @@ from raystream.statefun_api import StatefulFunctions, message_builder  # noqa: E
 from raystream.statefun_api.endpoints import remote_endpoint  # noqa: E402
 from raystream.statefun_api.local import LocalDispatchers  # noqa: E402
 from raystream.statefun_api.testing import FunctionServer, free_port  # noqa: E402
+from tests.waiting import wait_for  # noqa: E402
 
 EGRESS = "test/out"
 
@@ -120,14 +120,6 @@ def dispatchers(ep, parallelism: int = 1, **limits) -> LocalDispatchers:
 
 def greet(id_: str):
     return message_builder("remote/greeter", id_, str_value="hi")
-
-
-def wait_for(condition, timeout_s: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
 
 
 # ---------------------------------------------------------------- bounded concurrency
