@@ -236,3 +236,32 @@ def test_vectorized_crc_keeps_the_key_groups_of_existing_string_keys():
     assert key_groups_of_array(pa.array([b"raw"]), 128).tolist() == [127]
     keys = ["k00001", "k00413", "user-42", "héllo", "x" * 48, "y" * 49]
     assert key_groups_of_array(pa.array(keys), 128).tolist() == key_groups_of_keys(keys, 128).tolist()
+
+
+class _CountedKey:
+    """A key with a deterministic repr that counts how often it is hashed."""
+
+    hashed = 0
+
+    def __init__(self, n):
+        self.n = n
+
+    def __repr__(self):
+        return f"_CountedKey({self.n})"
+
+    def __hash__(self):
+        _CountedKey.hashed += 1
+        return self.n
+
+    def __eq__(self, other):
+        return isinstance(other, _CountedKey) and other.n == self.n
+
+
+def test_a_batch_looks_up_its_keys_without_walking_the_cache():
+    max_p = 977  # a cache of its own
+    cached = [_CountedKey(i) for i in range(1000)]
+    expected = key_groups_of_keys(cached, max_p).tolist()
+    _CountedKey.hashed = 0
+    assert key_groups_of_keys(["a", "b", "a"], max_p).tolist() == [key_group_for(k, max_p) for k in "aba"]
+    assert _CountedKey.hashed == 0  # the 1000 cached keys were not iterated
+    assert key_groups_of_keys(cached[:3], max_p).tolist() == expected[:3]
