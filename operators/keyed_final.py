@@ -325,8 +325,9 @@ class FieldAggregateOperator(StreamOperator):
     key's first record with ``column`` set to the result (the keyed half of
     ``sum/min/max(column, emit="final")``; its input may be raw records or the combiner's
     partials). State is snapshotted per key group and cleared once emitted: on the heap
-    backend dicts of the operator, on an off-heap backend (RocksDB) value states of the keyed
-    backend (:data:`FIELD_STATES`; a heap job's savepoint is moved in)."""
+    backend dicts of the operator (a :class:`~operators.field_columns.ColumnarFieldFold`
+    while only numeric Arrow partials came), on an off-heap backend (RocksDB) value states
+    of the keyed backend (:data:`FIELD_STATES`; a heap job's savepoint is moved in)."""
 
     keyed = True
 
