@@ -265,3 +265,14 @@ def test_a_batch_looks_up_its_keys_without_walking_the_cache():
     assert key_groups_of_keys(["a", "b", "a"], max_p).tolist() == [key_group_for(k, max_p) for k in "aba"]
     assert _CountedKey.hashed == 0  # the 1000 cached keys were not iterated
     assert key_groups_of_keys(cached[:3], max_p).tolist() == expected[:3]
+
+
+def test_new_and_unhashable_keys_among_cached_ones():
+    max_p = 983  # a cache of its own
+    cached = [("f", str(i)) for i in range(100)]
+    key_groups_of_keys(cached, max_p)
+    mixed = cached[:50] + [("f", "new")] + cached[50:] + [1, 1.0, True]
+    assert key_groups_of_keys(mixed, max_p).tolist() == [key_group_for(k, max_p) for k in mixed]
+    unhashable = cached[:3] + [["a", 1]]
+    assert key_groups_of_keys(unhashable, max_p).tolist() == [key_group_for(k, max_p) for k in unhashable]
+    assert key_groups_of_keys([], max_p).tolist() == []
