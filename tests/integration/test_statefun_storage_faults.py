@@ -56,8 +56,13 @@ def kill_function_task(client: rs.JobClient, fwd: int, subtask: int, after_messa
     return (fwd, subtask, attempt)
 
 
-@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
-def test_feedback_loop_is_exactly_once_with_faulty_storage(reference, tmp_path, scenario):
+CASES = [(name, "heap") for name in sorted(SCENARIOS)] + [("flaky", "rocksdb"), ("timed-out", "rocksdb")]
+
+
+@pytest.mark.parametrize(("scenario", "backend"), CASES)
+def test_feedback_loop_is_exactly_once_with_faulty_storage(reference, tmp_path, scenario, backend):
+    if backend == "rocksdb":
+        pytest.importorskip("rocksdict")
     plan = SCENARIOS[scenario]
     log_path = str(tmp_path / "faults.jsonl")
     env = rs.StreamEnvironment(parallelism=2, flush_ms=20)
@@ -66,6 +71,7 @@ def test_feedback_loop_is_exactly_once_with_faulty_storage(reference, tmp_path, 
     location: Any = (fs, str(tmp_path / "chk"))
     env.enable_checkpointing(150, checkpoint_dir=location, timeout_ms=plan.get("timeout_ms", 10_000))
     env.set_restart_strategy(rs.RestartStrategy.fixed_delay(6, 100))
+    env.set_state_backend(backend)  # (rocksdb: the functions' state in incremental delta chains)
     sink, _ = build(env)
     fwd = next(v.id for v in env.get_job_graph().vertices if v.name == "fwd")
     client = env.execute_async(f"statefun-storage-{scenario}")
