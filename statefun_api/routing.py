@@ -191,7 +191,11 @@ def records_to_arrow_batch(records: list[MessageRecord]) -> pa.RecordBatch:
         >>> rb.schema.types[VALUE], rb.num_rows
         (DataType(binary), 1)
     """
-    encoded = encode_records(records)
+    return _encoded_to_arrow(encode_records(records))
+
+
+def _encoded_to_arrow(encoded: list[MessageRecord]) -> pa.RecordBatch:
+    """:func:`records_to_arrow_batch` of records whose values are all serialized already."""
     if not encoded:
         return records_to_arrow(encoded)
     try:
@@ -206,7 +210,7 @@ def feedback_batch(records: list[MessageRecord]) -> Batch:
     partitioner's key groups, together with their Arrow form for the channel, so the
     feedback edge slices one typed batch per target instead of converting each part."""
     encoded = encode_records(records)
-    return Batch(records=encoded, arrow=records_to_arrow_batch(encoded))
+    return Batch(records=encoded, arrow=_encoded_to_arrow(encoded))
 
 
 _RECORD_TYPES = [pa.string(), pa.string(), pa.string(), pa.string(), pa.string(), pa.binary(), pa.bool_()]
