@@ -228,6 +228,9 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         self._chain_gen = 0  # generation of the current delta chain (its materialized base)
         self._base: RocksDBSnapshot | None = None
         self._last_delta: DeltaSnapshot | None = None
+        # entries of a delta that was taken but never written (discard_snapshot): they go
+        # first into the next delta, and count against the change log's limit
+        self._carried: list[dict[bytes, bytes | None]] = []
         self._closed = False
 
     def _open(self) -> _LoggedDB:
@@ -239,6 +242,7 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         """Stop logging changes: the next snapshot materializes."""
         self._log = None
         self._log_bytes = 0
+        self._carried = []
 
     # -- keys --------------------------------------------------------------------------
 
@@ -628,6 +632,7 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
             snap.self_contained = full
             self._base, self._last_delta = snap, None
             self._log, self._log_bytes = ({} if self._log_limit > 0 else None), 0
+            self._carried = []
             if self._log is not None:
                 warm_up_delta_writer()  # (once per process: deltas follow)
             return snap
@@ -644,11 +649,32 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
             self._unwritten = {**self._unwritten, **pending}
         self._pending = {}
         seq = 1 if self._last_delta is None else self._last_delta.seq + 1
-        delta = DeltaSnapshot(checkpoint_id, self._base, self._last_delta, seq, self._metas(), [log, pending],
-                              sorted(self._queues), self.uploads)
+        delta = DeltaSnapshot(checkpoint_id, self._base, self._last_delta, seq, self._metas(),
+                              [*self._carried, log, pending], sorted(self._queues), self.uploads)
+        delta.log_bytes = self._log_bytes
         self._last_delta = delta
-        self._log, self._log_bytes = {}, 0
+        self._log, self._log_bytes, self._carried = {}, 0, []
         return delta
+
+    def discard_snapshot(self, snap: Any) -> None:
+        """A snapshot this backend took will never be written: its checkpoint was aborted
+        before the task handed it to the snapshot writer (a stateful-functions task waits
+        for its feedback barriers first). The newest delta hands its entries on to the next
+        delta, so the chain goes on (they count against ``changelog_bytes`` again); any
+        other snapshot makes the next one materialize. Task thread."""
+        if isinstance(snap, DeltaSnapshot):
+            entries = snap.take_entries()
+            snap.base.release()  # (taken: it will not be written)
+            if snap is self._last_delta and entries is not None and self._log is not None:
+                self._last_delta = snap.prev
+                self._carried = [*entries, *self._carried]
+                self._log_bytes += snap.log_bytes
+                if self._log_bytes > self._log_limit:
+                    self._drop_log()
+                return
+        elif isinstance(snap, RocksDBSnapshot):
+            snap.done()  # (its directory may go once it is no longer the base)
+        self._drop_log()
 
     def _must_materialize(self) -> bool:
         if self._log is None or self._base is None or self._last_delta is not None and self._last_delta.seq >= MAX_DELTAS:

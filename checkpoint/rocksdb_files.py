@@ -328,6 +328,7 @@ class DeltaSnapshot:
         self.generation = base.generation
         self.registry = registry
         self._entries: list[dict[bytes, bytes | None]] | None = entries  # in order: a later put of a key wins
+        self.log_bytes = 0  # what the backend counted for these entries against its change log limit
         self._file: SstFile | None = None
         self._lock = threading.Lock()
         base.acquire()
@@ -350,6 +351,13 @@ class DeltaSnapshot:
                 self._file = SstFile(name, os.path.getsize(path), first, last)
             self._entries = None
             return self._file
+
+    def take_entries(self) -> list[dict[bytes, bytes | None]] | None:
+        """The entries of a delta that will never be written (None: already written or
+        taken); the delta holds nothing afterwards."""
+        with self._lock:
+            entries, self._entries = (None, None) if self._file is not None else (self._entries, None)
+            return entries
 
     def chain(self) -> list[DeltaSnapshot]:
         """The deltas of this chain up to this one, oldest first."""

@@ -764,10 +764,24 @@ class Task:
                     ch.blocked = False
             waiting = {ch.index for ch in self._feedback if ch.index not in early and not ch.ended}
             if waiting:
+                if self._fb_logging is not None:  # (an older checkpoint's; its abort has not arrived yet)
+                    self._discard_taken(self._fb_logging[3])
                 self._fb_logging = (cid, waiting, [], state)
                 return
             state[self.op_specs[0]["uid"]]["log"] = dumps([], what="feedback log")
         self.hooks.acknowledge(cid, self.spec.vertex_id, self.spec.subtask_index, state)
+
+    def _discard_taken(self, state: dict[str, Any]) -> None:
+        """A snapshot taken at a barrier will never be written (its checkpoint was aborted
+        while the feedback edges were still being logged): the keyed backends that can
+        build on their snapshots (RocksDB delta chains) are told, so the next snapshot does
+        not build on it."""
+        for i, (op, spec) in enumerate(zip(self.operators, self.op_specs)):
+            snap = state.get(spec["uid"], {}).get("keyed")
+            backend = getattr(op, "ctx", None) and op.ctx.keyed_backend
+            discard = getattr(backend, "discard_snapshot", None)
+            if snap is not None and discard is not None:
+                self._guard(i, None, partial(discard, snap))
 
     def _on_feedback_barrier(self, ch: InputChannel, barrier: Barrier) -> None:
         cid = barrier.checkpoint_id
@@ -796,6 +810,7 @@ class Task:
         if self._aligning == checkpoint_id:
             self._end_alignment()
         if self._fb_logging is not None and self._fb_logging[0] == checkpoint_id:
+            self._discard_taken(self._fb_logging[3])
             self._fb_logging = None
         for idx in self._fb_barriers.pop(checkpoint_id, set()):
             self._channels[idx].blocked = False

@@ -563,3 +563,72 @@ def test_a_delta_of_array_values_with_deletions_restores(backends, tmp_path):
     got = read_state(r)["v"]
     assert sorted(got) == [k for k in range(50) if k >= 10 or k % 3]
     assert all((got[k] == np.arange(4) + k).all() for k in range(10) if k % 3)
+
+
+def _values(b, n: int) -> dict:
+    s = b.get_state(VALUE)
+    got = {}
+    for k in range(n):
+        b.set_current_key(k)
+        got[k] = s.value()
+    return got
+
+
+def test_a_discarded_delta_hands_its_entries_to_the_next_delta(backends, tmp_path):
+    """A delta taken but never written (its checkpoint aborted while a stateful-functions task
+    waited for its feedback barriers): the next delta carries its changes, and the chain
+    goes on instead of the next delta failing and its checkpoint declining."""
+    storage, sb, b, v = checkpointed_values(backends, tmp_path, 500)
+    for k in range(0, 100):
+        b.set_current_key(k)
+        v.update(-k)
+    dropped = b.snapshot(2)
+    assert isinstance(dropped, DeltaSnapshot)
+    b.discard_snapshot(dropped)
+    for k in range(50, 150):  # (overwrites half of the dropped delta's keys)
+        b.set_current_key(k)
+        v.update(1000 + k)
+    snap = b.snapshot(3)
+    assert isinstance(snap, DeltaSnapshot) and snap.seq == 1
+    md = write(storage, sb, 3, snap)  # (raises if the chain were broken)
+    [r] = restore(sb, md, storage.read_state, 1, backends)
+    want = {k: (-k if k < 50 else 1000 + k if k < 150 else k) for k in range(500)}
+    assert _values(r, 500) == want
+
+
+def test_a_discarded_base_makes_the_next_snapshot_materialize(backends, tmp_path):
+    storage = CheckpointStorage(str(tmp_path / "chk"))
+    sb = RocksDBStateBackend()
+    b = backends(cache_size=50)
+    v = b.get_state(VALUE)
+    for k in range(300):
+        b.set_current_key(k)
+        v.update(k)
+    base = b.snapshot(1)
+    assert isinstance(base, RocksDBSnapshot)
+    b.discard_snapshot(base)
+    b.set_current_key(7)
+    v.update(70)
+    snap = b.snapshot(2)
+    assert isinstance(snap, RocksDBSnapshot)
+    md = write(storage, sb, 2, snap)
+    [r] = restore(sb, md, storage.read_state, 1, backends)
+    assert _values(r, 300) == {k: (70 if k == 7 else k) for k in range(300)}
+
+
+def test_a_discarded_delta_that_is_not_the_newest_breaks_the_chain_cleanly(backends, tmp_path):
+    storage, sb, b, v = checkpointed_values(backends, tmp_path, 200)
+    b.set_current_key(1)
+    v.update(-1)
+    older = b.snapshot(2)
+    b.set_current_key(2)
+    v.update(-2)
+    newer = b.snapshot(3)
+    b.discard_snapshot(older)
+    with pytest.raises(CheckpointError, match="not written"):
+        write(storage, sb, 3, newer)  # (it builds on the discarded delta: declined, as before)
+    snap = b.snapshot(4)
+    assert isinstance(snap, RocksDBSnapshot)  # the next one materializes
+    md = write(storage, sb, 4, snap)
+    [r] = restore(sb, md, storage.read_state, 1, backends)
+    assert _values(r, 200) == {k: (-k if k in (1, 2) else k) for k in range(200)}
