@@ -765,17 +765,23 @@ class Task:
             waiting = {ch.index for ch in self._feedback if ch.index not in early and not ch.ended}
             if waiting:
                 if self._fb_logging is not None:  # (an older checkpoint's; its abort has not arrived yet)
-                    self._discard_taken(self._fb_logging[3])
+                    older, _, _, older_state = self._fb_logging
+                    self._discard_taken(older, older_state)
                 self._fb_logging = (cid, waiting, [], state)
                 return
             state[self.op_specs[0]["uid"]]["log"] = dumps([], what="feedback log")
         self.hooks.acknowledge(cid, self.spec.vertex_id, self.spec.subtask_index, state)
 
-    def _discard_taken(self, state: dict[str, Any]) -> None:
+    def _discard_taken(self, checkpoint_id: int, state: dict[str, Any]) -> None:
         """A snapshot taken at a barrier will never be written (its checkpoint was aborted
-        while the feedback edges were still being logged): the keyed backends that can
+        while the feedback edges were still being logged): committables prepared at the
+        barrier go to the master (retained, as with a decline), and the keyed backends that
         build on their snapshots (RocksDB delta chains) are told, so the next snapshot does
         not build on it."""
+        committables = {uid: list(e["committables"]) for uid, e in state.items() if e.get("committables")}
+        if committables:
+            self.hooks.decline(checkpoint_id, self.spec.vertex_id, self.spec.subtask_index,
+                               "aborted while its feedback edges were logged", committables)
         for i, (op, spec) in enumerate(zip(self.operators, self.op_specs)):
             snap = state.get(spec["uid"], {}).get("keyed")
             backend = getattr(op, "ctx", None) and op.ctx.keyed_backend
@@ -810,7 +816,7 @@ class Task:
         if self._aligning == checkpoint_id:
             self._end_alignment()
         if self._fb_logging is not None and self._fb_logging[0] == checkpoint_id:
-            self._discard_taken(self._fb_logging[3])
+            self._discard_taken(checkpoint_id, self._fb_logging[3])
             self._fb_logging = None
         for idx in self._fb_barriers.pop(checkpoint_id, set()):
             self._channels[idx].blocked = False
