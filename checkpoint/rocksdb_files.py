@@ -403,9 +403,11 @@ _warmed_up = False
 
 def warm_up_delta_writer() -> None:
     """Write a small delta to memory, once per process. The first zstd-compressed Arrow IPC
-    write of a process costs ~0.1-0.4 s more than later ones (the codec, Arrow's thread pool
-    and first large buffers start); the backend calls this with its first materialized
-    checkpoint (which takes seconds anyway) so that the first delta does not pay it."""
+    write of a process costs more than later ones (the codec and Arrow's thread pool start:
+    a 100k-entry delta written first took ~207 ms cold vs ~48 ms after this, medians of 6
+    fresh processes); the backend calls this with its first materialized checkpoint (which
+    takes seconds anyway). The first delta of ``bench_rocksdb`` still costs ~0.35 s more
+    than the others: another one-time cost, not found yet."""
     global _warmed_up
     if _warmed_up:
         return
