@@ -8,26 +8,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from raystream.engine.channels import ChannelSender, OutputInfo, RecordWriter
+from raystream.engine.channels import OutputInfo, RecordWriter
 from raystream.engine.events import EndOfInput, Watermark
 from raystream.engine.partitioners import KeyGroupPartitioner, KeySelector
 from raystream.engine.records import Batch
-
-
-class _Recording(ChannelSender):
-    """A remote-like sender that keeps every send."""
-
-    transport = "ray"
-
-    def __init__(self) -> None:
-        super().__init__(0, None)
-        self.sent: list[list[Any]] = []
-
-    def _transmit(self, seq: int, items: list[Any]) -> None:
-        self.sent.append(list(items))
-
-    def _wait_for_credit(self) -> None:
-        raise AssertionError("a window-less sender never waits")
+from tests.unit.test_watermark_buffering import _Recording
 
 
 def _hash_writer(targets: int = 2, batch_size: int = 10_000) -> tuple[RecordWriter, list[_Recording]]:
