@@ -410,8 +410,8 @@ def warm_up_delta_writer() -> None:
     write of a process costs more than later ones (the codec and Arrow's thread pool start:
     a 100k-entry delta written first took ~207 ms cold vs ~48 ms after this, medians of 6
     fresh processes); the backend calls this with its first materialized checkpoint (which
-    takes seconds anyway). The first delta of ``bench_rocksdb`` still costs ~0.35 s more
-    than the others: another one-time cost, not found yet."""
+    takes seconds anyway). (The larger one-time cost of the first delta, its first
+    multi-MB arrays from mimalloc, is avoided in :func:`write_delta`.)"""
     global _warmed_up
     if _warmed_up:
         return
