@@ -213,13 +213,7 @@ def test_a_delta_checkpoint_uploads_only_the_changed_entries(backends, tmp_path,
     from raystream.checkpoint import rocksdb_files
 
     monkeypatch.setattr(rocksdb_files, "_warmed_up", False)
-    storage = CheckpointStorage(str(tmp_path / "chk"))
-    sb = RocksDBStateBackend()
-    b = backends(cache_size=1000)
-    v = b.get_state(VALUE)
-    for k in range(20_000):
-        b.set_current_key(k)
-        v.update(f"value-{k}" * 3)
+    storage, sb, b, v = filled(backends, tmp_path, 20_000, 1000, lambda k: f"value-{k}" * 3)
     md1 = write(storage, sb, 1, b.snapshot(1))
     assert rocksdb_files._warmed_up  # the delta writer warmed up with the base, before the first delta
     base = md1["operators"][UID]["subtasks"][0]["keyed"].shared
@@ -245,16 +239,23 @@ def test_a_delta_checkpoint_uploads_only_the_changed_entries(backends, tmp_path,
     assert got == {k: ("changed" if k % 100 == 0 else f"value-{k}" * 3) for k in range(20_000)}
 
 
-def checkpointed_values(backends, tmp_path, n: int):
-    """A backend with values 0..n-1 under keys 0..n-1 and checkpoint 1 of it written:
+def filled(backends, tmp_path, n: int, cache_size: int = 50, value=lambda k: k):
+    """A backend with ``value(k)`` under keys 0..n-1, no checkpoint taken:
     ``(storage, state backend, keyed backend, value state)``."""
     storage = CheckpointStorage(str(tmp_path / "chk"))
     sb = RocksDBStateBackend()
-    b = backends(cache_size=50)
+    b = backends(cache_size=cache_size)
     v = b.get_state(VALUE)
     for k in range(n):
         b.set_current_key(k)
-        v.update(k)
+        v.update(value(k))
+    return storage, sb, b, v
+
+
+def checkpointed_values(backends, tmp_path, n: int):
+    """A backend with values 0..n-1 under keys 0..n-1 and checkpoint 1 of it written:
+    ``(storage, state backend, keyed backend, value state)``."""
+    storage, sb, b, v = filled(backends, tmp_path, n)
     write(storage, sb, 1, b.snapshot(1))
     return storage, sb, b, v
 
@@ -504,13 +505,7 @@ def test_a_change_log_beyond_its_budget_makes_the_next_snapshot_materialize(back
 
 
 def test_deltas_reaching_a_share_of_the_base_make_the_next_snapshot_materialize(backends, tmp_path):
-    storage = CheckpointStorage(str(tmp_path / "chk"))
-    sb = RocksDBStateBackend()
-    b = backends(cache_size=100)
-    v = b.get_state(VALUE)
-    for k in range(5000):
-        b.set_current_key(k)
-        v.update(f"{k:08d}-{k * 7919 % 10007:05d}")
+    storage, sb, b, v = filled(backends, tmp_path, 5000, 100, lambda k: f"{k:08d}-{k * 7919 % 10007:05d}")
     kinds, shares = [], []
     for cid in range(1, 60):  # (until a delta chain reached the share and the next one began)
         share = b.uploads.delta_bytes / max(b.uploads.base_bytes, 1)  # what the writer reported so far
@@ -597,13 +592,7 @@ def test_a_discarded_delta_hands_its_entries_to_the_next_delta(backends, tmp_pat
 
 
 def test_a_discarded_base_makes_the_next_snapshot_materialize(backends, tmp_path):
-    storage = CheckpointStorage(str(tmp_path / "chk"))
-    sb = RocksDBStateBackend()
-    b = backends(cache_size=50)
-    v = b.get_state(VALUE)
-    for k in range(300):
-        b.set_current_key(k)
-        v.update(k)
+    storage, sb, b, v = filled(backends, tmp_path, 300)
     base = b.snapshot(1)
     assert isinstance(base, RocksDBSnapshot)
     b.discard_snapshot(base)
