@@ -109,6 +109,12 @@ class PendingCheckpoint:
     status: str = "PENDING"
     commit: dict = field(default_factory=dict)  # sink uid -> committables (set when finalizing)
     carried: dict = field(default_factory=dict)  # the part of ``commit`` retained from earlier barriers
+    #: the part of ``commit`` that no earlier completed checkpoint commits: its acks' and the
+    #: retained ones (what it adds to the coordinator's ``committing``)
+    own: dict = field(default_factory=dict)
+    #: completed checkpoints whose commit had not finished when this one began finalizing ->
+    #: what they commit (carried for a restore; committed again only if that commit failed)
+    follows: dict = field(default_factory=dict)
 
 
 class CheckpointCoordinator:
@@ -124,7 +130,9 @@ class CheckpointCoordinator:
     A completed checkpoint's committables stay *committing* until the caller reports them
     committed (:meth:`committed`): the next checkpoint carries them too, so that its
     metadata still records them if that commit is slow, fails, or its master dies first
-    (committing is idempotent; a restore from the later checkpoint re-commits them).
+    (committing is idempotent; a restore from the later checkpoint re-commits them). The
+    later checkpoint's own commit (:meth:`to_commit`) repeats them only if that earlier
+    commit did not finish.
 
     Finished tasks (FLIP-147) take no part in later checkpoints: their final state stands in
     for their acks (:meth:`task_finished`), so checkpoints keep completing while the rest of
@@ -258,18 +266,33 @@ class CheckpointCoordinator:
         if p.status != "PENDING" or p.waiting:
             raise CheckpointError(f"checkpoint {p.checkpoint_id} is {p.status.lower()}, not fully acknowledged")
         p.status = "FINALIZING"
+        p.follows = {cid: by_uid for cid, by_uid in self.committing.items() if cid < p.checkpoint_id}
+        retained = {cid: self.retained.pop(cid) for cid in [c for c in self.retained if c <= p.checkpoint_id]}
+        own: dict[str, list] = {}
+        for _cid, by_uid in sorted(retained.items()):
+            _extend(own, by_uid)
         carried: dict[str, list] = {}
-        earlier = [(cid, self.committing[cid]) for cid in self.committing if cid < p.checkpoint_id]
-        earlier += [(cid, self.retained.pop(cid)) for cid in [c for c in self.retained if c <= p.checkpoint_id]]
-        for _cid, by_uid in sorted(earlier, key=lambda e: e[0]):
-            for uid, comms in by_uid.items():
-                carried.setdefault(uid, []).extend(comms)
-        p.carried = carried
-        commit = {uid: list(comms) for uid, comms in carried.items()}
+        for _cid, by_uid in sorted([*p.follows.items(), *retained.items()], key=lambda e: e[0]):
+            _extend(carried, by_uid)
+        acked: dict[str, list] = {}
         for state in p.acks.values():
-            for uid, comms in committables_of(state).items():
-                commit.setdefault(uid, []).extend(comms)
-        p.commit = commit
+            _extend(acked, committables_of(state))
+        p.carried = carried
+        p.own = _extend(own, acked)
+        p.commit = _extend(_extend({}, carried), acked)
+
+    def to_commit(self, p: PendingCheckpoint) -> dict[str, list]:
+        """What committing completed checkpoint ``p`` must make visible now: ``p.own``, and
+        the committables it carries of earlier checkpoints whose commit has not finished
+        (:meth:`committed`). The caller commits checkpoints one at a time, in order: an
+        earlier commit that finished is not repeated (for ``collect``, that would log its
+        committables twice), one that failed is. ``p``'s metadata carries them all either
+        way, so a restore from it re-commits any whose commit did not finish."""
+        out: dict[str, list] = {}
+        for cid, by_uid in sorted(p.follows.items()):
+            if cid in self.committing:  # (its commit failed: the job restarts, but commit it anyway)
+                _extend(out, by_uid)
+        return _extend(out, p.own)
 
     def complete(self, p: PendingCheckpoint, graph_info: dict) -> dict:
         """Write the metadata of a finalizing checkpoint, then discard checkpoints beyond
@@ -304,7 +327,7 @@ class CheckpointCoordinator:
 
     def end_finalize(self, p: PendingCheckpoint, error: BaseException | None = None) -> bool:
         """Settle a finalizing checkpoint after its metadata write. True: ``p`` is COMPLETED
-        and the caller commits ``p.commit``. False: the write failed (``p`` is aborted and
+        and the caller commits :meth:`to_commit`. False: the write failed (``p`` is aborted and
         its committables retained) or ``p`` was aborted (timed out) meanwhile; in that case
         its committables already went back to the retained ones, and a metadata file that
         made it to storage anyway is a complete, restorable checkpoint (a restore re-commits
@@ -313,7 +336,7 @@ class CheckpointCoordinator:
             p.status = "COMPLETED"
             self.checkpoints.pop(p.checkpoint_id, None)
             if p.savepoint is None or p.stop:  # (an intermediate savepoint commits nothing)
-                self.committing[p.checkpoint_id] = p.commit
+                self.committing[p.checkpoint_id] = p.own  # (p.follows stay committing on their own)
             if p.savepoint is None:
                 self.completed.append(p.checkpoint_id)
             self.last_completed_at = self.clock()
@@ -338,10 +361,10 @@ class CheckpointCoordinator:
         CheckpointError when consecutive failures exceed ``tolerable_failures``."""
         if p.status not in ("PENDING", "FINALIZING"):
             return None
-        if p.status == "FINALIZING":
-            for uid, comms in p.commit.items():
+        if p.status == "FINALIZING":  # (the ones it carries of committing checkpoints stay committing)
+            for uid, comms in p.own.items():
                 self.retained.setdefault(p.checkpoint_id, {}).setdefault(uid, []).extend(comms)
-            p.commit, p.carried = {}, {}
+            p.commit, p.carried, p.own, p.follows = {}, {}, {}, {}
         else:
             for state in p.acks.values():
                 self.retain(p.checkpoint_id, committables_of(state))
@@ -375,7 +398,7 @@ class CheckpointCoordinator:
         :meth:`take_retained`, once the checkpoint to restore from is known."""
         for p in self.checkpoints.values():
             p.status = "ABORTED"
-            p.commit, p.carried = {}, {}
+            p.commit, p.carried, p.own, p.follows = {}, {}, {}, {}
             self.history.append({"id": p.checkpoint_id, "status": "ABORTED", "reason": "the job restarts",
                                  "savepoint": p.savepoint})
         self.checkpoints.clear()
@@ -442,6 +465,13 @@ class CheckpointCoordinator:
             except CheckpointError as exc:
                 log.warning("skipping checkpoint %s of %s: %s", cid, self.job_id, exc)
         return None
+
+
+def _extend(into: dict[str, list], more: dict[str, list]) -> dict[str, list]:
+    """Append ``more``'s committables to ``into``'s (by sink uid); returns ``into``."""
+    for uid, comms in more.items():
+        into.setdefault(uid, []).extend(comms)
+    return into
 
 
 def committables_of(state: dict) -> dict[str, list]:

@@ -236,6 +236,9 @@ class JobMaster:
         self._completing = 0  # checkpoints whose metadata/commit is being written right now
         self._completed_all = asyncio.Event()
         self._completed_all.set()
+        # completed checkpoints are committed one at a time, in order (Committer: never
+        # concurrently with itself); a later one then skips what an earlier one committed
+        self._commit_lock = asyncio.Lock()
         self._failure: asyncio.Future = asyncio.get_running_loop().create_future()  # fails the attempt
         self._savepoint_waiters: dict[str, list] = {}
         self._idle_requests: set[int] = set()
@@ -750,15 +753,16 @@ class JobMaster:
             if p.savepoint is not None and not p.stop:
                 # an intermediate savepoint commits no side effects (as in Flink): what it
                 # covers is committed with the next checkpoint
-                c.retain(p.checkpoint_id, p.commit)
+                c.retain(p.checkpoint_id, p.own)  # (what it carries of committing ones stays committing)
             else:
-                try:
-                    await asyncio.to_thread(self._commit_checkpoint, p)
-                except Exception as exc:  # noqa: BLE001 - a commit that fails fails the job, loudly
-                    # (its committables stay committing: the restore re-commits them)
-                    self._fail_attempt(exc if isinstance(exc, JobFailed) else JobFailed(str(exc)))
-                    return False
-                c.committed(p.checkpoint_id)
+                async with self._commit_lock:  # (FIFO: in the order the checkpoints completed)
+                    try:
+                        await asyncio.to_thread(self._commit_checkpoint, p, c.to_commit(p))
+                    except Exception as exc:  # noqa: BLE001 - a commit that fails fails the job, loudly
+                        # (its committables stay committing: the restore re-commits them)
+                        self._fail_attempt(exc if isinstance(exc, JobFailed) else JobFailed(str(exc)))
+                        return False
+                    c.committed(p.checkpoint_id)
         finally:
             self._completing -= 1
             if not self._completing:
@@ -778,8 +782,8 @@ class JobMaster:
     def _complete_and_log(self, p: Any) -> dict:
         return self._checkpoints.complete(p, self._graph_info())
 
-    def _commit_checkpoint(self, p: Any) -> None:
-        self._commit(p.commit, (p.checkpoint_id, "chk"))
+    def _commit_checkpoint(self, p: Any, committables: dict[str, list]) -> None:
+        self._commit(committables, (p.checkpoint_id, "chk"))
 
     async def acknowledge_checkpoint(self, attempt: int, checkpoint_id: int, vertex_id: int, subtask: int, state: dict) -> None:
         """A task wrote its snapshot of ``checkpoint_id``; completes the checkpoint when all did.
