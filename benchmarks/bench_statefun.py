@@ -51,6 +51,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
+from itertools import repeat
 from typing import Any
 
 from benchmarks import harness
@@ -157,15 +158,17 @@ def dispatcher_counter(keys: list[str], parallelism: int) -> tuple[list[str], di
     return sorted(run.egress(EGRESS)), run.counters()
 
 
-def dispatcher_direct(keys: list[str]) -> tuple[list[str], dict[str, int]]:
+def dispatcher_direct(keys: list[str], routed: bool = False) -> tuple[list[str], dict[str, int]]:
     """One FunctionDispatcher driven as its task drives it: ingress batches of message records
-    built by the router code, the posted continuations run on a mailbox between batches
-    while the dispatcher does not accept input. Returns (sorted egress, counters)."""
+    built by the router code (``routed``: by the routed ingress from ``(key, 1)`` pairs), the
+    posted continuations run on a mailbox between batches while the dispatcher does not
+    accept input. Returns (sorted egress, counters)."""
     from raystream.engine.keygroups import KeyGroupRange
     from raystream.engine.operator import OperatorContext
     from raystream.engine.records import Batch
-    from raystream.statefun_api import message_builder
+    from raystream.statefun_api import IntType, message_builder
     from raystream.statefun_api.dispatcher import DispatcherConfig, FunctionDispatcher
+    from raystream.statefun_api.ingress import RoutedIngress
     from raystream.statefun_api.routing import FEEDBACK_TAG, message_to_record
 
     egress: list[str] = []
@@ -195,8 +198,12 @@ def dispatcher_direct(keys: list[str]) -> tuple[list[str], dict[str, int]]:
         post=mailbox.append,
     )
     op.open(ctx, _Output())
+    ingress = RoutedIngress([TYPENAME], IntType)
     for i in range(0, len(keys), INGRESS_BATCH):
-        batch = Batch.of_records([message_to_record(message_builder(TYPENAME, k, int_value=1)) for k in keys[i : i + INGRESS_BATCH]])
+        if routed:
+            batch = Batch.of_records(ingress.route(Batch.of_records(list(zip(keys[i : i + INGRESS_BATCH], repeat(1))))))
+        else:
+            batch = Batch.of_records([message_to_record(message_builder(TYPENAME, k, int_value=1)) for k in keys[i : i + INGRESS_BATCH]])
         while mailbox and not op.accepts_input():
             mailbox.popleft()()
         op.process_batch(batch)
@@ -361,8 +368,9 @@ def remote_counter(keys: list[str], url: str) -> tuple[list[str], dict[str, int]
 
 
 # ---------------------------------------------------------------------------- Ray
-def ray_counter(keys: list[str], parallelism: int) -> tuple[list[str], float]:
-    """The StatefulFunctionsJob on Ray; returns (sorted egress, job duration in s)."""
+def ray_counter(keys: list[str], parallelism: int, routed: bool = False) -> tuple[list[str], float]:
+    """The StatefulFunctionsJob on Ray, the ingress ``(key, 1)`` pairs through a Python router
+    or (``routed``) a routed ingress; returns (sorted egress, job duration in s)."""
     import raystream as rs
     from raystream.operators.sinks import CollectSink, collected_records
     from raystream.operators.sources import GeneratorSource
@@ -373,7 +381,10 @@ def ray_counter(keys: list[str], parallelism: int) -> tuple[list[str], float]:
     # a parallel ingress (like a Kafka source with `parallelism` partitions): subtask i reads
     # keys i, i + p, ...; the router runs chained to it, at the same parallelism
     source = GeneratorSource(batch_fn=_KeysAt(keys), count=len(keys), batch_size=INGRESS_BATCH)
-    sf.with_ingress(env.from_source(source, "keys"), _message)
+    if routed:
+        sf.with_routed_ingress(env.from_source(source, "keys"), TYPENAME, _statefun_api().IntType)
+    else:
+        sf.with_ingress(env.from_source(source, "keys"), _pair_message)
     sink = sf.egress_stream(EGRESS).sink_to(CollectSink(), name="collect").set_parallelism(1)
     result = env.execute("bench-statefun")
     out = collected_records(result.sink_results.get(sink.node.stable_uid(env.graph), []))
@@ -391,8 +402,14 @@ class _KeysAt:
 
         self.keys = pa.array(keys, pa.string())
 
-    def __call__(self, indices: range) -> list[str]:
-        return self.keys[indices.start : indices.stop : indices.step].to_pylist()  # type: ignore[no-any-return]
+    def __call__(self, indices: range) -> list[tuple[str, int]]:
+        """The ingress records ``(key, 1)`` at ``indices``."""
+        return list(zip(self.keys[indices.start : indices.stop : indices.step].to_pylist(), repeat(1)))
+
+
+def _pair_message(pair: tuple[str, int]) -> Any:
+    """The ingress router of the Ray contenders: a message to the counter ``pair[0]``."""
+    return _statefun_api().message_builder(TYPENAME, pair[0], int_value=pair[1])
 
 
 def _stamp(i: int) -> tuple[int, float]:
@@ -600,6 +617,7 @@ def main(argv: list[str] | None = None) -> str:
     contenders: list[tuple[str, Callable[[], Any]]] = [
         ("python dict loop (baseline)", lambda: python_counter(keys)[0]),
         ("dispatcher in-process, p=1 (task-driven, router included)", lambda: dispatcher_direct(keys)[0]),
+        ("dispatcher in-process, p=1 (task-driven, routed ingress included)", lambda: dispatcher_direct(keys, True)[0]),
         ("dispatcher in-process, p=2 (LocalDispatchers, feedback output)", lambda: dispatcher_counter(keys, 2)[0]),
         ("official SDK 3.3.0 RequestReplyHandler in-process, <=64 msg/request (loop)", sdk_run),
     ]
@@ -634,11 +652,14 @@ def main(argv: list[str] | None = None) -> str:
         f"{len(reference):,} egress records (all checked); median of {args.repeat} interleaved rounds.\n\n"
         + "\n".join(lines)
     )
-    p1 = contenders[1][0]
-    targets.append(("in-process dispatcher >= 0.15x the dict loop", f"{rate[p1]:,.0f}", f"{rate[base]:,.0f}", rate[p1] / rate[base], 0.15))
-    targets.append(
-        ("embedded >= 5x the official SDK handler", f"{rate[p1]:,.0f}", f"{rate[sdk_name]:,.0f}", rate[p1] / rate[sdk_name], 5.0)
-    )
+    for p1, how in ((contenders[1][0], "Python router"), (contenders[2][0], "routed ingress")):
+        targets.append(
+            (f"in-process dispatcher ({how}) >= 0.15x the dict loop", f"{rate[p1]:,.0f}", f"{rate[base]:,.0f}", rate[p1] / rate[base], 0.15)
+        )
+        targets.append(
+            (f"embedded ({how}) >= 5x the official SDK handler", f"{rate[p1]:,.0f}", f"{rate[sdk_name]:,.0f}",
+             rate[p1] / rate[sdk_name], 5.0)
+        )
 
     # ------------------------------------------------------------------ remote
     if not args.no_remote:
@@ -654,20 +675,21 @@ def main(argv: list[str] | None = None) -> str:
         rkeys = events(args.ray_n).column("key").to_pylist()
         ray_ref, ray_total = python_counter(rkeys)
         loop_times = [_timed(lambda: python_counter(rkeys))[0] for _ in range(3)]
-        ray_times: dict[int, list[float]] = {1: [], 2: []}
-        durations: dict[int, list[float]] = {1: [], 2: []}
         if not ray.is_initialized():
             ray.init(include_dashboard=False, log_to_driver=False)
         _check("ray warm-up", ray_counter(rkeys[:20_000], 2)[0], python_counter(rkeys[:20_000])[0])
+        runs = [(par, routed) for routed in (False, True) for par in (1, 2)]
+        ray_times: dict[tuple[int, bool], list[float]] = {run: [] for run in runs}
+        durations: dict[tuple[int, bool], list[float]] = {run: [] for run in runs}
         for _ in range(args.ray_repeat):
-            for par in (1, 2):
-                dt, _ct, (out, duration) = _timed(lambda par=par: ray_counter(rkeys, par))
-                _check(f"ray p={par}", out, ray_ref)
-                ray_times[par].append(dt)
-                durations[par].append(duration)
+            for par, routed in runs:
+                dt, _ct, (out, duration) = _timed(lambda par=par, routed=routed: ray_counter(rkeys, par, routed))
+                _check(f"ray p={par}{' routed' if routed else ''}", out, ray_ref)
+                ray_times[par, routed].append(dt)
+                durations[par, routed].append(duration)
             loop_times.append(_timed(lambda: python_counter(rkeys))[0])
         loop = ray_total / statistics.median(loop_times)
-        rp = {par: ray_total / statistics.median(t) for par, t in ray_times.items()}
+        rp = {run: ray_total / statistics.median(t) for run, t in ray_times.items()}
         lat = ray_latency(args.latency_rate, args.latency_s)
         sections.append(
             f"**On Ray** (local Ray, embedded functions): {args.ray_n:,} ingress + {ray_total - args.ray_n:,} forwarded "
@@ -676,16 +698,18 @@ def main(argv: list[str] | None = None) -> str:
             "| contender | median msg/s | vs python | job durations (s) |\n|---|---:|---:|---|\n"
             f"| python dict loop | {loop:,.0f} | 1.000x | |\n"
             + "\n".join(
-                f"| raystream on Ray, p={par} | {rp[par]:,.0f} | {rp[par] / loop:.3f}x | "
-                f"{', '.join(f'{d:.2f}' for d in durations[par])} |"
-                for par in (1, 2)
+                f"| raystream on Ray, p={par}, {'routed ingress' if routed else 'Python router'} | {rp[par, routed]:,.0f} | "
+                f"{rp[par, routed] / loop:.3f}x | {', '.join(f'{d:.2f}' for d in durations[par, routed])} |"
+                for par, routed in runs
             )
             + f"\n\n**Latency** (p=2, {args.latency_rate:,} msg/s for {args.latency_s:.0f} s, first second dropped): "
             f"p50 {lat['p50_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms, max {lat['max_ms']:.1f} ms over "
             f"{lat['records']:,.0f} messages."
         )
-        targets.append((f"Ray p=2, {args.ray_n:,} msgs >= 0.10x the dict loop", f"{rp[2]:,.0f}", f"{loop:,.0f}", rp[2] / loop, 0.10))
-        targets.append(("Ray p=2 >= 1.5x p=1", f"{rp[2]:,.0f}", f"{rp[1]:,.0f}", rp[2] / rp[1], 1.5))
+        for routed, how in ((False, "Python router"), (True, "routed ingress")):
+            p2, p1 = rp[2, routed], rp[1, routed]
+            targets.append((f"Ray p=2 ({how}), {args.ray_n:,} msgs >= 0.10x the dict loop", f"{p2:,.0f}", f"{loop:,.0f}", p2 / loop, 0.10))
+            targets.append((f"Ray p=2 >= 1.5x p=1 ({how})", f"{p2:,.0f}", f"{p1:,.0f}", p2 / p1, 1.5))
         targets.append(
             (f"ingress -> egress p99 < 20 ms at {args.latency_rate:,} msg/s (baseline: the 20 ms goal)",
              f"{lat['p99_ms']:.1f} ms", "20 ms", 20.0 / lat["p99_ms"], 1.0)

@@ -38,10 +38,13 @@ class KeySelector:
         ['a', 'b']
     """
 
-    def __init__(self, key: str | int | Callable[[Any], Any]) -> None:
+    def __init__(self, key: str | int | Callable[[Any], Any], *, stable_keys: bool = False) -> None:
         if not (isinstance(key, (str, int)) or callable(key)):
             raise GraphError(f"key_by expects a column name, a tuple index or a function, got {key!r}")
         self.key = key
+        #: the keys always have a stable hash (e.g. the key function checks they are str):
+        #: with a single target the partitioner computes no key
+        self.stable_keys = stable_keys
         self.column = key if isinstance(key, str) else None
         self.description = key if isinstance(key, (str, int)) else getattr(key, "__name__", repr(key))
 
@@ -63,7 +66,7 @@ class KeySelector:
         k = self.key
         records = batch.records()
         if callable(k):
-            return [k(r) for r in records]
+            return list(map(k, records))  # (a C-level key function, e.g. an itemgetter, runs without a frame per record)
         return [r[k] for r in records]
 
     def key_groups(self, batch: Batch, max_parallelism: int) -> np.ndarray:
@@ -181,7 +184,7 @@ class KeyGroupPartitioner(Partitioner):
         return named
 
     def select(self, batch: Batch) -> list[tuple[int, Batch]]:
-        if self.num_targets == 1 and self._key_column_present(batch):
+        if self.num_targets == 1 and (self.key_selector.stable_keys or self._key_column_present(batch)):
             # one target owns every key group: no key to hash (an Arrow column's values always
             # have a stable hash, so no error is skipped either)
             return [(0, batch)] if len(batch) else []

@@ -595,8 +595,7 @@ class FunctionDispatcher(StreamOperator):
             return
         pending = self._pending
         ready = self._ready
-        for record in records:
-            key = (record[TARGET_TYPENAME], record[TARGET_ID])
+        for key, record in zip(map(address_key, records), records):
             q = pending.get(key)
             if q is None:
                 pending[key] = [record]

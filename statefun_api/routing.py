@@ -40,6 +40,8 @@ Example:
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Callable
 from typing import Any, Final
 
 import pyarrow as pa
@@ -224,9 +226,10 @@ def record_to_invocation(record: MessageRecord) -> Invocation:
     return Invocation(record_message(record), caller)
 
 
-def address_key(record: MessageRecord) -> tuple[str, str]:
-    """The key of a message record: its target ``(typename, id)`` (the dispatcher's key)."""
-    return (record[TARGET_TYPENAME], record[TARGET_ID])
+address_key: Callable[[MessageRecord], tuple[str, str]] = operator.itemgetter(TARGET_TYPENAME, TARGET_ID)
+"""The key of a message record: its target ``(typename, id)`` (the dispatcher's key). An
+``operator.itemgetter``, so mapping it over a batch's records runs without a Python frame
+per record."""
 
 
 def record_address(record: MessageRecord) -> Address:

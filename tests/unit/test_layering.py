@@ -161,7 +161,7 @@ def test_no_project_imports_inside_functions():
 # The stateful-functions SDK surface (what a StateFun user writes functions with, and the
 # request-reply handler that serves them) is pure: it never imports the runtime that runs the
 # functions as an engine operator, nor anything of the engine but its error types.
-STATEFUN_RUNTIME = {f"statefun_api.{m}" for m in ("dispatcher", "remote", "job", "routing", "spill", "local",
+STATEFUN_RUNTIME = {f"statefun_api.{m}" for m in ("dispatcher", "remote", "job", "routing", "ingress", "spill", "local",
                                                  "http_caller", "state_layout")}
 STATEFUN_SDK_MAY_IMPORT = {"engine.errors"}
 
