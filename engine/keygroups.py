@@ -222,20 +222,26 @@ def _cache_for(max_parallelism: int) -> dict:
 def key_groups_of_keys(keys: list, max_parallelism: int) -> np.ndarray:
     """Key groups of a list of Python keys (each distinct key hashed once per process)."""
     cache = _cache_for(max_parallelism)
-    try:  # every key seen before (a keyed stream's steady state): one dict lookup per key
-        return np.fromiter(map(cache.__getitem__, keys), dtype=np.int64, count=len(keys))
-    except (KeyError, TypeError):  # a new key, or an unhashable one
-        pass
     try:
-        # the dict itself, not cache.keys(): set.difference looks each batch key up in a dict,
-        # but iterates a keys view whole (every cached key hashed again: ~0.5 ms per call with
-        # 20k cached tuple keys, up to tens of ms with a full cache, on every batch)
-        missing = set(keys).difference(cache)
+        groups = list(map(cache.get, keys))  # one dict lookup per key; None: not seen yet
     except TypeError:  # an unhashable key: hash every key without the cache
         return np.fromiter((stable_hash(k) % max_parallelism for k in keys), dtype=np.int64, count=len(keys))
-    for k in missing:
-        cache[k] = stable_hash(k) % max_parallelism
-    return np.fromiter(map(cache.__getitem__, keys), dtype=np.int64, count=len(keys))
+    if None in groups:
+        # new keys (a stream keeps meeting rare keys long after its hot ones are cached): hash
+        # each missing one once, found with C-level scans rather than a pass over the batch
+        index = groups.index
+        i = index(None)
+        while True:
+            k = keys[i]
+            kg = cache.get(k)
+            if kg is None:
+                kg = cache[k] = stable_hash(k) % max_parallelism
+            groups[i] = kg
+            try:
+                i = index(None, i + 1)
+            except ValueError:
+                break
+    return np.array(groups, dtype=np.int64)
 
 
 def key_groups_of_array(column: pa.Array | pa.ChunkedArray, max_parallelism: int) -> np.ndarray:

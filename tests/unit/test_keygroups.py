@@ -276,3 +276,19 @@ def test_new_and_unhashable_keys_among_cached_ones():
     unhashable = cached[:3] + [["a", 1]]
     assert key_groups_of_keys(unhashable, max_p).tolist() == [key_group_for(k, max_p) for k in unhashable]
     assert key_groups_of_keys([], max_p).tolist() == []
+
+
+def test_new_keys_anywhere_in_a_batch_and_repeated_are_hashed_once_each(monkeypatch):
+    from raystream.engine import keygroups
+
+    max_p = 991  # a cache of its own
+    cached = [("f", str(i)) for i in range(10)]
+    key_groups_of_keys(cached, max_p)
+    fresh = [("f", f"new{i}") for i in range(3)]
+    batch = [fresh[0], *cached[:5], fresh[1], fresh[0], *cached[5:], fresh[2], fresh[1], fresh[2]]
+    expected = [key_group_for(k, max_p) for k in batch]
+    hashed = []
+    original = keygroups.stable_hash
+    monkeypatch.setattr(keygroups, "stable_hash", lambda k: hashed.append(k) or original(k))
+    assert key_groups_of_keys(batch, max_p).tolist() == expected
+    assert hashed == fresh  # each new key once, in batch order; no cached key again
