@@ -183,6 +183,7 @@ class Task:
         self._output = output  # replaces the network output (the operator test harness collects there)
         self._mailbox: queue.SimpleQueue = queue.SimpleQueue()
         self._channels = [InputChannel(i, info) for i, info in enumerate(spec.inputs)]
+        self._gated_start = 0  # where a paused operator's next round over the channels starts
         self._cancelled = False
         self._finished = False
         self.operators: list[StreamOperator] = []
@@ -577,7 +578,15 @@ class Task:
         progress = True
         while progress and not self._cancelled:
             progress = False
-            for ch in self._channels:
+            channels = self._channels
+            if gate is not None and self._gated_start:
+                # a paused operator takes data again from the channel after the one it took
+                # data from last: the first channel would otherwise win every time the gate
+                # opens and starve the others (their producers blocked on credit, while the
+                # first one's producer runs ahead)
+                start = self._gated_start % len(channels)  # (the fixed list rotated, not a copy per pass otherwise)
+                channels = channels[start:] + channels[:start]
+            for ch in channels:
                 items = ch.items
                 while items and not ch.blocked:
                     if (gate is not None and type(items[0]) in _DATA and not ch.info.feedback and not gate()
@@ -589,6 +598,8 @@ class Task:
                         break
                     item = items.popleft()
                     progress = True
+                    if gate is not None and type(item) in _DATA and not ch.info.feedback:
+                        self._gated_start = ch.index + 1
                     if type(item) is Batch:  # records handed over by a task in this process
                         m = self.op_metrics[0]
                         m.records_in += len(item)

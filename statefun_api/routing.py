@@ -208,11 +208,12 @@ def _encoded_to_arrow(encoded: list[MessageRecord]) -> pa.RecordBatch:
 
 
 def feedback_batch(records: list[MessageRecord]) -> Batch:
-    """The batch of messages to other subtasks: the records (values serialized) for the
-    partitioner's key groups, together with their Arrow form for the channel, so the
-    feedback edge slices one typed batch per target instead of converting each part."""
-    encoded = encode_records(records)
-    return Batch(records=encoded, arrow=_encoded_to_arrow(encoded))
+    """The batch of messages to other subtasks: the records with their values serialized.
+    No Arrow form yet: the channel's writer coalesces the feedback batches of consecutive
+    dispatcher steps per target and converts them once per send (a step often forwards a
+    handful of messages; converting each step's few records to seven Arrow columns cost more
+    than the messages themselves)."""
+    return Batch.of_records(encode_records(records))
 
 
 _RECORD_TYPES = [pa.string(), pa.string(), pa.string(), pa.string(), pa.string(), pa.binary(), pa.bool_()]
