@@ -43,6 +43,9 @@ __all__ = [
     "parse_duration",
     "resolve_endpoint",
     "ENDPOINT_KINDS",
+    "INGRESS_KINDS",
+    "IngressTopic",
+    "parse_module_ingresses",
     "TRANSPORT_ASYNC",
     "TRANSPORT_OKHTTP",
     "DEFAULT_MAX_RESPONSE_BYTES",
@@ -462,6 +465,89 @@ def parse_module_yaml(text: str, source: str = "<module.yaml>") -> list[RemoteEn
             )
     _check_duplicates(endpoints)
     return endpoints
+
+
+#: StateFun's routable ingress kinds and the field listing their topics (Kafka) or streams (Kinesis)
+INGRESS_KINDS = {"io.statefun.kafka.v1/ingress": ("topics", "topic"), "io.statefun.kinesis.v1/ingress": ("streams", "stream")}
+
+
+@dataclass(frozen=True)
+class IngressTopic:
+    """One topic (Kafka) or stream (Kinesis) of a routable ingress in a ``module.yaml``:
+    its records go to every function type of ``targets`` with the record key as the function
+    id and the record value as a message of type ``value_type`` (a typename).
+
+    Example:
+        >>> IngressTopic("demo/in", "names", "demo/Name", ("demo/greeter",)).targets
+        ('demo/greeter',)
+    """
+
+    ingress_id: str
+    name: str
+    value_type: str
+    targets: tuple[str, ...]
+
+
+def parse_module_ingresses(text: str, source: str = "<module.yaml>") -> list[IngressTopic]:
+    """The routable ingress topics of the text of a StateFun ``module.yaml``: every topic of
+    its ``io.statefun.kafka.v1/ingress`` documents (``topics: [{topic, valueType, targets}]``)
+    and every stream of its ``io.statefun.kinesis.v1/ingress`` documents (``streams``).
+    Connection fields (``address``, ``consumerGroupId``, ``startupPosition``...) are not
+    read: raystream takes the records from a DataStream. Errors name the file, the document
+    and the field.
+
+    Example:
+        >>> [t.name for t in parse_module_ingresses('''
+        ... kind: io.statefun.kafka.v1/ingress
+        ... spec:
+        ...   id: demo/in
+        ...   address: kafka:9092
+        ...   topics:
+        ...     - topic: names
+        ...       valueType: demo/Name
+        ...       targets: [demo/greeter]
+        ... ''')]
+        ['names']
+    """
+    yaml = _yaml()
+    try:
+        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    out: list[IngressTopic] = []
+    for number, doc in enumerate(documents, 1):
+        if not isinstance(doc, Mapping) or doc.get("kind") not in INGRESS_KINDS:
+            continue
+        where = f"{source} (document {number}, {doc['kind']})"
+        spec = doc.get("spec")
+        if not isinstance(spec, Mapping):
+            raise ConfigError(f"{where}: 'spec' must be a mapping, got {spec!r}")
+        ingress_id = _typename_field(spec.get("id"), f"{where}: 'spec.id'")
+        list_field, name_field = INGRESS_KINDS[doc["kind"]]
+        entries = spec.get(list_field)
+        if not isinstance(entries, list) or not entries:
+            raise ConfigError(f"{where}: ingress {ingress_id!r} needs a non-empty list 'spec.{list_field}'")
+        for i, entry in enumerate(entries):
+            at = f"{where}: spec.{list_field}[{i}]"
+            if not isinstance(entry, Mapping) or not isinstance(entry.get(name_field), str) or not entry[name_field]:
+                raise ConfigError(f"{at}: expected a mapping with '{name_field}', 'valueType' and 'targets', got {entry!r}")
+            value_type = _typename_field(entry.get("valueType"), f"{at}.valueType")
+            targets = entry.get("targets")
+            if not isinstance(targets, list) or not targets:
+                raise ConfigError(f"{at}.targets: a routable {name_field} lists the function types it feeds, got {targets!r}")
+            out.append(IngressTopic(ingress_id, entry[name_field], value_type,
+                                    tuple(_typename_field(t, f"{at}.targets") for t in targets)))
+    return out
+
+
+def _typename_field(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a typename 'namespace/name', got {value!r}")
+    try:
+        parse_typename(value)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return value
 
 
 def load_module_yaml(path: str | Path) -> list[RemoteEndpoint]:

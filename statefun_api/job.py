@@ -32,7 +32,8 @@ Example:
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from raystream.engine.connectors import Sink, SinkWriter
@@ -45,10 +46,12 @@ from raystream.operators.datastream import KeyedStream
 from raystream.statefun_api.address import parse_typename
 from raystream.statefun_api.dispatcher import DispatcherConfig, FunctionDispatcher
 from raystream.statefun_api.endpoints import (
+    IngressTopic,
     RemoteEndpoint,
     _check_duplicates,
     endpoint_problem,
     load_module_yaml,
+    parse_module_ingresses,
 )
 from raystream.statefun_api.functions import StatefulFunctions
 from raystream.statefun_api.ingress import Field, RoutedIngress
@@ -61,7 +64,7 @@ from raystream.statefun_api.routing import (
     egress_tag,
     message_to_record,
 )
-from raystream.statefun_api.types import Type
+from raystream.statefun_api.types import Type, simple_type
 
 __all__ = ["StatefulFunctionsJob", "Router", "DiscardingSink"]
 
@@ -95,6 +98,36 @@ class _RouterFn:
                 )
             out.append(message_to_record(m))
         return out
+
+
+def _find_topic(topics: list[IngressTopic], name: str, path: str) -> IngressTopic:
+    """The ingress topic (or stream) ``name`` of a module.yaml, or an ingress id with one topic."""
+    found = [t for t in topics if t.name == name]
+    if not found:
+        by_id = [t for t in topics if t.ingress_id == name]
+        if len(by_id) > 1:
+            raise GraphError(f"{path}: ingress {name!r} has {len(by_id)} topics ({', '.join(t.name for t in by_id)}); bind each by name")
+        found = by_id
+    if not found:
+        listed = ", ".join(f"{t.name!r} (ingress {t.ingress_id})" for t in topics) or "none"
+        raise GraphError(f"{path}: no routable ingress topic or stream {name!r}; the file has: {listed}")
+    if len(found) > 1:
+        raise GraphError(f"{path}: topic {name!r} is in {len(found)} ingresses; bind it by ingress id")
+    return found[0]
+
+
+def _payload_type(typename: str) -> Type[Any]:
+    """A Type for values that are already the serialized payload of ``typename`` (bytes)."""
+
+    def payload(value: Any) -> bytes:
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return bytes(value)
+        raise TypeError(
+            f"an ingress value of {typename!r} must be its serialized payload (bytes), got {type(value).__name__} "
+            f"{value!r}; to send decoded values pass value_types={{{typename!r}: <its Type>}}"
+        )
+
+    return simple_type(typename, payload, bytes)
 
 
 class _DiscardingWriter(SinkWriter[Any]):
@@ -240,14 +273,45 @@ class StatefulFunctionsJob:
         self.config.endpoints = merged
         return self
 
-    def with_module_yaml(self, path: str) -> StatefulFunctionsJob:
+    def with_module_yaml(
+        self,
+        path: str,
+        *,
+        ingresses: Mapping[str, Any] | None = None,
+        value_types: Mapping[str, Type[Any]] | None = None,
+    ) -> StatefulFunctionsJob:
         """Declare the HTTP endpoints of a StateFun ``module.yaml`` (see
-        :func:`~statefun_api.endpoints.load_module_yaml`).
+        :func:`~statefun_api.endpoints.load_module_yaml`) and feed its routable ingresses.
+
+        ``ingresses`` binds a DataStream to each Kafka topic or Kinesis stream of the file's
+        ingress documents that should get records (by topic/stream name, or by ingress id
+        when that ingress has one topic): the stream's records are ``(key, value)`` pairs, as
+        a Kafka record's, routed as StateFun routes them: one message per ``targets`` entry,
+        the key as the function id, the value as a message of the topic's ``valueType``
+        (:meth:`with_routed_ingress`). Values are the serialized payload (``bytes``, what the
+        topic carries), or decoded values when ``value_types`` maps the ``valueType`` to its
+        Type (``make_json_type(...)``), which then serializes them. A name that is not in
+        the file fails, listing the topics it has; topics left unbound get no records.
 
         Example:
-            ``sf.with_module_yaml("module.yaml")``
+            ``sf.with_module_yaml("module.yaml", ingresses={"names": env.from_collection([("ann", b'{"name": "ann"}')])})``
         """
-        return self.with_endpoint(*load_module_yaml(path))
+        endpoints = load_module_yaml(path)
+        if endpoints:
+            self.with_endpoint(*endpoints)
+        if ingresses:
+            topics = parse_module_ingresses(Path(path).read_text(), source=str(path))
+            types = dict(value_types or {})
+            for name, stream in ingresses.items():
+                topic = _find_topic(topics, name, path)
+                value_type = types.get(topic.value_type) or _payload_type(topic.value_type)
+                if value_type.typename != topic.value_type:
+                    raise GraphError(
+                        f"{path}: value_types[{topic.value_type!r}] is a Type of {value_type.typename!r}; "
+                        f"ingress {topic.ingress_id!r} ({topic.name}) carries {topic.value_type!r}"
+                    )
+                self.with_routed_ingress(stream, list(topic.targets), value_type)
+        return self
 
     # ------------------------------------------------------------------ ingress
     def with_ingress(self, stream: Any, router: Router) -> StatefulFunctionsJob:

@@ -17,6 +17,7 @@ egress is bound to a raystream collector, which receives ``KafkaProducerRecord``
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
@@ -27,7 +28,7 @@ pytest.importorskip("aiohttp")
 
 import raystream as rs  # noqa: E402
 from raystream import statefun_api  # noqa: E402
-from raystream.engine.errors import GraphError  # noqa: E402
+from raystream.engine.errors import GraphError, JobFailed  # noqa: E402
 from raystream.statefun_api import (  # noqa: E402
     StatefulFunctions,
     StringType,
@@ -337,6 +338,54 @@ def test_a_kafka_egress_is_bound_to_any_sink_with_a_declared_type():
         run.send(message_builder("a/f", "k1", str_value="hello")).run_until_idle()
         assert run.egress("a/out") == [KafkaProducerRecord("topic", "k1", b"hello")]
         assert run.egress("a/plain") == ["hello"]
+
+
+# ---------------------------------------------------------------- the module.yaml's ingress
+def _greeter_job(tmp_path, records, yaml_kwargs):
+    """The embedded playground greeter on Ray at p=2, fed through module.yaml's Kafka ingress."""
+    ns = playground_module("statefun_api")
+    path = tmp_path / "module.yaml"
+    path.write_text(MODULE_YAML.format(url="http://functions:8000"))  # (its endpoint serves no embedded function)
+    env = rs.StreamEnvironment(parallelism=2)
+    sf = StatefulFunctionsJob(env, ns["functions"])
+    sf.with_module_yaml(str(path), ingresses={"names": env.from_collection(records)}, **yaml_kwargs(ns))
+    return sf
+
+
+@pytest.mark.parametrize("decoded", [False, True], ids=["payload bytes", "decoded with value_types"])
+def test_the_module_yaml_kafka_ingress_routes_by_key_to_its_targets(ray_session, tmp_path, decoded):
+    """``topics: [{topic: names, valueType: example/GreetRequest, targets: [example/person]}]``:
+    a record's key is the function id, its value a GreetRequest message (the topic's bytes,
+    or decoded values serialized with the Type given for the valueType)."""
+    if decoded:
+        records = [(n, {"name": n}) for n in NAMES]
+        kwargs = lambda ns: {"value_types": {"example/GreetRequest": ns["GREET_REQUEST_TYPE"]}}  # noqa: E731
+    else:
+        records = [(n, json.dumps({"name": n}).encode()) for n in NAMES]
+        kwargs = lambda ns: {}  # noqa: E731
+    sf = _greeter_job(tmp_path, records, kwargs)
+    out = sf.egress_stream(EGRESS).execute_and_collect()
+    assert per_key(out) == per_key(expected_greetings(NAMES))
+
+
+def test_a_module_yaml_ingress_name_that_is_not_in_the_file_fails_listing_what_is(ray_session, tmp_path):
+    path = tmp_path / "module.yaml"
+    path.write_text(MODULE_YAML.format(url="http://functions:8000"))
+    env = rs.StreamEnvironment()
+    sf = StatefulFunctionsJob(env, playground_module("statefun_api")["functions"])
+    with pytest.raises(GraphError, match=r"no routable ingress topic or stream 'logins'; the file has: 'names' \(ingress example/names\)"):
+        sf.with_module_yaml(str(path), ingresses={"logins": env.from_collection([("a", b"{}")])})
+    # the ingress id works as the name of its only topic
+    sf.with_module_yaml(str(path), ingresses={"example/names": env.from_collection([("a", b"{}")])})
+
+
+def test_a_decoded_value_without_its_type_fails_naming_the_record(ray_session, tmp_path):
+    sf = _greeter_job(tmp_path, [("ann", {"name": "ann"})], lambda ns: {})
+    with pytest.raises(JobFailed) as info:
+        sf.egress_stream(EGRESS).execute_and_collect()
+    text = str(info.value)
+    assert "must be its serialized payload (bytes), got dict" in text and "value_types=" in text
+    assert "('ann', {'name': 'ann'})" in text
 
 
 # ---------------------------------------------------------------- a job without egress
