@@ -33,7 +33,7 @@ import math
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -49,6 +49,7 @@ __all__ = [
     "subtask_for_key_group",
     "key_groups_of_array",
     "key_groups_of_keys",
+    "key_groups_of_tuples",
 ]
 
 DEFAULT_MAX_PARALLELISM = 128
@@ -274,6 +275,86 @@ def key_groups_of_array(column: pa.Array | pa.ChunkedArray, max_parallelism: int
     return key_groups_of_keys(column.to_pylist(), max_parallelism)
 
 
+def key_groups_of_tuples(columns: Sequence[pa.Array | pa.ChunkedArray], max_parallelism: int) -> np.ndarray | None:
+    """Key groups of the tuples formed row by row from ``columns`` (row ``i``'s key is
+    ``tuple(c[i] for c in columns)``), vectorized; equal to :func:`key_group_for` of each
+    tuple. Columns of strings, binaries, integers and bools without nulls are hashed with
+    numpy (a string column of repeated values: each distinct value once); ``None`` when a
+    column has another type or nulls (the caller then hashes the tuples one by one).
+
+    Example:
+        >>> names, ids = pa.array(["a/f", "a/f"]), pa.array(["x", "y"])
+        >>> key_groups_of_tuples([names, ids], 128).tolist() == [key_group_for(("a/f", "x"), 128), key_group_for(("a/f", "y"), 128)]
+        True
+    """
+    n = len(columns[0]) if columns else 0
+    if not n:
+        return np.empty(0, dtype=np.int64) if columns else None
+    # _fold(_TAG_TUPLE, map(stable_hash, row)) of every row; a Python int while the columns so
+    # far hold one value throughout (a message's target typename), then one per row
+    hashes: int | np.ndarray = _TAG_TUPLE
+    for column in columns:
+        if len(column) != n:
+            return None
+        part = _hashes_of_array(column)
+        if part is None:
+            return None
+        if isinstance(hashes, int) and isinstance(part, int):
+            hashes = _mix64(hashes ^ part)
+        elif isinstance(hashes, int):
+            hashes = _mix64_np(np.uint64(hashes) ^ part)
+        else:
+            hashes = _mix64_np(hashes ^ (np.uint64(part) if isinstance(part, int) else part))
+    if isinstance(hashes, int):
+        return np.full(n, hashes % max_parallelism, dtype=np.int64)
+    return (hashes % np.uint64(max_parallelism)).astype(np.int64)
+
+
+def _hashes_of_array(column: pa.Array | pa.ChunkedArray) -> int | np.ndarray | None:
+    """:func:`stable_hash` of every value of an Arrow column (uint64), one int for a string
+    column that holds one value throughout, or ``None`` for a column with nulls or of a type
+    hashed only value by value here."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if column.null_count:
+        return None
+    t = column.type
+    if _is_stringlike(t) and len(column):
+        first = column[0].as_py()
+        if column[len(column) - 1].as_py() == first and pc.all(pc.equal(column, column[0])).as_py():
+            return stable_hash(first)
+    if pa.types.is_integer(t) or pa.types.is_boolean(t):
+        return _mix64_np(column.to_numpy(zero_copy_only=False).astype(np.int64, copy=False).view(np.uint64))
+    if pa.types.is_dictionary(t):
+        distinct = _hashes_of_array(column.dictionary)
+        if distinct is None:
+            return None
+        indices = column.indices.to_numpy(zero_copy_only=False)
+        return np.full(len(indices), distinct, dtype=np.uint64) if isinstance(distinct, int) else distinct[indices]
+    if _is_stringlike(t):
+        crc = _crc32_of_binary(column, _DIRECT_CRC_MAX_LEN)  # short values: no encoding first
+        if crc is not None:
+            return _hashes_of_crc(crc, t)
+        encoded = pc.dictionary_encode(column)
+        return _hashes_of_distinct(encoded.dictionary)[encoded.indices.to_numpy(zero_copy_only=False)]
+    return None
+
+
+def _hashes_of_distinct(values: pa.Array) -> np.ndarray:
+    """:func:`stable_hash` of the (distinct, non-null) strings or binaries of a dictionary:
+    a vectorized CRC-32 up to :data:`_VECTOR_CRC_MAX_LEN` bytes, else value by value."""
+    crc = _crc32_of_binary(values)
+    if crc is not None:
+        return _hashes_of_crc(crc, values.type)
+    return np.fromiter(map(stable_hash, values.to_pylist()), dtype=np.uint64, count=len(values))
+
+
+def _hashes_of_crc(crc: np.ndarray, t: pa.DataType) -> np.ndarray:
+    """:func:`stable_hash` of string (or binary, by ``t``) values from their CRC-32."""
+    tag = _TAG_STR if pa.types.is_string(t) or pa.types.is_large_string(t) else _TAG_BYTES
+    return _mix64_np(crc.astype(np.uint64) ^ np.uint64(tag << 32))
+
+
 def _is_stringlike(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t)
 
@@ -290,9 +371,7 @@ def _groups_of_distinct(values: pa.Array, max_parallelism: int) -> np.ndarray:
 
 def _groups_of_crc(crc: np.ndarray, t: pa.DataType, max_parallelism: int) -> np.ndarray:
     """Key groups from the CRC-32 of string (or binary, by ``t``) keys, as :func:`stable_hash`."""
-    tag = _TAG_STR if pa.types.is_string(t) or pa.types.is_large_string(t) else _TAG_BYTES
-    hashes = _mix64_np(crc.astype(np.uint64) ^ np.uint64(tag << 32))
-    return (hashes % np.uint64(max_parallelism)).astype(np.int64)
+    return (_hashes_of_crc(crc, t) % np.uint64(max_parallelism)).astype(np.int64)
 
 
 #: longest string (bytes) hashed by the vectorized CRC-32 (one numpy step per byte position);

@@ -20,6 +20,7 @@ from .records import Batch
 
 __all__ = [
     "KeySelector",
+    "BatchKeyGroups",
     "Partitioner",
     "ForwardPartitioner",
     "RebalancePartitioner",
@@ -29,22 +30,41 @@ __all__ = [
 ]
 
 
+BatchKeyGroups = Callable[[pa.RecordBatch, int], "np.ndarray | None"]
+"""``fn(arrow_batch, max_parallelism)``: the key groups of every row of an Arrow batch
+computed on its columns, equal to ``key_group_for(key_of(record), max_parallelism)`` row by
+row; ``None`` when it cannot tell (the keys are then taken record by record)."""
+
+
 class KeySelector:
     """Extracts the key of each record: a column name (vectorized on Arrow), a tuple index,
     or a function of the record.
+
+    ``batch_key_groups`` (:data:`BatchKeyGroups`) computes the key groups of an Arrow batch
+    on its columns where the key is a function (e.g. of tuple records shipped as columns
+    ``f0``.. ``fn``), without making its records.
 
     Example:
         >>> KeySelector("word").keys_of(Batch.of_records([{"word": "a"}, {"word": "b"}]))
         ['a', 'b']
     """
 
-    def __init__(self, key: str | int | Callable[[Any], Any], *, stable_keys: bool = False) -> None:
+    def __init__(
+        self,
+        key: str | int | Callable[[Any], Any],
+        *,
+        stable_keys: bool = False,
+        batch_key_groups: BatchKeyGroups | None = None,
+    ) -> None:
         if not (isinstance(key, (str, int)) or callable(key)):
             raise GraphError(f"key_by expects a column name, a tuple index or a function, got {key!r}")
+        if batch_key_groups is not None and not callable(batch_key_groups):
+            raise GraphError(f"batch_key_groups must be a function (arrow_batch, max_parallelism) -> key groups, got {batch_key_groups!r}")
         self.key = key
         #: the keys always have a stable hash (e.g. the key function checks they are str):
         #: with a single target the partitioner computes no key
         self.stable_keys = stable_keys
+        self.batch_key_groups = batch_key_groups
         self.column = key if isinstance(key, str) else None
         self.description = key if isinstance(key, (str, int)) else getattr(key, "__name__", repr(key))
 
@@ -71,6 +91,10 @@ class KeySelector:
 
     def key_groups(self, batch: Batch, max_parallelism: int) -> np.ndarray:
         """Key group of every record of ``batch``."""
+        if self.batch_key_groups is not None and batch.is_arrow:
+            groups = self.batch_key_groups(batch.arrow(), max_parallelism)
+            if groups is not None:
+                return groups
         keys = self.keys_of(batch)
         if isinstance(keys, list):
             return key_groups_of_keys(keys, max_parallelism)

@@ -28,12 +28,22 @@ from collections.abc import Callable, Sequence
 from itertools import repeat
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from raystream.engine.errors import GraphError, UserCodeError
-from raystream.engine.operator import StreamOperator
+from raystream.engine.operator import OperatorContext, Output, StreamOperator
 from raystream.engine.records import Batch
 from raystream.statefun_api.address import parse_typename
 from raystream.statefun_api.messages import message_builder
-from raystream.statefun_api.routing import MessageRecord, message_to_record
+from raystream.statefun_api.routing import (
+    _RECORD_COLUMNS,
+    _RECORD_METADATA,
+    MessageRecord,
+    message_key_groups,
+    message_to_record,
+)
 from raystream.statefun_api.types import (
     BoolType,
     DoubleType,
@@ -60,6 +70,19 @@ _KEYWORDS: dict[Type[Any], str] = {
     StringType: "str_value",
     BoolType: "bool_value",
 }
+
+#: the Arrow type ``records_to_arrow`` gives a column of decoded values of each built-in type
+_ARROW_TYPES: dict[Type[Any], pa.DataType] = {
+    IntType: pa.int64(),
+    LongType: pa.int64(),
+    FloatType: pa.float64(),
+    DoubleType: pa.float64(),
+    StringType: pa.string(),
+    BoolType: pa.bool_(),
+}
+
+#: the range of ints held decoded per type (message_builder's: sfixed32, sfixed64)
+_INT_BOUNDS: dict[Type[Any], tuple[int, int]] = {IntType: (-(1 << 31), (1 << 31) - 1), LongType: (-(1 << 63), (1 << 63) - 1)}
 
 
 class RoutedIngress(StreamOperator):
@@ -107,11 +130,21 @@ class RoutedIngress(StreamOperator):
         self.id_field = id_field
         self.value_field = value_field
         self._keyword = _KEYWORDS.get(value_type)
+        self._columnar = False
+
+    #: the key groups of the Arrow message batches it emits (of any Arrow batch of message
+    #: records), computed on their columns: the dispatcher's key selector's ``batch_key_groups``
+    message_key_groups = staticmethod(message_key_groups)
+
+    def open(self, ctx: OperatorContext, output: Output) -> None:
+        """Emit Arrow message batches when parallel (see :meth:`route_batch`)."""
+        super().open(ctx, output)
+        self._columnar = ctx.parallelism > 1
 
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
         """Emit the messages of ``batch``'s records (one per record and target)."""
         if len(batch):
-            self.output.emit(Batch.of_records(self.route(batch)))
+            self.output.emit(self.route_batch(batch, columnar=self._columnar))
 
     def route(self, batch: Batch) -> list[MessageRecord]:
         """The message records of ``batch``, per target in record order.
@@ -119,21 +152,113 @@ class RoutedIngress(StreamOperator):
         Raises:
             UserCodeError: naming the first record whose id or value is missing or invalid.
         """
-        ids = self._column(batch, self.id_field, "id")
+        return self.route_batch(batch).records()
+
+    def route_batch(self, batch: Batch, columnar: bool = False) -> Batch:
+        """The messages of ``batch`` (as :meth:`route`) as one batch. With ``columnar``, values
+        held decoded come as one Arrow batch in the engine's form of message records (columns
+        ``f0`` .. ``f6``, what a channel would convert the records to), built from the id and
+        value columns: what an ingress at parallelism > 1 emits, since about half of its
+        messages cross to another subtask's dispatcher as Arrow anyway, and the key groups of
+        an Arrow batch are computed on its columns (:attr:`message_key_groups`). Values held
+        encoded (non built-in types, -0.0) come as Python records.
+
+        Example:
+            >>> rb = RoutedIngress(["demo/counter"], IntType).route_batch(Batch.of_records([("a", 1)]), columnar=True).arrow()
+            >>> rb.schema.names, rb.column(1).to_pylist(), rb.schema.types[5]
+            (['f0', 'f1', 'f2', 'f3', 'f4', 'f5', 'f6'], ['a'], DataType(int64))
+
+        Raises:
+            UserCodeError: naming the first record whose id or value is missing or invalid.
+        """
+        id_array = self._arrow_ids(batch) if columnar else None
+        ids = self._column(batch, self.id_field, "id") if id_array is None else None
         values = self._column(batch, self.value_field, "value") if self.value_field is not None else batch.records()
-        if not (set(map(type, ids)) <= {str}) or "" in ids:
+        if ids is not None and (not (set(map(type, ids)) <= {str}) or "" in ids):
             index = next(i for i, v in enumerate(ids) if type(v) is not str or not v)
             raise UserCodeError(
                 batch.records()[index],
                 ValueError(f"the routed ingress's id ({self._describe(self.id_field)}) must be a non-empty string, got {ids[index]!r}"),
             )
+        if columnar and self._keyword is not None:
+            value_array = self._value_array(values)
+            if value_array is not None:
+                rb = self._message_batch(id_array if id_array is not None else ids, value_array)  # type: ignore[arg-type]
+                if rb is not None:
+                    return Batch.of_arrow(rb)
+        if self._keyword is None or not all_hold_decoded(self.value_type, values):
+            if ids is None:
+                ids = id_array.to_pylist()  # type: ignore[union-attr]  # (one of the two is set)
+            return Batch.of_records(self._route_slow(batch, ids, values))
+        if ids is None:
+            ids = id_array.to_pylist()  # type: ignore[union-attr]
         typename = self.value_type.typename
-        if self._keyword is not None and all_hold_decoded(self.value_type, values):
-            out: list[MessageRecord] = []
-            for target in self.targets:  # tuples built in C: zip over constant and per-record columns
-                out.extend(zip(repeat(target), ids, repeat(""), repeat(""), repeat(typename), values, repeat(True)))
-            return out
-        return self._route_slow(batch, ids, values)
+        out: list[MessageRecord] = []
+        for target in self.targets:  # tuples built in C: zip over constant and per-record columns
+            out.extend(zip(repeat(target), ids, repeat(""), repeat(""), repeat(typename), values, repeat(True)))
+        return Batch.of_records(out)
+
+    def _value_array(self, values: list[Any]) -> pa.Array | None:
+        """``values`` as the Arrow column ``records_to_arrow`` makes of them when every one
+        may be held decoded (:func:`~statefun_api.types.all_hold_decoded`), else None. Ints
+        through numpy: their range checked on the array, not with ``min()``/``max()`` over
+        the list (~50 ns a value less, measured)."""
+        bounds = _INT_BOUNDS.get(self.value_type)
+        if bounds is not None:
+            if set(map(type, values)) != {int}:  # (not bools: they are ints to numpy)
+                return None
+            try:
+                ints = np.array(values, np.int64)
+            except OverflowError:
+                return None
+            if not (bounds[0] <= ints.min() and ints.max() <= bounds[1]):
+                return None
+            return pa.array(ints)
+        if not all_hold_decoded(self.value_type, values):
+            return None
+        try:
+            return pa.array(values, _ARROW_TYPES[self.value_type])
+        except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeError, OverflowError):
+            return None
+
+    def _message_batch(self, ids: pa.Array | list[str], value_array: pa.Array) -> pa.RecordBatch | None:
+        """The message records of ``ids`` and their decoded values per target, as the Arrow
+        batch ``records_to_arrow`` makes of them (None: an id Arrow cannot hold, e.g. a
+        string with a lone surrogate; the records then go as they are)."""
+        try:
+            id_array = ids if isinstance(ids, pa.Array) else pa.array(ids, pa.string())
+        except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeError):
+            return None
+        n, k = len(value_array), len(self.targets)
+        strings = pa.string()
+        targets = [pa.repeat(pa.scalar(t, strings), n) for t in self.targets]
+        columns = [
+            targets[0] if k == 1 else pa.concat_arrays(targets),
+            id_array if k == 1 else pa.concat_arrays([id_array] * k),
+            pa.repeat(pa.scalar("", strings), n * k),
+            pa.repeat(pa.scalar("", strings), n * k),
+            pa.repeat(pa.scalar(self.value_type.typename, strings), n * k),
+            value_array if k == 1 else pa.concat_arrays([value_array] * k),
+            pa.repeat(pa.scalar(True), n * k),
+        ]
+        return pa.RecordBatch.from_arrays(columns, _RECORD_COLUMNS).replace_schema_metadata(_RECORD_METADATA)
+
+    def _arrow_ids(self, batch: Batch) -> pa.Array | None:
+        """The id column of a columnar ``batch`` as it is, when it holds valid ids (a string
+        column without nulls or empty strings); None otherwise (the ids are then read as a
+        list, which names a bad record)."""
+        if not (isinstance(self.id_field, str) and batch.is_columnar):
+            return None
+        rb = batch.arrow()
+        index = rb.schema.get_field_index(self.id_field)
+        if index < 0:
+            return None
+        column = rb.column(index)
+        if column.null_count or not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+            return None
+        if len(column) and pc.min(pc.binary_length(column)).as_py() == 0:
+            return None
+        return column if pa.types.is_string(column.type) else column.cast(pa.string())
 
     def _route_slow(self, batch: Batch, ids: list[Any], values: list[Any]) -> list[MessageRecord]:
         """One ``message_builder`` per record: values held encoded (a non built-in type, a

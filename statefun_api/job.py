@@ -378,7 +378,7 @@ class StatefulFunctionsJob:
         the first ingress, with its feedback edge, discarding main output and egresses)."""
         # message records carry str typenames and ids (checked when built): their key groups
         # need not be computed to be checked when one dispatcher subtask owns them all
-        selector = KeySelector(address_key, stable_keys=True)
+        selector = KeySelector(address_key, stable_keys=True, batch_key_groups=RoutedIngress.message_key_groups)
         if self._dispatcher is None:
             factory = functools.partial(FunctionDispatcher, self.config)
             keyed = KeyedStream(self.env, routed.node, selector)

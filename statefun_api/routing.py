@@ -44,8 +44,10 @@ import operator
 from collections.abc import Callable
 from typing import Any, Final
 
+import numpy as np
 import pyarrow as pa
 
+from raystream.engine.keygroups import key_groups_of_tuples
 from raystream.engine.records import KIND_KEY, Batch, records_to_arrow, tuple_columns
 from raystream.statefun_api.address import Address
 from raystream.statefun_api.egress_io import KafkaProducerRecordType, KinesisEgressRecordType
@@ -84,6 +86,7 @@ __all__ = [
     "encode_records",
     "record_typed_value",
     "records_to_arrow_batch",
+    "message_key_groups",
     "feedback_batch",
     "FEEDBACK_TAG",
 ]
@@ -231,6 +234,24 @@ address_key: Callable[[MessageRecord], tuple[str, str]] = operator.itemgetter(TA
 """The key of a message record: its target ``(typename, id)`` (the dispatcher's key). An
 ``operator.itemgetter``, so mapping it over a batch's records runs without a Python frame
 per record."""
+
+
+def message_key_groups(batch: pa.RecordBatch, max_parallelism: int) -> np.ndarray | None:
+    """The key groups of :func:`address_key` of every message record of an Arrow batch (the
+    engine's tuple form, columns ``f0`` .. ``f6``: the routed ingress's output, the feedback
+    edge's), computed on its typename and id columns without making the records; ``None``
+    for a batch of another form. The ``batch_key_groups`` of the dispatcher's key selector.
+
+    Example:
+        >>> from raystream.engine.keygroups import key_group_for
+        >>> from raystream.statefun_api import message_builder
+        >>> rb = records_to_arrow_batch([message_to_record(message_builder("a/f", "1", int_value=1))])
+        >>> message_key_groups(rb, 128).tolist() == [key_group_for(("a/f", "1"), 128)]
+        True
+    """
+    if batch.num_columns != 7 or (batch.schema.metadata or {}).get(KIND_KEY) != b"tuple":
+        return None
+    return key_groups_of_tuples([batch.column(TARGET_TYPENAME), batch.column(TARGET_ID)], max_parallelism)
 
 
 def record_address(record: MessageRecord) -> Address:
