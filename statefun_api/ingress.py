@@ -13,6 +13,13 @@ Values of the built-in types (int, long, float, double, string, bool) stay decod
 ``message_builder`` keeps them; values of other types are serialized with the type's
 serializer (``value_type`` from ``make_json_type``, ``make_protobuf_type``, ...).
 
+At parallelism > 1, where about half of the messages cross to another subtask's dispatcher
+(as Arrow), the messages of a batch whose values are held decoded leave as one Arrow batch
+in the engine's form of message records (:meth:`RoutedIngress.route_batch`), built from the
+id and value columns without a tuple per message; the hash exchange computes their key
+groups on the typename and id columns (:attr:`RoutedIngress.message_key_groups`). At
+parallelism 1 they stay Python records (no exchange to ship them through).
+
 Example:
     >>> from raystream.engine.records import Batch
     >>> from raystream.statefun_api.types import IntType
