@@ -90,11 +90,22 @@ def head():
         f"--runtime-env-agent-port={renv}", f"--node-manager-port={nm}", f"--object-manager-port={om}",
         "--num-cpus=2", f"--temp-dir={temp}",
     ]
-    # a plain `ray start --head` as users run it: the installed Ray then enables token
-    # authentication (and writes ~/.ray/auth_token if there is none)
+    # a plain `ray start --head` as users run it: the installed Ray enables token authentication
+    # when a token exists (~/.ray/auth_token, written by a first local `ray.init()` or by `ray
+    # get-auth-token --generate`, as Ray's docs tell); on a fresh machine none may exist yet (the
+    # suite runs with RAY_AUTH_MODE=disabled), so it is generated here, as a user would, and
+    # removed afterwards if this fixture made it
     env = dict(os.environ, RAY_metrics_report_interval_ms="500")
     env.pop("RAY_ADDRESS", None)
     env.pop("RAY_AUTH_MODE", None)
+    env.pop("RAY_AUTH_TOKEN", None)
+    env.pop("RAY_AUTH_TOKEN_PATH", None)
+    token = Path.home() / ".ray" / "auth_token"
+    made_token = not token.exists()
+    if made_token:
+        gen = subprocess.run([ray_bin, "get-auth-token", "--generate"], capture_output=True, text=True, env=env,
+                             timeout=60)
+        assert gen.returncode == 0 and token.exists(), gen.stderr
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             start_new_session=True)
@@ -123,6 +134,8 @@ def head():
                 time.sleep(0.2)
         assert not _group_alive(pgid), "Ray head processes left behind"
         shutil.rmtree(temp, ignore_errors=True)
+        if made_token:
+            token.unlink(missing_ok=True)
 
 
 def raystream(*args: str, timeout: float = 120, cwd: Path = ROOT, **extra_env: str) -> subprocess.CompletedProcess:
