@@ -31,16 +31,16 @@ from raystream.statefun_api import (
     FloatType,
     IntType,
     LongType,
-    StatefulFunctions,
     StringType,
-    ValueSpec,
-    egress_message_builder,
     make_json_type,
     message_builder,
 )
 from raystream.statefun_api.ingress import RoutedIngress
 from raystream.statefun_api.job import StatefulFunctionsJob
 from raystream.statefun_api.routing import address_key, message_key_groups, records_to_arrow_batch
+from tests.statefun.test_routed_ingress import (
+    _counter_functions,  # the same counter as the record-path tests
+)
 
 _VALUES = [
     (IntType, [1, -(2**31), 2**31 - 1], True),
@@ -172,20 +172,6 @@ def test_an_arrow_message_batch_goes_to_a_local_target_as_arrow():
     writer.write(batch)
     assert [type(item) for item in delivered] == [pa.RecordBatch]
     assert arrow_to_records(delivered[0]) == batch.records()
-
-
-def _counter_functions() -> StatefulFunctions:
-    functions = StatefulFunctions()
-
-    @functions.bind("demo/counter", specs=[ValueSpec("n", IntType)])
-    def counter(context, message):
-        n = (context.storage.n or 0) + message.as_int()
-        context.storage.n = n
-        if n % 10 == 0:  # a message through the loop, to another subtask's address
-            context.send(message_builder("demo/counter", f"f{context.address.id}", int_value=1))
-        context.send_egress(egress_message_builder("demo/out", f"{context.address.id}:{n}", StringType))
-
-    return functions
 
 
 def _pairs(keys: list[str], arrow: bool):
