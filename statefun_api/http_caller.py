@@ -16,6 +16,12 @@
   - a 2xx body is read up to the endpoint's ``max_response_bytes``: a longer one (by its
     Content-Length, or while streaming) fails the call at once.
 
+Requests submitted in one go start with one wake-up of the event loop, and a burst of
+replies posts one ``notify()`` until the consumer takes the completions again
+(:meth:`RemoteCaller.rearm_notify`): per-request thread hand-offs were a large share of the
+client's CPU (a self-pipe write and a concurrent future per request, a mailbox wake-up
+and a dispatcher step per reply).
+
 Its caller is :class:`~statefun_api.remote.RemoteFunctions`, which decides what to send
 and applies the replies; this module knows nothing of addresses, state or the dispatcher.
 
@@ -30,6 +36,7 @@ import asyncio
 import logging
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -127,6 +134,10 @@ class RemoteCaller:
         self._aiohttp = require_aiohttp()
         self.completions: queue.SimpleQueue[CallResult] = queue.SimpleQueue()
         self._notify = notify
+        self._notify_pending = False  # a notify() was made that the consumer has not answered yet
+        self._outbox: deque[tuple[int, RemoteEndpoint, str, bytes]] = deque()  # submitted, not yet started
+        self._wakeup_pending = False  # the loop will start the outbox's calls
+        self._tasks: set[asyncio.Task[None]] = set()  # the calls running (strong references)
         self._keepalive_s = keepalive_s
         self._loop = asyncio.new_event_loop()
         self._session: Any = None
@@ -160,10 +171,32 @@ class RemoteCaller:
             loop.close()
 
     def submit(self, call_id: int, endpoint: RemoteEndpoint, url: str, body: bytes) -> None:
-        """POST ``body`` to ``url`` (with the endpoint's timeouts and retries) in the background."""
+        """POST ``body`` to ``url`` (with the endpoint's timeouts and retries) in the background.
+
+        Calls submitted while the loop has not yet started the earlier ones start together
+        (one wake-up of the I/O thread for all of them)."""
         if self._closed:
             raise RuntimeError("RemoteCaller is closed")
-        asyncio.run_coroutine_threadsafe(self._call(call_id, endpoint, url, body), self._loop)
+        self._outbox.append((call_id, endpoint, url, body))
+        if not self._wakeup_pending:
+            self._wakeup_pending = True
+            self._loop.call_soon_threadsafe(self._start_submitted)
+
+    def _start_submitted(self) -> None:
+        """On the loop: start every submitted call. The flag is cleared before the outbox is
+        read, so a call submitted meanwhile is either read here or schedules another wake-up."""
+        self._wakeup_pending = False
+        outbox, loop, tasks = self._outbox, self._loop, self._tasks
+        while outbox:
+            task = loop.create_task(self._call(*outbox.popleft()))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    def rearm_notify(self) -> None:
+        """The consumer is about to take :attr:`completions`: the next result calls ``notify()``
+        again. Results queued before this call are taken by that consumer; a result queued
+        after it notifies (at worst once more than needed, never a result without one)."""
+        self._notify_pending = False
 
     async def _call(self, call_id: int, ep: RemoteEndpoint, url: str, body: bytes) -> None:
         try:
@@ -173,7 +206,8 @@ class RemoteCaller:
         except Exception as exc:  # never leave the dispatcher waiting for a call that died
             result = CallResult(call_id, None, f"unexpected {type(exc).__name__}: {exc}", 1, None)
         self.completions.put(result)
-        if not self._closed:
+        if not self._closed and not self._notify_pending:
+            self._notify_pending = True
             self._notify()
 
     async def _attempts(self, call_id: int, ep: RemoteEndpoint, url: str, body: bytes) -> CallResult:

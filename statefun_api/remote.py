@@ -357,6 +357,7 @@ class RemoteFunctions:
         caller = self._caller
         if caller is None:
             return 0
+        caller.rearm_notify()  # (before taking: a reply queued from now on posts again)
         n = 0
         while True:
             try:
