@@ -84,9 +84,9 @@ def _hint_4xx(status: int, url: str) -> str:
 async def _read_body(resp: Any, limit: int) -> bytes | None:
     """The reply's body, or None as soon as it is known to exceed ``limit`` bytes."""
     length = resp.content_length
-    if length is not None and length > limit:
-        return None
-    buf = bytearray()
+    if length is not None:  # framed by Content-Length: read at once (the common case)
+        return None if length > limit else await resp.read()
+    buf = bytearray()  # chunked: count while streaming
     async for chunk in resp.content.iter_any():
         buf += chunk
         if len(buf) > limit:
