@@ -1040,14 +1040,23 @@ class JobMaster:
 
 
 def _aggregate_metrics(per_task: dict, restarts: int) -> dict:
-    """Sum per-operator counters over subtasks: {operator: {records_in, records_out, ...}}."""
+    """Sum per-operator counters over subtasks: {operator: {records_in, records_out, ...}};
+    peak gauges (names ending in ``_peak_bytes``, a process's high-water mark) take the
+    largest subtask's value instead: a sum of peaks of different processes is no process's.
+
+    Example:
+        >>> m = _aggregate_metrics({1: {"operators": {"f": {"messages": 2, "rss_peak_bytes": 5}}},
+        ...                         2: {"operators": {"f": {"messages": 3, "rss_peak_bytes": 7}}}}, 0)
+        >>> m["operators"]["f"]["messages"], m["operators"]["f"]["rss_peak_bytes"]
+        (5, 7)
+    """
     ops: dict[str, dict] = {}
     channels = []
     for m in per_task.values():
         for name, counters in (m.get("operators") or {}).items():
             agg = ops.setdefault(name, {"records_in": 0, "records_out": 0, "batches_in": 0, "subtasks": 0})
             for k, val in counters.items():
-                agg[k] = agg.get(k, 0) + val
+                agg[k] = max(agg.get(k, 0), val) if k.endswith("_peak_bytes") else agg.get(k, 0) + val
             agg["subtasks"] += 1
         for ch in m.get("channels") or []:
             channels.append(dict(ch, task=m.get("task")))

@@ -94,7 +94,7 @@ def test_fanout_burst_on_ray_is_bounded_spills_and_keeps_checkpointing(ray_sessi
     assert m["messages"] == SOURCES + SOURCES * FANOUT
     assert m["spilled_messages"] > 0 and m["spill_disk_bytes"] == 0  # spilled, and all read back
     assert m["checkpoints_with_queued_work"] >= 2, (result.checkpoints, m)  # barriers were served during the burst
-    assert m["rss_peak_bytes"] < 2 * RSS_CAP
+    assert 0 < m["rss_peak_bytes"] < RSS_CAP  # the largest subtask's peak (not a sum of two processes' peaks)
     assert not os.path.exists(tmp_path / "spill") or not any(files for _, _, files in os.walk(tmp_path / "spill"))
 
 
