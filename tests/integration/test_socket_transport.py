@@ -6,6 +6,7 @@ checkpointed job whose consumer executor is killed mid-job."""
 from __future__ import annotations
 
 import collections
+import os
 import time
 
 import pytest
@@ -73,14 +74,15 @@ def counter_functions() -> StatefulFunctions:
 
     @functions.bind("t/counter", specs=[ValueSpec("n", IntType)])
     def counter(context, message):
-        hops = message.as_int()
-        n = (context.storage.n or 0) + 1
-        context.storage.n = n
-        if hops > 0:  # through the feedback loop to another counter, often in the other actor
+        # message: origin * 10 + hops; the egress names the origin, not the arrival order
+        # (which the feedback loop interleaves differently in every run)
+        value = message.as_int()
+        context.storage.n = (context.storage.n or 0) + 1
+        if value % 10 > 0:  # through the feedback loop to another counter, often in the other actor
             context.send(message_builder("t/counter", f"c{(int(context.address.id[1:]) * 7 + 3) % 41}",
-                                         int_value=hops - 1))
+                                         int_value=value - 1))
         else:
-            context.send_egress(egress_message_builder("t/counts", f"{context.address.id}:{n}", StringType))
+            context.send_egress(egress_message_builder("t/counts", f"{context.address.id}:{value // 10}", StringType))
 
     return functions
 
@@ -88,7 +90,7 @@ def counter_functions() -> StatefulFunctions:
 def run_statefun(transport: str) -> tuple[list, collections.Counter]:
     env = rs.StreamEnvironment(parallelism=2, flush_ms=5, channel_transport=transport)
     sf = StatefulFunctionsJob(env, counter_functions(), name="counters")
-    ingress = env.from_collection([(f"c{i % 41}", i % 4) for i in range(3000)]).set_parallelism(1)
+    ingress = env.from_collection([(f"c{i % 41}", i * 10 + i % 4) for i in range(3000)]).set_parallelism(1)
     sf.with_ingress(ingress, lambda r: message_builder("t/counter", r[0], int_value=r[1]))
     sink = sf.egress_stream("t/counts").sink_to(CollectSink(), name="collect").set_parallelism(1)
     result = env.execute("socket-statefun")
@@ -100,7 +102,13 @@ def run_statefun(transport: str) -> tuple[list, collections.Counter]:
 def test_statefun_feedback_loop_equal_over_socket_and_ray_calls():
     by_ray, _ = run_statefun("ray")
     by_socket, transports = run_statefun("auto")
-    assert len(by_ray) == 3000
+    expect = []
+    for i in range(3000):
+        c = i % 41
+        for _ in range(i % 4):
+            c = (c * 7 + 3) % 41
+        expect.append(f"c{c}:{i}")
+    assert by_ray == sorted(expect)
     assert by_socket == by_ray
     assert transports["socket"] >= 2 and "ray" not in transports, transports
 
@@ -135,3 +143,17 @@ def test_killed_consumer_executor_still_gives_the_failure_free_output(tmp_path):
     got = sorted(collected_records(next(iter(result.sink_results.values()))))
     assert result.metrics["restarts"] >= 1
     assert got == reference
+
+
+def test_shutdown_workers_removes_the_executors_channel_sockets():
+    from raystream.engine.pool import WorkerPool
+
+    run_keyed("auto")  # the pool now holds idle executors
+    pool = WorkerPool.existing()
+    assert pool is not None
+    _, executors = pool.idle_actors()
+    addresses = ray.get([e.actor.channel_address.remote() for e in executors], timeout=60)
+    paths = [path for _, path in addresses]
+    assert paths and all(p is not None and os.path.exists(p) for p in paths), addresses
+    rs.shutdown_workers()
+    assert not any(os.path.exists(p) for p in paths)
