@@ -225,31 +225,3 @@ def test_a_socket_directory_others_may_enter_is_not_used(tmp_path):
     (tmp_path / "private").mkdir(mode=0o700)
     assert private_dir(str(link)) != str(link)  # a symlink is not followed
     assert private_dir(str(tmp_path / "private")) == str(tmp_path / "private")
-
-
-def test_waiting_for_credit_works_on_descriptors_above_1024(server_for):
-    """An executor with many connections has socket descriptors >= 1024, where select()
-    fails: the credit wait polls."""
-    import resource
-
-    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < 1200:
-        pytest.skip(f"RLIMIT_NOFILE {soft} < 1200")
-    consumer = Consumer(auto_ack=False)
-    server = server_for(consumer)
-    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
-    try:
-        sender = SocketSender(0, 1, server.path, KEY, [])
-        assert sender._sock.fileno() >= 1024
-        sender.send(["first"])
-        done: queue.Queue = queue.Queue()
-        t = threading.Thread(target=lambda: (sender.send(["second"]), done.put("sent")))
-        t.start()
-        consumer.got.get(timeout=30)
-        consumer.acks.get(timeout=30)()  # the credit of the first send: the second goes out
-        assert done.get(timeout=30) == "sent"
-        t.join()
-        sender.close()
-    finally:
-        for fd in filler:
-            os.close(fd)
