@@ -232,9 +232,6 @@ class SocketSender(ChannelSender):
             sock.close()
             raise
         self._sock = sock
-        # poll, not select: select() fails on descriptors >= 1024, which a busy executor reaches
-        self._poll = select.poll()
-        self._poll.register(sock, select.POLLIN)
         self._closed = False
 
     def _cancelled(self) -> bool:
@@ -265,7 +262,8 @@ class SocketSender(ChannelSender):
         returns the number of acknowledgements taken."""
         try:
             if timeout > 0:
-                if not self._poll.poll(timeout * 1000.0):
+                readable, _, _ = select.select([self._sock], [], [], timeout)
+                if not readable:
                     return 0
             data = self._sock.recv(65536, socket.MSG_DONTWAIT)
         except BlockingIOError:
