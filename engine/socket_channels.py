@@ -44,7 +44,6 @@ import os
 import pickle
 import select
 import socket
-import stat
 import struct
 import tempfile
 import threading
@@ -85,32 +84,6 @@ def socket_dir() -> str:
     limited to ~107 bytes (``/tmp/rs-<uid>`` on Linux)."""
     base = "/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()
     return os.path.join(base, f"rs-{os.getuid()}")
-
-
-def private_dir(directory: str) -> str:
-    """``directory``, created with mode 0700 if missing, when it is a real directory (not a
-    symlink) owned by this user that nobody else may enter; otherwise a fresh private
-    directory from :func:`tempfile.mkdtemp`. The sockets carry pickles: a directory another
-    user could enter or had planted would let them feed frames to this user's tasks.
-
-    Example:
-        >>> import tempfile, os
-        >>> d = os.path.join(tempfile.mkdtemp(), "rs")
-        >>> private_dir(d) == d, oct(os.stat(d).st_mode & 0o777)
-        (True, '0o700')
-        >>> os.chmod(d, 0o755); private_dir(d) == d
-        False
-    """
-    try:
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        st = os.lstat(directory)
-        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077:
-            return directory
-        log.warning("channel socket directory %s is not private to this user (mode %o, owner %d); using a new one",
-                    directory, st.st_mode & 0o777, st.st_uid)
-    except OSError as exc:
-        log.warning("cannot use channel socket directory %s (%s); using a new one", directory, exc)
-    return tempfile.mkdtemp(prefix="rs-")
 
 
 def _remove_stale(directory: str) -> None:
@@ -385,7 +358,8 @@ class ChannelServer:
     """
 
     def __init__(self, lookup: Callable[[tuple], _Consumer | None], directory: str | None = None) -> None:
-        directory = private_dir(directory or socket_dir())
+        directory = directory or socket_dir()
+        os.makedirs(directory, mode=0o700, exist_ok=True)
         _remove_stale(directory)
         self.path = os.path.join(directory, f"{os.getpid()}-{uuid.uuid4().hex[:12]}.sock")
         self.lookup = lookup

@@ -205,23 +205,3 @@ def test_server_removes_its_socket_and_stale_ones(tmp_path):
     assert os.path.exists(server.path) and len(server.path) < 107
     server.close()
     assert not os.path.exists(server.path)
-
-
-def test_a_socket_directory_others_may_enter_is_not_used(tmp_path):
-    """Frames are unpickled: the server listens only in a directory private to this user."""
-    from raystream.engine.socket_channels import ChannelServer, private_dir
-
-    shared = tmp_path / "shared"
-    shared.mkdir(mode=0o755)
-    os.chmod(shared, 0o755)
-    server = ChannelServer(lambda key: None, directory=str(shared))
-    try:
-        assert os.path.dirname(server.path) != str(shared)
-        assert os.stat(os.path.dirname(server.path)).st_mode & 0o077 == 0
-    finally:
-        server.close()
-    link = tmp_path / "link"
-    link.symlink_to(tmp_path / "private", target_is_directory=True)
-    (tmp_path / "private").mkdir(mode=0o700)
-    assert private_dir(str(link)) != str(link)  # a symlink is not followed
-    assert private_dir(str(tmp_path / "private")) == str(tmp_path / "private")
