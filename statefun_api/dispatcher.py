@@ -48,8 +48,9 @@ objects; messages to other subtasks and egress records leave in chunks while a s
 ``held_ingress``, ``in_flight``, ``inbox_memory_bytes``, ``spilled_bytes`` and
 ``spilled_messages`` (written to disk so far), ``spill_disk_bytes`` (on disk now),
 ``remote_in_flight`` (requests), ``rss_peak_bytes`` (of the task's process, sampled each
-step at most every 50 ms; the job metrics show the largest subtask's) and ``checkpoints_with_queued_work`` (completed checkpoints taken while messages were
-queued: barriers were not starved by the work).
+step at most every 50 ms; the job metrics show the largest subtask's) and
+``checkpoints_with_queued_work`` (completed checkpoints taken while messages were queued:
+barriers were not starved by the work).
 
 **State layout** (all in the keyed state backend, so it is snapshotted per key group and
 rescales): one ``ValueState`` per (function type, value spec), named
