@@ -203,7 +203,16 @@ class JobClient:
             return True
 
     def status(self) -> str:
-        """``RUNNING``, ``FINISHED``, ``FAILED`` or ``CANCELLED``."""
+        """The job's status: ``CREATED`` (its tasks are being deployed), ``RUNNING`` (every
+        task of the current attempt is deployed and running), ``RESTARTING`` (an attempt
+        failed; the next one is being planned and deployed, and is RUNNING once deployed),
+        ``FINISHED``, ``FAILED`` or ``CANCELLED``.
+
+        Example:
+            >>> client = env.execute_async("job")          # doctest: +SKIP
+            >>> client.status() in ("CREATED", "RUNNING")   # doctest: +SKIP
+            True
+        """
         if self._result is not None:
             return "FINISHED"
         if isinstance(self._error, JobCancelled):

@@ -411,8 +411,7 @@ class JobMaster:
 
     async def _run(self, graph_blob: bytes, config_blob: bytes, job_id: str | None, executors: dict | None,
                    recover: bool = False) -> dict:
-        self._start_job(graph_blob, config_blob, job_id, executors)
-        self.status = "RUNNING"
+        self._start_job(graph_blob, config_blob, job_id, executors)  # status CREATED until deployed
         source_splits = {
             v.id: assign_splits(v.source.create_splits(v.parallelism), v.parallelism)
             for v in self._graph.vertices
@@ -456,7 +455,6 @@ class JobMaster:
                     except CheckpointError as cexc:
                         raise _Unrecoverable(cexc) from cexc
                     plan = None
-                    self.status = "RUNNING"
                 await self._run_attempt(source_splits, restore)
                 if self.coordinator is not None and not self._stopping:
                     await self._final_checkpoint()
@@ -845,7 +843,8 @@ class JobMaster:
         """Take a savepoint into ``path`` (a directory or URI); returns where it was written."""
         if self.coordinator is None:
             raise CheckpointError("savepoints need checkpointing: call env.enable_checkpointing(...) first")
-        if self.status != "RUNNING" or self._all_finished or self._stopping:
+        # (CREATED / RESTARTING: deploying; the request is taken once the attempt's tasks run)
+        if self.status not in ("CREATED", "RUNNING", "RESTARTING") or self._all_finished or self._stopping:
             raise CheckpointError(f"cannot take a savepoint of a job that is {self.status.lower()}")
         fut = asyncio.get_running_loop().create_future()
         self._savepoint_waiters.setdefault(path, []).append(fut)
@@ -929,6 +928,10 @@ class JobMaster:
             except (ExecutorLost, TaskCallFailed, RaystreamError) as exc2:
                 await self._teardown()
                 raise JobFailed(f"deploying the tasks of job {config.name!r} failed: {exc2}") from exc2
+        # RUNNING once every task of the attempt is deployed (not while planning or deploying): a
+        # caller that sees RUNNING after a restart sees the new attempt's tasks, and a task it
+        # kills then fails this attempt (a kill during deployment is absorbed by redeploying)
+        self.status = "RUNNING"
         runs = {asyncio.ensure_future(self.runtime.wait(a.run.remote())): key for key, a in self.actors.items()}
         cancel_wait = asyncio.ensure_future(self._cancel.wait())
         checkpoints = (

@@ -13,6 +13,7 @@ import raystream as rs
 from raystream.engine.connectors import Sink, SinkWriter
 from raystream.jobs.wordcount import final_counts, generated_text, tokenize
 from raystream.operators.sinks import collected_records
+from tests.waiting import wait_for
 
 TEXT = [generated_text(i) for i in range(3000)] + ["Hello hello, world!", ""]
 
@@ -142,8 +143,8 @@ def test_cancel_unbounded_job_leaves_no_actor():
     env = rs.StreamEnvironment(parallelism=2)
     env.generate(lambda i: i, rate=1000).key_by(lambda x: x % 7).reduce(lambda a, b: a + b).collect()
     client = env.execute_async("forever")
-    time.sleep(1.0)
-    assert client.status() == "RUNNING"
+    assert client.status() in ("CREATED", "RUNNING")
+    wait_for(lambda: client.status() == "RUNNING", "the job's tasks to be deployed")
     client.cancel()
     with pytest.raises(rs.JobCancelled):
         client.wait()

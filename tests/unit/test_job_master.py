@@ -39,9 +39,11 @@ class FakeTask:
         self.master, self.epoch = master, epoch
         self.restored = self.spec.restore
         self.executor.runtime.tasks.append(self)
+        self.executor.runtime.statuses.append(("setup", epoch, master.status))
 
     async def run(self) -> TaskResult | None:
         script = self.executor.runtime.script
+        self.executor.runtime.statuses.append(("run", self.epoch, self.master.status))
         await self.done.wait()
         if self.executor.dead:
             raise ExecutorLost(f"{self.executor.name} was killed")
@@ -131,6 +133,7 @@ class FakeRuntime:
         self.completed: set[int] = set()
         self.acked: list[tuple[int, int, int]] = []  # (attempt epoch, checkpoint id, subtask)
         self.leftovers: list[FakeExecutor] = []
+        self.statuses: list[tuple[str, int, str]] = []  # (call, attempt epoch, the master's status then)
 
     def start_executors(self, names: dict[str, str], num_cpus: float) -> dict[str, Executor]:
         self.started += names.values()
@@ -234,6 +237,17 @@ def test_a_dead_executor_restarts_from_the_latest_checkpoint_exactly_once(tmp_pa
     assert result["metrics"]["restarts"] == 1
     assert len(runtime.started) == 4  # two executors per attempt
     assert len(runtime.killed) >= 2  # the failed attempt's executors
+
+
+def test_the_job_is_running_only_once_its_tasks_are_deployed(tmp_path):
+    # RUNNING means the current attempt's tasks are deployed: while the first attempt deploys
+    # the job is CREATED, while a restart deploys it is RESTARTING (a caller who waits for
+    # RUNNING after a restart and then kills a task fails the new attempt, not its deployment)
+    _, runtime, _ = run_job(tmp_path, Script(finish_after=4, kill=(1, 2)))
+    first, second = sorted({e for _, e, _ in runtime.statuses})
+    assert {s for call, e, s in runtime.statuses if call == "setup" and e == first} == {"CREATED"}
+    assert {s for call, e, s in runtime.statuses if call == "setup" and e == second} == {"RESTARTING"}
+    assert {s for call, _, s in runtime.statuses if call == "run"} == {"RUNNING"}
 
 
 def test_declined_checkpoint_commits_its_data_with_the_next(tmp_path):
