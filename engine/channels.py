@@ -12,8 +12,10 @@ send only after it has *processed* every item in it, so in-flight data per chann
 bounded by ``window`` sends. Feedback channels (``window=None``) never block.
 
 Transports: :class:`LocalSender` connects tasks in one process (co-located tasks, the
-in-process runtime, tests); the Ray actor-call transport (``RaySender``) lives in
-:mod:`engine.ray_runtime`, since Ray stays there.
+in-process runtime, tests); :class:`~engine.socket_channels.SocketSender` connects task
+executors on the same node over a Unix domain socket; the Ray actor-call transport
+(``RaySender``, other nodes and the fallback) lives in :mod:`engine.ray_runtime`, since Ray
+stays there.
 """
 
 from __future__ import annotations
@@ -99,6 +101,10 @@ class ChannelSender(ABC):
         """Block until every send is acknowledged."""
         while self.metrics.in_flight > 0:
             self._wait_for_credit()
+
+    def close(self) -> None:
+        """Release the transport's resources once the producing task is done with the
+        channel (a socket connection); nothing to do for most transports."""
 
 
 class LocalSender(ChannelSender):

@@ -11,11 +11,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .errors import ConfigError
 from .operator import Clock
 from .restart import RestartStrategy
 from .state_backend import StateBackend
 
-__all__ = ["JobConfig", "TaskConfig"]
+__all__ = ["CHANNEL_TRANSPORTS", "JobConfig", "TaskConfig", "check_channel_transport"]
+
+#: the values of ``channel_transport`` (``StreamEnvironment(channel_transport=...)``)
+CHANNEL_TRANSPORTS = ("auto", "ray")
+
+
+def check_channel_transport(value: object) -> str:
+    """``value`` if it is a known channel transport, else a :class:`ConfigError` naming them.
+
+    Example:
+        >>> check_channel_transport("ray")
+        'ray'
+    """
+    if value not in CHANNEL_TRANSPORTS:
+        raise ConfigError(f"channel_transport must be one of {', '.join(map(repr, CHANNEL_TRANSPORTS))}, got {value!r}")
+    return str(value)
 
 
 @dataclass
@@ -27,6 +43,10 @@ class TaskConfig:
     credits: int = 4  # unacknowledged sends allowed per channel
     exactly_once: bool = True  # align barriers (False: at-least-once, no alignment)
     idle_poll_ms: int = 5
+    # how channels between task executors travel (see CHANNEL_TRANSPORTS): "auto": a Unix
+    # domain socket between executors on the same node, Ray actor calls otherwise; "ray":
+    # always Ray actor calls
+    channel_transport: str = "auto"
 
 
 @dataclass

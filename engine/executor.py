@@ -47,8 +47,14 @@ class Transport(Protocol):
     def local_deliver(self, executor: TaskExecutor, target: Any) -> Callable[[int, int, list, Any], None] | None:
         """The in-process entry point of task handle ``target``, or None if it is remote."""
 
-    def remote_sender(self, channel_index: int, window: int | None, target: Any, task_ref: list) -> ChannelSender:
-        """A channel sender to a task in another process."""
+    async def prepare_targets(self, targets: list[Any], channel_transport: str) -> None:
+        """Learn what :meth:`remote_sender` needs to know about the task handles ``targets``
+        (e.g. where their executors listen) before it is asked for senders to them."""
+
+    def remote_sender(self, channel_index: int, window: int | None, target: Any, task_ref: list,
+                      channel_transport: str = "auto") -> ChannelSender:
+        """A channel sender to a task in another process (``channel_transport``: see
+        :class:`~engine.config.TaskConfig`)."""
 
     def messenger(self, master: Any) -> Messenger:
         """A messenger to the job master handle ``master``."""
@@ -114,13 +120,24 @@ class MasterHooks(TaskHooks):
 class _Hosted:
     """A task inside a TaskActor, with its checkpoint hooks."""
 
-    __slots__ = ("task", "hooks", "ref", "finished")
+    __slots__ = ("task", "hooks", "ref", "finished", "started", "senders")
 
     def __init__(self) -> None:
         self.task: Task | None = None
         self.hooks: MasterHooks | None = None
         self.ref: list = []  # [Task] once built: senders use it to notice cancellation
         self.finished = False  # its mailbox thread has ended
+        self.started = False  # its mailbox thread was started
+        self.senders: list[ChannelSender] = []  # every output channel's sender
+
+    def close_senders(self) -> None:
+        """Release the channels' transports (socket connections); only once no thread
+        sends on them any more."""
+        for sender in self.senders:
+            try:
+                sender.close()
+            except Exception:  # noqa: BLE001 - best effort: the task is done with them
+                log.debug("closing a channel sender failed", exc_info=True)
 
     def built_task(self) -> Task:
         """The task (``TaskActor.setup`` builds it before the master runs or feeds any task)."""
@@ -153,10 +170,10 @@ class TaskExecutor:
 
         return deliver
 
-    def _sender(self, out: Any, target: Any, window: int | None, host: _Hosted) -> ChannelSender:
+    def _sender(self, out: Any, target: Any, window: int | None, host: _Hosted, channel_transport: str) -> ChannelSender:
         deliver = self.transport.local_deliver(self, target)
         if deliver is None:
-            return self.transport.remote_sender(out.channel_index, window, target, host.ref)
+            return self.transport.remote_sender(out.channel_index, window, target, host.ref, channel_transport)
         return LocalSender(out.channel_index, window, deliver, lambda: bool(host.ref) and host.ref[0].cancelled)
 
     async def setup(self, key: tuple, spec_blob: bytes, downstream: list[list[Any]], master: Any,
@@ -165,13 +182,17 @@ class TaskExecutor:
         every checkpoint ack so that the master drops acks of earlier attempts and jobs."""
         spec: TaskSpec = cloudpickle.loads(spec_blob)
         host = self._hosted[key] = _Hosted()
+        mode = spec.config.channel_transport
+        await self.transport.prepare_targets(
+            [downstream[i][t] for i, out in enumerate(spec.outputs) for t in range(out.num_targets)], mode)
         senders = [
             [
-                self._sender(out, downstream[i][t], None if out.feedback else spec.config.credits, host)
+                self._sender(out, downstream[i][t], None if out.feedback else spec.config.credits, host, mode)
                 for t in range(out.num_targets)
             ]
             for i, out in enumerate(spec.outputs)
         ]
+        host.senders = [s for out_senders in senders for s in out_senders]
         writer = None
         if storage is not None:
             writer = AsyncSnapshotWriter(storage, spec.job_id, state_backend=spec.state_backend)
@@ -204,6 +225,7 @@ class TaskExecutor:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         host = self._hosted[key]
+        host.started = True
         thread = threading.Thread(target=_run_thread, args=(host, loop, fut), name=f"raystream-mailbox-{key[0]}-{key[1]}",
                                   daemon=True)
         thread.start()
@@ -289,6 +311,8 @@ class TaskExecutor:
         for host in hosted.values():
             if host.task is not None and not host.finished:
                 host.task.cancel()
+            if not host.started:  # set up, never run: nobody else closes its channels
+                host.close_senders()
             if host.hooks is not None and host.hooks.writer is not None:
                 host.hooks.writer.close()
         while _own_threads() and time.monotonic() < deadline:
@@ -338,6 +362,7 @@ def _run_thread(host: _Hosted, loop: asyncio.AbstractEventLoop, fut: asyncio.Fut
     try:
         _run_task(host, loop, fut)
     finally:
+        host.close_senders()
         host.finished = True
 
 

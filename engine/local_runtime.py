@@ -68,7 +68,11 @@ class _LocalTransport:
     def local_deliver(self, executor: TaskExecutor, target: _LocalHandle) -> Callable[[int, int, list, Any], None]:
         return target.executor.deliver_to(target.key)
 
-    def remote_sender(self, channel_index: int, window: int | None, target: Any, task_ref: list) -> ChannelSender:
+    async def prepare_targets(self, targets: list[Any], channel_transport: str) -> None:
+        return None  # every target is in this process
+
+    def remote_sender(self, channel_index: int, window: int | None, target: Any, task_ref: list,
+                      channel_transport: str = "auto") -> ChannelSender:
         raise ConfigError("the in-process runtime has no remote tasks")
 
     def messenger(self, master: Any) -> _LocalMessenger:

@@ -158,7 +158,15 @@ class WorkerPool:
         """Kill every idle actor of the pool (actors lent to running jobs are not touched)."""
         with self._lock:
             actors = [*(m for m, _ in self._masters), *(e.actor for e in self._executors)]
+            executors = [e.actor for e in self._executors]
             self._masters, self._executors = [], []
+        # the executors remove their channel socket files first (a kill gives them no chance;
+        # files of killed executors are removed by the next executor that starts on the node)
+        try:
+            if executors:
+                ray.wait([a.close_channels.remote() for a in executors], num_returns=len(executors), timeout=5.0)
+        except Exception:  # noqa: BLE001 - best effort: gone executors have nothing to close
+            log.debug("closing executors' channel sockets before shutdown failed", exc_info=True)
         kill_quietly(actors)
 
 

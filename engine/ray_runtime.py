@@ -1,8 +1,10 @@
 """The only modules that wrap raystream's plain classes in Ray are this one, :mod:`engine.pool`
 and :mod:`engine.client`.
 
-* :class:`RaySender` — the channel transport: one Ray actor call per send, items are Arrow
-  RecordBatches plus piggybacked control events; credits are the unacknowledged calls.
+* :class:`RaySender` — the channel transport between nodes (and the fallback): one Ray actor
+  call per send, items are Arrow RecordBatches plus piggybacked control events; credits are
+  the unacknowledged calls. Executors on the same node use
+  :class:`~engine.socket_channels.SocketSender` (a Unix domain socket) instead.
 * :class:`TaskActor` — a :class:`~engine.executor.TaskExecutor` as a Ray actor, with
   :class:`RayTransport` (tasks of the same actor exchange data in process, others through
   RaySender) and :class:`RayMessenger` (checkpoint acks to the job master actor).
@@ -15,6 +17,7 @@ and :mod:`engine.client`.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import gc
 import logging
 import os
@@ -30,6 +33,7 @@ from .errors import ConfigError, RaystreamError
 from .executor import TaskExecutor
 from .executors import Executor, ExecutorLost, ExecutorRuntime, TaskCallFailed
 from .master import JobMaster
+from .socket_channels import ChannelServer, SocketSender
 
 __all__ = ["ensure_ray", "auth_hint", "auth_token_source", "connected_cluster", "is_auth_error", "prepare_cluster_auth", "RaySender", "TaskActor", "TaskRef", "RayMessenger", "RayTransport", "RayExecutorRuntime",
            "JobMasterActor", "start_executors", "kill_quietly", "NAMESPACE", "MASTER_PREFIX", "EXECUTOR_PREFIX",
@@ -229,16 +233,49 @@ class RayMessenger:
 
 
 class RayTransport:
-    """:class:`~engine.executor.Transport` of a TaskActor: tasks of this actor are local,
-    others are reached with :class:`RaySender`."""
+    """:class:`~engine.executor.Transport` of a TaskActor: tasks of this actor are local;
+    tasks of executors on this node are reached over their Unix domain socket
+    (:class:`~engine.socket_channels.SocketSender`, with ``channel_transport="auto"``), others
+    with :class:`RaySender` (also the fallback when a socket cannot be connected)."""
 
     def __init__(self) -> None:
         self.me = ray.get_runtime_context().get_actor_id()
+        self._node = ray.get_runtime_context().get_node_id()
+        self.server: ChannelServer | None = None  # this executor's listener (TaskActor sets it)
+        #: actor id -> (node id, socket path or None) of the executors targets live in
+        self._addresses: dict[str, tuple[str, str | None]] = {}
 
     def local_deliver(self, executor: TaskExecutor, target: TaskRef) -> Any:
         return executor.deliver_to(target.key) if target.actor_id == self.me else None
 
-    def remote_sender(self, channel_index: int, window: int | None, target: Any, task_ref: list) -> ChannelSender:
+    async def prepare_targets(self, targets: list[Any], channel_transport: str) -> None:
+        """Ask every executor among ``targets`` not asked before where it listens (one
+        ``channel_address`` call per executor, concurrently); an executor that does not answer
+        is reached with Ray calls (which then report it as they do)."""
+        if channel_transport != "auto":
+            return
+        actors: dict[str, Any] = {}
+        for t in targets:
+            if isinstance(t, TaskRef) and t.actor_id != self.me and t.actor_id not in self._addresses:
+                actors.setdefault(t.actor_id, t.actor)
+        if not actors:
+            return
+        replies = await asyncio.gather(*(a.channel_address.remote() for a in actors.values()), return_exceptions=True)
+        for actor_id, reply in zip(actors, replies):
+            if isinstance(reply, BaseException):
+                log.debug("executor %s did not tell its channel socket: %s", actor_id, reply)
+                continue  # not cached: asked again by the next setup
+            self._addresses[actor_id] = reply
+
+    def remote_sender(self, channel_index: int, window: int | None, target: Any, task_ref: list,
+                      channel_transport: str = "auto") -> ChannelSender:
+        if channel_transport == "auto" and isinstance(target, TaskRef):
+            node, path = self._addresses.get(target.actor_id, ("", None))
+            if path is not None and node == self._node:
+                try:
+                    return SocketSender(channel_index, window, path, target.key, task_ref)
+                except OSError as exc:
+                    log.warning("channel %d: cannot connect to %s (%s); using Ray actor calls", channel_index, path, exc)
         return RaySender(channel_index, window, target, task_ref)
 
     def messenger(self, master: Any) -> RayMessenger:
@@ -288,16 +325,38 @@ def tune_task_gc() -> None:
 @ray.remote(num_cpus=0)
 class TaskActor(TaskExecutor):
     """A :class:`~engine.executor.TaskExecutor` as a Ray actor (see there); tasks of
-    different actors exchange data through :class:`RaySender`."""
+    different actors exchange data over the actor's Unix domain socket
+    (:class:`~engine.socket_channels.ChannelServer`) when on the same node, else through
+    :class:`RaySender`."""
 
     def __init__(self) -> None:
-        super().__init__(RayTransport())
+        transport = RayTransport()
+        super().__init__(transport)
         tune_task_gc()
+        self._channel_server: ChannelServer | None = None
+        try:
+            self._channel_server = transport.server = ChannelServer(self._live)
+        except OSError as exc:  # no socket here: senders to this executor use Ray calls
+            log.warning("task executor cannot listen on a Unix domain socket (%s); channels to it use Ray calls", exc)
+        else:
+            atexit.register(self._channel_server.close)
         # The mailbox threads (not the event loop) call ray.wait/ray.get on channel acks;
         # Ray's "blocking get inside async actor" warning does not apply to them.
         import ray._private.worker as _worker
 
         _worker.blocking_get_inside_async_warned = True
+
+    async def channel_address(self) -> tuple[str, str | None]:
+        """``(node id, path of this executor's channel socket or None)``: a sender on the
+        same node connects there instead of calling :meth:`push`."""
+        server = self._channel_server
+        return self.transport.node_id(), server.path if server is not None else None
+
+    async def close_channels(self) -> None:
+        """Stop listening for channel connections and remove the socket file (the executor
+        is being shut down; also done at process exit)."""
+        if self._channel_server is not None:
+            self._channel_server.close()
 
 
 class TaskRef:

@@ -32,7 +32,7 @@ import raystream.engine as engine_api  # JobClient/JobResult/submit load Ray on 
 from raystream.checkpoint.backends import state_backend_by_name
 from raystream.checkpoint.coordinator import CheckpointConfig
 from raystream.checkpoint.storage import check_savepoint, resolve_storage, signing_key
-from raystream.engine.config import JobConfig, TaskConfig
+from raystream.engine.config import JobConfig, TaskConfig, check_channel_transport
 from raystream.engine.connectors import Sink, Source
 from raystream.engine.errors import ConfigError, GraphError
 from raystream.engine.graph import (
@@ -86,6 +86,7 @@ class StreamEnvironmentBase:
         task_num_cpus: float = 0.0,
         slot_sharing: bool = True,
         reuse_workers: bool = True,
+        channel_transport: str = "auto",
     ) -> None:
         check_parallelism(parallelism)
         if not isinstance(max_parallelism, int) or not parallelism <= max_parallelism <= 32768:
@@ -95,7 +96,8 @@ class StreamEnvironmentBase:
         self.parallelism = parallelism
         self.max_parallelism = max_parallelism
         self.address = address
-        self.task_config = TaskConfig(batch_size=batch_size, flush_ms=flush_ms, credits=credits)
+        self.task_config = TaskConfig(batch_size=batch_size, flush_ms=flush_ms, credits=credits,
+                                      channel_transport=check_channel_transport(channel_transport))
         self.task_num_cpus = task_num_cpus
         self.slot_sharing = bool(slot_sharing)
         self.reuse_workers = bool(reuse_workers)

@@ -45,6 +45,9 @@ class StreamEnvironment(StreamEnvironmentBase):
             them (no worker processes to start); see :mod:`engine.pool`. False: this job's
             actors are its own and end with it (nothing in user code's module state carries
             over between jobs). ``raystream.shutdown_workers()`` ends idle ones.
+        channel_transport: how data travels between tasks of different executors: ``"auto"``
+            (default) over a Unix domain socket between executors on the same node and
+            through Ray actor calls otherwise; ``"ray"``: always Ray actor calls.
 
     Example:
         >>> env = StreamEnvironment(parallelism=2)

@@ -1,0 +1,468 @@
+"""Unix-domain-socket channel transport between task executors on the same node.
+
+A Ray actor call carrying a channel send costs ~2 ms on the sender, the raylet and the
+receiver (``python -m benchmarks.ray_hop``); the same bytes cross a Unix domain socket in
+~70 us. Every :class:`~engine.ray_runtime.TaskActor` therefore listens on a Unix socket
+(:class:`ChannelServer`), and a channel to a task of another executor *on the same node*
+ships its sends through a :class:`SocketSender` instead of ``RaySender`` (which stays for
+executors on other nodes and as the fallback when connecting fails).
+
+Wire format, one connection per channel (producer channel -> consumer task key), so that a
+connection's byte order is the channel's send order:
+
+* hello (sender -> receiver, once): ``!I`` length + ``pickle((task key, channel index))``
+* data frame (sender -> receiver): ``!qQI`` (seq, pickle length, buffer count), one ``!Q``
+  length per out-of-band buffer, the pickle (protocol 5) and the raw buffers. Arrow record
+  batches pickle their buffers out of band, so they cross without a copy into the pickle;
+  the receiver reads each buffer into a fresh 64-byte aligned Arrow buffer and unpickles
+  with ``buffers=``.
+* reply (receiver -> sender): one byte per send, :data:`ACK` when the consumer has
+  processed it (the credit) or :data:`NOT_HOSTED` when the executor does not host the key
+  (any more): the sender raises as ``RaySender`` does for a ``False`` reply.
+
+The module uses no Ray (plain stdlib sockets and threads); :mod:`engine.ray_runtime` wires
+it in.
+
+Example:
+    >>> import tempfile, os
+    >>> got = []
+    >>> class Sink:
+    ...     def deliver(self, channel, seq, items, ack):
+    ...         got.append((channel, seq, items)); ack()
+    >>> server = ChannelServer(lambda key: Sink() if key == (1, 0) else None)
+    >>> sender = SocketSender(3, 2, server.path, (1, 0), [])
+    >>> sender.send(["hello", 42]); sender.drain(); got
+    [(3, 0, ['hello', 42])]
+    >>> sender.close(); server.close(); os.path.exists(server.path)
+    False
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import select
+import socket
+import stat
+import struct
+import tempfile
+import threading
+import uuid
+from typing import Any, Callable, Protocol
+
+import cloudpickle
+import pyarrow as pa
+
+from .channels import Cancelled, ChannelSender
+from .errors import RaystreamError
+
+__all__ = ["ACK", "NOT_HOSTED", "ChannelServer", "SocketSender", "socket_dir"]
+
+log = logging.getLogger(__name__)
+
+ACK = b"A"
+NOT_HOSTED = b"E"
+
+_HELLO = struct.Struct("!I")
+_HEADER = struct.Struct("!qQI")
+_LEN = struct.Struct("!Q")
+#: at most this many iovecs per sendmsg (Linux's IOV_MAX is 1024)
+_IOV_MAX = 512
+#: how often a sender blocked on credit looks at its task's cancellation flag
+_CREDIT_POLL_S = 0.1
+#: a connect (and the hello) that takes longer fails, and the channel uses Ray calls: the
+#: sender is built on the executor's event loop, which must never block on a listener that
+#: does not accept (its backlog full, its process stopped)
+CONNECT_TIMEOUT_S = 2.0
+#: after an accept() error other than the close (too many open files...), wait this long
+_ACCEPT_RETRY_S = 0.05
+
+
+class _Consumer(Protocol):
+    """What a :class:`ChannelServer` delivers to (a :class:`~engine.task.Task`)."""
+
+    def deliver(self, channel: int, seq: int, items: list, ack: Callable[[], None]) -> None:
+        """Enqueue one send; call ``ack`` once its items are processed (any thread)."""
+
+
+def socket_dir() -> str:
+    """The directory of this user's channel sockets: short, since a Unix socket path is
+    limited to ~107 bytes (``/tmp/rs-<uid>`` on Linux)."""
+    base = "/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()
+    return os.path.join(base, f"rs-{os.getuid()}")
+
+
+def private_dir(directory: str) -> str:
+    """``directory``, created with mode 0700 if missing, when it is a real directory (not a
+    symlink) owned by this user that nobody else may enter; otherwise a fresh private
+    directory from :func:`tempfile.mkdtemp`. The sockets carry pickles: a directory another
+    user could enter or had planted would let them feed frames to this user's tasks.
+
+    Example:
+        >>> import tempfile, os
+        >>> d = os.path.join(tempfile.mkdtemp(), "rs")
+        >>> private_dir(d) == d, oct(os.stat(d).st_mode & 0o777)
+        (True, '0o700')
+        >>> os.chmod(d, 0o755); private_dir(d) == d
+        False
+    """
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        st = os.lstat(directory)
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077:
+            return directory
+        log.warning("channel socket directory %s is not private to this user (mode %o, owner %d); using a new one",
+                    directory, st.st_mode & 0o777, st.st_uid)
+    except OSError as exc:
+        log.warning("cannot use channel socket directory %s (%s); using a new one", directory, exc)
+    return tempfile.mkdtemp(prefix="rs-")
+
+
+def _remove_stale(directory: str) -> None:
+    """Remove socket files of processes that are gone (an executor killed by a signal
+    cannot remove its own): names are ``<pid>-<uuid>.sock``."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        pid_text = name.split("-", 1)[0]
+        if not name.endswith(".sock") or not pid_text.isdigit():
+            continue
+        try:
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            try:
+                os.unlink(os.path.join(directory, name))
+            except OSError:
+                pass
+        except OSError:  # alive, another user's process
+            pass
+
+
+def _send_views(sock: socket.socket, views: list[memoryview]) -> None:
+    """Write every byte of ``views`` in order (``sendmsg`` gathers them; partial writes resumed)."""
+    views = [v for v in views if v.nbytes]
+    while views:
+        n = sock.sendmsg(views[:_IOV_MAX])
+        while n:
+            first = views[0]
+            if n >= first.nbytes:
+                n -= first.nbytes
+                views.pop(0)
+            else:
+                views[0] = first[n:]
+                n = 0
+
+
+def _recv_exact(sock: socket.socket, view: memoryview) -> bool:
+    """Fill ``view`` from ``sock``; False on end of stream before any byte, raises
+    :class:`EOFError` on end of stream within it."""
+    got = 0
+    size = view.nbytes
+    while got < size:
+        n = sock.recv_into(view[got:])
+        if n == 0:
+            if got == 0:
+                return False
+            raise EOFError("connection closed inside a frame")
+        got += n
+    return True
+
+
+def encode_frame(seq: int, items: list[Any]) -> list[memoryview]:
+    """The data frame of send ``seq`` as views to write in order (see the module docstring).
+
+    Example:
+        >>> views = encode_frame(0, ["x"])
+        >>> decode_frame(b"".join(bytes(v) for v in views))
+        (0, ['x'])
+    """
+    buffers: list[pickle.PickleBuffer] = []
+    try:
+        data = pickle.dumps(items, protocol=5, buffer_callback=buffers.append)
+    except (pickle.PicklingError, AttributeError, TypeError):
+        # something plain pickle cannot take (a lambda, a local class): by value, as Ray would
+        buffers = []
+        data = cloudpickle.dumps(items, protocol=5, buffer_callback=buffers.append)
+    raws = [b.raw() for b in buffers]
+    head = bytearray(_HEADER.pack(seq, len(data), len(raws)))
+    for r in raws:
+        head += _LEN.pack(r.nbytes)
+    return [memoryview(head), memoryview(data), *raws]
+
+
+def decode_frame(frame: bytes) -> tuple[int, list[Any]]:
+    """``(seq, items)`` of one whole data frame held in memory (tests, diagnostics)."""
+    seq, size, nbufs = _HEADER.unpack_from(frame, 0)
+    pos = _HEADER.size
+    lengths = [_LEN.unpack_from(frame, pos + i * _LEN.size)[0] for i in range(nbufs)]
+    pos += nbufs * _LEN.size
+    data = frame[pos:pos + size]
+    pos += size
+    buffers = []
+    for n in lengths:
+        buffers.append(pa.py_buffer(frame[pos:pos + n]))
+        pos += n
+    return seq, pickle.loads(data, buffers=buffers)
+
+
+class SocketSender(ChannelSender):
+    """Channel transport over a Unix domain socket to a :class:`ChannelServer` of an executor
+    on the same node. ``key``: the consumer task's key at that executor; ``task_ref``:
+    ``[Task]`` of the producing task once built (its cancellation ends a wait for credit).
+
+    Raises :class:`OSError` when connecting fails (the caller falls back to Ray calls).
+
+    Example (see the module docstring for a whole round trip):
+        >>> SocketSender(0, 4, "/nonexistent/x.sock", (1, 0), [])  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        FileNotFoundError: ...
+    """
+
+    transport = "socket"
+
+    def __init__(self, channel_index: int, window: int | None, path: str, key: tuple, task_ref: list) -> None:
+        super().__init__(channel_index, window)
+        self.path = path
+        self.key = key
+        self._task_ref = task_ref
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(CONNECT_TIMEOUT_S)
+            sock.connect(path)
+            hello = pickle.dumps((key, channel_index), protocol=5)
+            sock.sendall(_HELLO.pack(len(hello)) + hello)
+            sock.settimeout(None)  # sends block (the credit window bounds them), replies are polled
+        except OSError:
+            sock.close()
+            raise
+        self._sock = sock
+        # poll, not select: select() fails on descriptors >= 1024, which a busy executor reaches
+        self._poll = select.poll()
+        self._poll.register(sock, select.POLLIN)
+        self._closed = False
+
+    def _cancelled(self) -> bool:
+        task = self._task_ref[0] if self._task_ref else None
+        return task is not None and bool(task.cancelled)
+
+    def _broken(self, what: str) -> Exception:
+        """The error of a connection that broke: Cancelled when our task is cancelled anyway."""
+        if self._cancelled():
+            return Cancelled()
+        return RaystreamError(
+            f"channel {self.channel_index}: the socket connection to consumer task {self.key} at {self.path} "
+            f"broke ({what}): its executor died or closed the connection"
+        )
+
+    def _transmit(self, seq: int, items: list[Any]) -> None:
+        if self._closed:
+            raise RaystreamError(f"channel {self.channel_index}: send on a closed socket channel")
+        self._collect(0.0)
+        views = encode_frame(seq, items)
+        try:
+            _send_views(self._sock, views)
+        except OSError as exc:
+            raise self._broken(f"{type(exc).__name__}: {exc}") from exc
+
+    def _collect(self, timeout: float) -> int:
+        """Read the replies that arrive within ``timeout`` seconds (0: those already here);
+        returns the number of acknowledgements taken."""
+        try:
+            if timeout > 0:
+                if not self._poll.poll(timeout * 1000.0):
+                    return 0
+            data = self._sock.recv(65536, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            raise self._broken(f"{type(exc).__name__}: {exc}") from exc
+        if not data:
+            raise self._broken("end of stream")
+        if NOT_HOSTED in data:
+            if self._cancelled():
+                raise Cancelled()
+            raise RaystreamError(
+                f"channel {self.channel_index}: the consumer task {self.key} is no longer hosted by its executor "
+                "(its attempt was released); this sender belongs to an attempt that ended"
+            )
+        n = len(data)
+        self._acked(n)
+        return n
+
+    def _wait_for_credit(self) -> None:
+        while self.metrics.in_flight > 0:
+            if self._collect(_CREDIT_POLL_S):
+                return
+            if self._cancelled():
+                raise Cancelled()
+
+    def close(self) -> None:
+        """Close the connection (idempotent); the consumer's connection thread ends."""
+        if not self._closed:
+            self._closed = True
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+
+
+class _Connection:
+    """The receiving end of one channel connection: a thread reading frames."""
+
+    def __init__(self, sock: socket.socket, lookup: Callable[[tuple], _Consumer | None], server: ChannelServer) -> None:
+        self.sock = sock
+        self.lookup = lookup
+        self.server = server
+        self._write_lock = threading.Lock()
+        self._dead = False
+        self.thread = threading.Thread(target=self._serve, name="rschan-conn", daemon=True)
+
+    def _reply(self, byte: bytes) -> None:
+        with self._write_lock:
+            if self._dead:
+                return
+            try:
+                self.sock.sendall(byte)
+            except OSError:  # the sender is gone: its attempt ended, nobody waits for credit
+                self._dead = True
+
+    def ack(self) -> None:
+        """Return one credit to the sender (any thread)."""
+        self._reply(ACK)
+
+    def _serve(self) -> None:
+        try:
+            self._loop()
+        except (OSError, EOFError) as exc:
+            log.debug("channel connection ended: %s", exc)
+        except Exception:  # noqa: BLE001 - a frame that does not unpickle: drop the connection
+            log.exception("channel connection failed; closing it")
+        finally:
+            with self._write_lock:
+                self._dead = True
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+            self.server._forget(self)
+
+    def _loop(self) -> None:
+        sock = self.sock
+        head = bytearray(_HELLO.size)
+        if not _recv_exact(sock, memoryview(head)):
+            return
+        hello = bytearray(_HELLO.unpack(head)[0])
+        _recv_exact(sock, memoryview(hello))
+        key, channel = pickle.loads(hello)
+        header = bytearray(_HEADER.size)
+        ack = self.ack
+        while True:
+            if not _recv_exact(sock, memoryview(header)):
+                return
+            seq, size, nbufs = _HEADER.unpack(header)
+            lengths = bytearray(nbufs * _LEN.size)
+            _recv_exact(sock, memoryview(lengths))
+            data = bytearray(size)
+            _recv_exact(sock, memoryview(data))
+            buffers = []
+            for (n,) in _LEN.iter_unpack(lengths):
+                buf = pa.allocate_buffer(n)  # 64-byte aligned, as Arrow likes its buffers
+                _recv_exact(sock, memoryview(buf))
+                buffers.append(buf)
+            consumer = self.lookup(key)
+            if consumer is None:
+                self._reply(NOT_HOSTED)
+                continue
+            items = pickle.loads(data, buffers=buffers)
+            consumer.deliver(channel, seq, items, ack)
+
+
+class ChannelServer:
+    """Listens on a Unix domain socket for :class:`SocketSender` connections and delivers
+    their sends to ``lookup(task key)`` (None: not hosted, answered with :data:`NOT_HOSTED`).
+    One thread accepts, one thread per connection reads frames (``deliver`` never blocks, so
+    a connection is always read and a sender never blocks on a full socket for long).
+
+    Example:
+        >>> server = ChannelServer(lambda key: None)
+        >>> len(server.path) < 100
+        True
+        >>> server.close()
+    """
+
+    def __init__(self, lookup: Callable[[tuple], _Consumer | None], directory: str | None = None) -> None:
+        directory = private_dir(directory or socket_dir())
+        _remove_stale(directory)
+        self.path = os.path.join(directory, f"{os.getpid()}-{uuid.uuid4().hex[:12]}.sock")
+        self.lookup = lookup
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.bind(self.path)
+        self._sock.listen(128)
+        self._lock = threading.Lock()
+        self._connections: set[_Connection] = set()
+        self._closed = False
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._accept, name="rschan-accept", daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self._sock.accept()
+            except OSError as exc:
+                if self._closed:
+                    return
+                # (too many open files, a connection aborted before accept...): the listener
+                # stays up; a sender it cannot serve sees its connection close, never a hang
+                log.warning("channel socket %s: accept failed (%s); retrying", self.path, exc)
+                self._stopped.wait(_ACCEPT_RETRY_S)
+                continue
+            conn = _Connection(sock, self.lookup, self)
+            with self._lock:
+                if self._closed:
+                    sock.close()
+                    return
+                self._connections.add(conn)
+            try:
+                conn.thread.start()
+            except RuntimeError as exc:  # no thread to serve it: close it, the sender sees it broke
+                log.warning("channel socket %s: cannot start a connection thread (%s)", self.path, exc)
+                self._forget(conn)
+                sock.close()
+
+    def _forget(self, conn: _Connection) -> None:
+        with self._lock:
+            self._connections.discard(conn)
+
+    @property
+    def connections(self) -> int:
+        """Open channel connections (diagnostics, tests)."""
+        with self._lock:
+            return len(self._connections)
+
+    def close(self) -> None:
+        """Stop accepting, close every connection and remove the socket file (idempotent)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            conns = list(self._connections)
+        self._stopped.set()
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._sock.close()
+        for conn in conns:
+            try:
+                conn.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
