@@ -77,8 +77,12 @@ def kill_tasks(client: rs.JobClient, parallelisms: list[int], kills: int, seed: 
         time.sleep(0.02)  # not deployed yet (slow under load): a kill now hits no running task
     for _ in range(kills):
         time.sleep(rng.uniform(0.6, 1.2))
+        while not _processing(client) and time.time() < deadline:
+            if client.info()["status"] in ("FINISHED", "FAILED", "CANCELLED"):
+                break
+            time.sleep(0.02)  # a restart is still deploying: a kill now would hit no task
         info = client.info()
-        if info["status"] not in ("RUNNING",):
+        if info["status"] != "RUNNING":
             break
         v = rng.randrange(len(parallelisms))
         s = rng.randrange(parallelisms[v])

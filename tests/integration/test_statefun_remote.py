@@ -125,7 +125,9 @@ def kill_dispatchers(client: rs.JobClient, server: FunctionServer, vertex: int, 
         while time.time() < deadline:
             info = client.info()
             latest = (info.get("checkpoints") or {}).get("latest_completed") or 0
-            if info["status"] != "RUNNING" or (latest > base_checkpoint and server.requests >= base_requests + 60):
+            if info["status"] in ("FINISHED", "FAILED", "CANCELLED"):
+                break  # (CREATED / RESTARTING: still deploying, wait)
+            if info["status"] == "RUNNING" and latest > base_checkpoint and server.requests >= base_requests + 60:
                 break
             time.sleep(0.02)
         if info["status"] != "RUNNING":
