@@ -186,7 +186,8 @@ def threads_of_job(fn: Callable[[], Any], every_s: float = 0.02) -> tuple[float,
     """Run ``fn`` once while sampling every thread of this driver's Ray processes (task actors,
     job master, driver) every ``every_s``; return its wall time and, per process (``"<role>
     <pid>"``), the CPU seconds each thread name spent meanwhile. Threads born during the job
-    (a task's mailbox thread shares its process's name) are reported as ``"<name> (new)"``; a
+    (a task's mailbox thread is ``rs-task-<vertex>-<subtask>``,
+    see :func:`~engine.observability.name_native_thread`) are reported as ``"<name> (new)"``; a
     thread's CPU after its last sample is lost (at most ``every_s`` of it)."""
     import threading
 

@@ -20,6 +20,7 @@ import cloudpickle
 from .channels import Cancelled, ChannelSender, LocalSender
 from .errors import JobFailed
 from .events import Barrier
+from .observability import name_native_thread
 from .snapshots import AsyncSnapshotWriter
 from .task import Task, TaskHooks, TaskSpec
 
@@ -359,6 +360,9 @@ def _own_threads() -> list[threading.Thread]:
 
 
 def _run_thread(host: _Hosted, loop: asyncio.AbstractEventLoop, fut: asyncio.Future) -> None:
+    task = host.task
+    if task is not None:  # "rs-task-<vertex>-<subtask>" in top -H and /proc (see name_native_thread)
+        name_native_thread(f"rs-task-{task.spec.vertex_id}-{task.spec.subtask_index}")
     try:
         _run_task(host, loop, fut)
     finally:

@@ -56,6 +56,7 @@ import pyarrow as pa
 
 from .channels import Cancelled, ChannelSender
 from .errors import RaystreamError
+from .observability import name_native_thread
 
 __all__ = ["ACK", "NOT_HOSTED", "ChannelServer", "SocketSender", "socket_dir"]
 
@@ -335,6 +336,7 @@ class _Connection:
         self._reply(ACK)
 
     def _serve(self) -> None:
+        name_native_thread("rs-chan-conn")
         try:
             self._loop()
         except (OSError, EOFError) as exc:
@@ -410,6 +412,7 @@ class ChannelServer:
         self._thread.start()
 
     def _accept(self) -> None:
+        name_native_thread("rs-chan-accept")
         while True:
             try:
                 sock, _ = self._sock.accept()

@@ -41,6 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from raystream.engine.observability import name_native_thread
 from raystream.statefun_api.endpoints import RemoteEndpoint
 
 __all__ = ["RemoteCaller", "CallResult", "require_aiohttp", "excerpt"]
@@ -148,6 +149,7 @@ class RemoteCaller:
         self._started.wait()
 
     def _run(self) -> None:
+        name_native_thread("rs-remote-http")
         loop = self._loop
         asyncio.set_event_loop(loop)
         aiohttp = self._aiohttp
