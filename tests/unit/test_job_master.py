@@ -40,6 +40,10 @@ class FakeTask:
         self.restored = self.spec.restore
         self.executor.runtime.tasks.append(self)
         self.executor.runtime.statuses.append(("setup", epoch, master.status))
+        gate = self.executor.runtime.script.setup_gate
+        if gate is not None:
+            self.executor.runtime.script.in_setup.set()
+            await gate.wait()
 
     async def run(self) -> TaskResult | None:
         script = self.executor.runtime.script
@@ -171,6 +175,8 @@ class Script:
         self.finish_after, self.kill, self.decline = finish_after, kill, decline or set()
         self.cancelled = False
         self.runtime: FakeRuntime | None = None
+        self.setup_gate: asyncio.Event | None = None  # set: every setup waits for it (a slow deployment)
+        self.in_setup = asyncio.Event()
 
     def on_checkpoint(self, task: FakeTask, cid: int) -> None:
         rt = self.runtime
@@ -248,6 +254,30 @@ def test_the_job_is_running_only_once_its_tasks_are_deployed(tmp_path):
     assert {s for call, e, s in runtime.statuses if call == "setup" and e == first} == {"CREATED"}
     assert {s for call, e, s in runtime.statuses if call == "setup" and e == second} == {"RESTARTING"}
     assert {s for call, _, s in runtime.statuses if call == "run"} == {"RUNNING"}
+
+
+def test_a_savepoint_asked_for_while_the_job_deploys_is_taken_once_it_runs(tmp_path):
+    script = Script(finish_after=3)
+    runtime = FakeRuntime(script)
+    script.runtime = runtime
+    master = JobMaster(runtime, metrics_backend=NullMetricsBackend())
+    runtime.master = master
+    graph, config = graph_and_config(tmp_path)
+
+    async def main() -> tuple[dict, str]:
+        script.setup_gate = asyncio.Event()
+        job = asyncio.ensure_future(master.run(graph, config, "job-1", None, False))
+        await asyncio.wait_for(script.in_setup.wait(), 30)
+        assert master.status == "CREATED"  # deploying
+        savepoint = asyncio.ensure_future(master.trigger_savepoint(str(tmp_path / "sp")))
+        await asyncio.sleep(0)  # (the request is queued, not refused)
+        assert not savepoint.done()
+        script.setup_gate.set()
+        return await asyncio.wait_for(job, 60), await asyncio.wait_for(savepoint, 60)
+
+    result, written = asyncio.run(main())
+    assert written.endswith("sp") and result["checkpoints"]["completed"] >= 1
+    assert [s for call, _, s in runtime.statuses if call == "run"] == ["RUNNING", "RUNNING"]
 
 
 def test_declined_checkpoint_commits_its_data_with_the_next(tmp_path):
