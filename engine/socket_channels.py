@@ -18,7 +18,11 @@ connection's byte order is the channel's send order:
   with ``buffers=``.
 * reply (receiver -> sender): one byte per send, :data:`ACK` when the consumer has
   processed it (the credit) or :data:`NOT_HOSTED` when the executor does not host the key
-  (any more): the sender raises as ``RaySender`` does for a ``False`` reply.
+  (any more): the sender raises as ``RaySender`` does for a ``False`` reply. A send the
+  receiver cannot read (a pickle that fails to load there) is answered with :data:`FAILED`,
+  ``!I`` length and the error's text, and the connection is closed: the sender raises an
+  error naming the channel, the consumer task and the cause (as a Ray call's error would),
+  not a bare "connection closed".
 
 The module uses no Ray (plain stdlib sockets and threads); :mod:`engine.ray_runtime` wires
 it in.
@@ -58,12 +62,13 @@ from .channels import Cancelled, ChannelSender
 from .errors import RaystreamError
 from .observability import name_native_thread
 
-__all__ = ["ACK", "NOT_HOSTED", "ChannelServer", "SocketSender", "socket_dir"]
+__all__ = ["ACK", "FAILED", "NOT_HOSTED", "ChannelServer", "SocketSender", "socket_dir"]
 
 log = logging.getLogger(__name__)
 
 ACK = b"A"
 NOT_HOSTED = b"E"
+FAILED = b"X"
 
 _HELLO = struct.Struct("!I")
 _HEADER = struct.Struct("!qQI")
@@ -76,6 +81,8 @@ _CREDIT_POLL_S = 0.1
 #: sender is built on the executor's event loop, which must never block on a listener that
 #: does not accept (its backlog full, its process stopped)
 CONNECT_TIMEOUT_S = 2.0
+#: at most this many bytes of a FAILED reply's reason
+_MAX_REASON = 4096
 #: after an accept() error other than the close (too many open files...), wait this long
 _ACCEPT_RETRY_S = 0.05
 
@@ -283,6 +290,8 @@ class SocketSender(ChannelSender):
             raise self._broken(f"{type(exc).__name__}: {exc}") from exc
         if not data:
             raise self._broken("end of stream")
+        if FAILED in data:
+            raise self._failed(data[data.index(FAILED) + 1:])
         if NOT_HOSTED in data:
             if self._cancelled():
                 raise Cancelled()
@@ -293,6 +302,26 @@ class SocketSender(ChannelSender):
         n = len(data)
         self._acked(n)
         return n
+
+    def _failed(self, rest: bytes) -> Exception:
+        """The error of a :data:`FAILED` reply whose bytes after the marker are ``rest`` (the
+        rest of the message is read here: the receiver closes the connection after it)."""
+        if self._cancelled():
+            return Cancelled()
+        data = bytearray(rest)
+        try:
+            self._sock.settimeout(_CREDIT_POLL_S * 50)
+            while len(data) < _HELLO.size or len(data) < _HELLO.size + _HELLO.unpack_from(data)[0]:
+                chunk = self._sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except OSError:
+            pass
+        text = "(no reason given)"
+        if len(data) >= _HELLO.size:
+            text = bytes(data[_HELLO.size:_HELLO.size + _HELLO.unpack_from(data)[0]]).decode("utf-8", "replace")
+        return RaystreamError(f"channel {self.channel_index}: consumer task {self.key} could not take a send: {text}")
 
     def _wait_for_credit(self) -> None:
         while self.metrics.in_flight > 0:
@@ -334,6 +363,12 @@ class _Connection:
     def ack(self) -> None:
         """Return one credit to the sender (any thread)."""
         self._reply(ACK)
+
+    def fail(self, text: str) -> None:
+        """Tell the sender that a send could not be taken, and why (:data:`FAILED`); the
+        connection is then closed."""
+        reason = text.encode("utf-8", "replace")[:_MAX_REASON]
+        self._reply(FAILED + _HELLO.pack(len(reason)) + reason)
 
     def _serve(self) -> None:
         name_native_thread("rs-chan-conn")
@@ -379,7 +414,12 @@ class _Connection:
             if consumer is None:
                 self._reply(NOT_HOSTED)
                 continue
-            items = pickle.loads(data, buffers=buffers)
+            try:
+                items = pickle.loads(data, buffers=buffers)
+            except Exception as exc:
+                self.fail(f"send {seq} of channel {channel} cannot be unpickled in the consumer's process: "
+                          f"{type(exc).__name__}: {exc}")
+                raise
             consumer.deliver(channel, seq, items, ack)
 
 

@@ -192,6 +192,30 @@ def test_a_consumer_that_goes_away_fails_the_sender_naming_the_channel(server_fo
     sender.close()
 
 
+def _refuse_to_load():
+    raise ValueError("this record cannot be rebuilt here")
+
+
+class Unloadable:
+    """Pickles fine, fails to unpickle (as a record of a class the consumer cannot import)."""
+
+    def __reduce__(self):
+        return (_refuse_to_load, ())
+
+
+def test_a_send_the_consumer_cannot_unpickle_fails_the_sender_with_the_cause(server_for):
+    consumer = Consumer()
+    server = server_for(consumer)
+    sender = SocketSender(6, 2, server.path, KEY, [])
+    with pytest.raises(RaystreamError, match=r"channel 6: consumer task \(3, 1\) could not take a send: send 0 of "
+                                             r"channel 6 cannot be unpickled in the consumer's process: ValueError: "
+                                             r"this record cannot be rebuilt here"):
+        sender.send([Unloadable()])
+        sender.drain()
+    assert consumer.got.empty()  # nothing half-delivered
+    sender.close()
+
+
 def test_connecting_to_a_missing_socket_raises_oserror(tmp_path):
     with pytest.raises(OSError):
         SocketSender(0, 1, str(tmp_path / "none.sock"), KEY, [])
