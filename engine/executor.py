@@ -361,9 +361,9 @@ def _own_threads() -> list[threading.Thread]:
 
 def _run_thread(host: _Hosted, loop: asyncio.AbstractEventLoop, fut: asyncio.Future) -> None:
     task = host.task
+    if task is not None:  # "rs-task-<vertex>-<subtask>" in top -H and /proc (never raises)
+        name_native_thread(f"rs-task-{task.spec.vertex_id}-{task.spec.subtask_index}")
     try:
-        if task is not None:  # "rs-task-<vertex>-<subtask>" in top -H and /proc (see name_native_thread)
-            name_native_thread(f"rs-task-{task.spec.vertex_id}-{task.spec.subtask_index}")
         _run_task(host, loop, fut)
     finally:
         host.close_senders()

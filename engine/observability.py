@@ -87,7 +87,10 @@ def name_native_thread(name: str) -> bool:
     if _prctl is False:
         return False
     assert callable(_prctl)
-    return _prctl(_PR_SET_NAME, name.encode("utf-8", "replace")[:15], 0, 0, 0) == 0
+    try:
+        return _prctl(_PR_SET_NAME, name.encode("utf-8", "replace")[:15], 0, 0, 0) == 0
+    except Exception:  # noqa: BLE001 - a name is a diagnostic: never fail the thread over it
+        return False
 
 
 # ---------------------------------------------------------------------------- tables
