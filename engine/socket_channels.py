@@ -71,6 +71,8 @@ NOT_HOSTED = b"E"
 FAILED = b"X"
 
 _HELLO = struct.Struct("!I")
+#: a FAILED reply's reason: its length, then the UTF-8 text
+_REASON_LEN = struct.Struct("!I")
 _HEADER = struct.Struct("!qQI")
 _LEN = struct.Struct("!Q")
 #: at most this many iovecs per sendmsg (Linux's IOV_MAX is 1024)
@@ -83,6 +85,8 @@ _CREDIT_POLL_S = 0.1
 CONNECT_TIMEOUT_S = 2.0
 #: at most this many bytes of a FAILED reply's reason
 _MAX_REASON = 4096
+#: how long a sender waits for the rest of a FAILED reply it has begun to read
+_REASON_WAIT_S = 5.0
 #: after an accept() error other than the close (too many open files...), wait this long
 _ACCEPT_RETRY_S = 0.05
 
@@ -309,9 +313,10 @@ class SocketSender(ChannelSender):
         if self._cancelled():
             return Cancelled()
         data = bytearray(rest)
+        head = _REASON_LEN.size
         try:
-            self._sock.settimeout(_CREDIT_POLL_S * 50)
-            while len(data) < _HELLO.size or len(data) < _HELLO.size + _HELLO.unpack_from(data)[0]:
+            self._sock.settimeout(_REASON_WAIT_S)
+            while len(data) < head or len(data) < head + _REASON_LEN.unpack_from(data)[0]:
                 chunk = self._sock.recv(65536)
                 if not chunk:
                     break
@@ -319,8 +324,8 @@ class SocketSender(ChannelSender):
         except OSError:
             pass
         text = "(no reason given)"
-        if len(data) >= _HELLO.size:
-            text = bytes(data[_HELLO.size:_HELLO.size + _HELLO.unpack_from(data)[0]]).decode("utf-8", "replace")
+        if len(data) >= head:
+            text = bytes(data[head:head + _REASON_LEN.unpack_from(data)[0]]).decode("utf-8", "replace")
         return RaystreamError(f"channel {self.channel_index}: consumer task {self.key} could not take a send: {text}")
 
     def _wait_for_credit(self) -> None:
@@ -368,7 +373,7 @@ class _Connection:
         """Tell the sender that a send could not be taken, and why (:data:`FAILED`); the
         connection is then closed."""
         reason = text.encode("utf-8", "replace")[:_MAX_REASON]
-        self._reply(FAILED + _HELLO.pack(len(reason)) + reason)
+        self._reply(FAILED + _REASON_LEN.pack(len(reason)) + reason)
 
     def _serve(self) -> None:
         name_native_thread("rs-chan-conn")
