@@ -52,6 +52,7 @@ import pyarrow.fs as pafs
 import raystream as rs
 from raystream.checkpoint import ValueStateDescriptor
 from raystream.checkpoint.faults import FaultRule, faulty_filesystem, read_fault_log
+from raystream.engine.client import ENDED_STATUSES
 from raystream.engine.errors import RaystreamError
 from raystream.operators.sinks import JsonLinesSink, collected_records
 
@@ -337,7 +338,7 @@ def _wait_processing(client: rs.JobClient, timeout: float) -> bool:
     while time.monotonic() < deadline:
         if _processing(client):
             return True
-        if client.status() in ("FINISHED", "FAILED", "CANCELLED"):
+        if client.status() in ENDED_STATUSES:
             return False
         time.sleep(0.02)
     return False
@@ -448,7 +449,7 @@ def run_seed(
     except Exception as exc:  # noqa: BLE001 - reported per seed
         outcome.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
         try:  # a job still running (or restarting) must not outlive its seed
-            if client.status() not in ("FINISHED", "FAILED", "CANCELLED"):
+            if client.status() not in ENDED_STATUSES:
                 client.cancel()
                 client.wait(timeout=30)
         except Exception:  # noqa: BLE001 - cancelled, or its master is gone

@@ -30,9 +30,13 @@ from .ray_runtime import (
 from .serde import find_unpicklable
 from .state_backend import default_state_backend
 
-__all__ = ["JobClient", "JobResult", "submit", "submit_job", "NAMESPACE", "MASTER_PREFIX"]
+__all__ = ["JobClient", "JobResult", "submit", "submit_job", "NAMESPACE", "MASTER_PREFIX", "ENDED_STATUSES"]
 
 log = logging.getLogger(__name__)
+
+#: the statuses of a job that has ended (:meth:`JobClient.status`); ``CREATED``, ``RUNNING``
+#: and ``RESTARTING`` are those of a live one
+ENDED_STATUSES = ("FINISHED", "FAILED", "CANCELLED")
 
 
 @dataclass

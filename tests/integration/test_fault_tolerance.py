@@ -11,6 +11,7 @@ import ray
 
 import raystream as rs
 from raystream.checkpoint import CheckpointStorage
+from raystream.engine.client import ENDED_STATUSES
 from raystream.engine.errors import RaystreamError
 from raystream.operators.sinks import collected_records
 
@@ -78,7 +79,7 @@ def kill_tasks(client: rs.JobClient, parallelisms: list[int], kills: int, seed: 
     for _ in range(kills):
         time.sleep(rng.uniform(0.6, 1.2))
         while not _processing(client) and time.time() < deadline:
-            if client.info()["status"] in ("FINISHED", "FAILED", "CANCELLED"):
+            if client.info()["status"] in ENDED_STATUSES:
                 break
             time.sleep(0.02)  # a restart is still deploying: a kill now would hit no task
         info = client.info()

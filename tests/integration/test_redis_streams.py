@@ -14,6 +14,7 @@ import pytest
 import ray
 
 import raystream as rs
+from raystream.engine.client import ENDED_STATUSES
 from raystream.engine.errors import RaystreamError
 from raystream.operators.redis_streams import RedisStreamSink, RedisStreamSource
 from raystream.statefun_api import (
@@ -30,7 +31,7 @@ from tests.waiting import wait_for
 
 IN = ["in:0", "in:1"]
 N = 12_000
-ENDED = ("FINISHED", "FAILED", "CANCELLED")
+ENDED = ENDED_STATUSES
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ import pytest
 import ray
 
 import raystream as rs
+from raystream.engine.client import ENDED_STATUSES
 from raystream.engine.errors import RaystreamError
 from raystream.operators.sinks import CollectSink, collected_records
 from raystream.statefun_api import IntType, StatefulFunctions, ValueSpec, message_builder
@@ -125,7 +126,7 @@ def kill_dispatchers(client: rs.JobClient, server: FunctionServer, vertex: int, 
         while time.time() < deadline:
             info = client.info()
             latest = (info.get("checkpoints") or {}).get("latest_completed") or 0
-            if info["status"] in ("FINISHED", "FAILED", "CANCELLED"):
+            if info["status"] in ENDED_STATUSES:
                 break  # (CREATED / RESTARTING: still deploying, wait)
             if info["status"] == "RUNNING" and latest > base_checkpoint and server.requests >= base_requests + 60:
                 break
