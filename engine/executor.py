@@ -304,7 +304,9 @@ class TaskExecutor:
                     host.task.cancel()
 
         def running() -> list[_Hosted]:
-            return [h for h in hosted.values() if h.task is not None and not h.finished]
+            # (a task set up but never run has no thread: a deployment that failed midway
+            # leaves such tasks, and the executor is as clean as an idle one)
+            return [h for h in hosted.values() if h.started and not h.finished]
 
         while running() and time.monotonic() < deadline:
             await asyncio.sleep(0.01)

@@ -916,13 +916,14 @@ class JobMaster:
         except (ExecutorLost, TaskCallFailed, RaystreamError) as exc:
             # only an executor that died is worth replacing; a setup error would fail again
             lent = bool(self._lent) and isinstance(exc, ExecutorLost)
-            await self._teardown()
+            # A pooled executor died after the driver's health check (e.g. killed meanwhile):
+            # the live ones forget the tasks set up on them and serve the deployment again,
+            # fresh executors replace the dead; not a job failure, no restart counted.
+            await self._teardown(recycle=lent and config.reuse_workers)
             if not lent:
                 raise JobFailed(f"deploying the tasks of job {config.name!r} failed: {exc}") from exc
-            # A pooled executor died after the driver's health check (e.g. killed meanwhile):
-            # deploy once more on fresh executors; not a job failure, no restart counted.
-            log.warning("job %s: a reused task executor died before deployment (%s); deploying on fresh ones",
-                        self.job_id, exc)
+            log.warning("job %s: a reused task executor died before deployment (%s); deploying again, "
+                        "on fresh executors in place of the dead", self.job_id, exc)
             try:
                 await self._deploy(source_splits, restore)
             except (ExecutorLost, TaskCallFailed, RaystreamError) as exc2:

@@ -184,14 +184,17 @@ def test_an_idle_executor_that_died_is_replaced():
 
 def test_an_executor_dying_after_the_health_check_is_replaced_at_deployment(monkeypatch):
     """The race CI once hit: the pool's health check answered, then the executor died
-    before the job deployed onto it. The master deploys on fresh executors instead (no
-    failure, no restart counted)."""
+    before the job deployed onto it. The master deploys again (no failure, no restart
+    counted): the live executors forget the tasks set up on them and serve the job, a fresh
+    executor replaces the dead one; the live ones go back to the pool afterwards."""
     _warm_pool()
     pool = WorkerPool.current()
     lend = WorkerPool.executors
+    lent: dict = {}
 
     def lend_then_kill(self, slots, num_cpus):
         out = lend(self, slots, num_cpus)
+        lent.update(out)
         victim = next(iter(out.values()))
         ray.kill(victim.actor, no_restart=True)
         _wait_dead(victim.actor)
@@ -205,6 +208,10 @@ def test_an_executor_dying_after_the_health_check_is_replaced_at_deployment(monk
     assert result.metrics["restarts"] == 0
     monkeypatch.undo()
     assert pool.idle_actors()[0], "the master went back to the pool"
+    victim, *alive = [e.name for e in lent.values()]
+    idle = set(pool.idle_actor_names()["executors"])
+    assert victim not in idle
+    assert alive and set(alive) <= idle, "a live executor of the failed deployment was not reused"
 
 
 def test_an_executor_with_a_leftover_thread_is_not_reused():
