@@ -3,6 +3,8 @@ of one schema concatenated), with the same records in the same order."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pyarrow as pa
 
 import raystream as rs
@@ -14,7 +16,7 @@ from raystream.engine.records import Batch
 from raystream.operators.sinks import CollectSink, collected_records
 
 
-def _writer():
+def _writer() -> Any:
     ctx = OperatorContext(operator_name="collect", operator_uid="collect", task_name="collect (1/1)",
                           subtask_index=0, parallelism=1, max_parallelism=128,
                           key_group_range=KeyGroupRange.for_subtask(0, 1, 128))
@@ -43,8 +45,8 @@ def test_a_commit_of_one_batch_sends_it_as_it_is() -> None:
     writer = _writer()
     rb = pa.record_batch([pa.array([1, 2, 3])], ["v"])
     writer.write(Batch.of_arrow(rb))
-    [(_s, _t, batches)] = writer.prepare_commit(7)
-    assert _t == ("chk", 7)
+    [(_subtask, tag, batches)] = writer.prepare_commit(7)
+    assert tag == ("chk", 7)
     assert batches == [rb] and batches[0] is rb
 
 
