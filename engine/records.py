@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["Batch", "records_to_arrow", "arrow_to_records", "tuple_columns", "KIND_KEY"]
+__all__ = ["Batch", "records_to_arrow", "arrow_to_records", "tuple_columns", "concat_runs", "KIND_KEY"]
 
 KIND_KEY = b"raystream.kind"
 _ROW = b"row"  # dict records, typed columns
@@ -139,6 +139,29 @@ def records_to_arrow(records: Sequence[Any]) -> pa.RecordBatch:
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, KeyError):
         pass  # mixed types, huge ints...: fall back to pickling
     return _pickled(records)
+
+
+def concat_runs(batches: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
+    """``batches`` in order, each run of consecutive batches of one schema (metadata
+    included: the record kind) concatenated into one batch (``pa.concat_batches``, one copy
+    of the rows). Fewer, larger batches cost less to pickle, send and process than many
+    small ones with a schema each.
+
+    Example:
+        >>> b = pa.record_batch([pa.array([1, 2])], ["v"])
+        >>> [x.num_rows for x in concat_runs([b, b, b.rename_columns(["w"]), b])]
+        [4, 2, 2]
+    """
+    out: list[pa.RecordBatch] = []
+    run: list[pa.RecordBatch] = []
+    for b in batches:
+        if run and not b.schema.equals(run[0].schema, check_metadata=True):
+            out.append(run[0] if len(run) == 1 else pa.concat_batches(run))
+            run = []
+        run.append(b)
+    if run:
+        out.append(run[0] if len(run) == 1 else pa.concat_batches(run))
+    return out
 
 
 def arrow_to_records(batch: pa.RecordBatch) -> list:

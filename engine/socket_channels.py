@@ -325,7 +325,8 @@ class SocketSender(ChannelSender):
             pass
         text = "(no reason given)"
         if len(data) >= head:
-            text = bytes(data[head:head + _REASON_LEN.unpack_from(data)[0]]).decode("utf-8", "replace")
+            (length,) = _REASON_LEN.unpack_from(data)
+            text = bytes(data[head:head + length]).decode("utf-8", "replace")
         return RaystreamError(f"channel {self.channel_index}: consumer task {self.key} could not take a send: {text}")
 
     def _wait_for_credit(self) -> None:

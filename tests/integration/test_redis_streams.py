@@ -31,7 +31,6 @@ from tests.waiting import wait_for
 
 IN = ["in:0", "in:1"]
 N = 12_000
-ENDED = ENDED_STATUSES
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +137,7 @@ def _kill_a_task(client: rs.JobClient, parallelisms: list[int], rng: random.Rand
             found[:] = [client.info(), client.task_actor(v, s)]
             return True
         except (ValueError, RaystreamError):  # not deployed yet (a restart or takeover goes on)
-            return client.status() in ENDED
+            return client.status() in ENDED_STATUSES
 
     wait_for(deployed, f"task ({v}, {s}) to be deployed")
     if not found:
@@ -177,8 +176,8 @@ def test_drill_kill_tasks_and_the_master_through_redis(url, r, tmp_path, seed):
     done = []
     for event, mark in zip(events, marks):
         wait_for(lambda mark=mark: (r.xlen("out") >= mark and client.info()["status"] == "RUNNING")
-                 or client.status() in ENDED, f"{mark} committed entries")
-        if client.status() in ENDED:
+                 or client.status() in ENDED_STATUSES, f"{mark} committed entries")
+        if client.status() in ENDED_STATUSES:
             break
         if _kill_a_task(client, parallelisms, rng) if event == "task" else _kill_the_master(client):
             done.append((event, r.xlen("out")))
