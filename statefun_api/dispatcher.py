@@ -115,7 +115,7 @@ from raystream.statefun_api.invocation import (
     invoke_prepared,
 )
 from raystream.statefun_api.messages import Message
-from raystream.statefun_api.remote import RemoteFunctions, require_aiohttp
+from raystream.statefun_api.remote import RemoteFunctions
 from raystream.statefun_api.routing import (
     CALLER_ID,
     CALLER_TYPENAME,
@@ -367,7 +367,6 @@ class FunctionDispatcher(StreamOperator):
         ctx.metrics.update(self.counters)
         self.counters = ctx.metrics
         if self.config.endpoints:
-            require_aiohttp()
             post = ctx.post
             self._rpc = RemoteFunctions(
                 self,

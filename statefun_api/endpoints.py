@@ -163,7 +163,7 @@ class RemoteEndpoint:
             (``max_concurrent_requests`` of the job) applies.
         pool_ttl_s: how long an idle pooled connection is kept (``transport.pool_ttl``).
         transport: StateFun's transport type (:data:`TRANSPORT_ASYNC` or
-            :data:`TRANSPORT_OKHTTP`); raystream uses aiohttp for both.
+            :data:`TRANSPORT_OKHTTP`); raystream's own HTTP/1.1 client serves both.
         source: where it was declared (a module.yaml path, or ``"python"``), for errors.
     """
 

@@ -1,20 +1,32 @@
 """The HTTP side of remote functions: POST request-reply bytes, with timeouts and retries.
 
-* :class:`RemoteCaller` owns the I/O: one asyncio event loop in a daemon thread, one
-  aiohttp ``ClientSession``. :meth:`RemoteCaller.submit` hands it the encoded bytes of a
-  ``ToFunction``; the loop POSTs them with timeouts and retries and puts one
-  :class:`CallResult` on a thread-safe queue, then calls ``notify()`` (the dispatcher
-  passes ``ctx.post``, so the result is handled on the task's mailbox thread). It never
-  touches dispatcher state.
+* :class:`RemoteCaller` owns the I/O: one asyncio event loop in a daemon thread and a
+  small HTTP/1.1 client on asyncio protocols (keep-alive connections pooled per host and
+  port, one request at a time on a connection, ``https`` with the system's CA store).
+  :meth:`RemoteCaller.submit` hands it the encoded bytes of a ``ToFunction``; the loop
+  POSTs them with timeouts and retries and puts one :class:`CallResult` on a thread-safe
+  queue, then calls ``notify()`` (the dispatcher passes ``ctx.post``, so the result is
+  handled on the task's mailbox thread). It never touches dispatcher state.
 
   - the call timeout runs from sending the first attempt to the final reply, retries and
     backoff included; the connection pool is uncapped (the requests in flight are capped
     by :class:`RemoteFunctions`), so no time goes to waiting for a pooled connection;
+    ``connect_timeout_s`` bounds each connection's set-up and ``read_timeout_s`` the
+    silence between two reads of a reply;
   - connection errors, timeouts, HTTP 5xx and 429 are retried with exponential backoff
     (``backoff_initial_s`` doubling up to ``backoff_max_s``) until ``max_retries`` or the
-    call timeout; any other 4xx fails at once (retrying cannot help);
+    call timeout; any other 4xx fails at once (retrying cannot help). A pooled connection
+    that the server closed while it was idle is replaced at once (not counted as a retry);
   - a 2xx body is read up to the endpoint's ``max_response_bytes``: a longer one (by its
-    Content-Length, or while streaming) fails the call at once.
+    Content-Length, or while chunks arrive) fails the call at once;
+  - replies framed by ``Content-Length``, ``Transfer-Encoding: chunked`` or the end of the
+    connection are read; interim 1xx replies are skipped.
+
+Why not aiohttp's client: every request made it build request, response, payload and
+timer objects and run a Task, ~140 us of CPU per request, which made the client, not the
+function server, the bottleneck of remote functions (``benchmarks/RESULTS.md``, stop 26).
+Here a request is one state machine driven by protocol callbacks: one write, one read
+event and one timer per attempt.
 
 Requests submitted in one go start with one wake-up of the event loop, and a burst of
 replies posts one ``notify()`` until the consumer takes the completions again
@@ -35,16 +47,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import ssl
 import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 from raystream.engine.observability import name_native_thread
 from raystream.statefun_api.endpoints import RemoteEndpoint
 
-__all__ = ["RemoteCaller", "CallResult", "require_aiohttp", "excerpt"]
+__all__ = ["RemoteCaller", "CallResult", "excerpt"]
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +66,13 @@ _CONTENT_TYPE = "application/octet-stream"
 _EXCERPT = 200
 _ERROR_BODY_READ = 4096  # bytes of a non-2xx reply read for the error message
 _RETRIED_4XX = frozenset({429})  # Too Many Requests: the server asks to come back later
-
-
-def require_aiohttp(what: str = "remote stateful functions") -> Any:
-    """Import aiohttp or raise an ImportError naming the ``remote`` extra."""
-    try:
-        import aiohttp
-    except ImportError as exc:
-        raise ImportError(
-            f"{what} need aiohttp: `pip install 'raystream[remote]'` (or `pip install aiohttp`)"
-        ) from exc
-    return aiohttp
+_MAX_HEAD = 64 * 1024  # bytes of a reply's status line and headers
+_MAX_CHUNK_LINE = 4096  # bytes of a chunk-size line (with extensions)
+_ONE_WRITE = 1 << 16  # a request body up to this size is sent in one write with its head
+_MAX_SETUPS = 16  # connections being opened at once per host (a burst beyond a server's listen backlog
+# loses SYNs, and each lost one costs the kernel's 1 s retransmission)
+_URL_CACHE = 1024  # parsed URLs kept (one per function type in practice)
+_SAFE_PATH = "/:@!$&'()*+,;=-._~%?"  # kept as they are in a request target
 
 
 def excerpt(body: bytes) -> str:
@@ -80,19 +90,6 @@ def _hint_4xx(status: int, url: str) -> str:
             "maxNumBatchRequests) or raise the server's limit (aiohttp's client_max_size is 1 MiB by default)"
         )
     return ""
-
-
-async def _read_body(resp: Any, limit: int) -> bytes | None:
-    """The reply's body, or None as soon as it is known to exceed ``limit`` bytes."""
-    length = resp.content_length
-    if length is not None:  # framed by Content-Length: read at once (the common case)
-        return None if length > limit else await resp.read()
-    buf = bytearray()  # chunked: count while streaming
-    async for chunk in resp.content.iter_any():
-        buf += chunk
-        if len(buf) > limit:
-            return None
-    return bytes(buf)
 
 
 @dataclass
@@ -114,8 +111,523 @@ class CallResult:
     status: int | None = None
 
 
+
+class _Target:
+    """A parsed request URL: where to connect, and the request head up to its Content-Length."""
+
+    __slots__ = ("host", "port", "tls", "pool_key", "head", "where")
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL with a host: {url!r}")
+        self.tls = parts.scheme == "https"
+        self.host = parts.hostname
+        self.port = parts.port or (443 if self.tls else 80)
+        self.pool_key = (self.host, self.port, self.tls)
+        self.where = f"{self.host}:{self.port}"
+        authority = parts.netloc.rpartition("@")[2]  # never send user:password@ as the Host
+        target = quote(parts.path or "/", safe=_SAFE_PATH) + (f"?{quote(parts.query, safe=_SAFE_PATH)}" if parts.query else "")
+        self.head = (
+            f"POST {target} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: {_CONTENT_TYPE}\r\n"
+            f"Accept: */*\r\nContent-Length: "
+        ).encode("ascii", "strict")
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection; at most one call's attempt uses it at a time."""
+
+    def __init__(self, pool_key: tuple[str, int, bool]) -> None:
+        self.pool_key = pool_key
+        self.transport: Any = None
+        self.call: _Call | None = None
+        self.idle_since = 0.0
+        self.lost = False
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        call = self.call
+        if call is None:  # bytes nobody asked for on an idle connection: never reuse it
+            self.close()
+            return
+        call.on_data(data)
+
+    def eof_received(self) -> bool:
+        call = self.call
+        if call is not None:
+            call.on_eof()
+        return False  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        call, self.call = self.call, None
+        if call is not None:
+            call.on_lost(exc)
+
+    def close(self) -> None:
+        self.lost = True
+        if self.transport is not None:
+            self.transport.abort()
+
+
+# the phases of a call
+_QUEUED, _CONNECTING, _HEAD, _BODY, _BACKOFF, _DONE = range(6)
+# how a reply's body is framed
+_LENGTH, _CHUNKED, _UNTIL_CLOSE = range(3)
+
+
+class _Call:
+    """One remote call (all its attempts): a state machine run by the connection's protocol
+    callbacks and one timer on the caller's event loop thread."""
+
+    __slots__ = (
+        "caller", "call_id", "ep", "url", "target", "body", "deadline", "attempts", "status",
+        "conn", "timer", "phase", "last_read", "head_buf", "framing", "length", "parts", "received",
+        "limit", "keep_alive", "chunk_buf", "chunk_left", "connecting", "reused", "replaced",
+    )
+
+    def __init__(self, caller: RemoteCaller, call_id: int, ep: RemoteEndpoint, url: str, target: _Target, body: bytes) -> None:
+        self.caller = caller
+        self.call_id = call_id
+        self.ep = ep
+        self.url = url
+        self.target = target
+        self.body = body
+        self.deadline = 0.0
+        self.attempts = 0
+        self.status: int | None = None
+        self.conn: _Connection | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.phase = _CONNECTING
+        self.last_read = 0.0
+        self.head_buf = b""
+        self.framing = _LENGTH
+        self.length = 0
+        self.parts: list[bytes] = []
+        self.received = 0
+        self.limit = 0
+        self.keep_alive = False
+        self.chunk_buf = bytearray()
+        self.chunk_left = 0
+        self.connecting: asyncio.Task[Any] | None = None
+        self.reused = False  # the attempt runs on a pooled connection
+        self.replaced = False  # this attempt already replaced a stale pooled connection
+
+    # ------------------------------------------------------------------ attempts
+    def start(self) -> None:
+        self._attempt()
+
+    def _attempt(self) -> None:
+        self.attempts += 1
+        self.replaced = False
+        caller = self.caller
+        conn = caller.take_idle(self.target.pool_key)
+        if conn is not None:
+            self.send_on(conn)
+        elif caller.may_connect(self.target.pool_key):
+            self.connect()
+        else:  # the host's connection set-ups are all taken: the next connection is ours
+            self.phase = _QUEUED
+            caller.wait_for_connection(self)
+
+    def _begin(self) -> None:
+        """The request is being sent now: the call timeout starts (once, at the first attempt)."""
+        if not self.deadline:
+            self.deadline = self.caller.loop.time() + self.ep.call_timeout_s
+
+    def send_on(self, conn: _Connection) -> None:
+        """Send on a pooled connection."""
+        self._begin()
+        self.reused = True
+        self._send(conn)
+
+    def connect(self) -> None:
+        """Open a new connection (the caller counted it against the host's set-ups) and send on it."""
+        self._begin()
+        caller = self.caller
+        loop = caller.loop
+        self.reused = False
+        self.phase = _CONNECTING
+        t = self.target
+        key = t.pool_key
+        if t.tls:
+            coro = loop.create_connection(lambda: _Connection(key), t.host, t.port, ssl=caller.tls_context(), server_hostname=t.host)
+        else:
+            coro = loop.create_connection(lambda: _Connection(key), t.host, t.port)
+        task = self.connecting = loop.create_task(coro)
+        task.add_done_callback(self._connected)
+        self._arm(min(self.deadline, loop.time() + self.ep.connect_timeout_s))
+
+    def _connected(self, task: asyncio.Task[Any]) -> None:
+        self.caller.connect_done(self.target.pool_key)
+        if task is not self.connecting:  # timed out or closed meanwhile
+            if not task.cancelled() and task.exception() is None:
+                task.result()[1].close()
+            return
+        self.connecting = None
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self._cancel_timer()
+            self._retry(f"Cannot connect to {self.target.where}: {type(exc).__name__}: {exc}")
+            return
+        self._send(task.result()[1])
+
+    def _send(self, conn: _Connection) -> None:
+        self.conn = conn
+        conn.call = self
+        self.phase = _HEAD
+        self.head_buf = b""
+        self.status = None
+        body = self.body
+        head = self.target.head + b"%d\r\n\r\n" % len(body)
+        transport = conn.transport
+        if len(body) <= _ONE_WRITE:
+            transport.write(head + body)
+        else:
+            transport.write(head)
+            transport.write(body)
+        now = self.last_read = self.caller.loop.time()
+        read = self.ep.read_timeout_s
+        self._arm(self.deadline if read is None else min(self.deadline, now + read))
+
+    # ------------------------------------------------------------------ the reply
+    def on_data(self, data: bytes) -> None:
+        self.last_read = self.caller.loop.time()
+        if self.phase == _BODY:
+            self._on_body(data)
+            return
+        buf = self.head_buf + data if self.head_buf else data
+        while True:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > _MAX_HEAD:
+                    self._broken(f"a reply head longer than {_MAX_HEAD} bytes, starting {excerpt(buf)}")
+                else:
+                    self.head_buf = buf
+                return
+            rest = buf[end + 4 :]
+            if not self._on_head(buf[:end]):
+                return  # failed
+            if self.phase == _BODY:
+                if rest or self.framing == _LENGTH:
+                    self._on_body(rest)
+                return
+            buf = rest  # an interim 1xx reply: the real one follows
+            if not buf:
+                self.head_buf = b""
+                return
+
+    def _on_head(self, head: bytes) -> bool:
+        """Read the status line and headers; False when the call moved on (failed or retried)."""
+        lines = head.split(b"\r\n")
+        version, _, rest = lines[0].partition(b" ")
+        code = rest[:3]
+        if not version.startswith(b"HTTP/1.") or len(code) != 3 or not code.isdigit():
+            self._broken(f"not an HTTP/1.x reply: {excerpt(head)}")
+            return False
+        status = int(code)
+        if 100 <= status < 200 and status != 101:
+            return True  # interim (100 Continue, 103 Early Hints): phase stays _HEAD
+        length = None
+        chunked = False
+        close = version == b"HTTP/1.0"
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    length = -1
+                if length < 0:
+                    self._broken(f"HTTP {status} with an invalid Content-Length {value.strip()!r}")
+                    return False
+            elif name == b"transfer-encoding":
+                chunked = b"chunked" in value.lower()
+            elif name == b"connection":
+                token = value.strip().lower()
+                if token == b"close":
+                    close = True
+                elif token == b"keep-alive":
+                    close = False
+        self.status = status
+        ok = 200 <= status < 300
+        self.limit = self.ep.max_response_bytes if ok else _ERROR_BODY_READ
+        if status in (204, 304):
+            length, chunked = 0, False
+        if chunked:
+            self.framing = _CHUNKED
+            self.chunk_buf = bytearray()
+            self.chunk_left = -1  # a chunk-size line is next
+        elif length is not None:
+            self.framing = _LENGTH
+            self.length = length
+            if ok and length > self.limit:
+                self._fail(
+                    f"HTTP {status} with a reply larger than max_response_bytes={self.limit} (Content-Length "
+                    f"{length}; not retried); raise remote_endpoint(max_response_bytes=...) or "
+                    f"'transport.payload_max_bytes' in module.yaml, or send smaller batches"
+                )
+                return False
+        else:
+            self.framing = _UNTIL_CLOSE
+            close = True
+        self.keep_alive = not close
+        self.parts = []
+        self.received = 0
+        self.phase = _BODY
+        return True
+
+    def _on_body(self, data: bytes) -> None:
+        framing = self.framing
+        if framing == _LENGTH:
+            if data:
+                self.parts.append(data)
+                self.received += len(data)
+            if self.received >= self.length:
+                body = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
+                if len(body) > self.length:  # bytes after the reply: the connection is out of step
+                    self.keep_alive = False
+                    body = body[: self.length]
+                self._reply(body)
+            elif self.received >= self.limit:  # an error reply's excerpt is all we need
+                self.keep_alive = False
+                self._reply(b"".join(self.parts))
+            return
+        if framing == _UNTIL_CLOSE:
+            self.parts.append(data)
+            self.received += len(data)
+            if self.received > self.limit:
+                self._over_limit()
+            return
+        self._on_chunks(data)
+
+    def _on_chunks(self, data: bytes) -> None:
+        buf = self.chunk_buf
+        buf += data
+        while True:
+            left = self.chunk_left
+            if left > 0:  # chunk data
+                take = min(left, len(buf))
+                if not take:
+                    return
+                self.parts.append(bytes(buf[:take]))
+                del buf[:take]
+                self.received += take
+                self.chunk_left = left - take
+                if self.chunk_left == 0:
+                    self.chunk_left = -3  # its CRLF is next
+                if self.received > self.limit:
+                    self._over_limit()
+                    return
+            elif left == -3:  # the CRLF after a chunk's data
+                if len(buf) < 2:
+                    return
+                if buf[:2] != b"\r\n":
+                    self._broken("a chunked reply without CRLF after a chunk")
+                    return
+                del buf[:2]
+                self.chunk_left = -1
+            else:  # -1: a chunk-size line; -2: trailer lines after the last chunk
+                end = buf.find(b"\r\n")
+                if end < 0:
+                    if len(buf) > _MAX_CHUNK_LINE:
+                        self._broken(f"a chunk line longer than {_MAX_CHUNK_LINE} bytes")
+                    return
+                line = bytes(buf[:end])
+                del buf[: end + 2]
+                if left == -2:
+                    if not line:  # the end of the reply
+                        if buf:
+                            self.keep_alive = False
+                        self._reply(b"".join(self.parts))
+                        return
+                    continue
+                try:
+                    size = int(line.split(b";", 1)[0].strip(), 16)
+                except ValueError:
+                    self._broken(f"a chunked reply with an invalid chunk size {excerpt(line)}")
+                    return
+                if size < 0:
+                    self._broken(f"a chunked reply with an invalid chunk size {excerpt(line)}")
+                    return
+                if size == 0:
+                    self.chunk_left = -2
+                elif self.received + size > self.limit and 200 <= (self.status or 0) < 300:
+                    self._over_limit()
+                    return
+                else:
+                    self.chunk_left = size
+
+    def _over_limit(self) -> None:
+        if 200 <= (self.status or 0) < 300:
+            self._fail(
+                f"HTTP {self.status} with a reply larger than max_response_bytes={self.limit} (more bytes "
+                f"received; not retried); raise remote_endpoint(max_response_bytes=...) or "
+                f"'transport.payload_max_bytes' in module.yaml, or send smaller batches"
+            )
+        else:  # the excerpt of an error reply is read: stop there
+            self.keep_alive = False
+            self._reply(b"".join(self.parts))
+
+    def on_eof(self) -> None:
+        if self.phase == _BODY and self.framing == _UNTIL_CLOSE:
+            self.keep_alive = False
+            self._reply(b"".join(self.parts))
+
+    def on_lost(self, exc: Exception | None) -> None:
+        """The connection closed under this attempt (its ``call`` is already detached)."""
+        if self.phase == _DONE:
+            return
+        if self.phase == _BODY and self.framing == _UNTIL_CLOSE and exc is None:
+            self.conn = None
+            self.keep_alive = False
+            self._reply(b"".join(self.parts))
+            return
+        self.conn = None
+        self._cancel_timer()
+        nothing_yet = self.phase == _HEAD and not self.head_buf
+        if nothing_yet and self.reused and not self.replaced:
+            # the server closed the pooled connection while it was idle (its keep-alive
+            # timeout is shorter than ours): send again on a new one, not a retry
+            self.replaced = True
+            if self.caller.may_connect(self.target.pool_key):
+                self.connect()
+            else:
+                self.phase = _QUEUED
+                self.caller.wait_for_connection(self)
+            return
+        why = f"{type(exc).__name__}: {exc}" if exc is not None else "the server closed the connection"
+        state = "before replying" if nothing_yet else "in the middle of the reply"
+        self._retry(f"{why} {state} ({self.target.where})")
+
+    def _reply(self, body: bytes) -> None:
+        """A whole reply was read: succeed, fail, or retry by its status."""
+        self._release(self.keep_alive)
+        status = self.status or 0
+        if 200 <= status < 300:
+            self._finish(CallResult(self.call_id, body, None, self.attempts, status))
+            return
+        if status < 500 and status not in _RETRIED_4XX:  # the request itself is refused
+            self._finish(
+                CallResult(
+                    self.call_id,
+                    None,
+                    f"HTTP {status} (not retried), body {excerpt(body)}; a {status} reply means the "
+                    f"request itself was refused{_hint_4xx(status, self.url)}",
+                    self.attempts,
+                    status,
+                )
+            )
+            return
+        self._retry(f"HTTP {status}, body {excerpt(body)}")
+
+    # ------------------------------------------------------------------ timer, retries, the end
+    def _arm(self, when: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.caller.loop.call_at(when, self._on_timer)
+
+    def _cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        loop = self.caller.loop
+        now = loop.time()
+        ep = self.ep
+        phase = self.phase
+        if phase == _BACKOFF:
+            self._attempt()
+            return
+        if phase == _CONNECTING:
+            task, self.connecting = self.connecting, None
+            if task is not None:
+                task.cancel()
+            what = f"connect timeout of {ep.connect_timeout_s:g} s" if now < self.deadline else "call timeout"
+        elif phase in (_HEAD, _BODY):
+            read = ep.read_timeout_s
+            if now < self.deadline and (read is None or now - self.last_read < read):
+                self._arm(self.deadline if read is None else min(self.deadline, self.last_read + read))
+                return  # data arrived meanwhile: not yet
+            self._release(False)
+            what = "call timeout" if now >= self.deadline else f"read timeout of {read:g} s"
+        else:
+            return
+        read_s = "none" if ep.read_timeout_s is None else f"{ep.read_timeout_s:g} s"
+        self._retry(
+            f"timed out: {what} reached (timeouts: connect {ep.connect_timeout_s:g} s, read {read_s}, call "
+            f"{ep.call_timeout_s:g} s) at {self.target.where}"
+        )
+
+    def _broken(self, what: str) -> None:
+        """The reply breaks HTTP: drop the connection and retry (the server may recover)."""
+        self._release(False)
+        self._retry(f"{what} from {self.target.where}")
+
+    def _retry(self, last: str) -> None:
+        """The attempt failed with ``last``: wait and try again, or give up."""
+        ep = self.ep
+        loop = self.caller.loop
+        now = loop.time()
+        if ep.max_retries is not None and self.attempts > ep.max_retries:
+            reason = f"{ep.max_retries} retries used up"
+        else:
+            reason = f"call timeout of {ep.call_timeout_s:g} s reached"
+            delay = min(ep.backoff_max_s, ep.backoff_initial_s * 2 ** (self.attempts - 1))
+            if now + delay < self.deadline:
+                self.phase = _BACKOFF
+                self._arm(now + delay)
+                return
+        self._finish(
+            CallResult(self.call_id, None, f"gave up after {self.attempts} attempt(s), {reason}; last error: {last}", self.attempts, self.status)
+        )
+
+    def _fail(self, error: str) -> None:
+        """Fail at once (not retried); the connection is dropped."""
+        self._release(False)
+        self._finish(CallResult(self.call_id, None, error, self.attempts, self.status))
+
+    def _release(self, reuse: bool) -> None:
+        self._cancel_timer()
+        conn, self.conn = self.conn, None
+        if conn is None:
+            return
+        conn.call = None
+        if reuse and not conn.lost:
+            self.caller.give_back(conn)
+        else:
+            conn.close()
+
+    def _finish(self, result: CallResult) -> None:
+        self.phase = _DONE
+        self._cancel_timer()
+        self.body = b""
+        self.parts = []
+        self.caller.deliver(self, result)
+
+    def cancel(self) -> None:
+        """The caller closes: stop without a result (a queued call is skipped when its turn comes)."""
+        self.phase = _DONE
+        self._cancel_timer()
+        if self.connecting is not None:
+            self.connecting.cancel()
+            self.connecting = None
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.call = None
+            conn.close()
+
+
 class RemoteCaller:
-    """An aiohttp client on an event loop in a daemon thread (see the module docstring).
+    """The HTTP client of remote functions on an event loop in a daemon thread (see the
+    module docstring).
 
     Args:
         notify: called (from the I/O thread) after each result is queued; the dispatcher
@@ -129,49 +641,51 @@ class RemoteCaller:
 
     Thread safety: :meth:`submit` and :meth:`close` may be called from any thread;
     :attr:`completions` is a thread-safe queue.
+
+    Example:
+        >>> import queue
+        >>> caller = RemoteCaller(notify=lambda: None, name="doc-remote")
+        >>> isinstance(caller.completions, queue.SimpleQueue)
+        True
+        >>> caller.close()
     """
 
     def __init__(self, notify: Callable[[], None], name: str = "raystream-statefun-remote", keepalive_s: float = 15.0) -> None:
-        self._aiohttp = require_aiohttp()
         self.completions: queue.SimpleQueue[CallResult] = queue.SimpleQueue()
         self._notify = notify
         self._notify_pending = False  # a notify() was made that the consumer has not answered yet
         self._outbox: deque[tuple[int, RemoteEndpoint, str, bytes]] = deque()  # submitted, not yet started
         self._wakeup_pending = False  # the loop will start the outbox's calls
-        self._tasks: set[asyncio.Task[None]] = set()  # the calls running (strong references)
+        self._calls: set[_Call] = set()  # started, not finished
+        self._idle: dict[tuple[str, int, bool], list[_Connection]] = {}  # pooled connections, newest last
+        self._setups: dict[tuple[str, int, bool], int] = {}  # connections being opened, per host
+        self._waiting: dict[tuple[str, int, bool], deque[_Call]] = {}  # calls waiting for a connection
+        self._sweep_pending = False
+        self._targets: dict[str, _Target] = {}
+        self._tls: ssl.SSLContext | None = None
         self._keepalive_s = keepalive_s
-        self._loop = asyncio.new_event_loop()
-        self._session: Any = None
+        self.loop = asyncio.new_event_loop()
         self._closed = False
-        self._started = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
-        self._started.wait()
 
     def _run(self) -> None:
         name_native_thread("rs-remote-http")
-        loop = self._loop
+        loop = self.loop
         asyncio.set_event_loop(loop)
-        aiohttp = self._aiohttp
-
-        async def make_session() -> Any:
-            # limit=0: no pool cap (RemoteFunctions bounds the requests in flight)
-            connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=self._keepalive_s)
-            return aiohttp.ClientSession(connector=connector)
-
-        self._session = loop.run_until_complete(make_session())
-        self._started.set()
         try:
             loop.run_forever()
         finally:
+            self._shutdown()
             tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
             for t in tasks:
                 t.cancel()
             loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-            loop.run_until_complete(self._session.close())
+            loop.run_until_complete(asyncio.sleep(0))  # let the aborted transports close their sockets
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
+    # ------------------------------------------------------------------ any thread
     def submit(self, call_id: int, endpoint: RemoteEndpoint, url: str, body: bytes) -> None:
         """POST ``body`` to ``url`` (with the endpoint's timeouts and retries) in the background.
 
@@ -182,17 +696,7 @@ class RemoteCaller:
         self._outbox.append((call_id, endpoint, url, body))
         if not self._wakeup_pending:
             self._wakeup_pending = True
-            self._loop.call_soon_threadsafe(self._start_submitted)
-
-    def _start_submitted(self) -> None:
-        """On the loop: start every submitted call. The flag is cleared before the outbox is
-        read, so a call submitted meanwhile is either read here or schedules another wake-up."""
-        self._wakeup_pending = False
-        outbox, loop, tasks = self._outbox, self._loop, self._tasks
-        while outbox:
-            task = loop.create_task(self._call(*outbox.popleft()))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+            self.loop.call_soon_threadsafe(self._start_submitted)
 
     def rearm_notify(self) -> None:
         """The consumer is about to take :attr:`completions`: the next result calls ``notify()``
@@ -200,92 +704,138 @@ class RemoteCaller:
         after it notifies (at worst once more than needed, never a result without one)."""
         self._notify_pending = False
 
-    async def _call(self, call_id: int, ep: RemoteEndpoint, url: str, body: bytes) -> None:
+    def close(self) -> None:
+        """Cancel calls in flight, close the connections and stop the thread (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
         try:
-            result = await self._attempts(call_id, ep, url, body)
-        except asyncio.CancelledError:
-            raise  # closed: nobody waits for the result
-        except Exception as exc:  # never leave the dispatcher waiting for a call that died
-            result = CallResult(call_id, None, f"unexpected {type(exc).__name__}: {exc}", 1, None)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        except RuntimeError:  # the loop is already closed
+            pass
+        self._thread.join(timeout=10)
+        if self._thread.is_alive():  # pragma: no cover - diagnostic only
+            log.warning("the remote-function I/O thread did not stop within 10 s")
+
+    # ------------------------------------------------------------------ the loop's thread
+    def _start_submitted(self) -> None:
+        """Start every submitted call. The flag is cleared before the outbox is read, so a
+        call submitted meanwhile is either read here or schedules another wake-up."""
+        self._wakeup_pending = False
+        outbox = self._outbox
+        while outbox:
+            if self._closed:
+                return
+            self._start(*outbox.popleft())
+
+    def _start(self, call_id: int, ep: RemoteEndpoint, url: str, body: bytes) -> None:
+        """Start one call (a test may replace this to answer without HTTP, through :meth:`deliver`)."""
+        target = self._targets.get(url)
+        if target is None:
+            try:
+                target = _Target(url)
+            except (ValueError, UnicodeEncodeError) as exc:
+                self.deliver(None, CallResult(call_id, None, f"bad URL {url!r}: {exc}", 0, None))
+                return
+            if len(self._targets) >= _URL_CACHE:
+                self._targets.clear()
+            self._targets[url] = target
+        call = _Call(self, call_id, ep, url, target, body)
+        self._calls.add(call)
+        call.start()
+
+    def deliver(self, call: _Call | None, result: CallResult) -> None:
+        """Queue ``result`` for the consumer and notify it (once per burst)."""
+        if call is not None:
+            self._calls.discard(call)
         self.completions.put(result)
         if not self._closed and not self._notify_pending:
             self._notify_pending = True
             self._notify()
 
-    async def _attempts(self, call_id: int, ep: RemoteEndpoint, url: str, body: bytes) -> CallResult:
-        """POST until a 2xx reply, a reply that cannot succeed on retry (4xx but 429, an
-        oversized body), ``max_retries`` or the call timeout, whichever comes first."""
-        aiohttp = self._aiohttp
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + ep.call_timeout_s  # the request is being sent now
-        attempts = 0
-        last = ""
-        reason = f"call timeout of {ep.call_timeout_s:g} s reached"
-        status = None
-        while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            attempts += 1
-            timeout = aiohttp.ClientTimeout(total=remaining, sock_connect=ep.connect_timeout_s, sock_read=ep.read_timeout_s)
-            try:
-                async with self._session.post(
-                    url, data=body, headers={"Content-Type": _CONTENT_TYPE}, timeout=timeout, allow_redirects=False
-                ) as resp:
-                    status = resp.status
-                    if 200 <= status < 300:
-                        data = await _read_body(resp, ep.max_response_bytes)
-                        if data is None:
-                            size = f"Content-Length {resp.content_length}" if resp.content_length is not None else "more bytes received"
-                            return CallResult(
-                                call_id,
-                                None,
-                                f"HTTP {status} with a reply larger than max_response_bytes={ep.max_response_bytes} "
-                                f"({size}; not retried); raise remote_endpoint(max_response_bytes=...) or "
-                                f"'transport.payload_max_bytes' in module.yaml, or send smaller batches",
-                                attempts,
-                                status,
-                            )
-                        return CallResult(call_id, data, None, attempts, status)
-                    data = await resp.content.read(_ERROR_BODY_READ)
-                    last = f"HTTP {status}, body {excerpt(data)}"
-                    if status < 500 and status not in _RETRIED_4XX:  # the request itself is refused
-                        return CallResult(
-                            call_id,
-                            None,
-                            f"HTTP {status} (not retried), body {excerpt(data)}; a {status} reply means the "
-                            f"request itself was refused{_hint_4xx(status, url)}",
-                            attempts,
-                            status,
-                        )
-            except asyncio.TimeoutError:
-                read = "none" if ep.read_timeout_s is None else f"{ep.read_timeout_s:g} s"
-                last = f"timed out (connect {ep.connect_timeout_s:g} s, read {read}, call {ep.call_timeout_s:g} s)"
-                status = None
-            except aiohttp.ClientError as exc:
-                last = f"{type(exc).__name__}: {exc}"
-                status = None
-            if ep.max_retries is not None and attempts > ep.max_retries:
-                reason = f"{ep.max_retries} retries used up"
-                break
-            delay = min(ep.backoff_max_s, ep.backoff_initial_s * 2 ** (attempts - 1))
-            if loop.time() + delay >= deadline:
-                break
-            await asyncio.sleep(delay)
-        return CallResult(call_id, None, f"gave up after {attempts} attempt(s), {reason}; last error: {last}", attempts, status)
+    def tls_context(self) -> ssl.SSLContext:
+        if self._tls is None:
+            self._tls = ssl.create_default_context()
+        return self._tls
 
-    def close(self) -> None:
-        """Cancel calls in flight, close the session and stop the thread (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._loop.is_running() or not self._loop.is_closed():
-            try:
-                self._loop.call_soon_threadsafe(self._loop.stop)
-            except RuntimeError:  # the loop is already closed
-                pass
-        self._thread.join(timeout=10)
-        if self._thread.is_alive():  # pragma: no cover - diagnostic only
-            log.warning("the remote-function I/O thread did not stop within 10 s")
+    def take_idle(self, key: tuple[str, int, bool]) -> _Connection | None:
+        """A pooled connection to ``key`` that is open and fresh, or None."""
+        idle = self._idle.get(key)
+        if not idle:
+            return None
+        expired = self.loop.time() - self._keepalive_s
+        while idle:
+            conn = idle.pop()
+            if not conn.lost and conn.idle_since > expired:
+                return conn
+            conn.close()
+        return None
 
+    def may_connect(self, key: tuple[str, int, bool]) -> bool:
+        """Count a new connection to ``key`` if fewer than ``_MAX_SETUPS`` are being opened."""
+        n = self._setups.get(key, 0)
+        if n >= _MAX_SETUPS:
+            return False
+        self._setups[key] = n + 1
+        return True
 
+    def connect_done(self, key: tuple[str, int, bool]) -> None:
+        """A connection set-up to ``key`` ended (either way): its slot goes to a waiting call."""
+        waiting = self._waiting.get(key)
+        while waiting:
+            call = waiting.popleft()
+            if call.phase == _QUEUED:  # (a cancelled one is skipped)
+                call.connect()  # takes over the slot
+                return
+        self._setups[key] -= 1
+
+    def wait_for_connection(self, call: _Call) -> None:
+        waiting = self._waiting.get(call.target.pool_key)
+        if waiting is None:
+            waiting = self._waiting[call.target.pool_key] = deque()
+        waiting.append(call)
+
+    def give_back(self, conn: _Connection) -> None:
+        waiting = self._waiting.get(conn.pool_key)
+        while waiting:  # a call waiting for a connection takes it at once
+            call = waiting.popleft()
+            if call.phase == _QUEUED:
+                call.send_on(conn)
+                return
+        conn.idle_since = self.loop.time()
+        idle = self._idle.get(conn.pool_key)
+        if idle is None:
+            idle = self._idle[conn.pool_key] = []
+        idle.append(conn)
+        if not self._sweep_pending:
+            self._sweep_pending = True
+            self.loop.call_later(self._keepalive_s, self._sweep)
+
+    def _sweep(self) -> None:
+        """Close the pooled connections idle for longer than ``keepalive_s``."""
+        self._sweep_pending = False
+        expired = self.loop.time() - self._keepalive_s
+        for key, idle in list(self._idle.items()):
+            keep = []
+            for conn in idle:
+                if conn.lost or conn.idle_since <= expired:
+                    conn.close()
+                else:
+                    keep.append(conn)
+            if keep:
+                self._idle[key] = keep
+            else:
+                del self._idle[key]
+        if self._idle and not self._closed:
+            self._sweep_pending = True
+            self.loop.call_later(self._keepalive_s, self._sweep)
+
+    def _shutdown(self) -> None:
+        """On the loop, while closing: stop every call and close every connection."""
+        for call in list(self._calls):
+            call.cancel()
+        self._calls.clear()
+        for idle in self._idle.values():
+            for conn in idle:
+                conn.close()
+        self._idle.clear()

@@ -56,7 +56,6 @@ from raystream.statefun_api.endpoints import (
 from raystream.statefun_api.functions import StatefulFunctions
 from raystream.statefun_api.ingress import Field, RoutedIngress
 from raystream.statefun_api.messages import Message
-from raystream.statefun_api.remote import require_aiohttp
 from raystream.statefun_api.routing import (
     FEEDBACK_TAG,
     MessageRecord,
@@ -253,7 +252,8 @@ class StatefulFunctionsJob:
 
         Embedded functions (registered in the job's ``StatefulFunctions``) and remote ones
         mix freely and message each other; a namespace pattern (``"ns/*"``) does not cover
-        the embedded functions of that namespace. Needs aiohttp (``raystream[remote]``).
+        the embedded functions of that namespace. The HTTP client is raystream's own (no
+        extra to install).
 
         Example:
             >>> import raystream as rs
@@ -263,7 +263,6 @@ class StatefulFunctionsJob:
             >>> sf.with_endpoint(remote_endpoint("shop/*", "http://localhost:8000/{function.name}")).endpoints[0].functions
             'shop/*'
         """
-        require_aiohttp()
         for ep in endpoints:
             problem = endpoint_problem(ep, self.functions, "with_endpoint()")
             if problem is not None:

@@ -3,7 +3,7 @@
 Two parts with a strict thread split:
 
 * :class:`~statefun_api.http_caller.RemoteCaller` (in :mod:`statefun_api.http_caller`)
-  owns the I/O: an aiohttp client on an event loop in a daemon thread, with the call
+  owns the I/O: an HTTP/1.1 client on an event loop in a daemon thread, with the call
   timeout, retries, backoff and the response size limit. It never touches dispatcher state.
 * :class:`RemoteFunctions` is the per-address state machine, run only on the mailbox
   thread by the :class:`~statefun_api.dispatcher.FunctionDispatcher`:
@@ -61,7 +61,7 @@ from raystream.statefun_api.effects import (
 )
 from raystream.statefun_api.endpoints import RemoteEndpoint, resolve_endpoint
 from raystream.statefun_api.errors import ProtocolError, StatefulFunctionError
-from raystream.statefun_api.http_caller import CallResult, RemoteCaller, excerpt, require_aiohttp
+from raystream.statefun_api.http_caller import CallResult, RemoteCaller, excerpt
 from raystream.statefun_api.messages import EgressMessage, Message
 from raystream.statefun_api.reqreply import FromFunction, decode_from_function
 from raystream.statefun_api.routing import (
@@ -76,7 +76,7 @@ from raystream.statefun_api.routing import (
 from raystream.statefun_api.state_layout import value_state_name
 from raystream.statefun_api.types import TypedValue, builtin_type
 
-__all__ = ["RemoteCaller", "RemoteFunctions", "InvocationHost", "CallResult", "RemoteFunctionError", "require_aiohttp"]
+__all__ = ["RemoteCaller", "RemoteFunctions", "InvocationHost", "CallResult", "RemoteFunctionError"]
 
 
 class InvocationHost(Protocol):

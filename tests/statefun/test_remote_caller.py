@@ -7,13 +7,9 @@ from __future__ import annotations
 import asyncio
 import threading
 
-import pytest
-
 from raystream.statefun_api.endpoints import remote_endpoint
 from raystream.statefun_api.http_caller import CallResult, RemoteCaller
 from tests.waiting import wait_for
-
-pytest.importorskip("aiohttp")
 
 
 class _Gated(RemoteCaller):
@@ -22,11 +18,17 @@ class _Gated(RemoteCaller):
     def __init__(self, notify) -> None:
         super().__init__(notify, name="test-remote-caller")
         self.gate = threading.Event()
+        self.answering: set[asyncio.Task] = set()
 
-    async def _attempts(self, call_id, ep, url, body):  # noqa: ANN001, ANN202 - the overridden signature
-        while not self.gate.is_set():
-            await asyncio.sleep(0.001)
-        return CallResult(call_id, body, None, 1, 200)
+    def _start(self, call_id, ep, url, body):  # noqa: ANN001, ANN202 - the overridden signature
+        async def answer() -> None:
+            while not self.gate.is_set():
+                await asyncio.sleep(0.001)
+            self.deliver(None, CallResult(call_id, body, None, 1, 200))
+
+        task = self.loop.create_task(answer())
+        self.answering.add(task)
+        task.add_done_callback(self.answering.discard)
 
 
 def _take(caller: RemoteCaller) -> list[int]:

@@ -176,7 +176,42 @@ def test_dispatcher_config_checks_its_endpoints():
         DispatcherConfig(functions, endpoints=["shop/*"])
 
 
-def test_missing_aiohttp_names_the_extra(monkeypatch):
+def test_remote_functions_need_no_aiohttp(monkeypatch):
+    """The client is raystream's own: with aiohttp not importable, a job calls a function
+    served by the standard library's http.server (raystream's handler behind it)."""
+    import http.server
+    import threading
+
+    from raystream.statefun_api import StringType, ValueSpec, egress_message_builder, message_builder
+    from raystream.statefun_api.handler import RequestReplyHandler
+    from raystream.statefun_api.local import LocalDispatchers
+
+    served = StatefulFunctions()
+
+    @served.bind("remote/greeter", specs=[ValueSpec("seen", StringType)])
+    def greeter(context, message):
+        context.storage.seen = (context.storage.seen or "") + "!"
+        context.send_egress(egress_message_builder("test/out", f"{context.address.id}{context.storage.seen}", StringType))
+
+    handler = RequestReplyHandler(served)
+
+    class Serve(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):  # noqa: N802 - http.server's name
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            reply = handler.handle_sync(body)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Serve)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     real_import = builtins.__import__
 
     def no_aiohttp(name, *args, **kwargs):
@@ -184,10 +219,16 @@ def test_missing_aiohttp_names_the_extra(monkeypatch):
             raise ImportError("No module named 'aiohttp'")
         return real_import(name, *args, **kwargs)
 
-    sf = StatefulFunctionsJob(rs.StreamEnvironment(), StatefulFunctions())
     monkeypatch.setattr(builtins, "__import__", no_aiohttp)
-    with pytest.raises(ImportError, match=r"raystream\[remote\]"):
-        sf.with_endpoint(remote_endpoint("shop/*", "http://h/{function.name}"))
+    ep = remote_endpoint("remote/*", f"http://127.0.0.1:{server.server_address[1]}/{{function.name}}")
+    try:
+        with LocalDispatchers(StatefulFunctions(), egresses=["test/out"], endpoints=[ep]) as run:
+            run.send(*[message_builder("remote/greeter", who, str_value="hi") for who in ("ann", "bob", "ann")])
+            run.run_until_idle()
+            assert sorted(run.egress("test/out")) == ["ann!", "ann!!", "bob!"]
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 # ---------------------------------------------------------------- StateFun's transport section
