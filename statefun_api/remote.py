@@ -50,7 +50,6 @@ from raystream.statefun_api._reqreply_pb import (
     MODIFY,
     DecodeError,
     FromFunctionPb,
-    ToFunctionPb,
 )
 from raystream.statefun_api.address import Address
 from raystream.statefun_api.effects import (
@@ -64,14 +63,10 @@ from raystream.statefun_api.errors import ProtocolError, StatefulFunctionError
 from raystream.statefun_api.http_caller import CallResult, RemoteCaller, excerpt
 from raystream.statefun_api.messages import EgressMessage, Message
 from raystream.statefun_api.reqreply import FromFunction, decode_from_function
+from raystream.statefun_api.request_encoder import RequestEncoder, StateEntry
 from raystream.statefun_api.routing import (
-    CALLER_ID,
-    CALLER_TYPENAME,
-    HAS_VALUE,
-    VALUE,
     VALUE_TYPENAME,
     MessageRecord,
-    record_typed_value,
 )
 from raystream.statefun_api.state_layout import value_state_name
 from raystream.statefun_api.types import TypedValue, builtin_type
@@ -170,6 +165,7 @@ class RemoteFunctions:
         # typename -> spec name -> (ValueState, spec typename), registered by handshakes
         self._specs: dict[str, dict[str, tuple[Any, str]]] = {}
         self._caller: RemoteCaller | None = None
+        self._encoder = RequestEncoder(host.address_of)
         self._next_id = 0
         self._closed = False
         self.requests = 0
@@ -301,50 +297,22 @@ class RemoteFunctions:
 
     def _encode(self, key: tuple[str, str], records: list[MessageRecord]) -> tuple[bytes, frozenset[str]]:
         """The ``ToFunction`` request invoking ``key`` with ``records`` (the address's declared
-        values attached), encoded with the upb classes; and the names of the values sent."""
-        typename = key[0]
-        req = ToFunctionPb()
-        batch = req.invocation
+        values attached); and the names of the values sent."""
         address = self.host.address_of(key)
-        target = batch.target
-        target.namespace, target.type, target.id = address.namespace, address.name, address.id
-        specs = self._specs.get(typename)
-        sent: frozenset[str] = frozenset()
+        specs = self._specs.get(key[0])
+        state: list[StateEntry] = []
         if specs:
             self.host.set_current_address(key)
-            state = batch.state
             for name, (st, spec_typename) in specs.items():
                 tv = st.value()
                 if type(tv) is tuple:  # (typename, value) of a built-in type, kept decoded by the dispatcher
                     tv = TypedValue.of(builtin_type(tv[0]), tv[1])  # type: ignore[arg-type]
-                pv = state.add()
-                pv.state_name = name
-                value = pv.state_value
-                value.SetInParent()
                 if tv is None or not tv.has_value:
-                    value.typename = spec_typename
+                    state.append((name, spec_typename, False, b""))
                 else:
-                    value.typename, value.has_value, value.value = tv.typename, True, tv.value
-            sent = frozenset(specs)
-        address_of = self.host.address_of
-        invocations = batch.invocations
-        for r in records:
-            inv = invocations.add()
-            if r[CALLER_TYPENAME]:
-                caller = address_of((r[CALLER_TYPENAME], r[CALLER_ID]))
-                c = inv.caller
-                c.namespace, c.type, c.id = caller.namespace, caller.name, caller.id
-            argument = inv.argument
-            argument.SetInParent()
-            value = r[VALUE]
-            if type(value) is not bytes:
-                value = record_typed_value(r).value
-            argument.typename = r[VALUE_TYPENAME]
-            if r[HAS_VALUE]:
-                argument.has_value = True
-            if value:
-                argument.value = value
-        return req.SerializeToString(), sent
+                    state.append((name, tv.typename, True, tv.value))
+        body = self._encoder.request((address.namespace, address.name, address.id), state, records)
+        return body, frozenset(specs) if specs else frozenset()
 
     # ------------------------------------------------------------------ replies (mailbox thread)
     @property
