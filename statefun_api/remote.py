@@ -16,7 +16,9 @@ Two parts with a strict thread split:
   - a request carries the address's persisted values (the dispatcher's keyed state);
   - the **missing-state handshake**: a reply with an ``IncompleteInvocationContext``
     registers the missing value specs (name, type, TTL) for the function type and the
-    same batch is sent again;
+    same batch is sent again. Until the first reply of a function type has come, only
+    one request of that type is out: the other addresses wait for it (their messages
+    batching) and then go with their state, instead of all being refused once;
   - an ``InvocationResponse`` is applied as for an embedded function: state mutations,
     outgoing messages (local ones skip the network), delayed messages and cancellations,
     egress. A reply with neither (the official SDK's empty body for a function without
@@ -159,6 +161,9 @@ class RemoteFunctions:
         # addresses held back because their endpoint has max_concurrent_requests in flight
         self._parked: dict[RemoteEndpoint, deque[tuple[str, str]]] = {}
         self._parked_keys: set[tuple[str, str]] = set()
+        # function types whose first request is out and not answered yet -> the addresses
+        # of that type waiting for its answer (which tells the type's value specs)
+        self._probing: dict[str, deque[tuple[str, str]]] = {}
         self._per_endpoint: dict[RemoteEndpoint, int] = {}  # requests in flight per endpoint
         self._full: set[tuple[str, str]] = set()
         self._queued = 0
@@ -241,7 +246,15 @@ class RemoteFunctions:
             q = self._queues.get(key)
             if not q:
                 continue
-            ep = self.endpoint_for(key[0])
+            typename = key[0]
+            if typename not in self._specs:  # the type's value specs are not known yet
+                waiting = self._probing.get(typename)
+                if waiting is not None:  # its first request is out: wait for what it tells
+                    waiting.append(key)
+                    self._parked_keys.add(key)
+                    continue
+                self._probing[typename] = deque()
+            ep = self.endpoint_for(typename)
             assert ep is not None
             cap = ep.max_concurrent_requests
             if cap is not None and self._per_endpoint.get(ep, 0) >= cap:
@@ -371,7 +384,18 @@ class RemoteFunctions:
         # no invocation result (the official SDK's empty body when the function had no
         # effects): an empty InvocationResponse (the default), as StateFun's RequestReplyFunction reads it
         self._finished(key, call)
+        if key[0] in self._probing:
+            self._learned(key[0])
         self._apply(key, address, call, reply.invocation_result, where)
+
+    def _learned(self, typename: str) -> None:
+        """The first reply of ``typename`` came (a result, or the missing values it declares):
+        its value specs are known, and the addresses that waited for that go now."""
+        self._specs.setdefault(typename, {})
+        for key in self._probing.pop(typename, ()):
+            self._parked_keys.discard(key)
+            if key in self._queues and key not in self._inflight:
+                self._ready[key] = None
 
     def _handshake(self, key: tuple[str, str], call: _Call, context: FromFunction.IncompleteInvocationContext, where: str) -> None:
         """Register the missing value specs for the function type and send the same batch again."""
@@ -405,6 +429,8 @@ class RemoteFunctions:
         self.handshakes += 1
         self.host.counters["remote_handshakes"] += 1
         call.handshakes += 1
+        if typename in self._probing:
+            self._learned(typename)
         self._send(key, call)
 
     def _apply(self, key: tuple[str, str], address: Address, call: _Call, response: Any, where: str) -> None:

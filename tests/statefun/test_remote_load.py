@@ -178,6 +178,23 @@ def test_the_call_timeout_does_not_count_the_wait_for_a_request_slot(gate):
     assert gate.max_active == 1
 
 
+def test_the_first_request_of_a_function_type_goes_alone(gate):
+    """A fresh dispatcher does not know the type's value specs: it sends ONE request, and the
+    other 49 addresses wait for its answer (the missing-values handshake) and go out with
+    their state, instead of 50 requests without state that are all refused and sent again."""
+    gate.hold.clear()
+    with dispatchers(endpoint(gate.server.url)) as run:
+        run.send(*[greet(f"a{i}") for i in range(50)])
+        wait_for(lambda: gate.waiting() == 1, "the first request at the server")
+        gate.hold.set()
+        run.run_until_idle()
+        assert sorted(run.egress(EGRESS)) == sorted(f"a{i}#1" for i in range(50))
+        assert run.counters()["remote_handshakes"] == 1
+    without_state = [a for a in gate.arrivals if not a[2]]
+    assert len(without_state) == 1  # only the first request went out before the specs were known
+    assert len(gate.arrivals) == 51  # 50 addresses + the first one's resend with its state
+
+
 # ---------------------------------------------------------------- failures
 @pytest.mark.parametrize(
     ("status", "body", "hint"),
