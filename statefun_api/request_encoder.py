@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from raystream.statefun_api._protowire import encode_varint
 from raystream.statefun_api.routing import (
     CALLER_ID,
     CALLER_TYPENAME,
@@ -45,21 +46,10 @@ _CACHED_VALUE = 64  # values up to this many bytes (or decoded values of these t
 _CACHED_TYPES = (bytes, str, int, bool)  # (not float: 0.0 == -0.0 would share one encoding)
 
 
-def _varint(n: int) -> bytes:
-    if n < 0x80:
-        return bytes((n,))
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def _field(tag: bytes, data: bytes) -> bytes:
     """A length-delimited field: ``tag``, the length, ``data``."""
     n = len(data)
-    return tag + (bytes((n,)) if n < 0x80 else _varint(n)) + data
+    return tag + (bytes((n,)) if n < 0x80 else encode_varint(n)) + data
 
 
 def _string(tag: bytes, text: str) -> bytes:
