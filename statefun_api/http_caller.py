@@ -28,11 +28,13 @@ function server, the bottleneck of remote functions (``benchmarks/RESULTS.md``, 
 Here a request is one state machine driven by protocol callbacks: one write, one read
 event and one timer per attempt.
 
-Requests submitted in one go start with one wake-up of the event loop, and a burst of
-replies posts one ``notify()`` until the consumer takes the completions again
+The loop's thread takes the submitted requests before each wait for I/O, so a submitter
+wakes it (a byte on its self-pipe) only while it waits, once until it looks again; and a
+burst of replies posts one ``notify()`` until the consumer takes the completions again
 (:meth:`RemoteCaller.rearm_notify`): per-request thread hand-offs were a large share of the
 client's CPU (a self-pipe write and a concurrent future per request, a mailbox wake-up
-and a dispatcher step per reply).
+and a dispatcher step per reply; the self-pipe write per step was still 12% of the
+mailbox thread).
 
 Its caller is :class:`~statefun_api.remote.RemoteFunctions`, which decides what to send
 and applies the replies; this module knows nothing of addresses, state or the dispatcher.
@@ -47,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import selectors
 import ssl
 import threading
 from collections import deque
@@ -625,6 +628,39 @@ class _Call:
             conn.close()
 
 
+def _nothing() -> None:
+    """A callback that only wakes the loop."""
+
+
+class _DoorbellSelector(selectors.DefaultSelector):  # type: ignore[misc, valid-type]
+    """The loop's selector, which starts the submitted calls before each wait.
+
+    The order makes a lost wake-up impossible: the loop clears ``_rung``, takes the
+    outbox, marks itself ``_sleeping``, then looks at the outbox once more (not waiting if a
+    call came in between); a submitter appends, then rings only if ``_sleeping``. A call
+    appended before ``_sleeping`` was set is seen by the second look; one appended after
+    finds ``_sleeping`` set and rings (the byte on the loop's self-pipe ends the wait).
+    """
+
+    def __init__(self, caller: RemoteCaller) -> None:
+        super().__init__()
+        self._caller = caller
+
+    def select(self, timeout: float | None = None) -> list[tuple[Any, int]]:
+        caller = self._caller
+        caller._rung = False
+        if caller._outbox:
+            caller._start_submitted()
+            timeout = 0  # (the calls just started may have scheduled callbacks)
+        caller._sleeping = True
+        if caller._outbox:
+            timeout = 0
+        try:
+            return super().select(timeout)  # type: ignore[no-any-return]
+        finally:
+            caller._sleeping = False
+
+
 class RemoteCaller:
     """The HTTP client of remote functions on an event loop in a daemon thread (see the
     module docstring).
@@ -655,7 +691,8 @@ class RemoteCaller:
         self._notify = notify
         self._notify_pending = False  # a notify() was made that the consumer has not answered yet
         self._outbox: deque[tuple[int, RemoteEndpoint, str, bytes]] = deque()  # submitted, not yet started
-        self._wakeup_pending = False  # the loop will start the outbox's calls
+        self._sleeping = False  # the loop's thread is (about to be) waiting in epoll
+        self._rung = False  # a submitter woke it and the loop has not looked at the outbox since
         self._calls: set[_Call] = set()  # started, not finished
         self._idle: dict[tuple[str, int, bool], list[_Connection]] = {}  # pooled connections, newest last
         self._setups: dict[tuple[str, int, bool], int] = {}  # connections being opened, per host
@@ -664,7 +701,7 @@ class RemoteCaller:
         self._targets: dict[str, _Target] = {}
         self._tls: ssl.SSLContext | None = None
         self._keepalive_s = keepalive_s
-        self.loop = asyncio.new_event_loop()
+        self.loop = asyncio.SelectorEventLoop(_DoorbellSelector(self))
         self._closed = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -689,14 +726,15 @@ class RemoteCaller:
     def submit(self, call_id: int, endpoint: RemoteEndpoint, url: str, body: bytes) -> None:
         """POST ``body`` to ``url`` (with the endpoint's timeouts and retries) in the background.
 
-        Calls submitted while the loop has not yet started the earlier ones start together
-        (one wake-up of the I/O thread for all of them)."""
+        The loop's thread takes the outbox before each wait for I/O, so a submitter wakes it
+        only when it is waiting (and once until it looked again): calls submitted together,
+        or while the loop is busy with replies, cost no wake-up each."""
         if self._closed:
             raise RuntimeError("RemoteCaller is closed")
         self._outbox.append((call_id, endpoint, url, body))
-        if not self._wakeup_pending:
-            self._wakeup_pending = True
-            self.loop.call_soon_threadsafe(self._start_submitted)
+        if self._sleeping and not self._rung:
+            self._rung = True
+            self.loop.call_soon_threadsafe(_nothing)
 
     def rearm_notify(self) -> None:
         """The consumer is about to take :attr:`completions`: the next result calls ``notify()``
@@ -719,9 +757,7 @@ class RemoteCaller:
 
     # ------------------------------------------------------------------ the loop's thread
     def _start_submitted(self) -> None:
-        """Start every submitted call. The flag is cleared before the outbox is read, so a
-        call submitted meanwhile is either read here or schedules another wake-up."""
-        self._wakeup_pending = False
+        """Start every submitted call (from :class:`_DoorbellSelector`, before a wait)."""
         outbox = self._outbox
         while outbox:
             if self._closed:

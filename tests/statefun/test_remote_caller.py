@@ -84,3 +84,38 @@ def test_replies_racing_the_consumer_are_never_left_without_a_wakeup():
         done.set()
         t.join(5)
         caller.close()
+
+
+def test_a_call_submitted_to_a_waiting_loop_always_wakes_it():
+    """The loop takes the outbox before each wait and a submitter rings only while it waits:
+    one call at a time (the loop asleep each time) and calls submitted from two threads at
+    once all start; a lost wake-up would leave one unstarted forever."""
+    caller = _Gated(lambda: None)
+    caller.gate.set()
+    ep = remote_endpoint("demo/*", "http://127.0.0.1:9/{function.name}")
+    got: list[int] = []
+
+    def take_until(n: int) -> None:
+        def arrived() -> bool:
+            while not caller.completions.empty():
+                got.append(caller.completions.get_nowait().call_id)
+            return len(got) >= n
+
+        wait_for(arrived, f"{n} replies")
+
+    try:
+        for i in range(300):  # one at a time: each submit finds the loop waiting
+            caller.submit(i, ep, "http://127.0.0.1:9/f", b"x")
+            take_until(i + 1)
+        threads = [
+            threading.Thread(target=lambda base=base: [caller.submit(base + j, ep, "http://127.0.0.1:9/f", b"y") for j in range(500)])
+            for base in (1000, 2000)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        take_until(1300)
+        assert sorted(got) == list(range(300)) + list(range(1000, 1500)) + list(range(2000, 2500))
+    finally:
+        caller.close()
