@@ -2,7 +2,8 @@
 
 * :class:`RemoteCaller` owns the I/O: one asyncio event loop in a daemon thread and a
   small HTTP/1.1 client on asyncio protocols (keep-alive connections pooled per host and
-  port, one request at a time on a connection, ``https`` with the system's CA store).
+  port, one request at a time on a connection, ``https`` with the system's CA store,
+  ``user:password@`` in the URL sent as HTTP basic authentication).
   :meth:`RemoteCaller.submit` hands it the encoded bytes of a ``ToFunction``; the loop
   POSTs them with timeouts and retries and puts one :class:`CallResult` on a thread-safe
   queue, then calls ``notify()`` (the dispatcher passes ``ctx.post``, so the result is
@@ -47,6 +48,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import queue
 import selectors
@@ -56,12 +58,12 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from raystream.engine.observability import name_native_thread
 from raystream.statefun_api.endpoints import RemoteEndpoint
 
-__all__ = ["RemoteCaller", "CallResult", "excerpt"]
+__all__ = ["RemoteCaller", "CallResult", "excerpt", "redacted"]
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +86,24 @@ def excerpt(body: bytes) -> str:
     return repr(text + ("..." if len(body) > _EXCERPT else ""))
 
 
+def redacted(url: str) -> str:
+    """``url`` with the password of a ``user:password@`` part replaced, for messages.
+
+    Example:
+        >>> redacted("http://fn:s3cret@functions:8000/statefun")
+        'http://fn:***@functions:8000/statefun'
+    """
+    scheme, sep, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}{slash}{path}"
+
+
 def _hint_4xx(status: int, url: str) -> str:
     if status in (404, 405):
-        return f"; is {url!r} the request-reply endpoint that serves this function type?"
+        return f"; is {redacted(url)!r} the request-reply endpoint that serves this function type?"
     if status == 413:
         return (
             "; the server refused the request's size: send smaller batches (max_num_batch_requests / "
@@ -123,7 +140,7 @@ class _Target:
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL with a host: {url!r}")
+            raise ValueError(f"not an http(s) URL with a host: {redacted(url)!r}")
         self.tls = parts.scheme == "https"
         self.host = parts.hostname
         self.port = parts.port or (443 if self.tls else 80)
@@ -131,9 +148,13 @@ class _Target:
         self.where = f"{self.host}:{self.port}"
         authority = parts.netloc.rpartition("@")[2]  # never send user:password@ as the Host
         target = quote(parts.path or "/", safe=_SAFE_PATH) + (f"?{quote(parts.query, safe=_SAFE_PATH)}" if parts.query else "")
+        auth = ""
+        if parts.username is not None:  # http://user:password@host/...: HTTP basic authentication, as curl does
+            credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+            auth = f"Authorization: Basic {base64.b64encode(credentials).decode('ascii')}\r\n"
         self.head = (
             f"POST {target} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: {_CONTENT_TYPE}\r\n"
-            f"Accept: */*\r\nContent-Length: "
+            f"Accept: */*\r\n{auth}Content-Length: "
         ).encode("ascii", "strict")
 
 
@@ -771,7 +792,7 @@ class RemoteCaller:
             try:
                 target = _Target(url)
             except (ValueError, UnicodeEncodeError) as exc:
-                self.deliver(None, CallResult(call_id, None, f"bad URL {url!r}: {exc}", 0, None))
+                self.deliver(None, CallResult(call_id, None, f"bad URL {redacted(url)!r}: {exc}", 0, None))
                 return
             if len(self._targets) >= _URL_CACHE:
                 self._targets.clear()

@@ -62,7 +62,7 @@ from raystream.statefun_api.effects import (
 )
 from raystream.statefun_api.endpoints import RemoteEndpoint, resolve_endpoint
 from raystream.statefun_api.errors import ProtocolError, StatefulFunctionError
-from raystream.statefun_api.http_caller import CallResult, RemoteCaller, excerpt
+from raystream.statefun_api.http_caller import CallResult, RemoteCaller, excerpt, redacted
 from raystream.statefun_api.messages import EgressMessage, Message
 from raystream.statefun_api.reqreply import FromFunction, decode_from_function
 from raystream.statefun_api.request_encoder import RequestEncoder, StateEntry
@@ -359,7 +359,7 @@ class RemoteFunctions:
         address = self.host.address_of(key)
         if result.attempts > 1:
             self.host.counters["remote_retries"] += result.attempts - 1
-        where = f"remote function {key[0]!r} at {call.url!r} (address {address}, {len(call.records)} message(s))"
+        where = f"remote function {key[0]!r} at {redacted(call.url)!r} (address {address}, {len(call.records)} message(s))"
         if result.error is not None:
             raise RemoteFunctionError(f"{where} failed: {result.error}", address=address, message_typename=call.records[0][VALUE_TYPENAME])
         body = result.body or b""

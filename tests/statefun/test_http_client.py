@@ -443,3 +443,35 @@ def test_https_with_the_hosts_certificate(tmp_path):
             assert server.requests[-1].headers["host"] == f"localhost:{server.port}"
     finally:
         c.close()
+
+
+# ---------------------------------------------------------------- credentials in the URL
+def test_user_and_password_in_the_url_go_as_basic_auth_and_never_into_messages():
+    import base64
+
+    from raystream.engine.errors import JobFailed
+    from raystream.statefun_api import StatefulFunctions, message_builder
+    from raystream.statefun_api.local import LocalDispatchers
+
+    expected = "Basic " + base64.b64encode(b"fn:s3cr et").decode()
+
+    def script(req: Request, n: int) -> list:
+        if req.headers.get("authorization") == expected:
+            return [ok(b"echo:" + req.body)]
+        return [b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 12\r\n\r\nwho are you?"]
+
+    c = Calls()
+    try:
+        with ScriptedServer(script) as server:
+            good = c.call(f"http://fn:s3cr%20et@127.0.0.1:{server.port}", b"x")
+            assert good.error is None and good.body == b"echo:x"
+            assert server.requests[0].headers["host"] == f"127.0.0.1:{server.port}"  # no credentials in the Host
+            ep = remote_endpoint("remote/*", f"http://fn:wrong@127.0.0.1:{server.port}/{{function.name}}")
+            with LocalDispatchers(StatefulFunctions(), egresses=["test/out"], endpoints=[ep]) as run:
+                with pytest.raises(JobFailed) as info:
+                    run.send(message_builder("remote/greeter", "ann", str_value="hi")).run_until_idle()
+    finally:
+        c.close()
+    msg = str(info.value)
+    assert "HTTP 401 (not retried)" in msg and "who are you?" in msg
+    assert f"'http://fn:***@127.0.0.1:{server.port}/greeter'" in msg and "wrong" not in msg
