@@ -154,7 +154,7 @@ class _Target:
             auth = f"Authorization: Basic {base64.b64encode(credentials).decode('ascii')}\r\n"
         self.head = (
             f"POST {target} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: {_CONTENT_TYPE}\r\n"
-            f"Accept: */*\r\n{auth}Content-Length: "
+            f"Accept: */*\r\nUser-Agent: raystream-statefun\r\n{auth}Content-Length: "
         ).encode("ascii", "strict")
 
 

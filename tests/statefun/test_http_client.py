@@ -186,6 +186,7 @@ def test_the_request_is_a_plain_http11_post(calls):
         assert req.headers["host"] == f"127.0.0.1:{server.port}"
         assert req.headers["content-type"] == "application/octet-stream"
         assert req.headers["content-length"] == "9"
+        assert req.headers["user-agent"] == "raystream-statefun"
 
 
 def test_a_large_body_goes_out_whole(calls):
