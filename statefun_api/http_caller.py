@@ -3,7 +3,8 @@
 * :class:`RemoteCaller` owns the I/O: one asyncio event loop in a daemon thread and a
   small HTTP/1.1 client on asyncio protocols (keep-alive connections pooled per host and
   port, one request at a time on a connection, ``https`` with the system's CA store,
-  ``user:password@`` in the URL sent as HTTP basic authentication).
+  ``user:password@`` in the URL sent as HTTP basic authentication, a host name's
+  addresses looked up once per 10 s and shared by the connections being opened).
   :meth:`RemoteCaller.submit` hands it the encoded bytes of a ``ToFunction``; the loop
   POSTs them with timeouts and retries and puts one :class:`CallResult` on a thread-safe
   queue, then calls ``notify()`` (the dispatcher passes ``ctx.post``, so the result is
@@ -49,9 +50,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ipaddress
 import logging
 import queue
 import selectors
+import socket
 import ssl
 import threading
 from collections import deque
@@ -76,6 +79,7 @@ _MAX_CHUNK_LINE = 4096  # bytes of a chunk-size line (with extensions)
 _ONE_WRITE = 1 << 16  # a request body up to this size is sent in one write with its head
 _MAX_SETUPS = 16  # connections being opened at once per host (a burst beyond a server's listen backlog
 # loses SYNs, and each lost one costs the kernel's 1 s retransmission)
+_DNS_TTL_S = 10.0  # how long a host name's addresses are reused (as aiohttp's resolver cache)
 _URL_CACHE = 1024  # parsed URLs kept (one per function type in practice)
 _SAFE_PATH = "/:@!$&'()*+,;=-._~%?"  # kept as they are in a request target
 
@@ -135,7 +139,7 @@ class CallResult:
 class _Target:
     """A parsed request URL: where to connect, and the request head up to its Content-Length."""
 
-    __slots__ = ("host", "port", "tls", "pool_key", "head", "where")
+    __slots__ = ("host", "port", "tls", "pool_key", "head", "where", "literal")
 
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
@@ -145,6 +149,11 @@ class _Target:
         self.host = parts.hostname
         self.port = parts.port or (443 if self.tls else 80)
         self.pool_key = (self.host, self.port, self.tls)
+        try:
+            ipaddress.ip_address(self.host)
+            self.literal = True  # nothing to resolve
+        except ValueError:
+            self.literal = False
         self.where = f"{self.host}:{self.port}"
         authority = parts.netloc.rpartition("@")[2]  # never send user:password@ as the Host
         target = quote(parts.path or "/", safe=_SAFE_PATH) + (f"?{quote(parts.query, safe=_SAFE_PATH)}" if parts.query else "")
@@ -274,13 +283,7 @@ class _Call:
         loop = caller.loop
         self.reused = False
         self.phase = _CONNECTING
-        t = self.target
-        key = t.pool_key
-        if t.tls:
-            coro = loop.create_connection(lambda: _Connection(key), t.host, t.port, ssl=caller.tls_context(), server_hostname=t.host)
-        else:
-            coro = loop.create_connection(lambda: _Connection(key), t.host, t.port)
-        task = self.connecting = loop.create_task(coro)
+        task = self.connecting = loop.create_task(caller.open_connection(self.target))
         task.add_done_callback(self._connected)
         self._arm(min(self.deadline, loop.time() + self.ep.connect_timeout_s))
 
@@ -720,6 +723,8 @@ class RemoteCaller:
         self._waiting: dict[tuple[str, int, bool], deque[_Call]] = {}  # calls waiting for a connection
         self._sweep_pending = False
         self._targets: dict[str, _Target] = {}
+        self._resolved: dict[tuple[str, int], tuple[float, list[str]]] = {}  # (host, port) -> (valid until, addresses)
+        self._resolving: dict[tuple[str, int], asyncio.Task[list[str]]] = {}
         self._tls: ssl.SSLContext | None = None
         self._keepalive_s = keepalive_s
         self.loop = asyncio.SelectorEventLoop(_DoorbellSelector(self))
@@ -809,6 +814,50 @@ class RemoteCaller:
         if not self._closed and not self._notify_pending:
             self._notify_pending = True
             self._notify()
+
+    async def open_connection(self, target: _Target) -> tuple[Any, _Connection]:
+        """A new connection to ``target``: a host name's addresses (from the cache, or one
+        lookup shared by every set-up that needs it) are tried in order; when none
+        connects, they are forgotten, so the next attempt looks the name up again (the
+        service may have moved)."""
+        loop = self.loop
+        key = target.pool_key
+        tls: dict[str, Any] = {"ssl": self.tls_context(), "server_hostname": target.host} if target.tls else {}
+        if target.literal:
+            return await loop.create_connection(lambda: _Connection(key), target.host, target.port, **tls)  # type: ignore[return-value]
+        last: OSError | None = None
+        for host in await self._resolve(target.host, target.port):
+            try:
+                return await loop.create_connection(lambda: _Connection(key), host, target.port, **tls)  # type: ignore[return-value]
+            except OSError as exc:
+                last = exc
+        self._resolved.pop((target.host, target.port), None)
+        assert last is not None  # (a lookup returns at least one address or raises)
+        raise last
+
+    async def _resolve(self, host: str, port: int) -> list[str]:
+        """The addresses of ``host``, cached for ``_DNS_TTL_S``; concurrent callers share one lookup."""
+        key = (host, port)
+        cached = self._resolved.get(key)
+        if cached is not None and cached[0] > self.loop.time():
+            return cached[1]
+        lookup = self._resolving.get(key)
+        if lookup is None:
+            lookup = self._resolving[key] = self.loop.create_task(self._lookup(host, port))
+
+            def done(task: asyncio.Task[list[str]]) -> None:
+                self._resolving.pop(key, None)
+                if not task.cancelled():
+                    task.exception()  # (retrieved: every waiter may have been cancelled)
+
+            lookup.add_done_callback(done)
+        return await asyncio.shield(lookup)  # a timed-out set-up must not cancel the others' lookup
+
+    async def _lookup(self, host: str, port: int) -> list[str]:
+        infos = await self.loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))  # in the resolver's order, once each
+        self._resolved[(host, port)] = (self.loop.time() + _DNS_TTL_S, addresses)
+        return addresses
 
     def tls_context(self) -> ssl.SSLContext:
         if self._tls is None:

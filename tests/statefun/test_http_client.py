@@ -113,10 +113,15 @@ class ScriptedServer:
 
     def close(self) -> None:
         self.stopping = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # ends the accept() blocked in the other thread
+        except OSError:
+            pass
         self.sock.close()
         with self.lock:
             for conn in self.open:
                 try:
+                    conn.shutdown(socket.SHUT_RDWR)  # (close() alone does not end a recv() blocked in another thread)
                     conn.close()
                 except OSError:
                     pass
@@ -476,3 +481,45 @@ def test_user_and_password_in_the_url_go_as_basic_auth_and_never_into_messages()
     msg = str(info.value)
     assert "HTTP 401 (not retried)" in msg and "who are you?" in msg
     assert f"'http://fn:***@127.0.0.1:{server.port}/greeter'" in msg and "wrong" not in msg
+
+
+# ---------------------------------------------------------------- host names
+def test_a_host_name_is_looked_up_once_for_many_connections_and_again_after_a_failure():
+    """40 calls at once to http://localhost:<port> open up to 40 connections (16 at a time)
+    with ONE lookup; once the host stops answering, its addresses are forgotten and the next
+    attempt looks the name up again (the service may have moved)."""
+    c = Calls()
+    loop = c.caller.loop
+    real = loop.getaddrinfo
+    lookups: list[str] = []
+
+    async def counted(host, *args, **kwargs):
+        lookups.append(host)
+        return await real(host, *args, **kwargs)
+
+    loop.getaddrinfo = counted
+    gate = threading.Event()
+    try:
+        with ScriptedServer(lambda req, n: [gate, ok(b"hi")]) as server:
+            url = f"http://localhost:{server.port}"
+            for i in range(40):
+                c.submit(url, b"x", i)
+            wait_for(lambda: len(server.requests) == 40, "40 requests at the server, on 40 connections")
+            gate.set()
+            assert all(c.wait(i).body == b"hi" for i in range(40))
+            assert lookups == ["localhost"] and server.accepted == 40
+            assert server.requests[0].headers["host"] == f"localhost:{server.port}"
+        gone = c.call(url, b"y", call_id=100, max_retries=1)  # nothing listens any more
+    finally:
+        c.close()
+    assert gone.body is None and f"Cannot connect to localhost:{server.port}" in gone.error
+    assert lookups.count("localhost") >= 2  # looked up again after the failed set-up
+
+
+def test_an_unknown_host_name_is_named():
+    c = Calls()
+    try:
+        result = c.call("http://no-such-host.invalid:8000", b"x", max_retries=0)
+    finally:
+        c.close()
+    assert result.body is None and "Cannot connect to no-such-host.invalid:8000: gaierror" in result.error
