@@ -825,14 +825,13 @@ class RemoteCaller:
         tls: dict[str, Any] = {"ssl": self.tls_context(), "server_hostname": target.host} if target.tls else {}
         if target.literal:
             return await loop.create_connection(lambda: _Connection(key), target.host, target.port, **tls)  # type: ignore[return-value]
-        last: OSError | None = None
+        last: OSError = OSError(f"the name {target.host!r} has no address")
         for host in await self._resolve(target.host, target.port):
             try:
                 return await loop.create_connection(lambda: _Connection(key), host, target.port, **tls)  # type: ignore[return-value]
             except OSError as exc:
                 last = exc
         self._resolved.pop((target.host, target.port), None)
-        assert last is not None  # (a lookup returns at least one address or raises)
         raise last
 
     async def _resolve(self, host: str, port: int) -> list[str]:
