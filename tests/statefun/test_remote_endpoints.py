@@ -182,7 +182,12 @@ def test_remote_functions_need_no_aiohttp(monkeypatch):
     import http.server
     import threading
 
-    from raystream.statefun_api import StringType, ValueSpec, egress_message_builder, message_builder
+    from raystream.statefun_api import (
+        StringType,
+        ValueSpec,
+        egress_message_builder,
+        message_builder,
+    )
     from raystream.statefun_api.handler import RequestReplyHandler
     from raystream.statefun_api.local import LocalDispatchers
 
