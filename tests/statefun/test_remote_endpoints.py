@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import builtins
+import http.server
+import threading
 from datetime import timedelta
 
 import pytest
 
 import raystream as rs
 from raystream.engine.errors import ConfigError, GraphError
-from raystream.statefun_api import StatefulFunctions
+from raystream.statefun_api import (
+    StatefulFunctions,
+    StringType,
+    ValueSpec,
+    egress_message_builder,
+    message_builder,
+)
 from raystream.statefun_api.endpoints import (
     load_module_yaml,
     parse_duration,
@@ -17,7 +25,9 @@ from raystream.statefun_api.endpoints import (
     remote_endpoint,
     resolve_endpoint,
 )
+from raystream.statefun_api.handler import RequestReplyHandler
 from raystream.statefun_api.job import StatefulFunctionsJob
+from raystream.statefun_api.local import LocalDispatchers
 
 GOOD = """\
 kind: io.statefun.endpoints.v2/http
@@ -179,18 +189,6 @@ def test_dispatcher_config_checks_its_endpoints():
 def test_remote_functions_need_no_aiohttp(monkeypatch):
     """The client is raystream's own: with aiohttp not importable, a job calls a function
     served by the standard library's http.server (raystream's handler behind it)."""
-    import http.server
-    import threading
-
-    from raystream.statefun_api import (
-        StringType,
-        ValueSpec,
-        egress_message_builder,
-        message_builder,
-    )
-    from raystream.statefun_api.handler import RequestReplyHandler
-    from raystream.statefun_api.local import LocalDispatchers
-
     served = StatefulFunctions()
 
     @served.bind("remote/greeter", specs=[ValueSpec("seen", StringType)])
