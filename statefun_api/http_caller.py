@@ -61,7 +61,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from raystream.engine.observability import name_native_thread
 from raystream.statefun_api.endpoints import RemoteEndpoint
@@ -97,12 +97,11 @@ def redacted(url: str) -> str:
         >>> redacted("http://fn:s3cret@functions:8000/statefun")
         'http://fn:***@functions:8000/statefun'
     """
-    scheme, sep, rest = url.partition("://")
-    authority, slash, path = rest.partition("/")
-    userinfo, at, host = authority.rpartition("@")
-    if not at or ":" not in userinfo:
+    parts = urlsplit(url)
+    if parts.password is None:
         return url
-    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}{slash}{path}"
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 def _hint_4xx(status: int, url: str) -> str:
@@ -133,7 +132,6 @@ class CallResult:
     error: str | None
     attempts: int
     status: int | None = None
-
 
 
 class _Target:
@@ -209,6 +207,8 @@ class _Connection(asyncio.Protocol):
 _QUEUED, _CONNECTING, _HEAD, _BODY, _BACKOFF, _DONE = range(6)
 # how a reply's body is framed
 _LENGTH, _CHUNKED, _UNTIL_CLOSE = range(3)
+# what a chunked reply expects next when not chunk data (``chunk_left`` > 0 counts data bytes)
+_SIZE_LINE, _TRAILERS, _DATA_END = -1, -2, -3
 
 
 class _Call:
@@ -218,7 +218,7 @@ class _Call:
     __slots__ = (
         "caller", "call_id", "ep", "url", "target", "body", "deadline", "attempts", "status",
         "conn", "timer", "phase", "last_read", "head_buf", "framing", "length", "parts", "received",
-        "limit", "keep_alive", "chunk_buf", "chunk_left", "connecting", "reused", "replaced",
+        "limit", "ok", "keep_alive", "chunk_buf", "chunk_left", "connecting", "reused", "replaced",
     )
 
     def __init__(self, caller: RemoteCaller, call_id: int, ep: RemoteEndpoint, url: str, target: _Target, body: bytes) -> None:
@@ -241,6 +241,7 @@ class _Call:
         self.parts: list[bytes] = []
         self.received = 0
         self.limit = 0
+        self.ok = False  # the reply's status is 2xx
         self.keep_alive = False
         self.chunk_buf = bytearray()
         self.chunk_left = 0
@@ -259,11 +260,8 @@ class _Call:
         conn = caller.take_idle(self.target.pool_key)
         if conn is not None:
             self.send_on(conn)
-        elif caller.may_connect(self.target.pool_key):
-            self.connect()
-        else:  # the host's connection set-ups are all taken: the next connection is ours
-            self.phase = _QUEUED
-            caller.wait_for_connection(self)
+        else:
+            caller.connect_or_wait(self)
 
     def _begin(self) -> None:
         """The request is being sent now: the call timeout starts (once, at the first attempt)."""
@@ -277,7 +275,8 @@ class _Call:
         self._send(conn)
 
     def connect(self) -> None:
-        """Open a new connection (the caller counted it against the host's set-ups) and send on it."""
+        """Open a new connection (the caller counted it against the host's set-ups) and send on it
+        (through :meth:`RemoteCaller.connect_or_wait`)."""
         self._begin()
         caller = self.caller
         loop = caller.loop
@@ -309,6 +308,7 @@ class _Call:
         self.phase = _HEAD
         self.head_buf = b""
         self.status = None
+        self.ok = False
         body = self.body
         head = self.target.head + b"%d\r\n\r\n" % len(body)
         transport = conn.transport
@@ -382,23 +382,19 @@ class _Call:
                 elif token == b"keep-alive":
                     close = False
         self.status = status
-        ok = 200 <= status < 300
+        ok = self.ok = 200 <= status < 300
         self.limit = self.ep.max_response_bytes if ok else _ERROR_BODY_READ
         if status in (204, 304):
             length, chunked = 0, False
         if chunked:
             self.framing = _CHUNKED
             self.chunk_buf = bytearray()
-            self.chunk_left = -1  # a chunk-size line is next
+            self.chunk_left = _SIZE_LINE
         elif length is not None:
             self.framing = _LENGTH
             self.length = length
             if ok and length > self.limit:
-                self._fail(
-                    f"HTTP {status} with a reply larger than max_response_bytes={self.limit} (Content-Length "
-                    f"{length}; not retried); raise remote_endpoint(max_response_bytes=...) or "
-                    f"'transport.payload_max_bytes' in module.yaml, or send smaller batches"
-                )
+                self._too_large(f"Content-Length {length}")
                 return False
         else:
             self.framing = _UNTIL_CLOSE
@@ -447,19 +443,19 @@ class _Call:
                 self.received += take
                 self.chunk_left = left - take
                 if self.chunk_left == 0:
-                    self.chunk_left = -3  # its CRLF is next
+                    self.chunk_left = _DATA_END
                 if self.received > self.limit:
                     self._over_limit()
                     return
-            elif left == -3:  # the CRLF after a chunk's data
+            elif left == _DATA_END:  # the CRLF after a chunk's data
                 if len(buf) < 2:
                     return
                 if buf[:2] != b"\r\n":
                     self._broken("a chunked reply without CRLF after a chunk")
                     return
                 del buf[:2]
-                self.chunk_left = -1
-            else:  # -1: a chunk-size line; -2: trailer lines after the last chunk
+                self.chunk_left = _SIZE_LINE
+            else:  # a chunk-size line, or trailer lines after the last chunk
                 end = buf.find(b"\r\n")
                 if end < 0:
                     if len(buf) > _MAX_CHUNK_LINE:
@@ -467,7 +463,7 @@ class _Call:
                     return
                 line = bytes(buf[:end])
                 del buf[: end + 2]
-                if left == -2:
+                if left == _TRAILERS:
                     if not line:  # the end of the reply
                         if buf:
                             self.keep_alive = False
@@ -476,30 +472,32 @@ class _Call:
                     continue
                 try:
                     size = int(line.split(b";", 1)[0].strip(), 16)
+                    if size < 0:
+                        raise ValueError(size)
                 except ValueError:
                     self._broken(f"a chunked reply with an invalid chunk size {excerpt(line)}")
                     return
-                if size < 0:
-                    self._broken(f"a chunked reply with an invalid chunk size {excerpt(line)}")
-                    return
                 if size == 0:
-                    self.chunk_left = -2
-                elif self.received + size > self.limit and 200 <= (self.status or 0) < 300:
+                    self.chunk_left = _TRAILERS
+                elif self.received + size > self.limit and self.ok:
                     self._over_limit()
                     return
                 else:
                     self.chunk_left = size
 
     def _over_limit(self) -> None:
-        if 200 <= (self.status or 0) < 300:
-            self._fail(
-                f"HTTP {self.status} with a reply larger than max_response_bytes={self.limit} (more bytes "
-                f"received; not retried); raise remote_endpoint(max_response_bytes=...) or "
-                f"'transport.payload_max_bytes' in module.yaml, or send smaller batches"
-            )
+        if self.ok:
+            self._too_large("more bytes received")
         else:  # the excerpt of an error reply is read: stop there
             self.keep_alive = False
             self._reply(b"".join(self.parts))
+
+    def _too_large(self, seen: str) -> None:
+        self._fail(
+            f"HTTP {self.status} with a reply larger than max_response_bytes={self.limit} ({seen}; not retried); "
+            f"raise remote_endpoint(max_response_bytes=...) or 'transport.payload_max_bytes' in module.yaml, "
+            f"or send smaller batches"
+        )
 
     def on_eof(self) -> None:
         if self.phase == _BODY and self.framing == _UNTIL_CLOSE:
@@ -510,23 +508,17 @@ class _Call:
         """The connection closed under this attempt (its ``call`` is already detached)."""
         if self.phase == _DONE:
             return
-        if self.phase == _BODY and self.framing == _UNTIL_CLOSE and exc is None:
-            self.conn = None
-            self.keep_alive = False
-            self._reply(b"".join(self.parts))
-            return
         self.conn = None
+        if exc is None and self.phase == _BODY and self.framing == _UNTIL_CLOSE:
+            self.on_eof()  # the end of the connection is the end of this reply
+            return
         self._cancel_timer()
         nothing_yet = self.phase == _HEAD and not self.head_buf
         if nothing_yet and self.reused and not self.replaced:
             # the server closed the pooled connection while it was idle (its keep-alive
             # timeout is shorter than ours): send again on a new one, not a retry
             self.replaced = True
-            if self.caller.may_connect(self.target.pool_key):
-                self.connect()
-            else:
-                self.phase = _QUEUED
-                self.caller.wait_for_connection(self)
+            self.caller.connect_or_wait(self)
             return
         why = f"{type(exc).__name__}: {exc}" if exc is not None else "the server closed the connection"
         state = "before replying" if nothing_yet else "in the middle of the reply"
@@ -536,7 +528,7 @@ class _Call:
         """A whole reply was read: succeed, fail, or retry by its status."""
         self._release(self.keep_alive)
         status = self.status or 0
-        if 200 <= status < 300:
+        if self.ok:
             self._finish(CallResult(self.call_id, body, None, self.attempts, status))
             return
         if status < 500 and status not in _RETRIED_4XX:  # the request itself is refused
@@ -876,37 +868,43 @@ class RemoteCaller:
             conn.close()
         return None
 
-    def may_connect(self, key: tuple[str, int, bool]) -> bool:
-        """Count a new connection to ``key`` if fewer than ``_MAX_SETUPS`` are being opened."""
+    def connect_or_wait(self, call: _Call) -> None:
+        """``call`` opens a new connection if fewer than ``_MAX_SETUPS`` to its host are being
+        opened; otherwise it waits for the next set-up slot or connection given back."""
+        key = call.target.pool_key
         n = self._setups.get(key, 0)
-        if n >= _MAX_SETUPS:
-            return False
-        self._setups[key] = n + 1
-        return True
+        if n < _MAX_SETUPS:
+            self._setups[key] = n + 1
+            call.connect()
+            return
+        call.phase = _QUEUED
+        waiting = self._waiting.get(key)
+        if waiting is None:
+            waiting = self._waiting[key] = deque()
+        waiting.append(call)
 
-    def connect_done(self, key: tuple[str, int, bool]) -> None:
-        """A connection set-up to ``key`` ended (either way): its slot goes to a waiting call."""
+    def _next_waiting(self, key: tuple[str, int, bool]) -> _Call | None:
+        """The call that waited longest for a connection to ``key`` (cancelled ones skipped)."""
         waiting = self._waiting.get(key)
         while waiting:
             call = waiting.popleft()
-            if call.phase == _QUEUED:  # (a cancelled one is skipped)
-                call.connect()  # takes over the slot
-                return
-        self._setups[key] -= 1
+            if call.phase == _QUEUED:
+                return call
+        return None
 
-    def wait_for_connection(self, call: _Call) -> None:
-        waiting = self._waiting.get(call.target.pool_key)
-        if waiting is None:
-            waiting = self._waiting[call.target.pool_key] = deque()
-        waiting.append(call)
+    def connect_done(self, key: tuple[str, int, bool]) -> None:
+        """A connection set-up to ``key`` ended (either way): its slot goes to a waiting call."""
+        call = self._next_waiting(key)
+        if call is not None:
+            call.connect()  # takes over the slot
+        else:
+            self._setups[key] -= 1
 
     def give_back(self, conn: _Connection) -> None:
-        waiting = self._waiting.get(conn.pool_key)
-        while waiting:  # a call waiting for a connection takes it at once
-            call = waiting.popleft()
-            if call.phase == _QUEUED:
-                call.send_on(conn)
-                return
+        call = self._next_waiting(conn.pool_key)
+        if call is not None:  # a call waiting for a connection takes it at once
+            call.send_on(conn)
+            return
         conn.idle_since = self.loop.time()
         idle = self._idle.get(conn.pool_key)
         if idle is None:
