@@ -572,7 +572,7 @@ def _remote_section(
         f"| SDK handler in-process, <=64 msg/request grouped per address over the input | {h64:,.0f} | reference |\n"
         f"| remote, 1 server process | {r1:,.0f} | {notes[1]} |\n"
         f"| remote, 2 server processes (reuse_port) | {r2:,.0f} | {notes[2]} |\n\n"
-        f"Per request at 1 server (median, CPU from /proc): the client process {us['client']:.0f} us, the server "
+        f"Per request at 1 server (median; process CPU from /proc): the client process {us['client']:.0f} us, the server "
         f"process {us['server']:.0f} us of which {us['handler']:.0f} us inside handle_async; wall {us['wall']:.0f} us. "
         f"The server's own CPU bounds the end-to-end rate at handler / server CPU = "
         f"{us['handler'] / us['server']:.2f}x the handler rate on these requests, even with a client that cost nothing."
