@@ -29,6 +29,7 @@ Other measurements (job start, latency, memory) run with ``python -m benchmarks.
 from __future__ import annotations
 
 import argparse
+import pickle
 import statistics
 import sys
 import time
@@ -238,6 +239,30 @@ def job_start_time(repeat: int = 5, slot_sharing: bool = True, reuse_workers: bo
 
 
 
+def collection_rows(n: int) -> list[tuple]:
+    """``n`` rows ``(id, user, amount)`` for the ``from_collection`` workload."""
+    return [(i, f"user-{i % 1000}", i * 0.5) for i in range(n)]
+
+
+def collection_job(rows: list[tuple], parallelism: int) -> tuple[float, int]:
+    """A notebook's job: ``from_collection(rows)`` -> filter -> collect (1 row in 1,000).
+    Returns (wall s from building the job to the collected rows, rows collected)."""
+    t = time.perf_counter()
+    env = rs.StreamEnvironment(parallelism=parallelism, batch_size=BATCH)
+    env.from_collection(rows).filter(lambda r: r[0] % 1000 == 0).collect()
+    out = env.execute_and_collect("collection")
+    return time.perf_counter() - t, len(out)
+
+
+def collection_loop(rows: list[tuple]) -> tuple[float, int]:
+    """The baseline: the same filter as a Python loop over the list, plus one pickling
+    of the list (what any process boundary costs at least)."""
+    t = time.perf_counter()
+    pickle.loads(pickle.dumps(rows, protocol=5))
+    out = [r for r in rows if r[0] % 1000 == 0]
+    return time.perf_counter() - t, len(out)
+
+
 def latency_probe(rate: int = 10_000, seconds: float = 10.0, flush_ms: int = 5) -> dict:
     """End-to-end latency: ``generate(fn, rate)`` stamps each record with ``time.time()``;
     3 keyed stages; the last stage computes ``now - ts`` per record (ms) and the driver
@@ -354,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--start", action="store_true")
     ap.add_argument("--latency", action="store_true")
     ap.add_argument("--memory", action="store_true")
+    ap.add_argument("--collection", type=int, default=0, metavar="ROWS",
+                    help="time from_collection(ROWS tuples) -> filter -> collect at p=1, 2, 4 (interleaved, 5 rounds)")
     ap.add_argument("--n", type=int, default=20_000_000)
     args = ap.parse_args(argv)
     _setup()
@@ -372,6 +399,24 @@ def main(argv: list[str] | None = None) -> int:
                       f"all {[round(x, 3) for x in ts]}")
             print(f"slot sharing / one actor per task (cold, median): {statistics.median(shared) / statistics.median(single):.2f}x")
             print(f"warm pool / cold (slot sharing, median): {statistics.median(warm) / statistics.median(shared):.3f}x")
+        if args.collection:
+            rows = collection_rows(args.collection)
+            times: dict[str, list[float]] = {"loop": [], "p=1": [], "p=2": [], "p=4": []}
+            for p in (1, 2, 4):
+                collection_job(rows[:1000], p)  # warm executors for each parallelism
+            for _ in range(5):  # interleaved: the machine's load drifts
+                dt, expected = collection_loop(rows)
+                times["loop"].append(dt)
+                for p in (1, 2, 4):
+                    dt, got = collection_job(rows, p)
+                    assert got == expected, f"p={p}: {got} rows collected, expected {expected}"
+                    times[f"p={p}"].append(dt)
+            med = {k: statistics.median(v) for k, v in times.items()}
+            print(f"from_collection({args.collection:,} tuples) -> filter -> collect, median of 5 (s): "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in med.items()))
+            print("vs the loop (pickle once + filter): " + ", ".join(
+                f"{k} {med['loop'] / med[k]:.2f}x" for k in ("p=1", "p=2", "p=4")))
+            print(f"p=2 / p=1: {med['p=1'] / med['p=2']:.2f}x, p=4 / p=1: {med['p=1'] / med['p=4']:.2f}x")
         if args.latency:
             print("latency:", latency_probe())
         if args.memory:

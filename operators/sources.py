@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import copy
 import glob as globmod
+import pickle
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, TypeVar, Union
 
+import cloudpickle
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -23,7 +25,7 @@ from raystream.engine.connectors import (
     Source,
     SourceReader,
 )
-from raystream.engine.errors import ConfigError
+from raystream.engine.errors import ConfigError, GraphError
 from raystream.engine.operator import OperatorContext
 from raystream.engine.records import Batch
 
@@ -59,13 +61,22 @@ class _QueueReader(SourceReader[SplitT]):
 class CollectionSource(Source[RangeSplit]):
     """Emits the items of a Python collection (bounded).
 
+    Shipped to the job master and the tasks as pickled chunks of ``batch_size`` items
+    (pickled once, in the driver): the master and each task spec copy bytes instead of
+    pickling every item again, and a task unpickles only the chunks its splits cover, so
+    a large collection costs one pickling at any parallelism.
+
     Example:
         >>> src = CollectionSource([1, 2, 3]); len(src.create_splits(2))
         2
+        >>> import pickle
+        >>> shipped = pickle.loads(pickle.dumps(src))   # as the tasks get it
+        >>> shipped.expected_records(), shipped.items[1:3]
+        (3, [2, 3])
     """
 
     def __init__(self, items: Iterable[Any], batch_size: int = 8192) -> None:
-        self.items = list(items)
+        self.items: list[Any] | _PickledItems = list(items)
         self.batch_size = batch_size
 
     def create_splits(self, parallelism: int) -> list[RangeSplit]:
@@ -76,12 +87,100 @@ class CollectionSource(Source[RangeSplit]):
     def create_reader(self, ctx: OperatorContext) -> SourceReader[RangeSplit]:
         return _CollectionReader(self.items, self.batch_size)
 
+    def expected_records(self) -> int:
+        """How many records the source emits (all subtasks together)."""
+        return len(self.items)
+
     def describe(self) -> str:
         return f"collection({len(self.items)} items)"
 
+    def __getstate__(self) -> dict[str, Any]:
+        items = self.items
+        if not isinstance(items, _PickledItems):
+            items = _PickledItems.of(items, max(1, self.batch_size))
+        return {"items": items, "batch_size": self.batch_size}
+
+
+class _PickledItems:
+    """The items of a shipped :class:`CollectionSource`: pickled chunks of ``chunk_size``
+    items, unpickled when read (the last chunk read is kept: a reader goes forward).
+    Pickling it again copies the chunks' bytes."""
+
+    def __init__(self, chunks: list[bytes], chunk_size: int, count: int) -> None:
+        self.chunks = chunks
+        self.chunk_size = chunk_size
+        self.count = count
+        self._cached: tuple[int, list[Any]] = (-1, [])
+
+    @classmethod
+    def of(cls, items: list[Any], chunk_size: int) -> _PickledItems:
+        """``items`` pickled in chunks (pickle protocol 5; cloudpickle for what plain pickle
+        cannot do, e.g. lambdas).
+
+        Raises:
+            GraphError: an item cannot be pickled at all (named by its index).
+        """
+        chunks = []
+        for start in range(0, len(items), chunk_size):
+            chunk = items[start : start + chunk_size]
+            try:
+                chunks.append(pickle.dumps(chunk, protocol=5))
+            except Exception:  # noqa: BLE001 - lambdas, local classes: cloudpickle handles them
+                chunks.append(_cloudpickle_chunk(chunk, start))
+        return cls(chunks, chunk_size, len(items))
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"chunks": self.chunks, "chunk_size": self.chunk_size, "count": self.count}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.chunks, self.chunk_size, self.count = state["chunks"], state["chunk_size"], state["count"]
+        self._cached = (-1, [])
+
+    def _chunk(self, i: int) -> list[Any]:
+        if self._cached[0] != i:
+            self._cached = (i, pickle.loads(self.chunks[i]))
+        return self._cached[1]
+
+    def __getitem__(self, index: slice) -> list[Any]:
+        """The items ``[start:stop]`` (slices with step 1 only)."""
+        if not isinstance(index, slice) or index.step not in (None, 1):
+            raise TypeError("collection items are read by slices with step 1")
+        start, stop, _ = index.indices(self.count)
+        out: list[Any] = []
+        size = self.chunk_size
+        while start < stop:
+            i, offset = divmod(start, size)
+            chunk = self._chunk(i)
+            take = min(stop - start, size - offset)
+            out.extend(chunk if take == len(chunk) else chunk[offset : offset + take])
+            start += take
+        return out
+
+
+def _cloudpickle_chunk(chunk: list[Any], start: int) -> bytes:
+    try:
+        return cloudpickle.dumps(chunk, protocol=5)
+    except Exception:  # noqa: BLE001 - find the item at fault
+        for i, item in enumerate(chunk):
+            try:
+                cloudpickle.dumps(item, protocol=5)
+            except Exception as exc:  # noqa: BLE001
+                raise GraphError(
+                    f"from_collection item {start + i} ({_short(item)}) cannot be pickled: {type(exc).__name__}: {exc}"
+                ) from None
+        raise
+
+
+def _short(item: Any, limit: int = 80) -> str:
+    text = repr(item)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
 
 class _CollectionReader(_QueueReader[RangeSplit]):
-    def __init__(self, items: list[Any], batch_size: int) -> None:
+    def __init__(self, items: list[Any] | _PickledItems, batch_size: int) -> None:
         super().__init__()
         self.items = items
         self.batch_size = batch_size
