@@ -263,6 +263,18 @@ def collection_loop(rows: list[tuple]) -> tuple[float, int]:
     return time.perf_counter() - t, len(out)
 
 
+def lookup_job(table: dict[int, str], parallelism: int, n: int = 100_000) -> tuple[float, int]:
+    """A stream enriched from a static table that the map function captures (an
+    enrichment join against a dimension table): ``generate(n)`` -> map -> filter -> collect.
+    Returns (wall s, rows collected)."""
+    t = time.perf_counter()
+    env = rs.StreamEnvironment(parallelism=parallelism, batch_size=BATCH)
+    size = len(table)
+    (env.generate(n).map(lambda i: (i, table[i % size])).filter(lambda r: r[0] % 1000 == 0).collect())
+    out = env.execute_and_collect("lookup")
+    return time.perf_counter() - t, len(out)
+
+
 def latency_probe(rate: int = 10_000, seconds: float = 10.0, flush_ms: int = 5) -> dict:
     """End-to-end latency: ``generate(fn, rate)`` stamps each record with ``time.time()``;
     3 keyed stages; the last stage computes ``now - ts`` per record (ms) and the driver
@@ -379,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--start", action="store_true")
     ap.add_argument("--latency", action="store_true")
     ap.add_argument("--memory", action="store_true")
+    ap.add_argument("--lookup", type=int, default=0, metavar="ENTRIES",
+                    help="time a 100k-record job whose map captures an ENTRIES-entry dict at p=1, 2, 4 (5 rounds)")
     ap.add_argument("--collection", type=int, default=0, metavar="ROWS",
                     help="time from_collection(ROWS tuples) -> filter -> collect at p=1, 2, 4 (interleaved, 5 rounds)")
     ap.add_argument("--n", type=int, default=20_000_000)
@@ -416,6 +430,20 @@ def main(argv: list[str] | None = None) -> int:
                   + ", ".join(f"{k} {v:.3f}" for k, v in med.items()))
             print("vs the loop (pickle once + filter): " + ", ".join(
                 f"{k} {med['loop'] / med[k]:.2f}x" for k in ("p=1", "p=2", "p=4")))
+            print(f"p=2 / p=1: {med['p=1'] / med['p=2']:.2f}x, p=4 / p=1: {med['p=1'] / med['p=4']:.2f}x")
+        if args.lookup:
+            table = {i: f"name-{i}" for i in range(args.lookup)}
+            lt: dict[str, list[float]] = {"p=1": [], "p=2": [], "p=4": []}
+            for p in (1, 2, 4):
+                lookup_job({0: "x"}, p, 1000)  # warm executors for each parallelism
+            for _ in range(5):  # interleaved
+                for p in (1, 2, 4):
+                    dt, got = lookup_job(table, p)
+                    assert got == 100, f"p={p}: {got} rows collected, expected 100"
+                    lt[f"p={p}"].append(dt)
+            med = {k: statistics.median(v) for k, v in lt.items()}
+            print(f"generate(100,000) -> map capturing a {args.lookup:,}-entry dict -> filter -> collect, median of 5 (s): "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in med.items()))
             print(f"p=2 / p=1: {med['p=1'] / med['p=2']:.2f}x, p=4 / p=1: {med['p=1'] / med['p=4']:.2f}x")
         if args.latency:
             print("latency:", latency_probe())

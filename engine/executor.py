@@ -178,10 +178,14 @@ class TaskExecutor:
         return LocalSender(out.channel_index, window, deliver, lambda: bool(host.ref) and host.ref[0].cancelled)
 
     async def setup(self, key: tuple, spec_blob: bytes, downstream: list[list[Any]], master: Any,
-                    storage: Any = None, epoch: int | None = None) -> None:
+                    storage: Any = None, epoch: int | None = None, payload: bytes | None = None) -> None:
         """Build the task ``key``; ``epoch``: the master's attempt counter, sent back with
-        every checkpoint ack so that the master drops acks of earlier attempts and jobs."""
+        every checkpoint ack so that the master drops acks of earlier attempts and jobs.
+        ``payload``: the vertex's ``(chain, source)`` pickled apart from the spec (the
+        master pickles it once per job for all subtasks)."""
         spec: TaskSpec = cloudpickle.loads(spec_blob)
+        if payload is not None:
+            spec.chain, spec.source = cloudpickle.loads(payload)
         host = self._hosted[key] = _Hosted()
         mode = spec.config.channel_transport
         await self.transport.prepare_targets(

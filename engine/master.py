@@ -17,6 +17,7 @@ those executors when the job ends; executors of later attempts are the master's 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
@@ -190,6 +191,8 @@ class JobMaster:
         self._slot_executors = {}  # slot -> Executor of the running attempt
         graph: JobGraph = cloudpickle.loads(graph_blob)
         self.graph = graph
+        # vertex id -> pickled (chain, source) for every subtask's spec: the driver's bytes
+        self._payloads: dict[int, bytes] = {v.id: p for v in graph.vertices if (p := v.shipped_payload) is not None}
         config: JobConfig = cloudpickle.loads(config_blob)
         self.config = config
         job_id = job_id or f"{config.name}-{uuid.uuid4().hex[:8]}"
@@ -895,14 +898,20 @@ class JobMaster:
         me = self.runtime.master_handle()
         setups = []
         storage = self.coordinator.storage if self.coordinator else None
+        payloads = self._payloads
         for (vid, s), spec in specs.items():
             v = graph.vertex(vid)
             downstream = [
                 [self.actors[(e.target_vertex, t)] for t in range(graph.vertex(e.target_vertex).parallelism)]
                 for e in v.outputs
             ]
-            setups.append(self.actors[(vid, s)].setup.remote(cloudpickle.dumps(spec), downstream, me, storage,
-                                                             self.attempt))
+            # a vertex's operators and source are pickled once (by the driver), not once per
+            # subtask and attempt: a function capturing a large table costs one pickling
+            payload = payloads.get(vid)
+            if payload is None:
+                payload = payloads[vid] = cloudpickle.dumps((spec.chain, spec.source))
+            bare = cloudpickle.dumps(dataclasses.replace(spec, chain=[], source=None))
+            setups.append(self.actors[(vid, s)].setup.remote(bare, downstream, me, storage, self.attempt, payload))
         for ref in setups:
             await self.runtime.wait(ref)
         return specs

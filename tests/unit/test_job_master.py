@@ -34,8 +34,11 @@ class FakeTask:
         self.restored: dict | None = None
 
     # the messages the master sends (handle.<name>.remote(*args))
-    async def setup(self, spec_blob: bytes, downstream: list, master: Any, storage: Any, epoch: int) -> None:
+    async def setup(self, spec_blob: bytes, downstream: list, master: Any, storage: Any, epoch: int,
+                    payload: bytes | None = None) -> None:
         self.spec = cloudpickle.loads(spec_blob)
+        if payload is not None:
+            self.spec.chain, self.spec.source = cloudpickle.loads(payload)
         self.master, self.epoch = master, epoch
         self.restored = self.spec.restore
         self.executor.runtime.tasks.append(self)

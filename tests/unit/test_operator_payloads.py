@@ -1,0 +1,78 @@
+"""A vertex's operators and source are pickled once per job, by the driver: the job master
+sends those bytes in every subtask's spec, also when the job restarts, so a function that
+captures a large table costs one pickling at any parallelism."""
+
+from __future__ import annotations
+
+import raystream as rs
+from raystream.engine.config import JobConfig
+from raystream.engine.local_runtime import run_in_process
+from raystream.operators.sinks import collected_records
+
+_pickled = 0
+_unpickled = 0
+_failed = False
+
+
+class _Table:
+    """A lookup table that counts how often it is pickled and unpickled."""
+
+    def __init__(self, rows: dict[int, str], copy: bool = False) -> None:
+        global _unpickled
+        self.rows = rows
+        _unpickled += copy
+
+    def __reduce__(self) -> tuple:
+        global _pickled
+        _pickled += 1
+        return (_Table, (self.rows, True))
+
+
+class _Enrich:
+    """``x -> (x, table[x % 3])``; with ``fail_once``, the first attempt fails at 7."""
+
+    def __init__(self, table: _Table, fail_once: bool) -> None:
+        self.table = table
+        self.fail_once = fail_once
+
+    def __call__(self, x: int) -> tuple[int, str]:
+        global _failed
+        if self.fail_once and x == 7 and not _failed:
+            _failed = True
+            raise RuntimeError("the first attempt fails")
+        return (x, self.table.rows[x % 3])
+
+
+def _job(table: _Table, fail_once: bool = False) -> rs.StreamEnvironment:
+    env = rs.StreamEnvironment(parallelism=3)
+    env.from_collection(range(30)).map(_Enrich(table, fail_once)).collect()
+    return env
+
+
+def _collected(result: dict) -> list:
+    return sorted(tuple(r) for batches in result["results"].values() for r in collected_records(batches))
+
+
+def _expected() -> list:
+    return [(x, "abc"[x % 3]) for x in range(30)]
+
+
+def test_a_function_s_captured_table_is_pickled_once() -> None:
+    global _pickled, _unpickled
+    _pickled = _unpickled = 0
+    result = run_in_process(_job(_Table({0: "a", 1: "b", 2: "c"})).get_job_graph(), JobConfig(name="payload"),
+                            timeout_s=120)
+    assert _collected(result) == _expected()
+    assert _pickled == 1  # by the driver, for the master and the 3 subtasks (was 1 + 3)
+    assert _unpickled == 3  # by the 3 tasks, not by the master (was 1 + 3)
+
+
+def test_a_restarted_attempt_reuses_the_pickled_operators() -> None:
+    global _pickled, _failed
+    _pickled, _failed = 0, False
+    config = JobConfig(name="payload-restart", restart=rs.RestartStrategy.fixed_delay(2, 0))
+    result = run_in_process(_job(_Table({0: "a", 1: "b", 2: "c"}), fail_once=True).get_job_graph(), config,
+                            timeout_s=120)
+    assert result["metrics"]["restarts"] == 1
+    assert _collected(result) == _expected()
+    assert _pickled == 1
