@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, NoReturn, Protocol
-
-import cloudpickle
+from typing import TYPE_CHECKING, Callable, NoReturn, Protocol
 
 from .connectors import Sink, Source
 from .errors import GraphError
@@ -136,62 +134,6 @@ class JobVertex:
     source: Source | None = None
     inputs: list[JobEdge] = field(default_factory=list)
     outputs: list[JobEdge] = field(default_factory=list)
-
-    # Pickled, the operators and the source travel as one blob that the unpickled vertex
-    # keeps (``payload``): the job master sends those bytes in every subtask's spec instead
-    # of pickling the operators again per subtask (a function capturing a large table is
-    # pickled once, in the driver).
-    # Inside it each operator's factory (the user functions and what they capture) is pickled
-    # apart again (:class:`PickledFactory`): the master, which never creates operators, does
-    # not unpickle it either.
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        payload = state.pop("payload", None)
-        if payload is None:
-            chain = [{**op, "factory": PickledFactory.of(op["factory"])} if "factory" in op else op for op in self.chain]
-            payload = cloudpickle.dumps((chain, self.source))
-        state["chain"], state["source"], state["payload"] = [], None, payload
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self.chain, self.source = cloudpickle.loads(state["payload"])
-
-    @property
-    def shipped_payload(self) -> bytes | None:
-        """``(chain, source)`` as pickled by the driver, on a vertex that was unpickled."""
-        return self.__dict__.get("payload")
-
-
-class PickledFactory:
-    """An operator factory that travels pickled and is unpickled by its first call (in the
-    task that creates the operator). Pickling it again copies the bytes.
-
-    Example:
-        >>> import pickle
-        >>> f = pickle.loads(pickle.dumps(PickledFactory.of(list)))
-        >>> f()
-        []
-    """
-
-    __slots__ = ("blob", "_factory")
-
-    def __init__(self, blob: bytes) -> None:
-        self.blob = blob
-        self._factory: Callable[[], StreamOperator] | None = None
-
-    @classmethod
-    def of(cls, factory: Callable[[], StreamOperator] | PickledFactory) -> PickledFactory:
-        """``factory`` pickled (as it is when it already is)."""
-        return factory if isinstance(factory, PickledFactory) else cls(cloudpickle.dumps(factory))
-
-    def __call__(self) -> StreamOperator:
-        if self._factory is None:
-            self._factory = cloudpickle.loads(self.blob)
-        return self._factory()
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (PickledFactory, (self.blob,))
 
 
 @dataclass

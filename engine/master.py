@@ -191,8 +191,7 @@ class JobMaster:
         self._slot_executors = {}  # slot -> Executor of the running attempt
         graph: JobGraph = cloudpickle.loads(graph_blob)
         self.graph = graph
-        # vertex id -> pickled (chain, source) for every subtask's spec: the driver's bytes
-        self._payloads: dict[int, bytes] = {v.id: p for v in graph.vertices if (p := v.shipped_payload) is not None}
+        self._payloads: dict[int, bytes] = {}  # vertex id -> pickled (chain, source), see _deploy
         config: JobConfig = cloudpickle.loads(config_blob)
         self.config = config
         job_id = job_id or f"{config.name}-{uuid.uuid4().hex[:8]}"
@@ -905,8 +904,8 @@ class JobMaster:
                 [self.actors[(e.target_vertex, t)] for t in range(graph.vertex(e.target_vertex).parallelism)]
                 for e in v.outputs
             ]
-            # a vertex's operators and source are pickled once (by the driver), not once per
-            # subtask and attempt: a function capturing a large table costs one pickling
+            # a vertex's operators and source are pickled once per job, not once per subtask and
+            # attempt: a function capturing a large table costs one pickling here at any parallelism
             payload = payloads.get(vid)
             if payload is None:
                 payload = payloads[vid] = cloudpickle.dumps((spec.chain, spec.source))

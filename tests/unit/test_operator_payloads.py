@@ -1,6 +1,6 @@
-"""A vertex's operators and source are pickled once per job, by the driver: the job master
-sends those bytes in every subtask's spec, also when the job restarts, so a function that
-captures a large table costs one pickling at any parallelism."""
+"""A vertex's operators and source are pickled once per job by the job master, not once
+per subtask and attempt: a function that captures a large table costs one pickling there
+(plus the driver's) at any parallelism, also when the job restarts."""
 
 from __future__ import annotations
 
@@ -63,8 +63,8 @@ def test_a_function_s_captured_table_is_pickled_once() -> None:
     result = run_in_process(_job(_Table({0: "a", 1: "b", 2: "c"})).get_job_graph(), JobConfig(name="payload"),
                             timeout_s=120)
     assert _collected(result) == _expected()
-    assert _pickled == 1  # by the driver, for the master and the 3 subtasks (was 1 + 3)
-    assert _unpickled == 3  # by the 3 tasks, not by the master (was 1 + 3)
+    assert _pickled == 2  # the driver's graph, the master's one payload for the 3 subtasks (was 1 + 3)
+    assert _unpickled == 4  # the master's graph, the 3 tasks
 
 
 def test_a_restarted_attempt_reuses_the_pickled_operators() -> None:
@@ -75,4 +75,4 @@ def test_a_restarted_attempt_reuses_the_pickled_operators() -> None:
                             timeout_s=120)
     assert result["metrics"]["restarts"] == 1
     assert _collected(result) == _expected()
-    assert _pickled == 1
+    assert _pickled == 2
