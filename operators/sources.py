@@ -114,20 +114,15 @@ class _PickledItems:
 
     @classmethod
     def of(cls, items: list[Any], chunk_size: int) -> _PickledItems:
-        """``items`` pickled in chunks (pickle protocol 5; cloudpickle for what plain pickle
-        cannot do, e.g. lambdas).
+        """``items`` pickled in chunks with cloudpickle (as the rest of the job: instances of
+        classes defined in a notebook or a script's ``__main__`` travel by value, which plain
+        pickle would send by a reference the task's process cannot resolve).
 
         Raises:
             GraphError: an item cannot be pickled at all (named by its index).
         """
-        chunks = []
-        for start in range(0, len(items), chunk_size):
-            chunk = items[start : start + chunk_size]
-            try:
-                chunks.append(pickle.dumps(chunk, protocol=5))
-            except Exception:  # noqa: BLE001 - lambdas, local classes: cloudpickle handles them
-                chunks.append(_cloudpickle_chunk(chunk, start))
-        return cls(chunks, chunk_size, len(items))
+        return cls([_pickled_chunk(items[start : start + chunk_size], start) for start in range(0, len(items), chunk_size)],
+                   chunk_size, len(items))
 
     def __len__(self) -> int:
         return self.count
@@ -160,7 +155,7 @@ class _PickledItems:
         return out
 
 
-def _cloudpickle_chunk(chunk: list[Any], start: int) -> bytes:
+def _pickled_chunk(chunk: list[Any], start: int) -> bytes:
     try:
         return cloudpickle.dumps(chunk, protocol=5)
     except Exception:  # noqa: BLE001 - find the item at fault

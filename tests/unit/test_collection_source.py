@@ -4,6 +4,7 @@ from any split and position, and pickled once however often the source is copied
 from __future__ import annotations
 
 import pickle
+import sys
 import threading
 
 import cloudpickle
@@ -95,6 +96,21 @@ def test_the_items_are_pickled_once_however_often_the_source_is_copied() -> None
 def test_items_plain_pickle_cannot_do_go_through_cloudpickle() -> None:
     source = _shipped(CollectionSource([lambda x: x + 1, lambda x: x * 2], batch_size=1))
     assert [f(10) for f in _read(source, source.create_splits(1))] == [11, 20]
+
+
+def test_instances_of_a_class_defined_in_main_travel_by_value() -> None:
+    """A notebook's class: plain pickle would send ``__main__.Point`` by reference, which a
+    task's process cannot resolve."""
+    main = sys.modules["__main__"]
+    point = type("Point", (), {"__init__": lambda self, x: setattr(self, "x", x)})
+    point.__module__ = "__main__"
+    main.Point = point  # type: ignore[attr-defined]
+    try:
+        blob = pickle.dumps(CollectionSource([point(1), point(2)], batch_size=1))
+    finally:
+        del main.Point  # type: ignore[attr-defined]
+    source = pickle.loads(blob)  # as a task's process, which has no __main__.Point
+    assert [p.x for p in _read(source, source.create_splits(1))] == [1, 2]
 
 
 def test_an_item_that_cannot_be_pickled_is_named() -> None:
