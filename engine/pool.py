@@ -108,12 +108,17 @@ class WorkerPool:
 
     # ------------------------------------------------------------------ executors
     def executors(self, slots: list[str], num_cpus: float) -> dict[str, Executor]:
-        """One executor per slot: idle ones that answer a health check first (spread over
-        their nodes), new ones for the rest (round robin over the alive nodes)."""
+        """One executor per slot: idle ones first (spread over their nodes), new ones for the
+        rest (round robin over the alive nodes).
+
+        Only an idle executor whose node is not known yet is asked for it (a health check,
+        one round trip, ~2 ms of a small job): one that died while idle is found by the job
+        master at deployment, which replaces it and keeps the live ones (as it does for an
+        executor dying between a check and the deployment)."""
         with self._lock:
             mine = [e for e in self._executors if e.num_cpus == num_cpus]
             self._executors = [e for e in self._executors if e.num_cpus != num_cpus]
-        healthy = _healthy(mine)
+        healthy = [e for e in mine if e.node is not None] + _healthy([e for e in mine if e.node is None])
         # interleave nodes so that a job's slots spread like freshly placed executors
         by_node: dict[str | None, list[Executor]] = {}
         for e in healthy:

@@ -169,12 +169,37 @@ def test_a_restart_recycles_the_live_executors_and_takes_a_spare_for_the_dead_on
     assert _final(env.execute_and_collect("after-drill")) == _want()
 
 
+def test_a_pooled_executor_is_asked_for_its_node_once(monkeypatch):
+    """Lending an idle executor whose node is known costs no call to it: the health check
+    round trip is paid once per executor, not once per job."""
+    import raystream.engine.pool as pool_module
+
+    _warm_pool()
+    _warm_pool()  # every idle executor has been lent (and asked) at least once
+    asked: list = []
+    check = pool_module._healthy
+
+    def recording(executors, timeout_s=10.0):
+        asked.extend(e.name for e in executors)
+        return check(executors, timeout_s)
+
+    monkeypatch.setattr(pool_module, "_healthy", recording)
+    lent_before = set(WorkerPool.current().idle_actor_names()["executors"])
+    env = rs.StreamEnvironment(parallelism=2)
+    _wordcount(env)
+    client = env.execute_async("no-health-check")
+    assert _final(rs_collected(client.wait())) == _want()
+    lent = {e.name for e in client._executors.values()}
+    assert lent & lent_before, "the job did not run on pooled executors"
+    assert not set(asked) & lent_before, f"pooled executors with a known node were asked again: {asked}"
+
+
 def test_an_idle_executor_that_died_is_replaced():
     pool = WorkerPool.current()
     idle = _warm_pool()
     for e in idle:
         ray.kill(e.actor, no_restart=True)
-    for e in idle:  # dead for sure: the pool's health check drops them
+    for e in idle:  # dead for sure: the job master finds them at deployment and replaces them
         _wait_dead(e.actor)
     env = rs.StreamEnvironment(parallelism=2)
     _wordcount(env)
