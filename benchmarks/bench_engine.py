@@ -239,6 +239,18 @@ def job_start_time(repeat: int = 5, slot_sharing: bool = True, reuse_workers: bo
 
 
 
+def small_job(parallelism: int) -> float:
+    """Wall time of a 10-record job (collection -> map -> collect) on the warm worker pool:
+    what a notebook user waits for a small job, all fixed costs and nothing else."""
+    env = rs.StreamEnvironment(parallelism=parallelism)
+    env.from_collection(list(range(10))).map(lambda x: x + 1).collect()
+    t = time.perf_counter()
+    out = env.execute_and_collect("small")
+    dt = time.perf_counter() - t
+    assert sorted(out) == list(range(1, 11)), out
+    return dt
+
+
 def collection_rows(n: int) -> list[tuple]:
     """``n`` rows ``(id, user, amount)`` for the ``from_collection`` workload."""
     return [(i, f"user-{i % 1000}", i * 0.5) for i in range(n)]
@@ -391,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--start", action="store_true")
     ap.add_argument("--latency", action="store_true")
     ap.add_argument("--memory", action="store_true")
+    ap.add_argument("--small", type=int, default=0, metavar="JOBS",
+                    help="median wall time of JOBS warm 10-record jobs at p=1 and p=2 (alternating)")
     ap.add_argument("--lookup", type=int, default=0, metavar="ENTRIES",
                     help="time a 100k-record job whose map captures an ENTRIES-entry dict at p=1, 2, 4 (5 rounds)")
     ap.add_argument("--collection", type=int, default=0, metavar="ROWS",
@@ -431,6 +445,15 @@ def main(argv: list[str] | None = None) -> int:
             print("vs the loop (pickle once + filter): " + ", ".join(
                 f"{k} {med['loop'] / med[k]:.2f}x" for k in ("p=1", "p=2", "p=4")))
             print(f"p=2 / p=1: {med['p=1'] / med['p=2']:.2f}x, p=4 / p=1: {med['p=1'] / med['p=4']:.2f}x")
+        if args.small:
+            small: dict[int, list[float]] = {1: [], 2: []}
+            for p in (1, 2):
+                small_job(p)  # warm executors for each parallelism
+            for _ in range(args.small):
+                for p in (1, 2):
+                    small[p].append(small_job(p))
+            print("10-record job on the warm pool, median of "
+                  f"{args.small}: p=1 {statistics.median(small[1]) * 1000:.2f} ms, p=2 {statistics.median(small[2]) * 1000:.2f} ms")
         if args.lookup:
             table = {i: f"name-{i}" for i in range(args.lookup)}
             lt: dict[str, list[float]] = {"p=1": [], "p=2": [], "p=4": []}
