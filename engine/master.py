@@ -432,6 +432,7 @@ class JobMaster:
                 ended = {"FINISHED": "finished", "CANCELLED": "was cancelled"}.get(self.status, "failed")
                 self._resolve_savepoint(path, CheckpointError(
                     f"savepoint to {path!r} failed: the job {ended} before it could be taken"))
+            self._payloads = {}  # (an idle pooled master keeps no pickled operators)
             pre, self._prestarted = self._prestarted, {}
             spares, self._spares = self._spares, []
             # executors the job ended before deploying onto (e.g. a bad savepoint, or kept
@@ -908,7 +909,7 @@ class JobMaster:
             # attempt: a function capturing a large table costs one pickling here at any parallelism
             payload = payloads.get(vid)
             if payload is None:
-                payload = payloads[vid] = cloudpickle.dumps((spec.chain, spec.source))
+                payload = payloads[vid] = cloudpickle.dumps((v.chain, v.source))
             bare = cloudpickle.dumps(dataclasses.replace(spec, chain=[], source=None))
             setups.append(self.actors[(vid, s)].setup.remote(bare, downstream, me, storage, self.attempt, payload))
         for ref in setups:

@@ -25,7 +25,7 @@ from raystream.engine.connectors import (
     Source,
     SourceReader,
 )
-from raystream.engine.errors import ConfigError, GraphError
+from raystream.engine.errors import ConfigError, GraphError, short_repr
 from raystream.engine.operator import OperatorContext
 from raystream.engine.records import Batch
 
@@ -164,14 +164,9 @@ def _pickled_chunk(chunk: list[Any], start: int) -> bytes:
                 cloudpickle.dumps(item, protocol=5)
             except Exception as exc:  # noqa: BLE001
                 raise GraphError(
-                    f"from_collection item {start + i} ({_short(item)}) cannot be pickled: {type(exc).__name__}: {exc}"
+                    f"from_collection item {start + i} ({short_repr(item, 80)}) cannot be pickled: {type(exc).__name__}: {exc}"
                 ) from None
         raise
-
-
-def _short(item: Any, limit: int = 80) -> str:
-    text = repr(item)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class _CollectionReader(_QueueReader[RangeSplit]):
