@@ -405,6 +405,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--memory", action="store_true")
     ap.add_argument("--small", type=int, default=0, metavar="JOBS",
                     help="median wall time of JOBS warm 10-record jobs at p=1 and p=2 (alternating)")
+    ap.add_argument("--gap-ms", type=float, default=0.0, metavar="MS",
+                    help="with --small: pause MS between the jobs (a notebook user's time between cells; "
+                         "0: back to back, the next job then also waits for what the last one left to do)")
     ap.add_argument("--lookup", type=int, default=0, metavar="ENTRIES",
                     help="time a 100k-record job whose map captures an ENTRIES-entry dict at p=1, 2, 4 (5 rounds)")
     ap.add_argument("--collection", type=int, default=0, metavar="ROWS",
@@ -451,8 +454,9 @@ def main(argv: list[str] | None = None) -> int:
                 small_job(p)  # warm executors for each parallelism
             for _ in range(args.small):
                 for p in (1, 2):
+                    time.sleep(args.gap_ms / 1000)
                     small[p].append(small_job(p))
-            print("10-record job on the warm pool, median of "
+            print(f"10-record job on the warm pool, {args.gap_ms:g} ms between jobs, median of "
                   f"{args.small}: p=1 {statistics.median(small[1]) * 1000:.2f} ms, p=2 {statistics.median(small[2]) * 1000:.2f} ms")
         if args.lookup:
             table = {i: f"name-{i}" for i in range(args.lookup)}

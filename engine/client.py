@@ -362,12 +362,14 @@ class JobClient:
             out["job_id"], out["metrics"], out["duration_s"], out["results"],
             out.get("checkpoints"), out.get("savepoint"), self._failovers,
         )
-        self._close(master_ok=True, reusable=out.get("reusable", ()))
+        self._close(master_ok=True, releasing=out.get("releasing") or {})
         return self._result
 
-    def _close(self, master_ok: bool = False, reusable: Any = ()) -> None:
+    def _close(self, master_ok: bool = False, releasing: dict[str, Any] | None = None) -> None:
         """The job ended: give the master (when its ``run`` returned or raised a job error)
-        and the executors it released clean back to the worker pool; kill the rest."""
+        back to the worker pool, and the executors the master is releasing (``{slot: their
+        pending answer to release()}``), which the pool lends again once they answered
+        clean; kill the rest."""
         if self._closed:
             return
         self._closed = True
@@ -376,11 +378,11 @@ class JobClient:
             self._pool.give_back_master(self._master, self._master_name)
         else:
             doomed.append(self._master)
-        clean = set(reusable) if self._pool is not None else set()
-        keep = [e for slot, e in self._executors.items() if slot in clean]
-        doomed.extend(e.actor for slot, e in self._executors.items() if slot not in clean)
+        pending = (releasing or {}) if self._pool is not None else {}
+        keep = [(e, pending[slot]) for slot, e in self._executors.items() if slot in pending]
+        doomed.extend(e.actor for slot, e in self._executors.items() if slot not in pending)
         if keep:
-            self._pool.give_back(keep)
+            self._pool.give_back_releasing(keep)
         kill_quietly(doomed)
 
     def __repr__(self) -> str:

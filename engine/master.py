@@ -203,7 +203,7 @@ class JobMaster:
         self.actors = {}  # (vertex, subtask) -> TaskRef
         self.executors = {}  # slot -> TaskActor
         self.executor_names = {}  # slot -> its Ray actor name
-        self.reusable: list[str] = []  # slots whose lent executor is clean after the job
+        self.releasing: dict[str, Any] = {}  # the driver's slot -> a lent executor's answer to release()
         self.task_metrics = {}
         self.error: JobFailed | None = None
         self.started = time.time()
@@ -393,8 +393,9 @@ class JobMaster:
 
         ``executors``: ``{slot: engine.pool.Executor}`` for the first attempt. Task failures
         restart the whole job from the latest complete checkpoint (or from scratch when none
-        completed yet) as long as the restart strategy allows. The result names the slots
-        whose executors are clean for another job (``"reusable"``).
+        completed yet) as long as the restart strategy allows. The result's ``"releasing"``
+        maps the driver's slots of the executors it lent to their pending answers to
+        ``release()`` (True: clean for another job).
 
         ``recover``: this master takes over job ``job_id`` from a master that died (job
         master failover): the tasks the old master deployed are killed, and the job resumes
@@ -518,7 +519,7 @@ class JobMaster:
             "duration_s": self.finished_at - self.started,
             "checkpoints": self.coordinator.stats() if self.coordinator else None,
             "savepoint": self.stopped_with_savepoint,
-            "reusable": list(self.reusable),
+            "releasing": self.releasing,
         }
 
     async def _final_checkpoint(self, attempts: int = 3) -> None:
@@ -1013,31 +1014,34 @@ class JobMaster:
 
     async def _teardown(self, release: bool = False, recycle: bool = False) -> None:
         """Kill this attempt's executors. With ``release`` (every task finished) ask the ones
-        the driver lent, and the unused spares, to forget their tasks instead and report the
-        clean ones reusable (by the driver's slots). With ``recycle`` (a failed attempt) ask
-        every executor to cancel and forget its tasks and keep the clean ones for the next
-        attempt's deployment."""
+        the driver lent, and the spares it lent, to forget their tasks instead; their answers
+        (True: clean) go to the driver unawaited, by the driver's slots, as ``releasing``: the
+        driver's worker pool waits for them before lending those executors again, so the job
+        ends without that round trip. With ``recycle`` (a failed attempt) ask every executor
+        to cancel and forget its tasks and keep the clean ones for the next attempt's
+        deployment."""
         executors, self.executors, self.actors = self.executors, {}, {}
         by_slot, self._slot_executors = self._slot_executors, {}
         names = self.executor_names
-        keep: dict[str, Any] = {}
-        if release or recycle:
-            asked = {slot: a for slot, a in executors.items()
-                     if recycle or (slot in self._lent and names.get(slot) in self._driver_slot)}
-            keep = await self._release(asked, cancel=recycle)
-        self.runtime.kill(a for slot, a in executors.items() if slot not in keep)
         if recycle:
+            keep = await self._release(executors, cancel=True)
+            self.runtime.kill(a for slot, a in executors.items() if slot not in keep)
             self._prestarted = {slot: by_slot[slot] for slot in keep if slot in by_slot}
             self.runtime.kill(a for slot, a in keep.items() if slot not in by_slot)
             return
-        reusable = [self._driver_slot[names[slot]] for slot in keep if names.get(slot) in self._driver_slot]
-        if release:  # spares: those the driver lent go back to it, the master's own are killed
+        releasing: dict[str, Any] = {}  # the driver's slot -> the executor's answer to release()
+        if release:
+            lent = {slot: a for slot, a in executors.items() if slot in self._lent and names.get(slot) in self._driver_slot}
+            releasing = {self._driver_slot[names[slot]]: a.release.remote(2.0, False) for slot, a in lent.items()}
+            executors = {slot: a for slot, a in executors.items() if slot not in lent}
+            # spares: those the driver lent go back to it, the master's own are killed
             spares, self._spares = self._spares, []
-            lent_spares = {e.name: e.actor for e in spares if e.name in self._driver_slot}
-            clean = await self._release(lent_spares, cancel=False)
-            reusable += [self._driver_slot[name] for name in clean]
-            self.runtime.kill(e.actor for e in spares if e.name not in clean)
-        self.reusable = sorted(reusable)
+            for e in spares:
+                if e.name in self._driver_slot:
+                    releasing[self._driver_slot[e.name]] = e.actor.release.remote(2.0, False)
+            self.runtime.kill(e.actor for e in spares if e.name not in self._driver_slot)
+        self.runtime.kill(executors.values())
+        self.releasing = releasing
 
     async def _release(self, executors: dict[str, Any], cancel: bool) -> dict[str, Any]:
         """Ask ``executors`` (key -> actor) to forget their tasks; the ones that report clean."""

@@ -410,6 +410,8 @@ def start_executors(names: dict[str, str], num_cpus: float) -> dict[str, Executo
     node that dies before its executor starts fails that executor, and so the attempt, which
     the restart strategy then redeploys on the nodes alive at that time. Executors that
     reserve CPUs are left to Ray's resource-aware SPREAD, which cannot block on a full node."""
+    if not names:  # (every slot of a deployment lent: no call to the GCS for the node list)
+        return {}
     nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
     out = {}
     for i, (slot, name) in enumerate(names.items()):

@@ -299,3 +299,38 @@ def test_concurrent_jobs_get_distinct_actors():
     results = [c.wait() for c in clients]
     for i, r in enumerate(results):
         assert _final(rs_collected(r)) == _want(3000 + i)
+
+
+def test_executors_come_back_with_their_pending_release_and_are_lent_only_when_clean(monkeypatch):
+    """The job's result does not wait for the executors' answers to ``release()``: the
+    master hands the pending answers to the driver, whose pool lends an executor again only
+    once it answered True (clean) and kills one that answered False or died."""
+    pool = WorkerPool.current()
+    _warm_pool()
+    handed: list = []
+    take_back = WorkerPool.give_back_releasing
+
+    def recording(self, pending):
+        handed.extend(pending)
+        take_back(self, pending)
+
+    monkeypatch.setattr(WorkerPool, "give_back_releasing", recording)
+    env = rs.StreamEnvironment(parallelism=2)
+    _wordcount(env)
+    client = env.execute_async("hands-back")
+    assert _final(rs_collected(client.wait())) == _want()
+    assert {e.name for e, _ref in handed} == {e.name for e in client._executors.values()}
+    assert all(isinstance(ref, ray.ObjectRef) for _e, ref in handed)
+    assert ray.get([ref for _e, ref in handed]) == [True] * len(handed)
+    monkeypatch.undo()
+
+    # answers settle at the next lend or listing: True -> idle again; False or a dead
+    # executor -> killed, never lent
+    lent = pool.executors(["s0", "s1", "s2"], 0)
+    clean, dirty, dead = lent.values()
+    ray.kill(dead.actor, no_restart=True)
+    _wait_dead(dead.actor)
+    pool.give_back_releasing([(clean, ray.put(True)), (dirty, ray.put(False)), (dead, dead.actor.release.remote())])
+    idle = set(pool.idle_actor_names()["executors"])
+    assert clean.name in idle and dirty.name not in idle and dead.name not in idle
+    _wait_dead(dirty.actor)
