@@ -303,6 +303,7 @@ class FunctionDispatcher(StreamOperator):
         self._rpc: Any = None  # RemoteFunctions, when endpoints are declared (created in open)
         self._context: _DispatchContext | None = None  # reused by consecutive invocations (_invoke)
         self._message: Message | None = None  # reused by consecutive messages (_invoke)
+        self._message_vt: str | None = None  # the value typename whose type _message._type holds
         # key -> (address, key group, layout of its function type), for keys of our key groups
         self._targets: dict[tuple[str, str], tuple[Address, int, _Layout]] = {}
         self.counters = {
@@ -821,10 +822,11 @@ class FunctionDispatcher(StreamOperator):
             fun = layout.fun
             m = self._message  # reused while no function keeps it
             self._message = None
+            vt_name: str | None = self._message_vt  # the typename of the decoded value m._type holds
             if m is None:
                 m = _new_message(Message)
+                vt_name = None
             m.target_typename, m.target_id = key
-            vt_name: str | None = None  # the typename of the decoded value m._type holds
             has_caller = False
             # (the record's fields unpacked by name at once: one step instead of one index each)
             for index, (_target_tn, _target_id, caller_tn, caller_id, value_tn, value, has_value) in enumerate(records):
@@ -857,7 +859,14 @@ class FunctionDispatcher(StreamOperator):
                     m.target_typename, m.target_id = key
                     vt_name = None
             self._message = m
-            if direct:
+            self._message_vt = vt_name
+            # (bool: _apply empties `sent`)
+            produced = bool(sent or result.outgoing or result.delayed_actions or result.egress)
+            if direct and not produced:  # (_apply of an invocation that only changed its state)
+                slots.store_at(kg, key)
+                self._invocations += 1
+                self._messages += len(records)
+            elif direct:
                 self._apply(key, address, records, result, (), slots, kg, sent)
             else:
                 self._apply(key, address, records, result, slots.changes(), sent=sent)
@@ -868,7 +877,7 @@ class FunctionDispatcher(StreamOperator):
         # references: slots, the local `storage`, the argument, the reused context's two
         if _refcount(storage) > 5:
             layout.slots = self._storage_slots(key[0])  # the function kept it
-        if result.outgoing or result.delayed_actions or result.egress:  # the reused result starts empty
+        if produced and (result.outgoing or result.delayed_actions or result.egress):  # the reused result starts empty
             result.outgoing = []
             result.delayed_actions = []
             result.egress = []
