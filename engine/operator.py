@@ -6,6 +6,7 @@ never need locks. For every operator of a chain the task calls, in order::
     open(ctx, output)                  once, before any data; restore_state() before it on recovery
     process_batch(batch, input_index)  for each batch, in channel order
     process_watermark(wm, input_index) when the task's combined watermark advances
+    prepare_snapshot_pre_barrier(id)   at a barrier, first (may still emit: before the barrier)
     snapshot_state(checkpoint_id)      at a barrier, after every record before the barrier
     notify_checkpoint_complete(id)     after the checkpoint is globally complete
     end_input()                        when every input has ended (flush final results)
@@ -143,6 +144,13 @@ class StreamOperator(ABC):
 
     def end_input(self) -> None:
         """Every input has ended; emit final results. Default: nothing."""
+
+    def prepare_snapshot_pre_barrier(self, checkpoint_id: int) -> None:
+        """Checkpoint ``checkpoint_id``'s barrier reached the task: the last chance to emit
+        before it (Flink's ``prepareSnapshotPreBarrier``), e.g. a combiner sends what it
+        holds so that it has no state to snapshot. Called on every operator of the chain,
+        head first, each before its :meth:`snapshot_state` (records emitted here reach the
+        next operator before that one snapshots). Default: nothing."""
 
     def snapshot_state(self, checkpoint_id: int) -> Any:
         """Return this operator's non-keyed state for checkpoint ``checkpoint_id`` (or None).

@@ -754,6 +754,9 @@ class Task:
             state[src_uid] = {"op": dumps({"splits": splits}, what=f"source splits of {src_uid!r}")}
         for i, (op, spec) in enumerate(zip(self.operators, self.op_specs)):
             entry: dict[str, Any] = {}
+            pre_barrier = getattr(op, "prepare_snapshot_pre_barrier", None)
+            if pre_barrier is not None:  # (what it emits goes down the chain now, out before the barrier)
+                self._guard(i, None, partial(pre_barrier, cid))
             prepare = getattr(op, "prepare_commit", None)
             if prepare is not None:  # pre-commit first: the snapshot must see its effects
                 entry["committables"] = self._guard(i, None, partial(prepare, cid))

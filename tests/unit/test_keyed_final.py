@@ -266,8 +266,9 @@ def test_jobs_equal_a_python_loop(tmp_path, parallelism, source):
     pq.write_table(pa.Table.from_pylist(data), path, row_group_size=700)
     env = rs.StreamEnvironment(parallelism=parallelism, batch_size=500)
     # one source subtask: every key's records stay in order, so "the key's first record" is defined
-    stream = (env.read_parquet(str(path), batch_size=500) if source == "parquet" else
-              env.from_collection(data).map(dict)).set_parallelism(1)
+    # (source and map: both at p=1, or the map's input interleaves two source subtasks)
+    stream = (env.read_parquet(str(path), batch_size=500).set_parallelism(1) if source == "parquet" else
+              env.from_collection(data).set_parallelism(1).map(dict).set_parallelism(1))
     keyed = stream.key_by("key")
     for how in ("sum", "min", "max"):
         getattr(keyed, how)("value", emit="final").map(lambda r, how=how: (how, r)).collect()
