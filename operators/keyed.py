@@ -28,6 +28,7 @@ from .functions import (
     keyed_state_backend,
 )
 from .key_slots import KeySlots
+from .minibatch import HELD_ROWS, MiniBatchCombiner
 from .time import TimestampAssigner
 from .timers import EVENT_TIMERS as EVENT_TIMERS  # (re-exported: the names of the timer queues)
 from .timers import PROCESSING_TIMERS as PROCESSING_TIMERS
@@ -395,15 +396,11 @@ class AggregateOperator(StreamOperator):
         self._restored = states
 
 
-#: partial rows a :class:`LocalAggregateOperator` holds before it merges them (then sends
-#: them if merging left more than half: the keys are too many for holding to pay)
-LOCAL_AGGREGATE_HELD_ROWS = 262_144
-
 #: how the partials of an accumulator merge (count: the partial counts add up)
 _MERGE_PARTIALS = {"sum": "sum", "count": "sum", "min": "min", "max": "max"}
 
 
-class LocalAggregateOperator(StreamOperator):
+class LocalAggregateOperator(MiniBatchCombiner):
     """The local half of a two-phase aggregate (Flink SQL's local-global aggregation): groups
     each batch by key *before* the shuffle into one partial row per key (a column per
     accumulator), so the exchange carries partials instead of every row and a hot key
@@ -412,12 +409,8 @@ class LocalAggregateOperator(StreamOperator):
     merges the partials in an :class:`AggregateOperator` with ``partials=True``.
 
     The partials of consecutive batches are held and merged into one row per key before
-    they are sent (a mini-batch, as Flink SQL's MiniBatch local aggregation): at the end of
-    input, before every checkpoint barrier (:meth:`prepare_snapshot_pre_barrier`: nothing is
-    held in a snapshot, the operator stays stateless), and when more than ``max_held_rows``
-    partial rows are held: they are merged in place, and sent if more than half the cap is
-    left (many distinct keys: holding stops paying, and from then on every batch's partials
-    go out at once). Held rows never exceed the cap plus one batch's partials.
+    they are sent (a mini-batch: :mod:`operators.minibatch`), at the latest at the end of
+    input and before every checkpoint barrier; nothing is held in a snapshot.
 
     Example:
         >>> import pyarrow as pa
@@ -433,58 +426,23 @@ class LocalAggregateOperator(StreamOperator):
     """
 
     def __init__(self, key_column: str, aggregations: dict[str, tuple[str, str]],
-                 max_held_rows: int = LOCAL_AGGREGATE_HELD_ROWS) -> None:
-        if max_held_rows < 1:
-            raise GraphError(f"max_held_rows must be at least 1, got {max_held_rows}")
+                 max_held_rows: int = HELD_ROWS) -> None:
+        super().__init__(max_held_rows)
         self.layout = AggregateOperator(key_column, aggregations, "final")
-        self.max_held_rows = max_held_rows
         self._merges = [(name, _MERGE_PARTIALS[fn]) for name, _col, fn in self.layout._acc_names()]
-        self._held: list[pa.RecordBatch] = []
-        self._held_rows = 0
-        self._hold = True  # False once merging stopped paying (see the class docstring)
 
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
         key_values, partial = self.layout.batch_partials(batch.arrow())
-        rb = pa.RecordBatch.from_pydict({self.layout.key_column: key_values, **partial})
-        if not self._hold:
-            self.output.emit(Batch.of_arrow(rb))
-            return
-        self._held.append(rb)
-        self._held_rows += rb.num_rows
-        if self._held_rows > self.max_held_rows:
-            merged = self._merged()
-            if merged.num_rows > self.max_held_rows // 2:
-                self._hold = False
-                self._held, self._held_rows = [], 0
-                self.output.emit(Batch.of_arrow(merged))
-            else:
-                self._held, self._held_rows = [merged], merged.num_rows
+        self.hold(pa.RecordBatch.from_pydict({self.layout.key_column: key_values, **partial}))
 
-    def _merged(self) -> pa.RecordBatch:
-        """The held partials merged into one row per key (keys in order of first appearance)."""
-        if len(self._held) == 1:
-            return self._held[0]
+    def merge(self, partials: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
+        """One row per key (keys in order of first appearance)."""
         key = self.layout.key_column
-        grouped = pa.Table.from_batches(self._held).group_by(key, use_threads=False).aggregate(self._merges)
+        grouped = pa.Table.from_batches(partials).group_by(key, use_threads=False).aggregate(self._merges)
         cols = {key: grouped.column(key).combine_chunks()}
         for name, fn in self._merges:
             cols[name] = grouped.column(f"{name}_{fn}").combine_chunks()
-        return pa.RecordBatch.from_pydict(cols)
-
-    def _flush(self) -> None:
-        if self._held:
-            merged = self._merged()
-            self._held, self._held_rows = [], 0
-            self.output.emit(Batch.of_arrow(merged))
-
-    def prepare_snapshot_pre_barrier(self, checkpoint_id: int) -> None:
-        self._flush()
-
-    def end_input(self) -> None:
-        self._flush()
-
-    def close(self) -> None:
-        self._held, self._held_rows = [], 0
+        return [pa.RecordBatch.from_pydict(cols)]
 
 
 class KeyedProcessOperator(StreamOperator):

@@ -59,6 +59,7 @@ from raystream.engine.partitioners import KeySelector
 from raystream.engine.records import Batch, arrow_to_records
 
 from .field_columns import ColumnarFieldFold
+from .minibatch import HELD_ROWS, MiniBatchCombiner
 from .timers import backend_restored_state
 
 __all__ = [
@@ -265,13 +266,19 @@ class LocalReduceOperator(StreamOperator):
             self.output.emit(Batch.of_records(list(partial.values())))
 
 
-class LocalFieldAggregateOperator(StreamOperator):
-    """The combiner of ``sum/min/max(column, emit="final")``: one partial record per key and
-    batch (the key's first record of the batch, ``column`` set to the batch's result),
-    chained before the shuffle. Vectorized on Arrow batches of dict records with a numeric
-    ``column`` and a column key; a Python loop otherwise. Stateless."""
+class LocalFieldAggregateOperator(MiniBatchCombiner):
+    """The combiner of ``sum/min/max(column, emit="final")``, chained before the shuffle:
+    one partial record per key (the key's first record, ``column`` set to the result over
+    its records). Vectorized on Arrow batches of dict records with a numeric ``column`` and
+    a column key, whose partials are held across batches and sent merged (a mini-batch:
+    :mod:`operators.minibatch`; at the latest at the end of input and before every
+    checkpoint barrier, so nothing is held in a snapshot); a Python loop otherwise, whose
+    partials go out per batch, after the held ones (the order of a key's partials decides
+    its first record)."""
 
-    def __init__(self, key_selector: KeySelector, column: str | int, how: FieldAggregation) -> None:
+    def __init__(self, key_selector: KeySelector, column: str | int, how: FieldAggregation,
+                 max_held_rows: int = HELD_ROWS) -> None:
+        super().__init__(max_held_rows)
         self.key_selector = key_selector
         self.column = column
         self.how = how
@@ -279,12 +286,21 @@ class LocalFieldAggregateOperator(StreamOperator):
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
         partial = self._vectorized(batch)
         if partial is not None:
-            self.output.emit(Batch.of_arrow(partial))
+            self.hold(partial)
             return
+        self.send_held()
         fold = _FieldFold(self.column, self.how)
         fold.fold_records(batch.records(), key_getter(self.key_selector))
         if fold.values:
             self.output.emit(Batch.of_records(fold.results()))
+
+    def merge(self, partials: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
+        """One partial per key: its first record (over ``partials`` in order), ``column``
+        set to the result; the partials as they are when an int sum could overflow int64."""
+        rb = pa.Table.from_batches(partials).combine_chunks().to_batches()[0]
+        schema = rb.schema
+        merged = self._partials(rb, schema.get_field_index(self.key_selector.column), schema.get_field_index(self.column))
+        return partials if merged is None else [merged]
 
     def _vectorized(self, batch: Batch) -> pa.RecordBatch | None:
         """The partial rows of ``batch`` computed by pyarrow, or None when Python's semantics
@@ -299,16 +315,21 @@ class LocalFieldAggregateOperator(StreamOperator):
         t = col.type
         if col.null_count:
             return None
-        if pa.types.is_integer(t):
-            if self.how == "sum":
-                lo, hi = pc.min_max(col).values()
-                if max(abs(lo.as_py()), abs(hi.as_py())) * len(col) >= _INT64_LIMIT:
-                    return None
-        elif pa.types.is_floating(t) and not pa.types.is_float16(t):
+        if pa.types.is_floating(t) and not pa.types.is_float16(t):
             if self.how != "sum" and pc.any(pc.is_nan(col)).as_py():
                 return None  # Python's min/max with NaN depend on the order of the values
-        else:
+        elif not pa.types.is_integer(t):
             return None
+        return self._partials(rb, ki, vi)
+
+    def _partials(self, rb: pa.RecordBatch, ki: int, vi: int) -> pa.RecordBatch | None:
+        """One row per key of ``rb``: its first row, column ``vi`` set to the key's result
+        (None: an int sum that could overflow int64)."""
+        col = rb.column(vi)
+        if self.how == "sum" and pa.types.is_integer(col.type):
+            lo, hi = pc.min_max(col).values()
+            if max(abs(lo.as_py()), abs(hi.as_py())) * len(col) >= _INT64_LIMIT:
+                return None
         n = rb.num_rows
         table = pa.Table.from_arrays([rb.column(ki), col, pa.array(np.arange(n, dtype=np.int64))],
                                      names=["k", "v", "i"])

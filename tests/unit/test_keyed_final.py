@@ -90,20 +90,29 @@ batches = st.lists(
 
 @pytest.mark.parametrize("backend", ["heap", "rocksdb"])
 @settings(max_examples=60, deadline=None)
-@given(data=batches, how=st.sampled_from(["sum", "min", "max"]), group=st.integers(1, 3), restore_after=st.integers(0, 8))
-def test_combiner_and_keyed_half_equal_a_python_loop(backend, data, how, group, restore_after):
+@given(data=batches, how=st.sampled_from(["sum", "min", "max"]), group=st.integers(1, 3), restore_after=st.integers(0, 8),
+       held=st.integers(1, 30), barriers=st.sets(st.integers(0, 8), max_size=3))
+def test_combiner_and_keyed_half_equal_a_python_loop(backend, data, how, group, restore_after, held, barriers):
     inputs, n = [], 0
     for arrow, floats, rows in data:
         recs = [{"key": k, "value": v / 4 if floats else v, "i": (n := n + 1)} for k, v in rows]
         inputs.append(as_arrow(recs) if arrow else Batch.of_records(recs))
     want = reference([r for b in inputs for r in b.records()], how)
 
-    local = OperatorHarness(LocalFieldAggregateOperator(KEY, "value", how))
-    for b in inputs:
+    # the combiner holds the Arrow batches' partials (up to `held` rows plus one batch's) and
+    # sends them merged before a barrier, before a Python batch's partials and at the end
+    local = OperatorHarness(LocalFieldAggregateOperator(KEY, "value", how, max_held_rows=held))
+    for j, b in enumerate(inputs):
         local.process(b)
+        assert local.operator.held_rows <= held + len(b)
+        if j in barriers:
+            assert local.snapshot()["operator"] is None and local.operator.held_rows == 0
+    local.end_input()
     partials = local.output.batches
-    for b, p in zip(inputs, partials):  # one partial per key and batch
-        assert len(p) == len({r["key"] for r in b.records()})
+    for p in partials:  # one partial per key in every send
+        keys = [r["key"] for r in p.records()]
+        assert len(keys) == len(set(keys))
+    assert sum(len(p) for p in partials) <= n
     # partials of several upstream batches reach the keyed half in one batch
     merged = [Batch.of_records([r for p in partials[i:i + group] for r in p.records()]) for i in range(0, len(partials), group)]
     keyed = OperatorHarness(FieldAggregateOperator(KEY, "value", how), state_backend=state_backend(backend))
@@ -120,6 +129,7 @@ def test_the_combiner_is_vectorized_for_a_numeric_column():
     rows = [{"key": k, "value": v, "ts": i} for i, (k, v) in enumerate([("a", 1), ("b", 2), ("a", 3), ("a", 4)])]
     local = OperatorHarness(LocalFieldAggregateOperator(KEY, "value", "sum"))
     local.process(as_arrow(rows))
+    local.end_input()
     (out,) = local.output.batches
     assert out.is_arrow  # pyarrow did the work: no Python record was built
     assert sorted(out.records(), key=lambda r: r["key"]) == [{"key": "a", "value": 8, "ts": 0}, {"key": "b", "value": 2, "ts": 1}]
@@ -134,6 +144,34 @@ def test_int_sums_stay_exact_beyond_int64():
     keyed.process(local.output.batches[0])
     keyed.end_input()
     assert keyed.records() == [{"key": "a", "value": 3 * big}]
+
+
+def test_held_int_sums_that_could_overflow_int64_go_out_unmerged():
+    big = 2**61
+    local = OperatorHarness(LocalFieldAggregateOperator(KEY, "value", "sum"))
+    for _ in range(3):  # each batch's sum fits int64, the three together do not
+        local.process(as_arrow([{"key": "a", "value": big}, {"key": "a", "value": big}]))
+    local.end_input()
+    assert [len(b) for b in local.output.batches] == [1, 1, 1]
+    keyed = OperatorHarness(FieldAggregateOperator(KEY, "value", "sum"))
+    for b in local.output.batches:
+        keyed.process(b)
+    keyed.end_input()
+    assert keyed.records() == [{"key": "a", "value": 6 * big}]
+
+
+def test_a_python_batch_sends_the_held_partials_first():
+    """A key's first record is the one of its first partial downstream: the held (Arrow)
+    partials go out before the partials of a batch that takes the record loop."""
+    local = OperatorHarness(LocalFieldAggregateOperator(KEY, "value", "sum"))
+    local.process(as_arrow([{"key": "a", "value": 1, "i": 0}]))
+    local.process(Batch.of_records([{"key": "a", "value": 2, "i": 1}]))
+    local.end_input()
+    keyed = OperatorHarness(FieldAggregateOperator(KEY, "value", "sum"))
+    for b in local.output.batches:
+        keyed.process(b)
+    keyed.end_input()
+    assert keyed.records() == [{"key": "a", "value": 3, "i": 0}]
 
 
 def test_min_max_with_nan_follow_python():

@@ -88,10 +88,10 @@ def test_two_phase_equals_one_phase(data, cuts, group, restore_after, held, barr
     local = OperatorHarness(LocalAggregateOperator("key", SPECS, max_held_rows=held))
     for i, b in enumerate(batches):
         local.process(b)
-        assert local.operator._held_rows <= held + len(b)  # the cap, plus one batch's partials
+        assert local.operator.held_rows <= held + len(b)  # the cap, plus one batch's partials
         if i in barriers:  # a checkpoint: what was held went out before the barrier
             assert local.snapshot()["operator"] is None
-            assert local.operator._held_rows == 0
+            assert local.operator.held_rows == 0
     local.end_input()
     partial_batches = [b.arrow() for b in local.output.batches]
     assert sum(len(b) for b in partial_batches) <= len(data)
