@@ -422,9 +422,11 @@ class KeyedStream(DataStream):
         (``emit="updates"``), or only the final rows at end of input (``emit="final"``).
         Functions: sum, count, min, max, mean. Requires a column key. With ``emit="final"``
         the aggregation runs in two phases (as Flink SQL's local-global aggregation): an
-        ``aggregate (local)`` operator chained before the shuffle groups every batch by key,
-        and the keyed ``aggregate`` merges those partials, so the exchange carries one row
-        per key and batch and a hot key does not overload its subtask.
+        ``aggregate (local)`` operator chained before the shuffle groups every batch by key
+        and holds the partials of consecutive batches, merged (a mini-batch, sent at the end
+        of input and before every checkpoint barrier, capped in rows), and the keyed
+        ``aggregate`` merges those partials, so the exchange carries about one row per key
+        and send and a hot key does not overload its subtask.
         """
         specs = dict(aggregations or {})
         specs.update(named)
