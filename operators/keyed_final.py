@@ -3,9 +3,11 @@
 With ``emit="final"`` a keyed reduction emits nothing per record: each key's value is
 emitted once, at end of input (Flink's BATCH execution mode). As no intermediate value is
 observed, records can be combined *before* the shuffle: a **combiner** chained to the
-upstream operator folds each batch by key and sends one partial per key and batch (Flink's
-combiner, Flink SQL's local-global aggregation), so the exchange carries per-batch partials
-instead of every record and a hot key costs its subtask one record per upstream batch.
+upstream operator folds its input by key and sends one partial per key (Flink's combiner,
+Flink SQL's local-global aggregation), holding the partials of consecutive batches until the
+end of input, the next checkpoint barrier or a cap (a mini-batch: :mod:`operators.minibatch`),
+so the exchange carries partials instead of every record and a hot key costs its subtask
+one record per upstream send.
 
 * :class:`LocalReduceOperator`: the combiner of ``reduce(fn, emit="final", combinable=True)``,
   one ``fn`` call per record (``fn`` must be associative and commutative). The keyed half is
@@ -59,7 +61,7 @@ from raystream.engine.partitioners import KeySelector
 from raystream.engine.records import Batch, arrow_to_records
 
 from .field_columns import ColumnarFieldFold
-from .minibatch import HELD_ROWS, MiniBatchCombiner
+from .minibatch import HELD_KEYS, HELD_ROWS, MiniBatchCombiner
 from .timers import backend_restored_state
 
 __all__ = [
@@ -241,16 +243,40 @@ def _column_index(batch: Batch, name: str | int | None) -> int:
 
 
 class LocalReduceOperator(StreamOperator):
-    """The combiner of ``reduce(fn, emit="final", combinable=True)``: reduces each batch by
-    key with ``fn`` and emits one partial (a record) per key, chained before the shuffle.
-    Stateless: nothing is kept between batches, nothing to checkpoint."""
+    """The combiner of ``reduce(fn, emit="final", combinable=True)``, chained before the
+    shuffle: reduces its input by key with ``fn`` into one partial (a record) per key, held
+    across batches (a mini-batch, as the vectorized combiners: :mod:`operators.minibatch`)
+    and sent at the end of input, before every checkpoint barrier (nothing is held in a
+    snapshot) and whenever more than ``max_held_keys`` keys are held.
 
-    def __init__(self, key_selector: KeySelector, fn: Callable[[Any, Any], Any]) -> None:
+    Example:
+        >>> from raystream.engine.partitioners import KeySelector
+        >>> class Out:
+        ...     def emit(self, batch): print(batch.records())
+        >>> op = LocalReduceOperator(KeySelector(0), lambda a, b: (a[0], a[1] + b[1]))
+        >>> op.open(None, Out())
+        >>> op.process_batch(Batch.of_records([("a", 1), ("b", 2), ("a", 3)]))
+        >>> op.process_batch(Batch.of_records([("a", 10)]))
+        >>> op.end_input()
+        [('a', 14), ('b', 2)]
+    """
+
+    def __init__(self, key_selector: KeySelector, fn: Callable[[Any, Any], Any],
+                 max_held_keys: int = HELD_KEYS) -> None:
+        if max_held_keys < 1:
+            raise ValueError(f"max_held_keys must be at least 1, got {max_held_keys}")
         self.key_selector = key_selector
         self.fn = fn
+        self.max_held_keys = max_held_keys
+        self._partial: dict[Any, Any] = {}
+
+    @property
+    def held_keys(self) -> int:
+        """Keys whose partial is held right now."""
+        return len(self._partial)
 
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
-        partial: dict[Any, Any] = {}
+        partial = self._partial
         get = partial.get
         fn = self.fn
         key_of = key_getter(self.key_selector)
@@ -262,8 +288,22 @@ class LocalReduceOperator(StreamOperator):
                 partial[k] = r if acc is _MISSING else fn(acc, r)
         except Exception as exc:
             raise UserCodeError(r, exc) from exc
-        if partial:
-            self.output.emit(Batch.of_records(list(partial.values())))
+        if len(partial) > self.max_held_keys:
+            self._send()
+
+    def _send(self) -> None:
+        if self._partial:
+            held, self._partial = self._partial, {}
+            self.output.emit(Batch.of_records(list(held.values())))
+
+    def prepare_snapshot_pre_barrier(self, checkpoint_id: int) -> None:
+        self._send()
+
+    def end_input(self) -> None:
+        self._send()
+
+    def close(self) -> None:
+        self._partial = {}
 
 
 class LocalFieldAggregateOperator(MiniBatchCombiner):

@@ -12,6 +12,10 @@ sends one row per key instead. :class:`MiniBatchCombiner` is that holding, bound
 * more than ``max_held_rows`` held rows are merged in place; if more than half the cap is
   left (the keys are too many for holding to pay) they are sent, and every later batch's
   partials go out at once. Held rows never exceed the cap plus one batch's partials.
+
+The record combiner of ``reduce(fn, combinable=True)`` (``LocalReduceOperator``) holds its
+partials in a dict, one per key, merged with ``fn`` as records come, and sends them all at
+the same points and whenever more than :data:`HELD_KEYS` keys are held.
 """
 
 from __future__ import annotations
@@ -23,10 +27,13 @@ import pyarrow as pa
 from raystream.engine.operator import StreamOperator
 from raystream.engine.records import Batch
 
-__all__ = ["MiniBatchCombiner", "HELD_ROWS"]
+__all__ = ["MiniBatchCombiner", "HELD_ROWS", "HELD_KEYS"]
 
 #: partial rows a combiner holds before it merges them (see the module docstring)
 HELD_ROWS = 262_144
+#: keys whose Python partial (a record) a record combiner holds before it sends them all
+#: (``reduce(..., combinable=True)``: its partials are merged as they come, in a dict)
+HELD_KEYS = 65_536
 
 
 class MiniBatchCombiner(StreamOperator):

@@ -222,11 +222,20 @@ def test_values_that_do_not_add_up_are_an_error_naming_the_record():
         h.process([[1, 2]])
 
 
-def test_local_reduce_emits_one_partial_per_key_and_batch():
-    h = OperatorHarness(LocalReduceOperator(KeySelector(0), lambda a, b: (a[0], a[1] + b[1])))
+def test_local_reduce_holds_one_partial_per_key_until_a_barrier_the_cap_or_the_end():
+    h = OperatorHarness(LocalReduceOperator(KeySelector(0), lambda a, b: (a[0], a[1] + b[1]), max_held_keys=3))
     h.process([("a", 1), ("b", 2), ("a", 3)])
     h.process([("a", 4)])
-    assert [sorted(b.records()) for b in h.output.batches] == [[("a", 4), ("b", 2)], [("a", 4)]]
+    assert h.output.batches == []  # held: 2 keys
+    assert h.snapshot()["operator"] is None  # sent before the barrier
+    assert [sorted(b.records()) for b in h.output.batches] == [[("a", 8), ("b", 2)]]
+    h.process([("c", 1), ("d", 1), ("e", 1), ("c", 1)])  # 3 keys: at the cap, held
+    assert len(h.output.batches) == 1 and h.operator.held_keys == 3
+    h.process([("f", 1)])  # 4 keys > 3: all sent
+    assert sorted(h.output.batches[-1].records()) == [("c", 2), ("d", 1), ("e", 1), ("f", 1)]
+    h.process([("a", 5)])
+    h.end_input()
+    assert h.output.batches[-1].records() == [("a", 5)] and h.operator.held_keys == 0
 
 
 @pytest.mark.parametrize("make", [
