@@ -310,11 +310,11 @@ class LocalFieldAggregateOperator(MiniBatchCombiner):
     """The combiner of ``sum/min/max(column, emit="final")``, chained before the shuffle:
     one partial record per key (the key's first record, ``column`` set to the result over
     its records). Vectorized on Arrow batches of dict records with a numeric ``column`` and
-    a column key, whose partials are held across batches and sent merged (a mini-batch:
-    :mod:`operators.minibatch`; at the latest at the end of input and before every
-    checkpoint barrier, so nothing is held in a snapshot); a Python loop otherwise, whose
-    partials go out per batch, after the held ones (the order of a key's partials decides
-    its first record)."""
+    a column key; a Python loop otherwise. Both kinds of partials are held across batches
+    (a mini-batch: :mod:`operators.minibatch`; at the latest at the end of input and before
+    every checkpoint barrier, so nothing is held in a snapshot): Arrow ones merged, record
+    ones folded on (up to 65,536 keys); one kind at a time, the other sent first (the order
+    of a key's partials decides its first record)."""
 
     def __init__(self, key_selector: KeySelector, column: str | int, how: FieldAggregation,
                  max_held_rows: int = HELD_ROWS) -> None:
@@ -322,17 +322,41 @@ class LocalFieldAggregateOperator(MiniBatchCombiner):
         self.key_selector = key_selector
         self.column = column
         self.how = how
+        self._fold: _FieldFold | None = None  # the held partials of record batches
 
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
         partial = self._vectorized(batch)
         if partial is not None:
+            self._send_fold()  # (a key's partials go out in the order of its records)
             self.hold(partial)
             return
-        self.send_held()
-        fold = _FieldFold(self.column, self.how)
+        super().send_held()
+        fold = self._fold
+        if fold is None:
+            fold = self._fold = _FieldFold(self.column, self.how)
         fold.fold_records(batch.records(), key_getter(self.key_selector))
-        if fold.values:
+        if len(fold.values) > HELD_KEYS:
+            self._send_fold()
+
+    @property
+    def held_keys(self) -> int:
+        """Keys whose record partial is held right now."""
+        return 0 if self._fold is None else len(self._fold.values)
+
+    def _send_fold(self) -> None:
+        fold, self._fold = self._fold, None
+        if fold is not None and fold.values:
             self.output.emit(Batch.of_records(fold.results()))
+
+    def send_held(self) -> None:
+        """Send what is held: merged Arrow partials, or the records' partials (one kind at a
+        time is held)."""
+        super().send_held()
+        self._send_fold()
+
+    def close(self) -> None:
+        super().close()
+        self._fold = None
 
     def merge(self, partials: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
         """One partial per key: its first record (over ``partials`` in order), ``column``

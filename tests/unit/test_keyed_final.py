@@ -106,7 +106,8 @@ def test_combiner_and_keyed_half_equal_a_python_loop(backend, data, how, group, 
         local.process(b)
         assert local.operator.held_rows <= held + len(b)
         if j in barriers:
-            assert local.snapshot()["operator"] is None and local.operator.held_rows == 0
+            assert local.snapshot()["operator"] is None
+            assert local.operator.held_rows == 0 and local.operator.held_keys == 0
     local.end_input()
     partials = local.output.batches
     for p in partials:  # one partial per key in every send
@@ -140,6 +141,7 @@ def test_int_sums_stay_exact_beyond_int64():
     rows = [{"key": "a", "value": big}, {"key": "a", "value": big}, {"key": "a", "value": big}]
     local = OperatorHarness(LocalFieldAggregateOperator(KEY, "value", "sum"))
     local.process(as_arrow(rows))
+    local.end_input()
     keyed = OperatorHarness(FieldAggregateOperator(KEY, "value", "sum"))
     keyed.process(local.output.batches[0])
     keyed.end_input()
@@ -158,6 +160,22 @@ def test_held_int_sums_that_could_overflow_int64_go_out_unmerged():
         keyed.process(b)
     keyed.end_input()
     assert keyed.records() == [{"key": "a", "value": 6 * big}]
+
+
+def test_record_partials_are_held_across_batches_and_each_kind_sends_the_other_first():
+    local = OperatorHarness(LocalFieldAggregateOperator(KEY, "value", "sum"))
+    local.process(Batch.of_records([{"key": "a", "value": 1, "i": 0}, {"key": "b", "value": 1, "i": 1}]))
+    local.process(Batch.of_records([{"key": "a", "value": 2, "i": 2}]))
+    assert local.output.batches == []  # folded on, held
+    local.process(as_arrow([{"key": "a", "value": 4, "i": 3}]))  # the other kind: the records' partials go first
+    assert [sorted(r.items()) for r in local.output.batches[0].records()] == [
+        sorted({"key": "a", "value": 3, "i": 0}.items()), sorted({"key": "b", "value": 1, "i": 1}.items())]
+    local.end_input()
+    keyed = OperatorHarness(FieldAggregateOperator(KEY, "value", "sum"))
+    for b in local.output.batches:
+        keyed.process(b)
+    keyed.end_input()
+    assert sorted(keyed.records(), key=lambda r: r["key"]) == [{"key": "a", "value": 7, "i": 0}, {"key": "b", "value": 1, "i": 1}]
 
 
 def test_a_python_batch_sends_the_held_partials_first():
@@ -180,6 +198,7 @@ def test_min_max_with_nan_follow_python():
     for how in ("min", "max"):
         local = OperatorHarness(LocalFieldAggregateOperator(KEY, "value", how))
         local.process(as_arrow(rows))
+        local.end_input()
         keyed = OperatorHarness(FieldAggregateOperator(KEY, "value", how))
         keyed.process(local.output.batches[0])
         keyed.end_input()
