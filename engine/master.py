@@ -1024,7 +1024,7 @@ class JobMaster:
         by_slot, self._slot_executors = self._slot_executors, {}
         names = self.executor_names
         if recycle:
-            keep = await self._release(executors, cancel=True)
+            keep = await self._recycle(executors)
             self.runtime.kill(a for slot, a in executors.items() if slot not in keep)
             self._prestarted = {slot: by_slot[slot] for slot in keep if slot in by_slot}
             self.runtime.kill(a for slot, a in keep.items() if slot not in by_slot)
@@ -1043,9 +1043,10 @@ class JobMaster:
         self.runtime.kill(executors.values())
         self.releasing = releasing
 
-    async def _release(self, executors: dict[str, Any], cancel: bool) -> dict[str, Any]:
-        """Ask ``executors`` (key -> actor) to forget their tasks; the ones that report clean."""
-        refs = {key: a.release.remote(2.0, cancel) for key, a in executors.items()}
+    async def _recycle(self, executors: dict[str, Any]) -> dict[str, Any]:
+        """Ask ``executors`` (key -> actor) to cancel and forget their tasks; the ones that
+        report clean."""
+        refs = {key: a.release.remote(2.0, True) for key, a in executors.items()}
         keep: dict[str, Any] = {}
         for key, ref in refs.items():
             try:

@@ -61,7 +61,7 @@ from raystream.engine.partitioners import KeySelector
 from raystream.engine.records import Batch, arrow_to_records
 
 from .field_columns import ColumnarFieldFold
-from .minibatch import HELD_KEYS, HELD_ROWS, MiniBatchCombiner
+from .minibatch import HELD_KEYS, HELD_ROWS, HoldingCombiner, MiniBatchCombiner
 from .timers import backend_restored_state
 
 __all__ = [
@@ -242,7 +242,7 @@ def _column_index(batch: Batch, name: str | int | None) -> int:
     return batch.arrow().schema.get_field_index(name)
 
 
-class LocalReduceOperator(StreamOperator):
+class LocalReduceOperator(HoldingCombiner):
     """The combiner of ``reduce(fn, emit="final", combinable=True)``, chained before the
     shuffle: reduces its input by key with ``fn`` into one partial (a record) per key, held
     across batches (a mini-batch, as the vectorized combiners: :mod:`operators.minibatch`)
@@ -289,18 +289,12 @@ class LocalReduceOperator(StreamOperator):
         except Exception as exc:
             raise UserCodeError(r, exc) from exc
         if len(partial) > self.max_held_keys:
-            self._send()
+            self.send_held()
 
-    def _send(self) -> None:
+    def send_held(self) -> None:
         if self._partial:
             held, self._partial = self._partial, {}
             self.output.emit(Batch.of_records(list(held.values())))
-
-    def prepare_snapshot_pre_barrier(self, checkpoint_id: int) -> None:
-        self._send()
-
-    def end_input(self) -> None:
-        self._send()
 
     def close(self) -> None:
         self._partial = {}

@@ -27,7 +27,7 @@ import pyarrow as pa
 from raystream.engine.operator import StreamOperator
 from raystream.engine.records import Batch
 
-__all__ = ["MiniBatchCombiner", "HELD_ROWS", "HELD_KEYS"]
+__all__ = ["HoldingCombiner", "MiniBatchCombiner", "HELD_ROWS", "HELD_KEYS"]
 
 #: partial rows a combiner holds before it merges them (see the module docstring)
 HELD_ROWS = 262_144
@@ -36,7 +36,22 @@ HELD_ROWS = 262_144
 HELD_KEYS = 65_536
 
 
-class MiniBatchCombiner(StreamOperator):
+class HoldingCombiner(StreamOperator):
+    """A combiner that holds partials between batches: what it holds (:meth:`send_held`)
+    goes out before every checkpoint barrier and at the end of input."""
+
+    @abstractmethod
+    def send_held(self) -> None:
+        """Send what is held."""
+
+    def prepare_snapshot_pre_barrier(self, checkpoint_id: int) -> None:
+        self.send_held()
+
+    def end_input(self) -> None:
+        self.send_held()
+
+
+class MiniBatchCombiner(HoldingCombiner):
     """Base of a combiner that holds Arrow partials (see the module docstring). A subclass
     turns its input into partials and calls :meth:`hold`, and says how held partials merge
     (:meth:`merge`); :meth:`send_held` sends what is held (e.g. before output of another
@@ -87,12 +102,6 @@ class MiniBatchCombiner(StreamOperator):
             self._held, self._held_rows = [], 0
             for b in merged:
                 self.output.emit(Batch.of_arrow(b))
-
-    def prepare_snapshot_pre_barrier(self, checkpoint_id: int) -> None:
-        self.send_held()
-
-    def end_input(self) -> None:
-        self.send_held()
 
     def close(self) -> None:
         self._held, self._held_rows = [], 0
