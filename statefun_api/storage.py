@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -54,12 +55,15 @@ StateValue = bytes | TypedValue | None
 """A stored state value: bytes of the spec's type, a TypedValue (checked), or absent."""
 
 
-_UNSET: Any = object()
-
-
 class _Cell:
     """One declared value: its current :class:`TypedValue` (``None``: no value), the
-    decoded object of a built-in immutable type (cached), and whether it was written.
+    decoded object, and whether it was written.
+
+    ``obj`` is the value a read returns without a call: ``None`` when there is no value,
+    the decoded object of a built-in immutable type once known; it is *unset* (reading
+    the slot raises AttributeError) while the value is only held serialized, and always
+    for the other types (deserialized on every read, as in the SDK). The storage classes
+    read it in C (``operator.attrgetter``) and fall back to :meth:`get` when it is unset.
 
     An assignment of a valid built-in immutable value only keeps the object (``tv`` is
     ``_STALE``); its TypedValue is made once, when the changes are collected."""
@@ -87,10 +91,11 @@ class _Cell:
             tv = TypedValue(spec.type.typename, True, bytes(value))
         self.tv = tv
         self.dirty = False
-        self.obj: Any = _UNSET  # the decoded value, for cacheable built-in types
         ranges: tuple[Any, Any, Any] = _RANGES.get(spec.type, (None, None, None))
         self._exact, self._lo, self._hi = ranges
-        if tv is not None and tv._type is spec.type:
+        if tv is None:
+            self.obj: Any = None
+        elif tv._type is spec.type:  # (a built-in value held decoded)
             self.obj = tv._obj
 
     def typed_value(self) -> TypedValue | None:
@@ -107,12 +112,11 @@ class _Cell:
         return None if tv is None else tv.value
 
     def get(self) -> Any:
-        obj = self.obj
-        if obj is not _UNSET:
-            return obj
+        try:
+            return self.obj
+        except AttributeError:  # held serialized (or not a cacheable type)
+            pass
         tv = self.tv
-        if tv is None:
-            return None
         try:
             obj = self.spec.type.serializer().deserialize(tv.value)
         except (TypeError, ValueError) as exc:
@@ -148,12 +152,20 @@ class _Cell:
             ) from exc
         self.tv = TypedValue(tpe.typename, True, data if type(data) is bytes else bytes(data))
         self.dirty = True
-        self.obj = _UNSET
+        _forget(self)
 
     def delete(self) -> None:
         self.tv = None
         self.dirty = True
-        self.obj = _UNSET
+        self.obj = None
+
+
+def _forget(cell: _Cell) -> None:
+    """Unset ``cell.obj`` (the value is held serialized only)."""
+    try:
+        del cell.obj
+    except AttributeError:
+        pass
 
 
 _STALE: Any = object()
@@ -183,10 +195,13 @@ class AddressScopedStorage:
     """
 
     __slots__ = ("__cells", "__typename")
+    #: the declared names whose cells a :func:`storage_class` keeps in slots, in order
+    _cell_names: tuple[str, ...] = ()
 
     def __init__(self, typename: str, cells: dict[str, _Cell]) -> None:
         object.__setattr__(self, "_AddressScopedStorage__typename", typename)
         object.__setattr__(self, "_AddressScopedStorage__cells", cells)
+        _install_cells(self, cells)
 
     def __cell(self, name: str) -> _Cell:
         cell = self.__cells.get(name)
@@ -320,17 +335,25 @@ def load_storage(
             cell._exact, cell._lo, cell._hi = _RANGES.get(spec.type, _NO_RANGE)
             if tv is None or not tv.has_value:
                 cell.tv = None
-                cell.obj = _UNSET
+                cell.obj = None
             else:
                 cell.tv = tv
-                cell.obj = tv._obj if tv._type is spec.type else _UNSET
+                if tv._type is spec.type:
+                    cell.obj = tv._obj
         else:
             cell = _Cell(spec, typename, tv)
         cells[spec.name] = cell
     storage = _new_cell(cls)
     _setattr(storage, "_AddressScopedStorage__typename", typename)
     _setattr(storage, "_AddressScopedStorage__cells", cells)
+    _install_cells(storage, cells)
     return storage
+
+
+def _install_cells(storage: AddressScopedStorage, cells: dict[str, _Cell]) -> None:
+    """Put the cells of the names a :func:`storage_class` reads through slots in them."""
+    for slot, name in zip(_CELL_SLOTS, type(storage)._cell_names):
+        _setattr(storage, slot, cells[name])
 
 
 _new_cell = object.__new__
@@ -339,16 +362,25 @@ _NO_RANGE: tuple[Any, Any, Any] = (None, None, None)
 
 
 def storage_class(specs: tuple[ValueSpec, ...]) -> type[AddressScopedStorage]:
-    """A subclass of :class:`AddressScopedStorage` with a property per spec name, so
-    ``storage.name`` is a plain attribute lookup rather than a failed one plus
-    ``__getattr__`` (cached per tuple of spec names)."""
+    """A subclass of :class:`AddressScopedStorage` with a property per spec name that reads
+    the value held decoded without a Python call (``storage.name`` is ``operator.attrgetter``
+    of the name's cell, kept in a slot, and the cell's ``obj``); a value held serialized
+    falls back to ``__getattr__``, which decodes it (cached per tuple of spec names).
+
+    Example:
+        >>> from raystream.statefun_api.spec import ValueSpec
+        >>> cls = storage_class((ValueSpec("n", IntType),))
+        >>> s = cls("a/b", {"n": _Cell(ValueSpec("n", IntType), "a/b", b"\\r\\x05\\x00\\x00\\x00")})
+        >>> s.n, s.n  # decoded at the first read, then read from the cell
+        (5, 5)
+    """
     names = tuple(spec.name for spec in specs)
     cls = _CLASSES.get(names)
     if cls is None:
-        ns: dict[str, Any] = {"__slots__": ()}
-        for name in names:
-            if not name.startswith("_"):
-                ns[name] = _cell_property(name)
+        read = tuple(name for name in names if not name.startswith("_"))[: len(_CELL_SLOTS)]
+        ns: dict[str, Any] = {"__slots__": _CELL_SLOTS[: len(read)], "_cell_names": read}
+        for slot, name in zip(_CELL_SLOTS, read):
+            ns[name] = property(operator.attrgetter(f"{slot}.obj"), doc=f"The declared value {name!r}.")
         cls = type("AddressScopedStorage", (AddressScopedStorage,), ns)
         if len(_CLASSES) < 1024:
             _CLASSES[names] = cls
@@ -356,21 +388,8 @@ def storage_class(specs: tuple[ValueSpec, ...]) -> type[AddressScopedStorage]:
 
 
 _CLASSES: dict[tuple[str, ...], type[AddressScopedStorage]] = {}
-
-
-def _cell_property(name: str) -> property:
-    def fget(self: Any) -> Any:
-        cell = self._AddressScopedStorage__cells[name]
-        obj = cell.obj
-        return cell.get() if obj is _UNSET else obj  # a cached decoded value without a call
-
-    def fset(self: Any, value: Any) -> None:
-        self._AddressScopedStorage__cells[name].set(value)
-
-    def fdel(self: Any) -> None:
-        self._AddressScopedStorage__cells[name].delete()
-
-    return property(fget, fset, fdel, f"The declared value {name!r}.")
+#: the slots of a storage class that hold the cells of its declared names
+_CELL_SLOTS = tuple(f"_AddressScopedStorage__c{i}" for i in range(64))
 
 
 class StorageSlots:
@@ -451,7 +470,7 @@ class StorageSlots:
                 cell.obj = value[1]
             elif value is None:
                 cell.tv = None
-                cell.obj = _UNSET
+                cell.obj = None
             else:
                 self._fill(cell, value, typename)
         return self.storage
@@ -491,7 +510,7 @@ class StorageSlots:
                 cell.obj = value[1]
             elif value is None:
                 cell.tv = None
-                cell.obj = _UNSET
+                cell.obj = None
             else:
                 self._fill(cell, value, typename)
         return self.storage
@@ -501,10 +520,13 @@ class StorageSlots:
         if type(value) is TypedValue and value.typename == typename:
             if value.has_value:
                 cell.tv = value
-                cell.obj = value._obj if value._type is cell.spec.type else _UNSET
+                if value._type is cell.spec.type:  # (a built-in value held decoded)
+                    cell.obj = value._obj
+                else:
+                    _forget(cell)
             else:
                 cell.tv = None
-                cell.obj = _UNSET
+                cell.obj = None
         else:
             stored = value[0] if type(value) is tuple else getattr(value, "typename", type(value).__name__)
             raise TypeError(

@@ -130,3 +130,36 @@ def test_spec_names_cannot_clash_with_internals() -> None:
     s._typename = 2
     assert (s._cells, s._typename) == (1, 2)
     assert set(storage_mutations(s)) == {"_cells", "_typename"}
+
+
+def test_reused_storage_reads_each_address_value_whatever_form_it_is_held_in() -> None:
+    """The dispatcher's reusable storage (StorageSlots) reads a value held decoded without a
+    call and a value held serialized (e.g. restored from a snapshot) by decoding it: a value
+    of the previous address must never show through, nor a JSON object be shared between
+    reads."""
+    from raystream.statefun_api.storage import StorageSlots
+
+    profile = make_json_type("com.example/Profile")
+    specs = (ValueSpec("seen", IntType), ValueSpec("profile", profile))
+    seen: dict = {0: {"a": ("io.statefun.types/int", 5), "b": TypedValue("io.statefun.types/int", True, bytes.fromhex("0d07000000"))}}
+    profiles: dict = {0: {"a": TypedValue(profile.typename, True, b'{"tags": ["x"]}')}}
+    slots = StorageSlots("com.example/user", specs, [None, None])
+    slots.bind_tables([seen, profiles], set())
+    for key, expected_seen, expected_profile in [
+        ("a", 5, {"tags": ["x"]}), ("b", 7, None), ("c", None, None), ("b", 7, None), ("a", 5, {"tags": ["x"]})
+    ]:
+        s = slots.load_at(0, key)
+        assert (s.seen, s.seen, s.profile) == (expected_seen, expected_seen, expected_profile), key
+        if expected_profile is not None:
+            assert s.profile is not s.profile  # deserialized on every read
+    s = slots.load_at(0, "b")
+    s.seen += 1
+    slots.store_at(0, "b")
+    assert seen[0]["b"] == ("io.statefun.types/int", 8)
+    s = slots.load_at(0, "c")
+    assert s.seen is None
+    s.seen = 1
+    del s.seen
+    assert s.seen is None
+    slots.store_at(0, "c")
+    assert "c" not in seen[0]
