@@ -19,14 +19,11 @@ from __future__ import annotations
 
 import pickle
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import cloudpickle
+import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-
-if TYPE_CHECKING:
-    import numpy as np
 
 __all__ = ["Batch", "records_to_arrow", "arrow_to_records", "tuple_columns", "concat_runs", "KIND_KEY"]
 
@@ -182,19 +179,50 @@ def arrow_to_records(batch: pa.RecordBatch) -> list:
 
 def _pylist(column: pa.Array) -> list:
     """``column.to_pylist()``; integer, float32/64 and bool columns without nulls through
-    numpy's ``tolist()`` (the same Python ints, floats and bools, ~2x faster); a string
-    column of one value throughout as that one str repeated (~5x faster, and one object
-    shared by every row instead of a new str per row: less to allocate and collect)."""
+    numpy's ``tolist()`` (the same Python ints, floats and bools, ~2x faster); a string or
+    bool column of one value throughout as that one value repeated (~5x faster, and one
+    object shared by every row instead of a new str per row: less to allocate and collect).
+
+    Example:
+        >>> _pylist(pa.array(["ab", "ab"])), _pylist(pa.array([True, True])), _pylist(pa.array(["a", "b"]))
+        (['ab', 'ab'], [True, True], ['a', 'b'])
+    """
     t = column.type
     if not column.null_count:
-        if pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_float32(t) or pa.types.is_float64(t):
-            return column.to_numpy(zero_copy_only=False).tolist()
         n = len(column)
+        if pa.types.is_boolean(t):
+            trues = column.true_count
+            if trues == n or trues == 0:
+                return [trues != 0] * n
+            return column.to_numpy(zero_copy_only=False).tolist()  # type: ignore[no-any-return]
+        if pa.types.is_integer(t) or pa.types.is_float32(t) or pa.types.is_float64(t):
+            return column.to_numpy(zero_copy_only=False).tolist()  # type: ignore[no-any-return]
         if n > 1 and pa.types.is_string(t):
-            first = column[0].as_py()
-            if column[n - 1].as_py() == first and pc.all(pc.equal(column, first)).as_py():
+            first = _constant_string(column, n)
+            if first is not None:
                 return [first] * n
-    return column.to_pylist()
+    return column.to_pylist()  # type: ignore[no-any-return]
+
+
+def _constant_string(column: pa.StringArray, n: int) -> str | None:
+    """The one value of a string ``column`` of ``n`` > 1 rows without nulls when every row
+    holds it, else None: read on the buffers (offsets in arithmetic progression, the data
+    that value repeated), ~3x faster than comparing with Arrow compute and O(1) for ""."""
+    offsets = np.frombuffer(column.buffers()[1], np.int32, n + 1, column.offset * 4)  # type: ignore[union-attr]
+    start = int(offsets[0])
+    size = int(offsets[1]) - start
+    total = int(offsets[n]) - start
+    if total != n * size:
+        return None
+    if size == 0:
+        return ""
+    if not (offsets == np.arange(start, start + total + 1, size, dtype=np.int32)).all():
+        return None
+    data = column.buffers()[2]
+    first = data[start : start + size].to_pybytes()  # type: ignore[index]
+    if not pa.py_buffer(first * n).equals(data.slice(start, total)):  # type: ignore[union-attr]
+        return None
+    return first.decode()
 
 
 #: builds dict rows from columns (lists of values, one per column name)

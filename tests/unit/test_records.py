@@ -107,3 +107,19 @@ def test_string_columns_with_nulls_or_different_values_in_between():
 def test_tuples_of_few_distinct_strings_round_trip(records):
     back = arrow_to_records(records_to_arrow(records))
     assert [tuple((type(v), v) for v in r) for r in back] == [tuple((type(v), v) for v in r) for r in records]
+
+
+@given(
+    st.lists(st.sampled_from(["", "a", "aa", "ab", "b", "aaa", "é", "ab\x00"]), min_size=0, max_size=12),
+    st.integers(0, 3),
+    st.integers(0, 3),
+)
+def test_string_and_bool_columns_read_back_exactly_sliced_or_not(values, before, after) -> None:
+    """The fast paths for a column of one value throughout (read on the Arrow buffers) give
+    what ``to_pylist`` gives, on slices too (a non-zero offset into shared buffers)."""
+    from raystream.engine.records import _pylist
+
+    column = pa.array(["x"] * before + values + ["y"] * after, pa.string()).slice(before, len(values))
+    assert _pylist(column) == values
+    flags = pa.array([True] * before + [v == "a" for v in values] + [False] * after).slice(before, len(values))
+    assert _pylist(flags) == [v == "a" for v in values]
