@@ -362,14 +362,14 @@ class JobClient:
             out["job_id"], out["metrics"], out["duration_s"], out["results"],
             out.get("checkpoints"), out.get("savepoint"), self._failovers,
         )
-        self._close(master_ok=True, releasing=out.get("releasing") or {})
+        self._close(master_ok=True, released=out.get("released") or [])
         return self._result
 
-    def _close(self, master_ok: bool = False, releasing: dict[str, Any] | None = None) -> None:
+    def _close(self, master_ok: bool = False, released: list[str] | None = None) -> None:
         """The job ended: give the master (when its ``run`` returned or raised a job error)
-        back to the worker pool, and the executors the master is releasing (``{slot: their
-        pending answer to release()}``), which the pool lends again once they answered
-        clean; kill the rest."""
+        back to the worker pool, and the executors of the ``released`` slots (the master
+        handed them back: each waits for its release before it takes new tasks, and ends
+        itself if that release finds it not clean); kill the rest."""
         if self._closed:
             return
         self._closed = True
@@ -378,11 +378,11 @@ class JobClient:
             self._pool.give_back_master(self._master, self._master_name)
         else:
             doomed.append(self._master)
-        pending = (releasing or {}) if self._pool is not None else {}
-        keep = [(e, pending[slot]) for slot, e in self._executors.items() if slot in pending]
-        doomed.extend(e.actor for slot, e in self._executors.items() if slot not in pending)
+        back = set(released or ()) if self._pool is not None else set()
+        keep = [e for slot, e in self._executors.items() if slot in back]
+        doomed.extend(e.actor for slot, e in self._executors.items() if slot not in back)
         if keep:
-            self._pool.give_back_releasing(keep)
+            self._pool.give_back_executors(keep)
         kill_quietly(doomed)
 
     def __repr__(self) -> str:

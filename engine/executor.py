@@ -161,6 +161,8 @@ class TaskExecutor:
     def __init__(self, transport: Transport) -> None:
         self._hosted: dict[tuple, _Hosted] = {}
         self.transport = transport
+        #: the answer of a ``release(hand_back=True)`` still in progress (``setup`` waits for it)
+        self._handing_back: asyncio.Future[bool] | None = None
 
     def deliver_to(self, key: tuple) -> Callable[[int, int, list, Any], None]:
         """The in-process entry point of hosted task ``key`` (set up before any task runs)."""
@@ -182,7 +184,16 @@ class TaskExecutor:
         """Build the task ``key``; ``epoch``: the master's attempt counter, sent back with
         every checkpoint ack so that the master drops acks of earlier attempts and jobs.
         ``payload``: the vertex's ``(chain, source)`` pickled apart from the spec (the
-        master pickles it once per job for all subtasks)."""
+        master pickles it once per job for all subtasks).
+
+        Waits first for a release that hands this executor back to the worker pool (the
+        previous job's, unawaited by its master) to end: an executor left not clean by it
+        does not take new tasks (:meth:`_not_clean`)."""
+        handing_back = self._handing_back
+        if handing_back is not None:
+            if not await asyncio.shield(handing_back):
+                self._not_clean()
+            self._handing_back = None
         spec: TaskSpec = cloudpickle.loads(spec_blob)
         if payload is not None:
             spec.chain, spec.source = cloudpickle.loads(payload)
@@ -290,7 +301,7 @@ class TaskExecutor:
         host = self._hosted.get(key)
         return host.task.metrics() if host is not None and host.task is not None else {}
 
-    async def release(self, grace_s: float = 2.0, cancel: bool = False) -> bool:
+    async def release(self, grace_s: float = 2.0, cancel: bool = False, hand_back: bool = False) -> bool:
         """Forget every hosted task (their job ended) so the executor can serve another job.
 
         Returns True when the executor is clean: no hosted task still running and, within
@@ -299,7 +310,30 @@ class TaskExecutor:
         Calls that still arrive for a forgotten task find no task under their key (keys
         carry the job's attempt tag) and are dropped. ``cancel``: cancel the hosted tasks
         at once (a failed attempt whose executors serve the restart) instead of waiting
-        for them to finish first."""
+        for them to finish first.
+
+        ``hand_back``: the job finished and its master does not wait for the answer (the
+        executor is back in the driver's worker pool already): the next :meth:`setup` waits
+        for this release to end, and an executor it leaves not clean ends itself
+        (:meth:`_not_clean`) instead of being lent with a leftover thread."""
+        if not hand_back:
+            return await self._release(grace_s, cancel)
+        done = self._handing_back = asyncio.get_running_loop().create_future()
+        clean = False
+        try:
+            clean = await self._release(grace_s, cancel)
+        finally:
+            done.set_result(clean)
+        if not clean:
+            self._not_clean()
+        return clean
+
+    def _not_clean(self) -> None:
+        """This executor was handed back to the worker pool but is not clean: take no more
+        tasks. Raises (the Ray actor ends its process instead; see ``TaskActor``)."""
+        raise RuntimeError("this task executor is not clean after its last job (a thread of that job is still running)")
+
+    async def _release(self, grace_s: float, cancel: bool) -> bool:
         hosted, self._hosted = self._hosted, {}
         deadline = time.monotonic() + grace_s
         if cancel:

@@ -203,7 +203,7 @@ class JobMaster:
         self.actors = {}  # (vertex, subtask) -> TaskRef
         self.executors = {}  # slot -> TaskActor
         self.executor_names = {}  # slot -> its Ray actor name
-        self.releasing: dict[str, Any] = {}  # the driver's slot -> a lent executor's answer to release()
+        self.released: list[str] = []  # the driver's slots of the lent executors handed back
         self.task_metrics = {}
         self.error: JobFailed | None = None
         self.started = time.time()
@@ -393,9 +393,9 @@ class JobMaster:
 
         ``executors``: ``{slot: engine.pool.Executor}`` for the first attempt. Task failures
         restart the whole job from the latest complete checkpoint (or from scratch when none
-        completed yet) as long as the restart strategy allows. The result's ``"releasing"``
-        maps the driver's slots of the executors it lent to their pending answers to
-        ``release()`` (True: clean for another job).
+        completed yet) as long as the restart strategy allows. The result's ``"released"``
+        lists the driver's slots of the executors it lent that go back to the driver's
+        worker pool (each ends itself if its release finds it not clean).
 
         ``recover``: this master takes over job ``job_id`` from a master that died (job
         master failover): the tasks the old master deployed are killed, and the job resumes
@@ -519,7 +519,7 @@ class JobMaster:
             "duration_s": self.finished_at - self.started,
             "checkpoints": self.coordinator.stats() if self.coordinator else None,
             "savepoint": self.stopped_with_savepoint,
-            "releasing": self.releasing,
+            "released": self.released,
         }
 
     async def _final_checkpoint(self, attempts: int = 3) -> None:
@@ -1014,12 +1014,13 @@ class JobMaster:
 
     async def _teardown(self, release: bool = False, recycle: bool = False) -> None:
         """Kill this attempt's executors. With ``release`` (every task finished) ask the ones
-        the driver lent, and the spares it lent, to forget their tasks instead; their answers
-        (True: clean) go to the driver unawaited, by the driver's slots, as ``releasing``: the
-        driver's worker pool waits for them before lending those executors again, so the job
-        ends without that round trip. With ``recycle`` (a failed attempt) ask every executor
-        to cancel and forget its tasks and keep the clean ones for the next attempt's
-        deployment."""
+        the driver lent, and the spares it lent, to forget their tasks instead
+        (``release(hand_back=True)``, unawaited) and tell the driver their slots as
+        ``released``: they are back in its worker pool when the job's result arrives. An
+        executor waits for that release before it takes the next job's tasks and ends itself
+        if it left it not clean, so nothing waits for its answer. With ``recycle`` (a failed
+        attempt) ask every executor to cancel and forget its tasks and keep the clean ones
+        for the next attempt's deployment."""
         executors, self.executors, self.actors = self.executors, {}, {}
         by_slot, self._slot_executors = self._slot_executors, {}
         names = self.executor_names
@@ -1029,19 +1030,20 @@ class JobMaster:
             self._prestarted = {slot: by_slot[slot] for slot in keep if slot in by_slot}
             self.runtime.kill(a for slot, a in keep.items() if slot not in by_slot)
             return
-        releasing: dict[str, Any] = {}  # the driver's slot -> the executor's answer to release()
+        released: list[str] = []  # the driver's slots of the executors handed back to it
         if release:
             lent = {slot: a for slot, a in executors.items() if slot in self._lent and names.get(slot) in self._driver_slot}
-            releasing = {self._driver_slot[names[slot]]: a.release.remote(2.0, False) for slot, a in lent.items()}
             executors = {slot: a for slot, a in executors.items() if slot not in lent}
             # spares: those the driver lent go back to it, the master's own are killed
             spares, self._spares = self._spares, []
-            for e in spares:
-                if e.name in self._driver_slot:
-                    releasing[self._driver_slot[e.name]] = e.actor.release.remote(2.0, False)
+            handed = [(names[slot], a) for slot, a in lent.items()]
+            handed += [(e.name, e.actor) for e in spares if e.name in self._driver_slot]
+            for name, actor in handed:
+                actor.release.remote(2.0, False, True)
+                released.append(self._driver_slot[name])
             self.runtime.kill(e.actor for e in spares if e.name not in self._driver_slot)
         self.runtime.kill(executors.values())
-        self.releasing = releasing
+        self.released = released
 
     async def _recycle(self, executors: dict[str, Any]) -> dict[str, Any]:
         """Ask ``executors`` (key -> actor) to cancel and forget their tasks; the ones that

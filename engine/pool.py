@@ -68,7 +68,6 @@ class WorkerPool:
         self.ray_job_id = ray_job_id
         self._lock = threading.Lock()
         self._executors: list[Executor] = []
-        self._releasing: list[tuple[Executor, Any]] = []  # (executor, its pending answer to release())
         self._masters: list[tuple[Any, str]] = []  # (actor, name)
         self.started = {"masters": 0, "executors": 0}  # actors this pool had to start
         self.reused = {"masters": 0, "executors": 0}
@@ -117,8 +116,8 @@ class WorkerPool:
         Only an idle executor whose node is not known yet is asked for it (a health check,
         one round trip, ~2 ms of a small job): one that died while idle is found by the job
         master at deployment, which replaces it and keeps the live ones (as it does for an
-        executor dying between a check and the deployment)."""
-        self._settle_releases()
+        executor dying between a check and the deployment, or ending itself because its
+        last job left it not clean: ``TaskExecutor.release(hand_back=True)``)."""
         with self._lock:
             mine = [e for e in self._executors if e.num_cpus == num_cpus]
             self._executors = [e for e in self._executors if e.num_cpus != num_cpus]
@@ -145,42 +144,16 @@ class WorkerPool:
             self.started["executors"] += len(fresh)
         return out
 
-    def give_back_releasing(self, pending: list[tuple[Executor, Any]]) -> None:
-        """Take back executors whose job ended, with their pending answers to
-        :meth:`TaskActor.release` (Ray object refs): each is lent again once it answered
-        True (clean), and killed otherwise (see :meth:`_settle_releases`)."""
+    def give_back_executors(self, executors: list[Executor]) -> None:
+        """Take back executors whose job finished (its master released them, unawaited):
+        they are lent again at once (each waits for that release before it takes new tasks,
+        and ends itself if it is not clean after it)."""
         with self._lock:
-            self._releasing.extend(pending)
-
-    def _settle_releases(self, timeout_s: float = 10.0) -> None:
-        """Wait for the pending answers to ``release()``: clean executors become idle, the
-        others (not clean, dead, no answer within ``timeout_s``) are killed."""
-        with self._lock:
-            pending, self._releasing = self._releasing, []
-        if not pending:
-            return
-        refs = [ref for _e, ref in pending]
-        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
-        done = set(ready)
-        clean: list[Executor] = []
-        doomed: list[Executor] = []
-        for e, ref in pending:
-            try:
-                ok = ref in done and ray.get(ref) is True
-            except Exception as exc:  # noqa: BLE001 - a dead executor is not lent again
-                log.info("dropping task executor %s from the worker pool: its release failed: %s", e.name, exc)
-                ok = False
-            (clean if ok else doomed).append(e)
-        if doomed:
-            log.info("killing task executors that are not clean after their job: %s", [e.name for e in doomed])
-            kill_quietly(e.actor for e in doomed)
-        with self._lock:
-            self._executors.extend(clean)
+            self._executors.extend(executors)
 
     # ------------------------------------------------------------------ inspection / end
     def idle_actor_names(self) -> dict[str, list[str]]:
         """Names of the idle actors: ``{"masters": [...], "executors": [...]}``."""
-        self._settle_releases()
         with self._lock:
             return {
                 "masters": [name for _, name in self._masters],
@@ -189,17 +162,15 @@ class WorkerPool:
 
     def idle_actors(self) -> tuple[list[Any], list[Executor]]:
         """The idle masters' actor handles and the idle executors."""
-        self._settle_releases()
         with self._lock:
             return [m for m, _ in self._masters], list(self._executors)
 
     def shutdown(self) -> None:
         """Kill every idle actor of the pool (actors lent to running jobs are not touched)."""
         with self._lock:
-            idle = [*self._executors, *(e for e, _ref in self._releasing)]
-            actors = [*(m for m, _ in self._masters), *(e.actor for e in idle)]
-            executors = [e.actor for e in idle]
-            self._masters, self._executors, self._releasing = [], [], []
+            actors = [*(m for m, _ in self._masters), *(e.actor for e in self._executors)]
+            executors = [e.actor for e in self._executors]
+            self._masters, self._executors = [], []
         # the executors remove their channel socket files first (a kill gives them no chance;
         # files of killed executors are removed by the next executor that starts on the node)
         try:

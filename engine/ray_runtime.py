@@ -21,6 +21,7 @@ import atexit
 import gc
 import logging
 import os
+import threading
 import time
 from collections import deque
 from typing import Any, Iterable
@@ -357,6 +358,17 @@ class TaskActor(TaskExecutor):
         is being shut down; also done at process exit)."""
         if self._channel_server is not None:
             self._channel_server.close()
+
+    def _not_clean(self) -> None:
+        """Handed back to the worker pool but not clean after the grace period (a thread of
+        the last job still runs): end this actor, so that nobody lends it again. The pool
+        still lists it until the next deployment onto it finds it dead and replaces it
+        (as for any executor that dies while idle)."""
+        log.warning("task executor (pid %d) is not clean after its job, ending it; threads left: %s",
+                    os.getpid(), [t.name for t in threading.enumerate() if t.name.startswith("raystream-")])
+        if self._channel_server is not None:
+            self._channel_server.close()
+        ray.actor.exit_actor()
 
 
 class TaskRef:

@@ -239,22 +239,32 @@ def test_an_executor_dying_after_the_health_check_is_replaced_at_deployment(monk
     assert alive and set(alive) <= idle, "a live executor of the failed deployment was not reused"
 
 
-def test_an_executor_with_a_leftover_thread_is_not_reused():
+def test_an_executor_with_a_leftover_thread_ends_itself_and_takes_no_more_tasks():
+    """The job's master hands its executors back without waiting for their release; one that
+    a thread of the job outlives (beyond the 2 s grace) ends itself, and the next job
+    deploys on a fresh executor in its place."""
     pool = WorkerPool.current()
 
     def leak(w):
         if w == "w0" and not any(t.name == "raystream-leak" for t in threading.enumerate()):
-            threading.Thread(target=time.sleep, args=(6,), name="raystream-leak", daemon=True).start()
+            threading.Thread(target=time.sleep, args=(30,), name="raystream-leak", daemon=True).start()
         return (w, 1)
 
     env = rs.StreamEnvironment(parallelism=1)
     words = [f"w{i % 37}" for i in range(500)]
     env.from_collection(words).map(leak).key_by(0).reduce(lambda a, b: (a[0], a[1] + b[1])).collect()
     client = env.execute_async("leaky")
-    lent = {e.name for e in client._executors.values()}
+    leaky = list(client._executors.values())
     result = client.wait()
     assert _final(rs_collected(result)) == dict(Counter(words))
-    assert lent.isdisjoint(pool.idle_actor_names()["executors"])
+    for e in leaky:
+        _wait_dead(e.actor)
+    env = rs.StreamEnvironment(parallelism=1)
+    _wordcount(env)
+    client = env.execute_async("after-leaky")
+    assert _final(rs_collected(client.wait())) == _want()
+    assert {e.name for e in leaky}.isdisjoint(ray.get(client._master.task_actor_names.remote()).values())
+    assert {e.name for e in leaky}.isdisjoint(pool.idle_actor_names()["executors"])
 
 
 def test_a_failed_job_gives_its_master_back_and_the_next_job_is_correct():
@@ -301,36 +311,32 @@ def test_concurrent_jobs_get_distinct_actors():
         assert _final(rs_collected(r)) == _want(3000 + i)
 
 
-def test_executors_come_back_with_their_pending_release_and_are_lent_only_when_clean(monkeypatch):
-    """The job's result does not wait for the executors' answers to ``release()``: the
-    master hands the pending answers to the driver, whose pool lends an executor again only
-    once it answered True (clean) and kills one that answered False or died."""
+def test_executors_are_back_in_the_pool_with_the_result_and_the_next_job_waits_for_their_release():
+    """The job's result does not wait for the executors' release: they are idle in the pool
+    when it arrives, and the next job's tasks start on them only once that release ended (a
+    thread of the last job that ends within the grace period is gone by then)."""
     pool = WorkerPool.current()
     _warm_pool()
-    handed: list = []
-    take_back = WorkerPool.give_back_releasing
 
-    def recording(self, pending):
-        handed.extend(pending)
-        take_back(self, pending)
+    def linger(w):
+        if w == "w0" and not any(t.name == "raystream-linger" for t in threading.enumerate()):
+            threading.Thread(target=time.sleep, args=(0.5,), name="raystream-linger", daemon=True).start()
+        return (w, 1)
 
-    monkeypatch.setattr(WorkerPool, "give_back_releasing", recording)
     env = rs.StreamEnvironment(parallelism=2)
-    _wordcount(env)
-    client = env.execute_async("hands-back")
-    assert _final(rs_collected(client.wait())) == _want()
-    assert {e.name for e, _ref in handed} == {e.name for e in client._executors.values()}
-    assert all(isinstance(ref, ray.ObjectRef) for _e, ref in handed)
-    assert ray.get([ref for _e, ref in handed]) == [True] * len(handed)
-    monkeypatch.undo()
+    words = [f"w{i % 37}" for i in range(500)]
+    env.from_collection(words).map(linger).key_by(0).reduce(lambda a, b: (a[0], a[1] + b[1])).collect()
+    client = env.execute_async("lingering")
+    lent = {e.name for e in client._executors.values()}
+    assert _final(rs_collected(client.wait())) == dict(Counter(words))
+    assert lent <= set(pool.idle_actor_names()["executors"])  # back at once
 
-    # answers settle at the next lend or listing: True -> idle again; False or a dead
-    # executor -> killed, never lent
-    lent = pool.executors(["s0", "s1", "s2"], 0)
-    clean, dirty, dead = lent.values()
-    ray.kill(dead.actor, no_restart=True)
-    _wait_dead(dead.actor)
-    pool.give_back_releasing([(clean, ray.put(True)), (dirty, ray.put(False)), (dead, dead.actor.release.remote())])
-    idle = set(pool.idle_actor_names()["executors"])
-    assert clean.name in idle and dirty.name not in idle and dead.name not in idle
-    _wait_dead(dirty.actor)
+    def seen(w):  # (runs in the next job's tasks)
+        return (w, any(t.name == "raystream-linger" for t in threading.enumerate()))
+
+    env = rs.StreamEnvironment(parallelism=2)
+    env.from_collection(words).map(seen).collect()
+    client = env.execute_async("after-lingering")
+    assert set(client._executors[s].name for s in client._executors) == lent  # the same executors
+    out = rs_collected(client.wait())
+    assert len(out) == len(words) and not any(lingering for _w, lingering in out)
