@@ -6,11 +6,12 @@ time a small job takes. Like a Flink session cluster, whose TaskManagers outlive
 they run, the driver keeps the actors of a finished job and deploys the next job onto them:
 
 * **task executors** (:class:`~engine.ray_runtime.TaskActor`) go back to the pool when
-  their job *finished* and each reported itself clean (:meth:`TaskActor.release`: no task
-  still running, no raystream thread left over); executors of a failed, cancelled or
-  restarted attempt are killed, never reused. The job's result does not wait for those
-  reports (one round trip, ~3 ms of a small job): the job master asks, the pool waits for
-  the answers the next time it lends or lists executors, and kills the ones not clean;
+  their job *finished*; executors of a failed, cancelled or restarted attempt are killed,
+  never reused. Nothing waits for them to be clean (no task still running, no raystream
+  thread left over): the job master asks each to release its tasks without awaiting the
+  answer (:meth:`TaskActor.release` with ``hand_back``), the executor holds the next job's
+  ``setup`` until that release ended, and one left not clean ends its own process (the
+  next deployment onto it then puts a fresh executor in its place);
 * **job masters** (:class:`~engine.master.JobMaster`) go back when their job ended (finished,
   failed or cancelled) and the master itself is alive; a master runs one job at a time and
   starts each job from a clean slate.
