@@ -362,14 +362,15 @@ class JobClient:
             out["job_id"], out["metrics"], out["duration_s"], out["results"],
             out.get("checkpoints"), out.get("savepoint"), self._failovers,
         )
-        self._close(master_ok=True, released=out.get("released") or [])
+        self._close(master_ok=True, released=out.get("released") or {})
         return self._result
 
-    def _close(self, master_ok: bool = False, released: list[str] | None = None) -> None:
+    def _close(self, master_ok: bool = False, released: dict[str, str] | None = None) -> None:
         """The job ended: give the master (when its ``run`` returned or raised a job error)
-        back to the worker pool, and the executors of the ``released`` slots (the master
-        handed them back: each waits for its release before it takes new tasks, and ends
-        itself if that release finds it not clean); kill the rest."""
+        back to the worker pool, and the executors of the ``released`` slots (``{slot: job
+        tag}``: the master handed them back; the next deployment onto one tells it the tag,
+        and it waits for that release before it takes new tasks, and ends itself if that
+        release finds it not clean); kill the rest."""
         if self._closed:
             return
         self._closed = True
@@ -378,9 +379,13 @@ class JobClient:
             self._pool.give_back_master(self._master, self._master_name)
         else:
             doomed.append(self._master)
-        back = set(released or ()) if self._pool is not None else set()
+        back = (released or {}) if self._pool is not None else {}
         keep = [e for slot, e in self._executors.items() if slot in back]
-        doomed.extend(e.actor for slot, e in self._executors.items() if slot not in back)
+        for slot, e in self._executors.items():
+            if slot in back:
+                e.releasing = back[slot]
+            else:
+                doomed.append(e.actor)
         if keep:
             self._pool.give_back_executors(keep)
         kill_quietly(doomed)

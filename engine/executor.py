@@ -161,8 +161,9 @@ class TaskExecutor:
     def __init__(self, transport: Transport) -> None:
         self._hosted: dict[tuple, _Hosted] = {}
         self.transport = transport
-        #: the answer of a ``release(hand_back=True)`` still in progress (``setup`` waits for it)
-        self._handing_back: asyncio.Future[bool] | None = None
+        #: job tag -> the outcome (clean) of the hand-back release of that job's tasks, the
+        #: few most recent (``setup`` and ``hosted`` wait for the one they are told to)
+        self._hand_backs: dict[str, asyncio.Future[bool]] = {}
 
     def deliver_to(self, key: tuple) -> Callable[[int, int, list, Any], None]:
         """The in-process entry point of hosted task ``key`` (set up before any task runs)."""
@@ -180,20 +181,19 @@ class TaskExecutor:
         return LocalSender(out.channel_index, window, deliver, lambda: bool(host.ref) and host.ref[0].cancelled)
 
     async def setup(self, key: tuple, spec_blob: bytes, downstream: list[list[Any]], master: Any,
-                    storage: Any = None, epoch: int | None = None, payload: bytes | None = None) -> None:
+                    storage: Any = None, epoch: int | None = None, payload: bytes | None = None,
+                    after: str | None = None) -> None:
         """Build the task ``key``; ``epoch``: the master's attempt counter, sent back with
         every checkpoint ack so that the master drops acks of earlier attempts and jobs.
         ``payload``: the vertex's ``(chain, source)`` pickled apart from the spec (the
         master pickles it once per job for all subtasks).
 
-        Waits first for a release that hands this executor back to the worker pool (the
-        previous job's, unawaited by its master) to end: an executor left not clean by it
-        does not take new tasks (:meth:`_not_clean`)."""
-        handing_back = self._handing_back
-        if handing_back is not None:
-            if not await asyncio.shield(handing_back):
-                self._not_clean()
-            self._handing_back = None
+        ``after``: the tag of the job whose master handed this executor back to the worker pool
+        (``release(hand_back=tag)``, unawaited): wait for that release to end first, whichever
+        call arrives first; an executor it left not clean takes no new tasks
+        (:meth:`_not_clean`)."""
+        if after is not None and not await self._handed_back(after):
+            self._not_clean()
         spec: TaskSpec = cloudpickle.loads(spec_blob)
         if payload is not None:
             spec.chain, spec.source = cloudpickle.loads(payload)
@@ -301,7 +301,7 @@ class TaskExecutor:
         host = self._hosted.get(key)
         return host.task.metrics() if host is not None and host.task is not None else {}
 
-    async def release(self, grace_s: float = 2.0, cancel: bool = False, hand_back: bool = False) -> bool:
+    async def release(self, grace_s: float = 2.0, cancel: bool = False, hand_back: str | None = None) -> bool:
         """Forget every hosted task (their job ended) so the executor can serve another job.
 
         Returns True when the executor is clean: no hosted task still running and, within
@@ -312,21 +312,45 @@ class TaskExecutor:
         at once (a failed attempt whose executors serve the restart) instead of waiting
         for them to finish first.
 
-        ``hand_back``: the job finished and its master does not wait for the answer (the
-        executor is back in the driver's worker pool already): the next :meth:`setup` waits
-        for this release to end, and an executor it leaves not clean ends itself
-        (:meth:`_not_clean`) instead of being lent with a leftover thread."""
-        if not hand_back:
+        ``hand_back``: the tag of the finished job whose master does not wait for the answer
+        (the executor is back in the driver's worker pool already): the next :meth:`setup`,
+        told this tag, waits for this release to end, and an executor it leaves not clean ends
+        itself (:meth:`_not_clean`) instead of being lent with a leftover thread."""
+        if hand_back is None:
             return await self._release(grace_s, cancel)
-        done = self._handing_back = asyncio.get_running_loop().create_future()
+        done = self._hand_back_outcome(hand_back)
         clean = False
         try:
             clean = await self._release(grace_s, cancel)
         finally:
-            done.set_result(clean)
+            if not done.done():
+                done.set_result(clean)
         if not clean:
             self._not_clean()
         return clean
+
+    def _hand_back_outcome(self, tag: str) -> asyncio.Future[bool]:
+        """The future outcome of the hand-back release of job ``tag`` (made by whichever of
+        the release and the call waiting for it comes first; the 16 most recent are kept)."""
+        fut = self._hand_backs.get(tag)
+        if fut is None:
+            fut = self._hand_backs[tag] = asyncio.get_running_loop().create_future()
+            while len(self._hand_backs) > 16:
+                oldest = next(iter(self._hand_backs))
+                if not self._hand_backs[oldest].done():
+                    break
+                del self._hand_backs[oldest]
+        return fut
+
+    async def _handed_back(self, tag: str, timeout_s: float = 60.0) -> bool:
+        """Whether the hand-back release of job ``tag`` left this executor clean (waits for
+        it; not clean if it did not come within ``timeout_s``: its master died before
+        sending it)."""
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._hand_back_outcome(tag)), timeout_s)
+        except asyncio.TimeoutError:
+            log.warning("task executor: the release of job %s did not come within %.0f s", tag, timeout_s)
+            return False
 
     def _not_clean(self) -> None:
         """This executor was handed back to the worker pool but is not clean: take no more
@@ -360,8 +384,11 @@ class TaskExecutor:
             await asyncio.sleep(0.01)
         return clean and not _own_threads()
 
-    async def hosted(self) -> list:
-        """Keys of the tasks this executor hosts right now (empty when idle)."""
+    async def hosted(self, after: str | None = None) -> list:
+        """Keys of the tasks this executor hosts (empty when idle); ``after``: once the
+        hand-back release of that job's tasks ended (as :meth:`setup` waits for it)."""
+        if after is not None:
+            await self._handed_back(after)
         return sorted(self._hosted)
 
     async def pid(self, key: tuple | None = None) -> int:

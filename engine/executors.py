@@ -30,15 +30,19 @@ class TaskCallFailed(Exception):
 
 
 class Executor:
-    """A task executor with its name, its CPU reservation and (once known) its node."""
+    """A task executor with its name, its CPU reservation, (once known) its node and (when
+    its last job's master handed it back to the driver's pool) that job's tag: the next
+    deployment onto it tells it to finish that release first (``TaskExecutor.setup(after=...)``)."""
 
-    __slots__ = ("actor", "name", "num_cpus", "node")
+    __slots__ = ("actor", "name", "num_cpus", "node", "releasing")
 
-    def __init__(self, actor: Any, name: str, num_cpus: float, node: str | None = None) -> None:
+    def __init__(self, actor: Any, name: str, num_cpus: float, node: str | None = None,
+                 releasing: str | None = None) -> None:
         self.actor = actor
         self.name = name
         self.num_cpus = num_cpus
         self.node = node
+        self.releasing = releasing
 
     def __repr__(self) -> str:
         return f"Executor({self.name!r})"

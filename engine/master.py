@@ -203,7 +203,8 @@ class JobMaster:
         self.actors = {}  # (vertex, subtask) -> TaskRef
         self.executors = {}  # slot -> TaskActor
         self.executor_names = {}  # slot -> its Ray actor name
-        self.released: list[str] = []  # the driver's slots of the lent executors handed back
+        self.released: dict[str, str] = {}  # the driver's slot of a lent executor handed back -> its job tag
+        self._tag = ""  # the tag of this attempt's task keys on their executors
         self.task_metrics = {}
         self.error: JobFailed | None = None
         self.started = time.time()
@@ -394,8 +395,9 @@ class JobMaster:
         ``executors``: ``{slot: engine.pool.Executor}`` for the first attempt. Task failures
         restart the whole job from the latest complete checkpoint (or from scratch when none
         completed yet) as long as the restart strategy allows. The result's ``"released"``
-        lists the driver's slots of the executors it lent that go back to the driver's
-        worker pool (each ends itself if its release finds it not clean).
+        maps the driver's slots of the executors it lent that go back to the driver's worker
+        pool to the tag of the release they finish before the next job's tasks (each ends
+        itself if its release finds it not clean).
 
         ``recover``: this master takes over job ``job_id`` from a master that died (job
         master failover): the tasks the old master deployed are killed, and the job resumes
@@ -891,7 +893,7 @@ class JobMaster:
         self.executor_names = {slot: e.name for slot, e in lent.items()}
         # a task's key on its executor carries the attempt: calls for an earlier job's task
         # on a reused executor find nothing under their key
-        tag = f"{self.job_id}#{self.attempt}"
+        tag = self._tag = f"{self.job_id}#{self.attempt}"
         self.actors = {
             key: self.runtime.task_handle(self.executors[slot_of(key[0], key[1], config.slot_sharing)], (*key, tag))
             for key in specs
@@ -912,7 +914,8 @@ class JobMaster:
             if payload is None:
                 payload = payloads[vid] = cloudpickle.dumps((v.chain, v.source))
             bare = cloudpickle.dumps(dataclasses.replace(spec, chain=[], source=None))
-            setups.append(self.actors[(vid, s)].setup.remote(bare, downstream, me, storage, self.attempt, payload))
+            after = lent[slot_of(vid, s, config.slot_sharing)].releasing  # (its last job's release first)
+            setups.append(self.actors[(vid, s)].setup.remote(bare, downstream, me, storage, self.attempt, payload, after))
         for ref in setups:
             await self.runtime.wait(ref)
         return specs
@@ -1015,10 +1018,11 @@ class JobMaster:
     async def _teardown(self, release: bool = False, recycle: bool = False) -> None:
         """Kill this attempt's executors. With ``release`` (every task finished) ask the ones
         the driver lent, and the spares it lent, to forget their tasks instead
-        (``release(hand_back=True)``, unawaited) and tell the driver their slots as
-        ``released``: they are back in its worker pool when the job's result arrives. An
-        executor waits for that release before it takes the next job's tasks and ends itself
-        if it left it not clean, so nothing waits for its answer. With ``recycle`` (a failed
+        (``release(hand_back=<the attempt's tag>)``, unawaited) and tell the driver their
+        slots and that tag as ``released``: they are back in its worker pool when the job's
+        result arrives. The next deployment onto one tells it the tag, and it waits for that
+        release before it takes new tasks (and ends itself if the release left it not clean),
+        so nothing waits for its answer. With ``recycle`` (a failed
         attempt) ask every executor to cancel and forget its tasks and keep the clean ones
         for the next attempt's deployment."""
         executors, self.executors, self.actors = self.executors, {}, {}
@@ -1030,7 +1034,7 @@ class JobMaster:
             self._prestarted = {slot: by_slot[slot] for slot in keep if slot in by_slot}
             self.runtime.kill(a for slot, a in keep.items() if slot not in by_slot)
             return
-        released: list[str] = []  # the driver's slots of the executors handed back to it
+        released: dict[str, str] = {}  # the driver's slot of an executor handed back -> the tag it releases
         if release:
             lent = {slot: a for slot, a in executors.items() if slot in self._lent and names.get(slot) in self._driver_slot}
             executors = {slot: a for slot, a in executors.items() if slot not in lent}
@@ -1039,8 +1043,8 @@ class JobMaster:
             handed = [(names[slot], a) for slot, a in lent.items()]
             handed += [(e.name, e.actor) for e in spares if e.name in self._driver_slot]
             for name, actor in handed:
-                actor.release.remote(2.0, False, True)
-                released.append(self._driver_slot[name])
+                actor.release.remote(2.0, False, self._tag)
+                released[self._driver_slot[name]] = self._tag
             self.runtime.kill(e.actor for e in spares if e.name not in self._driver_slot)
         self.runtime.kill(executors.values())
         self.released = released

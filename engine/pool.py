@@ -9,8 +9,9 @@ they run, the driver keeps the actors of a finished job and deploys the next job
   their job *finished*; executors of a failed, cancelled or restarted attempt are killed,
   never reused. Nothing waits for them to be clean (no task still running, no raystream
   thread left over): the job master asks each to release its tasks without awaiting the
-  answer (:meth:`TaskActor.release` with ``hand_back``), the executor holds the next job's
-  ``setup`` until that release ended, and one left not clean ends its own process (the
+  answer (:meth:`TaskActor.release` with ``hand_back``, the job's tag, which the pool keeps
+  as ``Executor.releasing`` and the next deployment passes on), the executor holds the next
+  job's ``setup`` until that release ended, and one left not clean ends its own process (the
   next deployment onto it then puts a fresh executor in its place);
 * **job masters** (:class:`~engine.master.JobMaster`) go back when their job ended (finished,
   failed or cancelled) and the master itself is alive; a master runs one job at a time and
@@ -118,7 +119,7 @@ class WorkerPool:
         one round trip, ~2 ms of a small job): one that died while idle is found by the job
         master at deployment, which replaces it and keeps the live ones (as it does for an
         executor dying between a check and the deployment, or ending itself because its
-        last job left it not clean: ``TaskExecutor.release(hand_back=True)``)."""
+        last job left it not clean: ``TaskExecutor.release(hand_back=...)``)."""
         with self._lock:
             mine = [e for e in self._executors if e.num_cpus == num_cpus]
             self._executors = [e for e in self._executors if e.num_cpus != num_cpus]

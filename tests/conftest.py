@@ -53,7 +53,7 @@ def leftover_actors() -> list[dict]:
     idle: set[str] = set()
     if pool is not None:
         masters, executors = pool.idle_actors()
-        hosting = ray.get([e.actor.hosted.remote() for e in executors], timeout=30)
+        hosting = ray.get([e.actor.hosted.remote(e.releasing) for e in executors], timeout=30)
         busy = {e.name: h for e, h in zip(executors, hosting) if h}
         assert not busy, f"idle task executors of the worker pool still host tasks: {busy}"
         states = ray.get([m.job_info.remote() for m in masters], timeout=30)

@@ -35,7 +35,7 @@ class FakeTask:
 
     # the messages the master sends (handle.<name>.remote(*args))
     async def setup(self, spec_blob: bytes, downstream: list, master: Any, storage: Any, epoch: int,
-                    payload: bytes | None = None) -> None:
+                    payload: bytes | None = None, after: str | None = None) -> None:
         self.spec = cloudpickle.loads(spec_blob)
         if payload is not None:
             self.spec.chain, self.spec.source = cloudpickle.loads(payload)
