@@ -216,6 +216,16 @@ class TaskExecutor:
         host.task = Task(spec, senders, hooks=host.hooks)
         host.ref.append(host.task)
 
+    async def setup_tasks(self, key: tuple, tasks: list[tuple], master: Any, storage: Any = None,
+                          epoch: int | None = None, after: str | None = None) -> None:
+        """:meth:`setup` of several tasks of this executor in one call (the master's deployment:
+        one call per executor), in order: ``tasks`` are ``(key, spec_blob, downstream,
+        payload)``; ``key``: the task whose handle the call went through (one of them)."""
+        if after is not None and not await self._handed_back(after):
+            self._not_clean()
+        for task_key, spec_blob, downstream, payload in tasks:
+            await self.setup(task_key, spec_blob, downstream, master, storage, epoch, payload)
+
     async def push(self, key: tuple, channel: int, seq: int, items: list) -> bool:
         """Deliver ``items`` to hosted task ``key``; resolves once the task accepted them.
 

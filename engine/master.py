@@ -899,7 +899,7 @@ class JobMaster:
             for key in specs
         }
         me = self.runtime.master_handle()
-        setups = []
+        by_slot: dict[str, list[tuple]] = {}  # the tasks of each executor: set up in one call
         storage = self.coordinator.storage if self.coordinator else None
         payloads = self._payloads
         for (vid, s), spec in specs.items():
@@ -914,8 +914,13 @@ class JobMaster:
             if payload is None:
                 payload = payloads[vid] = cloudpickle.dumps((v.chain, v.source))
             bare = cloudpickle.dumps(dataclasses.replace(spec, chain=[], source=None))
-            after = lent[slot_of(vid, s, config.slot_sharing)].releasing  # (its last job's release first)
-            setups.append(self.actors[(vid, s)].setup.remote(bare, downstream, me, storage, self.attempt, payload, after))
+            by_slot.setdefault(slot_of(vid, s, config.slot_sharing), []).append(((vid, s, tag), bare, downstream, payload))
+        # one call per executor (through the handle of its first task), not one per task:
+        # fewer calls and actor handles to send (two executors of two tasks each: ~2 ms less)
+        setups = [
+            self.actors[tasks[0][0][:2]].setup_tasks.remote(tasks, me, storage, self.attempt, lent[slot].releasing)
+            for slot, tasks in by_slot.items()
+        ]
         for ref in setups:
             await self.runtime.wait(ref)
         return specs

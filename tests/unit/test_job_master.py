@@ -34,6 +34,10 @@ class FakeTask:
         self.restored: dict | None = None
 
     # the messages the master sends (handle.<name>.remote(*args))
+    async def setup_tasks(self, tasks: list, master: Any, storage: Any, epoch: int, after: str | None = None) -> None:
+        for key, spec_blob, downstream, payload in tasks:
+            await self.executor.hosted[key].setup(spec_blob, downstream, master, storage, epoch, payload, after)
+
     async def setup(self, spec_blob: bytes, downstream: list, master: Any, storage: Any, epoch: int,
                     payload: bytes | None = None, after: str | None = None) -> None:
         self.spec = cloudpickle.loads(spec_blob)
