@@ -352,10 +352,10 @@ class TaskExecutor:
                 del self._hand_backs[oldest]
         return fut
 
-    async def _handed_back(self, tag: str, timeout_s: float = 60.0) -> bool:
+    async def _handed_back(self, tag: str, timeout_s: float = 15.0) -> bool:
         """Whether the hand-back release of job ``tag`` left this executor clean (waits for
-        it; not clean if it did not come within ``timeout_s``: its master died before
-        sending it)."""
+        it; not clean if it did not end within ``timeout_s``, several times its 2 s grace:
+        its master died before the call left it)."""
         try:
             return await asyncio.wait_for(asyncio.shield(self._hand_back_outcome(tag)), timeout_s)
         except asyncio.TimeoutError:
