@@ -164,6 +164,9 @@ class TaskExecutor:
         #: job tag -> the outcome (clean) of the hand-back release of that job's tasks, the
         #: few most recent (``setup`` and ``hosted`` wait for the one they are told to)
         self._hand_backs: dict[str, asyncio.Future[bool]] = {}
+        #: task key -> resolved once a setup_tasks call set it up (or failed to): a ``run`` of
+        #: the key that arrived first waits for it (an async actor's calls may start out of order)
+        self._set_up: dict[tuple, asyncio.Future[None]] = {}
 
     def deliver_to(self, key: tuple) -> Callable[[int, int, list, Any], None]:
         """The in-process entry point of hosted task ``key`` (set up before any task runs)."""
@@ -221,10 +224,16 @@ class TaskExecutor:
         """:meth:`setup` of several tasks of this executor in one call (the master's deployment:
         one call per executor), in order: ``tasks`` are ``(key, spec_blob, downstream,
         payload)``; ``key``: the task whose handle the call went through (one of them)."""
-        if after is not None and not await self._handed_back(after):
-            self._not_clean()
-        for task_key, spec_blob, downstream, payload in tasks:
-            await self.setup(task_key, spec_blob, downstream, master, storage, epoch, payload)
+        try:
+            if after is not None and not await self._handed_back(after):
+                self._not_clean()
+            for task_key, spec_blob, downstream, payload in tasks:
+                await self.setup(task_key, spec_blob, downstream, master, storage, epoch, payload)
+        finally:
+            for task_key, *_rest in tasks:  # (a run waiting for one of them goes on, or fails)
+                fut = self._set_up.pop(task_key, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(None)
 
     async def push(self, key: tuple, channel: int, seq: int, items: list) -> bool:
         """Deliver ``items`` to hosted task ``key``; resolves once the task accepted them.
@@ -247,10 +256,24 @@ class TaskExecutor:
         await fut
         return True
 
-    async def run(self, key: tuple) -> Any:
+    async def run(self, key: tuple, wait_s: float = 0.0) -> Any:
+        """Run the task ``key`` on a new mailbox thread; resolves with its result when it
+        ends. ``wait_s``: how long to wait for its setup when the run comes first (the master
+        sends both at once when one executor hosts the whole job)."""
         loop = asyncio.get_running_loop()
+        host = self._hosted.get(key)
+        if host is None and wait_s > 0:
+            fut = self._set_up.get(key)
+            if fut is None:
+                fut = self._set_up[key] = loop.create_future()
+            try:
+                await asyncio.wait_for(asyncio.shield(fut), wait_s)
+            except asyncio.TimeoutError:
+                self._set_up.pop(key, None)
+            host = self._hosted.get(key)
+        if host is None or host.task is None:
+            raise RuntimeError(f"task {key[:2]} was not set up on this executor (its setup failed or never came)")
         fut = loop.create_future()
-        host = self._hosted[key]
         host.started = True
         thread = threading.Thread(target=_run_thread, args=(host, loop, fut), name=f"raystream-mailbox-{key[0]}-{key[1]}",
                                   daemon=True)

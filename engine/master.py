@@ -42,6 +42,10 @@ __all__ = ["JobConfig", "JobMaster", "build_task_specs", "task_actor_name", "slo
 log = logging.getLogger(__name__)
 
 
+#: how long a task's run sent with its setup (one executor hosts the whole job) waits for it
+_SETUP_WAIT_S = 60.0
+
+
 def build_task_specs(job_id: str, graph: JobGraph, config: JobConfig, attempt: int, splits: dict,
                      restore: dict | None) -> dict[tuple[int, int], TaskSpec]:
     """One TaskSpec per (vertex, subtask), with channel numbering resolved."""
@@ -205,6 +209,7 @@ class JobMaster:
         self.executor_names = {}  # slot -> its Ray actor name
         self.released: dict[str, str] = {}  # the driver's slot of a lent executor handed back -> its job tag
         self._tag = ""  # the tag of this attempt's task keys on their executors
+        self._early_runs: dict[asyncio.Future, tuple[int, int]] | None = None  # runs sent with the setups
         self.task_metrics = {}
         self.error: JobFailed | None = None
         self.started = time.time()
@@ -869,7 +874,12 @@ class JobMaster:
             actor.cancel.remote()
         return written
 
-    async def _deploy(self, source_splits: dict, restore: dict | None) -> dict:
+    async def _deploy(self, source_splits: dict, restore: dict | None, start: bool = False) -> dict:
+        """Set up the attempt's tasks on their executors (one call per executor). ``start``
+        and one executor hosting every task (the common p=1 job): the tasks' runs are sent
+        with the setups (``self._early_runs``), each waiting there for its setup, which saves
+        a round trip; across executors a task could send to one not set up yet, so the
+        master starts them only once every setup answered."""
         job_id, graph, config = self._job_id, self._graph, self._config
         relative = self.attempt - self._first_attempt
         specs = build_task_specs(job_id, graph, config, relative, source_splits, restore)
@@ -921,16 +931,30 @@ class JobMaster:
             self.actors[tasks[0][0][:2]].setup_tasks.remote(tasks, me, storage, self.attempt, lent[slot].releasing)
             for slot, tasks in by_slot.items()
         ]
-        for ref in setups:
-            await self.runtime.wait(ref)
+        if start and len(setups) == 1:
+            self._early_runs = {
+                asyncio.ensure_future(self.runtime.wait(a.run.remote(_SETUP_WAIT_S))): key for key, a in self.actors.items()
+            }
+        try:
+            for ref in setups:
+                await self.runtime.wait(ref)
+        except BaseException:
+            self._drop_early_runs()
+            raise
         return specs
+
+    def _drop_early_runs(self) -> None:
+        """Forget the runs sent with a deployment that failed (their errors are its own)."""
+        runs, self._early_runs = self._early_runs, None
+        for fut in runs or ():
+            fut.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     async def _run_attempt(self, source_splits: dict, restore: dict | None) -> list[TaskResult]:
         graph, config = self._graph, self._config
         self._all_finished = False
         self._failure = asyncio.get_running_loop().create_future()
         try:
-            await self._deploy(source_splits, restore)
+            await self._deploy(source_splits, restore, start=True)
         except (ExecutorLost, TaskCallFailed, RaystreamError) as exc:
             # only an executor that died is worth replacing; a setup error would fail again
             lent = bool(self._lent) and isinstance(exc, ExecutorLost)
@@ -951,7 +975,8 @@ class JobMaster:
         # caller that sees RUNNING after a restart sees the new attempt's tasks, and a task it
         # kills then fails this attempt (a kill during deployment is absorbed by redeploying)
         self.status = "RUNNING"
-        runs = {asyncio.ensure_future(self.runtime.wait(a.run.remote())): key for key, a in self.actors.items()}
+        runs = self._early_runs or {asyncio.ensure_future(self.runtime.wait(a.run.remote())): key for key, a in self.actors.items()}
+        self._early_runs = None
         cancel_wait = asyncio.ensure_future(self._cancel.wait())
         checkpoints = (
             asyncio.ensure_future(self._checkpoint_loop(self.attempt)) if self.coordinator is not None else None

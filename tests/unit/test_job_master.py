@@ -52,7 +52,7 @@ class FakeTask:
             self.executor.runtime.script.in_setup.set()
             await gate.wait()
 
-    async def run(self) -> TaskResult | None:
+    async def run(self, wait_s: float = 0.0) -> TaskResult | None:
         script = self.executor.runtime.script
         self.executor.runtime.statuses.append(("run", self.epoch, self.master.status))
         await self.done.wait()
