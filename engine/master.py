@@ -1052,9 +1052,9 @@ class JobMaster:
         slots and that tag as ``released``: they are back in its worker pool when the job's
         result arrives. The next deployment onto one tells it the tag, and it waits for that
         release before it takes new tasks (and ends itself if the release left it not clean),
-        so nothing waits for its answer. With ``recycle`` (a failed
-        attempt) ask every executor to cancel and forget its tasks and keep the clean ones
-        for the next attempt's deployment."""
+        so nothing waits for its answer. With ``recycle`` (a failed attempt) ask every
+        executor to cancel and forget its tasks and keep the clean ones for the next
+        attempt's deployment."""
         executors, self.executors, self.actors = self.executors, {}, {}
         by_slot, self._slot_executors = self._slot_executors, {}
         names = self.executor_names
