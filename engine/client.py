@@ -380,10 +380,11 @@ class JobClient:
         else:
             doomed.append(self._master)
         back = (released or {}) if self._pool is not None else {}
-        keep = [e for slot, e in self._executors.items() if slot in back]
+        keep = []
         for slot, e in self._executors.items():
             if slot in back:
                 e.releasing = back[slot]
+                keep.append(e)
             else:
                 doomed.append(e.actor)
         if keep:

@@ -184,19 +184,12 @@ class TaskExecutor:
         return LocalSender(out.channel_index, window, deliver, lambda: bool(host.ref) and host.ref[0].cancelled)
 
     async def setup(self, key: tuple, spec_blob: bytes, downstream: list[list[Any]], master: Any,
-                    storage: Any = None, epoch: int | None = None, payload: bytes | None = None,
-                    after: str | None = None) -> None:
+                    storage: Any = None, epoch: int | None = None, payload: bytes | None = None) -> None:
         """Build the task ``key``; ``epoch``: the master's attempt counter, sent back with
         every checkpoint ack so that the master drops acks of earlier attempts and jobs.
         ``payload``: the vertex's ``(chain, source)`` pickled apart from the spec (the
-        master pickles it once per job for all subtasks).
-
-        ``after``: the tag of the job whose master handed this executor back to the worker pool
-        (``release(hand_back=tag)``, unawaited): wait for that release to end first, whichever
-        call arrives first; an executor it left not clean takes no new tasks
-        (:meth:`_not_clean`)."""
-        if after is not None and not await self._handed_back(after):
-            self._not_clean()
+        master pickles it once per job for all subtasks). The master deploys through
+        :meth:`setup_tasks`."""
         spec: TaskSpec = cloudpickle.loads(spec_blob)
         if payload is not None:
             spec.chain, spec.source = cloudpickle.loads(payload)
@@ -223,7 +216,12 @@ class TaskExecutor:
                           epoch: int | None = None, after: str | None = None) -> None:
         """:meth:`setup` of several tasks of this executor in one call (the master's deployment:
         one call per executor), in order: ``tasks`` are ``(key, spec_blob, downstream,
-        payload)``; ``key``: the task whose handle the call went through (one of them)."""
+        payload)``; ``key``: the task whose handle the call went through (one of them).
+
+        ``after``: the tag of the job whose master handed this executor back to the worker pool
+        (``release(hand_back=tag)``, unawaited): wait for that release to end first, whichever
+        call arrives first; an executor it left not clean takes no new tasks
+        (:meth:`_not_clean`)."""
         try:
             if after is not None and not await self._handed_back(after):
                 self._not_clean()

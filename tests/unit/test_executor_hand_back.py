@@ -46,7 +46,7 @@ def test_an_executor_left_not_clean_takes_no_new_tasks() -> None:
         with pytest.raises(RuntimeError, match="not clean"):
             await ex.release(0.05, False, "job#1")
         with pytest.raises(RuntimeError, match="not clean"):
-            await ex.setup((0, 0, "job#2"), b"", [], None, after="job#1")
+            await ex.setup_tasks((0, 0, "job#2"), [((0, 0, "job#2"), b"", [], None)], None, after="job#1")
         assert ex._hosted == {}
 
     try:
