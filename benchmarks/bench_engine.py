@@ -29,15 +29,18 @@ Other measurements (job start, latency, memory) run with ``python -m benchmarks.
 from __future__ import annotations
 
 import argparse
+import os
 import pickle
 import statistics
 import sys
+import tempfile
 import time
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 import raystream as rs
 from benchmarks.harness import register, register_session
@@ -287,6 +290,27 @@ def lookup_job(table: dict[int, str], parallelism: int, n: int = 100_000) -> tup
     return time.perf_counter() - t, len(out)
 
 
+def uneven_files(directory: str, files: int = 12, rows_per_file: int = 98_304) -> str:
+    """Write ``files`` Parquet files of 1.5 row groups each (65,536 + 32,768 rows of the
+    events' columns) into ``directory``: the layout that round-robin split assignment deals
+    every large row group of to one reader at p=2."""
+    from benchmarks.datagen import events
+
+    os.makedirs(directory, exist_ok=True)
+    table = events(files * rows_per_file)
+    for f in range(files):
+        pq.write_table(table.slice(f * rows_per_file, rows_per_file), os.path.join(directory, f"part-{f:03d}.parquet"),
+                       row_group_size=65_536)
+    return directory
+
+
+def uneven_job(directory: str, parallelism: int) -> tuple[float, tuple[int, int]]:
+    """Wall time and result of the stateless batch job over :func:`uneven_files`."""
+    t0 = time.perf_counter()
+    out = stateless_batch(directory, parallelism)
+    return time.perf_counter() - t0, out
+
+
 def latency_probe(rate: int = 10_000, seconds: float = 10.0, flush_ms: int = 5) -> dict:
     """End-to-end latency: ``generate(fn, rate)`` stamps each record with ``time.time()``;
     3 keyed stages; the last stage computes ``now - ts`` per record (ms) and the driver
@@ -412,6 +436,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="time a 100k-record job whose map captures an ENTRIES-entry dict at p=1, 2, 4 (5 rounds)")
     ap.add_argument("--collection", type=int, default=0, metavar="ROWS",
                     help="time from_collection(ROWS tuples) -> filter -> collect at p=1, 2, 4 (interleaved, 5 rounds)")
+    ap.add_argument("--uneven", type=int, default=0, metavar="ROUNDS",
+                    help="the stateless batch job over 12 Parquet files of 1.5 row groups each (1.18M events) at "
+                         "p=1 and p=2, ROUNDS alternating rounds: p=2 / p=1 and the rows each p=2 subtask read")
     ap.add_argument("--n", type=int, default=20_000_000)
     args = ap.parse_args(argv)
     _setup()
@@ -448,6 +475,27 @@ def main(argv: list[str] | None = None) -> int:
             print("vs the loop (pickle once + filter): " + ", ".join(
                 f"{k} {med['loop'] / med[k]:.2f}x" for k in ("p=1", "p=2", "p=4")))
             print(f"p=2 / p=1: {med['p=1'] / med['p=2']:.2f}x, p=4 / p=1: {med['p=1'] / med['p=4']:.2f}x")
+        if args.uneven:
+            with tempfile.TemporaryDirectory() as tmp:
+                directory = uneven_files(os.path.join(tmp, "uneven"))
+                from raystream.engine.connectors import assign_splits, split_weight
+                from raystream.operators.sources import ParquetSource
+
+                dealt = [sum(split_weight(s) for s in r) for r in assign_splits(ParquetSource(directory).create_splits(2), 2)]
+                uneven: dict[int, list[float]] = {1: [], 2: []}
+                results = set()
+                for p in (1, 2):
+                    uneven_job(directory, p)  # warm executors for each parallelism
+                for _ in range(args.uneven):
+                    for p in (1, 2):
+                        dt, out = uneven_job(directory, p)
+                        uneven[p].append(dt)
+                        results.add(out)
+                assert len(results) == 1, f"p=1 and p=2 disagree: {results}"
+                med = {p: statistics.median(v) for p, v in uneven.items()}
+                print(f"stateless batch job over 12 files of 1.5 row groups, median of {args.uneven}: p=1 "
+                      f"{med[1] * 1000:.1f} ms, p=2 {med[2] * 1000:.1f} ms, p=2 / p=1 {med[1] / med[2]:.2f}x; rows per "
+                      f"p=2 subtask {[int(w) for w in dealt]}")
         if args.small:
             small: dict[int, list[float]] = {1: [], 2: []}
             for p in (1, 2):

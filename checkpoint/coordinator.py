@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
+from raystream.engine.connectors import assign_splits
 from raystream.engine.errors import CheckpointError, ConfigError
 
 from .serde import loads
@@ -552,12 +553,16 @@ def build_restore_plan(
                     logs.extend(loads(read(entry["log"]), what=f"feedback log of {uid!r}"))
                 if entry.get("committables"):
                     committables.setdefault(uid, []).extend(entry["committables"])
+            try:
+                dealt = assign_splits(splits, v["parallelism"])  # the restored positions' work, balanced
+            except ValueError as exc:
+                raise CheckpointError(f"cannot assign the restored source splits of {uid!r}: {exc}") from exc
             for s in range(v["parallelism"]):
                 task_plan = plan.setdefault((v["id"], s), {})
                 task_plan[uid] = {
                     "keyed": keyed,
                     "operator": states,
-                    "splits": splits[s :: v["parallelism"]] if uid == v.get("source_uid") else [],
+                    "splits": dealt[s] if uid == v.get("source_uid") else [],
                     "feedback_log": logs,
                 }
     return plan, committables

@@ -4,7 +4,10 @@ Sources are split based, as in Flink's FLIP-27: the job master asks the :class:`
 for its splits once, assigns them to the parallel source tasks, and each task's
 :class:`SourceReader` reads its splits and reports their positions at checkpoints. On
 recovery (or rescaling) the saved split positions are re-assigned, so every record is
-read again from exactly where the restored checkpoint left off.
+read again from exactly where the restored checkpoint left off. Both assignments balance
+the work (:func:`assign_splits`): a split type may estimate the work left in it with a
+``weight()`` method (rows or bytes; the built-in sources' splits do), so a reader is not
+dealt all the large splits of uneven files.
 
 Sinks write from the tasks through a :class:`SinkWriter` and make their output visible
 through a :class:`Committer` that runs in the job master: ``prepare_commit`` hands over
@@ -15,6 +18,8 @@ restored checkpoint's committables are committed again after recovery.
 
 from __future__ import annotations
 
+import heapq
+import math
 from abc import ABC, abstractmethod
 from typing import Any, Callable, Generic, TypeVar, Union
 
@@ -30,6 +35,8 @@ __all__ = [
     "Sink",
     "SinkWriter",
     "Committer",
+    "assign_splits",
+    "split_weight",
 ]
 
 #: a source's split type (what ``create_splits`` makes and a reader snapshots)
@@ -96,8 +103,76 @@ class SourceReader(ABC, Generic[SplitT]):
         """Release files, sockets..."""
 
 
+def split_weight(split: Any) -> float:
+    """The work left in ``split`` as its ``weight()`` method estimates it (rows, bytes: only
+    the ratios between one source's splits matter); 1.0 for a split type without one.
+
+    Example:
+        >>> from dataclasses import dataclass
+        >>> @dataclass
+        ... class FileSplit:
+        ...     path: str
+        ...     length: int
+        ...     def weight(self) -> float:
+        ...         return self.length
+        >>> split_weight(FileSplit("a.csv", 300)), split_weight("no weight() here")
+        (300.0, 1.0)
+
+    Raises:
+        ValueError: ``weight()`` failed or gave a negative, infinite or NaN number.
+    """
+    weight = getattr(split, "weight", None)
+    if weight is None or not callable(weight):
+        return 1.0
+    try:
+        value = float(weight())
+    except Exception as exc:  # noqa: BLE001 - named with the split below
+        raise ValueError(f"the weight() of source split {split!r} failed: {type(exc).__name__}: {exc}") from exc
+    if not (value >= 0.0 and math.isfinite(value)):
+        raise ValueError(f"the weight() of source split {split!r} must be a finite number >= 0, got {value!r}")
+    return value
+
+
+def assign_splits(splits: list[SplitT], parallelism: int) -> list[list[SplitT]]:
+    """Deal ``splits`` out to ``parallelism`` readers with balanced work: the heaviest split
+    first (:func:`split_weight`), each to the reader with the least work so far (ties: the
+    lowest index); each reader gets its splits in their original order (files and row
+    groups are read forward, which event-time sources with ordered timestamps rely on).
+    Splits of equal weight are dealt round-robin. Deterministic: the master plans fresh
+    splits and restored ones (rescaled or not) with it.
+
+    Example:
+        >>> from dataclasses import dataclass
+        >>> @dataclass
+        ... class Part:
+        ...     name: str
+        ...     rows: int
+        ...     def weight(self) -> float:
+        ...         return self.rows
+        >>> parts = [Part("a0", 100), Part("a1", 10), Part("b0", 100), Part("b1", 10)]
+        >>> [[p.name for p in reader] for reader in assign_splits(parts, 2)]  # not a0,b0 / a1,b1
+        [['a0', 'a1'], ['b0', 'b1']]
+        >>> assign_splits(list("abcde"), 2)
+        [['a', 'c', 'e'], ['b', 'd']]
+    """
+    if parallelism < 1:
+        raise ValueError(f"splits are assigned to at least 1 reader, got parallelism {parallelism}")
+    weights = [split_weight(s) for s in splits]
+    heap = [(0.0, reader) for reader in range(parallelism)]  # (work so far, reader)
+    owned: list[list[int]] = [[] for _ in range(parallelism)]
+    for i in sorted(range(len(splits)), key=lambda i: -weights[i]):  # (stable: equal weights in order)
+        work, reader = heapq.heappop(heap)
+        owned[reader].append(i)
+        heapq.heappush(heap, (work + weights[i], reader))
+    return [[splits[i] for i in sorted(indices)] for indices in owned]
+
+
 class Source(ABC, Generic[SplitT]):
-    """A split-based source. Must be picklable: it is shipped to the job master and tasks."""
+    """A split-based source. Must be picklable: it is shipped to the job master and tasks.
+
+    The job master deals the splits out with :func:`assign_splits`; give the split type a
+    ``weight()`` method (work left: rows, bytes) when splits differ in size.
+    """
 
     #: a bounded source ends (END_OF_INPUT); an unbounded one runs until cancelled
     bounded: bool = True

@@ -28,6 +28,7 @@ import cloudpickle
 
 from .channels import InputInfo, OutputInfo
 from .config import JobConfig
+from .connectors import assign_splits
 from .errors import CheckpointError, ConfigError, JobCancelled, JobFailed, RaystreamError
 from .executors import ExecutorLost, ExecutorRuntime, TaskCallFailed
 from .graph import JobGraph
@@ -133,12 +134,15 @@ def attempt_executor_names(job_id: str, slots: list[str], attempt: int) -> dict[
     return {slot: task_actor_name(job_id, slot, attempt) for slot in slots}
 
 
-def assign_splits(splits: list, parallelism: int) -> list[list]:
-    """Round-robin assignment of splits to ``parallelism`` readers."""
-    out: list[list] = [[] for _ in range(parallelism)]
-    for i, split in enumerate(splits):
-        out[i % parallelism].append(split)
-    return out
+def _plan_splits(vertex: Any) -> list[list]:
+    """The splits of source ``vertex`` dealt out to its subtasks (:func:`assign_splits`); a
+    source whose splits cannot be made or weighed fails the job naming it."""
+    try:
+        return assign_splits(vertex.source.create_splits(vertex.parallelism), vertex.parallelism)
+    except Exception as exc:
+        raise JobFailed(
+            f"source {vertex.name!r} ({vertex.source.describe()}): planning its splits failed: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 class _Unrecoverable(Exception):
@@ -422,11 +426,7 @@ class JobMaster:
     async def _run(self, graph_blob: bytes, config_blob: bytes, job_id: str | None, executors: dict | None,
                    recover: bool = False) -> dict:
         self._start_job(graph_blob, config_blob, job_id, executors)  # status CREATED until deployed
-        source_splits = {
-            v.id: assign_splits(v.source.create_splits(v.parallelism), v.parallelism)
-            for v in self._graph.vertices
-            if v.source is not None
-        }
+        source_splits = {v.id: _plan_splits(v) for v in self._graph.vertices if v.source is not None}
         restore = None
         exporter = asyncio.ensure_future(self._export_metrics())
         try:

@@ -44,6 +44,10 @@ class RangeSplit:
     position: int
     stride: int = 1
 
+    def weight(self) -> float:
+        """Records left (see :func:`~raystream.engine.connectors.assign_splits`)."""
+        return float(max(0, -(-(self.end - self.position) // self.stride)))
+
 
 class _QueueReader(SourceReader[SplitT]):
     """Common reader: takes splits in order and reads each to its end."""
@@ -195,6 +199,12 @@ class _GenSplit:
     stride: int
     count: int | None
 
+    def weight(self) -> float:
+        """Records left (1 for an unbounded split)."""
+        if self.count is None:
+            return 1.0
+        return float(max(0, -(-(self.count - self.position) // self.stride)))
+
 
 #: what a :class:`GeneratorSource` ``batch_fn`` returns for a range of indices
 GeneratedBatch = Union[list, pa.RecordBatch, pa.Table]
@@ -342,6 +352,11 @@ class _RowGroupSplit:
     path: str
     row_group: int
     offset: int  # rows of the row group already emitted
+    rows: int = -1  # rows of the row group (-1: unknown, e.g. a split of an older checkpoint)
+
+    def weight(self) -> float:
+        """Rows left (1 when the row group's size is unknown)."""
+        return 1.0 if self.rows < 0 else float(max(0, self.rows - self.offset))
 
 
 class ParquetSource(Source[_RowGroupSplit]):
@@ -374,8 +389,10 @@ class ParquetSource(Source[_RowGroupSplit]):
         splits: list[_RowGroupSplit] = []
         for path in self.files:
             with fs.open_input_file(path) as f:
-                n = pq.ParquetFile(f).metadata.num_row_groups
-            splits.extend(_RowGroupSplit(f"{path}#{rg}", path, rg, 0) for rg in range(n))
+                meta = pq.ParquetFile(f).metadata
+            splits.extend(
+                _RowGroupSplit(f"{path}#{rg}", path, rg, 0, meta.row_group(rg).num_rows) for rg in range(meta.num_row_groups)
+            )
         return splits
 
     def create_reader(self, ctx: OperatorContext) -> SourceReader[_RowGroupSplit]:
@@ -425,6 +442,10 @@ class _TextSplit:
     start: int
     end: int
     position: int  # byte offset of the next line to read
+
+    def weight(self) -> float:
+        """Bytes left."""
+        return float(max(0, self.end - self.position))
 
 
 class TextSource(Source[_TextSplit]):

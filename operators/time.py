@@ -36,6 +36,7 @@ from raystream.engine.connectors import (
     PollResult,
     Source,
     SourceReader,
+    split_weight,
 )
 from raystream.engine.errors import ConfigError
 from raystream.engine.events import MIN_WATERMARK, Watermark
@@ -264,6 +265,10 @@ class _SplitWatermark(Generic[S]):
 
     split: S
     max_timestamp: int = NO_TIMESTAMP
+
+    def weight(self) -> float:
+        """The wrapped split's (:func:`~raystream.engine.connectors.split_weight`)."""
+        return split_weight(self.split)
 
 
 class WatermarkedSource(Source["S | _SplitWatermark[S]"], Generic[S]):

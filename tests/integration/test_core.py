@@ -73,6 +73,23 @@ def test_parquet_batch_api_and_vectorized_aggregate(tmp_path):
     assert got == expect
 
 
+def test_uneven_parquet_files_are_read_balanced_and_whole_at_p2(tmp_path):
+    # files of 1.5 row groups: round-robin dealt every large row group to subtask 0
+    for f in range(4):
+        pq.write_table(pa.table({"f": [f] * 6000, "i": list(range(6000))}), tmp_path / f"part-{f}.parquet", row_group_size=4000)
+
+    import os
+
+    env = rs.StreamEnvironment(parallelism=2)  # (subtask i of every vertex in executor process i)
+    out = env.read_parquet(str(tmp_path)).map(lambda r: (os.getpid(), r["f"], r["i"])).execute_and_collect()
+    assert sorted((f, i) for _s, f, i in out) == [(f, i) for f in range(4) for i in range(6000)]
+    per_subtask = collections.Counter(s for s, _f, _i in out)
+    assert sorted(per_subtask.values()) == [12000, 12000]
+    for s in per_subtask:  # each file's rows in file order within a subtask
+        rows = [(f, i) for t, f, i in out if t == s]
+        assert rows == sorted(rows)
+
+
 def test_write_parquet_round_trip(tmp_path):
     env = rs.StreamEnvironment(parallelism=2)
     env.generate(lambda i: {"i": i, "sq": i * i}, count=10_000).write_parquet(str(tmp_path / "out"))
