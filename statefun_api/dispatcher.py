@@ -162,7 +162,7 @@ _refcount = getattr(sys, "getrefcount", lambda obj: 1 << 30)  # no reference cou
 
 
 class _Layout:
-    """What :meth:`FunctionDispatcher._invoke` needs of one function type: the function and
+    """What :meth:`FunctionDispatcher._drain` needs of one function type: the function and
     its reusable storage slots (replaced in place when a function keeps its storage, so the
     per-address cache that refers to the layout stays valid)."""
 
@@ -301,8 +301,8 @@ class FunctionDispatcher(StreamOperator):
         self._restored_batches: list[Any] = []
         self._busy_checkpoints: set[int] = set()
         self._rpc: Any = None  # RemoteFunctions, when endpoints are declared (created in open)
-        self._context: _DispatchContext | None = None  # reused by consecutive invocations (_invoke)
-        self._message: Message | None = None  # reused by consecutive messages (_invoke)
+        self._context: _DispatchContext | None = None  # reused by consecutive invocations (_drain)
+        self._message: Message | None = None  # reused by consecutive messages (_drain)
         self._message_vt: str | None = None  # the value typename whose type _message._type holds
         # key -> (address, key group, layout of its function type), for keys of our key groups
         self._targets: dict[tuple[str, str], tuple[Address, int, _Layout]] = {}
@@ -642,22 +642,145 @@ class FunctionDispatcher(StreamOperator):
                 self._remote = []
 
     def _drain(self, budget: int) -> None:
+        """Invoke the ready addresses in order, up to ``budget`` messages (an address with more
+        than ``max_batch_per_address`` waiting gets that many and queues again at the back).
+
+        Each invocation runs the function of the address with its records: the storage from
+        keyed state, messages from the records without decoding values held decoded, and the
+        changed values go back to keyed state as they are (decoded built-in values are
+        serialized only by a snapshot, a remote call or an egress). A sync function runs here
+        in one frame up to its result, which :meth:`_apply` applies (the path shared with
+        async and remote functions): load, then the loop of
+        :func:`~statefun_api.invocation.invoke_prepared` (same semantics and errors).
+
+        One :class:`_DispatchContext` (and its result) serves consecutive invocations, and one
+        Message object consecutive messages, as long as the function keeps no reference to
+        them (checked with the reference count after each call: a function that keeps one,
+        e.g. to send it on, gets a fresh object next time); the storage likewise (a new one
+        for the function type once it is kept). The whole step is one Python frame: what an
+        invocation needs of the dispatcher stays in locals from one address to the next."""
         limit = self.config.max_batch_per_address
         pending = self._pending
         ready = self._ready
-        invoke = self._invoke
-        while ready and budget > 0:
-            key = ready.popleft()
-            records = pending.pop(key)
-            n = len(records)
-            if n > limit:
-                pending[key] = records[limit:]
-                records = records[:limit]
-                n = limit
-                ready.append(key)
-            self._pending_count -= n
-            budget -= n
-            invoke(key, records)
+        targets = self._targets
+        callers = self._callers
+        context = self._context
+        m = self._message  # reused while no function keeps it
+        self._message = None
+        vt_name: str | None = self._message_vt  # the typename of the decoded value m._type holds
+        invocations = messages = 0
+        done = False
+        try:
+            while ready and budget > 0:
+                key = ready.popleft()
+                records = pending.pop(key)
+                n = len(records)
+                if n > limit:
+                    pending[key] = records[limit:]
+                    records = records[:limit]
+                    n = limit
+                    ready.append(key)
+                self._pending_count -= n
+                budget -= n
+                target = targets.get(key)  # (Address, key group, layout) of an address of our key groups
+                if target is None:
+                    target = self._target_of(key, records)
+                address, kg, layout = target
+                slots = layout.slots
+                direct = slots.direct  # values read/written in the backend's tables, no current key
+                if not direct:
+                    self.backend.set_current_key_with_group(key, kg)
+                if layout.is_async:
+                    self._invoke_async(key, address, kg, records, layout)
+                    continue
+                if context is None:
+                    context = self._context = _DispatchContext(address, slots.storage, InvocationResult())
+                    context.storage = slots.storage  # type: ignore[misc]  # slots of BatchContext
+                    context.sent = []
+                context._address = address
+                context.address = address  # type: ignore[misc]
+                context.sender = key
+                context._caller = None
+                sent = context.sent
+                if sent:  # (left by an invocation that failed)
+                    sent.clear()
+                result = context._result
+                try:
+                    try:
+                        storage = slots.load_at(kg, key) if direct else slots.load()
+                    except TypeError as exc:
+                        raise StatefulFunctionError(
+                            f"cannot load the state of {address}: {exc}",
+                            address=address,
+                            message_typename=records[0][VALUE_TYPENAME],
+                        ) from exc
+                    if context._storage is not storage:
+                        context._storage = storage
+                        context.storage = storage  # type: ignore[misc]
+                    fun = layout.fun
+                    if m is None:
+                        m = _new_message(Message)
+                        vt_name = None
+                    m.target_typename, m.target_id = key
+                    has_caller = False
+                    # (the record's fields unpacked by name at once: one step instead of one index each)
+                    for index, (_target_tn, _target_id, caller_tn, caller_id, value_tn, value, has_value) in enumerate(records):
+                        if type(value) is bytes:
+                            m._tv = TypedValue(value_tn, has_value, value)
+                            m._type = None
+                            m._obj = None
+                            vt_name = None
+                        else:
+                            if value_tn != vt_name:
+                                vt_name = value_tn
+                                m._type = builtin_type(value_tn)
+                            m._tv = None  # (a TypedValue the function asked for is made again for this value)
+                            m._obj = value
+                        if caller_tn:
+                            caller = callers.get((caller_tn, caller_id))
+                            context._caller = caller if caller is not None else self.address_of((caller_tn, caller_id))
+                            has_caller = True
+                        elif has_caller:
+                            context._caller = None
+                            has_caller = False
+                        try:
+                            outcome = fun(context, m)
+                        except Exception as exc:
+                            raise invocation_failure(address, index, n, m.value_typename(), context._caller, exc) from exc
+                        if outcome is not None and inspect.isawaitable(outcome):  # a sync wrapper returning a coroutine
+                            await_privately(outcome, address, index, n, m.value_typename(), context._caller)
+                        if _refcount(m) > 2:  # the function kept the message (local `m` + the call's argument)
+                            m = _new_message(Message)
+                            m.target_typename, m.target_id = key
+                            vt_name = None
+                    # (bool: _apply empties `sent`)
+                    produced = bool(sent or result.outgoing or result.delayed_actions or result.egress)
+                    if direct and not produced:  # (_apply of an invocation that only changed its state)
+                        slots.store_at(kg, key)
+                        invocations += 1
+                        messages += n
+                    elif direct:
+                        self._apply(key, address, records, result, (), slots, kg, sent)
+                    else:
+                        self._apply(key, address, records, result, slots.changes(), sent=sent)
+                except Exception as exc:
+                    raise UserCodeError(_describe(records), exc) from exc
+                if _refcount(context) > 3:  # the function kept the context (self._context, local, argument)
+                    context = self._context = None
+                # references: slots, the local `storage`, the argument, the reused context's two
+                if _refcount(storage) > 5:
+                    layout.slots = self._storage_slots(key[0])  # the function kept it
+                if produced and (result.outgoing or result.delayed_actions or result.egress):  # the reused result starts empty
+                    result.outgoing = []
+                    result.delayed_actions = []
+                    result.egress = []
+            done = True
+        finally:
+            if done:  # (after a failure the message may be the function's: not reused)
+                self._message = m
+                self._message_vt = vt_name
+            self._invocations += invocations
+            self._messages += messages
 
     def _step(self) -> None:
         """One bounded piece of work: refill the active set, invoke up to ``drain_step``
@@ -769,123 +892,10 @@ class FunctionDispatcher(StreamOperator):
         return JobFailed(msg, operator=ctx.operator_name, subtask=ctx.subtask_index, record=record, cause=cause)
 
     # ------------------------------------------------------------------ invocation
-    def _invoke(self, key: tuple[str, str], records: list[MessageRecord]) -> None:
-        """Invoke the function of ``key`` with ``records`` (all addressed to it): the storage
-        from keyed state, messages from the records without decoding values held decoded,
-        and the changed values go back to keyed state as they are (decoded built-in values
-        are serialized only by a snapshot, a remote call or an egress).
-
-        A sync function runs here in one frame up to its result, which :meth:`_apply`
-        applies (the path shared with async and remote functions): load, then the loop of
-        :func:`~statefun_api.invocation.invoke_prepared` (same semantics and errors). One
-        :class:`_DispatchContext` (and its result) serves consecutive invocations, and one
-        Message object consecutive messages, as long as the function keeps no reference to
-        them (checked with the reference count after each call: a function that keeps one,
-        e.g. to send it on, gets a fresh object next time); the storage likewise (a new one
-        for the function type once it is kept)."""
-        target = self._targets.get(key)  # (Address, key group, layout) of an address of our key groups
-        if target is None:
-            target = self._target_of(key, records)
-        address, kg, layout = target
-        slots = layout.slots
-        direct = slots.direct  # values read/written in the backend's tables, no current key
-        if not direct:
-            self.backend.set_current_key_with_group(key, kg)
-        if layout.is_async:
-            self._invoke_async(key, address, kg, records, layout)
-            return
-        context = self._context
-        if context is None:
-            context = self._context = _DispatchContext(address, slots.storage, InvocationResult())
-            context.storage = slots.storage  # type: ignore[misc]  # slots of BatchContext
-            context.sent = []
-        context._address = address
-        context.address = address  # type: ignore[misc]
-        context.sender = key
-        context._caller = None
-        sent = context.sent
-        if sent:  # (left by an invocation that failed)
-            sent.clear()
-        result = context._result
-        try:
-            try:
-                storage = slots.load_at(kg, key) if direct else slots.load()
-            except TypeError as exc:
-                raise StatefulFunctionError(
-                    f"cannot load the state of {address}: {exc}",
-                    address=address,
-                    message_typename=records[0][VALUE_TYPENAME],
-                ) from exc
-            if context._storage is not storage:
-                context._storage = storage
-                context.storage = storage  # type: ignore[misc]
-            fun = layout.fun
-            m = self._message  # reused while no function keeps it
-            self._message = None
-            vt_name: str | None = self._message_vt  # the typename of the decoded value m._type holds
-            if m is None:
-                m = _new_message(Message)
-                vt_name = None
-            m.target_typename, m.target_id = key
-            has_caller = False
-            # (the record's fields unpacked by name at once: one step instead of one index each)
-            for index, (_target_tn, _target_id, caller_tn, caller_id, value_tn, value, has_value) in enumerate(records):
-                if type(value) is bytes:
-                    m._tv = TypedValue(value_tn, has_value, value)
-                    m._type = None
-                    m._obj = None
-                    vt_name = None
-                else:
-                    if value_tn != vt_name:
-                        vt_name = value_tn
-                        m._type = builtin_type(value_tn)
-                    m._tv = None  # (a TypedValue the function asked for is made again for this value)
-                    m._obj = value
-                if caller_tn:
-                    caller = self._callers.get((caller_tn, caller_id))
-                    context._caller = caller if caller is not None else self.address_of((caller_tn, caller_id))
-                    has_caller = True
-                elif has_caller:
-                    context._caller = None
-                    has_caller = False
-                try:
-                    outcome = fun(context, m)
-                except Exception as exc:
-                    raise invocation_failure(address, index, len(records), m.value_typename(), context._caller, exc) from exc
-                if outcome is not None and inspect.isawaitable(outcome):  # a sync wrapper returning a coroutine
-                    await_privately(outcome, address, index, len(records), m.value_typename(), context._caller)
-                if _refcount(m) > 2:  # the function kept the message (local `m` + the call's argument)
-                    m = _new_message(Message)
-                    m.target_typename, m.target_id = key
-                    vt_name = None
-            self._message = m
-            self._message_vt = vt_name
-            # (bool: _apply empties `sent`)
-            produced = bool(sent or result.outgoing or result.delayed_actions or result.egress)
-            if direct and not produced:  # (_apply of an invocation that only changed its state)
-                slots.store_at(kg, key)
-                self._invocations += 1
-                self._messages += len(records)
-            elif direct:
-                self._apply(key, address, records, result, (), slots, kg, sent)
-            else:
-                self._apply(key, address, records, result, slots.changes(), sent=sent)
-        except Exception as exc:
-            raise UserCodeError(_describe(records), exc) from exc
-        if _refcount(context) > 3:  # the function kept the context (self._context, local, argument)
-            self._context = None
-        # references: slots, the local `storage`, the argument, the reused context's two
-        if _refcount(storage) > 5:
-            layout.slots = self._storage_slots(key[0])  # the function kept it
-        if produced and (result.outgoing or result.delayed_actions or result.egress):  # the reused result starts empty
-            result.outgoing = []
-            result.delayed_actions = []
-            result.egress = []
-
     def _invoke_async(
         self, key: tuple[str, str], address: Address, kg: int, records: list[MessageRecord], layout: _Layout
     ) -> None:
-        """:meth:`_invoke` of an async function (run to completion on a private event loop)."""
+        """An invocation (see :meth:`_drain`) of an async function (run to completion on a private event loop)."""
         slots = layout.slots
         try:
             try:
@@ -907,7 +917,7 @@ class FunctionDispatcher(StreamOperator):
             layout.slots = self._storage_slots(key[0])  # the function kept it
 
     def _target_of(self, key: tuple[str, str], records: list[MessageRecord]) -> tuple[Address, int, _Layout]:
-        """The address, key group and function layout of ``key``; cached for :meth:`_invoke`
+        """The address, key group and function layout of ``key``; cached for :meth:`_drain`
         when the key group is this subtask's (a record of another subtask's key group fails
         with the backend's StateError; one of an unknown function type with FunctionNotFound)."""
         layout = self._layouts.get(key[0])
