@@ -690,9 +690,6 @@ class FunctionDispatcher(StreamOperator):
                 direct = slots.direct  # values read/written in the backend's tables, no current key
                 if not direct:
                     self.backend.set_current_key_with_group(key, kg)
-                if layout.is_async:
-                    self._invoke_async(key, address, kg, records, layout)
-                    continue
                 if context is None:
                     context = self._context = _DispatchContext(address, slots.storage, InvocationResult())
                     context.storage = slots.storage  # type: ignore[misc]  # slots of BatchContext
@@ -717,52 +714,60 @@ class FunctionDispatcher(StreamOperator):
                     if context._storage is not storage:
                         context._storage = storage
                         context.storage = storage  # type: ignore[misc]
-                    fun = layout.fun
-                    if m is None:
-                        m = _new_message(Message)
-                        vt_name = None
-                    m.target_typename, m.target_id = key
-                    has_caller = False
-                    # (the record's fields unpacked by name at once: one step instead of one index each)
-                    for index, (_target_tn, _target_id, caller_tn, caller_id, value_tn, value, has_value) in enumerate(records):
-                        if type(value) is bytes:
-                            m._tv = TypedValue(value_tn, has_value, value)
-                            m._type = None
-                            m._obj = None
-                            vt_name = None
+                    if layout.is_async:  # run to completion on a private event loop
+                        result_of = invoke_prepared(layout.fn, address, storage, *self._messages_of(key, records))
+                        if direct:
+                            self._apply(key, address, records, result_of, (), slots, kg)
                         else:
-                            if value_tn != vt_name:
-                                vt_name = value_tn
-                                m._type = builtin_type(value_tn)
-                            m._tv = None  # (a TypedValue the function asked for is made again for this value)
-                            m._obj = value
-                        if caller_tn:
-                            caller = callers.get((caller_tn, caller_id))
-                            context._caller = caller if caller is not None else self.address_of((caller_tn, caller_id))
-                            has_caller = True
-                        elif has_caller:
-                            context._caller = None
-                            has_caller = False
-                        try:
-                            outcome = fun(context, m)
-                        except Exception as exc:
-                            raise invocation_failure(address, index, n, m.value_typename(), context._caller, exc) from exc
-                        if outcome is not None and inspect.isawaitable(outcome):  # a sync wrapper returning a coroutine
-                            await_privately(outcome, address, index, n, m.value_typename(), context._caller)
-                        if _refcount(m) > 2:  # the function kept the message (local `m` + the call's argument)
-                            m = _new_message(Message)
-                            m.target_typename, m.target_id = key
-                            vt_name = None
-                    # (bool: _apply empties `sent`)
-                    produced = bool(sent or result.outgoing or result.delayed_actions or result.egress)
-                    if direct and not produced:  # (_apply of an invocation that only changed its state)
-                        slots.store_at(kg, key)
-                        invocations += 1
-                        messages += n
-                    elif direct:
-                        self._apply(key, address, records, result, (), slots, kg, sent)
+                            self._apply(key, address, records, result_of, slots.changes())
+                        produced = False
                     else:
-                        self._apply(key, address, records, result, slots.changes(), sent=sent)
+                        fun = layout.fun
+                        if m is None:
+                            m = _new_message(Message)
+                            vt_name = None
+                        m.target_typename, m.target_id = key
+                        has_caller = False
+                        # (the record's fields unpacked by name at once: one step instead of one index each)
+                        for index, (_target_tn, _target_id, caller_tn, caller_id, value_tn, value, has_value) in enumerate(records):
+                            if type(value) is bytes:
+                                m._tv = TypedValue(value_tn, has_value, value)
+                                m._type = None
+                                m._obj = None
+                                vt_name = None
+                            else:
+                                if value_tn != vt_name:
+                                    vt_name = value_tn
+                                    m._type = builtin_type(value_tn)
+                                m._tv = None  # (a TypedValue the function asked for is made again for this value)
+                                m._obj = value
+                            if caller_tn:
+                                caller = callers.get((caller_tn, caller_id))
+                                context._caller = caller if caller is not None else self.address_of((caller_tn, caller_id))
+                                has_caller = True
+                            elif has_caller:
+                                context._caller = None
+                                has_caller = False
+                            try:
+                                outcome = fun(context, m)
+                            except Exception as exc:
+                                raise invocation_failure(address, index, n, m.value_typename(), context._caller, exc) from exc
+                            if outcome is not None and inspect.isawaitable(outcome):  # a sync wrapper returning a coroutine
+                                await_privately(outcome, address, index, n, m.value_typename(), context._caller)
+                            if _refcount(m) > 2:  # the function kept the message (local `m` + the call's argument)
+                                m = _new_message(Message)
+                                m.target_typename, m.target_id = key
+                                vt_name = None
+                        # (bool: _apply empties `sent`)
+                        produced = bool(sent or result.outgoing or result.delayed_actions or result.egress)
+                        if direct and not produced:  # (_apply of an invocation that only changed its state)
+                            slots.store_at(kg, key)
+                            invocations += 1
+                            messages += n
+                        elif direct:
+                            self._apply(key, address, records, result, (), slots, kg, sent)
+                        else:
+                            self._apply(key, address, records, result, slots.changes(), sent=sent)
                 except Exception as exc:
                     raise UserCodeError(_describe(records), exc) from exc
                 if _refcount(context) > 3:  # the function kept the context (self._context, local, argument)
@@ -892,30 +897,6 @@ class FunctionDispatcher(StreamOperator):
         return JobFailed(msg, operator=ctx.operator_name, subtask=ctx.subtask_index, record=record, cause=cause)
 
     # ------------------------------------------------------------------ invocation
-    def _invoke_async(
-        self, key: tuple[str, str], address: Address, kg: int, records: list[MessageRecord], layout: _Layout
-    ) -> None:
-        """An invocation (see :meth:`_drain`) of an async function (run to completion on a private event loop)."""
-        slots = layout.slots
-        try:
-            try:
-                storage = slots.load_at(kg, key) if slots.direct else slots.load()
-            except TypeError as exc:
-                raise StatefulFunctionError(
-                    f"cannot load the state of {address}: {exc}",
-                    address=address,
-                    message_typename=records[0][VALUE_TYPENAME],
-                ) from exc
-            result = invoke_prepared(layout.fn, address, storage, *self._messages_of(key, records))
-            if slots.direct:
-                self._apply(key, address, records, result, (), slots, kg)
-            else:
-                self._apply(key, address, records, result, slots.changes())
-        except Exception as exc:
-            raise UserCodeError(_describe(records), exc) from exc
-        if _refcount(storage) > 3:  # slots, the local `storage`, the argument
-            layout.slots = self._storage_slots(key[0])  # the function kept it
-
     def _target_of(self, key: tuple[str, str], records: list[MessageRecord]) -> tuple[Address, int, _Layout]:
         """The address, key group and function layout of ``key``; cached for :meth:`_drain`
         when the key group is this subtask's (a record of another subtask's key group fails

@@ -495,3 +495,36 @@ def test_messages_contexts_and_storages_a_function_keeps_are_not_reused():
     assert [s.n for s in kept_storages] == [2, 2, 2, 7]  # one storage per invocation, never refilled
     assert [c.address.id for c in kept_contexts] == ["keep"] * 4
     assert [run.state("test/keeper", f"other{i}", "n") for i in range(5)] == [100, 101, 102, 103, 104]
+
+
+def test_sync_and_async_functions_interleaved_in_one_step_keep_their_own_state_and_outputs():
+    """One mailbox step invokes addresses of a sync and an async function in turn (the reused
+    context and message of the sync path, the async path's own): every address counts its
+    messages, sends reach their targets and egress in order, and an async function that
+    keeps its storage does not share it with the next address."""
+    functions = StatefulFunctions()
+    kept = []
+
+    @functions.bind("test/sync", specs=[ValueSpec("n", IntType)])
+    def sync_counter(context, message):
+        n = (context.storage.n or 0) + 1
+        context.storage.n = n
+        context.send(message_builder("test/async", context.address.id, int_value=n))
+
+    @functions.bind("test/async", specs=[ValueSpec("total", IntType)])
+    async def async_total(context, message):
+        context.storage.total = (context.storage.total or 0) + message.as_int()
+        if context.address.id == "k0":
+            kept.append(context.storage)
+        context.send_egress(egress_message_builder("test/out", f"{context.address.id}:{context.storage.total}", StringType))
+
+    run = LocalDispatchers(functions, egresses=["test/out"])
+    keys = ["k0", "k1", "k2", "k1", "k2", "k2"]  # k0 once, k1 twice, k2 three times
+    run.send(*[message_builder("test/sync", k, int_value=1) for k in keys])
+    assert [run.state("test/sync", f"k{i}", "n") for i in range(3)] == [1, 2, 3]
+    assert [run.state("test/async", f"k{i}", "total") for i in range(3)] == [1, 3, 6]  # 1, 1 + 2, 1 + 2 + 3
+    out = run.egress("test/out")
+    expected = {"k0": ["k0:1"], "k1": ["k1:1", "k1:3"], "k2": ["k2:1", "k2:3", "k2:6"]}
+    for k, values in expected.items():
+        assert [v for v in out if v.startswith(f"{k}:")] == values
+    assert [s.total for s in kept] == [1]  # k0's kept storage is not refilled by k1's and k2's invocations
