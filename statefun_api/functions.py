@@ -119,15 +119,35 @@ class StatefulFunctions:
     ) -> None:
         """Register ``fun`` under ``typename`` with the given state ``specs``.
 
+        Registering the same code again (the same function of the same file and line: a
+        notebook cell run again, a module reloaded) replaces it, as the SDK does; another
+        function under a registered typename is an error.
+
+        Example:
+            >>> functions = StatefulFunctions()
+            >>> for _ in range(2):  # the same cell, run twice
+            ...     functions.register("com.example/f", lambda context, message: None)
+            >>> def other(context, message):
+            ...     pass
+            >>> functions.register("com.example/f", other)  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ...
+            ValueError: a function is already registered under 'com.example/f' (<lambda> at ...); cannot register other at ...
+
         Raises:
-            ValueError: bad typename, duplicate typename or spec name, or a function that
-                cannot be called as ``fun(context, message)``.
+            ValueError: bad typename, another function under a registered typename,
+                duplicate spec name, or a function that cannot be called as
+                ``fun(context, message)``.
         """
         parse_typename(typename)
         if fun is None or not callable(fun):
             raise ValueError(f"function {typename!r}: expected a callable, got {fun!r}")
-        if typename in self._functions:
-            raise ValueError(f"a function is already registered under {typename!r}")
+        registered = self._functions.get(typename)
+        if registered is not None and _origin(registered.fun) != _origin(fun):
+            raise ValueError(
+                f"a function is already registered under {typename!r} ({_describe(registered.fun)}); "
+                f"cannot register {_describe(fun)} under it too"
+            )
         spec_list = tuple(specs or ())
         seen: set[str] = set()
         for spec in spec_list:
@@ -187,3 +207,18 @@ class StatefulFunctions:
 
     def __repr__(self) -> str:
         return f"StatefulFunctions({sorted(self._functions)})"
+
+
+def _origin(fun: Any) -> tuple[Any, ...]:
+    """Where ``fun`` was defined: module, qualified name, file and first line (the same for
+    the function a re-run notebook cell defines again); the object itself when unknown."""
+    code = getattr(fun, "__code__", None)
+    if code is None:
+        return (fun,)
+    return (getattr(fun, "__module__", None), getattr(fun, "__qualname__", None), code.co_filename, code.co_firstlineno)
+
+
+def _describe(fun: Any) -> str:
+    code = getattr(fun, "__code__", None)
+    name = getattr(fun, "__qualname__", None) or repr(fun)
+    return f"{name} at {code.co_filename}:{code.co_firstlineno}" if code is not None else name

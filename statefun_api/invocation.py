@@ -12,10 +12,14 @@ A batch is all or nothing: if the function raises on any message, :func:`invoke`
 and no effects are returned, so the caller can retry the whole batch.
 
 Async functions: :func:`invoke_async` awaits them on the caller's event loop.
-:func:`invoke` (synchronous) drives them to completion on a *private* event loop that it
-creates for the batch and closes afterwards (never installed as the thread's current
-loop); calling :func:`invoke` for an async function from inside a running event loop is an
-error; use :func:`invoke_async` there.
+:func:`invoke` (synchronous) drives them to completion on the process's *function loop*:
+one event loop that runs for the life of the process in its own daemon thread
+(``statefun-function-loop``), started on first use, never the caller's thread's loop.
+As on a StateFun SDK server, whose aiohttp loop serves every request, what a function
+creates on the loop and keeps between calls (a client session, a lock, a queue) stays
+usable in later calls, also of other dispatchers and jobs in the same process, and tasks
+it starts and does not await go on running. Calling :func:`invoke` for an async function
+from inside a running event loop is an error; use :func:`invoke_async` there.
 
 Example:
     >>> from raystream.statefun_api import StatefulFunctions, ValueSpec, IntType, message_builder
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import threading
 from collections.abc import Awaitable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -59,6 +64,7 @@ __all__ = [
     "BatchContext",
     "invocation_failure",
     "await_privately",
+    "function_loop",
 ]
 
 R = TypeVar("R")
@@ -384,7 +390,8 @@ async def _await_one(batch: _Batch, index: int, outcome: Awaitable[Any]) -> None
 
 
 def _run_private(coro: Coroutine[Any, Any, R], target: Address) -> R:
-    """Run ``coro`` to completion on a fresh event loop that is closed afterwards."""
+    """Run ``coro`` to completion on the process's function loop (:func:`function_loop`),
+    waiting for it in this thread."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -396,17 +403,40 @@ def _run_private(coro: Coroutine[Any, Any, R], target: Address) -> R:
             f"loop; use `await invoke_async(...)` (or RequestReplyHandler.handle_async) there",
             address=target,
         )
-    loop = asyncio.new_event_loop()
-    try:
-        return loop.run_until_complete(coro)
-    finally:
-        try:
-            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-            for task in pending:
-                task.cancel()
-            if pending:
-                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.run_until_complete(loop.shutdown_default_executor())
-        finally:
-            loop.close()
+    return asyncio.run_coroutine_threadsafe(coro, function_loop()).result()
+
+
+_LOOP_LOCK = threading.Lock()
+_LOOP: tuple[asyncio.AbstractEventLoop, threading.Thread] | None = None
+
+
+def function_loop() -> asyncio.AbstractEventLoop:
+    """The event loop that async functions invoked synchronously run on: one per process,
+    running in the daemon thread ``statefun-function-loop`` (started on first use, and again
+    in a child process that forked after it). A process-wide service, not a job's thread:
+    a task executor that hosted async functions is as clean after the job as any other.
+
+    Example:
+        >>> loop = function_loop()
+        >>> loop.is_running(), function_loop() is loop
+        (True, True)
+    """
+    global _LOOP
+    current = _LOOP
+    if current is not None and current[1].is_alive():
+        return current[0]
+    with _LOOP_LOCK:
+        if _LOOP is None or not _LOOP[1].is_alive():
+            loop = asyncio.new_event_loop()
+            running = threading.Event()
+
+            def run() -> None:
+                asyncio.set_event_loop(loop)
+                loop.call_soon(running.set)
+                loop.run_forever()
+
+            thread = threading.Thread(target=run, name="statefun-function-loop", daemon=True)
+            thread.start()
+            running.wait()
+            _LOOP = (loop, thread)
+        return _LOOP[0]

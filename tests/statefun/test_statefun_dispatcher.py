@@ -528,3 +528,40 @@ def test_sync_and_async_functions_interleaved_in_one_step_keep_their_own_state_a
     for k, values in expected.items():
         assert [v for v in out if v.startswith(f"{k}:")] == values
     assert [s.total for s in kept] == [1]  # k0's kept storage is not refilled by k1's and k2's invocations
+
+
+def test_async_functions_keep_what_they_made_on_the_loop_between_calls_and_dispatchers():
+    """As on an SDK server, whose one event loop serves every request: an async function may
+    start a client (here a queue served by a task it starts and never awaits, as a
+    connection pool does) in its first call and use it in later calls, also of another
+    dispatcher in the same process (a job run again on a warm executor)."""
+    import asyncio
+
+    client: dict = {}
+
+    async def service() -> asyncio.Queue:
+        if "queue" not in client:
+            queue: asyncio.Queue = asyncio.Queue()
+
+            async def serve() -> None:
+                while True:
+                    n, answer = await queue.get()
+                    answer.set_result(n * 10)
+
+            client["queue"], client["task"] = queue, asyncio.create_task(serve())
+        return client["queue"]
+
+    functions = StatefulFunctions()
+
+    @functions.bind("test/client", specs=[ValueSpec("total", IntType)])
+    async def use_client(context, message):
+        answer = asyncio.get_running_loop().create_future()
+        await (await service()).put((message.as_int(), answer))
+        context.storage.total = (context.storage.total or 0) + await asyncio.wait_for(answer, 10)
+
+    for _ in range(2):  # two dispatchers, one after the other, in this process
+        run = LocalDispatchers(functions)
+        for i in range(1, 4):  # three mailbox steps
+            run.send(message_builder("test/client", "a", int_value=i), message_builder("test/client", "b", int_value=i))
+        assert [run.state("test/client", k, "total") for k in ("a", "b")] == [60, 60]
+    assert not client["task"].done()

@@ -144,3 +144,16 @@ def test_missing_specs_keep_declaration_order() -> None:
     specs = [ValueSpec("b", IntType), ValueSpec("a", IntType), ValueSpec("c", IntType)]
     functions.register("ns/f", lambda c, m: None, specs=specs)
     assert [s.name for s in functions.for_typename("ns/f").missing_specs({"a"})] == ["b", "c"]
+
+
+def test_the_same_code_registered_again_replaces_it_as_a_rerun_notebook_cell_does() -> None:
+    functions = StatefulFunctions()
+    cell = "@functions.bind('com.example/greeter', specs=[ValueSpec('seen', IntType)])\ndef greeter(context, message):\n    pass\n"
+    for specs in ("IntType", "StringType"):  # the cell edited (another spec type) and run again
+        exec(compile(cell.replace("IntType", specs), "<cell-1>", "exec"), {"functions": functions, "ValueSpec": ValueSpec,
+                                                                          "IntType": IntType, "StringType": StringType})
+    assert functions.for_typename("com.example/greeter").specs == (ValueSpec("seen", StringType),)
+    other = "@functions.bind('com.example/greeter')\ndef greeter(context, message):\n    pass\n"
+    with pytest.raises(ValueError, match=r"already registered under 'com.example/greeter' \(greeter at <cell-1>:1\); "
+                                         r"cannot register greeter at <cell-2>:1"):
+        exec(compile(other, "<cell-2>", "exec"), {"functions": functions})
