@@ -598,9 +598,10 @@ class _Call:
         if ep.max_retries is not None and self.attempts > ep.max_retries:
             reason = f"{ep.max_retries} retries used up"
         else:
-            reason = f"call timeout of {ep.call_timeout_s:g} s reached"
+            reason = f"the next attempt would pass the call timeout of {ep.call_timeout_s:g} s"
             delay = min(ep.backoff_max_s, ep.backoff_initial_s * 2 ** (self.attempts - 1))
             if now + delay < self.deadline:
+                self.caller.last_retry = f"{self.target.where}: attempt {self.attempts} failed with {last}"
                 self.phase = _BACKOFF
                 self._arm(now + delay)
                 return
@@ -719,6 +720,9 @@ class RemoteCaller:
         self._resolving: dict[tuple[str, int], asyncio.Task[list[str]]] = {}
         self._tls: ssl.SSLContext | None = None
         self._keepalive_s = keepalive_s
+        #: the last failed attempt of a call that is retried (where, which attempt, the error;
+        #: written by the I/O thread): what a caller waiting for replies can tell its user
+        self.last_retry: str | None = None
         self.loop = asyncio.SelectorEventLoop(_DoorbellSelector(self))
         self._closed = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)

@@ -228,7 +228,11 @@ class LocalDispatchers:
         while any(op.remote_in_flight() for op in self.dispatchers):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TimeoutError(f"remote calls still in flight after {timeout_s} s")
+                retried = [note for op in self.dispatchers if op._rpc is not None and (note := op._rpc.last_retry())]
+                raise TimeoutError(
+                    f"remote calls still in flight after {timeout_s} s"
+                    + (f"; they are being retried, the last failed attempt: {retried[-1]}" if retried else "")
+                )
             # wait for a reply on the mailbox of a subtask that awaits one
             waiting = next(h for h, op in zip(self.subtasks, self.dispatchers) if op.remote_in_flight())
             waiting.step(wait_s=min(remaining, 0.05))

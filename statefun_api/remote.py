@@ -189,6 +189,10 @@ class RemoteFunctions:
         """No call in flight and no message queued."""
         return not self._inflight and not self._queued
 
+    def last_retry(self) -> str | None:
+        """The last failed attempt of a call being retried (see ``RemoteCaller.last_retry``)."""
+        return None if self._caller is None else self._caller.last_retry
+
     def in_flight(self) -> int:
         """Requests in flight."""
         return len(self._inflight)

@@ -49,6 +49,7 @@ __all__ = [
     "storage_class",
     "load_storage",
     "StorageSlots",
+    "ValueSpec",  # (re-exported as the SDK's `from statefun.storage import *` gives it)
 ]
 
 StateValue = bytes | TypedValue | None

@@ -374,7 +374,7 @@ def test_the_call_timeout_bounds_all_attempts(calls):
     with ScriptedServer(lambda req, n: [b"HTTP/1.1 503 Busy\r\nContent-Length: 4\r\n\r\nbusy"]) as server:
         result = calls.call(server.url, b"x", call_timeout=timedelta(seconds=1))
     assert result.body is None
-    assert "call timeout of 1 s reached; last error: HTTP 503, body 'busy'" in result.error
+    assert "the next attempt would pass the call timeout of 1 s; last error: HTTP 503, body 'busy'" in result.error
 
 
 # ---------------------------------------------------------------- bursts

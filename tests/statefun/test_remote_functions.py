@@ -318,6 +318,17 @@ def test_a_transient_http_500_is_retried_and_recovers(recorder):
     assert [c[3] for c in recorder.calls[:2]] == ["HTTP 500", "HTTP 429"]
 
 
+def test_waiting_for_calls_that_are_retried_names_their_last_failure(recorder):
+    recorder.faults = [(500, b"boom: the function crashed")] * 1000  # retried until the call timeout
+    with dispatchers(recorder) as run:
+        run.send(greet("ann"))
+        with pytest.raises(TimeoutError) as info:
+            run.wait_remote(timeout_s=0.5)
+    msg = str(info.value)
+    assert "remote calls still in flight after 0.5 s; they are being retried" in msg
+    assert f"127.0.0.1:{recorder.server.port}: attempt" in msg and "HTTP 500, body 'boom: the function crashed'" in msg
+
+
 def test_http_500_until_the_retries_run_out_fails_the_job_naming_function_and_url(recorder):
     recorder.faults = [(500, b"boom: the function crashed")] * 3
     ep = endpoint(recorder.server, max_retries=2)

@@ -496,3 +496,11 @@ def test_a_reply_without_effects_is_an_empty_invocation_result():
     parsed = rr_pb2.FromFunction()
     parsed.ParseFromString(ours)
     assert parsed.HasField("invocation_result") and parsed.invocation_result.ByteSize() == 0
+
+
+def test_the_storage_module_star_import_gives_value_spec_as_the_sdk_does() -> None:
+    namespace: dict = {}
+    exec("from raystream.statefun_api.storage import *", namespace)  # as ported `from statefun.storage import *`
+    from raystream.statefun_api import ValueSpec
+
+    assert namespace["ValueSpec"] is ValueSpec
