@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
-from raystream.engine.connectors import assign_splits
+from raystream.engine.connectors import assign_split_indices
 from raystream.engine.errors import CheckpointError, ConfigError
 
 from .serde import loads
@@ -539,7 +539,7 @@ def build_restore_plan(
                 continue
             keyed: list[bytes] = []
             states: list[Any] = []  # operator states (each operator's own picklable value)
-            splits: list[Any] = []  # source splits (each source's own split type)
+            splits: list[tuple[Any, Any]] = []  # (ordinal or None, source split of the source's own type)
             logs: list[pa.RecordBatch] = []
             for subtask in sorted(op["subtasks"]):
                 entry = op["subtasks"][subtask]
@@ -548,13 +548,17 @@ def build_restore_plan(
                 if entry.get("op") is not None:
                     blob = loads(read(entry["op"]), what=f"operator state of {uid!r}")
                     states.append(blob.get("operator"))
-                    splits.extend(blob.get("splits") or [])
+                    held = blob.get("splits") or []
+                    splits.extend(zip(blob.get("order") or [None] * len(held), held))
                 if entry.get("log") is not None:
                     logs.extend(loads(read(entry["log"]), what=f"feedback log of {uid!r}"))
                 if entry.get("committables"):
                     committables.setdefault(uid, []).extend(entry["committables"])
+            # restored splits in the source's order (a reader reads its splits in list order,
+            # which per-split watermarks rely on), then dealt by the work left in them
+            splits.sort(key=lambda pair: (pair[0] is None, pair[0] or 0))
             try:
-                dealt = assign_splits(splits, v["parallelism"])  # the restored positions' work, balanced
+                dealt = assign_split_indices([split for _o, split in splits], v["parallelism"])
             except ValueError as exc:
                 raise CheckpointError(f"cannot assign the restored source splits of {uid!r}: {exc}") from exc
             for s in range(v["parallelism"]):
@@ -562,7 +566,8 @@ def build_restore_plan(
                 task_plan[uid] = {
                     "keyed": keyed,
                     "operator": states,
-                    "splits": dealt[s] if uid == v.get("source_uid") else [],
+                    "splits": [splits[i][1] for i in dealt[s]] if uid == v.get("source_uid") else [],
+                    "split_order": [splits[i][0] for i in dealt[s]] if uid == v.get("source_uid") else [],
                     "feedback_log": logs,
                 }
     return plan, committables

@@ -36,6 +36,8 @@ __all__ = [
     "SinkWriter",
     "Committer",
     "assign_splits",
+    "assign_split_indices",
+    "split_key",
     "split_weight",
 ]
 
@@ -155,6 +157,16 @@ def assign_splits(splits: list[SplitT], parallelism: int) -> list[list[SplitT]]:
         >>> assign_splits(list("abcde"), 2)
         [['a', 'c', 'e'], ['b', 'd']]
     """
+    return [[splits[i] for i in indices] for indices in assign_split_indices(splits, parallelism)]
+
+
+def assign_split_indices(splits: list[Any], parallelism: int) -> list[list[int]]:
+    """:func:`assign_splits` as the indices into ``splits`` each reader gets, ascending.
+
+    Example:
+        >>> assign_split_indices(["a", "b", "c"], 2)
+        [[0, 2], [1]]
+    """
     if parallelism < 1:
         raise ValueError(f"splits are assigned to at least 1 reader, got parallelism {parallelism}")
     weights = [split_weight(s) for s in splits]
@@ -164,7 +176,28 @@ def assign_splits(splits: list[SplitT], parallelism: int) -> list[list[SplitT]]:
         work, reader = heapq.heappop(heap)
         owned[reader].append(i)
         heapq.heappush(heap, (work + weights[i], reader))
-    return [[splits[i] for i in sorted(indices)] for indices in owned]
+    return [sorted(indices) for indices in owned]
+
+
+def split_key(split: Any) -> Any:
+    """The ``split_id`` of ``split`` (or of the split a wrapper holds in ``.split``, as the
+    per-split watermark state does); None when it has none.
+
+    Example:
+        >>> from dataclasses import dataclass
+        >>> @dataclass
+        ... class S:
+        ...     split_id: str
+        >>> @dataclass
+        ... class Wrapped:
+        ...     split: S
+        >>> split_key(S("a#0")), split_key(Wrapped(S("a#1"))), split_key("plain")
+        ('a#0', 'a#1', None)
+    """
+    key = getattr(split, "split_id", None)
+    if key is None:
+        key = getattr(getattr(split, "split", None), "split_id", None)
+    return key
 
 
 class Source(ABC, Generic[SplitT]):

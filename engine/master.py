@@ -28,7 +28,7 @@ import cloudpickle
 
 from .channels import InputInfo, OutputInfo
 from .config import JobConfig
-from .connectors import assign_splits
+from .connectors import assign_split_indices
 from .errors import CheckpointError, ConfigError, JobCancelled, JobFailed, RaystreamError
 from .executors import ExecutorLost, ExecutorRuntime, TaskCallFailed
 from .graph import JobGraph
@@ -77,7 +77,7 @@ def build_task_specs(job_id: str, graph: JobGraph, config: JobConfig, attempt: i
                         side_tag=e.side_tag,
                     )
                 )
-            src_splits = splits.get(v.id, [[] for _ in range(v.parallelism)])[s] if v.source else []
+            src_splits = splits.get(v.id, [[] for _ in range(v.parallelism)])[s] if v.source else []  # (ordinal, split)
             specs[(v.id, s)] = TaskSpec(
                 job_id=job_id,
                 vertex_id=v.id,
@@ -90,7 +90,8 @@ def build_task_specs(job_id: str, graph: JobGraph, config: JobConfig, attempt: i
                 outputs=outputs,
                 config=config.task,
                 source=v.source,
-                splits=src_splits,
+                splits=[split for _ordinal, split in src_splits],
+                split_order=[ordinal for ordinal, _split in src_splits],
                 attempt=attempt,
                 restore=(restore or {}).get((v.id, s)),
                 clock=config.clock,
@@ -134,11 +135,13 @@ def attempt_executor_names(job_id: str, slots: list[str], attempt: int) -> dict[
     return {slot: task_actor_name(job_id, slot, attempt) for slot in slots}
 
 
-def _plan_splits(vertex: Any) -> list[list]:
-    """The splits of source ``vertex`` dealt out to its subtasks (:func:`assign_splits`); a
+def _plan_splits(vertex: Any) -> list[list[tuple[int, Any]]]:
+    """The splits of source ``vertex`` dealt out to its subtasks (:func:`assign_splits`), each
+    with its ordinal (its place in the source's order: restored splits are read in it); a
     source whose splits cannot be made or weighed fails the job naming it."""
     try:
-        return assign_splits(vertex.source.create_splits(vertex.parallelism), vertex.parallelism)
+        splits = vertex.source.create_splits(vertex.parallelism)
+        return [[(i, splits[i]) for i in dealt] for dealt in assign_split_indices(splits, vertex.parallelism)]
     except Exception as exc:
         raise JobFailed(
             f"source {vertex.name!r} ({vertex.source.describe()}): planning its splits failed: {type(exc).__name__}: {exc}"

@@ -19,6 +19,7 @@ import logging
 import queue
 import time
 import traceback
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable
@@ -35,7 +36,7 @@ from .channels import (
     RecordWriter,
 )
 from .config import TaskConfig
-from .connectors import END_OF_INPUT, NOTHING_AVAILABLE, Source, SourceReader
+from .connectors import END_OF_INPUT, NOTHING_AVAILABLE, Source, SourceReader, split_key
 from .errors import ConfigError, JobFailed, UserCodeError, short_repr
 from .events import MAX_WATERMARK, MIN_WATERMARK, Barrier, EndOfInput, StreamStatus, Watermark
 from .keygroups import KeyGroupRange
@@ -66,6 +67,9 @@ class TaskSpec:
     config: TaskConfig
     source: Source | None = None
     splits: list = field(default_factory=list)
+    # each split's ordinal in its source's order (parallel to ``splits``; kept in checkpoints
+    # with the split positions, so that restored splits are read in the source's order)
+    split_order: list = field(default_factory=list)
     attempt: int = 0
     restore: dict | None = None  # op uid -> restored states (see checkpoint coordinator)
     clock: Any = None
@@ -190,6 +194,7 @@ class Task:
         self.op_specs = [op for op in spec.chain if op.get("kind") != "source"]
         self.op_metrics = [_OperatorMetrics() for _ in range(len(self.op_specs) + 1)]
         self._source_reader: SourceReader | None = None
+        self._split_order: dict[Any, int] = {}  # split_key -> ordinal in the source's order
         self._aligning: int | None = None  # checkpoint id being aligned
         self._barriers_seen: set[int] = set()
         self._input_watermarks: dict[int, int] = {}
@@ -291,10 +296,11 @@ class Task:
         if self.spec.source is not None:
             source_ctx = self._make_context(self.spec.chain[0])
             self._source_reader = self.spec.source.create_reader(source_ctx)
-            splits = self.spec.splits
+            splits, order = self.spec.splits, self.spec.split_order
             src_state = restore.get(self.spec.chain[0]["uid"])
             if src_state is not None:
-                splits = src_state.get("splits", [])
+                splits, order = src_state.get("splits", []), src_state.get("split_order") or []
+            self._split_order = _ordinals(splits, order)
             self._source_reader.add_splits(list(splits))
         for ch in self._channels:
             self._input_watermarks.setdefault(ch.info.input_index, MIN_WATERMARK)
@@ -750,8 +756,7 @@ class Task:
         state: dict[str, Any] = {}
         if self._source_reader is not None:
             src_uid = self.spec.chain[0]["uid"]
-            splits = self._source_reader.snapshot_state(cid)
-            state[src_uid] = {"op": dumps({"splits": splits}, what=f"source splits of {src_uid!r}")}
+            state[src_uid] = {"op": self._source_state(src_uid, cid)}
         for i, (op, spec) in enumerate(zip(self.operators, self.op_specs)):
             entry: dict[str, Any] = {}
             pre_barrier = getattr(op, "prepare_snapshot_pre_barrier", None)
@@ -918,6 +923,14 @@ class Task:
         self._finished = True
         return TaskResult(self.spec.vertex_id, self.spec.subtask_index, self.metrics(), committables, final_state)
 
+    def _source_state(self, src_uid: str, checkpoint_id: int) -> bytes:
+        """The reader's splits with their positions and their ordinals in the source's order
+        (``None`` for a split without a ``split_id``), serialized."""
+        assert self._source_reader is not None
+        splits = self._source_reader.snapshot_state(checkpoint_id)
+        order = [self._split_order.get(k) if isinstance(k := split_key(s), Hashable) else None for s in splits]
+        return dumps({"splits": splits, "order": order}, what=f"source splits of {src_uid!r}")
+
     def _final_state(self) -> dict:
         """The state that represents this finished task in later checkpoints (FLIP-147):
         source positions (all consumed) and operator state; no keyed state (everything it
@@ -926,8 +939,7 @@ class Task:
         state: dict[str, Any] = {}
         if self._source_reader is not None:
             src_uid = self.spec.chain[0]["uid"]
-            splits = self._source_reader.snapshot_state(cid)
-            state[src_uid] = {"op": dumps({"splits": splits}, what=f"source splits of {src_uid!r}")}
+            state[src_uid] = {"op": self._source_state(src_uid, cid)}
         for i, (op, spec) in enumerate(zip(self.operators, self.op_specs)):
             op_state = self._guard(i, None, partial(op.snapshot_state, cid))
             state[spec["uid"]] = {"op": dumps({"operator": op_state}, what=f"state of operator {spec['name']!r}")}
@@ -974,3 +986,14 @@ class Task:
                     }
                 )
         return {"task": self.spec.task_name, "operators": ops, "channels": channels}
+
+
+def _ordinals(splits: list, order: list) -> dict[Any, int]:
+    """``{split_key: ordinal}`` of the splits a source task starts with (those without a
+    hashable ``split_id`` or an ordinal are left out: their checkpoints carry ``None``)."""
+    out: dict[Any, int] = {}
+    for split, ordinal in zip(splits, order):
+        key = split_key(split)
+        if key is not None and ordinal is not None and isinstance(key, Hashable):
+            out[key] = ordinal
+    return out

@@ -145,6 +145,53 @@ def test_restored_splits_are_dealt_by_the_work_left_in_them(tmp_path):
         build_restore_plan(meta, storage.read_state, [{"id": 0, "parallelism": 2, "uids": ["src"], "source_uid": "src"}], 128)
 
 
+@dataclass
+class Named:
+    split_id: str
+    rows: int
+
+    def weight(self) -> float:
+        return self.rows
+
+
+def _restore_plan(tmp_path, held: dict, parallelism: int, with_order: bool = True):
+    storage = CheckpointStorage(str(tmp_path))
+    coord = CheckpointCoordinator(CheckpointConfig(100, checkpoint_dir=str(tmp_path)), "job", [(0, 0), (0, 1)], storage)
+    p = coord.trigger()
+    for s in range(2):
+        blob = {"splits": [split for _o, split in held[s]]}
+        if with_order:
+            blob["order"] = [o for o, _split in held[s]]
+        op = storage.write_state("job", p.checkpoint_id, f"src/0-{s}-op", dumps(blob))
+        coord.acknowledge(p.checkpoint_id, (0, s), {"src": {"op": op}})
+    coord.begin_finalize(p)
+    coord.complete(p, {"parallelism": {0: 2}, "max_parallelism": 128})
+    assert coord.end_finalize(p)
+    _cid, meta = coord.latest_restorable()
+    vertices = [{"id": 0, "parallelism": parallelism, "uids": ["src"], "source_uid": "src"}]
+    plan, _ = build_restore_plan(meta, storage.read_state, vertices, 128)
+    return [([s.split_id for s in plan[(0, i)]["src"]["splits"]], plan[(0, i)]["src"]["split_order"]) for i in range(parallelism)]
+
+
+def test_restored_splits_are_read_in_the_sources_order_whatever_subtask_held_them(tmp_path):
+    # files f0..f5 ascending in event time, the old subtasks holding f0, f2, f4 and f1, f3, f5:
+    # one reader must not get f4 before f3 (its watermark would pass f3's records)
+    held = {0: [(0, Named("f0", 10)), (2, Named("f2", 10)), (4, Named("f4", 10))],
+            1: [(1, Named("f1", 10)), (3, Named("f3", 10)), (5, Named("f5", 10))]}
+    assert _restore_plan(tmp_path / "a", held, 1) == [(["f0", "f1", "f2", "f3", "f4", "f5"], [0, 1, 2, 3, 4, 5])]
+    assert _restore_plan(tmp_path / "b", held, 2) == [(["f0", "f2", "f4"], [0, 2, 4]), (["f1", "f3", "f5"], [1, 3, 5])]
+    # a checkpoint of a version that kept no ordinals: the subtasks' lists one after the other
+    assert _restore_plan(tmp_path / "c", held, 1, with_order=False)[0][0] == ["f0", "f2", "f4", "f1", "f3", "f5"]
+
+
+def test_fresh_splits_carry_their_ordinals(tmp_path):
+    for f in range(3):
+        pq.write_table(pa.table({"v": list(range(5120))}), tmp_path / f"part-{f}.parquet", row_group_size=4096)
+    dealt = _plan_splits(_Vertex(ParquetSource(str(tmp_path)), 2))
+    assert [[o for o, _s in r] for r in dealt] == [[0, 4], [1, 2, 3, 5]]  # 8,192 / 7,168 rows, in order
+    assert all(s.split_id == f"{tmp_path}/part-{o // 2}.parquet#{o % 2}" for r in dealt for o, s in r)
+
+
 @pytest.mark.parametrize("module", ["raystream.engine.connectors", "raystream.operators.sources"])
 def test_doctests(module):
     import doctest
