@@ -107,7 +107,8 @@ class SourceReader(ABC, Generic[SplitT]):
 
 def split_weight(split: Any) -> float:
     """The work left in ``split`` as its ``weight()`` method estimates it (rows, bytes: only
-    the ratios between one source's splits matter); 1.0 for a split type without one.
+    the ratios between one source's splits matter; a number attribute ``weight`` counts as
+    well); 1.0 for a split type without one.
 
     Example:
         >>> from dataclasses import dataclass
@@ -124,10 +125,10 @@ def split_weight(split: Any) -> float:
         ValueError: ``weight()`` failed or gave a negative, infinite or NaN number.
     """
     weight = getattr(split, "weight", None)
-    if weight is None or not callable(weight):
+    if weight is None:
         return 1.0
     try:
-        value = float(weight())
+        value = float(weight() if callable(weight) else weight)  # (a method, or a number attribute)
     except Exception as exc:  # noqa: BLE001 - named with the split below
         raise ValueError(f"the weight() of source split {split!r} failed: {type(exc).__name__}: {exc}") from exc
     if not (value >= 0.0 and math.isfinite(value)):

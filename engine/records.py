@@ -25,7 +25,7 @@ import cloudpickle
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["Batch", "records_to_arrow", "arrow_to_records", "tuple_columns", "concat_runs", "KIND_KEY"]
+__all__ = ["Batch", "records_to_arrow", "arrow_to_records", "tuple_columns", "concat_runs", "why_not_columns", "KIND_KEY"]
 
 KIND_KEY = b"raystream.kind"
 _ROW = b"row"  # dict records, typed columns
@@ -136,6 +136,54 @@ def records_to_arrow(records: Sequence[Any]) -> pa.RecordBatch:
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, KeyError):
         pass  # mixed types, huge ints...: fall back to pickling
     return _pickled(records)
+
+
+def why_not_columns(records: Sequence[Any]) -> tuple[int, str]:
+    """Why :func:`records_to_arrow` pickles ``records`` instead of making typed columns: the
+    index of the first record at fault and the reason (for errors of sinks that need columns).
+
+    Example:
+        >>> why_not_columns([{"a": 1}, {"a": 2.5}])
+        (1, "column 'a' mixes int and float")
+        >>> why_not_columns([{"a": 1, "tags": ["x"]}])
+        (0, "column 'tags' holds list values (nested)")
+    """
+    if not records:
+        return 0, "no records"
+    first = records[0]
+    t0 = type(first)
+    for i, r in enumerate(records):
+        if type(r) is not t0:
+            return i, f"records of different types ({t0.__name__} and {type(r).__name__})"
+    if t0 is dict:
+        names = list(first)
+        for i, r in enumerate(records):
+            if list(r) != names and set(r) != set(names):
+                return i, f"the record's keys {sorted(r)} differ from the first record's {sorted(names)}"
+        columns: dict[str, list[Any]] = {k: [r[k] for r in records] for k in names}
+    elif t0 is tuple:
+        n = len(first)
+        for i, r in enumerate(records):
+            if len(r) != n:
+                return i, f"tuples of different lengths ({n} and {len(r)})"
+        columns = {f"field {j}": [r[j] for r in records] for j in range(n)}
+    elif t0 in _SCALAR_TYPES:
+        columns = {"value": list(records)}
+    else:
+        return 0, f"records of type {t0.__name__} (not dicts, tuples or scalars)"
+    for name, values in columns.items():
+        label = f"column {name!r}" if t0 is dict else name
+        kinds = [type(v) for v in values if v is not None]
+        for i, v in enumerate(values):
+            if isinstance(v, (list, dict, set, tuple)):
+                return i, f"{label} holds {type(v).__name__} values (nested)"
+        if kinds and any(k is not kinds[0] for k in kinds):
+            i = next(i for i, v in enumerate(values) if v is not None and type(v) is not kinds[0])
+            return i, f"{label} mixes {kinds[0].__name__} and {type(values[i]).__name__}"
+        if kinds and kinds[0] not in _SCALAR_TYPES:
+            i = next(i for i, v in enumerate(values) if v is not None)
+            return i, f"{label} holds {kinds[0].__name__} values"
+    return 0, "values Arrow cannot hold as typed columns (e.g. integers beyond 64 bits)"
 
 
 def concat_runs(batches: list[pa.RecordBatch]) -> list[pa.RecordBatch]:

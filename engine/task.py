@@ -868,7 +868,12 @@ class Task:
                 self._fire_timers()
                 self._drain_mailbox(min(idle_s, self._next_wait()))
                 continue
-            assert isinstance(result, Batch)  # poll_next returns a Batch or one of the two sentinels
+            if not isinstance(result, Batch):
+                bad = TypeError(
+                    f"the source's reader {type(reader).__name__}.poll_next() must return a Batch, NOTHING_AVAILABLE or "
+                    f"END_OF_INPUT (raystream.engine.connectors), got {type(result).__name__}: {short_repr(result)}"
+                )
+                raise self._fail(None, None, bad)
             n = len(result)
             if emit is not None:
                 head_metrics.records_in += n

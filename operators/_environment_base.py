@@ -93,6 +93,12 @@ class StreamEnvironmentBase:
             raise ConfigError(f"max_parallelism must be between parallelism and 32768, got {max_parallelism!r}")
         if credits < 1:
             raise ConfigError(f"credits must be >= 1, got {credits!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size must be an int >= 1 (rows per network batch), got {batch_size!r}")
+        if isinstance(flush_ms, bool) or not isinstance(flush_ms, (int, float)) or flush_ms < 0:
+            raise ConfigError(f"flush_ms must be a number >= 0 (ms a partly filled batch may wait), got {flush_ms!r}")
+        if isinstance(task_num_cpus, bool) or not isinstance(task_num_cpus, (int, float)) or task_num_cpus < 0:
+            raise ConfigError(f"task_num_cpus must be a number >= 0 (CPUs Ray reserves per task executor), got {task_num_cpus!r}")
         self.parallelism = parallelism
         self.max_parallelism = max_parallelism
         self.address = address

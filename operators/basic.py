@@ -117,8 +117,15 @@ class MapBatchesOperator(StreamOperator):
             result = self.fn(arg)
         except Exception as exc:
             raise UserCodeError(f"<batch of {rb.num_rows} rows, columns {rb.schema.names}>", exc) from exc
-        if result is None:
-            return
+        if result is None:  # (most likely a function that forgot its return: not silently nothing)
+            raise UserCodeError(
+                f"<batch of {rb.num_rows} rows, columns {rb.schema.names}>",
+                TypeError(
+                    f"map_batches function {getattr(self.fn, '__name__', self.fn)!r} returned None; it must return "
+                    "a pyarrow.RecordBatch, pyarrow.Table or a dict of columns (an empty one, e.g. batch.slice(0, 0), "
+                    "to emit nothing)"
+                ),
+            )
         if self.batch_format == "numpy" and isinstance(result, dict):
             result = {k: (v if isinstance(v, np.ndarray) else np.asarray(v)) for k, v in result.items()}
         self.output.emit(Batch.of_arrow(to_arrow_batch(result, f"map_batches function {getattr(self.fn, '__name__', self.fn)!r}")))

@@ -63,18 +63,25 @@ class StreamEnvironment(StreamEnvironmentBase):
 
     def from_collection(self, items: Iterable[Any], batch_size: int = 8192) -> DataStream:
         """A bounded stream of the given items."""
-        items = list(items)
+        _positive("from_collection", "batch_size", batch_size)
+        try:
+            items = list(items)
+        except TypeError as exc:
+            raise GraphError(f"from_collection() expects an iterable of records, got {type(items).__name__}: {exc}") from exc
         names = list(items[0].keys()) if items and isinstance(items[0], dict) else None
         return self._source(CollectionSource(items, batch_size), "from_collection", names)
 
     def read_parquet(self, path_or_glob: str, batch_size: int = 65536, columns: list[str] | None = None) -> DataStream:
         """A bounded, columnar stream of Parquet files (path, directory, glob or URI)."""
+        _positive("read_parquet", "batch_size", batch_size)
         src = ParquetSource(path_or_glob, batch_size, columns)
         return self._source(src, "read_parquet", columns or src.schema.names)
 
-    def read_text(self, path_or_glob: str, batch_size: int = 8192) -> DataStream:
-        """A bounded stream of the lines of text files."""
-        return self._source(TextSource(path_or_glob, batch_size), "read_text")
+    def read_text(self, path_or_glob: str, batch_size: int = 8192, encoding: str = "utf-8") -> DataStream:
+        """A bounded stream of the lines of text files (split at ``\\n``; a ``\\r`` before it
+        is dropped), decoded with ``encoding`` (an ASCII-compatible one)."""
+        _positive("read_text", "batch_size", batch_size)
+        return self._source(TextSource(path_or_glob, batch_size, encoding=encoding), "read_text")
 
     def generate(self, fn_or_count: Callable[[int], Any] | int | None = None, count: int | None = None,
                  rate: float | None = None, batch_size: int = 8192,
@@ -90,13 +97,24 @@ class StreamEnvironment(StreamEnvironmentBase):
         """
         if isinstance(fn_or_count, bool):  # an int, but surely not meant as a count
             raise GraphError(f"generate() expects a count or a function, got {fn_or_count!r}")
+        _positive("generate", "batch_size", batch_size)
         fn: Callable[[int], Any] | None
         if isinstance(fn_or_count, int):
             fn, count = None, fn_or_count
         else:
             fn = fn_or_count
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
+            raise GraphError(f"generate(): count must be an int >= 0 (None: unbounded), got {count!r}")
         return self._source(GeneratorSource(fn, count, rate, batch_size, batch_fn=batch_fn), "generate")
 
     def from_source(self, source: Source, name: str | None = None) -> DataStream:
         """A stream from a user :class:`~engine.connectors.Source`."""
+        if not isinstance(source, Source):
+            raise GraphError(f"from_source() expects an engine.connectors.Source, got {type(source).__name__}")
         return self._source(source, name or source.describe())
+
+
+def _positive(method: str, name: str, value: Any) -> None:
+    """``value`` must be an int >= 1 (a batch size of 0 would never advance a reader)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise GraphError(f"{method}(): {name} must be an int >= 1, got {value!r}")

@@ -294,6 +294,14 @@ class LocalReduceOperator(HoldingCombiner):
     def send_held(self) -> None:
         if self._partial:
             held, self._partial = self._partial, {}
+            key_of = key_getter(self.key_selector)
+            for k, v in held.items():  # (once per key and send: the shuffle re-keys the partials)
+                if (changed := key_of(v)) != k:
+                    raise UserCodeError(v, ValueError(
+                        f"reduce(..., combinable=True): the function turned a partial of key {short_repr(k, 60)} into "
+                        f"one of key {short_repr(changed, 60)}; a reduce must keep its records' key (T x T -> T), "
+                        "else keys would merge after the shuffle"
+                    ))
             self.output.emit(Batch.of_records(list(held.values())))
 
     def close(self) -> None:

@@ -18,9 +18,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from raystream.engine.connectors import Committer, Sink, SinkWriter
-from raystream.engine.errors import JobFailed
+from raystream.engine.errors import JobFailed, UserCodeError
 from raystream.engine.operator import OperatorContext
-from raystream.engine.records import Batch, arrow_to_records, concat_runs
+from raystream.engine.records import KIND_KEY, Batch, arrow_to_records, concat_runs, why_not_columns
 
 from .sources import filesystem_for
 
@@ -250,6 +250,8 @@ class ParquetSink(FileSink):
 
     def write_batch(self, w: _FileWriter, batch: Batch) -> None:
         rb = batch.arrow()
+        if rb.num_rows and (rb.schema.metadata or {}).get(KIND_KEY) == b"pickle":  # (no flat typed columns)
+            rb = self._nested_columns(batch.records())
         if w.writer is None:
             w.schema = rb.schema
             w.writer = pq.ParquetWriter(w.stream, rb.schema)
@@ -259,6 +261,24 @@ class ParquetSink(FileSink):
                 f"file's schema {w.schema}"
             )
         w.writer.write_batch(rb)
+
+    def _nested_columns(self, records: list[Any]) -> pa.RecordBatch:
+        """Dict records whose values Arrow holds exactly, nested ones included (lists,
+        dicts: list and struct columns), as one batch; anything else fails naming the
+        record and why (never pickled bytes in a Parquet file)."""
+        if records and all(type(r) is dict for r in records):
+            try:
+                rb = pa.RecordBatch.from_pylist(records)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
+                rb = None
+            if rb is not None and rb.to_pylist() == records and all(type(a) is type(b) for a, b in
+                                                                   zip(_leaves(rb.to_pylist()), _leaves(records))):
+                return rb
+        index, why = why_not_columns(records)
+        raise UserCodeError(records[index], ValueError(
+            f"write_parquet({self.path!r}) writes typed columns, and these records cannot be: {why}; convert "
+            "them first (e.g. one type per key, or json.dumps the values of mixed types)"
+        ))
 
     def close_file(self, w: _FileWriter) -> None:
         if w.writer is not None:
@@ -273,3 +293,15 @@ class JsonLinesSink(FileSink):
     def write_batch(self, w: _FileWriter, batch: Batch) -> None:
         data = "".join(json.dumps(r, default=str) + "\n" for r in batch.records())
         w.stream.write(data.encode())
+
+
+def _leaves(value: Any) -> Any:
+    """The scalar values inside ``value`` (lists and dicts walked), in order."""
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _leaves(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _leaves(v)
+    else:
+        yield value

@@ -346,6 +346,15 @@ def resolve_paths(path_or_glob: str) -> tuple[pafs.FileSystem, list[str]]:
     return pafs.LocalFileSystem(), [os.path.abspath(f) for f in files]
 
 
+def _parquet_metadata(fs: pafs.FileSystem, path: str) -> pq.FileMetaData:
+    """The footer of Parquet file ``path``; a file that is not one fails naming it."""
+    try:
+        with fs.open_input_file(path) as f:
+            return pq.ParquetFile(f).metadata
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ConfigError(f"{path!r} is not a readable Parquet file: {exc}") from exc
+
+
 @dataclass
 class _RowGroupSplit:
     split_id: str
@@ -374,8 +383,7 @@ class ParquetSource(Source[_RowGroupSplit]):
         fs, files = resolve_paths(path_or_glob)
         self.files = files
         self._fs_uri = path_or_glob if "://" in path_or_glob else None
-        with fs.open_input_file(files[0]) as f:
-            self.schema = pq.ParquetFile(f).schema_arrow
+        self.schema = _parquet_metadata(fs, files[0]).schema.to_arrow_schema()
         if columns:
             missing = [c for c in columns if c not in self.schema.names]
             if missing:
@@ -388,8 +396,13 @@ class ParquetSource(Source[_RowGroupSplit]):
         fs = self.filesystem()
         splits: list[_RowGroupSplit] = []
         for path in self.files:
-            with fs.open_input_file(path) as f:
-                meta = pq.ParquetFile(f).metadata
+            meta = _parquet_metadata(fs, path)
+            if self.columns:
+                names = meta.schema.to_arrow_schema().names
+                missing = [c for c in self.columns if c not in names]
+                if missing:
+                    raise ConfigError(f"columns {missing} are not in {path!r} (has {names}); read_parquet(columns=...) "
+                                      f"reads them from every file")
             splits.extend(
                 _RowGroupSplit(f"{path}#{rg}", path, rg, 0, meta.row_group(rg).num_rows) for rg in range(meta.num_row_groups)
             )
@@ -528,13 +541,39 @@ class _TextReader(_QueueReader[_TextSplit]):
                 last = chunk.find(b"\n", max(owned - 1, 0))
                 cut = last + 1 if last >= 0 else cut
             text = chunk[:cut]
+            at = s.position
             s.position += cut
             if s.position >= s.end:
                 s.position = max(s.position, s.end)
-            lines = text.decode(self.source.encoding).splitlines()
+            try:
+                decoded = text.decode(self.source.encoding)
+            except UnicodeDecodeError as exc:
+                raise ValueError(
+                    f"read_text: {s.path} at byte {at + exc.start}: cannot decode as {self.source.encoding!r} "
+                    f"({exc.reason}); pass read_text(..., encoding=...)"
+                ) from exc
+            lines = _lines(decoded)
             if lines:
                 return Batch.of_records(lines)
         return END_OF_INPUT
 
     def close(self) -> None:
         self._file = None
+
+
+def _lines(text: str) -> list[str]:
+    r"""The lines of ``text``, split at ``\n`` only (a ``\r`` before it is dropped); unlike
+    ``str.splitlines``, form feeds, ``\x1c``-``\x1e`` and ``\u2028`` stay inside a line.
+
+    Example:
+        >>> _lines("a\x0cb\r\nc\u2028d\n\ne")
+        ['a\x0cb', 'c\u2028d', '', 'e']
+    """
+    if not text:
+        return []
+    lines = text.split("\n")
+    if text.endswith("\n"):
+        lines.pop()
+    if "\r" in text:
+        lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+    return lines

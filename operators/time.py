@@ -29,6 +29,7 @@ from typing import Any, Callable, Generic, Hashable, TypeVar
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from raystream.engine.connectors import (
     END_OF_INPUT,
@@ -101,10 +102,7 @@ class TimestampAssigner:
                 raise ConfigError(
                     f"timestamp column {self.column!r} is not in the batch (columns: {rb.schema.names})"
                 )
-            col = rb.column(i)
-            if pa.types.is_timestamp(col.type):
-                col = col.cast(pa.timestamp("ms")).cast(pa.int64())
-            return col.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+            return timestamp_column(rb, self.column, "assign_timestamps_and_watermarks")
         records = batch.records()
         try:
             if self.fn is not None:
@@ -120,6 +118,42 @@ class TimestampAssigner:
         if self.fn is not None:
             return f"TimestampAssigner(fn={getattr(self.fn, '__name__', self.fn)!r})"
         return f"TimestampAssigner(column={self.column!r})"
+
+
+def timestamp_column(rb: pa.RecordBatch, column: str, where: str) -> np.ndarray:
+    """The event timestamps (int64 ms) of column ``column`` of ``rb``: integers or floats
+    (truncated) as they are, Arrow timestamps in ms.
+
+    Raises:
+        ConfigError: a null timestamp (naming its row and record: a null would otherwise
+            become the smallest int64 and its record be dropped as late) or a column of
+            another type.
+
+    Example:
+        >>> rb = pa.RecordBatch.from_pydict({"ts": [5, None], "v": [1, 2]})
+        >>> timestamp_column(rb.slice(0, 1), "ts", "demo").tolist()
+        [5]
+        >>> timestamp_column(rb, "ts", "demo")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        raystream.engine.errors.ConfigError: demo: the timestamp column 'ts' is null in row 1 of a batch of 2 (record {'ts': None, 'v': 2}); ...
+    """
+    col = rb.column(column)
+    if col.null_count:
+        row = pc.index(col.is_null(), True).as_py()
+        raise ConfigError(
+            f"{where}: the timestamp column {column!r} is null in row {row} of a batch of {rb.num_rows} "
+            f"(record {rb.slice(row, 1).to_pylist()[0]!r}); filter out or fill null timestamps before "
+            "event-time operators"
+        )
+    if pa.types.is_timestamp(col.type):
+        col = col.cast(pa.timestamp("ms")).cast(pa.int64())
+    elif not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
+        raise ConfigError(
+            f"{where}: the timestamp column {column!r} must hold integers (ms) or Arrow timestamps, "
+            f"got {col.type} (first value {col[0].as_py()!r})"
+        )
+    return col.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
 
 
 def _has_ts(record: Any, assigner: TimestampAssigner) -> bool:

@@ -58,7 +58,7 @@ from raystream.engine.operator import StreamOperator
 from raystream.engine.partitioners import KeySelector
 from raystream.engine.records import Batch
 
-from .time import TimestampAssigner
+from .time import TimestampAssigner, timestamp_column
 from .window_fast import PANE_COLUMN, base_aggregations
 from .window_operator import AGGREGATE, WindowOperator
 from .windows import (
@@ -143,7 +143,7 @@ class VectorWindowCombiner(_WatermarkState, StreamOperator):
         for c in (self.key_column, self.ts_column, *(c for c, _ in self.base)):
             if c not in names:
                 raise GraphError(f"window aggregate: column {c!r} is not in the batch (columns: {names})")
-        ts = rb.column(self.ts_column).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        ts = timestamp_column(rb, self.ts_column, "window aggregate (local)")
         panes = ts - (ts - self.offset) % self.pane
         raw = None
         # the first window's end grows with the pane: only a batch whose oldest pane may have

@@ -37,6 +37,7 @@ from raystream.engine.keygroups import key_groups_of_array
 from raystream.engine.operator import OperatorContext, Output, StreamOperator
 from raystream.engine.records import Batch
 
+from .time import timestamp_column
 from .windows import SlidingEventTimeWindows, TumblingEventTimeWindows
 
 __all__ = ["PANE_COLUMN", "VectorWindowAggregateOperator", "WINDOW_AGGREGATIONS", "assign_windows", "base_aggregations"]
@@ -145,7 +146,7 @@ class VectorWindowAggregateOperator(StreamOperator):
         for c in (self.key_column, self.ts_column, *(c for c, _ in self.base)):
             if c not in names:
                 raise GraphError(f"window aggregate: column {c!r} is not in the batch (columns: {names})")
-        ts = rb.column(self.ts_column).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        ts = timestamp_column(rb, self.ts_column, "window aggregate")
         starts, idx, row_late = assign_windows(ts, self.size, self.slide, self.offset, self.watermark)
         if row_late.any():
             self._late(rb.filter(pa.array(row_late)))

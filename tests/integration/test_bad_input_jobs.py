@@ -1,0 +1,73 @@
+"""Jobs on Ray given input that used to be changed, dropped or reported without its place:
+text lines with other line separators, records Parquet cannot hold as flat columns, a
+source reader returning the wrong thing."""
+
+from __future__ import annotations
+
+import glob
+
+import pyarrow.parquet as pq
+import pytest
+
+import raystream as rs
+from raystream.engine.connectors import END_OF_INPUT, Source, SourceReader
+
+
+def test_read_text_splits_lines_at_newlines_only_and_names_an_undecodable_file(tmp_path):
+    (tmp_path / "a.txt").write_bytes("a\x0cb\r\nc\u2028d\n\ne\x1cf\n".encode())
+    env = rs.StreamEnvironment(parallelism=2)
+    assert env.read_text(str(tmp_path / "a.txt")).execute_and_collect() == ["a\x0cb", "c\u2028d", "", "e\x1cf"]
+    (tmp_path / "bad.txt").write_bytes(b"fine\nnot \xff utf-8\n")
+    env = rs.StreamEnvironment(parallelism=1)
+    with pytest.raises(rs.JobFailed, match=r"read_text: .*bad.txt at byte 9: cannot decode as 'utf-8'"):
+        env.read_text(str(tmp_path / "bad.txt")).execute_and_collect()
+    env = rs.StreamEnvironment(parallelism=1)
+    assert env.read_text(str(tmp_path / "bad.txt"), encoding="latin-1").execute_and_collect() == ["fine", "not \xff utf-8"]
+
+
+def test_write_parquet_writes_nested_values_as_columns_and_refuses_mixed_types(tmp_path):
+    records = [{"a": 1, "tags": ["x", "y"], "m": {"k": 1}}, {"a": 2, "tags": [], "m": {"k": 2}}]
+    env = rs.StreamEnvironment(parallelism=1)
+    env.from_collection(records).write_parquet(str(tmp_path / "nested"))
+    env.execute("nested")
+    table = pq.read_table(glob.glob(str(tmp_path / "nested" / "*.parquet"))[0])
+    assert table.to_pylist() == records  # (was one binary column of pickles)
+    env = rs.StreamEnvironment(parallelism=1)
+    env.from_collection([{"a": 1}, {"a": 2.5}]).write_parquet(str(tmp_path / "mixed"))
+    with pytest.raises(rs.JobFailed, match=r"write_parquet.*these records cannot be: column 'a' mixes int and float") as info:
+        env.execute("mixed")
+    assert info.value.record == "{'a': 2.5}"
+
+
+class _ListReader(SourceReader):
+    def __init__(self):
+        self.done = False
+
+    def add_splits(self, splits):
+        pass
+
+    def poll_next(self):
+        if self.done:
+            return END_OF_INPUT
+        self.done = True
+        return ["a", "b"]  # not a Batch
+
+    def snapshot_state(self, checkpoint_id):
+        return []
+
+
+class _ListSource(Source):
+    def create_splits(self, parallelism):
+        return []
+
+    def create_reader(self, ctx):
+        return _ListReader()
+
+    def describe(self):
+        return "lists"
+
+
+def test_a_reader_returning_something_else_than_a_batch_is_named():
+    env = rs.StreamEnvironment(parallelism=1)
+    with pytest.raises(rs.JobFailed, match=r"_ListReader.poll_next\(\) must return a Batch, NOTHING_AVAILABLE or END_OF_INPUT .*got list"):
+        env.from_source(_ListSource()).execute_and_collect()
