@@ -365,7 +365,12 @@ class CheckpointCoordinator:
         if p.status == "FINALIZING":  # (the ones it carries of committing checkpoints stay committing)
             for uid, comms in p.own.items():
                 self.retained.setdefault(p.checkpoint_id, {}).setdefault(uid, []).extend(comms)
-            p.commit, p.carried, p.own, p.follows = {}, {}, {}, {}
+            # ``p.carried`` stays: the metadata write of ``p`` may be in flight on another thread
+            # (``complete``), and a metadata file that lands after this abort is a restorable
+            # checkpoint whose restore re-commits what it records: it must record what it carries
+            # (cleared here, a master that died before the next checkpoint completed restored
+            # from it without the committables of the checkpoints it carried, and lost their data)
+            p.commit, p.own, p.follows = {}, {}, {}
         else:
             for state in p.acks.values():
                 self.retain(p.checkpoint_id, committables_of(state))
@@ -399,7 +404,7 @@ class CheckpointCoordinator:
         :meth:`take_retained`, once the checkpoint to restore from is known."""
         for p in self.checkpoints.values():
             p.status = "ABORTED"
-            p.commit, p.carried, p.own, p.follows = {}, {}, {}, {}
+            p.commit, p.own, p.follows = {}, {}, {}  # (p.carried stays: see abort)
             self.history.append({"id": p.checkpoint_id, "status": "ABORTED", "reason": "the job restarts",
                                  "savepoint": p.savepoint})
         self.checkpoints.clear()

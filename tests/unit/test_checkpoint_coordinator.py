@@ -300,3 +300,34 @@ def test_finished_tasks_stand_in_with_final_state_flip147(tmp_path):
     assert p3.waiting == set()
     assert finalize(coord, p3)
     assert p3.commit["sink"] == ["final-0"]
+
+
+def test_a_metadata_write_that_lands_after_its_timeout_records_what_the_checkpoint_carries(tmp_path):
+    """Race (found by the drill under load: 191 records lost): checkpoint 2 times out while its
+    metadata is written on another thread; the file lands anyway, so it is restorable, and a
+    master that dies before the next checkpoint completes restores from it. Its metadata must
+    record the committables it carries of checkpoint 1 (also timed out), which the abort hands
+    on to the next checkpoint: a restore from 2 commits them, or their data is lost."""
+    storage = CheckpointStorage(str(tmp_path))
+    coord = CheckpointCoordinator(CheckpointConfig(100, checkpoint_dir=str(tmp_path)), "job", [(0, 0)], storage)
+
+    def finalizing(commit: str):
+        p = coord.trigger()
+        op = storage.write_state("job", p.checkpoint_id, f"sink/0-0-op-{commit}", dumps({"operator": None}))
+        assert coord.acknowledge(p.checkpoint_id, (0, 0), {"sink": {"op": op, "committables": [commit]}}) is p
+        coord.begin_finalize(p)
+        return p
+
+    graph = {"parallelism": {0: 1}, "max_parallelism": 128}
+    p1 = finalizing("part-1")
+    coord.abort(p1, "timed out (finalizing)")  # its metadata never written
+    p2 = finalizing("part-2")
+    assert p2.carried == {"sink": ["part-1"]}
+    coord.abort(p2, "timed out (finalizing)")  # ...while complete(p2) runs on the writer thread
+    metadata = coord.complete(p2, graph)  # the late write lands
+    assert not coord.end_finalize(p2)  # aborted: commits nothing now, restorable from storage
+    assert metadata["carried_committables"] == {"sink": ["part-1"]}
+    _cid, restored = coord.latest_restorable()
+    vertices = [{"id": 0, "parallelism": 1, "uids": ["sink"], "source_uid": None}]
+    _plan, commits = build_restore_plan(restored, storage.read_state, vertices, 128)
+    assert sorted(commits["sink"]) == ["part-1", "part-2"]  # a takeover from checkpoint 2 commits both
