@@ -518,7 +518,8 @@ def build_restore_plan(
     Returns:
         ``(plan, committables)``: ``plan[(vertex, subtask)][uid]`` holds ``keyed`` (list of
         serialized keyed snapshots), ``operator`` (union list of operator states),
-        ``splits`` (source splits of this subtask) and ``feedback_log`` (Arrow batches to
+        ``splits`` (source splits of this subtask, in the source's order), ``split_order`` (their
+        ordinals in it, ``None`` when unknown) and ``feedback_log`` (Arrow batches to
         replay); ``committables`` maps sink uid -> committables of the restored checkpoint.
     """
     if metadata.get("format") != METADATA_FORMAT:
@@ -554,7 +555,10 @@ def build_restore_plan(
                     blob = loads(read(entry["op"]), what=f"operator state of {uid!r}")
                     states.append(blob.get("operator"))
                     held = blob.get("splits") or []
-                    splits.extend(zip(blob.get("order") or [None] * len(held), held))
+                    order = blob.get("order") or []
+                    if len(order) != len(held):  # (a checkpoint of an older version: no ordinals)
+                        order = [None] * len(held)
+                    splits.extend(zip(order, held))
                 if entry.get("log") is not None:
                     logs.extend(loads(read(entry["log"]), what=f"feedback log of {uid!r}"))
                 if entry.get("committables"):
