@@ -21,6 +21,7 @@ from __future__ import annotations
 import heapq
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Hashable
 from typing import Any, Callable, Generic, TypeVar, Union
 
 from .operator import OperatorContext
@@ -180,9 +181,9 @@ def assign_split_indices(splits: list[Any], parallelism: int) -> list[list[int]]
     return [sorted(indices) for indices in owned]
 
 
-def split_key(split: Any) -> Any:
+def split_key(split: Any) -> Hashable | None:
     """The ``split_id`` of ``split`` (or of the split a wrapper holds in ``.split``, as the
-    per-split watermark state does); None when it has none.
+    per-split watermark state does); None when it has none, or none usable as a key.
 
     Example:
         >>> from dataclasses import dataclass
@@ -198,7 +199,7 @@ def split_key(split: Any) -> Any:
     key = getattr(split, "split_id", None)
     if key is None:
         key = getattr(getattr(split, "split", None), "split_id", None)
-    return key
+    return key if isinstance(key, Hashable) else None
 
 
 class Source(ABC, Generic[SplitT]):

@@ -19,7 +19,6 @@ import logging
 import queue
 import time
 import traceback
-from collections.abc import Hashable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable
@@ -933,7 +932,7 @@ class Task:
         (``None`` for a split without a ``split_id``), serialized."""
         assert self._source_reader is not None
         splits = self._source_reader.snapshot_state(checkpoint_id)
-        order = [self._split_order.get(k) if isinstance(k := split_key(s), Hashable) else None for s in splits]
+        order = [self._split_order.get(split_key(s)) for s in splits]  # (no key: None)
         return dumps({"splits": splits, "order": order}, what=f"source splits of {src_uid!r}")
 
     def _final_state(self) -> dict:
@@ -995,10 +994,6 @@ class Task:
 
 def _ordinals(splits: list, order: list) -> dict[Any, int]:
     """``{split_key: ordinal}`` of the splits a source task starts with (those without a
-    hashable ``split_id`` or an ordinal are left out: their checkpoints carry ``None``)."""
-    out: dict[Any, int] = {}
-    for split, ordinal in zip(splits, order):
-        key = split_key(split)
-        if key is not None and ordinal is not None and isinstance(key, Hashable):
-            out[key] = ordinal
-    return out
+    ``split_id`` or an ordinal are left out: their checkpoints carry ``None``)."""
+    return {key: ordinal for split, ordinal in zip(splits, order)
+            if (key := split_key(split)) is not None and ordinal is not None}

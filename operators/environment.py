@@ -56,10 +56,12 @@ class StreamEnvironment(StreamEnvironmentBase):
     """
 
     # ------------------------------------------------------------------ sources
-    def _source(self, source: Source, name: str, schema_names: list[str] | None = None) -> DataStream:
+    def _source(self, source: Source, name: str | None, schema_names: list[str] | None = None) -> DataStream:
+        """A source node for ``source``, named ``name`` (None: the source's own description)."""
         if not isinstance(source, Source):
             raise GraphError(f"from_source() expects an engine.connectors.Source, got {type(source).__name__}")
-        return DataStream(self, self.add_node(name, "source", [], source=source, schema_names=schema_names))
+        return DataStream(self, self.add_node(name or source.describe(), "source", [], source=source,
+                                              schema_names=schema_names))
 
     def from_collection(self, items: Iterable[Any], batch_size: int = 8192) -> DataStream:
         """A bounded stream of the given items."""
@@ -109,9 +111,7 @@ class StreamEnvironment(StreamEnvironmentBase):
 
     def from_source(self, source: Source, name: str | None = None) -> DataStream:
         """A stream from a user :class:`~engine.connectors.Source`."""
-        if not isinstance(source, Source):
-            raise GraphError(f"from_source() expects an engine.connectors.Source, got {type(source).__name__}")
-        return self._source(source, name or source.describe())
+        return self._source(source, name)
 
 
 def _positive(method: str, name: str, value: Any) -> None:

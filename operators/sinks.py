@@ -270,10 +270,11 @@ class ParquetSink(FileSink):
             try:
                 rb = pa.RecordBatch.from_pylist(records)
             except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
-                rb = None
-            if rb is not None and rb.to_pylist() == records and all(type(a) is type(b) for a, b in
-                                                                   zip(_leaves(rb.to_pylist()), _leaves(records))):
-                return rb
+                pass
+            else:
+                back = rb.to_pylist()  # (held exactly: same values, same Python types)
+                if back == records and all(type(a) is type(b) for a, b in zip(_leaves(back), _leaves(records))):
+                    return rb
         index, why = why_not_columns(records)
         raise UserCodeError(records[index], ValueError(
             f"write_parquet({self.path!r}) writes typed columns, and these records cannot be: {why}; convert "

@@ -24,7 +24,7 @@ from raystream.operators.time import WatermarkedSource, WatermarkStrategy
 
 @dataclass
 class Part:
-    name: str
+    split_id: str
     rows: int
 
     def weight(self) -> float:
@@ -41,8 +41,8 @@ def test_every_split_goes_to_one_reader_in_order_and_the_work_is_balanced(rows, 
     parts = [Part(f"p{i}", r) for i, r in enumerate(rows)]
     readers = assign_splits(parts, parallelism)
     assert len(readers) == parallelism
-    dealt = [p.name for r in readers for p in r]
-    assert sorted(dealt) == sorted(p.name for p in parts)  # each exactly once
+    dealt = [p.split_id for r in readers for p in r]
+    assert sorted(dealt) == sorted(p.split_id for p in parts)  # each exactly once
     for r in readers:  # in the original order (files and row groups are read forward)
         assert [parts.index(p) for p in r] == sorted(parts.index(p) for p in r)
     work = loads(readers)
@@ -131,7 +131,7 @@ def test_restored_splits_are_dealt_by_the_work_left_in_them(tmp_path):
     for parallelism, expected in ((2, [["a"], ["b", "c", "d"]]), (3, [["a"], ["b"], ["c", "d"]])):
         vertices = [{"id": 0, "parallelism": parallelism, "uids": ["src"], "source_uid": "src"}]
         plan, _ = build_restore_plan(meta, storage.read_state, vertices, 128)
-        assert [[s.name for s in plan[(0, i)]["src"]["splits"]] for i in range(parallelism)] == expected
+        assert [[s.split_id for s in plan[(0, i)]["src"]["splits"]] for i in range(parallelism)] == expected
     held_bad = [BadSplit("x")]
     p = coord.trigger()
     for s in range(2):
@@ -143,15 +143,6 @@ def test_restored_splits_are_dealt_by_the_work_left_in_them(tmp_path):
     _cid, meta = coord.latest_restorable()
     with pytest.raises(CheckpointError, match="restored source splits of 'src'"):
         build_restore_plan(meta, storage.read_state, [{"id": 0, "parallelism": 2, "uids": ["src"], "source_uid": "src"}], 128)
-
-
-@dataclass
-class Named:
-    split_id: str
-    rows: int
-
-    def weight(self) -> float:
-        return self.rows
 
 
 def _restore_plan(tmp_path, held: dict, parallelism: int, with_order: bool = True):
@@ -176,8 +167,8 @@ def _restore_plan(tmp_path, held: dict, parallelism: int, with_order: bool = Tru
 def test_restored_splits_are_read_in_the_sources_order_whatever_subtask_held_them(tmp_path):
     # files f0..f5 ascending in event time, the old subtasks holding f0, f2, f4 and f1, f3, f5:
     # one reader must not get f4 before f3 (its watermark would pass f3's records)
-    held = {0: [(0, Named("f0", 10)), (2, Named("f2", 10)), (4, Named("f4", 10))],
-            1: [(1, Named("f1", 10)), (3, Named("f3", 10)), (5, Named("f5", 10))]}
+    held = {0: [(0, Part("f0", 10)), (2, Part("f2", 10)), (4, Part("f4", 10))],
+            1: [(1, Part("f1", 10)), (3, Part("f3", 10)), (5, Part("f5", 10))]}
     assert _restore_plan(tmp_path / "a", held, 1) == [(["f0", "f1", "f2", "f3", "f4", "f5"], [0, 1, 2, 3, 4, 5])]
     assert _restore_plan(tmp_path / "b", held, 2) == [(["f0", "f2", "f4"], [0, 2, 4]), (["f1", "f3", "f5"], [1, 3, 5])]
     # a checkpoint of a version that kept no ordinals: the subtasks' lists one after the other
