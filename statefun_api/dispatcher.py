@@ -105,6 +105,7 @@ from raystream.operators.functions import keyed_state_backend
 from raystream.operators.timers import InternalTimerService
 from raystream.statefun_api.address import Address
 from raystream.statefun_api.effects import DelayedMessage, InvocationResult
+from raystream.statefun_api.embedded_caller import EmbeddedEndpoint
 from raystream.statefun_api.endpoints import RemoteEndpoint, endpoint_problem
 from raystream.statefun_api.errors import FunctionNotFound, StatefulFunctionError
 from raystream.statefun_api.functions import StatefulFunctions
@@ -128,11 +129,11 @@ from raystream.statefun_api.routing import (
     MessageRecord,
     address_key,
     decode_egress_value,
+    describe_records,
     egress_tag,
     feedback_batch,
     message_to_record,
     record_caller,
-    record_to_invocation,
     records_to_arrow_batch,
 )
 from raystream.statefun_api.spill import SpillingQueue
@@ -300,7 +301,8 @@ class FunctionDispatcher(StreamOperator):
         self._restored_pending: list[MessageRecord] = []
         self._restored_batches: list[Any] = []
         self._busy_checkpoints: set[int] = set()
-        self._rpc: Any = None  # RemoteFunctions, when endpoints are declared (created in open)
+        self._rpc: Any = None  # RemoteFunctions, for remote endpoints and async functions (created in open)
+        self._invoked_here: frozenset[str] = frozenset()  # function types _drain invokes (set in open)
         self._context: _DispatchContext | None = None  # reused by consecutive invocations (_drain)
         self._message: Message | None = None  # reused by consecutive messages (_drain)
         self._message_vt: str | None = None  # the value typename whose type _message._type holds
@@ -367,16 +369,25 @@ class FunctionDispatcher(StreamOperator):
         self._delay_seq = backend.get_state(ValueStateDescriptor(DELAY_SEQ_STATE, default=0))
         ctx.metrics.update(self.counters)
         self.counters = ctx.metrics
-        if self.config.endpoints:
-            post = ctx.post
+        # async functions are invoked concurrently across addresses through the remote-call
+        # machinery (statefun_api.embedded_caller), given a mailbox to apply their results on;
+        # without one (a dispatcher driven by hand) each runs to completion in _drain
+        post = ctx.post
+        async_types = sorted(t for t, fn in self._fns.items() if fn.is_async) if post is not None else []
+        self._invoked_here = frozenset(self._fns).difference(async_types)
+        if self.config.endpoints or async_types:
+            embedded = [EmbeddedEndpoint(t, self.config.max_batch_per_address) for t in async_types]
             self._rpc = RemoteFunctions(
                 self,
-                self.config.endpoints,
+                [*embedded, *self.config.endpoints],
                 max_in_flight=self.config.max_in_flight,
                 max_concurrent_requests=self.config.max_concurrent_requests,
                 wake=(lambda: post(self._on_remote_replies)) if post is not None else None,
                 name=f"raystream-statefun-remote {ctx.task_name}",
+                embedded_functions=self.functions,
             )
+            for typename in async_types:
+                self._rpc.register_specs(typename, {name: (st, tn) for name, st, tn in self._values[typename]})
         # messages that were queued when the restored checkpoint was taken (ours only: the
         # snapshot may come from other subtasks when the job was rescaled)
         restored = self._restored_pending
@@ -534,8 +545,12 @@ class FunctionDispatcher(StreamOperator):
         return slots
 
     def remote_in_flight(self) -> int:
-        """Requests to remote functions in flight."""
+        """Requests to remote functions in flight (invocations of embedded async functions included)."""
         return 0 if self._rpc is None else self._rpc.in_flight()
+
+    def embedded_in_flight(self) -> int:
+        """Invocations of embedded async functions in flight (on the function loop)."""
+        return 0 if self._rpc is None else self._rpc.embedded_in_flight()
 
     # ------------------------------------------------------------------ queue
     def _key_group(self, key: tuple[str, str]) -> int:
@@ -608,7 +623,7 @@ class FunctionDispatcher(StreamOperator):
     def _enqueue(self, record: MessageRecord) -> None:
         key = (record[TARGET_TYPENAME], record[TARGET_ID])
         rpc = self._rpc
-        if rpc is not None and record[TARGET_TYPENAME] not in self._fns:
+        if rpc is not None and record[TARGET_TYPENAME] not in self._invoked_here:
             endpoint = rpc.endpoint_for(record[TARGET_TYPENAME])
             if endpoint is not None:
                 rpc.enqueue(key, record, endpoint)
@@ -769,7 +784,7 @@ class FunctionDispatcher(StreamOperator):
                         else:
                             self._apply(key, address, records, result, slots.changes(), sent=sent)
                 except Exception as exc:
-                    raise UserCodeError(_describe(records), exc) from exc
+                    raise UserCodeError(describe_records(records), exc) from exc
                 if _refcount(context) > 3:  # the function kept the context (self._context, local, argument)
                     context = self._context = None
                 # references: slots, the local `storage`, the argument, the reused context's two
@@ -940,7 +955,7 @@ class FunctionDispatcher(StreamOperator):
             address=address,
             message_typename=first[VALUE_TYPENAME],
         )
-        raise UserCodeError(_describe(records), exc) from exc
+        raise UserCodeError(describe_records(records), exc) from exc
 
     # ------------------------------------------------------------------ applying results
     def apply_result(
@@ -1173,23 +1188,6 @@ def _rss_bytes() -> int:
     except OSError:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return peak if sys.platform == "darwin" else peak * 1024
-
-
-def _describe(records: list[MessageRecord]) -> Any:
-    """What the task shows as 'the record being processed': the first message of the batch."""
-    first = records[0]
-    invocation = record_to_invocation(first)
-    text = f"{invocation.message!r} from {record_caller(first)}"
-    if len(records) > 1:
-        text += f" (first of {len(records)} messages to this address)"
-    return _Text(text)
-
-
-class _Text(str):
-    """A string whose repr is itself (so error messages are not double-quoted)."""
-
-    def __repr__(self) -> str:
-        return str(self)
 
 
 def declared_egresses(egresses: Iterable[str] | Mapping[str, Type[Any] | None]) -> dict[str, Type[Any] | None]:

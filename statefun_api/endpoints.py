@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from raystream.engine.errors import ConfigError
 from raystream.statefun_api.address import parse_typename
@@ -588,7 +588,19 @@ def _check_duplicates(endpoints: Iterable[RemoteEndpoint]) -> None:
         seen[ep.functions] = ep
 
 
-def resolve_endpoint(endpoints: Iterable[RemoteEndpoint], typename: str) -> RemoteEndpoint | None:
+class _Serves(Protocol):
+    """What :func:`resolve_endpoint` reads of an endpoint (remote, or an embedded function's)."""
+
+    @property
+    def is_pattern(self) -> bool: ...
+
+    def matches(self, typename: str) -> bool: ...
+
+
+_E = TypeVar("_E", bound=_Serves)
+
+
+def resolve_endpoint(endpoints: Iterable[_E], typename: str) -> _E | None:
     """The endpoint serving ``typename``: an exact binding first, then a namespace pattern.
 
     Example:

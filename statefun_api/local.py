@@ -15,7 +15,9 @@ results do not depend on one interleaving.
 Remote functions (``endpoints=``) are called for real over HTTP by each dispatcher's I/O
 thread; their replies come back through the task's mailbox, so :meth:`LocalDispatchers.run`
 only applies replies that have arrived, and :meth:`LocalDispatchers.run_until_idle` waits
-(in real time) for the calls in flight. Use it as a context manager (or call
+(in real time) for the calls in flight. Embedded async functions run concurrently on the
+function loop the same way, and :meth:`LocalDispatchers.run` (hence :meth:`~LocalDispatchers.send`)
+waits for them. Use it as a context manager (or call
 :meth:`LocalDispatchers.close`) to stop the I/O threads.
 
 Example:
@@ -195,13 +197,17 @@ class LocalDispatchers:
 
     def run(self) -> LocalDispatchers:
         """Process deliveries, posted continuations, arrived remote replies and due timers
-        until nothing is left to do now (remote calls may still be in flight: see
-        :meth:`run_until_idle`)."""
+        until nothing is left to do now, waiting for the invocations of embedded async
+        functions (remote calls may still be in flight: see :meth:`run_until_idle`)."""
         while True:
             channels = self._runnable()
-            if not channels:
+            if channels:
+                self._run_one(channels[self._rng.randrange(len(channels))] if self._rng is not None else channels[0])
+                continue
+            waiting = [h for h, op in zip(self.subtasks, self.dispatchers) if op.embedded_in_flight()]
+            if not waiting:
                 return self
-            self._run_one(channels[self._rng.randrange(len(channels))] if self._rng is not None else channels[0])
+            waiting[0].step(wait_s=0.05)  # the replies come through the task's mailbox
 
     def pending_timers(self) -> list[int]:
         """Times of every subtask's live processing-time callbacks (delayed-message ticks,

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from raystream.checkpoint import StateTtlConfig, ValueStateDescriptor
+from raystream.engine.errors import UserCodeError
 from raystream.statefun_api._reqreply_pb import (
     DELETE,
     MODIFY,
@@ -60,8 +61,10 @@ from raystream.statefun_api.effects import (
     InvocationResult,
     OutgoingMessage,
 )
+from raystream.statefun_api.embedded_caller import EmbeddedCaller, EmbeddedEndpoint
 from raystream.statefun_api.endpoints import RemoteEndpoint, resolve_endpoint
 from raystream.statefun_api.errors import ProtocolError, StatefulFunctionError
+from raystream.statefun_api.functions import StatefulFunctions
 from raystream.statefun_api.http_caller import CallResult, RemoteCaller, excerpt, redacted
 from raystream.statefun_api.messages import EgressMessage, Message
 from raystream.statefun_api.reqreply import FromFunction, decode_from_function
@@ -69,11 +72,15 @@ from raystream.statefun_api.request_encoder import RequestEncoder, StateEntry
 from raystream.statefun_api.routing import (
     VALUE_TYPENAME,
     MessageRecord,
+    describe_records,
 )
 from raystream.statefun_api.state_layout import value_state_name
 from raystream.statefun_api.types import TypedValue, builtin_type
 
 __all__ = ["RemoteCaller", "RemoteFunctions", "InvocationHost", "CallResult", "RemoteFunctionError"]
+
+Endpoint = RemoteEndpoint | EmbeddedEndpoint
+"""Where the messages of a function type go: an HTTP endpoint, or an embedded async function."""
 
 
 class InvocationHost(Protocol):
@@ -115,7 +122,7 @@ class RemoteFunctionError(StatefulFunctionError):
 class _Call:
     call_id: int
     records: list[MessageRecord]
-    endpoint: RemoteEndpoint
+    endpoint: Endpoint
     url: str
     handshakes: int = 0
     sent_state: frozenset[str] = frozenset()  # the value names the last request carried
@@ -138,12 +145,13 @@ class RemoteFunctions:
     def __init__(
         self,
         host: InvocationHost,
-        endpoints: Iterable[RemoteEndpoint],
+        endpoints: Iterable[Endpoint],
         *,
         max_in_flight: int,
         max_concurrent_requests: int,
         wake: Callable[[], None] | None,
         name: str = "raystream-statefun-remote",
+        embedded_functions: StatefulFunctions | None = None,
     ) -> None:
         self.host = host
         self.endpoints = list(endpoints)
@@ -151,7 +159,7 @@ class RemoteFunctions:
         self.max_concurrent_requests = max_concurrent_requests
         self._wake = wake
         self._name = name
-        self._types: dict[str, RemoteEndpoint | None] = {}
+        self._types: dict[str, Endpoint | None] = {}
         self._queues: dict[tuple[str, str], deque[MessageRecord]] = {}
         self._inflight: dict[tuple[str, str], _Call] = {}
         self._records_inflight = 0  # messages in the calls of _inflight (kept, not summed per query)
@@ -159,17 +167,21 @@ class RemoteFunctions:
         # addresses with queued messages and no call, in the order they became ready
         self._ready: OrderedDict[tuple[str, str], None] = OrderedDict()
         # addresses held back because their endpoint has max_concurrent_requests in flight
-        self._parked: dict[RemoteEndpoint, deque[tuple[str, str]]] = {}
+        self._parked: dict[Endpoint, deque[tuple[str, str]]] = {}
         self._parked_keys: set[tuple[str, str]] = set()
         # function types whose first request is out and not answered yet -> the addresses
         # of that type waiting for its answer (which tells the type's value specs)
         self._probing: dict[str, deque[tuple[str, str]]] = {}
-        self._per_endpoint: dict[RemoteEndpoint, int] = {}  # requests in flight per endpoint
+        self._per_endpoint: dict[Endpoint, int] = {}  # requests in flight per endpoint
         self._full: set[tuple[str, str]] = set()
         self._queued = 0
         # typename -> spec name -> (ValueState, spec typename), registered by handshakes
         self._specs: dict[str, dict[str, tuple[Any, str]]] = {}
         self._caller: RemoteCaller | None = None
+        # embedded async functions (EmbeddedEndpoint): invoked on the function loop
+        self._embedded_functions = embedded_functions
+        self._embedded: EmbeddedCaller | None = None
+        self._completions: queue.SimpleQueue[CallResult] = queue.SimpleQueue()  # both callers' replies
         self._encoder = RequestEncoder(host.address_of)
         self._next_id = 0
         self._closed = False
@@ -177,7 +189,7 @@ class RemoteFunctions:
         self.handshakes = 0
 
     # ------------------------------------------------------------------ queries
-    def endpoint_for(self, typename: str) -> RemoteEndpoint | None:
+    def endpoint_for(self, typename: str) -> Endpoint | None:
         """The endpoint serving ``typename`` (cached), or None."""
         try:
             return self._types[typename]
@@ -193,9 +205,19 @@ class RemoteFunctions:
         """The last failed attempt of a call being retried (see ``RemoteCaller.last_retry``)."""
         return None if self._caller is None else self._caller.last_retry
 
+    def register_specs(self, typename: str, specs: dict[str, tuple[Any, str]]) -> None:
+        """Declare the values of function type ``typename`` up front (name -> (its
+        ``ValueState``, the spec's typename)), as the missing-state handshake would: requests
+        carry them from the first one (the dispatcher does this for embedded functions)."""
+        self._specs[typename] = dict(specs)
+
     def in_flight(self) -> int:
         """Requests in flight."""
         return len(self._inflight)
+
+    def embedded_in_flight(self) -> int:
+        """Invocations of embedded async functions in flight (a scan: for tests and tools)."""
+        return sum(1 for call in self._inflight.values() if type(call.endpoint) is EmbeddedEndpoint)
 
     def records_in_flight(self) -> int:
         """Messages in the requests in flight."""
@@ -214,7 +236,7 @@ class RemoteFunctions:
         return bool(self._ready)
 
     # ------------------------------------------------------------------ queueing
-    def enqueue(self, key: tuple[str, str], record: MessageRecord, endpoint: RemoteEndpoint) -> None:
+    def enqueue(self, key: tuple[str, str], record: MessageRecord, endpoint: Endpoint) -> None:
         """Queue a message to the remote address ``key``; it goes out with the next request."""
         q = self._queues.get(key)
         if q is None:
@@ -292,7 +314,15 @@ class RemoteFunctions:
         if key in self._queues:
             self._ready[key] = None
 
-    def _send(self, key: tuple[str, str], call: _Call) -> None:
+    def _caller_for(self, endpoint: Endpoint) -> RemoteCaller | EmbeddedCaller:
+        """The caller of ``endpoint`` (started on first use): the HTTP client, or the
+        function loop for an embedded async function."""
+        if type(endpoint) is EmbeddedEndpoint:
+            if self._embedded is None:
+                if self._wake is None or self._embedded_functions is None:
+                    raise RemoteFunctionError("embedded async functions need a task mailbox and their registry here")
+                self._embedded = EmbeddedCaller(self._embedded_functions, self._wake, self._completions)
+            return self._embedded
         if self._caller is None:
             if self._wake is None:
                 raise RemoteFunctionError(
@@ -300,7 +330,11 @@ class RemoteFunctions:
                     "run the dispatcher in a raystream task or statefun_api.local.LocalDispatchers"
                 )
             keepalive = max(ep.pool_ttl_s for ep in self.endpoints)
-            self._caller = RemoteCaller(self._wake, name=self._name, keepalive_s=keepalive)
+            self._caller = RemoteCaller(self._wake, name=self._name, keepalive_s=keepalive, completions=self._completions)
+        return self._caller
+
+    def _send(self, key: tuple[str, str], call: _Call) -> None:
+        caller = self._caller_for(call.endpoint)
         self._next_id += 1
         self._by_id.pop(call.call_id, None)  # a resent batch (handshake) gets a new id
         call.call_id = self._next_id
@@ -310,7 +344,12 @@ class RemoteFunctions:
         self._by_id[call.call_id] = key
         body, call.sent_state = self._encode(key, call.records)
         self.requests += 1
-        self._caller.submit(call.call_id, call.endpoint, call.url, body)
+        ep = call.endpoint
+        if isinstance(caller, EmbeddedCaller):
+            caller.submit(call.call_id, ep, call.url, body)
+        else:
+            assert isinstance(ep, RemoteEndpoint)  # (_caller_for gives the HTTP caller to these only)
+            caller.submit(call.call_id, ep, call.url, body)
 
     def _encode(self, key: tuple[str, str], records: list[MessageRecord]) -> tuple[bytes, frozenset[str]]:
         """The ``ToFunction`` request invoking ``key`` with ``records`` (the address's declared
@@ -338,18 +377,21 @@ class RemoteFunctions:
         return self._closed
 
     def apply_completions(self, block_s: float | None = None) -> int:
-        """Apply the finished calls; with ``block_s``, wait up to that long for the first one."""
-        caller = self._caller
-        if caller is None:
+        """Apply the finished calls (remote and embedded, in the order they finished); with
+        ``block_s``, wait up to that long for the first one."""
+        if self._caller is None and self._embedded is None:
             return 0
-        caller.rearm_notify()  # (before taking: a reply queued from now on posts again)
+        for caller in (self._caller, self._embedded):
+            if caller is not None:
+                caller.rearm_notify()  # (before taking: a reply queued from now on posts again)
+        completions = self._completions
         n = 0
         while True:
             try:
                 if block_s is not None and n == 0:
-                    result = caller.completions.get(timeout=block_s)
+                    result = completions.get(timeout=block_s)
                 else:
-                    result = caller.completions.get_nowait()
+                    result = completions.get_nowait()
             except queue.Empty:
                 return n
             n += 1
@@ -361,6 +403,8 @@ class RemoteFunctions:
             return  # not (or no longer) in flight: ignore
         call = self._inflight[key]
         address = self.host.address_of(key)
+        if result.exception is not None:  # an embedded async function raised: reported as a sync one
+            raise UserCodeError(describe_records(call.records), result.exception) from result.exception
         if result.attempts > 1:
             self.host.counters["remote_retries"] += result.attempts - 1
         where = f"remote function {key[0]!r} at {redacted(call.url)!r} (address {address}, {len(call.records)} message(s))"
@@ -470,6 +514,9 @@ class RemoteFunctions:
         if self._caller is not None:
             self._caller.close()
             self._caller = None
+        if self._embedded is not None:
+            self._embedded.close()
+            self._embedded = None
 
 
 def _pb_address(a: Any) -> Address | None:

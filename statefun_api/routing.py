@@ -79,6 +79,7 @@ __all__ = [
     "address_key",
     "record_address",
     "record_caller",
+    "describe_records",
     "egress_tag",
     "decode_egress_value",
     "decode_by_typename",
@@ -262,6 +263,29 @@ def record_address(record: MessageRecord) -> Address:
 def record_caller(record: MessageRecord) -> str:
     """``"typename/id"`` of the sender, or ``"ingress"`` (for error messages)."""
     return f"{record[CALLER_TYPENAME]}/{record[CALLER_ID]}" if record[CALLER_TYPENAME] else "ingress"
+
+
+def describe_records(records: list[MessageRecord]) -> str:
+    """What a task shows as 'the record being processed' of an invocation: its first message
+    (and how many there are). The result's repr is itself, so an error message built from it
+    is not quoted twice.
+
+    Example:
+        >>> print(describe_records([("a/f", "1", "", "", "io.statefun.types/int", 7, True)] * 2))
+        Message(target=a/f/1, type='io.statefun.types/int', value=b'\\r\\x07\\x00\\x00\\x00') from ingress (first of 2 messages to this address)
+    """
+    first = records[0]
+    text = f"{record_to_invocation(first).message!r} from {record_caller(first)}"
+    if len(records) > 1:
+        text += f" (first of {len(records)} messages to this address)"
+    return _Text(text)
+
+
+class _Text(str):
+    """A string whose repr is itself (so error messages are not double-quoted)."""
+
+    def __repr__(self) -> str:
+        return str(self)
 
 
 def egress_tag(typename: str) -> str:
