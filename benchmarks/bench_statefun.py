@@ -32,12 +32,19 @@ Contenders (ratios are against baselines measured in the same run):
 * ``latency``: ingress -> function -> egress on Ray at p=2, a generated source at
   ``--latency-rate`` msg/s stamping each message, the egress stream computing now - stamp.
 
+``--async-io`` measures instead embedded ``async def`` functions (``LocalDispatchers``, p=1):
+a function awaiting a simulated I/O call of ``--io-ms`` per message over 1,000 addresses
+against the same function written sync (``time.sleep``: one invocation at a time, how every
+async batch ran before they were invoked concurrently), and the I/O-free counter written
+async against written sync (the cost of the concurrent path).
+
 Run::
 
     RAY_ADDRESS=local python -m benchmarks.bench_statefun          # --n 200000 --ray-n 1000000 --repeat 3
     python -m benchmarks.bench_statefun --no-ray --no-remote --no-write  # the in-process part only
     python -m benchmarks.bench_statefun --n 20000 --opcodes             # bytecodes per message, per function
     valgrind --tool=cachegrind --cache-sim=no python -m benchmarks.bench_statefun --n 50000 --direct-runs 2  # minus K=0
+    python -m benchmarks.bench_statefun --async-io --no-write         # embedded async functions
 """
 
 from __future__ import annotations
@@ -69,6 +76,7 @@ __all__ = [
     "ray_counter",
     "ray_latency",
     "opcode_counts",
+    "async_io_counter",
     "main",
 ]
 
@@ -472,6 +480,82 @@ def ray_latency(rate: int, seconds: float, parallelism: int = 2) -> dict[str, fl
     }
 
 
+# ---------------------------------------------------------------------------- async functions
+def _io_functions(io_ms: float, asynchronous: bool) -> Any:
+    """A counter that makes a (simulated) I/O call of ``io_ms`` per message first: awaited
+    (``asynchronous``) or blocking; ``io_ms=0``: no call."""
+    from raystream.statefun_api import IntType, StatefulFunctions, ValueSpec
+
+    functions = StatefulFunctions()
+
+    def count(context, message):
+        context.storage.n = (context.storage.n or 0) + message.as_int()
+
+    if asynchronous:
+        @functions.bind("bench/io", specs=[ValueSpec("n", IntType)])
+        async def io_async(context, message):
+            if io_ms:
+                await asyncio.sleep(io_ms / 1000)
+            count(context, message)
+    else:
+        @functions.bind("bench/io", specs=[ValueSpec("n", IntType)])
+        def io_sync(context, message):
+            if io_ms:
+                time.sleep(io_ms / 1000)
+            count(context, message)
+    return functions
+
+
+def async_io_counter(keys: list[str], io_ms: float, asynchronous: bool) -> tuple[float, int]:
+    """Seconds to run ``keys`` (one message each) through the I/O counter in ``LocalDispatchers``
+    (p=1, ingress batches of 4,096), and the total count (checked by the caller)."""
+    from raystream.statefun_api import message_builder
+    from raystream.statefun_api.local import LocalDispatchers
+
+    msgs = [message_builder("bench/io", k, int_value=1) for k in keys]
+    with LocalDispatchers(_io_functions(io_ms, asynchronous)) as run:
+        t0 = time.perf_counter()
+        for i in range(0, len(msgs), 4096):
+            run.send(*msgs[i : i + 4096])
+        run.run_until_idle()
+        dt = time.perf_counter() - t0
+        total = sum(run.state("bench/io", k, "n") or 0 for k in set(keys))
+    return dt, total
+
+
+def async_io_section(io_ms: float, repeat: int) -> str:
+    """The ``--async-io`` table: async vs sync, with and without I/O, interleaved rounds."""
+    io_keys = [f"a{i % 1000:04d}" for i in range(2000)]
+    cpu_keys = events(100_000).column("key").to_pylist()
+    cases = [
+        (f"I/O of {io_ms:g} ms a message, 1,000 addresses, 2,000 messages", io_keys, io_ms),
+        ("no I/O (the counter), 10,000 Zipf keys, 100,000 messages", cpu_keys, 0.0),
+    ]
+    rows = []
+    for label, keys, ms in cases:
+        times: dict[bool, list[float]] = {True: [], False: []}
+        for _ in range(repeat):
+            for asynchronous in (True, False):
+                if ms and not asynchronous and times[False]:
+                    continue  # the blocking run is deterministic (2,000 x io_ms): once is enough
+                dt, total = async_io_counter(keys, ms, asynchronous)
+                if total != len(keys):
+                    raise SystemExit(f"async-io {label}: counted {total}, expected {len(keys)}")
+                times[asynchronous].append(dt)
+        a = len(keys) / statistics.median(times[True])
+        b = len(keys) / statistics.median(times[False])
+        rows.append(f"| {label} | {a:,.0f} | {b:,.0f} | {a / b:.2f}x |")
+    return (
+        f"## `{harness.command_line()}`: embedded async functions\n\n"
+        f"Run {harness.now()}. {harness.machine_line()}\n\n"
+        "`LocalDispatchers` p=1, ingress batches of 4,096 messages, counts checked; median of the interleaved "
+        "rounds. The sync contender is the same function with a blocking call: one invocation at a time, as every "
+        "async batch ran before async functions were invoked concurrently.\n\n"
+        "| workload | async def (concurrent) msg/s | sync def msg/s | async / sync |\n|---|---:|---:|---:|\n"
+        + "\n".join(rows) + "\n"
+    )
+
+
 # ---------------------------------------------------------------------------- driver
 def opcode_counts(fn: Callable[[], Any], messages: int, top: int = 25) -> str:
     """Python bytecodes executed by ``fn()`` per message, per function (``sys.settrace``
@@ -594,6 +678,8 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--no-remote", action="store_true", help="skip the remote contenders")
     p.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     p.add_argument("--serve", type=int, help=argparse.SUPPRESS)  # internal: be a function server
+    p.add_argument("--async-io", action="store_true", help="only measure embedded async functions (see above)")
+    p.add_argument("--io-ms", type=float, default=5.0, help="simulated I/O per message of --async-io")
     p.add_argument(
         "--direct-runs", type=int, default=None, metavar="K",
         help="only run the p=1 dispatcher contender on --n messages: once checked, then K more times (for "
@@ -607,6 +693,12 @@ def main(argv: list[str] | None = None) -> str:
     if args.serve:
         _serve(args.serve)
         return ""
+    if args.async_io:
+        body = async_io_section(args.io_ms, args.repeat)
+        print(body)
+        if not args.no_write:
+            harness.update_results("bench_statefun --async-io", body)
+        return body
     if args.direct_runs is not None or args.opcodes:
         keys = events(args.n).column("key").to_pylist()
         reference, total = python_counter(keys)

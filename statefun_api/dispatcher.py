@@ -138,7 +138,12 @@ from raystream.statefun_api.routing import (
 )
 from raystream.statefun_api.spill import SpillingQueue
 from raystream.statefun_api.state_layout import DELAY_SEQ_STATE, DELAYED_STATE, value_state_name
-from raystream.statefun_api.storage import StorageSlots
+from raystream.statefun_api.storage import (
+    AddressScopedStorage,
+    StorageSlots,
+    load_storage,
+    storage_class,
+)
 from raystream.statefun_api.types import Type, TypedValue, builtin_type
 
 __all__ = [
@@ -384,7 +389,6 @@ class FunctionDispatcher(StreamOperator):
                 max_concurrent_requests=self.config.max_concurrent_requests,
                 wake=(lambda: post(self._on_remote_replies)) if post is not None else None,
                 name=f"raystream-statefun-remote {ctx.task_name}",
-                embedded_functions=self.functions,
             )
             for typename in async_types:
                 self._rpc.register_specs(typename, {name: (st, tn) for name, st, tn in self._values[typename]})
@@ -942,6 +946,32 @@ class FunctionDispatcher(StreamOperator):
                 messages.append(Message._decoded(typename, fid, builtin_type(r[VALUE_TYPENAME]), value))  # type: ignore[arg-type]
             callers.append(self.address_of((r[CALLER_TYPENAME], r[CALLER_ID])) if r[CALLER_TYPENAME] else None)
         return messages, callers
+
+    def embedded_invocation(
+        self, key: tuple[str, str], records: list[MessageRecord]
+    ) -> tuple[Any, Address, AddressScopedStorage, list[Message], list[Address | None]]:
+        """What :class:`~statefun_api.embedded_caller.EmbeddedCaller` needs to invoke the
+        async function at ``key`` with ``records`` while other invocations run: the function,
+        the address, a storage of its own holding the address's current values (as kept:
+        decoded built-in values stay decoded) and the messages with their callers.
+
+        Raises:
+            UserCodeError: a stored value is not of its spec's declared type.
+        """
+        layout = self._layouts[key[0]]
+        fn = layout.fn
+        address = self.address_of(key)
+        self.set_current_address(key)
+        values = [(spec, st.value()) for spec, (_name, st, _tn) in zip(fn.specs, self._values[key[0]])]
+        try:
+            storage = load_storage(storage_class(fn.specs), key[0], values)
+        except TypeError as exc:
+            error = StatefulFunctionError(
+                f"cannot load the state of {address}: {exc}", address=address, message_typename=records[0][VALUE_TYPENAME]
+            )
+            raise UserCodeError(describe_records(records), error) from exc
+        messages, callers = self._messages_of(key, records)
+        return fn, address, storage, messages, callers
 
     def _not_found(self, key: tuple[str, str], records: list[MessageRecord]) -> NoReturn:
         address = self.address_of(key)

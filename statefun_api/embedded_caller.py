@@ -7,8 +7,10 @@ machine that calls remote functions, so it gets the same guarantees: one invocat
 flight per address (messages that arrive meanwhile batch into the next one, in order), up
 to the job's ``max_concurrent_requests`` in flight per subtask, the in-flight batches in
 every checkpoint (invoked again after a restore), back-pressure on the ingress. Only the
-transport differs: :class:`EmbeddedCaller` answers a request with the function's own
-:class:`~statefun_api.handler.RequestReplyHandler` on the function loop instead of over HTTP.
+transport differs: :class:`EmbeddedCaller` runs the invocation on the function loop instead
+of sending it over HTTP, and nothing is encoded on the way: the function gets the messages
+and its stored values as the dispatcher holds them (decoded built-in values stay decoded),
+and its storage changes come back as Python values, as for a sync function.
 
 So a function that awaits I/O (a web service, a database) overlaps those waits across
 addresses, as on a StateFun deployment, instead of holding its subtask for each one.
@@ -30,17 +32,20 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import queue
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from raystream.statefun_api.functions import StatefulFunctions
-from raystream.statefun_api.handler import RequestReplyHandler
-from raystream.statefun_api.http_caller import CallResult
-from raystream.statefun_api.invocation import function_loop
+from raystream.statefun_api.address import Address
+from raystream.statefun_api.effects import InvocationResult
+from raystream.statefun_api.functions import StatefulFunction
+from raystream.statefun_api.invocation import function_loop, invoke_prepared_async
+from raystream.statefun_api.messages import Message
+from raystream.statefun_api.storage import AddressScopedStorage
 
-__all__ = ["EmbeddedEndpoint", "EmbeddedCaller"]
+__all__ = ["EmbeddedEndpoint", "EmbeddedCaller", "EmbeddedResult"]
 
 
 @dataclass(frozen=True)
@@ -84,63 +89,115 @@ class EmbeddedEndpoint:
         return f"embedded async function {self.functions!r}"
 
 
+@dataclass
+class EmbeddedResult:
+    """The outcome of one embedded invocation (queued with the HTTP caller's ``CallResult``).
+
+    Attributes:
+        call_id: the id given to :meth:`EmbeddedCaller.submit`.
+        result: the invocation's effects (``None`` when it failed).
+        storage: the storage the function ran with: its changes are read from it.
+        exception: the invocation's error (naming the address and message), else ``None``.
+    """
+
+    call_id: int
+    result: InvocationResult | None
+    storage: AddressScopedStorage | None
+    exception: BaseException | None = None
+
+
 class EmbeddedCaller:
     """The caller of :class:`~statefun_api.remote.RemoteFunctions` for embedded async
-    functions: :meth:`submit` runs ``RequestReplyHandler.handle_async`` on the function loop
-    and queues the reply on :attr:`completions`, calling ``notify()`` once per burst of
-    replies (until :meth:`rearm_notify`), as :class:`~statefun_api.http_caller.RemoteCaller`
-    does. A function that raises gives a :class:`CallResult` whose ``exception`` is the
-    invocation's error (naming the address and message); it is not retried.
+    functions: :meth:`submit` runs one invocation on the function loop and queues its
+    :class:`EmbeddedResult` on :attr:`completions`, calling ``notify()`` once per burst of
+    results (until :meth:`rearm_notify`), as :class:`~statefun_api.http_caller.RemoteCaller`
+    does. A failed invocation is not retried.
 
     Example:
-        >>> caller = EmbeddedCaller(StatefulFunctions(), notify=lambda: None)
+        >>> caller = EmbeddedCaller(notify=lambda: None)
         >>> caller.completions.empty(), caller.last_retry
         (True, None)
         >>> caller.close()
     """
 
-    def __init__(
-        self,
-        functions: StatefulFunctions,
-        notify: Callable[[], None],
-        completions: queue.SimpleQueue[CallResult] | None = None,
-    ) -> None:
-        #: finished calls (``completions``: a queue shared with the HTTP caller)
-        self.completions: queue.SimpleQueue[CallResult] = queue.SimpleQueue() if completions is None else completions
-        #: (the HTTP caller's retry report; an embedded call is never retried)
+    def __init__(self, notify: Callable[[], None], completions: queue.SimpleQueue[Any] | None = None) -> None:
+        #: finished invocations (``completions``: a queue shared with the HTTP caller)
+        self.completions: queue.SimpleQueue[Any] = queue.SimpleQueue() if completions is None else completions
+        #: (the HTTP caller's retry report; an embedded invocation is never retried)
         self.last_retry: str | None = None
-        self._handler = RequestReplyHandler(functions)
         self._notify = notify
         self._notify_pending = False
         self._closed = False
-        self._running: set[concurrent.futures.Future[None]] = set()
+        self._loop = function_loop()
+        # submitted, not started: the loop takes them all at once (one wake-up per burst)
+        self._outbox: deque[tuple[Any, ...]] = deque()
+        self._scheduled = False  # a _start_submitted is on its way to the loop
+        self._running: set[asyncio.Task[None]] = set()  # (touched on the loop's thread only)
 
-    def submit(self, call_id: int, endpoint: object, url: str, body: bytes) -> None:
-        """Invoke the function with the request ``body`` on the function loop (returns at once)."""
+    def submit(
+        self,
+        call_id: int,
+        fn: StatefulFunction,
+        target: Address,
+        storage: AddressScopedStorage,
+        messages: list[Message],
+        callers: list[Address | None],
+    ) -> None:
+        """Invoke ``fn`` at ``target`` with ``messages`` (sent by ``callers``) and a storage
+        of its own, on the function loop (returns at once)."""
         if self._closed:
             raise RuntimeError("EmbeddedCaller is closed")
-        future = asyncio.run_coroutine_threadsafe(self._call(call_id, body), function_loop())
-        self._running.add(future)
-        future.add_done_callback(self._running.discard)
+        self._outbox.append((call_id, fn, target, storage, messages, callers))
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon_threadsafe(self._start_submitted)
 
-    async def _call(self, call_id: int, body: bytes) -> None:
+    def _start_submitted(self) -> None:
+        """On the loop: start every submitted invocation as a task."""
+        self._scheduled = False  # (before taking: a submit from now on schedules again)
+        outbox, running = self._outbox, self._running
+        while outbox:
+            if self._closed:
+                outbox.clear()
+                return
+            task = self._loop.create_task(self._call(*outbox.popleft()))
+            running.add(task)
+            task.add_done_callback(running.discard)
+
+    async def _call(
+        self,
+        call_id: int,
+        fn: StatefulFunction,
+        target: Address,
+        storage: AddressScopedStorage,
+        messages: list[Message],
+        callers: list[Address | None],
+    ) -> None:
         try:
-            reply = await self._handler.handle_async(body)
-        except Exception as exc:  # the function's error, reported on the mailbox thread
-            result = CallResult(call_id, None, f"{type(exc).__name__}: {exc}", 1, None, exception=exc)
+            result = await invoke_prepared_async(fn, target, storage, messages, callers)
+        except Exception as exc:  # the invocation's error, raised on the mailbox thread
+            out = EmbeddedResult(call_id, None, None, exc)
         else:
-            result = CallResult(call_id, reply, None, 1, 200)
-        self.completions.put(result)
+            out = EmbeddedResult(call_id, result, storage)
+        self.completions.put(out)
         if not self._closed and not self._notify_pending:
             self._notify_pending = True
             self._notify()
 
     def rearm_notify(self) -> None:
-        """The consumer is about to take :attr:`completions`: the next reply notifies again."""
+        """The consumer is about to take :attr:`completions`: the next result notifies again."""
         self._notify_pending = False
 
     def close(self) -> None:
-        """Cancel the invocations still running (their replies are dropped); idempotent."""
+        """Cancel the invocations still running (their results are dropped); idempotent."""
+        if self._closed:
+            return
         self._closed = True
-        for future in list(self._running):
-            future.cancel()
+        try:
+            self._loop.call_soon_threadsafe(self._cancel_running)
+        except RuntimeError:  # the loop is closed (the interpreter is exiting): nothing runs
+            pass
+
+    def _cancel_running(self) -> None:
+        for task in list(self._running):
+            task.cancel()

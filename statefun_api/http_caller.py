@@ -125,8 +125,6 @@ class CallResult:
         error: why the call failed for good, or ``None``.
         attempts: HTTP attempts made.
         status: the last HTTP status seen (``None``: no response, e.g. connection refused).
-        exception: the error an embedded async function raised (its call is not retried;
-            :class:`~statefun_api.embedded_caller.EmbeddedCaller`), else ``None``.
     """
 
     call_id: int
@@ -134,7 +132,6 @@ class CallResult:
     error: str | None
     attempts: int
     status: int | None = None
-    exception: BaseException | None = None
 
 
 class _Target:
@@ -711,10 +708,10 @@ class RemoteCaller:
         notify: Callable[[], None],
         name: str = "raystream-statefun-remote",
         keepalive_s: float = 15.0,
-        completions: queue.SimpleQueue[CallResult] | None = None,
+        completions: queue.SimpleQueue[Any] | None = None,
     ) -> None:
         #: finished calls (``completions``: a queue shared with another caller, e.g. the embedded one)
-        self.completions: queue.SimpleQueue[CallResult] = queue.SimpleQueue() if completions is None else completions
+        self.completions: queue.SimpleQueue[Any] = queue.SimpleQueue() if completions is None else completions
         self._notify = notify
         self._notify_pending = False  # a notify() was made that the consumer has not answered yet
         self._outbox: deque[tuple[int, RemoteEndpoint, str, bytes]] = deque()  # submitted, not yet started

@@ -61,6 +61,7 @@ __all__ = [
     "invoke_async",
     "invoke_trusted",
     "invoke_prepared",
+    "invoke_prepared_async",
     "BatchContext",
     "invocation_failure",
     "await_privately",
@@ -372,6 +373,19 @@ async def invoke_async(
     """
     batch = _Batch(functions, target, state, messages)
     return await _run_async(batch)
+
+
+async def invoke_prepared_async(
+    fn: StatefulFunction,
+    target: Address,
+    storage: AddressScopedStorage,
+    messages: list[Message],
+    callers: list[Address | None],
+) -> InvocationResult:
+    """:func:`invoke_prepared` awaited on the running event loop (the engine's embedded async
+    functions, :mod:`statefun_api.embedded_caller`): the caller reads the changes from
+    ``storage``. Same semantics and errors as :func:`invoke_async`."""
+    return await _run_async(_Batch.prepared(fn, target, storage, messages, callers))
 
 
 async def _run_async(batch: _Batch) -> InvocationResult:

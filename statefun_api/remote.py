@@ -61,10 +61,9 @@ from raystream.statefun_api.effects import (
     InvocationResult,
     OutgoingMessage,
 )
-from raystream.statefun_api.embedded_caller import EmbeddedCaller, EmbeddedEndpoint
+from raystream.statefun_api.embedded_caller import EmbeddedCaller, EmbeddedEndpoint, EmbeddedResult
 from raystream.statefun_api.endpoints import RemoteEndpoint, resolve_endpoint
 from raystream.statefun_api.errors import ProtocolError, StatefulFunctionError
-from raystream.statefun_api.functions import StatefulFunctions
 from raystream.statefun_api.http_caller import CallResult, RemoteCaller, excerpt, redacted
 from raystream.statefun_api.messages import EgressMessage, Message
 from raystream.statefun_api.reqreply import FromFunction, decode_from_function
@@ -75,6 +74,7 @@ from raystream.statefun_api.routing import (
     describe_records,
 )
 from raystream.statefun_api.state_layout import value_state_name
+from raystream.statefun_api.storage import dirty_values
 from raystream.statefun_api.types import TypedValue, builtin_type
 
 __all__ = ["RemoteCaller", "RemoteFunctions", "InvocationHost", "CallResult", "RemoteFunctionError"]
@@ -114,6 +114,11 @@ class InvocationHost(Protocol):
     ) -> None:
         """Apply an invocation's effects (state, messages, delayed messages, egress)."""
 
+    def embedded_invocation(self, key: tuple[str, str], records: list[MessageRecord]) -> tuple[Any, ...]:
+        """``(function, address, storage, messages, callers)`` to invoke the embedded async
+        function at ``key`` with ``records``: a storage of its own holding the address's
+        current values (for :meth:`EmbeddedCaller.submit`)."""
+
 class RemoteFunctionError(StatefulFunctionError):
     """A remote function could not be invoked (the job fails over to its last checkpoint)."""
 
@@ -151,7 +156,6 @@ class RemoteFunctions:
         max_concurrent_requests: int,
         wake: Callable[[], None] | None,
         name: str = "raystream-statefun-remote",
-        embedded_functions: StatefulFunctions | None = None,
     ) -> None:
         self.host = host
         self.endpoints = list(endpoints)
@@ -179,9 +183,8 @@ class RemoteFunctions:
         self._specs: dict[str, dict[str, tuple[Any, str]]] = {}
         self._caller: RemoteCaller | None = None
         # embedded async functions (EmbeddedEndpoint): invoked on the function loop
-        self._embedded_functions = embedded_functions
         self._embedded: EmbeddedCaller | None = None
-        self._completions: queue.SimpleQueue[CallResult] = queue.SimpleQueue()  # both callers' replies
+        self._completions: queue.SimpleQueue[CallResult | EmbeddedResult] = queue.SimpleQueue()  # both callers'
         self._encoder = RequestEncoder(host.address_of)
         self._next_id = 0
         self._closed = False
@@ -319,9 +322,9 @@ class RemoteFunctions:
         function loop for an embedded async function."""
         if type(endpoint) is EmbeddedEndpoint:
             if self._embedded is None:
-                if self._wake is None or self._embedded_functions is None:
-                    raise RemoteFunctionError("embedded async functions need a task mailbox and their registry here")
-                self._embedded = EmbeddedCaller(self._embedded_functions, self._wake, self._completions)
+                if self._wake is None:
+                    raise RemoteFunctionError("embedded async functions invoked concurrently need a task mailbox")
+                self._embedded = EmbeddedCaller(self._wake, self._completions)
             return self._embedded
         if self._caller is None:
             if self._wake is None:
@@ -342,14 +345,14 @@ class RemoteFunctions:
             self._records_inflight += len(call.records)
         self._inflight[key] = call
         self._by_id[call.call_id] = key
+        ep = call.endpoint
+        if isinstance(caller, EmbeddedCaller):  # nothing encoded: the values as the dispatcher holds them
+            caller.submit(call.call_id, *self.host.embedded_invocation(key, call.records))
+            return
+        assert isinstance(ep, RemoteEndpoint)  # (_caller_for gives the HTTP caller to these only)
         body, call.sent_state = self._encode(key, call.records)
         self.requests += 1
-        ep = call.endpoint
-        if isinstance(caller, EmbeddedCaller):
-            caller.submit(call.call_id, ep, call.url, body)
-        else:
-            assert isinstance(ep, RemoteEndpoint)  # (_caller_for gives the HTTP caller to these only)
-            caller.submit(call.call_id, ep, call.url, body)
+        caller.submit(call.call_id, ep, call.url, body)
 
     def _encode(self, key: tuple[str, str], records: list[MessageRecord]) -> tuple[bytes, frozenset[str]]:
         """The ``ToFunction`` request invoking ``key`` with ``records`` (the address's declared
@@ -397,14 +400,16 @@ class RemoteFunctions:
             n += 1
             self._complete(result)
 
-    def _complete(self, result: CallResult) -> None:
+    def _complete(self, result: CallResult | EmbeddedResult) -> None:
         key = self._by_id.pop(result.call_id, None)
         if key is None:
             return  # not (or no longer) in flight: ignore
         call = self._inflight[key]
+        if type(result) is EmbeddedResult:
+            self._embedded_done(key, call, result)
+            return
+        assert isinstance(result, CallResult)
         address = self.host.address_of(key)
-        if result.exception is not None:  # an embedded async function raised: reported as a sync one
-            raise UserCodeError(describe_records(call.records), result.exception) from result.exception
         if result.attempts > 1:
             self.host.counters["remote_retries"] += result.attempts - 1
         where = f"remote function {key[0]!r} at {redacted(call.url)!r} (address {address}, {len(call.records)} message(s))"
@@ -435,6 +440,17 @@ class RemoteFunctions:
         if key[0] in self._probing:
             self._learned(key[0])
         self._apply(key, address, call, reply.invocation_result, where)
+
+    def _embedded_done(self, key: tuple[str, str], call: _Call, done: EmbeddedResult) -> None:
+        """Apply an embedded invocation's effects (its storage changes as Python values, as a
+        sync function's), or raise its error as a sync function's would be."""
+        if done.exception is not None:
+            raise UserCodeError(describe_records(call.records), done.exception) from done.exception
+        assert done.result is not None and done.storage is not None
+        self._finished(key, call)
+        specs = self._specs[key[0]]
+        changes = [(specs[name][0], value) for name, value in dirty_values(done.storage)]
+        self.host.apply_result(key, call.records, done.result, changes)
 
     def _learned(self, typename: str) -> None:
         """The first reply of ``typename`` came (a result, or the missing values it declares):

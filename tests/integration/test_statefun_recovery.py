@@ -12,6 +12,7 @@ a missing record, a replayed one as a duplicate.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -43,11 +44,13 @@ def nxt(key: str) -> str:
     return f"c{(int(key[1:]) * 31 + 7) % KEYS}"
 
 
-def functions() -> StatefulFunctions:
+def functions(asynchronous: bool = False) -> StatefulFunctions:
+    """The forwarding counter; ``asynchronous``: as an ``async def`` that awaits (yields to
+    the function loop) before it counts, so invocations of many addresses are in flight at
+    once when barriers and kills come."""
     fns = StatefulFunctions()
 
-    @fns.bind(TYPENAME, specs=[ValueSpec("n", IntType)])
-    def counter(context, message):
+    def count(context, message):
         n = (context.storage.n or 0) + 1
         context.storage.n = n
         key = context.address.id
@@ -56,6 +59,13 @@ def functions() -> StatefulFunctions:
         if hops > 0:
             context.send(message_builder(TYPENAME, nxt(key), int_value=hops - 1))
 
+    if asynchronous:
+        @fns.bind(TYPENAME, specs=[ValueSpec("n", IntType)])
+        async def async_counter(context, message):
+            await asyncio.sleep(0)
+            count(context, message)
+    else:
+        fns.bind(TYPENAME, specs=[ValueSpec("n", IntType)])(count)
     return fns
 
 
@@ -92,9 +102,11 @@ def reference() -> list[str]:
     return ref
 
 
-def build(env: rs.StreamEnvironment, gate: str | None = None) -> tuple[rs.DataStream, StatefulFunctionsJob]:
+def build(
+    env: rs.StreamEnvironment, gate: str | None = None, asynchronous: bool = False
+) -> tuple[rs.DataStream, StatefulFunctionsJob]:
     """The job; with ``gate``, the ingress pauses halfway until that file exists."""
-    sf = StatefulFunctionsJob(env, functions(), name="fwd")
+    sf = StatefulFunctionsJob(env, functions(asynchronous), name="fwd")
     # one source subtask: the ingress order is fixed (the egress multiset does not depend on it)
     sf.with_ingress(gated.generate(env, ingress, N, RATE, 100, gate).set_parallelism(1).uid("src"), route)
     sink = sf.egress_stream(EGRESS).sink_to(CollectSink(), name="collect").set_parallelism(1)
@@ -116,9 +128,10 @@ def wait_for_messages(client: rs.JobClient, n: int, timeout_s: float = 120.0) ->
     raise AssertionError(f"the dispatchers did not invoke {n} messages within {timeout_s} s")
 
 
-def test_killed_tasks_give_exactly_the_failure_free_egress(reference, tmp_path):
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_killed_tasks_give_exactly_the_failure_free_egress(reference, tmp_path, asynchronous):
     env = make_env(2, tmp_path)
-    sink, _ = build(env)
+    sink, _ = build(env, asynchronous=asynchronous)
     parallelisms = [v.parallelism for v in env.get_job_graph().vertices]
     client = env.execute_async("statefun-exactly-once")
     killed = kill_tasks(client, parallelisms, 2, seed=5)
