@@ -279,6 +279,10 @@ class JobClient:
                 self._call_master("cancel", self._job_id)
             else:
                 self._master.cancel.remote(self._job_id)
+                # the job's result is now an expected JobCancelled: taken as it arrives, so Ray
+                # does not report an "Unhandled error" when a client that is never waited on
+                # (a notebook cell that only cancels) lets go of it; wait() still raises it
+                self._run_ref.future()
 
     def wait(self, timeout: float | None = None, progress: bool | None = None, interval_s: float = 1.0) -> JobResult:
         """Block until the job ends; return its result or raise JobFailed / JobCancelled.
