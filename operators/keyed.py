@@ -20,6 +20,7 @@ from raystream.engine.operator import OperatorContext, Output, StreamOperator
 from raystream.engine.partitioners import KeySelector
 from raystream.engine.records import Batch
 
+from .arrow_aggregate import group_aggregate
 from .functions import (
     KeyedProcessFunction,
     OnTimerContext,
@@ -335,7 +336,7 @@ class AggregateOperator(StreamOperator):
             if (col, fn) not in seen:
                 seen.add((col, fn))
                 specs.append((col, fn))
-        grouped = table.group_by(self.key_column, use_threads=False).aggregate(specs)
+        grouped = group_aggregate(table, self.key_column, specs, "aggregate(" + ", ".join(f"{out}={spec!r}" for out, spec in self.aggregations.items()) + ")")
         partial = {}
         for name, col, fn in self._acc_names():
             values = grouped.column(f"{col}_{fn}").combine_chunks()

@@ -58,6 +58,7 @@ from raystream.engine.operator import StreamOperator
 from raystream.engine.partitioners import KeySelector
 from raystream.engine.records import Batch
 
+from .arrow_aggregate import group_aggregate
 from .time import TimestampAssigner, timestamp_column
 from .window_fast import PANE_COLUMN, base_aggregations
 from .window_operator import AGGREGATE, WindowOperator
@@ -161,7 +162,7 @@ class VectorWindowCombiner(_WatermarkState, StreamOperator):
         for c, _ in self.base:
             cols[c] = rb.column(c)
         cols[PANE_COLUMN] = pa.array(panes, pa.int64())
-        grouped = pa.table(cols).group_by([self.key_column, PANE_COLUMN], use_threads=False).aggregate(list(self.base))
+        grouped = group_aggregate(pa.table(cols), [self.key_column, PANE_COLUMN], self.base, "window aggregate (local)")
         for out in grouped.select([self.key_column, PANE_COLUMN, *self.acc_names]).to_batches():
             self.output.emit(Batch.of_arrow(out))
 

@@ -37,6 +37,7 @@ from raystream.engine.keygroups import key_groups_of_array
 from raystream.engine.operator import OperatorContext, Output, StreamOperator
 from raystream.engine.records import Batch
 
+from .arrow_aggregate import group_aggregate
 from .time import timestamp_column
 from .windows import SlidingEventTimeWindows, TumblingEventTimeWindows
 
@@ -158,7 +159,7 @@ class VectorWindowAggregateOperator(StreamOperator):
             col = rb.column(c)
             cols[c] = col if take is None else col.take(take)
         cols["window_start"] = pa.array(starts, pa.int64())
-        part = pa.table(cols).group_by([self.key_column, "window_start"], use_threads=False).aggregate(list(self.base))
+        part = group_aggregate(pa.table(cols), [self.key_column, "window_start"], self.base, "window aggregate")
         self._add_pending(part, part.column("window_start").to_numpy())
 
     def _process_partials(self, rb: pa.RecordBatch) -> None:

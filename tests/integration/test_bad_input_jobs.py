@@ -71,3 +71,27 @@ def test_a_reader_returning_something_else_than_a_batch_is_named():
     env = rs.StreamEnvironment(parallelism=1)
     with pytest.raises(rs.JobFailed, match=r"_ListReader.poll_next\(\) must return a Batch, NOTHING_AVAILABLE or END_OF_INPUT .*got list"):
         env.from_source(_ListSource()).execute_and_collect()
+
+
+@pytest.mark.parametrize("emit", ["updates", "final"])
+def test_a_vectorized_aggregate_of_a_column_it_cannot_sum_names_the_aggregation_and_type(emit):
+    env = rs.StreamEnvironment(parallelism=1)
+    rows = [{"key": "a", "value": "x"}, {"key": "b", "value": "y"}]
+    env.from_collection(rows).key_by("key").aggregate(total=("value", "sum"), n=("value", "count"), emit=emit).collect()
+    with pytest.raises(rs.JobFailed, match=r"aggregate\(total=\('value', 'sum'\), n=\('value', 'count'\)\): cannot compute "
+                                           r"sum of column 'value' \(string\), count of column 'value' \(string\); sum and mean need"):
+        env.execute(f"aggregate-{emit}")
+
+
+@pytest.mark.parametrize("combine", [False, True])
+def test_a_window_aggregate_of_a_column_it_cannot_average_names_the_aggregation_and_type(combine):
+    from raystream.operators.time import WatermarkStrategy
+    from raystream.operators.windows import TumblingEventTimeWindows
+
+    env = rs.StreamEnvironment(parallelism=1)
+    rows = [{"key": "a", "value": "x", "ts": 1}, {"key": "a", "value": "y", "ts": 2}]
+    strategy = WatermarkStrategy.for_monotonous_timestamps().with_timestamp_column("ts")
+    (env.from_collection(rows).assign_timestamps_and_watermarks(strategy).key_by("key")
+     .window(TumblingEventTimeWindows.of(10)).aggregate(avg=("value", "mean"), combine=combine).collect())
+    with pytest.raises(rs.JobFailed, match=r"window aggregate.*: cannot compute .*of column 'value' \(string\)"):
+        env.execute("window-mean")
