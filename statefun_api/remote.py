@@ -32,6 +32,12 @@ Two parts with a strict thread split:
     they are sent again after a restore. The remote side sees at-least-once calls;
     raystream's state and egress stay exactly once.
 
+Embedded ``async def`` functions go through the same state machine
+(:mod:`statefun_api.embedded_caller`): their "endpoint" is an :class:`EmbeddedEndpoint` and
+their caller runs the invocation on the function loop, with the values as the dispatcher
+holds them (nothing encoded), so they get the same per-address order, caps, back-pressure
+and checkpointing as remote functions.
+
 When a call fails for good (retries exhausted, a 4xx other than 429, an oversized reply, a
 reply that is not a ``FromFunction``), a :class:`RemoteFunctionError` naming the function,
 address, URL, status and a body excerpt fails the job, so the restart strategy fails over
@@ -118,6 +124,7 @@ class InvocationHost(Protocol):
         """``(function, address, storage, messages, callers)`` to invoke the embedded async
         function at ``key`` with ``records``: a storage of its own holding the address's
         current values (for :meth:`EmbeddedCaller.submit`)."""
+
 
 class RemoteFunctionError(StatefulFunctionError):
     """A remote function could not be invoked (the job fails over to its last checkpoint)."""
