@@ -20,6 +20,11 @@ For every batch of messages it:
    state is the record of what is pending, and :meth:`FunctionDispatcher.open` registers the
    timers of the delayed messages of its key groups again, so each fires exactly once
    after a restore, on the subtask that owns its sender at the new parallelism.
+5. hands the messages of ``async def`` functions (and of remote functions) to
+   :class:`~statefun_api.remote.RemoteFunctions`: one invocation in flight per address, up to
+   ``max_concurrent_requests`` per subtask, each async one running on the function loop with
+   the values as held here (:mod:`statefun_api.embedded_caller`), its effects applied on the
+   mailbox thread when it finishes.
 
 **Bounded work per mailbox step.** :meth:`FunctionDispatcher.process_batch` only queues
 the batch's messages; invocations run in continuations posted to the task's mailbox
@@ -227,8 +232,9 @@ class DispatcherConfig:
             its timer at once.
         endpoints: remote function endpoints (:mod:`statefun_api.endpoints`); function
             types registered in ``functions`` take precedence over namespace patterns.
-        max_concurrent_requests: HTTP requests to remote functions in flight per subtask;
-            further ready addresses wait (their messages keep batching), none is dropped.
+        max_concurrent_requests: HTTP requests to remote functions, and invocations of
+            embedded async functions, in flight per subtask; further ready addresses wait
+            (their messages keep batching), none is dropped.
 
     Example:
         >>> from raystream.statefun_api import StatefulFunctions

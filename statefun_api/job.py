@@ -169,8 +169,9 @@ class StatefulFunctionsJob:
         max_batch_per_address: messages given to one invocation of an address.
         endpoints: remote function endpoints (:func:`~statefun_api.endpoints.remote_endpoint`);
             more with :meth:`with_endpoint` / :meth:`with_module_yaml`.
-        max_concurrent_requests: HTTP requests to remote functions in flight per
-            dispatcher subtask (further calls wait their turn; none is dropped).
+        max_concurrent_requests: HTTP requests to remote functions, and invocations of
+            embedded ``async def`` functions, in flight per dispatcher subtask (further calls
+            wait their turn; none is dropped).
 
     Declare every egress (``with_egress`` / ``egress_stream``) before executing: the
     declarations travel with the dispatcher when the job is submitted.
