@@ -132,3 +132,36 @@ def test_statefun_function_error_fails_the_job_naming_address_and_message_type()
     text = str(err.value)
     assert "test/fragile/13" in text and "'io.statefun.types/int'" in text and "unlucky" in text
     assert "statefun" in text
+
+
+def _rendezvous_functions(n: int) -> StatefulFunctions:
+    """An async function whose invocations wait until ``n`` addresses are inside it at once."""
+    import asyncio
+
+    functions = StatefulFunctions()
+    inside: set = set()
+    events: dict = {}
+
+    @functions.bind("test/meet", specs=[ValueSpec("seen", IntType)])
+    async def meet(context, message):
+        event = events.setdefault("all", asyncio.Event())
+        inside.add(context.address.id)
+        if len(inside) >= n:
+            event.set()
+        await asyncio.wait_for(event.wait(), 60)
+        context.storage.seen = (context.storage.seen or 0) + 1
+        context.send_egress(egress_message_builder("test/met", f"{context.address.id}:{context.storage.seen}", StringType))
+
+    return functions
+
+
+def test_embedded_async_functions_are_invoked_concurrently_on_ray():
+    # one subtask: the 16 addresses can only all be inside the function at once if their
+    # invocations overlap (one at a time, the first would wait 60 s and fail the job)
+    env = rs.StreamEnvironment(parallelism=1)
+    sf = StatefulFunctionsJob(env, _rendezvous_functions(16), name="meet")
+    sf.with_ingress(env.from_collection(list(range(32))), lambda i: message_builder("test/meet", f"m{i % 16}", int_value=i))
+    sink = sf.egress_stream("test/met").sink_to(CollectSink(), name="collect")
+    result = env.execute("async-meet")
+    out = collected_records(result.sink_results.get(sink.node.stable_uid(env.graph), []))
+    assert sorted(out) == sorted(f"m{i}:{n}" for i in range(16) for n in (1, 2))
