@@ -130,7 +130,7 @@ class EmbeddedCaller:
         self._closed = False
         self._loop = function_loop()
         # submitted, not started: the loop takes them all at once (one wake-up per burst)
-        self._outbox: deque[tuple[Any, ...]] = deque()
+        self._outbox: deque[tuple[int, tuple[Any, ...]]] = deque()
         self._scheduled = False  # a _start_submitted is on its way to the loop
         self._running: set[asyncio.Task[None]] = set()  # (touched on the loop's thread only)
 
@@ -147,7 +147,7 @@ class EmbeddedCaller:
         of its own, on the function loop (returns at once)."""
         if self._closed:
             raise RuntimeError("EmbeddedCaller is closed")
-        self._outbox.append((call_id, fn, target, storage, messages, callers))
+        self._outbox.append((call_id, (fn, target, storage, messages, callers)))
         if not self._scheduled:
             self._scheduled = True
             self._loop.call_soon_threadsafe(self._start_submitted)
@@ -164,21 +164,14 @@ class EmbeddedCaller:
             running.add(task)
             task.add_done_callback(running.discard)
 
-    async def _call(
-        self,
-        call_id: int,
-        fn: StatefulFunction,
-        target: Address,
-        storage: AddressScopedStorage,
-        messages: list[Message],
-        callers: list[Address | None],
-    ) -> None:
+    async def _call(self, call_id: int, invocation: tuple[Any, ...]) -> None:
+        """Run one submitted invocation (the arguments of :meth:`submit` after ``call_id``)."""
         try:
-            result = await invoke_prepared_async(fn, target, storage, messages, callers)
+            result = await invoke_prepared_async(*invocation)
         except Exception as exc:  # the invocation's error, raised on the mailbox thread
             out = EmbeddedResult(call_id, None, None, exc)
         else:
-            out = EmbeddedResult(call_id, result, storage)
+            out = EmbeddedResult(call_id, result, invocation[2])
         self.completions.put(out)
         if not self._closed and not self._notify_pending:
             self._notify_pending = True
