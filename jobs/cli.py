@@ -786,6 +786,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         print(f"raystream: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except ConfigError as exc:  # a setting or a job graph that is wrong (e.g. --parallelism 0): a setup error
+        print(f"raystream: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except RaystreamError as exc:
         print(f"raystream: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_JOB_FAILED

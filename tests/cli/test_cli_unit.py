@@ -84,6 +84,17 @@ def test_main_prints_one_error_line_and_exit_code_2(tmp_path, capsys):
     assert err.startswith("raystream: error: job file") and "Traceback" not in err
 
 
+def test_a_bad_setting_or_job_graph_is_a_setup_error_with_exit_code_2(tmp_path, capsys):
+    assert main(["run", "jobs/wordcount.py", "--parallelism", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("raystream: error: ConfigError: parallelism must be a positive int") and "Traceback" not in err
+    job = tmp_path / "bad_graph.py"
+    job.write_text("def build(env, args):\n    return env.from_collection([1]).key_by(lambda x: x).aggregate(total=('v', 'sum'))\n")
+    assert main(["run", str(job)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("raystream: error: GraphError: aggregate() needs key_by(<column name>)") and "Traceback" not in err
+
+
 def test_unreachable_addresses_fail_fast():
     import socket
     import subprocess
