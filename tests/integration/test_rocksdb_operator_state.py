@@ -122,10 +122,12 @@ def test_statefun_on_rocksdb_killed_tasks_give_the_failure_free_egress(statefun_
     assert got == statefun_reference, diff(got, statefun_reference)
 
 
-def test_statefun_on_rocksdb_rescales_from_a_savepoint_2_to_3(statefun_reference, tmp_path):
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_statefun_on_rocksdb_rescales_from_a_savepoint_2_to_3(statefun_reference, tmp_path, asynchronous):
+    # (async: the savepoint holds the batches of the invocations in flight, which run again at p=3)
     env = make_env(2, tmp_path / "run0")
     env.set_state_backend("rocksdb")
-    sink, _ = statefun.build(env, gate=str(tmp_path / "gate"))
+    sink, _ = statefun.build(env, gate=str(tmp_path / "gate"), asynchronous=asynchronous)
     client = env.execute_async("statefun-rocksdb-2")
     gated.wait_until_paused(str(tmp_path / "gate"), 1)  # the ingress paused halfway: the savepoint is mid-run
     statefun.wait_for_messages(client, 1_000)
@@ -137,7 +139,7 @@ def test_statefun_on_rocksdb_rescales_from_a_savepoint_2_to_3(statefun_reference
 
     env = make_env(3, tmp_path / "run1")
     env.set_state_backend("rocksdb")
-    sink, _ = statefun.build(env)
+    sink, _ = statefun.build(env, asynchronous=asynchronous)
     second = env.execute("statefun-rocksdb-3", from_savepoint=savepoint)
     out += statefun.egress_of(second, env, sink)
     assert sorted(out) == statefun_reference, diff(sorted(out), statefun_reference)
