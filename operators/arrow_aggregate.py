@@ -7,7 +7,7 @@ the aggregation as the job wrote it, the column's type and what each function ac
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -20,12 +20,14 @@ _ACCEPTS = (
 )
 
 
-def group_aggregate(table: pa.Table, keys: str | list[str], specs: Sequence[tuple[Any, ...]], where: str) -> pa.Table:
+def group_aggregate(
+    table: pa.Table, keys: str | list[str], specs: Sequence[tuple[Any, ...]], where: str | Callable[[], str]
+) -> pa.Table:
     """``table.group_by(keys).aggregate(specs)`` (single-threaded, as the operators run it).
 
     Raises:
         TypeError: Arrow cannot compute an aggregation on its column's type; the message
-            names ``where`` (the operator), each aggregation with its column's type, and
+            names ``where`` (the operator; a callable is called only then), each aggregation with its column's type, and
             what the functions accept.
 
     Example:
@@ -44,4 +46,6 @@ def group_aggregate(table: pa.Table, keys: str | list[str], specs: Sequence[tupl
             else f"{spec[1]} of column {spec[0]!r} (not in the batch: {names})"
             for spec in specs
         ]
+        if callable(where):
+            where = where()
         raise TypeError(f"{where}: cannot compute {', '.join(parts)}; {_ACCEPTS} (Arrow: {exc})") from exc

@@ -323,6 +323,10 @@ class AggregateOperator(StreamOperator):
                 np.fmax.at(acc, idx, vals)
         return idx
 
+    def _describe(self) -> str:
+        """How an error names this operator: ``aggregate(total=('value', 'sum'))``."""
+        return "aggregate(" + ", ".join(f"{out}={spec!r}" for out, spec in self.aggregations.items()) + ")"
+
     def batch_partials(self, rb: pa.RecordBatch) -> tuple[pa.Array, dict[str, pa.Array]]:
         """Group one batch by key: ``(keys, {accumulator name: per-key partial})``."""
         if rb.schema.get_field_index(self.key_column) < 0:
@@ -330,13 +334,8 @@ class AggregateOperator(StreamOperator):
                 f"key column {self.key_column!r} is not in the batch (columns: {rb.schema.names})"
             )
         table = pa.Table.from_batches([rb])
-        specs = []
-        seen = set()
-        for _name, col, fn in self._acc_names():
-            if (col, fn) not in seen:
-                seen.add((col, fn))
-                specs.append((col, fn))
-        grouped = group_aggregate(table, self.key_column, specs, "aggregate(" + ", ".join(f"{out}={spec!r}" for out, spec in self.aggregations.items()) + ")")
+        specs = list(dict.fromkeys((col, fn) for _name, col, fn in self._acc_names()))
+        grouped = group_aggregate(table, self.key_column, specs, self._describe)
         partial = {}
         for name, col, fn in self._acc_names():
             values = grouped.column(f"{col}_{fn}").combine_chunks()

@@ -613,22 +613,37 @@ class FunctionDispatcher(StreamOperator):
             self._enqueue_many(inbox.pop(self._active_limit - self._pending_count))
 
     def _enqueue_many(self, records: list[MessageRecord]) -> None:
-        """:meth:`_enqueue` of each record, in order."""
-        if self._rpc is not None:
-            enqueue = self._enqueue
-            for record in records:
-                enqueue(record)
-            return
+        """:meth:`_enqueue` of each record, in order (one pass; with remote or async function
+        types, only their records take the type check's detour through ``RemoteFunctions``)."""
         pending = self._pending
         ready = self._ready
+        rpc = self._rpc
+        if rpc is None:
+            for key, record in zip(map(address_key, records), records):
+                q = pending.get(key)
+                if q is None:
+                    pending[key] = [record]
+                    ready.append(key)
+                else:
+                    q.append(record)
+            self._pending_count += len(records)
+            return
+        here = self._invoked_here
+        local = 0
         for key, record in zip(map(address_key, records), records):
+            if key[0] not in here:
+                endpoint = rpc.endpoint_for(key[0])
+                if endpoint is not None:
+                    rpc.enqueue(key, record, endpoint)
+                    continue
             q = pending.get(key)
             if q is None:
                 pending[key] = [record]
                 ready.append(key)
             else:
                 q.append(record)
-        self._pending_count += len(records)
+            local += 1
+        self._pending_count += local
 
     def _enqueue(self, record: MessageRecord) -> None:
         key = (record[TARGET_TYPENAME], record[TARGET_ID])
