@@ -102,6 +102,13 @@ class SourceReader(ABC, Generic[SplitT]):
         """True while no split has data (so this reader must not hold watermarks back)."""
         return False
 
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        """Checkpoint ``checkpoint_id`` (and every earlier one) is complete: what this reader
+        read before its snapshot is durable (e.g. acknowledge it to the system it came from,
+        as Flink's ``SourceReader.notifyCheckpointComplete``). Not called without
+        checkpointing (``ctx.checkpointing``), and may be skipped for a checkpoint when a
+        later one completes first."""
+
     def close(self) -> None:
         """Release files, sockets..."""
 
@@ -247,6 +254,18 @@ class SinkWriter(ABC, Generic[CommT]):
     def restore_state(self, states: list[Any]) -> None:
         """Restore from the writer states of the previous run (every old subtask's)."""
 
+    def accepts_input(self) -> bool:
+        """False while the writer can take no more batches (back-pressure; consulted only for a
+        sink with ``gates_input = True``); it then wakes its task through ``ctx.post`` once it
+        can again."""
+        return True
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        """Checkpoint ``checkpoint_id`` (and every earlier one) is complete: what this writer
+        prepared up to its snapshot for it may become visible (a writer that publishes
+        itself; committables go to the :class:`Committer`). May be skipped for a checkpoint
+        when a later one completes first."""
+
     def close(self) -> None:
         """Release resources; uncommitted work is aborted by not committing it."""
 
@@ -276,6 +295,9 @@ class Committer(ABC, Generic[CommT]):
 
 class Sink(ABC, Generic[CommT]):
     """A sink. Must be picklable; ``create_writer`` runs in each task."""
+
+    #: True: its writers' ``accepts_input()`` can pause the sink task's input (back-pressure)
+    gates_input: bool = False
 
     @abstractmethod
     def create_writer(self, ctx: OperatorContext) -> SinkWriter[CommT]:

@@ -96,6 +96,7 @@ def build_task_specs(job_id: str, graph: JobGraph, config: JobConfig, attempt: i
                 restore=(restore or {}).get((v.id, s)),
                 clock=config.clock,
                 state_backend=config.state_backend,
+                checkpointing=config.checkpoint is not None,
             )
     return specs
 

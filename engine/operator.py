@@ -117,6 +117,9 @@ class OperatorContext:
     register_processing_timer: Callable[[int, Callable[[int], None]], Cancellable | None] | None = None
     # run a callable on the task's mailbox thread (thread-safe): for async I/O completions
     post: Callable[[Callable[[], None]], None] | None = None
+    # whether the job takes checkpoints (env.enable_checkpointing): without, no
+    # notify_checkpoint_complete ever comes, so output waiting for one is released at once
+    checkpointing: bool = False
 
 
 class StreamOperator(ABC):

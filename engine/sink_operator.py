@@ -9,7 +9,7 @@ from .events import Watermark
 from .operator import OperatorContext, Output, StreamOperator
 from .records import Batch
 
-__all__ = ["SinkOperator"]
+__all__ = ["SinkOperator", "GatedSinkOperator"]
 
 
 class SinkOperator(StreamOperator):
@@ -48,6 +48,19 @@ class SinkOperator(StreamOperator):
     def snapshot_state(self, checkpoint_id: int) -> Any:
         return self._open_writer.snapshot_state(checkpoint_id)
 
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        self._open_writer.notify_checkpoint_complete(checkpoint_id)
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+class GatedSinkOperator(SinkOperator):
+    """A sink operator whose writer may pause the task's input (``writer.accepts_input()``,
+    for sinks with ``gates_input = True``): back-pressure from a writer that holds what it
+    cannot hand on yet. The writer wakes the task through ``ctx.post`` when it takes input
+    again."""
+
+    def accepts_input(self) -> bool:
+        return self._open_writer.accepts_input()

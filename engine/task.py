@@ -73,6 +73,7 @@ class TaskSpec:
     restore: dict | None = None  # op uid -> restored states (see checkpoint coordinator)
     clock: Any = None
     state_backend: StateBackend | None = None  # creates keyed state backends (engine.state_backend)
+    checkpointing: bool = False  # the job takes checkpoints (OperatorContext.checkpointing)
 
     @property
     def task_name(self) -> str:
@@ -250,6 +251,7 @@ class Task:
             current_watermark=self.current_watermark,
             register_processing_timer=self.register_processing_timer,
             post=self.post,
+            checkpointing=self.spec.checkpointing,
         )
 
     def _open(self) -> None:
@@ -823,6 +825,8 @@ class Task:
             self._fb_barriers.setdefault(cid, set()).add(ch.index)
 
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        if self._source_reader is not None:
+            self._guard(0, None, partial(self._source_reader.notify_checkpoint_complete, checkpoint_id))
         for i, op in enumerate(self.operators):
             self._guard(i, None, partial(op.notify_checkpoint_complete, checkpoint_id))
 

@@ -45,7 +45,7 @@ from raystream.engine.graph import (
 from raystream.engine.keygroups import DEFAULT_MAX_PARALLELISM
 from raystream.engine.operator import Clock, StreamOperator
 from raystream.engine.restart import RestartStrategy
-from raystream.engine.sink_operator import SinkOperator
+from raystream.engine.sink_operator import GatedSinkOperator, SinkOperator
 from raystream.engine.state_backend import StateBackend
 
 from .sinks import CollectSink, collected_records
@@ -64,7 +64,10 @@ def check_parallelism(parallelism: object) -> int:
 
 
 def sink_operator_factory(sink: Sink) -> Callable[[], SinkOperator]:
-    """The operator factory of a sink node (builds one :class:`SinkOperator` per task)."""
+    """The operator factory of a sink node (builds one :class:`SinkOperator` per task, or a
+    :class:`GatedSinkOperator` for a sink whose writers may pause their input)."""
+    if getattr(sink, "gates_input", False):
+        return lambda: GatedSinkOperator(sink)
     return lambda: SinkOperator(sink)
 
 

@@ -408,9 +408,10 @@ def parse_module_yaml(text: str, source: str = "<module.yaml>") -> list[RemoteEn
 
     The file is a stream of YAML documents (``---``), each ``{kind: ..., spec: ...}``.
     Documents of kind ``io.statefun.endpoints.v2/http`` (or ``.v1/http``) become
-    endpoints; ingress and egress documents (``.../ingress``, ``.../egress``) are skipped
-    with a log message, since raystream binds ingresses and egresses in Python; any other
-    kind is an error.
+    endpoints; the playground's HTTP ingress and egress documents are left to
+    :meth:`StatefulFunctionsJob.with_module_yaml`, other ingress and egress documents
+    (``.../ingress``, ``.../egress``) are skipped with a log message, since raystream binds
+    them in Python; any other kind is an error.
 
     An endpoint's ``spec`` takes StateFun's fields: ``functions``, ``urlPathTemplate``,
     ``maxNumBatchRequests``, ``transport`` (``type: io.statefun.transports.v1/async``,
@@ -456,6 +457,8 @@ def parse_module_yaml(text: str, source: str = "<module.yaml>") -> list[RemoteEn
         kind = doc["kind"]
         if kind in ENDPOINT_KINDS:
             endpoints.append(_endpoint_from_spec(doc.get("spec"), where, kind))
+        elif isinstance(kind, str) and kind.startswith("io.statefun.playground.v1/"):
+            pass  # HTTP ingress/egress servers: StatefulFunctionsJob.with_module_yaml starts them
         elif isinstance(kind, str) and kind.endswith(("/ingress", "/egress")):
             log.info("%s: skipping %r; bind ingresses and egresses with StatefulFunctionsJob", where, kind)
         else:

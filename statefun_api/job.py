@@ -56,6 +56,13 @@ from raystream.statefun_api.endpoints import (
 from raystream.statefun_api.functions import StatefulFunctions
 from raystream.statefun_api.ingress import Field, RoutedIngress
 from raystream.statefun_api.messages import Message
+from raystream.statefun_api.playground import (
+    EGRESS_RECORD_TYPENAME,
+    PLAYGROUND_EGRESS,
+    PlaygroundEgress,
+    PlaygroundIngress,
+    parse_module_playground,
+)
 from raystream.statefun_api.routing import (
     FEEDBACK_TAG,
     MessageRecord,
@@ -63,7 +70,7 @@ from raystream.statefun_api.routing import (
     egress_tag,
     message_to_record,
 )
-from raystream.statefun_api.types import Type, simple_type
+from raystream.statefun_api.types import Type, make_json_type, simple_type
 
 __all__ = ["StatefulFunctionsJob", "Router", "DiscardingSink"]
 
@@ -279,6 +286,7 @@ class StatefulFunctionsJob:
         *,
         ingresses: Mapping[str, Any] | None = None,
         value_types: Mapping[str, Type[Any]] | None = None,
+        playground: bool = True,
     ) -> StatefulFunctionsJob:
         """Declare the HTTP endpoints of a StateFun ``module.yaml`` (see
         :func:`~statefun_api.endpoints.load_module_yaml`) and feed its routable ingresses.
@@ -293,12 +301,22 @@ class StatefulFunctionsJob:
         Type (``make_json_type(...)``), which then serializes them. A name that is not in
         the file fails, listing the topics it has; topics left unbound get no records.
 
+        The playground's ``io.statefun.playground.v1/ingress`` and ``.../egress`` documents
+        (flink-statefun-playground 3.2 on) start their HTTP servers on the ports they name
+        (:meth:`with_playground_ingress`, :meth:`with_playground_egress`); ``playground=False``
+        leaves them out.
+
         Example:
             ``sf.with_module_yaml("module.yaml", ingresses={"names": env.from_collection([("ann", b'{"name": "ann"}')])})``
         """
         endpoints = load_module_yaml(path)
         if endpoints:
             self.with_endpoint(*endpoints)
+        spec = parse_module_playground(Path(path).read_text(), source=str(path)) if playground else None
+        if spec is not None and spec.ingress_port is not None:
+            self.with_playground_ingress(PlaygroundIngress(port=spec.ingress_port))
+        if spec is not None and spec.egress_port is not None:
+            self.with_playground_egress(PlaygroundEgress(port=spec.egress_port, topics=spec.topics))
         if ingresses:
             topics = parse_module_ingresses(Path(path).read_text(), source=str(path))
             types = dict(value_types or {})
@@ -312,6 +330,43 @@ class StatefulFunctionsJob:
                     )
                 self.with_routed_ingress(stream, list(topic.targets), value_type)
         return self
+
+    def with_playground_ingress(self, ingress: PlaygroundIngress | None = None) -> StatefulFunctionsJob:
+        """Take messages for the functions over HTTP, as StateFun's playground ingress does:
+        ``PUT /<namespace>/<type>/<id>`` with the value as the body and its type in
+        ``Content-Type: application/vnd.<namespace>/<name>``; answered 200 once the message
+        is durable (see :mod:`statefun_api.playground`). One source task serves the port.
+
+        Example:
+            >>> import raystream as rs
+            >>> from raystream.statefun_api import StatefulFunctions
+            >>> sf = StatefulFunctionsJob(rs.StreamEnvironment(), StatefulFunctions())
+            >>> sf.with_playground_ingress(PlaygroundIngress(port=8090)).dispatcher.node.name
+            'statefun'
+        """
+        ingress = PlaygroundIngress() if ingress is None else ingress
+        if not isinstance(ingress, PlaygroundIngress):
+            raise GraphError(f"with_playground_ingress(): expected a PlaygroundIngress, got {ingress!r}")
+        stream = self.env.from_source(ingress, f"playground-ingress:{ingress.port}").set_parallelism(1)
+        return self._connect(stream)
+
+    def with_playground_egress(self, egress: PlaygroundEgress) -> StatefulFunctionsJob:
+        """Hand out what functions send to the egress ``io.statefun.playground/egress`` over
+        HTTP, as StateFun's playground egress does: ``GET /<topic>`` takes the oldest record of
+        a topic (its ``payload``; 404 while there is none). Records are JSON values of type
+        ``io.statefun.playground/EgressRecord``, ``{"topic": ..., "payload": ...}``; a topic
+        the egress does not declare fails the job. One sink task serves the port.
+
+        Example:
+            >>> import raystream as rs
+            >>> from raystream.statefun_api import StatefulFunctions
+            >>> sf = StatefulFunctionsJob(rs.StreamEnvironment(), StatefulFunctions())
+            >>> sf.with_playground_egress(PlaygroundEgress(port=8091, topics=["greetings"])).egresses
+            ['io.statefun.playground/egress']
+        """
+        if not isinstance(egress, PlaygroundEgress):
+            raise GraphError(f"with_playground_egress(): expected a PlaygroundEgress, got {egress!r}")
+        return self.with_egress(PLAYGROUND_EGRESS, egress, value_type=make_json_type(EGRESS_RECORD_TYPENAME))
 
     # ------------------------------------------------------------------ ingress
     def with_ingress(self, stream: Any, router: Router) -> StatefulFunctionsJob:
@@ -390,7 +445,7 @@ class StatefulFunctionsJob:
             dispatcher.sink_to(DiscardingSink(), name=f"{self.name}-discard").uid(f"{self.name}-discard").set_parallelism(1)
             self._dispatcher = dispatcher
             for typename, sink in self._deferred_sinks:
-                self.egress_stream(typename).sink_to(sink, name=f"egress {typename}")
+                self._sink_egress(typename, sink)
             self._deferred_sinks = []
         else:
             edge = StreamEdge(routed.node, KeyGroupPartitioner(selector), 0)
@@ -437,8 +492,13 @@ class StatefulFunctionsJob:
             if self._dispatcher is None:
                 self._deferred_sinks.append((typename, sink))
             else:
-                self.egress_stream(typename).sink_to(sink, name=f"egress {typename}")
+                self._sink_egress(typename, sink)
         return self
+
+    def _sink_egress(self, typename: str, sink: Sink) -> None:
+        bound = self.egress_stream(typename).sink_to(sink, name=f"egress {typename}")
+        if isinstance(sink, PlaygroundEgress):  # one server
+            bound.set_parallelism(1)
 
     def egress_stream(self, typename: str, value_type: Type[Any] | None = None) -> Any:
         """The DataStream of egress ``typename`` (declared if needed), to transform or sink.

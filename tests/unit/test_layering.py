@@ -162,7 +162,8 @@ def test_no_project_imports_inside_functions():
 # request-reply handler that serves them) is pure: it never imports the runtime that runs the
 # functions as an engine operator, nor anything of the engine but its error types.
 STATEFUN_RUNTIME = {f"statefun_api.{m}" for m in ("dispatcher", "remote", "job", "routing", "ingress", "spill", "local",
-                                                 "http_caller", "embedded_caller", "request_encoder", "state_layout")}
+                                                 "http_caller", "embedded_caller", "request_encoder", "state_layout",
+                                                 "playground")}
 STATEFUN_SDK_MAY_IMPORT = {"engine.errors"}
 
 

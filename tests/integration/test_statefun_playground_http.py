@@ -1,0 +1,243 @@
+"""The flink-statefun-playground greeter of release 3.2+ on Ray, through its own module.yaml:
+messages PUT to the playground ingress, greetings read from the playground egress over HTTP.
+
+``GREETER_FUNCTIONS`` is the playground's ``python/greeter/functions.py`` of release-3.3 (its
+greeter sends ``{"topic": "greetings", "payload": ...}`` records to the egress
+``io.statefun.playground/egress``), license header dropped, the simulated 1 s of work shortened
+to 10 ms. It runs served by the official SDK through the playground's own aiohttp app
+(remote) and with only ``from statefun import *`` changed (embedded). The module.yaml is the
+playground's, with the function host and the two ports replaced by the test's.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+
+import pytest
+import ray
+
+import raystream as rs
+from raystream.statefun_api import StatefulFunctions
+from raystream.statefun_api.job import StatefulFunctionsJob
+from raystream.statefun_api.testing import FunctionServer
+from tests.integration.test_fault_tolerance import make_env
+from tests.statefun.test_playground_io import GREETER_MODULE_YAML, free_port
+
+pytest.importorskip("statefun")
+pytest.importorskip("aiohttp")
+
+GREETER_FUNCTIONS = '''\
+import json
+
+from statefun import *
+import asyncio
+from aiohttp import web
+
+functions = StatefulFunctions()
+
+GREET_REQUEST_TYPE = make_json_type(typename="example/GreetRequest")
+EGRESS_RECORD_TYPE = make_json_type(typename="io.statefun.playground/EgressRecord")
+
+@functions.bind(typename="example/person", specs=[ValueSpec(name="visits", type=IntType)])
+async def person(context: Context, message: Message):
+    # update the visit count.
+    visits = context.storage.visits or 0
+    visits += 1
+    context.storage.visits = visits
+
+    # enrich the request with the number of vists.
+    request = message.as_type(GREET_REQUEST_TYPE)
+    request['visits'] = visits
+
+    # next, we will forward a message to a special greeter function,
+    # that will compute a super-doper-personalized greeting based on the
+    # number of visits that this person has.
+    context.send(
+        message_builder(target_typename="example/greeter",
+                        target_id=request['name'],
+                        value=request,
+                        value_type=GREET_REQUEST_TYPE))
+
+
+@functions.bind(typename="example/greeter")
+async def greeter(context, message):
+    request = message.as_type(GREET_REQUEST_TYPE)
+    person_name = request['name']
+    visits = request['visits']
+
+    greeting = await compute_fancy_greeting(person_name, visits)
+
+    egress_record = {
+        "topic": "greetings",
+        "payload": greeting
+    }
+
+    context.send_egress(egress_message_builder(target_typename="io.statefun.playground/egress",
+                                             value=egress_record,
+                                             value_type=EGRESS_RECORD_TYPE))
+
+
+async def compute_fancy_greeting(name: str, seen: int):
+    """
+    Compute a personalized greeting, based on the number of times this @name had been seen before.
+    """
+    templates = ["", "Welcome %s", "Nice to see you again %s", "Third time is a charm %s"]
+    if seen < len(templates):
+        greeting = templates[seen] % name
+    else:
+        greeting = f"Nice to see you at the {seen}-nth time {name}!"
+
+    await asyncio.sleep(1)
+    return greeting
+
+
+#
+# Serve the endpoint
+#
+
+
+handler = RequestReplyHandler(functions)
+
+
+async def handle(request):
+    req = await request.read()
+    res = await handler.handle_async(req)
+    return web.Response(body=res, content_type="application/octet-stream")
+
+
+app = web.Application()
+app.add_routes([web.post('/statefun', handle)])
+
+if __name__ == '__main__':
+    web.run_app(app, port=8000)
+'''
+
+NAMES = ["Bob", "Ann", "Bob", "Bob", "Cid", "Bob", "Ann", "Bob"]
+
+
+def greeter_module(sdk: str) -> dict:
+    source = GREETER_FUNCTIONS.replace("await asyncio.sleep(1)", "await asyncio.sleep(0.01)")
+    if sdk != "statefun":
+        source = source.replace("from statefun import *", f"from {sdk} import *")
+    namespace: dict = {"__name__": "playground_greeter_3_3"}
+    exec(compile(source, f"<playground greeter 3.3, {sdk}>", "exec"), namespace)
+    return namespace
+
+
+def expected_greetings(names: list[str]) -> list[str]:
+    templates = ["", "Welcome %s", "Nice to see you again %s", "Third time is a charm %s"]
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        n = seen[name] = seen.get(name, 0) + 1
+        out.append(templates[n] % name if n < len(templates) else f"Nice to see you at the {n}-nth time {name}!")
+    return sorted(out)
+
+
+def call(port: int, method: str, path: str, body: bytes = b"", headers: dict | None = None) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        reply = conn.getresponse()
+        return reply.status, reply.read()
+    finally:
+        conn.close()
+
+
+def put_greet_request(port: int, name: str, client: rs.JobClient, answers: dict) -> None:
+    """``curl -X PUT -H "Content-Type: application/vnd.example/GreetRequest" -d '{"name": ...}'
+    localhost:PORT/example/person/NAME``, again until the job's ingress is up and answers."""
+    body = json.dumps({"name": name}).encode()
+    while True:
+        try:
+            status, text = call(port, "PUT", f"/example/person/{name}", body,
+                                {"Content-Type": "application/vnd.example/GreetRequest"})
+        except (ConnectionError, http.client.RemoteDisconnected):  # the source task is not listening (yet, again)
+            if client.status() not in ("CREATED", "RUNNING", "RESTARTING"):
+                answers[name] = ("job ended", client.status())
+                return
+            time.sleep(0.02)
+            continue
+        if status == 503:  # the job restarted before the message was durable: send it again
+            continue
+        answers.setdefault(name, []).append((status, text))
+        return
+
+
+def read_greetings(port: int, count: int, client: rs.JobClient, timeout_s: float = 120.0) -> list[str]:
+    """``curl -X GET localhost:PORT/greetings`` until ``count`` greetings came."""
+    out: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    while len(out) < count and time.monotonic() < deadline:
+        try:
+            status, body = call(port, "GET", "/greetings")
+        except (ConnectionError, http.client.RemoteDisconnected):
+            status, body = 0, b""  # (the sink task is starting or restarting)
+        if status == 200:
+            out.append(body.decode())
+        else:
+            assert status in (0, 404), (status, body)
+            assert client.status() in ("CREATED", "RUNNING", "RESTARTING"), client.status()
+            time.sleep(0.02)
+    return sorted(out)
+
+
+def run_greeter(tmp_path, env: rs.StreamEnvironment, functions: StatefulFunctions, url: str,
+                during=None) -> tuple[list[str], dict, rs.JobClient]:
+    ingress_port, egress_port = free_port(), free_port()
+    path = tmp_path / "module.yaml"
+    path.write_text(GREETER_MODULE_YAML.replace("http://functions:8000", url)
+                    .replace("port: 8090", f"port: {ingress_port}").replace("port: 8091", f"port: {egress_port}"))
+    sf = StatefulFunctionsJob(env, functions, name="greeter").with_module_yaml(str(path))
+    assert sf.egresses == ["io.statefun.playground/egress"]
+    client = env.execute_async("playground-greeter")
+    answers: dict = {}
+    try:
+        for name in NAMES:  # the requests of one name one after the other (their order is the visits')
+            t = threading.Thread(target=put_greet_request, args=(ingress_port, name, client, answers), daemon=True)
+            t.start()
+            t.join()  # (sequential: a greeting depends on how many came before)
+            if during is not None and name == NAMES[len(NAMES) // 2]:
+                during(client)
+        greetings = read_greetings(egress_port, len(NAMES), client)
+        extra = call(egress_port, "GET", "/greetings")  # (all were durable before the reads began)
+    finally:
+        client.cancel()
+    assert extra == (404, b""), f"a greeting more than was sent: {extra}"
+    return greetings, answers, client
+
+
+@pytest.mark.parametrize("mode", ["embedded", "remote"])
+def test_the_playground_greeter_runs_unchanged_through_its_module_yaml(tmp_path, mode):
+    ns = greeter_module("statefun" if mode == "remote" else "raystream.statefun_api")
+    env = make_env(2, tmp_path, interval_ms=100)
+    if mode == "embedded":
+        greetings, answers, _ = run_greeter(tmp_path, env, ns["functions"], "http://unused:1")
+    else:
+        with FunctionServer(ns["app"]) as server:  # the playground's own aiohttp app
+            greetings, answers, _ = run_greeter(tmp_path, env, StatefulFunctions(), server.url)
+    assert {name: len(a) for name, a in answers.items()} == {name: NAMES.count(name) for name in NAMES}
+    assert all(a == (200, b"") for got in answers.values() for a in got)
+    assert greetings == expected_greetings(NAMES)
+
+
+def test_a_killed_task_loses_no_greeting_and_shows_none_twice(tmp_path):
+    """The job restarts from a checkpoint in the middle: every PUT answered 200 is greeted
+    exactly once (a PUT the restart caught gets 503 and is sent again)."""
+    ns = greeter_module("raystream.statefun_api")
+    env = make_env(2, tmp_path, interval_ms=100)
+    graph = env  # (the vertices are known once the job graph is built: after with_module_yaml)
+
+    def kill_the_dispatcher(client: rs.JobClient) -> None:
+        vertex = next(i for i, v in enumerate(graph.get_job_graph().vertices) if v.name == "greeter")
+        attempt = client.info()["attempt"]
+        ray.kill(client.task_actor(vertex, 0), no_restart=True)
+        while client.info()["attempt"] == attempt:  # the restart began
+            time.sleep(0.02)
+
+    greetings, answers, client = run_greeter(tmp_path, env, ns["functions"], "http://unused:1", during=kill_the_dispatcher)
+    assert client.info()["restarts"] >= 1
+    assert greetings == expected_greetings(NAMES)
