@@ -409,6 +409,11 @@ class PlaygroundEgress(Sink[None]):
 
 class _EgressWriter(SinkWriter[None]):
     def __init__(self, sink: PlaygroundEgress, ctx: OperatorContext) -> None:
+        if ctx.parallelism != 1:  # records of the other subtasks would never be readable
+            raise ConfigError(
+                f"{ctx.task_name}: a PlaygroundEgress runs at parallelism 1 (one HTTP server), not "
+                f"{ctx.parallelism}: sink_to(...).set_parallelism(1), as with_playground_egress() does"
+            )
         self._sink = sink
         self._where = f"playground egress of {ctx.task_name}"
         self._checkpointing = ctx.checkpointing
@@ -418,9 +423,7 @@ class _EgressWriter(SinkWriter[None]):
         self._pending: list[tuple[str, bytes]] = []  # written since the last snapshot
         self._prepared: deque[tuple[int, list[tuple[str, bytes]]]] = deque()  # (checkpoint, written before it)
         self._held = 0  # records in all three
-        self._server: ThreadingHTTPServer | None = None
-        if ctx.subtask_index == 0:
-            self._server = _serve(sink.host, sink.port, self._handler(), "playground egress")
+        self._server: ThreadingHTTPServer | None = _serve(sink.host, sink.port, self._handler(), "playground egress")
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         writer = self

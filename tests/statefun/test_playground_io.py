@@ -53,10 +53,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def context(checkpointing: bool, post: Callable | None = None) -> OperatorContext:
+def context(checkpointing: bool, post: Callable | None = None, parallelism: int = 1) -> OperatorContext:
     return OperatorContext(
-        operator_name="playground", operator_uid="playground", task_name="playground (1/1)", subtask_index=0,
-        parallelism=1, max_parallelism=128, key_group_range=KeyGroupRange.for_subtask(0, 1, 128),
+        operator_name="playground", operator_uid="playground", task_name=f"playground (1/{parallelism})", subtask_index=0,
+        parallelism=parallelism, max_parallelism=128, key_group_range=KeyGroupRange.for_subtask(0, 1, 128),
         post=post, checkpointing=checkpointing,
     )
 
@@ -291,3 +291,8 @@ def test_the_egress_stops_taking_input_at_max_buffered_until_a_reader_takes_one(
         assert writer.accepts_input() and len(woken) == 1  # the task is woken to look again
     finally:
         writer.close()
+
+
+def test_the_egress_refuses_to_run_at_a_parallelism_above_1():
+    with pytest.raises(ConfigError, match=r"playground \(1/2\): a PlaygroundEgress runs at parallelism 1"):
+        PlaygroundEgress(port=free_port(), topics=["t"]).create_writer(context(False, parallelism=2))
