@@ -243,6 +243,18 @@ class StatefulFunctionsJob:
         return list(self.config.egresses)
 
     @property
+    def ingress_count(self) -> int:
+        """How many ingress streams feed the functions.
+
+        Example:
+            >>> import raystream as rs
+            >>> from raystream.statefun_api import StatefulFunctions
+            >>> StatefulFunctionsJob(rs.StreamEnvironment(), StatefulFunctions()).ingress_count
+            0
+        """
+        return self._ingresses
+
+    @property
     def dispatcher(self) -> Any:
         """The dispatcher's DataStream (to set a uid, parallelism...; exists after an ingress)."""
         if self._dispatcher is None:

@@ -241,3 +241,46 @@ def test_a_killed_task_loses_no_greeting_and_shows_none_twice(tmp_path):
     greetings, answers, client = run_greeter(tmp_path, env, ns["functions"], "http://unused:1", during=kill_the_dispatcher)
     assert client.info()["restarts"] >= 1
     assert greetings == expected_greetings(NAMES)
+
+
+# ---------------------------------------------------------------- raystream.jobs.statefun_app
+def test_the_statefun_app_job_runs_a_module_yaml_with_embedded_functions_from_a_file(tmp_path):
+    """``raystream run raystream.jobs.statefun_app -- module.yaml --functions functions.py``
+    (the job module's build, on the session's Ray): the greeter file with the import changed."""
+    from raystream.jobs import statefun_app
+
+    functions_py = tmp_path / "functions.py"
+    functions_py.write_text(GREETER_FUNCTIONS.replace("await asyncio.sleep(1)", "await asyncio.sleep(0.01)")
+                            .replace("from statefun import *", "from raystream.statefun_api import *"))
+    ingress_port, egress_port = free_port(), free_port()
+    module_yaml = tmp_path / "module.yaml"
+    module_yaml.write_text(GREETER_MODULE_YAML.replace("port: 8090", f"port: {ingress_port}")
+                           .replace("port: 8091", f"port: {egress_port}"))
+    env = rs.StreamEnvironment(parallelism=2)
+    statefun_app.build(env, statefun_app.parse_args([str(module_yaml), "--functions", str(functions_py)]))
+    client = env.execute_async(statefun_app.JOB_NAME)
+    answers: dict = {}
+    try:
+        for name in NAMES:
+            put_greet_request(ingress_port, name, client, answers)
+        greetings = read_greetings(egress_port, len(NAMES), client)
+    finally:
+        client.cancel()
+    assert greetings == expected_greetings(NAMES)
+
+
+def test_the_statefun_app_job_explains_what_it_cannot_run(tmp_path):
+    from raystream.engine.errors import ConfigError
+    from raystream.jobs import statefun_app
+
+    sdk_file = tmp_path / "functions.py"
+    sdk_file.write_text(GREETER_FUNCTIONS)  # unchanged: the official SDK's functions
+    kafka_only = tmp_path / "module.yaml"
+    kafka_only.write_text("kind: io.statefun.endpoints.v2/http\nspec:\n  functions: example/*\n"
+                          "  urlPathTemplate: http://localhost:8000/statefun\n")
+    with pytest.raises(ConfigError, match="official StateFun SDK's .* change the import to `from raystream.statefun_api import"):
+        statefun_app.build(rs.StreamEnvironment(), statefun_app.parse_args([str(kafka_only), "--functions", str(sdk_file)]))
+    with pytest.raises(ConfigError, match="no io.statefun.playground.v1/ingress document, so nothing would feed the functions"):
+        statefun_app.build(rs.StreamEnvironment(), statefun_app.parse_args([str(kafka_only)]))
+    with pytest.raises(ConfigError, match="--functions: no file"):
+        statefun_app.build(rs.StreamEnvironment(), statefun_app.parse_args([str(kafka_only), "--functions", "missing.py"]))
