@@ -15,11 +15,13 @@ import http.client
 import json
 import threading
 import time
+from typing import Any
 
 import pytest
 import ray
 
 import raystream as rs
+from raystream.checkpoint.faults import FaultRule, faulty_filesystem, read_fault_log
 from raystream.statefun_api import StatefulFunctions
 from raystream.statefun_api.job import StatefulFunctionsJob
 from raystream.statefun_api.testing import FunctionServer
@@ -284,3 +286,40 @@ def test_the_statefun_app_job_explains_what_it_cannot_run(tmp_path):
         statefun_app.build(rs.StreamEnvironment(), statefun_app.parse_args([str(kafka_only)]))
     with pytest.raises(ConfigError, match="--functions: no file"):
         statefun_app.build(rs.StreamEnvironment(), statefun_app.parse_args([str(kafka_only), "--functions", "missing.py"]))
+
+
+# ---------------------------------------------------------------- slow and failing checkpoint storage
+STORAGE_FAULTS = {
+    # the state writes of checkpoints 2 and 4 fail: they are declined, later ones cover their messages
+    "declined": [FaultRule("write_state", path_glob="*/chk-2", fail=True),
+                 FaultRule("write_state", path_glob="*/chk-4", fail=True)],
+    # a fifth of the state writes fail at random, the others are slow
+    "flaky": [FaultRule("write_state", fail_probability=0.2),
+              FaultRule("write_state", delay_s=0.02, delay_jitter_s=0.08)],
+}
+
+
+@pytest.mark.parametrize("scenario", sorted(STORAGE_FAULTS))
+def test_declined_and_failing_checkpoints_lose_no_greeting_and_show_none_twice(tmp_path, scenario):
+    """A PUT is answered only once a checkpoint that covers it completed, and a greeting is
+    readable only then: checkpoints declined or failing at random (plus a killed task) delay
+    the answers and the greetings, and change nothing of them."""
+    ns = greeter_module("raystream.statefun_api")
+    log_path = str(tmp_path / "faults.jsonl")
+    env = rs.StreamEnvironment(parallelism=2, flush_ms=20)
+    location: Any = (faulty_filesystem(rules=STORAGE_FAULTS[scenario], seed=5, log_path=log_path), str(tmp_path / "chk"))
+    env.enable_checkpointing(100, checkpoint_dir=location)
+    env.set_restart_strategy(rs.RestartStrategy.fixed_delay(30, 50))
+
+    def kill_the_dispatcher(client: rs.JobClient) -> None:
+        vertex = next(i for i, v in enumerate(env.get_job_graph().vertices) if v.name == "greeter")
+        attempt = client.info()["attempt"]
+        ray.kill(client.task_actor(vertex, 1), no_restart=True)
+        while client.info()["attempt"] == attempt:
+            time.sleep(0.02)
+
+    greetings, answers, client = run_greeter(tmp_path, env, ns["functions"], "http://unused:1", during=kill_the_dispatcher)
+    injected = read_fault_log(log_path)
+    assert any(injected.values()), f"{scenario}: no fault was injected"
+    assert {name: len(a) for name, a in answers.items()} == {name: NAMES.count(name) for name in NAMES}
+    assert greetings == expected_greetings(NAMES), f"{scenario}: injected {injected}"
