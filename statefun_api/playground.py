@@ -186,6 +186,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         if body:
             self.wfile.write(body)
@@ -224,7 +226,8 @@ class PlaygroundIngress(Source[_IngressSplit]):
     """StateFun's playground ingress: an HTTP server taking messages for functions (see the
     module docstring for the protocol and the delivery guarantee).
 
-    ``max_pending`` bounds the messages accepted and not yet answered; ``ack_timeout_s`` how
+    ``max_pending`` bounds the messages accepted and not yet answered (each waits on a server
+    thread); ``ack_timeout_s`` how
     long a PUT waits for its message to become durable (504 after); ``max_body_bytes`` the
     size of one message (413 beyond).
 
@@ -241,7 +244,7 @@ class PlaygroundIngress(Source[_IngressSplit]):
 
     bounded = False
 
-    def __init__(self, port: int = 8090, host: str = "0.0.0.0", max_pending: int = 10_000,
+    def __init__(self, port: int = 8090, host: str = "0.0.0.0", max_pending: int = 1_000,
                  ack_timeout_s: float = 120.0, max_body_bytes: int = 4 << 20) -> None:
         if max_pending < 1:
             raise ConfigError(f"PlaygroundIngress: max_pending must be >= 1, got {max_pending}")
@@ -292,6 +295,7 @@ class _IngressReader(SourceReader[_IngressSplit]):
 
     def _ingest(self, h: _Handler) -> None:
         parts = urlsplit(h.path).path.strip("/").split("/")
+        h.close_connection = True  # (until the body is read: an early answer leaves it unread)
         if len(parts) != 3 or not all(parts):
             h._answer(400, b"Invalid URL. Please specify '/namespace/function_type/function_id'\n")
             return
@@ -309,10 +313,10 @@ class _IngressReader(SourceReader[_IngressSplit]):
             h._answer(411, b"a message needs a Content-Length\n")
             return
         if length > self._source.max_body_bytes:
-            h.close_connection = True
             h._answer(413, f"message of {length} bytes; the ingress takes at most {self._source.max_body_bytes}\n".encode())
             return
         body = h.rfile.read(length) if length > 0 else b""
+        h.close_connection = False
         request = _Request((f"{namespace}/{name}", fid, "", "", value_type, body, True))
         with self._lock:
             if self._closed:

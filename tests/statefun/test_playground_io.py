@@ -151,6 +151,16 @@ def test_a_bad_path_or_type_is_answered_400_and_sends_nothing():
         status, body = request(port, "PUT", "/a/b/c", b"x", {"Content-Type": "application/vnd.nonamespace"})
         assert status == 400 and b"nonamespace" in body
         assert reader.poll_next() is NOTHING_AVAILABLE
+        # one connection: the unread body of a refused PUT does not become the next request
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("PUT", "/bad", body=b"GET /x HTTP/1.1\r\n\r\n")
+        assert conn.getresponse().read() and conn.sock is None  # closed, as the answer said
+        good = threading.Thread(target=conn.request, args=("PUT", "/a/b/c", b"ok"))
+        good.start()
+        assert poll_until(reader, 1) == [("a/b", "c", "", "", "io.statefun.types/string", b"ok", True)]
+        good.join()
+        assert conn.getresponse().status == 200
+        conn.close()
     finally:
         reader.close()
 
