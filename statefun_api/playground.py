@@ -207,7 +207,7 @@ class _Request:
 
     __slots__ = ("record", "status", "reason", "_done")
 
-    def __init__(self, record: tuple) -> None:
+    def __init__(self, record: tuple | None) -> None:
         self.record = record
         self.status = 0
         self.reason = ""
@@ -270,7 +270,7 @@ class _IngressReader(SourceReader[_IngressSplit]):
         self._checkpointing = ctx.checkpointing
         self._lock = threading.Lock()
         self._queue: deque[_Request] = deque()  # accepted, not yet emitted
-        self._outstanding = 0  # accepted and not yet answered (queued, emitted, awaiting)
+        self._outstanding = 0  # accepted and not yet settled (queued, emitted, awaiting): <= max_pending
         self._since: list[_Request] = []  # emitted since the last snapshot
         self._awaiting: deque[tuple[int, list[_Request]]] = deque()  # (checkpoint, emitted before it)
         self._split: _IngressSplit | None = None
@@ -328,10 +328,8 @@ class _IngressReader(SourceReader[_IngressSplit]):
                 return
             self._outstanding += 1
             self._queue.append(request)
-        if not request.wait(self._source.ack_timeout_s):
+        if not request.wait(self._source.ack_timeout_s):  # (it keeps its place in max_pending until settled)
             request.answer(504, "the message was not yet durable after ack_timeout_s; it may still be processed")
-        with self._lock:
-            self._outstanding -= 1
         h._answer(request.status, (request.reason + "\n").encode() if request.reason else b"")
 
     def poll_next(self) -> PollResult:
@@ -342,12 +340,22 @@ class _IngressReader(SourceReader[_IngressSplit]):
                 return NOTHING_AVAILABLE
             taken = list(self._queue)
             self._queue.clear()
+        records = []
+        for request in taken:
+            records.append(request.record)
+            request.record = None  # (the batch has it: a request waiting for its checkpoint holds no body)
         if self._checkpointing:
             self._since.extend(taken)
         else:
-            for request in taken:
-                request.answer(200)
-        return Batch.of_records([request.record for request in taken])
+            self._settle(taken, 200)
+        return Batch.of_records(records)
+
+    def _settle(self, requests: list[_Request], status: int, reason: str = "") -> None:
+        """Answer ``requests`` (a no-op for one already answered 504) and free their places."""
+        for request in requests:
+            request.answer(status, reason)
+        with self._lock:
+            self._outstanding -= len(requests)
 
     def snapshot_state(self, checkpoint_id: int) -> list[_IngressSplit]:
         if self._since:
@@ -358,16 +366,15 @@ class _IngressReader(SourceReader[_IngressSplit]):
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
         awaiting = self._awaiting
         while awaiting and awaiting[0][0] <= checkpoint_id:
-            for request in awaiting.popleft()[1]:
-                request.answer(200)
+            self._settle(awaiting.popleft()[1], 200)
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
             left = [*self._queue, *self._since, *(r for _cid, rs in self._awaiting for r in rs)]
             self._queue.clear()
-        for request in left:
-            request.answer(503, "the job stopped before the message was durable; send it again")
+            self._since, self._awaiting = [], deque()
+        self._settle(left, 503, "the job stopped before the message was durable; send it again")
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

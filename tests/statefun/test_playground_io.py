@@ -306,3 +306,26 @@ def test_the_egress_stops_taking_input_at_max_buffered_until_a_reader_takes_one(
 def test_the_egress_refuses_to_run_at_a_parallelism_above_1():
     with pytest.raises(ConfigError, match=r"playground \(1/2\): a PlaygroundEgress runs at parallelism 1"):
         PlaygroundEgress(port=free_port(), topics=["t"]).create_writer(context(False, parallelism=2))
+
+
+def test_a_put_answered_504_keeps_its_place_until_its_checkpoint_settles_it():
+    """``ack_timeout_s`` ends the wait, not the message: it was emitted and may still become
+    durable, so it counts against ``max_pending`` (memory stays bounded while checkpoints
+    do not complete) until a checkpoint or the end of the job settles it."""
+    port, reader = open_ingress(checkpointing=True, max_pending=1, ack_timeout_s=0.2)
+    try:
+        late = Put(port, "/example/person/a", b"x" * 1000)
+        poll_until(reader, 1)
+        status, body = late.answer()
+        assert status == 504 and b"may still be processed" in body
+        assert all(r.record is None for r in reader._since)  # noqa: SLF001 - no body kept while waiting
+        assert request(port, "PUT", "/example/person/b", b"y")[0] == 503  # its place is still taken
+        reader.snapshot_state(1)
+        reader.notify_checkpoint_complete(1)
+        after = Put(port, "/example/person/c", b"z")
+        assert poll_until(reader, 1)[0][1] == "c"
+        reader.snapshot_state(2)
+        reader.notify_checkpoint_complete(2)
+        assert after.answer() == (200, b"")
+    finally:
+        reader.close()
