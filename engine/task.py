@@ -194,6 +194,7 @@ class Task:
         self.op_specs = [op for op in spec.chain if op.get("kind") != "source"]
         self.op_metrics = [_OperatorMetrics() for _ in range(len(self.op_specs) + 1)]
         self._source_reader: SourceReader | None = None
+        self._source_metrics: dict[str, int] = {}  # the source reader's OperatorContext.metrics
         self._split_order: dict[Any, int] = {}  # split_key -> ordinal in the source's order
         self._aligning: int | None = None  # checkpoint id being aligned
         self._barriers_seen: set[int] = set()
@@ -297,6 +298,7 @@ class Task:
         if self.spec.source is not None:
             source_ctx = self._make_context(self.spec.chain[0])
             self._source_reader = self.spec.source.create_reader(source_ctx)
+            self._source_metrics = source_ctx.metrics
             splits, order = self.spec.splits, self.spec.split_order
             src_state = restore.get(self.spec.chain[0]["uid"])
             if src_state is not None:
@@ -978,6 +980,11 @@ class Task:
                     ops[name].update(own)
                 except RuntimeError:  # a key was added meanwhile (mailbox thread): next time
                     pass
+        if self._source_metrics:  # a source reader's own counters, under the source's name
+            try:
+                ops.setdefault(self.spec.chain[0]["name"], {}).update(self._source_metrics)
+            except RuntimeError:
+                pass
         channels = []
         for out_senders in self.senders:
             for s in out_senders:

@@ -268,6 +268,10 @@ class _IngressReader(SourceReader[_IngressSplit]):
     def __init__(self, source: PlaygroundIngress, ctx: OperatorContext) -> None:
         self._source = source
         self._checkpointing = ctx.checkpointing
+        # gauges and counters in the job's metrics (``raystream status``): messages not yet
+        # settled (<= max_pending), messages taken, PUTs refused with 503 for lack of room
+        self._metrics = ctx.metrics
+        self._metrics.update(playground_pending=0, playground_messages=0, playground_refused=0)
         self._lock = threading.Lock()
         self._queue: deque[_Request] = deque()  # accepted, not yet emitted
         self._outstanding = 0  # accepted and not yet settled (queued, emitted, awaiting): <= max_pending
@@ -323,10 +327,12 @@ class _IngressReader(SourceReader[_IngressSplit]):
                 h._answer(503, b"the job is not running\n")
                 return
             if self._outstanding >= self._source.max_pending:
+                self._metrics["playground_refused"] += 1
                 h._answer(503, f"the ingress holds {self._outstanding} messages not yet durable (max_pending); "
                                "send again later\n".encode())
                 return
             self._outstanding += 1
+            self._metrics["playground_pending"] = self._outstanding
             self._queue.append(request)
         if not request.wait(self._source.ack_timeout_s):  # (it keeps its place in max_pending until settled)
             request.answer(504, "the message was not yet durable after ack_timeout_s; it may still be processed")
@@ -340,6 +346,7 @@ class _IngressReader(SourceReader[_IngressSplit]):
                 return NOTHING_AVAILABLE
             taken = list(self._queue)
             self._queue.clear()
+        self._metrics["playground_messages"] += len(taken)
         records = []
         for request in taken:
             records.append(request.record)
@@ -356,6 +363,7 @@ class _IngressReader(SourceReader[_IngressSplit]):
             request.answer(status, reason)
         with self._lock:
             self._outstanding -= len(requests)
+            self._metrics["playground_pending"] = self._outstanding
 
     def snapshot_state(self, checkpoint_id: int) -> list[_IngressSplit]:
         if self._since:
@@ -434,6 +442,9 @@ class _EgressWriter(SinkWriter[None]):
         self._pending: list[tuple[str, bytes]] = []  # written since the last snapshot
         self._prepared: deque[tuple[int, list[tuple[str, bytes]]]] = deque()  # (checkpoint, written before it)
         self._held = 0  # records in all three
+        # in the job's metrics: records held (<= max_buffered + a credit window), records read
+        self._metrics = ctx.metrics
+        self._metrics.update(playground_held=0, playground_read=0)
         self._server: ThreadingHTTPServer | None = _serve(sink.host, sink.port, self._handler(), "playground egress")
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -455,6 +466,8 @@ class _EgressWriter(SinkWriter[None]):
             payload = queue.popleft() if queue else None
             if payload is not None:
                 self._held -= 1
+                self._metrics["playground_held"] = self._held
+                self._metrics["playground_read"] += 1
                 wake = self._held == self._sink.max_buffered - 1
         if payload is None:
             h._answer(404)
@@ -485,6 +498,7 @@ class _EgressWriter(SinkWriter[None]):
             out.append((topic, payload.encode("utf-8")))
         with self._lock:
             self._held += len(out)
+            self._metrics["playground_held"] = self._held
             if self._checkpointing:
                 self._pending.extend(out)
             else:
@@ -515,6 +529,7 @@ class _EgressWriter(SinkWriter[None]):
         with self._lock:
             self._publish(records)
             self._held += len(records)
+            self._metrics["playground_held"] = self._held
 
     def prepare_commit(self, checkpoint_id: int | None) -> list[None]:
         if checkpoint_id is None:  # end of input: what is left becomes readable

@@ -206,9 +206,15 @@ def run_greeter(tmp_path, env: rs.StreamEnvironment, functions: StatefulFunction
                 during(client)
         greetings = read_greetings(egress_port, len(NAMES), client)
         extra = call(egress_port, "GET", "/greetings")  # (all were durable before the reads began)
+        ops = client.metrics()["operators"]
     finally:
         client.cancel()
     assert extra == (404, b""), f"a greeting more than was sent: {extra}"
+    ingress = ops[f"playground-ingress:{ingress_port}"]
+    egress = next(m for name, m in ops.items() if name.startswith("egress io.statefun.playground/egress"))
+    # (counted per attempt: a restarted task counts again from 0)
+    assert ingress["playground_pending"] == 0 and 1 <= ingress["playground_messages"] <= len(NAMES), ingress
+    assert egress["playground_held"] == 0 and 1 <= egress["playground_read"] <= len(NAMES), egress
     return greetings, answers, client
 
 

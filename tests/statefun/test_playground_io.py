@@ -200,9 +200,12 @@ def test_the_ingress_answers_503_beyond_max_pending_messages():
         poll_until(reader, 1)
         status, body = request(port, "PUT", "/example/person/b", b"y")
         assert status == 503 and b"max_pending" in body
+        metrics = reader._metrics  # noqa: SLF001 - the reader's OperatorContext.metrics
+        assert (metrics["playground_pending"], metrics["playground_messages"], metrics["playground_refused"]) == (1, 1, 1)
         reader.snapshot_state(1)
         reader.notify_checkpoint_complete(1)
         assert first.answer()[0] == 200
+        assert metrics["playground_pending"] == 0
         assert Put(port, "/example/person/c", b"z") and poll_until(reader, 1)  # room again
     finally:
         reader.close()
@@ -231,8 +234,10 @@ def test_without_checkpointing_records_are_readable_at_once_oldest_first():
     try:
         assert request(port, "GET", "/greetings") == (404, b"")
         writer.write(Batch.of_records([greeting("Welcome Bob"), greeting("Hi Ann"), greeting("x", "other")]))
+        assert writer._metrics["playground_held"] == 3  # noqa: SLF001 - its OperatorContext.metrics
         assert request(port, "GET", "/greetings") == (200, b"Welcome Bob")
         assert request(port, "GET", "/greetings") == (200, b"Hi Ann")
+        assert (writer._metrics["playground_held"], writer._metrics["playground_read"]) == (1, 2)  # noqa: SLF001
         assert request(port, "GET", "/greetings") == (404, b"")
         assert request(port, "GET", "/other") == (200, b"x")
         status, body = request(port, "GET", "/nope")
