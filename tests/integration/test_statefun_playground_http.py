@@ -3,8 +3,8 @@ messages PUT to the playground ingress, greetings read from the playground egres
 
 ``GREETER_FUNCTIONS`` is the playground's ``python/greeter/functions.py`` of release-3.3 (its
 greeter sends ``{"topic": "greetings", "payload": ...}`` records to the egress
-``io.statefun.playground/egress``), license header dropped, the simulated 1 s of work shortened
-to 10 ms. It runs served by the official SDK through the playground's own aiohttp app
+``io.statefun.playground/egress``), license header dropped (made from the release-3.1 file and
+the two hunks that differ), the simulated 1 s of work shortened to 10 ms. It runs served by the official SDK through the playground's own aiohttp app
 (remote) and with only ``from statefun import *`` changed (embedded). The module.yaml is the
 playground's, with the function host and the two ports replaced by the test's.
 """
@@ -27,51 +27,21 @@ from raystream.statefun_api.job import StatefulFunctionsJob
 from raystream.statefun_api.testing import FunctionServer
 from tests.integration.test_fault_tolerance import make_env
 from tests.statefun.test_playground_io import GREETER_MODULE_YAML, free_port
+from tests.statefun.test_playground_io import request as call
+from tests.statefun.test_statefun_playground import PLAYGROUND_FUNCTIONS
 
 pytest.importorskip("statefun")
 pytest.importorskip("aiohttp")
 
-GREETER_FUNCTIONS = '''\
-import json
-
-from statefun import *
-import asyncio
-from aiohttp import web
-
-functions = StatefulFunctions()
-
-GREET_REQUEST_TYPE = make_json_type(typename="example/GreetRequest")
-EGRESS_RECORD_TYPE = make_json_type(typename="io.statefun.playground/EgressRecord")
-
-@functions.bind(typename="example/person", specs=[ValueSpec(name="visits", type=IntType)])
-async def person(context: Context, message: Message):
-    # update the visit count.
-    visits = context.storage.visits or 0
-    visits += 1
-    context.storage.visits = visits
-
-    # enrich the request with the number of vists.
-    request = message.as_type(GREET_REQUEST_TYPE)
-    request['visits'] = visits
-
-    # next, we will forward a message to a special greeter function,
-    # that will compute a super-doper-personalized greeting based on the
-    # number of visits that this person has.
-    context.send(
-        message_builder(target_typename="example/greeter",
-                        target_id=request['name'],
-                        value=request,
-                        value_type=GREET_REQUEST_TYPE))
-
-
-@functions.bind(typename="example/greeter")
-async def greeter(context, message):
-    request = message.as_type(GREET_REQUEST_TYPE)
-    person_name = request['name']
-    visits = request['visits']
-
-    greeting = await compute_fancy_greeting(person_name, visits)
-
+# the release-3.3 functions.py is the release-3.1 one (tests/statefun/test_statefun_playground.py)
+# with the greeter writing to the playground egress instead of Kafka: these are its two changes
+KAFKA_EGRESS = """\
+    context.send_egress(kafka_egress_message(typename="example/greets",
+                                             topic="greetings",
+                                             key=person_name,
+                                             value=greeting))
+"""
+PLAYGROUND_EGRESS = """\
     egress_record = {
         "topic": "greetings",
         "payload": greeting
@@ -80,42 +50,11 @@ async def greeter(context, message):
     context.send_egress(egress_message_builder(target_typename="io.statefun.playground/egress",
                                              value=egress_record,
                                              value_type=EGRESS_RECORD_TYPE))
-
-
-async def compute_fancy_greeting(name: str, seen: int):
-    """
-    Compute a personalized greeting, based on the number of times this @name had been seen before.
-    """
-    templates = ["", "Welcome %s", "Nice to see you again %s", "Third time is a charm %s"]
-    if seen < len(templates):
-        greeting = templates[seen] % name
-    else:
-        greeting = f"Nice to see you at the {seen}-nth time {name}!"
-
-    await asyncio.sleep(1)
-    return greeting
-
-
-#
-# Serve the endpoint
-#
-
-
-handler = RequestReplyHandler(functions)
-
-
-async def handle(request):
-    req = await request.read()
-    res = await handler.handle_async(req)
-    return web.Response(body=res, content_type="application/octet-stream")
-
-
-app = web.Application()
-app.add_routes([web.post('/statefun', handle)])
-
-if __name__ == '__main__':
-    web.run_app(app, port=8000)
-'''
+"""
+GREET_TYPE = 'GREET_REQUEST_TYPE = make_json_type(typename="example/GreetRequest")\n'
+GREETER_FUNCTIONS = PLAYGROUND_FUNCTIONS.replace(KAFKA_EGRESS, PLAYGROUND_EGRESS).replace(
+    GREET_TYPE, GREET_TYPE + 'EGRESS_RECORD_TYPE = make_json_type(typename="io.statefun.playground/EgressRecord")\n')
+assert GREETER_FUNCTIONS.count("io.statefun.playground/") == 2  # (both changes applied)
 
 NAMES = ["Bob", "Ann", "Bob", "Bob", "Cid", "Bob", "Ann", "Bob"]
 
@@ -137,16 +76,6 @@ def expected_greetings(names: list[str]) -> list[str]:
         n = seen[name] = seen.get(name, 0) + 1
         out.append(templates[n] % name if n < len(templates) else f"Nice to see you at the {n}-nth time {name}!")
     return sorted(out)
-
-
-def call(port: int, method: str, path: str, body: bytes = b"", headers: dict | None = None) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        reply = conn.getresponse()
-        return reply.status, reply.read()
-    finally:
-        conn.close()
 
 
 def put_greet_request(port: int, name: str, client: rs.JobClient, answers: dict) -> None:
