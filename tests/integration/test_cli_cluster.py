@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import free_ports
 from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,18 +52,6 @@ def report(records, args):
         final[k] = max(final.get(k, 0), v)
     print("RESULT", sorted(final.items()))
 '''
-
-
-def free_ports(n: int) -> list[int]:
-    socks = []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def _group_alive(pgid: int) -> bool:

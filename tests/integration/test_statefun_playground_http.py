@@ -26,9 +26,11 @@ from raystream.statefun_api import StatefulFunctions
 from raystream.statefun_api.job import StatefulFunctionsJob
 from raystream.statefun_api.testing import FunctionServer
 from tests.integration.test_fault_tolerance import make_env
-from tests.statefun.test_playground_io import GREETER_MODULE_YAML, free_port
+from tests.ports import free_ports
+from tests.statefun.test_playground_io import GREETER_MODULE_YAML
 from tests.statefun.test_playground_io import request as call
-from tests.statefun.test_statefun_playground import PLAYGROUND_FUNCTIONS
+from tests.statefun.test_statefun_playground import PLAYGROUND_FUNCTIONS, playground_module
+from tests.statefun.test_statefun_playground import expected_greetings as kafka_greetings
 
 pytest.importorskip("statefun")
 pytest.importorskip("aiohttp")
@@ -60,22 +62,12 @@ NAMES = ["Bob", "Ann", "Bob", "Bob", "Cid", "Bob", "Ann", "Bob"]
 
 
 def greeter_module(sdk: str) -> dict:
-    source = GREETER_FUNCTIONS.replace("await asyncio.sleep(1)", "await asyncio.sleep(0.01)")
-    if sdk != "statefun":
-        source = source.replace("from statefun import *", f"from {sdk} import *")
-    namespace: dict = {"__name__": "playground_greeter_3_3"}
-    exec(compile(source, f"<playground greeter 3.3, {sdk}>", "exec"), namespace)
-    return namespace
+    return playground_module(sdk, GREETER_FUNCTIONS)
 
 
 def expected_greetings(names: list[str]) -> list[str]:
-    templates = ["", "Welcome %s", "Nice to see you again %s", "Third time is a charm %s"]
-    seen: dict[str, int] = {}
-    out = []
-    for name in names:
-        n = seen[name] = seen.get(name, 0) + 1
-        out.append(templates[n] % name if n < len(templates) else f"Nice to see you at the {n}-nth time {name}!")
-    return sorted(out)
+    """The greetings StateFun gives, as the payloads the playground egress hands out (sorted)."""
+    return sorted(record.value.decode() for record in kafka_greetings(names))
 
 
 def put_greet_request(port: int, name: str, client: rs.JobClient, answers: dict) -> None:
@@ -118,7 +110,7 @@ def read_greetings(port: int, count: int, client: rs.JobClient, timeout_s: float
 
 def run_greeter(tmp_path, env: rs.StreamEnvironment, functions: StatefulFunctions, url: str,
                 during=None) -> tuple[list[str], dict, rs.JobClient]:
-    ingress_port, egress_port = free_port(), free_port()
+    ingress_port, egress_port = free_ports(2)
     path = tmp_path / "module.yaml"
     path.write_text(GREETER_MODULE_YAML.replace("http://functions:8000", url)
                     .replace("port: 8090", f"port: {ingress_port}").replace("port: 8091", f"port: {egress_port}"))
@@ -189,7 +181,7 @@ def test_the_statefun_app_job_runs_a_module_yaml_with_embedded_functions_from_a_
     functions_py = tmp_path / "functions.py"
     functions_py.write_text(GREETER_FUNCTIONS.replace("await asyncio.sleep(1)", "await asyncio.sleep(0.01)")
                             .replace("from statefun import *", "from raystream.statefun_api import *"))
-    ingress_port, egress_port = free_port(), free_port()
+    ingress_port, egress_port = free_ports(2)
     module_yaml = tmp_path / "module.yaml"
     module_yaml.write_text(GREETER_MODULE_YAML.replace("port: 8090", f"port: {ingress_port}")
                            .replace("port: 8091", f"port: {egress_port}"))

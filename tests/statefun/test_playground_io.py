@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 import threading
 from collections.abc import Callable
 
@@ -25,6 +24,7 @@ from raystream.statefun_api.playground import (
     PlaygroundSpec,
     parse_module_playground,
 )
+from tests.ports import free_port
 
 # the playground greeter's module.yaml (flink-statefun-playground release-3.3, python/greeter)
 GREETER_MODULE_YAML = """\
@@ -45,12 +45,6 @@ spec:
   topics:
     - greetings
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def context(checkpointing: bool, post: Callable | None = None, parallelism: int = 1) -> OperatorContext:

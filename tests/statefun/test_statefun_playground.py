@@ -163,9 +163,9 @@ EGRESS = "example/greets"
 NAMES = ["ann", "bob", "ann", "ann", "cid", "ann", "bob"]
 
 
-def playground_module(sdk: str = "statefun") -> dict:
-    """Execute the playground's functions.py with ``from <sdk> import *``; its namespace."""
-    source = PLAYGROUND_FUNCTIONS.replace("await asyncio.sleep(1)", "await asyncio.sleep(0.01)")
+def playground_module(sdk: str = "statefun", text: str = PLAYGROUND_FUNCTIONS) -> dict:
+    """Execute the playground's functions.py (``text``) with ``from <sdk> import *``; its namespace."""
+    source = text.replace("await asyncio.sleep(1)", "await asyncio.sleep(0.01)")
     if sdk != "statefun":
         source = source.replace("from statefun import *", f"from {sdk} import *")
     namespace: dict = {"__name__": "playground_greeter"}
