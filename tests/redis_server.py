@@ -5,7 +5,6 @@ installs it (Debian package ``redis-server``, see ``.ci/run``)."""
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -14,13 +13,9 @@ from contextlib import contextmanager
 
 import pytest
 
+from tests.ports import free_port as _free_port
+
 __all__ = ["redis_server_url"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _tail(path: str) -> str:
