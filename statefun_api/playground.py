@@ -24,7 +24,8 @@ memory, and drops egress records when a topic holds 2^20): nothing is lost silen
   once the message entered the job. A message the job did not make durable (the job failed,
   was cancelled, or ``ack_timeout_s`` passed) gets 503 or 504 and may be sent again: a client
   that retries on those gets every message at least once. Beyond ``max_pending`` messages
-  accepted and not yet answered, a PUT gets 503 at once (back-pressure on the senders).
+  not yet settled (a 504 keeps its place until a checkpoint or the job's end settles the
+  message), a PUT gets 503 at once (back-pressure on the senders).
 * The egress makes a record readable once the checkpoint that covers it completes (without
   checkpointing: at once), so a failure never shows a record that is then produced again;
   the records not yet read are kept in checkpoints (a record read after the checkpoint a job
