@@ -321,16 +321,17 @@ class StatefulFunctionsJob:
         Example:
             ``sf.with_module_yaml("module.yaml", ingresses={"names": env.from_collection([("ann", b'{"name": "ann"}')])})``
         """
-        endpoints = load_module_yaml(path)
+        endpoints = load_module_yaml(path)  # (a file that cannot be read fails here, clearly)
         if endpoints:
             self.with_endpoint(*endpoints)
-        spec = parse_module_playground(Path(path).read_text(), source=str(path)) if playground else None
+        text = Path(path).read_text()
+        spec = parse_module_playground(text, source=str(path)) if playground else None
         if spec is not None and spec.ingress_port is not None:
             self.with_playground_ingress(PlaygroundIngress(port=spec.ingress_port))
         if spec is not None and spec.egress_port is not None:
             self.with_playground_egress(PlaygroundEgress(port=spec.egress_port, topics=spec.topics))
         if ingresses:
-            topics = parse_module_ingresses(Path(path).read_text(), source=str(path))
+            topics = parse_module_ingresses(text, source=str(path))
             types = dict(value_types or {})
             for name, stream in ingresses.items():
                 topic = _find_topic(topics, name, path)

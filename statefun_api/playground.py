@@ -175,6 +175,13 @@ def _serve(host: str, port: int, handler: type[BaseHTTPRequestHandler], what: st
     return server
 
 
+def _stop(server: ThreadingHTTPServer | None) -> None:
+    """Stop serving and free the port (the next attempt's task may bind it)."""
+    if server is not None:
+        server.shutdown()
+        server.server_close()
+
+
 class _Handler(BaseHTTPRequestHandler):
     """Quiet request handler: answers through ``_answer``; the owner is set on a subclass."""
 
@@ -323,18 +330,21 @@ class _IngressReader(SourceReader[_IngressSplit]):
         body = h.rfile.read(length) if length > 0 else b""
         h.close_connection = False
         request = _Request((f"{namespace}/{name}", fid, "", "", value_type, body, True))
+        refused = b""  # (answered after the lock: the task thread's poll takes it too)
         with self._lock:
             if self._closed:
-                h._answer(503, b"the job is not running\n")
-                return
-            if self._outstanding >= self._source.max_pending:
+                refused = b"the job is not running\n"
+            elif self._outstanding >= self._source.max_pending:
                 self._metrics["playground_refused"] += 1
-                h._answer(503, f"the ingress holds {self._outstanding} messages not yet durable (max_pending); "
-                               "send again later\n".encode())
-                return
-            self._outstanding += 1
-            self._metrics["playground_pending"] = self._outstanding
-            self._queue.append(request)
+                refused = (f"the ingress holds {self._outstanding} messages not yet durable (max_pending); "
+                           "send again later\n").encode()
+            else:
+                self._outstanding += 1
+                self._metrics["playground_pending"] = self._outstanding
+                self._queue.append(request)
+        if refused:
+            h._answer(503, refused)
+            return
         if not request.wait(self._source.ack_timeout_s):  # (it keeps its place in max_pending until settled)
             request.answer(504, "the message was not yet durable after ack_timeout_s; it may still be processed")
         h._answer(request.status, (request.reason + "\n").encode() if request.reason else b"")
@@ -384,10 +394,8 @@ class _IngressReader(SourceReader[_IngressSplit]):
             self._queue.clear()
             self._since, self._awaiting = [], deque()
         self._settle(left, 503, "the job stopped before the message was durable; send it again")
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        _stop(self._server)
+        self._server = None
 
 
 # ---------------------------------------------------------------------------- egress
@@ -459,11 +467,11 @@ class _EgressWriter(SinkWriter[None]):
 
     def _read(self, h: _Handler) -> None:
         topic = unquote(urlsplit(h.path).path.strip("/"))
-        with self._lock:
-            queue = self._readable.get(topic)
-            if queue is None:
-                h._answer(405, f"no topic {topic!r} (topics: {list(self._sink.topics)})\n".encode())
-                return
+        if topic not in self._readable:  # (the topics are fixed: no lock needed)
+            h._answer(405, f"no topic {topic!r} (topics: {list(self._sink.topics)})\n".encode())
+            return
+        with self._lock:  # (answered after it: the task thread's write takes it too)
+            queue = self._readable[topic]
             payload = queue.popleft() if queue else None
             if payload is not None:
                 self._held -= 1
@@ -542,10 +550,8 @@ class _EgressWriter(SinkWriter[None]):
         return []
 
     def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        _stop(self._server)
+        self._server = None
 
 
 def _nothing() -> None:
