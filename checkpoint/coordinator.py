@@ -22,6 +22,7 @@ import logging
 import os
 import tempfile
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
@@ -49,6 +50,10 @@ log = logging.getLogger(__name__)
 Ref = TypeVar("Ref")
 
 METADATA_FORMAT = 1
+
+#: checkpoints the coordinator remembers for statistics (`history`, `completed`): a job that
+#: checkpoints every 100 ms for a week keeps the last ones and counts, not six million entries
+HISTORY_KEPT = 100
 
 
 @dataclass
@@ -153,9 +158,13 @@ class CheckpointCoordinator:
         self.next_id = 1
         self.checkpoints: dict[int, PendingCheckpoint] = {}  # pending and finalizing, by id
         self.last_completed_at: float | None = None
-        self.completed: list[int] = []
+        # the newest completed checkpoint ids, ascending, and the newest checkpoints' outcomes
+        # (bounded: memory follows live work, not the job's age), with counts of all of them
+        self.completed: deque[int] = deque(maxlen=HISTORY_KEPT)
         self.failures = 0
-        self.history: list[dict] = []
+        self.history: deque[dict] = deque(maxlen=HISTORY_KEPT)
+        self.completed_count = 0  # (every checkpoint that completed, as history records it)
+        self.aborted_count = 0
         self.retained: dict[int, dict[str, list]] = {}  # barrier id -> sink uid -> committables
         # completed checkpoints whose commit is not known to have finished -> what they commit
         self.committing: dict[int, dict[str, list]] = {}
@@ -345,13 +354,14 @@ class CheckpointCoordinator:
             duration = self.clock() - p.triggered_at
             size = sum(h.size for ack in p.acks.values() for e in ack.values() if isinstance(e, dict)
                        for h in (e.get("keyed"), e.get("op")) if h is not None and hasattr(h, "size"))
+            self.completed_count += 1
             self.history.append({"id": p.checkpoint_id, "status": "COMPLETED", "duration_s": round(duration, 4),
                                  "bytes": size, "savepoint": p.savepoint})
             return True
         if p.status == "FINALIZING":  # the metadata write failed
             self.abort(p, f"writing metadata failed: {error!r}")
         elif error is None and p.savepoint is None:
-            self.completed = sorted({*self.completed, p.checkpoint_id})
+            self.completed = deque(sorted({*self.completed, p.checkpoint_id}), maxlen=HISTORY_KEPT)
             log.warning("checkpoint %s of %s timed out, yet its metadata was written: it is restorable; its "
                         "committables are committed with the next checkpoint", p.checkpoint_id, self.job_id)
         return False
@@ -377,6 +387,7 @@ class CheckpointCoordinator:
         p.status = "ABORTED"
         self.checkpoints.pop(p.checkpoint_id, None)
         self.failures += 1
+        self.aborted_count += 1
         self.history.append({"id": p.checkpoint_id, "status": "ABORTED", "reason": reason, "savepoint": p.savepoint})
         log.warning("checkpoint %s of %s aborted: %s", p.checkpoint_id, self.job_id, reason)
         limit = self.config.tolerable_failures
@@ -405,6 +416,7 @@ class CheckpointCoordinator:
         for p in self.checkpoints.values():
             p.status = "ABORTED"
             p.commit, p.own, p.follows = {}, {}, {}  # (p.carried stays: see abort)
+            self.aborted_count += 1
             self.history.append({"id": p.checkpoint_id, "status": "ABORTED", "reason": "the job restarts",
                                  "savepoint": p.savepoint})
         self.checkpoints.clear()
@@ -445,11 +457,10 @@ class CheckpointCoordinator:
         }
 
     def stats(self) -> dict:
-        done = [h for h in self.history if h["status"] == "COMPLETED"]
         in_progress = min(self.checkpoints) if self.checkpoints else None
         return {
-            "completed": len(done),
-            "aborted": len(self.history) - len(done),
+            "completed": self.completed_count,
+            "aborted": self.aborted_count,
             "last": self.history[-1] if self.history else None,
             "in_progress": in_progress,
             "latest_completed": self.completed[-1] if self.completed else None,

@@ -117,6 +117,9 @@ class MasterHooks(TaskHooks):
     def report_idle(self, vertex_id: int, subtask: int) -> None:
         self.messenger.send("task_idle", self.attempt, vertex_id, subtask)
 
+    def snapshots_in_flight(self) -> int:
+        return 0 if self.writer is None else self.writer.in_flight()
+
 
 class _Hosted:
     """A task inside a TaskActor, with its checkpoint hooks."""

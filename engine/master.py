@@ -97,6 +97,9 @@ def build_task_specs(job_id: str, graph: JobGraph, config: JobConfig, attempt: i
                 clock=config.clock,
                 state_backend=config.state_backend,
                 checkpointing=config.checkpoint is not None,
+                # one more than the checkpoints that may be in progress at once: a snapshot of a
+                # checkpoint that timed out may still be written while the next one is taken
+                max_snapshots_in_flight=getattr(config.checkpoint, "max_concurrent", 1) + 1,
             )
     return specs
 
@@ -573,8 +576,8 @@ class JobMaster:
         if found is None:
             if self.coordinator.completed:
                 raise CheckpointError(
-                    f"job {self.job_id}: checkpoints {self.coordinator.completed} completed but none "
-                    f"can be read back from {self.coordinator.storage!r}"
+                    f"job {self.job_id}: checkpoints completed (the newest: {list(self.coordinator.completed)[-5:]}) "
+                    f"but none can be read back from {self.coordinator.storage!r}"
                 )
             self.coordinator.take_retained(None)  # everything is replayed
             if self._config.from_savepoint:  # (a job started from a savepoint restarts from it)

@@ -50,12 +50,28 @@ class AsyncSnapshotWriter:
         self.on_error = on_error
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raystream-snapshot")
         self._lock = threading.Lock()
+        self._in_flight = 0  # snapshots submitted and not yet written (or failed)
 
     def __call__(self, checkpoint_id: int, vertex_id: int, subtask: int, state: dict,
                  send_ack: Callable[[int, int, int, Any], None], decline: Callable[[int, str], None] | None = None) -> None:
+        with self._lock:
+            self._in_flight += 1
         self._pool.submit(self._write, checkpoint_id, vertex_id, subtask, state, send_ack, decline)
 
+    def in_flight(self) -> int:
+        """Snapshots handed over and not yet written or failed (the task declines new
+        checkpoints at their barriers while too many are: ``TaskSpec.max_snapshots_in_flight``)."""
+        return self._in_flight
+
     def _write(self, cid: int, vertex_id: int, subtask: int, state: dict, send_ack: Callable, decline: Callable | None) -> None:
+        try:
+            self._write_one(cid, vertex_id, subtask, state, send_ack, decline)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _write_one(self, cid: int, vertex_id: int, subtask: int, state: dict, send_ack: Callable,
+                   decline: Callable | None) -> None:
         try:
             handles: dict[str, dict] = {}
             for uid, entry in state.items():

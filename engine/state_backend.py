@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any, Callable, Protocol
 
 from .errors import ConfigError
@@ -67,8 +68,10 @@ class CheckpointCoordinatorLike(Protocol):
     storage: Any
     config: Any
     checkpoints: dict[int, Any]
-    completed: list[int]
-    history: list[dict]
+    completed: deque[int]  # the newest completed checkpoint ids (bounded), ascending
+    history: deque[dict]  # the newest checkpoints' outcomes (bounded)
+    completed_count: int
+    aborted_count: int
     finished: dict
 
     def can_trigger(self, savepoint: bool = False) -> bool: ...

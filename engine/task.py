@@ -74,6 +74,9 @@ class TaskSpec:
     clock: Any = None
     state_backend: StateBackend | None = None  # creates keyed state backends (engine.state_backend)
     checkpointing: bool = False  # the job takes checkpoints (OperatorContext.checkpointing)
+    # snapshots being written at once beyond which the task declines a checkpoint at its
+    # barrier, taking none (storage slower than the checkpoints: they never pile up in memory)
+    max_snapshots_in_flight: int = 2
 
     @property
     def task_name(self) -> str:
@@ -108,6 +111,11 @@ class TaskHooks:
     def report_idle(self, vertex_id: int, subtask: int) -> None:
         """A task on a feedback loop has no work left once its regular inputs ended; the
         master then probes all tasks of the loop to detect termination."""
+
+    def snapshots_in_flight(self) -> int:
+        """Snapshots of the task handed to :meth:`acknowledge` and not yet written to
+        checkpoint storage (the task declines new checkpoints while too many are)."""
+        return 0
 
 
 CheckpointHooks = TaskHooks  # older name
@@ -754,6 +762,20 @@ class Task:
     def _checkpoint(self, barrier: Barrier) -> None:
         cid = barrier.checkpoint_id
         self.last_checkpoint_id = max(self.last_checkpoint_id, cid)
+        behind = self.hooks.snapshots_in_flight()
+        if behind >= self.spec.max_snapshots_in_flight and not barrier.savepoint:
+            # Checkpoint storage is slower than the checkpoints (e.g. snapshots of checkpoints
+            # that timed out are still being written): decline at the barrier, taking no
+            # snapshot, so unwritten snapshots never pile up in memory. The operators see
+            # nothing of this checkpoint (what a sink holds goes with the next one), and the
+            # barrier goes on, so downstream alignment is not held up.
+            self.network.broadcast_event(barrier)
+            self.hooks.decline(
+                cid, self.spec.vertex_id, self.spec.subtask_index,
+                f"{behind} snapshots of task {self.spec.task_name!r} are still being written to checkpoint storage "
+                f"(slower than the checkpoints): declined at the barrier without taking a snapshot",
+            )
+            return
         # Everything is copied (serialized) here, on the task thread, so processing can go
         # on while the bytes are written to checkpoint storage by the runtime's writer.
         state: dict[str, Any] = {}

@@ -454,6 +454,10 @@ class FunctionDispatcher(StreamOperator):
             self.counters["checkpoints_with_queued_work"] += 1
         self._busy_checkpoints = {c for c in self._busy_checkpoints if c > checkpoint_id}
 
+    def notify_checkpoint_aborted(self, checkpoint_id: int) -> None:
+        """Forget an aborted checkpoint (while none completes, the set stays this small)."""
+        self._busy_checkpoints.discard(checkpoint_id)
+
     def is_idle(self) -> bool:
         """False while messages are queued, remote calls are in flight or delayed messages are pending."""
         return not self._has_work() and not self.pending_delayed() and (self._rpc is None or self._rpc.is_idle())

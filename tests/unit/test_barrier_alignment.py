@@ -8,6 +8,7 @@ records sent before Barrier(n) on every channel.
 
 import random
 import threading
+import time
 
 import pyarrow as pa
 import pytest
@@ -23,11 +24,13 @@ from raystream.engine.task import Task, TaskHooks, TaskSpec
 class Recorder(StreamOperator):
     def __init__(self):
         self.seen = []
+        self.snapshotted = []
 
     def process_batch(self, batch, input_index=0):
         self.seen.extend(batch.records())
 
     def snapshot_state(self, checkpoint_id):
+        self.snapshotted.append(checkpoint_id)
         return list(self.seen)
 
 
@@ -159,3 +162,65 @@ def test_a_deferred_trigger_of_an_aborted_checkpoint_is_dropped():
     task.deliver(0, 0, [EndOfInput()], lambda: None)
     task.step()
     assert hooks.acks == {}
+
+
+class SlowStorage(Capture):
+    """Hooks whose snapshot writer has ``busy`` snapshots still being written."""
+
+    def __init__(self):
+        super().__init__()
+        self.busy = 0
+        self.declines = {}
+
+    def snapshots_in_flight(self):
+        return self.busy
+
+    def decline(self, checkpoint_id, vertex_id, subtask, reason, committables=None):
+        self.declines[checkpoint_id] = (reason, committables)
+
+
+def test_a_task_whose_snapshots_are_not_written_yet_declines_at_the_barrier_without_a_snapshot():
+    """Checkpoint storage slower than the checkpoints (e.g. snapshots of checkpoints that timed
+    out still being written): at ``max_snapshots_in_flight`` the task declines the next
+    checkpoint at its barrier and takes no snapshot, so snapshots never pile up in memory;
+    the next checkpoint, once the writer caught up, holds every record before its barrier.
+    A savepoint (asked for by the user) is taken anyway."""
+    spec = TaskSpec(
+        job_id="j", vertex_id=0, name="rec", subtask_index=0, parallelism=1, max_parallelism=128,
+        chain=[{"name": "rec", "uid": "rec", "factory": Recorder, "kind": "operator", "keyed": False}],
+        inputs=[InputInfo(0, "up0"), InputInfo(0, "up1")], outputs=[],
+        config=TaskConfig(exactly_once=True, flush_ms=5), max_snapshots_in_flight=2,
+    )
+    hooks = SlowStorage()
+    task = Task(spec, [], hooks=hooks)
+    t = threading.Thread(target=task.run, daemon=True)
+    t.start()
+
+    def rows(c, *ids):
+        return [pa.RecordBatch.from_pylist([{"c": c, "i": i}]) for i in ids]
+
+    def wait_until(condition):
+        deadline = time.monotonic() + 10
+        while not condition():
+            assert time.monotonic() < deadline, "the task did not get there"
+            time.sleep(0.005)
+
+    hooks.busy = 2
+    task.deliver(0, 0, [*rows(0, 0, 1), Barrier(1)], lambda: None)
+    task.deliver(1, 0, [*rows(1, 0), Barrier(1), *rows(1, 1)], lambda: None)
+    wait_until(lambda: hooks.declines)
+    assert list(hooks.declines) == [1] and hooks.acks == {}
+    reason, committables = hooks.declines[1]
+    assert "2 snapshots of task 'rec (1/1)' are still being written" in reason and committables is None
+    task.deliver(0, 1, [Barrier(2, savepoint=True)], lambda: None)  # a savepoint is taken anyway
+    task.deliver(1, 1, [Barrier(2, savepoint=True)], lambda: None)
+    wait_until(lambda: hooks.acks)
+    assert sorted(hooks.acks) == [2]
+    hooks.busy = 1  # the writer caught up (one snapshot left: under the limit)
+    task.deliver(0, 2, [*rows(0, 2), Barrier(3), EndOfInput()], lambda: None)
+    task.deliver(1, 2, [Barrier(3), EndOfInput()], lambda: None)
+    t.join(10)
+    assert not t.is_alive()
+    assert sorted(hooks.acks) == [2, 3] and list(hooks.declines) == [1]
+    assert {(r["c"], r["i"]) for r in hooks.acks[3]} == {(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)}
+    assert 1 not in task.operators[0].snapshotted  # no snapshot for the declined checkpoint

@@ -194,13 +194,35 @@ def test_declined_checkpoint_hands_its_committables_on(tmp_path):
     assert sorted(coord.metadata_for(p2, GRAPH)["carried_committables"]["sink"]) == ["a", "b", "late"]
 
 
+def test_the_coordinator_remembers_the_newest_checkpoints_and_counts_all(tmp_path):
+    """A long-running job's coordinator keeps the last HISTORY_KEPT outcomes and counts:
+    its memory does not grow with the number of checkpoints taken."""
+    from raystream.checkpoint.coordinator import HISTORY_KEPT
+
+    coord, _ = make(tmp_path)
+    rounds = HISTORY_KEPT + 50
+    for i in range(rounds):
+        p = coord.trigger()
+        if i % 2:
+            coord.abort(p, f"timed out ({i})")
+        else:
+            ack(coord, p.checkpoint_id, (0, 0))
+            ack(coord, p.checkpoint_id, (0, 1))
+            assert finalize(coord, p)
+    stats = coord.stats()
+    assert (stats["completed"], stats["aborted"]) == (rounds // 2, rounds // 2)
+    assert len(coord.history) == HISTORY_KEPT and len(coord.completed) <= HISTORY_KEPT
+    assert coord.history[-1]["id"] == rounds and stats["latest_completed"] == rounds - 1
+    assert list(coord.completed) == sorted(coord.completed) and coord.completed[-1] == rounds - 1
+
+
 def test_failed_metadata_write_retains_everything(tmp_path):
     coord, _ = make(tmp_path)
     p1 = coord.trigger()
     ack(coord, 1, (0, 0), "a")
     ack(coord, 1, (0, 1), "b")
     assert finalize(coord, p1, fail=OSError("disk full")) is False
-    assert p1.status == "ABORTED" and coord.completed == []
+    assert p1.status == "ABORTED" and list(coord.completed) == [] and coord.completed_count == 0
     p2 = coord.trigger()
     ack(coord, 2, (0, 0))
     ack(coord, 2, (0, 1))

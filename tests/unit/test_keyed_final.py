@@ -403,8 +403,8 @@ def test_final_values_of_finished_operators_are_not_emitted_again_after_a_restor
 
         wait(lambda: master.coordinator is not None
              and {v for v, _ in master.coordinator.finished} >= finals)
-        done = len(master.coordinator.completed)
-        wait(lambda: len(master.coordinator.completed) >= done + 1)  # a checkpoint with their final state
+        done = master.coordinator.completed_count
+        wait(lambda: master.coordinator.completed_count >= done + 1)  # a checkpoint with their final state
         victim = next(iter(runtime.executors.values()))
         runtime.kill_executor(victim)
         killed.append(victim.name)

@@ -58,7 +58,7 @@ def test_killed_executor_in_process_is_exactly_once(tmp_path):
 
     def drill(master: JobMaster, runtime) -> None:
         deadline = time.monotonic() + 60
-        while not (master.coordinator and len(master.coordinator.completed) >= 2) and time.monotonic() < deadline:
+        while not (master.coordinator and master.coordinator.completed_count >= 2) and time.monotonic() < deadline:
             time.sleep(0.005)  # poll the condition: two checkpoints completed
         victim = next(e for name, e in runtime.executors.items() if name.endswith(":s1:0"))
         runtime.kill_executor(victim)
