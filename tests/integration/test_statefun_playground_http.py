@@ -24,6 +24,7 @@ import raystream as rs
 from raystream.checkpoint.faults import FaultRule, faulty_filesystem, read_fault_log
 from raystream.statefun_api import StatefulFunctions
 from raystream.statefun_api.job import StatefulFunctionsJob
+from raystream.statefun_api.playground import PlaygroundEgress, PlaygroundIngress
 from raystream.statefun_api.testing import FunctionServer
 from tests.integration.test_fault_tolerance import make_env
 from tests.ports import free_ports
@@ -84,7 +85,8 @@ def put_greet_request(port: int, name: str, client: rs.JobClient, answers: dict)
                 return
             time.sleep(0.02)
             continue
-        if status == 503:  # the job restarted before the message was durable: send it again
+        if status == 503:  # the job restarted before the message was durable, or the ingress is full: again
+            time.sleep(0.01)
             continue
         answers.setdefault(name, []).append((status, text))
         return
@@ -109,12 +111,21 @@ def read_greetings(port: int, count: int, client: rs.JobClient, timeout_s: float
 
 
 def run_greeter(tmp_path, env: rs.StreamEnvironment, functions: StatefulFunctions, url: str,
-                during=None) -> tuple[list[str], dict, rs.JobClient]:
+                during=None, ingress_options: dict | None = None) -> tuple[list[str], dict, dict]:
+    """Run the greeter through the playground's module.yaml (``ingress_options``: bind the
+    playground ingress by hand with these options, and the egress as the file declares it).
+    Returns the greetings read, the answers to the PUTs by name, and the job's ``info()``."""
     ingress_port, egress_port = free_ports(2)
     path = tmp_path / "module.yaml"
     path.write_text(GREETER_MODULE_YAML.replace("http://functions:8000", url)
                     .replace("port: 8090", f"port: {ingress_port}").replace("port: 8091", f"port: {egress_port}"))
-    sf = StatefulFunctionsJob(env, functions, name="greeter").with_module_yaml(str(path))
+    sf = StatefulFunctionsJob(env, functions, name="greeter")
+    if ingress_options is None:
+        sf.with_module_yaml(str(path))
+    else:
+        sf.with_module_yaml(str(path), playground=False)
+        sf.with_playground_ingress(PlaygroundIngress(ingress_port, **ingress_options))
+        sf.with_playground_egress(PlaygroundEgress(egress_port, ["greetings"]))
     assert sf.egresses == ["io.statefun.playground/egress"]
     client = env.execute_async("playground-greeter")
     answers: dict = {}
@@ -128,6 +139,7 @@ def run_greeter(tmp_path, env: rs.StreamEnvironment, functions: StatefulFunction
         greetings = read_greetings(egress_port, len(NAMES), client)
         extra = call(egress_port, "GET", "/greetings")  # (all were durable before the reads began)
         ops = client.metrics()["operators"]
+        info = client.info()
     finally:
         client.cancel()
     assert extra == (404, b""), f"a greeting more than was sent: {extra}"
@@ -136,7 +148,7 @@ def run_greeter(tmp_path, env: rs.StreamEnvironment, functions: StatefulFunction
     # (counted per attempt: a restarted task counts again from 0)
     assert ingress["playground_pending"] == 0 and 1 <= ingress["playground_messages"] <= len(NAMES), ingress
     assert egress["playground_held"] == 0 and 1 <= egress["playground_read"] <= len(NAMES), egress
-    return greetings, answers, client
+    return greetings, answers, info
 
 
 @pytest.mark.parametrize("mode", ["embedded", "remote"])
@@ -144,10 +156,10 @@ def test_the_playground_greeter_runs_unchanged_through_its_module_yaml(tmp_path,
     ns = greeter_module("statefun" if mode == "remote" else "raystream.statefun_api")
     env = make_env(2, tmp_path, interval_ms=100)
     if mode == "embedded":
-        greetings, answers, _ = run_greeter(tmp_path, env, ns["functions"], "http://unused:1")
+        greetings, answers, _info = run_greeter(tmp_path, env, ns["functions"], "http://unused:1")
     else:
         with FunctionServer(ns["app"]) as server:  # the playground's own aiohttp app
-            greetings, answers, _ = run_greeter(tmp_path, env, StatefulFunctions(), server.url)
+            greetings, answers, _info = run_greeter(tmp_path, env, StatefulFunctions(), server.url)
     assert {name: len(a) for name, a in answers.items()} == {name: NAMES.count(name) for name in NAMES}
     assert all(a == (200, b"") for got in answers.values() for a in got)
     assert greetings == expected_greetings(NAMES)
@@ -167,8 +179,8 @@ def test_a_killed_task_loses_no_greeting_and_shows_none_twice(tmp_path):
         while client.info()["attempt"] == attempt:  # the restart began
             time.sleep(0.02)
 
-    greetings, answers, client = run_greeter(tmp_path, env, ns["functions"], "http://unused:1", during=kill_the_dispatcher)
-    assert client.info()["restarts"] >= 1
+    greetings, answers, info = run_greeter(tmp_path, env, ns["functions"], "http://unused:1", during=kill_the_dispatcher)
+    assert info["restarts"] >= 1
     assert greetings == expected_greetings(NAMES)
 
 
@@ -245,8 +257,36 @@ def test_declined_and_failing_checkpoints_lose_no_greeting_and_show_none_twice(t
         while client.info()["attempt"] == attempt:
             time.sleep(0.02)
 
-    greetings, answers, client = run_greeter(tmp_path, env, ns["functions"], "http://unused:1", during=kill_the_dispatcher)
+    greetings, answers, _info = run_greeter(tmp_path, env, ns["functions"], "http://unused:1", during=kill_the_dispatcher)
     injected = read_fault_log(log_path)
     assert any(injected.values()), f"{scenario}: no fault was injected"
     assert {name: len(a) for name, a in answers.items()} == {name: NAMES.count(name) for name in NAMES}
     assert greetings == expected_greetings(NAMES), f"{scenario}: injected {injected}"
+
+
+def test_checkpoints_that_time_out_answer_504_then_every_greeting_comes_once(tmp_path):
+    """Checkpoint storage so slow that checkpoints 1 to 6 time out (their state writes take
+    0.6 s, the checkpoint timeout is 0.3 s): no message can become durable meanwhile, so the
+    first PUTs are answered 504 after ``ack_timeout_s`` (sent once, not again) and, two
+    messages waiting (``max_pending``), further PUTs are refused with 503 and sent again.
+    Once checkpoints complete, every message, the ones answered 504 too, is greeted exactly
+    once, the greetings become readable, and no message keeps a place in the ingress."""
+    ns = greeter_module("raystream.statefun_api")
+    log_path = str(tmp_path / "faults.jsonl")
+    env = rs.StreamEnvironment(parallelism=2, flush_ms=20)
+    slow = [FaultRule("write_state", path_glob=f"*/chk-{i}", delay_s=0.6) for i in range(1, 7)]
+    location: Any = (faulty_filesystem(rules=slow, seed=5, log_path=log_path), str(tmp_path / "chk"))
+    env.enable_checkpointing(100, checkpoint_dir=location, timeout_ms=300)
+    env.set_restart_strategy(rs.RestartStrategy.fixed_delay(3, 50))
+
+    greetings, answers, info = run_greeter(tmp_path, env, ns["functions"], "http://unused:1",
+                                           ingress_options={"ack_timeout_s": 0.2, "max_pending": 2})
+    assert info["restarts"] == 0, info  # (checkpoints that time out do not fail the job)
+    checkpoints = info["checkpoints"]
+    assert checkpoints["aborted"] >= 6 and checkpoints["completed"] >= 1, checkpoints
+    delayed = read_fault_log(log_path)
+    assert delayed, "no state write was delayed"
+    statuses = [status for got in answers.values() for status, _text in got]
+    assert {name: len(a) for name, a in answers.items()} == {name: NAMES.count(name) for name in NAMES}
+    assert statuses[0] == 504 and set(statuses) <= {200, 504}, answers  # (the first waited through every timeout)
+    assert greetings == expected_greetings(NAMES)  # the messages answered 504 were greeted too, once
