@@ -114,7 +114,8 @@ def run_greeter(tmp_path, env: rs.StreamEnvironment, functions: StatefulFunction
                 during=None, ingress_options: dict | None = None) -> tuple[list[str], dict, dict]:
     """Run the greeter through the playground's module.yaml (``ingress_options``: bind the
     playground ingress by hand with these options, and the egress as the file declares it).
-    Returns the greetings read, the answers to the PUTs by name, and the job's ``info()``."""
+    Returns the greetings read, the answers to the PUTs by name, and the job's ``info()`` with
+    the ingress's metrics under ``"playground_ingress"``."""
     ingress_port, egress_port = free_ports(2)
     path = tmp_path / "module.yaml"
     path.write_text(GREETER_MODULE_YAML.replace("http://functions:8000", url)
@@ -139,7 +140,7 @@ def run_greeter(tmp_path, env: rs.StreamEnvironment, functions: StatefulFunction
         greetings = read_greetings(egress_port, len(NAMES), client)
         extra = call(egress_port, "GET", "/greetings")  # (all were durable before the reads began)
         ops = client.metrics()["operators"]
-        info = client.info()
+        info = dict(client.info())
     finally:
         client.cancel()
     assert extra == (404, b""), f"a greeting more than was sent: {extra}"
@@ -148,6 +149,7 @@ def run_greeter(tmp_path, env: rs.StreamEnvironment, functions: StatefulFunction
     # (counted per attempt: a restarted task counts again from 0)
     assert ingress["playground_pending"] == 0 and 1 <= ingress["playground_messages"] <= len(NAMES), ingress
     assert egress["playground_held"] == 0 and 1 <= egress["playground_read"] <= len(NAMES), egress
+    info["playground_ingress"] = ingress
     return greetings, answers, info
 
 
@@ -266,7 +268,7 @@ def test_declined_and_failing_checkpoints_lose_no_greeting_and_show_none_twice(t
 
 def test_checkpoints_that_time_out_answer_504_then_every_greeting_comes_once(tmp_path):
     """Checkpoint storage so slow that checkpoints 1 to 6 time out (their state writes take
-    0.6 s, the checkpoint timeout is 0.3 s): no message can become durable meanwhile, so the
+    1 s, the checkpoint timeout is 0.3 s): no message can become durable meanwhile, so the
     first PUTs are answered 504 after ``ack_timeout_s`` (sent once, not again) and, two
     messages waiting (``max_pending``), further PUTs are refused with 503 and sent again.
     Once checkpoints complete, every message, the ones answered 504 too, is greeted exactly
@@ -274,7 +276,7 @@ def test_checkpoints_that_time_out_answer_504_then_every_greeting_comes_once(tmp
     ns = greeter_module("raystream.statefun_api")
     log_path = str(tmp_path / "faults.jsonl")
     env = rs.StreamEnvironment(parallelism=2, flush_ms=20)
-    slow = [FaultRule("write_state", path_glob=f"*/chk-{i}", delay_s=0.6) for i in range(1, 7)]
+    slow = [FaultRule("write_state", path_glob=f"*/chk-{i}", delay_s=1.0) for i in range(1, 7)]
     location: Any = (faulty_filesystem(rules=slow, seed=5, log_path=log_path), str(tmp_path / "chk"))
     env.enable_checkpointing(100, checkpoint_dir=location, timeout_ms=300)
     env.set_restart_strategy(rs.RestartStrategy.fixed_delay(3, 50))
@@ -289,4 +291,5 @@ def test_checkpoints_that_time_out_answer_504_then_every_greeting_comes_once(tmp
     statuses = [status for got in answers.values() for status, _text in got]
     assert {name: len(a) for name, a in answers.items()} == {name: NAMES.count(name) for name in NAMES}
     assert statuses[0] == 504 and set(statuses) <= {200, 504}, answers  # (the first waited through every timeout)
+    assert info["playground_ingress"]["playground_refused"] >= 1  # (two answered 504 kept their places)
     assert greetings == expected_greetings(NAMES)  # the messages answered 504 were greeted too, once
