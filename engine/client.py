@@ -130,8 +130,9 @@ class JobClient:
     @classmethod
     def list_running(cls, timeout_s: float = 10.0) -> dict[str, JobClient]:
         """``{job id: client}`` for every job a raystream job master of this Ray cluster runs
-        now (from any driver). The clients are *attached*: status, metrics, cancel and
-        savepoints work; ``wait()`` belongs to the submitting driver.
+        now (from any driver; created, running or restarting, not ended). The clients are
+        *attached*: status, metrics, cancel and savepoints work; ``wait()`` belongs to the
+        submitting driver.
 
         Example:
             >>> for job_id, client in JobClient.list_running().items():   # doctest: +SKIP
@@ -152,7 +153,8 @@ class JobClient:
                 info = ray.get(ref, timeout=timeout_s)
             except Exception:  # noqa: BLE001 - a master that is gone or busy dying
                 continue
-            if info.get("job_id") and info.get("status") not in (None, "IDLE"):
+            # (a pooled master keeps the info of its last job, ended, until its next one)
+            if info.get("job_id") and info.get("status") not in (None, "IDLE", *ENDED_STATUSES):
                 jobs[info["job_id"]] = cls(masters[name], None, info.get("name") or info["job_id"],
                                            master_name=name, job_id=info["job_id"])
         return jobs

@@ -24,6 +24,8 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from typing import Any, Callable, TypeVar
 
 import pyarrow as pa
@@ -49,6 +51,11 @@ from raystream.engine.sink_operator import GatedSinkOperator, SinkOperator
 from raystream.engine.state_backend import StateBackend
 
 from .sinks import CollectSink, collected_records
+
+log = logging.getLogger(__name__)
+
+#: seconds an interrupted :meth:`StreamEnvironmentBase.execute` waits for its job's cancellation
+_CANCEL_WAIT_S = 10.0
 
 __all__ = ["StreamEnvironmentBase", "check_parallelism", "sink_operator_factory"]
 
@@ -249,8 +256,22 @@ class StreamEnvironmentBase:
         ``from_savepoint`` starts from a savepoint (operators matched by ``uid``, keyed state
         re-split if the parallelism changed); ``allow_non_restored_state`` drops savepoint
         state of operators the job no longer has instead of failing.
+
+        The job belongs to this call: interrupting it (Ctrl-C, a notebook's stop button)
+        cancels the job, waits up to ``_CANCEL_WAIT_S`` for it to end (a second interrupt
+        stops waiting), and raises ``KeyboardInterrupt``: an unbounded job is never left
+        running unseen. :meth:`execute_async` returns a :class:`JobClient` instead, whose
+        job runs on when its ``wait()`` is interrupted.
         """
-        return self.execute_async(job_name, from_savepoint, allow_non_restored_state).wait()
+        client = self.execute_async(job_name, from_savepoint, allow_non_restored_state)
+        try:
+            return client.wait()
+        except KeyboardInterrupt:
+            log.warning("interrupted: cancelling job %r", job_name)
+            client.cancel()
+            with contextlib.suppress(Exception):  # (its JobCancelled, or the wait's timeout)
+                client.wait(timeout=_CANCEL_WAIT_S)
+            raise
 
     def execute_and_collect(self, job_name: str = "raystream-job", as_table: bool = False) -> list | pa.Table:
         """Run the job and return what its single ``collect()`` sink received.
