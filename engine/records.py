@@ -25,6 +25,8 @@ import cloudpickle
 import numpy as np
 import pyarrow as pa
 
+from .errors import short_repr
+
 __all__ = ["Batch", "records_to_arrow", "arrow_to_records", "tuple_columns", "concat_runs", "why_not_columns", "KIND_KEY"]
 
 KIND_KEY = b"raystream.kind"
@@ -51,7 +53,16 @@ def _pickled(records: Sequence[Any]) -> pa.RecordBatch:
     try:
         payload = [pickle.dumps(r, protocol=5) for r in records]
     except Exception:  # lambdas, local classes: cloudpickle handles them
-        payload = [cloudpickle.dumps(r) for r in records]
+        payload = []
+        for r in records:
+            try:
+                payload.append(cloudpickle.dumps(r))
+            except Exception as exc:
+                raise TypeError(
+                    f"a record cannot be sent on to the next task: it cannot be pickled ({type(exc).__name__}: {exc}); "
+                    f"records that cross a shuffle or leave a task must be picklable (keep locks, connections and "
+                    f"open files out of them). The record: {short_repr(r)}"
+                ) from exc
     return _with_kind(pa.RecordBatch.from_arrays([pa.array(payload, pa.binary())], ["record"]), _PICKLE)
 
 

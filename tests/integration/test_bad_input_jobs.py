@@ -5,6 +5,7 @@ source reader returning the wrong thing."""
 from __future__ import annotations
 
 import glob
+import threading
 
 import pyarrow.parquet as pq
 import pytest
@@ -95,3 +96,15 @@ def test_a_window_aggregate_of_a_column_it_cannot_average_names_the_aggregation_
      .window(TumblingEventTimeWindows.of(10)).aggregate(avg=("value", "mean"), combine=combine).collect())
     with pytest.raises(rs.JobFailed, match=r"window aggregate.*: cannot compute .*of column 'value' \(string\)"):
         env.execute("window-mean")
+
+
+def test_a_record_that_cannot_be_pickled_names_itself_and_the_task():
+    """A record that crosses a shuffle must be picklable: the failure names the task that
+    sent it and the record (a lock in a tuple), whichever side of the shuffle meets it first."""
+    env = rs.StreamEnvironment(parallelism=2)
+    env.from_collection(list(range(10))).map(lambda x: (x % 2, threading.Lock())).key_by(lambda r: r[0]) \
+        .reduce(lambda a, b: a).collect()
+    with pytest.raises(rs.JobFailed, match=r"cannot pickle '_thread.lock' object") as info:
+        env.execute("unpicklable")
+    text = str(info.value)
+    assert "_thread.lock object at" in text and ("from_collection -> map" in text or "'collect'" in text), text
