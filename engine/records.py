@@ -59,9 +59,9 @@ def _pickled(records: Sequence[Any]) -> pa.RecordBatch:
                 payload.append(cloudpickle.dumps(r))
             except Exception as exc:
                 raise TypeError(
-                    f"a record cannot be sent on to the next task: it cannot be pickled ({type(exc).__name__}: {exc}); "
-                    f"records that cross a shuffle or leave a task must be picklable (keep locks, connections and "
-                    f"open files out of them). The record: {short_repr(r)}"
+                    f"a record cannot be pickled ({type(exc).__name__}: {exc}), so it cannot cross a shuffle or "
+                    f"reach another task or a sink: keep locks, connections and open files out of records. "
+                    f"The record: {short_repr(r)}"
                 ) from exc
     return _with_kind(pa.RecordBatch.from_arrays([pa.array(payload, pa.binary())], ["record"]), _PICKLE)
 
