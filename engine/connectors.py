@@ -218,6 +218,10 @@ class Source(ABC, Generic[SplitT]):
 
     #: a bounded source ends (END_OF_INPUT); an unbounded one runs until cancelled
     bounded: bool = True
+    #: at most this many parallel subtasks (None: any). A source that cannot be split (one
+    #: server socket, one ordered file) says 1, as a Flink non-parallel source: its node gets
+    #: the environment's parallelism capped to it, and a larger ``set_parallelism`` fails
+    max_parallelism: int | None = None
 
     @abstractmethod
     def create_splits(self, parallelism: int) -> list[SplitT]:
@@ -298,6 +302,9 @@ class Sink(ABC, Generic[CommT]):
 
     #: True: its writers' ``accepts_input()`` can pause the sink task's input (back-pressure)
     gates_input: bool = False
+    #: at most this many parallel subtasks (None: any); e.g. 1 for a sink that serves its
+    #: records from one server (see :attr:`Source.max_parallelism`)
+    max_parallelism: int | None = None
 
     @abstractmethod
     def create_writer(self, ctx: OperatorContext) -> SinkWriter[CommT]:

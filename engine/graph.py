@@ -196,6 +196,36 @@ def _chainable(graph: StreamGraph, up: Transformation, down: Transformation) -> 
     )
 
 
+def connector_parallelism_limit(node: Transformation) -> int | None:
+    """The most parallel subtasks ``node``'s source or sink can run (None: no limit)."""
+    connector = node.source if node.source is not None else node.sink
+    return getattr(connector, "max_parallelism", None)
+
+
+def check_node_parallelism(node: Transformation, parallelism: int) -> int:
+    """``parallelism`` if ``node``'s source or sink can run that many subtasks, else a
+    :class:`GraphError` naming the node and its limit.
+
+    Example:
+        >>> from raystream.engine.connectors import Sink
+        >>> class OneServer(Sink):
+        ...     max_parallelism = 1
+        ...     def create_writer(self, ctx): ...
+        >>> check_node_parallelism(Transformation(1, "serve", "sink", 1, sink=OneServer()), 2)
+        Traceback (most recent call last):
+        ...
+        raystream.engine.errors.GraphError: 'serve': a OneServer runs at most 1 parallel subtask, not 2 (set_parallelism(1), or leave the default: it is capped to 1)
+    """
+    limit = connector_parallelism_limit(node)
+    if limit is not None and parallelism > limit:
+        connector = node.source if node.source is not None else node.sink
+        raise GraphError(
+            f"{node.name!r}: a {type(connector).__name__} runs at most {limit} parallel subtask{'s' if limit > 1 else ''}, "
+            f"not {parallelism} (set_parallelism({limit}), or leave the default: it is capped to {limit})"
+        )
+    return parallelism
+
+
 def build_job_graph(graph: StreamGraph, max_parallelism: int) -> JobGraph:
     """Fuse chainable operators and resolve partitioners (see module docstring)."""
     if not graph.nodes:
@@ -205,6 +235,7 @@ def build_job_graph(graph: StreamGraph, max_parallelism: int) -> JobGraph:
             raise GraphError(
                 f"operator {node.name!r} has parallelism {node.parallelism} above max_parallelism {max_parallelism}"
             )
+        check_node_parallelism(node, node.parallelism)
     sinks = [n for n in graph.nodes if n.kind == "sink"]
     if not sinks:
         raise GraphError("the job has no sink: end the stream with collect(), print(), write_parquet() or sink_to()")

@@ -43,6 +43,7 @@ from raystream.engine.graph import (
     StreamGraph,
     Transformation,
     build_job_graph,
+    connector_parallelism_limit,
 )
 from raystream.engine.keygroups import DEFAULT_MAX_PARALLELISM
 from raystream.engine.operator import Clock, StreamOperator
@@ -140,12 +141,16 @@ class StreamEnvironmentBase:
         schema_names: list[str] | None = None,
         num_inputs: int = 1,
     ) -> Transformation:
-        """Append a node (at the environment's default parallelism) fed by ``inputs``: the one
-        place where the API adds source, operator and sink nodes to the graph."""
+        """Append a node (at the environment's default parallelism, capped to what its source
+        or sink can run) fed by ``inputs``: the one place where the API adds source, operator
+        and sink nodes to the graph."""
         node = Transformation(
             self.graph.next_id(), name, kind, self.parallelism,
             operator_factory=operator_factory, source=source, sink=sink, keyed=keyed, inputs=inputs,
         )
+        limit = connector_parallelism_limit(node)
+        if limit is not None:  # (a non-parallel source or sink: the default is capped)
+            node.parallelism = min(node.parallelism, limit)
         node.num_inputs = num_inputs
         node.schema_names = schema_names
         self.graph.add(node)

@@ -28,7 +28,7 @@ import pyarrow as pa
 from raystream.checkpoint.descriptors import StateDescriptor
 from raystream.engine.connectors import Sink
 from raystream.engine.errors import GraphError
-from raystream.engine.graph import StreamEdge, Transformation
+from raystream.engine.graph import StreamEdge, Transformation, check_node_parallelism
 from raystream.engine.operator import StreamOperator
 from raystream.engine.partitioners import (
     BroadcastPartitioner,
@@ -232,8 +232,8 @@ class DataStream(StreamBase["DataStream"]):
         return self
 
     def set_parallelism(self, parallelism: int) -> DataStream:
-        """Set this operator's parallelism."""
-        self.node.parallelism = check_parallelism(parallelism)
+        """Set this operator's parallelism (a source's at most its ``max_parallelism``)."""
+        self.node.parallelism = check_node_parallelism(self.node, check_parallelism(parallelism))
         return self
 
     def disable_chaining(self) -> DataStream:
@@ -295,8 +295,8 @@ class DataStreamSink:
         return self
 
     def set_parallelism(self, parallelism: int) -> DataStreamSink:
-        """Set the sink's parallelism."""
-        self.node.parallelism = check_parallelism(parallelism)
+        """Set the sink's parallelism (at most the sink's ``max_parallelism``)."""
+        self.node.parallelism = check_node_parallelism(self.node, check_parallelism(parallelism))
         return self
 
     def disable_chaining(self) -> DataStreamSink:

@@ -360,7 +360,7 @@ class StatefulFunctionsJob:
         ingress = PlaygroundIngress() if ingress is None else ingress
         if not isinstance(ingress, PlaygroundIngress):
             raise GraphError(f"with_playground_ingress(): expected a PlaygroundIngress, got {ingress!r}")
-        stream = self.env.from_source(ingress, f"playground-ingress:{ingress.port}").set_parallelism(1)
+        stream = self.env.from_source(ingress, f"playground-ingress:{ingress.port}")  # (max_parallelism 1)
         return self._connect(stream)
 
     def with_playground_egress(self, egress: PlaygroundEgress) -> StatefulFunctionsJob:
@@ -509,9 +509,9 @@ class StatefulFunctionsJob:
         return self
 
     def _sink_egress(self, typename: str, sink: Sink) -> None:
-        bound = self.egress_stream(typename).sink_to(sink, name=f"egress {typename}")
-        if isinstance(sink, PlaygroundEgress):  # one server
-            bound.set_parallelism(1)
+        # (at the environment's parallelism, capped to the sink's max_parallelism: a
+        # PlaygroundEgress, one HTTP server, runs one subtask)
+        self.egress_stream(typename).sink_to(sink, name=f"egress {typename}")
 
     def egress_stream(self, typename: str, value_type: Type[Any] | None = None) -> Any:
         """The DataStream of egress ``typename`` (declared if needed), to transform or sink.

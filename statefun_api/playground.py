@@ -251,6 +251,7 @@ class PlaygroundIngress(Source[_IngressSplit]):
     """
 
     bounded = False
+    max_parallelism = 1  # one HTTP server
 
     def __init__(self, port: int = 8090, host: str = "0.0.0.0", max_pending: int = 1_000,
                  ack_timeout_s: float = 120.0, max_body_bytes: int = 4 << 20) -> None:
@@ -418,6 +419,7 @@ class PlaygroundEgress(Sink[None]):
     """
 
     gates_input = True  # holding max_buffered records, it waits for readers
+    max_parallelism = 1  # one HTTP server: the records of other subtasks would never be readable
 
     def __init__(self, port: int = 8091, topics: Iterable[str] = (), host: str = "0.0.0.0",
                  max_buffered: int = 1 << 20) -> None:
