@@ -51,8 +51,9 @@ Ref = TypeVar("Ref")
 
 METADATA_FORMAT = 1
 
-#: checkpoints the coordinator remembers for statistics (`history`, `completed`): a job that
-#: checkpoints every 100 ms for a week keeps the last ones and counts, not six million entries
+#: checkpoints the coordinator remembers for statistics (`history`, `completed`; ``stats()`` and
+#: ``JobClient.info()["checkpoints"]["history"]`` show them): a job that checkpoints every 100 ms
+#: for a week keeps the last ones and counts, not six million entries
 HISTORY_KEPT = 100
 
 
@@ -462,6 +463,7 @@ class CheckpointCoordinator:
             "completed": self.completed_count,
             "aborted": self.aborted_count,
             "last": self.history[-1] if self.history else None,
+            "history": list(self.history),  # the newest HISTORY_KEPT outcomes, oldest first
             "in_progress": in_progress,
             "latest_completed": self.completed[-1] if self.completed else None,
             "retained_committables": sum(len(c) for by_uid in self.retained.values() for c in by_uid.values()),

@@ -286,6 +286,12 @@ def test_checkpoints_that_time_out_answer_504_then_every_greeting_comes_once(tmp
     assert info["restarts"] == 0, info  # (checkpoints that time out do not fail the job)
     checkpoints = info["checkpoints"]
     assert checkpoints["aborted"] >= 6 and checkpoints["completed"] >= 1, checkpoints
+    # while the slow snapshots were written, the tasks declined the next checkpoints at their
+    # barriers instead of queueing more snapshots (none would have completed)
+    assert len(checkpoints["history"]) == checkpoints["aborted"] + checkpoints["completed"], checkpoints  # (< 100)
+    reasons = [c.get("reason", "") for c in checkpoints["history"]]
+    assert any("still being written to checkpoint storage" in r for r in reasons), reasons
+    assert any(r.startswith("timed out") for r in reasons), reasons
     delayed = read_fault_log(log_path)
     assert delayed, "no state write was delayed"
     statuses = [status for got in answers.values() for status, _text in got]
