@@ -197,9 +197,14 @@ def _chainable(graph: StreamGraph, up: Transformation, down: Transformation) -> 
 
 
 def connector_parallelism_limit(node: Transformation) -> int | None:
-    """The most parallel subtasks ``node``'s source or sink can run (None: no limit)."""
+    """The most parallel subtasks ``node``'s source or sink can run (None: no limit); a
+    :class:`GraphError` if its ``max_parallelism`` is not an int >= 1."""
     connector = node.source if node.source is not None else node.sink
-    return getattr(connector, "max_parallelism", None)
+    limit = getattr(connector, "max_parallelism", None)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise GraphError(f"{node.name!r}: {type(connector).__name__}.max_parallelism must be an int >= 1 or None, "
+                         f"got {limit!r}")
+    return limit
 
 
 def check_node_parallelism(node: Transformation, parallelism: int) -> int:
@@ -218,9 +223,8 @@ def check_node_parallelism(node: Transformation, parallelism: int) -> int:
     """
     limit = connector_parallelism_limit(node)
     if limit is not None and parallelism > limit:
-        connector = node.source if node.source is not None else node.sink
         raise GraphError(
-            f"{node.name!r}: a {type(connector).__name__} runs at most {limit} parallel subtask{'s' if limit > 1 else ''}, "
+            f"{node.name!r}: a {type(node.source if node.source is not None else node.sink).__name__} runs at most {limit} parallel subtask{'s' if limit > 1 else ''}, "
             f"not {parallelism} (set_parallelism({limit}), or leave the default: it is capped to {limit})"
         )
     return parallelism

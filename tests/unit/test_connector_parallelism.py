@@ -68,6 +68,16 @@ def test_the_default_parallelism_is_capped_and_more_is_refused_naming_the_node()
         env.get_job_graph()
 
 
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "1"])
+def test_a_max_parallelism_that_is_not_a_positive_int_is_refused_naming_the_class(bad):
+    class Odd(OneServerSink):
+        max_parallelism = bad
+
+    env = rs.StreamEnvironment(parallelism=2)
+    with pytest.raises(GraphError, match=r"'odd': Odd.max_parallelism must be an int >= 1 or None, got "):
+        env.from_collection([1]).sink_to(Odd(), "odd")
+
+
 def test_the_playground_ingress_and_egress_run_one_subtask_at_any_parallelism():
     env = rs.StreamEnvironment(parallelism=2)
     sf = StatefulFunctionsJob(env, StatefulFunctions())
