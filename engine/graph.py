@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Protocol
 
 from .connectors import Sink, Source
 from .errors import GraphError
@@ -196,10 +196,15 @@ def _chainable(graph: StreamGraph, up: Transformation, down: Transformation) -> 
     )
 
 
+def _connector(node: Transformation) -> Any:
+    """``node``'s source or sink (None for an operator)."""
+    return node.source if node.source is not None else node.sink
+
+
 def connector_parallelism_limit(node: Transformation) -> int | None:
     """The most parallel subtasks ``node``'s source or sink can run (None: no limit); a
     :class:`GraphError` if its ``max_parallelism`` is not an int >= 1."""
-    connector = node.source if node.source is not None else node.sink
+    connector = _connector(node)
     limit = getattr(connector, "max_parallelism", None)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise GraphError(f"{node.name!r}: {type(connector).__name__}.max_parallelism must be an int >= 1 or None, "
@@ -224,7 +229,7 @@ def check_node_parallelism(node: Transformation, parallelism: int) -> int:
     limit = connector_parallelism_limit(node)
     if limit is not None and parallelism > limit:
         raise GraphError(
-            f"{node.name!r}: a {type(node.source if node.source is not None else node.sink).__name__} runs at most {limit} parallel subtask{'s' if limit > 1 else ''}, "
+            f"{node.name!r}: a {type(_connector(node)).__name__} runs at most {limit} parallel subtask{'s' if limit > 1 else ''}, "
             f"not {parallelism} (set_parallelism({limit}), or leave the default: it is capped to {limit})"
         )
     return parallelism

@@ -442,7 +442,8 @@ class _EgressWriter(SinkWriter[None]):
         if ctx.parallelism != 1:  # records of the other subtasks would never be readable
             raise ConfigError(
                 f"{ctx.task_name}: a PlaygroundEgress runs at parallelism 1 (one HTTP server), not "
-                f"{ctx.parallelism}: sink_to(...).set_parallelism(1), as with_playground_egress() does"
+                f"{ctx.parallelism} (its max_parallelism: the job graph caps its sink node to 1; a writer made "
+                f"outside a job must be too)"
             )
         self._sink = sink
         self._where = f"playground egress of {ctx.task_name}"
