@@ -382,11 +382,17 @@ class JobMaster:
 
     async def _detect_termination(self, vertex_id: int, attempt: int) -> None:
         """Mattern's four-counter method: two consecutive probe waves that see every task
-        idle with equal, unchanged feedback send/receive totals prove the loop is empty."""
+        idle with equal, unchanged feedback send/receive totals prove the loop is empty.
+
+        A wave starts as soon as a task reports idle (no pause to gather the others'
+        reports: it used to wait 10 ms, which every job with a loop paid at its end). A wave
+        that fails (a task busy, a record in flight, totals that moved between the waves)
+        is followed by another only when a task reported idle since it started: every task
+        reports again when it goes idle after receiving from the loop."""
         try:
             while vertex_id in self._idle_requests and attempt == self.attempt:
                 self._idle_requests.discard(vertex_id)
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0)  # (reports already queued on the loop coalesce into this wave)
                 tasks = [a for (v, _s), a in self.actors.items() if v == vertex_id]
                 first = await asyncio.gather(*[self.runtime.wait(a.probe.remote()) for a in tasks])
                 if not all(idle for idle, _, _ in first):
