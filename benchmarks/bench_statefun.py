@@ -30,7 +30,9 @@ Contenders (ratios are against baselines measured in the same run):
 * ``ray p=1`` / ``ray p=2``: the StatefulFunctionsJob on Ray (``--ray-n`` messages,
   default 1M), time around ``env.execute()`` (deployment included);
 * ``latency``: ingress -> function -> egress on Ray at p=2, a generated source at
-  ``--latency-rate`` msg/s stamping each message, the egress stream computing now - stamp.
+  ``--latency-rate`` msg/s stamping each message, the egress stream computing now - stamp;
+* ``small job``: the wall time of a whole 1,000-message counter job on Ray at p=1 and p=2
+  (median of ``--small-runs``): deployment, the feedback loop's termination, the result.
 
 ``--async-io`` measures instead embedded ``async def`` functions (``LocalDispatchers``, p=1):
 a function awaiting a simulated I/O call of ``--io-ms`` per message over 1,000 addresses
@@ -75,6 +77,7 @@ __all__ = [
     "remote_counter",
     "ray_counter",
     "ray_latency",
+    "ray_small_job",
     "opcode_counts",
     "async_io_counter",
     "main",
@@ -428,6 +431,17 @@ def _pair_message(pair: tuple[str, int]) -> Any:
     return _statefun_api().message_builder(TYPENAME, pair[0], int_value=pair[1])
 
 
+def ray_small_job(keys: list[str], parallelism: int, runs: int) -> list[float]:
+    """Wall seconds of ``runs`` whole counter jobs over ``keys`` (each checked) on Ray."""
+    reference = python_counter(keys)[0]
+    walls = []
+    for _ in range(runs):
+        dt, _ct, (out, _duration) = _timed(lambda: ray_counter(keys, parallelism, routed=True))
+        _check(f"small job p={parallelism}", out, reference)
+        walls.append(dt)
+    return walls
+
+
 def _stamp(i: int) -> tuple[int, float]:
     return (i, time.time())
 
@@ -674,6 +688,7 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--ray-repeat", type=int, default=2, help="timed runs of each Ray contender (alternating)")
     p.add_argument("--latency-rate", type=int, default=5000, help="msg/s of the latency probe")
     p.add_argument("--latency-s", type=float, default=10.0, help="seconds of the latency probe")
+    p.add_argument("--small-runs", type=int, default=20, help="runs of the 1,000-message job at each parallelism")
     p.add_argument("--no-ray", action="store_true", help="skip the Ray contenders and the latency probe")
     p.add_argument("--no-remote", action="store_true", help="skip the remote contenders")
     p.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
@@ -803,6 +818,9 @@ def main(argv: list[str] | None = None) -> str:
         loop = ray_total / statistics.median(loop_times)
         rp = {run: ray_total / statistics.median(t) for run, t in ray_times.items()}
         lat = ray_latency(args.latency_rate, args.latency_s)
+        small_keys = rkeys[:1000]
+        ray_small_job(small_keys, 1, 2)  # warm
+        small = {par: statistics.median(ray_small_job(small_keys, par, args.small_runs)) for par in (1, 2)}
         sections.append(
             f"**On Ray** (local Ray, embedded functions): {args.ray_n:,} ingress + {ray_total - args.ray_n:,} forwarded "
             f"= {ray_total:,} messages, checked; wall time around `env.execute()` (deployment included), "
@@ -817,6 +835,8 @@ def main(argv: list[str] | None = None) -> str:
             + f"\n\n**Latency** (p=2, {args.latency_rate:,} msg/s for {args.latency_s:.0f} s, first second dropped): "
             f"p50 {lat['p50_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms, max {lat['max_ms']:.1f} ms over "
             f"{lat['records']:,.0f} messages."
+            + f"\n\n**A small job** (1,000 ingress messages, routed ingress, checked; median of {args.small_runs} "
+            f"whole jobs, wall time around `env.execute()`): p=1 {small[1] * 1000:.1f} ms, p=2 {small[2] * 1000:.1f} ms."
         )
         for routed, how in ((False, "Python router"), (True, "routed ingress")):
             p2, p1 = rp[2, routed], rp[1, routed]
