@@ -8,6 +8,7 @@ idle reports that arrive while a wave is out."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from raystream.engine.master import JobMaster
@@ -79,6 +80,19 @@ def run(coro: Any) -> Any:
     return asyncio.run(asyncio.wait_for(coro, 10))
 
 
+async def ends_after_each_report(master: JobMaster, a: LoopTask, b: LoopTask,
+                                 between: Callable[[], None]) -> tuple[int, int]:
+    """The loop-ending calls sent once task 0 reported idle, and once task 1 reported idle
+    after ``between`` changed what the tasks answer."""
+    await master.task_idle(1, LOOP, 0)
+    await settle(master)
+    before = a.ended + b.ended
+    between()
+    await master.task_idle(1, LOOP, 1)
+    await settle(master)
+    return before, a.ended + b.ended
+
+
 def test_two_waves_of_idle_tasks_with_equal_unchanged_totals_end_the_loop():
     async def main() -> tuple[LoopTask, LoopTask]:
         a, b = LoopTask([(True, 7, 3)]), LoopTask([(True, 2, 6)])
@@ -96,14 +110,11 @@ def test_a_record_in_flight_during_the_wave_keeps_the_loop_open_until_it_arrives
     async def main() -> tuple[int, int]:
         # 5 sent, 4 received: one record is still on its way; all idle nonetheless
         a, b = LoopTask([(True, 5, 0)]), LoopTask([(True, 0, 4)])
-        master = master_of(a, b)
-        await master.task_idle(1, LOOP, 0)
-        await settle(master)
-        before = a.ended + b.ended
-        b.answers = [(True, 0, 5)]  # it arrived, was processed, and b went idle again
-        await master.task_idle(1, LOOP, 1)
-        await settle(master)
-        return before, a.ended + b.ended
+
+        def arrived() -> None:  # it arrived, was processed, and b went idle again
+            b.answers = [(True, 0, 5)]
+
+        return await ends_after_each_report(master_of(a, b), a, b, arrived)
 
     assert run(main()) == (0, 2)
 
@@ -114,13 +125,8 @@ def test_a_record_sent_and_received_between_the_two_waves_keeps_the_loop_open():
         # the second wave differs, so the first proved nothing
         a = LoopTask([(True, 4, 2), (True, 5, 2), (True, 5, 2)])
         b = LoopTask([(True, 0, 2), (True, 0, 3), (True, 0, 3)])
-        master = master_of(a, b)
-        await master.task_idle(1, LOOP, 0)
-        await settle(master)
-        before = a.ended + b.ended
-        await master.task_idle(1, LOOP, 1)  # the task that received it went idle again
-        await settle(master)
-        return before, a.ended + b.ended
+        # (b, which received it, reports idle again)
+        return await ends_after_each_report(master_of(a, b), a, b, lambda: None)
 
     assert run(main()) == (0, 2)
 
@@ -128,14 +134,11 @@ def test_a_record_sent_and_received_between_the_two_waves_keeps_the_loop_open():
 def test_a_busy_task_keeps_the_loop_open_until_it_reports_idle():
     async def main() -> tuple[int, int]:
         a, b = LoopTask([(True, 3, 3)]), LoopTask([(False, 3, 3)])
-        master = master_of(a, b)
-        await master.task_idle(1, LOOP, 0)
-        await settle(master)
-        before = a.ended + b.ended
-        b.answers = [(True, 3, 3)]
-        await master.task_idle(1, LOOP, 1)
-        await settle(master)
-        return before, a.ended + b.ended
+
+        def idle_again() -> None:
+            b.answers = [(True, 3, 3)]
+
+        return await ends_after_each_report(master_of(a, b), a, b, idle_again)
 
     assert run(main()) == (0, 2)
 
