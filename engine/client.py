@@ -14,8 +14,8 @@ import cloudpickle
 import ray
 
 from .config import JobConfig
-from .errors import GraphError, JobCancelled, JobFailed, RaystreamError
-from .graph import JobGraph
+from .errors import JobCancelled, JobFailed, RaystreamError
+from .graph import JobGraph, ship
 from .master import job_slots, standby_slots, task_actor_name
 from .observability import ProgressReporter, job_client_html, source_totals
 from .pool import WorkerPool
@@ -27,7 +27,6 @@ from .ray_runtime import (
     kill_quietly,
     start_executors,
 )
-from .serde import find_unpicklable
 from .state_backend import default_state_backend
 
 __all__ = ["JobClient", "JobResult", "submit", "submit_job", "NAMESPACE", "MASTER_PREFIX", "ENDED_STATUSES"]
@@ -409,28 +408,6 @@ class JobClient:
         except Exception as exc:  # noqa: BLE001 - a display must not raise
             return job_client_html(self.name, None, "UNKNOWN", None, f"{type(exc).__name__}: {exc}")
         return job_client_html(self.name, job_id, status, metrics, str(self._error) if self._error else None)
-
-
-def ship(graph: JobGraph, config: JobConfig) -> bytes:
-    """The job graph as bytes for the job master; an operator whose function cannot be
-    pickled is named with the function and the captured variable at fault.
-
-    Raises:
-        GraphError: something in the job cannot be sent to another process.
-    """
-    try:
-        return cloudpickle.dumps(graph)
-    except Exception as exc:
-        for v in graph.vertices:
-            for op in v.chain:
-                culprit = find_unpicklable(op, "the operator")
-                if culprit is not None:
-                    raise GraphError(
-                        f"job {config.name!r}: operator {op.get('name')!r} cannot be sent to the task executors: "
-                        f"{culprit}; capture only picklable values (create locks, connections and clients in "
-                        "open() or inside the function)"
-                    ) from None
-        raise GraphError(f"job {config.name!r} cannot be sent to the task executors: {exc}") from exc
 
 
 def submit_job(graph: JobGraph, config: JobConfig, address: str | None = None) -> JobClient:

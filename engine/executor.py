@@ -20,6 +20,7 @@ import cloudpickle
 from .channels import Cancelled, ChannelSender, LocalSender
 from .errors import JobFailed
 from .events import Barrier
+from .memory import IdleGarbage
 from .observability import name_native_thread
 from .snapshots import AsyncSnapshotWriter
 from .task import Task, TaskHooks, TaskSpec
@@ -170,6 +171,8 @@ class TaskExecutor:
         #: task key -> resolved once a setup_tasks call set it up (or failed to): a ``run`` of
         #: the key that arrived first waits for it (an async actor's calls may start out of order)
         self._set_up: dict[tuple, asyncio.Future[None]] = {}
+        #: frees the cyclic garbage finished jobs leave once it adds up (see release)
+        self.idle_garbage = IdleGarbage()
 
     def deliver_to(self, key: tuple) -> Callable[[int, int, list, Any], None]:
         """The in-process entry point of hosted task ``key`` (set up before any task runs)."""
@@ -187,15 +190,27 @@ class TaskExecutor:
         return LocalSender(out.channel_index, window, deliver, lambda: bool(host.ref) and host.ref[0].cancelled)
 
     async def setup(self, key: tuple, spec_blob: bytes, downstream: list[list[Any]], master: Any,
-                    storage: Any = None, epoch: int | None = None, payload: bytes | None = None) -> None:
+                    storage: Any = None, epoch: int | None = None,
+                    payload: tuple[bytes, bytes | None] | None = None) -> None:
         """Build the task ``key``; ``epoch``: the master's attempt counter, sent back with
         every checkpoint ack so that the master drops acks of earlier attempts and jobs.
         ``payload``: the vertex's ``(chain, source)`` pickled apart from the spec (the
-        master pickles it once per job for all subtasks). The master deploys through
-        :meth:`setup_tasks`."""
+        master pickles it once per job for all subtasks) and its operator factories as the
+        driver pickled them (:attr:`~engine.graph.JobVertex.operators`; None when the chain
+        holds them). The master deploys through :meth:`setup_tasks`."""
         spec: TaskSpec = cloudpickle.loads(spec_blob)
         if payload is not None:
-            spec.chain, spec.source = cloudpickle.loads(payload)
+            head, operators = payload
+            spec.chain, spec.source = cloudpickle.loads(head)
+            if operators is not None:
+                try:
+                    factories = cloudpickle.loads(operators)
+                except Exception as exc:
+                    raise JobFailed(f"the operators of {spec.name!r} cannot be unpickled in task executor "
+                                    f"pid {os.getpid()}: {type(exc).__name__}: {exc}") from exc
+                for op, factory in zip(spec.chain, factories):
+                    if factory is not None:
+                        op["factory"] = factory
         host = self._hosted[key] = _Hosted()
         mode = spec.config.channel_transport
         await self.transport.prepare_targets(
@@ -351,11 +366,14 @@ class TaskExecutor:
         told this tag, waits for this release to end, and an executor it leaves not clean ends
         itself (:meth:`_not_clean`) instead of being lent with a leftover thread."""
         if hand_back is None:
-            return await self._release(grace_s, cancel)
+            clean = await self._release(grace_s, cancel)
+            self.idle_garbage.check()  # (the released tasks are garbage now)
+            return clean
         done = self._hand_back_outcome(hand_back)
         clean = False
         try:
             clean = await self._release(grace_s, cancel)
+            self.idle_garbage.check()  # before the next job's setup, which waits for this
         finally:
             if not done.done():
                 done.set_result(clean)

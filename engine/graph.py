@@ -8,9 +8,12 @@ operator chaining does, and resolves the partitioner of every remaining edge.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, NoReturn, Protocol
+
+import cloudpickle
 
 from .connectors import Sink, Source
 from .errors import GraphError
@@ -18,9 +21,12 @@ from .observability import job_graph_html
 from .operator import StreamOperator
 from .partitioners import ForwardPartitioner, KeyGroupPartitioner, Partitioner, RebalancePartitioner
 from .records import Batch
+from .serde import find_unpicklable
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from .config import JobConfig
 
 __all__ = [
     "Transformation",
@@ -31,6 +37,7 @@ __all__ = [
     "JobGraph",
     "TimestampAssignerLike",
     "build_job_graph",
+    "ship",
 ]
 
 
@@ -134,6 +141,11 @@ class JobVertex:
     source: Source | None = None
     inputs: list[JobEdge] = field(default_factory=list)
     outputs: list[JobEdge] = field(default_factory=list)
+    #: the chain's operator factories as the driver pickled them (:func:`engine.client.ship`),
+    #: in chain order, while ``chain`` holds no factories: the job master forwards these bytes
+    #: to the tasks unread, so user code and the data it captures are never unpickled and
+    #: pickled again there
+    operators: bytes | None = None
 
 
 @dataclass
@@ -321,3 +333,44 @@ def build_job_graph(graph: StreamGraph, max_parallelism: int) -> JobGraph:
             vertices[job_edge.target_vertex].inputs.append(job_edge)
             vertices[job_edge.source_vertex].outputs.append(job_edge)
     return JobGraph(vertices, max_parallelism)
+
+
+def ship(graph: JobGraph, config: JobConfig) -> bytes:
+    """The job graph as bytes for the job master; an operator whose function cannot be
+    pickled is named with the function and the captured variable at fault.
+
+    Each vertex's operator factories (the user's functions and whatever they capture, e.g.
+    a lookup table) are pickled here apart from the rest of the graph, one blob per vertex
+    (:attr:`JobVertex.operators`): the job master plans and deploys without unpickling them
+    and sends the same bytes to every subtask, so a large captured object is pickled once,
+    by the driver, and unpickled only by the tasks. Sources and sinks stay in the graph (the
+    master plans a source's splits and makes a sink's committer).
+
+    Raises:
+        GraphError: something in the job cannot be sent to another process.
+    """
+    vertices = []
+    for v in graph.vertices:
+        try:
+            operators = cloudpickle.dumps([op.get("factory") for op in v.chain])
+        except Exception as exc:
+            _raise_unshippable(graph, config, exc)
+        chain = [{k: x for k, x in op.items() if k != "factory"} for op in v.chain]
+        vertices.append(dataclasses.replace(v, chain=chain, operators=operators))
+    try:
+        return cloudpickle.dumps(dataclasses.replace(graph, vertices=vertices))
+    except Exception as exc:
+        _raise_unshippable(graph, config, exc)
+
+
+def _raise_unshippable(graph: JobGraph, config: JobConfig, exc: Exception) -> NoReturn:
+    for v in graph.vertices:
+        for op in v.chain:
+            culprit = find_unpicklable(op, "the operator")
+            if culprit is not None:
+                raise GraphError(
+                    f"job {config.name!r}: operator {op.get('name')!r} cannot be sent to the task executors: "
+                    f"{culprit}; capture only picklable values (create locks, connections and clients in "
+                    "open() or inside the function)"
+                ) from None
+    raise GraphError(f"job {config.name!r} cannot be sent to the task executors: {exc}") from exc

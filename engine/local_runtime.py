@@ -32,7 +32,7 @@ from .config import JobConfig
 from .errors import ConfigError
 from .executor import TaskExecutor
 from .executors import Executor, ExecutorLost
-from .graph import JobGraph
+from .graph import JobGraph, ship
 from .master import JobMaster
 from .observability import NullMetricsBackend
 from .state_backend import default_state_backend
@@ -200,7 +200,7 @@ def run_in_process(graph: JobGraph, config: JobConfig, timeout_s: float | None =
 
     async def main() -> dict:
         runtime.loop = asyncio.get_running_loop()
-        job = master.run(cloudpickle.dumps(graph), cloudpickle.dumps(config), None, None)
+        job = master.run(ship(graph, config), cloudpickle.dumps(config), None, None)
         if on_start is not None:
             threading.Thread(target=on_start, args=(master, runtime), name="raystream-drill", daemon=True).start()
         try:

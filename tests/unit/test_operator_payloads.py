@@ -1,11 +1,15 @@
-"""A vertex's operators and source are pickled once per job by the job master, not once
-per subtask and attempt: a function that captures a large table costs one pickling there
-(plus the driver's) at any parallelism, also when the job restarts."""
+"""A vertex's operators are pickled once per job, by the driver, and unpickled only by the
+tasks: the job master forwards the driver's bytes to every subtask and attempt without
+unpickling or pickling them again, so a function that captures a large table costs one
+pickling at any parallelism, also when the job restarts."""
 
 from __future__ import annotations
 
+import pytest
+
 import raystream as rs
 from raystream.engine.config import JobConfig
+from raystream.engine.graph import ship
 from raystream.engine.local_runtime import run_in_process
 from raystream.operators.sinks import collected_records
 
@@ -63,8 +67,8 @@ def test_a_function_s_captured_table_is_pickled_once() -> None:
     result = run_in_process(_job(_Table({0: "a", 1: "b", 2: "c"})).get_job_graph(), JobConfig(name="payload"),
                             timeout_s=120)
     assert _collected(result) == _expected()
-    assert _pickled == 2  # the driver's graph, the master's one payload for the 3 subtasks (was 1 + 3)
-    assert _unpickled == 4  # the master's graph, the 3 tasks
+    assert _pickled == 1  # by the driver, for the master and the 3 subtasks (was 2: the master again)
+    assert _unpickled == 3  # by the 3 tasks, never by the master (was 4)
 
 
 def test_a_restarted_attempt_reuses_the_pickled_operators() -> None:
@@ -75,4 +79,36 @@ def test_a_restarted_attempt_reuses_the_pickled_operators() -> None:
                             timeout_s=120)
     assert result["metrics"]["restarts"] == 1
     assert _collected(result) == _expected()
-    assert _pickled == 2
+    assert _pickled == 1
+
+
+def _refuse() -> None:
+    raise ModuleNotFoundError("No module named 'lookup_tables'")
+
+
+class _Unloadable:
+    """Pickles fine, fails to unpickle (as a function of a module the workers cannot import)."""
+
+    def __reduce__(self) -> tuple:
+        return (_refuse, ())
+
+
+def test_operators_that_cannot_be_unpickled_fail_the_deployment_naming_the_vertex() -> None:
+    env = rs.StreamEnvironment(parallelism=2)
+    table = _Unloadable()
+    env.from_collection(range(4)).map(lambda x: (x, table)).name("enrich").collect()
+    with pytest.raises(rs.JobFailed) as err:
+        run_in_process(env.get_job_graph(), JobConfig(name="unloadable"), timeout_s=120)
+    text = str(err.value)
+    assert "the operators of 'from_collection -> enrich -> collect' cannot be unpickled" in text, text
+    assert "ModuleNotFoundError: No module named 'lookup_tables'" in text, text
+
+
+def test_the_user_s_graph_keeps_its_factories_after_shipping() -> None:
+    """``ship`` packs copies: the driver's own graph (kept by the JobClient, used again by a
+    resubmission) still holds every operator factory."""
+    graph = _job(_Table({0: "a", 1: "b", 2: "c"})).get_job_graph()
+    before = [[op.get("factory") for op in v.chain] for v in graph.vertices]
+    ship(graph, JobConfig(name="keep"))
+    assert [[op.get("factory") for op in v.chain] for v in graph.vertices] == before
+    assert all(v.operators is None for v in graph.vertices)
