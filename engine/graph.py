@@ -141,7 +141,7 @@ class JobVertex:
     source: Source | None = None
     inputs: list[JobEdge] = field(default_factory=list)
     outputs: list[JobEdge] = field(default_factory=list)
-    #: the chain's operator factories as the driver pickled them (:func:`engine.client.ship`),
+    #: the chain's operator factories as the driver pickled them (:func:`ship`),
     #: in chain order, while ``chain`` holds no factories: the job master forwards these bytes
     #: to the tasks unread, so user code and the data it captures are never unpickled and
     #: pickled again there
