@@ -379,6 +379,7 @@ class JobClient:
         if self._closed:
             return
         self._closed = True
+        self._submission = None  # (for a failover of a running job: a client kept in a notebook keeps no job code)
         doomed = []
         if self._pool is not None and master_ok:
             self._pool.give_back_master(self._master, self._master_name)

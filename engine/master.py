@@ -454,6 +454,8 @@ class JobMaster:
                 self._resolve_savepoint(path, CheckpointError(
                     f"savepoint to {path!r} failed: the job {ended} before it could be taken"))
             self._payloads = {}  # (an idle pooled master keeps no pickled operators)
+            for v in self._graph.vertices:  # nor the driver's: no attempt follows
+                v.operators = None
             pre, self._prestarted = self._prestarted, {}
             spares, self._spares = self._spares, []
             # executors the job ended before deploying onto (e.g. a bad savepoint, or kept

@@ -52,3 +52,15 @@ def test_jobs_capturing_large_objects_do_not_pile_up_in_pooled_executors(ray_ses
         grown = last[pid] - first[pid]
         # without the release's collection each job's copy stayed: +4 x 96 MiB
         assert grown < IDLE_GARBAGE_BYTES + CAPTURED, f"executor pid {pid} grew {grown / 2**20:.0f} MiB over 4 jobs"
+
+
+def test_a_finished_job_s_client_keeps_no_job_code(ray_session):
+    """The client keeps the shipped graph (for a failover of its master) only while the job
+    runs: a client kept in a notebook after the job holds no copy of what it captured."""
+    env = rs.StreamEnvironment(parallelism=1)
+    blob = b"\x01" * (1 << 20)
+    env.generate(10).map(lambda i: blob[i]).collect()
+    client = env.execute_async("keeps-nothing")
+    assert client._submission is not None  # (private: the one reference to the shipped bytes)
+    client.wait()
+    assert client._submission is None

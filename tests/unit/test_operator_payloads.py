@@ -112,3 +112,12 @@ def test_the_user_s_graph_keeps_its_factories_after_shipping() -> None:
     ship(graph, JobConfig(name="keep"))
     assert [[op.get("factory") for op in v.chain] for v in graph.vertices] == before
     assert all(v.operators is None for v in graph.vertices)
+
+
+def test_a_finished_job_s_master_keeps_no_operators() -> None:
+    """A pooled master outlives its job: it drops the operators' bytes when the job ends."""
+    masters = []
+    result = run_in_process(_job(_Table({0: "a", 1: "b", 2: "c"})).get_job_graph(), JobConfig(name="drop"),
+                            timeout_s=120, on_start=lambda master, _runtime: masters.append(master))
+    assert _collected(result) == _expected()
+    assert masters and all(v.operators is None for v in masters[0].graph.vertices)
