@@ -61,6 +61,9 @@ class Transport(Protocol):
     def messenger(self, master: Any) -> Messenger:
         """A messenger to the job master handle ``master``."""
 
+    async def fetch(self, shared: Any) -> bytes:
+        """The bytes behind a handle of the master runtime's ``share`` (or the bytes given)."""
+
     def node_id(self) -> str:
         """The node this executor runs on."""
 
@@ -191,18 +194,20 @@ class TaskExecutor:
 
     async def setup(self, key: tuple, spec_blob: bytes, downstream: list[list[Any]], master: Any,
                     storage: Any = None, epoch: int | None = None,
-                    payload: tuple[bytes, bytes | None] | None = None) -> None:
+                    payload: tuple[bytes, Any] | None = None) -> None:
         """Build the task ``key``; ``epoch``: the master's attempt counter, sent back with
         every checkpoint ack so that the master drops acks of earlier attempts and jobs.
         ``payload``: the vertex's ``(chain, source)`` pickled apart from the spec (the
         master pickles it once per job for all subtasks) and its operator factories as the
-        driver pickled them (:attr:`~engine.graph.JobVertex.operators`; None when the chain
-        holds them). The master deploys through :meth:`setup_tasks`."""
+        driver pickled them (:attr:`~engine.graph.JobVertex.operators`, as shared by the master's
+        runtime: :meth:`Transport.fetch` gets the bytes; None when the chain holds them). The
+        master deploys through :meth:`setup_tasks`."""
         spec: TaskSpec = cloudpickle.loads(spec_blob)
         if payload is not None:
             head, operators = payload
             spec.chain, spec.source = cloudpickle.loads(head)
             if operators is not None:
+                operators = await self.transport.fetch(operators)
                 try:
                     factories = cloudpickle.loads(operators)
                 except Exception as exc:

@@ -62,6 +62,11 @@ class ExecutorRuntime(Protocol):
     def master_handle(self) -> Any:
         """What the tasks call back (checkpoint acks, idle reports)."""
 
+    def share(self, data: bytes) -> Any:
+        """``data`` for the setups of many executors: a handle that their transport's
+        ``fetch`` resolves (on Ray one object in the object store for every executor,
+        instead of a copy in each setup call), or ``data`` itself."""
+
     def wait(self, call: Awaitable[Any]) -> Awaitable[Any]:
         """Await a call's reply, translating failures (see the module docstring)."""
 

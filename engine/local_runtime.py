@@ -71,6 +71,9 @@ class _LocalTransport:
     async def prepare_targets(self, targets: list[Any], channel_transport: str) -> None:
         return None  # every target is in this process
 
+    async def fetch(self, shared: Any) -> bytes:
+        return shared  # (LocalExecutorRuntime.share shares the bytes themselves)
+
     def remote_sender(self, channel_index: int, window: int | None, target: Any, task_ref: list,
                       channel_transport: str = "auto") -> ChannelSender:
         raise ConfigError("the in-process runtime has no remote tasks")
@@ -148,6 +151,9 @@ class LocalExecutorRuntime:
     def master_handle(self) -> JobMaster:
         assert self.master is not None
         return self.master
+
+    def share(self, data: bytes) -> bytes:
+        return data  # one process: the setups get the same bytes object
 
     async def wait(self, call: Awaitable[Any]) -> Any:
         return await call

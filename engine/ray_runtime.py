@@ -233,6 +233,11 @@ class RayMessenger:
         return pending
 
 
+#: operator payloads from this size on go through the object store once per job
+#: (:meth:`RayExecutorRuntime.share`); below it a payload rides in each setup call
+SHARED_MIN_BYTES = 1 << 20
+
+
 class RayTransport:
     """:class:`~engine.executor.Transport` of a TaskActor: tasks of this actor are local;
     tasks of executors on this node are reached over their Unix domain socket
@@ -248,6 +253,11 @@ class RayTransport:
 
     def local_deliver(self, executor: TaskExecutor, target: TaskRef) -> Any:
         return executor.deliver_to(target.key) if target.actor_id == self.me else None
+
+    async def fetch(self, shared: Any) -> bytes:
+        if isinstance(shared, ray.ObjectRef):
+            return await shared
+        return shared
 
     async def prepare_targets(self, targets: list[Any], channel_transport: str) -> None:
         """Ask every executor among ``targets`` not asked before where it listens (one
@@ -459,6 +469,13 @@ class RayExecutorRuntime(ExecutorRuntime):
 
     def master_handle(self) -> Any:
         return ray.get_runtime_context().current_actor
+
+    def share(self, data: bytes) -> Any:
+        """One object in the object store for ``data`` of :data:`SHARED_MIN_BYTES` or more
+        (owned by this master: freed when the job's payloads are dropped); smaller data
+        travels in the setup calls. Four setup calls each carrying 200 MB took 0.87-1.17 s
+        here, one ``ray.put`` and four fetches 0.27 s."""
+        return ray.put(data) if len(data) >= SHARED_MIN_BYTES else data
 
     async def wait(self, call: Any) -> Any:
         try:

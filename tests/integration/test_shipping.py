@@ -40,3 +40,33 @@ def test_a_notebook_class_is_one_class_across_sources_vertices_and_channels(ray_
     finally:
         del main.Point  # type: ignore[attr-defined]
     assert out == [(i, True, "Point") for i in range(40)]
+
+
+def test_large_operators_shared_through_the_object_store_survive_a_restart(ray_session, tmp_path):
+    """Operators of 1 MiB or more reach the subtasks' setups as one object in Ray's object
+    store (``RayExecutorRuntime.share``), owned by the job master for the whole job: the
+    restarted attempt's setups fetch the same object again."""
+    from raystream.engine.ray_runtime import SHARED_MIN_BYTES
+
+    table = bytes(range(256)) * (2 * SHARED_MIN_BYTES // 256)  # captured: the operators pass the threshold
+    marker = tmp_path / "failed-once"
+
+    def enrich(i: int) -> tuple[int, int]:
+        if i == 7 and not marker.exists():
+            marker.write_text("x")
+            raise RuntimeError("the first attempt fails")
+        return i, table[i]
+
+    env = rs.StreamEnvironment(parallelism=2)
+    env.set_restart_strategy(rs.RestartStrategy.fixed_delay(2, 0))
+    env.from_collection(range(40)).map(enrich).collect()
+    client = env.execute_async("shared-operators")
+    result = client.wait()
+    assert result.metrics["restarts"] == 1
+    assert sorted(r for batches in result.sink_results.values() for r in _records(batches)) == [(i, i % 256) for i in range(40)]
+
+
+def _records(batches: list) -> list:
+    from raystream.operators.sinks import collected_records
+
+    return [tuple(r) for r in collected_records(batches)]

@@ -156,6 +156,9 @@ class FakeRuntime:
     def master_handle(self) -> Any:
         return self.master
 
+    def share(self, data: bytes) -> bytes:
+        return data
+
     async def wait(self, call: Any) -> Any:
         return await call
 
