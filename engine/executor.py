@@ -194,28 +194,29 @@ class TaskExecutor:
 
     async def setup(self, key: tuple, spec_blob: bytes, downstream: list[list[Any]], master: Any,
                     storage: Any = None, epoch: int | None = None,
-                    payload: tuple[bytes, Any] | None = None) -> None:
+                    payload: tuple[Any, Any] | None = None) -> None:
         """Build the task ``key``; ``epoch``: the master's attempt counter, sent back with
         every checkpoint ack so that the master drops acks of earlier attempts and jobs.
         ``payload``: the vertex's ``(chain, source)`` pickled apart from the spec (the
         master pickles it once per job for all subtasks) and its operator factories as the
-        driver pickled them (:attr:`~engine.graph.JobVertex.operators`, as shared by the master's
-        runtime: :meth:`Transport.fetch` gets the bytes; None when the chain holds them). The
-        master deploys through :meth:`setup_tasks`."""
+        driver pickled them (:attr:`~engine.graph.JobVertex.operators`; None when the chain
+        holds them), both as the master's runtime shared them (:meth:`Transport.fetch` gets
+        the bytes). The master deploys through :meth:`setup_tasks`."""
         spec: TaskSpec = cloudpickle.loads(spec_blob)
         if payload is not None:
             head, operators = payload
-            spec.chain, spec.source = cloudpickle.loads(head)
+            head = await self.transport.fetch(head)
             if operators is not None:
                 operators = await self.transport.fetch(operators)
-                try:
-                    factories = cloudpickle.loads(operators)
-                except Exception as exc:
-                    raise JobFailed(f"the operators of {spec.name!r} cannot be unpickled in task executor "
-                                    f"pid {os.getpid()}: {type(exc).__name__}: {exc}") from exc
-                for op, factory in zip(spec.chain, factories):
-                    if factory is not None:
-                        op["factory"] = factory
+            try:
+                spec.chain, spec.source = cloudpickle.loads(head)
+                factories = [] if operators is None else cloudpickle.loads(operators)
+            except Exception as exc:
+                raise JobFailed(f"the operators of {spec.name!r} cannot be unpickled in task executor "
+                                f"pid {os.getpid()}: {type(exc).__name__}: {exc}") from exc
+            for op, factory in zip(spec.chain, factories):
+                if factory is not None:
+                    op["factory"] = factory
         host = self._hosted[key] = _Hosted()
         mode = spec.config.channel_transport
         await self.transport.prepare_targets(

@@ -206,7 +206,7 @@ class JobMaster:
         self._slot_executors = {}  # slot -> Executor of the running attempt
         graph: JobGraph = cloudpickle.loads(graph_blob)
         self.graph = graph
-        self._payloads: dict[int, tuple[bytes, Any]] = {}  # vertex id -> (pickled (chain, source), shared operators), see _deploy
+        self._payloads: dict[int, tuple[Any, Any]] = {}  # vertex id -> shared (pickled (chain, source), operators), see _deploy
         config: JobConfig = cloudpickle.loads(config_blob)
         self.config = config
         job_id = job_id or f"{config.name}-{uuid.uuid4().hex[:8]}"
@@ -934,12 +934,13 @@ class JobMaster:
                 for e in v.outputs
             ]
             # a vertex's chain and source are pickled once per job, not once per subtask and
-            # attempt; its operators travel as the driver pickled them (JobVertex.operators),
-            # shared by all its subtasks' setups (one object in Ray's object store)
+            # attempt; its operators travel as the driver pickled them (JobVertex.operators);
+            # both are shared by all its subtasks' setups (large ones: one object in Ray's store)
             payload = payloads.get(vid)
             if payload is None:
-                shared = None if v.operators is None else self.runtime.share(v.operators)
-                payload = payloads[vid] = (cloudpickle.dumps((v.chain, v.source)), shared)
+                share = self.runtime.share
+                operators = None if v.operators is None else share(v.operators)
+                payload = payloads[vid] = (share(cloudpickle.dumps((v.chain, v.source))), operators)
             bare = cloudpickle.dumps(dataclasses.replace(spec, chain=[], source=None))
             by_slot.setdefault(slot_of(vid, s, config.slot_sharing), []).append(((vid, s, tag), bare, downstream, payload))
         # one call per executor (through the handle of its first task), not one per task:

@@ -42,16 +42,17 @@ def test_a_notebook_class_is_one_class_across_sources_vertices_and_channels(ray_
     assert out == [(i, True, "Point") for i in range(40)]
 
 
-def test_large_operators_shared_through_the_object_store_survive_a_restart(ray_session, tmp_path):
-    """Operators of 1 MiB or more reach the subtasks' setups as one object in Ray's object
-    store (``RayExecutorRuntime.share``), owned by the job master for the whole job: the
-    restarted attempt's setups fetch the same object again."""
+def test_large_operators_and_sources_shared_through_the_object_store_survive_a_restart(ray_session, tmp_path):
+    """A vertex's operators and its pickled chain and source, from 1 MiB on, reach the
+    subtasks' setups as objects in Ray's object store (``RayExecutorRuntime.share``), owned
+    by the job master for the whole job: the restarted attempt's setups fetch them again."""
     from raystream.engine.ray_runtime import SHARED_MIN_BYTES
 
     table = bytes(range(256)) * (2 * SHARED_MIN_BYTES // 256)  # captured: the operators pass the threshold
     marker = tmp_path / "failed-once"
 
-    def enrich(i: int) -> tuple[int, int]:
+    def enrich(pair: tuple[int, int]) -> tuple[int, int]:
+        i, _ = pair
         if i == 7 and not marker.exists():
             marker.write_text("x")
             raise RuntimeError("the first attempt fails")
@@ -59,7 +60,8 @@ def test_large_operators_shared_through_the_object_store_survive_a_restart(ray_s
 
     env = rs.StreamEnvironment(parallelism=2)
     env.set_restart_strategy(rs.RestartStrategy.fixed_delay(2, 0))
-    env.from_collection(range(40)).map(enrich).collect()
+    # the source's function captures the table too: the master's pickled (chain, source) passes it
+    env.generate(lambda i: (i, table[i]), count=40).map(enrich).collect()
     client = env.execute_async("shared-operators")
     result = client.wait()
     assert result.metrics["restarts"] == 1
