@@ -941,6 +941,7 @@ class JobMaster:
                 share = self.runtime.share
                 operators = None if v.operators is None else share(v.operators)
                 payload = payloads[vid] = (share(cloudpickle.dumps((v.chain, v.source))), operators)
+                v.operators = None  # (kept once: in the payload, or Ray's object store, for the job)
             bare = cloudpickle.dumps(dataclasses.replace(spec, chain=[], source=None))
             by_slot.setdefault(slot_of(vid, s, config.slot_sharing), []).append(((vid, s, tag), bare, downstream, payload))
         # one call per executor (through the handle of its first task), not one per task:
