@@ -233,8 +233,9 @@ class RayMessenger:
         return pending
 
 
-#: operator payloads from this size on go through the object store once per job
-#: (:meth:`RayExecutorRuntime.share`); below it a payload rides in each setup call
+#: the parts of a vertex's setup payload (its operators; its pickled chain and source) from
+#: this size on go through the object store once per job (:meth:`RayExecutorRuntime.share`);
+#: smaller ones ride in each setup call
 SHARED_MIN_BYTES = 1 << 20
 
 
