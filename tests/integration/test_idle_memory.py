@@ -10,19 +10,17 @@ import os
 import pytest
 
 import raystream as rs
-from raystream.engine.memory import IDLE_GARBAGE_BYTES
+from raystream.engine.memory import IDLE_GARBAGE_BYTES, anonymous_memory
 
 pytestmark = pytest.mark.ray
 
 CAPTURED = 96 << 20  # bytes captured by each job's function, more than the budget
 
 
-def _memory(_record: int) -> tuple[int, int]:
+def _memory(_record: int) -> tuple[int, int | None]:
     """(pid, anonymous resident bytes) of the task executor running this record (no
     collection here: what the executor keeps between jobs is measured as it is)."""
-    with open("/proc/self/statm", "rb") as f:
-        fields = f.read().split()
-    return os.getpid(), (int(fields[1]) - int(fields[2])) * os.sysconf("SC_PAGE_SIZE")
+    return os.getpid(), anonymous_memory()
 
 
 def _probe() -> dict[int, int]:

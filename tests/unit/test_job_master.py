@@ -39,7 +39,7 @@ class FakeTask:
             await self.executor.hosted[key].setup(spec_blob, downstream, master, storage, epoch, payload, after)
 
     async def setup(self, spec_blob: bytes, downstream: list, master: Any, storage: Any, epoch: int,
-                    payload: tuple[bytes, bytes | None] | None = None, after: str | None = None) -> None:
+                    payload: tuple[Any, Any] | None = None, after: str | None = None) -> None:
         self.spec = cloudpickle.loads(spec_blob)
         if payload is not None:  # (the operators, payload[1], are of no use to a fake task)
             self.spec.chain, self.spec.source = cloudpickle.loads(payload[0])
