@@ -78,6 +78,7 @@ __all__ = [
     "ray_counter",
     "ray_latency",
     "ray_small_job",
+    "ingress_side_cost",
     "opcode_counts",
     "async_io_counter",
     "main",
@@ -426,6 +427,73 @@ class _KeysAt:
         return list(zip(self.keys[indices.start : indices.stop : indices.step].to_pylist(), repeat(1)))
 
 
+def ingress_side_cost(keys: list[str], routed: bool, rounds: int = 3) -> list[float]:
+    """CPU ns per message of the ingress side of a p=2 job, in this process: the ingress
+    (a Python router, or ``routed``: the routed ingress) on ``(key, 1)`` batches as the
+    source delivers them, then the exchange into the dispatcher (key groups, the split per
+    subtask) and the Arrow form of the other subtask's part (what its channel sends). One
+    figure per round; the first round meets every key for the first time."""
+    import raystream as rs
+    from raystream.engine.keygroups import KeyGroupRange
+    from raystream.engine.operator import OperatorContext
+    from raystream.engine.records import Batch
+    from raystream.statefun_api.job import StatefulFunctionsJob
+
+    env = rs.StreamEnvironment(parallelism=2)
+    sf = StatefulFunctionsJob(env, make_functions(), name="counter")
+    stream = env.from_collection([("k00000", 1)])
+    if routed:
+        sf.with_routed_ingress(stream, TYPENAME, _statefun_api().IntType)
+    else:
+        sf.with_ingress(stream, _pair_message)
+    ingress = next(n for n in env.graph.nodes if n.name in ("counter-router", "counter-ingress"))
+    dispatcher = next(n for n in env.graph.nodes if n.name == "counter")
+    partitioner = next(e for e in dispatcher.inputs if e.source is ingress).partitioner
+    partitioner.setup(0, 2, 128)
+    op = ingress.operator_factory()
+
+    class _Out:
+        batch: Any = None
+
+        def emit(self, batch: Any) -> None:
+            self.batch = batch
+
+    out = _Out()
+    op.open(OperatorContext(operator_name=ingress.name, operator_uid=ingress.name, task_name=f"{ingress.name} (1/2)",
+                            subtask_index=0, parallelism=2, max_parallelism=128,
+                            key_group_range=KeyGroupRange.for_subtask(0, 2, 128)), out)
+    batches = [Batch.of_records(list(zip(keys[i : i + INGRESS_BATCH], repeat(1)))) for i in range(0, len(keys), INGRESS_BATCH)]
+    figures = []
+    for _ in range(rounds):
+        fresh = [Batch.of_records(list(b.records())) for b in batches]
+        t = time.process_time()
+        for batch in fresh:
+            op.process_batch(batch)
+            for target, part in partitioner.select(out.batch):
+                if target == 1:
+                    part.arrow()
+        figures.append((time.process_time() - t) / len(keys) * 1e9)
+    return figures
+
+
+def ingress_side_section(n: int) -> str:
+    """The table of :func:`ingress_side_cost` for the counter's Zipf keys and for ids seen once."""
+    zipf = events(n).column("key").to_pylist()
+    unique = [f"user-{i:09d}" for i in range(n)]
+    lines = [
+        f"**Ingress side of a p=2 job** ({n:,} messages in batches of {INGRESS_BATCH:,}; CPU ns per message: the ingress, "
+        "the key groups and split of the exchange, the other subtask's part as Arrow; rounds 1 / 2 / 3, round 1 "
+        "meets every id for the first time)",
+        "",
+        "| ingress | 10,000 Zipf keys | ids seen once |",
+        "|---|---:|---:|",
+    ]
+    for routed in (False, True):
+        cells = [" / ".join(f"{x:,.0f}" for x in ingress_side_cost(k, routed)) for k in (zipf, unique)]
+        lines.append(f"| {'routed ingress' if routed else 'Python router'} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
+
+
 def _pair_message(pair: tuple[str, int]) -> Any:
     """The ingress router of the Ray contenders: a message to the counter ``pair[0]``."""
     return _statefun_api().message_builder(TYPENAME, pair[0], int_value=pair[1])
@@ -701,6 +769,10 @@ def main(argv: list[str] | None = None) -> str:
         "instruction counters such as valgrind: compare K=0 with K=2), and print nothing else",
     )
     p.add_argument(
+        "--ingress-side", action="store_true",
+        help="only measure the ingress side of a p=2 job in this process (router or routed ingress, the exchange)",
+    )
+    p.add_argument(
         "--opcodes", action="store_true",
         help="only count the Python bytecodes of one p=1 dispatcher run on --n messages, per function (deterministic)",
     )
@@ -714,6 +786,10 @@ def main(argv: list[str] | None = None) -> str:
         if not args.no_write:
             harness.update_results("bench_statefun --async-io", body)
         return body
+    if args.ingress_side:
+        text = ingress_side_section(args.n)
+        print(text)
+        return text
     if args.direct_runs is not None or args.opcodes:
         keys = events(args.n).column("key").to_pylist()
         reference, total = python_counter(keys)

@@ -21,6 +21,7 @@ from .records import Batch
 __all__ = [
     "KeySelector",
     "BatchKeyGroups",
+    "RecordKeyGroups",
     "Partitioner",
     "ForwardPartitioner",
     "RebalancePartitioner",
@@ -36,13 +37,20 @@ computed on its columns, equal to ``key_group_for(key_of(record), max_parallelis
 row; ``None`` when it cannot tell (the keys are then taken record by record)."""
 
 
+RecordKeyGroups = Callable[[list, int], "np.ndarray | None"]
+"""``fn(records, max_parallelism)``: the key groups of a list of Python records, equal to
+``key_group_for(key_of(record), max_parallelism)`` record by record, computed faster than
+key by key for records of a known form; ``None`` when it cannot tell."""
+
+
 class KeySelector:
     """Extracts the key of each record: a column name (vectorized on Arrow), a tuple index,
     or a function of the record.
 
     ``batch_key_groups`` (:data:`BatchKeyGroups`) computes the key groups of an Arrow batch
     on its columns where the key is a function (e.g. of tuple records shipped as columns
-    ``f0``.. ``fn``), without making its records.
+    ``f0``.. ``fn``), without making its records; ``record_key_groups``
+    (:data:`RecordKeyGroups`) those of Python records without making their keys.
 
     Example:
         >>> KeySelector("word").keys_of(Batch.of_records([{"word": "a"}, {"word": "b"}]))
@@ -55,16 +63,20 @@ class KeySelector:
         *,
         stable_keys: bool = False,
         batch_key_groups: BatchKeyGroups | None = None,
+        record_key_groups: RecordKeyGroups | None = None,
     ) -> None:
         if not (isinstance(key, (str, int)) or callable(key)):
             raise GraphError(f"key_by expects a column name, a tuple index or a function, got {key!r}")
         if batch_key_groups is not None and not callable(batch_key_groups):
             raise GraphError(f"batch_key_groups must be a function (arrow_batch, max_parallelism) -> key groups, got {batch_key_groups!r}")
+        if record_key_groups is not None and not callable(record_key_groups):
+            raise GraphError(f"record_key_groups must be a function (records, max_parallelism) -> key groups, got {record_key_groups!r}")
         self.key = key
         #: the keys always have a stable hash (e.g. the key function checks they are str):
         #: with a single target the partitioner computes no key
         self.stable_keys = stable_keys
         self.batch_key_groups = batch_key_groups
+        self.record_key_groups = record_key_groups
         self.column = key if isinstance(key, str) else None
         self.description = key if isinstance(key, (str, int)) else getattr(key, "__name__", repr(key))
 
@@ -93,6 +105,10 @@ class KeySelector:
         """Key group of every record of ``batch``."""
         if self.batch_key_groups is not None and batch.is_arrow:
             groups = self.batch_key_groups(batch.arrow(), max_parallelism)
+            if groups is not None:
+                return groups
+        elif self.record_key_groups is not None and not batch.is_arrow:
+            groups = self.record_key_groups(batch.records(), max_parallelism)
             if groups is not None:
                 return groups
         keys = self.keys_of(batch)

@@ -176,13 +176,13 @@ class DataStream(StreamBase["DataStream"]):
             raise GraphError(f"side output tags are non-empty strings, got {tag_id!r}")
         return DataStream(self.env, self.node, None, tag_id)
 
-    def close_feedback(self, tag: str, key: Key) -> DataStream:
+    def close_feedback(self, tag: str, key: Key | KeySelector) -> DataStream:
         """Close a loop: this operator's side output ``tag`` comes back to its own input,
-        hash-partitioned by ``key``. The feedback edge never blocks (no credit window) and the
-        loop ends once every regular input has ended and no record circulates any more."""
-        self.node.inputs.append(
-            StreamEdge(self.node, KeyGroupPartitioner(KeySelector(key)), 0, feedback=True, side_tag=tag)
-        )
+        hash-partitioned by ``key`` (or a :class:`~engine.partitioners.KeySelector`). The
+        feedback edge never blocks (no credit window) and the loop ends once every regular
+        input has ended and no record circulates any more."""
+        selector = key if isinstance(key, KeySelector) else KeySelector(key)
+        self.node.inputs.append(StreamEdge(self.node, KeyGroupPartitioner(selector), 0, feedback=True, side_tag=tag))
         return self
 
     def rebalance(self) -> DataStream:

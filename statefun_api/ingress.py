@@ -31,7 +31,7 @@ Example:
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import repeat
 from typing import Any
 
@@ -43,7 +43,7 @@ from raystream.engine.errors import GraphError, UserCodeError
 from raystream.engine.operator import OperatorContext, Output, StreamOperator
 from raystream.engine.records import Batch
 from raystream.statefun_api.address import parse_typename
-from raystream.statefun_api.messages import message_builder
+from raystream.statefun_api.messages import Message, message_builder
 from raystream.statefun_api.routing import (
     _RECORD_COLUMNS,
     _RECORD_METADATA,
@@ -62,7 +62,10 @@ from raystream.statefun_api.types import (
     all_hold_decoded,
 )
 
-__all__ = ["RoutedIngress", "Field"]
+__all__ = ["RoutedIngress", "IngressRouter", "Router", "Field"]
+
+Router = Callable[[Any], "Message | Iterable[Message] | None"]
+"""An ingress router: one input record -> a Message, an iterable of Messages, or None."""
 
 Field = str | int | Callable[[Any], Any]
 """Where a routed ingress finds a record's id or value: a column name (or dict key), a tuple
@@ -322,3 +325,79 @@ class RoutedIngress(StreamOperator):
         if isinstance(field, int):
             return f"index {field}"
         return f"function {getattr(field, '__name__', repr(field))}"
+
+
+class IngressRouter(StreamOperator):
+    """Runs an ingress router on every record: the message records of the Messages it
+    returns (``with_ingress``). One loop per batch calls the router and makes the record of
+    a message held decoded in place, the common case; the rest (lists of messages, values
+    held serialized) go through :func:`~statefun_api.routing.message_to_record`.
+
+    Args:
+        router: ``record -> Message | Iterable[Message] | None``.
+
+    Example:
+        >>> op = IngressRouter(lambda pair: message_builder("demo/counter", pair[0], int_value=pair[1]))
+        >>> op.route([("a", 1), ("b", 2)])
+        [('demo/counter', 'a', '', '', 'io.statefun.types/int', 1, True), ('demo/counter', 'b', '', '', 'io.statefun.types/int', 2, True)]
+    """
+
+    def __init__(self, router: Router) -> None:
+        if not callable(router):
+            raise GraphError(f"an ingress router must be a function record -> message(s), got {router!r}")
+        self.router = router
+
+    def process_batch(self, batch: Batch, input_index: int = 0) -> None:
+        """Emit the message records of the batch's records, in order."""
+        out = self.route(batch.records())
+        if out:
+            self.output.emit(Batch.of_records(out))
+
+    def route(self, records: Iterable[Any]) -> list[MessageRecord]:
+        """The message records of ``records``, in order.
+
+        Raises:
+            UserCodeError: naming the record whose router raised or returned something
+                other than messages.
+        """
+        out: list[MessageRecord] = []
+        append = out.append
+        router = self.router
+        for record in records:
+            try:
+                routed = router(record)
+            except Exception as exc:
+                raise UserCodeError(record, exc) from exc
+            if type(routed) is Message:
+                tpe = routed._type
+                if tpe is not None:  # a value held decoded (message_to_record, inlined)
+                    append((routed.target_typename, routed.target_id, "", "", tpe.typename, routed._obj, True))
+                else:
+                    append(message_to_record(routed))
+            elif routed is not None:
+                out.extend(_routed_records(routed, record))
+        return out
+
+
+def _routed_records(routed: Any, record: Any) -> list[MessageRecord]:
+    """The message records of what a router returned for ``record`` other than a Message
+    or None: an iterable of Messages."""
+    if isinstance(routed, Message):  # (a subclass)
+        return [message_to_record(routed)]
+    if isinstance(routed, (str, bytes)) or not isinstance(routed, Iterable):
+        raise UserCodeError(record, TypeError(
+            f"the ingress router returned {routed!r} for record {record!r}; expected a "
+            f"Message (statefun_api.message_builder(...)), an iterable of Messages, or None"
+        ))
+    out = []
+    try:
+        for m in routed:
+            if not isinstance(m, Message):
+                raise TypeError(
+                    f"the ingress router returned {m!r} among the messages for record {record!r}; "
+                    f"expected statefun_api Message objects (message_builder(...))"
+                )
+            out.append(message_to_record(m))
+    except Exception as exc:  # (a generator router raises while iterated)
+        raise UserCodeError(record, exc) from exc
+    return out

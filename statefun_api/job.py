@@ -32,7 +32,7 @@ Example:
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +54,7 @@ from raystream.statefun_api.endpoints import (
     parse_module_ingresses,
 )
 from raystream.statefun_api.functions import StatefulFunctions
-from raystream.statefun_api.ingress import Field, RoutedIngress
-from raystream.statefun_api.messages import Message
+from raystream.statefun_api.ingress import Field, IngressRouter, RoutedIngress, Router
 from raystream.statefun_api.playground import (
     EGRESS_RECORD_TYPENAME,
     PLAYGROUND_EGRESS,
@@ -65,45 +64,13 @@ from raystream.statefun_api.playground import (
 )
 from raystream.statefun_api.routing import (
     FEEDBACK_TAG,
-    MessageRecord,
     address_key,
     egress_tag,
-    message_to_record,
+    message_record_key_groups,
 )
 from raystream.statefun_api.types import Type, make_json_type, simple_type
 
 __all__ = ["StatefulFunctionsJob", "Router", "DiscardingSink"]
-
-Router = Callable[[Any], "Message | Iterable[Message] | None"]
-"""An ingress router: one input record -> a Message, an iterable of Messages, or None."""
-
-
-class _RouterFn:
-    """Wraps a user router into a flat_map function producing message records."""
-
-    def __init__(self, router: Router) -> None:
-        self.router = router
-
-    def __call__(self, record: Any) -> list[MessageRecord]:
-        routed = self.router(record)
-        if routed is None:
-            return []
-        if isinstance(routed, Message):
-            return [message_to_record(routed)]
-        if isinstance(routed, (str, bytes)) or not isinstance(routed, Iterable):
-            raise TypeError(
-                f"the ingress router returned {routed!r} for record {record!r}; expected a "
-                f"Message (statefun_api.message_builder(...)), an iterable of Messages, or None"
-            )
-        out = []
-        for m in routed:
-            if not isinstance(m, Message):
-                raise TypeError(
-                    f"the ingress router returned {m!r} among the messages for record {record!r}; "
-                    f"expected statefun_api Message objects (message_builder(...))"
-                )
-            out.append(message_to_record(m))
-        return out
 
 
 def _find_topic(topics: list[IngressTopic], name: str, path: str) -> IngressTopic:
@@ -399,7 +366,8 @@ class StatefulFunctionsJob:
         if getattr(stream, "env", None) is not self.env:
             raise GraphError("with_ingress(): the stream belongs to another StreamEnvironment")
         # the router keeps the stream's parallelism, so it chains to it and keeps its order
-        routed = stream.flat_map(_RouterFn(router)).name(f"{self.name}-router").set_parallelism(stream.node.parallelism)
+        # (a node named and placed as the flat_map it once was: savepoints keep their operator ids)
+        routed = stream.transform(f"{self.name}-router", functools.partial(IngressRouter, router)).set_parallelism(stream.node.parallelism)
         return self._connect(routed)
 
     def with_routed_ingress(
@@ -446,14 +414,17 @@ class StatefulFunctionsJob:
         the first ingress, with its feedback edge, discarding main output and egresses)."""
         # message records carry str typenames and ids (checked when built): their key groups
         # need not be computed to be checked when one dispatcher subtask owns them all
-        selector = KeySelector(address_key, stable_keys=True, batch_key_groups=RoutedIngress.message_key_groups)
+        selector = KeySelector(
+            address_key, stable_keys=True, batch_key_groups=RoutedIngress.message_key_groups,
+            record_key_groups=message_record_key_groups,
+        )
         if self._dispatcher is None:
             factory = functools.partial(FunctionDispatcher, self.config)
             keyed = KeyedStream(self.env, routed.node, selector)
             dispatcher = keyed.transform(self.name, factory, keyed=True).uid(f"{self.name}-dispatcher")
             if self.parallelism is not None:
                 dispatcher.set_parallelism(self.parallelism)
-            dispatcher.close_feedback(FEEDBACK_TAG, address_key)
+            dispatcher.close_feedback(FEEDBACK_TAG, selector)
             # the main output carries nothing; this sink lets a job without egress run
             dispatcher.sink_to(DiscardingSink(), name=f"{self.name}-discard").uid(f"{self.name}-discard").set_parallelism(1)
             self._dispatcher = dispatcher

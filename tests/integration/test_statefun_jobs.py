@@ -134,6 +134,25 @@ def test_statefun_function_error_fails_the_job_naming_address_and_message_type()
     assert "statefun" in text
 
 
+def test_a_router_returning_no_message_fails_the_job_naming_the_router_and_the_record():
+    functions = StatefulFunctions()
+
+    @functions.bind("test/sink")
+    def sink(context, message):
+        pass
+
+    def router(n):
+        return message_builder("test/sink", str(n), int_value=n) if n != 7 else f"test/sink/{n}"
+
+    env = rs.StreamEnvironment(parallelism=2, flush_ms=5)
+    sf = StatefulFunctionsJob(env, functions, name="routed")
+    sf.with_ingress(env.from_collection(list(range(20))), router)
+    with pytest.raises(rs.JobFailed) as err:
+        env.execute("statefun-router-error")
+    text = str(err.value)
+    assert "routed-router" in text and "returned 'test/sink/7' for record 7" in text, text
+
+
 def _rendezvous_functions(n: int) -> StatefulFunctions:
     """An async function whose invocations wait until ``n`` addresses are inside it at once."""
     import asyncio

@@ -37,7 +37,12 @@ from raystream.statefun_api import (
 )
 from raystream.statefun_api.ingress import RoutedIngress
 from raystream.statefun_api.job import StatefulFunctionsJob
-from raystream.statefun_api.routing import address_key, message_key_groups, records_to_arrow_batch
+from raystream.statefun_api.routing import (
+    address_key,
+    message_key_groups,
+    message_record_key_groups,
+    records_to_arrow_batch,
+)
 from tests.statefun.test_routed_ingress import (
     _counter_functions,  # the same counter as the record-path tests
 )
@@ -139,6 +144,29 @@ def test_key_groups_of_message_batches_equal_those_of_their_keys(addresses, max_
     selector = KeySelector(address_key, stable_keys=True, batch_key_groups=message_key_groups)
     assert selector.key_groups(Batch.of_arrow(rb), max_parallelism).tolist() == expected
     assert selector.key_groups(Batch.of_records(records), max_parallelism).tolist() == expected
+    # the Python records of a router or a fan-out: from their typename and id columns
+    assert message_record_key_groups(records, max_parallelism).tolist() == expected
+    selector = KeySelector(address_key, stable_keys=True, record_key_groups=message_record_key_groups)
+    assert selector.key_groups(Batch.of_records(records), max_parallelism).tolist() == expected
+
+
+def test_key_groups_of_message_records_arrow_cannot_hold_are_those_of_their_keys():
+    # an id with a lone surrogate (a str Python holds, UTF-8 cannot): left to the key-by-key
+    # path, which fails as it does without the hook (no stable hash for it)
+    records = [("demo/f", "a\udc80", "", "", "io.statefun.types/int", 1, True), ("demo/f", "b", "", "", "io.statefun.types/int", 1, True)]
+    assert message_record_key_groups(records, 128) is None
+    assert message_record_key_groups([], 128) is None
+    failures = []
+    for selector in (KeySelector(address_key, record_key_groups=message_record_key_groups), KeySelector(address_key)):
+        with pytest.raises(UnicodeError) as err:
+            selector.key_groups(Batch.of_records(records), 128)
+        failures.append(str(err.value))
+    assert failures[0] == failures[1]
+    # a record of another form: the same
+    odd = [("demo/f", 7, "", "", "io.statefun.types/int", 1, True)]
+    assert message_record_key_groups(odd, 128) is None
+    selector = KeySelector(address_key, record_key_groups=message_record_key_groups)
+    assert selector.key_groups(Batch.of_records(odd), 128).tolist() == [key_group_for(("demo/f", 7), 128)]
 
 
 @given(st.lists(st.tuples(st.binary(max_size=70), st.integers(-(2**63), 2**63 - 1), st.booleans()), min_size=1, max_size=40))
