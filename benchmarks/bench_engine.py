@@ -422,6 +422,48 @@ def memory_probe(n: int = 20_000_000, sink_sleep_s: float = 0.002) -> dict:
     }
 
 
+def key_groups_cost(keys: list[Any], rounds: int = 3, batch: int = 8192) -> list[float]:
+    """CPU ns per record of a hash exchange's key groups for records ``(key, 1)`` keyed by a
+    function (``key_by(lambda r: r[0])``), in batches of ``batch`` records as a task sends
+    them; one figure per round, the first meeting every key for the first time (fresh
+    key objects each round, as a source makes them)."""
+    from raystream.engine.partitioners import KeySelector
+    from raystream.engine.records import Batch
+
+    selector = KeySelector(_first)
+    max_parallelism = 4099 + len(keys) % 7  # (a key-group cache of its own in this process)
+    figures = []
+    for _ in range(rounds):
+        batches = [Batch.of_records([(k, 1) for k in pa.array(keys[i : i + batch]).to_pylist()]) for i in range(0, len(keys), batch)]
+        t = time.process_time()
+        for b in batches:
+            selector.key_groups(b, max_parallelism)
+        figures.append((time.process_time() - t) / len(keys) * 1e9)
+    return figures
+
+
+def _first(record: tuple) -> Any:
+    return record[0]
+
+
+def key_groups_section(n: int) -> str:
+    """The table of :func:`key_groups_cost` for str and int keys, Zipf (10,000 keys) and seen once."""
+    from benchmarks.datagen import events
+
+    zipf = events(n).column("key").to_pylist()
+    cases = [
+        ("str, 10,000 Zipf keys", zipf),
+        ("str, ids seen once", [f"order-{i:09d}" for i in range(n)]),
+        ("int, 10,000 Zipf keys", [int(k[1:]) for k in zipf]),
+        ("int, ids seen once", list(range(10**12, 10**12 + n))),
+    ]
+    lines = [f"Key groups of a hash exchange, {n:,} records keyed by a function, CPU ns per record (rounds 1 / 2 / 3; "
+             "round 1 meets every key for the first time)", "", "| keys | ns per record |", "|---|---:|"]
+    for label, keys in cases:
+        lines.append(f"| {label} | {' / '.join(f'{x:,.0f}' for x in key_groups_cost(keys))} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_engine")
     ap.add_argument("--start", action="store_true")
@@ -439,8 +481,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--uneven", type=int, default=0, metavar="ROUNDS",
                     help="the stateless batch job over 12 Parquet files of 1.5 row groups each (1.18M events) at "
                          "p=1 and p=2, ROUNDS alternating rounds: p=2 / p=1 and the rows each p=2 subtask read")
+    ap.add_argument("--key-groups", type=int, default=0, metavar="RECORDS",
+                    help="only the CPU cost of a hash exchange's key groups per record, in this process (no Ray)")
     ap.add_argument("--n", type=int, default=20_000_000)
     args = ap.parse_args(argv)
+    if args.key_groups:
+        print(key_groups_section(args.key_groups))
+        return 0
     _setup()
     try:
         if args.start:

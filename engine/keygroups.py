@@ -211,6 +211,8 @@ class KeyGroupRange:
 #: equal (1, 1.0, True) have equal stable hashes, so sharing an entry between them is exact.
 _CACHE: dict[int, dict] = {}
 _CACHE_LIMIT = 1 << 20
+_STR = {str}
+_INT = {int}
 
 
 def _cache_for(max_parallelism: int) -> dict:
@@ -220,8 +222,44 @@ def _cache_for(max_parallelism: int) -> dict:
     return cache
 
 
+#: lists of at least this many keys, all str or all int, are hashed as an Arrow column
+_VECTOR_MIN_KEYS = 64
+
+
 def key_groups_of_keys(keys: list, max_parallelism: int) -> np.ndarray:
-    """Key groups of a list of Python keys (each distinct key hashed once per process)."""
+    """Key groups of a list of Python keys. A list of ``_VECTOR_MIN_KEYS`` or more keys that
+    are all ``str`` (or all ``int`` within 64 bits) is hashed as an Arrow column would be
+    (:func:`key_groups_of_array`): ~40 ns a key, whether or not it was seen before. Other
+    keys go through a per-process cache (each distinct key hashed once: ~0.6-1.7 us in
+    Python the first time, ~50 ns after).
+
+    Example:
+        >>> keys = [f"user-{i}" for i in range(100)]
+        >>> key_groups_of_keys(keys, 128).tolist() == [key_group_for(k, 128) for k in keys]
+        True
+    """
+    if len(keys) >= _VECTOR_MIN_KEYS:
+        types = set(map(type, keys))
+        if types == _STR:
+            try:
+                column = pa.array(keys, pa.string())
+            except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeError):  # (a lone surrogate)
+                pass
+            else:
+                return key_groups_of_array(column, max_parallelism)
+        elif types == _INT:
+            try:
+                values = np.array(keys, dtype=np.int64)
+            except OverflowError:
+                pass
+            else:
+                return (_mix64_np(values.view(np.uint64)) % np.uint64(max_parallelism)).astype(np.int64)
+    return _key_groups_cached(keys, max_parallelism)
+
+
+def _key_groups_cached(keys: list, max_parallelism: int) -> np.ndarray:
+    """:func:`key_groups_of_keys` through the per-process cache (what the column paths fall
+    back to for values they do not hash themselves)."""
     cache = _cache_for(max_parallelism)
     try:
         groups = list(map(cache.get, keys))  # one dict lookup per key; None: not seen yet
@@ -255,7 +293,7 @@ def key_groups_of_array(column: pa.Array | pa.ChunkedArray, max_parallelism: int
         column = column.combine_chunks()
     t = column.type
     if column.null_count:
-        return key_groups_of_keys(column.to_pylist(), max_parallelism)
+        return _key_groups_cached(column.to_pylist(), max_parallelism)
     if pa.types.is_integer(t) or pa.types.is_boolean(t):
         values = column.to_numpy(zero_copy_only=False).astype(np.int64, copy=False).view(np.uint64)
         return (_mix64_np(values) % np.uint64(max_parallelism)).astype(np.int64)
@@ -272,7 +310,7 @@ def key_groups_of_array(column: pa.Array | pa.ChunkedArray, max_parallelism: int
         encoded = pc.dictionary_encode(column)
         indices = encoded.indices.to_numpy(zero_copy_only=False)
         return _groups_of_distinct(encoded.dictionary, max_parallelism)[indices]
-    return key_groups_of_keys(column.to_pylist(), max_parallelism)
+    return _key_groups_cached(column.to_pylist(), max_parallelism)
 
 
 def key_groups_of_tuples(columns: Sequence[pa.Array | pa.ChunkedArray], max_parallelism: int) -> np.ndarray | None:
@@ -366,7 +404,7 @@ def _groups_of_distinct(values: pa.Array, max_parallelism: int) -> np.ndarray:
         crc = _crc32_of_binary(values)
         if crc is not None:
             return _groups_of_crc(crc, values.type, max_parallelism)
-    return key_groups_of_keys(values.to_pylist(), max_parallelism)
+    return _key_groups_cached(values.to_pylist(), max_parallelism)
 
 
 def _groups_of_crc(crc: np.ndarray, t: pa.DataType, max_parallelism: int) -> np.ndarray:

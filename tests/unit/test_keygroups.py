@@ -292,3 +292,47 @@ def test_new_keys_anywhere_in_a_batch_and_repeated_are_hashed_once_each(monkeypa
     monkeypatch.setattr(keygroups, "stable_hash", lambda k: (type(k) is tuple and hashed.append(k)) or original(k))
     assert key_groups_of_keys(batch, max_p).tolist() == expected
     assert hashed == fresh  # each new key once, in batch order; no cached key again
+
+
+@given(
+    st.one_of(
+        st.lists(st.text(max_size=40).filter(lambda s: all(not 0xD800 <= ord(c) <= 0xDFFF for c in s)), min_size=64, max_size=300),
+        st.lists(st.integers(-(2**63), 2**63 - 1), min_size=64, max_size=300),
+    ),
+    st.sampled_from([1, 7, 128, 4096]),
+)
+def test_long_lists_of_str_or_int_keys_hash_as_columns_with_the_same_key_groups(keys, max_p):
+    assert key_groups_of_keys(keys, max_p).tolist() == [key_group_for(k, max_p) for k in keys]
+
+
+def test_lists_a_column_cannot_hold_take_the_cache_with_the_same_key_groups(monkeypatch):
+    from raystream.engine import keygroups
+
+    max_p = 997  # a cache of its own
+    cases = [
+        ["a\udc80"] + [f"k{i}" for i in range(100)],  # a lone surrogate: no UTF-8, no Arrow string
+        [2**64 + 1] + list(range(100)),  # beyond 64 bits
+        [True] + list(range(100)),  # bools among ints: hashed as the cache hashes them
+        ["x", 1] * 50,
+    ]
+    hashed = []
+    original = keygroups.stable_hash
+    monkeypatch.setattr(keygroups, "stable_hash", lambda k: hashed.append(k) or original(k))
+    for keys in cases[1:]:
+        assert key_groups_of_keys(keys, max_p).tolist() == [original(k) % max_p for k in keys]
+    assert hashed  # through the cache
+    with pytest.raises(UnicodeError):  # (no stable hash for it, with or without a column)
+        key_groups_of_keys(cases[0], max_p)
+
+
+def test_long_lists_of_str_or_int_keys_are_not_hashed_one_by_one(monkeypatch):
+    from raystream.engine import keygroups
+
+    hashed = []
+    original = keygroups.stable_hash
+    monkeypatch.setattr(keygroups, "stable_hash", lambda k: hashed.append(k) or original(k))
+    ids = [f"order-{i}" for i in range(1000)]  # ids seen once: no cache to fill
+    numbers = list(range(-500, 500))
+    assert key_groups_of_keys(ids, 128).tolist() == [original(k) % 128 for k in ids]
+    assert key_groups_of_keys(numbers, 128).tolist() == [original(k) % 128 for k in numbers]
+    assert len(hashed) <= 2  # (a column of one value throughout is hashed once)
