@@ -58,6 +58,7 @@ from raystream.statefun_api.routing import (
     TARGET_TYPENAME,
     MessageRecord,
     decode_by_typename,
+    message_record_key_groups,
     message_to_record,
 )
 from raystream.statefun_api.state_layout import value_state_name
@@ -160,9 +161,22 @@ class LocalDispatchers:
         return owner
 
     def _deliver(self, records: list[MessageRecord], source: int = _INGRESS) -> None:
+        """Queue ``records`` on the channels from ``source`` to their owning subtasks, in
+        order; their owners computed per batch as the engine's exchange does (none at
+        parallelism 1)."""
+        if not records:
+            return
+        if self.parallelism == 1:
+            self._mail.setdefault((source, 0), deque()).append(Batch.of_records(list(records)))
+            return
+        groups = message_record_key_groups(records, self.max_parallelism)
+        owners = (
+            list(map(self._owner, records)) if groups is None
+            else (groups * self.parallelism // self.max_parallelism).tolist()
+        )
         by_subtask: dict[int, list[MessageRecord]] = {}
-        for r in records:
-            by_subtask.setdefault(self._owner(r), []).append(r)
+        for owner, r in zip(owners, records):
+            by_subtask.setdefault(owner, []).append(r)
         for index, part in by_subtask.items():
             self._mail.setdefault((source, index), deque()).append(Batch.of_records(part))
 
