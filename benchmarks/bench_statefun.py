@@ -427,6 +427,33 @@ class _KeysAt:
         return list(zip(self.keys[indices.start : indices.stop : indices.step].to_pylist(), repeat(1)))
 
 
+def new_addresses_section(n: int, rounds: int = 3) -> str:
+    """CPU ns per message of the p=1 dispatcher in this process (routed ingress, as
+    :func:`dispatcher_direct`) on the counter's Zipf keys and on ``n`` ids seen once (every
+    message to an address the dispatcher meets for the first time), with a task actor's
+    garbage-collector settings; median of ``rounds``, alternating."""
+    import gc
+
+    from raystream.engine.ray_runtime import tune_task_gc
+
+    before = gc.get_threshold()
+    tune_task_gc()
+    try:
+        cases = {"10,000 Zipf keys": events(n).column("key").to_pylist(), "ids seen once": [f"k{i:09d}" for i in range(n)]}
+        figures: dict[str, list[float]] = {label: [] for label in cases}
+        for _ in range(rounds):
+            for label, keys in cases.items():
+                gc.collect()
+                t = time.process_time()
+                dispatcher_direct(keys, routed=True)
+                figures[label].append((time.process_time() - t) / n * 1e9)
+    finally:
+        gc.set_threshold(*before)
+    cells = " | ".join(f"{statistics.median(v):,.0f}" for v in figures.values())
+    return (f"**Addresses met for the first time** (p=1 dispatcher in-process, routed ingress, {n:,} messages; CPU ns "
+            f"per message, median of {rounds})\n\n| {' | '.join(cases)} |\n|---:|---:|\n| {cells} |")
+
+
 def ingress_side_cost(keys: list[str], routed: bool, rounds: int = 3) -> list[float]:
     """CPU ns per message of the ingress side of a p=2 job, in this process: the ingress
     (a Python router, or ``routed``: the routed ingress) on ``(key, 1)`` batches as the
@@ -769,6 +796,10 @@ def main(argv: list[str] | None = None) -> str:
         "instruction counters such as valgrind: compare K=0 with K=2), and print nothing else",
     )
     p.add_argument(
+        "--new-addresses", action="store_true",
+        help="only the p=1 dispatcher in this process on Zipf keys and on --n ids seen once",
+    )
+    p.add_argument(
         "--ingress-side", action="store_true",
         help="only measure the ingress side of a p=2 job in this process (router or routed ingress, the exchange)",
     )
@@ -786,6 +817,10 @@ def main(argv: list[str] | None = None) -> str:
         if not args.no_write:
             harness.update_results("bench_statefun --async-io", body)
         return body
+    if args.new_addresses:
+        text = new_addresses_section(args.n)
+        print(text)
+        return text
     if args.ingress_side:
         text = ingress_side_section(args.n)
         print(text)

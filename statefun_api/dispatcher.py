@@ -93,6 +93,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, NoReturn
 
 from raystream.checkpoint import (
@@ -137,6 +138,7 @@ from raystream.statefun_api.routing import (
     describe_records,
     egress_tag,
     feedback_batch,
+    message_record_key_groups,
     message_to_record,
     record_caller,
     records_to_arrow_batch,
@@ -163,6 +165,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _KG_CACHE_LIMIT = 1 << 16
+#: new addresses in one queued batch from which their key groups are computed at once
+_KG_BATCH_MIN = 32
 #: messages to other subtasks, local overflow and egress records leave a step in chunks of this size
 _CHUNK = 8192
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -575,6 +579,24 @@ class FunctionDispatcher(StreamOperator):
             kg = self._kg_cache[key] = key_group_for(key, self._max_parallelism)
         return kg
 
+    def _cache_key_groups(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Compute the key groups of the addresses among ``keys`` that :meth:`_drain` has no
+        target for yet, at once (hashed with numpy as the exchange hashes message records:
+        ~0.1 us an address instead of ~2 us for a ``key_group_for`` in Python each), so that
+        a burst of messages to addresses seen for the first time (ids seen once: orders,
+        sessions) does not pay a Python hash per address."""
+        targets = self._targets
+        kg_cache = self._kg_cache
+        new = [key for key in keys if key not in targets and key not in kg_cache]
+        if len(new) < _KG_BATCH_MIN:
+            return
+        groups = message_record_key_groups(new, self._max_parallelism)
+        if groups is None:
+            return
+        if len(kg_cache) + len(new) > _KG_CACHE_LIMIT:
+            kg_cache.clear()
+        kg_cache.update(zip(new, groups.tolist()))
+
     def _admit(self) -> None:
         """Move held ingress messages into the queue while the in-flight work is under the cap."""
         held = self._held
@@ -623,6 +645,7 @@ class FunctionDispatcher(StreamOperator):
         ready = self._ready
         rpc = self._rpc
         if rpc is None:
+            before = len(ready)
             for key, record in zip(map(address_key, records), records):
                 q = pending.get(key)
                 if q is None:
@@ -631,6 +654,8 @@ class FunctionDispatcher(StreamOperator):
                 else:
                     q.append(record)
             self._pending_count += len(records)
+            if len(ready) - before >= _KG_BATCH_MIN:
+                self._cache_key_groups(islice(ready, before, None))
             return
         here = self._invoked_here
         local = 0

@@ -256,8 +256,11 @@ def message_key_groups(batch: pa.RecordBatch, max_parallelism: int) -> np.ndarra
     return key_groups_of_tuples([batch.column(TARGET_TYPENAME), batch.column(TARGET_ID)], max_parallelism)
 
 
-def message_record_key_groups(records: list[MessageRecord], max_parallelism: int) -> np.ndarray | None:
-    """The key groups of :func:`address_key` of every message record of a list, computed as
+def message_record_key_groups(
+    records: list[MessageRecord] | list[tuple[str, str]], max_parallelism: int
+) -> np.ndarray | None:
+    """The key groups of :func:`address_key` of every message record of a list (or of every
+    ``(typename, id)`` address key of a list), computed as
     :func:`message_key_groups` does on an Arrow batch: the typename and id columns hashed
     with numpy, each distinct value once. No key tuple is made and hashed per record, and
     no id is remembered (ingress ids are often seen once: a process-wide cache of keys

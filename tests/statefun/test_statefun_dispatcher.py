@@ -565,3 +565,28 @@ def test_async_functions_keep_what_they_made_on_the_loop_between_calls_and_dispa
             run.send(message_builder("test/client", "a", int_value=i), message_builder("test/client", "b", int_value=i))
         assert [run.state("test/client", k, "total") for k in ("a", "b")] == [60, 60]
     assert not client["task"].done()
+
+
+@pytest.mark.parametrize("parallelism", [1, 3])
+def test_addresses_met_for_the_first_time_get_their_key_groups_per_batch(parallelism, monkeypatch):
+    """A batch of messages to addresses the dispatcher has not met (ids seen once) has its
+    key groups computed at once, each equal to key_group_for; state, egress and routing as
+    when each is hashed on its own."""
+    from raystream.statefun_api import dispatcher as dispatcher_module
+
+    hashed = []
+    original = dispatcher_module.key_group_for
+    monkeypatch.setattr(dispatcher_module, "key_group_for", lambda key, mp: hashed.append(key) or original(key, mp))
+    ids = [f"order-{i}" for i in range(600)]
+    run = LocalDispatchers(fanout_functions(0), parallelism=parallelism, egresses=["test/counts"])
+    run.send(*[message_builder("test/counter", i, int_value=2) for i in ids])
+    run.send(*[message_builder("test/counter", i, int_value=3) for i in ids[::3]])
+    run.run_until_idle()
+    expected = sorted([f"{i}=2" for i in ids] + [f"{i}=5" for i in ids[::3]])
+    assert sorted(run.egress("test/counts")) == expected
+    assert all(run.state("test/counter", i, "n") == (5 if k % 3 == 0 else 2) for k, i in enumerate(ids))
+    for op in run.dispatchers:
+        for key, kg in op._kg_cache.items():
+            assert kg == key_group_for(key, op._max_parallelism)
+            assert kg in op._range
+    assert len(hashed) < 50, f"{len(hashed)} addresses hashed one by one"
