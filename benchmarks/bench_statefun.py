@@ -447,11 +447,48 @@ def new_addresses_section(n: int, rounds: int = 3) -> str:
                 t = time.process_time()
                 dispatcher_direct(keys, routed=True)
                 figures[label].append((time.process_time() - t) / n * 1e9)
+        fan: dict[int, list[float]] = {1: [], 2: []}
+        for _ in range(rounds):
+            for p in (1, 2):
+                gc.collect()
+                fan[p].append(_fan_out_to_new_addresses(n, p))
     finally:
         gc.set_threshold(*before)
-    cells = " | ".join(f"{statistics.median(v):,.0f}" for v in figures.values())
-    return (f"**Addresses met for the first time** (p=1 dispatcher in-process, routed ingress, {n:,} messages; CPU ns "
-            f"per message, median of {rounds})\n\n| {' | '.join(cases)} |\n|---:|---:|\n| {cells} |")
+    cells = " | ".join(f"{statistics.median(v):,.0f}" for v in [*figures.values(), *fan.values()])
+    return (f"**Addresses met for the first time** (in-process; CPU ns per message, median of {rounds}): the p=1 "
+            f"dispatcher on {n:,} ingress messages (routed ingress), and functions each sending 1,000 messages to "
+            f"addresses not met before, {n:,} in all (`LocalDispatchers`)\n\n"
+            f"| {' | '.join(cases)} | fan-out to new addresses, p=1 | same, p=2 |\n|---:|---:|---:|---:|\n| {cells} |")
+
+
+def _fan_out_to_new_addresses(n: int, parallelism: int) -> float:
+    """CPU ns per message of ``n // 1000`` invocations that each send 1,000 messages to new
+    addresses, each of which counts (``LocalDispatchers``); the counts are checked."""
+    from raystream.statefun_api import IntType, StatefulFunctions, ValueSpec, message_builder
+    from raystream.statefun_api.local import LocalDispatchers
+
+    functions = StatefulFunctions()
+
+    @functions.bind("bench/fan")
+    def fan(context: Any, message: Any) -> None:
+        base = message.as_int()
+        for i in range(1000):
+            context.send(message_builder("bench/leaf", f"{base}-{i}", int_value=1))
+
+    @functions.bind("bench/leaf", specs=[ValueSpec("n", IntType)])
+    def leaf(context: Any, message: Any) -> None:
+        context.storage.n = (context.storage.n or 0) + 1
+
+    bursts = max(1, n // 1000)
+    run = LocalDispatchers(functions, parallelism=parallelism)
+    t = time.process_time()
+    for b in range(0, bursts, 20):
+        run.send(*[message_builder("bench/fan", str(i), int_value=i) for i in range(b, min(b + 20, bursts))])
+    run.run_until_idle()
+    cpu = time.process_time() - t
+    if run.state("bench/leaf", f"{bursts - 1}-999", "n") != 1:
+        raise AssertionError("fan-out: a leaf was not counted once")
+    return cpu / (bursts * 1000) * 1e9
 
 
 def ingress_side_cost(keys: list[str], routed: bool, rounds: int = 3) -> list[float]:

@@ -1099,6 +1099,8 @@ class FunctionDispatcher(StreamOperator):
             else:
                 st.update(value)
         if sent:
+            if len(sent) >= _KG_BATCH_MIN:  # a fan-out: the key groups of its new addresses at once
+                self._cache_key_groups(map(address_key, sent))
             route = self._route
             for record in sent:
                 route(record)

@@ -590,3 +590,20 @@ def test_addresses_met_for_the_first_time_get_their_key_groups_per_batch(paralle
             assert kg == key_group_for(key, op._max_parallelism)
             assert kg in op._range
     assert len(hashed) < 50, f"{len(hashed)} addresses hashed one by one"
+
+
+@pytest.mark.parametrize("parallelism", [1, 3])
+def test_a_fan_out_to_new_addresses_gets_their_key_groups_at_once(parallelism, monkeypatch):
+    from raystream.statefun_api import dispatcher as dispatcher_module
+
+    hashed = []
+    original = dispatcher_module.key_group_for
+    monkeypatch.setattr(dispatcher_module, "key_group_for", lambda key, mp: hashed.append(key) or original(key, mp))
+    run = LocalDispatchers(fanout_functions(600), parallelism=parallelism, egresses=["test/counts"])
+    run.send(message_builder("test/counter", "origin", str_value="burst"))
+    run.run_until_idle()
+    assert sorted(run.egress("test/counts")) == sorted(f"c{i}=1" for i in range(600))
+    for op in run.dispatchers:
+        for key, kg in op._kg_cache.items():
+            assert kg == key_group_for(key, op._max_parallelism)
+    assert len(hashed) < 50, f"{len(hashed)} addresses hashed one by one"
