@@ -590,12 +590,12 @@ class FunctionDispatcher(StreamOperator):
         new = [key for key in keys if key not in targets and key not in kg_cache]
         if len(new) < _KG_BATCH_MIN:
             return
-        groups = message_record_key_groups(new, self._max_parallelism)
-        if groups is None:
-            return
         if len(kg_cache) + len(new) > _KG_CACHE_LIMIT:
             kg_cache.clear()
-        kg_cache.update(zip(new, groups.tolist()))
+            new = new[:_KG_CACHE_LIMIT]  # (the cache's bound holds for any fan-out; the rest are hashed as met)
+        groups = message_record_key_groups(new, self._max_parallelism)
+        if groups is not None:
+            kg_cache.update(zip(new, groups.tolist()))
 
     def _admit(self) -> None:
         """Move held ingress messages into the queue while the in-flight work is under the cap."""

@@ -607,3 +607,24 @@ def test_a_fan_out_to_new_addresses_gets_their_key_groups_at_once(parallelism, m
         for key, kg in op._kg_cache.items():
             assert kg == key_group_for(key, op._max_parallelism)
     assert len(hashed) < 50, f"{len(hashed)} addresses hashed one by one"
+
+
+def test_the_key_group_cache_stays_bounded_under_a_fan_out_larger_than_it(monkeypatch):
+    from raystream.statefun_api import dispatcher as dispatcher_module
+
+    monkeypatch.setattr(dispatcher_module, "_KG_CACHE_LIMIT", 100)
+    run = LocalDispatchers(fanout_functions(450), parallelism=1, egresses=["test/counts"])
+    sizes = []
+    op = run.dispatchers[0]
+    original = op._cache_key_groups
+
+    def watched(keys):
+        original(keys)
+        sizes.append(len(op._kg_cache))
+
+    monkeypatch.setattr(op, "_cache_key_groups", watched)
+    run.send(message_builder("test/counter", "origin", str_value="burst"))
+    run.run_until_idle()
+    assert sorted(run.egress("test/counts")) == sorted(f"c{i}=1" for i in range(450))
+    assert sizes and max(sizes) <= 100
+    assert len(op._kg_cache) <= 100
