@@ -30,9 +30,11 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
+import operator
 import struct
 import zlib
 from dataclasses import dataclass
+from itertools import compress, repeat
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -213,6 +215,10 @@ _CACHE: dict[int, dict] = {}
 _CACHE_LIMIT = 1 << 20
 _STR = {str}
 _INT = {int}
+_TUPLE = {tuple}
+_PAIR = {2}
+_FIRST = operator.itemgetter(0)
+_SECOND = operator.itemgetter(1)
 
 
 def _cache_for(max_parallelism: int) -> dict:
@@ -222,50 +228,51 @@ def _cache_for(max_parallelism: int) -> dict:
     return cache
 
 
-#: lists of at least this many keys, all str or all int, are hashed as an Arrow column
-_VECTOR_MIN_KEYS = 64
+#: lists of at least this many keys of one form are hashed as columns, without the cache
+_VECTOR_MIN_KEYS = 1024
+#: keys missing from the cache in one shorter list from which they are hashed as columns
+_VECTOR_MIN_MISSES = 32
 
 
 def key_groups_of_keys(keys: list, max_parallelism: int) -> np.ndarray:
-    """Key groups of a list of Python keys. A list of ``_VECTOR_MIN_KEYS`` or more keys that
-    are all ``str`` (or all ``int`` within 64 bits) is hashed as an Arrow column would be
-    (:func:`key_groups_of_array`): ~40 ns a key, whether or not it was seen before. Other
-    keys go through a per-process cache (each distinct key hashed once: ~0.6-1.7 us in
-    Python the first time, ~50 ns after).
+    """Key groups of a list of Python keys. Keys of one form (all ``str``, all ``int``
+    within 64 bits, or all pairs of ``str`` such as a message's address) are hashed as
+    Arrow columns (:func:`key_groups_of_array`): a list of ``_VECTOR_MIN_KEYS`` or more (a
+    batch of an exchange) entirely, ~50-120 ns a key whether or not it was seen before
+    (ids seen once: orders, sessions); a shorter one goes through a per-process cache
+    (~35-50 ns a key it holds, the columns' ~20-40 us of fixed cost saved), its misses as
+    columns when there are ``_VECTOR_MIN_MISSES`` or more of one form. Other keys are hashed
+    once with :func:`stable_hash` in Python (~0.6-2 us a key) and cached.
 
     Example:
-        >>> keys = [f"user-{i}" for i in range(100)]
+        >>> keys = [f"user-{i}" for i in range(2000)]
         >>> key_groups_of_keys(keys, 128).tolist() == [key_group_for(k, 128) for k in keys]
         True
     """
     if len(keys) >= _VECTOR_MIN_KEYS:
-        types = set(map(type, keys))
-        if types == _STR:
-            try:
-                column = pa.array(keys, pa.string())
-            except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeError):  # (a lone surrogate)
-                pass
-            else:
-                return key_groups_of_array(column, max_parallelism)
-        elif types == _INT:
-            try:
-                values = np.array(keys, dtype=np.int64)
-            except OverflowError:
-                pass
-            else:
-                return (_mix64_np(values.view(np.uint64)) % np.uint64(max_parallelism)).astype(np.int64)
-    return _key_groups_cached(keys, max_parallelism)
+        groups = _key_groups_as_columns(keys, max_parallelism)
+        if groups is not None:
+            return groups
+    return _key_groups_cached(keys, max_parallelism, columns=True)
 
 
-def _key_groups_cached(keys: list, max_parallelism: int) -> np.ndarray:
-    """:func:`key_groups_of_keys` through the per-process cache (what the column paths fall
-    back to for values they do not hash themselves)."""
+def _key_groups_cached(keys: list, max_parallelism: int, columns: bool = False) -> np.ndarray:
+    """:func:`key_groups_of_keys`; without ``columns`` missing keys are hashed one by one
+    (what the column paths fall back to for values they do not hash themselves)."""
     cache = _cache_for(max_parallelism)
     try:
         groups = list(map(cache.get, keys))  # one dict lookup per key; None: not seen yet
     except TypeError:  # an unhashable key: hash every key without the cache
         return np.fromiter((stable_hash(k) % max_parallelism for k in keys), dtype=np.int64, count=len(keys))
     if None in groups:
+        if columns and groups.count(None) >= _VECTOR_MIN_MISSES:
+            missing = list(compress(keys, map(operator.is_, groups, repeat(None))))
+            found = _key_groups_as_columns(missing, max_parallelism)
+            if found is not None:
+                cache.update(zip(missing, found.tolist()))
+                groups = list(map(cache.get, keys))
+                if None not in groups:
+                    return np.array(groups, dtype=np.int64)
         # new keys (a stream keeps meeting rare keys long after its hot ones are cached): hash
         # each missing one once, found with C-level scans rather than a pass over the batch
         index = groups.index
@@ -281,6 +288,27 @@ def _key_groups_cached(keys: list, max_parallelism: int) -> np.ndarray:
             except ValueError:
                 break
     return np.array(groups, dtype=np.int64)
+
+
+def _key_groups_as_columns(keys: list, max_parallelism: int) -> np.ndarray | None:
+    """Key groups of ``keys`` hashed as Arrow columns when they are all ``str``, all ``int``
+    within 64 bits or all pairs of ``str`` (equal to :func:`key_group_for` of each); ``None``
+    for keys of another form."""
+    types = set(map(type, keys))
+    try:
+        if types == _STR:
+            return key_groups_of_array(pa.array(keys, pa.string()), max_parallelism)
+        if types == _INT:
+            values = np.array(keys, dtype=np.int64)
+            return (_mix64_np(values.view(np.uint64)) % np.uint64(max_parallelism)).astype(np.int64)
+        if types == _TUPLE and set(map(len, keys)) == _PAIR:
+            firsts = list(map(_FIRST, keys))
+            seconds = list(map(_SECOND, keys))
+            if set(map(type, firsts)) == _STR and set(map(type, seconds)) == _STR:
+                return key_groups_of_tuples([pa.array(firsts, pa.string()), pa.array(seconds, pa.string())], max_parallelism)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeError, OverflowError):  # (a lone surrogate, a huge int)
+        pass
+    return None
 
 
 def key_groups_of_array(column: pa.Array | pa.ChunkedArray, max_parallelism: int) -> np.ndarray:

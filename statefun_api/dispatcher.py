@@ -593,7 +593,7 @@ class FunctionDispatcher(StreamOperator):
         if len(kg_cache) + len(new) > _KG_CACHE_LIMIT:
             kg_cache.clear()
             new = new[:_KG_CACHE_LIMIT]  # (the cache's bound holds for any fan-out; the rest are hashed as met)
-        groups = message_record_key_groups(new, self._max_parallelism)
+        groups = message_record_key_groups(new, self._max_parallelism, min_records=_KG_BATCH_MIN)
         if groups is not None:
             kg_cache.update(zip(new, groups.tolist()))
 

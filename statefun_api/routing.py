@@ -257,7 +257,7 @@ def message_key_groups(batch: pa.RecordBatch, max_parallelism: int) -> np.ndarra
 
 
 def message_record_key_groups(
-    records: list[MessageRecord] | list[tuple[str, str]], max_parallelism: int
+    records: list[MessageRecord] | list[tuple[str, str]], max_parallelism: int, min_records: int = 256
 ) -> np.ndarray | None:
     """The key groups of :func:`address_key` of every message record of a list (or of every
     ``(typename, id)`` address key of a list), computed as
@@ -265,17 +265,19 @@ def message_record_key_groups(
     with numpy, each distinct value once. No key tuple is made and hashed per record, and
     no id is remembered (ingress ids are often seen once: a process-wide cache of keys
     hashes each new one in Python, ~1.7 us, against ~0.13 us here). ``None`` when a
-    typename or id is not a string Arrow can hold. The ``record_key_groups`` of the
+    typename or id is not a string Arrow can hold, and for fewer than ``min_records``
+    records (the columns cost ~20-40 us a batch: a few records are cheaper through
+    :func:`~engine.keygroups.key_groups_of_keys`). The ``record_key_groups`` of the
     dispatcher's key selector.
 
     Example:
         >>> from raystream.engine.keygroups import key_group_for
         >>> from raystream.statefun_api import message_builder
         >>> records = [message_to_record(message_builder("a/f", i, int_value=1)) for i in ("1", "2")]
-        >>> message_record_key_groups(records, 128).tolist() == [key_group_for(("a/f", i), 128) for i in ("1", "2")]
+        >>> message_record_key_groups(records, 128, min_records=1).tolist() == [key_group_for(("a/f", i), 128) for i in ("1", "2")]
         True
     """
-    if not records:
+    if not records or len(records) < min_records:
         return None
     strings = pa.string()
     try:

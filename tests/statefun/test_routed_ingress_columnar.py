@@ -145,7 +145,7 @@ def test_key_groups_of_message_batches_equal_those_of_their_keys(addresses, max_
     assert selector.key_groups(Batch.of_arrow(rb), max_parallelism).tolist() == expected
     assert selector.key_groups(Batch.of_records(records), max_parallelism).tolist() == expected
     # the Python records of a router or a fan-out: from their typename and id columns
-    assert message_record_key_groups(records, max_parallelism).tolist() == expected
+    assert message_record_key_groups(records, max_parallelism, min_records=1).tolist() == expected
     selector = KeySelector(address_key, stable_keys=True, record_key_groups=message_record_key_groups)
     assert selector.key_groups(Batch.of_records(records), max_parallelism).tolist() == expected
 
@@ -154,8 +154,10 @@ def test_key_groups_of_message_records_arrow_cannot_hold_are_those_of_their_keys
     # an id with a lone surrogate (a str Python holds, UTF-8 cannot): left to the key-by-key
     # path, which fails as it does without the hook (no stable hash for it)
     records = [("demo/f", "a\udc80", "", "", "io.statefun.types/int", 1, True), ("demo/f", "b", "", "", "io.statefun.types/int", 1, True)]
-    assert message_record_key_groups(records, 128) is None
+    assert message_record_key_groups(records, 128, min_records=1) is None
     assert message_record_key_groups([], 128) is None
+    few = [("demo/f", "b", "", "", "io.statefun.types/int", 1, True)] * 10  # below min_records: the keys' path
+    assert message_record_key_groups(few, 128) is None
     failures = []
     for selector in (KeySelector(address_key, record_key_groups=message_record_key_groups), KeySelector(address_key)):
         with pytest.raises(UnicodeError) as err:
@@ -164,7 +166,7 @@ def test_key_groups_of_message_records_arrow_cannot_hold_are_those_of_their_keys
     assert failures[0] == failures[1]
     # a record of another form: the same
     odd = [("demo/f", 7, "", "", "io.statefun.types/int", 1, True)]
-    assert message_record_key_groups(odd, 128) is None
+    assert message_record_key_groups(odd, 128, min_records=1) is None
     selector = KeySelector(address_key, record_key_groups=message_record_key_groups)
     assert selector.key_groups(Batch.of_records(odd), 128).tolist() == [key_group_for(("demo/f", 7), 128)]
 

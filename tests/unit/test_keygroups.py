@@ -328,11 +328,33 @@ def test_lists_a_column_cannot_hold_take_the_cache_with_the_same_key_groups(monk
 def test_long_lists_of_str_or_int_keys_are_not_hashed_one_by_one(monkeypatch):
     from raystream.engine import keygroups
 
+    ids = [f"order-{i}" for i in range(1000)]  # ids seen once: their misses as columns
+    numbers = list(range(-500, 500))
+    batch = [f"session-{i % 1500}" for i in range(3000)]  # an exchange's batch: as a column
+    pairs = [("demo/f", f"id-{i}") for i in range(2000)]
+    cases = [(keys, [key_group_for(k, 131) for k in keys]) for keys in (ids, numbers, batch, pairs)]
     hashed = []
     original = keygroups.stable_hash
     monkeypatch.setattr(keygroups, "stable_hash", lambda k: hashed.append(k) or original(k))
-    ids = [f"order-{i}" for i in range(1000)]  # ids seen once: no cache to fill
-    numbers = list(range(-500, 500))
-    assert key_groups_of_keys(ids, 128).tolist() == [original(k) % 128 for k in ids]
-    assert key_groups_of_keys(numbers, 128).tolist() == [original(k) % 128 for k in numbers]
-    assert len(hashed) <= 2  # (a column of one value throughout is hashed once)
+    for keys, expected in cases:
+        assert key_groups_of_keys(keys, 131).tolist() == expected
+    assert len(hashed) <= 4  # (a column of one value throughout, a message's typename, is hashed once)
+
+
+def test_new_pairs_of_strings_among_cached_keys_hash_as_columns(monkeypatch):
+    from raystream.engine import keygroups
+
+    max_p = 1009  # a cache of its own
+    cached = [("demo/f", f"old{i}") for i in range(40)]
+    key_groups_of_keys(cached, max_p)
+    fresh = [("demo/f", f"new{i}") for i in range(100)] + [("demo/g", "x")]
+    batch = [k for pair in zip(fresh, cached * 3) for k in pair] + fresh[:5]
+    expected = [key_group_for(k, max_p) for k in batch]
+    hashed = []
+    original = keygroups.stable_hash
+    monkeypatch.setattr(keygroups, "stable_hash", lambda k: hashed.append(k) or original(k))
+    assert key_groups_of_keys(batch, max_p).tolist() == expected
+    assert not [k for k in hashed if type(k) is tuple]  # no pair hashed one by one
+    few = [("demo/f", f"few{i}") for i in range(3)] + cached[:10]  # a few misses: one by one
+    assert key_groups_of_keys(few, max_p).tolist() == [original(k) % max_p for k in few]
+    assert [k for k in hashed if type(k) is tuple] == few[:3]
