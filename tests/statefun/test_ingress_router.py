@@ -117,3 +117,27 @@ def test_messages_with_every_builtin_value_type_keep_their_type():
     got = op.route(records)
     assert got == [message_to_record(message_builder("demo/f", str(i), **v)) for i, v in records]
     assert [repr(r[5]) for r in got] == [repr(message_to_record(message_builder("demo/f", str(i), **v))[5]) for i, v in records]
+
+
+def test_the_router_keeps_the_operator_ids_savepoints_were_taken_with():
+    """The router's node is named and placed as the flat_map it replaced: the derived ids
+    of the router and of the sinks after the dispatcher are those of earlier versions
+    (pinned: a savepoint maps operator state by these ids)."""
+    import raystream as rs
+    from raystream.operators.sinks import CollectSink
+    from raystream.statefun_api import StatefulFunctions
+    from raystream.statefun_api.job import StatefulFunctionsJob
+
+    env = rs.StreamEnvironment(parallelism=2)
+    functions = StatefulFunctions()
+
+    @functions.bind("a/b")
+    def fn(context, message):
+        pass
+
+    sf = StatefulFunctionsJob(env, functions)
+    sf.with_ingress(env.from_collection([1]), lambda n: message_builder("a/b", str(n), int_value=n))
+    sf.egress_stream("a/out").sink_to(CollectSink())
+    uids = sorted(n.stable_uid(env.graph) for n in env.graph.nodes)
+    assert uids == ["collect-9463328a8ea3", "from_collection-2b60fbb6512d", "statefun-discard", "statefun-dispatcher",
+                    "statefun-router-9bff54316feb"]
