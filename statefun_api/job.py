@@ -2,7 +2,7 @@
 
 A :class:`StatefulFunctionsJob` compiles to::
 
-    ingress stream -> router (flat_map: record -> messages) -> key_by(address)
+    ingress stream -> router (IngressRouter: record -> messages) -> key_by(address)
         -> FunctionDispatcher (keyed; side output "statefun-feedback" closed as a feedback
            edge hash-partitioned by address) -> side output "egress:<typename>" -> sink
 
