@@ -51,6 +51,7 @@ __all__ = [
     "subtask_for_key_group",
     "key_groups_of_array",
     "key_groups_of_keys",
+    "key_groups_of_str_pairs",
     "key_groups_of_tuples",
 ]
 
@@ -302,13 +303,29 @@ def _key_groups_as_columns(keys: list, max_parallelism: int) -> np.ndarray | Non
             values = np.array(keys, dtype=np.int64)
             return (_mix64_np(values.view(np.uint64)) % np.uint64(max_parallelism)).astype(np.int64)
         if types == _TUPLE and set(map(len, keys)) == _PAIR:
-            firsts = list(map(_FIRST, keys))
-            seconds = list(map(_SECOND, keys))
-            if set(map(type, firsts)) == _STR and set(map(type, seconds)) == _STR:
-                return key_groups_of_tuples([pa.array(firsts, pa.string()), pa.array(seconds, pa.string())], max_parallelism)
+            return key_groups_of_str_pairs(list(map(_FIRST, keys)), list(map(_SECOND, keys)), max_parallelism)
     except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeError, OverflowError):  # (a lone surrogate, a huge int)
         pass
     return None
+
+
+def key_groups_of_str_pairs(firsts: list, seconds: list, max_parallelism: int) -> np.ndarray | None:
+    """Key groups of the pairs ``(firsts[i], seconds[i])`` hashed as two Arrow string
+    columns (equal to :func:`key_group_for` of each pair); ``None`` unless every item is
+    exactly a ``str`` that Arrow can hold (a str subclass has a hash of its own, by repr).
+
+    Example:
+        >>> key_key = [("a/f", "x"), ("a/f", "y")]
+        >>> key_groups_of_str_pairs(["a/f", "a/f"], ["x", "y"], 128).tolist() == [key_group_for(k, 128) for k in key_key]
+        True
+    """
+    if set(map(type, firsts)) != _STR or set(map(type, seconds)) != _STR:
+        return None
+    try:
+        columns = [pa.array(firsts, pa.string()), pa.array(seconds, pa.string())]
+    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeError):  # (a lone surrogate)
+        return None
+    return key_groups_of_tuples(columns, max_parallelism)
 
 
 def key_groups_of_array(column: pa.Array | pa.ChunkedArray, max_parallelism: int) -> np.ndarray:

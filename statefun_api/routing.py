@@ -47,7 +47,7 @@ from typing import Any, Final
 import numpy as np
 import pyarrow as pa
 
-from raystream.engine.keygroups import key_groups_of_tuples
+from raystream.engine.keygroups import key_groups_of_str_pairs, key_groups_of_tuples
 from raystream.engine.records import KIND_KEY, Batch, records_to_arrow, tuple_columns
 from raystream.statefun_api.address import Address
 from raystream.statefun_api.egress_io import KafkaProducerRecordType, KinesisEgressRecordType
@@ -265,7 +265,7 @@ def message_record_key_groups(
     with numpy, each distinct value once. No key tuple is made and hashed per record, and
     no id is remembered (ingress ids are often seen once: a process-wide cache of keys
     hashes each new one in Python, ~1.7 us, against ~0.13 us here). ``None`` when a
-    typename or id is not a string Arrow can hold, and for fewer than ``min_records``
+    typename or id is not exactly a str that Arrow can hold, and for fewer than ``min_records``
     records (the columns cost ~20-40 us a batch: a few records are cheaper through
     :func:`~engine.keygroups.key_groups_of_keys`). The ``record_key_groups`` of the
     dispatcher's key selector.
@@ -279,13 +279,7 @@ def message_record_key_groups(
     """
     if not records or len(records) < min_records:
         return None
-    strings = pa.string()
-    try:
-        typenames = pa.array(list(map(_target_typename, records)), strings)
-        ids = pa.array(list(map(_target_id, records)), strings)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeError):
-        return None
-    return key_groups_of_tuples([typenames, ids], max_parallelism)
+    return key_groups_of_str_pairs(list(map(_target_typename, records)), list(map(_target_id, records)), max_parallelism)
 
 
 _target_typename = operator.itemgetter(TARGET_TYPENAME)

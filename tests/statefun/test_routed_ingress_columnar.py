@@ -247,3 +247,14 @@ def test_a_parallel_routed_job_on_ray_equals_the_router_job(ray_session):
     expected = _egress(1, False, False, _KEYS, ray=True)
     assert _egress(2, True, False, _KEYS, ray=True) == expected
     assert _egress(2, True, True, _KEYS, ray=True) == expected
+
+
+class _Id(str):
+    """A str subclass: stable_hash hashes it by repr, not as the plain str."""
+
+
+def test_str_subclass_ids_keep_the_key_groups_of_their_keys():
+    records = [("demo/f", _Id(f"i{n}") if n % 2 else f"i{n}", "", "", "io.statefun.types/int", 1, True) for n in range(300)]
+    assert message_record_key_groups(records, 128, min_records=1) is None
+    selector = KeySelector(address_key, record_key_groups=message_record_key_groups)
+    assert selector.key_groups(Batch.of_records(records), 128).tolist() == [key_group_for(address_key(r), 128) for r in records]
