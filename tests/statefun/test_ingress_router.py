@@ -141,3 +141,95 @@ def test_the_router_keeps_the_operator_ids_savepoints_were_taken_with():
     uids = sorted(n.stable_uid(env.graph) for n in env.graph.nodes)
     assert uids == ["collect-9463328a8ea3", "from_collection-2b60fbb6512d", "statefun-discard", "statefun-dispatcher",
                     "statefun-router-9bff54316feb"]
+
+
+# ---------------------------------------------------------------- Arrow batches at parallelism > 1
+
+
+class _Id(str):
+    """An id of a str subclass: its key group is that of its repr, so it must stay a record."""
+
+
+def _columnar(records):
+    return IngressRouter(_router).route_batch(records, columnar=True)
+
+
+def test_a_parallel_router_emits_the_same_records_as_one_arrow_batch():
+    from raystream.engine.records import records_to_arrow
+
+    records = [("int", f"k{i}") for i in range(300)]
+    batch = _columnar(records)
+    assert batch.is_arrow
+    assert batch.records() == _expected(records)
+    # the form a channel would make of the records: the dispatcher reads it the same way
+    assert batch.arrow().schema == records_to_arrow(_expected(records)).schema
+    assert [type(r[5]) for r in batch.records()] == [int] * 300
+
+
+@pytest.mark.parametrize("tail", [
+    [("str", "x")],  # another value type
+    [("json", "x")],  # a value held serialized
+    [("many", "x")],  # a list of messages
+    [("gen", "x")],
+    [("empty", "x")],
+    [("none", "x"), ("int", "z")],  # no message: still one Arrow batch
+])
+def test_a_message_that_does_not_fit_the_columns_makes_records_from_there_on_in_order(tail):
+    records = [("int", f"k{i}") for i in range(260)] + tail + [("int", f"t{i}") for i in range(5)]
+    batch = _columnar(records)
+    assert batch.records() == _expected(records)
+    assert batch.is_arrow == (tail[0][0] == "none")
+
+
+def test_every_builtin_value_type_round_trips_through_the_columns():
+    for kw, value in [("int_value", -(2**31)), ("long_value", 2**62), ("str_value", "é"), ("bool_value", True),
+                      ("double_value", 2.5)]:
+        op = IngressRouter(lambda r, kw=kw, value=value: message_builder("demo/f", str(r), **{kw: value}))
+        batch = op.route_batch(list(range(300)), columnar=True)
+        assert batch.is_arrow, kw
+        expected = [message_to_record(message_builder("demo/f", str(i), **{kw: value})) for i in range(300)]
+        assert batch.records() == expected
+        assert {repr(r[5]) for r in batch.records()} == {repr(value)}
+    # a float (32 bits) is held serialized: records
+    op = IngressRouter(lambda r: message_builder("demo/f", str(r), float_value=1.5))
+    assert not op.route_batch(list(range(300)), columnar=True).is_arrow
+
+
+def test_ids_arrow_cannot_hold_or_of_a_str_subclass_stay_records():
+    for bad in (_Id("sub"), "lone \udc80 surrogate"):
+        op = IngressRouter(lambda r, bad=bad: message_builder("demo/f", bad if r == 150 else str(r), int_value=1))
+        batch = op.route_batch(list(range(300)), columnar=True)
+        assert not batch.is_arrow
+        assert batch.records()[150][1] is bad
+
+
+def test_several_target_types_share_one_batch_and_few_records_stay_records():
+    op = IngressRouter(lambda r: message_builder(f"demo/f{r % 3}", str(r), int_value=r))
+    batch = op.route_batch(list(range(300)), columnar=True)
+    assert batch.is_arrow and [r[0] for r in batch.records()[:4]] == ["demo/f0", "demo/f1", "demo/f2", "demo/f0"]
+    assert not op.route_batch(list(range(10)), columnar=True).is_arrow
+    assert not op.route_batch(list(range(300))).is_arrow  # parallelism 1: nothing to ship
+
+
+def test_a_failing_router_names_the_record_on_the_columnar_path():
+    def routing(r):
+        if r == 200:
+            raise KeyError("no such user")
+        return message_builder("demo/f", str(r), int_value=1)
+
+    with pytest.raises(UserCodeError) as err:
+        IngressRouter(routing).route_batch(list(range(300)), columnar=True)
+    assert err.value.record == 200 and "no such user" in repr(err.value.original)
+    bad = IngressRouter(lambda r: 42 if r == 280 else message_builder("demo/f", str(r), int_value=1))
+    with pytest.raises(UserCodeError, match="returned 42"):
+        bad.route_batch(list(range(300)), columnar=True)
+
+
+def test_the_key_groups_of_the_arrow_batch_are_those_of_its_records():
+    from raystream.engine.keygroups import key_group_for
+    from raystream.statefun_api.ingress import RoutedIngress
+
+    op = IngressRouter(lambda r: message_builder(f"demo/f{r % 2}", f"user-{r}", int_value=r))
+    rb = op.route_batch(list(range(1000)), columnar=True).arrow()
+    groups = RoutedIngress.message_key_groups(rb, 128)
+    assert groups.tolist() == [key_group_for((f"demo/f{r % 2}", f"user-{r}"), 128) for r in range(1000)]
