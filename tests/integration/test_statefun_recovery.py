@@ -103,12 +103,14 @@ def reference() -> list[str]:
 
 
 def build(
-    env: rs.StreamEnvironment, gate: str | None = None, asynchronous: bool = False
+    env: rs.StreamEnvironment, gate: str | None = None, asynchronous: bool = False, sources: int = 1, batch: int = 100
 ) -> tuple[rs.DataStream, StatefulFunctionsJob]:
-    """The job; with ``gate``, the ingress pauses halfway until that file exists."""
+    """The job; with ``gate``, the ingress pauses halfway until that file exists. By default
+    one source subtask, so the ingress order is fixed (the egress multiset does not depend on
+    it); with ``sources=2`` and batches of 256 or more the router runs in parallel and emits
+    Arrow message batches (``IngressRouter.route_batch``)."""
     sf = StatefulFunctionsJob(env, functions(asynchronous), name="fwd")
-    # one source subtask: the ingress order is fixed (the egress multiset does not depend on it)
-    sf.with_ingress(gated.generate(env, ingress, N, RATE, 100, gate).set_parallelism(1).uid("src"), route)
+    sf.with_ingress(gated.generate(env, ingress, N, RATE, batch, gate).set_parallelism(sources).uid("src"), route)
     sink = sf.egress_stream(EGRESS).sink_to(CollectSink(), name="collect").set_parallelism(1)
     return sink, sf
 
@@ -141,6 +143,21 @@ def test_killed_tasks_give_exactly_the_failure_free_egress(reference, tmp_path, 
     assert result.metrics["restarts"] >= 1
     assert result.checkpoints["completed"] >= 1
     assert len(got) == len(reference)
+    assert got == reference
+
+
+def test_killed_tasks_behind_a_parallel_router_give_exactly_the_failure_free_egress(reference, tmp_path):
+    env = make_env(2, tmp_path)
+    sink, _ = build(env, sources=2, batch=300)
+    parallelisms = [v.parallelism for v in env.get_job_graph().vertices]
+    assert parallelisms[0] == 2  # the source and its router: Arrow batches into the exchange
+    client = env.execute_async("statefun-exactly-once-parallel-router")
+    killed = kill_tasks(client, parallelisms, 2, seed=11)
+    result = client.wait()
+    got = sorted(egress_of(result, env, sink))
+    assert killed, "the job ended before any task could be killed"
+    assert result.metrics["restarts"] >= 1
+    assert result.checkpoints["completed"] >= 1
     assert got == reference
 
 
