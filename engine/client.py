@@ -282,8 +282,23 @@ class JobClient:
                 self._master.cancel.remote(self._job_id)
                 # the job's result is now an expected JobCancelled: taken as it arrives, so Ray
                 # does not report an "Unhandled error" when a client that is never waited on
-                # (a notebook cell that only cancels) lets go of it; wait() still raises it
-                self._run_ref.future()
+                # (a notebook cell that only cancels) lets go of it; wait() still raises it.
+                # And it is settled as it arrives: the master goes back to the worker pool and
+                # the executors are released or killed, whether or not anyone waits (a client
+                # kept alive, e.g. by a notebook, held them until it was garbage)
+                self._run_ref.future().add_done_callback(self._settle_when_cancelled)
+
+    def _settle_when_cancelled(self, _future: Any) -> None:
+        """The done-callback of a cancelled job's run (on a Ray thread that must not block):
+        settle it on a thread of its own, as ``wait()`` would (what it raises is kept for
+        ``wait()``)."""
+        def settle() -> None:
+            try:
+                self._finish(None)
+            except BaseException:  # noqa: BLE001 - JobCancelled (or the job's failure): kept in self._error
+                pass
+
+        threading.Thread(target=settle, name="raystream-cancelled-job", daemon=True).start()
 
     def wait(self, timeout: float | None = None, progress: bool | None = None, interval_s: float = 1.0) -> JobResult:
         """Block until the job ends; return its result or raise JobFailed / JobCancelled.
@@ -376,9 +391,10 @@ class JobClient:
         tag}``: the master handed them back; the next deployment onto one tells it the tag,
         and it waits for that release before it takes new tasks, and ends itself if that
         release finds it not clean); kill the rest."""
-        if self._closed:
-            return
-        self._closed = True
+        with self._lock:  # (wait() and the settling of a cancelled job may both get here)
+            if self._closed:
+                return
+            self._closed = True
         self._submission = None  # (for a failover of a running job: a client kept in a notebook keeps no job code)
         doomed = []
         if self._pool is not None and master_ok:

@@ -148,6 +148,7 @@ from raystream.statefun_api.state_layout import DELAY_SEQ_STATE, DELAYED_STATE, 
 from raystream.statefun_api.storage import (
     AddressScopedStorage,
     StorageSlots,
+    explain_attribute_error,
     load_storage,
     storage_class,
 )
@@ -820,7 +821,8 @@ class FunctionDispatcher(StreamOperator):
                             try:
                                 outcome = fun(context, m)
                             except Exception as exc:
-                                raise invocation_failure(address, index, n, m.value_typename(), context._caller, exc) from exc
+                                error = explain_attribute_error(storage, exc)  # (an undeclared name assigned)
+                                raise invocation_failure(address, index, n, m.value_typename(), context._caller, error) from exc
                             if outcome is not None and inspect.isawaitable(outcome):  # a sync wrapper returning a coroutine
                                 await_privately(outcome, address, index, n, m.value_typename(), context._caller)
                             if _refcount(m) > 2:  # the function kept the message (local `m` + the call's argument)

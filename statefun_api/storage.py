@@ -6,6 +6,10 @@ away, so a value of the wrong type fails at the assignment; ``del`` removes the 
 Only values that were assigned or deleted are reported back as mutations; an assignment
 counts even if the bytes are unchanged (it refreshes an ``expire_after_write`` TTL).
 
+The engine's dispatcher uses a faster class (:func:`storage_class` with ``fast=True``, see
+there): values of the built-in immutable types sit in plain slots, and an assignment is
+checked when the dispatcher stores the address, at the end of the batch of messages to it.
+
 Values are deserialized on every read, as in the SDK: mutate a copy and assign it back
 (``cart = storage.cart; cart.append(x); storage.cart = cart``). Values of the built-in
 immutable types (int, long, double, string, bool) are decoded once and kept, so a batch of
@@ -25,7 +29,7 @@ Example:
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from raystream.statefun_api.spec import ValueSpec
@@ -69,7 +73,7 @@ class _Cell:
     An assignment of a valid built-in immutable value only keeps the object (``tv`` is
     ``_STALE``); its TypedValue is made once, when the changes are collected."""
 
-    __slots__ = ("spec", "typename", "tv", "dirty", "obj", "_exact", "_lo", "_hi")
+    __slots__ = ("spec", "typename", "tv", "dirty", "obj", "_exact", "_lo", "_hi", "shown")
 
     def __init__(self, spec: ValueSpec, typename: str, value: StateValue) -> None:
         self.spec = spec
@@ -92,6 +96,8 @@ class _Cell:
             tv = TypedValue(spec.type.typename, True, bytes(value))
         self.tv = tv
         self.dirty = False
+        #: the object a fast storage slot was last given or found holding (StorageSlots)
+        self.shown: Any = None
         ranges: tuple[Any, Any, Any] = _RANGES.get(spec.type, (None, None, None))
         self._exact, self._lo, self._hi = ranges
         if tv is None:
@@ -198,6 +204,8 @@ class AddressScopedStorage:
     __slots__ = ("__cells", "__typename")
     #: the declared names whose cells a :func:`storage_class` keeps in slots, in order
     _cell_names: tuple[str, ...] = ()
+    #: the names a ``fast`` storage class keeps in plain slots (:func:`storage_class`)
+    _fast_names: tuple[str, ...] = ()
 
     def __init__(self, typename: str, cells: dict[str, _Cell]) -> None:
         object.__setattr__(self, "_AddressScopedStorage__typename", typename)
@@ -362,11 +370,19 @@ _setattr = object.__setattr__
 _NO_RANGE: tuple[Any, Any, Any] = (None, None, None)
 
 
-def storage_class(specs: tuple[ValueSpec, ...]) -> type[AddressScopedStorage]:
+def storage_class(specs: tuple[ValueSpec, ...], fast: bool = False) -> type[AddressScopedStorage]:
     """A subclass of :class:`AddressScopedStorage` with a property per spec name that reads
     the value held decoded without a Python call (``storage.name`` is ``operator.attrgetter``
     of the name's cell, kept in a slot, and the cell's ``obj``); a value held serialized
     falls back to ``__getattr__``, which decodes it (cached per tuple of spec names).
+
+    ``fast`` (the engine's dispatcher, :class:`StorageSlots`): the values of the built-in
+    immutable types (:func:`fast_names`) are plain slots of the storage, so that reading
+    *and assigning* them runs no Python code; :class:`StorageSlots` fills the slots when it
+    loads an address and reads back what changed when it stores it (:func:`_sync_fast`).
+    The other declared names are properties that read, assign and delete through their
+    cells as the plain class does. Assigning an undeclared name raises Python's own
+    ``AttributeError`` (:func:`explain_attribute_error` words it as the plain class does).
 
     Example:
         >>> from raystream.statefun_api.spec import ValueSpec
@@ -374,21 +390,146 @@ def storage_class(specs: tuple[ValueSpec, ...]) -> type[AddressScopedStorage]:
         >>> s = cls("a/b", {"n": _Cell(ValueSpec("n", IntType), "a/b", b"\\r\\x05\\x00\\x00\\x00")})
         >>> s.n, s.n  # decoded at the first read, then read from the cell
         (5, 5)
+        >>> type(storage_class((ValueSpec("n", IntType),), fast=True).__dict__["n"]).__name__
+        'member_descriptor'
     """
     names = tuple(spec.name for spec in specs)
-    cls = _CLASSES.get(names)
+    fast_set = fast_names(specs) if fast else ()
+    key = (names, fast_set)
+    cls = _CLASSES.get(key)
     if cls is None:
-        read = tuple(name for name in names if not name.startswith("_"))[: len(_CELL_SLOTS)]
-        ns: dict[str, Any] = {"__slots__": _CELL_SLOTS[: len(read)], "_cell_names": read}
-        for slot, name in zip(_CELL_SLOTS, read):
-            ns[name] = property(operator.attrgetter(f"{slot}.obj"), doc=f"The declared value {name!r}.")
-        cls = type("AddressScopedStorage", (AddressScopedStorage,), ns)
+        if fast_set:
+            cls = _fast_class(names, fast_set)
+        else:
+            read = tuple(name for name in names if not name.startswith("_"))[: len(_CELL_SLOTS)]
+            ns: dict[str, Any] = {"__slots__": _CELL_SLOTS[: len(read)], "_cell_names": read}
+            for slot, name in zip(_CELL_SLOTS, read):
+                ns[name] = property(operator.attrgetter(f"{slot}.obj"), doc=f"The declared value {name!r}.")
+            cls = type("AddressScopedStorage", (AddressScopedStorage,), ns)
         if len(_CLASSES) < 1024:
-            _CLASSES[names] = cls
+            _CLASSES[key] = cls
     return cls
 
 
-_CLASSES: dict[tuple[str, ...], type[AddressScopedStorage]] = {}
+def fast_names(specs: tuple[ValueSpec, ...]) -> tuple[str, ...]:
+    """The names a ``fast`` :func:`storage_class` keeps in plain slots: those of the built-in
+    immutable types (int, long, double, string, bool) without a TTL refreshed by writes
+    (``expire_after_write``: an assignment of the same value must count). None at all when a
+    name starts with ``_`` or there are more than 64 names (the plain class then).
+
+    Example:
+        >>> from raystream.statefun_api.spec import ValueSpec
+        >>> from raystream.statefun_api.types import make_json_type
+        >>> fast_names((ValueSpec("n", IntType), ValueSpec("cart", make_json_type("a/Cart"))))
+        ('n',)
+    """
+    names = [spec.name for spec in specs]
+    if len(names) > len(_CELL_SLOTS) or any(name.startswith("_") for name in names):
+        return ()
+    return tuple(spec.name for spec in specs if spec.type in _RANGES and spec.expiration_mode != "after_write")
+
+
+def _fast_class(names: tuple[str, ...], fast: tuple[str, ...]) -> type[AddressScopedStorage]:
+    """The ``fast`` storage class of :func:`storage_class`."""
+    fast_set = frozenset(fast)
+    names_set = frozenset(names)
+    ns: dict[str, Any] = {
+        "__slots__": _CELL_SLOTS[: len(names)] + fast,
+        "_cell_names": names,
+        "_fast_names": fast,
+        "__setattr__": object.__setattr__,  # (a slot or a property: no Python frame for a fast name)
+    }
+    for slot, name in zip(_CELL_SLOTS, names):
+        if name not in fast_set:
+            ns[name] = property(
+                operator.attrgetter(f"{slot}.obj"), _cell_setter(slot), _cell_deleter(slot), doc=f"The declared value {name!r}."
+            )
+
+    def __getattr__(self: AddressScopedStorage, name: str) -> Any:
+        if name in fast_set:  # a fast slot is empty only after `del storage.name`
+            return None
+        return AddressScopedStorage.__getattr__(self, name)
+
+    def __delattr__(self: AddressScopedStorage, name: str) -> None:
+        if name in fast_set:
+            try:
+                object.__delattr__(self, name)
+            except AttributeError:  # deleted before: deleting a value is idempotent, as through a cell
+                pass
+        elif name in names_set:
+            object.__delattr__(self, name)  # (the property's deleter)
+        else:
+            AddressScopedStorage.__delattr__(self, name)  # raises the worded error
+
+    ns["__getattr__"] = __getattr__
+    ns["__delattr__"] = __delattr__
+    return type("AddressScopedStorage", (AddressScopedStorage,), ns)
+
+
+def _cell_setter(slot: str) -> Callable[[AddressScopedStorage, Any], None]:
+    get = operator.attrgetter(slot)
+
+    def set_value(storage: AddressScopedStorage, value: Any) -> None:
+        get(storage).set(value)
+
+    return set_value
+
+
+def _cell_deleter(slot: str) -> Callable[[AddressScopedStorage], None]:
+    get = operator.attrgetter(slot)
+
+    def delete_value(storage: AddressScopedStorage) -> None:
+        get(storage).delete()
+
+    return delete_value
+
+
+def _sync_fast(storage: AddressScopedStorage, fast: list[tuple[_Cell, str]]) -> None:
+    """Bring the cells of the fast slots of ``storage`` up to date (``fast``: ``(cell,
+    name)`` per fast name): a slot holding another object than the one last shown in it was
+    assigned; one that reads ``None`` while it showed a value was deleted (see
+    :func:`_assign`)."""
+    for cell, name in fast:
+        obj = getattr(storage, name)  # (None after `del storage.name`: the class's __getattr__)
+        if obj is not cell.shown:
+            _assign(storage, cell, name, obj)
+
+
+def _assign(storage: AddressScopedStorage, cell: _Cell, name: str, obj: Any) -> None:
+    """Take the object found in the fast slot ``name`` of ``storage`` into its cell, as an
+    assignment (``_Cell.set``: checked, kept decoded or serialized; its errors are raised:
+    a value of the wrong type, ``None`` assigned) or, for an emptied slot, a deletion."""
+    cell.shown = obj
+    if obj is None:
+        try:
+            _getattribute(storage, name)  # (no __getattr__ fallback: raises when the slot is empty)
+        except AttributeError:
+            cell.delete()
+            return
+    cell.set(obj)
+
+
+def explain_attribute_error(storage: Any, exc: BaseException) -> BaseException:
+    """``exc`` as the plain storage class words it when it is Python's error for assigning
+    or deleting an undeclared name of a ``fast`` storage (``'AddressScopedStorage' object
+    has no attribute 'x'``); else ``exc`` itself."""
+    if type(exc) is AttributeError and isinstance(storage, AddressScopedStorage) and type(storage)._fast_names:
+        text = str(exc)
+        prefix = "'AddressScopedStorage' object has no attribute '"
+        if text.startswith(prefix) and text.endswith("'"):
+            name = text[len(prefix) : -1]
+            if name not in type(storage)._cell_names:
+                try:
+                    AddressScopedStorage.__getattr__(storage, name)  # raises the worded error
+                except AttributeError as worded:
+                    return worded
+    return exc
+
+
+_DELETED: Any = object()
+
+
+_CLASSES: dict[tuple[tuple[str, ...], tuple[str, ...]], type[AddressScopedStorage]] = {}
 #: the slots of a storage class that hold the cells of its declared names
 _CELL_SLOTS = tuple(f"_AddressScopedStorage__c{i}" for i in range(64))
 
@@ -417,19 +558,24 @@ class StorageSlots:
         [(True, ('io.statefun.types/int', 42))]
     """
 
-    __slots__ = ("storage", "handles", "direct", "_slots", "_typename", "_tables", "_touched")
+    __slots__ = ("storage", "handles", "direct", "_slots", "_typename", "_tables", "_touched", "_fast")
 
     def __init__(self, typename: str, specs: tuple[ValueSpec, ...], handles: list[Any]) -> None:
         cells: dict[str, _Cell] = {spec.name: _Cell(spec, typename, None) for spec in specs}
-        self.storage = storage_class(specs)(typename, cells)
+        cls = storage_class(specs, fast=True)
+        self.storage = cls(typename, cells)
         self._typename = typename
         self.handles = list(handles)
-        # (cell, handle, value typename, exact Python type of a value kept decoded)
+        fast = set(cls._fast_names)
+        #: (cell, name) of each name held in a plain slot of the storage
+        self._fast = [(cells[name], name) for name in cls._fast_names]
+        # (cell, handle, value typename, exact Python type of a value kept decoded, name if held in a slot)
         self._slots = [
-            (cells[spec.name], handle, spec.type.typename, _RANGES.get(spec.type, _NO_RANGE)[0])
+            (cells[spec.name], handle, spec.type.typename, _RANGES.get(spec.type, _NO_RANGE)[0],
+             spec.name if spec.name in fast else None)
             for spec, handle in zip(specs, handles)
         ]
-        self._tables: list[tuple[_Cell, dict[int, dict[Any, Any]], str, type]] | None = None
+        self._tables: list[tuple[_Cell, dict[int, dict[Any, Any]], str, type, str | None]] | None = None
         self._touched: set[int] = set()
         #: True once :meth:`bind_tables` bound the values' tables (use :meth:`load_at`)
         self.direct = False
@@ -452,7 +598,9 @@ class StorageSlots:
         """
         if len(tables) != len(self._slots):
             raise ValueError(f"{len(tables)} tables for the {len(self._slots)} states of function {self._typename!r}")
-        self._tables = [(cell, table, typename, exact) for (cell, _h, typename, exact), table in zip(self._slots, tables)]
+        self._tables = [
+            (cell, table, typename, exact, name) for (cell, _h, typename, exact, name), table in zip(self._slots, tables)
+        ]
         self._touched = touched
         self.direct = True
 
@@ -462,25 +610,49 @@ class StorageSlots:
         Raises:
             TypeError: a stored value is not of the spec's declared type.
         """
-        for cell, table, typename, exact in self._tables:  # type: ignore[union-attr]
+        storage = self.storage
+        for cell, table, typename, exact, name in self._tables:  # type: ignore[union-attr]
             group = table.get(key_group)
             value = None if group is None else group.get(key)
             cell.dirty = False
             if type(value) is tuple and value[0] == typename and type(value[1]) is exact:
                 cell.tv = _STALE
-                cell.obj = value[1]
+                obj = cell.obj = value[1]
             elif value is None:
                 cell.tv = None
-                cell.obj = None
+                obj = cell.obj = None
             else:
                 self._fill(cell, value, typename)
-        return self.storage
+                obj = cell.get() if name is not None else None
+            if name is not None:  # the function reads and assigns the slot (see storage_class)
+                setattr(storage, name, obj)
+                cell.shown = obj
+        return storage
 
     def store_at(self, key_group: int, key: Any) -> None:
         """Write the values assigned or deleted since :meth:`load_at` to the bound tables
-        (what :meth:`changes` gives, written as ``ValueState.update`` / ``clear`` would)."""
+        (what :meth:`changes` gives, written as ``ValueState.update`` / ``clear`` would).
+
+        Raises:
+            TypeError, ValueError: a value assigned to a fast slot is not valid for its spec
+                (what the assignment itself raises through the plain storage class); nothing
+                of this address is written then.
+        """
+        storage = self.storage
+        tables: list[tuple[_Cell, dict[int, dict[Any, Any]], str, type, str | None]] = self._tables  # type: ignore[assignment]
+        for cell, _table, _typename, exact, name in tables:
+            if name is not None:
+                obj = getattr(storage, name)  # (None after `del storage.name`)
+                if obj is not cell.shown:
+                    lo = cell._lo
+                    if type(obj) is exact and lo is not None and lo <= obj <= cell._hi:  # an int/long in range (as _Cell.set)
+                        cell.shown = cell.obj = obj
+                        cell.tv = _STALE
+                        cell.dirty = True
+                    else:
+                        _assign(storage, cell, name, obj)
         touched = False
-        for cell, table, typename, _exact in self._tables:  # type: ignore[union-attr]
+        for cell, table, typename, _exact, _name in tables:
             if cell.dirty:
                 if not touched:
                     self._touched.add(key_group)
@@ -503,18 +675,23 @@ class StorageSlots:
         Raises:
             TypeError: a stored value is not of the spec's declared type.
         """
-        for cell, handle, typename, exact in self._slots:
+        storage = self.storage
+        for cell, handle, typename, exact, name in self._slots:
             value = handle.value()
             cell.dirty = False
             if type(value) is tuple and value[0] == typename and type(value[1]) is exact:
                 cell.tv = _STALE
-                cell.obj = value[1]
+                obj = cell.obj = value[1]
             elif value is None:
                 cell.tv = None
-                cell.obj = None
+                obj = cell.obj = None
             else:
                 self._fill(cell, value, typename)
-        return self.storage
+                obj = cell.get() if name is not None else None
+            if name is not None:
+                setattr(storage, name, obj)
+                cell.shown = obj
+        return storage
 
     def _fill(self, cell: _Cell, value: Any, typename: str) -> None:
         """Fill ``cell`` from a stored TypedValue (the cases :meth:`load` does not inline)."""
@@ -538,8 +715,10 @@ class StorageSlots:
     def changes(self) -> list[tuple[Any, Any]]:
         """``(handle, value)`` of each value assigned (``(typename, object)`` for a built-in
         immutable value, else a TypedValue) or deleted (``None``) since :meth:`load`."""
+        if self._fast:
+            _sync_fast(self.storage, self._fast)
         out = []
-        for cell, handle, typename, _exact in self._slots:
+        for cell, handle, typename, _exact, _name in self._slots:
             if cell.dirty:
                 tv = cell.tv
                 out.append((handle, (typename, cell.obj) if tv is _STALE else tv))

@@ -17,6 +17,7 @@ import ray
 
 import raystream as rs
 from raystream.engine.pool import WorkerPool
+from tests.conftest import alive_actors
 from tests.integration.test_keyed_final_recovery import wait_for
 
 
@@ -294,6 +295,30 @@ def test_a_job_cancelled_right_after_submission_is_cancelled():
         client.cancel()  # may reach the master before its run() call starts
         with pytest.raises(rs.JobCancelled):
             client.wait(timeout=60)
+
+
+def test_a_cancelled_job_nobody_waits_for_gives_its_master_and_executors_back():
+    """A notebook cell that only cancels, with the client kept (a variable of the session):
+    the master goes back to the pool and the executors are released or killed as the
+    cancellation arrives, not when the client is garbage (before, both stayed alive and
+    lent out for as long as the client lived)."""
+    from tests.conftest import leftover_actors
+
+    pool = WorkerPool.current()
+    env = rs.StreamEnvironment(parallelism=2)
+    _unbounded(env)
+    client = env.execute_async("cancel-and-walk-away")
+    _running(client)
+    lent = {e.name for e in client._executors.values()}
+    client.cancel()
+    kept = [client]  # (referenced until the end of the test)
+    wait_for(lambda: client._master in pool.idle_actors()[0], "the master back in the pool")
+    wait_for(lambda: not leftover_actors(), "no actor but the pool's idle ones")
+    idle = set(pool.idle_actor_names()["executors"])
+    alive = {a.get("Name") for a in alive_actors()}
+    assert all(name in idle or name not in alive for name in lent), (lent, idle)
+    with pytest.raises(rs.JobCancelled):
+        kept[0].wait(timeout=60)
 
 
 def test_concurrent_jobs_get_distinct_actors():
