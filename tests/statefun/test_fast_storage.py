@@ -44,13 +44,13 @@ VALUES = {
 }
 
 
-def _ops_functions() -> StatefulFunctions:
+def _ops_functions(specs: list[ValueSpec]) -> StatefulFunctions:
     """``test/ops``: a message is a JSON list of operations ``["set", name, value]``,
     ``["del", name]``, ``["get", name]``, applied in order to ``context.storage``; every get
     is emitted as ``[id, name, value]``."""
     functions = StatefulFunctions()
 
-    @functions.bind("test/ops", specs=SPECS)
+    @functions.bind("test/ops", specs=specs)
     def ops(context, message):
         storage = context.storage
         for op in json.loads(message.as_string()):
@@ -78,10 +78,17 @@ _batches = st.lists(  # batches of messages (address id, operations)
 )
 
 
+@pytest.mark.parametrize("ttl", [True, False], ids=["generic-path", "direct-path"])
 @settings(max_examples=60, deadline=None)
-@given(_batches)
-def test_reads_and_the_state_left_behind_are_those_of_a_dict(batches):
-    run = LocalDispatchers(_ops_functions(), egresses=["test/reads"])
+@given(batches=_batches)
+def test_reads_and_the_state_left_behind_are_those_of_a_dict(ttl, batches):
+    """With a TTL spec among them the function's values go through the state handles
+    (``StorageSlots.load`` / ``changes``); without, straight in the backend's tables
+    (``load_at`` / ``store_at``)."""
+    specs = SPECS if ttl else [spec for spec in SPECS if spec.name != "t"]
+    names = [spec.name for spec in specs]
+    batches = [[(fid, [op for op in ops if op[1] in names]) for fid, ops in batch] for batch in batches]
+    run = LocalDispatchers(_ops_functions(specs), egresses=["test/reads"])
     model: dict[str, dict[str, object]] = {}
     expected = []
     for batch in batches:
@@ -95,11 +102,12 @@ def test_reads_and_the_state_left_behind_are_those_of_a_dict(batches):
                 else:
                     expected.append([fid, op[1], values.get(op[1])])
         run.send(*[message_builder("test/ops", fid, str_value=json.dumps(ops)) for fid, ops in batch])
+    assert run.dispatchers[0]._layouts["test/ops"].slots.direct is not ttl
     # (messages of one address are invoked in order; addresses in any order)
     by_address = sorted((json.loads(r) for r in run.egress("test/reads")), key=lambda read: read[0])
     assert by_address == sorted(expected, key=lambda read: read[0])
     for fid, values in model.items():
-        for name in VALUES:
+        for name in names:
             assert run.state("test/ops", fid, name) == values.get(name), (fid, name)
 
 
