@@ -96,6 +96,12 @@ class JobClient:
         self._result: JobResult | None = None
         self._error: BaseException | None = None
         self._closed = False
+        # one settling at a time (wait() or the settling of a run nobody waits for), and how
+        # many wait() calls are in progress
+        self._settle_lock = threading.Lock()
+        self._waiters = 0
+        if run_ref is not None:
+            self._settle_when_done(run_ref)
 
     @property
     def job_id(self) -> str:
@@ -205,6 +211,7 @@ class JobClient:
             self._master, self._master_name = pool.master(
                 {"max_concurrency": 1000, "scheduling_strategy": here}, reuse=False)
             self._run_ref = self._master.run.remote(graph_blob, config_blob, self._job_id, None, True)
+            self._settle_when_done(self._run_ref)
             return True
 
     def status(self) -> str:
@@ -280,25 +287,29 @@ class JobClient:
                 self._call_master("cancel", self._job_id)
             else:
                 self._master.cancel.remote(self._job_id)
-                # the job's result is now an expected JobCancelled: taken as it arrives, so Ray
-                # does not report an "Unhandled error" when a client that is never waited on
-                # (a notebook cell that only cancels) lets go of it; wait() still raises it.
-                # And it is settled as it arrives: the master goes back to the worker pool and
-                # the executors are released or killed, whether or not anyone waits (a client
-                # kept alive, e.g. by a notebook, held them until it was garbage)
-                self._run_ref.future().add_done_callback(self._settle_when_cancelled)
 
-    def _settle_when_cancelled(self, _future: Any) -> None:
-        """The done-callback of a cancelled job's run (on a Ray thread that must not block):
-        settle it on a thread of its own, as ``wait()`` would (what it raises is kept for
-        ``wait()``)."""
-        def settle() -> None:
-            try:
-                self._finish(None)
-            except BaseException:  # noqa: BLE001 - JobCancelled (or the job's failure): kept in self._error
-                pass
+    def _settle_when_done(self, run_ref: Any) -> None:
+        """Settle the job as soon as its run ends when nobody waits for it: the master goes
+        back to the worker pool and the executors are released or killed, and what the run
+        returned or raised is kept for ``wait()`` (a client kept alive without ``wait()``, a
+        notebook's ``client`` after a cancel or a failure, held them until it was garbage).
+        Taking the result as it arrives also keeps Ray from reporting an "Unhandled error"
+        for a cancelled job's expected JobCancelled."""
+        def done(_future: Any) -> None:
+            # On Ray's own thread: it takes no lock (a thread holding self._lock may be inside
+            # a Ray call, e.g. killing a dead master's executors, that waits for this thread).
+            # A wait() that starts meanwhile finds the settling thread at work and waits for it.
+            if self._waiters or self._closed:
+                return  # a wait() settles it
+            threading.Thread(target=self._settle_quietly, name="raystream-settle-job", daemon=True).start()
 
-        threading.Thread(target=settle, name="raystream-cancelled-job", daemon=True).start()
+        run_ref.future().add_done_callback(done)
+
+    def _settle_quietly(self) -> None:
+        try:
+            self._finish(None)
+        except BaseException:  # noqa: BLE001 - kept in self._error for wait()
+            pass
 
     def wait(self, timeout: float | None = None, progress: bool | None = None, interval_s: float = 1.0) -> JobResult:
         """Block until the job ends; return its result or raise JobFailed / JobCancelled.
@@ -323,9 +334,15 @@ class JobClient:
                                  "the submitting driver can wait for its result; poll status() instead")
         if progress is None:
             progress = os.environ.get("RAYSTREAM_PROGRESS", "") == "1"
-        if progress:
-            return self._wait_with_progress(timeout, interval_s)
-        return self._finish(timeout)
+        with self._lock:
+            self._waiters += 1
+        try:
+            if progress:
+                return self._wait_with_progress(timeout, interval_s)
+            return self._finish(timeout)
+        finally:
+            with self._lock:
+                self._waiters -= 1
 
     def _wait_with_progress(self, timeout: float | None, interval_s: float) -> JobResult:
         reporter = ProgressReporter(self.name, source_totals(self.graph) if self.graph is not None else None)
@@ -351,6 +368,18 @@ class JobClient:
 
     def _finish(self, timeout: float | None) -> JobResult:
         deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._settle_lock.acquire(timeout=-1 if timeout is None else timeout):
+            raise ray.exceptions.GetTimeoutError(f"job {self.name!r} is being settled; try again")
+        try:
+            if self._result is not None:
+                return self._result
+            if self._error is not None:
+                raise self._error
+            return self._finish_locked(deadline)
+        finally:
+            self._settle_lock.release()
+
+    def _finish_locked(self, deadline: float | None) -> JobResult:
         while True:
             master, run_ref = self._master, self._run_ref
             left = None if deadline is None else max(0.0, deadline - time.monotonic())

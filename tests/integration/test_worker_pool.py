@@ -321,6 +321,34 @@ def test_a_cancelled_job_nobody_waits_for_gives_its_master_and_executors_back():
         kept[0].wait(timeout=60)
 
 
+def _boom(w):
+    raise ValueError(f"bad word {w}")
+
+
+@pytest.mark.parametrize("ending", ["failed", "finished"])
+def test_a_job_that_ends_with_nobody_waiting_gives_its_workers_back(ending):
+    """As after a cancel: a failed or finished job is settled when its run returns, and
+    ``wait()`` later gives what it would have given then."""
+    from tests.conftest import leftover_actors
+
+    pool = WorkerPool.current()
+    env = rs.StreamEnvironment(parallelism=2)
+    if ending == "failed":
+        env.from_collection([f"w{i}" for i in range(100)]).map(_boom).collect()
+    else:
+        _wordcount(env)
+    client = env.execute_async(f"{ending}-nobody-waits")
+    kept = [client]
+    wait_for(lambda: client._master in pool.idle_actors()[0], "the master back in the pool")
+    wait_for(lambda: not leftover_actors(), "no actor but the pool's idle ones")
+    assert client.status() == ending.upper()
+    if ending == "failed":
+        with pytest.raises(rs.JobFailed, match="bad word"):
+            kept[0].wait(timeout=60)
+    else:
+        assert _final(rs_collected(kept[0].wait(timeout=60))) == _want()
+
+
 def test_concurrent_jobs_get_distinct_actors():
     envs = []
     for i in range(2):
