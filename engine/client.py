@@ -369,7 +369,8 @@ class JobClient:
     def _finish(self, timeout: float | None) -> JobResult:
         deadline = None if timeout is None else time.monotonic() + timeout
         if not self._settle_lock.acquire(timeout=-1 if timeout is None else timeout):
-            raise ray.exceptions.GetTimeoutError(f"job {self.name!r} is being settled; try again")
+            # (a settling thread holds it until the run ends, e.g. through a master failover)
+            raise ray.exceptions.GetTimeoutError(f"job {self.name!r} did not end within {timeout} s")
         try:
             if self._result is not None:
                 return self._result
@@ -420,7 +421,7 @@ class JobClient:
         tag}``: the master handed them back; the next deployment onto one tells it the tag,
         and it waits for that release before it takes new tasks, and ends itself if that
         release finds it not clean); kill the rest."""
-        with self._lock:  # (wait() and the settling of a cancelled job may both get here)
+        with self._lock:  # (settlings are serialized by _settle_lock; this guard costs nothing)
             if self._closed:
                 return
             self._closed = True

@@ -18,7 +18,9 @@ At parallelism > 1, where about half of the messages cross to another subtask's 
 in the engine's form of message records (:meth:`RoutedIngress.route_batch`), built from the
 id and value columns without a tuple per message; the hash exchange computes their key
 groups on the typename and id columns (:attr:`RoutedIngress.message_key_groups`). At
-parallelism 1 they stay Python records (no exchange to ship them through).
+parallelism 1 they stay Python records (no exchange to ship them through). A Python router's
+operator (:class:`IngressRouter`, ``with_ingress``) does the same with the messages it
+returns (:meth:`IngressRouter.route_batch`).
 
 Example:
     >>> from raystream.engine.records import Batch
@@ -115,7 +117,6 @@ def message_arrow_batch(typenames: pa.Array, ids: pa.Array, value_typename: str,
     empty = pa.repeat(pa.scalar("", _STRING), n)
     columns = [typenames, ids, empty, empty, pa.repeat(pa.scalar(value_typename, _STRING), n), values, pa.repeat(pa.scalar(True), n)]
     return pa.RecordBatch.from_arrays(columns, _RECORD_COLUMNS).replace_schema_metadata(_RECORD_METADATA)
-
 
 
 class RoutedIngress(StreamOperator):

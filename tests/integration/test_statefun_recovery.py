@@ -130,34 +130,26 @@ def wait_for_messages(client: rs.JobClient, n: int, timeout_s: float = 120.0) ->
     raise AssertionError(f"the dispatchers did not invoke {n} messages within {timeout_s} s")
 
 
-@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
-def test_killed_tasks_give_exactly_the_failure_free_egress(reference, tmp_path, asynchronous):
+@pytest.mark.parametrize("asynchronous, sources, batch, seed", [
+    (False, 1, 100, 5),
+    (True, 1, 100, 5),
+    (False, 2, 300, 11),
+], ids=["sync", "async", "parallel-router"])
+def test_killed_tasks_give_exactly_the_failure_free_egress(reference, tmp_path, asynchronous, sources, batch, seed):
+    """``parallel-router``: two source subtasks with batches of 300, so the router runs in
+    parallel and sends Arrow message batches into the exchange."""
     env = make_env(2, tmp_path)
-    sink, _ = build(env, asynchronous=asynchronous)
+    sink, _ = build(env, asynchronous=asynchronous, sources=sources, batch=batch)
     parallelisms = [v.parallelism for v in env.get_job_graph().vertices]
+    assert parallelisms[0] == sources  # (the source and its router)
     client = env.execute_async("statefun-exactly-once")
-    killed = kill_tasks(client, parallelisms, 2, seed=5)
+    killed = kill_tasks(client, parallelisms, 2, seed=seed)
     result = client.wait()
     got = sorted(egress_of(result, env, sink))
     assert killed, "the job ended before any task could be killed"
     assert result.metrics["restarts"] >= 1
     assert result.checkpoints["completed"] >= 1
     assert len(got) == len(reference)
-    assert got == reference
-
-
-def test_killed_tasks_behind_a_parallel_router_give_exactly_the_failure_free_egress(reference, tmp_path):
-    env = make_env(2, tmp_path)
-    sink, _ = build(env, sources=2, batch=300)
-    parallelisms = [v.parallelism for v in env.get_job_graph().vertices]
-    assert parallelisms[0] == 2  # the source and its router: Arrow batches into the exchange
-    client = env.execute_async("statefun-exactly-once-parallel-router")
-    killed = kill_tasks(client, parallelisms, 2, seed=11)
-    result = client.wait()
-    got = sorted(egress_of(result, env, sink))
-    assert killed, "the job ended before any task could be killed"
-    assert result.metrics["restarts"] >= 1
-    assert result.checkpoints["completed"] >= 1
     assert got == reference
 
 
