@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 #: the statuses of a job that has ended (:meth:`JobClient.status`); ``CREATED``, ``RUNNING``
 #: and ``RESTARTING`` are those of a live one
 ENDED_STATUSES = ("FINISHED", "FAILED", "CANCELLED")
+#: how long the end of a failed or cancelled job waits for its master's last metrics
+FINAL_STATE_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -95,6 +97,9 @@ class JobClient:
         self.graph = graph
         self._result: JobResult | None = None
         self._error: BaseException | None = None
+        # (metrics, info) of a job that failed or was cancelled, taken from its master as
+        # the job ended (the master then goes back to the pool and forgets the job)
+        self._final: tuple[dict, dict] | None = None
         self._closed = False
         # one settling at a time (wait() or the settling of a run nobody waits for), and how
         # many wait() calls are in progress
@@ -112,6 +117,8 @@ class JobClient:
     def info(self) -> dict:
         """Status, attempt, restarts, graph and checkpoint statistics."""
         if self._closed:
+            if self._final is not None:
+                return {**self._final[1], "status": self.status()}
             return {"job_id": self._result.job_id if self._result else None, "status": self.status()}
         return self._call_master("job_info", self._job_id)
 
@@ -234,9 +241,18 @@ class JobClient:
         return self._call_master("job_info", self._job_id)["status"]
 
     def metrics(self) -> dict:
-        """Per-operator records in/out and per-channel back-pressure counters."""
+        """Per-operator records in/out and per-channel back-pressure counters (of a job that
+        ended: as it ended).
+
+        Raises:
+            RaystreamError: the job ended with its job master (it died), so no metrics remain.
+        """
         if self._result is not None:
             return self._result.metrics
+        if self._final is not None:
+            return self._final[0]
+        if self._closed:
+            raise RaystreamError(f"job {self.name!r} ended ({self.status()}) with its job master: no metrics remain")
         return self._call_master("metrics", self._job_id)
 
     def savepoint(self, path: str) -> str:
@@ -402,6 +418,8 @@ class JobClient:
             cause = getattr(exc, "cause", None)
             self._error = cause if isinstance(cause, RaystreamError) else JobFailed(str(exc))
             # the master raised the job's error and is fine; it started each job afresh
+            if isinstance(cause, RaystreamError):
+                self._keep_final()
             self._close(master_ok=isinstance(cause, RaystreamError))
             raise self._error from None
         except ray.exceptions.RayActorError as exc:
@@ -414,6 +432,18 @@ class JobClient:
         )
         self._close(master_ok=True, released=out.get("released") or {})
         return self._result
+
+    def _keep_final(self) -> None:
+        """Keep the metrics and info of a job that failed or was cancelled, from its master
+        before it goes back to the pool (at most :data:`FINAL_STATE_TIMEOUT_S`; without them
+        ``metrics()`` says that none remain)."""
+        master = self._master
+        try:
+            metrics, info = ray.get([master.metrics.remote(self._job_id), master.job_info.remote(self._job_id)],
+                                    timeout=FINAL_STATE_TIMEOUT_S)
+        except Exception:  # noqa: BLE001 - a master that cannot answer now keeps nothing to show
+            return
+        self._final = (metrics, info)
 
     def _close(self, master_ok: bool = False, released: dict[str, str] | None = None) -> None:
         """The job ended: give the master (when its ``run`` returned or raised a job error)

@@ -18,6 +18,7 @@ __all__ = [
     "StateError",
     "UserCodeError",
     "short_repr",
+    "unpickling_failed",
 ]
 
 
@@ -101,3 +102,42 @@ def short_repr(value: object, limit: int = 200) -> str:
     except Exception as exc:  # a broken __repr__ must not hide the real error
         text = f"<unrepresentable {type(value).__name__}: {exc}>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def unpickling_failed(what: str, where: str, exc: BaseException) -> JobFailed:
+    """:class:`JobFailed` for ``what`` of a job (``"the operators of 'map'"``) that cannot
+    be unpickled ``where`` (``"in task executor pid 12"``), with what to do when the cause is
+    code that process cannot import: a module the driver found through a ``sys.path`` entry
+    it added at run time (``sys.path.append("../src")`` in a notebook), or that exists only on
+    the driver's machine. cloudpickle pickles functions and classes of an importable module
+    by reference, so every Ray worker has to import that module itself.
+
+    Example:
+        >>> exc = ModuleNotFoundError("No module named 'helpers'", name="helpers")
+        >>> print(unpickling_failed("the graph of job 'j'", "in the job master", exc))  # doctest: +ELLIPSIS
+        the graph of job 'j' cannot be unpickled in the job master: ModuleNotFoundError: No module named 'helpers'; ...
+    """
+    text = f"{what} cannot be unpickled {where}: {type(exc).__name__}: {exc}"
+    module = _missing_module(exc)
+    if module is not None:
+        text += (
+            f"; the job refers to module {module!r} by name and this Ray worker cannot import it (a module found "
+            "through a sys.path entry added at run time, or present only on the driver's machine, does not travel "
+            f"with the job): install it where Ray runs, give it to Ray with ray.init(runtime_env={{'py_modules': "
+            f"[{module.split('.')[0]}]}}), or have it pickled by value with "
+            f"cloudpickle.register_pickle_by_value({module.split('.')[0]}) before building the job"
+        )
+    return JobFailed(text)
+
+
+def _missing_module(exc: BaseException) -> str | None:
+    """The module an unpickling error says cannot be imported (or lacks the attribute that
+    was pickled by reference), else None."""
+    if isinstance(exc, ImportError):  # (ModuleNotFoundError included)
+        return exc.name
+    if isinstance(exc, AttributeError):  # "Can't get attribute 'f' on <module 'm' from '...'>"
+        text = str(exc)
+        start = text.find("<module '")
+        if text.startswith("Can't get attribute") and start >= 0:
+            return text[start + len("<module '"):].split("'", 1)[0]
+    return None

@@ -18,7 +18,7 @@ from typing import Any, Callable, Protocol
 import cloudpickle
 
 from .channels import Cancelled, ChannelSender, LocalSender
-from .errors import JobFailed
+from .errors import JobFailed, unpickling_failed
 from .events import Barrier
 from .memory import IdleGarbage
 from .observability import name_native_thread
@@ -212,8 +212,7 @@ class TaskExecutor:
                 spec.chain, spec.source = cloudpickle.loads(head)
                 factories = [] if operators is None else cloudpickle.loads(operators)
             except Exception as exc:
-                raise JobFailed(f"the operators of {spec.name!r} cannot be unpickled in task executor "
-                                f"pid {os.getpid()}: {type(exc).__name__}: {exc}") from exc
+                raise unpickling_failed(f"the operators of {spec.name!r}", f"in task executor pid {os.getpid()}", exc) from exc
             for op, factory in zip(spec.chain, factories):
                 if factory is not None:
                     op["factory"] = factory

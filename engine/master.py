@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import time
 import uuid
 from functools import partial
@@ -29,7 +30,14 @@ import cloudpickle
 from .channels import InputInfo, OutputInfo
 from .config import JobConfig
 from .connectors import assign_split_indices
-from .errors import CheckpointError, ConfigError, JobCancelled, JobFailed, RaystreamError
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    JobCancelled,
+    JobFailed,
+    RaystreamError,
+    unpickling_failed,
+)
 from .executors import ExecutorLost, ExecutorRuntime, TaskCallFailed
 from .graph import JobGraph
 from .observability import MetricsExporter
@@ -184,6 +192,7 @@ class JobMaster:
         self.executor_names: dict[str, str] = {}
         self.coordinator: CheckpointCoordinatorLike | None = None
         self.task_metrics: dict = {}
+        self._sampled_metrics: dict[tuple[int, int], dict] = {}
         self.restarts = 0
         self._early_cancels: set[str] = set()
         self._lent: set[str] = set()  # slots of the running attempt whose executor the driver lent
@@ -204,10 +213,17 @@ class JobMaster:
         self._spares = [lent.pop(slot) for slot in list(lent) if slot.startswith(STANDBY_PREFIX)]
         self._prestarted: dict[str, Any] = lent
         self._slot_executors = {}  # slot -> Executor of the running attempt
-        graph: JobGraph = cloudpickle.loads(graph_blob)
+        try:
+            config: JobConfig = cloudpickle.loads(config_blob)
+        except Exception as exc:
+            raise unpickling_failed("the configuration of a job", f"in the job master (pid {os.getpid()})", exc) from exc
+        try:
+            graph: JobGraph = cloudpickle.loads(graph_blob)  # (sources and sinks: the operators stay pickled)
+        except Exception as exc:
+            raise unpickling_failed(f"the sources and sinks of job {config.name!r}", f"in the job master (pid {os.getpid()})",
+                                    exc) from exc
         self.graph = graph
         self._payloads: dict[int, tuple[Any, Any]] = {}  # vertex id -> shared (pickled (chain, source), operators), see _deploy
-        config: JobConfig = cloudpickle.loads(config_blob)
         self.config = config
         job_id = job_id or f"{config.name}-{uuid.uuid4().hex[:8]}"
         self.job_id = job_id
@@ -222,6 +238,7 @@ class JobMaster:
         self._tag = ""  # the tag of this attempt's task keys on their executors
         self._early_runs: dict[asyncio.Future, tuple[int, int]] | None = None  # runs sent with the setups
         self.task_metrics = {}
+        self._sampled_metrics = {}  # the last metrics each task answered
         self.error: JobFailed | None = None
         self.started = time.time()
         self.finished_at: float | None = None
@@ -333,10 +350,12 @@ class JobMaster:
         refs = {k: a.metrics.remote() for k, a in self.actors.items()}
         for k, ref in refs.items():
             try:
-                live[k] = await asyncio.wait_for(self.runtime.wait(ref), 2.0)
+                live[k] = self._sampled_metrics[k] = await asyncio.wait_for(self.runtime.wait(ref), 2.0)
             except Exception:  # a task that is gone keeps its last known metrics
-                live[k] = self.task_metrics.get(k, {})
-        merged = dict(self.task_metrics)
+                live[k] = self.task_metrics.get(k) or self._sampled_metrics.get(k, {})
+        # (the tasks of a job that failed or was cancelled are gone: their metrics as last
+        # sampled, which the exporter does about once a second, stand for them)
+        merged = {**self._sampled_metrics, **self.task_metrics}
         merged.update(live)
         out = _aggregate_metrics(merged, self.restarts)
         if self.coordinator is not None:

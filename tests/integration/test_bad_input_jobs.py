@@ -5,8 +5,12 @@ source reader returning the wrong thing."""
 from __future__ import annotations
 
 import glob
+import importlib
+import sys
 import threading
+import uuid
 
+import cloudpickle
 import pyarrow.parquet as pq
 import pytest
 
@@ -108,3 +112,47 @@ def test_a_record_that_cannot_be_pickled_names_itself_and_the_task():
         env.execute("unpicklable")
     text = str(info.value)
     assert "_thread.lock object at" in text and ("from_collection -> map" in text or "'collect'" in text), text
+
+
+@pytest.fixture
+def driver_only_module(tmp_path):
+    """A module the driver imports through a ``sys.path`` entry it added at run time (as a
+    notebook's ``sys.path.append("../src")``): Ray's workers cannot import it."""
+    name = f"raystream_driver_only_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text("def key(i):\n    return ('k', i)\n\ndef double(x):\n    return x * 2\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        yield importlib.import_module(name)
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop(name, None)
+
+
+@pytest.mark.parametrize("where", ["source", "operator"])
+def test_code_the_workers_cannot_import_is_named_with_what_to_do(driver_only_module, where):
+    """The job master unpickles sources and sinks, the tasks the operators: either names the
+    module it cannot import and the ways to ship it (was a bare traceback from inside Ray for a
+    source), and shipping it by value as the message says makes the job run."""
+    name = driver_only_module.__name__
+
+    def build() -> rs.StreamEnvironment:
+        env = rs.StreamEnvironment(parallelism=2)
+        if where == "source":
+            env.generate(driver_only_module.key, count=10).collect()
+        else:
+            env.generate(10).map(driver_only_module.double).collect()
+        return env
+
+    with pytest.raises(rs.JobFailed) as info:
+        build().execute_and_collect(f"driver-only-{where}")
+    text = str(info.value)
+    assert f"No module named '{name}'" in text, text
+    assert f"cloudpickle.register_pickle_by_value({name})" in text and "runtime_env" in text, text
+    assert ("sources and sinks of job" if where == "source" else "the operators of") in text, text
+    assert "ray::" not in text, text  # (no Ray traceback)
+    cloudpickle.register_pickle_by_value(driver_only_module)
+    try:
+        out = sorted(build().execute_and_collect(f"driver-only-{where}-by-value"))
+    finally:
+        cloudpickle.unregister_pickle_by_value(driver_only_module)
+    assert out == ([("k", i) for i in range(10)] if where == "source" else [2 * i for i in range(10)])

@@ -8,6 +8,7 @@ job find nothing; a job cancelled before its master picked it up is still cancel
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import Counter
@@ -347,6 +348,47 @@ def test_a_job_that_ends_with_nobody_waiting_gives_its_workers_back(ending):
             kept[0].wait(timeout=60)
     else:
         assert _final(rs_collected(kept[0].wait(timeout=60))) == _want()
+
+
+class _FailWhenFlagged:
+    """A map that raises once the file ``flag`` exists (the test decides when, by a condition)."""
+
+    def __init__(self, flag: str) -> None:
+        self.flag = flag
+
+    def __call__(self, x):
+        if os.path.exists(self.flag):
+            raise ValueError(f"flagged at record {x}")
+        return x
+
+
+@pytest.mark.parametrize("ending", ["failed", "cancelled"])
+def test_a_job_that_failed_or_was_cancelled_keeps_its_metrics_and_info(ending, tmp_path):
+    """A Flink user reads a failed job's metrics after the fact: ``metrics()`` and ``info()``
+    of a job that failed or was cancelled answer with the job as it ended, after its master
+    went back to the pool (before, the metrics were empty and ``info()`` had no job id)."""
+    flag = str(tmp_path / "fail-now")
+    env = rs.StreamEnvironment(parallelism=1)
+    env.generate(lambda i: i).map(_FailWhenFlagged(flag)).collect()
+    client = env.execute_async(f"{ending}-keeps-metrics")
+    seen = wait_for(lambda: client.metrics()["operators"].get("map", {}).get("records_in"), "records through the map")
+    if ending == "failed":
+        open(flag, "w").close()
+    else:
+        client.cancel()
+    wait_for(lambda: client.status() == ending.upper(), f"the job {ending}")
+    metrics = client.metrics()
+    assert metrics["operators"]["map"]["records_in"] >= seen, metrics
+    info = client.info()
+    assert info["status"] == ending.upper() and info["name"] == f"{ending}-keeps-metrics", info
+    assert info["job_id"] and info["operators"] == ["generate", "map", "collect"], info
+    if ending == "failed":
+        assert "flagged at record" in info["error"], info
+        with pytest.raises(rs.JobFailed, match="flagged at record"):
+            client.wait(timeout=60)
+    else:
+        with pytest.raises(rs.JobCancelled):
+            client.wait(timeout=60)
 
 
 def test_concurrent_jobs_get_distinct_actors():
