@@ -55,7 +55,7 @@ from typing import Any, Callable, Sequence
 
 from raystream.engine.errors import ConfigError, JobCancelled, JobFailed, RaystreamError
 
-__all__ = ["main", "load_job_module", "JobModule", "CliError"]
+__all__ = ["main", "load_job_module", "ship_local_modules", "JobModule", "CliError"]
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -78,6 +78,8 @@ class JobModule:
         self.module = module
         self.name = name
         self.source = source
+        #: the directory of a job loaded from a file (its modules travel by value), else None
+        self.directory: Path | None = None
         build = getattr(module, "build", None)
         main = getattr(module, "main", None)
         self.build: Callable[..., Any] | None = build if callable(build) else None
@@ -144,7 +146,10 @@ def load_job_module(spec: str) -> JobModule:
             sys.modules.pop(mod_name, None)
             raise CliError(f"importing job file {spec!r} failed:\n{_user_traceback(exc)}") from exc
         cloudpickle.register_pickle_by_value(module)
-        return JobModule(module, path.stem, spec)
+        jm = JobModule(module, path.stem, spec)
+        jm.directory = path.parent
+        ship_local_modules(path.parent)
+        return jm
     try:
         module = importlib.import_module(spec)
     except ModuleNotFoundError as exc:
@@ -154,6 +159,41 @@ def load_job_module(spec: str) -> JobModule:
     except Exception as exc:
         raise CliError(f"importing job module {spec!r} failed:\n{_user_traceback(exc)}") from exc
     return JobModule(module, spec.rsplit(".", 1)[-1], spec)
+
+
+def ship_local_modules(directory: Path) -> list[str]:
+    """Have the modules imported from ``directory`` (a job file's own: ``from helpers import
+    parse`` next to it) pickled by value, as the job file is, so that they need not be
+    importable where the job runs: ``raystream run jobs/job.py`` then works as ``python
+    jobs/job.py`` does, for which Ray puts the script's directory on its workers' path. Returns
+    the top-level names newly shipped. A module of an installed distribution (raystream itself
+    in a checkout, say) is left to be imported by reference.
+
+    Example:
+        >>> ship_local_modules(Path("/nonexistent"))
+        []
+    """
+    import importlib.metadata
+
+    import cloudpickle
+
+    root = os.path.realpath(directory) + os.sep
+    registered = cloudpickle.list_registry_pickle_by_value()
+    local = []
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if "." in name or name in registered or not file or not os.path.realpath(file).startswith(root):
+            continue
+        local.append((name, module))
+    if not local:
+        return []
+    installed = importlib.metadata.packages_distributions()
+    shipped = []
+    for name, module in local:
+        if name not in installed:
+            cloudpickle.register_pickle_by_value(module)
+            shipped.append(name)
+    return shipped
 
 
 def _user_traceback(exc: BaseException) -> str:
@@ -306,6 +346,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         _enable_checkpointing(env, args.checkpoint_dir, args.checkpoint_interval)
     assert jm.build is not None
     stream = jm.build(env, job_args)
+    if jm.directory is not None:  # (modules of its directory that build() imported)
+        ship_local_modules(jm.directory)
     sink_uid = None
     if stream is not None:
         if not isinstance(stream, rs.DataStream):

@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 import textwrap
+import types
+import uuid
 from pathlib import Path
 
 import pytest
@@ -50,6 +52,49 @@ def test_functions_of_a_job_file_pickle_by_value(tmp_path):
     blob = cloudpickle.dumps(jm.build)
     del sys.modules[jm.module.__name__]  # a worker does not have the module
     assert callable(cloudpickle.loads(blob))
+
+
+def test_modules_next_to_a_job_file_are_shipped_by_value(tmp_path):
+    """``raystream run jobs/job.py`` works as ``python jobs/job.py``: the modules the job file
+    imports from its own directory (a module, a package, one imported only by ``build``)
+    travel by value, as the file does; installed distributions (raystream) do not."""
+    import cloudpickle
+
+    tag = uuid.uuid4().hex[:8]
+    write(tmp_path / f"helpers_{tag}.py", "def shout(w):\n    return w.upper()\n")
+    (tmp_path / f"pkg_{tag}").mkdir()
+    write(tmp_path / f"pkg_{tag}" / "__init__.py", "def twice(x):\n    return 2 * x\n")
+    write(tmp_path / f"late_{tag}.py", "def late(x):\n    return -x\n")
+    job = write(tmp_path / f"job_{tag}.py", f"""
+        from helpers_{tag} import shout
+        from pkg_{tag} import twice
+        def build(env, args):
+            import late_{tag}
+            return None
+    """)
+    names = [f"helpers_{tag}", f"pkg_{tag}", f"late_{tag}"]
+    try:
+        jm = load_job_module(str(job))
+        assert {names[0], names[1]} <= cloudpickle.list_registry_pickle_by_value()
+        jm.build(None, None)
+        assert cli.ship_local_modules(jm.directory) == [names[2]]
+        blob = cloudpickle.dumps([jm.module.shout, jm.module.twice, sys.modules[names[2]].late])
+        sys.path.remove(str(tmp_path))  # a worker has neither the directory nor the modules
+        for name in names:
+            del sys.modules[name]
+        shout, twice, late = cloudpickle.loads(blob)
+        assert (shout("a"), twice(2), late(3)) == ("A", 4, -3)
+        shipped = cli.ship_local_modules(ROOT)  # (a checkout: raystream is an installed distribution)
+        for name in shipped:
+            cloudpickle.unregister_pickle_by_value(sys.modules[name])
+        assert "raystream" not in shipped
+    finally:
+        for name in names:
+            if name in cloudpickle.list_registry_pickle_by_value():
+                cloudpickle.unregister_pickle_by_value(sys.modules.get(name) or types.ModuleType(name))
+            sys.modules.pop(name, None)
+        if str(tmp_path) in sys.path:
+            sys.path.remove(str(tmp_path))
 
 
 @pytest.mark.parametrize(

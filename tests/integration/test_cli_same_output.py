@@ -40,3 +40,27 @@ def test_an_address_of_another_cluster_is_refused_in_a_connected_process(capsys)
         ensure_ray(f"127.0.0.1:{port}")
     ensure_ray("auto")  # the connected cluster itself is fine
     assert main(["list"]) == 0
+
+
+def test_run_ships_the_modules_next_to_the_job_file(tmp_path, capsys):
+    """A job file importing a helper module next to it runs under ``raystream run`` from any
+    directory (the workers have neither the directory nor the module: it travels by value;
+    it failed with ModuleNotFoundError in the task executors)."""
+    import sys
+    import uuid
+
+    import cloudpickle
+
+    helper = f"helpers_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{helper}.py").write_text("def shout(w):\n    return w.upper()\n")
+    job = tmp_path / "shout_job.py"
+    job.write_text(f"from {helper} import shout\n\ndef build(env, args):\n"
+                   "    return env.from_collection(['a', 'b', 'c']).map(shout)\n")
+    try:
+        assert main(["run", str(job), "--parallelism", "2"]) == 0
+    finally:
+        if helper in sys.modules:
+            cloudpickle.unregister_pickle_by_value(sys.modules.pop(helper))
+        if str(tmp_path) in sys.path:
+            sys.path.remove(str(tmp_path))
+    assert sorted(_report_lines(capsys.readouterr().out)) == ["A", "B", "C"]
