@@ -39,6 +39,9 @@ __all__ = ["ChannelMetrics", "ChannelSender", "LocalSender", "Cancelled", "Input
 
 log = logging.getLogger(__name__)
 
+#: about how many bytes an output buffer holds before it is sent (``TaskConfig.buffer_bytes``)
+DEFAULT_BUFFER_BYTES = 8 << 20
+
 
 class Cancelled(Exception):
     """Raised inside a task thread when the task was cancelled while blocked."""
@@ -280,7 +283,7 @@ class RecordWriter:
     Barriers, end of input and stream status flush the buffer at once."""
 
     def __init__(self, info: OutputInfo, senders: list[ChannelSender], subtask_index: int, max_parallelism: int,
-                 batch_size: int, flush_ms: int) -> None:
+                 batch_size: int, flush_ms: int, buffer_bytes: int = DEFAULT_BUFFER_BYTES) -> None:
         self.info = info
         self.senders = senders
         self.partitioner = info.partitioner
@@ -294,19 +297,47 @@ class RecordWriter:
         shared = info.feedback or isinstance(self.partitioner, BroadcastPartitioner)
         self.hand_over = [not shared and s.transport == "local" for s in senders]
         self.rows = [0] * len(senders)
+        self.bytes = [0] * len(senders)  # about how many bytes each target's buffer holds
         self.since = [0.0] * len(senders)
         self.batch_size = batch_size
         self.flush_s = flush_ms / 1000.0
+        self.buffer_bytes = buffer_bytes
+        #: about how many bytes were written (:meth:`Batch.row_bytes`): the task sizes its
+        #: calls of the chain by the bytes they write
+        self.bytes_written = 0
 
     def write(self, batch: Batch) -> None:
+        """Buffer ``batch``'s records for their targets; a target's buffer is sent once it
+        holds ``batch_size`` rows or about ``buffer_bytes`` (:meth:`Batch.row_bytes`). A part
+        larger than ``buffer_bytes`` (records of megabytes) goes in slices of about that
+        many bytes, after what the buffer held."""
         for target, part in self.partitioner.select(batch):
+            n = len(part)
+            row = part.row_bytes()
+            size = row * n
+            self.bytes_written += size
+            if size > self.buffer_bytes and n > 1:
+                if self.buffers[target]:
+                    self._flush(target, None)
+                step = max(1, self.buffer_bytes // row)
+                for start in range(0, n, step):
+                    stop = min(n, start + step)
+                    self._buffer(target, part.slice(start, stop), stop - start, row * (stop - start))
+            else:
+                self._buffer(target, part, n, size)
+
+    def _buffer(self, target: int, part: Batch, rows: int, size: int) -> None:
+        buf = self.buffers[target]
+        if buf and self.bytes[target] + size > self.buffer_bytes:  # (a send stays within buffer_bytes)
+            self._flush(target, None)
             buf = self.buffers[target]
-            if not buf:
-                self.since[target] = time.monotonic()
-            buf.append(part)
-            self.rows[target] += len(part)
-            if self.rows[target] >= self.batch_size:
-                self._flush(target, None)
+        if not buf:
+            self.since[target] = time.monotonic()
+        buf.append(part)
+        self.rows[target] += rows
+        self.bytes[target] += size
+        if self.rows[target] >= self.batch_size or self.bytes[target] >= self.buffer_bytes:
+            self._flush(target, None)
 
     def _flush(self, target: int, event: Any) -> None:
         buf = self.buffers[target]
@@ -331,6 +362,7 @@ class RecordWriter:
             batches = sum(1 for it in items if not isinstance(it, Watermark))
             self.buffers[target] = []
             self.rows[target] = 0
+            self.bytes[target] = 0
         if event is not None:
             items.append(event)
         if items:

@@ -40,6 +40,7 @@ class TaskConfig:
 
     batch_size: int = 65536  # rows per network batch
     flush_ms: int = 50  # buffer timeout
+    buffer_bytes: int = 8 << 20  # about the most bytes of records per network batch
     credits: int = 4  # unacknowledged sends allowed per channel
     exactly_once: bool = True  # align barriers (False: at-least-once, no alignment)
     idle_poll_ms: int = 5

@@ -50,6 +50,11 @@ __all__ = ["TaskConfig", "TaskSpec", "InputInfo", "OutputInfo", "Task", "TaskRes
 log = logging.getLogger(__name__)
 
 
+#: rows of the first call of a task's head operator, before what a row writes is known
+PROBE_ROWS = 64
+_UNSLICED = 1 << 62
+
+
 @dataclass
 class TaskSpec:
     """Everything one task needs (picklable; built by the job master)."""
@@ -220,6 +225,7 @@ class Task:
         self.feedback_received = 0
         self._source_wm = MIN_WATERMARK
         self._source_idle = False
+        self._head_rows = PROBE_ROWS  # rows per call of the head operator (see _call_head)
         self._fb_barriers: dict[int, set] = {}  # checkpoint id -> feedback channels whose barrier came early
         self._fb_logging: tuple | None = None  # (checkpoint id, channels still logging, log, state)
         self._replay: list = []  # feedback records restored from a checkpoint, processed first
@@ -267,7 +273,8 @@ class Task:
         restore = self.spec.restore or {}
         n = len(self.op_specs)
         spec = self.spec
-        writers = [RecordWriter(o, s, spec.subtask_index, spec.max_parallelism, spec.config.batch_size, spec.config.flush_ms)
+        writers = [RecordWriter(o, s, spec.subtask_index, spec.max_parallelism, spec.config.batch_size, spec.config.flush_ms,
+                                spec.config.buffer_bytes)
                    for o, s in zip(spec.outputs, self.senders)]
         self.network = self._output or NetworkOutput(writers, self.op_metrics[n - 1] if n else None, spec.task_name)
         self.operators = []
@@ -354,6 +361,28 @@ class Task:
             raise
         except Exception as exc:
             raise self._fail(index, batch, exc) from exc
+
+    def _call_head(self, batch: Batch, input_index: int) -> None:
+        """The head operator's call for an input batch, in slices of rows when the chain
+        writes more than about ``buffer_bytes`` per call: records the chain makes large (a
+        map from ids to images) go out a buffer at a time, so that the task holds about one
+        buffer of them, not the whole batch's output, and back-pressure applies between the
+        slices. The rows of a slice are learned from the bytes the previous call wrote per
+        row (the first call takes at most :data:`PROBE_ROWS`)."""
+        n = len(batch)
+        start = 0
+        while True:
+            stop = n if n - start <= self._head_rows else start + self._head_rows
+            before = self._bytes_written()
+            self._call_operator(0, batch if stop - start == n else batch.slice(start, stop), input_index)
+            written = self._bytes_written() - before
+            self._head_rows = max(1, self.spec.config.buffer_bytes * (stop - start) // written) if written else _UNSLICED
+            if stop >= n:
+                return
+            start = stop
+
+    def _bytes_written(self) -> int:
+        return sum(w.bytes_written for w in getattr(self.network, "writers", ()))
 
     # ------------------------------------------------------------------ time
     def current_watermark(self) -> int:
@@ -621,7 +650,7 @@ class Task:
                         m = self.op_metrics[0]
                         m.records_in += len(item)
                         m.batches_in += 1
-                        self._call_operator(0, item, ch.info.input_index)
+                        self._call_head(item, ch.info.input_index)
                     elif type(item) is pa.RecordBatch:
                         m = self.op_metrics[0]
                         m.records_in += item.num_rows
@@ -631,7 +660,7 @@ class Task:
                             self._reported_idle = False
                             if self._fb_logging is not None and ch.index in self._fb_logging[1]:
                                 self._fb_logging[2].append(item)
-                        self._call_operator(0, Batch.of_arrow(item), ch.info.input_index)
+                        self._call_head(Batch.of_arrow(item), ch.info.input_index)
                     elif type(item) is _Ack:
                         item.fn()
                     else:
@@ -905,7 +934,7 @@ class Task:
             if emit is not None:
                 head_metrics.records_in += n
                 head_metrics.batches_in += 1
-                self._call_operator(0, result, 0)
+                self._call_head(result, 0)
             else:
                 self.network.emit(result)
             self._source_watermark(reader)

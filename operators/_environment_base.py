@@ -98,6 +98,7 @@ class StreamEnvironmentBase:
         slot_sharing: bool = True,
         reuse_workers: bool = True,
         channel_transport: str = "auto",
+        buffer_bytes: int = 8 << 20,
     ) -> None:
         check_parallelism(parallelism)
         if not isinstance(max_parallelism, int) or not parallelism <= max_parallelism <= 32768:
@@ -106,6 +107,8 @@ class StreamEnvironmentBase:
             raise ConfigError(f"credits must be >= 1, got {credits!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be an int >= 1 (rows per network batch), got {batch_size!r}")
+        if isinstance(buffer_bytes, bool) or not isinstance(buffer_bytes, int) or buffer_bytes < 1:
+            raise ConfigError(f"buffer_bytes must be an int >= 1 (bytes of records per network batch), got {buffer_bytes!r}")
         if isinstance(flush_ms, bool) or not isinstance(flush_ms, (int, float)) or flush_ms < 0:
             raise ConfigError(f"flush_ms must be a number >= 0 (ms a partly filled batch may wait), got {flush_ms!r}")
         if isinstance(task_num_cpus, bool) or not isinstance(task_num_cpus, (int, float)) or task_num_cpus < 0:
@@ -114,7 +117,8 @@ class StreamEnvironmentBase:
         self.max_parallelism = max_parallelism
         self.address = address
         self.task_config = TaskConfig(batch_size=batch_size, flush_ms=flush_ms, credits=credits,
-                                      channel_transport=check_channel_transport(channel_transport))
+                                      channel_transport=check_channel_transport(channel_transport),
+                                      buffer_bytes=buffer_bytes)
         self.task_num_cpus = task_num_cpus
         self.slot_sharing = bool(slot_sharing)
         self.reuse_workers = bool(reuse_workers)

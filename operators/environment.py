@@ -35,6 +35,10 @@ class StreamEnvironment(StreamEnvironmentBase):
         address: Ray address to connect to (None: an embedded local Ray unless one is connected).
         batch_size: rows per network batch; flush_ms: buffer timeout; credits: in-flight
             sends per channel (back-pressure window).
+        buffer_bytes: about the most bytes of records per network batch (default 8 MiB):
+            large records go a few at a time, and a task calls its chain on slices of an
+            input batch when the chain writes more than that per call (a map from ids to
+            images), so it holds about one buffer of them.
         task_num_cpus: Ray CPUs reserved per task executor actor.
         slot_sharing: True (default, as Flink's default slot sharing group): one Ray actor
             per subtask index hosts that subtask of every vertex, so a job deploys
