@@ -225,7 +225,7 @@ class Task:
         self.feedback_received = 0
         self._source_wm = MIN_WATERMARK
         self._source_idle = False
-        self._head_rows = PROBE_ROWS  # rows per call of the head operator (see _call_head)
+        self._head_rows: dict[int, int] = {}  # input index -> rows per call of the head operator (see _call_head)
         self._fb_barriers: dict[int, set] = {}  # checkpoint id -> feedback channels whose barrier came early
         self._fb_logging: tuple | None = None  # (checkpoint id, channels still logging, log, state)
         self._replay: list = []  # feedback records restored from a checkpoint, processed first
@@ -367,16 +367,18 @@ class Task:
         writes more than about ``buffer_bytes`` per call: records the chain makes large (a
         map from ids to images) go out a buffer at a time, so that the task holds about one
         buffer of them, not the whole batch's output, and back-pressure applies between the
-        slices. The rows of a slice are learned from the bytes the previous call wrote per
-        row (the first call takes at most :data:`PROBE_ROWS`)."""
+        slices. The rows of a slice are learned per input from the bytes the previous call
+        wrote per row (the first call takes at most :data:`PROBE_ROWS`)."""
         n = len(batch)
+        head_rows = self._head_rows
         start = 0
         while True:
-            stop = n if n - start <= self._head_rows else start + self._head_rows
+            rows = head_rows.get(input_index, PROBE_ROWS)
+            stop = n if n - start <= rows else start + rows
             before = self._bytes_written()
             self._call_operator(0, batch if stop - start == n else batch.slice(start, stop), input_index)
             written = self._bytes_written() - before
-            self._head_rows = max(1, self.spec.config.buffer_bytes * (stop - start) // written) if written else _UNSLICED
+            head_rows[input_index] = max(1, self.spec.config.buffer_bytes * (stop - start) // written) if written else _UNSLICED
             if stop >= n:
                 return
             start = stop

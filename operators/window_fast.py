@@ -116,8 +116,14 @@ class VectorWindowAggregateOperator(StreamOperator):
         base = base_aggregations(aggregations)
         self.base = base
         self.acc_names = [f"{c}_{f}" for c, f in base]
-        #: window start -> partial tables {key, <accumulators>} (each one row per key)
+        #: window start -> partial tables {key, <accumulators>} (each one row per key, but
+        #: for the windows in ``_repeats``)
         self.windows: dict[int, list[pa.Table]] = {}
+        #: windows a table of which may hold a key twice: a combiner's partials are one row
+        #: per key and pane for each of its calls, and one send may carry the partials of
+        #: several calls (a task calls its chain on slices of a batch of large records; the
+        #: sends of a channel coalesce consecutive batches)
+        self._repeats: set[int] = set()
         self.watermark = MIN_WATERMARK
         self._restored: list[Any] = []
         self.late_dropped = 0
@@ -192,12 +198,14 @@ class VectorWindowAggregateOperator(StreamOperator):
                 [self.key_column, "window_start", *(f"{n}_{m}" for n, m in specs)]).rename_columns(
                 [self.key_column, "window_start", *self.acc_names])
             starts = part.column("window_start").to_numpy()
-        self._add_pending(part, starts)
+            self._add_pending(part, starts)
+            return
+        self._add_pending(part, starts, unique=False)
 
-    def _add_pending(self, part: pa.Table, starts: np.ndarray) -> None:
+    def _add_pending(self, part: pa.Table, starts: np.ndarray, unique: bool = True) -> None:
         """File the rows of ``part`` (``{key, window_start, <accumulators>}``, at most one row
-        per key and window; ``starts`` is its window_start column) under their windows until
-        they are fired; a window holding many partials is merged."""
+        per key and window unless not ``unique``; ``starts`` is its window_start column) under
+        their windows until they are fired; a window holding many partials is merged."""
         if not len(starts):
             return
         steps = np.diff(starts)
@@ -209,16 +217,20 @@ class VectorWindowAggregateOperator(StreamOperator):
         part = part.select([self.key_column, *self.acc_names])
         bounds = [0, *(np.flatnonzero(steps) + 1).tolist(), len(starts)]
         windows = self.windows
+        repeats = self._repeats
         for lo, hi in zip(bounds, bounds[1:]):
             start = int(starts[lo])
             tables = windows.get(start)
             piece = part.slice(lo, hi - lo) if hi - lo < len(starts) else part
+            if not unique:
+                repeats.add(start)
             if tables is None:
                 windows[start] = [piece]
             else:
                 tables.append(piece)
                 if len(tables) >= _COMPACT_EVERY:
                     windows[start] = [self._merge(tables)]
+                    repeats.discard(start)
 
     def _late(self, late: pa.RecordBatch) -> None:
         if self.late_tag is not None:
@@ -230,9 +242,10 @@ class VectorWindowAggregateOperator(StreamOperator):
         self.late_dropped += late.num_rows
         self.ctx.metrics["num_late_records_dropped"] = self.late_dropped
 
-    def _merge(self, tables: list[pa.Table]) -> pa.Table:
-        """One table ``{key, <accumulators>}`` with one row per key from partials of one window."""
-        if len(tables) == 1:
+    def _merge(self, tables: list[pa.Table], repeats: bool = False) -> pa.Table:
+        """One table ``{key, <accumulators>}`` with one row per key from partials of one window
+        (``repeats``: a single table may hold a key twice)."""
+        if len(tables) == 1 and not repeats:
             return tables[0]
         specs = [(name, _MERGE[f]) for name, (_c, f) in zip(self.acc_names, self.base)]
         g = pa.concat_tables(tables).group_by(self.key_column, use_threads=False).aggregate(specs)
@@ -243,9 +256,11 @@ class VectorWindowAggregateOperator(StreamOperator):
         """The merged rows ``{key, window_start, <accumulators>}`` of the windows ``starts``
         (each window merged, the merged table kept as its only partial)."""
         merged = []
+        repeats = self._repeats
         for s in starts:
-            t = self._merge(self.windows[s])
+            t = self._merge(self.windows[s], s in repeats)
             self.windows[s] = [t]
+            repeats.discard(s)
             merged.append(t)
         return self._stacked(starts, merged)
 
@@ -254,7 +269,12 @@ class VectorWindowAggregateOperator(StreamOperator):
         window_start, <accumulators>}`` as one single-chunk table (one output batch per
         firing, not one per window: fewer, larger sends and collected batches)."""
         windows = self.windows
-        return self._stacked(starts, [self._merge(windows.pop(s)) for s in starts])
+        repeats = self._repeats
+        merged = []
+        for s in starts:
+            merged.append(self._merge(windows.pop(s), s in repeats))
+            repeats.discard(s)
+        return self._stacked(starts, merged)
 
     def _stacked(self, starts: list[int], merged: list[pa.Table]) -> pa.Table:
         """The per-window tables ``merged`` ({key, <accumulators>}) one after the other, with
@@ -316,4 +336,4 @@ class VectorWindowAggregateOperator(StreamOperator):
 
     def num_open_windows(self) -> int:
         """Number of open (key, window) pairs."""
-        return sum(self._merge(tables).num_rows for tables in self.windows.values())
+        return sum(self._merge(tables, s in self._repeats).num_rows for s, tables in self.windows.items())

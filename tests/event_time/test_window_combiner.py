@@ -339,3 +339,24 @@ def test_one_partial_batch_with_several_panes_of_a_window_fires_one_row_per_key(
     want.process(pa.RecordBatch.from_pylist(rows))
     want.end_input()
     assert sorted(got.table().to_pylist(), key=repr) == sorted(want.table().to_pylist(), key=repr)
+
+
+@pytest.mark.parametrize("assigner", ASSIGNERS, ids=repr)
+def test_partials_of_several_combiner_calls_in_one_batch_fire_one_row_per_key(assigner):
+    """One send may carry the partials of several combiner calls as one batch (a channel
+    coalesces consecutive batches; a task calls its chain on slices of a batch of large
+    records), so a pane of a key can come twice in one partial batch: still one row per key
+    and window (a window holding that batch alone fired the key twice)."""
+    rows = [{"key": k, "value": v, "ts": t} for k, v, t in
+            (("a", 1, 0), ("b", 2, 10), ("a", 3, 20), ("a", 4, 35), ("b", 5, 61), ("a", 6, 95))]
+    comb = OperatorHarness(VectorWindowCombiner("key", "ts", assigner, SPECS))
+    for i in range(0, len(rows), 2):  # three calls, as slices of one batch
+        comb.process(pa.RecordBatch.from_pylist(rows[i:i + 2]))
+    coalesced = pa.concat_batches([b.arrow() for b in comb.output.batches])
+    got = OperatorHarness(VectorWindowAggregateOperator("key", "ts", assigner, SPECS))
+    got.process(coalesced)
+    got.end_input()
+    want = OperatorHarness(VectorWindowAggregateOperator("key", "ts", assigner, SPECS))
+    want.process(pa.RecordBatch.from_pylist(rows))
+    want.end_input()
+    assert sorted(got.table().to_pylist(), key=repr) == sorted(want.table().to_pylist(), key=repr)
