@@ -226,6 +226,7 @@ class Task:
         self._source_wm = MIN_WATERMARK
         self._source_idle = False
         self._head_rows: dict[int, int] = {}  # input index -> rows per call of the head operator (see _call_head)
+        self._sliced_head = False  # whether _call_head slices: the chain writes to channels (set in _open)
         self._fb_barriers: dict[int, set] = {}  # checkpoint id -> feedback channels whose barrier came early
         self._fb_logging: tuple | None = None  # (checkpoint id, channels still logging, log, state)
         self._replay: list = []  # feedback records restored from a checkpoint, processed first
@@ -277,6 +278,7 @@ class Task:
                                 spec.config.buffer_bytes)
                    for o, s in zip(spec.outputs, self.senders)]
         self.network = self._output or NetworkOutput(writers, self.op_metrics[n - 1] if n else None, spec.task_name)
+        self._sliced_head = bool(getattr(self.network, "writers", ()))
         self.operators = []
         contexts = []
         for op in self.op_specs:
@@ -370,6 +372,9 @@ class Task:
         slices. The rows of a slice are learned per input from the bytes the previous call
         wrote per row (the first call takes at most :data:`PROBE_ROWS`)."""
         n = len(batch)
+        if not self._sliced_head:  # (nothing of the chain's output is sent: a sink, a collect)
+            self._call_operator(0, batch, input_index)
+            return
         head_rows = self._head_rows
         start = 0
         while True:
