@@ -121,7 +121,8 @@ def unpickling_failed(what: str, where: str, exc: BaseException) -> JobFailed:
     module = _missing_module(exc)
     if module is not None:
         text += (
-            f"; the job refers to module {module!r} by name and this Ray worker cannot import it (a module found "
+            f"; the job refers to module {module!r} by name and this Ray worker cannot import it, or imports "
+            "another version of it (a module found "
             "through a sys.path entry added at run time, or present only on the driver's machine, does not travel "
             f"with the job): install it where Ray runs, give it to Ray with ray.init(runtime_env={{'py_modules': "
             f"[{module.split('.')[0]}]}}), or have it pickled by value with "
