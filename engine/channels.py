@@ -311,9 +311,9 @@ class RecordWriter:
         holds ``batch_size`` rows or about ``buffer_bytes`` (:meth:`Batch.row_bytes`). A part
         larger than ``buffer_bytes`` (records of megabytes) goes in slices of about that
         many bytes, after what the buffer held."""
+        row = batch.row_bytes()  # (once per batch: its records are alike, whichever target they go to)
         for target, part in self.partitioner.select(batch):
             n = len(part)
-            row = part.row_bytes()
             size = row * n
             self.bytes_written += size
             if size > self.buffer_bytes and n > 1:

@@ -120,13 +120,14 @@ def unpickling_failed(what: str, where: str, exc: BaseException) -> JobFailed:
     text = f"{what} cannot be unpickled {where}: {type(exc).__name__}: {exc}"
     module = _missing_module(exc)
     if module is not None:
+        top = module.split(".")[0]
         text += (
             f"; the job refers to module {module!r} by name and this Ray worker cannot import it, or imports "
             "another version of it (a module found "
             "through a sys.path entry added at run time, or present only on the driver's machine, does not travel "
             f"with the job): install it where Ray runs, give it to Ray with ray.init(runtime_env={{'py_modules': "
-            f"[{module.split('.')[0]}]}}), or have it pickled by value with "
-            f"cloudpickle.register_pickle_by_value({module.split('.')[0]}) before building the job"
+            f"[{top}]}}), or have it pickled by value with cloudpickle.register_pickle_by_value({top}) before "
+            "building the job"
         )
     return JobFailed(text)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import pickle
 import sys
+from itertools import islice
 from operator import itemgetter
 from typing import Any, Callable, Iterable, Sequence
 
@@ -240,7 +241,7 @@ def record_bytes(record: Any, _depth: int = 0) -> int:
         n = len(record)
         if not n or _depth >= 3:
             return 16 + 8 * n
-        items = list(record.items())[:16] if t is dict else record[:16]
+        items = list(islice(record.items(), 16)) if t is dict else record[:16]
         sampled = sum(record_bytes(x, _depth + 1) for x in items)
         return 16 + 8 * n + sampled * n // len(items)
     if t is np.ndarray:
