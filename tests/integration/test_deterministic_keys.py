@@ -1,12 +1,17 @@
 """Keys whose Python ``hash()`` is salted per process (frozensets of strings) route to one
-subtask on a real local Ray, and a key with no deterministic value fails the job clearly."""
+subtask on a real local Ray, keys that Arrow would give back changed (tz-aware datetimes,
+IntEnums) keep their key group across an exchange, and a key with no deterministic value
+fails the job clearly."""
 
 import collections
+import datetime as dt
+import enum
 import random
 
 import pytest
 
 import raystream as rs
+from raystream.checkpoint import ValueStateDescriptor
 
 
 def _edges(n_nodes: int = 40, n_edges: int = 300, seed: int = 7) -> list[tuple[str, str]]:
@@ -52,3 +57,37 @@ def test_key_without_deterministic_value_fails_the_job_naming_the_operator():
     )
     with pytest.raises(rs.JobFailed, match=r"into operator 'count sessions'.*of type .*Session has no deterministic"):
         env.execute("bad keys")
+
+
+class Level(enum.IntEnum):
+    LOW = 1
+    HIGH = 2
+
+
+class CountPerKey(rs.KeyedProcessFunction):
+    def open(self, ctx):
+        self.count = ctx.get_state(ValueStateDescriptor("count", default=0))
+
+    def process_element(self, value, ctx):
+        self.count.update(self.count.value() + 1)
+        yield ctx.get_current_key(), self.count.value()
+
+
+@pytest.mark.parametrize("make_key", [
+    lambda i: dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(hours=i % 20),  # datetime.now(timezone.utc)
+    lambda i: Level(1 + i % 2),
+], ids=["utc-datetime", "IntEnum"])
+def test_keys_whose_arrow_form_differs_keep_their_key_group_across_the_exchange(make_key):
+    """The keyed task files a key's state under the key group of the key it receives; the
+    sender routed the record by the key it sent. A tz-aware datetime used to come back from
+    Arrow with another zone object (another repr, so another hash), an IntEnum as a plain
+    int: the job failed with 'key ... outside this backend's range'."""
+    records = [{"k": make_key(i), "v": i} for i in range(600)]
+    env = rs.StreamEnvironment(parallelism=2)
+    out = env.from_collection(records).rebalance().key_by("k").process(CountPerKey()).execute_and_collect()
+    final: dict = {}
+    for key, n in out:
+        final[key] = max(n, final.get(key, 0))
+    assert final == collections.Counter(r["k"] for r in records)
+    assert {type(k) for k in final} == {type(records[0]["k"])}
+    assert all(k.tzinfo is dt.timezone.utc for k in final if isinstance(k, dt.datetime))

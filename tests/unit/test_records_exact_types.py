@@ -4,6 +4,10 @@ others (double, binary: pyarrow would coerce ints or str)."""
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
+import enum
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -45,3 +49,64 @@ def test_numpy_integers_among_ints_come_back_as_ints():
     back = arrow_to_records(records_to_arrow(records))
     assert back == [{"v": 1}, {"v": 2}, {"v": 3}]
     assert {type(r["v"]) for r in back} == {int}
+
+
+class Level(enum.IntEnum):
+    LOW = 1
+
+
+class Colour(str, enum.Enum):
+    RED = "red"
+
+
+class Tag(str):
+    pass
+
+
+UTC = dt.timezone.utc
+PLUS2 = dt.timezone(dt.timedelta(hours=2))
+
+
+def _exactly(records: list) -> list:
+    """Each value with its type and repr: equal records that print differently differ."""
+    return [[(k, type(v), repr(v)) for k, v in r.items()] if isinstance(r, dict)
+            else [(type(v), repr(v)) for v in r] if isinstance(r, tuple) else (type(r), repr(r)) for r in records]
+
+
+@pytest.mark.parametrize("values", [
+    [Level.LOW, Level.LOW],  # int64 would give back 1
+    [Colour.RED, None],  # string would give back "red"
+    [Tag("x"), "y"],
+    [dt.datetime(2024, 1, 1, tzinfo=UTC), dt.datetime(2024, 1, 2, tzinfo=UTC)],  # back as ZoneInfo('UTC')
+    [dt.datetime(2024, 1, 1, tzinfo=PLUS2), dt.datetime(2024, 1, 1, tzinfo=UTC)],  # both in +02:00
+    [dt.datetime(2024, 1, 1), dt.datetime(2024, 1, 1, tzinfo=UTC)],  # the zone dropped
+    [dt.time(1, tzinfo=UTC), None],  # the zone dropped
+    [decimal.Decimal("1.1"), decimal.Decimal("1.25")],  # 1.1 back as 1.10
+    [decimal.Decimal("1E+30"), None],  # back as 1000...0
+    ["a", "\ud800"],  # a surrogate (os.fsdecode of a name that is not UTF-8): Arrow raised
+    [dt.datetime(2024, 1, 1), float("nan")],  # pyarrow raised ValueError
+], ids=["IntEnum", "str-Enum", "str-subclass", "utc", "two-zones", "naive-and-aware", "aware-time", "decimal-scales",
+        "decimal-exponent", "surrogate", "datetime-and-nan"])
+@pytest.mark.parametrize("shape", ["dict", "tuple", "scalar"])
+def test_values_that_arrow_would_change_come_back_exactly(values, shape):
+    records = {"dict": [{"k": v, "n": i} for i, v in enumerate(values)],
+               "tuple": [(v, i) for i, v in enumerate(values)],
+               "scalar": values}[shape]
+    back = arrow_to_records(records_to_arrow(records))
+    assert _exactly(back) == _exactly(records)
+
+
+@pytest.mark.parametrize("values, arrow_type", [
+    ([dt.datetime(2024, 1, 1), None], pa.timestamp("us")),
+    ([dt.date(2024, 1, 1), dt.date(2024, 1, 2)], pa.date32()),
+    ([dt.time(1, 2), dt.time(3)], pa.time64("us")),
+    ([dt.timedelta(seconds=1.5), None], pa.duration("us")),
+    ([decimal.Decimal("1.10"), decimal.Decimal("2.25")], pa.decimal128(3, 2)),
+    ([1.5, None, 2.0], pa.float64()),
+    ([b"x", b""], pa.binary()),
+])
+def test_values_that_come_back_as_they_were_stay_typed_columns(values, arrow_type):
+    records = [{"k": v} for v in values]
+    rb = records_to_arrow(records)
+    assert rb.schema.metadata[KIND_KEY] == b"row" and rb.schema.field("k").type == arrow_type
+    assert _exactly(arrow_to_records(rb)) == _exactly(records)
