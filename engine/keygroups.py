@@ -90,8 +90,8 @@ def stable_hash(key: Any) -> int:
     """A 64-bit hash of ``key`` that is identical in every process and Python run.
 
     Keys that compare equal hash equally (``3 == 3.0``, ``{1, 2} == frozenset({2, 1})``),
-    except objects hashed by ``repr()``: those are equal keys when their reprs are (one instant
-    in two time zones, ``Decimal("1.1")`` and ``Decimal("1.10")``, are two keys).
+    except objects hashed by ``repr()``: those hash equally when their reprs are equal (one
+    instant in two time zones, ``Decimal("1.1")`` and ``Decimal("1.10")`` hash apart).
     Supports None, bool, int, float, str, bytes, numpy scalars, tuples and lists (in order),
     sets, frozensets and dicts (order-free), and objects whose ``repr()`` is deterministic.
 
