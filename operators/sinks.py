@@ -263,8 +263,10 @@ class ParquetSink(FileSink):
         w.writer.write_batch(rb)
 
     def _nested_columns(self, records: list[Any]) -> pa.RecordBatch:
-        """Dict records whose values Arrow holds exactly, nested ones included (lists,
-        dicts: list and struct columns), as one batch; anything else fails naming the
+        """Dict records whose values Arrow holds, nested ones included (lists, dicts: list and
+        struct columns), as one batch: values equal to the records' of the same types or of
+        their base types (an ``IntEnum`` written as its int, a tz-aware datetime in a
+        timestamp column with its zone); anything else (ints among floats) fails naming the
         record and why (never pickled bytes in a Parquet file)."""
         if records and all(type(r) is dict for r in records):
             try:
@@ -272,8 +274,9 @@ class ParquetSink(FileSink):
             except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
                 pass
             else:
-                back = rb.to_pylist()  # (held exactly: same values, same Python types)
-                if back == records and all(type(a) is type(b) for a, b in zip(_leaves(back), _leaves(records))):
+                back = rb.to_pylist()  # held as they were: equal values of the same Python types, or of a
+                # subclass that the file holds as its base (an IntEnum as its int, a str Enum as its str)
+                if back == records and all(isinstance(r, type(b)) for b, r in zip(_leaves(back), _leaves(records))):
                     return rb
         index, why = why_not_columns(records)
         raise UserCodeError(records[index], ValueError(
