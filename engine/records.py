@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable, Sequence
 import cloudpickle
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .errors import short_repr
 
@@ -132,6 +133,23 @@ def _exact(array: pa.Array, values: Sequence[Any]) -> bool:
     return True
 
 
+def _equal(array: pa.Array, values: Sequence[Any]) -> bool:
+    """``array`` (``pa.array(values)``) gives back values equal to ``values``, of one Python
+    type each, if not always their own (an IntEnum as an int, ``timezone.utc`` as
+    ``ZoneInfo('UTC')``): enough to compute on, not to send (see :meth:`Batch.columns`)."""
+    t = array.type
+    if not (t in _EXACT_ANYWAY or _uniform(values)):
+        return False
+    if pa.types.is_timestamp(t):  # naive and aware datetimes are never equal: Arrow would mix them
+        naive = t.tz is None
+        return all(v is None or (v.tzinfo is None) == naive for v in values)
+    return True
+
+
+#: Arrow types inferred only from values of one Python type (and its subclasses)
+_EXACT_ANYWAY = frozenset([pa.int64(), pa.bool_(), pa.string()])
+
+
 def tuple_columns(records: Sequence[tuple], n: int) -> list[list[Any]]:
     """The ``n`` columns of tuple records (each of length ``n`` or more), as lists.
 
@@ -148,8 +166,13 @@ def tuple_columns(records: Sequence[tuple], n: int) -> list[list[Any]]:
     return [list(map(itemgetter(i), records)) for i in range(n)]
 
 
-def records_to_arrow(records: Sequence[Any]) -> pa.RecordBatch:
-    """Convert Python records to a RecordBatch (typed when uniform, else pickled)."""
+def records_to_arrow(records: Sequence[Any], exact: bool = True) -> pa.RecordBatch:
+    """Convert Python records to a RecordBatch: typed when uniform, else pickled.
+
+    ``exact``: typed only where the records come back exactly as they were (see
+    :func:`_exact`; what a channel needs); without it, typed where they come back equal
+    (see :func:`_equal`; what a vectorized operator needs to compute on them)."""
+    check = _exact if exact else _equal
     if not records:
         return _with_kind(pa.RecordBatch.from_arrays([pa.array([], pa.binary())], ["record"]), _PICKLE)
     first = records[0]
@@ -164,7 +187,7 @@ def records_to_arrow(records: Sequence[Any]) -> pa.RecordBatch:
                 # column by column: ~1.4x faster than RecordBatch.from_pylist on 64k rows
                 columns = [[r[k] for r in records] for k in names]
                 arrays = [pa.array(c) for c in columns]
-                if all(_exact(a, c) for a, c in zip(arrays, columns)):
+                if all(check(a, c) for a, c in zip(arrays, columns)):
                     rb = pa.RecordBatch.from_arrays(arrays, names)
                     if _is_flat(rb.schema) and rb.num_columns == n:
                         return _with_kind(rb, _ROW)
@@ -180,7 +203,7 @@ def records_to_arrow(records: Sequence[Any]) -> pa.RecordBatch:
                 if all(type(col[0]) in _SCALAR_TYPES for col in cols):
                     arrays = [pa.array(c) for c in cols]
                     if not any(pa.types.is_nested(a.type) for a in arrays) and all(
-                        _exact(a, c) for a, c in zip(arrays, cols)
+                        check(a, c) for a, c in zip(arrays, cols)
                     ):
                         return _with_kind(
                             pa.RecordBatch.from_arrays(arrays, [f"f{i}" for i in range(n)]), _TUPLE
@@ -331,7 +354,27 @@ def _pylist(column: pa.Array) -> list:
             first = _constant_string(column, n)
             if first is not None:
                 return [first] * n
-    return column.to_pylist()  # type: ignore[no-any-return]
+    try:
+        return column.to_pylist()  # type: ignore[no-any-return]
+    except ValueError:  # nanoseconds off the microsecond, without pandas to hold them
+        if getattr(t, "unit", None) != "ns":
+            raise
+        return _to_microseconds(column).to_pylist()  # type: ignore[no-any-return]
+
+
+def _to_microseconds(column: pa.Array) -> pa.Array:
+    """A nanosecond timestamp, time or duration column at the microsecond, the finest unit of
+    Python's ``datetime``, ``time`` and ``timedelta`` (times floored, durations truncated).
+
+    Example:
+        >>> _to_microseconds(pa.array([1_001, -1], pa.timestamp("ns"))).to_pylist()
+        [datetime.datetime(1970, 1, 1, 0, 0, 0, 1), datetime.datetime(1969, 12, 31, 23, 59, 59, 999999)]
+    """
+    t = column.type
+    if pa.types.is_duration(t):
+        return column.cast(pa.duration("us"), safe=False)
+    floored = pc.floor_temporal(column, unit="microsecond")
+    return floored.cast(pa.timestamp("us", tz=t.tz) if pa.types.is_timestamp(t) else pa.time64("us"))
 
 
 def _constant_string(column: pa.StringArray, n: int) -> str | None:
@@ -426,6 +469,26 @@ class Batch:
             # (a Batch() holding neither converts to an empty batch)
             self._arrow = records_to_arrow(self._records if self._records is not None else [])
         return self._arrow
+
+    def columns(self) -> pa.RecordBatch:
+        """The batch as Arrow columns to compute on (``map_batches``, vectorized aggregates and
+        windows): :meth:`arrow`, except for records that it pickles only because Arrow would
+        give them back changed (tz-aware datetimes, IntEnums, ``str`` subclasses, Decimals of
+        several exponents): typed columns of equal values here (not kept: :meth:`arrow`, what
+        a channel sends, stays exact).
+
+        Example:
+            >>> import datetime as dt
+            >>> b = Batch.of_records([{"at": dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)}])
+            >>> b.arrow().schema.names, b.columns().schema.field("at").type
+            (['record'], TimestampType(timestamp[us, tz=UTC]))
+        """
+        rb = self.arrow()
+        if self._records and (rb.schema.metadata or {}).get(KIND_KEY) == _PICKLE:
+            typed = records_to_arrow(self._records, exact=False)
+            if (typed.schema.metadata or {}).get(KIND_KEY) != _PICKLE:
+                return typed
+        return rb
 
     def __len__(self) -> int:
         if self._records is not None:

@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Hashable, TypeVar
 
@@ -45,6 +46,7 @@ from raystream.engine.operator import OperatorContext, StreamOperator
 from raystream.engine.records import Batch
 
 __all__ = [
+    "epoch_ms",
     "TimestampAssigner",
     "WatermarkGenerator",
     "WatermarkStrategy",
@@ -59,18 +61,53 @@ NO_TIMESTAMP = MIN_WATERMARK
 S = TypeVar("S")  # the split type of a wrapped source
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_MS = dt.timedelta(milliseconds=1)
+_EPOCH_DAY = dt.date(1970, 1, 1).toordinal()
+#: Arrow timestamp units per millisecond (``s``: multiplied by 1000 instead)
+_PER_MS = {"ms": 1, "us": 1_000, "ns": 1_000_000}
+
+
+def epoch_ms(value: Any) -> int:
+    """An event timestamp as epoch milliseconds: an int as it is, a float truncated, a
+    ``datetime`` floored to its millisecond (a naive one read as UTC, as Arrow reads a
+    timestamp column without a zone), a ``date`` at its midnight UTC, a ``numpy.datetime64``.
+
+    Example:
+        >>> epoch_ms(1_700_000_000_123), epoch_ms(dt.datetime(1970, 1, 1, 0, 0, 1, 999))
+        (1700000000123, 1000)
+        >>> epoch_ms(dt.datetime(2024, 1, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=1))))
+        1704067200000
+    """
+    if type(value) is int:
+        return value
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.timezone.utc)
+        return (value - _EPOCH) // _MS
+    if isinstance(value, dt.date):
+        return (value.toordinal() - _EPOCH_DAY) * 86_400_000
+    if isinstance(value, np.datetime64):
+        return int(value.astype("datetime64[ms]").astype(np.int64))
+    return int(value)
+
+
 class TimestampAssigner:
-    """Extracts event timestamps (epoch ms, int) from records.
+    """Extracts event timestamps (epoch ms, int) from records: ints (ms), floats, datetimes
+    and dates as :func:`epoch_ms` reads them.
 
     Args:
         column: a column name (dict records, Arrow batches) or a tuple index.
-        fn: a function ``fn(record) -> int`` (used when ``column`` is None).
+        fn: a function ``fn(record) -> int`` (used when ``column`` is None); it may return
+            a ``datetime`` too.
 
     Example:
         >>> TimestampAssigner(column="ts").timestamps(Batch.of_records([{"ts": 5}, {"ts": 7}])).tolist()
         [5, 7]
         >>> TimestampAssigner(fn=lambda r: r[1]).extract(("a", 42))
         42
+        >>> TimestampAssigner(column="ts").timestamps(Batch.of_records([{"ts": dt.datetime(1970, 1, 1, 0, 0, 2)}])).tolist()
+        [2000]
     """
 
     def __init__(self, column: str | int | None = None, fn: Callable[[Any], int] | None = None) -> None:
@@ -84,8 +121,8 @@ class TimestampAssigner:
     def extract(self, record: Any) -> int:
         """The timestamp of one record."""
         if self.fn is not None:
-            return int(self.fn(record))
-        return int(record[self._column()])
+            return epoch_ms(self.fn(record))
+        return epoch_ms(record[self._column()])
 
     def _column(self) -> str | int:
         column = self.column
@@ -107,10 +144,15 @@ class TimestampAssigner:
         try:
             if self.fn is not None:
                 fn = self.fn
-                return np.fromiter((fn(r) for r in records), dtype=np.int64, count=len(records))
-            c = self._column()
-            return np.fromiter((r[c] for r in records), dtype=np.int64, count=len(records))
-        except (KeyError, IndexError, TypeError) as exc:
+                values = [fn(r) for r in records]
+            else:
+                c = self._column()
+                values = [r[c] for r in records]
+            try:
+                return np.fromiter(values, dtype=np.int64, count=len(records))
+            except TypeError:  # datetimes, dates: converted one by one
+                return np.fromiter(map(epoch_ms, values), dtype=np.int64, count=len(records))
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
             bad = next((r for r in records if not _has_ts(r, self)), records[0] if records else None)
             raise ConfigError(f"cannot extract an event timestamp ({self!r}) from record {bad!r}: {exc!r}") from exc
 
@@ -122,7 +164,9 @@ class TimestampAssigner:
 
 def timestamp_column(rb: pa.RecordBatch, column: str, where: str) -> np.ndarray:
     """The event timestamps (int64 ms) of column ``column`` of ``rb``: integers or floats
-    (truncated) as they are, Arrow timestamps in ms.
+    (truncated) as they are, Arrow timestamps of any unit floored to the millisecond (the
+    epoch they hold: UTC for a zoned column, the wall clock read as UTC without a zone, as
+    :func:`epoch_ms` reads datetimes), dates at midnight.
 
     Raises:
         ConfigError: a null timestamp (naming its row and record: a null would otherwise
@@ -146,12 +190,18 @@ def timestamp_column(rb: pa.RecordBatch, column: str, where: str) -> np.ndarray:
             f"(record {rb.slice(row, 1).to_pylist()[0]!r}); filter out or fill null timestamps before "
             "event-time operators"
         )
-    if pa.types.is_timestamp(col.type):
-        col = col.cast(pa.timestamp("ms")).cast(pa.int64())
-    elif not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
+    t = col.type
+    if pa.types.is_timestamp(t):  # (a cast to timestamp[ms] refuses sub-millisecond values)
+        ticks = col.cast(pa.int64()).to_numpy(zero_copy_only=False)
+        return ticks * 1000 if t.unit == "s" else ticks // _PER_MS[t.unit]
+    if pa.types.is_date32(t):
+        return col.cast(pa.int32()).to_numpy(zero_copy_only=False).astype(np.int64) * 86_400_000
+    if pa.types.is_date64(t):
+        return col.cast(pa.int64()).to_numpy(zero_copy_only=False)
+    if not (pa.types.is_integer(t) or pa.types.is_floating(t)):
         raise ConfigError(
-            f"{where}: the timestamp column {column!r} must hold integers (ms) or Arrow timestamps, "
-            f"got {col.type} (first value {col[0].as_py()!r})"
+            f"{where}: the timestamp column {column!r} must hold integers (ms), Arrow timestamps or dates, "
+            f"got {t} (first value {col[0].as_py()!r})"
         )
     return col.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
 

@@ -303,3 +303,17 @@ def test_write_parquet_of_enums_aware_datetimes_and_decimals(tmp_path):
     assert rows == records
     assert table.schema.field("at").type == pa.timestamp("us", tz="UTC")
     assert table.schema.field("level").type == pa.int64()
+
+
+def test_map_batches_gets_typed_columns_of_records_that_cross_channels_pickled():
+    utc = dt.timezone.utc
+    env = rs.StreamEnvironment(parallelism=2)
+    out = (
+        env.from_collection(list(range(100)))
+        .map(lambda i: {"at": dt.datetime(2024, 1, 1, tzinfo=utc) + dt.timedelta(days=i), "level": Level(1 + i % 2)})
+        .map_batches(lambda rb: {"type": [str(rb.schema.field("at").type)] * rb.num_rows,
+                                 "level": rb.column(1).to_pylist()})
+        .execute_and_collect()
+    )
+    assert {r["type"] for r in out} == {"timestamp[us, tz=UTC]"}
+    assert sorted(r["level"] for r in out) == [1] * 50 + [2] * 50

@@ -66,3 +66,25 @@ def _records(batches):
     from raystream.operators.sinks import collected_records
 
     return collected_records(batches)
+
+
+@pytest.mark.parametrize("path_kind", ["columnar", "records"])
+def test_windows_over_a_parquet_timestamp_column_in_nanoseconds(tmp_path, path_kind):
+    """pandas writes event times as timestamp[ns]: the vectorized window failed on the first
+    value off the millisecond (Arrow: 'would lose data'), and once a map had made the batch
+    Python records, the window failed on the datetimes ('cannot extract an event timestamp')."""
+    n = 6_000
+    ns = [1_700_000_000_000_000_000 + i * 333_333 for i in range(n)]  # 0.33 ms apart: sub-ms parts
+    t = pa.table({"key": [f"k{i % 5}" for i in range(n)], "ts": pa.array(ns, pa.timestamp("ns", tz="UTC"))})
+    pq.write_table(t, tmp_path / "ev.parquet", row_group_size=1000)
+    expected = sorted(
+        (k, s, c)
+        for (k, s), c in __import__("collections").Counter((f"k{i % 5}", v // 1_000_000 // 100 * 100) for i, v in enumerate(ns)).items()
+    )
+    strategy = WatermarkStrategy.for_monotonous_timestamps().with_timestamp_column("ts")
+    env = rs.StreamEnvironment(parallelism=2)
+    stream = env.read_parquet(str(tmp_path / "ev.parquet"), batch_size=1000).assign_timestamps_and_watermarks(strategy)
+    if path_kind == "records":
+        stream = stream.map(lambda r: {"key": r["key"], "ts": r["ts"]})
+    out = stream.key_by("key").window(TumblingEventTimeWindows.of(100)).aggregate(n=("key", "count")).execute_and_collect()
+    assert sorted((r["key"], r["window_start"], r["n"]) for r in out) == expected

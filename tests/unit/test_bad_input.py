@@ -74,7 +74,7 @@ def test_a_null_or_text_timestamp_in_a_column_fails_naming_the_row_and_record():
     with pytest.raises(ConfigError, match=r"window aggregate: the timestamp column 'ts' is null in row 1 .*'ts': None"):
         timestamp_column(rb, "ts", "window aggregate")  # (became int64 min: the record dropped as late)
     text = pa.RecordBatch.from_pydict({"ts": ["abc"]})
-    with pytest.raises(ConfigError, match=r"must hold integers \(ms\) or Arrow timestamps, got string"):
+    with pytest.raises(ConfigError, match=r"must hold integers \(ms\), Arrow timestamps or dates, got string"):
         timestamp_column(text, "ts", "demo")
     stamps = pa.RecordBatch.from_pydict({"ts": pa.array([1_000, 2_000], pa.timestamp("s"))})
     assert timestamp_column(stamps, "ts", "demo").tolist() == [1_000_000, 2_000_000]

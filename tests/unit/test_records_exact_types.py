@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from raystream.engine.records import KIND_KEY, arrow_to_records, records_to_arrow
+from raystream.engine.records import KIND_KEY, Batch, arrow_to_records, records_to_arrow
 
 
 def _typed(records: list) -> list:
@@ -110,3 +110,27 @@ def test_values_that_come_back_as_they_were_stay_typed_columns(values, arrow_typ
     rb = records_to_arrow(records)
     assert rb.schema.metadata[KIND_KEY] == b"row" and rb.schema.field("k").type == arrow_type
     assert _exactly(arrow_to_records(rb)) == _exactly(records)
+
+
+@pytest.mark.parametrize("values, arrow_type", [
+    ([dt.datetime(2024, 1, 1, tzinfo=UTC), None], pa.timestamp("us", tz="UTC")),
+    ([Level.LOW, Level.LOW], pa.int64()),
+    ([decimal.Decimal("1.1"), decimal.Decimal("1.25")], pa.decimal128(3, 2)),
+])
+def test_columns_to_compute_on_are_typed_where_values_come_back_equal(values, arrow_type):
+    """What ``arrow()`` pickles to stay exact, ``columns()`` (map_batches, vectorized
+    aggregates and windows) types, and ``arrow()`` is left exact."""
+    batch = Batch.of_records([{"k": v, "n": i} for i, v in enumerate(values)])
+    assert batch.columns().schema.field("k").type == arrow_type
+    assert batch.columns().column(0).to_pylist() == values
+    assert batch.arrow().schema.metadata[KIND_KEY] == b"pickle"
+
+
+def test_naive_and_aware_datetimes_are_not_typed_even_to_compute_on():
+    batch = Batch.of_records([{"k": dt.datetime(2024, 1, 1)}, {"k": dt.datetime(2024, 1, 1, tzinfo=UTC)}])
+    assert batch.columns().schema.metadata[KIND_KEY] == b"pickle"
+
+
+def test_typed_batches_give_the_same_columns_to_compute_on():
+    batch = Batch.of_records([{"k": 1, "s": "x"}])
+    assert batch.columns() is batch.arrow()

@@ -1,0 +1,72 @@
+"""Event timestamps from Arrow timestamp and date columns of every unit and zone, and from
+the datetimes the same column holds once records are Python objects: both read the same
+epoch milliseconds (floored), so a window does not depend on whether its input batch
+happened to be columnar."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from raystream.engine.errors import ConfigError
+from raystream.engine.records import Batch
+from raystream.operators.time import TimestampAssigner, epoch_ms, timestamp_column
+
+UTC = dt.timezone.utc
+#: sub-millisecond parts, both sides of the epoch, a leap day
+INSTANTS = [
+    dt.datetime(2024, 2, 29, 12, 0, 0, 1500, tzinfo=UTC),
+    dt.datetime(1969, 12, 31, 23, 59, 59, 999500, tzinfo=UTC),
+    dt.datetime(1970, 1, 1, tzinfo=UTC),
+    dt.datetime(2001, 9, 9, 1, 46, 40, 999, tzinfo=UTC),
+]
+EXPECTED = [1709208000001, -1, 0, 1000000000000]
+
+
+@pytest.mark.parametrize("unit", ["ms", "us", "ns"])
+@pytest.mark.parametrize("tz", [None, "UTC", "+02:00"])
+def test_a_timestamp_column_and_its_datetimes_give_the_same_floored_milliseconds(unit, tz):
+    """The column failed for any unit finer than ms with a value off the millisecond
+    (Arrow refused the cast: 'would lose data'); its records failed with 'cannot extract an
+    event timestamp' (int() of a datetime)."""
+    values = [v if tz else v.replace(tzinfo=None) for v in INSTANTS]
+    if unit == "ms":  # (Arrow's cast to ms would truncate -0.5 ms towards zero)
+        col = pa.array(EXPECTED, pa.timestamp("ms", tz=tz))
+    else:
+        col = pa.array(values, pa.timestamp("us", tz=tz)).cast(pa.timestamp(unit, tz=tz))
+    expected = EXPECTED
+    rb = pa.record_batch([col], ["ts"])
+    assert timestamp_column(rb, "ts", "test").tolist() == expected
+    records = Batch.of_records([{"ts": v} for v in col.to_pylist()])
+    assert TimestampAssigner(column="ts").timestamps(records).tolist() == expected
+    assert TimestampAssigner(column="ts").timestamps(Batch.of_arrow(rb)).tolist() == expected
+    assert [TimestampAssigner(fn=lambda r: r["ts"]).extract(r) for r in records.records()] == expected
+
+
+def test_a_naive_datetime_is_read_as_utc_and_an_aware_one_at_its_instant():
+    assert epoch_ms(dt.datetime(1970, 1, 1, 0, 0, 1)) == 1000
+    assert epoch_ms(dt.datetime(1970, 1, 1, 1, 0, 1, tzinfo=dt.timezone(dt.timedelta(hours=1)))) == 1000
+    assert epoch_ms(dt.datetime(1969, 12, 31, 23, 59, 59, 999999)) == -1  # floored, not truncated
+
+
+def test_dates_seconds_numpy_datetimes_and_numbers():
+    days = pa.array([dt.date(1970, 1, 2), dt.date(1969, 12, 31)])
+    assert timestamp_column(pa.record_batch([days], ["d"]), "d", "t").tolist() == [86_400_000, -86_400_000]
+    assert timestamp_column(pa.record_batch([days.cast(pa.date64())], ["d"]), "d", "t").tolist() == [86_400_000, -86_400_000]
+    secs = pa.array([1, -2], pa.timestamp("s"))
+    assert timestamp_column(pa.record_batch([secs], ["t"]), "t", "t").tolist() == [1000, -2000]
+    assert epoch_ms(dt.date(1970, 1, 2)) == 86_400_000
+    assert epoch_ms(np.datetime64("1970-01-01T00:00:01.5")) == 1500
+    assert epoch_ms(12.9) == 12 and epoch_ms(7) == 7
+    stamps = TimestampAssigner(column=0).timestamps(Batch.of_records([(dt.date(1970, 1, 2), "x"), (5, "y")]))
+    assert stamps.tolist() == [86_400_000, 5]
+
+
+def test_a_column_of_another_type_and_a_record_without_a_time_fail_naming_them():
+    with pytest.raises(ConfigError, match=r"timestamp column 'ts' must hold integers \(ms\), Arrow timestamps or dates, got string"):
+        timestamp_column(pa.record_batch([pa.array(["2024-01-01"])], ["ts"]), "ts", "demo")
+    with pytest.raises(ConfigError, match=r"cannot extract an event timestamp .* from record \{'ts': 'noon'\}"):
+        TimestampAssigner(column="ts").timestamps(Batch.of_records([{"ts": dt.datetime(2024, 1, 1)}, {"ts": "noon"}]))
