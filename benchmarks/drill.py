@@ -1,6 +1,7 @@
 """Randomized exactly-once drill: seeded storage faults and kills against a keyed job.
 
     python -m benchmarks.drill --seeds 20 [--start 0] [--no-kill-master] [--keep DIR]
+                               [--state-backend rocksdb] [--buffer-bytes 2048]
 
 For each seed, ``random.Random(seed)`` picks one or two storage faults, injected through
 :mod:`checkpoint.faults` into checkpoint storage (or the file sink's filesystem)...
@@ -53,6 +54,7 @@ import raystream as rs
 from raystream.checkpoint import ValueStateDescriptor
 from raystream.checkpoint.faults import FaultRule, faulty_filesystem, read_fault_log
 from raystream.engine.client import ENDED_STATUSES
+from raystream.engine.config import TaskConfig
 from raystream.engine.errors import RaystreamError
 from raystream.operators.sinks import JsonLinesSink, collected_records
 
@@ -302,8 +304,11 @@ def _build(env: rs.StreamEnvironment, n: int, rate: int, sink: Any, keyed_state:
         stream.sink_to(sink)
 
 
-def _output(result: rs.JobResult, out_dir: Path | None) -> list[tuple]:
+def _output(result: rs.JobResult | None, out_dir: Path | None) -> list[tuple]:
+    """The committed output: the collected records, or the JSON-lines sink's committed files
+    (readable whether or not the job ended with a result)."""
     if out_dir is None:
+        assert result is not None, "a collect sink's output comes with the job's result"
         return [tuple(r) for b in result.sink_results.values() for r in collected_records(b)]
     return [
         tuple(json.loads(line))
@@ -413,16 +418,19 @@ def run_seed(
     n: int = N,
     rate: int = RATE,
     state_backend: str | None = None,
+    buffer_bytes: int | None = None,
 ) -> DrillOutcome:
     """Run the drill's job under ``plan``'s faults and compare it with ``reference``
-    (``state_backend``: run the running sum in keyed state on that backend, e.g. "rocksdb")."""
+    (``state_backend``: run the running sum in keyed state on that backend, e.g. "rocksdb";
+    ``buffer_bytes``: the tasks' send budget, small to slice every send and chain call)."""
     reference = reference if reference is not None else reference_output(n)
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = str(workdir / "faults.jsonl")
     rules = [r for f in plan.faults for r in f.rules]
     sink_rules = [r for f in plan.faults for r in f.sink_rules]
     outcome = DrillOutcome(plan)
-    env = rs.StreamEnvironment(parallelism=plan.parallelism, flush_ms=20)
+    env = rs.StreamEnvironment(parallelism=plan.parallelism, flush_ms=20,
+                               buffer_bytes=buffer_bytes if buffer_bytes is not None else TaskConfig.buffer_bytes)
     # a (filesystem, path) location: storage accepts it (checkpoint.storage.Location),
     # though enable_checkpointing's annotation only names str
     location: Any = (
@@ -517,6 +525,7 @@ def run_drill(
     n: int = N,
     rate: int = RATE,
     state_backend: str | None = None,
+    buffer_bytes: int | None = None,
 ) -> list[DrillOutcome]:
     """Run every seed on the current Ray session and report each through ``out``.
 
@@ -537,7 +546,7 @@ def run_drill(
     outcomes = []
     for seed in seeds:
         seed_dir = base / f"seed-{seed}"
-        outcome = run_seed(plan_seed(seed, kill_master), seed_dir, reference, n, rate, state_backend)
+        outcome = run_seed(plan_seed(seed, kill_master), seed_dir, reference, n, rate, state_backend, buffer_bytes)
         outcomes.append(outcome)
         out(outcome.line())
         if not keep:
@@ -558,6 +567,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-kill-master", action="store_true", help="never kill the job master")
     p.add_argument("--state-backend", choices=["heap", "rocksdb"], default=None,
                    help="keep the running sum in keyed state on this backend (default: reduce's operator state)")
+    p.add_argument("--buffer-bytes", type=int, default=None, metavar="BYTES",
+                   help="the tasks' send budget (StreamEnvironment(buffer_bytes=)); e.g. 2048 slices every send "
+                   "and every chain call")
     p.add_argument(
         "--keep", metavar="DIR", help="keep checkpoints, outputs and fault logs under DIR"
     )
@@ -574,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         seeds = range(args.start, args.start + args.seeds)
         outcomes = run_drill(seeds, args.keep, not args.no_kill_master, keep=args.keep is not None,
-                             state_backend=args.state_backend)
+                             state_backend=args.state_backend, buffer_bytes=args.buffer_bytes)
     finally:
         rs.shutdown_workers()
         ray.shutdown()

@@ -61,6 +61,19 @@ ACC = TypeVar("ACC")
 OUT = TypeVar("OUT")
 
 _NO_KEY: Any = object()
+#: key types whose key group never changed: restored keys of other types are checked
+_PLAIN_KEY_TYPES = frozenset([str, int, float, bytes, bool, type(None)])
+
+
+def _needs_check(key: Any) -> bool:
+    """Whether a restored key may have hashed otherwise before: anything but plain values
+    and tuples of them."""
+    t = type(key)
+    if t in _PLAIN_KEY_TYPES:
+        return False
+    if t is tuple:
+        return any(map(_needs_check, key))
+    return True
 _LIST, _MAP = "list", "map"
 #: the kind of the pseudo-states that carry an off-heap backend's timer queues into a heap
 #: restore: ``{key group: [(time, key, namespace)]}`` per queue name (see
@@ -490,6 +503,7 @@ class HeapKeyedStateBackend(KeyedStateBackend):
                 if name not in metas:
                     raise CheckpointError(f"key group {kg} holds state {name!r} with no metadata")
                 self._tables.setdefault(name, {})[kg] = entries
+        self._refile_moved_keys()
         self._restored = {}
         self._cursors = {n: c for n, c in self._cursors.items() if n in self._states}
         for cursor in self._cursors.values():
@@ -508,6 +522,39 @@ class HeapKeyedStateBackend(KeyedStateBackend):
                 )
             else:
                 self._convert(name, meta, self._meta_of(state.descriptor))
+
+    def _refile_moved_keys(self) -> None:
+        """Move the restored keys whose key group this version computes differently from the
+        snapshot's: keys equal to values of other types (an ``IntEnum``, a ``str`` Enum, a
+        namedtuple, a ``Decimal``, a tz-aware ``datetime``) hashed by their repr in snapshots
+        written before 2026-12-06 and hash as the values they equal since. Only such keys are
+        checked (a type test each); a moved key whose new group this backend owns is re-filed.
+
+        Raises:
+            CheckpointError: a moved key's new group belongs to another subtask (restore at
+                parallelism 1, where every group is local, then take a new savepoint).
+        """
+        for name, table in self._tables.items():
+            moved = [(kg, k) for kg, entries in table.items() for k in entries
+                     if type(k) not in _PLAIN_KEY_TYPES and _needs_check(k) and key_group_for(k, self._max_par) != kg]
+            for kg, key in moved:
+                new_kg = key_group_for(key, self._max_par)
+                if new_kg not in self._range:
+                    raise CheckpointError(
+                        f"state {name!r} holds key {key!r} in key group {kg}, but this raystream puts it in key "
+                        f"group {new_kg}, outside this subtask's range {self._range.start}..{self._range.end}: the "
+                        "snapshot was written before keys equal to values of other types (IntEnum, str Enum, "
+                        "namedtuple, Decimal, tz-aware datetime) hashed as those values; restore it at parallelism "
+                        "1 (every key group local: such keys are moved), take a savepoint, and rescale from that"
+                    )
+                target = table.setdefault(new_kg, {})
+                if key in target:
+                    raise CheckpointError(
+                        f"state {name!r} holds key {key!r} in key groups {kg} and {new_kg} (written before equal "
+                        "keys of different types hashed alike); keep one of them with the raystream that wrote it"
+                    )
+                target[key] = table[kg].pop(key)
+                self._touched.update((kg, new_kg))
 
     def take_restored_timers(self, name: str) -> dict[int, list[tuple[int, Any, Any]]]:
         """The timers of queue ``name`` that the last restore brought from an off-heap

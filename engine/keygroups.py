@@ -11,10 +11,13 @@ vectorized path (for Arrow columns) hashes each *distinct* value once.
 Composite keys hash from the stable hashes of their parts, so keys that compare equal
 hash equally in every process: tuples and lists in order; sets and frozensets (one hash for
 ``{1, 2}`` and ``frozenset([2, 1])``) and dicts over their *sorted* member hashes, never in
-their iteration order, which depends on the string hash salt. Other objects hash by their
-``repr()`` (datetime, Decimal, Enum, user classes with a repr that holds no object id);
-a dataclass, namedtuple or Enum whose repr would list a set or dict hashes by its fields
-instead. A key with no deterministic value is refused with :class:`ConfigError`.
+their iteration order, which depends on the string hash salt. Keys equal to values of
+other types hash as those values: an ``IntEnum`` as its int, a ``str`` Enum as its str, a
+namedtuple as its tuple, a ``Decimal`` or ``Fraction`` as the int or float it equals (else
+by its ratio), a tz-aware datetime by its instant. Other objects hash by their ``repr()``
+(naive datetime, date, Enum, user classes with a repr that holds no object id); a dataclass
+or Enum whose repr would list a set or dict hashes by its fields instead. A key with no
+deterministic value is refused with :class:`ConfigError`.
 
 Example:
     >>> key_group_for("k00001", 128) == key_group_for("k00001", 128)
@@ -28,7 +31,10 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import decimal
 import enum
+import fractions
 import math
 import operator
 import struct
@@ -66,6 +72,10 @@ _TAG_SET = 0x73657473
 _TAG_DICT = 0x64696374
 _TAG_PAIR = 0x70616972
 _TAG_FIELDS = 0x666C6473
+_TAG_RATIO = 0x72617469
+_TAG_INSTANT = 0x696E7374
+_EPOCH = dt.datetime(1970, 1, 1)
+_MICROSECOND = dt.timedelta(microseconds=1)
 
 
 def _mix64(x: int) -> int:
@@ -89,9 +99,9 @@ def _mix64_np(x: np.ndarray) -> np.ndarray:
 def stable_hash(key: Any) -> int:
     """A 64-bit hash of ``key`` that is identical in every process and Python run.
 
-    Keys that compare equal hash equally (``3 == 3.0``, ``{1, 2} == frozenset({2, 1})``),
-    except objects hashed by ``repr()``: those hash equally when their reprs are equal (one
-    instant in two time zones, ``Decimal("1.1")`` and ``Decimal("1.10")`` hash apart).
+    Keys that compare equal hash equally (``3 == 3.0 == Decimal(3)``, ``{1, 2} ==
+    frozenset({2, 1})``, an ``IntEnum`` member and its int, one instant in two time zones),
+    so that a per-process cache serving equal keys from one entry is exact.
     Supports None, bool, int, float, str, bytes, numpy scalars, tuples and lists (in order),
     sets, frozensets and dicts (order-free), and objects whose ``repr()`` is deterministic.
 
@@ -127,7 +137,64 @@ def stable_hash(key: Any) -> int:
         return _fold(_TAG_DICT, sorted(pairs))
     if isinstance(key, list):
         return _fold(_TAG_LIST, map(stable_hash, key))
+    return _equal_value_hash(key)
+
+
+def _equal_value_hash(key: Any) -> int:
+    """Hash of a key that equals values of other types, as those values hash: a subclass of
+    int, str, float, bytes or tuple (an ``IntEnum``, a ``StrEnum`` or ``(str, Enum)``
+    member, a namedtuple) as its plain value; a ``Decimal``, ``Fraction`` or ``complex`` as
+    the int or float it equals, else by its exact ratio; a tz-aware ``datetime`` by its
+    instant (one hash in every zone). Anything else: :func:`_object_hash`.
+
+    Example:
+        >>> import decimal, enum
+        >>> class Level(enum.IntEnum):
+        ...     LOW = 1
+        >>> stable_hash(Level.LOW) == stable_hash(1) == stable_hash(decimal.Decimal("1.00"))
+        True
+        >>> stable_hash(decimal.Decimal("1.10")) == stable_hash(decimal.Decimal("1.1")) == stable_hash(1.1)
+        False
+        >>> stable_hash(decimal.Decimal("1.10")) == stable_hash(decimal.Decimal("1.1"))
+        True
+    """
+    if isinstance(key, int):
+        return _mix64(int.__index__(key) & _M64)
+    if isinstance(key, str):
+        return stable_hash(str.__str__(key))
+    if isinstance(key, float):
+        return stable_hash(float.__float__(key))
+    if isinstance(key, bytes):
+        return stable_hash(bytes(memoryview(key)))
+    if isinstance(key, tuple):  # a namedtuple equals the plain tuple of its fields
+        return stable_hash(tuple(key))
+    if isinstance(key, (decimal.Decimal, fractions.Fraction)):
+        return _number_hash(key)
+    if isinstance(key, complex):
+        return stable_hash(key.real) if key.imag == 0 else _object_hash(key)
+    if isinstance(key, dt.datetime):
+        offset = key.utcoffset()
+        if offset is not None:  # aware: equal to the same instant in any zone
+            micros = (key.replace(tzinfo=None) - offset - _EPOCH) // _MICROSECOND
+            return _mix64(_mix64(_TAG_INSTANT) ^ (micros & _M64))
+        if type(key) is not dt.datetime:  # a naive subclass (pandas.Timestamp): as the datetime it equals
+            return stable_hash(dt.datetime(key.year, key.month, key.day, key.hour, key.minute, key.second, key.microsecond))
     return _object_hash(key)
+
+
+def _number_hash(key: decimal.Decimal | fractions.Fraction) -> int:
+    """A Decimal or Fraction as the int or float it equals, else by its ratio in lowest
+    terms (``Decimal("1.10")`` and ``Fraction(11, 10)`` are one key)."""
+    try:
+        n, d = key.as_integer_ratio()
+    except (ValueError, OverflowError):  # infinities equal float's; NaN equals nothing
+        return stable_hash(float(key)) if not key.is_nan() else _object_hash(key)  # type: ignore[union-attr]
+    if d == 1:
+        return stable_hash(n)
+    f = n / d
+    if f.as_integer_ratio() == (n, d):
+        return stable_hash(f)
+    return _fold(_TAG_RATIO, (stable_hash(n), stable_hash(d)))
 
 
 def _fold(tag: int, hashes: Iterable[int]) -> int:
@@ -145,8 +212,6 @@ def _object_hash(key: Any) -> int:
     if not _repr_is_stable(key):
         if isinstance(key, enum.Enum):
             return stable_hash(f"{t.__qualname__}.{key.name}")
-        if isinstance(key, tuple):  # a namedtuple equals the plain tuple of its fields
-            return stable_hash(tuple(key))
         fields = [getattr(key, f.name) for f in dataclasses.fields(key) if f.compare]
         return _fold(_TAG_FIELDS ^ stable_hash(t.__qualname__), map(stable_hash, fields))
     text = repr(key)
@@ -213,7 +278,8 @@ class KeyGroupRange:
 
 #: per max_parallelism: key -> key group, kept across batches (a task sees the same keys
 #: again and again); cleared when it grows past _CACHE_LIMIT entries. Keys that compare
-#: equal (1, 1.0, True) have equal stable hashes, so sharing an entry between them is exact.
+#: equal (1, 1.0, True, an IntEnum of 1, Decimal(1)) have equal stable hashes, so sharing an
+#: entry between them is exact.
 _CACHE: dict[int, dict] = {}
 _CACHE_LIMIT = 1 << 20
 _STR = {str}

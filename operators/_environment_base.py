@@ -51,7 +51,7 @@ from raystream.engine.restart import RestartStrategy
 from raystream.engine.sink_operator import GatedSinkOperator, SinkOperator
 from raystream.engine.state_backend import StateBackend
 
-from .sinks import CollectSink, collected_records
+from .sinks import CollectSink, collected_records, collected_table
 
 log = logging.getLogger(__name__)
 
@@ -298,8 +298,4 @@ class StreamEnvironmentBase:
         result = self.execute(job_name)
         uid = collect_nodes[0].stable_uid(self.graph)
         batches = result.sink_results.get(uid, [])
-        if as_table:
-            if not batches:
-                return pa.table({})
-            return pa.Table.from_batches([b.replace_schema_metadata(None) for b in batches])
-        return collected_records(batches)
+        return collected_table(batches) if as_table else collected_records(batches)

@@ -24,7 +24,7 @@ from raystream.engine.records import KIND_KEY, Batch, arrow_to_records, concat_r
 
 from .sources import filesystem_for
 
-__all__ = ["CollectSink", "PrintSink", "FileSink", "ParquetSink", "JsonLinesSink"]
+__all__ = ["CollectSink", "PrintSink", "FileSink", "ParquetSink", "JsonLinesSink", "collected_records", "collected_table"]
 
 
 # ---------------------------------------------------------------- collect
@@ -90,6 +90,25 @@ def collected_records(batches: list[pa.RecordBatch]) -> list[Any]:
     for b in batches:
         out.extend(arrow_to_records(b))
     return out
+
+
+def collected_table(batches: list[pa.RecordBatch]) -> pa.Table:
+    """Collected batches as one table: batches of records that crossed the channels pickled
+    to stay exact (tz-aware datetimes, IntEnums...) as the typed columns Arrow holds them in
+    (see ``Batch.columns``); records of no typed form stay a column of pickled values.
+
+    Example:
+        >>> import datetime as dt
+        >>> from raystream.engine.records import records_to_arrow
+        >>> rb = records_to_arrow([{"at": dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)}])
+        >>> collected_table([rb]).schema
+        at: timestamp[us, tz=UTC]
+    """
+    if not batches:
+        return pa.table({})
+    typed = [Batch.of_records(arrow_to_records(b)).columns() if (b.schema.metadata or {}).get(KIND_KEY) == b"pickle"
+             else b for b in batches]
+    return pa.Table.from_batches([b.replace_schema_metadata(None) for b in typed])
 
 
 # ---------------------------------------------------------------- print

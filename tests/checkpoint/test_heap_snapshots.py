@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import enum
 import pickle
 
 import pytest
@@ -20,7 +21,7 @@ from raystream.checkpoint import (
     serialize_keyed_snapshot,
 )
 from raystream.engine.errors import CheckpointError, StateError
-from raystream.engine.keygroups import KeyGroupRange, key_group_for
+from raystream.engine.keygroups import KeyGroupRange, key_group_for, stable_hash
 from raystream.engine.operator import ManualClock
 
 MAXP = 128
@@ -309,3 +310,38 @@ def _check_rescale(data, p1, p2, serialize, make):
             assert key_group_for(key, MAXP) in b.key_group_range
             restored[key] = (_read(b, VALUE, key), _read(b, LIST, key))
     assert restored == {k: (v, [v, k]) for k, v in data.items()}
+
+
+class _Level(enum.IntEnum):
+    LOW = 1
+
+
+def _old_snapshot_with_an_enum_key(old_group: int):
+    """A snapshot as raystream wrote it before IntEnum keys hashed as their int: the key
+    filed under the group of its repr hash."""
+    b = HeapKeyedStateBackend(FULL, MAXP)
+    state = b.get_state(VALUE)
+    b.set_current_key_with_group(_Level.LOW, old_group)
+    state.update("old")
+    b.set_current_key("plain")
+    state.update("kept")
+    return b.snapshot(1)
+
+
+def test_a_restored_key_whose_group_changed_is_moved_to_its_group_where_the_backend_owns_it():
+    old_group = stable_hash("_Level:<_Level.LOW: 1>") % MAXP  # the repr hash of earlier versions
+    assert old_group != key_group_for(_Level.LOW, MAXP)
+    b = _restore_one([_old_snapshot_with_an_enum_key(old_group)])
+    assert _read(b, VALUE, _Level.LOW) == "old" and _read(b, VALUE, 1) == "old"  # one key, as in Python
+    assert _read(b, VALUE, "plain") == "kept"
+    again = _restore_one([b.snapshot(2)])  # the next snapshot holds it in its new group
+    assert _read(again, VALUE, _Level.LOW) == "old"
+
+
+def test_a_restored_key_whose_new_group_is_another_subtasks_fails_the_restore_with_the_remedy():
+    old_group = stable_hash("_Level:<_Level.LOW: 1>") % MAXP
+    new_group = key_group_for(_Level.LOW, MAXP)
+    owner = KeyGroupRange(old_group, old_group)
+    assert new_group not in owner
+    with pytest.raises(CheckpointError, match=r"key <_Level.LOW: 1> in key group .* restore it at parallelism 1"):
+        _restore_one([_old_snapshot_with_an_enum_key(old_group)], key_range=owner)

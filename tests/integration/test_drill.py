@@ -68,3 +68,20 @@ def test_drill_on_rocksdb_loses_and_duplicates_nothing(tmp_path):
     print(report)
     assert all(o.ok for o in outcomes), report
     assert all(o.checkpoints.get("completed", 0) > 0 for o in outcomes), report
+
+
+# The drill with a 2 KB send budget: every send of the tasks and every call of their chains
+# goes in slices of a few records, so kills and storage faults land between slices (failed
+# state writes, kills of tasks and of the master; both sinks).
+SLICED_SEEDS = (1, 5)
+
+
+def test_drill_with_every_send_sliced_loses_and_duplicates_nothing(tmp_path):
+    kinds = {f.kind for s in SLICED_SEEDS for f in plan_seed(s).faults}
+    assert {"fail-state", "kill-task", "kill-master", "fail-rename"} <= kinds, kinds
+    lines: list[str] = []
+    outcomes = run_drill(SLICED_SEEDS, tmp_path, out=lines.append, buffer_bytes=2048)
+    report = "\n".join([*lines, summary(outcomes)])
+    print(report)
+    assert all(o.ok for o in outcomes), report
+    assert all(o.checkpoints.get("completed", 0) > 0 for o in outcomes), report
