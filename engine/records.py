@@ -484,8 +484,8 @@ class Batch:
             (['record'], TimestampType(timestamp[us, tz=UTC]))
         """
         rb = self.arrow()
-        if self._records and (rb.schema.metadata or {}).get(KIND_KEY) == _PICKLE:
-            typed = records_to_arrow(self._records, exact=False)
+        if rb.num_rows and (rb.schema.metadata or {}).get(KIND_KEY) == _PICKLE:  # (from records, or from a channel)
+            typed = records_to_arrow(self.records(), exact=False)
             if (typed.schema.metadata or {}).get(KIND_KEY) != _PICKLE:
                 return typed
         return rb

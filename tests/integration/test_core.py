@@ -305,12 +305,16 @@ def test_write_parquet_of_enums_aware_datetimes_and_decimals(tmp_path):
     assert table.schema.field("level").type == pa.int64()
 
 
-def test_map_batches_gets_typed_columns_of_records_that_cross_channels_pickled():
+@pytest.mark.parametrize("exchange", [False, True], ids=["chained", "after-a-channel"])
+def test_map_batches_gets_typed_columns_of_records_that_cross_channels_pickled(exchange):
     utc = dt.timezone.utc
     env = rs.StreamEnvironment(parallelism=2)
+    stream = env.from_collection(list(range(100))).map(
+        lambda i: {"at": dt.datetime(2024, 1, 1, tzinfo=utc) + dt.timedelta(days=i), "level": Level(1 + i % 2)})
+    if exchange:
+        stream = stream.rebalance()
     out = (
-        env.from_collection(list(range(100)))
-        .map(lambda i: {"at": dt.datetime(2024, 1, 1, tzinfo=utc) + dt.timedelta(days=i), "level": Level(1 + i % 2)})
+        stream
         .map_batches(lambda rb: {"type": [str(rb.schema.field("at").type)] * rb.num_rows,
                                  "level": rb.column(1).to_pylist()})
         .execute_and_collect()

@@ -134,3 +134,11 @@ def test_naive_and_aware_datetimes_are_not_typed_even_to_compute_on():
 def test_typed_batches_give_the_same_columns_to_compute_on():
     batch = Batch.of_records([{"k": 1, "s": "x"}])
     assert batch.columns() is batch.arrow()
+
+
+def test_a_pickled_batch_from_a_channel_gives_typed_columns_to_compute_on():
+    """What a receiver holds: the pickled Arrow batch, not the sender's records."""
+    sent = Batch.of_records([{"k": Level.LOW, "at": dt.datetime(2024, 1, 1, tzinfo=UTC)}]).arrow()
+    received = Batch.of_arrow(sent)
+    assert received.columns().schema.field("at").type == pa.timestamp("us", tz="UTC")
+    assert received.records()[0]["k"] is Level.LOW
