@@ -18,7 +18,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from raystream.engine.connectors import Committer, Sink, SinkWriter
-from raystream.engine.errors import JobFailed, UserCodeError
+from raystream.engine.errors import ConfigError, JobFailed, UserCodeError
 from raystream.engine.operator import OperatorContext
 from raystream.engine.records import KIND_KEY, Batch, arrow_to_records, concat_runs, why_not_columns
 
@@ -93,22 +93,56 @@ def collected_records(batches: list[pa.RecordBatch]) -> list[Any]:
 
 
 def collected_table(batches: list[pa.RecordBatch]) -> pa.Table:
-    """Collected batches as one table: batches of records that crossed the channels pickled
-    to stay exact (tz-aware datetimes, IntEnums...) as the typed columns Arrow holds them in
-    (see ``Batch.columns``); records of no typed form stay a column of pickled values.
+    """Collected batches as one table, as ``execute_and_collect(as_table=True)`` returns it.
+
+    Batches of records that crossed the channels pickled become columns: typed as
+    ``Batch.columns`` types them (tz-aware datetimes, IntEnums...), else as
+    ``pa.Table.from_pylist`` makes them of dict records (nested values, all-null columns).
+    The batches' schemas are unified as ``pa.concat_tables(promote_options="permissive")``
+    does (ints and floats of one column become doubles; a column missing from a batch is
+    null there); records of no tabular form stay a column of pickled values.
+
+    Raises:
+        ConfigError: schemas that do not unify (a column of ints in one batch and of
+            strings in another), naming both.
 
     Example:
         >>> import datetime as dt
         >>> from raystream.engine.records import records_to_arrow
-        >>> rb = records_to_arrow([{"at": dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)}])
-        >>> collected_table([rb]).schema
+        >>> utc = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+        >>> collected_table([records_to_arrow([{"at": utc, "n": 1}]), records_to_arrow([{"at": utc, "n": 2.5}])]).schema
         at: timestamp[us, tz=UTC]
+        n: double
     """
     if not batches:
         return pa.table({})
-    typed = [Batch.of_records(arrow_to_records(b)).columns() if (b.schema.metadata or {}).get(KIND_KEY) == b"pickle"
-             else b for b in batches]
-    return pa.Table.from_batches([b.replace_schema_metadata(None) for b in typed])
+    tables = [_collected_table_of(b) for b in batches]
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        first = tables[0].schema
+        other = next((t.schema for t in tables if not t.schema.equals(first)), first)
+        raise ConfigError(
+            f"execute_and_collect(as_table=True): the collected batches do not make one table: schema "
+            f"{first.to_string(show_schema_metadata=False)!r} vs {other.to_string(show_schema_metadata=False)!r} "
+            f"({exc}); give the records one type per field, or collect them as records (as_table=False)"
+        ) from exc
+
+
+def _collected_table_of(rb: pa.RecordBatch) -> pa.Table:
+    if (rb.schema.metadata or {}).get(KIND_KEY) == b"pickle" and rb.num_rows:
+        batch = Batch.of_arrow(rb)
+        typed = batch.columns()
+        if (typed.schema.metadata or {}).get(KIND_KEY) != b"pickle":
+            rb = typed
+        else:
+            records = batch.records()
+            if all(type(r) is dict for r in records):
+                try:
+                    return pa.Table.from_pylist(records)
+                except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError):
+                    pass
+    return pa.Table.from_batches([rb.replace_schema_metadata(None)])
 
 
 # ---------------------------------------------------------------- print
