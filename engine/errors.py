@@ -87,12 +87,15 @@ class StateError(RaystreamError):
 
 class UserCodeError(RaystreamError):
     """A user function raised while processing ``record`` (wrapped by operators so the task
-    can name the record; the task turns it into :class:`JobFailed`)."""
+    can name the record; the task turns it into :class:`JobFailed`). ``what`` names what
+    ``record`` is when it is not a record: ``"index"`` for the index a generator's function
+    was called with."""
 
-    def __init__(self, record: object, exc: BaseException) -> None:
+    def __init__(self, record: object, exc: BaseException, what: str = "record") -> None:
         super().__init__(f"{type(exc).__name__}: {exc}")
         self.record = record
         self.original = exc
+        self.what = what
 
 
 def short_repr(value: object, limit: int = 200) -> str:

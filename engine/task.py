@@ -333,17 +333,19 @@ class Task:
             self.spec.chain[0]["name"] if self.spec.chain else self.spec.name
         )
         record = None
+        what = "record"
         original: BaseException = exc
         if isinstance(exc, UserCodeError):
             record = short_repr(exc.record)
             original = exc.original
+            what = exc.what
         elif batch is not None and len(batch) == 1:
             record = short_repr(batch.records()[0])
         cause = "".join(traceback.format_exception(type(original), original, original.__traceback__))
         where = f"operator {name!r} (subtask {self.spec.subtask_index + 1}/{self.spec.parallelism})"
         msg = f"{where} failed: {type(original).__name__}: {original}"
         if record is not None:
-            msg += f"\n  while processing record: {record}"
+            msg += f"\n  while processing {what}: {record}"
         elif batch is not None:
             msg += f"\n  while processing a batch of {len(batch)} records, first: {short_repr(batch.records()[0] if len(batch) else None)}"
         return JobFailed(msg, operator=name, subtask=self.spec.subtask_index, record=record, cause=cause)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import glob as globmod
+import operator
 import pickle
 import time
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from raystream.engine.connectors import (
     Source,
     SourceReader,
 )
-from raystream.engine.errors import ConfigError, GraphError, short_repr
+from raystream.engine.errors import ConfigError, GraphError, UserCodeError, short_repr
 from raystream.engine.operator import OperatorContext
 from raystream.engine.records import Batch
 
@@ -296,7 +297,13 @@ class _GeneratorReader(_QueueReader[_GenSplit]):
             if src.batch_fn is not None:
                 return _generated(src.batch_fn, idx)
             fn = src.fn
-            return Batch.of_records(list(idx) if fn is None else [fn(i) for i in idx])
+            if fn is None:
+                return Batch.of_records(list(idx))
+            it = iter(idx)
+            try:
+                return Batch.of_records([fn(i) for i in it])
+            except Exception as exc:  # name the index: the range iterator stopped just past it
+                raise UserCodeError(idx[len(idx) - operator.length_hint(it) - 1], exc, what="index") from exc
         return END_OF_INPUT
 
 

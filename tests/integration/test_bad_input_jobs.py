@@ -156,3 +156,10 @@ def test_code_the_workers_cannot_import_is_named_with_what_to_do(driver_only_mod
     finally:
         cloudpickle.unregister_pickle_by_value(driver_only_module)
     assert out == ([("k", i) for i in range(10)] if where == "source" else [2 * i for i in range(10)])
+
+
+def test_a_generator_function_that_raises_names_the_index():
+    env = rs.StreamEnvironment(parallelism=2)
+    env.generate(lambda i: 100 // (i - 7), count=20).collect()
+    with pytest.raises(rs.JobFailed, match=r"operator 'generate' .*ZeroDivisionError.*\n  while processing index: 7$"):
+        env.execute("generator")
