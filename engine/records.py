@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .errors import short_repr
+from .errors import GraphError, short_repr
 
 __all__ = ["Batch", "records_to_arrow", "arrow_to_records", "tuple_columns", "concat_runs", "why_not_columns", "KIND_KEY"]
 
@@ -488,6 +488,31 @@ class Batch:
             typed = records_to_arrow(self.records(), exact=False)
             if (typed.schema.metadata or {}).get(KIND_KEY) != _PICKLE:
                 return typed
+        return rb
+
+    def typed_columns(self, where: str) -> pa.RecordBatch:
+        """:meth:`columns` for an operator that computes over columns only (``where`` names it,
+        e.g. ``"aggregate(n=('v', 'count'))"``).
+
+        Raises:
+            GraphError: the records have no typed columns (a field of several types in one
+                batch, nested values), naming the first record at fault and why.
+
+        Example:
+            >>> Batch.of_records([{"k": "a"}, {"k": 2}]).typed_columns("aggregate(n=('k', 'count'))")  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ...
+            raystream.engine.errors.GraphError: aggregate(n=('k', 'count')) computes over Arrow columns, and these records have none: column 'k' mixes str and int (record 1 of the batch: {'k': 2}); ...
+        """
+        rb = self.columns()
+        if rb.num_rows and (rb.schema.metadata or {}).get(KIND_KEY) == _PICKLE:
+            records = self.records()
+            index, why = why_not_columns(records)
+            raise GraphError(
+                f"{where} computes over Arrow columns, and these records have none: {why} (record {index} of "
+                f"the batch: {short_repr(records[index])}); give each field one type (e.g. key by a str or an "
+                "int), or use a record operator (reduce, process, a window's reduce)"
+            )
         return rb
 
     def __len__(self) -> int:

@@ -344,7 +344,7 @@ class AggregateOperator(StreamOperator):
         return grouped.column(self.key_column).combine_chunks(), partial
 
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
-        rb = batch.columns()
+        rb = batch.typed_columns(self._describe())
         if self.partials:
             names = [name for name, _col, _fn in self._acc_names()]
             missing = [c for c in (self.key_column, *names) if rb.schema.get_field_index(c) < 0]
@@ -432,7 +432,7 @@ class LocalAggregateOperator(MiniBatchCombiner):
         self._merges = [(name, _MERGE_PARTIALS[fn]) for name, _col, fn in self.layout._acc_names()]
 
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
-        key_values, partial = self.layout.batch_partials(batch.columns())
+        key_values, partial = self.layout.batch_partials(batch.typed_columns(self.layout._describe()))
         self.hold(pa.RecordBatch.from_pydict({self.layout.key_column: key_values, **partial}))
 
     def merge(self, partials: list[pa.RecordBatch]) -> list[pa.RecordBatch]:

@@ -137,7 +137,7 @@ class VectorWindowCombiner(_WatermarkState, StreamOperator):
         return lo + (self.offset - lo) % self.slide + self.size
 
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
-        rb = batch.columns()
+        rb = batch.typed_columns("window aggregate (local)")
         if not rb.num_rows:
             return
         names = rb.schema.names

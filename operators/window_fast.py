@@ -142,7 +142,7 @@ class VectorWindowAggregateOperator(StreamOperator):
 
     # ------------------------------------------------------------------ input
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
-        rb = batch.columns()
+        rb = batch.typed_columns("window aggregate")
         n = rb.num_rows
         if not n:
             return

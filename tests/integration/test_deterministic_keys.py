@@ -137,3 +137,40 @@ def test_keys_equal_in_python_are_counted_as_one_key_at_any_parallelism(uniform_
             final[key] = max(n, final.get(key, 0))
         assert final == dict(expected), f"p={parallelism}"
         assert len(final) == len(EQUAL_KEYS)
+
+
+@pytest.mark.parametrize("how", ["sum-final", "reduce-final"])
+def test_keys_equal_in_python_are_one_key_of_the_combining_aggregations(how):
+    """The same keys through the pre-aggregating paths: the combiner before the shuffle
+    folds each batch, the keyed stage merges partials."""
+    rnd = random.Random(12)
+    keys = [rnd.choice(rnd.choice(EQUAL_KEYS)) for _ in range(1500)]
+    keys.sort(key=lambda k: type(k).__name__)
+    expected = collections.Counter(keys)
+    env = rs.StreamEnvironment(parallelism=2)
+    stream = env.from_collection([{"k": k, "one": 1} for k in keys], batch_size=16).key_by("k")
+    if how == "sum-final":
+        out = stream.sum("one", emit="final")
+    else:
+        out = stream.reduce(lambda a, b: {"k": a["k"], "one": a["one"] + b["one"]}, emit="final", combinable=True)
+    got = {r["k"]: r["one"] for r in out.execute_and_collect()}
+    assert got == dict(expected)
+
+
+def test_the_vectorized_aggregate_groups_equal_keys_of_one_column_type_and_names_a_mixed_column():
+    """``aggregate`` computes over Arrow columns: an IntEnum among ints, a str Enum among
+    strs, one instant in two zones are one column type and one key each; a batch whose key
+    field mixes types has no columns, and the job fails naming the record and why (it
+    said "key column 'k' is not in the batch (columns: ['record'])")."""
+    rnd = random.Random(13)
+    for pool in ([1, Level.LOW, 2, Level.HIGH, 3], ["red", Colour.RED, "blue"], EQUAL_KEYS[4] + [dt.datetime(2025, 1, 1, tzinfo=_PLUS2)]):
+        keys = [rnd.choice(pool) for _ in range(600)]
+        env = rs.StreamEnvironment(parallelism=2)
+        out = (env.from_collection([{"k": k, "one": 1} for k in keys], batch_size=16).key_by("k")
+               .aggregate(n=("one", "sum"), emit="final").execute_and_collect())
+        assert {r["k"]: r["n"] for r in out} == dict(collections.Counter(keys))
+    env = rs.StreamEnvironment(parallelism=1)  # (at p=2 the exchange could part the two types)
+    env.from_collection([{"k": k, "one": 1} for k in ["a", 2] * 8]).key_by("k").aggregate(n=("one", "sum")).collect()
+    with pytest.raises(rs.JobFailed, match=r"aggregate\(n=\('one', 'sum'\)\) computes over Arrow columns, and these "
+                       r"records have none: column 'k' mixes str and int \(record 1 of the batch: \{'k': 2, 'one': 1\}\)"):
+        env.execute("mixed keys")
