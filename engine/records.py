@@ -18,6 +18,8 @@ Example:
 from __future__ import annotations
 
 import datetime as dt
+import enum
+import functools
 import pickle
 import sys
 from itertools import islice
@@ -129,7 +131,7 @@ def _exact(array: pa.Array, values: Sequence[Any]) -> bool:
     if countOf(map(type, values), python) != len(values) - array.null_count:
         kin = _NUMPY_KIN.get(python)
         if kin is None or not all(v is None or type(v) is python or isinstance(v, kin) for v in values):
-            return False
+            return _one_enum(values, python) is not None
     if python is dt.time:
         return all(v is None or v.tzinfo is None for v in values)
     return True
@@ -148,18 +150,78 @@ def _exact_datetimes(t: pa.TimestampType, values: Sequence[Any]) -> bool:
     return all(v is None or v.tzinfo is tz for v in values)
 
 
-#: schema metadata of a row batch: the pickled ``tzinfo`` of its aware datetime column NAME
+def _one_enum(values: Sequence[Any], base: type) -> type | None:
+    """The Enum class of ``values`` when every non-None value is a member of that one class,
+    an ``int`` or ``str`` mix-in (``IntEnum``, ``IntFlag``, ``StrEnum``, ``(str, Enum)``) whose
+    members Arrow holds as their values, else None."""
+    first = next((v for v in values if v is not None), None)
+    if not isinstance(first, enum.Enum):
+        return None
+    cls = type(first)
+    if not (issubclass(cls, base) and _values_are_data(cls, base)):
+        return None
+    return cls if countOf(map(type, values), cls) == len(values) - values.count(None) else None
+
+
+@functools.lru_cache(maxsize=256)
+def _values_are_data(cls: type, base: type) -> bool:
+    """Whether each member's value is the int or str that Arrow holds of it (not so for an
+    Enum whose ``__new__`` gives members another value than their data)."""
+    data = int.__index__ if base is int else str.__str__
+    return all(m._value_ == data(m) and type(m._value_) is base for m in cls)  # type: ignore[attr-defined]
+
+
+#: schema metadata of a row batch: the pickled ``tzinfo`` of its aware datetime column NAME,
+#: the pickled Enum class of its enum column NAME
 _ZONE_KEY = b"raystream.zone."
+_ENUM_KEY = b"raystream.enum."
 
 
-def _zones(arrays: list[pa.Array], columns: list[list[Any]], names: list[str]) -> dict[bytes, bytes]:
-    """The metadata entries that give back the ``tzinfo`` of each aware datetime column."""
+def _restorers(arrays: list[pa.Array], columns: list[list[Any]], names: list[str]) -> dict[bytes, bytes]:
+    """The metadata entries that give back the ``tzinfo`` of each aware datetime column and
+    the Enum class of each enum column (pickled by reference, or by value for a class the
+    receiver cannot import, as records are)."""
     out = {}
     for a, c, name in zip(arrays, columns, names):
-        if pa.types.is_timestamp(a.type) and a.type.tz is not None:
-            tz = next(v.tzinfo for v in c if v is not None)
-            out[_ZONE_KEY + name.encode()] = pickle.dumps(tz, protocol=5)
+        t = a.type
+        if pa.types.is_timestamp(t) and t.tz is not None:
+            out[_ZONE_KEY + name.encode()] = _pickle_one(next(v.tzinfo for v in c if v is not None))
+        elif t == pa.int64() or t == pa.string():
+            first = next((v for v in c if v is not None), None)
+            if isinstance(first, enum.Enum):
+                out[_ENUM_KEY + name.encode()] = _pickle_one(type(first))
     return out
+
+
+def _pickle_one(obj: Any) -> bytes:
+    try:
+        return pickle.dumps(obj, protocol=5)
+    except Exception:  # a class of a driver's __main__, a local class: by value
+        return cloudpickle.dumps(obj, protocol=5)
+
+
+def _as_members(column: pa.Array, pickled_class: bytes) -> list:
+    """The members of an enum column's Enum class, from the values Arrow holds."""
+    cls = pickle.loads(pickled_class)
+    member = cls._value2member_map_.get
+    out = [None if v is None else member(v, _NOT_A_MEMBER) for v in _pylist(column)]
+    if _NOT_A_MEMBER in out:  # (a flag combination: no member of its own until made)
+        out = [cls(v) if m is _NOT_A_MEMBER else m for v, m in zip(_pylist(column), out)]
+    return out
+
+
+_NOT_A_MEMBER = object()
+
+
+def _restored(column: pa.Array, meta: dict, name: bytes) -> list:
+    """The values of ``column`` as :func:`records_to_arrow` took them (see :func:`_restorers`)."""
+    zone = meta.get(_ZONE_KEY + name)
+    if zone is not None:
+        return _in_zone(column, zone)
+    members = meta.get(_ENUM_KEY + name)
+    if members is not None:
+        return _as_members(column, members)
+    return _pylist(column)
 
 
 def _in_zone(column: pa.Array, zone: bytes) -> list:
@@ -231,8 +293,8 @@ def records_to_arrow(records: Sequence[Any], exact: bool = True) -> pa.RecordBat
                 if all(check(a, c) for a, c in zip(arrays, columns)):
                     rb = pa.RecordBatch.from_arrays(arrays, names)
                     if _is_flat(rb.schema) and rb.num_columns == n:
-                        zones = _zones(arrays, columns, names) if exact else {}
-                        return rb.replace_schema_metadata({KIND_KEY: _ROW, **zones}) if zones else _with_kind(rb, _ROW)
+                        restore = _restorers(arrays, columns, names) if exact else {}
+                        return rb.replace_schema_metadata({KIND_KEY: _ROW, **restore}) if restore else _with_kind(rb, _ROW)
         elif t0 in _SCALAR_TYPES:
             if len(set(map(type, records))) == 1:
                 arr = pa.array(records)
@@ -369,9 +431,8 @@ def arrow_to_records(batch: pa.RecordBatch) -> list:
     names = tuple(batch.schema.names)
     if len(set(names)) != len(names) or not names:
         return batch.to_pylist()
-    if len(meta) > 1:  # aware datetime columns, given back in their zones
-        columns = [_in_zone(c, meta[_ZONE_KEY + n.encode()]) if _ZONE_KEY + n.encode() in meta else _pylist(c)
-                   for n, c in zip(names, batch.columns)]
+    if len(meta) > 1:  # aware datetime columns given back in their zones, enum columns as members
+        columns = [_restored(c, meta, n.encode()) for n, c in zip(names, batch.columns)]
         return _row_builder(names)(columns)
     return _row_builder(names)([_pylist(c) for c in batch.columns])
 

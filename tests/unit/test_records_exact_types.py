@@ -115,7 +115,7 @@ def test_values_that_come_back_as_they_were_stay_typed_columns(values, arrow_typ
 
 @pytest.mark.parametrize("values, arrow_type", [
     ([dt.datetime(2024, 1, 1, tzinfo=UTC), dt.datetime(2024, 1, 1, 2, tzinfo=PLUS2)], pa.timestamp("us", tz="UTC")),
-    ([Level.LOW, Level.LOW], pa.int64()),
+    ([Level.LOW, 1], pa.int64()),
     ([decimal.Decimal("1.1"), decimal.Decimal("1.25")], pa.decimal128(3, 2)),
 ])
 def test_columns_to_compute_on_are_typed_where_values_come_back_equal(values, arrow_type):
@@ -169,3 +169,56 @@ def test_aware_datetimes_of_two_zone_objects_travel_pickled():
     rb = records_to_arrow(records)
     assert rb.schema.metadata[KIND_KEY] == b"pickle"
     assert _exactly(arrow_to_records(rb)) == _exactly(records)
+
+
+class Perm(enum.IntFlag):
+    R = 4
+    W = 2
+
+
+class Shade(str, enum.Enum):
+    DARK = "dark"
+    LIGHT = "light"
+
+
+class Coded(int, enum.Enum):
+    """Members whose value is not their int."""
+
+    def __new__(cls, code):
+        member = int.__new__(cls, code)
+        member._value_ = code * 10
+        return member
+
+    A = 1
+
+
+@pytest.mark.parametrize("values, arrow_type", [
+    ([Level.LOW, None, Level.LOW], pa.int64()),
+    ([Perm.R, Perm.R | Perm.W, Perm.W], pa.int64()),  # a combination is no member of its own
+    ([Shade.DARK, Shade.LIGHT, None], pa.string()),
+])
+def test_enum_columns_travel_typed_and_come_back_as_the_same_members(values, arrow_type):
+    """Pickled, records with an enum field cost ~9x to send (201 ms against 23 for 65,536
+    records of four fields, and as much again to receive)."""
+    records = [{"e": v, "n": i} for i, v in enumerate(values)]
+    rb = records_to_arrow(records)
+    assert rb.schema.metadata[KIND_KEY] == b"row" and rb.schema.field("e").type == arrow_type
+    back = arrow_to_records(rb)
+    assert _exactly(back) == _exactly(records)
+    assert all(b["e"] is v or (v is not None and b["e"] == v and type(b["e"]) is type(v)) for b, v in zip(back, values))
+
+
+def test_enums_whose_values_are_not_their_data_or_mixed_with_plain_values_travel_pickled():
+    for values in ([Coded.A, Coded.A], [Level.LOW, 2], [Shade.DARK, "dark"]):
+        rb = records_to_arrow([{"e": v} for v in values])
+        assert rb.schema.metadata[KIND_KEY] == b"pickle", values
+        assert _exactly(arrow_to_records(rb)) == _exactly([{"e": v} for v in values])
+
+
+def test_a_local_enum_class_travels_by_value():
+    class Local(enum.IntEnum):
+        X = 7
+
+    rb = records_to_arrow([{"e": Local.X}])
+    assert rb.schema.metadata[KIND_KEY] == b"row"
+    assert arrow_to_records(rb)[0]["e"] is Local.X
