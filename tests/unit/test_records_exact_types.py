@@ -222,3 +222,15 @@ def test_a_local_enum_class_travels_by_value():
     rb = records_to_arrow([{"e": Local.X}])
     assert rb.schema.metadata[KIND_KEY] == b"row"
     assert arrow_to_records(rb)[0]["e"] is Local.X
+
+
+class Ratio(float, enum.Enum):
+    HALF = 0.5
+
+
+def test_a_float_enum_travels_pickled():
+    """Only int and str Enums have their class kept with a typed column."""
+    records = [{"e": Ratio.HALF}, {"e": Ratio.HALF}]
+    rb = records_to_arrow(records)
+    assert rb.schema.metadata[KIND_KEY] == b"pickle"
+    assert arrow_to_records(rb)[0]["e"] is Ratio.HALF
