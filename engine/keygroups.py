@@ -191,9 +191,11 @@ def _number_hash(key: decimal.Decimal | fractions.Fraction) -> int:
         return stable_hash(float(key)) if not key.is_nan() else _object_hash(key)  # type: ignore[union-attr]
     if d == 1:
         return stable_hash(n)
-    f = n / d
-    if f.as_integer_ratio() == (n, d):
-        return stable_hash(f)
+    try:
+        if (n / d).as_integer_ratio() == (n, d):
+            return stable_hash(n / d)
+    except OverflowError:  # (beyond any float: equal to none)
+        pass
     return _fold(_TAG_RATIO, (stable_hash(n), stable_hash(d)))
 
 

@@ -397,9 +397,11 @@ _PLUS2 = datetime.timezone(datetime.timedelta(hours=2))
     [decimal.Decimal("1.10"), decimal.Decimal("1.1"), fractions.Fraction(11, 10)],
     [float("inf"), decimal.Decimal("Infinity")],
     [2**70, decimal.Decimal(2**70)],
+    [fractions.Fraction(10**400, 3), fractions.Fraction(2 * 10**400, 6)],  # beyond any float
+    [decimal.Decimal("1e-400"), fractions.Fraction(1, 10**400)],
     [(1, 2), _Point(1, 2), (_Level.LOW, 2.0)],
     [datetime.datetime(2024, 1, 1, 2, tzinfo=_PLUS2), datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)],
-], ids=["one", "str", "bytes", "half", "ratio", "infinity", "big-int", "tuple", "instant"])
+], ids=["one", "str", "bytes", "half", "ratio", "infinity", "big-int", "huge-ratio", "tiny-ratio", "tuple", "instant"])
 def test_keys_that_python_holds_equal_hash_equally(equal_keys):
     """One key in a Python dict, so one key group: before, an IntEnum, a str Enum, a
     namedtuple, a Decimal or an aware datetime hashed by its repr, and the per-process key
