@@ -96,8 +96,8 @@ def collected_table(batches: list[pa.RecordBatch]) -> pa.Table:
     """Collected batches as one table, as ``execute_and_collect(as_table=True)`` returns it.
 
     Batches of records that crossed the channels pickled become columns: typed as
-    ``Batch.columns`` types them (tz-aware datetimes, IntEnums...), else as
-    ``pa.Table.from_pylist`` makes them of dict records (nested values, all-null columns).
+    ``Batch.columns`` types them (IntEnums among ints, Decimals of several exponents...), else
+    as ``pa.Table.from_pylist`` makes them of dict records (nested values, all-null columns).
     The batches' schemas are unified as ``pa.concat_tables(promote_options="permissive")``
     does (ints and floats of one column become doubles; a column missing from a batch is
     null there); records of no tabular form stay a column of pickled values.
@@ -303,8 +303,11 @@ class ParquetSink(FileSink):
 
     def write_batch(self, w: _FileWriter, batch: Batch) -> None:
         rb = batch.arrow()
-        if rb.num_rows and (rb.schema.metadata or {}).get(KIND_KEY) == b"pickle":  # (no flat typed columns)
+        meta = rb.schema.metadata or {}
+        if rb.num_rows and meta.get(KIND_KEY) == b"pickle":  # (no flat typed columns)
             rb = self._nested_columns(batch.records())
+        elif any(k.startswith(b"raystream.") for k in meta):  # (how records travel: not the file's business)
+            rb = rb.replace_schema_metadata({k: v for k, v in meta.items() if not k.startswith(b"raystream.")} or None)
         if w.writer is None:
             w.schema = rb.schema
             w.writer = pq.ParquetWriter(w.stream, rb.schema)

@@ -303,6 +303,7 @@ def test_write_parquet_of_enums_aware_datetimes_and_decimals(tmp_path):
     assert rows == records
     assert table.schema.field("at").type == pa.timestamp("us", tz="UTC")
     assert table.schema.field("level").type == pa.int64()
+    assert not any(k.startswith(b"raystream.") for k in table.schema.metadata or {})  # (how records travel)
 
 
 @pytest.mark.parametrize("exchange", [False, True], ids=["chained", "after-a-channel"])
