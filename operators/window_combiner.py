@@ -74,6 +74,14 @@ __all__ = ["CombinedWindowOperator", "VectorWindowCombiner", "WindowAggregateCom
 _MISSING: Any = object()
 
 
+def _without(rb: pa.RecordBatch, ts: np.ndarray, drop: np.ndarray) -> tuple[pa.RecordBatch, np.ndarray]:
+    """``rb`` and its timestamps ``ts`` without the rows of mask ``drop``."""
+    if not drop.any():
+        return rb, ts
+    keep = ~drop
+    return rb.filter(pa.array(keep)), ts[keep]
+
+
 def first_window_ends(panes: np.ndarray, size: int, slide: int, offset: int) -> np.ndarray:
     """The end of the *earliest* window containing each pane start (aligned to
     ``gcd(size, slide)`` past ``offset``); a pane is still fully open at watermark ``wm`` iff
@@ -145,12 +153,22 @@ class VectorWindowCombiner(_WatermarkState, StreamOperator):
             if c not in names:
                 raise GraphError(f"window aggregate: column {c!r} is not in the batch (columns: {names})")
         ts = timestamp_column(rb, self.ts_column, "window aggregate (local)")
+        if self.size < self.slide:  # rows between two windows are in none
+            gap = ts - (ts - self.offset) % self.slide <= ts - self.size
+            if gap.any():  # late ones go on for the keyed operator to judge, the rest are in no window
+                rb, ts = _without(rb, ts, gap & (ts > self.watermark))
+                if not rb.num_rows:
+                    return
         panes = ts - (ts - self.offset) % self.pane
         raw = None
         # the first window's end grows with the pane: only a batch whose oldest pane may have
         # a closed window needs the per-row test
         if self._first_end(int(panes.min())) - 1 <= self.watermark:
             raw = first_window_ends(panes, self.size, self.slide, self.offset) - 1 <= self.watermark
+        if self.size < self.slide:
+            gap = ts - (ts - self.offset) % self.slide <= ts - self.size
+            if gap.any():
+                raw = gap if raw is None else raw | gap
         if raw is not None and raw.any():  # maybe late downstream: the keyed operator judges these itself
             self.output.emit(Batch.of_arrow(rb.filter(pa.array(raw))))
             keep = pa.array(~raw)

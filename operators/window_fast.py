@@ -71,16 +71,25 @@ def assign_windows(ts: np.ndarray, size: int, slide: int, offset: int,
     Returns ``(starts, rows, late)``: one window start per (row, open window) pair, the row
     of each (None: row ``i`` for start ``i``, every row in exactly one window), and a mask of
     rows whose windows are all closed (late). A window ``[s, s + size)`` is closed once
-    ``watermark >= s + size - 1``.
+    ``watermark >= s + size - 1``. With ``slide > size`` a row between two windows is in
+    none: it is late if the watermark has passed its timestamp, else dropped (as Flink's
+    window operator treats an element no window took).
     """
     last = ts - (ts - offset) % slide
     k = -(-size // slide)
     if k == 1:
-        keep = last + (size - 1) > watermark
+        open_ = last + (size - 1) > watermark
+        if size < slide:  # gaps between the windows
+            inside = last > ts - size
+            keep = inside & open_
+            late = ~keep & (inside | (ts <= watermark))
+        else:
+            keep = open_
+            late = ~keep
         if keep.all():
-            return last, None, ~keep
+            return last, None, late
         rows = np.flatnonzero(keep)
-        return last[rows], rows, ~keep
+        return last[rows], rows, late
     cand = last[None, :] - (np.arange(k, dtype=np.int64) * slide)[:, None]  # (k, n)
     valid = (cand > ts[None, :] - size) & (cand + (size - 1) > watermark)
     j, rows = np.nonzero(valid)

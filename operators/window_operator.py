@@ -645,6 +645,9 @@ class WindowOperator(StreamOperator):
                 else:
                     event.add_many(fresh, w, mt)
 
+    def _is_late_element(self, ts: int) -> bool:
+        return self.assigner.is_event_time and ts + self.allowed_lateness <= self.timers.watermark
+
     def _is_late_window(self, w: Window) -> bool:
         return self.assigner.is_event_time and w.max_timestamp() + self.allowed_lateness <= self.timers.watermark
 
@@ -673,7 +676,7 @@ class WindowOperator(StreamOperator):
                     self._add_to_window(key, per_key, w, value, ts)
         if not per_key:
             self.contents.pop(key, None)
-        if skipped and windows:
+        if skipped and (windows or self._is_late_element(ts)):  # (no window: Flink's isElementLate)
             self._late.append(value)
 
     def _add_to_window(self, key: Any, per_key: dict[Any, Any], w: Window, value: Any, ts: int) -> None:

@@ -115,10 +115,18 @@ class GlobalWindow:
         return "GlobalWindow()"
 
 
-def _check_ms(name: str, value: object, positive: bool = True) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or (value <= 0 if positive else value < 0):
-        raise ConfigError(f"window {name} must be a {'positive' if positive else 'non-negative'} int (ms), got {value!r}")
+def _check_ms(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"window {name} must be a positive int (ms), got {value!r}")
     return value
+
+
+def _check_offset(value: object, period: int, period_name: str) -> int:
+    """A window offset as Flink takes it: ``abs(offset) < period`` (a negative offset shifts
+    the windows back, e.g. ``-8 h`` for days in UTC+8), normalized to ``0 <= offset < period``."""
+    if isinstance(value, bool) or not isinstance(value, int) or abs(value) >= period:
+        raise ConfigError(f"window offset must be an int (ms) with abs(offset) < {period_name} ({period}), got {value!r}")
+    return value % period
 
 
 class WindowAssigner(ABC):
@@ -152,7 +160,7 @@ class TumblingEventTimeWindows(WindowAssigner):
 
     def __init__(self, size_ms: int, offset_ms: int = 0) -> None:
         self.size = _check_ms("size", size_ms)
-        self.offset = _check_ms("offset", offset_ms, positive=False) % self.size
+        self.offset = _check_offset(offset_ms, self.size, "size")
 
     @classmethod
     def of(cls, size_ms: int, offset_ms: int = 0) -> "TumblingEventTimeWindows":
@@ -171,7 +179,7 @@ class TumblingEventTimeWindows(WindowAssigner):
         return EventTimeTrigger()
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}.of({self.size})"
+        return f"{type(self).__name__}.of({self.size}{f', {self.offset}' if self.offset else ''})"
 
 
 class TumblingProcessingTimeWindows(TumblingEventTimeWindows):
@@ -192,7 +200,7 @@ class SlidingEventTimeWindows(WindowAssigner):
     def __init__(self, size_ms: int, slide_ms: int, offset_ms: int = 0) -> None:
         self.size = _check_ms("size", size_ms)
         self.slide = _check_ms("slide", slide_ms)
-        self.offset = _check_ms("offset", offset_ms, positive=False) % self.slide
+        self.offset = _check_offset(offset_ms, self.slide, "slide")
 
     @classmethod
     def of(cls, size_ms: int, slide_ms: int, offset_ms: int = 0) -> "SlidingEventTimeWindows":
@@ -216,7 +224,7 @@ class SlidingEventTimeWindows(WindowAssigner):
         return EventTimeTrigger()
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}.of({self.size}, {self.slide})"
+        return f"{type(self).__name__}.of({self.size}, {self.slide}{f', {self.offset}' if self.offset else ''})"
 
 
 class SlidingProcessingTimeWindows(SlidingEventTimeWindows):

@@ -360,3 +360,71 @@ def test_partials_of_several_combiner_calls_in_one_batch_fire_one_row_per_key(as
     want.process(pa.RecordBatch.from_pylist(rows))
     want.end_input()
     assert sorted(got.table().to_pylist(), key=repr) == sorted(want.table().to_pylist(), key=repr)
+
+
+# sliding windows with slide > size sample the stream: a record between two windows is in
+# none. Flink's WindowOperator drops it, or side-outputs it when the watermark passed its
+# timestamp (isElementLate); the vectorized path (and its combiner) must do the same.
+GAP_ASSIGNERS = [SlidingEventTimeWindows.of(30, 100), SlidingEventTimeWindows.of(40, 70, -15)]
+
+
+def record_window_exchange(assigner: Any, upstream: int, downstream: int):
+    sel = KeySelector("key")
+
+    def make(restore: dict | None = None, downstream: int = downstream) -> Exchange:
+        return Exchange(
+            None, lambda: WindowOperator(sel.key_of, assigner, AGGREGATE, Stats(), WithWindow(), None, 0, LATE, TS),
+            upstream, downstream, False, lambda b: key_groups_of_keys([r["key"] for r in b.records()], MAXP), restore)
+    return make
+
+
+def as_record_rows(rows: list[tuple]) -> list[tuple]:
+    """The vectorized path's rows as the record path's ``(key, start, end, count, sum, min, max)``."""
+    out = []
+    for row in rows:
+        d = dict(row)
+        out.append((d["key"], d["window_start"], d["window_end"], d["n"], d["total"], d["lo"], d["hi"]))
+    return sorted(out, key=repr)
+
+
+@pytest.mark.parametrize("assigner", GAP_ASSIGNERS, ids=repr)
+@pytest.mark.parametrize("up,down", [(1, 1), (2, 2)])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_windows_with_gaps_vectorized_equals_the_record_path(assigner, up, down, seed):
+    rows = events(1500, seed, disorder=30, late_every=37)
+    sc = scripts(rows, up, seed, disorder=30)
+    want_out, want_late = run(sc, seed, record_window_exchange(assigner, up, down))
+    assert want_out and want_late  # the input exercises both
+    in_gaps = [r for r in rows if not assigner.assign_windows(r, r["ts"], 0)]
+    assert len(in_gaps) > len(rows) // 3
+    for combine in (False, True):
+        out, late = run(sc, seed, vector_exchange(assigner, combine, up, down))
+        assert as_record_rows(out) == want_out, combine
+        assert late == want_late, combine
+
+
+@pytest.mark.parametrize("combine", [False, True])
+def test_windows_with_gaps_count_only_their_records(combine):
+    """One record every 100 ms; windows [1000 k, 1000 k + 300): three records each."""
+    assigner = SlidingEventTimeWindows.of(300, 1000)
+    rows = [{"key": "a", "value": 1, "ts": t} for t in range(0, 5000, 100)]
+    sc = [[("batch", rows[i : i + 7]), ("wm", rows[min(i + 6, len(rows) - 1)]["ts"] - 1)] for i in range(0, 50, 7)]
+    sc = [[step for pair in sc for step in pair]]
+    for make in (vector_exchange(assigner, combine, 1, 1), record_window_exchange(assigner, 1, 1)):
+        out, late = run(sc, 0, make)
+        if isinstance(out[0][0], tuple):
+            out = as_record_rows(out)
+        assert [(s, e, n) for _k, s, e, n, *_ in out] == [(s, s + 300, 3) for s in range(0, 5000, 1000)]
+        assert late == []
+
+
+def test_a_record_between_windows_is_late_once_the_watermark_passed_it():
+    assigner = SlidingEventTimeWindows.of(300, 1000)
+    late_gap = {"key": "a", "value": 1, "ts": 1500}  # in no window; the watermark is past it
+    early_gap = {"key": "a", "value": 2, "ts": 2600}  # in no window; ahead of the watermark
+    sc = [[("batch", [{"key": "a", "value": 0, "ts": 2000}]), ("wm", 2500), ("batch", [late_gap, early_gap])]]
+    for make in (vector_exchange(assigner, False, 1, 1), vector_exchange(assigner, True, 1, 1),
+                 record_window_exchange(assigner, 1, 1)):
+        out, late = run(sc, 0, make)
+        assert len(out) == 1
+        assert late == [tuple(sorted(late_gap.items()))]

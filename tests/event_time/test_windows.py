@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from raystream.checkpoint import AggregateFunction
 from raystream.checkpoint.backends import HeapStateBackend
+from raystream.engine.errors import ConfigError
 from raystream.engine.keygroups import KeyGroupRange, key_group_for
 from raystream.engine.partitioners import KeySelector
 from raystream.operators.testing import OperatorHarness
@@ -375,3 +376,19 @@ class _Count(AggregateFunction):
 class _KeyWindowCount(ProcessWindowFunction):
     def process(self, key, context, elements):
         yield (key, context.window.start, len(list(elements)))
+
+
+@pytest.mark.parametrize("make,period", [
+    (lambda off: TumblingEventTimeWindows.of(1000, off), 1000),
+    (lambda off: SlidingEventTimeWindows.of(3000, 1000, off), 1000),
+])
+def test_window_offsets_as_flink_takes_them(make, period):
+    """abs(offset) < size (tumbling) or slide (sliding); a negative offset shifts back, as
+    Flink's ``TumblingEventTimeWindows.of(Time.days(1), Time.hours(-8))``."""
+    neg, pos = make(-300), make(700)
+    for t in (-2500, -1, 0, 699, 700, 1699, 12345):
+        assert neg.assign_windows(None, t, 0) == pos.assign_windows(None, t, 0)
+    assert min(w.start for w in neg.assign_windows(None, 1000, 0)) % period == 700
+    for bad in (period, -period, 5 * period, 1.5, True, "1"):
+        with pytest.raises(ConfigError, match=rf"abs\(offset\) < (size|slide) \({period}\)"):
+            make(bad)
