@@ -47,18 +47,61 @@ def check_callable(fn: object, method: str) -> None:
 
 
 def find_timestamp_assigner(node: Transformation | None) -> TimestampAssigner | None:
-    """The assigner of the nearest upstream ``assign_timestamps_and_watermarks`` (first inputs)."""
-    seen = 0
-    while node is not None and seen < 10_000:
-        a = node.timestamp_assigner
+    """The assigner of the nearest upstream ``assign_timestamps_and_watermarks`` on every
+    path into ``node`` (None: no path has one).
+
+    Event-time operators read a record's timestamp again from the record with this assigner,
+    so every input of a ``union`` upstream must reach the same one (the same object, or the
+    same timestamp column): a union of streams stamped differently, or of a stamped and an
+    unstamped stream, raises a :class:`GraphError` naming them (stamp after the union).
+    """
+    if node is None:
+        return None
+    found: dict[int, tuple[Transformation, TimestampAssigner | None]] = {}  # node id -> its nearest
+    order: list[Transformation] = []  # post-order: every node after the inputs it reads
+    seen: set[int] = set()
+    stack: list[tuple[Transformation, bool]] = [(node, False)]
+    while stack:  # the nodes up to (and including) the nearest assigners
+        n, expanded = stack.pop()
+        if expanded:
+            order.append(n)
+            continue
+        if id(n) in seen:
+            continue
+        seen.add(id(n))
+        stack.append((n, True))
+        if n.timestamp_assigner is None:
+            stack.extend((e.source, False) for e in n.inputs if not e.feedback)
+    for n in order:
+        a = n.timestamp_assigner
         if a is not None:
             if not isinstance(a, TimestampAssigner):  # only assign_timestamps_and_watermarks sets it
-                raise GraphError(f"{node.name!r} carries {a!r} as its timestamp assigner, not an operators.time.TimestampAssigner")
-            return a
-        ins = [e for e in node.inputs if not e.feedback]
-        node = ins[0].source if ins else None
-        seen += 1
-    return None
+                raise GraphError(f"{n.name!r} carries {a!r} as its timestamp assigner, not an operators.time.TimestampAssigner")
+            found[id(n)] = (n, a)
+            continue
+        ins = [found[id(e.source)] for e in n.inputs if not e.feedback]
+        if not ins:
+            found[id(n)] = (n, None)
+            continue
+        first_node, first = ins[0]
+        for other_node, other in ins[1:]:
+            if not _same_assigner(first, other):
+                raise GraphError(
+                    f"{n.name!r} merges streams with different event timestamps: {first_node.name!r} has "
+                    f"{first!r} and {other_node.name!r} has {other!r}. Event-time operators read a record's "
+                    "timestamp again from the record, so the inputs of a union need one timestamp assigner: "
+                    "give their records one timestamp field, or assign_timestamps_and_watermarks() after the union"
+                )
+        found[id(n)] = ins[0]
+    return found[id(node)][1]
+
+
+def _same_assigner(a: TimestampAssigner | None, b: TimestampAssigner | None) -> bool:
+    if a is b:
+        return True
+    if a is None or b is None:
+        return False
+    return a.fn is None and b.fn is None and a.column == b.column
 
 
 class StreamBase(ABC, Generic[S]):

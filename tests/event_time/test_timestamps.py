@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from raystream.engine.errors import ConfigError
+from raystream.engine.errors import ConfigError, GraphError
 from raystream.engine.records import Batch
 from raystream.operators.time import TimestampAssigner, epoch_ms, timestamp_column
 
@@ -70,3 +70,45 @@ def test_a_column_of_another_type_and_a_record_without_a_time_fail_naming_them()
         timestamp_column(pa.record_batch([pa.array(["2024-01-01"])], ["ts"]), "ts", "demo")
     with pytest.raises(ConfigError, match=r"cannot extract an event timestamp .* from record \{'ts': 'noon'\}"):
         TimestampAssigner(column="ts").timestamps(Batch.of_records([{"ts": dt.datetime(2024, 1, 1)}, {"ts": "noon"}]))
+
+
+def _stamped(env, rows, column=None, fn=None):
+    import raystream as rs
+
+    strategy = rs.WatermarkStrategy.for_monotonous_timestamps()
+    strategy = strategy.with_timestamp_column(column) if column else strategy.with_timestamp_assigner(fn)
+    return env.from_collection(rows).assign_timestamps_and_watermarks(strategy)
+
+
+def test_a_union_of_streams_stamped_differently_cannot_be_windowed():
+    """A window after the union read every record's timestamp with the FIRST input's
+    assigner: the second input's records went silently into windows of another field, or
+    failed the job (the field missing)."""
+    import raystream as rs
+    from raystream.operators.windows import TumblingEventTimeWindows
+
+    env = rs.StreamEnvironment(parallelism=1)
+    a = _stamped(env, [{"k": "x", "ts": 100}], column="ts")
+    b = _stamped(env, [{"k": "x", "ts": 50_000, "event_ms": 500}], column="event_ms")
+    c = env.from_collection([{"k": "x", "ts": 7}])  # no timestamps at all
+    for union in (a.union(b), b.union(a), a.union(c), c.union(a), a.map(dict).union(b.filter(bool))):
+        with pytest.raises(GraphError, match="different event timestamps.*assign_timestamps_and_watermarks.. after the union"):
+            union.key_by("k").window(TumblingEventTimeWindows.of(1000)).apply(lambda k, w, rs_: [len(rs_)])
+
+
+def test_a_union_of_streams_with_one_timestamp_assigner_is_windowed():
+    import raystream as rs
+    from raystream.operators._stream_base import find_timestamp_assigner
+
+    env = rs.StreamEnvironment(parallelism=1)
+    a = _stamped(env, [{"k": "x", "ts": 100}], column="ts")
+    b = _stamped(env, [{"k": "x", "ts": 1500}], column="ts")  # another assigner object, the same column
+    stamped = _stamped(env, [{"k": "x", "ts": 1}], fn=lambda r: r["ts"])
+    both = stamped.filter(bool).union(stamped.map(dict), a)  # one function object on two paths
+    assert find_timestamp_assigner(a.union(b).node).column == "ts"
+    with pytest.raises(GraphError, match="different event timestamps"):  # a function vs a column
+        find_timestamp_assigner(both.node)
+    assert find_timestamp_assigner(stamped.filter(bool).union(stamped.map(dict)).node).fn is not None
+    restamped = a.union(b, env.from_collection([{"k": "y", "ts": 3}])).assign_timestamps_and_watermarks(
+        rs.WatermarkStrategy.for_monotonous_timestamps().with_timestamp_column("ts"))
+    assert find_timestamp_assigner(restamped.map(dict).node).column == "ts"  # stamped after the union
