@@ -40,7 +40,7 @@ from raystream.engine.connectors import (
     SourceReader,
     split_weight,
 )
-from raystream.engine.errors import ConfigError
+from raystream.engine.errors import ConfigError, UserCodeError
 from raystream.engine.events import MIN_WATERMARK, Watermark
 from raystream.engine.operator import OperatorContext, StreamOperator
 from raystream.engine.records import Batch
@@ -152,9 +152,11 @@ class TimestampAssigner:
                 return np.fromiter(values, dtype=np.int64, count=len(records))
             except TypeError:  # datetimes, dates: converted one by one
                 return np.fromiter(map(epoch_ms, values), dtype=np.int64, count=len(records))
-        except (KeyError, IndexError, TypeError, ValueError) as exc:
+        except Exception as exc:
             bad = next((r for r in records if not _has_ts(r, self)), records[0] if records else None)
-            raise ConfigError(f"cannot extract an event timestamp ({self!r}) from record {bad!r}: {exc!r}") from exc
+            if isinstance(exc, (KeyError, IndexError, TypeError, ValueError)):  # a record without its timestamp
+                raise ConfigError(f"cannot extract an event timestamp ({self!r}) from record {bad!r}: {exc!r}") from exc
+            raise UserCodeError(bad, exc) from exc  # the assigner function failed: the task names operator and record
 
     def __repr__(self) -> str:
         if self.fn is not None:

@@ -112,3 +112,18 @@ def test_a_union_of_streams_with_one_timestamp_assigner_is_windowed():
     restamped = a.union(b, env.from_collection([{"k": "y", "ts": 3}])).assign_timestamps_and_watermarks(
         rs.WatermarkStrategy.for_monotonous_timestamps().with_timestamp_column("ts"))
     assert find_timestamp_assigner(restamped.map(dict).node).column == "ts"  # stamped after the union
+
+
+def test_an_assigner_function_that_raises_names_the_record():
+    """A ZeroDivisionError of the user's assigner escaped unwrapped: the job's error named
+    neither the record nor, after a map, the right one (the batch's first)."""
+    from raystream.engine.errors import UserCodeError
+
+    rows = [{"ts": i * 100, "v": i} for i in range(10)]
+    assigner = TimestampAssigner(fn=lambda r: r["ts"] // (r["v"] - 7))
+    with pytest.raises(UserCodeError) as info:
+        assigner.timestamps(Batch.of_records(rows))
+    assert info.value.record == {"ts": 700, "v": 7}
+    assert isinstance(info.value.original, ZeroDivisionError)
+    with pytest.raises(ConfigError, match=r"cannot extract an event timestamp .* from record \{'v': 3\}"):
+        TimestampAssigner(fn=lambda r: r["ts"]).timestamps(Batch.of_records([{"ts": 1}, {"v": 3}]))
