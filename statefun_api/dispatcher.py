@@ -740,6 +740,7 @@ class FunctionDispatcher(StreamOperator):
         vt_name: str | None = self._message_vt  # the typename of the decoded value m._type holds
         invocations = messages = 0
         done = False
+        failed: tuple[tuple[str, str], list[MessageRecord]] | None = None  # the invocation under way
         try:
             while ready and budget > 0:
                 key = ready.popleft()
@@ -752,6 +753,7 @@ class FunctionDispatcher(StreamOperator):
                     ready.append(key)
                 self._pending_count -= n
                 budget -= n
+                failed = (key, records)
                 target = targets.get(key)  # (Address, key group, layout) of an address of our key groups
                 if target is None:
                     target = self._target_of(key, records)
@@ -841,6 +843,7 @@ class FunctionDispatcher(StreamOperator):
                             self._apply(key, address, records, result, slots.changes(), sent=sent)
                 except Exception as exc:
                     raise UserCodeError(describe_records(records), exc) from exc
+                failed = None
                 if _refcount(context) > 3:  # the function kept the context (self._context, local, argument)
                     context = self._context = None
                 # references: slots, the local `storage`, the argument, the reused context's two
@@ -855,14 +858,45 @@ class FunctionDispatcher(StreamOperator):
             if done:  # (after a failure the message may be the function's: not reused)
                 self._message = m
                 self._message_vt = vt_name
+            elif failed is not None:
+                self._failed_invocation(*failed)
             self._invocations += invocations
             self._messages += messages
+
+    def _failed_invocation(self, key: tuple[str, str], records: list[MessageRecord]) -> None:
+        """All or nothing after an invocation of ``key`` with ``records`` failed (in
+        :meth:`_drain`, which raises its error next): nothing of it was applied (its effects
+        are checked before any is: :meth:`_apply`); the reused context, whose result and
+        ``sent`` list may hold its effects, and the function type's storage, which the
+        function may have kept, are dropped; its records go back to the head of the
+        address's queue and the address to the head of the ready addresses, so a dispatcher
+        that goes on (in-process: :class:`~statefun_api.local.LocalDispatchers`) invokes
+        them again first, from the same state, and a snapshot holds them. On a cluster the
+        task fails and a new dispatcher restarts from the last checkpoint instead."""
+        self._context = None
+        layout = self._layouts.get(key[0])
+        if layout is not None:
+            layout.slots = self._storage_slots(key[0])
+        pending = self._pending
+        rest = pending.get(key)
+        pending[key] = records + rest if rest else records
+        if rest:  # (queued at the back meanwhile: more than max_batch_per_address, or sent to itself)
+            try:
+                self._ready.remove(key)
+            except ValueError:
+                pass
+        self._ready.appendleft(key)
+        self._pending_count += len(records)
 
     def _step(self) -> None:
         """One bounded piece of work: refill the active set, invoke up to ``drain_step``
         messages, admit held ingress messages if there is room, send what was produced."""
         self._refill()
-        self._drain(self.config.drain_step)
+        try:
+            self._drain(self.config.drain_step)
+        except Exception:
+            self._flush()  # what the invocations before the failed one produced (it produced nothing)
+            raise
         self._flush()
         self._admit()
         self._update_gauges()
@@ -932,7 +966,11 @@ class FunctionDispatcher(StreamOperator):
         try:
             self._step()
         except Exception as exc:
-            raise self._job_failed(exc) from exc
+            failure = self._job_failed(exc)
+            # the failed invocation is queued again (_failed_invocation): a task that goes on
+            # (a test harness) retries it at its next step; a failing task drops the mail
+            self._schedule_continuation()
+            raise failure from exc
         self._schedule_continuation()
 
     def _on_remote_replies(self) -> None:
@@ -1091,8 +1129,15 @@ class FunctionDispatcher(StreamOperator):
         ``slots`` bound to the backend's tables, the changes of ``slots`` are written to
         ``key`` in key group ``kg`` and the current key is set only for delayed messages.
         ``sent``: message records the function sent (routed, then the list is emptied),
-        before ``result.outgoing``."""
+        before ``result.outgoing``.
+
+        All or nothing: what can fail (an egress, the values assigned, a delayed message's
+        token) is checked before anything is applied."""
         egress = self._egress_of(address, records, result) if result.egress else None
+        if result.delayed_actions:
+            if slots is not None:
+                self.backend.set_current_key_with_group(key, kg)
+            self._check_delayed(address, result)
         if slots is not None:
             slots.store_at(kg, key)
         for st, value in state_changes:
@@ -1112,8 +1157,6 @@ class FunctionDispatcher(StreamOperator):
             for out in result.outgoing:
                 route(message_to_record(out.message, out.caller))
         if result.delayed_actions:
-            if slots is not None:
-                self.backend.set_current_key_with_group(key, kg)
             self._apply_delayed(key, address, records, result)
         if egress:
             self._add_egress(egress)
@@ -1181,33 +1224,51 @@ class FunctionDispatcher(StreamOperator):
         return out
 
     # ------------------------------------------------------------------ delayed messages
+    def _check_delayed(self, address: Address, result: InvocationResult) -> None:
+        """Raise what :meth:`_apply_delayed` would meet, before anything of the invocation is
+        applied: a delayed message without timers, or whose cancellation token is pending
+        (in keyed state, or sent earlier in ``result`` and not cancelled since). The sender
+        is the current key."""
+        live: dict[str, bool] = {}  # tokens sent (True) or cancelled (False) by this invocation
+        delayed = self._delayed
+        for action in result.delayed_actions:
+            token = action.cancellation_token
+            if not isinstance(action, DelayedMessage):
+                if token:
+                    live[token] = False
+                continue
+            if self.ctx.register_processing_timer is None:
+                raise StatefulFunctionError(
+                    "delayed messages need processing-time timers, but the task gave the dispatcher "
+                    "no register_processing_timer"
+                )
+            if not token:
+                continue
+            if live[token] if token in live else delayed.contains(token):
+                raise StatefulFunctionError(
+                    f"function {address} sent a delayed message of type "
+                    f"{action.message.value_typename()!r} to {action.target} with cancellation token "
+                    f"{token!r}, but a delayed message with that token is still pending; cancel it "
+                    f"first or use another token",
+                    address=address,
+                    message_typename=action.message.value_typename(),
+                )
+            live[token] = True
+
     def _apply_delayed(
         self, sender: tuple[str, str], address: Address, records: list[MessageRecord], result: InvocationResult
     ) -> None:
         """Keep each delayed message in the sender's ``statefun.delayed`` map state and
-        register its processing-time timer; a cancellation removes both (in call order)."""
+        register its processing-time timer; a cancellation removes both (in call order).
+        :meth:`_check_delayed` passed first."""
         now = self.clock.now_ms()
         delayed = self._delayed
         timers = self._delay_timers
         assert timers is not None  # created in open
         for action in result.delayed_actions:
             if isinstance(action, DelayedMessage):
-                if self.ctx.register_processing_timer is None:
-                    raise StatefulFunctionError(
-                        "delayed messages need processing-time timers, but the task gave the dispatcher "
-                        "no register_processing_timer"
-                    )
                 token = action.cancellation_token
                 entry_key: Any = token if token else None
-                if token and delayed.contains(token):
-                    raise StatefulFunctionError(
-                        f"function {address} sent a delayed message of type "
-                        f"{action.message.value_typename()!r} to {action.target} with cancellation token "
-                        f"{token!r}, but a delayed message with that token is still pending; cancel it "
-                        f"first or use another token",
-                        address=address,
-                        message_typename=action.message.value_typename(),
-                    )
                 seq = self._delay_seq.value() + 1
                 self._delay_seq.update(seq)
                 if entry_key is None:

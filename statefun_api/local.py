@@ -12,6 +12,12 @@ so delayed messages and TTL are tested without sleeping. ``seed`` shuffles the o
 which pending deliveries and task steps run (keeping each channel FIFO), to test that
 results do not depend on one interleaving.
 
+A failed invocation raises its error (``UserCodeError``) from the call that ran it and
+leaves no effect; as in a job whose restart strategy never gives up, its messages stay
+queued first and every later :meth:`~LocalDispatchers.send`, :meth:`~LocalDispatchers.run`
+or :meth:`~LocalDispatchers.advance` invokes them again from the same state (raising the
+same error while it fails); messages sent meanwhile wait behind them.
+
 Remote functions (``endpoints=``) are called for real over HTTP by each dispatcher's I/O
 thread; their replies come back through the task's mailbox, so :meth:`LocalDispatchers.run`
 only applies replies that have arrived, and :meth:`LocalDispatchers.run_until_idle` waits

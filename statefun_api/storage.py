@@ -498,15 +498,20 @@ def _sync_fast(storage: AddressScopedStorage, fast: list[tuple[_Cell, str]]) -> 
 def _assign(storage: AddressScopedStorage, cell: _Cell, name: str, obj: Any) -> None:
     """Take the object found in the fast slot ``name`` of ``storage`` into its cell, as an
     assignment (``_Cell.set``: checked, kept decoded or serialized; its errors are raised:
-    a value of the wrong type, ``None`` assigned) or, for an emptied slot, a deletion."""
-    cell.shown = obj
+    a value of the wrong type, ``None`` assigned) or, for an emptied slot, a deletion.
+
+    Only a value the cell took becomes ``cell.shown``: a refused one stays different from
+    it, so storing the address again checks it again (and fails again) instead of taking it
+    as unchanged."""
     if obj is None:
         try:
             _getattribute(storage, name)  # (no __getattr__ fallback: raises when the slot is empty)
         except AttributeError:
             cell.delete()
+            cell.shown = None
             return
-    cell.set(obj)
+    cell.set(obj)  # (raises for a refused value: nothing of it recorded)
+    cell.shown = obj
 
 
 def explain_attribute_error(storage: Any, exc: BaseException) -> BaseException:
