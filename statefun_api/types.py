@@ -30,6 +30,7 @@ from __future__ import annotations
 import abc
 import json
 import math
+import operator
 import struct
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
@@ -426,12 +427,25 @@ def _builtin_type(typename: str) -> Type[Any]:
 
 
 def _check_bool(value: Any) -> bool:
-    # protobuf's bool fields accept bools and ints; anything else is a mistake
+    """``value`` as a bool, taking what protobuf's bool fields take (the SDK's BoolType
+    serializes with them): a bool, a numpy bool scalar (numpy/pandas comparisons give them)
+    or an integer of int64's range (an int, a numpy integer: anything with ``__index__``);
+    not a float, a str, an array or an object that only has a truth value."""
     if isinstance(value, bool):
         return value
-    if isinstance(value, int):
-        return bool(value)
-    raise TypeError(f"expected a bool, got {value!r}")
+    tp = type(value)
+    if tp.__module__ == "numpy":
+        if tp.__name__ in ("bool", "bool_"):  # (no __index__ in numpy 2)
+            return bool(value)
+        if tp.__name__ == "ndarray":  # (a 0-d integer array has __index__; protobuf refuses arrays)
+            raise TypeError(f"expected a bool, got an array {value!r}")
+    try:
+        number = operator.index(value)
+    except TypeError:
+        raise TypeError(f"expected a bool, got {value!r}") from None
+    if not -(1 << 63) <= number < 1 << 63:
+        raise ValueError(f"value {number!r} out of range for a bool field (protobuf takes int64 values)")
+    return bool(number)
 
 
 def _check_str(value: Any) -> str:

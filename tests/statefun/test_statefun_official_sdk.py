@@ -63,6 +63,95 @@ def test_builtin_types_match_the_sdk(name: str, wrapper: type, values) -> None:
     check()
 
 
+class _Index:
+    """An integer by ``__index__`` only."""
+
+    def __index__(self) -> int:
+        return 1
+
+    def __repr__(self) -> str:
+        return "_Index()"
+
+
+class _Truthy:
+    """A truth value by ``__bool__`` only (not an integer)."""
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __repr__(self) -> str:
+        return "_Truthy()"
+
+
+np = pytest.importorskip("numpy")
+# what a BoolType value may be besides a bool: what protobuf's bool field takes (a numpy bool
+# scalar, an integer of int64 range: numpy integers, anything with __index__) and what it refuses
+BOOL_CASES = [
+    np.True_, np.False_, np.bool_(1 < 2), np.int64(3), np.int8(0), np.uint64(5), 2, -1, 0,
+    2**63 - 1, -(2**63), _Index(),  # taken
+    2**63, -(2**63) - 1, np.uint64(2**64 - 1),  # out of int64's range
+    1.0, np.float64(1.0), "yes", b"x", None, _Truthy(), np.array(True), np.array(3), np.array([True]),  # no integer
+]
+
+
+def _outcome(call):
+    """``("ok", result)`` or ``("error", kind)``: kind ``TypeError`` or ``range`` (protobuf's
+    OverflowError, our ValueError)."""
+    try:
+        return "ok", call()
+    except TypeError:
+        return "error", "TypeError"
+    except (OverflowError, ValueError):
+        return "error", "range"
+
+
+@pytest.mark.parametrize("value", BOOL_CASES, ids=repr)
+def test_bool_values_are_taken_as_the_sdk_takes_them(value) -> None:
+    """BoolType's serializer, ``message_builder(bool_value=...)`` and
+    ``egress_message_builder(..., BoolType)`` take what the SDK takes (protobuf's bool field)
+    and refuse what it refuses; a value taken is a Python bool once decoded."""
+    theirs = _outcome(lambda: statefun.BoolType.serializer().serialize(value))
+    ours = _outcome(lambda: statefun_api.BoolType.serializer().serialize(value))
+    assert ours == theirs
+    if value is None:  # (the builders treat None as "not given")
+        return
+    built = _outcome(lambda: statefun.message_builder(target_typename="a/b", target_id="1", bool_value=value).typed_value.value)
+    assert _outcome(lambda: statefun_api.message_builder("a/b", "1", bool_value=value).raw_value()) == built
+    egress = _outcome(
+        lambda: statefun.egress_message_builder(target_typename="a/b", value=value, value_type=statefun.BoolType).typed_value.value
+    )
+    assert _outcome(lambda: statefun_api.egress_message_builder("a/b", value, statefun_api.BoolType).typed_value.value) == egress
+    if theirs[0] == "ok":
+        decoded = statefun_api.BoolType.serializer().deserialize(ours[1])
+        assert type(decoded) is bool and decoded == bool(int(value) if not isinstance(value, _Index) else 1)
+        message = statefun_api.message_builder("a/b", "1", bool_value=value)
+        assert type(message.as_bool()) is bool and message.as_bool() is decoded
+
+
+@pytest.mark.parametrize("value", [np.True_, np.False_, np.int64(2), 1, 0])
+def test_a_bool_state_takes_what_the_sdk_takes_and_keeps_a_bool(value) -> None:
+    from raystream.statefun_api.local import LocalDispatchers
+
+    functions = statefun_api.StatefulFunctions()
+    specs = [
+        statefun_api.ValueSpec("b", statefun_api.BoolType),  # a plain slot of the dispatcher's storage
+        statefun_api.ValueSpec("c", statefun_api.BoolType, expire_after_write=timedelta(hours=1)),  # through its cell
+    ]
+
+    @functions.bind("a/f", specs=specs)
+    def f(context, message):
+        if message.as_string() == "set":
+            context.storage.b = value
+            context.storage.c = value
+
+    with LocalDispatchers(functions) as run:
+        run.send(statefun_api.message_builder("a/f", "1", str_value="set"))
+        run.send(statefun_api.message_builder("a/f", "1", str_value="read"))
+        for name in ("b", "c"):
+            stored = run.state("a/f", "1", name)
+            assert type(stored) is bool and stored == bool(value)
+
+
 # -- the codec against protobuf ---------------------------------------------------------------
 
 text = st.text(max_size=6)
