@@ -43,10 +43,13 @@ _PICKLE = b"pickle"  # one binary column of pickled records
 _SCALAR_TYPES = (int, float, str, bytes, bool)
 
 
-def _is_flat(schema: pa.Schema) -> bool:
+def _is_flat(schema: pa.Schema, allow_null: bool = False) -> bool:
+    """No nested or dictionary column; no column of nulls only (Arrow's null type) unless
+    ``allow_null`` (an operator computing on columns skips nulls; a channel keeps such
+    batches as records: a null column takes no type from later batches)."""
     for field in schema:
         t = field.type
-        if pa.types.is_nested(t) or pa.types.is_null(t) or pa.types.is_dictionary(t):
+        if pa.types.is_nested(t) or (pa.types.is_null(t) and not allow_null) or pa.types.is_dictionary(t):
             return False
     return True
 
@@ -294,7 +297,7 @@ def records_to_arrow(records: Sequence[Any], exact: bool = True) -> pa.RecordBat
                 arrays = [pa.array(c) for c in columns]
                 if all(check(a, c) for a, c in zip(arrays, columns)):
                     rb = pa.RecordBatch.from_arrays(arrays, names)
-                    if _is_flat(rb.schema) and rb.num_columns == n:
+                    if _is_flat(rb.schema, allow_null=not exact) and rb.num_columns == n:
                         restore = _restorers(arrays, columns, names) if exact else {}
                         return rb.replace_schema_metadata({KIND_KEY: _ROW, **restore}) if restore else _with_kind(rb, _ROW)
         elif t0 in _SCALAR_TYPES:

@@ -11,8 +11,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 __all__ = ["group_aggregate"]
+
+_INT64_MAX = 2**63 - 1
 
 _ACCEPTS = (
     "sum and mean need numeric or bool columns; count takes any column; min and max take numbers, "
@@ -29,6 +32,8 @@ def group_aggregate(
         TypeError: Arrow cannot compute an aggregation on its column's type; the message
             names ``where`` (the operator; a callable is called only then), each aggregation with its column's type, and
             what the functions accept.
+        OverflowError: an integer sum of a group leaves int64 (where Arrow's sum would wrap
+            around), naming the group and the exact sum.
 
     Example:
         >>> t = pa.table({"k": ["a", "a"], "v": ["x", "y"]})
@@ -38,7 +43,7 @@ def group_aggregate(
         TypeError: aggregate: cannot compute sum of column 'v' (string); sum and mean need numeric or bool columns; ...
     """
     try:
-        return table.group_by(keys, use_threads=False).aggregate(list(specs))
+        out = table.group_by(keys, use_threads=False).aggregate(list(specs))
     except (pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
         names = table.schema.names
         parts = [
@@ -49,3 +54,40 @@ def group_aggregate(
         if callable(where):
             where = where()
         raise TypeError(f"{where}: cannot compute {', '.join(parts)}; {_ACCEPTS} (Arrow: {exc})") from exc
+    for spec in specs:
+        if spec[1] == "sum" and _may_overflow(table.column(spec[0])):
+            _check_sums(table, keys, spec[0], where)
+    return out
+
+
+def _may_overflow(column: pa.ChunkedArray) -> bool:
+    """Whether a sum over some rows of an integer ``column`` may leave int64, where Arrow's
+    sum wraps around (a bound: the largest magnitude times the number of rows)."""
+    if not pa.types.is_integer(column.type) or not len(column):
+        return False
+    lo, hi = pc.min_max(column).values()
+    if not lo.is_valid:
+        return False
+    return max(abs(lo.as_py()), abs(hi.as_py())) * len(column) > _INT64_MAX
+
+
+def _check_sums(table: pa.Table, keys: str | list[str], column: str, where: str | Callable[[], str]) -> None:
+    """Sum ``column`` per group exactly (Python ints): an OverflowError naming the group
+    whose sum leaves int64."""
+    names = [keys] if isinstance(keys, str) else list(keys)
+    sums: dict[tuple[Any, ...], int] = {}
+    group_cols = [table.column(k).to_pylist() for k in names]
+    for i, v in enumerate(table.column(column).to_pylist()):
+        if v is not None:
+            g = tuple(c[i] for c in group_cols)
+            sums[g] = sums.get(g, 0) + v
+    for g, total in sums.items():
+        if not -_INT64_MAX - 1 <= total <= _INT64_MAX:
+            if callable(where):
+                where = where()
+            group = g[0] if len(g) == 1 else g
+            raise OverflowError(
+                f"{where}: the sum of column {column!r} for {group!r} is {total}, beyond a 64-bit integer (Arrow "
+                "columns hold int64); cast the column to float64 first, or use sum(column) of the record API "
+                "(exact Python ints)"
+            )

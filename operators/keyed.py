@@ -205,6 +205,33 @@ class ReduceOperator(StreamOperator):
         self._restored = None
 
 
+
+_INT64_MAX = 2**63 - 1
+#: an accumulator's partial: (values, valid mask or None: all valid, Arrow type)
+_Column = tuple[np.ndarray, "np.ndarray | None", pa.DataType]
+
+
+def _numpy(col: pa.Array) -> _Column:
+    """An Arrow partial as :meth:`AggregateOperator._merge` takes it (nulls masked, their
+    values arbitrary; ints stay ints)."""
+    valid = None
+    if col.null_count:
+        valid = col.is_valid().to_numpy(zero_copy_only=False)
+        if pa.types.is_null(col.type):
+            return np.full(len(col), None, dtype=object), valid, col.type
+        if pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_boolean(col.type):
+            col = pc.fill_null(col, pa.scalar(0, col.type) if not pa.types.is_boolean(col.type) else False)
+    return col.to_numpy(zero_copy_only=False), valid, col.type
+
+
+def _is_number(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_floating(t)
+
+
+def _name_fn(op: "AggregateOperator", name: str) -> str:
+    return next(fn for n, _c, fn in op._acc_names() if n == name)
+
+
 _MISSING = object()
 
 #: supported vectorized aggregations and their (partial, merge) kernels
@@ -241,6 +268,9 @@ class AggregateOperator(StreamOperator):
         self.emit_mode = emit
         self.slots = KeySlots()  # key -> its index in the accumulator arrays; .keys in slot order
         self.acc: dict[str, np.ndarray] = {}
+        #: min/max: which slots hold a value, and the Arrow type of the values
+        self.seen: dict[str, np.ndarray] = {}
+        self.types: dict[str, pa.DataType] = {}
         self._restored: list[Any] = []
 
     # accumulator layout: for each output: sum->sum, count->count, min->min, max->max, mean->(sum,count)
@@ -259,7 +289,7 @@ class AggregateOperator(StreamOperator):
         for st in self._restored or []:
             for kg, part in (st or {}).get("by_key_group", {}).items():
                 if kg in ctx.key_group_range:
-                    self._merge(part["keys"], {k: np.asarray(v) for k, v in part["acc"].items()})
+                    self._merge(part["keys"], self._snapshot_columns(part))
         self._restored = []
 
     @property
@@ -268,23 +298,22 @@ class AggregateOperator(StreamOperator):
         return self.slots.keys
 
     def _grow(self) -> None:
-        """Extend the accumulator arrays to the slots of the keys added to ``self.slots``."""
+        """Extend the accumulator arrays (and the min/max ``seen`` masks) to the slots of the
+        keys added to ``self.slots``."""
         n = len(self.slots)
-        for name, _col, fn in self._acc_names():
+        for name, _col, _fn in self._acc_names():
             old = self.acc.get(name)
-            if fn == "min":
-                fill = np.inf
-            elif fn == "max":
-                fill = -np.inf
-            else:
-                fill = 0
-            # sums start as int64 (exact for integer columns) and widen to float64 in _merge
-            # as soon as a float partial arrives; min/max need the +-inf fill
-            dtype = old.dtype if old is not None else (np.int64 if fn in ("count", "sum") else np.float64)
-            grown = np.full(n, fill, dtype=dtype)
-            if old is not None:
-                grown[: len(old)] = old
+            if old is None:  # sums and counts start as exact int64; min/max take the type of their first values
+                old = self.acc[name] = np.zeros(0, dtype=np.int64)
+            grown = np.full(n, None, dtype=object) if old.dtype == object else np.zeros(n, dtype=old.dtype)
+            grown[: len(old)] = old
             self.acc[name] = grown
+            seen = self.seen.get(name)
+            if seen is not None or _name_fn(self, name) in ("sum", "min", "max"):
+                mask = np.zeros(n, dtype=bool)
+                if seen is not None:
+                    mask[: len(seen)] = seen
+                self.seen[name] = mask
 
     def _slots_for(self, keys: pa.Array | list[Any]) -> np.ndarray:
         """The accumulator slot of every key (an Arrow key column, or a snapshot's Python keys)."""
@@ -293,68 +322,150 @@ class AggregateOperator(StreamOperator):
             self._grow()
         return idx
 
-    def _merge(self, keys: pa.Array | list[Any], partial: dict[str, np.ndarray], unique: bool = True) -> np.ndarray:
-        """Fold per-key partials into the accumulators. ``unique=False``: ``keys`` may repeat
-        (partials of several upstream batches), folded one after the other as if each had
-        come in its own batch (``ufunc.at``)."""
+    def _merge(self, keys: pa.Array | list[Any], partial: dict[str, _Column]) -> np.ndarray:
+        """Fold per-key partials (each key once; ``(values, valid mask or None, Arrow type)``
+        per accumulator) into the accumulators. Sums stay int64 while their values are
+        integers (an addition beyond int64 fails, naming the key), and widen to float64 when
+        a float arrives; min and max keep their values' type (ints stay exact ints, strings,
+        dates, timestamps with their zone), with a mask of the keys that have a value."""
         idx = self._slots_for(keys)
         for name, _col, fn in self._acc_names():
-            acc = self.acc[name]
-            vals = partial[name]
+            vals, valid, typ = partial[name]
+            if pa.types.is_null(typ):  # no values at all
+                continue
             if fn in ("sum", "count"):
-                if vals.dtype.kind in "ub":  # sums of unsigned/bool columns: exact in int64
-                    vals = vals.astype(np.int64)
-                if acc.dtype != np.int64 or vals.dtype.kind == "f":
-                    if acc.dtype != vals.dtype and vals.dtype.kind == "f":
-                        acc = self.acc[name] = acc.astype(np.float64)
-                if unique:
-                    acc[idx] += vals
-                else:
-                    np.add.at(acc, idx, vals)
-            elif fn == "min":
-                # fmin/fmax: a null partial (NaN: the key had only nulls in that batch) is skipped
-                if unique:
-                    acc[idx] = np.fmin(acc[idx], vals)
-                else:
-                    np.fmin.at(acc, idx, vals)
-            elif unique:
-                acc[idx] = np.fmax(acc[idx], vals)
-            else:
-                np.fmax.at(acc, idx, vals)
+                self._add(name, idx, vals, keys)
+                if fn == "sum":
+                    seen = self.seen[name]
+                    seen[idx] = True if valid is None else seen[idx] | valid
+                continue
+            acc = self._minmax_acc(name, vals, typ)
+            vals = vals.astype(acc.dtype, copy=False) if acc.dtype != object else vals
+            seen = self.seen[name]
+            had = seen[idx]
+            cur = acc[idx]
+            new = vals.copy() if valid is None else np.where(valid, vals, cur)  # (vals may be Arrow's read-only buffer)
+            both = had if valid is None else had & valid
+            if both.any():
+                pick = (np.fmin if fn == "min" else np.fmax) if acc.dtype.kind == "f" else (np.minimum if fn == "min" else np.maximum)
+                new[both] = pick(cur[both], vals[both])
+            acc[idx] = new
+            seen[idx] = True if valid is None else had | valid
         return idx
+
+    def _add(self, name: str, idx: np.ndarray, vals: np.ndarray, keys: pa.Array | list[Any]) -> None:
+        acc = self.acc[name]
+        if vals.dtype.kind == "u":
+            if len(vals) and int(vals.max()) > _INT64_MAX:
+                self._overflow(name, idx, keys, int(np.argmax(vals)), int(vals.max()))
+            vals = vals.astype(np.int64)
+        elif vals.dtype.kind == "b":
+            vals = vals.astype(np.int64)
+        elif vals.dtype.kind == "f" and acc.dtype.kind != "f":
+            acc = self.acc[name] = acc.astype(np.float64)
+        elif vals.dtype == object:  # (a restored snapshot's values)
+            vals = vals.astype(acc.dtype)
+        if acc.dtype.kind == "f":
+            acc[idx] += vals
+            return
+        cur = acc[idx]
+        total = cur + vals  # wraps around on overflow: caught below
+        over = ((cur ^ total) & (vals ^ total)) < 0
+        if over.any():
+            i = int(np.flatnonzero(over)[0])
+            self._overflow(name, idx, keys, i, int(cur[i]) + int(vals[i]))
+        acc[idx] = total
+
+    def _overflow(self, name: str, idx: np.ndarray, keys: pa.Array | list[Any], i: int, value: int) -> None:
+        key = keys[i] if isinstance(keys, list) else keys[i].as_py()
+        raise OverflowError(
+            f"{self._describe()}: the sum {name!r} of key {key!r} would be {value}, beyond a 64-bit integer "
+            "(Arrow columns hold int64); cast the column to float64 first, or use sum(column) of the record API "
+            "(exact Python ints)"
+        )
+
+    def _minmax_acc(self, name: str, vals: np.ndarray, typ: pa.DataType) -> np.ndarray:
+        """The min/max accumulator of ``name`` able to hold ``vals`` (of Arrow type ``typ``):
+        its type is the first values' type; ints and floats together become float64."""
+        acc = self.acc[name]
+        old = self.types.get(name)
+        if old is None or not self.seen[name].any():
+            self.types[name] = typ
+            dtype = vals.dtype if vals.dtype.kind in "iufbmM" else np.dtype(object)
+            if dtype.kind in "iu":
+                dtype = np.dtype(np.float64) if dtype == np.uint64 and len(vals) and int(vals.max()) > _INT64_MAX else np.dtype(np.int64)
+            if acc.dtype != dtype:
+                acc = self.acc[name] = acc.astype(dtype) if dtype.kind != "O" else np.full(len(acc), None, dtype=object)
+            return acc
+        if typ == old:
+            return acc
+        if _is_number(old) and _is_number(typ):
+            if pa.types.is_floating(old):
+                return acc
+            self.types[name] = pa.float64()
+            acc = self.acc[name] = acc.astype(np.float64)
+            return acc
+        raise GraphError(f"{self._describe()}: {name!r} takes the {_name_fn(self, name)} of {old} values and now {typ} values; "
+                         "give the column one type")
+
+    def _snapshot_columns(self, part: dict[str, Any]) -> dict[str, _Column]:
+        """A snapshot part's accumulators as :meth:`_merge` takes them (snapshots before the
+        ``seen`` masks held min/max as float64 filled with +-inf where a key had no value)."""
+        out: dict[str, _Column] = {}
+        seen = part.get("seen", {})
+        types = part.get("types", {})
+        for name, _col, fn in self._acc_names():
+            vals = np.asarray(part["acc"][name])
+            if fn in ("min", "max"):
+                valid = np.asarray(seen[name]) if name in seen else ~np.isinf(vals)
+                typ = types.get(name) or pa.float64()
+                out[name] = (vals, valid, typ)
+            else:  # (a sum without its mask: a snapshot of when a key's sum started at 0)
+                out[name] = (vals, np.asarray(seen[name]) if name in seen else None, pa.from_numpy_dtype(vals.dtype))
+        return out
 
     def _describe(self) -> str:
         """How an error names this operator: ``aggregate(total=('value', 'sum'))``."""
         return "aggregate(" + ", ".join(f"{out}={spec!r}" for out, spec in self.aggregations.items()) + ")"
 
     def batch_partials(self, rb: pa.RecordBatch) -> tuple[pa.Array, dict[str, pa.Array]]:
-        """Group one batch by key: ``(keys, {accumulator name: per-key partial})``."""
+        """Group one batch by key: ``(keys, {accumulator name: per-key partial})``; the sum,
+        min and max of a key with only nulls in the batch are null."""
         if rb.schema.get_field_index(self.key_column) < 0:
             raise GraphError(
-                f"key column {self.key_column!r} is not in the batch (columns: {rb.schema.names})"
+                f"{self._describe()}: key column {self.key_column!r} is not in the batch (columns: {rb.schema.names})"
             )
+        missing = [col for _n, col, _f in self._acc_names() if rb.schema.get_field_index(col) < 0]
+        if missing:
+            raise GraphError(f"{self._describe()}: column {missing[0]!r} is not in the batch (columns: {rb.schema.names})")
         table = pa.Table.from_batches([rb])
         specs = list(dict.fromkeys((col, fn) for _name, col, fn in self._acc_names()))
         grouped = group_aggregate(table, self.key_column, specs, self._describe)
         partial = {}
         for name, col, fn in self._acc_names():
-            values = grouped.column(f"{col}_{fn}").combine_chunks()
-            # nulls are skipped (SQL semantics): a key with only nulls in this batch adds 0
-            partial[name] = pc.fill_null(values, 0) if fn == "sum" and values.null_count else values
+            # nulls are skipped (SQL semantics): the sum, min or max of a key with only nulls
+            # in this batch is null (a column of nulls only is of Arrow's null type)
+            partial[name] = grouped.column(f"{col}_{fn}").combine_chunks()
         return grouped.column(self.key_column).combine_chunks(), partial
+
+    def _unique_partials(self, rb: pa.RecordBatch) -> tuple[pa.Array, dict[str, pa.Array]]:
+        """Partial rows (several per key: partials of several upstream sends) merged into one
+        per key."""
+        names = [name for name, _col, _fn in self._acc_names()]
+        missing = [c for c in (self.key_column, *names) if rb.schema.get_field_index(c) < 0]
+        if missing:
+            raise GraphError(f"{self._describe()}: partial aggregate rows lack columns {missing} (columns: {rb.schema.names})")
+        specs = list(dict.fromkeys((name, _MERGE_PARTIALS[fn]) for name, _col, fn in self._acc_names()))
+        grouped = group_aggregate(pa.Table.from_batches([rb]), self.key_column, specs, self._describe)
+        return grouped.column(self.key_column).combine_chunks(), {
+            name: grouped.column(f"{name}_{_MERGE_PARTIALS[fn]}").combine_chunks() for name, _col, fn in self._acc_names()}
 
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
         rb = batch.typed_columns(self._describe())
-        if self.partials:
-            names = [name for name, _col, _fn in self._acc_names()]
-            missing = [c for c in (self.key_column, *names) if rb.schema.get_field_index(c) < 0]
-            if missing:
-                raise GraphError(f"partial aggregate rows lack columns {missing} (columns: {rb.schema.names})")
-            self._merge(rb.column(self.key_column), {n: rb.column(n).to_numpy(zero_copy_only=False) for n in names}, unique=False)
+        if not rb.num_rows:
             return
-        key_values, columns = self.batch_partials(rb)
-        partial = {name: col.to_numpy(zero_copy_only=False) for name, col in columns.items()}
-        idx = self._merge(key_values, partial)
+        key_values, columns = self._unique_partials(rb) if self.partials else self.batch_partials(rb)
+        idx = self._merge(key_values, {name: _numpy(col) for name, col in columns.items()})
         if self.emit_mode == "updates":
             self.output.emit(Batch.of_arrow(self._rows(idx, key_values)))
 
@@ -366,8 +477,14 @@ class AggregateOperator(StreamOperator):
                 mean = np.divide(total, count, out=np.zeros(len(idx)), where=count > 0)
                 cols[out] = pa.array(mean, mask=count == 0)  # no non-null value: null
             elif fn in ("min", "max"):
-                vals = self.acc[out][idx]
-                cols[out] = pa.array(vals, mask=np.isinf(vals) & ((vals > 0) if fn == "min" else (vals < 0)))
+                vals, seen = self.acc[out][idx], self.seen[out][idx]
+                typ = self.types.get(out)
+                if typ is None or not seen.any():
+                    cols[out] = pa.nulls(len(idx), typ or pa.null())
+                else:
+                    cols[out] = pa.array(vals, mask=~seen, type=typ)
+            elif fn == "sum":  # no non-null value: null (SQL)
+                cols[out] = pa.array(self.acc[out][idx], mask=~self.seen[out][idx])
             else:
                 cols[out] = pa.array(self.acc[out][idx])
         return pa.RecordBatch.from_pydict(cols)
@@ -377,7 +494,7 @@ class AggregateOperator(StreamOperator):
             idx = np.arange(len(self.keys))
             self.output.emit(Batch.of_arrow(self._rows(idx, pa.array(self.keys))))
         # emitted: a restore from a checkpoint taken after this task finished emits nothing again
-        self.slots, self.acc = KeySlots(), {}
+        self.slots, self.acc, self.seen, self.types = KeySlots(), {}, {}, {}
 
     def snapshot_state(self, checkpoint_id: int) -> dict[str, dict[int, dict[str, Any]]]:
         if not self.keys:
@@ -389,6 +506,8 @@ class AggregateOperator(StreamOperator):
             out[g] = {
                 "keys": [self.keys[i] for i in sel.tolist()],
                 "acc": {name: arr[sel].copy() for name, arr in self.acc.items()},
+                "seen": {name: arr[sel].copy() for name, arr in self.seen.items()},
+                "types": dict(self.types),
             }
         return {"by_key_group": out}
 
@@ -438,7 +557,9 @@ class LocalAggregateOperator(MiniBatchCombiner):
     def merge(self, partials: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
         """One row per key (keys in order of first appearance)."""
         key = self.layout.key_column
-        grouped = pa.Table.from_batches(partials).group_by(key, use_threads=False).aggregate(self._merges)
+        # (a partial column of nulls only is of Arrow's null type: promoted to the others')
+        table = pa.concat_tables([pa.Table.from_batches([b]) for b in partials], promote_options="default")
+        grouped = group_aggregate(table, key, self._merges, self.layout._describe)
         cols = {key: grouped.column(key).combine_chunks()}
         for name, fn in self._merges:
             cols[name] = grouped.column(f"{name}_{fn}").combine_chunks()

@@ -203,7 +203,7 @@ class VectorWindowAggregateOperator(StreamOperator):
         part = pa.table(cols)
         if self.slide != self.size:  # several panes of a key fall into one window: merge them
             specs = [(name, _MERGE[f]) for name, (_c, f) in zip(self.acc_names, self.base)]
-            part = part.group_by([self.key_column, "window_start"], use_threads=False).aggregate(specs).select(
+            part = group_aggregate(part, [self.key_column, "window_start"], specs, "window aggregate").select(
                 [self.key_column, "window_start", *(f"{n}_{m}" for n, m in specs)]).rename_columns(
                 [self.key_column, "window_start", *self.acc_names])
             starts = part.column("window_start").to_numpy()
@@ -257,7 +257,7 @@ class VectorWindowAggregateOperator(StreamOperator):
         if len(tables) == 1 and not repeats:
             return tables[0]
         specs = [(name, _MERGE[f]) for name, (_c, f) in zip(self.acc_names, self.base)]
-        g = pa.concat_tables(tables).group_by(self.key_column, use_threads=False).aggregate(specs)
+        g = group_aggregate(pa.concat_tables(tables, promote_options="default"), self.key_column, specs, "window aggregate")
         return g.select([self.key_column, *(f"{n}_{m}" for n, m in specs)]).rename_columns(
             [self.key_column, *self.acc_names])
 
@@ -289,7 +289,7 @@ class VectorWindowAggregateOperator(StreamOperator):
         """The per-window tables ``merged`` ({key, <accumulators>}) one after the other, with
         their window's start as a ``window_start`` column (built once for all of them: the
         per-window cost is paid by every subtask, so at p=2 twice per window)."""
-        t = pa.concat_tables(merged).combine_chunks() if len(merged) > 1 else merged[0]
+        t = pa.concat_tables(merged, promote_options="default").combine_chunks() if len(merged) > 1 else merged[0]
         rows = [m.num_rows for m in merged]
         column = pa.array(np.repeat(np.asarray(starts, dtype=np.int64), rows), pa.int64())
         t = t.append_column("window_start", column)

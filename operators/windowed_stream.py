@@ -71,7 +71,7 @@ class _SpecsWindowFunction(ProcessWindowFunction):
             if fn == "count":
                 out[name] = len(vals)
             elif fn == "sum":
-                out[name] = sum(vals)
+                out[name] = sum(vals) if vals else None  # (SQL: no value, no sum; as the vectorized path)
             elif fn == "min":
                 out[name] = min(vals) if vals else None
             elif fn == "max":
