@@ -46,6 +46,7 @@ __all__ = [
     "INGRESS_KINDS",
     "IngressTopic",
     "parse_module_ingresses",
+    "module_documents",
     "TRANSPORT_ASYNC",
     "TRANSPORT_OKHTTP",
     "DEFAULT_MAX_RESPONSE_BYTES",
@@ -403,11 +404,165 @@ def _endpoint_from_spec(spec: Any, where: str, kind: str = ENDPOINT_KINDS[0]) ->
         raise ConfigError(f"{where}: {exc}") from None
 
 
+#: the kinds of a legacy module's components and the kinds they stand for (StateFun's
+#: ``LegacyRemoteModuleV30``); any other kind is taken as it is
+_LEGACY_KINDS = {
+    "http": "io.statefun.endpoints.v1/http",
+    "io.statefun.kafka/ingress": "io.statefun.kafka.v1/ingress",
+    "io.statefun.kafka/egress": "io.statefun.kafka.v1/egress",
+    "io.statefun.kinesis/ingress": "io.statefun.kinesis.v1/ingress",
+    "io.statefun.kinesis/egress": "io.statefun.kinesis.v1/egress",
+}
+#: the lists of a legacy module's ``module.spec``: (list, component key, the meta field naming its kind)
+_LEGACY_COMPONENTS = (("endpoints", "endpoint", "kind"), ("ingresses", "ingress", "type"), ("egresses", "egress", "type"))
+
+
+def module_documents(text: str, source: str = "<module.yaml>") -> list[tuple[str, Any]]:
+    """The documents of the text of a StateFun ``module.yaml``, as ``(place, document)``:
+    ``("document <n>", {"kind": ..., "spec": ...})`` for each document of the stream (not
+    checked here), or, for StateFun's legacy single-document format (``version: "3.0"``),
+    one ``{"kind": ..., "spec": ...}`` per component it declares, the place naming it
+    (``"module.spec.endpoints[0]"``).
+
+    A legacy module is a file of one document with a ``version`` field, as StateFun's
+    ``JsonServiceLoader`` tells them apart: ``module.meta.type`` is ``remote`` and
+    ``module.spec`` lists ``endpoints`` (``{endpoint: {meta: {kind}, spec}}``),
+    ``ingresses`` and ``egresses`` (``{ingress: {meta: {type, id}, spec}}``). As in
+    ``LegacyRemoteModuleV30``, the kind ``http`` is ``io.statefun.endpoints.v1/http``,
+    ``io.statefun.kafka/ingress`` is ``io.statefun.kafka.v1/ingress`` (Kinesis and
+    egresses likewise; other kinds are taken as they are) and an ingress's or egress's
+    ``meta.id`` becomes its spec's ``id``. Format versions other than ``"3.0"`` (``1.0`` and
+    ``2.0`` reached their end of life in StateFun 3), other module types, unknown fields and
+    components of a kind StateFun 3 has no binder for fail, naming the field and its place.
+
+    Example:
+        >>> [(place, doc["kind"]) for place, doc in module_documents('''
+        ... version: "3.0"
+        ... module:
+        ...   meta: {type: remote}
+        ...   spec:
+        ...     endpoints:
+        ...       - endpoint:
+        ...           meta: {kind: http}
+        ...           spec: {functions: com.example/*, urlPathTemplate: "http://functions:8000/statefun"}
+        ... ''')]
+        [('module.spec.endpoints[0]', 'io.statefun.endpoints.v1/http')]
+    """
+    yaml = _yaml()
+    try:
+        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    if len(documents) == 1 and isinstance(documents[0], Mapping) and "version" in documents[0]:
+        return _legacy_documents(documents[0], source)
+    for number, doc in enumerate(documents, 1):
+        if isinstance(doc, Mapping) and "kind" not in doc and ("version" in doc or "module" in doc):
+            raise ConfigError(
+                f"{source} (document {number}): a legacy module (version: \"3.0\") must be the only document "
+                f"of its file (the file has {len(documents)}); write each of its components as a "
+                f"'kind'/'spec' document instead"
+            )
+    return [(f"document {number}", doc) for number, doc in enumerate(documents, 1)]
+
+
+def _legacy_documents(root: Mapping[str, Any], source: str) -> list[tuple[str, Any]]:
+    """The ``kind``/``spec`` documents of a legacy ``version: "3.0"`` module (:func:`module_documents`)."""
+    unknown = sorted(set(root) - {"version", "module"}, key=str)
+    if unknown:
+        raise ConfigError(f"{source}: unknown top-level field(s) {unknown} of a legacy module (known: module, version)")
+    version = root["version"]
+    if not isinstance(version, str):
+        raise ConfigError(f"{source}: 'version' must be a string such as \"3.0\" (quoted in YAML, as StateFun reads it), got {version!r}")
+    if version in ("1.0", "2.0"):
+        raise ConfigError(
+            f"{source}: format version {version!r} of module.yaml reached its end of life in StateFun 3 (and is "
+            f"not read); rewrite the file as 'kind'/'spec' documents (or as a legacy module of 'version: \"3.0\"')"
+        )
+    if version != "3.0":
+        raise ConfigError(
+            f"{source}: format version {version!r} is not a legacy module format: StateFun reads only '3.0' as a "
+            f"single-document module; write 'kind'/'spec' documents, without 'version'"
+        )
+    module = root.get("module")
+    if not isinstance(module, Mapping):
+        raise ConfigError(f"{source}: 'module' must be a mapping with 'meta' and 'spec', got {module!r}")
+    unknown = sorted(set(module) - {"meta", "spec"}, key=str)
+    if unknown:
+        raise ConfigError(f"{source}: unknown field(s) {unknown} in 'module' (known: meta, spec)")
+    meta = module.get("meta")
+    module_type = meta.get("type") if isinstance(meta, Mapping) else None
+    if module_type is None:
+        raise ConfigError(f"{source}: 'module.meta.type' is missing (a legacy module is of type 'remote')")
+    unknown = sorted(set(meta) - {"type"}, key=str)  # type: ignore[arg-type]  # (a mapping: it has a type)
+    if unknown:
+        raise ConfigError(f"{source}: unknown field(s) {unknown} in 'module.meta' (known: type)")
+    if not isinstance(module_type, str) or module_type.lower() != "remote":
+        raise ConfigError(f"{source}: unsupported module type {module_type!r} at 'module.meta.type'; StateFun's one type is 'remote'")
+    spec = module.get("spec")
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"{source}: 'module.spec' must be a mapping of endpoints, ingresses and egresses, got {spec!r}")
+    unknown = sorted(set(spec) - {field for field, _key, _kind in _LEGACY_COMPONENTS}, key=str)
+    if unknown:
+        raise ConfigError(f"{source}: unknown field(s) {unknown} in 'module.spec' (known: egresses, endpoints, ingresses)")
+    out: list[tuple[str, Any]] = []
+    for field, key, kind_field in _LEGACY_COMPONENTS:
+        entries = spec.get(field)
+        if entries is None:
+            continue
+        if not isinstance(entries, list):
+            raise ConfigError(f"{source}: 'module.spec.{field}' must be a list, got {entries!r}")
+        for i, entry in enumerate(entries):
+            place = f"module.spec.{field}[{i}]"
+            out.append((place, _legacy_component(entry, key, kind_field, f"{source} ({place})")))
+    return out
+
+
+def _legacy_component(entry: Any, key: str, kind_field: str, where: str) -> dict[str, Any]:
+    """One ``{endpoint|ingress|egress: {meta, spec}}`` of a legacy module as a ``kind``/``spec`` document."""
+    component = entry.get(key) if isinstance(entry, Mapping) and len(entry) == 1 else None
+    if not isinstance(component, Mapping):
+        raise ConfigError(f"{where}: expected a mapping with '{key}' (holding 'meta' and 'spec'), got {entry!r}")
+    unknown = sorted(set(component) - {"meta", "spec"}, key=str)
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {unknown} in '{key}' (known: meta, spec)")
+    meta = component.get("meta")
+    known = {kind_field} if key == "endpoint" else {kind_field, "id"}
+    if not isinstance(meta, Mapping):
+        raise ConfigError(f"{where}: '{key}.meta' must be a mapping with {sorted(known)}, got {meta!r}")
+    unknown = sorted(set(meta) - known, key=str)
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {unknown} in '{key}.meta' (known: {', '.join(sorted(known))})")
+    legacy_kind = meta.get(kind_field)
+    if not isinstance(legacy_kind, str):
+        raise ConfigError(f"{where}: '{key}.meta.{kind_field}' must be a string, got {legacy_kind!r}")
+    kind = _LEGACY_KINDS.get(legacy_kind, legacy_kind)
+    spec = component.get("spec")
+    if key == "endpoint":
+        if kind not in ENDPOINT_KINDS:
+            raise ConfigError(
+                f"{where}: unsupported endpoint kind {legacy_kind!r} at 'endpoint.meta.kind'; a legacy module's "
+                f"endpoints are of kind 'http' ({' or '.join(repr(k) for k in ENDPOINT_KINDS)} are read too)"
+            )
+        return {"kind": kind, "spec": spec}
+    if not kind.endswith(f"/{key}"):
+        legacy = [name for name in _LEGACY_KINDS if name.endswith(f"/{key}")]
+        raise ConfigError(
+            f"{where}: unsupported {key} type {legacy_kind!r} at '{key}.meta.type'; StateFun 3 binds "
+            f"{' and '.join(repr(name) for name in legacy)} (or a current kind such as "
+            f"{_LEGACY_KINDS[legacy[0]]!r}), not the {key} types of StateFun 2"
+        )
+    ident = _typename_field(meta.get("id"), f"{where}: '{key}.meta.id'")
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"{where}: '{key}.spec' must be a mapping, got {spec!r}")
+    return {"kind": kind, "spec": {**spec, "id": ident}}
+
+
 def parse_module_yaml(text: str, source: str = "<module.yaml>") -> list[RemoteEndpoint]:
     """The HTTP endpoints declared in the text of a StateFun ``module.yaml``.
 
-    The file is a stream of YAML documents (``---``), each ``{kind: ..., spec: ...}``.
-    Documents of kind ``io.statefun.endpoints.v2/http`` (or ``.v1/http``) become
+    The file is a stream of YAML documents (``---``), each ``{kind: ..., spec: ...}``, or
+    StateFun's legacy single-document module (``version: "3.0"``), read as the documents it
+    stands for (:func:`module_documents`). Documents of kind ``io.statefun.endpoints.v2/http`` (or ``.v1/http``) become
     endpoints; the playground's HTTP ingress and egress documents are left to
     :meth:`StatefulFunctionsJob.with_module_yaml`, other ingress and egress documents
     (``.../ingress``, ``.../egress``) are skipped with a log message, since raystream binds
@@ -441,14 +596,9 @@ def parse_module_yaml(text: str, source: str = "<module.yaml>") -> list[RemoteEn
         >>> ep.max_concurrent_requests, ep.max_response_bytes
         (64, 1048576)
     """
-    yaml = _yaml()
-    try:
-        documents = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
     endpoints = []
-    for number, doc in enumerate(documents, 1):
-        where = f"{source} (document {number})"
+    for place, doc in module_documents(text, source):
+        where = f"{source} ({place})"
         if not isinstance(doc, Mapping) or "kind" not in doc:
             raise ConfigError(f"{where}: expected a mapping with 'kind' and 'spec', got {doc!r}")
         unknown = sorted(set(doc) - {"kind", "spec"})
@@ -494,7 +644,8 @@ class IngressTopic:
 def parse_module_ingresses(text: str, source: str = "<module.yaml>") -> list[IngressTopic]:
     """The routable ingress topics of the text of a StateFun ``module.yaml``: every topic of
     its ``io.statefun.kafka.v1/ingress`` documents (``topics: [{topic, valueType, targets}]``)
-    and every stream of its ``io.statefun.kinesis.v1/ingress`` documents (``streams``).
+    and every stream of its ``io.statefun.kinesis.v1/ingress`` documents (``streams``); those
+    of a legacy ``version: "3.0"`` module too (:func:`module_documents`).
     Connection fields (``address``, ``consumerGroupId``, ``startupPosition``...) are not
     read: raystream takes the records from a DataStream. Errors name the file, the document
     and the field.
@@ -512,16 +663,11 @@ def parse_module_ingresses(text: str, source: str = "<module.yaml>") -> list[Ing
         ... ''')]
         ['names']
     """
-    yaml = _yaml()
-    try:
-        documents = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
     out: list[IngressTopic] = []
-    for number, doc in enumerate(documents, 1):
+    for place, doc in module_documents(text, source):
         if not isinstance(doc, Mapping) or doc.get("kind") not in INGRESS_KINDS:
             continue
-        where = f"{source} (document {number}, {doc['kind']})"
+        where = f"{source} ({place}, {doc['kind']})"
         spec = doc.get("spec")
         if not isinstance(spec, Mapping):
             raise ConfigError(f"{where}: 'spec' must be a mapping, got {spec!r}")

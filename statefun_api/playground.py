@@ -77,7 +77,7 @@ from raystream.engine.connectors import (
 from raystream.engine.errors import ConfigError
 from raystream.engine.operator import OperatorContext
 from raystream.engine.records import Batch
-from raystream.statefun_api.endpoints import _yaml
+from raystream.statefun_api.endpoints import module_documents
 
 __all__ = [
     "PLAYGROUND_INGRESS_KIND",
@@ -120,19 +120,14 @@ def parse_module_playground(text: str, source: str = "<module.yaml>") -> Playgro
     """The ``io.statefun.playground.v1/ingress`` and ``.../egress`` documents of a module.yaml
     (None when it has neither). Raises ConfigError naming the file and document for a bad
     field (``port`` must be an integer in 0..65535, ``topics`` a list of names)."""
-    yaml = _yaml()
-    try:
-        documents = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
     ingress: int | None = None
     egress: int | None = None
     topics: tuple[str, ...] = ()
     found = False
-    for number, doc in enumerate(documents, 1):
+    for place, doc in module_documents(text, source):
         if not isinstance(doc, Mapping) or doc.get("kind") not in (PLAYGROUND_INGRESS_KIND, PLAYGROUND_EGRESS_KIND):
             continue
-        where = f"{source} (document {number}, {doc['kind']})"
+        where = f"{source} ({place}, {doc['kind']})"
         spec = doc.get("spec")
         if not isinstance(spec, Mapping):
             raise ConfigError(f"{where}: 'spec' must be a mapping, got {spec!r}")
