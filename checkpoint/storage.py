@@ -239,6 +239,20 @@ class SavepointReader:
         return {name: self.read(name) for name in self.names()}
 
 
+class RetainedCheckpointReader(SavepointReader):
+    """Reads the state files of a retained checkpoint opened like a savepoint (Flink's
+    ``flink run -s <checkpoint dir>``): its metadata holds state handles relative to the base
+    of the checkpoint storage it was written to, two levels above its ``chk-<n>`` directory."""
+
+    def __init__(self, storage: CheckpointStorage, directory: str, base: str):
+        super().__init__(storage, directory, {})
+        self._base = base
+
+    def read(self, name: Any) -> bytes:  # type: ignore[override]  # a StateHandle, not a name
+        """The bytes behind a state handle of the checkpoint (checksum verified)."""
+        return self._storage._read_handle(self._base, name)
+
+
 class CheckpointStorage:
     """Durable checkpoint and savepoint files on a ``pyarrow.fs`` filesystem.
 
@@ -669,7 +683,9 @@ class CheckpointStorage:
         return shown
 
     def read_savepoint(self, target: Location) -> tuple[dict[str, Any], SavepointReader]:
-        """Open a savepoint: its metadata and a reader for its state files.
+        """Open a savepoint: its metadata and a reader for its state files. A retained
+        checkpoint's directory (``<checkpoint dir>/<job id>/chk-<n>``) opens the same way: the
+        reader then reads its state handles (a :class:`RetainedCheckpointReader`).
 
         Args:
             target: as for :meth:`write_savepoint`.
@@ -689,9 +705,12 @@ class CheckpointStorage:
                 f"no savepoint at {shown!r} (missing {meta_path!r}); it was not written, "
                 "not finished, or the path is wrong"
             )
-        content = self._load_pickle(
-            decode_blob(storage._read(meta_path), _SAVEPOINT_KIND, meta_path), meta_path
-        )
+        data = storage._read(meta_path)
+        if read_blob_header(data, meta_path).kind == _METADATA_KIND:  # a retained checkpoint
+            metadata = self._load_pickle(decode_blob(data, _METADATA_KIND, meta_path), meta_path)
+            base = posixpath.dirname(posixpath.dirname(directory.rstrip("/")))
+            return metadata, RetainedCheckpointReader(storage, directory, base)
+        content = self._load_pickle(decode_blob(data, _SAVEPOINT_KIND, meta_path), meta_path)
         return content["metadata"], SavepointReader(storage, directory, content["files"])
 
 

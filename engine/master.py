@@ -654,10 +654,17 @@ class JobMaster:
     def _plan_from_savepoint(self, path: str) -> dict:
         storage = self.coordinator.storage if self.coordinator else self._state_backend.open_storage(path)
         metadata, reader = storage.read_savepoint(path)
-        plan, _committed_by_the_old_job = self._state_backend.restore_plan(
+        plan, committables = self._state_backend.restore_plan(
             metadata, reader.read, self._vertex_info(), self._graph.max_parallelism,
             allow_non_restored_state=self._config.allow_non_restored_state,
         )
+        # A savepoint holds none (its output was committed first). A retained checkpoint holds
+        # what its sinks prepared: the old job's master may have died before committing it, so
+        # it is committed again (idempotent), as a restart from the checkpoint would. Output of
+        # committers that kept it in the old driver's memory (collect) went with that driver.
+        durable = {uid: comms for uid, comms in committables.items()
+                   if uid in self.committers and not getattr(self.committers[uid], "in_memory", False)}
+        self._commit(durable)
         self.restored_from = path
         return plan
 
