@@ -512,6 +512,22 @@ def verify_files(metadata: dict, read: Callable[[Ref], bytes]) -> None:
                     read(ref)
 
 
+def _holds_state(op: dict, read: Callable[[Any], bytes], uid: str) -> bool:
+    """Whether operator ``op`` of a checkpoint's metadata holds any state: keyed state, a
+    feedback log, committables, or an operator state or source splits in its state file (a
+    stateless operator writes a file holding neither)."""
+    for entry in op["subtasks"].values():
+        if not isinstance(entry, dict):
+            return True
+        if entry.get("keyed") is not None or entry.get("log") is not None or entry.get("committables"):
+            return True
+        if entry.get("op") is not None:
+            blob = loads(read(entry["op"]), what=f"operator state of {uid!r}")
+            if not isinstance(blob, dict) or blob.get("operator") is not None or blob.get("splits"):
+                return True
+    return False
+
+
 def build_restore_plan(
     metadata: dict,
     read: Callable[[Ref], bytes],
@@ -544,6 +560,8 @@ def build_restore_plan(
         )
     known = {uid for v in vertices for uid in v["uids"]}
     unknown = sorted(set(metadata["operators"]) - known)
+    if unknown and not allow_non_restored_state:  # (Flink asks only for operators that had state)
+        unknown = [uid for uid in unknown if _holds_state(metadata["operators"][uid], read, uid)]
     if unknown and not allow_non_restored_state:
         raise CheckpointError(
             f"the savepoint has state for operators {unknown} that the job does not have; set "

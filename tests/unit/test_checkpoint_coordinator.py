@@ -353,3 +353,24 @@ def test_a_metadata_write_that_lands_after_its_timeout_records_what_the_checkpoi
     vertices = [{"id": 0, "parallelism": 1, "uids": ["sink"], "source_uid": None}]
     _plan, commits = build_restore_plan(restored, storage.read_state, vertices, 128)
     assert sorted(commits["sink"]) == ["part-1", "part-2"]  # a takeover from checkpoint 2 commits both
+
+
+def test_a_removed_operator_without_state_needs_no_allow_non_restored_state(tmp_path):
+    """Flink asks for --allowNonRestoredState only when a removed operator had state. A
+    stateless map writes an operator-state file holding None: removing it forced the flag,
+    which would also have dropped real state silently."""
+    storage = CheckpointStorage(str(tmp_path))
+    coord = CheckpointCoordinator(CheckpointConfig(100, checkpoint_dir=str(tmp_path)), "job", [(0, 0)], storage)
+    p = coord.trigger()
+    acks = {"sum": {"op": storage.write_state("job", p.checkpoint_id, "sum/0-0-op", dumps({"operator": {"n": 3}}))},
+            "fmt": {"op": storage.write_state("job", p.checkpoint_id, "fmt/0-0-op", dumps({"operator": None}))}}
+    assert coord.acknowledge(p.checkpoint_id, (0, 0), acks) is p
+    coord.begin_finalize(p)
+    meta = coord.complete(p, GRAPH)
+    assert coord.end_finalize(p)
+    without_fmt = [{"id": 0, "parallelism": 1, "uids": ["sum"], "source_uid": None}]
+    plan, _ = build_restore_plan(meta, storage.read_state, without_fmt, 128, allow_non_restored_state=False)
+    assert plan[(0, 0)]["sum"]["operator"] == [{"n": 3}]
+    without_sum = [{"id": 0, "parallelism": 1, "uids": ["fmt"], "source_uid": None}]
+    with pytest.raises(CheckpointError, match=r"state for operators \['sum'\]"):
+        build_restore_plan(meta, storage.read_state, without_sum, 128, allow_non_restored_state=False)
