@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from raystream.checkpoint.descriptors import StateDescriptor
 from raystream.engine.connectors import Sink
-from raystream.engine.errors import GraphError
+from raystream.engine.errors import GraphError, UserCodeError, short_repr
 from raystream.engine.graph import StreamEdge, Transformation, check_node_parallelism
 from raystream.engine.operator import StreamOperator
 from raystream.engine.partitioners import (
@@ -360,8 +360,25 @@ class KeyedStream(DataStream):
             return local._keyed(how, lambda: FieldAggregateOperator(selector, column, how), names)
 
         def combine(acc: Any, r: Any) -> Any:
-            a, b = acc[column], r[column]
-            return with_field(acc, column, a + b if how == "sum" else (min(a, b) if how == "min" else max(a, b)))
+            what = f"{how}({column!r})"
+            try:
+                a = acc[column]
+            except (KeyError, IndexError, TypeError) as exc:  # the key's first record (folded into as it is)
+                raise UserCodeError(acc, TypeError(f"{what}: the record has no field {column!r} ({exc!r})")) from exc
+            try:
+                b = r[column]
+            except (KeyError, IndexError, TypeError) as exc:
+                raise UserCodeError(r, TypeError(f"{what}: the record has no field {column!r} ({exc!r})")) from exc
+            if a is None or b is None:
+                raise UserCodeError(acc if a is None else r, TypeError(
+                    f"{what}: the record has no value (None) in {column!r}; filter or fill nulls first"))
+            try:
+                v = a + b if how == "sum" else (min(a, b) if how == "min" else max(a, b))
+            except TypeError as exc:
+                raise UserCodeError(r, TypeError(
+                    f"{what}: cannot fold {short_repr(b, 60)} ({type(b).__name__}) into {short_repr(a, 60)} "
+                    f"({type(a).__name__}): {exc}")) from exc
+            return with_field(acc, column, v)
 
         combine.__name__ = f"{how}({column})"
         return self.reduce(combine).name(how)

@@ -109,6 +109,8 @@ class ReduceOperator(StreamOperator):
                 acc = r if acc is _MISSING else fn(acc, r)
                 state[k] = acc
                 append(acc)
+        except UserCodeError:  # (the function named the record at fault itself)
+            raise
         except Exception as exc:
             raise UserCodeError(r, exc) from exc
         self.output.emit(Batch.of_records(out))
@@ -138,6 +140,8 @@ class ReduceOperator(StreamOperator):
             for r in records:
                 set_key(key_of(r))
                 append(add_and_get(r))
+        except UserCodeError:  # (the function named the record at fault itself)
+            raise
         except Exception as exc:
             raise UserCodeError(r, exc) from exc
         self.output.emit(Batch.of_records(out))

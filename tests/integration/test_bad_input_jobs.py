@@ -163,3 +163,19 @@ def test_a_generator_function_that_raises_names_the_index():
     env.generate(lambda i: 100 // (i - 7), count=20).collect()
     with pytest.raises(rs.JobFailed, match=r"operator 'generate' .*ZeroDivisionError.*\n  while processing index: 7$"):
         env.execute("generator")
+
+
+@pytest.mark.parametrize("records,error,named", [
+    ([{"k": 1, "v": 1}, {"k": 1}, {"k": 1, "v": 2}], r"sum\('v'\): the record has no field 'v'", "{'k': 1}"),
+    ([{"k": 2, "v": 1}, {"k": 1}, {"k": 1, "v": 2}], r"sum\('v'\): the record has no field 'v'", "{'k': 1}"),
+    ([{"k": 1, "v": 1}, {"k": 1, "v": None}], r"sum\('v'\): the record has no value \(None\) in 'v'", "{'k': 1, 'v': None}"),
+    ([{"k": 1, "v": 1}, {"k": 1, "v": "x"}], r"sum\('v'\): cannot fold 'x' \(str\) into 1 \(int\)", "{'k': 1, 'v': 'x'}"),
+])
+def test_a_rolling_sum_names_the_record_at_fault(records, error, named):
+    """sum(emit="updates") failed with a bare KeyError or TypeError naming a record of the
+    key that was fine (the next one), where emit="final" explained itself."""
+    env = rs.StreamEnvironment(parallelism=1)
+    env.from_collection(records).key_by("k").sum("v").collect()
+    with pytest.raises(rs.JobFailed, match=error) as info:
+        env.execute_and_collect()
+    assert f"while processing record: {named}" in str(info.value)
