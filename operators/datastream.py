@@ -458,6 +458,8 @@ class KeyedStream(DataStream):
                     raise GraphError(f"aggregate({out}={spec!r}): no column {spec[0]!r}; columns are {names}")
         key = self.selector.column
         layout = AggregateOperator(key, specs, emit)  # validate now, at graph build time
+        if emit == "final":
+            self._check_bounded("aggregate")
         if emit != "final":
             return self._keyed("aggregate", lambda: AggregateOperator(key, specs, emit), [key, *specs])
         # Two-phase (local-global) aggregation: each upstream batch is grouped by key before

@@ -305,6 +305,7 @@ def _unbounded(env: rs.StreamEnvironment) -> Any:
     (lambda env: env.from_collection([(1, 2)]).key_by(0).max(1.5), "field name .* or a tuple index"),
     (lambda env: _unbounded(env).sum("value", emit="final"), r"sum\(emit='final'\) .* source 'generate' .* is unbounded"),
     (lambda env: _unbounded(env).reduce(max, emit="final", combinable=True), r"reduce\(emit='final'\) .* unbounded"),
+    (lambda env: _unbounded(env).aggregate(n=("value", "count"), emit="final"), r"aggregate\(emit='final'\) .* unbounded"),
 ])
 def test_bad_options_fail_when_the_graph_is_built(build, message):
     with pytest.raises(GraphError, match=message):
