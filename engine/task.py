@@ -21,7 +21,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import pyarrow as pa
 
@@ -164,6 +164,7 @@ class _ChainOutput:
 
     def __init__(self, task: "Task", index: int) -> None:
         self.task = task
+        self.idle = False  # the stream status of operator ``index``'s output
         self.next_index = index + 1
         self.metrics = task.op_metrics[index]
         self.next_metrics = task.op_metrics[index + 1]
@@ -178,10 +179,154 @@ class _ChainOutput:
         self.task._call_operator(self.next_index, batch, 0)
 
     def emit_watermark(self, watermark: Watermark) -> None:
+        if self.idle:  # (Flink: an idle output carries no watermark)
+            return
         self.task.operators[self.next_index].process_watermark(watermark, 0)
+
+    def emit_watermark_status(self, idle: bool) -> None:
+        """The previous operator's output became idle or active again: the next operator
+        sees it (``process_watermark_status(idle, 0)``, or it passes on)."""
+        if idle != self.idle:
+            self.idle = idle
+            self.task._status_to(self.next_index, idle, 0)
 
     def emit_side(self, tag: str, batch: Batch) -> None:
         self.task.network.emit_side(tag, batch)  # side outputs never chain
+
+
+class _TaskOutput:
+    """Output of a chain's last operator (or of a source without one): the task's network
+    output, plus the stream status the task announced downstream. A change of status goes
+    to every output channel but the feedback edges (:class:`StreamStatus`); while the task
+    is idle, no watermark leaves it (as Flink's ``RecordWriterOutput``)."""
+
+    def __init__(self, network: NetworkOutput) -> None:
+        self.network = network
+        self.emit = network.emit  # (records and side outputs as they are: no extra call per batch)
+        self.emit_side = network.emit_side
+        self.idle = False
+
+    def emit_watermark(self, watermark: Watermark) -> None:
+        if not self.idle:
+            self.network.emit_watermark(watermark)
+
+    def emit_watermark_status(self, idle: bool) -> None:
+        if idle == self.idle:
+            return
+        self.idle = idle
+        own = getattr(self.network, "emit_watermark_status", None)
+        if own is not None:  # (an output that takes statuses itself: a test's)
+            own(idle)
+            return
+        for w in getattr(self.network, "writers", ()):
+            if not w.info.feedback:  # event time of a loop is driven by its regular inputs
+                w.send_event(StreamStatus(idle))
+
+
+class WatermarkValve:
+    """Event time and stream status of one input of a task, from the watermarks, statuses
+    and ends of its channels (Flink's ``StatusWatermarkValve``). Sans-I/O: each call returns
+    what the task hands on, in order (:class:`Watermark` and :class:`StreamStatus` events).
+
+    * The input's watermark is the minimum over its *active* channels, and never goes back.
+      An ended channel stays at ``MAX_WATERMARK`` (what its task sent last).
+    * An idle channel does not hold it back. A channel that becomes active again counts
+      only once its watermark has caught up with the input's (it is *re-aligned*); until
+      then it cannot pull the watermark back.
+    * The input is idle when every channel that has not ended is idle (an ended channel
+      counts as neither active nor idle). On becoming idle it first flushes the largest
+      watermark of its channels (none of them will advance), then says IDLE; when a channel
+      becomes active again, ACTIVE comes before any watermark. When every channel has ended
+      the input is not idle, and its watermark is ``MAX_WATERMARK``.
+
+    Example:
+        >>> v = WatermarkValve([0, 1])
+        >>> v.on_watermark(0, 10), v.on_watermark(1, 4)
+        ([], [Watermark(timestamp=4)])
+        >>> v.on_status(1, idle=True)          # channel 1 no longer holds event time back
+        [Watermark(timestamp=10)]
+        >>> v.on_status(0, idle=True)
+        [StreamStatus(idle=True)]
+        >>> v.on_status(1, idle=False), v.on_watermark(1, 7), v.on_watermark(1, 12)
+        ([StreamStatus(idle=False)], [], [Watermark(timestamp=12)])
+    """
+
+    def __init__(self, channels: Iterable[int]) -> None:
+        self._marks: dict[int, int] = dict.fromkeys(channels, MIN_WATERMARK)
+        self._idle: set[int] = set()
+        self._ended: set[int] = set()
+        self._aligned: set[int] = set(self._marks)  # the channels that count for the minimum
+        #: the last watermark handed on
+        self.watermark = MIN_WATERMARK
+        #: whether the input is idle (the last status handed on)
+        self.idle = False
+
+    @property
+    def ended(self) -> bool:
+        """Every channel of the input has ended."""
+        return len(self._ended) == len(self._marks)
+
+    def on_watermark(self, channel: int, timestamp: int) -> list[Watermark | StreamStatus]:
+        """Channel ``channel`` sent a watermark (an idle channel's is kept, not counted)."""
+        if channel in self._ended or timestamp <= self._marks[channel]:
+            return []
+        self._marks[channel] = timestamp
+        if channel in self._idle:
+            return []
+        if channel not in self._aligned:
+            if timestamp < self.watermark:
+                return []
+            self._aligned.add(channel)  # caught up
+        return self._advance()
+
+    def on_status(self, channel: int, idle: bool) -> list[Watermark | StreamStatus]:
+        """Channel ``channel`` became idle or active again."""
+        if channel in self._ended or idle == (channel in self._idle):
+            return []
+        if idle:
+            self._idle.add(channel)
+            self._aligned.discard(channel)
+        else:
+            self._idle.discard(channel)
+            if self._marks[channel] >= self.watermark:
+                self._aligned.add(channel)
+        return self._settle()
+
+    def on_end(self, channel: int) -> list[Watermark | StreamStatus]:
+        """Channel ``channel`` ended: nothing more comes, so it holds no event time back."""
+        if channel in self._ended:
+            return []
+        self._ended.add(channel)
+        self._idle.discard(channel)
+        self._marks[channel] = MAX_WATERMARK
+        self._aligned.add(channel)
+        return self._settle()
+
+    def _advance(self) -> list[Watermark | StreamStatus]:
+        if not self._aligned:
+            return []
+        wm = min(self._marks[c] for c in self._aligned)
+        if wm <= self.watermark:
+            return []
+        self.watermark = wm
+        return [Watermark(wm)]
+
+    def _settle(self) -> list[Watermark | StreamStatus]:
+        """After a channel changed status or ended: the input's status and watermark."""
+        live = [c for c in self._marks if c not in self._ended]
+        idle = bool(live) and all(c in self._idle for c in live)
+        if idle == self.idle:
+            return [] if idle else self._advance()  # (an idle input hands on no watermark)
+        self.idle = idle
+        if not idle:
+            return [StreamStatus(False), *self._advance()]
+        out: list[Watermark | StreamStatus] = []
+        top = max(self._marks.values())  # (no channel left to advance it: flush)
+        if top > self.watermark:
+            self.watermark = top
+            out.append(Watermark(top))
+        out.append(StreamStatus(True))
+        return out
 
 
 class Task:
@@ -212,6 +357,14 @@ class Task:
         self._aligning: int | None = None  # checkpoint id being aligned
         self._barriers_seen: set[int] = set()
         self._input_watermarks: dict[int, int] = {}
+        # event time and stream status per input, from its regular channels (feedback edges
+        # carry no event time)
+        by_input: dict[int, list[int]] = {}
+        for ch in self._channels:
+            if not ch.info.feedback:
+                by_input.setdefault(ch.info.input_index, []).append(ch.index)
+        self._valves = {i: WatermarkValve(chs) for i, chs in by_input.items()}
+        self._outputs: list[Any] = []  # per operator of the chain, its output (set in _open)
         # processing-time callbacks; cancelled ones are freed (engine.timer_queue)
         self._timers = TimerQueue()
         self._state_cleanup_at = 0.0  # monotonic time of the next background TTL sweep
@@ -278,8 +431,10 @@ class Task:
                                 spec.config.buffer_bytes)
                    for o, s in zip(spec.outputs, self.senders)]
         self.network = self._output or NetworkOutput(writers, self.op_metrics[n - 1] if n else None, spec.task_name)
+        self._task_output = _TaskOutput(self.network)
         self._sliced_head = bool(getattr(self.network, "writers", ()))
         self.operators = []
+        self._outputs = []
         contexts = []
         for op in self.op_specs:
             try:
@@ -310,7 +465,8 @@ class Task:
                 operator.restore_state([st for st in state.get("operator", []) if st is not None])
                 if i == 0 and state.get("feedback_log"):
                     self._replay = list(state["feedback_log"])
-            output = _ChainOutput(self, i) if i + 1 < n else self.network
+            output = _ChainOutput(self, i) if i + 1 < n else self._task_output
+            self._outputs.append(output)
             self._guard(i, None, partial(operator.open, ctx, output))
         if self.spec.source is not None:
             source_ctx = self._make_context(self.spec.chain[0])
@@ -395,9 +551,14 @@ class Task:
 
     # ------------------------------------------------------------------ time
     def current_watermark(self) -> int:
+        """The task's event time: the source's watermark, or the minimum over the inputs
+        that are not idle (all idle: the largest)."""
         if self.spec.source is not None:
             return self._source_wm
-        return min(self._input_watermarks.values()) if self._input_watermarks else MIN_WATERMARK
+        if not self._input_watermarks:
+            return MIN_WATERMARK
+        live = [wm for i, wm in self._input_watermarks.items() if i not in self._valves or not self._valves[i].idle]
+        return min(live) if live else max(self._input_watermarks.values())
 
     #: background TTL cleanup of keyed state: every this many seconds the mailbox loop...
     state_cleanup_interval_s = 0.1
@@ -706,35 +867,55 @@ class Task:
 
     def _on_event(self, ch: InputChannel, event: Any) -> None:
         if type(event) is Watermark:
-            ch.watermark = event.timestamp
-            self._advance_watermark(ch.info.input_index)
+            ch.watermark = max(ch.watermark, event.timestamp)
+            if not ch.info.feedback:
+                self._hand_on(ch.info.input_index, self._valves[ch.info.input_index].on_watermark(ch.index, event.timestamp))
         elif type(event) is Barrier:
             self._on_barrier(ch, event)
         elif type(event) is EndOfInput:
             ch.ended = True
             ch.watermark = MAX_WATERMARK
-            self._advance_watermark(ch.info.input_index)
+            ch.idle = False
+            if not ch.info.feedback:
+                self._hand_on(ch.info.input_index, self._valves[ch.info.input_index].on_end(ch.index))
             self._check_alignment()
             if self._deferred_trigger is not None:
                 self._take_deferred_trigger()
         elif type(event) is StreamStatus:
-            ch.idle = event.idle
-            self._advance_watermark(ch.info.input_index)
+            if not ch.info.feedback and not ch.ended:
+                ch.idle = event.idle
+                self._hand_on(ch.info.input_index, self._valves[ch.info.input_index].on_status(ch.index, event.idle))
         else:
             raise JobFailed(f"task {self.spec.task_name!r} received an unknown item {short_repr(event)}")
 
-    def _advance_watermark(self, input_index: int) -> None:
-        chans = [c for c in self._channels if c.info.input_index == input_index and not c.info.feedback]
-        active = [c.watermark for c in chans if not c.idle or c.ended]
-        if not active:
-            return
-        wm = min(active)
-        if wm > self._input_watermarks.get(input_index, MIN_WATERMARK):
-            self._input_watermarks[input_index] = wm
-            if self.operators:
-                self._guard(0, None, lambda: self.operators[0].process_watermark(Watermark(wm), input_index))
+    def _hand_on(self, input_index: int, events: list[Watermark | StreamStatus]) -> None:
+        """What input ``input_index``'s valve let through goes to the head operator, in order:
+        ``process_watermark(wm, input_index)``, and ``process_watermark_status(idle,
+        input_index)`` if the operator has it (a two-input operator leaves an idle input out
+        of its event time). A head without it passes on the status of the whole task: idle
+        when every input is (Flink's ``processWatermarkStatus``)."""
+        for event in events:
+            if isinstance(event, Watermark):
+                self._input_watermarks[input_index] = event.timestamp
+                if self.operators:
+                    self._guard(0, None, partial(self.operators[0].process_watermark, event, input_index))
+                else:
+                    self._task_output.emit_watermark(Watermark(self.current_watermark()))
+            elif self.operators and hasattr(self.operators[0], "process_watermark_status"):
+                self._status_to(0, event.idle, input_index)
             else:
-                self.network.emit_watermark(Watermark(min(self._input_watermarks.values())))
+                valves = self._valves.values()
+                idle = any(v.idle for v in valves) and all(v.idle or v.ended for v in valves)
+                (self._outputs[0] if self.operators else self._task_output).emit_watermark_status(idle)
+
+    def _status_to(self, index: int, idle: bool, input_index: int) -> None:
+        """Operator ``index`` of the chain learns that its input ``input_index`` became idle
+        or active again; one without ``process_watermark_status`` passes it on."""
+        handler = getattr(self.operators[index], "process_watermark_status", None)
+        if handler is not None:
+            self._guard(index, None, partial(handler, idle, input_index))
+        else:
+            self._outputs[index].emit_watermark_status(idle)
 
     # ------------------------------------------------------------------ barriers
     def _on_barrier(self, ch: InputChannel, barrier: Barrier) -> None:
@@ -940,6 +1121,8 @@ class Task:
                 )
                 raise self._fail(None, None, bad)
             n = len(result)
+            if self._source_idle:  # records again: ACTIVE goes before them
+                self._source_status(reader.is_idle())
             if emit is not None:
                 head_metrics.records_in += n
                 head_metrics.batches_in += 1
@@ -950,14 +1133,20 @@ class Task:
             self._fire_timers()
             self.network.flush_due(time.monotonic())
 
+    def _source_status(self, idle: bool) -> None:
+        """The source became idle (it must not hold back the watermark of downstream
+        tasks) or active again: the chain sees it and the task announces it downstream."""
+        if idle == self._source_idle:
+            return
+        self._source_idle = idle
+        if self.operators:
+            self._status_to(0, idle, 0)
+        else:
+            self._task_output.emit_watermark_status(idle)
+
     def _source_watermark(self, reader: Any) -> None:
         idle = reader.is_idle()
-        if idle != self._source_idle:
-            # an idle source must not hold back the watermark of downstream tasks
-            self._source_idle = idle
-            for w in self.network.writers:
-                if not w.info.feedback:
-                    w.send_event(StreamStatus(idle))
+        self._source_status(idle)
         if idle:
             return
         wm = reader.poll_watermark()
@@ -970,8 +1159,10 @@ class Task:
 
     # ------------------------------------------------------------------ end
     def _finish(self) -> TaskResult:
-        if self._source_reader is not None and self.operators:
-            self._guard(0, None, lambda: self.operators[0].process_watermark(Watermark(MAX_WATERMARK), 0))
+        if self._source_reader is not None:
+            self._source_status(False)  # (an idle chain would not pass the final watermark on)
+            if self.operators:
+                self._guard(0, None, lambda: self.operators[0].process_watermark(Watermark(MAX_WATERMARK), 0))
         for i, op in enumerate(self.operators):
             self._guard(i, None, op.end_input)
         committables: dict[str, list] = {}

@@ -41,7 +41,7 @@ from .timers import (
     backend_restored_timers,
     backend_timer_queues,
 )
-from .two_input import TwoInputWatermarks
+from .two_input import TwoInputTime, TwoInputWatermarks
 from .window_operator import LIST, WindowOperator
 from .windows import ProcessWindowFunction, Trigger, WindowAssigner
 
@@ -70,7 +70,7 @@ class JoinContext:
     right_timestamp: int
 
 
-class IntervalJoinOperator(StreamOperator):
+class IntervalJoinOperator(TwoInputTime, StreamOperator):
     """Keyed interval join of input 0 (left) and input 1 (right); see the module docstring.
 
     Late records (timestamp <= the current watermark) go to ``late_tag`` if set, else are
@@ -261,11 +261,9 @@ class IntervalJoinOperator(StreamOperator):
         if not bufs[0] and not bufs[1]:
             del self.buffers[key]
 
-    def process_watermark(self, watermark: Watermark, input_index: int = 0) -> None:
-        wm = self.wms.update(watermark.timestamp, input_index)
-        if wm is not None:
-            self.timers.advance_watermark(wm)
-            self.output.emit_watermark(Watermark(wm))
+    def advance_event_time(self, watermark: int) -> None:
+        self.timers.advance_watermark(watermark)
+        self.output.emit_watermark(Watermark(watermark))
 
     def snapshot_state(self, checkpoint_id: int) -> Any:
         groups: dict[int, dict] = {}
@@ -278,7 +276,7 @@ class IntervalJoinOperator(StreamOperator):
         self._restored = list(states)
 
 
-class CoGroupWindowOperator(WindowOperator):
+class CoGroupWindowOperator(TwoInputTime, WindowOperator):
     """A window operator over two inputs: stores ``(input_index, record)`` and hands both
     sides of a window to a co-group function."""
 
@@ -317,10 +315,8 @@ class CoGroupWindowOperator(WindowOperator):
             self._late = [v[1] for v in self._late]
         super()._flush()
 
-    def process_watermark(self, watermark: Watermark, input_index: int = 0) -> None:
-        wm = self.wms.update(watermark.timestamp, input_index)
-        if wm is not None:
-            super().process_watermark(Watermark(wm), 0)
+    def advance_event_time(self, watermark: int) -> None:
+        WindowOperator.process_watermark(self, Watermark(watermark), 0)
 
 
 class _CoGroup(ProcessWindowFunction):

@@ -306,8 +306,9 @@ class TimestampsAndWatermarksOperator(StreamOperator):
     """Attaches timestamps (``Batch.timestamps``) and emits watermarks after each batch.
 
     Upstream watermarks are not forwarded (this operator replaces them), except the final
-    end-of-input watermark. Idleness is not applied here (it needs a stream-status event
-    the operator output cannot send); use the strategy on a source for per-split idleness.
+    end-of-input watermark, and neither is the upstream stream status (idle/active): the
+    stream's event time is this operator's (as in Flink). Idleness is not applied here; use
+    the strategy on a source for per-split idleness.
     """
 
     def __init__(self, strategy: WatermarkStrategy) -> None:
@@ -331,6 +332,10 @@ class TimestampsAndWatermarksOperator(StreamOperator):
         if watermark.timestamp == 2**63 - 1 and watermark.timestamp > self._emitted:
             self._emitted = watermark.timestamp
             self.output.emit_watermark(watermark)
+
+    def process_watermark_status(self, idle: bool, input_index: int = 0) -> None:
+        """An upstream stream status is not passed on: the watermarks downstream are this
+        operator's, and they do not stop because the stream before it went idle."""
 
     def snapshot_state(self, checkpoint_id: int) -> dict[str, int]:
         return {"max_timestamp": self.generator.max_timestamp}
@@ -403,6 +408,9 @@ class _WatermarkedReader(SourceReader["S | _SplitWatermark[S]"], Generic[S]):
         self.clock = ctx.clock
         self.generators: dict[Hashable, WatermarkGenerator] = {}  # split id -> its generator
         self.wm = NO_TIMESTAMP
+        # idleness counts from here until a split has records (as Flink's idleness timer starts
+        # at its first check): a reader whose first poll finds nothing is not idle at once
+        self._started_ms = self.clock.now_ms()
 
     def add_splits(self, splits: list[S | _SplitWatermark[S]]) -> None:
         raw: list[S] = []
@@ -411,6 +419,9 @@ class _WatermarkedReader(SourceReader["S | _SplitWatermark[S]"], Generic[S]):
                 if s.max_timestamp != NO_TIMESTAMP:  # a split that was never read stays unstarted
                     g = self.strategy.create_generator()
                     g.max_timestamp = s.max_timestamp
+                    # restored: active, idle again only after the idleness (with no activity
+                    # at all it could never become idle)
+                    g.last_activity_ms = self.clock.now_ms()
                     self.generators[_split_id(s.split)] = g
                 raw.append(s.split)
             else:
@@ -467,6 +478,8 @@ class _WatermarkedReader(SourceReader["S | _SplitWatermark[S]"], Generic[S]):
         if idle is None:
             return False
         now = self.clock.now_ms()
+        if not self.generators:
+            return now - self._started_ms >= idle
         return all(g.last_activity_ms is not None and now - g.last_activity_ms >= idle for g in self.generators.values())
 
     def snapshot_state(self, checkpoint_id: int) -> list[S | _SplitWatermark[S]]:

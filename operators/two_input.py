@@ -1,10 +1,11 @@
 """Two-input operators: the runtime side of ``a.connect(b).process(...)``.
 
 A two-input operator receives ``process_batch(batch, input_index)`` with input 0 for the
-first stream and 1 for the second; its event time is the minimum of both inputs'
-watermarks (:class:`TwoInputWatermarks`). These are operator-library classes, built by the
-graph builders of :mod:`operators.connected` and :mod:`operators.joins`; they know nothing
-of the DataStream API.
+first stream and 1 for the second; its event time is the minimum of the watermarks of the
+inputs that are not idle (:class:`TwoInputWatermarks`, Flink's ``CombinedWatermarkStatus``),
+and it is idle when both inputs are (:class:`TwoInputTime`). These are operator-library
+classes, built by the graph builders of :mod:`operators.connected` and :mod:`operators.joins`;
+they know nothing of the DataStream API.
 
 Example:
     >>> wms = TwoInputWatermarks()
@@ -12,15 +13,17 @@ Example:
     True
     >>> wms.update(7, 1)
     7
+    >>> wms.update_status(True, 1)  # input 1 went idle: input 0 alone sets event time
+    10
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Protocol
 
 from raystream.engine.errors import UserCodeError
-from raystream.engine.events import MIN_WATERMARK, Watermark
+from raystream.engine.events import MAX_WATERMARK, MIN_WATERMARK, Watermark
 from raystream.engine.operator import OperatorContext, Output, StreamOperator
 from raystream.engine.partitioners import KeySelector
 from raystream.engine.records import Batch
@@ -45,6 +48,7 @@ from .timers import (
 
 __all__ = [
     "TwoInputWatermarks",
+    "TwoInputTime",
     "CoProcessOperator",
     "KeyedCoProcessOperator",
     "BroadcastProcessOperator",
@@ -52,24 +56,98 @@ __all__ = [
 
 
 class TwoInputWatermarks:
-    """Combines the watermarks of two inputs (the minimum) for a two-input operator."""
+    """Combines the watermarks and stream statuses of two inputs for a two-input operator
+    (Flink's ``CombinedWatermarkStatus``).
+
+    The combined watermark is the minimum over the inputs that are not idle; it never goes
+    back, so an input that becomes active again behind it holds nothing back until it
+    catches up. A finished input (at ``MAX_WATERMARK``) counts for the watermark but is
+    neither active nor idle: the operator is idle when an unfinished input is idle and no
+    other one is active (with both idle, event time stays where it is).
+    """
 
     def __init__(self) -> None:
         self.inputs = [MIN_WATERMARK, MIN_WATERMARK]
+        self.idle_inputs = [False, False]
         self.current = MIN_WATERMARK
 
-    def update(self, watermark: int, input_index: int) -> int | None:
-        """Record input ``input_index``'s watermark; the combined one if it advanced."""
-        if watermark > self.inputs[input_index]:
-            self.inputs[input_index] = watermark
-        combined = min(self.inputs)
-        if combined > self.current:
-            self.current = combined
-            return combined
+    @property
+    def idle(self) -> bool:
+        """The operator's output is idle: no input is active and one is idle."""
+        unfinished = [idle for w, idle in zip(self.inputs, self.idle_inputs) if w < MAX_WATERMARK]
+        return bool(unfinished) and all(unfinished)
+
+    def _combine(self) -> int | None:
+        counted = [w for w, idle in zip(self.inputs, self.idle_inputs) if not idle or w == MAX_WATERMARK]
+        if counted and min(counted) > self.current:
+            self.current = min(counted)
+            return self.current
         return None
 
+    def update(self, watermark: int, input_index: int) -> int | None:
+        """Record input ``input_index``'s watermark; the combined one if it advanced. (An
+        idle input's watermark is kept and counts once the input is active again.)"""
+        if watermark > self.inputs[input_index]:
+            self.inputs[input_index] = watermark
+        return self._combine()
 
-class _TwoInputBase(StreamOperator):
+    def update_status(self, idle: bool, input_index: int) -> int | None:
+        """Input ``input_index`` became idle or active again; the combined watermark if that
+        advanced it (an input going idle stops holding event time back)."""
+        self.idle_inputs[input_index] = idle
+        return self._combine()
+
+
+class _StatusOutput(Protocol):
+    def emit_watermark_status(self, idle: bool) -> None: ...
+
+
+def emit_watermark_status(output: Any, idle: bool) -> None:
+    """Tell ``output`` that the operator's output became idle or active again (outputs that
+    carry no stream status, e.g. a test's, are left alone)."""
+    emit = getattr(output, "emit_watermark_status", None)
+    if emit is not None:
+        emit(idle)
+
+
+class TwoInputTime:
+    """Event time of a two-input operator: the task hands each input's watermarks and
+    stream status (``process_watermark(wm, i)``, ``process_watermark_status(idle, i)``);
+    :attr:`wms` combines them, and each advance of the combined watermark goes to
+    :meth:`advance_event_time`. The operator's output is idle when both inputs are: IDLE
+    goes downstream after the watermark it released, ACTIVE before any watermark (Flink's
+    ``AbstractStreamOperator.processWatermarkStatus1/2``).
+
+    Mix it in before the operator's base class (it overrides ``process_watermark``).
+    """
+
+    wms: TwoInputWatermarks
+    output: Any
+
+    def advance_event_time(self, watermark: int) -> None:
+        """The combined watermark advanced to ``watermark``: fire timers/windows, emit it."""
+        raise NotImplementedError(f"{type(self).__name__}.advance_event_time")
+
+    def process_watermark(self, watermark: Watermark, input_index: int = 0) -> None:
+        was_idle = self.wms.idle
+        self._settle(was_idle, self.wms.update(watermark.timestamp, input_index))
+
+    def process_watermark_status(self, idle: bool, input_index: int = 0) -> None:
+        """Input ``input_index`` became idle (it no longer holds event time back) or active."""
+        was_idle = self.wms.idle
+        self._settle(was_idle, self.wms.update_status(idle, input_index))
+
+    def _settle(self, was_idle: bool, advanced: int | None) -> None:
+        idle = self.wms.idle
+        if was_idle and not idle:
+            emit_watermark_status(self.output, False)
+        if advanced is not None:
+            self.advance_event_time(advanced)
+        if idle and not was_idle:
+            emit_watermark_status(self.output, True)
+
+
+class _TwoInputBase(TwoInputTime, StreamOperator):
     """Shared by the two-input operators: the user function, the combined watermark and
     the hand-over of results and side outputs after each batch."""
 
@@ -114,10 +192,8 @@ class CoProcessOperator(_TwoInputBase):
                 raise UserCodeError(r, exc) from exc
         self._emit(out, self.pctx)
 
-    def process_watermark(self, watermark: Watermark, input_index: int = 0) -> None:
-        wm = self.wms.update(watermark.timestamp, input_index)
-        if wm is not None:
-            self.output.emit_watermark(Watermark(wm))
+    def advance_event_time(self, watermark: int) -> None:
+        self.output.emit_watermark(Watermark(watermark))
 
 
 class KeyedCoProcessOperator(_TwoInputBase):
@@ -196,12 +272,10 @@ class KeyedCoProcessOperator(_TwoInputBase):
         self._fire(key, time, "processing_time")
         self._flush(self.tctx)
 
-    def process_watermark(self, watermark: Watermark, input_index: int = 0) -> None:
-        wm = self.wms.update(watermark.timestamp, input_index)
-        if wm is not None:
-            self.timers.advance_watermark(wm)
-            self._flush(self.tctx)
-            self.output.emit_watermark(Watermark(wm))
+    def advance_event_time(self, watermark: int) -> None:
+        self.timers.advance_watermark(watermark)
+        self._flush(self.tctx)
+        self.output.emit_watermark(Watermark(watermark))
 
     def snapshot_state(self, checkpoint_id: int) -> Any:
         return {"timers": self.timers.snapshot()}
@@ -240,10 +314,8 @@ class BroadcastProcessOperator(_TwoInputBase):
                 raise UserCodeError(r, exc) from exc
         self._emit(out, ctx)
 
-    def process_watermark(self, watermark: Watermark, input_index: int = 0) -> None:
-        wm = self.wms.update(watermark.timestamp, input_index)
-        if wm is not None:
-            self.output.emit_watermark(Watermark(wm))
+    def advance_event_time(self, watermark: int) -> None:
+        self.output.emit_watermark(Watermark(watermark))
 
     def snapshot_state(self, checkpoint_id: int) -> Any:
         return {"broadcast": copy.deepcopy(self.states)}
