@@ -504,6 +504,11 @@ class Task:
             msg += f"\n  while processing {what}: {record}"
         elif batch is not None:
             msg += f"\n  while processing a batch of {len(batch)} records, first: {short_repr(batch.records()[0] if len(batch) else None)}"
+        keyed = index is not None and index < len(self.operators) and getattr(self.operators[index], "keyed", False)
+        if keyed and isinstance(original, TypeError) and str(original).startswith("unhashable type"):
+            msg += ("\n  (the heap state backend keeps keyed state in dicts: a key_by that returns a list, dict "
+                    "or set needs a hashable key instead, e.g. a tuple, a frozenset or tuple(sorted(d.items())); "
+                    "the RocksDB backend takes any key)")
         return JobFailed(msg, operator=name, subtask=self.spec.subtask_index, record=record, cause=cause)
 
     def _guard(self, index: int, batch: Batch | None, fn: Callable[[], Any]) -> Any:

@@ -179,3 +179,11 @@ def test_a_rolling_sum_names_the_record_at_fault(records, error, named):
     with pytest.raises(rs.JobFailed, match=error) as info:
         env.execute_and_collect()
     assert f"while processing record: {named}" in str(info.value)
+
+
+def test_an_unhashable_key_on_the_heap_backend_says_what_to_key_by():
+    env = rs.StreamEnvironment(parallelism=1)
+    env.from_collection([{"k": 1, "v": 2}]).key_by(lambda r: [r["k"], "x"]).reduce(lambda a, b: a).collect()
+    with pytest.raises(rs.JobFailed, match=r"(?s)unhashable type: 'list'.*while processing record: \{'k': 1, 'v': 2\}"
+                                           r".*needs a hashable key instead, e.g. a tuple"):
+        env.execute_and_collect()
