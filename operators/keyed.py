@@ -393,17 +393,18 @@ class AggregateOperator(StreamOperator):
         its type is the first values' type; ints and floats together become float64."""
         acc = self.acc[name]
         old = self.types.get(name)
+        if _is_number(typ):  # every int width as int64 (an unsigned one beyond it as float64), floats as float64
+            huge = vals.dtype == np.uint64 and len(vals) and int(vals.max()) > _INT64_MAX
+            typ = pa.float64() if pa.types.is_floating(typ) or huge else pa.int64()
         if old is None or not self.seen[name].any():
             self.types[name] = typ
-            dtype = vals.dtype if vals.dtype.kind in "iufbmM" else np.dtype(object)
-            if dtype.kind in "iu":
-                dtype = np.dtype(np.float64) if dtype == np.uint64 and len(vals) and int(vals.max()) > _INT64_MAX else np.dtype(np.int64)
+            dtype = typ.to_pandas_dtype() if _is_number(typ) else (vals.dtype if vals.dtype.kind in "bmM" else np.dtype(object))
             if acc.dtype != dtype:
-                acc = self.acc[name] = acc.astype(dtype) if dtype.kind != "O" else np.full(len(acc), None, dtype=object)
+                acc = self.acc[name] = acc.astype(dtype) if np.dtype(dtype).kind != "O" else np.full(len(acc), None, dtype=object)
             return acc
         if typ == old:
             return acc
-        if _is_number(old) and _is_number(typ):
+        if _is_number(old) and _is_number(typ):  # ints and floats: floats
             if pa.types.is_floating(old):
                 return acc
             self.types[name] = pa.float64()

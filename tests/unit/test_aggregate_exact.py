@@ -175,3 +175,14 @@ def test_window_sum_of_nulls_only_is_null_on_both_paths():
     fn = _SpecsWindowFunction("k", specs)
     want = sorted((o["k"], o["s"], o["n"]) for k in "ab" for o in fn.process(k, Ctx, [r for r in rows if r["k"] == k]))
     assert got == want == [("a", None, 0), ("b", 5, 1)]
+
+
+def test_min_max_over_batches_of_other_int_widths_stay_int64():
+    """Parquet files of one dataset may hold a column as int32 in one and int64 in another."""
+    h = OperatorHarness(AggregateOperator("k", {"lo": ("v", "min"), "hi": ("v", "max")}, "final"))
+    h.process(pa.RecordBatch.from_pydict({"k": ["a"], "v": pa.array([7], pa.int32())}))
+    h.process(pa.RecordBatch.from_pydict({"k": ["a"], "v": pa.array([2**40], pa.int64())}))
+    h.process(pa.RecordBatch.from_pydict({"k": ["a"], "v": pa.array([3], pa.uint8())}))
+    h.end_input()
+    assert h.records() == [{"k": "a", "lo": 3, "hi": 2**40}]
+    assert h.table().schema.field("hi").type == pa.int64()
