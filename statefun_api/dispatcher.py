@@ -528,7 +528,11 @@ class FunctionDispatcher(StreamOperator):
         else:
             self._accept(batch.records())
         if self._rpc is not None and self._rpc.has_ready:
-            self._rpc.send_ready()
+            try:
+                self._rpc.send_ready()
+            except Exception:  # (the call is queued again: the next step sends it again)
+                self._schedule_continuation()
+                raise
         self._update_gauges()
         self._schedule_continuation()
 
@@ -570,6 +574,11 @@ class FunctionDispatcher(StreamOperator):
     def embedded_in_flight(self) -> int:
         """Invocations of embedded async functions in flight (on the function loop)."""
         return 0 if self._rpc is None else self._rpc.embedded_in_flight()
+
+    def retries_in_flight(self) -> int:
+        """Remote or async calls in flight that invoke the messages of a failed call again
+        (in a dispatcher that goes on after a failure: see :meth:`_step`)."""
+        return 0 if self._rpc is None else self._rpc.retries_in_flight()
 
     # ------------------------------------------------------------------ queue
     def _key_group(self, key: tuple[str, str]) -> int:
@@ -890,7 +899,16 @@ class FunctionDispatcher(StreamOperator):
 
     def _step(self) -> None:
         """One bounded piece of work: refill the active set, invoke up to ``drain_step``
-        messages, admit held ingress messages if there is room, send what was produced."""
+        messages, admit held ingress messages if there is room, send what was produced.
+
+        After a remote or async call failed (in a dispatcher that goes on: in-process), a
+        step only sends the failed call again, until it succeeds: the messages queued
+        meanwhile wait behind it, as behind a failed sync invocation (:meth:`_failed_invocation`)."""
+        rpc = self._rpc
+        if rpc is not None and rpc.retrying():
+            self._flush()
+            self._update_gauges()
+            return
         self._refill()
         try:
             self._drain(self.config.drain_step)
@@ -901,7 +919,8 @@ class FunctionDispatcher(StreamOperator):
         self._admit()
         self._update_gauges()
 
-    def _flush(self) -> None:
+    def _flush(self, send: bool = True) -> None:
+        """Send what was produced (remote requests of ready addresses too, if ``send``)."""
         if self._overflow:
             self._inbox.push(self._overflow)  # type: ignore[union-attr]
             self._overflow = []
@@ -913,7 +932,7 @@ class FunctionDispatcher(StreamOperator):
                 self.output.emit_side(tag, Batch.of_records(values))
             self._egress_out = {}
             self._egress_rows = 0
-        if self._rpc is not None and self._rpc.has_ready:
+        if send and self._rpc is not None and self._rpc.has_ready:
             self._rpc.send_ready()
 
     def _update_gauges(self) -> None:
@@ -940,7 +959,13 @@ class FunctionDispatcher(StreamOperator):
                 c["rss_peak_bytes"] = rss
 
     def _schedule_continuation(self) -> None:
-        if self._continuation_posted or not (self._has_work() and self._can_step()):
+        if self._continuation_posted:
+            return
+        rpc = self._rpc
+        if rpc is not None and rpc.retrying():  # only a failed call that waits to go again is work
+            if not rpc.retry_ready():
+                return
+        elif not (self._has_work() and self._can_step()):
             return
         post = self.ctx.post
         if post is None:  # no mailbox to yield to: finish the work now
@@ -982,7 +1007,17 @@ class FunctionDispatcher(StreamOperator):
             rpc.apply_completions()
             self._step()
         except Exception as exc:
-            raise self._job_failed(exc) from exc
+            failure = self._job_failed(exc)
+            # what the calls applied before the failed one produced goes out (the failed call
+            # produced nothing: it is queued again, RemoteFunctions._failed_call); a task that
+            # goes on (a test harness) sends it again at its next step and takes the replies
+            # still waiting; a failing task drops the mail
+            self._flush(send=False)
+            self._schedule_continuation()
+            post = self.ctx.post
+            if post is not None and rpc.has_completions():  # (replies whose wake-up was this call)
+                post(self._on_remote_replies)
+            raise failure from exc
         self._schedule_continuation()
 
     def _job_failed(self, exc: Exception) -> JobFailed:

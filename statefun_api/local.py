@@ -16,7 +16,8 @@ A failed invocation raises its error (``UserCodeError``) from the call that ran 
 leaves no effect; as in a job whose restart strategy never gives up, its messages stay
 queued first and every later :meth:`~LocalDispatchers.send`, :meth:`~LocalDispatchers.run`
 or :meth:`~LocalDispatchers.advance` invokes them again from the same state (raising the
-same error while it fails); messages sent meanwhile wait behind them.
+same error while it fails); messages sent meanwhile wait behind them. So does a failed call
+of an async or remote function: the next call sends it again and waits for its outcome.
 
 Remote functions (``endpoints=``) are called for real over HTTP by each dispatcher's I/O
 thread; their replies come back through the task's mailbox, so :meth:`LocalDispatchers.run`
@@ -224,7 +225,10 @@ class LocalDispatchers:
             if channels:
                 self._run_one(channels[self._rng.randrange(len(channels))] if self._rng is not None else channels[0])
                 continue
-            waiting = [h for h, op in zip(self.subtasks, self.dispatchers) if op.embedded_in_flight()]
+            # (and for the calls that invoke failed messages again: their error is raised again here)
+            waiting = [
+                h for h, op in zip(self.subtasks, self.dispatchers) if op.embedded_in_flight() or op.retries_in_flight()
+            ]
             if not waiting:
                 return self
             waiting[0].step(wait_s=0.05)  # the replies come through the task's mailbox

@@ -41,7 +41,10 @@ and checkpointing as remote functions.
 When a call fails for good (retries exhausted, a 4xx other than 429, an oversized reply, a
 reply that is not a ``FromFunction``), a :class:`RemoteFunctionError` naming the function,
 address, URL, status and a body excerpt fails the job, so the restart strategy fails over
-to the last checkpoint.
+to the last checkpoint. A failed call (that one, an embedded function's error, a reply whose
+effects cannot be applied) is all or nothing: none of its effects are applied and its
+messages go back to the head of the address's queue, so a dispatcher that goes on after the
+failure (in-process) sends them again first, and nothing else until they succeed.
 """
 
 from __future__ import annotations
@@ -186,6 +189,9 @@ class RemoteFunctions:
         self._per_endpoint: dict[Endpoint, int] = {}  # requests in flight per endpoint
         self._full: set[tuple[str, str]] = set()
         self._queued = 0
+        # addresses whose last call failed, in the order they failed: they go again first and
+        # alone (send_ready) until their call succeeds (a dispatcher that goes on: in-process)
+        self._failed: dict[tuple[str, str], None] = {}
         # typename -> spec name -> (ValueState, spec typename), registered by handshakes
         self._specs: dict[str, dict[str, tuple[Any, str]]] = {}
         self._caller: RemoteCaller | None = None
@@ -228,6 +234,23 @@ class RemoteFunctions:
     def embedded_in_flight(self) -> int:
         """Invocations of embedded async functions in flight (a scan: for tests and tools)."""
         return sum(1 for call in self._inflight.values() if type(call.endpoint) is EmbeddedEndpoint)
+
+    def retrying(self) -> bool:
+        """A failed call is queued again or in flight again (see :meth:`_failed_call`):
+        nothing else is sent until it succeeds."""
+        return bool(self._failed)
+
+    def retries_in_flight(self) -> int:
+        """Calls in flight that invoke the messages of a failed call again."""
+        return sum(1 for key in self._failed if key in self._inflight)
+
+    def retry_ready(self) -> bool:
+        """A failed call waits to be sent again (by :meth:`send_ready`)."""
+        return any(key in self._ready for key in self._failed)
+
+    def has_completions(self) -> bool:
+        """Finished calls wait for :meth:`apply_completions`."""
+        return not self._completions.empty()
 
     def records_in_flight(self) -> int:
         """Messages in the requests in flight."""
@@ -272,40 +295,61 @@ class RemoteFunctions:
     def send_ready(self) -> None:
         """Send one request to each ready address (queued messages, no call in flight), in
         the order they became ready, while fewer than ``max_concurrent_requests`` requests
-        are in flight; the others wait, and their messages keep batching."""
+        are in flight; the others wait, and their messages keep batching. While a failed
+        call is to be invoked again (:meth:`retrying`), only the failed calls are sent."""
         limit = self.max_concurrent_requests
         ready, inflight = self._ready, self._inflight
+        if self._failed:
+            for key in [k for k in self._failed if k in ready]:
+                if len(inflight) >= limit:
+                    return
+                del ready[key]
+                self._send_queued(key)
+            return
         while ready and len(inflight) < limit:
             key, _ = ready.popitem(last=False)
-            if key in inflight:
-                continue
-            q = self._queues.get(key)
-            if not q:
-                continue
-            typename = key[0]
-            if typename not in self._specs:  # the type's value specs are not known yet
-                waiting = self._probing.get(typename)
-                if waiting is not None:  # its first request is out: wait for what it tells
-                    waiting.append(key)
-                    self._parked_keys.add(key)
-                    continue
-                self._probing[typename] = deque()
-            ep = self.endpoint_for(typename)
-            assert ep is not None
-            cap = ep.max_concurrent_requests
-            if cap is not None and self._per_endpoint.get(ep, 0) >= cap:
-                self._parked.setdefault(ep, deque()).append(key)
+            self._send_queued(key)
+
+    def _send_queued(self, key: tuple[str, str]) -> None:
+        """Send the queued messages of the ready address ``key`` (taken off the ready
+        addresses) as one request, or park it: behind the first request of its function type,
+        or behind its endpoint's ``max_concurrent_requests``."""
+        if key in self._inflight:
+            return
+        q = self._queues.get(key)
+        if not q:
+            return
+        typename = key[0]
+        if typename not in self._specs:  # the type's value specs are not known yet
+            waiting = self._probing.get(typename)
+            if waiting is not None:  # its first request is out: wait for what it tells
+                waiting.append(key)
                 self._parked_keys.add(key)
-                continue
-            n = min(len(q), ep.max_num_batch_requests)
-            records = [q.popleft() for _ in range(n)]
-            self._queued -= n
-            if len(q) < ep.max_num_batch_requests:
-                self._full.discard(key)
-            if not q:
-                del self._queues[key]
-            self._per_endpoint[ep] = self._per_endpoint.get(ep, 0) + 1
-            self._send(key, _Call(0, records, ep, ep.url_for(key[0])))
+                return
+            self._probing[typename] = deque()
+        ep = self.endpoint_for(typename)
+        assert ep is not None
+        cap = ep.max_concurrent_requests
+        if cap is not None and self._per_endpoint.get(ep, 0) >= cap:
+            self._parked.setdefault(ep, deque()).append(key)
+            self._parked_keys.add(key)
+            return
+        n = min(len(q), ep.max_num_batch_requests)
+        records = [q.popleft() for _ in range(n)]
+        self._queued -= n
+        if len(q) < ep.max_num_batch_requests:
+            self._full.discard(key)
+        if not q:
+            del self._queues[key]
+        self._per_endpoint[ep] = self._per_endpoint.get(ep, 0) + 1
+        call = _Call(0, records, ep, ep.url_for(key[0]))
+        try:
+            self._send(key, call)
+        except Exception:  # (an embedded function's stored value that does not load)
+            if self._inflight.get(key) is not call:  # (failed before it was in flight)
+                self._per_endpoint[ep] -= 1
+            self._failed_call(key, call)
+            raise
 
     def _finished(self, key: tuple[str, str], call: _Call) -> None:
         """The call of ``key`` is over: free its request slot and let the next address go."""
@@ -323,6 +367,35 @@ class RemoteFunctions:
             self._ready.move_to_end(first, last=False)
         if key in self._queues:
             self._ready[key] = None
+
+    def _failed_call(self, key: tuple[str, str], call: _Call) -> None:
+        """All or nothing after the call of ``key`` failed (its error is raised next): none
+        of its effects were applied (:meth:`InvocationHost.apply_result` checks before it
+        applies); its request slot is freed and its messages go back to the head of the
+        address's queue, the address first among the ready ones and marked failed, so a
+        dispatcher that goes on (in-process) invokes them again, from the same state, before
+        anything else is sent, and a snapshot holds them. A first request of its function
+        type that failed no longer holds the type's other addresses back: the next one asks
+        again. On a cluster the task fails and restarts from its last checkpoint instead."""
+        if self._inflight.get(key) is call:
+            self._finished(key, call)
+        self._by_id.pop(call.call_id, None)
+        waiting = self._probing.pop(key[0], None)
+        if waiting is not None:
+            for other in waiting:
+                self._parked_keys.discard(other)
+                if other in self._queues and other not in self._inflight:
+                    self._ready[other] = None
+        q = self._queues.get(key)
+        if q is None:
+            q = self._queues[key] = deque()
+        q.extendleft(reversed(call.records))
+        self._queued += len(call.records)
+        if len(q) >= call.endpoint.max_num_batch_requests:
+            self._full.add(key)
+        self._ready[key] = None
+        self._ready.move_to_end(key, last=False)
+        self._failed[key] = None
 
     def _caller_for(self, endpoint: Endpoint) -> RemoteCaller | EmbeddedCaller:
         """The caller of ``endpoint`` (started on first use): the HTTP client, or the
@@ -408,14 +481,25 @@ class RemoteFunctions:
             self._complete(result)
 
     def _complete(self, result: CallResult | EmbeddedResult) -> None:
+        """Apply one finished call; a call that failed (or whose effects cannot be applied)
+        is queued again (:meth:`_failed_call`) and its error raised."""
         key = self._by_id.pop(result.call_id, None)
         if key is None:
             return  # not (or no longer) in flight: ignore
         call = self._inflight[key]
-        if type(result) is EmbeddedResult:
-            self._embedded_done(key, call, result)
-            return
-        assert isinstance(result, CallResult)
+        try:
+            if type(result) is EmbeddedResult:
+                self._embedded_done(key, call, result)
+            else:
+                assert isinstance(result, CallResult)
+                self._remote_done(key, call, result)
+        except Exception:
+            self._failed_call(key, call)
+            raise
+
+    def _remote_done(self, key: tuple[str, str], call: _Call, result: CallResult) -> None:
+        """Apply the reply of a remote call: a handshake sends the batch again; a result is
+        applied; a failed call or an invalid reply raises :class:`RemoteFunctionError`."""
         address = self.host.address_of(key)
         if result.attempts > 1:
             self.host.counters["remote_retries"] += result.attempts - 1
@@ -443,10 +527,11 @@ class RemoteFunctions:
             return
         # no invocation result (the official SDK's empty body when the function had no
         # effects): an empty InvocationResponse (the default), as StateFun's RequestReplyFunction reads it
+        self._apply(key, address, call, reply.invocation_result, where)
         self._finished(key, call)
+        self._failed.pop(key, None)
         if key[0] in self._probing:
             self._learned(key[0])
-        self._apply(key, address, call, reply.invocation_result, where)
 
     def _embedded_done(self, key: tuple[str, str], call: _Call, done: EmbeddedResult) -> None:
         """Apply an embedded invocation's effects (its storage changes as Python values, as a
@@ -454,10 +539,11 @@ class RemoteFunctions:
         if done.exception is not None:
             raise UserCodeError(describe_records(call.records), done.exception) from done.exception
         assert done.result is not None and done.storage is not None
-        self._finished(key, call)
         specs = self._specs[key[0]]
         changes = [(specs[name][0], value) for name, value in dirty_values(done.storage)]
         self.host.apply_result(key, call.records, done.result, changes)
+        self._finished(key, call)
+        self._failed.pop(key, None)
 
     def _learned(self, typename: str) -> None:
         """The first reply of ``typename`` came (a result, or the missing values it declares):
