@@ -42,6 +42,8 @@ def group_aggregate(
         ...
         TypeError: aggregate: cannot compute sum of column 'v' (string); sum and mean need numeric or bool columns; ...
     """
+    if any(pa.types.is_dictionary(table.schema.field(k).type) for k in ([keys] if isinstance(keys, str) else keys)):
+        table = table.unify_dictionaries()  # (chunks of other files or row groups have their own dictionaries)
     try:
         out = table.group_by(keys, use_threads=False).aggregate(list(specs))
     except (pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:

@@ -186,3 +186,21 @@ def test_min_max_over_batches_of_other_int_widths_stay_int64():
     h.end_input()
     assert h.records() == [{"k": "a", "lo": 3, "hi": 2**40}]
     assert h.table().schema.field("hi").type == pa.int64()
+
+
+def test_dictionary_encoded_keys_of_other_dictionaries_merge():
+    """Parquet files (or row groups) hold a dictionary-encoded key column with their own
+    dictionaries: merging their partials failed with 'Unifying differing dictionaries',
+    reported as 'cannot compute sum of column n'."""
+    specs = {"n": ("v", "count"), "s": ("v", "sum")}
+    batches = [pa.RecordBatch.from_pydict({"k": pa.array(ks).dictionary_encode(), "v": list(range(len(ks)))})
+               for ks in (["a", "b", "a"], ["zz", "a"], ["b"])]
+    local = OperatorHarness(LocalAggregateOperator("k", specs, max_held_rows=100))
+    for b in batches:
+        local.process(b)
+    local.end_input()
+    glob = OperatorHarness(AggregateOperator("k", specs, "final", partials=True))
+    for out in local.output.batches:
+        glob.process(Batch.of_arrow(out.arrow()))
+    glob.end_input()
+    assert sorted((r["k"], r["n"], r["s"]) for r in glob.records()) == [("a", 3, 3), ("b", 2, 1), ("zz", 1, 0)]
