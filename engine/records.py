@@ -103,6 +103,12 @@ _PYTHON_TYPE = {
 #: numpy scalars that come back as the Python scalar of their kind, as from a numpy column
 #: (:func:`~engine.keygroups.stable_hash` hashes them alike, so their key groups stay)
 _NUMPY_KIN = {int: np.integer, float: np.floating, bool: np.bool_, str: np.str_}
+#: numpy scalar records of one type that travel as a typed column (and come back as Python
+#: scalars, as inside dicts and tuples)
+_NUMPY_SCALARS = frozenset(
+    [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64, np.float32, np.float64,
+     np.bool_, np.str_]
+)
 
 
 def _exact(array: pa.Array, values: Sequence[Any]) -> bool:
@@ -300,7 +306,7 @@ def records_to_arrow(records: Sequence[Any], exact: bool = True) -> pa.RecordBat
                     if _is_flat(rb.schema, allow_null=not exact) and rb.num_columns == n:
                         restore = _restorers(arrays, columns, names) if exact else {}
                         return rb.replace_schema_metadata({KIND_KEY: _ROW, **restore}) if restore else _with_kind(rb, _ROW)
-        elif t0 in _SCALAR_TYPES:
+        elif t0 in _SCALAR_TYPES or t0 in _NUMPY_SCALARS:
             if len(set(map(type, records))) == 1:
                 arr = pa.array(records)
                 if not pa.types.is_nested(arr.type):

@@ -234,3 +234,18 @@ def test_a_float_enum_travels_pickled():
     rb = records_to_arrow(records)
     assert rb.schema.metadata[KIND_KEY] == b"pickle"
     assert arrow_to_records(rb)[0]["e"] is Ratio.HALF
+
+
+@pytest.mark.parametrize("records", [
+    [np.int64(1), np.int64(-2)], [np.uint64(2**64 - 1)], [np.int32(7)], [np.float32(1.5), np.float32(-0.25)],
+    [np.float64(2.5)], [np.bool_(True), np.bool_(False)], [np.str_("a")],
+])
+def test_numpy_scalar_records_come_back_as_python_scalars_as_inside_dicts(records):
+    """A numpy scalar inside a dict came back as a Python scalar; the same scalar as the
+    record itself came back as numpy (pickled), unlike what the README says."""
+    batch = records_to_arrow(records)
+    assert batch.schema.names == ["value"]
+    out = arrow_to_records(batch)
+    assert out == [r.item() for r in records]
+    assert [type(v) for v in out] == [type(r.item()) for r in records]
+    assert arrow_to_records(records_to_arrow([{"v": r} for r in records])) == [{"v": v} for v in out]
