@@ -97,7 +97,8 @@ def collected_table(batches: list[pa.RecordBatch]) -> pa.Table:
 
     Batches of records that crossed the channels pickled become columns: typed as
     ``Batch.columns`` types them (IntEnums among ints, Decimals of several exponents...), else
-    as ``pa.Table.from_pylist`` makes them of dict records (nested values, all-null columns).
+    as ``pa.Table.from_pylist`` makes them of dict records (nested values, all-null columns;
+    a column for every key of every record, in first-seen order, null where a record lacks it).
     The batches' schemas are unified as ``pa.concat_tables(promote_options="permissive")``
     does (ints and floats of one column become doubles; a column missing from a batch is
     null there); records of no tabular form stay a column of pickled values.
@@ -139,10 +140,26 @@ def _collected_table_of(rb: pa.RecordBatch) -> pa.Table:
             records = batch.records()
             if all(type(r) is dict for r in records):
                 try:
-                    return pa.Table.from_pylist(records)
+                    return _table_of_dicts(records)
                 except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError):
                     pass
     return pa.Table.from_batches([rb.replace_schema_metadata(None)])
+
+
+def _table_of_dicts(records: list[dict[str, Any]]) -> pa.Table:
+    """Dict records as a table with a column for every key of every record, in the order the
+    keys are first seen, null where a record lacks the key (``pa.Table.from_pylist`` alone
+    takes its columns from the first record and drops the others' keys).
+
+    Example:
+        >>> _table_of_dicts([{"a": 1}, {"b": 2}, {"a": 3, "c": "x"}]).to_pylist()
+        [{'a': 1, 'b': None, 'c': None}, {'a': None, 'b': 2, 'c': None}, {'a': 3, 'b': None, 'c': 'x'}]
+    """
+    keys = records[0].keys()
+    if all(r.keys() == keys for r in records):  # (uniform: from_pylist's own column order)
+        return pa.Table.from_pylist(records)
+    names = dict.fromkeys(k for r in records for k in r)
+    return pa.Table.from_pydict({k: [r.get(k) for r in records] for k in names})
 
 
 # ---------------------------------------------------------------- print
