@@ -312,14 +312,16 @@ class _Call:
         body = self.body
         head = self.target.head + b"%d\r\n\r\n" % len(body)
         transport = conn.transport
+        # the read timeout runs from the write: armed first, so that nothing the request
+        # causes (the reply, a test's clock moved once the server has it) comes before it
+        now = self.last_read = self.caller.loop.time()
+        read = self.ep.read_timeout_s
+        self._arm(self.deadline if read is None else min(self.deadline, now + read))
         if len(body) <= _ONE_WRITE:
             transport.write(head + body)
         else:
             transport.write(head)
             transport.write(body)
-        now = self.last_read = self.caller.loop.time()
-        read = self.ep.read_timeout_s
-        self._arm(self.deadline if read is None else min(self.deadline, now + read))
 
     # ------------------------------------------------------------------ the reply
     def on_data(self, data: bytes) -> None:
