@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import glob as globmod
 import operator
+import os
 import pickle
 import time
 from dataclasses import dataclass
@@ -328,29 +329,54 @@ def filesystem_for(uri: str | None) -> pafs.FileSystem:
     return pafs.LocalFileSystem()
 
 
+def _hidden(name: str) -> bool:
+    """Whether a directory reader skips ``name``: it starts with ``_`` or ``.`` (``_SUCCESS``,
+    ``_temporary/``, ``.inprogress-*`` of raystream's own sinks), as pyarrow, Hive and Spark do."""
+    return name.startswith(("_", "."))
+
+
+def _files_under(fs: pafs.FileSystem, base: str) -> list[str]:
+    """The files below directory ``base``, at any depth, except those with a path component
+    below ``base`` that is :func:`_hidden` (such directories are not even listed). Local
+    symbolic links to directories are not followed (as ``os.walk``: no cycles)."""
+    local = isinstance(fs, pafs.LocalFileSystem)
+    files: list[str] = []
+    dirs = [base]
+    while dirs:
+        for info in fs.get_file_info(pafs.FileSelector(dirs.pop())):
+            if _hidden(info.base_name):
+                continue
+            if info.type == pafs.FileType.Directory:
+                if not (local and os.path.islink(info.path)):
+                    dirs.append(info.path)
+            elif info.type == pafs.FileType.File:
+                files.append(info.path)
+    return files
+
+
 def resolve_paths(path_or_glob: str) -> tuple[pafs.FileSystem, list[str]]:
-    """A filesystem and the sorted file paths for a local path, a glob or a URI."""
+    """A filesystem and the sorted file paths for a local path, a glob or a URI.
+
+    A directory gives the files below it at any depth, except those with a path component
+    (below the directory) starting with ``_`` or ``.``.
+    """
     if "://" in path_or_glob:
         fs, base = pafs.FileSystem.from_uri(path_or_glob)
         info = fs.get_file_info(base)
         if info.type == pafs.FileType.Directory:
-            files = [f.path for f in fs.get_file_info(pafs.FileSelector(base, recursive=True)) if f.type == pafs.FileType.File]
-            return fs, sorted(files)
+            files = sorted(_files_under(fs, base))
+            if not files:
+                raise ConfigError(f"no input file matches {path_or_glob!r}")
+            return fs, files
         return fs, [base]
-    import os
-
+    local = pafs.LocalFileSystem()
     if os.path.isdir(path_or_glob):
-        files = sorted(
-            os.path.join(root, f)
-            for root, _dirs, names in os.walk(path_or_glob)
-            for f in names
-            if not f.startswith((".", "_"))
-        )
+        files = sorted(_files_under(local, os.path.abspath(path_or_glob)))
     else:
         files = sorted(globmod.glob(path_or_glob))
     if not files:
         raise ConfigError(f"no input file matches {path_or_glob!r}")
-    return pafs.LocalFileSystem(), [os.path.abspath(f) for f in files]
+    return local, [os.path.abspath(f) for f in files]
 
 
 def _parquet_metadata(fs: pafs.FileSystem, path: str) -> pq.FileMetaData:

@@ -1,0 +1,86 @@
+"""Which files ``read_parquet`` / ``read_text`` read for a directory, a glob or a URI (no Ray)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from raystream.engine.connectors import END_OF_INPUT
+from raystream.engine.errors import ConfigError
+from raystream.engine.records import Batch
+from raystream.operators.sources import ParquetSource, TextSource, resolve_paths
+
+
+def read(source) -> list:
+    """Every record of ``source``, one reader reading all its splits (ctx is unused)."""
+    reader = source.create_reader(None)
+    reader.add_splits(source.create_splits(1))
+    out: list = []
+    while (b := reader.poll_next()) is not END_OF_INPUT:
+        assert isinstance(b, Batch)
+        out.extend(b.records())
+    return out
+
+
+def write(path: Path, a: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"a": [a]}), path)
+
+
+@pytest.fixture
+def table_dir(tmp_path: Path) -> Path:
+    """A directory as Spark or a raystream sink leaves it: data plus markers, temporary and
+    in-progress files that a reader must skip."""
+    d = tmp_path / "_staging" / "table"  # components above the directory given do not count
+    write(d / "part-0.parquet", 1)
+    write(d / "year=2024" / "part-1.parquet", 2)
+    write(d / "_temporary" / "0" / "part-0.parquet", 99)
+    write(d / ".hidden" / "part-0.parquet", 98)
+    write(d / "sub" / "_tmp" / "part-0.parquet", 97)
+    write(d / ".inprogress-0-1-abc", 96)
+    write(d / "sub" / "_part.parquet", 95)
+    (d / "_SUCCESS").write_bytes(b"")
+    return d
+
+
+def test_a_directory_skips_every_path_component_starting_with_underscore_or_dot(table_dir):
+    assert pq.read_table(table_dir).column("a").to_pylist() == [1, 2]  # what pyarrow reads
+    assert [r["a"] for r in read(ParquetSource(str(table_dir)))] == [1, 2]
+    assert resolve_paths(str(table_dir))[1] == [str(table_dir / "part-0.parquet"),
+                                                str(table_dir / "year=2024" / "part-1.parquet")]
+
+
+def test_a_directory_uri_skips_them_too(table_dir):
+    assert [r["a"] for r in read(ParquetSource(f"file://{table_dir}"))] == [1, 2]
+
+
+def test_read_text_of_a_directory_skips_them(tmp_path):
+    (tmp_path / "_temporary").mkdir()
+    (tmp_path / "_temporary" / "a.txt").write_text("temporary\n")
+    (tmp_path / ".hidden").mkdir()
+    (tmp_path / ".hidden" / "a.txt").write_text("hidden\n")
+    (tmp_path / ".inprogress-0-0-x").write_text("in progress\n")
+    (tmp_path / "a.txt").write_text("a\nb\n")
+    assert read(TextSource(str(tmp_path))) == ["a", "b"]
+
+
+def test_a_file_named_explicitly_is_read_even_if_it_starts_with_underscore(tmp_path):
+    write(tmp_path / "_only.parquet", 7)
+    assert [r["a"] for r in read(ParquetSource(str(tmp_path / "_only.parquet")))] == [7]
+
+
+def test_a_directory_with_only_skipped_files_is_an_error_naming_it(tmp_path):
+    write(tmp_path / "_temporary" / "x.parquet", 1)
+    for path in (str(tmp_path), f"file://{tmp_path}"):
+        with pytest.raises(ConfigError, match="no input file matches"):
+            resolve_paths(path)
+
+
+def test_symlinked_directories_are_not_followed(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "f.txt").write_text("x\n")
+    (tmp_path / "a" / "loop").symlink_to(tmp_path)
+    assert resolve_paths(str(tmp_path))[1] == [str(tmp_path / "a" / "f.txt")]
