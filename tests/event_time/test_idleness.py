@@ -4,7 +4,7 @@ A task whose input channels are all idle is idle itself and says so downstream, 
 largest watermark of its channels; a channel that becomes active again makes it say ACTIVE
 before anything else, and counts for the watermark only once it caught up; an ended channel
 counts as neither; barriers, a restore and the end of input keep all of this right. The
-valve is tested on its own (:class:`~raystream.engine.task.WatermarkValve`), in a task with
+valve is tested on its own (:class:`~raystream.engine.watermark_valve.WatermarkValve`), in a task with
 chained operators, behind a real record writer (the status crosses a network hop) and under
 seeded random interleavings against a model.
 """
@@ -22,7 +22,8 @@ from raystream.engine.events import MAX_WATERMARK, MIN_WATERMARK, Barrier, Strea
 from raystream.engine.operator import StreamOperator
 from raystream.engine.partitioners import ForwardPartitioner
 from raystream.engine.records import Batch
-from raystream.engine.task import Task, TaskSpec, WatermarkValve
+from raystream.engine.task import Task, TaskSpec
+from raystream.engine.watermark_valve import WatermarkValve
 from tests.event_time.idle_tasks import ACTIVE, IDLE, IdleTask, Pass, wm
 
 
