@@ -7,10 +7,11 @@ its position per split at checkpoints so a restored job resumes exactly there.
 from __future__ import annotations
 
 import copy
-import glob as globmod
+import fnmatch
 import operator
 import os
 import pickle
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, TypeVar, Union
@@ -354,11 +355,77 @@ def _files_under(fs: pafs.FileSystem, base: str) -> list[str]:
     return files
 
 
+_MAGIC = re.compile(r"[*?[]")
+
+
+def _entries_matching(fs: pafs.FileSystem, base: str, pattern: str) -> list[pafs.FileInfo]:
+    """The entries of directory ``base`` whose name matches glob component ``pattern``; as
+    with Python's glob for ``.``, a wildcard does not match a name starting with ``_`` or
+    ``.`` unless the pattern starts with that character too."""
+    return [
+        info
+        for info in fs.get_file_info(pafs.FileSelector(base))
+        if fnmatch.fnmatchcase(info.base_name, pattern)
+        and not (_hidden(info.base_name) and not pattern.startswith(info.base_name[0]))
+    ]
+
+
+def _glob(fs: pafs.FileSystem, base: str, parts: list[str]) -> list[str]:
+    """The files matching the glob components ``parts`` below existing directory ``base``.
+
+    ``**`` matches any number of directories (none included), as Python's glob with
+    ``recursive=True``; a match that is a directory gives its files (:func:`_files_under`).
+    """
+    head, rest = parts[0], parts[1:]
+    if head == "**":
+        if not rest:
+            return _files_under(fs, base)
+        found = _glob(fs, base, rest)
+        local = isinstance(fs, pafs.LocalFileSystem)
+        for info in fs.get_file_info(pafs.FileSelector(base)):
+            if info.type == pafs.FileType.Directory and not _hidden(info.base_name):
+                if not (local and os.path.islink(info.path)):
+                    found.extend(_glob(fs, info.path, parts))
+        return found
+    if _MAGIC.search(head):
+        matches = _entries_matching(fs, base, head)
+    else:
+        matches = [fs.get_file_info(f"{base.rstrip('/')}/{head}")]
+    found = []
+    for info in matches:
+        if info.type == pafs.FileType.Directory:
+            found.extend(_glob(fs, info.path, rest) if rest else _files_under(fs, info.path))
+        elif info.type == pafs.FileType.File and not rest:
+            found.append(info.path)
+    return found
+
+
+def _resolve(fs: pafs.FileSystem, path: str) -> list[str]:
+    """The sorted files of ``path`` on ``fs``: a file, a directory or a glob."""
+    parts = path.split("/")
+    first = next((i for i, part in enumerate(parts) if _MAGIC.search(part)), None)
+    if first is None:
+        info = fs.get_file_info(path)
+        if info.type == pafs.FileType.Directory:
+            return sorted(_files_under(fs, path))
+        return [path] if info.type == pafs.FileType.File else []
+    base = "/".join(parts[:first]) or "/"
+    if fs.get_file_info(base).type != pafs.FileType.Directory:
+        return []
+    return sorted(set(_glob(fs, base, [p for p in parts[first:] if p])))
+
+
 def resolve_paths(path_or_glob: str) -> tuple[pafs.FileSystem, list[str]]:
     """A filesystem and the sorted file paths for a local path, a glob or a URI.
 
     A directory gives the files below it at any depth, except those with a path component
-    (below the directory) starting with ``_`` or ``.``.
+    (below the directory) starting with ``_`` or ``.``. A glob matches as Python's glob with
+    ``recursive=True`` (``**`` is any number of directories) except that its wildcards match
+    no name starting with ``_`` either (write such a leading character literally); a match
+    that is a directory gives its files.
+
+    Raises:
+        ConfigError: nothing to read there.
     """
     if "://" in path_or_glob:
         fs, base = pafs.FileSystem.from_uri(path_or_glob)
@@ -370,13 +437,10 @@ def resolve_paths(path_or_glob: str) -> tuple[pafs.FileSystem, list[str]]:
             return fs, files
         return fs, [base]
     local = pafs.LocalFileSystem()
-    if os.path.isdir(path_or_glob):
-        files = sorted(_files_under(local, os.path.abspath(path_or_glob)))
-    else:
-        files = sorted(globmod.glob(path_or_glob))
+    files = _resolve(local, os.path.abspath(path_or_glob))
     if not files:
         raise ConfigError(f"no input file matches {path_or_glob!r}")
-    return local, [os.path.abspath(f) for f in files]
+    return local, files
 
 
 def _parquet_metadata(fs: pafs.FileSystem, path: str) -> pq.FileMetaData:

@@ -84,3 +84,52 @@ def test_symlinked_directories_are_not_followed(tmp_path):
     (tmp_path / "a" / "f.txt").write_text("x\n")
     (tmp_path / "a" / "loop").symlink_to(tmp_path)
     assert resolve_paths(str(tmp_path))[1] == [str(tmp_path / "a" / "f.txt")]
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    for rel, a in [("top.parquet", 1), ("a/mid.parquet", 2), ("a/b/deep.parquet", 3), ("a/b/other.txt", 0),
+                   ("_temporary/0/t.parquet", 99), (".hidden/h.parquet", 98), ("a/_tmp/t.parquet", 97),
+                   ("_x.parquet", 96), (".y.parquet", 95)]:
+        write(tmp_path / rel, a)
+    return tmp_path
+
+
+def values(path: str) -> list[int]:
+    return [r["a"] for r in read(ParquetSource(path))]
+
+
+def test_double_star_recurses_including_the_top_level_as_python_glob(tree):
+    import glob
+
+    pattern = f"{tree}/**/*.parquet"
+    expected = sorted(p for p in glob.glob(pattern, recursive=True) if "/_" not in p)
+    assert resolve_paths(pattern)[1] == expected
+    assert values(pattern) == [3, 2, 1]  # sorted paths: a/b/deep, a/mid, top
+    assert values(f"{tree}/a/**/*.parquet") == [3, 2]
+    assert values(f"{tree}/**/deep.parquet") == [3]
+
+
+def test_wildcards_do_not_match_names_starting_with_underscore_or_dot_unless_written(tree):
+    assert values(f"{tree}/*.parquet") == [1]
+    assert values(f"{tree}/_*.parquet") == [96]
+    assert values(f"{tree}/.*.parquet") == [95]
+    assert values(f"{tree}/_temporary/*/*.parquet") == [99]  # literal components are read
+
+
+def test_a_glob_matching_a_directory_reads_its_files(tree):
+    assert values(f"{tree}/[a]") == [3, 0, 2]  # a/b/deep, a/b/other.txt, a/mid (not a/_tmp)
+    assert resolve_paths(f"{tree}/?")[1] == [str(tree / "a/b/deep.parquet"), str(tree / "a/b/other.txt"),
+                                             str(tree / "a/mid.parquet")]
+
+
+def test_character_classes_and_relative_globs(tree, monkeypatch):
+    monkeypatch.chdir(tree / "a")
+    assert values("[m]id.parquet") == [2]
+    assert values("**/[!m]*.parquet") == [3]
+
+
+def test_a_glob_that_matches_nothing_is_an_error_naming_it(tree):
+    for pattern in (f"{tree}/**/*.csv", f"{tree}/nope/*.parquet", f"{tree}/top.parquet/*"):
+        with pytest.raises(ConfigError, match="no input file matches"):
+            resolve_paths(pattern)
