@@ -15,6 +15,7 @@ import re
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, TypeVar, Union
+from urllib.parse import urlsplit, urlunsplit
 
 import cloudpickle
 import pyarrow as pa
@@ -422,25 +423,54 @@ def resolve_paths(path_or_glob: str) -> tuple[pafs.FileSystem, list[str]]:
     (below the directory) starting with ``_`` or ``.``. A glob matches as Python's glob with
     ``recursive=True`` (``**`` is any number of directories) except that its wildcards match
     no name starting with ``_`` either (write such a leading character literally); a match
-    that is a directory gives its files.
+    that is a directory gives its files. A URI takes the same on its path (``*``, ``**`` and
+    ``[...]``: ``?`` starts its query).
 
     Raises:
         ConfigError: nothing to read there.
     """
+    fs: pafs.FileSystem
     if "://" in path_or_glob:
-        fs, base = pafs.FileSystem.from_uri(path_or_glob)
-        info = fs.get_file_info(base)
-        if info.type == pafs.FileType.Directory:
-            files = sorted(_files_under(fs, base))
-            if not files:
-                raise ConfigError(f"no input file matches {path_or_glob!r}")
-            return fs, files
-        return fs, [base]
-    local = pafs.LocalFileSystem()
-    files = _resolve(local, os.path.abspath(path_or_glob))
+        uri, pattern = _uri_and_pattern(path_or_glob)
+        try:
+            fs, base = pafs.FileSystem.from_uri(uri)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
+            raise ConfigError(f"cannot open {path_or_glob!r}: {exc}") from exc
+        files = _resolve(fs, "/".join([base.rstrip("/"), *pattern]) if pattern else base)
+    else:
+        fs = pafs.LocalFileSystem()
+        files = _resolve(fs, os.path.abspath(path_or_glob))
     if not files:
         raise ConfigError(f"no input file matches {path_or_glob!r}")
-    return local, files
+    return fs, files
+
+
+def _uri_and_pattern(uri: str) -> tuple[str, list[str]]:
+    """A URI split at its first path component with a wildcard (``*`` or ``[``): the URI of
+    the directory above it (the filesystem is opened from it) and the glob components from
+    it on (none: no glob). ``?`` starts the URI's query, as in any URI, and is no wildcard.
+
+    Example:
+        >>> _uri_and_pattern("s3://bucket/logs/2024-*/**/*.parquet?region=eu-west-1")
+        ('s3://bucket/logs?region=eu-west-1', ['2024-*', '**', '*.parquet'])
+        >>> _uri_and_pattern("file:///data/x.parquet")
+        ('file:///data/x.parquet', [])
+    """
+    parts = urlsplit(uri)
+    if re.search(r"[*[]", parts.netloc):
+        raise ConfigError(f"{uri!r}: a glob in the bucket or host name is not supported; "
+                          "put wildcards in the path only")
+    components = parts.path.split("/")
+    first = next((i for i, c in enumerate(components) if re.search(r"[*[]", c)), None)
+    if first is None:
+        return uri, []
+    path = "/".join(components[:first]) or "/"
+    return urlunsplit(parts._replace(path=path)), [c for c in components[first:] if c]
+
+
+def _filesystem_uri(path_or_glob: str) -> str | None:
+    """The URI the readers open the filesystem of ``path_or_glob`` from (None: local)."""
+    return _uri_and_pattern(path_or_glob)[0] if "://" in path_or_glob else None
 
 
 def _parquet_metadata(fs: pafs.FileSystem, path: str) -> pq.FileMetaData:
@@ -479,7 +509,7 @@ class ParquetSource(Source[_RowGroupSplit]):
         self.columns = columns
         fs, files = resolve_paths(path_or_glob)
         self.files = files
-        self._fs_uri = path_or_glob if "://" in path_or_glob else None
+        self._fs_uri = _filesystem_uri(path_or_glob)
         self.schema = _parquet_metadata(fs, files[0]).schema.to_arrow_schema()
         if columns:
             missing = [c for c in columns if c not in self.schema.names]
@@ -568,7 +598,7 @@ class TextSource(Source[_TextSplit]):
         self.split_bytes = split_bytes
         self.encoding = encoding
         self.files = resolve_paths(path_or_glob)[1]
-        self._fs_uri = path_or_glob if "://" in path_or_glob else None
+        self._fs_uri = _filesystem_uri(path_or_glob)
 
     def filesystem(self) -> pafs.FileSystem:
         return filesystem_for(self._fs_uri)

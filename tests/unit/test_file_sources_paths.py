@@ -12,6 +12,9 @@ from raystream.engine.connectors import END_OF_INPUT
 from raystream.engine.errors import ConfigError
 from raystream.engine.records import Batch
 from raystream.operators.sources import ParquetSource, TextSource, resolve_paths
+from tests.checkpoint import conftest as s3_conftest
+
+s3_server = s3_conftest.s3_server  # a moto S3 endpoint, as the checkpoint tests use
 
 
 def read(source) -> list:
@@ -133,3 +136,37 @@ def test_a_glob_that_matches_nothing_is_an_error_naming_it(tree):
     for pattern in (f"{tree}/**/*.csv", f"{tree}/nope/*.parquet", f"{tree}/top.parquet/*"):
         with pytest.raises(ConfigError, match="no input file matches"):
             resolve_paths(pattern)
+
+
+def test_globs_on_file_uris(tree):
+    assert values(f"file://{tree}/*.parquet") == [1]
+    assert values(f"file://{tree}/**/*.parquet") == [3, 2, 1]
+    assert values(f"file://{tree}/[a]/*.parquet") == [2]
+    assert resolve_paths(f"file://{tree}/**/*.txt")[1] == [str(tree / "a/b/other.txt")]
+    with pytest.raises(ConfigError, match="no input file matches 'file://.*/nope/\\*.parquet'"):
+        resolve_paths(f"file://{tree}/nope/*.parquet")
+
+
+def test_a_missing_file_uri_is_an_error_naming_it(tmp_path):
+    with pytest.raises(ConfigError, match="no input file matches 'file://.*/nope.parquet'"):
+        resolve_paths(f"file://{tmp_path}/nope.parquet")
+
+
+def test_a_glob_in_the_bucket_name_is_refused():
+    with pytest.raises(ConfigError, match="bucket or host name"):
+        resolve_paths("s3://logs-*/x.parquet")
+
+
+def test_globs_on_s3_uris_keep_the_query_and_read_the_files(s3_server):
+    import uuid
+
+    fs = s3_server.filesystem()
+    prefix = f"{s3_server.bucket}/glob-{uuid.uuid4().hex[:8]}"
+    for rel, a in [("top.parquet", 1), ("2024/01/x.parquet", 2), ("_temporary/t.parquet", 99), ("notes.txt", 0)]:
+        with fs.open_output_stream(f"{prefix}/{rel}") as out:
+            pq.write_table(pa.table({"a": [a]}), out)
+    key = prefix.split("/", 1)[1]
+    assert values(s3_server.uri(f"{key}/**/*.parquet")) == [2, 1]
+    assert values(s3_server.uri(f"{key}/*.parquet")) == [1]
+    assert values(s3_server.uri(f"{key}/20[0-9][0-9]")) == [2]
+    assert len(resolve_paths(s3_server.uri(key))[1]) == 3  # a directory: not _temporary/
