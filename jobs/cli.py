@@ -104,9 +104,40 @@ class JobModule:
         if not callable(parse):
             return list(argv)
         try:
-            return parse(list(argv))
+            return self.call("parse_args(argv)", parse, list(argv))
         except SystemExit as exc:  # argparse already printed its message
             raise CliError(f"invalid arguments for job {self.source!r}: {argv!r}") from exc
+
+    def call_build(self, env: Any, args: Any) -> Any:
+        """``build(env, args)``; a build that cannot take those arguments, or that raises (other
+        than a raystream ``ConfigError``, itself a setup error), is a :class:`CliError`."""
+        assert self.build is not None
+        try:
+            inspect.signature(self.build).bind(env, args)
+        except TypeError:
+            raise CliError(
+                f"build() of job {self.source!r} must take (env, args); it is defined as "
+                f"build{inspect.signature(self.build)}"
+            ) from None
+        except ValueError:  # no signature to read (a builtin or C callable): just call it
+            pass
+        return self.call("build(env, args)", self.build, env, args)
+
+    def call(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """Call the job's ``fn``; an exception it raises becomes a :class:`CliError` naming the
+        job, ``what`` and the exception, followed by the job's own traceback frames (not the
+        CLI's). raystream's own errors (``ConfigError``...) and ``SystemExit`` pass through."""
+        try:
+            return fn(*args)
+        except RaystreamError:
+            raise
+        except Exception as exc:
+            frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename != __file__]
+            where = "".join(traceback.format_list(frames)).rstrip()
+            raise CliError(
+                f"{what} of job {self.source!r} raised {type(exc).__name__}: {exc}"
+                + (f"\n{where}" if where else "")
+            ) from exc
 
 
 def _is_path(spec: str) -> bool:
@@ -344,8 +375,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     env = rs.StreamEnvironment(parallelism=parallelism, address=args.address)
     if args.checkpoint_dir:
         _enable_checkpointing(env, args.checkpoint_dir, args.checkpoint_interval)
-    assert jm.build is not None
-    stream = jm.build(env, job_args)
+    stream = jm.call_build(env, job_args)
     if jm.directory is not None:  # (modules of its directory that build() imported)
         ship_local_modules(jm.directory)
     sink_uid = None
