@@ -6,12 +6,14 @@ its position per split at checkpoints so a restored job resumes exactly there.
 
 from __future__ import annotations
 
+import codecs
 import copy
 import fnmatch
 import operator
 import os
 import pickle
 import re
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, TypeVar, Union
@@ -590,12 +592,27 @@ class _TextSplit:
 
 class TextSource(Source[_TextSplit]):
     """Reads text files line by line (records are ``str`` without the newline); large files
-    are split into byte ranges aligned to line starts."""
+    are split into byte ranges aligned to line starts.
+
+    ``encoding`` is any text encoding Python knows whose newline is one byte (UTF-8, Latin-1,
+    cp1252, Shift-JIS, GB18030, EBCDIC...) or UTF-16 / UTF-32 (``-le``/``-be``, or with a byte
+    order mark: ``utf-16``, ``utf-32``), whose newline is found on code unit boundaries.
+
+    Example:
+        >>> import raystream
+        >>> TextSource(raystream.__file__, encoding="utf-16").encoding
+        'utf-16'
+        >>> TextSource(raystream.__file__, encoding="unicode_escape")
+        Traceback (most recent call last):
+        ...
+        raystream.engine.errors.ConfigError: read_text(encoding='unicode_escape') ...
+    """
 
     def __init__(self, path_or_glob: str, batch_size: int = 8192, split_bytes: int = 16 << 20, encoding: str = "utf-8") -> None:
         self.path = path_or_glob
         self.batch_size = batch_size
         self.split_bytes = split_bytes
+        _text_codec(encoding)  # refused when the job is built, not in a task
         self.encoding = encoding
         self.files = resolve_paths(path_or_glob)[1]
         self._fs_uri = _filesystem_uri(path_or_glob)
@@ -620,64 +637,138 @@ class TextSource(Source[_TextSplit]):
         return f"text({self.path})"
 
 
+def _text_codec(encoding: str) -> tuple[str, bytes, int]:
+    """The codec name of ``encoding``, its newline's bytes and the size of its code unit
+    (newlines are searched at offsets that are multiples of it).
+
+    For ``utf-16`` / ``utf-32`` the newline is that of the native byte order; a reader takes
+    the byte order of each file from its byte order mark (:meth:`_TextReader._open`).
+
+    Example:
+        >>> _text_codec("UTF_16_LE"), _text_codec("latin-1"), _text_codec("cp500")
+        (('utf-16-le', b'\\n\\x00', 2), ('iso8859-1', b'\\n', 1), ('cp500', b'%', 1))
+
+    Raises:
+        ConfigError: not a text encoding, or one whose newline is not found by bytes.
+    """
+    try:
+        name = codecs.lookup(encoding).name
+        one, three = "\n".encode(encoding), "\n\n\n".encode(encoding)
+    except LookupError as exc:
+        raise ConfigError(f"read_text(encoding={encoding!r}): {exc}; give a text encoding such as 'utf-8'") from exc
+    size = (len(three) - len(one)) // 2  # "\n" and "\n\n\n" differ by two newlines (a BOM in both)
+    newline = three[len(three) - size :]
+    if name.startswith(("utf-16", "utf-32")):
+        return name, newline, size
+    if size != 1 or not three.endswith(newline * 3):
+        raise ConfigError(
+            f"read_text(encoding={encoding!r}) cannot split lines in it: it encodes a newline as "
+            f"{one!r}, not as one byte of its own; re-encode the files to UTF-8 "
+            f"(e.g. iconv -t UTF-8) and read them with the default encoding"
+        )
+    return name, newline, 1
+
+
 class _TextReader(_QueueReader[_TextSplit]):
-    BLOCK = 1 << 20
+    """Reads its splits' lines. Offsets it reads at stay multiples of the encoding's code unit
+    (a split's start is rounded to the first line starting at or after it), so a newline is
+    only matched where a character starts: ``b"\\n\\x00"`` inside UTF-16-LE ``"\\u0a41\\n"``
+    (``41 0a 0a 00``) starts at an odd offset and is no newline."""
+
+    BLOCK = 1 << 20  # a multiple of every code unit
 
     def __init__(self, source: TextSource) -> None:
         super().__init__()
         self.source = source
         self.fs = source.filesystem()
+        self.codec, self.newline, self.unit = _text_codec(source.encoding)
         self._file: pa.NativeFile | None = None
         self._path: str | None = None
+        self._file_codec, self._file_newline = self.codec, self.newline
+
+    def _open(self, path: str) -> pa.NativeFile:
+        """Opens ``path``; for ``utf-16`` / ``utf-32`` its byte order comes from its byte order
+        mark (without one, the native order, as ``bytes.decode("utf-16")``)."""
+        f = self.fs.open_input_file(path)
+        self._file, self._path = f, path
+        self._file_codec, self._file_newline = self.codec, self.newline
+        if self.codec in ("utf-16", "utf-32"):
+            boms = {"utf-16": (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE),
+                    "utf-32": (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)}[self.codec]
+            head = f.read_at(self.unit, 0)
+            native = "le" if sys.byteorder == "little" else "be"
+            order = "le" if head == boms[0] else "be" if head == boms[1] else native
+            self._file_codec = f"{self.codec}-{order}"
+            self._file_newline = "\n".encode(self._file_codec)
+        return f
+
+    def _find(self, chunk: bytes, start: int) -> int:
+        """Index of the first newline in ``chunk`` at or after ``start`` on a code unit
+        boundary (``chunk`` starts on one), or -1."""
+        unit, newline = self.unit, self._file_newline
+        i = chunk.find(newline, -(-max(start, 0) // unit) * unit)
+        while i > 0 and i % unit:
+            i = chunk.find(newline, i + unit - i % unit)
+        return i
+
+    def _rfind(self, chunk: bytes) -> int:
+        """Index of the last newline in ``chunk`` on a code unit boundary, or -1."""
+        unit, newline = self.unit, self._file_newline
+        i = chunk.rfind(newline)
+        while i > 0 and i % unit:
+            i = chunk.rfind(newline, 0, i - i % unit + len(newline))
+        return i
 
     def _line_end(self, f: pa.NativeFile, pos: int) -> int:
-        """Offset just past the newline at or after ``pos`` (or the file size)."""
+        """Offset just past the first newline at or after ``pos`` (or the file size)."""
+        pos = -(-max(pos, 0) // self.unit) * self.unit
         while True:
             chunk = f.read_at(self.BLOCK, pos)
             if not chunk:
                 return pos
-            i = chunk.find(b"\n")
+            i = self._find(chunk, 0)
             if i >= 0:
-                return pos + i + 1
+                return pos + i + self.unit
             pos += len(chunk)
 
     def poll_next(self) -> PollResult:
+        unit = self.unit
         while self.splits:
             s = self.splits[0]
             f = self._file
             if f is None or self._path != s.path:
-                f = self._file = self.fs.open_input_file(s.path)
-                self._path = s.path
+                f = self._open(s.path)
             if s.position == s.start and s.start > 0:
                 # a split owns the lines that start inside it; skip the tail of the previous one
-                s.position = self._line_end(f, s.start - 1)
+                s.position = self._line_end(f, s.start - unit)
             if s.position >= s.end:
                 self.splits.pop(0)
                 continue
             chunk = f.read_at(self.BLOCK, s.position)
             owned = s.end - s.position  # lines starting before this offset are ours
-            nl = chunk.rfind(b"\n")
-            if len(chunk) < self.BLOCK and (nl < 0 or nl < len(chunk) - 1):
+            nl = self._rfind(chunk)
+            if len(chunk) < self.BLOCK and (nl < 0 or nl + unit < len(chunk)):
                 cut = len(chunk)  # end of file without a trailing newline
             elif nl < 0:
                 cut = self._line_end(f, s.position) - s.position
                 chunk = f.read_at(cut, s.position)
             else:
-                cut = nl + 1
+                cut = nl + unit
             if owned < cut:
-                last = chunk.find(b"\n", max(owned - 1, 0))
-                cut = last + 1 if last >= 0 else cut
+                last = self._find(chunk, owned - unit)
+                cut = last + unit if last >= 0 else cut
             text = chunk[:cut]
             at = s.position
             s.position += cut
             if s.position >= s.end:
                 s.position = max(s.position, s.end)
+            codec = self.source.encoding if at == 0 else self._file_codec  # a BOM is at 0 only
             try:
-                decoded = text.decode(self.source.encoding)
+                decoded = text.decode(codec)
             except UnicodeDecodeError as exc:
                 raise ValueError(
                     f"read_text: {s.path} at byte {at + exc.start}: cannot decode as {self.source.encoding!r} "
-                    f"({exc.reason}); pass read_text(..., encoding=...)"
+                    f"({exc.reason}); pass the encoding the files were written in: read_text(..., encoding=...)"
                 ) from exc
             lines = _lines(decoded)
             if lines:
