@@ -189,10 +189,16 @@ class PrintSink(Sink[object]):
 # ---------------------------------------------------------------- files
 @dataclass
 class FileCommittable:
-    """A pending file to publish: rename ``pending`` to ``final`` (idempotent)."""
+    """A pending file to publish: rename ``pending`` to ``final`` (idempotent).
+
+    ``final`` holds the token of the writer that wrote it (unique per writer instance), so no
+    other writer, sink, run or restored attempt ever commits to the same name; ``size`` is the
+    file's length in bytes when it was finished (None in committables of older versions).
+    """
 
     pending: str
     final: str
+    size: int | None = None
 
 
 class _FileCommitter(Committer[FileCommittable]):
@@ -203,16 +209,39 @@ class _FileCommitter(Committer[FileCommittable]):
     def commit(self, committables: list[FileCommittable]) -> None:
         fs = self.sink.filesystem()
         for c in committables:
-            pending = fs.get_file_info(c.pending)
-            if pending.type == pafs.FileType.File:
-                fs.move(c.pending, c.final)
-            elif fs.get_file_info(c.final).type != pafs.FileType.File:
+            self._commit(fs, c)
+            if c.final not in self.files:
+                self.files.append(c.final)
+
+    def _commit(self, fs: pafs.FileSystem, c: FileCommittable) -> None:
+        """Rename ``c.pending`` to ``c.final``; a no-op when an earlier commit of ``c`` did it
+        (a re-commit after recovery). Never replaces a file that is not ``c``'s."""
+        pending, final = fs.get_file_info([c.pending, c.final])
+        if final.type == pafs.FileType.NotFound:
+            if pending.type != pafs.FileType.File:
                 raise JobFailed(
                     f"file sink {self.sink.path!r}: cannot commit {c.final!r}: the pending file "
                     f"{c.pending!r} is gone"
                 )
-            if c.final not in self.files:
-                self.files.append(c.final)
+            fs.move(c.pending, c.final)
+            return
+        # the target exists: this committable's earlier commit, or someone else's file
+        has_pending = pending.type == pafs.FileType.File
+        ours = (
+            final.type == pafs.FileType.File
+            and (c.size is None or final.size == c.size)
+            and (not has_pending or pending.size == final.size)
+        )
+        if not ours:
+            raise JobFailed(
+                f"file sink {self.sink.path!r}: cannot commit {c.final!r}: a file of that name exists "
+                f"({final.size!r} bytes) and is not this commit's (pending file {c.pending!r}: "
+                f"{pending.size if has_pending else 'gone'!r}, {c.size!r} bytes when written); part "
+                "file names hold a token unique to each sink writer, so something other than this "
+                "sink wrote it; move it away (the sink never replaces a file)"
+            )
+        if has_pending:  # a move that copied and did not delete (object stores): finish it
+            fs.delete_file(c.pending)
 
     def result(self) -> list[str]:
         return list(self.files)
@@ -225,7 +254,9 @@ class _FileWriter(SinkWriter[FileCommittable]):
         self.subtask = ctx.subtask_index
         self.uid = ctx.operator_uid
         self.seq = 0
-        self.token = uuid.uuid4().hex[:8]
+        # unique to this writer instance (this sink, subtask, run and attempt): in the names of its
+        # part files, so they never collide with another writer's (as Flink's FileSink's uid)
+        self.token = uuid.uuid4().hex[:16]
         self.current: str | None = None
         self.handle: pa.NativeFile | None = None  # the in-progress file, while one is open
         self.writer: pq.ParquetWriter | None = None  # ParquetSink's writer on the handle
@@ -260,14 +291,15 @@ class _FileWriter(SinkWriter[FileCommittable]):
         if self.current is None:
             return []
         self.sink.close_file(self)
+        size = _written(self.stream)
         self.stream.close()
-        final = f"{self.sink.base}/part-{self.subtask:04d}-{self.seq:06d}.{self.sink.extension}"
+        final = f"{self.sink.base}/part-{self.token}-{self.subtask:04d}-{self.seq:06d}.{self.sink.extension}"
         pending = self.current
         self.current = None
         self.handle = None
         self.writer = None
         self.seq += 1
-        return [FileCommittable(pending, final)]
+        return [FileCommittable(pending, final, size)]
 
     def close(self) -> None:
         if self.handle is not None:
@@ -283,8 +315,14 @@ class _FileWriter(SinkWriter[FileCommittable]):
 
 class FileSink(Sink[FileCommittable]):
     """Base of the exactly-once file sinks: in-progress -> pending (at a checkpoint barrier)
-    -> committed (renamed to ``part-<subtask>-<seq>.<ext>`` when the checkpoint completes).
-    ``path`` is a local directory or any ``pyarrow.fs`` URI."""
+    -> committed (renamed to ``part-<token>-<subtask>-<seq>.<ext>`` when the checkpoint
+    completes). ``path`` is a local directory or any ``pyarrow.fs`` URI.
+
+    ``<token>`` is random per writer instance (one per subtask, run and restored attempt), so
+    a job writing into a directory that holds files (an earlier run's, another sink's) adds
+    files and never replaces one; a commit finding a file of its name that is not its own
+    fails the job instead of overwriting it.
+    """
 
     extension = "dat"
 
@@ -370,6 +408,14 @@ class JsonLinesSink(FileSink):
     def write_batch(self, w: _FileWriter, batch: Batch) -> None:
         data = "".join(json.dumps(r, default=str) + "\n" for r in batch.records())
         w.stream.write(data.encode())
+
+
+def _written(stream: pa.NativeFile) -> int | None:
+    """Bytes written to an output stream, or None where it cannot tell."""
+    try:
+        return int(stream.tell())
+    except (OSError, ValueError, AttributeError, NotImplementedError):
+        return None
 
 
 def _leaves(value: Any) -> Any:
