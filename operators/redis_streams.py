@@ -108,6 +108,14 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _decodes(value: bytes, encoding: str) -> bool:
+    try:
+        value.decode(encoding)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def entry_timestamp_ms(entry_id: str | bytes) -> int:
     """The milliseconds part of a stream entry id: the time Redis appended the entry.
 
@@ -355,13 +363,29 @@ class _RedisStreamReader(SourceReader[RedisStreamSplit]):
             if enc is None:
                 record: dict[Any, Any] = dict(fields)
             else:
-                record = {k.decode(enc): v.decode(enc) for k, v in fields.items()}
+                record = self._decoded(split, raw_id, fields, enc)
             if src.id_field is not None:
                 record[src.id_field] = _text(raw_id)
             if src.stream_field is not None:
                 record[src.stream_field] = split.key
             out.append(src.deserializer(record) if src.deserializer is not None else record)
         return out
+
+    @staticmethod
+    def _decoded(split: RedisStreamSplit, raw_id: Any, fields: Mapping[bytes, bytes], enc: str) -> dict[str, str]:
+        """The entry's fields decoded with ``enc``; one that does not decode fails naming the
+        stream, the entry and the field."""
+        try:
+            return {k.decode(enc): v.decode(enc) for k, v in fields.items()}
+        except UnicodeDecodeError as exc:
+            bad = next(k for k, v in fields.items() if not _decodes(k, enc) or not _decodes(v, enc))
+            part = "name" if not _decodes(bad, enc) else "value"
+            name = bad.decode(enc) if part == "value" else bad
+            raise RaystreamError(
+                f"RedisStreamSource: entry {_text(raw_id)!r} of stream {split.key!r}: the {part} of field "
+                f"{name!r} is not valid {enc} ({exc}); pass encoding=None to get the fields as bytes "
+                "(and decode them in deserializer), or another encoding="
+            ) from exc
 
     def close(self) -> None:
         self._fetched.clear()

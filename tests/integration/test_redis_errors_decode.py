@@ -1,0 +1,49 @@
+"""Redis Streams source errors on Ray: an entry that is not valid in the source's encoding
+fails the job naming the stream, the entry id, the field and the remedy (``encoding=None``);
+it was a bare ``UnicodeDecodeError`` naming neither."""
+
+from __future__ import annotations
+
+import pytest
+
+import raystream as rs
+from raystream.engine.errors import JobFailed
+from raystream.operators.redis_streams import RedisStreamSource
+from tests.redis_server import redis_server_url
+
+
+@pytest.fixture(scope="module")
+def url():
+    with redis_server_url() as u:
+        yield u
+
+
+@pytest.fixture
+def r(url):
+    import redis
+
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+def test_an_entry_that_is_not_utf8_names_the_stream_the_entry_and_the_remedy(url, r):
+    r.xadd("bin", {"ok": "fine"})
+    bad_id = r.xadd("bin", {b"k\xff": b"v"}).decode()
+    with pytest.raises(JobFailed) as info:
+        rs.StreamEnvironment().from_source(RedisStreamSource("bin", url)).execute_and_collect("decode")
+    text = str(info.value) + str(info.value.cause or "")
+    assert "stream 'bin'" in text and repr(bad_id) in text and "b'k\\xff'" in text, text
+    assert "utf-8" in text and "encoding=None" in text, text
+    # the remedy works: bytes, as stored
+    got = rs.StreamEnvironment().from_source(RedisStreamSource("bin", url, encoding=None)).execute_and_collect("raw")
+    assert got == [{b"ok": b"fine"}, {b"k\xff": b"v"}]
+
+
+def test_a_bad_value_names_its_field(url, r):
+    bad_id = r.xadd("vals", {"name": b"\xfe\xfe"}).decode()
+    with pytest.raises(JobFailed) as info:
+        rs.StreamEnvironment().from_source(RedisStreamSource("vals", url)).execute_and_collect("decode")
+    text = str(info.value) + str(info.value.cause or "")
+    assert "stream 'vals'" in text and repr(bad_id) in text and "field 'name'" in text, text
