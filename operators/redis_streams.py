@@ -44,7 +44,7 @@ from raystream.engine.connectors import (
     Source,
     SourceReader,
 )
-from raystream.engine.errors import ConfigError, RaystreamError
+from raystream.engine.errors import ConfigError, JobFailed, RaystreamError
 from raystream.engine.operator import OperatorContext
 from raystream.engine.records import Batch
 
@@ -636,9 +636,11 @@ class _RedisStreamCommitter(Committer[RedisStreamCommittable]):
             try:
                 n = int(self._script(keys=keys, args=args))
             except _redis("RedisStreamSink").RedisError as exc:
-                raise RaystreamError(
-                    f"RedisStreamSink at {_safe_url(self.sink.url)!r}: committing {c.commit_id!r} "
-                    f"({len(c)} entries to {list(c.entries)!r}) failed: {exc}"
+                # JobFailed, as the master's own wrapping of a failed commit makes it: the final
+                # commit of a job without checkpointing is not wrapped (engine/master.py)
+                raise JobFailed(
+                    f"RedisStreamSink {self.sink.describe()} at {_safe_url(self.sink.url)!r}: committing "
+                    f"{c.commit_id!r} ({len(c)} entries to {list(c.entries)!r}) failed: {exc}"
                 ) from exc
             if n < 0:
                 self.counts["skipped"] += 1  # committed before (a re-commit after a restore)
