@@ -85,7 +85,7 @@ class StreamEnvironment(StreamEnvironmentBase):
 
     def read_text(self, path_or_glob: str, batch_size: int = 8192, encoding: str = "utf-8") -> DataStream:
         """A bounded stream of the lines of text files (split at ``\\n``; a ``\\r`` before it
-        is dropped), decoded with ``encoding`` (an ASCII-compatible one)."""
+        is dropped), decoded with ``encoding`` (UTF-8 and the like, or UTF-16/32; see docs/connectors.md)."""
         _positive("read_text", "batch_size", batch_size)
         return self._source(TextSource(path_or_glob, batch_size, encoding=encoding), "read_text")
 
@@ -106,6 +106,9 @@ class StreamEnvironment(StreamEnvironmentBase):
         _positive("generate", "batch_size", batch_size)
         fn: Callable[[int], Any] | None
         if isinstance(fn_or_count, int):
+            if count is not None:
+                raise GraphError(f"generate({fn_or_count!r}, count={count!r}): give the count once, as "
+                                 "generate(n) or generate(fn, count=n)")
             fn, count = None, fn_or_count
         else:
             fn = fn_or_count

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
+import raystream as rs
 from raystream.engine.connectors import END_OF_INPUT
-from raystream.engine.errors import ConfigError
+from raystream.engine.errors import ConfigError, GraphError
 from raystream.engine.keygroups import KeyGroupRange
 from raystream.engine.operator import OperatorContext
 from raystream.engine.records import Batch
@@ -107,3 +108,9 @@ def test_env_generate_takes_a_batch_fn_and_runs_it_at_parallelism_two():
     assert rows == [(i, i * i) for i in range(1000)]
     with pytest.raises(ConfigError, match="not both"):
         env.generate(lambda i: i, batch_fn=lambda idx: list(idx), count=3)
+
+
+def test_a_count_given_twice_is_refused():
+    """generate(5, count=3) generated 5 and ignored count=3 without a word."""
+    with pytest.raises(GraphError, match=r"generate\(5, count=3\): give the count once"):
+        rs.StreamEnvironment().generate(5, count=3)
