@@ -7,18 +7,22 @@ that recovers from failures still delivers every record exactly once.
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
+import decimal
 import json
 import sys
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from raystream.engine.connectors import Committer, Sink, SinkWriter
-from raystream.engine.errors import ConfigError, JobFailed, UserCodeError
+from raystream.engine.errors import ConfigError, JobFailed, UserCodeError, short_repr
 from raystream.engine.operator import OperatorContext
 from raystream.engine.records import KIND_KEY, Batch, arrow_to_records, concat_runs, why_not_columns
 
@@ -401,13 +405,89 @@ class ParquetSink(FileSink):
 
 
 class JsonLinesSink(FileSink):
-    """Writes one JSON document per record (``.jsonl``), exactly once (see :class:`FileSink`)."""
+    """Writes one JSON document per record (``.jsonl``), exactly once (see :class:`FileSink`).
+
+    Values JSON has no type for are written as Flink's JSON format writes them: numpy scalars
+    as the numbers and bools they hold, numpy arrays, tuples and sets as lists, ``datetime``,
+    ``date`` and ``time`` in ISO 8601 (``isoformat()``), bytes as base64 strings, and a
+    ``Decimal`` as the string of its exact value (``str(d)``: ``Decimal(s)`` gives it back;
+    a JSON number would be read back as a float). Anything else fails naming the record and
+    the field (never a silent ``str()``).
+
+    Example:
+        >>> import datetime as dt, decimal, numpy as np
+        >>> _to_json({"n": np.int64(1), "at": dt.date(2024, 1, 2), "b": b"\\x00\\xff", "d": decimal.Decimal("0.10")})
+        '{"n": 1, "at": "2024-01-02", "b": "AP8=", "d": "0.10"}'
+    """
 
     extension = "jsonl"
 
     def write_batch(self, w: _FileWriter, batch: Batch) -> None:
-        data = "".join(json.dumps(r, default=str) + "\n" for r in batch.records())
+        records = batch.records()
+        try:
+            data = "".join([_to_json(r) + "\n" for r in records])
+        except (TypeError, ValueError, OverflowError):
+            for r in records:  # (the error path: find the record and the field)
+                try:
+                    _to_json(r)
+                except (TypeError, ValueError, OverflowError) as exc:
+                    field, value = _not_json(r)
+                    where = "the record" if not field else "field " + "".join(f"[{k!r}]" for k in field)
+                    raise UserCodeError(r, ValueError(
+                        f"write_jsonl({self.path!r}): {where} holds {type(value).__name__} "
+                        f"{short_repr(value, 80)}, which JSON cannot hold ({exc}); convert it first "
+                        "(e.g. to a str, a number, a list or a dict)"
+                    )) from exc
+            raise
         w.stream.write(data.encode())
+
+
+def _json_value(value: Any) -> Any:
+    """``json.dumps``'s ``default``: a JSON-able stand-in for a value JSON has no type for."""
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, np.datetime64):
+        return np.datetime_as_string(value)
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind == "M":
+            return np.datetime_as_string(value).tolist()
+        if value.dtype.kind not in "m":
+            return value.tolist()
+    elif isinstance(value, np.generic) and not isinstance(value, np.timedelta64):
+        return value.item()  # (np.int64 -> int, np.bool_ -> bool, np.float32 -> float)
+    elif isinstance(value, (set, frozenset)):
+        try:
+            return sorted(value)
+        except TypeError:
+            return list(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _to_json(record: Any) -> str:
+    return json.dumps(record, default=_json_value)
+
+
+def _not_json(value: Any, path: tuple[Any, ...] = ()) -> tuple[tuple[Any, ...], Any]:
+    """The path to the first value inside ``value`` (dict keys, list indices) that JSON
+    cannot hold (a dict key that is not a str, number, bool or None is the value itself)."""
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, (list, tuple)):
+        items = enumerate(value)
+    else:
+        return path, value
+    for k, v in items:
+        if isinstance(value, dict) and not (k is None or isinstance(k, (str, int, float, bool))):
+            return path + (k,), k
+        try:
+            _to_json(v)
+        except (TypeError, ValueError, OverflowError, RecursionError):
+            return _not_json(v, path + (k,)) if len(path) < 50 else (path + (k,), v)
+    return path, value
 
 
 def _written(stream: pa.NativeFile) -> int | None:
