@@ -547,10 +547,10 @@ class JobMaster:
                     plan = partial(asyncio.to_thread, self._plan_from_latest_checkpoint)
         await self._wait_for_completions()
         if self.coordinator is None:
-            for uid, committer in self.committers.items():
+            for uid in self.committers:
                 final = list(self._final_committables.get(uid, []))
                 if final:
-                    committer.commit(final)
+                    self._commit_to(uid, final)  # (a failure is JobFailed naming the sink)
         self.status = "FINISHED"
         self.finished_at = time.time()
         return {
