@@ -187,3 +187,36 @@ def test_an_unhashable_key_on_the_heap_backend_says_what_to_key_by():
     with pytest.raises(rs.JobFailed, match=r"(?s)unhashable type: 'list'.*while processing record: \{'k': 1, 'v': 2\}"
                                            r".*needs a hashable key instead, e.g. a tuple"):
         env.execute_and_collect()
+
+
+class _RefusingSink(rs.Sink):
+    """A sink whose committer refuses what it is given (an external system saying no)."""
+
+    def create_writer(self, ctx):
+        class W(rs.SinkWriter):
+            def __init__(self):
+                self.n = 0
+
+            def write(self, batch):
+                self.n += len(batch)
+
+            def prepare_commit(self, checkpoint_id):
+                return [self.n] if self.n else []
+
+        return W()
+
+    def create_committer(self):
+        class C(rs.Committer):
+            def commit(self, committables):
+                raise ValueError(f"refused {committables}")
+
+        return C()
+
+
+def test_a_failing_final_commit_without_checkpointing_names_the_sink():
+    """Without checkpointing the master committed at the end by calling the committer
+    directly: its ValueError reached the user unwrapped, naming no sink."""
+    env = rs.StreamEnvironment(parallelism=1)
+    env.from_collection([1, 2, 3]).sink_to(_RefusingSink()).uid("refusing")
+    with pytest.raises(rs.JobFailed, match=r"committing the output of sink 'refusing' failed: ValueError: refused \[3\]"):
+        env.execute("refused")
