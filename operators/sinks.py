@@ -263,8 +263,11 @@ class _FileWriter(SinkWriter[FileCommittable]):
         self.token = uuid.uuid4().hex[:16]
         self.current: str | None = None
         self.handle: pa.NativeFile | None = None  # the in-progress file, while one is open
+        self.finished: list[FileCommittable] = []  # part files rolled since the last prepare_commit
         self.writer: pq.ParquetWriter | None = None  # ParquetSink's writer on the handle
-        self.schema: pa.Schema | None = None
+        self.schema: pa.Schema | None = None  # ParquetSink: the current file's schema
+        self.held: list[pa.RecordBatch] = []  # ParquetSink: batches held until the schema settles
+        self.held_bytes = 0
 
     @property
     def stream(self) -> pa.NativeFile:
@@ -281,40 +284,55 @@ class _FileWriter(SinkWriter[FileCommittable]):
     def snapshot_state(self, checkpoint_id: int) -> dict[str, int]:
         return {"subtask": self.subtask, "seq": self.seq}
 
-    def _open_file(self) -> None:
+    def open_file(self) -> None:
+        """Start a new in-progress file (``write`` does before the first batch of each)."""
         self.fs.create_dir(self.sink.base, recursive=True)
         self.current = f"{self.sink.base}/.inprogress-{self.subtask}-{self.seq}-{self.token}"
         self.handle = self.fs.open_output_stream(self.current)
 
     def write(self, batch: Batch) -> None:
         if self.current is None:
-            self._open_file()
+            self.open_file()
         self.sink.write_batch(self, batch)
 
-    def prepare_commit(self, checkpoint_id: int | None) -> list[FileCommittable]:
+    def roll(self) -> None:
+        """Finish the in-progress file: it becomes a pending part file, handed over at the next
+        ``prepare_commit`` (the next ``write`` starts a new file)."""
         if self.current is None:
-            return []
+            return
         self.sink.close_file(self)
         size = _written(self.stream)
         self.stream.close()
         final = f"{self.sink.base}/part-{self.token}-{self.subtask:04d}-{self.seq:06d}.{self.sink.extension}"
-        pending = self.current
+        self.finished.append(FileCommittable(self.current, final, size))
         self.current = None
         self.handle = None
         self.writer = None
+        self.schema = None
+        self.held = []
+        self.held_bytes = 0
         self.seq += 1
-        return [FileCommittable(pending, final, size)]
+
+    def prepare_commit(self, checkpoint_id: int | None) -> list[FileCommittable]:
+        self.roll()
+        out, self.finished = self.finished, []
+        return out
 
     def close(self) -> None:
+        aborted = [c.pending for c in self.finished]  # (finished, never handed over)
+        self.finished = []
         if self.handle is not None:
             try:
                 self.handle.close()
             finally:
-                try:
-                    self.fs.delete_file(self.current)  # aborted: never committed
-                except OSError:
-                    pass
+                if self.current is not None:
+                    aborted.append(self.current)
             self.handle = None
+        for path in aborted:
+            try:
+                self.fs.delete_file(path)  # aborted: never committed
+            except OSError:
+                pass
 
 
 class FileSink(Sink[FileCommittable]):
@@ -356,7 +374,19 @@ class FileSink(Sink[FileCommittable]):
 
 
 class ParquetSink(FileSink):
-    """Writes Parquet files, exactly once (see :class:`FileSink`)."""
+    """Writes Parquet files, exactly once (see :class:`FileSink`).
+
+    A field's type may differ between batches (all None in one, strings in the next; ints,
+    then floats): a part file takes the types the batches unify to (as
+    ``pa.unify_schemas(promote_options="permissive")``: a null field takes any type, ints and
+    floats become doubles, struct fields are merged, a missing field is null). Batches in
+    which a field has no type yet (only Nones) are held, up to 8 MiB, until it gets one, so
+    where the batches were cut does not change the file. When the part file written so far
+    cannot hold a later batch's type (ints written, then a float), it is finished and a new
+    part file of the unified schema begins: read such a directory with one schema (e.g.
+    ``pq.read_table(dir, schema=...)``). Types that do not unify (strings and ints in one
+    field) fail the job naming the field, both types and a record.
+    """
 
     extension = "parquet"
 
@@ -367,39 +397,119 @@ class ParquetSink(FileSink):
             rb = self._nested_columns(batch.records())
         elif any(k.startswith(b"raystream.") for k in meta):  # (how records travel: not the file's business)
             rb = rb.replace_schema_metadata({k: v for k, v in meta.items() if not k.startswith(b"raystream.")} or None)
-        if w.writer is None:
+        if not rb.num_rows:  # nothing to write; an empty file still gets a schema from it
+            if w.schema is None:
+                w.schema = rb.schema
+                w.held.append(rb)
+            return
+        if w.writer is None and w.held and not any(b.num_rows for b in w.held):
+            w.schema, w.held = None, []  # (only empty batches so far: their schema does not count)
+        if w.schema is None:
             w.schema = rb.schema
-            w.writer = pq.ParquetWriter(w.stream, rb.schema)
         elif not rb.schema.equals(w.schema, check_metadata=False):
+            unified = self._unify(w.schema, rb)
+            if w.writer is not None and not unified.equals(w.schema, check_metadata=False):
+                w.roll()  # the file written so far cannot hold the new types: a new one of the unified schema
+                w.open_file()
+            w.schema = unified
+        if w.writer is None:
+            w.held.append(rb)
+            w.held_bytes += rb.nbytes
+            if w.held_bytes < _SETTLE_BYTES and any(_has_null_type(f.type) for f in w.schema):
+                return  # (a field of no type yet: hold the batches until it gets one)
+            self._start(w)
+        else:
+            w.writer.write_batch(self._conform(rb, w.schema))
+
+    def _start(self, w: _FileWriter) -> None:
+        """Open the Parquet writer of the file's schema and write the held batches."""
+        schema = w.schema
+        if schema is None:
+            raise RuntimeError(f"write_parquet({self.path!r}): a file started before its schema was known")
+        w.writer = pq.ParquetWriter(w.stream, schema)
+        held, w.held, w.held_bytes = w.held, [], 0
+        for rb in held:
+            w.writer.write_batch(self._conform(rb, schema))
+
+    def _unify(self, schema: pa.Schema, rb: pa.RecordBatch) -> pa.Schema:
+        """The schema of the file so far unified with the batch's, or a failure naming the field."""
+        try:
+            return pa.unify_schemas([schema, rb.schema], promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+            for field in rb.schema:
+                i = schema.get_field_index(field.name)
+                if i < 0:
+                    continue
+                try:
+                    pa.unify_schemas([pa.schema([schema.field(i)]), pa.schema([field])], promote_options="permissive")
+                except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as field_exc:
+                    raise self._type_error(field.name, schema.field(i).type, rb, field_exc) from exc
             raise JobFailed(
-                f"write_parquet({self.path!r}): a batch with schema {rb.schema} does not match the "
-                f"file's schema {w.schema}"
-            )
-        w.writer.write_batch(rb)
+                f"write_parquet({self.path!r}): a batch of schema {rb.schema} does not unify with the "
+                f"file's schema {schema}: {exc}"
+            ) from exc
+
+    def _conform(self, rb: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+        """``rb`` in the file's ``schema``: columns in its order and types, a missing one null."""
+        if rb.schema.equals(schema, check_metadata=False):
+            return rb
+        columns = []
+        for field in schema:
+            i = rb.schema.get_field_index(field.name)
+            column = rb.column(i) if i >= 0 else pa.nulls(rb.num_rows, field.type)
+            if column.type != field.type:
+                try:
+                    column = column.cast(field.type)
+                except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+                    raise self._type_error(field.name, field.type, rb, exc) from exc
+            columns.append(column)
+        return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+    def _type_error(self, name: str, file_type: pa.DataType, rb: pa.RecordBatch, exc: Exception) -> UserCodeError:
+        column = rb.column(rb.schema.get_field_index(name))
+        valid = column.is_valid().to_pylist()
+        row = valid.index(True) if True in valid else 0
+        record = rb.slice(row, 1).to_pylist()[0]
+        return UserCodeError(record, ValueError(
+            f"write_parquet({self.path!r}): field {name!r} is {column.type} in this batch and {file_type} in "
+            f"the batches before ({exc}); one Parquet column holds one type: convert the field's values "
+            "first (e.g. all str, or all float)"
+        ))
 
     def _nested_columns(self, records: list[Any]) -> pa.RecordBatch:
         """Dict records whose values Arrow holds, nested ones included (lists, dicts: list and
         struct columns), as one batch: values equal to the records' of the same types or of
         their base types (an ``IntEnum`` written as its int, a tz-aware datetime in a
-        timestamp column with its zone); anything else (ints among floats) fails naming the
-        record and why (never pickled bytes in a Parquet file)."""
+        timestamp column with its zone), a column for every key of every record (null where a
+        record lacks it, as in a batch without the key); anything else (ints among floats)
+        fails naming the record and why (never pickled bytes in a Parquet file)."""
         if records and all(type(r) is dict for r in records):
+            names = list(dict.fromkeys(k for r in records for k in r))
+            rows = [{k: r.get(k) for k in names} for r in records]  # (every key, in one order)
             try:
-                rb = pa.RecordBatch.from_pylist(records)
+                rb = pa.RecordBatch.from_pylist(rows)
             except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
                 pass
             else:
                 back = rb.to_pylist()  # held as they were: equal values of the same Python types, or of a
                 # subclass that the file holds as its base (an IntEnum as its int, a str Enum as its str)
-                if back == records and all(isinstance(r, type(b)) for b, r in zip(_leaves(back), _leaves(records))):
+                if back == rows and all(isinstance(r, type(b)) for b, r in zip(_leaves(back), _leaves(rows))):
                     return rb
+            if all(isinstance(k, str) for k in names):
+                index, why = why_not_columns(rows)
+                raise self._refused(records[index], why)
         index, why = why_not_columns(records)
-        raise UserCodeError(records[index], ValueError(
+        raise self._refused(records[index], why)
+
+    def _refused(self, record: Any, why: str) -> UserCodeError:
+        return UserCodeError(record, ValueError(
             f"write_parquet({self.path!r}) writes typed columns, and these records cannot be: {why}; convert "
             "them first (e.g. one type per key, or json.dumps the values of mixed types)"
         ))
 
     def close_file(self, w: _FileWriter) -> None:
+        if w.writer is None and w.held:
+            self._start(w)
         if w.writer is not None:
             w.writer.close()
 
@@ -488,6 +598,15 @@ def _not_json(value: Any, path: tuple[Any, ...] = ()) -> tuple[tuple[Any, ...], 
         except (TypeError, ValueError, OverflowError, RecursionError):
             return _not_json(v, path + (k,)) if len(path) < 50 else (path + (k,), v)
     return path, value
+
+
+#: a part file's batches held while a field has no type yet (only Nones), at most
+_SETTLE_BYTES = 8 << 20
+
+
+def _has_null_type(t: pa.DataType) -> bool:
+    """``t`` is the null type or nests one (a list of nulls, a struct with a null field)."""
+    return pa.types.is_null(t) or any(_has_null_type(t.field(i).type) for i in range(t.num_fields))
 
 
 def _written(stream: pa.NativeFile) -> int | None:
