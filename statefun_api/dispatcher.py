@@ -749,7 +749,8 @@ class FunctionDispatcher(StreamOperator):
         vt_name: str | None = self._message_vt  # the typename of the decoded value m._type holds
         invocations = messages = 0
         done = False
-        failed: tuple[tuple[str, str], list[MessageRecord]] | None = None  # the invocation under way
+        failed: tuple[str, str] | None = None  # the address of the invocation under way (its records: `records`)
+        records: list[MessageRecord] = []
         try:
             while ready and budget > 0:
                 key = ready.popleft()
@@ -762,7 +763,7 @@ class FunctionDispatcher(StreamOperator):
                     ready.append(key)
                 self._pending_count -= n
                 budget -= n
-                failed = (key, records)
+                failed = key  # (no tuple per invocation: a container allocation on the hot path)
                 target = targets.get(key)  # (Address, key group, layout) of an address of our key groups
                 if target is None:
                     target = self._target_of(key, records)
@@ -868,7 +869,7 @@ class FunctionDispatcher(StreamOperator):
                 self._message = m
                 self._message_vt = vt_name
             elif failed is not None:
-                self._failed_invocation(*failed)
+                self._failed_invocation(failed, records)
             self._invocations += invocations
             self._messages += messages
 
