@@ -1,6 +1,8 @@
-"""Redis Streams source errors on Ray: an entry that is not valid in the source's encoding
-fails the job naming the stream, the entry id, the field and the remedy (``encoding=None``);
-it was a bare ``UnicodeDecodeError`` naming neither."""
+"""Redis Streams errors on Ray: an entry that is not valid in the source's encoding fails the
+job naming the stream, the entry id, the field and the remedy (``encoding=None``; it was a bare
+``UnicodeDecodeError`` naming neither); a failed final commit of a RedisStreamSink in a job
+without checkpointing is a ``JobFailed`` naming the sink, as any other failed commit is (it was
+a bare ``RaystreamError``)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import pytest
 
 import raystream as rs
 from raystream.engine.errors import JobFailed
-from raystream.operators.redis_streams import RedisStreamSource
+from raystream.operators.redis_streams import RedisStreamSink, RedisStreamSource
 from tests.redis_server import redis_server_url
 
 
@@ -47,3 +49,14 @@ def test_a_bad_value_names_its_field(url, r):
         rs.StreamEnvironment().from_source(RedisStreamSource("vals", url)).execute_and_collect("decode")
     text = str(info.value) + str(info.value.cause or "")
     assert "stream 'vals'" in text and repr(bad_id) in text and "field 'name'" in text, text
+
+
+def test_a_failed_final_commit_without_checkpointing_is_job_failed_naming_the_sink(url, r):
+    r.set("taken", "a string, not a stream")
+    env = rs.StreamEnvironment()
+    env.generate(3).sink_to(RedisStreamSink("taken", url))
+    with pytest.raises(JobFailed) as info:
+        env.execute("final-commit")
+    text = str(info.value)
+    assert "RedisStreamSink" in text and "'taken'" in text and "holds a string, not a stream" in text, text
+    assert r.type("taken") == b"string"
