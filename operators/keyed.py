@@ -398,7 +398,11 @@ class AggregateOperator(StreamOperator):
             typ = pa.float64() if pa.types.is_floating(typ) or huge else pa.int64()
         if old is None or not self.seen[name].any():
             self.types[name] = typ
-            dtype = typ.to_pandas_dtype() if _is_number(typ) else (vals.dtype if vals.dtype.kind in "bmM" else np.dtype(object))
+            dtype: np.dtype[Any]
+            if _is_number(typ):  # (int64 or float64 here; DataType.to_pandas_dtype would need pandas)
+                dtype = np.dtype(np.float64) if pa.types.is_floating(typ) else np.dtype(np.int64)
+            else:
+                dtype = vals.dtype if vals.dtype.kind in "bmM" else np.dtype(object)
             if acc.dtype != dtype:
                 acc = self.acc[name] = acc.astype(dtype) if np.dtype(dtype).kind != "O" else np.full(len(acc), None, dtype=object)
             return acc

@@ -204,3 +204,4 @@ def test_dictionary_encoded_keys_of_other_dictionaries_merge():
         glob.process(Batch.of_arrow(out.arrow()))
     glob.end_input()
     assert sorted((r["k"], r["n"], r["s"]) for r in glob.records()) == [("a", 3, 3), ("b", 2, 1), ("zz", 1, 0)]
+
