@@ -308,6 +308,13 @@ def _yaml() -> Any:
     return yaml
 
 
+def _refuse_unknown_fields(mapping: Mapping[Any, Any], known: set[str], field: str, where: str) -> None:
+    """Fail naming the keys of ``mapping`` (the value of ``field``) that are not in ``known``."""
+    unknown = sorted(set(mapping) - known, key=str)
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {unknown} in '{field}' (known: {', '.join(sorted(known))})")
+
+
 def _positive_int(value: Any, field: str, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{where}: '{field}' must be a positive integer, got {value!r}")
@@ -486,24 +493,18 @@ def _legacy_documents(root: Mapping[str, Any], source: str) -> list[tuple[str, A
     module = root.get("module")
     if not isinstance(module, Mapping):
         raise ConfigError(f"{source}: 'module' must be a mapping with 'meta' and 'spec', got {module!r}")
-    unknown = sorted(set(module) - {"meta", "spec"}, key=str)
-    if unknown:
-        raise ConfigError(f"{source}: unknown field(s) {unknown} in 'module' (known: meta, spec)")
+    _refuse_unknown_fields(module, {"meta", "spec"}, "module", source)
     meta = module.get("meta")
     module_type = meta.get("type") if isinstance(meta, Mapping) else None
     if module_type is None:
         raise ConfigError(f"{source}: 'module.meta.type' is missing (a legacy module is of type 'remote')")
-    unknown = sorted(set(meta) - {"type"}, key=str)  # type: ignore[arg-type]  # (a mapping: it has a type)
-    if unknown:
-        raise ConfigError(f"{source}: unknown field(s) {unknown} in 'module.meta' (known: type)")
+    _refuse_unknown_fields(meta, {"type"}, "module.meta", source)  # type: ignore[arg-type]  # (a mapping: it has a type)
     if not isinstance(module_type, str) or module_type.lower() != "remote":
         raise ConfigError(f"{source}: unsupported module type {module_type!r} at 'module.meta.type'; StateFun's one type is 'remote'")
     spec = module.get("spec")
     if not isinstance(spec, Mapping):
         raise ConfigError(f"{source}: 'module.spec' must be a mapping of endpoints, ingresses and egresses, got {spec!r}")
-    unknown = sorted(set(spec) - {field for field, _key, _kind in _LEGACY_COMPONENTS}, key=str)
-    if unknown:
-        raise ConfigError(f"{source}: unknown field(s) {unknown} in 'module.spec' (known: egresses, endpoints, ingresses)")
+    _refuse_unknown_fields(spec, {field for field, _key, _kind in _LEGACY_COMPONENTS}, "module.spec", source)
     out: list[tuple[str, Any]] = []
     for field, key, kind_field in _LEGACY_COMPONENTS:
         entries = spec.get(field)
@@ -522,16 +523,12 @@ def _legacy_component(entry: Any, key: str, kind_field: str, where: str) -> dict
     component = entry.get(key) if isinstance(entry, Mapping) and len(entry) == 1 else None
     if not isinstance(component, Mapping):
         raise ConfigError(f"{where}: expected a mapping with '{key}' (holding 'meta' and 'spec'), got {entry!r}")
-    unknown = sorted(set(component) - {"meta", "spec"}, key=str)
-    if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {unknown} in '{key}' (known: meta, spec)")
+    _refuse_unknown_fields(component, {"meta", "spec"}, key, where)
     meta = component.get("meta")
     known = {kind_field} if key == "endpoint" else {kind_field, "id"}
     if not isinstance(meta, Mapping):
         raise ConfigError(f"{where}: '{key}.meta' must be a mapping with {sorted(known)}, got {meta!r}")
-    unknown = sorted(set(meta) - known, key=str)
-    if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {unknown} in '{key}.meta' (known: {', '.join(sorted(known))})")
+    _refuse_unknown_fields(meta, known, f"{key}.meta", where)
     legacy_kind = meta.get(kind_field)
     if not isinstance(legacy_kind, str):
         raise ConfigError(f"{where}: '{key}.meta.{kind_field}' must be a string, got {legacy_kind!r}")
