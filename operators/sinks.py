@@ -355,7 +355,7 @@ class FileSink(Sink[FileCommittable]):
         else:
             import os
 
-            self.base = os.path.abspath(path)
+            self.base = os.path.abspath(os.path.expanduser(path))  # ("~/out": in the home directory)
 
     def filesystem(self) -> pafs.FileSystem:
         return filesystem_for(self.path)

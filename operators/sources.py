@@ -426,7 +426,8 @@ def resolve_paths(path_or_glob: str) -> tuple[pafs.FileSystem, list[str]]:
     ``recursive=True`` (``**`` is any number of directories) except that its wildcards match
     no name starting with ``_`` either (write such a leading character literally); a match
     that is a directory gives its files. A URI takes the same on its path (``*``, ``**`` and
-    ``[...]``: ``?`` starts its query).
+    ``[...]``: ``?`` starts its query). A local path starting with ``~`` or ``~user`` is in
+    that user's home directory, as in a shell (a URI is taken as it is).
 
     Raises:
         ConfigError: nothing to read there.
@@ -441,7 +442,7 @@ def resolve_paths(path_or_glob: str) -> tuple[pafs.FileSystem, list[str]]:
         files = _resolve(fs, "/".join([base.rstrip("/"), *pattern]) if pattern else base)
     else:
         fs = pafs.LocalFileSystem()
-        files = _resolve(fs, os.path.abspath(path_or_glob))
+        files = _resolve(fs, os.path.abspath(os.path.expanduser(path_or_glob)))
     if not files:
         raise ConfigError(f"no input file matches {path_or_glob!r}")
     return fs, files
