@@ -11,6 +11,7 @@ import base64
 import datetime as dt
 import decimal
 import json
+import math
 import sys
 import uuid
 from dataclasses import dataclass
@@ -521,8 +522,10 @@ class JsonLinesSink(FileSink):
     as the numbers and bools they hold, numpy arrays, tuples and sets as lists, ``datetime``,
     ``date`` and ``time`` in ISO 8601 (``isoformat()``), bytes as base64 strings, and a
     ``Decimal`` as the string of its exact value (``str(d)``: ``Decimal(s)`` gives it back;
-    a JSON number would be read back as a float). Anything else fails naming the record and
-    the field (never a silent ``str()``).
+    a JSON number would be read back as a float). NaN and infinite floats (Python's, numpy's,
+    inside arrays too) are written as ``null``: the files are strict JSON (RFC 8259 has no
+    NaN), as ``JSON.stringify`` and pandas' ``to_json`` write them. Anything else fails
+    naming the record and the field (never a silent ``str()``).
 
     Example:
         >>> import datetime as dt, decimal, numpy as np
@@ -536,11 +539,11 @@ class JsonLinesSink(FileSink):
         records = batch.records()
         try:
             data = "".join([_to_json(r) + "\n" for r in records])
-        except (TypeError, ValueError, OverflowError):
+        except (TypeError, ValueError, OverflowError, RecursionError):
             for r in records:  # (the error path: find the record and the field)
                 try:
                     _to_json(r)
-                except (TypeError, ValueError, OverflowError) as exc:
+                except (TypeError, ValueError, OverflowError, RecursionError) as exc:
                     field, value = _not_json(r)
                     where = "the record" if not field else "field " + "".join(f"[{k!r}]" for k in field)
                     raise UserCodeError(r, ValueError(
@@ -566,19 +569,39 @@ def _json_value(value: Any) -> Any:
         if value.dtype.kind == "M":
             return np.datetime_as_string(value).tolist()
         if value.dtype.kind not in "m":
-            return value.tolist()
+            return _finite(value.tolist())
     elif isinstance(value, np.generic) and not isinstance(value, np.timedelta64):
-        return value.item()  # (np.int64 -> int, np.bool_ -> bool, np.float32 -> float)
+        return _finite(value.item())  # (np.int64 -> int, np.bool_ -> bool, np.float32 -> float)
     elif isinstance(value, (set, frozenset)):
         try:
-            return sorted(value)
+            return _finite(sorted(value))
         except TypeError:
-            return list(value)
+            return _finite(list(value))
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN and infinite float inside it (dict values, list items) None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def _to_json(record: Any) -> str:
-    return json.dumps(record, default=_json_value)
+    """One JSON document for ``record``: strict JSON (RFC 8259), so a NaN or infinite float
+    is written as ``null``, as JavaScript's ``JSON.stringify`` and pandas' ``to_json`` write
+    it (``json.dumps`` alone would write a bare ``NaN``, which JSON parsers refuse)."""
+    try:
+        return json.dumps(record, default=_json_value, allow_nan=False)
+    except ValueError as exc:
+        if not str(exc).startswith("Out of range float values"):
+            raise
+    # (a dict key that is a NaN float stays the string "NaN", a valid JSON key)
+    return json.dumps(_finite(record), default=_json_value)
 
 
 def _not_json(value: Any, path: tuple[Any, ...] = ()) -> tuple[tuple[Any, ...], Any]:
