@@ -49,6 +49,7 @@ class CollectingOutput:
         self.batches: list[Batch] = []
         self.side: dict[str, list[Batch]] = {}
         self.watermarks: list[int] = []
+        self.statuses: list[bool] = []  # stream statuses announced downstream (True: idle)
         self.writers: list = []  # no channels
         self.metrics = None
 
@@ -63,6 +64,9 @@ class CollectingOutput:
     def emit_side(self, tag: str, batch: Batch) -> None:
         if len(batch):
             self.side.setdefault(tag, []).append(batch)
+
+    def emit_watermark_status(self, idle: bool) -> None:
+        self.statuses.append(idle)
 
     def broadcast_event(self, event: Any) -> None:
         """Barriers and other events have no downstream here."""

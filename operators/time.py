@@ -42,7 +42,7 @@ from raystream.engine.connectors import (
 )
 from raystream.engine.errors import ConfigError, UserCodeError
 from raystream.engine.events import MIN_WATERMARK, Watermark
-from raystream.engine.operator import OperatorContext, StreamOperator
+from raystream.engine.operator import Cancellable, OperatorContext, Output, StreamOperator
 from raystream.engine.records import Batch
 
 __all__ = [
@@ -307,19 +307,54 @@ class TimestampsAndWatermarksOperator(StreamOperator):
 
     Upstream watermarks are not forwarded (this operator replaces them), except the final
     end-of-input watermark, and neither is the upstream stream status (idle/active): the
-    stream's event time is this operator's (as in Flink). Idleness is not applied here; use
-    the strategy on a source for per-split idleness.
+    stream's event time is this operator's (as in Flink). With ``with_idleness(ms)`` the
+    operator's own output goes IDLE when no record has reached it for ``ms`` of processing
+    time, and ACTIVE again before its next record (Flink's ``WatermarksWithIdleness``), so a
+    subtask that receives nothing does not hold back event time downstream.
     """
 
     def __init__(self, strategy: WatermarkStrategy) -> None:
         self.assigner = strategy.require_assigner("assign_timestamps_and_watermarks")
         self.generator = strategy.create_generator()
+        self.idleness_ms = strategy.idleness_ms
         self._emitted = NO_TIMESTAMP
+        self._idle = False
+        self._last_activity_ms = 0
+        self._idle_check: Cancellable | None = None
+
+    def open(self, ctx: OperatorContext, output: Output) -> None:
+        super().open(ctx, output)
+        self._last_activity_ms = ctx.clock.now_ms()  # idle only after the idleness has passed
+        self._arm_idle_check()
+
+    def _arm_idle_check(self) -> None:
+        register = self.ctx.register_processing_timer
+        if self.idleness_ms is not None and register is not None and self._idle_check is None:
+            self._idle_check = register(self._last_activity_ms + self.idleness_ms, self._check_idle)
+
+    def _check_idle(self, now_ms: int) -> None:
+        self._idle_check = None
+        assert self.idleness_ms is not None  # (armed only with an idleness)
+        if now_ms - self._last_activity_ms >= self.idleness_ms:
+            self._set_idle(True)  # armed again by the next record
+        else:
+            self._arm_idle_check()
+
+    def _set_idle(self, idle: bool) -> None:
+        if idle != self._idle:
+            self._idle = idle
+            emit_status = getattr(self.output, "emit_watermark_status", None)
+            if emit_status is not None:
+                emit_status(idle)
 
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
         ts = self.assigner.timestamps(batch)
         out = Batch.of_arrow(batch.arrow()) if batch.is_arrow else Batch.of_records(batch.records())
         out.timestamps = ts
+        if self.idleness_ms is not None and len(ts):
+            self._last_activity_ms = self.ctx.clock.now_ms()
+            self._set_idle(False)  # ACTIVE goes before the records
+            self._arm_idle_check()
         self.output.emit(out)
         if len(ts):
             self.generator.on_timestamps_max(int(ts.max()), self.ctx.clock.now_ms())
@@ -330,12 +365,19 @@ class TimestampsAndWatermarksOperator(StreamOperator):
 
     def process_watermark(self, watermark: Watermark, input_index: int = 0) -> None:
         if watermark.timestamp == 2**63 - 1 and watermark.timestamp > self._emitted:
+            self._set_idle(False)  # (an idle output carries no watermark, not even the last)
             self._emitted = watermark.timestamp
             self.output.emit_watermark(watermark)
 
     def process_watermark_status(self, idle: bool, input_index: int = 0) -> None:
         """An upstream stream status is not passed on: the watermarks downstream are this
-        operator's, and they do not stop because the stream before it went idle."""
+        operator's, and they do not stop because the stream before it went idle (its own
+        idleness, if the strategy has one, follows from the records it stops getting)."""
+
+    def close(self) -> None:
+        if self._idle_check is not None:
+            self._idle_check.cancel()
+            self._idle_check = None
 
     def snapshot_state(self, checkpoint_id: int) -> dict[str, int]:
         return {"max_timestamp": self.generator.max_timestamp}

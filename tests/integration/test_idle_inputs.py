@@ -10,7 +10,10 @@ idle. While both are blocked, every window up to A's watermark must fire:
   must cross a task (before: the map task never passed the IDLE status on);
 * ``interval_join``: the join's combined watermark must leave the idle B out (before: the
   minimum of both inputs), seen through a window after the join;
-* ``co_group``: the window co-group of A and B, likewise.
+* ``co_group``: the window co-group of A and B, likewise;
+* ``stamped_after_a_map``: B is stamped by an ``assign_timestamps_and_watermarks`` after a map
+  (not in its source), so the operator itself must go idle (before: ``with_idleness`` was not
+  applied there, and the windows waited for B's gate).
 
 The test waits for the output with a condition (no sleeps, no timing assertions), then opens
 the gates; the whole output is checked once the job ends.
@@ -82,10 +85,12 @@ def build(env: rs.StreamEnvironment, variant: str, gate_a: str, gate_b: str, not
     strategy = WatermarkStrategy.for_monotonous_timestamps().with_timestamp_column("ts")
     a = (gated.generate(env, a_record, A_TOTAL, None, 10, gate_a, "a", pause_at=A_BEFORE_GATE)
          .assign_timestamps_and_watermarks(strategy))
-    b = (gated.generate(env, b_record, 1, None, 1, gate_b, "b", pause_at=1)
-         .assign_timestamps_and_watermarks(strategy.with_idleness(200)))
+    b = gated.generate(env, b_record, 1, None, 1, gate_b, "b", pause_at=1)
+    if variant == "stamped_after_a_map":
+        b = b.map(identity)
+    b = b.assign_timestamps_and_watermarks(strategy.with_idleness(200))
     windows = TumblingEventTimeWindows.of(1000)
-    if variant == "union_rebalanced":
+    if variant in ("union_rebalanced", "stamped_after_a_map"):
         out = a.union(b.map(identity).set_parallelism(2)).key_by("k").window(windows).apply(window_count)
     elif variant == "interval_join":
         joined = a.key_by("k").interval_join(b.key_by("k")).between(-50, 50).process(join_pair)
@@ -97,14 +102,14 @@ def build(env: rs.StreamEnvironment, variant: str, gate_a: str, gate_b: str, not
 
 def expected(variant: str, windows: int) -> set:
     """The results of the first ``windows`` windows."""
-    if variant == "union_rebalanced":
+    if variant in ("union_rebalanced", "stamped_after_a_map"):
         return {(w * 1000, 10 + (w == 0)) for w in range(windows)}
     if variant == "interval_join":
         return {(0, 1)}  # A's record 0 joins B's only record
     return {(w * 1000, 10, int(w == 0)) for w in range(windows)}
 
 
-@pytest.mark.parametrize("variant", ["union_rebalanced", "interval_join", "co_group"])
+@pytest.mark.parametrize("variant", ["union_rebalanced", "interval_join", "co_group", "stamped_after_a_map"])
 def test_windows_fire_while_the_idle_source_is_still_blocked(variant: str, tmp_path) -> None:
     gate_a, gate_b, note = str(tmp_path / "gate-a"), str(tmp_path / "gate-b"), str(tmp_path / "seen")
     env = rs.StreamEnvironment(parallelism=1)
