@@ -113,7 +113,7 @@ class IntervalJoinOperator(TwoInputTime, StreamOperator):
                 if kg in ctx.key_group_range:
                     self.buffers.update(pickle.loads(blob))
             if st:
-                self.wms.current = max(self.wms.current, st.get("watermark", self.wms.current))
+                self.wms.restore(st.get("watermark", self.wms.current))
                 self.timers.watermark = self.wms.current
         restored_timers: list[dict[str, Any] | None] = [s.get("timers") for s in self._restored if s]
         if queues is None:  # heap: a RocksDB job's snapshot keeps buffers and timers in the keyed backend
@@ -290,6 +290,13 @@ class CoGroupWindowOperator(TwoInputTime, WindowOperator):
         self.selectors = selectors
         self.side_assigners = assigners
         self.wms = TwoInputWatermarks()
+
+    def open(self, ctx: OperatorContext, output: Output) -> None:
+        super().open(ctx, output)
+        # restored: the window operator's event time is the combined watermark it reached
+        # (kept with its timers); the inputs start again below it and must not take the
+        # combined watermark back (it would go out again, behind the one sent before)
+        self.wms.restore(self.timers.watermark)
 
     def _elements(self, batch: Batch, input_index: int) -> tuple[list, list, list | None]:
         records = batch.records()

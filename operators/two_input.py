@@ -91,6 +91,13 @@ class TwoInputWatermarks:
             self.inputs[input_index] = watermark
         return self._combine()
 
+    def restore(self, watermark: int) -> None:
+        """A restored operator's combined watermark: the one it had reached (the largest of
+        the restored snapshots'). Input watermarks below it advance nothing, so the
+        operator never sends a watermark behind the ones it sent before the snapshot."""
+        if watermark > self.current:
+            self.current = watermark
+
     def update_status(self, idle: bool, input_index: int) -> int | None:
         """Input ``input_index`` became idle or active again; the combined watermark if that
         advanced it (an input going idle stops holding event time back)."""
