@@ -417,14 +417,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         if relay is not None:  # the job has ended: every line its print sinks wrote is in the relay
             relay.close()
+    extra = f", savepoint {result.savepoint}" if getattr(result, "savepoint", None) else ""
     if sink_uid is not None:
         records = collected_records(result.sink_results.get(sink_uid, []))
         report = getattr(jm.module, "report", None)
         if callable(report):
-            report(records, job_args)
+            try:
+                jm.call("report(records, args)", report, records, job_args)
+            except (CliError, RaystreamError) as exc:  # the job's own code failed after the job ended
+                _info(f"job {job_id} finished in {result.duration_s:.1f}s{extra}, but {exc}")
+                return EXIT_JOB_FAILED
         else:
             _print_records(records, args.limit)
-    extra = f", savepoint {result.savepoint}" if getattr(result, "savepoint", None) else ""
     _info(f"job {job_id} finished in {result.duration_s:.1f}s{extra}")
     return EXIT_OK
 

@@ -64,3 +64,23 @@ def test_run_ships_the_modules_next_to_the_job_file(tmp_path, capsys):
         if str(tmp_path) in sys.path:
             sys.path.remove(str(tmp_path))
     assert sorted(_report_lines(capsys.readouterr().out)) == ["A", "B", "C"]
+
+
+def test_a_report_that_raises_is_one_line_naming_the_job_then_its_own_frames(tmp_path, capsys):
+    """The job ran; the module's ``report()`` failed on its records. That is exit code 1 and a
+    ``raystream:`` line saying the job finished but naming the function and the exception,
+    then only the job file's traceback lines (it was a bare traceback through the CLI)."""
+    job = tmp_path / "bad_report.py"
+    job.write_text("def build(env, args):\n"
+                   "    return env.from_collection([1, 2, 3])\n"
+                   "\n"
+                   "def report(records, args):\n"
+                   "    total = sum(records)\n"
+                   "    print('total', total / (total - 6))\n")
+    assert main(["run", str(job)]) == 1
+    err = capsys.readouterr().err
+    last = [ln for ln in err.splitlines() if ln.startswith("raystream: job ")][-1]
+    assert " finished in " in last and ", but report(records, args) of job " in last, err
+    assert "bad_report.py" in last and "raised ZeroDivisionError: division by zero" in last, err
+    assert 'bad_report.py", line 6, in report' in err, err
+    assert "cli.py" not in err and "Traceback (most recent call last)" not in err, err
