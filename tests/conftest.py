@@ -9,6 +9,8 @@ from hypothesis import settings
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
+pytest_plugins = ["tests.redis_server"]  # redis_url, redis_client
+
 # Property tests are deterministic and untimed: the same examples in every run (a failure
 # reproduces), and no per-example deadline (a loaded 2-core CI machine is not a bug).
 settings.register_profile("raystream", deadline=None, derandomize=True)

@@ -10,12 +10,13 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
 from tests.ports import free_port as _free_port
 
-__all__ = ["redis_server_url"]
+__all__ = ["redis_server_url", "redis_url", "redis_client"]
 
 
 def _tail(path: str) -> str:
@@ -70,3 +71,22 @@ def redis_server_url() -> Iterator[str]:
                     proc.kill()
                     proc.wait()
             return
+
+
+# Fixtures, for every test module (``pytest_plugins`` in tests/conftest.py).
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    """The URL of a throwaway server shared by the tests of one module."""
+    with redis_server_url() as u:
+        yield u
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[Any]:
+    """A client of :func:`redis_url`'s server (``decode_responses=True``) on an emptied database."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client.flushdb()
+    yield client
+    client.close()

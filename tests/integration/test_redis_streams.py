@@ -26,36 +26,19 @@ from raystream.statefun_api import (
     message_builder,
 )
 from raystream.statefun_api.job import StatefulFunctionsJob
-from tests.redis_server import redis_server_url
 from tests.waiting import wait_for
 
 IN = ["in:0", "in:1"]
 N = 12_000
 
 
-@pytest.fixture(scope="module")
-def url():
-    with redis_server_url() as u:
-        yield u
-
-
-@pytest.fixture
-def r(url):
-    import redis
-
-    client = redis.Redis.from_url(url, decode_responses=True)
-    client.flushdb()
-    yield client
-    client.close()
-
-
 def record(i: int) -> dict:
     return {"key": f"k{(i * 7919) % 31:02d}", "value": i % 97, "i": i}
 
 
-def fill_input(r, n: int = N) -> None:
+def fill_input(redis_client, n: int = N) -> None:
     """Each key goes to one stream, so its records keep their order (a deterministic output)."""
-    pipe = r.pipeline()
+    pipe = redis_client.pipeline()
     for i in range(n):
         rec = record(i)
         pipe.xadd(IN[int(rec["key"][1:]) % 2], rec)
@@ -78,8 +61,8 @@ def parse(d: dict) -> dict:
     return {"key": d["key"], "value": int(d["value"]), "i": int(d["i"])}
 
 
-def build(env: rs.StreamEnvironment, url: str, rate: float | None = None) -> rs.DataStream:
-    source = RedisStreamSource(IN, url, batch_size=200, deserializer=parse, rate=rate)
+def build(env: rs.StreamEnvironment, redis_url: str, rate: float | None = None) -> rs.DataStream:
+    source = RedisStreamSource(IN, redis_url, batch_size=200, deserializer=parse, rate=rate)
     return (
         env.from_source(source)
         .key_by("key")
@@ -88,8 +71,8 @@ def build(env: rs.StreamEnvironment, url: str, rate: float | None = None) -> rs.
     )
 
 
-def output(r, key: str = "out") -> Counter:
-    return Counter((e["key"], int(e["value"]), int(e["i"])) for _id, e in r.xrange(key))
+def output(redis_client, key: str = "out") -> Counter:
+    return Counter((e["key"], int(e["value"]), int(e["i"])) for _id, e in redis_client.xrange(key))
 
 
 def lost_and_duplicated(got: Counter, want: Counter) -> tuple[int, int]:
@@ -97,28 +80,28 @@ def lost_and_duplicated(got: Counter, want: Counter) -> tuple[int, int]:
 
 
 # ---------------------------------------------------------------- bounded, no failure
-def test_bounded_keyed_sum_into_redis_equals_python(url, r, tmp_path):
-    fill_input(r)
+def test_bounded_keyed_sum_into_redis_equals_python(redis_url, redis_client, tmp_path):
+    fill_input(redis_client)
     env = rs.StreamEnvironment(parallelism=2, flush_ms=20)
     env.enable_checkpointing(200, checkpoint_dir=str(tmp_path / "chk"))
-    sums = build(env, url)
-    sums.sink_to(RedisStreamSink("out", url)).uid("redis-out")
-    totals = env.from_source(RedisStreamSource(IN, url, deserializer=parse)).key_by("key").aggregate(
+    sums = build(env, redis_url)
+    sums.sink_to(RedisStreamSink("out", redis_url)).uid("redis-out")
+    totals = env.from_source(RedisStreamSource(IN, redis_url, deserializer=parse)).key_by("key").aggregate(
         total=("value", "sum"), n=("value", "count"), emit="final")
-    totals.sink_to(RedisStreamSink("totals", url)).uid("redis-totals")
+    totals.sink_to(RedisStreamSink("totals", redis_url)).uid("redis-totals")
     result = env.execute("redis-keyed-sum")
-    assert output(r) == running_sums()
+    assert output(redis_client) == running_sums()
     want: dict = {}
     for i in range(N):
         rec = record(i)
         total, n = want.get(rec["key"], (0, 0))
         want[rec["key"]] = (total + rec["value"], n + 1)
-    got = {e["key"]: (int(float(e["total"])), int(e["n"])) for _id, e in r.xrange("totals")}
-    assert got == want and r.xlen("totals") == len(want)
+    got = {e["key"]: (int(float(e["total"])), int(e["n"])) for _id, e in redis_client.xrange("totals")}
+    assert got == want and redis_client.xlen("totals") == len(want)
     assert result.sink_results["redis-out"]["entries"] == N
     # every committed committable left a marker, and every marker expires
-    markers = list(r.scan_iter("raystream:commit:*"))
-    assert markers and all(0 < r.pttl(m) for m in markers)
+    markers = list(redis_client.scan_iter("raystream:commit:*"))
+    assert markers and all(0 < redis_client.pttl(m) for m in markers)
 
 
 # ---------------------------------------------------------------- the drill
@@ -158,15 +141,15 @@ def _kill_the_master(client: rs.JobClient) -> bool:
 
 
 @pytest.mark.parametrize("seed", [3, 8])
-def test_drill_kill_tasks_and_the_master_through_redis(url, r, tmp_path, seed):
+def test_drill_kill_tasks_and_the_master_through_redis(redis_url, redis_client, tmp_path, seed):
     """Kill two task actors and the job master, in a seeded order, each once the output
     stream has reached a seeded length (so every kill lands mid-job, after commits); the
     output must equal the failure-free output: 0 lost, 0 duplicated."""
-    fill_input(r)
+    fill_input(redis_client)
     env = rs.StreamEnvironment(parallelism=2, flush_ms=20)
     env.enable_checkpointing(150, checkpoint_dir=str(tmp_path / "chk"))
     env.set_restart_strategy(rs.RestartStrategy.fixed_delay(6, 100))
-    build(env, url, rate=2_000).sink_to(RedisStreamSink("out", url)).uid("redis-out")
+    build(env, redis_url, rate=2_000).sink_to(RedisStreamSink("out", redis_url)).uid("redis-out")
     parallelisms = [v.parallelism for v in env.get_job_graph().vertices]
     rng = random.Random(seed)
     events = ["task", "task", "master"]
@@ -175,14 +158,14 @@ def test_drill_kill_tasks_and_the_master_through_redis(url, r, tmp_path, seed):
     client = env.execute_async("redis-drill")
     done = []
     for event, mark in zip(events, marks):
-        wait_for(lambda mark=mark: (r.xlen("out") >= mark and client.info()["status"] == "RUNNING")
+        wait_for(lambda mark=mark: (redis_client.xlen("out") >= mark and client.info()["status"] == "RUNNING")
                  or client.status() in ENDED_STATUSES, f"{mark} committed entries")
         if client.status() in ENDED_STATUSES:
             break
         if _kill_a_task(client, parallelisms, rng) if event == "task" else _kill_the_master(client):
-            done.append((event, r.xlen("out")))
+            done.append((event, redis_client.xlen("out")))
     result = client.wait()
-    lost, duplicated = lost_and_duplicated(output(r), running_sums())
+    lost, duplicated = lost_and_duplicated(output(redis_client), running_sums())
     print(f"seed {seed}: killed {done}, restarts {result.metrics['restarts']}, failovers {result.failovers}, "
           f"lost {lost}, duplicated {duplicated}, sink {result.sink_results}")
     assert sorted(e for e, _ in done) == ["master", "task", "task"], f"the job ended before every kill: {done}"
@@ -193,7 +176,7 @@ def test_drill_kill_tasks_and_the_master_through_redis(url, r, tmp_path, seed):
 
 
 # ---------------------------------------------------------------- unbounded
-def test_unbounded_source_with_a_live_producer_and_a_kill_exactly_once(url, r, tmp_path):
+def test_unbounded_source_with_a_live_producer_and_a_kill_exactly_once(redis_url, redis_client, tmp_path):
     """Entries appended while an unbounded job copies them; a task actor is killed midway
     (the restored readers resume from their checkpointed entry ids); every entry reaches the
     output once."""
@@ -203,7 +186,7 @@ def test_unbounded_source_with_a_live_producer_and_a_kill_exactly_once(url, r, t
     def produce() -> None:
         import redis
 
-        client = redis.Redis.from_url(url)
+        client = redis.Redis.from_url(redis_url)
         for start in range(0, total, 20):
             pipe = client.pipeline()
             for i in range(start, min(total, start + 20)):
@@ -216,18 +199,18 @@ def test_unbounded_source_with_a_live_producer_and_a_kill_exactly_once(url, r, t
     env = rs.StreamEnvironment(parallelism=2, flush_ms=10)
     env.enable_checkpointing(100, checkpoint_dir=str(tmp_path / "chk"))
     env.set_restart_strategy(rs.RestartStrategy.fixed_delay(3, 100))
-    source = RedisStreamSource("live", url, bounded=False, id_field="id")
+    source = RedisStreamSource("live", redis_url, bounded=False, id_field="id")
     (env.from_source(source)
         .map(lambda d: {"n": int(d["n"]), "id": d["id"]})
-        .sink_to(RedisStreamSink("copied", url)))
+        .sink_to(RedisStreamSink("copied", redis_url)))
     parallelisms = [v.parallelism for v in env.get_job_graph().vertices]
     producer = threading.Thread(target=produce)
     producer.start()
     client = env.execute_async("redis-live")
     try:
-        wait_for(lambda: r.xlen("copied") >= 300, "the first committed entries")
+        wait_for(lambda: redis_client.xlen("copied") >= 300, "the first committed entries")
         assert _kill_a_task(client, parallelisms, random.Random(5))
-        wait_for(lambda: r.xlen("copied") >= total, "every entry in the output", 120)
+        wait_for(lambda: redis_client.xlen("copied") >= total, "every entry in the output", 120)
         seen = _completed(client)
         wait_for(lambda: _completed(client) >= seen + 2, "two more checkpoints (a late duplicate would show)")
         restarts = client.info()["restarts"]
@@ -237,13 +220,13 @@ def test_unbounded_source_with_a_live_producer_and_a_kill_exactly_once(url, r, t
         client.cancel()
     with pytest.raises(rs.JobCancelled):
         client.wait()
-    got = Counter(int(e["n"]) for _id, e in r.xrange("copied"))
+    got = Counter(int(e["n"]) for _id, e in redis_client.xrange("copied"))
     assert restarts >= 1
     assert got == Counter(range(total))
 
 
 # ---------------------------------------------------------------- stateful functions
-def test_redis_as_statefun_ingress_and_egress(url, r, tmp_path):
+def test_redis_as_statefun_ingress_and_egress(redis_url, redis_client, tmp_path):
     functions = StatefulFunctions()
 
     @functions.bind("demo/greeter", specs=[ValueSpec("seen", IntType)])
@@ -253,20 +236,20 @@ def test_redis_as_statefun_ingress_and_egress(url, r, tmp_path):
         context.send_egress(egress_message_builder("demo/greets", f"hello {message.as_string()} #{seen}", StringType))
 
     names = [f"user{i % 13}" for i in range(400)]
-    pipe = r.pipeline()
+    pipe = redis_client.pipeline()
     for name in names:
         pipe.xadd("visits", {"name": name})
     pipe.execute()
     env = rs.StreamEnvironment(parallelism=2, flush_ms=10)
     env.enable_checkpointing(150, checkpoint_dir=str(tmp_path / "chk"))
     sf = StatefulFunctionsJob(env, functions, name="greeter")
-    sf.with_ingress(env.from_source(RedisStreamSource("visits", url)),
+    sf.with_ingress(env.from_source(RedisStreamSource("visits", redis_url)),
                     lambda d: message_builder("demo/greeter", d["name"], str_value=d["name"]))
-    sf.with_egress("demo/greets", sink=RedisStreamSink("greets", url))
+    sf.with_egress("demo/greets", sink=RedisStreamSink("greets", redis_url))
     sf.execute("redis-statefun")
     want: Counter = Counter()
     seen: Counter = Counter()
     for name in names:
         seen[name] += 1
         want[f"hello {name} #{seen[name]}"] += 1
-    assert Counter(e["value"] for _id, e in r.xrange("greets")) == want
+    assert Counter(e["value"] for _id, e in redis_client.xrange("greets")) == want
