@@ -822,7 +822,7 @@ class JobMaster:
                 actor.notify_checkpoint_complete.remote(p.checkpoint_id)
         if p.savepoint is not None:
             try:
-                path = await asyncio.to_thread(self._write_savepoint, p.savepoint, metadata)
+                path = await asyncio.to_thread(self._write_savepoint, p.savepoint, metadata, not p.stop)
             except Exception as exc:  # noqa: BLE001 - reported to the caller
                 self._resolve_savepoint(p.savepoint, exc)
                 return True
@@ -864,14 +864,26 @@ class JobMaster:
         self._abort(p, f"declined by {v.name!r} ({subtask + 1}/{v.parallelism}): {reason}")
 
     # -------------------------------------------------------------- savepoints
-    def _write_savepoint(self, path: str, metadata: dict) -> str:
+    def _write_savepoint(self, path: str, metadata: dict, keep_committables: bool) -> str:
+        """Copy a savepoint's state files and metadata into the self-contained directory ``path``.
+
+        ``keep_committables``: an intermediate savepoint (the job runs on) commits nothing, so
+        it records what its sinks prepared at its barrier, and a job restored from it commits
+        them (idempotent), as Flink's committer commits its restored committables: without them
+        a job cancelled after the savepoint and resumed from it lost everything between its last
+        completed checkpoint and the savepoint. A stop-with-savepoint committed its output before
+        it is written: it records none.
+        """
         storage = self._checkpoints.storage
         states: dict[str, bytes] = {}
         sp = dict(metadata, operators={})
+        if not keep_committables:
+            sp["carried_committables"] = {}
         for uid, op in metadata["operators"].items():
             subtasks = {}
             for subtask, entry in op["subtasks"].items():
-                new: dict[str, Any] = {"committables": []}
+                kept = list(entry.get("committables") or []) if keep_committables else []
+                new: dict[str, Any] = {"committables": kept}
                 for part in ("keyed", "op", "log"):
                     handle = entry.get(part)
                     if handle is not None:
