@@ -71,8 +71,9 @@ class ConnectedStreams(Generic[S]):
             if not isinstance(function, BroadcastProcessFunction):
                 raise GraphError(f"a connected broadcast stream needs a BroadcastProcessFunction, got {type(function).__name__}")
             broadcast_fn, names = function, list(second.state_names)
+            stamps = (find_timestamp_assigner(first.node), find_timestamp_assigner(second.stream.node))
             return add_two_input(first, second.stream, "broadcast_process",
-                                 lambda: BroadcastProcessOperator(broadcast_fn, names), False,
+                                 lambda: BroadcastProcessOperator(broadcast_fn, names, stamps), False,
                                  (first._partitioner, BroadcastPartitioner()))
         if isinstance(function, KeyedCoProcessFunction):
             keyed_fn, sels = function, self.selectors
@@ -88,6 +89,7 @@ class ConnectedStreams(Generic[S]):
                                  (KeyGroupPartitioner(sels[0]), KeyGroupPartitioner(sels[1])))
         if isinstance(function, CoProcessFunction):
             co_fn = function
-            return add_two_input(first, second, "co_process", lambda: CoProcessOperator(co_fn), False,
+            co_stamps = (find_timestamp_assigner(first.node), find_timestamp_assigner(second.node))
+            return add_two_input(first, second, "co_process", lambda: CoProcessOperator(co_fn, co_stamps), False,
                                  (first._partitioner, second._partitioner))
         raise GraphError(f"process() expects a CoProcessFunction, KeyedCoProcessFunction or BroadcastProcessFunction, got {type(function).__name__}")

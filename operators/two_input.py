@@ -154,6 +154,71 @@ class TwoInputTime:
             emit_watermark_status(self.output, True)
 
 
+class _BatchTimestamps:
+    """The event timestamps of the batch an operator is processing, per input, taken from
+    the records with the nearest upstream assigner on first use only: a function that never
+    reads ``ctx.timestamp`` costs nothing and needs no timestamp field in its records."""
+
+    __slots__ = ("assigners", "batch", "input_index", "values")
+
+    def __init__(self, assigners: tuple[TimestampAssigner | None, TimestampAssigner | None]) -> None:
+        self.assigners = assigners
+        self.batch: Batch | None = None
+        self.input_index = 0
+        self.values: list[int] | None = None
+
+    def start(self, batch: Batch, input_index: int) -> None:
+        """The operator starts processing ``batch`` of input ``input_index``."""
+        self.batch, self.input_index, self.values = batch, input_index, None
+
+    def of(self, i: int) -> int | None:
+        """The timestamp of the batch's ``i``-th record (None: its input has no timestamps)."""
+        values = self.values
+        if values is None:
+            assigner, batch = self.assigners[self.input_index], self.batch
+            if assigner is None or batch is None:
+                return None
+            stamps = batch.timestamps
+            if stamps is None or len(stamps) != len(batch.records()):
+                stamps = assigner.timestamps(batch)
+            values = self.values = stamps.tolist()
+        return values[i]
+
+
+class _StampedContext:
+    """``ctx.timestamp`` of a record of a batch, read from :class:`_BatchTimestamps` when the
+    function asks for it (mixed into the contexts of the non-keyed two-input operators)."""
+
+    __slots__ = ()
+    _stamps: _BatchTimestamps
+    _index: int
+
+    @property
+    def timestamp(self) -> int | None:
+        """The event timestamp of the record being processed (None: its input has none)."""
+        return self._stamps.of(self._index)
+
+    @timestamp.setter
+    def timestamp(self, value: int | None) -> None:  # (ProcessContext.__init__ sets None: nothing to keep)
+        pass
+
+
+class _CoProcessContext(_StampedContext, ProcessContext):
+    __slots__ = ("_stamps", "_index")
+
+    def __init__(self, stamps: _BatchTimestamps) -> None:
+        super().__init__()
+        self._stamps, self._index = stamps, 0
+
+
+class _BroadcastContext(_StampedContext, BroadcastContext):
+    __slots__ = ("_stamps", "_index")
+
+    def __init__(self, states: dict[str, dict], stamps: _BatchTimestamps) -> None:
+        super().__init__(states)
+        self._stamps, self._index = stamps, 0
+
+
 class _TwoInputBase(TwoInputTime, StreamOperator):
     """Shared by the two-input operators: the user function, the combined watermark and
     the hand-over of results and side outputs after each batch."""
@@ -175,24 +240,32 @@ class _TwoInputBase(TwoInputTime, StreamOperator):
 
 
 class CoProcessOperator(_TwoInputBase):
-    """Runs a :class:`CoProcessFunction` (not keyed)."""
+    """Runs a :class:`CoProcessFunction` (not keyed). ``ctx.timestamp`` is the record's
+    event timestamp, from the nearest upstream assigner of its input (``timestamp_assigners``;
+    None for an input without one)."""
 
     function: CoProcessFunction
 
-    def __init__(self, function: CoProcessFunction) -> None:
+    def __init__(self, function: CoProcessFunction,
+                 timestamp_assigners: tuple[TimestampAssigner | None, TimestampAssigner | None] = (None, None)) -> None:
         super().__init__(function)
+        self.assigners = timestamp_assigners
 
     def open(self, ctx: OperatorContext, output: Output) -> None:
         super().open(ctx, output)
-        self.pctx = ProcessContext()
+        self.stamps = _BatchTimestamps(self.assigners)
+        self.pctx = _CoProcessContext(self.stamps)
         self.function.open(RuntimeContext(ctx))
 
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
         fn = self.function.process_element1 if input_index == 0 else self.function.process_element2
         out: list = []
-        for r in batch.records():
+        pctx = self.pctx
+        self.stamps.start(batch, input_index)
+        for i, r in enumerate(batch.records()):
             try:
-                res = fn(r, self.pctx)
+                pctx._index = i
+                res = fn(r, pctx)
                 if res is not None:
                     out.extend(res)
             except Exception as exc:
@@ -294,17 +367,21 @@ class KeyedCoProcessOperator(_TwoInputBase):
 class BroadcastProcessOperator(_TwoInputBase):
     """Runs a :class:`BroadcastProcessFunction`: input 0 is the regular stream, input 1
     the broadcast stream. Broadcast state is identical in every subtask and snapshotted by
-    each; a restored subtask takes the first old subtask's copy."""
+    each; a restored subtask takes the first old subtask's copy. ``ctx.timestamp`` is the
+    record's event timestamp, as in :class:`CoProcessOperator`."""
 
     function: BroadcastProcessFunction
 
-    def __init__(self, function: BroadcastProcessFunction, state_names: list[str]) -> None:
+    def __init__(self, function: BroadcastProcessFunction, state_names: list[str],
+                 timestamp_assigners: tuple[TimestampAssigner | None, TimestampAssigner | None] = (None, None)) -> None:
         super().__init__(function)
         self.states: dict[str, dict] = {n: {} for n in state_names}
+        self.assigners = timestamp_assigners
 
     def open(self, ctx: OperatorContext, output: Output) -> None:
         super().open(ctx, output)
-        self.bctx = BroadcastContext(self.states)
+        self.stamps = _BatchTimestamps(self.assigners)
+        self.bctx = _BroadcastContext(self.states, self.stamps)
         self.function.open(RuntimeContext(ctx))
 
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
@@ -312,8 +389,10 @@ class BroadcastProcessOperator(_TwoInputBase):
         ctx._writable = input_index == 1
         fn = self.function.process_broadcast_element if input_index == 1 else self.function.process_element
         out: list = []
-        for r in batch.records():
+        self.stamps.start(batch, input_index)
+        for i, r in enumerate(batch.records()):
             try:
+                ctx._index = i
                 res = fn(r, ctx)
                 if res is not None:
                     out.extend(res)
