@@ -625,7 +625,13 @@ class TextSource(Source[_TextSplit]):
         fs = self.filesystem()
         splits: list[_TextSplit] = []
         for path in self.files:
-            size = fs.get_file_info(path).size
+            info = fs.get_file_info(path)
+            if info.type != pafs.FileType.File:  # (listed when the job was built, gone since)
+                what = "no longer exists" if info.type == pafs.FileType.NotFound else f"is now a {info.type.name.lower()}"
+                raise ConfigError(f"read_text({self.path!r}): input file {path!r} {what}; it was there when the "
+                                  "job was built: leave the input files in place until the job has started "
+                                  "(or build the job again)")
+            size = info.size
             for start in range(0, max(size, 1), self.split_bytes):
                 end = min(size, start + self.split_bytes)
                 splits.append(_TextSplit(f"{path}@{start}", path, start, end, start))
@@ -738,7 +744,13 @@ class _TextReader(_QueueReader[_TextSplit]):
             s = self.splits[0]
             f = self._file
             if f is None or self._path != s.path:
-                f = self._open(s.path)
+                try:
+                    f = self._open(s.path)
+                except FileNotFoundError as exc:
+                    raise FileNotFoundError(
+                        f"read_text: input file {s.path} no longer exists; it was there when the job was "
+                        "planned: leave the input files in place until the job has read them"
+                    ) from exc
             if s.position == s.start and s.start > 0:
                 # a split owns the lines that start inside it; skip the tail of the previous one
                 s.position = self._line_end(f, s.start - unit)
@@ -746,6 +758,12 @@ class _TextReader(_QueueReader[_TextSplit]):
                 self.splits.pop(0)
                 continue
             chunk = f.read_at(self.BLOCK, s.position)
+            if not chunk:  # (the split ends before the file: it was shorter when the job was planned)
+                raise ValueError(
+                    f"read_text: {s.path} ends at byte {s.position}, but it had at least {s.end} bytes when "
+                    "the job was planned: it was truncated or replaced while the job read it (a log rotated "
+                    "with copytruncate?); read files that are complete and no longer written to"
+                )
             owned = s.end - s.position  # lines starting before this offset are ours
             nl = self._rfind(chunk)
             if len(chunk) < self.BLOCK and (nl < 0 or nl + unit < len(chunk)):
