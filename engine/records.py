@@ -4,7 +4,8 @@ A :class:`Batch` holds either a list of Python records or a ``pyarrow.RecordBatc
 converts lazily, so chained operators pass Python lists with no serialization, while a
 channel always ships Arrow. Conversion of Python records to Arrow is typed when the
 records are uniform (dicts with the same keys and scalar values, tuples of scalars, or
-plain scalars); anything else becomes one binary column of pickled values. The chosen
+plain scalars; a None among them is a null, wherever it falls in the batch); anything else
+becomes one binary column of pickled values. The chosen
 encoding is stored in the schema metadata so the receiver restores the same records.
 
 Example:
@@ -76,6 +77,17 @@ def _pickled(records: Sequence[Any]) -> pa.RecordBatch:
 
 
 _NONE_TYPE = type(None)
+_SCALAR_SET = frozenset(_SCALAR_TYPES)
+#: the first non-None value of a tuple column has one of these types (None: a column of nulls)
+_SCALAR_TYPES_OR_NONE = frozenset([*_SCALAR_TYPES, _NONE_TYPE])
+
+
+def _first_type(values: Sequence[Any]) -> type:
+    """The type of the first value of ``values`` that is not None (``NoneType`` if none is)."""
+    for v in values:
+        if v is not None:
+            return type(v)
+    return _NONE_TYPE
 
 
 def _uniform(values: Sequence[Any]) -> bool:
@@ -306,16 +318,20 @@ def records_to_arrow(records: Sequence[Any], exact: bool = True) -> pa.RecordBat
                     if _is_flat(rb.schema, allow_null=not exact) and rb.num_columns == n:
                         restore = _restorers(arrays, columns, names) if exact else {}
                         return rb.replace_schema_metadata({KIND_KEY: _ROW, **restore}) if restore else _with_kind(rb, _ROW)
-        elif t0 in _SCALAR_TYPES or t0 in _NUMPY_SCALARS:
-            if len(set(map(type, records))) == 1:
+        elif t0 in _SCALAR_TYPES or t0 in _NUMPY_SCALARS or t0 is _NONE_TYPE:
+            # scalars of one type, None among them a null (as in a dict's or a tuple's column:
+            # whether a batch has a typed "value" column must not depend on where a None falls)
+            types = set(map(type, records))
+            types.discard(_NONE_TYPE)
+            if len(types) == 1 and (types <= _SCALAR_SET or types <= _NUMPY_SCALARS):
                 arr = pa.array(records)
-                if not pa.types.is_nested(arr.type):
+                if not (pa.types.is_nested(arr.type) or pa.types.is_null(arr.type)):
                     return _with_kind(pa.RecordBatch.from_arrays([arr], ["value"]), _SCALAR)
         elif t0 is tuple:
             n = len(first)
             if n and len(set(map(type, records))) == 1 and len(set(map(len, records))) == 1:
                 cols = tuple_columns(records, n)
-                if all(type(col[0]) in _SCALAR_TYPES for col in cols):
+                if all(_first_type(col) in _SCALAR_TYPES_OR_NONE for col in cols):
                     arrays = [pa.array(c) for c in cols]
                     if not any(pa.types.is_nested(a.type) for a in arrays) and all(
                         check(a, c) for a, c in zip(arrays, cols)
@@ -340,10 +356,11 @@ def why_not_columns(records: Sequence[Any]) -> tuple[int, str]:
     """
     if not records:
         return 0, "no records"
-    first = records[0]
+    first: Any = next((r for r in records if r is not None), None)
     t0 = type(first)
+    scalars = t0 in _SCALAR_TYPES  # (None among scalars is a null)
     for i, r in enumerate(records):
-        if type(r) is not t0:
+        if type(r) is not t0 and not (scalars and r is None):
             return i, f"records of different types ({t0.__name__} and {type(r).__name__})"
     if t0 is dict:
         names = list(first)
@@ -357,8 +374,10 @@ def why_not_columns(records: Sequence[Any]) -> tuple[int, str]:
             if len(r) != n:
                 return i, f"tuples of different lengths ({n} and {len(r)})"
         columns = {f"field {j}": [r[j] for r in records] for j in range(n)}
-    elif t0 in _SCALAR_TYPES:
+    elif scalars:
         columns = {"value": list(records)}
+    elif first is None:
+        return 0, "records that are all None (a column of no type)"
     else:
         return 0, f"records of type {t0.__name__} (not dicts, tuples or scalars)"
     for name, values in columns.items():
