@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Generic, TypeVar
 
-from raystream.engine.errors import GraphError
+from raystream.engine.errors import ConfigError, GraphError
 from raystream.engine.partitioners import KeyGroupPartitioner, KeySelector
 
 from ._stream_base import Key, StreamBase, add_two_input, find_timestamp_assigner
@@ -64,6 +64,10 @@ class IntervalJoin(Generic[S]):
 
     def between(self, lower_ms: int, upper_ms: int) -> IntervalJoin[S]:
         """Join ``l`` with ``r`` when ``l.ts + lower_ms <= r.ts <= l.ts + upper_ms``."""
+        for name, bound in (("lower", lower_ms), ("upper", upper_ms)):
+            if isinstance(bound, bool) or not isinstance(bound, int):
+                raise GraphError(f"between({lower_ms!r}, {upper_ms!r}): the {name} bound must be an int (ms), "
+                                 f"got {type(bound).__name__} {bound!r}")
         if lower_ms > upper_ms:
             raise GraphError(f"between({lower_ms!r}, {upper_ms!r}): lower bound must be <= upper bound")
         self.bounds = (lower_ms, upper_ms)
@@ -123,11 +127,15 @@ class JoinedStreams(Generic[S]):
 
     def trigger(self, trigger: Trigger) -> JoinedStreams[S]:
         """A custom trigger."""
+        if not isinstance(trigger, Trigger):
+            raise GraphError(f"trigger() expects a Trigger (operators.windows), got {type(trigger).__name__} {trigger!r}")
         self._trigger = trigger
         return self
 
     def allowed_lateness(self, ms: int) -> JoinedStreams[S]:
-        """Allowed lateness of the windows."""
+        """Keep windows ``ms`` after they fired; later records re-fire them (event time)."""
+        if isinstance(ms, bool) or not isinstance(ms, int) or ms < 0:
+            raise GraphError(f"allowed_lateness must be a non-negative int (ms), got {ms!r}")
         self._lateness = ms
         return self
 
@@ -145,6 +153,10 @@ class JoinedStreams(Generic[S]):
         assigner, trig, lateness = self.assigner, self._trigger, self._lateness
         function = _CoGroup(fn, None) if self.co_group else _CoGroup(None, fn)
         name = "window_co_group" if self.co_group else "window_join"
+        try:  # validate now, at graph build time (e.g. a trigger that cannot merge session windows)
+            CoGroupWindowOperator(sels, ts, assigner, function, trig, lateness)
+        except ConfigError as exc:
+            raise GraphError(f"{name}: {exc}") from exc
         return add_two_input(self.first, self.second, name,
                              lambda: CoGroupWindowOperator(sels, ts, assigner, function, trig, lateness), True,
                              (KeyGroupPartitioner(sels[0]), KeyGroupPartitioner(sels[1])))
