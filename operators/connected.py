@@ -23,6 +23,7 @@ from .functions import BroadcastProcessFunction, CoProcessFunction, KeyedCoProce
 from .two_input import (
     BroadcastProcessOperator,
     CoProcessOperator,
+    KeyedBroadcastProcessOperator,
     KeyedCoProcessOperator,
     TwoInputWatermarks,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "CoProcessOperator",
     "KeyedCoProcessOperator",
     "BroadcastProcessOperator",
+    "KeyedBroadcastProcessOperator",
     "TwoInputWatermarks",
     "add_two_input",
 ]
@@ -72,6 +74,12 @@ class ConnectedStreams(Generic[S]):
                 raise GraphError(f"a connected broadcast stream needs a BroadcastProcessFunction, got {type(function).__name__}")
             broadcast_fn, names = function, list(second.state_names)
             stamps = (find_timestamp_assigner(first.node), find_timestamp_assigner(second.stream.node))
+            key = first._key_selector()
+            if key is not None:  # a keyed stream: keys, keyed state and timers in process_element
+                keyed_sel = key
+                return add_two_input(first, second.stream, "broadcast_process",
+                                     lambda: KeyedBroadcastProcessOperator(broadcast_fn, names, keyed_sel, stamps), True,
+                                     (KeyGroupPartitioner(keyed_sel), BroadcastPartitioner()))
             return add_two_input(first, second.stream, "broadcast_process",
                                  lambda: BroadcastProcessOperator(broadcast_fn, names, stamps), False,
                                  (first._partitioner, BroadcastPartitioner()))

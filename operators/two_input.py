@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Protocol
 
-from raystream.engine.errors import UserCodeError
+from raystream.engine.errors import ConfigError, UserCodeError
 from raystream.engine.events import MAX_WATERMARK, MIN_WATERMARK, Watermark
 from raystream.engine.operator import OperatorContext, Output, StreamOperator
 from raystream.engine.partitioners import KeySelector
@@ -52,6 +52,7 @@ __all__ = [
     "CoProcessOperator",
     "KeyedCoProcessOperator",
     "BroadcastProcessOperator",
+    "KeyedBroadcastProcessOperator",
 ]
 
 
@@ -217,6 +218,21 @@ class _BroadcastContext(_StampedContext, BroadcastContext):
     def __init__(self, states: dict[str, dict], stamps: _BatchTimestamps) -> None:
         super().__init__(states)
         self._stamps, self._index = stamps, 0
+
+
+class _BroadcastTimerContext(BroadcastContext):
+    """The context of a keyed broadcast function's ``on_timer``: the timer's key and time,
+    read-only broadcast state, timers, side outputs and ``time_domain()``."""
+
+    __slots__ = ("_domain",)
+
+    def __init__(self, states: dict[str, dict]) -> None:
+        super().__init__(states)
+        self._domain = "event_time"
+
+    def time_domain(self) -> str:
+        """``"event_time"`` or ``"processing_time"``."""
+        return self._domain
 
 
 class _TwoInputBase(TwoInputTime, StreamOperator):
@@ -412,3 +428,103 @@ class BroadcastProcessOperator(_TwoInputBase):
                 for name, values in st["broadcast"].items():
                     self.states.setdefault(name, {}).update(values)
                 return
+
+
+class KeyedBroadcastProcessOperator(BroadcastProcessOperator):
+    """Runs a :class:`BroadcastProcessFunction` on a keyed stream connected with a broadcast
+    stream (``a.key_by(k).connect(b.broadcast(desc))``, Flink's
+    ``KeyedBroadcastProcessFunction``): ``process_element`` sees the record's key
+    (``ctx.get_current_key()``), keyed state (``ctx.get_state`` in ``open``) and timers
+    (``ctx.timer_service()``); the function's ``on_timer(timestamp, ctx)`` gets the timers,
+    with the key, read-only broadcast state and ``ctx.time_domain()``.
+    ``process_broadcast_element`` has no current key and no timers (as in Flink; keyed state
+    read there would be the last record's key's).
+
+    Timers are checkpointed per key group as in :class:`KeyedCoProcessOperator` (with the
+    operator on the heap backend, in the keyed backend's timer queues on RocksDB).
+    """
+
+    keyed = True
+
+    def __init__(self, function: BroadcastProcessFunction, state_names: list[str], selector: KeySelector,
+                 timestamp_assigners: tuple[TimestampAssigner | None, TimestampAssigner | None] = (None, None)) -> None:
+        super().__init__(function, state_names, timestamp_assigners)
+        self.selector = selector
+        self._restored_timers: list = []
+
+    def open(self, ctx: OperatorContext, output: Output) -> None:
+        self.backend = keyed_state_backend(ctx)
+        self.timers = InternalTimerService(ctx.max_parallelism, self._on_event, self._on_proc,
+                                           ctx.register_processing_timer, ctx.clock,
+                                           backend_timer_queues(ctx.keyed_backend))
+        self.tctx = _BroadcastTimerContext(self.states)
+        self.tctx._timer_service = TimerService(self.timers, self.tctx.get_current_key)
+        self._out: list = []
+        super().open(ctx, output)
+        self._element_timers = TimerService(self.timers, self.bctx.get_current_key)
+        self.timers.restore(self._restored_timers + backend_restored_timers(ctx.keyed_backend), ctx.key_group_range)
+        self._restored_timers = []
+
+    def process_batch(self, batch: Batch, input_index: int = 0) -> None:
+        if input_index == 1:  # a broadcast element: no key, no timers
+            ctx = self.bctx
+            ctx._key, ctx._timer_service = None, None
+            super().process_batch(batch, input_index)
+            return
+        ctx = self.bctx
+        ctx._writable = False
+        ctx._timer_service = self._element_timers
+        fn = self.function.process_element
+        key_of, set_key, out = self.selector.key_of, self.backend.set_current_key, self._out
+        self.stamps.start(batch, input_index)
+        for i, r in enumerate(batch.records()):
+            try:
+                k = key_of(r)
+                set_key(k)
+                ctx._key, ctx._index = k, i
+                res = fn(r, ctx)
+                if res is not None:
+                    out.extend(res)
+            except Exception as exc:
+                raise UserCodeError(r, exc) from exc
+        self._flush(ctx)
+
+    def _flush(self, ctx: ProcessContext) -> None:
+        out, self._out = self._out, []
+        self._emit(out, ctx)
+
+    def _fire(self, key: Any, time: int, domain: str) -> None:
+        on_timer = getattr(self.function, "on_timer", None)
+        if on_timer is None:
+            raise ConfigError(
+                f"{type(self.function).__name__} registered a timer (key={key!r}, time={time!r}) but has no "
+                "on_timer(timestamp, ctx) method to receive it"
+            )
+        self.backend.set_current_key(key)
+        t = self.tctx
+        t._key, t.timestamp, t._domain = key, time, domain
+        try:
+            res = on_timer(time, t)
+            if res is not None:
+                self._out.extend(res)
+        except Exception as exc:
+            raise UserCodeError(f"on_timer(key={key!r}, time={time!r})", exc) from exc
+
+    def _on_event(self, key: Any, ns: Any, time: int) -> None:
+        self._fire(key, time, "event_time")
+
+    def _on_proc(self, key: Any, ns: Any, time: int) -> None:
+        self._fire(key, time, "processing_time")
+        self._flush(self.tctx)
+
+    def advance_event_time(self, watermark: int) -> None:
+        self.timers.advance_watermark(watermark)
+        self._flush(self.tctx)
+        self.output.emit_watermark(Watermark(watermark))
+
+    def snapshot_state(self, checkpoint_id: int) -> Any:
+        return {**super().snapshot_state(checkpoint_id), "timers": self.timers.snapshot()}
+
+    def restore_state(self, states: list[Any]) -> None:
+        super().restore_state(states)
+        self._restored_timers = [s.get("timers") for s in states if s]
