@@ -32,7 +32,7 @@ import pyarrow as pa
 
 from .events import MIN_WATERMARK, Watermark
 from .partitioners import BroadcastPartitioner, Partitioner
-from .records import Batch
+from .records import Batch, record_bytes
 
 __all__ = ["ChannelMetrics", "ChannelSender", "LocalSender", "Cancelled", "InputInfo", "OutputInfo", "InputChannel",
            "RecordWriter", "NetworkOutput"]
@@ -41,6 +41,32 @@ log = logging.getLogger(__name__)
 
 #: about how many bytes an output buffer holds before it is sent (``TaskConfig.buffer_bytes``)
 DEFAULT_BUFFER_BYTES = 8 << 20
+
+
+#: records of a Python batch sized to estimate its bytes per row (:func:`row_bytes`)
+ROW_SAMPLES = 16
+
+
+def row_bytes(batch: Batch) -> int:
+    """About how many bytes a row of ``batch`` takes (>= 1): its Arrow buffers per row, else
+    the mean :func:`~.records.record_bytes` of up to :data:`ROW_SAMPLES` + 1 records spread
+    evenly over the batch, first and last included. Records of one stream differ in size (a
+    document of a line, the next of megabytes): sized by their first alone, a batch whose
+    first record was small went whole, gigabytes, past ``buffer_bytes``.
+
+    Example:
+        >>> row_bytes(Batch.of_records([b""] + [b"x" * 1000] * 99)) > 900
+        True
+    """
+    if batch.is_arrow:
+        return batch.row_bytes()
+    records = batch.records()
+    n = len(records)
+    if n <= ROW_SAMPLES + 1:
+        picks = records
+    else:
+        picks = [records[i * (n - 1) // ROW_SAMPLES] for i in range(ROW_SAMPLES + 1)]
+    return max(1, sum(map(record_bytes, picks)) // len(picks)) if picks else 1
 
 
 class Cancelled(Exception):
@@ -302,16 +328,16 @@ class RecordWriter:
         self.batch_size = batch_size
         self.flush_s = flush_ms / 1000.0
         self.buffer_bytes = buffer_bytes
-        #: about how many bytes were written (:meth:`Batch.row_bytes`): the task sizes its
+        #: about how many bytes were written (:func:`row_bytes`): the task sizes its
         #: calls of the chain by the bytes they write
         self.bytes_written = 0
 
     def write(self, batch: Batch) -> None:
         """Buffer ``batch``'s records for their targets; a target's buffer is sent once it
-        holds ``batch_size`` rows or about ``buffer_bytes`` (:meth:`Batch.row_bytes`). A part
+        holds ``batch_size`` rows or about ``buffer_bytes`` (:func:`row_bytes`). A part
         larger than ``buffer_bytes`` (records of megabytes) goes in slices of about that
         many bytes, after what the buffer held."""
-        row = batch.row_bytes()  # (once per batch: its records are alike, whichever target they go to)
+        row = row_bytes(batch)  # (once per batch, for the parts of every target)
         for target, part in self.partitioner.select(batch):
             n = len(part)
             size = row * n
