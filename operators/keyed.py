@@ -433,6 +433,12 @@ class AggregateOperator(StreamOperator):
                 out[name] = (vals, np.asarray(seen[name]) if name in seen else None, pa.from_numpy_dtype(vals.dtype))
         return out
 
+    def _fields(self) -> list[str]:
+        """The fields of its input this operator reads: the key and the aggregated columns (or,
+        merging partials, the accumulators)."""
+        read = [name if self.partials else col for name, col, _fn in self._acc_names()]
+        return list(dict.fromkeys([self.key_column, *read]))
+
     def _describe(self) -> str:
         """How an error names this operator: ``aggregate(total=('value', 'sum'))``."""
         return "aggregate(" + ", ".join(f"{out}={spec!r}" for out, spec in self.aggregations.items()) + ")"
@@ -470,7 +476,7 @@ class AggregateOperator(StreamOperator):
             name: grouped.column(f"{name}_{_MERGE_PARTIALS[fn]}").combine_chunks() for name, _col, fn in self._acc_names()}
 
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
-        rb = batch.typed_columns(self._describe())
+        rb = batch.typed_columns(self._describe(), self._fields())
         if not rb.num_rows:
             return
         key_values, columns = self._unique_partials(rb) if self.partials else self.batch_partials(rb)
@@ -560,7 +566,7 @@ class LocalAggregateOperator(MiniBatchCombiner):
         self._merges = [(name, _MERGE_PARTIALS[fn]) for name, _col, fn in self.layout._acc_names()]
 
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
-        key_values, partial = self.layout.batch_partials(batch.typed_columns(self.layout._describe()))
+        key_values, partial = self.layout.batch_partials(batch.typed_columns(self.layout._describe(), self.layout._fields()))
         self.hold(pa.RecordBatch.from_pydict({self.layout.key_column: key_values, **partial}))
 
     def merge(self, partials: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
