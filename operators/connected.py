@@ -83,7 +83,10 @@ class ConnectedStreams(Generic[S]):
             return add_two_input(first, second.stream, "broadcast_process",
                                  lambda: BroadcastProcessOperator(broadcast_fn, names, stamps), False,
                                  (first._partitioner, BroadcastPartitioner()))
-        if isinstance(function, KeyedCoProcessFunction):
+        if isinstance(function, KeyedCoProcessFunction) or (isinstance(function, CoProcessFunction)
+                                                            and self.selectors is not None):
+            # (a plain CoProcessFunction after connect(...).key_by(k1, k2) runs keyed too: both
+            # sides of a key reach one subtask, with the key, keyed state and timers, as in Flink)
             keyed_fn, sels = function, self.selectors
             if sels is None:
                 k1, k2 = first._key_selector(), second._key_selector()
@@ -100,4 +103,7 @@ class ConnectedStreams(Generic[S]):
             co_stamps = (find_timestamp_assigner(first.node), find_timestamp_assigner(second.node))
             return add_two_input(first, second, "co_process", lambda: CoProcessOperator(co_fn, co_stamps), False,
                                  (first._partitioner, second._partitioner))
+        if isinstance(function, BroadcastProcessFunction):
+            raise GraphError(f"a BroadcastProcessFunction ({type(function).__name__}) needs a broadcast stream: "
+                             "a.connect(b.broadcast(descriptor)).process(...)")
         raise GraphError(f"process() expects a CoProcessFunction, KeyedCoProcessFunction or BroadcastProcessFunction, got {type(function).__name__}")

@@ -32,7 +32,6 @@ from .functions import (
     BroadcastContext,
     BroadcastProcessFunction,
     CoProcessFunction,
-    KeyedCoProcessFunction,
     OnTimerContext,
     ProcessContext,
     RuntimeContext,
@@ -293,7 +292,8 @@ class CoProcessOperator(_TwoInputBase):
 
 
 class KeyedCoProcessOperator(_TwoInputBase):
-    """Runs a :class:`KeyedCoProcessFunction`: shared keyed state and timers per key.
+    """Runs a :class:`KeyedCoProcessFunction` (or a :class:`CoProcessFunction` on keyed
+    connected streams): shared keyed state and timers per key.
 
     Timers are checkpointed per key group: on the heap backend with the operator (its
     snapshot's ``"timers"``), on an off-heap backend (RocksDB) in the backend's timer queues
@@ -303,9 +303,9 @@ class KeyedCoProcessOperator(_TwoInputBase):
     """
 
     keyed = True
-    function: KeyedCoProcessFunction
+    function: CoProcessFunction
 
-    def __init__(self, function: KeyedCoProcessFunction, selectors: tuple[KeySelector, KeySelector],
+    def __init__(self, function: CoProcessFunction, selectors: tuple[KeySelector, KeySelector],
                  timestamp_assigners: tuple[TimestampAssigner | None, TimestampAssigner | None] = (None, None)) -> None:
         super().__init__(function)
         self.selectors = selectors
@@ -351,11 +351,17 @@ class KeyedCoProcessOperator(_TwoInputBase):
         self._emit(out, ctx)
 
     def _fire(self, key: Any, time: int, domain: str) -> None:
+        on_timer = getattr(self.function, "on_timer", None)
+        if on_timer is None:
+            raise ConfigError(
+                f"{type(self.function).__name__} registered a timer (key={key!r}, time={time!r}) but has no "
+                "on_timer(timestamp, ctx) method to receive it: subclass KeyedCoProcessFunction"
+            )
         keyed_state_backend(self.ctx).set_current_key(key)
         t = self.tctx
         t._key, t.timestamp, t._domain = key, time, domain
         try:
-            res = self.function.on_timer(time, t)
+            res = on_timer(time, t)
             if res is not None:
                 self._out.extend(res)
         except Exception as exc:
