@@ -4,7 +4,8 @@
   ``l`` with every ``r`` of the same key with ``l.ts + lower <= r.ts <= l.ts + upper``.
   Buffered records are dropped by event-time timers once no future partner can arrive.
 * ``a.join(b).where(k1).equal_to(k2).window(assigner).apply(fn)`` joins the pairs of each
-  window; ``a.co_group(b)...apply(fn(key, lefts, rights))`` sees both sides' lists.
+  window; ``a.co_group(b)...apply(fn(key, lefts, rights))`` sees both sides' lists; late records
+  of either input go to ``.side_output_late_data(tag)`` if set.
 
 Graph builders: each adds one two-input node whose operator comes from
 :mod:`operators.join_operators`. They import only the stream base, so
@@ -98,7 +99,8 @@ class IntervalJoin(Generic[S]):
 
 
 class JoinedStreams(Generic[S]):
-    """``a.join(b)`` / ``a.co_group(b)``: ``.where(k1).equal_to(k2).window(assigner).apply(fn)``."""
+    """``a.join(b)`` / ``a.co_group(b)``: ``.where(k1).equal_to(k2).window(assigner).apply(fn)``
+    (optionally ``.trigger(t)``, ``.allowed_lateness(ms)``, ``.side_output_late_data(tag)``)."""
 
     def __init__(self, first: StreamBase[S], second: StreamBase[Any], co_group: bool = False) -> None:
         self.first, self.second, self.co_group = first, second, co_group
@@ -107,6 +109,7 @@ class JoinedStreams(Generic[S]):
         self.assigner: WindowAssigner | None = None
         self._trigger: Trigger | None = None
         self._lateness = 0
+        self._late_tag: str | None = None
 
     def where(self, key: Key) -> JoinedStreams[S]:
         """Key of the first stream."""
@@ -139,6 +142,13 @@ class JoinedStreams(Generic[S]):
         self._lateness = ms
         return self
 
+    def side_output_late_data(self, tag: OutputTag | str) -> JoinedStreams[S]:
+        """Send records of either input that arrive after all their windows have expired
+        (later than ``allowed_lateness``) to side output ``tag`` (read it with
+        ``get_side_output(tag)`` on the joined stream) instead of dropping them."""
+        self._late_tag = tag_name(tag)
+        return self
+
     def apply(self, fn: Callable[..., Any]) -> S:
         """join: ``fn(left, right) -> record`` per pair (None skips); co_group:
         ``fn(key, lefts, rights) -> iterable``."""
@@ -150,13 +160,13 @@ class JoinedStreams(Generic[S]):
         if self.assigner.is_event_time and (ts[0] is None or ts[1] is None):
             raise GraphError("an event-time window join needs timestamps on both inputs: assign_timestamps_and_watermarks(...)")
         sels = (self.k1, self.k2)
-        assigner, trig, lateness = self.assigner, self._trigger, self._lateness
+        assigner, trig, lateness, late_tag = self.assigner, self._trigger, self._lateness, self._late_tag
         function = _CoGroup(fn, None) if self.co_group else _CoGroup(None, fn)
         name = "window_co_group" if self.co_group else "window_join"
         try:  # validate now, at graph build time (e.g. a trigger that cannot merge session windows)
-            CoGroupWindowOperator(sels, ts, assigner, function, trig, lateness)
+            CoGroupWindowOperator(sels, ts, assigner, function, trig, lateness, late_tag)
         except ConfigError as exc:
             raise GraphError(f"{name}: {exc}") from exc
         return add_two_input(self.first, self.second, name,
-                             lambda: CoGroupWindowOperator(sels, ts, assigner, function, trig, lateness), True,
+                             lambda: CoGroupWindowOperator(sels, ts, assigner, function, trig, lateness, late_tag), True,
                              (KeyGroupPartitioner(sels[0]), KeyGroupPartitioner(sels[1])))
