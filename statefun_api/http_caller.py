@@ -104,7 +104,14 @@ def redacted(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
-def _hint_4xx(status: int, url: str) -> str:
+def _hint_refused(status: int, url: str, location: str | None) -> str:
+    """What to do about a reply of ``status`` (3xx or 4xx) that is not retried."""
+    if 300 <= status < 400:
+        where = f"to {redacted(location)!r}" if location else "without a Location"
+        return (
+            f"; the server redirects {where}, and redirects are not followed (as by StateFun's async "
+            f"transport): point the endpoint's URL (urlPathTemplate) at the address that serves the function"
+        )
     if status in (404, 405):
         return f"; is {redacted(url)!r} the request-reply endpoint that serves this function type?"
     if status == 413:
@@ -218,7 +225,7 @@ class _Call:
     __slots__ = (
         "caller", "call_id", "ep", "url", "target", "body", "deadline", "attempts", "status",
         "conn", "timer", "phase", "last_read", "head_buf", "framing", "length", "parts", "received",
-        "limit", "ok", "keep_alive", "chunk_buf", "chunk_left", "connecting", "reused", "replaced",
+        "limit", "ok", "keep_alive", "chunk_buf", "chunk_left", "connecting", "reused", "replaced", "location",
     )
 
     def __init__(self, caller: RemoteCaller, call_id: int, ep: RemoteEndpoint, url: str, target: _Target, body: bytes) -> None:
@@ -248,6 +255,7 @@ class _Call:
         self.connecting: asyncio.Task[Any] | None = None
         self.reused = False  # the attempt runs on a pooled connection
         self.replaced = False  # this attempt already replaced a stale pooled connection
+        self.location: str | None = None  # the Location header of a 3xx reply
 
     # ------------------------------------------------------------------ attempts
     def start(self) -> None:
@@ -308,6 +316,7 @@ class _Call:
         self.phase = _HEAD
         self.head_buf = b""
         self.status = None
+        self.location = None
         self.ok = False
         body = self.body
         head = self.target.head + b"%d\r\n\r\n" % len(body)
@@ -377,6 +386,8 @@ class _Call:
                     return False
             elif name == b"transfer-encoding":
                 chunked = b"chunked" in value.lower()
+            elif name == b"location" and 300 <= status < 400:
+                self.location = value.strip().decode("latin-1")
             elif name == b"connection":
                 token = value.strip().lower()
                 if token == b"close":
@@ -533,13 +544,14 @@ class _Call:
         if self.ok:
             self._finish(CallResult(self.call_id, body, None, self.attempts, status))
             return
-        if status < 500 and status not in _RETRIED_4XX:  # the request itself is refused
+        if status < 500 and status not in _RETRIED_4XX:  # the request itself is refused (or sent elsewhere)
+            what = "the request was not served here" if status < 400 else "the request itself was refused"
             self._finish(
                 CallResult(
                     self.call_id,
                     None,
-                    f"HTTP {status} (not retried), body {excerpt(body)}; a {status} reply means the "
-                    f"request itself was refused{_hint_4xx(status, self.url)}",
+                    f"HTTP {status} (not retried), body {excerpt(body)}; a {status} reply means "
+                    f"{what}{_hint_refused(status, self.url, self.location)}",
                     self.attempts,
                     status,
                 )
