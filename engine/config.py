@@ -9,6 +9,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field
 
 from .errors import ConfigError
@@ -48,6 +50,30 @@ class TaskConfig:
     # domain socket between executors on the same node, Ray actor calls otherwise; "ray":
     # always Ray actor calls
     channel_transport: str = "auto"
+
+    def __post_init__(self) -> None:
+        """Refuse a setting no task could run with, naming it, when the job is built (a NaN or
+        infinite ``flush_ms`` failed every task with ``ValueError: Invalid value NaN`` or
+        ``OverflowError: timestamp out of range``; a fractional ``credits`` was taken as the
+        next int up).
+
+        Example:
+            >>> try:
+            ...     TaskConfig(flush_ms=float("nan"))
+            ... except ConfigError as exc:
+            ...     print(exc)
+            flush_ms must be a finite number >= 0 (ms a partly filled batch may wait), got nan
+        """
+        for name, what in (("batch_size", "rows per network batch"), ("buffer_bytes", "bytes of records per network batch"),
+                           ("credits", "unacknowledged sends per channel")):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ConfigError(f"{name} must be an int >= 1 ({what}), got {value!r}")
+        for name, what in (("flush_ms", "ms a partly filled batch may wait"), ("idle_poll_ms", "ms an idle source waits")):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < math.inf:
+                raise ConfigError(f"{name} must be a finite number >= 0 ({what}), got {value!r}")
+        check_channel_transport(self.channel_transport)
 
 
 @dataclass
