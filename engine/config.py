@@ -71,7 +71,7 @@ class TaskConfig:
                 raise ConfigError(f"{name} must be an int >= 1 ({what}), got {value!r}")
         for name, what in (("flush_ms", "ms a partly filled batch may wait"), ("idle_poll_ms", "ms an idle source waits")):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < math.inf:
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= float(value) < math.inf:
                 raise ConfigError(f"{name} must be a finite number >= 0 ({what}), got {value!r}")
         check_channel_transport(self.channel_transport)
 
