@@ -110,8 +110,8 @@ class IntervalJoinOperator(TwoInputTime, StreamOperator):
         self.timers = InternalTimerService(ctx.max_parallelism, self._cleanup, lambda *a: None, None, ctx.clock, queues)
         for st in self._restored:
             for kg, blob in (st or {}).get("groups", {}).items():
-                if kg in ctx.key_group_range:
-                    self.buffers.update(pickle.loads(blob))
+                if kg in ctx.key_group_range:  # (keys with nothing buffered, which older snapshots hold, are left out)
+                    self.buffers.update((k, b) for k, b in pickle.loads(blob).items() if b[0] or b[1])
             if st:
                 self.wms.restore(st.get("watermark", self.wms.current))
                 self.timers.watermark = self.wms.current
@@ -173,22 +173,22 @@ class IntervalJoinOperator(TwoInputTime, StreamOperator):
             try:
                 key = key_of(r)
                 bufs = self.buffers.get(key)
-                if bufs is None:
-                    bufs = self.buffers[key] = ([], [])
                 me = (ts, r)
                 if input_index == 0:
-                    for other in bufs[1]:
+                    for other in bufs[1] if bufs is not None else ():
                         if ts + lo <= other[0] <= ts + hi:
                             self._join(me, other, key, out)
                     cleanup = ts + hi
                 else:
-                    for other in bufs[0]:
+                    for other in bufs[0] if bufs is not None else ():
                         if other[0] + lo <= ts <= other[0] + hi:
                             self._join(other, me, key, out)
                     cleanup = ts - lo
             except Exception as exc:
                 raise UserCodeError(r, exc) from exc
-            if cleanup > wm:
+            if cleanup > wm:  # (a record no future partner can reach is not kept, nor is its key)
+                if bufs is None:
+                    bufs = self.buffers[key] = ([], [])
                 bufs[input_index].append(me)
                 self.timers.register_event_time_timer(key, input_index, cleanup)
         self._emit(out, late)
