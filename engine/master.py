@@ -168,6 +168,10 @@ class _Unrecoverable(Exception):
         self.error = error
 
 
+class _SavepointWriteFailed(Exception):
+    """Writing a savepoint's directory failed (its checkpoint is aborted; the cause is chained)."""
+
+
 class JobMaster:
     """Runs one job at a time. See the module docstring.
 
@@ -467,11 +471,13 @@ class JobMaster:
             exporter.cancel()
             # savepoint requests the job ended before taking (e.g. every task finished while
             # a checkpoint was in progress): their callers get an error, never a wait forever
-            queued, self._savepoint_requests = self._savepoint_requests, []
-            for path, _stop in queued:
-                ended = {"FINISHED": "finished", "CANCELLED": "was cancelled"}.get(self.status, "failed")
-                self._resolve_savepoint(path, CheckpointError(
-                    f"savepoint to {path!r} failed: the job {ended} before it could be taken"))
+            # (and any other savepoint not settled: its caller never waits for a job that ended)
+            queued = {path for path, _stop in self._savepoint_requests}
+            self._savepoint_requests = []
+            ended = {"FINISHED": "finished", "CANCELLED": "was cancelled"}.get(self.status, "failed")
+            for path in list(self._savepoint_waiters):
+                when = "before it could be taken" if path in queued else "while it was taken"
+                self._resolve_savepoint(path, CheckpointError(f"savepoint to {path!r} failed: the job {ended} {when}"))
             self._payloads = {}  # (an idle pooled master keeps no pickled operators)
             for v in self._graph.vertices:  # nor the driver's: no attempt follows
                 v.operators = None
@@ -535,11 +541,14 @@ class JobMaster:
                 self.restarts += 1
                 self.attempt += 1  # calls of the failed attempt's tasks are dropped from now on
                 self._final_committables = {}  # their data is replayed
+                # every savepoint the failed attempt took up fails (pending, being written, or
+                # completed and being committed when the commit failed); requests not taken yet
+                # are taken by the next attempt
+                queued = {path for path, _stop in self._savepoint_requests}
+                for path in [path for path in self._savepoint_waiters if path not in queued]:
+                    self._resolve_savepoint(path, CheckpointError(
+                        f"savepoint to {path!r} failed: the job failed and restarts ({failure})"))
                 if self.coordinator is not None:
-                    for p in list(self.coordinator.checkpoints.values()):
-                        if p.savepoint is not None:
-                            self._resolve_savepoint(p.savepoint, CheckpointError(
-                                f"savepoint to {p.savepoint!r} failed: the job failed and restarts"))
                     self.coordinator.reset_for_restart()
                 await asyncio.sleep(delay)
                 await self._wait_for_completions()
@@ -779,11 +788,11 @@ class JobMaster:
 
     async def _finalizing(self, p: Any, attempt: int) -> bool:
         c = self._checkpoints
+        written: str | None = None  # where a savepoint was written
         try:
             error: BaseException | None = None
-            metadata: dict = {}
             try:
-                metadata = await asyncio.to_thread(self._complete_and_log, p)
+                written = await asyncio.to_thread(self._complete_and_log, p)
             except Exception as exc:  # noqa: BLE001 - the checkpoint fails, not the job
                 error = exc
             aborted_meanwhile = p.status != "FINALIZING"
@@ -794,11 +803,14 @@ class JobMaster:
                 ok = False
             if not ok:
                 if error is not None and not aborted_meanwhile:
+                    # (the tasks of a stop-with-savepoint resume: the job goes on)
                     for actor in self.actors.values():
                         actor.notify_checkpoint_aborted.remote(p.checkpoint_id)
                     if p.savepoint is not None:
+                        what = "writing the savepoint" if isinstance(error, _SavepointWriteFailed) else "writing metadata"
+                        cause = error.__cause__ if isinstance(error, _SavepointWriteFailed) else error
                         self._resolve_savepoint(p.savepoint, CheckpointError(
-                            f"savepoint to {p.savepoint!r} failed: writing metadata failed: {error!r}"))
+                            f"savepoint to {p.savepoint!r} failed: {what} failed: {cause!r}"))
                 return False
             if p.savepoint is not None and not p.stop:
                 # an intermediate savepoint commits no side effects (as in Flink): what it
@@ -809,7 +821,8 @@ class JobMaster:
                     try:
                         await asyncio.to_thread(self._commit_checkpoint, p, c.to_commit(p))
                     except Exception as exc:  # noqa: BLE001 - a commit that fails fails the job, loudly
-                        # (its committables stay committing: the restore re-commits them)
+                        # (its committables stay committing: the restore re-commits them; a
+                        # savepoint's caller hears of it when the attempt fails)
                         self._fail_attempt(exc if isinstance(exc, JobFailed) else JobFailed(str(exc)))
                         return False
                     c.committed(p.checkpoint_id)
@@ -821,16 +834,22 @@ class JobMaster:
             for actor in self.actors.values():
                 actor.notify_checkpoint_complete.remote(p.checkpoint_id)
         if p.savepoint is not None:
-            try:
-                path = await asyncio.to_thread(self._write_savepoint, p.savepoint, metadata, not p.stop)
-            except Exception as exc:  # noqa: BLE001 - reported to the caller
-                self._resolve_savepoint(p.savepoint, exc)
-                return True
-            self._resolve_savepoint(p.savepoint, path)
+            self._resolve_savepoint(p.savepoint, written)
         return True
 
-    def _complete_and_log(self, p: Any) -> dict:
-        return self._checkpoints.complete(p, self._graph_info())
+    def _complete_and_log(self, p: Any) -> str | None:
+        """Complete ``p`` in storage: a checkpoint's ``_metadata``; a savepoint's
+        self-contained directory (returns where), before anything is committed or the tasks
+        are told, so that a savepoint that cannot be written (its path holds one, storage
+        fails) aborts like a checkpoint whose metadata write failed: the tasks of a
+        stop-with-savepoint resume, nothing is committed, and the job goes on."""
+        metadata = self._checkpoints.complete(p, self._graph_info())
+        if p.savepoint is None:
+            return None
+        try:
+            return self._write_savepoint(p.savepoint, metadata, not p.stop)
+        except Exception as exc:
+            raise _SavepointWriteFailed(str(exc)) from exc
 
     def _commit_checkpoint(self, p: Any, committables: dict[str, list]) -> None:
         self._commit(committables, (p.checkpoint_id, "chk"))
