@@ -211,23 +211,54 @@ class _CoProcessContext(_StampedContext, ProcessContext):
         self._stamps, self._index = stamps, 0
 
 
-class _BroadcastContext(_StampedContext, BroadcastContext):
-    __slots__ = ("_stamps", "_index")
+class _ReadOnlyViews:
+    """The read-only broadcast states that ``process_element`` and ``on_timer`` get: one
+    read-only copy per state, made on first use after the state last changed (the operator
+    calls :meth:`clear` after each batch of broadcast elements), not one per call (a copy of
+    every rule for every record)."""
 
-    def __init__(self, states: dict[str, dict], stamps: _BatchTimestamps) -> None:
+    __slots__ = ("views",)
+
+    def __init__(self) -> None:
+        self.views: dict[Any, dict] = {}
+
+    def get(self, ctx: BroadcastContext, descriptor: Any) -> dict:
+        name = descriptor if isinstance(descriptor, str) else getattr(descriptor, "name", None)
+        view = self.views.get(name)
+        if view is None:
+            view = self.views[name] = BroadcastContext.get_broadcast_state(ctx, descriptor)
+        return view
+
+    def clear(self) -> None:
+        self.views.clear()
+
+
+class _BroadcastContext(_StampedContext, BroadcastContext):
+    __slots__ = ("_stamps", "_index", "_views")
+
+    def __init__(self, states: dict[str, dict], stamps: _BatchTimestamps, views: _ReadOnlyViews) -> None:
         super().__init__(states)
-        self._stamps, self._index = stamps, 0
+        self._stamps, self._index, self._views = stamps, 0, views
+
+    def get_broadcast_state(self, descriptor: Any) -> dict:
+        if self._writable:
+            return BroadcastContext.get_broadcast_state(self, descriptor)
+        return self._views.get(self, descriptor)
 
 
 class _BroadcastTimerContext(BroadcastContext):
     """The context of a keyed broadcast function's ``on_timer``: the timer's key and time,
     read-only broadcast state, timers, side outputs and ``time_domain()``."""
 
-    __slots__ = ("_domain",)
+    __slots__ = ("_domain", "_views")
 
-    def __init__(self, states: dict[str, dict]) -> None:
+    def __init__(self, states: dict[str, dict], views: _ReadOnlyViews) -> None:
         super().__init__(states)
         self._domain = "event_time"
+        self._views = views
+
+    def get_broadcast_state(self, descriptor: Any) -> dict:
+        return self._views.get(self, descriptor)
 
     def time_domain(self) -> str:
         """``"event_time"`` or ``"processing_time"``."""
@@ -403,7 +434,8 @@ class BroadcastProcessOperator(_TwoInputBase):
     def open(self, ctx: OperatorContext, output: Output) -> None:
         super().open(ctx, output)
         self.stamps = _BatchTimestamps(self.assigners)
-        self.bctx = _BroadcastContext(self.states, self.stamps)
+        self.views = _ReadOnlyViews()
+        self.bctx = _BroadcastContext(self.states, self.stamps, self.views)
         self.function.open(RuntimeContext(ctx))
 
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
@@ -412,14 +444,18 @@ class BroadcastProcessOperator(_TwoInputBase):
         fn = self.function.process_broadcast_element if input_index == 1 else self.function.process_element
         out: list = []
         self.stamps.start(batch, input_index)
-        for i, r in enumerate(batch.records()):
-            try:
-                ctx._index = i
-                res = fn(r, ctx)
-                if res is not None:
-                    out.extend(res)
-            except Exception as exc:
-                raise UserCodeError(r, exc) from exc
+        try:
+            for i, r in enumerate(batch.records()):
+                try:
+                    ctx._index = i
+                    res = fn(r, ctx)
+                    if res is not None:
+                        out.extend(res)
+                except Exception as exc:
+                    raise UserCodeError(r, exc) from exc
+        finally:
+            if input_index == 1:  # the broadcast state may have changed: fresh read-only copies
+                self.views.clear()
         self._emit(out, ctx)
 
     def advance_event_time(self, watermark: int) -> None:
@@ -463,10 +499,10 @@ class KeyedBroadcastProcessOperator(BroadcastProcessOperator):
         self.timers = InternalTimerService(ctx.max_parallelism, self._on_event, self._on_proc,
                                            ctx.register_processing_timer, ctx.clock,
                                            backend_timer_queues(ctx.keyed_backend))
-        self.tctx = _BroadcastTimerContext(self.states)
-        self.tctx._timer_service = TimerService(self.timers, self.tctx.get_current_key)
         self._out: list = []
         super().open(ctx, output)
+        self.tctx = _BroadcastTimerContext(self.states, self.views)
+        self.tctx._timer_service = TimerService(self.timers, self.tctx.get_current_key)
         self._element_timers = TimerService(self.timers, self.bctx.get_current_key)
         self.timers.restore(self._restored_timers + backend_restored_timers(ctx.keyed_backend), ctx.key_group_range)
         self._restored_timers = []
