@@ -34,7 +34,8 @@ import pyarrow.compute as pc
 
 from .errors import GraphError, short_repr
 
-__all__ = ["Batch", "records_to_arrow", "arrow_to_records", "tuple_columns", "concat_runs", "why_not_columns", "KIND_KEY"]
+__all__ = ["Batch", "records_to_arrow", "arrow_to_records", "batch_kind", "tuple_columns", "concat_runs", "why_not_columns",
+           "KIND_KEY"]
 
 KIND_KEY = b"raystream.kind"
 _ROW = b"row"  # dict records, typed columns
@@ -57,6 +58,34 @@ def _is_flat(schema: pa.Schema, allow_null: bool = False) -> bool:
 
 def _with_kind(batch: pa.RecordBatch, kind: bytes) -> pa.RecordBatch:
     return batch.replace_schema_metadata({KIND_KEY: kind})
+
+
+def batch_kind(schema: pa.Schema) -> bytes:
+    """How the rows of a batch of this schema are records: the kind :func:`records_to_arrow`
+    wrote in its metadata while the columns still have that kind's shape (one ``value``
+    column; ``f0``..``fn``; one binary ``record`` column), else dict rows. A batch function
+    that keeps a batch's metadata but changes its columns (``batch.append_column(...)`` in
+    ``map_batches``) makes rows of its columns, none dropped.
+
+    Example:
+        >>> rb = records_to_arrow([1, 2])
+        >>> batch_kind(rb.schema), batch_kind(rb.append_column("sq", pa.array([1, 4])).schema)
+        (b'scalar', b'row')
+    """
+    meta = schema.metadata
+    kind = meta.get(KIND_KEY, _ROW) if meta else _ROW
+    if kind == _ROW:
+        return _ROW
+    names = schema.names
+    if kind == _SCALAR:
+        shaped = names == ["value"]
+    elif kind == _PICKLE:
+        shaped = names == ["record"] and pa.types.is_binary(schema.field(0).type)
+    elif kind == _TUPLE:
+        shaped = bool(names) and names == [f"f{i}" for i in range(len(names))]
+    else:
+        shaped = False
+    return kind if shaped else _ROW
 
 
 def _pickled(records: Sequence[Any]) -> pa.RecordBatch:
@@ -239,11 +268,12 @@ _NOT_A_MEMBER = object()
 
 def _restored(column: pa.Array, meta: dict, name: bytes) -> list:
     """The values of ``column`` as :func:`records_to_arrow` took them (see :func:`_restorers`)."""
+    t = column.type
     zone = meta.get(_ZONE_KEY + name)
-    if zone is not None:
+    if zone is not None and pa.types.is_timestamp(t) and t.tz is not None:  # (not a column a batch function replaced)
         return _in_zone(column, zone)
     members = meta.get(_ENUM_KEY + name)
-    if members is not None:
+    if members is not None and (t == pa.int64() or t == pa.string()):
         return _as_members(column, members)
     return _pylist(column)
 
@@ -476,7 +506,7 @@ def record_bytes(record: Any, _depth: int = 0) -> int:
 def arrow_to_records(batch: pa.RecordBatch) -> list:
     """Inverse of :func:`records_to_arrow`; plain Arrow batches become lists of dicts."""
     meta = batch.schema.metadata or {}
-    kind = meta.get(KIND_KEY, _ROW)
+    kind = batch_kind(batch.schema)
     if kind == _SCALAR:
         return _pylist(batch.column(0))
     if kind == _PICKLE:
@@ -616,8 +646,7 @@ class Batch:
         """True for Arrow data that is not a wrapped pickled/scalar record stream."""
         if self._arrow is None:
             return False
-        meta = self._arrow.schema.metadata or {}
-        return meta.get(KIND_KEY, _ROW) == _ROW
+        return batch_kind(self._arrow.schema) == _ROW
 
     def records(self) -> list:
         """The records as a Python list."""
@@ -647,7 +676,7 @@ class Batch:
             (['record'], Decimal128Type(decimal128(3, 2)))
         """
         rb = self.arrow()
-        if rb.num_rows and (rb.schema.metadata or {}).get(KIND_KEY) == _PICKLE:  # (from records, or from a channel)
+        if rb.num_rows and batch_kind(rb.schema) == _PICKLE:  # (from records, or from a channel)
             typed = records_to_arrow(self.records(), exact=False)
             if (typed.schema.metadata or {}).get(KIND_KEY) != _PICKLE:
                 return typed
@@ -671,7 +700,7 @@ class Batch:
         """
         rows: Sequence[Any] | None = None
         sent = self.arrow()
-        if fields is not None and sent.num_rows and (sent.schema.metadata or {}).get(KIND_KEY) == _PICKLE:
+        if fields is not None and sent.num_rows and batch_kind(sent.schema) == _PICKLE:
             records = self.records()
             if all(type(r) is dict for r in records):
                 for i, r in enumerate(records):
@@ -686,7 +715,7 @@ class Batch:
                 if (projected.schema.metadata or {}).get(KIND_KEY) != _PICKLE:
                     return projected
         rb = self.columns()
-        if rb.num_rows and (rb.schema.metadata or {}).get(KIND_KEY) == _PICKLE:
+        if rb.num_rows and batch_kind(rb.schema) == _PICKLE:
             records = self.records()
             index, why = why_not_columns(rows if rows is not None else records)
             raise GraphError(
