@@ -1,4 +1,5 @@
-"""Connected streams: ``a.connect(b)`` with CoProcessFunction / KeyedCoProcessFunction,
+"""Connected streams: ``a.connect(b)`` with ``map(fn1, fn2)`` / ``flat_map(fn1, fn2)``,
+CoProcessFunction / KeyedCoProcessFunction,
 and broadcast state (``a.connect(b.broadcast(descriptor)).process(BroadcastProcessFunction)``).
 
 A graph builder: it adds one two-input node whose operator (from :mod:`operators.two_input`)
@@ -11,12 +12,12 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Generic, TypeVar
+from typing import Any, Callable, Generic, Iterable, TypeVar
 
 from raystream.engine.errors import GraphError
 from raystream.engine.partitioners import BroadcastPartitioner, KeyGroupPartitioner, KeySelector
 
-from ._stream_base import Key, StreamBase, add_two_input, find_timestamp_assigner
+from ._stream_base import Key, StreamBase, add_two_input, check_callable, find_timestamp_assigner
 from .functions import BroadcastProcessFunction, CoProcessFunction, KeyedCoProcessFunction
 
 # the operators, re-exported from where they lived before operators.two_input
@@ -40,6 +41,32 @@ __all__ = [
 ]
 
 S = TypeVar("S")
+
+
+class _CoMap(CoProcessFunction):
+    """``connected.map(fn1, fn2)`` as a co-process function."""
+
+    def __init__(self, fn1: Callable[[Any], Any], fn2: Callable[[Any], Any]) -> None:
+        self.fn1, self.fn2 = fn1, fn2
+
+    def process_element1(self, value: Any, ctx: Any) -> Iterable[Any]:
+        return (self.fn1(value),)
+
+    def process_element2(self, value: Any, ctx: Any) -> Iterable[Any]:
+        return (self.fn2(value),)
+
+
+class _CoFlatMap(CoProcessFunction):
+    """``connected.flat_map(fn1, fn2)`` as a co-process function."""
+
+    def __init__(self, fn1: Callable[[Any], Iterable[Any]], fn2: Callable[[Any], Iterable[Any]]) -> None:
+        self.fn1, self.fn2 = fn1, fn2
+
+    def process_element1(self, value: Any, ctx: Any) -> Iterable[Any]:
+        return self.fn1(value)
+
+    def process_element2(self, value: Any, ctx: Any) -> Iterable[Any]:
+        return self.fn2(value)
 
 
 class BroadcastStream(Generic[S]):
@@ -66,8 +93,35 @@ class ConnectedStreams(Generic[S]):
             raise GraphError("key_by() on a connected broadcast stream: key the first stream before connect()")
         return ConnectedStreams(self.first, self.second, (KeySelector(key1), KeySelector(key2)))
 
+    def map(self, fn1: Callable[[Any], Any], fn2: Callable[[Any], Any]) -> S:
+        """One output record per input record: ``fn1(r)`` for the first input, ``fn2(r)`` for
+        the second (Flink's ``CoMapFunction``; keyed after :meth:`key_by`).
+
+        Example:
+            >>> # orders.connect(payments).map(lambda o: ("order", o), lambda p: ("payment", p))
+        """
+        check_callable(fn1, "map")
+        check_callable(fn2, "map")
+        return self._co_function(_CoMap(fn1, fn2), "co_map")
+
+    def flat_map(self, fn1: Callable[[Any], Iterable[Any]], fn2: Callable[[Any], Iterable[Any]]) -> S:
+        """Zero or more output records per input record: every item of ``fn1(r)`` for the first
+        input, of ``fn2(r)`` for the second (Flink's ``CoFlatMapFunction``; keyed after
+        :meth:`key_by`)."""
+        check_callable(fn1, "flat_map")
+        check_callable(fn2, "flat_map")
+        return self._co_function(_CoFlatMap(fn1, fn2), "co_flat_map")
+
+    def _co_function(self, function: CoProcessFunction, name: str) -> S:
+        if isinstance(self.second, BroadcastStream):
+            raise GraphError(f"{name}: a connected broadcast stream needs process(BroadcastProcessFunction)")
+        return self._process(function, name)
+
     def process(self, function: CoProcessFunction | BroadcastProcessFunction) -> S:
         """Run a CoProcessFunction, KeyedCoProcessFunction (after key_by) or BroadcastProcessFunction."""
+        return self._process(function, "co_process")
+
+    def _process(self, function: CoProcessFunction | BroadcastProcessFunction, name: str) -> S:
         first, second = self.first, self.second
         if isinstance(second, BroadcastStream):
             if not isinstance(function, BroadcastProcessFunction):
@@ -95,13 +149,13 @@ class ConnectedStreams(Generic[S]):
                 sels = (k1, k2)
             key_sels = sels
             ts = (find_timestamp_assigner(first.node), find_timestamp_assigner(second.node))
-            return add_two_input(first, second, "co_process",
+            return add_two_input(first, second, name,
                                  lambda: KeyedCoProcessOperator(keyed_fn, key_sels, ts), True,
                                  (KeyGroupPartitioner(sels[0]), KeyGroupPartitioner(sels[1])))
         if isinstance(function, CoProcessFunction):
             co_fn = function
             co_stamps = (find_timestamp_assigner(first.node), find_timestamp_assigner(second.node))
-            return add_two_input(first, second, "co_process", lambda: CoProcessOperator(co_fn, co_stamps), False,
+            return add_two_input(first, second, name, lambda: CoProcessOperator(co_fn, co_stamps), False,
                                  (first._partitioner, second._partitioner))
         if isinstance(function, BroadcastProcessFunction):
             raise GraphError(f"a BroadcastProcessFunction ({type(function).__name__}) needs a broadcast stream: "
