@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable, TypeVar, Union
 from urllib.parse import urlsplit, urlunsplit
 
 import cloudpickle
+import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -682,7 +683,8 @@ class _TextReader(_QueueReader[_TextSplit]):
     only matched where a character starts: ``b"\\n\\x00"`` inside UTF-16-LE ``"\\u0a41\\n"``
     (``41 0a 0a 00``) starts at an odd offset and is no newline."""
 
-    BLOCK = 1 << 20  # a multiple of every code unit
+    BLOCK = 1 << 20  # the most bytes read at once (but for a line longer than that); a multiple of every code unit
+    MIN_READ = 1 << 12  # the fewest (also a multiple of every code unit)
 
     def __init__(self, source: TextSource) -> None:
         super().__init__()
@@ -692,6 +694,7 @@ class _TextReader(_QueueReader[_TextSplit]):
         self._file: pa.NativeFile | None = None
         self._path: str | None = None
         self._file_codec, self._file_newline = self.codec, self.newline
+        self._want = self.BLOCK  # bytes the next read asks for
 
     def _open(self, path: str) -> pa.NativeFile:
         """Opens ``path``; for ``utf-16`` / ``utf-32`` its byte order comes from its byte order
@@ -738,6 +741,23 @@ class _TextReader(_QueueReader[_TextSplit]):
                 return pos + i + self.unit
             pos += len(chunk)
 
+    def _batch_end(self, chunk: bytes, cut: int) -> int:
+        """``cut``, or the end of the ``batch_size``-th line of ``chunk`` when ``chunk[:cut]``
+        holds more lines than that: a batch has at most ``batch_size`` lines."""
+        size, newline = self.source.batch_size, self._file_newline
+        if chunk.count(newline, 0, cut) < size:  # (newlines off code unit boundaries counted too: a bound)
+            return cut
+        if self.unit == 1:
+            ends = np.flatnonzero(np.frombuffer(chunk, np.uint8, cut) == newline[0])
+            return min(cut, int(ends[size - 1]) + 1)
+        i, found = -self.unit, 0
+        while found < size:
+            i = self._find(chunk, i + self.unit)
+            if i < 0 or i >= cut:
+                return cut
+            found += 1
+        return min(cut, i + self.unit)
+
     def poll_next(self) -> PollResult:
         unit = self.unit
         while self.splits:
@@ -757,7 +777,8 @@ class _TextReader(_QueueReader[_TextSplit]):
             if s.position >= s.end:
                 self.splits.pop(0)
                 continue
-            chunk = f.read_at(self.BLOCK, s.position)
+            want = self._want
+            chunk = f.read_at(want, s.position)
             if not chunk:  # (the split ends before the file: it was shorter when the job was planned)
                 raise ValueError(
                     f"read_text: {s.path} ends at byte {s.position}, but it had at least {s.end} bytes when "
@@ -766,7 +787,7 @@ class _TextReader(_QueueReader[_TextSplit]):
                 )
             owned = s.end - s.position  # lines starting before this offset are ours
             nl = self._rfind(chunk)
-            if len(chunk) < self.BLOCK and (nl < 0 or nl + unit < len(chunk)):
+            if len(chunk) < want and (nl < 0 or nl + unit < len(chunk)):
                 cut = len(chunk)  # end of file without a trailing newline
             elif nl < 0:
                 cut = self._line_end(f, s.position) - s.position
@@ -776,6 +797,7 @@ class _TextReader(_QueueReader[_TextSplit]):
             if owned < cut:
                 last = self._find(chunk, owned - unit)
                 cut = last + unit if last >= 0 else cut
+            cut = self._batch_end(chunk, cut)
             text = chunk[:cut]
             at = s.position
             s.position += cut
@@ -791,6 +813,10 @@ class _TextReader(_QueueReader[_TextSplit]):
                 ) from exc
             lines = _lines(decoded)
             if lines:
+                # the next read: about the bytes of a batch of lines like these (a read of a
+                # whole block for a few of its lines would read and scan the rest again)
+                per_line = -(-cut // len(lines))
+                self._want = min(self.BLOCK, max(self.MIN_READ, -(-per_line * self.source.batch_size * 5 // 4 // unit) * unit))
                 return Batch.of_records(lines)
         return END_OF_INPUT
 
