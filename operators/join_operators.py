@@ -33,7 +33,7 @@ from raystream.engine.operator import OperatorContext, Output, StreamOperator
 from raystream.engine.partitioners import KeySelector
 from raystream.engine.records import Batch
 
-from .functions import keyed_state_backend
+from .functions import OutputTag, RuntimeContext, keyed_state_backend, tag_name
 from .time import TimestampAssigner
 from .timers import (
     InternalTimerService,
@@ -53,21 +53,36 @@ JOIN_BUFFERS = ("_join/left", "_join/right")
 
 class ProcessJoinFunction:
     """Called for each joined pair: ``process_element(left, right, ctx)`` yields results
-    (``ctx.left_timestamp``, ``ctx.right_timestamp``, ``ctx.key``)."""
+    (``ctx.left_timestamp``, ``ctx.right_timestamp``, ``ctx.key``, ``ctx.output(tag, value)``
+    for side outputs); ``open(runtime_context)`` once per subtask before any pair (keyed
+    state is not available: the join's state is its buffers), ``close()`` at the end."""
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        """Called once per subtask before any pair."""
 
     def process_element(self, left: Any, right: Any, ctx: JoinContext) -> Iterable[Any] | None:
         raise NotImplementedError(f"{type(self).__name__}.process_element")
 
+    def close(self) -> None:
+        """Called once at the end."""
+
 
 class JoinContext:
     """What :meth:`ProcessJoinFunction.process_element` sees of a joined pair: its key and
-    the event timestamps of both sides."""
+    the event timestamps of both sides; :meth:`output` emits to a side output."""
 
-    __slots__ = ("key", "left_timestamp", "right_timestamp")
+    __slots__ = ("key", "left_timestamp", "right_timestamp", "_side")
 
     key: Any
     left_timestamp: int
     right_timestamp: int
+
+    def __init__(self) -> None:
+        self._side: dict[str, list[Any]] = {}
+
+    def output(self, tag: OutputTag | str, value: Any) -> None:
+        """Emit ``value`` to the side output ``tag`` (read it with ``get_side_output(tag)``)."""
+        self._side.setdefault(tag_name(tag), []).append(value)
 
 
 class IntervalJoinOperator(TwoInputTime, StreamOperator):
@@ -128,6 +143,12 @@ class IntervalJoinOperator(TwoInputTime, StreamOperator):
             self.buffers = {}
         self.jctx = JoinContext()
         ctx.metrics.setdefault("num_late_records_dropped", 0)
+        if isinstance(self.fn, ProcessJoinFunction):
+            self.fn.open(RuntimeContext(ctx))
+
+    def close(self) -> None:
+        if isinstance(self.fn, ProcessJoinFunction):
+            self.fn.close()
 
     def _buffers_from_backend(self, backend: Any) -> list[dict[str, Any] | None]:
         """Heap: move the buffers a heap keyed ``backend`` restored from a RocksDB snapshot
@@ -196,6 +217,11 @@ class IntervalJoinOperator(TwoInputTime, StreamOperator):
     def _emit(self, out: list, late: list) -> None:
         if out:
             self.output.emit(Batch.of_records(out))
+        side = self.jctx._side
+        if side:
+            self.jctx._side = {}
+            for tag, values in side.items():
+                self.output.emit_side(tag, Batch.of_records(values))
         if late:
             if self.late_tag is not None:
                 self.output.emit_side(self.late_tag, Batch.of_records(late))
