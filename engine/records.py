@@ -610,6 +610,52 @@ def _row_builder(names: tuple[str, ...]) -> _RowBuilder:
     return fn
 
 
+def _nested_rows(records: list) -> pa.RecordBatch | None:
+    """Dict records as Arrow columns, nested values included (lists, tuples and 1-d numpy
+    arrays as list columns, dicts as struct columns), a column for every key (null where a
+    record lacks it), when every value comes back equal; else None.
+
+    Example:
+        >>> _nested_rows([{"id": 1, "tags": ["a"]}, {"id": 2, "tags": []}]).to_pylist()
+        [{'id': 1, 'tags': ['a']}, {'id': 2, 'tags': []}]
+        >>> _nested_rows([{"id": 1, "tags": {1, 2}}]) is None
+        True
+    """
+    if not records or any(type(r) is not dict for r in records):
+        return None
+    names = list(dict.fromkeys(k for r in records for k in r))
+    if not names or not all(type(k) is str for k in names):
+        return None
+    rows = [{k: r.get(k) for k in names} for r in records]
+    try:
+        rb = pa.RecordBatch.from_pylist(rows)
+        back = rb.to_pylist()
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError, TypeError, ValueError):
+        return None
+    if not all(_equal_value(b, r) for b, r in zip(back, rows)):
+        return None
+    return rb.replace_schema_metadata({KIND_KEY: _ROW})
+
+
+def _equal_value(back: Any, value: Any) -> bool:
+    """Whether ``back`` (what Arrow gave back of ``value``) equals ``value``, nested values
+    walked (a tuple or a 1-d numpy array came back as a list of its elements)."""
+    if isinstance(value, dict):
+        return type(back) is dict and back.keys() == value.keys() and all(
+            _equal_value(back[k], v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return type(back) is list and len(back) == len(value) and all(map(_equal_value, back, value))
+    if isinstance(value, np.ndarray):
+        return value.ndim == 1 and type(back) is list and len(back) == len(value) and all(
+            map(_equal_value, back, value.tolist()))
+    if value is None or back is None:
+        return value is back
+    try:
+        return bool(back == value) or (back != back and value != value)  # (NaN is NaN)
+    except (TypeError, ValueError):
+        return False
+
+
 class Batch:
     """A batch of records, held as a Python list, an Arrow RecordBatch, or both.
 
@@ -661,13 +707,16 @@ class Batch:
             self._arrow = records_to_arrow(self._records if self._records is not None else [])
         return self._arrow
 
-    def columns(self) -> pa.RecordBatch:
+    def columns(self, nested: bool = False) -> pa.RecordBatch:
         """The batch as Arrow columns to compute on (``map_batches``, vectorized aggregates and
         windows): :meth:`arrow`, except for records that it pickles only because Arrow would
         give them back changed (IntEnums, ``str`` subclasses, Decimals of several exponents,
         datetimes of several zones) or because dict records have different keys (a column for
         every key, null where a record lacks it): typed columns of equal values here (not
-        kept: :meth:`arrow`, what a channel sends, stays exact).
+        kept: :meth:`arrow`, what a channel sends, stays exact). ``nested`` (``map_batches``):
+        dict records with lists, dicts or 1-d numpy arrays as values get list and struct
+        columns of equal values too (tuples as lists); records Arrow cannot hold so stay a
+        ``record`` column of pickled values.
 
         Example:
             >>> from decimal import Decimal
@@ -680,6 +729,10 @@ class Batch:
             typed = records_to_arrow(self.records(), exact=False)
             if (typed.schema.metadata or {}).get(KIND_KEY) != _PICKLE:
                 return typed
+            if nested:
+                rows = _nested_rows(self.records())
+                if rows is not None:
+                    return rows
         return rb
 
     def typed_columns(self, where: str, fields: Sequence[str] | None = None) -> pa.RecordBatch:

@@ -106,7 +106,7 @@ class MapBatchesOperator(StreamOperator):
         self.batch_format = batch_format
 
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
-        rb = batch.columns()
+        rb = batch.columns(nested=True)
         if self.batch_format == "numpy":
             arg: dict[str, np.ndarray] | pa.RecordBatch = {
                 name: col.to_numpy(zero_copy_only=False) for name, col in zip(rb.schema.names, rb.columns)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
@@ -79,3 +80,22 @@ def test_a_replaced_zone_or_enum_column_is_read_as_what_it_holds_now() -> None:
     assert type(arrow_to_records(rb)[0]["level"]) is Level
     changed = rb.set_column(0, "at", pa.array([5])).set_column(1, "level", pa.array([2.5]))
     assert arrow_to_records(changed) == [{"at": 5, "level": 2.5}]
+
+
+def test_map_batches_gets_list_and_struct_columns_of_nested_dict_records() -> None:
+    """Before: the function got one pickled 'record' column (KeyError: 'tags')."""
+    records = [{"id": 1, "tags": ["a", "b"], "pos": {"x": 1.5}, "emb": np.array([0.5, 1.0], np.float32)},
+               {"id": 2, "tags": [], "pos": {"x": -2.0}, "emb": np.array([2.0, 0.0], np.float32)}]
+    env = rs.StreamEnvironment(parallelism=1)
+    (env.from_collection(records)
+     .map_batches(lambda b: {"id": b["id"], "n": pc.list_value_length(b["tags"]), "x": pc.struct_field(b["pos"], "x"),
+                             "e0": pc.list_element(b["emb"], 0)})
+     .collect())
+    assert _run(env) == [{"id": 1, "n": 2, "x": 1.5, "e0": 0.5}, {"id": 2, "n": 0, "x": -2.0, "e0": 2.0}]
+
+
+def test_nested_records_that_arrow_cannot_hold_equal_stay_pickled() -> None:
+    for records in ([{"s": {1, 2}}], [{"m": np.zeros((2, 2))}], [{"a": [1, "x"]}]):
+        rb = Batch.of_records(records).columns(nested=True)
+        assert rb.schema.names == ["record"]
+        assert repr(arrow_to_records(rb)) == repr(records)
