@@ -320,20 +320,23 @@ class RemoteFunctions:
         if not q:
             return
         typename = key[0]
-        if typename not in self._specs:  # the type's value specs are not known yet
+        probe = typename not in self._specs  # the type's value specs are not known yet
+        if probe:
             waiting = self._probing.get(typename)
             if waiting is not None:  # its first request is out: wait for what it tells
                 waiting.append(key)
                 self._parked_keys.add(key)
                 return
-            self._probing[typename] = deque()
         ep = self.endpoint_for(typename)
         assert ep is not None
         cap = ep.max_concurrent_requests
         if cap is not None and self._per_endpoint.get(ep, 0) >= cap:
+            # (not yet the type's first request: one parked here never waits behind itself)
             self._parked.setdefault(ep, deque()).append(key)
             self._parked_keys.add(key)
             return
+        if probe:  # this request is the type's first: the type's other addresses wait for its reply
+            self._probing[typename] = deque()
         n = min(len(q), ep.max_num_batch_requests)
         records = [q.popleft() for _ in range(n)]
         self._queued -= n
