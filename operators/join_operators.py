@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import pickle
+from types import GeneratorType
 from typing import Any, Callable, Iterable
 
 import cloudpickle
@@ -172,7 +173,9 @@ class IntervalJoinOperator(TwoInputTime, StreamOperator):
                 out.extend(res)
         else:
             v = fn(left[1], right[1])
-            if v is not None:
+            if isinstance(v, GeneratorType):  # a generator function: any number of results
+                out.extend(v)
+            elif v is not None:
                 out.append(v)
 
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
@@ -363,10 +366,12 @@ class _CoGroup(ProcessWindowFunction):
         if self.fn is not None:
             return self.fn(key, lefts, rights)
         join = self.join
-        out = []
+        out: list[Any] = []
         for left in lefts:
             for right in rights:
                 v = join(left, right)  # type: ignore[misc]
-                if v is not None:
+                if isinstance(v, GeneratorType):  # a generator function (Flink's FlatJoinFunction)
+                    out.extend(v)
+                elif v is not None:
                     out.append(v)
         return out

@@ -80,7 +80,8 @@ class IntervalJoin(Generic[S]):
         return self
 
     def process(self, fn: Callable[[Any, Any], Any] | ProcessJoinFunction) -> S:
-        """``fn(left, right) -> record`` (None skips) or a :class:`ProcessJoinFunction`."""
+        """``fn(left, right) -> record`` (None skips; a generator function yields any number of
+        records) or a :class:`ProcessJoinFunction`."""
         if self.bounds is None:
             raise GraphError("interval_join(...) needs .between(lower_ms, upper_ms) before process()")
         if not (callable(fn) or isinstance(fn, ProcessJoinFunction)):
@@ -150,7 +151,8 @@ class JoinedStreams(Generic[S]):
         return self
 
     def apply(self, fn: Callable[..., Any]) -> S:
-        """join: ``fn(left, right) -> record`` per pair (None skips); co_group:
+        """join: ``fn(left, right) -> record`` per pair (None skips; a generator function
+        yields any number of records, as Flink's FlatJoinFunction); co_group:
         ``fn(key, lefts, rights) -> iterable``."""
         if self.k1 is None or self.k2 is None or self.assigner is None:
             raise GraphError("join/co_group needs .where(key1).equal_to(key2).window(assigner) before apply()")
