@@ -269,6 +269,9 @@ class _FileWriter(SinkWriter[FileCommittable]):
         self.schema: pa.Schema | None = None  # ParquetSink: the current file's schema
         self.held: list[pa.RecordBatch] = []  # ParquetSink: batches held until the schema settles
         self.held_bytes = 0
+        self.group: list[pa.RecordBatch] = []  # ParquetSink: batches of the file's schema for its next row group
+        self.group_rows = 0
+        self.group_bytes = 0
 
     @property
     def stream(self) -> pa.NativeFile:
@@ -312,6 +315,7 @@ class _FileWriter(SinkWriter[FileCommittable]):
         self.schema = None
         self.held = []
         self.held_bytes = 0
+        self.group, self.group_rows, self.group_bytes = [], 0, 0
         self.seq += 1
 
     def prepare_commit(self, checkpoint_id: int | None) -> list[FileCommittable]:
@@ -420,7 +424,7 @@ class ParquetSink(FileSink):
                 return  # (a field of no type yet: hold the batches until it gets one)
             self._start(w)
         else:
-            w.writer.write_batch(self._conform(rb, w.schema))
+            self._add_to_group(w, self._conform(rb, w.schema))
 
     def _start(self, w: _FileWriter) -> None:
         """Open the Parquet writer of the file's schema and write the held batches."""
@@ -430,7 +434,25 @@ class ParquetSink(FileSink):
         w.writer = pq.ParquetWriter(w.stream, schema)
         held, w.held, w.held_bytes = w.held, [], 0
         for rb in held:
-            w.writer.write_batch(self._conform(rb, schema))
+            self._add_to_group(w, self._conform(rb, schema))
+
+    def _add_to_group(self, w: _FileWriter, rb: pa.RecordBatch) -> None:
+        """Gather ``rb`` (in the file's schema) into the next row group, written once it holds
+        :data:`ROW_GROUP_ROWS` rows or :data:`ROW_GROUP_BYTES` bytes, or when the file is
+        finished: a row group per batch made files of thousands of tiny row groups from a
+        stream of small batches, whose footer the writer holds in memory (~2.5 KB each: 100,000
+        batches of 3 rows took 260 MB and made a 56 MB file of 300,000 rows, 11 s to read)."""
+        w.group.append(rb)
+        w.group_rows += rb.num_rows
+        w.group_bytes += rb.nbytes
+        if w.group_rows >= ROW_GROUP_ROWS or w.group_bytes >= ROW_GROUP_BYTES:
+            self._write_group(w)
+
+    def _write_group(self, w: _FileWriter) -> None:
+        if w.group and w.writer is not None:
+            table = pa.Table.from_batches(w.group, schema=w.writer.schema)
+            w.writer.write_table(table, row_group_size=max(1, table.num_rows))
+        w.group, w.group_rows, w.group_bytes = [], 0, 0
 
     def _unify(self, schema: pa.Schema, rb: pa.RecordBatch) -> pa.Schema:
         """The schema of the file so far unified with the batch's, or a failure naming the field."""
@@ -512,6 +534,7 @@ class ParquetSink(FileSink):
         if w.writer is None and w.held:
             self._start(w)
         if w.writer is not None:
+            self._write_group(w)
             w.writer.close()
 
 
@@ -625,6 +648,11 @@ def _not_json(value: Any, path: tuple[Any, ...] = ()) -> tuple[tuple[Any, ...], 
 
 #: a part file's batches held while a field has no type yet (only Nones), at most
 _SETTLE_BYTES = 8 << 20
+#: a Parquet row group is written once the batches gathered for it hold this many rows (as
+#: pyarrow's default row group size)...
+ROW_GROUP_ROWS = 1 << 20
+#: ...or this many bytes of Arrow data (a writer holds at most about this much)
+ROW_GROUP_BYTES = 32 << 20
 
 
 def _has_null_type(t: pa.DataType) -> bool:
