@@ -83,7 +83,7 @@ def to_arrow_batch(value: Any, where: str) -> pa.RecordBatch:
         batches = value.to_batches()
         return batches[0] if batches else pa.RecordBatch.from_pylist([], schema=value.schema)
     if isinstance(value, dict):
-        return pa.RecordBatch.from_pydict({k: (v if isinstance(v, (pa.Array, pa.ChunkedArray)) else pa.array(v)) for k, v in value.items()})
+        return _batch_of_columns(value, where)
     try:
         import pandas as pd  # optional
 
@@ -95,6 +95,46 @@ def to_arrow_batch(value: Any, where: str) -> pa.RecordBatch:
         f"{where} must return a pyarrow.RecordBatch, pyarrow.Table or a dict of columns, "
         f"got {type(value).__name__}"
     )
+
+
+def _as_numpy(column: Any) -> Any:
+    """A column a ``"numpy"`` batch function returned as a list: as numpy would make it (its
+    numbers of one dtype), unless numpy cannot hold it as one 1-d array (rows of lists or
+    arrays of several lengths: left to Arrow, which makes a list column of them)."""
+    if isinstance(column, (np.ndarray, pa.Array, pa.ChunkedArray)):
+        return column
+    try:
+        arr = np.asarray(column)
+    except (ValueError, TypeError):
+        return column
+    return arr if arr.ndim == 1 and arr.dtype != object else column
+
+
+def _batch_of_columns(columns: dict[Any, Any], where: str) -> pa.RecordBatch:
+    """A dict of columns (Arrow arrays, numpy arrays, lists) as one RecordBatch; a column
+    that is no 1-d sequence of values, or of another length than the first, is named.
+
+    Example:
+        >>> _batch_of_columns({"a": np.zeros((2, 2))}, "map_batches function 'f'")
+        Traceback (most recent call last):
+        ...
+        TypeError: map_batches function 'f' returned column 'a' as a numpy array of shape (2, 2); columns are 1-dimensional (one value per row): give a list per row, e.g. list(a) for rows of arrays
+    """
+    arrays: dict[str, pa.Array | pa.ChunkedArray] = {}
+    for name, v in columns.items():
+        if isinstance(v, np.ndarray) and v.ndim != 1:
+            raise TypeError(
+                f"{where} returned column {name!r} as a numpy array of shape {v.shape}; columns are 1-dimensional "
+                f"(one value per row): give a list per row, e.g. list({name}) for rows of arrays"
+            )
+        try:
+            arrays[name] = v if isinstance(v, (pa.Array, pa.ChunkedArray)) else pa.array(v)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as exc:
+            raise TypeError(f"{where} returned column {name!r} that Arrow cannot hold as one typed column: {exc}") from exc
+    lengths = {name: len(a) for name, a in arrays.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"{where} returned columns of different lengths: {lengths}; every column needs one value per row")
+    return pa.RecordBatch.from_pydict(arrays)
 
 
 class MapBatchesOperator(StreamOperator):
@@ -127,5 +167,5 @@ class MapBatchesOperator(StreamOperator):
                 ),
             )
         if self.batch_format == "numpy" and isinstance(result, dict):
-            result = {k: (v if isinstance(v, np.ndarray) else np.asarray(v)) for k, v in result.items()}
+            result = {k: _as_numpy(v) for k, v in result.items()}
         self.output.emit(Batch.of_arrow(to_arrow_batch(result, f"map_batches function {getattr(self.fn, '__name__', self.fn)!r}")))
