@@ -428,7 +428,12 @@ class Task:
         map from ids to images) go out a buffer at a time, so that the task holds about one
         buffer of them, not the whole batch's output, and back-pressure applies between the
         slices. The rows of a slice are learned per input from the bytes the previous call
-        wrote per row (the first call takes at most :data:`PROBE_ROWS`)."""
+        wrote per row (the first call takes at most :data:`PROBE_ROWS`); after a call that
+        wrote nothing (a filter, a window not firing) the next takes twice its rows, so a
+        stretch of input that writes nothing costs few calls, and where it ends (a filter
+        that dropped the first records of a map to 1 MB blobs) one call writes at most about
+        twice the rows of the one before (before, the rest of the batch went in one call:
+        2,000 blobs at once, 2 GB in a task)."""
         n = len(batch)
         if not self._sliced_head:  # (nothing of the chain's output is sent: a sink, a collect)
             self._call_operator(0, batch, input_index)
@@ -441,7 +446,10 @@ class Task:
             before = self._bytes_written()
             self._call_operator(0, batch if stop - start == n else batch.slice(start, stop), input_index)
             written = self._bytes_written() - before
-            head_rows[input_index] = max(1, self.spec.config.buffer_bytes * (stop - start) // written) if written else _UNSLICED
+            if written:
+                head_rows[input_index] = max(1, self.spec.config.buffer_bytes * (stop - start) // written)
+            else:
+                head_rows[input_index] = min(_UNSLICED, 2 * rows)  # (a cap no batch reaches)
             if stop >= n:
                 return
             start = stop

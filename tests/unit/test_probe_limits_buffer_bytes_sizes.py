@@ -103,3 +103,32 @@ def test_a_chain_making_records_of_mixed_sizes_is_called_on_slices_of_its_input(
     run_in_process(env.get_job_graph(), config, timeout_s=120)
     assert sorted(CALLS) == list(range(300)) and sum(SINK_BATCHES) == 300
     assert max(SINK_BATCHES) <= 6, SINK_BATCHES  # (before: 236 of the 300 in one batch)
+
+
+#: the rows each call of the head map got, and the records it turned into blobs
+HEAD_CALLS: list[int] = []
+
+
+def _blobs_after_64(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Nothing for ids below 64 (a filter's work), a 1 MB blob for every other id."""
+    HEAD_CALLS.append(batch.num_rows)
+    ids = [i for i in batch.column(0).to_pylist() if i >= 64]
+    return pa.RecordBatch.from_pydict({"k": ids, "blob": [b"z" * MB] * len(ids)},
+                                      schema=pa.schema([("k", pa.int64()), ("blob", pa.binary())]))
+
+
+def test_after_calls_that_wrote_nothing_the_slices_grow_step_by_step():
+    """Before, a call that wrote nothing sent the rest of the batch in one call: the first 64
+    ids made nothing, then 236 blobs of 1 MB were made at once (2 GB at 2,000 ids in a job)."""
+    HEAD_CALLS.clear()
+    SINK_BATCHES.clear()
+    env = rs.StreamEnvironment(parallelism=1)
+    (env.generate(300, batch_size=300)
+     .map_batches(_blobs_after_64)
+     .rebalance().sink_to(_SizesSink()).set_parallelism(2))
+    config = JobConfig(name="blobs after nothing", task=TaskConfig(buffer_bytes=4 * MB))
+    run_in_process(env.get_job_graph(), config, timeout_s=120)
+    assert sum(HEAD_CALLS) == 300 and sum(SINK_BATCHES) == 300 - 64
+    assert HEAD_CALLS[0] == 64 and HEAD_CALLS[1] <= 128, HEAD_CALLS  # (before: [64, 236])
+    assert max(HEAD_CALLS[2:]) <= 4, HEAD_CALLS
+    assert max(SINK_BATCHES) <= 6, SINK_BATCHES
