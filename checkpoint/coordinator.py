@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from raystream.engine.connectors import assign_split_indices
 from raystream.engine.errors import CheckpointError, ConfigError
+from raystream.engine.keygroups import KeyGroupRange
 
 from .serde import loads
 from .storage import CheckpointStorage, resolve_storage
@@ -528,6 +529,19 @@ def _holds_state(op: dict, read: Callable[[Any], bytes], uid: str) -> bool:
     return False
 
 
+def _old_key_groups(op: dict, subtask: Any, max_parallelism: int) -> KeyGroupRange | None:
+    """The key groups that subtask ``subtask`` of checkpointed operator ``op`` owned (its keyed
+    snapshot holds no other), or None when the metadata does not say."""
+    parallelism = op.get("parallelism")
+    if not isinstance(parallelism, int) or not isinstance(subtask, int) or not 0 <= subtask < parallelism <= max_parallelism:
+        return None
+    return KeyGroupRange.for_subtask(subtask, parallelism, max_parallelism)
+
+
+def _overlap(a: KeyGroupRange, b: KeyGroupRange) -> bool:
+    return a.start <= b.end and b.start <= a.end
+
+
 def build_restore_plan(
     metadata: dict,
     read: Callable[[Ref], bytes],
@@ -545,8 +559,9 @@ def build_restore_plan(
             has is an error (like Flink's ``--allowNonRestoredState``).
 
     Returns:
-        ``(plan, committables)``: ``plan[(vertex, subtask)][uid]`` holds ``keyed`` (list of
-        serialized keyed snapshots), ``operator`` (union list of operator states),
+        ``(plan, committables)``: ``plan[(vertex, subtask)][uid]`` holds ``keyed`` (the
+        serialized keyed snapshots of the old subtasks whose key groups overlap this
+        subtask's, in old-subtask order), ``operator`` (union list of operator states),
         ``splits`` (source splits of this subtask, in the source's order), ``split_order`` (their
         ordinals in it, ``None`` when unknown) and ``feedback_log`` (Arrow batches to
         replay); ``committables`` maps sink uid -> committables of the restored checkpoint.
@@ -574,14 +589,14 @@ def build_restore_plan(
             op = metadata["operators"].get(uid)
             if op is None:
                 continue
-            keyed: list[bytes] = []
+            keyed: list[tuple[KeyGroupRange | None, bytes]] = []  # (the key groups it holds, its bytes)
             states: list[Any] = []  # operator states (each operator's own picklable value)
             splits: list[tuple[Any, Any]] = []  # (ordinal or None, source split of the source's own type)
             logs: list[pa.RecordBatch] = []
             for subtask in sorted(op["subtasks"]):
                 entry = op["subtasks"][subtask]
                 if entry.get("keyed") is not None:
-                    keyed.append(read(entry["keyed"]))
+                    keyed.append((_old_key_groups(op, subtask, max_parallelism), read(entry["keyed"])))
                 if entry.get("op") is not None:
                     blob = loads(read(entry["op"]), what=f"operator state of {uid!r}")
                     states.append(blob.get("operator"))
@@ -603,8 +618,12 @@ def build_restore_plan(
                 raise CheckpointError(f"cannot assign the restored source splits of {uid!r}: {exc}") from exc
             for s in range(v["parallelism"]):
                 task_plan = plan.setdefault((v["id"], s), {})
+                mine = KeyGroupRange.for_subtask(s, v["parallelism"], max_parallelism)
                 task_plan[uid] = {
-                    "keyed": keyed,
+                    # only the snapshots holding key groups of this subtask (a restoring task
+                    # reads nothing else of them): each task gets its share of the keyed state,
+                    # not all of it, and the master does not ship the whole state p times
+                    "keyed": [blob for groups, blob in keyed if groups is None or _overlap(groups, mine)],
                     "operator": states,
                     "splits": [splits[i][1] for i in dealt[s]] if uid == v.get("source_uid") else [],
                     "split_order": [splits[i][0] for i in dealt[s]] if uid == v.get("source_uid") else [],
