@@ -330,16 +330,28 @@ class CoGroupWindowOperator(TwoInputTime, WindowOperator):
     def _elements(self, batch: Batch, input_index: int) -> tuple[list, list, list | None]:
         records = batch.records()
         key_of = self.selectors[input_index].key_of
-        try:
-            keys = [key_of(r) for r in records]
-        except Exception as exc:
-            raise UserCodeError(records[0] if records else None, exc) from exc
+        keys = []
+        for r in records:
+            try:
+                keys.append(key_of(r))
+            except Exception as exc:
+                raise UserCodeError(r, exc) from exc  # (the record whose key failed)
         stamps = None
         if self.assigner.is_event_time:
             side = self.side_assigners[input_index]
             assert side is not None  # an event-time window join has timestamps on both inputs
             stamps = side.timestamps(batch).tolist()
         return [(input_index, r) for r in records], keys, stamps
+
+    def process_batch(self, batch: Batch, input_index: int = 0) -> None:
+        try:
+            super().process_batch(batch, input_index)
+        except UserCodeError as exc:  # name the user's record, not the (input, record) pair stored for it
+            rec = exc.record
+            if type(rec) is tuple and len(rec) == 2 and rec[0] == input_index \
+                    and any(rec[1] is r for r in batch.records()):
+                exc.record = rec[1]
+            raise
 
     def _pane_elements(self, batch: Batch, input_index: int) -> tuple[list, list, Any, int, int]:
         values, keys, stamps = self._elements(batch, input_index)
