@@ -98,8 +98,16 @@ class AsyncSnapshotWriter:
         send_ack(cid, vertex_id, subtask, handles)
 
     def drain(self) -> None:
-        """Block until every snapshot submitted so far is written and acked/declined."""
-        self._pool.submit(lambda: None).result()
+        """Block until every snapshot submitted so far is written and acked/declined.
+
+        A closed writer (its task was cancelled: the attempt is over, and its acks would be
+        dropped) has nothing to wait for: this returns at once.
+        """
+        try:
+            done = self._pool.submit(lambda: None)
+        except RuntimeError:  # close() shut the pool down
+            return
+        done.result()
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
