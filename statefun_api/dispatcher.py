@@ -112,7 +112,7 @@ from raystream.operators.timers import InternalTimerService
 from raystream.statefun_api.address import Address
 from raystream.statefun_api.effects import DelayedMessage, InvocationResult
 from raystream.statefun_api.embedded_caller import EmbeddedEndpoint
-from raystream.statefun_api.endpoints import RemoteEndpoint, endpoint_problem
+from raystream.statefun_api.endpoints import RemoteEndpoint, _check_duplicates, endpoint_problem
 from raystream.statefun_api.errors import FunctionNotFound, StatefulFunctionError
 from raystream.statefun_api.functions import StatefulFunctions
 from raystream.statefun_api.invocation import (
@@ -266,6 +266,7 @@ class DispatcherConfig:
             problem = endpoint_problem(ep, self.functions, "DispatcherConfig(endpoints=...)")
             if problem is not None:
                 raise (TypeError if not isinstance(ep, RemoteEndpoint) else ValueError)(problem)
+        _check_duplicates(self.endpoints)  # (as StatefulFunctionsJob.with_endpoint: one endpoint per pattern)
         if self.spill_dir is not None and not isinstance(self.spill_dir, str):
             raise TypeError(f"DispatcherConfig.spill_dir must be a directory path (str) or None, got {self.spill_dir!r}")
         b = self.inbox_memory_bytes
