@@ -557,7 +557,22 @@ class _ParquetReader(_QueueReader[_RowGroupSplit]):
     def _row_group(self, s: _RowGroupSplit) -> pa.Table:
         if self._table is None or self._table[:2] != (s.path, s.row_group):
             if self._open is None or self._open[0] != s.path:
-                self._open = (s.path, pq.ParquetFile(self.fs.open_input_file(s.path)))
+                try:
+                    self._open = (s.path, pq.ParquetFile(self.fs.open_input_file(s.path)))
+                except FileNotFoundError as exc:
+                    raise FileNotFoundError(
+                        f"read_parquet: input file {s.path} no longer exists; it was there when the job was "
+                        "planned: leave the input files in place until the job has read them"
+                    ) from exc
+            meta = self._open[1].metadata
+            rows = meta.row_group(s.row_group).num_rows if s.row_group < meta.num_row_groups else None
+            if rows is None or (s.rows >= 0 and rows != s.rows):
+                had = f"{s.rows} rows" if s.rows >= 0 else "rows"
+                now = f"{rows} rows" if rows is not None else f"only {meta.num_row_groups} row group(s)"
+                raise ValueError(
+                    f"read_parquet: {s.path} changed since the job was planned: its row group {s.row_group} had "
+                    f"{had}, the file now has {now}; read files that are complete and no longer written to"
+                )
             table = self._open[1].read_row_group(s.row_group, columns=self.source.columns, use_threads=False)
             self._table = (s.path, s.row_group, table)
         return self._table[2]
