@@ -137,10 +137,12 @@ class ConnectedStreams(Generic[S]):
             return add_two_input(first, second.stream, "broadcast_process",
                                  lambda: BroadcastProcessOperator(broadcast_fn, names, stamps), False,
                                  (first._partitioner, BroadcastPartitioner()))
-        if isinstance(function, KeyedCoProcessFunction) or (isinstance(function, CoProcessFunction)
-                                                            and self.selectors is not None):
-            # (a plain CoProcessFunction after connect(...).key_by(k1, k2) runs keyed too: both
-            # sides of a key reach one subtask, with the key, keyed state and timers, as in Flink)
+        keyed_inputs = self.selectors is not None or (first._key_selector() is not None
+                                                      and second._key_selector() is not None)
+        if isinstance(function, KeyedCoProcessFunction) or (isinstance(function, CoProcessFunction) and keyed_inputs):
+            # (a plain CoProcessFunction on keyed connected streams, connect(...).key_by(k1, k2) or
+            # a.key_by(k1).connect(b.key_by(k2)), runs keyed too: both sides of a key reach one
+            # subtask, with the key, keyed state and timers, as in Flink)
             keyed_fn, sels = function, self.selectors
             if sels is None:
                 k1, k2 = first._key_selector(), second._key_selector()

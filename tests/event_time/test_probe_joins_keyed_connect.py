@@ -95,3 +95,21 @@ def test_a_broadcast_function_on_connected_streams_names_the_broadcast_remedy() 
     env = rs.StreamEnvironment()
     with pytest.raises(GraphError, match=r"needs a broadcast stream: a.connect\(b.broadcast\(descriptor\)\)"):
         env.from_collection(LEFT).connect(env.from_collection(RIGHT)).process(Rules())
+
+
+def test_connected_keyed_streams_run_a_co_process_function_keyed() -> None:
+    """``a.key_by(k1).connect(b.key_by(k2))``: keyed as after ``connect(...).key_by(k1, k2)``
+    (before, the inputs were partitioned by key but the function had no key or keyed state:
+    "keyed state needs a keyed stream (key_by(...) before process())")."""
+    env = rs.StreamEnvironment(parallelism=2)
+    s = env.from_collection(LEFT).key_by("user").connect(env.from_collection(RIGHT).key_by("id")).process(CountBoth())
+    assert s.node.keyed
+    factory = s.node.operator_factory
+    assert factory is not None
+    h = OperatorHarness(factory())
+    h.process(LEFT[:2], 0)
+    h.process(RIGHT[:1], 1)
+    assert h.take() == [("u0", 1, 0), ("u1", 1, 0), ("u0", 1, 1)]
+    env = rs.StreamEnvironment(parallelism=2)
+    unkeyed = env.from_collection(LEFT).key_by("user").connect(env.from_collection(RIGHT)).process(CountBoth())
+    assert not unkeyed.node.keyed  # one keyed input is not keyed connected streams
