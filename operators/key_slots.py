@@ -11,7 +11,8 @@ by row would give them). A null key is a key of its own (``None``), as in a dict
 Keys of any other type (floats, booleans, dates, ...), or a batch whose key type does not
 fit the index (ints after strings, floats after ints), switch the index for good to a plain
 dict from Python key to slot, which has the semantics of Python equality
-(``1 == 1.0 == True``).
+(``1 == 1.0 == True``, ``0.0 == -0.0``), except that every float NaN is one key (as Arrow's
+group-by and Flink hold it; Python's ``nan != nan`` would make each NaN object a key).
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class KeySlots:
         self._type: pa.DataType | None = None
         self._value_slots = np.empty(0, dtype=np.int64)
         self._value_dict: dict[Any, int] | None = None  # "str"/"bin" with many known keys
+        self._nan: float | None = None  # the one NaN key of the dict fallback (NaN != NaN)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -230,8 +232,25 @@ class KeySlots:
             self._to_dict()
         assert self._dict is not None
         slots = self._dict
-        for k in keys:
-            if k not in slots:
-                slots[k] = len(self.keys)
-                self.keys.append(k)
-        return np.fromiter((slots[k] for k in keys), dtype=np.int64, count=len(keys))
+        nan = self._nan
+        out = np.empty(len(keys), dtype=np.int64)
+        for i, k in enumerate(keys):
+            slot = slots.get(k)
+            if slot is None:
+                if k != k and type(k) is float:  # NaN: one key (as Arrow groups it), whatever its object
+                    if nan is None:
+                        nan = self._nan = k
+                    k = nan
+                    slot = slots.get(k)
+                if slot is None:
+                    slot = slots[k] = len(self.keys)
+                    self.keys.append(k)
+            out[i] = slot
+        return out
+
+    @property
+    def python_equality(self) -> bool:
+        """True once keys map to slots by Python equality (the dict fallback): then keys
+        that Arrow tells apart may share a slot (``0.0`` and ``-0.0``), so the rows of one
+        Arrow group-by may get the same slot twice."""
+        return self._dict is not None
