@@ -122,6 +122,9 @@ class ConnectedStreams(Generic[S]):
         return self._process(function, "co_process")
 
     def _process(self, function: CoProcessFunction | BroadcastProcessFunction, name: str) -> S:
+        if isinstance(function, type) and issubclass(function, (CoProcessFunction, BroadcastProcessFunction)):
+            raise GraphError(f"process() expects an instance of {function.__name__}, got the class: "
+                             f"process({function.__name__}())")
         first, second = self.first, self.second
         if isinstance(second, BroadcastStream):
             if not isinstance(function, BroadcastProcessFunction):

@@ -84,6 +84,9 @@ class IntervalJoin(Generic[S]):
         records) or a :class:`ProcessJoinFunction`."""
         if self.bounds is None:
             raise GraphError("interval_join(...) needs .between(lower_ms, upper_ms) before process()")
+        if isinstance(fn, type) and issubclass(fn, ProcessJoinFunction):
+            raise GraphError(f"interval_join process() expects an instance of {fn.__name__}, got the class: "
+                             f"process({fn.__name__}())")
         if not (callable(fn) or isinstance(fn, ProcessJoinFunction)):
             raise GraphError(f"interval_join process() expects a function or ProcessJoinFunction, got {fn!r}")
         ts0, ts1 = find_timestamp_assigner(self.left.node), find_timestamp_assigner(self.right.node)
