@@ -4,7 +4,8 @@ The module.yaml's HTTP endpoints are called as remote functions, its playground 
 egress (``io.statefun.playground.v1/ingress|egress``) serve HTTP; ``--functions FILE`` adds
 embedded functions: the ``functions`` (a ``raystream.statefun_api.StatefulFunctions``) of a
 Python file or module, e.g. a StateFun ``functions.py`` with ``from statefun import *``
-changed to ``from raystream.statefun_api import *``.
+changed to ``from raystream.statefun_api import *``. The file imports the modules next to it (as
+``python functions.py`` does), which go to the workers with it.
 
 Run it (it runs until cancelled, e.g. with Ctrl-C)::
 
@@ -24,6 +25,7 @@ import importlib
 import importlib.util
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import cloudpickle
 
@@ -47,9 +49,37 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _import_file(path: Path) -> ModuleType:
+    """Import the Python file ``path`` as ``python FILE`` runs it: its directory first on
+    ``sys.path`` while it loads, so that it imports the modules next to it; the file and the
+    modules it imported from its directory (not installed packages) are shipped to the workers
+    by value, since their processes cannot import them by name."""
+    directory = path.resolve().parent
+    name = f"raystream_functions_{path.stem}"
+    import_spec = importlib.util.spec_from_file_location(name, path.resolve())
+    assert import_spec is not None and import_spec.loader is not None  # (a .py file)
+    module = importlib.util.module_from_spec(import_spec)
+    before = set(sys.modules)
+    sys.modules[name] = module
+    sys.path.insert(0, str(directory))
+    try:
+        import_spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(directory))
+    cloudpickle.register_pickle_by_value(module)
+    for new in sorted(set(sys.modules) - before - {name}):
+        file = getattr(sys.modules[new], "__file__", None)
+        # a module or package found in the file's directory (a package by value takes its submodules)
+        if "." not in new and file is not None and Path(file).resolve() in (
+            directory / f"{new}.py", directory / new / "__init__.py"
+        ):
+            cloudpickle.register_pickle_by_value(sys.modules[new])
+    return module
+
+
 def load_functions(spec: str) -> StatefulFunctions:
-    """The ``functions`` of a Python file (shipped to the workers by value) or an importable
-    module.
+    """The ``functions`` of a Python file or an importable module. A file imports the modules
+    next to it (as ``python FILE`` would), and they go to the workers by value with it.
 
     Raises:
         ConfigError: the file is missing or fails to import, has no ``functions``, or its
@@ -61,13 +91,7 @@ def load_functions(spec: str) -> StatefulFunctions:
         if spec.endswith(".py") or path.is_file():
             if not path.is_file():
                 raise ConfigError(f"--functions: no file {spec!r}")
-            name = f"raystream_functions_{path.stem}"
-            import_spec = importlib.util.spec_from_file_location(name, path.resolve())
-            assert import_spec is not None and import_spec.loader is not None  # (a .py file)
-            module = importlib.util.module_from_spec(import_spec)
-            sys.modules[name] = module
-            import_spec.loader.exec_module(module)
-            cloudpickle.register_pickle_by_value(module)
+            module = _import_file(path)
         else:
             module = importlib.import_module(spec)
     except ConfigError:
