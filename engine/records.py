@@ -610,6 +610,26 @@ def _row_builder(names: tuple[str, ...]) -> _RowBuilder:
     return fn
 
 
+def _is_view(t: pa.DataType) -> bool:
+    return pa.types.is_string_view(t) or pa.types.is_binary_view(t)
+
+
+def _without_views(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """``batch`` with its string and binary view columns as string and binary columns (same
+    values; Arrow's take, filter and hash kernels have no view kernels in every version).
+
+    Example:
+        >>> rb = pa.record_batch([pa.array(["a", "b"], pa.string_view())], ["k"])
+        >>> _without_views(rb).schema.types
+        [DataType(string)]
+    """
+    columns = [c.cast(pa.string() if pa.types.is_string_view(c.type) else pa.binary()) if _is_view(c.type) else c
+               for c in batch.columns]
+    return pa.RecordBatch.from_arrays(columns, schema=pa.schema(
+        [pa.field(f.name, columns[i].type, f.nullable, f.metadata) for i, f in enumerate(batch.schema)],
+        metadata=batch.schema.metadata))
+
+
 def _nested_rows(records: list) -> pa.RecordBatch | None:
     """Dict records as Arrow columns, nested values included (lists, tuples and 1-d numpy
     arrays as list columns, dicts as struct columns), a column for every key (null where a
@@ -677,9 +697,13 @@ class Batch:
 
     @classmethod
     def of_arrow(cls, batch: pa.RecordBatch | pa.Table) -> "Batch":
-        """A batch holding Arrow data (a Table is combined into one RecordBatch)."""
+        """A batch holding Arrow data (a Table is combined into one RecordBatch; string and
+        binary view columns, as Polars makes them, as string and binary columns, which every
+        Arrow kernel the engine uses takes)."""
         if isinstance(batch, pa.Table):
             batch = batch.combine_chunks().to_batches()[0] if batch.num_rows else pa.RecordBatch.from_pylist([], schema=batch.schema)
+        if any(_is_view(t) for t in batch.schema.types):
+            batch = _without_views(batch)
         return cls(arrow=batch)
 
     @property
