@@ -399,7 +399,13 @@ class ParquetSink(FileSink):
         rb = batch.arrow()
         meta = rb.schema.metadata or {}
         if rb.num_rows and meta.get(KIND_KEY) == b"pickle":  # (no flat typed columns)
-            rb = self._nested_columns(batch.records())
+            records = batch.records()
+            if all(r is None for r in records) and (w.schema is None or w.schema.names == [_SCALAR_COLUMN]):
+                # None records of a stream of scalars: nulls of its column, as in a batch of
+                # scalars with a None among them (a batch of Nones alone has no type yet)
+                rb = pa.RecordBatch.from_arrays([pa.nulls(len(records))], names=[_SCALAR_COLUMN])
+            else:
+                rb = self._nested_columns(records)
         elif any(k.startswith(b"raystream.") for k in meta):  # (how records travel: not the file's business)
             rb = rb.replace_schema_metadata({k: v for k, v in meta.items() if not k.startswith(b"raystream.")} or None)
         if not rb.num_rows:  # nothing to write; an empty file still gets a schema from it
@@ -412,6 +418,9 @@ class ParquetSink(FileSink):
         if w.schema is None:
             w.schema = rb.schema
         elif not rb.schema.equals(w.schema, check_metadata=False):
+            if w.schema == _NONE_RECORDS and _SCALAR_COLUMN not in rb.schema.names:
+                raise self._refused(None, "None records among records of fields "
+                                          f"{rb.schema.names} (a None record has no fields)")
             unified = self._unify(w.schema, rb)
             if w.writer is not None and not unified.equals(w.schema, check_metadata=False):
                 w.roll()  # the file written so far cannot hold the new types: a new one of the unified schema
@@ -646,6 +655,10 @@ def _not_json(value: Any, path: tuple[Any, ...] = ()) -> tuple[tuple[Any, ...], 
     return path, value
 
 
+#: the column of a stream of scalars (records_to_arrow's), and its schema while only None
+#: records have come
+_SCALAR_COLUMN = "value"
+_NONE_RECORDS = pa.schema([(_SCALAR_COLUMN, pa.null())])
 #: a part file's batches held while a field has no type yet (only Nones), at most
 _SETTLE_BYTES = 8 << 20
 #: a Parquet row group is written once the batches gathered for it hold this many rows (as
