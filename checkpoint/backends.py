@@ -64,7 +64,7 @@ class HeapStateBackend:
                 do not read back (windows, joins, final field aggregates).
         """
         if isinstance(data, RestoreInput):
-            source = parse_manifest(data.manifest, data.reader, from_checkpoint=not data.reader.savepoint)
+            source = parse_manifest(data.manifest, data.reader, from_checkpoint=data.reader.claimed)
         elif is_rocksdb_manifest(data):
             source = parse_manifest(data)
         else:
@@ -84,11 +84,11 @@ class HeapStateBackend:
         return CheckpointCoordinator(config, job_id, tasks)
 
     def restore_plan(self, metadata: dict, read: Callable[[Ref], bytes], vertices: list[dict], max_parallelism: int,
-                     allow_non_restored_state: bool = True) -> tuple[dict, dict[str, list]]:
+                     allow_non_restored_state: bool = True, claim: bool = True) -> tuple[dict, dict[str, list]]:
         """:func:`~checkpoint.coordinator.build_restore_plan`; a RocksDB job's manifests
-        come with the reader of their shared files."""
+        come with the reader of their shared files (``claim``: see the StateBackend contract)."""
         plan, committables = build_restore_plan(metadata, read, vertices, max_parallelism, allow_non_restored_state)
-        return _with_shared_readers(plan, metadata, read), committables
+        return _with_shared_readers(plan, metadata, read, claim), committables
 
     def open_storage(self, location: CheckpointStorage | Location) -> CheckpointStorage:
         return resolve_storage(location)
@@ -97,12 +97,13 @@ class HeapStateBackend:
         return "HeapStateBackend()"
 
 
-def _with_shared_readers(plan: dict, metadata: dict, read: Callable[[Ref], bytes]) -> dict:
+def _with_shared_readers(plan: dict, metadata: dict, read: Callable[[Ref], bytes], claim: bool = True) -> dict:
     """``plan`` with every RocksDB manifest paired with the reader of its shared files (a
-    checkpoint's, or a savepoint's copies)."""
+    checkpoint's, or a savepoint's copies); ``claim``: the restoring job may reference a
+    checkpoint's files in its own checkpoints (its own checkpoint, restored on a restart)."""
     savepoint = any(isinstance(e.get("keyed"), str) for op in metadata["operators"].values()
                     for e in op["subtasks"].values())
-    reader = SharedFileReader(read, savepoint)
+    reader = SharedFileReader(read, savepoint, claimed=claim)
     wrapped: dict[int, object] = {}
     for task_plan in plan.values():
         for entry in task_plan.values():
@@ -172,7 +173,7 @@ class RocksDBStateBackend:
         """A snapshot to restore from: a manifest (with the reader of its shared files when
         it comes from :meth:`restore_plan`), or a heap backend's snapshot bytes."""
         if isinstance(data, RestoreInput):
-            return parse_manifest(data.manifest, data.reader, from_checkpoint=not data.reader.savepoint)
+            return parse_manifest(data.manifest, data.reader, from_checkpoint=data.reader.claimed)
         if is_rocksdb_manifest(data):
             return parse_manifest(data)
         return deserialize_keyed_snapshot(data, key_group_range=key_group_range)
@@ -189,11 +190,13 @@ class RocksDBStateBackend:
         return CheckpointCoordinator(config, job_id, tasks)
 
     def restore_plan(self, metadata: dict, read: Callable[[Ref], bytes], vertices: list[dict], max_parallelism: int,
-                     allow_non_restored_state: bool = True) -> tuple[dict, dict[str, list]]:
+                     allow_non_restored_state: bool = True, claim: bool = True) -> tuple[dict, dict[str, list]]:
         """:func:`~checkpoint.coordinator.build_restore_plan`, with every RocksDB manifest
-        paired with the reader of its shared files (a checkpoint's, or a savepoint's copies)."""
+        paired with the reader of its shared files (a checkpoint's, or a savepoint's copies).
+        ``claim=False`` (a savepoint, or a retained checkpoint of another job): the restored
+        files are not referenced by the new job's checkpoints, whose first one is self-contained."""
         plan, committables = build_restore_plan(metadata, read, vertices, max_parallelism, allow_non_restored_state)
-        return _with_shared_readers(plan, metadata, read), committables
+        return _with_shared_readers(plan, metadata, read, claim), committables
 
     def open_storage(self, location: CheckpointStorage | Location) -> CheckpointStorage:
         return resolve_storage(location)

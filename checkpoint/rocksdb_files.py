@@ -711,11 +711,18 @@ def parse_manifest(data: bytes | memoryview, fetch: Callable[[SstFile], bytes] |
 class SharedFileReader:
     """Reads the SST files of a manifest from where the restore found it: a checkpoint's
     shared files (by storage handle) or a savepoint's copies (``shared/<file name>``).
-    Picklable: it travels to the restoring tasks with the restore plan."""
+    Picklable: it travels to the restoring tasks with the restore plan.
 
-    def __init__(self, read: Callable[[Any], bytes], savepoint: bool) -> None:
+    ``claimed``: the files are the restoring job's own checkpoint files (a restart), which its
+    next checkpoints may reference instead of uploading them again. Files of a savepoint or of
+    another job's retained checkpoint are not (Flink's NO_CLAIM restore): they live where the
+    restoring job's checkpoint storage does not look and its user may delete them, so its
+    first checkpoint uploads everything (default: claimed unless a savepoint)."""
+
+    def __init__(self, read: Callable[[Any], bytes], savepoint: bool, claimed: bool | None = None) -> None:
         self.read = read
         self.savepoint = savepoint
+        self.claimed = (not savepoint) if claimed is None else (claimed and not savepoint)
 
     def __call__(self, f: SstFile) -> bytes:
         if f.path is None:

@@ -666,6 +666,7 @@ class JobMaster:
         plan, committables = self._state_backend.restore_plan(
             metadata, reader.read, self._vertex_info(), self._graph.max_parallelism,
             allow_non_restored_state=self._config.allow_non_restored_state,
+            claim=False,  # (a retained checkpoint's files stay its job's: never referenced by ours)
         )
         # A savepoint holds none (its output was committed first). A retained checkpoint holds
         # what its sinks prepared: the old job's master may have died before committing it, so

@@ -135,8 +135,13 @@ class StateBackend(Protocol):
         """The checkpoint coordinator of a job (``config``: its checkpoint config)."""
 
     def restore_plan(self, metadata: dict, read: Callable[[Any], bytes], vertices: list[dict], max_parallelism: int,
-                     allow_non_restored_state: bool = True) -> tuple[dict, dict[str, list]]:
-        """What every task of a (possibly rescaled) job restores, and what to re-commit."""
+                     allow_non_restored_state: bool = True, claim: bool = True) -> tuple[dict, dict[str, list]]:
+        """What every task of a (possibly rescaled) job restores, and what to re-commit.
+
+        ``claim``: the checkpoint is the job's own (a restart): its next checkpoints may
+        reference the restored files instead of writing them again. False for
+        ``from_savepoint`` (a savepoint, or a retained checkpoint directory of another job,
+        which its owner may delete): the job's checkpoints never depend on those files."""
 
     def open_storage(self, location: Any) -> CheckpointStorageLike:
         """Checkpoint/savepoint storage at ``location`` (path, URI or storage object)."""
