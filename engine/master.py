@@ -668,9 +668,10 @@ class JobMaster:
             allow_non_restored_state=self._config.allow_non_restored_state,
             claim=False,  # (a retained checkpoint's files stay its job's: never referenced by ours)
         )
-        # A savepoint holds none (its output was committed first). A retained checkpoint holds
-        # what its sinks prepared: the old job's master may have died before committing it, so
-        # it is committed again (idempotent), as a restart from the checkpoint would. Output of
+        # A stop-with-savepoint holds none (its output was committed first); an intermediate
+        # savepoint holds what its sinks prepared and did not commit; a retained checkpoint
+        # what its sinks prepared (the old job's master may have died before committing it).
+        # They are committed (idempotent), as a restart from the checkpoint would. Output of
         # committers that kept it in the old driver's memory (collect) went with that driver.
         durable = {uid: comms for uid, comms in committables.items()
                    if uid in self.committers and not getattr(self.committers[uid], "in_memory", False)}
