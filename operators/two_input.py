@@ -345,7 +345,8 @@ class KeyedCoProcessOperator(_TwoInputBase):
 
     def open(self, ctx: OperatorContext, output: Output) -> None:
         super().open(ctx, output)
-        self.pctx = ProcessContext()
+        self.stamps = _BatchTimestamps(self.assigners)
+        self.pctx = _CoProcessContext(self.stamps)
         self.tctx = OnTimerContext()
         self.timers = InternalTimerService(ctx.max_parallelism, self._on_event, self._on_proc,
                                            ctx.register_processing_timer, ctx.clock,
@@ -361,15 +362,13 @@ class KeyedCoProcessOperator(_TwoInputBase):
         fn = self.function.process_element1 if input_index == 0 else self.function.process_element2
         key_of = self.selectors[input_index].key_of
         records = batch.records()
-        assigner = self.assigners[input_index]
-        stamps = assigner.timestamps(batch).tolist() if assigner is not None else None
+        self.stamps.start(batch, input_index)  # (ctx.timestamp: read when the function asks)
         backend, pctx = keyed_state_backend(self.ctx), self.pctx
         for i, r in enumerate(records):
             try:
                 k = key_of(r)
                 backend.set_current_key(k)
-                pctx._key = k
-                pctx.timestamp = stamps[i] if stamps is not None else None
+                pctx._key, pctx._index = k, i
                 res = fn(r, pctx)
                 if res is not None:
                     self._out.extend(res)

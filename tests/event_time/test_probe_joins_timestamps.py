@@ -36,10 +36,10 @@ class RuleStamps(rs.BroadcastProcessFunction):
         yield (value["v"], ctx.timestamp, dict(ctx.get_broadcast_state("rules")))
 
 
-def operator_of(stream: rs.DataStream) -> OperatorHarness:
+def operator_of(stream: rs.DataStream, **kw) -> OperatorHarness:  # noqa: ANN003
     factory = stream.node.operator_factory
     assert factory is not None
-    return OperatorHarness(factory())
+    return OperatorHarness(factory(), **kw)
 
 
 def streams(env: rs.StreamEnvironment) -> tuple[rs.DataStream, rs.DataStream]:
@@ -77,3 +77,44 @@ def test_broadcast_process_function_sees_event_timestamps_on_both_inputs() -> No
     h.process([{"v": "r1", "at": 3}], 1)
     h.process([{"v": 1, "ts": 10}, {"v": 2, "ts": 11}], 0)
     assert h.take() == [(1, 10, {"r1": 3000}), (2, 11, {"r1": 3000})]
+
+
+class CountPerKey(rs.KeyedCoProcessFunction):
+    """Never reads ``ctx.timestamp``."""
+
+    def process_element1(self, value, ctx):  # noqa: ANN001
+        yield ("left", ctx.get_current_key())
+
+    def process_element2(self, value, ctx):  # noqa: ANN001
+        yield ("right", ctx.get_current_key())
+
+
+class TimerAtTimestamp(CountPerKey):
+    def process_element1(self, value, ctx):  # noqa: ANN001
+        ctx.timer_service().register_event_time_timer(ctx.timestamp)
+        yield ("left", ctx.get_current_key())
+
+    def on_timer(self, timestamp, ctx):  # noqa: ANN001
+        yield ("timer", ctx.get_current_key(), timestamp)
+
+
+def test_keyed_co_process_reads_timestamps_only_when_asked(state_backend) -> None:
+    """A keyed co-process function that never reads ``ctx.timestamp`` needs no timestamp
+    field in its records (before, every batch's timestamps were extracted up front, and a
+    record that a map had stripped of its ``ts`` failed the job); one that reads it gets it."""
+    env = rs.StreamEnvironment(parallelism=2)
+    a, b = streams(env)
+    stripped = a.map(lambda r: {"k": r["k"]})  # (the assigner upstream still reads "ts")
+    for function, records, want in [
+        (CountPerKey(), [{"k": "x"}], [("left", "x")]),
+        (TimerAtTimestamp(), [{"k": "x", "ts": 5}], [("left", "x"), ("timer", "x", 5)]),
+    ]:
+        source = a if isinstance(function, TimerAtTimestamp) else stripped
+        h = operator_of(source.connect(b).key_by("k", "k").process(function), state_backend=state_backend)
+        h.process(records, 0)
+        h.advance_watermark(10, 0)
+        h.advance_watermark(10, 1)
+        assert h.take() == want
+    h = operator_of(stripped.connect(b).key_by("k", "k").process(TimerAtTimestamp()), state_backend=state_backend)
+    with pytest.raises(UserCodeError, match="timestamp"):
+        h.process([{"k": "x"}], 0)
