@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import numbers
 import os
 import tempfile
 import time
@@ -79,16 +80,27 @@ class CheckpointConfig:
     secret: bytes | str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.interval_ms, int) or self.interval_ms < 10:
-            raise ConfigError(f"checkpoint interval must be an int >= 10 ms, got {self.interval_ms!r}")
+        # every count and duration is a plain int (a float retained= used to be accepted, and
+        # every completion then failed to discard old checkpoints: disk grew without bound)
+        for name, low, what in (("interval_ms", 10, "ms"), ("timeout_ms", 1, "ms"), ("min_pause_ms", 0, "ms"),
+                                ("retained", 1, "complete checkpoints to keep"), ("max_concurrent", 1, "checkpoints")):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+                raise ConfigError(f"checkpoint {name} must be an int >= {low} ({what}), got {value!r}")
+            setattr(self, name, int(value))  # (a numpy int is one)
+        tolerable = self.tolerable_failures
+        if tolerable is not None and (isinstance(tolerable, bool) or not isinstance(tolerable, numbers.Integral)
+                                      or tolerable < 0):
+            raise ConfigError(f"checkpoint tolerable_failures must be None or an int >= 0, got {tolerable!r}")
         if self.mode not in ("exactly_once", "at_least_once"):
             raise ConfigError(f"checkpoint mode must be 'exactly_once' or 'at_least_once', got {self.mode!r}")
         if self.max_concurrent != 1:
             raise ConfigError(f"max_concurrent checkpoints must be 1 (got {self.max_concurrent!r})")
-        if self.retained < 1:
-            raise ConfigError(f"retained checkpoints must be >= 1, got {self.retained!r}")
-        if self.timeout_ms <= 0 or self.min_pause_ms < 0 or (self.tolerable_failures or 0) < 0:
-            raise ConfigError("checkpoint timeout must be > 0, min pause and tolerable failures >= 0")
+        if self.checkpoint_dir is not None and not isinstance(self.checkpoint_dir, (str, os.PathLike, tuple, CheckpointStorage)):
+            raise ConfigError(
+                f"checkpoint_dir must be a path, a URI, a (filesystem, path) pair or a CheckpointStorage, "
+                f"got {self.checkpoint_dir!r}"
+            )
         if self.secret is not None and (not isinstance(self.secret, (bytes, str)) or not self.secret):
             raise ConfigError(  # the value is never shown: it is a secret
                 f"the checkpoint secret must be a non-empty str or bytes, got a {type(self.secret).__name__}"
