@@ -58,6 +58,7 @@ from raystream.statefun_api.ingress import Field, IngressRouter, RoutedIngress, 
 from raystream.statefun_api.playground import (
     EGRESS_RECORD_TYPENAME,
     PLAYGROUND_EGRESS,
+    FunctionTypes,
     PlaygroundEgress,
     PlaygroundIngress,
     parse_module_playground,
@@ -327,8 +328,14 @@ class StatefulFunctionsJob:
         ingress = PlaygroundIngress() if ingress is None else ingress
         if not isinstance(ingress, PlaygroundIngress):
             raise GraphError(f"with_playground_ingress(): expected a PlaygroundIngress, got {ingress!r}")
+        # a PUT for a type no function of the job takes is answered 404, instead of failing the job
+        ingress.function_types = FunctionTypes(self._function_types)
         stream = self.env.from_source(ingress, f"playground-ingress:{ingress.port}")  # (max_parallelism 1)
         return self._connect(stream)
+
+    def _function_types(self) -> tuple[list[str], list[str]]:
+        """The embedded typenames and the endpoints' ``functions`` (as the job runs them)."""
+        return list(self.functions.typenames()), [ep.functions for ep in self.config.endpoints]
 
     def with_playground_egress(self, egress: PlaygroundEgress) -> StatefulFunctionsJob:
         """Hand out what functions send to the egress ``io.statefun.playground/egress`` over

@@ -10,7 +10,9 @@ handing out what functions sent to the egress ``io.statefun.playground/egress``,
   localhost:8090/example/person/Bob`` sends the body as a message of type
   ``example/GreetRequest`` (the content type after ``application/vnd.``; without one
   ``io.statefun.types/string``) to the function ``example/person`` with id ``Bob``
-  (:class:`PlaygroundIngress`). PUT and POST are accepted.
+  (:class:`PlaygroundIngress`). PUT and POST are accepted. In a job, a path naming a function
+  type the job has no function for (embedded, or behind one of its endpoints) gets 404 and
+  sends nothing (its message would fail the job).
 * ``curl -X GET localhost:8091/greetings`` takes the oldest record of topic ``greetings``:
   200 with the ``payload`` of an egress record ``{"topic": "greetings", "payload": "..."}``
   (typename ``io.statefun.playground/EgressRecord``, JSON), 404 while the topic is empty,
@@ -86,6 +88,7 @@ __all__ = [
     "EGRESS_RECORD_TYPENAME",
     "PlaygroundSpec",
     "PlaygroundIngress",
+    "FunctionTypes",
     "PlaygroundEgress",
     "parse_module_playground",
 ]
@@ -225,12 +228,54 @@ class _Request:
         return self._done.wait(timeout_s)
 
 
+class FunctionTypes:
+    """The function types a job can deliver messages to: its embedded typenames and the
+    ``functions`` of its remote endpoints (``namespace/*`` patterns or typenames).
+
+    ``current()`` gives them as ``(typenames, endpoint patterns)``; it is read when the ingress
+    checks a message, and once when the job is pickled for its tasks (the functions and
+    endpoints as the job is executed; the registry itself does not travel with the source).
+
+    Example:
+        >>> types = FunctionTypes(lambda: (["example/person"], ["remote/*"]))
+        >>> types.serves("example/person"), types.serves("remote/any"), types.serves("example/nope")
+        (True, True, False)
+    """
+
+    def __init__(self, current: Callable[[], tuple[Iterable[str], Iterable[str]]]) -> None:
+        self._current: Callable[[], tuple[Iterable[str], Iterable[str]]] | None = current
+        self._frozen: tuple[frozenset[str], frozenset[str]] | None = None
+
+    def _types(self) -> tuple[frozenset[str], frozenset[str]]:
+        if self._frozen is not None:
+            return self._frozen
+        assert self._current is not None
+        typenames, patterns = self._current()
+        return frozenset(typenames), frozenset(patterns)
+
+    def serves(self, typename: str) -> bool:
+        """A function of the job (embedded, or behind an endpoint) receives ``typename``'s messages."""
+        typenames, patterns = self._types()
+        return typename in typenames or typename in patterns or f"{typename.rpartition('/')[0]}/*" in patterns
+
+    def describe(self) -> str:
+        typenames, patterns = self._types()
+        return ", ".join(sorted(typenames | patterns)) or "none"
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"frozen": self._types()}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._current, self._frozen = None, state["frozen"]
+
+
 class PlaygroundIngress(Source[_IngressSplit]):
     """StateFun's playground ingress: an HTTP server taking messages for functions (see the
     module docstring for the protocol and the delivery guarantee).
 
     ``max_pending`` bounds the messages accepted and not yet answered (each waits on a server
-    thread); ``ack_timeout_s`` how
+    thread); ``function_types`` (set by :meth:`StatefulFunctionsJob.with_playground_ingress`)
+    the types it takes messages for (404 for others; ``None``: any); ``ack_timeout_s`` how
     long a PUT waits for its message to become durable (504 after); ``max_body_bytes`` the
     size of one message (413 beyond).
 
@@ -257,6 +302,7 @@ class PlaygroundIngress(Source[_IngressSplit]):
         self.max_pending = max_pending
         self.ack_timeout_s = ack_timeout_s
         self.max_body_bytes = max_body_bytes
+        self.function_types: FunctionTypes | None = None
 
     def create_splits(self, parallelism: int) -> list[_IngressSplit]:
         return [_IngressSplit(f"playground-ingress:{self.port}", self.port)]
@@ -308,6 +354,11 @@ class _IngressReader(SourceReader[_IngressSplit]):
             h._answer(400, b"Invalid URL. Please specify '/namespace/function_type/function_id'\n")
             return
         namespace, name, fid = (unquote(p) for p in parts)
+        types = self._source.function_types
+        if types is not None and not types.serves(f"{namespace}/{name}"):
+            # (a message no function takes would fail the job once it reached the dispatcher)
+            h._answer(404, f"no function type {namespace + '/' + name!r} in this job (it has: {types.describe()})\n".encode())
+            return
         content_type = h.headers.get("Content-Type", "")
         value_type = DEFAULT_INGRESS_TYPE
         if content_type.startswith(_CONTENT_TYPE_PREFIX):
