@@ -373,9 +373,13 @@ class WindowOperator(StreamOperator):
             return
         values, keys, stamps = self._elements(batch, input_index)
         now = self.ctx.clock.now_ms()
-        for i, value in enumerate(values):
-            ts = stamps[i] if stamps is not None else now
-            self._process_element(keys[i], value, ts, now)
+        i = 0
+        try:
+            for i, value in enumerate(values):
+                ts = stamps[i] if stamps is not None else now
+                self._process_element(keys[i], value, ts, now)
+        except TypeError as exc:  # the element's key as a dict key (unhashable on the heap backend)
+            raise UserCodeError(values[i], exc) from exc
         self._flush()
 
     # ------------------------------------------------------------------ tumbling fast path

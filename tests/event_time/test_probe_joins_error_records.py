@@ -14,7 +14,12 @@ from raystream.engine.partitioners import KeySelector
 from raystream.operators.joins import CoGroupWindowOperator, _CoGroup
 from raystream.operators.testing import OperatorHarness
 from raystream.operators.time import TimestampAssigner
-from raystream.operators.windows import TumblingEventTimeWindows
+from raystream.operators.window_operator import REDUCE, WindowOperator
+from raystream.operators.windows import (
+    EventTimeSessionWindows,
+    SlidingEventTimeWindows,
+    TumblingEventTimeWindows,
+)
 
 TS = TimestampAssigner(column="ts")
 
@@ -37,4 +42,26 @@ def test_a_failing_key_function_names_the_record_it_failed_on() -> None:
     bad = {"user": None, "ts": 2}
     with pytest.raises(UserCodeError) as err:
         h.process([{"user": {"id": 1}, "ts": 1}, bad, {"user": {"id": 2}, "ts": 3}], 0)
+    assert err.value.record == bad
+
+
+@pytest.mark.parametrize("windows, lateness", [
+    (SlidingEventTimeWindows.of(10, 5), 0),
+    (EventTimeSessionWindows.with_gap(10), 0),
+    (TumblingEventTimeWindows.of(10), 5),  # (allowed lateness: the per-record path, not panes)
+])
+def test_an_unhashable_key_names_the_record_on_the_per_record_window_path(windows, lateness) -> None:
+    """Sliding and session windows, and any window with allowed lateness, store records one
+    by one: an unhashable key there was a bare TypeError, reported on the batch's first
+    record; the window join / co_group (whose stored value is the pair) and a keyed window alike."""
+    bad = {"k": ["a"], "ts": 3}
+    op = WindowOperator(KeySelector("k").key_of, windows, REDUCE, lambda a, b: a, allowed_lateness=lateness,
+                        timestamp_assigner=TS)
+    with pytest.raises(UserCodeError, match="unhashable") as err:
+        OperatorHarness(op).process([{"k": "ok", "ts": 1}, bad])
+    assert err.value.record == bad
+    co = CoGroupWindowOperator((KeySelector("k"), KeySelector("k")), (TS, TS), windows,
+                               _CoGroup(None, lambda a, b: (a, b)), allowed_lateness=lateness)
+    with pytest.raises(UserCodeError, match="unhashable") as err:
+        OperatorHarness(co).process([{"k": "ok", "ts": 1}, bad], 1)
     assert err.value.record == bad
