@@ -202,7 +202,10 @@ class ProcessContext(Generic[KEY]):
 
     def timer_service(self) -> TimerService[KEY] | None:
         """Register/delete event-time and processing-time timers for the current key
-        (a :class:`operators.timers.TimerService`; None on a non-keyed stream)."""
+        (a :class:`operators.timers.TimerService`). On a stream without a key (connected
+        streams that are not keyed, the broadcast side) it reads the current watermark and
+        processing time, and registering a timer is a ``ConfigError`` saying to key the
+        stream (as in Flink)."""
         return self._timer_service
 
     def output(self, tag: "OutputTag | str", value: Any) -> None:

@@ -36,6 +36,7 @@ from __future__ import annotations
 import heapq
 from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar, cast
 
+from raystream.engine.errors import ConfigError
 from raystream.engine.events import MIN_WATERMARK
 from raystream.engine.keygroups import KeyGroupRange, key_group_for
 from raystream.engine.operator import Cancellable, Clock
@@ -520,3 +521,49 @@ class TimerService(Generic[K]):
     def delete_processing_time_timer(self, time: int) -> None:
         """Delete the current key's processing-time timer at ``time``."""
         self._internal.delete_processing_time_timer(self._key_fn(), None, time)
+
+
+class NonKeyedTimerService(TimerService[Any]):
+    """The timer service of a function on a stream without a key (a ``CoProcessFunction`` on
+    connected streams that are not keyed, a ``BroadcastProcessFunction``, the broadcast side
+    of a keyed one): it reads event and processing time, and refuses timers, which belong to
+    a key (as Flink's, which throws "Setting timers is only supported on a keyed streams").
+
+    Example:
+        >>> from raystream.engine.operator import ManualClock
+        >>> ts = NonKeyedTimerService(lambda: 41, ManualClock(7))
+        >>> ts.current_watermark(), ts.current_processing_time()
+        (41, 7)
+    """
+
+    __slots__ = ("_watermark_of", "_clock")
+
+    def __init__(self, watermark: Callable[[], int], clock: Clock) -> None:  # (no timers: no internal service)
+        self._watermark_of = watermark
+        self._clock = clock
+
+    def current_watermark(self) -> int:
+        return self._watermark_of()
+
+    def current_processing_time(self) -> int:
+        return self._clock.now_ms()
+
+    def _refuse(self, time: int) -> None:
+        raise ConfigError(
+            f"a timer (at {time!r}) needs a key: timers are only supported on keyed streams; key both inputs "
+            "(a.connect(b).key_by(k1, k2), or a.key_by(k).connect(rules.broadcast(d))) and register it in "
+            "process_element (the broadcast side has no key)"
+        )
+
+    def register_event_time_timer(self, time: int) -> None:
+        self._refuse(time)
+
+    def delete_event_time_timer(self, time: int) -> None:
+        self._refuse(time)
+
+    def register_processing_time_timer(self, time: int) -> None:
+        self._refuse(time)
+
+    def delete_processing_time_timer(self, time: int) -> None:
+        self._refuse(time)
+

@@ -40,6 +40,7 @@ from .functions import (
 from .time import TimestampAssigner
 from .timers import (
     InternalTimerService,
+    NonKeyedTimerService,
     TimerService,
     backend_restored_timers,
     backend_timer_queues,
@@ -275,6 +276,10 @@ class _TwoInputBase(TwoInputTime, StreamOperator):
         self.function = function
         self.wms = TwoInputWatermarks()
 
+    def _event_time(self) -> int:
+        """The combined watermark (what ``ctx.timer_service().current_watermark()`` reads)."""
+        return self.wms.current
+
     def _emit(self, out: list, ctx: ProcessContext) -> None:
         if out:
             self.output.emit(Batch.of_records(out))
@@ -301,6 +306,7 @@ class CoProcessOperator(_TwoInputBase):
         super().open(ctx, output)
         self.stamps = _BatchTimestamps(self.assigners)
         self.pctx = _CoProcessContext(self.stamps)
+        self.pctx._timer_service = NonKeyedTimerService(self._event_time, ctx.clock)
         self.function.open(RuntimeContext(ctx))
 
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
@@ -435,6 +441,7 @@ class BroadcastProcessOperator(_TwoInputBase):
         self.stamps = _BatchTimestamps(self.assigners)
         self.views = _ReadOnlyViews()
         self.bctx = _BroadcastContext(self.states, self.stamps, self.views)
+        self._no_timers = self.bctx._timer_service = NonKeyedTimerService(self._event_time, ctx.clock)
         self.function.open(RuntimeContext(ctx))
 
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
@@ -509,7 +516,7 @@ class KeyedBroadcastProcessOperator(BroadcastProcessOperator):
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
         if input_index == 1:  # a broadcast element: no key, no timers
             ctx = self.bctx
-            ctx._key, ctx._timer_service = None, None
+            ctx._key, ctx._timer_service = None, self._no_timers
             super().process_batch(batch, input_index)
             return
         ctx = self.bctx

@@ -19,6 +19,7 @@ from raystream.engine.errors import ConfigError
 from raystream.engine.keygroups import KeyGroupRange, key_group_for
 from raystream.operators.testing import OperatorHarness
 from raystream.operators.time import WatermarkStrategy
+from raystream.operators.timers import NonKeyedTimerService
 
 STRATEGY = WatermarkStrategy.for_monotonous_timestamps().with_timestamp_column("ts")
 
@@ -31,7 +32,8 @@ class AboveLimit(rs.BroadcastProcessFunction):
         self.above = ctx.get_state(ValueStateDescriptor("above", default=0))
 
     def process_broadcast_element(self, value, ctx):  # noqa: ANN001
-        assert ctx.get_current_key() is None and ctx.timer_service() is None  # no key here
+        assert ctx.get_current_key() is None  # no key here, and no timers:
+        assert isinstance(ctx.timer_service(), NonKeyedTimerService)
         ctx.get_broadcast_state("rules")["limit"] = value["limit"]
 
     def process_element(self, value, ctx):  # noqa: ANN001
