@@ -306,6 +306,13 @@ class _Call:
         exc = task.exception()
         if exc is not None:
             self._cancel_timer()
+            if isinstance(exc, ssl.SSLCertVerificationError):  # configuration, not a passing failure
+                self._finish(CallResult(self.call_id, None, (
+                    f"the TLS certificate of {self.target.where} is not trusted (not retried): {exc}; install the CA "
+                    f"that signed it in the system's CA store of the workers, or set SSL_CERT_FILE to a CA bundle "
+                    f"holding it in their environment (ray.init(runtime_env={{'env_vars': {{'SSL_CERT_FILE': ...}}}}))"
+                ), self.attempts, None))
+                return
             self._retry(f"Cannot connect to {self.target.where}: {type(exc).__name__}: {exc}")
             return
         self._send(task.result()[1])
