@@ -15,7 +15,11 @@ from raystream.engine.errors import ConfigError, UserCodeError
 from raystream.engine.operator import ManualClock
 from raystream.engine.partitioners import KeySelector
 from raystream.operators.testing import OperatorHarness
-from raystream.operators.two_input import BroadcastProcessOperator, CoProcessOperator, KeyedBroadcastProcessOperator
+from raystream.operators.two_input import (
+    BroadcastProcessOperator,
+    CoProcessOperator,
+    KeyedBroadcastProcessOperator,
+)
 
 
 class Times(rs.CoProcessFunction):
