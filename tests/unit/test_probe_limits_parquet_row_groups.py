@@ -82,3 +82,20 @@ def test_types_that_change_between_batches_still_unify_or_start_a_file(tmp_path)
     rows = sorted((r for p in parts for r in pq.read_table(p).to_pylist()), key=lambda r: r["k"])
     assert [(r["k"], r["x"], r.get("y")) for r in rows] == [(0, None, None), (1, "a", None), (2, "b", 1)]
     assert len(parts) == 2 and [pq.read_schema(p).field("x").type for p in parts] == [pa.string(), pa.string()]
+
+
+def test_a_row_group_of_many_small_batches_holds_about_its_data(tmp_path):
+    """The batches gathered for a row group are merged as they come: 20,000 batches of one
+    row held 3.8 MB of Arrow buffers (the padding of each small batch) for their 0.3 MB of
+    rows, and in a job a row group of 25,000 such batches took 75 MB of the task's memory."""
+    sink = ParquetSink(str(tmp_path))
+    harness = OperatorHarness(SinkOperator(sink))
+    harness.process([{"k": -1, "v": "x"}])  # (the file starts: the writer's own buffers)
+    before = pa.total_allocated_bytes()
+    for i in range(20_000):
+        harness.process([{"k": i, "v": "x"}])
+    held = pa.total_allocated_bytes() - before
+    assert held < 1 << 20, held  # (before: 3.8 MB; now 0.27 MB)
+    commit(sink, harness.end_input().committables)
+    [part] = sorted(tmp_path.glob("part-*.parquet"))
+    assert pq.read_table(part).column("k").to_pylist() == list(range(-1, 20_000))
