@@ -120,6 +120,9 @@ class OperatorContext:
     # whether the job takes checkpoints (env.enable_checkpointing): without, no
     # notify_checkpoint_complete ever comes, so output waiting for one is released at once
     checkpointing: bool = False
+    # about the most bytes of records per network batch (TaskConfig.buffer_bytes): an operator
+    # that makes many records from one call emits them in pieces of about this size
+    buffer_bytes: int = 8 << 20
 
 
 class StreamOperator(ABC):

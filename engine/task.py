@@ -316,6 +316,7 @@ class Task:
             register_processing_timer=self.register_processing_timer,
             post=self.post,
             checkpointing=self.spec.checkpointing,
+            buffer_bytes=self.spec.config.buffer_bytes,
         )
 
     def _open(self) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from itertools import islice
 from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
 
+from raystream.engine.channels import row_bytes
 from raystream.engine.errors import UserCodeError
 from raystream.engine.operator import StreamOperator
 from raystream.engine.records import Batch
@@ -55,23 +57,64 @@ class FilterOperator(StreamOperator):
 
 
 class FlatMapOperator(StreamOperator):
-    """Emits every element of the iterable ``fn`` returns for each record (None: nothing)."""
+    """Emits every element of the iterable ``fn`` returns for each record (None: nothing).
+
+    The output goes out in pieces of about ``buffer_bytes`` (the rows of a piece follow the
+    size of the records of the piece before), also from within one record's results when
+    ``fn`` returns a generator or another iterator: one record that fans out into millions
+    holds about one piece in memory, and back-pressure applies between the pieces (Flink's
+    ``Collector`` emits each record as it comes). A list or tuple ``fn`` returns is already
+    whole; it goes out with the rest of the batch's output, in pieces too.
+    """
+
+    #: rows of the first piece, before any record size is known
+    FIRST_PIECE_ROWS = 64
+    #: the most rows of a piece, however small the records
+    MAX_PIECE_ROWS = 1 << 16
 
     def __init__(self, fn: Callable[[Any], Any]) -> None:
         self.fn = fn
+        self._piece = self.FIRST_PIECE_ROWS
 
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
         out: list[Any] = []
-        extend = out.extend
         fn = self.fn
         for r in batch.records():
             try:
                 result = fn(r)
-                if result is not None:
-                    extend(result)
             except Exception as exc:
                 raise UserCodeError(r, exc) from exc
-        self.output.emit(Batch.of_records(out))
+            if result is None:
+                continue
+            if type(result) is list or type(result) is tuple:
+                out.extend(result)
+            else:  # a generator (or any iterable): taken a piece at a time
+                try:
+                    items = iter(result)
+                except Exception as exc:
+                    raise UserCodeError(r, exc) from exc
+                while True:
+                    room = self._piece - len(out)
+                    try:
+                        taken = list(islice(items, room))
+                    except Exception as exc:
+                        raise UserCodeError(r, exc) from exc
+                    out.extend(taken)
+                    if len(taken) < room:
+                        break
+                    out = self._emit_piece(out)
+            if len(out) >= self._piece:
+                out = self._emit_piece(out)
+        if out:
+            self.output.emit(Batch.of_records(out))
+
+    def _emit_piece(self, out: list[Any]) -> list[Any]:
+        """Emit ``out`` (a full piece, or more); the size of its records sets the rows of the
+        next piece (records of a stream differ in size: each piece is sized again)."""
+        piece = Batch.of_records(out)
+        self._piece = max(1, min(self.MAX_PIECE_ROWS, self.ctx.buffer_bytes // row_bytes(piece)))
+        self.output.emit(piece)
+        return []
 
 
 def to_arrow_batch(value: Any, where: str) -> pa.RecordBatch:
