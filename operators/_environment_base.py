@@ -103,14 +103,7 @@ class StreamEnvironmentBase:
         check_parallelism(parallelism)
         if not isinstance(max_parallelism, int) or not parallelism <= max_parallelism <= 32768:
             raise ConfigError(f"max_parallelism must be between parallelism and 32768, got {max_parallelism!r}")
-        if credits < 1:
-            raise ConfigError(f"credits must be >= 1, got {credits!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch_size must be an int >= 1 (rows per network batch), got {batch_size!r}")
-        if isinstance(buffer_bytes, bool) or not isinstance(buffer_bytes, int) or buffer_bytes < 1:
-            raise ConfigError(f"buffer_bytes must be an int >= 1 (bytes of records per network batch), got {buffer_bytes!r}")
-        if isinstance(flush_ms, bool) or not isinstance(flush_ms, (int, float)) or flush_ms < 0:
-            raise ConfigError(f"flush_ms must be a number >= 0 (ms a partly filled batch may wait), got {flush_ms!r}")
+        # (batch_size, buffer_bytes, flush_ms and credits: checked by TaskConfig, below)
         if isinstance(task_num_cpus, bool) or not isinstance(task_num_cpus, (int, float)) or task_num_cpus < 0:
             raise ConfigError(f"task_num_cpus must be a number >= 0 (CPUs Ray reserves per task executor), got {task_num_cpus!r}")
         self.parallelism = parallelism

@@ -33,7 +33,9 @@ class _Out:
 @pytest.mark.parametrize("kwargs,match", [
     ({"batch_size": 0}, "batch_size must be an int >= 1"),
     ({"batch_size": "big"}, "batch_size must be an int >= 1"),
-    ({"flush_ms": -1}, "flush_ms must be a number >= 0"),
+    ({"flush_ms": -1}, "flush_ms must be a finite number >= 0"),
+    ({"credits": "4"}, "credits must be an int >= 1"),
+    ({"credits": None}, "credits must be an int >= 1"),
     ({"task_num_cpus": -1}, "task_num_cpus must be a number >= 0"),
 ])
 def test_environment_settings_are_checked_when_made(kwargs, match):
