@@ -262,16 +262,18 @@ class JobClient:
             >>> sp = client.savepoint("/tmp/sp-1")                          # doctest: +SKIP
             >>> env.execute("job", from_savepoint=sp)                       # doctest: +SKIP
         """
-        return self._savepoint_call("trigger_savepoint", path)
+        return self._savepoint_call("trigger_savepoint", path, False)
 
     def stop_with_savepoint(self, path: str) -> str:
         """Take a savepoint, then stop the job; ``wait()`` returns its result."""
         return self._savepoint_call("stop_with_savepoint", path)
 
-    def _savepoint_call(self, method: str, path: str) -> str:
+    def _savepoint_call(self, method: str, *args: Any) -> str:
         if self._closed:
             raise RaystreamError(f"job {self.name!r} has ended; savepoints need a running job")
-        return self._call_master(method, path)
+        # (with the job id: a request that reaches the master before the job's run started
+        # there waits for it instead of finding no job, or the master's previous one)
+        return self._call_master(method, *args, self._job_id)
 
     def task_actor(self, vertex_id: int, subtask: int) -> Any:
         """The Ray actor (a task executor) hosting subtask ``subtask`` of job-graph vertex

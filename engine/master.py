@@ -17,6 +17,7 @@ those executors when the job ends; executors of later attempts are the master's 
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import logging
 import os
@@ -53,6 +54,11 @@ log = logging.getLogger(__name__)
 
 #: how long a task's run sent with its setup (one executor hosts the whole job) waits for it
 _SETUP_WAIT_S = 60.0
+
+#: how long a savepoint request for a job whose ``run`` has not started on this master yet
+#: waits for it (calls to the master's actor may start before the ``run`` submitted ahead of
+#: them, whose large arguments are still being fetched)
+EARLY_REQUEST_WAIT_S = 120.0
 
 
 def build_task_specs(job_id: str, graph: JobGraph, config: JobConfig, attempt: int, splits: dict,
@@ -199,6 +205,10 @@ class JobMaster:
         self._sampled_metrics: dict[tuple[int, int], dict] = {}
         self.restarts = 0
         self._early_cancels: set[str] = set()
+        # requests for a job whose run() has not started here yet wait for it: job id -> set
+        # once that run started the job (or ended without starting it)
+        self._arrivals: dict[str, asyncio.Event] = {}
+        self._past_jobs: collections.deque[str] = collections.deque(maxlen=64)  # (the newest last)
         self._lent: set[str] = set()  # slots of the running attempt whose executor the driver lent
         self._spares: list[Any] = []  # warm spare executors for restarts (engine.executors.Executor)
         self._driver_slot: dict[str, str] = {}
@@ -289,6 +299,36 @@ class JobMaster:
         """A client asked about ``job_id`` while this master does not run it (yet): calls to
         an async actor may start before the ``run`` call submitted ahead of them."""
         return job_id is not None and job_id != self.job_id
+
+    def _job_arrived(self, job_id: str) -> None:
+        """Wake the requests that wait for job ``job_id`` to start here (see :meth:`_await_job`)."""
+        arrival = self._arrivals.pop(job_id, None)
+        if arrival is not None:
+            arrival.set()
+
+    async def _await_job(self, job_id: str, request: str) -> None:
+        """Wait until job ``job_id`` has started on this master: a call to the master's actor
+        may start before the ``run`` call submitted ahead of it (its large arguments are still
+        being fetched). Raises CheckpointError when that job ended here already, or its run
+        ended without starting it, or it does not start within :data:`EARLY_REQUEST_WAIT_S`."""
+        if job_id in self._past_jobs:
+            raise CheckpointError(f"{request} failed: job {job_id!r} has ended (its job master now runs {self.job_id!r})")
+        arrival = self._arrivals.setdefault(job_id, asyncio.Event())
+        try:
+            await asyncio.wait_for(arrival.wait(), EARLY_REQUEST_WAIT_S)
+        except asyncio.TimeoutError:
+            if self._arrivals.get(job_id) is arrival:
+                del self._arrivals[job_id]
+            raise CheckpointError(
+                f"{request} failed: job {job_id!r} did not start on its job master within {EARLY_REQUEST_WAIT_S:.0f} s "
+                f"(the master {'runs ' + repr(self.job_id) if self._busy else 'is idle'}); ask again once "
+                f"client.status() is RUNNING"
+            ) from None
+        if self._other_job(job_id):
+            raise CheckpointError(
+                f"{request} failed: job {job_id!r} ended before its job master could start it (its client's wait() "
+                f"raises why)"
+            )
 
     @property
     def _job_id(self) -> str:
@@ -458,10 +498,14 @@ class JobMaster:
             if self.status in ("CREATED", "RUNNING", "RESTARTING"):  # ended by an error raised early
                 self.status = "FAILED"
                 self.finished_at = time.time()
+            if job_id is not None:
+                self._past_jobs.append(job_id)
+                self._job_arrived(job_id)  # (requests waiting for a run that ended before it started the job)
 
     async def _run(self, graph_blob: bytes, config_blob: bytes, job_id: str | None, executors: dict | None,
                    recover: bool = False) -> dict:
         self._start_job(graph_blob, config_blob, job_id, executors)  # status CREATED until deployed
+        self._job_arrived(self._job_id)
         source_splits = {v.id: _plan_splits(v) for v in self._graph.vertices if v.source is not None}
         restore = None
         exporter = asyncio.ensure_future(self._export_metrics())
@@ -924,8 +968,15 @@ class JobMaster:
             else:
                 fut.set_result(outcome)
 
-    async def trigger_savepoint(self, path: str, stop: bool = False) -> str:
-        """Take a savepoint into ``path`` (a directory or URI); returns where it was written."""
+    async def trigger_savepoint(self, path: str, stop: bool = False, job_id: str | None = None) -> str:
+        """Take a savepoint into ``path`` (a directory or URI); returns where it was written.
+
+        ``job_id``: the job the caller means (its client passes it). A request that reaches the
+        master before that job's ``run`` has started here waits for it, then is queued like one
+        made while the job deploys.
+        """
+        if self._other_job(job_id):
+            await self._await_job(job_id, f"savepoint to {path!r}")
         if self.coordinator is None:
             raise CheckpointError("savepoints need checkpointing: call env.enable_checkpointing(...) first")
         # (CREATED / RESTARTING: deploying; the request is taken once the attempt's tasks run)
@@ -936,12 +987,12 @@ class JobMaster:
         self._savepoint_requests.append((path, stop))
         return await fut
 
-    async def stop_with_savepoint(self, path: str) -> str:
+    async def stop_with_savepoint(self, path: str, job_id: str | None = None) -> str:
         """Stop the job with a savepoint (Flink's ``stop``): sources emit nothing after the
         savepoint barrier and every task stops processing once it has snapshotted, so
         nothing happens after the savepoint; its output is committed, then the job ends
         FINISHED with the savepoint's path. If the savepoint fails the job goes on."""
-        written = await self.trigger_savepoint(path, stop=True)
+        written = await self.trigger_savepoint(path, stop=True, job_id=job_id)
         self._stopping = True
         self.stopped_with_savepoint = written
         for actor in list(self.actors.values()):

@@ -551,8 +551,8 @@ class JobMasterActor:
                                  committables: dict | None = None) -> None:
         await self._master.decline_checkpoint(attempt, checkpoint_id, vertex_id, subtask, reason, committables)
 
-    async def trigger_savepoint(self, path: str, stop: bool = False) -> str:
-        return await self._master.trigger_savepoint(path, stop)
+    async def trigger_savepoint(self, path: str, stop: bool = False, job_id: str | None = None) -> str:
+        return await self._master.trigger_savepoint(path, stop, job_id)
 
-    async def stop_with_savepoint(self, path: str) -> str:
-        return await self._master.stop_with_savepoint(path)
+    async def stop_with_savepoint(self, path: str, job_id: str | None = None) -> str:
+        return await self._master.stop_with_savepoint(path, job_id)
