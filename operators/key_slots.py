@@ -232,21 +232,23 @@ class KeySlots:
             self._to_dict()
         assert self._dict is not None
         slots = self._dict
-        nan = self._nan
-        out = np.empty(len(keys), dtype=np.int64)
-        for i, k in enumerate(keys):
-            slot = slots.get(k)
-            if slot is None:
+        get = slots.get
+        found = [get(k) for k in keys]
+        if None in found:  # keys met for the first time (or a NaN object not seen before)
+            nan = self._nan
+            for i, k in enumerate(keys):
+                if found[i] is not None:
+                    continue
                 if k != k and type(k) is float:  # NaN: one key (as Arrow groups it), whatever its object
                     if nan is None:
                         nan = self._nan = k
                     k = nan
-                    slot = slots.get(k)
+                slot = get(k)
                 if slot is None:
                     slot = slots[k] = len(self.keys)
                     self.keys.append(k)
-            out[i] = slot
-        return out
+                found[i] = slot
+        return np.fromiter(found, dtype=np.int64, count=len(found))
 
     @property
     def python_equality(self) -> bool:
