@@ -20,7 +20,7 @@ Example:
 from __future__ import annotations
 
 import copy
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from raystream.engine.errors import ConfigError, UserCodeError
 from raystream.engine.events import MAX_WATERMARK, MIN_WATERMARK, Watermark
@@ -290,6 +290,57 @@ class _TwoInputBase(TwoInputTime, StreamOperator):
         self.function.close()
 
 
+class _KeyedTimers:
+    """The timers of a keyed two-input operator (:class:`KeyedCoProcessOperator`,
+    :class:`KeyedBroadcastProcessOperator`): a fired timer calls the function's
+    ``on_timer(timestamp, ctx)`` with the timer's key current, and its output goes out after
+    the timers due at one time (event time: before the watermark that fired them). Mix it in
+    before the operator's base class (it overrides ``advance_event_time``)."""
+
+    #: what to subclass for an ``on_timer`` (said when the function has none)
+    timer_hint = ""
+    function: Any
+    timers: InternalTimerService
+    tctx: Any
+    ctx: OperatorContext
+    output: Any
+    _out: list
+    _emit: Callable[[list, ProcessContext], None]
+
+    def _flush(self, ctx: ProcessContext) -> None:
+        out, self._out = self._out, []
+        self._emit(out, ctx)
+
+    def _fire(self, key: Any, time: int, domain: str) -> None:
+        on_timer = getattr(self.function, "on_timer", None)
+        if on_timer is None:
+            raise ConfigError(
+                f"{type(self.function).__name__} registered a timer (key={key!r}, time={time!r}) but has no "
+                f"on_timer(timestamp, ctx) method to receive it{self.timer_hint}"
+            )
+        keyed_state_backend(self.ctx).set_current_key(key)
+        t = self.tctx
+        t._key, t.timestamp, t._domain = key, time, domain
+        try:
+            res = on_timer(time, t)
+            if res is not None:
+                self._out.extend(res)
+        except Exception as exc:
+            raise UserCodeError(f"on_timer(key={key!r}, time={time!r})", exc) from exc
+
+    def _on_event(self, key: Any, ns: Any, time: int) -> None:
+        self._fire(key, time, "event_time")
+
+    def _on_proc(self, key: Any, ns: Any, time: int) -> None:
+        self._fire(key, time, "processing_time")
+        self._flush(self.tctx)
+
+    def advance_event_time(self, watermark: int) -> None:
+        self.timers.advance_watermark(watermark)
+        self._flush(self.tctx)
+        self.output.emit_watermark(Watermark(watermark))
+
+
 class CoProcessOperator(_TwoInputBase):
     """Runs a :class:`CoProcessFunction` (not keyed). ``ctx.timestamp`` is the record's
     event timestamp, from the nearest upstream assigner of its input (``timestamp_assigners``;
@@ -328,7 +379,7 @@ class CoProcessOperator(_TwoInputBase):
         self.output.emit_watermark(Watermark(watermark))
 
 
-class KeyedCoProcessOperator(_TwoInputBase):
+class KeyedCoProcessOperator(_KeyedTimers, _TwoInputBase):
     """Runs a :class:`KeyedCoProcessFunction` (or a :class:`CoProcessFunction` on keyed
     connected streams): shared keyed state and timers per key.
 
@@ -340,6 +391,7 @@ class KeyedCoProcessOperator(_TwoInputBase):
     """
 
     keyed = True
+    timer_hint = ": subclass KeyedCoProcessFunction"
     function: CoProcessFunction
 
     def __init__(self, function: CoProcessFunction, selectors: tuple[KeySelector, KeySelector],
@@ -381,39 +433,6 @@ class KeyedCoProcessOperator(_TwoInputBase):
             except Exception as exc:
                 raise UserCodeError(r, exc) from exc
         self._flush(pctx)
-
-    def _flush(self, ctx: ProcessContext) -> None:
-        out, self._out = self._out, []
-        self._emit(out, ctx)
-
-    def _fire(self, key: Any, time: int, domain: str) -> None:
-        on_timer = getattr(self.function, "on_timer", None)
-        if on_timer is None:
-            raise ConfigError(
-                f"{type(self.function).__name__} registered a timer (key={key!r}, time={time!r}) but has no "
-                "on_timer(timestamp, ctx) method to receive it: subclass KeyedCoProcessFunction"
-            )
-        keyed_state_backend(self.ctx).set_current_key(key)
-        t = self.tctx
-        t._key, t.timestamp, t._domain = key, time, domain
-        try:
-            res = on_timer(time, t)
-            if res is not None:
-                self._out.extend(res)
-        except Exception as exc:
-            raise UserCodeError(f"on_timer(key={key!r}, time={time!r})", exc) from exc
-
-    def _on_event(self, key: Any, ns: Any, time: int) -> None:
-        self._fire(key, time, "event_time")
-
-    def _on_proc(self, key: Any, ns: Any, time: int) -> None:
-        self._fire(key, time, "processing_time")
-        self._flush(self.tctx)
-
-    def advance_event_time(self, watermark: int) -> None:
-        self.timers.advance_watermark(watermark)
-        self._flush(self.tctx)
-        self.output.emit_watermark(Watermark(watermark))
 
     def snapshot_state(self, checkpoint_id: int) -> Any:
         return {"timers": self.timers.snapshot()}
@@ -478,7 +497,7 @@ class BroadcastProcessOperator(_TwoInputBase):
                 return
 
 
-class KeyedBroadcastProcessOperator(BroadcastProcessOperator):
+class KeyedBroadcastProcessOperator(_KeyedTimers, BroadcastProcessOperator):
     """Runs a :class:`BroadcastProcessFunction` on a keyed stream connected with a broadcast
     stream (``a.key_by(k).connect(b.broadcast(desc))``, Flink's
     ``KeyedBroadcastProcessFunction``): ``process_element`` sees the record's key
@@ -536,39 +555,6 @@ class KeyedBroadcastProcessOperator(BroadcastProcessOperator):
             except Exception as exc:
                 raise UserCodeError(r, exc) from exc
         self._flush(ctx)
-
-    def _flush(self, ctx: ProcessContext) -> None:
-        out, self._out = self._out, []
-        self._emit(out, ctx)
-
-    def _fire(self, key: Any, time: int, domain: str) -> None:
-        on_timer = getattr(self.function, "on_timer", None)
-        if on_timer is None:
-            raise ConfigError(
-                f"{type(self.function).__name__} registered a timer (key={key!r}, time={time!r}) but has no "
-                "on_timer(timestamp, ctx) method to receive it"
-            )
-        self.backend.set_current_key(key)
-        t = self.tctx
-        t._key, t.timestamp, t._domain = key, time, domain
-        try:
-            res = on_timer(time, t)
-            if res is not None:
-                self._out.extend(res)
-        except Exception as exc:
-            raise UserCodeError(f"on_timer(key={key!r}, time={time!r})", exc) from exc
-
-    def _on_event(self, key: Any, ns: Any, time: int) -> None:
-        self._fire(key, time, "event_time")
-
-    def _on_proc(self, key: Any, ns: Any, time: int) -> None:
-        self._fire(key, time, "processing_time")
-        self._flush(self.tctx)
-
-    def advance_event_time(self, watermark: int) -> None:
-        self.timers.advance_watermark(watermark)
-        self._flush(self.tctx)
-        self.output.emit_watermark(Watermark(watermark))
 
     def snapshot_state(self, checkpoint_id: int) -> Any:
         return {**super().snapshot_state(checkpoint_id), "timers": self.timers.snapshot()}
