@@ -25,7 +25,14 @@ import pyarrow.parquet as pq
 from raystream.engine.connectors import Committer, Sink, SinkWriter
 from raystream.engine.errors import ConfigError, JobFailed, UserCodeError, short_repr
 from raystream.engine.operator import OperatorContext
-from raystream.engine.records import KIND_KEY, Batch, arrow_to_records, concat_runs, why_not_columns
+from raystream.engine.records import (
+    KIND_KEY,
+    Batch,
+    arrow_to_records,
+    batch_kind,
+    concat_runs,
+    why_not_columns,
+)
 
 from .sources import filesystem_for
 
@@ -100,17 +107,20 @@ def collected_records(batches: list[pa.RecordBatch]) -> list[Any]:
 def collected_table(batches: list[pa.RecordBatch]) -> pa.Table:
     """Collected batches as one table, as ``execute_and_collect(as_table=True)`` returns it.
 
-    Batches of records that crossed the channels pickled become columns: typed as
-    ``Batch.columns`` types them (IntEnums among ints, Decimals of several exponents...), else
-    as ``pa.Table.from_pylist`` makes them of dict records (nested values, all-null columns;
-    a column for every key of every record, in first-seen order, null where a record lacks it).
-    The batches' schemas are unified as ``pa.concat_tables(promote_options="permissive")``
-    does (ints and floats of one column become doubles; a column missing from a batch is
-    null there); records of no tabular form stay a column of pickled values.
+    The table depends only on the records, never on the parallelism or on where batches were
+    cut: dict records make a column per key of any record (first-seen order, null where a
+    record lacks the key; nested values as list and struct columns); other scalar records
+    (int, float, str, bytes, bool, None, datetimes, Decimals...) one ``value`` column (None a
+    null); tuples of one length columns ``f0``..``fn``. The values of a column take one Arrow
+    type: ints and floats make doubles, a column that is null in some batches takes the
+    others' type. Every value comes back equal and of its kind (an int may come back a float,
+    nothing else changes: never a str as bytes, a float as a Decimal, an int rounded).
 
     Raises:
-        ConfigError: schemas that do not unify (a column of ints in one batch and of
-            strings in another), naming both.
+        ConfigError: records that make no such table (objects, dicts mixed with scalars or
+            tuples, tuples of several lengths, ints beyond 64 bits, a field of str and bytes,
+            of ints and strs...), naming an offending record; collect the records as they
+            are (``as_table=False``) instead.
 
     Example:
         >>> import datetime as dt
@@ -119,52 +129,227 @@ def collected_table(batches: list[pa.RecordBatch]) -> pa.Table:
         >>> collected_table([records_to_arrow([{"at": utc, "n": 1}]), records_to_arrow([{"at": utc, "n": 2.5}])]).schema
         at: timestamp[us, tz=UTC]
         n: double
+        >>> collected_table([records_to_arrow([1, 2.5, None])]).column("value").to_pylist()
+        [1.0, 2.5, None]
     """
-    if not batches:
-        return pa.table({})
-    tables = [_collected_table_of(b) for b in batches]
-    try:
-        return pa.concat_tables(tables, promote_options="permissive")
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        first = tables[0].schema
-        other = next((t.schema for t in tables if not t.schema.equals(first)), first)
-        raise ConfigError(
-            f"execute_and_collect(as_table=True): the collected batches do not make one table: schema "
-            f"{first.to_string(show_schema_metadata=False)!r} vs {other.to_string(show_schema_metadata=False)!r} "
-            f"({exc}); give the records one type per field, or collect them as records (as_table=False)"
-        ) from exc
+    pieces = [_collected_table_of(b) for b in batches if b.num_rows]
+    if not pieces:  # (no record: the columns of the empty typed batches, if any)
+        empty = [_strip(b) for b in batches if batch_kind(b.schema) != b"pickle"]
+        return _unified([("row", t) for t in empty]) if empty else pa.table({})
+    return _unified(pieces)
 
 
-def _collected_table_of(rb: pa.RecordBatch) -> pa.Table:
-    if (rb.schema.metadata or {}).get(KIND_KEY) == b"pickle" and rb.num_rows:
-        batch = Batch.of_arrow(rb)
-        typed = batch.columns()
-        if (typed.schema.metadata or {}).get(KIND_KEY) != b"pickle":
-            rb = typed
-        else:
-            records = batch.records()
-            if all(type(r) is dict for r in records):
-                try:
-                    return _table_of_dicts(records)
-                except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError):
-                    pass
+#: how records are laid out as columns: "row" (dicts), "scalar" (a ``value`` column), or
+#: ("tuple", n) (columns ``f0``..``f{n-1}``)
+_Shape = Any
+
+_AS_RECORDS = "collect the records as they are (as_table=False), or give each field values of one kind"
+
+
+def _strip(rb: pa.RecordBatch) -> pa.Table:
     return pa.Table.from_batches([rb.replace_schema_metadata(None)])
 
 
-def _table_of_dicts(records: list[dict[str, Any]]) -> pa.Table:
-    """Dict records as a table with a column for every key of every record, in the order the
-    keys are first seen, null where a record lacks the key (``pa.Table.from_pylist`` alone
-    takes its columns from the first record and drops the others' keys).
+def _shape_of(record: Any) -> _Shape:
+    if type(record) is dict:
+        return "row"
+    if type(record) is tuple:
+        return ("tuple", len(record))
+    if record is None or isinstance(record, (int, float, str, bytes, decimal.Decimal, dt.date, dt.time,
+                                             dt.timedelta, np.generic)):
+        return "scalar"
+    return None
 
-    Example:
-        >>> _table_of_dicts([{"a": 1}, {"b": 2}, {"a": 3, "c": "x"}]).to_pylist()
-        [{'a': 1, 'b': None, 'c': None}, {'a': None, 'b': 2, 'c': None}, {'a': 3, 'b': None, 'c': 'x'}]
-    """
-    keys = records[0].keys()
-    if all(r.keys() == keys for r in records):  # (uniform: from_pylist's own column order)
-        return pa.Table.from_pylist(records)
-    names = dict.fromkeys(k for r in records for k in r)
-    return pa.Table.from_pydict({k: [r.get(k) for r in records] for k in names})
+
+def _shape_name(shape: _Shape) -> str:
+    if shape == "row":
+        return "dicts (a column per key)"
+    if shape == "scalar":
+        return "scalars (one 'value' column)"
+    return f"tuples of {shape[1]} fields (columns f0..f{shape[1] - 1})"
+
+
+def _as_rows(records: list[Any], shape: _Shape) -> list[Any]:
+    if shape == "row":
+        return records
+    if shape == "scalar":
+        return [{"value": r} for r in records]
+    return [{f"f{i}": v for i, v in enumerate(r)} for r in records]
+
+
+def _collected_table_of(rb: pa.RecordBatch) -> tuple[_Shape, pa.Table]:
+    """The shape and the table of one non-empty collected batch."""
+    kind = batch_kind(rb.schema)
+    if kind == b"scalar":
+        return "scalar", _strip(rb)
+    if kind == b"tuple":
+        return ("tuple", rb.num_columns), _strip(rb)
+    if kind != b"pickle":  # (typed dict records, exact as a channel sends them)
+        return "row", _strip(rb)
+    records = arrow_to_records(rb)
+    shape = _shape_of(records[0])
+    for r in records:
+        s = _shape_of(r)
+        if s is None:
+            raise ConfigError(
+                f"execute_and_collect(as_table=True): a record of type {type(r).__name__} has no table form "
+                f"(records are dicts, tuples or scalars for a table): {short_repr(r)}; {_AS_RECORDS}"
+            )
+        if s != shape:
+            raise _shapes_differ(shape, records[0], s, r)
+    rows = _as_rows(records, shape)
+    table = _table_of_rows(rows)
+    if table is None:
+        i = _first_offending(rows)
+        raise ConfigError(
+            f"execute_and_collect(as_table=True): {_why_not(rows, i)}: record {short_repr(records[i])}; {_AS_RECORDS}"
+        )
+    return shape, table
+
+
+def _table_of_rows(rows: list[dict[str, Any]]) -> pa.Table | None:
+    """Dict rows as a table whose values all come back equal and of their kind, else None."""
+    rb = Batch.of_records(rows).columns(nested=True)
+    if batch_kind(rb.schema) == b"pickle":
+        return None
+    table = _strip(rb)
+    names = table.column_names
+    for back, row in zip(table.to_pylist(), rows):
+        if any(not _same(back[k], row.get(k)) for k in names):
+            return None
+    return table
+
+
+def _first_offending(rows: list[dict[str, Any]]) -> int:
+    """The index of a row that makes no table with the rows before it (or alone): the
+    first rows up to it make one, up to and with it none (bisected)."""
+    lo, hi = 0, len(rows)  # rows[:lo] make a table (none: trivially), rows[:hi] do not
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _table_of_rows(rows[:mid]) is not None:
+            lo = mid
+        else:
+            hi = mid
+    return hi - 1
+
+
+def _why_not(rows: list[dict[str, Any]], i: int) -> str:
+    row = rows[i]
+    for k, v in row.items():
+        if _table_of_rows([{k: v}]) is None:
+            return f"Arrow holds no exact value of field {k!r} = {short_repr(v)}"
+    for k, v in row.items():
+        before = next((r[k] for r in rows[:i] if r.get(k) is not None), None)
+        if before is not None and v is not None and _table_of_rows([{k: before}, {k: v}]) is None:
+            return (f"field {k!r} holds {type(before).__name__} and {type(v).__name__} values "
+                    f"({short_repr(before)} and {short_repr(v)}), which make no one Arrow column")
+    return "the record makes no one table with the records before it"
+
+
+def _kind(value: Any) -> Any:
+    """What kind of value ``value`` is, for :func:`_same`: ints and floats are one kind."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return float
+    if isinstance(value, (str, np.str_)):
+        return str
+    if isinstance(value, (bytes, np.bytes_)):
+        return bytes
+    return type(value)
+
+
+def _same(back: Any, value: Any) -> bool:
+    """Whether ``back`` (a value as the table gives it back) is ``value`` as a table may hold
+    it: equal and of its kind (nested values walked; an int may come back a float, a tuple or
+    a 1-d numpy array a list; never a str as bytes, a bool as an int, a Decimal as a float)."""
+    if isinstance(value, dict):
+        return type(back) is dict and back.keys() == value.keys() and all(_same(back[k], v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return type(back) is list and len(back) == len(value) and all(map(_same, back, value))
+    if isinstance(value, np.ndarray):
+        return value.ndim == 1 and type(back) is list and len(back) == len(value) and all(
+            map(_same, back, value.tolist()))
+    if value is None or back is None:
+        return value is back
+    kb, kv = _kind(back), _kind(value)
+    if not (kb is kv or issubclass(kb, kv) or issubclass(kv, kb)):
+        return False
+    try:
+        return bool(back == value) or (back != back and value != value)  # (NaN is NaN)
+    except (TypeError, ValueError):
+        return False
+
+
+def _shapes_differ(shape: _Shape, record: Any, other: _Shape, other_record: Any) -> ConfigError:
+    return ConfigError(
+        f"execute_and_collect(as_table=True): the records are {_shape_name(shape)} and {_shape_name(other)}, "
+        f"which make no one table: {short_repr(record)} and {short_repr(other_record)}; collect the records "
+        f"as they are (as_table=False), or map them to one form (e.g. every record a dict)"
+    )
+
+
+def _unified(pieces: list[tuple[_Shape, pa.Table]]) -> pa.Table:
+    """The tables of collected batches as one: all of one shape; their schemas unified as
+    ``pa.unify_schemas(promote_options="permissive")`` does, where every promoted value
+    comes back equal and of its kind (ints as doubles; never strs as bytes)."""
+    shape, first = pieces[0]
+    for s, t in pieces:
+        if s != shape:
+            raise _shapes_differ(shape, _record_of(shape, first, 0), s, _record_of(s, t, 0))
+    tables = [t for _s, t in pieces]
+    if len(tables) == 1:
+        return tables[0]
+    target = tables[0].schema
+    for t in tables[1:]:
+        try:
+            target = pa.unify_schemas([target, t.schema], promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+            raise ConfigError(
+                f"execute_and_collect(as_table=True): the collected batches do not make one table: schema "
+                f"{target.to_string(show_schema_metadata=False)!r} vs {t.schema.to_string(show_schema_metadata=False)!r} "
+                f"({exc}): record {short_repr(_record_of(shape, t, 0))}; give the records one type per field, "
+                f"or collect them as records (as_table=False)"
+            ) from exc
+    for t in tables:
+        for name in t.column_names:
+            want = target.field(name).type
+            column = t.column(name)
+            if column.type != want and not pa.types.is_null(column.type):
+                _check_promoted(shape, t, name, column, want)
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+_NO_VALUE = object()  # (a value that does not cast)
+
+
+def _check_promoted(shape: _Shape, table: pa.Table, name: str, column: pa.ChunkedArray, want: pa.DataType) -> None:
+    """Refuses a column whose values would not come back as they are when cast to ``want``."""
+    values = column.to_pylist()
+    try:
+        backs = column.cast(want).to_pylist()
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):  # (an int beyond 2**53 as a double)
+        backs = []
+        for v in values:
+            try:
+                backs.append(pa.array([v], column.type).cast(want)[0].as_py())
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+                backs.append(_NO_VALUE)
+    for i, (back, value) in enumerate(zip(backs, values)):
+        if back is _NO_VALUE or not _same(back, value):
+            raise ConfigError(
+                f"execute_and_collect(as_table=True): field {name!r} holds {column.type} values in some "
+                f"records and values that make it {want} in others, and {short_repr(value)} would "
+                f"{'not fit' if back is _NO_VALUE else f'come back as {short_repr(back)}'}: record {short_repr(_record_of(shape, table, i))}; {_AS_RECORDS}"
+            )
+
+
+def _record_of(shape: _Shape, table: pa.Table, i: int) -> Any:
+    """Row ``i`` of ``table`` as the record it is a row of (for error messages)."""
+    if not table.num_rows:
+        return None
+    row = table.slice(i, 1).to_pylist()[0]
+    return row if shape == "row" else row["value"] if shape == "scalar" else tuple(row.values())
 
 
 # ---------------------------------------------------------------- print

@@ -28,9 +28,10 @@ def test_pickled_batches_become_typed_columns_and_the_records_stay_exact():
     assert collected_records(batches[:1]) == records and collected_records(batches[:1])[0]["level"] is Level.LOW
 
 
-def test_records_of_no_tabular_form_stay_a_column_of_pickled_values():
-    table = collected_table([records_to_arrow([("a", 1), ("b", [1, 2])])])
-    assert table.column_names == ["record"]
+def test_records_of_no_tabular_form_are_refused_naming_one_never_pickled_bytes():
+    """A field of an int and a list made a column of pickle bytes named 'record'."""
+    with pytest.raises(ConfigError, match=r"as_table=True.*record \('b', \[1, 2\]\).*as_table=False"):
+        collected_table([records_to_arrow([("a", 1), ("b", [1, 2])])])
     assert collected_table([]).num_rows == 0
 
 
