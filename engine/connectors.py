@@ -39,6 +39,7 @@ __all__ = [
     "assign_splits",
     "assign_split_indices",
     "split_key",
+    "split_kind",
     "split_weight",
 ]
 
@@ -188,6 +189,23 @@ def assign_split_indices(splits: list[Any], parallelism: int) -> list[list[int]]
     return [sorted(indices) for indices in owned]
 
 
+def split_kind(split: Any) -> str:
+    """The class name of ``split`` for messages, with the split a wrapper holds in ``.split``
+    (as the per-split watermark state does).
+
+    Example:
+        >>> from dataclasses import dataclass
+        >>> @dataclass
+        ... class Wrapped:
+        ...     split: object
+        >>> split_kind(3), split_kind(Wrapped("a"))
+        ('int', 'Wrapped(str)')
+    """
+    inner = getattr(split, "split", None)
+    name = type(split).__qualname__
+    return f"{name}({type(inner).__qualname__})" if inner is not None else name
+
+
 def split_key(split: Any) -> Hashable | None:
     """The ``split_id`` of ``split`` (or of the split a wrapper holds in ``.split``, as the
     per-split watermark state does); None when it has none, or none usable as a key.
@@ -222,6 +240,29 @@ class Source(ABC, Generic[SplitT]):
     #: server socket, one ordered file) says 1, as a Flink non-parallel source: its node gets
     #: the environment's parallelism capped to it, and a larger ``set_parallelism`` fails
     max_parallelism: int | None = None
+    #: the class of the splits this source's readers read and snapshot (None: undeclared, and
+    #: restored splits are not checked; see :meth:`accepts_restored_split`)
+    split_type: type | None = None
+
+    def accepts_restored_split(self, split: Any) -> bool:
+        """Whether this source's readers can read ``split``, restored from a savepoint (or a
+        retained checkpoint) under this source's uid.
+
+        Called in the job master while it plans a restore, before any task starts: a split it
+        refuses fails the restore once with a CheckpointError (the savepoint was taken of another
+        kind of source under the same uid), instead of every attempt failing inside the reader.
+        Default: an instance of :attr:`split_type` (any split when undeclared). A source that
+        wraps another (and its splits) overrides it.
+
+        Example:
+            >>> class Lines(Source):
+            ...     split_type = str
+            ...     def create_splits(self, parallelism): return ["a.txt"]
+            ...     def create_reader(self, ctx): raise NotImplementedError
+            >>> Lines().accepts_restored_split("b.txt"), Lines().accepts_restored_split(3)
+            (True, False)
+        """
+        return self.split_type is None or isinstance(split, self.split_type)
 
     @abstractmethod
     def create_splits(self, parallelism: int) -> list[SplitT]:

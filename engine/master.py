@@ -30,7 +30,7 @@ import cloudpickle
 
 from .channels import InputInfo, OutputInfo
 from .config import JobConfig
-from .connectors import assign_split_indices
+from .connectors import assign_split_indices, split_kind
 from .errors import (
     CheckpointError,
     ConfigError,
@@ -712,6 +712,7 @@ class JobMaster:
             allow_non_restored_state=self._config.allow_non_restored_state,
             claim=False,  # (a retained checkpoint's files stay its job's: never referenced by ours)
         )
+        self._check_restored_splits(plan, path)
         # A stop-with-savepoint holds none (its output was committed first); an intermediate
         # savepoint holds what its sinks prepared and did not commit; a retained checkpoint
         # what its sinks prepared (the old job's master may have died before committing it).
@@ -722,6 +723,38 @@ class JobMaster:
         self._commit(durable)
         self.restored_from = path
         return plan
+
+    def _check_restored_splits(self, plan: dict, path: str) -> None:
+        """Every source split that ``plan`` restores must be one its new source can read
+        (:meth:`~engine.connectors.Source.accepts_restored_split`): a savepoint taken of another
+        kind of source under the same uid fails the restore here, once, instead of every attempt
+        failing inside the reader. A split wrapped with state the new source does not keep (the
+        per-split watermark state of a source whose watermark strategy was removed) is restored
+        as the split it wraps."""
+        for v in self._graph.vertices:
+            if v.source is None:
+                continue
+            uid = v.chain[0]["uid"]
+            for s in range(v.parallelism):
+                restored = (plan.get((v.id, s)) or {}).get(uid)
+                if not restored or not restored.get("splits"):
+                    continue
+                splits = []
+                for split in restored["splits"]:
+                    if not v.source.accepts_restored_split(split):
+                        inner = getattr(split, "split", None)
+                        if inner is None or not v.source.accepts_restored_split(inner):
+                            expected = v.source.split_type.__qualname__ if v.source.split_type is not None else "another kind"
+                            raise CheckpointError(
+                                f"cannot restore {path!r}: it holds source splits of kind {split_kind(split)} under uid "
+                                f"{uid!r}, but the job's source {v.chain[0]['name']!r} with that uid ({v.source.describe()}) "
+                                f"reads splits of kind {expected}: the savepoint was taken of another kind of source. Give "
+                                f"the new source another uid() and pass allow_non_restored_state=True to drop the old "
+                                f"source's positions"
+                            )
+                        split = inner
+                    splits.append(split)
+                restored["splits"] = splits
 
     # -------------------------------------------------------------- checkpoints
     def _graph_info(self) -> dict:

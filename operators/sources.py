@@ -86,6 +86,8 @@ class CollectionSource(Source[RangeSplit]):
         (3, [2, 3])
     """
 
+    split_type = RangeSplit
+
     def __init__(self, items: Iterable[Any], batch_size: int = 8192) -> None:
         self.items: list[Any] | _PickledItems = list(items)
         self.batch_size = batch_size
@@ -236,6 +238,8 @@ class GeneratorSource(Source[_GenSplit]):
         >>> squares.batch_fn(range(1, 10, 2))
         [1, 9, 25, 49, 81]
     """
+
+    split_type = _GenSplit
 
     def __init__(
         self,
@@ -507,6 +511,8 @@ class ParquetSource(Source[_RowGroupSplit]):
         <class '...ParquetSource'>
     """
 
+    split_type = _RowGroupSplit
+
     def __init__(self, path_or_glob: str, batch_size: int = 65536, columns: list[str] | None = None) -> None:
         self.path = path_or_glob
         self.batch_size = batch_size
@@ -624,6 +630,8 @@ class TextSource(Source[_TextSplit]):
         ...
         raystream.engine.errors.ConfigError: read_text(encoding='unicode_escape') ...
     """
+
+    split_type = _TextSplit
 
     def __init__(self, path_or_glob: str, batch_size: int = 8192, split_bytes: int = 16 << 20, encoding: str = "utf-8") -> None:
         self.path = path_or_glob

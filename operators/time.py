@@ -427,9 +427,14 @@ class WatermarkedSource(Source["S | _SplitWatermark[S]"], Generic[S]):
         self.source = source
         self.strategy = strategy
         self.bounded = source.bounded
+        self.split_type = source.split_type  # (of the wrapped splits; see accepts_restored_split)
 
     def create_splits(self, parallelism: int) -> list[S | _SplitWatermark[S]]:
         return list(self.source.create_splits(parallelism))
+
+    def accepts_restored_split(self, split: Any) -> bool:
+        """A split of the wrapped source, bare or with its watermark state (``_SplitWatermark``)."""
+        return self.source.accepts_restored_split(split.split if isinstance(split, _SplitWatermark) else split)
 
     def create_reader(self, ctx: OperatorContext) -> SourceReader[S | _SplitWatermark[S]]:
         return _WatermarkedReader(self.source.create_reader(ctx), self.strategy, ctx)
