@@ -113,8 +113,9 @@ def collected_table(batches: list[pa.RecordBatch]) -> pa.Table:
     (int, float, str, bytes, bool, None, datetimes, Decimals...) one ``value`` column (None a
     null); tuples of one length columns ``f0``..``fn``. The values of a column take one Arrow
     type: ints and floats make doubles, a column that is null in some batches takes the
-    others' type. Every value comes back equal and of its kind (an int may come back a float,
-    nothing else changes: never a str as bytes, a float as a Decimal, an int rounded).
+    others' type, datetimes of several zones the first one's zone. Every value comes back
+    equal and of its kind (an int may come back a float, nothing else changes: never a str
+    as bytes, a float as a Decimal, an int rounded).
 
     Raises:
         ConfigError: records that make no such table (objects, dicts mixed with scalars or
@@ -300,6 +301,7 @@ def _unified(pieces: list[tuple[_Shape, pa.Table]]) -> pa.Table:
     tables = [t for _s, t in pieces]
     if len(tables) == 1:
         return tables[0]
+    tables = _one_zone(tables)
     target = tables[0].schema
     for t in tables[1:]:
         try:
@@ -318,6 +320,26 @@ def _unified(pieces: list[tuple[_Shape, pa.Table]]) -> pa.Table:
             if column.type != want and not pa.types.is_null(column.type):
                 _check_promoted(shape, t, name, column, want)
     return pa.concat_tables(tables, promote_options="permissive")
+
+
+def _one_zone(tables: list[pa.Table]) -> list[pa.Table]:
+    """The tables with every zoned timestamp column of a name in the zone it first has, as
+    the datetimes of several zones in one batch are (the same instants)."""
+    zone: dict[str, pa.DataType] = {}
+    for t in tables:
+        for f in t.schema:
+            if pa.types.is_timestamp(f.type) and f.type.tz is not None:
+                zone.setdefault(f.name, f.type)
+    if not zone:
+        return tables
+    out = []
+    for t in tables:
+        for i, f in enumerate(t.schema):
+            want = zone.get(f.name)
+            if want is not None and pa.types.is_timestamp(f.type) and f.type.tz is not None and f.type.tz != want.tz:
+                t = t.set_column(i, f.name, t.column(i).cast(pa.timestamp(f.type.unit, want.tz)))
+        out.append(t)
+    return out
 
 
 _NO_VALUE = object()  # (a value that does not cast)

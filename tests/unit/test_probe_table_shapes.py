@@ -5,6 +5,9 @@ of pickle bytes, never a str made bytes."""
 
 from __future__ import annotations
 
+import datetime as dt
+
+import pyarrow as pa
 import pytest
 
 from raystream.engine.errors import ConfigError
@@ -60,3 +63,14 @@ def test_empty_batches_add_no_column():
     """An empty batch of a subtask that got no record added a 'record' column."""
     batches = [records_to_arrow([]), records_to_arrow(["x"]), records_to_arrow([])]
     assert collected_table(batches).to_pylist() == [{"value": "x"}]
+
+
+def test_datetimes_of_several_zones_take_the_first_zone_at_every_cut():
+    """In one batch they made a column in the first record's zone; in one batch each the
+    batches did not unify (a ConfigError)."""
+    plus1 = dt.timezone(dt.timedelta(hours=1))
+    records = [dt.datetime(2024, 1, 1, tzinfo=plus1), dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)]
+    for batches in _cuts(records):
+        table = collected_table(batches)
+        assert table.schema.field("value").type == pa.timestamp("us", tz="+01:00")
+        assert table.column("value").to_pylist() == records
