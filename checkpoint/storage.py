@@ -663,8 +663,8 @@ class CheckpointStorage:
         if storage._exists(meta_path):
             if not overwrite:
                 raise CheckpointError(
-                    f"a savepoint already exists at {shown!r}; choose another path or pass "
-                    "overwrite=True"
+                    f"a savepoint already exists at {shown!r}; choose another path (or delete the savepoint "
+                    "there first: it is never replaced)"
                 )
             storage._fs.delete_dir_contents(directory)
         files: dict[str, StateHandle] = {}

@@ -87,6 +87,8 @@ def test_a_savepoint_path_that_holds_one_fails_the_stop_and_the_job_goes_on(tmp_
                            on_start=drill, timeout_s=120)
     assert "a savepoint already exists" in outcome.get("error", ""), outcome
     assert repr(taken) in outcome["error"]
+    # (the remedy is one a client can follow: savepoint() has no overwrite; it said "pass overwrite=True")
+    assert "choose another path" in outcome["error"] and "overwrite" not in outcome["error"], outcome
     assert first["savepoint"] == outcome["savepoint"]
     assert written(tmp_path) == list(range(N // 2))
 
