@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 
 from .errors import GraphError, short_repr
 
-__all__ = ["Batch", "records_to_arrow", "arrow_to_records", "batch_kind", "tuple_columns", "concat_runs", "why_not_columns",
+__all__ = ["Batch", "records_to_arrow", "arrow_to_records", "batch_kind", "equal_value", "tuple_columns", "concat_runs", "why_not_columns",
            "KIND_KEY"]
 
 KIND_KEY = b"raystream.kind"
@@ -652,24 +652,35 @@ def _nested_rows(records: list) -> pa.RecordBatch | None:
         back = rb.to_pylist()
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError, TypeError, ValueError):
         return None
-    if not all(_equal_value(b, r) for b, r in zip(back, rows)):
+    if not all(equal_value(b, r) for b, r in zip(back, rows)):
         return None
     return rb.replace_schema_metadata({KIND_KEY: _ROW})
 
 
-def _equal_value(back: Any, value: Any) -> bool:
+def equal_value(back: Any, value: Any, same_kind: Callable[[Any, Any], bool] | None = None) -> bool:
     """Whether ``back`` (what Arrow gave back of ``value``) equals ``value``, nested values
-    walked (a tuple or a 1-d numpy array came back as a list of its elements)."""
+    walked (a tuple or a 1-d numpy array came back as a list of its elements); NaN equals
+    NaN. ``same_kind(back, value)``: a further test of every scalar (e.g. that a str did not
+    come back as bytes, which Python holds unequal anyway, or a bool as an int, which it
+    holds equal).
+
+    Example:
+        >>> equal_value([1, [2.0]], (1, [2])), equal_value(1, True, lambda b, v: type(b) is type(v))
+        (True, False)
+    """
     if isinstance(value, dict):
         return type(back) is dict and back.keys() == value.keys() and all(
-            _equal_value(back[k], v) for k, v in value.items())
+            equal_value(back[k], v, same_kind) for k, v in value.items())
     if isinstance(value, (list, tuple)):
-        return type(back) is list and len(back) == len(value) and all(map(_equal_value, back, value))
+        return type(back) is list and len(back) == len(value) and all(
+            equal_value(b, v, same_kind) for b, v in zip(back, value))
     if isinstance(value, np.ndarray):
         return value.ndim == 1 and type(back) is list and len(back) == len(value) and all(
-            map(_equal_value, back, value.tolist()))
+            equal_value(b, v, same_kind) for b, v in zip(back, value.tolist()))
     if value is None or back is None:
         return value is back
+    if same_kind is not None and not same_kind(back, value):
+        return False
     try:
         return bool(back == value) or (back != back and value != value)  # (NaN is NaN)
     except (TypeError, ValueError):

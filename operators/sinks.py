@@ -31,6 +31,7 @@ from raystream.engine.records import (
     arrow_to_records,
     batch_kind,
     concat_runs,
+    equal_value,
     why_not_columns,
 )
 
@@ -260,26 +261,16 @@ def _kind(value: Any) -> Any:
     return type(value)
 
 
+def _same_kind(back: Any, value: Any) -> bool:
+    kb, kv = _kind(back), _kind(value)
+    return kb is kv or issubclass(kb, kv) or issubclass(kv, kb)
+
+
 def _same(back: Any, value: Any) -> bool:
     """Whether ``back`` (a value as the table gives it back) is ``value`` as a table may hold
     it: equal and of its kind (nested values walked; an int may come back a float, a tuple or
     a 1-d numpy array a list; never a str as bytes, a bool as an int, a Decimal as a float)."""
-    if isinstance(value, dict):
-        return type(back) is dict and back.keys() == value.keys() and all(_same(back[k], v) for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return type(back) is list and len(back) == len(value) and all(map(_same, back, value))
-    if isinstance(value, np.ndarray):
-        return value.ndim == 1 and type(back) is list and len(back) == len(value) and all(
-            map(_same, back, value.tolist()))
-    if value is None or back is None:
-        return value is back
-    kb, kv = _kind(back), _kind(value)
-    if not (kb is kv or issubclass(kb, kv) or issubclass(kv, kb)):
-        return False
-    try:
-        return bool(back == value) or (back != back and value != value)  # (NaN is NaN)
-    except (TypeError, ValueError):
-        return False
+    return equal_value(back, value, _same_kind)
 
 
 def _shapes_differ(shape: _Shape, record: Any, other: _Shape, other_record: Any) -> ConfigError:
