@@ -22,7 +22,7 @@ from datetime import timedelta
 import pytest
 
 from raystream.statefun_api.endpoints import remote_endpoint
-from raystream.statefun_api.http_caller import CallResult, RemoteCaller
+from raystream.statefun_api.http_caller import _BACKOFF, CallResult, RemoteCaller
 from tests.waiting import wait_for
 
 CLOSE = object()  # script piece: close the connection here
@@ -371,9 +371,27 @@ def test_the_read_timeout_counts_silence_not_the_whole_reply(calls):
 
 
 def test_the_call_timeout_bounds_all_attempts(calls):
+    """503s retried with backoff (5 ms doubling to 20 ms) for a call timeout of 1 s: the call
+    gives up when the next attempt would start past the timeout. The caller's clock moves only
+    between attempts, 20 ms at a time: in real time a loaded machine made an attempt itself
+    reach the timeout, a different error (seen once)."""
+    clock = FakeClock(calls.caller.loop)
+
+    def settled() -> bool:
+        return not calls.caller.completions.empty()
+
     with ScriptedServer(lambda req, n: [b"HTTP/1.1 503 Busy\r\nContent-Length: 4\r\n\r\nbusy"]) as server:
-        result = calls.call(server.url, b"x", call_timeout=timedelta(seconds=1))
-    assert result.body is None
+        calls.submit(server.url, b"x", 1, call_timeout=timedelta(seconds=1))
+        call = the_call(calls.caller)
+        while True:
+            wait_for(lambda: settled() or call.phase == _BACKOFF, "an attempt that failed")
+            if settled():
+                break
+            before = call.attempts
+            clock.advance(0.02)
+            wait_for(lambda before=before: settled() or call.attempts > before, "the next attempt")
+        result = calls.wait(1)
+    assert result.body is None and 45 <= result.attempts <= 51  # (~1 s / 20 ms)
     assert "the next attempt would pass the call timeout of 1 s; last error: HTTP 503, body 'busy'" in result.error
 
 
