@@ -12,8 +12,6 @@ waited forever. Both run in process (``run_in_process``), the source paused half
 from __future__ import annotations
 
 import asyncio
-import glob
-import json
 from typing import Any
 
 import pyarrow.fs as pafs
@@ -25,6 +23,7 @@ from raystream.engine.config import JobConfig
 from raystream.engine.errors import CheckpointError
 from raystream.engine.local_runtime import run_in_process
 from raystream.operators.sinks import JsonLinesSink
+from tests.checkpoint.test_probe_state_intermediate_savepoint import written
 from tests.integration.gated import generate, wait_until_paused
 
 N = 400
@@ -48,14 +47,6 @@ def job(tmp_path, gate: str | None, sink_fs: pafs.FileSystem | None = None) -> r
     stream = generate(env, lambda i: {"i": i}, count=N, rate=None, batch_size=20, gate=gate).uid("src")
     stream.sink_to(_JsonLinesOn(str(tmp_path / "out"), sink_fs or pafs.LocalFileSystem())).uid("sink")
     return env
-
-
-def written(tmp_path) -> list[int]:
-    out = []
-    for name in glob.glob(str(tmp_path / "out" / "part-*")):
-        with open(name) as f:
-            out.extend(json.loads(line)["i"] for line in f)
-    return sorted(out)
 
 
 def stop(master, runtime, path: str) -> Any:
