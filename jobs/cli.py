@@ -726,11 +726,34 @@ def _master(job: str) -> Any:
 
 
 def _call(client: Any, method: str, *a: Any, timeout: float = 30.0) -> Any:
-    """Call a JobClient method; raystream errors become CLI errors."""
-    try:
-        return getattr(client, method)(*a)
-    except RaystreamError as exc:
-        raise CliError(f"{method} failed: {exc}") from None
+    """Call a JobClient method, waiting at most ``timeout`` seconds for it; raystream errors
+    become CLI errors, and a call that does not return in time a RaystreamError (exit 1)
+    saying what may still happen (the job keeps running; a savepoint may still be written)."""
+    outcome: dict[str, Any] = {}
+
+    def call() -> None:
+        try:
+            outcome["value"] = getattr(client, method)(*a)
+        except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
+            outcome["error"] = exc
+
+    # (a daemon thread: a master that never answers must not keep the command from exiting)
+    worker = threading.Thread(target=call, name=f"raystream-cli-{method}", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        job = getattr(client, "name", None) or "?"
+        if "savepoint" in method:
+            raise RaystreamError(f"{method} of job {job!r} did not complete within {timeout:g} s (--timeout); "
+                                 f"it may still complete: pass a larger --timeout to wait longer")
+        raise RaystreamError(f"{method} of job {job!r} did not answer within {timeout:g} s; "
+                             f"its job master may be busy or stuck")
+    error = outcome.get("error")
+    if isinstance(error, RaystreamError):
+        raise CliError(f"{method} failed: {error}") from None
+    if error is not None:
+        raise error
+    return outcome.get("value")
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -747,8 +770,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     for job_id, master in sorted(_running_jobs().items()):
         try:
             info = _call(master, "info", timeout=10)
-        except CliError:
-            continue  # ended between the listing and the call
+        except RaystreamError:  # (CliError too)
+            continue  # ended between the listing and the call, or stopped answering as list_running() skips it
         if info.get("job_id") != job_id:
             continue  # that master has moved on to another job
         rows.append((job_id, info.get("name", ""), info.get("status", "?"), info.get("restarts", 0),
