@@ -30,6 +30,8 @@ import sys
 import time
 from typing import IO, TYPE_CHECKING, Callable, Protocol, TypedDict
 
+from .partitioners import BroadcastPartitioner
+
 if TYPE_CHECKING:
     from IPython.display import DisplayHandle
 
@@ -170,33 +172,67 @@ def operator_table(metrics: dict, previous: dict | None = None, interval_s: floa
     return rows
 
 
+def _expected_records(src: object) -> int | None:
+    """What a bounded source says it will emit, when it knows (else None)."""
+    total: object = None
+    try:
+        expected = getattr(src, "expected_records", None)
+        if callable(expected):
+            total = expected()
+        elif isinstance(count := getattr(src, "count", None), int):
+            total = count
+        elif isinstance(items := getattr(src, "items", None), list):
+            total = len(items)
+    except Exception:  # a source's estimate is a nicety, never an error
+        total = None
+    return total if isinstance(total, int) and total > 0 else None
+
+
 def source_totals(graph: JobGraph) -> dict[str, int]:
     """Records each bounded source of a job graph will emit, when that is known up front,
-    keyed by the operator that reads them: the one chained after the source (its
-    ``records_in`` counts what was read), or the source itself when nothing is chained to it.
+    keyed by the operator that reads them (whose ``records_in`` counts what was read): the
+    one chained after the source, or, when the source's records cross the network
+    (``key_by``, ``rebalance``, a change of parallelism), the first operator of the task that
+    receives them — and that one only when every input it has is such a source (a
+    ``broadcast`` delivers each record to all its subtasks). A source alone in its task
+    keys its total by its own name too.
 
     A source may say so itself with ``expected_records() -> int | None``; otherwise a
     ``count`` (generators) or ``items`` (collections) attribute is used.
+
+    Example:
+        >>> import raystream as rs
+        >>> env = rs.StreamEnvironment(parallelism=2)
+        >>> _ = env.from_collection(list(range(10))).key_by(lambda x: x % 3).map(str).collect()
+        >>> source_totals(env.get_job_graph())["map"]
+        10
     """
     out: dict[str, int] = {}
     for v in graph.vertices:
-        src = v.source
-        if src is None or not v.chain:
+        if v.source is None or not v.chain:
             continue
-        total: object = None
-        try:
-            expected = getattr(src, "expected_records", None)
-            if callable(expected):
-                total = expected()
-            elif isinstance(count := getattr(src, "count", None), int):
-                total = count
-            elif isinstance(items := getattr(src, "items", None), list):
-                total = len(items)
-        except Exception:  # a source's estimate is a nicety, never an error
+        total = _expected_records(v.source)
+        if total is None:
+            continue
+        name = v.chain[1]["name"] if len(v.chain) > 1 else v.chain[0]["name"]
+        out[name] = out.get(name, 0) + total
+    # sources whose records go over the network: counted by the receiving task's first operator
+    for target in graph.vertices:
+        edges = [e for e in target.inputs if not e.feedback]
+        if not edges or not target.chain:
+            continue
+        received = 0
+        for e in edges:
+            src_vertex = graph.vertex(e.source_vertex)
             total = None
-        if isinstance(total, int) and total > 0:
-            name = v.chain[1]["name"] if len(v.chain) > 1 else v.chain[0]["name"]
-            out[name] = out.get(name, 0) + total
+            if src_vertex.source is not None and len(src_vertex.chain) == 1:
+                total = _expected_records(src_vertex.source)
+            if total is None:  # an input whose size is unknown: so is the operator's
+                break
+            received += total * (target.parallelism if isinstance(e.partitioner, BroadcastPartitioner) else 1)
+        else:
+            name = target.chain[0]["name"]
+            out[name] = out.get(name, 0) + received
     return out
 
 
