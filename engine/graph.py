@@ -267,6 +267,11 @@ def build_job_graph(graph: StreamGraph, max_parallelism: int) -> JobGraph:
                     f"feedback edge from {e.source.name!r} to {n.name!r}: a feedback edge must lead "
                     "from an operator back to its own input"
                 )
+            if e.feedback and e.side_tag is None:
+                raise GraphError(
+                    f"feedback edge of {n.name!r} carries its main output: every record would come back "
+                    "forever; feed back a side output (close_feedback(tag, key) with output.emit_side(tag, ...))"
+                )
     uids: dict[str, str] = {}
     for n in graph.nodes:
         uid = n.stable_uid(graph)

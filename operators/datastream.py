@@ -176,13 +176,21 @@ class DataStream(StreamBase["DataStream"]):
             raise GraphError(f"side output tags are non-empty strings, got {tag_id!r}")
         return DataStream(self.env, self.node, None, tag_id)
 
-    def close_feedback(self, tag: str, key: Key | KeySelector) -> DataStream:
+    def close_feedback(self, tag: str | OutputTag, key: Key | KeySelector) -> DataStream:
         """Close a loop: this operator's side output ``tag`` comes back to its own input,
         hash-partitioned by ``key`` (or a :class:`~engine.partitioners.KeySelector`). The
         feedback edge never blocks (no credit window) and the loop ends once every regular
-        input has ended and no record circulates any more."""
+        input has ended and no record circulates any more. ``tag`` must name a side output
+        (a non-empty str or an :class:`~operators.functions.OutputTag`): the main output fed
+        back to its own operator would circulate every record forever."""
+        tag_id = getattr(tag, "tag_id", tag)
+        if not isinstance(tag_id, str) or not tag_id:
+            raise GraphError(
+                f"close_feedback() on {self.node.name!r}: the loop's records come from a side output, "
+                f"so the tag is a non-empty str or OutputTag (emit them with output.emit_side(tag, ...)), got {tag!r}"
+            )
         selector = key if isinstance(key, KeySelector) else KeySelector(key)
-        self.node.inputs.append(StreamEdge(self.node, KeyGroupPartitioner(selector), 0, feedback=True, side_tag=tag))
+        self.node.inputs.append(StreamEdge(self.node, KeyGroupPartitioner(selector), 0, feedback=True, side_tag=tag_id))
         return self
 
     def rebalance(self) -> DataStream:

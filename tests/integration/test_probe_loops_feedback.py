@@ -1,0 +1,47 @@
+"""close_feedback: only a side output may come back to the loop head (the main output fed
+back to its own operator circulated every record forever: the job never ended)."""
+
+import pytest
+
+import raystream as rs
+from raystream.engine.errors import GraphError
+from raystream.engine.graph import StreamEdge
+from raystream.engine.partitioners import KeyGroupPartitioner, KeySelector
+
+
+class Countdown(rs.StreamOperator):
+    """Emits n and feeds n-1 back into the loop until 0."""
+
+    def process_batch(self, batch, input_index=0):
+        records = batch.records()
+        self.output.emit(rs.Batch.of_records(records))
+        again = [(k, n - 1) for k, n in records if n > 0]
+        if again:
+            self.output.emit_side("loop", rs.Batch.of_records(again))
+
+
+@pytest.mark.parametrize("tag", [None, "", 3])
+def test_close_feedback_without_a_side_output_tag_is_a_build_error(tag):
+    env = rs.StreamEnvironment(parallelism=1)
+    looped = env.from_collection([(1, 2)]).map(lambda r: r)
+    with pytest.raises(GraphError, match=r"close_feedback\(\) on 'map'.*side output"):
+        looped.close_feedback(tag, 0)
+
+
+def test_a_feedback_edge_of_the_main_output_is_rejected_when_the_graph_is_built():
+    env = rs.StreamEnvironment(parallelism=1)
+    looped = env.from_collection([(1, 2)]).map(lambda r: r)
+    looped.node.inputs.append(StreamEdge(looped.node, KeyGroupPartitioner(KeySelector(0)), 0, feedback=True))
+    looped.collect()
+    with pytest.raises(GraphError, match="feedback edge of 'map' carries its main output"):
+        env.get_job_graph()
+
+
+@pytest.mark.parametrize("parallelism", [1, 2])
+def test_close_feedback_takes_an_output_tag(parallelism):
+    env = rs.StreamEnvironment(parallelism=parallelism, flush_ms=5)
+    items = [(f"k{i}", i % 5) for i in range(40)]
+    looped = env.from_collection(items, batch_size=3).key_by(0).transform("countdown", Countdown, keyed=True)
+    looped.close_feedback(rs.OutputTag("loop"), key=0)
+    out = looped.execute_and_collect()
+    assert sorted(out) == sorted((k, m) for k, n in items for m in range(n, -1, -1))
