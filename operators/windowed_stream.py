@@ -65,7 +65,9 @@ class _SpecsWindowFunction(ProcessWindowFunction):
 
     def process(self, key: Any, context: Any, elements: Iterable[Any]) -> Iterable[Any]:
         rows = list(elements)
-        out: dict[str, Any] = {self.key_name: key, "window_start": context.window.start, "window_end": context.window.end}
+        window = context.window  # a GlobalWindow (count windows) has no bounds: None, None
+        out: dict[str, Any] = {self.key_name: key, "window_start": getattr(window, "start", None),
+                               "window_end": getattr(window, "end", None)}
         for name, (col, fn) in self.specs.items():
             vals = [r[col] for r in rows if r[col] is not None]
             if fn == "count":
