@@ -120,7 +120,22 @@ class JobClient:
             if self._final is not None:
                 return {**self._final[1], "status": self.status()}
             return {"job_id": self._result.job_id if self._result else None, "status": self.status()}
-        return self._call_master("job_info", self._job_id)
+        return self._job_info()
+
+    def _job_info(self) -> dict:
+        """The master's ``job_info`` of this job. For an *attached* client (:meth:`attach`),
+        a master that runs another job now means this one has ended: a RaystreamError, rather
+        than the placeholder a master answers for a job that has not reached it yet (status
+        ``CREATED``, which a submitting client may legitimately see; an attached one never
+        does, its job was running when it attached)."""
+        info = self._call_master("job_info", self._job_id)
+        if self._run_ref is None and self._job_id is not None and info.get("name") is None \
+                and info.get("job_id") == self._job_id and info.get("status") == "CREATED":
+            raise RaystreamError(
+                f"job {self._job_id!r} has ended: its job master runs another job of the same driver now, so "
+                f"how it ended is known only to the submitting driver (JobClient.list_running() lists the "
+                f"running jobs)")
+        return info
 
     def _call_master(self, method: str, *args: Any, timeout: float | None = None) -> Any:
         """Call the job master; a master that died is replaced first (see :meth:`wait`).
@@ -238,7 +253,7 @@ class JobClient:
             return "CANCELLED"
         if self._error is not None:
             return "FAILED"
-        return self._call_master("job_info", self._job_id)["status"]
+        return self._job_info()["status"]
 
     def metrics(self) -> dict:
         """Per-operator records in/out and per-channel back-pressure counters (of a job that
@@ -253,6 +268,8 @@ class JobClient:
             return self._final[0]
         if self._closed:
             raise RaystreamError(f"job {self.name!r} ended ({self.status()}) with its job master: no metrics remain")
+        if self._run_ref is None:
+            self._job_info()  # an attached client's job ended when its master moved on: not empty metrics
         return self._call_master("metrics", self._job_id)
 
     def savepoint(self, path: str) -> str:
@@ -271,6 +288,8 @@ class JobClient:
     def _savepoint_call(self, method: str, *args: Any) -> str:
         if self._closed:
             raise RaystreamError(f"job {self.name!r} has ended; savepoints need a running job")
+        if self._run_ref is None:
+            self._job_info()  # (a master that moved on would wait for the ended job forever)
         # (with the job id: a request that reaches the master before the job's run started
         # there waits for it instead of finding no job, or the master's previous one)
         return self._call_master(method, *args, self._job_id)
@@ -302,6 +321,7 @@ class JobClient:
         if not self._closed:
             self._cancel_requested = True
             if self._run_ref is None:  # attached: make sure the master got it
+                self._job_info()  # (an ended job: say so, rather than leave a cancel for it behind)
                 self._call_master("cancel", self._job_id)
             else:
                 self._master.cancel.remote(self._job_id)
