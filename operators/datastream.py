@@ -189,6 +189,11 @@ class DataStream(StreamBase["DataStream"]):
                 f"close_feedback() on {self.node.name!r}: the loop's records come from a side output, "
                 f"so the tag is a non-empty str or OutputTag (emit them with output.emit_side(tag, ...)), got {tag!r}"
             )
+        if any(e.feedback and e.side_tag == tag_id for e in self.node.inputs):
+            raise GraphError(
+                f"close_feedback({tag_id!r}) on {self.node.name!r}: that loop is already closed; a second "
+                "feedback edge would bring every record back twice on each round"
+            )
         selector = key if isinstance(key, KeySelector) else KeySelector(key)
         self.node.inputs.append(StreamEdge(self.node, KeyGroupPartitioner(selector), 0, feedback=True, side_tag=tag_id))
         return self

@@ -45,3 +45,13 @@ def test_close_feedback_takes_an_output_tag(parallelism):
     looped.close_feedback(rs.OutputTag("loop"), key=0)
     out = looped.execute_and_collect()
     assert sorted(out) == sorted((k, m) for k, n in items for m in range(n, -1, -1))
+
+
+def test_closing_the_same_loop_twice_is_a_build_error():
+    # a second feedback edge of the same side output brought every record back twice per round
+    env = rs.StreamEnvironment(parallelism=1)
+    looped = env.from_collection([("a", 3)]).key_by(0).transform("countdown", Countdown, keyed=True)
+    looped.close_feedback("loop", key=0)
+    with pytest.raises(GraphError, match=r"close_feedback\('loop'\) on 'countdown': that loop is already closed"):
+        looped.close_feedback(rs.OutputTag("loop"), key=0)
+    assert sorted(looped.execute_and_collect()) == [("a", 0), ("a", 1), ("a", 2), ("a", 3)]
