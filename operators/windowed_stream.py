@@ -285,4 +285,6 @@ class WindowedStream(Generic[S]):
 
 def count_window(stream: StreamBase[S], size: int) -> WindowedStream[S]:
     """Tumbling count windows: every ``size`` records of a key form a window."""
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        raise GraphError(f"count_window({size!r}): size is the number of records per window and key, a positive int")
     return WindowedStream(stream, GlobalWindows.create()).trigger(PurgingTrigger.of(CountTrigger.of(size)))

@@ -32,3 +32,12 @@ def test_count_window_aggregate_specs_at_parallelism_2(batch_size):
     assert sorted(r["k"] for r in out) == [0, 0, 1, 1, 2, 2]
     assert all(r["n"] == 5 and r["window_start"] is None and r["window_end"] is None for r in out)
     assert all(r["lo"] % 3 == r["k"] for r in out)
+
+
+@pytest.mark.parametrize("size", [0, -1, 1.5, True, "3", None])
+def test_count_window_of_a_bad_size_is_a_build_error_naming_count_window(size):
+    # it was a ConfigError about CountTrigger, a class the user never named
+    env = rs.StreamEnvironment(parallelism=1)
+    keyed = env.from_collection([(1, 2)]).key_by(0)
+    with pytest.raises(rs.GraphError, match=r"count_window\(.*\): size is the number of records per window and key"):
+        keyed.count_window(size)
