@@ -391,12 +391,18 @@ class JobMaster:
         if self._other_job(job_id):
             return _aggregate_metrics({}, 0)
         live = {}
-        refs = {k: a.metrics.remote() for k, a in self.actors.items()}
+        # (while a restart redeploys, the actors are the failed attempt's: not asked)
+        attempt = self.attempt
+        refs = {k: a.metrics.remote() for k, a in self.actors.items()} if self.status != "RESTARTING" else {}
         for k, ref in refs.items():
             try:
-                live[k] = self._sampled_metrics[k] = await asyncio.wait_for(self.runtime.wait(ref), 2.0)
+                live[k] = await asyncio.wait_for(self.runtime.wait(ref), 2.0)
+                if self.attempt == attempt:
+                    self._sampled_metrics[k] = live[k]
             except Exception:  # a task that is gone keeps its last known metrics
                 live[k] = self.task_metrics.get(k) or self._sampled_metrics.get(k, {})
+        if self.attempt != attempt:  # the job restarted while they answered: the failed attempt's
+            live = {}
         # (the tasks of a job that failed or was cancelled are gone: their metrics as last
         # sampled, which the exporter does about once a second, stand for them)
         merged = {**self._sampled_metrics, **self.task_metrics}
@@ -584,6 +590,9 @@ class JobMaster:
                 self.last_failure = str(failure)
                 self.restarts += 1
                 self.attempt += 1  # calls of the failed attempt's tasks are dropped from now on
+                # metrics count the running attempt (as Flink's task counters, reset on failover):
+                # none of the failed attempt's stand in for the new one's tasks
+                self._sampled_metrics, self.task_metrics = {}, {}
                 self._final_committables = {}  # their data is replayed
                 # every savepoint the failed attempt took up fails (pending, being written, or
                 # completed and being committed when the commit failed); requests not taken yet

@@ -381,6 +381,7 @@ class MetricsExporter:
         self._counters: dict[str, _Counter] = {}
         self._gauges: dict[str, _Gauge] = {}
         self._last: dict[tuple[str, str], float] = {}  # (metric, operator) -> last cumulative value
+        self._restarts: float | None = None  # the restarts of the last snapshot
         self._last_metrics: dict | None = None
         self._last_time: float | None = None
         self._rate_ops: set[str] = set()
@@ -428,6 +429,14 @@ class MetricsExporter:
     def _update(self, metrics: dict) -> None:
         now = self._clock()
         interval = now - self._last_time if self._last_time is not None else None
+        restarts = metrics.get("restarts")
+        if isinstance(restarts, (int, float)) and self._restarts is not None and restarts != self._restarts:
+            # the job restarted: the snapshot counts the new attempt from 0, all of it new (a
+            # counter that had passed its old value by the next sample lost the old attempt's
+            # counts, e.g. 1,403 then 2,000 added 597)
+            self._last = {key: value for key, value in self._last.items() if key[1] == ""}
+            self._last_metrics = None  # (no rate across the restart)
+            interval = None
         for row in operator_table(metrics, self._last_metrics, interval):
             op = row["operator"]
             self._count("raystream_records_in", "Records received by an operator (all subtasks)", row["records_in"], op)
@@ -444,9 +453,9 @@ class MetricsExporter:
             if row["watermark_lag_ms"] is not None:
                 self._gauge("raystream_watermark_lag_ms", "Wall clock minus the operator's watermark (ms)",
                             row["watermark_lag_ms"], op)
-        restarts = metrics.get("restarts")
         if isinstance(restarts, (int, float)):
             self._count("raystream_restarts", "Restarts of the job from a checkpoint", restarts, None)
+            self._restarts = restarts
         checkpoints = metrics.get("checkpoints")
         if isinstance(checkpoints, dict):
             for key, value in checkpoints.items():
