@@ -182,7 +182,8 @@ class DataStream(StreamBase["DataStream"]):
         feedback edge never blocks (no credit window) and the loop ends once every regular
         input has ended and no record circulates any more. ``tag`` must name a side output
         (a non-empty str or an :class:`~operators.functions.OutputTag`): the main output fed
-        back to its own operator would circulate every record forever."""
+        back to its own operator would circulate every record forever. On a keyed operator
+        ``key`` is the operator's own key (a different column is a :class:`GraphError`)."""
         tag_id = getattr(tag, "tag_id", tag)
         if not isinstance(tag_id, str) or not tag_id:
             raise GraphError(
@@ -195,6 +196,16 @@ class DataStream(StreamBase["DataStream"]):
                 "feedback edge would bring every record back twice on each round"
             )
         selector = key if isinstance(key, KeySelector) else KeySelector(key)
+        if self.node.keyed:  # the records come back to keyed state: the same key, or a wrong subtask's state
+            head_keys = {e.partitioner.key_selector.key for e in self.node.inputs
+                         if not e.feedback and isinstance(e.partitioner, KeyGroupPartitioner)}
+            if (len(head_keys) == 1 and isinstance(selector.key, (str, int))
+                    and all(isinstance(k, (str, int)) and k != selector.key for k in head_keys)):
+                raise GraphError(
+                    f"close_feedback({tag_id!r}, key={selector.key!r}) on keyed {self.node.name!r}, whose input is keyed "
+                    f"by {head_keys.pop()!r}: a record fed back by another key reaches a subtask that does not hold "
+                    "its key's state; feed back by the operator's own key"
+                )
         self.node.inputs.append(StreamEdge(self.node, KeyGroupPartitioner(selector), 0, feedback=True, side_tag=tag_id))
         return self
 
