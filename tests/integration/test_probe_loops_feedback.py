@@ -7,17 +7,7 @@ import raystream as rs
 from raystream.engine.errors import GraphError
 from raystream.engine.graph import StreamEdge
 from raystream.engine.partitioners import KeyGroupPartitioner, KeySelector
-
-
-class Countdown(rs.StreamOperator):
-    """Emits n and feeds n-1 back into the loop until 0."""
-
-    def process_batch(self, batch, input_index=0):
-        records = batch.records()
-        self.output.emit(rs.Batch.of_records(records))
-        again = [(k, n - 1) for k, n in records if n > 0]
-        if again:
-            self.output.emit_side("loop", rs.Batch.of_records(again))
+from tests.integration.test_core import Countdown
 
 
 @pytest.mark.parametrize("tag", [None, "", 3])
