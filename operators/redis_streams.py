@@ -44,7 +44,7 @@ from raystream.engine.connectors import (
     Source,
     SourceReader,
 )
-from raystream.engine.errors import ConfigError, JobFailed, RaystreamError
+from raystream.engine.errors import ConfigError, JobFailed, RaystreamError, short_repr
 from raystream.engine.operator import OperatorContext
 from raystream.engine.records import Batch
 
@@ -62,6 +62,10 @@ FieldValue = Union[str, bytes, int, float]
 _ID = re.compile(r"^\d+(-\d+)?$")
 #: a week: a committable can come again only while a checkpoint that carries it may be restored
 DEFAULT_MARKER_TTL_S = 7 * 24 * 3600.0
+#: the most fields a sink entry may have: the commit script passes an entry's fields to one
+#: ``XADD`` call, and a Lua call in Redis takes at most about 8,000 arguments (Lua's
+#: LUAI_MAXCSTACK; 3,997 fields is the measured most, this keeps a margin)
+MAX_ENTRY_FIELDS = 3900
 
 
 # ---------------------------------------------------------------- helpers
@@ -435,8 +439,11 @@ def default_fields(record: Any) -> dict[str, FieldValue]:
     return {"value": _field_value(record)}
 
 
-#: KEYS: [marker, stream...]; ARGV: [ttl ms, marker value, maxlen or "", "~" or "=",
-#: then per stream: its entry count, then per entry: its field count, field, value, ...]
+#: KEYS: [marker, stream...]; ARGV: [ttl ms, marker value, maxlen or "", "~" or "=", most fields
+#: per entry, then per stream: its entry count, then per entry: its field count, field, value, ...]
+#: Everything that can fail is checked before the first write: Redis does not undo the writes
+#: of a script that fails halfway, so a failure after one would leave entries without their
+#: marker, and every re-commit would append them again.
 _COMMIT_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return -1
@@ -447,7 +454,21 @@ for i = 2, #KEYS do
     return redis.error_reply('WRONGTYPE raystream sink: key ' .. KEYS[i] .. ' holds a ' .. t .. ', not a stream')
   end
 end
-local a = 5
+local most = tonumber(ARGV[5])
+local a = 6
+for i = 2, #KEYS do
+  local count = tonumber(ARGV[a])
+  a = a + 1
+  for _ = 1, count do
+    local nf = tonumber(ARGV[a])
+    if nf > most then
+      return redis.error_reply('ERR raystream sink: an entry for ' .. KEYS[i] .. ' has ' .. nf ..
+        ' fields; a commit appends entries of at most ' .. most .. ' fields')
+    end
+    a = a + 1 + 2 * nf
+  end
+end
+a = 6
 local n = 0
 for i = 2, #KEYS do
   local count = tonumber(ARGV[a])
@@ -556,6 +577,13 @@ class RedisStreamSink(Sink[RedisStreamCommittable]):
         fields = default_fields(record) if self.serializer is None else default_fields(self.serializer(record))
         if not fields:
             raise ConfigError(f"RedisStreamSink: record {record!r} gives no field; a stream entry needs one")
+        if len(fields) > MAX_ENTRY_FIELDS:
+            raise ConfigError(
+                f"RedisStreamSink {self.describe()}: record {short_repr(record)} gives an entry of {len(fields):,} "
+                f"fields; the sink appends entries of at most {MAX_ENTRY_FIELDS:,} fields (one Lua call per entry, "
+                f"which takes about 8,000 arguments): pack them into fewer with a serializer, e.g. "
+                f"serializer=lambda r: {{'json': json.dumps(r)}}"
+            )
         return key, fields
 
     def create_writer(self, ctx: OperatorContext) -> SinkWriter[RedisStreamCommittable]:
@@ -615,6 +643,7 @@ class _RedisStreamCommitter(Committer[RedisStreamCommittable]):
             len(c),
             "" if sink.maxlen is None else sink.maxlen,
             "~" if sink.approximate else "=",
+            MAX_ENTRY_FIELDS,
         ]
         for entries in c.entries.values():
             args.append(len(entries))
