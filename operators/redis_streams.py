@@ -44,7 +44,13 @@ from raystream.engine.connectors import (
     Source,
     SourceReader,
 )
-from raystream.engine.errors import ConfigError, JobFailed, RaystreamError, short_repr
+from raystream.engine.errors import (
+    ConfigError,
+    JobFailed,
+    RaystreamError,
+    UserCodeError,
+    short_repr,
+)
 from raystream.engine.operator import OperatorContext
 from raystream.engine.records import Batch
 
@@ -372,7 +378,12 @@ class _RedisStreamReader(SourceReader[RedisStreamSplit]):
                 record[src.id_field] = _text(raw_id)
             if src.stream_field is not None:
                 record[src.stream_field] = split.key
-            out.append(src.deserializer(record) if src.deserializer is not None else record)
+            if src.deserializer is not None:
+                try:
+                    record = src.deserializer(record)
+                except Exception as exc:  # (the task names the source and this entry)
+                    raise UserCodeError(record, exc, f"entry {_text(raw_id)!r} of stream {split.key!r}") from exc
+            out.append(record)
         return out
 
     @staticmethod
@@ -605,7 +616,13 @@ class _RedisStreamWriter(SinkWriter[RedisStreamCommittable]):
 
     def write(self, batch: Batch) -> None:
         entry = self.sink.entry
-        self.buffer.extend(entry(r) for r in batch.records())
+        for record in batch.records():
+            try:
+                self.buffer.append(entry(record))
+            except ConfigError:
+                raise  # (names the record)
+            except Exception as exc:  # the stream function or serializer failed: the task names the record
+                raise UserCodeError(record, exc) from exc
 
     def prepare_commit(self, checkpoint_id: int | None) -> list[RedisStreamCommittable]:
         tag = "final" if checkpoint_id is None else f"chk-{checkpoint_id}"
