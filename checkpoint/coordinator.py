@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 from raystream.engine.connectors import assign_split_indices
 from raystream.engine.errors import CheckpointError, ConfigError
 from raystream.engine.keygroups import KeyGroupRange
+from raystream.engine.operator import key_group_sharer
 
 from .serde import loads
 from .storage import CheckpointStorage, resolve_storage
@@ -573,7 +574,9 @@ def build_restore_plan(
     Returns:
         ``(plan, committables)``: ``plan[(vertex, subtask)][uid]`` holds ``keyed`` (the
         serialized keyed snapshots of the old subtasks whose key groups overlap this
-        subtask's, in old-subtask order), ``operator`` (union list of operator states),
+        subtask's, in old-subtask order), ``operator`` (the operator state of every old
+        subtask, in old-subtask order, each :class:`~engine.operator.KeyGroupedState` in
+        them cut to this subtask's key groups; the rest shared by all subtasks),
         ``splits`` (source splits of this subtask, in the source's order), ``split_order`` (their
         ordinals in it, ``None`` when unknown) and ``feedback_log`` (Arrow batches to
         replay); ``committables`` maps sink uid -> committables of the restored checkpoint.
@@ -628,6 +631,10 @@ def build_restore_plan(
                 dealt = assign_split_indices([split for _o, split in splits], v["parallelism"])
             except ValueError as exc:
                 raise CheckpointError(f"cannot assign the restored source splits of {uid!r}: {exc}") from exc
+            # each operator state as its share for one subtask: its KeyGroupedState parts
+            # (per-key state an operator keeps outside the keyed backend) of that subtask's
+            # key groups only; the rest of a state is the same object for every subtask
+            sharers = [key_group_sharer(st) for st in states]
             for s in range(v["parallelism"]):
                 task_plan = plan.setdefault((v["id"], s), {})
                 mine = KeyGroupRange.for_subtask(s, v["parallelism"], max_parallelism)
@@ -636,7 +643,7 @@ def build_restore_plan(
                     # reads nothing else of them): each task gets its share of the keyed state,
                     # not all of it, and the master does not ship the whole state p times
                     "keyed": [blob for groups, blob in keyed if groups is None or _overlap(groups, mine)],
-                    "operator": states,
+                    "operator": [share(mine) for share in sharers],
                     "splits": [splits[i][1] for i in dealt[s]] if uid == v.get("source_uid") else [],
                     "split_order": [splits[i][0] for i in dealt[s]] if uid == v.get("source_uid") else [],
                     "feedback_log": logs,

@@ -6,7 +6,9 @@ lists of all old subtasks, in old-subtask order (Flink's *union list state*). Ea
 subtask then picks its share, e.g. the splits ``i`` with ``i % parallelism == index``,
 or a sink re-commits every pending transaction idempotently. Union redistribution is
 correct at any old and new parallelism; the price is that every subtask reads all of it,
-so keep operator state small.
+so keep operator state small. Per-key state an operator keeps itself belongs in a
+:class:`~engine.operator.KeyGroupedState` of its ``snapshot_state`` value instead: that is
+re-split by key group, each subtask receiving only its own key groups.
 
 Example:
     >>> store = OperatorStateStore()

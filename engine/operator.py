@@ -18,6 +18,7 @@ task's network writer) and never keep a reference to a batch they emitted.
 
 from __future__ import annotations
 
+import operator as _op
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Protocol
@@ -29,7 +30,18 @@ from .records import Batch
 if TYPE_CHECKING:
     from .state_backend import KeyedBackend
 
-__all__ = ["Output", "OperatorContext", "StreamOperator", "Clock", "SystemClock", "ManualClock", "Cancellable"]
+__all__ = [
+    "Output",
+    "OperatorContext",
+    "StreamOperator",
+    "KeyGroupedState",
+    "key_group_share",
+    "key_group_sharer",
+    "Clock",
+    "SystemClock",
+    "ManualClock",
+    "Cancellable",
+]
 
 
 class Clock(Protocol):
@@ -159,18 +171,27 @@ class StreamOperator(ABC):
         next operator before that one snapshots). Default: nothing."""
 
     def snapshot_state(self, checkpoint_id: int) -> Any:
-        """Return this operator's non-keyed state for checkpoint ``checkpoint_id`` (or None).
+        """Return this operator's own state for checkpoint ``checkpoint_id`` (or None).
 
         Must be a copy (or immutable): the task keeps processing while it is written.
-        Keyed state in ``ctx.keyed_backend`` is snapshotted by the task itself.
+        Keyed state in ``ctx.keyed_backend`` is snapshotted by the task itself. Per-key
+        state the operator keeps itself goes into a :class:`KeyGroupedState` (key group
+        -> that group's part), so that on restore each subtask receives only its own key
+        groups of it; every other value is handed to every new subtask.
         """
         return None
 
     def restore_state(self, states: list[Any]) -> None:
-        """Restore from the non-keyed states of the previous run's subtasks (union list).
+        """Restore from the operator states of the previous run's subtasks (one per old
+        subtask, in old-subtask order).
 
         Called before :meth:`open` on recovery. ``states`` holds every old subtask's
-        snapshot so a rescaled operator can pick its share.
+        snapshot (a union list) so a rescaled operator can pick its share, except that
+        each :class:`KeyGroupedState` in them (at the top or inside plain dicts) holds only
+        the key groups of this subtask's ``ctx.key_group_range``: per-key state kept outside
+        the keyed backend is re-split by key group like the backend's own. A snapshot
+        written before the marker existed holds plain dicts of every key group: keep
+        filtering them by ``ctx.key_group_range``.
         """
 
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
@@ -196,3 +217,128 @@ class StreamOperator(ABC):
 
     def close(self) -> None:
         """Release resources. Called once, also after a failure."""
+
+
+class KeyGroupedState(dict[int, Any]):
+    """Part of a :meth:`StreamOperator.snapshot_state` value split by key group: maps a key
+    group (an int) to the state of that group's keys.
+
+    On restore (also at another parallelism) each new subtask receives a copy of every old
+    subtask's operator state in which each ``KeyGroupedState`` holds only the key groups of
+    the subtask's ``ctx.key_group_range``, as keyed-backend state is re-split: a subtask
+    receives (and its task unpickles) its share, not the whole job's. The marker may be the
+    whole snapshot or sit inside plain ``dict`` values, at any depth (its parts are never
+    looked into); every other value is handed to every subtask unchanged (a union). Keys
+    are stored as ``int`` (numpy integers are converted; anything else is a ``TypeError``).
+
+    Example:
+        >>> from raystream.engine.keygroups import KeyGroupRange
+        >>> class Counts(StreamOperator):
+        ...     def process_batch(self, batch, input_index=0): ...
+        ...     def snapshot_state(self, checkpoint_id):
+        ...         return {"counts": KeyGroupedState({3: {"a": 1}, 90: {"b": 2}}), "watermark": 7}
+        >>> snap = Counts().snapshot_state(1)
+        >>> key_group_share(snap, KeyGroupRange(0, 63))      # what subtask 0 of 2 gets
+        {'counts': KeyGroupedState({3: {'a': 1}}), 'watermark': 7}
+        >>> key_group_share(snap, KeyGroupRange(64, 127))    # subtask 1 of 2
+        {'counts': KeyGroupedState({90: {'b': 2}}), 'watermark': 7}
+    """
+
+    __slots__ = ()
+
+    def __init__(self, parts: Any = (), /) -> None:
+        super().__init__()
+        items = parts.items() if hasattr(parts, "items") else parts
+        for kg, part in items:
+            self[kg] = part
+
+    def __setitem__(self, key_group: Any, part: Any) -> None:
+        super().__setitem__(_key_group(key_group), part)
+
+    def __repr__(self) -> str:
+        return f"KeyGroupedState({dict.__repr__(self)})"
+
+    def only(self, key_groups: KeyGroupRange) -> KeyGroupedState:
+        """A marker holding the parts of ``key_groups`` only (the parts are not copied)."""
+        out = KeyGroupedState()
+        put, start, end = dict.__setitem__, key_groups.start, key_groups.end
+        for kg, part in self.items():
+            g = _key_group(kg)  # (a key put in by dict.setdefault or update is checked here)
+            if start <= g <= end:
+                put(out, g, part)
+        return out
+
+
+def _key_group(key_group: Any) -> int:
+    try:
+        return _op.index(key_group)  # (an int, a numpy integer; not a float, str or None)
+    except TypeError:
+        raise TypeError(
+            f"a KeyGroupedState is keyed by key group (an int from key_group_for), got {key_group!r} "
+            f"of type {type(key_group).__name__}"
+        ) from None
+
+
+_LEAF = object()
+
+
+def key_group_sharer(state: Any) -> Callable[[KeyGroupRange], Any]:
+    """A function giving, for a subtask's key groups, its share of an old subtask's operator
+    ``state``: ``state`` with each :class:`KeyGroupedState` (at the top or inside plain
+    dicts) holding only those key groups. ``state`` is walked once (plain dicts only,
+    never a marker's parts), so giving p subtasks their shares costs one walk; a state
+    without a marker is returned itself (shared, not copied).
+
+    Example:
+        >>> from raystream.engine.keygroups import KeyGroupRange
+        >>> share = key_group_sharer({"t": {"event": KeyGroupedState({0: [1], 9: [2]}), "w": 5}})
+        >>> share(KeyGroupRange(5, 9))
+        {'t': {'event': KeyGroupedState({9: [2]}), 'w': 5}}
+    """
+    trie = _marker_trie(state)
+    if trie is None:
+        return lambda _key_groups: state
+    return lambda key_groups: _take(state, trie, key_groups)
+
+
+def key_group_share(state: Any, key_groups: KeyGroupRange) -> Any:
+    """``state`` with each :class:`KeyGroupedState` in it holding only ``key_groups`` (see
+    :func:`key_group_sharer`, which is cheaper for several subtasks of one state)."""
+    return key_group_sharer(state)(key_groups)
+
+
+def _marker_trie(state: Any) -> Any:
+    """The paths to the markers in ``state`` as nested dicts (a marker: ``_LEAF``), or None."""
+    if isinstance(state, KeyGroupedState):
+        return _LEAF
+    if type(state) is not dict:
+        return None
+    paths: list[tuple[Any, ...]] = []
+    seen = {id(state)}  # (a dict met twice, or a cycle, is walked once)
+    stack: list[tuple[dict[Any, Any], tuple[Any, ...]]] = [(state, ())]
+    while stack:
+        node, path = stack.pop()
+        for k, v in node.items():
+            if isinstance(v, KeyGroupedState):
+                paths.append((*path, k))
+            elif type(v) is dict and v and id(v) not in seen:
+                seen.add(id(v))
+                stack.append((v, (*path, k)))
+    if not paths:
+        return None
+    trie: dict[Any, Any] = {}
+    for path in paths:
+        node_trie = trie
+        for k in path[:-1]:
+            node_trie = node_trie.setdefault(k, {})
+        node_trie[path[-1]] = _LEAF
+    return trie
+
+
+def _take(state: Any, trie: Any, key_groups: KeyGroupRange) -> Any:
+    if trie is _LEAF:
+        return state.only(key_groups)
+    out = dict(state)
+    for k, sub in trie.items():
+        out[k] = _take(state[k], sub, key_groups)
+    return out

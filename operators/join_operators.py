@@ -30,7 +30,7 @@ from raystream.checkpoint.descriptors import ListStateDescriptor
 from raystream.engine.errors import GraphError, UserCodeError
 from raystream.engine.events import Watermark
 from raystream.engine.keygroups import key_group_for
-from raystream.engine.operator import OperatorContext, Output, StreamOperator
+from raystream.engine.operator import KeyGroupedState, OperatorContext, Output, StreamOperator
 from raystream.engine.partitioners import KeySelector
 from raystream.engine.records import Batch
 
@@ -298,7 +298,7 @@ class IntervalJoinOperator(TwoInputTime, StreamOperator):
         groups: dict[int, dict] = {}
         for key, bufs in self.buffers.items():
             groups.setdefault(key_group_for(key, self.ctx.max_parallelism), {})[key] = bufs
-        return {"groups": {kg: cloudpickle.dumps(v) for kg, v in groups.items()},
+        return {"groups": KeyGroupedState({kg: cloudpickle.dumps(v) for kg, v in groups.items()}),
                 "timers": self.timers.snapshot(), "watermark": self.wms.current}
 
     def restore_state(self, states: list[Any]) -> None:

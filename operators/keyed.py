@@ -16,7 +16,7 @@ from raystream.checkpoint.descriptors import ReducingStateDescriptor
 from raystream.engine.errors import GraphError, UserCodeError
 from raystream.engine.events import Watermark
 from raystream.engine.keygroups import key_groups_of_keys
-from raystream.engine.operator import OperatorContext, Output, StreamOperator
+from raystream.engine.operator import KeyGroupedState, OperatorContext, Output, StreamOperator
 from raystream.engine.partitioners import KeySelector
 from raystream.engine.records import Batch
 
@@ -176,7 +176,9 @@ class ReduceOperator(StreamOperator):
 
     def snapshot_state(self, checkpoint_id: int) -> dict[str, dict[int, dict[Any, Any]]] | None:
         # off-heap: the values are in the keyed snapshot, the operator's part stays empty
-        return {"by_key_group": _split_state_by_key_group(self.state, self.ctx.max_parallelism)} if hasattr(self, "ctx") else None
+        if not hasattr(self, "ctx"):
+            return None
+        return {"by_key_group": KeyGroupedState(_split_state_by_key_group(self.state, self.ctx.max_parallelism))}
 
     def restore_state(self, states: list[Any]) -> None:
         self._restored: list[Any] | None = states
@@ -550,9 +552,9 @@ class AggregateOperator(StreamOperator):
 
     def snapshot_state(self, checkpoint_id: int) -> dict[str, dict[int, dict[str, Any]]]:
         if not self.keys:
-            return {"by_key_group": {}}
+            return {"by_key_group": KeyGroupedState()}
         groups = key_groups_of_keys(self.keys, self.ctx.max_parallelism)
-        out = {}
+        out = KeyGroupedState()
         for g in np.unique(groups).tolist():
             sel = np.flatnonzero(groups == g)
             out[g] = {

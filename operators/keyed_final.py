@@ -56,7 +56,7 @@ import pyarrow.compute as pc
 from raystream.checkpoint.descriptors import ValueStateDescriptor
 from raystream.engine.errors import GraphError, StateError, UserCodeError, short_repr
 from raystream.engine.keygroups import key_groups_of_keys
-from raystream.engine.operator import OperatorContext, Output, StreamOperator
+from raystream.engine.operator import KeyGroupedState, OperatorContext, Output, StreamOperator
 from raystream.engine.partitioners import KeySelector
 from raystream.engine.records import Batch, arrow_to_records
 
@@ -527,13 +527,13 @@ class FieldAggregateOperator(StreamOperator):
 
     def snapshot_state(self, checkpoint_id: int) -> dict[str, dict[int, dict[Any, tuple[Any, Any]]]]:
         if self._keyed is not None:  # off-heap: the values are in the keyed snapshot
-            return {"by_key_group": {}}
+            return {"by_key_group": KeyGroupedState()}
         if self._columns is not None:
             entries = [(k, (first, value)) for k, first, value in self._columns.items()]
         else:
             values, firsts = self.state.values, self.state.first
             entries = [(k, (firsts[k], v)) for k, v in values.items()]
-        out: dict[int, dict[Any, tuple[Any, Any]]] = {}
+        out: KeyGroupedState = KeyGroupedState()
         if entries:
             groups = key_groups_of_keys([k for k, _ in entries], self.ctx.max_parallelism).tolist()
             for (k, entry), g in zip(entries, groups):

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar, cast
 from raystream.engine.errors import ConfigError
 from raystream.engine.events import MIN_WATERMARK
 from raystream.engine.keygroups import KeyGroupRange, key_group_for
-from raystream.engine.operator import Cancellable, Clock
+from raystream.engine.operator import Cancellable, Clock, KeyGroupedState
 
 if TYPE_CHECKING:
     from raystream.checkpoint.backend import KeyGroupedTimerQueue
@@ -469,8 +469,10 @@ class InternalTimerService(Generic[K, N]):
 
     # -------------------------------------------------------------- state
     def snapshot(self) -> dict[str, Any]:
-        """A picklable copy of every timer, per key group."""
-        return {"event": self.event.snapshot(), "processing": self.processing.snapshot(),
+        """A picklable copy of every timer, per key group (each queue's a :class:`KeyGroupedState`:
+        a restored subtask receives the timers of its own key groups only)."""
+        return {"event": KeyGroupedState(self.event.snapshot()),
+                "processing": KeyGroupedState(self.processing.snapshot()),
                 "watermark": self.watermark}
 
     def restore(self, states: list[dict[str, Any] | None], key_groups: KeyGroupRange) -> None:

@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 from raystream.engine.errors import ConfigError, GraphError, RaystreamError
 from raystream.engine.events import MIN_WATERMARK, Watermark
 from raystream.engine.keygroups import key_groups_of_array
-from raystream.engine.operator import OperatorContext, Output, StreamOperator
+from raystream.engine.operator import KeyGroupedState, OperatorContext, Output, StreamOperator
 from raystream.engine.records import Batch
 
 from .arrow_aggregate import group_aggregate
@@ -326,7 +326,7 @@ class VectorWindowAggregateOperator(StreamOperator):
 
     # ------------------------------------------------------------------ state
     def snapshot_state(self, checkpoint_id: int) -> dict[str, Any]:
-        groups: dict[int, bytes] = {}
+        groups = KeyGroupedState()  # key group -> its (key, window) rows, pickled
         if self.windows:
             merged = self._with_starts(sorted(self.windows))
             kgs = key_groups_of_array(merged.column(self.key_column), self.ctx.max_parallelism)

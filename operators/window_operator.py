@@ -36,7 +36,7 @@ from raystream.checkpoint.descriptors import AggregateFunction
 from raystream.engine.errors import ConfigError, UserCodeError
 from raystream.engine.events import Watermark
 from raystream.engine.keygroups import key_group_for
-from raystream.engine.operator import OperatorContext, Output, StreamOperator
+from raystream.engine.operator import KeyGroupedState, OperatorContext, Output, StreamOperator
 from raystream.engine.partitioners import KeySelector
 from raystream.engine.records import Batch
 
@@ -904,7 +904,7 @@ class WindowOperator(StreamOperator):
     # ------------------------------------------------------------------ state
     def snapshot_state(self, checkpoint_id: int) -> dict[str, Any]:
         if isinstance(self.contents, BackendWindowState):  # off-heap: all in the keyed snapshot
-            return {"timers": self.timers.snapshot(), "groups": {}}
+            return {"timers": self.timers.snapshot(), "groups": KeyGroupedState()}
         mp = self.ctx.max_parallelism
         # key group -> (key -> window -> contents, key -> window -> trigger state)
         groups: dict[int, tuple[dict[Any, dict[Window, Any]], dict[Any, dict[Window, dict[str, Any]]]]] = {}
@@ -919,7 +919,7 @@ class WindowOperator(StreamOperator):
             groups.setdefault(key_group_for(key, mp), ({}, {}))[1][key] = trig
         return {
             "timers": self.timers.snapshot(),
-            "groups": {kg: cloudpickle.dumps(v) for kg, v in groups.items()},
+            "groups": KeyGroupedState({kg: cloudpickle.dumps(v) for kg, v in groups.items()}),
         }
 
     def restore_state(self, states: list[Any]) -> None:
