@@ -66,8 +66,9 @@ class WorkerPool:
     _current: WorkerPool | None = None
     _current_lock = threading.Lock()
 
-    def __init__(self, ray_job_id: str) -> None:
-        self.ray_job_id = ray_job_id
+    def __init__(self, connection: str) -> None:
+        #: the Ray connection whose actors these are (:func:`connection_id`)
+        self.connection = connection
         self._lock = threading.Lock()
         self._executors: list[Executor] = []
         self._masters: list[tuple[Any, str]] = []  # (actor, name)
@@ -77,11 +78,12 @@ class WorkerPool:
     # ------------------------------------------------------------------ the driver's pool
     @classmethod
     def current(cls) -> WorkerPool:
-        """The pool of this driver's current Ray connection (a new one after ``ray.init``)."""
-        job = ray.get_runtime_context().get_job_id()
+        """The pool of this driver's current Ray connection (a new one after ``ray.shutdown()``
+        and ``ray.init``: the actors of an earlier connection are gone with it)."""
+        connection = connection_id()
         with cls._current_lock:
-            if cls._current is None or cls._current.ray_job_id != job:
-                cls._current = WorkerPool(job)
+            if cls._current is None or cls._current.connection != connection:
+                cls._current = WorkerPool(connection)
             return cls._current
 
     @classmethod
@@ -90,7 +92,7 @@ class WorkerPool:
         pool = cls._current
         if pool is None or not ray.is_initialized():
             return None
-        return pool if pool.ray_job_id == ray.get_runtime_context().get_job_id() else None
+        return pool if pool.connection == connection_id() else None
 
     # ------------------------------------------------------------------ masters
     def master(self, options: dict, reuse: bool = True) -> tuple[Any, str]:
@@ -181,6 +183,18 @@ class WorkerPool:
         except Exception:  # noqa: BLE001 - best effort: gone executors have nothing to close
             log.debug("closing executors' channel sockets before shutdown failed", exc_info=True)
         kill_quietly(actors)
+
+
+def connection_id() -> str:
+    """Which Ray connection this driver has: its Ray job id *and* its node's id. The job id
+    alone does not tell two connections apart: every local Ray that ``ray.init()`` starts
+    numbers its first driver ``01000000``, so after ``ray.shutdown()`` and a new ``ray.init()``
+    (a notebook, a test fixture, ``raystream run`` called twice in one process) the pool of
+    the old cluster looked current, and deploying onto its dead actors' handles aborted the
+    whole process inside Ray (``Check failed: ... Cannot find an actor handle``). A node's
+    id is new with every Ray start."""
+    ctx = ray.get_runtime_context()
+    return f"{ctx.get_job_id()}@{ctx.get_node_id()}"
 
 
 def _healthy(executors: list[Executor], timeout_s: float = 10.0) -> list[Executor]:

@@ -1,0 +1,54 @@
+"""A driver process that shuts Ray down and connects again (a notebook, a test fixture with
+its own ``ray.init()`` / ``ray.shutdown()``, ``raystream run`` called twice in one process).
+
+Each scenario runs in a subprocess: this pytest process is the driver of the session's local
+Ray, which must not be shut down.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+COMMON = '''
+import collections
+import ray
+import raystream as rs
+
+def run_job(p, name):
+    env = rs.StreamEnvironment(parallelism=p)
+    words = [f"w{i % 11}" for i in range(500)]
+    out = (env.from_collection(words).map(lambda w: (w, 1)).key_by(0)
+           .reduce(lambda a, b: (a[0], a[1] + b[1]), emit="final").execute_and_collect(name))
+    assert dict(out) == dict(collections.Counter(words)) and len(out) == 11, out
+    print("OK", name, flush=True)
+'''
+
+
+def _run(script: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONPATH=str(ROOT))
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(COMMON) + textwrap.dedent(script)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_jobs_after_ray_shutdown_and_a_new_ray_init_run_on_the_new_cluster():
+    """Every local Ray numbers its first driver's job 01000000: the worker pool of the first
+    cluster looked current on the second, and the next job's deployment onto its dead actors
+    aborted the whole process inside Ray (``Check failed ... Cannot find an actor handle``)."""
+    res = _run('''
+        ray.init(address="local", num_cpus=1, include_dashboard=False, logging_level="ERROR")
+        run_job(2, "first")
+        ray.shutdown()
+        ray.init(address="local", num_cpus=1, include_dashboard=False, logging_level="ERROR")
+        run_job(2, "second")
+        ray.shutdown()
+        run_job(1, "embedded")   # raystream starts its own local Ray this time
+    ''')
+    assert res.returncode == 0, res.stdout + res.stderr[-3000:]
+    assert res.stdout.split() == ["OK", "first", "OK", "second", "OK", "embedded"], res.stdout
