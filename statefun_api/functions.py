@@ -36,6 +36,22 @@ def _is_async(fun: Callable[..., Any]) -> bool:
     return call is not None and inspect.iscoroutinefunction(call)
 
 
+def _check_not_generator(typename: str, fun: Callable[..., Any]) -> None:
+    """Refuse a generator (or async generator) function: calling one runs none of its body,
+    so every ``context.send`` / ``send_egress`` / storage write in it would be dropped
+    silently (a habit from ``KeyedProcessFunction.process_element``, which yields)."""
+    call = getattr(fun, "__call__", None)  # noqa: B004 - callable objects
+    for candidate in (fun, call):
+        if candidate is not None and (inspect.isgeneratorfunction(candidate) or inspect.isasyncgenfunction(candidate)):
+            kind = "an async generator" if inspect.isasyncgenfunction(candidate) else "a generator"
+            raise ValueError(
+                f"function {typename!r} ({_describe(fun)}) is {kind} function (it contains `yield`): "
+                f"calling it would run none of its body, so its messages, egress and state changes "
+                f"would be lost; a stateful function returns nothing: replace `yield x` with "
+                f"context.send(...) / context.send_egress(...)"
+            )
+
+
 def _check_signature(typename: str, fun: Callable[..., Any]) -> None:
     try:
         signature = inspect.signature(fun)
@@ -136,8 +152,8 @@ class StatefulFunctions:
 
         Raises:
             ValueError: bad typename, another function under a registered typename,
-                duplicate spec name, or a function that cannot be called as
-                ``fun(context, message)``.
+                duplicate spec name, a function that cannot be called as
+                ``fun(context, message)``, or a generator function (its body would never run).
         """
         parse_typename(typename)
         if fun is None or not callable(fun):
@@ -156,6 +172,7 @@ class StatefulFunctions:
             if spec.name in seen:
                 raise ValueError(f"function {typename!r}: duplicate ValueSpec name {spec.name!r}")
             seen.add(spec.name)
+        _check_not_generator(typename, fun)
         _check_signature(typename, fun)
         self._functions[typename] = StatefulFunction(typename, fun, spec_list, _is_async(fun))
 
