@@ -148,9 +148,9 @@ def split_weight(split: Any) -> float:
 def assign_splits(splits: list[SplitT], parallelism: int) -> list[list[SplitT]]:
     """Deal ``splits`` out to ``parallelism`` readers with balanced work: the heaviest split
     first (:func:`split_weight`), each to the reader with the least work so far (ties: the
-    lowest index); each reader gets its splits in their original order (files and row
-    groups are read forward, which event-time sources with ordered timestamps rely on).
-    Splits of equal weight are dealt round-robin. Deterministic: the master plans fresh
+    fewest splits, then the lowest index); each reader gets its splits in their original order
+    (files and row groups are read forward, which event-time sources with ordered timestamps
+    rely on). Splits of equal weight, 0 included, are dealt round-robin. Deterministic: the master plans fresh
     splits and restored ones (rescaled or not) with it.
 
     Example:
@@ -180,12 +180,15 @@ def assign_split_indices(splits: list[Any], parallelism: int) -> list[list[int]]
     if parallelism < 1:
         raise ValueError(f"splits are assigned to at least 1 reader, got parallelism {parallelism}")
     weights = [split_weight(s) for s in splits]
-    heap = [(0.0, reader) for reader in range(parallelism)]  # (work so far, reader)
+    # (work so far, splits so far, reader): among readers of equal work the one with the fewest
+    # splits, so that splits weighing 0 (nothing left, or a backlog estimate of 0 when a reader
+    # of live partitions is caught up) are dealt round robin, not all to one reader
+    heap = [(0.0, 0, reader) for reader in range(parallelism)]
     owned: list[list[int]] = [[] for _ in range(parallelism)]
     for i in sorted(range(len(splits)), key=lambda i: -weights[i]):  # (stable: equal weights in order)
-        work, reader = heapq.heappop(heap)
+        work, count, reader = heapq.heappop(heap)
         owned[reader].append(i)
-        heapq.heappush(heap, (work + weights[i], reader))
+        heapq.heappush(heap, (work + weights[i], count + 1, reader))
     return [sorted(indices) for indices in owned]
 
 
