@@ -18,7 +18,7 @@ from .errors import JobCancelled, JobFailed, RaystreamError
 from .graph import JobGraph, ship
 from .master import job_slots, standby_slots, task_actor_name
 from .observability import ProgressReporter, job_client_html, source_totals
-from .pool import WorkerPool
+from .pool import WorkerPool, connection_id
 from .ray_runtime import (
     MASTER_PREFIX,
     NAMESPACE,
@@ -105,6 +105,9 @@ class JobClient:
         # many wait() calls are in progress
         self._settle_lock = threading.Lock()
         self._waiters = 0
+        # the Ray connection the job runs on: its master and executors are owned by this
+        # driver's connection and end with it (ray.shutdown())
+        self._connection = connection_id() if ray.is_initialized() else None
         if run_ref is not None:
             self._settle_when_done(run_ref)
 
@@ -116,6 +119,7 @@ class JobClient:
 
     def info(self) -> dict:
         """Status, attempt, restarts, graph and checkpoint statistics."""
+        self._check_connection()
         if self._closed:
             if self._final is not None:
                 return {**self._final[1], "status": self.status()}
@@ -247,6 +251,7 @@ class JobClient:
             >>> client.status() in ("CREATED", "RUNNING")   # doctest: +SKIP
             True
         """
+        self._check_connection()
         if self._result is not None:
             return "FINISHED"
         if isinstance(self._error, JobCancelled):
@@ -262,6 +267,7 @@ class JobClient:
         Raises:
             RaystreamError: the job ended with its job master (it died), so no metrics remain.
         """
+        self._check_connection()
         if self._result is not None:
             return self._result.metrics
         if self._final is not None:
@@ -286,6 +292,7 @@ class JobClient:
         return self._savepoint_call("stop_with_savepoint", path)
 
     def _savepoint_call(self, method: str, *args: Any) -> str:
+        self._check_connection()
         if self._closed:
             raise RaystreamError(f"job {self.name!r} has ended; savepoints need a running job")
         if self._run_ref is None:
@@ -302,6 +309,9 @@ class JobClient:
         Example:
             >>> ray.kill(client.task_actor(1, 0), no_restart=True)        # doctest: +SKIP
         """
+        self._check_connection()
+        if self._closed:
+            raise RaystreamError(f"job {self.name!r} has ended ({self.status()}): it has no running tasks")
         names = self._call_master("task_actor_names")
         if (vertex_id, subtask) not in names:
             raise RaystreamError(f"job {self.name!r} has no running task ({vertex_id}, {subtask}); tasks: {sorted(names)}")
@@ -318,6 +328,7 @@ class JobClient:
 
     def cancel(self) -> None:
         """Cancel the job; ``wait()`` then raises :class:`JobCancelled`."""
+        self._check_connection()
         if not self._closed:
             self._cancel_requested = True
             if self._run_ref is None:  # attached: make sure the master got it
@@ -344,6 +355,8 @@ class JobClient:
         run_ref.future().add_done_callback(done)
 
     def _settle_quietly(self) -> None:
+        if self._check_connection():
+            return  # (ray.shutdown() ended the run: no Ray call, which would start a new Ray)
         try:
             self._finish(None)
         except BaseException:  # noqa: BLE001 - kept in self._error for wait()
@@ -363,6 +376,7 @@ class JobClient:
             >>> env.execute_async("wordcount").wait(progress=True)   # doctest: +SKIP
             wordcount RUNNING 3.0s | read 12.0k (4.1k rec/s) | generate 60% (12.0k/20.0k) | out 143.9k
         """
+        self._check_connection()
         if self._result is not None:
             return self._result
         if self._error is not None:
@@ -454,6 +468,32 @@ class JobClient:
         )
         self._close(master_ok=True, released=out.get("released") or {})
         return self._result
+
+    def _check_connection(self) -> bool:
+        """Settle the job as ended when the Ray connection it ran on is gone (``ray.shutdown()``,
+        perhaps followed by a new ``ray.init()``): its job master and executors were this
+        driver's actors and ended with it. A job that had not finished then failed (``wait()``
+        raises a JobFailed saying so, ``status()`` is ``FAILED``); no Ray call is made for it.
+        Returns whether the connection is gone.
+
+        Without this check a call on such a client reached Ray with handles of the old
+        connection: Ray started a new local Ray for it (also from the thread that settles a
+        job nobody waits for, as soon as the shutdown ended the run) and the call failed with
+        Ray's "Can't find actor ... from a different cluster", or the process later ended
+        with "Failed to connect to GCS within 60 seconds"."""
+        if self._connection is None or (ray.is_initialized() and connection_id() == self._connection):
+            return False
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._submission = None
+                self._executors = {}
+                if self._result is None and self._error is None:
+                    self._error = JobFailed(
+                        f"job {self.name!r} ended with the Ray connection it ran on: ray.shutdown() was called "
+                        "while it ran, and its job master and tasks, actors of this driver, ended with it; run it "
+                        "again (a new execute() connects to Ray again)")
+        return True
 
     def _keep_final(self) -> None:
         """Keep the metrics and info of a job that failed or was cancelled, from its master

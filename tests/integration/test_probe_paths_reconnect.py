@@ -52,3 +52,35 @@ def test_jobs_after_ray_shutdown_and_a_new_ray_init_run_on_the_new_cluster():
     ''')
     assert res.returncode == 0, res.stdout + res.stderr[-3000:]
     assert res.stdout.split() == ["OK", "first", "OK", "second", "OK", "embedded"], res.stdout
+
+
+def test_a_client_of_a_job_that_ray_shutdown_ended_says_so_and_starts_no_ray():
+    """Its calls reached Ray with the old connection's handles: Ray started a new local Ray for
+    them (also from the thread settling the job, as the shutdown ended its run) and they failed
+    with "Can't find actor ... from a different cluster"; the process could end later with
+    "Failed to connect to GCS within 60 seconds"."""
+    res = _run('''
+        import time
+        from raystream.engine.errors import JobFailed
+        ray.init(address="local", num_cpus=1, include_dashboard=False, logging_level="ERROR")
+        env = rs.StreamEnvironment(parallelism=2)
+        env.generate(lambda i: i, rate=200.0).map(lambda x: x + 1).collect()
+        client = env.execute_async("endless")
+        deadline = time.monotonic() + 120
+        while client.status() != "RUNNING" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.status() == "RUNNING"
+        ray.shutdown()
+        assert client.status() == "FAILED"
+        client.cancel()  # (an ended job: nothing to do)
+        try:
+            client.wait()
+        except JobFailed as exc:
+            assert "ray.shutdown()" in str(exc), exc
+            print("RAISED", flush=True)
+        assert not ray.is_initialized(), "a call on the old client started a new Ray"
+        run_job(2, "next")
+        assert client.status() == "FAILED"
+    ''')
+    assert res.returncode == 0, res.stdout + res.stderr[-3000:]
+    assert res.stdout.split() == ["RAISED", "OK", "next"], res.stdout + res.stderr[-3000:]
