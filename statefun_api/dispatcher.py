@@ -65,7 +65,7 @@ with the spec's typename, with the spec's TTL (``expire_after_write`` refreshes 
 ``expire_after_call`` on every invocation); ``statefun.delayed``, a ``MapState`` of the
 sending address: entry key (the cancellation token, or ``("#", seq)`` without one) ->
 ``(seq, fire_at_ms, message record)``; ``statefun.delay-seq``, the sender's sequence
-counter. The not-yet-invoked messages (active set, queue, held ingress, remote batches)
+counter (cleared when the sender has no pending delayed message left). The not-yet-invoked messages (active set, queue, held ingress, remote batches)
 are the operator state (:meth:`FunctionDispatcher.snapshot_state`).
 
 Example (in-process; the engine normally builds it through
@@ -1321,6 +1321,15 @@ class FunctionDispatcher(StreamOperator):
                     delayed.remove(token)
                     timers.delete_processing_time_timer(sender, token, entry[1])
                     self.counters["delayed_cancelled"] += 1
+                    self._forget_sequence_if_done()
+
+    def _forget_sequence_if_done(self) -> None:
+        """Clear the current sender's ``statefun.delay-seq`` once none of its delayed
+        messages is pending: the sequence only orders and names pending messages, so a
+        sender that has none starts again at 1 and keeps no state (a sender per session
+        or order id used to keep its counter forever, growing memory and checkpoints)."""
+        if self._delayed.is_empty():
+            self._delay_seq.clear()
 
     def _fire_delayed(self, sender: tuple[str, str], entry_key: Any, time_ms: int) -> None:
         """The timer of a delayed message fired: take it out of keyed state and route it."""
@@ -1329,6 +1338,7 @@ class FunctionDispatcher(StreamOperator):
         if entry is None or entry[1] != time_ms:  # not this timer's message (cannot happen: checked)
             return
         self._delayed.remove(entry_key)
+        self._forget_sequence_if_done()
         self.counters["delayed_fired"] += 1
         self._route(entry[2])
 
