@@ -24,6 +24,17 @@ connection's byte order is the channel's send order:
   error naming the channel, the consumer task and the cause (as a Ray call's error would),
   not a bare "connection closed".
 
+Where the socket lives: on Linux in the *abstract namespace* (an address starting with a NUL
+byte, ``"\\0rs-<uid>-<pid>-<token>"``): no file is created, and the kernel frees the name when
+the listening socket closes, however its process ends (a Ray worker killed with the driver,
+by ``ray.shutdown()`` or ``ray.kill`` runs no exit handler, and each such executor left its
+socket file in ``/tmp/rs-<uid>`` before 2026-12-07). An abstract name has no file mode, so
+the server accepts only connections from processes of its own user (``SO_PEERCRED``): frames
+are unpickled. Elsewhere, or when a ``directory`` is given, the socket is a file
+``<pid>-<token>.sock`` in a directory private to the user (:func:`private_dir`), removed by
+:meth:`ChannelServer.close` and, once its process is gone, by the next server that starts
+there.
+
 The module uses no Ray (plain stdlib sockets and threads); :mod:`engine.ray_runtime` wires
 it in.
 
@@ -50,6 +61,7 @@ import select
 import socket
 import stat
 import struct
+import sys
 import tempfile
 import threading
 import uuid
@@ -62,7 +74,8 @@ from .channels import Cancelled, ChannelSender
 from .errors import RaystreamError
 from .observability import name_native_thread
 
-__all__ = ["ACK", "FAILED", "NOT_HOSTED", "ChannelServer", "SocketSender", "socket_dir"]
+__all__ = ["ABSTRACT_NAMES", "ACK", "FAILED", "NOT_HOSTED", "ChannelServer", "SocketSender", "peer_uid", "shown",
+           "socket_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +102,10 @@ _MAX_REASON = 4096
 _REASON_WAIT_S = 5.0
 #: after an accept() error other than the close (too many open files...), wait this long
 _ACCEPT_RETRY_S = 0.05
+#: sockets get an abstract name (no file; see the module docstring) where the OS has them
+ABSTRACT_NAMES = sys.platform.startswith("linux")
+#: ``struct ucred`` of ``SO_PEERCRED``: pid, uid, gid
+_PEERCRED = struct.Struct("iII")
 
 
 class _Consumer(Protocol):
@@ -129,6 +146,23 @@ def private_dir(directory: str) -> str:
     except OSError as exc:
         log.warning("cannot use channel socket directory %s (%s); using a new one", directory, exc)
     return tempfile.mkdtemp(prefix="rs-")
+
+
+def peer_uid(sock: socket.socket) -> int | None:
+    """The user id of the process at the other end of the Unix socket connection ``sock``
+    (``SO_PEERCRED``), or None where the OS does not say."""
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None:
+        return None
+    try:
+        return _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, option, _PEERCRED.size))[1]
+    except (OSError, struct.error):
+        return None
+
+
+def shown(address: str) -> str:
+    """A socket address for messages: an abstract name as ``ss`` shows it (``@name``)."""
+    return "@" + address[1:] if address.startswith("\0") else address
 
 
 def _remove_stale(directory: str) -> None:
@@ -266,7 +300,7 @@ class SocketSender(ChannelSender):
         if self._cancelled():
             return Cancelled()
         return RaystreamError(
-            f"channel {self.channel_index}: the socket connection to consumer task {self.key} at {self.path} "
+            f"channel {self.channel_index}: the socket connection to consumer task {self.key} at {shown(self.path)} "
             f"broke ({what}): its executor died or closed the connection"
         )
 
@@ -435,6 +469,11 @@ class ChannelServer:
     One thread accepts, one thread per connection reads frames (``deliver`` never blocks, so
     a connection is always read and a sender never blocks on a full socket for long).
 
+    ``path`` is the address senders connect to: an abstract name on Linux (no file, freed by
+    the kernel with the socket, however the process ends), or with ``directory`` given, or
+    on other systems, a socket file in that private directory (see the module docstring).
+    Connections from another user's processes are closed unread.
+
     Example:
         >>> server = ChannelServer(lambda key: None)
         >>> len(server.path) < 100
@@ -443,9 +482,14 @@ class ChannelServer:
     """
 
     def __init__(self, lookup: Callable[[tuple], _Consumer | None], directory: str | None = None) -> None:
-        directory = private_dir(directory or socket_dir())
-        _remove_stale(directory)
-        self.path = os.path.join(directory, f"{os.getpid()}-{uuid.uuid4().hex[:12]}.sock")
+        token = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        self._abstract = directory is None and ABSTRACT_NAMES
+        if self._abstract:
+            self.path = f"\0rs-{os.getuid()}-{token}"
+        else:
+            directory = private_dir(directory or socket_dir())
+            _remove_stale(directory)
+            self.path = os.path.join(directory, f"{token}.sock")
         self.lookup = lookup
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.bind(self.path)
@@ -467,8 +511,15 @@ class ChannelServer:
                     return
                 # (too many open files, a connection aborted before accept...): the listener
                 # stays up; a sender it cannot serve sees its connection close, never a hang
-                log.warning("channel socket %s: accept failed (%s); retrying", self.path, exc)
+                log.warning("channel socket %s: accept failed (%s); retrying", shown(self.path), exc)
                 self._stopped.wait(_ACCEPT_RETRY_S)
+                continue
+            uid = peer_uid(sock)
+            if uid != os.getuid() and (uid is not None or self._abstract):
+                # (an abstract name has no file mode to keep other users out: frames are pickles)
+                log.warning("channel socket %s: refused a connection from user id %s (not this user's)",
+                            shown(self.path), uid)
+                sock.close()
                 continue
             conn = _Connection(sock, self.lookup, self)
             with self._lock:
@@ -479,7 +530,7 @@ class ChannelServer:
             try:
                 conn.thread.start()
             except RuntimeError as exc:  # no thread to serve it: close it, the sender sees it broke
-                log.warning("channel socket %s: cannot start a connection thread (%s)", self.path, exc)
+                log.warning("channel socket %s: cannot start a connection thread (%s)", shown(self.path), exc)
                 self._forget(conn)
                 sock.close()
 
@@ -494,7 +545,8 @@ class ChannelServer:
             return len(self._connections)
 
     def close(self) -> None:
-        """Stop accepting, close every connection and remove the socket file (idempotent)."""
+        """Stop accepting, close every connection and remove the socket file, if it has one
+        (idempotent)."""
         with self._lock:
             if self._closed:
                 return
@@ -511,7 +563,8 @@ class ChannelServer:
                 conn.sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        try:
-            os.unlink(self.path)
-        except OSError:
-            pass
+        if not self._abstract:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
