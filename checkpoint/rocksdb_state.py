@@ -262,6 +262,9 @@ class RocksMapState(_RocksState, MapState[K, V]):
         return True
 
     def _live_items(self, first_only: bool = False) -> list[tuple[K, V]]:
+        """The live ``(map key, value)`` pairs (expired ones removed; with
+        ``return_expired`` returned once). ``first_only`` (``is_empty``): up to the first
+        live entry, refreshing no timestamp, as no value is read."""
         rb = self._rb
         prefix = rb._db_key(self._sid)
         out: list[tuple[K, V]] = []
@@ -276,7 +279,7 @@ class RocksMapState(_RocksState, MapState[K, V]):
                 rb._put(k, ABSENT)
                 if not self._ret_expired:
                     continue
-            elif self._on_read:
+            elif self._on_read and not first_only:
                 rb._put(k, (value, now))
             out.append((map_key, value))
             if first_only and ts > limit:
@@ -299,6 +302,7 @@ class RocksMapState(_RocksState, MapState[K, V]):
         return self._live_items()
 
     def is_empty(self) -> bool:
+        """See :meth:`MapState.is_empty` (refreshes no TTL timestamp)."""
         return not self._live_items(first_only=True)
 
 

@@ -423,8 +423,21 @@ class MapState(KeyedState, Generic[K, V]):
         return self._live_items()
 
     def is_empty(self) -> bool:
-        """True if the current key's map has no live entry."""
-        return not self._live_items()
+        """True if the current key's map has no live entry (with ``return_expired``: no
+        entry not cleaned up yet). It reads no value, so it refreshes no TTL timestamp
+        (also with ``"on_read_and_write"``); expired entries it finds are removed."""
+        m = self._map()
+        if not m:
+            return True
+        if self._ttl_ms is None:
+            return False
+        limit = self._now() - self._ttl_ms
+        expired = [k for k, e in m.items() if e[1] <= limit]
+        live = len(expired) < len(m)
+        for k in expired:
+            del m[k]
+        self._drop_if_empty(m)
+        return not (live or (self._ret_expired and expired))
 
 
 class ReducingState(KeyedState, Generic[T]):
