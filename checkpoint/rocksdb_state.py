@@ -173,16 +173,14 @@ class RocksListState(_RocksState, ListState[T]):
     def add(self, value: T) -> None:
         self.add_all((value,))
 
-    def add_all(self, values: Iterable[T]) -> None:
+    def add_all(self, values: Iterable[T] | None) -> None:
+        items: list[Any] = self._values_arg(values, "add_all")
         rb = self._rb
         k = rb._db_key(self._sid)
-        items: list[Any]
-        if self._ttl_ms is None:
-            items = list(values)
-        else:
+        if self._ttl_ms is not None:
             now = self._now()
             self._step(now, k)
-            items = [(v, now) for v in values]
+            items = [(v, now) for v in items]
         if not items:
             return
         stored = rb._get(k)
@@ -192,9 +190,10 @@ class RocksListState(_RocksState, ListState[T]):
             stored.extend(items)
             rb._put(k, stored)
 
-    def update(self, values: Iterable[T]) -> None:
+    def update(self, values: Iterable[T] | None) -> None:
+        items = self._values_arg(values, "update")
         self.clear()
-        self.add_all(values)
+        self.add_all(items)
 
 
 class RocksMapState(_RocksState, MapState[K, V]):
@@ -239,8 +238,8 @@ class RocksMapState(_RocksState, MapState[K, V]):
         else:
             self._rb._put(k, (value, self._tick(None)))
 
-    def put_all(self, entries: dict[K, V]) -> None:
-        for key, value in entries.items():
+    def put_all(self, entries: dict[K, V] | Iterable[tuple[K, V]] | None) -> None:
+        for key, value in self._entries_arg(entries):
             self.put(key, value)
 
     def remove(self, key: K) -> None:

@@ -130,6 +130,32 @@ class KeyedState:
     def _now(self) -> int:
         return self._backend._clock.now_ms()
 
+    def _values_arg(self, values: Iterable[Any] | None, method: str) -> list[Any]:
+        """The values given to ``add_all``/``update`` as a new list: None is no values (as in
+        Flink: ``addAll(null)`` changes nothing, ``update(null)`` clears)."""
+        if values is None:
+            return []
+        try:
+            return list(values)
+        except TypeError as exc:
+            raise StateError(
+                f"{self._descriptor.kind} state {self.name!r}: {method}() takes an iterable of values "
+                f"(or None), got {values!r}; to add one value use add()"
+            ) from exc
+
+    def _entries_arg(self, entries: Any) -> list[tuple[Any, Any]]:
+        """The entries given to ``put_all`` as ``(map key, value)`` pairs: a mapping or an
+        iterable of pairs (as ``dict.update`` takes them); None is no entries."""
+        if entries is None:
+            return []
+        try:
+            return [(k, v) for k, v in (entries.items() if hasattr(entries, "items") else entries)]
+        except (TypeError, ValueError) as exc:
+            raise StateError(
+                f"{self._descriptor.kind} state {self.name!r}: put_all() takes a dict or an iterable of "
+                f"(key, value) pairs, got {entries!r}"
+            ) from exc
+
     def _cleanup_step(self, now: int) -> None:
         """Incremental TTL cleanup: ``cleanup_size`` more entries of this state per access
         (not the current key's, which the access itself handles), checked in one go every
@@ -272,15 +298,18 @@ class ListState(KeyedState, Generic[T]):
         else:
             stored.append(item)
 
-    def add_all(self, values: Iterable[T]) -> None:
-        """Append every value of ``values`` to the current key's list."""
-        items: list[object]
-        if self._ttl_ms is None:
-            items = list(values)
-        else:
+    def add_all(self, values: Iterable[T] | None) -> None:
+        """Append every value of ``values`` to the current key's list (None or empty: no
+        change, as in Flink).
+
+        Raises:
+            StateError: ``values`` is not iterable (one value goes with :meth:`add`).
+        """
+        items: list[object] = self._values_arg(values, "add_all")
+        if self._ttl_ms is not None:
             now = self._now()
             self._cleanup_step(now)
-            items = [(v, now) for v in values]
+            items = [(v, now) for v in items]
         if not items:
             return
         group = self._group_w()
@@ -291,10 +320,16 @@ class ListState(KeyedState, Generic[T]):
         else:
             stored.extend(items)
 
-    def update(self, values: Iterable[T]) -> None:
-        """Replace the current key's list with ``values`` (empty clears it)."""
+    def update(self, values: Iterable[T] | None) -> None:
+        """Replace the current key's list with ``values`` (None or empty clears it, as in
+        Flink).
+
+        Raises:
+            StateError: ``values`` is not iterable; the list is left unchanged.
+        """
+        items = self._values_arg(values, "update")
         self.clear()
-        self.add_all(values)
+        self.add_all(items)
 
 
 class MapState(KeyedState, Generic[K, V]):
@@ -359,17 +394,23 @@ class MapState(KeyedState, Generic[K, V]):
         assert m is not None
         m[key] = value if self._ttl_ms is None else (value, self._now())
 
-    def put_all(self, entries: dict[K, V]) -> None:
-        """Set every entry of ``entries`` in the current key's map."""
-        if not entries:
+    def put_all(self, entries: dict[K, V] | Iterable[tuple[K, V]] | None) -> None:
+        """Set every entry of ``entries`` (a dict or ``(key, value)`` pairs; None: none) in
+        the current key's map.
+
+        Raises:
+            StateError: ``entries`` is neither a dict nor an iterable of pairs.
+        """
+        pairs = self._entries_arg(entries)
+        if not pairs:
             return
         m = self._map(create=True)
         assert m is not None
         if self._ttl_ms is None:
-            m.update(entries)
+            m.update(pairs)
         else:
             now = self._now()
-            m.update((k, (v, now)) for k, v in entries.items())
+            m.update((k, (v, now)) for k, v in pairs)
 
     def remove(self, key: K) -> None:
         """Delete ``key`` from the current key's map (no error if absent)."""
