@@ -17,6 +17,34 @@ from dataclasses import dataclass
 __all__ = ["Address", "SdkAddress", "parse_typename", "make_typename"]
 
 
+def id_problem(id: object) -> str | None:  # noqa: A002 - StateFun's word
+    """Why ``id`` cannot be a function id, or None when it can.
+
+    An id is a non-empty ``str`` that UTF-8 can encode (StateFun's ids are protobuf strings,
+    and raystream hashes them as UTF-8 to route them): a lone surrogate, which ``json.loads``
+    of an escaped one or ``bytes.decode(errors="surrogateescape")`` can give, is refused
+    here rather than failing deep in routing.
+
+    Example:
+        >>> id_problem("ann"), id_problem("")
+        (None, "a function id must be a non-empty string, got ''")
+        >>> print(id_problem("x" + chr(0xDC80)))
+        a function id must be valid Unicode, got 'x\\udc80' (a lone surrogate at index 1, ...): repair or drop it first
+    """
+    if not isinstance(id, str) or not id:
+        return f"a function id must be a non-empty string, got {id!r}"
+    if id.isascii():
+        return None
+    try:
+        id.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return (
+            f"a function id must be valid Unicode, got {id!r} (a lone surrogate at index {exc.start}, "
+            f"as json.loads or errors='surrogateescape' can give): repair or drop it first"
+        )
+    return None
+
+
 def parse_typename(typename: str) -> tuple[str, str]:
     """Split ``"namespace/name"`` at its last slash into ``(namespace, name)``.
 
@@ -110,8 +138,10 @@ class Address:
             Address(namespace='a.b', name='c', id='1')
         """
         namespace, name = parse_typename(typename)
-        if not isinstance(id, str) or not id:
-            raise ValueError(f"a function id must be a non-empty string, got {id!r}")
+        if type(id) is not str or not id.isascii() or not id:
+            problem = id_problem(id)
+            if problem is not None:
+                raise ValueError(problem)
         if cls is not Address:
             return cls(namespace, name, id)
         # the fields set as __init__ sets them, without its call and checks (~3x faster: the

@@ -44,7 +44,7 @@ import pyarrow.compute as pc
 from raystream.engine.errors import GraphError, UserCodeError
 from raystream.engine.operator import OperatorContext, Output, StreamOperator
 from raystream.engine.records import Batch
-from raystream.statefun_api.address import parse_typename
+from raystream.statefun_api.address import id_problem, parse_typename
 from raystream.statefun_api.messages import Message, message_builder
 from raystream.statefun_api.routing import (
     _RECORD_COLUMNS,
@@ -214,6 +214,13 @@ class RoutedIngress(StreamOperator):
                 batch.records()[index],
                 ValueError(f"the routed ingress's id ({self._describe(self.id_field)}) must be a non-empty string, got {ids[index]!r}"),
             )
+        if ids is not None and not "".join(ids).isascii():  # (one C pass; the per-id check only for non-ASCII batches)
+            for index, fid in enumerate(ids):
+                problem = None if fid.isascii() else id_problem(fid)
+                if problem is not None:
+                    raise UserCodeError(
+                        batch.records()[index], ValueError(f"the routed ingress's id ({self._describe(self.id_field)}): {problem}")
+                    )
         if columnar and self._keyword is not None:
             value_array = self._value_array(values)
             if value_array is not None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from raystream.statefun_api.address import _PARSED as _VALID_TYPENAMES
-from raystream.statefun_api.address import Address, parse_typename
+from raystream.statefun_api.address import Address, id_problem, parse_typename
 from raystream.statefun_api.types import (
     BoolType,
     DoubleType,
@@ -57,6 +57,8 @@ class Message:
             parse_typename(target_typename)
         if not target_id or not isinstance(target_id, str):
             raise ValueError(f"target_id must be a non-empty string, got {target_id!r}")
+        if not target_id.isascii() and (problem := id_problem(target_id)) is not None:
+            raise ValueError(f"message to {target_typename}: {problem}")
         if not isinstance(typed_value, TypedValue):
             raise TypeError(f"typed_value must be a TypedValue, got {typed_value!r}")
         self.target_typename = target_typename
@@ -297,6 +299,7 @@ def message_builder(
         and target_typename in _VALID_TYPENAMES
         and type(target_id) is str
         and target_id
+        and target_id.isascii()  # (other ids are checked by Message())
     ):
         message = _new(Message)
         message.target_typename = target_typename
@@ -324,8 +327,11 @@ def message_builder(
             + (float_value is not _MISSING) + (double_value is not _MISSING) + (bool_value is not _MISSING) == 1
         ):
             if holds_decoded(tpe, val):  # valid: held decoded, encoded only at a boundary
-                if target_typename not in _VALID_TYPENAMES or not target_id or type(target_id) is not str:
-                    Message(target_typename, target_id, TypedValue())  # raises the argument error
+                if (
+                    target_typename not in _VALID_TYPENAMES or type(target_id) is not str or not target_id
+                    or not target_id.isascii()
+                ):
+                    Message(target_typename, target_id, TypedValue())  # raises the argument error, if any
                 return Message._decoded(target_typename, target_id, tpe, val)
     given = {
         key: val
