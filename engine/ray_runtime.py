@@ -36,7 +36,7 @@ from .executors import Executor, ExecutorLost, ExecutorRuntime, TaskCallFailed
 from .master import JobMaster
 from .socket_channels import ChannelServer, SocketSender
 
-__all__ = ["ensure_ray", "auth_hint", "auth_token_source", "connected_cluster", "is_auth_error", "prepare_cluster_auth", "RaySender", "TaskActor", "TaskRef", "RayMessenger", "RayTransport", "RayExecutorRuntime",
+__all__ = ["ensure_ray", "auth_hint", "auth_token_source", "check_cluster_auth", "connected_cluster", "is_auth_error", "prepare_cluster_auth", "RaySender", "TaskActor", "TaskRef", "RayMessenger", "RayTransport", "RayExecutorRuntime",
            "JobMasterActor", "start_executors", "kill_quietly", "NAMESPACE", "MASTER_PREFIX", "EXECUTOR_PREFIX",
            "TASK_GC_THRESHOLD", "tune_task_gc"]
 
@@ -73,6 +73,14 @@ def auth_hint(address: str | None) -> str:
     """What to do when connecting to ``address`` failed and authentication may be the cause."""
     source = auth_token_source()
     mode = os.environ.get("RAY_AUTH_MODE") or "unset"
+    if mode.lower() == "disabled":  # no token was sent, whatever this machine holds
+        token = (f"raystream then connects with the token from {source}" if source is not None else
+                 "and set RAY_AUTH_TOKEN=<token>, the token `ray get-auth-token` prints on the head node")
+        return (
+            f"this process has RAY_AUTH_MODE=disabled, so it sends no token, and a cluster started with plain "
+            f"`ray start --head` requires one: unset RAY_AUTH_MODE (or set RAY_AUTH_MODE=token) for this "
+            f"process, {token}; or start the cluster with RAY_AUTH_MODE=disabled"
+        )
     if source is None:
         have = "this machine has no token (no $RAY_AUTH_TOKEN, no ~/.ray/auth_token)"
     else:
@@ -82,6 +90,60 @@ def auth_hint(address: str | None) -> str:
         f"authentication and {have}: run `ray get-auth-token` on the head node and set RAY_AUTH_TOKEN=<token> "
         "(or write it to ~/.ray/auth_token) here; or start the cluster with RAY_AUTH_MODE=disabled"
     )
+
+
+#: seconds :func:`check_cluster_auth` waits for its connection attempt (a refusal takes ~1 s)
+AUTH_CHECK_TIMEOUT_S = 10.0
+
+
+def check_cluster_auth(address: str) -> None:
+    """Fail at once when the cluster at ``address`` refuses this process's credentials.
+
+    ``ray.init`` retries a refused connection for about 20 s (logging a warning each second)
+    and then raises a ConnectionError that does not say why; one connection attempt of Ray's
+    GCS client tells an authentication failure apart in about a second. Addresses that cannot
+    be checked this way (``ray://``, an ``auto`` with no cluster recorded, a host that does not
+    answer) are left to ``ray.init``.
+
+    Raises:
+        ConfigError: the cluster refused the token (or the lack of one).
+    """
+    if "://" in address:
+        return
+    try:
+        import ray._private.services as services
+
+        gcs = services.canonicalize_bootstrap_address(address)
+        if not gcs:
+            return
+        host, _, port = gcs.rpartition(":")
+        import socket
+
+        with socket.create_connection((host, int(port)), timeout=3):
+            pass
+        from ray._raylet import GcsClient  # type: ignore[attr-defined]  # not in Ray's stubs
+
+        outcome: list[BaseException | None] = []
+
+        def connect() -> None:  # connects, as ray.init's first attempt does
+            try:
+                GcsClient(address=gcs).cluster_id  # noqa: B018
+                outcome.append(None)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                outcome.append(exc)
+
+        # (a port that is no GCS keeps the client waiting ~40 s: then ray.init decides)
+        probe = threading.Thread(target=connect, name="ray-auth-check", daemon=True)
+        probe.start()
+        probe.join(AUTH_CHECK_TIMEOUT_S)
+        if outcome and outcome[0] is not None:
+            raise outcome[0]
+    except Exception as exc:  # noqa: BLE001 - only an authentication failure is decided here
+        if is_auth_error(exc):
+            reason = str(exc).split(".", 1)[0]
+            raise ConfigError(f"the Ray cluster at {address!r} refused this client: authentication failed "
+                              f"({reason}); {auth_hint(address)}") from None
+        log.debug("could not check authentication with %r before connecting", address, exc_info=True)
 
 
 def is_auth_error(exc: BaseException) -> bool:
@@ -120,6 +182,7 @@ def ensure_ray(address: str | None = None, **init_kwargs: Any) -> None:
             kwargs.pop("num_cpus", None)
             kwargs.pop("include_dashboard", None)
             prepare_cluster_auth()
+            check_cluster_auth(address)
             ray.init(address=address, **kwargs)
         else:
             kwargs.setdefault("_system_config", dict(_LOCAL_SYSTEM_CONFIG))

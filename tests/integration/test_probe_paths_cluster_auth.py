@@ -1,0 +1,132 @@
+"""A user's script connecting to a cluster started with a plain ``ray start --head``, which the
+Ray that pip installs runs with token authentication.
+
+The head runs on loopback ports of its own, in a process group of its own that the fixture
+stops by its id (never ``ray stop``); every script runs in a subprocess, as a user runs it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.ports import free_ports
+
+ROOT = Path(__file__).resolve().parents[2]
+RAY_BIN = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
+
+SCRIPT = '''
+import collections, sys
+import raystream as rs
+from raystream.engine.errors import ConfigError
+
+env = rs.StreamEnvironment(parallelism=2, address=sys.argv[1])
+words = [f"w{i % 13}" for i in range(600)]
+stream = env.from_collection(words).map(lambda w: (w, 1)).key_by(0).reduce(lambda a, b: (a[0], a[1] + b[1]), emit="final")
+try:
+    out = stream.execute_and_collect("auth-probe")
+except ConfigError as exc:
+    print("CONFIG_ERROR", exc)
+    sys.exit(2)
+assert dict(out) == dict(collections.Counter(words)), out
+print("OK")
+'''
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@pytest.fixture(scope="module")
+def head():
+    """A Ray head started as a user starts it (token authentication on), no dashboard."""
+    if RAY_BIN is None:
+        pytest.skip("the `ray` command is not installed (pip install ray puts it next to python)")
+    gcs, client, metrics, agent, agent_grpc, renv, nm, om = free_ports(8)
+    temp = tempfile.mkdtemp(prefix="rsa-", dir="/tmp")  # short: Unix socket paths have a length limit
+    cmd = [
+        RAY_BIN, "start", "--head", "--disable-usage-stats", "--node-ip-address=127.0.0.1", f"--port={gcs}",
+        "--include-dashboard=false", f"--ray-client-server-port={client}", f"--metrics-export-port={metrics}",
+        f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
+        f"--runtime-env-agent-port={renv}", f"--node-manager-port={nm}", f"--object-manager-port={om}",
+        "--num-cpus=2", f"--temp-dir={temp}",
+    ]
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")}
+    token = Path.home() / ".ray" / "auth_token"
+    made_token = not token.exists()
+    if made_token:  # (as a user would: Ray's docs tell to generate one)
+        gen = subprocess.run([RAY_BIN, "get-auth-token", "--generate"], capture_output=True, text=True, env=env,
+                             timeout=60)
+        assert gen.returncode == 0 and token.exists(), gen.stderr
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
+    pgid = proc.pid
+    try:
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out
+        assert "Token authentication is enabled" in out, out
+        yield f"127.0.0.1:{gcs}"
+    finally:
+        for sig, wait_s in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
+            if not _group_alive(pgid):
+                break
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + wait_s
+            while _group_alive(pgid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+        assert not _group_alive(pgid), "Ray head processes left behind"
+        shutil.rmtree(temp, ignore_errors=True)
+        if made_token:
+            token.unlink(missing_ok=True)
+
+
+def _script(address: str, **env_vars: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")}
+    env.update(PYTHONPATH=str(ROOT), **env_vars)
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(SCRIPT), address], cwd=ROOT, capture_output=True,
+                          text=True, timeout=180, env=env)
+
+
+def test_a_script_connects_with_the_token_at_hand(head):
+    res = _script(head)
+    assert res.returncode == 0 and res.stdout.split() == ["OK"], res.stdout + res.stderr[-3000:]
+
+
+def test_auth_mode_disabled_is_named_as_the_cause_with_its_remedy(head):
+    """RAY_AUTH_MODE=disabled (as a test suite sets it) sends no token: the error said the token
+    of ~/.ray/auth_token "was used ... it may not be this cluster's" (it was not used at all),
+    after ~20 s of Ray's retries, without saying that authentication failed."""
+    res = _script(head, RAY_AUTH_MODE="disabled")
+    assert res.returncode == 2, res.stdout + res.stderr[-3000:]
+    line = next(ln for ln in res.stdout.splitlines() if ln.startswith("CONFIG_ERROR"))
+    assert "authentication failed" in line and "RAY_AUTH_MODE=disabled" in line, line
+    assert "unset RAY_AUTH_MODE" in line and "was used" not in line, line
+
+
+def test_a_wrong_token_says_authentication_failed_and_how_to_get_the_right_one(head, tmp_path):
+    wrong = tmp_path / "wrong_token"
+    wrong.write_text("0" * 64)
+    res = _script(head, RAY_AUTH_TOKEN_PATH=str(wrong))
+    assert res.returncode == 2, res.stdout + res.stderr[-3000:]
+    line = next(ln for ln in res.stdout.splitlines() if ln.startswith("CONFIG_ERROR"))
+    assert "authentication failed" in line and "ray get-auth-token" in line and str(wrong) in line, line
