@@ -370,8 +370,7 @@ class StatefulFunctionsJob:
         """
         if not callable(router):
             raise GraphError(f"with_ingress() needs a router function record -> message(s), got {router!r}")
-        if getattr(stream, "env", None) is not self.env:
-            raise GraphError("with_ingress(): the stream belongs to another StreamEnvironment")
+        self._check_stream(stream, "with_ingress")
         # the router keeps the stream's parallelism, so it chains to it and keeps its order
         # (a node named and placed as the flat_map it once was: savepoints keep their operator ids)
         routed = stream.transform(f"{self.name}-router", functools.partial(IngressRouter, router)).set_parallelism(stream.node.parallelism)
@@ -408,13 +407,28 @@ class StatefulFunctionsJob:
             ...     "demo/counter", IntType).dispatcher.node.name
             'statefun'
         """
-        if getattr(stream, "env", None) is not self.env:
-            raise GraphError("with_routed_ingress(): the stream belongs to another StreamEnvironment")
+        self._check_stream(stream, "with_routed_ingress")
         targets = [targets] if isinstance(targets, str) else list(targets)
         RoutedIngress(targets, value_type, id_field, value_field)  # checks the arguments now
         factory = functools.partial(RoutedIngress, targets, value_type, id_field, value_field)
         routed = stream.transform(f"{self.name}-ingress", factory).set_parallelism(stream.node.parallelism)
         return self._connect(routed)
+
+    def _check_stream(self, stream: Any, method: str) -> None:
+        """Raise a GraphError unless ``stream`` is a DataStream of this job's environment."""
+        env = getattr(stream, "env", None)
+        if env is None or not callable(getattr(stream, "transform", None)):
+            shown = repr(stream)
+            shown = shown if len(shown) <= 80 else shown[:77] + "..."
+            raise GraphError(
+                f"{method}() needs a DataStream of the job's StreamEnvironment, got {type(stream).__name__} {shown}; "
+                f"make one from the records with env.from_collection(records) (or another source of env)"
+            )
+        if env is not self.env:
+            raise GraphError(
+                f"{method}(): the stream belongs to another StreamEnvironment than this StatefulFunctionsJob's; "
+                f"build it from the environment given to StatefulFunctionsJob(env, ...)"
+            )
 
     def _connect(self, routed: Any) -> StatefulFunctionsJob:
         """Key the message records of ``routed`` by address into the dispatcher (made by
