@@ -48,6 +48,7 @@ from .snapshot import KeyedStateSnapshot, StateMeta
 from .state import (
     STATE_CLASSES,
     KeyedState,
+    canonical_key,
 )
 from .ttl import TtlCleanupCursor
 
@@ -75,6 +76,23 @@ def _needs_check(key: Any) -> bool:
         return any(map(_needs_check, key))
     return True
 _LIST, _MAP = "list", "map"
+#: keys that are their own canonical key (see checkpoint.state.canonical_key)
+_CANONICAL_KEY_TYPES = frozenset([str, int, bytes])
+
+
+def _canonical_entries(kind: str, entries: dict) -> dict:
+    """A restored key group's entries of one state with their keys (and map keys) made
+    canonical (NaN: unpickled as a new object each; see ``canonical_key``); the same dict
+    when nothing changes, the common case."""
+    if not any(type(k) not in _CANONICAL_KEY_TYPES and canonical_key(k) is not k for k in entries):
+        out = entries
+    else:
+        out = {canonical_key(k): v for k, v in entries.items()}
+    if kind == _MAP:
+        for k, m in out.items():
+            if any(type(mk) not in _CANONICAL_KEY_TYPES and canonical_key(mk) is not mk for mk in m):
+                out[k] = {canonical_key(mk): v for mk, v in m.items()}
+    return out
 #: the kind of the pseudo-states that carry an off-heap backend's timer queues into a heap
 #: restore: ``{key group: [(time, key, namespace)]}`` per queue name (see
 #: :meth:`HeapKeyedStateBackend.take_restored_timers`)
@@ -192,7 +210,7 @@ class HeapKeyedStateBackend(KeyedStateBackend):
                 f"{self._start}..{self._end} (max_parallelism {self._max_par}); the record was "
                 "routed to the wrong subtask, or max_parallelism differs between stages"
             )
-        self._key = key
+        self._key = key if type(key) in _CANONICAL_KEY_TYPES else canonical_key(key)
         self._kg = kg
         self._touched.add(kg)
 
@@ -206,7 +224,7 @@ class HeapKeyedStateBackend(KeyedStateBackend):
                 f"key {key!r} with key group {key_group!r} is outside this backend's range "
                 f"{self._start}..{self._end}"
             )
-        self._key = key
+        self._key = key if type(key) in _CANONICAL_KEY_TYPES else canonical_key(key)
         self._kg = key_group
         self._touched.add(key_group)
 
@@ -502,7 +520,7 @@ class HeapKeyedStateBackend(KeyedStateBackend):
                     continue
                 if name not in metas:
                     raise CheckpointError(f"key group {kg} holds state {name!r} with no metadata")
-                self._tables.setdefault(name, {})[kg] = entries
+                self._tables.setdefault(name, {})[kg] = _canonical_entries(metas[name].kind, entries)
         self._refile_moved_keys()
         self._restored = {}
         self._cursors = {n: c for n, c in self._cursors.items() if n in self._states}

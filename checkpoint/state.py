@@ -28,7 +28,10 @@ Example:
 
 from __future__ import annotations
 
+import struct
 from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, TypeVar, cast
+
+import numpy as np
 
 from raystream.engine.errors import StateError
 
@@ -53,6 +56,7 @@ __all__ = [
     "MapState",
     "ReducingState",
     "AggregatingState",
+    "canonical_key",
 ]
 
 T = TypeVar("T")
@@ -63,6 +67,38 @@ OUT = TypeVar("OUT")
 _MISSING = object()  # "no value" (values may be None)
 #: incremental TTL cleanup runs every this many accesses of a state (for cleanup_size each)
 _CLEANUP_EVERY = 16
+#: one float object per NaN bit pattern (see canonical_key)
+_NANS: dict[bytes, float] = {}
+#: types whose values are their own canonical key (checked first: the common keys)
+_CANONICAL_TYPES = frozenset([str, int, bytes, bool, type(None)])
+
+
+def canonical_key(key: Any) -> Any:
+    """``key`` as the heap backend stores it: NaN, which Python holds unequal to itself, is
+    replaced by one float object per bit pattern (also inside tuples and frozensets, and
+    numpy float NaNs), so that every NaN key of a bit pattern is one key, as RocksDB (which
+    compares encoded keys) and Flink have it. Any other key is returned as it is.
+
+    Example:
+        >>> canonical_key(float("nan")) is canonical_key(float("nan"))
+        True
+        >>> canonical_key(("a", 1.5))
+        ('a', 1.5)
+    """
+    t = type(key)
+    if t is float:
+        return key if key == key else _NANS.setdefault(struct.pack("<d", key), key)
+    if t in _CANONICAL_TYPES:
+        return key
+    if t is tuple or t is frozenset:
+        for x in key:
+            if type(x) not in _CANONICAL_TYPES and canonical_key(x) is not x:
+                return t(map(canonical_key, key))
+        return key
+    if isinstance(key, (float, np.floating)) and key != key:
+        f = float(key)
+        return _NANS.setdefault(struct.pack("<d", f), f)
+    return key
 
 
 class KeyedState:
@@ -373,6 +409,7 @@ class MapState(KeyedState, Generic[K, V]):
         m = self._map()
         if not m:
             return None
+        key = canonical_key(key)
         if self._ttl_ms is None:
             return m.get(key)
         entry = m.get(key, _MISSING)
@@ -392,7 +429,7 @@ class MapState(KeyedState, Generic[K, V]):
         """Set ``key`` to ``value`` in the current key's map."""
         m = self._map(create=True)
         assert m is not None
-        m[key] = value if self._ttl_ms is None else (value, self._now())
+        m[canonical_key(key)] = value if self._ttl_ms is None else (value, self._now())
 
     def put_all(self, entries: dict[K, V] | Iterable[tuple[K, V]] | None) -> None:
         """Set every entry of ``entries`` (a dict or ``(key, value)`` pairs; None: none) in
@@ -401,7 +438,7 @@ class MapState(KeyedState, Generic[K, V]):
         Raises:
             StateError: ``entries`` is neither a dict nor an iterable of pairs.
         """
-        pairs = self._entries_arg(entries)
+        pairs = [(canonical_key(k), v) for k, v in self._entries_arg(entries)]
         if not pairs:
             return
         m = self._map(create=True)
@@ -416,12 +453,13 @@ class MapState(KeyedState, Generic[K, V]):
         """Delete ``key`` from the current key's map (no error if absent)."""
         m = self._map()
         if m:
-            m.pop(key, None)
+            m.pop(canonical_key(key), None)
             self._drop_if_empty(m)
 
     def contains(self, key: K) -> bool:
         """True if the current key's map has a live entry for ``key``."""
         m = self._map()
+        key = canonical_key(key)
         if not m or key not in m:
             return False
         if self._ttl_ms is None:
