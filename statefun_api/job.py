@@ -467,10 +467,18 @@ class StatefulFunctionsJob:
         if value_type is not None and not isinstance(value_type, Type):
             raise GraphError(f"egress {typename!r}: value_type must be a statefun_api Type, got {value_type!r}")
         egresses = self.config.egresses
-        if typename in egresses and value_type is not None and egresses[typename] not in (None, value_type):
+        declared = egresses.get(typename)
+        if declared is not None and value_type is not None and declared is not value_type:
+            if declared.typename == value_type.typename:  # (each make_json_type/simple_type call makes a new Type)
+                raise GraphError(
+                    f"egress {typename!r} is already declared with another Type object of the same typename "
+                    f"{value_type.typename!r} (each make_json_type(...) or simple_type(...) call makes a new one, "
+                    f"which may decode differently); declare the egress with one Type object, e.g. a module-level "
+                    f"constant, or leave value_type out of the later declarations"
+                )
             raise GraphError(
-                f"egress {typename!r} is already declared with value type {egresses[typename]!r}, "
-                f"not {value_type!r}"
+                f"egress {typename!r} is already declared with value type {declared.typename!r}, not "
+                f"{value_type.typename!r}; an egress has one value type"
             )
         if value_type is not None or typename not in egresses:
             egresses[typename] = value_type
