@@ -278,22 +278,40 @@ class GeneratorSource(Source[_GenSplit]):
 
 
 class _GeneratorReader(_QueueReader[_GenSplit]):
+    """Reads the strided index splits of a :class:`GeneratorSource`: one per subtask when the job
+    starts; several when it was restored at a lower parallelism than the job that made them.
+
+    Several splits are read in turns, the one with the lowest next index first, so that every
+    split advances (an unbounded split never ends: read one after the other, the first would
+    be read forever and the others never) and the indices come out about in order. The rate of
+    the source is shared by its splits: a reader gets ``rate / stride`` per split it holds.
+    """
+
     def __init__(self, source: GeneratorSource) -> None:
         super().__init__()
         self.source = source
         self.started = time.monotonic()
         self.emitted = 0
+        self.shares = 0  # splits added: each gets rate / stride of the source's rate
+        self._current: str | None = None
+
+    def add_splits(self, splits: list[_GenSplit]) -> None:
+        super().add_splits(splits)
+        self.shares += len(splits)
+
+    def current_split_id(self) -> str | None:
+        """The split of the batch returned last (for per-split watermarks)."""
+        return self._current
 
     def poll_next(self) -> PollResult:
         src = self.source
-        while self.splits:
-            s = self.splits[0]
-            if s.count is not None and s.position >= s.count:
-                self.splits.pop(0)
-                continue
+        self.splits = [s for s in self.splits if s.count is None or s.position < s.count]
+        if self.splits:
+            s = min(self.splits, key=lambda split: split.position)
+            self._current = s.split_id
             n = src.batch_size
             if src.rate is not None:
-                per_task = src.rate / max(1, s.stride)
+                per_task = src.rate * self.shares / max(1, s.stride)
                 allowed = int((time.monotonic() - self.started) * per_task) - self.emitted
                 if allowed <= 0:
                     return NOTHING_AVAILABLE
