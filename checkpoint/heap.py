@@ -86,6 +86,10 @@ def _canonical_entries(kind: str, entries: dict) -> dict:
     when nothing changes, the common case."""
     if not any(type(k) not in _CANONICAL_KEY_TYPES and canonical_key(k) is not k for k in entries):
         out = entries
+    elif kind == _MAP:  # NaN keys written as several keys (before they were canonical): one map
+        out = {}
+        for k, m in entries.items():
+            out.setdefault(canonical_key(k), {}).update(m)
     else:
         out = {canonical_key(k): v for k, v in entries.items()}
     if kind == _MAP:

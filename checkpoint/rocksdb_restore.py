@@ -173,6 +173,9 @@ _TIME_AT = KEY_GROUP_BYTES + STATE_ID_BYTES
 _KEY_LEN = struct.Struct(">I")
 
 
+_NO_KEY: Any = object()
+
+
 def export_heap_snapshot(rocksdict: ModuleType, source: SnapshotSource, key_groups: KeyGroupRange,
                          work_dir: str) -> KeyedStateSnapshot:
     """The key groups of ``source`` in ``key_groups`` in the heap backend's snapshot format
@@ -218,6 +221,10 @@ def _export_group(db: Any, kg: int, metas: dict[str, StateMeta], names: dict[byt
     prefix = key_group_prefix(kg)
     upper = key_group_prefix(kg + 1) if kg + 1 < 1 << 16 else b"\xff\xff\xff"
     per_state: dict[str, Any] = {}
+    # one key object per encoded key: a map state's entries of one key come as one entry per
+    # map key, and a key that is not equal to itself (NaN) decoded once per entry would give
+    # the heap as many keys, each with a part of the map
+    keys: dict[bytes, Any] = {}
     it = db.iter()
     it.seek(prefix)
     while it.valid():
@@ -229,10 +236,13 @@ def _export_group(db: Any, kg: int, metas: dict[str, StateMeta], names: dict[byt
         if name is not None:
             _, kbytes, rest = split_db_key(k)
             value = loads(it.value(), f"an entry of state {name!r}")
+            key = keys.get(kbytes, _NO_KEY)
+            if key is _NO_KEY:
+                key = keys[kbytes] = decode_key(kbytes)
             if metas[name].kind == "map":
-                per_state.setdefault(name, {}).setdefault(decode_key(kbytes), {})[decode_key(rest)] = value
+                per_state.setdefault(name, {}).setdefault(key, {})[decode_key(rest)] = value
             else:
-                per_state.setdefault(name, {})[decode_key(kbytes)] = value
+                per_state.setdefault(name, {})[key] = value
         elif sid in timers:
             time = int.from_bytes(k[_TIME_AT:_TIME_AT + 8], "big") - (1 << 63)
             (size,) = _KEY_LEN.unpack_from(k, _TIME_AT + 8)

@@ -106,3 +106,28 @@ def test_nan_keys_keep_their_state_through_a_snapshot(make_backend, clock, tmp_p
         assert len(list(new.keys("count"))) == 1
     finally:
         new.close()
+
+
+def test_a_nan_keys_map_comes_whole_from_rocksdb_into_the_heap_backend(clock, tmp_path):
+    # RocksDB keeps a map state as one entry per map key; switching back to the heap decoded the
+    # key once per entry, so a NaN key became as many heap keys, each with a part of its map, and
+    # the heap kept one of them (entries of the map lost)
+    pytest.importorskip("rocksdict")
+    from raystream.checkpoint import HeapKeyedStateBackend, RocksDBKeyedStateBackend
+
+    b = RocksDBKeyedStateBackend(FULL, MAXP, clock, local_dir=str(tmp_path / "rocksdb"))
+    try:
+        m = b.get_state(MapStateDescriptor("m"))
+        for key in (nan(), ("t", nan())):
+            b.set_current_key(key)
+            m.put_all({0: "a", 1: "b", nan(): "c", "x": "d"})
+        data = RocksDBStateBackend().serialize_snapshot(b.snapshot(1))
+    finally:
+        b.close()
+    heap = HeapKeyedStateBackend(FULL, MAXP, clock)
+    heap.restore([HeapStateBackend().deserialize_snapshot(data, FULL)])
+    m = heap.get_state(MapStateDescriptor("m"))
+    assert len(list(heap.keys("m"))) == 2
+    for key in (nan(), ("t", nan())):
+        heap.set_current_key(key)
+        assert sorted((repr(k), v) for k, v in m.items()) == [("'x'", "d"), ("0", "a"), ("1", "b"), ("nan", "c")]
