@@ -181,7 +181,8 @@ class RedisStreamSource(Source[RedisStreamSplit]):
         stream_field: if set, each record gets the stream key under this name.
         deserializer: turns each record (the dict of decoded fields) into the emitted record,
             e.g. ``lambda r: {**r, "amount": int(r["amount"])}``.
-        rate: at most this many records per second over all source subtasks.
+        rate: at most this many records per second over all source subtasks (each stream gets
+            an equal share, whichever subtask reads it).
         block_ms: unbounded: block up to this long in ``XREAD`` when no entry is ready (the
             task thread waits, so checkpoints wait too); None: poll without blocking, the task
             idles between polls.
@@ -298,12 +299,13 @@ class _RedisStreamReader(SourceReader[RedisStreamSplit]):
         self._client: Any = None
         self._fetched: deque[tuple[RedisStreamSplit, list[tuple[Any, Any]]]] = deque()
         self._current: str | None = None
-        self._rate = None if source.rate is None else source.rate / max(1, ctx.parallelism)
+        self._shares = 0  # splits added: each stream gets rate / (number of streams) of the rate
         self._started = time.monotonic()
         self._emitted = 0
 
     def add_splits(self, splits: list[RedisStreamSplit]) -> None:
         self.splits.extend(splits)
+        self._shares += len(splits)
 
     def current_split_id(self) -> str | None:
         """The split of the batch returned last."""
@@ -316,10 +318,15 @@ class _RedisStreamReader(SourceReader[RedisStreamSplit]):
         return not self.splits and not self.source.bounded
 
     def _allowed(self) -> int:
-        if self._rate is None:
+        """Entries per stream this reader may read now (``XREAD``'s count is per stream).
+        ``rate`` is shared by the streams: a subtask without one takes none of it, so the source
+        reads at ``rate`` at any parallelism, and one reading several streams reads its share of
+        the rate over all of them, not in each."""
+        if self.source.rate is None:
             return self.source.batch_size
-        allowed = int((time.monotonic() - self._started) * self._rate) - self._emitted
-        return min(self.source.batch_size, allowed)
+        rate = self.source.rate * self._shares / max(1, len(self.source.keys))
+        allowed = int((time.monotonic() - self._started) * rate) - self._emitted
+        return min(self.source.batch_size, allowed // max(1, len(self.splits)))
 
     def poll_next(self) -> PollResult:
         if not self._fetched:
