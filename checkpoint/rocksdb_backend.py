@@ -95,7 +95,7 @@ from .rocksdb_restore import copy_key_groups, import_heap_snapshot, materialize
 from .rocksdb_state import ABSENT, ROCKSDB_STATE_CLASSES
 from .rocksdb_timers import RocksDBTimerQueue
 from .snapshot import KeyedStateSnapshot, StateMeta
-from .state import KeyedState
+from .state import KeyedState, no_current_key_error
 
 __all__ = ["RocksDBKeyedStateBackend", "DEFAULT_CACHE_SIZE", "DEFAULT_CHANGELOG_BYTES", "DELTA_RATIO", "MAX_DELTAS"]
 
@@ -302,10 +302,7 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         kpart = self._kpart
         if kpart is None:
             if self._kg < 0:
-                raise StateError(
-                    f"state {self._ids.get(sid, '?')!r} used without a current key; call "
-                    "backend.set_current_key(key) first (keyed state is only available on a keyed stream)"
-                )
+                raise no_current_key_error(self._ids.get(sid, "?"))
             kpart = self._kpart = key_part(encode_key(self._key))
         k = self._last_key = self._kg2 + sid + kpart
         self._last_sid = sid

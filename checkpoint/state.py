@@ -101,6 +101,17 @@ def canonical_key(key: Any) -> Any:
     return key
 
 
+def no_current_key_error(name: str) -> StateError:
+    """The error of a keyed state used while no key is current (in a function's ``open()``,
+    or a backend driven by hand before ``set_current_key``)."""
+    return StateError(
+        f"state {name!r} used without a current key: keyed state belongs to the key of the "
+        "record or timer being processed, so read and write it in process_element() or "
+        "on_timer() (open() only declares it with get_state(); per-key values are not "
+        "available there); a backend driven by hand needs set_current_key(key) first"
+    )
+
+
 class KeyedState:
     """Base of keyed state objects (see the module docstring)."""
 
@@ -157,11 +168,7 @@ class KeyedState:
         return group
 
     def _no_key(self) -> StateError:
-        return StateError(
-            f"state {self.name!r} used without a current key; call "
-            "backend.set_current_key(key) first (keyed state is only available on a keyed "
-            "stream)"
-        )
+        return no_current_key_error(self.name)
 
     def _now(self) -> int:
         return self._backend._clock.now_ms()
