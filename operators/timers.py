@@ -33,18 +33,25 @@ Example:
 
 from __future__ import annotations
 
+import datetime as dt
 import heapq
+import numbers
 from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar, cast
 
-from raystream.engine.errors import ConfigError
+import numpy as np
+
+from raystream.engine.errors import ConfigError, short_repr
 from raystream.engine.events import MIN_WATERMARK
 from raystream.engine.keygroups import KeyGroupRange, key_group_for
 from raystream.engine.operator import Cancellable, Clock, KeyGroupedState
+
+from .time import epoch_ms
 
 if TYPE_CHECKING:
     from raystream.checkpoint.backend import KeyGroupedTimerQueue
 
 __all__ = [
+    "timer_ms",
     "InternalTimerService",
     "TimerService",
     "TimeDomain",
@@ -78,6 +85,38 @@ class TimeDomain:
 
     EVENT_TIME = "event_time"
     PROCESSING_TIME = "processing_time"
+
+
+def timer_ms(time: Any, method: str = "register_event_time_timer") -> int:
+    """A timer's time as the epoch milliseconds it is kept at: an int as it is, and what an
+    event timestamp may be (:func:`~operators.time.epoch_ms`: a float truncated, a ``datetime``
+    floored to its millisecond, naive as UTC, a ``date`` at midnight UTC, a
+    ``numpy.datetime64``), so ``register_event_time_timer(record["ts"] + timedelta(minutes=1))``
+    works on a stream whose timestamps are datetimes. Anything else (None, a str, a bool,
+    NaN) is a ``ConfigError`` naming ``method`` and the value.
+
+    Example:
+        >>> import datetime as dt
+        >>> timer_ms(dt.datetime(1970, 1, 1, 0, 0, 2)), timer_ms(2500.7)
+        (2000, 2500)
+        >>> timer_ms("7")
+        Traceback (most recent call last):
+        ...
+        raystream.engine.errors.ConfigError: register_event_time_timer('7'): a timer's time is epoch milliseconds (an int; a float, datetime or date is converted), got a str; convert the field first, e.g. int(record['ts'])
+    """
+    if isinstance(time, (numbers.Real, dt.date, np.datetime64)) and not isinstance(time, bool):
+        try:
+            return epoch_ms(time)
+        except (ValueError, OverflowError):  # NaN, infinities, NaT
+            pass
+    hint = "convert the field first, e.g. int(record['ts'])" if isinstance(time, (str, bytes)) else (
+        "a timer belongs to a point of time: compute one from ctx.timestamp or the timer service's "
+        "current_watermark() / current_processing_time()")
+    got = "None" if time is None else f"a {type(time).__name__}"
+    raise ConfigError(
+        f"{method}({short_repr(time, 60)}): a timer's time is epoch milliseconds (an int; a float, datetime or "
+        f"date is converted), got {got}; {hint}"
+    )
 
 
 class _TimerQueue(Generic[K, N]):
@@ -325,22 +364,25 @@ class InternalTimerService(Generic[K, N]):
 
     # -------------------------------------------------------------- registration
     def register_event_time_timer(self, key: K, ns: N, time: int) -> None:
-        """Fire ``on_event_time(key, ns, time)`` once the watermark reaches ``time``."""
-        self.event.add(key, ns, int(time))
+        """Fire ``on_event_time(key, ns, time)`` once the watermark reaches ``time`` (epoch ms,
+        or what an event timestamp may be: a float, a ``datetime``, a ``date``, see :func:`timer_ms`)."""
+        self.event.add(key, ns, time if type(time) is int else timer_ms(time, "register_event_time_timer"))
 
     def delete_event_time_timer(self, key: K, ns: N, time: int) -> None:
         """Forget an event-time timer (no error if there is none)."""
-        self.event.remove(key, ns, int(time))
+        self.event.remove(key, ns, time if type(time) is int else timer_ms(time, "delete_event_time_timer"))
 
     def register_processing_time_timer(self, key: K, ns: N, time: int) -> None:
         """Fire ``on_processing_time(key, ns, time)`` once the clock reaches ``time``."""
-        time = int(time)
+        if type(time) is not int:
+            time = timer_ms(time, "register_processing_time_timer")
         if self.processing.add(key, ns, time):
             self._schedule(time)
 
     def delete_processing_time_timer(self, key: K, ns: N, time: int) -> None:
         """Forget a processing-time timer (no error if there is none)."""
-        time = int(time)
+        if type(time) is not int:
+            time = timer_ms(time, "delete_processing_time_timer")
         if self.processing.remove(key, ns, time) and self._wakeup is not None and self._wakeup[0] == time:
             self._reschedule()  # the earliest timer may be gone: move the wake-up
 
@@ -509,7 +551,9 @@ class TimerService(Generic[K]):
         return self._internal.current_processing_time()
 
     def register_event_time_timer(self, time: int) -> None:
-        """Call ``on_timer(time, ...)`` for the current key when the watermark reaches ``time``."""
+        """Call ``on_timer(time, ...)`` for the current key when the watermark reaches ``time``:
+        epoch ms, or a float, ``datetime`` or ``date`` as event timestamps may be (``on_timer``
+        gets it as epoch ms, like ``ctx.timestamp``; see :func:`timer_ms`)."""
         self._internal.register_event_time_timer(self._key_fn(), None, time)
 
     def delete_event_time_timer(self, time: int) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 
 from raystream.checkpoint import ValueStateDescriptor
@@ -78,6 +80,44 @@ def test_delete_timer_and_timers_registered_in_the_past_fire():
     ts.register_event_time_timer("a", None, 5)
     ts.advance_watermark(20)
     assert fired == [("a", 5)]
+
+
+class DatetimeTimeout(KeyedProcessFunction):
+    """Event timestamps that are datetimes (as the timestamp assigner reads them): a timer a
+    second after the record's own datetime."""
+
+    def process_element(self, value, ctx):
+        ctx.timer_service().register_event_time_timer(value[1] + dt.timedelta(seconds=1))
+        return []
+
+    def on_timer(self, timestamp, ctx):
+        yield (ctx.get_current_key(), timestamp)
+
+
+def test_timers_at_datetimes_fire_at_their_epoch_ms(state_backend):
+    # before: register_event_time_timer(datetime) failed the job with a bare
+    # "TypeError: int() argument must be ... not 'datetime.datetime'", although event
+    # timestamps may be datetimes
+    t0 = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+    h = OperatorHarness(KeyedProcessOperator(KeySelector(0), DatetimeTimeout(), TS1), state_backend=state_backend)
+    h.process([("a", t0), ("b", t0 + dt.timedelta(milliseconds=1500)), ("a", dt.datetime(2024, 1, 1, 0, 0, 2))])
+    ms = 1_704_067_200_000
+    h.advance_watermark(ms + 2_999)
+    assert h.take() == [("a", ms + 1000), ("b", ms + 2500)]
+    h.advance_watermark(ms + 3_000)
+    assert h.take() == [("a", ms + 3000)]  # (a naive datetime is UTC, as the timestamp assigner reads it)
+
+
+@pytest.mark.parametrize("bad", [None, "7", "2024-01-01", b"7", True, float("nan"), float("inf"), object()])
+def test_a_timer_at_no_point_of_time_is_refused_naming_the_call(bad):
+    # before: None or an object gave "int() argument must be ...", NaN "cannot convert float
+    # NaN to integer", and "7" or True silently became timers at 7 and 1
+    ts = InternalTimerService(128, lambda *a: None, lambda *a: None)
+    for method in ("register_event_time_timer", "delete_event_time_timer",
+                   "register_processing_time_timer", "delete_processing_time_timer"):
+        with pytest.raises(ConfigError, match=rf"{method}\(.*\): a timer's time is epoch milliseconds"):
+            getattr(ts, method)("k", None, bad)
+    assert ts.num_event_timers() == 0
 
 
 def test_timers_survive_snapshot_and_restore_with_rescaling(state_backend):
