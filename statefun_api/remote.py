@@ -133,6 +133,22 @@ class RemoteFunctionError(StatefulFunctionError):
     """A remote function could not be invoked (the job fails over to its last checkpoint)."""
 
 
+def _stored_type_changed(
+    address: Address, name: str, declared: str, stored: str, records: list[MessageRecord]
+) -> RemoteFunctionError:
+    """The error of an address whose stored value has another type than the one its remote
+    function declares (the spec changed since the checkpoint or savepoint the job restored):
+    raised before the request is sent, since no retry can make the function accept it."""
+    return RemoteFunctionError(
+        f"cannot load the state of {address} for remote function {address.typename!r}: state {name!r} is "
+        f"declared as {declared!r} (by the function's ValueSpec) but the stored value has type {stored!r}, "
+        f"as written before the function changed; keep the old type, or declare the value under a new "
+        f"name (and delete the old one) to start it afresh",
+        address=address,
+        message_typename=records[0][VALUE_TYPENAME] if records else None,
+    )
+
+
 @dataclass
 class _Call:
     call_id: int
@@ -452,6 +468,8 @@ class RemoteFunctions:
                 if tv is None or not tv.has_value:
                     state.append((name, spec_typename, False, b""))
                 else:
+                    if tv.typename != spec_typename and tv.typename:
+                        raise _stored_type_changed(address, name, spec_typename, tv.typename, records)
                     state.append((name, tv.typename, True, tv.value))
         body = self._encoder.request((address.namespace, address.name, address.id), state, records)
         return body, frozenset(specs) if specs else frozenset()
