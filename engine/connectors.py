@@ -291,7 +291,8 @@ class SinkWriter(ABC, Generic[CommT]):
         """Pre-commit: return committables for all data written since the last call.
 
         Called at each checkpoint barrier (``checkpoint_id``) and once at end of input
-        (``None``). Committables travel to the job master's :class:`Committer`.
+        (``None``). Committables travel to the job master's :class:`Committer`. Always a list
+        (empty when there is nothing to commit): anything else fails the job naming the sink.
         """
         return []
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .connectors import Sink, SinkWriter
+from .errors import short_repr
 from .events import Watermark
 from .operator import OperatorContext, Output, StreamOperator
 from .records import Batch
@@ -43,7 +44,18 @@ class SinkOperator(StreamOperator):
         pass  # sinks end the stream
 
     def prepare_commit(self, checkpoint_id: int | None) -> list[Any]:
-        return self._open_writer.prepare_commit(checkpoint_id)
+        """The writer's committables, checked to be a list: the job master commits what it
+        holds, so anything else would be committed wrongly (a bare committable taken apart)
+        or not at all (None: the output dropped without a word)."""
+        writer = self._open_writer
+        committables = writer.prepare_commit(checkpoint_id)
+        if not isinstance(committables, list):
+            raise TypeError(
+                f"{type(writer).__qualname__}.prepare_commit() of sink {self.sink.describe()!r} must return a list "
+                f"of committables (an empty list when there is nothing to commit), got "
+                f"{type(committables).__name__}: {short_repr(committables)}"
+            )
+        return committables
 
     def snapshot_state(self, checkpoint_id: int) -> Any:
         return self._open_writer.snapshot_state(checkpoint_id)
