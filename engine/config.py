@@ -18,10 +18,27 @@ from .operator import Clock
 from .restart import RestartStrategy
 from .state_backend import StateBackend
 
-__all__ = ["CHANNEL_TRANSPORTS", "JobConfig", "TaskConfig", "check_channel_transport"]
+__all__ = ["CHANNEL_TRANSPORTS", "JobConfig", "TaskConfig", "as_int", "check_channel_transport"]
 
 #: the values of ``channel_transport`` (``StreamEnvironment(channel_transport=...)``)
 CHANNEL_TRANSPORTS = ("auto", "ray")
+
+
+def as_int(value: object) -> int | None:
+    """``value`` as a Python ``int`` if it is a whole number of an integer type (``int``,
+    a numpy integer such as ``np.int64``, any ``numbers.Integral``), else None. ``bool`` is
+    not a number here (``True`` as a window size or a count is a mistake, not 1). Settings
+    are checked with it so that a count or a length in ms computed with numpy is taken
+    (and kept as a plain ``int``, which pickles and prints as one).
+
+    Example:
+        >>> import numpy as np
+        >>> as_int(np.int64(5)), as_int(5), as_int(True), as_int(5.0)
+        (5, 5, None, None)
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        return None
+    return int(value)
 
 
 def check_channel_transport(value: object) -> str:
@@ -66,9 +83,10 @@ class TaskConfig:
         """
         for name, what in (("batch_size", "rows per network batch"), ("buffer_bytes", "bytes of records per network batch"),
                            ("credits", "unacknowledged sends per channel")):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise ConfigError(f"{name} must be an int >= 1 ({what}), got {value!r}")
+            value = as_int(getattr(self, name))
+            if value is None or value < 1:
+                raise ConfigError(f"{name} must be an int >= 1 ({what}), got {getattr(self, name)!r}")
+            setattr(self, name, value)
         for name, what in (("flush_ms", "ms a partly filled batch may wait"), ("idle_poll_ms", "ms an idle source waits")):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= float(value) < math.inf:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, NoReturn, Protocol
 
 import cloudpickle
 
+from .config import as_int
 from .connectors import Sink, Source
 from .errors import GraphError
 from .observability import job_graph_html
@@ -217,10 +218,11 @@ def connector_parallelism_limit(node: Transformation) -> int | None:
     """The most parallel subtasks ``node``'s source or sink can run (None: no limit); a
     :class:`GraphError` if its ``max_parallelism`` is not an int >= 1."""
     connector = _connector(node)
-    limit = getattr(connector, "max_parallelism", None)
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+    given = getattr(connector, "max_parallelism", None)
+    limit = as_int(given)
+    if given is not None and (limit is None or limit < 1):
         raise GraphError(f"{node.name!r}: {type(connector).__name__}.max_parallelism must be an int >= 1 or None, "
-                         f"got {limit!r}")
+                         f"got {given!r}")
     return limit
 
 

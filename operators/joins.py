@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Generic, TypeVar
 
+from raystream.engine.config import as_int
 from raystream.engine.errors import ConfigError, GraphError
 from raystream.engine.partitioners import KeyGroupPartitioner, KeySelector
 
@@ -65,13 +66,15 @@ class IntervalJoin(Generic[S]):
 
     def between(self, lower_ms: int, upper_ms: int) -> IntervalJoin[S]:
         """Join ``l`` with ``r`` when ``l.ts + lower_ms <= r.ts <= l.ts + upper_ms``."""
-        for name, bound in (("lower", lower_ms), ("upper", upper_ms)):
-            if isinstance(bound, bool) or not isinstance(bound, int):
+        lower, upper = as_int(lower_ms), as_int(upper_ms)
+        for name, bound, given in (("lower", lower, lower_ms), ("upper", upper, upper_ms)):
+            if bound is None:
                 raise GraphError(f"between({lower_ms!r}, {upper_ms!r}): the {name} bound must be an int (ms), "
-                                 f"got {type(bound).__name__} {bound!r}")
-        if lower_ms > upper_ms:
+                                 f"got {type(given).__name__} {given!r}")
+        assert lower is not None and upper is not None
+        if lower > upper:
             raise GraphError(f"between({lower_ms!r}, {upper_ms!r}): lower bound must be <= upper bound")
-        self.bounds = (lower_ms, upper_ms)
+        self.bounds = (lower, upper)
         return self
 
     def side_output_late_data(self, tag: OutputTag | str) -> IntervalJoin[S]:
@@ -141,9 +144,10 @@ class JoinedStreams(Generic[S]):
 
     def allowed_lateness(self, ms: int) -> JoinedStreams[S]:
         """Keep windows ``ms`` after they fired; later records re-fire them (event time)."""
-        if isinstance(ms, bool) or not isinstance(ms, int) or ms < 0:
+        lateness = as_int(ms)
+        if lateness is None or lateness < 0:
             raise GraphError(f"allowed_lateness must be a non-negative int (ms), got {ms!r}")
-        self._lateness = ms
+        self._lateness = lateness
         return self
 
     def side_output_late_data(self, tag: OutputTag | str) -> JoinedStreams[S]:

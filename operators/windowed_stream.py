@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Generic, Iterable, TypeVar
 
+from raystream.engine.config import as_int
 from raystream.engine.errors import GraphError
 from raystream.engine.graph import StreamEdge, Transformation
 from raystream.engine.partitioners import KeyGroupPartitioner, KeySelector
@@ -123,9 +124,10 @@ class WindowedStream(Generic[S]):
 
     def allowed_lateness(self, ms: int) -> WindowedStream[S]:
         """Keep windows ``ms`` after they fired; later records re-fire them (event time)."""
-        if isinstance(ms, bool) or not isinstance(ms, int) or ms < 0:
+        lateness = as_int(ms)
+        if lateness is None or lateness < 0:
             raise GraphError(f"allowed_lateness must be a non-negative int (ms), got {ms!r}")
-        self._lateness = ms
+        self._lateness = lateness
         return self
 
     def side_output_late_data(self, tag: OutputTag | str) -> WindowedStream[S]:
@@ -285,6 +287,7 @@ class WindowedStream(Generic[S]):
 
 def count_window(stream: StreamBase[S], size: int) -> WindowedStream[S]:
     """Tumbling count windows: every ``size`` records of a key form a window."""
-    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+    n = as_int(size)
+    if n is None or n <= 0:
         raise GraphError(f"count_window({size!r}): size is the number of records per window and key, a positive int")
-    return WindowedStream(stream, GlobalWindows.create()).trigger(PurgingTrigger.of(CountTrigger.of(size)))
+    return WindowedStream(stream, GlobalWindows.create()).trigger(PurgingTrigger.of(CountTrigger.of(n)))

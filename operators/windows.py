@@ -20,6 +20,7 @@ from abc import ABC, abstractmethod
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Generic, Iterable, NamedTuple, Protocol, Sequence, TypeVar
 
+from raystream.engine.config import as_int
 from raystream.engine.errors import ConfigError
 from raystream.engine.operator import OperatorContext
 
@@ -116,17 +117,19 @@ class GlobalWindow:
 
 
 def _check_ms(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    ms = as_int(value)
+    if ms is None or ms <= 0:
         raise ConfigError(f"window {name} must be a positive int (ms), got {value!r}")
-    return value
+    return ms
 
 
 def _check_offset(value: object, period: int, period_name: str) -> int:
     """A window offset as Flink takes it: ``abs(offset) < period`` (a negative offset shifts
     the windows back, e.g. ``-8 h`` for days in UTC+8), normalized to ``0 <= offset < period``."""
-    if isinstance(value, bool) or not isinstance(value, int) or abs(value) >= period:
+    offset = as_int(value)
+    if offset is None or abs(offset) >= period:
         raise ConfigError(f"window offset must be an int (ms) with abs(offset) < {period_name} ({period}), got {value!r}")
-    return value % period
+    return offset % period
 
 
 class WindowAssigner(ABC):
@@ -434,9 +437,10 @@ class CountTrigger(Trigger):
     """Fires every ``count`` records of a window."""
 
     def __init__(self, count: int) -> None:
-        if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
+        n = as_int(count)
+        if n is None or n <= 0:
             raise ConfigError(f"CountTrigger count must be a positive int, got {count!r}")
-        self.count = count
+        self.count = n
 
     @classmethod
     def of(cls, count: int) -> "CountTrigger":
