@@ -174,7 +174,8 @@ class RedisStreamSource(Source[RedisStreamSplit]):
             then end. False: read forever, polling for new entries.
         start_id: where reading starts: ``"0"`` (the first entry), ``"$"`` (only entries
             appended after the job started: resolved once, at job start, so a restart does
-            not skip any) or an entry id (exclusive: reading starts after it).
+            not skip any; a job master taking the job over before its first checkpoint
+            resolves it again) or an entry id (exclusive: reading starts after it).
         batch_size: entries per read and per emitted batch (per stream).
         encoding: field names and values are decoded with it; None keeps them as bytes.
         id_field: if set, each record gets the entry id under this name.
