@@ -11,7 +11,10 @@ Every file is wrapped in the envelope of :mod:`checkpoint.format` (magic, versio
 CRC-32). ``_metadata`` is written atomically: on filesystems with rename (local, HDFS) it
 is written under a temporary name and renamed; on object stores (S3, GCS, Azure) a single
 PUT of the final object is already atomic. A checkpoint directory without ``_metadata``
-is incomplete and is ignored by :meth:`CheckpointStorage.list_complete`.
+is incomplete and is ignored by :meth:`CheckpointStorage.list_complete`. The commit log
+(``<base>/<job_id>/commits/``) is written the same way: a temporary file
+(``<name>.inprogress-<token>``) is never read as an entry (a master that died while writing
+one leaves it half written) and is removed when its write or rename fails.
 
 **Shared files** (Flink's shared state of incremental checkpoints): a state backend may
 write a file once (:meth:`CheckpointStorage.write_shared`) and reference it from the state
@@ -49,6 +52,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import posixpath
 import re
@@ -84,12 +88,16 @@ __all__ = [
     "signing_key",
 ]
 
+log = logging.getLogger(__name__)
+
 METADATA_FILE = "_metadata"
 _STATE_KIND = "state"
 _METADATA_KIND = "metadata"
 _SAVEPOINT_KIND = "savepoint"
 _CHK_DIR = re.compile(r"^chk-(\d+)$")
 _SHARED_DIR = "shared"
+#: what the temporary name of an atomically written file has after the final name
+_IN_PROGRESS = ".inprogress-"
 _SHARED_FILE = re.compile(r"^(\d+)-")
 _OBJECT_STORES = frozenset({"s3", "gcs", "abfs"})
 #: environment variable holding the job secret that signs checkpoint files
@@ -373,12 +381,25 @@ class CheckpointStorage:
         if self._object_store:
             self._write(path, data)  # one PUT is atomic; nothing is visible before it ends
             return
-        tmp = f"{path}.inprogress-{uuid.uuid4().hex}"
-        self._write(tmp, data)
+        tmp = f"{path}{_IN_PROGRESS}{uuid.uuid4().hex}"
         try:
-            self._fs.move(tmp, path)
-        except OSError as exc:
-            raise CheckpointError(f"cannot rename {tmp!r} to {path!r}: {exc}") from exc
+            self._write(tmp, data)
+            try:
+                self._fs.move(tmp, path)
+            except OSError as exc:
+                raise CheckpointError(f"cannot rename {tmp!r} to {path!r}: {exc}") from exc
+        except CheckpointError:
+            self._remove_quietly(tmp)  # (a write may fail after it wrote some or all of the file)
+            raise
+
+    def _remove_quietly(self, path: str) -> None:
+        """Delete file ``path`` if it exists; a failure is logged, never raised (cleanup of a
+        write that already failed)."""
+        try:
+            if self._fs.get_file_info(path).type == pafs.FileType.File:
+                self._fs.delete_file(path)
+        except OSError:
+            log.warning("could not remove the temporary checkpoint file %r", path, exc_info=True)
 
     def _read(self, path: str, what: str = "checkpoint file") -> bytes:
         """Read one blob; with a secret, its signature is checked before anyone decodes or
@@ -611,6 +632,8 @@ class CheckpointStorage:
         for info in sorted(infos, key=lambda i: i.base_name):
             head = info.base_name.split("-", 1)[0]
             if info.type != pafs.FileType.File or not head.isdigit() or int(head) > upto:
+                continue
+            if _IN_PROGRESS in info.base_name:  # not an entry: its write never completed
                 continue
             data = decode_blob(self._read(info.path, "commit log entry"), _STATE_KIND, info.path)
             out.append((info.base_name, self._load_pickle(data, info.path)))
