@@ -255,9 +255,12 @@ class RocksMapState(_RocksState, MapState[K, V]):
             return False
         if self._ttl_ms is None:
             return True
-        if entry[1] + self._ttl_ms <= self._tick(None):
+        now = self._tick(None)
+        if entry[1] + self._ttl_ms <= now:
             rb._put(k, ABSENT)
             return self._ret_expired
+        if self._on_read:  # a read of the entry (see MapState.contains)
+            rb._put(k, (entry[0], now))
         return True
 
     def _live_items(self, first_only: bool = False) -> list[tuple[K, V]]:

@@ -464,7 +464,8 @@ class MapState(KeyedState, Generic[K, V]):
             self._drop_if_empty(m)
 
     def contains(self, key: K) -> bool:
-        """True if the current key's map has a live entry for ``key``."""
+        """True if the current key's map has a live entry for ``key``; a read of the entry
+        (``"on_read_and_write"`` refreshes its timestamp, as Flink's ``get(key) != null``)."""
         m = self._map()
         key = canonical_key(key)
         if not m or key not in m:
@@ -472,10 +473,13 @@ class MapState(KeyedState, Generic[K, V]):
         if self._ttl_ms is None:
             return True
         value, ts = m[key]
-        if ts + self._ttl_ms <= self._now():
+        now = self._now()
+        if ts + self._ttl_ms <= now:
             del m[key]
             self._drop_if_empty(m)
             return self._ret_expired
+        if self._on_read:
+            m[key] = (value, now)
         return True
 
     def _live_items(self) -> list[tuple[K, V]]:
