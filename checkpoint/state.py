@@ -405,6 +405,20 @@ class MapState(KeyedState, Generic[K, V]):
         group = self._group()
         return None if group is None else group.get(key)
 
+    def _map_key(self, key: Any) -> Any:
+        """``key`` as a key of the heap's map dict (``canonical_key``), refusing an unhashable
+        one with the remedy (a bare ``TypeError: unhashable type`` before)."""
+        key = canonical_key(key)
+        if type(key) not in _CANONICAL_TYPES:
+            try:
+                hash(key)
+            except TypeError as exc:
+                raise StateError(
+                    f"map state {self.name!r}: map key {key!r} is unhashable ({exc}); the heap backend "
+                    "keeps a map in a dict: use a tuple, a frozenset or tuple(sorted(d.items())) as map key"
+                ) from exc
+        return key
+
     def _drop_if_empty(self, m: dict[Any, Any]) -> None:
         if not m:
             group = self._group()
@@ -416,7 +430,7 @@ class MapState(KeyedState, Generic[K, V]):
         m = self._map()
         if not m:
             return None
-        key = canonical_key(key)
+        key = self._map_key(key)
         if self._ttl_ms is None:
             return m.get(key)
         entry = m.get(key, _MISSING)
@@ -436,7 +450,7 @@ class MapState(KeyedState, Generic[K, V]):
         """Set ``key`` to ``value`` in the current key's map."""
         m = self._map(create=True)
         assert m is not None
-        m[canonical_key(key)] = value if self._ttl_ms is None else (value, self._now())
+        m[self._map_key(key)] = value if self._ttl_ms is None else (value, self._now())
 
     def put_all(self, entries: dict[K, V] | Iterable[tuple[K, V]] | None) -> None:
         """Set every entry of ``entries`` (a dict or ``(key, value)`` pairs; None: none) in
@@ -445,7 +459,7 @@ class MapState(KeyedState, Generic[K, V]):
         Raises:
             StateError: ``entries`` is neither a dict nor an iterable of pairs.
         """
-        pairs = [(canonical_key(k), v) for k, v in self._entries_arg(entries)]
+        pairs = [(self._map_key(k), v) for k, v in self._entries_arg(entries)]
         if not pairs:
             return
         m = self._map(create=True)
@@ -460,14 +474,14 @@ class MapState(KeyedState, Generic[K, V]):
         """Delete ``key`` from the current key's map (no error if absent)."""
         m = self._map()
         if m:
-            m.pop(canonical_key(key), None)
+            m.pop(self._map_key(key), None)
             self._drop_if_empty(m)
 
     def contains(self, key: K) -> bool:
         """True if the current key's map has a live entry for ``key``; a read of the entry
         (``"on_read_and_write"`` refreshes its timestamp, as Flink's ``get(key) != null``)."""
         m = self._map()
-        key = canonical_key(key)
+        key = self._map_key(key)
         if not m or key not in m:
             return False
         if self._ttl_ms is None:
