@@ -27,7 +27,15 @@ from .errors import (
 )
 from .events import Barrier, EndOfInput, StreamStatus, Watermark
 from .keygroups import KeyGroupRange, key_group_for, stable_hash
-from .operator import Clock, ManualClock, OperatorContext, Output, StreamOperator, SystemClock
+from .operator import (
+    Clock,
+    KeyGroupedState,
+    ManualClock,
+    OperatorContext,
+    Output,
+    StreamOperator,
+    SystemClock,
+)
 from .records import Batch
 
 if TYPE_CHECKING:  # the lazily loaded names below, for type checkers
@@ -68,6 +76,7 @@ __all__ = [
     "shutdown_workers",
     "submit",
     "KeyGroupRange",
+    "KeyGroupedState",
     "LocalSender",
     "ManualClock",
     "NOTHING_AVAILABLE",

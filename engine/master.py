@@ -556,7 +556,9 @@ class JobMaster:
                     except CheckpointError as cexc:
                         raise _Unrecoverable(cexc) from cexc
                     plan = None
-                await self._run_attempt(source_splits, restore)
+                # the attempt drops the plan once its tasks hold it (a restart plans again)
+                planned, restore = [restore], None
+                await self._run_attempt(source_splits, planned)
                 if self.coordinator is not None and not self._stopping:
                     await self._final_checkpoint()
                 break
@@ -1120,8 +1122,12 @@ class JobMaster:
         for fut in runs or ():
             fut.add_done_callback(lambda f: f.cancelled() or f.exception())
 
-    async def _run_attempt(self, source_splits: dict, restore: dict | None) -> list[TaskResult]:
+    async def _run_attempt(self, source_splits: dict, planned: list[dict | None]) -> list[TaskResult]:
+        """Deploy and run one attempt. ``planned`` holds the restore plan (or None); it is
+        emptied once the tasks are deployed, so that the master does not hold every subtask's
+        restored state while the job runs."""
         graph, config = self._graph, self._config
+        restore = planned.pop()
         self._all_finished = False
         self._failure = asyncio.get_running_loop().create_future()
         try:
@@ -1142,6 +1148,7 @@ class JobMaster:
             except (ExecutorLost, TaskCallFailed, RaystreamError) as exc2:
                 await self._teardown()
                 raise JobFailed(f"deploying the tasks of job {config.name!r} failed: {exc2}") from exc2
+        del restore
         # RUNNING once every task of the attempt is deployed (not while planning or deploying): a
         # caller that sees RUNNING after a restart sees the new attempt's tasks, and a task it
         # kills then fails this attempt (a kill during deployment is absorbed by redeploying)

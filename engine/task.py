@@ -374,6 +374,9 @@ class Task:
                 splits, order = src_state.get("splits", []), src_state.get("split_order") or []
             self._split_order = _ordinals(splits, order)
             self._source_reader.add_splits(list(splits))
+        # the restored states are the operators' now: the task keeps no second copy of them
+        # (its memory is its live state, not live state plus the checkpoint it started from)
+        self.spec.restore = None
         for ch in self._channels:
             self._input_watermarks.setdefault(ch.info.input_index, MIN_WATERMARK)
 

@@ -28,8 +28,8 @@ from raystream.engine.channels import InputInfo
 from raystream.engine.config import TaskConfig
 from raystream.engine.errors import JobFailed, UserCodeError
 from raystream.engine.events import Barrier, EndOfInput, Watermark
-from raystream.engine.keygroups import DEFAULT_MAX_PARALLELISM
-from raystream.engine.operator import ManualClock, OperatorContext, StreamOperator
+from raystream.engine.keygroups import DEFAULT_MAX_PARALLELISM, KeyGroupRange
+from raystream.engine.operator import ManualClock, OperatorContext, StreamOperator, key_group_share
 from raystream.engine.records import Batch
 from raystream.engine.serde import loads
 from raystream.engine.state_backend import StateBackend
@@ -147,7 +147,8 @@ class OperatorHarness:
             inputs=[InputInfo(i, "harness input") for i in range(self.num_inputs)],
             outputs=[],
             config=TaskConfig(),
-            restore=self._restore_plan(restore) if restore is not None else None,
+            restore=(self._restore_plan(restore, KeyGroupRange.for_subtask(subtask_index, parallelism, max_parallelism))
+                     if restore is not None else None),
             clock=self.clock,
             state_backend=self.state_backend,
         )
@@ -158,10 +159,11 @@ class OperatorHarness:
         if open:
             self.open()
 
-    def _restore_plan(self, snapshots: list[dict[str, Any]]) -> dict:
+    def _restore_plan(self, snapshots: list[dict[str, Any]], key_groups: KeyGroupRange) -> dict:
         """The restore entry of the harness's operator, as the checkpoint coordinator's
-        restore plan shapes it: every subtask's operator state, every keyed snapshot."""
-        return {_UID: {"operator": [s.get("operator") for s in snapshots],
+        restore plan shapes it: every subtask's operator state (its key-grouped parts cut to
+        ``key_groups``), every keyed snapshot."""
+        return {_UID: {"operator": [key_group_share(s.get("operator"), key_groups) for s in snapshots],
                        "keyed": [s["keyed"] for s in snapshots if s.get("keyed") is not None]}}
 
     def open(self) -> None:
