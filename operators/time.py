@@ -32,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from raystream.engine.config import as_int
 from raystream.engine.connectors import (
     END_OF_INPUT,
     NOTHING_AVAILABLE,
@@ -253,13 +254,15 @@ class WatermarkStrategy:
 
     def __init__(self, bound_ms: int = 0, assigner: TimestampAssigner | None = None,
                  idleness_ms: int | None = None) -> None:
-        if isinstance(bound_ms, bool) or not isinstance(bound_ms, int) or bound_ms < 0:
+        bound = as_int(bound_ms)
+        if bound is None or bound < 0:
             raise ConfigError(f"out-of-orderness bound must be a non-negative int (ms), got {bound_ms!r}")
-        if idleness_ms is not None and (not isinstance(idleness_ms, int) or idleness_ms <= 0):
+        idleness = as_int(idleness_ms)
+        if idleness_ms is not None and (idleness is None or idleness <= 0):
             raise ConfigError(f"idleness must be a positive int (ms), got {idleness_ms!r}")
-        self.bound_ms = bound_ms
+        self.bound_ms = bound
         self.assigner = assigner
-        self.idleness_ms = idleness_ms
+        self.idleness_ms = idleness
 
     @staticmethod
     def for_bounded_out_of_orderness(max_out_of_orderness_ms: int) -> "WatermarkStrategy":

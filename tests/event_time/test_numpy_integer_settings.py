@@ -55,3 +55,16 @@ def test_what_is_not_an_integer_is_still_refused(bad):
         keyed.interval_join(keyed).between(bad, 5)
     with pytest.raises(ConfigError, match="batch_size must be an int >= 1"):
         TaskConfig(batch_size=bad)
+
+
+def test_watermark_bounds_and_idleness_take_numpy_integers_and_refuse_bools():
+    from raystream.operators.time import WatermarkStrategy
+
+    s = WatermarkStrategy.for_bounded_out_of_orderness(np.int64(2000)).with_idleness(np.int32(500))
+    assert (s.bound_ms, s.idleness_ms) == (2000, 500)
+    assert type(s.bound_ms) is int and type(s.idleness_ms) is int
+    # with_idleness(True) was taken as an idleness of 1 ms
+    with pytest.raises(ConfigError, match="idleness must be a positive int"):
+        WatermarkStrategy.for_bounded_out_of_orderness(0).with_idleness(True)
+    with pytest.raises(ConfigError, match="out-of-orderness bound must be a non-negative int"):
+        WatermarkStrategy.for_bounded_out_of_orderness(True)
