@@ -84,7 +84,6 @@ Example (in-process; the engine normally builds it through
 from __future__ import annotations
 
 import functools
-import inspect
 import logging
 import os
 import resource
@@ -117,9 +116,9 @@ from raystream.statefun_api.errors import FunctionNotFound, StatefulFunctionErro
 from raystream.statefun_api.functions import StatefulFunctions
 from raystream.statefun_api.invocation import (
     BatchContext,
-    await_privately,
     invocation_failure,
     invoke_prepared,
+    settle_outcome,
 )
 from raystream.statefun_api.messages import Message
 from raystream.statefun_api.remote import RemoteFunctions
@@ -836,8 +835,8 @@ class FunctionDispatcher(StreamOperator):
                             except Exception as exc:
                                 error = explain_attribute_error(storage, exc)  # (an undeclared name assigned)
                                 raise invocation_failure(address, index, n, m.value_typename(), context._caller, error) from exc
-                            if outcome is not None and inspect.isawaitable(outcome):  # a sync wrapper returning a coroutine
-                                await_privately(outcome, address, index, n, m.value_typename(), context._caller)
+                            if outcome is not None:  # a sync wrapper returning a coroutine, or a generator (refused)
+                                settle_outcome(outcome, address, index, n, m.value_typename(), context._caller)
                             if _refcount(m) > 2:  # the function kept the message (local `m` + the call's argument)
                                 m = _new_message(Message)
                                 m.target_typename, m.target_id = key

@@ -40,6 +40,7 @@ import inspect
 import threading
 from collections.abc import Awaitable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
+from types import AsyncGeneratorType, GeneratorType
 from typing import Any, TypeVar
 
 from raystream.statefun_api.address import Address
@@ -65,6 +66,8 @@ __all__ = [
     "BatchContext",
     "invocation_failure",
     "await_privately",
+    "settle_outcome",
+    "generator_result_error",
     "function_loop",
 ]
 
@@ -191,9 +194,20 @@ class _Batch:
                 outcome = fun(context, message)
             except Exception as exc:
                 raise self.failure(index, exc) from exc
-            if outcome is not None and inspect.isawaitable(outcome):  # e.g. a sync wrapper returning a coroutine
-                _run_private(_await_one(self, index, outcome), self.target)
+            if outcome is not None:  # e.g. a sync wrapper returning a coroutine (or a generator)
+                if inspect.isawaitable(outcome):
+                    _run_private(_await_one(self, index, outcome), self.target)
+                else:
+                    self.refuse_generator(index, outcome)
         return self.finish()
+
+    def refuse_generator(self, index: int, outcome: Any) -> None:
+        """Raise :func:`generator_result_error` if ``outcome`` (what message ``index``'s call
+        returned) is a generator; anything else a function returns is ignored."""
+        if isinstance(outcome, _GENERATORS):
+            raise generator_result_error(
+                self.target, index, len(self.messages), self.messages[index].value_typename(), self.callers[index], outcome
+            )
 
     def failure(self, index: int, exc: BaseException) -> StatefulFunctionError:
         return invocation_failure(
@@ -300,6 +314,54 @@ def invocation_failure(
     )
 
 
+_GENERATORS = (GeneratorType, AsyncGeneratorType)
+
+
+def generator_result_error(
+    target: Address, index: int, count: int, value_typename: str, caller: Address | None, outcome: Any
+) -> StatefulFunctionError:
+    """The error of a function that *returned* a generator (e.g. ``lambda c, m: gen(c, m)``
+    or a decorator around a generator function): nobody iterates it, so none of its body
+    would run and its messages, egress and state writes would be lost without a word.
+
+    Example:
+        >>> def gen(context, message):
+        ...     yield message
+        >>> error = generator_result_error(Address.of("a/f", "1"), 0, 1, "t/int", None, gen(None, None))
+        >>> "function type 'a/f' at address a/f/1 returned a generator" in str(error)
+        True
+    """
+    kind = "an async generator" if isinstance(outcome, AsyncGeneratorType) else "a generator"
+    code = getattr(outcome, "gi_code", None) or getattr(outcome, "ag_code", None)
+    origin = getattr(outcome, "__qualname__", type(outcome).__name__)
+    if code is not None:
+        origin = f"{origin} at {code.co_filename}:{code.co_firstlineno}"
+    if isinstance(outcome, GeneratorType):
+        outcome.close()  # (not started: nothing of its body runs)
+    return StatefulFunctionError(
+        f"function type {target.typename!r} at address {target} returned {kind} ({origin}) on a "
+        f"message of type {value_typename!r} from {caller or 'ingress'} (message {index + 1} of "
+        f"{count} in the batch): nobody iterates it, so none of its body would run and its "
+        f"messages, egress and state changes would be lost; a stateful function returns "
+        f"nothing: replace `yield x` with context.send(...) / context.send_egress(...) and "
+        f"call the function's body directly instead of returning a generator",
+        address=target,
+        message_typename=value_typename,
+    )
+
+
+def settle_outcome(
+    outcome: Any, target: Address, index: int, count: int, value_typename: str, caller: Address | None
+) -> None:
+    """Deal with what a *sync* function's call returned when it is not ``None``: an awaitable
+    (e.g. a wrapper returning a coroutine) is driven by :func:`await_privately`, a generator
+    is refused with :func:`generator_result_error`, anything else is ignored."""
+    if inspect.isawaitable(outcome):
+        await_privately(outcome, target, index, count, value_typename, caller)
+    elif isinstance(outcome, _GENERATORS):
+        raise generator_result_error(target, index, count, value_typename, caller, outcome)
+
+
 def await_privately(
     outcome: Awaitable[Any], target: Address, index: int, count: int, value_typename: str, caller: Address | None
 ) -> None:
@@ -354,10 +416,13 @@ def invoke_prepared(
             outcome = fun(context, message)
         except Exception as exc:
             raise _Batch.prepared(fn, target, storage, messages, callers).failure(index, exc) from exc
-        if outcome is not None and inspect.isawaitable(outcome):  # a sync wrapper returning a coroutine
+        if outcome is not None:  # a sync wrapper returning a coroutine (or a generator)
             batch = _Batch.prepared(fn, target, storage, messages, callers)
             batch.context, batch.result = context, result
-            _run_private(_await_one(batch, index, outcome), target)
+            if inspect.isawaitable(outcome):
+                _run_private(_await_one(batch, index, outcome), target)
+            else:
+                batch.refuse_generator(index, outcome)
     return result
 
 
@@ -391,8 +456,11 @@ async def invoke_prepared_async(
 async def _run_async(batch: _Batch) -> InvocationResult:
     for index in range(len(batch.messages)):
         outcome = batch.start(index)
-        if inspect.isawaitable(outcome):
-            await _await_one(batch, index, outcome)
+        if outcome is not None:
+            if inspect.isawaitable(outcome):
+                await _await_one(batch, index, outcome)
+            else:
+                batch.refuse_generator(index, outcome)
     return batch.finish()
 
 
