@@ -36,7 +36,7 @@ from .executors import Executor, ExecutorLost, ExecutorRuntime, TaskCallFailed
 from .master import JobMaster
 from .socket_channels import ChannelServer, SocketSender
 
-__all__ = ["ensure_ray", "auth_hint", "auth_token_source", "check_cluster_auth", "connected_cluster", "is_auth_error", "prepare_cluster_auth", "RaySender", "TaskActor", "TaskRef", "RayMessenger", "RayTransport", "RayExecutorRuntime",
+__all__ = ["ensure_ray", "auth_hint", "auth_token_source", "check_cluster", "connected_cluster", "is_auth_error", "prepare_cluster_auth", "RaySender", "TaskActor", "TaskRef", "RayMessenger", "RayTransport", "RayExecutorRuntime",
            "JobMasterActor", "start_executors", "kill_quietly", "NAMESPACE", "MASTER_PREFIX", "EXECUTOR_PREFIX",
            "TASK_GC_THRESHOLD", "tune_task_gc"]
 
@@ -92,21 +92,25 @@ def auth_hint(address: str | None) -> str:
     )
 
 
-#: seconds :func:`check_cluster_auth` waits for its connection attempt (a refusal takes ~1 s)
+#: seconds :func:`check_cluster` waits for its connection attempt (a refusal takes ~1 s)
 AUTH_CHECK_TIMEOUT_S = 10.0
 
 
-def check_cluster_auth(address: str) -> None:
-    """Fail at once when the cluster at ``address`` refuses this process's credentials.
+def check_cluster(address: str, source: str | None = None) -> None:
+    """Fail at once when nothing answers at the cluster address ``address`` or the cluster
+    refuses this process's credentials (``source``: the environment variable the address came
+    from, for the message).
 
-    ``ray.init`` retries a refused connection for about 20 s (logging a warning each second)
-    and then raises a ConnectionError that does not say why; one connection attempt of Ray's
-    GCS client tells an authentication failure apart in about a second. Addresses that cannot
-    be checked this way (``ray://``, an ``auto`` with no cluster recorded, a host that does not
-    answer) are left to ``ray.init``.
+    ``ray.init`` retries: a refused connection for about 20 s (logging a warning each second),
+    an address where nothing answers for many minutes (about 40 s per attempt), and then raises
+    a ConnectionError that does not say why. A TCP connection tells the second apart in at most
+    3 s, and one connection attempt of Ray's GCS client the first in about a second. Addresses
+    that cannot be checked this way (``ray://``, an ``auto`` with no cluster recorded) are left
+    to ``ray.init``.
 
     Raises:
-        ConfigError: the cluster refused the token (or the lack of one).
+        ConfigError: nothing answers at the address, or the cluster refused the token (or the
+            lack of one).
     """
     if "://" in address:
         return
@@ -114,13 +118,25 @@ def check_cluster_auth(address: str) -> None:
         import ray._private.services as services
 
         gcs = services.canonicalize_bootstrap_address(address)
-        if not gcs:
+        host, _, port = (gcs or "").rpartition(":")
+        if not host or not port.isdigit():
             return
-        host, _, port = gcs.rpartition(":")
-        import socket
+    except Exception:  # noqa: BLE001 - an address Ray resolves otherwise (or not at all): ray.init says so
+        log.debug("could not resolve %r before connecting", address, exc_info=True)
+        return
+    import socket
 
+    try:
         with socket.create_connection((host, int(port)), timeout=3):
             pass
+    except OSError as exc:
+        via = f" (from ${source})" if source else ""
+        fix = f"; or unset {source} to run on a private local Ray" if source else ""
+        resolved = f" ({gcs})" if gcs != address else ""
+        raise ConfigError(
+            f"cannot reach the Ray cluster at {address!r}{via}{resolved}: {exc}; is it running? (`ray start "
+            f"--head` starts one, `ray status` checks it){fix}") from None
+    try:
         from ray._raylet import GcsClient  # type: ignore[attr-defined]  # not in Ray's stubs
 
         outcome: list[BaseException | None] = []
@@ -175,14 +191,16 @@ def ensure_ray(address: str | None = None, **init_kwargs: Any) -> None:
         return
     kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
     kwargs.update(init_kwargs)
+    source = None
     if address is None:
-        address = os.environ.get("RAYSTREAM_ADDRESS") or os.environ.get("RAY_ADDRESS") or None
+        source = next((v for v in ("RAYSTREAM_ADDRESS", "RAY_ADDRESS") if os.environ.get(v)), None)
+        address = os.environ[source] if source else None
     try:
         if address and address != "local":
             kwargs.pop("num_cpus", None)
             kwargs.pop("include_dashboard", None)
             prepare_cluster_auth()
-            check_cluster_auth(address)
+            check_cluster(address, source)
             ray.init(address=address, **kwargs)
         else:
             kwargs.setdefault("_system_config", dict(_LOCAL_SYSTEM_CONFIG))

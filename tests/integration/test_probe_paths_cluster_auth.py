@@ -29,7 +29,7 @@ import collections, sys
 import raystream as rs
 from raystream.engine.errors import ConfigError
 
-env = rs.StreamEnvironment(parallelism=2, address=sys.argv[1])
+env = rs.StreamEnvironment(parallelism=2, address=None if sys.argv[1] == "-" else sys.argv[1])
 words = [f"w{i % 13}" for i in range(600)]
 stream = env.from_collection(words).map(lambda w: (w, 1)).key_by(0).reduce(lambda a, b: (a[0], a[1] + b[1]), emit="final")
 try:
@@ -130,3 +130,19 @@ def test_a_wrong_token_says_authentication_failed_and_how_to_get_the_right_one(h
     assert res.returncode == 2, res.stdout + res.stderr[-3000:]
     line = next(ln for ln in res.stdout.splitlines() if ln.startswith("CONFIG_ERROR"))
     assert "authentication failed" in line and "ray get-auth-token" in line and str(wrong) in line, line
+
+
+def test_a_stale_ray_address_fails_at_once_naming_the_variable():
+    """A RAY_ADDRESS left over from a cluster that is gone (a notebook's environment, a shell's
+    profile): ray.init retried for many minutes (about 40 s per attempt) before a
+    ConnectionError that did not say why; now a ConfigError names the address, the variable it
+    came from and what to do."""
+    [port] = free_ports(1)  # nothing listens there
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAYSTREAM_ADDRESS")}
+    env.update(PYTHONPATH=str(ROOT), RAY_ADDRESS=f"127.0.0.1:{port}")
+    res = subprocess.run([sys.executable, "-c", textwrap.dedent(SCRIPT), "-"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120, env=env)
+    assert res.returncode == 2, res.stdout + res.stderr[-3000:]
+    line = next(ln for ln in res.stdout.splitlines() if ln.startswith("CONFIG_ERROR"))
+    assert f"cannot reach the Ray cluster at '127.0.0.1:{port}' (from $RAY_ADDRESS)" in line, line
+    assert "unset RAY_ADDRESS" in line, line

@@ -14,7 +14,7 @@ def init_calls(monkeypatch):
     monkeypatch.setattr(ray_runtime.ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray_runtime.ray, "init", lambda **kw: calls.append(kw))
     monkeypatch.setattr(ray_runtime, "prepare_cluster_auth", lambda: None)
-    monkeypatch.setattr(ray_runtime, "check_cluster_auth", lambda address: None)
+    monkeypatch.setattr(ray_runtime, "check_cluster", lambda address, source=None: None)
     monkeypatch.setattr(ray_runtime, "_started_here", False)
     for var in ("RAYSTREAM_ADDRESS", "RAY_ADDRESS"):
         monkeypatch.delenv(var, raising=False)
