@@ -131,3 +131,25 @@ def test_a_nan_keys_map_comes_whole_from_rocksdb_into_the_heap_backend(clock, tm
     for key in (nan(), ("t", nan())):
         heap.set_current_key(key)
         assert sorted((repr(k), v) for k, v in m.items()) == [("'x'", "d"), ("0", "a"), ("1", "b"), ("nan", "c")]
+
+
+def test_a_heap_snapshot_with_nan_keys_written_as_several_restores_as_one_key(clock):
+    # the heap backend wrote every record's NaN as a key of its own before NaN keys were
+    # canonical: a restore makes them one key, the parts of a map state merged into one map
+    from raystream.checkpoint import HeapKeyedStateBackend
+    from raystream.checkpoint.serde import dumps
+    from raystream.checkpoint.snapshot import KeyedStateSnapshot, StateMeta
+    from raystream.engine.keygroups import key_group_for
+
+    kg = key_group_for(float("nan"), MAXP)
+    parts = {nan(): {0: "a"}, nan(): {1: "b"}, nan(): {nan(): "c"}}
+    assert len(parts) == 3  # three keys on the heap of a version that kept them apart
+    blob = dumps({"m": parts, "v": {nan(): 5}})
+    snap = KeyedStateSnapshot(1, MAXP, FULL, {"m": StateMeta("map"), "v": StateMeta("value")}, {kg: blob})
+    b = HeapKeyedStateBackend(FULL, MAXP, clock)
+    b.restore([snap])
+    m, v = b.get_state(MapStateDescriptor("m")), b.get_state(ValueStateDescriptor("v"))
+    assert len(list(b.keys("m"))) == 1
+    b.set_current_key(nan())
+    assert sorted((repr(k), x) for k, x in m.items()) == [("0", "a"), ("1", "b"), ("nan", "c")]
+    assert v.value() == 5
