@@ -27,6 +27,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+from raystream.engine.errors import short_repr
 from raystream.statefun_api._protowire import DecodeError, Fields, Writer
 from raystream.statefun_api.messages import EgressMessage
 from raystream.statefun_api.types import Type, TypedValue, TypeSerializer
@@ -137,7 +138,7 @@ KinesisEgressRecordType: Type[KinesisEgressRecord] = _RecordType(
 )
 
 
-def _value_bytes(value: Any, value_type: Type[Any] | None, kafka: bool) -> bytes:
+def _value_bytes(value: Any, value_type: Type[Any] | None, kafka: bool, typename: str = "") -> bytes:
     if value_type:
         return bytes(value_type.serializer().serialize(value))
     if isinstance(value, str):
@@ -148,7 +149,13 @@ def _value_bytes(value: Any, value_type: Type[Any] | None, kafka: bool) -> bytes
         return struct.pack(">i", value)
     if kafka and isinstance(value, float):  # Kafka's DoubleSerializer
         return struct.pack(">d", value)
-    raise TypeError("Unable to convert value to bytes.")
+    call = "kafka_egress_message" if kafka else "kinesis_egress_message"
+    accepted = "a str (UTF-8 encoded), bytes, an int or a float" if kafka else "a str (UTF-8 encoded) or bytes"
+    raise TypeError(
+        f"Unable to convert value to bytes: {call}({typename!r}, value={short_repr(value)}) got a value "
+        f"of type {type(value).__qualname__}; the value must be {accepted}, or pass "
+        f"value_type=... (e.g. IntType, make_json_type(...)) to serialize it with that type"
+    )
 
 
 def kafka_egress_message(
@@ -172,7 +179,7 @@ def kafka_egress_message(
         raise ValueError("A destination Kafka topic is missing")
     if value is None:
         raise ValueError("Missing value")
-    record = KafkaProducerRecord(topic=topic, key=key if key is not None else "", value=_value_bytes(value, value_type, True))
+    record = KafkaProducerRecord(topic=topic, key=key if key is not None else "", value=_value_bytes(value, value_type, True, typename))
     data = KafkaProducerRecordType.serializer().serialize(record)
     return EgressMessage(typename, TypedValue(KafkaProducerRecordType.typename, True, data))
 
@@ -204,7 +211,7 @@ def kinesis_egress_message(
     record = KinesisEgressRecord(
         stream=stream,
         partition_key=partition_key,
-        value=_value_bytes(value, value_type, False),
+        value=_value_bytes(value, value_type, False, typename),
         explicit_hash_key=explicit_hash_key if explicit_hash_key is not None else "",
     )
     data = KinesisEgressRecordType.serializer().serialize(record)
