@@ -64,7 +64,7 @@ from raystream.statefun_api.types import (
     all_hold_decoded,
 )
 
-__all__ = ["RoutedIngress", "IngressRouter", "Router", "Field", "message_arrow_batch", "COLUMNAR_MIN_RECORDS"]
+__all__ = ["RoutedIngress", "check_routed_targets", "IngressRouter", "Router", "Field", "message_arrow_batch", "COLUMNAR_MIN_RECORDS"]
 
 Router = Callable[[Any], "Message | Iterable[Message] | None"]
 """An ingress router: one input record -> a Message, an iterable of Messages, or None."""
@@ -119,6 +119,32 @@ def message_arrow_batch(typenames: pa.Array, ids: pa.Array, value_typename: str,
     return pa.RecordBatch.from_arrays(columns, _RECORD_COLUMNS).replace_schema_metadata(_RECORD_METADATA)
 
 
+def check_routed_targets(ingress: str, targets: Sequence[str], function_types: Any) -> None:
+    """Raise a GraphError naming ``ingress``, the target and the job's function types if a
+    function type of ``targets`` is none of ``function_types`` (a
+    :class:`~statefun_api.playground.FunctionTypes`: embedded typenames and remote
+    endpoints' patterns, a ``namespace/*`` endpoint taking any name of its namespace).
+
+    Example:
+        >>> from raystream.statefun_api.playground import FunctionTypes
+        >>> types = FunctionTypes(lambda: (["t/a"], ["remote/*"]))
+        >>> check_routed_targets("'in'", ["t/a", "remote/anything"], types)
+        >>> check_routed_targets("'in'", ["t/nobody"], types)
+        Traceback (most recent call last):
+        ...
+        raystream.engine.errors.GraphError: routed ingress 'in' sends every record to function type 't/nobody', which no function of the job takes (the job has: remote/*, t/a); register a function under 't/nobody' (functions.register / @functions.bind), serve it from a remote endpoint (with_endpoint(remote_endpoint('t/nobody' or 't/*', url)), a module.yaml endpoint), or correct the ingress's targets
+    """
+    for target in targets:
+        if not function_types.serves(target):
+            raise GraphError(
+                f"routed ingress {ingress} sends every record to function type {target!r}, which no function "
+                f"of the job takes (the job has: {function_types.describe()}); register a function under "
+                f"{target!r} (functions.register / @functions.bind), serve it from a remote endpoint "
+                f"(with_endpoint(remote_endpoint({target!r} or {target.rpartition('/')[0] + '/*'!r}, url)), a "
+                f"module.yaml endpoint), or correct the ingress's targets"
+            )
+
+
 class RoutedIngress(StreamOperator):
     """Turns every record into one message per target function type: id and value taken
     from the record's fields (see the module docstring).
@@ -130,6 +156,10 @@ class RoutedIngress(StreamOperator):
         id_field: where the function id is: a column name or dict key, a tuple index, or a
             function of the record; the ids must be non-empty strings.
         value_field: where the value is (same forms); ``None``: the whole record.
+        function_types: the function types of the job (a
+            :class:`~statefun_api.playground.FunctionTypes`, given by
+            :meth:`StatefulFunctionsJob.with_routed_ingress`): :meth:`open` fails the job
+            if a target is none of them, before any record is routed. ``None``: unchecked.
 
     Example:
         >>> from raystream.statefun_api.types import StringType
@@ -144,6 +174,7 @@ class RoutedIngress(StreamOperator):
         value_type: Type[Any],
         id_field: Field = 0,
         value_field: Field | None = 1,
+        function_types: Any = None,
     ) -> None:
         if isinstance(targets, str):
             targets = [targets]
@@ -163,6 +194,7 @@ class RoutedIngress(StreamOperator):
         self.value_type = value_type
         self.id_field = id_field
         self.value_field = value_field
+        self.function_types = function_types
         self._keyword = _KEYWORDS.get(value_type)
         self._columnar = False
 
@@ -171,7 +203,10 @@ class RoutedIngress(StreamOperator):
     message_key_groups = staticmethod(message_key_groups)
 
     def open(self, ctx: OperatorContext, output: Output) -> None:
-        """Emit Arrow message batches when parallel (see :meth:`route_batch`)."""
+        """Check the targets against the job's function types (see ``function_types``);
+        emit Arrow message batches when parallel (see :meth:`route_batch`)."""
+        if self.function_types is not None:
+            check_routed_targets(repr(ctx.operator_name), self.targets, self.function_types)
         super().open(ctx, output)
         self._columnar = ctx.parallelism > 1
 

@@ -54,7 +54,13 @@ from raystream.statefun_api.endpoints import (
     parse_module_ingresses,
 )
 from raystream.statefun_api.functions import StatefulFunctions
-from raystream.statefun_api.ingress import Field, IngressRouter, RoutedIngress, Router
+from raystream.statefun_api.ingress import (
+    Field,
+    IngressRouter,
+    RoutedIngress,
+    Router,
+    check_routed_targets,
+)
 from raystream.statefun_api.playground import (
     EGRESS_RECORD_TYPENAME,
     PLAYGROUND_EGRESS,
@@ -195,6 +201,7 @@ class StatefulFunctionsJob:
         self._dispatcher: Any = None  # DataStream of the dispatcher, built by the first ingress
         self._ingresses = 0
         self._deferred_sinks: list[tuple[str, Sink]] = []
+        self._routed: list[tuple[str, list[str]]] = []  # (routed ingress, its targets)
 
     def __reduce__(self):
         raise TypeError("StatefulFunctionsJob lives in the driver and cannot be pickled")
@@ -410,8 +417,14 @@ class StatefulFunctionsJob:
         self._check_stream(stream, "with_routed_ingress")
         targets = [targets] if isinstance(targets, str) else list(targets)
         RoutedIngress(targets, value_type, id_field, value_field)  # checks the arguments now
-        factory = functools.partial(RoutedIngress, targets, value_type, id_field, value_field)
+        # the targets are checked against the function types as the job runs them (functions
+        # and endpoints may still be added): by execute() here, and by each ingress task's
+        # open() for a job started with env.execute() (FunctionTypes is frozen when shipped)
+        factory = functools.partial(
+            RoutedIngress, targets, value_type, id_field, value_field, function_types=FunctionTypes(self._function_types)
+        )
         routed = stream.transform(f"{self.name}-ingress", factory).set_parallelism(stream.node.parallelism)
+        self._routed.append((f"{self.name + '-ingress'!r} (reading {stream.node.name!r})", targets))
         return self._connect(routed)
 
     def _check_stream(self, stream: Any, method: str) -> None:
@@ -530,5 +543,14 @@ class StatefulFunctionsJob:
 
     # ------------------------------------------------------------------ running
     def execute(self, job_name: str | None = None) -> Any:
-        """Run the environment's job to its end (see ``StreamEnvironment.execute``)."""
+        """Run the environment's job to its end (see ``StreamEnvironment.execute``).
+
+        Raises:
+            GraphError: a routed ingress targets a function type that no function of the job
+                takes (checked before the job is submitted; a job started with
+                ``env.execute()`` fails as its ingress tasks open, before any record).
+        """
+        types = FunctionTypes(self._function_types)
+        for ingress, targets in self._routed:
+            check_routed_targets(ingress, targets, types)
         return self.env.execute(job_name or self.name)
