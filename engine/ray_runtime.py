@@ -184,7 +184,20 @@ def ensure_ray(address: str | None = None, **init_kwargs: Any) -> None:
     * otherwise: the already-initialized Ray, else a **private** embedded local Ray (dashboard
       off) that raystream starts and stops: never a cluster that ``ray start`` happened to
       leave running on this machine (pass ``address="auto"`` to attach to that one).
+
+    Thread-safe: the jobs that threads of one process submit at the same time share one
+    connection (two ``ray.init`` calls at once started two local Rays and failed with Ray's
+    "Perhaps you called ray.init twice by accident?").
     """
+    with _init_lock:
+        _ensure_ray(address, init_kwargs)
+
+
+#: one connection attempt at a time per process (see :func:`ensure_ray`)
+_init_lock = threading.Lock()
+
+
+def _ensure_ray(address: str | None, init_kwargs: dict[str, Any]) -> None:
     global _started_here
     if ray.is_initialized():
         check_same_cluster(address)
@@ -204,10 +217,43 @@ def ensure_ray(address: str | None = None, **init_kwargs: Any) -> None:
             ray.init(address=address, **kwargs)
         else:
             kwargs.setdefault("_system_config", dict(_LOCAL_SYSTEM_CONFIG))
-            ray.init(address="local", **kwargs)
+            _start_local_ray(kwargs)
             _started_here = True
     except ConnectionError as exc:
         raise ConfigError(f"cannot connect to the Ray cluster at {address!r}: {exc}; {auth_hint(address)}") from exc
+
+
+def _start_local_ray(kwargs: dict[str, Any]) -> None:
+    """``ray.init(address="local", **kwargs)``, from a thread that lives as long as the process.
+
+    Ray starts the processes of a local Ray (GCS, raylet, ...) with ``PR_SET_PDEATHSIG``, and
+    Linux sends that signal when the *thread* that started them ends, not the process: the
+    first job of a process submitted from a worker thread (a web server's request thread, a
+    ``ThreadPoolExecutor``, a notebook's background thread) had its Ray killed as soon as
+    that thread ended, and the next job failed or the process ended with "Failed to connect
+    to GCS within 60 seconds". The main thread lives as long as the process and starts it
+    itself (Ray then also sets its SIGTERM handler); any other thread has a daemon thread
+    start it and stay (idle) for the rest of the process."""
+    if threading.current_thread() is threading.main_thread():
+        ray.init(address="local", **kwargs)
+        return
+    outcome: list[BaseException | None] = []
+    started = threading.Event()
+
+    def own() -> None:
+        try:
+            ray.init(address="local", **kwargs)
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - raised in the calling thread
+            outcome.append(exc)
+        started.set()
+        if outcome[0] is None:
+            threading.Event().wait()  # the Ray processes' "parent": never ends before the process
+
+    threading.Thread(target=own, name="raystream-local-ray", daemon=True).start()
+    started.wait()
+    if outcome[0] is not None:
+        raise outcome[0]
 
 
 def check_same_cluster(address: str | None) -> None:

@@ -84,3 +84,27 @@ def test_a_client_of_a_job_that_ray_shutdown_ended_says_so_and_starts_no_ray():
     ''')
     assert res.returncode == 0, res.stdout + res.stderr[-3000:]
     assert res.stdout.split() == ["RAISED", "OK", "next"], res.stdout + res.stderr[-3000:]
+
+
+def test_the_embedded_ray_outlives_the_thread_whose_job_started_it():
+    """Ray starts a local Ray's processes with PR_SET_PDEATHSIG, which Linux sends when the
+    *thread* that started them ends: a first job submitted from a worker thread (a web request
+    thread, a ThreadPoolExecutor) had the embedded Ray killed as that thread ended, and the next
+    job failed, or the process ended with "Failed to connect to GCS within 60 seconds"."""
+    res = _run('''
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(2) as pool:   # two threads at once: one Ray, started once
+            list(pool.map(lambda a: run_job(*a), [(1, "thread-a"), (2, "thread-b")]))
+        node = ray._private.worker._global_node
+        processes = [p.process for ps in node.all_processes.values() for p in ps]
+        env = rs.StreamEnvironment(parallelism=2, reuse_workers=False)  # new actors: needs the GCS
+        out = env.from_collection(range(100)).map(lambda x: x * 2).execute_and_collect("main")
+        assert sorted(out) == [x * 2 for x in range(100)]
+        dead = [p.args[0] for p in processes if p.poll() is not None]
+        assert not dead, dead
+        print("OK main", flush=True)
+    ''')
+    assert res.returncode == 0, res.stdout + res.stderr[-3000:]
+    assert sorted(res.stdout.split()) == sorted(["OK", "thread-a", "OK", "thread-b", "OK", "main"]), res.stdout
