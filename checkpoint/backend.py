@@ -154,6 +154,12 @@ class KeyedStateBackend(ABC):
     def set_current_key_with_group(self, key: Any, key_group: int) -> None:
         """Like :meth:`set_current_key` when the caller already computed the key group."""
 
+    @abstractmethod
+    def clear_current_key(self) -> None:
+        """No key is current any more: state used now raises a :class:`StateError` (the task
+        calls it before closing its operators, so that a function's ``close()`` cannot read
+        or write the last record's key by accident, as in Flink)."""
+
     @property
     def current_key(self) -> Any:
         """The current key (raises StateError if none was set)."""

@@ -218,6 +218,9 @@ class HeapKeyedStateBackend(KeyedStateBackend):
         self._kg = kg
         self._touched.add(kg)
 
+    def clear_current_key(self) -> None:
+        self._key, self._kg = _NO_KEY, -1
+
     def set_current_key_with_group(self, key: Any, key_group: int) -> None:
         """Fast path of :meth:`set_current_key` when the caller knows the key group.
 
@@ -514,7 +517,7 @@ class HeapKeyedStateBackend(KeyedStateBackend):
             table.clear()  # keep table objects: registered states point at them
         self._cache.clear()
         self._touched.clear()
-        self._key, self._kg = _NO_KEY, -1
+        self.clear_current_key()
         for kg, (_, blob) in sorted(chosen.items()):
             per_state = loads(blob, f"key group {kg}")
             for name, entries in per_state.items():

@@ -277,6 +277,9 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
             kpart = self._kpart = key_part(encode_key(key))
             cache[key] = (kg, self._kg2, kpart)
 
+    def clear_current_key(self) -> None:
+        self._key, self._kg, self._kg2, self._kpart, self._last_sid = _NO_KEY, -1, b"", None, None
+
     def set_current_key_with_group(self, key: Any, key_group: int) -> None:
         if not self._start <= key_group <= self._end:
             raise StateError(
@@ -767,7 +770,7 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         self._cache.clear()
         self._dirty.clear()
         self._pending, self._unwritten = {}, {}
-        self._key, self._kg, self._kg2, self._kpart, self._last_sid = _NO_KEY, -1, b"", None, None
+        self.clear_current_key()
         self._db.close()
         self._generation += 1
         shutil.rmtree(self._db_dir, ignore_errors=True)

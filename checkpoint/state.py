@@ -102,13 +102,14 @@ def canonical_key(key: Any) -> Any:
 
 
 def no_current_key_error(name: str) -> StateError:
-    """The error of a keyed state used while no key is current (in a function's ``open()``,
-    or a backend driven by hand before ``set_current_key``)."""
+    """The error of a keyed state used while no key is current (in a function's ``open()`` or
+    ``close()``, or a backend driven by hand before ``set_current_key``)."""
     return StateError(
         f"state {name!r} used without a current key: keyed state belongs to the key of the "
         "record or timer being processed, so read and write it in process_element() or "
-        "on_timer() (open() only declares it with get_state(); per-key values are not "
-        "available there); a backend driven by hand needs set_current_key(key) first"
+        "on_timer() (open() only declares it with get_state(), and close() comes after the "
+        "last key: per-key values are not available there); a backend driven by hand needs "
+        "set_current_key(key) first"
     )
 
 

@@ -540,9 +540,12 @@ class Task:
                 self._run_inputs()
             if self._cancelled:
                 raise Cancelled()
-            return self._finish()
-        finally:
-            self._close()
+            result = self._finish()
+        except BaseException:
+            self._close()  # (its errors are logged: the original failure is the one to see)
+            raise
+        self._close(finished=True)
+        return result
 
     # ------------------------------------------------------------------ driven step by step
     # (as Flink's mailbox test harness drives a real StreamTask: operators/testing.py)
@@ -573,9 +576,12 @@ class Task:
         """Every input ended: end the operators, take their final committables and state
         (what :meth:`run` returns), and close them."""
         try:
-            return self._finish()
-        finally:
+            result = self._finish()
+        except BaseException:
             self._close()
+            raise
+        self._close(finished=True)
+        return result
 
     def pending_processing_timers(self) -> list[int]:
         """Times of the live processing-time callbacks, ascending."""
@@ -1118,17 +1124,41 @@ class Task:
             state[spec["uid"]] = {"op": dumps({"operator": op_state}, what=f"state of operator {spec['name']!r}")}
         return state
 
-    def _close(self) -> None:
-        for op in self.operators:
+    def _close(self, finished: bool = False) -> None:
+        """Close every operator and the source reader. After a failure (or a cancel) an
+        error in a ``close()`` is logged, so that it does not hide the original failure; after
+        the task ``finished`` the first one fails the task (as in Flink: a ``close()`` that
+        could not flush or release what it holds is a failure, not a log line), once all
+        are closed."""
+        first: JobFailed | None = None
+        for i, op in enumerate(self.operators):
             try:
+                backend = getattr(getattr(op, "ctx", None), "keyed_backend", None)
+                if backend is not None:  # close() comes after the last key (as in Flink)
+                    backend.clear_current_key()
                 op.close()
-            except Exception:  # closing must not hide the original failure
-                log.exception("closing operator %r failed", getattr(op, "name", op))
+            except Exception as exc:
+                if finished and first is None:
+                    first = self._close_failed(getattr(op, "name", None) or self.op_specs[i]["name"], exc)
+                else:  # closing must not hide the original failure
+                    log.exception("closing operator %r failed", getattr(op, "name", op))
         if self._source_reader is not None:
             try:
                 self._source_reader.close()
-            except Exception:
-                log.exception("closing source reader failed")
+            except Exception as exc:
+                if finished and first is None:
+                    first = self._close_failed(self.spec.chain[0]["name"] if self.spec.chain else self.spec.name, exc)
+                else:
+                    log.exception("closing source reader failed")
+        if first is not None:
+            raise first
+
+    def _close_failed(self, name: str, exc: BaseException) -> JobFailed:
+        """The failure of a task whose ``name`` operator (or source) raised ``exc`` in close()."""
+        where = f"operator {name!r} (subtask {self.spec.subtask_index + 1}/{self.spec.parallelism})"
+        return JobFailed(f"{where} failed in close(): {type(exc).__name__}: {exc}", operator=name,
+                         subtask=self.spec.subtask_index,
+                         cause="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
 
     def metrics(self) -> dict:
         """Per-operator and per-channel counters (safe to read from any thread)."""
