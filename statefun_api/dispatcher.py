@@ -121,6 +121,7 @@ from raystream.statefun_api.invocation import (
     settle_outcome,
 )
 from raystream.statefun_api.messages import Message
+from raystream.statefun_api.queued_state import queued_snapshot, restored_messages
 from raystream.statefun_api.remote import RemoteFunctions
 from raystream.statefun_api.routing import (
     CALLER_ID,
@@ -314,8 +315,7 @@ class FunctionDispatcher(StreamOperator):
         # delayed messages: processing-time timers (key: sender address, namespace: entry key)
         self._delay_timers: InternalTimerService[tuple[str, str], Any] | None = None  # (created in open)
         self._continuation_posted = False
-        self._restored_pending: list[MessageRecord] = []
-        self._restored_batches: list[Any] = []
+        self._restored_states: list[Any] = []  # (operator states given to restore_state, read in open)
         self._busy_checkpoints: set[int] = set()
         self._rpc: Any = None  # RemoteFunctions, for remote endpoints and async functions (created in open)
         self._invoked_here: frozenset[str] = frozenset()  # function types _drain invokes (set in open)
@@ -403,14 +403,12 @@ class FunctionDispatcher(StreamOperator):
             )
             for typename in async_types:
                 self._rpc.register_specs(typename, {name: (st, tn) for name, st, tn in self._values[typename]})
-        # messages that were queued when the restored checkpoint was taken (ours only: the
-        # snapshot may come from other subtasks when the job was rescaled)
-        restored = self._restored_pending
-        for rb in self._restored_batches:
-            restored.extend(Batch.of_arrow(rb).records())
-        mine = [r for r in restored if self._key_group(address_key(r)) in self._range]
-        self._restored_pending = []
-        self._restored_batches = []
+        # messages that were queued when the restored checkpoint was taken: those of our key
+        # groups (the restore cut them; a snapshot of the previous format holds every old
+        # subtask's, which we filter)
+        mine, unfiltered = restored_messages(self._restored_states)
+        self._restored_states = []
+        mine.extend(r for r in unfiltered if self._key_group(address_key(r)) in self._range)
         self._accept(mine)
         # delayed messages live in keyed state (snapshotted and rescaled with it); their timers
         # are registered again from it, in firing order, for the senders of our key groups
@@ -434,7 +432,9 @@ class FunctionDispatcher(StreamOperator):
     def snapshot_state(self, checkpoint_id: int) -> Any:
         """The messages not invoked yet (a copy): the active set, the queue (spilled chunks
         included, as Arrow batches), held ingress messages and the batches of remote requests
-        in flight, whose effects are not applied yet; keyed state is snapshotted by the task."""
+        in flight, whose effects are not applied yet, split by key group
+        (:func:`~statefun_api.queued_state.queued_snapshot`: a restored subtask receives its
+        key groups' only); keyed state is snapshotted by the task."""
         queued = [record for q in self._pending.values() for record in q]
         if self._rpc is not None:
             queued.extend(self._rpc.pending_records())
@@ -446,12 +446,12 @@ class FunctionDispatcher(StreamOperator):
             batches.append(records_to_arrow_batch(list(self._held)))
         if self._has_work():
             self._busy_checkpoints.add(checkpoint_id)
-        return {"pending": queued, "queued": batches}
+        return queued_snapshot(queued, batches, self._key_group, self._max_parallelism)
 
     def restore_state(self, states: list[Any]) -> None:
-        """Keep the queued messages of every old subtask; :meth:`open` keeps those of our key groups."""
-        self._restored_pending = [r for st in states or [] if st for r in st.get("pending", [])]
-        self._restored_batches = [rb for st in states or [] if st for rb in st.get("queued", [])]
+        """Keep the restored queued messages (our key groups', or every old subtask's in a
+        snapshot of the previous format) for :meth:`open`, which queues ours again."""
+        self._restored_states = list(states or ())
 
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
         """Count completed checkpoints that were taken while messages were queued."""

@@ -30,6 +30,7 @@ from raystream.statefun_api import (
 )
 from raystream.statefun_api.endpoints import remote_endpoint
 from raystream.statefun_api.local import LocalDispatchers
+from raystream.statefun_api.queued_state import restored_messages
 
 OUT = "test/out"
 BOUND_S = 30.0  # far above what any call here takes; reached only by a call that hangs
@@ -190,7 +191,7 @@ def test_an_async_function_whose_stored_value_does_not_load_fails_again_on_every
         for call in (lambda: run.send(message_builder("test/f", "a", str_value="again")), run.run, lambda: run.advance(10)):
             with pytest.raises(UserCodeError, match="stored value has type 'io.statefun.types/int'"):
                 bounded(call)
-        assert [r[:2] for r in run.dispatchers[0].snapshot_state(1)["pending"]] == [("test/f", "a")]
+        assert [r[:2] for r in restored_messages([run.dispatchers[0].snapshot_state(1)])[0]] == [("test/f", "a")]
     finally:
         run.close()
 
@@ -201,7 +202,7 @@ def test_a_snapshot_after_a_failed_async_invocation_holds_its_messages():
         with pytest.raises(UserCodeError):
             bounded(lambda: run.send(message_builder("test/f", "a", str_value="go")))
         state = run.dispatchers[0].snapshot_state(1)
-        assert [r[:2] for r in state["pending"]] == [("test/f", "a")]
+        assert [r[:2] for r in restored_messages([state])[0]] == [("test/f", "a")]
     finally:
         run.close()
 

@@ -22,6 +22,7 @@ from raystream.statefun_api import (
     message_builder,
 )
 from raystream.statefun_api.local import LocalDispatchers
+from raystream.statefun_api.queued_state import restored_messages
 from raystream.statefun_api.storage import StorageSlots
 
 SPECS = {
@@ -96,7 +97,7 @@ def test_a_snapshot_after_a_failed_invocation_holds_its_messages():
     with pytest.raises(UserCodeError):
         run.send(message_builder("test/f", "a", str_value="go"))
     state = run.dispatchers[0].snapshot_state(1)
-    assert [r[:2] for r in state["pending"]] == [("test/f", "a")]
+    assert [r[:2] for r in restored_messages([state])[0]] == [("test/f", "a")]
     run.close()
 
 
