@@ -371,9 +371,11 @@ def await_privately(
 
     async def one() -> None:
         try:
-            await outcome
+            result = await outcome
         except Exception as exc:
             raise invocation_failure(target, index, count, value_typename, caller, exc) from exc
+        if isinstance(result, _GENERATORS):  # (an async wrapper returning a generator)
+            raise generator_result_error(target, index, count, value_typename, caller, result)
 
     _run_private(one(), target)
 
@@ -466,9 +468,11 @@ async def _run_async(batch: _Batch) -> InvocationResult:
 
 async def _await_one(batch: _Batch, index: int, outcome: Awaitable[Any]) -> None:
     try:
-        await outcome
+        result = await outcome
     except Exception as exc:
         raise batch.failure(index, exc) from exc
+    if result is not None:  # (an async wrapper returning what a generator function returns)
+        batch.refuse_generator(index, result)
 
 
 def _run_private(coro: Coroutine[Any, Any, R], target: Address) -> R:

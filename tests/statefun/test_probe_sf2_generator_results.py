@@ -117,3 +117,34 @@ def test_functions_returning_other_values_still_run() -> None:
         run.send(*[message_builder("t/f", k, str_value=k) for k in ("a", "b", "a")])
         assert sorted(run.egress("t/out")) == ["a", "a", "b"]
         assert run.state("t/f", "a", "n") == 2
+
+
+def _async_wrapped() -> StatefulFunctions:
+    """An async decorator around a generator function: the coroutine's result is the generator."""
+    functions = StatefulFunctions()
+
+    def logged_async(fun):
+        async def wrapper(context, message):
+            return fun(context, message)
+
+        return wrapper
+
+    functions.register("t/f", logged_async(_gen), specs=[ValueSpec("n", IntType)])
+    functions.register("t/g", lambda c, m: logged_async(_gen)(c, m), specs=[ValueSpec("n", IntType)])  # sync -> coroutine
+    return functions
+
+
+@pytest.mark.parametrize("parallelism", [1, 2])
+@pytest.mark.parametrize("typename", ["t/f", "t/g"])
+def test_a_coroutine_whose_result_is_a_generator_is_refused(parallelism: int, typename: str) -> None:
+    functions = _async_wrapped()
+    with LocalDispatchers(functions, parallelism=parallelism, egresses=["t/out"]) as run:
+        with pytest.raises(UserCodeError, match=rf"function type '{typename}' at address {typename}/a returned a generator"):
+            run.send(message_builder(typename, "a", str_value="x"))
+        assert run.egress("t/out") == []
+    target = Address.of(typename, "a")
+    message = message_builder(typename, "a", str_value="x")
+    with pytest.raises(StatefulFunctionError, match="returned a generator"):
+        invoke(functions, target, {}, [message])
+    with pytest.raises(StatefulFunctionError, match="returned a generator"):
+        asyncio.run(invoke_async(functions, target, {}, [message]))
