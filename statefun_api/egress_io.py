@@ -146,6 +146,13 @@ def _value_bytes(value: Any, value_type: Type[Any] | None, kafka: bool, typename
     if isinstance(value, (bytes, bytearray)):
         return bytes(value)
     if kafka and isinstance(value, int):  # Kafka's IntegerSerializer: 4 bytes, big endian
+        if not -(1 << 31) <= value < 1 << 31:
+            raise ValueError(
+                f"kafka_egress_message({typename!r}, value={short_repr(value)}): an int value is written as "
+                f"Kafka's IntegerSerializer does, 4 big-endian bytes, so it must lie in "
+                f"[-2**31, 2**31 - 1]; for a larger one give bytes (struct.pack('>q', value) as Kafka's "
+                f"LongSerializer writes it) or a str"
+            )
         return struct.pack(">i", value)
     if kafka and isinstance(value, float):  # Kafka's DoubleSerializer
         return struct.pack(">d", value)

@@ -47,3 +47,17 @@ def test_the_remedies_named_work() -> None:
     m = kafka_egress_message("t/kaf", "topic", {"a": 1}, value_type=json_type)
     assert m.value_typename() == "type.googleapis.com/io.statefun.sdk.egress.KafkaProducerRecord"
     assert kafka_egress_message("t/kaf", "topic", 7).raw_value().endswith(b"topic")
+
+
+@pytest.mark.parametrize("value", [2**31, -(2**31) - 1, 2**40])
+def test_a_kafka_int_outside_four_bytes_names_the_range_and_the_remedy(value) -> None:
+    with pytest.raises(ValueError) as err:  # (was a bare struct.error: "'i' format requires ...")
+        kafka_egress_message("t/kaf", "topic", value)
+    text = str(err.value)
+    assert f"kafka_egress_message('t/kaf', value={value})" in text
+    assert "[-2**31, 2**31 - 1]" in text and "struct.pack('>q', value)" in text
+
+
+def test_kafka_ints_at_the_edges_of_four_bytes_are_written() -> None:
+    for value in (2**31 - 1, -(2**31)):
+        assert kafka_egress_message("t/kaf", "topic", value).raw_value().startswith(b"\x12\x04")
