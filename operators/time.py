@@ -524,6 +524,8 @@ class _WatermarkedReader(SourceReader["S | _SplitWatermark[S]"], Generic[S]):
         return None
 
     def is_idle(self) -> bool:
+        if self.inner.is_idle():  # (the reader's own word: e.g. it has no split to read)
+            return True
         idle = self.strategy.idleness_ms
         if idle is None:
             return False
