@@ -163,7 +163,7 @@ def test_no_project_imports_inside_functions():
 # functions as an engine operator, nor anything of the engine but its error types.
 STATEFUN_RUNTIME = {f"statefun_api.{m}" for m in ("dispatcher", "remote", "job", "routing", "ingress", "spill", "local",
                                                  "http_caller", "embedded_caller", "request_encoder", "state_layout",
-                                                 "playground")}
+                                                 "playground", "queued_state")}
 STATEFUN_SDK_MAY_IMPORT = {"engine.errors"}
 
 
