@@ -103,16 +103,25 @@ def rocksdict_module() -> ModuleType:
     return rocksdict
 
 
+#: bytes of RocksDB's info log (``LOG``) before it rolls over; with :data:`LOG_FILES_KEPT` old
+#: ones kept, a database's info logs take at most about 3 MiB however long the job runs
+LOG_FILE_BYTES = 1 << 20
+LOG_FILES_KEPT = 2
+
+
 def open_db(rocksdict: ModuleType, path: str, *, write_buffer_bytes: int, block_cache_bytes: int,
-            read_only: bool = False) -> Any:
-    """Open (or create) a raw-mode RocksDB at ``path`` with bounded memory and no WAL."""
+            read_only: bool = False, log_file_bytes: int = LOG_FILE_BYTES) -> Any:
+    """Open (or create) a raw-mode RocksDB at ``path`` with bounded memory and no WAL, and
+    bounded info logs (``log_file_bytes`` a file, :data:`LOG_FILES_KEPT` old files kept:
+    every flush of a checkpoint logs a few KB, and the ``LOG`` file grew without end)."""
     opts = rocksdict.Options(raw_mode=True)
     opts.create_if_missing(True)
     opts.set_write_buffer_size(write_buffer_bytes)
     opts.set_max_write_buffer_number(2)
     opts.set_target_file_size_base(max(write_buffer_bytes, 8 << 20))
     opts.set_max_open_files(512)
-    opts.set_keep_log_file_num(2)
+    opts.set_max_log_file_size(log_file_bytes)
+    opts.set_keep_log_file_num(LOG_FILES_KEPT)
     opts.set_max_background_jobs(2)
     # Universal compaction: new data stays in small sorted runs that merge with each other,
     # and the big oldest run is rewritten only when the newer ones reach twice its size
