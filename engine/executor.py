@@ -124,6 +124,10 @@ class MasterHooks(TaskHooks):
     def snapshots_in_flight(self) -> int:
         return 0 if self.writer is None else self.writer.in_flight()
 
+    def wait_snapshots_written(self) -> None:
+        if self.writer is not None:
+            self.writer.drain()
+
 
 class _Hosted:
     """A task inside a TaskActor, with its checkpoint hooks."""

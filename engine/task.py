@@ -123,6 +123,12 @@ class TaskHooks:
         checkpoint storage (the task declines new checkpoints while too many are)."""
         return 0
 
+    def wait_snapshots_written(self) -> None:
+        """Block until every snapshot handed to :meth:`acknowledge` so far is written (or
+        failed). The task calls this as it closes, before it closes its keyed state
+        backends: a snapshot being written may still read a backend's local files (a
+        RocksDB checkpoint's SST files, the directory of a delta's base)."""
+
 
 CheckpointHooks = TaskHooks  # older name
 
@@ -247,6 +253,7 @@ class Task:
         self.op_specs = [op for op in spec.chain if op.get("kind") != "source"]
         self.op_metrics = [_OperatorMetrics() for _ in range(len(self.op_specs) + 1)]
         self._source_reader: SourceReader | None = None
+        self._keyed_backends: list[Any] = []  # created in _open, closed by _close
         self._source_metrics: dict[str, int] = {}  # the source reader's OperatorContext.metrics
         self._split_order: dict[Any, int] = {}  # split_key -> ordinal in the source's order
         self._aligning: int | None = None  # checkpoint id being aligned
@@ -349,6 +356,7 @@ class Task:
                     raise ConfigError(f"keyed operator {op['name']!r} needs a state backend: the job's "
                                       "JobConfig.state_backend is not set")
                 ctx.keyed_backend = self.spec.state_backend.create_keyed_backend(ctx)
+                self._keyed_backends.append(ctx.keyed_backend)
             self.operators.append(operator)
             contexts.append(ctx)
         for i, (operator, ctx, op) in enumerate(zip(self.operators, contexts, self.op_specs)):
@@ -1125,11 +1133,11 @@ class Task:
         return state
 
     def _close(self, finished: bool = False) -> None:
-        """Close every operator and the source reader. After a failure (or a cancel) an
-        error in a ``close()`` is logged, so that it does not hide the original failure; after
-        the task ``finished`` the first one fails the task (as in Flink: a ``close()`` that
-        could not flush or release what it holds is a failure, not a log line), once all
-        are closed."""
+        """Close every operator and the source reader, then the keyed state backends
+        (:meth:`_close_backends`). After a failure (or a cancel) an error in a ``close()`` is
+        logged, so that it does not hide the original failure; after the task ``finished``
+        the first one fails the task (as in Flink: a ``close()`` that could not flush or
+        release what it holds is a failure, not a log line), once all are closed."""
         first: JobFailed | None = None
         for i, op in enumerate(self.operators):
             try:
@@ -1150,8 +1158,33 @@ class Task:
                     first = self._close_failed(self.spec.chain[0]["name"] if self.spec.chain else self.spec.name, exc)
                 else:
                     log.exception("closing source reader failed")
+        self._close_backends()
         if first is not None:
             raise first
+
+    def _close_backends(self) -> None:
+        """Close the keyed state backends of the operators (RocksDB closes its database and
+        deletes its working directory ``<local_dir>/pid<N>-<token>``; the heap backend drops
+        its tables), once every snapshot the task handed over is written
+        (:meth:`TaskHooks.wait_snapshots_written`): a snapshot being written may still read
+        the backend's local files. Before, no backend was closed: each job left its RocksDB
+        directories, the whole state, on a pooled executor until the process ended. Errors
+        are logged (the job's output does not depend on the task's scratch files)."""
+        backends, self._keyed_backends = self._keyed_backends, []
+        if not backends:
+            return
+        try:
+            self.hooks.wait_snapshots_written()
+        except Exception:
+            log.exception("waiting for the snapshots of task %r to be written failed", self.spec.task_name)
+        for backend in backends:
+            close = getattr(backend, "close", None)
+            if close is None:
+                continue
+            try:
+                close()
+            except Exception:
+                log.exception("closing a keyed state backend of task %r failed", self.spec.task_name)
 
     def _close_failed(self, name: str, exc: BaseException) -> JobFailed:
         """The failure of a task whose ``name`` operator (or source) raised ``exc`` in close()."""
