@@ -134,8 +134,11 @@ class PendingCheckpoint:
     #: retained ones (what it adds to the coordinator's ``committing``)
     own: dict = field(default_factory=dict)
     #: completed checkpoints whose commit had not finished when this one began finalizing ->
-    #: what they commit (carried for a restore; committed again only if that commit failed)
+    #: what they commit (carried for a restore; a later commit takes any whose commit did not finish)
     follows: dict = field(default_factory=dict)
+    #: the completed checkpoints whose committables committing ``p`` makes visible (set by
+    #: :meth:`CheckpointCoordinator.to_commit`; empty when an earlier commit took them)
+    commits: list = field(default_factory=list)
 
 
 class CheckpointCoordinator:
@@ -151,9 +154,9 @@ class CheckpointCoordinator:
     A completed checkpoint's committables stay *committing* until the caller reports them
     committed (:meth:`committed`): the next checkpoint carries them too, so that its
     metadata still records them if that commit is slow, fails, or its master dies first
-    (committing is idempotent; a restore from the later checkpoint re-commits them). The
-    later checkpoint's own commit (:meth:`to_commit`) repeats them only if that earlier
-    commit did not finish.
+    (committing is idempotent; a restore from the later checkpoint re-commits them). A
+    commit (:meth:`to_commit`) takes every completed checkpoint not committed yet, so the
+    checkpoints that complete while one commit is slow are committed together by the next.
 
     Finished tasks (FLIP-147) take no part in later checkpoints: their final state stands in
     for their acks (:meth:`task_finished`), so checkpoints keep completing while the rest of
@@ -307,17 +310,25 @@ class CheckpointCoordinator:
         p.commit = _extend(_extend({}, carried), acked)
 
     def to_commit(self, p: PendingCheckpoint) -> dict[str, list]:
-        """What committing completed checkpoint ``p`` must make visible now: ``p.own``, and
-        the committables it carries of earlier checkpoints whose commit has not finished
-        (:meth:`committed`). The caller commits checkpoints one at a time, in order: an
-        earlier commit that finished is not repeated (for ``collect``, that would log its
-        committables twice), one that failed is. ``p``'s metadata carries them all either
-        way, so a restore from it re-commits any whose commit did not finish."""
+        """What committing completed checkpoint ``p`` makes visible now: the committables of
+        every completed checkpoint whose commit has not finished (:meth:`committed`), ``p``'s
+        and those of any that completed before or after it, in checkpoint order. Sets
+        ``p.commits`` to their ids: the caller commits them in one call per sink, then reports
+        each committed.
+
+        As Flink's committer commits every pending committable up to the newest completed
+        checkpoint: while a commit is slow, the checkpoints that complete meanwhile wait for
+        one commit, not for one commit each (which would queue commits, committables and
+        output latency without bound). A checkpoint whose committables an earlier commit took
+        gets nothing (``p.commits == []``); one left by a commit that failed is repeated.
+        Every checkpoint's metadata still carries what it completed after and was not
+        committed yet, so a restore re-commits whatever a commit did not finish.
+        """
+        p.commits = sorted(self.committing)
         out: dict[str, list] = {}
-        for cid, by_uid in sorted(p.follows.items()):
-            if cid in self.committing:  # (its commit failed: the job restarts, but commit it anyway)
-                _extend(out, by_uid)
-        return _extend(out, p.own)
+        for cid in p.commits:
+            _extend(out, self.committing[cid])
+        return out
 
     def complete(self, p: PendingCheckpoint, graph_info: dict) -> dict:
         """Write the metadata of a finalizing checkpoint, then discard checkpoints beyond

@@ -286,8 +286,8 @@ class JobMaster:
         self._completing = 0  # checkpoints whose metadata/commit is being written right now
         self._completed_all = asyncio.Event()
         self._completed_all.set()
-        # completed checkpoints are committed one at a time, in order (Committer: never
-        # concurrently with itself); a later one then skips what an earlier one committed
+        # completed checkpoints are committed one commit at a time, in order (Committer: never
+        # concurrently with itself); a commit takes every completed checkpoint not committed yet
         self._commit_lock = asyncio.Lock()
         self._failure: asyncio.Future = asyncio.get_running_loop().create_future()  # fails the attempt
         self._savepoint_waiters: dict[str, list] = {}
@@ -846,7 +846,10 @@ class JobMaster:
     def _commit(self, committables: dict[str, list], log_name: tuple[int, str] | None = None) -> None:
         """Make ``committables`` visible (idempotent). Committers that keep what they commit
         in this process's memory (``Committer.in_memory``, e.g. ``collect``) get it logged
-        to checkpoint storage first, so that a master taking over can rebuild them."""
+        to checkpoint storage first, so that a master taking over can rebuild them: under
+        ``log_name``, whose checkpoint id is the newest checkpoint ``committables`` cover (a
+        takeover replays an entry only when it restores from that checkpoint or a later one;
+        restoring from an earlier one, it re-commits what that one's metadata carries)."""
         todo = {uid: comms for uid, comms in committables.items() if comms and uid in self.committers}
         if not todo:
             return
@@ -908,14 +911,20 @@ class JobMaster:
                 c.retain(p.checkpoint_id, p.own)  # (what it carries of committing ones stays committing)
             else:
                 async with self._commit_lock:  # (FIFO: in the order the checkpoints completed)
-                    try:
-                        await asyncio.to_thread(self._commit_checkpoint, p, c.to_commit(p))
-                    except Exception as exc:  # noqa: BLE001 - a commit that fails fails the job, loudly
-                        # (its committables stay committing: the restore re-commits them; a
-                        # savepoint's caller hears of it when the attempt fails)
-                        self._fail_attempt(exc if isinstance(exc, JobFailed) else JobFailed(str(exc)))
-                        return False
-                    c.committed(p.checkpoint_id)
+                    # every completed checkpoint not committed yet, in one commit (those that
+                    # completed while an earlier commit was slow wait for this one, not for a
+                    # commit each); nothing when an earlier holder of the lock took ``p``'s
+                    todo = c.to_commit(p)
+                    if p.commits:
+                        try:
+                            await asyncio.to_thread(self._commit, todo, (p.commits[-1], "chk"))
+                        except Exception as exc:  # noqa: BLE001 - a commit that fails fails the job, loudly
+                            # (its committables stay committing: the restore re-commits them; a
+                            # savepoint's caller hears of it when the attempt fails)
+                            self._fail_attempt(exc if isinstance(exc, JobFailed) else JobFailed(str(exc)))
+                            return False
+                        for cid in p.commits:
+                            c.committed(cid)
         finally:
             self._completing -= 1
             if not self._completing:
@@ -940,9 +949,6 @@ class JobMaster:
             return self._write_savepoint(p.savepoint, metadata, not p.stop)
         except Exception as exc:
             raise _SavepointWriteFailed(str(exc)) from exc
-
-    def _commit_checkpoint(self, p: Any, committables: dict[str, list]) -> None:
-        self._commit(committables, (p.checkpoint_id, "chk"))
 
     async def acknowledge_checkpoint(self, attempt: int, checkpoint_id: int, vertex_id: int, subtask: int, state: dict) -> None:
         """A task wrote its snapshot of ``checkpoint_id``; completes the checkpoint when all did.

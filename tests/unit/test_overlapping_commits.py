@@ -51,14 +51,32 @@ def test_a_later_commit_repeats_an_earlier_ones_committables_only_if_it_did_not_
     ack(coord, 1, (0, 0), "a")
     ack(coord, 1, (0, 1), "b")
     assert finalize(coord, p1, commit=False)  # 1's commit is running (slow)...
+    assert coord.to_commit(p1) == {"sink": ["a", "b"]} and p1.commits == [1]
     p2 = coord.trigger()
     ack(coord, 2, (0, 0), "c")
     ack(coord, 2, (0, 1), "d")
     assert finalize(coord, p2, commit=False)  # ...while 2 completes
     assert sorted(storage.read_metadata("job", 2)["carried_committables"]["sink"]) == ["a", "b"]
-    assert coord.to_commit(p1) == {"sink": ["a", "b"]}
     coord.committed(1)  # 1's commit finished: 2's commit does not repeat it
-    assert coord.to_commit(p2) == {"sink": ["c", "d"]}
+    assert coord.to_commit(p2) == {"sink": ["c", "d"]} and p2.commits == [2]
+
+
+def test_checkpoints_completed_during_a_commit_are_committed_together_once(tmp_path):
+    """A commit takes every completed checkpoint not committed yet (the ones that completed
+    while an earlier commit ran): the checkpoints it took then commit nothing of their own."""
+    coord, _storage = make(tmp_path)
+    done = []
+    for cid, (x, y) in enumerate([("a", "b"), ("c", "d"), ("e", "f")], start=1):
+        p = coord.trigger()
+        ack(coord, cid, (0, 0), x)
+        ack(coord, cid, (0, 1), y)
+        assert finalize(coord, p, commit=False)
+        done.append(p)
+    _p1, p2, p3 = done
+    assert coord.to_commit(p2) == {"sink": ["a", "b", "c", "d", "e", "f"]} and p2.commits == [1, 2, 3]
+    for cid in p2.commits:
+        coord.committed(cid)
+    assert coord.to_commit(p3) == {} and p3.commits == []
 
 
 def test_a_later_commit_repeats_an_earlier_commit_that_failed(tmp_path):
