@@ -22,9 +22,10 @@ import dataclasses
 import logging
 import os
 import time
+import traceback
 import uuid
 from functools import partial
-from typing import Any, Awaitable, Callable, TypeGuard
+from typing import Any, Awaitable, Callable, NoReturn, TypeGuard
 
 import cloudpickle
 
@@ -261,11 +262,21 @@ class JobMaster:
             self._early_cancels.discard(job_id)
             self._cancel.set()
         self.committers = {}
+        self._sink_names: dict[str, str] = {}  # sink uid -> its operator name
         for v in graph.vertices:
             for op in v.chain:
                 sink = op.get("sink")
                 if sink is not None:
-                    committer = sink.create_committer()
+                    self._sink_names[op["uid"]] = op.get("name") or op["uid"]
+                    try:
+                        committer = sink.create_committer()
+                    except Exception as exc:
+                        self.error = JobFailed(
+                            f"{type(sink).__name__}.create_committer() of {self._sink(op['uid'])} failed in the job "
+                            f"master: {type(exc).__name__}: {exc}; it runs once per job, before any task starts: fix "
+                            "it, or return None from it for a sink whose writes are visible at once",
+                            operator=self._sink_names[op["uid"]], cause=_traceback(exc))
+                        raise self.error from exc
                     if committer is not None:
                         self.committers[op["uid"]] = committer
         self.coordinator = None
@@ -615,11 +626,12 @@ class JobMaster:
                 final = list(self._final_committables.get(uid, []))
                 if final:
                     self._commit_to(uid, final)  # (a failure is JobFailed naming the sink)
+        results = {uid: self._result_of(uid) for uid in self.committers}
         self.status = "FINISHED"
         self.finished_at = time.time()
         return {
             "job_id": self.job_id,
-            "results": {uid: c.result() for uid, c in self.committers.items()},
+            "results": results,
             "metrics": _aggregate_metrics(self.task_metrics, self.restarts),
             "duration_s": self.finished_at - self.started,
             "checkpoints": self.coordinator.stats() if self.coordinator else None,
@@ -866,6 +878,42 @@ class JobMaster:
         except Exception as exc:
             raise JobFailed(f"committing the output of sink {uid!r} failed: {type(exc).__name__}: {exc}",
                             operator=uid) from exc
+
+    def _sink(self, uid: str) -> str:
+        """A sink named for messages: its name, and its uid when that differs."""
+        name = self._sink_names.get(uid, uid)
+        return f"sink {name!r}" + (f" (uid {uid!r})" if uid != name else "")
+
+    def _result_of(self, uid: str) -> Any:
+        """``Committer.result()`` of sink ``uid``, checked to travel to the driver: a result that
+        raises or cannot be pickled fails the job here, naming the sink and the call (it was a
+        bare traceback from inside Ray's serialization of the master's reply). Pickled with
+        out-of-band buffers, so Arrow and numpy data are not copied by the check."""
+        committer = self.committers[uid]
+        call = f"{type(committer).__name__}.result() of {self._sink(uid)}"
+        try:
+            result = committer.result()
+        except Exception as exc:
+            self._fail_at_end(JobFailed(
+                f"{call} failed in the job master: {type(exc).__name__}: {exc}; the job's output is committed, "
+                "only what the driver gets back for this sink is lost: fix result()",
+                operator=self._sink_names.get(uid, uid), cause=_traceback(exc)), exc)
+        try:
+            cloudpickle.dumps(result, protocol=5, buffer_callback=lambda _buffer: None)
+        except Exception as exc:
+            self._fail_at_end(JobFailed(
+                f"{call} returned a value that cannot be pickled to the driver: {type(exc).__name__}: {exc} "
+                f"(a {type(result).__name__}); the job's output is committed: return plain data (lists, dicts, "
+                "numbers, strings, Arrow tables) from result()",
+                operator=self._sink_names.get(uid, uid), cause=_traceback(exc)), exc)
+        return result
+
+    def _fail_at_end(self, error: JobFailed, exc: BaseException) -> NoReturn:
+        """End the job FAILED with ``error`` (raised from ``exc``) after its output was committed."""
+        self.error = error
+        self.status = "FAILED"
+        self.finished_at = time.time()
+        raise error from exc
 
     def _finalize(self, p: Any) -> asyncio.Future:
         """Write the metadata of fully acknowledged checkpoint ``p`` and commit what it
@@ -1275,6 +1323,11 @@ class JobMaster:
             except Exception:  # noqa: BLE001 - an executor that cannot say it is clean is killed
                 pass
         return keep
+
+
+def _traceback(exc: BaseException) -> str:
+    """The formatted traceback of ``exc`` (``JobFailed.cause``)."""
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
 
 
 def _aggregate_metrics(per_task: dict, restarts: int) -> dict:
