@@ -21,6 +21,7 @@ import atexit
 import gc
 import logging
 import os
+import re
 import threading
 import time
 from collections import deque
@@ -550,6 +551,29 @@ MASTER_PREFIX = "raystream-master:"
 EXECUTOR_PREFIX = "raystream-executor:"
 
 
+def executor_death(exc: BaseException) -> str:
+    """What Ray says of a task executor that died, in one line: the exit type and detail
+    without Ray's generic advice (actor id, namespace, OOM-killer hints), for the log line and
+    the failure that restart the job.
+
+    Example:
+        >>> executor_death(Exception(
+        ...     "The actor died unexpectedly before finishing this task.\\n\\tclass_name: TaskActor\\n"
+        ...     "The actor is dead because its worker process has died. Worker exit type: SYSTEM_ERROR "
+        ...     "Worker exit detail: Worker unexpectedly exits with a connection error code 2. End of "
+        ...     "file. Some common causes include: (1) the process was killed by the OOM killer"))
+        'its process ended (SYSTEM_ERROR: Worker unexpectedly exits with a connection error code 2. End of file.)'
+    """
+    text = str(exc)
+    kind = re.search(r"Worker exit type: (\S+)", text)
+    detail = re.search(r"Worker exit detail: (.*?)\s*(?:Some common causes|There are some potential|$)", text, re.S)
+    if kind is None:
+        first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+        return first
+    said = " ".join(detail.group(1).split()) if detail is not None and detail.group(1) else ""
+    return f"its process ended ({kind.group(1)}{': ' + said if said else ''})"
+
+
 def start_executors(names: dict[str, str], num_cpus: float) -> dict[str, Executor]:
     """Create one TaskActor per slot (``{slot: actor name}``); their worker processes start in
     the background.
@@ -609,7 +633,7 @@ class RayExecutorRuntime(ExecutorRuntime):
         try:
             return await call
         except ray.exceptions.RayActorError as exc:
-            raise ExecutorLost(str(exc)) from exc
+            raise ExecutorLost(executor_death(exc)) from exc
         except ray.exceptions.RayTaskError as exc:
             cause = getattr(exc, "cause", None)
             if isinstance(cause, RaystreamError):
