@@ -370,12 +370,20 @@ class CheckpointStorage:
         """Write one blob; with a secret, signed (every file this storage writes)."""
         if self._signing_key is not None:
             data = sign_blob(data, self._signing_key, path)
-        self._mkdir(posixpath.dirname(path))
-        try:
-            with self._fs.open_output_stream(path) as out:
-                out.write(data)
-        except OSError as exc:
-            raise CheckpointError(f"cannot write checkpoint file {path!r}: {exc}") from exc
+        for attempt in (1, 2):
+            self._mkdir(posixpath.dirname(path))
+            try:
+                with self._fs.open_output_stream(path) as out:
+                    out.write(data)
+                return
+            except FileNotFoundError as exc:
+                # its directory went between the mkdir and the open: the job master deletes the
+                # directory of an aborted checkpoint, and a task may still be writing its
+                # snapshot for it; written anyway, it is deleted when its late ack arrives
+                if attempt == 2 or self._object_store:
+                    raise CheckpointError(f"cannot write checkpoint file {path!r}: {exc}") from exc
+            except OSError as exc:
+                raise CheckpointError(f"cannot write checkpoint file {path!r}: {exc}") from exc
 
     def _write_atomic(self, path: str, data: bytes) -> None:
         if self._object_store:

@@ -61,6 +61,9 @@ _SETUP_WAIT_S = 60.0
 #: them, whose large arguments are still being fetched)
 EARLY_REQUEST_WAIT_S = 120.0
 
+#: aborted checkpoints the master remembers, to delete a snapshot a task writes for one late
+ABORTED_KEPT = 1024
+
 
 def build_task_specs(job_id: str, graph: JobGraph, config: JobConfig, attempt: int, splits: dict,
                      restore: dict | None) -> dict[tuple[int, int], TaskSpec]:
@@ -300,6 +303,11 @@ class JobMaster:
         # completed checkpoints are committed one commit at a time, in order (Committer: never
         # concurrently with itself); a commit takes every completed checkpoint not committed yet
         self._commit_lock = asyncio.Lock()
+        # aborted checkpoints whose directories go (ids, oldest first, bounded): a snapshot a
+        # task writes for one after its abort is deleted when its ack or decline arrives
+        self._aborted: dict[int, None] = {}
+        self._discard_lock = asyncio.Lock()  # (one deletion at a time, in order)
+        self._discards: set[asyncio.Future] = set()
         self._failure: asyncio.Future = asyncio.get_running_loop().create_future()  # fails the attempt
         self._savepoint_waiters: dict[str, list] = {}
         self._idle_requests: set[int] = set()
@@ -615,6 +623,9 @@ class JobMaster:
                     self._resolve_savepoint(path, CheckpointError(
                         f"savepoint to {path!r} failed: the job failed and restarts ({failure})"))
                 if self.coordinator is not None:
+                    for p in list(self.coordinator.checkpoints.values()):
+                        if p.status == "PENDING":  # (a finalizing one is settled by its metadata write)
+                            self._discard_aborted(p.checkpoint_id)
                     self.coordinator.reset_for_restart()
                 await asyncio.sleep(delay)
                 await self._wait_for_completions()
@@ -842,7 +853,10 @@ class JobMaster:
             self._failure.set_exception(exc)
 
     def _abort(self, p: Any, reason: str) -> None:
-        """Abort checkpoint ``p`` (its committables stay retained) and tell the tasks."""
+        """Abort checkpoint ``p`` (its committables stay retained), tell the tasks, and
+        delete its directory if it was pending (one whose metadata is being written is
+        settled once that write ends: a metadata file that lands makes it restorable)."""
+        pending = p.status == "PENDING"
         try:
             aborted = self._checkpoints.abort(p, reason)
         except CheckpointError as exc:  # tolerable_failures exceeded
@@ -850,10 +864,35 @@ class JobMaster:
             self._fail_attempt(exc)
         if aborted is None:
             return
+        if pending:
+            self._discard_aborted(p.checkpoint_id)
         for actor in self.actors.values():
             actor.notify_checkpoint_aborted.remote(p.checkpoint_id)
         if p.savepoint is not None:
             self._resolve_savepoint(p.savepoint, CheckpointError(f"savepoint to {p.savepoint!r} failed: {reason}"))
+
+    def _discard_aborted(self, checkpoint_id: int) -> None:
+        """Delete the directory of aborted checkpoint ``checkpoint_id`` (its state files; shared
+        files of incremental checkpoints stay, later ones may reference them) on a worker
+        thread, never blocking the master; again for every ack or decline of it that arrives
+        later (a task that wrote its snapshot after the abort). Before, aborted checkpoints
+        kept their directories until a later checkpoint completed: with failing metadata
+        writes, one per attempt piled up without bound. A failure to delete is logged."""
+        self._aborted[checkpoint_id] = None
+        while len(self._aborted) > ABORTED_KEPT:
+            del self._aborted[next(iter(self._aborted))]
+        storage, job_id = self._checkpoints.storage, self._job_id
+
+        async def discard() -> None:
+            async with self._discard_lock:
+                try:
+                    await asyncio.to_thread(storage.discard, job_id, checkpoint_id)
+                except Exception:  # noqa: BLE001 - cleaning up must never fail the job
+                    log.warning("could not delete aborted checkpoint %s of %s", checkpoint_id, job_id, exc_info=True)
+
+        fut = asyncio.ensure_future(discard())
+        self._discards.add(fut)
+        fut.add_done_callback(self._discards.discard)
 
     def _commit(self, committables: dict[str, list], log_name: tuple[int, str] | None = None) -> None:
         """Make ``committables`` visible (idempotent). Committers that keep what they commit
@@ -943,6 +982,8 @@ class JobMaster:
                 self._fail_attempt(exc)
                 ok = False
             if not ok:
+                if error is not None:  # (no metadata: never restorable, its files go)
+                    self._discard_aborted(p.checkpoint_id)
                 if error is not None and not aborted_meanwhile:
                     # (the tasks of a stop-with-savepoint resume: the job goes on)
                     for actor in self.actors.values():
@@ -1000,7 +1041,10 @@ class JobMaster:
 
     async def acknowledge_checkpoint(self, attempt: int, checkpoint_id: int, vertex_id: int, subtask: int, state: dict) -> None:
         """A task wrote its snapshot of ``checkpoint_id``; completes the checkpoint when all did.
-        An ack of a checkpoint that was aborted meanwhile hands its committables on."""
+        An ack of a checkpoint that was aborted meanwhile hands its committables on, and the
+        snapshot it wrote late is deleted."""
+        if self.coordinator is not None and checkpoint_id in self._aborted:
+            self._discard_aborted(checkpoint_id)
         if attempt != self.attempt or self.coordinator is None:
             return
         p = self.coordinator.acknowledge(checkpoint_id, (vertex_id, subtask), state)
@@ -1016,6 +1060,8 @@ class JobMaster:
         """A task could not take ``checkpoint_id``: abort it (the job goes on). The
         committables its sinks had prepared at the barrier are retained, not dropped."""
         c = self.coordinator
+        if c is not None and checkpoint_id in self._aborted:  # (what it wrote before failing goes)
+            self._discard_aborted(checkpoint_id)
         if attempt != self.attempt or c is None:
             return
         p = c.get(checkpoint_id)
