@@ -938,7 +938,9 @@ class Task:
             op_state = self._guard(i, None, partial(op.snapshot_state, cid))
             entry["op"] = dumps({"operator": op_state}, what=f"state of operator {spec['name']!r}")
             backend = getattr(op, "ctx", None) and op.ctx.keyed_backend
-            if backend is not None:
+            if backend is not None and not self._finished:
+                # (a finished task emitted everything it held and closed its backends: its
+                # snapshot is its final state, without keyed state, as _final_state's)
                 entry["keyed"] = backend.snapshot(cid)
             state[spec["uid"]] = entry
         self.network.broadcast_event(barrier)
