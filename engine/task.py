@@ -36,7 +36,7 @@ from .channels import (
 )
 from .config import TaskConfig
 from .connectors import END_OF_INPUT, NOTHING_AVAILABLE, Source, SourceReader, split_key
-from .errors import ConfigError, JobFailed, UserCodeError, short_repr
+from .errors import CheckpointError, ConfigError, JobFailed, UserCodeError, short_repr
 from .events import MAX_WATERMARK, MIN_WATERMARK, Barrier, EndOfInput, StreamStatus, Watermark
 from .keygroups import KeyGroupRange
 from .operator import OperatorContext, StreamOperator, SystemClock
@@ -934,7 +934,7 @@ class Task:
                 self._guard(i, None, partial(pre_barrier, cid))
             prepare = getattr(op, "prepare_commit", None)
             if prepare is not None:  # pre-commit first: the snapshot must see its effects
-                entry["committables"] = self._guard(i, None, partial(prepare, cid))
+                entry["committables"] = self._prepare_commit(i, prepare, cid)
             op_state = self._guard(i, None, partial(op.snapshot_state, cid))
             entry["op"] = dumps({"operator": op_state}, what=f"state of operator {spec['name']!r}")
             backend = getattr(op, "ctx", None) and op.ctx.keyed_backend
@@ -962,6 +962,30 @@ class Task:
                 return
             state[self.op_specs[0]["uid"]]["log"] = dumps([], what="feedback log")
         self.hooks.acknowledge(cid, self.spec.vertex_id, self.spec.subtask_index, state)
+
+    def _prepare_commit(self, index: int, prepare: Callable[[Any], Any], checkpoint_id: int | None) -> Any:
+        """The committables sink operator ``index`` hands over at checkpoint ``checkpoint_id``
+        (None: at the end of input), checked to pickle here: they go to the job master (a Ray
+        call) and into checkpoints, where one that does not pickle (a lock, an open file, a
+        client) failed inside Ray with a bare ``cannot pickle ...``, naming neither the sink
+        nor the call. It is a :class:`JobFailed` naming both now."""
+        committables = self._guard(index, None, partial(prepare, checkpoint_id))
+        name = self.op_specs[index]["name"]
+        try:
+            dumps(committables, what=f"committables of sink {name!r}")
+        except CheckpointError as exc:
+            cause = exc.__cause__ or exc
+            at = "at the end of input" if checkpoint_id is None else f"at checkpoint {checkpoint_id}"
+            where = f"operator {name!r} (subtask {self.spec.subtask_index + 1}/{self.spec.parallelism})"
+            raise JobFailed(
+                f"{where} failed: the committables its prepare_commit() returned {at} cannot be pickled "
+                f"({type(cause).__name__}: {cause}): {short_repr(committables)}\n  (committables travel to the job "
+                "master's committer and into checkpoints: return picklable values, such as file names, ids or "
+                "offsets, not open files, locks or clients)",
+                operator=name, subtask=self.spec.subtask_index, record=short_repr(committables),
+                cause="".join(traceback.format_exception(type(cause), cause, cause.__traceback__)),
+            ) from exc
+        return committables
 
     def _discard_taken(self, checkpoint_id: int, state: dict[str, Any]) -> None:
         """A snapshot taken at a barrier will never be written (its checkpoint was aborted
@@ -1097,7 +1121,7 @@ class Task:
         for i, (op, spec) in enumerate(zip(self.operators, self.op_specs)):
             prepare = getattr(op, "prepare_commit", None)
             if prepare is not None:
-                committables[spec["uid"]] = self._guard(i, None, partial(prepare, None))
+                committables[spec["uid"]] = self._prepare_commit(i, prepare, None)
         final_state = self._final_state()
         self.network.emit_watermark(Watermark(MAX_WATERMARK))
         # The loop is over: nothing more goes to (or is awaited from) feedback edges, whose
