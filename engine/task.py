@@ -16,6 +16,7 @@ by barrier alignment stops its producer.
 from __future__ import annotations
 
 import logging
+import pickle
 import queue
 import time
 import traceback
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable
 
+import cloudpickle
 import pyarrow as pa
 
 from .channels import (
@@ -36,7 +38,7 @@ from .channels import (
 )
 from .config import TaskConfig
 from .connectors import END_OF_INPUT, NOTHING_AVAILABLE, Source, SourceReader, split_key
-from .errors import CheckpointError, ConfigError, JobFailed, UserCodeError, short_repr
+from .errors import ConfigError, JobFailed, UserCodeError, short_repr
 from .events import MAX_WATERMARK, MIN_WATERMARK, Barrier, EndOfInput, StreamStatus, Watermark
 from .keygroups import KeyGroupRange
 from .operator import OperatorContext, StreamOperator, SystemClock
@@ -228,6 +230,23 @@ class _TaskOutput:
         for w in getattr(self.network, "writers", ()):
             if not w.info.feedback:  # event time of a loop is driven by its regular inputs
                 w.send_event(StreamStatus(idle))
+
+
+def _check_picklable(obj: Any) -> None:
+    """Raise what pickling ``obj`` raises (pickle, then cloudpickle, as its way to the master
+    goes), without copying its buffers: Arrow and numpy data go out of band to a callback
+    that drops them (a collect sink's committables are its whole output; 4M ints: 18 ms and
+    32 MB in band, 0.1 ms out of band)."""
+    try:
+        pickle.dumps(obj, protocol=5, buffer_callback=_drop)
+        return
+    except (pickle.PicklingError, TypeError, AttributeError):
+        pass
+    cloudpickle.dumps(obj, protocol=5, buffer_callback=_drop)
+
+
+def _drop(_buffer: Any) -> None:
+    """A pickle ``buffer_callback`` keeping nothing (the data is not needed, only whether it pickles)."""
 
 
 class Task:
@@ -972,9 +991,9 @@ class Task:
         committables = self._guard(index, None, partial(prepare, checkpoint_id))
         name = self.op_specs[index]["name"]
         try:
-            dumps(committables, what=f"committables of sink {name!r}")
-        except CheckpointError as exc:
-            cause = exc.__cause__ or exc
+            _check_picklable(committables)
+        except Exception as exc:  # noqa: BLE001 - whatever pickling raised, named below
+            cause = exc
             at = "at the end of input" if checkpoint_id is None else f"at checkpoint {checkpoint_id}"
             where = f"operator {name!r} (subtask {self.spec.subtask_index + 1}/{self.spec.parallelism})"
             raise JobFailed(
