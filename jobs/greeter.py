@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 
 import raystream as rs
+from raystream.jobs.args import at_least
 from raystream.statefun_api import (
     Context,
     IntType,
@@ -80,28 +80,12 @@ def route(name: str) -> Message:
     return message_builder(PERSON, name, str_value=name)
 
 
-def _at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse type: an int of at least ``minimum`` (a bad one is a usage error, not a
-    traceback from inside the job)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="greeter", description=__doc__.splitlines()[0])
     p.add_argument("names", nargs="*", help="visitors, in order (default: generated visits)")
-    p.add_argument("--visits", type=_at_least(0), default=1000, help="generated visits when no names are given")
-    p.add_argument("--people", type=_at_least(1), default=50, help="distinct generated visitors")
-    p.add_argument("--parallelism", type=_at_least(1), default=2)
+    p.add_argument("--visits", type=at_least(0), default=1000, help="generated visits when no names are given")
+    p.add_argument("--people", type=at_least(1), default=50, help="distinct generated visitors")
+    p.add_argument("--parallelism", type=at_least(1), default=2)
     return p.parse_args(argv)
 
 

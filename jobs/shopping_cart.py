@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import raystream as rs
+from raystream.jobs.args import at_least
 from raystream.statefun_api import (
     BoolType,
     Context,
@@ -162,28 +162,12 @@ def generate_events(users: int, items: int = 5, adds_per_user: int = 4) -> list[
     return events
 
 
-def _at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse type: an int of at least ``minimum`` (a bad one is a usage error, not a
-    traceback from inside the job)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="shopping_cart", description=__doc__.splitlines()[0])
-    p.add_argument("--users", type=_at_least(0), default=10)
-    p.add_argument("--items", type=_at_least(1), default=5)
-    p.add_argument("--stock", type=_at_least(0), default=1000, help="initial stock per item")
-    p.add_argument("--parallelism", type=_at_least(1), default=2)
+    p.add_argument("--users", type=at_least(0), default=10)
+    p.add_argument("--items", type=at_least(1), default=5)
+    p.add_argument("--stock", type=at_least(0), default=1000, help="initial stock per item")
+    p.add_argument("--parallelism", type=at_least(1), default=2)
     return p.parse_args(argv)
 
 
