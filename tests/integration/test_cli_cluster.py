@@ -8,11 +8,8 @@ command runs in a subprocess, as a user would run it.
 from __future__ import annotations
 
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 import urllib.request
@@ -20,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ports import free_ports
+from tests.ray_head import ray_head
 from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,76 +51,11 @@ def report(records, args):
 '''
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @pytest.fixture(scope="module")
 def head():
     """A Ray head with the dashboard (Job Submission API) on loopback ports; stopped afterwards."""
-    gcs, dash, metrics, client, agent, agent_grpc, renv, nm, om = free_ports(9)
-    temp = tempfile.mkdtemp(prefix="rsh-", dir="/tmp")  # short: Unix socket paths have a length limit
-    ray_bin = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
-    cmd = [
-        ray_bin, "start", "--head", "--disable-usage-stats", "--node-ip-address=127.0.0.1",
-        f"--port={gcs}", "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-        f"--metrics-export-port={metrics}", f"--ray-client-server-port={client}",
-        f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
-        f"--runtime-env-agent-port={renv}", f"--node-manager-port={nm}", f"--object-manager-port={om}",
-        "--num-cpus=2", f"--temp-dir={temp}",
-    ]
-    # a plain `ray start --head` as users run it: the installed Ray enables token authentication
-    # when a token exists (~/.ray/auth_token, written by a first local `ray.init()` or by `ray
-    # get-auth-token --generate`, as Ray's docs tell); on a fresh machine none may exist yet (the
-    # suite runs with RAY_AUTH_MODE=disabled), so it is generated here, as a user would, and
-    # removed afterwards if this fixture made it
-    env = dict(os.environ, RAY_metrics_report_interval_ms="500")
-    env.pop("RAY_ADDRESS", None)
-    env.pop("RAY_AUTH_MODE", None)
-    env.pop("RAY_AUTH_TOKEN", None)
-    env.pop("RAY_AUTH_TOKEN_PATH", None)
-    token = Path.home() / ".ray" / "auth_token"
-    made_token = not token.exists()
-    if made_token:
-        gen = subprocess.run([ray_bin, "get-auth-token", "--generate"], capture_output=True, text=True, env=env,
-                             timeout=60)
-        assert gen.returncode == 0 and token.exists(), gen.stderr
-    t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            start_new_session=True)
-    pgid = proc.pid  # the head's processes all stay in this process group
-    try:
-        out, _ = proc.communicate(timeout=120)
-        assert proc.returncode == 0, out
-        info = {
-            "gcs": f"127.0.0.1:{gcs}",
-            "http": f"http://127.0.0.1:{dash}",
-            "metrics": f"http://127.0.0.1:{metrics}/metrics",
-            "start_s": time.monotonic() - t0,
-            "temp": temp,
-        }
+    with ray_head(dashboard=True, prefix="rsh-", RAY_metrics_report_interval_ms="500") as info:
         yield info
-    finally:
-        for sig, wait_s in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
-            if not _group_alive(pgid):
-                break
-            try:
-                os.killpg(pgid, sig)
-            except ProcessLookupError:
-                break
-            deadline = time.monotonic() + wait_s
-            while _group_alive(pgid) and time.monotonic() < deadline:
-                time.sleep(0.2)
-        assert not _group_alive(pgid), "Ray head processes left behind"
-        shutil.rmtree(temp, ignore_errors=True)
-        if made_token:
-            token.unlink(missing_ok=True)
 
 
 def raystream(*args: str, timeout: float = 120, cwd: Path = ROOT, **extra_env: str) -> subprocess.CompletedProcess:

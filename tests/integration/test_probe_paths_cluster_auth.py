@@ -8,21 +8,17 @@ stops by its id (never ``ray stop``); every script runs in a subprocess, as a us
 from __future__ import annotations
 
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.ports import free_ports
+from tests.ray_head import ray_head, user_environment
 
 ROOT = Path(__file__).resolve().parents[2]
-RAY_BIN = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
 
 SCRIPT = '''
 import collections, sys
@@ -42,67 +38,16 @@ print("OK")
 '''
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @pytest.fixture(scope="module")
 def head():
     """A Ray head started as a user starts it (token authentication on), no dashboard."""
-    if RAY_BIN is None:
-        pytest.skip("the `ray` command is not installed (pip install ray puts it next to python)")
-    gcs, client, metrics, agent, agent_grpc, renv, nm, om = free_ports(8)
-    temp = tempfile.mkdtemp(prefix="rsa-", dir="/tmp")  # short: Unix socket paths have a length limit
-    cmd = [
-        RAY_BIN, "start", "--head", "--disable-usage-stats", "--node-ip-address=127.0.0.1", f"--port={gcs}",
-        "--include-dashboard=false", f"--ray-client-server-port={client}", f"--metrics-export-port={metrics}",
-        f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
-        f"--runtime-env-agent-port={renv}", f"--node-manager-port={nm}", f"--object-manager-port={om}",
-        "--num-cpus=2", f"--temp-dir={temp}",
-    ]
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")}
-    token = Path.home() / ".ray" / "auth_token"
-    made_token = not token.exists()
-    if made_token:  # (as a user would: Ray's docs tell to generate one)
-        gen = subprocess.run([RAY_BIN, "get-auth-token", "--generate"], capture_output=True, text=True, env=env,
-                             timeout=60)
-        assert gen.returncode == 0 and token.exists(), gen.stderr
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            start_new_session=True)
-    pgid = proc.pid
-    try:
-        out, _ = proc.communicate(timeout=120)
-        assert proc.returncode == 0, out
-        assert "Token authentication is enabled" in out, out
-        yield f"127.0.0.1:{gcs}"
-    finally:
-        for sig, wait_s in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
-            if not _group_alive(pgid):
-                break
-            try:
-                os.killpg(pgid, sig)
-            except ProcessLookupError:
-                break
-            deadline = time.monotonic() + wait_s
-            while _group_alive(pgid) and time.monotonic() < deadline:
-                time.sleep(0.2)
-        assert not _group_alive(pgid), "Ray head processes left behind"
-        shutil.rmtree(temp, ignore_errors=True)
-        if made_token:
-            token.unlink(missing_ok=True)
+    with ray_head(dashboard=False, prefix="rsa-") as info:
+        assert "Token authentication is enabled" in info["output"], info["output"]
+        yield info["gcs"]
 
 
 def _script(address: str, **env_vars: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")}
-    env.update(PYTHONPATH=str(ROOT), **env_vars)
+    env = user_environment(PYTHONPATH=str(ROOT), **env_vars)
     return subprocess.run([sys.executable, "-c", textwrap.dedent(SCRIPT), address], cwd=ROOT, capture_output=True,
                           text=True, timeout=180, env=env)
 
