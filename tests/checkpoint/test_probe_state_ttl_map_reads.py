@@ -1,10 +1,15 @@
-"""``MapState.is_empty()`` reads no value, so it refreshes no TTL timestamp, on both backends.
+"""The reads of a ``MapState`` with TTL refresh the timestamps Flink's ``TtlMapState`` refreshes,
+on both backends. No Ray.
 
-With ``update_type="on_read_and_write"`` the heap backend's ``is_empty()`` refreshed the
-timestamp of every entry of the map and the RocksDB backend's that of the first entry in key
-order, so a map polled with ``is_empty()`` lived on (heap: all of it, RocksDB: one entry) and
-the same program read different maps on the two backends. Now ``is_empty()`` refreshes
-nothing: the entries expire ``ttl_ms`` after their last write or value read, on both. No Ray."""
+* ``contains(k)`` is a read of the entry (Flink: ``get(key) != null``): with
+  ``update_type="on_read_and_write"`` it refreshes the entry. Before, it refreshed nothing, so a
+  "seen before?" dedup map checked only with ``contains`` expired ``ttl_ms`` after its write
+  however often it was checked.
+* ``is_empty()`` reads no value, so it refreshes nothing. Before, with ``on_read_and_write`` the
+  heap backend's refreshed every entry of the map and the RocksDB backend's the first entry in
+  key order, so a map polled with ``is_empty()`` lived on (heap: all of it, RocksDB: one entry)
+  and the same program read different maps on the two backends.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +31,28 @@ def clock() -> ManualClock:
 @pytest.fixture
 def backend(clock, make_backend):
     return make_backend(KeyGroupRange(0, MAXP - 1), MAXP, clock=clock)
+
+
+def test_contains_keeps_an_entry_alive_with_on_read_and_write(backend, clock):
+    seen = backend.get_state(MapStateDescriptor("seen", ttl=StateTtlConfig(100, update_type="on_read_and_write")))
+    backend.set_current_key("user")
+    seen.put("event-1", True)
+    for _ in range(5):  # checked every 60 ms: each check is a read that refreshes it
+        clock.advance(60)
+        assert seen.contains("event-1")
+    clock.advance(99)
+    assert seen.items() == [("event-1", True)]
+
+
+def test_contains_refreshes_nothing_with_on_create_and_write(backend, clock):
+    seen = backend.get_state(MapStateDescriptor("seen", ttl=StateTtlConfig(100)))
+    backend.set_current_key("user")
+    seen.put("event-1", True)
+    clock.advance(60)
+    assert seen.contains("event-1")
+    clock.advance(40)  # 100 ms after the write
+    assert not seen.contains("event-1")
+    assert seen.items() == []
 
 
 def test_is_empty_refreshes_no_entry(backend, clock):
