@@ -731,21 +731,33 @@ class WindowOperator(StreamOperator):
             return merged
         tctx = self.tctx
         acc: Any = _NONE
+        old_windows = sorted(overlapping)
         old_states = []
-        trig_key = self.trig.get(key, {})
-        for x in sorted(overlapping):
+        trig = self.trig
+        for x in old_windows:
             part = per_key.pop(x)
             acc = part if acc is _NONE else self._merge_acc(acc, part)
-            tctx.window = x
-            self.trigger.clear(x, tctx)
-            self._delete_cleanup(key, x)
-            old_states.append(trig_key.pop(x, {}))
+            st = trig.get(key, {}).get(x)
+            old_states.append(dict(st) if st else {})
         if acc is not _NONE:
             per_key[merged] = acc
+        # Flink's order: the trigger merges the old windows' state into the merged window,
+        # then each old window is cleared (its trigger timers, state and cleanup timer).
+        # Cleared first, a trigger whose clear() resets its state (CountTrigger) handed
+        # on_merge the reset values: the merged window lost the old windows' counts.
         tctx.window = merged
         tctx._merged = old_states
         self.trigger.on_merge(merged, tctx)
         tctx._merged = []
+        for x in old_windows:
+            tctx.window = x
+            self.trigger.clear(x, tctx)
+            self._delete_cleanup(key, x)
+            trig_key = trig.get(key)
+            if trig_key is not None:
+                trig_key.pop(x, None)  # what clear() left of the old window's state
+                if not trig_key:
+                    del trig[key]
         return merged
 
     # ------------------------------------------------------------------ firing
