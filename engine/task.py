@@ -22,7 +22,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import cloudpickle
 import pyarrow as pa
@@ -38,7 +38,7 @@ from .channels import (
 )
 from .config import TaskConfig
 from .connectors import END_OF_INPUT, NOTHING_AVAILABLE, Source, SourceReader, split_key
-from .errors import ConfigError, JobFailed, UserCodeError, short_repr
+from .errors import CheckpointError, ConfigError, JobFailed, UserCodeError, short_repr
 from .events import MAX_WATERMARK, MIN_WATERMARK, Barrier, EndOfInput, StreamStatus, Watermark
 from .keygroups import KeyGroupRange
 from .operator import OperatorContext, StreamOperator, SystemClock
@@ -51,6 +51,8 @@ from .watermark_valve import WatermarkValve
 __all__ = ["TaskConfig", "TaskSpec", "InputInfo", "OutputInfo", "Task", "TaskResult", "TaskHooks", "CheckpointHooks"]
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 
 #: rows of the first call of a task's head operator, before what a row writes is known
@@ -392,15 +394,25 @@ class Task:
             self._outputs.append(output)
             self._guard(i, None, partial(operator.open, ctx, output))
         if self.spec.source is not None:
+            source = self.spec.source
             source_ctx = self._make_context(self.spec.chain[0])
-            self._source_reader = self.spec.source.create_reader(source_ctx)
+            reader = self._source_call("create_reader()", partial(source.create_reader, source_ctx))
+            missing = [m for m in ("add_splits", "poll_next", "snapshot_state") if not callable(getattr(reader, m, None))]
+            if missing:
+                raise self._source_failed("create_reader()", TypeError(
+                    f"{type(source).__qualname__}.create_reader() must return a SourceReader "
+                    f"(raystream.engine.connectors), got {type(reader).__name__} without "
+                    f"{', '.join(m + '()' for m in missing)}: {short_repr(reader)}"))
+            self._source_reader = reader
             self._source_metrics = source_ctx.metrics
             splits, order = self.spec.splits, self.spec.split_order
             src_state = restore.get(self.spec.chain[0]["uid"])
+            call = "add_splits()"
             if src_state is not None:
                 splits, order = src_state.get("splits", []), src_state.get("split_order") or []
+                call = f"add_splits() of {len(splits)} split(s) restored from a checkpoint or savepoint"
             self._split_order = _ordinals(splits, order)
-            self._source_reader.add_splits(list(splits))
+            self._source_call(call, partial(reader.add_splits, list(splits)))
         # the restored states are the operators' now: the task keeps no second copy of them
         # (its memory is its live state, not live state plus the checkpoint it started from)
         self.spec.restore = None
@@ -436,6 +448,43 @@ class Task:
                     "or set needs a hashable key instead, e.g. a tuple, a frozenset or tuple(sorted(d.items())); "
                     "the RocksDB backend takes any key)")
         return JobFailed(msg, operator=name, subtask=self.spec.subtask_index, record=record, cause=cause)
+
+    def _source_call(self, call: str, fn: Callable[[], _T]) -> _T:
+        """``fn()``, a call of the task's source or its reader, with what it raises turned
+        into a :class:`JobFailed` naming the source, the subtask and ``call`` (e.g.
+        ``"snapshot_state() at checkpoint 3"``), the original exception chained. Before,
+        a source that raised in ``create_reader``, ``add_splits`` or ``snapshot_state`` was
+        named by neither: ``task 'src -> sink (1/2)' failed: RuntimeError: ...``."""
+        try:
+            return fn()
+        except (JobFailed, Cancelled):
+            raise
+        except Exception as exc:
+            raise self._source_failed(call, exc) from exc
+
+    def _source_failed(self, call: str, exc: BaseException, detail: str | None = None) -> JobFailed:
+        """The failure of the task's source in ``call``: ``exc`` (a :class:`UserCodeError`
+        names the record or index it was processing), or what ``detail`` says instead of
+        ``exc``'s own text (``exc`` stays the cause)."""
+        name = self.spec.chain[0]["name"] if self.spec.chain else self.spec.name
+        try:
+            described = self.spec.source.describe() if self.spec.source is not None else ""
+        except Exception:  # noqa: BLE001 - a broken describe() must not hide the failure
+            described = type(self.spec.source).__name__
+        kind = f"{described}, " if described and described != name else ""
+        record = None
+        what = "record"
+        original = exc
+        if isinstance(exc, UserCodeError):
+            record, original, what = short_repr(exc.record), exc.original, exc.what
+        where = f"source operator {name!r} ({kind}subtask {self.spec.subtask_index + 1}/{self.spec.parallelism})"
+        msg = f"{where} failed in {call}: {detail if detail is not None else f'{type(original).__name__}: {original}'}"
+        if record is not None:
+            msg += f"\n  while processing {what}: {record}"
+        failed = JobFailed(msg, operator=name, subtask=self.spec.subtask_index, record=record,
+                           cause="".join(traceback.format_exception(type(original), original, original.__traceback__)))
+        failed.__cause__ = exc  # (also where it is raised later: a close() after the others)
+        return failed
 
     def _guard(self, index: int, batch: Batch | None, fn: Callable[[], Any]) -> Any:
         try:
@@ -1040,7 +1089,8 @@ class Task:
 
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
         if self._source_reader is not None:
-            self._guard(0, None, partial(self._source_reader.notify_checkpoint_complete, checkpoint_id))
+            self._source_call(f"notify_checkpoint_complete({checkpoint_id})",
+                              partial(self._source_reader.notify_checkpoint_complete, checkpoint_id))
         for i, op in enumerate(self.operators):
             self._guard(i, None, partial(op.notify_checkpoint_complete, checkpoint_id))
 
@@ -1073,10 +1123,7 @@ class Task:
             if self._stopped_at is not None:  # stopped with a savepoint: emit nothing more
                 self._drain_mailbox(idle_s)
                 continue
-            try:
-                result = reader.poll_next()
-            except Exception as exc:
-                raise self._fail(None, None, exc) from exc
+            result = self._source_call("poll_next()", reader.poll_next)
             if result is END_OF_INPUT:
                 return
             if result is NOTHING_AVAILABLE:
@@ -1090,10 +1137,10 @@ class Task:
                     f"the source's reader {type(reader).__name__}.poll_next() must return a Batch, NOTHING_AVAILABLE or "
                     f"END_OF_INPUT (raystream.engine.connectors), got {type(result).__name__}: {short_repr(result)}"
                 )
-                raise self._fail(None, None, bad)
+                raise self._source_failed("poll_next()", bad)
             n = len(result)
             if self._source_idle:  # records again: ACTIVE goes before them
-                self._source_status(reader.is_idle())
+                self._source_status(self._source_call("is_idle()", reader.is_idle))
             if emit is not None:
                 head_metrics.records_in += n
                 head_metrics.batches_in += 1
@@ -1116,11 +1163,11 @@ class Task:
             self._task_output.emit_watermark_status(idle)
 
     def _source_watermark(self, reader: Any) -> None:
-        idle = reader.is_idle()
+        idle = self._source_call("is_idle()", reader.is_idle)
         self._source_status(idle)
         if idle:
             return
-        wm = reader.poll_watermark()
+        wm = self._source_call("poll_watermark()", reader.poll_watermark)
         if wm is not None and wm > self._source_wm:
             self._source_wm = wm
             if self.operators:
@@ -1155,13 +1202,32 @@ class Task:
         self._finished = True
         return TaskResult(self.spec.vertex_id, self.spec.subtask_index, self.metrics(), committables, final_state)
 
-    def _source_state(self, src_uid: str, checkpoint_id: int) -> bytes:
+    def _source_state(self, src_uid: str, checkpoint_id: int, at_end: bool = False) -> bytes:
         """The reader's splits with their positions and their ordinals in the source's order
-        (``None`` for a split without a ``split_id``), serialized."""
-        assert self._source_reader is not None
-        splits = self._source_reader.snapshot_state(checkpoint_id)
+        (``None`` for a split without a ``split_id``), serialized; at checkpoint
+        ``checkpoint_id``, or as the task's final state (``at_end``). ``snapshot_state`` must
+        return a list of picklable splits: anything else fails the task naming the source
+        and the call (before, None failed with a bare ``'NoneType' object is not iterable``
+        and an unpicklable split with a ``CheckpointError`` naming neither)."""
+        reader = self._source_reader
+        assert reader is not None
+        call = "snapshot_state() " + ("at the end of input" if at_end else f"at checkpoint {checkpoint_id}")
+        splits = self._source_call(call, partial(reader.snapshot_state, checkpoint_id))
+        if isinstance(splits, tuple):
+            splits = list(splits)
+        if not isinstance(splits, list):
+            raise self._source_failed(call, TypeError(
+                f"{type(reader).__qualname__}.snapshot_state() must return a list of the reader's unfinished splits "
+                f"with their positions (an empty list when it has none), got {type(splits).__name__}: {short_repr(splits)}"))
         order = [self._split_order.get(split_key(s)) for s in splits]  # (no key: None)
-        return dumps({"splits": splits, "order": order}, what=f"source splits of {src_uid!r}")
+        try:
+            return dumps({"splits": splits, "order": order}, what=f"source splits of {src_uid!r}")
+        except CheckpointError as exc:  # (the order holds ints: the splits did not pickle)
+            cause = exc.__cause__ or exc
+            raise self._source_failed(call, cause, detail=(
+                f"the splits it returned cannot be pickled ({type(cause).__name__}: {cause}): {short_repr(splits)}\n  "
+                "(splits go into checkpoints and are handed to the readers of a restored job: keep positions in "
+                "them, such as file names, offsets or ids, not open files, locks or clients)")) from exc
 
     def _final_state(self) -> dict:
         """The state that represents this finished task in later checkpoints (FLIP-147):
@@ -1171,7 +1237,7 @@ class Task:
         state: dict[str, Any] = {}
         if self._source_reader is not None:
             src_uid = self.spec.chain[0]["uid"]
-            state[src_uid] = {"op": self._source_state(src_uid, cid)}
+            state[src_uid] = {"op": self._source_state(src_uid, cid, at_end=True)}
         for i, (op, spec) in enumerate(zip(self.operators, self.op_specs)):
             op_state = self._guard(i, None, partial(op.snapshot_state, cid))
             state[spec["uid"]] = {"op": dumps({"operator": op_state}, what=f"state of operator {spec['name']!r}")}
@@ -1200,7 +1266,7 @@ class Task:
                 self._source_reader.close()
             except Exception as exc:
                 if finished and first is None:
-                    first = self._close_failed(self.spec.chain[0]["name"] if self.spec.chain else self.spec.name, exc)
+                    first = self._source_failed("close()", exc)
                 else:
                     log.exception("closing source reader failed")
         self._close_backends()
