@@ -7,7 +7,20 @@ receives ``process_batch(batch, input_index)`` with input 0 for the first stream
 second. It imports only the stream base, so :mod:`operators.datastream` can import it.
 
 Example:
-    >>> # a.connect(b).key_by("user", "user").process(MyKeyedCoProcessFunction())
+    >>> import raystream as rs
+    >>> from raystream.checkpoint import ValueStateDescriptor
+    >>> class Count(rs.KeyedCoProcessFunction):   # one count per user over both inputs
+    ...     def open(self, ctx):
+    ...         self.n = ctx.get_state(ValueStateDescriptor("n", default=0))
+    ...     def process_element1(self, value, ctx):
+    ...         self.n.update(self.n.value() + 1)
+    ...         yield ctx.get_current_key(), self.n.value()
+    ...     process_element2 = process_element1
+    >>> env = rs.StreamEnvironment(parallelism=2)
+    >>> orders = env.from_collection([{"user": "ann"}, {"user": "bob"}])
+    >>> payments = env.from_collection([{"user": "ann"}])
+    >>> sorted(orders.connect(payments).key_by("user", "user").process(Count()).execute_and_collect())
+    [('ann', 1), ('ann', 2), ('bob', 1)]
 """
 
 from __future__ import annotations
@@ -98,7 +111,12 @@ class ConnectedStreams(Generic[S]):
         the second (Flink's ``CoMapFunction``; keyed after :meth:`key_by`).
 
         Example:
-            >>> # orders.connect(payments).map(lambda o: ("order", o), lambda p: ("payment", p))
+            >>> import raystream as rs
+            >>> env = rs.StreamEnvironment(parallelism=2)
+            >>> orders, payments = env.from_collection(["o1"]), env.from_collection(["p1"])
+            >>> both = orders.connect(payments).map(lambda o: ("order", o), lambda p: ("payment", p))
+            >>> sorted(both.execute_and_collect())
+            [('order', 'o1'), ('payment', 'p1')]
         """
         check_callable(fn1, "map")
         check_callable(fn2, "map")
