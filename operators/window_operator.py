@@ -669,7 +669,10 @@ class WindowOperator(StreamOperator):
         skipped = True
         if sessions is not None:  # merging windows: the element goes to the merged window
             for sw in session_windows:
-                merged = self._merge(key, per_key, sw)
+                try:
+                    merged = self._merge(key, per_key, sw)
+                except Exception as exc:  # merge(), on_merge(), clear() of user code: name the record
+                    raise UserCodeError(value, exc) from exc
                 if merged is not None:
                     skipped = False
                     self._add_to_window(key, per_key, merged, value, ts)
@@ -691,6 +694,8 @@ class WindowOperator(StreamOperator):
             per_key[w] = self._add(per_key.get(w, _NONE), value)
             tctx.window = w
             result = self.trigger.on_element(value, ts, w, tctx)
+            if result.__class__ is not TriggerResult:
+                self._not_a_result("on_element", result)
         except Exception as exc:
             raise UserCodeError(value, exc) from exc
         if result.is_fire or result.is_purge:
@@ -819,14 +824,27 @@ class WindowOperator(StreamOperator):
         except Exception as exc:
             raise UserCodeError(f"window {w!r} of key {key!r}", exc) from exc
 
+    def _not_a_result(self, method: str, result: Any) -> NoReturn:
+        raise ConfigError(
+            f"{type(self.trigger).__name__}.{method}() returned {result!r}: a Trigger method returns a "
+            "TriggerResult (CONTINUE, FIRE, PURGE or FIRE_AND_PURGE)"
+        )
+
     def _on_timer(self, key: Any, w: Window, time: int, event_time: bool) -> None:
         tctx = self.tctx
         tctx.key = key
         tctx.window = w
-        if event_time:
-            result = self.trigger.on_event_time(time, w, tctx)
-        else:
-            result = self.trigger.on_processing_time(time, w, tctx)
+        method = "on_event_time" if event_time else "on_processing_time"
+        try:
+            if event_time:
+                result = self.trigger.on_event_time(time, w, tctx)
+            else:
+                result = self.trigger.on_processing_time(time, w, tctx)
+            if result.__class__ is not TriggerResult:
+                self._not_a_result(method, result)
+        except Exception as exc:  # name the trigger call, its window and key (a timer has no record)
+            raise UserCodeError(f"{type(self.trigger).__name__}.{method}({time}) of window {w!r} of key {key!r}",
+                                exc) from exc
         if result.is_fire or result.is_purge:
             self._apply(key, w, result)
             if not self.contents.get(key, True):
