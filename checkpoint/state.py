@@ -28,12 +28,12 @@ Example:
 
 from __future__ import annotations
 
-import struct
 from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, TypeVar, cast
 
-import numpy as np
-
 from raystream.engine.errors import StateError
+from raystream.engine.keygroups import (
+    canonical_key as canonical_key,  # (re-exported: defined with the key hash)
+)
 
 from .descriptors import (
     AggregateFunction,
@@ -67,38 +67,8 @@ OUT = TypeVar("OUT")
 _MISSING = object()  # "no value" (values may be None)
 #: incremental TTL cleanup runs every this many accesses of a state (for cleanup_size each)
 _CLEANUP_EVERY = 16
-#: one float object per NaN bit pattern (see canonical_key)
-_NANS: dict[bytes, float] = {}
 #: types whose values are their own canonical key (checked first: the common keys)
 _CANONICAL_TYPES = frozenset([str, int, bytes, bool, type(None)])
-
-
-def canonical_key(key: Any) -> Any:
-    """``key`` as the heap backend stores it: NaN, which Python holds unequal to itself, is
-    replaced by one float object per bit pattern (also inside tuples and frozensets, and
-    numpy float NaNs), so that every NaN key of a bit pattern is one key, as RocksDB (which
-    compares encoded keys) and Flink have it. Any other key is returned as it is.
-
-    Example:
-        >>> canonical_key(float("nan")) is canonical_key(float("nan"))
-        True
-        >>> canonical_key(("a", 1.5))
-        ('a', 1.5)
-    """
-    t = type(key)
-    if t is float:
-        return key if key == key else _NANS.setdefault(struct.pack("<d", key), key)
-    if t in _CANONICAL_TYPES:
-        return key
-    if t is tuple or t is frozenset:
-        for x in key:
-            if type(x) not in _CANONICAL_TYPES and canonical_key(x) is not x:
-                return t(map(canonical_key, key))
-        return key
-    if isinstance(key, (float, np.floating)) and key != key:
-        f = float(key)
-        return _NANS.setdefault(struct.pack("<d", f), f)
-    return key
 
 
 def no_current_key_error(name: str) -> StateError:

@@ -52,6 +52,8 @@ from .errors import ConfigError
 __all__ = [
     "DEFAULT_MAX_PARALLELISM",
     "KeyGroupRange",
+    "canonical_key",
+    "canonical_keys",
     "stable_hash",
     "key_group_for",
     "subtask_for_key_group",
@@ -76,6 +78,58 @@ _TAG_RATIO = 0x72617469
 _TAG_INSTANT = 0x696E7374
 _EPOCH = dt.datetime(1970, 1, 1)
 _MICROSECOND = dt.timedelta(microseconds=1)
+
+
+#: one float object per NaN bit pattern (see canonical_key)
+_NANS: dict[bytes, float] = {}
+#: types whose values are their own canonical key (checked first: the common keys)
+_CANONICAL_TYPES = frozenset([str, int, bytes, bool, type(None)])
+
+
+def canonical_key(key: Any) -> Any:
+    """``key`` as keyed operators and state hold it: NaN, which Python holds unequal to
+    itself, is replaced by one float object per bit pattern (also inside tuples and
+    frozensets, and numpy float NaNs), so that every NaN key of a bit pattern is one dict
+    key (dicts compare by identity first), as RocksDB (which compares encoded keys) and
+    Flink have it. Any other key is returned as it is. The key selector
+    (:class:`~engine.partitioners.KeySelector`) gives every keyed operator its keys
+    through it.
+
+    Example:
+        >>> canonical_key(float("nan")) is canonical_key(float("nan"))
+        True
+        >>> canonical_key(("a", 1.5))
+        ('a', 1.5)
+    """
+    t = type(key)
+    if t is float:
+        return key if key == key else _NANS.setdefault(struct.pack("<d", key), key)
+    if t in _CANONICAL_TYPES:
+        return key
+    if t is tuple or t is frozenset:
+        for x in key:
+            if type(x) not in _CANONICAL_TYPES and canonical_key(x) is not x:
+                return t(map(canonical_key, key))
+        return key
+    if isinstance(key, (float, np.floating)) and key != key:
+        f = float(key)
+        return _NANS.setdefault(struct.pack("<d", f), f)
+    return key
+
+
+def canonical_keys(keys: list) -> list:
+    """:func:`canonical_key` of every key of ``keys``: ``keys`` itself when all are str,
+    int, bytes, bool or None (one C-level pass over their types), else a new list.
+
+    Example:
+        >>> nan = float("nan")
+        >>> a, b = canonical_keys([float("nan"), (1, float("nan"))]), canonical_keys([nan, (1, nan)])
+        >>> a[0] is b[0], a[1] == b[1]
+        (True, True)
+    """
+    if set(map(type, keys)) <= _CANONICAL_TYPES:
+        return keys
+    return list(map(canonical_key, keys))
 
 
 def _mix64(x: int) -> int:

@@ -8,6 +8,7 @@ and :class:`KeyGroupPartitioner` routes by the stable key hash through key group
 from __future__ import annotations
 
 import copy
+import operator
 from abc import ABC, abstractmethod
 from typing import Any, Callable
 
@@ -15,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from .errors import ConfigError, GraphError, JobFailed, short_repr
-from .keygroups import key_groups_of_array, key_groups_of_keys
+from .keygroups import canonical_key, canonical_keys, key_groups_of_array, key_groups_of_keys
 from .records import Batch
 
 __all__ = [
@@ -46,6 +47,13 @@ key by key for records of a known form; ``None`` when it cannot tell."""
 class KeySelector:
     """Extracts the key of each record: a column name (vectorized on Arrow), a tuple index,
     or a function of the record.
+
+    Keys come out canonical (:func:`~engine.keygroups.canonical_key`): every NaN of a bit
+    pattern, also inside a tuple, is one float object, so that the keyed operators that keep
+    per-key state in dicts of their own (reduce, sum/min/max, heap timers, joins) find a NaN
+    key's entry again (``nan != nan`` in Python; a dict compares by identity first). Keyed
+    operators take their keys with :meth:`key_of` or :meth:`keys_of_records`, never from
+    :attr:`key` themselves.
 
     ``batch_key_groups`` (:data:`BatchKeyGroups`) computes the key groups of an Arrow batch
     on its columns where the key is a function (e.g. of tuple records shipped as columns
@@ -78,28 +86,31 @@ class KeySelector:
         self.batch_key_groups = batch_key_groups
         self.record_key_groups = record_key_groups
         self.column = key if isinstance(key, str) else None
+        #: the key of one record as it is (not canonical): the user's function, or an
+        #: itemgetter of the column or index (one C-level call)
+        self.getter: Callable[[Any], Any] = key if callable(key) else operator.itemgetter(key)
         self.description = key if isinstance(key, (str, int)) else getattr(key, "__name__", repr(key))
 
     def key_of(self, record: Any) -> Any:
-        """The key of one record."""
-        k = self.key
-        if callable(k):
-            return k(record)
-        return record[k]
+        """The (canonical) key of one record."""
+        return canonical_key(self.getter(record))
+
+    def keys_of_records(self, records: list) -> list:
+        """The (canonical) keys of a list of records, in order."""
+        # (a C-level getter, e.g. an itemgetter, runs without a frame per record; the keys are
+        # made canonical with one C-level pass over their types when all are str/int/bytes)
+        return canonical_keys(list(map(self.getter, records)))
 
     def keys_of(self, batch: Batch) -> list | pa.Array:
-        """Keys of a whole batch: an Arrow array on the columnar path, else a list."""
+        """Keys of a whole batch: an Arrow array on the columnar path, else a list of
+        canonical keys."""
         if self.column is not None and batch.is_columnar:
             rb = batch.arrow()
             idx = rb.schema.get_field_index(self.column)
             if idx < 0:
                 raise KeyError(self.column)
             return rb.column(idx)
-        k = self.key
-        records = batch.records()
-        if callable(k):
-            return list(map(k, records))  # (a C-level key function, e.g. an itemgetter, runs without a frame per record)
-        return [r[k] for r in records]
+        return self.keys_of_records(batch.records())
 
     def key_groups(self, batch: Batch, max_parallelism: int) -> np.ndarray:
         """Key group of every record of ``batch``."""
@@ -111,10 +122,10 @@ class KeySelector:
             groups = self.record_key_groups(batch.records(), max_parallelism)
             if groups is not None:
                 return groups
-        keys = self.keys_of(batch)
-        if isinstance(keys, list):
-            return key_groups_of_keys(keys, max_parallelism)
-        return key_groups_of_array(keys, max_parallelism)
+        if self.column is not None and batch.is_columnar:
+            return key_groups_of_array(self.keys_of(batch), max_parallelism)  # type: ignore[arg-type]
+        # (the hash of a key is that of its canonical key: the keys are taken as they are)
+        return key_groups_of_keys(list(map(self.getter, batch.records())), max_parallelism)
 
     def __repr__(self) -> str:
         return f"KeySelector({self.description!r})"

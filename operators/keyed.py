@@ -5,7 +5,6 @@ its keys; state is snapshotted per key group and re-split on restore (rescaling)
 
 from __future__ import annotations
 
-import operator
 from typing import Any, Callable
 
 import numpy as np
@@ -15,7 +14,7 @@ import pyarrow.compute as pc
 from raystream.checkpoint.descriptors import ReducingStateDescriptor
 from raystream.engine.errors import GraphError, UserCodeError
 from raystream.engine.events import Watermark
-from raystream.engine.keygroups import key_groups_of_keys
+from raystream.engine.keygroups import canonical_key, canonical_keys, key_groups_of_keys
 from raystream.engine.operator import KeyGroupedState, OperatorContext, Output, StreamOperator
 from raystream.engine.partitioners import KeySelector
 from raystream.engine.records import Batch
@@ -90,15 +89,19 @@ class ReduceOperator(StreamOperator):
         state = self.state
         get = state.get
         fn = self.fn
-        key = self.key_selector.key
-        key_of = key if callable(key) else operator.itemgetter(key)
+        key_of = self.key_selector.getter
         records = batch.records()
         r = None
+        # The state holds canonical keys (one float object per NaN: nan != nan); a key not
+        # found as it is is looked up once more canonical, so a known key costs nothing more.
         try:
             if self.emit_mode == "final":
                 for r in records:
                     k = key_of(r)
                     acc = get(k, _MISSING)
+                    if acc is _MISSING:
+                        k = canonical_key(k)
+                        acc = get(k, _MISSING)
                     state[k] = r if acc is _MISSING else fn(acc, r)
                 return
             out: list[Any] = []
@@ -106,6 +109,9 @@ class ReduceOperator(StreamOperator):
             for r in records:
                 k = key_of(r)
                 acc = get(k, _MISSING)
+                if acc is _MISSING:
+                    k = canonical_key(k)
+                    acc = get(k, _MISSING)
                 acc = r if acc is _MISSING else fn(acc, r)
                 state[k] = acc
                 append(acc)
@@ -125,8 +131,7 @@ class ReduceOperator(StreamOperator):
             def add_and_get(value: Any) -> Any:
                 add(value)
                 return reducing.get()
-        key = self.key_selector.key
-        key_of = key if callable(key) else operator.itemgetter(key)
+        key_of = self.key_selector.getter  # (the backend makes its keys canonical itself)
         records = batch.records()
         r = None
         try:
@@ -199,8 +204,8 @@ class ReduceOperator(StreamOperator):
         else:
             for st in getattr(self, "_restored", []) or []:
                 for kg, entries in (st or {}).get("by_key_group", {}).items():
-                    if kg in ctx.key_group_range:
-                        self.state.update(entries)
+                    if kg in ctx.key_group_range:  # (keys canonical: unpickled NaNs are new objects)
+                        self.state.update(zip(canonical_keys(list(entries)), entries.values()))
             heap = keyed_state_backend(ctx) if backend is not None else None
             if heap is not None and REDUCE_STATE in heap.state_names():  # a RocksDB job's savepoint: out of it
                 restored = heap.get_state(ReducingStateDescriptor(REDUCE_STATE, self.fn))

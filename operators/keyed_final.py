@@ -55,7 +55,7 @@ import pyarrow.compute as pc
 
 from raystream.checkpoint.descriptors import ValueStateDescriptor
 from raystream.engine.errors import GraphError, StateError, UserCodeError, short_repr
-from raystream.engine.keygroups import key_groups_of_keys
+from raystream.engine.keygroups import canonical_key, canonical_keys, key_groups_of_keys
 from raystream.engine.operator import KeyGroupedState, OperatorContext, Output, StreamOperator
 from raystream.engine.partitioners import KeySelector
 from raystream.engine.records import Batch, arrow_to_records
@@ -99,9 +99,9 @@ def check_emit(method: str, emit: object) -> None:
 
 def key_getter(selector: KeySelector) -> Callable[[Any], Any]:
     """``selector``'s key of one record as one C-level call for a field or index key
-    (``operator.itemgetter``), else the user's key function itself."""
-    key = selector.key
-    return key if callable(key) else operator.itemgetter(key)
+    (``operator.itemgetter``), else the user's key function itself; not canonical (make a
+    batch's keys canonical with ``canonical_keys``)."""
+    return selector.getter
 
 
 def with_field(record: Any, column: str | int, value: Any) -> Any:
@@ -176,7 +176,7 @@ class _FieldFold:
         """Fold Python records (any record kind ``with_field`` accepts)."""
         column = self.column
         try:
-            keys = [key_of(r) for r in records]
+            keys = canonical_keys([key_of(r) for r in records])  # (one object per NaN: the dicts find it again)
             values = [r[column] for r in records]
         except Exception:
             self._raise_for_bad_record(records, key_of)
@@ -285,6 +285,9 @@ class LocalReduceOperator(HoldingCombiner):
             for r in batch.records():
                 k = key_of(r)
                 acc = get(k, _MISSING)
+                if acc is _MISSING:  # (held by canonical key: a NaN is found once made canonical)
+                    k = canonical_key(k)
+                    acc = get(k, _MISSING)
                 partial[k] = r if acc is _MISSING else fn(acc, r)
         except Exception as exc:
             raise UserCodeError(r, exc) from exc
@@ -296,7 +299,7 @@ class LocalReduceOperator(HoldingCombiner):
             held, self._partial = self._partial, {}
             key_of = key_getter(self.key_selector)
             for k, v in held.items():  # (once per key and send: the shuffle re-keys the partials)
-                if (changed := key_of(v)) != k:
+                if (changed := canonical_key(key_of(v))) != k and changed is not k:
                     raise UserCodeError(v, ValueError(
                         f"reduce(..., combinable=True): the function turned a partial of key {short_repr(k, 60)} into "
                         f"one of key {short_repr(changed, 60)}; a reduce must keep its records' key (T x T -> T), "
@@ -444,6 +447,7 @@ class FieldAggregateOperator(StreamOperator):
             for kg, entries in (snapshot or {}).get("by_key_group", {}).items():
                 if kg in ctx.key_group_range:
                     for k, (first, value) in entries.items():
+                        k = canonical_key(k)  # (an unpickled NaN is a new object)
                         state.first[k] = first
                         state.values[k] = value
         if self._keyed is None and backend is not None:  # heap: a RocksDB job's snapshot keeps them in the backend
@@ -487,7 +491,7 @@ class FieldAggregateOperator(StreamOperator):
             if self._columns.fold(rb, ki, vi):
                 return
             self._to_dicts()
-        keys = rb.column(ki).to_pylist()
+        keys = canonical_keys(rb.column(ki).to_pylist())
         new = state.fold(keys, rb.column(vi).to_pylist(), lambda i: arrow_to_records(rb.slice(i, 1))[0])
         if new:
             first = state.first
