@@ -24,7 +24,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from typing import Any, Callable, TypeVar
 
@@ -62,6 +61,15 @@ __all__ = ["StreamEnvironmentBase", "check_parallelism", "sink_operator_factory"
 
 
 E = TypeVar("E", bound="StreamEnvironmentBase")
+
+
+def _end_status(client: engine_api.JobClient) -> str | None:
+    """How ``client``'s job ended (``CANCELLED``...), or None if it has not or that cannot be told now."""
+    try:
+        status = client.status()
+    except Exception:  # noqa: BLE001 - a master that does not answer: not known to have ended
+        return None
+    return status if status in ("FINISHED", "FAILED", "CANCELLED") else None
 
 
 def check_parallelism(parallelism: object) -> int:
@@ -261,19 +269,29 @@ class StreamEnvironmentBase:
 
         The job belongs to this call: interrupting it (Ctrl-C, a notebook's stop button)
         cancels the job, waits up to ``_CANCEL_WAIT_S`` for it to end (a second interrupt
-        stops waiting), and raises ``KeyboardInterrupt``: an unbounded job is never left
-        running unseen. :meth:`execute_async` returns a :class:`JobClient` instead, whose
-        job runs on when its ``wait()`` is interrupted.
+        stops waiting), and raises ``KeyboardInterrupt`` saying so, raised here (not from
+        inside Ray's ``ray.get``, whose frames are not the user's concern): an unbounded job
+        is never left running unseen. :meth:`execute_async` returns a :class:`JobClient`
+        instead, whose job runs on when its ``wait()`` is interrupted.
         """
         client = self.execute_async(job_name, from_savepoint, allow_non_restored_state)
         try:
             return client.wait()
         except KeyboardInterrupt:
             log.warning("interrupted: cancelling job %r", job_name)
+        try:
             client.cancel()
-            with contextlib.suppress(Exception):  # (its JobCancelled, or the wait's timeout)
-                client.wait(timeout=_CANCEL_WAIT_S)
-            raise
+            client.wait(timeout=_CANCEL_WAIT_S)
+        except KeyboardInterrupt:  # a second interrupt: stop waiting
+            pass
+        except Exception:  # noqa: BLE001 - its JobCancelled (or how else it ended), or the wait's timeout
+            pass
+        status = _end_status(client)
+        if status is not None:
+            raise KeyboardInterrupt(f"job {job_name!r} interrupted: it ended ({status}), nothing of it runs") from None
+        raise KeyboardInterrupt(
+            f"job {job_name!r} interrupted: cancel requested, but it had not ended after {_CANCEL_WAIT_S:g} s; "
+            "JobClient.list_running() shows it if it still runs") from None
 
     def execute_and_collect(self, job_name: str = "raystream-job", as_table: bool = False) -> list | pa.Table:
         """Run the job and return what its single ``collect()`` sink received.
