@@ -25,6 +25,7 @@ import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from raystream.engine.connectors import assign_split_indices
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CheckpointConfig",
+    "ExternalizedCheckpointRetention",
     "CheckpointCoordinator",
     "PendingCheckpoint",
     "build_restore_plan",
@@ -58,6 +60,45 @@ METADATA_FORMAT = 1
 #: ``JobClient.info()["checkpoints"]["history"]`` show them): a job that checkpoints every 100 ms
 #: for a week keeps the last ones and counts, not six million entries
 HISTORY_KEPT = 100
+
+
+class ExternalizedCheckpointRetention(str, Enum):
+    """What becomes of a job's checkpoints (``<checkpoint_dir>/<job id>/``) when the job ends
+    (Flink's ``ExternalizedCheckpointRetention``). A job that **finished** deletes them in every
+    mode (it has nothing left to resume); savepoints are never deleted.
+
+    Example:
+        >>> ExternalizedCheckpointRetention("RETAIN_ON_CANCELLATION").keeps("CANCELLED")
+        True
+        >>> [ExternalizedCheckpointRetention.DELETE_ON_CANCELLATION.keeps(s) for s in ("FINISHED", "FAILED")]
+        [False, True]
+    """
+
+    #: kept when the job fails or is cancelled (the default: a cancelled job can be resumed
+    #: from its newest checkpoint, as a failed one)
+    RETAIN_ON_CANCELLATION = "RETAIN_ON_CANCELLATION"
+    #: kept only when the job fails; deleted when it is cancelled
+    DELETE_ON_CANCELLATION = "DELETE_ON_CANCELLATION"
+    #: never kept: deleted however the job ends
+    NO_EXTERNALIZED_CHECKPOINTS = "NO_EXTERNALIZED_CHECKPOINTS"
+
+    def keeps(self, status: str) -> bool:
+        """Whether a job that ended with ``status`` (``FINISHED``, ``CANCELLED``, ``FAILED``) keeps
+        its checkpoints."""
+        if status == "FINISHED" or self is ExternalizedCheckpointRetention.NO_EXTERNALIZED_CHECKPOINTS:
+            return False
+        return status != "CANCELLED" or self is ExternalizedCheckpointRetention.RETAIN_ON_CANCELLATION
+
+
+def _retention(value: object) -> ExternalizedCheckpointRetention:
+    try:
+        return ExternalizedCheckpointRetention(value.upper() if isinstance(value, str) else value)
+    except (ValueError, TypeError):
+        raise ConfigError(
+            f"checkpoint externalized_checkpoint_retention must be one of "
+            f"{[m.value for m in ExternalizedCheckpointRetention]!r} (or an ExternalizedCheckpointRetention), "
+            f"got {value!r}"
+        ) from None
 
 
 @dataclass
@@ -79,8 +120,30 @@ class CheckpointConfig:
     tolerable_failures: int | None = None  # None: checkpoint failures never fail the job
     #: signs every checkpoint/savepoint file (HMAC-SHA256); None: $RAYSTREAM_CHECKPOINT_SECRET
     secret: bytes | str | None = field(default=None, repr=False)
+    #: what becomes of the job's checkpoints when it ends (see ExternalizedCheckpointRetention)
+    externalized_checkpoint_retention: ExternalizedCheckpointRetention = (
+        ExternalizedCheckpointRetention.RETAIN_ON_CANCELLATION)
+
+    def set_externalized_checkpoint_retention(self, retention: ExternalizedCheckpointRetention | str) -> CheckpointConfig:
+        """What becomes of the job's checkpoints when it ends (Flink's
+        ``CheckpointConfig.setExternalizedCheckpointRetention``): ``"RETAIN_ON_CANCELLATION"``
+        (the default: kept when the job fails or is cancelled), ``"DELETE_ON_CANCELLATION"``
+        (kept only when it fails) or ``"NO_EXTERNALIZED_CHECKPOINTS"`` (never kept). A job that
+        finished deletes them in every mode. Raises ConfigError for anything else.
+
+        Example:
+            >>> CheckpointConfig(1000).set_externalized_checkpoint_retention("DELETE_ON_CANCELLATION").keeps("CANCELLED")
+            False
+        """
+        self.externalized_checkpoint_retention = _retention(retention)
+        return self
+
+    def keeps(self, status: str) -> bool:
+        """Whether a job that ended with ``status`` keeps its checkpoints."""
+        return _retention(self.externalized_checkpoint_retention).keeps(status)
 
     def __post_init__(self) -> None:
+        self.externalized_checkpoint_retention = _retention(self.externalized_checkpoint_retention)
         # every count and duration is a plain int (a float retained= used to be accepted, and
         # every completion then failed to discard old checkpoints: disk grew without bound)
         for name, low, what in (("interval_ms", 10, "ms"), ("timeout_ms", 1, "ms"), ("min_pause_ms", 0, "ms"),

@@ -99,6 +99,8 @@ _SHARED_DIR = "shared"
 #: what the temporary name of an atomically written file has after the final name
 _IN_PROGRESS = ".inprogress-"
 _SHARED_FILE = re.compile(r"^(\d+)-")
+#: the name of a marker a job restoring from a retained checkpoint leaves in its directory
+_RESTORING = "_restoring-"
 _OBJECT_STORES = frozenset({"s3", "gcs", "abfs"})
 #: environment variable holding the job secret that signs checkpoint files
 SECRET_ENV = "RAYSTREAM_CHECKPOINT_SECRET"
@@ -259,6 +261,18 @@ class RetainedCheckpointReader(SavepointReader):
     def read(self, name: Any) -> bytes:  # type: ignore[override]  # a StateHandle, not a name
         """The bytes behind a state handle of the checkpoint (checksum verified)."""
         return self._storage._read_handle(self._base, name)
+
+    def mark_restoring(self, job_id: str) -> None:
+        """Leave the marker ``_restoring-<job_id>`` in the checkpoint's directory: job
+        ``job_id`` restores from it, so the retention of the job that wrote it keeps it (and the
+        shared files it references) until :meth:`unmark_restoring`. Raises CheckpointError when
+        it cannot be written (read-only storage)."""
+        name = f"{_RESTORING}{_check_part('job_id', job_id)}"
+        self._storage._write(posixpath.join(self._dir, name), encode_blob(_STATE_KIND, b""))
+
+    def unmark_restoring(self, job_id: str) -> None:
+        """Remove the marker of :meth:`mark_restoring` (a failure is logged)."""
+        self._storage._remove_quietly(posixpath.join(self._dir, f"{_RESTORING}{_check_part('job_id', job_id)}"))
 
 
 class CheckpointStorage:
@@ -471,11 +485,13 @@ class CheckpointStorage:
         infos = self._fs.get_file_info([self._join(p) for p in paths])
         return [p for p, info in zip(paths, infos, strict=True) if info.type != pafs.FileType.File]
 
-    def collect_shared(self, job_id: str, keep: list[int]) -> list[str]:
+    def collect_shared(self, job_id: str, keep: list[int], unreferenced: bool = False) -> list[str]:
         """Delete the shared files of ``job_id`` that no checkpoint in ``keep`` (the
         retained complete ones) references and that were first uploaded for a checkpoint
-        older than the newest of ``keep``; returns their paths. Deletes nothing when a
-        retained checkpoint's metadata cannot be read (a file it needs might go)."""
+        older than the newest of ``keep`` (with ``unreferenced``: every one they do not
+        reference, for a job that ended and takes no more checkpoints); returns their paths.
+        Deletes nothing when a retained checkpoint's metadata cannot be read (a file it needs
+        might go)."""
         if not keep:
             return []
         directory = self._join(_check_part("job_id", job_id), _SHARED_DIR)
@@ -493,7 +509,8 @@ class CheckpointStorage:
         for info in infos:
             m = _SHARED_FILE.match(info.base_name)
             rel = posixpath.join(job_id, _SHARED_DIR, info.base_name)
-            if info.type != pafs.FileType.File or m is None or int(m.group(1)) >= newest or rel in referenced:
+            if info.type != pafs.FileType.File or m is None or rel in referenced or (
+                    int(m.group(1)) >= newest and not unreferenced):
                 continue
             try:
                 self._fs.delete_file(info.path)
@@ -611,10 +628,83 @@ class CheckpointStorage:
         keep = set(complete[-n:])
         newest = complete[-1]
         doomed = [i for i in self.list_checkpoints(job_id) if i < newest and i not in keep]
+        # (a complete one another job restores from right now stays, with its shared files)
+        in_use = {i for i in doomed if i in complete and self.restoring_jobs(job_id, i)}
+        doomed = [i for i in doomed if i not in in_use]
         for i in doomed:
             self.discard(job_id, i)
-        self.collect_shared(job_id, sorted(keep))
+        self.collect_shared(job_id, sorted(keep | in_use))
         return doomed
+
+    def restoring_jobs(self, job_id: str, checkpoint_id: int) -> list[str]:
+        """The jobs restoring from checkpoint ``checkpoint_id`` of ``job_id`` right now (each
+        left a marker ``_restoring-<job id>`` in its directory, see
+        :meth:`RetainedCheckpointReader.mark_restoring`): retention keeps such a checkpoint and the
+        shared files it references."""
+        directory = self.checkpoint_path(job_id, checkpoint_id)
+        try:
+            infos = self._fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True))
+        except OSError as exc:
+            raise CheckpointError(f"cannot list checkpoint {directory!r}: {exc}") from exc
+        return sorted(i.base_name[len(_RESTORING):] for i in infos
+                      if i.type == pafs.FileType.File and i.base_name.startswith(_RESTORING))
+
+    def discard_job(self, job_id: str) -> tuple[list[int], dict[int, list[str]]]:
+        """Delete what job ``job_id`` keeps in this storage: its checkpoint directories, its
+        shared files, its commit log, then its directory if nothing else is in it (a savepoint
+        written under it stays). Called when a job ends and its checkpoints are not retained
+        (``CheckpointConfig.externalized_checkpoint_retention``).
+
+        A checkpoint another job is restoring from (:meth:`restoring_jobs`) stays, with the
+        shared files it references and the job's directory. No other job's files are touched:
+        a job restored from this one's checkpoint references none of its files (it restores
+        without claiming them: its own first checkpoint is complete by itself).
+
+        The newest complete checkpoint goes last, so a job master that takes the job over while
+        this runs finds it whole (or not at all). Raises CheckpointError on the first delete that
+        fails (what was deleted stays deleted).
+
+        Returns:
+            ``(deleted checkpoint ids, {kept checkpoint id: jobs restoring from it}})``.
+        """
+        ids = self.list_checkpoints(job_id)
+        kept = {cid: users for cid in ids if (users := self.restoring_jobs(job_id, cid))}
+        complete = [cid for cid in self.list_complete(job_id) if cid not in kept]
+        doomed = [cid for cid in ids if cid not in kept and cid not in complete[-1:]] + complete[-1:]
+        for cid in doomed:
+            if cid in complete[-1:]:  # (its _metadata first: from then on it is incomplete, never half read)
+                self._delete_file(posixpath.join(self.checkpoint_path(job_id, cid), METADATA_FILE))
+            self.discard(job_id, cid)
+        job_dir = self._join(_check_part("job_id", job_id))
+        shared = posixpath.join(job_dir, _SHARED_DIR)
+        if kept:
+            self.collect_shared(job_id, sorted(kept), unreferenced=True)
+        else:
+            self._delete_dir(shared, "shared files")
+        self._delete_dir(posixpath.join(job_dir, "commits"), "commit log")
+        if not kept:
+            try:
+                left = self._fs.get_file_info(pafs.FileSelector(job_dir, allow_not_found=True, recursive=True))
+            except OSError as exc:
+                raise CheckpointError(f"cannot list {job_dir!r}: {exc}") from exc
+            if not [i for i in left if i.type == pafs.FileType.File]:
+                self._delete_dir(job_dir, "job directory")
+        return doomed, kept
+
+    def _delete_file(self, path: str) -> None:
+        try:
+            if self._fs.get_file_info(path).type == pafs.FileType.File:
+                self._fs.delete_file(path)
+        except OSError as exc:
+            raise CheckpointError(f"cannot delete checkpoint file {path!r}: {exc}") from exc
+
+    def _delete_dir(self, path: str, what: str) -> None:
+        """Delete directory ``path`` and what is in it (nothing if it does not exist)."""
+        try:
+            if self._fs.get_file_info(path).type != pafs.FileType.NotFound:
+                self._fs.delete_dir(path)
+        except OSError as exc:
+            raise CheckpointError(f"cannot delete the {what} {path!r}: {exc}") from exc
 
     # -- commit log --------------------------------------------------------------------
 

@@ -64,6 +64,11 @@ EARLY_REQUEST_WAIT_S = 120.0
 #: aborted checkpoints the master remembers, to delete a snapshot a task writes for one late
 ABORTED_KEPT = 1024
 
+#: how long the end of a job waits for the deletion of its checkpoints (a job that finished, or
+#: one whose retention mode does not keep them) before it returns its result; a deletion that
+#: takes longer goes on in the background
+CLEANUP_WAIT_S = 10.0
+
 
 def build_task_specs(job_id: str, graph: JobGraph, config: JobConfig, attempt: int, splits: dict,
                      restore: dict | None) -> dict[tuple[int, int], TaskSpec]:
@@ -218,6 +223,9 @@ class JobMaster:
         self._driver_slot: dict[str, str] = {}
         self._slot_executors: dict[str, Any] = {}
         self._busy = False
+        self._cleanups: set[asyncio.Future] = set()  # deletions of ended jobs' checkpoints still running
+        self.checkpoint_cleanup: str | None = None  # what became of the last job's checkpoints
+        self._restoring: Any = None  # the retained checkpoint the job restores from (marked in use)
 
     def _start_job(self, graph_blob: bytes, config_blob: bytes, job_id: str | None,
                    executors: dict[str, Any] | None) -> None:
@@ -292,6 +300,8 @@ class JobMaster:
         self.failures = 0
         self.last_failure: str | None = None
         self.restored_from: Any = None
+        self.checkpoint_cleanup = None
+        self._restoring = None
         self.stopped_with_savepoint: str | None = None
         self._all_finished = False
         self._stopping = False
@@ -404,6 +414,7 @@ class JobMaster:
             "graph": self._graph.describe(),
             "operators": [op["name"] for v in self._graph.vertices for op in v.chain],  # pipeline order
             "checkpoints": self.coordinator.stats() if self.coordinator else None,
+            "checkpoint_cleanup": self.checkpoint_cleanup,
         }
 
     async def metrics(self, job_id: str | None = None) -> dict:
@@ -523,9 +534,61 @@ class JobMaster:
             if self.status in ("CREATED", "RUNNING", "RESTARTING"):  # ended by an error raised early
                 self.status = "FAILED"
                 self.finished_at = time.time()
+            if self.job_id is not None and self.status in ("FINISHED", "CANCELLED", "FAILED"):
+                await self._end_checkpoints()
             if job_id is not None:
                 self._past_jobs.append(job_id)
                 self._job_arrived(job_id)  # (requests waiting for a run that ended before it started the job)
+
+    async def _end_checkpoints(self) -> None:
+        """The job ended: delete its checkpoints (``<checkpoint_dir>/<job id>/``: checkpoint
+        directories, shared files, commit log) unless its retention mode keeps them for how it
+        ended (``CheckpointConfig.externalized_checkpoint_retention``; a finished job keeps none),
+        and take its marker off the retained checkpoint it restored from. On a worker thread
+        (the master's loop goes on), waited for at most :data:`CLEANUP_WAIT_S`, then in the
+        background; a deletion that fails is logged, never fails the job (what is left can be
+        deleted by hand). A checkpoint another job is restoring from stays."""
+        restoring, self._restoring = self._restoring, None
+        coordinator, job_id, status = self.coordinator, self._job_id, self.status
+        keeps = getattr(self._config.checkpoint, "keeps", None)
+        doomed = coordinator is not None and keeps is not None and not keeps(status)
+        if coordinator is not None and not doomed:
+            mode = getattr(self._config.checkpoint, "externalized_checkpoint_retention", None)
+            self.checkpoint_cleanup = f"kept: the job {status.lower()} ({getattr(mode, 'value', mode)})"
+        if restoring is None and not doomed:
+            return
+        storage, lock = (coordinator.storage if coordinator is not None else None), self._discard_lock
+
+        async def clean() -> None:
+            if restoring is not None:
+                await asyncio.to_thread(restoring.unmark_restoring, job_id)
+            if not doomed or storage is None:
+                return
+            self.checkpoint_cleanup = "deleting"
+            async with lock:  # (after the deletions of aborted checkpoints queued before it)
+                try:
+                    deleted, kept = await asyncio.to_thread(storage.discard_job, job_id)
+                except Exception as exc:  # noqa: BLE001 - cleaning up must never fail the job
+                    log.warning("job %s %s: could not delete its checkpoints in %r (delete what is left by hand): %s",
+                                job_id, status.lower(), storage, exc, exc_info=True)
+                    outcome = f"failed: {exc}"
+                else:
+                    outcome = f"deleted {len(deleted)} checkpoints"
+                    if kept:
+                        outcome += "; kept " + ", ".join(f"chk-{cid} (restored from by {', '.join(users)})"
+                                                         for cid, users in sorted(kept.items()))
+                        log.info("job %s: %s", job_id, outcome)
+                if self.job_id == job_id:  # (a pooled master may run the next job already)
+                    self.checkpoint_cleanup = outcome
+
+        fut = asyncio.ensure_future(clean())
+        self._cleanups.add(fut)
+        fut.add_done_callback(self._cleanups.discard)
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), CLEANUP_WAIT_S)
+        except asyncio.TimeoutError:
+            log.warning("job %s: deleting its checkpoints takes longer than %.0f s; it goes on in the background",
+                        job_id, CLEANUP_WAIT_S)
 
     async def _run(self, graph_blob: bytes, config_blob: bytes, job_id: str | None, executors: dict | None,
                    recover: bool = False) -> dict:
@@ -741,6 +804,14 @@ class JobMaster:
     def _plan_from_savepoint(self, path: str) -> dict:
         storage = self.coordinator.storage if self.coordinator else self._state_backend.open_storage(path)
         metadata, reader = storage.read_savepoint(path)
+        mark = getattr(reader, "mark_restoring", None)
+        if mark is not None:  # a retained checkpoint of another job: its retention keeps it meanwhile
+            try:
+                mark(self._job_id)
+                self._restoring = reader
+            except Exception as exc:  # noqa: BLE001 - read-only storage: restore all the same
+                log.warning("job %s: could not mark the checkpoint %r it restores from as in use (%s); the job "
+                            "that wrote it may delete it when it ends", self._job_id, path, exc)
         plan, committables = self._state_backend.restore_plan(
             metadata, reader.read, self._vertex_info(), self._graph.max_parallelism,
             allow_non_restored_state=self._config.allow_non_restored_state,
@@ -894,6 +965,12 @@ class JobMaster:
         self._discards.add(fut)
         fut.add_done_callback(self._discards.discard)
 
+    def _unmark(self, restoring: Any) -> None:
+        """Take this job's marker off the retained checkpoint it restored from, on a worker thread."""
+        fut = asyncio.ensure_future(asyncio.to_thread(restoring.unmark_restoring, self._job_id))
+        self._cleanups.add(fut)
+        fut.add_done_callback(self._cleanups.discard)
+
     def _commit(self, committables: dict[str, list], log_name: tuple[int, str] | None = None) -> None:
         """Make ``committables`` visible (idempotent). Committers that keep what they commit
         in this process's memory (``Committer.in_memory``, e.g. ``collect``) get it logged
@@ -1018,6 +1095,11 @@ class JobMaster:
             self._completing -= 1
             if not self._completing:
                 self._completed_all.set()
+        if p.savepoint is None and self._restoring is not None:
+            # the job's own checkpoint is complete by itself (its restore claimed nothing): the
+            # retained checkpoint it restored from is no longer needed by it
+            restoring, self._restoring = self._restoring, None
+            self._unmark(restoring)
         if attempt == self.attempt and (p.savepoint is None or p.stop):
             for actor in self.actors.values():
                 actor.notify_checkpoint_complete.remote(p.checkpoint_id)
