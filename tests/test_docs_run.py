@@ -357,3 +357,56 @@ def test_docstring_examples_run(module, ray_session, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0, f"{module}: {result.failed} docstring example(s) failed (see the output above)"
+
+
+# -- the names a Flink user looks for -------------------------------------------------------
+
+def _readme_part(start: str, end: str) -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    return text[text.index(start):text.index(end)]
+
+
+def _api_objects():
+    import raystream as rs
+    from raystream.operators.windowed_stream import WindowedStream
+
+    env = rs.StreamEnvironment()
+    stream = env.from_collection([1])
+    return {"env": env, "stream": stream, "keyed": stream.key_by(lambda x: x), "window": WindowedStream,
+            "sink": stream.collect(), "client": rs.JobClient, "rs": rs}
+
+
+def test_the_readme_api_table_names_exist():
+    """Every ``name(`` of the README's API table is a method of the object it is listed for."""
+    objects = _api_objects().values()
+    names = set(re.findall(r"`(?:[\w.]+\.)?(\w+)\(", _readme_part("### The API", "Flink names spelled")))
+    names -= {"f"}  # generate(batch_fn=f, ...): the reader's function
+    missing = sorted(n for n in names if not any(hasattr(o, n) for o in objects))
+    assert not missing, f"README's API table names what raystream does not have: {missing}"
+
+
+def test_flink_names_are_where_the_readme_says():
+    """The README's "Flink names spelled differently here": what it says exists exists, with
+    the arguments it lists, and what it says is not here is not (a new one: say so there)."""
+    import inspect
+
+    o = _api_objects()
+    text = _readme_part("Flink names spelled differently here", "Records can be any")
+    there = {"env": ["from_source", "from_collection", "enable_checkpointing"],
+             "stream": ["rebalance", "sink_to", "set_parallelism", "get_side_output", "key_by", "flat_map", "connect"],
+             "window": ["trigger", "allowed_lateness", "side_output_late_data", "reduce", "aggregate", "process",
+                        "apply"]}
+    for holder, names in there.items():
+        for name in names:
+            assert f"{name}" in text and hasattr(o[holder], name), (holder, name)
+    params = inspect.signature(o["env"].enable_checkpointing).parameters
+    listed = re.search(r"enable_checkpointing\(interval_ms, (.*?)\)", text, re.S).group(1)
+    for arg in re.findall(r"(\w+)=", listed):
+        assert arg in params, f"enable_checkpointing has no argument {arg!r}"
+    not_here = {"env": ["add_source", "from_elements", "set_parallelism", "set_max_parallelism", "get_checkpoint_config"],
+                "stream": ["process", "shuffle", "rescale", "add_sink"], "keyed": ["min_by", "max_by"],
+                "window": ["evictor", "sum", "min", "max"]}
+    for holder, names in not_here.items():
+        for name in names:
+            assert name in text, (holder, name)
+            assert not hasattr(o[holder], name), f"{holder}.{name} exists now: update the README's Flink names"
