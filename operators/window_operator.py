@@ -137,7 +137,21 @@ class _TriggerCtx(TriggerContext):
         return default if st is None else st.get(name, default)
 
     def set_state(self, name: str, value: Any) -> None:
-        self.op.trig.setdefault(self.key, {}).setdefault(self.window, {})[name] = value
+        if value is not None:
+            self.op.trig.setdefault(self.key, {}).setdefault(self.window, {})[name] = value
+            return
+        trig = self.op.trig  # None: the state is removed, and with it emptied entries
+        per_key = trig.get(self.key)
+        if per_key is None:
+            return
+        st = per_key.get(self.window)
+        if st is None or name not in st:
+            return
+        del st[name]
+        if not st:
+            del per_key[self.window]
+            if not per_key:
+                del trig[self.key]
 
     def merged_states(self, name: str) -> list[Any]:
         return [st[name] for st in self._merged if name in st]
@@ -154,8 +168,14 @@ class _BackendTriggerCtx(_TriggerCtx):
         assert isinstance(trig, BackendWindowState)  # (this context is only made for one)
         per_key = trig.get(self.key)
         st = dict(per_key.get(self.window) or {})
-        st[name] = value
-        per_key[self.window] = st
+        if value is not None:
+            st[name] = value
+        elif st.pop(name, _NONE) is _NONE:
+            return  # (nothing to remove)
+        if st:
+            per_key[self.window] = st
+        else:
+            per_key.pop(self.window, None)  # None removed the window's last state
 
 
 class WindowOperator(StreamOperator):

@@ -347,7 +347,10 @@ class TriggerContext(ABC):
         """Per-(key, window) trigger state (checkpointed with the window)."""
 
     @abstractmethod
-    def set_state(self, name: str, value: Any) -> None: ...
+    def set_state(self, name: str, value: Any) -> None:
+        """Set state ``name`` of the current key and window; ``None`` removes it (Flink's
+        ``state.clear()``): a trigger that sets its state back to None when it fires or is
+        cleared leaves nothing behind for the key (a global window is never cleaned up)."""
 
     @abstractmethod
     def merged_states(self, name: str) -> list[Any]:
@@ -450,7 +453,7 @@ class CountTrigger(Trigger):
     def on_element(self, element: Any, timestamp: int, window: Window, ctx: TriggerContext) -> TriggerResult:
         n = ctx.get_state("count", 0) + 1
         if n >= self.count:
-            ctx.set_state("count", 0)
+            ctx.set_state("count", None)  # cleared (Flink: count.clear()): a fired key keeps no state
             return TriggerResult.FIRE
         ctx.set_state("count", n)
         return TriggerResult.CONTINUE
@@ -459,10 +462,10 @@ class CountTrigger(Trigger):
         return True
 
     def on_merge(self, window: Window, ctx: TriggerContext) -> None:
-        ctx.set_state("count", sum(ctx.merged_states("count")))
+        ctx.set_state("count", sum(ctx.merged_states("count")) or None)
 
     def clear(self, window: Window, ctx: TriggerContext) -> None:
-        ctx.set_state("count", 0)
+        ctx.set_state("count", None)
 
 
 class PurgingTrigger(Trigger):
