@@ -62,7 +62,12 @@ class TaskConfig:
     buffer_bytes: int = 8 << 20  # about the most bytes of records per network batch
     credits: int = 4  # unacknowledged sends allowed per channel
     exactly_once: bool = True  # align barriers (False: at-least-once, no alignment)
+    # an idle source (its reader returned NOTHING_AVAILABLE) is polled again after
+    # idle_poll_ms, then after twice as long each time it still has nothing, up to
+    # idle_poll_max_ms (the larger of the two); records start it over at idle_poll_ms. Mail
+    # (checkpoints, timers due, cancel, a reader's ctx.post) wakes the task at once
     idle_poll_ms: int = 5
+    idle_poll_max_ms: int = 100
     # how channels between task executors travel (see CHANNEL_TRANSPORTS): "auto": a Unix
     # domain socket between executors on the same node, Ray actor calls otherwise; "ray":
     # always Ray actor calls
@@ -87,7 +92,8 @@ class TaskConfig:
             if value is None or value < 1:
                 raise ConfigError(f"{name} must be an int >= 1 ({what}), got {getattr(self, name)!r}")
             setattr(self, name, value)
-        for name, what in (("flush_ms", "ms a partly filled batch may wait"), ("idle_poll_ms", "ms an idle source waits")):
+        for name, what in (("flush_ms", "ms a partly filled batch may wait"), ("idle_poll_ms", "ms an idle source waits"),
+                           ("idle_poll_max_ms", "most ms an idle source waits between polls")):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= float(value) < math.inf:
                 raise ConfigError(f"{name} must be a finite number >= 0 ({what}), got {value!r}")
