@@ -68,8 +68,11 @@ _PLAIN_KEY_TYPES = frozenset([str, int, float, bytes, bool, type(None)])
 
 def _needs_check(key: Any) -> bool:
     """Whether a restored key may have hashed otherwise before: anything but plain values
-    and tuples of them."""
+    and tuples of them, and NaN (a NaN of another bit pattern than the canonical one, e.g.
+    ``-nan``, had a key group of its own before 2026-12-07)."""
     t = type(key)
+    if t is float:
+        return key != key
     if t in _PLAIN_KEY_TYPES:
         return False
     if t is tuple:
@@ -552,7 +555,9 @@ class HeapKeyedStateBackend(KeyedStateBackend):
         """Move the restored keys whose key group this version computes differently from the
         snapshot's: keys equal to values of other types (an ``IntEnum``, a ``str`` Enum, a
         namedtuple, a ``Decimal``, a tz-aware ``datetime``) hashed by their repr in snapshots
-        written before 2026-12-06 and hash as the values they equal since. Only such keys are
+        written before 2026-12-06 and hash as the values they equal since; a NaN key of
+        another bit pattern than the canonical one (``-nan``) had its own key group before
+        2026-12-07 and is the one NaN key since. Only such keys are
         checked (a type test each); a moved key whose new group this backend owns is re-filed.
 
         Raises:
@@ -561,7 +566,8 @@ class HeapKeyedStateBackend(KeyedStateBackend):
         """
         for name, table in self._tables.items():
             moved = [(kg, k) for kg, entries in table.items() for k in entries
-                     if type(k) not in _PLAIN_KEY_TYPES and _needs_check(k) and key_group_for(k, self._max_par) != kg]
+                     if (type(k) not in _PLAIN_KEY_TYPES or k != k) and _needs_check(k)
+                     and key_group_for(k, self._max_par) != kg]
             for kg, key in moved:
                 new_kg = key_group_for(key, self._max_par)
                 if new_kg not in self._range:
@@ -569,8 +575,9 @@ class HeapKeyedStateBackend(KeyedStateBackend):
                         f"state {name!r} holds key {key!r} in key group {kg}, but this raystream puts it in key "
                         f"group {new_kg}, outside this subtask's range {self._range.start}..{self._range.end}: the "
                         "snapshot was written before keys equal to values of other types (IntEnum, str Enum, "
-                        "namedtuple, Decimal, tz-aware datetime) hashed as those values; restore it at parallelism "
-                        "1 (every key group local: such keys are moved), take a savepoint, and rescale from that"
+                        "namedtuple, Decimal, tz-aware datetime) hashed as those values, or before every NaN "
+                        "(-nan, any payload) was one key; restore it at parallelism 1 (every key group local: "
+                        "such keys are moved), take a savepoint, and rescale from that"
                     )
                 target = table.setdefault(new_kg, {})
                 if key in target:

@@ -14,7 +14,8 @@ Keys are compared by their encoding, as in Flink's RocksDB backend (by serialize
 str, bytes, tuples, lists, sets, frozensets, dicts of those; numpy scalars as the Python
 number they hold) so equal keys give equal bytes: set and dict members are sorted by their
 encoding, never by iteration order. Other objects (datetime, Decimal, user classes) are
-pickled; their pickles are deterministic for the types whose ``repr`` is. Unlike the heap
+pickled; their pickles are deterministic for the types whose ``repr`` is. Every float NaN
+(``-nan``, any payload) is encoded as the canonical NaN, one key. Unlike the heap
 backend, ``1``, ``1.0`` and ``True`` are three keys here (Flink's typed keys never mix).
 
 Example:
@@ -35,6 +36,7 @@ from typing import Any, Callable
 import numpy as np
 
 from raystream.engine.errors import StateError
+from raystream.engine.keygroups import canonical_key
 from raystream.engine.serde import dumps, loads
 
 __all__ = [
@@ -76,8 +78,13 @@ def _enc_int(k: int) -> bytes:
     return b"i" + str(k).encode("ascii")
 
 
+#: the bytes of every NaN key: the canonical NaN's (0x7ff8000000000000), as Flink's
+#: serializer writes every NaN (doubleToLongBits)
+_NAN_BYTES = b"f" + _F64.pack(canonical_key(float("nan")))
+
+
 def _enc_float(k: float) -> bytes:
-    return b"f" + _F64.pack(k)
+    return b"f" + _F64.pack(k) if k == k else _NAN_BYTES
 
 
 def _enc_bytes(k: bytes) -> bytes:

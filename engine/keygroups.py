@@ -80,30 +80,32 @@ _EPOCH = dt.datetime(1970, 1, 1)
 _MICROSECOND = dt.timedelta(microseconds=1)
 
 
-#: one float object per NaN bit pattern (see canonical_key)
-_NANS: dict[bytes, float] = {}
+#: the one NaN key (quiet NaN, sign clear: 0x7ff8000000000000, Java's canonical NaN) that
+#: every NaN key is made (see canonical_key); its stable hash is every NaN's
+_NAN = struct.unpack("<d", struct.pack("<Q", 0x7FF8000000000000))[0]
 #: types whose values are their own canonical key (checked first: the common keys)
 _CANONICAL_TYPES = frozenset([str, int, bytes, bool, type(None)])
 
 
 def canonical_key(key: Any) -> Any:
-    """``key`` as keyed operators and state hold it: NaN, which Python holds unequal to
-    itself, is replaced by one float object per bit pattern (also inside tuples and
-    frozensets, and numpy float NaNs), so that every NaN key of a bit pattern is one dict
-    key (dicts compare by identity first), as RocksDB (which compares encoded keys) and
-    Flink have it. Any other key is returned as it is. The key selector
+    """``key`` as keyed operators and state hold it: every NaN, which Python holds unequal to
+    itself, is replaced by one float object (whatever its sign and payload bits: ``nan``,
+    ``-nan``, numpy float NaNs; also inside tuples and frozensets), so that all NaN keys are
+    one dict key (dicts compare by identity first), as in Flink (``Double.hashCode`` and its
+    serializer go through ``doubleToLongBits``, which makes every NaN one). Any other key
+    is returned as it is. The key selector
     (:class:`~engine.partitioners.KeySelector`) gives every keyed operator its keys
     through it.
 
     Example:
-        >>> canonical_key(float("nan")) is canonical_key(float("nan"))
+        >>> canonical_key(float("nan")) is canonical_key(-float("nan"))
         True
         >>> canonical_key(("a", 1.5))
         ('a', 1.5)
     """
     t = type(key)
     if t is float:
-        return key if key == key else _NANS.setdefault(struct.pack("<d", key), key)
+        return key if key == key else _NAN
     if t in _CANONICAL_TYPES:
         return key
     if t is tuple or t is frozenset:
@@ -112,8 +114,7 @@ def canonical_key(key: Any) -> Any:
                 return t(map(canonical_key, key))
         return key
     if isinstance(key, (float, np.floating)) and key != key:
-        f = float(key)
-        return _NANS.setdefault(struct.pack("<d", f), f)
+        return _NAN
     return key
 
 
@@ -155,6 +156,8 @@ def stable_hash(key: Any) -> int:
 
     Keys that compare equal hash equally (``3 == 3.0 == Decimal(3)``, ``{1, 2} ==
     frozenset({2, 1})``, an ``IntEnum`` member and its int, one instant in two time zones),
+    and every float NaN hashes as one (``nan``, ``-nan``, any payload: Flink's
+    ``Double.hashCode``),
     so that a per-process cache serving equal keys from one entry is exact.
     Supports None, bool, int, float, str, bytes, numpy scalars, tuples and lists (in order),
     sets, frozensets and dicts (order-free), and objects whose ``repr()`` is deterministic.
@@ -175,6 +178,8 @@ def stable_hash(key: Any) -> int:
     if t is float:
         if key.is_integer() and abs(key) < 2**63:
             return _mix64(int(key) & _M64)  # 3.0 and 3 are the same key, as in Python
+        if key != key:  # every NaN (-nan, other payloads) is one key: the canonical NaN's hash
+            key = _NAN
         return _mix64(zlib.crc32(struct.pack("<d", key)) ^ (_TAG_FLOAT << 32))
     if t is tuple:
         return _fold(_TAG_TUPLE, map(stable_hash, key))

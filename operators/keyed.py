@@ -12,9 +12,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from raystream.checkpoint.descriptors import ReducingStateDescriptor
-from raystream.engine.errors import GraphError, UserCodeError
+from raystream.engine.errors import CheckpointError, GraphError, UserCodeError
 from raystream.engine.events import Watermark
-from raystream.engine.keygroups import canonical_key, canonical_keys, key_groups_of_keys
+from raystream.engine.keygroups import (
+    canonical_key,
+    canonical_keys,
+    key_group_for,
+    key_groups_of_keys,
+)
 from raystream.engine.operator import KeyGroupedState, OperatorContext, Output, StreamOperator
 from raystream.engine.partitioners import KeySelector
 from raystream.engine.records import Batch
@@ -49,6 +54,29 @@ def _split_state_by_key_group(state: dict[Any, Any], max_parallelism: int) -> di
     for k, g in zip(keys, groups.tolist()):
         out.setdefault(g, {})[k] = state[k]
     return out
+
+
+def restored_keys(entries: dict[Any, Any], ctx: OperatorContext, what: str) -> list[Any]:
+    """The keys of a restored key group's ``entries`` of an operator's own heap state, made
+    canonical (an unpickled NaN is a new object); a NaN key of another bit pattern than the
+    canonical one (``-nan``), which had a key group of its own before 2026-12-07, must belong
+    to a key group of this subtask now (it is the one NaN key, routed by that group).
+
+    Raises:
+        CheckpointError: such a key's group belongs to another subtask.
+    """
+    raw_keys = list(entries)
+    keys = canonical_keys(raw_keys)
+    if keys is not raw_keys:  # (a NaN among them)
+        for raw, k in zip(raw_keys, keys):
+            if raw is not k and key_group_for(k, ctx.max_parallelism) not in ctx.key_group_range:
+                raise CheckpointError(
+                    f"{what} of operator {ctx.operator_name!r}: the restored state holds NaN key {raw!r} in the "
+                    f"key group of its bit pattern, but every NaN is one key since 2026-12-07, in key group "
+                    f"{key_group_for(k, ctx.max_parallelism)}, outside this subtask's range: restore at "
+                    "parallelism 1 (every key group local), take a savepoint, and rescale from that"
+                )
+    return keys
 
 
 #: names of the operators' own state in an off-heap keyed backend (timer queues:
@@ -205,7 +233,7 @@ class ReduceOperator(StreamOperator):
             for st in getattr(self, "_restored", []) or []:
                 for kg, entries in (st or {}).get("by_key_group", {}).items():
                     if kg in ctx.key_group_range:  # (keys canonical: unpickled NaNs are new objects)
-                        self.state.update(zip(canonical_keys(list(entries)), entries.values()))
+                        self.state.update(zip(restored_keys(entries, ctx, "reduce"), entries.values()))
             heap = keyed_state_backend(ctx) if backend is not None else None
             if heap is not None and REDUCE_STATE in heap.state_names():  # a RocksDB job's savepoint: out of it
                 restored = heap.get_state(ReducingStateDescriptor(REDUCE_STATE, self.fn))

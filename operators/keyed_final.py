@@ -61,6 +61,7 @@ from raystream.engine.partitioners import KeySelector
 from raystream.engine.records import Batch, arrow_to_records
 
 from .field_columns import ColumnarFieldFold
+from .keyed import restored_keys
 from .minibatch import HELD_KEYS, HELD_ROWS, HoldingCombiner, MiniBatchCombiner
 from .timers import backend_restored_state
 
@@ -445,9 +446,9 @@ class FieldAggregateOperator(StreamOperator):
             state.values, state.first = (_BackendValues(backend, n) for n in FIELD_STATES)  # type: ignore[assignment]
         for snapshot in self._restored:
             for kg, entries in (snapshot or {}).get("by_key_group", {}).items():
-                if kg in ctx.key_group_range:
-                    for k, (first, value) in entries.items():
-                        k = canonical_key(k)  # (an unpickled NaN is a new object)
+                if kg in ctx.key_group_range:  # (keys canonical: an unpickled NaN is a new object)
+                    for k, (first, value) in zip(restored_keys(entries, ctx, f"{self.how}({self.column!r})"),
+                                                 entries.values()):
                         state.first[k] = first
                         state.values[k] = value
         if self._keyed is None and backend is not None:  # heap: a RocksDB job's snapshot keeps them in the backend
