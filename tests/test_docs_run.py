@@ -93,7 +93,7 @@ EXPECTED_BROKEN: dict[tuple[str, str], str] = {
     ("docs/event_time.md", "h = OperatorHarness(op, subtask_index=0, parallelism=2)"):
         "a sketch: OperatorHarness is not imported and op, records_or_arrow, new_op are never defined",
     ("docs/fault_tolerance.md", 'env2.execute("job", from_savepoint=path)'):
-        "'env2' is never defined (and env's graph holds the page's earlier jobs, so execute_async reruns them)",
+        "'env2' is never defined (nor the job that execute_async starts: env holds what the page's first block ran)",
 }
 
 DOCTEST_MODULES = [
