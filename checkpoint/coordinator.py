@@ -658,9 +658,15 @@ def build_restore_plan(
     if metadata.get("format") != METADATA_FORMAT:
         raise CheckpointError(f"unsupported checkpoint metadata format {metadata.get('format')!r}")
     if metadata["max_parallelism"] != max_parallelism:
+        stateful = sorted(uid for uid, op in metadata["operators"].items()
+                          if any(isinstance(e, dict) and (e.get("keyed") is not None or e.get("op") is not None)
+                                 for e in op.get("subtasks", {}).values()))
         raise CheckpointError(
-            f"the checkpoint was taken with max_parallelism {metadata['max_parallelism']}, the job "
-            f"has {max_parallelism}; keyed state cannot be re-split across a different number of key groups"
+            f"the savepoint or checkpoint was taken with max_parallelism {metadata['max_parallelism']}, the job "
+            f"has {max_parallelism}: the state of its operators (uids {stateful}) is split into "
+            f"{metadata['max_parallelism']} key groups and cannot be re-split into another number (as in Flink); "
+            f"start the job with StreamEnvironment(max_parallelism={metadata['max_parallelism']}) (its parallelism "
+            f"may change up to that), or start it without this savepoint"
         )
     known = {uid for v in vertices for uid in v["uids"]}
     unknown = sorted(set(metadata["operators"]) - known)
@@ -668,8 +674,10 @@ def build_restore_plan(
         unknown = [uid for uid in unknown if _holds_state(metadata["operators"][uid], read, uid)]
     if unknown and not allow_non_restored_state:
         raise CheckpointError(
-            f"the savepoint has state for operators {unknown} that the job does not have; set "
-            "uid() on the operators or pass allow_non_restored_state=True to drop that state"
+            f"the savepoint has state for operators {unknown} that the job does not have (the job's operators have "
+            f"uids {sorted(known)}); give the operators the uid() they had when the savepoint was taken (an "
+            "operator without uid() gets one from its place in the graph, which changes when operators are added "
+            "or removed before it), or pass allow_non_restored_state=True to drop that state"
         )
     plan: dict = {}
     committables: dict[str, list] = {uid: list(c) for uid, c in (metadata.get("carried_committables") or {}).items()}
