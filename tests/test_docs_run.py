@@ -17,9 +17,11 @@
   ``raystream list | status JOB | ...`` is a synopsis: each alternative is checked.
 * ```` ```text ```` and unlabelled blocks (diagrams, listings) are not code; any other
   language fails the test, so a new block is never silently skipped.
-* ``EXPECTED_BROKEN`` lists blocks of pages this module does not own that do not run as
-  written, with the reason: such a block must fail (a fixed one fails the test until its
-  entry is removed), and the page's other blocks run on.
+* ``EXPECTED_BROKEN`` lists blocks of pages owned elsewhere that do not run as written, with
+  the reason: such a block may fail and the page's other blocks run on. Not strict, so that
+  the page's owner can fix it without editing this module; once it runs, its output claims
+  are checked like any block's, and an entry whose block is gone fails
+  ``test_marked_blocks_are_few_and_known``.
 
 The docstring examples of the public API modules run as doctests (``DOCTEST_MODULES``).
 """
@@ -84,7 +86,7 @@ PAGES: dict[str, Page] = {
     "docs/architecture.md": Page(),
 }
 
-# (page, a line of the block) -> why it does not run as written. Each must still fail.
+# (page, a line of the block) -> why it does not run as written (it may fail; see the module doc)
 EXPECTED_BROKEN: dict[tuple[str, str], str] = {
     ("docs/state.md", 'count = backend.get_state(ValueStateDescriptor("count", default=0))'):
         "'backend' and 'record' are never defined: the page does not say how to get a keyed backend",
@@ -277,8 +279,6 @@ def run_page(path: str, tmp: Path, redis_url: str | None = None) -> dict:
             if broken:
                 continue
             raise
-        assert not broken, (f"{path}:{block.line} runs now: remove its entry from EXPECTED_BROKEN "
-                            f"(it said: {broken})")
         check_printed(block, out.getvalue())
     return namespace
 
