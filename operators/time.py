@@ -155,7 +155,7 @@ class TimestampAssigner:
                 return np.fromiter(map(epoch_ms, values), dtype=np.int64, count=len(records))
         except Exception as exc:
             bad = next((r for r in records if not _has_ts(r, self)), records[0] if records else None)
-            if isinstance(exc, (KeyError, IndexError, TypeError, ValueError)):  # a record without its timestamp
+            if isinstance(exc, (KeyError, IndexError, TypeError, ValueError, OverflowError)):  # a record without its timestamp
                 raise ConfigError(f"cannot extract an event timestamp ({self!r}) from record {bad!r}: {exc!r}") from exc
             raise UserCodeError(bad, exc) from exc  # the assigner function failed: the task names operator and record
 
@@ -206,13 +206,26 @@ def timestamp_column(rb: pa.RecordBatch, column: str, where: str) -> np.ndarray:
             f"{where}: the timestamp column {column!r} must hold integers (ms), Arrow timestamps or dates, "
             f"got {t} (first value {col[0].as_py()!r})"
         )
-    return col.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    values = col.to_numpy(zero_copy_only=False)
+    if values.dtype.kind == "f":  # NaN, ±inf and floats beyond int64 have no int64 ms (a cast makes them -2**63)
+        bad = ~((values >= -_INT64_BOUND) & (values < _INT64_BOUND))
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise ConfigError(
+                f"{where}: the timestamp column {column!r} holds {float(values[row])!r} in row {row} of a batch of "
+                f"{rb.num_rows} (record {rb.slice(row, 1).to_pylist()[0]!r}), which is no time in epoch milliseconds; "
+                "filter out or fill such timestamps before event-time operators"
+            )
+    return values.astype(np.int64, copy=False)
+
+
+_INT64_BOUND = float(2**63)  # the float timestamps that fit an int64 lie in [-2**63, 2**63)
 
 
 def _has_ts(record: Any, assigner: TimestampAssigner) -> bool:
+    """Whether ``record`` has a timestamp an int64 holds (finding the record to blame)."""
     try:
-        assigner.extract(record)
-        return True
+        return -(2**63) <= assigner.extract(record) < 2**63
     except Exception:
         return False
 
