@@ -527,6 +527,7 @@ class JobMaster:
         if self._busy:
             raise RuntimeError(f"job master is busy with job {self.job_id}")
         self._busy = True
+        attempts_before = self.attempt  # (_start_job counts the job's first attempt)
         try:
             return await self._run(graph_blob, config_blob, job_id, executors, recover)
         finally:
@@ -534,7 +535,9 @@ class JobMaster:
             if self.status in ("CREATED", "RUNNING", "RESTARTING"):  # ended by an error raised early
                 self.status = "FAILED"
                 self.finished_at = time.time()
-            if self.job_id is not None and self.status in ("FINISHED", "CANCELLED", "FAILED"):
+            # (a run that failed before it started its job, e.g. a graph that cannot be
+            # unpickled, leaves the previous job's checkpoints as that job's end left them)
+            if self.attempt != attempts_before and self.status in ("FINISHED", "CANCELLED", "FAILED"):
                 await self._end_checkpoints()
             if job_id is not None:
                 self._past_jobs.append(job_id)
