@@ -317,10 +317,11 @@ class HeapKeyedStateBackend(KeyedStateBackend):
         return sorted(set(self._tables) | set(self._restored))
 
     def keys(self, state_name: str) -> Iterator[Any]:
-        """Iterate over the keys with a live value in ``state_name`` (key-group order).
-
-        Each key group's keys are copied before they are yielded, so the caller may set
-        the current key and change state while iterating.
+        """Iterate over the keys with a live value in ``state_name`` when called (key-group
+        order): a snapshot of the keys, as Flink's ``applyToAllKeys`` iterates one. The
+        caller may set the current key and add, change or clear state while iterating; keys
+        added meanwhile are not visited, keys cleared meanwhile still are (their state reads
+        empty).
 
         Raises:
             StateError: no state of that name exists.
@@ -330,18 +331,21 @@ class HeapKeyedStateBackend(KeyedStateBackend):
             raise StateError(f"unknown state {state_name!r}; states are {self.state_names()!r}")
         meta = self._metas().get(state_name)
         ttl = meta.ttl_ms if meta is not None else None
-        return self._iter_keys(table, meta.kind if meta else "value", ttl)
+        return iter(self._live_keys(table, meta.kind if meta else "value", ttl))
 
-    def _iter_keys(self, table: dict, kind: str, ttl: int | None) -> Iterator[Any]:
+    def _live_keys(self, table: dict, kind: str, ttl: int | None) -> list[Any]:
+        """The keys of ``table`` with a live value now, in key-group order (a new list)."""
+        out: list[Any] = []
+        limit = self._clock.now_ms() - ttl if ttl is not None else None
         for kg in sorted(table):
-            entries = table.get(kg)
+            entries = table[kg]
             if not entries:
                 continue
-            if ttl is None:
-                yield from list(entries)
+            if limit is None:
+                out.extend(entries)
             else:
-                limit = self._clock.now_ms() - ttl
-                yield from [k for k, e in entries.items() if _is_live(kind, e, limit)]
+                out.extend(k for k, e in entries.items() if _is_live(kind, e, limit))
+        return out
 
     def num_keys(self) -> int:
         """Number of distinct keys with a live value in any state."""
