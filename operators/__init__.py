@@ -24,6 +24,7 @@ from .functions import (
     KeyedProcessFunction,
     OutputTag,
     ProcessContext,
+    ProcessFunction,
     RuntimeContext,
 )
 from .join_operators import ProcessJoinFunction
@@ -58,6 +59,7 @@ __all__ = [
     "DataStreamSink",
     "KeyedStream",
     "KeyedProcessFunction",
+    "ProcessFunction",
     "ProcessContext",
     "RuntimeContext",
     "MapOperator",

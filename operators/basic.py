@@ -1,4 +1,4 @@
-"""Stateless core operators: map, flat_map, filter (record API) and map_batches (batch API)."""
+"""Core operators without a key: map, flat_map, filter, process (record API) and map_batches (batch API)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,16 @@ import numpy as np
 import pyarrow as pa
 
 from raystream.engine.channels import row_bytes
-from raystream.engine.errors import UserCodeError
-from raystream.engine.operator import StreamOperator
+from raystream.engine.errors import ConfigError, UserCodeError
+from raystream.engine.events import MIN_WATERMARK, Watermark
+from raystream.engine.operator import Clock, OperatorContext, Output, StreamOperator
 from raystream.engine.records import Batch
 
-__all__ = ["MapOperator", "FlatMapOperator", "FilterOperator", "MapBatchesOperator", "to_arrow_batch"]
+from .functions import ProcessContext, ProcessFunction, RuntimeContext
+from .time import TimestampAssigner
+from .timers import NonKeyedTimerService
+
+__all__ = ["MapOperator", "FlatMapOperator", "FilterOperator", "ProcessOperator", "MapBatchesOperator", "to_arrow_batch"]
 
 
 def _failed_record(records: list[Any], it: Any, exc: Exception) -> UserCodeError:
@@ -115,6 +120,77 @@ class FlatMapOperator(StreamOperator):
         self._piece = max(1, min(self.MAX_PIECE_ROWS, self.ctx.buffer_bytes // row_bytes(piece)))
         self.output.emit(piece)
         return []
+
+
+class _OneInputTimerService(NonKeyedTimerService):
+    """The timer service of a :class:`ProcessFunction`: reads the watermark and the clock;
+    a timer is refused naming the operator (a timer belongs to a key)."""
+
+    __slots__ = ("_operator",)
+
+    def __init__(self, watermark: Callable[[], int], clock: Clock, operator: str) -> None:
+        super().__init__(watermark, clock)
+        self._operator = operator
+
+    def _refuse(self, time: int) -> None:
+        raise ConfigError(
+            f"operator {self._operator!r}: a timer (at {time!r}) needs a key: timers are only supported on keyed "
+            "streams: key_by first (stream.key_by(k).process(KeyedProcessFunction))"
+        )
+
+
+class ProcessOperator(StreamOperator):
+    """Runs a :class:`~operators.functions.ProcessFunction` on a stream without a key: one
+    call per record, its results and side outputs (``ctx.output(tag, value)``) emitted after
+    each batch, watermarks forwarded. ``timestamp_assigner`` (from
+    ``assign_timestamps_and_watermarks`` upstream) sets ``ctx.timestamp``."""
+
+    def __init__(self, function: ProcessFunction, timestamp_assigner: TimestampAssigner | None = None) -> None:
+        self.function = function
+        self.timestamp_assigner = timestamp_assigner
+        self._watermark = MIN_WATERMARK
+
+    def open(self, ctx: OperatorContext, output: Output) -> None:
+        super().open(ctx, output)
+        self.pctx: ProcessContext[Any] = ProcessContext()
+        self.pctx._timer_service = _OneInputTimerService(self._current_watermark, ctx.clock, ctx.operator_name)
+        self.function.open(RuntimeContext(ctx))
+
+    def _current_watermark(self) -> int:
+        return self._watermark
+
+    def process_batch(self, batch: Batch, input_index: int = 0) -> None:
+        out: list[Any] = []
+        pctx = self.pctx
+        fn = self.function.process_element
+        records = batch.records()
+        stamps = None
+        if self.timestamp_assigner is not None:
+            stamps = batch.timestamps
+            if stamps is None or len(stamps) != len(records):
+                stamps = self.timestamp_assigner.timestamps(batch)
+            stamps = stamps.tolist()
+        for i, r in enumerate(records):
+            try:
+                if stamps is not None:
+                    pctx.timestamp = stamps[i]
+                result = fn(r, pctx)
+                if result is not None:
+                    out.extend(result)
+            except Exception as exc:
+                raise UserCodeError(r, exc) from exc
+        if out:
+            self.output.emit(Batch.of_records(out))
+        for tag, values in pctx._take_side().items():
+            self.output.emit_side(tag, Batch.of_records(values))
+
+    def process_watermark(self, watermark: Watermark, input_index: int = 0) -> None:
+        if watermark.timestamp > self._watermark:
+            self._watermark = watermark.timestamp
+        self.output.emit_watermark(watermark)
+
+    def close(self) -> None:
+        self.function.close()
 
 
 def to_arrow_batch(value: Any, where: str) -> pa.RecordBatch:

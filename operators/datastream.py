@@ -41,9 +41,18 @@ from raystream.engine.partitioners import (
 
 from ._environment_base import StreamEnvironmentBase, check_parallelism
 from ._stream_base import Key, StreamBase, check_callable, find_timestamp_assigner
-from .basic import FilterOperator, FlatMapOperator, MapBatchesOperator, MapOperator
+from .basic import FilterOperator, FlatMapOperator, MapBatchesOperator, MapOperator, ProcessOperator
 from .connected import BroadcastStream, ConnectedStreams
-from .functions import KeyedProcessFunction, OutputTag
+from .functions import (
+    BroadcastProcessFunction,
+    CoProcessFunction,
+    KeyedProcessFunction,
+    OnTimerContext,
+    OutputTag,
+    ProcessContext,
+    ProcessFunction,
+    RuntimeContext,
+)
 from .joins import IntervalJoin, JoinedStreams
 from .keyed import AggregateOperator, KeyedProcessOperator, LocalAggregateOperator, ReduceOperator
 from .keyed_final import (
@@ -150,6 +159,38 @@ class DataStream(StreamBase["DataStream"]):
         """Keep the records for which ``fn`` is true."""
         check_callable(fn, "filter")
         return DataStream(self.env, self._add("filter", lambda: FilterOperator(fn), schema_names=self.node.schema_names))
+
+    def process(self, function: ProcessFunction | KeyedProcessFunction) -> DataStream:
+        """Run a :class:`~operators.functions.ProcessFunction` on every record (Flink's
+        ``DataStream.process``): at this stream's parallelism, chained like ``map``, with
+        ``ctx.timestamp``, side outputs (``ctx.output(tag, value)``, read with
+        :meth:`get_side_output`) and ``ctx.timer_service()``'s watermark and processing time.
+        Timers and keyed state need a key: ``key_by(k).process(KeyedProcessFunction)``.
+
+        Example:
+            >>> import raystream as rs
+            >>> class Words(rs.ProcessFunction):
+            ...     def process_element(self, value, ctx):
+            ...         yield from value.split()
+            >>> env = rs.StreamEnvironment(parallelism=2)
+            >>> sorted(env.from_collection(["a b", "c"]).process(Words()).execute_and_collect())
+            ['a', 'b', 'c']
+        """
+        if isinstance(function, KeyedProcessFunction):
+            raise GraphError(
+                f"process({type(function).__name__}) after {self.node.name!r}: a KeyedProcessFunction needs a keyed "
+                "stream: key_by first (stream.key_by(k).process(fn)), or subclass ProcessFunction"
+            )
+        if not isinstance(function, ProcessFunction):
+            hint = ""
+            if isinstance(function, (CoProcessFunction, BroadcastProcessFunction)):
+                hint = " (a function of two inputs runs on a.connect(b).process(fn))"
+            raise GraphError(
+                f"process() after {self.node.name!r} expects a ProcessFunction instance, got "
+                f"{type(function).__name__}{hint}"
+            )
+        ts = find_timestamp_assigner(self.node)
+        return DataStream(self.env, self._add("process", lambda: ProcessOperator(function, ts)))
 
     # ------------------------------------------------------------------ batch API
     def map_batches(self, fn: Callable[[Any], Any], batch_format: str = "pyarrow") -> DataStream:
@@ -296,6 +337,34 @@ class DataStream(StreamBase["DataStream"]):
         """Collect this stream and run the job (shortcut for notebooks)."""
         self.collect()
         return self.env.execute_and_collect(job_name, as_table=as_table)
+
+
+class _KeyedProcessFunctionOf(KeyedProcessFunction):
+    """A :class:`ProcessFunction` on a keyed stream: it gets the key's state and timers
+    (Flink runs a ``ProcessFunction`` on a ``KeyedStream`` with a keyed context); a timer it
+    registers calls its ``on_timer`` if it has one."""
+
+    def __init__(self, function: ProcessFunction) -> None:
+        self.function = function
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self.function.open(runtime_context)
+
+    def process_element(self, value: Any, ctx: ProcessContext[Any]) -> Iterable[Any] | None:
+        return self.function.process_element(value, ctx)
+
+    def on_timer(self, timestamp: int, ctx: OnTimerContext[Any]) -> Iterable[Any] | None:
+        on_timer = getattr(self.function, "on_timer", None)
+        if on_timer is None:
+            raise GraphError(
+                f"{type(self.function).__name__} registered a timer (at {timestamp!r}) but has no "
+                "on_timer(timestamp, ctx) method to receive it: subclass KeyedProcessFunction"
+            )
+        result: Iterable[Any] | None = on_timer(timestamp, ctx)
+        return result
+
+    def close(self) -> None:
+        self.function.close()
 
 
 def _identity(x: Any) -> Any:
@@ -509,8 +578,12 @@ class KeyedStream(DataStream):
         keyed = KeyedStream(self.env, local, self.selector)
         return keyed._keyed("aggregate", lambda: AggregateOperator(key, specs, emit, partials=True), [key, *specs])
 
-    def process(self, function: KeyedProcessFunction) -> DataStream:
-        """Run a :class:`KeyedProcessFunction` with per-key state."""
+    def process(self, function: ProcessFunction | KeyedProcessFunction) -> DataStream:
+        """Run a :class:`KeyedProcessFunction` with per-key state (a
+        :class:`~operators.functions.ProcessFunction` runs with the key's state too, as in
+        Flink)."""
+        if isinstance(function, ProcessFunction):
+            function = _KeyedProcessFunctionOf(function)
         if not isinstance(function, KeyedProcessFunction):
             raise GraphError(f"process() expects a KeyedProcessFunction instance, got {type(function).__name__}")
         selector = self.selector

@@ -1,5 +1,7 @@
 """User function interfaces (PyFlink names): process functions, their contexts, side outputs.
 
+* :class:`ProcessFunction`: one input without a key (``stream.process(fn)``): records,
+  timestamps, side outputs, the current watermark; no keyed state and no timers.
 * :class:`KeyedProcessFunction`: one keyed input, per-key state, timers (``on_timer``).
 * :class:`CoProcessFunction` / :class:`KeyedCoProcessFunction`: two connected inputs.
 * :class:`BroadcastProcessFunction`: a stream connected with a broadcast stream whose
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
 __all__ = [
     "OutputTag",
     "RuntimeContext",
+    "ProcessFunction",
     "KeyedProcessFunction",
     "ProcessContext",
     "OnTimerContext",
@@ -229,6 +232,46 @@ class OnTimerContext(ProcessContext[KEY]):
     def time_domain(self) -> str:
         """``"event_time"`` or ``"processing_time"``."""
         return self._domain
+
+
+class ProcessFunction(ABC, Generic[IN, OUT]):
+    """Processes the records of a stream without a key one at a time (``stream.process(fn)``,
+    Flink's ``ProcessFunction``); it runs at the stream's parallelism, chained like ``map``.
+
+    ``process_element`` yields (or returns an iterable of) output records; ``ctx.output(tag,
+    value)`` emits to a side output (read it with ``get_side_output(tag)``).
+    ``ctx.timestamp`` is the record's event timestamp when the stream has a timestamp
+    assigner (``assign_timestamps_and_watermarks``), else None;
+    ``ctx.timer_service().current_watermark()`` and ``current_processing_time()`` read the
+    clocks. Timers and keyed state belong to a key: registering a timer or calling
+    ``get_state`` raises a ``ConfigError`` naming the operator (``key_by`` first and use a
+    :class:`KeyedProcessFunction`). Parameterize it to type the input and output records
+    (``ProcessFunction[dict, str]``).
+
+    Example:
+        >>> import raystream as rs
+        >>> class Split(ProcessFunction):
+        ...     def process_element(self, value, ctx):
+        ...         if value < 0:
+        ...             ctx.output("negative", value)
+        ...         else:
+        ...             yield value * 10
+        >>> env = rs.StreamEnvironment(parallelism=2)
+        >>> out = env.from_collection([1, -2, 3]).process(Split())
+        >>> both = out.union(out.get_side_output("negative").map(lambda v: ("negative", v)))
+        >>> sorted(both.execute_and_collect(), key=str)
+        [('negative', -2), 10, 30]
+    """
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        """Called once per subtask before any record."""
+
+    @abstractmethod
+    def process_element(self, value: IN, ctx: ProcessContext[Any]) -> Iterable[OUT] | None:
+        """Process one record."""
+
+    def close(self) -> None:
+        """Called once at the end."""
 
 
 class KeyedProcessFunction(ABC, Generic[KEY, IN, OUT]):
