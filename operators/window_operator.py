@@ -33,7 +33,7 @@ import cloudpickle
 import numpy as np
 
 from raystream.checkpoint.descriptors import AggregateFunction
-from raystream.engine.errors import ConfigError, UserCodeError
+from raystream.engine.errors import ConfigError, UserCodeError, short_repr
 from raystream.engine.events import Watermark
 from raystream.engine.keygroups import key_group_for
 from raystream.engine.operator import KeyGroupedState, OperatorContext, Output, StreamOperator
@@ -840,9 +840,21 @@ class WindowOperator(StreamOperator):
             wctx.window = w
             result = self.window_function.process(key, wctx, list(elements))
             if result is not None:
+                if isinstance(result, (dict, str, bytes)) or not hasattr(result, "__iter__"):
+                    self._not_records(result)  # (extended, a dict would give its keys as records)
                 self._out.extend(result)
         except Exception as exc:
             raise UserCodeError(f"window {w!r} of key {key!r}", exc) from exc
+
+    def _not_records(self, result: Any) -> NoReturn:
+        fn = self.window_function
+        inner = getattr(fn, "fn", None)  # apply(fn): name the user's function
+        name = (f"apply() function {getattr(inner, '__name__', inner)!r}" if inner is not None and callable(inner)
+                else f"{type(fn).__name__}.process()")
+        raise ConfigError(
+            f"{name} returned a {type(result).__name__} ({short_repr(result, 80)}), not an iterable of records: "
+            "yield each record, or return a list of them (return [record] for one), or None for none"
+        )
 
     def _not_a_result(self, method: str, result: Any) -> NoReturn:
         raise ConfigError(
