@@ -124,6 +124,10 @@ class StreamEnvironmentBase:
         self.slot_sharing = bool(slot_sharing)
         self.reuse_workers = bool(reuse_workers)
         self.graph = StreamGraph()
+        # graph.nodes[:_ran] were part of a submitted job, the last one made of _last_job
+        # (see _job_nodes: as Flink's execute(), a job runs what was added since the last one)
+        self._ran = 0
+        self._last_job: list[Transformation] = []
         self.clock: Clock | None = None
         self.checkpoint_config: CheckpointConfig | None = None
         self.restart_strategy: RestartStrategy | None = None
@@ -247,17 +251,61 @@ class StreamEnvironmentBase:
             state_backend=self.state_backend,
         )
 
+    def _job_nodes(self) -> list[Transformation]:
+        """The nodes of the job that the next :meth:`execute` runs, in creation order.
+
+        As Flink's ``execute()``, which runs the transformations added since the last
+        execution, a job runs the nodes added since the last submitted job of this
+        environment (and old nodes that were given an input from one, e.g. a stateful
+        functions dispatcher given a new ingress, with what they feed), together with every
+        node they read from: a sink runs in one job, so a notebook cell that builds a
+        pipeline on an environment of an earlier cell, run again, or a second pipeline, does
+        not run the earlier pipelines and their sinks again. With nothing added since, the
+        last job runs again (``env.execute()`` twice reruns a job; a restore
+        ``env.execute(from_savepoint=sp)`` after ``stop_with_savepoint``).
+        """
+        nodes = self.graph.nodes
+        if len(nodes) <= self._ran:
+            return list(self._last_job)
+        fresh = {n.id for n in nodes[self._ran:]}
+        changed = True
+        while changed:  # old nodes that read from a fresh one are fresh too
+            changed = False
+            for n in nodes[:self._ran]:
+                if n.id not in fresh and any(e.source.id in fresh for e in n.inputs if e.source is not n):
+                    fresh.add(n.id)
+                    changed = True
+        keep: set[int] = set()
+        stack = [n for n in nodes if n.id in fresh]
+        while stack:  # with everything they read from
+            node = stack.pop()
+            if node.id not in keep:
+                keep.add(node.id)
+                stack.extend(e.source for e in node.inputs)
+        return [n for n in nodes if n.id in keep]
+
     def get_job_graph(self) -> JobGraph:
-        """The chained job graph this environment would deploy (for inspection)."""
-        return build_job_graph(self.graph, self.max_parallelism)
+        """The chained job graph that the next :meth:`execute` deploys (for inspection): the
+        operators added since the last job with what they read from, or the last job's
+        (see :meth:`_job_nodes`)."""
+        return self._job_graph(self._job_nodes())
+
+    def _job_graph(self, nodes: list[Transformation]) -> JobGraph:
+        graph = StreamGraph()
+        for node in nodes:
+            graph.add(node)
+        return build_job_graph(graph, self.max_parallelism)
 
     def execute_async(self, job_name: str = "raystream-job", from_savepoint: str | None = None,
                       allow_non_restored_state: bool = False) -> engine_api.JobClient:
         """Submit the job and return a :class:`JobClient` immediately (see :meth:`execute`)."""
         if from_savepoint is not None:
             check_savepoint(from_savepoint)  # a wrong path fails now, before Ray starts
-        job_graph = self.get_job_graph()
-        return engine_api.submit(job_graph, self._job_config(job_name, from_savepoint, allow_non_restored_state), self.address)
+        nodes = self._job_nodes()
+        client = engine_api.submit(self._job_graph(nodes), self._job_config(job_name, from_savepoint, allow_non_restored_state),
+                                   self.address)
+        self._ran, self._last_job = len(self.graph.nodes), nodes
+        return client
 
     def execute(self, job_name: str = "raystream-job", from_savepoint: str | None = None,
                 allow_non_restored_state: bool = False) -> engine_api.JobResult:
@@ -298,9 +346,9 @@ class StreamEnvironmentBase:
 
         If no sink was added, the most recently created stream is collected.
         """
-        collect_nodes = [n for n in self.graph.nodes if n.kind == "sink" and isinstance(n.sink, CollectSink)]
+        collect_nodes = [n for n in self._job_nodes() if n.kind == "sink" and isinstance(n.sink, CollectSink)]
         if not collect_nodes:
-            last = self.graph.nodes[-1] if self.graph.nodes else None
+            last = self.graph.nodes[-1] if len(self.graph.nodes) > self._ran else None
             if last is None or last.kind == "sink":
                 raise GraphError("execute_and_collect() needs a stream to collect: call .collect() on one")
             collect_nodes = [self.add_sink(StreamEdge(last, None, 0), CollectSink(), "collect")]
