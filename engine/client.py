@@ -392,6 +392,11 @@ class JobClient:
             if progress:
                 return self._wait_with_progress(timeout, interval_s)
             return self._finish(timeout)
+        except ray.exceptions.GetTimeoutError:
+            # (Ray's own says only "Get timed out: some object(s) not ready.")
+            raise ray.exceptions.GetTimeoutError(
+                f"job {self.name!r} did not end within wait(timeout={timeout!r}) s; it runs on: wait() "
+                f"again, or cancel() it") from None
         finally:
             with self._lock:
                 self._waiters -= 1
