@@ -511,6 +511,79 @@ class KeyedStream(DataStream):
         ``emit`` as for :meth:`sum`."""
         return self._field_reduce(column, "max", emit)
 
+    def min_by(self, field: str | int, first: bool = True) -> DataStream:
+        """The record with the smallest ``field`` per key, rolling (Flink's ``minBy``): every
+        record emits, whole, the record of its key holding the minimum so far; on ties the
+        first one (``first=False``: the last one). ``field`` is a column name (dict records)
+        or a position (tuples). A record without the field, or with None in it, fails the job
+        naming the operator and the record; so do values that do not compare.
+
+        Unlike :meth:`min`, which emits the running minimum in ``field`` with the other fields
+        of the key's first record, ``min_by`` emits a record as it came.
+
+        Example:
+            >>> import raystream as rs
+            >>> env = rs.StreamEnvironment(parallelism=2)
+            >>> bids = env.from_collection([("a", 5, "x"), ("a", 3, "y"), ("a", 3, "z"), ("b", 1, "w")])
+            >>> sorted(bids.key_by(0).min_by(1).execute_and_collect())
+            [('a', 3, 'y'), ('a', 3, 'y'), ('a', 5, 'x'), ('b', 1, 'w')]
+        """
+        return self._by_field(field, "min_by", first)
+
+    def max_by(self, field: str | int, first: bool = True) -> DataStream:
+        """The record with the largest ``field`` per key, rolling (Flink's ``maxBy``); as
+        :meth:`min_by` (on ties the first record, ``first=False``: the last one).
+
+        Example:
+            >>> import raystream as rs
+            >>> env = rs.StreamEnvironment(parallelism=1)
+            >>> temps = env.from_collection([{"room": "a", "t": 20}, {"room": "a", "t": 25}, {"room": "a", "t": 22}])
+            >>> [r["t"] for r in temps.key_by("room").max_by("t").execute_and_collect()]
+            [20, 25, 25]
+        """
+        return self._by_field(field, "max_by", first)
+
+    def _by_field(self, field: str | int, how: str, first: bool) -> DataStream:
+        if isinstance(field, bool) or not isinstance(field, (str, int)):
+            raise GraphError(f"{how}({field!r}): the field is a column name (dict records) or a position (tuples)")
+        names = self.node.schema_names
+        if isinstance(field, str) and names is not None and field not in names:
+            raise GraphError(f"{how}({field!r}): no column {field!r} after {self.node.name!r}; columns are {names}")
+        what = f"{how}({field!r})"
+        smaller = how == "min_by"
+
+        def value_of(record: Any) -> Any:
+            try:
+                v = record[field]
+            except (KeyError, IndexError, TypeError) as exc:
+                raise TypeError(f"{what}: the record has no field {field!r} ({exc!r}); "
+                                "give a column name of dict records or a position of tuples") from exc
+            if v is None:
+                raise TypeError(f"{what}: the record has no value (None) in {field!r}; filter or fill nulls first")
+            return v
+
+        def check(record: Any) -> bool:  # every record, also a key's first, which reduce emits as it is
+            value_of(record)
+            return True
+
+        def pick(acc: Any, record: Any) -> Any:
+            a, b = acc[field], record[field]
+            try:
+                if first:
+                    better = b < a if smaller else b > a
+                else:
+                    better = b <= a if smaller else b >= a
+            except TypeError as exc:
+                raise TypeError(f"{what}: cannot compare {short_repr(b, 60)} ({type(b).__name__}) with "
+                                f"{short_repr(a, 60)} ({type(a).__name__}): {exc}") from exc
+            return record if better else acc
+
+        check.__name__ = f"{how} check({field})"
+        pick.__name__ = f"{how}({field})"
+        selector = self.selector
+        checked = self._combiner(f"{how} (check)", lambda: FilterOperator(check), names)
+        return checked._keyed(how, lambda: ReduceOperator(selector, pick, "updates"), names)
+
     def _combiner(self, name: str, factory: Callable[[], StreamOperator], schema_names: list[str] | None) -> KeyedStream:
         """A combiner chained to the upstream operator (forward edge, same parallelism),
         keyed like this stream: the keyed operator after it reads its partials."""
