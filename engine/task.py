@@ -360,7 +360,7 @@ class Task:
         self.operators = []
         self._outputs = []
         contexts = []
-        for op in self.op_specs:
+        for index, op in enumerate(self.op_specs):
             try:
                 operator = op["factory"]()
             except Exception as exc:
@@ -376,23 +376,25 @@ class Task:
                 if self.spec.state_backend is None:
                     raise ConfigError(f"keyed operator {op['name']!r} needs a state backend: the job's "
                                       "JobConfig.state_backend is not set")
-                ctx.keyed_backend = self.spec.state_backend.create_keyed_backend(ctx)
+                ctx.keyed_backend = self._guard(index, None, partial(self.spec.state_backend.create_keyed_backend, ctx),
+                                                "creating its keyed state backend")
                 self._keyed_backends.append(ctx.keyed_backend)
             self.operators.append(operator)
             contexts.append(ctx)
         for i, (operator, ctx, op) in enumerate(zip(self.operators, contexts, self.op_specs)):
             state = restore.get(op["uid"])
             if state is not None:
+                restored = "from a checkpoint or savepoint"
                 if ctx.keyed_backend is not None and state.get("keyed"):
-                    backend = self.spec.state_backend
-                    assert backend is not None  # a keyed backend exists only with a state backend
-                    ctx.keyed_backend.restore([backend.deserialize_snapshot(b, ctx.key_group_range) for b in state["keyed"]])
-                operator.restore_state([st for st in state.get("operator", []) if st is not None])
+                    self._guard(i, None, partial(self._restore_keyed, ctx, state["keyed"]),
+                                f"restoring its keyed state {restored}")
+                self._guard(i, None, partial(operator.restore_state, [st for st in state.get("operator", []) if st is not None]),
+                            f"restore_state() of its state {restored}")
                 if i == 0 and state.get("feedback_log"):
                     self._replay = list(state["feedback_log"])
             output = _ChainOutput(self, i) if i + 1 < n else self._task_output
             self._outputs.append(output)
-            self._guard(i, None, partial(operator.open, ctx, output))
+            self._guard(i, None, partial(operator.open, ctx, output), "open()")
         if self.spec.source is not None:
             source = self.spec.source
             source_ctx = self._make_context(self.spec.chain[0])
@@ -419,8 +421,17 @@ class Task:
         for ch in self._channels:
             self._input_watermarks.setdefault(ch.info.input_index, MIN_WATERMARK)
 
+    def _restore_keyed(self, ctx: OperatorContext, snapshots: list) -> None:
+        """Restore the keyed state backend of ``ctx`` from the serialized ``snapshots``."""
+        backend = self.spec.state_backend
+        assert backend is not None and ctx.keyed_backend is not None  # (a keyed backend exists only with one)
+        ctx.keyed_backend.restore([backend.deserialize_snapshot(b, ctx.key_group_range) for b in snapshots])
+
     # ------------------------------------------------------------------ error surface
-    def _fail(self, index: int | None, batch: Batch | None, exc: BaseException) -> JobFailed:
+    def _fail(self, index: int | None, batch: Batch | None, exc: BaseException, call: str | None = None) -> JobFailed:
+        """The failure of operator ``index`` of the chain: ``exc`` raised while it processed
+        ``batch``, or in ``call`` (``"open()"``, ``"snapshot_state() at checkpoint 3"``: an
+        operator's calls other than its records', named in the message)."""
         if isinstance(exc, JobFailed):
             return exc
         name = self.op_specs[index]["name"] if index is not None and index < len(self.op_specs) else (
@@ -437,7 +448,7 @@ class Task:
             record = short_repr(batch.records()[0])
         cause = "".join(traceback.format_exception(type(original), original, original.__traceback__))
         where = f"operator {name!r} (subtask {self.spec.subtask_index + 1}/{self.spec.parallelism})"
-        msg = f"{where} failed: {type(original).__name__}: {original}"
+        msg = f"{where} failed{f' in {call}' if call else ''}: {type(original).__name__}: {original}"
         if record is not None:
             msg += f"\n  while processing {what}: {record}"
         elif batch is not None:
@@ -486,13 +497,15 @@ class Task:
         failed.__cause__ = exc  # (also where it is raised later: a close() after the others)
         return failed
 
-    def _guard(self, index: int, batch: Batch | None, fn: Callable[[], Any]) -> Any:
+    def _guard(self, index: int, batch: Batch | None, fn: Callable[[], Any], call: str | None = None) -> Any:
+        """``fn()``, a call of operator ``index``, with what it raises turned into the
+        :class:`JobFailed` of :meth:`_fail` (naming ``call`` when given)."""
         try:
             return fn()
         except (JobFailed, Cancelled):
             raise
         except Exception as exc:
-            raise self._fail(index, batch, exc) from exc
+            raise self._fail(index, batch, exc, call) from exc
 
     def _call_operator(self, index: int, batch: Batch, input_index: int) -> None:
         try:
@@ -579,7 +592,7 @@ class Task:
             due = timers.pop_due(now)
             if due is None:
                 return
-            self._guard(0, None, partial(due[1], due[0]))
+            self._guard(0, None, partial(due[1], due[0]), f"a processing-time timer at {due[0]}")
 
     def _cleanup_state(self) -> None:
         """Background TTL cleanup: give the keyed backends a slice of the mailbox thread, so
@@ -594,7 +607,7 @@ class Task:
         budget = self.state_cleanup_budget
         deadline = time.perf_counter() + self.state_cleanup_slice_s
         for i, backend in backends:
-            while self._guard(i, None, partial(backend.cleanup, budget)) >= budget:
+            while self._guard(i, None, partial(backend.cleanup, budget), "the TTL cleanup of its keyed state") >= budget:
                 if time.perf_counter() >= deadline:
                     return
 
@@ -1006,17 +1019,18 @@ class Task:
             entry: dict[str, Any] = {}
             pre_barrier = getattr(op, "prepare_snapshot_pre_barrier", None)
             if pre_barrier is not None:  # (what it emits goes down the chain now, out before the barrier)
-                self._guard(i, None, partial(pre_barrier, cid))
+                self._guard(i, None, partial(pre_barrier, cid), f"prepare_snapshot_pre_barrier() at checkpoint {cid}")
             prepare = getattr(op, "prepare_commit", None)
             if prepare is not None:  # pre-commit first: the snapshot must see its effects
                 entry["committables"] = self._prepare_commit(i, prepare, cid)
-            op_state = self._guard(i, None, partial(op.snapshot_state, cid))
+            op_state = self._guard(i, None, partial(op.snapshot_state, cid), f"snapshot_state() at checkpoint {cid}")
             entry["op"] = dumps({"operator": op_state}, what=f"state of operator {spec['name']!r}")
             backend = getattr(op, "ctx", None) and op.ctx.keyed_backend
             if backend is not None and not self._finished:
                 # (a finished task emitted everything it held and closed its backends: its
                 # snapshot is its final state, without keyed state, as _final_state's)
-                entry["keyed"] = backend.snapshot(cid)
+                entry["keyed"] = self._guard(i, None, partial(backend.snapshot, cid),
+                                             f"the snapshot of its keyed state at checkpoint {cid}")
             state[spec["uid"]] = entry
         self.network.broadcast_event(barrier)
         if barrier.stop:
@@ -1044,13 +1058,13 @@ class Task:
         call) and into checkpoints, where one that does not pickle (a lock, an open file, a
         client) failed inside Ray with a bare ``cannot pickle ...``, naming neither the sink
         nor the call. It is a :class:`JobFailed` naming both now."""
-        committables = self._guard(index, None, partial(prepare, checkpoint_id))
+        at = "at the end of input" if checkpoint_id is None else f"at checkpoint {checkpoint_id}"
+        committables = self._guard(index, None, partial(prepare, checkpoint_id), f"prepare_commit() {at}")
         name = self.op_specs[index]["name"]
         try:
             _check_picklable(committables)
         except Exception as exc:  # noqa: BLE001 - whatever pickling raised, named below
             cause = exc
-            at = "at the end of input" if checkpoint_id is None else f"at checkpoint {checkpoint_id}"
             where = f"operator {name!r} (subtask {self.spec.subtask_index + 1}/{self.spec.parallelism})"
             raise JobFailed(
                 f"{where} failed: the committables its prepare_commit() returned {at} cannot be pickled "
@@ -1099,7 +1113,8 @@ class Task:
             self._source_call(f"notify_checkpoint_complete({checkpoint_id})",
                               partial(self._source_reader.notify_checkpoint_complete, checkpoint_id))
         for i, op in enumerate(self.operators):
-            self._guard(i, None, partial(op.notify_checkpoint_complete, checkpoint_id))
+            self._guard(i, None, partial(op.notify_checkpoint_complete, checkpoint_id),
+                        f"notify_checkpoint_complete({checkpoint_id})")
 
     def notify_checkpoint_aborted(self, checkpoint_id: int) -> None:
         # barriers of an aborted checkpoint that are still on their way are ignored
@@ -1114,7 +1129,8 @@ class Task:
         for idx in self._fb_barriers.pop(checkpoint_id, set()):
             self._channels[idx].blocked = False
         for i, op in enumerate(self.operators):
-            self._guard(i, None, partial(op.notify_checkpoint_aborted, checkpoint_id))
+            self._guard(i, None, partial(op.notify_checkpoint_aborted, checkpoint_id),
+                        f"notify_checkpoint_aborted({checkpoint_id})")
 
     # ------------------------------------------------------------------ sources
     def _run_source(self) -> None:
@@ -1200,7 +1216,7 @@ class Task:
             if self.operators:
                 self._guard(0, None, lambda: self.operators[0].process_watermark(Watermark(MAX_WATERMARK), 0))
         for i, op in enumerate(self.operators):
-            self._guard(i, None, op.end_input)
+            self._guard(i, None, op.end_input, "end_input()")
         committables: dict[str, list] = {}
         for i, (op, spec) in enumerate(zip(self.operators, self.op_specs)):
             prepare = getattr(op, "prepare_commit", None)
@@ -1257,7 +1273,7 @@ class Task:
             src_uid = self.spec.chain[0]["uid"]
             state[src_uid] = {"op": self._source_state(src_uid, cid, at_end=True)}
         for i, (op, spec) in enumerate(zip(self.operators, self.op_specs)):
-            op_state = self._guard(i, None, partial(op.snapshot_state, cid))
+            op_state = self._guard(i, None, partial(op.snapshot_state, cid), "snapshot_state() at the end of input")
             state[spec["uid"]] = {"op": dumps({"operator": op_state}, what=f"state of operator {spec['name']!r}")}
         return state
 
