@@ -52,6 +52,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import os
 import posixpath
@@ -86,6 +87,7 @@ __all__ = [
     "METADATA_FILE",
     "SECRET_ENV",
     "signing_key",
+    "job_dir_name",
 ]
 
 log = logging.getLogger(__name__)
@@ -101,6 +103,8 @@ _IN_PROGRESS = ".inprogress-"
 _SHARED_FILE = re.compile(r"^(\d+)-")
 #: the name of a marker a job restoring from a retained checkpoint leaves in its directory
 _RESTORING = "_restoring-"
+#: characters a job id cannot have in its directory's name
+_NOT_IN_SEGMENT = re.compile("[/\\\\\x00]")
 _OBJECT_STORES = frozenset({"s3", "gcs", "abfs"})
 #: environment variable holding the job secret that signs checkpoint files
 SECRET_ENV = "RAYSTREAM_CHECKPOINT_SECRET"
@@ -142,6 +146,25 @@ def _check_part(what: str, value: object) -> str:
     if value in (".", ".."):
         raise ConfigError(f"{what} must not be {value!r}")
     return value
+
+
+def job_dir_name(job_id: object) -> str:
+    """The directory (one path segment under the storage's base) that holds job ``job_id``'s
+    checkpoints: the job id itself, unless it is no path segment (a job named ``"team/etl"``
+    has the id ``"team/etl-1a2b3c4d"``; ``"."``, ``".."``): then ``/``, ``\\`` and NUL are
+    replaced by ``_`` and 16 hex digits of the SHA-256 of the exact id are added, so two ids
+    never share a directory.
+
+    Example:
+        >>> job_dir_name("wordcount-1a2b3c4d"), job_dir_name("team/etl-1a2b3c4d")
+        ('wordcount-1a2b3c4d', 'team_etl-1a2b3c4d-d2e39e15b46044d1')
+    """
+    if not isinstance(job_id, str) or not job_id:
+        raise ConfigError(f"job_id must be a non-empty str, got {job_id!r}")
+    if _NOT_IN_SEGMENT.search(job_id) is None and job_id not in (".", ".."):
+        return job_id
+    digest = hashlib.sha256(job_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{_NOT_IN_SEGMENT.sub('_', job_id)}-{digest}"
 
 
 def _check_name(name: object) -> str:
@@ -267,12 +290,12 @@ class RetainedCheckpointReader(SavepointReader):
         ``job_id`` restores from it, so the retention of the job that wrote it keeps it (and the
         shared files it references) until :meth:`unmark_restoring`. Raises CheckpointError when
         it cannot be written (read-only storage)."""
-        name = f"{_RESTORING}{_check_part('job_id', job_id)}"
+        name = f"{_RESTORING}{job_dir_name(job_id)}"
         self._storage._write(posixpath.join(self._dir, name), encode_blob(_STATE_KIND, b""))
 
     def unmark_restoring(self, job_id: str) -> None:
         """Remove the marker of :meth:`mark_restoring` (a failure is logged)."""
-        self._storage._remove_quietly(posixpath.join(self._dir, f"{_RESTORING}{_check_part('job_id', job_id)}"))
+        self._storage._remove_quietly(posixpath.join(self._dir, f"{_RESTORING}{job_dir_name(job_id)}"))
 
 
 class CheckpointStorage:
@@ -368,7 +391,7 @@ class CheckpointStorage:
 
     def checkpoint_path(self, job_id: str, checkpoint_id: int) -> str:
         """The directory of checkpoint ``checkpoint_id`` (a path on :attr:`filesystem`)."""
-        return self._join(_check_part("job_id", job_id), f"chk-{int(checkpoint_id)}")
+        return self._join(job_dir_name(job_id), f"chk-{int(checkpoint_id)}")
 
     def _mkdir(self, path: str) -> None:
         if self._object_store:
@@ -456,7 +479,7 @@ class CheckpointStorage:
             'j/chk-2/op-0'
         """
         _check_name(name)
-        rel = posixpath.join(_check_part("job_id", job_id), f"chk-{int(checkpoint_id)}", name)
+        rel = posixpath.join(job_dir_name(job_id), f"chk-{int(checkpoint_id)}", name)
         self._write(self._join(rel), encode_blob(_STATE_KIND, data))
         return StateHandle(rel, len(data), zlib.crc32(data))
 
@@ -471,7 +494,7 @@ class CheckpointStorage:
             'j/shared/3-a1b2-000012.sst'
         """
         _check_part("shared file name", name)
-        rel = posixpath.join(_check_part("job_id", job_id), _SHARED_DIR, f"{int(checkpoint_id)}-{name}")
+        rel = posixpath.join(job_dir_name(job_id), _SHARED_DIR, f"{int(checkpoint_id)}-{name}")
         self._write(self._join(rel), encode_blob(_STATE_KIND, data))
         return StateHandle(rel, len(data), zlib.crc32(data))
 
@@ -494,7 +517,7 @@ class CheckpointStorage:
         might go)."""
         if not keep:
             return []
-        directory = self._join(_check_part("job_id", job_id), _SHARED_DIR)
+        directory = self._join(job_dir_name(job_id), _SHARED_DIR)
         try:
             infos = self._fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True))
         except OSError as exc:
@@ -508,7 +531,7 @@ class CheckpointStorage:
         deleted = []
         for info in infos:
             m = _SHARED_FILE.match(info.base_name)
-            rel = posixpath.join(job_id, _SHARED_DIR, info.base_name)
+            rel = posixpath.join(job_dir_name(job_id), _SHARED_DIR, info.base_name)
             if info.type != pafs.FileType.File or m is None or rel in referenced or (
                     int(m.group(1)) >= newest and not unreferenced):
                 continue
@@ -576,7 +599,7 @@ class CheckpointStorage:
 
     def list_checkpoints(self, job_id: str) -> list[int]:
         """Ids of every checkpoint directory of ``job_id``, complete or not, ascending."""
-        job_dir = self._join(_check_part("job_id", job_id))
+        job_dir = self._join(job_dir_name(job_id))
         try:
             infos = self._fs.get_file_info(pafs.FileSelector(job_dir, allow_not_found=True))
         except OSError as exc:
@@ -675,7 +698,7 @@ class CheckpointStorage:
             if cid in complete[-1:]:  # (its _metadata first: from then on it is incomplete, never half read)
                 self._delete_file(posixpath.join(self.checkpoint_path(job_id, cid), METADATA_FILE))
             self.discard(job_id, cid)
-        job_dir = self._join(_check_part("job_id", job_id))
+        job_dir = self._join(job_dir_name(job_id))
         shared = posixpath.join(job_dir, _SHARED_DIR)
         if kept:
             self.collect_shared(job_id, sorted(kept), unreferenced=True)
@@ -715,13 +738,13 @@ class CheckpointStorage:
         (``<job>/commits/``), untouched by retention; written before the commit.
         """
         name = f"{int(checkpoint_id):012d}-{_check_part('label', label)}"
-        path = self._join(_check_part("job_id", job_id), "commits", name)
+        path = self._join(job_dir_name(job_id), "commits", name)
         self._write_atomic(path, encode_blob(_STATE_KIND, cloudpickle.dumps(entry, protocol=5)))
 
     def read_commit_log(self, job_id: str, upto: int) -> list[tuple[str, Any]]:
         """The commit log entries of checkpoints up to ``upto``, oldest first, as
         ``(name, entry)``."""
-        directory = self._join(_check_part("job_id", job_id), "commits")
+        directory = self._join(job_dir_name(job_id), "commits")
         try:
             infos = self._fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True))
         except OSError as exc:
