@@ -279,6 +279,8 @@ class WindowOperator(StreamOperator):
         )
         self.tctx = _TriggerCtx(self) if queues is None else _BackendTriggerCtx(self)
         self.wctx: WindowContext[Window] = WindowContext(self)
+        wf = self.window_function  # its clear() runs when a window is cleaned up, if it has one
+        self._clears = wf is not None and type(wf).clear is not ProcessWindowFunction.clear
         self._out: list[Any] = []
         self._late: list[Any] = []
         ctx.metrics.setdefault("num_late_records_dropped", 0)
@@ -598,6 +600,8 @@ class WindowOperator(StreamOperator):
             w = TimeWindow(start, start + size)
             for key, acc in pane.items():
                 self._emit_window(key, w, acc)
+                if self._clears:  # (no allowed lateness: a pane is cleaned up as it fires)
+                    self._clear_function(key, w)
         self._pane_fire = min(panes, default=_NEVER - size) + size - 1
 
     def _fold_window(self, start: int, keys: list[Any], values: list[Any]) -> None:
@@ -838,11 +842,21 @@ class WindowOperator(StreamOperator):
                 return
             wctx = self.wctx
             wctx.window = w
+            wctx.key = key
             result = self.window_function.process(key, wctx, list(elements))
             if result is not None:
                 if isinstance(result, (dict, str, bytes)) or not hasattr(result, "__iter__"):
                     self._not_records(result)  # (extended, a dict would give its keys as records)
                 self._out.extend(result)
+        except Exception as exc:
+            raise UserCodeError(f"window {w!r} of key {key!r}", exc) from exc
+
+    def _clear_function(self, key: Any, w: Window) -> None:
+        """``window_function.clear(context)``: the window of ``key`` is cleaned up."""
+        wctx = self.wctx
+        wctx.window, wctx.key = w, key
+        try:
+            self.window_function.clear(wctx)  # type: ignore[union-attr]  # (_clears: it is set)
         except Exception as exc:
             raise UserCodeError(f"window {w!r} of key {key!r}", exc) from exc
 
@@ -885,6 +899,8 @@ class WindowOperator(StreamOperator):
             self._clear_window(key, w)
 
     def _clear_window(self, key: Any, w: Window) -> None:
+        if self._clears:
+            self._clear_function(key, w)
         per_key = self.contents.get(key)
         if per_key is not None:
             per_key.pop(w, None)
@@ -916,6 +932,8 @@ class WindowOperator(StreamOperator):
                 else:
                     self._emit_window(key, w, acc)
         if time == mt + self.allowed_lateness:
+            if self._clears:
+                self._clear_function(key, w)
             if per_key is not None:
                 per_key.pop(w, None)
                 if not per_key:

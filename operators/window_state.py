@@ -46,8 +46,14 @@ import struct
 from typing import Any, Iterator
 
 from raystream.checkpoint.backend import KeyedStateBackend
-from raystream.checkpoint.descriptors import MapStateDescriptor, ValueStateDescriptor
+from raystream.checkpoint.descriptors import (
+    MapStateDescriptor,
+    StateDescriptor,
+    ValueStateDescriptor,
+)
 from raystream.checkpoint.rocksdb_keys import decode_key, encode_key
+from raystream.engine.errors import ConfigError
+from raystream.engine.keygroups import key_group_for
 
 from .windows import TimeWindow
 
@@ -61,6 +67,8 @@ __all__ = [
     "decode_window",
     "window_key",
     "window_of_key",
+    "KeyedStateStore",
+    "WINDOW_STATE_PREFIX",
 ]
 
 #: names of the window operator's state in an off-heap keyed backend
@@ -228,3 +236,221 @@ class KeyWindows:
 
     def __repr__(self) -> str:
         return f"KeyWindows({self._s.name!r}, key={self._key!r})"
+
+
+
+#: prefix of the keyed map states behind ``WindowContext.window_state()`` (map key: the window)
+WINDOW_STATE_PREFIX = "_window/state/"
+
+
+class ScopedState:
+    """A keyed state object of one key: every call first makes that key current (in its
+    key group), so it stays right however the operator moves between keys."""
+
+    __slots__ = ("_state", "_backend", "_key", "_kg")
+
+    def __init__(self, state: Any, backend: KeyedStateBackend, key: Any, key_group: int) -> None:
+        self._state = state
+        self._backend = backend
+        self._key = key
+        self._kg = key_group
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._state, name)
+        if not callable(attr):
+            return attr
+        backend, key, kg = self._backend, self._key, self._kg
+
+        def scoped(*args: Any, **kwargs: Any) -> Any:
+            backend.set_current_key_with_group(key, kg)
+            return attr(*args, **kwargs)
+
+        return scoped
+
+    def __repr__(self) -> str:
+        return f"ScopedState({self._state!r}, key={self._key!r})"
+
+
+class _WindowState:
+    """Base of the per-window states: the value of one window of one key, an entry of a map
+    state of the key (map key: :func:`window_key`)."""
+
+    __slots__ = ("_descriptor", "_map", "_backend", "_key", "_kg", "_w")
+
+    def __init__(self, descriptor: Any, map_state: Any, backend: KeyedStateBackend, key: Any, kg: int, w: Any) -> None:
+        self._descriptor = descriptor
+        self._map = map_state
+        self._backend = backend
+        self._key = key
+        self._kg = kg
+        self._w = w
+
+    @property
+    def name(self) -> str:
+        """The state's name."""
+        return str(self._descriptor.name)
+
+    def _get(self) -> Any:
+        self._backend.set_current_key_with_group(self._key, self._kg)
+        return self._map.get(self._w)  # (None: no value; a None value is never stored)
+
+    def _put(self, value: Any) -> None:
+        self._backend.set_current_key_with_group(self._key, self._kg)
+        self._map.put(self._w, value)
+
+    def clear(self) -> None:
+        """Remove this window's value of the state."""
+        self._backend.set_current_key_with_group(self._key, self._kg)
+        self._map.remove(self._w)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+class _WindowValueState(_WindowState):
+    def value(self) -> Any:
+        v = self._get()
+        return self._descriptor.default if v is None else v
+
+    def update(self, value: Any) -> None:
+        if value is None:
+            self.clear()
+        else:
+            self._put(value)
+
+
+class _WindowListState(_WindowState):
+    def get(self) -> list[Any]:
+        return list(self._get() or ())
+
+    def add(self, value: Any) -> None:
+        self._put([*(self._get() or ()), value])
+
+    def add_all(self, values: Any) -> None:
+        if values is not None:
+            self._put([*(self._get() or ()), *values])
+
+    def update(self, values: Any) -> None:
+        values = list(values or ())
+        if values:
+            self._put(values)
+        else:
+            self.clear()
+
+
+class _WindowMapState(_WindowState):
+    def _dict(self) -> dict[Any, Any]:
+        return dict(self._get() or {})
+
+    def _store(self, d: dict[Any, Any]) -> None:
+        if d:
+            self._put(d)
+        else:
+            self.clear()
+
+    def get(self, key: Any) -> Any:
+        return self._dict().get(key)
+
+    def put(self, key: Any, value: Any) -> None:
+        d = self._dict()
+        d[key] = value
+        self._store(d)
+
+    def put_all(self, entries: Any) -> None:
+        d = self._dict()
+        d.update(entries or {})
+        self._store(d)
+
+    def remove(self, key: Any) -> None:
+        d = self._dict()
+        if d.pop(key, _RAISE) is not _RAISE:
+            self._store(d)
+
+    def contains(self, key: Any) -> bool:
+        return key in self._dict()
+
+    def keys(self) -> list[Any]:
+        return list(self._dict())
+
+    def values(self) -> list[Any]:
+        return list(self._dict().values())
+
+    def items(self) -> list[tuple[Any, Any]]:
+        return list(self._dict().items())
+
+    def is_empty(self) -> bool:
+        return not self._get()
+
+
+class _WindowReducingState(_WindowState):
+    def get(self) -> Any:
+        return self._get()
+
+    def add(self, value: Any) -> None:
+        current = self._get()
+        self._put(value if current is None else self._descriptor.reduce_fn(current, value))
+
+
+class _WindowAggregatingState(_WindowState):
+    def get(self) -> Any:
+        acc = self._get()
+        return None if acc is None else self._descriptor.aggregate_function.get_result(acc)
+
+    def add(self, value: Any) -> None:
+        fn = self._descriptor.aggregate_function
+        acc = self._get()
+        self._put(fn.add(value, fn.create_accumulator() if acc is None else acc))
+
+
+_WINDOW_STATES: dict[str, type[_WindowState]] = {
+    "value": _WindowValueState, "list": _WindowListState, "map": _WindowMapState,
+    "reducing": _WindowReducingState, "aggregating": _WindowAggregatingState,
+}
+
+
+class KeyedStateStore:
+    """Keyed state of one key (``window=None``: Flink's ``globalState()``) or of one key and
+    window (Flink's ``windowState()``) for a :class:`~operators.windows.ProcessWindowFunction`.
+
+    ``get_state(descriptor)`` takes the descriptors of :mod:`checkpoint.descriptors` (value,
+    list, map, reducing, aggregating) and returns that kind of state, with the methods of
+    :mod:`checkpoint.state`. A key's global state is its keyed state (TTL too). A window's
+    state is an entry of a map state of the key (its name prefixed with
+    :data:`WINDOW_STATE_PREFIX`, the map key the window), so it is checkpointed, rescaled
+    and moved between the heap and RocksDB with the key; it takes no TTL (clear it in
+    ``ProcessWindowFunction.clear``, which runs when the window is cleaned up).
+
+    Example:
+        >>> from raystream.checkpoint.heap import HeapKeyedStateBackend
+        >>> from raystream.engine.keygroups import KeyGroupRange
+        >>> b = HeapKeyedStateBackend(KeyGroupRange(0, 127), 128)
+        >>> w = KeyedStateStore(b, "k", TimeWindow(0, 10)).get_state(ValueStateDescriptor("n", default=0))
+        >>> g = KeyedStateStore(b, "k", None).get_state(ValueStateDescriptor("n", default=0))
+        >>> w.update(2); g.update(5); w.value(), g.value()
+        (2, 5)
+    """
+
+    __slots__ = ("_backend", "_key", "_kg", "_window")
+
+    def __init__(self, backend: KeyedStateBackend, key: Any, window: Any) -> None:
+        self._backend = backend
+        self._key = key
+        self._window = window
+        self._kg = key_group_for(key, backend.max_parallelism)
+
+    def get_state(self, descriptor: Any) -> Any:
+        """The state ``descriptor`` describes, for this store's key (and window)."""
+        if not isinstance(descriptor, StateDescriptor):
+            raise ConfigError(f"get_state() takes a state descriptor (e.g. ValueStateDescriptor('n')), got {descriptor!r}")
+        backend = self._backend
+        backend.set_current_key_with_group(self._key, self._kg)
+        if self._window is None:
+            return ScopedState(backend.get_state(descriptor), backend, self._key, self._kg)
+        if getattr(descriptor, "ttl", None) is not None:
+            raise ConfigError(
+                f"window state {descriptor.name!r} has a TTL: per-window state lives as long as its window; "
+                "clear it in ProcessWindowFunction.clear(context), or use global_state() for a TTL"
+            )
+        cls = _WINDOW_STATES[descriptor.kind]
+        store = backend.get_state(MapStateDescriptor(f"{WINDOW_STATE_PREFIX}{descriptor.kind}/{descriptor.name}"))
+        return cls(descriptor, store, backend, self._key, self._kg, window_key(self._window))

@@ -24,7 +24,7 @@ from raystream.engine.config import as_int
 from raystream.engine.errors import ConfigError
 from raystream.engine.operator import OperatorContext
 
-from .functions import IN, KEY, OUT, OutputTag, RuntimeContext, tag_name
+from .functions import IN, KEY, OUT, OutputTag, RuntimeContext, keyed_state_backend, tag_name
 from .timers import InternalTimerService
 
 __all__ = [
@@ -528,11 +528,15 @@ class _WindowOperatorLike(Protocol):
     @property
     def ctx(self) -> OperatorContext: ...
 
+    @property
+    def assigner(self) -> WindowAssigner: ...
+
 
 class WindowContext(Generic[W]):
-    """What a :class:`ProcessWindowFunction` sees: the window, time and side outputs."""
+    """What a :class:`ProcessWindowFunction` sees: the window, time, side outputs and keyed
+    state (the window's and the key's)."""
 
-    __slots__ = ("window", "_op", "_side")
+    __slots__ = ("window", "key", "_op", "_side")
 
     #: the window being evaluated (set by the operator before each ``process`` call)
     window: W
@@ -540,6 +544,34 @@ class WindowContext(Generic[W]):
     def __init__(self, op: _WindowOperatorLike) -> None:
         self._op = op
         self._side: dict[str, list[Any]] = {}
+        #: the key of the window being evaluated
+        self.key: Any = None
+
+    def window_state(self) -> Any:
+        """State of this key and window (Flink's ``windowState()``): ``get_state(descriptor)``
+        with any state descriptor but a TTL; e.g. how often a window fired within its allowed
+        lateness. It lives as long as the window: clear it in
+        :meth:`ProcessWindowFunction.clear`. Not for merging (session) windows, as in Flink.
+
+        Example:
+            >>> # fired = context.window_state().get_state(ValueStateDescriptor("fired", default=0))
+            >>> # fired.update(fired.value() + 1)
+        """
+        from .window_state import KeyedStateStore  # (window_state imports this module)
+
+        if self._op.assigner.is_merging:
+            raise ConfigError(
+                f"window_state() is not supported with merging windows ({self._op.assigner!r}): their windows "
+                "merge away (Flink refuses it too); keep state per key with global_state()"
+            )
+        return KeyedStateStore(keyed_state_backend(self._op.ctx), self.key, self.window)
+
+    def global_state(self) -> Any:
+        """Keyed state of the key, shared by all its windows and kept across them (Flink's
+        ``globalState()``): ``get_state(descriptor)`` as in a ``KeyedProcessFunction``."""
+        from .window_state import KeyedStateStore
+
+        return KeyedStateStore(keyed_state_backend(self._op.ctx), self.key, None)
 
     def current_watermark(self) -> int:
         """The operator's event time."""
@@ -574,6 +606,10 @@ class ProcessWindowFunction(ABC, Generic[IN, OUT, KEY, W]):
     @abstractmethod
     def process(self, key: KEY, context: WindowContext[W], elements: Iterable[IN]) -> Iterable[OUT] | None:
         """Evaluate one window of one key."""
+
+    def clear(self, context: WindowContext[W]) -> None:
+        """Called when ``context.window`` of ``context.key`` is cleaned up (after its allowed
+        lateness; Flink's ``clear``): clear its ``context.window_state()`` here."""
 
     def close(self) -> None:
         """Called once at the end."""
