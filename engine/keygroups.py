@@ -340,7 +340,8 @@ class KeyGroupRange:
 #: per max_parallelism: key -> key group, kept across batches (a task sees the same keys
 #: again and again); cleared when it grows past _CACHE_LIMIT entries. Keys that compare
 #: equal (1, 1.0, True, an IntEnum of 1, Decimal(1)) have equal stable hashes, so sharing an
-#: entry between them is exact.
+#: entry between them is exact. Keys are cached canonical (canonical_key): every NaN key
+#: is one entry, not one per record.
 _CACHE: dict[int, dict] = {}
 _CACHE_LIMIT = 1 << 20
 _STR = {str}
@@ -411,7 +412,12 @@ def _key_groups_cached(keys: list, max_parallelism: int, columns: bool = False) 
             k = keys[i]
             kg = cache.get(k)
             if kg is None:
-                kg = cache[k] = stable_hash(k) % max_parallelism
+                # cached by the canonical key: a NaN (also in a tuple) is a new object per
+                # record, which a dict never finds again; one entry serves them all
+                k = canonical_key(k)
+                kg = cache.get(k)
+                if kg is None:
+                    kg = cache[k] = stable_hash(k) % max_parallelism
             groups[i] = kg
             try:
                 i = index(None, i + 1)
