@@ -38,6 +38,7 @@ from raystream.engine.partitioners import (
     Partitioner,
     RebalancePartitioner,
 )
+from raystream.engine.records import Batch
 
 from ._environment_base import StreamEnvironmentBase, check_parallelism
 from ._stream_base import Key, StreamBase, check_callable, find_timestamp_assigner
@@ -339,6 +340,44 @@ class DataStream(StreamBase["DataStream"]):
         return self.env.execute_and_collect(job_name, as_table=as_table)
 
 
+class _FieldCheck:
+    """Checks that a record has a value in ``field`` (a dict's key, a tuple's position):
+    raises a ``TypeError`` saying ``what`` needs it."""
+
+    def __init__(self, what: str, field: str | int) -> None:
+        self.what = what
+        self.field = field
+
+    def __call__(self, record: Any) -> None:
+        what, field = self.what, self.field
+        try:
+            value = record[field]
+        except (KeyError, IndexError, TypeError) as exc:
+            raise TypeError(f"{what}: the record has no field {field!r} ({exc!r}); the field is a column name of "
+                            "dict records or a position of tuples") from exc
+        if value is None:
+            raise TypeError(f"{what}: the record has no value (None) in {field!r}; filter or fill nulls first")
+
+
+class _CheckedReduceOperator(ReduceOperator):
+    """A rolling reduce (``emit="updates"``) that checks every record with ``check`` before
+    reducing it: also a key's first record, which the reduce emits as it is without calling
+    ``fn`` (a key's only record without the field came out unchecked)."""
+
+    def __init__(self, key_selector: KeySelector, fn: Callable[[Any, Any], Any], check: Callable[[Any], None]) -> None:
+        super().__init__(key_selector, fn, "updates")
+        self.check = check
+
+    def process_batch(self, batch: Batch, input_index: int = 0) -> None:
+        check = self.check
+        for r in batch.records():
+            try:
+                check(r)
+            except Exception as exc:
+                raise UserCodeError(r, exc) from exc
+        super().process_batch(batch, input_index)
+
+
 class _KeyedProcessFunctionOf(KeyedProcessFunction):
     """A :class:`ProcessFunction` on a keyed stream: it gets the key's state and timers
     (Flink runs a ``ProcessFunction`` on a ``KeyedStream`` with a keyed context); a timer it
@@ -482,7 +521,8 @@ class KeyedStream(DataStream):
             return with_field(acc, column, v)
 
         combine.__name__ = f"{how}({column})"
-        return self.reduce(combine).name(how)
+        check = _FieldCheck(f"{how}({column!r})", column)
+        return self._keyed(how, lambda: _CheckedReduceOperator(selector, combine, check), names)
 
     def sum(self, column: str | int, emit: str = "updates") -> DataStream:
         """Sum of ``column`` per key; the other fields are the key's first record's (Flink).
@@ -552,20 +592,6 @@ class KeyedStream(DataStream):
         what = f"{how}({field!r})"
         smaller = how == "min_by"
 
-        def value_of(record: Any) -> Any:
-            try:
-                v = record[field]
-            except (KeyError, IndexError, TypeError) as exc:
-                raise TypeError(f"{what}: the record has no field {field!r} ({exc!r}); "
-                                "give a column name of dict records or a position of tuples") from exc
-            if v is None:
-                raise TypeError(f"{what}: the record has no value (None) in {field!r}; filter or fill nulls first")
-            return v
-
-        def check(record: Any) -> bool:  # every record, also a key's first, which reduce emits as it is
-            value_of(record)
-            return True
-
         def pick(acc: Any, record: Any) -> Any:
             a, b = acc[field], record[field]
             try:
@@ -578,11 +604,9 @@ class KeyedStream(DataStream):
                                 f"{short_repr(a, 60)} ({type(a).__name__}): {exc}") from exc
             return record if better else acc
 
-        check.__name__ = f"{how} check({field})"
         pick.__name__ = f"{how}({field})"
-        selector = self.selector
-        checked = self._combiner(f"{how} (check)", lambda: FilterOperator(check), names)
-        return checked._keyed(how, lambda: ReduceOperator(selector, pick, "updates"), names)
+        selector, check = self.selector, _FieldCheck(what, field)
+        return self._keyed(how, lambda: _CheckedReduceOperator(selector, pick, check), names)
 
     def _combiner(self, name: str, factory: Callable[[], StreamOperator], schema_names: list[str] | None) -> KeyedStream:
         """A combiner chained to the upstream operator (forward edge, same parallelism),

@@ -25,9 +25,9 @@ def test_a_field_is_a_name_or_a_position(field):
         keyed.min_by(field)
 
 
-def test_min_by_is_a_keyed_operator_after_a_chained_check():
+def test_min_by_is_one_keyed_operator():
     env = rs.StreamEnvironment(parallelism=2)
-    out = env.from_collection([("a", 1)]).key_by(0).min_by(1)
+    source = env.from_collection([("a", 1)])
+    out = source.key_by(0).min_by(1)
     assert out.node.name == "min_by" and out.node.keyed
-    check = out.node.inputs[0].source
-    assert check.name == "min_by (check)" and check.inputs[0].partitioner is None
+    assert out.node.inputs[0].source is source.node
