@@ -4,7 +4,7 @@ The key-group cache of ``key_groups_of_keys`` (per process, kept across batches,
 a million entries) was keyed by the raw key: a NaN, which a dict never finds again under
 another object, added an entry per record (every record unpickled from a channel carries a
 new NaN object, also inside a tuple key), so a stream of NaN keys grew the cache by about
-70 bytes a record until it was cleared, evicting the hot keys with it. Keys are now cached
+50 bytes a record until it was cleared, evicting the hot keys with it. Keys are now cached
 canonical: all NaN keys share one entry.
 """
 
