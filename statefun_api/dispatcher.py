@@ -92,7 +92,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import filterfalse, islice
 from typing import Any, NoReturn
 
 from raystream.checkpoint import (
@@ -108,7 +108,7 @@ from raystream.engine.operator import OperatorContext, Output, StreamOperator
 from raystream.engine.records import Batch
 from raystream.operators.functions import keyed_state_backend
 from raystream.operators.timers import InternalTimerService
-from raystream.statefun_api.address import Address
+from raystream.statefun_api.address import Address, parse_typename
 from raystream.statefun_api.effects import DelayedMessage, InvocationResult
 from raystream.statefun_api.embedded_caller import EmbeddedEndpoint
 from raystream.statefun_api.endpoints import RemoteEndpoint, _check_duplicates, endpoint_problem
@@ -173,7 +173,7 @@ _CHUNK = 8192
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 #: the process's RSS is sampled for the rss_peak_bytes gauge at most this often (seconds)
 _RSS_EVERY_S = 0.05
-_new_message = object.__new__
+_new_message = _new_address = object.__new__
 _refcount = getattr(sys, "getrefcount", lambda obj: 1 << 30)  # no reference counts (not CPython): never reuse
 
 
@@ -322,8 +322,13 @@ class FunctionDispatcher(StreamOperator):
         self._context: _DispatchContext | None = None  # reused by consecutive invocations (_drain)
         self._message: Message | None = None  # reused by consecutive messages (_drain)
         self._message_vt: str | None = None  # the value typename whose type _message._type holds
-        # key -> (address, key group, layout of its function type), for keys of our key groups
-        self._targets: dict[tuple[str, str], tuple[Address, int, _Layout]] = {}
+        # key -> its key group, for the addresses of our key groups met (values no container:
+        # an address met costs the garbage collector nothing)
+        self._targets: dict[tuple[str, str], int] = {}
+        # the Address of the invocation under way, reused while no function keeps it (_drain),
+        # and the typename whose namespace and name it holds
+        self._address: Address | None = None
+        self._address_tn: str | None = None
         self.counters = {
             "invocations": 0,
             "messages": 0,
@@ -597,7 +602,9 @@ class FunctionDispatcher(StreamOperator):
         sessions) does not pay a Python hash per address."""
         targets = self._targets
         kg_cache = self._kg_cache
-        new = [key for key in keys if key not in targets and key not in kg_cache]
+        new = list(filterfalse(targets.__contains__, keys))  # (no Python step per key: addresses met before are most)
+        if kg_cache and len(new) >= _KG_BATCH_MIN:
+            new = list(filterfalse(kg_cache.__contains__, new))
         if len(new) < _KG_BATCH_MIN:
             return
         if len(kg_cache) + len(new) > _KG_CACHE_LIMIT:
@@ -736,16 +743,25 @@ class FunctionDispatcher(StreamOperator):
         Message object consecutive messages, as long as the function keeps no reference to
         them (checked with the reference count after each call: a function that keeps one,
         e.g. to send it on, gets a fresh object next time); the storage likewise (a new one
-        for the function type once it is kept). The whole step is one Python frame: what an
+        for the function type once it is kept), and one Address (``context.address``) whose
+        fields are set per invocation, until an invocation keeps it. So an address met for
+        the first time leaves nothing behind for the garbage collector to trace (its cache
+        entry is its key group). The whole step is one Python frame: what an
         invocation needs of the dispatcher stays in locals from one address to the next."""
         limit = self.config.max_batch_per_address
         pending = self._pending
         ready = self._ready
         targets = self._targets
         callers = self._callers
+        layouts = self._layouts
         context = self._context
         m = self._message  # reused while no function keeps it
         self._message = None
+        address = self._address  # reused while no function keeps it (its fields set per invocation)
+        self._address = None
+        fields: dict[str, str] = {} if address is None else address.__dict__
+        address_tn = self._address_tn  # the typename `address` holds (then `layout` is its function's)
+        layout: _Layout | None = None
         vt_name: str | None = self._message_vt  # the typename of the decoded value m._type holds
         invocations = messages = 0
         done = False
@@ -764,10 +780,18 @@ class FunctionDispatcher(StreamOperator):
                 self._pending_count -= n
                 budget -= n
                 failed = key  # (no tuple per invocation: a container allocation on the hot path)
-                target = targets.get(key)  # (Address, key group, layout) of an address of our key groups
-                if target is None:
-                    target = self._target_of(key, records)
-                address, kg, layout = target
+                kg = targets.get(key)  # the key group of an address of our key groups
+                if kg is None:
+                    kg = self._target_of(key, records)
+                if address is None:
+                    address = _new_address(Address)
+                    fields = address.__dict__  # (set as Address.of sets them)
+                    address_tn = None
+                if key[0] != address_tn or layout is None:
+                    address_tn = key[0]
+                    layout = layouts[address_tn]
+                    fields["namespace"], fields["name"] = parse_typename(address_tn)
+                fields["id"] = key[1]
                 slots = layout.slots
                 direct = slots.direct  # values read/written in the backend's tables, no current key
                 if not direct:
@@ -856,6 +880,7 @@ class FunctionDispatcher(StreamOperator):
                 failed = None
                 if _refcount(context) > 3:  # the function kept the context (self._context, local, argument)
                     context = self._context = None
+                    address = None  # (the kept context holds it)
                 # references: slots, the local `storage`, the argument, the reused context's two
                 if _refcount(storage) > 5:
                     layout.slots = self._storage_slots(key[0])  # the function kept it
@@ -863,11 +888,16 @@ class FunctionDispatcher(StreamOperator):
                     result.outgoing = []
                     result.delayed_actions = []
                     result.egress = []
+                # references: the local `address`, the context's two, the argument
+                if address is not None and _refcount(address) > 4:  # kept by the function or its effects
+                    address = None
             done = True
         finally:
-            if done:  # (after a failure the message may be the function's: not reused)
+            if done:  # (after a failure the message and the address may be the function's: not reused)
                 self._message = m
                 self._message_vt = vt_name
+                self._address = address
+                self._address_tn = address_tn
             elif failed is not None:
                 self._failed_invocation(failed, records)
             self._invocations += invocations
@@ -1042,22 +1072,24 @@ class FunctionDispatcher(StreamOperator):
         return JobFailed(msg, operator=ctx.operator_name, subtask=ctx.subtask_index, record=record, cause=cause)
 
     # ------------------------------------------------------------------ invocation
-    def _target_of(self, key: tuple[str, str], records: list[MessageRecord]) -> tuple[Address, int, _Layout]:
-        """The address, key group and function layout of ``key``; cached for :meth:`_drain`
-        when the key group is this subtask's (a record of another subtask's key group fails
-        with the backend's StateError; one of an unknown function type with FunctionNotFound)."""
-        layout = self._layouts.get(key[0])
-        if layout is None:
+    def _target_of(self, key: tuple[str, str], records: list[MessageRecord]) -> int:
+        """The key group of ``key``, an address met for the first time (or again after the
+        cache was cleared): checked, then cached for :meth:`_drain` when the key group is
+        this subtask's (a record of another subtask's key group fails with the backend's
+        StateError; one of an unknown function type with FunctionNotFound, an invalid id with
+        :meth:`Address.of`'s ValueError)."""
+        if key[0] not in self._layouts:
             self._not_found(key, records)
-        target = (self.address_of(key), self._key_group(key), layout)
-        if not self._kg_first <= target[1] <= self._kg_last:
-            self.backend.set_current_key_with_group(key, target[1])  # raises: not our key group
-            return target
+        Address.of(key[0], key[1])  # (checks the id; _drain sets the fields of its reused Address)
+        kg = self._key_group(key)
+        if not self._kg_first <= kg <= self._kg_last:
+            self.backend.set_current_key_with_group(key, kg)  # raises: not our key group
+            return kg
         targets = self._targets
         if len(targets) >= _KG_CACHE_LIMIT:
             targets.clear()
-        targets[key] = target
-        return target
+        targets[key] = kg
+        return kg
 
     def _messages_of(self, key: tuple[str, str], records: list[MessageRecord]) -> tuple[list[Message], list[Address | None]]:
         """The messages and callers of ``records`` (for async functions)."""
