@@ -902,8 +902,31 @@ def check_savepoint(target: Location) -> None:
         raise CheckpointError(f"{shown!r} is a file, not a savepoint directory (give the directory holding "
                               f"{METADATA_FILE})")
     if meta is not None and meta.type != pafs.FileType.File:
-        raise CheckpointError(f"no savepoint at {shown!r}: the directory has no {METADATA_FILE} (the savepoint was "
-                              "not written or not finished, or the path is wrong)")
+        inside = _newest_checkpoint_below(fs, path)
+        hint = (f"; it holds the complete checkpoint {inside!r}: pass that directory to restore from it" if inside
+                else " (the savepoint was not written or not finished, or the path is wrong)")
+        raise CheckpointError(f"no savepoint at {shown!r}: the directory has no {METADATA_FILE}{hint}")
+
+
+def _newest_checkpoint_below(fs: pafs.FileSystem, path: str) -> str | None:
+    """The newest complete checkpoint directory in ``path`` when it is a job's checkpoint
+    directory (``<checkpoint_dir>/<job id>``, holding ``chk-<n>``) or a checkpoint base with one
+    job in it; None when there is none (or listing fails: only a hint for an error message)."""
+    try:
+        for depth in (0, 1):
+            below = [i for i in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+                     if i.type == pafs.FileType.Directory]
+            chks = sorted(((int(m.group(1)), i.path) for i in below if (m := _CHK_DIR.match(i.base_name))), reverse=True)
+            for _cid, chk in chks:
+                if fs.get_file_info(posixpath.join(chk, METADATA_FILE)).type == pafs.FileType.File:
+                    return chk
+            jobs = [i.path for i in below if not _CHK_DIR.match(i.base_name)]
+            if depth or len(jobs) != 1:
+                return None
+            path = jobs[0]
+    except OSError:
+        return None
+    return None
 
 
 def resolve_storage(
