@@ -54,11 +54,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Sequence
 
-from raystream.engine.connectors import SinkWriter
 from raystream.engine.errors import ConfigError, JobCancelled, JobFailed, RaystreamError
-from raystream.engine.operator import OperatorContext
-from raystream.engine.records import Batch
-from raystream.operators.sinks import PrintSink
 
 __all__ = ["main", "load_job_module", "ship_local_modules", "JobModule", "CliError"]
 
@@ -390,33 +386,28 @@ def cmd_run(args: argparse.Namespace) -> int:
         sink_uid = stream.collect().node.stable_uid(env.graph)
     name = args.name or jm.job_name
     t0 = time.monotonic()
-    relay = _relay_print_sinks(env, args.address)
     try:
-        try:
-            client = _submit(env, name, args.from_savepoint)
-        except RaystreamError as exc:
-            raise CliError(str(exc)) from exc
-        job_id = client.job_id
-        _info(f"job {name!r} started as {job_id} in {time.monotonic() - t0:.1f}s (raystream status {job_id})")
-        try:
-            result = client.wait(progress=args.progress)
-        except KeyboardInterrupt:
-            _info(f"interrupted: cancelling job {job_id}")
-            client.cancel()
-            with contextlib.suppress(BaseException):
-                client.wait(timeout=10)
-            return EXIT_INTERRUPTED
-        except JobCancelled as exc:
-            _info(f"job {job_id} was cancelled: {exc}")
-            return EXIT_JOB_FAILED
-        except JobFailed as exc:
-            _info(f"job {job_id} failed: {exc}")
-            if exc.cause:
-                print(exc.cause, file=sys.stderr)
-            return EXIT_JOB_FAILED
-    finally:
-        if relay is not None:  # the job has ended: every line its print sinks wrote is in the relay
-            relay.close()
+        client = _submit(env, name, args.from_savepoint)
+    except RaystreamError as exc:
+        raise CliError(str(exc)) from exc
+    job_id = client.job_id
+    _info(f"job {name!r} started as {job_id} in {time.monotonic() - t0:.1f}s (raystream status {job_id})")
+    try:
+        result = client.wait(progress=args.progress)
+    except KeyboardInterrupt:
+        _info(f"interrupted: cancelling job {job_id}")
+        client.cancel()
+        with contextlib.suppress(BaseException):
+            client.wait(timeout=10)
+        return EXIT_INTERRUPTED
+    except JobCancelled as exc:
+        _info(f"job {job_id} was cancelled: {exc}")
+        return EXIT_JOB_FAILED
+    except JobFailed as exc:
+        _info(f"job {job_id} failed: {exc}")
+        if exc.cause:
+            print(exc.cause, file=sys.stderr)
+        return EXIT_JOB_FAILED
     extra = f", savepoint {result.savepoint}" if getattr(result, "savepoint", None) else ""
     if sink_uid is not None:
         records = collected_records(result.sink_results.get(sink_uid, []))
@@ -435,108 +426,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _info(msg: str) -> None:
     print(f"raystream: {msg}", file=sys.stderr, flush=True)
-
-
-# ============================================================================ print sinks
-class _PrintRelay:
-    """Brings what a job's ``print()`` sinks write to this process's stdout, deterministically.
-
-    Left to itself a print sink writes to its task actor's stdout, which reaches the driver
-    only through Ray's worker-log forwarding: the actor's ``.out`` file is tailed by Ray's log
-    monitor and published to the driver, which prints it on a thread of its own. That path is
-    asynchronous and cannot be waited for, so the CLI, which stops Ray as soon as the job
-    ends, lost the lines written last (a bounded job's single batch: every line, in most runs).
-
-    Here each writer puts its lines into a Ray queue, waiting until the queue holds them, so
-    the lines of a batch are in the queue before the sink task reports the batch done; a thread
-    prints them as they come (an unbounded job prints as it runs), and :meth:`close`, called
-    once the job has ended, prints the rest.
-    """
-
-    def __init__(self) -> None:
-        from ray.util.queue import Queue
-
-        # a bounded queue: a driver that prints slowly holds the writers back instead of
-        # piling the lines up in the queue actor
-        self.queue = Queue(maxsize=256, actor_options={"num_cpus": 0})
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._print_as_they_come, name="raystream-print-relay", daemon=True)
-        self._thread.start()
-
-    def _print_as_they_come(self) -> None:
-        from ray.util.queue import Empty
-
-        while not self._stop.is_set():
-            try:
-                text = self.queue.get(timeout=0.2)
-            except Empty:
-                continue
-            except Exception:  # noqa: BLE001 - Ray went away: close() says what is left
-                return
-            _write_out(text)
-
-    def close(self) -> None:
-        """Print every line still queued, then remove the queue. Call it after the job ended
-        (finished, failed or cancelled): then no writer of it puts any more."""
-        self._stop.set()
-        self._thread.join()
-        try:
-            while (n := self.queue.qsize()) > 0:
-                for text in self.queue.get_nowait_batch(n):
-                    _write_out(text)
-        finally:
-            with contextlib.suppress(Exception):
-                self.queue.shutdown()
-
-
-def _write_out(text: str) -> None:
-    sys.stdout.write(text)
-    sys.stdout.flush()
-
-
-class _RelayedPrintWriter(SinkWriter[object]):
-    """Writes a print sink's lines (``"<prefix>k> record"`` as :class:`PrintSink` formats
-    them) into the CLI's :class:`_PrintRelay` queue, one put per batch, waiting until the queue
-    has them."""
-
-    def __init__(self, ctx: OperatorContext, prefix: str, queue: Any) -> None:
-        tag = f"{ctx.subtask_index + 1}> " if ctx.parallelism > 1 else ""
-        self.prefix = f"{prefix}{tag}"
-        self.queue = queue
-
-    def write(self, batch: Batch) -> None:
-        text = "".join(f"{self.prefix}{r}\n" for r in batch.records())
-        if text:
-            self.queue.put(text)
-
-
-class _RelayedPrintSink(PrintSink):
-    """A :class:`PrintSink` whose lines go to the CLI's stdout through a :class:`_PrintRelay`."""
-
-    def __init__(self, prefix: str, queue: Any) -> None:
-        super().__init__(prefix)
-        self.queue = queue
-
-    def create_writer(self, ctx: OperatorContext) -> SinkWriter[object]:
-        return _RelayedPrintWriter(ctx, self.prefix, self.queue)
-
-
-def _relay_print_sinks(env: Any, address: str | None) -> _PrintRelay | None:
-    """Have the ``print()`` sinks of ``env``'s job write to this process's stdout through a
-    :class:`_PrintRelay` (started here, with Ray: the queue is an actor); None when the job has
-    no print sink."""
-    nodes = [n for n in env.graph.nodes if n.kind == "sink" and type(n.sink) is PrintSink]
-    if not nodes:
-        return None
-    from raystream.engine.ray_runtime import ensure_ray
-    from raystream.operators._environment_base import sink_operator_factory
-
-    ensure_ray(address)
-    relay = _PrintRelay()
-    for node in nodes:  # (the node's operator factory holds its sink too)
-        node.sink = _RelayedPrintSink(node.sink.prefix, relay.queue)
-        node.operator_factory = sink_operator_factory(node.sink)
-    return relay
 
 
 # ============================================================================ submit / logs

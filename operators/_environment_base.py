@@ -34,7 +34,7 @@ from raystream.checkpoint.backends import state_backend_by_name
 from raystream.checkpoint.coordinator import CheckpointConfig
 from raystream.checkpoint.storage import check_savepoint, resolve_storage, signing_key
 from raystream.engine.config import JobConfig, TaskConfig, check_channel_transport
-from raystream.engine.connectors import Sink, Source
+from raystream.engine.connectors import Sink, SinkWriter, Source
 from raystream.engine.errors import ConfigError, GraphError
 from raystream.engine.graph import (
     JobGraph,
@@ -45,12 +45,13 @@ from raystream.engine.graph import (
     connector_parallelism_limit,
 )
 from raystream.engine.keygroups import DEFAULT_MAX_PARALLELISM
-from raystream.engine.operator import Clock, StreamOperator
+from raystream.engine.operator import Clock, OperatorContext, StreamOperator
+from raystream.engine.records import Batch
 from raystream.engine.restart import RestartStrategy
 from raystream.engine.sink_operator import GatedSinkOperator, SinkOperator
 from raystream.engine.state_backend import StateBackend
 
-from .sinks import CollectSink, collected_records, collected_table
+from .sinks import CollectSink, PrintSink, collected_records, collected_table
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,39 @@ def _end_status(client: engine_api.JobClient) -> str | None:
     except Exception:  # noqa: BLE001 - a master that does not answer: not known to have ended
         return None
     return status if status in ("FINISHED", "FAILED", "CANCELLED") else None
+
+
+def _print_nodes(nodes: list[Transformation]) -> list[Transformation]:
+    """The ``print()`` sink nodes among ``nodes``."""
+    return [n for n in nodes if n.kind == "sink" and type(n.sink) is PrintSink]
+
+
+class _RelayedPrintWriter(SinkWriter[object]):
+    """Writes a print sink's lines (``"<prefix>k> record"``, as :class:`PrintSink` formats
+    them) into the driver's :class:`~engine.client.OutputRelay` queue, one put per batch,
+    waiting until the queue has them."""
+
+    def __init__(self, ctx: OperatorContext, prefix: str, queue: Any) -> None:
+        tag = f"{ctx.subtask_index + 1}> " if ctx.parallelism > 1 else ""
+        self.prefix = f"{prefix}{tag}"
+        self.queue = queue
+
+    def write(self, batch: Batch) -> None:
+        text = "".join(f"{self.prefix}{r}\n" for r in batch.records())
+        if text:
+            self.queue.put(text)
+
+
+class _RelayedPrintSink(PrintSink):
+    """A :class:`PrintSink` whose lines go to the driver's stdout through its job's
+    :class:`~engine.client.OutputRelay`."""
+
+    def __init__(self, prefix: str, queue: Any) -> None:
+        super().__init__(prefix)
+        self.queue = queue
+
+    def create_writer(self, ctx: OperatorContext) -> SinkWriter[object]:
+        return _RelayedPrintWriter(ctx, self.prefix, self.queue)
 
 
 def check_parallelism(parallelism: object) -> int:
@@ -290,11 +324,24 @@ class StreamEnvironmentBase:
         (see :meth:`_job_nodes`)."""
         return self._job_graph(self._job_nodes())
 
-    def _job_graph(self, nodes: list[Transformation]) -> JobGraph:
+    def _job_graph(self, nodes: list[Transformation], relay_queue: Any = None) -> JobGraph:
+        """The job graph of ``nodes``; with ``relay_queue``, its ``print()`` sinks write into
+        that queue (an :class:`~engine.client.OutputRelay`'s) instead of their tasks' stdout
+        (the nodes themselves keep their sinks)."""
         graph = StreamGraph()
         for node in nodes:
             graph.add(node)
-        return build_job_graph(graph, self.max_parallelism)
+        printing = _print_nodes(nodes) if relay_queue is not None else []
+        kept = [(n, n.sink, n.operator_factory) for n in printing]
+        try:
+            for node in printing:  # (the node's operator factory holds its sink too)
+                assert isinstance(node.sink, PrintSink)
+                node.sink = _RelayedPrintSink(node.sink.prefix, relay_queue)
+                node.operator_factory = sink_operator_factory(node.sink)
+            return build_job_graph(graph, self.max_parallelism)
+        finally:
+            for node, sink, factory in kept:
+                node.sink, node.operator_factory = sink, factory
 
     def execute_async(self, job_name: str = "raystream-job", from_savepoint: str | None = None,
                       allow_non_restored_state: bool = False) -> engine_api.JobClient:
@@ -302,8 +349,12 @@ class StreamEnvironmentBase:
         if from_savepoint is not None:
             check_savepoint(from_savepoint)  # a wrong path fails now, before Ray starts
         nodes = self._job_nodes()
-        client = engine_api.submit(self._job_graph(nodes), self._job_config(job_name, from_savepoint, allow_non_restored_state),
-                                   self.address)
+        # what print() sinks write comes to this process's stdout, all of it before the job's
+        # end is reported (Ray's forwarding of the tasks' stdout lost or delayed it)
+        relay = (lambda queue: self._job_graph(nodes, queue)) if _print_nodes(nodes) else None
+        client = engine_api.submit(self._job_graph(nodes), self._job_config(job_name, from_savepoint,
+                                                                            allow_non_restored_state),
+                                   self.address, relay_output=relay)
         self._ran, self._last_job = len(self.graph.nodes), nodes
         return client
 
