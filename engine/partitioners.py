@@ -93,7 +93,9 @@ class KeySelector:
 
     def key_of(self, record: Any) -> Any:
         """The (canonical) key of one record."""
-        return canonical_key(self.getter(record))
+        k = self.getter(record)
+        t = type(k)
+        return k if t is str or t is int else canonical_key(k)
 
     def keys_of_records(self, records: list) -> list:
         """The (canonical) keys of a list of records, in order."""

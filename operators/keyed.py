@@ -702,8 +702,12 @@ class KeyedProcessOperator(StreamOperator):
         backend = self.backend
         pctx = self.pctx
         fn = self.function.process_element
-        key_of = self.key_selector.key_of
         records = batch.records()
+        key_of = self.key_selector.key_of
+        try:
+            keys: list[Any] | None = self.key_selector.keys_of_records(records)  # (canonical: timers' keys too)
+        except Exception:  # noqa: BLE001 - a record without a key: the loop below names it
+            keys = None
         stamps = None
         if self.timestamp_assigner is not None:
             stamps = batch.timestamps
@@ -712,7 +716,7 @@ class KeyedProcessOperator(StreamOperator):
             stamps = stamps.tolist()
         for i, r in enumerate(records):
             try:
-                k = key_of(r)
+                k = keys[i] if keys is not None else key_of(r)
                 backend.set_current_key(k)
                 pctx._key = k
                 if stamps is not None:
