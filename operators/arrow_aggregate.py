@@ -13,7 +13,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["group_aggregate"]
+from raystream.engine.errors import GraphError, short_repr
+from raystream.engine.records import Batch, batch_kind
+
+__all__ = ["group_aggregate", "require_fields"]
+
+#: the kind of a batch whose rows are dict records (``engine.records``)
+_DICT_ROWS = b"row"
 
 _INT64_MAX = 2**63 - 1
 
@@ -60,6 +66,38 @@ def group_aggregate(
         if spec[1] == "sum" and _may_overflow(table.column(spec[0])):
             _check_sums(table, keys, spec[0], where)
     return out
+
+
+def require_fields(batch: Batch, where: str | Callable[[], str], fields: Sequence[str]) -> None:
+    """Refuse a batch of dict records (or Arrow rows) that lack a field a vectorized aggregate
+    reads, naming the record and the remedy, however the batch came.
+
+    Records of several shapes in one batch travel pickled, and ``Batch.typed_columns`` names
+    the first record without the field; records that all lack it (a batch cut after the
+    ones that have it, or a shuffle at parallelism 2 sending them on alone) travel as typed
+    columns without that column: the same error then, naming the batch's first record, not
+    only that a column is missing.
+
+    Example:
+        >>> batch = Batch.of_arrow(pa.record_batch({"k": ["a"], "w": [2]}))
+        >>> require_fields(batch, "aggregate(n=('v', 'count'))", ["k", "v"])
+        Traceback (most recent call last):
+        ...
+        raystream.engine.errors.GraphError: aggregate(n=('v', 'count')) reads field 'v', and record 0 of the batch has none: {'k': 'a', 'w': 2}; give every record the field (None for no value), or filter first
+    """
+    rb = batch.arrow()
+    if not rb.num_rows or batch_kind(rb.schema) != _DICT_ROWS:
+        return  # (pickled records: typed_columns names the one at fault; tuples and scalars have no such fields)
+    names = set(rb.schema.names)
+    lacks = next((f for f in fields if f not in names), None)
+    if lacks is None:
+        return
+    if callable(where):
+        where = where()
+    raise GraphError(
+        f"{where} reads field {lacks!r}, and record 0 of the batch has none: {short_repr(batch.records()[0])}; "
+        "give every record the field (None for no value), or filter first"
+    )
 
 
 def _may_overflow(column: pa.ChunkedArray) -> bool:

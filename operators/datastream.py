@@ -42,6 +42,7 @@ from raystream.engine.records import Batch
 
 from ._environment_base import StreamEnvironmentBase, check_parallelism
 from ._stream_base import Key, StreamBase, check_callable, find_timestamp_assigner
+from .arrow_aggregate import require_fields
 from .basic import FilterOperator, FlatMapOperator, MapBatchesOperator, MapOperator, ProcessOperator
 from .connected import BroadcastStream, ConnectedStreams
 from .functions import (
@@ -338,6 +339,25 @@ class DataStream(StreamBase["DataStream"]):
         """Collect this stream and run the job (shortcut for notebooks)."""
         self.collect()
         return self.env.execute_and_collect(job_name, as_table=as_table)
+
+
+class _Aggregate(AggregateOperator):
+    """The keyed ``aggregate``: a batch of records without a field it reads is refused naming
+    a record and the remedy (:func:`~operators.arrow_aggregate.require_fields`), however the
+    batch was cut or shuffled."""
+
+    def process_batch(self, batch: Batch, input_index: int = 0) -> None:
+        if not self.partials:  # (partials come from the local aggregate, which checked the records)
+            require_fields(batch, self._describe, self._fields())
+        super().process_batch(batch, input_index)
+
+
+class _LocalAggregate(LocalAggregateOperator):
+    """``aggregate (local)`` before the shuffle, with the records checked as :class:`_Aggregate`'s."""
+
+    def process_batch(self, batch: Batch, input_index: int = 0) -> None:
+        require_fields(batch, self.layout._describe, self.layout._fields())
+        super().process_batch(batch, input_index)
 
 
 class _FieldCheck:
@@ -663,17 +683,17 @@ class KeyedStream(DataStream):
         if emit == "final":
             self._check_bounded("aggregate")
         if emit != "final":
-            return self._keyed("aggregate", lambda: AggregateOperator(key, specs, emit), [key, *specs])
+            return self._keyed("aggregate", lambda: _Aggregate(key, specs, emit), [key, *specs])
         # Two-phase (local-global) aggregation: each upstream batch is grouped by key before
         # the shuffle (chained to the upstream operator), the keyed operator merges partials.
         partial_names = [key, *(name for name, _col, _fn in layout._acc_names())]
         local = self.env.add_node(
-            "aggregate (local)", "operator", [self._edge(None)], operator_factory=lambda: LocalAggregateOperator(key, specs),
+            "aggregate (local)", "operator", [self._edge(None)], operator_factory=lambda: _LocalAggregate(key, specs),
             schema_names=partial_names,
         )
         local.parallelism = self.node.parallelism  # chained to the upstream operator
         keyed = KeyedStream(self.env, local, self.selector)
-        return keyed._keyed("aggregate", lambda: AggregateOperator(key, specs, emit, partials=True), [key, *specs])
+        return keyed._keyed("aggregate", lambda: _Aggregate(key, specs, emit, partials=True), [key, *specs])
 
     def process(self, function: ProcessFunction | KeyedProcessFunction) -> DataStream:
         """Run a :class:`KeyedProcessFunction` with per-key state (a
