@@ -176,6 +176,11 @@ class ProcessOperator(StreamOperator):
                     pctx.timestamp = stamps[i]
                 result = fn(r, pctx)
                 if result is not None:
+                    if isinstance(result, (str, bytes, dict)) or not hasattr(result, "__iter__"):
+                        raise TypeError(
+                            f"process_element() of {type(self.function).__name__} returned a {type(result).__name__}, "
+                            "not an iterable of records: yield each record (or return a list of them)"
+                        )
                     out.extend(result)
             except Exception as exc:
                 raise UserCodeError(r, exc) from exc

@@ -130,3 +130,35 @@ def test_process_is_chained_like_map():
     out = env.from_collection([1]).map(lambda v: v).process(Clocks())
     assert out.node.name == "process" and out.node.inputs[0].partitioner is None
     assert not out.node.keyed
+
+
+@pytest.mark.parametrize("result", [{"x": 1}, "ab", b"ab", 5])
+def test_a_result_that_is_no_iterable_of_records_is_refused(result):
+    """A dict, str or bytes returned as it is would emit its keys or characters one by one
+    (a dict returned for one record, not yielded, came out as its keys)."""
+
+    class One(rs.ProcessFunction):
+        def process_element(self, value, ctx):
+            return result
+
+    h = OperatorHarness(ProcessOperator(One()))
+    with pytest.raises(UserCodeError) as info:
+        h.process([1])
+    assert str(info.value.original) == (
+        f"process_element() of One returned a {type(result).__name__}, not an iterable of records: yield each "
+        "record (or return a list of them)")
+    assert h.records() == []
+
+
+def test_lists_tuples_and_generators_are_iterables_of_records():
+    class Many(rs.ProcessFunction):
+        def process_element(self, value, ctx):
+            if value == 0:
+                return [{"x": 0}]
+            if value == 1:
+                return ({"x": 1},)
+            return iter([{"x": value}])
+
+    h = OperatorHarness(ProcessOperator(Many()))
+    h.process([0, 1, 2])
+    assert h.records() == [{"x": 0}, {"x": 1}, {"x": 2}]
