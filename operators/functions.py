@@ -205,9 +205,9 @@ class ProcessContext(Generic[KEY]):
 
     def timer_service(self) -> TimerService[KEY] | None:
         """Register/delete event-time and processing-time timers for the current key
-        (a :class:`operators.timers.TimerService`). On a stream without a key (connected
-        streams that are not keyed, the broadcast side) it reads the current watermark and
-        processing time, and registering a timer is a ``ConfigError`` saying to key the
+        (a :class:`operators.timers.TimerService`). On a stream without a key (a
+        :class:`ProcessFunction`, connected streams that are not keyed, the broadcast side)
+        it reads the current watermark and processing time, and registering a timer is a ``ConfigError`` saying to key the
         stream (as in Flink)."""
         return self._timer_service
 
