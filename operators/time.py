@@ -48,6 +48,7 @@ from raystream.engine.records import Batch
 
 __all__ = [
     "epoch_ms",
+    "all_ints",
     "TimestampAssigner",
     "WatermarkGenerator",
     "WatermarkStrategy",
@@ -90,6 +91,8 @@ def epoch_ms(value: Any) -> int:
         return (value.toordinal() - _EPOCH_DAY) * 86_400_000
     if isinstance(value, np.datetime64):
         return int(value.astype("datetime64[ms]").astype(np.int64))
+    if isinstance(value, (str, bytes, bool, np.bool_)):  # int() would read "5" as 5 and True as 1
+        raise TypeError(f"a {type(value).__name__} is no event timestamp")
     return int(value)
 
 
@@ -149,14 +152,18 @@ class TimestampAssigner:
             else:
                 c = self._column()
                 values = [r[c] for r in records]
-            try:
-                return np.fromiter(values, dtype=np.int64, count=len(records))
-            except TypeError:  # datetimes, dates: converted one by one
+            try:  # np.fromiter would read "5" as 5 and True as 1: sum() refuses a str (cheaply, in C), and
+                sum(values)  # a bool makes the minimum <= 1, where the types are checked
+                arr = np.fromiter(values, dtype=np.int64, count=len(records))
+                if len(arr) and arr.min() <= 1 and not _FAST_TYPES.issuperset(map(type, values)):
+                    raise TypeError("a bool among the timestamps")
+                return arr
+            except TypeError:  # datetimes, dates, numpy scalars: converted one by one (a str or bool is refused)
                 return np.fromiter(map(epoch_ms, values), dtype=np.int64, count=len(records))
         except Exception as exc:
             bad = next((r for r in records if not _has_ts(r, self)), records[0] if records else None)
             if isinstance(exc, (KeyError, IndexError, TypeError, ValueError, OverflowError)):  # a record without its timestamp
-                raise ConfigError(f"cannot extract an event timestamp ({self!r}) from record {bad!r}: {exc!r}") from exc
+                raise ConfigError(_bad_timestamp_message(self, bad, exc)) from exc
             raise UserCodeError(bad, exc) from exc  # the assigner function failed: the task names operator and record
 
     def __repr__(self) -> str:
@@ -220,6 +227,42 @@ def timestamp_column(rb: pa.RecordBatch, column: str, where: str) -> np.ndarray:
 
 
 _INT64_BOUND = float(2**63)  # the float timestamps that fit an int64 lie in [-2**63, 2**63)
+#: value types the fast path of TimestampAssigner.timestamps hands to np.fromiter as they are
+_FAST_TYPES = frozenset((int, float, np.int64, np.int32, np.uint32, np.float64, np.float32))
+
+
+_INTS = frozenset((int,))
+
+
+def all_ints(values: list[Any]) -> bool:
+    """Whether every value is a plain ``int`` (not a bool, which ``min``/``max`` and numpy
+    take for 0 / 1): the check of the operators' own fast timestamp paths.
+
+    Example:
+        >>> all_ints([3, 5]), all_ints([3, True, 5]), all_ints([3, "5"])
+        (True, False, False)
+    """
+    return _INTS.issuperset(map(type, values))
+
+
+def _bad_timestamp_message(assigner: TimestampAssigner, record: Any, exc: Exception) -> str:
+    """The ConfigError message for a record whose timestamp cannot be read: names the field
+    (or function), the value and its type, the record and the remedy."""
+    where = f"the timestamp field {assigner.column!r}" if assigner.fn is None else (
+        f"the timestamp assigner {getattr(assigner.fn, '__name__', assigner.fn)!r}")
+    try:
+        value = assigner.fn(record) if assigner.fn is not None else record[assigner._column()]
+    except Exception:
+        return f"cannot extract an event timestamp ({assigner!r}) from record {record!r}: {exc!r}"
+    if isinstance(value, (str, bytes, bool, np.bool_)):
+        return (
+            f"cannot extract an event timestamp ({assigner!r}) from record {record!r}: {where} gives {value!r} "
+            f"(a {type(value).__name__}); event timestamps must be "
+            "integers (ms), floats, datetimes, dates or numpy.datetime64, as an Arrow timestamp column must hold "
+            "integers, timestamps or dates; convert the field first (e.g. int(record['ts']) or "
+            "datetime.fromisoformat(record['ts'])) in a map or the timestamp assigner"
+        )
+    return f"cannot extract an event timestamp ({assigner!r}) from record {record!r}: {exc!r}"
 
 
 def _has_ts(record: Any, assigner: TimestampAssigner) -> bool:

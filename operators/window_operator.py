@@ -41,7 +41,7 @@ from raystream.engine.partitioners import KeySelector
 from raystream.engine.records import Batch
 
 from .functions import RuntimeContext, keyed_state_backend
-from .time import TimestampAssigner
+from .time import TimestampAssigner, all_ints
 from .timers import (
     InternalTimerService,
     backend_restored_state,
@@ -435,7 +435,8 @@ class WindowOperator(StreamOperator):
                 else:
                     raw = list(map(self._ts_getter, records))
                     mn, mx = min(raw), max(raw)
-                    if type(mn) is not int or type(mx) is not int:
+                    # (a bool is an int to min/max and numpy: with one among them, the minimum is <= 1)
+                    if type(mn) is not int or type(mx) is not int or (mn <= 1 and not all_ints(raw)):
                         return False
         except Exception:
             return False  # the per-record path raises the proper error
@@ -498,7 +499,8 @@ class WindowOperator(StreamOperator):
             try:
                 raw = list(map(self._ts_getter, records))
                 mn, mx = min(raw), max(raw)
-                if type(mn) is int and type(mx) is int:
+                # (a bool is an int to min/max and numpy: with one among them, the minimum is <= 1)
+                if type(mn) is int and type(mx) is int and (mn > 1 or all_ints(raw)):
                     return raw, mn, mx
             except Exception:
                 pass  # timestamps() below raises the error that names the record
