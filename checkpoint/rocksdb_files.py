@@ -108,13 +108,18 @@ def rocksdict_module() -> ModuleType:
 #: ones kept, a database's info logs take at most about 3 MiB however long the job runs
 LOG_FILE_BYTES = 1 << 20
 LOG_FILES_KEPT = 2
+#: bytes of RocksDB's ``MANIFEST`` (the log of changes to the set of SST files) before RocksDB
+#: starts a new one holding only the live files: every checkpoint carries it inline, and
+#: with RocksDB's default (1 GiB) it grew by ~190 bytes a materialization without end
+MANIFEST_FILE_BYTES = 32 << 10
 
 
 def open_db(rocksdict: ModuleType, path: str, *, write_buffer_bytes: int, block_cache_bytes: int,
             read_only: bool = False, log_file_bytes: int = LOG_FILE_BYTES) -> Any:
-    """Open (or create) a raw-mode RocksDB at ``path`` with bounded memory and no WAL, and
+    """Open (or create) a raw-mode RocksDB at ``path`` with bounded memory and no WAL,
     bounded info logs (``log_file_bytes`` a file, :data:`LOG_FILES_KEPT` old files kept:
-    every flush of a checkpoint logs a few KB, and the ``LOG`` file grew without end)."""
+    every flush of a checkpoint logs a few KB, and the ``LOG`` file grew without end) and a
+    bounded ``MANIFEST`` (:data:`MANIFEST_FILE_BYTES`)."""
     opts = rocksdict.Options(raw_mode=True)
     opts.create_if_missing(True)
     opts.set_write_buffer_size(write_buffer_bytes)
@@ -123,6 +128,7 @@ def open_db(rocksdict: ModuleType, path: str, *, write_buffer_bytes: int, block_
     opts.set_max_open_files(512)
     opts.set_max_log_file_size(log_file_bytes)
     opts.set_keep_log_file_num(LOG_FILES_KEPT)
+    opts.set_max_manifest_file_size(MANIFEST_FILE_BYTES)
     opts.set_max_background_jobs(2)
     # Universal compaction: new data stays in small sorted runs that merge with each other,
     # and the big oldest run is rewritten only when the newer ones reach twice its size
