@@ -297,7 +297,9 @@ class FunctionDispatcher(StreamOperator):
         self.config = config
         self.functions = config.functions
         # the active set: per-address FIFO queues of messages about to be invoked
-        self._pending: dict[tuple[str, str], list[MessageRecord]] = {}
+        # (one message queued for an address is held as its record, a list from the second: so
+        # the many addresses with one message each leave no list to the garbage collector)
+        self._pending: dict[tuple[str, str], list[MessageRecord] | MessageRecord] = {}
         self._ready: deque[tuple[str, str]] = deque()
         self._pending_count = 0
         self._rss_due = 0.0  # monotonic time of the next RSS sample
@@ -440,7 +442,7 @@ class FunctionDispatcher(StreamOperator):
         in flight, whose effects are not applied yet, split by key group
         (:func:`~statefun_api.queued_state.queued_snapshot`: a restored subtask receives its
         key groups' only); keyed state is snapshotted by the task."""
-        queued = [record for q in self._pending.values() for record in q]
+        queued = [record for q in self._pending.values() for record in (q if isinstance(q, list) else (q,))]
         if self._rpc is not None:
             queued.extend(self._rpc.pending_records())
         inbox = self._inbox
@@ -666,10 +668,12 @@ class FunctionDispatcher(StreamOperator):
             for key, record in zip(map(address_key, records), records):
                 q = pending.get(key)
                 if q is None:
-                    pending[key] = [record]
+                    pending[key] = record  # (one message: its record; see __init__)
                     ready.append(key)
-                else:
+                elif isinstance(q, list):
                     q.append(record)
+                else:
+                    pending[key] = [q, record]
             self._pending_count += len(records)
             if len(ready) - before >= _KG_BATCH_MIN:
                 self._cache_key_groups(islice(ready, before, None))
@@ -684,10 +688,12 @@ class FunctionDispatcher(StreamOperator):
                     continue
             q = pending.get(key)
             if q is None:
-                pending[key] = [record]
+                pending[key] = record
                 ready.append(key)
-            else:
+            elif isinstance(q, list):
                 q.append(record)
+            else:
+                pending[key] = [q, record]
             local += 1
         self._pending_count += local
 
@@ -701,10 +707,12 @@ class FunctionDispatcher(StreamOperator):
                 return
         q = self._pending.get(key)
         if q is None:
-            self._pending[key] = [record]
+            self._pending[key] = record
             self._ready.append(key)
-        else:
+        elif isinstance(q, list):
             q.append(record)
+        else:
+            self._pending[key] = [q, record]
         self._pending_count += 1
 
     def _route(self, record: MessageRecord) -> None:
@@ -770,13 +778,18 @@ class FunctionDispatcher(StreamOperator):
         try:
             while ready and budget > 0:
                 key = ready.popleft()
-                records = pending.pop(key)
-                n = len(records)
-                if n > limit:
-                    pending[key] = records[limit:]
-                    records = records[:limit]
-                    n = limit
-                    ready.append(key)
+                queued = pending.pop(key)
+                if isinstance(queued, list):
+                    records = queued
+                    n = len(records)
+                    if n > limit:
+                        pending[key] = records[limit:]
+                        records = records[:limit]
+                        n = limit
+                        ready.append(key)
+                else:  # one message (see __init__)
+                    records = [queued]
+                    n = 1
                 self._pending_count -= n
                 budget -= n
                 failed = key  # (no tuple per invocation: a container allocation on the hot path)
@@ -919,6 +932,8 @@ class FunctionDispatcher(StreamOperator):
             layout.slots = self._storage_slots(key[0])
         pending = self._pending
         rest = pending.get(key)
+        if rest is not None and not isinstance(rest, list):
+            rest = [rest]
         pending[key] = records + rest if rest else records
         if rest:  # (queued at the back meanwhile: more than max_batch_per_address, or sent to itself)
             try:
