@@ -105,3 +105,7 @@ __all__ = [
     "NeverTrigger",
     "OperatorHarness",
 ]
+
+from .evictors import CountEvictor, DeltaEvictor, Evictor, TimeEvictor, TimestampedValue  # noqa: E402  (window evictors)
+
+__all__ += ["Evictor", "CountEvictor", "TimeEvictor", "DeltaEvictor", "TimestampedValue"]

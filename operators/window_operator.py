@@ -40,6 +40,7 @@ from raystream.engine.operator import KeyGroupedState, OperatorContext, Output, 
 from raystream.engine.partitioners import KeySelector
 from raystream.engine.records import Batch
 
+from .evictors import Evictor, TimestampedValue
 from .functions import RuntimeContext, keyed_state_backend
 from .time import TimestampAssigner, all_ints
 from .timers import (
@@ -188,6 +189,10 @@ class WindowOperator(StreamOperator):
             ``"aggregate"`` (``fn`` is an AggregateFunction).
         window_function: a ProcessWindowFunction applied to the contents (optional for
             reduce/aggregate: without it the reduced value / ``get_result`` is emitted).
+        evictor: an :class:`~operators.evictors.Evictor`: the window keeps its elements with
+            their timestamps (no incremental folding) and, at each firing, evicts before
+            and after the function, which (reduce / aggregate) folds what remains (Flink's
+            ``EvictingWindowOperator``).
     """
 
     keyed = True
@@ -203,7 +208,11 @@ class WindowOperator(StreamOperator):
         allowed_lateness: int = 0,
         late_tag: str | None = None,
         timestamp_assigner: TimestampAssigner | None = None,
+        evictor: Evictor | None = None,
     ) -> None:
+        if evictor is not None and not isinstance(evictor, Evictor):
+            raise ConfigError(f"evictor() expects an Evictor (e.g. CountEvictor.of(10)), got {evictor!r}")
+        self.evictor = evictor
         self.key_of = key_of
         self.assigner = assigner
         self.kind = kind
@@ -263,7 +272,8 @@ class WindowOperator(StreamOperator):
     def _fires_fast(self) -> bool:
         """Whether event-time timers fire with the default trigger inlined."""
         a = self.assigner
-        return type(self.trigger) is EventTimeTrigger and a.is_event_time and not a.is_merging
+        return (type(self.trigger) is EventTimeTrigger and a.is_event_time and not a.is_merging
+                and self.evictor is None)
 
     # ------------------------------------------------------------------ lifecycle
     def open(self, ctx: OperatorContext, output: Output) -> None:
@@ -717,7 +727,15 @@ class WindowOperator(StreamOperator):
         contents, ask the trigger, fire/purge, register the window's cleanup."""
         tctx = self.tctx
         try:
-            per_key[w] = self._add(per_key.get(w, _NONE), value)
+            if self.evictor is None:
+                per_key[w] = self._add(per_key.get(w, _NONE), value)
+            else:  # an evicting window keeps its elements with their timestamps
+                elements = per_key.get(w, _NONE)
+                if elements is _NONE:
+                    per_key[w] = [TimestampedValue(value, ts)]
+                else:
+                    elements.append(TimestampedValue(value, ts))
+                    per_key[w] = elements
             tctx.window = w
             result = self.trigger.on_element(value, ts, w, tctx)
             if result.__class__ is not TriggerResult:
@@ -742,7 +760,7 @@ class WindowOperator(StreamOperator):
         return self._agg.add(value, acc)
 
     def _merge_acc(self, a: Any, b: Any) -> Any:
-        if self.kind == LIST:
+        if self.kind == LIST or self.evictor is not None:
             return a + b
         if self.kind == REDUCE:
             return self._reduce(a, b)
@@ -826,9 +844,81 @@ class WindowOperator(StreamOperator):
         if acc is _NONE:
             return
         if result.is_fire:
-            self._emit_window(key, w, acc)
+            if self.evictor is None:
+                self._emit_window(key, w, acc)
+            elif not result.is_purge:  # what the evictor left is the window's contents
+                remaining = self._emit_evicting(key, w, acc)
+                if remaining:
+                    per_key[w] = remaining
+                else:
+                    del per_key[w]
+            else:
+                self._emit_evicting(key, w, acc)
         if result.is_purge:
             del per_key[w]  # an emptied key entry is removed by the caller / cleanup
+
+    def _emit_evicting(self, key: Any, w: Window, stored: list[TimestampedValue[Any]]) -> list[TimestampedValue[Any]]:
+        """Fire an evicting window: ``evict_before``, the function over the remaining
+        elements (reduce / aggregate fold them now), ``evict_after``; returns the elements
+        left (Flink's ``EvictingWindowOperator.emitWindowContents``)."""
+        evictor = self.evictor
+        assert evictor is not None  # (only called for evicting windows)
+        if stored and type(stored[0]) is not TimestampedValue:
+            raise ConfigError(
+                f"window {w!r} of key {key!r} holds {short_repr(stored[0], 60)}, not an element with its timestamp: "
+                "its state was restored from a job without this evictor; adding or removing an evictor changes the "
+                "window state (as in Flink), so start the job without its old state"
+            )
+        elements = list(stored)
+        size = len(elements)
+        self.tctx.key, self.tctx.window = key, w
+        self._evict(evictor.evict_before, elements, size, key, w)
+        values = [e.value for e in elements]
+        kind = self.kind
+        acc: Any = values
+        if kind == REDUCE:
+            if not values:  # all evicted: nothing to emit (Flink hands the function a null)
+                acc = _NONE
+            else:
+                reduce = self._reduce
+                acc = values[0]
+                try:
+                    for v in values[1:]:
+                        acc = reduce(acc, v)
+                except Exception as exc:
+                    raise UserCodeError(v, exc) from exc
+        elif kind == AGGREGATE:
+            add = self._agg.add
+            try:
+                acc = self._agg.create_accumulator()
+                for v in values:
+                    acc = add(v, acc)
+            except Exception as exc:
+                raise UserCodeError(f"window {w!r} of key {key!r}", exc) from exc
+        if acc is not _NONE:
+            self._emit_window(key, w, acc)
+        self._evict(evictor.evict_after, elements, size, key, w)
+        return elements
+
+    def _evict(self, method: Callable[..., Any], elements: list[TimestampedValue[Any]], size: int, key: Any,
+               w: Window) -> None:
+        """One evictor call, its failure named after the evictor, the window and the key."""
+        name = f"{type(self.evictor).__name__}.{getattr(method, '__name__', 'evict')}() of window {w!r} of key {key!r}"
+        try:
+            result = method(elements, size, w, self.tctx)
+        except Exception as exc:
+            raise UserCodeError(name, exc) from exc
+        if result is not None:
+            raise ConfigError(
+                f"{name} returned {short_repr(result, 60)}: an evictor removes elements from the list it is given, "
+                "in place (del elements[i], elements[:] = [...]), and returns None"
+            )
+        if any(type(e) is not TimestampedValue for e in elements):
+            bad = next(e for e in elements if type(e) is not TimestampedValue)
+            raise ConfigError(
+                f"{name} left {short_repr(bad, 60)} among the window's elements: an evictor only removes elements "
+                "(TimestampedValue objects) from the list"
+            )
 
     def _emit_window(self, key: Any, w: Window, acc: Any) -> None:
         kind = self.kind

@@ -29,6 +29,7 @@ from raystream.engine.graph import StreamEdge, Transformation
 from raystream.engine.partitioners import KeyGroupPartitioner, KeySelector
 
 from ._stream_base import StreamBase, find_timestamp_assigner
+from .evictors import Evictor
 from .functions import OutputTag, tag_name
 from .time import TimestampAssigner
 from .window_combiner import CombinedWindowOperator, VectorWindowCombiner, WindowAggregateCombiner
@@ -113,6 +114,7 @@ class WindowedStream(Generic[S]):
         self._lateness = 0
         self._late_tag: str | None = None
         self._ts: TimestampAssigner | None = None
+        self._evictor: Evictor | None = None
 
     # ------------------------------------------------------------------ settings
     def trigger(self, trigger: Trigger) -> WindowedStream[S]:
@@ -120,6 +122,23 @@ class WindowedStream(Generic[S]):
         if not isinstance(trigger, Trigger):
             raise GraphError(f"trigger() expects a Trigger, got {trigger!r}")
         self._trigger = trigger
+        return self
+
+    def evictor(self, evictor: Evictor) -> WindowedStream[S]:
+        """Evict elements before and/or after the window function (Flink's ``evictor``):
+        the window keeps its elements instead of folding them, and ``reduce`` /
+        ``aggregate`` fold what the evictor leaves at each firing.
+
+        Example:
+            >>> # keyed.window(GlobalWindows.create()).trigger(CountTrigger.of(1))
+            >>> #      .evictor(CountEvictor.of(3)).reduce(max)      # max of the last 3 records
+        """
+        if not isinstance(evictor, Evictor):
+            raise GraphError(
+                f"evictor() expects an Evictor (CountEvictor.of(n), TimeEvictor.of(ms), DeltaEvictor.of(threshold, fn) "
+                f"or a subclass of Evictor), got {evictor!r}"
+            )
+        self._evictor = evictor
         return self
 
     def allowed_lateness(self, ms: int) -> WindowedStream[S]:
@@ -156,10 +175,11 @@ class WindowedStream(Generic[S]):
         selector = self._selector
         assigner, trigger, lateness, late_tag = self.assigner, self._trigger, self._lateness, self._late_tag
         ts = self._timestamps()
-        key_of = selector.key_of
-        WindowOperator(key_of, assigner, kind, fn, window_function, trigger, lateness, late_tag, ts)  # validate now
+        key_of, evictor = selector.key_of, self._evictor
+        WindowOperator(key_of, assigner, kind, fn, window_function, trigger, lateness, late_tag, ts, evictor)  # validate
         node = self.stream._add(
-            name, lambda: WindowOperator(key_of, assigner, kind, fn, window_function, trigger, lateness, late_tag, ts),
+            name,
+            lambda: WindowOperator(key_of, assigner, kind, fn, window_function, trigger, lateness, late_tag, ts, evictor),
             keyed=True,
         )
         return self.stream._stream(node)
@@ -220,6 +240,7 @@ class WindowedStream(Generic[S]):
             and self.assigner.is_event_time
             and self._trigger is None
             and self._lateness == 0
+            and self._evictor is None
             and isinstance(tcol, str)
         ):
             return self._operator("window_aggregate", LIST, None, _SpecsWindowFunction(key_name, dict(specs)))
@@ -251,7 +272,7 @@ class WindowedStream(Generic[S]):
     def _combinable(self) -> bool:
         """Whether an AggregateFunction window can pre-aggregate before the shuffle with the
         same output: tumbling event-time windows with the default trigger."""
-        return type(self.assigner) is TumblingEventTimeWindows and self._trigger is None
+        return type(self.assigner) is TumblingEventTimeWindows and self._trigger is None and self._evictor is None
 
     def _combined_aggregate(self, fn: Any, window_function: ProcessWindowFunction | None) -> S:
         """``aggregate(AggregateFunction)`` as a combiner chained before the shuffle (keyed by

@@ -137,3 +137,7 @@ __all__ = [
     "__version__",
     "shutdown_workers",
 ]
+
+from raystream.operators import CountEvictor, DeltaEvictor, Evictor, TimeEvictor, TimestampedValue  # noqa: E402
+
+__all__ += ["Evictor", "CountEvictor", "TimeEvictor", "DeltaEvictor", "TimestampedValue"]
