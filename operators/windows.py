@@ -18,10 +18,20 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Generic, Iterable, NamedTuple, Protocol, Sequence, TypeVar
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Generic,
+    Iterable,
+    NamedTuple,
+    Protocol,
+    Sequence,
+    TypeVar,
+)
 
 from raystream.engine.config import as_int
-from raystream.engine.errors import ConfigError
+from raystream.engine.errors import ConfigError, UserCodeError, short_repr
 from raystream.engine.operator import OperatorContext
 
 from .functions import IN, KEY, OUT, OutputTag, RuntimeContext, keyed_state_backend, tag_name
@@ -254,6 +264,20 @@ class EventTimeSessionWindows(MergingWindowAssigner):
         """Sessions separated by more than ``gap_ms`` of inactivity."""
         return cls(gap_ms)
 
+    @classmethod
+    def with_dynamic_gap(cls, extractor: Callable[[Any], int] | Any) -> "EventTimeSessionWindows":
+        """Sessions whose gap each record sets (Flink's ``withDynamicGap``): ``extractor``
+        is a function ``record -> gap ms`` or an object with such an ``extract`` method
+        (Flink's ``SessionWindowTimeGapExtractor``). A record's window is ``[t, t + gap)``;
+        a gap that is not a positive int fails the job naming the record.
+
+        Example:
+            >>> w = EventTimeSessionWindows.with_dynamic_gap(lambda r: r["gap"])
+            >>> w.assign_windows({"gap": 30}, 100, 0)
+            [TimeWindow(start=100, end=130)]
+        """
+        return _DynamicSessions(extractor, cls)
+
     def _time(self, timestamp: int, now_ms: int) -> int:
         return timestamp
 
@@ -278,6 +302,48 @@ class ProcessingTimeSessionWindows(EventTimeSessionWindows):
 
     def default_trigger(self) -> "Trigger":
         return ProcessingTimeTrigger()
+
+
+class _DynamicSessions(EventTimeSessionWindows):
+    """Session windows with a gap per record (``with_dynamic_gap``), in the time of
+    ``base`` (event time or processing time)."""
+
+    def __init__(self, extractor: Callable[[Any], int] | Any, base: type[EventTimeSessionWindows]) -> None:
+        fn = getattr(extractor, "extract", extractor)
+        if not callable(fn):
+            raise ConfigError(
+                f"{base.__name__}.with_dynamic_gap({extractor!r}): the extractor must be a function record -> gap (ms) "
+                "or have an extract(record) method"
+            )
+        self.extractor = extractor
+        self._extract: Callable[[Any], Any] = fn
+        self._base = base
+        self.is_event_time = base.is_event_time
+        self.gap = 0  # (no fixed gap: each record's gap is extracted)
+
+    def _time(self, timestamp: int, now_ms: int) -> int:
+        return timestamp if self.is_event_time else now_ms
+
+    def assign_windows(self, element: Any, timestamp: int, now_ms: int) -> list[TimeWindow]:
+        try:
+            value = self._extract(element)
+        except Exception as exc:
+            raise UserCodeError(element, exc) from exc
+        gap = as_int(value)
+        if gap is None or gap <= 0:
+            raise ConfigError(
+                f"{self!r}: the session gap of record {short_repr(element, 200)} is {value!r}; a dynamic session gap "
+                "must be a positive int (ms): filter such records out or give them a default gap in the extractor"
+            )
+        t = self._time(timestamp, now_ms)
+        return [TimeWindow(t, t + gap)]
+
+    def default_trigger(self) -> "Trigger":
+        return EventTimeTrigger() if self.is_event_time else ProcessingTimeTrigger()
+
+    def __repr__(self) -> str:
+        name = getattr(self.extractor, "__name__", None) or type(self.extractor).__name__
+        return f"{self._base.__name__}.with_dynamic_gap({name})"
 
 
 class GlobalWindows(WindowAssigner):
