@@ -318,6 +318,9 @@ class _IngressReader(SourceReader[_IngressSplit]):
     def __init__(self, source: PlaygroundIngress, ctx: OperatorContext) -> None:
         self._source = source
         self._checkpointing = ctx.checkpointing
+        # an idle source task waits longer and longer between polls (up to
+        # TaskConfig.idle_poll_max_ms): a PUT wakes it to poll at once
+        self._post: Callable[[Callable[[], None]], None] | None = ctx.post
         # gauges and counters in the job's metrics (``raystream status``): messages not yet
         # settled (<= max_pending), messages taken, PUTs refused with 503 for lack of room
         self._metrics = ctx.metrics
@@ -392,6 +395,8 @@ class _IngressReader(SourceReader[_IngressSplit]):
         if refused:
             h._answer(503, refused)
             return
+        if self._post is not None:
+            self._post(_nothing)
         if not request.wait(self._source.ack_timeout_s):  # (it keeps its place in max_pending until settled)
             request.answer(504, "the message was not yet durable after ack_timeout_s; it may still be processed")
         h._answer(request.status, (request.reason + "\n").encode() if request.reason else b"")

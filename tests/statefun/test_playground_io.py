@@ -328,3 +328,23 @@ def test_a_put_answered_504_keeps_its_place_until_its_checkpoint_settles_it():
         assert after.answer() == (200, b"")
     finally:
         reader.close()
+
+
+def test_a_put_wakes_the_idle_task_to_poll_at_once():
+    """An idle source task waits up to TaskConfig.idle_poll_max_ms (100 ms) between polls: a PUT
+    posts to the task's mailbox so that it polls at once (without it, a message that came after
+    a quiet spell waited up to 100 ms before the task looked)."""
+    woken = threading.Semaphore(0)
+    port = free_port()
+    source = PlaygroundIngress(port=port, host="127.0.0.1")
+    reader = source.create_reader(context(False, post=lambda fn: (fn(), woken.release())))
+    reader.add_splits(source.create_splits(1))
+    try:
+        assert reader.poll_next() is NOTHING_AVAILABLE
+        put = Put(port, "/example/person/Bob", b"hi")
+        assert woken.acquire(timeout=30), "the PUT did not wake the task"
+        batch = reader.poll_next()  # (the message is queued before the task is woken)
+        assert batch is not NOTHING_AVAILABLE and [r[1] for r in batch.records()] == ["Bob"]
+        assert put.answer() == (200, b"")
+    finally:
+        reader.close()
