@@ -24,7 +24,8 @@ flushes the memtable and takes a RocksDB checkpoint (hard links of the immutable
 into a local directory; the writer uploads only the SST files not uploaded before
 (:mod:`checkpoint.rocksdb_files`). It happens for the first snapshot, after a failed write
 or a restore, when the change log outgrew ``changelog_bytes``, and when the chain's deltas
-reach :data:`DELTA_RATIO` of the base's bytes or :data:`MAX_DELTAS` deltas. The base's
+reach :data:`DELTA_RATIO` of the base's bytes, :data:`MAX_DELTAS` deltas, or deleted more
+than :data:`DELETED_RATIO` of the base's entries. The base's
 local directory stays until the next materialization (its hard links may keep SST files
 that compaction replaced: local disk up to twice the database).
 
@@ -97,7 +98,8 @@ from .rocksdb_timers import RocksDBTimerQueue
 from .snapshot import KeyedStateSnapshot, StateMeta
 from .state import KeyedState, no_current_key_error
 
-__all__ = ["RocksDBKeyedStateBackend", "DEFAULT_CACHE_SIZE", "DEFAULT_CHANGELOG_BYTES", "DELTA_RATIO", "MAX_DELTAS"]
+__all__ = ["RocksDBKeyedStateBackend", "DEFAULT_CACHE_SIZE", "DEFAULT_CHANGELOG_BYTES", "DELETED_RATIO", "DELTA_RATIO",
+           "MAX_DELTAS"]
 
 T = TypeVar("T")
 K = TypeVar("K")
@@ -121,8 +123,11 @@ DEFAULT_CHANGELOG_BYTES = 64 << 20
 #: a snapshot materializes once the deltas written on top of the last base reach this
 #: share of the base's bytes ...
 DELTA_RATIO = 0.25
-#: ... or this many deltas (a restore applies every delta of the chain)
+#: ... or this many deltas (a restore applies every delta of the chain), or when they deleted
+#: more entries than this share of the base's (deletions compress to a few bytes each: a chain
+#: whose deltas deleted most of the base kept referencing the base's files until it ended)
 MAX_DELTAS = 32
+DELETED_RATIO = 0.5
 #: bytes counted per change-log entry beyond its key and value (the dict's own memory)
 _LOG_ENTRY = 100
 _LIST, _MAP = "list", "map"
@@ -614,7 +619,8 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         checkpoint of hard links taken; the writer uploads the SST files not uploaded
         before) when there is no base yet, the chain broke (a write failed, a restore), the
         change log overflowed ``changelog_bytes``, or the chain's deltas reached
-        :data:`DELTA_RATIO` of the base's bytes or :data:`MAX_DELTAS` deltas.
+        :data:`DELTA_RATIO` of the base's bytes, :data:`MAX_DELTAS` deltas, or deleted
+        more than :data:`DELETED_RATIO` of the base's entries.
 
         ``full=True`` materializes, and the writer uploads every SST file even if it was
         uploaded before: a self-contained checkpoint (what a non-incremental checkpoint of
@@ -682,7 +688,8 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         up = self.uploads
         if up.failed_generation >= self._chain_gen:
             return True
-        return up.base_generation == self._chain_gen and up.delta_bytes > DELTA_RATIO * max(up.base_bytes, 1)
+        return up.base_generation == self._chain_gen and (
+            up.delta_bytes > DELTA_RATIO * max(up.base_bytes, 1) or up.delta_deletions > DELETED_RATIO * up.base_entries)
 
     def restore(self, snapshots: list[Any]) -> None:
         """Replace all state with the key groups of ``snapshots`` that this backend owns.

@@ -190,31 +190,34 @@ class UploadRegistry:
         self.base_generation = -1  # generation whose base snapshot was written
         self.base_files: list[SstFile] = []
         self.base_bytes = 0
+        self.base_entries = 0  # entries in the base's files, less its deletions and what they hide
         self.deltas: list[SstFile] = []  # uploaded deltas of base_generation, in order
         self.delta_count = 0  # deltas written on top of the base (empty ones have no file)
         self.delta_bytes = 0
+        self.delta_deletions = 0  # deletions in those deltas
         self.failed_generation = -1
 
     def reset(self, files: dict[str, SstFile]) -> None:
         with self._lock:
             self._files = dict(files)
-            self.base_generation, self.base_files, self.base_bytes = -1, [], 0
-            self.deltas, self.delta_count, self.delta_bytes = [], 0, 0
+            self.base_generation, self.base_files, self.base_bytes, self.base_entries = -1, [], 0, 0
+            self.deltas, self.delta_count, self.delta_bytes, self.delta_deletions = [], 0, 0, 0
 
     def lookup(self, name: str, size: int) -> SstFile | None:
         with self._lock:
             found = self._files.get(name)
         return found if found is not None and found.size == size else None
 
-    def record(self, files: list[SstFile], generation: int | None = None) -> None:
+    def record(self, files: list[SstFile], generation: int | None = None, entries: int = 0) -> None:
         """After a successful upload: the snapshot's files are what the database holds
-        (and, with ``generation``, the base of that delta chain)."""
+        (and, with ``generation``, the base of that delta chain, of about ``entries`` live
+        entries)."""
         with self._lock:
             self._files = {f.name: f for f in files if f.path is not None}
             if generation is not None and generation > self.failed_generation:
                 self.base_generation, self.base_files = generation, list(files)
-                self.base_bytes = sum(f.size for f in files)
-                self.deltas, self.delta_count, self.delta_bytes = [], 0, 0
+                self.base_bytes, self.base_entries = sum(f.size for f in files), entries
+                self.deltas, self.delta_count, self.delta_bytes, self.delta_deletions = [], 0, 0, 0
 
     def chain(self, generation: int, seq: int) -> tuple[list[SstFile], list[SstFile]] | None:
         """``(base files, deltas)`` of chain ``generation`` before its delta number ``seq``
@@ -226,11 +229,13 @@ class UploadRegistry:
                 return None
             return list(self.base_files), list(self.deltas)
 
-    def add_delta(self, generation: int, delta: SstFile | None) -> None:
-        """After a delta of ``generation`` was written (None: an empty delta, no file)."""
+    def add_delta(self, generation: int, delta: SstFile | None, deletions: int = 0) -> None:
+        """After a delta of ``generation`` was written (None: an empty delta, no file) that
+        holds ``deletions`` deleted entries."""
         with self._lock:
             if generation == self.base_generation:
                 self.delta_count += 1
+                self.delta_deletions += deletions
                 if delta is not None:
                     self.deltas.append(delta)
                     self.delta_bytes += delta.size
@@ -270,6 +275,7 @@ class RocksDBSnapshot:
     written: bool = field(default=False, repr=False, compare=False)
     self_contained: bool = False  # upload every file, also those uploaded before
     users: int = field(default=0, repr=False, compare=False)  # deltas of this chain not written yet
+    entries: int = field(default=0, compare=False)  # live entries in the SST files (RocksDB's estimate)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def __getstate__(self) -> dict:
@@ -345,6 +351,7 @@ class DeltaSnapshot:
         self.registry = registry
         self._entries: list[dict[bytes, bytes | None]] | None = entries  # in order: a later put of a key wins
         self.log_bytes = 0  # what the backend counted for these entries against its change log limit
+        self.deletions = 0  # deleted entries in the delta's file (once written)
         self._file: SstFile | None = None
         self._lock = threading.Lock()
         base.acquire()
@@ -360,6 +367,7 @@ class DeltaSnapshot:
                 name = f"delta-{self.checkpoint_id}-{uuid.uuid4().hex[:8]}{DELTA_SUFFIX}"
                 path = os.path.join(self.base.directory, name)
                 try:
+                    self.deletions = sum(list(part.values()).count(None) for part in self._entries)
                     first, last = write_delta(path, self._entries)
                 except Exception as exc:
                     raise CheckpointError(f"cannot write the RocksDB delta of checkpoint {self.checkpoint_id} "
@@ -481,9 +489,10 @@ class LocalSnapshots:
             rocksdict.Checkpoint(db).create_checkpoint(path)
         except Exception as exc:
             raise CheckpointError(f"RocksDB could not take a checkpoint into {path!r}: {exc}") from exc
-        ranges = {}
+        ranges, entries = {}, 0
         for live in db.live_files():
             ranges[live["name"].lstrip("/")] = (_kg_of(live.get("start_key")), _kg_of(live.get("end_key")))
+            entries += int(live.get("num_entries") or 0) - 2 * int(live.get("num_deletions") or 0)
         sst, private = [], []
         for name in sorted(os.listdir(path)):
             if name.endswith(".sst"):
@@ -492,7 +501,7 @@ class LocalSnapshots:
             else:
                 private.append(name)
         snap = RocksDBSnapshot(checkpoint_id, max_parallelism, key_group_range, states, path, sst, private, registry,
-                               generation, list(timers or []), pinned=True)
+                               generation, list(timers or []), pinned=True, entries=max(entries, 0))
         with self._lock:
             if self._taken:
                 self._taken[-1].unpin()
@@ -632,7 +641,7 @@ def write_incremental(storage: Any, job_id: str, checkpoint_id: int, name: str,
                                  shared=shared)
         handle = storage.write_state(job_id, checkpoint_id, name, blob)
         if registry is not None:
-            registry.record(files, snap.generation)
+            registry.record(files, snap.generation, snap.entries)
         return IncrementalStateHandle(handle.path, handle.size, handle.crc32, tuple(f.handle() for f in files))
     except BaseException:
         if registry is not None:
@@ -667,7 +676,7 @@ def _write_delta(storage: Any, job_id: str, checkpoint_id: int, name: str, snap:
         blob = encode_blob_parts(ROCKSDB_STATE_KIND, _manifest(snap, [_ref(x) for x in base_files], parts, private,
                                                                [_ref(x) for x in deltas]), shared=shared)
         handle = storage.write_state(job_id, checkpoint_id, name, blob)
-        registry.add_delta(snap.generation, f)
+        registry.add_delta(snap.generation, f, snap.deletions)
         return IncrementalStateHandle(handle.path, handle.size, handle.crc32, tuple(x.handle() for x in files))
     except BaseException:
         registry.fail(snap.generation)

@@ -156,3 +156,24 @@ def test_keys_written_in_one_checkpoint_and_cleared_in_a_later_one_leave_nothing
     r.restore([sb.deserialize_snapshot(sb.serialize_snapshot(b.snapshot(12)), r.key_group_range)])
     assert live_values(r) == {f"live-{k}": k for k in range(LIVE)}
     assert list(r.keys("trigger")) == []
+
+
+def test_a_delta_chain_that_deleted_most_of_its_base_materializes_again(backends, tmp_path):
+    """Deletions compress to a few bytes each, so a chain whose deltas deleted the whole base
+    stayed far below the bytes share that ends a chain: every checkpoint (and a savepoint of
+    it) kept the base's files, the state's peak, for up to 32 more checkpoints."""
+    storage, sb = CheckpointStorage(str(tmp_path / "chk")), RocksDBStateBackend()
+    b = backends(KeyGroupRange(0, MAXP - 1), cache_size=256)
+    v = b.get_state(VALUE)
+    for k in range(10_000):
+        b.set_current_key(f"window-{k}")
+        v.update(f"contents of window {k} " * 4)
+    first = checkpoint_bytes(sb.write_snapshot(storage, "job", 1, f"{UID}/0-keyed", b.snapshot(1)))
+    sizes = []
+    for cid in range(2, 12):  # 1,000 of them close per checkpoint, none opens
+        for k in range((cid - 2) * 1000, (cid - 1) * 1000):
+            b.set_current_key(f"window-{k}")
+            v.clear()
+        sizes.append(checkpoint_bytes(sb.write_snapshot(storage, "job", cid, f"{UID}/0-keyed", b.snapshot(cid))))
+    assert first > 200_000, first  # (10,000 live entries)
+    assert sizes[-1] < 30_000, (first, sizes)  # none live: the chain materialized again; before: > 200 kB
