@@ -109,3 +109,7 @@ __all__ = [
 from .evictors import CountEvictor, DeltaEvictor, Evictor, TimeEvictor, TimestampedValue  # noqa: E402  (window evictors)
 
 __all__ += ["Evictor", "CountEvictor", "TimeEvictor", "DeltaEvictor", "TimestampedValue"]
+
+from .time import BoundedOutOfOrdernessWatermarks, WatermarkGenerator, WatermarkOutput  # noqa: E402  (watermark generators)
+
+__all__ += ["WatermarkGenerator", "WatermarkOutput", "BoundedOutOfOrdernessWatermarks"]

@@ -41,7 +41,7 @@ from raystream.engine.connectors import (
     SourceReader,
     split_weight,
 )
-from raystream.engine.errors import ConfigError, UserCodeError
+from raystream.engine.errors import ConfigError, UserCodeError, short_repr
 from raystream.engine.events import MIN_WATERMARK, Watermark
 from raystream.engine.operator import Cancellable, OperatorContext, Output, StreamOperator
 from raystream.engine.records import Batch
@@ -51,6 +51,8 @@ __all__ = [
     "all_ints",
     "TimestampAssigner",
     "WatermarkGenerator",
+    "WatermarkOutput",
+    "BoundedOutOfOrdernessWatermarks",
     "WatermarkStrategy",
     "TimestampsAndWatermarksOperator",
     "WatermarkedSource",
@@ -273,8 +275,60 @@ def _has_ts(record: Any, assigner: TimestampAssigner) -> bool:
         return False
 
 
-@dataclass
+class WatermarkOutput:
+    """What a :class:`WatermarkGenerator` emits to (Flink's ``WatermarkOutput``): the
+    largest watermark emitted counts (a smaller one is ignored: watermarks never go back);
+    ``mark_idle()`` marks the stream (split) idle until its next watermark or
+    ``mark_active()``."""
+
+    __slots__ = ("watermark", "idle")
+
+    def __init__(self) -> None:
+        self.watermark = NO_TIMESTAMP
+        self.idle = False
+
+    def emit_watermark(self, watermark: Watermark | int) -> None:
+        t = watermark.timestamp if isinstance(watermark, Watermark) else as_int(watermark)
+        if t is None:
+            raise ConfigError(f"emit_watermark({watermark!r}): a watermark is a Watermark(t) or an int t (ms)")
+        self.idle = False
+        if t > self.watermark:
+            self.watermark = t
+
+    def mark_idle(self) -> None:
+        self.idle = True
+
+    def mark_active(self) -> None:
+        self.idle = False
+
+
 class WatermarkGenerator:
+    """Generates watermarks from the records (Flink's ``WatermarkGenerator``); subclass it
+    and pass a factory to :meth:`WatermarkStrategy.for_generator`.
+
+    ``on_event(event, event_timestamp, output)`` is called for every record, in order;
+    ``on_periodic_emit(output)`` after each batch of records (Flink calls it every
+    auto-watermark interval). A punctuated generator emits in ``on_event``: its watermark
+    takes effect after the batch of that record.
+
+    Example:
+        >>> class Punctuated(WatermarkGenerator):
+        ...     def on_event(self, event, event_timestamp, output):
+        ...         if event.get("end_of_minute"):
+        ...             output.emit_watermark(Watermark(event_timestamp))
+        ...     def on_periodic_emit(self, output):
+        ...         pass
+    """
+
+    def on_event(self, event: Any, event_timestamp: int, output: WatermarkOutput) -> None:
+        """A record with its timestamp."""
+
+    def on_periodic_emit(self, output: WatermarkOutput) -> None:
+        """After each batch: emit the watermark the records seen so far imply."""
+
+
+@dataclass
+class BoundedOutOfOrdernessWatermarks(WatermarkGenerator):
     """Bounded-out-of-orderness watermark generator (``bound_ms = 0``: monotonous).
 
     The watermark is ``max_timestamp - bound_ms - 1``, so with ``bound_ms = 0`` a window
@@ -284,6 +338,19 @@ class WatermarkGenerator:
     bound_ms: int = 0
     max_timestamp: int = NO_TIMESTAMP
     last_activity_ms: int | None = None
+    idle: bool = False
+
+    def on_event(self, event: Any, event_timestamp: int, output: WatermarkOutput) -> None:
+        if event_timestamp > self.max_timestamp:
+            self.max_timestamp = event_timestamp
+
+    def on_periodic_emit(self, output: WatermarkOutput) -> None:
+        if self.max_timestamp != NO_TIMESTAMP:
+            output.emit_watermark(Watermark(self.current_watermark()))
+
+    def on_batch(self, records: Any, ts: np.ndarray, now_ms: int | None = None) -> None:
+        """A batch of records with timestamps ``ts`` (non-empty): vectorized, its maximum."""
+        self.on_timestamps_max(int(ts.max()), now_ms)
 
     def on_timestamps_max(self, ts_max: int, now_ms: int | None = None) -> None:
         """Records up to ``ts_max`` were seen (at processing time ``now_ms``)."""
@@ -298,6 +365,45 @@ class WatermarkGenerator:
         return self.max_timestamp - self.bound_ms - 1
 
 
+class _UserGenerator:
+    """A user's :class:`WatermarkGenerator` driven as the operators drive the built-in one:
+    ``on_event`` per record and ``on_periodic_emit`` per batch; the watermark is the largest
+    it emitted, ``idle`` whether it marked itself idle since."""
+
+    def __init__(self, generator: WatermarkGenerator, factory: Any) -> None:
+        self.generator = generator
+        self.factory = factory
+        self.output = WatermarkOutput()
+        self.max_timestamp = NO_TIMESTAMP  # (checkpointed by the operators; not used here)
+        self.last_activity_ms: int | None = None
+
+    @property
+    def idle(self) -> bool:
+        return self.output.idle
+
+    def on_batch(self, records: Any, ts: np.ndarray, now_ms: int | None = None) -> None:
+        g, out = self.generator, self.output
+        name = type(g).__name__
+        i = 0
+        try:
+            for i, t in enumerate(ts.tolist()):
+                g.on_event(records[i], t, out)
+            i = -1
+            g.on_periodic_emit(out)
+        except ConfigError:
+            raise
+        except Exception as exc:
+            where = f"{name}.on_event of record" if i >= 0 else f"{name}.on_periodic_emit after record"
+            raise UserCodeError(f"{where} {short_repr(records[i], 200)}", exc) from exc
+        top = int(ts.max())
+        if top > self.max_timestamp:
+            self.max_timestamp = top
+        self.last_activity_ms = now_ms
+
+    def current_watermark(self) -> int:
+        return self.output.watermark
+
+
 class WatermarkStrategy:
     """How to get timestamps and watermarks for a stream (Flink's ``WatermarkStrategy``).
 
@@ -309,7 +415,7 @@ class WatermarkStrategy:
     """
 
     def __init__(self, bound_ms: int = 0, assigner: TimestampAssigner | None = None,
-                 idleness_ms: int | None = None) -> None:
+                 idleness_ms: int | None = None, generator_factory: Callable[[], WatermarkGenerator] | None = None) -> None:
         bound = as_int(bound_ms)
         if bound is None or bound < 0:
             raise ConfigError(f"out-of-orderness bound must be a non-negative int (ms), got {bound_ms!r}")
@@ -319,11 +425,21 @@ class WatermarkStrategy:
         self.bound_ms = bound
         self.assigner = assigner
         self.idleness_ms = idleness
+        self.generator_factory = generator_factory
 
     @staticmethod
     def for_bounded_out_of_orderness(max_out_of_orderness_ms: int) -> "WatermarkStrategy":
         """Watermark = max timestamp seen - ``max_out_of_orderness_ms`` - 1."""
         return WatermarkStrategy(max_out_of_orderness_ms)
+
+    @staticmethod
+    def for_generator(factory: Callable[[], WatermarkGenerator]) -> "WatermarkStrategy":
+        """Watermarks from a :class:`WatermarkGenerator` that ``factory()`` makes (one per
+        split or operator subtask; Flink's ``forGenerator``), e.g. a punctuated one.
+        Its state is not checkpointed (as in Flink): a restored generator starts fresh."""
+        if not callable(factory):
+            raise ConfigError(f"WatermarkStrategy.for_generator({factory!r}): pass a function that returns a WatermarkGenerator")
+        return WatermarkStrategy(0, None, None, factory)
 
     @staticmethod
     def for_monotonous_timestamps() -> "WatermarkStrategy":
@@ -332,21 +448,33 @@ class WatermarkStrategy:
 
     def with_timestamp_column(self, column: str | int) -> "WatermarkStrategy":
         """Read timestamps from ``column`` (a column name or tuple index)."""
-        return WatermarkStrategy(self.bound_ms, TimestampAssigner(column=column), self.idleness_ms)
+        return WatermarkStrategy(self.bound_ms, TimestampAssigner(column=column), self.idleness_ms, self.generator_factory)
 
     def with_timestamp_assigner(self, fn: Callable[[Any], int] | TimestampAssigner) -> "WatermarkStrategy":
         """Compute timestamps with ``fn(record) -> int`` (or a :class:`TimestampAssigner`)."""
         assigner = fn if isinstance(fn, TimestampAssigner) else TimestampAssigner(fn=fn)
-        return WatermarkStrategy(self.bound_ms, assigner, self.idleness_ms)
+        return WatermarkStrategy(self.bound_ms, assigner, self.idleness_ms, self.generator_factory)
 
     def with_idleness(self, idleness_ms: int) -> "WatermarkStrategy":
         """A split without records for ``idleness_ms`` of processing time stops holding the
         watermark back (it is excluded from the minimum until it has records again)."""
-        return WatermarkStrategy(self.bound_ms, self.assigner, idleness_ms)
+        return WatermarkStrategy(self.bound_ms, self.assigner, idleness_ms, self.generator_factory)
 
-    def create_generator(self) -> WatermarkGenerator:
+    def create_generator(self) -> BoundedOutOfOrdernessWatermarks | _UserGenerator:
         """A fresh generator (one per split or per operator subtask)."""
-        return WatermarkGenerator(self.bound_ms)
+        factory = self.generator_factory
+        if factory is None:
+            return BoundedOutOfOrdernessWatermarks(self.bound_ms)
+        try:
+            g = factory()
+        except Exception as exc:
+            raise ConfigError(f"WatermarkStrategy.for_generator: the factory {factory!r} raised {exc!r}") from exc
+        if not isinstance(g, WatermarkGenerator):
+            raise ConfigError(
+                f"WatermarkStrategy.for_generator: the factory {factory!r} returned {short_repr(g, 80)}, not a "
+                "WatermarkGenerator (subclass it: on_event(event, event_timestamp, output), on_periodic_emit(output))"
+            )
+        return _UserGenerator(g, factory)
 
     def require_assigner(self, where: str) -> TimestampAssigner:
         """The timestamp assigner, or a ConfigError naming ``where`` it was needed."""
@@ -414,10 +542,16 @@ class TimestampsAndWatermarksOperator(StreamOperator):
             self._last_activity_ms = self.ctx.clock.now_ms()
             self._set_idle(False)  # ACTIVE goes before the records
             self._arm_idle_check()
+        if len(ts) and self._idle:
+            self._set_idle(False)  # ACTIVE goes before the records (a user's generator may have marked it idle)
         self.output.emit(out)
         if len(ts):
-            self.generator.on_timestamps_max(int(ts.max()), self.ctx.clock.now_ms())
-            wm = self.generator.current_watermark()
+            g = self.generator
+            g.on_batch(out.records() if isinstance(g, _UserGenerator) else None, ts, self.ctx.clock.now_ms())
+            if g.idle:  # (a user's generator marked the stream idle)
+                self._set_idle(True)
+                return
+            wm = g.current_watermark()
             if wm > self._emitted:
                 self._emitted = wm
                 self.output.emit_watermark(Watermark(wm))
@@ -512,7 +646,7 @@ class _WatermarkedReader(SourceReader["S | _SplitWatermark[S]"], Generic[S]):
         self.strategy = strategy
         self.assigner = strategy.require_assigner("source watermarks")
         self.clock = ctx.clock
-        self.generators: dict[Hashable, WatermarkGenerator] = {}  # split id -> its generator
+        self.generators: dict[Hashable, BoundedOutOfOrdernessWatermarks | _UserGenerator] = {}  # split id -> generator
         self.wm = NO_TIMESTAMP
         # idleness counts from here until a split has records (as Flink's idleness timer starts
         # at its first check): a reader whose first poll finds nothing is not idle at once
@@ -557,7 +691,7 @@ class _WatermarkedReader(SourceReader["S | _SplitWatermark[S]"], Generic[S]):
             g = self.generators.get(sid)
             if g is None:
                 g = self.generators[sid] = self.strategy.create_generator()
-            g.on_timestamps_max(int(ts.max()), self.clock.now_ms())
+            g.on_batch(result.records() if isinstance(g, _UserGenerator) else None, ts, self.clock.now_ms())
         return result
 
     def poll_watermark(self) -> int | None:
@@ -569,7 +703,7 @@ class _WatermarkedReader(SourceReader["S | _SplitWatermark[S]"], Generic[S]):
         marks = [
             g.current_watermark()
             for sid, g in self.generators.items()
-            if not (idle is not None and g.last_activity_ms is not None and now - g.last_activity_ms >= idle)
+            if not (g.idle or idle is not None and g.last_activity_ms is not None and now - g.last_activity_ms >= idle)
         ]
         if not marks:
             return None
@@ -582,6 +716,8 @@ class _WatermarkedReader(SourceReader["S | _SplitWatermark[S]"], Generic[S]):
     def is_idle(self) -> bool:
         if self.inner.is_idle():  # (the reader's own word: e.g. it has no split to read)
             return True
+        if self.generators and all(g.idle for g in self.generators.values()):
+            return True  # (user generators that marked themselves idle)
         idle = self.strategy.idleness_ms
         if idle is None:
             return False

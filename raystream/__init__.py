@@ -141,3 +141,7 @@ __all__ = [
 from raystream.operators import CountEvictor, DeltaEvictor, Evictor, TimeEvictor, TimestampedValue  # noqa: E402
 
 __all__ += ["Evictor", "CountEvictor", "TimeEvictor", "DeltaEvictor", "TimestampedValue"]
+
+from raystream.operators import BoundedOutOfOrdernessWatermarks, WatermarkGenerator, WatermarkOutput  # noqa: E402
+
+__all__ += ["WatermarkGenerator", "WatermarkOutput", "BoundedOutOfOrdernessWatermarks"]
