@@ -54,6 +54,7 @@ import pyarrow as pa
 from raystream.checkpoint.descriptors import AggregateFunction
 from raystream.engine.errors import ConfigError, GraphError, RaystreamError, UserCodeError
 from raystream.engine.events import MIN_WATERMARK, Watermark
+from raystream.engine.keygroups import canonical_keys
 from raystream.engine.operator import StreamOperator
 from raystream.engine.partitioners import KeySelector
 from raystream.engine.records import Batch
@@ -206,7 +207,8 @@ class WindowAggregateCombiner(_WatermarkState, StreamOperator):
         sel = self.key_selector
         try:
             keys = sel.keys_of(batch)
-            return keys if isinstance(keys, list) else keys.to_pylist()
+            # (an Arrow column's NaNs come back as new float objects: canonical, one key)
+            return keys if isinstance(keys, list) else canonical_keys(keys.to_pylist())
         except Exception as exc:
             key_of = sel.key_of
             for r in records:

@@ -35,7 +35,7 @@ import numpy as np
 from raystream.checkpoint.descriptors import AggregateFunction
 from raystream.engine.errors import ConfigError, UserCodeError, short_repr
 from raystream.engine.events import Watermark
-from raystream.engine.keygroups import key_group_for
+from raystream.engine.keygroups import canonical_keys, key_group_for
 from raystream.engine.operator import KeyGroupedState, OperatorContext, Output, StreamOperator
 from raystream.engine.partitioners import KeySelector
 from raystream.engine.records import Batch
@@ -458,7 +458,7 @@ class WindowOperator(StreamOperator):
         getter = self._key_getter
         if getter is not None:
             try:
-                keys = list(map(getter, records))
+                keys = canonical_keys(list(map(getter, records)))
             except Exception:
                 return False
         else:
@@ -490,7 +490,7 @@ class WindowOperator(StreamOperator):
         getter = self._key_getter
         if getter is not None:
             try:
-                return list(map(getter, records))
+                return canonical_keys(list(map(getter, records)))
             except Exception:
                 pass  # the generic selector below raises the error that names the record
         key_of = self.key_of
@@ -1106,7 +1106,9 @@ class WindowOperator(StreamOperator):
 
 
 def _plain_getter(key_of: Callable[[Any], Any]) -> Callable[[Any], Any] | None:
-    """An ``itemgetter`` equivalent to ``key_of`` when it is a column/index KeySelector."""
+    """An ``itemgetter`` equivalent to ``key_of`` when it is a column/index KeySelector
+    (its keys are raw: the caller makes them canonical with ``canonical_keys``, one C-level
+    pass over their types when all are str/int, so that every NaN key is one key)."""
     sel = getattr(key_of, "__self__", None)
     if type(sel) is KeySelector and getattr(key_of, "__func__", None) is KeySelector.key_of and not callable(sel.key):
         return itemgetter(sel.key)
