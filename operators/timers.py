@@ -40,9 +40,9 @@ from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar, cast
 
 import numpy as np
 
-from raystream.engine.errors import ConfigError, short_repr
+from raystream.engine.errors import CheckpointError, ConfigError, short_repr
 from raystream.engine.events import MIN_WATERMARK
-from raystream.engine.keygroups import KeyGroupRange, key_group_for
+from raystream.engine.keygroups import KeyGroupRange, canonical_key, key_group_for
 from raystream.engine.operator import Cancellable, Clock, KeyGroupedState
 
 from .time import epoch_ms
@@ -245,13 +245,31 @@ class _TimerQueue(Generic[K, N]):
         return {kg: sorted(g, key=lambda e: e[0]) for kg, g in self.by_group.items() if g}
 
     def restore(self, parts: dict[int, list[tuple[int, K, N]]], key_groups: KeyGroupRange) -> None:
+        """Add the timers of ``key_groups`` from a snapshot's ``parts``, under canonical keys
+        (an unpickled NaN is a new object: a timer registered again after the restore must
+        find the restored one, as keyed state does).
+
+        Raises:
+            CheckpointError: a NaN key of another bit pattern (``-nan``, in the key group of
+                its bits before 2026-12-07) whose NaN key group is outside ``key_groups``.
+        """
         for kg, entries in parts.items():
             if kg in key_groups:
                 for time, key, ns in entries:
-                    self.add(key, ns, time, kg)
+                    k = canonical_key(key)
+                    g = kg
+                    if k is not key:
+                        g = key_group_for(k, self.max_parallelism)
+                        if g not in key_groups:
+                            raise CheckpointError(
+                                f"restored timer of NaN key {key!r} at {time}: every NaN is one key since "
+                                f"2026-12-07, in key group {g}, outside this subtask's range: restore at "
+                                "parallelism 1 (every key group local), take a savepoint, and rescale from that"
+                            )
+                    self.add(k, ns, time, g)
 
     def timers_of(self, key: K) -> list[tuple[int, N]]:
-        return sorted((t, ns) for t, k, ns in self.by_group.get(self._kg(key), ()) if k == key)
+        return sorted((t, ns) for t, k, ns in self.by_group.get(self._kg(key), ()) if k is key or k == key)
 
     def stats(self) -> dict[str, int]:
         return {"heap": len(self.heap), "key_group_cache": len(self._kg_cache)}
