@@ -75,3 +75,29 @@ def test_a_script_that_ends_after_execute_loses_no_printed_line(tmp_path):
     lines = res.stdout.splitlines()
     assert lines[-1] == "EXECUTE RETURNED", res.stdout[-500:]
     assert sorted(line.split("> ", 1)[1] for line in lines[:-1]) == sorted(f"REC-{i}" for i in range(50)), lines
+
+
+def test_printing_jobs_of_a_driver_share_one_relay_and_leave_no_thread_running(capsys):
+    """A queue actor per printing job made each one start a process (~0.6-1.5 s a job where
+    one without print() took ~10 ms): the driver's relay is made once and kept for the next
+    printing jobs; its printing thread runs only while a printing job runs."""
+    import threading
+
+    import ray
+
+    from raystream.engine.client import NAMESPACE, RELAY_PREFIX, OutputRelay
+
+    names = []
+    for i in range(3):
+        env = rs.StreamEnvironment(parallelism=2)
+        env.from_collection([f"job{i}-{n}" for n in range(20)]).print()
+        env.execute(f"nb-print-shared-{i}")
+        names.append(OutputRelay.idle_name())
+        lines = capsys.readouterr().out.splitlines()
+        assert sorted(line.split("> ", 1)[1] for line in lines) == sorted(f"job{i}-{n}" for n in range(20))
+    assert names[0] is not None and names == [names[0]] * 3, names
+    relays = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+              if a.get("namespace") == NAMESPACE and a["name"].startswith(RELAY_PREFIX)]
+    assert relays == [names[0]], relays
+    wait_for(lambda: not [t for t in threading.enumerate() if t.name == "raystream-print-relay"],
+             "the relay's printing thread to end with the last printing job")
