@@ -49,6 +49,7 @@ def leftover_actors() -> list[dict]:
     executor hosts a task and no master runs a job."""
     import ray
 
+    from raystream.engine.client import OutputRelay
     from raystream.engine.pool import WorkerPool
 
     pool = WorkerPool.existing()
@@ -63,4 +64,5 @@ def leftover_actors() -> list[dict]:
         assert not running, f"idle job masters of the worker pool still run jobs: {running}"
         names = pool.idle_actor_names()
         idle = {*names["masters"], *names["executors"]}
-    return [a for a in alive_actors() if a.get("Name") not in idle]
+    relay = OutputRelay.idle_name()  # (the driver's print relay, kept for the next printing job)
+    return [a for a in alive_actors() if a.get("Name") not in idle and a.get("Name") != relay]
