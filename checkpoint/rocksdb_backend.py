@@ -532,10 +532,15 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         return sorted(set(self._states) | set(self._restored))
 
     def keys(self, state_name: str) -> Iterator[Any]:
-        """Iterate over the keys with a live value in ``state_name`` (key-group order).
+        """Iterate over the keys with a live value in ``state_name`` when called (key-group
+        order): a snapshot, as Flink's ``applyToAllKeys``, so the caller may set the current
+        key and change state while iterating; keys it adds are not visited, keys it clears
+        are visited still (their state reads empty).
 
-        Each key group's keys are read before they are yielded, so the caller may set the
-        current key and change state while iterating.
+        The call writes the cached changes to RocksDB and opens one RocksDB iterator, which
+        reads the database as of its creation (an implicit RocksDB snapshot); it is released
+        when the iteration ends (or the iterator is closed or dropped). Memory stays bounded
+        by RocksDB's blocks, however many keys there are.
 
         Raises:
             StateError: no state of that name exists.
@@ -543,24 +548,30 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         meta = self._metas().get(state_name)
         if meta is None:
             raise StateError(f"unknown state {state_name!r}; states are {self.state_names()!r}")
-        return self._iter_keys(state_id(state_name), meta)
+        self._flush()
+        limit = self._clock.now_ms() - meta.ttl_ms if meta.ttl_ms is not None else None
+        return self._iter_keys(state_id(state_name), meta, self._db.iter(), limit)
 
-    def _iter_keys(self, sid: bytes, meta: StateMeta) -> Iterator[Any]:
-        for kg in range(self._start, self._end + 1):
-            self._flush()
-            lower = key_group_prefix(kg) + sid
-            limit = self._clock.now_ms() - meta.ttl_ms if meta.ttl_ms is not None else None
-            found: list[Any] = []
-            last: bytes | None = None
-            for k, raw in self._iter_range(lower, _upper(lower)):
-                _, kbytes, _ = split_db_key(k)
-                if kbytes == last:
-                    continue
-                if limit is not None and _strip(meta.kind, loads(raw, "a state entry"), limit, meta.kind == _MAP) is ABSENT:
-                    continue
-                last = kbytes
-                found.append(decode_key(kbytes))
-            yield from found
+    def _iter_keys(self, sid: bytes, meta: StateMeta, it: Any, limit: int | None) -> Iterator[Any]:
+        try:
+            for kg in range(self._start, self._end + 1):
+                lower = key_group_prefix(kg) + sid
+                upper = _upper(lower)
+                last: bytes | None = None
+                it.seek(lower)
+                while it.valid():
+                    k = it.key()
+                    if k >= upper:
+                        break
+                    _, kbytes, _ = split_db_key(k)
+                    if kbytes != last and (
+                            limit is None
+                            or _strip(meta.kind, loads(it.value(), "a state entry"), limit, meta.kind == _MAP) is not ABSENT):
+                        last = kbytes
+                        yield decode_key(kbytes)
+                    it.next()
+        finally:
+            del it  # (releases the iterator's view of the database)
 
     def num_keys(self) -> int:
         """Number of distinct keys with a live value in any state."""
