@@ -14,7 +14,7 @@ from raystream.engine.events import MIN_WATERMARK, Watermark
 from raystream.engine.operator import Clock, OperatorContext, Output, StreamOperator
 from raystream.engine.records import Batch
 
-from .functions import ProcessContext, ProcessFunction, RuntimeContext
+from .functions import ProcessContext, ProcessFunction, RuntimeContext, add_results
 from .time import TimestampAssigner
 from .timers import NonKeyedTimerService
 
@@ -176,12 +176,7 @@ class ProcessOperator(StreamOperator):
                     pctx.timestamp = stamps[i]
                 result = fn(r, pctx)
                 if result is not None:
-                    if isinstance(result, (str, bytes, dict)) or not hasattr(result, "__iter__"):
-                        raise TypeError(
-                            f"process_element() of {type(self.function).__name__} returned a {type(result).__name__}, "
-                            "not an iterable of records: yield each record (or return a list of them)"
-                        )
-                    out.extend(result)
+                    add_results(out, result, self.function, "process_element")
             except Exception as exc:
                 raise UserCodeError(r, exc) from exc
         if out:

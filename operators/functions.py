@@ -59,6 +59,26 @@ __all__ = [
     "BroadcastContext",
 ]
 
+def add_results(out: list, result: Any, function: Any, method: str) -> None:
+    """Append to ``out`` the records a process function's ``method`` returned: an iterable of
+    records (a generator, a list), or None for none. A dict, str or bytes (one record, not
+    records: iterating it gave its keys or characters as records) or a non-iterable is a
+    ``TypeError`` saying so; the operator's error names the record or timer.
+
+    >>> out = []; add_results(out, iter([1, 2]), object(), "process_element"); out
+    [1, 2]
+    >>> add_results(out, {"k": 1}, object(), "process_element")
+    Traceback (most recent call last):
+    TypeError: process_element() of object returned a dict, not an iterable of records: yield each record (or return a list of them: [record] for one)
+    """
+    if isinstance(result, (str, bytes, dict)) or not hasattr(result, "__iter__"):
+        raise TypeError(
+            f"{method}() of {type(function).__name__} returned a {type(result).__name__}, not an iterable of "
+            "records: yield each record (or return a list of them: [record] for one)"
+        )
+    out.extend(result)
+
+
 # state types (get_state)
 T = TypeVar("T")
 K = TypeVar("K")

@@ -34,7 +34,7 @@ from raystream.engine.operator import KeyGroupedState, OperatorContext, Output, 
 from raystream.engine.partitioners import KeySelector
 from raystream.engine.records import Batch
 
-from .functions import OutputTag, RuntimeContext, keyed_state_backend, tag_name
+from .functions import OutputTag, RuntimeContext, add_results, keyed_state_backend, tag_name
 from .time import TimestampAssigner
 from .timers import (
     InternalTimerService,
@@ -170,7 +170,7 @@ class IntervalJoinOperator(TwoInputTime, StreamOperator):
             c.key, c.left_timestamp, c.right_timestamp = key, left[0], right[0]
             res = fn.process_element(left[1], right[1], c)
             if res is not None:
-                out.extend(res)
+                add_results(out, res, fn, "process_element")
         else:
             v = fn(left[1], right[1])
             if isinstance(v, GeneratorType):  # a generator function: any number of results

@@ -30,6 +30,7 @@ from .functions import (
     OnTimerContext,
     ProcessContext,
     RuntimeContext,
+    add_results,
     keyed_state_backend,
 )
 from .key_slots import KeySlots
@@ -723,7 +724,7 @@ class KeyedProcessOperator(StreamOperator):
                     pctx.timestamp = stamps[i]
                 result = fn(r, pctx)
                 if result is not None:
-                    out.extend(result)
+                    add_results(out, result, self.function, "process_element")
             except Exception as exc:
                 raise UserCodeError(r, exc) from exc
         self._flush(pctx)
@@ -744,7 +745,7 @@ class KeyedProcessOperator(StreamOperator):
         try:
             result = self.function.on_timer(time, tctx)
             if result is not None:
-                self._out.extend(result)
+                add_results(self._out, result, self.function, "on_timer")
         except Exception as exc:
             raise UserCodeError(f"on_timer(key={key!r}, time={time!r})", exc) from exc
 

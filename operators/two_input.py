@@ -35,6 +35,7 @@ from .functions import (
     OnTimerContext,
     ProcessContext,
     RuntimeContext,
+    add_results,
     keyed_state_backend,
 )
 from .time import TimestampAssigner
@@ -324,7 +325,7 @@ class _KeyedTimers:
         try:
             res = on_timer(time, t)
             if res is not None:
-                self._out.extend(res)
+                add_results(self._out, res, self.function, "on_timer")
         except Exception as exc:
             raise UserCodeError(f"on_timer(key={key!r}, time={time!r})", exc) from exc
 
@@ -370,7 +371,7 @@ class CoProcessOperator(_TwoInputBase):
                 pctx._index = i
                 res = fn(r, pctx)
                 if res is not None:
-                    out.extend(res)
+                    add_results(out, res, self.function, fn.__name__)
             except Exception as exc:
                 raise UserCodeError(r, exc) from exc
         self._emit(out, self.pctx)
@@ -429,7 +430,7 @@ class KeyedCoProcessOperator(_KeyedTimers, _TwoInputBase):
                 pctx._key, pctx._index = k, i
                 res = fn(r, pctx)
                 if res is not None:
-                    self._out.extend(res)
+                    add_results(self._out, res, self.function, fn.__name__)
             except Exception as exc:
                 raise UserCodeError(r, exc) from exc
         self._flush(pctx)
@@ -475,7 +476,7 @@ class BroadcastProcessOperator(_TwoInputBase):
                     ctx._index = i
                     res = fn(r, ctx)
                     if res is not None:
-                        out.extend(res)
+                        add_results(out, res, self.function, fn.__name__)
                 except Exception as exc:
                     raise UserCodeError(r, exc) from exc
         finally:
@@ -551,7 +552,7 @@ class KeyedBroadcastProcessOperator(_KeyedTimers, BroadcastProcessOperator):
                 ctx._key, ctx._index = k, i
                 res = fn(r, ctx)
                 if res is not None:
-                    out.extend(res)
+                    add_results(out, res, self.function, fn.__name__)
             except Exception as exc:
                 raise UserCodeError(r, exc) from exc
         self._flush(ctx)

@@ -146,7 +146,7 @@ def test_a_result_that_is_no_iterable_of_records_is_refused(result):
         h.process([1])
     assert str(info.value.original) == (
         f"process_element() of One returned a {type(result).__name__}, not an iterable of records: yield each "
-        "record (or return a list of them)")
+        "record (or return a list of them: [record] for one)")
     assert h.records() == []
 
 
