@@ -61,7 +61,7 @@ from raystream.engine.records import Batch
 
 from .arrow_aggregate import group_aggregate
 from .time import TimestampAssigner, timestamp_column
-from .window_fast import PANE_COLUMN, base_aggregations
+from .window_fast import PANE_COLUMN, base_aggregations, canonical_nan_keys
 from .window_operator import AGGREGATE, WindowOperator
 from .windows import (
     ProcessWindowFunction,
@@ -177,7 +177,7 @@ class VectorWindowCombiner(_WatermarkState, StreamOperator):
             panes = panes[~raw]
             if not rb.num_rows:
                 return
-        cols: dict[str, pa.Array | pa.ChunkedArray] = {self.key_column: rb.column(self.key_column)}
+        cols: dict[str, pa.Array | pa.ChunkedArray] = {self.key_column: canonical_nan_keys(rb.column(self.key_column))}
         for c, _ in self.base:
             cols[c] = rb.column(c)
         cols[PANE_COLUMN] = pa.array(panes, pa.int64())

@@ -41,7 +41,8 @@ from .arrow_aggregate import group_aggregate
 from .time import timestamp_column
 from .windows import SlidingEventTimeWindows, TumblingEventTimeWindows
 
-__all__ = ["PANE_COLUMN", "VectorWindowAggregateOperator", "WINDOW_AGGREGATIONS", "assign_windows", "base_aggregations"]
+__all__ = ["PANE_COLUMN", "VectorWindowAggregateOperator", "WINDOW_AGGREGATIONS", "assign_windows", "base_aggregations",
+           "canonical_nan_keys"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,24 @@ _MERGE = {"sum": "sum", "count": "sum", "min": "min", "max": "max"}
 _COMPACT_EVERY = 32
 #: the pane start column of a combiner's partial batch (its presence marks a partial batch)
 PANE_COLUMN = "__raystream_pane"
+
+
+def canonical_nan_keys(col: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """A float key column with every NaN the canonical one (``float("nan")``'s bits): Arrow's
+    group-by tells NaNs apart by their bits (``nan``, ``-nan``, other payloads), but every
+    NaN is one key (``engine.keygroups.canonical_key``, as in Flink). Any other column, or a
+    float column without NaN, is returned as it is.
+
+    Example:
+        >>> import struct
+        >>> neg = struct.unpack("<d", struct.pack("<Q", 0xFFF8000000000000))[0]
+        >>> col = canonical_nan_keys(pa.array([float("nan"), neg, 1.0]))
+        >>> len(set(struct.pack("<d", x) for x in col.to_pylist()[:2]))
+        1
+    """
+    if not pa.types.is_floating(col.type) or not pc.any(pc.is_nan(col)).as_py():
+        return col
+    return pc.if_else(pc.is_nan(col), pa.scalar(float("nan"), col.type), col)
 
 
 def base_aggregations(aggregations: dict[str, tuple[str, str]]) -> list[tuple[str, str]]:
@@ -173,6 +192,7 @@ class VectorWindowAggregateOperator(StreamOperator):
         for c in dict.fromkeys([self.key_column, *(c for c, _ in self.base)]):
             col = rb.column(c)
             cols[c] = col if take is None else col.take(take)
+        cols[self.key_column] = canonical_nan_keys(cols[self.key_column])  # (one group per NaN key)
         cols["window_start"] = pa.array(starts, pa.int64())
         part = group_aggregate(pa.table(cols), [self.key_column, "window_start"], self.base, "window aggregate")
         self._add_pending(part, part.column("window_start").to_numpy())
@@ -199,6 +219,7 @@ class VectorWindowAggregateOperator(StreamOperator):
         for c in (self.key_column, *self.acc_names):
             col = rb.column(c)
             cols[c] = col if take is None else col.take(take)
+        cols[self.key_column] = canonical_nan_keys(cols[self.key_column])  # (a combiner's are already)
         cols["window_start"] = pa.array(starts, pa.int64())
         part = pa.table(cols)
         if self.slide != self.size:  # several panes of a key fall into one window: merge them
