@@ -42,6 +42,7 @@ from raystream.engine.records import Batch
 
 from .evictors import Evictor, TimestampedValue
 from .functions import RuntimeContext, keyed_state_backend
+from .keyed import restored_keys
 from .time import TimestampAssigner, all_ints
 from .timers import (
     InternalTimerService,
@@ -300,8 +301,10 @@ class WindowOperator(StreamOperator):
             for kg, blob in st.get("groups", {}).items():
                 if kg in ctx.key_group_range:
                     contents, trig = pickle.loads(blob)
-                    self.contents.update(contents)
-                    self.trig.update(trig)
+                    # (keys made canonical: an unpickled NaN is a new object, which a record's
+                    # NaN key, made canonical by the key selector, would not find)
+                    self.contents.update(zip(restored_keys(contents, ctx, "window contents"), contents.values()))
+                    self.trig.update(zip(restored_keys(trig, ctx, "window trigger state"), trig.values()))
             if "watermark" in st.get("timers", {}):
                 self.timers.watermark = max(self.timers.watermark, st["timers"]["watermark"])
         restored_timers = [s.get("timers") for s in self._restored if s]
@@ -331,7 +334,7 @@ class WindowOperator(StreamOperator):
         backend handed over, their namespaces decoded back into windows."""
         for name, target in ((WINDOW_CONTENTS, self.contents), (WINDOW_TRIGGER_STATE, self.trig)):
             for entries in backend_restored_state(backend, name).values():
-                for key, by_window in entries.items():
+                for key, by_window in zip(restored_keys(entries, self.ctx, name), entries.values()):
                     per_key = target.setdefault(key, {})
                     for wk, value in by_window.items():
                         per_key[window_of_key(wk)] = value
