@@ -16,7 +16,7 @@ import ray
 from .config import JobConfig
 from .errors import JobCancelled, JobFailed, RaystreamError
 from .graph import JobGraph, ship
-from .master import job_slots, standby_slots, task_actor_name
+from .master import CLEANUP_WAIT_S, job_slots, standby_slots, task_actor_name
 from .observability import ProgressReporter, job_client_html, source_totals
 from .pool import WorkerPool, connection_id
 from .ray_runtime import (
@@ -492,7 +492,7 @@ class JobClient:
             out["job_id"], out["metrics"], out["duration_s"], out["results"],
             out.get("checkpoints"), out.get("savepoint"), self._failovers,
         )
-        self._close(master_ok=True, released=out.get("released") or {})
+        self._close(master_ok=True, released=out.get("released") or {}, end_checkpoints=out.get("end_checkpoints", True))
         return self._result
 
     def _check_connection(self) -> bool:
@@ -534,7 +534,22 @@ class JobClient:
             return
         self._final = (metrics, info)
 
-    def _close(self, master_ok: bool = False, released: dict[str, str] | None = None) -> None:
+    def _end_checkpoints(self) -> None:
+        """This driver has the job's result: its master deletes the job's checkpoints now, as
+        their retention mode says (not before: a master that died while it deleted them would
+        leave a takeover nothing to restore from, and the job would run again from its start).
+        At most ``CLEANUP_WAIT_S`` (then it goes on in the background); a failure is logged."""
+        try:
+            outcome = ray.get(self._master.end_checkpoints.remote(self._job_id), timeout=CLEANUP_WAIT_S + 30)
+        except Exception as exc:  # noqa: BLE001 - the job's result stands; what is left stays on storage
+            log.warning("job %s: its checkpoints were not deleted (delete <checkpoint_dir>/<job id> by hand): %s",
+                        self._job_id, exc)
+            return
+        if self._final is not None and outcome is not None:  # (info() of the ended job says so)
+            self._final[1]["checkpoint_cleanup"] = outcome
+
+    def _close(self, master_ok: bool = False, released: dict[str, str] | None = None,
+               end_checkpoints: bool = True) -> None:
         """The job ended: give the master (when its ``run`` returned or raised a job error)
         back to the worker pool, and the executors of the ``released`` slots (``{slot: job
         tag}``: the master handed them back; the next deployment onto one tells it the tag,
@@ -545,6 +560,8 @@ class JobClient:
                 return
             self._closed = True
         self._submission = None  # (for a failover of a running job: a client kept in a notebook keeps no job code)
+        if master_ok and end_checkpoints:
+            self._end_checkpoints()
         doomed = []
         if self._pool is not None and master_ok:
             self._pool.give_back_master(self._master, self._master_name)

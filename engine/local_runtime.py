@@ -213,6 +213,8 @@ def run_in_process(graph: JobGraph, config: JobConfig, timeout_s: float | None =
             return await asyncio.wait_for(job, timeout_s)
         finally:
             await runtime.join_tasks()
+            if master._job_id is not None:  # (this driver has the result: the checkpoints may go)
+                await master.end_checkpoints(master._job_id)
             await _end_other_tasks()
 
     loop = asyncio.new_event_loop()  # (not asyncio.run: it waits for every task without a bound)

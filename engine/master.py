@@ -224,12 +224,16 @@ class JobMaster:
         self._slot_executors: dict[str, Any] = {}
         self._busy = False
         self._cleanups: set[asyncio.Future] = set()  # deletions of ended jobs' checkpoints still running
+        # job id -> the deletion of its checkpoints, done once its driver has the result
+        self._ending: dict[str, Callable[[], Awaitable[None]]] = {}
         self.checkpoint_cleanup: str | None = None  # what became of the last job's checkpoints
         self._restoring: Any = None  # the retained checkpoint the job restores from (marked in use)
 
     def _start_job(self, graph_blob: bytes, config_blob: bytes, job_id: str | None,
                    executors: dict[str, Any] | None) -> None:
         """Everything about one job, from a clean slate (a master runs one job at a time)."""
+        for earlier in list(self._ending):  # (its driver gave this master back without end_checkpoints)
+            self._start_ending(earlier)
         # executors: the first attempt's executors, lent by the driver's worker pool (warm
         # ones from earlier jobs, or new ones started while this master was starting).
         lent = dict(executors or {})
@@ -528,8 +532,10 @@ class JobMaster:
             raise RuntimeError(f"job master is busy with job {self.job_id}")
         self._busy = True
         attempts_before = self.attempt  # (_start_job counts the job's first attempt)
+        result: dict | None = None
         try:
-            return await self._run(graph_blob, config_blob, job_id, executors, recover)
+            result = await self._run(graph_blob, config_blob, job_id, executors, recover)
+            return result
         finally:
             self._busy = False
             if self.status in ("CREATED", "RUNNING", "RESTARTING"):  # ended by an error raised early
@@ -538,19 +544,23 @@ class JobMaster:
             # (a run that failed before it started its job, e.g. a graph that cannot be
             # unpickled, leaves the previous job's checkpoints as that job's end left them)
             if self.attempt != attempts_before and self.status in ("FINISHED", "CANCELLED", "FAILED"):
-                await self._end_checkpoints()
+                self._plan_end_checkpoints()
+            if result is not None:  # (the driver calls end_checkpoints() once it has the result)
+                result["end_checkpoints"] = self._job_id in self._ending
             if job_id is not None:
                 self._past_jobs.append(job_id)
                 self._job_arrived(job_id)  # (requests waiting for a run that ended before it started the job)
 
-    async def _end_checkpoints(self) -> None:
-        """The job ended: delete its checkpoints (``<checkpoint_dir>/<job id>/``: checkpoint
+    def _plan_end_checkpoints(self) -> None:
+        """The job ended: plan what :meth:`end_checkpoints` does once its driver has the
+        result: delete the job's checkpoints (``<checkpoint_dir>/<job id>/``: checkpoint
         directories, shared files, commit log) unless its retention mode keeps them for how it
         ended (``CheckpointConfig.externalized_checkpoint_retention``; a finished job keeps none),
-        and take its marker off the retained checkpoint it restored from. On a worker thread
-        (the master's loop goes on), waited for at most :data:`CLEANUP_WAIT_S`, then in the
-        background; a deletion that fails is logged, never fails the job (what is left can be
-        deleted by hand). A checkpoint another job is restoring from stays."""
+        and take its marker off the retained checkpoint it restored from.
+
+        Not before the driver has the result: a master that died while it deleted them would
+        leave the driver's takeover (job master failover) nothing to restore from, and the job
+        would run again from its start, its output into the sinks twice."""
         restoring, self._restoring = self._restoring, None
         coordinator, job_id, status = self.coordinator, self._job_id, self.status
         keeps = getattr(self._config.checkpoint, "keeps", None)
@@ -584,14 +594,32 @@ class JobMaster:
                 if self.job_id == job_id:  # (a pooled master may run the next job already)
                     self.checkpoint_cleanup = outcome
 
+        self._ending[job_id] = clean
+
+    def _start_ending(self, job_id: str) -> asyncio.Future | None:
+        clean = self._ending.pop(job_id, None)
+        if clean is None:
+            return None
         fut = asyncio.ensure_future(clean())
         self._cleanups.add(fut)
         fut.add_done_callback(self._cleanups.discard)
-        try:
-            await asyncio.wait_for(asyncio.shield(fut), CLEANUP_WAIT_S)
-        except asyncio.TimeoutError:
-            log.warning("job %s: deleting its checkpoints takes longer than %.0f s; it goes on in the background",
-                        job_id, CLEANUP_WAIT_S)
+        return fut
+
+    async def end_checkpoints(self, job_id: str) -> str | None:
+        """The driver has the result of job ``job_id`` (finished, failed or cancelled): delete
+        its checkpoints as its retention mode says (see :meth:`_plan_end_checkpoints`), on a
+        worker thread (the master's loop goes on), waited for at most :data:`CLEANUP_WAIT_S`,
+        then in the background; a deletion that fails is logged, never fails the job (what is
+        left can be deleted by hand). A checkpoint another job is restoring from stays.
+        Returns what became of the checkpoints (``info()["checkpoint_cleanup"]``)."""
+        fut = self._start_ending(job_id)
+        if fut is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(fut), CLEANUP_WAIT_S)
+            except asyncio.TimeoutError:
+                log.warning("job %s: deleting its checkpoints takes longer than %.0f s; it goes on in the background",
+                            job_id, CLEANUP_WAIT_S)
+        return self.checkpoint_cleanup if self.job_id == job_id else None
 
     async def _run(self, graph_blob: bytes, config_blob: bytes, job_id: str | None, executors: dict | None,
                    recover: bool = False) -> dict:

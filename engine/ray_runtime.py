@@ -682,6 +682,9 @@ class JobMasterActor:
     async def job_info(self, job_id: str | None = None) -> dict:
         return await self._master.job_info(job_id)
 
+    async def end_checkpoints(self, job_id: str) -> str | None:
+        return await self._master.end_checkpoints(job_id)
+
     async def metrics(self, job_id: str | None = None) -> dict:
         return await self._master.metrics(job_id)
 

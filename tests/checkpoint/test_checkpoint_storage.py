@@ -129,7 +129,11 @@ def test_bad_locations_and_job_ids(tmp_path):
     with pytest.raises(ConfigError, match="cannot open checkpoint storage"):
         CheckpointStorage("nosuchscheme://x/y")
     with pytest.raises(ConfigError, match="job_id"):
-        resolve_storage(tmp_path).write_state("a/b", 1, "x", b"")
+        resolve_storage(tmp_path).write_state(None, 1, "x", b"")
+    # a job id that is no path segment gets a directory of its own, never a nested one
+    from raystream.checkpoint.storage import job_dir_name
+    assert resolve_storage(tmp_path).write_state("a/b", 1, "x", b"").path == f"{job_dir_name('a/b')}/chk-1/x"
+    assert job_dir_name("a/b").startswith("a_b-")
     s = resolve_storage(tmp_path)
     assert resolve_storage(s) is s
 

@@ -46,7 +46,14 @@ def test_good_settings_are_kept(tmp_path):
     assert env.checkpoint_config.tolerable_failures == 3
 
 
-def test_retained_checkpoints_are_discarded(tmp_path):
+async def _keep_checkpoints(self, job_id) -> None:
+    """Stands for ``JobMaster.end_checkpoints``: what the running job's retention kept stays."""
+
+
+def test_retained_checkpoints_are_discarded(tmp_path, monkeypatch):
+    from raystream.engine.master import JobMaster
+
+    monkeypatch.setattr(JobMaster, "end_checkpoints", _keep_checkpoints)  # (a finished job deletes them all)
     env = rs.StreamEnvironment(parallelism=1, flush_ms=0)
     env.enable_checkpointing(20, checkpoint_dir=str(tmp_path / "chk"), retained=2)
     env.generate(lambda i: i, count=2000, rate=4000).key_by(lambda x: x % 3).reduce(lambda a, b: a + b).collect()
