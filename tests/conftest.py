@@ -56,8 +56,16 @@ def leftover_actors() -> list[dict]:
     idle: set[str] = set()
     if pool is not None:
         masters, executors = pool.idle_actors()
-        hosting = ray.get([e.actor.hosted.remote(e.releasing) for e in executors], timeout=30)
-        busy = {e.name: h for e, h in zip(executors, hosting) if h}
+        refs = [e.actor.hosted.remote(e.releasing) for e in executors]
+        ray.wait(refs, num_returns=len(refs), timeout=30)
+        busy = {}
+        for e, ref in zip(executors, refs):
+            try:
+                hosted = ray.get(ref, timeout=0)
+            except ray.exceptions.RayActorError:  # died since the pool's check: hosts nothing
+                continue
+            if hosted:
+                busy[e.name] = hosted
         assert not busy, f"idle task executors of the worker pool still host tasks: {busy}"
         states = ray.get([m.job_info.remote() for m in masters], timeout=30)
         running = [i for i in states if i["status"] in ("CREATED", "RUNNING", "RESTARTING")]

@@ -201,7 +201,7 @@ def test_an_idle_executor_that_died_is_replaced():
     idle = _warm_pool()
     for e in idle:
         ray.kill(e.actor, no_restart=True)
-    for e in idle:  # dead for sure: the job master finds them at deployment and replaces them
+    for e in idle:  # dead for sure: the pool drops them (tests/integration/test_probe_pool_dead_idle.py)
         _wait_dead(e.actor)
     env = rs.StreamEnvironment(parallelism=2)
     _wordcount(env)
