@@ -31,7 +31,7 @@ import pyarrow as pa
 
 import raystream.engine as engine_api  # JobClient/JobResult/submit load Ray on first use
 from raystream.checkpoint.backends import state_backend_by_name
-from raystream.checkpoint.coordinator import CheckpointConfig
+from raystream.checkpoint.coordinator import CheckpointConfig, ExternalizedCheckpointRetention
 from raystream.checkpoint.storage import check_savepoint, resolve_storage, signing_key
 from raystream.engine.config import JobConfig, TaskConfig, check_channel_transport
 from raystream.engine.connectors import Sink, SinkWriter, Source
@@ -215,6 +215,7 @@ class StreamEnvironmentBase:
         retained: int = 3,
         tolerable_failures: int | None = None,
         secret: bytes | str | None = None,
+        externalized_checkpoint_retention: ExternalizedCheckpointRetention | str | None = None,
     ) -> E:
         """Take a barrier-aligned checkpoint every ``interval_ms``; failed tasks then restart
         from the latest complete one and results stay exactly once.
@@ -227,11 +228,19 @@ class StreamEnvironmentBase:
         from storage you trust, or give a job ``secret`` (default: the environment variable
         ``RAYSTREAM_CHECKPOINT_SECRET`` of this process). Every file is then signed with
         HMAC-SHA256, and a file whose signature is missing or wrong is refused on restore.
+
+        ``externalized_checkpoint_retention``: what becomes of the job's checkpoints when it is
+        cancelled or fails (a finished job deletes them): ``"RETAIN_ON_CANCELLATION"`` (the
+        default: kept), ``"DELETE_ON_CANCELLATION"`` (kept only when it fails) or
+        ``"NO_EXTERNALIZED_CHECKPOINTS"`` (never kept), as Flink's
+        ``execution.checkpointing.externalized-checkpoint-retention``.
         """
         config = CheckpointConfig(
             interval_ms, mode, checkpoint_dir, timeout_ms, min_pause_ms, max_concurrent, retained, tolerable_failures,
             secret=secret,
         )
+        if externalized_checkpoint_retention is not None:
+            config.set_externalized_checkpoint_retention(externalized_checkpoint_retention)
         key = signing_key(config.secret)  # read here, on the driver: the job master may not see its environment
         if key is not None:
             assert config.checkpoint_dir is not None  # CheckpointConfig fills in the default

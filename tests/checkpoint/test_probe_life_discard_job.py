@@ -107,3 +107,13 @@ def test_an_unknown_retention_mode_is_a_config_error_naming_the_modes(bad):
         CheckpointConfig(100, externalized_checkpoint_retention=bad)
     with pytest.raises(ConfigError, match=r"got " + repr(bad).replace("[", r"\[").replace("]", r"\]")):
         CheckpointConfig(100).set_externalized_checkpoint_retention(bad)
+
+
+def test_enable_checkpointing_takes_the_retention_mode():
+    import raystream as rs
+
+    env = rs.StreamEnvironment().enable_checkpointing(100, externalized_checkpoint_retention="DELETE_ON_CANCELLATION")
+    assert env.checkpoint_config.keeps("FAILED") and not env.checkpoint_config.keeps("CANCELLED")
+    assert rs.StreamEnvironment().enable_checkpointing(100).checkpoint_config.keeps("CANCELLED")
+    with pytest.raises(ConfigError, match="externalized_checkpoint_retention must be one of"):
+        rs.StreamEnvironment().enable_checkpointing(100, externalized_checkpoint_retention="RETAIN")
