@@ -74,8 +74,7 @@ class StreamEnvironment(StreamEnvironmentBase):
             items = list(items)
         except TypeError as exc:
             raise GraphError(f"from_collection() expects an iterable of records, got {type(items).__name__}: {exc}") from exc
-        names = list(items[0].keys()) if items and isinstance(items[0], dict) else None
-        return self._source(CollectionSource(items, batch_size), "from_collection", names)
+        return self._source(CollectionSource(items, batch_size), "from_collection", _shared_fields(items))
 
     def read_parquet(self, path_or_glob: str, batch_size: int = 65536, columns: list[str] | None = None) -> DataStream:
         """A bounded, columnar stream of Parquet files (path, directory, glob or URI)."""
@@ -125,3 +124,20 @@ def _positive(method: str, name: str, value: Any) -> None:
     """``value`` must be an int >= 1 (a batch size of 0 would never advance a reader)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise GraphError(f"{method}(): {name} must be an int >= 1, got {value!r}")
+
+
+def _shared_fields(items: list[Any]) -> list[str] | None:
+    """The fields of ``items`` when they are dicts that all have the same keys (the graph then
+    checks the columns a key, an aggregate or a timestamp names when it is built), else None
+    (checked per record as the job runs). Taken from the first record alone, a field only later
+    records have was refused when the graph was built ("no column 'v'; columns are [...]").
+
+    >>> _shared_fields([{"k": 1, "v": 2}, {"v": 3, "k": 4}]), _shared_fields([{"k": 1}, {"k": 2, "v": 3}])
+    (['k', 'v'], None)
+    """
+    if not items or type(items[0]) is not dict:
+        return None
+    first = items[0].keys()
+    if all(type(r) is dict and r.keys() == first for r in items):
+        return list(first)
+    return None
