@@ -803,6 +803,14 @@ class Batch:
                 if (projected.schema.metadata or {}).get(KIND_KEY) != _PICKLE:
                     return projected
         rb = self.columns()
+        if fields is not None and rb.num_rows and batch_kind(rb.schema) == _ROW:
+            names = set(rb.schema.names)
+            lacks = next((f for f in fields if f not in names), None)
+            if lacks is not None:  # (every record lacks it: a batch cut after the ones that have it)
+                raise GraphError(
+                    f"{where} reads field {lacks!r}, and record 0 of the batch has none: "
+                    f"{short_repr(self.records()[0])}; give every record the field (None for no value), or filter first"
+                )
         if rb.num_rows and batch_kind(rb.schema) == _PICKLE:
             records = self.records()
             index, why = why_not_columns(rows if rows is not None else records)

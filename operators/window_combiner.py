@@ -146,7 +146,7 @@ class VectorWindowCombiner(_WatermarkState, StreamOperator):
         return lo + (self.offset - lo) % self.slide + self.size
 
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
-        rb = batch.typed_columns("window aggregate (local)")
+        rb = batch.typed_columns("window aggregate (local)", (self.key_column, self.ts_column, *(c for c, _ in self.base)))
         if not rb.num_rows:
             return
         names = rb.schema.names

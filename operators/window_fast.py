@@ -170,14 +170,16 @@ class VectorWindowAggregateOperator(StreamOperator):
 
     # ------------------------------------------------------------------ input
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
-        rb = batch.typed_columns("window aggregate")
+        if PANE_COLUMN in batch.arrow().schema.names:  # a combiner's partials
+            self._process_partials(batch.typed_columns("window aggregate"))
+            return
+        # (the fields it reads: a record without one fails naming it, at any parallelism and
+        # batch cut, instead of being counted as a null where its batch held other shapes)
+        rb = batch.typed_columns("window aggregate", (self.key_column, self.ts_column, *(c for c, _ in self.base)))
         n = rb.num_rows
         if not n:
             return
         names = rb.schema.names
-        if PANE_COLUMN in names:
-            self._process_partials(rb)
-            return
         for c in (self.key_column, self.ts_column, *(c for c, _ in self.base)):
             if c not in names:
                 raise GraphError(f"window aggregate: column {c!r} is not in the batch (columns: {names})")
