@@ -55,6 +55,7 @@ from .window_state import (
     WINDOW_CONTENTS,
     WINDOW_TRIGGER_STATE,
     BackendWindowState,
+    KeyedStateStore,
     decode_window,
     encode_window,
     window_of_key,
@@ -275,6 +276,12 @@ class WindowOperator(StreamOperator):
         a = self.assigner
         return (type(self.trigger) is EventTimeTrigger and a.is_event_time and not a.is_merging
                 and self.evictor is None)
+
+    def state_store(self, key: Any, window: Window | None) -> KeyedStateStore:
+        """The keyed state a ``ProcessWindowFunction``'s context gives: of ``key`` for
+        ``window`` (``window_state()``), or of the key across its windows (None:
+        ``global_state()``)."""
+        return KeyedStateStore(keyed_state_backend(self.ctx), key, window)
 
     # ------------------------------------------------------------------ lifecycle
     def open(self, ctx: OperatorContext, output: Output) -> None:

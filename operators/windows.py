@@ -34,7 +34,7 @@ from raystream.engine.config import as_int
 from raystream.engine.errors import ConfigError, UserCodeError, short_repr
 from raystream.engine.operator import OperatorContext
 
-from .functions import IN, KEY, OUT, OutputTag, RuntimeContext, keyed_state_backend, tag_name
+from .functions import IN, KEY, OUT, OutputTag, RuntimeContext, tag_name
 from .timers import InternalTimerService
 
 __all__ = [
@@ -597,6 +597,10 @@ class _WindowOperatorLike(Protocol):
     @property
     def assigner(self) -> WindowAssigner: ...
 
+    def state_store(self, key: Any, window: Any) -> Any:
+        """The keyed state of ``key`` for ``window`` (None: the key's own, all windows')."""
+        ...
+
 
 class WindowContext(Generic[W]):
     """What a :class:`ProcessWindowFunction` sees: the window, time, side outputs and keyed
@@ -623,21 +627,17 @@ class WindowContext(Generic[W]):
             >>> # fired = context.window_state().get_state(ValueStateDescriptor("fired", default=0))
             >>> # fired.update(fired.value() + 1)
         """
-        from .window_state import KeyedStateStore  # (window_state imports this module)
-
         if self._op.assigner.is_merging:
             raise ConfigError(
                 f"window_state() is not supported with merging windows ({self._op.assigner!r}): their windows "
                 "merge away (Flink refuses it too); keep state per key with global_state()"
             )
-        return KeyedStateStore(keyed_state_backend(self._op.ctx), self.key, self.window)
+        return self._op.state_store(self.key, self.window)
 
     def global_state(self) -> Any:
         """Keyed state of the key, shared by all its windows and kept across them (Flink's
         ``globalState()``): ``get_state(descriptor)`` as in a ``KeyedProcessFunction``."""
-        from .window_state import KeyedStateStore
-
-        return KeyedStateStore(keyed_state_backend(self._op.ctx), self.key, None)
+        return self._op.state_store(self.key, None)
 
     def current_watermark(self) -> int:
         """The operator's event time."""
