@@ -164,12 +164,7 @@ class ProcessOperator(StreamOperator):
         pctx = self.pctx
         fn = self.function.process_element
         records = batch.records()
-        stamps = None
-        if self.timestamp_assigner is not None:
-            stamps = batch.timestamps
-            if stamps is None or len(stamps) != len(records):
-                stamps = self.timestamp_assigner.timestamps(batch)
-            stamps = stamps.tolist()
+        stamps = None if self.timestamp_assigner is None else self.timestamp_assigner.timestamps_list(batch)
         for i, r in enumerate(records):
             try:
                 if stamps is not None:

@@ -709,12 +709,7 @@ class KeyedProcessOperator(StreamOperator):
             keys: list[Any] | None = self.key_selector.keys_of_records(records)  # (canonical: timers' keys too)
         except Exception:  # noqa: BLE001 - a record without a key: the loop below names it
             keys = None
-        stamps = None
-        if self.timestamp_assigner is not None:
-            stamps = batch.timestamps
-            if stamps is None or len(stamps) != len(records):
-                stamps = self.timestamp_assigner.timestamps(batch)
-            stamps = stamps.tolist()
+        stamps = None if self.timestamp_assigner is None else self.timestamp_assigner.timestamps_list(batch)
         for i, r in enumerate(records):
             try:
                 k = keys[i] if keys is not None else key_of(r)

@@ -136,6 +136,15 @@ class TimestampAssigner:
             raise ConfigError("TimestampAssigner has neither column= nor fn=")
         return column
 
+    def timestamps_list(self, batch: Batch) -> list[int]:
+        """The event timestamps of ``batch``'s records as a list: those the batch carries
+        (one per record), else :meth:`timestamps` of its records (a process function's
+        ``ctx.timestamp``)."""
+        stamps = batch.timestamps
+        if stamps is None or len(stamps) != len(batch.records()):
+            stamps = self.timestamps(batch)
+        return stamps.tolist()
+
     def timestamps(self, batch: Batch) -> np.ndarray:
         """The timestamps of a whole batch as int64 (vectorized for a column of an Arrow batch)."""
         if isinstance(self.column, str) and batch.is_columnar:

@@ -180,10 +180,7 @@ class _BatchTimestamps:
             assigner, batch = self.assigners[self.input_index], self.batch
             if assigner is None or batch is None:
                 return None
-            stamps = batch.timestamps
-            if stamps is None or len(stamps) != len(batch.records()):
-                stamps = assigner.timestamps(batch)
-            values = self.values = stamps.tolist()
+            values = self.values = assigner.timestamps_list(batch)
         return values[i]
 
 
