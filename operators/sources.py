@@ -271,7 +271,7 @@ class GeneratorSource(Source[_GenSplit]):
         return [_GenSplit(f"gen-{i}", i, parallelism, self.count) for i in range(parallelism)]
 
     def create_reader(self, ctx: OperatorContext) -> SourceReader[_GenSplit]:
-        return _GeneratorReader(self)
+        return _GeneratorReader(self, ctx)
 
     def describe(self) -> str:
         return f"generate(count={self.count}, rate={self.rate})"
@@ -287,13 +287,30 @@ class _GeneratorReader(_QueueReader[_GenSplit]):
     the source is shared by its splits: a reader gets ``rate / stride`` per split it holds.
     """
 
-    def __init__(self, source: GeneratorSource) -> None:
+    def __init__(self, source: GeneratorSource, ctx: OperatorContext | None = None) -> None:
         super().__init__()
         self.source = source
         self.started = time.monotonic()
         self.emitted = 0
         self.shares = 0  # splits added: each gets rate / stride of the source's rate
         self._current: str | None = None
+        # a rate-limited reader knows when its next record is due: a processing-time timer
+        # then wakes its task, whose wait between polls of an idle reader grows up to
+        # TaskConfig.idle_poll_max_ms (else the records came up to 100 ms late, in bursts,
+        # just after whatever mail woke the task: a checkpoint's trigger)
+        self._ctx = ctx
+        self._wake_pending = False
+
+    def _wake_when_due(self, per_task: float) -> None:
+        ctx = self._ctx
+        if ctx is None or ctx.register_processing_timer is None or self._wake_pending:
+            return
+        due_s = self.started + (self.emitted + 1) / per_task - time.monotonic()
+        self._wake_pending = True
+        ctx.register_processing_timer(ctx.clock.now_ms() + max(1, int(due_s * 1000) + 1), self._woken)
+
+    def _woken(self, _time: int) -> None:
+        self._wake_pending = False
 
     def add_splits(self, splits: list[_GenSplit]) -> None:
         super().add_splits(splits)
@@ -314,6 +331,7 @@ class _GeneratorReader(_QueueReader[_GenSplit]):
                 per_task = src.rate * self.shares / max(1, s.stride)
                 allowed = int((time.monotonic() - self.started) * per_task) - self.emitted
                 if allowed <= 0:
+                    self._wake_when_due(per_task)
                     return NOTHING_AVAILABLE
                 n = min(n, allowed)
             stop = s.position + n * s.stride
