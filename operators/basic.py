@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from itertools import islice
+from types import GeneratorType
 from typing import Any, Callable
 
 import numpy as np
@@ -14,7 +15,14 @@ from raystream.engine.events import MIN_WATERMARK, Watermark
 from raystream.engine.operator import Clock, OperatorContext, Output, StreamOperator
 from raystream.engine.records import Batch
 
-from .functions import ProcessContext, ProcessFunction, RuntimeContext, add_results
+from .functions import (
+    NOT_RECORDS,
+    ProcessContext,
+    ProcessFunction,
+    RuntimeContext,
+    add_results,
+    not_records,
+)
 from .time import TimestampAssigner
 from .timers import NonKeyedTimerService
 
@@ -63,6 +71,8 @@ class FilterOperator(StreamOperator):
 
 class FlatMapOperator(StreamOperator):
     """Emits every element of the iterable ``fn`` returns for each record (None: nothing).
+    ``fn`` returning one record (a dict, str or bytes: iterating it would give its keys or
+    characters) or no iterable fails naming the function and the record.
 
     The output goes out in pieces of about ``buffer_bytes`` (the rows of a piece follow the
     size of the records of the piece before), also from within one record's results when
@@ -94,6 +104,9 @@ class FlatMapOperator(StreamOperator):
             if type(result) is list or type(result) is tuple:
                 out.extend(result)
             else:  # a generator (or any iterable): taken a piece at a time
+                if type(result) is not GeneratorType and (isinstance(result, NOT_RECORDS)  # one record,
+                                                          or not hasattr(result, "__iter__")):  # or no records
+                    raise UserCodeError(r, not_records(result, f"flat_map function {getattr(fn, '__name__', fn)!r}"))
                 try:
                     items = iter(result)
                 except Exception as exc:

@@ -25,13 +25,20 @@ Example:
 
 from __future__ import annotations
 
+from types import GeneratorType
 from typing import Any, Callable, Generic, Iterable, TypeVar
 
 from raystream.engine.errors import GraphError
 from raystream.engine.partitioners import BroadcastPartitioner, KeyGroupPartitioner, KeySelector
 
 from ._stream_base import Key, StreamBase, add_two_input, check_callable, find_timestamp_assigner
-from .functions import BroadcastProcessFunction, CoProcessFunction, KeyedCoProcessFunction
+from .functions import (
+    NOT_RECORDS,
+    BroadcastProcessFunction,
+    CoProcessFunction,
+    KeyedCoProcessFunction,
+    not_records,
+)
 
 # the operators, re-exported from where they lived before operators.two_input
 from .two_input import (
@@ -75,11 +82,21 @@ class _CoFlatMap(CoProcessFunction):
     def __init__(self, fn1: Callable[[Any], Iterable[Any]], fn2: Callable[[Any], Iterable[Any]]) -> None:
         self.fn1, self.fn2 = fn1, fn2
 
-    def process_element1(self, value: Any, ctx: Any) -> Iterable[Any]:
-        return self.fn1(value)
+    def process_element1(self, value: Any, ctx: Any) -> Iterable[Any] | None:
+        return _records_of(self.fn1, self.fn1(value), "fn1")
 
-    def process_element2(self, value: Any, ctx: Any) -> Iterable[Any]:
-        return self.fn2(value)
+    def process_element2(self, value: Any, ctx: Any) -> Iterable[Any] | None:
+        return _records_of(self.fn2, self.fn2(value), "fn2")
+
+
+def _records_of(fn: Callable[[Any], Any], result: Any, which: str) -> Any:
+    """``result`` of a co-flat-map function: an iterable of records or None; one record (a
+    dict, str, bytes) or a non-iterable is an error naming the user's function."""
+    if result is None or type(result) is list or type(result) is tuple or type(result) is GeneratorType:
+        return result
+    if isinstance(result, NOT_RECORDS) or not hasattr(result, "__iter__"):
+        raise not_records(result, f"flat_map {which} {getattr(fn, '__name__', fn)!r}")
+    return result
 
 
 class BroadcastStream(Generic[S]):

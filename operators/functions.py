@@ -22,7 +22,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, Generic, Iterable, NoReturn, TypeVar, cast, overload
 
-from raystream.engine.errors import ConfigError
+from raystream.engine.errors import ConfigError, short_repr
 from raystream.engine.operator import OperatorContext
 
 if TYPE_CHECKING:
@@ -71,12 +71,31 @@ def add_results(out: list, result: Any, function: Any, method: str) -> None:
     Traceback (most recent call last):
     TypeError: process_element() of object returned a dict, not an iterable of records: yield each record (or return a list of them: [record] for one)
     """
-    if isinstance(result, (str, bytes, dict)) or not hasattr(result, "__iter__"):
+    if isinstance(result, NOT_RECORDS) or not hasattr(result, "__iter__"):
         raise TypeError(
             f"{method}() of {type(function).__name__} returned a {type(result).__name__}, not an iterable of "
             "records: yield each record (or return a list of them: [record] for one)"
         )
     out.extend(result)
+
+
+#: what a function that gives records returns for ONE record by mistake: iterating it would
+#: give its keys, characters or byte values as records
+NOT_RECORDS = (str, bytes, dict)
+
+
+def not_records(result: Any, what: str) -> TypeError:
+    """The error for a record function (``what``, e.g. ``"flat_map function 'f'"``) that
+    returned ``result``, one record (a dict, str or bytes) or no iterable, where it gives an
+    iterable of records.
+
+    >>> not_records("ab", "flat_map function 'f'")
+    TypeError("flat_map function 'f' returned a str ('ab'), not an iterable of records: return a list of records ([record] for one; list(s) for a str's characters), yield them, or return None for none")
+    """
+    return TypeError(
+        f"{what} returned a {type(result).__name__} ({short_repr(result, 60)}), not an iterable of records: return "
+        "a list of records ([record] for one; list(s) for a str's characters), yield them, or return None for none"
+    )
 
 
 # state types (get_state)
