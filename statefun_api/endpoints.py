@@ -122,6 +122,16 @@ def parse_duration(value: str | int | float | timedelta, what: str = "duration")
     return seconds
 
 
+def _yaml_duration(value: Any, what: str) -> float:
+    """A duration of a module.yaml, in seconds, read as StateFun reads it: the field's text
+    through Flink's ``TimeUtils.parseDuration``, so a bare number (``call: 120000``, a YAML
+    int) is milliseconds, as the same number in quotes is (``parse_duration`` takes a Python
+    number as seconds)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)
+    return parse_duration(value, what)
+
+
 def _check_pattern(functions: str, what: str) -> None:
     if not isinstance(functions, str) or not functions:
         raise ConfigError(f"{what}: 'functions' must be a typename 'namespace/name' or 'namespace/*', got {functions!r}")
@@ -328,7 +338,7 @@ def _timeouts(values: Any, field: str, where: str) -> dict[str, float]:
     for key, value in values.items():
         if key not in _TIMEOUT_FIELDS:
             raise ConfigError(f"{where}: unknown field '{field}.{key}' (known: {sorted(_TIMEOUT_FIELDS)})")
-        out[_TIMEOUT_FIELDS[key]] = parse_duration(value, f"{where}: '{field}.{key}'")
+        out[_TIMEOUT_FIELDS[key]] = _yaml_duration(value, f"{where}: '{field}.{key}'")
     return out
 
 
@@ -352,11 +362,11 @@ def _transport_kwargs(transport: Any, where: str) -> tuple[str, dict[str, Any]]:
     out: dict[str, Any] = dict(_TRANSPORT_DEFAULTS[kind])
     for key in ("call", "connect"):  # the async transport's own keys; 'timeouts' wins, as in StateFun
         if key in transport:
-            out[_TIMEOUT_FIELDS[key]] = parse_duration(transport[key], f"{where}: 'spec.transport.{key}'")
+            out[_TIMEOUT_FIELDS[key]] = _yaml_duration(transport[key], f"{where}: 'spec.transport.{key}'")
     if "timeouts" in transport:
         out.update(_timeouts(transport["timeouts"], "spec.transport.timeouts", where))
     if "pool_ttl" in transport:
-        out["pool_ttl_s"] = parse_duration(transport["pool_ttl"], f"{where}: 'spec.transport.pool_ttl'")
+        out["pool_ttl_s"] = _yaml_duration(transport["pool_ttl"], f"{where}: 'spec.transport.pool_ttl'")
     if "pool_size" in transport:
         out["max_concurrent_requests"] = _positive_int(transport["pool_size"], "spec.transport.pool_size", where)
     if "payload_max_bytes" in transport:
@@ -400,7 +410,7 @@ def _endpoint_from_spec(spec: Any, where: str, kind: str = ENDPOINT_KINDS[0]) ->
     for key, value in backoff.items():
         if key not in _BACKOFF_FIELDS:
             raise ConfigError(f"{where}: unknown field 'spec.backoff.{key}' (known: {sorted(_BACKOFF_FIELDS)})")
-        kwargs[_BACKOFF_FIELDS[key]] = parse_duration(value, f"{where}: 'spec.backoff.{key}'")
+        kwargs[_BACKOFF_FIELDS[key]] = _yaml_duration(value, f"{where}: 'spec.backoff.{key}'")
     if not isinstance(spec["urlPathTemplate"], str) or not spec["urlPathTemplate"].startswith(("http://", "https://")):
         raise ConfigError(f"{where}: 'spec.urlPathTemplate' must be an http(s) URL, got {spec['urlPathTemplate']!r}")
     if not isinstance(spec["functions"], str):
