@@ -633,6 +633,15 @@ class RemoteFunctions:
                     changes.append((entry[0], None))
                 else:
                     tv = m.state_value
+                    if tv.typename and entry[1] and tv.typename != entry[1]:
+                        # as StateFun's PersistedRemoteFunctionValues.validateType: nothing of the reply is applied
+                        raise RemoteFunctionError(
+                            f"{where} wrote value {m.state_name!r} with type {tv.typename!r}, but declared it as "
+                            f"{entry[1]!r} (its ValueSpec); nothing of the reply was applied. A value keeps the "
+                            f"type it was declared with: write it with that type, or declare it under a new name",
+                            address=address,
+                            message_typename=call.records[0][VALUE_TYPENAME],
+                        )
                     changes.append((entry[0], TypedValue(tv.typename or entry[1], True, tv.value)))
         self.host.apply_result(key, call.records, result, changes)
         self.host.counters["remote_requests"] += 1
