@@ -52,7 +52,7 @@ import time
 import traceback
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from raystream.engine.errors import ConfigError, JobCancelled, JobFailed, RaystreamError
 
@@ -106,7 +106,9 @@ class JobModule:
             return list(argv)
         try:
             return self.call("parse_args(argv)", parse, list(argv))
-        except SystemExit as exc:  # argparse already printed its message
+        except SystemExit as exc:  # argparse already printed its message (or the help asked for)
+            if exc.code in (None, 0):  # `-- --help`: the job's help is printed, nothing went wrong
+                raise
             raise CliError(f"invalid arguments for job {self.source!r}: {argv!r}") from exc
 
     def call_build(self, env: Any, args: Any) -> Any:
@@ -230,7 +232,8 @@ def ship_local_modules(directory: Path) -> list[str]:
 
 def _user_traceback(exc: BaseException) -> str:
     """The traceback without the importlib frames."""
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "importlib" not in f.filename]
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if "importlib" not in f.filename and f.filename != __file__]
     text = "".join(traceback.format_list(frames)) + "".join(traceback.format_exception_only(type(exc), exc))
     return text.rstrip()
 
@@ -341,7 +344,32 @@ def _print_records(records: list, limit: int | None) -> None:
         print(f"... {len(records) - len(shown)} more records (--limit 0 prints all)", file=sys.stderr)
 
 
+@contextlib.contextmanager
+def _job_argv(job: str, job_args: Sequence[str]) -> Iterator[None]:
+    """``sys.argv`` as ``python JOB.py ARGS`` (or ``python -m JOB ARGS``) gives it to the job's
+    own code, while that code runs: a module that reads ``sys.argv`` (``argparse``'s
+    ``parse_args()`` without arguments, at import or in ``main``) gets its job arguments, and
+    ``argparse`` names the job in its usage line, not the raystream command's words.
+
+    Example:
+        >>> with _job_argv("jobs/top.py", ["--n", "5"]):
+        ...     sys.argv
+        ['jobs/top.py', '--n', '5']
+    """
+    saved = sys.argv
+    sys.argv = [job, *job_args]
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    with _job_argv(args.job, args.job_args):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     jm = load_job_module(args.job)
     job_args = jm.parse_args(args.job_args)
     if args.from_savepoint:  # a setup error: exit 2 before Ray starts, and create nothing
@@ -894,6 +922,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_JOB_FAILED
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except SystemExit as exc:  # the job's own code exited (its argparse printed --help, or an error)
+        if exc.code in (None, 0):
+            return EXIT_OK
+        raise
     except BrokenPipeError:  # `raystream status JOB | head`: the reader left, nothing is wrong
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
