@@ -616,7 +616,7 @@ class RemoteFunctions:
         host's one path for invocation results (:meth:`InvocationHost.apply_result`)."""
         try:
             result = _result_from_pb(address, response)
-        except ProtocolError as exc:
+        except (ProtocolError, ValueError, TypeError) as exc:  # (a value our constructors refuse: invalid too)
             raise RemoteFunctionError(f"{where} sent an invalid reply: {exc}", address=address) from exc
         changes: list[tuple[Any, TypedValue | None]] = []
         if response.state_mutations:
@@ -692,5 +692,12 @@ def _result_from_pb(caller: Address, response: Any) -> InvocationResult:
         message = Message(target.typename, target.id, _pb_typed(dl.argument))
         result.delayed_actions.append(DelayedMessage(dl.delay_in_ms, target, message, dl.cancellation_token, caller))
     for e in response.outgoing_egresses:
-        result.egress.append(EgressMessage(f"{e.egress_namespace}/{e.egress_type}", _pb_typed(e.argument)))
+        try:
+            egress = EgressMessage(f"{e.egress_namespace}/{e.egress_type}", _pb_typed(e.argument))
+        except ValueError as exc:
+            raise ProtocolError(
+                f"an egress message sent by {caller} has an invalid egress (namespace {e.egress_namespace!r}, "
+                f"type {e.egress_type!r}): {exc}"
+            ) from exc
+        result.egress.append(egress)
     return result

@@ -101,3 +101,22 @@ def test_a_value_written_with_another_type_than_declared_fails_and_applies_nothi
         run.run_until_idle()
         assert run.egress(EGRESS) == ["Hello ann #1", "Hello ann #2"]
         assert run.state("example/person", "ann", "visits") == 2
+
+
+def without_egress_type(result) -> None:
+    """An egress message whose address lost its type (``egress_type`` empty)."""
+    (egress,) = result.outgoing_egresses
+    egress.egress_type = ""
+
+
+def test_an_egress_without_a_type_is_an_invalid_reply_naming_the_function(tamper):
+    with run_of(tamper) as run:
+        tamper.rewrite = without_egress_type
+        with pytest.raises(JobFailed) as info:
+            run.send(visit("bob")).run_until_idle()
+        message = str(info.value)
+        # it used to fail with only "ValueError: typename 'example/' has an empty name"
+        assert "remote function 'example/person'" in message and "address example/person/bob" in message
+        assert "sent an invalid reply" in message
+        assert "invalid egress (namespace 'example', type '')" in message
+        assert run.egress(EGRESS) == [] and run.state("example/person", "bob", "visits") is None
