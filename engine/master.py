@@ -849,10 +849,11 @@ class JobMaster:
             claim=False,  # (a retained checkpoint's files stay its job's: never referenced by ours)
         )
         self._check_restored_splits(plan, path)
-        # A stop-with-savepoint holds none (its output was committed first); an intermediate
-        # savepoint holds what its sinks prepared and did not commit; a retained checkpoint
-        # what its sinks prepared (the old job's master may have died before committing it).
-        # They are committed (idempotent), as a restart from the checkpoint would. Output of
+        # A savepoint holds what its sinks prepared at its barrier (an intermediate one did not
+        # commit it; a stop-with-savepoint's commit may have failed after it was written, or its
+        # master died first), a retained checkpoint what its sinks prepared (the old job's
+        # master may have died before committing it), both what they carried of earlier
+        # checkpoints. They are committed (idempotent), as a restart from the checkpoint would. Output of
         # committers that kept it in the old driver's memory (collect) went with that driver.
         durable = {uid: comms for uid, comms in committables.items()
                    if uid in self.committers and not getattr(self.committers[uid], "in_memory", False)}
@@ -1148,7 +1149,7 @@ class JobMaster:
         if p.savepoint is None:
             return None
         try:
-            return self._write_savepoint(p.savepoint, metadata, not p.stop)
+            return self._write_savepoint(p.savepoint, metadata)
         except Exception as exc:
             raise _SavepointWriteFailed(str(exc)) from exc
 
@@ -1186,26 +1187,26 @@ class JobMaster:
         self._abort(p, f"declined by {v.name!r} ({subtask + 1}/{v.parallelism}): {reason}")
 
     # -------------------------------------------------------------- savepoints
-    def _write_savepoint(self, path: str, metadata: dict, keep_committables: bool) -> str:
+    def _write_savepoint(self, path: str, metadata: dict) -> str:
         """Copy a savepoint's state files and metadata into the self-contained directory ``path``.
 
-        ``keep_committables``: an intermediate savepoint (the job runs on) commits nothing, so
-        it records what its sinks prepared at its barrier, and a job restored from it commits
-        them (idempotent), as Flink's committer commits its restored committables: without them
-        a job cancelled after the savepoint and resumed from it lost everything between its last
-        completed checkpoint and the savepoint. A stop-with-savepoint committed its output before
-        it is written: it records none.
+        Every savepoint records what its sinks prepared at its barrier and what it carries of
+        earlier checkpoints not committed yet, and a job restored from it commits them
+        (idempotent), as Flink's committer commits its restored committables. An intermediate
+        savepoint (the job runs on) commits nothing itself: without them a job cancelled after
+        it and resumed from it lost everything between its last completed checkpoint and the
+        savepoint. A stop-with-savepoint is written *before* its commit, which may then fail
+        (the job restarts) or never happen (its master dies): without them the savepoint left
+        on disk by such a stop lost that output when a job was resumed from it; after a commit
+        that did happen, the restored job's re-commit finds it done.
         """
         storage = self._checkpoints.storage
         states: dict[str, bytes] = {}
         sp = dict(metadata, operators={})
-        if not keep_committables:
-            sp["carried_committables"] = {}
         for uid, op in metadata["operators"].items():
             subtasks = {}
             for subtask, entry in op["subtasks"].items():
-                kept = list(entry.get("committables") or []) if keep_committables else []
-                new: dict[str, Any] = {"committables": kept}
+                new: dict[str, Any] = {"committables": list(entry.get("committables") or [])}
                 for part in ("keyed", "op", "log"):
                     handle = entry.get(part)
                     if handle is not None:
