@@ -394,17 +394,15 @@ class CheckpointCoordinator:
         return out
 
     def complete(self, p: PendingCheckpoint, graph_info: dict) -> dict:
-        """Write the metadata of a finalizing checkpoint, then discard checkpoints beyond
-        ``retained``. May run on a worker thread: it touches nothing but ``p`` and storage;
-        :meth:`end_finalize` then settles ``p`` on the caller's thread."""
+        """Write the metadata of a finalizing checkpoint. May run on a worker thread: it
+        touches nothing but ``p`` and storage; :meth:`end_finalize` then settles ``p`` on the
+        caller's thread. Discarding the checkpoints beyond ``retained`` is not part of it
+        (``storage.retain``, which the job master runs apart, after the completion): deletes
+        slower than ``timeout_ms`` would abort every checkpoint whose metadata they follow."""
         self._write_final_states(p)
         metadata = self.metadata_for(p, graph_info)
         if p.savepoint is None:
             self.storage.write_metadata(self.job_id, p.checkpoint_id, metadata)
-            try:  # only ever deletes checkpoints older than one complete in storage
-                self.storage.retain(self.job_id, self.config.retained)
-            except Exception:  # cleaning old checkpoints must never fail the job
-                log.warning("could not discard old checkpoints of %s", self.job_id, exc_info=True)
         return metadata
 
     def _write_final_states(self, p: PendingCheckpoint) -> None:

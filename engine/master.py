@@ -322,6 +322,7 @@ class JobMaster:
         self._aborted: dict[int, None] = {}
         self._discard_lock = asyncio.Lock()  # (one deletion at a time, in order)
         self._discards: set[asyncio.Future] = set()
+        self._retention_queued = False  # a retention pass waits for the lock (one is enough)
         self._failure: asyncio.Future = asyncio.get_running_loop().create_future()  # fails the attempt
         self._savepoint_waiters: dict[str, list] = {}
         self._idle_requests: set[int] = set()
@@ -757,6 +758,10 @@ class JobMaster:
         for _ in range(attempts):
             p = c.trigger()
             if await self._finalize(p):
+                # the job's end waits for the deletions queued (retention beyond ``retained``,
+                # aborted checkpoints), at most CLEANUP_WAIT_S: no checkpoint waits for them now
+                if self._discards:
+                    await asyncio.wait(list(self._discards), timeout=CLEANUP_WAIT_S)
                 return
             last = c.history[-1].get("reason") if c.history else None
         raise JobFailed(
@@ -997,6 +1002,34 @@ class JobMaster:
         self._discards.add(fut)
         fut.add_done_callback(self._discards.discard)
 
+    def _discard_subsumed(self) -> None:
+        """A checkpoint completed: delete the checkpoints beyond ``retained`` (only ever ones
+        older than the newest complete one in storage, ``CheckpointStorage.retain``) on a worker
+        thread, after the deletions queued before it, never as part of the completion. Were the
+        deletes part of it (they were, inside ``CheckpointCoordinator.complete``), storage slow
+        to delete (an object store deleting a directory file by file, a slow NFS) made every
+        checkpoint's completion outlast ``timeout_ms``: each was aborted although its metadata
+        was written, nothing was committed while the job ran, and ``tolerable_failures`` ended
+        the job. One pass waiting for the lock is enough (it sees every checkpoint complete by
+        the time it runs). A failure is logged (cleaning up never fails the job)."""
+        if self._retention_queued:
+            return
+        self._retention_queued = True
+        c = self._checkpoints
+        storage, job_id, keep, lock = c.storage, self._job_id, c.config.retained, self._discard_lock
+
+        async def retain() -> None:
+            async with lock:
+                self._retention_queued = False  # (a checkpoint completing from now on queues the next pass)
+                try:
+                    await asyncio.to_thread(storage.retain, job_id, keep)
+                except Exception:  # noqa: BLE001 - cleaning up must never fail the job
+                    log.warning("could not discard old checkpoints of %s", job_id, exc_info=True)
+
+        fut = asyncio.ensure_future(retain())
+        self._discards.add(fut)
+        fut.add_done_callback(self._discards.discard)
+
     def _unmark(self, restoring: Any) -> None:
         """Take this job's marker off the retained checkpoint it restored from, on a worker thread."""
         fut = asyncio.ensure_future(asyncio.to_thread(restoring.unmark_restoring, self._job_id))
@@ -1103,6 +1136,8 @@ class JobMaster:
                         self._resolve_savepoint(p.savepoint, CheckpointError(
                             f"savepoint to {p.savepoint!r} failed: {what} failed: {cause!r}"))
                 return False
+            if p.savepoint is None:
+                self._discard_subsumed()
             if p.savepoint is not None and not p.stop:
                 # an intermediate savepoint commits no side effects (as in Flink): what it
                 # covers is committed with the next checkpoint
