@@ -54,6 +54,7 @@ __all__ = [
     "KeyGroupRange",
     "canonical_key",
     "canonical_keys",
+    "nan_free_type",
     "stable_hash",
     "key_group_for",
     "subtask_for_key_group",
@@ -118,9 +119,24 @@ def canonical_key(key: Any) -> Any:
     return key
 
 
-def canonical_keys(keys: list) -> list:
+def nan_free_type(arrow_type: pa.DataType) -> bool:
+    """True when no value of an Arrow column of ``arrow_type`` is or holds a NaN: its Python
+    values (str, bytes, int, bool, or an enum column's members) are their own canonical keys.
+
+    Example:
+        >>> nan_free_type(pa.string()), nan_free_type(pa.int32()), nan_free_type(pa.float64())
+        (True, True, False)
+    """
+    return arrow_type in _NAN_FREE_TYPES or pa.types.is_integer(arrow_type)
+
+
+_NAN_FREE_TYPES = frozenset([pa.string(), pa.large_string(), pa.binary(), pa.large_binary(), pa.bool_()])
+
+
+def canonical_keys(keys: list, arrow_type: pa.DataType | None = None) -> list:
     """:func:`canonical_key` of every key of ``keys``: ``keys`` itself when all are str,
-    int, bytes, bool or None (one C-level pass over their types), else a new list.
+    int, bytes, bool or None (one C-level pass over their types, skipped when ``keys`` are
+    the values of an Arrow column of a :func:`nan_free_type`), else a new list.
 
     Example:
         >>> nan = float("nan")
@@ -128,7 +144,7 @@ def canonical_keys(keys: list) -> list:
         >>> a[0] is b[0], a[1] == b[1]
         (True, True)
     """
-    if set(map(type, keys)) <= _CANONICAL_TYPES:
+    if (arrow_type is not None and nan_free_type(arrow_type)) or set(map(type, keys)) <= _CANONICAL_TYPES:
         return keys
     return list(map(canonical_key, keys))
 

@@ -97,11 +97,22 @@ class KeySelector:
         t = type(k)
         return k if t is str or t is int else canonical_key(k)
 
-    def keys_of_records(self, records: list) -> list:
-        """The (canonical) keys of a list of records, in order."""
+    def keys_of_records(self, records: list, batch: Batch | None = None) -> list:
+        """The (canonical) keys of a list of records, in order; ``batch``, when given, is the
+        batch whose :meth:`~engine.records.Batch.records` they are: a key column whose
+        Arrow type holds no NaN (str, int, bytes, bool) needs no pass over the keys' types."""
         # (a C-level getter, e.g. an itemgetter, runs without a frame per record; the keys are
         # made canonical with one C-level pass over their types when all are str/int/bytes)
-        return canonical_keys(list(map(self.getter, records)))
+        return canonical_keys(list(map(self.getter, records)), self.column_type(batch))
+
+    def column_type(self, batch: Batch | None) -> pa.DataType | None:
+        """The Arrow type of the key column in ``batch``'s typed columns (None for a key
+        function, a batch of Python records only or pickled ones, or a missing column)."""
+        if self.column is None or batch is None or not batch.is_columnar:
+            return None
+        schema = batch.arrow().schema
+        idx = schema.get_field_index(self.column)
+        return schema.types[idx] if idx >= 0 else None
 
     def keys_of(self, batch: Batch) -> list | pa.Array:
         """Keys of a whole batch: an Arrow array on the columnar path, else a list of
@@ -112,7 +123,7 @@ class KeySelector:
             if idx < 0:
                 raise KeyError(self.column)
             return rb.column(idx)
-        return self.keys_of_records(batch.records())
+        return self.keys_of_records(batch.records(), batch)
 
     def key_groups(self, batch: Batch, max_parallelism: int) -> np.ndarray:
         """Key group of every record of ``batch``."""

@@ -706,7 +706,7 @@ class KeyedProcessOperator(StreamOperator):
         records = batch.records()
         key_of = self.key_selector.key_of
         try:
-            keys: list[Any] | None = self.key_selector.keys_of_records(records)  # (canonical: timers' keys too)
+            keys: list[Any] | None = self.key_selector.keys_of_records(records, batch)  # (canonical: timers' keys too)
         except Exception:  # noqa: BLE001 - a record without a key: the loop below names it
             keys = None
         stamps = None if self.timestamp_assigner is None else self.timestamp_assigner.timestamps_list(batch)

@@ -492,7 +492,8 @@ class FieldAggregateOperator(StreamOperator):
             if self._columns.fold(rb, ki, vi):
                 return
             self._to_dicts()
-        keys = canonical_keys(rb.column(ki).to_pylist())
+        column = rb.column(ki)
+        keys = canonical_keys(column.to_pylist(), column.type)
         new = state.fold(keys, rb.column(vi).to_pylist(), lambda i: arrow_to_records(rb.slice(i, 1))[0])
         if new:
             first = state.first

@@ -208,7 +208,7 @@ class WindowAggregateCombiner(_WatermarkState, StreamOperator):
         try:
             keys = sel.keys_of(batch)
             # (an Arrow column's NaNs come back as new float objects: canonical, one key)
-            return keys if isinstance(keys, list) else canonical_keys(keys.to_pylist())
+            return keys if isinstance(keys, list) else canonical_keys(keys.to_pylist(), keys.type)
         except Exception as exc:
             key_of = sel.key_of
             for r in records:

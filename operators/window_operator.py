@@ -35,7 +35,7 @@ import numpy as np
 from raystream.checkpoint.descriptors import AggregateFunction
 from raystream.engine.errors import ConfigError, UserCodeError, short_repr
 from raystream.engine.events import Watermark
-from raystream.engine.keygroups import canonical_keys, key_group_for
+from raystream.engine.keygroups import key_group_for
 from raystream.engine.operator import KeyGroupedState, OperatorContext, Output, StreamOperator
 from raystream.engine.partitioners import KeySelector
 from raystream.engine.records import Batch
@@ -263,7 +263,7 @@ class WindowOperator(StreamOperator):
         self._panes_mode = self._fast_tumbling and allowed_lateness == 0
         self._panes: dict[int, dict[Any, Any]] = {}  # window start -> key -> contents
         self._pane_fire = _NEVER  # smallest max_timestamp among the panes
-        self._key_getter = _plain_getter(key_of)
+        self._key_selector = _plain_selector(key_of)
         ta = timestamp_assigner
         self._ts_getter = (
             itemgetter(ta.column)
@@ -465,10 +465,10 @@ class WindowOperator(StreamOperator):
         first = mn - (mn - off) % size
         if first + size - 1 <= self.timers.watermark:
             return False  # late records or late firings: per-record semantics
-        getter = self._key_getter
-        if getter is not None:
+        selector = self._key_selector
+        if selector is not None:
             try:
-                keys = canonical_keys(list(map(getter, records)))
+                keys = selector.keys_of_records(records, batch)
             except Exception:
                 return False
         else:
@@ -496,11 +496,11 @@ class WindowOperator(StreamOperator):
         return True
 
     # ------------------------------------------------------------------ tumbling panes
-    def _batch_keys(self, records: list[Any]) -> list[Any]:
-        getter = self._key_getter
-        if getter is not None:
+    def _batch_keys(self, batch: Batch, records: list[Any]) -> list[Any]:
+        selector = self._key_selector
+        if selector is not None:
             try:
-                return canonical_keys(list(map(getter, records)))
+                return selector.keys_of_records(records, batch)
             except Exception:
                 pass  # the generic selector below raises the error that names the record
         key_of = self.key_of
@@ -533,7 +533,7 @@ class WindowOperator(StreamOperator):
         """(values to store, keys, timestamps, min, max) of a non-empty batch (pane mode)."""
         records = batch.records()
         raw, mn, mx = self._batch_timestamps(batch, records)
-        return records, self._batch_keys(records), raw, mn, mx
+        return records, self._batch_keys(batch, records), raw, mn, mx
 
     def _process_panes(self, batch: Batch, input_index: int) -> None:
         """Pane mode: assign the windows of a whole batch at once and fold each window's
@@ -1115,13 +1115,13 @@ class WindowOperator(StreamOperator):
         return sum(len(v) for v in self.contents.values()) + sum(len(p) for p in self._panes.values())
 
 
-def _plain_getter(key_of: Callable[[Any], Any]) -> Callable[[Any], Any] | None:
-    """An ``itemgetter`` equivalent to ``key_of`` when it is a column/index KeySelector
-    (its keys are raw: the caller makes them canonical with ``canonical_keys``, one C-level
-    pass over their types when all are str/int, so that every NaN key is one key)."""
+def _plain_selector(key_of: Callable[[Any], Any]) -> KeySelector | None:
+    """The column/index KeySelector whose ``key_of`` is ``key_of``: its
+    :meth:`~engine.partitioners.KeySelector.keys_of_records` takes a batch's keys with one
+    C-level ``itemgetter`` pass (made canonical, so that every NaN key is one key)."""
     sel = getattr(key_of, "__self__", None)
     if type(sel) is KeySelector and getattr(key_of, "__func__", None) is KeySelector.key_of and not callable(sel.key):
-        return itemgetter(sel.key)
+        return sel
     return None
 
 
