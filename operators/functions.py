@@ -20,7 +20,17 @@ Example:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, Generic, Iterable, NoReturn, TypeVar, cast, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Generic,
+    Iterable,
+    NoReturn,
+    TypeVar,
+    cast,
+    overload,
+)
 
 from raystream.engine.errors import ConfigError, short_repr
 from raystream.engine.operator import OperatorContext
@@ -373,12 +383,38 @@ class KeyedCoProcessFunction(CoProcessFunction[IN1, IN2, OUT], Generic[KEY, IN1,
 class BroadcastContext(ProcessContext[Any]):
     """Context of a :class:`BroadcastProcessFunction`: gives access to broadcast state."""
 
-    __slots__ = ("_states", "_writable")
+    __slots__ = ("_states", "_writable", "_apply_to_keys")
 
     def __init__(self, states: dict[str, dict[Any, Any]]) -> None:
         super().__init__()
         self._states = states
         self._writable = False
+        # set by the operator of a keyed stream while a broadcast element is processed
+        self._apply_to_keys: Callable[[StateDescriptor, Callable[[Any, Any], None]], None] | None = None
+
+    def apply_to_keyed_state(self, descriptor: StateDescriptor, function: Callable[[Any, Any], None]) -> None:
+        """Call ``function(key, state)`` for every key that has a value in the keyed state
+        ``descriptor`` names, with that key current (Flink's ``applyToKeyedState`` of a
+        ``KeyedBroadcastProcessFunction``): e.g. clear or rewrite every key's state when a
+        rule changes. Only in ``process_broadcast_element`` of a keyed stream connected with
+        a broadcast stream; the keys are those of this subtask (its key groups), taken when
+        the call starts.
+
+        Example:
+            >>> # def process_broadcast_element(self, rule, ctx):
+            >>> #     ctx.apply_to_keyed_state(self.seen_descriptor, lambda key, state: state.clear())
+
+        Raises:
+            ConfigError: called in ``process_element``/``on_timer``, or on a stream without a key.
+        """
+        apply = self._apply_to_keys
+        if apply is None:
+            raise ConfigError(
+                "apply_to_keyed_state() is for process_broadcast_element() of a keyed stream connected with a "
+                "broadcast stream (a.key_by(k).connect(rules.broadcast(descriptor)).process(...)); in "
+                "process_element() the record's key's state is ctx's (get_state in open())"
+            )
+        apply(descriptor, function)
 
     def get_broadcast_state(self, descriptor: MapStateDescriptor[Any, Any] | str) -> dict[Any, Any]:
         """The broadcast state (a dict) declared by ``descriptor`` (a MapStateDescriptor or a

@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Callable, Protocol
 
+from raystream.checkpoint.descriptors import StateDescriptor
 from raystream.engine.errors import ConfigError, UserCodeError
 from raystream.engine.events import MAX_WATERMARK, MIN_WATERMARK, Watermark
 from raystream.engine.operator import OperatorContext, Output, StreamOperator
@@ -531,10 +532,13 @@ class KeyedBroadcastProcessOperator(_KeyedTimers, BroadcastProcessOperator):
         self._restored_timers = []
 
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
-        if input_index == 1:  # a broadcast element: no key, no timers
+        if input_index == 1:  # a broadcast element: no key, no timers; every key's state by apply_to_keyed_state
             ctx = self.bctx
-            ctx._key, ctx._timer_service = None, self._no_timers
-            super().process_batch(batch, input_index)
+            ctx._key, ctx._timer_service, ctx._apply_to_keys = None, self._no_timers, self._apply_to_keyed_state
+            try:
+                super().process_batch(batch, input_index)
+            finally:
+                ctx._apply_to_keys = None
             return
         ctx = self.bctx
         ctx._writable = False
@@ -553,6 +557,23 @@ class KeyedBroadcastProcessOperator(_KeyedTimers, BroadcastProcessOperator):
             except Exception as exc:
                 raise UserCodeError(r, exc) from exc
         self._flush(ctx)
+
+    def _apply_to_keyed_state(self, descriptor: Any, function: Callable[[Any, Any], None]) -> None:
+        """``ctx.apply_to_keyed_state``: ``function(key, state)`` for each key of this subtask
+        with a value in ``descriptor``'s state (the keys at the call), that key current."""
+        if not isinstance(descriptor, StateDescriptor):
+            raise ConfigError(f"apply_to_keyed_state() expects a state descriptor (e.g. ValueStateDescriptor), "
+                              f"got {type(descriptor).__name__} {descriptor!r}")
+        if not callable(function):
+            raise ConfigError(f"apply_to_keyed_state() expects a function(key, state), got {function!r}")
+        backend = self.backend
+        state = backend.get_state(descriptor)
+        try:
+            for key in backend.keys(descriptor.name):
+                backend.set_current_key(key)
+                function(key, state)
+        finally:
+            backend.clear_current_key()  # (the broadcast side has no current key)
 
     def snapshot_state(self, checkpoint_id: int) -> Any:
         return {**super().snapshot_state(checkpoint_id), "timers": self.timers.snapshot()}
