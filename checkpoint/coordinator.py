@@ -473,7 +473,8 @@ class CheckpointCoordinator:
                 self.retain(p.checkpoint_id, committables_of(state))
         p.status = "ABORTED"
         self.checkpoints.pop(p.checkpoint_id, None)
-        self.failures += 1
+        if p.savepoint is None:  # (a savepoint a user asked for is no checkpoint failure, as in Flink)
+            self.failures += 1
         self.aborted_count += 1
         self.history.append({"id": p.checkpoint_id, "status": "ABORTED", "reason": reason, "savepoint": p.savepoint})
         log.warning("checkpoint %s of %s aborted: %s", p.checkpoint_id, self.job_id, reason)
@@ -481,7 +482,8 @@ class CheckpointCoordinator:
         if limit is not None and self.failures > limit and p.savepoint is None:
             raise CheckpointError(
                 f"{self.failures} consecutive checkpoint failures exceed tolerable_failures="
-                f"{self.config.tolerable_failures} (last: {reason})"
+                f"{self.config.tolerable_failures} (last: {reason}); the job fails over (restarts from its latest "
+                f"checkpoint under its restart strategy)"
             )
         return p
 
@@ -497,9 +499,11 @@ class CheckpointCoordinator:
         return [p for p in self.checkpoints.values() if now - p.triggered_at > limit]
 
     def reset_for_restart(self) -> None:
-        """The job restarts: abort what is in progress (not counted as checkpoint failures)
-        and forget finished tasks. The retained committables wait for
-        :meth:`take_retained`, once the checkpoint to restore from is known."""
+        """The job restarts: abort what is in progress (not counted as checkpoint failures),
+        forget finished tasks and count consecutive failures anew (the restarted job gets
+        ``tolerable_failures`` of its own, as after Flink's failover). The retained committables
+        wait for :meth:`take_retained`, once the checkpoint to restore from is known."""
+        self.failures = 0
         for p in self.checkpoints.values():
             p.status = "ABORTED"
             p.commit, p.own, p.follows = {}, {}, {}  # (p.carried stays: see abort)

@@ -687,10 +687,12 @@ class JobMaster:
                 self.finished_at = time.time()
                 raise error from None
             except (JobFailed, CheckpointError) as exc:
-                failure = exc if isinstance(exc, JobFailed) else JobFailed(str(exc))
+                # (a CheckpointError here: more consecutive checkpoint failures than
+                # tolerable_failures; as in Flink, the job fails over under its restart strategy)
+                failure = exc if isinstance(exc, JobFailed) else JobFailed(f"job {self._config.name!r}: {exc}")
                 self.failures += 1
                 delay = self.restart.next_delay_s(self.failures)
-                if delay is None or isinstance(exc, CheckpointError):
+                if delay is None:
                     if self.restarts:
                         failure = JobFailed(
                             f"{failure} (gave up after {self.restarts} restarts)",
