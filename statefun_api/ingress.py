@@ -154,7 +154,8 @@ class RoutedIngress(StreamOperator):
         value_type: the statefun type of the values (``IntType``, ``StringType``, a
             ``make_json_type(...)``...).
         id_field: where the function id is: a column name or dict key, a tuple index, or a
-            function of the record; the ids must be non-empty strings.
+            function of the record; the ids must be non-empty strings, or bytes holding
+            UTF-8 (decoded, as StateFun's Kafka ingress reads a record's key).
         value_field: where the value is (same forms); ``None``: the whole record.
         function_types: the function types of the job (a
             :class:`~statefun_api.playground.FunctionTypes`, given by
@@ -243,11 +244,16 @@ class RoutedIngress(StreamOperator):
         id_array = self._arrow_ids(batch) if columnar else None
         ids = self._column(batch, self.id_field, "id") if id_array is None else None
         values = self._column(batch, self.value_field, "value") if self.value_field is not None else batch.records()
+        if ids is not None and not set(map(type, ids)) <= {str}:
+            ids = self._decoded_ids(batch, ids)
         if ids is not None and (not (set(map(type, ids)) <= {str}) or "" in ids):
             index = next(i for i, v in enumerate(ids) if type(v) is not str or not v)
             raise UserCodeError(
                 batch.records()[index],
-                ValueError(f"the routed ingress's id ({self._describe(self.id_field)}) must be a non-empty string, got {ids[index]!r}"),
+                ValueError(
+                    f"the routed ingress's id ({self._describe(self.id_field)}) must be a non-empty string, "
+                    f"got {ids[index]!r} (bytes holding UTF-8 are taken too, as a Kafka record's key)"
+                ),
             )
         if ids is not None and not "".join(ids).isascii():  # (one C pass; the per-id check only for non-ASCII batches)
             for index, fid in enumerate(ids):
@@ -273,6 +279,31 @@ class RoutedIngress(StreamOperator):
         for target in self.targets:  # tuples built in C: zip over constant and per-record columns
             out.extend(zip(repeat(target), ids, repeat(""), repeat(""), repeat(typename), values, repeat(True)))
         return Batch.of_records(out)
+
+    def _decoded_ids(self, batch: Batch, ids: list[Any]) -> list[Any]:
+        """``ids`` with every bytes id decoded from UTF-8, as StateFun's routable Kafka ingress
+        takes a record's key (``new String(key, UTF_8)``; a Kinesis partition key is text):
+        a ``(key, value)`` record from a Kafka consumer has bytes for both. Other values are
+        left for the caller's check.
+
+        Raises:
+            UserCodeError: naming the record whose id is not valid UTF-8.
+        """
+        out = list(ids)
+        for index, fid in enumerate(ids):
+            if isinstance(fid, (bytes, bytearray, memoryview)):
+                try:
+                    out[index] = bytes(fid).decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise UserCodeError(
+                        batch.records()[index],
+                        ValueError(
+                            f"the routed ingress's id ({self._describe(self.id_field)}) is bytes that are not "
+                            f"UTF-8 ({exc}); a function id is text: a Kafka record's key is read as UTF-8, as "
+                            f"on StateFun"
+                        ),
+                    ) from None
+        return out
 
     def _value_array(self, values: list[Any]) -> pa.Array | None:
         """``values`` as the Arrow column ``records_to_arrow`` makes of them when every one
