@@ -806,7 +806,7 @@ class JobMaster:
         # retained committables that the restored checkpoint covers are not replayed: commit
         for uid, comms in self.coordinator.take_retained(cid).items():
             committables.setdefault(uid, []).extend(comms)
-        self._commit(committables, (cid, f"restore{self.attempt}"))  # idempotent re-commit
+        self._commit(committables, (cid, f"restore{self.attempt}"), restored=True)  # idempotent re-commit
         return plan
 
     async def _take_over(self) -> dict | None:
@@ -864,7 +864,7 @@ class JobMaster:
         # committers that kept it in the old driver's memory (collect) went with that driver.
         durable = {uid: comms for uid, comms in committables.items()
                    if uid in self.committers and not getattr(self.committers[uid], "in_memory", False)}
-        self._commit(durable)
+        self._commit(durable, restored=True)
         self.restored_from = path
         return plan
 
@@ -1038,13 +1038,20 @@ class JobMaster:
         self._cleanups.add(fut)
         fut.add_done_callback(self._cleanups.discard)
 
-    def _commit(self, committables: dict[str, list], log_name: tuple[int, str] | None = None) -> None:
+    def _commit(self, committables: dict[str, list], log_name: tuple[int, str] | None = None,
+                restored: bool = False) -> None:
         """Make ``committables`` visible (idempotent). Committers that keep what they commit
         in this process's memory (``Committer.in_memory``, e.g. ``collect``) get it logged
         to checkpoint storage first, so that a master taking over can rebuild them: under
         ``log_name``, whose checkpoint id is the newest checkpoint ``committables`` cover (a
         takeover replays an entry only when it restores from that checkpoint or a later one;
-        restoring from an earlier one, it re-commits what that one's metadata carries)."""
+        restoring from an earlier one, it re-commits what that one's metadata carries).
+
+        ``restored``: they come with a restore (a checkpoint, a savepoint), so an earlier job or
+        attempt may have committed them long ago: a committer with a ``commit_restored(committables)``
+        method gets them through it (the file sinks skip, with a warning, a part file whose
+        pending and final files are both gone: committed, then removed, say consumed
+        downstream, as Flink's file sink's ``commitAfterRecovery``)."""
         todo = {uid: comms for uid, comms in committables.items() if comms and uid in self.committers}
         if not todo:
             return
@@ -1053,11 +1060,12 @@ class JobMaster:
             cid, label = log_name
             self.coordinator.storage.write_commit_log(self._job_id, cid, label, logged)
         for uid, comms in todo.items():
-            self._commit_to(uid, comms)
+            self._commit_to(uid, comms, restored)
 
-    def _commit_to(self, uid: str, comms: list) -> None:
+    def _commit_to(self, uid: str, comms: list, restored: bool = False) -> None:
+        committer = self.committers[uid]
         try:
-            self.committers[uid].commit(comms)
+            getattr(committer, "commit_restored", committer.commit)(comms) if restored else committer.commit(comms)
         except Exception as exc:
             raise JobFailed(f"committing the output of sink {uid!r} failed: {type(exc).__name__}: {exc}",
                             operator=uid) from exc

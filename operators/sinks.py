@@ -11,6 +11,7 @@ import base64
 import datetime as dt
 import decimal
 import json
+import logging
 import math
 import sys
 import uuid
@@ -38,6 +39,8 @@ from raystream.engine.records import (
 from .sources import filesystem_for
 
 __all__ = ["CollectSink", "PrintSink", "FileSink", "ParquetSink", "JsonLinesSink", "collected_records", "collected_table"]
+
+log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------- collect
@@ -417,6 +420,26 @@ class _FileCommitter(Committer[FileCommittable]):
         for c in committables:
             self._commit(fs, c)
             self.files[c.final] = None
+
+    def commit_restored(self, committables: list[FileCommittable]) -> None:
+        """Commit the part files a restored checkpoint or savepoint records (the job master's
+        re-commit at a restore). One whose pending and final files are both gone was committed
+        by an earlier job or attempt and removed since (a downstream consumer took it: the
+        stop, consume, resume workflow) and is skipped with a warning, as Flink's file sink's
+        ``commitAfterRecovery`` does; a first :meth:`commit` of such a file fails the job."""
+        fs = self.sink.filesystem()
+        gone = []
+        for c in committables:
+            pending, final = fs.get_file_info([c.pending, c.final])
+            if pending.type == pafs.FileType.NotFound and final.type == pafs.FileType.NotFound:
+                gone.append(c.final)
+                continue
+            self._commit(fs, c)
+            self.files[c.final] = None
+        if gone:
+            log.warning("file sink %r: %d part files that the restored checkpoint or savepoint records were neither "
+                        "pending nor in place (committed before and removed since, e.g. %r); not committed again",
+                        self.sink.path, len(gone), gone[0])
 
     def _commit(self, fs: pafs.FileSystem, c: FileCommittable) -> None:
         """Rename ``c.pending`` to ``c.final``; a no-op when an earlier commit of ``c`` did it
