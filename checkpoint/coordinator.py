@@ -482,8 +482,7 @@ class CheckpointCoordinator:
         if limit is not None and self.failures > limit and p.savepoint is None:
             raise CheckpointError(
                 f"{self.failures} consecutive checkpoint failures exceed tolerable_failures="
-                f"{self.config.tolerable_failures} (last: {reason}); the job fails over (restarts from its latest "
-                f"checkpoint under its restart strategy)"
+                f"{self.config.tolerable_failures} (last: {reason})"
             )
         return p
 
