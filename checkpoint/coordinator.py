@@ -34,7 +34,7 @@ from raystream.engine.keygroups import KeyGroupRange
 from raystream.engine.operator import key_group_sharer
 
 from .serde import loads
-from .storage import CheckpointStorage, resolve_storage
+from .storage import CheckpointStorage, CheckpointStorageUnavailable, resolve_storage
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -561,7 +561,14 @@ class CheckpointCoordinator:
     # ------------------------------------------------------------------ restore
     def latest_restorable(self) -> tuple[int, dict] | None:
         """The newest complete checkpoint whose files all read back intact (older ones are
-        tried when the newest is missing files or corrupt, each skip logged)."""
+        tried when the newest is missing files or corrupt, each skip logged).
+
+        Raises:
+            CheckpointStorageUnavailable: storage could not be listed or read (an I/O error,
+                not a missing or corrupt file). Never a reason to try an older checkpoint: its
+                sources would replay what the newer ones committed, and the sinks would commit
+                it twice; the caller fails the attempt and restores again later.
+        """
         for cid in reversed(self.storage.list_complete(self.job_id)):
             try:
                 metadata = self.storage.read_metadata(self.job_id, cid)
@@ -570,6 +577,8 @@ class CheckpointCoordinator:
                 if missing:
                     raise CheckpointError(f"shared state files are missing: {missing[:5]!r}")
                 return cid, metadata
+            except CheckpointStorageUnavailable:
+                raise
             except CheckpointError as exc:
                 log.warning("skipping checkpoint %s of %s: %s", cid, self.job_id, exc)
         return None

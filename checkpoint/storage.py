@@ -81,6 +81,7 @@ __all__ = [
     "StateHandle",
     "IncrementalStateHandle",
     "CheckpointStorage",
+    "CheckpointStorageUnavailable",
     "SavepointReader",
     "check_savepoint",
     "resolve_storage",
@@ -111,6 +112,17 @@ SECRET_ENV = "RAYSTREAM_CHECKPOINT_SECRET"
 
 #: what a storage location may be given as
 Location = Union[str, "os.PathLike[str]", "tuple[pafs.FileSystem, str]"]
+
+
+class CheckpointStorageUnavailable(CheckpointError):
+    """Checkpoint storage could not be read or listed right now: an I/O error other than a
+    missing file (storage unreachable, throttled, a timeout). Says nothing about the checkpoint
+    itself, so a restore never skips a checkpoint for it (restoring an older one would commit
+    the output of the newer ones twice): the restore fails and the job master retries it under
+    the restart strategy (``retryable``)."""
+
+    #: the job master restarts (and plans the restore again) instead of failing the job for good
+    retryable = True
 
 
 @dataclass(frozen=True)
@@ -452,14 +464,34 @@ class CheckpointStorage:
         try:
             with self._fs.open_input_stream(path) as f:
                 data = f.read()
-        except (FileNotFoundError, OSError) as exc:
+        except FileNotFoundError as exc:
             raise CheckpointError(f"cannot read {what} {path!r}: {exc}") from exc
+        except OSError as exc:
+            try:  # (some filesystems report a missing file as a plain OSError)
+                missing = self._fs.get_file_info(path).type == pafs.FileType.NotFound
+            except OSError:
+                missing = False
+            if missing:
+                raise CheckpointError(f"cannot read {what} {path!r}: {exc}") from exc
+            raise CheckpointStorageUnavailable(
+                f"cannot read {what} {path!r}: {exc} (checkpoint storage {self!r} failed to read it; the file may "
+                "well be intact)") from exc
         if self._signing_key is not None:
             verify_blob_signature(data, self._signing_key, path)
         return data
 
     def _exists(self, path: str) -> bool:
-        return self._fs.get_file_info(path).type == pafs.FileType.File
+        try:
+            return self._fs.get_file_info(path).type == pafs.FileType.File
+        except OSError as exc:
+            raise CheckpointStorageUnavailable(f"cannot look up {path!r} in checkpoint storage {self!r}: {exc}") from exc
+
+    def _file_infos(self, paths: list[str]) -> list[pafs.FileInfo]:
+        try:
+            return self._fs.get_file_info(paths)
+        except OSError as exc:
+            shown = paths[0] if len(paths) == 1 else f"{len(paths)} files ({paths[0]!r}, ...)"
+            raise CheckpointStorageUnavailable(f"cannot look up {shown} in checkpoint storage {self!r}: {exc}") from exc
 
     # -- state files -------------------------------------------------------------------
 
@@ -505,7 +537,7 @@ class CheckpointStorage:
         if not wanted:
             return []
         paths = sorted(wanted)
-        infos = self._fs.get_file_info([self._join(p) for p in paths])
+        infos = self._file_infos([self._join(p) for p in paths])
         return [p for p, info in zip(paths, infos, strict=True) if info.type != pafs.FileType.File]
 
     def collect_shared(self, job_id: str, keep: list[int], unreferenced: bool = False) -> list[str]:
@@ -603,7 +635,7 @@ class CheckpointStorage:
         try:
             infos = self._fs.get_file_info(pafs.FileSelector(job_dir, allow_not_found=True))
         except OSError as exc:
-            raise CheckpointError(f"cannot list checkpoints in {job_dir!r}: {exc}") from exc
+            raise CheckpointStorageUnavailable(f"cannot list checkpoints in {job_dir!r}: {exc}") from exc
         ids = []
         for info in infos:
             m = _CHK_DIR.match(info.base_name)
@@ -617,7 +649,7 @@ class CheckpointStorage:
         if not ids:
             return []
         paths = [posixpath.join(self.checkpoint_path(job_id, i), METADATA_FILE) for i in ids]
-        infos = self._fs.get_file_info(paths)
+        infos = self._file_infos(paths)
         return [i for i, info in zip(ids, infos, strict=True) if info.type == pafs.FileType.File]
 
     def latest_complete(self, job_id: str) -> int | None:

@@ -668,7 +668,12 @@ class JobMaster:
                     try:
                         restore = await plan()
                     except CheckpointError as cexc:
+                        if getattr(cexc, "retryable", False):  # storage unavailable now: restart and plan again
+                            raise JobFailed(f"job {self._config.name!r}: restoring failed: {cexc}") from cexc
                         raise _Unrecoverable(cexc) from cexc
+                    except OSError as oexc:  # (storage that raised past its wrapping: plan again too)
+                        raise JobFailed(f"job {self._config.name!r}: restoring failed: reading checkpoint storage "
+                                        f"failed: {type(oexc).__name__}: {oexc}") from oexc
                     plan = None
                 # the attempt drops the plan once its tasks hold it (a restart plans again)
                 planned, restore = [restore], None
