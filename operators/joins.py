@@ -63,9 +63,11 @@ class IntervalJoin(Generic[S]):
         self.left, self.right = left, right
         self.bounds: tuple[int, int] | None = None
         self._late_tag: str | None = None
+        self._exclusive = [False, False]  # lower, upper
 
     def between(self, lower_ms: int, upper_ms: int) -> IntervalJoin[S]:
-        """Join ``l`` with ``r`` when ``l.ts + lower_ms <= r.ts <= l.ts + upper_ms``."""
+        """Join ``l`` with ``r`` when ``l.ts + lower_ms <= r.ts <= l.ts + upper_ms`` (both bounds
+        inclusive unless :meth:`lower_bound_exclusive` / :meth:`upper_bound_exclusive`)."""
         lower, upper = as_int(lower_ms), as_int(upper_ms)
         for name, bound, given in (("lower", lower, lower_ms), ("upper", upper, upper_ms)):
             if bound is None:
@@ -75,6 +77,22 @@ class IntervalJoin(Generic[S]):
         if lower > upper:
             raise GraphError(f"between({lower_ms!r}, {upper_ms!r}): lower bound must be <= upper bound")
         self.bounds = (lower, upper)
+        return self
+
+    def lower_bound_exclusive(self) -> IntervalJoin[S]:
+        """Exclude the lower bound: join when ``l.ts + lower_ms < r.ts`` (Flink's
+        ``lowerBoundExclusive()``).
+
+        Example:
+            >>> # bids.interval_join(asks).between(0, 5_000).lower_bound_exclusive()  # 0 < r.ts - l.ts <= 5 s
+        """
+        self._exclusive[0] = True
+        return self
+
+    def upper_bound_exclusive(self) -> IntervalJoin[S]:
+        """Exclude the upper bound: join when ``r.ts < l.ts + upper_ms`` (Flink's
+        ``upperBoundExclusive()``)."""
+        self._exclusive[1] = True
         return self
 
     def side_output_late_data(self, tag: OutputTag | str) -> IntervalJoin[S]:
@@ -98,6 +116,12 @@ class IntervalJoin(Generic[S]):
         ts = (ts0, ts1)
         sels = (_key_of(self.left, "interval_join()"), _key_of(self.right, "interval_join()"))
         lo, hi = self.bounds
+        # exclusive bounds are the inclusive ones a millisecond inside (timestamps are int ms), as in Flink
+        lo, hi = lo + self._exclusive[0], hi - self._exclusive[1]
+        if lo > hi:
+            raise GraphError(f"interval_join: between({self.bounds[0]!r}, {self.bounds[1]!r}) with "
+                             f"{' and '.join(n for n, e in zip(('lower_bound_exclusive()', 'upper_bound_exclusive()'), self._exclusive) if e)} "
+                             "holds no timestamp: no pair could ever join; widen the bounds or keep them inclusive")
         tag = self._late_tag
         IntervalJoinOperator(sels, ts, lo, hi, fn, tag)  # validate now, at graph build time
         return add_two_input(self.left, self.right, "interval_join",
