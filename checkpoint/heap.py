@@ -44,7 +44,7 @@ from .descriptors import (
     StateDescriptor,
 )
 from .serde import dumps, loads
-from .snapshot import KeyedStateSnapshot, StateMeta
+from .snapshot import KeyedStateSnapshot, KeyTypeCheck, StateMeta, key_type_names
 from .state import (
     STATE_CLASSES,
     KeyedState,
@@ -153,6 +153,18 @@ def _convert_entries(kind: str, entries: dict, wrap: bool, now: int) -> dict:
     return {k: e[0] for k, e in entries.items()}
 
 
+def _key_check(snapshots: list[Any]) -> KeyTypeCheck | None:
+    """The check of the keys after restoring ``snapshots`` (those that held key groups of
+    the restoring backend): None when they recorded no key types (written before 2026-12-07)
+    or hold no key."""
+    types: set[str] = set()
+    for snap in snapshots:
+        if snap.key_types is None:
+            return None
+        types |= snap.key_types
+    return KeyTypeCheck(types) if types else None
+
+
 class HeapKeyedStateBackend(KeyedStateBackend):
     """Keyed state in Python dicts, stored per key group (Flink's ``HeapKeyedStateBackend``).
 
@@ -200,6 +212,8 @@ class HeapKeyedStateBackend(KeyedStateBackend):
         self._cursors: dict[str, TtlCleanupCursor] = {}  # TTL state name -> cleanup cursor
         self._restored_timers: dict[str, dict[int, list]] = {}  # queue name -> key group -> timers
         self._sweep = 0  # index of the TTL state the background sweep works on
+        self._group_types: dict[int, frozenset[str]] = {}  # kg -> type names of its keys at the last snapshot
+        self._key_check: KeyTypeCheck | None = None  # after a restore: the restored keys' types
 
     # -- keys --------------------------------------------------------------------------
 
@@ -210,6 +224,8 @@ class HeapKeyedStateBackend(KeyedStateBackend):
             StateError: the key's group is outside this backend's range (the record was
                 routed to the wrong subtask).
         """
+        if self._key_check is not None:
+            self._check_key_type(key)
         kg = key_group_for(key, self._max_par)
         if not self._start <= kg <= self._end:
             raise StateError(
@@ -221,6 +237,15 @@ class HeapKeyedStateBackend(KeyedStateBackend):
         self._kg = kg
         self._touched.add(kg)
 
+    def _check_key_type(self, key: Any) -> None:
+        """The first keys after a restore: refuse a key of a type the restored state is not
+        kept under, until one of such a type came (see :class:`KeyTypeCheck`)."""
+        check = self._key_check
+        if check is not None:
+            if not check.passes(key):
+                raise check.refuse(key)
+            self._key_check = None
+
     def clear_current_key(self) -> None:
         self._key, self._kg = _NO_KEY, -1
 
@@ -229,6 +254,8 @@ class HeapKeyedStateBackend(KeyedStateBackend):
 
         The group is trusted (not recomputed) but still checked against the range.
         """
+        if self._key_check is not None:
+            self._check_key_type(key)
         if not self._start <= key_group <= self._end:
             raise StateError(
                 f"key {key!r} with key group {key_group!r} is outside this backend's range "
@@ -431,25 +458,33 @@ class HeapKeyedStateBackend(KeyedStateBackend):
         for table in self._tables.values():
             groups.update(table)
         out: dict[int, bytes] = {}
+        group_types = self._group_types
         for kg in sorted(groups):
             if self._reuse and kg not in self._touched:
                 cached = self._cache.get(kg)
-                if cached is not None and cached[1] > now:
+                if cached is not None and cached[1] > now and kg in group_types:
                     out[kg] = cached[0]
                     continue
-            blob, expiry = self._snapshot_group(kg, metas, now)
+            blob, expiry, types = self._snapshot_group(kg, metas, now)
             if blob is None:
                 self._cache.pop(kg, None)
+                group_types.pop(kg, None)
                 continue
             out[kg] = blob
+            group_types[kg] = types
             if self._reuse:
                 self._cache[kg] = (blob, expiry)
         self._touched.clear()
-        return KeyedStateSnapshot(checkpoint_id, self._max_par, self._range, metas, out)
+        for kg in [g for g in group_types if g not in out]:
+            del group_types[kg]
+        key_types = frozenset().union(*(group_types[kg] for kg in out))
+        return KeyedStateSnapshot(checkpoint_id, self._max_par, self._range, metas, out, key_types)
 
     def _snapshot_group(
         self, kg: int, metas: dict[str, StateMeta], now: int
-    ) -> tuple[bytes | None, float]:
+    ) -> tuple[bytes | None, float, frozenset[str]]:
+        """The bytes of key group ``kg``'s live entries (None: none), their earliest expiry
+        and the type names of their keys."""
         per_state: dict[str, dict] = {}
         expiry = math.inf
         for name, table in self._tables.items():
@@ -465,9 +500,12 @@ class HeapKeyedStateBackend(KeyedStateBackend):
                 expiry = min(expiry, oldest + meta.ttl_ms)
             per_state[name] = entries
         if not per_state:
-            return None, expiry
+            return None, expiry, frozenset()
+        types: set[str] = set()
+        for entries in per_state.values():
+            types |= key_type_names(entries)
         try:
-            return dumps(per_state, f"key group {kg}"), expiry
+            return dumps(per_state, f"key group {kg}"), expiry, frozenset(types)
         except CheckpointError:
             for name, entries in per_state.items():  # find the state to blame
                 dumps(entries, f"state {name!r} (key group {kg})")
@@ -482,6 +520,10 @@ class HeapKeyedStateBackend(KeyedStateBackend):
         :meth:`HeapStateBackend.deserialize_snapshot` (switching a job back to the heap
         backend) carries its timer queues along; the operators take them with
         :meth:`take_restored_timers`.
+
+        The keys given to :meth:`set_current_key` afterwards are checked against the types
+        of the restored keys the snapshots recorded (:class:`~checkpoint.snapshot.KeyTypeCheck`)
+        until one of those types comes.
 
         Raises:
             CheckpointError: max_parallelism differs, a key group appears in two snapshots,
@@ -523,8 +565,10 @@ class HeapKeyedStateBackend(KeyedStateBackend):
         for table in self._tables.values():
             table.clear()  # keep table objects: registered states point at them
         self._cache.clear()
+        self._group_types.clear()
         self._touched.clear()
         self.clear_current_key()
+        self._key_check = _key_check([snapshots[i] for i in {i for i, _ in chosen.values()}])
         for kg, (_, blob) in sorted(chosen.items()):
             per_state = loads(blob, f"key group {kg}")
             for name, entries in per_state.items():
@@ -651,9 +695,11 @@ class HeapKeyedStateBackend(KeyedStateBackend):
         for cursor in self._cursors.values():
             cursor.reset()
         self._cache.clear()
+        self._group_types.clear()
         self._touched.clear()
         self._restored.clear()
         self._restored_timers.clear()
+        self._key_check = None
 
     def __repr__(self) -> str:
         return (

@@ -95,7 +95,7 @@ from .rocksdb_keys import (
 from .rocksdb_restore import copy_key_groups, import_heap_snapshot, materialize
 from .rocksdb_state import ABSENT, ROCKSDB_STATE_CLASSES
 from .rocksdb_timers import RocksDBTimerQueue
-from .snapshot import KeyedStateSnapshot, StateMeta
+from .snapshot import KeyedStateSnapshot, KeyTypeCheck, StateMeta, key_class_name
 from .state import KeyedState, no_current_key_error
 
 __all__ = ["RocksDBKeyedStateBackend", "DEFAULT_CACHE_SIZE", "DEFAULT_CHANGELOG_BYTES", "DELETED_RATIO", "DELTA_RATIO",
@@ -211,6 +211,12 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         self._unwritten: dict[bytes, bytes | None] = {}  # older than _pending, logged by a delta snapshot
         self._key: Any = _NO_KEY
         self._key_cache: dict[Any, tuple[int, bytes, bytes]] = {}  # str/int key -> (group, group bytes, key part)
+        # the types of the keys made current (a superset of those of the keys with state: a
+        # snapshot's key_types), the restored snapshots' key types (None: unknown, then the
+        # snapshots record none), and the check of the first keys after a restore
+        self._seen_types: set[type] = set()
+        self._restored_types: frozenset[str] | None = frozenset()
+        self._key_check: KeyTypeCheck | None = None
         self._kg = -1
         self._kg2 = b""
         self._kpart: bytes | None = None
@@ -257,6 +263,8 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         return self._capacity
 
     def set_current_key(self, key: Any) -> None:
+        if self._key_check is not None:
+            self._check_key_type(key)
         t = type(key)
         cacheable = t is str or t is int  # (exact types: 1, 1.0 and True are distinct keys here)
         if cacheable:
@@ -285,7 +293,25 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
     def clear_current_key(self) -> None:
         self._key, self._kg, self._kg2, self._kpart, self._last_sid = _NO_KEY, -1, b"", None, None
 
+    def _check_key_type(self, key: Any) -> None:
+        """The first keys after a restore: refuse a key of a type the restored state is not
+        kept under, until one of such a type came (see :class:`KeyTypeCheck`)."""
+        check = self._key_check
+        if check is not None:
+            if not check.passes(key):
+                raise check.refuse(key)
+            self._key_check = None
+
+    def _key_types(self) -> frozenset[str] | None:
+        """What a snapshot records as its keys' types (None: unknown, restored from a snapshot
+        that recorded none)."""
+        if self._restored_types is None:
+            return None
+        return self._restored_types | {key_class_name(t) for t in self._seen_types}
+
     def set_current_key_with_group(self, key: Any, key_group: int) -> None:
+        if self._key_check is not None:
+            self._check_key_type(key)
         if not self._start <= key_group <= self._end:
             raise StateError(
                 f"key {key!r} with key group {key_group!r} is outside this backend's range "
@@ -294,6 +320,8 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         self._set(key, key_group)
 
     def _set(self, key: Any, kg: int) -> None:
+        if type(key) not in self._seen_types:
+            self._seen_types.add(type(key))
         if kg != self._kg or key is not self._key:
             self._key = key
             if kg != self._kg:
@@ -645,7 +673,8 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
             self._flush()
             self._chain_gen += 1
             snap = self._local.take(self._rocksdict, self._db.raw, checkpoint_id, self._max_par, self._range,
-                                    self._metas(), self.uploads, self._chain_gen, sorted(self._queues))
+                                    self._metas(), self.uploads, self._chain_gen, sorted(self._queues),
+                                    self._key_types())
             snap.self_contained = full
             self._base, self._last_delta = snap, None
             self._log, self._log_bytes = ({} if self._log_limit > 0 else None), 0
@@ -667,7 +696,7 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         self._pending = {}
         seq = 1 if self._last_delta is None else self._last_delta.seq + 1
         delta = DeltaSnapshot(checkpoint_id, self._base, self._last_delta, seq, self._metas(),
-                              [*self._carried, log, pending], sorted(self._queues), self.uploads)
+                              [*self._carried, log, pending], sorted(self._queues), self.uploads, self._key_types())
         delta.log_bytes = self._log_bytes
         self._last_delta = delta
         self._log, self._log_bytes, self._carried = {}, 0, []
@@ -746,6 +775,11 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
             if lo <= hi:
                 sources.append(snap)
         self._reset_db()
+        types: frozenset[str] | None = frozenset()
+        for snap in sources:
+            types = None if types is None or snap.key_types is None else types | snap.key_types
+        self._restored_types = types
+        self._key_check = KeyTypeCheck(types) if types else None
         write_buffer, block_cache = self._buffers
         options = {"write_buffer_bytes": write_buffer, "block_cache_bytes": block_cache}
         exact = [s for s in sources if not isinstance(s, KeyedStateSnapshot) and s.key_group_range == self._range]

@@ -276,6 +276,7 @@ class RocksDBSnapshot:
     self_contained: bool = False  # upload every file, also those uploaded before
     users: int = field(default=0, repr=False, compare=False)  # deltas of this chain not written yet
     entries: int = field(default=0, compare=False)  # live entries in the SST files (RocksDB's estimate)
+    key_types: frozenset[str] | None = None  # type names of the keys (snapshot.key_type_name); None: unknown
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def __getstate__(self) -> dict:
@@ -338,8 +339,9 @@ class DeltaSnapshot:
 
     def __init__(self, checkpoint_id: int, base: RocksDBSnapshot, prev: DeltaSnapshot | None, seq: int,
                  states: dict[str, StateMeta], entries: list[dict[bytes, bytes | None]], timers: list[str],
-                 registry: UploadRegistry | None) -> None:
+                 registry: UploadRegistry | None, key_types: frozenset[str] | None = None) -> None:
         self.checkpoint_id = checkpoint_id
+        self.key_types = key_types
         self.max_parallelism = base.max_parallelism
         self.key_group_range = base.key_group_range
         self.states = states
@@ -480,7 +482,8 @@ class LocalSnapshots:
 
     def take(self, rocksdict: ModuleType, db: Any, checkpoint_id: int, max_parallelism: int,
              key_group_range: KeyGroupRange, states: dict[str, StateMeta], registry: UploadRegistry,
-             generation: int = 0, timers: list[str] | None = None) -> RocksDBSnapshot:
+             generation: int = 0, timers: list[str] | None = None,
+             key_types: frozenset[str] | None = None) -> RocksDBSnapshot:
         db.flush()
         drop_tombstones(db)
         os.makedirs(self.directory, exist_ok=True)
@@ -501,7 +504,8 @@ class LocalSnapshots:
             else:
                 private.append(name)
         snap = RocksDBSnapshot(checkpoint_id, max_parallelism, key_group_range, states, path, sst, private, registry,
-                               generation, list(timers or []), pinned=True, entries=max(entries, 0))
+                               generation, list(timers or []), pinned=True, entries=max(entries, 0),
+                               key_types=key_types)
         with self._lock:
             if self._taken:
                 self._taken[-1].unpin()
@@ -565,6 +569,8 @@ def _manifest(snap: RocksDBSnapshot | DeltaSnapshot, sst: list[dict], inline: li
         "private": private,
         "deltas": deltas,
     }
+    if snap.key_types is not None:
+        header["key_types"] = sorted(snap.key_types)
     head = json.dumps(header, separators=(",", ":")).encode("utf-8")
     return [_LEN.pack(len(head)), head, *inline]
 
@@ -704,6 +710,7 @@ class SnapshotSource:
     from_checkpoint: bool = False  # its shared files may be referenced again (not a savepoint)
     deltas: list[SstFile] = field(default_factory=list)  # applied on top of the base files, in order
     timers: list[str] = field(default_factory=list)  # names of the timer queues in it
+    key_types: frozenset[str] | None = None  # type names of the keys (snapshot.key_type_name); None: unknown
 
     def read(self, name: str) -> bytes:
         where = self.private.get(name) or self.inline.get(name)
@@ -758,9 +765,11 @@ def parse_manifest(data: bytes | memoryview, fetch: Callable[[SstFile], bytes] |
         start, end = h["key_group_range"]
         states = {n: StateMeta(str(m["kind"]), None if m.get("ttl_ms") is None else int(m["ttl_ms"]))
                   for n, m in h["states"].items()}
+        types = h.get("key_types")
         return SnapshotSource(int(h["checkpoint_id"]), int(h["max_parallelism"]), KeyGroupRange(int(start), int(end)),
                               states, sst, inline, private, payload, fetch, from_checkpoint, deltas,
-                              [str(t) for t in h.get("timers", [])])
+                              [str(t) for t in h.get("timers", [])],
+                              None if types is None else frozenset(str(t) for t in types))
     except (ValueError, KeyError, TypeError, struct.error) as exc:
         where = f" in {name!r}" if name else ""
         raise CheckpointError(f"RocksDB snapshot manifest{where} is malformed: {exc}") from exc

@@ -213,7 +213,8 @@ def export_heap_snapshot(rocksdict: ModuleType, source: SnapshotSource, key_grou
             shutil.rmtree(directory, ignore_errors=True)
     for name in timers.values():
         metas[name] = StateMeta(TIMERS_KIND, None)
-    return KeyedStateSnapshot(source.checkpoint_id, source.max_parallelism, source.key_group_range, metas, out)
+    return KeyedStateSnapshot(source.checkpoint_id, source.max_parallelism, source.key_group_range, metas, out,
+                              source.key_types)
 
 
 def _export_group(db: Any, kg: int, metas: dict[str, StateMeta], names: dict[bytes, str], timers: dict[bytes, str],
