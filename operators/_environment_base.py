@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import logging
 from typing import Any, Callable, TypeVar
 
@@ -33,6 +34,7 @@ import raystream.engine as engine_api  # JobClient/JobResult/submit load Ray on 
 from raystream.checkpoint.backends import state_backend_by_name
 from raystream.checkpoint.coordinator import CheckpointConfig, ExternalizedCheckpointRetention
 from raystream.checkpoint.storage import check_savepoint, resolve_storage, signing_key
+from raystream.engine.collect import CloseableIterator, CollectServer
 from raystream.engine.config import JobConfig, TaskConfig, check_channel_transport
 from raystream.engine.connectors import Sink, SinkWriter, Source
 from raystream.engine.errors import ConfigError, GraphError
@@ -51,14 +53,14 @@ from raystream.engine.restart import RestartStrategy
 from raystream.engine.sink_operator import GatedSinkOperator, SinkOperator
 from raystream.engine.state_backend import StateBackend
 
-from .sinks import CollectSink, PrintSink, collected_records, collected_table
+from .sinks import CollectSink, PrintSink, StreamingCollectSink, collected_records, collected_table
 
 log = logging.getLogger(__name__)
 
 #: seconds an interrupted :meth:`StreamEnvironmentBase.execute` waits for its job's cancellation
 _CANCEL_WAIT_S = 10.0
 
-__all__ = ["StreamEnvironmentBase", "check_parallelism", "sink_operator_factory"]
+__all__ = ["StreamEnvironmentBase", "check_collect_args", "check_parallelism", "sink_operator_factory"]
 
 
 E = TypeVar("E", bound="StreamEnvironmentBase")
@@ -111,6 +113,19 @@ def check_parallelism(parallelism: object) -> int:
     if not isinstance(parallelism, int) or parallelism < 1:
         raise ConfigError(f"parallelism must be a positive int, got {parallelism!r}")
     return parallelism
+
+
+def check_collect_args(as_table: bool, limit: int | None, stream: bool) -> None:
+    """A :class:`ConfigError` (a ``ValueError``) for arguments of ``execute_and_collect`` that
+    do not go together, or a ``limit`` that is not a number of records > 0."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
+        raise ConfigError(f"execute_and_collect(limit=...) takes a number of records > 0, got {limit!r}")
+    if stream and limit is not None:
+        raise ConfigError("execute_and_collect(): give limit=N (a list of the first N records) or stream=True "
+                          "(an iterator: take what you want from it, then close it), not both")
+    if stream and as_table:
+        raise ConfigError("execute_and_collect(stream=True) yields records; as_table=True goes with the "
+                          "default or with limit=N")
 
 
 def sink_operator_factory(sink: Sink) -> Callable[[], SinkOperator]:
@@ -401,11 +416,57 @@ class StreamEnvironmentBase:
             f"job {job_name!r} interrupted: cancel requested, but it had not ended after {_CANCEL_WAIT_S:g} s; "
             "JobClient.list_running() shows it if it still runs") from None
 
-    def execute_and_collect(self, job_name: str = "raystream-job", as_table: bool = False) -> list | pa.Table:
+    def execute_and_collect(self, job_name: str = "raystream-job", as_table: bool = False,
+                            limit: int | None = None, stream: bool = False) -> Any:
         """Run the job and return what its single ``collect()`` sink received.
 
         If no sink was added, the most recently created stream is collected.
+
+        * default: run the job to its end and return every record (a list, or one Arrow
+          table with ``as_table=True``); an unbounded job never returns.
+        * ``limit=N`` (Flink's ``executeAndCollect(jobName, limit)``): return the first ``N``
+          records as soon as they have arrived, then cancel the job and wait for it to end
+          (also for an unbounded source); a job that ends before returns all it wrote.
+        * ``stream=True`` (Flink's ``executeAndCollect()`` ``CloseableIterator``): return a
+          :class:`~engine.collect.CloseableIterator` at once, whose iteration yields the
+          records as the sink writes them; ``close()``, the end of a ``with`` block or of a
+          ``for`` loop over it cancels the job; a failed job raises from it.
+
+        With ``limit`` or ``stream``, records reach the driver while the job runs, over a
+        bounded path (a slow consumer holds the job back); with checkpointing, each
+        checkpoint's records once it completes (exactly once across restarts), without,
+        each record as it is written (a restart, with a restart strategy set, replays the
+        job: at least once). See docs/fault_tolerance.md#collecting-a-running-job.
+
+        Example:
+            >>> env.generate(lambda i: i * i).execute_and_collect(limit=3)   # doctest: +SKIP
+            [0, 1, 4]
         """
+        check_collect_args(as_table, limit, stream)
+        node = self._collect_node()
+        if stream:
+            return self._collect_stream(job_name, node)
+        if limit is not None:
+            with self._collect_stream(job_name, node) as records:
+                if not as_table:
+                    return list(itertools.islice(records, limit))
+                batches: list[pa.RecordBatch] = []
+                rows = 0
+                while rows < limit:
+                    batch = records.next_batch()
+                    if batch is None:
+                        break
+                    batch = batch.slice(0, limit - rows)
+                    batches.append(batch)
+                    rows += batch.num_rows
+                return collected_table(batches)
+        result = self.execute(job_name)
+        uid = node.stable_uid(self.graph)
+        batches = result.sink_results.get(uid, [])
+        return collected_table(batches) if as_table else collected_records(batches)
+
+    def _collect_node(self) -> Transformation:
+        """The job's single ``collect()`` sink node (added to the newest stream if it has none)."""
         collect_nodes = [n for n in self._job_nodes() if n.kind == "sink" and isinstance(n.sink, CollectSink)]
         if not collect_nodes:
             last = self.graph.nodes[-1] if len(self.graph.nodes) > self._ran else None
@@ -414,7 +475,21 @@ class StreamEnvironmentBase:
             collect_nodes = [self.add_sink(StreamEdge(last, None, 0), CollectSink(), "collect")]
         if len(collect_nodes) > 1:
             raise GraphError("execute_and_collect() needs exactly one collect() sink; use execute() and JobResult.sink_results")
-        result = self.execute(job_name)
-        uid = collect_nodes[0].stable_uid(self.graph)
-        batches = result.sink_results.get(uid, [])
-        return collected_table(batches) if as_table else collected_records(batches)
+        return collect_nodes[0]
+
+    def _collect_stream(self, job_name: str, node: Transformation) -> CloseableIterator:
+        """Submit the job with ``node``'s collect sink sending to a new driver-side server, and
+        return the iterator over what arrives. The sink runs as a task of its own (its input
+        can then be paused while the driver does not keep up: ``GatedSinkOperator``)."""
+        server = CollectServer(self.address)
+        sink = StreamingCollectSink(server.endpoint, max_bytes=self.task_config.buffer_bytes)
+        kept = node.sink, node.operator_factory, node.chaining
+        node.sink, node.operator_factory, node.chaining = sink, sink_operator_factory(sink), False
+        try:
+            client = self.execute_async(job_name)
+        except BaseException:
+            server.close()
+            raise
+        finally:
+            node.sink, node.operator_factory, node.chaining = kept
+        return CloseableIterator(client, server, node.stable_uid(self.graph))

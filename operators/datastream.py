@@ -23,8 +23,6 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, overload
 
-import pyarrow as pa
-
 from raystream.checkpoint.descriptors import StateDescriptor
 from raystream.engine.connectors import Sink
 from raystream.engine.errors import GraphError, UserCodeError, short_repr
@@ -40,7 +38,7 @@ from raystream.engine.partitioners import (
 )
 from raystream.engine.records import Batch
 
-from ._environment_base import StreamEnvironmentBase, check_parallelism
+from ._environment_base import StreamEnvironmentBase, check_collect_args, check_parallelism
 from ._stream_base import Key, StreamBase, check_callable, find_timestamp_assigner
 from .arrow_aggregate import require_fields
 from .basic import FilterOperator, FlatMapOperator, MapBatchesOperator, MapOperator, ProcessOperator
@@ -335,10 +333,21 @@ class DataStream(StreamBase["DataStream"]):
         """Write JSON-lines files under ``path`` (exactly once with checkpointing)."""
         return self.sink_to(JsonLinesSink(path), "write_jsonl")
 
-    def execute_and_collect(self, job_name: str = "raystream-job", as_table: bool = False) -> list | pa.Table:
-        """Collect this stream and run the job (shortcut for notebooks)."""
+    def execute_and_collect(self, job_name: str = "raystream-job", as_table: bool = False,
+                            limit: int | None = None, stream: bool = False) -> Any:
+        """Collect this stream and run the job (shortcut for notebooks): every record (a list,
+        or a table with ``as_table=True``), the first ``limit`` of them (then the job is
+        cancelled: also for an unbounded stream), or with ``stream=True`` an iterator over
+        the records as they come, which cancels the job when closed (Flink's
+        ``executeAndCollect``); see :meth:`StreamEnvironment.execute_and_collect`.
+
+        Example:
+            >>> env.generate(lambda i: i).filter(lambda x: x % 7 == 0).execute_and_collect(limit=3)  # doctest: +SKIP
+            [0, 7, 14]
+        """
+        check_collect_args(as_table, limit, stream)
         self.collect()
-        return self.env.execute_and_collect(job_name, as_table=as_table)
+        return self.env.execute_and_collect(job_name, as_table=as_table, limit=limit, stream=stream)
 
 
 class _Aggregate(AggregateOperator):

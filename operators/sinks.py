@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from raystream.engine.collect import CollectEndpoint, CollectSender
 from raystream.engine.connectors import Committer, Sink, SinkWriter
 from raystream.engine.errors import ConfigError, JobFailed, UserCodeError, short_repr
 from raystream.engine.operator import OperatorContext
@@ -38,7 +39,7 @@ from raystream.engine.records import (
 
 from .sources import filesystem_for
 
-__all__ = ["CollectSink", "PrintSink", "FileSink", "ParquetSink", "JsonLinesSink", "collected_records", "collected_table"]
+__all__ = ["CollectSink", "StreamingCollectSink", "PrintSink", "FileSink", "ParquetSink", "JsonLinesSink", "collected_records", "collected_table"]
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,130 @@ class CollectSink(Sink[_Collected]):
 
     def create_committer(self) -> Committer[_Collected]:
         return _CollectCommitter()
+
+    def describe(self) -> str:
+        return "collect"
+
+
+#: a committable of a streamed collect: (subtask, ("final", attempt), batches held at the end
+#: of input, (the writer's connection id, messages it sent))
+_StreamTail = tuple[int, tuple[str, int | None], list[pa.RecordBatch], tuple[str, int]]
+
+
+class _StreamingCollectWriter(SinkWriter[_StreamTail]):
+    """Sends what a ``collect()`` sink task writes to the driver's iterator
+    (:class:`engine.collect.CloseableIterator`) while the job runs.
+
+    Without checkpointing each batch goes as it is written. With checkpointing, what was
+    written before checkpoint ``n``'s barrier is one piece ``("chk", n)``, sent once
+    checkpoint ``n`` (or a later one) completes, and kept in the writer's state until it has
+    been sent (also while it waits for a slow driver): a job restored from a checkpoint
+    sends the pieces its state holds again (the iterator delivers each ``(subtask, piece)``
+    once), and what comes after the checkpoint is replayed. What the writer holds at the end
+    of input (written after the last barrier, or for a checkpoint that has not completed
+    yet) goes with its committable to the job master, which commits it as it commits
+    ``collect()``'s (at the job's end, or with its final checkpoint): exactly once.
+    """
+
+    def __init__(self, sink: StreamingCollectSink, ctx: OperatorContext) -> None:
+        self.subtask = ctx.subtask_index
+        self.parallelism = ctx.parallelism
+        self.attempt = ctx.attempt
+        self.aligned = ctx.checkpointing
+        post = ctx.post
+        self.sender = CollectSender(sink.endpoint, f"collect sink {ctx.task_name!r}",
+                                    wake=(lambda: post(_nothing)) if post is not None else None,
+                                    max_bytes=sink.max_bytes)
+        self.buffer: list[pa.RecordBatch] = []  # written since the last barrier
+        self.pending: list[tuple[int, list[pa.RecordBatch]]] = []  # (checkpoint, written before it): not complete
+        # pieces of completed checkpoints handed to the sender: (message seq, subtask, checkpoint, batches)
+        self.sending: list[tuple[int, int, int, list[pa.RecordBatch]]] = []
+        self.seq = 0
+
+    def _send_piece(self, subtask: int, checkpoint_id: int, batches: list[pa.RecordBatch]) -> None:
+        self.sending.append((self.sender.sent, subtask, checkpoint_id, batches))
+        self.sender.send(subtask, ("chk", checkpoint_id), batches)
+
+    def restore_state(self, states: list[Any]) -> None:
+        # pieces of completed checkpoints (the one restored, or earlier ones) not known to be
+        # sent: sent again, each by one new subtask (the iterator drops those it has)
+        for held in states:
+            for subtask, checkpoint_id, batches in held or []:
+                if subtask % self.parallelism == self.subtask:
+                    self._send_piece(subtask, checkpoint_id, batches)
+
+    def write(self, batch: Batch) -> None:
+        if self.aligned:
+            self.buffer.append(batch.arrow())
+        else:
+            self.sender.send(self.subtask, ("run", self.attempt, self.seq), [batch.arrow()])
+            self.seq += 1
+
+    def accepts_input(self) -> bool:
+        return self.sender.has_room()
+
+    def prepare_commit(self, checkpoint_id: int | None) -> list[_StreamTail]:
+        if checkpoint_id is not None:
+            if self.buffer:
+                self.pending.append((checkpoint_id, concat_runs(self.buffer)))
+                self.buffer = []
+            return []
+        # end of input: what was sent must have arrived before the task reports its end
+        self.sender.flush()
+        held = [b for _cid, batches in self.pending for b in batches] + concat_runs(self.buffer)
+        self.pending, self.buffer, self.sending = [], [], []
+        self.sender.close()
+        return [(self.subtask, ("final", self.attempt), held, (self.sender.id, self.sender.sent))]
+
+    def snapshot_state(self, checkpoint_id: int) -> list[tuple[int, int, list[pa.RecordBatch]]]:
+        done = self.sender.done
+        self.sending = [s for s in self.sending if s[0] >= done]
+        return ([(subtask, cid, batches) for _seq, subtask, cid, batches in self.sending]
+                + [(self.subtask, cid, batches) for cid, batches in self.pending])
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        complete = [p for p in self.pending if p[0] <= checkpoint_id]
+        self.pending = [p for p in self.pending if p[0] > checkpoint_id]
+        for cid, batches in complete:
+            self._send_piece(self.subtask, cid, batches)
+
+    def close(self) -> None:
+        self.sender.close()
+
+
+def _nothing() -> None:
+    """A mailbox call that only wakes the task (its sink takes input again)."""
+
+
+class _StreamTailCommitter(_CollectCommitter):
+    def commit(self, committables: list[Any]) -> None:
+        for subtask, tag, batches, sent in committables:
+            if (subtask, tag) not in self.committed:
+                self.committed.add((subtask, tag))
+                self.batches.append((subtask, tag, batches, sent))  # type: ignore[arg-type]
+
+    def result(self) -> list[_StreamTail]:  # type: ignore[override]
+        return list(self.batches)  # type: ignore[arg-type]
+
+
+class StreamingCollectSink(Sink[_StreamTail]):
+    """The ``collect()`` sink of ``execute_and_collect(stream=True)`` / ``limit=``: sends
+    the records to the driver's :class:`~engine.collect.CollectServer` at ``endpoint`` while
+    the job runs (see :class:`_StreamingCollectWriter` for when). Its task takes no input
+    while about ``max_bytes`` wait to be sent (a consumer slower than the job holds the job
+    back; memory stays bounded)."""
+
+    gates_input = True
+
+    def __init__(self, endpoint: CollectEndpoint, max_bytes: int = 8 << 20) -> None:
+        self.endpoint = endpoint
+        self.max_bytes = max_bytes
+
+    def create_writer(self, ctx: OperatorContext) -> SinkWriter[_StreamTail]:
+        return _StreamingCollectWriter(self, ctx)
+
+    def create_committer(self) -> Committer[_StreamTail]:
+        return _StreamTailCommitter()  # type: ignore[return-value]
 
     def describe(self) -> str:
         return "collect"
