@@ -37,7 +37,8 @@ from .executors import Executor, ExecutorLost, ExecutorRuntime, TaskCallFailed
 from .master import JobMaster
 from .socket_channels import ChannelServer, SocketSender
 
-__all__ = ["ensure_ray", "auth_hint", "auth_token_source", "check_cluster", "connected_cluster", "is_auth_error", "prepare_cluster_auth", "RaySender", "TaskActor", "TaskRef", "RayMessenger", "RayTransport", "RayExecutorRuntime",
+__all__ = ["ensure_ray", "auth_hint", "auth_token_source", "check_cluster", "connected_cluster", "is_auth_error",
+           "prepare_cluster_auth", "refuse_dashboard_address", "RaySender", "TaskActor", "TaskRef", "RayMessenger", "RayTransport", "RayExecutorRuntime",
            "JobMasterActor", "start_executors", "kill_quietly", "NAMESPACE", "MASTER_PREFIX", "EXECUTOR_PREFIX",
            "TASK_GC_THRESHOLD", "tune_task_gc"]
 
@@ -113,6 +114,7 @@ def check_cluster(address: str, source: str | None = None) -> None:
         ConfigError: nothing answers at the address, or the cluster refused the token (or the
             lack of one).
     """
+    refuse_dashboard_address(address, source)
     if "://" in address:
         return
     try:
@@ -161,6 +163,34 @@ def check_cluster(address: str, source: str | None = None) -> None:
             raise ConfigError(f"the Ray cluster at {address!r} refused this client: authentication failed "
                               f"({reason}); {auth_hint(address)}") from None
         log.debug("could not check authentication with %r before connecting", address, exc_info=True)
+
+
+def refuse_dashboard_address(address: str | None, source: str | None = None) -> None:
+    """Refuse an ``http(s)://`` address for a driver's connection: it is a Ray dashboard's (the
+    Job Submission API, what ``ray job submit`` and ``raystream submit`` take, often left in
+    ``$RAY_ADDRESS`` for them), not a cluster a process can attach to. ``ray.init`` failed on it
+    with a traceback and advice about ``RAY_ADDRESS`` even when the address came from elsewhere.
+
+    Example:
+        >>> refuse_dashboard_address("10.0.0.5:6379")
+        >>> refuse_dashboard_address("http://10.0.0.5:8265")
+        Traceback (most recent call last):
+        ...
+        raystream.engine.errors.ConfigError: 'http://10.0.0.5:8265' is the address of a Ray dashboard (its Job Submission API), which a driver cannot attach to: attach with the cluster's GCS address HOST:PORT (port 6379 unless `ray start --port` said otherwise; `ray status` on the head shows it), or auto on a node of the cluster; or submit the job through the dashboard: `raystream submit JOB --address http://10.0.0.5:8265`
+
+    Raises:
+        ConfigError: ``address`` is an HTTP address (``source``: the environment variable it
+            came from, named in the message with how to run on a private local Ray instead).
+    """
+    if not address or not address.lower().startswith(("http://", "https://")):
+        return
+    via = f" (from ${source})" if source else ""
+    local = f"; or unset {source} to run on a private local Ray" if source else ""
+    raise ConfigError(
+        f"{address!r}{via} is the address of a Ray dashboard (its Job Submission API), which a driver cannot attach "
+        f"to: attach with the cluster's GCS address HOST:PORT (port 6379 unless `ray start --port` said otherwise; "
+        f"`ray status` on the head shows it), or auto on a node of the cluster; or submit the job through the "
+        f"dashboard: `raystream submit JOB --address {address}`{local}")
 
 
 def is_auth_error(exc: BaseException) -> bool:

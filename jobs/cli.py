@@ -280,7 +280,24 @@ def _connect(address: str | None) -> None:
 
 
 def _is_http(address: str | None) -> bool:
-    return bool(address) and address.startswith(("http://", "https://"))  # type: ignore[union-attr]
+    return bool(address) and address.lower().startswith(("http://", "https://"))  # type: ignore[union-attr]
+
+
+def _check_dashboard_address(address: str) -> None:
+    """``run --address http://...``: a setup error saying to use the GCS address or ``submit``."""
+    from raystream.engine.ray_runtime import refuse_dashboard_address
+
+    try:
+        refuse_dashboard_address(address)
+    except ConfigError as exc:
+        raise CliError(f"run --address: {exc}") from None
+
+
+def _dashboard_address(args: argparse.Namespace) -> str | None:
+    """The address of ``submit`` and ``logs``: ``--address``, ``$RAY_API_SERVER_ADDRESS``, or
+    ``$RAY_ADDRESS`` when it is an HTTP address (as ``ray job submit`` reads it)."""
+    ray_address = os.environ.get("RAY_ADDRESS")
+    return args.address or os.environ.get("RAY_API_SERVER_ADDRESS") or (ray_address if _is_http(ray_address) else None)
 
 
 def _submission_client(address: str) -> Any:
@@ -380,6 +397,7 @@ def _run(args: argparse.Namespace) -> int:
         except RaystreamError as exc:
             raise CliError(f"--from-savepoint: {exc}") from None
     if args.address:
+        _check_dashboard_address(args.address)
         _check_reachable(args.address)
     if not jm.has_build:
         given = [o for o, v in (("--parallelism", args.parallelism), ("--checkpoint-dir", args.checkpoint_dir),
@@ -520,7 +538,7 @@ def _travelling_args(job_args: list[str], working_dir: str | None) -> list[str]:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    address = args.address or os.environ.get("RAY_API_SERVER_ADDRESS")
+    address = _dashboard_address(args)
     if not _is_http(address):
         raise CliError(f"submit needs the dashboard address, e.g. --address http://HEAD:8265 (got {address!r})")
     entrypoint, runtime_env = build_entrypoint(args)
@@ -582,7 +600,7 @@ def _find_submission(client: Any, job: str) -> str | None:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    address = args.address or os.environ.get("RAY_API_SERVER_ADDRESS")
+    address = _dashboard_address(args)
     if not _is_http(address):
         raise CliError(f"logs needs the dashboard address, e.g. --address http://HEAD:8265 (got {address!r})")
     client = _submission_client(address)  # type: ignore[arg-type]
@@ -836,7 +854,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("submit", help="submit a job module to a cluster through Ray's Job Submission API")
     _add_run_options(p)
-    p.add_argument("--address", help="dashboard address http://HEAD:8265 (default: $RAY_API_SERVER_ADDRESS)")
+    p.add_argument("--address", help="dashboard address http://HEAD:8265 (default: $RAY_API_SERVER_ADDRESS, or an http:// $RAY_ADDRESS)")
     p.add_argument("--working-dir", help="directory uploaded with the job (default: the job file's directory)")
     p.add_argument("--runtime-env", help="Ray runtime env as JSON or a JSON file")
     p.add_argument("--submission-id", help="Ray submission id (default: generated)")
@@ -882,6 +900,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: the commands that manage running jobs (their ``--address`` defaults to ``$RAY_ADDRESS``)
+_MANAGEMENT = ("list", "status", "cancel", "savepoint", "stop")
+
+
 def _split_job_args(argv: list[str]) -> tuple[list[str], list[str]]:
     if "--" in argv:
         i = argv.index("--")
@@ -907,6 +929,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.limit = 100
     if getattr(args, "progress", False) is None:
         args.progress = sys.stderr.isatty()
+    if args.command in _MANAGEMENT and not args.address and _is_http(os.environ.get("RAY_ADDRESS")):
+        args.address = os.environ["RAY_ADDRESS"]  # (as --address: through the Job Submission API)
     ray_module = sys.modules.get("ray")
     connected_before = ray_module is not None and ray_module.is_initialized()
     try:
