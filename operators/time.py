@@ -318,7 +318,7 @@ class WatermarkGenerator:
     ``on_event(event, event_timestamp, output)`` is called for every record, in order;
     ``on_periodic_emit(output)`` after each batch of records (Flink calls it every
     auto-watermark interval). A punctuated generator emits in ``on_event``: its watermark
-    takes effect after the batch of that record.
+    goes out right after that record (the batch is cut there), before the records after it.
 
     Example:
         >>> class Punctuated(WatermarkGenerator):
@@ -375,9 +375,10 @@ class BoundedOutOfOrdernessWatermarks(WatermarkGenerator):
 
 
 class _UserGenerator:
-    """A user's :class:`WatermarkGenerator` driven as the operators drive the built-in one:
-    ``on_event`` per record and ``on_periodic_emit`` per batch; the watermark is the largest
-    it emitted, ``idle`` whether it marked itself idle since."""
+    """A user's :class:`WatermarkGenerator`: ``on_event`` per record and ``on_periodic_emit``
+    per batch that goes out (:meth:`on_records` cuts a batch after a record that raised the
+    watermark); the watermark is the largest it emitted, ``idle`` whether it marked itself
+    idle since."""
 
     def __init__(self, generator: WatermarkGenerator, factory: Any) -> None:
         self.generator = generator
@@ -390,24 +391,37 @@ class _UserGenerator:
     def idle(self) -> bool:
         return self.output.idle
 
-    def on_batch(self, records: Any, ts: np.ndarray, now_ms: int | None = None) -> None:
+    def on_records(self, records: list, ts: list[int], start: int, now_ms: int | None = None) -> int:
+        """``on_event`` for ``records[start:]`` (timestamps ``ts``) in order, up to the first
+        record after which the watermark went up (a punctuated watermark goes out right after
+        its record, as in Flink), then ``on_periodic_emit``: the records up to the returned
+        index go out as one batch, followed by :meth:`current_watermark`; the caller calls
+        again from that index for the rest. So which records are late downstream does not
+        depend on how the records were cut into batches."""
         g, out = self.generator, self.output
         name = type(g).__name__
-        i = 0
+        before = out.watermark
+        n = len(ts)
+        i, periodic = start, False
         try:
-            for i, t in enumerate(ts.tolist()):
-                g.on_event(records[i], t, out)
-            i = -1
+            while i < n:
+                g.on_event(records[i], ts[i], out)
+                i += 1
+                if out.watermark > before:
+                    break
+            periodic = True
             g.on_periodic_emit(out)
         except ConfigError:
             raise
         except Exception as exc:
-            where = f"{name}.on_event of record" if i >= 0 else f"{name}.on_periodic_emit after record"
-            raise UserCodeError(f"{where} {short_repr(records[i], 200)}", exc) from exc
-        top = int(ts.max())
+            where = (f"{name}.on_periodic_emit after record {short_repr(records[i - 1], 200)}" if periodic
+                     else f"{name}.on_event of record {short_repr(records[i], 200)}")
+            raise UserCodeError(where, exc) from exc
+        top = max(ts[start:i])
         if top > self.max_timestamp:
             self.max_timestamp = top
         self.last_activity_ms = now_ms
+        return i
 
     def current_watermark(self) -> int:
         return self.output.watermark
@@ -499,7 +513,9 @@ class WatermarkStrategy:
 
 
 class TimestampsAndWatermarksOperator(StreamOperator):
-    """Attaches timestamps (``Batch.timestamps``) and emits watermarks after each batch.
+    """Attaches timestamps (``Batch.timestamps``) and emits watermarks after each batch (a
+    user's punctuated generator's right after the record that raised it: the batch is cut
+    there).
 
     Upstream watermarks are not forwarded (this operator replaces them), except the final
     end-of-input watermark, and neither is the upstream stream status (idle/active): the
@@ -553,17 +569,29 @@ class TimestampsAndWatermarksOperator(StreamOperator):
             self._arm_idle_check()
         if len(ts) and self._idle:
             self._set_idle(False)  # ACTIVE goes before the records (a user's generator may have marked it idle)
-        self.output.emit(out)
-        if len(ts):
-            g = self.generator
-            g.on_batch(out.records() if isinstance(g, _UserGenerator) else None, ts, self.ctx.clock.now_ms())
+        g = self.generator
+        if not len(ts):
+            self.output.emit(out)
+            return
+        if isinstance(g, _UserGenerator):  # a punctuated watermark goes out right after its record
+            records, stamps, n, start = out.records(), ts.tolist(), len(ts), 0
+            while start < n:
+                end = g.on_records(records, stamps, start, self.ctx.clock.now_ms())
+                self.output.emit(out if start == 0 and end == n else out.slice(start, end))
+                if not g.idle:
+                    self._emit_watermark(g.current_watermark())
+                start = end
             if g.idle:  # (a user's generator marked the stream idle)
                 self._set_idle(True)
-                return
-            wm = g.current_watermark()
-            if wm > self._emitted:
-                self._emitted = wm
-                self.output.emit_watermark(Watermark(wm))
+            return
+        self.output.emit(out)
+        g.on_batch(None, ts, self.ctx.clock.now_ms())
+        self._emit_watermark(g.current_watermark())
+
+    def _emit_watermark(self, wm: int) -> None:
+        if wm > self._emitted:
+            self._emitted = wm
+            self.output.emit_watermark(Watermark(wm))
 
     def process_watermark(self, watermark: Watermark, input_index: int = 0) -> None:
         if watermark.timestamp == 2**63 - 1 and watermark.timestamp > self._emitted:
@@ -600,10 +628,41 @@ class _SplitWatermark(Generic[S]):
 
     split: S
     max_timestamp: int = NO_TIMESTAMP
+    #: records of the split the reader had read but not emitted yet (a list of records or an
+    #: Arrow RecordBatch): a punctuated watermark cut their batch; the restored reader emits
+    #: them before anything else (older snapshots: None)
+    held: Any = None
 
     def weight(self) -> float:
         """The wrapped split's (:func:`~raystream.engine.connectors.split_weight`)."""
         return split_weight(self.split)
+
+
+@dataclass
+class _HeldRecords:
+    """The split of :attr:`_SplitWatermark.held` records whose own split had ended when the
+    snapshot was taken (the reader had read all of it): only those records are left of it."""
+
+    split_id: Hashable
+    rows: Any  # a list of records or an Arrow RecordBatch
+
+    def weight(self) -> float:
+        return float(len(self.rows))
+
+
+class _HeldBatch:
+    """Records a reader has read and not yet emitted, from ``start`` on (a punctuated
+    watermark cut their batch): the next polls emit them before reading on."""
+
+    __slots__ = ("sid", "batch", "records", "stamps", "start")
+
+    def __init__(self, sid: Hashable, batch: Batch, stamps: list[int]) -> None:
+        self.sid, self.batch, self.records, self.stamps, self.start = sid, batch, batch.records(), stamps, 0
+
+    def rest(self) -> Any:
+        """The records not emitted yet, for a snapshot: Arrow rows stay Arrow."""
+        part = self.batch.slice(self.start, len(self.stamps))
+        return part.arrow() if self.batch.is_arrow else part.records()
 
 
 class WatermarkedSource(Source["S | _SplitWatermark[S]"], Generic[S]):
@@ -612,6 +671,9 @@ class WatermarkedSource(Source["S | _SplitWatermark[S]"], Generic[S]):
     The reader keeps one :class:`WatermarkGenerator` per split it reads and reports the
     minimum over its active splits (splits idle longer than the strategy's idleness are
     excluded; finished splits drop out). Splits are checkpointed with their generator state.
+    A user's generator that raises the watermark at a record cuts the batch after it: the
+    rest is held and returned by the next polls (checkpointed with its split, or as a split
+    of its own once its split has ended, and emitted first by the restored reader).
     The built-in sources read their splits one after the other, so the active split is the
     one being read; a reader that interleaves splits reports the batch's split through
     ``current_split_id()``.
@@ -636,7 +698,8 @@ class WatermarkedSource(Source["S | _SplitWatermark[S]"], Generic[S]):
 
     def accepts_restored_split(self, split: Any) -> bool:
         """A split of the wrapped source, bare or with its watermark state (``_SplitWatermark``)."""
-        return self.source.accepts_restored_split(split.split if isinstance(split, _SplitWatermark) else split)
+        inner = split.split if isinstance(split, _SplitWatermark) else split
+        return isinstance(inner, _HeldRecords) or self.source.accepts_restored_split(inner)
 
     def create_reader(self, ctx: OperatorContext) -> SourceReader[S | _SplitWatermark[S]]:
         return _WatermarkedReader(self.source.create_reader(ctx), self.strategy, ctx)
@@ -660,19 +723,29 @@ class _WatermarkedReader(SourceReader["S | _SplitWatermark[S]"], Generic[S]):
         # idleness counts from here until a split has records (as Flink's idleness timer starts
         # at its first check): a reader whose first poll finds nothing is not idle at once
         self._started_ms = self.clock.now_ms()
+        # records read and not emitted yet (a punctuated watermark cut their batch), first first
+        self._held: list[_HeldBatch] = []
 
     def add_splits(self, splits: list[S | _SplitWatermark[S]]) -> None:
         raw: list[S] = []
         for s in splits:
             if isinstance(s, _SplitWatermark):
+                sid = s.split.split_id if isinstance(s.split, _HeldRecords) else _split_id(s.split)
                 if s.max_timestamp != NO_TIMESTAMP:  # a split that was never read stays unstarted
                     g = self.strategy.create_generator()
                     g.max_timestamp = s.max_timestamp
                     # restored: active, idle again only after the idleness (with no activity
                     # at all it could never become idle)
                     g.last_activity_ms = self.clock.now_ms()
-                    self.generators[_split_id(s.split)] = g
-                raw.append(s.split)
+                    self.generators[sid] = g
+                rows = s.split.rows if isinstance(s.split, _HeldRecords) else s.held
+                if rows is not None and len(rows):  # read before the snapshot, not emitted: first
+                    batch = Batch.of_arrow(rows) if isinstance(rows, pa.RecordBatch) else Batch.of_records(rows)
+                    ts = self.assigner.timestamps(batch)
+                    batch.timestamps = ts
+                    self._held.append(_HeldBatch(sid, batch, ts.tolist()))
+                if not isinstance(s.split, _HeldRecords):
+                    raw.append(s.split)
             else:
                 raw.append(s)
         self.inner.add_splits(raw)
@@ -686,22 +759,43 @@ class _WatermarkedReader(SourceReader["S | _SplitWatermark[S]"], Generic[S]):
 
     def _live_ids(self) -> set[Hashable]:
         splits = getattr(self.inner, "splits", None)
-        return {_split_id(s) for s in splits} if splits is not None else set(self.generators)
+        live = {_split_id(s) for s in splits} if splits is not None else set(self.generators)
+        return live | {h.sid for h in self._held}  # (a split read to its end with records held)
+
+    def _generator(self, sid: Hashable) -> BoundedOutOfOrdernessWatermarks | _UserGenerator:
+        g = self.generators.get(sid)
+        if g is None:
+            g = self.generators[sid] = self.strategy.create_generator()
+        return g
 
     def poll_next(self) -> PollResult:
-        result = self.inner.poll_next()
-        if result is NOTHING_AVAILABLE or result is END_OF_INPUT:
-            return result
-        assert isinstance(result, Batch)  # poll_next returns a Batch or one of the two sentinels
-        sid = self._current_split()
-        ts = self.assigner.timestamps(result)
-        result.timestamps = ts
-        if len(ts):
-            g = self.generators.get(sid)
-            if g is None:
-                g = self.generators[sid] = self.strategy.create_generator()
-            g.on_batch(result.records() if isinstance(g, _UserGenerator) else None, ts, self.clock.now_ms())
-        return result
+        if not self._held:
+            result = self.inner.poll_next()
+            if result is NOTHING_AVAILABLE or result is END_OF_INPUT:
+                return result
+            assert isinstance(result, Batch)  # poll_next returns a Batch or one of the two sentinels
+            sid = self._current_split()
+            ts = self.assigner.timestamps(result)
+            result.timestamps = ts
+            if not len(ts):
+                return result
+            g = self._generator(sid)
+            if not isinstance(g, _UserGenerator):
+                g.on_batch(None, ts, self.clock.now_ms())
+                return result
+            self._held.append(_HeldBatch(sid, result, ts.tolist()))
+        # a user's generator: the batch goes out up to a record whose watermark went up (a
+        # punctuated one), which poll_watermark reports before the rest is polled
+        held = self._held[0]
+        start, n = held.start, len(held.stamps)
+        g = self._generator(held.sid)
+        assert isinstance(g, _UserGenerator)  # (records are held only after a user's generator cut them)
+        end = g.on_records(held.records, held.stamps, start, self.clock.now_ms())
+        if end >= n:
+            self._held.pop(0)
+        else:
+            held.start = end
+        return held.batch if start == 0 and end == n else held.batch.slice(start, end)
 
     def poll_watermark(self) -> int | None:
         live = self._live_ids()
@@ -723,6 +817,8 @@ class _WatermarkedReader(SourceReader["S | _SplitWatermark[S]"], Generic[S]):
         return None
 
     def is_idle(self) -> bool:
+        if self._held:  # records to emit
+            return False
         if self.inner.is_idle():  # (the reader's own word: e.g. it has no split to read)
             return True
         if self.generators and all(g.idle for g in self.generators.values()):
@@ -736,10 +832,15 @@ class _WatermarkedReader(SourceReader["S | _SplitWatermark[S]"], Generic[S]):
         return all(g.last_activity_ms is not None and now - g.last_activity_ms >= idle for g in self.generators.values())
 
     def snapshot_state(self, checkpoint_id: int) -> list[S | _SplitWatermark[S]]:
+        held = {h.sid: h.rest() for h in self._held}  # read, not emitted: restored first
         out: list[S | _SplitWatermark[S]] = []
         for s in self.inner.snapshot_state(checkpoint_id):
-            g = self.generators.get(_split_id(s))
-            out.append(_SplitWatermark(copy.copy(s), g.max_timestamp if g else NO_TIMESTAMP))
+            sid = _split_id(s)
+            g = self.generators.get(sid)
+            out.append(_SplitWatermark(copy.copy(s), g.max_timestamp if g else NO_TIMESTAMP, held.pop(sid, None)))
+        for sid, rows in held.items():  # their split has ended
+            g = self.generators.get(sid)
+            out.append(_SplitWatermark(_HeldRecords(sid, rows), g.max_timestamp if g else NO_TIMESTAMP))  # type: ignore[arg-type]
         return out
 
     def close(self) -> None:
