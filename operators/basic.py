@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from itertools import islice
-from types import GeneratorType
 from typing import Any, Callable
 
 import numpy as np
@@ -104,13 +103,13 @@ class FlatMapOperator(StreamOperator):
             if type(result) is list or type(result) is tuple:
                 out.extend(result)
             else:  # a generator (or any iterable): taken a piece at a time
-                if type(result) is not GeneratorType and (isinstance(result, NOT_RECORDS)  # one record,
-                                                          or not hasattr(result, "__iter__")):  # or no records
-                    raise UserCodeError(r, not_records(result, f"flat_map function {getattr(fn, '__name__', fn)!r}"))
                 try:
                     items = iter(result)
-                except Exception as exc:
-                    raise UserCodeError(r, exc) from exc
+                except Exception as exc:  # no iterable: no records
+                    bad = not_records(result, self._name()) if not hasattr(result, "__iter__") else exc
+                    raise UserCodeError(r, bad) from exc
+                if items is not result and isinstance(result, NOT_RECORDS):  # (an iterator, a generator, is none)
+                    raise UserCodeError(r, not_records(result, self._name()))  # one record: its keys, characters
                 while True:
                     room = self._piece - len(out)
                     try:
@@ -125,6 +124,9 @@ class FlatMapOperator(StreamOperator):
                 out = self._emit_piece(out)
         if out:
             self.output.emit(Batch.of_records(out))
+
+    def _name(self) -> str:
+        return f"flat_map function {getattr(self.fn, '__name__', self.fn)!r}"
 
     def _emit_piece(self, out: list[Any]) -> list[Any]:
         """Emit ``out`` (a full piece, or more); the size of its records sets the rows of the
