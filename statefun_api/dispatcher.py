@@ -894,8 +894,8 @@ class FunctionDispatcher(StreamOperator):
                 if _refcount(context) > 3:  # the function kept the context (self._context, local, argument)
                     context = self._context = None
                     address = None  # (the kept context holds it)
-                # references: slots, the local `storage`, the argument, the reused context's two
-                if _refcount(storage) > 5:
+                # references: the local `storage`, the argument, the reused context's two, the slots' own
+                if _refcount(storage) > 4 + slots.refs:
                     layout.slots = self._storage_slots(key[0])  # the function kept it
                 if produced and (result.outgoing or result.delayed_actions or result.egress):  # the reused result starts empty
                     result.outgoing = []

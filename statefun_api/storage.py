@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -539,6 +540,107 @@ _CLASSES: dict[tuple[tuple[str, ...], tuple[str, ...]], type[AddressScopedStorag
 _CELL_SLOTS = tuple(f"_AddressScopedStorage__c{i}" for i in range(64))
 
 
+def _unbound(key_group: int, key: Any) -> Any:
+    """``load_at`` / ``store_at`` of :class:`StorageSlots` before :meth:`~StorageSlots.bind_tables`."""
+    raise RuntimeError("StorageSlots.load_at/store_at need bind_tables first; use load()/changes()")
+
+
+def _assigned_value(storage: AddressScopedStorage, cell: _Cell, name: str, obj: Any) -> Any:
+    """The value to write for ``obj`` found in the fast slot ``name`` of ``storage`` (its
+    cell checks it as an assignment, :func:`_assign`): ``(typename, object)`` held decoded,
+    a :class:`TypedValue`, or ``None`` for a deletion. Raises what the assignment raises."""
+    _assign(storage, cell, name, obj)
+    tv = cell.tv
+    return (cell.spec.type.typename, cell.obj) if tv is _STALE else tv
+
+
+#: the check a fast slot's object passes to be written held decoded without its cell, per type
+#: (else :func:`_assigned_value` decides); ``{o}``: the object, ``{i}``: the spec's index
+_VALID = {
+    IntType: "type({o}) is int and lo{i} <= {o} <= hi{i}",
+    LongType: "type({o}) is int and lo{i} <= {o} <= hi{i}",
+    DoubleType: "type({o}) is float and ({o} or holds{i}({o}))",  # (-0.0 does not round-trip decoded)
+    StringType: "type({o}) is str and ({o}.isascii() or holds{i}({o}))",
+    BoolType: "type({o}) is bool",
+}
+
+
+@functools.lru_cache(maxsize=256)
+def _table_access(specs: tuple[tuple[str, Any], ...]) -> Callable[..., tuple[Callable[..., Any], Callable[..., Any]]]:
+    """A factory of ``(load_at, store_at)`` for a storage whose every value (``specs``:
+    ``(name, type)``, types of :data:`_VALID`) is held in a plain slot: straight-line code
+    for these names, made once per tuple of specs (as ``collections.namedtuple`` makes its
+    class), so an invocation reads and writes one slot and one table entry per value with
+    no loop over the specs and no cell touched.
+
+    The factory takes ``(storage, touched, general_load_at, general_store_at)`` and, per
+    spec, ``(table, value typename, lo, hi, holds_decoded of its type, cell)``. ``load_at``
+    hands a stored value in another form than ``(typename, object of the exact type)`` to
+    the general functions, which keep the address until its ``store_at``.
+
+    Example:
+        >>> from raystream.statefun_api.spec import ValueSpec
+        >>> slots = StorageSlots("a/b", (ValueSpec("n", IntType), ValueSpec("s", StringType)), [None, None])
+        >>> n, s, touched = {}, {0: {"k": ("io.statefun.types/string", "x")}}, set()
+        >>> slots.bind_tables([n, s], touched)
+        >>> storage = slots.load_at(0, "k"); (storage.n, storage.s)
+        (None, 'x')
+        >>> storage.n = 1; del storage.s; slots.store_at(0, "k")
+        >>> n, s, touched
+        ({0: {'k': ('io.statefun.types/int', 1)}}, {0: {}}, {0})
+    """
+    k = len(specs)
+    args = "".join(f", t{i}, tn{i}, lo{i}, hi{i}, holds{i}, c{i}" for i in range(k))
+    shown = "".join(f", s{i}" for i in range(k))
+    lines = [f"def make(storage, touched, general_load, general_store{args}):", "    general = False"]
+    lines += [f"    s{i} = None" for i in range(k)]
+    lines += ["    def load_at(key_group, key):", f"        nonlocal general{shown}"]
+    for i in range(k):
+        lines += [
+            f"        g = t{i}.get(key_group)",
+            f"        v{i} = None if g is None else g.get(key)",
+            f"        if type(v{i}) is tuple and type(v{i}[1]) is {_RANGES[specs[i][1]][0].__name__} and v{i}[0] == tn{i}:",
+            f"            v{i} = v{i}[1]",
+            f"        elif v{i} is not None:",
+            "            general = True",
+            "            return general_load(key_group, key)",
+        ]
+    lines += ["        general = False"]
+    lines += [f"        s{i} = storage.{name} = v{i}" for i, (name, _t) in enumerate(specs)]
+    lines += ["        return storage", "    def store_at(key_group, key):", "        if general:", "            return general_store(key_group, key)"]
+    lines += [f"        o{i} = storage.{name}" for i, (name, _t) in enumerate(specs)]
+    lines += [f"        if {' and '.join(f'o{i} is s{i}' for i in range(k)) or 'True'}:", "            return"]
+    for i, (name, tpe) in enumerate(specs):
+        lines += [
+            f"        if o{i} is s{i}:",
+            f"            w{i} = _UNCHANGED",
+            f"        elif {_VALID[tpe].format(o=f'o{i}', i=i)}:",
+            f"            w{i} = (tn{i}, o{i})",
+            "        else:",
+            f"            w{i} = _assigned_value(storage, c{i}, {name!r}, o{i})",
+        ]
+    lines += ["        touched.add(key_group)"] if k else []
+    for i in range(k):
+        lines += [
+            f"        if w{i} is not _UNCHANGED:",
+            f"            g = t{i}.get(key_group)",
+            f"            if w{i} is None:",
+            "                if g is not None:",
+            "                    g.pop(key, None)",
+            "            elif g is None:",
+            f"                t{i}[key_group] = {{key: w{i}}}",
+            "            else:",
+            f"                g[key] = w{i}",
+        ]
+    lines += ["    return load_at, store_at"]
+    namespace: dict[str, Any] = {"_UNCHANGED": _UNCHANGED, "_assigned_value": _assigned_value}
+    exec(compile("\n".join(lines), f"<statefun storage access {tuple(name for name, _t in specs)}>", "exec"), namespace)
+    return namespace["make"]  # type: ignore[no-any-return]
+
+
+_UNCHANGED: Any = object()
+
+
 class StorageSlots:
     """One reusable :class:`AddressScopedStorage` of a function type, bound to one state
     handle per declared spec: what the engine's dispatcher loads and stores per invocation.
@@ -563,7 +665,9 @@ class StorageSlots:
         [(True, ('io.statefun.types/int', 42))]
     """
 
-    __slots__ = ("storage", "handles", "direct", "_slots", "_typename", "_tables", "_touched", "_fast")
+    __slots__ = ("storage", "handles", "direct", "refs", "load_at", "store_at", "_slots", "_typename", "_tables", "_touched", "_fast")
+    load_at: Callable[[int, Any], AddressScopedStorage]
+    store_at: Callable[[int, Any], None]
 
     def __init__(self, typename: str, specs: tuple[ValueSpec, ...], handles: list[Any]) -> None:
         cells: dict[str, _Cell] = {spec.name: _Cell(spec, typename, None) for spec in specs}
@@ -584,13 +688,31 @@ class StorageSlots:
         self._touched: set[int] = set()
         #: True once :meth:`bind_tables` bound the values' tables (use :meth:`load_at`)
         self.direct = False
+        #: references to :attr:`storage` these slots hold (one more once bound to tables with
+        #: access of its own: see :meth:`bind_tables`), for a caller that checks whether a
+        #: function kept the storage by its reference count
+        self.refs = 1
+        self.load_at = self.store_at = _unbound
 
     def bind_tables(self, tables: list[dict[int, dict[Any, Any]]], touched: set[int]) -> None:
         """Read and write the values at ``tables[i][key_group][key]`` (one table per spec,
-        in spec order) with :meth:`load_at` / :meth:`store_at`, instead of through the
-        handles: the direct path of a keyed state backend that keeps values in dicts per key
-        group (``HeapKeyedStateBackend.value_table``). ``store_at`` adds the key group to
-        ``touched`` when it writes.
+        in spec order) with ``load_at(key_group, key)`` / ``store_at(key_group, key)``,
+        instead of through the handles: the direct path of a keyed state backend that keeps
+        values in dicts per key group (``HeapKeyedStateBackend.value_table``).
+
+        ``load_at`` is :meth:`load` from the tables (the storage holding the values of
+        ``key``; TypeError when a stored value is not of its spec's declared type);
+        ``store_at`` writes what was assigned or deleted since, as :meth:`changes` gives it
+        and ``ValueState.update`` / ``clear`` would, and adds the key group to ``touched``
+        when it writes (TypeError or ValueError, with nothing of the address written, when
+        a value assigned is not valid for its spec: what the assignment raises through the
+        plain storage class). When every value is held in a plain slot (built-in immutable
+        types: :func:`fast_names`), both are functions made for the function type's specs
+        (:func:`_table_access`) that read and write the slots and the tables only, and
+        compare what the slots hold at ``store_at`` with what ``load_at`` put there: the
+        cells are used only for a value to check further (a string, a float, one out of
+        range or of another type) or a stored value in another form (then for the whole
+        address).
 
         Example:
             >>> from raystream.statefun_api.spec import ValueSpec
@@ -608,9 +730,19 @@ class StorageSlots:
         ]
         self._touched = touched
         self.direct = True
+        self.load_at, self.store_at = self._load_at, self._store_at
+        if len(self._fast) == len(self._slots):  # (names are identifiers, no keyword: ValueSpec)
+            make = _table_access(tuple((name, cell.spec.type) for cell, _t, _tn, _x, name in self._tables))
+            args: list[Any] = []
+            for cell, table, typename, _exact, _name in self._tables:
+                _x, lo, hi = _RANGES[cell.spec.type]
+                args += [table, typename, lo, hi, functools.partial(holds_decoded, cell.spec.type), cell]
+            self.load_at, self.store_at = make(self.storage, touched, self._load_at, self._store_at, *args)
+            self.refs = 2  # (the functions' closure cell)
 
-    def load_at(self, key_group: int, key: Any) -> AddressScopedStorage:
-        """:meth:`load` from the bound tables: the values of ``key`` (in ``key_group``).
+    def _load_at(self, key_group: int, key: Any) -> AddressScopedStorage:
+        """:meth:`load` from the bound tables: the values of ``key`` (in ``key_group``),
+        through the cells (the general ``load_at``).
 
         Raises:
             TypeError: a stored value is not of the spec's declared type.
@@ -634,9 +766,10 @@ class StorageSlots:
                 cell.shown = obj
         return storage
 
-    def store_at(self, key_group: int, key: Any) -> None:
+    def _store_at(self, key_group: int, key: Any) -> None:
         """Write the values assigned or deleted since :meth:`load_at` to the bound tables
-        (what :meth:`changes` gives, written as ``ValueState.update`` / ``clear`` would).
+        (what :meth:`changes` gives, written as ``ValueState.update`` / ``clear`` would),
+        through the cells (the general ``store_at``).
 
         Raises:
             TypeError, ValueError: a value assigned to a fast slot is not valid for its spec
