@@ -38,7 +38,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass
-from multiprocessing.connection import Client, Connection, Listener
+from multiprocessing.connection import Connection, Listener, answer_challenge, deliver_challenge
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import pyarrow as pa
@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 
 #: environment variable: the address of the driver that sink tasks on other nodes reach
 HOST_ENV = "RAYSTREAM_COLLECT_HOST"
+#: seconds a sink writer tries to connect to the driver
+CONNECT_TIMEOUT_S = 10.0
 
 
 def collect_host(address: str | None) -> tuple[str, str]:
@@ -453,7 +455,13 @@ class CollectSender:
                 self._conn.close()
 
     def _send_all(self) -> None:
-        conn = self._conn = Client(self.endpoint.address, authkey=self.endpoint.authkey)
+        # (Client() of multiprocessing.connection, with a timeout: a driver this node does not
+        # reach fails the job in seconds, not after the system's minutes of SYN retries)
+        sock = socket.create_connection(self.endpoint.address, timeout=CONNECT_TIMEOUT_S)
+        sock.settimeout(None)
+        conn = self._conn = Connection(sock.detach())
+        answer_challenge(conn, self.endpoint.authkey)
+        deliver_challenge(conn, self.endpoint.authkey)
         while True:
             with self._cond:
                 while not self._outbox and not self._closed:

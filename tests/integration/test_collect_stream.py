@@ -13,6 +13,7 @@ import pytest
 import raystream as rs
 from raystream.engine.client import JobClient
 from raystream.engine.errors import JobFailed
+from raystream.operators.redis_streams import RedisStreamSource
 from tests.waiting import wait_for
 
 PARALLELISM = [1, 2]
@@ -168,3 +169,19 @@ def test_a_keyed_job_with_checkpoints_streams_its_updates_in_order():
         totals[e["k"]] = totals.get(e["k"], 0) + e["v"]
         want.append((e["k"], totals[e["k"]]))
     assert got == want
+
+
+@pytest.mark.parametrize("p", PARALLELISM)
+def test_limit_on_an_unbounded_redis_stream(p, redis_url, redis_client):
+    """A Redis stream read on and on (``bounded=False``): ``limit`` returns once that many
+    entries have come, the entries appended, in order at p=1."""
+    for i in range(30):
+        redis_client.xadd("clicks", {"user": f"ü{i % 4}", "n": str(i)})
+    env = rs.StreamEnvironment(parallelism=p)
+    clicks = env.from_source(RedisStreamSource("clicks", redis_url, bounded=False)).map(lambda e: (e["user"], int(e["n"])))
+    got = clicks.execute_and_collect("clicks", limit=30)
+    want = [(f"ü{i % 4}", i) for i in range(30)]
+    assert Counter(got) == Counter(want)
+    if p == 1:
+        assert got == want
+    assert not _running()
