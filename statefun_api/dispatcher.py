@@ -108,7 +108,7 @@ from raystream.engine.operator import OperatorContext, Output, StreamOperator
 from raystream.engine.records import Batch
 from raystream.operators.functions import keyed_state_backend
 from raystream.operators.timers import InternalTimerService
-from raystream.statefun_api.address import Address, parse_typename
+from raystream.statefun_api.address import Address, id_problem, parse_typename
 from raystream.statefun_api.effects import DelayedMessage, InvocationResult
 from raystream.statefun_api.embedded_caller import EmbeddedEndpoint
 from raystream.statefun_api.endpoints import RemoteEndpoint, _check_duplicates, endpoint_problem
@@ -762,7 +762,10 @@ class FunctionDispatcher(StreamOperator):
         targets = self._targets
         callers = self._callers
         layouts = self._layouts
-        context = self._context
+        context = self._context  # (its `_address` and `address` are `address`, when both are kept)
+        sent: list[MessageRecord] = [] if context is None else context.sent  # (empty: _apply empties it)
+        # (empty: emptied after an invocation that filled it; replaced with the context)
+        result = InvocationResult() if context is None else context._result
         m = self._message  # reused while no function keeps it
         self._message = None
         address = self._address  # reused while no function keeps it (its fields set per invocation)
@@ -800,9 +803,14 @@ class FunctionDispatcher(StreamOperator):
                     address = _new_address(Address)
                     fields = address.__dict__  # (set as Address.of sets them)
                     address_tn = None
+                    if context is not None:
+                        context._address = address
+                        context.address = address  # type: ignore[misc]
                 if key[0] != address_tn or layout is None:
                     address_tn = key[0]
                     layout = layouts[address_tn]
+                    fun = layout.fun
+                    is_async = layout.is_async
                     fields["namespace"], fields["name"] = parse_typename(address_tn)
                 fields["id"] = key[1]
                 slots = layout.slots
@@ -810,17 +818,12 @@ class FunctionDispatcher(StreamOperator):
                 if not direct:
                     self.backend.set_current_key_with_group(key, kg)
                 if context is None:
-                    context = self._context = _DispatchContext(address, slots.storage, InvocationResult())
+                    result = InvocationResult()
+                    context = self._context = _DispatchContext(address, slots.storage, result)
                     context.storage = slots.storage  # type: ignore[misc]  # slots of BatchContext
-                    context.sent = []
-                context._address = address
-                context.address = address  # type: ignore[misc]
+                    context.address = address  # type: ignore[misc]
+                    sent = context.sent = []
                 context.sender = key
-                context._caller = None
-                sent = context.sent
-                if sent:  # (left by an invocation that failed)
-                    sent.clear()
-                result = context._result
                 try:
                     try:
                         storage = slots.load_at(kg, key) if direct else slots.load()
@@ -833,15 +836,13 @@ class FunctionDispatcher(StreamOperator):
                     if context._storage is not storage:
                         context._storage = storage
                         context.storage = storage  # type: ignore[misc]
-                    if layout.is_async:  # run to completion on a private event loop
+                    if is_async:  # run to completion on a private event loop
                         result_of = invoke_prepared(layout.fn, address, storage, *self._messages_of(key, records))
                         if direct:
                             self._apply(key, address, records, result_of, (), slots, kg)
                         else:
                             self._apply(key, address, records, result_of, slots.changes())
-                        produced = False
                     else:
-                        fun = layout.fun
                         if m is None:
                             m = _new_message(Message)
                             vt_name = None
@@ -878,14 +879,21 @@ class FunctionDispatcher(StreamOperator):
                                 m = _new_message(Message)
                                 m.target_typename, m.target_id = key
                                 vt_name = None
-                        # (bool: _apply empties `sent`)
-                        produced = bool(sent or result.outgoing or result.delayed_actions or result.egress)
-                        if direct and not produced:  # (_apply of an invocation that only changed its state)
+                        if has_caller:  # (the next invocation starts without a caller)
+                            context._caller = None
+                        if sent or result.outgoing or result.delayed_actions or result.egress:
+                            if direct:
+                                self._apply(key, address, records, result, (), slots, kg, sent)
+                            else:
+                                self._apply(key, address, records, result, slots.changes(), sent=sent)
+                            if result.outgoing or result.delayed_actions or result.egress:
+                                result.outgoing = []  # (the reused result starts empty)
+                                result.delayed_actions = []
+                                result.egress = []
+                        elif direct:  # (_apply of an invocation that only changed its state)
                             slots.store_at(kg, key)
                             invocations += 1
                             messages += n
-                        elif direct:
-                            self._apply(key, address, records, result, (), slots, kg, sent)
                         else:
                             self._apply(key, address, records, result, slots.changes(), sent=sent)
                 except Exception as exc:
@@ -897,10 +905,6 @@ class FunctionDispatcher(StreamOperator):
                 # references: the local `storage`, the argument, the reused context's two, the slots' own
                 if _refcount(storage) > 4 + slots.refs:
                     layout.slots = self._storage_slots(key[0])  # the function kept it
-                if produced and (result.outgoing or result.delayed_actions or result.egress):  # the reused result starts empty
-                    result.outgoing = []
-                    result.delayed_actions = []
-                    result.egress = []
                 # references: the local `address`, the context's two, the argument
                 if address is not None and _refcount(address) > 4:  # kept by the function or its effects
                     address = None
@@ -1095,8 +1099,14 @@ class FunctionDispatcher(StreamOperator):
         :meth:`Address.of`'s ValueError)."""
         if key[0] not in self._layouts:
             self._not_found(key, records)
-        Address.of(key[0], key[1])  # (checks the id; _drain sets the fields of its reused Address)
-        kg = self._key_group(key)
+        fid = key[1]  # (checked as Address.of checks it, without making one: _drain sets the fields of its own)
+        if type(fid) is not str or not fid.isascii() or not fid:
+            problem = id_problem(fid)
+            if problem is not None:
+                raise ValueError(problem)
+        kg = self._kg_cache.get(key)  # (computed for a burst of new addresses: _cache_key_groups)
+        if kg is None:
+            kg = self._key_group(key)
         if not self._kg_first <= kg <= self._kg_last:
             self.backend.set_current_key_with_group(key, kg)  # raises: not our key group
             return kg
