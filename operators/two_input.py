@@ -503,8 +503,9 @@ class KeyedBroadcastProcessOperator(_KeyedTimers, BroadcastProcessOperator):
     (``ctx.get_current_key()``), keyed state (``ctx.get_state`` in ``open``) and timers
     (``ctx.timer_service()``); the function's ``on_timer(timestamp, ctx)`` gets the timers,
     with the key, read-only broadcast state and ``ctx.time_domain()``.
-    ``process_broadcast_element`` has no current key and no timers (as in Flink; keyed state
-    read there would be the last record's key's).
+    ``process_broadcast_element`` has no current key and no timers (as in Flink: keyed state
+    used there fails, naming the broadcast record; ``ctx.apply_to_keyed_state`` reaches every
+    key's state).
 
     Timers are checkpointed per key group as in :class:`KeyedCoProcessOperator` (with the
     operator on the heap backend, in the keyed backend's timer queues on RocksDB).
@@ -535,6 +536,9 @@ class KeyedBroadcastProcessOperator(_KeyedTimers, BroadcastProcessOperator):
         if input_index == 1:  # a broadcast element: no key, no timers; every key's state by apply_to_keyed_state
             ctx = self.bctx
             ctx._key, ctx._timer_service, ctx._apply_to_keys = None, self._no_timers, self._apply_to_keyed_state
+            # no current key either (as in Flink): keyed state used here fails naming the broadcast record
+            # instead of reading and writing the last record's key's state
+            self.backend.clear_current_key()
             try:
                 super().process_batch(batch, input_index)
             finally:
