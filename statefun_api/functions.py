@@ -24,7 +24,7 @@ from raystream.statefun_api.address import parse_typename
 from raystream.statefun_api.errors import FunctionNotFound
 from raystream.statefun_api.spec import ValueSpec
 
-__all__ = ["StatefulFunctions", "StatefulFunction", "StorageSpec"]
+__all__ = ["StatefulFunctions", "StatefulFunction", "StorageSpec", "not_a_registry"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -224,6 +224,24 @@ class StatefulFunctions:
 
     def __repr__(self) -> str:
         return f"StatefulFunctions({sorted(self._functions)})"
+
+
+def not_a_registry(what: str, obj: Any) -> str:
+    """The error message for ``obj`` given to ``what`` where a :class:`StatefulFunctions` is
+    needed; for the official SDK's registry (a module not ported yet), the two ways to run it.
+
+    Example:
+        >>> not_a_registry("StatefulFunctionsJob", {})
+        'StatefulFunctionsJob needs a StatefulFunctions registry, got {}'
+    """
+    if type(obj).__module__.split(".")[0] == "statefun":
+        return (
+            f"{what} got the official StateFun SDK's {type(obj).__name__} (`from statefun import *`): change the "
+            f"import to `from raystream.statefun_api import *` to embed its functions, or serve them as the SDK "
+            f"does (statefun.RequestReplyHandler behind aiohttp) and declare their endpoint "
+            f"(with_endpoint(remote_endpoint(...)) or with_module_yaml(...)) with an empty StatefulFunctions()"
+        )
+    return f"{what} needs a StatefulFunctions registry, got {obj!r}"
 
 
 def _origin(fun: Any) -> tuple[Any, ...]:

@@ -53,7 +53,7 @@ from raystream.statefun_api.endpoints import (
     load_module_yaml,
     parse_module_ingresses,
 )
-from raystream.statefun_api.functions import StatefulFunctions
+from raystream.statefun_api.functions import StatefulFunctions, not_a_registry
 from raystream.statefun_api.ingress import (
     Field,
     IngressRouter,
@@ -181,7 +181,7 @@ class StatefulFunctionsJob:
         spill_dir: str | None = None,
     ) -> None:
         if not isinstance(functions, StatefulFunctions):
-            raise GraphError(f"StatefulFunctionsJob needs a StatefulFunctions registry, got {functions!r}")
+            raise GraphError(not_a_registry("StatefulFunctionsJob", functions))
         self.env = env
         self.functions = functions
         self.name = name
