@@ -125,9 +125,22 @@ class DataStream(StreamBase["DataStream"]):
         return out
 
     def window_all(self, assigner: WindowAssigner) -> WindowedStream[DataStream]:
-        """Windows over the whole stream (every record goes to one subtask, via a constant key)."""
-        keyed = self.key_by(_constant_key)
-        return keyed.window(assigner)
+        """Windows over the whole stream, as Flink's ``windowAll``: every record goes to one
+        window operator at parallelism 1 (via a constant key); what follows it runs at the
+        environment's parallelism again.
+
+        Example:
+            >>> import raystream as rs
+            >>> env = rs.StreamEnvironment(parallelism=2)
+            >>> stamped = env.from_collection([{"ts": t, "v": 1} for t in range(6)]).assign_timestamps_and_watermarks(
+            ...     rs.WatermarkStrategy.for_monotonous_timestamps().with_timestamp_column("ts"))
+            >>> total = stamped.window_all(rs.TumblingEventTimeWindows.of(4)).reduce(lambda a, b: {**a, "v": a["v"] + b["v"]})
+            >>> [r["v"] for r in total.execute_and_collect()], total.node.parallelism
+            ([4, 2], 1)
+        """
+        windowed = self.key_by(_constant_key).window(assigner)
+        windowed._all = True
+        return windowed
 
     def connect(self, other: DataStream | BroadcastStream[DataStream]) -> ConnectedStreams[DataStream]:
         """Connect with another stream (or a ``broadcast(descriptor)`` stream) for a

@@ -115,6 +115,8 @@ class WindowedStream(Generic[S]):
         self._late_tag: str | None = None
         self._ts: TimestampAssigner | None = None
         self._evictor: Evictor | None = None
+        #: window_all(): the window operator runs at parallelism 1
+        self._all = False
 
     # ------------------------------------------------------------------ settings
     def trigger(self, trigger: Trigger) -> WindowedStream[S]:
@@ -182,7 +184,7 @@ class WindowedStream(Generic[S]):
             lambda: WindowOperator(key_of, assigner, kind, fn, window_function, trigger, lateness, late_tag, ts, evictor),
             keyed=True,
         )
-        return self.stream._stream(node)
+        return self._output(node)
 
     def reduce(self, fn: Callable[[Any, Any], Any], window_function: ProcessWindowFunction | None = None) -> S:
         """Fold each window's records with ``fn(a, b)``; emits the reduced value (or what
@@ -251,7 +253,7 @@ class WindowedStream(Generic[S]):
                 "window_aggregate", lambda: VectorWindowAggregateOperator(key, tcol, assigner, sp, late_tag), keyed=True,
                 schema_names=schema_names,
             )
-            return self.stream._stream(node)
+            return self._output(node)
         acc_names = [f"{c}_{f}" for c, f in base_aggregations(sp)]
         local = self._combiner("window_aggregate (local)", lambda: VectorWindowCombiner(key, tcol, assigner, sp),
                                [key, PANE_COLUMN, *acc_names])
@@ -260,6 +262,15 @@ class WindowedStream(Generic[S]):
             operator_factory=lambda: VectorWindowAggregateOperator(key, tcol, assigner, sp, late_tag), keyed=True,
             schema_names=schema_names,
         )
+        return self._output(node)
+
+    def _output(self, node: Transformation) -> S:
+        """The stream of the window's operator ``node``: at parallelism 1 for
+        :meth:`~operators.datastream.DataStream.window_all` (Flink's non-parallel
+        ``windowAll``: its one key would leave every other subtask idle; a combiner before
+        it still runs at the upstream parallelism)."""
+        if self._all:
+            node.parallelism = 1
         return self.stream._stream(node)
 
     def _combiner(self, name: str, factory: Callable[[], Any], schema_names: list[str] | None) -> Transformation:
@@ -291,7 +302,7 @@ class WindowedStream(Generic[S]):
             operator_factory=lambda: CombinedWindowOperator(key_of, assigner, fn, window_function, lateness, late_tag, ts),
             keyed=True,
         )
-        return self.stream._stream(node)
+        return self._output(node)
 
     def process(self, function: ProcessWindowFunction) -> S:
         """Evaluate each window with a :class:`ProcessWindowFunction` (all its records)."""

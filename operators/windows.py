@@ -94,6 +94,17 @@ class TimeWindow(NamedTuple):
         """The largest timestamp that belongs to the window (``end - 1``)."""
         return self.end - 1
 
+    def __call__(self) -> "TimeWindow":
+        """The window itself: a PyFlink port's ``context.window()`` reads the same window as
+        ``context.window`` (PyFlink's context has a ``window()`` method).
+
+        Example:
+            >>> w = TimeWindow(0, 10)
+            >>> w() is w
+            True
+        """
+        return self
+
     def intersects(self, other: "TimeWindow") -> bool:
         """True if the windows overlap or touch (session windows merge then)."""
         return self.start <= other.end and self.end >= other.start
@@ -115,6 +126,10 @@ class GlobalWindow:
 
     def max_timestamp(self) -> int:
         return 2**63 - 1
+
+    def __call__(self) -> "GlobalWindow":
+        """The window itself (a PyFlink port's ``context.window()``, as :meth:`TimeWindow.__call__`)."""
+        return self
 
     def __reduce__(self) -> tuple[type[GlobalWindow], tuple[()]]:
         return (GlobalWindow, ())
@@ -608,7 +623,9 @@ class WindowContext(Generic[W]):
 
     __slots__ = ("window", "key", "_op", "_side")
 
-    #: the window being evaluated (set by the operator before each ``process`` call)
+    #: the window being evaluated (set by the operator before each ``process`` call); a
+    #: :class:`TimeWindow` or :class:`GlobalWindow` may also be called, so a PyFlink port's
+    #: ``context.window()`` gives the same window
     window: W
 
     def __init__(self, op: _WindowOperatorLike) -> None:
