@@ -777,9 +777,29 @@ def _submit(graph: JobGraph, graph_blob: bytes, config: JobConfig) -> JobClient:
         executors = start_executors({s: task_actor_name(job_id, s, 0) for s in slots}, config.task_num_cpus)
     config_blob = cloudpickle.dumps(config)
     run_ref = master.run.remote(graph_blob, config_blob, job_id, executors)
-    return JobClient(master, run_ref, config.name, graph, executors,
-                     pool=pool if config.reuse_workers else None, master_name=master_name, job_id=job_id,
-                     submission=(graph_blob, config_blob, config))
+    client = JobClient(master, run_ref, config.name, graph, executors,
+                       pool=pool if config.reuse_workers else None, master_name=master_name, job_id=job_id,
+                       submission=(graph_blob, config_blob, config))
+    try:
+        _wait_until_started(master, job_id)
+    except KeyboardInterrupt:  # (Ctrl-C while the master starts: no job is left running unseen)
+        client.cancel()
+        raise
+    return client
+
+
+def _wait_until_started(master: Any, job_id: str) -> None:
+    """Return once job ``job_id`` has started on ``master``: its sources are planned, so what
+    they resolve at the job's start is fixed when ``execute_async()`` returns (entries appended
+    to a Redis stream after it returned are read by a ``start_id="$"`` source, and not by a
+    bounded one, whose end is fixed). Before, ``execute_async()`` returned as soon as the run
+    was sent, and a master still starting (a new process: ~1 s) resolved ``"$"`` later,
+    silently skipping what the caller appended meanwhile. A master that dies first is the
+    client's to report (``wait()`` fails the job over or raises)."""
+    try:
+        ray.get(master.job_started.remote(job_id))
+    except ray.exceptions.RayError:
+        log.debug("job %s: waiting for its start on its job master failed", job_id, exc_info=True)
 
 
 submit = submit_job

@@ -709,6 +709,20 @@ class JobMasterActor:
                   executors: dict[str, Any] | None = None, recover: bool = False) -> dict:
         return await self._master.run(graph_blob, config_blob, job_id, executors, recover)
 
+    async def job_started(self, job_id: str) -> None:
+        """Return once job ``job_id`` has started on this master, or its run ended without
+        starting it (its client's ``wait()`` says how). A job has started when its sources'
+        splits are planned (the master plans them as it takes the job, before its first
+        await): what a source fixes at the job's start (a Redis stream's last entry for
+        ``start_id="$"``, a bounded stream's end) is fixed then. The driver's
+        ``execute_async()`` returns after it (:func:`engine.client.submit_job`)."""
+        if self._master.job_id == job_id:  # running (or ended) here: its run came first
+            return
+        try:
+            await self._master._await_job(job_id, "the start of the job")
+        except RaystreamError:  # ended here already, or never started: nothing to wait for
+            pass
+
     async def job_info(self, job_id: str | None = None) -> dict:
         return await self._master.job_info(job_id)
 
