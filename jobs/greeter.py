@@ -32,6 +32,7 @@ from raystream.statefun_api import (
     make_json_type,
     message_builder,
 )
+from raystream.statefun_api.address import id_problem
 from raystream.statefun_api.job import StatefulFunctionsJob
 
 __all__ = ["functions", "greeting", "build", "main", "route", "GREETS", "PERSON", "GREETER"]
@@ -80,9 +81,18 @@ def route(name: str) -> Message:
     return message_builder(PERSON, name, str_value=name)
 
 
+def visitor(text: str) -> str:
+    """An argparse type: a visitor's name, which is the ``example/person`` function's id (a
+    name it cannot be is a usage error naming it, not a failed job)."""
+    problem = id_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"a visitor's name is a function id: {problem}")
+    return text
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="greeter", description=__doc__.splitlines()[0])
-    p.add_argument("names", nargs="*", help="visitors, in order (default: generated visits)")
+    p.add_argument("names", nargs="*", type=visitor, help="visitors, in order (default: generated visits)")
     p.add_argument("--visits", type=at_least(0), default=1000, help="generated visits when no names are given")
     p.add_argument("--people", type=at_least(1), default=50, help="distinct generated visitors")
     p.add_argument("--parallelism", type=at_least(1), default=2)
