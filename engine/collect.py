@@ -16,8 +16,10 @@ Flink's collect sink sends them to its client: over a socket, not through the jo
   not keep up fills the queue, the reading threads stop reading, the socket buffers fill, the
   sender thread waits in ``send``, the outbox fills and the sink task stops taking input
   (``accepts_input``), whose producers then wait on their credits: memory stays bounded at
-  every step. Checkpoint barriers still pass the paused sink (the task takes the data ahead
-  of a barrier), so a slow consumer delays checkpoints by at most what is ahead of them.
+  every step. While the consumer does not read, the job waits, its checkpoint barriers too
+  (behind the data the sink does not take): a checkpoint may time out (aborted, the job goes
+  on unless ``tolerable_failures`` says otherwise) and the next one completes once the
+  consumer reads again.
 
 Messages are ``(connection id, seq, subtask, key, batches)`` pickles; ``key`` names a piece
 of output once, so that a piece sent twice (after a restart) is delivered once.
@@ -49,7 +51,7 @@ from .records import arrow_to_records, records_to_arrow
 if TYPE_CHECKING:  # (annotations only: the iterator takes a JobClient the driver made)
     from .client import JobClient
 
-__all__ = ["CloseableIterator", "CollectEndpoint", "CollectSender", "CollectServer", "collect_host"]
+__all__ = ["CLOSE_DRAIN_S", "CloseableIterator", "CollectEndpoint", "CollectSender", "CollectServer", "collect_host"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,8 @@ log = logging.getLogger(__name__)
 HOST_ENV = "RAYSTREAM_COLLECT_HOST"
 #: seconds a sink writer tries to connect to the driver
 CONNECT_TIMEOUT_S = 10.0
+#: seconds a closing sink writer waits for a driver that does not read to take what it holds
+CLOSE_DRAIN_S = 30.0
 
 
 def collect_host(address: str | None) -> tuple[str, str]:
@@ -424,12 +428,17 @@ class CollectSender:
                 self._asked = True
             return room
 
-    def flush(self) -> None:
-        """Block until everything queued was sent (or raise why it cannot be)."""
+    def flush(self, timeout: float | None = None) -> bool:
+        """Block until everything queued was sent (or raise why it cannot be); with
+        ``timeout``, return False if it was not within that many seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while (self._outbox or self._busy) and self._error is None and not self._closed:
-                self._cond.wait(0.5)
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False
+                self._cond.wait(0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic())))
         self._check()
+        return True
 
     def _check(self) -> None:
         if self._error is not None:
@@ -482,9 +491,18 @@ class CollectSender:
             if wake and self._wake is not None:
                 self._wake()
 
-    def close(self) -> None:
-        """Stop sending (what is not sent yet is dropped) and close the connection; a send
-        that waits for the driver is woken (the socket is shut down)."""
+    def close(self, drain_s: float = 0.0) -> None:
+        """Send what is queued (waiting at most ``drain_s`` seconds for a driver that does not
+        read; a driver that is gone ends the wait at once), then stop sending (what is left
+        is dropped) and close the connection; a send that waits for the driver is woken (the
+        socket is shut down)."""
+        if drain_s > 0 and self._thread is not None:
+            try:
+                if not self.flush(drain_s):
+                    log.warning("%s: %d messages for the driver were not sent within %.0f s and are dropped",
+                                self.where, len(self._outbox), drain_s)
+            except RaystreamError:
+                pass  # (the driver is gone: nobody to send to)
         with self._cond:
             self._closed = True
             self._cond.notify_all()

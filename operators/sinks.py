@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from raystream.engine.collect import CollectEndpoint, CollectSender
+from raystream.engine.collect import CLOSE_DRAIN_S, CollectEndpoint, CollectSender
 from raystream.engine.connectors import Committer, Sink, SinkWriter
 from raystream.engine.errors import ConfigError, JobFailed, UserCodeError, short_repr
 from raystream.engine.operator import OperatorContext
@@ -184,7 +184,10 @@ class _StreamingCollectWriter(SinkWriter[_StreamTail]):
             self._send_piece(self.subtask, cid, batches)
 
     def close(self) -> None:
-        self.sender.close()
+        # what it handed to the sender was committed (a checkpoint or a stop-with-savepoint
+        # completed; without checkpointing, written): sent before the task ends, also when it
+        # ends at a savepoint barrier with the driver still reading what came before
+        self.sender.close(drain_s=CLOSE_DRAIN_S)
 
 
 def _nothing() -> None:

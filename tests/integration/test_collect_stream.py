@@ -6,6 +6,7 @@ what it wants; each compared with a plain-Python reference, at parallelism 1 and
 from __future__ import annotations
 
 import os
+import threading
 from collections import Counter
 
 import pytest
@@ -14,6 +15,7 @@ import raystream as rs
 from raystream.engine.client import JobClient
 from raystream.engine.errors import JobFailed
 from raystream.operators.redis_streams import RedisStreamSource
+from raystream.operators.sinks import collected_records
 from tests.waiting import wait_for
 
 PARALLELISM = [1, 2]
@@ -185,3 +187,35 @@ def test_limit_on_an_unbounded_redis_stream(p, redis_url, redis_client):
     if p == 1:
         assert got == want
     assert not _running()
+
+
+def test_stop_with_savepoint_delivers_everything_before_it_once(tmp_path):
+    """Another thread stops the job with a savepoint while the driver reads: the iterator
+    ends with what the job wrote up to the savepoint, and a job resumed from the savepoint
+    gives the rest: every record exactly once."""
+    n, pad = 30_000, 1000
+
+    def build() -> tuple[rs.StreamEnvironment, rs.DataStream]:
+        env = rs.StreamEnvironment(parallelism=2, batch_size=100, buffer_bytes=32 << 10, credits=2)
+        env.enable_checkpointing(100, checkpoint_dir=str(tmp_path / "chk"))
+        numbers = env.generate(lambda i: i, count=n, rate=5000).uid("numbers")
+        return env, numbers.map(lambda i: "x" * pad + str(i)).uid("padded")  # (1 KB records to collect)
+
+    _env, stream = build()
+    savepoint: list[str] = []
+    with stream.execute_and_collect(stream=True) as records:
+        got = [next(records) for _ in range(1000)]
+        stopper = threading.Thread(
+            target=lambda: savepoint.append(records.client.stop_with_savepoint(str(tmp_path / "sp"))))
+        stopper.start()
+        got += list(records)
+        stopper.join()
+        assert records.client.status() == "FINISHED"
+    assert len(got) < n  # (stopped before its end)
+    env, resumed = build()
+    resumed.collect()
+    rest = [r for batches in env.execute("resumed", from_savepoint=savepoint[0]).sink_results.values()
+            for r in collected_records(batches)]
+    numbers = [int(s[pad:]) for s in got + rest]
+    lost, duplicated = Counter(range(n)) - Counter(numbers), Counter(numbers) - Counter(range(n))
+    assert not lost and not duplicated, (len(got), len(rest), sum(lost.values()), sum(duplicated.values()))
