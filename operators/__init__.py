@@ -35,11 +35,13 @@ from .sources import CollectionSource, GeneratorSource, ParquetSource, TextSourc
 from .testing import OperatorHarness
 from .time import WatermarkStrategy
 from .windows import (
+    AllWindowFunction,
     CountTrigger,
     EventTimeSessionWindows,
     EventTimeTrigger,
     GlobalWindows,
     NeverTrigger,
+    ProcessAllWindowFunction,
     ProcessingTimeSessionWindows,
     ProcessingTimeTrigger,
     ProcessWindowFunction,
@@ -51,6 +53,7 @@ from .windows import (
     TriggerResult,
     TumblingEventTimeWindows,
     TumblingProcessingTimeWindows,
+    WindowFunction,
 )
 
 __all__ = [
@@ -88,6 +91,9 @@ __all__ = [
     "BroadcastProcessFunction",
     "ProcessJoinFunction",
     "ProcessWindowFunction",
+    "ProcessAllWindowFunction",
+    "WindowFunction",
+    "AllWindowFunction",
     "TimeWindow",
     "TumblingEventTimeWindows",
     "TumblingProcessingTimeWindows",

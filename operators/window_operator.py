@@ -965,8 +965,9 @@ class WindowOperator(StreamOperator):
     def _not_records(self, result: Any) -> NoReturn:
         fn = self.window_function
         inner = getattr(fn, "fn", None)  # apply(fn): name the user's function
-        name = (f"apply() function {getattr(inner, '__name__', inner)!r}" if inner is not None and callable(inner)
-                else f"{type(fn).__name__}.process()")
+        name = (getattr(fn, "described", None)
+                or (f"apply() function {getattr(inner, '__name__', inner)!r}" if inner is not None and callable(inner)
+                    else f"{type(fn).__name__}.process()"))
         raise ConfigError(
             f"{name} returned a {type(result).__name__} ({short_repr(result, 80)}), not an iterable of records: "
             "yield each record, or return a list of them (return [record] for one), or None for none"

@@ -41,14 +41,17 @@ from .window_fast import (
 )
 from .window_operator import AGGREGATE, LIST, REDUCE, WindowOperator
 from .windows import (
+    AllWindowFunction,
     CountTrigger,
     GlobalWindows,
+    ProcessAllWindowFunction,
     ProcessWindowFunction,
     PurgingTrigger,
     SlidingEventTimeWindows,
     Trigger,
     TumblingEventTimeWindows,
     WindowAssigner,
+    WindowFunction,
 )
 
 # find_timestamp_assigner: re-exported from where it lived before operators._stream_base
@@ -86,11 +89,43 @@ class _SpecsWindowFunction(ProcessWindowFunction):
 
 
 class _ApplyFunction(ProcessWindowFunction):
-    def __init__(self, fn: Callable[[Any, Any, list], Iterable[Any]]) -> None:
+    def __init__(self, fn: Callable[[Any, Any, list], Iterable[Any] | None]) -> None:
         self.fn = fn
 
     def process(self, key: Any, context: Any, elements: Iterable[Any]) -> Iterable[Any] | None:
         return self.fn(key, context.window, list(elements))
+
+
+class _AllWindowApply(ProcessWindowFunction):
+    """``window_all(...).apply(fn(window, records))`` (or an :class:`AllWindowFunction`)."""
+
+    def __init__(self, fn: Callable[[Any, list], Iterable[Any] | None]) -> None:
+        self.fn = fn
+
+    def process(self, key: Any, context: Any, elements: Iterable[Any]) -> Iterable[Any] | None:
+        return self.fn(context.window, list(elements))
+
+
+class _AllWindowProcess(ProcessWindowFunction):
+    """A :class:`ProcessAllWindowFunction` under the keyed window operator of ``window_all``
+    (whose one key it does not see)."""
+
+    def __init__(self, function: ProcessAllWindowFunction) -> None:
+        self.function = function
+        #: how errors name the function (the user's, not this adapter)
+        self.described = f"{type(function).__name__}.process()"
+
+    def open(self, runtime_context: Any) -> None:
+        self.function.open(runtime_context)
+
+    def process(self, key: Any, context: Any, elements: Iterable[Any]) -> Iterable[Any] | None:
+        return self.function.process(context, elements)
+
+    def clear(self, context: Any) -> None:
+        self.function.clear(context)
+
+    def close(self) -> None:
+        self.function.close()
 
 
 class WindowedStream(Generic[S]):
@@ -186,14 +221,32 @@ class WindowedStream(Generic[S]):
         )
         return self._output(node)
 
-    def reduce(self, fn: Callable[[Any, Any], Any], window_function: ProcessWindowFunction | None = None) -> S:
+    def _window_function(self, method: str, function: Any) -> ProcessWindowFunction | None:
+        """``function`` as the window operator runs it: a :class:`ProcessWindowFunction`, or
+        on :meth:`~operators.datastream.DataStream.window_all` a
+        :class:`ProcessAllWindowFunction` (Flink's, without the key)."""
+        if function is None or isinstance(function, ProcessWindowFunction):
+            return function
+        if isinstance(function, ProcessAllWindowFunction):
+            if not self._all:
+                raise GraphError(
+                    f"{method}(): {type(function).__name__} is a ProcessAllWindowFunction, for window_all(); "
+                    "a keyed window takes a ProcessWindowFunction (process(key, context, elements))"
+                )
+            return _AllWindowProcess(function)
+        expected = "ProcessAllWindowFunction or ProcessWindowFunction" if self._all else "ProcessWindowFunction"
+        raise GraphError(f"{method}() expects a {expected}, got {type(function).__name__}")
+
+    def reduce(self, fn: Callable[[Any, Any], Any],
+               window_function: ProcessWindowFunction | ProcessAllWindowFunction | None = None) -> S:
         """Fold each window's records with ``fn(a, b)``; emits the reduced value (or what
         ``window_function`` makes of it)."""
         if not callable(fn):
             raise GraphError(f"reduce() expects a function, got {fn!r}")
-        return self._operator("window_reduce", REDUCE, fn, window_function)
+        return self._operator("window_reduce", REDUCE, fn, self._window_function("reduce", window_function))
 
-    def aggregate(self, aggregate_function: Any = None, window_function: ProcessWindowFunction | None = None, *,
+    def aggregate(self, aggregate_function: Any = None,
+                  window_function: ProcessWindowFunction | ProcessAllWindowFunction | None = None, *,
                   combine: bool | None = None, **specs: tuple[str, str]) -> S:
         """``aggregate(AggregateFunction)``: incremental aggregation per window; or
         ``aggregate(n=("value", "count"), total=("value", "sum"))``: rows
@@ -215,6 +268,7 @@ class WindowedStream(Generic[S]):
         """
         if combine is not None and not isinstance(combine, bool):
             raise GraphError(f"aggregate(combine={combine!r}): combine must be None (auto), True or False")
+        window_function = self._window_function("aggregate", window_function)
         if aggregate_function is not None:
             combine = bool(combine)  # auto: off for the record API (see above)
             missing = [m for m in ("create_accumulator", "add", "get_result", "merge") if not callable(getattr(aggregate_function, m, None))]
@@ -304,16 +358,35 @@ class WindowedStream(Generic[S]):
         )
         return self._output(node)
 
-    def process(self, function: ProcessWindowFunction) -> S:
-        """Evaluate each window with a :class:`ProcessWindowFunction` (all its records)."""
-        if not isinstance(function, ProcessWindowFunction):
-            raise GraphError(f"process() expects a ProcessWindowFunction, got {type(function).__name__}")
-        return self._operator("window_process", LIST, None, function)
+    def process(self, function: ProcessWindowFunction | ProcessAllWindowFunction) -> S:
+        """Evaluate each window with a :class:`ProcessWindowFunction` (all its records); on
+        :meth:`~operators.datastream.DataStream.window_all` also a
+        :class:`ProcessAllWindowFunction` (``process(context, elements)``, as in Flink)."""
+        if function is None:
+            raise GraphError("process() expects a ProcessWindowFunction, got None")
+        return self._operator("window_process", LIST, None, self._window_function("process", function))
 
-    def apply(self, fn: Callable[[Any, Any, list], Iterable[Any]]) -> S:
-        """Evaluate each window with ``fn(key, window, records) -> iterable``."""
+    def apply(self, fn: Any) -> S:
+        """Evaluate each window with ``fn(key, window, records) -> iterable`` or a
+        :class:`WindowFunction` (Flink's, its ``apply(key, window, inputs)``); on
+        :meth:`~operators.datastream.DataStream.window_all` with ``fn(window, records)`` or an
+        :class:`AllWindowFunction` (``apply(window, inputs)``), as Flink's ``AllWindowedStream``."""
+        if self._all:
+            if isinstance(fn, AllWindowFunction):
+                return self._operator("window_apply", LIST, None, _AllWindowApply(fn.apply))
+            if isinstance(fn, WindowFunction):
+                raise GraphError(f"apply(): {type(fn).__name__} is a WindowFunction (apply(key, window, inputs)); "
+                                 "window_all() takes an AllWindowFunction (apply(window, inputs)) or fn(window, records)")
+            if not callable(fn):
+                raise GraphError(f"apply() expects an AllWindowFunction or a function (window, records), got {fn!r}")
+            return self._operator("window_apply", LIST, None, _AllWindowApply(fn))
+        if isinstance(fn, AllWindowFunction):
+            raise GraphError(f"apply(): {type(fn).__name__} is an AllWindowFunction, for window_all(); a keyed window "
+                             "takes a WindowFunction (apply(key, window, inputs)) or fn(key, window, records)")
+        if isinstance(fn, WindowFunction):
+            return self._operator("window_apply", LIST, None, _ApplyFunction(fn.apply))
         if not callable(fn):
-            raise GraphError(f"apply() expects a function, got {fn!r}")
+            raise GraphError(f"apply() expects a WindowFunction or a function (key, window, records), got {fn!r}")
         return self._operator("window_apply", LIST, None, _ApplyFunction(fn))
 
 

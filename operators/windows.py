@@ -59,6 +59,9 @@ __all__ = [
     "PurgingTrigger",
     "NeverTrigger",
     "ProcessWindowFunction",
+    "ProcessAllWindowFunction",
+    "WindowFunction",
+    "AllWindowFunction",
     "WindowContext",
 ]
 
@@ -696,3 +699,60 @@ class ProcessWindowFunction(ABC, Generic[IN, OUT, KEY, W]):
 
     def close(self) -> None:
         """Called once at the end."""
+
+
+class ProcessAllWindowFunction(ABC, Generic[IN, OUT, W]):
+    """Evaluates a whole window of :meth:`~operators.datastream.DataStream.window_all`:
+    ``process(context, elements)`` yields results (Flink's ``ProcessAllWindowFunction``: no
+    key; ``context`` is a :class:`WindowContext`, its ``window`` or ``window()`` the window).
+
+    Example:
+        >>> class CountAll(ProcessAllWindowFunction):
+        ...     def process(self, context, elements):
+        ...         yield (context.window().start, len(list(elements)))
+    """
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        """Called once (the window of ``window_all`` runs in one subtask)."""
+
+    @abstractmethod
+    def process(self, context: WindowContext[W], elements: Iterable[IN]) -> Iterable[OUT] | None:
+        """Evaluate one window."""
+
+    def clear(self, context: WindowContext[W]) -> None:
+        """Called when ``context.window`` is cleaned up (after its allowed lateness)."""
+
+    def close(self) -> None:
+        """Called once at the end."""
+
+
+class WindowFunction(ABC, Generic[IN, OUT, KEY, W]):
+    """Flink's ``WindowFunction``: ``apply(key, window, inputs)`` yields the results of one
+    window of one key (``WindowedStream.apply`` takes it, or a plain function of the same
+    three arguments).
+
+    Example:
+        >>> class Count(WindowFunction):
+        ...     def apply(self, key, window, inputs):
+        ...         yield (key, window.start, len(list(inputs)))
+    """
+
+    @abstractmethod
+    def apply(self, key: KEY, window: W, inputs: Iterable[IN]) -> Iterable[OUT] | None:
+        """Evaluate one window of one key."""
+
+
+class AllWindowFunction(ABC, Generic[IN, OUT, W]):
+    """Flink's ``AllWindowFunction``: ``apply(window, inputs)`` yields the results of one
+    window of :meth:`~operators.datastream.DataStream.window_all` (its ``apply`` takes it, or
+    a plain function of the same two arguments).
+
+    Example:
+        >>> class CountAll(AllWindowFunction):
+        ...     def apply(self, window, inputs):
+        ...         yield (window.start, len(list(inputs)))
+    """
+
+    @abstractmethod
+    def apply(self, window: W, inputs: Iterable[IN]) -> Iterable[OUT] | None:
+        """Evaluate one window."""

@@ -33,6 +33,7 @@ from raystream.engine import (
 )
 from raystream.engine.restart import RestartStrategy
 from raystream.operators import (  # event time
+    AllWindowFunction,
     BroadcastProcessFunction,
     CoProcessFunction,
     CountTrigger,
@@ -46,6 +47,7 @@ from raystream.operators import (  # event time
     NeverTrigger,
     OperatorHarness,
     OutputTag,
+    ProcessAllWindowFunction,
     ProcessFunction,
     ProcessingTimeSessionWindows,
     ProcessingTimeTrigger,
@@ -64,6 +66,7 @@ from raystream.operators import (  # event time
     TumblingEventTimeWindows,
     TumblingProcessingTimeWindows,
     WatermarkStrategy,
+    WindowFunction,
 )
 
 __version__ = "0.1.0"
@@ -110,6 +113,9 @@ __all__ = [
     "ProcessFunction",
     "ProcessJoinFunction",
     "ProcessWindowFunction",
+    "ProcessAllWindowFunction",
+    "WindowFunction",
+    "AllWindowFunction",
     "ProcessingTimeSessionWindows",
     "ProcessingTimeTrigger",
     "PurgingTrigger",

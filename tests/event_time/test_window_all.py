@@ -89,3 +89,90 @@ def test_window_all_runs_at_parallelism_one_with_the_reference_output(how, paral
     after = out.map(lambda r: r)  # back at the environment's parallelism
     assert after.node.parallelism in (None, parallelism)
     assert _rows(how, after.execute_and_collect(f"window-all-{how}")) == reference()
+
+
+class CountAllProcess(rs.ProcessAllWindowFunction):
+    """A PyFlink port's ProcessAllWindowFunction: no key, ``context.window()``."""
+
+    def __init__(self):
+        self.cleared = 0
+
+    def process(self, context, elements):
+        vs = [e["v"] for e in elements]
+        yield (context.window().start, len(vs), sum(vs))
+
+
+class CountAllApply(rs.AllWindowFunction):
+    def apply(self, window, inputs):
+        vs = [e["v"] for e in inputs]
+        yield (window.start, len(vs), sum(vs))
+
+
+class CountKeyedApply(rs.WindowFunction):
+    def apply(self, key, window, inputs):
+        vs = [e["v"] for e in inputs]
+        yield (key, window.start, len(vs), sum(vs))
+
+
+class CountSumAll(rs.ProcessAllWindowFunction):
+    def process(self, context, elements):
+        for count, total in elements:
+            yield (context.window.start, count, total)
+
+
+def _windowed_all(env):
+    return env.from_collection(RECORDS).assign_timestamps_and_watermarks(STRATEGY).window_all(
+        rs.TumblingEventTimeWindows.of(SIZE))
+
+
+@pytest.mark.parametrize("how", ["process-all", "apply-all", "apply-all-fn", "aggregate-all"])
+@pytest.mark.parametrize("parallelism", [1, 2])
+def test_flink_all_window_functions_on_window_all(how, parallelism):
+    env = rs.StreamEnvironment(parallelism=parallelism)
+    windowed = _windowed_all(env)
+    if how == "process-all":
+        out = windowed.process(CountAllProcess())
+    elif how == "apply-all":
+        out = windowed.apply(CountAllApply())
+    elif how == "apply-all-fn":
+        out = windowed.apply(lambda window, records: [(window.start, len(records), sum(r["v"] for r in records))])
+    else:
+        out = windowed.aggregate(CountSum(), CountSumAll())
+    assert sorted(tuple(r) for r in out.execute_and_collect(f"all-{how}")) == reference()
+
+
+def test_keyed_window_function_object():
+    env = rs.StreamEnvironment(parallelism=2)
+    out = (env.from_collection(RECORDS).assign_timestamps_and_watermarks(STRATEGY).key_by("k")
+           .window(rs.TumblingEventTimeWindows.of(SIZE)).apply(CountKeyedApply()))
+    expected: dict[tuple[str, int], list[int]] = {}
+    for r in RECORDS:
+        expected.setdefault((r["k"], r["ts"] - r["ts"] % SIZE), []).append(r["v"])
+    assert sorted(tuple(r) for r in out.execute_and_collect("keyed-apply")) == sorted(
+        (k, s, len(vs), sum(vs)) for (k, s), vs in expected.items())
+
+
+def test_all_window_functions_refused_where_they_do_not_belong():
+    env = rs.StreamEnvironment(parallelism=1)
+    keyed = env.from_collection(RECORDS).assign_timestamps_and_watermarks(STRATEGY).key_by("k").window(
+        rs.TumblingEventTimeWindows.of(SIZE))
+    with pytest.raises(rs.GraphError, match="CountAllProcess is a ProcessAllWindowFunction, for window_all"):
+        keyed.process(CountAllProcess())
+    with pytest.raises(rs.GraphError, match="CountAllApply is an AllWindowFunction, for window_all"):
+        keyed.apply(CountAllApply())
+    with pytest.raises(rs.GraphError, match="CountKeyedApply is a WindowFunction"):
+        _windowed_all(env).apply(CountKeyedApply())
+    with pytest.raises(rs.GraphError, match="aggregate\\(\\) expects a ProcessWindowFunction, got int"):
+        keyed.aggregate(CountSum(), 3)
+
+
+class OneRecordAll(rs.ProcessAllWindowFunction):
+    def process(self, context, elements):
+        return {"n": len(list(elements))}  # one record returned, not yielded
+
+
+def test_a_process_all_window_function_returning_one_record_is_named():
+    env = rs.StreamEnvironment(parallelism=1)
+    out = _windowed_all(env).process(OneRecordAll())
+    with pytest.raises(rs.JobFailed, match="OneRecordAll.process\\(\\) returned a dict"):
+        out.execute_and_collect("one-record-all")
