@@ -292,8 +292,13 @@ def check_same_cluster(address: str | None) -> None:
     cluster is an error (Ray keeps one connection per process): never silently use the one
     that is connected.
 
+    Both the host and the port count (before 2026-12-07 only the port did: a second cluster on
+    another host at the same port, 6379 for every ``ray start --head`` by default, was taken
+    for the connected one and the job ran there silently); a host names this machine as its
+    loopback names and Ray's node IP of it do.
+
     Raises:
-        ConfigError: ``address`` names a GCS port other than the connected cluster's.
+        ConfigError: ``address`` names a GCS other than the connected cluster's.
     """
     if not address or address in ("auto", "local") or "://" in address or ":" not in address:
         return
@@ -301,11 +306,40 @@ def check_same_cluster(address: str | None) -> None:
         gcs = ray.get_runtime_context().gcs_address
     except Exception:  # noqa: BLE001 - cannot tell: keep the connection
         return
-    if gcs and gcs.rsplit(":", 1)[-1] != address.rsplit(":", 1)[-1]:
+    if not gcs:
+        return
+    connected_host, _, connected_port = gcs.rpartition(":")
+    host, _, port = address.rpartition(":")
+    if port != connected_port or not (_host_addresses(host) & _host_addresses(connected_host)):
         raise ConfigError(
             f"this process is already connected to {connected_cluster()}, not to {address!r}; Ray "
             "keeps one cluster connection per process: run this in a new process (or ray.shutdown() first)"
         )
+
+
+def _host_addresses(host: str) -> set[str]:
+    """The IP addresses ``host`` names, those of this machine (loopback, Ray's node IP) as
+    ``"this machine"``; an unresolvable name stands for itself."""
+    import ipaddress
+    import socket
+
+    host = host.strip("[]")
+    try:
+        ips = {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
+    except (OSError, UnicodeError):
+        return {host}
+    try:
+        node_ip = ray.util.get_node_ip_address()
+    except Exception:  # noqa: BLE001 - then only loopback addresses count as this machine's
+        node_ip = None
+    out = set()
+    for ip in ips:
+        try:
+            loopback = ipaddress.ip_address(ip.split("%", 1)[0]).is_loopback
+        except ValueError:
+            loopback = False
+        out.add("this machine" if loopback or ip == node_ip else ip)
+    return out
 
 
 def connected_cluster() -> str:
