@@ -490,6 +490,18 @@ def _runtime_env(args: argparse.Namespace) -> dict:
     return env
 
 
+def _check_syntax(path: Path, spec: str) -> None:
+    """A job file that is not valid Python fails ``submit`` before anything is uploaded (on the
+    cluster its import failed only after the upload and the runtime env's setup, and the error
+    named the file by its path in the cluster's temp dir). Only the syntax is checked: the
+    job's imports may exist on the cluster alone."""
+    try:
+        compile(path.read_bytes(), str(path), "exec", dont_inherit=True)
+    except (SyntaxError, ValueError) as exc:  # (ValueError: null bytes in the source)
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).rstrip()
+        raise CliError(f"job file {spec!r} is not valid Python; nothing was submitted:\n{detail}") from None
+
+
 def build_entrypoint(args: argparse.Namespace) -> tuple[str, dict]:
     """The cluster-side command (``python -m raystream.jobs.cli run ... --address auto``) and runtime env."""
     runtime_env = _runtime_env(args)
@@ -499,6 +511,7 @@ def build_entrypoint(args: argparse.Namespace) -> tuple[str, dict]:
         path = Path(job).expanduser()
         if not path.is_file():
             raise CliError(f"job file {job!r} does not exist (current directory: {os.getcwd()!r})")
+        _check_syntax(path, job)
         base = Path(working_dir or runtime_env.get("working_dir") or path.parent).resolve()
         try:
             job = path.resolve().relative_to(base).as_posix()
