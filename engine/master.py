@@ -535,6 +535,16 @@ class JobMaster:
         attempts_before = self.attempt  # (_start_job counts the job's first attempt)
         result: dict | None = None
         try:
+            last = getattr(self, "_completed_all", None)
+            if last is not None and not last.is_set():
+                # The last job's checkpoint completions still run (it was cancelled, or failed for
+                # good, during a slow commit: committed output, it goes on). They act on that job's
+                # state, which this job's start replaces: the next job starts once they ended.
+                # (Before, the old commit's end counted down this job's completions, and this job
+                # waited for them forever at its end; a commit reaching its committers after the
+                # start committed the old job's output into this job's sinks.)
+                log.info("job master: the next job (%s) waits for the commit of job %s to end", job_id, self.job_id)
+                await last.wait()
             result = await self._run(graph_blob, config_blob, job_id, executors, recover)
             return result
         finally:
