@@ -707,10 +707,13 @@ def _call(client: Any, method: str, *a: Any, timeout: float = 30.0) -> Any:
 def cmd_list(args: argparse.Namespace) -> int:
     if _is_http(args.address):
         client = _submission_client(args.address)
-        jobs = [j for j in client.list_jobs() if not (j.metadata or {}).get("raystream_relay")]
+        # (Ray also lists every driver that connected directly, as a job of type DRIVER without a
+        # submission id: not a submission, and no id that `logs` or `cancel` could use)
+        jobs = [j for j in client.list_jobs()
+                if j.submission_id and not (j.metadata or {}).get("raystream_relay")]
         print(f"{'SUBMISSION ID':<32} {'STATUS':<10} ENTRYPOINT")
         for j in sorted(jobs, key=lambda j: j.start_time or 0):
-            print(f"{j.submission_id or j.job_id:<32} {str(j.status.value):<10} {j.entrypoint}")
+            print(f"{j.submission_id:<32} {str(j.status.value):<10} {j.entrypoint}")
         print()
         return _relay(args, ["list"])
     _connect(args.address)
