@@ -821,7 +821,7 @@ class JobMaster:
         # retained committables that the restored checkpoint covers are not replayed: commit
         for uid, comms in self.coordinator.take_retained(cid).items():
             committables.setdefault(uid, []).extend(comms)
-        self._commit(committables, (cid, f"restore{self.attempt}"), restored=True)  # idempotent re-commit
+        self._commit(committables, (cid, f"restore{self.attempt}"))  # idempotent re-commit
         return plan
 
     async def _take_over(self) -> dict | None:
@@ -879,7 +879,7 @@ class JobMaster:
         # committers that kept it in the old driver's memory (collect) went with that driver.
         durable = {uid: comms for uid, comms in committables.items()
                    if uid in self.committers and not getattr(self.committers[uid], "in_memory", False)}
-        self._commit(durable, restored=True)
+        self._commit(durable, (0, "restore-savepoint"))  # (none logged: no committer keeps it in memory)
         self.restored_from = path
         return plan
 
@@ -1053,8 +1053,7 @@ class JobMaster:
         self._cleanups.add(fut)
         fut.add_done_callback(self._cleanups.discard)
 
-    def _commit(self, committables: dict[str, list], log_name: tuple[int, str] | None = None,
-                restored: bool = False) -> None:
+    def _commit(self, committables: dict[str, list], log_name: tuple[int, str] | None = None) -> None:
         """Make ``committables`` visible (idempotent). Committers that keep what they commit
         in this process's memory (``Committer.in_memory``, e.g. ``collect``) get it logged
         to checkpoint storage first, so that a master taking over can rebuild them: under
@@ -1062,11 +1061,12 @@ class JobMaster:
         takeover replays an entry only when it restores from that checkpoint or a later one;
         restoring from an earlier one, it re-commits what that one's metadata carries).
 
-        ``restored``: they come with a restore (a checkpoint, a savepoint), so an earlier job or
-        attempt may have committed them long ago: a committer with a ``commit_restored(committables)``
-        method gets them through it (the file sinks skip, with a warning, a part file whose
-        pending and final files are both gone: committed, then removed, say consumed
-        downstream, as Flink's file sink's ``commitAfterRecovery``)."""
+        A ``log_name`` labelled ``restore...`` marks the re-commit of a restore (a checkpoint's, a
+        savepoint's), which an earlier job or attempt may have committed long ago: a committer
+        with a ``commit_restored(committables)`` method gets them through it (the file sinks
+        skip, with a warning, a part file whose pending and final files are both gone:
+        committed, then removed, say consumed downstream, as Flink's file sink's
+        ``commitAfterRecovery``)."""
         todo = {uid: comms for uid, comms in committables.items() if comms and uid in self.committers}
         if not todo:
             return
@@ -1074,6 +1074,7 @@ class JobMaster:
         if logged and log_name is not None and self.coordinator is not None:
             cid, label = log_name
             self.coordinator.storage.write_commit_log(self._job_id, cid, label, logged)
+        restored = log_name is not None and log_name[1].startswith("restore")
         for uid, comms in todo.items():
             self._commit_to(uid, comms, restored)
 
