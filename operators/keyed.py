@@ -45,7 +45,85 @@ from .timers import (
     backend_timer_queues,
 )
 
-__all__ = ["ReduceOperator", "AggregateOperator", "KeyedProcessOperator", "AGGREGATIONS"]
+__all__ = ["ReduceOperator", "AggregateOperator", "KeyedProcessOperator", "AGGREGATIONS", "OPERATOR_KIND",
+           "restored_states"]
+
+#: the field of a keyed operator's snapshot naming the kind of operator that wrote it, so that
+#: a state restored under a uid that now names another kind of operator is refused by name
+#: (a ``reduce``'s snapshot names none: its format is the one older releases wrote and read)
+OPERATOR_KIND = "operator_kind"
+
+
+def restored_states(states: list[Any], ctx: OperatorContext, kind: str | None, fields: frozenset[str],
+                    looks_like: Callable[[dict[str, Any]], bool] | None = None,
+                    name: str | None = None) -> list[dict[str, Any]]:
+    """The operator states restored under ``ctx``'s uid for an operator whose snapshots hold
+    ``fields`` and name ``kind`` as :data:`OPERATOR_KIND` (None: name no kind); ``None``
+    states (old subtasks without state) left out. A state naming no kind (written before
+    2026-12-07, or by a ``reduce``) must hold only ``fields`` and satisfy ``looks_like``; the
+    restored keyed state must hold no state that another kind of keyed operator keeps its
+    values in off the heap (:data:`_OWN_STATES`: a ``reduce``'s, a ``sum``'s on RocksDB).
+
+    Raises:
+        CheckpointError: a state was written by another kind of operator (a ``reduce``'s uid
+            now on a ``KeyedProcessFunction``, an aggregate's on a ``reduce``). The message
+            names the operator, its uid, both kinds (``name``: this operator's, default
+            ``kind``) and the remedies.
+    """
+    mine = name or kind
+    out = []
+    for st in states:
+        if st is None:
+            continue
+        theirs = st.get(OPERATOR_KIND) if isinstance(st, dict) else None
+        if isinstance(st, dict) and (theirs == kind if theirs is not None else
+                                     set(st) <= fields and (looks_like is None or looks_like(st))):
+            out.append(st)
+            continue
+        if theirs is not None:
+            written = _a(theirs)
+        elif isinstance(st, dict) and set(st) == {"by_key_group"}:  # (what a reduce writes)
+            written = "a reduce (or, in a snapshot written before 2026-12-07, another operator of per-key values)"
+        elif isinstance(st, dict):
+            written = f"an operator whose state holds {sorted(map(str, st))!r}, not {sorted(fields)!r}"
+        else:
+            written = f"an operator whose state is a {type(st).__name__}"
+        raise _written_by_another(ctx, mine, written)
+    backend = ctx.keyed_backend
+    for state_name in getattr(backend, "state_names", list)():
+        theirs = _OWN_STATES.get(state_name)
+        if theirs is not None and theirs != mine:
+            raise _written_by_another(ctx, mine, f"{_a(theirs)} (its keyed state {state_name!r})")
+    return out
+
+
+def _a(kind: Any) -> str:
+    return f"{'an' if str(kind)[:1].lower() in 'aeiou' else 'a'} {kind}"
+
+
+def _written_by_another(ctx: OperatorContext, mine: str | None, written: str) -> CheckpointError:
+    return CheckpointError(
+        f"operator {ctx.operator_name!r} (uid {ctx.operator_uid!r}) is {_a(mine)}, but the state restored under "
+        f"its uid was written by {written}: a uid names one operator across versions of a job, and this "
+        "state cannot be read as this operator's. Give this operator a new uid() and restore with "
+        "allow_non_restored_state=True to drop the old operator's state, or put the uid back on an operator "
+        "of the kind that wrote it"
+    )
+
+
+#: the keyed states in which keyed operators keep their values in an off-heap backend, by the
+#: kind of operator (REDUCE_STATE below; operators.keyed_final.FIELD_STATES)
+_OWN_STATES = {"_reduce": "reduce", "_field/value": "field aggregate (sum/min/max)",
+               "_field/first": "field aggregate (sum/min/max)"}
+
+
+_REDUCE_FIELDS = frozenset({"by_key_group"})
+
+
+def _aggregate_parts(state: dict[str, Any]) -> bool:
+    """Whether an operator state naming no kind holds a vectorized aggregate's parts."""
+    return all(isinstance(part, dict) and "keys" in part and "acc" in part
+               for part in state.get("by_key_group", {}).values())
 
 
 def _split_state_by_key_group(state: dict[Any, Any], max_parallelism: int) -> dict[int, dict[Any, Any]]:
@@ -208,7 +286,7 @@ class ReduceOperator(StreamOperator):
         if chunk:
             self.output.emit(Batch.of_records(chunk))
 
-    def snapshot_state(self, checkpoint_id: int) -> dict[str, dict[int, dict[Any, Any]]] | None:
+    def snapshot_state(self, checkpoint_id: int) -> dict[str, Any] | None:
         # off-heap: the values are in the keyed snapshot, the operator's part stays empty
         if not hasattr(self, "ctx"):
             return None
@@ -219,6 +297,8 @@ class ReduceOperator(StreamOperator):
 
     def open(self, ctx: OperatorContext, output: Output) -> None:
         super().open(ctx, output)
+        self._restored = restored_states(getattr(self, "_restored", None) or [], ctx, None, _REDUCE_FIELDS,
+                                         name="reduce")
         backend = ctx.keyed_backend
         if backend is not None and getattr(backend, "off_heap", False):
             keyed = self._keyed = keyed_state_backend(ctx)
@@ -346,8 +426,8 @@ class AggregateOperator(StreamOperator):
 
     def open(self, ctx: OperatorContext, output: Output) -> None:
         super().open(ctx, output)
-        for st in self._restored or []:
-            for kg, part in (st or {}).get("by_key_group", {}).items():
+        for st in restored_states(self._restored or [], ctx, "aggregate", _REDUCE_FIELDS, _aggregate_parts):
+            for kg, part in st.get("by_key_group", {}).items():
                 if kg in ctx.key_group_range:
                     self._merge(part["keys"], self._snapshot_columns(part))
         self._restored = []
@@ -584,9 +664,9 @@ class AggregateOperator(StreamOperator):
         # emitted: a restore from a checkpoint taken after this task finished emits nothing again
         self.slots, self.acc, self.seen, self.types = KeySlots(), {}, {}, {}
 
-    def snapshot_state(self, checkpoint_id: int) -> dict[str, dict[int, dict[str, Any]]]:
+    def snapshot_state(self, checkpoint_id: int) -> dict[str, Any]:
         if not self.keys:
-            return {"by_key_group": KeyGroupedState()}
+            return {"by_key_group": KeyGroupedState(), OPERATOR_KIND: "aggregate"}
         groups = key_groups_of_keys(self.keys, self.ctx.max_parallelism)
         out = KeyGroupedState()
         for g in np.unique(groups).tolist():
@@ -597,7 +677,7 @@ class AggregateOperator(StreamOperator):
                 "seen": {name: arr[sel].copy() for name, arr in self.seen.items()},
                 "types": dict(self.types),
             }
-        return {"by_key_group": out}
+        return {"by_key_group": out, OPERATOR_KIND: "aggregate"}
 
     def restore_state(self, states: list[Any]) -> None:
         self._restored = states
@@ -654,6 +734,9 @@ class LocalAggregateOperator(MiniBatchCombiner):
         return [pa.RecordBatch.from_pydict(cols)]
 
 
+_KPF_FIELDS = frozenset({"timers"})
+
+
 class KeyedProcessOperator(StreamOperator):
     """Runs a :class:`KeyedProcessFunction` with the keyed state backend set to each record's
     key, event-time and processing-time timers (``ctx.timer_service()``) and side outputs
@@ -679,7 +762,7 @@ class KeyedProcessOperator(StreamOperator):
         self.key_selector = key_selector
         self.function = function
         self.timestamp_assigner = timestamp_assigner
-        self._restored_timers: list[dict[str, Any] | None] = []
+        self._restored: list[Any] = []
 
     def open(self, ctx: OperatorContext, output: Output) -> None:
         super().open(ctx, output)
@@ -693,8 +776,9 @@ class KeyedProcessOperator(StreamOperator):
         )
         self.pctx._timer_service = TimerService(self.timers, self.pctx.get_current_key)
         self.tctx._timer_service = TimerService(self.timers, self.tctx.get_current_key)
-        self.timers.restore(self._restored_timers + backend_restored_timers(self.backend), ctx.key_group_range)
-        self._restored_timers = []
+        restored = [st.get("timers") for st in restored_states(self._restored, ctx, "KeyedProcessFunction", _KPF_FIELDS)]
+        self._restored = []
+        self.timers.restore(restored + backend_restored_timers(self.backend), ctx.key_group_range)
         self._out: list[Any] = []
         self.function.open(RuntimeContext(ctx))
 
@@ -757,10 +841,10 @@ class KeyedProcessOperator(StreamOperator):
         self.output.emit_watermark(watermark)
 
     def snapshot_state(self, checkpoint_id: int) -> dict[str, Any]:
-        return {"timers": self.timers.snapshot()}
+        return {"timers": self.timers.snapshot(), OPERATOR_KIND: "KeyedProcessFunction"}
 
     def restore_state(self, states: list[Any]) -> None:
-        self._restored_timers = [s.get("timers") for s in states if s]
+        self._restored = states
 
     def close(self) -> None:
         self.function.close()

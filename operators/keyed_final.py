@@ -61,7 +61,7 @@ from raystream.engine.partitioners import KeySelector
 from raystream.engine.records import Batch, arrow_to_records
 
 from .field_columns import ColumnarFieldFold
-from .keyed import restored_keys
+from .keyed import OPERATOR_KIND, restored_keys, restored_states
 from .minibatch import HELD_KEYS, HELD_ROWS, HoldingCombiner, MiniBatchCombiner
 from .timers import backend_restored_state
 
@@ -411,6 +411,17 @@ class LocalFieldAggregateOperator(MiniBatchCombiner):
                                      grouped.column(1).combine_chunks())
 
 
+#: the kind a field aggregate's snapshot names (sum, min and max keep the same state), and its fields
+_KIND = "field aggregate (sum/min/max)"
+_FIELDS = frozenset({"by_key_group"})
+
+
+def _field_entries(state: dict[str, Any]) -> bool:
+    """Whether an operator state naming no kind holds a field aggregate's (first, value) entries."""
+    return all(isinstance(entries, dict) and all(isinstance(e, tuple) and len(e) == 2 for e in entries.values())
+               for entries in state.get("by_key_group", {}).values())
+
+
 class FieldAggregateOperator(StreamOperator):
     """Each key's ``sum``/``min``/``max`` of ``column``, emitted once at end of input as the
     key's first record with ``column`` set to the result (the keyed half of
@@ -444,8 +455,8 @@ class FieldAggregateOperator(StreamOperator):
         if backend is not None and getattr(backend, "off_heap", False):
             self._keyed = backend
             state.values, state.first = (_BackendValues(backend, n) for n in FIELD_STATES)  # type: ignore[assignment]
-        for snapshot in self._restored:
-            for kg, entries in (snapshot or {}).get("by_key_group", {}).items():
+        for snapshot in restored_states(self._restored, ctx, _KIND, _FIELDS, _field_entries):
+            for kg, entries in snapshot.get("by_key_group", {}).items():
                 if kg in ctx.key_group_range:  # (keys canonical: an unpickled NaN is a new object)
                     for k, (first, value) in zip(restored_keys(entries, ctx, f"{self.how}({self.column!r})"),
                                                  entries.values()):
@@ -531,9 +542,9 @@ class FieldAggregateOperator(StreamOperator):
         if chunk:
             self.output.emit(Batch.of_records(chunk))
 
-    def snapshot_state(self, checkpoint_id: int) -> dict[str, dict[int, dict[Any, tuple[Any, Any]]]]:
+    def snapshot_state(self, checkpoint_id: int) -> dict[str, Any]:
         if self._keyed is not None:  # off-heap: the values are in the keyed snapshot
-            return {"by_key_group": KeyGroupedState()}
+            return {"by_key_group": KeyGroupedState(), OPERATOR_KIND: _KIND}
         if self._columns is not None:
             entries = [(k, (first, value)) for k, first, value in self._columns.items()]
         else:
@@ -544,7 +555,7 @@ class FieldAggregateOperator(StreamOperator):
             groups = key_groups_of_keys([k for k, _ in entries], self.ctx.max_parallelism).tolist()
             for (k, entry), g in zip(entries, groups):
                 out.setdefault(g, {})[k] = entry
-        return {"by_key_group": out}
+        return {"by_key_group": out, OPERATOR_KIND: _KIND}
 
     def restore_state(self, states: list[Any]) -> None:
         self._restored = list(states)
