@@ -17,6 +17,7 @@ knows nothing of the API. The API is graph building on top of it, its modules im
 from .basic import FilterOperator, FlatMapOperator, MapBatchesOperator, MapOperator
 from .datastream import DataStream, DataStreamSink, KeyedStream
 from .environment import StreamEnvironment
+from .flink_functions import FilterFunction, FlatMapFunction, MapFunction, ReduceFunction
 from .functions import (
     BroadcastProcessFunction,
     CoProcessFunction,
@@ -57,6 +58,10 @@ from .windows import (
 )
 
 __all__ = [
+    "FilterFunction",
+    "FlatMapFunction",
+    "MapFunction",
+    "ReduceFunction",
     "StreamEnvironment",
     "DataStream",
     "DataStreamSink",

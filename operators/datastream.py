@@ -43,6 +43,13 @@ from ._stream_base import Key, StreamBase, check_callable, find_timestamp_assign
 from .arrow_aggregate import require_fields
 from .basic import FilterOperator, FlatMapOperator, MapBatchesOperator, MapOperator, ProcessOperator
 from .connected import BroadcastStream, ConnectedStreams
+from .flink_functions import (
+    FilterFunction,
+    FlatMapFunction,
+    MapFunction,
+    RichFunctionProcess,
+    user_function,
+)
 from .functions import (
     BroadcastProcessFunction,
     CoProcessFunction,
@@ -158,20 +165,33 @@ class DataStream(StreamBase["DataStream"]):
         return JoinedStreams(self, other, co_group=True)
 
     # ------------------------------------------------------------------ record API
-    def map(self, fn: Callable[[Any], Any]) -> DataStream:
-        """Apply ``fn`` to every record."""
-        check_callable(fn, "map")
-        return DataStream(self.env, self._add("map", lambda: MapOperator(fn)))
+    def map(self, fn: Callable[[Any], Any] | MapFunction) -> DataStream:
+        """Apply ``fn`` to every record (a function, or a Flink ``MapFunction``: see
+        :mod:`~operators.flink_functions`)."""
+        call, owner = user_function(fn, "map", "map")
+        if owner is not None:
+            return self._rich("map", owner, call)
+        return DataStream(self.env, self._add("map", lambda: MapOperator(call)))
 
-    def flat_map(self, fn: Callable[[Any], Iterable[Any]]) -> DataStream:
-        """Emit every element of ``fn(record)``."""
-        check_callable(fn, "flat_map")
-        return DataStream(self.env, self._add("flat_map", lambda: FlatMapOperator(fn)))
+    def flat_map(self, fn: Callable[[Any], Iterable[Any]] | FlatMapFunction) -> DataStream:
+        """Emit every element of ``fn(record)`` (a function, or a Flink ``FlatMapFunction``)."""
+        call, owner = user_function(fn, "flat_map", "flat_map")
+        if owner is not None:
+            return self._rich("flat_map", owner, call)
+        return DataStream(self.env, self._add("flat_map", lambda: FlatMapOperator(call)))
 
-    def filter(self, fn: Callable[[Any], bool]) -> DataStream:
-        """Keep the records for which ``fn`` is true."""
-        check_callable(fn, "filter")
-        return DataStream(self.env, self._add("filter", lambda: FilterOperator(fn), schema_names=self.node.schema_names))
+    def filter(self, fn: Callable[[Any], bool] | FilterFunction) -> DataStream:
+        """Keep the records for which ``fn`` is true (a function, or a Flink ``FilterFunction``)."""
+        call, owner = user_function(fn, "filter", "filter")
+        if owner is not None:
+            return self._rich("filter", owner, call, schema_names=self.node.schema_names)
+        return DataStream(self.env, self._add("filter", lambda: FilterOperator(call), schema_names=self.node.schema_names))
+
+    def _rich(self, api: str, owner: Any, call: Callable[[Any], Any], schema_names: list[str] | None = None) -> DataStream:
+        """``map``/``flat_map``/``filter`` of a function object with ``open``/``close``: run as
+        a process function, which calls them once per subtask (Flink's rich functions)."""
+        return DataStream(self.env, self._add(api, lambda: ProcessOperator(RichFunctionProcess(owner, call, api)),
+                                              schema_names=schema_names))
 
     def process(self, function: ProcessFunction | KeyedProcessFunction) -> DataStream:
         """Run a :class:`~operators.functions.ProcessFunction` on every record (Flink's
@@ -216,7 +236,13 @@ class DataStream(StreamBase["DataStream"]):
 
     # ------------------------------------------------------------------ partitioning
     def key_by(self, key: Key) -> KeyedStream:
-        """Partition by key: a column name, a tuple index or a function of the record."""
+        """Partition by key: a column name, a tuple index, a function of the record, or an
+        object with ``get_key(record)`` (Flink's ``KeySelector``)."""
+        if (isinstance(key, type) and hasattr(key, "get_key")) or not (isinstance(key, (str, int)) or callable(key)):
+            key, owner = user_function(key, "key_by", "get_key")
+            if owner is not None:
+                raise GraphError(f"key_by({type(owner).__name__}): a key selector's open()/close() are not run; "
+                                 "compute the key without them")
         selector = KeySelector(key)
         names = self.node.schema_names
         if isinstance(key, str) and names is not None and key not in names:
@@ -516,7 +542,10 @@ class KeyedStream(DataStream):
             >>> sorted(totals.execute_and_collect())
             [('a', 4), ('b', 2)]
         """
-        check_callable(fn, "reduce")
+        fn, owner = user_function(fn, "reduce", "reduce")
+        if owner is not None:
+            raise GraphError(f"reduce({type(owner).__name__}): a ReduceFunction's open()/close() are not run here; "
+                             "keep state in a KeyedProcessFunction (key_by(k).process(fn)) instead")
         check_emit("reduce", emit)
         if combinable and emit != "final":
             raise GraphError("reduce(combinable=True) needs emit='final': a combiner folds records "

@@ -214,6 +214,28 @@ class RuntimeContext:
     def attempt_number(self) -> int:
         return self._ctx.attempt
 
+    # PyFlink's getters, as a port calls them
+    def get_task_name(self) -> str:
+        """:attr:`task_name` (PyFlink's ``get_task_name()``)."""
+        return self._ctx.task_name
+
+    def get_index_of_this_subtask(self) -> int:
+        """:attr:`index_of_this_subtask` (PyFlink's ``get_index_of_this_subtask()``)."""
+        return self._ctx.subtask_index
+
+    def get_number_of_parallel_subtasks(self) -> int:
+        """:attr:`number_of_parallel_subtasks` (PyFlink's ``get_number_of_parallel_subtasks()``)."""
+        return self._ctx.parallelism
+
+    def get_max_number_of_parallel_subtasks(self) -> int:
+        """The job's max parallelism, its number of key groups (PyFlink's
+        ``get_max_number_of_parallel_subtasks()``)."""
+        return self._ctx.max_parallelism
+
+    def get_attempt_number(self) -> int:
+        """:attr:`attempt_number` (PyFlink's ``get_attempt_number()``)."""
+        return self._ctx.attempt
+
     @overload
     def get_state(self, descriptor: ValueStateDescriptor[T]) -> ValueState[T]: ...
     @overload

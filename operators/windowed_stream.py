@@ -30,6 +30,7 @@ from raystream.engine.partitioners import KeyGroupPartitioner, KeySelector
 
 from ._stream_base import StreamBase, find_timestamp_assigner
 from .evictors import Evictor
+from .flink_functions import user_function
 from .functions import OutputTag, tag_name
 from .time import TimestampAssigner
 from .window_combiner import CombinedWindowOperator, VectorWindowCombiner, WindowAggregateCombiner
@@ -241,8 +242,10 @@ class WindowedStream(Generic[S]):
                window_function: ProcessWindowFunction | ProcessAllWindowFunction | None = None) -> S:
         """Fold each window's records with ``fn(a, b)``; emits the reduced value (or what
         ``window_function`` makes of it)."""
-        if not callable(fn):
-            raise GraphError(f"reduce() expects a function, got {fn!r}")
+        fn, owner = user_function(fn, "reduce", "reduce")  # (or a Flink ReduceFunction)
+        if owner is not None:
+            raise GraphError(f"reduce({type(owner).__name__}): a ReduceFunction's open()/close() are not run here; "
+                             "use process(ProcessWindowFunction) for what needs them")
         return self._operator("window_reduce", REDUCE, fn, self._window_function("reduce", window_function))
 
     def aggregate(self, aggregate_function: Any = None,

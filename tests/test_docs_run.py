@@ -102,7 +102,8 @@ DOCTEST_MODULES = [
     "raystream.operators.datastream", "raystream.operators.keyed", "raystream.operators.functions",
     "raystream.operators.sources", "raystream.operators.sinks", "raystream.operators.connected",
     "raystream.engine.client", "raystream.operators.environment", "raystream.operators._environment_base",
-    "raystream.operators._stream_base", "raystream.operators.windowed_stream", "raystream",
+    "raystream.operators._stream_base", "raystream.operators.windowed_stream", "raystream.operators.flink_functions",
+    "raystream.operators.windows", "raystream.engine.keygroups", "raystream",
 ]
 
 
