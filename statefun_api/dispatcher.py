@@ -46,8 +46,10 @@ work above the cap, and the ingress stays closed until it is back under it.
 **Bounded memory.** Messages waiting for invocation live in a
 :class:`~statefun_api.spill.SpillingQueue` with a memory budget (``inbox_memory_bytes``):
 beyond it they are written to local disk (``spill_dir``) and read back in order. Only the
-active set (at most ``drain_step`` messages, grouped per address) is held as Python
-objects; messages to other subtasks and egress records leave in chunks while a step runs.
+active set (at most ``2 * drain_step`` messages, grouped per address: a step's messages and
+the next one's, so that messages to one address that arrive within two steps are invoked
+together, with one load and store of its values) is held as Python objects; messages to
+other subtasks and egress records leave in chunks while a step runs.
 
 **Metrics** (the operator's counters in the job metrics): ``queued_messages``,
 ``held_ingress``, ``in_flight``, ``inbox_memory_bytes``, ``spilled_bytes`` and
@@ -225,8 +227,8 @@ class DispatcherConfig:
             built-in types decoded by typename, others passed on as ``TypedValue``).
         max_in_flight: cap on the subtask's in-flight work below which ingress messages are
             admitted (see the module docstring).
-        drain_step: messages invoked per mailbox step before yielding to the mailbox (also
-            the size of the active set held as Python objects).
+        drain_step: messages invoked per mailbox step before yielding to the mailbox (the
+            active set held as Python objects, grouped per address, is up to twice as many).
         inbox_memory_bytes: memory budget of the queue of messages waiting for invocation;
             beyond it they spill to ``spill_dir``.
         spill_dir: directory for spill files (default: the system temporary directory).
@@ -305,7 +307,8 @@ class FunctionDispatcher(StreamOperator):
         self._rss_due = 0.0  # monotonic time of the next RSS sample
         self._invocations = 0  # since the last counters update (added up in _update_gauges)
         self._messages = 0
-        self._active_limit = config.drain_step
+        # (two steps' worth: more messages per invocation of an address, see the module docstring)
+        self._active_limit = 2 * config.drain_step
         self._inbox: SpillingQueue | None = None  # the rest, in arrival order (created in open)
         self._overflow: list[MessageRecord] = []  # local messages of this step bound for the inbox
         self._held: deque[MessageRecord] = deque()  # ingress messages not admitted yet
