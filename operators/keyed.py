@@ -778,7 +778,8 @@ class KeyedProcessOperator(StreamOperator):
         self.tctx._timer_service = TimerService(self.timers, self.tctx.get_current_key)
         restored = [st.get("timers") for st in restored_states(self._restored, ctx, "KeyedProcessFunction", _KPF_FIELDS)]
         self._restored = []
-        self.timers.restore(restored + backend_restored_timers(self.backend), ctx.key_group_range)
+        self.timers.restore(restored + backend_restored_timers(self.backend), ctx.key_group_range,
+                            f"operator {ctx.operator_name!r} (uid {ctx.operator_uid!r})")
         self._out: list[Any] = []
         self.function.open(RuntimeContext(ctx))
 

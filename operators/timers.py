@@ -535,15 +535,41 @@ class InternalTimerService(Generic[K, N]):
                 "processing": KeyGroupedState(self.processing.snapshot()),
                 "watermark": self.watermark}
 
-    def restore(self, states: list[dict[str, Any] | None], key_groups: KeyGroupRange) -> None:
+    def restore(self, states: list[dict[str, Any] | None], key_groups: KeyGroupRange,
+                owner: str | None = None) -> None:
         """Add the timers of ``key_groups`` from the snapshots of all old subtasks and
-        re-register processing-time timers with the task (call after ``open``)."""
-        for st in states:
-            if not st:
-                continue
-            self.event.restore(st.get("event", {}), key_groups)
-            self.processing.restore(st.get("processing", {}), key_groups)
+        re-register processing-time timers with the task (call after ``open``).
+
+        Args:
+            states: :meth:`snapshot` values of the old subtasks (None: none).
+            key_groups: the key groups of this subtask.
+            owner: who the timers are, for errors (``"operator 'x' (uid 'y')"``); default:
+                the operator whose callbacks this service calls, named by its context.
+
+        Raises:
+            CheckpointError: a timer cannot be restored (a NaN key of an older snapshot in
+                another subtask's key group, a key the queue cannot store, a malformed
+                snapshot): the message names ``owner`` and the cause.
+        """
+        try:
+            for st in states:
+                if not st:
+                    continue
+                self.event.restore(st.get("event", {}), key_groups)
+                self.processing.restore(st.get("processing", {}), key_groups)
+        except Exception as exc:
+            what = str(exc) if isinstance(exc, CheckpointError) else f"{type(exc).__name__}: {exc}"
+            raise CheckpointError(f"restoring the timers of {owner or self._owner()} from a checkpoint or "
+                                  f"savepoint failed: {what}") from exc
         self._reschedule()
+
+    def _owner(self) -> str:
+        """The operator whose callbacks this service calls, as errors name it."""
+        operator = getattr(self.on_event_time, "__self__", None)
+        ctx = getattr(operator, "ctx", None)
+        if ctx is not None and hasattr(ctx, "operator_uid"):
+            return f"operator {ctx.operator_name!r} (uid {ctx.operator_uid!r})"
+        return "a keyed operator"
 
 
 class TimerService(Generic[K]):
