@@ -318,7 +318,8 @@ class WatermarkGenerator:
     ``on_event(event, event_timestamp, output)`` is called for every record, in order;
     ``on_periodic_emit(output)`` after each batch of records (Flink calls it every
     auto-watermark interval). A punctuated generator emits in ``on_event``: its watermark
-    goes out right after that record (the batch is cut there), before the records after it.
+    goes out before any later record it makes late (the batch is cut there), so what is late
+    does not depend on how the input was cut into batches.
 
     Example:
         >>> class Punctuated(WatermarkGenerator):
@@ -376,9 +377,9 @@ class BoundedOutOfOrdernessWatermarks(WatermarkGenerator):
 
 class _UserGenerator:
     """A user's :class:`WatermarkGenerator`: ``on_event`` per record and ``on_periodic_emit``
-    per batch that goes out (:meth:`on_records` cuts a batch after a record that raised the
-    watermark); the watermark is the largest it emitted, ``idle`` whether it marked itself
-    idle since."""
+    per batch that goes out (:meth:`on_records` cuts a batch before a record that a watermark
+    of the records before it makes late); the watermark is the largest it emitted, ``idle``
+    whether it marked itself idle since."""
 
     def __init__(self, generator: WatermarkGenerator, factory: Any) -> None:
         self.generator = generator
@@ -393,22 +394,24 @@ class _UserGenerator:
 
     def on_records(self, records: list, ts: list[int], start: int, now_ms: int | None = None) -> int:
         """``on_event`` for ``records[start:]`` (timestamps ``ts``) in order, up to the first
-        record after which the watermark went up (a punctuated watermark goes out right after
-        its record, as in Flink), then ``on_periodic_emit``: the records up to the returned
-        index go out as one batch, followed by :meth:`current_watermark`; the caller calls
-        again from that index for the rest. So which records are late downstream does not
-        depend on how the records were cut into batches."""
+        record that the watermark the records before it raised makes late (``ts <=`` that
+        watermark: a punctuated watermark must reach downstream before it, as in Flink), then
+        ``on_periodic_emit``: the records up to the returned index go out as one batch,
+        followed by :meth:`current_watermark`; the caller calls again from that index for the
+        rest. So which records are late downstream does not depend on how the records were
+        cut into batches, and a batch is cut only where a record is late (a generator that
+        raises the watermark at every record of in-order data cuts nothing)."""
         g, out = self.generator, self.output
         name = type(g).__name__
-        before = out.watermark
+        sent = out.watermark  # (the caller emitted it after the previous piece)
         n = len(ts)
         i, periodic = start, False
         try:
             while i < n:
+                if ts[i] <= out.watermark and out.watermark > sent:
+                    break  # late behind a watermark of this piece's records: that watermark goes first
                 g.on_event(records[i], ts[i], out)
                 i += 1
-                if out.watermark > before:
-                    break
             periodic = True
             g.on_periodic_emit(out)
         except ConfigError:
@@ -514,8 +517,8 @@ class WatermarkStrategy:
 
 class TimestampsAndWatermarksOperator(StreamOperator):
     """Attaches timestamps (``Batch.timestamps``) and emits watermarks after each batch (a
-    user's punctuated generator's right after the record that raised it: the batch is cut
-    there).
+    user's punctuated generator's also before any record of the batch it makes late: the
+    batch is cut there).
 
     Upstream watermarks are not forwarded (this operator replaces them), except the final
     end-of-input watermark, and neither is the upstream stream status (idle/active): the
@@ -573,7 +576,7 @@ class TimestampsAndWatermarksOperator(StreamOperator):
         if not len(ts):
             self.output.emit(out)
             return
-        if isinstance(g, _UserGenerator):  # a punctuated watermark goes out right after its record
+        if isinstance(g, _UserGenerator):  # a punctuated watermark goes out before the records it makes late
             records, stamps, n, start = out.records(), ts.tolist(), len(ts), 0
             while start < n:
                 end = g.on_records(records, stamps, start, self.ctx.clock.now_ms())
@@ -671,9 +674,10 @@ class WatermarkedSource(Source["S | _SplitWatermark[S]"], Generic[S]):
     The reader keeps one :class:`WatermarkGenerator` per split it reads and reports the
     minimum over its active splits (splits idle longer than the strategy's idleness are
     excluded; finished splits drop out). Splits are checkpointed with their generator state.
-    A user's generator that raises the watermark at a record cuts the batch after it: the
-    rest is held and returned by the next polls (checkpointed with its split, or as a split
-    of its own once its split has ended, and emitted first by the restored reader).
+    A user's generator whose watermark makes a later record of the batch late cuts the batch
+    before that record: the rest is held and returned by the next polls (checkpointed with
+    its split, or as a split of its own once its split has ended, and emitted first by the
+    restored reader).
     The built-in sources read their splits one after the other, so the active split is the
     one being read; a reader that interleaves splits reports the batch's split through
     ``current_split_id()``.
@@ -784,8 +788,8 @@ class _WatermarkedReader(SourceReader["S | _SplitWatermark[S]"], Generic[S]):
                 g.on_batch(None, ts, self.clock.now_ms())
                 return result
             self._held.append(_HeldBatch(sid, result, ts.tolist()))
-        # a user's generator: the batch goes out up to a record whose watermark went up (a
-        # punctuated one), which poll_watermark reports before the rest is polled
+        # a user's generator: the batch goes out up to a record that a watermark of the records
+        # before it makes late; poll_watermark reports that watermark before the rest is polled
         held = self._held[0]
         start, n = held.start, len(held.stamps)
         g = self._generator(held.sid)
