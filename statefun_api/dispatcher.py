@@ -311,7 +311,7 @@ class FunctionDispatcher(StreamOperator):
         self._active_limit = 2 * config.drain_step
         self._inbox: SpillingQueue | None = None  # the rest, in arrival order (created in open)
         self._overflow: list[MessageRecord] = []  # local messages of this step bound for the inbox
-        self._held: deque[MessageRecord] = deque()  # ingress messages not admitted yet
+        self._held: list[MessageRecord] = []  # ingress messages not admitted yet, oldest first
         self._remote: list[MessageRecord] = []
         self._egress_out: dict[str, list[Any]] = {}
         self._egress_rows = 0
@@ -453,7 +453,7 @@ class FunctionDispatcher(StreamOperator):
         if self._overflow:
             batches.append(records_to_arrow_batch(self._overflow))
         if self._held:
-            batches.append(records_to_arrow_batch(list(self._held)))
+            batches.append(records_to_arrow_batch(self._held))
         if self._has_work():
             self._busy_checkpoints.add(checkpoint_id)
         return queued_snapshot(queued, batches, self._key_group, self._max_parallelism)
@@ -628,10 +628,11 @@ class FunctionDispatcher(StreamOperator):
         if room <= 0:
             return
         if room >= len(held):
-            batch = list(held)
-            held.clear()
-        else:
-            batch = [held.popleft() for _ in range(room)]
+            batch = held
+            self._held = []
+        else:  # (the head taken in C: no Python step per message)
+            batch = held[:room]
+            del held[:room]
         self._accept(batch)
 
     def _accept(self, records: list[MessageRecord]) -> None:
