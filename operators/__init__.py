@@ -21,6 +21,7 @@ from .flink_functions import FilterFunction, FlatMapFunction, MapFunction, Reduc
 from .functions import (
     BroadcastProcessFunction,
     CoProcessFunction,
+    KeyedBroadcastProcessFunction,
     KeyedCoProcessFunction,
     KeyedProcessFunction,
     OutputTag,
@@ -94,6 +95,7 @@ __all__ = [
     "CoProcessFunction",
     "KeyedCoProcessFunction",
     "BroadcastProcessFunction",
+    "KeyedBroadcastProcessFunction",
     "ProcessJoinFunction",
     "ProcessWindowFunction",
     "ProcessAllWindowFunction",

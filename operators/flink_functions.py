@@ -25,7 +25,15 @@ from typing import Any, Callable, Generic, Iterable
 
 from raystream.engine.errors import GraphError
 
-from .functions import IN, OUT, ProcessContext, ProcessFunction, RuntimeContext
+from .functions import (
+    IN,
+    NOT_RECORDS,
+    OUT,
+    ProcessContext,
+    ProcessFunction,
+    RuntimeContext,
+    not_records,
+)
 
 __all__ = ["FilterFunction", "FlatMapFunction", "MapFunction", "ReduceFunction", "user_function"]
 
@@ -161,7 +169,10 @@ class RichFunctionProcess(ProcessFunction):
             return [self.call(value)]
         if api == "filter":
             return [value] if self.call(value) else None
-        return self.call(value)
+        result = self.call(value)
+        if isinstance(result, NOT_RECORDS) or not (result is None or hasattr(result, "__iter__")):
+            raise not_records(result, f"{type(self.owner).__name__}.flat_map()")  # (not the adapter's name)
+        return result
 
     def __repr__(self) -> str:
         return f"{type(self.owner).__name__}.{self.api}"

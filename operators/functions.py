@@ -66,6 +66,7 @@ __all__ = [
     "CoProcessFunction",
     "KeyedCoProcessFunction",
     "BroadcastProcessFunction",
+    "KeyedBroadcastProcessFunction",
     "BroadcastContext",
 ]
 
@@ -493,3 +494,25 @@ class BroadcastProcessFunction(ABC, Generic[IN1, IN2, OUT]):
 
     def close(self) -> None:
         """Called once at the end."""
+
+
+class KeyedBroadcastProcessFunction(BroadcastProcessFunction[IN1, IN2, OUT]):
+    """Flink's ``KeyedBroadcastProcessFunction``: a keyed stream connected with a broadcast
+    stream (``a.key_by(k).connect(b.broadcast(desc)).process(fn)``). ``process_element``
+    sees its record's key, keyed state and timers; ``process_broadcast_element`` has no key
+    (``ctx.apply_to_keyed_state`` reaches every key's state); ``on_timer(timestamp, ctx)``
+    runs when a timer fires (by default it does nothing, as Flink's).
+
+    Example:
+        >>> class Alert(KeyedBroadcastProcessFunction):
+        ...     def process_broadcast_element(self, rule, ctx):
+        ...         ctx.get_broadcast_state("rules")["max"] = rule
+        ...     def process_element(self, value, ctx):
+        ...         limit = ctx.get_broadcast_state("rules").get("max")
+        ...         if limit is not None and value["v"] > limit:
+        ...             yield value
+    """
+
+    def on_timer(self, timestamp: int, ctx: Any) -> Iterable[OUT] | None:
+        """A timer of the current key fired (nothing by default)."""
+        return None

@@ -107,3 +107,38 @@ def test_a_reduce_function_with_a_life_cycle_is_refused_not_left_unopened():
 def test_classes_that_are_functions_of_the_record_still_are():
     env = rs.StreamEnvironment(parallelism=1)
     assert env.from_collection([1, 2]).map(str).filter(bool).key_by(len).map(int).execute_and_collect("types") == [1, 2]
+
+
+class RichOneRecord(rs.FlatMapFunction):
+    def open(self, runtime_context):
+        self.k = 1
+
+    def flat_map(self, value):
+        return {"k": self.k}  # one record returned, not yielded
+
+
+def test_a_rich_flat_map_returning_one_record_is_named():
+    env = rs.StreamEnvironment(parallelism=1)
+    with pytest.raises(rs.JobFailed, match=r"RichOneRecord.flat_map\(\) returned a dict"):
+        env.from_collection([1]).flat_map(RichOneRecord()).execute_and_collect("rich-one")
+
+
+class Threshold(rs.KeyedBroadcastProcessFunction):
+    def process_broadcast_element(self, rule, ctx):
+        ctx.get_broadcast_state("rules")["max"] = rule
+
+    def process_element(self, value, ctx):
+        limit = ctx.get_broadcast_state("rules").get("max")
+        if limit is not None and value[1] > limit:
+            yield value
+
+
+def test_keyed_broadcast_process_function_of_a_flink_port():
+    env = rs.StreamEnvironment(parallelism=2)
+    rules = env.from_collection([5]).broadcast("rules")
+    # the rule may come after some records (two sources): compare with what the rule lets through
+    values = env.from_collection([("a", 3), ("b", 7), ("a", 9)]).key_by(0)
+    out = values.connect(rules).process(Threshold()).execute_and_collect("keyed-broadcast")
+    assert set(out) <= {("b", 7), ("a", 9)}
+    assert issubclass(rs.KeyedBroadcastProcessFunction, rs.BroadcastProcessFunction)
+    assert Threshold().on_timer(0, None) is None
