@@ -249,6 +249,12 @@ class KeyedStateBackend(ABC):
     def restore(self, snapshots: list[KeyedStateSnapshot]) -> None:
         """Replace all state with this backend's key groups from ``snapshots``."""
 
+    def trust_restored_key_types(self) -> None:
+        """Skip the check of the first keys' types after :meth:`restore` (see
+        :class:`~checkpoint.snapshot.KeyTypeCheck`): the restore is the job's own (a
+        restart or a master takeover of the same job, whose code and keys did not change),
+        not a savepoint or another job's checkpoint given by the user. Default: no check."""
+
     def cleanup(self, budget: int = 1000) -> int:
         """Remove expired TTL entries, checking at most about ``budget`` of them; returns the
         work done (less than ``budget``: nothing left to check in this pass). Called by the

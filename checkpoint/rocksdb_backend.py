@@ -297,10 +297,13 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         """The first keys after a restore: refuse a key of a type the restored state is not
         kept under, until one of such a type came (see :class:`KeyTypeCheck`)."""
         check = self._key_check
-        if check is not None:
+        if check is not None and key is not None:  # (a None key says nothing of the keys' type)
             if not check.passes(key):
                 raise check.refuse(key)
             self._key_check = None
+
+    def trust_restored_key_types(self) -> None:
+        self._key_check = None
 
     def _key_types(self) -> frozenset[str] | None:
         """What a snapshot records as its keys' types (None: unknown, restored from a snapshot

@@ -871,6 +871,10 @@ class JobMaster:
             claim=False,  # (a retained checkpoint's files stay its job's: never referenced by ours)
         )
         self._check_restored_splits(plan, path)
+        for restored in plan.values():  # what the user restores from: its keys' types are checked
+            for state in (restored or {}).values():
+                if isinstance(state, dict) and state.get("keyed"):
+                    state["check_key_types"] = True
         # A savepoint holds what its sinks prepared at its barrier (an intermediate one did not
         # commit it; a stop-with-savepoint's commit may have failed after it was written, or its
         # master died first), a retained checkpoint what its sinks prepared (the old job's

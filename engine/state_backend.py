@@ -42,6 +42,10 @@ class KeyedBackend(Protocol):
     def restore(self, snapshots: list[Any]) -> None:
         """Load the key groups of this backend's range from deserialized snapshots."""
 
+    def trust_restored_key_types(self) -> None:
+        """The restore was the job's own (restart, takeover): skip the check of its first
+        keys' types (see ``checkpoint.snapshot.KeyTypeCheck``)."""
+
     def clear_current_key(self) -> None:
         """No key is current any more (before the operators close: keyed state used in a
         ``close()`` raises instead of acting on the last record's key)."""

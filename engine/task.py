@@ -386,7 +386,8 @@ class Task:
             if state is not None:
                 restored = "from a checkpoint or savepoint"
                 if ctx.keyed_backend is not None and state.get("keyed"):
-                    self._guard(i, None, partial(self._restore_keyed, ctx, state["keyed"]),
+                    self._guard(i, None, partial(self._restore_keyed, ctx, state["keyed"],
+                                                 bool(state.get("check_key_types"))),
                                 f"restoring its keyed state {restored}")
                 self._guard(i, None, partial(operator.restore_state, [st for st in state.get("operator", []) if st is not None]),
                             f"restore_state() of its state {restored}")
@@ -421,11 +422,15 @@ class Task:
         for ch in self._channels:
             self._input_watermarks.setdefault(ch.info.input_index, MIN_WATERMARK)
 
-    def _restore_keyed(self, ctx: OperatorContext, snapshots: list) -> None:
-        """Restore the keyed state backend of ``ctx`` from the serialized ``snapshots``."""
+    def _restore_keyed(self, ctx: OperatorContext, snapshots: list, check_key_types: bool) -> None:
+        """Restore the keyed state backend of ``ctx`` from the serialized ``snapshots``;
+        ``check_key_types``: they come from a savepoint or checkpoint the user gave (a job
+        that may have changed its keys' type), not from the job's own restart or takeover."""
         backend = self.spec.state_backend
         assert backend is not None and ctx.keyed_backend is not None  # (a keyed backend exists only with one)
         ctx.keyed_backend.restore([backend.deserialize_snapshot(b, ctx.key_group_range) for b in snapshots])
+        if not check_key_types:
+            ctx.keyed_backend.trust_restored_key_types()
 
     # ------------------------------------------------------------------ error surface
     def _fail(self, index: int | None, batch: Batch | None, exc: BaseException, call: str | None = None) -> JobFailed:

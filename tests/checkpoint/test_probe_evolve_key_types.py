@@ -156,3 +156,25 @@ def test_key_type_names():
     assert key_type_name(None) == "None" and key_type_name(b"x") == "bytes"
     assert key_type_name(frozenset({1})) == "frozenset" and key_type_name(("a",)) == "tuple"
     assert key_type_name(datetime.datetime(2026, 1, 1)) == "datetime.datetime"
+
+
+def test_a_none_key_neither_fails_nor_ends_the_check(make_backend):
+    data = counted(make_backend, NAMES)
+    b, count = restored(make_backend, data, FULL)
+    b.set_current_key(None)  # (a record without the key field: says nothing of the key type)
+    assert count.value() == 0
+    with pytest.raises(StateError, match="of type 'number'"):
+        b.set_current_key(3)
+
+
+def test_the_jobs_own_restore_trusts_its_key_types(make_backend):
+    """A restart or master takeover restores the job's own checkpoint: its code, and so its
+    keys' types, did not change; a job that keys records by str and by int must recover
+    whatever type its first key after the restore has."""
+    data = counted(make_backend, NAMES)
+    b, count = restored(make_backend, data, FULL)
+    b.trust_restored_key_types()
+    b.set_current_key(3)
+    count.update(1)
+    b.set_current_key(NAMES[0])
+    assert count.value() == 1
