@@ -252,15 +252,25 @@ class LocalDispatchers:
         return self.run()
 
     def wait_remote(self, timeout_s: float = 60.0) -> LocalDispatchers:
-        """Wait (real time) until no remote call is in flight, applying replies as they come."""
+        """Wait (real time) until no remote call is in flight, applying replies as they come;
+        ``timeout_s`` is how long it waits without any reply (20,000 addresses of a slow
+        endpoint may take minutes in all, a reply every few milliseconds).
+
+        Raises:
+            TimeoutError: no reply came for ``timeout_s`` while calls were in flight.
+        """
         deadline = time.monotonic() + timeout_s
         self.run()
+        done = self._replies()
         while any(op.remote_in_flight() for op in self.dispatchers):
+            now_done = self._replies()
+            if now_done != done:  # progress: a reply was applied
+                done, deadline = now_done, time.monotonic() + timeout_s
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 retried = [note for op in self.dispatchers if op._rpc is not None and (note := op._rpc.last_retry())]
                 raise TimeoutError(
-                    f"remote calls still in flight after {timeout_s} s"
+                    f"remote calls still in flight, no reply for {timeout_s} s"
                     + (f"; they are being retried, the last failed attempt: {retried[-1]}" if retried else "")
                 )
             # wait for a reply on the mailbox of a subtask that awaits one
@@ -269,10 +279,14 @@ class LocalDispatchers:
             self.run()
         return self
 
+    def _replies(self) -> int:
+        """Remote and embedded-async calls completed so far, over all subtasks."""
+        return sum(op._rpc.completed for op in self.dispatchers if op._rpc is not None)
+
     def run_until_idle(self, max_ms: int = 3_600_000, remote_timeout_s: float = 60.0) -> LocalDispatchers:
         """Advance time until no message is queued, no remote call is in flight and no
-        delayed message is pending (waiting up to ``remote_timeout_s`` of real time for
-        each round of remote calls)."""
+        delayed message is pending (waiting for remote calls as long as a reply comes at
+        least every ``remote_timeout_s`` of real time)."""
         deadline = self.clock.now_ms() + max_ms
         self.run()
         while not self.is_idle():

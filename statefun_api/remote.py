@@ -217,6 +217,8 @@ class RemoteFunctions:
         self._encoder = RequestEncoder(host.address_of)
         self._next_id = 0
         self._closed = False
+        #: calls whose replies (or failures) were applied so far: a waiter's sign of progress
+        self.completed = 0
         self.requests = 0
         self.handshakes = 0
 
@@ -499,6 +501,7 @@ class RemoteFunctions:
             except queue.Empty:
                 return n
             n += 1
+            self.completed += 1
             self._complete(result)
 
     def _complete(self, result: CallResult | EmbeddedResult) -> None:

@@ -325,7 +325,7 @@ def test_waiting_for_calls_that_are_retried_names_their_last_failure(recorder):
         with pytest.raises(TimeoutError) as info:
             run.wait_remote(timeout_s=0.5)
     msg = str(info.value)
-    assert "remote calls still in flight after 0.5 s; they are being retried" in msg
+    assert "remote calls still in flight, no reply for 0.5 s; they are being retried" in msg
     assert f"127.0.0.1:{recorder.server.port}: attempt" in msg and "HTTP 500, body 'boom: the function crashed'" in msg
 
 
@@ -427,3 +427,35 @@ def test_unknown_function_type_lists_the_endpoints(recorder):
     with dispatchers(recorder) as run:
         with pytest.raises(UserCodeError, match="remote endpoints: 'remote/\\*'"):
             run.send(message_builder("nowhere/f", "1", int_value=1)).run_until_idle()
+
+
+class OneAtATime(Recorder):
+    """An endpoint that answers one request at a time, each after ``delay_s``."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__()
+        self.delay_s = delay_s
+        self._one: asyncio.Lock | None = None
+
+    async def __call__(self, body: bytes):
+        if self._one is None:
+            self._one = asyncio.Lock()
+        async with self._one:
+            await asyncio.sleep(self.delay_s)
+            return await super().__call__(body)
+
+
+def test_waiting_for_remote_calls_times_out_on_no_progress_not_on_their_total():
+    """60 addresses of an endpoint serving one request at a time, 30 ms each, take ~1.8 s in
+    all: a wait of ``timeout_s=1`` keeps going while replies come (before, it raised
+    'still in flight after 1 s' with replies arriving every 30 ms)."""
+    rec = OneAtATime(0.03)
+    server = FunctionServer(rec).start()
+    rec.server = server
+    try:
+        with dispatchers(rec) as run:
+            run.send(*[greet(f"user-{i}") for i in range(60)])
+            run.wait_remote(timeout_s=1.0)
+            assert sorted(run.egress(EGRESS)) == sorted(f"hi user-{i} #1" for i in range(60))
+    finally:
+        server.stop()
