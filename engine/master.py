@@ -1264,14 +1264,24 @@ class JobMaster:
         (the job restarts) or never happen (its master dies): without them the savepoint left
         on disk by such a stop lost that output when a job was resumed from it; after a commit
         that did happen, the restored job's re-commit finds it done.
+
+        Not the committables of a committer that keeps its output in this master's memory
+        (``Committer.in_memory``: ``collect``): what it collected lives with the driver that ran
+        the job, a restored job never commits them, and recorded they would count as state of
+        the sink, refusing a restore into a job whose ``collect()`` got another uid.
         """
         storage = self._checkpoints.storage
         states: dict[str, bytes] = {}
-        sp = dict(metadata, operators={})
+
+        def kept(uid: str, comms: Any) -> list:
+            return [] if getattr(self.committers.get(uid), "in_memory", False) else list(comms or [])
+
+        sp = dict(metadata, operators={}, carried_committables={
+            uid: kept(uid, comms) for uid, comms in (metadata.get("carried_committables") or {}).items()})
         for uid, op in metadata["operators"].items():
             subtasks = {}
             for subtask, entry in op["subtasks"].items():
-                new: dict[str, Any] = {"committables": list(entry.get("committables") or [])}
+                new: dict[str, Any] = {"committables": kept(uid, entry.get("committables"))}
                 for part in ("keyed", "op", "log"):
                     handle = entry.get(part)
                     if handle is not None:
