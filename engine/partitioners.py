@@ -74,7 +74,8 @@ class KeySelector:
         record_key_groups: RecordKeyGroups | None = None,
     ) -> None:
         if not (isinstance(key, (str, int)) or callable(key)):
-            raise GraphError(f"key_by expects a column name, a tuple index or a function, got {key!r}")
+            raise GraphError(f"key_by expects a column name, a tuple index, a function or an object with get_key() "
+                             f"(Flink's KeySelector), got {key!r}")
         if batch_key_groups is not None and not callable(batch_key_groups):
             raise GraphError(f"batch_key_groups must be a function (arrow_batch, max_parallelism) -> key groups, got {batch_key_groups!r}")
         if record_key_groups is not None and not callable(record_key_groups):

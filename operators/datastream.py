@@ -238,7 +238,7 @@ class DataStream(StreamBase["DataStream"]):
     def key_by(self, key: Key) -> KeyedStream:
         """Partition by key: a column name, a tuple index, a function of the record, or an
         object with ``get_key(record)`` (Flink's ``KeySelector``)."""
-        if (isinstance(key, type) and hasattr(key, "get_key")) or not (isinstance(key, (str, int)) or callable(key)):
+        if hasattr(key, "get_key") and not isinstance(key, (str, int)):  # (else KeySelector names what a key is)
             key, owner = user_function(key, "key_by", "get_key")
             if owner is not None:
                 raise GraphError(f"key_by({type(owner).__name__}): a key selector's open()/close() are not run; "

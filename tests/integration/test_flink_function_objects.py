@@ -84,7 +84,7 @@ def test_classes_and_objects_without_the_method_are_refused_naming_the_remedy():
         stream.map(Pair)
     with pytest.raises(rs.GraphError, match=r"flat_map\(\) expects a function or an object with a flat_map\(\) method"):
         stream.flat_map(Pair())
-    with pytest.raises(rs.GraphError, match=r"key_by\(\) expects a function or an object with a get_key\(\) method"):
+    with pytest.raises(rs.GraphError, match=r"key_by expects a column name, a tuple index, a function or an object with get_key"):
         stream.key_by(Pair())
     with pytest.raises(rs.GraphError, match=r"reduce\(\) got the class Add"):
         stream.key_by(First()).reduce(Add)

@@ -53,7 +53,7 @@ def test_fan_out_does_not_chain():
 @pytest.mark.parametrize(
     "build, message",
     [
-        (lambda env: env.from_collection([1]).map(42), "map\\(\\) expects a function, got int"),
+        (lambda env: env.from_collection([1]).map(42), "map\\(\\) expects a function or an object with a map\\(\\) method .*, got int"),
         (lambda env: env.from_collection([1]).filter("x"), "filter\\(\\) expects a function"),
         (lambda env: env.from_collection([{"a": 1}]).key_by("b"), "key_by\\('b'\\): no such column"),
         (lambda env: env.from_collection([1]).key_by(3.5), "key_by expects"),
