@@ -323,6 +323,8 @@ class JobMaster:
         self._discard_lock = asyncio.Lock()  # (one deletion at a time, in order)
         self._discards: set[asyncio.Future] = set()
         self._retention_queued = False  # a retention pass waits for the lock (one is enough)
+        self._to_discard: dict[int, None] = {}  # aborted checkpoints whose directories are to be deleted
+        self._discard_queued = False  # a pass deleting them waits for the lock or runs (one is enough)
         self._failure: asyncio.Future = asyncio.get_running_loop().create_future()  # fails the attempt
         self._savepoint_waiters: dict[str, list] = {}
         self._idle_requests: set[int] = set()
@@ -451,6 +453,10 @@ class JobMaster:
                 "aborted": st["aborted"],
                 "last_duration_s": last["duration_s"] if last else 0.0,
                 "last_bytes": last["bytes"] if last else 0,
+                # aborted checkpoints whose directories wait to be deleted, and the deleting
+                # passes (one at a time: a backlog is these ids, never a task per checkpoint)
+                "deletions_pending": len(self._to_discard),
+                "deletion_passes": len(self._discards),
             }
         return out
 
@@ -1006,18 +1012,32 @@ class JobMaster:
         thread, never blocking the master; again for every ack or decline of it that arrives
         later (a task that wrote its snapshot after the abort). Before, aborted checkpoints
         kept their directories until a later checkpoint completed: with failing metadata
-        writes, one per attempt piled up without bound. A failure to delete is logged."""
+        writes, one per attempt piled up without bound. A failure to delete is logged.
+
+        The ids to delete are one set, drained by one pass at a time: storage slower to delete
+        than checkpoints abort (and late acks arrive) holds one id each, not a waiting
+        coroutine and a future each (which grew without bound)."""
         self._aborted[checkpoint_id] = None
         while len(self._aborted) > ABORTED_KEPT:
             del self._aborted[next(iter(self._aborted))]
-        storage, job_id = self._checkpoints.storage, self._job_id
+        self._to_discard[checkpoint_id] = None
+        if self._discard_queued:
+            return
+        self._discard_queued = True
+        storage, job_id, pending = self._checkpoints.storage, self._job_id, self._to_discard
 
         async def discard() -> None:
-            async with self._discard_lock:
-                try:
-                    await asyncio.to_thread(storage.discard, job_id, checkpoint_id)
-                except Exception:  # noqa: BLE001 - cleaning up must never fail the job
-                    log.warning("could not delete aborted checkpoint %s of %s", checkpoint_id, job_id, exc_info=True)
+            try:
+                async with self._discard_lock:
+                    while pending:  # (ids added while one is deleted are taken by this pass)
+                        cid = next(iter(pending))
+                        del pending[cid]
+                        try:
+                            await asyncio.to_thread(storage.discard, job_id, cid)
+                        except Exception:  # noqa: BLE001 - cleaning up must never fail the job
+                            log.warning("could not delete aborted checkpoint %s of %s", cid, job_id, exc_info=True)
+            finally:
+                self._discard_queued = False
 
         fut = asyncio.ensure_future(discard())
         self._discards.add(fut)

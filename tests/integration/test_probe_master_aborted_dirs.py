@@ -87,3 +87,22 @@ def test_a_snapshot_written_after_its_checkpoint_was_aborted_is_deleted(tmp_path
         wait_for(lambda: 1 not in _dirs(base), "the late snapshot of checkpoint 1 deleted", timeout_s=30)
     finally:
         _cancel(client)
+
+
+def test_storage_slower_to_delete_than_checkpoints_abort_keeps_one_deletion_pass(tmp_path):
+    """Deletes of 0.3 s each while a checkpoint aborts every ~50 ms: the ids to delete wait in
+    one set drained by one pass (``deletions_pending``, ``deletion_passes`` in the metrics).
+    Before, every abort queued a coroutine of its own waiting for the deletion lock: the
+    backlog grew by one waiting task per aborted checkpoint, without bound."""
+    rules = [FaultRule("write_metadata", fail=True), FaultRule("delete", path_glob="*/chk-*", delay_s=0.3)]
+    client, base = _job(tmp_path, rules, 1)
+    try:
+        wait_for(lambda: (client.metrics().get("checkpoints") or {}).get("aborted", 0) >= 15, "15 aborted checkpoints")
+        stats = client.metrics()["checkpoints"]
+        assert stats["deletion_passes"] <= 2, stats  # (the pass deleting aborted ones, a retention pass)
+        assert stats["deletions_pending"] >= 1, stats  # (the backlog is there: deletes are slower)
+    finally:
+        _cancel(client)
+    # the job's end waits for its deletions (bounded): none of the first ten is left
+    wait_for(lambda: not [i for i in _dirs(base) if i <= 10], "the directories of checkpoints 1-10 deleted",
+             timeout_s=60)
