@@ -297,9 +297,7 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
         """The first keys after a restore: refuse a key of a type the restored state is not
         kept under, until one of such a type came (see :class:`KeyTypeCheck`)."""
         check = self._key_check
-        if check is not None and key is not None:  # (a None key says nothing of the keys' type)
-            if not check.passes(key):
-                raise check.refuse(key)
+        if check is not None and check.settled_by(key):
             self._key_check = None
 
     def trust_restored_key_types(self) -> None:

@@ -145,6 +145,19 @@ class KeyTypeCheck:
     def __init__(self, expected: Iterable[str]) -> None:
         self.expected = frozenset(expected)
 
+    def settled_by(self, key: Any) -> bool:
+        """Whether ``key`` ends the check: True for a key of a restored type; a ``None`` key
+        (a record without the key field) says nothing of the type: False.
+
+        Raises:
+            StateError: ``key`` is of another type (:meth:`refuse`).
+        """
+        if key is None:
+            return False
+        if not self.passes(key):
+            raise self.refuse(key)
+        return True
+
     def passes(self, key: Any) -> bool:
         """True when ``key``'s type is among the restored keys' types."""
         return _type_name(type(key)) in self.expected
