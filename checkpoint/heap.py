@@ -44,7 +44,7 @@ from .descriptors import (
     StateDescriptor,
 )
 from .serde import dumps, loads
-from .snapshot import KeyedStateSnapshot, KeyTypeCheck, StateMeta, key_type_names
+from .snapshot import KeyedStateSnapshot, KeyTypeCheck, KeyTypeChecked, StateMeta, key_type_names
 from .state import (
     STATE_CLASSES,
     KeyedState,
@@ -165,7 +165,7 @@ def _key_check(snapshots: list[Any]) -> KeyTypeCheck | None:
     return KeyTypeCheck(types) if types else None
 
 
-class HeapKeyedStateBackend(KeyedStateBackend):
+class HeapKeyedStateBackend(KeyTypeChecked, KeyedStateBackend):
     """Keyed state in Python dicts, stored per key group (Flink's ``HeapKeyedStateBackend``).
 
     Args:
@@ -236,16 +236,6 @@ class HeapKeyedStateBackend(KeyedStateBackend):
         self._key = key if type(key) in _CANONICAL_KEY_TYPES else canonical_key(key)
         self._kg = kg
         self._touched.add(kg)
-
-    def _check_key_type(self, key: Any) -> None:
-        """The first keys after a restore: refuse a key of a type the restored state is not
-        kept under, until one of such a type came (see :class:`KeyTypeCheck`)."""
-        check = self._key_check
-        if check is not None and check.settled_by(key):
-            self._key_check = None
-
-    def trust_restored_key_types(self) -> None:
-        self._key_check = None
 
     def clear_current_key(self) -> None:
         self._key, self._kg = _NO_KEY, -1

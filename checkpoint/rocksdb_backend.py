@@ -95,7 +95,7 @@ from .rocksdb_keys import (
 from .rocksdb_restore import copy_key_groups, import_heap_snapshot, materialize
 from .rocksdb_state import ABSENT, ROCKSDB_STATE_CLASSES
 from .rocksdb_timers import RocksDBTimerQueue
-from .snapshot import KeyedStateSnapshot, KeyTypeCheck, StateMeta, key_class_name
+from .snapshot import KeyedStateSnapshot, KeyTypeCheck, KeyTypeChecked, StateMeta, key_class_name
 from .state import KeyedState, no_current_key_error
 
 __all__ = ["RocksDBKeyedStateBackend", "DEFAULT_CACHE_SIZE", "DEFAULT_CHANGELOG_BYTES", "DELETED_RATIO", "DELTA_RATIO",
@@ -144,7 +144,7 @@ def _upper(prefix: bytes) -> bytes:
     return bytes(p)
 
 
-class RocksDBKeyedStateBackend(KeyedStateBackend):
+class RocksDBKeyedStateBackend(KeyTypeChecked, KeyedStateBackend):
     """Keyed state of one operator subtask in an embedded RocksDB (see the module docstring).
 
     ``off_heap`` is True: keyed operators keep their reduce values and timers here too
@@ -292,16 +292,6 @@ class RocksDBKeyedStateBackend(KeyedStateBackend):
 
     def clear_current_key(self) -> None:
         self._key, self._kg, self._kg2, self._kpart, self._last_sid = _NO_KEY, -1, b"", None, None
-
-    def _check_key_type(self, key: Any) -> None:
-        """The first keys after a restore: refuse a key of a type the restored state is not
-        kept under, until one of such a type came (see :class:`KeyTypeCheck`)."""
-        check = self._key_check
-        if check is not None and check.settled_by(key):
-            self._key_check = None
-
-    def trust_restored_key_types(self) -> None:
-        self._key_check = None
 
     def _key_types(self) -> frozenset[str] | None:
         """What a snapshot records as its keys' types (None: unknown, restored from a snapshot

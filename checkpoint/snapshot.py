@@ -55,6 +55,7 @@ __all__ = [
     "key_type_names",
     "key_class_name",
     "KeyTypeCheck",
+    "KeyTypeChecked",
 ]
 
 KEYED_STATE_KIND = "keyed-state"
@@ -314,3 +315,22 @@ def deserialize_keyed_snapshot(
         )
     except (ValueError, KeyError, TypeError, struct.error) as exc:
         raise CheckpointError(f"keyed state snapshot{where} is malformed: {exc}") from exc
+
+
+class KeyTypeChecked:
+    """The key-type check of a restored keyed backend (heap, RocksDB): ``_key_check`` is
+    the :class:`KeyTypeCheck` of its restored keys (None: nothing to check); the backend
+    calls :meth:`_check_key_type` with each key it is given while one is set."""
+
+    _key_check: KeyTypeCheck | None = None
+
+    def _check_key_type(self, key: Any) -> None:
+        """The first keys after a restore: refuse a key of a type the restored state is not
+        kept under, until one of such a type came (see :class:`KeyTypeCheck`)."""
+        check = self._key_check
+        if check is not None and check.settled_by(key):
+            self._key_check = None
+
+    def trust_restored_key_types(self) -> None:
+        """The restore was the job's own (a restart, a master takeover): nothing to check."""
+        self._key_check = None
