@@ -101,8 +101,11 @@ def test_fanout_burst_on_ray_is_bounded_spills_and_keeps_checkpointing(ray_sessi
 def test_exactly_once_through_the_loop_with_spilling_and_killed_tasks(ray_session, tmp_path):
     reference = recovery.python_reference()
     env = make_env(2, tmp_path)
-    # everything that queues goes through the spill files (budget 0, a tiny active set)
-    sf = StatefulFunctionsJob(env, recovery.functions(), name="fwd", drain_step=16, max_in_flight=64,
+    # everything that queues goes through the spill files (budget 0, a tiny active set: since 39f94c7 the
+    # active set holds 2 * drain_step, and the metrics are the last attempt's, so with drain_step=16 an
+    # attempt that took little ingress could queue nothing beyond it; with 4, every ingress batch of 100
+    # admitted up to max_in_flight=64 queues past the 8 of the active set)
+    sf = StatefulFunctionsJob(env, recovery.functions(), name="fwd", drain_step=4, max_in_flight=64,
                               inbox_memory_bytes=0, spill_dir=str(tmp_path / "spill"))
     sf.with_ingress(
         env.generate(recovery.ingress, count=recovery.N, rate=recovery.RATE, batch_size=100).set_parallelism(1).uid("src"),
