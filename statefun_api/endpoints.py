@@ -10,7 +10,8 @@ declarations, in Python (:func:`remote_endpoint`) or from a StateFun ``module.ya
 ``functions`` is an exact typename (``"com.example/greeter"``) or a namespace pattern
 (``"com.example/*"``); an exact match wins over a pattern. ``url_path_template`` may hold
 ``{function.name}`` (the name part of the typename), as in StateFun, and
-``{function.namespace}``.
+``{function.namespace}``, both percent-encoded (StateFun puts the name in as it is, so a
+``#`` or ``?`` in it cuts the path).
 
 Example:
     >>> from datetime import timedelta
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
+from urllib.parse import quote
 
 from raystream.engine.errors import ConfigError
 from raystream.statefun_api.address import parse_typename
@@ -235,9 +237,19 @@ class RemoteEndpoint:
         return typename == self.functions
 
     def url_for(self, typename: str) -> str:
-        """The URL of function type ``typename``."""
+        """The URL of function type ``typename``: the template with the name (and namespace)
+        percent-encoded (UTF-8; the namespace keeps its ``/``), so that a name holding ``#``,
+        ``?``, ``%``, a space or ``&`` reaches the server as it is, not cut at a fragment or
+        query, and never as another function's path.
+
+        Example:
+            >>> remote_endpoint("a/*", "http://h/fn/{function.name}").url_for("a/h#1")
+            'http://h/fn/h%231'
+        """
         namespace, _, name = typename.rpartition("/")
-        return self.url_path_template.replace("{function.name}", name).replace("{function.namespace}", namespace)
+        return self.url_path_template.replace("{function.name}", quote(name, safe="")).replace(
+            "{function.namespace}", quote(namespace, safe="/")
+        )
 
     def describe(self) -> str:
         """A short description for error messages."""
