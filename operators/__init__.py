@@ -126,3 +126,7 @@ __all__ += ["Evictor", "CountEvictor", "TimeEvictor", "DeltaEvictor", "Timestamp
 from .time import BoundedOutOfOrdernessWatermarks, WatermarkGenerator, WatermarkOutput  # noqa: E402  (watermark generators)
 
 __all__ += ["WatermarkGenerator", "WatermarkOutput", "BoundedOutOfOrdernessWatermarks"]
+
+from .time import Duration, Time, TimestampAssigner  # noqa: E402  (PyFlink's Duration, Time, TimestampAssigner)
+
+__all__ += ["Duration", "Time", "TimestampAssigner"]

@@ -50,6 +50,7 @@ __all__ = [
     "epoch_ms",
     "all_ints",
     "TimestampAssigner",
+    "as_timestamp_assigner",
     "WatermarkGenerator",
     "WatermarkOutput",
     "BoundedOutOfOrdernessWatermarks",
@@ -57,6 +58,8 @@ __all__ = [
     "TimestampsAndWatermarksOperator",
     "WatermarkedSource",
     "NO_TIMESTAMP",
+    "Duration",
+    "Time",
 ]
 
 #: the watermark before any record was seen
@@ -98,9 +101,111 @@ def epoch_ms(value: Any) -> int:
     return int(value)
 
 
+class Duration(int):
+    """A span of time in milliseconds, as PyFlink's ``Duration`` is written
+    (``Duration.of_seconds(2)``): an ``int`` of milliseconds, so it goes wherever
+    raystream takes milliseconds (``WatermarkStrategy.for_bounded_out_of_orderness``,
+    ``with_idleness``, window sizes, ``allowed_lateness``, timers).
+
+    Example:
+        >>> Duration.of_seconds(2), Duration.of_minutes(1).to_milliseconds()
+        (Duration.of_millis(2000), 60000)
+    """
+
+    __slots__ = ()
+
+    @classmethod
+    def of_millis(cls, millis: int) -> "Duration":
+        """``millis`` milliseconds."""
+        return cls._of(millis, 1, "of_millis")
+
+    @classmethod
+    def of_seconds(cls, seconds: int) -> "Duration":
+        """``seconds`` seconds."""
+        return cls._of(seconds, 1_000, "of_seconds")
+
+    @classmethod
+    def of_minutes(cls, minutes: int) -> "Duration":
+        """``minutes`` minutes."""
+        return cls._of(minutes, 60_000, "of_minutes")
+
+    @classmethod
+    def of_hours(cls, hours: int) -> "Duration":
+        """``hours`` hours."""
+        return cls._of(hours, 3_600_000, "of_hours")
+
+    @classmethod
+    def of_days(cls, days: int) -> "Duration":
+        """``days`` days."""
+        return cls._of(days, 86_400_000, "of_days")
+
+    @classmethod
+    def _of(cls, amount: object, ms: int, method: str) -> Any:
+        n = as_int(amount)
+        if n is None:
+            raise ConfigError(f"{cls.__name__}.{method}({amount!r}): give a whole number (an int)")
+        return cls(n * ms)
+
+    def to_milliseconds(self) -> int:
+        """The span in milliseconds (a plain ``int``)."""
+        return int(self)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}.of_millis({int(self)})" if type(self) is Duration else (
+            f"{type(self).__name__}.milliseconds({int(self)})")
+
+    __str__ = int.__repr__
+
+    def __reduce__(self) -> tuple[Any, tuple[int]]:  # (unpickles as a plain int of ms)
+        return int, (int(self),)
+
+
+class Time(Duration):
+    """PyFlink's window ``Time`` (``TumblingEventTimeWindows.of(Time.milliseconds(5))``):
+    milliseconds as an ``int``, as :class:`Duration`.
+
+    Example:
+        >>> Time.milliseconds(5), Time.seconds(10), Time.minutes(1)
+        (Time.milliseconds(5), Time.milliseconds(10000), Time.milliseconds(60000))
+    """
+
+    __slots__ = ()
+
+    @classmethod
+    def milliseconds(cls, milliseconds: int) -> "Time":
+        """``milliseconds`` milliseconds."""
+        return cls._of(milliseconds, 1, "milliseconds")
+
+    @classmethod
+    def seconds(cls, seconds: int) -> "Time":
+        """``seconds`` seconds."""
+        return cls._of(seconds, 1_000, "seconds")
+
+    @classmethod
+    def minutes(cls, minutes: int) -> "Time":
+        """``minutes`` minutes."""
+        return cls._of(minutes, 60_000, "minutes")
+
+    @classmethod
+    def hours(cls, hours: int) -> "Time":
+        """``hours`` hours."""
+        return cls._of(hours, 3_600_000, "hours")
+
+    @classmethod
+    def days(cls, days: int) -> "Time":
+        """``days`` days."""
+        return cls._of(days, 86_400_000, "days")
+
+
 class TimestampAssigner:
     """Extracts event timestamps (epoch ms, int) from records: ints (ms), floats, datetimes
     and dates as :func:`epoch_ms` reads them.
+
+    A PyFlink port subclasses it as Flink's ``TimestampAssigner``, with no arguments, and
+    overrides ``extract_timestamp(value, record_timestamp)`` (``record_timestamp``: the
+    timestamp the record already has from an upstream assigner, None when it has none);
+    ``WatermarkStrategy.with_timestamp_assigner`` takes such an object (of this class or
+    not) as well.
 
     Args:
         column: a column name (dict records, Arrow batches) or a tuple index.
@@ -114,15 +219,32 @@ class TimestampAssigner:
         42
         >>> TimestampAssigner(column="ts").timestamps(Batch.of_records([{"ts": dt.datetime(1970, 1, 1, 0, 0, 2)}])).tolist()
         [2000]
+        >>> class First(TimestampAssigner):  # as in PyFlink
+        ...     def extract_timestamp(self, value, record_timestamp):
+        ...         return value[0]
+        >>> First().timestamps(Batch.of_records([(5, "a"), (7, "b")])).tolist()
+        [5, 7]
     """
 
+    column: str | int | None = None
+    fn: Callable[[Any], Any] | None = None
+
     def __init__(self, column: str | int | None = None, fn: Callable[[Any], int] | None = None) -> None:
+        if column is None and fn is None and _overrides_extract_timestamp(self):
+            fn = _ExtractTimestamp(self)
         if (column is None) == (fn is None):
-            raise ConfigError("TimestampAssigner needs exactly one of column= or fn=")
+            raise ConfigError(
+                "TimestampAssigner needs exactly one of column= or fn= (or, as Flink's, subclass it and override "
+                "extract_timestamp(value, record_timestamp))"
+            )
         if fn is not None and not callable(fn):
             raise ConfigError(f"TimestampAssigner fn must be callable, got {fn!r}")
         self.column = column
         self.fn = fn
+
+    def extract_timestamp(self, value: Any, record_timestamp: int | None) -> int:
+        """The timestamp of ``value`` (Flink's method; a subclass overrides it)."""
+        return self.extract(value)
 
     def extract(self, record: Any) -> int:
         """The timestamp of one record."""
@@ -157,7 +279,10 @@ class TimestampAssigner:
             return timestamp_column(rb, self.column, "assign_timestamps_and_watermarks")
         records = batch.records()
         try:
-            if self.fn is not None:
+            if isinstance(self.fn, _ExtractTimestamp) and batch.timestamps is not None and len(batch.timestamps) == len(records):
+                extract = self.fn.assigner.extract_timestamp  # (with the timestamps the records have)
+                values = [extract(r, t) for r, t in zip(records, batch.timestamps.tolist())]
+            elif self.fn is not None:
                 fn = self.fn
                 values = [fn(r) for r in records]
             else:
@@ -181,6 +306,58 @@ class TimestampAssigner:
         if self.fn is not None:
             return f"TimestampAssigner(fn={getattr(self.fn, '__name__', self.fn)!r})"
         return f"TimestampAssigner(column={self.column!r})"
+
+
+def _overrides_extract_timestamp(obj: object) -> bool:
+    """Whether ``obj`` has Flink's ``extract_timestamp(value, record_timestamp)`` of its own
+    (not :class:`TimestampAssigner`'s, which reads the column or calls the function)."""
+    method = getattr(type(obj), "extract_timestamp", None)
+    return callable(method) and method is not TimestampAssigner.extract_timestamp
+
+
+class _ExtractTimestamp:
+    """A Flink-style assigner object as a function of the record: its
+    ``extract_timestamp(record, None)`` (the batch path passes the records' timestamps)."""
+
+    def __init__(self, assigner: Any) -> None:
+        self.assigner = assigner
+
+    def __call__(self, record: Any) -> Any:
+        return self.assigner.extract_timestamp(record, None)
+
+    @property
+    def __name__(self) -> str:  # (errors name the user's class)
+        return f"{type(self.assigner).__name__}.extract_timestamp"
+
+
+def as_timestamp_assigner(fn: Any, where: str) -> TimestampAssigner:
+    """What ``with_timestamp_assigner`` takes as a :class:`TimestampAssigner`: one such, an
+    object with Flink's ``extract_timestamp(value, record_timestamp)``, or a function
+    ``record -> timestamp``.
+
+    Raises:
+        ConfigError: anything else, or an assigner class where its instance belongs.
+
+    Example:
+        >>> as_timestamp_assigner(lambda r: r[0], "demo").extract((5, "a"))
+        5
+    """
+    if isinstance(fn, type):
+        raise ConfigError(f"{where}: got the class {fn.__name__}; pass an instance, {fn.__name__}()")
+    if isinstance(fn, TimestampAssigner):
+        if fn.fn is None and fn.column is None:  # (a subclass whose __init__ did not call TimestampAssigner's)
+            if not _overrides_extract_timestamp(fn):
+                raise ConfigError(f"{where}: {fn!r} has no column, no function and no extract_timestamp(value, record_timestamp)")
+            return TimestampAssigner(fn=_ExtractTimestamp(fn))
+        return fn
+    if _overrides_extract_timestamp(fn):
+        return TimestampAssigner(fn=_ExtractTimestamp(fn))
+    if callable(fn):
+        return TimestampAssigner(fn=fn)
+    raise ConfigError(
+        f"{where}: expected a function record -> timestamp (ms) or an object with extract_timestamp(value, "
+        f"record_timestamp) (Flink's TimestampAssigner), got {type(fn).__name__} {short_repr(fn, 80)}"
+    )
 
 
 def timestamp_column(rb: pa.RecordBatch, column: str, where: str) -> np.ndarray:
@@ -477,8 +654,9 @@ class WatermarkStrategy:
         return WatermarkStrategy(self.bound_ms, TimestampAssigner(column=column), self.idleness_ms, self.generator_factory)
 
     def with_timestamp_assigner(self, fn: Callable[[Any], int] | TimestampAssigner) -> "WatermarkStrategy":
-        """Compute timestamps with ``fn(record) -> int`` (or a :class:`TimestampAssigner`)."""
-        assigner = fn if isinstance(fn, TimestampAssigner) else TimestampAssigner(fn=fn)
+        """Compute timestamps with ``fn(record) -> int``, a :class:`TimestampAssigner`, or an
+        object with Flink's ``extract_timestamp(value, record_timestamp)``."""
+        assigner = as_timestamp_assigner(fn, "WatermarkStrategy.with_timestamp_assigner()")
         return WatermarkStrategy(self.bound_ms, assigner, self.idleness_ms, self.generator_factory)
 
     def with_idleness(self, idleness_ms: int) -> "WatermarkStrategy":
