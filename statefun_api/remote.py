@@ -10,6 +10,10 @@ Two parts with a strict thread split:
 
   - per address at most **one request in flight**; messages arriving meanwhile queue and
     go out as ONE batched request (up to the endpoint's ``max_num_batch_requests``);
+  - a batch the server refuses for its size (HTTP 413) is **split**: its first half goes
+    again at once, the rest stays at the head of the queue, and the endpoint's batches are
+    capped at that half from then on (per subtask), so the same messages succeed whether
+    they arrived one by one or in a burst; a single message refused with 413 fails the call;
   - per subtask at most ``max_concurrent_requests`` requests in flight (and per endpoint
     at most its own ``max_concurrent_requests``, StateFun's ``pool_size``): further ready
     addresses wait in FIFO order, their messages still batching; nothing is dropped;
@@ -38,7 +42,8 @@ their caller runs the invocation on the function loop, with the values as the di
 holds them (nothing encoded), so they get the same per-address order, caps, back-pressure
 and checkpointing as remote functions.
 
-When a call fails for good (retries exhausted, a 4xx other than 429, an oversized reply, a
+When a call fails for good (retries exhausted, a 4xx other than 429 (and than a 413 for a
+batch of several messages, which is split), an oversized reply, a
 reply that is not a ``FromFunction``), a :class:`RemoteFunctionError` naming the function,
 address, URL, status and a body excerpt fails the job, so the restart strategy fails over
 to the last checkpoint. A failed call (that one, an embedded function's error, a reply whose
@@ -203,6 +208,9 @@ class RemoteFunctions:
         # of that type waiting for its answer (which tells the type's value specs)
         self._probing: dict[str, deque[tuple[str, str]]] = {}
         self._per_endpoint: dict[Endpoint, int] = {}  # requests in flight per endpoint
+        # endpoint -> most messages in one request, learned from HTTP 413 replies (below its
+        # max_num_batch_requests): a batch the server refused for its size was split in two
+        self._batch_cap: dict[Endpoint, int] = {}
         self._full: set[tuple[str, str]] = set()
         self._queued = 0
         # addresses whose last call failed, in the order they failed: they go again first and
@@ -221,6 +229,8 @@ class RemoteFunctions:
         self.completed = 0
         self.requests = 0
         self.handshakes = 0
+        #: batches split in two after the server refused them for their size (HTTP 413)
+        self.splits = 0
 
     # ------------------------------------------------------------------ queries
     def endpoint_for(self, typename: str) -> Endpoint | None:
@@ -355,7 +365,7 @@ class RemoteFunctions:
             return
         if probe:  # this request is the type's first: the type's other addresses wait for its reply
             self._probing[typename] = deque()
-        n = min(len(q), ep.max_num_batch_requests)
+        n = min(len(q), self._batch_cap.get(ep, ep.max_num_batch_requests))
         records = [q.popleft() for _ in range(n)]
         self._queued -= n
         if len(q) < ep.max_num_batch_requests:
@@ -398,24 +408,7 @@ class RemoteFunctions:
         anything else is sent, and a snapshot holds them. A first request of its function
         type that failed no longer holds the type's other addresses back: the next one asks
         again. On a cluster the task fails and restarts from its last checkpoint instead."""
-        if self._inflight.get(key) is call:
-            self._finished(key, call)
-        self._by_id.pop(call.call_id, None)
-        waiting = self._probing.pop(key[0], None)
-        if waiting is not None:
-            for other in waiting:
-                self._parked_keys.discard(other)
-                if other in self._queues and other not in self._inflight:
-                    self._ready[other] = None
-        q = self._queues.get(key)
-        if q is None:
-            q = self._queues[key] = deque()
-        q.extendleft(reversed(call.records))
-        self._queued += len(call.records)
-        if len(q) >= call.endpoint.max_num_batch_requests:
-            self._full.add(key)
-        self._ready[key] = None
-        self._ready.move_to_end(key, last=False)
+        self._requeue(key, call)
         self._failed[key] = None
 
     def _caller_for(self, endpoint: Endpoint) -> RemoteCaller | EmbeddedCaller:
@@ -529,6 +522,9 @@ class RemoteFunctions:
             self.host.counters["remote_retries"] += result.attempts - 1
         where = f"remote function {key[0]!r} at {redacted(call.url)!r} (address {address}, {len(call.records)} message(s))"
         if result.error is not None:
+            if result.status == 413 and len(call.records) > 1:
+                self._split(key, call)
+                return
             raise RemoteFunctionError(f"{where} failed: {result.error}", address=address, message_typename=call.records[0][VALUE_TYPENAME])
         body = result.body or b""
         try:
@@ -556,6 +552,41 @@ class RemoteFunctions:
         self._failed.pop(key, None)
         if key[0] in self._probing:
             self._learned(key[0])
+
+    def _split(self, key: tuple[str, str], call: _Call) -> None:
+        """The server refused the batch of ``key`` for its size (HTTP 413): cap the endpoint's
+        batches at half of it and send its messages again, the first half at once (nothing of
+        the refused call was applied; they keep their order at the head of the queue)."""
+        ep = call.endpoint
+        self._batch_cap[ep] = min(self._batch_cap.get(ep, ep.max_num_batch_requests), len(call.records) // 2)
+        self.splits += 1
+        counters = self.host.counters
+        counters["remote_splits"] = counters.get("remote_splits", 0) + 1
+        self._requeue(key, call)
+
+    def _requeue(self, key: tuple[str, str], call: _Call) -> None:
+        """The call of ``key`` is over without effects: its request slot is freed and its
+        messages go back to the head of the address's queue, the address first among the
+        ready ones. A first request of its function type no longer holds the type's other
+        addresses back (they go, the next one asks for the type's values again)."""
+        if self._inflight.get(key) is call:
+            self._finished(key, call)
+        self._by_id.pop(call.call_id, None)
+        waiting = self._probing.pop(key[0], None)
+        if waiting is not None:
+            for other in waiting:
+                self._parked_keys.discard(other)
+                if other in self._queues and other not in self._inflight:
+                    self._ready[other] = None
+        q = self._queues.get(key)
+        if q is None:
+            q = self._queues[key] = deque()
+        q.extendleft(reversed(call.records))
+        self._queued += len(call.records)
+        if len(q) >= call.endpoint.max_num_batch_requests:
+            self._full.add(key)
+        self._ready[key] = None
+        self._ready.move_to_end(key, last=False)
 
     def _embedded_done(self, key: tuple[str, str], call: _Call, done: EmbeddedResult) -> None:
         """Apply an embedded invocation's effects (its storage changes as Python values, as a
