@@ -15,7 +15,7 @@
     by :class:`RemoteFunctions`), so no time goes to waiting for a pooled connection;
     ``connect_timeout_s`` bounds each connection's set-up and ``read_timeout_s`` the
     silence between two reads of a reply;
-  - connection errors, timeouts, HTTP 5xx and 429 are retried with exponential backoff
+  - connection errors, timeouts, HTTP 5xx, 408 and 429 are retried with exponential backoff
     (``backoff_initial_s`` doubling up to ``backoff_max_s``) until ``max_retries`` or the
     call timeout; any other 4xx fails at once (retrying cannot help). A pooled connection
     that the server closed while it was idle is replaced at once (not counted as a retry);
@@ -73,7 +73,10 @@ log = logging.getLogger(__name__)
 _CONTENT_TYPE = "application/octet-stream"
 _EXCERPT = 200
 _ERROR_BODY_READ = 4096  # bytes of a non-2xx reply read for the error message
-_RETRIED_4XX = frozenset({429})  # Too Many Requests: the server asks to come back later
+# 408 Request Timeout: the server closed a connection it found idle (RFC 9110: the client may
+# repeat the request; Node.js and Go servers send it on a keep-alive connection they drop, so a
+# request sent on it at that moment reads it); 429 Too Many Requests: come back later
+_RETRIED_4XX = frozenset({408, 429})
 _MAX_HEAD = 64 * 1024  # bytes of a reply's status line and headers
 _MAX_CHUNK_LINE = 4096  # bytes of a chunk-size line (with extensions)
 _ONE_WRITE = 1 << 16  # a request body up to this size is sent in one write with its head

@@ -42,7 +42,7 @@ their caller runs the invocation on the function loop, with the values as the di
 holds them (nothing encoded), so they get the same per-address order, caps, back-pressure
 and checkpointing as remote functions.
 
-When a call fails for good (retries exhausted, a 4xx other than 429 (and than a 413 for a
+When a call fails for good (retries exhausted, a 4xx other than 408 and 429 (and than a 413 for a
 batch of several messages, which is split), an oversized reply, a
 reply that is not a ``FromFunction``), a :class:`RemoteFunctionError` naming the function,
 address, URL, status and a body excerpt fails the job, so the restart strategy fails over
