@@ -130,3 +130,7 @@ __all__ += ["WatermarkGenerator", "WatermarkOutput", "BoundedOutOfOrdernessWater
 from .time import Duration, Time, TimestampAssigner  # noqa: E402  (PyFlink's Duration, Time, TimestampAssigner)
 
 __all__ += ["Duration", "Time", "TimestampAssigner"]
+
+from .environment import StreamExecutionEnvironment  # noqa: E402  (PyFlink's name of the environment)
+
+__all__ += ["StreamExecutionEnvironment"]

@@ -104,6 +104,17 @@ def _same_assigner(a: TimestampAssigner | None, b: TimestampAssigner | None) -> 
     return a.fn is None and b.fn is None and a.column == b.column
 
 
+#: Flink stream methods raystream spells differently: what to write instead
+_FLINK_STREAM_NAMES = {
+    "shuffle": "rebalance() (round robin)",
+    "rescale": "rebalance() (round robin)",
+    "add_sink": "sink_to(sink) with a raystream Sink, or collect() / print() / write_parquet(dir) / write_jsonl(dir)",
+    "assign_timestamps": "assign_timestamps_and_watermarks(WatermarkStrategy...with_timestamp_assigner(fn))",
+    "set_max_parallelism": "StreamEnvironment(max_parallelism=m) (key groups are the job's)",
+    "slot_sharing_group": "nothing: StreamEnvironment(slot_sharing=False) deploys one actor per task",
+}
+
+
 class StreamBase(ABC, Generic[S]):
     """A handle on a graph node that operators can be appended to.
 
@@ -124,6 +135,13 @@ class StreamBase(ABC, Generic[S]):
 
     def __reduce__(self):
         raise TypeError("DataStream lives in the driver and cannot be pickled")
+
+    def __getattr__(self, name: str) -> Any:
+        # (only for names not found: Flink's spelled differently here say what to write)
+        remedy = _FLINK_STREAM_NAMES.get(name)
+        if remedy is not None:
+            raise AttributeError(f"{type(self).__name__} has no {name}() (Flink's {name}): write {remedy}")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @abstractmethod
     def _stream(self, node: Transformation) -> S:

@@ -23,7 +23,21 @@ from ._environment_base import StreamEnvironmentBase
 from .datastream import DataStream
 from .sources import CollectionSource, GeneratorSource, ParquetSource, TextSource
 
-__all__ = ["StreamEnvironment"]
+__all__ = ["StreamEnvironment", "StreamExecutionEnvironment"]
+
+#: Flink environment methods raystream spells differently: what to write instead
+_FLINK_ENV_NAMES = {
+    "set_parallelism": "StreamEnvironment(parallelism=n) (or StreamExecutionEnvironment.get_execution_environment("
+                       "parallelism=n)); per operator: stream.set_parallelism(n)",
+    "set_max_parallelism": "StreamEnvironment(max_parallelism=m)",
+    "add_source": "env.from_source(source) with a raystream Source",
+    "from_elements": "env.from_collection([...])",
+    "get_checkpoint_config": "the arguments of env.enable_checkpointing(interval_ms, checkpoint_dir=, timeout_ms=, "
+                             "min_pause_ms=, max_concurrent=, retained=, tolerable_failures=)",
+    "set_runtime_mode": "nothing: a bounded input runs to its end and the job finishes; for each key's final value "
+                        "once (BATCH mode's output) give keyed sum/min/max/reduce/aggregate emit='final'",
+    "set_stream_time_characteristic": "nothing: event time comes with stream.assign_timestamps_and_watermarks(strategy)",
+}
 
 
 class StreamEnvironment(StreamEnvironmentBase):
@@ -59,6 +73,24 @@ class StreamEnvironment(StreamEnvironmentBase):
         [10, 20, 30]
     """
 
+    @classmethod
+    def get_execution_environment(cls, **settings: Any) -> StreamEnvironment:
+        """A new environment, as PyFlink's ``StreamExecutionEnvironment.get_execution_environment()``
+        (``settings``: this class's arguments, e.g. ``parallelism=2``; default parallelism 1).
+
+        Example:
+            >>> StreamExecutionEnvironment.get_execution_environment(parallelism=2).parallelism
+            2
+        """
+        return cls(**settings)
+
+    def __getattr__(self, name: str) -> Any:
+        # (only for names not found: Flink's spelled differently here say what to write)
+        remedy = _FLINK_ENV_NAMES.get(name)
+        if remedy is not None:
+            raise AttributeError(f"StreamEnvironment has no {name}() (Flink's {name}): write {remedy}")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     # ------------------------------------------------------------------ sources
     def _source(self, source: Source, name: str | None, schema_names: list[str] | None = None) -> DataStream:
         """A source node for ``source``, named ``name`` (None: the source's own description)."""
@@ -67,13 +99,21 @@ class StreamEnvironment(StreamEnvironmentBase):
         return DataStream(self, self.add_node(name or source.describe(), "source", [], source=source,
                                               schema_names=schema_names))
 
-    def from_collection(self, items: Iterable[Any], batch_size: int = 8192) -> DataStream:
-        """A bounded stream of the given items."""
+    def from_collection(self, collection: Iterable[Any], batch_size: int = 8192, type_info: Any = None) -> DataStream:
+        """A bounded stream of the records of ``collection`` (PyFlink's ``from_collection(collection=...)``).
+
+        ``type_info`` (PyFlink's ``Types``) is refused with what to write instead: records
+        keep their Python types here (tuples stay tuples, dicts give named fields)."""
+        if type_info is not None:
+            raise GraphError(
+                f"from_collection(type_info={type_info!r}): raystream takes no type information, records keep their "
+                "Python types; drop type_info= (for named fields, as PyFlink's Types.ROW_NAMED, give dicts)"
+            )
         _positive("from_collection", "batch_size", batch_size)
         try:
-            items = list(items)
+            items = list(collection)
         except TypeError as exc:
-            raise GraphError(f"from_collection() expects an iterable of records, got {type(items).__name__}: {exc}") from exc
+            raise GraphError(f"from_collection() expects an iterable of records, got {type(collection).__name__}: {exc}") from exc
         return self._source(CollectionSource(items, batch_size), "from_collection", _shared_fields(items))
 
     def read_parquet(self, path_or_glob: str, batch_size: int = 65536, columns: list[str] | None = None) -> DataStream:
@@ -118,6 +158,10 @@ class StreamEnvironment(StreamEnvironmentBase):
     def from_source(self, source: Source, name: str | None = None) -> DataStream:
         """A stream from a user :class:`~engine.connectors.Source`."""
         return self._source(source, name)
+
+
+#: PyFlink's name of the environment (``StreamExecutionEnvironment.get_execution_environment()``)
+StreamExecutionEnvironment = StreamEnvironment
 
 
 def _positive(method: str, name: str, value: Any) -> None:

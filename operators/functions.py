@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import traceback
 from abc import ABC, abstractmethod
 from typing import (
     TYPE_CHECKING,
@@ -88,6 +89,28 @@ def add_results(out: list, result: Any, function: Any, method: str) -> None:
             "records: yield each record (or return a list of them: [record] for one)"
         )
     out.extend(result)
+
+
+def flink_hint(exc: BaseException) -> BaseException:
+    """``exc`` of a process function, or, when it is PyFlink's ``ctx.timestamp()`` called on
+    raystream's ``ctx.timestamp`` (an int attribute), a ``TypeError`` saying what to write
+    instead (a port's ``'int' object is not callable`` said nothing of it).
+
+    >>> def f(ctx): return ctx.timestamp() + 2000
+    >>> try:
+    ...     f(type("Ctx", (), {"timestamp": 1000})())
+    ... except TypeError as exc:
+    ...     print(flink_hint(exc))
+    'int' object is not callable: ctx.timestamp is an attribute here (the record's event timestamp, an int), not PyFlink's method: write ctx.timestamp instead of ctx.timestamp()
+    """
+    if isinstance(exc, TypeError) and "object is not callable" in str(exc) and exc.__traceback__ is not None:
+        line = traceback.extract_tb(exc.__traceback__)[-1].line or ""
+        if ".timestamp()" in line:
+            return TypeError(
+                f"{exc}: ctx.timestamp is an attribute here (the record's event timestamp, an int), not PyFlink's "
+                "method: write ctx.timestamp instead of ctx.timestamp()"
+            ).with_traceback(exc.__traceback__)
+    return exc
 
 
 #: what a function that gives records returns for ONE record by mistake: iterating it would

@@ -31,6 +31,7 @@ from .functions import (
     ProcessContext,
     RuntimeContext,
     add_results,
+    flink_hint,
     keyed_state_backend,
 )
 from .key_slots import KeySlots
@@ -806,7 +807,7 @@ class KeyedProcessOperator(StreamOperator):
                 if result is not None:
                     add_results(out, result, self.function, "process_element")
             except Exception as exc:
-                raise UserCodeError(r, exc) from exc
+                raise UserCodeError(r, flink_hint(exc)) from exc
         self._flush(pctx)
 
     def _flush(self, ctx: ProcessContext) -> None:
@@ -827,7 +828,7 @@ class KeyedProcessOperator(StreamOperator):
             if result is not None:
                 add_results(self._out, result, self.function, "on_timer")
         except Exception as exc:
-            raise UserCodeError(f"on_timer(key={key!r}, time={time!r})", exc) from exc
+            raise UserCodeError(f"on_timer(key={key!r}, time={time!r})", flink_hint(exc)) from exc
 
     def _on_event_timer(self, key: Any, ns: None, time: int) -> None:
         self._fire(key, time, "event_time")

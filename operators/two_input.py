@@ -37,6 +37,7 @@ from .functions import (
     ProcessContext,
     RuntimeContext,
     add_results,
+    flink_hint,
     keyed_state_backend,
 )
 from .time import TimestampAssigner
@@ -325,7 +326,7 @@ class _KeyedTimers:
             if res is not None:
                 add_results(self._out, res, self.function, "on_timer")
         except Exception as exc:
-            raise UserCodeError(f"on_timer(key={key!r}, time={time!r})", exc) from exc
+            raise UserCodeError(f"on_timer(key={key!r}, time={time!r})", flink_hint(exc)) from exc
 
     def _on_event(self, key: Any, ns: Any, time: int) -> None:
         self._fire(key, time, "event_time")
@@ -371,7 +372,7 @@ class CoProcessOperator(_TwoInputBase):
                 if res is not None:
                     add_results(out, res, self.function, fn.__name__)
             except Exception as exc:
-                raise UserCodeError(r, exc) from exc
+                raise UserCodeError(r, flink_hint(exc)) from exc
         self._emit(out, self.pctx)
 
     def advance_event_time(self, watermark: int) -> None:
@@ -430,7 +431,7 @@ class KeyedCoProcessOperator(_KeyedTimers, _TwoInputBase):
                 if res is not None:
                     add_results(self._out, res, self.function, fn.__name__)
             except Exception as exc:
-                raise UserCodeError(r, exc) from exc
+                raise UserCodeError(r, flink_hint(exc)) from exc
         self._flush(pctx)
 
     def snapshot_state(self, checkpoint_id: int) -> Any:
@@ -476,7 +477,7 @@ class BroadcastProcessOperator(_TwoInputBase):
                     if res is not None:
                         add_results(out, res, self.function, fn.__name__)
                 except Exception as exc:
-                    raise UserCodeError(r, exc) from exc
+                    raise UserCodeError(r, flink_hint(exc)) from exc
         finally:
             if input_index == 1:  # the broadcast state may have changed: fresh read-only copies
                 self.views.clear()
@@ -559,7 +560,7 @@ class KeyedBroadcastProcessOperator(_KeyedTimers, BroadcastProcessOperator):
                 if res is not None:
                     add_results(out, res, self.function, fn.__name__)
             except Exception as exc:
-                raise UserCodeError(r, exc) from exc
+                raise UserCodeError(r, flink_hint(exc)) from exc
         self._flush(ctx)
 
     def _apply_to_keyed_state(self, descriptor: Any, function: Callable[[Any, Any], None]) -> None:

@@ -154,6 +154,15 @@ class WindowedStream(Generic[S]):
         #: window_all(): the window operator runs at parallelism 1
         self._all = False
 
+    def __getattr__(self, name: str) -> Any:
+        # (only for names not found: Flink's window sum/min/max say what to write)
+        if name in ("sum", "min", "max"):
+            raise AttributeError(
+                f"WindowedStream has no {name}() (Flink's {name}): write aggregate(result=(field, {name!r})), "
+                f"e.g. .aggregate(total=('value', {name!r}))"
+            )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     # ------------------------------------------------------------------ settings
     def trigger(self, trigger: Trigger) -> WindowedStream[S]:
         """Replace the assigner's default trigger."""
