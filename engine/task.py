@@ -1160,6 +1160,7 @@ class Task:
             if self._stopped_at is not None:  # stopped with a savepoint: emit nothing more
                 self._drain_mailbox(idle_max_s)
                 continue
+            polled = time.monotonic()
             result = self._source_call("poll_next()", reader.poll_next)
             if result is END_OF_INPUT:
                 return
@@ -1188,7 +1189,12 @@ class Task:
                 self.network.emit(result)
             self._source_watermark(reader)
             self._fire_timers()
-            self.network.flush_due(time.monotonic())
+            # what would be older than flush_ms by the time the next poll returns, if it takes
+            # as long as this one, goes now: a reader that blocks until its next record (a
+            # blocking XREAD, a generator waiting for a sensor) held each record until the
+            # next one came
+            now = time.monotonic()
+            self.network.flush_due(now + (now - polled))
 
     def _source_status(self, idle: bool) -> None:
         """The source became idle (it must not hold back the watermark of downstream

@@ -9,7 +9,6 @@ from __future__ import annotations
 import codecs
 import copy
 import fnmatch
-import operator
 import os
 import pickle
 import re
@@ -215,6 +214,10 @@ class _GenSplit:
         return float(max(0, -(-(self.count - self.position) // self.stride)))
 
 
+#: most ms a :class:`GeneratorSource` spends calling ``fn`` for one batch (the default
+#: buffer timeout, ``TaskConfig.flush_ms``)
+DEFAULT_LINGER_MS = 50
+
 #: what a :class:`GeneratorSource` ``batch_fn`` returns for a range of indices
 GeneratedBatch = Union[list, pa.RecordBatch, pa.Table]
 
@@ -230,6 +233,11 @@ class GeneratorSource(Source[_GenSplit]):
     record from the source), or an Arrow ``RecordBatch``/``Table`` (a columnar stream: the
     batch API, the channels and ``collect`` use it as it is, and a typed schema needs no
     type inference).
+
+    A batch of ``fn(i)`` calls is returned once making it took ``linger_ms`` (Kafka's
+    producer setting of that name; the default is the default buffer timeout, ``flush_ms``),
+    so the records of a slow or blocking ``fn`` (one that waits for a sensor, a socket, a
+    queue) leave within about that long instead of waiting for ``batch_size`` - 1 more.
 
     Example:
         >>> GeneratorSource(lambda i: i * i, count=10).bounded
@@ -248,6 +256,7 @@ class GeneratorSource(Source[_GenSplit]):
         rate: float | None = None,
         batch_size: int = 8192,
         batch_fn: Callable[[range], GeneratedBatch] | None = None,
+        linger_ms: float = DEFAULT_LINGER_MS,
     ) -> None:
         if fn is not None and not callable(fn):
             raise ConfigError(f"generate() expects a function of the index or a count, got {fn!r}")
@@ -260,11 +269,14 @@ class GeneratorSource(Source[_GenSplit]):
             )
         if rate is not None and rate <= 0:
             raise ConfigError(f"generate(rate=...) must be positive, got {rate!r}")
+        if isinstance(linger_ms, bool) or not isinstance(linger_ms, (int, float)) or not 0 <= linger_ms < float("inf"):
+            raise ConfigError(f"GeneratorSource linger_ms must be a finite number of ms >= 0, got {linger_ms!r}")
         self.fn = fn
         self.batch_fn = batch_fn
         self.count = count
         self.rate = rate
         self.batch_size = batch_size
+        self.linger_ms = linger_ms
         self.bounded = count is not None
 
     def create_splits(self, parallelism: int) -> list[_GenSplit]:
@@ -338,19 +350,37 @@ class _GeneratorReader(_QueueReader[_GenSplit]):
             if s.count is not None:
                 stop = min(stop, s.count)
             idx = range(s.position, stop, s.stride)
+            fn = src.fn
+            if fn is not None:
+                records = _made(fn, idx, src.linger_ms)
+                idx = idx[: len(records)]
             s.position = idx[-1] + s.stride if len(idx) else stop
             self.emitted += len(idx)
             if src.batch_fn is not None:
                 return _generated(src.batch_fn, idx)
-            fn = src.fn
             if fn is None:
                 return Batch.of_records(list(idx))
-            it = iter(idx)
-            try:
-                return Batch.of_records([fn(i) for i in it])
-            except Exception as exc:  # name the index: the range iterator stopped just past it
-                raise UserCodeError(idx[len(idx) - operator.length_hint(it) - 1], exc, what="index") from exc
+            return Batch.of_records(records)
         return END_OF_INPUT
+
+
+def _made(fn: Callable[[int], Any], idx: range, linger_ms: float) -> list[Any]:
+    """``fn(i)`` for the indices ``idx`` in order, up to the first call that ends
+    ``linger_ms`` after the first began (at least one record): a blocking ``fn`` (one
+    record per sensor reading) made all of ``batch_size`` (8192 calls, minutes) before the
+    first record left the source."""
+    out: list[Any] = []
+    clock = time.monotonic
+    deadline = clock() + linger_ms / 1000.0
+    i = idx.start
+    try:
+        for i in idx:
+            out.append(fn(i))
+            if clock() >= deadline:
+                break
+    except Exception as exc:
+        raise UserCodeError(i, exc, what="index") from exc  # (names the index)
+    return out
 
 
 def _generated(batch_fn: Callable[[range], GeneratedBatch], idx: range) -> Batch:
