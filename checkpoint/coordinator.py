@@ -439,19 +439,58 @@ class CheckpointCoordinator:
             self.last_completed_at = self.clock()
             self.failures = 0
             duration = self.clock() - p.triggered_at
-            size = sum(h.size for ack in p.acks.values() for e in ack.values() if isinstance(e, dict)
-                       for h in (e.get("keyed"), e.get("op")) if h is not None and hasattr(h, "size"))
             self.completed_count += 1
             self.history.append({"id": p.checkpoint_id, "status": "COMPLETED", "duration_s": round(duration, 4),
-                                 "bytes": size, "savepoint": p.savepoint})
+                                 "bytes": _state_bytes(p), "savepoint": p.savepoint})
             return True
         if p.status == "FINALIZING":  # the metadata write failed
             self.abort(p, f"writing metadata failed: {error!r}")
         elif error is None and p.savepoint is None:
             self.completed = deque(sorted({*self.completed, p.checkpoint_id}), maxlen=HISTORY_KEPT)
-            log.warning("checkpoint %s of %s timed out, yet its metadata was written: it is restorable; its "
-                        "committables are committed with the next checkpoint", p.checkpoint_id, self.job_id)
+            log.warning("checkpoint %s of %s timed out, yet its metadata was written: it is restorable; the job "
+                        "master commits what it covers now (complete_late)", p.checkpoint_id, self.job_id)
         return False
+
+    def complete_late(self, p: PendingCheckpoint) -> bool:
+        """Checkpoint ``p`` timed out while its metadata was written, and the write landed
+        afterwards (:meth:`end_finalize` returned False): it is complete in storage, the
+        checkpoint a restore starts from. Complete it here too: every committable retained
+        from a barrier at or before ``p``'s (its own, which the abort handed back, and the
+        ones it carried) becomes committing under ``p``, and the caller commits
+        :meth:`to_commit` as for any completed checkpoint. That is what a restore from ``p``
+        would commit (:meth:`take_retained`; committing is idempotent), so nothing is
+        committed that ``p`` does not cover. ``p`` counts as completed, not aborted (its
+        history entry says it completed after its timeout), and ends the run of consecutive
+        failures as any completion does: the timeout itself counted toward
+        ``tolerable_failures`` when it struck.
+
+        Returns False (nothing done) for a savepoint (its caller was told it failed) and for a
+        checkpoint whose metadata did not land. Before, such a checkpoint committed nothing
+        and handed its committables to the next one: with ``_metadata`` writes always slower
+        than ``timeout_ms`` every checkpoint timed out, and an unbounded job never committed
+        its sinks' output (``completed`` stayed 0 while ``latest_completed`` grew)."""
+        if p.status != "ABORTED" or p.savepoint is not None or p.checkpoint_id not in self.completed:
+            return False
+        covered: dict[str, list] = {}
+        for cid in sorted(c for c in self.retained if c <= p.checkpoint_id):
+            _extend(covered, self.retained.pop(cid))
+        p.status = "COMPLETED"
+        self.committing[p.checkpoint_id] = covered
+        self.last_completed_at = self.clock()
+        self.failures = 0
+        self.completed_count += 1
+        self.aborted_count -= 1
+        entry = {"id": p.checkpoint_id, "status": "COMPLETED", "duration_s": round(self.clock() - p.triggered_at, 4),
+                 "bytes": _state_bytes(p), "savepoint": None}
+        for i, old in enumerate(self.history):
+            if old["id"] == p.checkpoint_id and old["status"] == "ABORTED":
+                entry["late"] = f"completed after it was aborted: {old.get('reason')}"
+                self.history[i] = entry
+                break
+        else:
+            entry["late"] = "completed after it was aborted"
+            self.history.append(entry)
+        return True
 
     def abort(self, p: PendingCheckpoint, reason: str) -> PendingCheckpoint | None:
         """Abort checkpoint ``p`` (pending or finalizing); returns it, or None if it had
@@ -582,6 +621,12 @@ class CheckpointCoordinator:
             except CheckpointError as exc:
                 log.warning("skipping checkpoint %s of %s: %s", cid, self.job_id, exc)
         return None
+
+
+def _state_bytes(p: PendingCheckpoint) -> int:
+    """The bytes of the state files ``p``'s acks wrote (its history entry's ``bytes``)."""
+    return sum(h.size for ack in p.acks.values() for e in ack.values() if isinstance(e, dict)
+               for h in (e.get("keyed"), e.get("op")) if h is not None and hasattr(h, "size"))
 
 
 def _extend(into: dict[str, list], more: dict[str, list]) -> dict[str, list]:

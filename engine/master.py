@@ -1173,6 +1173,14 @@ class JobMaster:
             except CheckpointError as exc:  # tolerable_failures exceeded
                 self._fail_attempt(exc)
                 ok = False
+            if not ok and error is None and aborted_meanwhile:
+                # timed out while its metadata was written, which landed: a complete checkpoint,
+                # committed now (before, never: with metadata writes always slower than the
+                # timeout, an unbounded job committed nothing while it ran)
+                # (getattr: the coordinator protocol, engine.state_backend.CheckpointCoordinatorLike,
+                # does not name it; a coordinator without it keeps the checkpoint uncommitted)
+                complete_late = getattr(c, "complete_late", None)
+                ok = bool(complete_late(p)) if complete_late is not None else False
             if not ok:
                 if error is not None:  # (no metadata: never restorable, its files go)
                     self._discard_aborted(p.checkpoint_id)
