@@ -517,41 +517,48 @@ class RemoteFunctions:
     def _remote_done(self, key: tuple[str, str], call: _Call, result: CallResult) -> None:
         """Apply the reply of a remote call: a handshake sends the batch again; a result is
         applied; a failed call or an invalid reply raises :class:`RemoteFunctionError`."""
-        address = self.host.address_of(key)
         if result.attempts > 1:
             self.host.counters["remote_retries"] += result.attempts - 1
-        where = f"remote function {key[0]!r} at {redacted(call.url)!r} (address {address}, {len(call.records)} message(s))"
         if result.error is not None:
             if result.status == 413 and len(call.records) > 1:
                 self._split(key, call)
                 return
-            raise RemoteFunctionError(f"{where} failed: {result.error}", address=address, message_typename=call.records[0][VALUE_TYPENAME])
+            raise self._call_error(key, call, f"failed: {result.error}")
         body = result.body or b""
         try:
             reply = FromFunctionPb.FromString(body)
         except DecodeError as exc:
-            raise RemoteFunctionError(
-                f"{where} answered HTTP {result.status} with a body that is not a StateFun FromFunction "
-                f"({exc}); body {excerpt(result.body or b'')}. Does the URL point at a StateFun "
-                f"request-reply endpoint?",
-                address=address,
-                message_typename=call.records[0][VALUE_TYPENAME],
+            raise self._call_error(
+                key, call,
+                f"answered HTTP {result.status} with a body that is not a StateFun FromFunction ({exc}); body "
+                f"{excerpt(body)}. Does the URL point at a StateFun request-reply endpoint?",
             ) from exc
         if reply.WhichOneof("response") == "incomplete_invocation_context":  # rare: the hand decoder reads it
             try:
                 context = decode_from_function(body).incomplete_invocation_context
             except ProtocolError as exc:
-                raise RemoteFunctionError(f"{where} sent an invalid reply: {exc}", address=address) from exc
+                raise self._call_error(key, call, f"sent an invalid reply: {exc}") from exc
             assert context is not None
-            self._handshake(key, call, context, where)
+            self._handshake(key, call, context)
             return
         # no invocation result (the official SDK's empty body when the function had no
         # effects): an empty InvocationResponse (the default), as StateFun's RequestReplyFunction reads it
-        self._apply(key, address, call, reply.invocation_result, where)
+        self._apply(key, call, reply.invocation_result)
         self._finished(key, call)
         self._failed.pop(key, None)
         if key[0] in self._probing:
             self._learned(key[0])
+
+    def _call_error(self, key: tuple[str, str], call: _Call, what: str) -> RemoteFunctionError:
+        """The error of the call of ``key`` that cannot succeed: ``what`` after the function
+        type, URL, address and batch size; it carries the address and the first message's type."""
+        address = self.host.address_of(key)
+        return RemoteFunctionError(
+            f"remote function {key[0]!r} at {redacted(call.url)!r} (address {address}, {len(call.records)} "
+            f"message(s)) {what}",
+            address=address,
+            message_typename=call.records[0][VALUE_TYPENAME] if call.records else None,
+        )
 
     def _split(self, key: tuple[str, str], call: _Call) -> None:
         """The server refused the batch of ``key`` for its size (HTTP 413): cap the endpoint's
@@ -609,7 +616,7 @@ class RemoteFunctions:
             if key in self._queues and key not in self._inflight:
                 self._ready[key] = None
 
-    def _handshake(self, key: tuple[str, str], call: _Call, context: FromFunction.IncompleteInvocationContext, where: str) -> None:
+    def _handshake(self, key: tuple[str, str], call: _Call, context: FromFunction.IncompleteInvocationContext) -> None:
         """Register the missing value specs for the function type and send the same batch again."""
         typename = key[0]
         specs = self._specs.setdefault(typename, {})
@@ -618,7 +625,7 @@ class RemoteFunctions:
         for missing in context.missing_values:
             name = missing.state_name
             if not name:
-                raise RemoteFunctionError(f"{where} reported a missing value without a name: {missing!r}")
+                raise self._call_error(key, call, f"reported a missing value without a name: {missing!r}")
             if name in call.sent_state:
                 continue
             new.append(name)
@@ -633,10 +640,10 @@ class RemoteFunctions:
             specs[name] = (st, missing.type_typename)
         if not new:
             names = [m.state_name for m in context.missing_values]
-            raise RemoteFunctionError(
-                f"{where} reported missing values {names} that were already sent with the request; "
+            raise self._call_error(
+                key, call,
+                f"reported missing values {names} that were already sent with the request; "
                 f"the function keeps rejecting its state (handshake round {call.handshakes + 1})",
-                address=self.host.address_of(key),
             )
         self.handshakes += 1
         self.host.counters["remote_handshakes"] += 1
@@ -645,23 +652,21 @@ class RemoteFunctions:
             self._learned(typename)
         self._send(key, call)
 
-    def _apply(self, key: tuple[str, str], address: Address, call: _Call, response: Any, where: str) -> None:
+    def _apply(self, key: tuple[str, str], call: _Call, response: Any) -> None:
         """Check a reply's ``InvocationResponse`` (upb message) and apply it through the
         host's one path for invocation results (:meth:`InvocationHost.apply_result`)."""
         try:
-            result = _result_from_pb(address, response)
+            result = _result_from_pb(self.host.address_of(key), response)
         except (ProtocolError, ValueError, TypeError) as exc:  # (a value our constructors refuse: invalid too)
-            raise RemoteFunctionError(f"{where} sent an invalid reply: {exc}", address=address) from exc
+            raise self._call_error(key, call, f"sent an invalid reply: {exc}") from exc
         changes: list[tuple[Any, TypedValue | None]] = []
         if response.state_mutations:
             specs = self._specs.get(key[0], {})
             for m in response.state_mutations:
                 entry = specs.get(m.state_name)
                 if entry is None:
-                    raise RemoteFunctionError(
-                        f"{where} changed value {m.state_name!r}, which it never declared (declared: "
-                        f"{sorted(specs) or 'none'})",
-                        address=address,
+                    raise self._call_error(
+                        key, call, f"changed value {m.state_name!r}, which it never declared (declared: {sorted(specs) or 'none'})"
                     )
                 if m.mutation_type == DELETE:
                     changes.append((entry[0], None))
@@ -669,12 +674,11 @@ class RemoteFunctions:
                     tv = m.state_value
                     if tv.typename and entry[1] and tv.typename != entry[1]:
                         # as StateFun's PersistedRemoteFunctionValues.validateType: nothing of the reply is applied
-                        raise RemoteFunctionError(
-                            f"{where} wrote value {m.state_name!r} with type {tv.typename!r}, but declared it as "
+                        raise self._call_error(
+                            key, call,
+                            f"wrote value {m.state_name!r} with type {tv.typename!r}, but declared it as "
                             f"{entry[1]!r} (its ValueSpec); nothing of the reply was applied. A value keeps the "
                             f"type it was declared with: write it with that type, or declare it under a new name",
-                            address=address,
-                            message_typename=call.records[0][VALUE_TYPENAME],
                         )
                     changes.append((entry[0], TypedValue(tv.typename or entry[1], True, tv.value)))
         self.host.apply_result(key, call.records, result, changes)
