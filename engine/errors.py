@@ -19,6 +19,7 @@ __all__ = [
     "UserCodeError",
     "short_repr",
     "unpickling_failed",
+    "refuses_state",
 ]
 
 
@@ -42,6 +43,10 @@ class JobFailed(RaystreamError):
         subtask: index of the failing parallel subtask, when known.
         record: ``repr`` of the record being processed, when known.
         cause: the formatted original traceback from the worker, when known.
+        state_refused: the cause is raystream refusing state a task restored (a
+            :class:`StateError`, or a :class:`CheckpointError` other than storage being
+            unavailable; :func:`refuses_state`): a restore from a user's savepoint that fails
+            so fails the job at once instead of being restored again by every restart.
     """
 
     def __init__(
@@ -52,25 +57,29 @@ class JobFailed(RaystreamError):
         subtask: int | None = None,
         record: str | None = None,
         cause: str | None = None,
+        state_refused: bool = False,
     ) -> None:
         super().__init__(message)
         self.operator = operator
         self.subtask = subtask
         self.record = record
         self.cause = cause
+        self.state_refused = state_refused
 
     def __reduce__(self) -> tuple[Callable[..., JobFailed], tuple[object, ...]]:
         # keep attributes across Ray/pickle boundaries
         return (
             _rebuild_job_failed,
-            (self.args[0], self.operator, self.subtask, self.record, self.cause),
+            (self.args[0], self.operator, self.subtask, self.record, self.cause, self.state_refused),
         )
 
 
 def _rebuild_job_failed(  # pragma: no cover - pickle
-    message: str, operator: str | None, subtask: int | None, record: str | None, cause: str | None
+    message: str, operator: str | None, subtask: int | None, record: str | None, cause: str | None,
+    state_refused: bool = False,
 ) -> JobFailed:
-    return JobFailed(message, operator=operator, subtask=subtask, record=record, cause=cause)
+    return JobFailed(message, operator=operator, subtask=subtask, record=record, cause=cause,
+                     state_refused=state_refused)
 
 
 class JobCancelled(RaystreamError):
@@ -96,6 +105,20 @@ class UserCodeError(RaystreamError):
         self.record = record
         self.original = exc
         self.what = what
+
+
+def refuses_state(exc: BaseException) -> bool:
+    """Whether ``exc`` is raystream refusing state: a :class:`StateError` (a restored key of
+    another type, a state declared with another kind...) or a :class:`CheckpointError` (state
+    another kind of operator wrote under a uid, timers that cannot be restored...), but not
+    one that says storage is unavailable right now (``retryable``: restoring again may work).
+    Restoring the same savepoint into the same job meets the same refusal.
+
+    Example:
+        >>> refuses_state(StateError("state 'c' was restored as 'value' state")), refuses_state(OSError("down"))
+        (True, False)
+    """
+    return isinstance(exc, (StateError, CheckpointError)) and not getattr(exc, "retryable", False)
 
 
 def short_repr(value: object, limit: int = 200) -> str:

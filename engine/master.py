@@ -713,8 +713,23 @@ class JobMaster:
                 failure = exc if isinstance(exc, JobFailed) else JobFailed(f"job {self._config.name!r}: {exc}")
                 self.failures += 1
                 delay = self.restart.next_delay_s(self.failures)
+                savepoint = self._config.from_savepoint
+                refused = failure.state_refused and savepoint is not None and self.restored_from == savepoint
+                if refused:
+                    # a task refused the state of the user's savepoint (keys of another type, a
+                    # state or operator of another kind): every restart would restore the same
+                    # savepoint into the same job and meet the same refusal (as in Flink, a restore
+                    # of a user-given savepoint that fails is not recovered by restarts). Before,
+                    # the restart strategy restored it again until it gave up ("gave up after 3
+                    # restarts"; with exponential_backoff(attempts=10) minutes later)
+                    failure = JobFailed(
+                        f"{failure}\n  (the job restored savepoint {savepoint!r}, which it cannot take: not restarted, "
+                        "each restart would restore it again)",
+                        operator=failure.operator, subtask=failure.subtask, record=failure.record,
+                        cause=failure.cause, state_refused=True)
+                    delay = None
                 if delay is None:
-                    if self.restarts:
+                    if self.restarts and not refused:
                         failure = JobFailed(
                             f"{failure} (gave up after {self.restarts} restarts)",
                             operator=failure.operator, subtask=failure.subtask,

@@ -38,7 +38,14 @@ from .channels import (
 )
 from .config import TaskConfig
 from .connectors import END_OF_INPUT, NOTHING_AVAILABLE, Source, SourceReader, split_key
-from .errors import CheckpointError, ConfigError, JobFailed, UserCodeError, short_repr
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    JobFailed,
+    UserCodeError,
+    refuses_state,
+    short_repr,
+)
 from .events import MAX_WATERMARK, MIN_WATERMARK, Barrier, EndOfInput, StreamStatus, Watermark
 from .keygroups import KeyGroupRange
 from .operator import OperatorContext, StreamOperator, SystemClock
@@ -463,7 +470,8 @@ class Task:
             msg += ("\n  (the heap state backend keeps keyed state in dicts: a key_by that returns a list, dict "
                     "or set needs a hashable key instead, e.g. a tuple, a frozenset or tuple(sorted(d.items())); "
                     "the RocksDB backend takes any key)")
-        return JobFailed(msg, operator=name, subtask=self.spec.subtask_index, record=record, cause=cause)
+        return JobFailed(msg, operator=name, subtask=self.spec.subtask_index, record=record, cause=cause,
+                         state_refused=refuses_state(original))
 
     def _source_call(self, call: str, fn: Callable[[], _T]) -> _T:
         """``fn()``, a call of the task's source or its reader, with what it raises turned
@@ -498,7 +506,8 @@ class Task:
         if record is not None:
             msg += f"\n  while processing {what}: {record}"
         failed = JobFailed(msg, operator=name, subtask=self.spec.subtask_index, record=record,
-                           cause="".join(traceback.format_exception(type(original), original, original.__traceback__)))
+                           cause="".join(traceback.format_exception(type(original), original, original.__traceback__)),
+                           state_refused=refuses_state(original))
         failed.__cause__ = exc  # (also where it is raised later: a close() after the others)
         return failed
 
