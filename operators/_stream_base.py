@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import weakref
 from abc import ABC, abstractmethod
 from typing import Any, Callable, Generic, TypeVar
 
@@ -94,6 +95,33 @@ def find_timestamp_assigner(node: Transformation | None) -> TimestampAssigner | 
                 )
         found[id(n)] = ins[0]
     return found[id(node)][1]
+
+
+#: the nodes of window operators: their records are the window function's results, which
+#: carry no timestamp of the upstream assigner (see :func:`window_results_upstream`)
+WINDOW_NODES: weakref.WeakSet[Transformation] = weakref.WeakSet()
+
+
+def window_results_upstream(node: Transformation) -> Transformation | None:
+    """A window operator between ``node`` (included) and the nearest upstream
+    ``assign_timestamps_and_watermarks`` on some path into it (None: none is).
+
+    Its records are its window function's results: the upstream assigner applied again to
+    them reads a field of a result (Flink stamps a window's results with the window's
+    ``max_timestamp()`` instead), so an event-time window after it must be told where their
+    time is.
+    """
+    seen: set[int] = set()
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if id(n) in seen or n.timestamp_assigner is not None:
+            continue
+        seen.add(id(n))
+        if n in WINDOW_NODES:
+            return n
+        stack.extend(e.source for e in n.inputs if not e.feedback)
+    return None
 
 
 def _same_assigner(a: TimestampAssigner | None, b: TimestampAssigner | None) -> bool:

@@ -28,7 +28,7 @@ from raystream.engine.errors import GraphError
 from raystream.engine.graph import StreamEdge, Transformation
 from raystream.engine.partitioners import KeyGroupPartitioner, KeySelector
 
-from ._stream_base import StreamBase, find_timestamp_assigner
+from ._stream_base import WINDOW_NODES, StreamBase, find_timestamp_assigner, window_results_upstream
 from .evictors import Evictor
 from .flink_functions import user_function
 from .functions import OutputTag, tag_name
@@ -216,6 +216,15 @@ class WindowedStream(Generic[S]):
                 f"event-time window {self.assigner!r} needs timestamps: call "
                 "assign_timestamps_and_watermarks(...) upstream or .with_timestamp('ts')"
             )
+        window = None if self._ts is not None else window_results_upstream(self.stream.node)
+        if window is not None:
+            raise GraphError(
+                f"event-time window {self.assigner!r} reads the results of window {window.name!r}, which carry "
+                f"no timestamp of the upstream assigner {ts!r} (applied to a result it would read one of its fields; "
+                "Flink stamps a window's results with the window's max_timestamp()): give the second window "
+                ".with_timestamp(fn) reading the time each result holds (e.g. emit context.window().max_timestamp() "
+                "or window_end - 1 in it), or assign_timestamps_and_watermarks(...) between the windows"
+            )
         return ts
 
     def _operator(self, name: str, kind: str, fn: Any, window_function: ProcessWindowFunction | None) -> S:
@@ -337,6 +346,7 @@ class WindowedStream(Generic[S]):
         it still runs at the upstream parallelism)."""
         if self._all:
             node.parallelism = 1
+        WINDOW_NODES.add(node)
         return self.stream._stream(node)
 
     def _combiner(self, name: str, factory: Callable[[], Any], schema_names: list[str] | None) -> Transformation:

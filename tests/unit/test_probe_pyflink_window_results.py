@@ -1,0 +1,82 @@
+"""An event-time window that reads another window's results (the Flink training's "hourly
+tips": the tips per driver and hour, then the best driver of each hour with ``window_all``).
+
+Raystream reads a record's event time again from the record with the nearest upstream
+assigner; a window's results are its function's output, so that assigner read one of their
+fields (here the driver id, a few milliseconds: every hour's results fell into the first
+hour's window, and the job printed one "best driver" instead of one per hour, silently).
+Flink stamps a window's results with the window's ``max_timestamp()``. Now such a graph is
+refused when it is built, naming both windows and the remedy (``.with_timestamp(fn)`` on the
+second window, or ``assign_timestamps_and_watermarks`` between them), and the remedied job
+gives Flink's output.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import raystream as rs
+from raystream.engine.config import JobConfig
+from raystream.engine.errors import GraphError
+from raystream.engine.local_runtime import run_in_process
+from raystream.operators import Time
+from raystream.operators.sinks import collected_records
+
+HOUR = 3_600_000
+#: (ride id, event time, tip, driver id)
+FARES = [(i, (i * 7_919_000) % (5 * HOUR), float(i % 17) + 0.5, 1 + i % 19) for i in range(1, 201)]
+
+
+class AddTips(rs.ProcessWindowFunction):
+    def process(self, key, context, fares):
+        yield (context.window().end, key, sum(f[2] for f in fares))
+
+
+class MaxTips(rs.ProcessAllWindowFunction):
+    def process(self, context, elements):
+        yield max(elements, key=lambda e: (e[2], -e[1]))
+
+
+def hourly(env):
+    fares = env.from_collection(FARES).assign_timestamps_and_watermarks(
+        rs.WatermarkStrategy.for_bounded_out_of_orderness(60_000).with_timestamp_assigner(lambda f: f[1]))
+    return fares.key_by(lambda f: f[3]).window(rs.TumblingEventTimeWindows.of(Time.hours(1))).process(AddTips())
+
+
+def reference():
+    sums = {}
+    for _, t, tip, driver in FARES:
+        end = (t // HOUR + 1) * HOUR
+        sums[(end, driver)] = sums.get((end, driver), 0.0) + tip
+    return sorted(max(((e, d, s) for (e, d), s in sums.items() if e == end), key=lambda r: (r[2], -r[1]))
+                  for end in {e for e, _ in sums})
+
+
+def test_a_window_after_a_window_without_its_timestamps_is_refused_naming_the_remedy():
+    env = rs.StreamEnvironment(parallelism=2)
+    by_hour = hourly(env).map(lambda r: r)  # (also through an operator in between)
+    with pytest.raises(GraphError, match=r"reads the results of window 'window_process'.*\.with_timestamp\(fn\)"):
+        by_hour.window_all(rs.TumblingEventTimeWindows.of(Time.hours(1))).process(MaxTips())
+    with pytest.raises(GraphError, match="reads the results of window"):
+        by_hour.key_by(lambda r: r[1]).window(rs.TumblingEventTimeWindows.of(HOUR)).reduce(max)
+    # processing time and count windows read no event time: not refused
+    by_hour.window_all(rs.TumblingProcessingTimeWindows.of(HOUR))
+    by_hour.key_by(lambda r: r[1]).count_window(2)
+
+
+@pytest.mark.parametrize("parallelism", [1, 2])
+@pytest.mark.parametrize("remedy", ["with_timestamp", "assign_between"])
+def test_hourly_tips_with_the_remedy_gives_flinks_output(parallelism, remedy):
+    env = rs.StreamEnvironment(parallelism=parallelism)
+    results = hourly(env)
+    if remedy == "with_timestamp":
+        best = results.window_all(rs.TumblingEventTimeWindows.of(Time.hours(1))).with_timestamp(lambda r: r[0] - 1)
+    else:
+        best = results.assign_timestamps_and_watermarks(
+            rs.WatermarkStrategy.for_monotonous_timestamps().with_timestamp_assigner(lambda r: r[0] - 1)
+        ).window_all(rs.TumblingEventTimeWindows.of(Time.hours(1)))
+    best.process(MaxTips()).collect()
+    result = run_in_process(env.get_job_graph(), JobConfig(name="hourly-tips"), timeout_s=120)
+    [batches] = result["results"].values()
+    assert sorted(collected_records(batches)) == reference()
+    assert len(reference()) == 5
