@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from raystream.engine.errors import ConfigError
 from raystream.statefun_api.address import parse_typename
@@ -147,6 +147,28 @@ def _check_pattern(functions: str, what: str) -> None:
         )
 
 
+def _check_url(url: str, what: str) -> None:
+    """Refuse a URL template whose host or port no request could use (as it is declared,
+    not when the first message is sent: that failed the running job, restart after restart)."""
+    parts = urlsplit(url.replace("{function.name}", "f").replace("{function.namespace}", "n"))
+    try:
+        parts.port  # noqa: B018 - (urlsplit checks the port when it is read)
+    except ValueError as exc:
+        raise ConfigError(f"{what}: url_path_template {url!r} has an invalid port: {exc}") from None
+    host = parts.hostname
+    if not host:
+        raise ConfigError(f"{what}: url_path_template {url!r} names no host")
+    if not host.isascii():
+        try:
+            hint = f"; write it as {host.encode('idna').decode('ascii')!r}"
+        except UnicodeError:
+            hint = ""
+        raise ConfigError(
+            f"{what}: url_path_template {url!r}: the host name {host!r} is not ASCII (an internationalized name "
+            f"goes in its IDNA form{hint})"
+        )
+
+
 @dataclass(frozen=True)
 class RemoteEndpoint:
     """Function types served over HTTP by a StateFun request-reply endpoint.
@@ -202,6 +224,7 @@ class RemoteEndpoint:
         url = self.url_path_template
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise ConfigError(f"{what}: url_path_template must be an http(s) URL, got {url!r}")
+        _check_url(url, what)
         n = self.max_num_batch_requests
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ConfigError(f"{what}: max_num_batch_requests must be a positive int, got {n!r}")

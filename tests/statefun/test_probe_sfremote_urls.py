@@ -14,8 +14,9 @@ import pytest
 statefun = pytest.importorskip("statefun")
 web = pytest.importorskip("aiohttp.web")
 
+from raystream.engine.errors import ConfigError  # noqa: E402
 from raystream.statefun_api import StatefulFunctions, message_builder  # noqa: E402
-from raystream.statefun_api.endpoints import remote_endpoint  # noqa: E402
+from raystream.statefun_api.endpoints import parse_module_yaml, remote_endpoint  # noqa: E402
 from raystream.statefun_api.local import LocalDispatchers  # noqa: E402
 from raystream.statefun_api.testing import FunctionServer  # noqa: E402
 
@@ -86,3 +87,26 @@ def test_namespace_in_the_path():
         run.send(message_builder("ns/h#1", "a", str_value="x")).run_until_idle()
         assert run.egress(EGRESS) == ["h#1|a"]
     assert paths == ["h#1"]
+
+
+# ---------------------------------------------------------------- refused as declared
+@pytest.mark.parametrize(("url", "error"), [
+    ("http://127.0.0.1:99999/{function.name}", "has an invalid port: Port out of range"),
+    ("http://functions:80OO/statefun", "has an invalid port"),
+    ("http:///statefun", "names no host"),
+    ("http://bücher.example/statefun", "is not ASCII .*write it as 'xn--bcher-kva.example'"),
+])
+def test_a_url_no_request_could_use_is_refused_where_it_is_declared(url, error):
+    """(It used to be taken, and every call of the running job failed with "bad URL", restart
+    after restart.)"""
+    with pytest.raises(ConfigError, match=rf"remote endpoint 'ns/\*' \(python\): url_path_template .*{error}"):
+        remote_endpoint("ns/*", url)
+    text = f"kind: io.statefun.endpoints.v2/http\nspec:\n  functions: ns/*\n  urlPathTemplate: {url}\n"
+    with pytest.raises(ConfigError, match=rf"'ns/\*' \(<module.yaml> \(document 1\)\): url_path_template .*{error}"):
+        parse_module_yaml(text)
+
+
+def test_templates_in_the_host_ipv6_and_credentials_are_taken():
+    assert remote_endpoint("ns/*", "http://{function.name}.fns.svc:8000/statefun").url_for("ns/cart") == "http://cart.fns.svc:8000/statefun"
+    assert remote_endpoint("ns/*", "http://[::1]:8000/{function.name}").url_for("ns/cart") == "http://[::1]:8000/cart"
+    assert remote_endpoint("ns/*", "https://fn:s3cret@h/{function.name}").url_for("ns/cart") == "https://fn:s3cret@h/cart"
