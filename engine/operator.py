@@ -116,6 +116,9 @@ class OperatorContext:
     max_parallelism: int
     key_group_range: KeyGroupRange
     attempt: int = 0
+    # whether the task started from a checkpoint or savepoint (a restart, a from_savepoint
+    # restore), also for an operator of it that had no state there (a new one)
+    restored: bool = False
     clock: Clock = field(default_factory=SystemClock)
     # the keyed state backend of a keyed operator (``checkpoint.KeyedStateBackend``, made by
     # the job's ``engine.state_backend.StateBackend``), else None; operators of the library

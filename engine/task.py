@@ -346,6 +346,7 @@ class Task:
             max_parallelism=s.max_parallelism,
             key_group_range=KeyGroupRange.for_subtask(s.subtask_index, s.parallelism, s.max_parallelism),
             attempt=s.attempt,
+            restored=s.restore is not None,
             clock=self.clock,
             current_watermark=self.current_watermark,
             register_processing_timer=self.register_processing_timer,

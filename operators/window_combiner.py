@@ -28,9 +28,20 @@ True, record)``), which the keyed operator handles record by record as it would 
 combiner: late records to the side output, firings within the allowed lateness per record.
 
 **Exactly once.** Nothing is buffered: every batch is folded and emitted before the next
-input, so nothing is pending when a barrier passes; the snapshot holds the combiner's
-watermark only (restored as the maximum over the old subtasks: an upper bound of the keyed
-operator's restored watermark, which keeps the rule above on recovery and rescale).
+input, so nothing is pending when a barrier passes, and the combiner snapshots nothing. In a
+fresh job the keyed operator's watermark starts where the combiner's does; in a restored one
+(a restart, a savepoint) the combiner does not know how far the keyed operator's restored
+watermark is until the first watermark of its run reaches it, so it passes every record
+through unchanged until then; from then on its watermark is that of the stream the keyed operator reads, which a restore
+starts at or above the keyed operator's restored one (the watermark assigner restores the
+smallest maximum timestamp of the old subtasks). So the combiner is no part of a savepoint:
+rescaling to parallelism 1, where ``aggregate(...)`` runs without a combiner, and from it,
+where the combiner is new, restore like any other parallelism change. (Before 2026-12-07 the
+combiner snapshotted its watermark: a savepoint taken at parallelism 2 or more was refused at
+parallelism 1 as state of an operator the job lacks, and a savepoint taken at parallelism 1
+restored at 2 failed the job at the first late record with "a pre-aggregated partial ...
+arrived after every window of its pane closed".) Its snapshots of older releases (the
+watermark) are still read, as the maximum over the old subtasks.
 
 Example:
     >>> from raystream.operators.windows import TumblingEventTimeWindows
@@ -55,7 +66,7 @@ from raystream.checkpoint.descriptors import AggregateFunction
 from raystream.engine.errors import ConfigError, GraphError, RaystreamError, UserCodeError
 from raystream.engine.events import MIN_WATERMARK, Watermark
 from raystream.engine.keygroups import canonical_keys
-from raystream.engine.operator import StreamOperator
+from raystream.engine.operator import OperatorContext, Output, StreamOperator
 from raystream.engine.partitioners import KeySelector
 from raystream.engine.records import Batch
 
@@ -97,23 +108,34 @@ def first_window_ends(panes: np.ndarray, size: int, slide: int, offset: int) -> 
 
 
 class _WatermarkState:
-    """The combiner's watermark: the largest it forwarded, snapshotted and restored as the
-    maximum over the old subtasks (see the module docstring)."""
+    """The combiner's watermark: the largest it forwarded in this run. ``known`` from the
+    start of a fresh job (the keyed operator starts at the same minimum), else once one came
+    (until then every record passes through unchanged: the keyed operator's watermark is a
+    restored one). Not snapshotted (see the module docstring); a snapshot of an older
+    release, which held it, restores it as the maximum over the old subtasks."""
 
     watermark: int = MIN_WATERMARK
+    known: bool = False
+
+    def open(self, ctx: OperatorContext, output: Output) -> None:
+        super().open(ctx, output)  # type: ignore[misc]
+        if not ctx.restored:
+            self.known = True
 
     def process_watermark(self, watermark: Watermark, input_index: int = 0) -> None:
+        self.known = True
         if watermark.timestamp > self.watermark:
             self.watermark = watermark.timestamp
         self.output.emit_watermark(watermark)  # type: ignore[attr-defined]
 
-    def snapshot_state(self, checkpoint_id: int) -> dict[str, int]:
-        return {"watermark": self.watermark}
+    def snapshot_state(self, checkpoint_id: int) -> None:
+        return None
 
     def restore_state(self, states: list[Any]) -> None:
         for st in states:
-            if st and st.get("watermark", MIN_WATERMARK) > self.watermark:
-                self.watermark = st["watermark"]
+            if isinstance(st, dict) and "watermark" in st:
+                self.known = True
+                self.watermark = max(self.watermark, st["watermark"])
 
 
 class VectorWindowCombiner(_WatermarkState, StreamOperator):
@@ -153,6 +175,9 @@ class VectorWindowCombiner(_WatermarkState, StreamOperator):
         for c in (self.key_column, self.ts_column, *(c for c, _ in self.base)):
             if c not in names:
                 raise GraphError(f"window aggregate: column {c!r} is not in the batch (columns: {names})")
+        if not self.known:  # the keyed operator judges every record until a watermark came
+            self.output.emit(Batch.of_arrow(rb))
+            return
         ts = timestamp_column(rb, self.ts_column, "window aggregate (local)")
         if self.size < self.slide:  # rows between two windows are in none
             gap = ts - (ts - self.offset) % self.slide <= ts - self.size
@@ -230,7 +255,12 @@ class WindowAggregateCombiner(_WatermarkState, StreamOperator):
         size = self.size
         starts = ts - (ts - self.offset) % size
         out: list[tuple[Any, int, bool, Any]] = []
-        raw = starts + (size - 1) <= self.watermark if int(starts.min()) + size - 1 <= self.watermark else None
+        if not self.known:  # the keyed operator judges every record until a watermark came
+            raw: np.ndarray | None = np.ones(n, dtype=bool)
+        elif int(starts.min()) + size - 1 <= self.watermark:
+            raw = starts + (size - 1) <= self.watermark
+        else:
+            raw = None
         if raw is not None and raw.any():
             idx = np.flatnonzero(raw).tolist()
             stamps = ts.tolist()

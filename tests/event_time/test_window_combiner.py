@@ -310,10 +310,16 @@ def test_combiner_passes_records_of_maybe_closed_windows_through():
     assert partial.to_pylist() == [{"key": "a", PANE_COLUMN: 200, "value_count": 1, "value_sum": 2, "value_min": 2,
                                     "value_max": 2}]
     snap = h.snapshot()
+    assert snap["operator"] is None  # (the combiner is no part of a savepoint: rescaling to p=1 drops it)
     restored = OperatorHarness(VectorWindowCombiner("key", "ts", TumblingEventTimeWindows.of(100), SPECS),
-                               restore=[snap, {"operator": {"watermark": 50}}])
+                               restore=[snap, snap])
     restored.process(pa.RecordBatch.from_pylist([{"key": "a", "value": 1, "ts": 150}]))
     assert PANE_COLUMN not in restored.output.batches[0].arrow().schema.names  # still raw after the restore
+    # a snapshot of an older release (the watermark): the maximum over the old subtasks
+    old = OperatorHarness(VectorWindowCombiner("key", "ts", TumblingEventTimeWindows.of(100), SPECS),
+                          restore=[{"operator": {"watermark": 199}}, {"operator": {"watermark": 50}}])
+    old.process(pa.RecordBatch.from_pylist([{"key": "a", "value": 1, "ts": 150}]))
+    assert PANE_COLUMN not in old.output.batches[0].arrow().schema.names
 
 
 def test_first_window_ends_match_the_assigners():
