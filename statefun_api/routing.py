@@ -126,15 +126,9 @@ def message_to_record(message: Message, caller: Address | None = None) -> Messag
     value held decoded stays decoded."""
     tpe = message._type
     if tpe is not None:
-        return (
-            message.target_typename,
-            message.target_id,
-            caller.typename if caller is not None else "",
-            caller.id if caller is not None else "",
-            tpe.typename,
-            message._obj,
-            True,
-        )
+        if caller is None:  # (an ingress router's message: no test per caller field)
+            return (message.target_typename, message.target_id, "", "", tpe.typename, message._obj, True)
+        return (message.target_typename, message.target_id, caller.typename, caller.id, tpe.typename, message._obj, True)
     tv = message.typed_value
     return (
         message.target_typename,
