@@ -710,8 +710,18 @@ def build_restore_plan(
         ordinals in it, ``None`` when unknown) and ``feedback_log`` (Arrow batches to
         replay); ``committables`` maps sink uid -> committables of the restored checkpoint.
     """
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("operators"), dict):
+        raise CheckpointError(
+            f"the metadata holds no checkpoint (a {type(metadata).__name__}): it was written by another raystream "
+            "release or another program; restore a savepoint or retained checkpoint (<checkpoint_dir>/<job dir>/chk-<n>) "
+            "written by this release, or start the job without it"
+        )
     if metadata.get("format") != METADATA_FORMAT:
-        raise CheckpointError(f"unsupported checkpoint metadata format {metadata.get('format')!r}")
+        raise CheckpointError(
+            f"its metadata is of format {metadata.get('format')!r} and this raystream release reads format "
+            f"{METADATA_FORMAT}: it was written by another release; restore it with the release that wrote it (take a "
+            "new savepoint there to move on), or start the job without it"
+        )
     if metadata["max_parallelism"] != max_parallelism:
         stateful = sorted(uid for uid, op in metadata["operators"].items()
                           if any(isinstance(e, dict) and (e.get("keyed") is not None or e.get("op") is not None)

@@ -870,7 +870,8 @@ class CheckpointStorage:
             ``(metadata, reader)``; ``reader.read(name)`` returns a state's bytes.
 
         Raises:
-            CheckpointError: no savepoint there, or its ``_metadata`` is corrupt.
+            CheckpointError: no savepoint there, or its ``_metadata`` is corrupt or holds no
+                savepoint (written by another release or program), naming the path.
         """
         if isinstance(target, tuple) or "://" in os.fspath(target) or os.path.isabs(os.path.expanduser(os.fspath(target))):
             check_savepoint(target)  # before _savepoint_dir, which would create a missing directory
@@ -887,7 +888,20 @@ class CheckpointStorage:
             base = posixpath.dirname(posixpath.dirname(directory.rstrip("/")))
             return metadata, RetainedCheckpointReader(storage, directory, base)
         content = self._load_pickle(decode_blob(data, _SAVEPOINT_KIND, meta_path), meta_path)
+        if not isinstance(content, dict) or not isinstance(content.get("files"), dict) or "metadata" not in content:
+            raise CheckpointError(_not_metadata(shown, content))
         return content["metadata"], SavepointReader(storage, directory, content["files"])
+
+
+def _not_metadata(shown: str, content: Any) -> str:
+    """The refusal of a savepoint ``_metadata`` whose content is not a savepoint's (before, a
+    bare ``TypeError`` from inside the job master)."""
+    return (
+        f"cannot restore {shown!r}: its {METADATA_FILE} is a raystream file but holds no savepoint or checkpoint "
+        f"metadata (a {type(content).__name__}); it was written by another raystream release or another program. "
+        "Give the directory of a savepoint (client.savepoint(path)) or of a retained checkpoint "
+        "(<checkpoint_dir>/<job dir>/chk-<n>) written by this release, or start the job without from_savepoint"
+    )
 
 
 def referenced_shared(metadata: dict[str, Any]) -> list[StateHandle]:

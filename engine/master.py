@@ -886,11 +886,16 @@ class JobMaster:
             except Exception as exc:  # noqa: BLE001 - read-only storage: restore all the same
                 log.warning("job %s: could not mark the checkpoint %r it restores from as in use (%s); the job "
                             "that wrote it may delete it when it ends", self._job_id, path, exc)
-        plan, committables = self._state_backend.restore_plan(
-            metadata, reader.read, self._vertex_info(), self._graph.max_parallelism,
-            allow_non_restored_state=self._config.allow_non_restored_state,
-            claim=False,  # (a retained checkpoint's files stay its job's: never referenced by ours)
-        )
+        try:
+            plan, committables = self._state_backend.restore_plan(
+                metadata, reader.read, self._vertex_info(), self._graph.max_parallelism,
+                allow_non_restored_state=self._config.allow_non_restored_state,
+                claim=False,  # (a retained checkpoint's files stay its job's: never referenced by ours)
+            )
+        except CheckpointError as exc:  # (a refusal, e.g. metadata of another release's format: name the path)
+            if getattr(exc, "retryable", False) or path in str(exc):
+                raise
+            raise CheckpointError(f"cannot restore {path!r}: {exc}") from exc
         self._check_restored_splits(plan, path)
         for restored in plan.values():  # what the user restores from: its keys' types are checked
             for state in (restored or {}).values():
