@@ -71,11 +71,15 @@ __all__ = [
     "BroadcastContext",
 ]
 
-def add_results(out: list, result: Any, function: Any, method: str) -> None:
+def add_results(out: list, result: Any, function: Any, method: str, ctx: Any = None) -> None:
     """Append to ``out`` the records a process function's ``method`` returned: an iterable of
     records (a generator, a list), or None for none. A dict, str or bytes (one record, not
     records: iterating it gave its keys or characters as records) or a non-iterable is a
     ``TypeError`` saying so; the operator's error names the record or timer.
+
+    A ``(tag, value)`` pair with an :class:`OutputTag` is PyFlink's side output
+    (``yield output_tag, value``): it goes to ``ctx.output(tag, value)``, not into ``out``
+    (without a ``ctx`` it is a ``TypeError`` saying to write ``ctx.output``).
 
     >>> out = []; add_results(out, iter([1, 2]), object(), "process_element"); out
     [1, 2]
@@ -88,7 +92,31 @@ def add_results(out: list, result: Any, function: Any, method: str) -> None:
             f"{method}() of {type(function).__name__} returned a {type(result).__name__}, not an iterable of "
             "records: yield each record (or return a list of them: [record] for one)"
         )
+    if not OutputTag.made:  # (no tag in this process: nothing to look for)
+        out.extend(result)
+        return
+    start = len(out)
     out.extend(result)
+    _side_outputs(out, start, ctx, function, method)
+
+
+def _side_outputs(out: list, start: int, ctx: Any, function: Any, method: str) -> None:
+    """Move PyFlink's ``(OutputTag, value)`` results in ``out[start:]`` to ``ctx.output``."""
+    tagged = [i for i in range(start, len(out))
+              if type(r := out[i]) is tuple and len(r) == 2 and type(r[0]) is OutputTag]
+    if not tagged:
+        return
+    if ctx is None:
+        raise TypeError(
+            f"{method}() of {type(function).__name__} gave ({out[tagged[0]][0]!r}, value), PyFlink's side output: "
+            "write ctx.output(tag, value) here"
+        )
+    for i in tagged:
+        ctx.output(out[i][0], out[i][1])
+    moved = set(tagged)
+    kept = [r for j, r in enumerate(out[start:], start) if j not in moved]
+    del out[start:]
+    out.extend(kept)
 
 
 def flink_hint(exc: BaseException) -> BaseException:
@@ -165,11 +193,18 @@ class OutputTag:
     """
 
     __slots__ = ("tag_id",)
+    #: whether an OutputTag was made (or unpickled) in this process: only then may a process
+    #: function yield PyFlink's ``(tag, value)`` side outputs (see :func:`add_results`)
+    made = False
 
     def __init__(self, tag_id: str) -> None:
         if not isinstance(tag_id, str) or not tag_id:
             raise ConfigError(f"OutputTag needs a non-empty str name, got {tag_id!r}")
         self.tag_id = tag_id
+        OutputTag.made = True
+
+    def __reduce__(self) -> tuple[type[OutputTag], tuple[str]]:  # (unpickled through __init__)
+        return OutputTag, (self.tag_id,)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, OutputTag) and other.tag_id == self.tag_id

@@ -170,7 +170,7 @@ class IntervalJoinOperator(TwoInputTime, StreamOperator):
             c.key, c.left_timestamp, c.right_timestamp = key, left[0], right[0]
             res = fn.process_element(left[1], right[1], c)
             if res is not None:
-                add_results(out, res, fn, "process_element")
+                add_results(out, res, fn, "process_element", c)
         else:
             v = fn(left[1], right[1])
             if isinstance(v, GeneratorType):  # a generator function: any number of results

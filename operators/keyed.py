@@ -805,7 +805,7 @@ class KeyedProcessOperator(StreamOperator):
                     pctx.timestamp = stamps[i]
                 result = fn(r, pctx)
                 if result is not None:
-                    add_results(out, result, self.function, "process_element")
+                    add_results(out, result, self.function, "process_element", pctx)
             except Exception as exc:
                 raise UserCodeError(r, flink_hint(exc)) from exc
         self._flush(pctx)
@@ -826,7 +826,7 @@ class KeyedProcessOperator(StreamOperator):
         try:
             result = self.function.on_timer(time, tctx)
             if result is not None:
-                add_results(self._out, result, self.function, "on_timer")
+                add_results(self._out, result, self.function, "on_timer", tctx)
         except Exception as exc:
             raise UserCodeError(f"on_timer(key={key!r}, time={time!r})", flink_hint(exc)) from exc
 

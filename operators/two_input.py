@@ -324,7 +324,7 @@ class _KeyedTimers:
         try:
             res = on_timer(time, t)
             if res is not None:
-                add_results(self._out, res, self.function, "on_timer")
+                add_results(self._out, res, self.function, "on_timer", t)
         except Exception as exc:
             raise UserCodeError(f"on_timer(key={key!r}, time={time!r})", flink_hint(exc)) from exc
 
@@ -370,7 +370,7 @@ class CoProcessOperator(_TwoInputBase):
                 pctx._index = i
                 res = fn(r, pctx)
                 if res is not None:
-                    add_results(out, res, self.function, fn.__name__)
+                    add_results(out, res, self.function, fn.__name__, pctx)
             except Exception as exc:
                 raise UserCodeError(r, flink_hint(exc)) from exc
         self._emit(out, self.pctx)
@@ -429,7 +429,7 @@ class KeyedCoProcessOperator(_KeyedTimers, _TwoInputBase):
                 pctx._key, pctx._index = k, i
                 res = fn(r, pctx)
                 if res is not None:
-                    add_results(self._out, res, self.function, fn.__name__)
+                    add_results(self._out, res, self.function, fn.__name__, pctx)
             except Exception as exc:
                 raise UserCodeError(r, flink_hint(exc)) from exc
         self._flush(pctx)
@@ -475,7 +475,7 @@ class BroadcastProcessOperator(_TwoInputBase):
                     ctx._index = i
                     res = fn(r, ctx)
                     if res is not None:
-                        add_results(out, res, self.function, fn.__name__)
+                        add_results(out, res, self.function, fn.__name__, ctx)
                 except Exception as exc:
                     raise UserCodeError(r, flink_hint(exc)) from exc
         finally:
@@ -558,7 +558,7 @@ class KeyedBroadcastProcessOperator(_KeyedTimers, BroadcastProcessOperator):
                 ctx._key, ctx._index = k, i
                 res = fn(r, ctx)
                 if res is not None:
-                    add_results(out, res, self.function, fn.__name__)
+                    add_results(out, res, self.function, fn.__name__, ctx)
             except Exception as exc:
                 raise UserCodeError(r, flink_hint(exc)) from exc
         self._flush(ctx)
