@@ -21,7 +21,6 @@ from raystream.engine.errors import JobFailed  # noqa: E402
 from raystream.statefun_api import StatefulFunctions, message_builder  # noqa: E402
 from raystream.statefun_api.endpoints import remote_endpoint  # noqa: E402
 from raystream.statefun_api.local import LocalDispatchers  # noqa: E402
-from raystream.statefun_api.testing import FunctionServer  # noqa: E402
 
 EGRESS = "demo/out"
 VALUE = 200_000  # characters a message: 6 of them pass aiohttp's 1 MiB limit
@@ -62,10 +61,11 @@ def reference(keys: list[str], n: int) -> list[str]:
 
 
 @pytest.mark.parametrize("parallelism", [1, 2])
-def test_a_burst_larger_than_the_servers_limit_is_split_in_order(parallelism):
+def test_a_burst_larger_than_the_servers_limit_is_split_in_order(parallelism, serve):
     app, served = playground_app()
     keys = ["ann", "bob", "cid"]
-    with FunctionServer(app) as server, LocalDispatchers(
+    server = serve(app)
+    with LocalDispatchers(
         StatefulFunctions(), parallelism=parallelism, egresses=[EGRESS],
         endpoints=[remote_endpoint("remote/*", server.url + "/statefun")],
     ) as run:
@@ -85,9 +85,9 @@ def test_a_burst_larger_than_the_servers_limit_is_split_in_order(parallelism):
     assert max(served) < 1 << 20
 
 
-def test_one_message_above_the_servers_limit_still_fails_at_once_naming_the_413():
-    app, _ = playground_app()
-    with FunctionServer(app) as server, LocalDispatchers(
+def test_one_message_above_the_servers_limit_still_fails_at_once_naming_the_413(serve):
+    server = serve(playground_app()[0])
+    with LocalDispatchers(
         StatefulFunctions(), egresses=[EGRESS], endpoints=[remote_endpoint("remote/*", server.url + "/statefun")],
     ) as run:
         with pytest.raises(JobFailed, match=r"HTTP 413 \(not retried\).*send smaller batches"):

@@ -8,6 +8,8 @@ moment reads the 408. It used to fail the call at once as a refused request ("HT
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 statefun = pytest.importorskip("statefun")
@@ -17,13 +19,12 @@ from raystream.engine.errors import JobFailed  # noqa: E402
 from raystream.statefun_api import StatefulFunctions, message_builder  # noqa: E402
 from raystream.statefun_api.endpoints import remote_endpoint  # noqa: E402
 from raystream.statefun_api.local import LocalDispatchers  # noqa: E402
-from raystream.statefun_api.testing import FunctionServer  # noqa: E402
 
 EGRESS = "demo/out"
 
 
-def faulty_server(faults: list[tuple[int, bytes]]) -> tuple[FunctionServer, list[int]]:
-    """The official SDK counter behind a server that answers ``faults`` first, in order."""
+def faulty_handler(faults: list[tuple[int, bytes]]) -> tuple[Any, list[int]]:
+    """The official SDK counter behind a handler that answers ``faults`` first, in order."""
     sdk = statefun.StatefulFunctions()
 
     @sdk.bind(typename="remote/count", specs=[statefun.ValueSpec(name="n", type=statefun.IntType)])
@@ -43,19 +44,19 @@ def faulty_server(faults: list[tuple[int, bytes]]) -> tuple[FunctionServer, list
         statuses.append(200)
         return await handler.handle_async(body)
 
-    return FunctionServer(handle), statuses
+    return handle, statuses
 
 
-def run_two(server: FunctionServer) -> LocalDispatchers:
+def run_two(server) -> LocalDispatchers:
     run = LocalDispatchers(StatefulFunctions(), egresses=[EGRESS], endpoints=[
         remote_endpoint("remote/*", server.url + "/statefun", backoff_initial=0.01, call_timeout=30)])
     run.send(message_builder("remote/count", "ann", str_value="x"), message_builder("remote/count", "ann", str_value="y"))
     return run
 
 
-def test_a_408_is_retried_and_the_call_succeeds():
-    server, statuses = faulty_server([(408, b"Request Timeout"), (408, b"Request Timeout")])
-    with server, run_two(server) as run:
+def test_a_408_is_retried_and_the_call_succeeds(serve):
+    handle, statuses = faulty_handler([(408, b"Request Timeout"), (408, b"Request Timeout")])
+    with run_two(serve(handle)) as run:
         run.run_until_idle()
         assert run.egress(EGRESS) == ["ann:1", "ann:2"]
         assert run.counters()["remote_retries"] == 2
@@ -63,9 +64,9 @@ def test_a_408_is_retried_and_the_call_succeeds():
 
 
 @pytest.mark.parametrize("status", [400, 409, 422])
-def test_other_4xx_still_fail_at_once(status):
-    server, statuses = faulty_server([(status, b"refused")])
-    with server, run_two(server) as run:
+def test_other_4xx_still_fail_at_once(status, serve):
+    handle, statuses = faulty_handler([(status, b"refused")])
+    with run_two(serve(handle)) as run:
         with pytest.raises(JobFailed, match=rf"remote/count/ann.*HTTP {status} \(not retried\), body 'refused'"):
             run.run_until_idle()
     assert statuses == [status]

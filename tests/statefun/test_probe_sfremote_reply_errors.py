@@ -20,7 +20,6 @@ from raystream.statefun_api import Address, StatefulFunctions, message_builder  
 from raystream.statefun_api.endpoints import remote_endpoint  # noqa: E402
 from raystream.statefun_api.local import LocalDispatchers  # noqa: E402
 from raystream.statefun_api.remote import RemoteFunctionError  # noqa: E402
-from raystream.statefun_api.testing import FunctionServer  # noqa: E402
 
 
 def nameless_missing_value(reply, request):
@@ -60,7 +59,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_a_refused_reply_names_function_url_address_and_message(case):
+def test_a_refused_reply_names_function_url_address_and_message(case, serve):
     fill, expected = CASES[case]
 
     async def handle(body: bytes):
@@ -70,7 +69,8 @@ def test_a_refused_reply_names_function_url_address_and_message(case):
         raw = fill(reply, request)
         return raw if raw is not None else reply.SerializeToString()
 
-    with FunctionServer(handle) as server, LocalDispatchers(
+    server = serve(handle)
+    with LocalDispatchers(
         StatefulFunctions(), endpoints=[remote_endpoint("remote/*", server.url + "/{function.name}", max_retries=0)]
     ) as run:
         with pytest.raises(JobFailed) as info:

@@ -18,7 +18,6 @@ from raystream.engine.errors import ConfigError  # noqa: E402
 from raystream.statefun_api import StatefulFunctions, message_builder  # noqa: E402
 from raystream.statefun_api.endpoints import parse_module_yaml, remote_endpoint  # noqa: E402
 from raystream.statefun_api.local import LocalDispatchers  # noqa: E402
-from raystream.statefun_api.testing import FunctionServer  # noqa: E402
 
 NAMES = ["plain", "with space", "q?x", "h#1", "pct%41", "ünï", "a+b&c=d", "semi;c:@", "h"]
 EGRESS = "demo/out"
@@ -66,9 +65,10 @@ def test_url_for_encodes_the_name_and_the_namespace():
 
 
 @pytest.mark.parametrize("parallelism", [1, 2])
-def test_each_function_is_called_at_its_own_path(parallelism):
+def test_each_function_is_called_at_its_own_path(parallelism, serve):
     app, paths = routed_app()
-    with FunctionServer(app) as server, LocalDispatchers(
+    server = serve(app)
+    with LocalDispatchers(
         StatefulFunctions(), parallelism=parallelism, egresses=[EGRESS],
         endpoints=[remote_endpoint("ns/*", server.url + "/fn/{function.name}", max_retries=0)],
     ) as run:
@@ -78,9 +78,10 @@ def test_each_function_is_called_at_its_own_path(parallelism):
     assert sorted(set(paths)) == sorted(NAMES)
 
 
-def test_namespace_in_the_path():
+def test_namespace_in_the_path(serve):
     app, paths = routed_app()
-    with FunctionServer(app) as server, LocalDispatchers(
+    server = serve(app)
+    with LocalDispatchers(
         StatefulFunctions(), egresses=[EGRESS],
         endpoints=[remote_endpoint("ns/*", server.url + "/{function.namespace}/fn/{function.name}", max_retries=0)],
     ) as run:

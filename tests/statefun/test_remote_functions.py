@@ -151,23 +151,16 @@ class Recorder:
 
 
 @pytest.fixture(autouse=True)
-def _no_thread_left_behind():
-    yield
-    deadline = time.monotonic() + 5
-    names = lambda: [t.name for t in threading.enumerate() if t.name.startswith(("statefun-remote", "FunctionServer"))]  # noqa: E731
-    while names() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not names(), f"threads left behind: {names()}"
+def _no_thread_left_behind(no_remote_threads):
+    """(tests/statefun/conftest.py)"""
 
 
 @pytest.fixture
-def recorder():
+def recorder(serve):
     rec = Recorder()
-    server = FunctionServer(rec).start()
-    rec.server = server
+    rec.server = serve(rec)
     yield rec
-    rec.hold.set()
-    server.stop()
+    rec.hold.set()  # (before the server stops: a held request ends)
 
 
 def endpoint(server, **kwargs):

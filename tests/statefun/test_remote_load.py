@@ -98,13 +98,11 @@ class Gate:
 
 
 @pytest.fixture
-def gate():
+def gate(serve):
     g = Gate()
-    server = FunctionServer(g).start()
-    g.server = server
+    g.server = serve(g)
     yield g
-    g.hold.set()
-    server.stop()
+    g.hold.set()  # (before the server stops: a held request ends)
 
 
 def endpoint(url: str, **kwargs):
