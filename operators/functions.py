@@ -69,6 +69,7 @@ __all__ = [
     "BroadcastProcessFunction",
     "KeyedBroadcastProcessFunction",
     "BroadcastContext",
+    "BroadcastState",
 ]
 
 def add_results(out: list, result: Any, function: Any, method: str, ctx: Any = None) -> None:
@@ -497,10 +498,11 @@ class BroadcastContext(ProcessContext[Any]):
             )
         apply(descriptor, function)
 
-    def get_broadcast_state(self, descriptor: MapStateDescriptor[Any, Any] | str) -> dict[Any, Any]:
-        """The broadcast state (a dict) declared by ``descriptor`` (a MapStateDescriptor or a
-        name). Writable in ``process_broadcast_element``; treat it as read-only in
-        ``process_element`` (changes there would differ between parallel instances)."""
+    def get_broadcast_state(self, descriptor: MapStateDescriptor[Any, Any] | str) -> BroadcastState:
+        """The broadcast state (a dict with PyFlink's ``put``/``remove``/``contains``..., see
+        :class:`BroadcastState`) declared by ``descriptor`` (a MapStateDescriptor or a
+        name). Writable in ``process_broadcast_element``; read-only in ``process_element``
+        (changes there would differ between parallel instances)."""
         name = descriptor if isinstance(descriptor, str) else getattr(descriptor, "name", None)
         if name not in self._states:
             raise ConfigError(
@@ -508,10 +510,48 @@ class BroadcastContext(ProcessContext[Any]):
                 "(pass the descriptor to broadcast(...))"
             )
         state = self._states[name]
-        return state if self._writable else _ReadOnlyDict(state)
+        if self._writable:
+            if type(state) is not BroadcastState:  # (a state made elsewhere as a dict: made one, in place)
+                state = self._states[name] = BroadcastState(state)
+            return state
+        return _ReadOnlyDict(state)
 
 
-class _ReadOnlyDict(dict[Any, Any]):
+class BroadcastState(dict[Any, Any]):
+    """Broadcast state: a dict that also has PyFlink's ``BroadcastState`` methods
+    (``put``, ``put_all``, ``remove``, ``contains``, ``is_empty``; ``get``, ``items``,
+    ``keys``, ``values`` and ``clear`` are the dict's), so a port's
+    ``ctx.get_broadcast_state(desc).put(k, v)`` works as written.
+
+    Example:
+        >>> rules = BroadcastState()
+        >>> rules.put("r1", 5); rules.put_all([("r2", 6)]); rules.remove("r1")
+        >>> rules.contains("r2"), rules.get("r2"), rules.is_empty(), dict(rules)
+        (True, 6, False, {'r2': 6})
+    """
+
+    def put(self, key: Any, value: Any) -> None:
+        """Set ``key`` to ``value``."""
+        self[key] = value
+
+    def put_all(self, items: Any) -> None:
+        """Set every ``(key, value)`` of ``items`` (pairs or a dict)."""
+        self.update(items)
+
+    def remove(self, key: Any) -> None:
+        """Delete ``key`` (nothing when it is absent, as Flink's)."""
+        self.pop(key, None)
+
+    def contains(self, key: Any) -> bool:
+        """Whether ``key`` has a value."""
+        return key in self
+
+    def is_empty(self) -> bool:
+        """Whether no key has a value."""
+        return not self
+
+
+class _ReadOnlyDict(BroadcastState):
     """A read-only view of broadcast state for ``process_element``."""
 
     def __init__(self, backing: dict[Any, Any]) -> None:
@@ -520,7 +560,7 @@ class _ReadOnlyDict(dict[Any, Any]):
     def _deny(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise ConfigError("broadcast state is read-only in process_element(); update it in process_broadcast_element()")
 
-    __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = _deny
+    __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = put = put_all = remove = _deny  # type: ignore[assignment]
 
 
 class BroadcastProcessFunction(ABC, Generic[IN1, IN2, OUT]):

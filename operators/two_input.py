@@ -32,6 +32,7 @@ from raystream.engine.records import Batch
 from .functions import (
     BroadcastContext,
     BroadcastProcessFunction,
+    BroadcastState,
     CoProcessFunction,
     OnTimerContext,
     ProcessContext,
@@ -221,9 +222,9 @@ class _ReadOnlyViews:
     __slots__ = ("views",)
 
     def __init__(self) -> None:
-        self.views: dict[Any, dict] = {}
+        self.views: dict[Any, BroadcastState] = {}
 
-    def get(self, ctx: BroadcastContext, descriptor: Any) -> dict:
+    def get(self, ctx: BroadcastContext, descriptor: Any) -> BroadcastState:
         name = descriptor if isinstance(descriptor, str) else getattr(descriptor, "name", None)
         view = self.views.get(name)
         if view is None:
@@ -241,7 +242,7 @@ class _BroadcastContext(_StampedContext, BroadcastContext):
         super().__init__(states)
         self._stamps, self._index, self._views = stamps, 0, views
 
-    def get_broadcast_state(self, descriptor: Any) -> dict:
+    def get_broadcast_state(self, descriptor: Any) -> BroadcastState:
         if self._writable:
             return BroadcastContext.get_broadcast_state(self, descriptor)
         return self._views.get(self, descriptor)
@@ -258,7 +259,7 @@ class _BroadcastTimerContext(BroadcastContext):
         self._domain = "event_time"
         self._views = views
 
-    def get_broadcast_state(self, descriptor: Any) -> dict:
+    def get_broadcast_state(self, descriptor: Any) -> BroadcastState:
         return self._views.get(self, descriptor)
 
     def time_domain(self) -> str:
@@ -452,7 +453,7 @@ class BroadcastProcessOperator(_TwoInputBase):
     def __init__(self, function: BroadcastProcessFunction, state_names: list[str],
                  timestamp_assigners: tuple[TimestampAssigner | None, TimestampAssigner | None] = (None, None)) -> None:
         super().__init__(function)
-        self.states: dict[str, dict] = {n: {} for n in state_names}
+        self.states: dict[str, dict] = {n: BroadcastState() for n in state_names}
         self.assigners = timestamp_assigners
 
     def open(self, ctx: OperatorContext, output: Output) -> None:
