@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 from hypothesis import settings
@@ -34,6 +35,24 @@ def ray_session():
 
     raystream.shutdown_workers()
     ray.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _no_actor_left():
+    """Every test on the session's Ray leaves no actor behind but the idle ones of the worker
+    pool (checked to be idle): a job a test leaves running would otherwise fail, or slow, a
+    later test that has nothing to do with it."""
+    yield
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():  # (a test that ran a job started raystream's Ray)
+        return
+    import time
+
+    deadline = time.time() + 10
+    while leftover_actors() and time.time() < deadline:
+        time.sleep(0.1)
+    left = leftover_actors()
+    assert not left, f"actors left behind: {[(a.get('ActorClassName'), a.get('Name')) for a in left]}"
 
 
 def alive_actors() -> list[dict]:
