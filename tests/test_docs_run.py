@@ -336,34 +336,23 @@ def test_the_shell_check_refuses_what_does_not_exist():
         check_shell_block(Block("x.md", 1, "bash", "python -m raystream.jobs.no_such_job\n"))
 
 
-@pytest.fixture
-def no_job_left(ray_session):
-    """A page (or docstring) leaves no job running: a reader who pastes it into a session gets
-    back the session as it was, but for the idle executors of the worker pool."""
-    yield
-    from tests.conftest import leftover_actors
-    from tests.waiting import wait_for
-
-    wait_for(lambda: not leftover_actors(), "no actor left but the idle worker pool", timeout_s=30, poll_s=0.1)
-
-
 @pytest.mark.ray
 @pytest.mark.parametrize("path", sorted(p for p in PAGES if not PAGES[p].needs_redis))
-def test_page_runs(path, ray_session, no_job_left, tmp_path, monkeypatch):
+def test_page_runs(path, ray_session, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     run_page(path, tmp_path)
 
 
 @pytest.mark.ray
 @pytest.mark.parametrize("path", sorted(p for p in PAGES if PAGES[p].needs_redis))
-def test_page_with_redis_runs(path, ray_session, no_job_left, tmp_path, monkeypatch, redis_url):
+def test_page_with_redis_runs(path, ray_session, tmp_path, monkeypatch, redis_url):
     monkeypatch.chdir(tmp_path)
     run_page(path, tmp_path, redis_url)
 
 
 @pytest.mark.ray
 @pytest.mark.parametrize("module", DOCTEST_MODULES)
-def test_docstring_examples_run(module, ray_session, no_job_left, tmp_path, monkeypatch):
+def test_docstring_examples_run(module, ray_session, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0, f"{module}: {result.failed} docstring example(s) failed (see the output above)"
