@@ -149,6 +149,14 @@ class DataStream(StreamBase["DataStream"]):
         windowed._all = True
         return windowed
 
+    def count_window_all(self, size: int, slide: int | None = None) -> WindowedStream[DataStream]:
+        """Count windows over the whole stream (Flink's ``countWindowAll``): every ``size``
+        records (sliding: every ``slide`` records, the last ``size``) at parallelism 1, as
+        :meth:`window_all`. Which records a window holds follows their arrival order."""
+        windowed = count_window(self.key_by(_constant_key), size, slide)
+        windowed._all = True
+        return windowed
+
     def connect(self, other: DataStream | BroadcastStream[DataStream]) -> ConnectedStreams[DataStream]:
         """Connect with another stream (or a ``broadcast(descriptor)`` stream) for a
         CoProcessFunction / KeyedCoProcessFunction / BroadcastProcessFunction."""
@@ -776,9 +784,11 @@ class KeyedStream(DataStream):
         """
         return WindowedStream(self, assigner)
 
-    def count_window(self, size: int) -> WindowedStream[DataStream]:
-        """Tumbling count windows of ``size`` records per key."""
-        return count_window(self, size)
+    def count_window(self, size: int, slide: int | None = None) -> WindowedStream[DataStream]:
+        """Count windows of ``size`` records per key: tumbling, or sliding by ``slide``
+        records (Flink's ``countWindow(size, slide)``: every ``slide`` records of a key fire
+        a window of its last ``size``)."""
+        return count_window(self, size, slide)
 
     def interval_join(self, other: KeyedStream) -> IntervalJoin[DataStream]:
         """Interval join with another keyed stream: ``.between(lo, hi).process(fn(l, r))``."""

@@ -29,7 +29,7 @@ from raystream.engine.graph import StreamEdge, Transformation
 from raystream.engine.partitioners import KeyGroupPartitioner, KeySelector
 
 from ._stream_base import WINDOW_NODES, StreamBase, find_timestamp_assigner, window_results_upstream
-from .evictors import Evictor
+from .evictors import CountEvictor, Evictor
 from .flink_functions import user_function
 from .functions import OutputTag, tag_name
 from .time import TimestampAssigner
@@ -412,9 +412,17 @@ class WindowedStream(Generic[S]):
         return self._operator("window_apply", LIST, None, _ApplyFunction(fn))
 
 
-def count_window(stream: StreamBase[S], size: int) -> WindowedStream[S]:
-    """Tumbling count windows: every ``size`` records of a key form a window."""
+def count_window(stream: StreamBase[S], size: int, slide: int | None = None) -> WindowedStream[S]:
+    """Count windows, as Flink's ``countWindow``: without ``slide`` every ``size`` records of
+    a key form a window (tumbling); with it, every ``slide`` records fire a window of the
+    key's last ``size`` records (sliding: ``GlobalWindows`` with ``CountTrigger.of(slide)``
+    and ``CountEvictor.of(size)``)."""
     n = as_int(size)
     if n is None or n <= 0:
         raise GraphError(f"count_window({size!r}): size is the number of records per window and key, a positive int")
-    return WindowedStream(stream, GlobalWindows.create()).trigger(PurgingTrigger.of(CountTrigger.of(n)))
+    if slide is None:
+        return WindowedStream(stream, GlobalWindows.create()).trigger(PurgingTrigger.of(CountTrigger.of(n)))
+    step = as_int(slide)
+    if step is None or step <= 0:
+        raise GraphError(f"count_window({size!r}, {slide!r}): slide is the number of records between windows, a positive int")
+    return WindowedStream(stream, GlobalWindows.create()).trigger(CountTrigger.of(step)).evictor(CountEvictor.of(n))
