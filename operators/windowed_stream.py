@@ -32,7 +32,7 @@ from ._stream_base import WINDOW_NODES, StreamBase, find_timestamp_assigner, win
 from .evictors import CountEvictor, Evictor
 from .flink_functions import user_function
 from .functions import OutputTag, tag_name
-from .time import TimestampAssigner
+from .time import TimestampAssigner, as_timestamp_assigner
 from .window_combiner import CombinedWindowOperator, VectorWindowCombiner, WindowAggregateCombiner
 from .window_fast import (
     PANE_COLUMN,
@@ -203,7 +203,10 @@ class WindowedStream(Generic[S]):
 
     def with_timestamp(self, column_or_fn: str | int | Callable[[Any], int]) -> WindowedStream[S]:
         """Read event timestamps from this column/function instead of the upstream assigner."""
-        self._ts = TimestampAssigner(fn=column_or_fn) if callable(column_or_fn) else TimestampAssigner(column=column_or_fn)
+        if isinstance(column_or_fn, (str, int)) and not isinstance(column_or_fn, bool):
+            self._ts = TimestampAssigner(column=column_or_fn)
+        else:  # a function, a TimestampAssigner or an object with Flink's extract_timestamp
+            self._ts = as_timestamp_assigner(column_or_fn, "with_timestamp()")
         return self
 
     # ------------------------------------------------------------------ build
