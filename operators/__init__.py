@@ -132,5 +132,6 @@ from .time import Duration, Time, TimestampAssigner  # noqa: E402  (PyFlink's Du
 __all__ += ["Duration", "Time", "TimestampAssigner"]
 
 from .environment import StreamExecutionEnvironment  # noqa: E402  (PyFlink's name of the environment)
+from .timers import TimeDomain  # noqa: E402  (what ctx.time_domain() of on_timer equals)
 
-__all__ += ["StreamExecutionEnvironment"]
+__all__ += ["StreamExecutionEnvironment", "TimeDomain"]

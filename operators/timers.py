@@ -81,7 +81,8 @@ PROCESSING_TIMERS = "_timers/processing_time"
 
 
 class TimeDomain:
-    """Which clock a timer belongs to."""
+    """Which clock a timer belongs to: what ``ctx.time_domain()`` in ``on_timer`` equals, as
+    PyFlink's ``TimeDomain`` (``if ctx.time_domain() == TimeDomain.EVENT_TIME``)."""
 
     EVENT_TIME = "event_time"
     PROCESSING_TIME = "processing_time"

@@ -17,6 +17,7 @@ from raystream.engine.errors import GraphError, JobFailed
 from raystream.engine.local_runtime import run_in_process
 from raystream.operators import StreamExecutionEnvironment
 from raystream.operators.sinks import collected_records
+from raystream.operators.timers import TimeDomain
 
 
 def test_the_pyflink_environment_and_from_collection_keyword():
@@ -67,3 +68,24 @@ def test_ctx_timestamp_called_as_pyflink_says_what_to_write():
         .key_by(lambda r: r[1]).process(PyFlinkTimer()).collect())
     with pytest.raises(JobFailed, match=r"write ctx.timestamp instead of ctx.timestamp\(\)"):
         run_in_process(env.get_job_graph(), JobConfig(name="timestamp-called"), timeout_s=120)
+
+
+class WhichClock(rs.KeyedProcessFunction):
+    def process_element(self, value, ctx):
+        ctx.timer_service().register_event_time_timer(value[0] + 1)
+
+    def on_timer(self, timestamp, ctx):
+        yield ctx.get_current_key(), ctx.time_domain() == TimeDomain.EVENT_TIME, ctx.time_domain() == TimeDomain.PROCESSING_TIME
+
+
+def test_time_domain_as_pyflink_compares_it():
+    from raystream.operators import TimeDomain as Exported
+
+    assert Exported is TimeDomain
+    env = rs.StreamEnvironment()
+    (env.from_collection([(1000, "a")])
+        .assign_timestamps_and_watermarks(rs.WatermarkStrategy.for_monotonous_timestamps().with_timestamp_column(0))
+        .key_by(lambda r: r[1]).process(WhichClock()).collect())
+    result = run_in_process(env.get_job_graph(), JobConfig(name="time-domain"), timeout_s=120)
+    [batches] = result["results"].values()
+    assert collected_records(batches) == [("a", True, False)]
