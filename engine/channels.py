@@ -46,6 +46,21 @@ DEFAULT_BUFFER_BYTES = 8 << 20
 #: records of a Python batch sized to estimate its bytes per row (:func:`row_bytes`)
 ROW_SAMPLES = 16
 
+#: seconds of its consumer's work a back-pressured channel holds in flight, about (Flink's
+#: buffer debloating target, ``taskmanager.network.memory.buffer-debloat.target``: 1 s):
+#: its sends shrink to ``rate * DEBLOAT_TARGET_S / credits`` rows, ``rate`` the rows a second
+#: the consumer acknowledged while the producer waited for credit
+DEBLOAT_TARGET_S = 1.0
+
+#: seconds over which a channel measures the rate its consumer acknowledges rows at
+DEBLOAT_PERIOD_S = 0.2
+
+#: about how many bytes a send of a channel holds until its first period is measured
+#: (Flink's network buffers: 32 KiB): its first sends went at ``batch_size`` rows or
+#: ``buffer_bytes`` (8 MiB), minutes of a slow consumer's work in flight before
+#: back-pressure could be measured at all
+INITIAL_SEND_BYTES = 32 << 10
+
 
 def row_bytes(batch: Batch) -> int:
     """About how many bytes a row of ``batch`` takes (>= 1): its Arrow buffers per row, else
@@ -84,10 +99,21 @@ class ChannelMetrics:
     in_flight: int = 0
     max_in_flight: int = 0
     blocked_s: float = 0.0
+    #: rows per send the channel is held to while back-pressured (0: not held, -1: not
+    #: measured yet)
+    send_rows: int = -1
 
 
 class ChannelSender(ABC):
-    """Sends item lists to one downstream input channel, with a credit window."""
+    """Sends item lists to one downstream input channel, with a credit window.
+
+    A channel whose producer waits for credit also measures the rate its consumer
+    acknowledges rows at, and :meth:`rows_per_send` tells the producer's
+    :class:`RecordWriter` how many rows a send may hold so that the ``window`` sends in
+    flight are about :data:`DEBLOAT_TARGET_S` of the consumer's work (Flink's buffer
+    debloating): a checkpoint barrier queues behind that much, not behind ``window`` full
+    buffers (a sink at 1 ms a record behind 4 sends of 36,000 rows: minutes, every
+    checkpoint timed out)."""
 
     transport = "abstract"  # shown in the channel metrics
 
@@ -96,6 +122,13 @@ class ChannelSender(ABC):
         self.window = window
         self.metrics = ChannelMetrics()
         self._seq = 0
+        self._unacked_rows: deque[int] = deque()  # rows of each send in flight, oldest first
+        self._period_start = time.monotonic()
+        self._period_rows = 0  # rows acknowledged since _period_start
+        self._period_blocked = False  # the producer waited for credit since _period_start
+        # rows a send holds at most; 0: not back-pressured, any size; -1: not measured yet
+        # (a channel with a credit window sends about INITIAL_SEND_BYTES at a time until then)
+        self._rows_per_send = 0 if window is None else -1
 
     def send(self, items: list[Any], rows: int = 0, nbytes: int = 0, batches: int = 0) -> None:
         """Ship ``items`` in order; blocks while ``window`` sends are unacknowledged."""
@@ -103,6 +136,7 @@ class ChannelSender(ABC):
         self._seq += 1
         if self.window is not None and self.metrics.in_flight >= self.window:
             start = time.perf_counter()
+            self._period_blocked = True
             self._wait_for_credit()
             self.metrics.blocked_s += time.perf_counter() - start
         self._transmit(seq, items)
@@ -114,9 +148,44 @@ class ChannelSender(ABC):
         m.in_flight += 1
         if m.in_flight > m.max_in_flight:
             m.max_in_flight = m.in_flight
+        unacked = self._unacked_rows
+        while len(unacked) >= m.in_flight and unacked:  # (a transport that reset in_flight)
+            unacked.popleft()
+        unacked.append(rows)
 
     def _acked(self, n: int = 1) -> None:
         self.metrics.in_flight -= n
+        unacked = self._unacked_rows
+        for _ in range(min(n, len(unacked))):
+            self._period_rows += unacked.popleft()
+        if self.window is None:
+            return
+        now = time.monotonic()
+        elapsed = now - self._period_start
+        if elapsed < DEBLOAT_PERIOD_S:
+            return
+        if self._period_blocked:
+            # back-pressured: the consumer took _period_rows in ``elapsed`` (at least 1 row
+            # a send: a consumer stuck on one send does not shrink them to nothing at once)
+            per_send = self._period_rows / elapsed * DEBLOAT_TARGET_S / self.window
+            last = self._rows_per_send
+            if last > 0:
+                per_send = (per_send + last) / 2
+            self._rows_per_send = max(1, int(per_send))
+        else:
+            self._rows_per_send = 0  # the consumer keeps up: sends of any size again
+        self.metrics.send_rows = self._rows_per_send
+        self._period_start = now
+        self._period_rows = 0
+        self._period_blocked = False
+
+    def rows_per_send(self, row_bytes: int) -> int:
+        """How many rows (of about ``row_bytes`` each) a send should hold at most (0: no
+        limit): about :data:`DEBLOAT_TARGET_S` of the consumer's work over the credit window
+        while the producer waits for credit, :data:`INITIAL_SEND_BYTES` until the channel
+        measured its consumer."""
+        held = self._rows_per_send
+        return held if held >= 0 else max(1, INITIAL_SEND_BYTES // max(1, row_bytes))
 
     @abstractmethod
     def _transmit(self, seq: int, items: list[Any]) -> None:
@@ -342,10 +411,13 @@ class RecordWriter:
             n = len(part)
             size = row * n
             self.bytes_written += size
-            if size > self.buffer_bytes and n > 1:
+            held = self.senders[target].rows_per_send(row)  # back-pressured: smaller sends
+            if (size > self.buffer_bytes or 0 < held < n) and n > 1:
                 if self.buffers[target]:
                     self._flush(target, None)
                 step = max(1, self.buffer_bytes // row)
+                if held:
+                    step = min(step, held)
                 for start in range(0, n, step):
                     stop = min(n, start + step)
                     self._buffer(target, part.slice(start, stop), stop - start, row * (stop - start))
@@ -354,7 +426,9 @@ class RecordWriter:
 
     def _buffer(self, target: int, part: Batch, rows: int, size: int) -> None:
         buf = self.buffers[target]
-        if buf and self.bytes[target] + size > self.buffer_bytes:  # (a send stays within buffer_bytes)
+        held = self.senders[target].rows_per_send(max(1, size // max(1, rows)))
+        if buf and (self.bytes[target] + size > self.buffer_bytes  # (a send stays within buffer_bytes)
+                    or 0 < held < self.rows[target] + rows):  # (and, back-pressured, within its rows)
             self._flush(target, None)
             buf = self.buffers[target]
         if not buf:
@@ -362,7 +436,8 @@ class RecordWriter:
         buf.append(part)
         self.rows[target] += rows
         self.bytes[target] += size
-        if self.rows[target] >= self.batch_size or self.bytes[target] >= self.buffer_bytes:
+        limit = min(self.batch_size, held) if held else self.batch_size
+        if self.rows[target] >= limit or self.bytes[target] >= self.buffer_bytes:
             self._flush(target, None)
 
     def _flush(self, target: int, event: Any) -> None:

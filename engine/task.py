@@ -1389,6 +1389,7 @@ class Task:
                         "max_in_flight": cm.max_in_flight,
                         "window": s.window,
                         "blocked_s": round(cm.blocked_s, 4),
+                        "send_rows": cm.send_rows,
                         "transport": s.transport,
                     }
                 )
