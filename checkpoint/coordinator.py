@@ -447,8 +447,8 @@ class CheckpointCoordinator:
             self.abort(p, f"writing metadata failed: {error!r}")
         elif error is None and p.savepoint is None:
             self.completed = deque(sorted({*self.completed, p.checkpoint_id}), maxlen=HISTORY_KEPT)
-            log.warning("checkpoint %s of %s timed out, yet its metadata was written: it is restorable; the job "
-                        "master commits what it covers now (complete_late)", p.checkpoint_id, self.job_id)
+            log.warning("checkpoint %s of %s was aborted, yet its metadata was written: it is restorable",
+                        p.checkpoint_id, self.job_id)
         return False
 
     def complete_late(self, p: PendingCheckpoint) -> bool:

@@ -655,6 +655,8 @@ class JobMaster:
             queued = {path for path, _stop in self._savepoint_requests}
             self._savepoint_requests = []
             ended = {"FINISHED": "finished", "CANCELLED": "was cancelled"}.get(self.status, "failed")
+            if self.status != "FINISHED":
+                self._abort_in_progress(f"the job {ended}")
             for path in list(self._savepoint_waiters):
                 when = "before it could be taken" if path in queued else "while it was taken"
                 self._resolve_savepoint(path, CheckpointError(f"savepoint to {path!r} failed: the job {ended} {when}"))
@@ -1026,6 +1028,27 @@ class JobMaster:
         if p.savepoint is not None:
             self._resolve_savepoint(p.savepoint, CheckpointError(f"savepoint to {p.savepoint!r} failed: {reason}"))
 
+    def _abort_in_progress(self, reason: str) -> None:
+        """The job ended for good (cancelled, failed): abort its checkpoints in progress, a
+        pending one's directory deleted, and one whose metadata is being written left to that
+        write: if it lands, the checkpoint is restorable (a restore from it commits what it
+        records), but this job commits nothing more (:meth:`_finalizing`). Before, such a
+        checkpoint completed and committed its output after ``wait()`` had raised
+        ``JobCancelled``: a job restored from the newest checkpoint complete at that moment
+        (the one before) committed that output a second time, and ``info()`` of the cancelled
+        job showed it ``in_progress`` for good."""
+        c = self.coordinator
+        if c is None:
+            return
+        for p in list(c.checkpoints.values()):
+            pending = p.status == "PENDING"
+            try:
+                c.abort(p, reason)
+            except CheckpointError:  # (tolerable_failures: the job has ended already)
+                pass
+            if pending:
+                self._discard_aborted(p.checkpoint_id)
+
     def _discard_aborted(self, checkpoint_id: int) -> None:
         """Delete the directory of aborted checkpoint ``checkpoint_id`` (its state files; shared
         files of incremental checkpoints stay, later ones may reference them) on a worker
@@ -1194,13 +1217,18 @@ class JobMaster:
                 self._fail_attempt(exc)
                 ok = False
             if not ok and error is None and aborted_meanwhile:
-                # timed out while its metadata was written, which landed: a complete checkpoint,
-                # committed now (before, never: with metadata writes always slower than the
-                # timeout, an unbounded job committed nothing while it ran)
-                # (getattr: the coordinator protocol, engine.state_backend.CheckpointCoordinatorLike,
-                # does not name it; a coordinator without it keeps the checkpoint uncommitted)
-                complete_late = getattr(c, "complete_late", None)
-                ok = bool(complete_late(p)) if complete_late is not None else False
+                if self.status in ("CANCELLED", "FAILED"):  # (aborted by _abort_in_progress)
+                    log.warning("checkpoint %s of %s: its metadata was written after the job %s: it is restorable (a "
+                                "restore from it commits what it records); the job commits nothing more",
+                                p.checkpoint_id, self._job_id, self.status.lower())
+                else:
+                    # timed out while its metadata was written, which landed: a complete checkpoint,
+                    # committed now (before, never: with metadata writes always slower than the
+                    # timeout, an unbounded job committed nothing while it ran)
+                    # (getattr: the coordinator protocol, engine.state_backend.CheckpointCoordinatorLike,
+                    # does not name it; a coordinator without it keeps the checkpoint uncommitted)
+                    complete_late = getattr(c, "complete_late", None)
+                    ok = bool(complete_late(p)) if complete_late is not None else False
             if not ok:
                 if error is not None:  # (no metadata: never restorable, its files go)
                     self._discard_aborted(p.checkpoint_id)
