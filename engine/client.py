@@ -14,7 +14,7 @@ import cloudpickle
 import ray
 
 from .config import JobConfig
-from .errors import JobCancelled, JobFailed, RaystreamError
+from .errors import ConfigError, JobCancelled, JobFailed, RaystreamError
 from .graph import JobGraph, ship
 from .master import CLEANUP_WAIT_S, job_slots, standby_slots, task_actor_name
 from .observability import ProgressReporter, job_client_html, source_totals
@@ -22,6 +22,7 @@ from .pool import WorkerPool, connection_id
 from .ray_runtime import (
     MASTER_PREFIX,
     NAMESPACE,
+    PROBE_PREFIX,
     connected_cluster,
     ensure_ray,
     kill_quietly,
@@ -775,6 +776,15 @@ def _submit(graph: JobGraph, graph_blob: bytes, config: JobConfig) -> JobClient:
         executors = pool.executors(slots + standby_slots(config), config.task_num_cpus)
     else:
         executors = start_executors({s: task_actor_name(job_id, s, 0) for s in slots}, config.task_num_cpus)
+    try:
+        check_shared_storage(master, list(executors.values()), config)
+    except BaseException:
+        if config.reuse_workers:  # (no job was deployed onto them: they are as they were lent)
+            pool.give_back_master(master, master_name)
+            pool.give_back_executors(list(executors.values()))
+        else:
+            kill_quietly([master, *(e.actor for e in executors.values())])
+        raise
     config_blob = cloudpickle.dumps(config)
     run_ref = master.run.remote(graph_blob, config_blob, job_id, executors)
     client = JobClient(master, run_ref, config.name, graph, executors,
@@ -786,6 +796,111 @@ def _submit(graph: JobGraph, graph_blob: bytes, config: JobConfig) -> JobClient:
         client.cancel()
         raise
     return client
+
+
+#: URI schemes of checkpoint storage that every node reaches by its nature (not checked)
+SHARED_SCHEMES = frozenset({"s3", "gs", "gcs", "abfs", "abfss", "az", "hdfs", "viewfs"})
+#: ``(Ray connection, checkpoint storage, node)`` found to share the job master's directory:
+#: each node is checked once per driver connection and storage, at the first job it serves
+_SHARED_SEEN: set[tuple[str, str, str]] = set()
+#: how long the check waits for the executors' answers (they may still be starting)
+STORAGE_CHECK_TIMEOUT_S = 120.0
+
+
+def _storage_key(location: Any) -> str | None:
+    """What identifies checkpoint storage ``location`` for :data:`_SHARED_SEEN`; None for an
+    object store or HDFS URI (every node reaches it) or nothing to check."""
+    if location is None:
+        return None
+    if isinstance(location, tuple) and len(location) == 2:
+        fs, base = location
+        return f"{getattr(fs, 'type_name', type(fs).__name__)}:{base}"
+    fs = getattr(location, "filesystem", None)  # a CheckpointStorage
+    if fs is not None:
+        return f"{fs.type_name}:{getattr(location, 'base_path', '')}"
+    text = os.fspath(location) if isinstance(location, (str, os.PathLike)) else repr(location)
+    if "://" in text and text.split("://", 1)[0].lower() in SHARED_SCHEMES:
+        return None
+    return f"path:{text}"
+
+
+def _describe(location: Any) -> str:
+    """Checkpoint storage ``location`` for a message: a path as the user gave it, a
+    ``(filesystem, path)`` pair as the path and the filesystem's type."""
+    if isinstance(location, tuple) and len(location) == 2:
+        return f"{location[1]!r} (on a {getattr(location[0], 'type_name', type(location[0]).__name__)} filesystem)"
+    return repr(location)
+
+
+def check_shared_storage(master: Any, executors: list, config: JobConfig) -> None:
+    """Refuse a checkpointed job whose ``checkpoint_dir`` is a directory of each node's own
+    (``/tmp/chk`` on every node's disk, the default ``<tmp>/raystream-checkpoints`` on a
+    multi-node cluster): the job master writes a small file there on its node and the job's
+    executors on the other nodes look for it. Tasks write their state files where they run
+    and the master reads them on its node when it restores, so on such storage every
+    checkpoint "completed" and none could be restored: the job ran until its first failure
+    and then failed for good (``CheckpointError: checkpoints completed ... but none can be
+    read back``), with no word of the cause.
+
+    Each node is checked once per driver connection and storage (the nodes of the master
+    and of executors it already checked cost nothing); object stores and HDFS are not.
+
+    Raises:
+        ConfigError: executors on some node do not see the master's file, naming the
+            directory, the nodes and the remedy.
+    """
+    chk = config.checkpoint
+    location = getattr(chk, "checkpoint_dir", None)
+    key = _storage_key(location)
+    if key is None or config.state_backend is None:
+        return
+    connection = connection_id()
+    here = ray.get_runtime_context().get_node_id()  # the master's node (pinned to the driver's)
+    ask: dict[str, Any] = {}
+    for e in executors:
+        node = e.node
+        if node == here or (connection, key, node or "") in _SHARED_SEEN:
+            continue
+        ask.setdefault(node or e.name, e.actor)  # (one executor per known node; unplaced ones all)
+    if not ask:
+        return
+    backend = config.state_backend
+    name = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
+    try:
+        if not ray.get(master.write_storage_probe.remote(backend, location, name), timeout=STORAGE_CHECK_TIMEOUT_S):
+            return
+    except Exception:  # noqa: BLE001 - storage the master cannot write: the job's first checkpoint says so
+        log.debug("could not write a probe file into checkpoint storage %r", location, exc_info=True)
+        return
+    try:
+        refs = [a.storage_probe_seen.remote(backend, location, name) for a in ask.values()]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=STORAGE_CHECK_TIMEOUT_S)
+        blind = []
+        for ref in ready:
+            try:
+                node, seen = ray.get(ref)
+            except Exception:  # noqa: BLE001 - a dead executor: the master replaces it at deployment
+                continue
+            if seen is False:
+                blind.append(node)
+            elif seen:
+                _SHARED_SEEN.add((connection, key, node))
+    finally:
+        try:
+            ray.get(master.delete_storage_probe.remote(backend, location, name), timeout=STORAGE_CHECK_TIMEOUT_S)
+        except Exception:  # noqa: BLE001 - a probe file left behind harms nothing
+            log.debug("could not delete probe file %s", name, exc_info=True)
+    if blind:
+        ips = {n["NodeID"]: n.get("NodeManagerAddress", "?") for n in ray.nodes()}
+        nodes = ", ".join(f"{n[:8]} ({ips.get(n, '?')})" for n in sorted(set(blind)))
+        raise ConfigError(
+            f"checkpoint_dir {_describe(location)} is not shared by the nodes of the Ray cluster: a file that the job master "
+            f"wrote there on its node {here[:8]} ({ips.get(here, '?')}, the driver's) is not there for the task "
+            f"executors on node(s) {nodes}; each node has a directory of its own, so no checkpoint of this job could "
+            f"be restored after a failure (its tasks write their state where they run, the master reads it on its "
+            f"node). Give enable_checkpointing(checkpoint_dir=...) (raystream run --checkpoint-dir) a directory of a "
+            f"file system that every node mounts at the same path (NFS, a shared volume) or an object store URI "
+            f"(s3://bucket/chk, gs://bucket/chk)")
 
 
 def _wait_until_started(master: Any, job_id: str) -> None:

@@ -40,7 +40,8 @@ from .socket_channels import ChannelServer, SocketSender
 __all__ = ["ensure_ray", "auth_hint", "auth_token_source", "check_cluster", "connected_cluster", "is_auth_error",
            "prepare_cluster_auth", "refuse_dashboard_address", "RaySender", "TaskActor", "TaskRef", "RayMessenger", "RayTransport", "RayExecutorRuntime",
            "JobMasterActor", "start_executors", "kill_quietly", "NAMESPACE", "MASTER_PREFIX", "EXECUTOR_PREFIX",
-           "TASK_GC_THRESHOLD", "tune_task_gc"]
+           "TASK_GC_THRESHOLD", "tune_task_gc", "PROBE_PREFIX", "write_storage_probe", "storage_probe_seen",
+           "delete_storage_probe"]
 
 log = logging.getLogger(__name__)
 _started_here = False
@@ -562,6 +563,12 @@ class TaskActor(TaskExecutor):
         if self._channel_server is not None:
             self._channel_server.close()
 
+    async def storage_probe_seen(self, backend: Any, location: Any, name: str) -> tuple[str, bool | None]:
+        """``(this executor's node, whether it sees the file name at the base of checkpoint
+        storage location)``: the job master wrote that file on its node, so False says that
+        this node has a directory of its own there (:func:`storage_probe_seen`)."""
+        return self.transport.node_id(), await asyncio.to_thread(storage_probe_seen, backend, location, name)
+
     def _not_clean(self) -> None:
         """Handed back to the worker pool but not clean after the grace period (a thread of
         the last job still runs): end this actor, so that nobody lends it again. The pool
@@ -572,6 +579,68 @@ class TaskActor(TaskExecutor):
         if self._channel_server is not None:
             self._channel_server.close()
         ray.actor.exit_actor()
+
+
+#: the name of the file :func:`write_storage_probe` writes at the base of checkpoint storage
+#: starts with this (the driver removes it once the executors looked for it)
+PROBE_PREFIX = "_raystream-probe-"
+
+
+def _probe_path(backend: Any, location: Any, name: str) -> tuple[Any, str] | None:
+    """The ``pyarrow.fs`` filesystem of checkpoint storage ``location`` (as
+    ``enable_checkpointing(checkpoint_dir=)`` takes it, opened by the state ``backend``) and the
+    path of the file ``name`` at its base; None for storage that is no filesystem."""
+    storage = backend.open_storage(location)
+    fs, base = getattr(storage, "filesystem", None), getattr(storage, "base_path", None)
+    if fs is None or not isinstance(base, str):
+        return None
+    return fs, f"{base.rstrip('/')}/{name}" if base else name
+
+
+def write_storage_probe(backend: Any, location: Any, name: str) -> bool:
+    """Write the small file ``name`` at the base of checkpoint storage ``location``; False
+    when that storage is no filesystem (nothing to check).
+
+    Example:
+        >>> import tempfile
+        >>> from raystream.engine.state_backend import default_state_backend
+        >>> backend, d = default_state_backend(), tempfile.mkdtemp()
+        >>> write_storage_probe(backend, d, "_raystream-probe-x"), storage_probe_seen(backend, d, "_raystream-probe-x")
+        (True, True)
+        >>> delete_storage_probe(backend, d, "_raystream-probe-x"); storage_probe_seen(backend, d, "_raystream-probe-x")
+        False
+    """
+    found = _probe_path(backend, location, name)
+    if found is None:
+        return False
+    fs, path = found
+    with fs.open_output_stream(path) as out:
+        out.write(name.encode())
+    return True
+
+
+def storage_probe_seen(backend: Any, location: Any, name: str) -> bool | None:
+    """Whether the file ``name`` that :func:`write_storage_probe` wrote (on another node) is
+    at the base of checkpoint storage ``location`` as this process sees it (None: storage
+    that is no filesystem)."""
+    import pyarrow.fs as pafs
+
+    found = _probe_path(backend, location, name)
+    if found is None:
+        return None
+    fs, path = found
+    return bool(fs.get_file_info(path).type != pafs.FileType.NotFound)
+
+
+def delete_storage_probe(backend: Any, location: Any, name: str) -> None:
+    """Remove the file ``name`` (gone already: nothing to do)."""
+    found = _probe_path(backend, location, name)
+    if found is not None:
+        fs, path = found
+        try:
+            fs.delete_file(path)
+        except FileNotFoundError:
+            pass
 
 
 class TaskRef:
@@ -759,6 +828,14 @@ class JobMasterActor:
 
     async def job_info(self, job_id: str | None = None) -> dict:
         return await self._master.job_info(job_id)
+
+    async def write_storage_probe(self, backend: Any, location: Any, name: str) -> bool:
+        """Write the file ``name`` at the base of checkpoint storage ``location`` on this
+        master's node (:func:`write_storage_probe`; False: no filesystem to check)."""
+        return await asyncio.to_thread(write_storage_probe, backend, location, name)
+
+    async def delete_storage_probe(self, backend: Any, location: Any, name: str) -> None:
+        await asyncio.to_thread(delete_storage_probe, backend, location, name)
 
     async def end_checkpoints(self, job_id: str) -> str | None:
         return await self._master.end_checkpoints(job_id)
