@@ -98,11 +98,15 @@ def add_results(out: list, result: Any, function: Any, method: str, ctx: Any = N
         return
     start = len(out)
     out.extend(result)
-    _side_outputs(out, start, ctx, function, method)
+    move_side_outputs(out, start, ctx, function, method)
 
 
-def _side_outputs(out: list, start: int, ctx: Any, function: Any, method: str) -> None:
-    """Move PyFlink's ``(OutputTag, value)`` results in ``out[start:]`` to ``ctx.output``."""
+def move_side_outputs(out: list, start: int, ctx: Any, function: Any, method: str) -> None:
+    """Move PyFlink's ``(OutputTag, value)`` results in ``out[start:]`` to ``ctx.output``
+    (a ``TypeError`` naming the remedy without a ``ctx``); nothing to do unless an
+    :class:`OutputTag` was made in this process."""
+    if not OutputTag.made:
+        return
     tagged = [i for i in range(start, len(out))
               if type(r := out[i]) is tuple and len(r) == 2 and type(r[0]) is OutputTag]
     if not tagged:

@@ -41,7 +41,7 @@ from raystream.engine.partitioners import KeySelector
 from raystream.engine.records import Batch
 
 from .evictors import Evictor, TimestampedValue
-from .functions import RuntimeContext, keyed_state_backend
+from .functions import RuntimeContext, keyed_state_backend, move_side_outputs
 from .keyed import restored_keys
 from .time import TimestampAssigner, all_ints
 from .timers import (
@@ -949,7 +949,9 @@ class WindowOperator(StreamOperator):
             if result is not None:
                 if isinstance(result, (dict, str, bytes)) or not hasattr(result, "__iter__"):
                     self._not_records(result)  # (extended, a dict would give its keys as records)
+                start = len(self._out)
                 self._out.extend(result)
+                move_side_outputs(self._out, start, wctx, self.window_function, "process")  # (PyFlink's yield tag, value)
         except Exception as exc:
             raise UserCodeError(f"window {w!r} of key {key!r}", exc) from exc
 
