@@ -28,20 +28,29 @@ True, record)``), which the keyed operator handles record by record as it would 
 combiner: late records to the side output, firings within the allowed lateness per record.
 
 **Exactly once.** Nothing is buffered: every batch is folded and emitted before the next
-input, so nothing is pending when a barrier passes, and the combiner snapshots nothing. In a
-fresh job the keyed operator's watermark starts where the combiner's does; in a restored one
-(a restart, a savepoint) the combiner does not know how far the keyed operator's restored
-watermark is until the first watermark of its run reaches it, so it passes every record
-through unchanged until then; from then on its watermark is that of the stream the keyed operator reads, which a restore
-starts at or above the keyed operator's restored one (the watermark assigner restores the
-smallest maximum timestamp of the old subtasks). So the combiner is no part of a savepoint:
-rescaling to parallelism 1, where ``aggregate(...)`` runs without a combiner, and from it,
-where the combiner is new, restore like any other parallelism change. (Before 2026-12-07 the
-combiner snapshotted its watermark: a savepoint taken at parallelism 2 or more was refused at
-parallelism 1 as state of an operator the job lacks, and a savepoint taken at parallelism 1
-restored at 2 failed the job at the first late record with "a pre-aggregated partial ...
-arrived after every window of its pane closed".) Its snapshots of older releases (the
-watermark) are still read, as the maximum over the old subtasks.
+input, so nothing is pending when a barrier passes, and the combiner snapshots nothing: it
+is no part of a savepoint, so rescaling to parallelism 1, where ``aggregate(...)`` runs
+without a combiner, and from it, where the combiner is new, restore like any other
+parallelism change. (Before 2026-12-07 the combiner snapshotted its watermark: a savepoint
+taken at parallelism 2 or more was refused at parallelism 1 as state of an operator the job
+lacks, and one taken at parallelism 1 restored at 2 failed the job at the first late record
+with "a pre-aggregated partial ... arrived after every window of its pane closed".) Its
+snapshots of older releases (the watermark) are still read, as the maximum over the old
+subtasks.
+
+**When its watermark bounds the keyed operator's.** In a fresh job the keyed operator's
+watermark starts where the combiner's does. In a restored one (a restart, a savepoint) the
+combiner does not know the keyed operator's restored watermark until the first watermark of
+its run reaches it, and passes every record through unchanged until then; from then on its
+watermark is that of the stream the keyed operator reads, which a restore starts at or
+above the keyed operator's restored one (the watermark assigner restores the smallest
+maximum timestamp of the old subtasks). A combiner whose input went idle (a watermark
+strategy ``with_idleness``) passes every record through for the rest of its run: while it was
+idle the keyed operator's watermark followed the other subtasks' and may be anywhere past the
+combiner's. (Before 2026-12-07 a subtask that resumed after idling, with records of windows
+that had closed meanwhile, failed the job with that same error instead of giving them to the
+late side output.) Not covered: a restore of a snapshot taken while a source subtask was
+idle can start a combiner below the keyed operator's restored watermark (then that error).
 
 Example:
     >>> from raystream.operators.windows import TumblingEventTimeWindows
@@ -116,6 +125,9 @@ class _WatermarkState:
 
     watermark: int = MIN_WATERMARK
     known: bool = False
+    #: the combiner's input went idle once in this run: from then on it cannot bound the
+    #: keyed operator's watermark, which moved on without it (by any amount)
+    went_idle: bool = False
 
     def open(self, ctx: OperatorContext, output: Output) -> None:
         super().open(ctx, output)  # type: ignore[misc]
@@ -123,10 +135,21 @@ class _WatermarkState:
             self.known = True
 
     def process_watermark(self, watermark: Watermark, input_index: int = 0) -> None:
-        self.known = True
+        self.known = not self.went_idle
         if watermark.timestamp > self.watermark:
             self.watermark = watermark.timestamp
         self.output.emit_watermark(watermark)  # type: ignore[attr-defined]
+
+    def process_watermark_status(self, idle: bool, input_index: int = 0) -> None:
+        """The stream became idle (or active again): passed on. While it is idle the keyed
+        operator's watermark follows the other subtasks' and may pass this combiner's by any
+        amount (an active-again channel counts only once it caught up), so from the first
+        idleness on every record passes through unchanged, for the keyed operator to judge."""
+        if idle:
+            self.went_idle, self.known = True, False
+        emit_status = getattr(self.output, "emit_watermark_status", None)  # type: ignore[attr-defined]
+        if emit_status is not None:
+            emit_status(idle)
 
     def snapshot_state(self, checkpoint_id: int) -> None:
         return None
