@@ -152,6 +152,8 @@ class ChannelSender(ABC):
         while len(unacked) >= m.in_flight and unacked:  # (a transport that reset in_flight)
             unacked.popleft()
         unacked.append(rows)
+        if self._rows_per_send == -1 and self._seq == 1:  # the first measurement starts at the first send
+            self._period_start = time.monotonic()
 
     def _acked(self, n: int = 1) -> None:
         self.metrics.in_flight -= n
@@ -162,7 +164,10 @@ class ChannelSender(ABC):
             return
         now = time.monotonic()
         elapsed = now - self._period_start
-        if elapsed < DEBLOAT_PERIOD_S:
+        if elapsed < DEBLOAT_PERIOD_S and self._rows_per_send != -1:
+            # (the first ack measures at once: sends of INITIAL_SEND_BYTES for a whole period
+            # made a fast job's channels send 4x as often, and most jobs' channels live less
+            # than a period)
             return
         if self._period_blocked:
             # back-pressured: the consumer took _period_rows in ``elapsed`` (at least 1 row
