@@ -56,6 +56,10 @@ Ref = TypeVar("Ref")
 
 METADATA_FORMAT = 1
 
+#: consecutive checkpoint failures at which a job without ``tolerable_failures`` logs an error
+#: that says its output is not committed (then every tenfold more)
+_LOUD_FAILURES = frozenset(10**k for k in range(1, 10))
+
 #: checkpoints the coordinator remembers for statistics (`history`, `completed`; ``stats()`` and
 #: ``JobClient.info()["checkpoints"]["history"]`` show them): a job that checkpoints every 100 ms
 #: for a week keeps the last ones and counts, not six million entries
@@ -518,6 +522,15 @@ class CheckpointCoordinator:
         self.history.append({"id": p.checkpoint_id, "status": "ABORTED", "reason": reason, "savepoint": p.savepoint})
         log.warning("checkpoint %s of %s aborted: %s", p.checkpoint_id, self.job_id, reason)
         limit = self.config.tolerable_failures
+        if limit is None and p.savepoint is None and self.failures in _LOUD_FAILURES:
+            last = self.last_completed_at
+            log.error(
+                "job %s: %d checkpoints in a row failed (%s; the last: %s): its sinks commit nothing until one "
+                "completes, and a restart would replay everything since %s. tolerable_failures=None lets the job run "
+                "on; fix the cause, or fail it over after n failures with enable_checkpointing(..., "
+                "tolerable_failures=n)", self.job_id, self.failures,
+                "none completed yet" if last is None else f"none completed for {self.clock() - last:.0f} s",
+                reason, "the start" if last is None else "the last completed checkpoint")
         if limit is not None and self.failures > limit and p.savepoint is None:
             raise CheckpointError(
                 f"{self.failures} consecutive checkpoint failures exceed tolerable_failures="
@@ -586,10 +599,19 @@ class CheckpointCoordinator:
         }
 
     def stats(self) -> dict:
+        """What ``info()["checkpoints"]`` shows: counts, the newest outcomes, and while
+        checkpoints keep failing, how many in a row (``consecutive_failures``, what
+        ``tolerable_failures`` is compared with), the newest failure's reason
+        (``last_failure``) and the seconds since a checkpoint last completed (None: none did)."""
         in_progress = min(self.checkpoints) if self.checkpoints else None
+        failed = next((h for h in reversed(self.history) if h["status"] == "ABORTED"), None)
+        since = None if self.last_completed_at is None else round(self.clock() - self.last_completed_at, 3)
         return {
             "completed": self.completed_count,
             "aborted": self.aborted_count,
+            "consecutive_failures": self.failures,
+            "last_failure": failed.get("reason") if failed is not None and self.failures else None,
+            "since_last_completed_s": since,
             "last": self.history[-1] if self.history else None,
             "history": list(self.history),  # the newest HISTORY_KEPT outcomes, oldest first
             "in_progress": in_progress,

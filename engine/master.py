@@ -451,6 +451,8 @@ class JobMaster:
             out["checkpoints"] = {
                 "completed": st["completed"],
                 "aborted": st["aborted"],
+                # (while checkpoints keep failing: how many in a row, and since when none completed)
+                "consecutive_failures": st.get("consecutive_failures", 0),
                 "last_duration_s": last["duration_s"] if last else 0.0,
                 "last_bytes": last["bytes"] if last else 0,
                 # aborted checkpoints whose directories wait to be deleted, and the deleting
