@@ -696,8 +696,19 @@ def executor_death(exc: BaseException) -> str:
         ...     "Worker exit detail: Worker unexpectedly exits with a connection error code 2. End of "
         ...     "file. Some common causes include: (1) the process was killed by the OOM killer"))
         'its process ended (SYSTEM_ERROR: Worker unexpectedly exits with a connection error code 2. End of file.)'
+        >>> executor_death(Exception(
+        ...     "The actor died unexpectedly before finishing this task.\\n\\tclass_name: TaskActor\\n\\tip: 10.0.0.7\\n"
+        ...     "The actor died because its node has died. Node Id: 760f527cca8404b4146c3c25\\n"
+        ...     "\\tthe actor's node was terminated expectedly: received SIGTERM"))
+        "its node died (node 760f527c at 10.0.0.7: the actor's node was terminated expectedly: received SIGTERM)"
     """
     text = str(exc)
+    node = re.search(r"because its node has died\. Node Id: (\w+)[ \t]*(?:\n\s*(.*?))?\s*$", text, re.S)
+    if node is not None:  # (Ray's text of an actor whose node was lost: no exit type)
+        ip = re.search(r"^\s*ip: (\S+)", text, re.M)
+        where = f"node {node.group(1)[:8]}" + (f" at {ip.group(1)}" if ip is not None else "")
+        said = " ".join((node.group(2) or "").split())
+        return f"its node died ({where}{': ' + said if said else ''})"
     kind = re.search(r"Worker exit type: (\S+)", text)
     detail = re.search(r"Worker exit detail: (.*?)\s*(?:Some common causes|There are some potential|$)", text, re.S)
     if kind is None:
