@@ -33,14 +33,14 @@ import shutil
 import tempfile
 from collections import deque
 from collections.abc import Sequence
-from itertools import compress, repeat
-from operator import is_, itemgetter
+from operator import itemgetter, length_hint
 from typing import Any
 
 import pyarrow as pa
 
 from raystream.engine.records import arrow_to_records
-from raystream.statefun_api.routing import VALUE, records_to_arrow_batch
+from raystream.statefun_api.routing import VALUE, VALUE_TYPENAME, records_to_arrow_batch
+from raystream.statefun_api.types import BoolType, DoubleType, FloatType, IntType, LongType
 
 __all__ = ["SpillingQueue", "estimate_bytes"]
 
@@ -49,18 +49,28 @@ RECORD_OVERHEAD = 200
 
 
 def estimate_bytes(records: Sequence[Any]) -> int:
-    """Approximate memory of message records: a constant per record plus its value's bytes
-    (a value held decoded counts nothing more). Computed without a Python-level loop.
+    """Approximate memory of message records: a constant per record plus its value's length:
+    the bytes of a serialized value, the characters of a string held decoded (a number or a
+    bool counts nothing more: decoded it has no length, serialized it is at most 11 bytes).
+    Computed without a Python-level loop: records whose value typenames are all of numbers
+    and bools (the common case of counters) cost one set lookup each, the others one
+    ``operator.length_hint`` each (the length of what has one, else 0).
 
     Example:
         >>> estimate_bytes([("f/a", "1", "", "", "t/int", b"1234", True), ("f/a", "1", "", "", "t/int", 5, True)])
         404
+        >>> estimate_bytes([("f/a", "1", "", "", "io.statefun.types/string", "x" * 1000, True)])
+        1200
     """
-    values = list(map(_value_of, records))
-    return len(records) * RECORD_OVERHEAD + sum(map(len, compress(values, map(is_, map(type, values), repeat(bytes)))))
+    if _FIXED_SIZE.issuperset(map(_typename_of, records)):
+        return len(records) * RECORD_OVERHEAD
+    return len(records) * RECORD_OVERHEAD + sum(map(length_hint, map(_value_of, records)))
 
 
 _value_of = itemgetter(VALUE)
+_typename_of = itemgetter(VALUE_TYPENAME)
+#: value typenames whose values count nothing beyond RECORD_OVERHEAD (see estimate_bytes)
+_FIXED_SIZE = frozenset(t.typename for t in (IntType, LongType, FloatType, DoubleType, BoolType))
 
 
 class _Mem:
