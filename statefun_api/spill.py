@@ -10,7 +10,8 @@ in a local directory (Arrow IPC streams) and read back when they reach the head.
 first in, first out across memory and disk.
 
 Memory held: the in-memory chunks (at most ``memory_bytes``, plus the head chunk read back
-from disk, plus a small placeholder per spilled chunk). Disk held: the spilled chunks not
+from disk, at most ``max(memory_bytes, 4 MiB)`` unless one record is larger, plus a small
+placeholder per spilled chunk). Disk held: the spilled chunks not
 consumed yet; a segment file is deleted as soon as all of its chunks were read.
 
 Example:
@@ -46,6 +47,8 @@ __all__ = ["SpillingQueue", "estimate_bytes"]
 
 #: bytes counted per queued record besides its value (tuple, strings, list slot)
 RECORD_OVERHEAD = 200
+#: a chunk may hold this much even under a smaller budget (``SpillingQueue.chunk_bytes``)
+MIN_CHUNK_BYTES = 4 << 20
 
 
 def estimate_bytes(records: Sequence[Any]) -> int:
@@ -119,7 +122,8 @@ class SpillingQueue:
         directory: where spill segments are created (a private subdirectory is made in it on
             the first spill; default: the system temporary directory).
         chunk_rows: records per chunk; a larger push is split, so a chunk read back from disk
-            is bounded.
+            is bounded; a chunk of more than ``max(memory_bytes, 4 MiB)`` (big values) is split
+            further, down to one record.
         segment_bytes: a new segment file is started once the current one exceeds this.
         label: names the queue in errors (e.g. the task).
 
@@ -140,6 +144,9 @@ class SpillingQueue:
                 f"{memory_bytes!r}, {chunk_rows!r}, {segment_bytes!r}"
             )
         self.memory_budget = memory_bytes
+        #: a chunk estimated above this is split (down to one record): what a spilled chunk
+        #: brings back into memory at once when it reaches the head
+        self.chunk_bytes = max(memory_bytes, MIN_CHUNK_BYTES)
         self.directory = directory
         self.chunk_rows = chunk_rows
         self.segment_bytes = segment_bytes
@@ -180,6 +187,16 @@ class SpillingQueue:
 
     def _push_mem(self, records: list | None, arrow: pa.RecordBatch | None) -> None:
         nbytes = estimate_bytes(records) if records is not None else arrow.nbytes  # type: ignore[union-attr]
+        rows = len(records) if records is not None else arrow.num_rows  # type: ignore[union-attr]
+        if nbytes > self.chunk_bytes and rows > 1:  # (big values: halves, so a chunk read back stays bounded)
+            half = rows // 2
+            if records is not None:
+                self._push_mem(records[:half], None)
+                self._push_mem(records[half:], None)
+            else:
+                self._push_mem(None, arrow.slice(0, half))  # type: ignore[union-attr]
+                self._push_mem(None, arrow.slice(half))  # type: ignore[union-attr]
+            return
         chunk = _Mem(records, arrow, nbytes)
         self._count += chunk.rows
         if self.memory_bytes + nbytes > self.memory_budget and (self._chunks or nbytes > self.memory_budget):

@@ -17,6 +17,7 @@ from raystream.statefun_api.dispatcher import DispatcherConfig, FunctionDispatch
 from raystream.statefun_api.local import LocalDispatchers
 from raystream.statefun_api.routing import encode_record, message_to_record, record_to_invocation
 from raystream.statefun_api.spill import (
+    MIN_CHUNK_BYTES,
     RECORD_OVERHEAD,
     SpillingQueue,
     estimate_bytes,
@@ -52,6 +53,26 @@ def test_the_queue_spills_decoded_strings_beyond_its_budget(tmp_path):
     q.close()
 
 
+def test_a_chunk_of_big_values_read_back_stays_bounded(tmp_path):
+    q = SpillingQueue(memory_bytes=1_000_000, directory=str(tmp_path))  # (chunks of up to 8192 rows)
+    records = _records(300)  # 30 MB in one push
+    q.push(records)
+    assert q.memory_bytes == 0 and q.spilled_messages == 300
+    back: list = []
+    while len(q):
+        back += q.pop(1)
+        assert q.memory_bytes <= MIN_CHUNK_BYTES  # (it read back all 30 MB at the first pop)
+    assert [r[1] for r in back] == [r[1] for r in records]
+    q.close()
+    big = _records(1, "z" * (MIN_CHUNK_BYTES + 1))  # one record above the bound: a chunk of its own
+    q = SpillingQueue(memory_bytes=0, directory=str(tmp_path))
+    q.push(big + _records(2, "s"))
+    assert q.spilled_messages == 3
+    assert [r[1] for r in q.pop(1)] == ["k0"]  # (a chunk of its own: read back alone)
+    assert [r[1] for r in q.pop(10)] == ["k0", "k1"]
+    q.close()
+
+
 def _echo_functions(seen: list[tuple[str, int]]) -> StatefulFunctions:
     functions = StatefulFunctions()
 
@@ -76,8 +97,9 @@ def test_the_dispatcher_keeps_big_string_messages_within_its_inbox_budget(tmp_pa
     # the active set holds 8 messages; the other 192 (19 MB of text) wait in the inbox
     assert op.counters["inbox_memory_bytes"] <= budget
     assert op.counters["spilled_messages"] >= 150
-    while posted:  # (a spilled chunk is read back whole when it reaches the head)
+    while posted:  # a spilled chunk read back (at the head) holds at most max(budget, 4 MiB)
         posted.pop(0)()
+        assert op.counters["inbox_memory_bytes"] <= MIN_CHUNK_BYTES + budget
     assert sorted(seen) == sorted((f"k{i}", len(BIG)) for i in range(200))
     assert op.is_idle() and op.counters["spill_disk_bytes"] == 0
     op.close()
