@@ -120,7 +120,8 @@ class WorkerPool:
     # ------------------------------------------------------------------ executors
     def executors(self, slots: list[str], num_cpus: float) -> dict[str, Executor]:
         """One executor per slot: idle ones first (spread over their nodes), new ones for the
-        rest (round robin over the alive nodes).
+        rest, each on the alive node with the fewest of the job's executors (a node added to
+        the cluster gets the first new ones: :func:`start_executors`).
 
         Idle executors whose actor Ray reports dead (killed, crashed, ended by itself while
         idle) are dropped first, lent or not (the driver's own view of its actors, about a
@@ -152,7 +153,7 @@ class WorkerPool:
         fresh = [s for s in slots if s not in out]
         if fresh:
             names = {s: f"{EXECUTOR_PREFIX}{uuid.uuid4().hex[:12]}" for s in fresh}
-            out.update(start_executors(names, num_cpus))
+            out.update(start_executors(names, num_cpus, placed=[e.node for e in out.values()]))
             self.started["executors"] += len(fresh)
         return out
 

@@ -718,25 +718,39 @@ def executor_death(exc: BaseException) -> str:
     return f"its process ended ({kind.group(1)}{': ' + said if said else ''})"
 
 
-def start_executors(names: dict[str, str], num_cpus: float) -> dict[str, Executor]:
+def start_executors(names: dict[str, str], num_cpus: float, placed: Iterable[str | None] = ()) -> dict[str, Executor]:
     """Create one TaskActor per slot (``{slot: actor name}``); their worker processes start in
     the background.
 
-    Zero-CPU executors (the default) are pinned round robin to the cluster's alive nodes
-    (hard node affinity): Ray 2.60 neither honours *soft* node affinity nor SPREAD for
-    zero-resource actors (measured on a two-node cluster: whole jobs landed on one node). A
-    node that dies before its executor starts fails that executor, and so the attempt, which
-    the restart strategy then redeploys on the nodes alive at that time. Executors that
-    reserve CPUs are left to Ray's resource-aware SPREAD, which cannot block on a full node."""
+    Zero-CPU executors (the default) are pinned to the cluster's alive nodes (hard node
+    affinity), each to the node with the fewest executors of the job so far, counting
+    ``placed`` (the nodes of the executors it already has, e.g. lent by the worker pool), the
+    first of the sorted node ids on a tie: round robin over the nodes when nothing is placed
+    yet. Ray 2.60 neither honours *soft* node affinity nor SPREAD for zero-resource actors
+    (measured on a two-node cluster: whole jobs landed on one node). A node that dies before
+    its executor starts fails that executor, and so the attempt, which the restart strategy
+    then redeploys on the nodes alive at that time. Executors that reserve CPUs are left to
+    Ray's resource-aware SPREAD, which cannot block on a full node.
+
+    Before 2026-12-07 the round robin began at the first node whatever the job already had, so
+    a node added to the cluster got no executor of a later job that reused the pool's (a p=3
+    job on the two old nodes' idle executors put its new one on an old node, the new node idle;
+    ``tests/integration/test_probe_cluster_new_node.py``)."""
     if not names:  # (every slot of a deployment lent: no call to the GCS for the node list)
         return {}
     nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
+    load = dict.fromkeys(nodes, 0)
+    for node in placed:
+        if node in load:
+            load[node] += 1
     out = {}
-    for i, (slot, name) in enumerate(names.items()):
-        node = nodes[i % len(nodes)] if nodes else None
+    for slot, name in names.items():
+        node = min(nodes, key=lambda n: load[n]) if nodes else None  # (min keeps the first of equals)
         strategy: Any = "SPREAD"
-        if node is not None and len(nodes) > 1 and not num_cpus:
-            strategy = NodeAffinitySchedulingStrategy(node, soft=False)
+        if node is not None:
+            load[node] += 1
+            if len(nodes) > 1 and not num_cpus:
+                strategy = NodeAffinitySchedulingStrategy(node, soft=False)
         actor = TaskActor.options(  # type: ignore[attr-defined]  # an ActorClass: see WorkerPool.master
             num_cpus=num_cpus, name=name, namespace=NAMESPACE, max_concurrency=1000, scheduling_strategy=strategy,
         ).remote()
