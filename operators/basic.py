@@ -20,6 +20,7 @@ from .functions import (
     ProcessFunction,
     RuntimeContext,
     add_results,
+    flink_hint,
     not_records,
 )
 from .time import TimestampAssigner
@@ -186,9 +187,9 @@ class ProcessOperator(StreamOperator):
                     pctx.timestamp = stamps[i]
                 result = fn(r, pctx)
                 if result is not None:
-                    add_results(out, result, self.function, "process_element")
+                    add_results(out, result, self.function, "process_element", pctx)
             except Exception as exc:
-                raise UserCodeError(r, exc) from exc
+                raise UserCodeError(r, flink_hint(exc)) from exc
         if out:
             self.output.emit(Batch.of_records(out))
         for tag, values in pctx._take_side().items():
