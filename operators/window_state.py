@@ -454,3 +454,9 @@ class KeyedStateStore:
         cls = _WINDOW_STATES[descriptor.kind]
         store = backend.get_state(MapStateDescriptor(f"{WINDOW_STATE_PREFIX}{descriptor.kind}/{descriptor.name}"))
         return cls(descriptor, store, backend, self._key, self._kg, window_key(self._window))
+
+    # PyFlink's KeyedStateStore names: each takes its kind of descriptor, as get_state does
+    get_list_state = get_state
+    get_map_state = get_state
+    get_reducing_state = get_state
+    get_aggregating_state = get_state
