@@ -2,6 +2,13 @@
 
 A driver connects to one Ray cluster only, and this pytest process is already the driver of
 the session's local Ray; so the two-node cluster and its driver run in a subprocess.
+
+What made it flaky under load, each now a condition: ``task_nodes 3 == 2`` counted the GCS
+actor table's TaskActors, which also lists actors that died unplaced (f989d25: the tasks report
+their node themselves); the kill waited for records and a checkpoint for at most 60 s and then
+went on regardless, so on a loaded machine it could come before any checkpoint or after the job
+had ended (no restart, nothing on the node to kill): the source now waits at a gate until after
+the kill; and the end counted live actors for at most 10 s.
 """
 
 from __future__ import annotations
@@ -70,10 +77,16 @@ SCRIPT = textwrap.dedent('''
         job_s = round(time.monotonic() - t0 - started, 1)
 
         # Killing one node's tasks: the job restarts from the latest checkpoint and the
-        # output still equals a failure-free run.
-        import tempfile
-        def running_sums(env):
-            (env.generate(lambda i: (i % 13, i), count=40000, rate=5000).set_parallelism(1)
+        # output still equals a failure-free run. The source holds back its second half until
+        # the gate file exists, which is made only after the kill: the job cannot end before
+        # it, however slow the machine (with a rate alone and a deadline that fell through, a
+        # loaded machine could kill before any checkpoint, or after the job ended).
+        import os, tempfile
+        from tests.integration import gated
+        from tests.waiting import wait_for
+        gate = os.path.join(tempfile.mkdtemp(), "gate")
+        def running_sums(env, gate=None):
+            (gated.generate(env, lambda i: (i % 13, i), 40000, 5000, 500, gate).set_parallelism(1)
                 .key_by(0).reduce(lambda a, b: (a[0], a[1] + b[1])).collect())
         ref_env = rs.StreamEnvironment(parallelism=2)
         running_sums(ref_env)
@@ -81,14 +94,11 @@ SCRIPT = textwrap.dedent('''
         env = rs.StreamEnvironment(parallelism=2)
         env.enable_checkpointing(200, checkpoint_dir=tempfile.mkdtemp())
         env.set_restart_strategy(rs.RestartStrategy.fixed_delay(5, 200))
-        running_sums(env)
+        running_sums(env, gate)
         client = env.execute_async("node-loss")
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:  # wait until records flow (deployment is slow under load)
-            ops = client.metrics().get("operators", {})
-            if ops.get("reduce", {}).get("records_in", 0) > 1000 and (client.info().get("checkpoints") or {}).get("completed", 0) >= 1:
-                break
-            time.sleep(0.1)
+        gated.wait_until_paused(gate, 1, timeout_s=600)  # half the records are in
+        wait_for(lambda: (client.info().get("checkpoints") or {}).get("completed", 0) >= 1,
+                 "a checkpoint completed", 600, 0.1)
         names = set(ray.get(client._master.task_actor_names.remote()).values())
         job_tasks = [a for a in state.actors().values() if a["State"] == "ALIVE" and a.get("Name") in names]
         by_node = collections.defaultdict(list)
@@ -106,10 +116,11 @@ SCRIPT = textwrap.dedent('''
             except ValueError:  # already gone
                 pass
         on_worker = on_worker[:killed]
+        open(gate, "w").close()
         result = client.wait()
         recovered = sorted(collected_records(next(iter(result.sink_results.values()))))
         rs.shutdown_workers()  # the idle masters and executors kept for another job
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 300  # (only turns a hang into a report; killed actors end in ~1 s)
         while time.monotonic() < deadline:
             alive = [a for a in state.actors().values() if a["State"] != "DEAD"]
             if not alive:

@@ -44,8 +44,16 @@ SCRIPT = textwrap.dedent('''
         import raystream as rs
         from raystream.operators.sinks import collected_records
 
-        def running_sums(env):
-            (env.generate(lambda i: (i % 13, i), count=40000, rate=5000).set_parallelism(1)
+        import os
+        from tests.integration import gated
+        from tests.waiting import wait_for
+
+        # the source holds back its second half until the gate file exists, made after the
+        # node is removed: the job cannot end before the loss, however slow the machine
+        gate = os.path.join(tempfile.mkdtemp(), "gate")
+
+        def running_sums(env, gate=None):
+            (gated.generate(env, lambda i: (i % 13, i), 40000, 5000, 500, gate).set_parallelism(1)
                 .key_by(0).reduce(lambda a, b: (a[0], a[1] + b[1])).collect())
 
         ref_env = rs.StreamEnvironment(parallelism=3)
@@ -55,16 +63,12 @@ SCRIPT = textwrap.dedent('''
         env = rs.StreamEnvironment(parallelism=3)
         env.enable_checkpointing(200, checkpoint_dir=tempfile.mkdtemp())
         env.set_restart_strategy(rs.RestartStrategy.fixed_delay(10, 200))
-        running_sums(env)
+        running_sums(env, gate)
         client = env.execute_async("node-loss")
-        # condition: records flow and a checkpoint completed (the deadline only guards a hang)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            ops = client.metrics().get("operators", {})
-            done = (client.info().get("checkpoints") or {}).get("completed", 0)
-            if ops.get("reduce", {}).get("records_in", 0) > 1000 and done >= 1:
-                break
-            time.sleep(0.1)
+        # conditions: half the records are in and a checkpoint completed
+        gated.wait_until_paused(gate, 1, timeout_s=600)
+        wait_for(lambda: (client.info().get("checkpoints") or {}).get("completed", 0) >= 1,
+                 "a checkpoint completed", 600, 0.1)
         # where the job's executors run, as they report it themselves
         names = sorted(set(ray.get(client._master.task_actor_names.remote()).values()))
         task_nodes = {n: ray.get(ray.get_actor(n, namespace="raystream").node.remote())[1] for n in names}
@@ -78,6 +82,7 @@ SCRIPT = textwrap.dedent('''
         victim = on_workers[0]
         lost_tasks = [n for n, node in task_nodes.items() if node == victim.node_id]
         cluster.remove_node(victim)  # its raylet and all its worker processes die
+        open(gate, "w").close()
         result = client.wait()
         recovered = sorted(collected_records(next(iter(result.sink_results.values()))))
         alive_nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
