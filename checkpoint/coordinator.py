@@ -254,6 +254,8 @@ class CheckpointCoordinator:
         # completed checkpoints whose commit is not known to have finished -> what they commit
         self.committing: dict[int, dict[str, list]] = {}
         self.finished: dict[tuple[int, int], dict] = {}  # finished task -> its final state
+        # checkpoints whose metadata is being written -> when that began (also ones aborted meanwhile)
+        self.writing: dict[int, float] = {}
 
     # ------------------------------------------------------------------ views
     @property
@@ -281,9 +283,43 @@ class CheckpointCoordinator:
         pause, as in Flink)."""
         if self.checkpoints:  # one at a time, including one whose metadata is being written
             return False
+        if self.writes_blocking():
+            return False
         if self.last_completed_at is not None and not savepoint:
             return self.clock() - self.last_completed_at >= self.config.min_pause_ms / 1000.0
         return True
+
+    def writes_blocking(self) -> list[int]:
+        """The checkpoints (aborted ones among them) whose metadata writes are in flight, when
+        there are ``max_concurrent + 1`` of them: no checkpoint starts until one ends (else
+        empty). A checkpoint that times out while its metadata is written no longer counts as
+        in progress, so without this bound storage slower than ``timeout_ms`` (and ``interval_ms``)
+        started a new write at every timeout: writes in flight, the memory they hold and the
+        worker threads they occupy (the job master's commits wait for those) grew without bound
+        (38 in flight after 8 s with 3 s writes and a 200 ms timeout). The same bound as a task's
+        on its snapshots handed to its writer."""
+        if len(self.writing) <= self.config.max_concurrent:
+            return []
+        return sorted(self.writing)
+
+    def skip_blocked(self) -> PendingCheckpoint:
+        """Record a checkpoint that could not start (:meth:`writes_blocking`) for as long as a
+        checkpoint may take: aborted at once, no barrier sent, counted toward
+        ``tolerable_failures`` like a checkpoint that timed out, so storage that stays slower
+        than the timeout (or hangs) fails the job over as it says, and the history says why.
+        Raises CheckpointError when consecutive failures exceed ``tolerable_failures``."""
+        writing = sorted(self.writing)
+        age = self.clock() - min(self.writing.values()) if self.writing else 0.0
+        reason = (f"could not start within timeout_ms={self.config.timeout_ms}: the _metadata writes of checkpoints "
+                  f"{writing} are still in flight (the oldest for {age:.1f} s; checkpoint storage is slower than the "
+                  "timeout)")
+        cid = self.next_id
+        self.next_id += 1
+        p = PendingCheckpoint(cid, self.clock(), set())
+        p.status = "PENDING"
+        self.checkpoints[cid] = p
+        self.abort(p, reason)
+        return p
 
     def trigger(self, savepoint: str | None = None, stop: bool = False) -> PendingCheckpoint:
         """Open the next checkpoint; the caller sends ``Barrier(id)`` through the sources.
@@ -361,6 +397,7 @@ class CheckpointCoordinator:
         if p.status != "PENDING" or p.waiting:
             raise CheckpointError(f"checkpoint {p.checkpoint_id} is {p.status.lower()}, not fully acknowledged")
         p.status = "FINALIZING"
+        self.writing[p.checkpoint_id] = self.clock()
         p.follows = {cid: by_uid for cid, by_uid in self.committing.items() if cid < p.checkpoint_id}
         retained = {cid: self.retained.pop(cid) for cid in [c for c in self.retained if c <= p.checkpoint_id]}
         own: dict[str, list] = {}
@@ -433,6 +470,7 @@ class CheckpointCoordinator:
         its committables already went back to the retained ones, and a metadata file that
         made it to storage anyway is a complete, restorable checkpoint (a restore re-commits
         what it records), so it is counted as completed but commits nothing now."""
+        self.writing.pop(p.checkpoint_id, None)
         if p.status == "FINALIZING" and error is None:
             p.status = "COMPLETED"
             self.checkpoints.pop(p.checkpoint_id, None)
@@ -612,6 +650,9 @@ class CheckpointCoordinator:
             "consecutive_failures": self.failures,
             "last_failure": failed.get("reason") if failed is not None and self.failures else None,
             "since_last_completed_s": since,
+            # metadata writes in flight (of aborted checkpoints too) and the oldest one's age
+            "metadata_writes": len(self.writing),
+            "oldest_metadata_write_s": round(self.clock() - min(self.writing.values()), 3) if self.writing else None,
             "last": self.history[-1] if self.history else None,
             "history": list(self.history),  # the newest HISTORY_KEPT outcomes, oldest first
             "in_progress": in_progress,

@@ -962,6 +962,7 @@ class JobMaster:
         graph = self._graph
         interval = c.config.interval_ms / 1000.0
         next_at = time.monotonic() + interval
+        blocked_since: float | None = None  # since when metadata writes in flight hold the next checkpoint back
         while attempt == self.attempt:
             await asyncio.sleep(min(0.02, interval))
             for p in c.timed_out():
@@ -974,6 +975,23 @@ class JobMaster:
             want_savepoint = bool(self._savepoint_requests) and not c.checkpoints
             if not want_savepoint and time.monotonic() < next_at:
                 continue
+            # metadata writes in flight (of checkpoints that timed out meanwhile, too) may hold the
+            # next checkpoint back (CheckpointCoordinator.writes_blocking); one that cannot start
+            # within timeout_ms counts as failed (skip_blocked). (hasattr: the coordinator protocol,
+            # engine.state_backend.CheckpointCoordinatorLike, does not name them.)
+            coordinator: Any = c
+            if not c.checkpoints and hasattr(coordinator, "writes_blocking") and coordinator.writes_blocking():
+                now = time.monotonic()
+                if blocked_since is None:
+                    blocked_since = now
+                elif now - blocked_since > c.config.timeout_ms / 1000.0:
+                    blocked_since = now
+                    try:
+                        coordinator.skip_blocked()
+                    except CheckpointError as exc:  # tolerable_failures exceeded
+                        self._fail_attempt(exc)
+                continue
+            blocked_since = None
             if not c.can_trigger(savepoint=want_savepoint):
                 continue
             path, stop = self._savepoint_requests.pop(0) if want_savepoint else (None, False)
