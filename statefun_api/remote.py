@@ -11,9 +11,11 @@ Two parts with a strict thread split:
   - per address at most **one request in flight**; messages arriving meanwhile queue and
     go out as ONE batched request (up to the endpoint's ``max_num_batch_requests``);
   - a batch the server refuses for its size (HTTP 413) is **split**: its first half goes
-    again at once, the rest stays at the head of the queue, and the endpoint's batches are
-    capped at that half from then on (per subtask), so the same messages succeed whether
-    they arrived one by one or in a burst; a single message refused with 413 fails the call;
+    again at once, the rest stays at the head of the queue, and the endpoint's requests are
+    kept below half the size of the smallest one refused from then on (per subtask: a batch
+    above it is cut, in order, to the messages that stay below), so the same messages succeed whether
+    they arrived one by one or in a burst, and small messages still batch; a single
+    message refused with 413 fails the call;
   - per subtask at most ``max_concurrent_requests`` requests in flight (and per endpoint
     at most its own ``max_concurrent_requests``, StateFun's ``pool_size``): further ready
     addresses wait in FIFO order, their messages still batching; nothing is dropped;
@@ -162,6 +164,7 @@ class _Call:
     url: str
     handshakes: int = 0
     sent_state: frozenset[str] = frozenset()  # the value names the last request carried
+    size: int = 0  # bytes of the last request
 
 
 class RemoteFunctions:
@@ -208,9 +211,9 @@ class RemoteFunctions:
         # of that type waiting for its answer (which tells the type's value specs)
         self._probing: dict[str, deque[tuple[str, str]]] = {}
         self._per_endpoint: dict[Endpoint, int] = {}  # requests in flight per endpoint
-        # endpoint -> most messages in one request, learned from HTTP 413 replies (below its
-        # max_num_batch_requests): a batch the server refused for its size was split in two
-        self._batch_cap: dict[Endpoint, int] = {}
+        # endpoint -> half the size of the smallest request it refused with HTTP 413 (a batch
+        # of several messages): requests to it are cut to stay below that
+        self._request_limit: dict[Endpoint, int] = {}
         self._full: set[tuple[str, str]] = set()
         self._queued = 0
         # addresses whose last call failed, in the order they failed: they go again first and
@@ -365,7 +368,7 @@ class RemoteFunctions:
             return
         if probe:  # this request is the type's first: the type's other addresses wait for its reply
             self._probing[typename] = deque()
-        n = min(len(q), self._batch_cap.get(ep, ep.max_num_batch_requests))
+        n = min(len(q), ep.max_num_batch_requests)
         records = [q.popleft() for _ in range(n)]
         self._queued -= n
         if len(q) < ep.max_num_batch_requests:
@@ -444,13 +447,31 @@ class RemoteFunctions:
             caller.submit(call.call_id, *self.host.embedded_invocation(key, call.records))
             return
         assert isinstance(ep, RemoteEndpoint)  # (_caller_for gives the HTTP caller to these only)
-        body, call.sent_state = self._encode(key, call.records)
+        body, call.sent_state = self._encode(key, call, self._request_limit.get(ep))
+        call.size = len(body)
         self.requests += 1
         caller.submit(call.call_id, ep, call.url, body)
 
-    def _encode(self, key: tuple[str, str], records: list[MessageRecord]) -> tuple[bytes, frozenset[str]]:
-        """The ``ToFunction`` request invoking ``key`` with ``records`` (the address's declared
-        values attached); and the names of the values sent."""
+    def _cut(self, key: tuple[str, str], call: _Call, n: int) -> None:
+        """Keep the first ``n`` messages of ``call`` (in flight, being sent); the others go
+        back to the head of the address's queue, in order, and go next."""
+        tail = call.records[n:]
+        del call.records[n:]
+        q = self._queues.get(key)
+        if q is None:
+            q = self._queues[key] = deque()
+        q.extendleft(reversed(tail))
+        self._queued += len(tail)
+        self._records_inflight -= len(tail)
+        if len(q) >= call.endpoint.max_num_batch_requests:
+            self._full.add(key)
+
+    def _encode(self, key: tuple[str, str], call: _Call, limit: int | None = None) -> tuple[bytes, frozenset[str]]:
+        """The ``ToFunction`` request invoking ``key`` with the messages of ``call`` (the
+        address's declared values attached); and the names of the values sent. With
+        ``limit`` (bytes an endpoint refused), a batch whose request would reach it is cut
+        first (:meth:`_cut`) to the messages that stay below it (at least one)."""
+        records = call.records
         address = self.host.address_of(key)
         specs = self._specs.get(key[0])
         state: list[StateEntry] = []
@@ -466,7 +487,12 @@ class RemoteFunctions:
                     if tv.typename != spec_typename and tv.typename:
                         raise _stored_type_changed(address, name, spec_typename, tv.typename, records)
                     state.append((name, tv.typename, True, tv.value))
-        body = self._encoder.request((address.namespace, address.name, address.id), state, records)
+        target = (address.namespace, address.name, address.id)
+        if limit is not None and len(records) > 1:
+            n = self._encoder.fitting(target, state, records, limit)
+            if n < len(records):
+                self._cut(key, call, n)
+        body = self._encoder.request(target, state, records)
         return body, frozenset(specs) if specs else frozenset()
 
     # ------------------------------------------------------------------ replies (mailbox thread)
@@ -561,11 +587,13 @@ class RemoteFunctions:
         )
 
     def _split(self, key: tuple[str, str], call: _Call) -> None:
-        """The server refused the batch of ``key`` for its size (HTTP 413): cap the endpoint's
-        batches at half of it and send its messages again, the first half at once (nothing of
-        the refused call was applied; they keep their order at the head of the queue)."""
+        """The server refused the batch of ``key`` for its size (HTTP 413): keep the endpoint's
+        requests below half that size (halving again while they are refused) and send the
+        messages again (nothing of the refused call was applied; they keep their order at the
+        head of the queue, and the next request goes at once)."""
         ep = call.endpoint
-        self._batch_cap[ep] = min(self._batch_cap.get(ep, ep.max_num_batch_requests), len(call.records) // 2)
+        limit = max(call.size // 2, 1)
+        self._request_limit[ep] = min(self._request_limit.get(ep, limit), limit)
         self.splits += 1
         counters = self.host.counters
         counters["remote_splits"] = counters.get("remote_splits", 0) + 1

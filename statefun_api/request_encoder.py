@@ -108,6 +108,26 @@ class RequestEncoder:
         batch = b"".join(parts)
         return _field(b"\xa2\x06", batch)  # ToFunction.invocation = 100
 
+    def fitting(self, target: tuple[str, str, str], state: Sequence[StateEntry], records: Sequence[MessageRecord], limit: int) -> int:
+        """How many of ``records``, from the first, make a :meth:`request` shorter than
+        ``limit`` bytes (at least one): for an endpoint that refused larger requests.
+
+        Example:
+            >>> r = ("demo/greeter", "ann", "", "", "io.statefun.types/string", b"\\n\\x02hi", True)
+            >>> enc = RequestEncoder()
+            >>> full = len(enc.request(("demo", "greeter", "ann"), [], [r] * 3))
+            >>> enc.fitting(("demo", "greeter", "ann"), [], [r] * 3, full), enc.fitting(("demo", "greeter", "ann"), [], [r] * 3, full + 1)
+            (2, 3)
+        """
+        batch = len(_field(b"\x0a", _address(*target)))  # the InvocationBatchRequest, as request() builds it
+        for name, typename, has_value, value in state:
+            batch += len(_field(b"\x12", _string(b"\x0a", name) + _field(b"\x12", _typed_value(typename, has_value, value))))
+        for i, r in enumerate(records):
+            batch += len(self._invocation(r))
+            if 2 + len(encode_varint(batch)) + batch >= limit:  # (ToFunction.invocation's tag, length, the batch)
+                return max(i, 1)
+        return len(records)
+
     def _invocation(self, r: MessageRecord) -> bytes:
         """One ``invocations`` field: Invocation(caller = 1, argument = 2)."""
         value = r[VALUE]

@@ -6,8 +6,8 @@ came in a burst: messages queued behind a request in flight go out as one reques
 playground's ``functions.py``: ``web.Application()``) refuses request bodies above 1 MiB
 with 413, which failed the call at once ("send smaller batches"). On Ray the restarted job
 batched them again and failed again. Now the batch is split in halves (in order) and the
-endpoint's later batches are capped; a single message above the server's limit still fails
-at once, naming the 413.
+endpoint's later requests are kept below the smallest size refused (small messages still
+batch); a single message above the server's limit still fails at once, naming the 413.
 """
 
 from __future__ import annotations
@@ -77,12 +77,17 @@ def test_a_burst_larger_than_the_servers_limit_is_split_in_order(parallelism, se
                 [str(i + 1), f"{i:04d}"] for i in range(12)
             ]
         assert run.counters()["remote_splits"] >= 1
-        # later bursts go out capped: no more refusals
+        # later bursts are cut below the size refused: no more refusals
         splits = run.counters()["remote_splits"]
         run.send(*[message(k, i) for i in range(12, 24) for k in keys]).run_until_idle()
         assert sorted(run.egress(EGRESS)) == reference(keys, 24)
         assert run.counters()["remote_splits"] == splits
-    assert max(served) < 1 << 20
+        assert max(served) < 1 << 20
+        # and small messages still go in one request each burst (the cap is in bytes, not messages)
+        served.clear()
+        run.send(*[message_builder("remote/log", "small", str_value=f"{i:04d}") for i in range(100)]).run_until_idle()
+        assert [e for e in run.egress(EGRESS) if e.startswith("small")] == [f"small:{i + 1}:{i:04d}:4" for i in range(100)]
+        assert len(served) <= 3  # (one request, or a few as the messages reach the dispatcher: not one per 3 messages)
 
 
 def test_one_message_above_the_servers_limit_still_fails_at_once_naming_the_413(serve):
@@ -92,3 +97,21 @@ def test_one_message_above_the_servers_limit_still_fails_at_once_naming_the_413(
     ) as run:
         with pytest.raises(JobFailed, match=r"HTTP 413 \(not retried\).*send smaller batches"):
             run.send(message_builder("remote/log", "big", str_value="x" * (2 << 20))).run_until_idle()
+
+
+def test_fitting_is_the_longest_prefix_whose_request_stays_below_the_limit():
+    from raystream.statefun_api.request_encoder import RequestEncoder
+
+    enc = RequestEncoder()
+    target = ("remote", "log", "ann")
+    state = [("n", "io.statefun.types/int", True, b"\x08\x07"), ("s", "io.statefun.types/string", False, b"")]
+    records = [
+        ("remote/log", "ann", "remote/other" if i % 3 else "", f"id{i}" if i % 3 else "", "io.statefun.types/string",
+         b"\n" + bytes([min(i * 37, 127)]) + b"x" * min(i * 37, 127), True)
+        for i in range(40)
+    ]
+    sizes = [len(enc.request(target, state, records[:n])) for n in range(len(records) + 1)]
+    for limit in range(sizes[1] - 3, sizes[-1] + 3, 7):
+        n = enc.fitting(target, state, records, limit)
+        best = max([k for k in range(1, len(records) + 1) if sizes[k] < limit], default=1)
+        assert n == best, (limit, n, best)
