@@ -10,11 +10,11 @@ Two parts with a strict thread split:
 
   - per address at most **one request in flight**; messages arriving meanwhile queue and
     go out as ONE batched request (up to the endpoint's ``max_num_batch_requests``);
-  - a batch the server refuses for its size (HTTP 413) is **split**: its first half goes
-    again at once, the rest stays at the head of the queue, and the endpoint's requests are
-    kept below half the size of the smallest one refused from then on (per subtask: a batch
-    above it is cut, in order, to the messages that stay below), so the same messages succeed whether
-    they arrived one by one or in a burst, and small messages still batch; a single
+  - a batch the server refuses for its size (HTTP 413) is **split**: the endpoint's
+    requests are kept below half the size of the smallest one refused from then on (per
+    subtask: a batch above it is cut, in order, to the messages that stay below, the rest
+    going next), and the refused messages go again at once; so the same messages succeed
+    whether they arrived one by one or in a burst, and small messages still batch; a single
     message refused with 413 fails the call;
   - per subtask at most ``max_concurrent_requests`` requests in flight (and per endpoint
     at most its own ``max_concurrent_requests``, StateFun's ``pool_size``): further ready
@@ -232,7 +232,7 @@ class RemoteFunctions:
         self.completed = 0
         self.requests = 0
         self.handshakes = 0
-        #: batches split in two after the server refused them for their size (HTTP 413)
+        #: batches the server refused for their size (HTTP 413) and that were sent again in parts
         self.splits = 0
 
     # ------------------------------------------------------------------ queries
