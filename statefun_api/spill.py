@@ -40,8 +40,7 @@ from typing import Any
 import pyarrow as pa
 
 from raystream.engine.records import arrow_to_records
-from raystream.statefun_api.routing import VALUE, VALUE_TYPENAME, records_to_arrow_batch
-from raystream.statefun_api.types import BoolType, DoubleType, FloatType, IntType, LongType
+from raystream.statefun_api.routing import VALUE, records_to_arrow_batch
 
 __all__ = ["SpillingQueue", "estimate_bytes"]
 
@@ -54,10 +53,8 @@ MIN_CHUNK_BYTES = 4 << 20
 def estimate_bytes(records: Sequence[Any]) -> int:
     """Approximate memory of message records: a constant per record plus its value's length:
     the bytes of a serialized value, the characters of a string held decoded (a number or a
-    bool counts nothing more: decoded it has no length, serialized it is at most 11 bytes).
-    Computed without a Python-level loop: records whose value typenames are all of numbers
-    and bools (the common case of counters) cost one set lookup each, the others one
-    ``operator.length_hint`` each (the length of what has one, else 0).
+    bool held decoded counts nothing more). Computed without a Python-level loop (one
+    ``operator.length_hint`` a record: the length of what has one, else 0).
 
     Example:
         >>> estimate_bytes([("f/a", "1", "", "", "t/int", b"1234", True), ("f/a", "1", "", "", "t/int", 5, True)])
@@ -65,15 +62,10 @@ def estimate_bytes(records: Sequence[Any]) -> int:
         >>> estimate_bytes([("f/a", "1", "", "", "io.statefun.types/string", "x" * 1000, True)])
         1200
     """
-    if _FIXED_SIZE.issuperset(map(_typename_of, records)):
-        return len(records) * RECORD_OVERHEAD
     return len(records) * RECORD_OVERHEAD + sum(map(length_hint, map(_value_of, records)))
 
 
 _value_of = itemgetter(VALUE)
-_typename_of = itemgetter(VALUE_TYPENAME)
-#: value typenames whose values count nothing beyond RECORD_OVERHEAD (see estimate_bytes)
-_FIXED_SIZE = frozenset(t.typename for t in (IntType, LongType, FloatType, DoubleType, BoolType))
 
 
 class _Mem:
