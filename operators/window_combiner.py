@@ -171,10 +171,16 @@ class VectorWindowCombiner(_WatermarkState, StreamOperator):
         key_column: the key column; ts_column: the event-time column (int64 ms).
         assigner: the window aggregate's tumbling or sliding event-time windows.
         aggregations: ``{output: (column, fn)}`` as for the keyed operator.
+        passing: every batch passes through unchanged: ``aggregate(..., combine=None)`` at
+            parallelism 1, where every record stays in its subtask and a combiner does not pay.
+            The node is in the graph either way, so a job without ``uid()``s has the same
+            operator ids at every parallelism and its savepoints rescale between 1 and more
+            (before 2026-12-07 the node existed only above parallelism 1: the window's automatic
+            uid, and every later operator's, differed, and the restore was refused).
     """
 
     def __init__(self, key_column: str, ts_column: str, assigner: TumblingEventTimeWindows | SlidingEventTimeWindows,
-                 aggregations: dict[str, tuple[str, str]]) -> None:
+                 aggregations: dict[str, tuple[str, str]], passing: bool = False) -> None:
         if not isinstance(assigner, (TumblingEventTimeWindows, SlidingEventTimeWindows)) or not assigner.is_event_time:
             raise GraphError(f"a window combiner needs tumbling or sliding event-time windows, got {assigner!r}")
         self.key_column = key_column
@@ -185,12 +191,16 @@ class VectorWindowCombiner(_WatermarkState, StreamOperator):
         self.pane = math.gcd(self.size, self.slide)
         self.base = base_aggregations(aggregations)
         self.acc_names = [f"{c}_{f}" for c, f in self.base]
+        self.passing = passing
 
     def _first_end(self, pane: int) -> int:
         lo = pane - self.size + 1
         return lo + (self.offset - lo) % self.slide + self.size
 
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
+        if self.passing:
+            self.output.emit(batch)
+            return
         rb = batch.typed_columns("window aggregate (local)", (self.key_column, self.ts_column, *(c for c, _ in self.base)))
         if not rb.num_rows:
             return

@@ -283,7 +283,8 @@ class WindowedStream(Generic[S]):
         trigger, whose ``merge()`` must agree with ``add()``), so a hot key costs its subtask
         one partial per upstream batch and window instead of every record. ``None`` (the
         default): the vectorized path combines when the window runs at parallelism > 1 (the
-        environment's parallelism when ``aggregate`` is called), an AggregateFunction does
+        environment's parallelism when ``aggregate`` is called; at 1 its combiner passes batches
+        through), an AggregateFunction does
         not (measured: its per-record ``add()`` upstream plus the merge of the partials cost
         more than the exchange they save, 0.92x at p=2 on the benchmark's count per key and
         window; it pays where partials are few, e.g. a hot key or ``window_all``);
@@ -305,8 +306,10 @@ class WindowedStream(Generic[S]):
             return self._operator("window_aggregate", AGGREGATE, aggregate_function, window_function)
         if not specs:
             raise GraphError("aggregate() needs an AggregateFunction or specs like n=('value', 'count')")
-        if combine is None:  # auto: a combiner only pays where records cross to other subtasks
-            combine = self.stream.env.parallelism > 1
+        # auto: a combiner only pays where records cross to other subtasks; at parallelism 1 its
+        # node passes batches through (there either way: the same automatic uids at every parallelism)
+        passing = combine is None and self.stream.env.parallelism == 1
+        combine = combine is not False
         for out, spec in specs.items():
             if not (isinstance(spec, tuple) and len(spec) == 2 and spec[1] in WINDOW_AGGREGATIONS):
                 raise GraphError(f"aggregate({out}={spec!r}): expected (column, one of {WINDOW_AGGREGATIONS})")
@@ -333,7 +336,7 @@ class WindowedStream(Generic[S]):
             )
             return self._output(node)
         acc_names = [f"{c}_{f}" for c, f in base_aggregations(sp)]
-        local = self._combiner("window_aggregate (local)", lambda: VectorWindowCombiner(key, tcol, assigner, sp),
+        local = self._combiner("window_aggregate (local)", lambda: VectorWindowCombiner(key, tcol, assigner, sp, passing),
                                [key, PANE_COLUMN, *acc_names])
         node = self.stream.env.add_node(
             "window_aggregate", "operator", [StreamEdge(local, KeyGroupPartitioner(selector))],
