@@ -4,7 +4,11 @@ in a ``ProcessWindowFunction``: before, AttributeError ('KeyedStateStore' has on
 from __future__ import annotations
 
 import raystream as rs
-from raystream.checkpoint.descriptors import ListStateDescriptor, MapStateDescriptor, ReducingStateDescriptor
+from raystream.checkpoint.descriptors import (
+    ListStateDescriptor,
+    MapStateDescriptor,
+    ReducingStateDescriptor,
+)
 from raystream.engine.config import JobConfig
 from raystream.engine.local_runtime import run_in_process
 from raystream.operators.sinks import collected_records
