@@ -33,7 +33,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, Iterator, Protocol, TypeVar, overload
 
-from raystream.engine.errors import StateError
+from raystream.engine.errors import StateError, refusing_restore
 from raystream.engine.keygroups import KeyGroupRange
 from raystream.engine.operator import Clock
 
@@ -217,10 +217,10 @@ class KeyedStateBackend(ABC):
     @staticmethod
     def _check_restored_kind(name: str, restored_kind: str, descriptor: StateDescriptor) -> None:
         if restored_kind != descriptor.kind:
-            raise StateError(
+            raise refusing_restore(StateError(
                 f"state {name!r} was restored as {restored_kind!r} state but is now "
                 f"declared as {descriptor.kind!r} state; keep the kind or rename the state"
-            )
+            ))
 
     @staticmethod
     def _state_class(classes: dict[str, Any], descriptor: StateDescriptor) -> Any:

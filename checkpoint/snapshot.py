@@ -40,7 +40,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from raystream.engine.errors import CheckpointError, StateError
+from raystream.engine.errors import CheckpointError, StateError, refusing_restore
 from raystream.engine.keygroups import KeyGroupRange
 
 from .format import decode_blob_view, encode_blob_parts
@@ -176,7 +176,7 @@ class KeyTypeCheck:
 
     def refuse(self, key: Any) -> StateError:
         """The :class:`StateError` for ``key``."""
-        return StateError(self.message(key))
+        return refusing_restore(StateError(self.message(key)))
 
 
 @dataclass(frozen=True)

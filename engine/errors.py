@@ -6,7 +6,9 @@ code can catch one type. Messages name the operator, subtask and offending value
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, TypeVar
+
+E = TypeVar("E", bound=BaseException)
 
 __all__ = [
     "RaystreamError",
@@ -20,6 +22,7 @@ __all__ = [
     "short_repr",
     "unpickling_failed",
     "refuses_state",
+    "refusing_restore",
 ]
 
 
@@ -43,10 +46,9 @@ class JobFailed(RaystreamError):
         subtask: index of the failing parallel subtask, when known.
         record: ``repr`` of the record being processed, when known.
         cause: the formatted original traceback from the worker, when known.
-        state_refused: the cause is raystream refusing state a task restored (a
-            :class:`StateError`, or a :class:`CheckpointError` other than storage being
-            unavailable; :func:`refuses_state`): a restore from a user's savepoint that fails
-            so fails the job at once instead of being restored again by every restart.
+        state_refused: the cause is raystream refusing state a task restored
+            (:func:`refuses_state`): a restore from a user's savepoint that fails so fails the
+            job at once instead of being restored again by every restart.
     """
 
     def __init__(
@@ -107,18 +109,28 @@ class UserCodeError(RaystreamError):
         self.what = what
 
 
+def refusing_restore(exc: E) -> E:
+    """Mark ``exc`` as raystream refusing state a task restored (a restored key of another
+    type, a state declared with another kind, state another kind of operator wrote under
+    the uid): restoring the same savepoint into the same job meets the same refusal, so a
+    job started ``from_savepoint=`` fails at once with it (:func:`refuses_state`)."""
+    exc.refuses_restore = True  # type: ignore[attr-defined]
+    return exc
+
+
 def refuses_state(exc: BaseException) -> bool:
-    """Whether ``exc`` is raystream refusing state: a :class:`StateError` (a restored key of
-    another type, a state declared with another kind...) or a :class:`CheckpointError` (state
-    another kind of operator wrote under a uid, timers that cannot be restored...), but not
-    one that says storage is unavailable right now (``retryable``: restoring again may work).
-    Restoring the same savepoint into the same job meets the same refusal.
+    """Whether ``exc`` is raystream refusing restored state (raised through
+    :func:`refusing_restore` where the refusal is decided). Any other failure of a restored
+    job, also a :class:`StateError` of user code (state used without a current key) or a
+    :class:`CheckpointError` of a checkpoint, restarts it as usual.
 
     Example:
-        >>> refuses_state(StateError("state 'c' was restored as 'value' state")), refuses_state(OSError("down"))
-        (True, False)
+        >>> refuses_state(refusing_restore(StateError("state 'c' was restored as 'value' state")))
+        True
+        >>> refuses_state(StateError("state 'n' used without a current key")), refuses_state(OSError("down"))
+        (False, False)
     """
-    return isinstance(exc, (StateError, CheckpointError)) and not getattr(exc, "retryable", False)
+    return bool(getattr(exc, "refuses_restore", False))
 
 
 def short_repr(value: object, limit: int = 200) -> str:

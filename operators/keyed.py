@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from raystream.checkpoint.descriptors import ReducingStateDescriptor
-from raystream.engine.errors import CheckpointError, GraphError, UserCodeError
+from raystream.engine.errors import CheckpointError, GraphError, UserCodeError, refusing_restore
 from raystream.engine.events import Watermark
 from raystream.engine.keygroups import (
     canonical_key,
@@ -103,13 +103,13 @@ def _a(kind: Any) -> str:
 
 
 def _written_by_another(ctx: OperatorContext, mine: str | None, written: str) -> CheckpointError:
-    return CheckpointError(
+    return refusing_restore(CheckpointError(
         f"operator {ctx.operator_name!r} (uid {ctx.operator_uid!r}) is {_a(mine)}, but the state restored under "
         f"its uid was written by {written}: a uid names one operator across versions of a job, and this "
         "state cannot be read as this operator's. Give this operator a new uid() and restore with "
         "allow_non_restored_state=True to drop the old operator's state, or put the uid back on an operator "
         "of the kind that wrote it"
-    )
+    ))
 
 
 #: the keyed states in which keyed operators keep their values in an off-heap backend, by the

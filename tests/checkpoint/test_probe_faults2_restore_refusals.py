@@ -129,3 +129,33 @@ def test_another_failure_of_a_restored_job_still_restarts_it(tmp_path):
     # the source resumes at the savepoint's position and the counts go on from its state: each
     # of the N records counted once
     assert counts == {str(k): N // 3 for k in range(3)}
+
+
+class ReadsStateWithoutAKeyOnce(rs.KeyedProcessFunction):
+    """User code that misuses keyed state once (a StateError of its own, not a refusal of the
+    restored state): the job restarts, as after any failure of user code."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def open(self, ctx):
+        self.count = ctx.get_state(ValueStateDescriptor("count", default=0))
+        if not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            self.count.value()  # no current key in open(): StateError
+
+    def process_element(self, value, ctx):
+        self.count.update(self.count.value() + 1)
+        yield ctx.get_current_key(), self.count.value()
+
+
+def test_a_state_error_of_user_code_in_a_restored_job_still_restarts_it(tmp_path):
+    path = savepoint(tmp_path)
+    marker = str(tmp_path / "misused-once")
+    result, masters = restored(tmp_path, path, lambda s: s.key_by("k").process(ReadsStateWithoutAKeyOnce(marker)).uid("cnt"), 1)
+    assert not isinstance(result, Exception), result  # (before: failed at once, "not restarted")
+    assert masters[0].restarts == 1
+    counts: dict = {}
+    for k, n in (r for batches in result["results"].values() for r in collected_records(batches)):
+        counts[k] = max(n, counts.get(k, 0))
+    assert counts == {str(k): N // 3 for k in range(3)}
