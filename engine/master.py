@@ -977,17 +977,15 @@ class JobMaster:
                 continue
             # metadata writes in flight (of checkpoints that timed out meanwhile, too) may hold the
             # next checkpoint back (CheckpointCoordinator.writes_blocking); one that cannot start
-            # within timeout_ms counts as failed (skip_blocked). (hasattr: the coordinator protocol,
-            # engine.state_backend.CheckpointCoordinatorLike, does not name them.)
-            coordinator: Any = c
-            if not c.checkpoints and hasattr(coordinator, "writes_blocking") and coordinator.writes_blocking():
+            # within timeout_ms counts as failed (skip_blocked)
+            if not c.checkpoints and c.writes_blocking():
                 now = time.monotonic()
                 if blocked_since is None:
                     blocked_since = now
                 elif now - blocked_since > c.config.timeout_ms / 1000.0:
                     blocked_since = now
                     try:
-                        coordinator.skip_blocked()
+                        c.skip_blocked()
                     except CheckpointError as exc:  # tolerable_failures exceeded
                         self._fail_attempt(exc)
                 continue
@@ -1245,10 +1243,7 @@ class JobMaster:
                     # timed out while its metadata was written, which landed: a complete checkpoint,
                     # committed now (before, never: with metadata writes always slower than the
                     # timeout, an unbounded job committed nothing while it ran)
-                    # (getattr: the coordinator protocol, engine.state_backend.CheckpointCoordinatorLike,
-                    # does not name it; a coordinator without it keeps the checkpoint uncommitted)
-                    complete_late = getattr(c, "complete_late", None)
-                    ok = bool(complete_late(p)) if complete_late is not None else False
+                    ok = c.complete_late(p)
             if not ok:
                 if error is not None:  # (no metadata: never restorable, its files go)
                     self._discard_aborted(p.checkpoint_id)
