@@ -57,6 +57,10 @@ __all__ = [
 MAGIC = b"\x89RSCK\n"
 FORMAT_VERSION = 1
 _PREFIX = struct.Struct("<6sHI")  # magic, version, header length
+
+#: what a file that is not (or no longer) one raystream wrote tells the user to do
+_NOT_OURS = (" (a file raystream did not write, or one cut short: restore from the directory of a savepoint or "
+             "of a chk-<n> that raystream wrote, or start the job without it)")
 _CRC = struct.Struct("<I")
 _MAX_HEADER = 1 << 20
 #: the header field holding the hex HMAC-SHA256 of a signed blob
@@ -217,13 +221,13 @@ def read_blob_header(data: bytes | memoryview, name: str | None = None) -> BlobH
     if len(data) < _PREFIX.size:
         raise CheckpointError(
             f"checkpoint file{where} is truncated: {len(data)} bytes is shorter than the "
-            f"{_PREFIX.size}-byte prefix"
+            f"{_PREFIX.size}-byte prefix{_NOT_OURS}"
         )
     magic, version, header_len = _PREFIX.unpack_from(data, 0)
     if magic != MAGIC:
         raise CheckpointError(
             f"not a raystream checkpoint file{where}: magic bytes {bytes(magic)!r}, "
-            f"expected {MAGIC!r}"
+            f"expected {MAGIC!r}{_NOT_OURS}"
         )
     if version > FORMAT_VERSION:
         raise CheckpointError(

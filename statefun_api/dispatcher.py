@@ -346,6 +346,7 @@ class FunctionDispatcher(StreamOperator):
             "remote_requests": 0,
             "remote_handshakes": 0,
             "remote_retries": 0,
+            "remote_splits": 0,
             "queued_messages": 0,
             "held_ingress": 0,
             "in_flight": 0,

@@ -596,7 +596,7 @@ class RemoteFunctions:
         self._request_limit[ep] = min(self._request_limit.get(ep, limit), limit)
         self.splits += 1
         counters = self.host.counters
-        counters["remote_splits"] = counters.get("remote_splits", 0) + 1
+        counters["remote_splits"] += 1
         self._requeue(key, call)
 
     def _requeue(self, key: tuple[str, str], call: _Call) -> None:

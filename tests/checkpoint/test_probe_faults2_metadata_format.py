@@ -42,3 +42,14 @@ def test_a_savepoint_of_another_format_is_refused_naming_the_path_and_the_remedy
     assert str(err.value).startswith(f"cannot restore {path!r}: {found}"), str(err.value)
     assert "or start the job without it" in str(err.value)
     assert masters[0].restarts == 0
+
+
+@pytest.mark.parametrize("content", [b"hello world", b"hello world, this is not a checkpoint"])
+def test_a_savepoint_raystream_did_not_write_names_the_remedy(tmp_path, content):
+    (tmp_path / "sp").mkdir()
+    (tmp_path / "sp" / "_metadata").write_bytes(content)
+    env = rs.StreamEnvironment(parallelism=1)
+    env.from_collection([1, 2]).collect()
+    with pytest.raises(CheckpointError, match=r"_metadata.*a file raystream did not write.*restore from the directory "
+                                              r"of a savepoint or of a chk-<n> that raystream wrote"):
+        env.execute("not-ours", from_savepoint=str(tmp_path / "sp"))

@@ -60,6 +60,7 @@ def test_a_408_is_retried_and_the_call_succeeds(serve):
         run.run_until_idle()
         assert run.egress(EGRESS) == ["ann:1", "ann:2"]
         assert run.counters()["remote_retries"] == 2
+        assert run.counters()["remote_splits"] == 0  # (a counter from the start, as the others)
     assert statuses[:3] == [408, 408, 200]
 
 
