@@ -241,7 +241,9 @@ class WindowedStream(Generic[S]):
             lambda: WindowOperator(key_of, assigner, kind, fn, window_function, trigger, lateness, late_tag, ts, evictor),
             keyed=True,
         )
-        return self._output(node)
+        # a reduce's results are records of its input, whose timestamps lie in their window: an
+        # event-time window after it may read them with the upstream assigner (no refusal)
+        return self._output(node, keeps_timestamps=kind == REDUCE and window_function is None)
 
     def _window_function(self, method: str, function: Any) -> ProcessWindowFunction | None:
         """``function`` as the window operator runs it: a :class:`ProcessWindowFunction`, or
@@ -345,14 +347,15 @@ class WindowedStream(Generic[S]):
         )
         return self._output(node)
 
-    def _output(self, node: Transformation) -> S:
+    def _output(self, node: Transformation, keeps_timestamps: bool = False) -> S:
         """The stream of the window's operator ``node``: at parallelism 1 for
         :meth:`~operators.datastream.DataStream.window_all` (Flink's non-parallel
         ``windowAll``: its one key would leave every other subtask idle; a combiner before
         it still runs at the upstream parallelism)."""
         if self._all:
             node.parallelism = 1
-        WINDOW_NODES.add(node)
+        if not keeps_timestamps:
+            WINDOW_NODES.add(node)
         return self.stream._stream(node)
 
     def _combiner(self, name: str, factory: Callable[[], Any], schema_names: list[str] | None) -> Transformation:

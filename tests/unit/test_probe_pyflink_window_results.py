@@ -80,3 +80,24 @@ def test_hourly_tips_with_the_remedy_gives_flinks_output(parallelism, remedy):
     [batches] = result["results"].values()
     assert sorted(collected_records(batches)) == reference()
     assert len(reference()) == 5
+
+
+@pytest.mark.parametrize("parallelism", [1, 2])
+def test_a_window_after_a_window_reduce_reads_the_reduced_records_time(parallelism):
+    """A reduce's results are records of its input (their timestamps lie in their window), so
+    an event-time window after it reads them with the upstream assigner, as before the refusal
+    above: each hour's most generous fare per driver, then each hour's most generous of all."""
+    env = rs.StreamEnvironment(parallelism=parallelism)
+    fares = env.from_collection(FARES).assign_timestamps_and_watermarks(
+        rs.WatermarkStrategy.for_bounded_out_of_orderness(60_000).with_timestamp_assigner(lambda f: f[1]))
+    best = lambda a, b: a if (a[2], -a[0]) >= (b[2], -b[0]) else b  # noqa: E731
+    (fares.key_by(lambda f: f[3]).window(rs.TumblingEventTimeWindows.of(Time.hours(1))).reduce(best)
+        .window_all(rs.TumblingEventTimeWindows.of(Time.hours(1))).reduce(best)
+        .collect())
+    result = run_in_process(env.get_job_graph(), JobConfig(name="best-fares"), timeout_s=120)
+    [batches] = result["results"].values()
+    hours: dict = {}
+    for f in FARES:
+        hours[f[1] // HOUR] = best(hours[f[1] // HOUR], f) if f[1] // HOUR in hours else f
+    assert sorted(collected_records(batches)) == sorted(hours.values())
+    assert len(hours) == 5
