@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import types
 from operator import itemgetter
 from typing import Any, Callable, NoReturn, Sequence, cast
 
@@ -41,7 +42,7 @@ from raystream.engine.partitioners import KeySelector
 from raystream.engine.records import Batch
 
 from .evictors import Evictor, TimestampedValue
-from .functions import RuntimeContext, keyed_state_backend, move_side_outputs
+from .functions import OutputTag, RuntimeContext, keyed_state_backend, move_side_outputs
 from .keyed import restored_keys
 from .time import TimestampAssigner, all_ints
 from .timers import (
@@ -81,6 +82,7 @@ log = logging.getLogger(__name__)
 LIST, REDUCE, AGGREGATE = "list", "reduce", "aggregate"
 _NONE: Any = object()  # "no contents yet" (a sentinel that stands for any contents)
 _NEVER = 2**63 - 1  # "no pane to fire"
+_GENERATOR = types.GeneratorType  # (a window function's usual result: iterable, no check needed)
 
 
 def _not_reducing(a: Any, b: Any) -> NoReturn:
@@ -620,11 +622,43 @@ class WindowOperator(StreamOperator):
                 self._out.extend(pane.values())
                 continue
             w = TimeWindow(start, start + size)
+            if self.kind != LIST and self.window_function is not None and not self._clears:
+                self._emit_pane(pane, w)
+                continue
             for key, acc in pane.items():
                 self._emit_window(key, w, acc)
                 if self._clears:  # (no allowed lateness: a pane is cleaned up as it fires)
                     self._clear_function(key, w)
         self._pane_fire = min(panes, default=_NEVER - size) + size - 1
+
+    def _emit_pane(self, pane: dict[Any, Any], w: TimeWindow) -> None:
+        """:meth:`_emit_window` of every (key, accumulator) of a reduce/aggregate pane with a
+        window function (no ``clear``), in one loop: the same calls, checks and errors, without
+        a frame and the attribute lookups per key (~a third of a window's firing)."""
+        fn = self.window_function
+        assert fn is not None  # (_fire_panes checked)
+        process, out, wctx = fn.process, self._out, self.wctx
+        result_of = self._agg.get_result if self.kind == AGGREGATE else None
+        key: Any = None
+        try:
+            for key, acc in pane.items():
+                wctx.window = w
+                wctx.key = key
+                result = process(key, wctx, [acc if result_of is None else result_of(acc)])
+                if result is None:
+                    continue
+                t = type(result)
+                if t is not _GENERATOR and t is not list and (
+                        isinstance(result, (dict, str, bytes)) or not hasattr(result, "__iter__")):
+                    self._not_records(result)  # (extended, a dict would give its keys as records)
+                if OutputTag.made:  # (PyFlink's yield tag, value)
+                    begin = len(out)
+                    out.extend(result)
+                    move_side_outputs(out, begin, wctx, fn, "process")
+                else:
+                    out.extend(result)
+        except Exception as exc:
+            raise UserCodeError(f"window {w!r} of key {key!r}", exc) from exc
 
     def _fold_window(self, start: int, keys: list[Any], values: list[Any]) -> None:
         """Add ``values`` (keyed by ``keys``, in record order) to window ``[start, start +
