@@ -651,12 +651,10 @@ class WindowOperator(StreamOperator):
                 if t is not _GENERATOR and t is not list and (
                         isinstance(result, (dict, str, bytes)) or not hasattr(result, "__iter__")):
                     self._not_records(result)  # (extended, a dict would give its keys as records)
-                if OutputTag.made:  # (PyFlink's yield tag, value)
-                    begin = len(out)
-                    out.extend(result)
+                begin = len(out)
+                out.extend(result)
+                if OutputTag.made:  # (PyFlink's yield tag, value; a tag made while it ran counts)
                     move_side_outputs(out, begin, wctx, fn, "process")
-                else:
-                    out.extend(result)
         except Exception as exc:
             raise UserCodeError(f"window {w!r} of key {key!r}", exc) from exc
 
