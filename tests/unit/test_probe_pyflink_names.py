@@ -35,6 +35,7 @@ def test_the_pyflink_environment_and_from_collection_keyword():
                                          r"write StreamEnvironment\(parallelism=n\)"),
     (lambda env: env.get_checkpoint_config(), r"enable_checkpointing\(interval_ms, checkpoint_dir="),
     (lambda env: env.set_runtime_mode("BATCH"), r"emit='final'"),
+    (lambda env: env.set_buffer_timeout(100), r"set_buffer_timeout\(\) \(Flink's set_buffer_timeout\): write StreamEnvironment\(flush_ms=ms\)"),
     (lambda env: env.from_collection([1]).shuffle(), r"DataStream has no shuffle\(\) \(Flink's shuffle\): write rebalance\(\)"),
     (lambda env: env.from_collection([1]).add_sink(None), r"write sink_to\(sink\)"),
     (lambda env: env.from_collection([(1, 2)]).key_by(lambda r: r[0]).rescale(), r"KeyedStream has no rescale\(\)"),
