@@ -299,6 +299,8 @@ class _RedisStreamReader(SourceReader[RedisStreamSplit]):
         self.splits: list[RedisStreamSplit] = []
         self._client: Any = None
         self._fetched: deque[tuple[RedisStreamSplit, list[tuple[Any, Any]]]] = deque()
+        # the last poll returned entries: the next XREAD does not block (see poll_next)
+        self._returned = False
         self._current: str | None = None
         self._shares = 0  # splits added: each stream gets rate / (number of streams) of the rate
         self._started = time.monotonic()
@@ -337,11 +339,16 @@ class _RedisStreamReader(SourceReader[RedisStreamSplit]):
             count = self._allowed()
             if count <= 0:
                 return NOTHING_AVAILABLE
-            self._fetch(count)
+            # right after entries, read without blocking: when nothing more is there, the task
+            # hears NOTHING_AVAILABLE and sends what it holds before the next poll blocks (before,
+            # the last entries of a burst waited in its output buffer for up to block_ms)
+            self._fetch(count, block=not self._returned)
             if not self._fetched:
+                self._returned = False
                 if self.source.bounded:
                     return END_OF_INPUT if not self.splits else NOTHING_AVAILABLE
                 return NOTHING_AVAILABLE
+        self._returned = True
         split, entries = self._fetched.popleft()
         split.position = _text(entries[-1][0])
         if split.finished():  # its last entry: it holds no watermark back any more
@@ -350,12 +357,12 @@ class _RedisStreamReader(SourceReader[RedisStreamSplit]):
         self._emitted += len(entries)
         return Batch.of_records(self._records(split, entries))
 
-    def _fetch(self, count: int) -> None:
+    def _fetch(self, count: int, block: bool = True) -> None:
         if self._client is None:
             self._client = _connect(self.source.url, self.source.connection_kwargs, "RedisStreamSource")
         by_key = {s.key: s for s in self.splits}
-        block = self.source.block_ms if not self.source.bounded else None
-        reply = self._client.xread({s.key: s.position for s in self.splits}, count=count, block=block)
+        block_ms = self.source.block_ms if block and not self.source.bounded else None
+        reply = self._client.xread({s.key: s.position for s in self.splits}, count=count, block=block_ms)
         items = reply.items() if isinstance(reply, dict) else (reply or [])
         got: set[str] = set()
         for raw_key, entries in items:
