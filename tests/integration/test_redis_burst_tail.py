@@ -32,6 +32,7 @@ def test_every_entry_of_a_burst_comes_out_before_the_next_burst(redis_url, redis
             for i, n in enumerate(names):
                 redis_client.xadd(keys[i % len(keys)], {"n": n})
             sent += names
-            wait_for(lambda: len(got) >= len(sent), f"burst {burst} at the sink before the next is written",
+            expected = len(sent)
+            wait_for(lambda n=expected: len(got) >= n, f"burst {burst} at the sink before the next is written",
                      timeout_s=120)
         assert sorted(got) == sorted(sent)
