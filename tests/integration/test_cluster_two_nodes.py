@@ -13,14 +13,9 @@ the kill; and the end counted live actors for at most 10 s.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.cluster_script import run_cluster_script
 
 SCRIPT = textwrap.dedent('''
     import collections, json, time
@@ -138,13 +133,7 @@ SCRIPT = textwrap.dedent('''
 
 
 def test_job_tasks_spread_over_two_nodes_and_recover_when_one_nodes_tasks_die():
-    env = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONPATH=str(ROOT))
-    env.pop("RAY_ADDRESS", None)
-    res = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, capture_output=True, text=True,
-                         timeout=300, env=env)
-    assert res.returncode == 0, res.stderr[-3000:]
-    report = json.loads(res.stdout.strip().splitlines()[-1])
-    print(report)
+    report = run_cluster_script(SCRIPT, timeout_s=300)
     assert report["correct"]
     assert report["cluster_nodes"] == 2 and report["task_nodes"] == 2
     assert report["left_alive"] == 0

@@ -10,14 +10,9 @@ so the cluster and its driver run in a subprocess, which prints one JSON report.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.cluster_script import run_cluster_script
 
 SCRIPT = textwrap.dedent('''
     import json, tempfile, time
@@ -101,13 +96,7 @@ SCRIPT = textwrap.dedent('''
 
 
 def test_a_worker_node_lost_mid_job_recovers_on_the_remaining_nodes_with_equal_output():
-    env = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONPATH=str(ROOT))
-    env.pop("RAY_ADDRESS", None)
-    res = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, capture_output=True, text=True,
-                         timeout=600, env=env)
-    assert res.returncode == 0, res.stderr[-3000:]
-    report = json.loads(res.stdout.strip().splitlines()[-1])
-    print(report)
+    report = run_cluster_script(SCRIPT, timeout_s=600)
     assert report["executor_nodes"] == 3  # the job was spread over the three nodes
     assert report["tasks_on_lost_node"] >= 1
     assert report["master_on_head"] and not report["master_on_lost_node"]

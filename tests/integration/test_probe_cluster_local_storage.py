@@ -17,14 +17,9 @@ which prints one JSON report.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.cluster_script import run_cluster_script
 
 SCRIPT = textwrap.dedent('''
     import json, os, tempfile
@@ -119,13 +114,7 @@ SCRIPT = textwrap.dedent('''
 
 
 def test_a_checkpoint_dir_of_each_nodes_own_is_refused_at_submit_naming_it_and_the_remedy():
-    env = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONPATH=str(ROOT))
-    env.pop("RAY_ADDRESS", None)
-    res = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, capture_output=True, text=True,
-                         timeout=600, env=env)
-    assert res.returncode == 0, res.stderr[-3000:]
-    report = json.loads(res.stdout.strip().splitlines()[-1])
-    print(report)
+    report = run_cluster_script(SCRIPT, timeout_s=600)
     assert report["nodes"] == 2
     error = report["local"]
     assert error != "ran", "a job checkpointing into a directory of each node's own was not refused"

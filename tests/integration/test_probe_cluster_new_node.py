@@ -14,14 +14,9 @@ so the cluster and its driver run in a subprocess, which prints one JSON report.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.cluster_script import run_cluster_script
 
 SCRIPT = textwrap.dedent('''
     import collections, json, tempfile
@@ -81,13 +76,7 @@ SCRIPT = textwrap.dedent('''
 
 
 def test_a_node_added_to_the_cluster_gets_the_new_executors_of_the_next_job():
-    env = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONPATH=str(ROOT))
-    env.pop("RAY_ADDRESS", None)
-    res = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, capture_output=True, text=True,
-                         timeout=600, env=env)
-    assert res.returncode == 0, res.stderr[-3000:]
-    report = json.loads(res.stdout.strip().splitlines()[-1])
-    print(report)
+    report = run_cluster_script(SCRIPT, timeout_s=600)
     assert report["first_nodes"] == 2 and report["nodes"] == 3
     assert report["idle_before"] == 2 and report["reused"] >= 2  # the p=3 job reused both idle executors
     assert report["second_records"] == 3000
