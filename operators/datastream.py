@@ -74,6 +74,7 @@ from .sinks import CollectSink, JsonLinesSink, ParquetSink, PrintSink
 from .time import TimestampsAndWatermarksOperator, WatermarkedSource, WatermarkStrategy
 from .windowed_stream import WindowedStream, count_window
 from .windows import WindowAssigner
+from .with_state import WithStateFunction
 
 __all__ = ["DataStream", "DataStreamSink", "KeyedStream"]
 
@@ -765,6 +766,46 @@ class KeyedStream(DataStream):
         selector = self.selector
         ts = find_timestamp_assigner(self.node)
         return self._keyed("process", lambda: KeyedProcessOperator(selector, function, ts))
+
+    def map_with_state(self, fn: Callable[[Any, Any], tuple[Any, Any]]) -> DataStream:
+        """Map every record with its key's state (Flink Scala's ``mapWithState``, Bytewax's
+        ``stateful_map``): ``fn(record, state) -> (output, new_state)``, ``state`` None for a
+        key without state; ``new_state`` None clears the key's state. The state is keyed
+        state (checkpointed, rescaled by key group); see :mod:`~operators.with_state`.
+
+        Example:
+            >>> import raystream as rs
+            >>> def count(word, n):
+            ...     n = (n or 0) + 1
+            ...     return (word, n), (None if word == "reset" else n)
+            >>> words = rs.StreamEnvironment(parallelism=1).from_collection(["a", "b", "a", "reset", "reset"])
+            >>> words.key_by(lambda w: w).map_with_state(count).execute_and_collect()
+            [('a', 1), ('b', 1), ('a', 2), ('reset', 1), ('reset', 1)]
+        """
+        return self._with_state(fn, flat=False)
+
+    def flat_map_with_state(self, fn: Callable[[Any, Any], tuple[Iterable[Any] | None, Any]]) -> DataStream:
+        """As :meth:`map_with_state`, emitting every element of ``output`` (Flink Scala's
+        ``flatMapWithState``, Bytewax's ``stateful_flat_map``): ``fn(record, state) ->
+        (records, new_state)``, ``records`` an iterable (or None for none).
+
+        Example:
+            >>> import raystream as rs
+            >>> def pairs(x, prev):          # each record with the key's one before it
+            ...     return ([] if prev is None else [(prev, x)]), x
+            >>> s = rs.StreamEnvironment(parallelism=1).from_collection([1, 2, 3])
+            >>> s.key_by(lambda x: 0).flat_map_with_state(pairs).execute_and_collect()
+            [(1, 2), (2, 3)]
+        """
+        return self._with_state(fn, flat=True)
+
+    def _with_state(self, fn: Callable[[Any, Any], Any], flat: bool) -> DataStream:
+        method = "flat_map_with_state" if flat else "map_with_state"
+        check_callable(fn, method)
+        function = WithStateFunction(fn, flat)
+        selector = self.selector
+        ts = find_timestamp_assigner(self.node)
+        return self._keyed(method, lambda: KeyedProcessOperator(selector, function, ts))
 
     def window(self, assigner: WindowAssigner) -> WindowedStream[DataStream]:
         """Cut the keyed stream into windows (see :class:`~operators.windowed_stream.WindowedStream`).
