@@ -28,12 +28,17 @@ from raystream.engine.operator import ManualClock, StreamOperator
 from raystream.engine.task import Task, TaskHooks, TaskSpec
 
 MAXP = 128
-N = 100_000
+N = 20_000  # ~156 keys a key group: a cleanup call of 1,000 ends inside a key group
 TTL = StateTtlConfig(1_000)
+# RocksDB's read cache in these tests: well below N, so that most entries are only in RocksDB
+# and the cleanup reads them from there as well as from the cache (its default, 65,536
+# entries, would hold them all)
+ROCKSDB_CACHE = 4_096
 
 
 def filled(clock: ManualClock, n: int = N, make=None) -> tuple[HeapKeyedStateBackend, object]:
-    backend = (make or HeapKeyedStateBackend)(KeyGroupRange(0, MAXP - 1), MAXP, clock)
+    kwargs = {"cache_size": ROCKSDB_CACHE} if getattr(make, "kind", None) == "rocksdb" else {}
+    backend = (make or HeapKeyedStateBackend)(KeyGroupRange(0, MAXP - 1), MAXP, clock, **kwargs)
     state = backend.get_state(ValueStateDescriptor("v", ttl=TTL))
     for k in range(n):
         backend.set_current_key(k)
