@@ -143,6 +143,14 @@ _FLINK_STREAM_NAMES = {
 }
 
 
+#: methods of a keyed stream only (``KeyedStream``): on a stream without a key they say to key it
+#: first (a Bytewax port calls ``map_with_state`` where ``op.stateful_map`` took a keyed stream)
+_KEYED_ONLY = frozenset({
+    "reduce", "sum", "min", "max", "min_by", "max_by", "aggregate", "window", "count_window", "interval_join",
+    "map_with_state", "flat_map_with_state",
+})
+
+
 class StreamBase(ABC, Generic[S]):
     """A handle on a graph node that operators can be appended to.
 
@@ -169,6 +177,11 @@ class StreamBase(ABC, Generic[S]):
         remedy = _FLINK_STREAM_NAMES.get(name)
         if remedy is not None:
             raise AttributeError(f"{type(self).__name__} has no {name}() (Flink's {name}): write {remedy}")
+        if name in _KEYED_ONLY and self._key_selector() is None:
+            raise AttributeError(
+                f"{name}() is a keyed stream's, and the stream of {self.node.name!r} has no key: key it first, "
+                f"stream.key_by(k).{name}(...) (a field name, a tuple position or a function of the record)"
+            )
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @abstractmethod

@@ -1,0 +1,27 @@
+"""A keyed stream's method called on a stream without a key (a Bytewax port writes
+``stream.map_with_state(fn)`` where ``op.stateful_map`` took a keyed stream; a Flink port
+``stream.reduce(fn)``) said only ``'DataStream' object has no attribute 'map_with_state'``;
+now it names the operator whose stream has no key and says to ``key_by`` first.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import raystream as rs
+
+
+@pytest.mark.parametrize("method", ["map_with_state", "flat_map_with_state", "reduce", "sum", "window", "aggregate"])
+def test_a_keyed_method_on_a_stream_without_a_key_says_to_key_it(method):
+    stream = rs.StreamEnvironment().from_collection([("a", 1)]).map(lambda r: r)
+    with pytest.raises(AttributeError, match=rf"{method}\(\) is a keyed stream's, and the stream of 'map' has no key: "
+                                             rf"key it first, stream\.key_by\(k\)\.{method}\(\.\.\.\)"):
+        getattr(stream, method)
+    assert callable(getattr(stream.key_by(0), method))  # (the keyed stream has it)
+
+
+def test_other_missing_names_keep_python_s_error():
+    stream = rs.StreamEnvironment().from_collection([1])
+    with pytest.raises(AttributeError, match=r"^'DataStream' object has no attribute 'no_such_method'$"):
+        stream.no_such_method  # noqa: B018
+    assert not hasattr(stream, "reduce")
