@@ -474,7 +474,12 @@ class StreamEnvironmentBase:
                 raise GraphError("execute_and_collect() needs a stream to collect: call .collect() on one")
             collect_nodes = [self.add_sink(StreamEdge(last, None, 0), CollectSink(), "collect")]
         if len(collect_nodes) > 1:
-            raise GraphError("execute_and_collect() needs exactly one collect() sink; use execute() and JobResult.sink_results")
+            uids = [n.stable_uid(self.graph) for n in collect_nodes]
+            raise GraphError(
+                f"execute_and_collect() needs exactly one collect() sink, this job has {len(collect_nodes)} "
+                f"(uids {uids}); run it with result = env.execute() and read each sink's records with "
+                "raystream.operators.sinks.collected_records(result.sink_results[uid]) (name them: .collect().uid(...))"
+            )
         return collect_nodes[0]
 
     def _collect_stream(self, job_name: str, node: Transformation) -> CloseableIterator:
