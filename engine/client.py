@@ -480,10 +480,10 @@ class JobClient:
         except ray.exceptions.RayTaskError as exc:
             cause = getattr(exc, "cause", None)
             self._error = cause if isinstance(cause, RaystreamError) else JobFailed(str(exc))
-            # the master raised the job's error and is fine; it started each job afresh
-            if isinstance(cause, RaystreamError):
-                self._keep_final()
-            self._close(master_ok=isinstance(cause, RaystreamError))
+            # the master raised the job's error and is fine; it started each job afresh (and
+            # released the clean executors of a cancelled or failed job to go back to the pool)
+            released = self._keep_final() if isinstance(cause, RaystreamError) else {}
+            self._close(master_ok=isinstance(cause, RaystreamError), released=released)
             raise self._error from None
         except ray.exceptions.RayActorError as exc:
             self._error = JobFailed(f"the job master of {self.name!r} on {connected_cluster()} died: {exc}")
@@ -523,17 +523,21 @@ class JobClient:
                 self._end_callbacks = []  # (they would call Ray, and start a new one)
         return True
 
-    def _keep_final(self) -> None:
+    def _keep_final(self) -> dict[str, str | None]:
         """Keep the metrics and info of a job that failed or was cancelled, from its master
         before it goes back to the pool (at most :data:`FINAL_STATE_TIMEOUT_S`; without them
-        ``metrics()`` says that none remain)."""
+        ``metrics()`` says that none remain). Returns the executors the master released to go
+        back to the pool (``JobMaster.released_executors``; none when it cannot answer: all
+        are killed)."""
         master = self._master
         try:
-            metrics, info = ray.get([master.metrics.remote(self._job_id), master.job_info.remote(self._job_id)],
-                                    timeout=FINAL_STATE_TIMEOUT_S)
+            metrics, info, released = ray.get(
+                [master.metrics.remote(self._job_id), master.job_info.remote(self._job_id),
+                 master.released_executors.remote(self._job_id)], timeout=FINAL_STATE_TIMEOUT_S)
         except Exception:  # noqa: BLE001 - a master that cannot answer now keeps nothing to show
-            return
+            return {}
         self._final = (metrics, info)
+        return released
 
     def _end_checkpoints(self) -> None:
         """This driver has the job's result: its master deletes the job's checkpoints now, as
@@ -549,13 +553,14 @@ class JobClient:
         if self._final is not None and outcome is not None:  # (info() of the ended job says so)
             self._final[1]["checkpoint_cleanup"] = outcome
 
-    def _close(self, master_ok: bool = False, released: dict[str, str] | None = None,
+    def _close(self, master_ok: bool = False, released: dict[str, str | None] | None = None,
                end_checkpoints: bool = True) -> None:
         """The job ended: give the master (when its ``run`` returned or raised a job error)
         back to the worker pool, and the executors of the ``released`` slots (``{slot: job
         tag}``: the master handed them back; the next deployment onto one tells it the tag,
         and it waits for that release before it takes new tasks, and ends itself if that
-        release finds it not clean); kill the rest."""
+        release finds it not clean; ``None``: released and clean already, as those of a
+        cancelled or failed job are); kill the rest."""
         with self._lock:  # (settlings are serialized by _settle_lock; this guard costs nothing)
             if self._closed:
                 return

@@ -16,7 +16,7 @@ process is gone), the :class:`~engine.errors.RaystreamError` the call raised, or
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Iterable, Protocol
+from typing import Any, Awaitable, Collection, Iterable, Protocol
 
 __all__ = ["Executor", "ExecutorLost", "ExecutorRuntime", "TaskCallFailed"]
 
@@ -52,8 +52,15 @@ class ExecutorRuntime(Protocol):
     """Starts, addresses and stops task executors for a :class:`~engine.master.JobMaster`.
     Every method is called on the master's event loop thread."""
 
-    def start_executors(self, names: dict[str, str], num_cpus: float) -> dict[str, Executor]:
-        """One new executor per slot (``{slot: name}``); they may still be starting."""
+    def start_executors(self, names: dict[str, str], num_cpus: float, placed: Iterable[str | None] = (),
+                        avoid: Collection[str] = ()) -> dict[str, Executor]:
+        """One new executor per slot (``{slot: name}``); they may still be starting.
+
+        Placement (Flink's: no task onto a lost TaskManager, spread over the live ones): each
+        on the live node with the fewest of the job's executors, counting ``placed`` (the
+        nodes of the executors the job keeps, e.g. a failed attempt's survivors), and never on
+        a node in ``avoid`` (where the job's executors were just lost; the runtime may still
+        report it alive) while another node is there. ``Executor.node`` says where each goes."""
 
     def task_handle(self, executor: Any, key: tuple) -> Any:
         """The handle of task ``key`` hosted by ``executor`` (picklable: it is the target

@@ -23,7 +23,7 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, Awaitable, Callable, Collection, Iterable
 
 import cloudpickle
 
@@ -138,7 +138,9 @@ class LocalExecutorRuntime:
         self.master: JobMaster | None = None
         self.executors: dict[str, _LocalExecutor] = {}
 
-    def start_executors(self, names: dict[str, str], num_cpus: float) -> dict[str, Executor]:
+    def start_executors(self, names: dict[str, str], num_cpus: float, placed: Iterable[str | None] = (),
+                        avoid: Collection[str] = ()) -> dict[str, Executor]:
+        """In-process executors (one node, ``"local"``: ``placed`` and ``avoid`` leave no choice)."""
         out = {}
         for slot, name in names.items():
             self.executors[name] = executor = _LocalExecutor(self, name)

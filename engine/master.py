@@ -228,6 +228,12 @@ class JobMaster:
         self._ending: dict[str, Callable[[], Awaitable[None]]] = {}
         self.checkpoint_cleanup: str | None = None  # what became of the last job's checkpoints
         self._restoring: Any = None  # the retained checkpoint the job restores from (marked in use)
+        #: the driver's slot of each lent executor handed back at the job's end -> the tag of the
+        #: release it finishes before the next job's tasks (None: released already, clean)
+        self.released: dict[str, str | None] = {}
+        #: nodes where executors of the running job were lost and none of its executors answered
+        #: since (Flink's lost TaskManager): a restart places no new executor there (_deploy)
+        self._lost_nodes: set[str] = set()
 
     def _start_job(self, graph_blob: bytes, config_blob: bytes, job_id: str | None,
                    executors: dict[str, Any] | None) -> None:
@@ -264,7 +270,8 @@ class JobMaster:
         self.actors = {}  # (vertex, subtask) -> TaskRef
         self.executors = {}  # slot -> TaskActor
         self.executor_names = {}  # slot -> its Ray actor name
-        self.released: dict[str, str] = {}  # the driver's slot of a lent executor handed back -> its job tag
+        self.released = {}  # the driver's slot of a lent executor handed back -> its job tag (None: clean)
+        self._lost_nodes = set()
         self._tag = ""  # the tag of this attempt's task keys on their executors
         self._early_runs: dict[asyncio.Future, tuple[int, int]] | None = None  # runs sent with the setups
         self.task_metrics = {}
@@ -479,6 +486,16 @@ class JobMaster:
             return
         self._cancel.set()
 
+    async def released_executors(self, job_id: str) -> dict[str, str | None]:
+        """The executors the driver lent to job ``job_id`` that go back to its worker pool, as
+        ``{driver's slot: tag of the release each finishes before the next job's tasks, or
+        None when it is released and clean already}``; empty while the job runs, for another
+        job, or when none goes back. A finished job's run returns the same as ``"released"``;
+        the driver asks this of a job that failed or was cancelled (its run raised)."""
+        if self._other_job(job_id) or self._busy:
+            return {}
+        return dict(self.released)
+
     async def task_actor_names(self) -> dict[tuple[int, int], str]:
         """``{(vertex id, subtask): name of the TaskActor hosting it}`` for the running attempt."""
         return {key: self.executor_names[slot_of(key[0], key[1], self._config.slot_sharing)] for key in self.actors}
@@ -667,9 +684,15 @@ class JobMaster:
                 v.operators = None
             pre, self._prestarted = self._prestarted, {}
             spares, self._spares = self._spares, []
-            # executors the job ended before deploying onto (e.g. a bad savepoint, or kept
-            # from a failed attempt for a restart that did not come) and unused spares
-            self.runtime.kill(e.actor for e in [*pre.values(), *spares])
+            # executors the job ended before deploying onto (e.g. a bad savepoint), kept from a
+            # failed or cancelled attempt (released clean: _teardown) for a restart that did not
+            # come, and unused spares: idle and clean, so those the driver lent go back to its
+            # worker pool (released_executors) as a finished job's do; the master's own are killed
+            idle = [*pre.values(), *spares]
+            back = [e for e in idle if self._config.reuse_workers and e.name in self._driver_slot]
+            for e in back:
+                self.released[self._driver_slot[e.name]] = None
+            self.runtime.kill(e.actor for e in idle if e not in back)
 
     async def _run_job(self, source_splits: dict, restore: dict | None, recover: bool = False) -> dict:
         # Planning a restore re-commits what the restored checkpoint covers (idempotently), and
@@ -1440,12 +1463,18 @@ class JobMaster:
         while fresh and self._spares:  # a warm spare in place of a lost executor: no process start
             lent[fresh.pop(0)] = self._spares.pop(0)
             used_spares += 1
-        lent.update(self.runtime.start_executors(attempt_executor_names(job_id, fresh, relative), config.task_num_cpus))
+        # new executors go to the live nodes with the fewest of the job's executors, never to a
+        # node where the failed attempt's executors were lost (_recycle): Ray may report it
+        # alive for a while, and an executor pinned to it never starts (the restart would fail)
+        avoid = frozenset(self._lost_nodes)
+        lent.update(self.runtime.start_executors(attempt_executor_names(job_id, fresh, relative), config.task_num_cpus,
+                                                 placed=[e.node for e in lent.values()], avoid=avoid))
         self.runtime.kill(e.actor for e in pre.values())  # (none expected: the driver lent exactly these slots)
         if used_spares:  # new spares for a later restart; their processes start in the background
             names = {f"{STANDBY_PREFIX}{i}": task_actor_name(job_id, f"standby-{uuid.uuid4().hex[:8]}", relative)
                      for i in range(used_spares)}
-            self._spares.extend(self.runtime.start_executors(names, config.task_num_cpus).values())
+            self._spares.extend(self.runtime.start_executors(
+                names, config.task_num_cpus, placed=[e.node for e in [*lent.values(), *self._spares]], avoid=avoid).values())
         self._lent = {slot for slot in slots if slot not in fresh}  # warm: lent, kept from the last attempt, spares
         self._slot_executors = dict(lent)
         self.executors = {slot: e.actor for slot, e in lent.items()}
@@ -1596,10 +1625,11 @@ class JobMaster:
             for fut in runs:  # other tasks' failures of a failed attempt are expected: retrieve them
                 if fut.done() and not fut.cancelled():
                     fut.exception()
-            # A failed attempt (the job may restart): its executors that are still alive cancel
-            # their tasks and serve the next attempt (warm: no process start, as Flink restarts
-            # tasks on the TaskManagers it has). Cancelled jobs and unknown errors: killed.
-            recycle = not finished and config.reuse_workers and isinstance(failed, JobFailed)
+            # A failed attempt (the job may restart) or a cancelled job: its executors that are
+            # still alive cancel their tasks and serve the next attempt (warm: no process start,
+            # as Flink restarts tasks on the TaskManagers it has), or go back to the driver's
+            # worker pool at the job's end (_run), clean. Unknown errors: killed.
+            recycle = not finished and config.reuse_workers and isinstance(failed, (JobFailed, JobCancelled))
             await self._teardown(release=finished and config.reuse_workers, recycle=recycle)
         return results
 
@@ -1610,19 +1640,19 @@ class JobMaster:
         slots and that tag as ``released``: they are back in its worker pool when the job's
         result arrives. The next deployment onto one tells it the tag, and it waits for that
         release before it takes new tasks (and ends itself if the release left it not clean),
-        so nothing waits for its answer. With ``recycle`` (a failed attempt) ask every
-        executor to cancel and forget its tasks and keep the clean ones for the next
-        attempt's deployment."""
+        so nothing waits for its answer. With ``recycle`` (a failed attempt, a cancelled job)
+        ask every executor to cancel and forget its tasks and keep the clean ones for the next
+        attempt's deployment (or, when none comes, for the driver's pool: :meth:`_run`)."""
         executors, self.executors, self.actors = self.executors, {}, {}
         by_slot, self._slot_executors = self._slot_executors, {}
         names = self.executor_names
         if recycle:
-            keep = await self._recycle(executors)
+            keep = await self._recycle(executors, by_slot)
             self.runtime.kill(a for slot, a in executors.items() if slot not in keep)
             self._prestarted = {slot: by_slot[slot] for slot in keep if slot in by_slot}
             self.runtime.kill(a for slot, a in keep.items() if slot not in by_slot)
             return
-        released: dict[str, str] = {}  # the driver's slot of an executor handed back -> the tag it releases
+        released: dict[str, str | None] = {}  # the driver's slot of an executor handed back -> the tag it releases
         if release:
             lent = {slot: a for slot, a in executors.items() if slot in self._lent and names.get(slot) in self._driver_slot}
             executors = {slot: a for slot, a in executors.items() if slot not in lent}
@@ -1637,18 +1667,66 @@ class JobMaster:
         self.runtime.kill(executors.values())
         self.released = released
 
-    async def _recycle(self, executors: dict[str, Any]) -> dict[str, Any]:
-        """Ask ``executors`` (key -> actor) to cancel and forget their tasks; the ones that
-        report clean."""
-        refs = {key: a.release.remote(2.0, True) for key, a in executors.items()}
-        keep: dict[str, Any] = {}
-        for key, ref in refs.items():
+    async def _recycle(self, executors: dict[str, Any], by_slot: dict[str, Any]) -> dict[str, Any]:
+        """Ask ``executors`` (slot -> actor; ``by_slot``: slot -> their Executor) to cancel and
+        forget their tasks, and the spares where they run, all at once; returns the executors
+        that report clean. Spares that do not answer are dropped (killed).
+
+        Learns where the next attempt may place executors, as Flink schedules no task onto a
+        lost TaskManager: a node whose executors of this job stopped answering, and where none
+        of them (nor a spare) answered, is suspected lost (:attr:`_lost_nodes`, until one
+        answers there again). Ray may still report such a node alive for seconds after it died
+        (its health checks take that long), and an executor pinned to it then never starts."""
+        calls = {slot: a.release.remote(2.0, True) for slot, a in executors.items()}
+        spares = list(self._spares)
+        pings = [e.actor.node.remote() for e in spares]
+
+        async def answer(call: Any) -> Any:
             try:
-                if await asyncio.wait_for(self.runtime.wait(ref), 10.0):
-                    keep[key] = executors[key]
-            except Exception:  # noqa: BLE001 - an executor that cannot say it is clean is killed
-                pass
+                return await asyncio.wait_for(self.runtime.wait(call), 10.0)
+            except Exception as exc:  # noqa: BLE001 - an executor that cannot say it is clean is killed
+                return _Silent(exc)
+
+        replies = await asyncio.gather(*(answer(c) for c in calls.values()), *(answer(p) for p in pings))
+        keep: dict[str, Any] = {}
+        live: set[str] = set()
+        lost: set[str] = set()
+        for slot, reply in zip(calls, replies):
+            node = getattr(by_slot.get(slot), "node", None)
+            if isinstance(reply, _Silent):
+                if node is not None:
+                    lost.add(node)
+                continue
+            if node is not None:
+                live.add(node)
+            if reply:
+                keep[slot] = executors[slot]
+        answered = []
+        for spare, reply in zip(spares, replies[len(calls):]):
+            if isinstance(reply, _Silent):
+                log.info("job %s: warm spare executor %s does not answer (%s); dropped", self.job_id, spare.name, reply.error)
+                if spare.node is not None:
+                    lost.add(spare.node)
+                continue
+            spare.node = reply[1]  # ((pid, node) of TaskExecutor.node)
+            live.add(spare.node)
+            answered.append(spare)
+        self.runtime.kill(e.actor for e in spares if e not in answered)
+        self._spares = answered
+        self._lost_nodes = (self._lost_nodes | lost) - live
+        if self._lost_nodes:
+            log.warning("job %s: no executor answers on node(s) %s: the restart places none there",
+                        self.job_id, ", ".join(sorted(n[:8] for n in self._lost_nodes)))
         return keep
+
+
+class _Silent:
+    """The outcome of a call to an executor that did not answer (dead, or not within the time)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
 
 
 def _traceback(exc: BaseException) -> str:

@@ -6,13 +6,18 @@ time a small job takes. Like a Flink session cluster, whose TaskManagers outlive
 they run, the driver keeps the actors of a finished job and deploys the next job onto them:
 
 * **task executors** (:class:`~engine.ray_runtime.TaskActor`) go back to the pool when
-  their job *finished*; executors of a failed, cancelled or restarted attempt are killed,
-  never reused. Nothing waits for them to be clean (no task still running, no raystream
-  thread left over): the job master asks each to release its tasks without awaiting the
-  answer (:meth:`TaskActor.release` with ``hand_back``, the job's tag, which the pool keeps
-  as ``Executor.releasing`` and the next deployment passes on), the executor holds the next
-  job's ``setup`` until that release ended, and one left not clean ends its own process (the
-  next deployment onto it then puts a fresh executor in its place);
+  their job ended. When it *finished*, nothing waits for them to be clean (no task still
+  running, no raystream thread left over): the job master asks each to release its tasks
+  without awaiting the answer (:meth:`TaskActor.release` with ``hand_back``, the job's tag,
+  which the pool keeps as ``Executor.releasing`` and the next deployment passes on), the
+  executor holds the next job's ``setup`` until that release ended, and one left not clean
+  ends its own process (the next deployment onto it then puts a fresh executor in its
+  place). When it was *cancelled* (``execute_and_collect(limit=)``, a collect iterator
+  closed early, ``client.cancel()``, an interrupted ``execute()``) or *failed*, the master
+  has each cancel and forget its tasks and waits for the answer, as for a restart: the clean
+  ones go back (``releasing`` None), the others and the dead are killed
+  (``JobMaster.released_executors``). A notebook's next job then starts in tens of
+  milliseconds instead of waiting for new worker processes;
 * **job masters** (:class:`~engine.master.JobMaster`) go back when their job ended (finished,
   failed or cancelled) and the master itself is alive; a master runs one job at a time and
   starts each job from a clean slate.

@@ -25,7 +25,7 @@ import re
 import threading
 import time
 from collections import deque
-from typing import Any, Iterable
+from typing import Any, Collection, Iterable
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -718,7 +718,8 @@ def executor_death(exc: BaseException) -> str:
     return f"its process ended ({kind.group(1)}{': ' + said if said else ''})"
 
 
-def start_executors(names: dict[str, str], num_cpus: float, placed: Iterable[str | None] = ()) -> dict[str, Executor]:
+def start_executors(names: dict[str, str], num_cpus: float, placed: Iterable[str | None] = (),
+                    avoid: Collection[str] = ()) -> dict[str, Executor]:
     """Create one TaskActor per slot (``{slot: actor name}``); their worker processes start in
     the background.
 
@@ -735,10 +736,18 @@ def start_executors(names: dict[str, str], num_cpus: float, placed: Iterable[str
     Before 2026-12-07 the round robin began at the first node whatever the job already had, so
     a node added to the cluster got no executor of a later job that reused the pool's (a p=3
     job on the two old nodes' idle executors put its new one on an old node, the new node idle;
-    ``tests/integration/test_probe_cluster_new_node.py``)."""
+    ``tests/integration/test_probe_cluster_new_node.py``).
+
+    ``avoid``: nodes where the job's executors were just lost (the job master's restart,
+    :meth:`engine.master.JobMaster._recycle`): none is placed there while another alive node
+    is (Ray reports a node that died alive until its health checks fail, seconds later, and
+    an executor pinned to it hard never starts: the restart failed again, spending the restart
+    strategy's attempts). Executors that reserve CPUs then get a soft affinity to the chosen
+    node instead of SPREAD, which could pick the lost node."""
     if not names:  # (every slot of a deployment lent: no call to the GCS for the node list)
         return {}
-    nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
+    alive = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
+    nodes = [n for n in alive if n not in avoid] or alive
     load = dict.fromkeys(nodes, 0)
     for node in placed:
         if node in load:
@@ -749,8 +758,10 @@ def start_executors(names: dict[str, str], num_cpus: float, placed: Iterable[str
         strategy: Any = "SPREAD"
         if node is not None:
             load[node] += 1
-            if len(nodes) > 1 and not num_cpus:
+            if len(alive) > 1 and not num_cpus:
                 strategy = NodeAffinitySchedulingStrategy(node, soft=False)
+            elif len(nodes) < len(alive):
+                strategy = NodeAffinitySchedulingStrategy(node, soft=True)
         actor = TaskActor.options(  # type: ignore[attr-defined]  # an ActorClass: see WorkerPool.master
             num_cpus=num_cpus, name=name, namespace=NAMESPACE, max_concurrency=1000, scheduling_strategy=strategy,
         ).remote()
@@ -771,8 +782,9 @@ class RayExecutorRuntime(ExecutorRuntime):
     """The :class:`~engine.executors.ExecutorRuntime` of a job master running as a Ray actor:
     task executors are :class:`TaskActor` actors, calls are Ray actor calls."""
 
-    def start_executors(self, names: dict[str, str], num_cpus: float) -> dict[str, Executor]:
-        return start_executors(names, num_cpus)
+    def start_executors(self, names: dict[str, str], num_cpus: float, placed: Iterable[str | None] = (),
+                        avoid: Collection[str] = ()) -> dict[str, Executor]:
+        return start_executors(names, num_cpus, placed, avoid)
 
     def task_handle(self, executor: Any, key: tuple) -> TaskRef:
         return TaskRef(executor, key)
@@ -873,6 +885,9 @@ class JobMasterActor:
 
     async def task_actor_names(self) -> dict[tuple[int, int], str]:
         return await self._master.task_actor_names()
+
+    async def released_executors(self, job_id: str) -> dict[str, str | None]:
+        return await self._master.released_executors(job_id)
 
     async def task_idle(self, attempt: int, vertex_id: int, subtask: int) -> None:
         await self._master.task_idle(attempt, vertex_id, subtask)

@@ -103,9 +103,50 @@ class FakeTask:
 
 
 class FakeExecutor:
-    def __init__(self, runtime: FakeRuntime, name: str) -> None:
+    """A task executor on node ``node``; the messages the master sends the executor itself
+    (``actor.release.remote(...)``, ``actor.node.remote()``) as a TaskExecutor answers them."""
+
+    def __init__(self, runtime: FakeRuntime, name: str, node: str | None = None) -> None:
         self.runtime, self.name, self.dead = runtime, name, False
+        self.node_id = node
         self.hosted: dict[tuple, FakeTask] = {}
+        self.releases: list[tuple] = []  # (grace_s, cancel, hand_back) of each release asked for
+
+    @property
+    def release(self) -> _ExecutorCall:
+        return _ExecutorCall(self, self._release)
+
+    @property
+    def node(self) -> _ExecutorCall:
+        return _ExecutorCall(self, self._node)
+
+    async def _release(self, grace_s: float = 2.0, cancel: bool = False, hand_back: str | None = None) -> bool:
+        self.releases.append((grace_s, cancel, hand_back))
+        hosted, self.hosted = self.hosted, {}
+        for t in hosted.values():
+            t.done.set()
+        return True
+
+    async def _node(self) -> tuple[int, str | None]:
+        return 0, self.node_id
+
+
+class _ExecutorCall:
+    def __init__(self, executor: FakeExecutor, fn: Any) -> None:
+        self.executor, self.fn = executor, fn
+
+    def remote(self, *args: Any) -> asyncio.Future:
+        """Like a Ray actor call: sent now; a dead executor's call fails with ExecutorLost."""
+        executor = self.executor
+
+        async def call() -> Any:
+            if executor.dead:
+                raise ExecutorLost(f"{executor.name} is dead")
+            return await self.fn(*args)
+
+        fut = asyncio.ensure_future(call())
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return fut
 
 
 class _Method:
@@ -133,9 +174,14 @@ class FakeHandle:
 
 
 class FakeRuntime:
-    """ExecutorRuntime of fake executors in this process."""
+    """ExecutorRuntime of fake executors in this process, on the nodes ``nodes`` (sorted);
+    the nodes in ``dead_nodes`` died, though ``start_executors`` still takes them for alive
+    (as Ray does until its health checks fail): an executor started there is dead."""
 
-    def __init__(self, script: Script) -> None:
+    def __init__(self, script: Script, nodes: tuple[str, ...] = ("local",)) -> None:
+        self.nodes = sorted(nodes)
+        self.dead_nodes: set[str] = set()
+        self.placements: list[tuple[list[str], list[str | None], set[str]]] = []  # (names, placed, avoid)
         self.script = script
         self.master: JobMaster | None = None
         self.started: list[str] = []
@@ -145,10 +191,44 @@ class FakeRuntime:
         self.acked: list[tuple[int, int, int]] = []  # (attempt epoch, checkpoint id, subtask)
         self.leftovers: list[FakeExecutor] = []
         self.statuses: list[tuple[str, int, str]] = []  # (call, attempt epoch, the master's status then)
+        self.lent: list[FakeExecutor] = []  # executors a test lent to the master (a driver's pool)
 
-    def start_executors(self, names: dict[str, str], num_cpus: float) -> dict[str, Executor]:
+    def lend(self, slots: dict[str, str]) -> dict[str, Executor]:
+        """Executors as the driver's worker pool lends them (``{slot: node}``), already placed."""
+        out = {}
+        for slot, node in slots.items():
+            executor = FakeExecutor(self, f"pool-{slot}", node)
+            self.lent.append(executor)
+            out[slot] = Executor(executor, executor.name, 0.0, node)
+        return out
+
+    def start_executors(self, names: dict[str, str], num_cpus: float, placed: Any = (),
+                        avoid: Any = ()) -> dict[str, Executor]:
+        """As engine.ray_runtime.start_executors places them: each on the node with the fewest
+        of the job's executors (counting ``placed``), not in ``avoid`` unless all are."""
+        placed = list(placed)
         self.started += names.values()
-        return {slot: Executor(FakeExecutor(self, name), name, num_cpus) for slot, name in names.items()}
+        self.placements.append((list(names.values()), placed, set(avoid)))
+        nodes = [n for n in self.nodes if n not in avoid] or self.nodes
+        load = {n: sum(1 for p in placed if p == n) for n in nodes}
+        out = {}
+        for slot, name in names.items():
+            node = min(nodes, key=lambda n: load[n])
+            load[node] += 1
+            executor = FakeExecutor(self, name, node)
+            executor.dead = node in self.dead_nodes
+            out[slot] = Executor(executor, name, num_cpus, node)
+        return out
+
+    def kill_node(self, node: str) -> None:
+        """The node dies with every executor on it."""
+        self.dead_nodes.add(node)
+        self.kill([e for e in self.all_executors() if e.node_id == node and not e.dead])
+
+    def all_executors(self) -> list[FakeExecutor]:
+        found = {id(t.executor): t.executor for t in self.tasks}
+        found.update({id(e): e for e in self.lent})
+        return list(found.values())
 
     def task_handle(self, executor: FakeExecutor, key: tuple) -> FakeHandle:
         return FakeHandle(executor, key)
