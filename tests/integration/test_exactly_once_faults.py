@@ -60,8 +60,10 @@ def collected(result: rs.JobResult) -> list:
 def test_metadata_writes_slower_than_the_timeout_lose_nothing(tmp_path):
     """State writes take 0.1 s, ``_metadata`` writes 0.9 s, the timeout is 0.6 s: every
     checkpoint times out while its metadata is being written. Whatever the master decides
-    (complete or abort), each record must reach the collect sink exactly once."""
-    n = 6000
+    (complete or abort), each record must reach the collect sink exactly once. The job runs
+    at least 4 s (2,400 records at 600/s, a checkpoint every 100 ms): time for several
+    metadata writes to start and time out while it runs (two are asserted)."""
+    n = 2400
     env = rs.StreamEnvironment(parallelism=2, flush_ms=20)
     location = faulty_checkpoints(
         tmp_path,

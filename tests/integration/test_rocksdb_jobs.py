@@ -56,7 +56,9 @@ def test_stop_with_savepoint_then_rescale_2_to_3_to_1(tmp_path, backends):
         env.enable_checkpointing(150, checkpoint_dir=str(tmp_path / f"chk{step}"))
         env.set_state_backend(backend)
         (
-            env.generate(record, count=N, rate=RATE, batch_size=200)
+            # the rate keeps the first two runs going until their savepoint; the last runs
+            # the rest at full speed (the same restore and output; the rate is no state)
+            env.generate(record, count=N, rate=RATE if step < 2 else None, batch_size=200)
             .set_parallelism(1)
             .key_by("key")
             .process(RunningSum())

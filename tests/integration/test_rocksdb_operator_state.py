@@ -90,10 +90,12 @@ def test_heap_savepoint_restores_into_rocksdb_rescaled_2_to_3(tmp_path, job):
         env = rs.StreamEnvironment(parallelism=parallelism, flush_ms=20)
         env.enable_checkpointing(150, checkpoint_dir=str(tmp_path / f"chk{step}"))
         env.set_state_backend(backend)
+        # the rate keeps the first run going until its savepoint; the restored run reads the
+        # rest at full speed (the same restore and output; the rate is no state)
         if job == "reduce":
-            reduce_job.build(env)
+            reduce_job.build(env, rate=reduce_job.RATE if step == 0 else None)
         else:
-            event_time.build(env)
+            event_time.build(env, rate=event_time.RATE if step == 0 else None)
         client = env.execute_async(f"switch-{job}-{step}", from_savepoint=savepoint)
         if step == 0:
             savepoint = _stop_with_savepoint(client, str(tmp_path / "sp"))
