@@ -10,6 +10,8 @@ ordered input), the port's source runs at ``set_parallelism(1)`` as docs/bytewax
 
 from __future__ import annotations
 
+import glob
+import os
 import random
 import re
 from collections import Counter, defaultdict
@@ -21,8 +23,10 @@ import pytest
 import raystream as rs
 from raystream.checkpoint import ValueStateDescriptor
 from raystream.engine.config import JobConfig
+from raystream.engine.connectors import NOTHING_AVAILABLE
 from raystream.engine.local_runtime import run_in_process
 from raystream.operators.sinks import collected_records
+from raystream.operators.sources import GeneratorSource, _GeneratorReader
 
 pytestmark = pytest.mark.parametrize("parallelism", [1, 2], ids=lambda p: f"p{p}")
 
@@ -338,33 +342,67 @@ def test_event_time_tumbling_windows_and_late_items(parallelism):
 
 # -- recovery: Bytewax's `-r DIR -s INTERVAL` and TestingSource.ABORT() -------------------------
 
+class _AfterACheckpointReader(_GeneratorReader):
+    """Emits no index at or past ``pause_at`` until a checkpoint completed after it paused
+    there (a new ``chk-*/_metadata`` under the checkpoint directory): that checkpoint holds the
+    state of every record before ``pause_at`` and the source's position at it. It polls (the
+    task serves checkpoints meanwhile), it never sleeps."""
+
+    def poll_next(self):
+        src = self.source
+        if self.splits and self.splits[0].position >= src.pause_at:
+            done = set(glob.glob(os.path.join(src.checkpoint_dir, "**", "chk-*", "_metadata"), recursive=True))
+            seen = self.__dict__.setdefault("seen_at_pause", done)
+            if not done - seen:
+                return NOTHING_AVAILABLE
+        return super().poll_next()
+
+
+class AfterACheckpointSource(GeneratorSource):
+    def __init__(self, fn, count: int, pause_at: int, checkpoint_dir: str) -> None:
+        super().__init__(fn, count=count, batch_size=10)
+        self.pause_at, self.checkpoint_dir = pause_at, checkpoint_dir
+
+    def create_reader(self, ctx):
+        return _AfterACheckpointReader(self)
+
+
 class CrashOnce(rs.MapFunction):
-    """Fails the first attempt at one record, as ``TestingSource.ABORT()`` stops a Bytewax run."""
+    """Fails the first attempt at record 300, as ``TestingSource.ABORT()`` stops a Bytewax run;
+    a later attempt writes the first index it sees into ``first_after``."""
+
+    def __init__(self, first_after: str) -> None:
+        self.first_after = first_after
 
     def open(self, runtime_context):
-        self.first_attempt = runtime_context.get_attempt_number() == 0
+        self.attempt = runtime_context.get_attempt_number()
 
     def map(self, value):
-        if self.first_attempt and value[1] == 300:
+        if self.attempt == 0 and value[1] == 300:
             raise RuntimeError("simulated crash")
+        if self.attempt > 0 and not os.path.exists(self.first_after):
+            with open(self.first_after, "w") as f:
+                f.write(str(value[1]))
         return value
 
 
 def test_recovery_after_a_crash_gives_the_output_of_a_run_without_one(parallelism, tmp_path):
-    data = [(f"k{i % 3}", i) for i in range(600)]
-
     def running_count(record, n):
         n = (n or 0) + 1
         return (record[0], n), n
 
+    chk, first_after = tmp_path / "chk", tmp_path / "first_after"
     env = rs.StreamEnvironment(parallelism=parallelism)
-    env.enable_checkpointing(50, checkpoint_dir=str(tmp_path))   # bytewax.run -r tmp_path -s 0.05
-    (env.from_collection(data, batch_size=10).set_parallelism(1).map(CrashOnce())
+    env.enable_checkpointing(50, checkpoint_dir=str(chk))   # bytewax.run -r DIR -s 0.05
+    source = AfterACheckpointSource(lambda i: (f"k{i % 3}", i), count=600, pause_at=300, checkpoint_dir=str(chk))
+    (env.from_source(source).set_parallelism(1).map(CrashOnce(str(first_after))).set_parallelism(1)  # (one ordered map)
         .key_by(0).map_with_state(running_count).collect().uid("out"))
     config = JobConfig(name="bytewax-recovery", checkpoint=env.checkpoint_config, restart=env.restart_strategy)
     result = run_in_process(env.get_job_graph(), config, timeout_s=120)
     out = collected_records(result["results"]["out"])
-    # every key's running count once each: no record lost or counted twice across the restart
+    # the second attempt resumed at the checkpoint taken at record 300: the counts of records
+    # 0..299 came from the restored state, and every key's running count is there once each
+    assert first_after.read_text() == "300"
     assert sorted(out) == sorted((k, n) for k in ("k0", "k1", "k2") for n in range(1, 201))
 
 
