@@ -14,6 +14,7 @@ from raystream.checkpoint import CheckpointStorage
 from raystream.engine.client import ENDED_STATUSES
 from raystream.engine.errors import RaystreamError
 from raystream.operators.sinks import collected_records
+from tests.waiting import wait_for
 
 N = 24_000
 RATE = 8_000  # records/s over all source subtasks: the job runs ~3 s
@@ -67,6 +68,11 @@ def _processing(client: rs.JobClient) -> bool:
     if client.info()["status"] != "RUNNING":
         return False
     return any(m.get("records_in", 0) > 0 for m in client.metrics().get("operators", {}).values())
+
+
+def _checkpoints(client: rs.JobClient) -> int:
+    """Checkpoints the job completed."""
+    return (client.info().get("checkpoints") or {}).get("completed", 0)
 
 
 def kill_tasks(client: rs.JobClient, parallelisms: list[int], kills: int, seed: int) -> list:
@@ -202,10 +208,10 @@ def test_stop_with_savepoint_then_rescale_2_to_3_to_1(reference, tmp_path):
     savepoint = None
     for step, parallelism in enumerate((2, 3, 1)):
         env = make_env(parallelism, tmp_path / f"run{step}")
-        build(env)
+        build(env, rate=RATE if step < 2 else None)  # (the last run reads the rest at full speed)
         client = env.execute_async(f"rescale-{parallelism}", from_savepoint=savepoint)
-        if step < 2:
-            time.sleep(1.0)
+        if step < 2:  # mid-run: records processed and a checkpoint taken (a condition, not a time)
+            wait_for(lambda c=client: _processing(c) and _checkpoints(c) >= 1, "records and a checkpoint", 120)
             savepoint = client.stop_with_savepoint(str(tmp_path / f"sp-{step}"))
         result = client.wait()
         if step < 2:
@@ -219,7 +225,7 @@ def test_savepoint_of_unknown_operator_needs_allow_non_restored_state(tmp_path):
     env = make_env(1, tmp_path)
     env.generate(lambda i: i, count=100_000, rate=20_000).uid("old-source").key_by(lambda x: x % 3).reduce(lambda a, b: a + b).uid("old-sum").collect()
     client = env.execute_async("sp-source")
-    time.sleep(0.8)
+    wait_for(lambda: _processing(client) and _checkpoints(client) >= 1, "records and a checkpoint", 120)
     sp = client.stop_with_savepoint(str(tmp_path / "sp"))
     client.wait()
     def new_job():

@@ -141,7 +141,7 @@ def test_statefun_on_rocksdb_rescales_from_a_savepoint_2_to_3(statefun_reference
 
     env = make_env(3, tmp_path / "run1")
     env.set_state_backend("rocksdb")
-    sink, _ = statefun.build(env, asynchronous=asynchronous)
+    sink, _ = statefun.build(env, asynchronous=asynchronous, rate=None)  # (the rest at full speed)
     second = env.execute("statefun-rocksdb-3", from_savepoint=savepoint)
     out += statefun.egress_of(second, env, sink)
     assert sorted(out) == statefun_reference, diff(sorted(out), statefun_reference)

@@ -55,7 +55,8 @@ def test_windows_joins_and_sums_on_rocksdb_restore_on_the_heap_rescaled_2_to_3(r
     for step, (parallelism, backend) in enumerate(((2, "rocksdb"), (3, "heap"))):
         env = make_env(parallelism, tmp_path / f"run{step}")
         env.set_state_backend(backend)
-        build_with_sum(env, gate=gate if step == 0 else None)
+        # (no rate: the gate keeps the first run going until its savepoint; the rate is no state)
+        build_with_sum(env, rate=None, gate=gate if step == 0 else None)
         client = env.execute_async(f"rocksdb-windows-to-heap-{step}", from_savepoint=savepoint)
         if step == 0:  # the three sources (2 subtasks each) paused halfway: the savepoint is mid-run
             gated.wait_until_paused(gate, 6)

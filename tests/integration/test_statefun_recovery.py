@@ -103,14 +103,16 @@ def reference() -> list[str]:
 
 
 def build(
-    env: rs.StreamEnvironment, gate: str | None = None, asynchronous: bool = False, sources: int = 1, batch: int = 100
+    env: rs.StreamEnvironment, gate: str | None = None, asynchronous: bool = False, sources: int = 1, batch: int = 100,
+    rate: float | None = RATE,
 ) -> tuple[rs.DataStream, StatefulFunctionsJob]:
     """The job; with ``gate``, the ingress pauses halfway until that file exists. By default
     one source subtask, so the ingress order is fixed (the egress multiset does not depend on
     it); with ``sources=2`` and batches of 256 or more the router runs in parallel and emits
-    Arrow message batches (``IngressRouter.route_batch``)."""
+    Arrow message batches (``IngressRouter.route_batch``). ``rate=None``: the ingress at full
+    speed (a job restored from a savepoint: the rate is no state)."""
     sf = StatefulFunctionsJob(env, functions(asynchronous), name="fwd")
-    sf.with_ingress(gated.generate(env, ingress, N, RATE, batch, gate).set_parallelism(sources).uid("src"), route)
+    sf.with_ingress(gated.generate(env, ingress, N, rate, batch, gate).set_parallelism(sources).uid("src"), route)
     sink = sf.egress_stream(EGRESS).sink_to(CollectSink(), name="collect").set_parallelism(1)
     return sink, sf
 
@@ -166,7 +168,7 @@ def test_rescale_from_savepoint_2_to_3(reference, tmp_path):
     assert 0 < len(out) < len(reference), "the savepoint should be taken mid-run"
 
     env = make_env(3, tmp_path / "run1")
-    sink, _ = build(env)
+    sink, _ = build(env, rate=None)  # (the rest at full speed)
     second = env.execute("statefun-rescale-3", from_savepoint=savepoint)
     out += egress_of(second, env, sink)
     assert sorted(out) == reference
