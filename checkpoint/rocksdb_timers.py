@@ -165,7 +165,7 @@ class RocksDBTimerQueue:
             self._partial.add(kg)
         if found:
             self._cache[kg] = found
-            heapq.heappush(self._heap, (_time_of(found[0]), kg, found[0]))
+            self._push(kg)
         else:
             self._cache.pop(kg, None)
 
@@ -191,7 +191,7 @@ class RocksDBTimerQueue:
         db = self._b._db
         if cache is None:  # no timer in this key group yet
             self._cache[group] = [k]
-            heapq.heappush(self._heap, (time, group, k))
+            self._push(group)
         else:
             i = bisect.bisect_left(cache, k)
             if i < len(cache) and cache[i] == k:
@@ -205,7 +205,7 @@ class RocksDBTimerQueue:
                     cache.pop()
                     self._partial.add(group)
                 if i == 0:
-                    self._push_head(group)
+                    self._push(group)
         db.put(k, b"")
         if self._size is not None:
             self._size += 1
@@ -229,7 +229,7 @@ class RocksDBTimerQueue:
             if not cache:
                 self._emptied(group)
             elif i == 0:
-                self._push_head(group)
+                self._push(group)
         elif i == len(cache) and group in self._partial and self._b._db.get(k) is not None:
             self._b._db.delete(k)
         else:
@@ -238,7 +238,14 @@ class RocksDBTimerQueue:
             self._size -= 1
         return True
 
-    def _push_head(self, group: int) -> None:
+    def _push(self, group: int) -> None:
+        """Push key group ``group``'s new head onto the heap, the only way onto it: the heads it
+        replaced stay as stale entries (skipped when they come up), so the heap is rebuilt
+        from the live heads once stale ones outnumber them by :data:`_HEAP_SLACK`. Before,
+        a group's first timer (the group had none left) and a refilled cache were pushed
+        without that check: a timeout timer moved on every record (deleted, registered an
+        hour later) on a group's only key left one stale head per record until the hour had
+        passed (20,000 moves of one timer: a heap of 20,001 entries)."""
         head = self._cache[group][0]
         heap = self._heap
         heapq.heappush(heap, (_time_of(head), group, head))
@@ -276,7 +283,7 @@ class RocksDBTimerQueue:
         if not cache:
             self._emptied(group)
         else:
-            self._push_head(group)
+            self._push(group)
         if self._size is not None:
             self._size -= 1
         return _decode(k, self._decode_ns)
@@ -285,6 +292,23 @@ class RocksDBTimerQueue:
         self._sync()
         top = self._top()
         return None if top is None else top[0]
+
+    @property
+    def entries(self) -> int:
+        """Key-group heads held in memory, live and stale (for metrics): below twice the
+        key groups with timers plus a small slack, whatever the timers' history.
+
+        Example:
+            >>> from raystream.checkpoint.rocksdb_backend import RocksDBKeyedStateBackend
+            >>> b = RocksDBKeyedStateBackend(KeyGroupRange(0, 127), 128)
+            >>> q = b.create_timer_queue("t")
+            >>> q.add("a", None, 10), q.remove("a", None, 10), q.add("a", None, 20)
+            (True, True, True)
+            >>> len(q), q.entries      # one stale head (time 10) waits to be skipped
+            (1, 2)
+            >>> b.close()
+        """
+        return len(self._heap)
 
     def __len__(self) -> int:
         self._sync()
