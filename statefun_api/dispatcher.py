@@ -95,6 +95,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import filterfalse, islice
+from operator import length_hint
 from typing import Any, NoReturn
 
 from raystream.checkpoint import (
@@ -853,8 +854,10 @@ class FunctionDispatcher(StreamOperator):
                             vt_name = None
                         m.target_typename, m.target_id = key
                         has_caller = False
-                        # (the record's fields unpacked by name at once: one step instead of one index each)
-                        for index, (_target_tn, _target_id, caller_tn, caller_id, value_tn, value, has_value) in enumerate(records):
+                        # (the record's fields unpacked by name at once: one step instead of one index each;
+                        # a message's index in the batch, for errors only, is what the iterator has left)
+                        remaining = iter(records)
+                        for _target_tn, _target_id, caller_tn, caller_id, value_tn, value, has_value in remaining:
                             if type(value) is bytes:
                                 m._tv = TypedValue(value_tn, has_value, value)
                                 m._type = None
@@ -877,8 +880,10 @@ class FunctionDispatcher(StreamOperator):
                                 outcome = fun(context, m)
                             except Exception as exc:
                                 error = explain_attribute_error(storage, exc)  # (an undeclared name assigned)
+                                index = n - length_hint(remaining) - 1
                                 raise invocation_failure(address, index, n, m.value_typename(), context._caller, error) from exc
                             if outcome is not None:  # a sync wrapper returning a coroutine, or a generator (refused)
+                                index = n - length_hint(remaining) - 1
                                 settle_outcome(outcome, address, index, n, m.value_typename(), context._caller)
                             if _refcount(m) > 2:  # the function kept the message (local `m` + the call's argument)
                                 m = _new_message(Message)
@@ -904,15 +909,18 @@ class FunctionDispatcher(StreamOperator):
                 except Exception as exc:
                     raise UserCodeError(describe_records(records), exc) from exc
                 failed = None
-                if _refcount(context) > 3:  # the function kept the context (self._context, local, argument)
-                    context = self._context = None
-                    address = None  # (the kept context holds it)
-                # references: the local `storage`, the argument, the reused context's two, the slots' own
-                if _refcount(storage) > 4 + slots.refs:
-                    layout.slots = self._storage_slots(key[0])  # the function kept it
-                # references: the local `address`, the context's two, the argument
-                if address is not None and _refcount(address) > 4:  # kept by the function or its effects
-                    address = None
+                # whether the function kept the context, the storage or the address: each has at least
+                # the references counted below, so one sum over them tells whether any has more
+                if _refcount(context) + _refcount(storage) + _refcount(address) > 11 + slots.refs:
+                    if _refcount(context) > 3:  # the function kept the context (self._context, local, argument)
+                        context = self._context = None
+                        address = None  # (the kept context holds it)
+                    # references: the local `storage`, the argument, the reused context's two, the slots' own
+                    if _refcount(storage) > 4 + slots.refs:
+                        layout.slots = self._storage_slots(key[0])  # the function kept it
+                    # references: the local `address`, the context's two, the argument
+                    if address is not None and _refcount(address) > 4:  # kept by the function or its effects
+                        address = None
             done = True
         finally:
             if done:  # (after a failure the message and the address may be the function's: not reused)

@@ -244,9 +244,11 @@ class RoutedIngress(StreamOperator):
         id_array = self._arrow_ids(batch) if columnar else None
         ids = self._column(batch, self.id_field, "id") if id_array is None else None
         values = self._column(batch, self.value_field, "value") if self.value_field is not None else batch.records()
-        if ids is not None and not set(map(type, ids)) <= {str}:
-            ids = self._decoded_ids(batch, ids)
-        if ids is not None and (not (set(map(type, ids)) <= {str}) or "" in ids):
+        not_str = ids is not None and not set(map(type, ids)) <= {str}
+        if not_str:
+            ids = self._decoded_ids(batch, ids)  # type: ignore[arg-type]  # (not None: not_str)
+            not_str = not set(map(type, ids)) <= {str}
+        if ids is not None and (not_str or "" in ids):
             index = next(i for i, v in enumerate(ids) if type(v) is not str or not v)
             raise UserCodeError(
                 batch.records()[index],
