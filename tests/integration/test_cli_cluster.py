@@ -1,12 +1,19 @@
-"""The raystream CLI against a real Ray head started with ``ray start --head``.
+"""The raystream CLI, and a user's scripts, against a real Ray head started with ``ray start
+--head`` (token authentication on, as the Ray that pip installs runs it).
 
 The head runs on loopback ports of its own (next to the session's in-process local Ray),
 in a process group of its own so that the fixture can stop exactly its processes. Every CLI
-command runs in a subprocess, as a user would run it.
+command and script runs in a subprocess, as a user would run it.
+
+One head serves every test of this module: the tests that need a token-auth head, formerly
+in ``test_probe_rayuser_cluster_list.py`` and ``test_probe_paths_cluster_auth.py`` with a
+head each, are here (each ``ray start --head`` and its stop cost the suite seconds). The
+listing test comes first: it checks that the head lists no submission before any was made.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -17,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.ray_head import ray_head
+from tests.integration.test_probe_paths_cluster_auth import SCRIPT
+from tests.ray_head import ray_head, user_environment
 from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,6 +66,70 @@ def head():
         yield info
 
 
+# -- listing through the dashboard (first: no submission made yet) --------------------------
+
+
+def _raystream_user(*args: str) -> subprocess.CompletedProcess:
+    env = user_environment(PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "raystream.jobs.cli", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env=env)
+
+
+def test_list_through_the_dashboard_shows_submissions_not_directly_connected_drivers(head):
+    """``raystream list --address http://HEAD:8265`` shows Ray's *submissions*, then the running
+    raystream jobs. Before, its first table also held a row for every driver that had connected
+    to the cluster directly (a script with ``address=``, ``raystream run --address``, ``raystream
+    list --address HOST:PORT``): Ray lists them as jobs of type DRIVER without a submission id,
+    shown under SUBMISSION ID as ``01000000``, an id no other command takes."""
+    direct = _raystream_user("list", "--address", head["gcs"])  # a driver connecting directly
+    assert direct.returncode == 0, direct.stdout + direct.stderr
+    out = _raystream_user("list", "--address", head["http"])
+    assert out.returncode == 0, out.stdout + out.stderr
+    submissions, _, running = out.stdout.partition("\n\n")
+    rows = submissions.splitlines()
+    assert rows[0].split() == ["SUBMISSION", "ID", "STATUS", "ENTRYPOINT"], out.stdout
+    assert rows[1:] == [], out.stdout  # (the relayed `list` itself is left out too)
+    assert "(no running raystream jobs)" in running, out.stdout
+
+
+# -- a user's script connecting by GCS address with the token at hand, none or a wrong one --
+
+
+def _script(address: str, **env_vars: str) -> subprocess.CompletedProcess:
+    env = user_environment(PYTHONPATH=str(ROOT), **env_vars)
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(SCRIPT), address], cwd=ROOT, capture_output=True,
+                          text=True, timeout=180, env=env)
+
+
+def test_a_script_connects_with_the_token_at_hand(head):
+    assert "Token authentication is enabled" in head["output"], head["output"]
+    res = _script(head["gcs"])
+    assert res.returncode == 0 and res.stdout.split() == ["OK"], res.stdout + res.stderr[-3000:]
+
+
+def test_auth_mode_disabled_is_named_as_the_cause_with_its_remedy(head):
+    """RAY_AUTH_MODE=disabled (as a test suite sets it) sends no token: the error said the token
+    of ~/.ray/auth_token "was used ... it may not be this cluster's" (it was not used at all),
+    after ~20 s of Ray's retries, without saying that authentication failed."""
+    res = _script(head["gcs"], RAY_AUTH_MODE="disabled")
+    assert res.returncode == 2, res.stdout + res.stderr[-3000:]
+    line = next(ln for ln in res.stdout.splitlines() if ln.startswith("CONFIG_ERROR"))
+    assert "authentication failed" in line and "RAY_AUTH_MODE=disabled" in line, line
+    assert "unset RAY_AUTH_MODE" in line and "was used" not in line, line
+
+
+def test_a_wrong_token_says_authentication_failed_and_how_to_get_the_right_one(head, tmp_path):
+    wrong = tmp_path / "wrong_token"
+    wrong.write_text("0" * 64)
+    res = _script(head["gcs"], RAY_AUTH_TOKEN_PATH=str(wrong))
+    assert res.returncode == 2, res.stdout + res.stderr[-3000:]
+    line = next(ln for ln in res.stdout.splitlines() if ln.startswith("CONFIG_ERROR"))
+    assert "authentication failed" in line and "ray get-auth-token" in line and str(wrong) in line, line
+
+
+# -- the CLI's commands ----------------------------------------------------------------------
+
+
 def raystream(*args: str, timeout: float = 120, cwd: Path = ROOT, **extra_env: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(ROOT), **extra_env)
     env.pop("RAY_ADDRESS", None)
@@ -65,6 +137,16 @@ def raystream(*args: str, timeout: float = 120, cwd: Path = ROOT, **extra_env: s
         env.pop("RAY_AUTH_MODE", None)  # as a user's shell: raystream finds the cluster's token itself
     return subprocess.run([sys.executable, "-m", "raystream.jobs.cli", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=env)
+
+
+def job_api(head: dict, path: str) -> dict:
+    """GET ``path`` of the head's Job Submission API from this process, with the cluster's
+    token (what the tests wait for between CLI commands: a CLI process per poll costs seconds
+    of start-up and connection; the commands whose output is checked still run as a user's)."""
+    token = (Path.home() / ".ray" / "auth_token").read_text().strip()  # (tests/ray_head.py: the head's)
+    request = urllib.request.Request(head["http"] + path, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
 
 
 def expected(n: int) -> list[tuple[int, int]]:
@@ -101,6 +183,10 @@ def test_list_status_logs_cancel_against_the_cluster(head, tmp_path):
         rows = [ln.split() for ln in out.stdout.splitlines() if ln.startswith("squares-")]
         return rows[0] if rows and rows[0][2] == "RUNNING" else None
 
+    def started() -> bool:  # the driver printed "job 'squares' started as <job id>"
+        return "started as squares-" in job_api(head, f"/api/jobs/{sid}/logs")["logs"]
+
+    wait_for(started, "the submitted driver to start the job", 90, poll_s=0.2)
     row = wait_for(running_job, "the job to be listed as RUNNING", 90, poll_s=0.5)
     job_id = row[0]
     assert row[1] == "squares"
@@ -137,7 +223,11 @@ def test_list_status_logs_cancel_against_the_cluster(head, tmp_path):
         out = raystream("status", sid, "--address", head["http"])
         return next((w for w in ("FAILED", "SUCCEEDED", "STOPPED") if f"Ray job {sid}: {w}" in out.stdout), None)
 
-    status = wait_for(ray_job_ended, "the Ray job to end", 60, poll_s=0.5)
+    def submission_ended() -> bool:
+        return job_api(head, f"/api/jobs/{sid}")["status"] in ("FAILED", "SUCCEEDED", "STOPPED")
+
+    wait_for(submission_ended, "the Ray job to end", 60, poll_s=0.2)
+    status = ray_job_ended()
     assert status == "FAILED"  # `raystream run` exits 1 for a cancelled job
     assert f"job {job_id} was cancelled" in raystream("logs", sid, "--address", head["http"]).stdout
     out = raystream("status", job_id, "--address", head["gcs"])
@@ -156,21 +246,36 @@ def test_metrics_exporter_reaches_prometheus(head):
         for i in range(1, 5):
             exp.update({{"operators": {{"map": {{"records_in": 100 * i, "records_out": 100 * i, "subtasks": 2}}}},
                         "channels": [], "restarts": 0, "checkpoints": {{"completed": i}}}})
-            time.sleep(0.5)
-        time.sleep(3)
+            time.sleep(0.1)  # (snapshots apart in time: the rates are per second between them)
+        sys.stdin.read()  # the driver stays until the test saw its metrics scraped (it closes stdin)
         ray.shutdown()
     """)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("RAY_AUTH_MODE", None)
-    res = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
-    assert res.returncode == 0, res.stderr
+    proc = subprocess.Popen([sys.executable, "-c", "import sys\n" + script], cwd=ROOT, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
     def scraped():
+        if proc.poll() is not None:  # (its stderr is shown below)
+            raise AssertionError("the exporting driver exited before its metrics were scraped")
+        return scraped_lines()
+
+    def scraped_lines():  # the job's lines once the last snapshot's records_out (400) is there
         text = urllib.request.urlopen(head["metrics"], timeout=5).read().decode()
         lines = [ln for ln in text.splitlines() if "raystream_" in ln and 'job_id="prom-job-1"' in ln]
-        return lines if any("records_out" in ln for ln in lines) else None
+        counts = [float(ln.rsplit(" ", 1)[1]) for ln in lines
+                  if "records_out" in ln and "per_second" not in ln and not ln.startswith("#")]
+        return lines if 400.0 in counts else None
 
-    lines = wait_for(scraped, "raystream metrics on the Prometheus endpoint", 30, poll_s=0.5)
+    try:
+        wait_for(scraped, "raystream metrics on the Prometheus endpoint (the driver running)", 30, poll_s=0.2)
+        failed = None
+    except AssertionError as exc:
+        failed = exc
+    _, err = proc.communicate(input="", timeout=120)  # (stdin closed: the driver shuts down)
+    assert failed is None and proc.returncode == 0, f"{failed}; the driver exited {proc.returncode}: {err[-3000:]}"
+    # what the driver reported stays on the endpoint after it has gone
+    lines = wait_for(scraped_lines, "raystream metrics on the Prometheus endpoint", 30, poll_s=0.5)
     out = [ln for ln in lines if "records_out" in ln and "per_second" not in ln and not ln.startswith("#")]
     assert out and float(out[0].rsplit(" ", 1)[1]) == 400.0, lines
     assert any("raystream_checkpoint_completed" in ln for ln in lines), lines
