@@ -38,6 +38,7 @@ import socket
 import threading
 import time
 import uuid
+import weakref
 from collections import deque
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, Listener, answer_challenge, deliver_challenge
@@ -209,6 +210,12 @@ class CloseableIterator(Iterator[Any]):
     exception) cancels a job that still runs and waits for it to end. ``client`` is the
     job's :class:`~engine.client.JobClient`.
 
+    An iterator dropped without :meth:`close` (a notebook cell run again rebinds ``it = ...``,
+    a function returns after ``next(it)``) cancels its job once it is garbage collected, and
+    its receiving socket and threads end: nothing can read the job's records any more, and
+    before, such a job ran on unseen, holding its executors, with the driver's receiving
+    threads waiting forever to hand over what they held.
+
     What arrives: without checkpointing, each record as the sink writes it (a restart
     replays the job from its start, so after one the iterator may repeat records: at least
     once); with checkpointing, the records a checkpoint covers once the checkpoint completes
@@ -238,6 +245,9 @@ class CloseableIterator(Iterator[Any]):
         self._done = False
         self._closed = False
         client.add_end_callback(self._ended.set)
+        # (not __del__: a weakref finalizer, which refers to the client and server, not to self)
+        self._abandoned = weakref.finalize(self, _abandon, client, server, self._ended)
+        self._abandoned.atexit = False  # (the driver's actors end with it)
 
     # -------------------------------------------------------------- iteration
     def __iter__(self) -> Iterator[Any]:
@@ -334,6 +344,7 @@ class CloseableIterator(Iterator[Any]):
                 self._seen.add((subtask, tag))
                 self._batches.extend(b for b in batches if b.num_rows)
         self._done = True
+        self._server.close()  # (everything came: an iterator read to its end by next() holds no socket)
 
     # -------------------------------------------------------------- closing
     def close(self) -> None:
@@ -342,6 +353,7 @@ class CloseableIterator(Iterator[Any]):
         if self._closed:
             return
         self._closed = True
+        self._abandoned.detach()
         self._records.clear()
         self._batches.clear()
         try:
@@ -364,6 +376,25 @@ class CloseableIterator(Iterator[Any]):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _abandon(client: JobClient, server: CollectServer, ended: threading.Event) -> None:
+    """A :class:`CloseableIterator` was garbage collected without ``close()``: cancel its job
+    if it still runs, then close its server, on a thread of its own (a garbage collection may
+    run inside any code, Ray's and the server's locks held; nothing here may wait on them)."""
+
+    def run() -> None:
+        try:
+            if not ended.is_set():
+                log.warning("a collect iterator of job %r was dropped without close(): cancelling the job (nothing can "
+                            "read its records any more)", client.name)
+                client.cancel()
+        except Exception:  # noqa: BLE001 - the connection is gone: so is the job
+            log.debug("cancelling the job of a dropped collect iterator failed", exc_info=True)
+        finally:
+            server.close()
+
+    threading.Thread(target=run, name="raystream-collect-abandon", daemon=True).start()
 
 
 def _shut_down(conn: Connection) -> None:
