@@ -11,7 +11,8 @@ windows the pane is the window), so a pane partial stands for its records in eac
 * :class:`VectorWindowCombiner`: before
   :class:`~operators.window_fast.VectorWindowAggregateOperator` (the named-spec
   ``aggregate(n=("value", "count"))``, tumbling or sliding): one pyarrow group-by per batch,
-  partial rows ``{key, PANE_COLUMN, <accumulators>}``.
+  partial rows ``{key, PANE_COLUMN, <accumulators>, EMISSION_COLUMN}`` (the last: the number of
+  the call that made them, the same on all its rows).
 * :class:`WindowAggregateCombiner`: before :class:`CombinedWindowOperator` (the record API's
   ``aggregate(AggregateFunction)`` over tumbling event-time windows with the default
   trigger, any allowed lateness): ``add()`` per record into one accumulator per (key, window)
@@ -60,7 +61,8 @@ Example:
     ...                                          {"n": ("v", "count")}))
     >>> h.process(pa.RecordBatch.from_pydict({"k": ["a", "a", "b"], "v": [1, 2, 3], "ts": [1, 2, 13]}))
     >>> sorted(h.table().to_pylist(), key=str)  # doctest: +NORMALIZE_WHITESPACE
-    [{'k': 'a', '__raystream_pane': 0, 'v_count': 2}, {'k': 'b', '__raystream_pane': 10, 'v_count': 1}]
+    [{'k': 'a', '__raystream_pane': 0, 'v_count': 2, '__raystream_emission': 1},
+     {'k': 'b', '__raystream_pane': 10, 'v_count': 1, '__raystream_emission': 1}]
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ from raystream.engine.records import Batch
 
 from .arrow_aggregate import group_aggregate
 from .time import TimestampAssigner, timestamp_column
-from .window_fast import PANE_COLUMN, base_aggregations, canonical_nan_keys
+from .window_fast import EMISSION_COLUMN, PANE_COLUMN, base_aggregations, canonical_nan_keys
 from .window_operator import AGGREGATE, WindowOperator
 from .windows import (
     ProcessWindowFunction,
@@ -192,6 +194,8 @@ class VectorWindowCombiner(_WatermarkState, StreamOperator):
         self.base = base_aggregations(aggregations)
         self.acc_names = [f"{c}_{f}" for c, f in self.base]
         self.passing = passing
+        #: partial batches emitted in this run (each call's number, in EMISSION_COLUMN)
+        self.emissions = 0
 
     def _first_end(self, pane: int) -> int:
         lo = pane - self.size + 1
@@ -240,7 +244,12 @@ class VectorWindowCombiner(_WatermarkState, StreamOperator):
             cols[c] = rb.column(c)
         cols[PANE_COLUMN] = pa.array(panes, pa.int64())
         grouped = group_aggregate(pa.table(cols), [self.key_column, PANE_COLUMN], self.base, "window aggregate (local)")
-        for out in grouped.select([self.key_column, PANE_COLUMN, *self.acc_names]).to_batches():
+        grouped = grouped.select([self.key_column, PANE_COLUMN, *self.acc_names])
+        # this call's number on every row: its rows are one per (key, pane), so a window whose
+        # rows of a received batch all carry one number needs no merge (see window_fast)
+        self.emissions += 1
+        grouped = grouped.append_column(EMISSION_COLUMN, pa.array(np.full(grouped.num_rows, self.emissions, np.int64)))
+        for out in grouped.to_batches():
             self.output.emit(Batch.of_arrow(out))
 
 

@@ -18,7 +18,10 @@ With a combiner before the shuffle (:class:`~operators.window_combiner.VectorWin
 the default) the operator also reads **partial batches**: rows ``{key, PANE_COLUMN,
 <accumulators>}`` already grouped per key and pane (a pane is a slice of ``gcd(size, slide)``
 ms; for tumbling windows, the window itself). Each pane row goes into every window that
-contains the pane, exactly as the pane's raw records would.
+contains the pane, exactly as the pane's raw records would. A window is merged at its firing
+only when its partials may hold a key twice: when they came in more than one table, or in
+one batch from more than one combiner call (each call's rows, one per key and pane, carry
+its number in ``EMISSION_COLUMN``; a channel may coalesce several calls' batches into one).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from .arrow_aggregate import group_aggregate
 from .time import timestamp_column
 from .windows import SlidingEventTimeWindows, TumblingEventTimeWindows
 
-__all__ = ["PANE_COLUMN", "VectorWindowAggregateOperator", "WINDOW_AGGREGATIONS", "assign_windows", "base_aggregations",
+__all__ = ["EMISSION_COLUMN", "PANE_COLUMN", "VectorWindowAggregateOperator", "WINDOW_AGGREGATIONS", "assign_windows", "base_aggregations",
            "canonical_nan_keys"]
 
 log = logging.getLogger(__name__)
@@ -51,6 +54,9 @@ _MERGE = {"sum": "sum", "count": "sum", "min": "min", "max": "max"}
 _COMPACT_EVERY = 32
 #: the pane start column of a combiner's partial batch (its presence marks a partial batch)
 PANE_COLUMN = "__raystream_pane"
+#: the number of the combiner call that made a partial row (the same on all its rows, which
+#: are one per key and pane): rows of one window in a batch that share it need no merge
+EMISSION_COLUMN = "__raystream_emission"
 
 
 def canonical_nan_keys(col: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
@@ -232,12 +238,20 @@ class VectorWindowAggregateOperator(StreamOperator):
             starts = part.column("window_start").to_numpy()
             self._add_pending(part, starts)
             return
-        self._add_pending(part, starts, unique=False)
+        emissions = None
+        if EMISSION_COLUMN in rb.schema.names:
+            emissions = rb.column(EMISSION_COLUMN).to_numpy(zero_copy_only=False)
+            if idx is not None:
+                emissions = emissions[idx]
+        self._add_pending(part, starts, unique=False, emissions=emissions)
 
-    def _add_pending(self, part: pa.Table, starts: np.ndarray, unique: bool = True) -> None:
+    def _add_pending(self, part: pa.Table, starts: np.ndarray, unique: bool = True,
+                     emissions: np.ndarray | None = None) -> None:
         """File the rows of ``part`` (``{key, window_start, <accumulators>}``, at most one row
         per key and window unless not ``unique``; ``starts`` is its window_start column) under
-        their windows until they are fired; a window holding many partials is merged."""
+        their windows until they are fired; a window holding many partials is merged.
+        ``emissions`` (with ``unique`` False): the combiner call of each row; a window whose
+        rows here all come from one call holds each key once."""
         if not len(starts):
             return
         steps = np.diff(starts)
@@ -246,6 +260,8 @@ class VectorWindowAggregateOperator(StreamOperator):
             starts = starts[order]
             part = part.take(pa.array(order))
             steps = np.diff(starts)
+            if emissions is not None:
+                emissions = emissions[order]
         part = part.select([self.key_column, *self.acc_names])
         bounds = [0, *(np.flatnonzero(steps) + 1).tolist(), len(starts)]
         windows = self.windows
@@ -254,7 +270,8 @@ class VectorWindowAggregateOperator(StreamOperator):
             start = int(starts[lo])
             tables = windows.get(start)
             piece = part.slice(lo, hi - lo) if hi - lo < len(starts) else part
-            if not unique:
+            if not unique and (emissions is None or emissions[lo] != emissions[hi - 1]
+                               or (hi - lo > 2 and (emissions[lo:hi] != emissions[lo]).any())):
                 repeats.add(start)
             if tables is None:
                 windows[start] = [piece]
