@@ -1546,8 +1546,12 @@ class JobMaster:
             lent = bool(self._lent) and isinstance(exc, ExecutorLost)
             # A pooled executor died after the driver's health check (e.g. killed meanwhile):
             # the live ones forget the tasks set up on them and serve the deployment again,
-            # fresh executors replace the dead; not a job failure, no restart counted.
-            await self._teardown(recycle=lent and config.reuse_workers)
+            # fresh executors replace the dead; not a job failure, no restart counted. After a
+            # setup error (operators that cannot be unpickled there: a module Ray's workers
+            # cannot import) the live ones forget the tasks too, and serve a restart or go back
+            # to the driver's pool (before, they were killed: the notebook's next try of the
+            # job waited for new worker processes).
+            await self._teardown(recycle=config.reuse_workers)
             if not lent:
                 raise JobFailed(f"deploying the tasks of job {config.name!r} failed: {exc}") from exc
             log.warning("job %s: a reused task executor died before deployment (%s); deploying again, "
@@ -1555,7 +1559,7 @@ class JobMaster:
             try:
                 await self._deploy(source_splits, restore)
             except (ExecutorLost, TaskCallFailed, RaystreamError) as exc2:
-                await self._teardown()
+                await self._teardown(recycle=config.reuse_workers)
                 raise JobFailed(f"deploying the tasks of job {config.name!r} failed: {exc2}") from exc2
         del restore
         # RUNNING once every task of the attempt is deployed (not while planning or deploying): a

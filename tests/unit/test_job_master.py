@@ -45,6 +45,8 @@ class FakeTask:
             self.spec.chain, self.spec.source = cloudpickle.loads(payload[0])
         self.master, self.epoch = master, epoch
         self.restored = self.spec.restore
+        if self.executor.runtime.script.setup_error is not None:
+            raise self.executor.runtime.script.setup_error
         self.executor.runtime.tasks.append(self)
         self.executor.runtime.statuses.append(("setup", epoch, master.status))
         gate = self.executor.runtime.script.setup_gate
@@ -266,6 +268,7 @@ class Script:
         self.cancelled = False
         self.runtime: FakeRuntime | None = None
         self.setup_gate: asyncio.Event | None = None  # set: every setup waits for it (a slow deployment)
+        self.setup_error: BaseException | None = None  # set: every setup raises it
         self.in_setup = asyncio.Event()
 
     def on_checkpoint(self, task: FakeTask, cid: int) -> None:

@@ -23,6 +23,7 @@ from raystream.checkpoint.coordinator import CheckpointConfig
 from raystream.engine import ray_runtime
 from raystream.engine.config import JobConfig
 from raystream.engine.errors import JobCancelled, JobFailed
+from raystream.engine.executors import TaskCallFailed
 from raystream.engine.master import JobMaster
 from raystream.engine.observability import NullMetricsBackend
 from tests.unit.test_job_master import FakeRuntime, FakeTask, Script, tags
@@ -188,3 +189,22 @@ def test_start_executors_reserving_cpus_keep_off_the_lost_node(monkeypatch):
     assert strategy.node_id == B and strategy.soft is True  # (SPREAD could pick the lost node)
     ray_runtime.start_executors({"s0": "x1"}, 1.0)
     assert created.created[1]["scheduling_strategy"] == "SPREAD"  # nothing to avoid: as before
+
+
+def test_a_job_whose_setup_fails_hands_its_executors_back(tmp_path):
+    # the tasks cannot be set up (operators that do not unpickle in the executors: a module
+    # Ray's workers cannot import): the job fails, and the executors, which forget the tasks
+    # set up on them, go back to the pool instead of being killed (the notebook's next try)
+    script = Script(finish_after=10**9)
+    script.setup_error = TaskCallFailed("ModuleNotFoundError: No module named 'mymodule'")
+    runtime, master = _master(script, ("n1",))
+    lent = runtime.lend({"s0": "n1", "s1": "n1", "standby-0": "n1"})
+    graph, config = _job(tmp_path, rs.RestartStrategy.none())
+
+    async def main() -> dict:
+        with pytest.raises(JobFailed, match="mymodule"):
+            await asyncio.wait_for(master.run(graph, config, "job-1", lent), 60)
+        return await master.released_executors("job-1")
+
+    assert asyncio.run(main()) == {"s0": None, "s1": None, "standby-0": None}
+    assert runtime.killed == []
