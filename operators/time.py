@@ -48,6 +48,8 @@ from raystream.engine.records import Batch
 
 __all__ = [
     "epoch_ms",
+    "duration_ms",
+    "shown_ms",
     "all_ints",
     "TimestampAssigner",
     "as_timestamp_assigner",
@@ -99,6 +101,49 @@ def epoch_ms(value: Any) -> int:
     if isinstance(value, (str, bytes, bool, np.bool_)):  # int() would read "5" as 5 and True as 1
         raise TypeError(f"a {type(value).__name__} is no event timestamp")
     return int(value)
+
+
+def duration_ms(value: object, name: str) -> int | None:
+    """A span of time as whole milliseconds, as raystream takes one wherever it takes ms: an
+    ``int`` (or a numpy integer, or PyFlink's :class:`Duration` / :class:`Time`, which are ints
+    of ms) as it is, a ``datetime.timedelta`` (what Bytewax and plain Python code write)
+    converted; None for anything else (the caller names what it wanted). The sign is the
+    caller's to check.
+
+    Raises:
+        ConfigError: a ``timedelta`` with a part below a millisecond, naming ``name`` (it
+            would otherwise be rounded silently).
+
+    Example:
+        >>> duration_ms(dt.timedelta(seconds=5), "size"), duration_ms(5000, "size"), duration_ms(5.0, "size")
+        (5000, 5000, None)
+        >>> duration_ms(dt.timedelta(microseconds=1500), "window size")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        raystream.engine.errors.ConfigError: window size must be whole milliseconds, got datetime.timedelta(microseconds=1500) ...
+    """
+    if isinstance(value, dt.timedelta):
+        ms, rest = divmod(value, _MS)
+        if rest:
+            raise ConfigError(
+                f"{name} must be whole milliseconds, got {value!r} (a part of {rest // dt.timedelta(microseconds=1)} "
+                "microseconds below a millisecond); round it, e.g. timedelta(milliseconds=n)"
+            )
+        return int(ms)
+    return as_int(value)
+
+
+def shown_ms(value: object) -> str:
+    """``value!r`` for an error message, with its milliseconds when it is a ``timedelta``
+    (whose repr of a negative span, ``timedelta(days=-1, seconds=86395)``, hides its sign).
+
+    Example:
+        >>> shown_ms(dt.timedelta(seconds=-5)), shown_ms(7)
+        ('datetime.timedelta(days=-1, seconds=86395) (-5000 ms)', '7')
+    """
+    if isinstance(value, dt.timedelta):
+        return f"{value!r} ({value / _MS:g} ms)"
+    return repr(value)
 
 
 class Duration(int):
@@ -617,22 +662,23 @@ class WatermarkStrategy:
         (2000, 10000)
     """
 
-    def __init__(self, bound_ms: int = 0, assigner: TimestampAssigner | None = None,
-                 idleness_ms: int | None = None, generator_factory: Callable[[], WatermarkGenerator] | None = None) -> None:
-        bound = as_int(bound_ms)
+    def __init__(self, bound_ms: int | dt.timedelta = 0, assigner: TimestampAssigner | None = None,
+                 idleness_ms: int | dt.timedelta | None = None, generator_factory: Callable[[], WatermarkGenerator] | None = None) -> None:
+        bound = duration_ms(bound_ms, "the out-of-orderness bound")
         if bound is None or bound < 0:
-            raise ConfigError(f"out-of-orderness bound must be a non-negative int (ms), got {bound_ms!r}")
-        idleness = as_int(idleness_ms)
+            raise ConfigError(f"out-of-orderness bound must be a non-negative int (ms) or timedelta, got {shown_ms(bound_ms)}")
+        idleness = None if idleness_ms is None else duration_ms(idleness_ms, "the idleness")
         if idleness_ms is not None and (idleness is None or idleness <= 0):
-            raise ConfigError(f"idleness must be a positive int (ms), got {idleness_ms!r}")
+            raise ConfigError(f"idleness must be a positive int (ms) or timedelta, got {shown_ms(idleness_ms)}")
         self.bound_ms = bound
         self.assigner = assigner
         self.idleness_ms = idleness
         self.generator_factory = generator_factory
 
     @staticmethod
-    def for_bounded_out_of_orderness(max_out_of_orderness_ms: int) -> "WatermarkStrategy":
-        """Watermark = max timestamp seen - ``max_out_of_orderness_ms`` - 1."""
+    def for_bounded_out_of_orderness(max_out_of_orderness_ms: int | dt.timedelta) -> "WatermarkStrategy":
+        """Watermark = max timestamp seen - ``max_out_of_orderness_ms`` - 1 (ms, a
+        ``timedelta`` or PyFlink's ``Duration``: ``for_bounded_out_of_orderness(timedelta(seconds=2))``)."""
         return WatermarkStrategy(max_out_of_orderness_ms)
 
     @staticmethod
@@ -659,7 +705,7 @@ class WatermarkStrategy:
         assigner = as_timestamp_assigner(fn, "WatermarkStrategy.with_timestamp_assigner()")
         return WatermarkStrategy(self.bound_ms, assigner, self.idleness_ms, self.generator_factory)
 
-    def with_idleness(self, idleness_ms: int) -> "WatermarkStrategy":
+    def with_idleness(self, idleness_ms: int | dt.timedelta) -> "WatermarkStrategy":
         """A split without records for ``idleness_ms`` of processing time stops holding the
         watermark back (it is excluded from the minimum until it has records again)."""
         return WatermarkStrategy(self.bound_ms, self.assigner, idleness_ms, self.generator_factory)

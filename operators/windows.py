@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from datetime import timedelta
 from enum import Enum
 from typing import (
     TYPE_CHECKING,
@@ -35,6 +36,7 @@ from raystream.engine.errors import ConfigError, UserCodeError, short_repr
 from raystream.engine.operator import OperatorContext
 
 from .functions import IN, KEY, OUT, OutputTag, RuntimeContext, tag_name
+from .time import duration_ms, shown_ms
 from .timers import InternalTimerService
 
 __all__ = [
@@ -145,18 +147,21 @@ class GlobalWindow:
 
 
 def _check_ms(name: str, value: object) -> int:
-    ms = as_int(value)
+    """A window length: a positive int of ms or a ``timedelta`` (:func:`~operators.time.duration_ms`)."""
+    ms = duration_ms(value, f"window {name}")
     if ms is None or ms <= 0:
-        raise ConfigError(f"window {name} must be a positive int (ms), got {value!r}")
+        raise ConfigError(f"window {name} must be a positive int (ms) or timedelta, got {shown_ms(value)}")
     return ms
 
 
 def _check_offset(value: object, period: int, period_name: str) -> int:
     """A window offset as Flink takes it: ``abs(offset) < period`` (a negative offset shifts
-    the windows back, e.g. ``-8 h`` for days in UTC+8), normalized to ``0 <= offset < period``."""
-    offset = as_int(value)
+    the windows back, e.g. ``-8 h`` for days in UTC+8), normalized to ``0 <= offset < period``;
+    an int of ms or a ``timedelta``."""
+    offset = duration_ms(value, "window offset")
     if offset is None or abs(offset) >= period:
-        raise ConfigError(f"window offset must be an int (ms) with abs(offset) < {period_name} ({period}), got {value!r}")
+        raise ConfigError(
+            f"window offset must be an int (ms) or timedelta with abs(offset) < {period_name} ({period}), got {shown_ms(value)}")
     return offset % period
 
 
@@ -189,13 +194,18 @@ class MergingWindowAssigner(WindowAssigner):
 class TumblingEventTimeWindows(WindowAssigner):
     """Fixed-size, non-overlapping event-time windows ``[k*size + offset, (k+1)*size + offset)``."""
 
-    def __init__(self, size_ms: int, offset_ms: int = 0) -> None:
+    def __init__(self, size_ms: int | timedelta, offset_ms: int | timedelta = 0) -> None:
         self.size = _check_ms("size", size_ms)
         self.offset = _check_offset(offset_ms, self.size, "size")
 
     @classmethod
-    def of(cls, size_ms: int, offset_ms: int = 0) -> "TumblingEventTimeWindows":
-        """Windows of ``size_ms`` (shifted by ``offset_ms``)."""
+    def of(cls, size_ms: int | timedelta, offset_ms: int | timedelta = 0) -> "TumblingEventTimeWindows":
+        """Windows of ``size_ms`` (shifted by ``offset_ms``): ms, a ``timedelta`` or PyFlink's ``Time``.
+
+        Example:
+            >>> TumblingEventTimeWindows.of(timedelta(seconds=5)).assign_windows(None, 7_000, 0)
+            [TimeWindow(start=5000, end=10000)]
+        """
         return cls(size_ms, offset_ms)
 
     def _time(self, timestamp: int, now_ms: int) -> int:
@@ -228,14 +238,14 @@ class TumblingProcessingTimeWindows(TumblingEventTimeWindows):
 class SlidingEventTimeWindows(WindowAssigner):
     """Windows of ``size`` every ``slide`` ms; a record is in ``size / slide`` windows."""
 
-    def __init__(self, size_ms: int, slide_ms: int, offset_ms: int = 0) -> None:
+    def __init__(self, size_ms: int | timedelta, slide_ms: int | timedelta, offset_ms: int | timedelta = 0) -> None:
         self.size = _check_ms("size", size_ms)
         self.slide = _check_ms("slide", slide_ms)
         self.offset = _check_offset(offset_ms, self.slide, "slide")
 
     @classmethod
-    def of(cls, size_ms: int, slide_ms: int, offset_ms: int = 0) -> "SlidingEventTimeWindows":
-        """Windows of ``size_ms`` starting every ``slide_ms``."""
+    def of(cls, size_ms: int | timedelta, slide_ms: int | timedelta, offset_ms: int | timedelta = 0) -> "SlidingEventTimeWindows":
+        """Windows of ``size_ms`` starting every ``slide_ms`` (ms or ``timedelta``)."""
         return cls(size_ms, slide_ms, offset_ms)
 
     def _time(self, timestamp: int, now_ms: int) -> int:
@@ -274,12 +284,12 @@ class EventTimeSessionWindows(MergingWindowAssigner):
     """Session windows: a key's records closer than ``gap`` ms belong to one session
     (windows ``[ts, ts + gap)`` that overlap or touch are merged)."""
 
-    def __init__(self, gap_ms: int) -> None:
+    def __init__(self, gap_ms: int | timedelta) -> None:
         self.gap = _check_ms("gap", gap_ms)
 
     @classmethod
-    def with_gap(cls, gap_ms: int) -> "EventTimeSessionWindows":
-        """Sessions separated by more than ``gap_ms`` of inactivity."""
+    def with_gap(cls, gap_ms: int | timedelta) -> "EventTimeSessionWindows":
+        """Sessions separated by more than ``gap_ms`` of inactivity (ms or ``timedelta``)."""
         return cls(gap_ms)
 
     @classmethod
@@ -347,11 +357,15 @@ class _DynamicSessions(EventTimeSessionWindows):
             value = self._extract(element)
         except Exception as exc:
             raise UserCodeError(element, exc) from exc
-        gap = as_int(value)
+        try:
+            gap = duration_ms(value, f"{self!r}: the session gap of record {short_repr(element, 200)}")
+        except ConfigError:
+            gap = None
         if gap is None or gap <= 0:
             raise ConfigError(
                 f"{self!r}: the session gap of record {short_repr(element, 200)} is {value!r}; a dynamic session gap "
-                "must be a positive int (ms): filter such records out or give them a default gap in the extractor"
+                "must be a positive int (ms) or a timedelta of whole ms: filter such records out or give them a "
+                "default gap in the extractor"
             )
         t = self._time(timestamp, now_ms)
         return [TimeWindow(t, t + gap)]
