@@ -151,6 +151,7 @@ from raystream.statefun_api.state_layout import DELAY_SEQ_STATE, DELAYED_STATE, 
 from raystream.statefun_api.storage import (
     AddressScopedStorage,
     StorageSlots,
+    deleted_again,
     explain_attribute_error,
     load_storage,
     storage_class,
@@ -325,6 +326,7 @@ class FunctionDispatcher(StreamOperator):
         self._busy_checkpoints: set[int] = set()
         self._rpc: Any = None  # RemoteFunctions, for remote endpoints and async functions (created in open)
         self._invoked_here: frozenset[str] = frozenset()  # function types _drain invokes (set in open)
+        self._deletes_again: set[str] = set()  # function types that deleted a value twice in a batch (_drain)
         self._context: _DispatchContext | None = None  # reused by consecutive invocations (_drain)
         self._message: Message | None = None  # reused by consecutive messages (_drain)
         self._message_vt: str | None = None  # the value typename whose type _message._type holds
@@ -570,7 +572,10 @@ class FunctionDispatcher(StreamOperator):
         written straight in the backend's tables when it offers them for every one of them
         (the heap backend, states without TTL: ``value_table``), else through the states."""
         states = [st for _, st, _ in self._values[typename]]
-        slots = StorageSlots(typename, self._fns[typename].specs, states)
+        # (sync functions: fast assignments; a function type that deleted a value twice in one
+        # batch gets the class that deletes idempotently from then on: see _drain)
+        strict = not self._fns[typename].is_async and typename not in self._deletes_again
+        slots = StorageSlots(typename, self._fns[typename].specs, states, strict_delete=strict)
         value_table = getattr(self.backend, "value_table", None)
         if value_table is None:  # (RocksDB: values through the states)
             return slots
@@ -907,6 +912,19 @@ class FunctionDispatcher(StreamOperator):
                         else:
                             self._apply(key, address, records, result, slots.changes(), sent=sent)
                 except Exception as exc:
+                    cause = exc.__cause__
+                    if type(cause) is AttributeError and deleted_again(storage, cause):
+                        # a value deleted twice (storage_class's strict_delete raised where StateFun's
+                        # storage does nothing): nothing of the batch was applied; the function type
+                        # gets the storage that deletes idempotently and the batch is invoked again
+                        self._deletes_again.add(key[0])
+                        self._failed_invocation(key, records)  # (drops the context, new slots, records back first)
+                        budget += n
+                        context = None
+                        address = None
+                        m = None
+                        failed = None
+                        continue
                     raise UserCodeError(describe_records(records), exc) from exc
                 failed = None
                 # whether the function kept the context, the storage or the address: each has at least
