@@ -31,7 +31,11 @@ from raystream.operators.window_combiner import (
     WindowAggregateCombiner,
     first_window_ends,
 )
-from raystream.operators.window_fast import PANE_COLUMN, VectorWindowAggregateOperator
+from raystream.operators.window_fast import (
+    EMISSION_COLUMN,
+    PANE_COLUMN,
+    VectorWindowAggregateOperator,
+)
 from raystream.operators.window_operator import AGGREGATE, WindowOperator
 from raystream.operators.windows import (
     ProcessWindowFunction,
@@ -298,7 +302,8 @@ def test_combiner_partials_are_fewer_than_rows_for_a_hot_key():
     h.process(pa.RecordBatch.from_pylist(rows))
     t = h.table()
     assert t.num_rows == 3 * 8  # (hot + 7 keys) x 3 windows
-    assert t.column_names == ["key", PANE_COLUMN, "value_count", "value_sum", "value_min", "value_max"]
+    assert t.column_names == ["key", PANE_COLUMN, "value_count", "value_sum", "value_min", "value_max", EMISSION_COLUMN]
+    assert set(t.column(EMISSION_COLUMN).to_pylist()) == {1}  # (the rows of one call: one number)
 
 
 def test_combiner_passes_records_of_maybe_closed_windows_through():
@@ -308,7 +313,7 @@ def test_combiner_passes_records_of_maybe_closed_windows_through():
     raw, partial = [b.arrow() for b in h.output.batches]
     assert raw.to_pylist() == [{"key": "a", "value": 1, "ts": 150}]
     assert partial.to_pylist() == [{"key": "a", PANE_COLUMN: 200, "value_count": 1, "value_sum": 2, "value_min": 2,
-                                    "value_max": 2}]
+                                    "value_max": 2, EMISSION_COLUMN: 1}]
     snap = h.snapshot()
     assert snap["operator"] is None  # (the combiner is no part of a savepoint: rescaling to p=1 drops it)
     restored = OperatorHarness(VectorWindowCombiner("key", "ts", TumblingEventTimeWindows.of(100), SPECS),
