@@ -273,6 +273,11 @@ class TimestampAssigner:
 
     column: str | int | None = None
     fn: Callable[[Any], Any] | None = None
+    #: where it became a stream's assigner (set by :meth:`WatermarkStrategy.require_assigner`:
+    #: ``"assign_timestamps_and_watermarks(WatermarkStrategy(...))"``), named by the error of an
+    #: event-time operator downstream that cannot read a record's timestamp; None: an assigner
+    #: given to that operator itself (``with_timestamp``)
+    origin: str | None = None
 
     def __init__(self, column: str | int | None = None, fn: Callable[[Any], int] | None = None) -> None:
         if column is None and fn is None and _overrides_extract_timestamp(self):
@@ -312,8 +317,36 @@ class TimestampAssigner:
             stamps = self.timestamps(batch)
         return stamps.tolist()
 
-    def timestamps(self, batch: Batch) -> np.ndarray:
-        """The timestamps of a whole batch as int64 (vectorized for a column of an Arrow batch)."""
+    def timestamps(self, batch: Batch, *, first: bool = False) -> np.ndarray:
+        """The timestamps of a whole batch as int64 (vectorized for a column of an Arrow batch).
+
+        An event-time operator downstream of ``assign_timestamps_and_watermarks`` applies the
+        stream's assigner again to the records it gets (``first=False``): a record it cannot
+        read is a :class:`ConfigError` that says so, naming where the assigner was set
+        (:attr:`origin`) and the remedies (an operator in between moved or dropped the field).
+        The ``assign_timestamps_and_watermarks`` operator and source pass ``first=True``.
+        """
+        try:
+            return self._read_timestamps(batch)
+        except ConfigError as exc:
+            if first or self.origin is None:
+                raise
+            raise ConfigError(f"{exc}. {self._applied_again()}") from exc
+
+    def _applied_again(self) -> str:
+        """What a record that an event-time operator cannot read the timestamp of means when
+        the assigner is the one of an upstream ``assign_timestamps_and_watermarks``."""
+        what = f"the field {self.column!r}" if self.fn is None else "the field it reads"
+        return (
+            f"This operator reads the event timestamps of the records reaching it by applying the timestamp "
+            f"assigner of {self.origin} upstream to them again (the records carry no timestamp of their own), "
+            f"so every operator in between (a map, flat_map, process...) must keep {what} in its output. "
+            "Remedies: give this operator the timestamps where its records hold them now (window(...)"
+            ".with_timestamp(fn or 'column')), call assign_timestamps_and_watermarks(...) after the operator that "
+            "changed the records, or keep the field in that operator's output"
+        )
+
+    def _read_timestamps(self, batch: Batch) -> np.ndarray:
         if isinstance(self.column, str) and batch.is_columnar:
             rb = batch.arrow()
             i = rb.schema.get_field_index(self.column)
@@ -733,6 +766,8 @@ class WatermarkStrategy:
                 f"{where}: the WatermarkStrategy has no timestamp assigner; add "
                 ".with_timestamp_column('ts') or .with_timestamp_assigner(fn)"
             )
+        if self.assigner.origin is None:  # (an assigner shared by two strategies keeps the first's)
+            self.assigner.origin = f"assign_timestamps_and_watermarks({self!r})"
         return self.assigner
 
     def __repr__(self) -> str:
@@ -787,7 +822,7 @@ class TimestampsAndWatermarksOperator(StreamOperator):
                 emit_status(idle)
 
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
-        ts = self.assigner.timestamps(batch)
+        ts = self.assigner.timestamps(batch, first=True)
         out = Batch.of_arrow(batch.arrow()) if batch.is_arrow else Batch.of_records(batch.records())
         out.timestamps = ts
         if self.idleness_ms is not None and len(ts):
@@ -969,7 +1004,7 @@ class _WatermarkedReader(SourceReader["S | _SplitWatermark[S]"], Generic[S]):
                 rows = s.split.rows if isinstance(s.split, _HeldRecords) else s.held
                 if rows is not None and len(rows):  # read before the snapshot, not emitted: first
                     batch = Batch.of_arrow(rows) if isinstance(rows, pa.RecordBatch) else Batch.of_records(rows)
-                    ts = self.assigner.timestamps(batch)
+                    ts = self.assigner.timestamps(batch, first=True)
                     batch.timestamps = ts
                     self._held.append(_HeldBatch(sid, batch, ts.tolist()))
                 if not isinstance(s.split, _HeldRecords):
@@ -1003,7 +1038,7 @@ class _WatermarkedReader(SourceReader["S | _SplitWatermark[S]"], Generic[S]):
                 return result
             assert isinstance(result, Batch)  # poll_next returns a Batch or one of the two sentinels
             sid = self._current_split()
-            ts = self.assigner.timestamps(result)
+            ts = self.assigner.timestamps(result, first=True)
             result.timestamps = ts
             if not len(ts):
                 return result
