@@ -60,12 +60,32 @@ __all__ = [
     "TimestampsAndWatermarksOperator",
     "WatermarkedSource",
     "NO_TIMESTAMP",
+    "DEFAULT_AUTO_WATERMARK_INTERVAL_MS",
+    "auto_watermark_interval_ms",
     "Duration",
     "Time",
 ]
 
 #: the watermark before any record was seen
 NO_TIMESTAMP = MIN_WATERMARK
+
+#: how often (processing time, ms) a user's :class:`WatermarkGenerator` gets
+#: ``on_periodic_emit`` when no records come (Flink's ``ExecutionConfig.setAutoWatermarkInterval``,
+#: default 200 ms); a task's ``OperatorContext.auto_watermark_interval_ms``, when it has one,
+#: overrides it (0: only after batches)
+DEFAULT_AUTO_WATERMARK_INTERVAL_MS = 200
+
+
+def auto_watermark_interval_ms(ctx: Any) -> int:
+    """The auto-watermark interval of the job an operator or reader runs in: the context's
+    ``auto_watermark_interval_ms`` if it has one, else :data:`DEFAULT_AUTO_WATERMARK_INTERVAL_MS`.
+
+    Example:
+        >>> auto_watermark_interval_ms(None)
+        200
+    """
+    given = as_int(getattr(ctx, "auto_watermark_interval_ms", None))
+    return DEFAULT_AUTO_WATERMARK_INTERVAL_MS if given is None else max(0, given)
 
 S = TypeVar("S")  # the split type of a wrapped source
 
@@ -571,8 +591,12 @@ class WatermarkGenerator:
     and pass a factory to :meth:`WatermarkStrategy.for_generator`.
 
     ``on_event(event, event_timestamp, output)`` is called for every record, in order;
-    ``on_periodic_emit(output)`` after each batch of records (Flink calls it every
-    auto-watermark interval). A punctuated generator emits in ``on_event``: its watermark
+    ``on_periodic_emit(output)`` after each batch of records and, as in Flink, every
+    auto-watermark interval of processing time (200 ms) whether records came or not, so a
+    generator whose watermark follows the clock (Flink's ``TimeLagWatermarkGenerator``:
+    ``now - max_lag``) advances event time while its input is quiet (an emitted watermark
+    smaller than one before is ignored: watermarks never go back; a stream or split idle by
+    ``with_idleness`` is not asked). A punctuated generator emits in ``on_event``: its watermark
     goes out before any later record it makes late (the batch is cut there), so what is late
     does not depend on how the input was cut into batches.
 
@@ -589,7 +613,8 @@ class WatermarkGenerator:
         """A record with its timestamp."""
 
     def on_periodic_emit(self, output: WatermarkOutput) -> None:
-        """After each batch: emit the watermark the records seen so far imply."""
+        """After each batch and every auto-watermark interval: emit the watermark the records
+        seen so far (or the clock) imply."""
 
 
 @dataclass
@@ -680,6 +705,16 @@ class _UserGenerator:
             self.max_timestamp = top
         self.last_activity_ms = now_ms
         return i
+
+    def periodic(self) -> None:
+        """``on_periodic_emit`` without records (every auto-watermark interval)."""
+        g = self.generator
+        try:
+            g.on_periodic_emit(self.output)
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise UserCodeError(f"{type(g).__name__}.on_periodic_emit (every auto-watermark interval)", exc) from exc
 
     def current_watermark(self) -> int:
         return self.output.watermark
@@ -785,21 +820,60 @@ class TimestampsAndWatermarksOperator(StreamOperator):
     operator's own output goes IDLE when no record has reached it for ``ms`` of processing
     time, and ACTIVE again before its next record (Flink's ``WatermarksWithIdleness``), so a
     subtask that receives nothing does not hold back event time downstream.
+
+    A user's :class:`WatermarkGenerator` also gets ``on_periodic_emit`` every auto-watermark
+    interval (``auto_watermark_interval_ms``; by default the task's, see
+    :func:`auto_watermark_interval_ms`) through a processing-time timer, as in Flink's
+    operator: its watermark goes out when it advanced. The timer stops at the final
+    watermark, so it never keeps a task whose input ended alive.
     """
 
-    def __init__(self, strategy: WatermarkStrategy) -> None:
+    def __init__(self, strategy: WatermarkStrategy, auto_watermark_interval_ms: int | None = None) -> None:
         self.assigner = strategy.require_assigner("assign_timestamps_and_watermarks")
         self.generator = strategy.create_generator()
         self.idleness_ms = strategy.idleness_ms
+        interval = as_int(auto_watermark_interval_ms)
+        if auto_watermark_interval_ms is not None and (interval is None or interval < 0):
+            raise ConfigError(f"auto_watermark_interval_ms must be a non-negative int (ms), got {auto_watermark_interval_ms!r}")
+        self.interval_ms = interval
         self._emitted = NO_TIMESTAMP
         self._idle = False
         self._last_activity_ms = 0
         self._idle_check: Cancellable | None = None
+        self._periodic_timer: Cancellable | None = None
+        self._ended = False
 
     def open(self, ctx: OperatorContext, output: Output) -> None:
         super().open(ctx, output)
         self._last_activity_ms = ctx.clock.now_ms()  # idle only after the idleness has passed
         self._arm_idle_check()
+        if self.interval_ms is None:
+            self.interval_ms = auto_watermark_interval_ms(ctx)
+        self._arm_periodic(ctx.clock.now_ms())
+
+    def _arm_periodic(self, now_ms: int) -> None:
+        register = self.ctx.register_processing_timer
+        # (a user's generator only: the built-in ones emit all they know after each batch)
+        if (isinstance(self.generator, _UserGenerator) and self.interval_ms and register is not None
+                and not self._ended and self._periodic_timer is None):
+            self._periodic_timer = register(now_ms + self.interval_ms, self._on_periodic)
+
+    def _on_periodic(self, now_ms: int) -> None:
+        """Flink's periodic emission: ``on_periodic_emit`` with no records, then the watermark
+        if it advanced. A stream idle by ``with_idleness`` is not asked (Flink's
+        ``WatermarksWithIdleness``); a watermark after the generator's own ``mark_idle`` makes
+        the output active again."""
+        self._periodic_timer = None
+        g = self.generator
+        assert isinstance(g, _UserGenerator)  # (armed only for one)
+        if self.idleness_ms is None or now_ms - self._last_activity_ms < self.idleness_ms:
+            g.periodic()
+            if g.idle:
+                self._set_idle(True)
+            elif g.current_watermark() > self._emitted:
+                self._set_idle(False)
+                self._emit_watermark(g.current_watermark())
+        self._arm_periodic(now_ms)
 
     def _arm_idle_check(self) -> None:
         register = self.ctx.register_processing_timer
@@ -856,6 +930,8 @@ class TimestampsAndWatermarksOperator(StreamOperator):
             self.output.emit_watermark(Watermark(wm))
 
     def process_watermark(self, watermark: Watermark, input_index: int = 0) -> None:
+        if watermark.timestamp == 2**63 - 1:
+            self._stop_periodic()  # the input has ended: nothing more to emit periodically
         if watermark.timestamp == 2**63 - 1 and watermark.timestamp > self._emitted:
             self._set_idle(False)  # (an idle output carries no watermark, not even the last)
             self._emitted = watermark.timestamp
@@ -866,7 +942,17 @@ class TimestampsAndWatermarksOperator(StreamOperator):
         operator's, and they do not stop because the stream before it went idle (its own
         idleness, if the strategy has one, follows from the records it stops getting)."""
 
+    def _stop_periodic(self) -> None:
+        self._ended = True
+        if self._periodic_timer is not None:
+            self._periodic_timer.cancel()
+            self._periodic_timer = None
+
+    def end_input(self) -> None:
+        self._stop_periodic()
+
     def close(self) -> None:
+        self._stop_periodic()
         if self._idle_check is not None:
             self._idle_check.cancel()
             self._idle_check = None
@@ -988,6 +1074,34 @@ class _WatermarkedReader(SourceReader["S | _SplitWatermark[S]"], Generic[S]):
         self._started_ms = self.clock.now_ms()
         # records read and not emitted yet (a punctuated watermark cut their batch), first first
         self._held: list[_HeldBatch] = []
+        # a user's generators get on_periodic_emit every auto-watermark interval (Flink's
+        # periodic emission), from a processing-time timer of the task (which also wakes an
+        # idle source's loop to report the watermark); without one, from poll_watermark
+        self._interval_ms = auto_watermark_interval_ms(ctx) if strategy.generator_factory is not None else 0
+        self._register = getattr(ctx, "register_processing_timer", None)
+        self._next_periodic_ms = self._started_ms + self._interval_ms
+        self._periodic_timer: Cancellable | None = None
+        self._arm_periodic()
+
+    def _arm_periodic(self) -> None:
+        if self._interval_ms and self._register is not None and self._periodic_timer is None:
+            self._periodic_timer = self._register(self._next_periodic_ms, self._on_periodic)
+
+    def _on_periodic(self, now_ms: int) -> None:
+        self._periodic_timer = None
+        self._periodic(now_ms)
+        self._arm_periodic()
+
+    def _periodic(self, now_ms: int) -> None:
+        """``on_periodic_emit`` of every split's user generator, except a split idle by the
+        strategy's idleness (as Flink's ``WatermarksWithIdleness``); poll_watermark reports
+        the result."""
+        self._next_periodic_ms = now_ms + self._interval_ms
+        idle = self.strategy.idleness_ms
+        for g in self.generators.values():
+            if isinstance(g, _UserGenerator) and not (
+                    idle is not None and g.last_activity_ms is not None and now_ms - g.last_activity_ms >= idle):
+                g.periodic()
 
     def add_splits(self, splits: list[S | _SplitWatermark[S]]) -> None:
         raw: list[S] = []
@@ -1065,6 +1179,8 @@ class _WatermarkedReader(SourceReader["S | _SplitWatermark[S]"], Generic[S]):
         for sid in [s for s in self.generators if s not in live]:
             del self.generators[sid]  # finished split: no longer holds time back
         now = self.clock.now_ms()
+        if self._interval_ms and self._register is None and now >= self._next_periodic_ms:
+            self._periodic(now)  # (a context without processing-time timers)
         idle = self.strategy.idleness_ms
         marks = [
             g.current_watermark()
@@ -1107,4 +1223,7 @@ class _WatermarkedReader(SourceReader["S | _SplitWatermark[S]"], Generic[S]):
         return out
 
     def close(self) -> None:
+        if self._periodic_timer is not None:
+            self._periodic_timer.cancel()
+            self._periodic_timer = None
         self.inner.close()
