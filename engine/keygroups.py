@@ -626,6 +626,17 @@ def _crc_table() -> np.ndarray:
 _CRC_TABLE = _crc_table()
 
 
+def _crc_table16() -> np.ndarray:
+    """The CRC-32 step of two bytes at once (reflected: the low byte first):
+    ``crc = T16[(crc ^ b0 ^ b1 << 8) & 0xFFFF] ^ (crc >> 16)``."""
+    x = np.arange(1 << 16, dtype=np.uint32)
+    low = _CRC_TABLE[x & np.uint32(0xFF)] ^ (x >> np.uint32(8))
+    return (_CRC_TABLE[low & np.uint32(0xFF)] ^ (low >> np.uint32(8))).astype(np.uint32)
+
+
+_CRC_TABLE16 = _crc_table16()
+
+
 def _crc32_of_binary(values: pa.Array, max_len: int = _VECTOR_CRC_MAX_LEN) -> np.ndarray | None:
     """``zlib.crc32`` of every value of a string/binary array without nulls (UTF-8 bytes, as
     Arrow stores them), one numpy step per byte position; None when a value is longer than
@@ -650,8 +661,14 @@ def _crc32_of_binary(values: pa.Array, max_len: int = _VECTOR_CRC_MAX_LEN) -> np
         # than fancy indexing)
         start = int(offsets[0])
         rows = data[start : start + n * longest].reshape(n, longest)
-        for i in range(longest):
-            crc = table.take((crc ^ rows[:, i]) & low) ^ (crc >> eight)
+        pairs = longest // 2
+        if pairs:  # two bytes a step (a 256 KiB table)
+            words = np.ascontiguousarray(rows[:, : 2 * pairs]).view("<u2")
+            table16, low16, sixteen = _CRC_TABLE16, np.uint32(0xFFFF), np.uint32(16)
+            for i in range(pairs):
+                crc = table16.take((crc ^ words[:, i]) & low16) ^ (crc >> sixteen)
+        if longest % 2:
+            crc = table.take((crc ^ rows[:, longest - 1]) & low) ^ (crc >> eight)
         return crc ^ np.uint32(0xFFFFFFFF)
     pos = offsets[:-1]
     last = len(data) - 1

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .errors import ConfigError, GraphError, JobFailed, short_repr
 from .keygroups import canonical_key, canonical_keys, key_groups_of_array, key_groups_of_keys
@@ -163,8 +164,8 @@ def split_batch_by_targets(batch: Batch, targets: np.ndarray, n: int) -> list[tu
         rows = [(int(t), order[bounds[t] : bounds[t + 1]]) for t in nonzero]
     if batch.is_arrow:
         rb = batch.arrow()
-        for t, idx in rows:
-            out.append((t, Batch.of_arrow(rb.take(pa.array(idx)))))
+        for t, idx in rows:  # (row numbers of the batch: no bounds to check)
+            out.append((t, Batch.of_arrow(pc.take(rb, pa.array(idx), boundscheck=False))))
     else:
         records = batch.records()
         for t, idx in rows:

@@ -35,6 +35,7 @@ from .functions import OutputTag, tag_name
 from .time import TimestampAssigner, as_timestamp_assigner
 from .window_combiner import CombinedWindowOperator, VectorWindowCombiner, WindowAggregateCombiner
 from .window_fast import (
+    EMISSION_COLUMN,
     PANE_COLUMN,
     WINDOW_AGGREGATIONS,
     VectorWindowAggregateOperator,
@@ -339,7 +340,7 @@ class WindowedStream(Generic[S]):
             return self._output(node)
         acc_names = [f"{c}_{f}" for c, f in base_aggregations(sp)]
         local = self._combiner("window_aggregate (local)", lambda: VectorWindowCombiner(key, tcol, assigner, sp, passing),
-                               [key, PANE_COLUMN, *acc_names])
+                               [key, PANE_COLUMN, *acc_names, EMISSION_COLUMN])
         node = self.stream.env.add_node(
             "window_aggregate", "operator", [StreamEdge(local, KeyGroupPartitioner(selector))],
             operator_factory=lambda: VectorWindowAggregateOperator(key, tcol, assigner, sp, late_tag), keyed=True,
