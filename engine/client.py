@@ -42,6 +42,8 @@ ENDED_STATUSES = ("FINISHED", "FAILED", "CANCELLED")
 RELAY_PREFIX = "raystream-print-relay-"
 #: how long the end of a failed or cancelled job waits for its master's last metrics
 FINAL_STATE_TIMEOUT_S = 5.0
+#: the name of the threads that wait for a job's run and settle it (JobClient._finish)
+_SETTLE_THREAD = "raystream-settle-job"
 
 
 @dataclass
@@ -372,7 +374,7 @@ class JobClient:
             # A wait() that starts meanwhile finds the settling thread at work and waits for it.
             if self._waiters or self._closed:
                 return  # a wait() settles it
-            threading.Thread(target=self._settle_quietly, name="raystream-settle-job", daemon=True).start()
+            threading.Thread(target=self._settle_quietly, name=_SETTLE_THREAD, daemon=True).start()
 
         run_ref.future().add_done_callback(done)
 
@@ -446,6 +448,32 @@ class JobClient:
         return result
 
     def _finish(self, timeout: float | None) -> JobResult:
+        """Wait for the run and settle the job (:meth:`_settle`) on a thread of its own, which
+        the caller joins: a ``KeyboardInterrupt`` (Ctrl-C, a notebook's stop button) ends the
+        caller's wait, never the settling halfway. Before, one that came while the job was
+        settled (its final metrics asked for, its checkpoints deleted: up to seconds) left it
+        half settled: its master and executors were never given back nor killed, lent for the
+        rest of the session, and the next job started new ones."""
+        if threading.current_thread().name == _SETTLE_THREAD:
+            return self._finish_here(timeout)
+        outcome: list[tuple[bool, Any]] = []
+
+        def settle() -> None:
+            try:
+                outcome.append((True, self._finish_here(timeout)))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                outcome.append((False, exc))
+
+        thread = threading.Thread(target=settle, name=_SETTLE_THREAD, daemon=True)
+        thread.start()
+        while thread.is_alive():  # (a join with a timeout: a KeyboardInterrupt set by
+            thread.join(0.1)      # _thread.interrupt_main(), not a signal, cannot wake a plain join)
+        ok, value = outcome[0]
+        if not ok:
+            raise value
+        return value
+
+    def _finish_here(self, timeout: float | None) -> JobResult:
         deadline = None if timeout is None else time.monotonic() + timeout
         if not self._settle_lock.acquire(timeout=-1 if timeout is None else timeout):
             # (a settling thread holds it until the run ends, e.g. through a master failover)

@@ -9,10 +9,15 @@ idle executors host nothing (also checked after every test by ``tests/conftest.p
 
 from __future__ import annotations
 
+import _thread
+import os
+import threading
+
 import pytest
 import ray
 
 import raystream as rs
+from raystream.engine.client import JobClient
 from raystream.engine.pool import WorkerPool
 from tests.waiting import wait_for
 
@@ -68,3 +73,48 @@ def test_the_next_job_reuses_the_executors_of_a_job_stopped_early(ray_session, w
     env.from_collection(range(100)).map(lambda x: x * 2).collect()
     assert sorted(env.execute_and_collect("next")) == [2 * i for i in range(100)]
     assert pool.started["executors"] == started, "the next job started new executors"
+
+
+class _FailWhenFlagged:
+    """A map that raises once the file ``flag`` exists (the test decides when)."""
+
+    def __init__(self, flag: str) -> None:
+        self.flag = flag
+
+    def __call__(self, x: int) -> int:
+        if os.path.exists(self.flag):
+            raise ValueError(f"flagged at record {x}")
+        return x
+
+
+def test_an_interrupt_while_the_job_is_settled_still_gives_its_workers_back(ray_session, monkeypatch, tmp_path):
+    """Ctrl-C (a notebook's stop button) while ``wait()`` settles the job that just ended
+    (its final metrics asked for, its checkpoints deleted): the caller's wait ends with the
+    ``KeyboardInterrupt``, the settling does not (before, the job's master and executors
+    were never given back nor killed: lent for the rest of the session)."""
+    pool = WorkerPool.current()
+    flag = str(tmp_path / "fail-now")
+    env = rs.StreamEnvironment(parallelism=2)
+    env.generate(lambda i: i, rate=2000).map(_FailWhenFlagged(flag)).collect()
+    client = env.execute_async("interrupted-settle")
+    lent = {e.name for e in client._executors.values()}
+    real = JobClient._keep_final
+
+    def interrupted(self: JobClient) -> dict:
+        _thread.interrupt_main()  # what Ctrl-C does, right as the job is settled
+        return real(self)
+
+    monkeypatch.setattr(JobClient, "_keep_final", interrupted)
+
+    def fail_once_waited_for() -> None:  # (the job fails while wait() waits for it)
+        wait_for(lambda: client._waiters == 1, "wait() waits")
+        open(flag, "w").close()
+
+    threading.Thread(target=fail_once_waited_for, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        client.wait(timeout=120)
+    monkeypatch.undo()
+    wait_for(lambda: client._master in pool.idle_actors()[0], "the master back in the pool")
+    assert lent <= set(pool.idle_actor_names()["executors"])
+    with pytest.raises(rs.JobFailed, match="flagged at record"):
+        client.wait(timeout=60)
