@@ -14,10 +14,14 @@ sleeps or times anything.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
+
+import pytest
 
 import raystream as rs
 from raystream.engine.config import JobConfig
+from raystream.engine.connectors import END_OF_INPUT, NOTHING_AVAILABLE
 from raystream.engine.events import MAX_WATERMARK, Watermark
 from raystream.engine.local_runtime import run_in_process
 from raystream.engine.operator import ManualClock
@@ -33,6 +37,7 @@ from raystream.operators.time import (
     WatermarkStrategy,
 )
 from raystream.operators.windows import TumblingEventTimeWindows
+from tests.waiting import wait_for
 
 
 class TimeLag(WatermarkGenerator):
@@ -221,3 +226,119 @@ def test_a_bounded_job_with_a_periodic_generator_ends_and_fires_its_windows():
             .reduce(lambda a, b: (a[0], a[1] + b[1])).collect())
     results = run_in_process(env.get_job_graph(), JobConfig(name="periodic-bounded", clock=clock), timeout_s=120)["results"]
     assert [sorted(collected_records(b)) for b in results.values()] == [[("a", 3_000), ("a", 6_000)]] * 2
+
+
+
+# --------------------------------------------------------------------------- a running job
+# run_in_process runs the tasks in this process, but the job's functions reach them pickled by
+# value (module globals copied): what they share with the test is looked up at run time
+_SHARED = "raystream_test_probe_wm_periodic_emit"
+
+
+def shared() -> Any:
+    """``FIRED``, ``SEEN`` (lists), ``RELEASE`` (an Event) and ``NOW`` (the clock's ms)."""
+    import sys
+    import types
+
+    state = sys.modules.get(_SHARED)
+    if state is None:
+        state = sys.modules[_SHARED] = types.ModuleType(_SHARED)
+        state.FIRED, state.SEEN, state.RELEASE, state.NOW = [], [], threading.Event(), 0
+    return state
+
+
+class SharedClock:
+    """The tasks' processing time: ``shared().NOW``, moved by the test."""
+
+    def now_ms(self) -> int:
+        return shared().NOW
+
+
+class SharedTimeLag(TimeLag):
+    def __init__(self) -> None:
+        super().__init__(SharedClock(), 1_000)  # type: ignore[arg-type]
+
+
+def seen(r: Any) -> Any:
+    shared().SEEN.append(r)
+    return r
+
+
+def fired(r: Any) -> Any:
+    shared().FIRED.append(r)
+    return r
+
+
+class _HeldOpen(CollectionSource):
+    """Its items, then nothing until the test releases it (a quiet unbounded input)."""
+
+    bounded = False
+
+    def create_reader(self, ctx: Any) -> Any:
+        return _HeldOpenReader(super().create_reader(ctx))
+
+
+class _HeldOpenReader:
+    """Its split stays live (unread to its end, as an unbounded split) while held open."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.splits: list[Any] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def add_splits(self, splits: list[Any]) -> None:
+        self.splits.extend(splits)
+        self.inner.add_splits(splits)
+
+    def poll_next(self) -> Any:
+        result = self.inner.poll_next()
+        if result is END_OF_INPUT:
+            if not shared().RELEASE.is_set():
+                return NOTHING_AVAILABLE
+            self.splits.clear()
+        return result
+
+    def is_idle(self) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("where", ["source", "operator"])
+def test_a_quiet_input_closes_its_window_when_the_clock_moves(where):
+    """In a running job, a window closes while its input has nothing new: only the time-lag
+    generator's periodic watermark (the tasks' clock moved) can close it; before, it stayed
+    open until the input ended."""
+    state = shared()
+    state.FIRED.clear()
+    state.SEEN.clear()
+    state.RELEASE.clear()
+    state.NOW = 0
+    env = rs.StreamEnvironment(parallelism=1)
+    env.clock = SharedClock()
+    strategy = WatermarkStrategy.for_generator(SharedTimeLag).with_timestamp_assigner(lambda r: r[1])
+    stream = env.from_source(_HeldOpen([("a", 1_000), ("a", 2_000)]))
+    stream = stream.assign_timestamps_and_watermarks(strategy) if where == "source" else (
+        stream.map(lambda r: r).assign_timestamps_and_watermarks(strategy))
+    (stream.map(seen).key_by(lambda r: r[0]).window(TumblingEventTimeWindows.of(5_000))
+        .reduce(lambda a, b: (a[0], a[1] + b[1])).map(fired).collect())
+    done: list[Any] = []
+    runner = threading.Thread(target=lambda: done.append(run_in_process(
+        env.get_job_graph(), JobConfig(name="periodic-quiet", clock=env.clock), timeout_s=120)), daemon=True)
+    runner.start()
+    try:
+        # the records are stamped at processing time 0 (watermark -1000 after their batch); from
+        # then on the clock moves 100 ms per look, and only a periodic emission can bring the
+        # watermark past the window's end
+        wait_for(lambda: len(state.SEEN) == 2, "the records to be stamped", 60)
+
+        def window_fired() -> bool:
+            state.NOW += 100
+            return state.FIRED == [("a", 3_000)]
+
+        wait_for(window_fired, "the window [0, 5000) to fire while the input is quiet", 60)
+    finally:
+        state.RELEASE.set()
+        runner.join(120)
+    assert not runner.is_alive() and done
+    assert [sorted(collected_records(b)) for b in done[0]["results"].values()] == [[("a", 3_000)]]
