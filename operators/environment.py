@@ -21,7 +21,7 @@ from raystream.engine.errors import GraphError
 
 from ._environment_base import StreamEnvironmentBase
 from .datastream import DataStream
-from .sources import CollectionSource, GeneratorSource, ParquetSource, TextSource
+from .sources import DEFAULT_LINGER_MS, CollectionSource, GeneratorSource, ParquetSource, TextSource
 
 __all__ = ["StreamEnvironment", "StreamExecutionEnvironment"]
 
@@ -132,11 +132,16 @@ class StreamEnvironment(StreamEnvironmentBase):
 
     def generate(self, fn_or_count: Callable[[int], Any] | int | None = None, count: int | None = None,
                  rate: float | None = None, batch_size: int = 8192,
-                 batch_fn: Callable[[range], Any] | None = None) -> DataStream:
+                 batch_fn: Callable[[range], Any] | None = None, linger_ms: float = DEFAULT_LINGER_MS) -> DataStream:
         """``generate(n)``: 0..n-1; ``generate(fn, count=n)``: fn(i); ``generate(fn)``: unbounded.
         ``rate`` limits records per second (over all subtasks). ``batch_fn`` instead of ``fn``:
         one call per source batch with the subtask's range of indices, returning a list of
-        records or an Arrow RecordBatch/Table (a columnar stream).
+        records or an Arrow RecordBatch/Table (a columnar stream). ``linger_ms``: a batch of
+        ``fn`` calls goes out once making it took that long (see
+        :class:`~operators.sources.GeneratorSource`); a large value cuts batches by
+        ``batch_size`` alone, so where a watermark falls (after each batch) does not depend on
+        how fast ``fn`` ran, e.g. for out-of-order data whose late records must be the same
+        in every run.
 
         Example:
             >>> env = StreamEnvironment()
@@ -155,7 +160,7 @@ class StreamEnvironment(StreamEnvironmentBase):
             fn = fn_or_count
         if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
             raise GraphError(f"generate(): count must be an int >= 0 (None: unbounded), got {count!r}")
-        return self._source(GeneratorSource(fn, count, rate, batch_size, batch_fn=batch_fn), "generate")
+        return self._source(GeneratorSource(fn, count, rate, batch_size, batch_fn=batch_fn, linger_ms=linger_ms), "generate")
 
     def from_source(self, source: Source, name: str | None = None) -> DataStream:
         """A stream from a user :class:`~engine.connectors.Source`."""

@@ -63,8 +63,12 @@ def build(env: rs.StreamEnvironment, combine: bool | None, rate: int | None = No
           fn: Callable[[int], dict] = record) -> None:
     late = OutputTag("late")
     strategy = WatermarkStrategy.for_bounded_out_of_orderness(100).with_timestamp_column("ts")
-    # one source subtask: every run sees the same watermarks, so the same records are late
-    src = env.generate(fn, count=N, rate=rate, batch_size=300).set_parallelism(1)
+    # one source subtask: every run sees the same watermarks, so the same records are late;
+    # without a rate its batches are cut by batch_size alone, not by linger_ms (on a loaded
+    # machine making 300 records can take longer than the default 50 ms, and a batch cut
+    # early moves a watermark, so other records were late: a flaky comparison of runs)
+    linger = {} if rate is not None else {"linger_ms": 3_600_000}
+    src = env.generate(fn, count=N, rate=rate, batch_size=300, **linger).set_parallelism(1)
     keyed = src.assign_timestamps_and_watermarks(strategy).key_by("key")
     rec = (keyed.window(TumblingEventTimeWindows.of(500)).allowed_lateness(200).side_output_late_data(late)
            .aggregate(Stats(), WithWindow(), combine=combine).uid("rec-window"))
