@@ -482,7 +482,8 @@ class JobMaster:
 
     async def cancel(self, job_id: str | None = None) -> None:
         if self._other_job(job_id):
-            self._early_cancels.add(job_id)  # its run() has not started yet
+            if job_id not in self._past_jobs:  # (a late cancel of an ended job is kept by nobody)
+                self._early_cancels.add(job_id)  # its run() has not started yet
             return
         self._cancel.set()
 

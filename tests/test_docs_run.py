@@ -84,6 +84,7 @@ PAGES: dict[str, Page] = {
     "docs/fault_tolerance.md": Page(files=(_events_parquet,), prelude=_ENV),
     "docs/cli.md": Page(),
     "docs/architecture.md": Page(),
+    "docs/bytewax.md": Page(),
 }
 
 # (page, a line of the block) -> why it does not run as written (it may fail; see the module doc)
@@ -101,7 +102,7 @@ DOCTEST_MODULES = [
     "raystream.operators.sources", "raystream.operators.sinks", "raystream.operators.connected",
     "raystream.engine.client", "raystream.operators.environment", "raystream.operators._environment_base",
     "raystream.operators._stream_base", "raystream.operators.windowed_stream", "raystream.operators.flink_functions",
-    "raystream.operators.windows", "raystream.engine.keygroups", "raystream",
+    "raystream.operators.windows", "raystream.engine.keygroups", "raystream.operators.with_state", "raystream",
 ]
 
 

@@ -1,8 +1,9 @@
 """The driver's worker pool: job masters and task executors of a finished job serve the next.
 
-Reuse must never leak one job into another: an executor goes back only when every task it
-hosted finished and no raystream thread is left; executors of failed attempts, killed
-executors and ``reuse_workers=False`` jobs are never reused; calls meant for an earlier
+Reuse must never leak one job into another: an executor goes back only when no task it
+hosted and no raystream thread of the job is left (a finished job's at once; a cancelled or
+failed job's once they cancelled and forgot their tasks: tests/integration/test_probe_recycle_pool.py);
+killed executors and ``reuse_workers=False`` jobs are never reused; calls meant for an earlier
 job find nothing; a job cancelled before its master picked it up is still cancelled.
 """
 

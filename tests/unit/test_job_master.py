@@ -420,3 +420,20 @@ def test_job_master_has_no_ray_in_it():
 
     source = open(master.__file__).read()
     assert "import ray" not in source and "ray." not in source.replace("ray_runtime", "")
+
+
+def test_a_cancel_that_arrives_after_its_job_ended_is_not_kept(tmp_path):
+    """A driver's cancel can reach a pooled master after the job ended (the job finished while
+    the cancel was on its way): it cancels nothing and is kept by nobody. Before, it was kept
+    as an "early" cancel of a job whose run had not started, forever (one entry per such
+    cancel in a master that serves job after job)."""
+    result, runtime, master = run_job(tmp_path, Script(finish_after=2))
+    assert tags(result)
+    runtime.script = Script(finish_after=2)  # the same master serves a second job
+    runtime.script.runtime = runtime
+    graph, config = graph_and_config(tmp_path / "2")
+    assert tags(asyncio.run(asyncio.wait_for(master.run(graph, config, "job-2", None, False), 60)))
+    asyncio.run(master.cancel("job-1"))  # the first job's cancel, late
+    assert master._early_cancels == set()
+    asyncio.run(master.cancel("job-3"))  # a job not run yet: its cancel waits for its run
+    assert master._early_cancels == {"job-3"}
