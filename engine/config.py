@@ -72,6 +72,10 @@ class TaskConfig:
     # domain socket between executors on the same node, Ray actor calls otherwise; "ray":
     # always Ray actor calls
     channel_transport: str = "auto"
+    # how often (processing time) a user's WatermarkGenerator gets on_periodic_emit whether
+    # records came or not (Flink's ExecutionConfig.setAutoWatermarkInterval; 0: only after
+    # each batch)
+    auto_watermark_interval_ms: int = 200
 
     def __post_init__(self) -> None:
         """Refuse a setting no task could run with, naming it, when the job is built (a NaN or
@@ -97,6 +101,11 @@ class TaskConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= float(value) < math.inf:
                 raise ConfigError(f"{name} must be a finite number >= 0 ({what}), got {value!r}")
+        interval = as_int(self.auto_watermark_interval_ms)
+        if interval is None or interval < 0:
+            raise ConfigError("auto_watermark_interval_ms must be an int >= 0 (ms between a watermark generator's "
+                              f"periodic emits; 0: after batches only), got {self.auto_watermark_interval_ms!r}")
+        self.auto_watermark_interval_ms = interval
         check_channel_transport(self.channel_transport)
 
 

@@ -138,6 +138,8 @@ class OperatorContext:
     # about the most bytes of records per network batch (TaskConfig.buffer_bytes): an operator
     # that makes many records from one call emits them in pieces of about this size
     buffer_bytes: int = 8 << 20
+    #: ms between a user's WatermarkGenerator's periodic emits (TaskConfig.auto_watermark_interval_ms)
+    auto_watermark_interval_ms: int = 200
 
 
 class StreamOperator(ABC):

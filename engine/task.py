@@ -353,6 +353,7 @@ class Task:
             post=self.post,
             checkpointing=self.spec.checkpointing,
             buffer_bytes=self.spec.config.buffer_bytes,
+            auto_watermark_interval_ms=self.spec.config.auto_watermark_interval_ms,
         )
 
     def _open(self) -> None:

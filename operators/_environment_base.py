@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import logging
 from typing import Any, Callable, TypeVar
@@ -54,6 +55,7 @@ from raystream.engine.sink_operator import GatedSinkOperator, SinkOperator
 from raystream.engine.state_backend import StateBackend
 
 from .sinks import CollectSink, PrintSink, StreamingCollectSink, collected_records, collected_table
+from .time import duration_ms, shown_ms
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +219,26 @@ class StreamEnvironmentBase:
     def add_sink(self, edge: StreamEdge, sink: Sink, name: str) -> Transformation:
         """Append a sink node writing what ``edge`` carries to ``sink``."""
         return self.add_node(name, "sink", [edge], operator_factory=sink_operator_factory(sink), sink=sink)
+
+    def set_auto_watermark_interval(self: E, interval: int | dt.timedelta) -> E:
+        """How often a user's ``WatermarkGenerator`` gets ``on_periodic_emit`` whether records
+        came or not (Flink's ``ExecutionConfig.setAutoWatermarkInterval``; default 200 ms; 0:
+        only after each batch). Takes ms or a ``timedelta``.
+
+        Example:
+            >>> import raystream as rs
+            >>> rs.StreamEnvironment().set_auto_watermark_interval(50).get_auto_watermark_interval()
+            50
+        """
+        ms = duration_ms(interval, "auto_watermark_interval")
+        if ms is None or ms < 0:
+            raise ConfigError(f"set_auto_watermark_interval() takes ms >= 0 or a timedelta, got {shown_ms(interval)}")
+        self.task_config.auto_watermark_interval_ms = ms
+        return self
+
+    def get_auto_watermark_interval(self) -> int:
+        """The ms between periodic watermark emits (:meth:`set_auto_watermark_interval`)."""
+        return self.task_config.auto_watermark_interval_ms
 
     # ------------------------------------------------------------------ execution
     def enable_checkpointing(

@@ -37,6 +37,8 @@ _FLINK_ENV_NAMES = {
     "set_runtime_mode": "nothing: a bounded input runs to its end and the job finishes; for each key's final value "
                         "once (BATCH mode's output) give keyed sum/min/max/reduce/aggregate emit='final'",
     "set_stream_time_characteristic": "nothing: event time comes with stream.assign_timestamps_and_watermarks(strategy)",
+    "get_config": "the environment's own settings: env.set_auto_watermark_interval(ms) for ExecutionConfig's "
+                  "set_auto_watermark_interval, StreamEnvironment(parallelism=, max_parallelism=) for the others",
     "set_buffer_timeout": "StreamEnvironment(flush_ms=ms): how long a partly filled output buffer may wait (0: flush "
                           "after every batch; Flink's -1, flush only when full, has no spelling: a large flush_ms)",
 }

@@ -25,11 +25,14 @@ Example:
 
 from __future__ import annotations
 
+import datetime as dt
 from abc import ABC, abstractmethod
 from typing import Any, Callable, Generic, Protocol, TypeVar
 
 from raystream.engine.config import as_int
 from raystream.engine.errors import ConfigError
+
+from .time import duration_ms, shown_ms
 
 __all__ = [
     "TimestampedValue",
@@ -155,10 +158,11 @@ class TimeEvictor(_BeforeOrAfter):
     """Keeps the elements of the last ``window_size_ms`` of a window: an element whose
     timestamp is ``<= max timestamp - window_size_ms`` is evicted (Flink's cut-off)."""
 
-    def __init__(self, window_size_ms: int, do_evict_after: bool = False) -> None:
-        n = as_int(window_size_ms)
+    def __init__(self, window_size_ms: int | dt.timedelta, do_evict_after: bool = False) -> None:
+        n = duration_ms(window_size_ms, "TimeEvictor's time to keep")
         if n is None or n < 0:
-            raise ConfigError(f"TimeEvictor.of({window_size_ms!r}): the time to keep is a non-negative int (ms)")
+            raise ConfigError(f"TimeEvictor.of({shown_ms(window_size_ms)}): the time to keep is a non-negative int "
+                              "(ms) or timedelta")
         super().__init__(do_evict_after)
         self.window_size = n
 

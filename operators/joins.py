@@ -18,9 +18,9 @@ Example:
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any, Callable, Generic, TypeVar
 
-from raystream.engine.config import as_int
 from raystream.engine.errors import ConfigError, GraphError
 from raystream.engine.partitioners import KeyGroupPartitioner, KeySelector
 
@@ -35,6 +35,7 @@ from .join_operators import (
     ProcessJoinFunction,
     _CoGroup,
 )
+from .time import duration_ms, shown_ms
 from .windows import Trigger, WindowAssigner
 
 __all__ = [
@@ -65,13 +66,14 @@ class IntervalJoin(Generic[S]):
         self._late_tag: str | None = None
         self._exclusive = [False, False]  # lower, upper
 
-    def between(self, lower_ms: int, upper_ms: int) -> IntervalJoin[S]:
+    def between(self, lower_ms: int | dt.timedelta, upper_ms: int | dt.timedelta) -> IntervalJoin[S]:
         """Join ``l`` with ``r`` when ``l.ts + lower_ms <= r.ts <= l.ts + upper_ms`` (both bounds
-        inclusive unless :meth:`lower_bound_exclusive` / :meth:`upper_bound_exclusive`)."""
-        lower, upper = as_int(lower_ms), as_int(upper_ms)
+        inclusive unless :meth:`lower_bound_exclusive` / :meth:`upper_bound_exclusive`; ints of
+        ms or ``timedelta`` values)."""
+        lower, upper = duration_ms(lower_ms, "between()'s lower bound"), duration_ms(upper_ms, "between()'s upper bound")
         for name, bound, given in (("lower", lower, lower_ms), ("upper", upper, upper_ms)):
             if bound is None:
-                raise GraphError(f"between({lower_ms!r}, {upper_ms!r}): the {name} bound must be an int (ms), "
+                raise GraphError(f"between({lower_ms!r}, {upper_ms!r}): the {name} bound must be an int (ms) or timedelta, "
                                  f"got {type(given).__name__} {given!r}")
         assert lower is not None and upper is not None
         if lower > upper:
@@ -166,11 +168,12 @@ class JoinedStreams(Generic[S]):
         self._trigger = trigger
         return self
 
-    def allowed_lateness(self, ms: int) -> JoinedStreams[S]:
-        """Keep windows ``ms`` after they fired; later records re-fire them (event time)."""
-        lateness = as_int(ms)
+    def allowed_lateness(self, ms: int | dt.timedelta) -> JoinedStreams[S]:
+        """Keep windows ``ms`` (an int of ms or a ``timedelta``) after they fired; later
+        records re-fire them (event time)."""
+        lateness = duration_ms(ms, "allowed_lateness")
         if lateness is None or lateness < 0:
-            raise GraphError(f"allowed_lateness must be a non-negative int (ms), got {ms!r}")
+            raise GraphError(f"allowed_lateness must be a non-negative int (ms) or timedelta, got {shown_ms(ms)}")
         self._lateness = lateness
         return self
 

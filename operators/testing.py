@@ -108,6 +108,8 @@ class OperatorHarness:
         num_inputs: inputs the operator reads (default: ``operator.num_inputs``).
         output: where the operator's output goes (a new :class:`CollectingOutput` by
             default; a subclass may route it, as the stateful-functions runner does).
+        task_config: the task's runtime settings (``TaskConfig()`` by default), e.g. its
+            ``auto_watermark_interval_ms``.
 
     Errors surface as the operator raised them (a user function's as a
     :class:`~raystream.engine.errors.UserCodeError` with the user's exception as
@@ -128,6 +130,7 @@ class OperatorHarness:
         state_backend: StateBackend | None = None,
         num_inputs: int | None = None,
         output: CollectingOutput | None = None,
+        task_config: TaskConfig | None = None,
     ) -> None:
         self.operator = operator
         self.clock = clock or ManualClock(0)
@@ -146,7 +149,7 @@ class OperatorHarness:
                     "factory": lambda: operator, "keyed": getattr(operator, "keyed", False)}],
             inputs=[InputInfo(i, "harness input") for i in range(self.num_inputs)],
             outputs=[],
-            config=TaskConfig(),
+            config=task_config if task_config is not None else TaskConfig(),
             restore=(self._restore_plan(restore, KeyGroupRange.for_subtask(subtask_index, parallelism, max_parallelism))
                      if restore is not None else None),
             clock=self.clock,

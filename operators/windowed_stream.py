@@ -21,6 +21,7 @@ it off.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any, Callable, Generic, Iterable, TypeVar
 
 from raystream.engine.config import as_int
@@ -32,7 +33,7 @@ from ._stream_base import WINDOW_NODES, StreamBase, find_timestamp_assigner, win
 from .evictors import CountEvictor, Evictor
 from .flink_functions import user_function
 from .functions import OutputTag, tag_name
-from .time import TimestampAssigner, as_timestamp_assigner
+from .time import TimestampAssigner, as_timestamp_assigner, duration_ms, shown_ms
 from .window_combiner import CombinedWindowOperator, VectorWindowCombiner, WindowAggregateCombiner
 from .window_fast import (
     EMISSION_COLUMN,
@@ -189,11 +190,12 @@ class WindowedStream(Generic[S]):
         self._evictor = evictor
         return self
 
-    def allowed_lateness(self, ms: int) -> WindowedStream[S]:
-        """Keep windows ``ms`` after they fired; later records re-fire them (event time)."""
-        lateness = as_int(ms)
+    def allowed_lateness(self, ms: int | dt.timedelta) -> WindowedStream[S]:
+        """Keep windows ``ms`` (an int of ms or a ``timedelta``) after they fired; later
+        records re-fire them (event time)."""
+        lateness = duration_ms(ms, "allowed_lateness")
         if lateness is None or lateness < 0:
-            raise GraphError(f"allowed_lateness must be a non-negative int (ms), got {ms!r}")
+            raise GraphError(f"allowed_lateness must be a non-negative int (ms) or timedelta, got {shown_ms(ms)}")
         self._lateness = lateness
         return self
 

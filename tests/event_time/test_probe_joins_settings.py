@@ -38,7 +38,7 @@ def two_streams() -> tuple[rs.DataStream, rs.DataStream]:
 def test_window_join_refuses_a_bad_allowed_lateness(co_group, lateness) -> None:
     a, b = two_streams()
     joined = (a.co_group(b) if co_group else a.join(b)).where("k").equal_to("k").window(TumblingEventTimeWindows.of(10))
-    with pytest.raises(GraphError, match=r"allowed_lateness must be a non-negative int \(ms\), got " + repr(lateness)):
+    with pytest.raises(GraphError, match=r"allowed_lateness must be a non-negative int \(ms\) or timedelta, got " + repr(lateness)):
         joined.allowed_lateness(lateness)
 
 
