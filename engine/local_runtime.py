@@ -137,6 +137,10 @@ class LocalExecutorRuntime:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.master: JobMaster | None = None
         self.executors: dict[str, _LocalExecutor] = {}
+        # the task hosts of killed executors whose mailbox threads may still be ending
+        # (join_tasks waits for them too); pruned at every kill, so a job restarted again and
+        # again holds only the live attempt's executors, not every earlier one's
+        self._dying: list[Any] = []
 
     def start_executors(self, names: dict[str, str], num_cpus: float, placed: Iterable[str | None] = (),
                         avoid: Collection[str] = ()) -> dict[str, Executor]:
@@ -165,8 +169,13 @@ class LocalExecutorRuntime:
             self.kill_executor(executor)
 
     def kill_executor(self, executor: _LocalExecutor) -> None:
-        """Kill an executor (a failure drill): its tasks stop, calls to it fail."""
+        """Kill an executor (a failure drill): its tasks stop, calls to it fail; it is
+        forgotten (its tasks' threads are waited for by :meth:`join_tasks`)."""
         executor.dead = True
+        if self.executors.get(executor.name) is executor:
+            del self.executors[executor.name]
+        self._dying = [h for h in self._dying if not h.finished]
+        self._dying.extend(h for h in executor._hosted.values() if h.task is not None and not h.finished)
         for host in list(executor._hosted.values()):
             if host.task is not None:
                 host.task.cancel()
@@ -184,6 +193,7 @@ class LocalExecutorRuntime:
         loop, which must outlive them)."""
         deadline = asyncio.get_running_loop().time() + timeout_s
         hosts = [h for e in self.executors.values() for h in e._hosted.values() if h.task is not None]
+        hosts += [h for h in self._dying if h not in hosts]
         for h in hosts:
             if not h.finished and h.task is not None:
                 h.task.cancel()
