@@ -171,12 +171,19 @@ class JobClient:
         """``{job id: client}`` for every job a raystream job master of this Ray cluster runs
         now (from any driver; created, running or restarting, not ended). The clients are
         *attached*: status, metrics, cancel and savepoints work; ``wait()`` belongs to the
-        submitting driver.
+        submitting driver. Without a connected Ray, the cluster named by
+        ``$RAYSTREAM_ADDRESS`` / ``$RAY_ADDRESS`` is asked; with none named there is no job to
+        list (nothing is started: before, Ray started a new local Ray of its own to look in).
 
         Example:
             >>> for job_id, client in JobClient.list_running().items():   # doctest: +SKIP
             ...     print(job_id, client.status())
         """
+        if not ray.is_initialized():
+            named = next((os.environ[v] for v in ("RAYSTREAM_ADDRESS", "RAY_ADDRESS") if os.environ.get(v)), None)
+            if named is None or named == "local":
+                return {}  # (a new private local Ray would run no job)
+            ensure_ray(named)
         names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
                  if a.get("namespace") == NAMESPACE and a["name"].startswith(MASTER_PREFIX)]
         masters = {}
