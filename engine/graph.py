@@ -8,6 +8,7 @@ operator chaining does, and resolves the partitioner of every remaining edge.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ __all__ = [
     "JobGraph",
     "TimestampAssignerLike",
     "build_job_graph",
+    "resolve_at_submit",
     "ship",
 ]
 
@@ -353,6 +355,10 @@ def ship(graph: JobGraph, config: JobConfig) -> bytes:
     by the driver, and unpickled only by the tasks. Sources and sinks stay in the graph (the
     master plans a source's splits and makes a sink's committer).
 
+    A source that resolves something once per job (where ``"$"`` or "latest" is) does so here,
+    on the driver, through :func:`resolve_at_submit`: every plan of the job, also a job
+    master's that takes the job over before its first checkpoint, uses what it resolved.
+
     Raises:
         GraphError: something in the job cannot be sent to another process.
     """
@@ -363,11 +369,44 @@ def ship(graph: JobGraph, config: JobConfig) -> bytes:
         except Exception as exc:
             _raise_unshippable(graph, config, exc)
         chain = [{k: x for k, x in op.items() if k != "factory"} for op in v.chain]
-        vertices.append(dataclasses.replace(v, chain=chain, operators=operators))
+        source = resolve_at_submit(v.source) if v.source is not None else None
+        vertices.append(dataclasses.replace(v, chain=chain, operators=operators, source=source))
     try:
         return cloudpickle.dumps(dataclasses.replace(graph, vertices=vertices))
     except Exception as exc:
         _raise_unshippable(graph, config, exc)
+
+
+def resolve_at_submit(source: Source) -> Source:
+    """``source`` as the job is shipped: the result of its ``resolve_at_submit()`` when it has
+    one (e.g. :meth:`RedisStreamSource.resolve_at_submit`, which reads where ``"$"`` is), so
+    that what a source resolves "at job start" is resolved once per submission, by the driver,
+    and not again by each job master that plans the job. A wrapper that keeps its source in
+    ``.source`` (``WatermarkedSource``) is shipped as a copy around its resolved source; any
+    other source as it is. The user's source object is never changed.
+
+    Example:
+        >>> from raystream.engine.connectors import Source
+        >>> class Latest(Source):
+        ...     def __init__(self, at=None): self.at = at
+        ...     def resolve_at_submit(self): return Latest(at=42)
+        ...     def create_splits(self, parallelism): return [self.at]
+        ...     def create_reader(self, ctx): raise NotImplementedError
+        >>> resolve_at_submit(Latest()).create_splits(1)
+        [42]
+    """
+    resolve = getattr(source, "resolve_at_submit", None)
+    if callable(resolve):
+        resolved: Source = resolve()
+        return resolved
+    inner = getattr(source, "source", None)
+    if isinstance(inner, Source) and inner is not source:
+        resolved_inner = resolve_at_submit(inner)
+        if resolved_inner is not inner:
+            outer = copy.copy(source)
+            outer.source = resolved_inner  # type: ignore[attr-defined]
+            return outer
+    return source
 
 
 def _raise_unshippable(graph: JobGraph, config: JobConfig, exc: Exception) -> NoReturn:

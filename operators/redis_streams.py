@@ -25,7 +25,9 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import json
+import logging
 import re
 import time
 import uuid
@@ -64,6 +66,8 @@ __all__ = [
 
 #: a value Redis stores in a stream field as it is (anything else is JSON-encoded)
 FieldValue = Union[str, bytes, int, float]
+
+log = logging.getLogger(__name__)
 
 _ID = re.compile(r"^\d+(-\d+)?$")
 #: a week: a committable can come again only while a checkpoint that carries it may be restored
@@ -173,9 +177,10 @@ class RedisStreamSource(Source[RedisStreamSplit]):
         bounded: True: read each stream up to the last entry it holds when the job starts,
             then end. False: read forever, polling for new entries.
         start_id: where reading starts: ``"0"`` (the first entry), ``"$"`` (only entries
-            appended after the job started: resolved once, at job start, so a restart does
-            not skip any; a job master taking the job over before its first checkpoint
-            resolves it again) or an entry id (exclusive: reading starts after it).
+            appended after the job was submitted: resolved once, by the driver when it ships
+            the job (:meth:`resolve_at_submit`), so neither a restart nor a job master taking
+            the job over before its first checkpoint skips any) or an entry id (exclusive:
+            reading starts after it).
         batch_size: entries per read and per emitted batch (per stream).
         encoding: field names and values are decoded with it; None keeps them as bytes.
         id_field: if set, each record gets the entry id under this name.
@@ -255,22 +260,64 @@ class RedisStreamSource(Source[RedisStreamSplit]):
         self.rate = rate
         self.block_ms = block_ms
         self.connection_kwargs = dict(connection_kwargs or {})
+        #: the last id of each stream read when the job was submitted (None: not yet), where a
+        #: ``"$"`` split starts and a bounded split ends (:meth:`resolve_at_submit`)
+        self.resolved_ids: dict[str, str] | None = None
+
+    def resolve_at_submit(self) -> RedisStreamSource:
+        """A copy of this source with each stream's last entry id read now, called by the
+        driver as it ships the job (:func:`engine.graph.ship`).
+
+        A ``"$"`` split then starts, and a bounded split ends, where the streams were when the
+        job was submitted, in every plan of the job: the first job master's, and one that takes
+        the job over before its first checkpoint completed (its plan starts from scratch with
+        the graph the driver shipped). Before, each master read the ids again when it planned,
+        and the entries appended in between were never read (Flink's ``OffsetsInitializer
+        .latest()`` is resolved once too). A source that reads from ``"0"`` or an entry id and
+        is unbounded has nothing to resolve and is returned as it is. When the driver cannot
+        reach the server, the copy resolves nothing (a warning says so) and the job master
+        reads the ids when it plans, as before.
+
+        Example:
+            >>> src = RedisStreamSource("clicks", "redis://localhost:1/0", bounded=False, start_id="0")
+            >>> src.resolve_at_submit() is src
+            True
+        """
+        if self.start_id != "$" and not self.bounded:
+            return self
+        client = _connect(self.url, self.connection_kwargs, "RedisStreamSource")
+        try:
+            last = {key: self._last_id(client, key) for key in self.keys}
+        except _redis("RedisStreamSource").RedisError as exc:
+            log.warning("RedisStreamSource %r: the driver cannot read the streams' last ids at %r (%s); the job "
+                        "master reads them when it plans the job (a master that takes the job over before its "
+                        "first checkpoint reads them again)", self.keys, _safe_url(self.url), exc)
+            return self
+        finally:
+            client.close()
+        resolved = copy.copy(self)
+        resolved.resolved_ids = last
+        return resolved
 
     def describe(self) -> str:
         return f"redis_streams({self.keys!r}, {'bounded' if self.bounded else 'unbounded'})"
 
     def create_splits(self, parallelism: int) -> list[RedisStreamSplit]:
-        """One split per stream; a bounded split ends at the stream's last entry (read now)."""
-        client = _connect(self.url, self.connection_kwargs, "RedisStreamSource")
-        try:
-            last = {key: self._last_id(client, key) for key in self.keys}
-        except _redis("RedisStreamSource").RedisError as exc:
-            raise ConfigError(
-                f"RedisStreamSource cannot read streams {self.keys!r} at {_safe_url(self.url)!r}: {exc} "
-                f"(is the server running, and are the keys streams?)"
-            ) from exc
-        finally:
-            client.close()
+        """One split per stream; a bounded split ends at the stream's last entry, and a ``"$"``
+        split starts there: as read when the job was submitted (:meth:`resolve_at_submit`),
+        else now."""
+        last = self.resolved_ids
+        if last is None:  # (also checks, as the job is planned, that the streams can be read)
+            client = _connect(self.url, self.connection_kwargs, "RedisStreamSource")
+            try:
+                last = {key: self._last_id(client, key) for key in self.keys}
+            except _redis("RedisStreamSource").RedisError as exc:
+                raise ConfigError(
+                    f"RedisStreamSource cannot read streams {self.keys!r} at {_safe_url(self.url)!r}: {exc} "
+                    f"(is the server running, and are the keys streams?)"
+                ) from exc
+            finally:
+                client.close()
         splits = []
         for key in self.keys:
             start = last[key] if self.start_id == "$" else self.start_id
