@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 from raystream.engine.connectors import assign_split_indices
 from raystream.engine.errors import CheckpointError, ConfigError
 from raystream.engine.keygroups import KeyGroupRange
-from raystream.engine.operator import key_group_sharer
+from raystream.engine.operator import KeyGroupedState, key_group_sharer
 
 from .serde import loads
 from .storage import CheckpointStorage, CheckpointStorageUnavailable, resolve_storage
@@ -734,6 +734,30 @@ def _holds_state(op: dict, read: Callable[[Any], bytes], uid: str) -> bool:
     return False
 
 
+def _holds_key_groups(op: dict, read: Callable[[Any], bytes], uid: str) -> bool:
+    """Whether operator ``op`` of a checkpoint's metadata holds state split into key groups: a
+    keyed snapshot, or an operator state with a :class:`KeyGroupedState` in it (per-key state a
+    keyed operator keeps itself, e.g. a heap ``reduce`` or window)."""
+    for entry in op.get("subtasks", {}).values():
+        if not isinstance(entry, dict):
+            continue
+        if entry.get("keyed") is not None:
+            return True
+        if entry.get("op") is not None:
+            blob = loads(read(entry["op"]), what=f"operator state of {uid!r}")
+            if isinstance(blob, dict) and _has_key_grouped_state(blob.get("operator")):
+                return True
+    return False
+
+
+def _has_key_grouped_state(state: Any) -> bool:
+    """A :class:`KeyGroupedState` at the top of ``state`` or inside its plain dicts (where
+    :func:`~engine.operator.key_group_sharer` cuts them by key group)."""
+    if isinstance(state, KeyGroupedState):
+        return True
+    return type(state) is dict and any(map(_has_key_grouped_state, state.values()))
+
+
 def _old_key_groups(op: dict, subtask: Any, max_parallelism: int) -> KeyGroupRange | None:
     """The key groups that subtask ``subtask`` of checkpointed operator ``op`` owned (its keyed
     snapshot holds no other), or None when the metadata does not say."""
@@ -786,16 +810,20 @@ def build_restore_plan(
             "new savepoint there to move on), or start the job without it"
         )
     if metadata["max_parallelism"] != max_parallelism:
-        stateful = sorted(uid for uid, op in metadata["operators"].items()
-                          if any(isinstance(e, dict) and (e.get("keyed") is not None or e.get("op") is not None)
-                                 for e in op.get("subtasks", {}).values()))
-        raise CheckpointError(
-            f"the savepoint or checkpoint was taken with max_parallelism {metadata['max_parallelism']}, the job "
-            f"has {max_parallelism}: the state of its operators (uids {stateful}) is split into "
-            f"{metadata['max_parallelism']} key groups and cannot be re-split into another number (as in Flink); "
-            f"start the job with StreamEnvironment(max_parallelism={metadata['max_parallelism']}) (its parallelism "
-            f"may change up to that), or start it without this savepoint"
-        )
+        # Only state split into key groups is bound to their number: keyed state, and operator
+        # state that keeps per-key entries by key group (KeyGroupedState). Source positions,
+        # committables, feedback logs and other operator state restore at any max_parallelism.
+        # (Before, every operator with a state file was named, stateless ones too, and such a
+        # restore was refused when no operator had keyed state at all.)
+        grouped = sorted(uid for uid, op in metadata["operators"].items() if _holds_key_groups(op, read, uid))
+        if grouped:
+            raise CheckpointError(
+                f"the savepoint or checkpoint was taken with max_parallelism {metadata['max_parallelism']}, the job "
+                f"has {max_parallelism}: the keyed state of its operators (uids {grouped}) is split into "
+                f"{metadata['max_parallelism']} key groups and cannot be re-split into another number (as in "
+                f"Flink); start the job with StreamEnvironment(max_parallelism={metadata['max_parallelism']}) (its "
+                f"parallelism may change up to that), or start it without this savepoint"
+            )
     known = {uid for v in vertices for uid in v["uids"]}
     unknown = sorted(set(metadata["operators"]) - known)
     if unknown and not allow_non_restored_state:  # (Flink asks only for operators that had state)

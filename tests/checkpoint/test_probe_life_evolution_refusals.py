@@ -14,6 +14,7 @@ import pytest
 from raystream.checkpoint import CheckpointStorage
 from raystream.checkpoint.coordinator import METADATA_FORMAT, build_restore_plan
 from raystream.engine.errors import CheckpointError
+from raystream.engine.operator import KeyGroupedState
 from raystream.engine.serde import dumps
 
 
@@ -21,7 +22,8 @@ def savepoint_like(storage: CheckpointStorage, max_parallelism: int = 128) -> di
     """A checkpoint of a two-subtask job: source 'src' (splits), reduce 'count' (keyed
     state), map 'fmt' (stateless)."""
     ops: dict = {}
-    for uid, blob in (("src", {"operator": None, "splits": ["split"]}), ("count", {"operator": {"n": 1}}),
+    counts = {"by_key_group": KeyGroupedState({3: {"a": 1}})}  # (a heap reduce's per-key values)
+    for uid, blob in (("src", {"operator": None, "splits": ["split"]}), ("count", {"operator": counts}),
                       ("fmt", {"operator": None})):
         ops[uid] = {"parallelism": 2, "subtasks": {
             s: {"op": storage.write_state("job", 1, f"{uid}/{s}-op", dumps(blob)), "committables": []} for s in range(2)}}
@@ -42,7 +44,7 @@ def test_a_changed_max_parallelism_names_the_stateful_operators_and_the_remedy(t
         build_restore_plan(md, storage.read_state, vertices("src", "count", "fmt"), 64)
     message = str(err.value)
     assert "max_parallelism 128, the job has 64" in message
-    assert "['count', 'fmt', 'src']" in message  # the operators whose state it holds
+    assert "uids ['count']" in message  # the operator whose state is split into key groups (not src, fmt)
     assert "StreamEnvironment(max_parallelism=128)" in message  # what to do
 
 
