@@ -82,7 +82,7 @@ from raystream.statefun_api.endpoints import RemoteEndpoint, resolve_endpoint
 from raystream.statefun_api.errors import ProtocolError, StatefulFunctionError
 from raystream.statefun_api.http_caller import CallResult, RemoteCaller, excerpt, redacted
 from raystream.statefun_api.messages import EgressMessage, Message
-from raystream.statefun_api.reqreply import FromFunction, decode_from_function
+from raystream.statefun_api.reqreply import FromFunction, decode_from_function, egress_argument
 from raystream.statefun_api.request_encoder import RequestEncoder, StateEntry
 from raystream.statefun_api.routing import (
     VALUE_TYPENAME,
@@ -758,12 +758,15 @@ def _result_from_pb(caller: Address, response: Any) -> InvocationResult:
         message = Message(target.typename, target.id, _pb_typed(dl.argument))
         result.delayed_actions.append(DelayedMessage(dl.delay_in_ms, target, message, dl.cancellation_token, caller))
     for e in response.outgoing_egresses:
+        typename = f"{e.egress_namespace}/{e.egress_type}"
         try:
-            egress = EgressMessage(f"{e.egress_namespace}/{e.egress_type}", _pb_typed(e.argument))
+            egress = EgressMessage(typename, TypedValue())
         except ValueError as exc:
             raise ProtocolError(
                 f"an egress message sent by {caller} has an invalid egress (namespace {e.egress_namespace!r}, "
                 f"type {e.egress_type!r}): {exc}"
             ) from exc
+        # (an argument absent or without typename: refused, see reqreply.egress_argument)
+        egress.typed_value = egress_argument(caller, typename, _pb_typed(e.argument) if e.HasField("argument") else None)
         result.egress.append(egress)
     return result

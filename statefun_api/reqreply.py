@@ -50,6 +50,7 @@ __all__ = [
     "decode_from_function",
     "build_request",
     "result_from_response",
+    "egress_argument",
     "response_from_result",
     "incomplete_context_for",
 ]
@@ -511,8 +512,34 @@ def result_from_response(
             DelayedMessage(d.delay_in_ms, target, message, d.cancellation_token, caller)
         )
     for e in response.outgoing_egresses:
-        result.egress.append(EgressMessage(_egress_typename(e), e.argument or TypedValue()))
+        result.egress.append(EgressMessage(_egress_typename(e), egress_argument(caller, _egress_typename(e), e.argument)))
     return result
+
+
+def egress_argument(caller: Address, egress: str, argument: TypedValue | None) -> TypedValue:
+    """The value of an egress message sent by the remote function ``caller`` to ``egress``.
+
+    StateFun's runtime hands a missing argument on as protobuf's empty ``TypedValue``, which
+    its Kafka and Kinesis egresses refuse (no typename); an egress here is any sink, which
+    would receive that empty value silently, so the reply is refused instead.
+
+    Example:
+        >>> egress_argument(Address("a", "f", "1"), "a/out", None)
+        Traceback (most recent call last):
+        ...
+        raystream.statefun_api.errors.ProtocolError: a/f/1 sent a message to the egress 'a/out' without an argument (no TypedValue): an egress message carries a value
+
+    Raises:
+        ProtocolError: the argument is missing or has no typename.
+    """
+    if argument is None:
+        raise ProtocolError(f"{caller} sent a message to the egress {egress!r} without an argument (no TypedValue): an egress message carries a value")
+    if not argument.typename:
+        raise ProtocolError(
+            f"{caller} sent a message to the egress {egress!r} whose value has no typename "
+            f"(TypedValue(has_value={argument.has_value!r}, {len(argument.value)} bytes)): an egress value is typed"
+        )
+    return argument
 
 
 def response_from_result(result: InvocationResult, specs: Iterable[ValueSpec]) -> FromFunction:
