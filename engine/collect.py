@@ -12,14 +12,16 @@ Flink's collect sink sends them to its client: over a socket, not through the jo
   iterator's random key (``multiprocessing.connection``'s HMAC handshake: nothing that does
   not hold the key is read);
 * a writer's messages go through a bounded outbox and one sender thread; the driver reads
-  each connection into a bounded queue that the iterator takes from. A consumer that does
-  not keep up fills the queue, the reading threads stop reading, the socket buffers fill, the
-  sender thread waits in ``send``, the outbox fills and the sink task stops taking input
-  (``accepts_input``), whose producers then wait on their credits: memory stays bounded at
-  every step. While the consumer does not read, the job waits, its checkpoint barriers too
-  (behind the data the sink does not take): a checkpoint may time out (aborted, the job goes
-  on unless ``tolerable_failures`` says otherwise) and the next one completes once the
-  consumer reads again.
+  each connection into a queue bounded in messages and in bytes (:data:`MAX_QUEUED_BYTES`:
+  with checkpointing a message is a whole checkpoint's output, of any size) that the
+  iterator takes from. A consumer that does not keep up fills the queue, the reading threads
+  stop reading, the socket buffers fill, the sender thread waits in ``send``, the outbox fills
+  and the sink task stops taking input (``accepts_input``), whose producers then wait on
+  their credits: memory stays bounded at every step. While the consumer does not read, the
+  job waits, its checkpoint barriers too (behind the data the sink does not take): one
+  checkpoint at a time times out and is aborted (the job goes on unless
+  ``tolerable_failures`` says otherwise), and checkpoints complete again once the consumer
+  reads again; nothing is lost or repeated.
 
 Messages are ``(connection id, seq, subtask, key, batches)`` pickles; ``key`` names a piece
 of output once, so that a piece sent twice (after a restart) is delivered once.
@@ -62,6 +64,9 @@ HOST_ENV = "RAYSTREAM_COLLECT_HOST"
 CONNECT_TIMEOUT_S = 10.0
 #: seconds a closing sink writer waits for a driver that does not read to take what it holds
 CLOSE_DRAIN_S = 30.0
+#: bytes of received messages a :class:`CollectServer` holds for its iterator at most (and one
+#: message more, however large, when it holds none)
+MAX_QUEUED_BYTES = 8 << 20
 
 
 def collect_host(address: str | None) -> tuple[str, str]:
@@ -97,16 +102,29 @@ class CollectEndpoint:
 # ---------------------------------------------------------------------------- driver side
 class CollectServer:
     """The driver's end: accepts the sink writers' connections and reads their messages into
-    a bounded queue (at most ``max_queued`` messages: a reader thread waits when it is full,
-    which holds its writer back through the socket)."""
+    a bounded queue (at most ``max_queued`` messages and ``max_bytes`` of them, or one message
+    of any size: a reader thread waits when it is full, which holds its writer back through
+    the socket).
 
-    def __init__(self, address: str | None = None, max_queued: int = 16) -> None:
+    Example:
+        >>> server = CollectServer("local", max_bytes=1 << 20)
+        >>> server.queued_bytes(), server.get(timeout=0.01)
+        (0, None)
+        >>> server.close()
+    """
+
+    def __init__(self, address: str | None = None, max_queued: int = 16, max_bytes: int = MAX_QUEUED_BYTES) -> None:
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+            raise ValueError(f"CollectServer max_bytes must be an int >= 1, got {max_bytes!r}")
         bind, advertised = collect_host(address)
         self._authkey = os.urandom(32)
         self._listener = Listener((bind, 0), authkey=self._authkey)
         port = self._listener.address[1]
         self.endpoint = CollectEndpoint((advertised, port), self._authkey)
         self._messages: queue.Queue = queue.Queue(maxsize=max_queued)
+        self._max_bytes = max_bytes
+        self._bytes = 0  # bytes (as received) of the messages in the queue
+        self._room = threading.Condition()  # notified when get() takes a message
         self._lock = threading.Lock()
         self._closed = False
         self._open: dict[str, Connection] = {}  # reader threads running, by a local id
@@ -141,14 +159,20 @@ class CollectServer:
                     data = conn.recv_bytes()
                 except (EOFError, OSError):
                     return
+                size = len(data)
+                with self._room:  # (before unpickling: a message waiting here is held once, as bytes)
+                    while not self._closed and self._bytes and self._bytes + size > self._max_bytes:
+                        self._room.wait(0.2)
+                    self._bytes += size
                 try:
                     message = pickle.loads(data)  # (authenticated: only the job's writers hold the key)
                 except Exception as exc:  # noqa: BLE001 - raised by the iterator, never dropped unseen
                     self.error = exc
                     return
+                del data
                 while not self._closed:
                     try:
-                        self._messages.put(message, timeout=0.2)
+                        self._messages.put((message, size), timeout=0.2)
                         break
                     except queue.Full:
                         continue
@@ -161,9 +185,12 @@ class CollectServer:
         """The next message (a tuple), or None if none came within ``timeout`` seconds; counted
         in :meth:`received` once taken."""
         try:
-            message = self._messages.get(timeout=timeout)
+            message, size = self._messages.get(timeout=timeout)
         except queue.Empty:
             return None
+        with self._room:
+            self._bytes -= size
+            self._room.notify_all()
         with self._lock:
             self._counts[message[0]] = max(self._counts.get(message[0], 0), message[1] + 1)
         return message
@@ -172,6 +199,12 @@ class CollectServer:
         """How many messages of writer connection ``connection`` were taken by :meth:`get`."""
         with self._lock:
             return self._counts.get(connection, 0)
+
+    def queued_bytes(self) -> int:
+        """Bytes (as received) of the messages read from the writers and not yet taken by
+        :meth:`get`: at most ``max_bytes``, or one message's when it is larger."""
+        with self._room:
+            return self._bytes
 
     def open_connections(self) -> int:
         """Writer connections still open (their writers may still send)."""
@@ -185,6 +218,8 @@ class CollectServer:
                 return
             self._closed = True
             conns = list(self._open.values())
+        with self._room:  # (a reading thread waiting for room sees the end)
+            self._room.notify_all()
         address = self._listener.address
         try:
             self._listener.close()
