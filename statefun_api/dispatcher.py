@@ -154,6 +154,7 @@ from raystream.statefun_api.storage import (
     deleted_again,
     explain_attribute_error,
     load_storage,
+    may_delete_values,
     storage_class,
 )
 from raystream.statefun_api.types import Type, TypedValue, builtin_type
@@ -572,9 +573,11 @@ class FunctionDispatcher(StreamOperator):
         written straight in the backend's tables when it offers them for every one of them
         (the heap backend, states without TTL: ``value_table``), else through the states."""
         states = [st for _, st, _ in self._values[typename]]
-        # (sync functions: fast assignments; a function type that deleted a value twice in one
-        # batch gets the class that deletes idempotently from then on: see _drain)
-        strict = not self._fns[typename].is_async and typename not in self._deletes_again
+        # (sync functions whose code shows no deletion: Python's own reads and assignments; a
+        # function that may delete gets the class that deletes idempotently and reads None
+        # after a deletion, as does a function type that deleted unseen (see _drain))
+        fn = self._fns[typename]
+        strict = not fn.is_async and typename not in self._deletes_again and not may_delete_values(fn.fun)
         slots = StorageSlots(typename, self._fns[typename].specs, states, strict_delete=strict)
         value_table = getattr(self.backend, "value_table", None)
         if value_table is None:  # (RocksDB: values through the states)
@@ -914,9 +917,11 @@ class FunctionDispatcher(StreamOperator):
                 except Exception as exc:
                     cause = exc.__cause__
                     if type(cause) is AttributeError and deleted_again(storage, cause):
-                        # a value deleted twice (storage_class's strict_delete raised where StateFun's
-                        # storage does nothing): nothing of the batch was applied; the function type
-                        # gets the storage that deletes idempotently and the batch is invoked again
+                        # a value deleted twice, or read after a deletion, through code that
+                        # may_delete_values did not see (storage_class's strict_delete raised where
+                        # StateFun's storage does nothing or reads None): nothing of the batch was
+                        # applied; the function type gets the storage that deletes idempotently and
+                        # the batch is invoked again
                         self._deletes_again.add(key[0])
                         self._failed_invocation(key, records)  # (drops the context, new slots, records back first)
                         budget += n

@@ -28,10 +28,12 @@ Example:
 
 from __future__ import annotations
 
+import dis
 import functools
 import operator
+import types
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from raystream.statefun_api.spec import ValueSpec
 from raystream.statefun_api.types import (
@@ -54,6 +56,7 @@ __all__ = [
     "storage_class",
     "load_storage",
     "StorageSlots",
+    "may_delete_values",
     "ValueSpec",  # (re-exported as the SDK's `from statefun.storage import *` gives it)
 ]
 
@@ -225,7 +228,15 @@ class AddressScopedStorage:
             )
         return cell
 
-    def __getattr__(self, name: str) -> Any:
+    if TYPE_CHECKING:  # (for type checkers: the declared values are attributes of any name)
+
+        def __getattr__(self, name: str) -> Any: ...
+
+        def __setattr__(self, name: str, value: Any) -> None: ...
+
+    # (the attribute access through the cells: _CellStorage's __getattr__, __setattr__ and
+    # __delattr__, defined here, where `self.__cells` names the slot)
+    def __read(self, name: str) -> Any:
         cell = self.__cells.get(name)
         if cell is None:
             if name.startswith("__") and name.endswith("__"):
@@ -233,7 +244,7 @@ class AddressScopedStorage:
             cell = self.__cell(name)
         return cell.get()
 
-    def __setattr__(self, name: str, value: Any) -> None:
+    def __write(self, name: str, value: Any) -> None:
         cell = self.__cells.get(name)
         if cell is None:
             cell = self.__cell(name)
@@ -244,7 +255,7 @@ class AddressScopedStorage:
             return
         cell.set(value)
 
-    def __delattr__(self, name: str) -> None:
+    def __remove(self, name: str) -> None:
         self.__cell(name).delete()
 
     def __dir__(self) -> Iterable[str]:
@@ -255,6 +266,22 @@ class AddressScopedStorage:
 
     def __reduce__(self):
         raise TypeError("context.storage can not be pickled; copy the values you need")
+
+
+class _CellStorage(AddressScopedStorage):
+    """The storage classes that read, assign and delete through the cells (every
+    :func:`storage_class` but the ``strict_delete`` fast one, which has Python's own
+    attribute access: a class with a ``__getattr__`` anywhere in its MRO has every attribute
+    read go through CPython's getattr hook, which also keeps ``LOAD_ATTR`` from
+    specializing; see :func:`storage_class`)."""
+
+    __slots__ = ()
+    __getattr__ = AddressScopedStorage._AddressScopedStorage__read  # type: ignore[attr-defined]
+    __setattr__ = AddressScopedStorage._AddressScopedStorage__write  # type: ignore[attr-defined]
+    __delattr__ = AddressScopedStorage._AddressScopedStorage__remove  # type: ignore[attr-defined]
+
+
+_remove: Callable[[AddressScopedStorage, str], None] = AddressScopedStorage._AddressScopedStorage__remove  # type: ignore[attr-defined]
 
 
 def make_storage(
@@ -387,13 +414,18 @@ def storage_class(specs: tuple[ValueSpec, ...], fast: bool = False, strict_delet
     cells as the plain class does. Assigning an undeclared name raises Python's own
     ``AttributeError`` (:func:`explain_attribute_error` words it as the plain class does).
 
-    ``strict_delete`` (with ``fast``; the dispatcher's sync functions): the class has no
-    Python ``__delattr__``, so that Python assigns the slots itself (a Python
+    ``strict_delete`` (with ``fast``; the dispatcher's sync functions whose code shows no
+    deletion, :func:`may_delete_values`): the class has Python's own attribute access, all
+    in C: no Python ``__delattr__``, so that Python assigns the slots itself (a Python
     ``__delattr__`` routes *every* assignment through ``object.__setattr__``: ~1,100
-    instructions instead of ~30). Deleting a fast value twice without assigning it between
-    then raises Python's ``AttributeError(name)`` instead of doing nothing:
-    :func:`deleted_again` recognises it, and the dispatcher invokes the batch again with
-    the storage class that deletes idempotently (see ``FunctionDispatcher._drain``).
+    instructions instead of ~30), and no ``__getattr__`` (one anywhere in the MRO sends
+    every read through CPython's getattr hook and keeps ``LOAD_ATTR`` from specializing).
+    Deleting a fast value twice without assigning it between then raises Python's
+    ``AttributeError(name)`` instead of doing nothing, and reading it after a deletion
+    raises instead of giving ``None``: :func:`deleted_again` recognises both, and the
+    dispatcher invokes the batch again with the storage class that deletes idempotently
+    (see ``FunctionDispatcher._drain``). An undeclared name raises Python's
+    ``AttributeError``, which :func:`explain_attribute_error` words as the plain class does.
 
     Example:
         >>> from raystream.statefun_api.spec import ValueSpec
@@ -416,7 +448,7 @@ def storage_class(specs: tuple[ValueSpec, ...], fast: bool = False, strict_delet
             ns: dict[str, Any] = {"__slots__": _CELL_SLOTS[: len(read)], "_cell_names": read}
             for slot, name in zip(_CELL_SLOTS, read):
                 ns[name] = property(operator.attrgetter(f"{slot}.obj"), doc=f"The declared value {name!r}.")
-            cls = type("AddressScopedStorage", (AddressScopedStorage,), ns)
+            cls = type("AddressScopedStorage", (_CellStorage,), ns)
         if len(_CLASSES) < 1024:
             _CLASSES[key] = cls
     return cls
@@ -459,7 +491,7 @@ def _fast_class(names: tuple[str, ...], fast: tuple[str, ...], strict_delete: bo
     def __getattr__(self: AddressScopedStorage, name: str) -> Any:
         if name in fast_set:  # a fast slot is empty only after `del storage.name`
             return None
-        return AddressScopedStorage.__getattr__(self, name)
+        return _CellStorage.__getattr__(self, name)
 
     def __delattr__(self: AddressScopedStorage, name: str) -> None:
         if name in fast_set:
@@ -470,27 +502,35 @@ def _fast_class(names: tuple[str, ...], fast: tuple[str, ...], strict_delete: bo
         elif name in names_set:
             object.__delattr__(self, name)  # (the property's deleter)
         else:
-            AddressScopedStorage.__delattr__(self, name)  # raises the worded error
+            _remove(self, name)  # raises the worded error
 
-    ns["__getattr__"] = __getattr__
-    # (with object's own __setattr__ and __delattr__ both, the class gets Python's generic
-    # assignment in C: an undeclared name and a deleted-again fast name raise AttributeError)
-    ns["__delattr__"] = object.__delattr__ if strict_delete else __delattr__
     ns["_strict_delete"] = strict_delete
-    return type("AddressScopedStorage", (AddressScopedStorage,), ns)
+    if strict_delete:
+        # Python's own attribute access, all in C: no __getattr__ in the MRO (reads of the
+        # slots specialize), object's __setattr__ and __delattr__ (assignment is generic). An
+        # undeclared name, a fast name read after `del` and one deleted again raise
+        # AttributeError (see deleted_again)
+        return type("AddressScopedStorage", (AddressScopedStorage,), ns)
+    ns["__getattr__"] = __getattr__
+    ns["__delattr__"] = __delattr__
+    return type("AddressScopedStorage", (_CellStorage,), ns)
 
 
 def deleted_again(storage: Any, exc: BaseException) -> bool:
     """Whether ``exc`` is what a ``strict_delete`` storage class (:func:`storage_class`)
-    raises where the others do nothing: a fast value deleted again (its slot empty), which
-    Python reports as ``AttributeError(name)``.
+    raises where the others do nothing or read ``None``: a fast value deleted again (its slot
+    empty), which Python reports as ``AttributeError(name)``, or read after a deletion
+    (``'AddressScopedStorage' object has no attribute 'name'``).
 
     Example:
         >>> from raystream.statefun_api.spec import ValueSpec
         >>> s = StorageSlots("a/b", (ValueSpec("n", IntType),), [None], strict_delete=True).storage
         >>> s.n = 1
         >>> del s.n
-        >>> s.n is None
+        >>> try:
+        ...     s.n
+        ... except AttributeError as exc:
+        ...     deleted_again(s, exc)
         True
         >>> try:
         ...     del s.n
@@ -501,7 +541,9 @@ def deleted_again(storage: Any, exc: BaseException) -> bool:
     cls = type(storage)
     if type(exc) is not AttributeError or not isinstance(storage, AddressScopedStorage) or not cls._strict_delete:
         return False
-    name = str(exc)
+    name = str(exc)  # (Python's text for a slot deleted again: its name)
+    if name.startswith(_NO_ATTRIBUTE) and name.endswith("'"):  # (and for a slot read while empty)
+        name = name[len(_NO_ATTRIBUTE) : -1]
     if name not in cls._fast_names:
         return False
     try:
@@ -509,6 +551,68 @@ def deleted_again(storage: Any, exc: BaseException) -> bool:
     except AttributeError:
         return True
     return False
+
+
+def may_delete_values(fun: Any) -> bool:
+    """Whether the function ``fun`` may delete a value of its storage (``del storage.name``
+    or ``delattr``) as far as its code shows: its own code, the functions and lambdas
+    defined in it, and the Python functions it names as globals or closure variables, each
+    followed the same way. True when that cannot be told (a callable object, a builtin, a
+    ``functools.partial``).
+
+    The dispatcher gives the ``strict_delete`` storage class (:func:`storage_class`) only to
+    functions for which this is False: a deletion it does not see (through a method of
+    another object, say) is still handled (:func:`deleted_again`), by invoking the batch
+    again, so that function's own side effects outside its context (a print, a call to
+    another service) for the messages before the failed one of that batch happen twice.
+
+    Example:
+        >>> def counter(context, message):
+        ...     context.storage.n = (context.storage.n or 0) + 1
+        >>> def reset(context, message):
+        ...     del context.storage.n
+        >>> def via_helper(context, message):
+        ...     forget(context.storage)
+        >>> def forget(storage):
+        ...     delattr(storage, "n")
+        >>> may_delete_values(counter), may_delete_values(reset), may_delete_values(via_helper)
+        (False, True, True)
+    """
+    seen: set[int] = set()
+    todo: list[Any] = [fun]
+    while todo:
+        item = todo.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, types.CodeType):
+            code = item
+        else:
+            if not isinstance(item, types.FunctionType):
+                return True  # (not a plain Python function: what it does cannot be told)
+            code = item.__code__
+            for cell in item.__closure__ or ():
+                try:
+                    value = cell.cell_contents
+                except ValueError:  # (an empty cell)
+                    continue
+                if isinstance(value, types.FunctionType):
+                    todo.append(value)
+            named = item.__globals__
+            for name in code.co_names:
+                value = named.get(name)
+                if isinstance(value, types.FunctionType):
+                    todo.append(value)
+        if _DELETES.intersection(code.co_names) or _DELETE_ATTR in code.co_code[::2]:
+            return True
+        todo.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
+        if len(seen) > 10_000:  # (a bound on the walk: treated as unknown)
+            return True
+    return False
+
+
+_DELETES = frozenset({"delattr", "__delattr__"})
+_DELETE_ATTR = dis.opmap["DELETE_ATTR"]
 
 
 def _cell_setter(slot: str) -> Callable[[AddressScopedStorage, Any], None]:
@@ -535,7 +639,7 @@ def _sync_fast(storage: AddressScopedStorage, fast: list[tuple[_Cell, str]]) -> 
     assigned; one that reads ``None`` while it showed a value was deleted (see
     :func:`_assign`)."""
     for cell, name in fast:
-        obj = getattr(storage, name)  # (None after `del storage.name`: the class's __getattr__)
+        obj = getattr(storage, name, None)  # (None after `del storage.name`: an empty slot)
         if obj is not cell.shown:
             _assign(storage, cell, name, obj)
 
@@ -565,18 +669,20 @@ def explain_attribute_error(storage: Any, exc: BaseException) -> BaseException:
     has no attribute 'x'``); else ``exc`` itself."""
     if type(exc) is AttributeError and isinstance(storage, AddressScopedStorage) and type(storage)._fast_names:
         text = str(exc)
-        prefix = "'AddressScopedStorage' object has no attribute '"
+        prefix = _NO_ATTRIBUTE
         if text.startswith(prefix) and text.endswith("'"):
             name = text[len(prefix) : -1]
             if name not in type(storage)._cell_names:
                 try:
-                    AddressScopedStorage.__getattr__(storage, name)  # raises the worded error
+                    _CellStorage.__getattr__(storage, name)  # raises the worded error
                 except AttributeError as worded:
                     return worded
     return exc
 
 
 _DELETED: Any = object()
+#: the start of Python's AttributeError text for a name a storage does not have (or an empty slot)
+_NO_ATTRIBUTE = "'AddressScopedStorage' object has no attribute '"
 
 
 _CLASSES: dict[tuple[tuple[str, ...], tuple[str, ...], bool], type[AddressScopedStorage]] = {}
@@ -652,7 +758,8 @@ def _table_access(specs: tuple[tuple[str, Any], ...]) -> Callable[..., tuple[Cal
     lines += ["        general = False"]
     lines += [f"        s{i} = storage.{name} = v{i}" for i, (name, _t) in enumerate(specs)]
     lines += ["        return storage", "    def store_at(key_group, key):", "        if general:", "            return general_store(key_group, key)"]
-    lines += [f"        o{i} = storage.{name}" for i, (name, _t) in enumerate(specs)]
+    for i, (name, _t) in enumerate(specs):  # (an empty slot, after `del storage.name`, reads None)
+        lines += ["        try:", f"            o{i} = storage.{name}", "        except AttributeError:", f"            o{i} = None"]
     lines += [f"        if {' and '.join(f'o{i} is s{i}' for i in range(k)) or 'True'}:", "            return"]
     for i, (name, tpe) in enumerate(specs):
         lines += [
@@ -826,7 +933,7 @@ class StorageSlots:
         tables: list[tuple[_Cell, dict[int, dict[Any, Any]], str, type, str | None]] = self._tables  # type: ignore[assignment]
         for cell, _table, _typename, exact, name in tables:
             if name is not None:
-                obj = getattr(storage, name)  # (None after `del storage.name`)
+                obj = getattr(storage, name, None)  # (None after `del storage.name`: an empty slot)
                 if obj is not cell.shown:
                     lo = cell._lo
                     if type(obj) is exact and lo is not None and lo <= obj <= cell._hi:  # an int/long in range (as _Cell.set)
