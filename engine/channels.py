@@ -32,7 +32,7 @@ import pyarrow as pa
 
 from .events import MIN_WATERMARK, Watermark
 from .partitioners import BroadcastPartitioner, Partitioner
-from .records import Batch, record_bytes
+from .records import Batch, concat_timestamps, record_bytes
 
 __all__ = ["ChannelMetrics", "ChannelSender", "LocalSender", "Cancelled", "InputInfo", "OutputInfo", "InputChannel",
            "RecordWriter", "NetworkOutput"]
@@ -349,6 +349,14 @@ class NetworkOutput:
             w.flush_all()
 
 
+def _shipped(rb: pa.RecordBatch, timestamps: Any) -> Batch:
+    """What a channel sends of an Arrow batch with event timestamps: a :class:`Batch`
+    holding only its Arrow data and the timestamps (see :meth:`Batch.__reduce__`)."""
+    out = Batch(arrow=rb)
+    out.timestamps = timestamps
+    return out
+
+
 def _coalesced(buf: list[Batch]) -> list[Batch]:
     """Consecutive buffered batches of one send as one batch where that keeps every record:
     Python records as one list, Arrow batches of one schema as one RecordBatch
@@ -356,19 +364,27 @@ def _coalesced(buf: list[Batch]) -> list[Batch]:
     producer batch leaves a slice per target, so a send would otherwise carry dozens of small
     batches, each pickled with its schema and processed by the consumer in its own call (a
     group-by, a key lookup against every known key, ...). Mixed or differently typed
-    batches go as they are."""
+    batches go as they are, and so do batches with event timestamps among batches without
+    (a merged batch carries its records' timestamps when every part has them)."""
     first = buf[0]
+    stamps = None
+    if first.timestamps is not None or any(b.timestamps is not None for b in buf):
+        stamps = concat_timestamps(buf)
+        if stamps is None:  # (batches with and without event timestamps: as they are)
+            return buf
     if not first.is_arrow:
         if any(b.is_arrow for b in buf):
             return buf
         merged: list = []
         for b in buf:
             merged.extend(b.records())
-        return [Batch.of_records(merged)]
+        return [Batch.of_records(merged, stamps)]
     schema = first.arrow().schema
     if not all(b.is_arrow and b.arrow().schema.equals(schema, check_metadata=True) for b in buf):
         return buf
-    return [Batch.of_arrow(pa.concat_batches([b.arrow() for b in buf]))]
+    out = Batch.of_arrow(pa.concat_batches([b.arrow() for b in buf]))
+    out.timestamps = stamps
+    return [out]
 
 
 class RecordWriter:
@@ -483,14 +499,20 @@ class RecordWriter:
             buf = _coalesced(buf)
         hand_over = self.hand_over[target]
         for b in buf:
+            ts = b.timestamps
             if hand_over and not b.is_arrow:
-                # the records as they are (a fresh Batch: no event timestamps cross a
-                # channel, as with Arrow)
-                items.append(Batch(records=b.records()))
+                # the records as they are, with their event timestamps (a fresh Batch: the
+                # producer keeps no reference to what the consumer gets)
+                items.append(Batch.of_records(b.records(), ts))
                 rows += len(b)
                 continue
             rb = b.arrow()
-            items.append(rb)
+            if ts is not None and not self.info.feedback:
+                # Arrow with the int64 event timestamps beside it (Flink's StreamRecord
+                # timestamps; the schema is the records'): a Batch, pickled as both
+                items.append(_shipped(rb, ts))
+            else:
+                items.append(rb)
             rows += rb.num_rows
             nbytes += rb.nbytes
         return rows, nbytes

@@ -147,7 +147,8 @@ class KeySelector:
 
 
 def split_batch_by_targets(batch: Batch, targets: np.ndarray, n: int) -> list[tuple[int, Batch]]:
-    """Split ``batch`` into one sub-batch per target index (order within a target kept)."""
+    """Split ``batch`` into one sub-batch per target index (order within a target kept),
+    each with its records' event timestamps when ``batch`` carries them."""
     if n == 1 or len(targets) == 0:
         return [(0, batch)] if len(batch) else []
     counts = np.bincount(targets, minlength=n)
@@ -162,6 +163,8 @@ def split_batch_by_targets(batch: Batch, targets: np.ndarray, n: int) -> list[tu
         order = np.argsort(targets, kind="stable")
         bounds = np.concatenate(([0], np.cumsum(counts)))
         rows = [(int(t), order[bounds[t] : bounds[t + 1]]) for t in nonzero]
+    if batch.timestamps is not None:  # (each part with its records' event timestamps)
+        return [(t, batch.take(idx)) for t, idx in rows]
     if batch.is_arrow:
         rb = batch.arrow()
         for t, idx in rows:  # (row numbers of the batch: no bounds to check)

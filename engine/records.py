@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 
 from .errors import GraphError, short_repr
 
-__all__ = ["Batch", "records_to_arrow", "arrow_to_records", "batch_kind", "equal_value", "tuple_columns", "concat_runs", "why_not_columns",
+__all__ = ["Batch", "concat_timestamps", "records_to_arrow", "arrow_to_records", "batch_kind", "equal_value", "tuple_columns", "concat_runs", "why_not_columns",
            "KIND_KEY"]
 
 KIND_KEY = b"raystream.kind"
@@ -702,9 +702,27 @@ class Batch:
         self.timestamps: np.ndarray | None = None  # optional int64 event timestamps, one per record
 
     @classmethod
-    def of_records(cls, records: Iterable[Any]) -> "Batch":
-        """A batch holding Python records (kept as they are until Arrow is needed)."""
-        return cls(records=records if isinstance(records, list) else list(records))
+    def of_records(cls, records: Iterable[Any], timestamps: np.ndarray | None = None) -> "Batch":
+        """A batch holding Python records (kept as they are until Arrow is needed), with
+        ``timestamps`` (int64, one per record: their event timestamps) or none."""
+        b = cls(records=records if isinstance(records, list) else list(records))
+        if timestamps is not None:
+            b.timestamps = timestamps
+        return b
+
+    @classmethod
+    def stamped(cls, records: list, stamps: list[int] | None) -> "Batch":
+        """A batch of ``records`` carrying ``stamps`` (their event timestamps, one per
+        record) as Flink's ``StreamRecord`` timestamps; None: records without timestamps.
+
+        Example:
+            >>> Batch.stamped(["a", "b"], [5, 9]).timestamps.tolist()
+            [5, 9]
+        """
+        b = cls(records=records)
+        if stamps is not None:
+            b.timestamps = np.array(stamps, dtype=np.int64)
+        return b
 
     @classmethod
     def of_arrow(cls, batch: pa.RecordBatch | pa.Table) -> "Batch":
@@ -848,6 +866,32 @@ class Batch:
             part.timestamps = self.timestamps[start:stop]
         return part
 
+    def take(self, rows: np.ndarray) -> "Batch":
+        """The rows numbered ``rows`` (an int array of this batch's row numbers, in the
+        order given) in the form this batch holds, with their event timestamps.
+
+        Example:
+            >>> b = Batch.stamped(["a", "b", "c"], [1, 2, 3])
+            >>> part = b.take(np.array([2, 0]))
+            >>> part.records(), part.timestamps.tolist()
+            (['c', 'a'], [3, 1])
+        """
+        if self._arrow is not None:
+            part = Batch(arrow=pc.take(self._arrow, pa.array(rows), boundscheck=False))
+        else:
+            records = self.records()
+            part = Batch(records=[records[i] for i in rows.tolist()])
+        if self.timestamps is not None:
+            part.timestamps = self.timestamps[rows]
+        return part
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # a channel ships a batch with event timestamps as its Arrow data and the int64
+        # timestamps beside it (no schema change): never its Python records once it has Arrow
+        if self._arrow is not None:
+            return (_rebuilt, (None, self._arrow, self.timestamps))
+        return (_rebuilt, (self._records, None, self.timestamps))
+
     def row_bytes(self) -> int:
         """About how many bytes a row of this batch takes (>= 1): its Arrow buffers per row,
         else :func:`record_bytes` of its first record (records of one stream are alike). What
@@ -865,3 +909,26 @@ class Batch:
     def __repr__(self) -> str:
         form = "arrow" if self._arrow is not None else "records"
         return f"Batch({len(self)} rows, {form})"
+
+
+def _rebuilt(records: list | None, arrow: pa.RecordBatch | None, timestamps: np.ndarray | None) -> Batch:
+    """A batch unpickled (see :meth:`Batch.__reduce__`)."""
+    b = Batch(records=records, arrow=arrow)
+    b.timestamps = timestamps
+    return b
+
+
+def concat_timestamps(batches: Sequence[Batch]) -> np.ndarray | None:
+    """The event timestamps of consecutive ``batches`` as one array when every one carries
+    them, else None (records of a batch without timestamps have none).
+
+    Example:
+        >>> concat_timestamps([Batch.stamped([1], [5]), Batch.stamped([2], [6])]).tolist()
+        [5, 6]
+        >>> concat_timestamps([Batch.stamped([1], [5]), Batch.of_records([2])]) is None
+        True
+    """
+    parts = [b.timestamps for b in batches]
+    if any(p is None for p in parts):
+        return None
+    return np.concatenate(parts)  # type: ignore[arg-type]

@@ -33,7 +33,8 @@ from raystream.engine.partitioners import KeySelector, Partitioner
 from ._environment_base import StreamEnvironmentBase
 from .time import TimestampAssigner
 
-__all__ = ["Key", "StreamBase", "add_two_input", "check_callable", "find_timestamp_assigner"]
+__all__ = ["Key", "StreamBase", "add_two_input", "check_callable", "find_timestamp_assigner", "lost_timestamps_upstream",
+           "lost_timestamps_error", "WINDOW_NODES", "DROPS_TIMESTAMPS"]
 
 S = TypeVar("S")
 
@@ -97,31 +98,68 @@ def find_timestamp_assigner(node: Transformation | None) -> TimestampAssigner | 
     return found[id(node)][1]
 
 
-#: the nodes of window operators: their records are the window function's results, which
-#: carry no timestamp of the upstream assigner (see :func:`window_results_upstream`)
+#: the nodes of window operators: their records are the window function's results, each
+#: carrying its window's ``max_timestamp()`` (see :func:`lost_timestamps_upstream`)
 WINDOW_NODES: weakref.WeakSet[Transformation] = weakref.WeakSet()
 
+#: nodes whose output carries no event timestamps of their records (Flink's StreamRecord
+#: timestamps): ``map_batches`` (a new table, no row of which is a record of the input), a
+#: user's ``transform`` operator, the vectorized keyed ``aggregate`` and final-value reduces
+DROPS_TIMESTAMPS: weakref.WeakSet[Transformation] = weakref.WeakSet()
 
-def window_results_upstream(node: Transformation) -> Transformation | None:
-    """A window operator between ``node`` (included) and the nearest upstream
-    ``assign_timestamps_and_watermarks`` on some path into it (None: none is).
 
-    Its records are its window function's results: the upstream assigner applied again to
-    them reads a field of a result (Flink stamps a window's results with the window's
-    ``max_timestamp()`` instead), so an event-time window after it must be told where their
-    time is.
+def lost_timestamps_upstream(node: Transformation) -> tuple[Transformation, Transformation] | None:
+    """``(window, dropper)``: a window operator upstream of ``node`` whose results reach it
+    through ``dropper`` (a node of :data:`DROPS_TIMESTAMPS`, ``node`` included), with no
+    ``assign_timestamps_and_watermarks`` after the window on that path; None: none is.
+
+    Records carry their timestamps through every other operator (a window's results its
+    window's ``max_timestamp()``, as Flink stamps them). Past such a node they carry none,
+    and an event-time operator falls back to applying the upstream assigner again, which
+    on a window's results reads a field of a result: that is the case to refuse.
+
+    Example:
+        >>> from raystream.operators.environment import StreamEnvironment
+        >>> from raystream.operators.time import WatermarkStrategy
+        >>> from raystream.operators.windows import TumblingEventTimeWindows
+        >>> s = StreamEnvironment().from_collection([("a", 1)]).assign_timestamps_and_watermarks(
+        ...     WatermarkStrategy.for_monotonous_timestamps().with_timestamp_assigner(lambda r: r[1]))
+        >>> w = s.key_by(0).window(TumblingEventTimeWindows.of(10)).reduce(lambda a, b: a)
+        >>> lost_timestamps_upstream(w.map(lambda r: r).node) is None
+        True
+        >>> [n.name for n in lost_timestamps_upstream(w.map_batches(lambda b: b).node)]
+        ['window_reduce', 'map_batches']
     """
-    seen: set[int] = set()
-    stack = [node]
+    seen: set[tuple[int, int]] = set()
+    stack: list[tuple[Transformation, Transformation | None]] = [(node, None)]
     while stack:
-        n = stack.pop()
-        if id(n) in seen or n.timestamp_assigner is not None:
+        n, dropper = stack.pop()
+        if (id(n), id(dropper)) in seen or n.timestamp_assigner is not None:
             continue
-        seen.add(id(n))
-        if n in WINDOW_NODES:
-            return n
-        stack.extend(e.source for e in n.inputs if not e.feedback)
+        seen.add((id(n), id(dropper)))
+        if dropper is not None and n in WINDOW_NODES:
+            return n, dropper
+        if dropper is None and n in DROPS_TIMESTAMPS:
+            dropper = n
+        stack.extend((e.source, dropper) for e in n.inputs if not e.feedback)
     return None
+
+
+def lost_timestamps_error(what: str, node: Transformation, assigner: TimestampAssigner | None) -> GraphError | None:
+    """The :class:`GraphError` for ``what`` (an event-time operator) reading ``node``'s
+    output when :func:`lost_timestamps_upstream` finds timestamps lost, else None."""
+    found = lost_timestamps_upstream(node)
+    if found is None:
+        return None
+    window, dropper = found
+    return GraphError(
+        f"{what} reads the results of window {window.name!r} through {dropper.name!r}, which gives its records no "
+        f"event timestamps (its output is not records of its input), so their window timestamps (Flink stamps a "
+        f"window's results with the window's max_timestamp()) are lost there, and the upstream assigner "
+        f"{assigner!r} applied again would read a field of a result: use a record operator (map, flat_map, process) "
+        f"instead of {dropper.name!r}, give this operator the time each result holds (window(...).with_timestamp(fn), "
+        "e.g. the result's window_end - 1), or assign_timestamps_and_watermarks(...) after it"
+    )
 
 
 def _same_assigner(a: TimestampAssigner | None, b: TimestampAssigner | None) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from itertools import islice
+from itertools import compress, islice
 from typing import Any, Callable
 
 import numpy as np
@@ -26,7 +26,8 @@ from .functions import (
 from .time import TimestampAssigner
 from .timers import NonKeyedTimerService
 
-__all__ = ["MapOperator", "FlatMapOperator", "FilterOperator", "ProcessOperator", "MapBatchesOperator", "to_arrow_batch"]
+__all__ = ["MapOperator", "FlatMapOperator", "FilterOperator", "ProcessOperator", "MapBatchesOperator", "to_arrow_batch",
+           "stamp_side", "emit_side_outputs", "run_stamps"]
 
 
 def _failed_record(records: list[Any], it: Any, exc: Exception) -> UserCodeError:
@@ -35,6 +36,42 @@ def _failed_record(records: list[Any], it: Any, exc: Exception) -> UserCodeError
     happen once)."""
     index = len(records) - it.__length_hint__() - 1
     return UserCodeError(records[index] if 0 <= index < len(records) else "<unknown record>", exc)
+
+
+def stamp_side(side: dict[str, list[Any]], side_ts: dict[str, list[int]], stamp: int) -> None:
+    """Give the side-output values a record added (``ctx.output(tag, value)``: those in
+    ``side`` beyond the stamps in ``side_ts``) that record's timestamp ``stamp``."""
+    for tag, values in side.items():
+        st = side_ts.get(tag)
+        if st is None:
+            st = side_ts[tag] = []
+        if len(values) > len(st):
+            st.extend([stamp] * (len(values) - len(st)))
+
+
+def run_stamps(runs: list[tuple[int, int]], n: int) -> np.ndarray | None:
+    """The timestamps of ``n`` records held in ``(end, timestamp)`` runs (the records up to
+    ``end``, from the previous run's, carry ``timestamp``), or None unless the runs cover
+    exactly the ``n`` records.
+
+    Example:
+        >>> run_stamps([(2, 9), (3, 4)], 3).tolist(), run_stamps([(2, 9)], 3)
+        ([9, 9, 4], None)
+    """
+    if not runs or runs[-1][0] != n:
+        return None
+    ends = np.fromiter((e for e, _t in runs), dtype=np.int64, count=len(runs))
+    values = np.fromiter((t for _e, t in runs), dtype=np.int64, count=len(runs))
+    lengths = np.diff(ends, prepend=np.int64(0)).astype(np.int64)
+    return np.repeat(values, lengths)
+
+
+def emit_side_outputs(output: Output, side: dict[str, list[Any]], side_ts: dict[str, list[int]] | None) -> None:
+    """Emit each side output's values, with their records' timestamps when ``side_ts`` has
+    them (Flink's side outputs keep the timestamp of the record that made them)."""
+    for tag, values in side.items():
+        stamps = side_ts.get(tag) if side_ts is not None else None
+        output.emit_side(tag, Batch.stamped(values, stamps if stamps is not None and len(stamps) == len(values) else None))
 
 
 class MapOperator(StreamOperator):
@@ -50,7 +87,7 @@ class MapOperator(StreamOperator):
             out = list(map(self.fn, it))
         except Exception as exc:
             raise _failed_record(records, it, exc) from exc
-        self.output.emit(Batch.of_records(out))
+        self.output.emit(Batch.of_records(out, batch.timestamps))  # (each result keeps its record's timestamp)
 
 
 class FilterOperator(StreamOperator):
@@ -61,7 +98,15 @@ class FilterOperator(StreamOperator):
 
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
         records = batch.records()
+        stamps = batch.timestamps
         it = iter(records)
+        if stamps is not None:  # the records kept keep their event timestamps
+            try:
+                keep = np.fromiter(map(bool, map(self.fn, it)), dtype=np.bool_, count=len(records))
+            except Exception as exc:
+                raise _failed_record(records, it, exc) from exc
+            self.output.emit(Batch.of_records(list(compress(records, keep.tolist())), stamps[keep]))
+            return
         try:
             out = list(filter(self.fn, it))
         except Exception as exc:
@@ -92,6 +137,9 @@ class FlatMapOperator(StreamOperator):
         self._piece = self.FIRST_PIECE_ROWS
 
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
+        if batch.timestamps is not None:
+            self._process_stamped(batch, batch.timestamps.tolist())
+            return
         out: list[Any] = []
         fn = self.fn
         for r in batch.records():
@@ -126,13 +174,54 @@ class FlatMapOperator(StreamOperator):
         if out:
             self.output.emit(Batch.of_records(out))
 
+    def _process_stamped(self, batch: Batch, stamps: list[int]) -> None:
+        """:meth:`process_batch` of records with event timestamps: every result of a record
+        carries that record's timestamp (Flink's ``TimestampedCollector``)."""
+        out: list[Any] = []
+        ts: list[int] = []
+        fn = self.fn
+        for r, t in zip(batch.records(), stamps):
+            try:
+                result = fn(r)
+            except Exception as exc:
+                raise UserCodeError(r, exc) from exc
+            if result is None:
+                continue
+            if type(result) is list or type(result) is tuple:
+                out.extend(result)
+                ts.extend([t] * len(result))
+            else:  # a generator (or any iterable): taken a piece at a time
+                try:
+                    items = iter(result)
+                except Exception as exc:  # no iterable: no records
+                    bad = not_records(result, self._name()) if not hasattr(result, "__iter__") else exc
+                    raise UserCodeError(r, bad) from exc
+                if items is not result and isinstance(result, NOT_RECORDS):  # (an iterator, a generator, is none)
+                    raise UserCodeError(r, not_records(result, self._name()))  # one record: its keys, characters
+                while True:
+                    room = self._piece - len(out)
+                    try:
+                        taken = list(islice(items, room))
+                    except Exception as exc:
+                        raise UserCodeError(r, exc) from exc
+                    out.extend(taken)
+                    ts.extend([t] * len(taken))
+                    if len(taken) < room:
+                        break
+                    out, ts = self._emit_piece(out, ts), []
+            if len(out) >= self._piece:
+                out, ts = self._emit_piece(out, ts), []
+        if out:
+            self.output.emit(Batch.stamped(out, ts))
+
     def _name(self) -> str:
         return f"flat_map function {getattr(self.fn, '__name__', self.fn)!r}"
 
-    def _emit_piece(self, out: list[Any]) -> list[Any]:
-        """Emit ``out`` (a full piece, or more); the size of its records sets the rows of the
-        next piece (records of a stream differ in size: each piece is sized again)."""
-        piece = Batch.of_records(out)
+    def _emit_piece(self, out: list[Any], stamps: list[int] | None = None) -> list[Any]:
+        """Emit ``out`` (a full piece, or more; ``stamps``: their event timestamps); the size
+        of its records sets the rows of the next piece (records of a stream differ in size:
+        each piece is sized again)."""
+        piece = Batch.stamped(out, stamps)
         self._piece = max(1, min(self.MAX_PIECE_ROWS, self.ctx.buffer_bytes // row_bytes(piece)))
         self.output.emit(piece)
         return []
@@ -180,20 +269,30 @@ class ProcessOperator(StreamOperator):
         pctx = self.pctx
         fn = self.function.process_element
         records = batch.records()
-        stamps = None if self.timestamp_assigner is None else self.timestamp_assigner.timestamps_list(batch)
+        carried = batch.timestamps
+        if carried is not None and len(carried) == len(records):
+            stamps: list[int] | None = carried.tolist()  # (the records' own: Flink's StreamRecord timestamps)
+        else:
+            stamps = None if self.timestamp_assigner is None else self.timestamp_assigner.timestamps_list(batch)
+        out_ts: list[int] | None = [] if stamps is not None else None
+        side_ts: dict[str, list[int]] | None = {} if out_ts is not None else None
         for i, r in enumerate(records):
             try:
                 if stamps is not None:
                     pctx.timestamp = stamps[i]
                 result = fn(r, pctx)
                 if result is not None:
+                    before = len(out)
                     add_results(out, result, self.function, "process_element", pctx)
+                    if out_ts is not None and stamps is not None:  # (results keep the record's timestamp)
+                        out_ts.extend([stamps[i]] * (len(out) - before))
+                if side_ts is not None and stamps is not None and pctx._side:
+                    stamp_side(pctx._side, side_ts, stamps[i])
             except Exception as exc:
                 raise UserCodeError(r, flink_hint(exc)) from exc
         if out:
-            self.output.emit(Batch.of_records(out))
-        for tag, values in pctx._take_side().items():
-            self.output.emit_side(tag, Batch.of_records(values))
+            self.output.emit(Batch.stamped(out, out_ts))
+        emit_side_outputs(self.output, pctx._take_side(), side_ts)
 
     def process_watermark(self, watermark: Watermark, input_index: int = 0) -> None:
         if watermark.timestamp > self._watermark:

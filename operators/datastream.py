@@ -39,7 +39,14 @@ from raystream.engine.partitioners import (
 from raystream.engine.records import Batch
 
 from ._environment_base import StreamEnvironmentBase, check_collect_args, check_parallelism
-from ._stream_base import Key, StreamBase, check_callable, find_timestamp_assigner
+from ._stream_base import (
+    DROPS_TIMESTAMPS,
+    Key,
+    StreamBase,
+    check_callable,
+    find_timestamp_assigner,
+    lost_timestamps_upstream,
+)
 from .arrow_aggregate import require_fields
 from .basic import FilterOperator, FlatMapOperator, MapBatchesOperator, MapOperator, ProcessOperator
 from .connected import BroadcastStream, ConnectedStreams
@@ -71,7 +78,12 @@ from .keyed_final import (
     with_field,
 )
 from .sinks import CollectSink, JsonLinesSink, ParquetSink, PrintSink
-from .time import TimestampsAndWatermarksOperator, WatermarkedSource, WatermarkStrategy
+from .time import (
+    TimestampAssigner,
+    TimestampsAndWatermarksOperator,
+    WatermarkedSource,
+    WatermarkStrategy,
+)
 from .windowed_stream import WindowedStream, count_window
 from .windows import WindowAssigner
 from .with_state import WithStateFunction
@@ -100,7 +112,7 @@ class DataStream(StreamBase["DataStream"]):
     def transform(self, name: str, operator_factory: Callable[[], StreamOperator], keyed: bool = False) -> DataStream:
         """Append a custom :class:`~engine.operator.StreamOperator` (``operator_factory()`` builds it per task)."""
         check_callable(operator_factory, "transform")
-        return DataStream(self.env, self._add(name, operator_factory, keyed=keyed))
+        return DataStream(self.env, _dropping(self._add(name, operator_factory, keyed=keyed)))
 
     # ------------------------------------------------------------------ event time (operators/time.py ...)
     def assign_timestamps_and_watermarks(self, strategy: WatermarkStrategy) -> DataStream:
@@ -231,7 +243,7 @@ class DataStream(StreamBase["DataStream"]):
                 f"process() after {self.node.name!r} expects a ProcessFunction instance, got "
                 f"{type(function).__name__}{hint}"
             )
-        ts = find_timestamp_assigner(self.node)
+        ts = _record_timestamps(self.node)
         return DataStream(self.env, self._add("process", lambda: ProcessOperator(function, ts)))
 
     # ------------------------------------------------------------------ batch API
@@ -241,7 +253,7 @@ class DataStream(StreamBase["DataStream"]):
         check_callable(fn, "map_batches")
         if batch_format not in ("pyarrow", "numpy"):
             raise GraphError(f"batch_format must be 'pyarrow' or 'numpy', got {batch_format!r}")
-        return DataStream(self.env, self._add("map_batches", lambda: MapBatchesOperator(fn, batch_format)))
+        return DataStream(self.env, _dropping(self._add("map_batches", lambda: MapBatchesOperator(fn, batch_format))))
 
     # ------------------------------------------------------------------ partitioning
     def key_by(self, key: Key) -> KeyedStream:
@@ -518,6 +530,31 @@ class DataStreamSink:
         return self
 
 
+def _dropping(node: Transformation) -> Transformation:
+    """``node``, whose output carries no event timestamps of its records (see
+    :data:`~operators._stream_base.DROPS_TIMESTAMPS`)."""
+    DROPS_TIMESTAMPS.add(node)
+    return node
+
+
+def _dropped(stream: DataStream) -> DataStream:
+    """``stream``, whose node's output carries no event timestamps of its records."""
+    _dropping(stream.node)
+    return stream
+
+
+def _record_timestamps(node: Transformation) -> TimestampAssigner | None:
+    """The assigner a process function after ``node`` reads a record's ``ctx.timestamp()``
+    with when the record carries none: the upstream one (:func:`find_timestamp_assigner`),
+    or None where it would read a field of a window's result (timestamps lost on the way:
+    :func:`~operators._stream_base.lost_timestamps_upstream`), so ``ctx.timestamp()`` is
+    None there, as Flink's for a record without a timestamp."""
+    ts = find_timestamp_assigner(node)
+    if ts is not None and lost_timestamps_upstream(node) is not None:
+        return None
+    return ts
+
+
 class KeyedStream(DataStream):
     """A stream partitioned by key; keyed operators see all records of a key in one subtask."""
 
@@ -563,9 +600,12 @@ class KeyedStream(DataStream):
         if emit == "final":
             self._check_bounded("reduce")
         if not combinable:
-            return self._keyed("reduce", lambda: ReduceOperator(selector, fn, emit))
+            out = self._keyed("reduce", lambda: ReduceOperator(selector, fn, emit))
+            if emit == "final":  # (each key's value at the end: no record's timestamp)
+                _dropping(out.node)
+            return out
         local = self._combiner("reduce (local)", lambda: LocalReduceOperator(selector, fn), None)
-        return local._keyed("reduce", lambda: ReduceOperator(selector, fn, "final"))
+        return _dropped(local._keyed("reduce", lambda: ReduceOperator(selector, fn, "final")))
 
     def _field_reduce(self, column: str | int, how: FieldAggregation, emit: str) -> DataStream:
         check_emit(how, emit)
@@ -577,7 +617,7 @@ class KeyedStream(DataStream):
         if emit == "final":
             self._check_bounded(how)
             local = self._combiner(f"{how} (local)", lambda: LocalFieldAggregateOperator(selector, column, how), names)
-            return local._keyed(how, lambda: FieldAggregateOperator(selector, column, how), names)
+            return _dropped(local._keyed(how, lambda: FieldAggregateOperator(selector, column, how), names))
 
         def combine(acc: Any, r: Any) -> Any:
             what = f"{how}({column!r})"
@@ -742,8 +782,8 @@ class KeyedStream(DataStream):
         layout = AggregateOperator(key, specs, emit)  # validate now, at graph build time
         if emit == "final":
             self._check_bounded("aggregate")
-        if emit != "final":
-            return self._keyed("aggregate", lambda: _Aggregate(key, specs, emit), [key, *specs])
+        if emit != "final":  # (a row per key and batch: no record's timestamp)
+            return _dropped(self._keyed("aggregate", lambda: _Aggregate(key, specs, emit), [key, *specs]))
         # Two-phase (local-global) aggregation: each upstream batch is grouped by key before
         # the shuffle (chained to the upstream operator), the keyed operator merges partials.
         partial_names = [key, *(name for name, _col, _fn in layout._acc_names())]
@@ -753,7 +793,7 @@ class KeyedStream(DataStream):
         )
         local.parallelism = self.node.parallelism  # chained to the upstream operator
         keyed = KeyedStream(self.env, local, self.selector)
-        return keyed._keyed("aggregate", lambda: _Aggregate(key, specs, emit, partials=True), [key, *specs])
+        return _dropped(keyed._keyed("aggregate", lambda: _Aggregate(key, specs, emit, partials=True), [key, *specs]))
 
     def process(self, function: ProcessFunction | KeyedProcessFunction) -> DataStream:
         """Run a :class:`KeyedProcessFunction` with per-key state (a
@@ -764,7 +804,7 @@ class KeyedStream(DataStream):
         if not isinstance(function, KeyedProcessFunction):
             raise GraphError(f"process() expects a KeyedProcessFunction instance, got {type(function).__name__}")
         selector = self.selector
-        ts = find_timestamp_assigner(self.node)
+        ts = _record_timestamps(self.node)
         return self._keyed("process", lambda: KeyedProcessOperator(selector, function, ts))
 
     def map_with_state(self, fn: Callable[[Any, Any], tuple[Any, Any]]) -> DataStream:
@@ -804,7 +844,7 @@ class KeyedStream(DataStream):
         check_callable(fn, method)
         function = WithStateFunction(fn, flat)
         selector = self.selector
-        ts = find_timestamp_assigner(self.node)
+        ts = _record_timestamps(self.node)
         return self._keyed(method, lambda: KeyedProcessOperator(selector, function, ts))
 
     def window(self, assigner: WindowAssigner) -> WindowedStream[DataStream]:

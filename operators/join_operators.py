@@ -34,6 +34,7 @@ from raystream.engine.operator import KeyGroupedState, OperatorContext, Output, 
 from raystream.engine.partitioners import KeySelector
 from raystream.engine.records import Batch
 
+from .basic import emit_side_outputs, stamp_side
 from .functions import OutputTag, RuntimeContext, add_results, keyed_state_backend, tag_name
 from .time import TimestampAssigner
 from .timers import (
@@ -143,6 +144,8 @@ class IntervalJoinOperator(TwoInputTime, StreamOperator):
                     side.add_all(entries)
             self.buffers = {}
         self.jctx = JoinContext()
+        self._out_ts: list[int] = []  # the timestamps of the pairs' results, max(left, right) each
+        self._side_ts: dict[str, list[int]] = {}
         ctx.metrics.setdefault("num_late_records_dropped", 0)
         if isinstance(self.fn, ProcessJoinFunction):
             self.fn.open(RuntimeContext(ctx))
@@ -164,35 +167,47 @@ class IntervalJoinOperator(TwoInputTime, StreamOperator):
         return backend_restored_timers(backend)
 
     def _join(self, left: tuple, right: tuple, key: Any, out: list) -> None:
+        """Join one pair into ``out``; its results (and side outputs) carry the larger of the
+        two timestamps (Flink's ``IntervalJoinOperator``: ``max(left, right)``)."""
         fn = self.fn
+        before = len(out)
+        stamp = left[0] if left[0] >= right[0] else right[0]
         if isinstance(fn, ProcessJoinFunction):
             c = self.jctx
             c.key, c.left_timestamp, c.right_timestamp = key, left[0], right[0]
             res = fn.process_element(left[1], right[1], c)
             if res is not None:
                 add_results(out, res, fn, "process_element", c)
+            if c._side:
+                stamp_side(c._side, self._side_ts, stamp)
         else:
             v = fn(left[1], right[1])
             if isinstance(v, GeneratorType):  # a generator function: any number of results
                 out.extend(v)
             elif v is not None:
                 out.append(v)
+        if len(out) > before:
+            self._out_ts.extend([stamp] * (len(out) - before))
 
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
         records = batch.records()
         key_of = self.selectors[input_index].key_of
-        stamps = self.assigners[input_index].timestamps(batch).tolist()
+        carried = batch.timestamps  # (the records' own, Flink's StreamRecord timestamps, else the assigner's)
+        stamps = (carried if carried is not None and len(carried) == len(records)
+                  else self.assigners[input_index].timestamps(batch)).tolist()
         wm = self.wms.current
         lo, hi = self.lower, self.upper
         out: list = []
         late: list = []
+        late_ts: list[int] = []
         if self._sides is not None:
-            self._process_off_heap(records, stamps, key_of, input_index, out, late)
-            self._emit(out, late)
+            self._process_off_heap(records, stamps, key_of, input_index, out, late, late_ts)
+            self._emit(out, late, late_ts)
             return
         for r, ts in zip(records, stamps):
             if ts <= wm:
                 late.append(r)
+                late_ts.append(ts)
                 continue
             try:
                 key = key_of(r)
@@ -215,24 +230,25 @@ class IntervalJoinOperator(TwoInputTime, StreamOperator):
                     bufs = self.buffers[key] = ([], [])
                 bufs[input_index].append(me)
                 self.timers.register_event_time_timer(key, input_index, cleanup)
-        self._emit(out, late)
+        self._emit(out, late, late_ts)
 
-    def _emit(self, out: list, late: list) -> None:
+    def _emit(self, out: list, late: list, late_ts: list[int]) -> None:
+        stamps, self._out_ts = self._out_ts, []
         if out:
-            self.output.emit(Batch.of_records(out))
+            self.output.emit(Batch.stamped(out, stamps if len(stamps) == len(out) else None))
         side = self.jctx._side
+        side_ts, self._side_ts = self._side_ts, {}
         if side:
             self.jctx._side = {}
-            for tag, values in side.items():
-                self.output.emit_side(tag, Batch.of_records(values))
+            emit_side_outputs(self.output, side, side_ts)
         if late:
             if self.late_tag is not None:
-                self.output.emit_side(self.late_tag, Batch.of_records(late))
+                self.output.emit_side(self.late_tag, Batch.stamped(late, late_ts))
             else:
                 self.ctx.metrics["num_late_records_dropped"] += len(late)
 
     def _process_off_heap(self, records: list, stamps: list, key_of: Callable[[Any], Any], input_index: int,
-                          out: list, late: list) -> None:
+                          out: list, late: list, late_ts: list[int]) -> None:
         """``process_batch`` with the buffers in the keyed backend's list states."""
         wm = self.wms.current
         lo, hi = self.lower, self.upper
@@ -241,6 +257,7 @@ class IntervalJoinOperator(TwoInputTime, StreamOperator):
         for r, ts in zip(records, stamps):
             if ts <= wm:
                 late.append(r)
+                late_ts.append(ts)
                 continue
             try:
                 key = key_of(r)
@@ -338,9 +355,13 @@ class CoGroupWindowOperator(TwoInputTime, WindowOperator):
                 raise UserCodeError(r, exc) from exc  # (the record whose key failed)
         stamps = None
         if self.assigner.is_event_time:
-            side = self.side_assigners[input_index]
-            assert side is not None  # an event-time window join has timestamps on both inputs
-            stamps = side.timestamps(batch).tolist()
+            carried = batch.timestamps  # (the records' own, Flink's StreamRecord timestamps)
+            if carried is not None and len(carried) == len(records):
+                stamps = carried.tolist()
+            else:
+                side = self.side_assigners[input_index]
+                assert side is not None  # an event-time window join has timestamps on both inputs
+                stamps = side.timestamps(batch).tolist()
         return [(input_index, r) for r in records], keys, stamps
 
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
@@ -359,8 +380,8 @@ class CoGroupWindowOperator(TwoInputTime, WindowOperator):
         return values, keys, stamps, min(stamps), max(stamps)
 
     def _flush(self) -> None:
-        if self._late:
-            self._late = [v[1] for v in self._late]
+        if self._held.late:
+            self._held.late = [v[1] for v in self._held.late]
         super()._flush()
 
     def advance_event_time(self, watermark: int) -> None:

@@ -25,6 +25,7 @@ from raystream.engine.partitioners import KeySelector
 from raystream.engine.records import Batch
 
 from .arrow_aggregate import group_aggregate
+from .basic import emit_side_outputs, run_stamps, stamp_side
 from .functions import (
     KeyedProcessFunction,
     OnTimerContext,
@@ -227,7 +228,7 @@ class ReduceOperator(StreamOperator):
             raise
         except Exception as exc:
             raise UserCodeError(r, exc) from exc
-        self.output.emit(Batch.of_records(out))
+        self.output.emit(Batch.of_records(out, batch.timestamps))  # (a rolling result keeps its record's timestamp)
 
     def _process_off_heap(self, batch: Batch) -> None:
         """The reduce on the keyed backend's ReducingState (one per key)."""
@@ -257,7 +258,7 @@ class ReduceOperator(StreamOperator):
             raise
         except Exception as exc:
             raise UserCodeError(r, exc) from exc
-        self.output.emit(Batch.of_records(out))
+        self.output.emit(Batch.of_records(out, batch.timestamps))  # (a rolling result keeps its record's timestamp)
 
     def end_input(self) -> None:
         if self._reducing is not None:
@@ -782,6 +783,9 @@ class KeyedProcessOperator(StreamOperator):
         self.timers.restore(restored + backend_restored_timers(self.backend), ctx.key_group_range,
                             f"operator {ctx.operator_name!r} (uid {ctx.operator_uid!r})")
         self._out: list[Any] = []
+        #: (end in _out, timestamp) of the output held, when it carries timestamps
+        self._runs: list[tuple[int, int]] = []
+        self._side_ts: dict[str, list[int]] = {}  # the side outputs' timestamps, likewise
         self.function.open(RuntimeContext(ctx))
 
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
@@ -795,7 +799,16 @@ class KeyedProcessOperator(StreamOperator):
             keys: list[Any] | None = self.key_selector.keys_of_records(records, batch)  # (canonical: timers' keys too)
         except Exception:  # noqa: BLE001 - a record without a key: the loop below names it
             keys = None
-        stamps = None if self.timestamp_assigner is None else self.timestamp_assigner.timestamps_list(batch)
+        carried = batch.timestamps
+        if carried is not None and len(carried) == len(records):
+            stamps: list[int] | None = carried.tolist()  # (the records' own: Flink's StreamRecord timestamps)
+        else:
+            stamps = None if self.timestamp_assigner is None else self.timestamp_assigner.timestamps_list(batch)
+        if out:  # (output held from before: goes first, with its own timestamps or none)
+            self._flush(pctx)
+            out = self._out
+        runs = self._runs if stamps is not None else None
+        side_ts = self._side_ts if stamps is not None else None
         for i, r in enumerate(records):
             try:
                 k = keys[i] if keys is not None else key_of(r)
@@ -806,16 +819,30 @@ class KeyedProcessOperator(StreamOperator):
                 result = fn(r, pctx)
                 if result is not None:
                     add_results(out, result, self.function, "process_element", pctx)
+                    if runs is not None and stamps is not None:  # (results keep the record's timestamp)
+                        runs.append((len(out), stamps[i]))
+                if side_ts is not None and stamps is not None and pctx._side:
+                    stamp_side(pctx._side, side_ts, stamps[i])
             except Exception as exc:
                 raise UserCodeError(r, flink_hint(exc)) from exc
         self._flush(pctx)
 
+    def _covered(self) -> int:
+        """How many records of ``_out`` have a timestamp in ``_runs``."""
+        return self._runs[-1][0] if self._runs else 0
+
     def _flush(self, ctx: ProcessContext) -> None:
+        """Emit the output held: with the timestamps of ``_runs`` (``(end, timestamp)`` runs
+        of ``_out``: each record's results carry its timestamp, an event-time timer's its
+        time) when they cover it, else none (a processing-time timer's, records without)."""
         if self._out:
             out, self._out = self._out, []
-            self.output.emit(Batch.of_records(out))
-        for tag, values in ctx._take_side().items():
-            self.output.emit_side(tag, Batch.of_records(values))
+            runs, self._runs = self._runs, []
+            self.output.emit(Batch.of_records(out, run_stamps(runs, len(out))))
+        else:
+            self._runs = []
+        side_ts, self._side_ts = self._side_ts, {}
+        emit_side_outputs(self.output, ctx._take_side(), side_ts)
 
     def _fire(self, key: Any, time: int, domain: str) -> None:
         tctx = self.tctx
@@ -823,10 +850,17 @@ class KeyedProcessOperator(StreamOperator):
         tctx._key = key
         tctx.timestamp = time
         tctx._domain = domain
+        event_time = domain == "event_time"
+        if self._out and event_time != (self._covered() == len(self._out)):
+            self._flush(tctx)  # (output of another kind, stamped or not, goes first)
         try:
             result = self.function.on_timer(time, tctx)
             if result is not None:
                 add_results(self._out, result, self.function, "on_timer", tctx)
+                if event_time:  # (Flink: an event-time timer's output carries the timer's time)
+                    self._runs.append((len(self._out), time))
+            if event_time and tctx._side:
+                stamp_side(tctx._side, self._side_ts, time)
         except Exception as exc:
             raise UserCodeError(f"on_timer(key={key!r}, time={time!r})", flink_hint(exc)) from exc
 

@@ -29,6 +29,7 @@ from raystream.engine.operator import OperatorContext, Output, StreamOperator
 from raystream.engine.partitioners import KeySelector
 from raystream.engine.records import Batch
 
+from .basic import emit_side_outputs, run_stamps, stamp_side
 from .functions import (
     BroadcastContext,
     BroadcastProcessFunction,
@@ -181,10 +182,22 @@ class _BatchTimestamps:
         values = self.values
         if values is None:
             assigner, batch = self.assigners[self.input_index], self.batch
-            if assigner is None or batch is None:
+            if batch is None:
                 return None
-            values = self.values = assigner.timestamps_list(batch)
+            carried = batch.timestamps  # (the records' own: Flink's StreamRecord timestamps)
+            if carried is not None and len(carried) == len(batch):
+                values = self.values = carried.tolist()
+            elif assigner is None:
+                return None
+            else:
+                values = self.values = assigner.timestamps_list(batch)
         return values[i]
+
+
+def _carried(batch: Batch, records: list) -> list[int] | None:
+    """The event timestamps ``batch``'s records carry, as a list (None: they carry none)."""
+    ts = batch.timestamps
+    return ts.tolist() if ts is not None and len(ts) == len(records) else None
 
 
 class _StampedContext:
@@ -276,16 +289,31 @@ class _TwoInputBase(TwoInputTime, StreamOperator):
     def __init__(self, function: Any) -> None:
         self.function = function
         self.wms = TwoInputWatermarks()
+        #: (end in the output held, timestamp) runs of its results, and its side outputs' timestamps
+        self._runs: list[tuple[int, int]] = []
+        self._side_ts: dict[str, list[int]] = {}
 
     def _event_time(self) -> int:
         """The combined watermark (what ``ctx.timer_service().current_watermark()`` reads)."""
         return self.wms.current
 
     def _emit(self, out: list, ctx: ProcessContext) -> None:
+        """Emit ``out`` and the side outputs of ``ctx``, with the timestamps of ``_runs`` /
+        ``_side_ts`` when they cover them (each record's results carry its timestamp, an
+        event-time timer's its time, as Flink's ``TimestampedCollector``), else none."""
+        runs, self._runs = self._runs, []
         if out:
-            self.output.emit(Batch.of_records(out))
-        for tag, values in ctx._take_side().items():
-            self.output.emit_side(tag, Batch.of_records(values))
+            self.output.emit(Batch.of_records(out, run_stamps(runs, len(out))))
+        side_ts, self._side_ts = self._side_ts, {}
+        emit_side_outputs(self.output, ctx._take_side(), side_ts)
+
+    def _stamp(self, out: list, ctx: ProcessContext, stamp: int) -> None:
+        """The results (and side outputs) added since the last stamp carry ``stamp``."""
+        end = len(out)
+        if end > (self._runs[-1][0] if self._runs else 0):
+            self._runs.append((end, stamp))
+        if ctx._side:
+            stamp_side(ctx._side, self._side_ts, stamp)
 
     def close(self) -> None:
         self.function.close()
@@ -307,6 +335,7 @@ class _KeyedTimers:
     output: Any
     _out: list
     _emit: Callable[[list, ProcessContext], None]
+    _stamp: Callable[[list, ProcessContext, int], None]
 
     def _flush(self, ctx: ProcessContext) -> None:
         out, self._out = self._out, []
@@ -326,6 +355,8 @@ class _KeyedTimers:
             res = on_timer(time, t)
             if res is not None:
                 add_results(self._out, res, self.function, "on_timer", t)
+            if domain == "event_time":  # (Flink: an event-time timer's output carries its time)
+                self._stamp(self._out, t, time)
         except Exception as exc:
             raise UserCodeError(f"on_timer(key={key!r}, time={time!r})", flink_hint(exc)) from exc
 
@@ -366,12 +397,16 @@ class CoProcessOperator(_TwoInputBase):
         out: list = []
         pctx = self.pctx
         self.stamps.start(batch, input_index)
-        for i, r in enumerate(batch.records()):
+        records = batch.records()
+        carried = _carried(batch, records)
+        for i, r in enumerate(records):
             try:
                 pctx._index = i
                 res = fn(r, pctx)
                 if res is not None:
                     add_results(out, res, self.function, fn.__name__, pctx)
+                if carried is not None:  # (the record's results keep its timestamp)
+                    self._stamp(out, pctx, carried[i])
             except Exception as exc:
                 raise UserCodeError(r, flink_hint(exc)) from exc
         self._emit(out, self.pctx)
@@ -423,6 +458,7 @@ class KeyedCoProcessOperator(_KeyedTimers, _TwoInputBase):
         records = batch.records()
         self.stamps.start(batch, input_index)  # (ctx.timestamp: read when the function asks)
         backend, pctx = keyed_state_backend(self.ctx), self.pctx
+        carried = _carried(batch, records)
         for i, r in enumerate(records):
             try:
                 k = key_of(r)
@@ -431,6 +467,8 @@ class KeyedCoProcessOperator(_KeyedTimers, _TwoInputBase):
                 res = fn(r, pctx)
                 if res is not None:
                     add_results(self._out, res, self.function, fn.__name__, pctx)
+                if carried is not None:  # (the record's results keep its timestamp)
+                    self._stamp(self._out, pctx, carried[i])
             except Exception as exc:
                 raise UserCodeError(r, flink_hint(exc)) from exc
         self._flush(pctx)
@@ -470,13 +508,17 @@ class BroadcastProcessOperator(_TwoInputBase):
         fn = self.function.process_broadcast_element if input_index == 1 else self.function.process_element
         out: list = []
         self.stamps.start(batch, input_index)
+        records = batch.records()
+        carried = _carried(batch, records)
         try:
-            for i, r in enumerate(batch.records()):
+            for i, r in enumerate(records):
                 try:
                     ctx._index = i
                     res = fn(r, ctx)
                     if res is not None:
                         add_results(out, res, self.function, fn.__name__, ctx)
+                    if carried is not None:  # (the record's results keep its timestamp)
+                        self._stamp(out, ctx, carried[i])
                 except Exception as exc:
                     raise UserCodeError(r, flink_hint(exc)) from exc
         finally:
@@ -552,7 +594,9 @@ class KeyedBroadcastProcessOperator(_KeyedTimers, BroadcastProcessOperator):
         fn = self.function.process_element
         key_of, set_key, out = self.selector.key_of, self.backend.set_current_key, self._out
         self.stamps.start(batch, input_index)
-        for i, r in enumerate(batch.records()):
+        records = batch.records()
+        carried = _carried(batch, records)
+        for i, r in enumerate(records):
             try:
                 k = key_of(r)
                 set_key(k)
@@ -560,6 +604,8 @@ class KeyedBroadcastProcessOperator(_KeyedTimers, BroadcastProcessOperator):
                 res = fn(r, ctx)
                 if res is not None:
                     add_results(out, res, self.function, fn.__name__, ctx)
+                if carried is not None:  # (the record's results keep its timestamp)
+                    self._stamp(out, ctx, carried[i])
             except Exception as exc:
                 raise UserCodeError(r, flink_hint(exc)) from exc
         self._flush(ctx)

@@ -97,6 +97,13 @@ __all__ = ["CombinedWindowOperator", "VectorWindowCombiner", "WindowAggregateCom
 _MISSING: Any = object()
 
 
+def _stamped_arrow(rb: pa.RecordBatch, stamps: np.ndarray | None) -> Batch:
+    """``rb`` as a batch carrying its rows' event timestamps ``stamps`` (None: none)."""
+    out = Batch.of_arrow(rb)
+    out.timestamps = stamps
+    return out
+
+
 def _without(rb: pa.RecordBatch, ts: np.ndarray, drop: np.ndarray) -> tuple[pa.RecordBatch, np.ndarray]:
     """``rb`` and its timestamps ``ts`` without the rows of mask ``drop``."""
     if not drop.any():
@@ -182,11 +189,13 @@ class VectorWindowCombiner(_WatermarkState, StreamOperator):
     """
 
     def __init__(self, key_column: str, ts_column: str, assigner: TumblingEventTimeWindows | SlidingEventTimeWindows,
-                 aggregations: dict[str, tuple[str, str]], passing: bool = False) -> None:
+                 aggregations: dict[str, tuple[str, str]], passing: bool = False, carried: bool = True) -> None:
         if not isinstance(assigner, (TumblingEventTimeWindows, SlidingEventTimeWindows)) or not assigner.is_event_time:
             raise GraphError(f"a window combiner needs tumbling or sliding event-time windows, got {assigner!r}")
         self.key_column = key_column
         self.ts_column = ts_column
+        #: the timestamps records carry come first (False: ``with_timestamp(column)``, which wins)
+        self.carried = carried
         self.size = assigner.size
         self.slide = getattr(assigner, "slide", assigner.size)
         self.offset = assigner.offset
@@ -205,17 +214,22 @@ class VectorWindowCombiner(_WatermarkState, StreamOperator):
         if self.passing:
             self.output.emit(batch)
             return
-        rb = batch.typed_columns("window aggregate (local)", (self.key_column, self.ts_column, *(c for c, _ in self.base)))
+        # (the records' own timestamps, Flink's StreamRecord timestamps, before the time column)
+        carried = batch.timestamps if self.carried else None
+        if carried is not None and len(carried) != len(batch):
+            carried = None
+        fields = (self.key_column, *(() if carried is not None else (self.ts_column,)), *(c for c, _ in self.base))
+        rb = batch.typed_columns("window aggregate (local)", fields)
         if not rb.num_rows:
             return
         names = rb.schema.names
-        for c in (self.key_column, self.ts_column, *(c for c, _ in self.base)):
+        for c in fields:
             if c not in names:
                 raise GraphError(f"window aggregate: column {c!r} is not in the batch (columns: {names})")
         if not self.known:  # the keyed operator judges every record until a watermark came
-            self.output.emit(Batch.of_arrow(rb))
+            self.output.emit(_stamped_arrow(rb, carried))
             return
-        ts = timestamp_column(rb, self.ts_column, "window aggregate (local)")
+        ts = carried if carried is not None else timestamp_column(rb, self.ts_column, "window aggregate (local)")
         if self.size < self.slide:  # rows between two windows are in none
             gap = ts - (ts - self.offset) % self.slide <= ts - self.size
             if gap.any():  # late ones go on for the keyed operator to judge, the rest are in no window
@@ -233,7 +247,7 @@ class VectorWindowCombiner(_WatermarkState, StreamOperator):
             if gap.any():
                 raw = gap if raw is None else raw | gap
         if raw is not None and raw.any():  # maybe late downstream: the keyed operator judges these itself
-            self.output.emit(Batch.of_arrow(rb.filter(pa.array(raw))))
+            self.output.emit(_stamped_arrow(rb.filter(pa.array(raw)), ts[raw] if carried is not None else None))
             keep = pa.array(~raw)
             rb = rb.filter(keep)
             panes = panes[~raw]
@@ -291,7 +305,8 @@ class WindowAggregateCombiner(_WatermarkState, StreamOperator):
         if not n:
             return
         ts = batch.timestamps
-        if ts is None or len(ts) != n:
+        own = self.timestamp_assigner.origin is None  # (with_timestamp: the window's own assigner wins)
+        if ts is None or len(ts) != n or own:
             ts = self.timestamp_assigner.timestamps(batch)
         keys = self._keys(batch, records)
         size = self.size

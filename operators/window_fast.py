@@ -134,7 +134,7 @@ class VectorWindowAggregateOperator(StreamOperator):
     keyed = True
 
     def __init__(self, key_column: str, ts_column: str, assigner: TumblingEventTimeWindows | SlidingEventTimeWindows,
-                 aggregations: dict[str, tuple[str, str]], late_tag: str | None = None) -> None:
+                 aggregations: dict[str, tuple[str, str]], late_tag: str | None = None, carried: bool = True) -> None:
         if not isinstance(assigner, (TumblingEventTimeWindows, SlidingEventTimeWindows)) or not assigner.is_event_time:
             raise GraphError(f"the vectorized window path needs tumbling or sliding event-time windows, got {assigner!r}")
         for out, spec in aggregations.items():
@@ -142,6 +142,8 @@ class VectorWindowAggregateOperator(StreamOperator):
                 raise ConfigError(f"window aggregation {out!r}: expected (column, one of {WINDOW_AGGREGATIONS}), got {spec!r}")
         self.key_column = key_column
         self.ts_column = ts_column
+        #: the timestamps records carry come first (False: ``with_timestamp(column)``, which wins)
+        self.carried = carried
         self.size = assigner.size
         self.slide = getattr(assigner, "slide", assigner.size)
         self.offset = assigner.offset
@@ -180,19 +182,25 @@ class VectorWindowAggregateOperator(StreamOperator):
             self._process_partials(batch.typed_columns("window aggregate"))
             return
         # (the fields it reads: a record without one fails naming it, at any parallelism and
-        # batch cut, instead of being counted as a null where its batch held other shapes)
-        rb = batch.typed_columns("window aggregate", (self.key_column, self.ts_column, *(c for c, _ in self.base)))
+        # batch cut, instead of being counted as a null where its batch held other shapes);
+        # the timestamps the records carry (Flink's StreamRecord timestamps: an upstream
+        # window's max_timestamp(), a map's input's) before the time column
+        carried = batch.timestamps if self.carried else None
+        if carried is not None and len(carried) != len(batch):
+            carried = None
+        fields = (self.key_column, *(() if carried is not None else (self.ts_column,)), *(c for c, _ in self.base))
+        rb = batch.typed_columns("window aggregate", fields)
         n = rb.num_rows
         if not n:
             return
         names = rb.schema.names
-        for c in (self.key_column, self.ts_column, *(c for c, _ in self.base)):
+        for c in fields:
             if c not in names:
                 raise GraphError(f"window aggregate: column {c!r} is not in the batch (columns: {names})")
-        ts = timestamp_column(rb, self.ts_column, "window aggregate")
+        ts = carried if carried is not None else timestamp_column(rb, self.ts_column, "window aggregate")
         starts, idx, row_late = assign_windows(ts, self.size, self.slide, self.offset, self.watermark)
         if row_late.any():
-            self._late(rb.filter(pa.array(row_late)))
+            self._late(rb.filter(pa.array(row_late)), ts[row_late] if carried is not None else None)
         if starts.size == 0:
             return
         cols: dict[str, pa.Array | pa.ChunkedArray] = {}
@@ -281,9 +289,11 @@ class VectorWindowAggregateOperator(StreamOperator):
                     windows[start] = [self._merge(tables)]
                     repeats.discard(start)
 
-    def _late(self, late: pa.RecordBatch) -> None:
+    def _late(self, late: pa.RecordBatch, stamps: np.ndarray | None = None) -> None:
         if self.late_tag is not None:
-            self.output.emit_side(self.late_tag, Batch.of_arrow(late))
+            out = Batch.of_arrow(late)
+            out.timestamps = stamps  # (their own timestamps, if they carried them)
+            self.output.emit_side(self.late_tag, out)
             return
         if not self.late_dropped:
             log.warning("window aggregate %r dropped late records (first %r); use side_output_late_data(tag)",
@@ -361,8 +371,14 @@ class VectorWindowAggregateOperator(StreamOperator):
             else:
                 cols[out] = t.column(f"{c}_{f}")
         table = pa.table(cols)
+        # Flink stamps a window's results with the window's max_timestamp() (end - 1)
+        stamps = ws.to_numpy().astype(np.int64, copy=False) + (self.size - 1)
+        start = 0
         for rb in table.to_batches():
-            self.output.emit(Batch.of_arrow(rb))
+            results = Batch.of_arrow(rb)
+            results.timestamps = stamps[start:start + rb.num_rows]
+            start += rb.num_rows
+            self.output.emit(results)
 
     # ------------------------------------------------------------------ state
     def snapshot_state(self, checkpoint_id: int) -> dict[str, Any]:

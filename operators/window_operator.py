@@ -41,6 +41,7 @@ from raystream.engine.operator import KeyGroupedState, OperatorContext, Output, 
 from raystream.engine.partitioners import KeySelector
 from raystream.engine.records import Batch
 
+from .basic import emit_side_outputs, run_stamps, stamp_side
 from .evictors import Evictor, TimestampedValue
 from .functions import OutputTag, RuntimeContext, keyed_state_backend, move_side_outputs
 from .keyed import restored_keys
@@ -302,7 +303,7 @@ class WindowOperator(StreamOperator):
         wf = self.window_function  # its clear() runs when a window is cleaned up, if it has one
         self._clears = wf is not None and type(wf).clear is not ProcessWindowFunction.clear
         self._out: list[Any] = []
-        self._late: list[Any] = []
+        self._held = _Held()  # the late records and the timestamps of what goes out at the next flush
         ctx.metrics.setdefault("num_late_records_dropped", 0)
         for st in self._restored:
             if not st:
@@ -390,6 +391,16 @@ class WindowOperator(StreamOperator):
             )
         return assigner.timestamps(batch)
 
+    def _carried(self, batch: Batch) -> np.ndarray | None:
+        """The event timestamps ``batch`` carries (Flink's ``StreamRecord`` timestamps: an
+        upstream assigner's, a window's ``max_timestamp()``...), unless this window was told
+        where to read them (``with_timestamp``: an assigner of its own, which wins)."""
+        ts = batch.timestamps
+        if ts is None:
+            return None
+        own = self.timestamp_assigner
+        return None if own is not None and own.origin is None else ts
+
     def _elements(self, batch: Batch, input_index: int) -> tuple[list[Any], list[Any], list[int] | None]:
         """(values to store, keys, event timestamps or None) of a batch."""
         records = batch.records()
@@ -401,7 +412,7 @@ class WindowOperator(StreamOperator):
             raise UserCodeError(bad, exc) from exc
         stamps = None
         if self.assigner.is_event_time:
-            ts = batch.timestamps
+            ts = self._carried(batch)
             if ts is None or len(ts) != len(records):
                 ts = self._timestamps(batch)
             stamps = ts.tolist()
@@ -444,7 +455,7 @@ class WindowOperator(StreamOperator):
         n = len(records)
         if n == 0:
             return False
-        ts = batch.timestamps
+        ts = self._carried(batch)
         raw: np.ndarray | list[int]
         try:
             if ts is not None and len(ts) == n:
@@ -514,7 +525,7 @@ class WindowOperator(StreamOperator):
 
     def _batch_timestamps(self, batch: Batch, records: list[Any]) -> tuple[np.ndarray | list[int], int, int]:
         """(timestamps as a list or int64 array, min, max) of a non-empty batch."""
-        ts = batch.timestamps
+        ts = self._carried(batch)
         if ts is not None and len(ts) == len(records):
             return ts, int(ts.min()), int(ts.max())
         if self._ts_getter is not None and not batch.is_columnar:
@@ -549,7 +560,8 @@ class WindowOperator(StreamOperator):
         first = mn - (mn - off) % size
         if mx - (mx - off) % size == first:  # the whole batch falls into one window
             if first + size - 1 <= wm:
-                self._late.extend(records)
+                self._held.late.extend(records)
+                self._held.late_ts.extend(np.asarray(raw, dtype=np.int64).tolist())
             else:
                 self._fold_pane(first, keys, records)
             return
@@ -561,7 +573,8 @@ class WindowOperator(StreamOperator):
             runs = [(int(starts[lo]), lo, hi) for lo, hi in zip(bounds, bounds[1:])]
             for start, lo, hi in runs:
                 if start + size - 1 <= wm:
-                    self._late.extend(records[lo:hi])
+                    self._held.late.extend(records[lo:hi])
+                    self._held.late_ts.extend(st[lo:hi].tolist())
                 else:
                     self._fold_pane(start, keys[lo:hi], records[lo:hi])
             return
@@ -577,7 +590,9 @@ class WindowOperator(StreamOperator):
             else:
                 self._fold_pane(start, [keys[i] for i in idx], [records[i] for i in idx])
         if late_idx:
-            self._late.extend(records[i] for i in sorted(late_idx))
+            late_idx.sort()
+            self._held.late.extend(records[i] for i in late_idx)
+            self._held.late_ts.extend(st[late_idx].tolist())
 
     def _fold_pane(self, start: int, keys: list, values: list) -> None:
         """Add ``values`` (keyed by ``keys``, in record order) to the pane of window
@@ -620,10 +635,12 @@ class WindowOperator(StreamOperator):
             pane = panes.pop(start)
             if self.kind == REDUCE and self.window_function is None:
                 self._out.extend(pane.values())
+                self._held.runs.append((len(self._out), start + size - 1))
                 continue
             w = TimeWindow(start, start + size)
             if self.kind != LIST and self.window_function is not None and not self._clears:
                 self._emit_pane(pane, w)
+                self._stamp(start + size - 1)
                 continue
             for key, acc in pane.items():
                 self._emit_window(key, w, acc)
@@ -762,7 +779,8 @@ class WindowOperator(StreamOperator):
         if not per_key:
             self.contents.pop(key, None)
         if skipped and (windows or self._is_late_element(ts)):  # (no window: Flink's isElementLate)
-            self._late.append(value)
+            self._held.late.append(value)
+            self._held.late_ts.append(ts)
 
     def _add_to_window(self, key: Any, per_key: dict[Any, Any], w: Window, value: Any, ts: int) -> None:
         """One element into one (not late) window of ``key``: add it to the window's
@@ -962,7 +980,22 @@ class WindowOperator(StreamOperator):
                 "(TimestampedValue objects) from the list"
             )
 
+    def _stamp(self, max_timestamp: int) -> None:
+        """The results (and side outputs) emitted since the last stamp are a window's: they
+        carry its ``max_timestamp``."""
+        end = len(self._out)
+        if end > (self._held.runs[-1][0] if self._held.runs else 0):
+            self._held.runs.append((end, max_timestamp))
+        if self.wctx._side:
+            stamp_side(self.wctx._side, self._held.side_ts, max_timestamp)
+
     def _emit_window(self, key: Any, w: Window, acc: Any) -> None:
+        try:
+            self._emit_window_contents(key, w, acc)
+        finally:
+            self._stamp(w.max_timestamp())
+
+    def _emit_window_contents(self, key: Any, w: Window, acc: Any) -> None:
         kind = self.kind
         try:
             if kind == LIST:
@@ -1066,6 +1099,7 @@ class WindowOperator(StreamOperator):
             if acc is not _NONE:
                 if self.kind == REDUCE and self.window_function is None:
                     self._out.append(acc)
+                    self._held.runs.append((len(self._out), mt))
                 else:
                     self._emit_window(key, w, acc)
         if time == mt + self.allowed_lateness:
@@ -1097,16 +1131,22 @@ class WindowOperator(StreamOperator):
     def _flush(self) -> None:
         if self._out:
             out, self._out = self._out, []
-            self.output.emit(Batch.of_records(out))
+            runs = self._held.runs
+            self._held.runs = []
+            self.output.emit(Batch.of_records(out, run_stamps(runs, len(out))))  # (every window's results are stamped)
+        else:
+            self._held.runs = []
         side = self.wctx._side
+        side_ts = self._held.side_ts
+        self._held.side_ts = {}
         if side:
             self.wctx._side = {}
-            for tag, values in side.items():
-                self.output.emit_side(tag, Batch.of_records(values))
-        if self._late:
-            late, self._late = self._late, []
+            emit_side_outputs(self.output, side, side_ts)
+        if self._held.late:
+            held = self._held
+            late, late_ts, held.late, held.late_ts = held.late, held.late_ts, [], []
             if self.late_tag is not None:
-                self.output.emit_side(self.late_tag, Batch.of_records(late))
+                self.output.emit_side(self.late_tag, Batch.stamped(late, late_ts if len(late_ts) == len(late) else None))
             else:
                 metrics = self.ctx.metrics
                 dropped = metrics.get("num_late_records_dropped", 0)
@@ -1148,6 +1188,22 @@ class WindowOperator(StreamOperator):
         if isinstance(contents, BackendWindowState):
             return contents.num_entries()
         return sum(len(v) for v in self.contents.values()) + sum(len(p) for p in self._panes.values())
+
+
+class _Held:
+    """What a window operator holds until its next flush besides its results: the late
+    records and their timestamps (their own, which Flink's late side output keeps), and the
+    timestamps of the results and side outputs (Flink stamps a window's with the window's
+    ``max_timestamp()``): ``runs`` of ``(end in the results, timestamp)``, ``side_ts`` per
+    tag. (One attribute of the operator: an instance stays within CPython's 30 shared keys.)"""
+
+    __slots__ = ("late", "late_ts", "runs", "side_ts")
+
+    def __init__(self) -> None:
+        self.late: list[Any] = []
+        self.late_ts: list[int] = []
+        self.runs: list[tuple[int, int]] = []
+        self.side_ts: dict[str, list[int]] = {}
 
 
 def _plain_selector(key_of: Callable[[Any], Any]) -> KeySelector | None:

@@ -29,7 +29,7 @@ from raystream.engine.errors import GraphError
 from raystream.engine.graph import StreamEdge, Transformation
 from raystream.engine.partitioners import KeyGroupPartitioner, KeySelector
 
-from ._stream_base import WINDOW_NODES, StreamBase, find_timestamp_assigner, window_results_upstream
+from ._stream_base import WINDOW_NODES, StreamBase, find_timestamp_assigner, lost_timestamps_error
 from .evictors import CountEvictor, Evictor
 from .flink_functions import user_function
 from .functions import OutputTag, tag_name
@@ -222,15 +222,13 @@ class WindowedStream(Generic[S]):
                 f"event-time window {self.assigner!r} needs timestamps: call "
                 "assign_timestamps_and_watermarks(...) upstream or .with_timestamp('ts')"
             )
-        window = None if self._ts is not None else window_results_upstream(self.stream.node)
-        if window is not None:
-            raise GraphError(
-                f"event-time window {self.assigner!r} reads the results of window {window.name!r}, which carry "
-                f"no timestamp of the upstream assigner {ts!r} (applied to a result it would read one of its fields; "
-                "Flink stamps a window's results with the window's max_timestamp()): give the second window "
-                ".with_timestamp(fn) reading the time each result holds (e.g. emit context.window().max_timestamp() "
-                "or window_end - 1 in it), or assign_timestamps_and_watermarks(...) between the windows"
-            )
+        # A window after a window reads the timestamps its records carry (each result its
+        # window's max_timestamp(), as Flink's cascaded windows): refused only where an operator
+        # in between dropped them (map_batches...), as the upstream assigner would read a field
+        lost = None if self._ts is not None else lost_timestamps_error(
+            f"event-time window {self.assigner!r}", self.stream.node, ts)
+        if lost is not None:
+            raise lost
         return ts
 
     def _operator(self, name: str, kind: str, fn: Any, window_function: ProcessWindowFunction | None) -> S:
@@ -244,9 +242,7 @@ class WindowedStream(Generic[S]):
             lambda: WindowOperator(key_of, assigner, kind, fn, window_function, trigger, lateness, late_tag, ts, evictor),
             keyed=True,
         )
-        # a reduce's results are records of its input, whose timestamps lie in their window: an
-        # event-time window after it may read them with the upstream assigner (no refusal)
-        return self._output(node, keeps_timestamps=kind == REDUCE and window_function is None)
+        return self._output(node)
 
     def _window_function(self, method: str, function: Any) -> ProcessWindowFunction | None:
         """``function`` as the window operator runs it: a :class:`ProcessWindowFunction`, or
@@ -333,32 +329,33 @@ class WindowedStream(Generic[S]):
         ):
             return self._operator("window_aggregate", LIST, None, _SpecsWindowFunction(key_name, dict(specs)))
         assigner, late_tag, sp = self.assigner, self._late_tag, dict(specs)
+        carried = self._ts is None  # (with_timestamp(column): that column wins over the records' timestamps)
         schema_names = [key, "window_start", "window_end", *sp]
         if not combine:
             node = self.stream._add(
-                "window_aggregate", lambda: VectorWindowAggregateOperator(key, tcol, assigner, sp, late_tag), keyed=True,
+                "window_aggregate", lambda: VectorWindowAggregateOperator(key, tcol, assigner, sp, late_tag, carried), keyed=True,
                 schema_names=schema_names,
             )
             return self._output(node)
         acc_names = [f"{c}_{f}" for c, f in base_aggregations(sp)]
-        local = self._combiner("window_aggregate (local)", lambda: VectorWindowCombiner(key, tcol, assigner, sp, passing),
+        local = self._combiner("window_aggregate (local)", lambda: VectorWindowCombiner(key, tcol, assigner, sp, passing, carried),
                                [key, PANE_COLUMN, *acc_names, EMISSION_COLUMN])
         node = self.stream.env.add_node(
             "window_aggregate", "operator", [StreamEdge(local, KeyGroupPartitioner(selector))],
-            operator_factory=lambda: VectorWindowAggregateOperator(key, tcol, assigner, sp, late_tag), keyed=True,
+            operator_factory=lambda: VectorWindowAggregateOperator(key, tcol, assigner, sp, late_tag, carried), keyed=True,
             schema_names=schema_names,
         )
         return self._output(node)
 
-    def _output(self, node: Transformation, keeps_timestamps: bool = False) -> S:
+    def _output(self, node: Transformation) -> S:
         """The stream of the window's operator ``node``: at parallelism 1 for
         :meth:`~operators.datastream.DataStream.window_all` (Flink's non-parallel
         ``windowAll``: its one key would leave every other subtask idle; a combiner before
-        it still runs at the upstream parallelism)."""
+        it still runs at the upstream parallelism). Its results carry their window's
+        ``max_timestamp()`` (:data:`WINDOW_NODES`)."""
         if self._all:
             node.parallelism = 1
-        if not keeps_timestamps:
-            WINDOW_NODES.add(node)
+        WINDOW_NODES.add(node)
         return self.stream._stream(node)
 
     def _combiner(self, name: str, factory: Callable[[], Any], schema_names: list[str] | None) -> Transformation:
