@@ -83,6 +83,7 @@ from .rocksdb_files import (
     warm_up_delta_writer,
 )
 from .rocksdb_keys import (
+    KEY_ENCODING,
     KEY_GROUP_BYTES,
     STATE_ID_BYTES,
     decode_key,
@@ -92,7 +93,7 @@ from .rocksdb_keys import (
     split_db_key,
     state_id,
 )
-from .rocksdb_restore import copy_key_groups, import_heap_snapshot, materialize
+from .rocksdb_restore import copy_key_groups, import_heap_snapshot, materialize, rekey_legacy
 from .rocksdb_state import ABSENT, ROCKSDB_STATE_CLASSES
 from .rocksdb_timers import RocksDBTimerQueue
 from .snapshot import KeyedStateSnapshot, KeyTypeCheck, KeyTypeChecked, StateMeta, key_class_name
@@ -266,7 +267,7 @@ class RocksDBKeyedStateBackend(KeyTypeChecked, KeyedStateBackend):
         if self._key_check is not None:
             self._check_key_type(key)
         t = type(key)
-        cacheable = t is str or t is int  # (exact types: 1, 1.0 and True are distinct keys here)
+        cacheable = t is str or t is int  # (exact types: True and 1 are equal, and would share an entry)
         if cacheable:
             hit = self._key_cache.get(key)
             if hit is not None:  # key group and encoding known: no hashing, no encoding
@@ -788,6 +789,9 @@ class RocksDBKeyedStateBackend(KeyTypeChecked, KeyedStateBackend):
                     materialize(snap, temp, self._rocksdict, **options)
                     copy_key_groups(self._rocksdict, temp, self._db.raw, self._range)
                     shutil.rmtree(temp, ignore_errors=True)
+        for snap in sources:  # keys that Python holds equal were apart before 2026-12-07: one key now
+            if isinstance(snap, SnapshotSource) and snap.key_encoding < KEY_ENCODING:
+                rekey_legacy(self._rocksdict, self._db.raw, snap, self._range)
         for name in metas:
             self._register_id(name)
         self._restored = {}

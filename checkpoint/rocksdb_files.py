@@ -24,7 +24,8 @@ Manifest payload::
 
     uint32 LE  header length H
     H bytes    JSON: checkpoint_id, max_parallelism, key_group_range, states {name: {kind, ttl_ms}},
-                     timers [timer queue names],
+                     timers [timer queue names], key_encoding (rocksdb_keys.KEY_ENCODING;
+                     absent: 1, written before 2026-12-07),
                      sst [{name, size, kg: [first, last], path, crc32 | inline: [offset, length]}],
                      deltas [the same, applied in order on top of sst],
                      private [[name, offset, length]]
@@ -64,6 +65,7 @@ from raystream.engine.keygroups import KeyGroupRange
 
 from .format import decode_blob_view, encode_blob_parts, read_blob_header
 from .rocksdb_keys import (
+    KEY_ENCODING,
     KEY_GROUP_BYTES,
 )
 from .snapshot import StateMeta
@@ -277,6 +279,9 @@ class RocksDBSnapshot:
     users: int = field(default=0, repr=False, compare=False)  # deltas of this chain not written yet
     entries: int = field(default=0, compare=False)  # live entries in the SST files (RocksDB's estimate)
     key_types: frozenset[str] | None = None  # type names of the keys (snapshot.key_type_name); None: unknown
+    #: how its keys are encoded (rocksdb_keys.KEY_ENCODING): 1, written before 2026-12-07, holds
+    #: keys that Python holds equal apart (rocksdb_restore.rekey_legacy moves them)
+    key_encoding: int = 1
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def __getstate__(self) -> dict:
@@ -568,6 +573,7 @@ def _manifest(snap: RocksDBSnapshot | DeltaSnapshot, sst: list[dict], inline: li
         "sst": sst,
         "private": private,
         "deltas": deltas,
+        "key_encoding": KEY_ENCODING,
     }
     if snap.key_types is not None:
         header["key_types"] = sorted(snap.key_types)
@@ -711,6 +717,9 @@ class SnapshotSource:
     deltas: list[SstFile] = field(default_factory=list)  # applied on top of the base files, in order
     timers: list[str] = field(default_factory=list)  # names of the timer queues in it
     key_types: frozenset[str] | None = None  # type names of the keys (snapshot.key_type_name); None: unknown
+    #: how its keys are encoded (rocksdb_keys.KEY_ENCODING): 1, written before 2026-12-07, holds
+    #: keys that Python holds equal apart (rocksdb_restore.rekey_legacy moves them)
+    key_encoding: int = 1
 
     def read(self, name: str) -> bytes:
         where = self.private.get(name) or self.inline.get(name)
@@ -769,7 +778,8 @@ def parse_manifest(data: bytes | memoryview, fetch: Callable[[SstFile], bytes] |
         return SnapshotSource(int(h["checkpoint_id"]), int(h["max_parallelism"]), KeyGroupRange(int(start), int(end)),
                               states, sst, inline, private, payload, fetch, from_checkpoint, deltas,
                               [str(t) for t in h.get("timers", [])],
-                              None if types is None else frozenset(str(t) for t in types))
+                              None if types is None else frozenset(str(t) for t in types),
+                              int(h.get("key_encoding", 1)))
     except (ValueError, KeyError, TypeError, struct.error) as exc:
         where = f" in {name!r}" if name else ""
         raise CheckpointError(f"RocksDB snapshot manifest{where} is malformed: {exc}") from exc

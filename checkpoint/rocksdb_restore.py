@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import struct
@@ -44,9 +45,12 @@ from .rocksdb_keys import (
     split_db_key,
     state_id,
 )
+from .rocksdb_timers import timer_value
 from .snapshot import KeyedStateSnapshot, StateMeta
 
-__all__ = ["copy_key_groups", "export_heap_snapshot", "import_heap_snapshot", "materialize"]
+__all__ = ["copy_key_groups", "export_heap_snapshot", "import_heap_snapshot", "materialize", "rekey_legacy"]
+
+log = logging.getLogger(__name__)
 
 
 def materialize(snap: SnapshotSource, directory: str, rocksdict: ModuleType | None = None, *,
@@ -248,7 +252,9 @@ def _export_group(db: Any, kg: int, metas: dict[str, StateMeta], names: dict[byt
             time = int.from_bytes(k[_TIME_AT:_TIME_AT + 8], "big") - (1 << 63)
             (size,) = _KEY_LEN.unpack_from(k, _TIME_AT + 8)
             start = _TIME_AT + 12
-            key, ns = decode_key(k[start:start + size]), decode_key(k[start + size:])
+            value = it.value()  # (the key it was registered with, when that does not decode as itself)
+            key = loads(value, "a timer's key") if value else decode_key(k[start:start + size])
+            ns = decode_key(k[start + size:])
             per_state.setdefault(timers[sid], []).append((time, key, ns))
         else:
             raise CheckpointError(
@@ -281,3 +287,87 @@ def import_heap_snapshot(rocksdict: ModuleType, db: Any, snap: KeyedStateSnapsho
                     batch.put(base, dumps(entry, f"state {name!r}"))
         db.write(batch)
 
+
+
+#: first bytes of an encoded key whose encoding did not change with KEY_ENCODING 2 (str,
+#: bytes, int, None): their entries are not decoded by :func:`rekey_legacy`
+_UNCHANGED_TAGS = frozenset(b"sbiN")
+
+
+def rekey_legacy(rocksdict: ModuleType, db: Any, source: SnapshotSource, key_groups: KeyGroupRange) -> int:
+    """Move the entries of a snapshot written with key encoding 1 (before 2026-12-07; see
+    :mod:`checkpoint.rocksdb_keys`) that ``db`` holds for ``key_groups`` to the keys that
+    encoding 2 gives them: a key (or map key) that Python holds equal to a value of another
+    type (``True``, ``2.0``, ``Decimal(1)``, an ``IntEnum``, a namedtuple, a set) is stored
+    under that value's encoding, and a timer of such a key keeps it as its value. Keys of str,
+    bytes, int and None are read but never decoded. When equal keys had one entry each (the
+    old encoding kept ``1`` and ``True`` apart), the entry already under the new key, else the
+    first in the database's order, is kept, and a warning counts the others. Returns how many
+    entries moved.
+
+    Raises:
+        CheckpointError: an entry of a state the snapshot has no metadata for.
+    """
+    lo, hi = max(source.key_group_range.start, key_groups.start), min(source.key_group_range.end, key_groups.end)
+    kinds = {state_id(n): m.kind for n, m in source.states.items()}
+    timers = {state_id(n) for n in (source.timers or _LEGACY_TIMER_QUEUES)}
+    moved = dropped = 0
+    for kg in range(lo, hi + 1):
+        prefix = key_group_prefix(kg)
+        upper = key_group_prefix(kg + 1) if kg + 1 < 1 << 16 else b"\xff\xff\xff"
+        moves: dict[bytes, tuple[bytes, bytes]] = {}  # old db key -> (new db key, value)
+        it = db.iter()
+        it.seek(prefix)
+        while it.valid():
+            k = it.key()
+            if k >= upper:
+                break
+            sid = k[KEY_GROUP_BYTES:_TIME_AT]
+            new = _rekeyed(k, it.value(), sid in timers, kinds.get(sid), source.checkpoint_id)
+            if new is not None:
+                moves[k] = new
+            it.next()
+        if not moves:
+            continue
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        taken: set[bytes] = set()
+        for old, (new_key, value) in moves.items():
+            batch.delete(old)
+            if new_key in taken or (new_key not in moves and db.get(new_key) is not None):
+                dropped += 1  # (an entry under the new key is there already, or moved first)
+                continue
+            taken.add(new_key)
+            batch.put(new_key, value)
+            moved += 1
+        db.write(batch)
+    if dropped:
+        log.warning("RocksDB restore of checkpoint %d: %d entries of keys that Python holds equal to others (1, True "
+                    "and 1.0; an IntEnum and its int...) were kept apart by snapshots written before 2026-12-07 and "
+                    "are one key now: one entry of each was kept, %d dropped", source.checkpoint_id, dropped, dropped)
+    return moved
+
+
+def _rekeyed(k: bytes, value: bytes, timer: bool, kind: str | None, checkpoint_id: int) -> tuple[bytes, bytes] | None:
+    """``(new db key, new value)`` of a key-encoding-1 entry, or None if neither changes."""
+    if timer:
+        (size,) = _KEY_LEN.unpack_from(k, _TIME_AT + 8)
+        start = _TIME_AT + 12
+        kbytes = k[start:start + size]
+        if kbytes[0] in _UNCHANGED_TAGS:
+            return None
+        key = decode_key(kbytes)
+        kpart = key_part(encode_key(key))
+        if kpart[4:] == kbytes:
+            return None
+        return k[:_TIME_AT + 8] + kpart + k[start + size:], timer_value(key, kpart)
+    if kind is None:
+        raise CheckpointError(
+            f"the RocksDB snapshot of checkpoint {checkpoint_id} holds entries under state id "
+            f"{k[KEY_GROUP_BYTES:_TIME_AT].hex()} that is neither a state nor a timer queue"
+        )
+    _, kbytes, rest = split_db_key(k)
+    new_kbytes = kbytes if kbytes[0] in _UNCHANGED_TAGS else encode_key(decode_key(kbytes))
+    new_rest = rest if not rest or rest[0] in _UNCHANGED_TAGS else encode_key(decode_key(rest))
+    if new_kbytes == kbytes and new_rest == rest:
+        return None
+    return k[:_TIME_AT] + key_part(new_kbytes) + new_rest, value

@@ -3,7 +3,8 @@ group behind a ``KeyGroupPartitionedPriorityQueue``): a keyed operator's timers 
 same RocksDB as its keyed state, so they are part of the keyed snapshot, re-split by key
 group on rescaling, and memory does not grow with their number.
 
-Layout: one entry per timer, empty value, under the key (cf. :mod:`checkpoint.rocksdb_keys`)::
+Layout: one entry per timer, an empty value (or the registered key, above), under the key
+(cf. :mod:`checkpoint.rocksdb_keys`)::
 
     key group     2 bytes, big-endian
     queue id      8 bytes             (state_id of the queue's name)
@@ -20,10 +21,16 @@ the read cache), so a snapshot (which flushes the memtable) always holds them.
 Timers with the same time fire in (key group, key encoding) order, not in registration
 order as on the heap.
 
-Namespaces are encoded with :func:`~checkpoint.rocksdb_keys.encode_key` unless the
-operator gives the queue its own serializer (:meth:`RocksDBTimerQueue.set_namespace_serializer`;
-the window operator does: a TimeWindow as 17 bytes, which ``encode_key`` would pickle;
-its encoding is still one ``decode_key`` reads, as bytes).
+Keys are encoded canonically (``1``, ``True`` and ``1.0`` are one key, as in the heap's
+sets of timers); a timer whose key would not decode as the object it was registered with
+(``True`` as ``1``, a namedtuple as a tuple: :func:`~checkpoint.rocksdb_keys.keeps_type`)
+keeps that key, pickled, as its entry's value, and fires with it, so ``on_timer`` sees the
+key the records had; the first registration of equal keys wins, as on the heap.
+Namespaces are encoded with :func:`~checkpoint.rocksdb_keys.encode_namespace` (each type
+apart, as ever) unless the operator gives the queue its own serializer
+(:meth:`RocksDBTimerQueue.set_namespace_serializer`; the window operator does: a TimeWindow
+as 17 bytes, which ``encode_namespace`` would pickle; its encoding is still one
+``decode_key`` reads, as bytes).
 
 Example:
     >>> from raystream.engine.keygroups import KeyGroupRange
@@ -51,9 +58,12 @@ from .rocksdb_keys import (
     STATE_ID_BYTES,
     decode_key,
     encode_key,
+    encode_namespace,
+    keeps_type,
     key_group_prefix,
     key_part,
 )
+from .serde import dumps, loads
 
 if TYPE_CHECKING:
     from .rocksdb_backend import RocksDBKeyedStateBackend
@@ -84,11 +94,20 @@ def _time_of(k: bytes) -> int:
     return int.from_bytes(k[_TIME_AT:_KEY_AT], "big") - _OFFSET
 
 
-def _decode(k: bytes, decode_ns: Callable[[bytes], Any] = decode_key) -> tuple[int, Any, Any]:
-    """``(time, key, ns)`` of a timer's db key."""
+def _decode(k: bytes, decode_ns: Callable[[bytes], Any] = decode_key, value: bytes | None = None) -> tuple[int, Any, Any]:
+    """``(time, key, ns)`` of a timer's db key (and its value: the registered key, if any)."""
     (size,) = _LEN.unpack_from(k, _KEY_AT)
     start = _KEY_AT + 4
-    return _time_of(k), decode_key(k[start:start + size]), decode_ns(k[start + size:])
+    key = loads(value, "a timer's key") if value else decode_key(k[start:start + size])
+    return _time_of(k), key, decode_ns(k[start + size:])
+
+
+def timer_value(key: Any, kpart: bytes) -> bytes:
+    """The value of a timer entry of ``key`` (``kpart``: its encoding, length first): empty,
+    or the pickled key when decoding ``kpart`` would not give it back as it was."""
+    if keeps_type(key) or kpart[4:5] == b"p":  # (a pickled key decodes as itself)
+        return b""
+    return dumps(key, "a timer's key")
 
 
 class RocksDBTimerQueue:
@@ -105,12 +124,15 @@ class RocksDBTimerQueue:
         self._partial: set[int] = set()  # key groups with more timers than their cache holds
         self._heap: list[tuple[int, int, bytes]] = []  # (time, key group, db key) of heads; stale ones skipped
         self._size: int | None = None  # live timers (None: unknown since a restore, counted on demand)
-        self._encode_ns: Callable[[Any], bytes] = encode_key
+        self._encode_ns: Callable[[Any], bytes] = encode_namespace
         self._decode_ns: Callable[[bytes], Any] = decode_key
+        # the values of cached db keys whose timer keeps its registered key (few: only keys
+        # of types that do not decode as themselves, e.g. True, an IntEnum, a namedtuple)
+        self._values: dict[bytes, bytes] = {}
 
     def set_namespace_serializer(self, encode: Callable[[Any], bytes], decode: Callable[[bytes], Any]) -> None:
         """Encode namespaces with ``encode`` (``decode`` inverts it) instead of
-        :func:`~checkpoint.rocksdb_keys.encode_key`: call it before the first timer is added,
+        :func:`~checkpoint.rocksdb_keys.encode_namespace`: call it before the first timer is added,
         with the same pair in every run that restores the queue (the bytes are in the db keys).
 
         Example:
@@ -134,6 +156,7 @@ class RocksDBTimerQueue:
             return
         self._generation = b._generation
         self._cache.clear()
+        self._values.clear()
         self._partial.clear()
         self._heap.clear()
         self._size = None
@@ -158,6 +181,9 @@ class RocksDBTimerQueue:
                 complete = False
                 break
             found.append(k)
+            v = it.value()
+            if v:
+                self._values[k] = v
             it.next()
         if complete:
             self._partial.discard(kg)
@@ -169,7 +195,8 @@ class RocksDBTimerQueue:
         else:
             self._cache.pop(kg, None)
 
-    def _db_key(self, key: Any, ns: Any, time: int) -> tuple[int, bytes]:
+    def _db_key(self, key: Any, ns: Any, time: int) -> tuple[int, bytes, bytes]:
+        """``(key group, db key, key part)`` of a timer."""
         b = self._b
         if key is b._key and b._kg >= 0:  # the current key: its group and encoding are known
             kg = b._kg
@@ -179,19 +206,23 @@ class RocksDBTimerQueue:
         else:
             kg = key_group_for(key, b._max_par)
             kpart = key_part(encode_key(key))
-        return kg, key_group_prefix(kg) + self._sid + (time + _OFFSET).to_bytes(8, "big") + kpart + self._encode_ns(ns)
+        return kg, key_group_prefix(kg) + self._sid + (time + _OFFSET).to_bytes(8, "big") + kpart + self._encode_ns(ns), kpart
 
     # -- the queue ---------------------------------------------------------------------
 
     def add(self, key: Any, ns: Any, time: int, kg: int | None = None) -> bool:
         """Add a timer; False if it exists already."""
         self._sync()
-        group, k = self._db_key(key, ns, time)
+        group, k, kpart = self._db_key(key, ns, time)
         cache = self._cache.get(group)
         db = self._b._db
+        t = type(key)
+        value = b"" if t is str or t is int else timer_value(key, kpart)  # (the common keys: no call)
         if cache is None:  # no timer in this key group yet
             self._cache[group] = [k]
             self._push(group)
+            if value:
+                self._values[k] = value
         else:
             i = bisect.bisect_left(cache, k)
             if i < len(cache) and cache[i] == k:
@@ -201,12 +232,14 @@ class RocksDBTimerQueue:
                     return False
             else:
                 cache.insert(i, k)
+                if value:
+                    self._values[k] = value
                 if len(cache) > self._per_group:
-                    cache.pop()
+                    self._values.pop(cache.pop(), None)
                     self._partial.add(group)
                 if i == 0:
                     self._push(group)
-        db.put(k, b"")
+        db.put(k, value)
         if self._size is not None:
             self._size += 1
         return True
@@ -218,13 +251,14 @@ class RocksDBTimerQueue:
     def remove(self, key: Any, ns: Any, time: int) -> bool:
         """Delete a timer; True if it existed."""
         self._sync()
-        group, k = self._db_key(key, ns, time)
+        group, k, _ = self._db_key(key, ns, time)
         cache = self._cache.get(group)
         if cache is None:
             return False
         i = bisect.bisect_left(cache, k)
         if i < len(cache) and cache[i] == k:
             del cache[i]
+            self._values.pop(k, None)
             self._b._db.delete(k)
             if not cache:
                 self._emptied(group)
@@ -279,6 +313,7 @@ class RocksDBTimerQueue:
         time, group, k = top
         cache = self._cache[group]
         del cache[0]
+        value = self._values.pop(k, None) if self._values else None
         self._b._db.delete(k)
         if not cache:
             self._emptied(group)
@@ -286,7 +321,7 @@ class RocksDBTimerQueue:
             self._push(group)
         if self._size is not None:
             self._size -= 1
-        return _decode(k, self._decode_ns)
+        return _decode(k, self._decode_ns, value)
 
     def peek_time(self) -> int | None:
         self._sync()
@@ -325,8 +360,7 @@ class RocksDBTimerQueue:
     def timers_of(self, key: Any) -> list[tuple[int, Any]]:
         """``[(time, ns)]`` of ``key``'s timers (a scan of its key group's timers)."""
         self._sync()
-        group, _ = self._db_key(key, None, 0)
-        kpart = key_part(encode_key(key))
+        group, _, kpart = self._db_key(key, None, 0)
         lower = key_group_prefix(group) + self._sid
         out = []
         for k, _ in self._b._iter_range(lower, _upper(lower)):
