@@ -69,6 +69,10 @@ FieldValue = Union[str, bytes, int, float]
 
 log = logging.getLogger(__name__)
 
+#: seconds the driver tries to connect when it resolves ``"$"`` at submission (unless the
+#: source's ``connection_kwargs`` say otherwise): a server it cannot reach delays no submission longer
+SUBMIT_CONNECT_TIMEOUT_S = 10.0
+
 _ID = re.compile(r"^\d+(-\d+)?$")
 #: a week: a committable can come again only while a checkpoint that carries it may be restored
 DEFAULT_MARKER_TTL_S = 7 * 24 * 3600.0
@@ -285,19 +289,29 @@ class RedisStreamSource(Source[RedisStreamSplit]):
         """
         if self.start_id != "$" and not self.bounded:
             return self
-        client = _connect(self.url, self.connection_kwargs, "RedisStreamSource")
+        # (a driver without redis-py, or that cannot reach the server, leaves it to the master)
         try:
-            last = {key: self._last_id(client, key) for key in self.keys}
-        except _redis("RedisStreamSource").RedisError as exc:
-            log.warning("RedisStreamSource %r: the driver cannot read the streams' last ids at %r (%s); the job "
-                        "master reads them when it plans the job (a master that takes the job over before its "
-                        "first checkpoint reads them again)", self.keys, _safe_url(self.url), exc)
-            return self
-        finally:
-            client.close()
+            redis = _redis("RedisStreamSource")
+        except ConfigError as exc:
+            return self._unresolved(exc)
+        options = {"socket_connect_timeout": SUBMIT_CONNECT_TIMEOUT_S, **self.connection_kwargs}
+        try:
+            client = _connect(self.url, options, "RedisStreamSource")
+            try:
+                last = {key: self._last_id(client, key) for key in self.keys}
+            finally:
+                client.close()
+        except (ConfigError, OSError, redis.RedisError) as exc:
+            return self._unresolved(exc)
         resolved = copy.copy(self)
         resolved.resolved_ids = last
         return resolved
+
+    def _unresolved(self, error: Exception) -> RedisStreamSource:
+        log.warning("RedisStreamSource %r: the driver cannot read the streams' last ids at %r (%s); the job "
+                    "master reads them when it plans the job (a master that takes the job over before its "
+                    "first checkpoint reads them again)", self.keys, _safe_url(self.url), error)
+        return self
 
     def describe(self) -> str:
         return f"redis_streams({self.keys!r}, {'bounded' if self.bounded else 'unbounded'})"
