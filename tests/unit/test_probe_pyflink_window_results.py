@@ -5,10 +5,12 @@ Raystream reads a record's event time again from the record with the nearest ups
 assigner; a window's results are its function's output, so that assigner read one of their
 fields (here the driver id, a few milliseconds: every hour's results fell into the first
 hour's window, and the job printed one "best driver" instead of one per hour, silently).
-Flink stamps a window's results with the window's ``max_timestamp()``. Now such a graph is
-refused when it is built, naming both windows and the remedy (``.with_timestamp(fn)`` on the
-second window, or ``assign_timestamps_and_watermarks`` between them), and the remedied job
-gives Flink's output.
+Flink stamps a window's results with the window's ``max_timestamp()``; so does raystream
+now (every record carries its timestamp), and the job gives Flink's output as written. Only
+where an operator that gives its records no timestamp (``map_batches``) lies between the
+windows is the graph refused, naming both and the remedy (``.with_timestamp(fn)`` on the
+second window, or ``assign_timestamps_and_watermarks`` between them); the remedied job gives
+Flink's output too.
 """
 
 from __future__ import annotations
@@ -52,10 +54,24 @@ def reference():
                   for end in {e for e, _ in sums})
 
 
-def test_a_window_after_a_window_without_its_timestamps_is_refused_naming_the_remedy():
-    env = rs.StreamEnvironment(parallelism=2)
+@pytest.mark.parametrize("parallelism", [1, 2])
+def test_a_window_after_a_window_reads_the_results_max_timestamp_as_flink(parallelism):
+    """The results carry their window's ``max_timestamp()`` (through a map, and over the
+    channel at p=2), so the second window needs no remedy: one best driver per hour."""
+    env = rs.StreamEnvironment(parallelism=parallelism)
     by_hour = hourly(env).map(lambda r: r)  # (also through an operator in between)
-    with pytest.raises(GraphError, match=r"reads the results of window 'window_process'.*\.with_timestamp\(fn\)"):
+    by_hour.window_all(rs.TumblingEventTimeWindows.of(Time.hours(1))).process(MaxTips()).collect()
+    result = run_in_process(env.get_job_graph(), JobConfig(name="hourly-tips-cascaded"), timeout_s=120)
+    [batches] = result["results"].values()
+    assert sorted(collected_records(batches)) == reference()
+
+
+def test_a_window_after_a_window_whose_timestamps_are_lost_is_refused_naming_the_remedy():
+    env = rs.StreamEnvironment(parallelism=2)
+    # map_batches returns a new table (no row is the image of one input row): no timestamps
+    by_hour = hourly(env).map_batches(lambda b: b)
+    with pytest.raises(GraphError, match=r"reads the results of window 'window_process' through 'map_batches'.*"
+                                         r"\.with_timestamp\(fn"):
         by_hour.window_all(rs.TumblingEventTimeWindows.of(Time.hours(1))).process(MaxTips())
     with pytest.raises(GraphError, match="reads the results of window"):
         by_hour.key_by(lambda r: r[1]).window(rs.TumblingEventTimeWindows.of(HOUR)).reduce(max)
