@@ -301,10 +301,13 @@ class FunctionDispatcher(StreamOperator):
     def __init__(self, config: DispatcherConfig) -> None:
         self.config = config
         self.functions = config.functions
-        # the active set: per-address FIFO queues of messages about to be invoked
-        # (one message queued for an address is held as its record, a list from the second: so
-        # the many addresses with one message each leave no list to the garbage collector)
-        self._pending: dict[tuple[str, str], list[MessageRecord] | MessageRecord] = {}
+        # the active set: per-address FIFO queues of messages about to be invoked, per function
+        # typename then per id (no key tuple made and hashed per message: a record's typename and
+        # id are looked up as they are); one message queued for an address is held as its
+        # record, a list from the second: so the many addresses with one message each leave no
+        # list to the garbage collector. `_ready`: the key (typename, id) of each address
+        # queued there, once, in the order they are invoked
+        self._pending: dict[str, dict[str, list[MessageRecord] | MessageRecord]] = {}
         self._ready: deque[tuple[str, str]] = deque()
         self._pending_count = 0
         self._rss_due = 0.0  # monotonic time of the next RSS sample
@@ -450,7 +453,10 @@ class FunctionDispatcher(StreamOperator):
         in flight, whose effects are not applied yet, split by key group
         (:func:`~statefun_api.queued_state.queued_snapshot`: a restored subtask receives its
         key groups' only); keyed state is snapshotted by the task."""
-        queued = [record for q in self._pending.values() for record in (q if isinstance(q, list) else (q,))]
+        pending = self._pending
+        queued = [
+            record for key in self._ready for q in (pending[key[0]][key[1]],) for record in (q if isinstance(q, list) else (q,))
+        ]
         if self._rpc is not None:
             queued.extend(self._rpc.pending_records())
         inbox = self._inbox
@@ -674,40 +680,50 @@ class FunctionDispatcher(StreamOperator):
     def _enqueue_many(self, records: list[MessageRecord]) -> None:
         """:meth:`_enqueue` of each record, in order (one pass; with remote or async function
         types, only their records take the type check's detour through ``RemoteFunctions``)."""
-        pending = self._pending
+        by_type = self._pending
         ready = self._ready
         rpc = self._rpc
+        typename: str | None = None
+        pending: dict[str, Any] = {}
         if rpc is None:
             before = len(ready)
-            for key, record in zip(map(address_key, records), records):
-                q = pending.get(key)
+            for record in records:
+                if record[0] != typename:  # (a batch's records are mostly to one function type)
+                    typename = record[0]
+                    pending = by_type.get(typename)  # type: ignore[assignment]
+                    if pending is None:
+                        pending = by_type[typename] = {}
+                q = pending.get(record[1])
                 if q is None:
-                    pending[key] = record  # (one message: its record; see __init__)
-                    ready.append(key)
+                    pending[record[1]] = record  # (one message: its record; see __init__)
+                    ready.append(record[:2])
                 elif isinstance(q, list):
                     q.append(record)
                 else:
-                    pending[key] = [q, record]
+                    pending[record[1]] = [q, record]
             self._pending_count += len(records)
             if len(ready) - before >= _KG_BATCH_MIN:
                 self._cache_key_groups(islice(ready, before, None))
             return
         here = self._invoked_here
         local = 0
-        for key, record in zip(map(address_key, records), records):
-            if key[0] not in here:
-                endpoint = rpc.endpoint_for(key[0])
+        for record in records:
+            if record[0] not in here:
+                endpoint = rpc.endpoint_for(record[0])
                 if endpoint is not None:
-                    rpc.enqueue(key, record, endpoint)
+                    rpc.enqueue(record[:2], record, endpoint)
                     continue
-            q = pending.get(key)
+            if record[0] != typename:
+                typename = record[0]
+                pending = by_type.setdefault(typename, {})
+            q = pending.get(record[1])
             if q is None:
-                pending[key] = record
-                ready.append(key)
+                pending[record[1]] = record
+                ready.append(record[:2])
             elif isinstance(q, list):
                 q.append(record)
             else:
-                pending[key] = [q, record]
+                pending[record[1]] = [q, record]
             local += 1
         self._pending_count += local
 
@@ -719,14 +735,17 @@ class FunctionDispatcher(StreamOperator):
             if endpoint is not None:
                 rpc.enqueue(key, record, endpoint)
                 return
-        q = self._pending.get(key)
+        pending = self._pending.get(key[0])
+        if pending is None:
+            pending = self._pending[key[0]] = {}
+        q = pending.get(key[1])
         if q is None:
-            self._pending[key] = record
+            pending[key[1]] = record
             self._ready.append(key)
         elif isinstance(q, list):
             q.append(record)
         else:
-            self._pending[key] = [q, record]
+            pending[key[1]] = [q, record]
         self._pending_count += 1
 
     def _route(self, record: MessageRecord) -> None:
@@ -795,12 +814,12 @@ class FunctionDispatcher(StreamOperator):
         try:
             while ready and budget > 0:
                 key = ready.popleft()
-                queued = pending.pop(key)
+                queued = pending[key[0]].pop(key[1])
                 if isinstance(queued, list):
                     records = queued
                     n = len(records)
                     if n > limit:
-                        pending[key] = records[limit:]
+                        pending[key[0]][key[1]] = records[limit:]
                         records = records[:limit]
                         n = limit
                         ready.append(key)
@@ -970,11 +989,13 @@ class FunctionDispatcher(StreamOperator):
         layout = self._layouts.get(key[0])
         if layout is not None:
             layout.slots = self._storage_slots(key[0])
-        pending = self._pending
-        rest = pending.get(key)
+        pending = self._pending.get(key[0])
+        if pending is None:
+            pending = self._pending[key[0]] = {}
+        rest = pending.get(key[1])
         if rest is not None and not isinstance(rest, list):
             rest = [rest]
-        pending[key] = records + rest if rest else records
+        pending[key[1]] = records + rest if rest else records
         if rest:  # (queued at the back meanwhile: more than max_batch_per_address, or sent to itself)
             try:
                 self._ready.remove(key)
