@@ -137,9 +137,10 @@ class LocalExecutorRuntime:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.master: JobMaster | None = None
         self.executors: dict[str, _LocalExecutor] = {}
-        # the task hosts of killed executors whose mailbox threads may still be ending
-        # (join_tasks waits for them too); pruned at every kill, so a job restarted again and
-        # again holds only the live attempt's executors, not every earlier one's
+        # the task hosts of killed executors whose mailbox threads may still be ending, or whose
+        # snapshot writers still write (join_tasks and join_snapshots wait for them too); pruned
+        # at every kill, so a job restarted again and again holds only the live attempt's
+        # executors, not every earlier one's
         self._dying: list[Any] = []
 
     def start_executors(self, names: dict[str, str], num_cpus: float, placed: Iterable[str | None] = (),
@@ -174,8 +175,8 @@ class LocalExecutorRuntime:
         executor.dead = True
         if self.executors.get(executor.name) is executor:
             del self.executors[executor.name]
-        self._dying = [h for h in self._dying if not h.finished]
-        self._dying.extend(h for h in executor._hosted.values() if h.task is not None and not h.finished)
+        self._dying = [h for h in self._dying if _busy(h)]
+        self._dying.extend(h for h in executor._hosted.values() if h.task is not None and _busy(h))
         for host in list(executor._hosted.values()):
             if host.task is not None:
                 host.task.cancel()
@@ -199,6 +200,24 @@ class LocalExecutorRuntime:
                 h.task.cancel()
         while any(not h.finished for h in hosts) and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.005)
+
+    async def join_snapshots(self, timeout_s: float = 10.0) -> None:
+        """Wait until every snapshot the tasks handed to their snapshot writers is written and
+        its ack or decline has been processed by the master (call it once :meth:`join_tasks`
+        returned: no task takes a snapshot any more). A snapshot of a checkpoint aborted
+        meanwhile (e.g. by the job's cancellation) is written into that checkpoint's
+        directory after its deletion, and its ack is what has the master delete it again: an
+        ack arriving after the job's loop ended left that ``chk-<n>`` directory behind."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        hosts = [h for e in self.executors.values() for h in e._hosted.values()]
+        hosts += [h for h in self._dying if h not in hosts]
+        hooks = [h.hooks for h in hosts if h.hooks is not None and h.hooks.writer is not None]
+        # (a killed executor's writer is closed: drain() would not wait for what it still writes)
+        while any(k.writer.in_flight() for k in hooks) and loop.time() < deadline:
+            await asyncio.sleep(0.005)
+        for k in hooks:  # (the acks and declines they sent, processed on this loop meanwhile)
+            await asyncio.to_thread(k.flush, max(0.0, deadline - loop.time()))
 
 
 def run_in_process(graph: JobGraph, config: JobConfig, timeout_s: float | None = None,
@@ -225,8 +244,14 @@ def run_in_process(graph: JobGraph, config: JobConfig, timeout_s: float | None =
             return await asyncio.wait_for(job, timeout_s)
         finally:
             await runtime.join_tasks()
+            await runtime.join_snapshots()
             if master._job_id is not None:  # (this driver has the result: the checkpoints may go)
                 await master.end_checkpoints(master._job_id)
+            # the master's deletions of checkpoints (aborted ones, e.g. by the cancellation,
+            # those beyond the retained ones, the job's own at its end) run on this loop: ended
+            # with the other tasks below, they left those chk-<n> directories behind and logged
+            # "could not delete aborted checkpoint ... Executor shutdown has been called"
+            await _await_cleanups(master)
             await _end_other_tasks()
 
     loop = asyncio.new_event_loop()  # (not asyncio.run: it waits for every task without a bound)
@@ -242,6 +267,31 @@ def run_in_process(graph: JobGraph, config: JobConfig, timeout_s: float | None =
 
 #: how long the end of an in-process job waits for its other tasks once cancelled
 END_GRACE_S = 10.0
+#: how long the end of an in-process job waits for the master's deletions of checkpoints
+CLEANUP_GRACE_S = 30.0
+
+
+def _busy(host: Any) -> bool:
+    """A task host whose mailbox thread runs, or whose snapshot writer still writes."""
+    hooks = host.hooks
+    return not host.finished or (hooks is not None and hooks.writer is not None and hooks.writer.in_flight() > 0)
+
+
+async def _await_cleanups(master: JobMaster) -> None:
+    """Wait for the master's checkpoint deletions, those queued while waiting too, at most
+    :data:`CLEANUP_GRACE_S` (storage that slow is logged: what is left can be deleted by hand)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + CLEANUP_GRACE_S
+    while True:
+        pending = [f for f in (*master._discards, *master._cleanups) if not f.done()]
+        if not pending:
+            return
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            log.warning("job %s: deleting checkpoints takes longer than %.0f s; the job ends without waiting "
+                        "(what is left in checkpoint storage can be deleted by hand)", master._job_id, CLEANUP_GRACE_S)
+            return
+        await asyncio.wait(pending, timeout=remaining)
 
 
 async def _end_other_tasks() -> None:
