@@ -52,10 +52,12 @@ def find_timestamp_assigner(node: Transformation | None) -> TimestampAssigner | 
     """The assigner of the nearest upstream ``assign_timestamps_and_watermarks`` on every
     path into ``node`` (None: no path has one).
 
-    Event-time operators read a record's timestamp again from the record with this assigner,
-    so every input of a ``union`` upstream must reach the same one (the same object, or the
-    same timestamp column): a union of streams stamped differently, or of a stamped and an
-    unstamped stream, raises a :class:`GraphError` naming them (stamp after the union).
+    Event-time operators read the timestamps records carry and apply this assigner to records
+    that carry none (after an operator of :data:`DROPS_TIMESTAMPS`, or from a stream without
+    one). A ``union`` of streams stamped differently is taken as Flink takes it, each record
+    with its own timestamp (the first input's assigner is returned), when no operator on the
+    way drops them; else, and for a union of a stamped and an unstamped stream, a
+    :class:`GraphError` names them (stamp after the union).
     """
     if node is None:
         return None
@@ -88,11 +90,17 @@ def find_timestamp_assigner(node: Transformation | None) -> TimestampAssigner | 
         first_node, first = ins[0]
         for other_node, other in ins[1:]:
             if not _same_assigner(first, other):
+                lost = None if first is None or other is None else _dropper_upstream(node)
+                if first is not None and other is not None and lost is None:
+                    continue  # (every record carries its own timestamp through the union: none is read again)
+                why = ("one of them has no timestamps" if lost is None else
+                       f"{lost.name!r} gives its records no timestamps, so they are read again from the records")
                 raise GraphError(
                     f"{n.name!r} merges streams with different event timestamps: {first_node.name!r} has "
-                    f"{first!r} and {other_node.name!r} has {other!r}. Event-time operators read a record's "
-                    "timestamp again from the record, so the inputs of a union need one timestamp assigner: "
-                    "give their records one timestamp field, or assign_timestamps_and_watermarks() after the union"
+                    f"{first!r} and {other_node.name!r} has {other!r}, and {why}. Event-time operators apply the "
+                    "upstream assigner to records that carry no timestamp, so the inputs of a union need one "
+                    "timestamp assigner there: give their records one timestamp field, or "
+                    "assign_timestamps_and_watermarks() after the union"
                 )
         found[id(n)] = ins[0]
     return found[id(node)][1]
@@ -104,8 +112,24 @@ WINDOW_NODES: weakref.WeakSet[Transformation] = weakref.WeakSet()
 
 #: nodes whose output carries no event timestamps of their records (Flink's StreamRecord
 #: timestamps): ``map_batches`` (a new table, no row of which is a record of the input), a
-#: user's ``transform`` operator, the vectorized keyed ``aggregate`` and final-value reduces
+#: user's ``transform`` operator and final values (``emit="final"`` reduces and aggregates)
 DROPS_TIMESTAMPS: weakref.WeakSet[Transformation] = weakref.WeakSet()
+
+
+def _dropper_upstream(node: Transformation) -> Transformation | None:
+    """A node of :data:`DROPS_TIMESTAMPS` between ``node`` (included) and the nearest upstream
+    ``assign_timestamps_and_watermarks`` on some path into it (None: none is)."""
+    seen: set[int] = set()
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if id(n) in seen or n.timestamp_assigner is not None:
+            continue
+        seen.add(id(n))
+        if n in DROPS_TIMESTAMPS:
+            return n
+        stack.extend(e.source for e in n.inputs if not e.feedback)
+    return None
 
 
 def lost_timestamps_upstream(node: Transformation) -> tuple[Transformation, Transformation] | None:

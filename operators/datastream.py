@@ -782,8 +782,8 @@ class KeyedStream(DataStream):
         layout = AggregateOperator(key, specs, emit)  # validate now, at graph build time
         if emit == "final":
             self._check_bounded("aggregate")
-        if emit != "final":  # (a row per key and batch: no record's timestamp)
-            return _dropped(self._keyed("aggregate", lambda: _Aggregate(key, specs, emit), [key, *specs]))
+        if emit != "final":  # (a key's row carries its last record's timestamp)
+            return self._keyed("aggregate", lambda: _Aggregate(key, specs, emit), [key, *specs])
         # Two-phase (local-global) aggregation: each upstream batch is grouped by key before
         # the shuffle (chained to the upstream operator), the keyed operator merges partials.
         partial_names = [key, *(name for name, _col, _fn in layout._acc_names())]

@@ -637,7 +637,11 @@ class AggregateOperator(StreamOperator):
                 first = _occurrences(idx) == 0  # (a key's row once, though Arrow grouped 0.0 and -0.0 apart)
                 if not first.all():
                     idx, key_values = idx[first], key_values.filter(pa.array(first))
-            self.output.emit(Batch.of_arrow(self._rows(idx, key_values)))
+            out = Batch.of_arrow(self._rows(idx, key_values))
+            stamps = batch.timestamps
+            if stamps is not None and not self.partials and len(stamps) == rb.num_rows:
+                out.timestamps = _last_stamps(rb.column(self.key_column), key_values, stamps)
+            self.output.emit(out)
 
     def _rows(self, idx: np.ndarray, key_values: pa.Array) -> pa.RecordBatch:
         cols: dict[str, pa.Array] = {self.key_column: key_values}
@@ -737,6 +741,24 @@ class LocalAggregateOperator(MiniBatchCombiner):
 
 
 _KPF_FIELDS = frozenset({"timers"})
+
+
+def _last_stamps(column: pa.Array, keys: pa.Array, stamps: np.ndarray) -> np.ndarray | None:
+    """The timestamp of each of ``keys``' update rows, for a batch whose key ``column`` rows
+    carry ``stamps``: its key's last record's (Flink's rolling aggregate emits an update per
+    record with that record's timestamp; a key's row here is the update of its last record in
+    the batch). None when a key's rows cannot be told apart (no timestamps then).
+
+    Example:
+        >>> _last_stamps(pa.array(["a", "b", "a"]), pa.array(["a", "b"]), np.array([5, 6, 7])).tolist()
+        [7, 6]
+    """
+    pos = pc.index_in(column, value_set=keys, skip_nulls=False).to_numpy(zero_copy_only=False)
+    rows = np.arange(len(pos), dtype=np.int64)
+    matched = ~np.isnan(pos) if pos.dtype.kind == "f" else np.ones(len(pos), dtype=bool)
+    last = np.full(len(keys), -1, dtype=np.int64)
+    np.maximum.at(last, pos[matched].astype(np.int64), rows[matched])
+    return None if (last < 0).any() else stamps[last]
 
 
 class KeyedProcessOperator(StreamOperator):

@@ -289,3 +289,16 @@ def test_stamped_and_unstamped_batches_of_one_send_keep_theirs():
         got = written(hand_over, [stamped(records[:3], [7, 8, 9]), Batch.of_records(records[3:])])
         assert sorted(((r["v"], t) for part in got for r, t in part), key=lambda x: x[0]) == [
             (0, 7), (1, 8), (2, 9), (3, None), (4, None), (5, None)]
+
+
+def test_a_rolling_keyed_aggregates_rows_carry_their_keys_last_records_timestamp():
+    """Flink's rolling aggregate emits an update per record with that record's timestamp; the
+    vectorized one emits a key's update of its last record in the batch: that record's."""
+    from raystream.operators.keyed import AggregateOperator
+
+    h = OperatorHarness(AggregateOperator("k", {"total": ("v", "sum")}, "updates"))
+    b = Batch.of_arrow(pa.record_batch({"k": ["a", "b", "a", None], "v": [1, 2, 3, 4]}))
+    b.timestamps = np.array([10, 20, 30, 40], dtype=np.int64)
+    h.process(b)
+    assert sorted(emitted(h), key=repr) == sorted([({"k": "a", "total": 4}, 30), ({"k": "b", "total": 2}, 20),
+                                                   ({"k": None, "total": 4}, 40)], key=repr)

@@ -80,10 +80,12 @@ def _stamped(env, rows, column=None, fn=None):
     return env.from_collection(rows).assign_timestamps_and_watermarks(strategy)
 
 
-def test_a_union_of_streams_stamped_differently_cannot_be_windowed():
+def test_a_union_of_streams_stamped_differently_cannot_be_windowed_where_timestamps_are_read_again():
     """A window after the union read every record's timestamp with the FIRST input's
     assigner: the second input's records went silently into windows of another field, or
-    failed the job (the field missing)."""
+    failed the job (the field missing). Records now carry their timestamps through a union
+    (Flink), so only a union with an unstamped stream, or one whose records lose their
+    timestamps on the way (map_batches), is refused: there the assigner is applied again."""
     import raystream as rs
     from raystream.operators.windows import TumblingEventTimeWindows
 
@@ -91,9 +93,27 @@ def test_a_union_of_streams_stamped_differently_cannot_be_windowed():
     a = _stamped(env, [{"k": "x", "ts": 100}], column="ts")
     b = _stamped(env, [{"k": "x", "ts": 50_000, "event_ms": 500}], column="event_ms")
     c = env.from_collection([{"k": "x", "ts": 7}])  # no timestamps at all
-    for union in (a.union(b), b.union(a), a.union(c), c.union(a), a.map(dict).union(b.filter(bool))):
+    for union in (a.union(c), c.union(a), a.map_batches(lambda t: t).union(b), a.union(b).map_batches(lambda t: t)):
         with pytest.raises(GraphError, match="different event timestamps.*assign_timestamps_and_watermarks.. after the union"):
             union.key_by("k").window(TumblingEventTimeWindows.of(1000)).apply(lambda k, w, rs_: [len(rs_)])
+
+
+def test_a_union_of_streams_stamped_differently_windows_each_record_by_its_own_timestamp():
+    """Flink's union keeps each record's timestamp: the first input's by ``ts``, the second's
+    by ``event_ms`` (before, refused at build time)."""
+    import raystream as rs
+    from raystream.engine.config import JobConfig
+    from raystream.engine.local_runtime import run_in_process
+    from raystream.operators.sinks import collected_records
+    from raystream.operators.windows import TumblingEventTimeWindows
+
+    env = rs.StreamEnvironment(parallelism=1)
+    a = _stamped(env, [{"k": "x", "ts": 100}, {"k": "x", "ts": 1_100}], column="ts")
+    b = _stamped(env, [{"k": "x", "ts": 50_000, "event_ms": 500}], column="event_ms")
+    for union in (a.union(b), b.union(a), a.map(dict).union(b.filter(bool))):
+        union.key_by("k").window(TumblingEventTimeWindows.of(1000)).apply(lambda k, w, rs_: [(w.start, len(rs_))]).collect()
+    results = run_in_process(env.get_job_graph(), JobConfig(name="union-stamps"), timeout_s=120)["results"]
+    assert [sorted(collected_records(b)) for b in results.values()] == [[(0, 2), (1_000, 1)]] * 3
 
 
 def test_a_union_of_streams_with_one_timestamp_assigner_is_windowed():
@@ -106,8 +126,9 @@ def test_a_union_of_streams_with_one_timestamp_assigner_is_windowed():
     stamped = _stamped(env, [{"k": "x", "ts": 1}], fn=lambda r: r["ts"])
     both = stamped.filter(bool).union(stamped.map(dict), a)  # one function object on two paths
     assert find_timestamp_assigner(a.union(b).node).column == "ts"
-    with pytest.raises(GraphError, match="different event timestamps"):  # a function vs a column
-        find_timestamp_assigner(both.node)
+    assert find_timestamp_assigner(both.node).fn is not None  # a function and a column: each record its own
+    with pytest.raises(GraphError, match="different event timestamps"):  # (unless read again after map_batches)
+        find_timestamp_assigner(both.map_batches(lambda t: t).node)
     assert find_timestamp_assigner(stamped.filter(bool).union(stamped.map(dict)).node).fn is not None
     restamped = a.union(b, env.from_collection([{"k": "y", "ts": 3}])).assign_timestamps_and_watermarks(
         rs.WatermarkStrategy.for_monotonous_timestamps().with_timestamp_column("ts"))
