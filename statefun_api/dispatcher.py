@@ -331,6 +331,7 @@ class FunctionDispatcher(StreamOperator):
         self._rpc: Any = None  # RemoteFunctions, for remote endpoints and async functions (created in open)
         self._invoked_here: frozenset[str] = frozenset()  # function types _drain invokes (set in open)
         self._deletes_again: set[str] = set()  # function types that deleted a value twice in a batch (_drain)
+        self._may_delete: dict[str, bool] = {}  # function type -> storage.may_delete_values of its function
         self._context: _DispatchContext | None = None  # reused by consecutive invocations (_drain)
         self._message: Message | None = None  # reused by consecutive messages (_drain)
         self._message_vt: str | None = None  # the value typename whose type _message._type holds
@@ -583,7 +584,10 @@ class FunctionDispatcher(StreamOperator):
         # function that may delete gets the class that deletes idempotently and reads None
         # after a deletion, as does a function type that deleted unseen (see _drain))
         fn = self._fns[typename]
-        strict = not fn.is_async and typename not in self._deletes_again and not may_delete_values(fn.fun)
+        deletes = self._may_delete.get(typename)
+        if deletes is None:  # (once per function type: a function that keeps its storage gets new slots often)
+            deletes = self._may_delete[typename] = may_delete_values(fn.fun)
+        strict = not fn.is_async and typename not in self._deletes_again and not deletes
         slots = StorageSlots(typename, self._fns[typename].specs, states, strict_delete=strict)
         value_table = getattr(self.backend, "value_table", None)
         if value_table is None:  # (RocksDB: values through the states)

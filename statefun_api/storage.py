@@ -585,6 +585,9 @@ def may_delete_values(fun: Any) -> bool:
         if id(item) in seen:
             continue
         seen.add(id(item))
+        if isinstance(item, types.MethodType):  # (a bound method: its function)
+            todo.append(item.__func__)
+            continue
         if isinstance(item, types.CodeType):
             code = item
         else:

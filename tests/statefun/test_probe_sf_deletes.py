@@ -125,3 +125,41 @@ def test_what_may_delete_values_sees() -> None:
     assert not may_delete_values(plain)
     assert may_delete_values(nested) and may_delete_values(by_name) and may_delete_values(closure_helper)
     assert may_delete_values(Callable_())  # (not a plain function: unknown, so the idempotent class)
+
+
+def test_a_bound_method_is_read_through_its_function() -> None:
+    class Counter:
+        def count(self, context: Any, message: Any) -> None:
+            context.storage.n = (context.storage.n or 0) + 1
+
+        def reset(self, context: Any, message: Any) -> None:
+            del context.storage.n
+
+    assert not may_delete_values(Counter().count)
+    assert may_delete_values(Counter().reset)
+
+
+def test_a_function_that_keeps_its_storage_is_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dispatcher makes new storage slots after each invocation of a function that keeps
+    its storage; its code is read once per function type, not each time."""
+    kept: list[Any] = []
+    calls: list[Any] = []
+    functions = StatefulFunctions()
+
+    @functions.bind("test/keeps", specs=[ValueSpec("n", IntType)])
+    def keeps(context: Any, message: Any) -> None:
+        kept.append(context.storage)
+        context.storage.n = (context.storage.n or 0) + 1
+
+    import raystream.statefun_api.dispatcher as dispatcher_module
+
+    def counting(fun: Any) -> bool:
+        calls.append(fun)
+        return may_delete_values(fun)
+
+    monkeypatch.setattr(dispatcher_module, "may_delete_values", counting)
+    with LocalDispatchers(functions) as run:
+        for i in range(5):
+            run.send(message_builder("test/keeps", str(i), int_value=1))
+        assert run.state("test/keeps", "4", "n") == 1
+    assert len(kept) == 5 and len(calls) == 1
