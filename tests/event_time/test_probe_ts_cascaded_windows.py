@@ -120,3 +120,22 @@ def test_a_process_function_after_map_batches_after_a_window_sees_no_timestamp()
     lost, kept = (collected_records(b) for b in results.values())
     assert lost == [None] * 8
     assert sorted(kept) == [999] * 4 + [1_999] * 4
+
+
+class StampOf(rs.KeyedProcessFunction):
+    def process_element(self, value, ctx):
+        yield (value, ctx.timestamp)
+
+
+def test_a_window_joins_pairs_carry_the_windows_max_timestamp():
+    """Flink stamps a window join's pairs with the window's max_timestamp(); before, the
+    process function after it read the left record's field with the upstream assigner."""
+    env = rs.StreamEnvironment(parallelism=1)
+    by_time = rs.WatermarkStrategy.for_monotonous_timestamps().with_timestamp_assigner(lambda r: r[1])
+    left = env.from_collection([("a", 100), ("a", 1_200)]).assign_timestamps_and_watermarks(by_time)
+    right = env.from_collection([("a", 300), ("a", 1_900)]).assign_timestamps_and_watermarks(by_time)
+    pairs = (left.join(right).where(lambda r: r[0]).equal_to(lambda r: r[0])
+             .window(TumblingEventTimeWindows.of(SECOND)).apply(lambda a, b: (a[0], a[1], b[1])))
+    pairs.key_by(lambda r: r[0]).process(StampOf()).collect()
+    [batches] = run_in_process(env.get_job_graph(), JobConfig(name="join-stamps"), timeout_s=120)["results"].values()
+    assert sorted(collected_records(batches)) == [(("a", 100, 300), 999), (("a", 1_200, 1_900), 1_999)]
