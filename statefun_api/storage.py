@@ -558,7 +558,8 @@ def may_delete_values(fun: Any) -> bool:
     or ``delattr``) as far as its code shows: its own code, the functions and lambdas
     defined in it, and the Python functions it names as globals or closure variables, each
     followed the same way. True when that cannot be told (a callable object, a builtin, a
-    ``functools.partial``).
+    ``functools.partial``), and for code that uses ``getattr`` or ``hasattr`` (on the strict
+    class they would see a value deleted unseen as missing, not as ``None``).
 
     The dispatcher gives the ``strict_delete`` storage class (:func:`storage_class`) only to
     functions for which this is False: a deletion it does not see (through a method of
@@ -614,7 +615,10 @@ def may_delete_values(fun: Any) -> bool:
     return False
 
 
-_DELETES = frozenset({"delattr", "__delattr__"})
+#: names whose use counts as a possible deletion: the deleting builtins, and getattr/hasattr,
+#: which on the strict class would take a value deleted where this walk does not see it for
+#: a missing attribute (a default, False) instead of reading None as the SDK's storage does
+_DELETES = frozenset({"delattr", "__delattr__", "getattr", "hasattr"})
 _DELETE_ATTR = dis.opmap["DELETE_ATTR"]
 
 

@@ -122,7 +122,11 @@ def test_what_may_delete_values_sees() -> None:
         def __call__(self, context: Any, message: Any) -> None:
             pass
 
+    def with_default(context: Any, message: Any) -> None:
+        context.storage.n = getattr(context.storage, "n", 0) + 1
+
     assert not may_delete_values(plain)
+    assert may_delete_values(with_default)  # (getattr with a default would read an unseen deletion as missing)
     assert may_delete_values(nested) and may_delete_values(by_name) and may_delete_values(closure_helper)
     assert may_delete_values(Callable_())  # (not a plain function: unknown, so the idempotent class)
 
