@@ -19,9 +19,13 @@ For each seed, ``random.Random(seed)`` picks one or two storage faults, injected
 
 ...and, with the JSON-lines sink, sometimes a ``slow-commit``: the master's first
 rename of a part file takes 0.3-1.2 s, so later checkpoints complete (and kills land) while
-an earlier checkpoint is still being committed. With some probability, kills: ``kill-task`` kills a task actor (1-2 times) at a
-random moment once records flow; ``kill-master`` kills the job master (a hook: skipped,
-with a message, when the engine has no job master failover). The job is a keyed running
+an earlier checkpoint is still being committed. With some probability, kills: ``kill-task`` kills a task actor (1-2 times),
+``kill-master`` kills the job master. A kill is not timed: it lands at the record of the input
+the seed picked (the source stops there until the driver did the kill and the job noticed),
+so a seed kills at the same point of its input on any machine, and a planned kill always
+finds the job running; the kills happen in the order of their records. A kill that cannot be
+done (the job failed first, or the engine has no job master failover) fails the seed, and
+its line says which. The job is a keyed running
 sum (``generate -> key_by -> reduce -> map``) ending in an exactly-once sink (``collect``
 or ``write_jsonl``, picked per seed). Its committed output is compared, as a multiset,
 with the failure-free output computed in plain Python (checked once against a
@@ -37,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import random
 import shutil
 import sys
@@ -87,29 +92,30 @@ KILL_FAULTS = ("kill-task", "kill-master")
 #: faults of the JSON-lines sink's commit a seed may add
 COMMIT_FAULTS = ("slow-commit",)
 
-N = 4000  # records per job
-RATE = 2000  # records/s: ~2 s of data per job
+N = 2000  # records per job
+RATE = 2000  # records/s: ~1 s of data per job
 INTERVAL_MS = 100  # checkpoint interval
 JOB_TIMEOUT_S = 90.0  # a seed whose job runs longer is cancelled and reported as failed
 
 
 @dataclass(frozen=True)
 class Fault:
-    """One fault of a seed's plan: filesystem rules, or a kill at ``at_s``.
+    """One fault of a seed's plan: filesystem rules, or a kill at input record ``at_record``.
 
     Attributes:
         kind: a name of :data:`STORAGE_FAULTS`, :data:`KILL_FAULTS` or :data:`COMMIT_FAULTS`.
         detail: what exactly (``"chk-4"``, ``"0.61 s vs timeout 420 ms"``...).
         rules: rules for checkpoint storage.
         sink_rules: rules for the JSON-lines sink's filesystem.
-        at_s: for kills: seconds after records start flowing.
+        at_record: for kills: the source's input position (records read, counted from the
+            start of the input and restored with its checkpoints) at which the kill lands.
     """
 
     kind: str
     detail: str = ""
     rules: tuple[FaultRule, ...] = ()
     sink_rules: tuple[FaultRule, ...] = ()
-    at_s: float | None = None
+    at_record: int | None = None
 
     def __str__(self) -> str:
         return f"{self.kind}({self.detail})" if self.detail else self.kind
@@ -143,18 +149,21 @@ class DrillOutcome:
     checkpoints: dict = field(default_factory=dict)
     injected: dict = field(default_factory=dict)
     kills: list = field(default_factory=list)
+    missed: list = field(default_factory=list)  # planned kills that could not be done, and why
     notes: list = field(default_factory=list)
     seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
-        return self.error is None and not self.lost and not self.duplicated
+        return self.error is None and not self.lost and not self.duplicated and not self.missed
 
     def line(self) -> str:
         cp = self.checkpoints or {}
         head = f"seed {self.plan.seed}: {self.plan.describe()} -> "
         if self.error is not None:
             head += f"JOB FAILED: {self.error}; "
+        if self.missed:
+            head += f"KILLS MISSED: {'; '.join(self.missed)}; "
         head += f"lost {self.lost}, duplicated {self.duplicated}"
         facts = [
             f"restarts {self.restarts}",
@@ -208,13 +217,15 @@ def _storage_fault(kind: str, rng: random.Random, sink: str) -> tuple[Fault, int
     raise ValueError(f"unknown storage fault {kind!r}; known: {STORAGE_FAULTS}")
 
 
-def plan_seed(seed: int, kill_master: bool = True) -> DrillPlan:
+def plan_seed(seed: int, kill_master: bool = True, n: int = N) -> DrillPlan:
     """The faults, sink and parallelism of ``seed`` (deterministic).
 
     Args:
         seed: the seed.
         kill_master: may the plan kill the job master (``kill-master``)? Plans of the
             same seed with and without it agree on everything else.
+        n: records of the job's input: a kill lands at a record picked as a fraction of it
+            (task kills in 10-80 % of the input, master kills in 15-75 %).
 
     Example:
         >>> plan_seed(3) == plan_seed(3)
@@ -230,17 +241,24 @@ def plan_seed(seed: int, kill_master: bool = True) -> DrillPlan:
         faults.append(fault)
         if timeout is not None:
             timeout_ms = timeout
+    # (the draws are those of the timed kills this replaced, 0.2-1.6 s into a 2 s input: each
+    # seed keeps its faults, now at the same fraction of the input)
     if rng.random() < 0.6:
-        for at in sorted(rng.uniform(0.2, 1.6) for _ in range(rng.randint(1, 2))):
-            faults.append(Fault("kill-task", f"at {at:.1f} s", at_s=at))
-    master_draw, master_at = rng.random(), rng.uniform(0.3, 1.5)  # drawn either way: same plans
+        for at in sorted(rng.uniform(0.1, 0.8) for _ in range(rng.randint(1, 2))):
+            faults.append(_kill_at("kill-task", at, n))
+    master_draw, master_at = rng.random(), rng.uniform(0.15, 0.75)  # drawn either way: same plans
     if kill_master and master_draw < 0.35:
-        faults.append(Fault("kill-master", f"at {master_at:.1f} s", at_s=master_at))
+        faults.append(_kill_at("kill-master", master_at, n))
     commit_draw, commit_delay = rng.random(), rng.uniform(0.3, 1.2)  # drawn last: earlier draws unchanged
     if sink == "jsonl" and commit_draw < 0.4:
         rule = FaultRule("move", path_glob="*/part-*", delay_s=commit_delay, times=1)
         faults.append(Fault("slow-commit", f"first part-file commit {commit_delay:.2f} s", sink_rules=(rule,)))
     return DrillPlan(seed, tuple(faults), sink, parallelism, timeout_ms)
+
+
+def _kill_at(kind: str, fraction: float, n: int) -> Fault:
+    at = max(1, int(fraction * n))
+    return Fault(kind, f"at record {at}", at_record=at)
 
 
 # -- the job --------------------------------------------------------------------------------
@@ -262,6 +280,32 @@ def reference_output(n: int = N) -> list[tuple]:
         totals[r["key"]] = totals.get(r["key"], 0) + r["value"]
         out.append((r["key"], totals[r["key"]], i))
     return out
+
+
+class _KillGates:
+    """The drill's record function: :func:`record`, except that the source stops at each
+    planned kill's record until the driver did that kill. Before reading record ``records[k]``
+    the source creates the file ``reached-<k>`` in ``directory`` and waits until ``done-<k>``
+    exists (the driver creates it once the kill landed and the job recovered; at most
+    ``timeout_s``): kill k lands with the source at that record of its input on any machine,
+    and the input cannot end before the kills. After a restart the source reads those records
+    again and passes the gates already open. Runs in the source's task (a process of this
+    machine: files are the signal)."""
+
+    def __init__(self, directory: str, records: list[int], timeout_s: float = JOB_TIMEOUT_S) -> None:
+        self.directory, self.records, self.timeout_s = directory, records, timeout_s
+
+    def path(self, what: str, k: int) -> str:
+        return os.path.join(self.directory, f"{what}-{k}")
+
+    def __call__(self, i: int) -> dict:
+        for k, at in enumerate(self.records):
+            if at == i and not os.path.exists(self.path("done", k)):
+                open(self.path("reached", k), "a").close()
+                deadline = time.monotonic() + self.timeout_s
+                while not os.path.exists(self.path("done", k)) and time.monotonic() < deadline:
+                    time.sleep(0.005)
+        return record(i)
 
 
 class FaultyJsonLinesSink(JsonLinesSink):
@@ -288,8 +332,10 @@ class RunningSum(rs.KeyedProcessFunction):
         yield (value["key"], total, value["i"])
 
 
-def _build(env: rs.StreamEnvironment, n: int, rate: int, sink: Any, keyed_state: bool = False) -> None:
-    keyed = env.generate(record, count=n, rate=rate, batch_size=100).set_parallelism(1).key_by("key")
+def _build(env: rs.StreamEnvironment, n: int, rate: int, sink: Any, keyed_state: bool = False,
+           gates: _KillGates | None = None) -> None:
+    fn = record if gates is None else gates
+    keyed = env.generate(fn, count=n, rate=rate, batch_size=100).set_parallelism(1).key_by("key")
     if keyed_state:
         stream = keyed.process(RunningSum()).uid("drill-running-sum")
     else:
@@ -324,40 +370,43 @@ def master_failover_supported() -> bool:
 
 # -- kills ----------------------------------------------------------------------------------
 
+#: how long a kill may wait for the job to reach its record (or to recover from the kill)
+KILL_WAIT_S = 60.0
 
-def _processing(client: rs.JobClient) -> bool:
-    """The job runs and its tasks have processed records (deployment is over)."""
+
+def _state(client: rs.JobClient) -> tuple[str, tuple[int, int]]:
+    """``(status, (attempt, failovers))``: the attempt changes at a restart, the failovers when
+    a new master took the job over (whose attempts count anew)."""
     try:
-        if client.info()["status"] != "RUNNING":
-            return False
-        ops = client.metrics().get("operators", {})
+        info = client.info()
+        return info["status"], (info.get("attempt", 0), client.failovers)
     except Exception:  # noqa: BLE001 - a master being replaced answers nothing useful yet
-        return False
-    return any(m.get("records_in", 0) > 0 for m in ops.values())
+        return "UNKNOWN", (-1, client.failovers)
 
 
-def _wait_processing(client: rs.JobClient, timeout: float) -> bool:
-    """Wait until records flow (also through a restart or failover); False if the job
-    ended or ``timeout`` passed first."""
+def _wait(client: rs.JobClient, ready: Callable[[str, tuple[int, int]], bool], timeout: float = KILL_WAIT_S
+          ) -> tuple[bool, str]:
+    """Wait until ``ready(status, (attempt, failovers))``; False (with what was seen last) when
+    the job ended or ``timeout`` passed first."""
     deadline = time.monotonic() + timeout
+    status, run = "nothing", (-1, -1)
     while time.monotonic() < deadline:
-        if _processing(client):
-            return True
-        if client.status() in ENDED_STATUSES:
-            return False
-        time.sleep(0.02)
-    return False
+        status, run = _state(client)
+        if ready(status, run):
+            return True, ""
+        if status in ENDED_STATUSES:
+            return False, f"the job ended: {status}"
+        time.sleep(0.01)
+    return False, f"status {status}, attempt {run[0]}, failovers {run[1]} after {timeout:.0f} s"
 
 
 def _kill(
     client: rs.JobClient, fault: Fault, rng: random.Random, parallelisms: list[int]
 ) -> str | None:
-    """Kill what ``fault`` says; returns what was killed, or None if nothing could be."""
+    """Kill what ``fault`` says; returns what was killed, or None if the job's task could not
+    be found at that moment (it restarted, or ended)."""
     import ray
 
-    info = client.info()
-    if info["status"] != "RUNNING":
-        return None
     if fault.kind == "kill-master":
         ray.kill(client.job_master(), no_restart=True)
         return "job master"
@@ -368,44 +417,56 @@ def _kill(
     except (ValueError, RaystreamError):  # gone, or the attempt changed meanwhile
         return None
     ray.kill(actor, no_restart=True)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:  # the master noticed: the next kill hits the new attempt
-        try:
-            if client.info()["attempt"] != info["attempt"] or client.status() != "RUNNING":
-                break
-        except Exception:  # noqa: BLE001
-            break
-        time.sleep(0.05)
     return f"task ({v}, {s})"
 
 
+def _waits_at(marker: str) -> Callable[[str, tuple[int, int]], bool]:
+    """Ready: the job runs and its source waits at the gate whose marker file is ``marker``."""
+    return lambda status, _run: status == "RUNNING" and os.path.exists(marker)
+
+
+def _moved_on(before: tuple[int, int]) -> Callable[[str, tuple[int, int]], bool]:
+    """Ready: the job is in another attempt, or under another master, than ``before``."""
+    return lambda _status, run: run != before
+
+
+def _kills(plan: DrillPlan) -> list[Fault]:
+    """The plan's kills in the order of their records."""
+    return sorted((f for f in plan.faults if f.at_record is not None), key=lambda f: f.at_record or 0)
+
+
 def _run_kills(
-    client: rs.JobClient, plan: DrillPlan, outcome: DrillOutcome, parallelisms: list[int]
+    client: rs.JobClient, plan: DrillPlan, outcome: DrillOutcome, parallelisms: list[int], gates: _KillGates
 ) -> None:
-    kills = sorted((f for f in plan.faults if f.at_s is not None), key=lambda f: f.at_s or 0.0)
-    if not kills:
-        return
+    """Do the plan's kills in the order of their records, each once the source waits at its
+    record (:class:`_KillGates`), then open that gate once the job noticed (a new attempt, or
+    a new master). A kill that cannot be done goes to ``outcome.missed`` (the seed fails)."""
     rng = random.Random(plan.seed * 7919 + 1)
-    if not _wait_processing(client, 60):
-        outcome.notes.append("the job ended before records flowed: no kill")
-        return
     start = time.monotonic()
-    for fault in kills:
+    for k, fault in enumerate(_kills(plan)):
+        at = fault.at_record
         if fault.kind == "kill-master" and not master_failover_supported():
-            outcome.notes.append(
-                "kill-master skipped: this engine has no job master failover "
-                "(JobClient.job_master is missing)"
-            )
-            continue
-        time.sleep(max(0.0, start + (fault.at_s or 0.0) - time.monotonic()))
-        if not _wait_processing(client, 30):
-            outcome.notes.append(f"{fault} skipped: the job had ended")
-            continue
-        killed = _kill(client, fault, rng, parallelisms)
+            outcome.missed.append(f"{fault}: this engine has no job master failover (JobClient.job_master)")
+            return  # (gate k stays closed: the caller opens every gate)
+        killed = None
+        for _ in range(5):  # (the task to kill may be gone by the time it is looked up: again)
+            reached, seen = _wait(client, _waits_at(gates.path("reached", k)))
+            if not reached:
+                outcome.missed.append(f"{fault}: the source did not reach record {at} ({seen})")
+                return
+            _status, before = _state(client)
+            killed = _kill(client, fault, rng, parallelisms)
+            if killed is not None:
+                break
         if killed is None:
-            outcome.notes.append(f"{fault} skipped: nothing to kill at that moment")
-        else:
-            outcome.kills.append(f"{killed} at {time.monotonic() - start:.1f} s")
+            outcome.missed.append(f"{fault}: no task to kill at record {at} in 5 tries")
+            return
+        outcome.kills.append(f"{killed} at record {at} ({time.monotonic() - start:.1f} s)")
+        recovered, seen = _wait(client, _moved_on(before))
+        if not recovered:
+            outcome.missed.append(f"{fault}: the job did not notice the kill ({seen})")
+            return
+        open(gates.path("done", k), "a").close()
 
 
 # -- one seed, many seeds -------------------------------------------------------------------
@@ -446,13 +507,23 @@ def run_seed(
     if out_dir is not None:
         sink_fs = faulty_filesystem(rules=sink_rules, seed=plan.seed, log_path=log_path)
         sink = FaultyJsonLinesSink(str(out_dir), sink_fs)
-    _build(env, n, rate, sink, keyed_state=state_backend is not None)
+    # the source stops at each kill's record until the kill is done
+    gate_dir = workdir / "kill-gates"
+    shutil.rmtree(gate_dir, ignore_errors=True)
+    gate_dir.mkdir()
+    kills = _kills(plan)
+    gates = _KillGates(str(gate_dir), [f.at_record or 0 for f in kills])
+    _build(env, n, rate, sink, keyed_state=state_backend is not None, gates=gates if kills else None)
     parallelisms = [v.parallelism for v in env.get_job_graph().vertices]
     started = time.monotonic()
     client = env.execute_async(f"drill-{plan.seed}")
     result = None
     try:
-        _run_kills(client, plan, outcome, parallelisms)
+        try:
+            _run_kills(client, plan, outcome, parallelisms, gates)
+        finally:  # (a kill that could not be done leaves no source waiting)
+            for k in range(len(kills)):
+                open(gates.path("done", k), "a").close()
         result = client.wait(timeout=max(1.0, JOB_TIMEOUT_S - (time.monotonic() - started)))
     except Exception as exc:  # noqa: BLE001 - reported per seed
         outcome.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
@@ -541,12 +612,12 @@ def run_drill(
     if problem is not None:
         raise RuntimeError(problem)
     if kill_master and not master_failover_supported():
-        out("note: kill-master faults are skipped: this engine has no job master failover")
+        out("note: this engine has no job master failover: seeds with a kill-master fail (or run with --no-kill-master)")
     reference = reference_output(n)
     outcomes = []
     for seed in seeds:
         seed_dir = base / f"seed-{seed}"
-        outcome = run_seed(plan_seed(seed, kill_master), seed_dir, reference, n, rate, state_backend, buffer_bytes)
+        outcome = run_seed(plan_seed(seed, kill_master, n), seed_dir, reference, n, rate, state_backend, buffer_bytes)
         outcomes.append(outcome)
         out(outcome.line())
         if not keep:

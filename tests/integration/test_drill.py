@@ -3,30 +3,75 @@ through the same code path as ``python -m benchmarks.drill`` and on the session'
 
 from __future__ import annotations
 
+import os
+import threading
+
+import pytest
+
 from benchmarks.drill import (
     COMMIT_FAULTS,
     KILL_FAULTS,
     STORAGE_FAULTS,
+    DrillOutcome,
+    N,
+    _KillGates,
+    _run_kills,
     plan_seed,
+    record,
     run_drill,
     summary,
 )
+from tests.waiting import wait_for
 
-# Together these plans hold every fault kind, both sinks and both parallelisms, an
-# "after renaming" (ambiguous) rename, a part-file commit that fails, and a slow part-file
-# commit with a master killed meanwhile (24); ~1.7 minutes on 2 cores.
-SEEDS = (1, 4, 5, 6, 7, 8, 9, 11, 24)
+# The seeds these tests ran before the kills were triggered by the input position (2e2f101,
+# timed kills, 4,000 records): the seeds below cover every combination these covered.
+SEEDS_BEFORE = (1, 4, 5, 6, 7, 8, 9, 11, 24)
+ROCKSDB_SEEDS_BEFORE = (1, 5, 7, 9)
+SLICED_SEEDS_BEFORE = (1, 5)
+
+SEEDS = (7, 111, 127, 237, 271, 275)
+ROCKSDB_SEEDS = (7, 9, 97, 275)
+SLICED_SEEDS = (1, 5)
+
+
+def _covered(seeds: tuple[int, ...]) -> set[tuple]:
+    """What the plans of ``seeds`` cover: fault kinds, sinks and parallelisms, each kind with
+    each sink and parallelism it runs with, and the variants and pairs worth a plan."""
+    out: set[tuple] = set()
+    for plan in map(plan_seed, seeds):
+        kinds = [f.kind for f in plan.faults]
+        out |= {("sink", plan.sink), ("parallelism", plan.parallelism)}
+        for f in plan.faults:
+            out |= {("kind", f.kind), (f.kind, plan.sink), (f.kind, plan.parallelism)}
+            if "after renaming" in f.detail:
+                out.add(("fail-rename", "after renaming"))
+            if f.kind == "fail-rename":
+                out.add(("fail-rename", "part-file" if "part-file" in f.detail else "_metadata"))
+        if kinds.count("kill-task") == 2:
+            out.add(("two task kills",))
+        for pair in (("kill-task", "kill-master"), ("slow-commit", "kill-master")):
+            if set(pair) <= set(kinds):
+                out.add(pair)
+    return out
+
+
+@pytest.mark.parametrize(
+    "seeds, before",
+    [(SEEDS, SEEDS_BEFORE), (ROCKSDB_SEEDS, ROCKSDB_SEEDS_BEFORE), (SLICED_SEEDS, SLICED_SEEDS_BEFORE)],
+    ids=["heap", "rocksdb", "sliced"],
+)
+def test_the_seeds_cover_what_the_seeds_before_covered(seeds, before):
+    missing = _covered(before) - _covered(seeds)
+    assert not missing, f"seeds {seeds} do not cover {sorted(missing)} (covered by {before})"
 
 
 def test_the_seeds_cover_every_fault_kind():
-    plans = [plan_seed(s) for s in SEEDS]
-    kinds = {f.kind for p in plans for f in p.faults}
+    covered = _covered(SEEDS)
+    kinds = {c[1] for c in covered if c[0] == "kind"}
     assert kinds == set(STORAGE_FAULTS) | set(KILL_FAULTS) | set(COMMIT_FAULTS)
-    assert {p.sink for p in plans} == {"collect", "jsonl"}
-    details = [str(f) for p in plans for f in p.faults]
-    assert any("after renaming" in d for d in details)
-    assert any("part-file" in d for d in details)
-    assert any({"slow-commit", "kill-master"} <= {f.kind for f in p.faults} for p in plans)
+    assert {("sink", "collect"), ("sink", "jsonl"), ("parallelism", 1), ("parallelism", 2)} <= covered
+    assert {("fail-rename", "after renaming"), ("fail-rename", "part-file"), ("fail-rename", "_metadata")} <= covered
+    assert {("slow-commit", "kill-master"), ("kill-task", "kill-master"), ("two task kills",)} <= covered
 
 
 def test_plans_are_deterministic_and_kill_master_changes_nothing_else():
@@ -41,53 +86,89 @@ def test_plans_are_deterministic_and_kill_master_changes_nothing_else():
         )
 
 
+def test_kills_land_at_records_of_the_input_not_at_times():
+    for seed in range(40):
+        for f in plan_seed(seed).faults:
+            if f.kind in KILL_FAULTS:
+                assert f.at_record is not None and 0 < f.at_record < N, f
+                assert f"at record {f.at_record}" == f.detail
+            else:
+                assert f.at_record is None, f
+        small = plan_seed(seed, n=200)  # (a smaller input: the same fractions of it)
+        assert [f.kind for f in small.faults] == [f.kind for f in plan_seed(seed).faults]
+        assert all(0 < f.at_record < 200 for f in small.faults if f.at_record is not None)
+
+
+def test_the_source_waits_at_a_kill_record_until_the_kill_is_done(tmp_path):
+    gates = _KillGates(str(tmp_path), [3, 7])
+    assert gates(2) == record(2)  # (not a kill's record: no wait)
+    got: list[dict] = []
+    reader = threading.Thread(target=lambda: got.append(gates(7)), name="test-source")
+    reader.start()
+    wait_for(lambda: os.path.exists(gates.path("reached", 1)), "the source waits at record 7")
+    assert reader.is_alive() and not got
+    open(gates.path("done", 1), "a").close()  # (the driver did kill 1)
+    reader.join(60)
+    assert got == [record(7)]
+    open(gates.path("done", 0), "a").close()
+    assert gates(3) == record(3)  # (a restart reads the records of done kills again: no wait)
+
+
+class _EndedJob:
+    """A JobClient of a job that ended before any planned kill."""
+
+    failovers = 0
+
+    def info(self) -> dict:
+        return {"status": "FINISHED", "attempt": 1}
+
+    def metrics(self) -> dict:
+        return {"operators": {}}
+
+
+def test_a_planned_kill_the_job_never_reaches_fails_the_seed(tmp_path):
+    plan = next(p for p in map(plan_seed, range(40)) if any(f.at_record for f in p.faults))
+    outcome = DrillOutcome(plan)
+    _run_kills(_EndedJob(), plan, outcome, [1, plan.parallelism], _KillGates(str(tmp_path), [1]))  # type: ignore[arg-type]
+    assert outcome.missed and "the source did not reach record" in outcome.missed[0], outcome.missed
+    assert "the job ended: FINISHED" in outcome.missed[0]
+    assert not outcome.ok
+    assert "KILLS MISSED" in outcome.line()
+
+
+def _check(outcomes: list[DrillOutcome], lines: list[str], seeds: tuple[int, ...]) -> str:
+    report = "\n".join([*lines, summary(outcomes)])
+    print(report)
+    assert [o.plan.seed for o in outcomes] == list(seeds)
+    # ok: nothing lost or duplicated, the job did not fail, and every planned kill landed
+    assert all(o.ok for o in outcomes), report
+    planned = [sum(f.kind in KILL_FAULTS for f in o.plan.faults) for o in outcomes]
+    assert [len(o.kills) for o in outcomes] == planned, report
+    return report
+
+
 def test_drill_seeds_lose_and_duplicate_nothing(tmp_path):
     lines: list[str] = []
     outcomes = run_drill(SEEDS, tmp_path, out=lines.append)
-    report = "\n".join([*lines, summary(outcomes)])
-    print(report)
-    assert len(outcomes) == len(SEEDS)
-    assert all(o.ok for o in outcomes), report
-    # the kills are timed (at_s), and on a loaded machine one may find the job ended or nothing
-    # to kill and be skipped (a note): the seeds must still have killed tasks and a job master,
-    # else the run compared outputs without the failures it is for
-    kills = [k for o in outcomes for k in o.kills]
-    assert any(k.startswith("task") for k in kills), report
-    assert any(k.startswith("job master") for k in kills), report
+    _check(outcomes, lines, SEEDS)
 
 
 # The drill with the running sum in keyed state on the RocksDB backend (incremental
-# checkpoints, shared files): a CI-sized set of seeds holding slow and failing state writes,
-# checkpoints timing out while completing, failing metadata writes and renames, and kills.
-ROCKSDB_SEEDS = (1, 5, 7, 9)
-
-
+# checkpoints, shared files): slow and failing state writes, checkpoints timing out while
+# completing, failing renames, kills of tasks and of the master.
 def test_drill_on_rocksdb_loses_and_duplicates_nothing(tmp_path):
-    import pytest
-
     pytest.importorskip("rocksdict")
-    kinds = {f.kind for s in ROCKSDB_SEEDS for f in plan_seed(s).faults}
-    assert {"slow-state", "fail-state", "slow-metadata-timeout", "kill-task"} <= kinds, kinds
     lines: list[str] = []
     outcomes = run_drill(ROCKSDB_SEEDS, tmp_path, out=lines.append, state_backend="rocksdb")
-    report = "\n".join([*lines, summary(outcomes)])
-    print(report)
-    assert all(o.ok for o in outcomes), report
+    report = _check(outcomes, lines, ROCKSDB_SEEDS)
     assert all(o.checkpoints.get("completed", 0) > 0 for o in outcomes), report
 
 
 # The drill with a 2 KB send budget: every send of the tasks and every call of their chains
 # goes in slices of a few records, so kills and storage faults land between slices (failed
 # state writes, kills of tasks and of the master; both sinks).
-SLICED_SEEDS = (1, 5)
-
-
 def test_drill_with_every_send_sliced_loses_and_duplicates_nothing(tmp_path):
-    kinds = {f.kind for s in SLICED_SEEDS for f in plan_seed(s).faults}
-    assert {"fail-state", "kill-task", "kill-master", "fail-rename"} <= kinds, kinds
     lines: list[str] = []
     outcomes = run_drill(SLICED_SEEDS, tmp_path, out=lines.append, buffer_bytes=2048)
-    report = "\n".join([*lines, summary(outcomes)])
-    print(report)
-    assert all(o.ok for o in outcomes), report
+    report = _check(outcomes, lines, SLICED_SEEDS)
     assert all(o.checkpoints.get("completed", 0) > 0 for o in outcomes), report
