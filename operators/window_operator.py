@@ -633,9 +633,8 @@ class WindowOperator(StreamOperator):
         panes, size = self._panes, self._tumbling.size
         for start in sorted(s for s in panes if s + size - 1 <= watermark):
             pane = panes.pop(start)
-            if self.kind == REDUCE and self.window_function is None:
-                self._out.extend(pane.values())
-                self._held.runs.append((len(self._out), start + size - 1))
+            if self.window_function is None:  # (every result of the pane carries its window's max timestamp)
+                self._emit_plain_pane(pane, start, size)
                 continue
             w = TimeWindow(start, start + size)
             if self.kind != LIST and self.window_function is not None and not self._clears:
@@ -643,10 +642,32 @@ class WindowOperator(StreamOperator):
                 self._stamp(start + size - 1)
                 continue
             for key, acc in pane.items():
-                self._emit_window(key, w, acc)
+                self._emit_window(key, w, acc, False)
                 if self._clears:  # (no allowed lateness: a pane is cleaned up as it fires)
                     self._clear_function(key, w)
+            self._stamp(start + size - 1)
         self._pane_fire = min(panes, default=_NEVER - size) + size - 1
+
+    def _emit_plain_pane(self, pane: dict[Any, Any], start: int, size: int) -> None:
+        """The results of a pane without a window function: its reduced values, aggregates'
+        results or listed records, key by key, as :meth:`_emit_window` gives them, stamped
+        once for the pane."""
+        out = self._out
+        if self.kind == REDUCE:
+            out.extend(pane.values())
+        else:
+            key: Any = None
+            try:
+                if self.kind == AGGREGATE:
+                    get_result = self._agg.get_result
+                    for key, acc in pane.items():  # noqa: B007 - (the error below names the key)
+                        out.append(get_result(acc))
+                else:
+                    for key, acc in pane.items():  # noqa: B007 - (the error below names the key)
+                        out.extend(acc)
+            except Exception as exc:
+                raise UserCodeError(f"window {TimeWindow(start, start + size)!r} of key {key!r}", exc) from exc
+        self._stamp(start + size - 1)
 
     def _emit_pane(self, pane: dict[Any, Any], w: TimeWindow) -> None:
         """:meth:`_emit_window` of every (key, accumulator) of a reduce/aggregate pane with a
@@ -982,20 +1003,20 @@ class WindowOperator(StreamOperator):
 
     def _stamp(self, max_timestamp: int) -> None:
         """The results (and side outputs) emitted since the last stamp are a window's: they
-        carry its ``max_timestamp``."""
-        end = len(self._out)
-        if end > (self._held.runs[-1][0] if self._held.runs else 0):
-            self._held.runs.append((end, max_timestamp))
+        carry its ``max_timestamp`` (a run of the previous window's when it has the same)."""
+        runs = self._held.runs
+        if runs and runs[-1][1] == max_timestamp:
+            runs[-1] = (len(self._out), max_timestamp)
+        else:
+            end = len(self._out)
+            if end > (runs[-1][0] if runs else 0):
+                runs.append((end, max_timestamp))
         if self.wctx._side:
             stamp_side(self.wctx._side, self._held.side_ts, max_timestamp)
 
-    def _emit_window(self, key: Any, w: Window, acc: Any) -> None:
-        try:
-            self._emit_window_contents(key, w, acc)
-        finally:
-            self._stamp(w.max_timestamp())
-
-    def _emit_window_contents(self, key: Any, w: Window, acc: Any) -> None:
+    def _emit_window(self, key: Any, w: Window, acc: Any, stamp: bool = True) -> None:
+        """Emit window ``w`` of ``key`` (its contents ``acc``); its results carry its
+        ``max_timestamp()`` (``stamp`` False: the caller stamps them, a pane's at once)."""
         kind = self.kind
         try:
             if kind == LIST:
@@ -1006,19 +1027,21 @@ class WindowOperator(StreamOperator):
                 elements = [self._agg.get_result(acc)]
             if self.window_function is None:
                 self._out.extend(elements)
-                return
-            wctx = self.wctx
-            wctx.window = w
-            wctx.key = key
-            result = self.window_function.process(key, wctx, list(elements))
-            if result is not None:
-                if isinstance(result, (dict, str, bytes)) or not hasattr(result, "__iter__"):
-                    self._not_records(result)  # (extended, a dict would give its keys as records)
-                start = len(self._out)
-                self._out.extend(result)
-                move_side_outputs(self._out, start, wctx, self.window_function, "process")  # (PyFlink's yield tag, value)
+            else:
+                wctx = self.wctx
+                wctx.window = w
+                wctx.key = key
+                result = self.window_function.process(key, wctx, list(elements))
+                if result is not None:
+                    if isinstance(result, (dict, str, bytes)) or not hasattr(result, "__iter__"):
+                        self._not_records(result)  # (extended, a dict would give its keys as records)
+                    start = len(self._out)
+                    self._out.extend(result)
+                    move_side_outputs(self._out, start, wctx, self.window_function, "process")  # (PyFlink's yield tag, value)
         except Exception as exc:
             raise UserCodeError(f"window {w!r} of key {key!r}", exc) from exc
+        if stamp:
+            self._stamp(w.max_timestamp())
 
     def _clear_function(self, key: Any, w: Window) -> None:
         """``window_function.clear(context)``: the window of ``key`` is cleaned up."""
