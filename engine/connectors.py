@@ -267,6 +267,25 @@ class Source(ABC, Generic[SplitT]):
         """
         return self.split_type is None or isinstance(split, self.split_type)
 
+    def resolve_at_submit(self) -> Source[SplitT]:
+        """This source as the driver ships the job (:func:`engine.graph.ship`): a source that
+        resolves a position "at job start" (Kafka's ``latest``, Redis's ``"$"``, a bounded
+        source's end) returns a copy holding what it resolved, so that every plan of the job,
+        also a job master's that takes it over before its first checkpoint, starts and ends
+        there. Called once per submission; the user's source object is never changed.
+        Default: the source itself (nothing to resolve).
+
+        Example:
+            >>> class Latest(Source):
+            ...     def __init__(self, at=None): self.at = at
+            ...     def resolve_at_submit(self): return Latest(at=42)
+            ...     def create_splits(self, parallelism): return [self.at]
+            ...     def create_reader(self, ctx): raise NotImplementedError
+            >>> Latest().resolve_at_submit().create_splits(1)
+            [42]
+        """
+        return self
+
     @abstractmethod
     def create_splits(self, parallelism: int) -> list[SplitT]:
         """All splits of the source (called once per job, in the job master)."""

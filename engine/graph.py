@@ -8,7 +8,6 @@ operator chaining does, and resolves the partitioner of every remaining edge.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 from dataclasses import dataclass, field
@@ -378,12 +377,12 @@ def ship(graph: JobGraph, config: JobConfig) -> bytes:
 
 
 def resolve_at_submit(source: Source) -> Source:
-    """``source`` as the job is shipped: the result of its ``resolve_at_submit()`` when it has
-    one (e.g. :meth:`RedisStreamSource.resolve_at_submit`, which reads where ``"$"`` is), so
-    that what a source resolves "at job start" is resolved once per submission, by the driver,
-    and not again by each job master that plans the job. A wrapper that keeps its source in
-    ``.source`` (``WatermarkedSource``) is shipped as a copy around its resolved source; any
-    other source as it is. The user's source object is never changed.
+    """``source`` as the job is shipped: its :meth:`~engine.connectors.Source.resolve_at_submit`
+    (e.g. :meth:`RedisStreamSource.resolve_at_submit` reads where ``"$"`` is; a
+    ``WatermarkedSource`` forwards to the source it wraps), so that what a source resolves "at
+    job start" is resolved once per submission, by the driver, and not again by each job master
+    that plans the job. An object without the method (not a :class:`Source` subclass) is
+    shipped as it is. The user's source object is never changed.
 
     Example:
         >>> from raystream.engine.connectors import Source
@@ -396,17 +395,10 @@ def resolve_at_submit(source: Source) -> Source:
         [42]
     """
     resolve = getattr(source, "resolve_at_submit", None)
-    if callable(resolve):
-        resolved: Source = resolve()
-        return resolved
-    inner = getattr(source, "source", None)
-    if isinstance(inner, Source) and inner is not source:
-        resolved_inner = resolve_at_submit(inner)
-        if resolved_inner is not inner:
-            outer = copy.copy(source)
-            outer.source = resolved_inner  # type: ignore[attr-defined]
-            return outer
-    return source
+    if not callable(resolve):
+        return source
+    resolved: Source = resolve()
+    return resolved
 
 
 def _raise_unshippable(graph: JobGraph, config: JobConfig, exc: Exception) -> NoReturn:

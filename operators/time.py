@@ -1042,6 +1042,16 @@ class WatermarkedSource(Source["S | _SplitWatermark[S]"], Generic[S]):
         self.bounded = source.bounded
         self.split_type = source.split_type  # (of the wrapped splits; see accepts_restored_split)
 
+    def resolve_at_submit(self) -> WatermarkedSource[S]:
+        """A copy around the wrapped source's :meth:`~engine.connectors.Source.resolve_at_submit`
+        (this wrapper when the wrapped source resolves nothing)."""
+        inner = self.source.resolve_at_submit()
+        if inner is self.source:
+            return self
+        outer = copy.copy(self)
+        outer.source = inner
+        return outer
+
     def create_splits(self, parallelism: int) -> list[S | _SplitWatermark[S]]:
         return list(self.source.create_splits(parallelism))
 
