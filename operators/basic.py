@@ -27,7 +27,7 @@ from .time import TimestampAssigner
 from .timers import NonKeyedTimerService
 
 __all__ = ["MapOperator", "FlatMapOperator", "FilterOperator", "ProcessOperator", "MapBatchesOperator", "to_arrow_batch",
-           "stamp_side", "emit_side_outputs", "run_stamps"]
+           "stamp_side", "emit_side_outputs", "run_stamps", "result_stamps"]
 
 
 def _failed_record(records: list[Any], it: Any, exc: Exception) -> UserCodeError:
@@ -64,6 +64,21 @@ def run_stamps(runs: list[tuple[int, int]], n: int) -> np.ndarray | None:
     values = np.fromiter((t for _e, t in runs), dtype=np.int64, count=len(runs))
     lengths = np.diff(ends, prepend=np.int64(0)).astype(np.int64)
     return np.repeat(values, lengths)
+
+
+def result_stamps(stamps: np.ndarray, ends: list[int], start: int = 0) -> np.ndarray:
+    """The timestamps of a batch's results: ``ends[i]`` is the count of results after record
+    ``i`` (of timestamp ``stamps[i]``; counted from ``start``), each result carries its
+    record's timestamp. When every record gave exactly one result, ``stamps`` itself (no copy).
+
+    Example:
+        >>> result_stamps(np.array([5, 6, 7]), [2, 2, 3]).tolist(), result_stamps(np.array([5, 6]), [1, 2]).tolist()
+        ([5, 5, 7], [5, 6])
+    """
+    counts: np.ndarray = np.diff(np.array(ends, dtype=np.int64), prepend=np.int64(start))
+    if ends and len(counts) == ends[-1] - start and (counts == 1).all():
+        return stamps
+    return np.repeat(stamps, counts)
 
 
 def emit_side_outputs(output: Output, side: dict[str, list[Any]], side_ts: dict[str, list[int]] | None) -> None:
@@ -138,7 +153,7 @@ class FlatMapOperator(StreamOperator):
 
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
         if batch.timestamps is not None:
-            self._process_stamped(batch, batch.timestamps.tolist())
+            self._process_stamped(batch, batch.timestamps)
             return
         out: list[Any] = []
         fn = self.fn
@@ -174,22 +189,26 @@ class FlatMapOperator(StreamOperator):
         if out:
             self.output.emit(Batch.of_records(out))
 
-    def _process_stamped(self, batch: Batch, stamps: list[int]) -> None:
+    def _process_stamped(self, batch: Batch, stamps: np.ndarray) -> None:
         """:meth:`process_batch` of records with event timestamps: every result of a record
-        carries that record's timestamp (Flink's ``TimestampedCollector``)."""
+        carries that record's timestamp (Flink's ``TimestampedCollector``), given per piece
+        (:func:`result_stamps` over ``ends``: the results of the batch so far after each record)."""
         out: list[Any] = []
-        ts: list[int] = []
+        records = batch.records()
+        ends = [0] * len(records)
+        emitted = 0  # (results of the batch in pieces emitted)
+        first = 0  # (the first record whose results are in ``out``)
         fn = self.fn
-        for r, t in zip(batch.records(), stamps):
+        for i, r in enumerate(records):
             try:
                 result = fn(r)
             except Exception as exc:
                 raise UserCodeError(r, exc) from exc
             if result is None:
+                ends[i] = emitted + len(out)
                 continue
             if type(result) is list or type(result) is tuple:
                 out.extend(result)
-                ts.extend([t] * len(result))
             else:  # a generator (or any iterable): taken a piece at a time
                 try:
                     items = iter(result)
@@ -205,23 +224,30 @@ class FlatMapOperator(StreamOperator):
                     except Exception as exc:
                         raise UserCodeError(r, exc) from exc
                     out.extend(taken)
-                    ts.extend([t] * len(taken))
                     if len(taken) < room:
                         break
-                    out, ts = self._emit_piece(out, ts), []
+                    ends[i] = emitted + len(out)  # (record i goes on in the next piece: counted from ``emitted``)
+                    piece_stamps = result_stamps(stamps[first:i + 1], ends[first:i + 1], emitted)
+                    emitted += len(out)
+                    first = i
+                    out = self._emit_piece(out, piece_stamps)
+            ends[i] = emitted + len(out)
             if len(out) >= self._piece:
-                out, ts = self._emit_piece(out, ts), []
+                piece_stamps = result_stamps(stamps[first:i + 1], ends[first:i + 1], emitted)
+                emitted += len(out)
+                first = i + 1
+                out = self._emit_piece(out, piece_stamps)
         if out:
-            self.output.emit(Batch.stamped(out, ts))
+            self.output.emit(Batch.of_records(out, result_stamps(stamps[first:], ends[first:], emitted)))
 
     def _name(self) -> str:
         return f"flat_map function {getattr(self.fn, '__name__', self.fn)!r}"
 
-    def _emit_piece(self, out: list[Any], stamps: list[int] | None = None) -> list[Any]:
+    def _emit_piece(self, out: list[Any], stamps: np.ndarray | None = None) -> list[Any]:
         """Emit ``out`` (a full piece, or more; ``stamps``: their event timestamps); the size
         of its records sets the rows of the next piece (records of a stream differ in size:
         each piece is sized again)."""
-        piece = Batch.stamped(out, stamps)
+        piece = Batch.of_records(out, stamps)
         self._piece = max(1, min(self.MAX_PIECE_ROWS, self.ctx.buffer_bytes // row_bytes(piece)))
         self.output.emit(piece)
         return []
@@ -274,24 +300,36 @@ class ProcessOperator(StreamOperator):
             stamps: list[int] | None = carried.tolist()  # (the records' own: Flink's StreamRecord timestamps)
         else:
             stamps = None if self.timestamp_assigner is None else self.timestamp_assigner.timestamps_list(batch)
-        out_ts: list[int] | None = [] if stamps is not None else None
-        side_ts: dict[str, list[int]] | None = {} if out_ts is not None else None
+            carried = None
+        if stamps is None:  # (records without timestamps: ctx.timestamp is None, not the last batch's)
+            pctx.timestamp = None
+            for r in records:
+                try:
+                    result = fn(r, pctx)
+                    if result is not None:
+                        add_results(out, result, self.function, "process_element", pctx)
+                except Exception as exc:
+                    raise UserCodeError(r, flink_hint(exc)) from exc
+            if out:
+                self.output.emit(Batch.of_records(out))
+            emit_side_outputs(self.output, pctx._take_side(), None)
+            return
+        ends = [0] * len(records)  # (results after each record: their timestamps per batch, result_stamps)
+        side_ts: dict[str, list[int]] = {}
         for i, r in enumerate(records):
             try:
-                if stamps is not None:
-                    pctx.timestamp = stamps[i]
+                pctx.timestamp = stamps[i]
                 result = fn(r, pctx)
                 if result is not None:
-                    before = len(out)
                     add_results(out, result, self.function, "process_element", pctx)
-                    if out_ts is not None and stamps is not None:  # (results keep the record's timestamp)
-                        out_ts.extend([stamps[i]] * (len(out) - before))
-                if side_ts is not None and stamps is not None and pctx._side:
+                ends[i] = len(out)
+                if pctx._side:
                     stamp_side(pctx._side, side_ts, stamps[i])
             except Exception as exc:
                 raise UserCodeError(r, flink_hint(exc)) from exc
         if out:
-            self.output.emit(Batch.stamped(out, out_ts))
+            arr = carried if carried is not None else np.array(stamps, dtype=np.int64)
+            self.output.emit(Batch.of_records(out, result_stamps(arr, ends)))
         emit_side_outputs(self.output, pctx._take_side(), side_ts)
 
     def process_watermark(self, watermark: Watermark, input_index: int = 0) -> None:

@@ -25,7 +25,7 @@ from raystream.engine.partitioners import KeySelector
 from raystream.engine.records import Batch
 
 from .arrow_aggregate import group_aggregate
-from .basic import emit_side_outputs, run_stamps, stamp_side
+from .basic import emit_side_outputs, result_stamps, run_stamps, stamp_side
 from .functions import (
     KeyedProcessFunction,
     OnTimerContext,
@@ -826,27 +826,45 @@ class KeyedProcessOperator(StreamOperator):
             stamps: list[int] | None = carried.tolist()  # (the records' own: Flink's StreamRecord timestamps)
         else:
             stamps = None if self.timestamp_assigner is None else self.timestamp_assigner.timestamps_list(batch)
+            carried = None
         if out:  # (output held from before: goes first, with its own timestamps or none)
             self._flush(pctx)
             out = self._out
-        runs = self._runs if stamps is not None else None
-        side_ts = self._side_ts if stamps is not None else None
+        if stamps is None:  # (records without timestamps: ctx.timestamp is None, not the last batch's)
+            pctx.timestamp = None
+            for i, r in enumerate(records):
+                try:
+                    k = keys[i] if keys is not None else key_of(r)
+                    backend.set_current_key(k)
+                    pctx._key = k
+                    result = fn(r, pctx)
+                    if result is not None:
+                        add_results(out, result, self.function, "process_element", pctx)
+                except Exception as exc:
+                    raise UserCodeError(r, flink_hint(exc)) from exc
+            self._flush(pctx)
+            return
+        ends = [0] * len(records)  # (results after each record: their timestamps per batch, result_stamps)
+        side_ts = self._side_ts
         for i, r in enumerate(records):
             try:
                 k = keys[i] if keys is not None else key_of(r)
                 backend.set_current_key(k)
                 pctx._key = k
-                if stamps is not None:
-                    pctx.timestamp = stamps[i]
+                pctx.timestamp = stamps[i]
                 result = fn(r, pctx)
                 if result is not None:
                     add_results(out, result, self.function, "process_element", pctx)
-                    if runs is not None and stamps is not None:  # (results keep the record's timestamp)
-                        runs.append((len(out), stamps[i]))
-                if side_ts is not None and stamps is not None and pctx._side:
+                ends[i] = len(out)
+                if pctx._side:
                     stamp_side(pctx._side, side_ts, stamps[i])
             except Exception as exc:
                 raise UserCodeError(r, flink_hint(exc)) from exc
+        if out:  # (every result carries its record's timestamp)
+            arr = carried if carried is not None else np.array(stamps, dtype=np.int64)
+            self._runs = []
+            self._out = []
+            self.output.emit(Batch.of_records(out, result_stamps(arr, ends)))
         self._flush(pctx)
 
     def _covered(self) -> int:
