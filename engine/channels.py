@@ -32,7 +32,7 @@ import pyarrow as pa
 
 from .events import MIN_WATERMARK, Watermark
 from .partitioners import BroadcastPartitioner, Partitioner
-from .records import Batch, concat_timestamps, record_bytes
+from .records import Batch, concat_timestamps, record_bytes, with_timestamp_column
 
 __all__ = ["ChannelMetrics", "ChannelSender", "LocalSender", "Cancelled", "InputInfo", "OutputInfo", "InputChannel",
            "RecordWriter", "NetworkOutput"]
@@ -507,12 +507,15 @@ class RecordWriter:
                 rows += len(b)
                 continue
             rb = b.arrow()
-            if ts is not None and not self.info.feedback:
+            if ts is None:
+                items.append(rb)
+            elif not self.info.feedback:
                 # Arrow with the int64 event timestamps beside it (Flink's StreamRecord
                 # timestamps; the schema is the records'): a Batch, pickled as both
                 items.append(_shipped(rb, ts))
-            else:
-                items.append(rb)
+            else:  # (a feedback edge sends Arrow only, logged in checkpoints as it is: the
+                # timestamps as its last column, taken off by Batch.of_arrow; Flink's iterations keep them)
+                items.append(with_timestamp_column(rb, ts))
             rows += rb.num_rows
             nbytes += rb.nbytes
         return rows, nbytes

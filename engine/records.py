@@ -35,9 +35,12 @@ import pyarrow.compute as pc
 from .errors import GraphError, short_repr
 
 __all__ = ["Batch", "concat_timestamps", "records_to_arrow", "arrow_to_records", "batch_kind", "equal_value", "tuple_columns", "concat_runs", "why_not_columns",
-           "KIND_KEY"]
+           "KIND_KEY", "with_timestamp_column"]
 
 KIND_KEY = b"raystream.kind"
+#: schema metadata of an Arrow batch whose last column holds its rows' event timestamps
+#: (:func:`with_timestamp_column`; what a feedback edge sends and logs in checkpoints)
+TIMESTAMPS_KEY = b"raystream.timestamps"
 _ROW = b"row"  # dict records, typed columns
 _SCALAR = b"scalar"  # one column named "value"
 _TUPLE = b"tuple"  # columns f0..fn
@@ -728,9 +731,13 @@ class Batch:
     def of_arrow(cls, batch: pa.RecordBatch | pa.Table) -> "Batch":
         """A batch holding Arrow data (a Table is combined into one RecordBatch; string and
         binary view columns, as Polars makes them, as string and binary columns, which every
-        Arrow kernel the engine uses takes)."""
+        Arrow kernel the engine uses takes). A batch of :func:`with_timestamp_column` gives
+        its rows' event timestamps back as the batch's ``timestamps``."""
         if isinstance(batch, pa.Table):
             batch = batch.combine_chunks().to_batches()[0] if batch.num_rows else pa.RecordBatch.from_pylist([], schema=batch.schema)
+        meta = batch.schema.metadata
+        if meta and TIMESTAMPS_KEY in meta:
+            return _without_timestamp_column(batch, meta)
         if any(_is_view(t) for t in batch.schema.types):
             batch = _without_views(batch)
         return cls(arrow=batch)
@@ -915,6 +922,33 @@ def _rebuilt(records: list | None, arrow: pa.RecordBatch | None, timestamps: np.
     """A batch unpickled (see :meth:`Batch.__reduce__`)."""
     b = Batch(records=records, arrow=arrow)
     b.timestamps = timestamps
+    return b
+
+
+def with_timestamp_column(rb: pa.RecordBatch, timestamps: np.ndarray) -> pa.RecordBatch:
+    """``rb`` with its rows' event ``timestamps`` as one more (last) int64 column, marked in
+    its schema metadata: one Arrow batch that keeps them where only Arrow goes (a feedback
+    edge, whose in-flight batches are logged in checkpoints as they are). :meth:`Batch.of_arrow`
+    takes the column off again as the batch's timestamps.
+
+    Example:
+        >>> rb = with_timestamp_column(pa.RecordBatch.from_pylist([{"a": 1}]), np.array([7]))
+        >>> b = Batch.of_arrow(rb); b.arrow().schema.names, b.timestamps.tolist()
+        (['a'], [7])
+    """
+    meta = dict(rb.schema.metadata or {})
+    meta[TIMESTAMPS_KEY] = b"1"
+    column = pa.array(np.asarray(timestamps, dtype=np.int64), type=pa.int64())
+    return rb.append_column(pa.field("__raystream_timestamps__", pa.int64()), column).replace_schema_metadata(meta)
+
+
+def _without_timestamp_column(rb: pa.RecordBatch, meta: dict[bytes, bytes]) -> Batch:
+    """The :class:`Batch` of a :func:`with_timestamp_column` batch: its records' columns and
+    metadata as they were, the last column as its timestamps."""
+    stamps = rb.column(rb.num_columns - 1).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    rest = {k: v for k, v in meta.items() if k != TIMESTAMPS_KEY}
+    b = Batch.of_arrow(rb.remove_column(rb.num_columns - 1).replace_schema_metadata(rest or None))
+    b.timestamps = stamps
     return b
 
 
