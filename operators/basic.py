@@ -75,10 +75,19 @@ def result_stamps(stamps: np.ndarray, ends: list[int], start: int = 0) -> np.nda
         >>> result_stamps(np.array([5, 6, 7]), [2, 2, 3]).tolist(), result_stamps(np.array([5, 6]), [1, 2]).tolist()
         ([5, 5, 7], [5, 6])
     """
-    counts: np.ndarray = np.diff(np.array(ends, dtype=np.int64), prepend=np.int64(start))
-    if ends and len(counts) == ends[-1] - start and (counts == 1).all():
-        return stamps
+    n = len(ends)
+    if n and ends[-1] - start == n and ends[0] - start == 1:  # (maybe one each: compared as lists, not
+        one_each = _ONE_EACH[0]  # converted to numpy, in the common case)
+        if len(one_each) != n or one_each[0] != start + 1:
+            one_each = _ONE_EACH[0] = list(range(start + 1, start + n + 1))
+        if ends == one_each:
+            return stamps
+    counts: np.ndarray = np.diff(np.fromiter(ends, dtype=np.int64, count=n), prepend=np.int64(start))
     return np.repeat(stamps, counts)
+
+
+#: the ``ends`` of the last batch whose records gave one result each (see result_stamps)
+_ONE_EACH: list[list[int]] = [[]]
 
 
 def emit_side_outputs(output: Output, side: dict[str, list[Any]], side_ts: dict[str, list[int]] | None) -> None:
@@ -316,6 +325,7 @@ class ProcessOperator(StreamOperator):
             return
         ends = [0] * len(records)  # (results after each record: their timestamps per batch, result_stamps)
         side_ts: dict[str, list[int]] = {}
+        side = pctx._side  # (the same dict until _take_side)
         for i, r in enumerate(records):
             try:
                 pctx.timestamp = stamps[i]
@@ -323,8 +333,8 @@ class ProcessOperator(StreamOperator):
                 if result is not None:
                     add_results(out, result, self.function, "process_element", pctx)
                 ends[i] = len(out)
-                if pctx._side:
-                    stamp_side(pctx._side, side_ts, stamps[i])
+                if side:
+                    stamp_side(side, side_ts, stamps[i])
             except Exception as exc:
                 raise UserCodeError(r, flink_hint(exc)) from exc
         if out:

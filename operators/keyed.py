@@ -846,6 +846,7 @@ class KeyedProcessOperator(StreamOperator):
             return
         ends = [0] * len(records)  # (results after each record: their timestamps per batch, result_stamps)
         side_ts = self._side_ts
+        side = pctx._side  # (the same dict until _take_side)
         for i, r in enumerate(records):
             try:
                 k = keys[i] if keys is not None else key_of(r)
@@ -856,8 +857,8 @@ class KeyedProcessOperator(StreamOperator):
                 if result is not None:
                     add_results(out, result, self.function, "process_element", pctx)
                 ends[i] = len(out)
-                if pctx._side:
-                    stamp_side(pctx._side, side_ts, stamps[i])
+                if side:
+                    stamp_side(side, side_ts, stamps[i])
             except Exception as exc:
                 raise UserCodeError(r, flink_hint(exc)) from exc
         if out:  # (every result carries its record's timestamp)

@@ -98,3 +98,6 @@ def test_result_stamps() -> None:
     assert result_stamps(stamps, [2, 2, 3]).tolist() == [5, 5, 7]
     assert result_stamps(stamps, [0, 2, 3]).tolist() == [6, 6, 7]  # (distinct ends, yet not one each)
     assert result_stamps(stamps, [11, 11, 12], start=10).tolist() == [5, 7]
+    assert result_stamps(stamps, [11, 12, 13], start=10) is stamps
+    assert result_stamps(stamps, [1, 2, 4]).tolist() == [5, 6, 7, 7]
+    assert result_stamps(stamps, [1, 1, 3]).tolist() == [5, 7, 7]
