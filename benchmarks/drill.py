@@ -2,6 +2,7 @@
 
     python -m benchmarks.drill --seeds 20 [--start 0] [--no-kill-master] [--keep DIR]
                                [--state-backend rocksdb] [--buffer-bytes 2048]
+                               [--workload running-sum|event-time]
 
 For each seed, ``random.Random(seed)`` picks one or two storage faults, injected through
 :mod:`checkpoint.faults` into checkpoint storage (or the file sink's filesystem)...
@@ -25,12 +26,29 @@ the seed picked (the source stops there until the driver did the kill and the jo
 so a seed kills at the same point of its input on any machine, and a planned kill always
 finds the job running; the kills happen in the order of their records. A kill that cannot be
 done (the job failed first, or the engine has no job master failover) fails the seed, and
-its line says which. The job is a keyed running
-sum (``generate -> key_by -> reduce -> map``) ending in an exactly-once sink (``collect``
-or ``write_jsonl``, picked per seed). Its committed output is compared, as a multiset,
-with the failure-free output computed in plain Python (checked once against a
-failure-free run of the engine), and each seed prints its faults and "lost N, duplicated
-M". The exit code is 1 if any seed lost or duplicated a record or its job failed.
+its line says which. The job (``--workload``) ends in an exactly-once sink (``collect`` or
+``write_jsonl``, picked per seed):
+
+``running-sum`` (the default)
+    a keyed running sum (``generate -> key_by -> reduce -> map``).
+``event-time``
+    event timestamps with bounded out-of-orderness (``assign_timestamps_and_watermarks``),
+    a ``map`` that overwrites the time field, ``key_by -> window(TumblingEventTimeWindows.of(1
+    s)).aggregate(value=("value", "sum"), n=("value", "count"))`` (vectorized, with its
+    combiner at p=2), a process function that
+    writes the ``ctx.timestamp`` each result carries (the window's ``max_timestamp()``) into
+    it, a cascaded ``window(TumblingEventTimeWindows.of(5 s)).aggregate(AggregateFunction)``
+    over those results (it reads the timestamps they carry), then a ``KeyedProcessFunction``
+    that writes ``ctx.timestamp`` into its output, keeps keyed state and registers an
+    event-time timer whose output carries the timer's time (see :func:`event`): windows,
+    timers, watermarks and the timestamps on the channels go through the same kills and
+    storage faults. No record is late (see :data:`OUT_OF_ORDER_MS`), so the output does not
+    depend on when watermarks are made.
+
+Its committed output is compared, as a multiset, with the failure-free output computed in
+plain Python (checked once against a failure-free run of the engine), and each seed prints
+its faults and "lost N, duplicated M". The exit code is 1 if any seed lost or duplicated a
+record or its job failed.
 
 One Ray session serves every seed; :func:`run_drill` is what ``tests/integration/test_drill.py``
 runs on a bounded set of seeds.
@@ -56,12 +74,13 @@ from typing import Any
 import pyarrow.fs as pafs
 
 import raystream as rs
-from raystream.checkpoint import ValueStateDescriptor
+from raystream.checkpoint import MapStateDescriptor, ValueStateDescriptor
 from raystream.checkpoint.faults import FaultRule, faulty_filesystem, read_fault_log
 from raystream.engine.client import ENDED_STATUSES
 from raystream.engine.config import TaskConfig
 from raystream.engine.errors import RaystreamError
 from raystream.operators.sinks import JsonLinesSink, collected_records
+from raystream.operators.windows import TumblingEventTimeWindows
 
 __all__ = [
     "STORAGE_FAULTS",
@@ -70,8 +89,11 @@ __all__ = [
     "Fault",
     "DrillPlan",
     "DrillOutcome",
+    "WORKLOADS",
     "plan_seed",
     "reference_output",
+    "event",
+    "event_time_reference",
     "run_seed",
     "run_drill",
     "summary",
@@ -96,6 +118,9 @@ N = 2000  # records per job
 RATE = 2000  # records/s: ~1 s of data per job
 INTERVAL_MS = 100  # checkpoint interval
 JOB_TIMEOUT_S = 90.0  # a seed whose job runs longer is cancelled and reported as failed
+
+#: the drill's jobs (``--workload``): the first is the default
+WORKLOADS = ("running-sum", "event-time")
 
 
 @dataclass(frozen=True)
@@ -287,13 +312,14 @@ class _KillGates:
     planned kill's record until the driver did that kill. Before reading record ``records[k]``
     the source creates the file ``reached-<k>`` in ``directory`` and waits until ``done-<k>``
     exists (the driver creates it once the kill landed and the job recovered; at most
-    ``timeout_s``): kill k lands with the source at that record of its input on any machine,
-    and the input cannot end before the kills. After a restart the source reads those records
+    ``timeout_s``; ``make`` is the workload's record function): kill k lands with the source
+    at that record of its input on any machine, and the input cannot end before the kills. After a restart the source reads those records
     again and passes the gates already open. Runs in the source's task (a process of this
     machine: files are the signal)."""
 
-    def __init__(self, directory: str, records: list[int], timeout_s: float = JOB_TIMEOUT_S) -> None:
-        self.directory, self.records, self.timeout_s = directory, records, timeout_s
+    def __init__(self, directory: str, records: list[int], timeout_s: float = JOB_TIMEOUT_S,
+                 make: Callable[[int], dict] = record) -> None:
+        self.directory, self.records, self.timeout_s, self.make = directory, records, timeout_s, make
 
     def path(self, what: str, k: int) -> str:
         return os.path.join(self.directory, f"{what}-{k}")
@@ -305,7 +331,7 @@ class _KillGates:
                 deadline = time.monotonic() + self.timeout_s
                 while not os.path.exists(self.path("done", k)) and time.monotonic() < deadline:
                     time.sleep(0.005)
-        return record(i)
+        return self.make(i)
 
 
 class FaultyJsonLinesSink(JsonLinesSink):
@@ -332,8 +358,143 @@ class RunningSum(rs.KeyedProcessFunction):
         yield (value["key"], total, value["i"])
 
 
+# -- the event-time job (--workload event-time) ----------------------------------------------
+
+#: the events' spacing in event time: record i is about at ``i * STEP_MS``
+STEP_MS = 10
+#: each event's time is ``i * STEP_MS`` plus a fixed offset (the same for every seed) in ``[0, OUT_OF_ORDER_MS -
+#: STEP_MS]``, so it is at most ``OUT_OF_ORDER_MS - STEP_MS`` behind any earlier one: the
+#: bounded out-of-orderness watermarks (``max seen - OUT_OF_ORDER_MS - 1``) never pass an event
+#: still to come, whenever they are made, and after a restart too: no record is late
+OUT_OF_ORDER_MS = 300
+SECOND_MS = 1_000  # the first window
+FIVE_MS = 5_000  # the second window, over the first's results
+TIMER_DELAY_MS = 2_500  # the process function's timer: this long after its window's end
+WATERMARK_INTERVAL_MS = 50  # windows close and timers fire while the ~1 s job runs
+
+
+def event(i: int) -> dict:
+    """The i-th input record of the event-time job: 23 keys, 100 records a second of event
+    time (2,000 records: 20 s), out of order by up to ``OUT_OF_ORDER_MS - STEP_MS`` ms."""
+    return {"key": f"k{(i * 7919) % 23:02d}", "value": i % 101,
+            "ts": i * STEP_MS + (i * 7907) % (OUT_OF_ORDER_MS - STEP_MS + 1)}
+
+
+def _time_field_overwritten(e: dict) -> dict:
+    """The event with its time field set to 0: the window after it must read the timestamp
+    the record carries (the one the watermarks were made with), as Flink's does, also for the
+    records replayed after a restore."""
+    return {**e, "ts": 0}
+
+
+class StampSecond(rs.ProcessFunction):
+    """Writes the timestamp a first-window result carries (its window's ``max_timestamp()``)
+    into it: ``(key, sum, count, stamp)``."""
+
+    def process_element(self, value: dict, ctx: Any) -> Any:
+        yield (value["key"], value["value"], value["n"], ctx.timestamp)
+
+
+class FiveSeconds(rs.AggregateFunction):
+    """The second window's aggregate of ``(key, sum, count, stamp)`` results: ``(key, sum of
+    sums, sum of counts, results, largest stamp, sum of stamps)``."""
+
+    def create_accumulator(self) -> tuple:
+        return ("", 0, 0, 0, -1, 0)
+
+    def add(self, value: tuple, acc: tuple) -> tuple:
+        return (value[0], acc[1] + value[1], acc[2] + value[2], acc[3] + 1, max(acc[4], value[3]), acc[5] + value[3])
+
+    def get_result(self, acc: tuple) -> tuple:
+        return acc
+
+    def merge(self, a: tuple, b: tuple) -> tuple:
+        return (a[0] or b[0], a[1] + b[1], a[2] + b[2], a[3] + b[3], max(a[4], b[4]), a[5] + b[5])
+
+
+class WindowsAndTimers(rs.KeyedProcessFunction):
+    """Per second-window result: ``("window", key, ctx.timestamp, how many results of the
+    key so far (keyed ValueState), *the result's fields)``, and an event-time timer
+    ``TIMER_DELAY_MS`` after it whose output is ``("timer", key, the timer's time,
+    ctx.timestamp in on_timer, the result's sum)`` (the sum kept in MapState under the timer's
+    time: a timer may fire before or after the next result arrives, as the watermarks come)."""
+
+    def open(self, ctx: Any) -> None:
+        self.seen = ctx.get_state(ValueStateDescriptor("seen", default=0))
+        self.pending = ctx.get_state(MapStateDescriptor("pending"))
+
+    def process_element(self, value: tuple, ctx: Any) -> Any:
+        seen = self.seen.value() + 1
+        self.seen.update(seen)
+        at = ctx.timestamp + TIMER_DELAY_MS
+        self.pending.put(at, value[1])
+        ctx.timer_service().register_event_time_timer(at)
+        yield ("window", value[0], ctx.timestamp, seen, *value[1:])
+
+    def on_timer(self, timestamp: int, ctx: Any) -> Any:
+        total = self.pending.get(timestamp)
+        self.pending.remove(timestamp)
+        yield ("timer", ctx.get_current_key(), timestamp, ctx.timestamp, total)
+
+
+def event_time_reference(n: int = N) -> list[tuple]:
+    """The failure-free output of the event-time job, computed in plain Python (the window
+    assignment, ``max_timestamp()`` stamps and timers of Flink's event time)."""
+    seconds: dict[tuple[str, int], list[int]] = {}
+    for e in map(event, range(n)):
+        acc = seconds.setdefault((e["key"], e["ts"] - e["ts"] % SECOND_MS), [0, 0])
+        acc[0] += e["value"]
+        acc[1] += 1
+    fives: dict[tuple[str, int], list[int]] = {}
+    for (key, start), (total, count) in seconds.items():
+        stamp = start + SECOND_MS - 1
+        acc = fives.setdefault((key, stamp - stamp % FIVE_MS), [0, 0, 0, -1, 0])
+        acc[0] += total
+        acc[1] += count
+        acc[2] += 1
+        acc[3] = max(acc[3], stamp)
+        acc[4] += stamp
+    out: list[tuple] = []
+    seen: dict[str, int] = {}
+    for (key, start), acc in sorted(fives.items()):
+        stamp = start + FIVE_MS - 1
+        seen[key] = seen.get(key, 0) + 1
+        out.append(("window", key, stamp, seen[key], *acc))
+        out.append(("timer", key, stamp + TIMER_DELAY_MS, stamp + TIMER_DELAY_MS, acc[0]))
+    return out
+
+
+def _reference(workload: str, n: int) -> list[tuple]:
+    return event_time_reference(n) if workload == "event-time" else reference_output(n)
+
+
+def _build_event_time(env: rs.StreamEnvironment, n: int, rate: int, sink: Any,
+                      gates: _KillGates | None = None) -> None:
+    fn = event if gates is None else gates
+    env.set_auto_watermark_interval(WATERMARK_INTERVAL_MS)
+    events = env.generate(fn, count=n, rate=rate, batch_size=100).set_parallelism(1).assign_timestamps_and_watermarks(
+        rs.WatermarkStrategy.for_bounded_out_of_orderness(OUT_OF_ORDER_MS).with_timestamp_column("ts"))
+    # (the map runs at the job's parallelism: at p=2 the records cross a rebalance channel with
+    # their timestamps; the first window is the vectorized one, with its combiner chained to
+    # the map at p=2; the second, over an AggregateFunction, the record path)
+    seconds = (events.map(_time_field_overwritten).uid("drill-overwrite-ts").key_by("key")
+               .window(TumblingEventTimeWindows.of(SECOND_MS)).aggregate(value=("value", "sum"), n=("value", "count"))
+               .uid("drill-seconds").process(StampSecond()).uid("drill-stamp-seconds"))
+    fives = seconds.key_by(0).window(TumblingEventTimeWindows.of(FIVE_MS)).aggregate(FiveSeconds()).uid("drill-fives")
+    stream = fives.key_by(0).process(WindowsAndTimers()).uid("drill-windows-and-timers")
+    if sink is None:
+        stream.collect()
+    else:
+        stream.sink_to(sink)
+
+
 def _build(env: rs.StreamEnvironment, n: int, rate: int, sink: Any, keyed_state: bool = False,
-           gates: _KillGates | None = None) -> None:
+           gates: _KillGates | None = None, workload: str = WORKLOADS[0]) -> None:
+    if workload == "event-time":
+        _build_event_time(env, n, rate, sink, gates)
+        return
+    if workload != "running-sum":
+        raise ValueError(f"unknown drill workload {workload!r}; known: {WORKLOADS}")
     fn = record if gates is None else gates
     keyed = env.generate(fn, count=n, rate=rate, batch_size=100).set_parallelism(1).key_by("key")
     if keyed_state:
@@ -480,11 +641,14 @@ def run_seed(
     rate: int = RATE,
     state_backend: str | None = None,
     buffer_bytes: int | None = None,
+    workload: str = WORKLOADS[0],
 ) -> DrillOutcome:
     """Run the drill's job under ``plan``'s faults and compare it with ``reference``
-    (``state_backend``: run the running sum in keyed state on that backend, e.g. "rocksdb";
-    ``buffer_bytes``: the tasks' send budget, small to slice every send and chain call)."""
-    reference = reference if reference is not None else reference_output(n)
+    (``state_backend``: run the running sum in keyed state on that backend, e.g. "rocksdb",
+    or the event-time job's windows and process function on it; ``buffer_bytes``: the tasks'
+    send budget, small to slice every send and chain call; ``workload``: a name of
+    :data:`WORKLOADS`)."""
+    reference = reference if reference is not None else _reference(workload, n)
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = str(workdir / "faults.jsonl")
     rules = [r for f in plan.faults for r in f.rules]
@@ -512,8 +676,10 @@ def run_seed(
     shutil.rmtree(gate_dir, ignore_errors=True)
     gate_dir.mkdir()
     kills = _kills(plan)
-    gates = _KillGates(str(gate_dir), [f.at_record or 0 for f in kills])
-    _build(env, n, rate, sink, keyed_state=state_backend is not None, gates=gates if kills else None)
+    gates = _KillGates(str(gate_dir), [f.at_record or 0 for f in kills],
+                       make=event if workload == "event-time" else record)
+    _build(env, n, rate, sink, keyed_state=state_backend is not None, gates=gates if kills else None,
+           workload=workload)
     parallelisms = [v.parallelism for v in env.get_job_graph().vertices]
     started = time.monotonic()
     client = env.execute_async(f"drill-{plan.seed}")
@@ -573,18 +739,19 @@ def summary(outcomes: list[DrillOutcome]) -> str:
     return text
 
 
-def check_reference(workdir: Path, n: int = N, rate: int = RATE) -> str | None:
+def check_reference(workdir: Path, n: int = N, rate: int = RATE, workload: str = WORKLOADS[0]) -> str | None:
     """Run the job once without faults (this also warms the worker pool); None if its
-    output equals :func:`reference_output`, else what differs."""
+    output equals :func:`reference_output` (:func:`event_time_reference`), else what differs."""
     env = rs.StreamEnvironment(parallelism=2, flush_ms=20)
     env.enable_checkpointing(INTERVAL_MS, checkpoint_dir=str(workdir / "reference-chk"))
-    _build(env, n, rate * 4, None)
+    _build(env, n, rate * 4, None, workload=workload)
     got = _output(env.execute("drill-reference"), None)
-    want = reference_output(n)
+    want = _reference(workload, n)
     if sorted(got) == sorted(want):
         return None
     lost, dup = Counter(want) - Counter(got), Counter(got) - Counter(want)
-    return f"the failure-free run differs from the reference: {sum(lost.values())} missing, {sum(dup.values())} extra"
+    return (f"the failure-free run of {workload} differs from the reference: {sum(lost.values())} missing "
+            f"(e.g. {sorted(lost)[:3]}), {sum(dup.values())} extra (e.g. {sorted(dup)[:3]})")
 
 
 def run_drill(
@@ -597,8 +764,15 @@ def run_drill(
     rate: int = RATE,
     state_backend: str | None = None,
     buffer_bytes: int | None = None,
+    workload: str = WORKLOADS[0],
 ) -> list[DrillOutcome]:
-    """Run every seed on the current Ray session and report each through ``out``.
+    """Run every seed's plan against the ``workload`` job (a name of :data:`WORKLOADS`) on
+    the current Ray session and report each through ``out``.
+
+    Example (on a Ray session, as ``tests/integration/test_drill.py`` runs it)::
+
+        outcomes = run_drill([7, 111], workload="event-time")
+        assert all(o.ok for o in outcomes)
 
     Raises:
         RuntimeError: the failure-free run does not give the reference output (the drill's
@@ -608,16 +782,19 @@ def run_drill(
         Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="raystream-drill-"))
     )
     base.mkdir(parents=True, exist_ok=True)
-    problem = check_reference(base, n, rate)
+    if workload not in WORKLOADS:
+        raise ValueError(f"unknown drill workload {workload!r}; known: {WORKLOADS}")
+    problem = check_reference(base, n, rate, workload)
     if problem is not None:
         raise RuntimeError(problem)
     if kill_master and not master_failover_supported():
         out("note: this engine has no job master failover: seeds with a kill-master fail (or run with --no-kill-master)")
-    reference = reference_output(n)
+    reference = _reference(workload, n)
     outcomes = []
     for seed in seeds:
         seed_dir = base / f"seed-{seed}"
-        outcome = run_seed(plan_seed(seed, kill_master, n), seed_dir, reference, n, rate, state_backend, buffer_bytes)
+        outcome = run_seed(plan_seed(seed, kill_master, n), seed_dir, reference, n, rate, state_backend, buffer_bytes,
+                           workload)
         outcomes.append(outcome)
         out(outcome.line())
         if not keep:
@@ -637,10 +814,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--start", type=int, default=0, help="the first seed")
     p.add_argument("--no-kill-master", action="store_true", help="never kill the job master")
     p.add_argument("--state-backend", choices=["heap", "rocksdb"], default=None,
-                   help="keep the running sum in keyed state on this backend (default: reduce's operator state)")
+                   help="keep the running sum in keyed state on this backend (default: reduce's operator state); "
+                   "the event-time job's windows and timers on it (default: heap)")
     p.add_argument("--buffer-bytes", type=int, default=None, metavar="BYTES",
                    help="the tasks' send budget (StreamEnvironment(buffer_bytes=)); e.g. 2048 slices every send "
                    "and every chain call")
+    p.add_argument("--workload", choices=WORKLOADS, default=WORKLOADS[0],
+                   help="the job: a keyed running sum (default), or event-time windows, cascaded, then "
+                   "event-time timers")
     p.add_argument(
         "--keep", metavar="DIR", help="keep checkpoints, outputs and fault logs under DIR"
     )
@@ -657,7 +838,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         seeds = range(args.start, args.start + args.seeds)
         outcomes = run_drill(seeds, args.keep, not args.no_kill_master, keep=args.keep is not None,
-                             state_backend=args.state_backend, buffer_bytes=args.buffer_bytes)
+                             state_backend=args.state_backend, buffer_bytes=args.buffer_bytes,
+                             workload=args.workload)
     finally:
         rs.shutdown_workers()
         ray.shutdown()

@@ -11,11 +11,13 @@ import pytest
 from benchmarks.drill import (
     COMMIT_FAULTS,
     KILL_FAULTS,
+    OUT_OF_ORDER_MS,
     STORAGE_FAULTS,
     DrillOutcome,
     N,
     _KillGates,
     _run_kills,
+    event,
     plan_seed,
     record,
     run_drill,
@@ -32,6 +34,10 @@ SLICED_SEEDS_BEFORE = (1, 5)
 SEEDS = (7, 111, 127, 237, 271, 275)
 ROCKSDB_SEEDS = (7, 9, 97, 275)
 SLICED_SEEDS = (1, 5)
+# The event-time job (--workload event-time) at p=2 on the heap backend: a task kill and a
+# master kill at the same record, failing state writes; checkpoints timing out while completing
+# with the JSON-lines sink.
+EVENT_TIME_SEEDS = (14, 12)
 
 
 def _covered(seeds: tuple[int, ...]) -> set[tuple]:
@@ -171,4 +177,35 @@ def test_drill_with_every_send_sliced_loses_and_duplicates_nothing(tmp_path):
     lines: list[str] = []
     outcomes = run_drill(SLICED_SEEDS, tmp_path, out=lines.append, buffer_bytes=2048)
     report = _check(outcomes, lines, SLICED_SEEDS)
+    assert all(o.checkpoints.get("completed", 0) > 0 for o in outcomes), report
+
+
+def test_the_event_time_seeds_kill_tasks_and_the_master_under_failing_and_timing_out_storage():
+    plans = [plan_seed(seed) for seed in EVENT_TIME_SEEDS]
+    assert {p.parallelism for p in plans} == {2}
+    kinds = {f.kind for p in plans for f in p.faults}
+    assert {"kill-task", "kill-master", "fail-state", "slow-metadata-timeout"} <= kinds, kinds
+    assert {p.sink for p in plans} == {"collect", "jsonl"}
+
+
+def test_no_event_of_the_event_time_job_is_late():
+    # (its output then does not depend on when the bounded out-of-orderness watermarks are
+    # made, nor on the watermark starting again after a restart)
+    latest = -1
+    for e in map(event, range(N)):
+        assert e["ts"] > latest - OUT_OF_ORDER_MS - 1, e
+        latest = max(latest, e["ts"])
+    assert sorted(map(event, range(N)), key=lambda e: e["ts"]) != list(map(event, range(N)))  # (out of order)
+
+
+# The drill's event-time job (event timestamps with bounded out-of-orderness, a 1 s tumbling
+# window, a process function writing the timestamps the window's results carry, a cascaded
+# 5 s window over them, a KeyedProcessFunction with keyed state and event-time timers)
+# under kills of tasks and of the master and failing / timing-out checkpoint storage: the
+# windows, timers and timestamps restored and replayed give the output of a run without
+# failures.
+def test_event_time_drill_loses_and_duplicates_nothing(tmp_path):
+    lines: list[str] = []
+    outcomes = run_drill(EVENT_TIME_SEEDS, tmp_path, out=lines.append, workload="event-time")
+    report = _check(outcomes, lines, EVENT_TIME_SEEDS)
     assert all(o.checkpoints.get("completed", 0) > 0 for o in outcomes), report
