@@ -25,7 +25,7 @@ import weakref
 from abc import ABC, abstractmethod
 from typing import Any, Callable, Generic, TypeVar
 
-from raystream.engine.errors import GraphError
+from raystream.engine.errors import ConfigError, GraphError, short_repr
 from raystream.engine.graph import StreamEdge, Transformation
 from raystream.engine.operator import StreamOperator
 from raystream.engine.partitioners import KeySelector, Partitioner
@@ -34,7 +34,8 @@ from ._environment_base import StreamEnvironmentBase
 from .time import TimestampAssigner
 
 __all__ = ["Key", "StreamBase", "add_two_input", "check_callable", "find_timestamp_assigner", "lost_timestamps_upstream",
-           "lost_timestamps_error", "WINDOW_NODES", "DROPS_TIMESTAMPS"]
+           "lost_timestamps_error", "WINDOW_NODES", "GLOBAL_WINDOW_NODES", "DROPS_TIMESTAMPS", "window_upstream",
+           "UnstampedAfterWindow", "event_time_assigner", "global_window_error"]
 
 S = TypeVar("S")
 
@@ -110,6 +111,10 @@ def find_timestamp_assigner(node: Transformation | None) -> TimestampAssigner | 
 #: carrying its window's ``max_timestamp()`` (see :func:`lost_timestamps_upstream`)
 WINDOW_NODES: weakref.WeakSet[Transformation] = weakref.WeakSet()
 
+#: the window nodes of :class:`~operators.windows.GlobalWindows` (count windows): their results
+#: carry ``GlobalWindow.max_timestamp()`` (the largest watermark) as their timestamp
+GLOBAL_WINDOW_NODES: weakref.WeakSet[Transformation] = weakref.WeakSet()
+
 #: nodes whose output carries no event timestamps of their records (Flink's StreamRecord
 #: timestamps): ``map_batches`` (a new table, no row of which is a record of the input), a
 #: user's ``transform`` operator and final values (``emit="final"`` reduces and aggregates)
@@ -183,6 +188,131 @@ def lost_timestamps_error(what: str, node: Transformation, assigner: TimestampAs
         f"{assigner!r} applied again would read a field of a result: use a record operator (map, flat_map, process) "
         f"instead of {dropper.name!r}, give this operator the time each result holds (window(...).with_timestamp(fn), "
         "e.g. the result's window_end - 1), or assign_timestamps_and_watermarks(...) after it"
+    )
+
+
+def _window_upstream(node: Transformation, windows: weakref.WeakSet[Transformation]) -> Transformation | None:
+    seen: set[int] = set()
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if id(n) in seen or n.timestamp_assigner is not None:
+            continue
+        seen.add(id(n))
+        if n in windows:
+            return n
+        stack.extend(e.source for e in n.inputs if not e.feedback)
+    return None
+
+
+def window_upstream(node: Transformation) -> Transformation | None:
+    """A window node (:data:`WINDOW_NODES`) between ``node`` (included) and the nearest
+    upstream ``assign_timestamps_and_watermarks`` on some path into it (None: none is).
+
+    Records downstream of a window carry their timestamps (a window's results its window's
+    ``max_timestamp()``) unless an operator emitted them without one (a processing-time
+    timer's output, as Flink's); applying the upstream assigner to such a record would read a
+    field of a window's result, so there a record without a timestamp has none.
+
+    Example:
+        >>> from raystream.operators.environment import StreamEnvironment
+        >>> from raystream.operators.time import WatermarkStrategy
+        >>> from raystream.operators.windows import TumblingEventTimeWindows
+        >>> s = StreamEnvironment().from_collection([("a", 1)]).assign_timestamps_and_watermarks(
+        ...     WatermarkStrategy.for_monotonous_timestamps().with_timestamp_assigner(lambda r: r[1]))
+        >>> w = s.key_by(0).window(TumblingEventTimeWindows.of(10)).reduce(lambda a, b: a)
+        >>> window_upstream(s.map(str).node) is None, window_upstream(w.map(str).node).name
+        (True, 'window_reduce')
+    """
+    return _window_upstream(node, WINDOW_NODES)
+
+
+class UnstampedAfterWindow(TimestampAssigner):
+    """The assigner of an event-time operator downstream of window ``window`` (no
+    ``assign_timestamps_and_watermarks`` in between): every record must carry its timestamp;
+    one that carries none (the output of a processing-time timer, as Flink's) is a
+    :class:`ConfigError` naming the operator, the record and the window, instead of the
+    upstream assigner ``upstream`` reading a field of a window's result as its time (Flink:
+    "Record has Long.MIN_VALUE timestamp (= no timestamp marker)").
+
+    Example:
+        >>> from raystream.engine.records import Batch
+        >>> a = UnstampedAfterWindow(TimestampAssigner(column="ts"), "window_reduce", "event-time window W")
+        >>> a.timestamps(Batch.stamped([{"ts": 1}], [999])).tolist()
+        [999]
+        >>> a.timestamps(Batch.of_records([{"ts": 1}]))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        raystream.engine.errors.ConfigError: event-time window W: the record {'ts': 1} carries no event timestamp...
+    """
+
+    def __init__(self, upstream: TimestampAssigner, window: str, what: str) -> None:
+        # (not TimestampAssigner.__init__: the upstream's column/fn are kept for what reads
+        # them to choose a path, e.g. a vectorized window's time column, never to read a time)
+        self.column = upstream.column
+        self.fn = upstream.fn
+        self.origin = upstream.origin or repr(upstream)
+        self.upstream = upstream
+        self.window = window
+        self.what = what
+
+    def refusal(self, record: Any) -> ConfigError:
+        """The error for ``record``, which carries no timestamp."""
+        return ConfigError(
+            f"{self.what}: the record {short_repr(record)} carries no event timestamp (it comes after window "
+            f"{self.window!r}, whose results carry their window's max_timestamp(), and an operator on the way "
+            "emitted it without one, e.g. from a processing-time timer, as Flink's; the upstream assigner "
+            f"{self.upstream!r} would read a field of a window's result as its time). Remedies: give this operator "
+            "the time the record holds (window(...).with_timestamp(fn or 'column')), or "
+            "assign_timestamps_and_watermarks(...) after the operator that emits it"
+        )
+
+    def timestamps(self, batch: Any, *, first: bool = False) -> Any:
+        stamps = batch.timestamps
+        if stamps is not None and len(stamps) == len(batch):
+            return stamps
+        records = batch.records()
+        raise self.refusal(records[0] if records else None)
+
+    def timestamps_list(self, batch: Any) -> list[int]:
+        return self.timestamps(batch).tolist()  # type: ignore[no-any-return]
+
+    def extract(self, record: Any) -> int:
+        raise self.refusal(record)
+
+    def extract_timestamp(self, value: Any, record_timestamp: int | None) -> int:
+        if record_timestamp is not None:
+            return record_timestamp
+        raise self.refusal(value)
+
+    def __repr__(self) -> str:
+        return f"UnstampedAfterWindow({self.upstream!r}, window={self.window!r})"
+
+
+def event_time_assigner(what: str, node: Transformation, assigner: TimestampAssigner) -> TimestampAssigner:
+    """The assigner an event-time operator (``what``) reading ``node``'s output is built with,
+    given the upstream one (:func:`find_timestamp_assigner`): :class:`UnstampedAfterWindow`
+    when a window is upstream (:func:`window_upstream`), else ``assigner`` itself (records
+    without a timestamp are read with it)."""
+    window = window_upstream(node)
+    if window is None:
+        return assigner
+    return UnstampedAfterWindow(assigner, window.name, what)
+
+
+def global_window_error(what: str, node: Transformation) -> GraphError | None:
+    """The :class:`GraphError` for an event-time ``what`` reading ``node``'s output when a
+    GlobalWindows window (a count window) is upstream with no ``assign_timestamps_and_watermarks``
+    after it: its results carry ``GlobalWindow.max_timestamp()``, the largest watermark, so an
+    event-time window of theirs would never fire (Flink stamps them so too, and drops them as
+    late); else None."""
+    window = _window_upstream(node, GLOBAL_WINDOW_NODES)
+    if window is None:
+        return None
+    return GraphError(
+        f"{what} reads the results of {window.name!r}, a GlobalWindows (count) window: each carries "
+        "GlobalWindow.max_timestamp() (2**63 - 1, the largest watermark) as its event timestamp, as Flink stamps "
+        "them, so no event-time window of theirs would ever fire. Give this operator the time each result holds "
+        "(window(...).with_timestamp(fn or 'column')), or assign_timestamps_and_watermarks(...) after the count window"
     )
 
 

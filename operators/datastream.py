@@ -45,7 +45,7 @@ from ._stream_base import (
     StreamBase,
     check_callable,
     find_timestamp_assigner,
-    lost_timestamps_upstream,
+    window_upstream,
 )
 from .arrow_aggregate import require_fields
 from .basic import FilterOperator, FlatMapOperator, MapBatchesOperator, MapOperator, ProcessOperator
@@ -546,11 +546,12 @@ def _dropped(stream: DataStream) -> DataStream:
 def _record_timestamps(node: Transformation) -> TimestampAssigner | None:
     """The assigner a process function after ``node`` reads a record's ``ctx.timestamp()``
     with when the record carries none: the upstream one (:func:`find_timestamp_assigner`),
-    or None where it would read a field of a window's result (timestamps lost on the way:
-    :func:`~operators._stream_base.lost_timestamps_upstream`), so ``ctx.timestamp()`` is
-    None there, as Flink's for a record without a timestamp."""
+    or None where it would read a field of a window's result (a window upstream with no
+    assigner after it: :func:`~operators._stream_base.window_upstream`; its results carry
+    their timestamps, a record without one was emitted so, e.g. by a processing-time
+    timer), so ``ctx.timestamp()`` is None there, as Flink's for a record without a timestamp."""
     ts = find_timestamp_assigner(node)
-    if ts is not None and lost_timestamps_upstream(node) is not None:
+    if ts is not None and window_upstream(node) is not None:
         return None
     return ts
 

@@ -68,7 +68,7 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -91,6 +91,9 @@ from .windows import (
     TimeWindow,
     TumblingEventTimeWindows,
 )
+
+if TYPE_CHECKING:
+    from ._stream_base import UnstampedAfterWindow
 
 __all__ = ["CombinedWindowOperator", "VectorWindowCombiner", "WindowAggregateCombiner", "first_window_ends"]
 
@@ -189,13 +192,17 @@ class VectorWindowCombiner(_WatermarkState, StreamOperator):
     """
 
     def __init__(self, key_column: str, ts_column: str, assigner: TumblingEventTimeWindows | SlidingEventTimeWindows,
-                 aggregations: dict[str, tuple[str, str]], passing: bool = False, carried: bool = True) -> None:
+                 aggregations: dict[str, tuple[str, str]], passing: bool = False, carried: bool = True,
+                 unstamped: UnstampedAfterWindow | None = None) -> None:
         if not isinstance(assigner, (TumblingEventTimeWindows, SlidingEventTimeWindows)) or not assigner.is_event_time:
             raise GraphError(f"a window combiner needs tumbling or sliding event-time windows, got {assigner!r}")
         self.key_column = key_column
         self.ts_column = ts_column
         #: the timestamps records carry come first (False: ``with_timestamp(column)``, which wins)
         self.carried = carried
+        #: downstream of a window (operators._stream_base.UnstampedAfterWindow): a record without
+        #: a timestamp is refused, its time column is a field of a window's result
+        self.unstamped = unstamped
         self.size = assigner.size
         self.slide = getattr(assigner, "slide", assigner.size)
         self.offset = assigner.offset
@@ -218,6 +225,8 @@ class VectorWindowCombiner(_WatermarkState, StreamOperator):
         carried = batch.timestamps if self.carried else None
         if carried is not None and len(carried) != len(batch):
             carried = None
+        if carried is None and self.unstamped is not None and len(batch):
+            raise self.unstamped.refusal(batch.records()[0])
         fields = (self.key_column, *(() if carried is not None else (self.ts_column,)), *(c for c, _ in self.base))
         rb = batch.typed_columns("window aggregate (local)", fields)
         if not rb.num_rows:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import pickle
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -43,6 +43,9 @@ from raystream.engine.records import Batch
 from .arrow_aggregate import group_aggregate
 from .time import timestamp_column
 from .windows import SlidingEventTimeWindows, TumblingEventTimeWindows
+
+if TYPE_CHECKING:
+    from ._stream_base import UnstampedAfterWindow
 
 __all__ = ["EMISSION_COLUMN", "PANE_COLUMN", "VectorWindowAggregateOperator", "WINDOW_AGGREGATIONS", "assign_windows", "base_aggregations",
            "canonical_nan_keys"]
@@ -134,7 +137,8 @@ class VectorWindowAggregateOperator(StreamOperator):
     keyed = True
 
     def __init__(self, key_column: str, ts_column: str, assigner: TumblingEventTimeWindows | SlidingEventTimeWindows,
-                 aggregations: dict[str, tuple[str, str]], late_tag: str | None = None, carried: bool = True) -> None:
+                 aggregations: dict[str, tuple[str, str]], late_tag: str | None = None, carried: bool = True,
+                 unstamped: UnstampedAfterWindow | None = None) -> None:
         if not isinstance(assigner, (TumblingEventTimeWindows, SlidingEventTimeWindows)) or not assigner.is_event_time:
             raise GraphError(f"the vectorized window path needs tumbling or sliding event-time windows, got {assigner!r}")
         for out, spec in aggregations.items():
@@ -144,6 +148,9 @@ class VectorWindowAggregateOperator(StreamOperator):
         self.ts_column = ts_column
         #: the timestamps records carry come first (False: ``with_timestamp(column)``, which wins)
         self.carried = carried
+        #: downstream of a window (operators._stream_base.UnstampedAfterWindow): a record without
+        #: a timestamp is refused, its time column is a field of a window's result
+        self.unstamped = unstamped
         self.size = assigner.size
         self.slide = getattr(assigner, "slide", assigner.size)
         self.offset = assigner.offset
@@ -188,6 +195,8 @@ class VectorWindowAggregateOperator(StreamOperator):
         carried = batch.timestamps if self.carried else None
         if carried is not None and len(carried) != len(batch):
             carried = None
+        if carried is None and self.unstamped is not None and len(batch):
+            raise self.unstamped.refusal(batch.records()[0])
         fields = (self.key_column, *(() if carried is not None else (self.ts_column,)), *(c for c, _ in self.base))
         rb = batch.typed_columns("window aggregate", fields)
         n = rb.num_rows

@@ -35,7 +35,7 @@ import numpy as np
 
 from raystream.checkpoint.descriptors import AggregateFunction
 from raystream.engine.errors import ConfigError, UserCodeError, short_repr
-from raystream.engine.events import Watermark
+from raystream.engine.events import MAX_WATERMARK, Watermark
 from raystream.engine.keygroups import key_group_for
 from raystream.engine.operator import KeyGroupedState, OperatorContext, Output, StreamOperator
 from raystream.engine.partitioners import KeySelector
@@ -74,6 +74,7 @@ from .windows import (
     Window,
     WindowAssigner,
     WindowContext,
+    _DynamicSessions,
 )
 
 __all__ = ["WindowOperator", "LIST", "REDUCE", "AGGREGATE"]
@@ -418,6 +419,28 @@ class WindowOperator(StreamOperator):
             stamps = ts.tolist()
         return records, keys, stamps
 
+    def _check_window_ends(self, mx: int, records: list[Any], stamps: Any) -> None:
+        """Fail (not drop) a record whose window ends after the largest watermark: it would
+        never fire (a count window's results carry ``GlobalWindow.max_timestamp()``, 2**63 - 1).
+        ``mx``: the largest of ``stamps``, the timestamps of ``records`` (checked per batch:
+        only a timestamp within the longest window of the end of time is looked at)."""
+        a = self.assigner
+        reach = max(getattr(a, "size", 0), getattr(a, "gap", 0))
+        if mx <= MAX_WATERMARK - reach and not isinstance(a, _DynamicSessions):
+            return
+        i = int(np.argmax(np.asarray(stamps, dtype=np.int64))) if not isinstance(stamps, list) else stamps.index(mx)
+        record = records[i]
+        windows = a.assign_windows(record, mx, self.ctx.clock.now_ms())
+        beyond = [w for w in windows if w.max_timestamp() > MAX_WATERMARK]
+        if beyond:
+            raise ConfigError(
+                f"event-time window {a!r}: the record {short_repr(record)} has the event timestamp {mx}, so its "
+                f"window {beyond[0]!r} ends after the largest watermark ({MAX_WATERMARK}) and would never fire. "
+                "A count (GlobalWindows) window's results carry GlobalWindow.max_timestamp() (2**63 - 1) as their "
+                "timestamp: give this window the time each record holds (window(...).with_timestamp(fn or 'column')) "
+                "or assign_timestamps_and_watermarks(...) before it"
+            )
+
     def process_batch(self, batch: Batch, input_index: int = 0) -> None:
         if self._panes_mode:
             self._process_panes(batch, input_index)
@@ -427,6 +450,8 @@ class WindowOperator(StreamOperator):
             self._flush()
             return
         values, keys, stamps = self._elements(batch, input_index)
+        if stamps:
+            self._check_window_ends(max(stamps), values, stamps)
         now = self.ctx.clock.now_ms()
         i = 0
         try:
@@ -473,6 +498,7 @@ class WindowOperator(StreamOperator):
                         return False
         except Exception:
             return False  # the per-record path raises the proper error
+        self._check_window_ends(mx, records, raw)
         a = self._tumbling
         size, off = a.size, a.offset
         first = mn - (mn - off) % size
@@ -554,6 +580,7 @@ class WindowOperator(StreamOperator):
         if len(batch) == 0:
             return
         records, keys, raw, mn, mx = self._pane_elements(batch, input_index)
+        self._check_window_ends(mx, records, raw)
         n = len(records)
         size, off = self._tumbling.size, self._tumbling.offset
         wm = self.timers.watermark

@@ -29,7 +29,16 @@ from raystream.engine.errors import GraphError
 from raystream.engine.graph import StreamEdge, Transformation
 from raystream.engine.partitioners import KeyGroupPartitioner, KeySelector
 
-from ._stream_base import WINDOW_NODES, StreamBase, find_timestamp_assigner, lost_timestamps_error
+from ._stream_base import (
+    GLOBAL_WINDOW_NODES,
+    WINDOW_NODES,
+    StreamBase,
+    UnstampedAfterWindow,
+    event_time_assigner,
+    find_timestamp_assigner,
+    global_window_error,
+    lost_timestamps_error,
+)
 from .evictors import CountEvictor, Evictor
 from .flink_functions import user_function
 from .functions import OutputTag, tag_name
@@ -225,11 +234,14 @@ class WindowedStream(Generic[S]):
         # A window after a window reads the timestamps its records carry (each result its
         # window's max_timestamp(), as Flink's cascaded windows): refused only where an operator
         # in between dropped them (map_batches...), as the upstream assigner would read a field
-        lost = None if self._ts is not None else lost_timestamps_error(
-            f"event-time window {self.assigner!r}", self.stream.node, ts)
+        if self._ts is not None:
+            return ts
+        what = f"event-time window {self.assigner!r}"
+        lost = lost_timestamps_error(what, self.stream.node, ts) or global_window_error(what, self.stream.node)
         if lost is not None:
             raise lost
-        return ts
+        # (downstream of a window a record without a timestamp is refused, not read with ts)
+        return event_time_assigner(what, self.stream.node, ts)
 
     def _operator(self, name: str, kind: str, fn: Any, window_function: ProcessWindowFunction | None) -> S:
         selector = self._selector
@@ -330,19 +342,23 @@ class WindowedStream(Generic[S]):
             return self._operator("window_aggregate", LIST, None, _SpecsWindowFunction(key_name, dict(specs)))
         assigner, late_tag, sp = self.assigner, self._late_tag, dict(specs)
         carried = self._ts is None  # (with_timestamp(column): that column wins over the records' timestamps)
+        unstamped = ts if isinstance(ts, UnstampedAfterWindow) else None
         schema_names = [key, "window_start", "window_end", *sp]
         if not combine:
             node = self.stream._add(
-                "window_aggregate", lambda: VectorWindowAggregateOperator(key, tcol, assigner, sp, late_tag, carried), keyed=True,
+                "window_aggregate", lambda: VectorWindowAggregateOperator(key, tcol, assigner, sp, late_tag, carried, unstamped),
+                keyed=True,
                 schema_names=schema_names,
             )
             return self._output(node)
         acc_names = [f"{c}_{f}" for c, f in base_aggregations(sp)]
-        local = self._combiner("window_aggregate (local)", lambda: VectorWindowCombiner(key, tcol, assigner, sp, passing, carried),
+        local = self._combiner("window_aggregate (local)",
+                               lambda: VectorWindowCombiner(key, tcol, assigner, sp, passing, carried, unstamped),
                                [key, PANE_COLUMN, *acc_names, EMISSION_COLUMN])
         node = self.stream.env.add_node(
             "window_aggregate", "operator", [StreamEdge(local, KeyGroupPartitioner(selector))],
-            operator_factory=lambda: VectorWindowAggregateOperator(key, tcol, assigner, sp, late_tag, carried), keyed=True,
+            operator_factory=lambda: VectorWindowAggregateOperator(key, tcol, assigner, sp, late_tag, carried, unstamped),
+            keyed=True,
             schema_names=schema_names,
         )
         return self._output(node)
@@ -356,6 +372,8 @@ class WindowedStream(Generic[S]):
         if self._all:
             node.parallelism = 1
         WINDOW_NODES.add(node)
+        if isinstance(self.assigner, GlobalWindows):
+            GLOBAL_WINDOW_NODES.add(node)
         return self.stream._stream(node)
 
     def _combiner(self, name: str, factory: Callable[[], Any], schema_names: list[str] | None) -> Transformation:
