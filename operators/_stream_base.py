@@ -35,7 +35,7 @@ from .time import TimestampAssigner
 
 __all__ = ["Key", "StreamBase", "add_two_input", "check_callable", "find_timestamp_assigner", "lost_timestamps_upstream",
            "lost_timestamps_error", "WINDOW_NODES", "GLOBAL_WINDOW_NODES", "DROPS_TIMESTAMPS", "window_upstream",
-           "UnstampedAfterWindow", "event_time_assigner", "global_window_error"]
+           "UnstampedAfterWindow", "event_time_assigner", "global_window_error", "record_timestamps"]
 
 S = TypeVar("S")
 
@@ -286,6 +286,19 @@ class UnstampedAfterWindow(TimestampAssigner):
 
     def __repr__(self) -> str:
         return f"UnstampedAfterWindow({self.upstream!r}, window={self.window!r})"
+
+
+def record_timestamps(node: Transformation) -> TimestampAssigner | None:
+    """The assigner a process function after ``node`` reads a record's ``ctx.timestamp()``
+    with when the record carries none: the upstream one (:func:`find_timestamp_assigner`),
+    or None where it would read a field of a window's result (a window upstream with no
+    assigner after it: :func:`window_upstream`; its results carry
+    their timestamps, a record without one was emitted so, e.g. by a processing-time
+    timer), so ``ctx.timestamp()`` is None there, as Flink's for a record without a timestamp."""
+    ts = find_timestamp_assigner(node)
+    if ts is not None and window_upstream(node) is not None:
+        return None
+    return ts
 
 
 def event_time_assigner(what: str, node: Transformation, assigner: TimestampAssigner) -> TimestampAssigner:

@@ -31,7 +31,7 @@ from typing import Any, Callable, Generic, Iterable, TypeVar
 from raystream.engine.errors import GraphError
 from raystream.engine.partitioners import BroadcastPartitioner, KeyGroupPartitioner, KeySelector
 
-from ._stream_base import Key, StreamBase, add_two_input, check_callable, find_timestamp_assigner
+from ._stream_base import Key, StreamBase, add_two_input, check_callable, record_timestamps
 from .functions import (
     NOT_RECORDS,
     BroadcastProcessFunction,
@@ -165,7 +165,7 @@ class ConnectedStreams(Generic[S]):
             if not isinstance(function, BroadcastProcessFunction):
                 raise GraphError(f"a connected broadcast stream needs a BroadcastProcessFunction, got {type(function).__name__}")
             broadcast_fn, names = function, list(second.state_names)
-            stamps = (find_timestamp_assigner(first.node), find_timestamp_assigner(second.stream.node))
+            stamps = (record_timestamps(first.node), record_timestamps(second.stream.node))
             key = first._key_selector()
             if key is not None:  # a keyed stream: keys, keyed state and timers in process_element
                 keyed_sel = key
@@ -188,13 +188,13 @@ class ConnectedStreams(Generic[S]):
                     raise GraphError("a KeyedCoProcessFunction needs keyed inputs: connect(...).key_by(key1, key2)")
                 sels = (k1, k2)
             key_sels = sels
-            ts = (find_timestamp_assigner(first.node), find_timestamp_assigner(second.node))
+            ts = (record_timestamps(first.node), record_timestamps(second.node))
             return add_two_input(first, second, name,
                                  lambda: KeyedCoProcessOperator(keyed_fn, key_sels, ts), True,
                                  (KeyGroupPartitioner(sels[0]), KeyGroupPartitioner(sels[1])))
         if isinstance(function, CoProcessFunction):
             co_fn = function
-            co_stamps = (find_timestamp_assigner(first.node), find_timestamp_assigner(second.node))
+            co_stamps = (record_timestamps(first.node), record_timestamps(second.node))
             return add_two_input(first, second, name, lambda: CoProcessOperator(co_fn, co_stamps), False,
                                  (first._partitioner, second._partitioner))
         if isinstance(function, BroadcastProcessFunction):

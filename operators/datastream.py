@@ -44,8 +44,7 @@ from ._stream_base import (
     Key,
     StreamBase,
     check_callable,
-    find_timestamp_assigner,
-    window_upstream,
+    record_timestamps,
 )
 from .arrow_aggregate import require_fields
 from .basic import FilterOperator, FlatMapOperator, MapBatchesOperator, MapOperator, ProcessOperator
@@ -79,7 +78,6 @@ from .keyed_final import (
 )
 from .sinks import CollectSink, JsonLinesSink, ParquetSink, PrintSink
 from .time import (
-    TimestampAssigner,
     TimestampsAndWatermarksOperator,
     WatermarkedSource,
     WatermarkStrategy,
@@ -243,7 +241,7 @@ class DataStream(StreamBase["DataStream"]):
                 f"process() after {self.node.name!r} expects a ProcessFunction instance, got "
                 f"{type(function).__name__}{hint}"
             )
-        ts = _record_timestamps(self.node)
+        ts = record_timestamps(self.node)
         return DataStream(self.env, self._add("process", lambda: ProcessOperator(function, ts)))
 
     # ------------------------------------------------------------------ batch API
@@ -543,19 +541,6 @@ def _dropped(stream: DataStream) -> DataStream:
     return stream
 
 
-def _record_timestamps(node: Transformation) -> TimestampAssigner | None:
-    """The assigner a process function after ``node`` reads a record's ``ctx.timestamp()``
-    with when the record carries none: the upstream one (:func:`find_timestamp_assigner`),
-    or None where it would read a field of a window's result (a window upstream with no
-    assigner after it: :func:`~operators._stream_base.window_upstream`; its results carry
-    their timestamps, a record without one was emitted so, e.g. by a processing-time
-    timer), so ``ctx.timestamp()`` is None there, as Flink's for a record without a timestamp."""
-    ts = find_timestamp_assigner(node)
-    if ts is not None and window_upstream(node) is not None:
-        return None
-    return ts
-
-
 class KeyedStream(DataStream):
     """A stream partitioned by key; keyed operators see all records of a key in one subtask."""
 
@@ -805,7 +790,7 @@ class KeyedStream(DataStream):
         if not isinstance(function, KeyedProcessFunction):
             raise GraphError(f"process() expects a KeyedProcessFunction instance, got {type(function).__name__}")
         selector = self.selector
-        ts = _record_timestamps(self.node)
+        ts = record_timestamps(self.node)
         return self._keyed("process", lambda: KeyedProcessOperator(selector, function, ts))
 
     def map_with_state(self, fn: Callable[[Any, Any], tuple[Any, Any]]) -> DataStream:
@@ -845,7 +830,7 @@ class KeyedStream(DataStream):
         check_callable(fn, method)
         function = WithStateFunction(fn, flat)
         selector = self.selector
-        ts = _record_timestamps(self.node)
+        ts = record_timestamps(self.node)
         return self._keyed(method, lambda: KeyedProcessOperator(selector, function, ts))
 
     def window(self, assigner: WindowAssigner) -> WindowedStream[DataStream]:

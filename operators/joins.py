@@ -24,7 +24,14 @@ from typing import Any, Callable, Generic, TypeVar
 from raystream.engine.errors import ConfigError, GraphError
 from raystream.engine.partitioners import KeyGroupPartitioner, KeySelector
 
-from ._stream_base import Key, StreamBase, add_two_input, find_timestamp_assigner
+from ._stream_base import (
+    Key,
+    StreamBase,
+    add_two_input,
+    event_time_assigner,
+    find_timestamp_assigner,
+    global_window_error,
+)
 from .functions import OutputTag, tag_name
 
 # the operators, re-exported from where they lived before operators.join_operators
@@ -115,7 +122,7 @@ class IntervalJoin(Generic[S]):
         ts0, ts1 = find_timestamp_assigner(self.left.node), find_timestamp_assigner(self.right.node)
         if ts0 is None or ts1 is None:
             raise GraphError("interval_join needs event timestamps on both inputs: assign_timestamps_and_watermarks(...) upstream")
-        ts = (ts0, ts1)
+        ts = _event_time_sides("interval_join", (self.left.node, self.right.node), (ts0, ts1))
         sels = (_key_of(self.left, "interval_join()"), _key_of(self.right, "interval_join()"))
         lo, hi = self.bounds
         # exclusive bounds are the inclusive ones a millisecond inside (timestamps are int ms), as in Flink
@@ -195,6 +202,9 @@ class JoinedStreams(Generic[S]):
         ts = (find_timestamp_assigner(self.first.node), find_timestamp_assigner(self.second.node))
         if self.assigner.is_event_time and (ts[0] is None or ts[1] is None):
             raise GraphError("an event-time window join needs timestamps on both inputs: assign_timestamps_and_watermarks(...)")
+        if self.assigner.is_event_time:
+            ts = _event_time_sides("window_co_group" if self.co_group else "window_join",
+                                   (self.first.node, self.second.node), ts)  # type: ignore[arg-type]
         sels = (self.k1, self.k2)
         assigner, trig, lateness, late_tag = self.assigner, self._trigger, self._lateness, self._late_tag
         function = _CoGroup(fn, None) if self.co_group else _CoGroup(None, fn)
@@ -206,3 +216,18 @@ class JoinedStreams(Generic[S]):
         return add_two_input(self.first, self.second, name,
                              lambda: CoGroupWindowOperator(sels, ts, assigner, function, trig, lateness, late_tag), True,
                              (KeyGroupPartitioner(sels[0]), KeyGroupPartitioner(sels[1])))
+
+
+def _event_time_sides(what: str, nodes: tuple[Any, Any], assigners: tuple[Any, Any]) -> tuple[Any, Any]:
+    """The assigners a join (``what``) reads each input's event time with: the upstream one,
+    or :class:`~operators._stream_base.UnstampedAfterWindow` for an input downstream of a
+    window, where a record without a timestamp must fail instead of having a field of a
+    window's result read as its time; an input downstream of a count window (whose results
+    carry the largest watermark as their time) is refused."""
+    out = []
+    for side, node, assigner in zip(("first", "second"), nodes, assigners):
+        error = global_window_error(f"{what} ({side} input)", node)
+        if error is not None:
+            raise error
+        out.append(event_time_assigner(f"{what} ({side} input)", node, assigner))
+    return out[0], out[1]
