@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from itertools import compress, islice
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -176,13 +176,7 @@ class FlatMapOperator(StreamOperator):
             if type(result) is list or type(result) is tuple:
                 out.extend(result)
             else:  # a generator (or any iterable): taken a piece at a time
-                try:
-                    items = iter(result)
-                except Exception as exc:  # no iterable: no records
-                    bad = not_records(result, self._name()) if not hasattr(result, "__iter__") else exc
-                    raise UserCodeError(r, bad) from exc
-                if items is not result and isinstance(result, NOT_RECORDS):  # (an iterator, a generator, is none)
-                    raise UserCodeError(r, not_records(result, self._name()))  # one record: its keys, characters
+                items = self._iterated(r, result)
                 while True:
                     room = self._piece - len(out)
                     try:
@@ -197,6 +191,19 @@ class FlatMapOperator(StreamOperator):
                 out = self._emit_piece(out)
         if out:
             self.output.emit(Batch.of_records(out))
+
+    def _iterated(self, record: Any, result: Any) -> Iterator[Any]:
+        """An iterator over ``result``, what ``fn(record)`` returned that is not a list or tuple:
+        a generator or any iterable; no iterable, or one record (a dict, str or bytes, whose
+        iteration would give its keys or characters), fails naming the function and the record."""
+        try:
+            items = iter(result)
+        except Exception as exc:  # no iterable: no records
+            bad = not_records(result, self._name()) if not hasattr(result, "__iter__") else exc
+            raise UserCodeError(record, bad) from exc
+        if items is not result and isinstance(result, NOT_RECORDS):  # (an iterator, a generator, is none)
+            raise UserCodeError(record, not_records(result, self._name()))
+        return items
 
     def _process_stamped(self, batch: Batch, stamps: np.ndarray) -> None:
         """:meth:`process_batch` of records with event timestamps: every result of a record
@@ -219,13 +226,7 @@ class FlatMapOperator(StreamOperator):
             if type(result) is list or type(result) is tuple:
                 out.extend(result)
             else:  # a generator (or any iterable): taken a piece at a time
-                try:
-                    items = iter(result)
-                except Exception as exc:  # no iterable: no records
-                    bad = not_records(result, self._name()) if not hasattr(result, "__iter__") else exc
-                    raise UserCodeError(r, bad) from exc
-                if items is not result and isinstance(result, NOT_RECORDS):  # (an iterator, a generator, is none)
-                    raise UserCodeError(r, not_records(result, self._name()))  # one record: its keys, characters
+                items = self._iterated(r, result)
                 while True:
                     room = self._piece - len(out)
                     try:
