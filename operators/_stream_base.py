@@ -124,17 +124,7 @@ DROPS_TIMESTAMPS: weakref.WeakSet[Transformation] = weakref.WeakSet()
 def _dropper_upstream(node: Transformation) -> Transformation | None:
     """A node of :data:`DROPS_TIMESTAMPS` between ``node`` (included) and the nearest upstream
     ``assign_timestamps_and_watermarks`` on some path into it (None: none is)."""
-    seen: set[int] = set()
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        if id(n) in seen or n.timestamp_assigner is not None:
-            continue
-        seen.add(id(n))
-        if n in DROPS_TIMESTAMPS:
-            return n
-        stack.extend(e.source for e in n.inputs if not e.feedback)
-    return None
+    return _window_upstream(node, DROPS_TIMESTAMPS)
 
 
 def lost_timestamps_upstream(node: Transformation) -> tuple[Transformation, Transformation] | None:
@@ -192,6 +182,9 @@ def lost_timestamps_error(what: str, node: Transformation, assigner: TimestampAs
 
 
 def _window_upstream(node: Transformation, windows: weakref.WeakSet[Transformation]) -> Transformation | None:
+    """A node of ``windows`` between ``node`` (included) and the nearest upstream
+    ``assign_timestamps_and_watermarks`` on some path into it (None: none is); feedback
+    edges are not followed."""
     seen: set[int] = set()
     stack = [node]
     while stack:
