@@ -16,22 +16,7 @@ from raystream.engine.errors import ConfigError, GraphError
 from raystream.engine.records import Batch
 from raystream.operators.testing import OperatorHarness
 from raystream.operators.windows import TumblingEventTimeWindows
-
-
-class Count(rs.ProcessWindowFunction):
-    def process(self, key: Any, context: Any, elements: Any) -> Any:
-        yield (key, len(list(elements)))
-
-
-class Debounce(rs.KeyedProcessFunction):
-    """Emits the key's last record from a processing-time timer: without a timestamp."""
-
-    def process_element(self, value: Any, ctx: Any) -> Any:
-        self.last = value
-        ctx.timer_service().register_processing_time_timer(ctx.timer_service().current_processing_time() + 10)
-
-    def on_timer(self, timestamp: int, ctx: Any) -> Any:
-        yield self.last
+from tests.event_time.test_probe_ts2_unstamped_after_window import Count, Debounce
 
 
 class StampBoth(rs.KeyedCoProcessFunction):
