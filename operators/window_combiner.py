@@ -83,7 +83,13 @@ from raystream.engine.records import Batch
 
 from .arrow_aggregate import group_aggregate
 from .time import TimestampAssigner, timestamp_column
-from .window_fast import EMISSION_COLUMN, PANE_COLUMN, base_aggregations, canonical_nan_keys
+from .window_fast import (
+    EMISSION_COLUMN,
+    PANE_COLUMN,
+    base_aggregations,
+    canonical_nan_keys,
+    carried_timestamps,
+)
 from .window_operator import AGGREGATE, WindowOperator
 from .windows import (
     ProcessWindowFunction,
@@ -222,11 +228,7 @@ class VectorWindowCombiner(_WatermarkState, StreamOperator):
             self.output.emit(batch)
             return
         # (the records' own timestamps, Flink's StreamRecord timestamps, before the time column)
-        carried = batch.timestamps if self.carried else None
-        if carried is not None and len(carried) != len(batch):
-            carried = None
-        if carried is None and self.unstamped is not None and len(batch):
-            raise self.unstamped.refusal(batch.records()[0])
+        carried = carried_timestamps(batch, self.carried, self.unstamped)
         fields = (self.key_column, *(() if carried is not None else (self.ts_column,)), *(c for c, _ in self.base))
         rb = batch.typed_columns("window aggregate (local)", fields)
         if not rb.num_rows:

@@ -80,6 +80,19 @@ def canonical_nan_keys(col: pa.Array | pa.ChunkedArray) -> pa.Array | pa.Chunked
     return pc.if_else(pc.is_nan(col), pa.scalar(float("nan"), col.type), col)
 
 
+def carried_timestamps(batch: Batch, use: bool, unstamped: UnstampedAfterWindow | None) -> np.ndarray | None:
+    """The event timestamps ``batch``'s records carry, for a vectorized window that reads them
+    (``use``) before its time column; None when they carry none, which is a ConfigError naming
+    the first record where a window upstream means they must (``unstamped``: an
+    :class:`~operators._stream_base.UnstampedAfterWindow`)."""
+    carried = batch.timestamps if use else None
+    if carried is not None and len(carried) != len(batch):
+        carried = None
+    if carried is None and unstamped is not None and len(batch):
+        raise unstamped.refusal(batch.records()[0])
+    return carried
+
+
 def base_aggregations(aggregations: dict[str, tuple[str, str]]) -> list[tuple[str, str]]:
     """The accumulated ``(column, fn)`` pairs behind ``aggregations`` (``mean`` is kept as
     sum and count), each once, in first-use order; accumulator ``i`` is named
@@ -192,11 +205,7 @@ class VectorWindowAggregateOperator(StreamOperator):
         # batch cut, instead of being counted as a null where its batch held other shapes);
         # the timestamps the records carry (Flink's StreamRecord timestamps: an upstream
         # window's max_timestamp(), a map's input's) before the time column
-        carried = batch.timestamps if self.carried else None
-        if carried is not None and len(carried) != len(batch):
-            carried = None
-        if carried is None and self.unstamped is not None and len(batch):
-            raise self.unstamped.refusal(batch.records()[0])
+        carried = carried_timestamps(batch, self.carried, self.unstamped)
         fields = (self.key_column, *(() if carried is not None else (self.ts_column,)), *(c for c, _ in self.base))
         rb = batch.typed_columns("window aggregate", fields)
         n = rb.num_rows
