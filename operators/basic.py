@@ -66,6 +66,23 @@ def run_stamps(runs: list[tuple[int, int]], n: int) -> np.ndarray | None:
     return np.repeat(values, lengths)
 
 
+def record_stamps(batch: Batch, n: int, assigner: TimestampAssigner | None) -> tuple[np.ndarray | None, list[int] | None]:
+    """``(carried, stamps)``: the timestamps of the ``n`` records of ``batch`` a process
+    function's ``ctx.timestamp`` takes, as a list (``stamps``): those the records carry
+    (Flink's StreamRecord timestamps, also returned as the array ``carried``), else what
+    ``assigner`` reads from them (``carried`` None), else None (records without timestamps).
+
+    Example:
+        >>> carried, stamps = record_stamps(Batch.stamped(["a", "b"], [5, 6]), 2, None)
+        >>> stamps, record_stamps(Batch.of_records(["a"]), 1, None)
+        ([5, 6], (None, None))
+    """
+    carried = batch.timestamps
+    if carried is not None and len(carried) == n:
+        return carried, carried.tolist()
+    return None, (None if assigner is None else assigner.timestamps_list(batch))
+
+
 def result_stamps(stamps: np.ndarray, ends: list[int], start: int = 0) -> np.ndarray:
     """The timestamps of a batch's results: ``ends[i]`` is the count of results after record
     ``i`` (of timestamp ``stamps[i]``; counted from ``start``), each result carries its
@@ -305,12 +322,7 @@ class ProcessOperator(StreamOperator):
         pctx = self.pctx
         fn = self.function.process_element
         records = batch.records()
-        carried = batch.timestamps
-        if carried is not None and len(carried) == len(records):
-            stamps: list[int] | None = carried.tolist()  # (the records' own: Flink's StreamRecord timestamps)
-        else:
-            stamps = None if self.timestamp_assigner is None else self.timestamp_assigner.timestamps_list(batch)
-            carried = None
+        carried, stamps = record_stamps(batch, len(records), self.timestamp_assigner)
         if stamps is None:  # (records without timestamps: ctx.timestamp is None, not the last batch's)
             pctx.timestamp = None
             for r in records:

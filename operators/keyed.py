@@ -25,7 +25,7 @@ from raystream.engine.partitioners import KeySelector
 from raystream.engine.records import Batch
 
 from .arrow_aggregate import group_aggregate
-from .basic import emit_side_outputs, result_stamps, run_stamps, stamp_side
+from .basic import emit_side_outputs, record_stamps, result_stamps, run_stamps, stamp_side
 from .functions import (
     KeyedProcessFunction,
     OnTimerContext,
@@ -821,12 +821,7 @@ class KeyedProcessOperator(StreamOperator):
             keys: list[Any] | None = self.key_selector.keys_of_records(records, batch)  # (canonical: timers' keys too)
         except Exception:  # noqa: BLE001 - a record without a key: the loop below names it
             keys = None
-        carried = batch.timestamps
-        if carried is not None and len(carried) == len(records):
-            stamps: list[int] | None = carried.tolist()  # (the records' own: Flink's StreamRecord timestamps)
-        else:
-            stamps = None if self.timestamp_assigner is None else self.timestamp_assigner.timestamps_list(batch)
-            carried = None
+        carried, stamps = record_stamps(batch, len(records), self.timestamp_assigner)
         if out:  # (output held from before: goes first, with its own timestamps or none)
             self._flush(pctx)
             out = self._out
