@@ -12,36 +12,17 @@ at parallelism 1 and 2 (in process), now that records carry their timestamps:
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 import raystream as rs
-from raystream.engine.config import JobConfig
 from raystream.engine.errors import GraphError
-from raystream.engine.local_runtime import run_in_process
-from raystream.operators.sinks import collected_records
 from raystream.operators.windows import TumblingEventTimeWindows
+from tests.event_time.test_probe_port_contexts import Stamp, run
 
 STRATEGY = rs.WatermarkStrategy.for_bounded_out_of_orderness(50).with_timestamp_column("ts")
 #: two streams in event-time order, 4 keys, at different paces
 LEFT = [{"k": f"k{i % 4}", "ts": i * 37, "i": i} for i in range(80)]
 RIGHT = [{"k": f"k{i % 4}", "ts": i * 53 + 11, "i": i} for i in range(60)]
-
-
-def run(env: rs.StreamEnvironment, sinks: dict[str, rs.DataStream], name: str) -> dict[str, list]:
-    """Collect each stream of ``sinks``, run the job in process, and return each one's records."""
-    for label, stream in sinks.items():
-        stream.collect().uid(f"out-{label}")
-    results = run_in_process(env.get_job_graph(), JobConfig(name=name), timeout_s=120)["results"]
-    return {label: collected_records(results[f"out-{label}"]) for label in sinks}
-
-
-class Stamp(rs.ProcessFunction):
-    """Each record with the ``ctx.timestamp`` it reaches a process function with."""
-
-    def process_element(self, value: Any, ctx: Any) -> Any:
-        yield (value, ctx.timestamp)
 
 
 @pytest.mark.parametrize("parallelism", [1, 2])

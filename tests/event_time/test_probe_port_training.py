@@ -23,28 +23,11 @@ import pytest
 
 import raystream as rs
 from raystream.checkpoint import ValueStateDescriptor
-from raystream.engine.config import JobConfig
-from raystream.engine.local_runtime import run_in_process
-from raystream.operators.sinks import collected_records
 from raystream.operators.windows import TumblingEventTimeWindows
+from tests.event_time.test_probe_port_contexts import Stamp, run
 
 HOUR = 3_600_000
 TWO_HOURS = 2 * HOUR
-
-
-def run(env: rs.StreamEnvironment, sinks: dict[str, rs.DataStream], name: str) -> dict[str, list]:
-    """Collect each stream of ``sinks``, run the job in process, and return each one's records."""
-    for label, stream in sinks.items():
-        stream.collect().uid(f"out-{label}")
-    results = run_in_process(env.get_job_graph(), JobConfig(name=name), timeout_s=120)["results"]
-    return {label: collected_records(results[f"out-{label}"]) for label in sinks}
-
-
-class Stamp(rs.ProcessFunction):
-    """Each record with the ``ctx.timestamp`` it reaches a process function with."""
-
-    def process_element(self, value: Any, ctx: Any) -> Any:
-        yield (value, ctx.timestamp)
 
 
 # -- hourly tips -----------------------------------------------------------------------------
