@@ -36,7 +36,7 @@ import math
 from typing import Any, Iterator, TypeVar
 
 from raystream.engine.errors import CheckpointError, StateError
-from raystream.engine.keygroups import KeyGroupRange, key_group_for
+from raystream.engine.keygroups import KeyGroupRange, key_group_for, moved_float
 from raystream.engine.operator import Clock, SystemClock
 
 from .backend import KeyedStateBackend
@@ -68,11 +68,12 @@ _PLAIN_KEY_TYPES = frozenset([str, int, float, bytes, bool, type(None)])
 
 def _needs_check(key: Any) -> bool:
     """Whether a restored key may have hashed otherwise before: anything but plain values
-    and tuples of them, and NaN (a NaN of another bit pattern than the canonical one, e.g.
-    ``-nan``, had a key group of its own before 2026-12-07)."""
+    and tuples of them, NaN (a NaN of another bit pattern than the canonical one, e.g.
+    ``-nan``, had a key group of its own before 2026-12-07) and an integral float of 2**63
+    or more in magnitude (hashed by its bits, not as the int it equals, before 2026-12-07)."""
     t = type(key)
     if t is float:
-        return key != key
+        return key != key or moved_float(key)
     if t in _PLAIN_KEY_TYPES:
         return False
     if t is tuple:
@@ -275,7 +276,7 @@ class HeapKeyedStateBackend(KeyTypeChecked, KeyedStateBackend):
         a TTL (value_table): use its ``value()`` / ``update()`` then.
 
         Example:
-            >>> from raystream.engine.keygroups import KeyGroupRange, key_group_for
+            >>> from raystream.engine.keygroups import KeyGroupRange, key_group_for, moved_float
             >>> from raystream.checkpoint import ValueStateDescriptor
             >>> b = HeapKeyedStateBackend(KeyGroupRange(0, 127), 128)
             >>> s = b.get_state(ValueStateDescriptor("v"))
@@ -596,7 +597,9 @@ class HeapKeyedStateBackend(KeyTypeChecked, KeyedStateBackend):
         namedtuple, a ``Decimal``, a tz-aware ``datetime``) hashed by their repr in snapshots
         written before 2026-12-06 and hash as the values they equal since; a NaN key of
         another bit pattern than the canonical one (``-nan``) had its own key group before
-        2026-12-07 and is the one NaN key since. Only such keys are
+        2026-12-07 and is the one NaN key since; an integral float of 2**63 or more in
+        magnitude (``2.0**70``) hashed by its bits before 2026-12-07 and as the int it equals
+        since (:func:`~engine.keygroups.moved_float`). Only such keys are
         checked (a type test each); a moved key whose new group this backend owns is re-filed.
 
         Raises:
@@ -605,8 +608,8 @@ class HeapKeyedStateBackend(KeyTypeChecked, KeyedStateBackend):
         """
         for name, table in self._tables.items():
             moved = [(kg, k) for kg, entries in table.items() for k in entries
-                     if (type(k) not in _PLAIN_KEY_TYPES or k != k) and _needs_check(k)
-                     and key_group_for(k, self._max_par) != kg]
+                     if (type(k) not in _PLAIN_KEY_TYPES or (type(k) is float and (k != k or moved_float(k))))
+                     and _needs_check(k) and key_group_for(k, self._max_par) != kg]
             for kg, key in moved:
                 new_kg = key_group_for(key, self._max_par)
                 if new_kg not in self._range:
@@ -614,8 +617,8 @@ class HeapKeyedStateBackend(KeyTypeChecked, KeyedStateBackend):
                         f"state {name!r} holds key {key!r} in key group {kg}, but this raystream puts it in key "
                         f"group {new_kg}, outside this subtask's range {self._range.start}..{self._range.end}: the "
                         "snapshot was written before keys equal to values of other types (IntEnum, str Enum, "
-                        "namedtuple, Decimal, tz-aware datetime) hashed as those values, or before every NaN "
-                        "(-nan, any payload) was one key; restore it at parallelism 1 (every key group local: "
+                        "namedtuple, Decimal, tz-aware datetime; integral floats from 2**63 on) hashed as those "
+                        "values, or before every NaN (-nan, any payload) was one key; restore it at parallelism 1 (every key group local: "
                         "such keys are moved), take a savepoint, and rescale from that"
                     )
                 target = table.setdefault(new_kg, {})

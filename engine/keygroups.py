@@ -62,6 +62,7 @@ __all__ = [
     "key_groups_of_keys",
     "key_groups_of_str_pairs",
     "key_groups_of_tuples",
+    "moved_float",
 ]
 
 DEFAULT_MAX_PARALLELISM = 128
@@ -192,8 +193,8 @@ def stable_hash(key: Any) -> int:
     if key is None:
         return _mix64(0x6E6F6E65)
     if t is float:
-        if key.is_integer() and abs(key) < 2**63:
-            return _mix64(int(key) & _M64)  # 3.0 and 3 are the same key, as in Python
+        if key.is_integer():  # 3.0 and 3 are the same key, as in Python (2.0**70 and 2**70 too)
+            return _mix64(int(key) & _M64)
         if key != key:  # every NaN (-nan, other payloads) is one key: the canonical NaN's hash
             key = _NAN
         return _mix64(zlib.crc32(struct.pack("<d", key)) ^ (_TAG_FLOAT << 32))
@@ -213,6 +214,22 @@ def stable_hash(key: Any) -> int:
     if isinstance(key, list):
         return _fold(_TAG_LIST, map(stable_hash, key))
     return _equal_value_hash(key)
+
+
+def moved_float(key: float) -> bool:
+    """Whether float ``key`` is integral and at least 2**63 in magnitude (``2.0**70``,
+    ``-2.0**63``): before 2026-12-07 :func:`stable_hash` hashed such a float by its bits, not as
+    the int it equals, so snapshots written before hold it in another key group (restores
+    re-file it).
+
+    Example:
+        >>> moved_float(2.0**70), moved_float(2.0**62), moved_float(1.5e300), moved_float(float("inf"))
+        (True, False, True, False)
+    """
+    return key.is_integer() and abs(key) >= _TWO_63
+
+
+_TWO_63 = 2.0**63
 
 
 def _equal_value_hash(key: Any) -> int:

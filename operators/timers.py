@@ -42,7 +42,7 @@ import numpy as np
 
 from raystream.engine.errors import CheckpointError, ConfigError, short_repr
 from raystream.engine.events import MIN_WATERMARK
-from raystream.engine.keygroups import KeyGroupRange, canonical_key, key_group_for
+from raystream.engine.keygroups import KeyGroupRange, canonical_key, key_group_for, moved_float
 from raystream.engine.operator import Cancellable, Clock, KeyGroupedState
 
 from .time import epoch_ms
@@ -259,13 +259,15 @@ class _TimerQueue(Generic[K, N]):
                 for time, key, ns in entries:
                     k = canonical_key(key)
                     g = kg
-                    if k is not key:
+                    if k is not key or _holds_moved_float(key):
                         g = key_group_for(k, self.max_parallelism)
                         if g not in key_groups:
+                            why = ("every NaN is one key since 2026-12-07" if k is not key else
+                                   "an integral float from 2**63 on hashes as the int it equals since 2026-12-07")
                             raise CheckpointError(
-                                f"restored timer of NaN key {key!r} at {time}: every NaN is one key since "
-                                f"2026-12-07, in key group {g}, outside this subtask's range: restore at "
-                                "parallelism 1 (every key group local), take a savepoint, and rescale from that"
+                                f"restored timer of {'NaN ' if k is not key else ''}key {key!r} at {time}: {why}, "
+                                f"in key group {g}, outside this subtask's range: restore at parallelism 1 (every "
+                                "key group local), take a savepoint, and rescale from that"
                             )
                     self.add(k, ns, time, g)
 
@@ -274,6 +276,16 @@ class _TimerQueue(Generic[K, N]):
 
     def stats(self) -> dict[str, int]:
         return {"heap": len(self.heap), "key_group_cache": len(self._kg_cache)}
+
+
+def _holds_moved_float(key: Any) -> bool:
+    """Whether a restored timer's key is (or a tuple holding) an integral float of 2**63 or
+    more in magnitude, which snapshots written before 2026-12-07 hold in another key group
+    (:func:`~engine.keygroups.moved_float`)."""
+    t = type(key)
+    if t is float:
+        return moved_float(key)
+    return t is tuple and any(map(_holds_moved_float, key))
 
 
 def _cancel(handle: Cancellable | None) -> bool:
