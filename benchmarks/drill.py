@@ -2,7 +2,7 @@
 
     python -m benchmarks.drill --seeds 20 [--start 0] [--no-kill-master] [--keep DIR]
                                [--state-backend rocksdb] [--buffer-bytes 2048]
-                               [--workload running-sum|event-time]
+                               [--workload running-sum|event-time|statefun]
 
 For each seed, ``random.Random(seed)`` picks one or two storage faults, injected through
 :mod:`checkpoint.faults` into checkpoint storage (or the file sink's filesystem)...
@@ -44,10 +44,24 @@ its line says which. The job (``--workload``) ends in an exactly-once sink (``co
     timers, watermarks and the timestamps on the channels go through the same kills and
     storage faults. No record is late (see :data:`OUT_OF_ORDER_MS`), so the output does not
     depend on when watermarks are made.
+``statefun``
+    stateful functions (one feedback-loop operator, :mod:`statefun_api.job`): the ingress routes
+    record ``i`` to the counter of its key; the embedded functions run at p=2 whatever the
+    seed's parallelism (:data:`FUNCTION_PARALLELISM`). A counter keeps a value (the sum of its
+    records' values) and a per-address counter in persisted state and sends its egress record,
+    a message to each of two fan addresses (:func:`fan_targets`; about half of them to the
+    other subtask, over the feedback edge) and, every tenth record, a delayed message
+    (``send_after``, :data:`DELAY_MS`) to a third function; the fan and late functions count
+    what they get and egress it. The dispatchers' queues have a 2 KiB memory budget
+    (:data:`INBOX_MEMORY_BYTES`, small mailbox steps and a small in-flight cap), so they spill
+    to disk while the faults land (each line says how many messages spilled; the failure-free
+    check fails if none did). The egress is compared with :func:`statefun_reference`: records
+    whose content does not depend on the order in which messages of several senders arrive.
 
 Its committed output is compared, as a multiset, with the failure-free output computed in
 plain Python (checked once against a failure-free run of the engine), and each seed prints
-its faults and "lost N, duplicated M". The exit code is 1 if any seed lost or duplicated a
+its faults and "lost N, duplicated M", then the restarts of its job (under every job master: a
+new master counts its own from 0, so the drill adds those of each master it killed). The exit code is 1 if any seed lost or duplicated a
 record or its job failed.
 
 One Ray session serves every seed; :func:`run_drill` is what ``tests/integration/test_drill.py``
@@ -94,6 +108,9 @@ __all__ = [
     "reference_output",
     "event",
     "event_time_reference",
+    "fan_targets",
+    "statefun_functions",
+    "statefun_reference",
     "run_seed",
     "run_drill",
     "summary",
@@ -120,7 +137,7 @@ INTERVAL_MS = 100  # checkpoint interval
 JOB_TIMEOUT_S = 90.0  # a seed whose job runs longer is cancelled and reported as failed
 
 #: the drill's jobs (``--workload``): the first is the default
-WORKLOADS = ("running-sum", "event-time")
+WORKLOADS = ("running-sum", "event-time", "statefun")
 
 
 @dataclass(frozen=True)
@@ -169,11 +186,12 @@ class DrillOutcome:
     duplicated: int = 0
     records: int = 0
     error: str | None = None
-    restarts: int = 0
+    restarts: int = 0  # under every master of the job: those killed, then the last one
     failovers: int = 0
     checkpoints: dict = field(default_factory=dict)
     injected: dict = field(default_factory=dict)
     kills: list = field(default_factory=list)
+    spilled: int = 0  # messages the statefun job's dispatchers spilled to disk (its last master's run)
     missed: list = field(default_factory=list)  # planned kills that could not be done, and why
     notes: list = field(default_factory=list)
     seconds: float = 0.0
@@ -198,6 +216,8 @@ class DrillOutcome:
         ]
         if self.failovers:
             facts.insert(1, f"failovers {self.failovers}")
+        if self.spilled:
+            facts.insert(-1, f"spilled {self.spilled} messages")
         if self.kills:
             facts.insert(0, "killed " + ", ".join(self.kills))
         text = f"{head} ({'; '.join(facts)})"
@@ -464,7 +484,157 @@ def event_time_reference(n: int = N) -> list[tuple]:
     return out
 
 
+# -- the stateful-functions job (--workload statefun) -----------------------------------------
+
+COUNTER = "drill/counter"  # one address per key of :func:`record`: the ingress messages
+FAN = "drill/fan"  # addresses the counters fan out to (over the feedback edge at p=2)
+LATE = "drill/late"  # addresses of the delayed messages
+EGRESS = "drill/out"
+FAN_IDS = 29  # fan addresses f00..f28
+LATE_IDS = 7  # late addresses l0..l6
+DELAY_EVERY = 10  # ingress message i sends a delayed message when i % DELAY_EVERY == 3
+DELAY_MS = 150  # its delay (processing time): it fires while later input is still coming
+FUNCTION_PARALLELISM = 2  # the dispatcher's, whatever the seed's parallelism
+FUNCTIONS_NAME = "drill-functions"  # the dispatcher's operator name (its metrics)
+#: the dispatchers' memory budget for queued messages: far below what a 100-message ingress
+#: batch and its fan-out take, so they spill to disk (``spill_dir``) under every fault
+INBOX_MEMORY_BYTES = 2048
+#: messages invoked per mailbox step (the active set holds twice as many; the rest queue, and
+#: spill): small, so barriers and kills land between steps of a batch and its fan-out
+DRAIN_STEP = 8
+#: the ingress is admitted while a dispatcher holds fewer messages (the rest of a batch is
+#: held, and snapshotted as held)
+MAX_IN_FLIGHT = 256
+
+
+def fan_targets(key: str, count: int) -> tuple[str, str]:
+    """The two fan addresses counter ``key`` sends its ``count``-th message to."""
+    k = int(key[1:])
+    return f"f{(k * 31 + count * 7) % FAN_IDS:02d}", f"f{(k * 17 + count * 13 + 5) % FAN_IDS:02d}"
+
+
+def _counter(context: Any, message: Any) -> None:
+    """Ingress message ``i`` to counter ``key``: the count of its messages (``n``) and the sum
+    of their values (``total``) in its persisted state; egress ``("count", key, n, total, i)``;
+    a message ``[key, n]`` to each of :func:`fan_targets`; every :data:`DELAY_EVERY` th message
+    a delayed message ``i`` to a late address."""
+    from datetime import timedelta
+
+    from raystream.statefun_api import egress_message_builder, message_builder
+
+    i = message.as_int()
+    key = context.address.id
+    n = (context.storage.n or 0) + 1
+    total = (context.storage.total or 0) + record(i)["value"]
+    context.storage.n, context.storage.total = n, total
+    context.send_egress(egress_message_builder(EGRESS, ["count", key, n, total, i], _EGRESS_TYPE))
+    for target in fan_targets(key, n):
+        context.send(message_builder(FAN, target, value=[key, n], value_type=_EGRESS_TYPE))
+    if i % DELAY_EVERY == 3:
+        context.send_after(timedelta(milliseconds=DELAY_MS),
+                           message_builder(LATE, f"l{i % LATE_IDS}", int_value=i))
+
+
+def _fan(context: Any, message: Any) -> None:
+    """A fanned-out ``[key, n]``: the address's count ``m`` of them (persisted); egress
+    ``("fan", id, m)`` and ``("fan-from", id, key, n)`` (a multiset whatever order the senders'
+    messages arrive in)."""
+    from raystream.statefun_api import egress_message_builder
+
+    key, n = message.as_type(_EGRESS_TYPE)
+    m = (context.storage.m or 0) + 1
+    context.storage.m = m
+    context.send_egress(egress_message_builder(EGRESS, ["fan", context.address.id, m], _EGRESS_TYPE))
+    context.send_egress(egress_message_builder(EGRESS, ["fan-from", context.address.id, key, n], _EGRESS_TYPE))
+
+
+def _late(context: Any, message: Any) -> None:
+    """A delayed message ``i``: the address's count ``k`` of them (persisted); egress
+    ``("late", id, k)`` and ``("late-from", id, i)``."""
+    from raystream.statefun_api import egress_message_builder
+
+    k = (context.storage.k or 0) + 1
+    context.storage.k = k
+    context.send_egress(egress_message_builder(EGRESS, ["late", context.address.id, k], _EGRESS_TYPE))
+    context.send_egress(egress_message_builder(EGRESS, ["late-from", context.address.id, message.as_int()],
+                                               _EGRESS_TYPE))
+
+
+def _statefun_types() -> Any:
+    from raystream.statefun_api import make_json_type
+
+    return make_json_type("drill/record")
+
+
+_EGRESS_TYPE = _statefun_types()  # (one Type object: the egress is declared with it)
+
+
+def statefun_functions() -> Any:
+    """The drill's stateful functions (embedded): :func:`_counter` with a value ``total`` and
+    a counter ``n`` per address, :func:`_fan` and :func:`_late` with a counter each."""
+    from raystream.statefun_api import IntType, StatefulFunctions, ValueSpec
+
+    functions = StatefulFunctions()
+    functions.bind(COUNTER, specs=[ValueSpec("n", IntType), ValueSpec("total", IntType)])(_counter)
+    functions.bind(FAN, specs=[ValueSpec("m", IntType)])(_fan)
+    functions.bind(LATE, specs=[ValueSpec("k", IntType)])(_late)
+    return functions
+
+
+def _route(r: dict) -> Any:
+    """The ingress router: record i -> message ``i`` to the counter of its key."""
+    from raystream.statefun_api import message_builder
+
+    return message_builder(COUNTER, r["key"], int_value=r["i"])
+
+
+def statefun_reference(n: int = N) -> list[tuple]:
+    """The failure-free egress of the stateful-functions job, computed in plain Python."""
+    out: list[tuple] = []
+    counts: dict[str, int] = {}
+    totals: dict[str, int] = {}
+    seen: dict[str, int] = {}
+    for i in range(n):
+        r = record(i)
+        key = r["key"]
+        counts[key] = counts.get(key, 0) + 1
+        totals[key] = totals.get(key, 0) + r["value"]
+        out.append(("count", key, counts[key], totals[key], i))
+        for target in fan_targets(key, counts[key]):
+            seen[target] = seen.get(target, 0) + 1
+            out += [("fan", target, seen[target]), ("fan-from", target, key, counts[key])]
+        if i % DELAY_EVERY == 3:
+            late = f"l{i % LATE_IDS}"
+            seen[late] = seen.get(late, 0) + 1
+            out += [("late", late, seen[late]), ("late-from", late, i)]
+    return out
+
+
+def _build_statefun(env: rs.StreamEnvironment, n: int, rate: int, sink: Any, gates: _KillGates | None,
+                    spill_dir: str) -> None:
+    from raystream.statefun_api.job import StatefulFunctionsJob
+
+    fn = record if gates is None else gates
+    sf = StatefulFunctionsJob(env, statefun_functions(), name=FUNCTIONS_NAME, parallelism=FUNCTION_PARALLELISM,
+                              inbox_memory_bytes=INBOX_MEMORY_BYTES, spill_dir=spill_dir, drain_step=DRAIN_STEP,
+                              max_in_flight=MAX_IN_FLIGHT)
+    sf.with_ingress(env.generate(fn, count=n, rate=rate, batch_size=100).set_parallelism(1).uid("drill-ingress"),
+                    _route)
+    stream = sf.egress_stream(EGRESS, _EGRESS_TYPE).map(tuple).uid("drill-egress-tuples")
+    if sink is None:
+        stream.collect()
+    else:
+        stream.sink_to(sink)
+
+
+def _spilled(result: rs.JobResult) -> int:
+    """Messages the statefun job's dispatchers spilled to disk (0 for the other jobs)."""
+    return int(result.metrics.get("operators", {}).get(FUNCTIONS_NAME, {}).get("spilled_messages", 0))
+
+
 def _reference(workload: str, n: int) -> list[tuple]:
+    if workload == "statefun":
+        return statefun_reference(n)
     return event_time_reference(n) if workload == "event-time" else reference_output(n)
 
 
@@ -489,9 +659,12 @@ def _build_event_time(env: rs.StreamEnvironment, n: int, rate: int, sink: Any,
 
 
 def _build(env: rs.StreamEnvironment, n: int, rate: int, sink: Any, keyed_state: bool = False,
-           gates: _KillGates | None = None, workload: str = WORKLOADS[0]) -> None:
+           gates: _KillGates | None = None, workload: str = WORKLOADS[0], spill_dir: str | None = None) -> None:
     if workload == "event-time":
         _build_event_time(env, n, rate, sink, gates)
+        return
+    if workload == "statefun":
+        _build_statefun(env, n, rate, sink, gates, spill_dir or tempfile.gettempdir())
         return
     if workload != "running-sum":
         raise ValueError(f"unknown drill workload {workload!r}; known: {WORKLOADS}")
@@ -581,6 +754,14 @@ def _kill(
     return f"task ({v}, {s})"
 
 
+def _restarts(client: rs.JobClient) -> int:
+    """The restarts of the job under its current master (0 if it cannot tell)."""
+    try:
+        return int(client.info().get("restarts", 0))
+    except Exception:  # noqa: BLE001 - a master being replaced answers nothing useful yet
+        return 0
+
+
 def _waits_at(marker: str) -> Callable[[str, tuple[int, int]], bool]:
     """Ready: the job runs and its source waits at the gate whose marker file is ``marker``."""
     return lambda status, _run: status == "RUNNING" and os.path.exists(marker)
@@ -616,8 +797,12 @@ def _run_kills(
                 outcome.missed.append(f"{fault}: the source did not reach record {at} ({seen})")
                 return
             _status, before = _state(client)
+            # a new master counts its restarts anew (JobResult.metrics["restarts"] are the last
+            # master's): the restarts under the master about to die are counted here
+            restarts = _restarts(client) if fault.kind == "kill-master" else 0
             killed = _kill(client, fault, rng, parallelisms)
             if killed is not None:
+                outcome.restarts += restarts
                 break
         if killed is None:
             outcome.missed.append(f"{fault}: no task to kill at record {at} in 5 tries")
@@ -645,7 +830,7 @@ def run_seed(
 ) -> DrillOutcome:
     """Run the drill's job under ``plan``'s faults and compare it with ``reference``
     (``state_backend``: run the running sum in keyed state on that backend, e.g. "rocksdb",
-    or the event-time job's windows and process function on it; ``buffer_bytes``: the tasks'
+    or the event-time job's windows and process function, or the functions' state, on it; ``buffer_bytes``: the tasks'
     send budget, small to slice every send and chain call; ``workload``: a name of
     :data:`WORKLOADS`)."""
     reference = reference if reference is not None else _reference(workload, n)
@@ -679,7 +864,7 @@ def run_seed(
     gates = _KillGates(str(gate_dir), [f.at_record or 0 for f in kills],
                        make=event if workload == "event-time" else record)
     _build(env, n, rate, sink, keyed_state=state_backend is not None, gates=gates if kills else None,
-           workload=workload)
+           workload=workload, spill_dir=str(workdir / "spill"))
     parallelisms = [v.parallelism for v in env.get_job_graph().vertices]
     started = time.monotonic()
     client = env.execute_async(f"drill-{plan.seed}")
@@ -702,9 +887,10 @@ def run_seed(
     outcome.seconds = time.monotonic() - started
     outcome.injected = read_fault_log(log_path)
     if result is not None:
-        outcome.restarts = result.metrics.get("restarts", 0)
+        outcome.restarts += result.metrics.get("restarts", 0)  # (those of killed masters are in already)
         outcome.failovers = getattr(result, "failovers", 0)
         outcome.checkpoints = dict(result.checkpoints or {})
+        outcome.spilled = _spilled(result)
     got = _output(result, out_dir) if result is not None or out_dir is not None else []
     outcome.records = len(got)
     lost = Counter(reference) - Counter(got)
@@ -741,13 +927,18 @@ def summary(outcomes: list[DrillOutcome]) -> str:
 
 def check_reference(workdir: Path, n: int = N, rate: int = RATE, workload: str = WORKLOADS[0]) -> str | None:
     """Run the job once without faults (this also warms the worker pool); None if its
-    output equals :func:`reference_output` (:func:`event_time_reference`), else what differs."""
+    output equals :func:`reference_output` (:func:`event_time_reference`, :func:`statefun_reference`,
+    which must also have spilled), else what differs."""
     env = rs.StreamEnvironment(parallelism=2, flush_ms=20)
     env.enable_checkpointing(INTERVAL_MS, checkpoint_dir=str(workdir / "reference-chk"))
-    _build(env, n, rate * 4, None, workload=workload)
-    got = _output(env.execute("drill-reference"), None)
+    _build(env, n, rate * 4, None, workload=workload, spill_dir=str(workdir / "reference-spill"))
+    result = env.execute("drill-reference")
+    got = _output(result, None)
     want = _reference(workload, n)
     if sorted(got) == sorted(want):
+        if workload == "statefun" and not _spilled(result):
+            return (f"the failure-free run of statefun spilled no message (inbox_memory_bytes="
+                    f"{INBOX_MEMORY_BYTES}): the drill would not test spilling under its faults")
         return None
     lost, dup = Counter(want) - Counter(got), Counter(got) - Counter(want)
     return (f"the failure-free run of {workload} differs from the reference: {sum(lost.values())} missing "
@@ -815,13 +1006,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-kill-master", action="store_true", help="never kill the job master")
     p.add_argument("--state-backend", choices=["heap", "rocksdb"], default=None,
                    help="keep the running sum in keyed state on this backend (default: reduce's operator state); "
-                   "the event-time job's windows and timers on it (default: heap)")
+                   "the event-time job's windows and timers, the functions' state on it (default: heap)")
     p.add_argument("--buffer-bytes", type=int, default=None, metavar="BYTES",
                    help="the tasks' send budget (StreamEnvironment(buffer_bytes=)); e.g. 2048 slices every send "
                    "and every chain call")
     p.add_argument("--workload", choices=WORKLOADS, default=WORKLOADS[0],
-                   help="the job: a keyed running sum (default), or event-time windows, cascaded, then "
-                   "event-time timers")
+                   help="the job: a keyed running sum (default), event-time windows, cascaded, then "
+                   "event-time timers, or stateful functions with fan-out, delayed messages and spilling")
     p.add_argument(
         "--keep", metavar="DIR", help="keep checkpoints, outputs and fault logs under DIR"
     )
