@@ -82,6 +82,7 @@ __all__ = [
     "IncrementalStateHandle",
     "CheckpointStorage",
     "CheckpointStorageUnavailable",
+    "DISCARD_ATTEMPTS",
     "SavepointReader",
     "check_savepoint",
     "resolve_storage",
@@ -104,6 +105,9 @@ _IN_PROGRESS = ".inprogress-"
 _SHARED_FILE = re.compile(r"^(\d+)-")
 #: the name of a marker a job restoring from a retained checkpoint leaves in its directory
 _RESTORING = "_restoring-"
+#: how often :meth:`CheckpointStorage.discard` deletes a checkpoint directory that a late
+#: snapshot write keeps filling (each delete takes what was written before it)
+DISCARD_ATTEMPTS = 3
 #: characters a job id cannot have in its directory's name
 _NOT_IN_SEGMENT = re.compile("[/\\\\\x00]")
 _OBJECT_STORES = frozenset({"s3", "gcs", "abfs"})
@@ -658,13 +662,32 @@ class CheckpointStorage:
         return complete[-1] if complete else None
 
     def discard(self, job_id: str, checkpoint_id: int) -> None:
-        """Delete a checkpoint directory (no error if it does not exist)."""
+        """Delete a checkpoint directory (no error if it does not exist).
+
+        A task may still be writing its snapshot into the directory of an aborted checkpoint
+        while the job master deletes it: a local or NFS delete walks the directory, and a file
+        created behind the walk fails the last ``rmdir`` ("Directory not empty"); an object
+        store's listing misses it and leaves it. So the directory is deleted again while it
+        is still there, up to :data:`DISCARD_ATTEMPTS` times; a file written after that is
+        deleted with the checkpoint when its task's late ack arrives (the master discards the
+        checkpoint again then).
+
+        Raises:
+            CheckpointError: the directory is still there after the attempts (the last error).
+        """
         path = self.checkpoint_path(job_id, checkpoint_id)
-        try:
-            if self._fs.get_file_info(path).type != pafs.FileType.NotFound:
+        error: OSError | None = None
+        for attempt in range(DISCARD_ATTEMPTS + 1):
+            try:
+                if self._fs.get_file_info(path).type == pafs.FileType.NotFound:
+                    return
+                if attempt == DISCARD_ATTEMPTS:
+                    break
                 self._fs.delete_dir(path)
-        except OSError as exc:
-            raise CheckpointError(f"cannot discard checkpoint {path!r}: {exc}") from exc
+            except OSError as exc:
+                error = exc
+        reason = error if error is not None else "files were written into it while it was deleted"
+        raise CheckpointError(f"cannot discard checkpoint {path!r} ({DISCARD_ATTEMPTS} attempts): {reason}") from error
 
     def retain(self, job_id: str, n: int) -> list[int]:
         """Keep the newest ``n`` complete checkpoints; discard older ones.
