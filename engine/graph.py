@@ -38,6 +38,7 @@ __all__ = [
     "JobGraph",
     "TimestampAssignerLike",
     "build_job_graph",
+    "check_max_parallelism",
     "resolve_at_submit",
     "ship",
 ]
@@ -250,15 +251,44 @@ def check_node_parallelism(node: Transformation, parallelism: int) -> int:
     return parallelism
 
 
+def check_max_parallelism(nodes: list[Transformation], max_parallelism: int) -> None:
+    """A :class:`GraphError` naming every operator whose parallelism is above
+    ``max_parallelism``, keyed or not, and why the limit binds each kind: a keyed operator's
+    state is split into ``max_parallelism`` key groups and each of its subtasks owns at least
+    one; every other subtask is given a key-group range too (its operator context's, which
+    the restore of operator state holding per-key parts cuts by), so the limit binds every
+    operator, as in Flink, where a vertex's parallelism is at most its max parallelism.
+
+    Example:
+        >>> check_max_parallelism([Transformation(1, "parse", "map", 6)], 4)
+        Traceback (most recent call last):
+        ...
+        raystream.engine.errors.GraphError: operator 'parse' (parallelism 6) is above max_parallelism 4: every subtask of a job owns a range of its max_parallelism key groups, also a subtask without keyed state (as in Flink, where no operator runs above its max parallelism); set StreamEnvironment(max_parallelism=6) or more (a savepoint with keyed state restores only at the max_parallelism it was taken with), or lower the parallelism of 'parse'
+    """
+    above = [n for n in nodes if n.parallelism > max_parallelism]
+    if not above:
+        return
+    names = ", ".join(f"{n.name!r} (parallelism {n.parallelism}{', keyed' if n.keyed else ''})" for n in above)
+    keyed = any(n.keyed for n in above)
+    why = ("a keyed operator's state is split into max_parallelism key groups, each subtask owning at least one, "
+           "and every other subtask owns a range of them too" if keyed else
+           "every subtask of a job owns a range of its max_parallelism key groups, also a subtask without keyed "
+           "state")
+    raise GraphError(
+        f"operator{'s' if len(above) > 1 else ''} {names} {'are' if len(above) > 1 else 'is'} above max_parallelism "
+        f"{max_parallelism}: {why} (as in Flink, where no operator runs above its max parallelism); set "
+        f"StreamEnvironment(max_parallelism={max(n.parallelism for n in above)}) or more (a savepoint with keyed "
+        "state restores only at the max_parallelism it was taken with), or lower the parallelism of "
+        + ", ".join(repr(n.name) for n in above)
+    )
+
+
 def build_job_graph(graph: StreamGraph, max_parallelism: int) -> JobGraph:
     """Fuse chainable operators and resolve partitioners (see module docstring)."""
     if not graph.nodes:
         raise GraphError("the job has no operators: add a source and a sink")
+    check_max_parallelism(graph.nodes, max_parallelism)
     for node in graph.nodes:
-        if node.parallelism > max_parallelism:
-            raise GraphError(
-                f"operator {node.name!r} has parallelism {node.parallelism} above max_parallelism {max_parallelism}"
-            )
         check_node_parallelism(node, node.parallelism)
     sinks = [n for n in graph.nodes if n.kind == "sink"]
     if not sinks:
