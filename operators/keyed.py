@@ -895,7 +895,7 @@ class KeyedProcessOperator(StreamOperator):
                 add_results(self._out, result, self.function, "on_timer", tctx)
                 if event_time:  # (Flink: an event-time timer's output carries the timer's time)
                     self._runs.append((len(self._out), time))
-            if event_time and tctx._side:
+            if tctx._side:  # (Flink: its side outputs carry the timer's time in either domain)
                 stamp_side(tctx._side, self._side_ts, time)
         except Exception as exc:
             raise UserCodeError(f"on_timer(key={key!r}, time={time!r})", flink_hint(exc)) from exc

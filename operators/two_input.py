@@ -336,6 +336,7 @@ class _KeyedTimers:
     _out: list
     _emit: Callable[[list, ProcessContext], None]
     _stamp: Callable[[list, ProcessContext, int], None]
+    _side_ts: dict[str, list[int]]
 
     def _flush(self, ctx: ProcessContext) -> None:
         out, self._out = self._out, []
@@ -357,6 +358,8 @@ class _KeyedTimers:
                 add_results(self._out, res, self.function, "on_timer", t)
             if domain == "event_time":  # (Flink: an event-time timer's output carries its time)
                 self._stamp(self._out, t, time)
+            elif t._side:  # (its side outputs carry the timer's time in either domain, as Flink's)
+                stamp_side(t._side, self._side_ts, time)
         except Exception as exc:
             raise UserCodeError(f"on_timer(key={key!r}, time={time!r})", flink_hint(exc)) from exc
 

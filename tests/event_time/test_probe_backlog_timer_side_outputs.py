@@ -4,18 +4,15 @@ timer.getTimestamp())``, KeyedProcessOperator and KeyedCoProcessOperator); the m
 processing-time timer carries none (``collector.eraseTimestamp()``), an event-time timer's
 carries its time (``setAbsoluteTimestamp``).
 
-raystream stamps an event-time timer's side outputs, but a processing-time timer's carry none
-(operators/keyed.py ``KeyedProcessOperator._fire`` and operators/two_input.py
-``_KeyedTimers._fire`` stamp side outputs only for ``event_time``): the tests marked xfail
-(strict) show it and pass once both stamp them in either domain (the fix is in files of another
-area; see the report)."""
+Before, raystream stamped an event-time timer's side outputs only; a processing-time timer's
+carried none (operators/keyed.py ``KeyedProcessOperator._fire`` and operators/two_input.py
+``_KeyedTimers._fire``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
-import pytest
 
 from raystream.engine.partitioners import KeySelector
 from raystream.engine.records import Batch
@@ -24,12 +21,6 @@ from raystream.operators.keyed import KeyedProcessOperator
 from raystream.operators.testing import OperatorHarness
 from raystream.operators.time import TimestampAssigner
 from raystream.operators.two_input import KeyedCoProcessOperator
-
-NOT_ALIGNED = pytest.mark.xfail(
-    strict=True,
-    reason="a processing-time timer's side outputs carry no timestamp (keyed.py / two_input.py _fire stamp them "
-           "for event time only); Flink stamps them with the timer's time",
-)
 
 
 def _stamped(records: list, stamps: list[int]) -> Batch:
@@ -91,7 +82,6 @@ def test_a_processing_time_timers_main_output_carries_no_timestamp():
     assert _emitted(h.output.batches) == [(("main", 50), None)]
 
 
-@NOT_ALIGNED
 def test_a_processing_time_timers_side_output_carries_its_time():
     h = OperatorHarness(KeyedProcessOperator(KeySelector(0), Timers("processing_time")))
     h.process(_stamped([("a", 1)], [1_000]))
@@ -99,7 +89,6 @@ def test_a_processing_time_timers_side_output_carries_its_time():
     assert _emitted(h.output.side["late"]) == [(("side", 50), 50)]
 
 
-@NOT_ALIGNED
 def test_a_keyed_co_process_processing_time_timers_side_output_carries_its_time():
     ts = TimestampAssigner(column=1)
     h = OperatorHarness(KeyedCoProcessOperator(CoTimers(), (KeySelector(0), KeySelector(0)), (ts, ts)))
