@@ -794,6 +794,7 @@ class FunctionDispatcher(StreamOperator):
         entry is its key group). The whole step is one Python frame: what an
         invocation needs of the dispatcher stays in locals from one address to the next."""
         limit = self.config.max_batch_per_address
+        refcount = _refcount  # (a local: read once per message)
         pending = self._pending
         ready = self._ready
         targets = self._targets
@@ -916,7 +917,7 @@ class FunctionDispatcher(StreamOperator):
                             if outcome is not None:  # a sync wrapper returning a coroutine, or a generator (refused)
                                 index = n - length_hint(remaining) - 1
                                 settle_outcome(outcome, address, index, n, m.value_typename(), context._caller)
-                            if _refcount(m) > 2:  # the function kept the message (local `m` + the call's argument)
+                            if refcount(m) > 2:  # the function kept the message (local `m` + the call's argument)
                                 m = _new_message(Message)
                                 m.target_typename, m.target_id = key
                                 vt_name = None
@@ -957,15 +958,15 @@ class FunctionDispatcher(StreamOperator):
                 failed = None
                 # whether the function kept the context, the storage or the address: each has at least
                 # the references counted below, so one sum over them tells whether any has more
-                if _refcount(context) + _refcount(storage) + _refcount(address) > 11 + slots.refs:
-                    if _refcount(context) > 3:  # the function kept the context (self._context, local, argument)
+                if refcount(context) + refcount(storage) + refcount(address) > 11 + slots.refs:
+                    if refcount(context) > 3:  # the function kept the context (self._context, local, argument)
                         context = self._context = None
                         address = None  # (the kept context holds it)
                     # references: the local `storage`, the argument, the reused context's two, the slots' own
-                    if _refcount(storage) > 4 + slots.refs:
+                    if refcount(storage) > 4 + slots.refs:
                         layout.slots = self._storage_slots(key[0])  # the function kept it
                     # references: the local `address`, the context's two, the argument
-                    if address is not None and _refcount(address) > 4:  # kept by the function or its effects
+                    if address is not None and refcount(address) > 4:  # kept by the function or its effects
                         address = None
             done = True
         finally:

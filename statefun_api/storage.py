@@ -714,8 +714,10 @@ def _assigned_value(storage: AddressScopedStorage, cell: _Cell, name: str, obj: 
 #: the check a fast slot's object passes to be written held decoded without its cell, per type
 #: (else :func:`_assigned_value` decides); ``{o}``: the object, ``{i}``: the spec's index
 _VALID = {
-    IntType: "type({o}) is int and lo{i} <= {o} <= hi{i}",
-    LongType: "type({o}) is int and lo{i} <= {o} <= hi{i}",
+    # (a one-digit int first: two plain comparisons, which the interpreter specialises for
+    # such ints; the chained range test makes two generic comparisons)
+    IntType: "type({o}) is int and (-0x40000000 < {o} and {o} < 0x40000000 or lo{i} <= {o} <= hi{i})",
+    LongType: "type({o}) is int and (-0x40000000 < {o} and {o} < 0x40000000 or lo{i} <= {o} <= hi{i})",
     DoubleType: "type({o}) is float and ({o} or holds{i}({o}))",  # (-0.0 does not round-trip decoded)
     StringType: "type({o}) is str and ({o}.isascii() or holds{i}({o}))",
     BoolType: "type({o}) is bool",
@@ -768,27 +770,28 @@ def _table_access(specs: tuple[tuple[str, Any], ...]) -> Callable[..., tuple[Cal
     for i, (name, _t) in enumerate(specs):  # (an empty slot, after `del storage.name`, reads None)
         lines += ["        try:", f"            o{i} = storage.{name}", "        except AttributeError:", f"            o{i} = None"]
     lines += [f"        if {' and '.join(f'o{i} is s{i}' for i in range(k)) or 'True'}:", "            return"]
+    # (one value: it changed, as the test above says, so it is not compared again)
     for i, (name, tpe) in enumerate(specs):
+        lines += [f"        if o{i} is s{i}:", f"            w{i} = _UNCHANGED"] if k > 1 else []
         lines += [
-            f"        if o{i} is s{i}:",
-            f"            w{i} = _UNCHANGED",
-            f"        elif {_VALID[tpe].format(o=f'o{i}', i=i)}:",
+            f"        {'elif' if k > 1 else 'if'} {_VALID[tpe].format(o=f'o{i}', i=i)}:",
             f"            w{i} = (tn{i}, o{i})",
             "        else:",
             f"            w{i} = _assigned_value(storage, c{i}, {name!r}, o{i})",
         ]
     lines += ["        touched.add(key_group)"] if k else []
     for i in range(k):
+        pad = "    " if k > 1 else ""
+        lines += [f"        if w{i} is not _UNCHANGED:"] if k > 1 else []
         lines += [
-            f"        if w{i} is not _UNCHANGED:",
-            f"            g = t{i}.get(key_group)",
-            f"            if w{i} is None:",
-            "                if g is not None:",
-            "                    g.pop(key, None)",
-            "            elif g is None:",
-            f"                t{i}[key_group] = {{key: w{i}}}",
-            "            else:",
-            f"                g[key] = w{i}",
+            f"        {pad}g = t{i}.get(key_group)",
+            f"        {pad}if w{i} is None:",
+            f"        {pad}    if g is not None:",
+            f"        {pad}        g.pop(key, None)",
+            f"        {pad}elif g is None:",
+            f"        {pad}    t{i}[key_group] = {{key: w{i}}}",
+            f"        {pad}else:",
+            f"        {pad}    g[key] = w{i}",
         ]
     lines += ["    return load_at, store_at"]
     namespace: dict[str, Any] = {"_UNCHANGED": _UNCHANGED, "_assigned_value": _assigned_value}
