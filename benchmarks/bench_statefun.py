@@ -46,6 +46,7 @@ Run::
     python -m benchmarks.bench_statefun --no-ray --no-remote --no-write  # the in-process part only
     python -m benchmarks.bench_statefun --n 20000 --opcodes             # bytecodes per message, per function
     valgrind --tool=cachegrind --cache-sim=no python -m benchmarks.bench_statefun --n 50000 --direct-runs 2  # minus K=0
+    (--routed with either: the routed ingress's batches instead of the Python router's)
     python -m benchmarks.bench_statefun --async-io --no-write         # embedded async functions
 """
 
@@ -838,6 +839,11 @@ def main(argv: list[str] | None = None) -> str:
         "instruction counters such as valgrind: compare K=0 with K=2), and print nothing else",
     )
     p.add_argument(
+        "--routed", action="store_true",
+        help="with --direct-runs or --opcodes: the ingress batches are made by the routed ingress from (key, 1) "
+        "pairs instead of the Python router",
+    )
+    p.add_argument(
         "--new-addresses", action="store_true",
         help="only the p=1 dispatcher in this process on Zipf keys and on --n ids seen once",
     )
@@ -870,13 +876,13 @@ def main(argv: list[str] | None = None) -> str:
     if args.direct_runs is not None or args.opcodes:
         keys = events(args.n).column("key").to_pylist()
         reference, total = python_counter(keys)
-        _check("dispatcher p=1", dispatcher_direct(keys)[0], reference)
+        _check("dispatcher p=1", dispatcher_direct(keys, args.routed)[0], reference)
         if args.opcodes:
-            text = opcode_counts(lambda: dispatcher_direct(keys), total)
+            text = opcode_counts(lambda: dispatcher_direct(keys, args.routed), total)
             print(text)
             return text
         for _ in range(args.direct_runs):
-            dispatcher_direct(keys)
+            dispatcher_direct(keys, args.routed)
         return ""
     load_before = harness.load_average()
     sections: list[str] = []
