@@ -57,6 +57,7 @@ import logging
 import os
 import posixpath
 import re
+import time
 import uuid
 import zlib
 from dataclasses import dataclass
@@ -105,9 +106,12 @@ _IN_PROGRESS = ".inprogress-"
 _SHARED_FILE = re.compile(r"^(\d+)-")
 #: the name of a marker a job restoring from a retained checkpoint leaves in its directory
 _RESTORING = "_restoring-"
-#: how often :meth:`CheckpointStorage.discard` deletes a checkpoint directory that a late
-#: snapshot write keeps filling (each delete takes what was written before it)
-DISCARD_ATTEMPTS = 3
+#: how often :meth:`CheckpointStorage.discard` deletes a checkpoint directory that late
+#: snapshot writes keep filling (each delete takes what was written before it; several tasks
+#: of a job may write theirs one after another), with a pause of DISCARD_PAUSE_S doubled each
+#: time between two (a worker thread's, never the master's loop)
+DISCARD_ATTEMPTS = 5
+DISCARD_PAUSE_S = 0.02
 #: characters a job id cannot have in its directory's name
 _NOT_IN_SEGMENT = re.compile("[/\\\\\x00]")
 _OBJECT_STORES = frozenset({"s3", "gcs", "abfs"})
@@ -668,7 +672,7 @@ class CheckpointStorage:
         while the job master deletes it: a local or NFS delete walks the directory, and a file
         created behind the walk fails the last ``rmdir`` ("Directory not empty"); an object
         store's listing misses it and leaves it. So the directory is deleted again while it
-        is still there, up to :data:`DISCARD_ATTEMPTS` times; a file written after that is
+        is still there, up to :data:`DISCARD_ATTEMPTS` times (pausing between); a file written after that is
         deleted with the checkpoint when its task's late ack arrives (the master discards the
         checkpoint again then).
 
@@ -678,6 +682,8 @@ class CheckpointStorage:
         path = self.checkpoint_path(job_id, checkpoint_id)
         error: OSError | None = None
         for attempt in range(DISCARD_ATTEMPTS + 1):
+            if attempt > 1:  # (the writers racing the first delete get time to finish)
+                time.sleep(DISCARD_PAUSE_S * 2 ** (attempt - 2))
             try:
                 if self._fs.get_file_info(path).type == pafs.FileType.NotFound:
                     return

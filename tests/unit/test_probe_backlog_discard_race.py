@@ -22,6 +22,7 @@ import pytest
 import raystream as rs
 from raystream.checkpoint import CheckpointStorage
 from raystream.checkpoint.faults import FaultInjectingHandler, FaultRule
+from raystream.checkpoint.storage import DISCARD_ATTEMPTS
 from raystream.engine.config import JobConfig
 from raystream.engine.errors import JobCancelled
 from raystream.engine.local_runtime import run_in_process
@@ -73,7 +74,7 @@ def test_discard_names_the_directory_when_it_keeps_filling(tmp_path):
 
     storage = CheckpointStorage((pafs.PyFileSystem(AlwaysLate()), str(tmp_path / "chk")))
     storage.write_state("job", 4, "op-0", b"snapshot")
-    with pytest.raises(rs.CheckpointError, match=r"cannot discard checkpoint .*chk-4.* \(3 attempts\)"):
+    with pytest.raises(rs.CheckpointError, match=rf"cannot discard checkpoint .*chk-4.* \({DISCARD_ATTEMPTS} attempts\)"):
         storage.discard("job", 4)
 
 
