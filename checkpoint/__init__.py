@@ -47,7 +47,12 @@ from .format import (
     verify_blob_signature,
 )
 from .heap import HeapKeyedStateBackend
-from .operator_state import OperatorListState, OperatorStateSnapshot, OperatorStateStore
+from .operator_state import (
+    DroppableState,
+    OperatorListState,
+    OperatorStateSnapshot,
+    OperatorStateStore,
+)
 from .rocksdb_backend import RocksDBKeyedStateBackend
 from .serde import dumps, loads
 from .snapshot import (
@@ -105,6 +110,7 @@ __all__ = [
     "OperatorListState",
     "OperatorStateSnapshot",
     "OperatorStateStore",
+    "DroppableState",
     # format and serialization
     "MAGIC",
     "FORMAT_VERSION",

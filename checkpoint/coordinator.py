@@ -33,6 +33,7 @@ from raystream.engine.errors import CheckpointError, ConfigError
 from raystream.engine.keygroups import KeyGroupRange
 from raystream.engine.operator import KeyGroupedState, key_group_sharer
 
+from .operator_state import DroppableState
 from .serde import loads
 from .storage import CheckpointStorage, CheckpointStorageUnavailable, resolve_storage
 
@@ -720,7 +721,8 @@ def verify_files(metadata: dict, read: Callable[[Ref], bytes]) -> None:
 
 def _holds_state(op: dict, read: Callable[[Any], bytes], uid: str) -> bool:
     """Whether operator ``op`` of a checkpoint's metadata holds any state: keyed state, a
-    feedback log, committables, or an operator state or source splits in its state file (a
+    feedback log, committables, or an operator state (not a
+    :class:`~checkpoint.operator_state.DroppableState`) or source splits in its state file (a
     stateless operator writes a file holding neither)."""
     for entry in op["subtasks"].values():
         if not isinstance(entry, dict):
@@ -729,7 +731,10 @@ def _holds_state(op: dict, read: Callable[[Any], bytes], uid: str) -> bool:
             return True
         if entry.get("op") is not None:
             blob = loads(read(entry["op"]), what=f"operator state of {uid!r}")
-            if not isinstance(blob, dict) or blob.get("operator") is not None or blob.get("splits"):
+            if not isinstance(blob, dict) or blob.get("splits"):
+                return True
+            state = blob.get("operator")
+            if state is not None and not isinstance(state, DroppableState):  # (a combiner's watermark: dropped)
                 return True
     return False
 

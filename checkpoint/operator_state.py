@@ -30,9 +30,26 @@ from raystream.engine.errors import CheckpointError, StateError
 
 from .serde import dumps, loads
 
-__all__ = ["OperatorListState", "OperatorStateSnapshot", "OperatorStateStore"]
+__all__ = ["DroppableState", "OperatorListState", "OperatorStateSnapshot", "OperatorStateStore"]
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DroppableState:
+    """An operator's snapshot that only guides the operator itself and holds nothing a job
+    without it would miss: a restore into a job that lacks the operator (its uid) drops it
+    without ``allow_non_restored_state`` (which a savepoint with any other state for an
+    operator the job lacks needs, as in Flink). The operator's ``restore_state`` gets it as it
+    is (read ``.value``). E.g. a window combiner's watermark: a job restored with
+    ``aggregate(..., combine=False)`` has no combiner and loses nothing.
+
+    Example:
+        >>> DroppableState({"watermark": 5}).value
+        {'watermark': 5}
+    """
+
+    value: Any
 
 
 class OperatorListState(Generic[T]):

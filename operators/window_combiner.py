@@ -29,29 +29,30 @@ True, record)``), which the keyed operator handles record by record as it would 
 combiner: late records to the side output, firings within the allowed lateness per record.
 
 **Exactly once.** Nothing is buffered: every batch is folded and emitted before the next
-input, so nothing is pending when a barrier passes, and the combiner snapshots nothing: it
-is no part of a savepoint, so rescaling to parallelism 1, where ``aggregate(...)`` runs
-without a combiner, and from it, where the combiner is new, restore like any other
-parallelism change. (Before 2026-12-07 the combiner snapshotted its watermark: a savepoint
-taken at parallelism 2 or more was refused at parallelism 1 as state of an operator the job
-lacks, and one taken at parallelism 1 restored at 2 failed the job at the first late record
-with "a pre-aggregated partial ... arrived after every window of its pane closed".) Its
-snapshots of older releases (the watermark) are still read, as the maximum over the old
-subtasks.
+input, so nothing is pending when a barrier passes. The combiner snapshots only the largest
+watermark it forwarded, as a :class:`~checkpoint.operator_state.DroppableState`: a job
+restored without the combiner (``combine=False``) drops it without
+``allow_non_restored_state``, and rescaling restores like any other parallelism change (the
+node is in the graph at every parallelism, passing batches through at 1, and keeps its
+watermark there too). Restored, it is the maximum over the old subtasks.
 
 **When its watermark bounds the keyed operator's.** In a fresh job the keyed operator's
-watermark starts where the combiner's does. In a restored one (a restart, a savepoint) the
-combiner does not know the keyed operator's restored watermark until the first watermark of
-its run reaches it, and passes every record through unchanged until then; from then on its
-watermark is that of the stream the keyed operator reads, which a restore starts at or
-above the keyed operator's restored one (the watermark assigner restores the smallest
-maximum timestamp of the old subtasks). A combiner whose input went idle (a watermark
-strategy ``with_idleness``) passes every record through for the rest of its run: while it was
-idle the keyed operator's watermark followed the other subtasks' and may be anywhere past the
-combiner's. (Before 2026-12-07 a subtask that resumed after idling, with records of windows
-that had closed meanwhile, failed the job with that same error instead of giving them to the
-late side output.) Not covered: a restore of a snapshot taken while a source subtask was
-idle can start a combiner below the keyed operator's restored watermark (then that error).
+watermark starts where the combiner's does. The keyed operator's watermark is the smallest
+over its inputs of what the combiners forwarded, so at a checkpoint it is at or below the
+largest watermark any combiner forwarded: a restored combiner starts there (the maximum of
+its old subtasks' snapshots), at or above the keyed operator's restored watermark, also when
+a source subtask was idle at the checkpoint (the keyed operator's watermark had followed the
+other subtasks' past the idle one's, and the restored stream's watermarks start below it).
+Restored from a snapshot of an older release without its watermark, it passes every record
+through unchanged until the first watermark of its run. A combiner whose input went idle (a
+watermark strategy ``with_idleness``) passes every record through for the rest of its run:
+while it was idle the keyed operator's watermark followed the other subtasks' and may be
+anywhere past the combiner's. (Before 2026-12-07 a subtask that resumed after idling, with
+records of windows that had closed meanwhile, failed the job with "a pre-aggregated partial
+... arrived after every window of its pane closed" instead of giving them to the late side
+output; and a restore of a checkpoint taken while a source subtask was idle started the
+combiners at the restored stream's watermark, below the keyed operator's, with that error at
+every restart: tests/event_time/test_probe_backlog_combiner_idle_restore.py.)
 
 Example:
     >>> from raystream.operators.windows import TumblingEventTimeWindows
@@ -74,6 +75,7 @@ import numpy as np
 import pyarrow as pa
 
 from raystream.checkpoint.descriptors import AggregateFunction
+from raystream.checkpoint.operator_state import DroppableState
 from raystream.engine.errors import ConfigError, GraphError, RaystreamError, UserCodeError
 from raystream.engine.events import MIN_WATERMARK, Watermark
 from raystream.engine.keygroups import canonical_keys
@@ -135,11 +137,10 @@ def first_window_ends(panes: np.ndarray, size: int, slide: int, offset: int) -> 
 
 
 class _WatermarkState:
-    """The combiner's watermark: the largest it forwarded in this run. ``known`` from the
-    start of a fresh job (the keyed operator starts at the same minimum), else once one came
-    (until then every record passes through unchanged: the keyed operator's watermark is a
-    restored one). Not snapshotted (see the module docstring); a snapshot of an older
-    release, which held it, restores it as the maximum over the old subtasks."""
+    """The combiner's watermark: the largest it forwarded. ``known`` from the start of a fresh
+    job (the keyed operator starts at the same minimum) and after a restore of its snapshot
+    (the maximum over the old subtasks), else once one came (until then every record passes
+    through unchanged: the keyed operator's watermark is a restored one)."""
 
     watermark: int = MIN_WATERMARK
     known: bool = False
@@ -169,11 +170,17 @@ class _WatermarkState:
         if emit_status is not None:
             emit_status(idle)
 
-    def snapshot_state(self, checkpoint_id: int) -> None:
-        return None
+    def snapshot_state(self, checkpoint_id: int) -> DroppableState:
+        """The largest watermark forwarded, droppable: a job restored without this combiner
+        (``combine=False``) loses nothing."""
+        return DroppableState({"watermark": self.watermark})
 
     def restore_state(self, states: list[Any]) -> None:
+        """The largest watermark any old subtask forwarded (older releases: none, or a plain
+        dict): the keyed operator's restored one is at or below it."""
         for st in states:
+            if isinstance(st, DroppableState):
+                st = st.value
             if isinstance(st, dict) and "watermark" in st:
                 self.known = True
                 self.watermark = max(self.watermark, st["watermark"])
@@ -182,8 +189,8 @@ class _WatermarkState:
 class VectorWindowCombiner(_WatermarkState, StreamOperator):
     """Per batch: ``group_by(key, pane)`` of the window aggregate's accumulators (count, sum,
     min, max; mean as sum and count), emitted as one partial Arrow batch; rows of panes that
-    may be late downstream are emitted unchanged. Chained before the shuffle; stateless but
-    for its watermark.
+    may be late downstream are emitted unchanged. Chained before the shuffle; its only state
+    is its watermark.
 
     Args:
         key_column: the key column; ts_column: the event-time column (int64 ms).

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pytest
 
 from raystream.checkpoint.descriptors import AggregateFunction
+from raystream.checkpoint.operator_state import DroppableState
 from raystream.engine.keygroups import key_groups_of_array, key_groups_of_keys
 from raystream.engine.partitioners import KeySelector
 from raystream.engine.records import Batch
@@ -315,11 +316,14 @@ def test_combiner_passes_records_of_maybe_closed_windows_through():
     assert partial.to_pylist() == [{"key": "a", PANE_COLUMN: 200, "value_count": 1, "value_sum": 2, "value_min": 2,
                                     "value_max": 2, EMISSION_COLUMN: 1}]
     snap = h.snapshot()
-    assert snap["operator"] is None  # (the combiner is no part of a savepoint: rescaling to p=1 drops it)
+    # (its watermark, droppable: a job restored without the combiner loses nothing)
+    assert snap["operator"] == DroppableState({"watermark": 199})
     restored = OperatorHarness(VectorWindowCombiner("key", "ts", TumblingEventTimeWindows.of(100), SPECS),
                                restore=[snap, snap])
-    restored.process(pa.RecordBatch.from_pylist([{"key": "a", "value": 1, "ts": 150}]))
-    assert PANE_COLUMN not in restored.output.batches[0].arrow().schema.names  # still raw after the restore
+    restored.process(pa.RecordBatch.from_pylist([{"key": "a", "value": 1, "ts": 150}, {"key": "a", "value": 2, "ts": 250}]))
+    raw, partial = [b.arrow() for b in restored.output.batches]  # (judged by the restored watermark at once)
+    assert PANE_COLUMN not in raw.schema.names and raw.num_rows == 1  # still raw after the restore
+    assert partial.column(PANE_COLUMN).to_pylist() == [200]
     # a snapshot of an older release (the watermark): the maximum over the old subtasks
     old = OperatorHarness(VectorWindowCombiner("key", "ts", TumblingEventTimeWindows.of(100), SPECS),
                           restore=[{"operator": {"watermark": 199}}, {"operator": {"watermark": 50}}])
