@@ -51,8 +51,8 @@ its line says which. The job (``--workload``) ends in an exactly-once sink (``co
     records' values) and a per-address counter in persisted state and sends its egress record,
     a message to each of two fan addresses (:func:`fan_targets`; about half of them to the
     other subtask, over the feedback edge) and, every tenth record, a delayed message
-    (``send_after``, :data:`DELAY_MS`) to a third function; the fan and late functions count
-    what they get and egress it. The dispatchers' queues have a 2 KiB memory budget
+    (``send_after``, :data:`DELAY_MS`) to a third function, an ``async def`` one that forwards
+    it to a fan address; the fan and late functions count what they get and egress it. The dispatchers' queues have a 2 KiB memory budget
     (:data:`INBOX_MEMORY_BYTES`, small mailbox steps and a small in-flight cap), so they spill
     to disk while the faults land (each line says how many messages spilled; the failure-free
     check fails if none did). The egress is compared with :func:`statefun_reference`: records
@@ -109,6 +109,7 @@ __all__ = [
     "event",
     "event_time_reference",
     "fan_targets",
+    "late_target",
     "statefun_functions",
     "statefun_reference",
     "run_seed",
@@ -548,16 +549,28 @@ def _fan(context: Any, message: Any) -> None:
     context.send_egress(egress_message_builder(EGRESS, ["fan-from", context.address.id, key, n], _EGRESS_TYPE))
 
 
-def _late(context: Any, message: Any) -> None:
-    """A delayed message ``i``: the address's count ``k`` of them (persisted); egress
-    ``("late", id, k)`` and ``("late-from", id, i)``."""
-    from raystream.statefun_api import egress_message_builder
+async def _late(context: Any, message: Any) -> None:
+    """A delayed message ``i`` (an ``async def`` function: its invocations are in flight on
+    the function loop when barriers and kills come): the address's count ``k`` of them
+    (persisted); egress ``("late", id, k)`` and ``("late-from", id, i)``, and a message
+    ``[id, i]`` to fan address :func:`late_target` (fed back while the ingress waits at a
+    kill's record)."""
+    import asyncio
 
+    from raystream.statefun_api import egress_message_builder, message_builder
+
+    await asyncio.sleep(0)
+    i = message.as_int()
     k = (context.storage.k or 0) + 1
     context.storage.k = k
     context.send_egress(egress_message_builder(EGRESS, ["late", context.address.id, k], _EGRESS_TYPE))
-    context.send_egress(egress_message_builder(EGRESS, ["late-from", context.address.id, message.as_int()],
-                                               _EGRESS_TYPE))
+    context.send_egress(egress_message_builder(EGRESS, ["late-from", context.address.id, i], _EGRESS_TYPE))
+    context.send(message_builder(FAN, late_target(i), value=[context.address.id, i], value_type=_EGRESS_TYPE))
+
+
+def late_target(i: int) -> str:
+    """The fan address the delayed message of record ``i`` is forwarded to."""
+    return f"f{(i * 11) % FAN_IDS:02d}"
 
 
 def _statefun_types() -> Any:
@@ -607,6 +620,9 @@ def statefun_reference(n: int = N) -> list[tuple]:
             late = f"l{i % LATE_IDS}"
             seen[late] = seen.get(late, 0) + 1
             out += [("late", late, seen[late]), ("late-from", late, i)]
+            target = late_target(i)
+            seen[target] = seen.get(target, 0) + 1
+            out += [("fan", target, seen[target]), ("fan-from", target, late, i)]
     return out
 
 

@@ -38,6 +38,11 @@ SLICED_SEEDS = (1, 5)
 # master kill at the same record, failing state writes; checkpoints timing out while completing
 # with the JSON-lines sink.
 EVENT_TIME_SEEDS = (14, 12)
+# The stateful-functions job (--workload statefun: ingress -> functions at p=2 with persisted
+# state, fan-out over the feedback edge, delayed messages, spilling queues -> egress): failing
+# state and metadata writes, a task kill then a master kill, a slow part-file commit (JSON-lines
+# sink).
+STATEFUN_SEEDS = (295,)
 
 
 def _covered(seeds: tuple[int, ...]) -> set[tuple]:
@@ -150,6 +155,8 @@ def _check(outcomes: list[DrillOutcome], lines: list[str], seeds: tuple[int, ...
     assert all(o.ok for o in outcomes), report
     planned = [sum(f.kind in KILL_FAULTS for f in o.plan.faults) for o in outcomes]
     assert [len(o.kills) for o in outcomes] == planned, report
+    # each task kill restarted the job (under the master of the time: restarts count over masters)
+    assert all(o.restarts >= sum(f.kind == "kill-task" for f in o.plan.faults) for o in outcomes), report
     return report
 
 
@@ -209,3 +216,22 @@ def test_event_time_drill_loses_and_duplicates_nothing(tmp_path):
     outcomes = run_drill(EVENT_TIME_SEEDS, tmp_path, out=lines.append, workload="event-time")
     report = _check(outcomes, lines, EVENT_TIME_SEEDS)
     assert all(o.checkpoints.get("completed", 0) > 0 for o in outcomes), report
+
+
+def test_the_statefun_seeds_kill_a_task_then_the_master_under_failing_storage():
+    plans = [plan_seed(seed) for seed in STATEFUN_SEEDS]
+    kinds = {f.kind for p in plans for f in p.faults}
+    assert {"kill-task", "kill-master", "fail-state", "fail-metadata", "slow-commit"} <= kinds, kinds
+    assert any([f.kind for f in sorted((f for f in p.faults if f.at_record), key=lambda f: f.at_record or 0)]
+               == ["kill-task", "kill-master"] for p in plans)
+
+
+# The drill's stateful-functions job under kills of a task and then of the master and failing
+# checkpoint storage: function state, the messages in flight on the feedback edge and in the
+# spilling queues, and the pending delayed messages restored and replayed give the egress of a
+# run without failures.
+def test_statefun_drill_loses_and_duplicates_nothing(tmp_path):
+    lines: list[str] = []
+    outcomes = run_drill(STATEFUN_SEEDS, tmp_path, out=lines.append, workload="statefun")
+    report = _check(outcomes, lines, STATEFUN_SEEDS)
+    assert all(o.checkpoints.get("completed", 0) > 0 and o.spilled > 0 for o in outcomes), report
