@@ -64,16 +64,20 @@ OUT = TypeVar("OUT")
 _NO_KEY: Any = object()
 #: key types whose key group never changed: restored keys of other types are checked
 _PLAIN_KEY_TYPES = frozenset([str, int, float, bytes, bool, type(None)])
+_TWO_63 = 2**63
 
 
 def _needs_check(key: Any) -> bool:
     """Whether a restored key may have hashed otherwise before: anything but plain values
     and tuples of them, NaN (a NaN of another bit pattern than the canonical one, e.g.
     ``-nan``, had a key group of its own before 2026-12-07) and an integral float of 2**63
-    or more in magnitude (hashed by its bits, not as the int it equals, before 2026-12-07)."""
+    or more in magnitude (hashed by its bits, not as the int it equals, before 2026-12-07;
+    from a RocksDB snapshot it comes back as that int, so such ints are checked too)."""
     t = type(key)
     if t is float:
         return key != key or moved_float(key)
+    if t is int:  # (such a float from a RocksDB snapshot, decoded as the int it equals)
+        return not -_TWO_63 < key < _TWO_63
     if t in _PLAIN_KEY_TYPES:
         return False
     if t is tuple:
@@ -608,7 +612,8 @@ class HeapKeyedStateBackend(KeyTypeChecked, KeyedStateBackend):
         """
         for name, table in self._tables.items():
             moved = [(kg, k) for kg, entries in table.items() for k in entries
-                     if (type(k) not in _PLAIN_KEY_TYPES or (type(k) is float and (k != k or moved_float(k))))
+                     if (type(k) not in _PLAIN_KEY_TYPES or (type(k) is float and (k != k or moved_float(k)))
+                         or (type(k) is int and not -_TWO_63 < k < _TWO_63))
                      and _needs_check(k) and key_group_for(k, self._max_par) != kg]
             for kg, key in moved:
                 new_kg = key_group_for(key, self._max_par)

@@ -93,7 +93,13 @@ from .rocksdb_keys import (
     split_db_key,
     state_id,
 )
-from .rocksdb_restore import copy_key_groups, import_heap_snapshot, materialize, rekey_legacy
+from .rocksdb_restore import (
+    copy_key_groups,
+    import_heap_snapshot,
+    materialize,
+    refile_big_numbers,
+    rekey_legacy,
+)
 from .rocksdb_state import ABSENT, ROCKSDB_STATE_CLASSES
 from .rocksdb_timers import RocksDBTimerQueue
 from .snapshot import KeyedStateSnapshot, KeyTypeCheck, KeyTypeChecked, StateMeta, key_class_name
@@ -790,8 +796,10 @@ class RocksDBKeyedStateBackend(KeyTypeChecked, KeyedStateBackend):
                     copy_key_groups(self._rocksdict, temp, self._db.raw, self._range)
                     shutil.rmtree(temp, ignore_errors=True)
         for snap in sources:  # keys that Python holds equal were apart before 2026-12-07: one key now
-            if isinstance(snap, SnapshotSource) and snap.key_encoding < KEY_ENCODING:
+            if isinstance(snap, SnapshotSource) and snap.key_encoding < 2:
                 rekey_legacy(self._rocksdict, self._db.raw, snap, self._range)
+            if isinstance(snap, SnapshotSource) and snap.key_encoding < KEY_ENCODING:  # (2.0**70: 2**70's group)
+                refile_big_numbers(self._rocksdict, self._db.raw, snap, self._range, self._max_par)
         for name in metas:
             self._register_id(name)
         self._restored = {}

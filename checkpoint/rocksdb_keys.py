@@ -77,10 +77,13 @@ __all__ = [
 
 KEY_GROUP_BYTES = 2
 STATE_ID_BYTES = 8
-#: the key encoding snapshots are written with (in their manifests): 2 since 2026-12-07 (keys
-#: Python holds equal are one key); 1 (no field): before, when ``1``, ``True``, ``1.0`` and
-#: ``Decimal(1)`` were four keys
-KEY_ENCODING = 2
+#: the key encoding snapshots are written with (in their manifests): 3 since 2026-12-07
+#: (the same bytes as 2, and an integral float of 2**63 or more in magnitude, stored as the
+#: int it equals, in that int's key group: before, ``stable_hash`` put it in the group of its
+#: bits, and a restore moves it: ``rocksdb_restore.refile_big_numbers``); 2 from 2026-12-07
+#: (keys Python holds equal are one key); 1 (no field): before, when ``1``, ``True``, ``1.0``
+#: and ``Decimal(1)`` were four keys
+KEY_ENCODING = 3
 _LEN = struct.Struct(">I")
 _F64 = struct.Struct(">d")
 _HEAD = KEY_GROUP_BYTES + STATE_ID_BYTES  # offset of the key length in a db key

@@ -6,7 +6,7 @@ between the two backends through a checkpoint or savepoint; Flink's
 
 Example:
     >>> import tempfile
-    >>> from raystream.engine.keygroups import KeyGroupRange
+    >>> from raystream.engine.keygroups import KeyGroupRange, holds_moved_number, key_group_for
     >>> from raystream.checkpoint import ValueStateDescriptor
     >>> from raystream.checkpoint.rocksdb_backend import RocksDBKeyedStateBackend
     >>> from raystream.checkpoint.rocksdb_files import parse_manifest, rocksdict_module, serialize_full
@@ -30,7 +30,7 @@ from types import ModuleType
 from typing import Any
 
 from raystream.engine.errors import CheckpointError
-from raystream.engine.keygroups import KeyGroupRange
+from raystream.engine.keygroups import KeyGroupRange, holds_moved_number, key_group_for
 from raystream.engine.serde import dumps, loads
 
 from .heap import TIMERS_KIND
@@ -48,7 +48,8 @@ from .rocksdb_keys import (
 from .rocksdb_timers import timer_value
 from .snapshot import KeyedStateSnapshot, StateMeta
 
-__all__ = ["copy_key_groups", "export_heap_snapshot", "import_heap_snapshot", "materialize", "rekey_legacy"]
+__all__ = ["copy_key_groups", "export_heap_snapshot", "import_heap_snapshot", "materialize", "refile_big_numbers",
+           "rekey_legacy"]
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +268,13 @@ def _export_group(db: Any, kg: int, metas: dict[str, StateMeta], names: dict[byt
 
 
 def import_heap_snapshot(rocksdict: ModuleType, db: Any, snap: KeyedStateSnapshot, key_groups: KeyGroupRange) -> None:
-    """Load the key groups of a heap backend's snapshot (switching a job to RocksDB)."""
+    """Load the key groups of a heap backend's snapshot (switching a job to RocksDB). A key
+    that a snapshot written before 2026-12-07 filed under another key group (an integral
+    float of 2**63 or more in magnitude, hashed by its bits then) goes to its own.
+
+    Raises:
+        CheckpointError: such a key's own key group is outside ``key_groups``.
+    """
     for kg, blob in sorted(snap.key_groups.items()):
         if kg not in key_groups:
             continue
@@ -279,7 +286,8 @@ def import_heap_snapshot(rocksdict: ModuleType, db: Any, snap: KeyedStateSnapsho
                 raise CheckpointError(f"key group {kg} holds state {name!r} with no metadata")
             sid = state_id(name)
             for key, entry in entries.items():
-                base = prefix + sid + key_part(encode_key(key))
+                own = _own_key_group(key, kg, snap.max_parallelism, key_groups, name)
+                base = (prefix if own == kg else key_group_prefix(own)) + sid + key_part(encode_key(key))
                 if meta.kind == "map":
                     for map_key, value in entry.items():
                         batch.put(base + encode_key(map_key), dumps(value, f"state {name!r}"))
@@ -287,6 +295,85 @@ def import_heap_snapshot(rocksdict: ModuleType, db: Any, snap: KeyedStateSnapsho
                     batch.put(base, dumps(entry, f"state {name!r}"))
         db.write(batch)
 
+
+
+def _own_key_group(key: Any, kg: int, max_parallelism: int, key_groups: KeyGroupRange, state: str) -> int:
+    """The key group of ``key``, filed under ``kg`` by a snapshot: ``kg`` unless the key is one
+    that moved (:func:`~engine.keygroups.holds_moved_number`).
+
+    Raises:
+        CheckpointError: its own key group is outside ``key_groups``.
+    """
+    if not holds_moved_number(key):
+        return kg
+    own = key_group_for(key, max_parallelism)
+    if own != kg and own not in key_groups:
+        raise CheckpointError(
+            f"state {state!r} holds key {key!r} in key group {kg}, but this raystream puts it in key group {own}, "
+            f"outside this subtask's range {key_groups.start}..{key_groups.end}: the snapshot was written before an "
+            "integral float from 2**63 on hashed as the int it equals (2026-12-07); restore it at parallelism 1 "
+            "(every key group local: such keys are moved), take a savepoint, and rescale from that"
+        )
+    return own
+
+
+def refile_big_numbers(rocksdict: ModuleType, db: Any, source: SnapshotSource | KeyedStateSnapshot,
+                       key_groups: KeyGroupRange, max_parallelism: int) -> int:
+    """Move the entries that a snapshot written before 2026-12-07 (key encoding 1 or 2, or a
+    heap snapshot) filed under another key group than their key's own, in ``db``'s
+    ``key_groups``: a key that is (or a tuple holding) an integral float of 2**63 or more in
+    magnitude, which ``stable_hash`` hashed by its bits then and RocksDB stores as the int it
+    equals (``2.0**70`` as ``2**70``); its timers likewise. Only keys of ints of 20 bytes or
+    more and of tuples are decoded. When an entry is already under the new key (``2**70``
+    and ``2.0**70`` were two keys then), it is kept and a warning counts the others. Returns
+    how many entries moved.
+
+    Raises:
+        CheckpointError: such a key's own key group is outside ``key_groups`` (restore at
+            parallelism 1, take a savepoint, rescale from that).
+    """
+    lo, hi = max(source.key_group_range.start, key_groups.start), min(source.key_group_range.end, key_groups.end)
+    names = {state_id(n): n for n in source.states}
+    timers = {state_id(n) for n in (getattr(source, "timers", None) or _LEGACY_TIMER_QUEUES)}
+    moved = dropped = 0
+    for kg in range(lo, hi + 1):
+        prefix = key_group_prefix(kg)
+        upper = key_group_prefix(kg + 1) if kg + 1 < 1 << 16 else b"\xff\xff\xff"
+        moves: list[tuple[bytes, bytes, bytes]] = []  # (old db key, new db key, value)
+        it = db.iter()
+        it.seek(prefix)
+        while it.valid():
+            k = it.key()
+            if k >= upper:
+                break
+            sid = k[KEY_GROUP_BYTES:_TIME_AT]
+            if sid in timers:
+                (size,) = _KEY_LEN.unpack_from(k, _TIME_AT + 8)
+                kbytes = k[_TIME_AT + 12:_TIME_AT + 12 + size]
+            else:
+                _, kbytes, _rest = split_db_key(k)
+            if (kbytes[:1] == b"i" and len(kbytes) >= 20) or kbytes[:1] == b"t":
+                key = decode_key(kbytes)
+                own = _own_key_group(key, kg, max_parallelism, key_groups, names.get(sid, "(timers)"))
+                if own != kg:
+                    moves.append((k, key_group_prefix(own) + k[KEY_GROUP_BYTES:], it.value()))
+            it.next()
+        if not moves:
+            continue
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        for old, new, value in moves:
+            batch.delete(old)
+            if db.get(new) is not None:
+                dropped += 1
+                continue
+            batch.put(new, value)
+            moved += 1
+        db.write(batch)
+    if dropped:
+        log.warning("RocksDB restore of checkpoint %d: %d entries of integral floats from 2**63 on were kept apart from "
+                    "the ints they equal by snapshots written before 2026-12-07 and are one key now: the int's entry "
+                    "was kept, %d dropped", source.checkpoint_id, dropped, dropped)
+    return moved
 
 
 #: first bytes of an encoded key whose encoding did not change with KEY_ENCODING 2 (str,

@@ -51,7 +51,8 @@ import heapq
 import struct
 from typing import TYPE_CHECKING, Any, Callable
 
-from raystream.engine.keygroups import KeyGroupRange, key_group_for
+from raystream.engine.errors import CheckpointError
+from raystream.engine.keygroups import KeyGroupRange, holds_moved_number, key_group_for
 
 from .rocksdb_keys import (
     KEY_GROUP_BYTES,
@@ -374,11 +375,24 @@ class RocksDBTimerQueue:
         return {}
 
     def restore(self, parts: dict[int, list[tuple[int, Any, Any]]], key_groups: KeyGroupRange) -> None:
-        """Import timers of the heap format (a heap job's savepoint) for ``key_groups``."""
+        """Import timers of the heap format (a heap job's savepoint) for ``key_groups``; a key
+        that a snapshot written before 2026-12-07 filed under another key group (an integral
+        float from 2**63 on: :func:`~engine.keygroups.holds_moved_number`) goes to its own.
+
+        Raises:
+            CheckpointError: such a key's own key group is outside ``key_groups``.
+        """
         for kg, entries in parts.items():
             if kg in key_groups:
                 for time, key, ns in entries:
-                    self.add(key, ns, time, kg)
+                    own = key_group_for(key, self._b._max_par) if holds_moved_number(key) else kg
+                    if own not in key_groups:
+                        raise CheckpointError(
+                            f"restored timer of key {key!r} at {time}: an integral float from 2**63 on hashes as "
+                            f"the int it equals since 2026-12-07, in key group {own}, outside this subtask's range: "
+                            "restore at parallelism 1 (every key group local), take a savepoint, and rescale from that"
+                        )
+                    self.add(key, ns, time, own)
 
     def stats(self) -> dict[str, int]:
         """In-memory sizes: cached db keys, heap entries, key groups with timers."""

@@ -62,6 +62,7 @@ __all__ = [
     "key_groups_of_keys",
     "key_groups_of_str_pairs",
     "key_groups_of_tuples",
+    "holds_moved_number",
     "moved_float",
 ]
 
@@ -230,6 +231,25 @@ def moved_float(key: float) -> bool:
 
 
 _TWO_63 = 2.0**63
+_TWO_63_INT = 2**63
+
+
+def holds_moved_number(key: Any) -> bool:
+    """Whether ``key`` is, or a tuple holds, an integral float of 2**63 or more in magnitude
+    (:func:`moved_float`) or an int of that size, which RocksDB stores such a float as:
+    what a snapshot written before 2026-12-07 may hold in another key group than
+    :func:`key_group_for` gives it now (restores check these keys only).
+
+    Example:
+        >>> holds_moved_number(("a", 2.0**70)), holds_moved_number(-(2**63)), holds_moved_number(2**62)
+        (True, True, False)
+    """
+    t = type(key)
+    if t is float:
+        return moved_float(key)
+    if t is int:
+        return not -_TWO_63_INT < key < _TWO_63_INT
+    return t is tuple and any(map(holds_moved_number, key))
 
 
 def _equal_value_hash(key: Any) -> int:
