@@ -54,8 +54,8 @@ its line says which. The job (``--workload``) ends in an exactly-once sink (``co
     (``send_after``, :data:`DELAY_MS`) to a third function, an ``async def`` one that forwards
     it to a fan address; the fan and late functions count what they get and egress it. The dispatchers' queues have a 2 KiB memory budget
     (:data:`INBOX_MEMORY_BYTES`, small mailbox steps and a small in-flight cap), so they spill
-    to disk while the faults land (each line says how many messages spilled; the failure-free
-    check fails if none did). The egress is compared with :func:`statefun_reference`: records
+    to disk while the faults land (each line says how many messages spilled, and how many
+    completed checkpoints held queued messages; the failure-free check fails if none spilled). The egress is compared with :func:`statefun_reference`: records
     whose content does not depend on the order in which messages of several senders arrive.
 
 Its committed output is compared, as a multiset, with the failure-free output computed in
@@ -193,6 +193,7 @@ class DrillOutcome:
     injected: dict = field(default_factory=dict)
     kills: list = field(default_factory=list)
     spilled: int = 0  # messages the statefun job's dispatchers spilled to disk (its last master's run)
+    busy_checkpoints: int = 0  # of its completed checkpoints, those taken with messages queued (likewise)
     missed: list = field(default_factory=list)  # planned kills that could not be done, and why
     notes: list = field(default_factory=list)
     seconds: float = 0.0
@@ -219,6 +220,8 @@ class DrillOutcome:
             facts.insert(1, f"failovers {self.failovers}")
         if self.spilled:
             facts.insert(-1, f"spilled {self.spilled} messages")
+        if self.busy_checkpoints:
+            facts.insert(-1, f"{self.busy_checkpoints} checkpoints with messages queued")
         if self.kills:
             facts.insert(0, "killed " + ", ".join(self.kills))
         text = f"{head} ({'; '.join(facts)})"
@@ -643,9 +646,14 @@ def _build_statefun(env: rs.StreamEnvironment, n: int, rate: int, sink: Any, gat
         stream.sink_to(sink)
 
 
+def _function_metrics(result: rs.JobResult) -> dict:
+    """The statefun job's dispatcher metrics (summed over subtasks; empty for the other jobs)."""
+    return result.metrics.get("operators", {}).get(FUNCTIONS_NAME, {})
+
+
 def _spilled(result: rs.JobResult) -> int:
     """Messages the statefun job's dispatchers spilled to disk (0 for the other jobs)."""
-    return int(result.metrics.get("operators", {}).get(FUNCTIONS_NAME, {}).get("spilled_messages", 0))
+    return int(_function_metrics(result).get("spilled_messages", 0))
 
 
 def _reference(workload: str, n: int) -> list[tuple]:
@@ -907,6 +915,7 @@ def run_seed(
         outcome.failovers = getattr(result, "failovers", 0)
         outcome.checkpoints = dict(result.checkpoints or {})
         outcome.spilled = _spilled(result)
+        outcome.busy_checkpoints = int(_function_metrics(result).get("checkpoints_with_queued_work", 0))
     got = _output(result, out_dir) if result is not None or out_dir is not None else []
     outcome.records = len(got)
     lost = Counter(reference) - Counter(got)
