@@ -9,6 +9,10 @@ chunks held in memory exceed ``memory_bytes``, further chunks are written to seg
 in a local directory (Arrow IPC streams) and read back when they reach the head. Order is
 first in, first out across memory and disk.
 
+A queue's spill directory names its owner process (file ``owner``); a queue that makes its
+directory first removes those of dead processes of this host (:func:`remove_stale_spill_dirs`):
+a killed task cannot delete its own, so without this the disk held grew with every failure.
+
 Memory held: the in-memory chunks (at most ``memory_bytes``, plus the head chunk read back
 from disk, at most ``max(memory_bytes, 4 MiB)`` unless one record is larger, plus a small
 placeholder per spilled chunk). Disk held: the spilled chunks not
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
 from collections import deque
 from collections.abc import Sequence
@@ -42,7 +47,12 @@ import pyarrow as pa
 from raystream.engine.records import arrow_to_records
 from raystream.statefun_api.routing import VALUE, records_to_arrow_batch
 
-__all__ = ["SpillingQueue", "estimate_bytes"]
+__all__ = ["SpillingQueue", "estimate_bytes", "remove_stale_spill_dirs"]
+
+#: a queue's private spill directory: ``<directory>/raystream-statefun-spill-XXXXXXXX``
+SPILL_DIR_PREFIX = "raystream-statefun-spill-"
+#: the file in it naming its owner process (:func:`_owner`)
+OWNER_FILE = "owner"
 
 #: bytes counted per queued record besides its value (tuple, strings, list slot)
 RECORD_OVERHEAD = 200
@@ -105,6 +115,57 @@ class _Spilled:
         self.rows = rows
 
 
+def _owner() -> str:
+    """This process as a spill directory's owner: ``"<host> <pid namespace> <pid>"`` (the pid
+    namespace tells processes of two containers of one host apart, where it can be read)."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = "-"
+    return f"{socket.gethostname()} {namespace} {os.getpid()}"
+
+
+def _dead(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # (PermissionError: alive, another user's)
+        return False
+    return False
+
+
+def remove_stale_spill_dirs(directory: str) -> int:
+    """Delete the spill directories in ``directory`` whose owner process is dead (a task
+    killed, or its worker, before its queue was closed); returns how many. Only directories
+    of this host and pid namespace whose owner file names a process that does not exist are
+    removed: those of live processes, of other hosts (a shared file system) and those without
+    an owner file (being made, or not a queue's) are left alone.
+
+    Example:
+        >>> remove_stale_spill_dirs(tempfile.mkdtemp())
+        0
+    """
+    try:
+        names = [n for n in os.listdir(directory) if n.startswith(SPILL_DIR_PREFIX)]
+    except OSError:
+        return 0
+    host, namespace, _pid = _owner().rsplit(" ", 2)
+    removed = 0
+    for name in names:
+        path = os.path.join(directory, name)
+        try:
+            with open(os.path.join(path, OWNER_FILE)) as f:
+                owner_host, owner_namespace, pid = f.read().rsplit(" ", 2)
+            dead = owner_host == host and owner_namespace == namespace and _dead(int(pid))
+        except (OSError, ValueError):
+            continue
+        if dead:
+            shutil.rmtree(path, ignore_errors=True)
+            removed += not os.path.exists(path)
+    return removed
+
+
 class SpillingQueue:
     """FIFO of records kept in memory up to ``memory_bytes``, spilled to disk beyond it.
 
@@ -150,6 +211,7 @@ class SpillingQueue:
         self.spilled_bytes = 0  # written to disk, cumulative
         self.spilled_messages = 0  # cumulative
         self._dir: str | None = None
+        self.stale_dirs_removed = 0  # spill directories of dead processes this queue removed
         self._segment: _Segment | None = None
         self._segments: set[_Segment] = set()  # open segment files
 
@@ -227,7 +289,18 @@ class SpillingQueue:
             base = self.directory
             if base is not None:
                 os.makedirs(base, exist_ok=True)
-            self._dir = tempfile.mkdtemp(prefix="raystream-statefun-spill-", dir=base)
+            removed = remove_stale_spill_dirs(base if base is not None else tempfile.gettempdir())
+            if removed:
+                self.stale_dirs_removed += removed
+            self._dir = tempfile.mkdtemp(prefix=SPILL_DIR_PREFIX, dir=base)
+            try:  # (who owns it: a queue whose process died leaves it, for the next one to remove)
+                with open(os.path.join(self._dir, OWNER_FILE), "w") as f:
+                    f.write(_owner())
+            except OSError as exc:
+                raise OSError(
+                    f"statefun spill{self._where()}: cannot write to {self._dir!r}: {exc}; free disk space there "
+                    f"or set the spill directory (StatefulFunctionsJob(spill_dir=...))"
+                ) from exc
         seg = _Segment(os.path.join(self._dir, f"segment-{self.spilled_bytes:x}.arrows"))
         self._segments.add(seg)
         return seg
