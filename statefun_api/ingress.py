@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Iterable, Sequence
+from functools import lru_cache
 from itertools import repeat
 from typing import Any
 
@@ -114,9 +115,23 @@ def message_arrow_batch(typenames: pa.Array, ids: pa.Array, value_typename: str,
         [('a/f', '1', '', '', 'io.statefun.types/int', 7, True)]
     """
     n = len(values)
-    empty = pa.repeat(pa.scalar("", _STRING), n)
-    columns = [typenames, ids, empty, empty, pa.repeat(pa.scalar(value_typename, _STRING), n), values, pa.repeat(pa.scalar(True), n)]
+    empty = _repeated("", n)
+    columns = [typenames, ids, empty, empty, _repeated(value_typename, n), values, _repeated(True, n)]
     return pa.RecordBatch.from_arrays(columns, _RECORD_COLUMNS).replace_schema_metadata(_RECORD_METADATA)
+
+
+@lru_cache(maxsize=8)
+def _repeated(value: str | bool, n: int) -> pa.Array:
+    """``value`` (a str or True) ``n`` times as an Arrow column, made once for the constant
+    columns of every message batch of that many rows (Arrow arrays are immutable: batches share
+    it). An ingress's batches mostly have one size: ``pa.repeat`` per batch and column was ~40
+    instructions a message. At most 8 kept (a few constants of a job, at its batch sizes).
+
+    Example:
+        >>> _repeated("a/f", 2).to_pylist(), _repeated(True, 2).type
+        (['a/f', 'a/f'], DataType(bool))
+    """
+    return pa.repeat(pa.scalar(value, _STRING if isinstance(value, str) else pa.bool_()), n)
 
 
 def check_routed_targets(ingress: str, targets: Sequence[str], function_types: Any) -> None:
@@ -340,7 +355,7 @@ class RoutedIngress(StreamOperator):
         except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeError):
             return None
         n, k = len(value_array), len(self.targets)
-        targets = [pa.repeat(pa.scalar(t, _STRING), n) for t in self.targets]
+        targets = [_repeated(t, n) for t in self.targets]
         return message_arrow_batch(
             targets[0] if k == 1 else pa.concat_arrays(targets),
             id_array if k == 1 else pa.concat_arrays([id_array] * k),
