@@ -326,7 +326,17 @@ class Task:
         self._mailbox.put(("call", fn))
 
     def cancel(self) -> None:
-        """Stop the task at the next mailbox step, also when blocked on back-pressure."""
+        """Stop the task at the next mailbox step, also when blocked on back-pressure. A task
+        stopped at a savepoint barrier (it waits for nothing but mail) stops in mailbox order
+        instead: the savepoint's ``notify_checkpoint_complete``, which the master sends before
+        the cancel, runs first (a loop that saw the flag before it took that mail out ended
+        without it, and a sink that publishes on it lost the savepoint's output)."""
+        if self._stopped_at is not None:
+            self._mailbox.put(("call", self._set_cancelled))
+            return
+        self._set_cancelled()
+
+    def _set_cancelled(self) -> None:
         self._cancelled = True
         self._mailbox.put(("call", lambda: None))
 
