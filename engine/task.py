@@ -823,6 +823,16 @@ class Task:
         self._feedback_done = True
         for ch in self._feedback:
             ch.ended = True
+        logging_ = self._fb_logging
+        if logging_ is not None:
+            # a snapshot still waiting for its barrier to come back on a feedback edge: no
+            # record is in flight on the loop any more, so its log is complete (ended here,
+            # it was neither acknowledged nor declined, and what its sinks prepared at the
+            # barrier went nowhere)
+            self._fb_logging = None
+            cid, _, log_batches, state = logging_
+            state[self.op_specs[0]["uid"]]["log"] = dumps(log_batches, what="feedback log")
+            self.hooks.acknowledge(cid, self.spec.vertex_id, self.spec.subtask_index, state)
 
     def _process_inputs(self) -> None:
         if self._stopped_at is not None:
