@@ -69,6 +69,10 @@ ABORTED_KEPT = 1024
 #: takes longer goes on in the background
 CLEANUP_WAIT_S = 10.0
 
+#: how long a completed stop-with-savepoint waits for its tasks to take the notification before
+#: it cancels them (a dead or unresponsive executor does not hold the stop back longer)
+STOP_NOTIFY_WAIT_S = 10.0
+
 
 def build_task_specs(job_id: str, graph: JobGraph, config: JobConfig, attempt: int, splits: dict,
                      restore: dict | None) -> dict[tuple[int, int], TaskSpec]:
@@ -1313,8 +1317,17 @@ class JobMaster:
             restoring, self._restoring = self._restoring, None
             self._unmark(restoring)
         if attempt == self.attempt and (p.savepoint is None or p.stop):
-            for actor in self.actors.values():
-                actor.notify_checkpoint_complete.remote(p.checkpoint_id)
+            notified = [actor.notify_checkpoint_complete.remote(p.checkpoint_id) for actor in self.actors.values()]
+            if p.stop:
+                # stop_with_savepoint cancels the tasks once the savepoint is resolved: each must
+                # have taken the notification first (an async actor may start a call submitted
+                # later before an earlier one; a sink publishing on it lost the savepoint's output)
+                try:
+                    await asyncio.wait_for(asyncio.gather(*(self.runtime.wait(c) for c in notified),
+                                                          return_exceptions=True), STOP_NOTIFY_WAIT_S)
+                except asyncio.TimeoutError:
+                    log.warning("job %s: not every task took the notification of stop-with-savepoint %s within %.0f s",
+                                self._job_id, p.checkpoint_id, STOP_NOTIFY_WAIT_S)
         if p.savepoint is not None:
             self._resolve_savepoint(p.savepoint, written)
         return True
