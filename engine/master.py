@@ -318,6 +318,11 @@ class JobMaster:
         self.checkpoint_cleanup = None
         self._restoring = None
         self.stopped_with_savepoint: str | None = None
+        # the path of the stop-with-savepoint that completed and commits its output (the job
+        # ends there: a failure from then on restarts nothing, _end_after_stop), and whether
+        # that commit finished
+        self._stop_completed: str | None = None
+        self._stop_committed = False
         self._all_finished = False
         self._stopping = False
         self._savepoint_requests: list[tuple[str, bool]] = []  # (path, stop the job at it)
@@ -740,6 +745,9 @@ class JobMaster:
                 self.finished_at = time.time()
                 raise error from None
             except (JobFailed, CheckpointError) as exc:
+                if self._stop_completed is not None:
+                    await self._end_after_stop(exc)  # (raises when its output may not be committed)
+                    break
                 # (a CheckpointError here: more consecutive checkpoint failures than
                 # tolerable_failures; as in Flink, the job fails over under its restart strategy)
                 failure = exc if isinstance(exc, JobFailed) else JobFailed(f"job {self._config.name!r}: {exc}")
@@ -814,6 +822,30 @@ class JobMaster:
             "savepoint": self.stopped_with_savepoint,
             "released": self.released,
         }
+
+    async def _end_after_stop(self, exc: BaseException) -> None:
+        """A failure after a stop-with-savepoint completed (while its output was committed, or
+        its tasks were being cancelled): the job is not restarted, since a restart restores the
+        newest *checkpoint*, from before the savepoint, and would replay what the savepoint
+        committed (duplicates), then run on although stopped (as Flink, FLINK-26783). Once its
+        commit finished the job ends FINISHED with the savepoint; a commit that failed ends it
+        FAILED, naming the savepoint to start from (its restore commits what it covers)."""
+        await self._wait_for_completions()
+        if self._failure.done() and not self._failure.cancelled():
+            self._failure.exception()  # (the commit's own failure, set after the attempt ended: seen here)
+        path = self._stop_completed or ""
+        if not self._stop_committed:
+            error = JobFailed(
+                f"job {self._config.name!r}: stop-with-savepoint to {path!r} completed, but committing its output did "
+                f"not finish ({exc}); the job is not restarted (a restart would replay output the savepoint may have "
+                "committed): start it from the savepoint, which commits what it covers")
+            self.error, self.status, self.finished_at = error, "FAILED", time.time()
+            self._resolve_savepoint(path, CheckpointError(str(error)))
+            raise error from None
+        log.warning("job %s: %s after its stop-with-savepoint to %r completed: the job ends there", self.job_id, exc, path)
+        self._stopping = True
+        self.stopped_with_savepoint = path
+        self._resolve_savepoint(path, path)
 
     async def _final_checkpoint(self, attempts: int = 3) -> None:
         """Every task finished: take the job's final checkpoint, which commits everything
@@ -1292,6 +1324,8 @@ class JobMaster:
                 # covers is committed with the next checkpoint
                 c.retain(p.checkpoint_id, p.own)  # (what it carries of committing ones stays committing)
             else:
+                if p.stop and written is not None:
+                    self._stop_completed = written
                 async with self._commit_lock:  # (FIFO: in the order the checkpoints completed)
                     # every completed checkpoint not committed yet, in one commit (those that
                     # completed while an earlier commit was slow wait for this one, not for a
@@ -1307,6 +1341,7 @@ class JobMaster:
                             return False
                         for cid in p.commits:
                             c.committed(cid)
+                    self._stop_committed = self._stop_committed or p.stop
         finally:
             self._completing -= 1
             if not self._completing:
