@@ -275,7 +275,8 @@ class Task:
         self._mailbox: queue.SimpleQueue = queue.SimpleQueue()
         self._channels = [InputChannel(i, info) for i, info in enumerate(spec.inputs)]
         self._gated_start = 0  # where a paused operator's next round over the channels starts
-        self._cancelled = False
+        self._cancelled = False  # the mailbox loop ends (see cancel())
+        self._cancel_asked = False  # cancel() was called: a wait for credit ends at once
         self._finished = False
         self.operators: list[StreamOperator] = []
         self.op_specs = [op for op in spec.chain if op.get("kind") != "source"]
@@ -327,10 +328,12 @@ class Task:
 
     def cancel(self) -> None:
         """Stop the task at the next mailbox step, also when blocked on back-pressure. A task
-        stopped at a savepoint barrier (it waits for nothing but mail) stops in mailbox order
-        instead: the savepoint's ``notify_checkpoint_complete``, which the master sends before
-        the cancel, runs first (a loop that saw the flag before it took that mail out ended
-        without it, and a sink that publishes on it lost the savepoint's output)."""
+        stopped at a savepoint barrier stops in mailbox order instead: the savepoint's
+        ``notify_checkpoint_complete``, which the master sends before the cancel, runs first
+        (a loop that saw the flag before it took that mail out ended without it, and a sink
+        that publishes on it lost the savepoint's output). A wait for credit ends at once
+        either way (:attr:`cancelled`): a posted call of a stopped task may be sending."""
+        self._cancel_asked = True
         if self._stopped_at is not None:
             self._mailbox.put(("call", self._set_cancelled))
             return
@@ -342,7 +345,8 @@ class Task:
 
     @property
     def cancelled(self) -> bool:
-        return self._cancelled
+        """Whether the task was cancelled (its senders stop waiting for credit)."""
+        return self._cancelled or self._cancel_asked
 
     # ------------------------------------------------------------------ setup
     def _make_context(self, op: dict) -> OperatorContext:

@@ -20,11 +20,12 @@ import threading
 
 import pytest
 
-from raystream.engine.channels import Cancelled, InputInfo
+from raystream.engine.channels import Cancelled, InputInfo, LocalSender, OutputInfo
 from raystream.engine.config import TaskConfig
 from raystream.engine.connectors import NOTHING_AVAILABLE, Source, SourceReader
 from raystream.engine.events import Barrier
 from raystream.engine.operator import StreamOperator
+from raystream.engine.partitioners import ForwardPartitioner
 from raystream.engine.records import Batch
 from raystream.engine.task import Task, TaskHooks, TaskSpec
 from tests.waiting import wait_for
@@ -150,3 +151,33 @@ def test_a_notification_sent_before_the_cancel_of_a_stopped_task_is_handled(kind
     publisher = task.operators[0]
     assert publisher.notified == [7], "the savepoint's notification, sent before the cancel, was dropped"
     assert publisher.published == list(range(5))
+
+
+def test_a_stopped_task_sending_from_a_posted_call_ends_on_cancel():
+    """A stopped task still runs posted calls (an async function's result, a remote reply): one
+    that sends waits for credit the stopped consumer never gives. The cancel, in mailbox order
+    behind it, must still end that wait (the senders see ``cancelled`` at once)."""
+    sends: list[list] = []
+    spec = TaskSpec(job_id="j", vertex_id=0, name="sink", subtask_index=0, parallelism=1, max_parallelism=128,
+                    chain=_sink_chain(), inputs=[InputInfo(0, "up")],
+                    outputs=[OutputInfo(ForwardPartitioner(), 1, 1, 0)], config=TaskConfig(flush_ms=5))
+    holder: list[Task] = []
+    # one send of credit, never acknowledged: the consumer is stopped at the savepoint too
+    sender = LocalSender(0, 1, lambda channel, seq, items, ack: sends.append(items),
+                         is_cancelled=lambda: holder[0].cancelled)
+    task = Task(spec, [[sender]], hooks=TaskHooks())
+    holder.append(task)
+    task.deliver(0, 0, [Barrier(7, savepoint=True, stop=True)], lambda: None)
+    thread, outcome = _run(task)
+    wait_for(lambda: sends, "the savepoint barrier sent downstream (the window's one send)")
+
+    def late_result() -> None:  # (e.g. an async function's result, delivered as mail)
+        task.network.emit(Batch.of_records(["late"]))
+        task.network.flush_all()  # waits for credit
+
+    task.post(late_result)
+    wait_for(lambda: not task.has_mail(), "the posted call taken out of the mailbox")
+    task.cancel()
+    thread.join(30)
+    assert not thread.is_alive(), "a stopped task waiting for credit in a posted call did not end on cancel"
+    assert isinstance(outcome.get("error"), Cancelled), outcome
