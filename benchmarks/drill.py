@@ -93,6 +93,7 @@ from raystream.checkpoint.faults import FaultRule, faulty_filesystem, read_fault
 from raystream.engine.client import ENDED_STATUSES
 from raystream.engine.config import TaskConfig
 from raystream.engine.errors import RaystreamError
+from raystream.engine.keygroups import DEFAULT_MAX_PARALLELISM, key_group_for, subtask_for_key_group
 from raystream.operators.sinks import JsonLinesSink, collected_records
 from raystream.operators.windows import TumblingEventTimeWindows
 
@@ -194,6 +195,7 @@ class DrillOutcome:
     kills: list = field(default_factory=list)
     spilled: int = 0  # messages the statefun job's dispatchers spilled to disk (its last master's run)
     busy_checkpoints: int = 0  # of its completed checkpoints, those taken with messages queued (likewise)
+    queued_at_kills: list = field(default_factory=list)  # statefun: messages queued just before each kill
     missed: list = field(default_factory=list)  # planned kills that could not be done, and why
     notes: list = field(default_factory=list)
     seconds: float = 0.0
@@ -334,28 +336,72 @@ def reference_output(n: int = N) -> list[tuple]:
 class _KillGates:
     """The drill's record function: :func:`record`, except that the source stops at each
     planned kill's record until the driver did that kill. Before reading record ``records[k]``
-    the source creates the file ``reached-<k>`` in ``directory`` and waits until ``done-<k>``
-    exists (the driver creates it once the kill landed and the job recovered; at most
-    ``timeout_s``; ``make`` is the workload's record function): kill k lands with the source
-    at that record of its input on any machine, and the input cannot end before the kills. After a restart the source reads those records
-    again and passes the gates already open. Runs in the source's task (a process of this
-    machine: files are the signal)."""
+    the source writes the file ``reached-<k>`` in ``directory`` (holding the record it waits
+    at) and waits until ``done-<k>`` exists (the driver creates it once the kill landed and the
+    job recovered; at most ``timeout_s``; ``make`` is the workload's record function): kill k
+    lands with the source at that record of its input on any machine, and the input cannot end
+    before the kills. The driver may move gate k to a later record instead, by writing that
+    record into ``step-<k>``: the source reads on to it and waits there (the statefun workload
+    does so while its dispatchers have too little queued work for the kill, see
+    :data:`KILL_QUEUED`). After a restart the source reads those records again and passes the
+    gates already open (and a moved gate moves again). Runs in the source's task (a process of
+    this machine: files are the signal)."""
 
     def __init__(self, directory: str, records: list[int], timeout_s: float = JOB_TIMEOUT_S,
                  make: Callable[[int], dict] = record) -> None:
         self.directory, self.records, self.timeout_s, self.make = directory, records, timeout_s, make
+        self._moved: dict[int, int] = {}  # gate -> the record it was moved to (read from step-<k>)
+        self._done: set[int] = set()
 
     def path(self, what: str, k: int) -> str:
         return os.path.join(self.directory, f"{what}-{k}")
 
+    def waiting_at(self, k: int) -> int | None:
+        """The record at which the source waits (or waited) at gate ``k``; None before it did."""
+        return _read_int(self.path("reached", k))
+
+    def move(self, k: int, to: int) -> None:
+        """Move gate ``k`` to record ``to`` (the driver's side)."""
+        _write_atomically(self.path("step", k), str(to))
+
     def __call__(self, i: int) -> dict:
         for k, at in enumerate(self.records):
-            if at == i and not os.path.exists(self.path("done", k)):
-                open(self.path("reached", k), "a").close()
-                deadline = time.monotonic() + self.timeout_s
-                while not os.path.exists(self.path("done", k)) and time.monotonic() < deadline:
-                    time.sleep(0.005)
+            if self._moved.get(k, at) != i or k in self._done:
+                continue
+            if os.path.exists(self.path("done", k)):
+                self._done.add(k)
+                continue
+            _write_atomically(self.path("reached", k), str(i))
+            deadline = time.monotonic() + self.timeout_s
+            while time.monotonic() < deadline:
+                if os.path.exists(self.path("done", k)):
+                    self._done.add(k)
+                    break
+                to = _read_int(self.path("step", k))
+                if to is not None and to > i:
+                    self._moved[k] = to
+                    break
+                time.sleep(0.005)
         return self.make(i)
+
+    def __getstate__(self) -> dict:
+        # (a gate shipped to a task starts as the plan's: moves are read from the files again)
+        return {**self.__dict__, "_moved": {}, "_done": set()}
+
+
+def _write_atomically(path: str, text: str) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
 
 
 class FaultyJsonLinesSink(JsonLinesSink):
@@ -495,6 +541,9 @@ FAN = "drill/fan"  # addresses the counters fan out to (over the feedback edge a
 LATE = "drill/late"  # addresses of the delayed messages
 EGRESS = "drill/out"
 FAN_IDS = 29  # fan addresses f00..f28
+#: the largest hop budget of a fan message (:func:`fan_hops`): forwarded that many times more,
+#: each time to the other subtask, so fed-back work keeps the loop busy after the ingress stops
+FAN_HOPS = 6
 LATE_IDS = 7  # late addresses l0..l6
 DELAY_EVERY = 10  # ingress message i sends a delayed message when i % DELAY_EVERY == 3
 DELAY_MS = 150  # its delay (processing time): it fires while later input is still coming
@@ -517,6 +566,35 @@ def fan_targets(key: str, count: int) -> tuple[str, str]:
     return f"f{(k * 31 + count * 7) % FAN_IDS:02d}", f"f{(k * 17 + count * 13 + 5) % FAN_IDS:02d}"
 
 
+def fan_hops(origin: str, n: int) -> int:
+    """The hop budget of the fan messages of ``origin``'s ``n``-th message (a counter key and
+    its count, or a late address and its record): how many times each is forwarded to another
+    fan address after its first, 0 to :data:`FAN_HOPS`."""
+    return (int(origin[1:]) * 5 + n * 3) % (FAN_HOPS + 1)
+
+
+def _fan_ids_by_subtask() -> tuple[tuple[str, ...], ...]:
+    """The fan addresses of each dispatcher subtask (at :data:`FUNCTION_PARALLELISM` and the
+    default max parallelism): where the engine routes them."""
+    def subtask(fan_id: str) -> int:
+        kg = key_group_for((FAN, fan_id), DEFAULT_MAX_PARALLELISM)
+        return subtask_for_key_group(kg, FUNCTION_PARALLELISM, DEFAULT_MAX_PARALLELISM)
+
+    ids = [f"f{j:02d}" for j in range(FAN_IDS)]
+    return tuple(tuple(a for a in ids if subtask(a) == s) for s in range(FUNCTION_PARALLELISM))
+
+
+_FAN_IDS_BY_SUBTASK = _fan_ids_by_subtask()
+
+
+def hop_target(at: str, origin: str, n: int, hops: int) -> str:
+    """The fan address a fan message of ``origin``'s ``n``-th message at ``at``, with ``hops``
+    hops left, is forwarded to: one of another dispatcher subtask (over the feedback edge)."""
+    home = next(s for s, ids in enumerate(_FAN_IDS_BY_SUBTASK) if at in ids)
+    others = _FAN_IDS_BY_SUBTASK[(home + 1) % FUNCTION_PARALLELISM]
+    return others[(int(origin[1:]) * 7 + n * 5 + hops * 3) % len(others)]
+
+
 def _counter(context: Any, message: Any) -> None:
     """Ingress message ``i`` to counter ``key``: the count of its messages (``n``) and the sum
     of their values (``total``) in its persisted state; egress ``("count", key, n, total, i)``;
@@ -533,23 +611,29 @@ def _counter(context: Any, message: Any) -> None:
     context.storage.n, context.storage.total = n, total
     context.send_egress(egress_message_builder(EGRESS, ["count", key, n, total, i], _EGRESS_TYPE))
     for target in fan_targets(key, n):
-        context.send(message_builder(FAN, target, value=[key, n], value_type=_EGRESS_TYPE))
+        context.send(message_builder(FAN, target, value=[key, n, fan_hops(key, n)], value_type=_EGRESS_TYPE))
     if i % DELAY_EVERY == 3:
         context.send_after(timedelta(milliseconds=DELAY_MS),
                            message_builder(LATE, f"l{i % LATE_IDS}", int_value=i))
 
 
 def _fan(context: Any, message: Any) -> None:
-    """A fanned-out ``[key, n]``: the address's count ``m`` of them (persisted); egress
-    ``("fan", id, m)`` and ``("fan-from", id, key, n)`` (a multiset whatever order the senders'
-    messages arrive in)."""
-    from raystream.statefun_api import egress_message_builder
+    """A fanned-out ``[origin, n, hops]``: the address's count ``m`` of them (persisted);
+    egress ``("fan", id, m)`` and ``("fan-from", id, origin, n, hops)`` (a multiset whatever
+    order the senders' messages arrive in); while ``hops`` > 0, the message again, with one
+    hop less, to :func:`hop_target` (on the other subtask): fed-back work that goes on for a
+    while after the ingress stops."""
+    from raystream.statefun_api import egress_message_builder, message_builder
 
-    key, n = message.as_type(_EGRESS_TYPE)
+    origin, n, hops = message.as_type(_EGRESS_TYPE)
+    at = context.address.id
     m = (context.storage.m or 0) + 1
     context.storage.m = m
-    context.send_egress(egress_message_builder(EGRESS, ["fan", context.address.id, m], _EGRESS_TYPE))
-    context.send_egress(egress_message_builder(EGRESS, ["fan-from", context.address.id, key, n], _EGRESS_TYPE))
+    context.send_egress(egress_message_builder(EGRESS, ["fan", at, m], _EGRESS_TYPE))
+    context.send_egress(egress_message_builder(EGRESS, ["fan-from", at, origin, n, hops], _EGRESS_TYPE))
+    if hops > 0:
+        context.send(message_builder(FAN, hop_target(at, origin, n, hops), value=[origin, n, hops - 1],
+                                     value_type=_EGRESS_TYPE))
 
 
 async def _late(context: Any, message: Any) -> None:
@@ -568,7 +652,8 @@ async def _late(context: Any, message: Any) -> None:
     context.storage.k = k
     context.send_egress(egress_message_builder(EGRESS, ["late", context.address.id, k], _EGRESS_TYPE))
     context.send_egress(egress_message_builder(EGRESS, ["late-from", context.address.id, i], _EGRESS_TYPE))
-    context.send(message_builder(FAN, late_target(i), value=[context.address.id, i], value_type=_EGRESS_TYPE))
+    late = context.address.id
+    context.send(message_builder(FAN, late_target(i), value=[late, i, fan_hops(late, i)], value_type=_EGRESS_TYPE))
 
 
 def late_target(i: int) -> str:
@@ -617,16 +702,26 @@ def statefun_reference(n: int = N) -> list[tuple]:
         totals[key] = totals.get(key, 0) + r["value"]
         out.append(("count", key, counts[key], totals[key], i))
         for target in fan_targets(key, counts[key]):
-            seen[target] = seen.get(target, 0) + 1
-            out += [("fan", target, seen[target]), ("fan-from", target, key, counts[key])]
+            out += _hops_reference(target, key, counts[key], seen)
         if i % DELAY_EVERY == 3:
             late = f"l{i % LATE_IDS}"
             seen[late] = seen.get(late, 0) + 1
             out += [("late", late, seen[late]), ("late-from", late, i)]
-            target = late_target(i)
-            seen[target] = seen.get(target, 0) + 1
-            out += [("fan", target, seen[target]), ("fan-from", target, late, i)]
+            out += _hops_reference(late_target(i), late, i, seen)
     return out
+
+
+def _hops_reference(target: str, origin: str, n: int, seen: dict[str, int]) -> list[tuple]:
+    """The egress of the fan message of ``origin``'s ``n``-th message sent to ``target``,
+    along its hops (``seen``: the messages each address got so far)."""
+    out: list[tuple] = []
+    hops = fan_hops(origin, n)
+    while True:
+        seen[target] = seen.get(target, 0) + 1
+        out += [("fan", target, seen[target]), ("fan-from", target, origin, n, hops)]
+        if hops == 0:
+            return out
+        target, hops = hop_target(target, origin, n, hops), hops - 1
 
 
 def _build_statefun(env: rs.StreamEnvironment, n: int, rate: int, sink: Any, gates: _KillGates | None,
@@ -786,9 +881,13 @@ def _restarts(client: rs.JobClient) -> int:
         return 0
 
 
-def _waits_at(marker: str) -> Callable[[str, tuple[int, int]], bool]:
-    """Ready: the job runs and its source waits at the gate whose marker file is ``marker``."""
-    return lambda status, _run: status == "RUNNING" and os.path.exists(marker)
+def _waits_at(gates: _KillGates, k: int, record: int | None = None) -> Callable[[str, tuple[int, int]], bool]:
+    """Ready: the job runs and its source waits at gate ``k`` (at ``record``, if given)."""
+    def ready(status: str, _run: tuple[int, int]) -> bool:
+        at = gates.waiting_at(k)
+        return status == "RUNNING" and at is not None and (record is None or at == record)
+
+    return ready
 
 
 def _moved_on(before: tuple[int, int]) -> Callable[[str, tuple[int, int]], bool]:
@@ -801,25 +900,94 @@ def _kills(plan: DrillPlan) -> list[Fault]:
     return sorted((f for f in plan.faults if f.at_record is not None), key=lambda f: f.at_record or 0)
 
 
+#: a kill of the statefun workload waits until its dispatchers hold more queued messages than
+#: the active sets of both subtasks hold (``2 * drain_step`` each): messages wait in their
+#: queues (spilled past :data:`INBOX_MEMORY_BYTES`) when it lands
+KILL_QUEUED = 2 * FUNCTION_PARALLELISM * 2 * DRAIN_STEP + 1
+#: while they hold fewer, the kill's gate moves this many records on (a batch of input more)
+KILL_STEP = 10
+
+
+@dataclass(frozen=True)
+class Queued:
+    """What the statefun job's dispatchers held just before a kill (their gauges, summed)."""
+
+    messages: int  # queued_messages: not invoked yet (active set, queue in memory and spilled, held ingress)
+    spilled_bytes: int  # spill_disk_bytes: on disk now
+
+    def __str__(self) -> str:
+        return f"{self.messages} messages queued, {self.spilled_bytes} B spilled"
+
+
+def _queued(client: rs.JobClient) -> Queued | None:
+    """What the statefun job's dispatchers hold now (None if the master cannot tell)."""
+    try:
+        m = client.metrics().get("operators", {}).get(FUNCTIONS_NAME)
+    except Exception:  # noqa: BLE001 - a master being replaced answers nothing useful yet
+        return None
+    if not m or m.get("subtasks", 0) < FUNCTION_PARALLELISM:
+        return None
+    return Queued(int(m.get("queued_messages", 0)), int(m.get("spill_disk_bytes", 0)))
+
+
+def _busy_at(
+    client: rs.JobClient, gates: _KillGates, k: int, at: int, cap: int
+) -> tuple[int, Queued | None, str | None]:
+    """Hold the source at gate ``k`` (at record ``at``) until the statefun dispatchers hold at
+    least :data:`KILL_QUEUED` queued messages, moving the gate :data:`KILL_STEP` records on
+    (never past ``cap``: the next kill's record, or the input's last) each time they hold
+    fewer. Returns the record the source waits at, what the dispatchers held there (None: the
+    master could not tell), and why the job could not be held there (None if it was)."""
+    deadline = time.monotonic() + KILL_WAIT_S
+    queued = None
+    while time.monotonic() < deadline:
+        queued = _queued(client)
+        if queued is not None and (queued.messages >= KILL_QUEUED or at >= cap):
+            return at, queued, None
+        if queued is None:
+            time.sleep(0.01)
+            continue
+        at = min(at + KILL_STEP, cap)
+        gates.move(k, at)
+        reached, seen = _wait(client, _waits_at(gates, k, at))
+        if not reached:
+            return at, queued, f"the source did not reach record {at} ({seen})"
+    return at, queued, f"the job's dispatchers held no {KILL_QUEUED} queued messages up to record {at}"
+
+
 def _run_kills(
-    client: rs.JobClient, plan: DrillPlan, outcome: DrillOutcome, parallelisms: list[int], gates: _KillGates
+    client: rs.JobClient, plan: DrillPlan, outcome: DrillOutcome, parallelisms: list[int], gates: _KillGates,
+    busy: bool = False, last_record: int = N - 1,
 ) -> None:
     """Do the plan's kills in the order of their records, each once the source waits at its
     record (:class:`_KillGates`), then open that gate once the job noticed (a new attempt, or
-    a new master). A kill that cannot be done goes to ``outcome.missed`` (the seed fails)."""
+    a new master). A kill that cannot be done goes to ``outcome.missed`` (the seed fails).
+
+    ``busy`` (the statefun workload): a kill also waits until the dispatchers hold
+    :data:`KILL_QUEUED` queued messages, the source going on :data:`KILL_STEP` records at a
+    time meanwhile (see :func:`_busy_at`; up to the next kill's record or ``last_record``);
+    ``outcome.queued_at_kills`` gets what they held just before each kill."""
     rng = random.Random(plan.seed * 7919 + 1)
     start = time.monotonic()
-    for k, fault in enumerate(_kills(plan)):
+    kills = _kills(plan)
+    for k, fault in enumerate(kills):
         at = fault.at_record
         if fault.kind == "kill-master" and not master_failover_supported():
             outcome.missed.append(f"{fault}: this engine has no job master failover (JobClient.job_master)")
             return  # (gate k stays closed: the caller opens every gate)
         killed = None
+        queued = None
         for _ in range(5):  # (the task to kill may be gone by the time it is looked up: again)
-            reached, seen = _wait(client, _waits_at(gates.path("reached", k)))
+            reached, seen = _wait(client, _waits_at(gates, k))
             if not reached:
                 outcome.missed.append(f"{fault}: the source did not reach record {at} ({seen})")
                 return
+            if busy:
+                cap = min(kills[k + 1].at_record or last_record, last_record) if k + 1 < len(kills) else last_record
+                at, queued, problem = _busy_at(client, gates, k, gates.waiting_at(k) or at or 0, max(cap, at or 0))
+                if problem is not None:
+                    outcome.missed.append(f"{fault}: {problem}")
+                    return
             _status, before = _state(client)
             # a new master counts its restarts anew (JobResult.metrics["restarts"] are the last
             # master's): the restarts under the master about to die are counted here
@@ -831,7 +999,10 @@ def _run_kills(
         if killed is None:
             outcome.missed.append(f"{fault}: no task to kill at record {at} in 5 tries")
             return
-        outcome.kills.append(f"{killed} at record {at} ({time.monotonic() - start:.1f} s)")
+        with_queued = f" with {queued}" if queued is not None else ""
+        if busy:
+            outcome.queued_at_kills.append(queued.messages if queued is not None else 0)
+        outcome.kills.append(f"{killed} at record {at}{with_queued} ({time.monotonic() - start:.1f} s)")
         recovered, seen = _wait(client, _moved_on(before))
         if not recovered:
             outcome.missed.append(f"{fault}: the job did not notice the kill ({seen})")
@@ -895,7 +1066,7 @@ def run_seed(
     result = None
     try:
         try:
-            _run_kills(client, plan, outcome, parallelisms, gates)
+            _run_kills(client, plan, outcome, parallelisms, gates, busy=workload == "statefun", last_record=n - 1)
         finally:  # (a kill that could not be done leaves no source waiting)
             for k in range(len(kills)):
                 open(gates.path("done", k), "a").close()
