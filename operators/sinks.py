@@ -127,15 +127,11 @@ class _StreamingCollectWriter(SinkWriter[_StreamTail]):
         self.attempt = ctx.attempt
         self.aligned = ctx.checkpointing
         post = ctx.post
-        self._wake = (lambda: post(_nothing)) if post is not None else None
-        self.sender = CollectSender(sink.endpoint, f"collect sink {ctx.task_name!r}", wake=self._wake,
+        self.sender = CollectSender(sink.endpoint, f"collect sink {ctx.task_name!r}",
+                                    wake=(lambda: post(_nothing)) if post is not None else None,
                                     max_bytes=sink.max_bytes)
-        self.max_bytes = sink.max_bytes
         self.buffer: list[pa.RecordBatch] = []  # written since the last barrier
         self.pending: list[tuple[int, list[pa.RecordBatch]]] = []  # (checkpoint, written before it): not complete
-        #: bytes of ``buffer`` and ``pending`` (as written): output not sent before a checkpoint completes
-        self.held_bytes = 0
-        self._pending_bytes: dict[int, int] = {}  # of each piece of ``pending``
         # pieces of completed checkpoints handed to the sender: (message seq, subtask, checkpoint, batches)
         self.sending: list[tuple[int, int, int, list[pa.RecordBatch]]] = []
         self.seq = 0
@@ -154,36 +150,24 @@ class _StreamingCollectWriter(SinkWriter[_StreamTail]):
 
     def write(self, batch: Batch) -> None:
         if self.aligned:
-            rb = batch.arrow()
-            self.buffer.append(rb)
-            self.held_bytes += rb.nbytes
+            self.buffer.append(batch.arrow())
         else:
             self.sender.send(self.subtask, ("run", self.attempt, self.seq), [batch.arrow()])
             self.seq += 1
 
     def accepts_input(self) -> bool:
-        """Room in the sender's outbox, and, while the output of a checkpoint that has not
-        completed waits here (``pending``), less than ``max_bytes`` held. While checkpoints
-        keep failing (storage down, ``tolerable_failures`` unlimited) the task's input pauses
-        instead of this writer holding all the output since the last completed checkpoint;
-        the data ahead of each barrier still passes (the checkpoint that frees the output
-        must get through: at most the input channels' credit windows per checkpoint). Between
-        checkpoints that complete, the output of one interval is held, as before."""
-        return (not self.pending or self.held_bytes < self.max_bytes) and self.sender.has_room()
+        return self.sender.has_room()
 
     def prepare_commit(self, checkpoint_id: int | None) -> list[_StreamTail]:
         if checkpoint_id is not None:
             if self.buffer:
                 self.pending.append((checkpoint_id, concat_runs(self.buffer)))
-                self._pending_bytes[checkpoint_id] = self.held_bytes - sum(self._pending_bytes.values())
                 self.buffer = []
             return []
         # end of input: what was sent must have arrived before the task reports its end
         self.sender.flush()
         held = [b for _cid, batches in self.pending for b in batches] + concat_runs(self.buffer)
         self.pending, self.buffer, self.sending = [], [], []
-        self.held_bytes = 0
-        self._pending_bytes.clear()
         self.sender.close()
         return [(self.subtask, ("final", self.attempt), held, (self.sender.id, self.sender.sent))]
 
@@ -195,15 +179,9 @@ class _StreamingCollectWriter(SinkWriter[_StreamTail]):
 
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
         complete = [p for p in self.pending if p[0] <= checkpoint_id]
-        if not complete:
-            return
         self.pending = [p for p in self.pending if p[0] > checkpoint_id]
-        paused = self.held_bytes >= self.max_bytes
         for cid, batches in complete:
-            self.held_bytes -= self._pending_bytes.pop(cid, 0)
             self._send_piece(self.subtask, cid, batches)
-        if paused and self._wake is not None:  # (input paused for held output: may go on now)
-            self._wake()
 
     def close(self) -> None:
         # what it handed to the sender was committed (a checkpoint or a stop-with-savepoint
