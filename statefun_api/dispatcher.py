@@ -135,16 +135,16 @@ from raystream.statefun_api.routing import (
     TARGET_TYPENAME,
     VALUE,
     VALUE_TYPENAME,
+    FeedbackBatches,
     MessageRecord,
     address_key,
     decode_egress_value,
     describe_records,
     egress_tag,
-    feedback_batch,
     message_record_key_groups,
     message_to_record,
     record_caller,
-    records_to_arrow_batch,
+    typed_records_batch,
 )
 from raystream.statefun_api.spill import SpillingQueue
 from raystream.statefun_api.state_layout import DELAY_SEQ_STATE, DELAYED_STATE, value_state_name
@@ -310,6 +310,8 @@ class FunctionDispatcher(StreamOperator):
         self._pending: dict[str, dict[str, list[MessageRecord] | MessageRecord]] = {}
         self._ready: deque[tuple[str, str]] = deque()
         self._pending_count = 0
+        # messages to other subtasks leave with their values held decoded (issue 13)
+        self._feedback = FeedbackBatches()
         self._rss_due = 0.0  # monotonic time of the next RSS sample
         self._invocations = 0  # since the last counters update (added up in _update_gauges)
         self._messages = 0
@@ -463,9 +465,9 @@ class FunctionDispatcher(StreamOperator):
         inbox = self._inbox
         batches = inbox.snapshot() if inbox is not None else []
         if self._overflow:
-            batches.append(records_to_arrow_batch(self._overflow))
+            batches.append(typed_records_batch(self._overflow))
         if self._held:
-            batches.append(records_to_arrow_batch(self._held))
+            batches.append(typed_records_batch(self._held))
         if self._has_work():
             self._busy_checkpoints.add(checkpoint_id)
         return queued_snapshot(queued, batches, self._key_group, self._max_parallelism)
@@ -769,7 +771,8 @@ class FunctionDispatcher(StreamOperator):
             remote = self._remote
             remote.append(record)
             if len(remote) >= _CHUNK:
-                self.output.emit_side(FEEDBACK_TAG, feedback_batch(remote))
+                for batch in self._feedback.batches(remote):
+                    self.output.emit_side(FEEDBACK_TAG, batch)
                 self._remote = []
 
     def _drain(self, budget: int) -> None:
@@ -1037,7 +1040,8 @@ class FunctionDispatcher(StreamOperator):
             self._inbox.push(self._overflow)  # type: ignore[union-attr]
             self._overflow = []
         if self._remote:
-            self.output.emit_side(FEEDBACK_TAG, feedback_batch(self._remote))
+            for batch in self._feedback.batches(self._remote):
+                self.output.emit_side(FEEDBACK_TAG, batch)
             self._remote = []
         if self._egress_out:
             for tag, values in self._egress_out.items():

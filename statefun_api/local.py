@@ -6,7 +6,8 @@ operator test harness :class:`~raystream.operators.testing.OperatorHarness`) dri
 step on the calling thread: the same operator context, keyed state backend, mailbox,
 processing-time service and snapshot code as on a cluster. The runner plays the network's
 part only: it routes ingress and feedback messages to their owning subtask by key group
-(FIFO per sending subtask, as a channel) and collects the egresses. Time is a
+(FIFO per sending subtask, as a channel; feedback batches as the Arrow batches a channel
+makes of them) and collects the egresses. Time is a
 :class:`~engine.operator.ManualClock` that only moves with :meth:`LocalDispatchers.advance`,
 so delayed messages and TTL are tested without sleeping. ``seed`` shuffles the order in
 which pending deliveries and task steps run (keeping each channel FIFO), to test that
@@ -46,6 +47,8 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import pyarrow as pa
+
 from raystream.checkpoint import HeapStateBackend, ValueStateDescriptor
 from raystream.engine.keygroups import key_group_for, subtask_for_key_group
 from raystream.engine.operator import ManualClock
@@ -65,6 +68,7 @@ from raystream.statefun_api.routing import (
     TARGET_TYPENAME,
     MessageRecord,
     decode_by_typename,
+    message_key_groups,
     message_record_key_groups,
     message_to_record,
 )
@@ -89,12 +93,11 @@ class _RoutingOutput(CollectingOutput):
         self.runner.main_output.extend(batch.records())
 
     def emit_side(self, tag: str, batch: Batch) -> None:
-        records = batch.records()
         if tag == FEEDBACK_TAG:
-            self.runner.feedback_records += len(records)
-            self.runner._deliver(records, source=self.index)
+            self.runner.feedback_records += len(batch)
+            self.runner._deliver_feedback(batch, source=self.index)
         else:
-            self.runner._egress.setdefault(tag[len("egress:") :], []).extend(records)
+            self.runner._egress.setdefault(tag[len("egress:") :], []).extend(batch.records())
 
 
 class LocalDispatchers:
@@ -186,6 +189,23 @@ class LocalDispatchers:
             by_subtask.setdefault(owner, []).append(r)
         for index, part in by_subtask.items():
             self._mail.setdefault((source, index), deque()).append(Batch.of_records(part))
+
+    def _deliver_feedback(self, batch: Batch, source: int) -> None:
+        """Queue a feedback batch of subtask ``source`` as the engine's channel ships it: as
+        Arrow (what the channel converts it to; an Arrow batch as it is), cut per owning
+        subtask, so the receivers read the records back from Arrow as on a cluster."""
+        if not len(batch):
+            return
+        rb = batch.arrow()
+        groups = message_key_groups(rb, self.max_parallelism)
+        if groups is None:  # (not the tuple form: e.g. pickled records)
+            self._deliver(batch.records(), source)
+            return
+        owners = groups * self.parallelism // self.max_parallelism
+        targets = list(dict.fromkeys(owners.tolist()))
+        for index in targets:
+            part = rb if len(targets) == 1 else rb.filter(pa.array(owners == index))
+            self._mail.setdefault((source, index), deque()).append(Batch.of_arrow(part))
 
     def send(self, *messages: Message) -> LocalDispatchers:
         """Deliver ingress messages (grouped per owning subtask, in order) and :meth:`run`."""

@@ -14,9 +14,11 @@ conversion per message on every channel, spill file and snapshot (about 1 us eac
 
 ``value`` is the serialized value (bytes), or, for a value of a built-in immutable type
 (int, long, double, string, bool) that no one serialized yet, the decoded Python value: a
-message between embedded functions is never encoded. Records are encoded
-(:func:`encode_record`) only at the boundaries: messages to other subtasks (the feedback
-edge, :func:`records_to_arrow_batch`), spill files, snapshots and remote calls.
+message between embedded functions is never encoded. Messages to other subtasks cross the
+feedback edge with such values in a typed Arrow column (:class:`FeedbackBatches`,
+:func:`typed_records_batch`), and so do spill files and snapshots of messages of one kind;
+records are encoded (:func:`encode_record`) at remote calls, and where values of several
+kinds would share a column (:func:`records_to_arrow_batch`).
 
 ``caller_typename == ""`` means the message came from an ingress. The dispatcher is keyed
 by :func:`address_key` ``(typename, id)``; a tuple rather than ``"typename/id"`` because
@@ -42,6 +44,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable
+from operator import countOf
 from typing import Any, Final
 
 import numpy as np
@@ -90,6 +93,8 @@ __all__ = [
     "message_key_groups",
     "message_record_key_groups",
     "feedback_batch",
+    "FeedbackBatches",
+    "typed_records_batch",
     "FEEDBACK_TAG",
 ]
 
@@ -206,12 +211,164 @@ def _encoded_to_arrow(encoded: list[MessageRecord]) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(arrays, _RECORD_COLUMNS).replace_schema_metadata(_RECORD_METADATA)
 
 
+def typed_records_batch(records: list[MessageRecord]) -> pa.RecordBatch:
+    """Message records as one Arrow batch of seven columns, the values held decoded kept so:
+    when every value is held decoded and of one Python type (int, float, str, bool) the
+    value column is typed (int64, float64, string, bool; the value's typename in column
+    ``f4`` says which built-in type, e.g. int or long), exactly what the engine's generic
+    conversion makes of such records; otherwise, as :func:`records_to_arrow_batch`, every
+    value serialized in a binary column. Read back with ``arrow_to_records``: decoded values
+    come back decoded, serialized ones as bytes.
+
+    Example:
+        >>> from raystream.statefun_api import message_builder
+        >>> rb = typed_records_batch([message_to_record(message_builder("a/f", "1", int_value=7))])
+        >>> rb.schema.types[VALUE], rb.column(VALUE).to_pylist()
+        (DataType(int64), [7])
+        >>> rb = typed_records_batch([message_to_record(message_builder("a/f", "1", int_value=7)),
+        ...                           message_to_record(message_builder("a/f", "1", str_value="x"))])
+        >>> rb.schema.types[VALUE], rb.column(VALUE).to_pylist()
+        (DataType(binary), [b'\\r\\x07\\x00\\x00\\x00', b'\\n\\x01x'])
+    """
+    kind = _decoded_kind(records)
+    if kind is None:
+        return records_to_arrow_batch(records)
+    rb = _decoded_to_arrow(records, _DECODED_ARROW_TYPES[kind])
+    return rb if rb is not None else records_to_arrow_batch(records)
+
+
+def _decoded_kind(records: list[MessageRecord]) -> type | None:
+    """The Python type of the values of ``records`` when all of them are held decoded and of
+    that one type (int, float, str or bool); ``None`` otherwise (serialized values, mixed
+    kinds, no records)."""
+    kinds = set(map(type, map(_value_of, records)))
+    if len(kinds) != 1:
+        return None
+    kind = kinds.pop()
+    return kind if kind in _DECODED_ARROW_TYPES else None
+
+
+def _decoded_to_arrow(records: list[MessageRecord], value_type: pa.DataType) -> pa.RecordBatch | None:
+    """:func:`typed_records_batch` of records whose values are all held decoded as one Python
+    type (``value_type`` its Arrow type); ``None`` when a column is not exactly what the
+    engine's conversion would type (a ``str`` subclass as a name or id comes back a plain str,
+    whose key group differs: the generic conversion pickles such records, so they go that way)."""
+    n = len(records)
+    columns = tuple_columns(records, 7)
+    for column in columns[:VALUE]:
+        if countOf(map(type, column), str) != n:
+            return None
+    if countOf(columns[HAS_VALUE], True) != n:  # (a decoded value always has one)
+        return None
+    try:
+        arrays = [pa.array(column, kind) for column, kind in zip(columns, _RECORD_TYPES[:VALUE])]
+        arrays.append(pa.array(columns[VALUE], value_type))
+        arrays.append(_all_true(n))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError, UnicodeError):
+        return None
+    return pa.RecordBatch.from_arrays(arrays, _RECORD_COLUMNS).replace_schema_metadata(_RECORD_METADATA)
+
+
+def _all_true(n: int) -> pa.Array:
+    return pa.repeat(pa.scalar(True, pa.bool_()), n)
+
+
+_value_of = operator.itemgetter(VALUE)
+
+#: the Arrow type of a column of values held decoded, per Python type (what the engine's
+#: generic conversion infers from values of that one type)
+_DECODED_ARROW_TYPES: dict[type, pa.DataType] = {int: pa.int64(), float: pa.float64(), str: pa.string(), bool: pa.bool_()}
+
+
+class FeedbackBatches:
+    """Makes the batches of messages a dispatcher sends to other subtasks (the feedback edge),
+    values held decoded kept decoded: a message between embedded functions is not encoded
+    when it crosses to another subtask (issue 13); it travels in a typed Arrow column and the
+    receiver reads the value back decoded. Values not held decoded (other types, float32) go
+    serialized in a binary column, as before.
+
+    A step's messages of several kinds (decoded ints, strings, serialized values...) go as
+    one batch per kind, in the order each kind first appears, when no address gets messages
+    of two kinds among them (the order of each address's messages is kept; a batch of one
+    column type stays typed); otherwise every value is serialized, as before.
+
+    The channel's writer coalesces the feedback batches of consecutive dispatcher steps per
+    target and converts them to Arrow once per send (a step often forwards a handful of
+    messages: converting each step's few records to seven Arrow columns cost more than the
+    messages themselves), with the engine's generic conversion, which gives typed columns
+    only to records of one kind (int values beside bytes values would be pickled). So a
+    batch goes as Python records only when it has the *form* of the first batch this
+    dispatcher sent (all decoded of one Python type, or serialized): every records batch a
+    target's buffer holds then has that one form, and merged they stay typed. A batch of
+    another form goes as its own Arrow batch (:func:`typed_records_batch`), which the writer
+    sends beside the others, never merged with records.
+
+    Example:
+        >>> from raystream.statefun_api import message_builder
+        >>> batches = FeedbackBatches()
+        >>> [(b.is_arrow, b.records()[0][VALUE]) for b in batches.batches([
+        ...     message_to_record(message_builder("a/f", "1", int_value=7)),
+        ...     message_to_record(message_builder("a/f", "2", str_value="x"))])]
+        [(False, 7), (True, 'x')]
+        >>> [b.records()[0][VALUE] for b in batches.batches([
+        ...     message_to_record(message_builder("a/f", "1", int_value=7)),
+        ...     message_to_record(message_builder("a/f", "1", str_value="x"))])]  # one address, two kinds
+        [b'\\r\\x07\\x00\\x00\\x00']
+    """
+
+    __slots__ = ("form",)
+
+    def __init__(self) -> None:
+        #: the form of the records batches sent so far: the Python type of their decoded
+        #: values, ``bytes`` for serialized ones; ``None`` before the first batch
+        self.form: type | None = None
+
+    def batches(self, records: list[MessageRecord]) -> list[Batch]:
+        """The batches of ``records`` (messages to other subtasks, in order) to emit on the
+        feedback side output, in this order (see the class docstring)."""
+        kind = _decoded_kind(records)
+        if kind is not None:
+            return [self._batch(records, kind)]
+        groups = _kind_groups(records)
+        if groups is None:
+            return [self._batch(encode_records(records), bytes)]
+        return [self._batch(group, k) for k, group in groups.items()]
+
+    def _batch(self, records: list[MessageRecord], form: type) -> Batch:
+        """``records``, whose values are all decoded of the Python type ``form`` or all
+        serialized (``form`` is ``bytes``), as a records batch or an Arrow batch."""
+        if self.form is None:
+            self.form = form
+        if form is self.form:
+            return Batch.of_records(records)
+        return Batch.of_arrow(typed_records_batch(records))
+
+
+def _kind_groups(records: list[MessageRecord]) -> dict[type, list[MessageRecord]] | None:
+    """``records`` grouped by the Python type of their values (``bytes``: serialized), each
+    group in order, the groups in the order their kinds first appear; ``None`` when an
+    address gets values of two kinds (grouping would reorder its messages), or a value is
+    of no kind of the feedback edge."""
+    kinds: dict[tuple[str, str], type] = {}
+    groups: dict[type, list[MessageRecord]] = {}
+    for record in records:
+        kind = type(record[VALUE])
+        if kind is not bytes and kind not in _DECODED_ARROW_TYPES:
+            return None
+        if kinds.setdefault((record[TARGET_TYPENAME], record[TARGET_ID]), kind) is not kind:  # (its address)
+            return None
+        group = groups.get(kind)
+        if group is None:
+            groups[kind] = [record]
+        else:
+            group.append(record)
+    return groups
+
+
 def feedback_batch(records: list[MessageRecord]) -> Batch:
-    """The batch of messages to other subtasks: the records with their values serialized.
-    No Arrow form yet: the channel's writer coalesces the feedback batches of consecutive
-    dispatcher steps per target and converts them once per send (a step often forwards a
-    handful of messages; converting each step's few records to seven Arrow columns cost more
-    than the messages themselves)."""
+    """The batch of messages to other subtasks with every value serialized (the feedback
+    edge's form before :class:`FeedbackBatches`, which the dispatcher uses: values held
+    decoded stay so). As Python records: the channel's writer converts them to Arrow."""
     return Batch.of_records(encode_records(records))
 
 

@@ -45,7 +45,7 @@ from typing import Any
 import pyarrow as pa
 
 from raystream.engine.records import arrow_to_records
-from raystream.statefun_api.routing import VALUE, records_to_arrow_batch
+from raystream.statefun_api.routing import VALUE, typed_records_batch
 
 __all__ = ["SpillingQueue", "estimate_bytes", "remove_stale_spill_dirs"]
 
@@ -260,7 +260,7 @@ class SpillingQueue:
             self._chunks.append(chunk)
 
     def _spill(self, chunk: _Mem) -> _Spilled:
-        rb = chunk.arrow if chunk.arrow is not None else records_to_arrow_batch(chunk.records or [])
+        rb = chunk.arrow if chunk.arrow is not None else typed_records_batch(chunk.records or [])
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, rb.schema) as writer:
             writer.write_batch(rb)
@@ -375,7 +375,7 @@ class SpillingQueue:
                 seg.file.seek(chunk.offset)
                 out.append(pa.ipc.open_stream(seg.file.read(chunk.length)).read_next_batch())
             elif chunk.records is not None:
-                out.append(records_to_arrow_batch(chunk.records[chunk.pos :]))
+                out.append(typed_records_batch(chunk.records[chunk.pos :]))
             else:
                 assert chunk.arrow is not None
                 out.append(chunk.arrow.slice(chunk.pos))

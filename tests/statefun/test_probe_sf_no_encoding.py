@@ -3,7 +3,8 @@ is a built-in value in state or on its way to an egress read as decoded Python v
 encoding happens only at boundaries (remote calls, snapshots, egress serialisation). A
 chain of embedded functions passes each built-in type (int, long, float, double, str,
 bool) on, stores it, and emits it to egresses, in process at parallelism 1 and 2 (the
-second through the feedback edge between subtasks); no built-in serializer runs.
+second through the feedback edge between subtasks, shipped as Arrow as a channel ships it:
+one batch per value kind, typed columns); no built-in serializer runs.
 
 The one exception is ``FloatType`` (float32): a Python float is not held decoded as it,
 since the value the receiver reads is the float32-rounded one (``0.1`` arrives as
@@ -60,21 +61,7 @@ def _functions() -> StatefulFunctions:
     return functions
 
 
-
-@pytest.mark.parametrize(
-    "parallelism",
-    [
-        1,
-        pytest.param(
-            2,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="routing.feedback_batch serializes every value of a message to another subtask "
-                "(encode_records: ~6,000 instructions an int record) and the receiver decodes it again",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("parallelism", [1, 2])
 def test_built_in_values_between_embedded_functions_are_never_encoded(monkeypatch, parallelism: int) -> None:
     calls: list[str] = []
     for cls in (types_module._WrapperSerializer, types_module._FixedSerializer, types_module._StringSerializer):
