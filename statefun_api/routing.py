@@ -250,9 +250,9 @@ def _decoded_kind(records: list[MessageRecord]) -> type | None:
 
 def _decoded_to_arrow(records: list[MessageRecord], value_type: pa.DataType) -> pa.RecordBatch | None:
     """:func:`typed_records_batch` of records whose values are all held decoded as one Python
-    type (``value_type`` its Arrow type); ``None`` when a column is not exactly what the
-    engine's conversion would type (a ``str`` subclass as a name or id comes back a plain str,
-    whose key group differs: the generic conversion pickles such records, so they go that way)."""
+    type (``value_type`` its Arrow type); ``None`` when a typename or id is not exactly a str
+    (a ``str`` subclass would come back a plain str) or a record says it has no value: such
+    records go serialized, as before."""
     n = len(records)
     columns = tuple_columns(records, 7)
     for column in columns[:VALUE]:
