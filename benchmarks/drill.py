@@ -52,11 +52,23 @@ its line says which. The job (``--workload``) ends in an exactly-once sink (``co
     a message to each of two fan addresses (:func:`fan_targets`; about half of them to the
     other subtask, over the feedback edge) and, every tenth record, a delayed message
     (``send_after``, :data:`DELAY_MS`) to a third function, an ``async def`` one that forwards
-    it to a fan address; the fan and late functions count what they get and egress it. The dispatchers' queues have a 2 KiB memory budget
-    (:data:`INBOX_MEMORY_BYTES`, small mailbox steps and a small in-flight cap), so they spill
-    to disk while the faults land (each line says how many messages spilled, and how many
-    completed checkpoints held queued messages; the failure-free check fails if none spilled). The egress is compared with :func:`statefun_reference`: records
-    whose content does not depend on the order in which messages of several senders arrive.
+    it to a fan address; the fan and late functions count what they get and egress it. A fan
+    message carries a hop budget (:func:`fan_hops`, 0 to :data:`FAN_HOPS`): the fan function
+    forwards it that many times more, each time to a fan address of the other subtask
+    (:func:`hop_target`), so fed-back work goes on after the ingress stops. The dispatchers'
+    queues have a 2 KiB memory budget (:data:`INBOX_MEMORY_BYTES`, small mailbox steps and a
+    small in-flight cap), so they spill to disk while the faults land (each line says how many
+    messages spilled, and how many completed checkpoints held queued messages; the
+    failure-free check fails if none spilled). A kill of this job lands while the loop is
+    busy: with the source held at the kill's record, the driver reads the dispatchers' gauges
+    (``client.metrics()``) and kills once they hold :data:`KILL_QUEUED` queued messages or
+    more (more than both subtasks' active sets: their queues hold messages, spilled); while
+    they hold fewer, it moves the source's gate :data:`KILL_STEP` records on and looks again
+    (never past the next kill's record or the input's end, where it kills whatever they
+    hold). Each kill on the line says the record it landed at and the messages queued and
+    bytes spilled just before it. The egress is compared with :func:`statefun_reference`:
+    records whose content does not depend on the order in which messages of several senders
+    arrive.
 
 Its committed output is compared, as a multiset, with the failure-free output computed in
 plain Python (checked once against a failure-free run of the engine), and each seed prints
@@ -110,6 +122,10 @@ __all__ = [
     "event",
     "event_time_reference",
     "fan_targets",
+    "fan_hops",
+    "hop_target",
+    "Queued",
+    "KILL_QUEUED",
     "late_target",
     "statefun_functions",
     "statefun_reference",
@@ -543,7 +559,7 @@ EGRESS = "drill/out"
 FAN_IDS = 29  # fan addresses f00..f28
 #: the largest hop budget of a fan message (:func:`fan_hops`): forwarded that many times more,
 #: each time to the other subtask, so fed-back work keeps the loop busy after the ingress stops
-FAN_HOPS = 6
+FAN_HOPS = 2
 LATE_IDS = 7  # late addresses l0..l6
 DELAY_EVERY = 10  # ingress message i sends a delayed message when i % DELAY_EVERY == 3
 DELAY_MS = 150  # its delay (processing time): it fires while later input is still coming
@@ -570,7 +586,7 @@ def fan_hops(origin: str, n: int) -> int:
     """The hop budget of the fan messages of ``origin``'s ``n``-th message (a counter key and
     its count, or a late address and its record): how many times each is forwarded to another
     fan address after its first, 0 to :data:`FAN_HOPS`."""
-    return (int(origin[1:]) * 5 + n * 3) % (FAN_HOPS + 1)
+    return (int(origin[1:]) + n) % (FAN_HOPS + 1)
 
 
 def _fan_ids_by_subtask() -> tuple[tuple[str, ...], ...]:
