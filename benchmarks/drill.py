@@ -353,7 +353,7 @@ class _KillGates:
     """The drill's record function: :func:`record`, except that the source stops at each
     planned kill's record until the driver did that kill. Before reading record ``records[k]``
     the source writes the file ``reached-<k>`` in ``directory`` (holding the record it waits
-    at) and waits until ``done-<k>`` exists (the driver creates it once the kill landed and the
+    at and a token of this copy of the gate: a restarted job's source writes another) and waits until ``done-<k>`` exists (the driver creates it once the kill landed and the
     job recovered; at most ``timeout_s``; ``make`` is the workload's record function): kill k
     lands with the source at that record of its input on any machine, and the input cannot end
     before the kills. The driver may move gate k to a later record instead, by writing that
@@ -368,13 +368,25 @@ class _KillGates:
         self.directory, self.records, self.timeout_s, self.make = directory, records, timeout_s, make
         self._moved: dict[int, int] = {}  # gate -> the record it was moved to (read from step-<k>)
         self._done: set[int] = set()
+        self._token = ""  # this copy's (one per source task: made at its first wait)
 
     def path(self, what: str, k: int) -> str:
         return os.path.join(self.directory, f"{what}-{k}")
 
     def waiting_at(self, k: int) -> int | None:
         """The record at which the source waits (or waited) at gate ``k``; None before it did."""
-        return _read_int(self.path("reached", k))
+        seen = self.waiting(k)
+        return seen[0] if seen is not None else None
+
+    def waiting(self, k: int) -> tuple[int, str] | None:
+        """``(record, token)``: where a source waits (or waited) at gate ``k``, and which copy
+        of the gate (one per source task: a restarted job's source writes another token)."""
+        try:
+            with open(self.path("reached", k)) as f:
+                at, _, token = f.read().partition(" ")
+            return int(at), token
+        except (OSError, ValueError):
+            return None
 
     def move(self, k: int, to: int) -> None:
         """Move gate ``k`` to record ``to`` (the driver's side)."""
@@ -387,7 +399,8 @@ class _KillGates:
             if os.path.exists(self.path("done", k)):
                 self._done.add(k)
                 continue
-            _write_atomically(self.path("reached", k), str(i))
+            self._token = self._token or os.urandom(6).hex()
+            _write_atomically(self.path("reached", k), f"{i} {self._token}")
             deadline = time.monotonic() + self.timeout_s
             while time.monotonic() < deadline:
                 if os.path.exists(self.path("done", k)):
@@ -402,7 +415,7 @@ class _KillGates:
 
     def __getstate__(self) -> dict:
         # (a gate shipped to a task starts as the plan's: moves are read from the files again)
-        return {**self.__dict__, "_moved": {}, "_done": set()}
+        return {**self.__dict__, "_moved": {}, "_done": set(), "_token": ""}
 
 
 def _write_atomically(path: str, text: str) -> None:
@@ -871,22 +884,22 @@ def _wait(client: rs.JobClient, ready: Callable[[str, tuple[int, int]], bool], t
 
 def _kill(
     client: rs.JobClient, fault: Fault, rng: random.Random, parallelisms: list[int]
-) -> str | None:
-    """Kill what ``fault`` says; returns what was killed, or None if the job's task could not
-    be found at that moment (it restarted, or ended)."""
+) -> tuple[str | None, str]:
+    """Kill what ``fault`` says; returns what was killed, or None and why if the job's task
+    could not be found at that moment (it restarted, or ended)."""
     import ray
 
     if fault.kind == "kill-master":
         ray.kill(client.job_master(), no_restart=True)
-        return "job master"
+        return "job master", ""
     v = rng.randrange(len(parallelisms))
     s = rng.randrange(parallelisms[v])
     try:
         actor = client.task_actor(v, s)
-    except (ValueError, RaystreamError):  # gone, or the attempt changed meanwhile
-        return None
+    except (ValueError, RaystreamError) as exc:  # gone, or the attempt changed meanwhile
+        return None, f"task ({v}, {s}): {type(exc).__name__}: {exc}".splitlines()[0][:200]
     ray.kill(actor, no_restart=True)
-    return f"task ({v}, {s})"
+    return f"task ({v}, {s})", ""
 
 
 def _restarts(client: rs.JobClient) -> int:
@@ -897,11 +910,14 @@ def _restarts(client: rs.JobClient) -> int:
         return 0
 
 
-def _waits_at(gates: _KillGates, k: int, record: int | None = None) -> Callable[[str, tuple[int, int]], bool]:
-    """Ready: the job runs and its source waits at gate ``k`` (at ``record``, if given)."""
+def _waits_at(gates: _KillGates, k: int, record: int | None = None, not_token: str | None = None
+              ) -> Callable[[str, tuple[int, int]], bool]:
+    """Ready: the job runs and its source waits at gate ``k`` (at ``record``, if given; a
+    source other than the one whose gate wrote ``not_token``, if given)."""
     def ready(status: str, _run: tuple[int, int]) -> bool:
-        at = gates.waiting_at(k)
-        return status == "RUNNING" and at is not None and (record is None or at == record)
+        seen = gates.waiting(k)
+        return (status == "RUNNING" and seen is not None and (record is None or seen[0] == record)
+                and (not_token is None or seen[1] != not_token))
 
     return ready
 
@@ -993,10 +1009,15 @@ def _run_kills(
             return  # (gate k stays closed: the caller opens every gate)
         killed = None
         queued = None
-        for _ in range(5):  # (the task to kill may be gone by the time it is looked up: again)
-            reached, seen = _wait(client, _waits_at(gates, k))
+        gone: list[str] = []  # why each try found no task to kill
+        stale = None  # the token of the source that waited when a try found no task
+        for _ in range(5):
+            # (a try that found no task: the job restarts, a failure of its own (a failed
+            # commit...) meanwhile: the kill waits until the new attempt's source is at the gate)
+            reached, seen = _wait(client, _waits_at(gates, k, not_token=stale))
             if not reached:
-                outcome.missed.append(f"{fault}: the source did not reach record {at} ({seen})")
+                why = f" (no task to kill before: {'; '.join(gone)})" if gone else ""
+                outcome.missed.append(f"{fault}: the source did not reach record {at} ({seen}){why}")
                 return
             if busy:
                 cap = min(kills[k + 1].at_record or last_record, last_record) if k + 1 < len(kills) else last_record
@@ -1008,12 +1029,15 @@ def _run_kills(
             # a new master counts its restarts anew (JobResult.metrics["restarts"] are the last
             # master's): the restarts under the master about to die are counted here
             restarts = _restarts(client) if fault.kind == "kill-master" else 0
-            killed = _kill(client, fault, rng, parallelisms)
+            waited = gates.waiting(k)
+            killed, why = _kill(client, fault, rng, parallelisms)
             if killed is not None:
                 outcome.restarts += restarts
                 break
+            gone.append(why)
+            stale = waited[1] if waited is not None else None
         if killed is None:
-            outcome.missed.append(f"{fault}: no task to kill at record {at} in 5 tries")
+            outcome.missed.append(f"{fault}: no task to kill at record {at} in 5 tries: {'; '.join(gone)}")
             return
         with_queued = f" with {queued}" if queued is not None else ""
         if busy:

@@ -347,3 +347,55 @@ def test_the_statefun_functions_give_the_reference_egress_in_process(tmp_path):
         got = [tuple(r) for r in run.egress(EGRESS)]
         assert run.feedback_records > 0
     assert sorted(got) == sorted(statefun_reference(n))
+
+
+class _RestartingJob:
+    """A JobClient whose job reports RUNNING throughout (as a master tearing down a failed
+    attempt does) and moves to attempt 1 when ``attempt`` is set."""
+
+    failovers = 0
+    attempt = 0
+
+    def info(self) -> dict:
+        return {"status": "RUNNING", "attempt": self.attempt}
+
+
+def test_a_kill_that_finds_no_task_waits_for_the_restarted_source_at_the_gate(tmp_path, monkeypatch):
+    # The job restarted on its own (a failed part-file commit) while its source waited at the
+    # kill's record: the kill found no task ("no running task (3, 1); tasks: []"). Before, the
+    # next try took the gate file the failed attempt's source had written as the sign that the
+    # source waited there, so the kill landed while the new attempt replayed the records before
+    # the gate, or all 5 tries met the teardown (rocksdb seed 7008: KILLS MISSED)
+    import benchmarks.drill as drill
+
+    gates = _KillGates(str(tmp_path), [5])
+    plan = next(p for p in map(plan_seed, range(40)) if [f.kind for f in p.faults if f.at_record] == ["kill-task"])
+    plan = type(plan)(plan.seed, tuple(f if f.at_record is None else type(f)(f.kind, "at record 5", at_record=5)
+                                       for f in plan.faults), plan.sink, plan.parallelism, plan.timeout_ms)
+    job = _RestartingJob()
+    sources = [threading.Thread(target=pickle.loads(pickle.dumps(gates)), args=(5,), name="test-source-1")]
+    sources[0].start()
+    reached = tmp_path / "reached-0"
+    wait_for(lambda: reached.exists() and reached.read_text(), "the first attempt's source waits at record 5")
+    failed = reached.read_text()
+    seen: list[str] = []
+
+    def kill(client, fault, rng, parallelisms):
+        seen.append(reached.read_text())
+        if len(seen) == 1:  # the first attempt is being torn down: no task; a new source comes
+            sources.append(threading.Thread(target=pickle.loads(pickle.dumps(gates)), args=(5,), name="test-source-2"))
+            sources[1].start()
+            return None, "task (3, 1): RaystreamError: job 'drill' has no running task (3, 1); tasks: []"
+        job.attempt = 2  # (the kill: the job restarts)
+        return "task (3, 1)", ""
+
+    monkeypatch.setattr(drill, "_kill", kill)
+    outcome = DrillOutcome(plan)
+    try:
+        _run_kills(job, plan, outcome, [1, 2, 1, 2], gates)  # type: ignore[arg-type]
+    finally:
+        open(gates.path("done", 0), "a").close()
+        for s in sources:
+            s.join(60)
+    assert not outcome.missed and len(outcome.kills) == 1, outcome.line()
+    assert len(seen) == 2 and seen[1] != failed, seen  # (killed once the new source waited at the gate)
