@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 import raystream as rs
-from raystream.checkpoint import AggregateFunction, CheckpointStorage, DroppableState
+from raystream.checkpoint import CheckpointStorage, DroppableState
 from raystream.checkpoint.coordinator import METADATA_FORMAT, build_restore_plan
 from raystream.engine.connectors import NOTHING_AVAILABLE, PollResult
 from raystream.engine.local_runtime import run_in_process
@@ -34,7 +34,8 @@ from raystream.engine.serde import dumps
 from raystream.operators.sinks import collected_records
 from raystream.operators.sources import GeneratorSource, _GeneratorReader
 from raystream.operators.time import WatermarkStrategy
-from raystream.operators.windows import ProcessWindowFunction, TumblingEventTimeWindows
+from raystream.operators.windows import TumblingEventTimeWindows
+from tests.integration.test_probe_rescale_combiner_idleness import AsRow, Count
 from tests.waiting import wait_for
 
 N = 2_000  # records: subtask 0 reads the even indices, subtask 1 the odd ones
@@ -76,26 +77,6 @@ class _Reader(_GeneratorReader):
                     raise RuntimeError("the failure of the drill")
                 return NOTHING_AVAILABLE
         return super().poll_next()
-
-
-class Count(AggregateFunction):
-    def create_accumulator(self) -> int:
-        return 0
-
-    def add(self, value: dict, acc: int) -> int:
-        return acc + 1
-
-    def get_result(self, acc: int) -> int:
-        return acc
-
-    def merge(self, a: int, b: int) -> int:
-        return a + b
-
-
-class AsRow(ProcessWindowFunction):
-    def process(self, key: Any, context: Any, elements: Any) -> Any:
-        for n in elements:
-            yield {"key": key, "window_start": context.window().start, "n": n}
 
 
 def mark_fired(base: str):
