@@ -24,12 +24,14 @@ class _ScriptedJob:
         return {"status": "RUNNING", "attempt": self.attempt, "restarts": self.restarts}
 
 
-def _scripted_kill(client: _ScriptedJob, fault: Fault, rng: random.Random, parallelisms: list[int]) -> str:
+def _scripted_kill(
+    client: _ScriptedJob, fault: Fault, rng: random.Random, parallelisms: list[int]
+) -> tuple[str | None, str]:
     if fault.kind == "kill-master":  # a new master resumes the job: attempt 1, no restart yet
         client.failovers, client.attempt, client.restarts = client.failovers + 1, 1, 0
-        return "job master"
+        return "job master", ""
     client.attempt, client.restarts = client.attempt + 1, client.restarts + 1
-    return "task (1, 0)"
+    return "task (1, 0)", ""
 
 
 @pytest.mark.parametrize("records", [(10, 20), (10, 10)], ids=["task-then-master", "at-one-record"])
@@ -39,8 +41,9 @@ def test_a_task_kill_then_a_master_kill_counts_the_restart_of_the_first_master(t
              Fault("kill-master", f"at record {records[1]}", at_record=records[1]))
     plan = DrillPlan(1, kills, "collect", 2, 10_000)
     gates = _KillGates(str(tmp_path), [records[0], records[1]])
-    for k in range(2):  # (the source waits at both records)
-        open(gates.path("reached", k), "a").close()
+    for k in range(2):  # (the source waits at both records: what a gate writes there, its record and token)
+        with open(gates.path("reached", k), "w") as f:
+            f.write(f"{records[k]} scripted")
     outcome = DrillOutcome(plan)
     job = _ScriptedJob()
     _run_kills(job, plan, outcome, [1, 2], gates)  # type: ignore[arg-type]
@@ -55,7 +58,8 @@ def test_a_master_kill_alone_counts_no_restart(tmp_path, monkeypatch):
     monkeypatch.setattr(drill, "_kill", _scripted_kill)
     plan = DrillPlan(2, (Fault("kill-master", "at record 5", at_record=5),), "collect", 2, 10_000)
     gates = _KillGates(str(tmp_path), [5])
-    open(gates.path("reached", 0), "a").close()
+    with open(gates.path("reached", 0), "w") as f:
+        f.write("5 scripted")
     outcome = DrillOutcome(plan)
     _run_kills(_ScriptedJob(), plan, outcome, [1, 2], gates)  # type: ignore[arg-type]
     assert not outcome.missed and outcome.restarts == 0, outcome.line()
