@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import asyncio
 
-from raystream.engine.master import JobMaster
-from raystream.engine.observability import NullMetricsBackend
-from tests.unit.test_job_master import FakeRuntime, FakeTask, Script, graph_and_config
+from tests.unit.test_job_master import FakeTask, master_until_stopped
 
 LATE_TURNS = 5  # event-loop turns a notification's start lags (no time: turns of the loop)
 
@@ -35,13 +33,7 @@ def test_every_task_takes_the_savepoints_notification_before_its_cancel(tmp_path
 
     monkeypatch.setattr(FakeTask, "notify_checkpoint_complete", late_notify)
     monkeypatch.setattr(FakeTask, "cancel", cancel)
-    script = Script(finish_after=10 ** 9)  # (runs until stopped)
-    script.cancelled = True  # (a cancelled fake task returns no result, as a stopped task)
-    runtime = FakeRuntime(script)
-    script.runtime = runtime
-    master = JobMaster(runtime, metrics_backend=NullMetricsBackend())
-    runtime.master = master
-    graph, config = graph_and_config(tmp_path)
+    master, runtime, graph, config = master_until_stopped(tmp_path)
 
     async def main() -> tuple[dict, str]:
         job = asyncio.ensure_future(master.run(graph, config, "job-1", None, False))

@@ -23,8 +23,7 @@ import pytest
 
 from raystream.engine.errors import CheckpointError, JobFailed
 from raystream.engine.master import JobMaster
-from raystream.engine.observability import NullMetricsBackend
-from tests.unit.test_job_master import FakeRuntime, Script, graph_and_config
+from tests.unit.test_job_master import master_until_stopped
 from tests.waiting import wait_for
 
 
@@ -36,13 +35,7 @@ def _tags(committables: dict) -> list[str]:
 @pytest.mark.parametrize("commit_fails", [False, True])
 def test_a_failure_while_a_completed_stop_with_savepoints_output_is_committed_restarts_nothing(
         tmp_path, monkeypatch, commit_fails):
-    script = Script(finish_after=10 ** 9)  # (runs until stopped)
-    script.cancelled = True  # (a cancelled fake task returns no result, as a stopped task)
-    runtime = FakeRuntime(script)
-    script.runtime = runtime
-    master = JobMaster(runtime, metrics_backend=NullMetricsBackend())
-    runtime.master = master
-    graph, config = graph_and_config(tmp_path)
+    master, runtime, graph, config = master_until_stopped(tmp_path)
     committed: list[list[str]] = []
     in_commit, release = threading.Event(), threading.Event()
     real_commit = JobMaster._commit
