@@ -60,6 +60,7 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import hashlib
 import json
@@ -95,6 +96,9 @@ FAULT_OPS = frozenset(
      "delete", "copy", "*"}
 )  # fmt: skip
 
+#: the ops that write a file (a rule with ``full_after_bytes`` targets one of them)
+_WRITE_OPS = frozenset({"write_state", "write_metadata", "write", "*"})
+
 _CHK_SEGMENT = re.compile(r"^chk-\d+$")
 # random tokens: hex runs after '-' or '.' (job id suffixes, uuids of temporary files); not
 # the number of a chk-<n> directory
@@ -125,10 +129,15 @@ class FaultRule:
         after: fail *after* performing the operation (the file is written, the rename
             done, but the caller gets an error: an ambiguous outcome, as after a timeout).
         times: act on at most this many operations per process (None: no limit).
+        full_after_bytes: a full disk (with ``fail`` or ``fail_probability``, on a write):
+            the file opens, takes this many bytes, then every write fails with
+            ``ENOSPC`` and the partial file stays, as on a device that filled up.
 
     Example:
         >>> FaultRule("write_state", fail_probability=0.2).fail_probability
         0.2
+        >>> FaultRule("write", fail=True, full_after_bytes=10).full_after_bytes
+        10
         >>> FaultRule("rename")
         Traceback (most recent call last):
         ...
@@ -143,6 +152,7 @@ class FaultRule:
     fail_probability: float = 0.0
     after: bool = False
     times: int | None = None
+    full_after_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if self.op not in FAULT_OPS:
@@ -162,6 +172,15 @@ class FaultRule:
             )
         if self.times is not None and (isinstance(self.times, bool) or self.times < 1):
             raise ConfigError(f"FaultRule times must be None or >= 1, got {self.times!r}")
+        if self.full_after_bytes is not None:
+            if isinstance(self.full_after_bytes, bool) or not isinstance(self.full_after_bytes, int) \
+                    or self.full_after_bytes < 0:
+                raise ConfigError(f"FaultRule full_after_bytes must be None or an int >= 0, got {self.full_after_bytes!r}")
+            if self.op not in _WRITE_OPS or self.after or not (self.fail or self.fail_probability):
+                raise ConfigError(
+                    f"FaultRule({self.op!r}, full_after_bytes={self.full_after_bytes!r}) fills the disk of a write: "
+                    f"op must be one of {sorted(_WRITE_OPS)}, with fail=True or fail_probability and without after=True"
+                )
         if not (self.delay_s or self.delay_jitter_s or self.fail or self.fail_probability):
             raise ConfigError(
                 f"FaultRule({self.op!r}, path_glob={self.path_glob!r}) does nothing: give "
@@ -246,6 +265,36 @@ class _FailOnClose:
         self.closed = True
         self._inner.close()
         raise self._error
+
+
+class _FullDisk:
+    """A writable file object on a device that fills up after ``room`` bytes: the bytes up to
+    it are written (a partial file stays), every write after fails with ``ENOSPC``."""
+
+    def __init__(self, inner: pa.NativeFile, room: int, error: InjectedFault) -> None:
+        self._inner = inner
+        self._room = room
+        self._error = error
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        view = memoryview(data).cast("B")
+        if len(view) > self._room:
+            if self._room:
+                self._inner.write(view[: self._room])
+                self._inner.flush()
+            self._room = 0
+            raise self._error
+        self._room -= len(view)
+        return self._inner.write(view)
+
+    def flush(self) -> None:
+        self._inner.flush()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._inner.close()
 
 
 class FaultInjectingHandler(pafs.FileSystemHandler):
@@ -347,11 +396,13 @@ class FaultInjectingHandler(pafs.FileSystemHandler):
 
     # -- the injection -----------------------------------------------------------------
 
-    def _decide(self, op: str, paths: Sequence[str]) -> tuple[float, InjectedFault | None, bool]:
-        """(seconds to sleep, error to raise or None, raise after the operation?)."""
+    def _decide(self, op: str, paths: Sequence[str]) -> tuple[float, InjectedFault | None, bool, int | None]:
+        """(seconds to sleep, error to raise or None, raise after the operation?, bytes a
+        write takes before the disk is full or None)."""
         delay = 0.0
         error: InjectedFault | None = None
         after = False
+        room: int | None = None
         shown = paths[0] if len(paths) == 1 else list(paths)
         for index, rule in enumerate(self._rules):
             if not rule.matches(op, paths):
@@ -383,10 +434,15 @@ class FaultInjectingHandler(pafs.FileSystemHandler):
                 delay += wait
                 self._log(op, shown, "delay", index, wait)
             if fails and error is None:
-                error = InjectedFault(f"injected fault: {op} {shown!r} (rule {index})")
+                if rule.full_after_bytes is not None:
+                    room = rule.full_after_bytes
+                    error = InjectedFault(errno.ENOSPC, f"No space left on device (injected fault: {op} {shown!r} "
+                                                        f"after {room} bytes, rule {index})")
+                else:
+                    error = InjectedFault(f"injected fault: {op} {shown!r} (rule {index})")
                 after = rule.after
                 self._log(op, shown, "fail", index, 0.0)
-        return delay, error, after
+        return delay, error, after, room
 
     def _log(self, op: str, path: str | list[str], action: str, rule: int, seconds: float) -> None:
         if self._log_path is None:
@@ -410,7 +466,7 @@ class FaultInjectingHandler(pafs.FileSystemHandler):
             os.close(fd)
 
     def _run(self, op: str, paths: Sequence[str], call: Callable[[], R]) -> R:
-        delay, error, after = self._decide(op, paths)
+        delay, error, after, _room = self._decide(op, paths)
         if delay:
             (self._sleep or time.sleep)(delay)
         if error is not None and not after:
@@ -479,9 +535,11 @@ class FaultInjectingHandler(pafs.FileSystemHandler):
 
     def _open_writer(self, path: str, open_: Callable[[], pa.NativeFile]) -> pa.NativeFile:
         op = classify_write(path)
-        delay, error, after = self._decide(op, [path])
+        delay, error, after, room = self._decide(op, [path])
         if delay:
             (self._sleep or time.sleep)(delay)
+        if error is not None and room is not None:  # a full disk: opens, then writes fail
+            return pa.PythonFile(_FullDisk(open_(), room, error), mode="w")
         if error is not None and not after:
             raise error
         stream = open_()
