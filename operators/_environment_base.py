@@ -176,8 +176,11 @@ class StreamEnvironmentBase:
         self.reuse_workers = bool(reuse_workers)
         self.graph = StreamGraph()
         # graph.nodes[:_ran] were part of a submitted job, the last one made of _last_job
-        # (see _job_nodes: as Flink's execute(), a job runs what was added since the last one)
+        # (see _job_nodes: as Flink's execute(), a job runs what was added since the last one);
+        # of the nodes that ran, the graph keeps only those a later job can take in without
+        # reading from them (see _retire): node ids come from a counter of their own
         self._ran = 0
+        self._next_id = 0
         self._last_job: list[Transformation] = []
         self.clock: Clock | None = None
         self.checkpoint_config: CheckpointConfig | None = None
@@ -205,7 +208,7 @@ class StreamEnvironmentBase:
         or sink can run) fed by ``inputs``: the one place where the API adds source, operator
         and sink nodes to the graph."""
         node = Transformation(
-            self.graph.next_id(), name, kind, self.parallelism,
+            self._next_id, name, kind, self.parallelism,
             operator_factory=operator_factory, source=source, sink=sink, keyed=keyed, inputs=inputs,
         )
         limit = connector_parallelism_limit(node)
@@ -214,6 +217,7 @@ class StreamEnvironmentBase:
         node.num_inputs = num_inputs
         node.schema_names = schema_names
         self.graph.add(node)
+        self._next_id += 1
         return node
 
     def add_sink(self, edge: StreamEdge, sink: Sink, name: str) -> Transformation:
@@ -355,14 +359,34 @@ class StreamEnvironmentBase:
                 if n.id not in fresh and any(e.source.id in fresh for e in n.inputs if e.source is not n):
                     fresh.add(n.id)
                     changed = True
-        keep: set[int] = set()
+        keep: dict[int, Transformation] = {}
         stack = [n for n in nodes if n.id in fresh]
-        while stack:  # with everything they read from
+        while stack:  # with everything they read from (also nodes the graph let go, see _retire)
             node = stack.pop()
             if node.id not in keep:
-                keep.add(node.id)
+                keep[node.id] = node
                 stack.extend(e.source for e in node.inputs)
-        return [n for n in nodes if n.id in keep]
+        return [keep[i] for i in sorted(keep)]  # (ids count up in creation order)
+
+    def _retire(self) -> None:
+        """Let go of the nodes that ran which no later job can take in unless a new node reads
+        from them (then it holds them, through its inputs).
+
+        A node that ran joins a later job without being read from only when it reads from a
+        node of that job (:meth:`_job_nodes`), and its inputs are fixed once it is built, but
+        for the nodes a loop goes into (a feedback edge; a stateful functions dispatcher is
+        given each new ingress): the graph keeps those and every node downstream of them. The
+        others (a collection source with its records, a map with what its function captured,
+        the sinks) stay as long as the user's streams do, so that an environment serving many
+        notebook cells holds what its live streams and its last job need, not every pipeline
+        it ever ran (Flink's ``execute()`` likewise clears the environment's transformations).
+        """
+        kept: set[int] = set()
+        for node in self.graph.nodes:  # (creation order: a node's inputs come before it)
+            if any(e.feedback or e.source.id in kept for e in node.inputs):
+                kept.add(node.id)
+        self.graph.nodes[:] = [n for n in self.graph.nodes if n.id in kept]
+        self._ran = len(self.graph.nodes)
 
     def get_job_graph(self) -> JobGraph:
         """The chained job graph that the next :meth:`execute` deploys (for inspection): the
@@ -401,7 +425,8 @@ class StreamEnvironmentBase:
         client = engine_api.submit(self._job_graph(nodes), self._job_config(job_name, from_savepoint,
                                                                             allow_non_restored_state),
                                    self.address, relay_output=relay)
-        self._ran, self._last_job = len(self.graph.nodes), nodes
+        self._last_job = nodes
+        self._retire()
         return client
 
     def execute(self, job_name: str = "raystream-job", from_savepoint: str | None = None,
