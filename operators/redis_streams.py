@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import re
 import time
 import uuid
@@ -74,6 +75,11 @@ log = logging.getLogger(__name__)
 SUBMIT_CONNECT_TIMEOUT_S = 10.0
 
 _ID = re.compile(r"^\d+(-\d+)?$")
+#: seconds a source's read waits for Redis's answer beyond its ``block_ms`` (unless its
+#: ``connection_kwargs`` set ``socket_timeout``)
+READ_TIMEOUT_S = 10.0
+#: the most seconds a sink's commit waits for Redis (see ``RedisStreamSink(commit_timeout_s=)``)
+DEFAULT_COMMIT_TIMEOUT_S = 60.0
 #: a week: a committable can come again only while a checkpoint that carries it may be restored
 DEFAULT_MARKER_TTL_S = 7 * 24 * 3600.0
 #: the most fields a sink entry may have: the commit script passes an entry's fields to one
@@ -195,7 +201,9 @@ class RedisStreamSource(Source[RedisStreamSplit]):
             an equal share, whichever subtask reads it).
         block_ms: unbounded: block up to this long in ``XREAD`` when no entry is ready (the
             task thread waits, so checkpoints wait too); None: poll without blocking, the task
-            idles between polls.
+            idles between polls. A read waits for Redis's answer up to ``block_ms`` plus 10 s
+            (``READ_TIMEOUT_S``) unless ``connection_kwargs`` sets a ``socket_timeout``, which
+            must then exceed ``block_ms``.
         connection_kwargs: more arguments for ``redis.Redis.from_url`` (timeouts, TLS...).
 
     Records are dicts of the entry's fields (``{"user": "ann", "amount": "12"}``; Redis stores
@@ -249,6 +257,15 @@ class RedisStreamSource(Source[RedisStreamSplit]):
             raise ConfigError(
                 f"RedisStreamSource block_ms={block_ms!r}: only an unbounded source blocks, for 1 ms or more "
                 f"(Redis reads 0 as 'forever')"
+            )
+        timeout = (connection_kwargs or {}).get("socket_timeout")
+        if (block_ms is not None and isinstance(timeout, (int, float)) and not isinstance(timeout, bool)
+                and timeout <= block_ms / 1000):
+            raise ConfigError(
+                f"RedisStreamSource connection_kwargs socket_timeout={timeout!r} s does not exceed block_ms={block_ms!r}: "
+                f"every XREAD that waits the whole block for entries would time out and fail the job; give a "
+                f"socket_timeout above {block_ms / 1000:g} s (or leave it out: the reader waits block_ms plus "
+                f"{READ_TIMEOUT_S:g} s)"
             )
         if deserializer is not None and not callable(deserializer):
             raise ConfigError(f"RedisStreamSource deserializer must be callable, got {deserializer!r}")
@@ -420,7 +437,11 @@ class _RedisStreamReader(SourceReader[RedisStreamSplit]):
 
     def _fetch(self, count: int, block: bool = True) -> None:
         if self._client is None:
-            self._client = _connect(self.source.url, self.source.connection_kwargs, "RedisStreamSource")
+            # a read waits block_ms for entries, then for the answer: redis-py 8's default socket
+            # timeout (5 s) failed every XREAD of a longer block on a quiet stream
+            options = {"socket_timeout": READ_TIMEOUT_S + (self.source.block_ms or 0) / 1000,
+                       **self.source.connection_kwargs}
+            self._client = _connect(self.source.url, options, "RedisStreamSource")
         by_key = {s.key: s for s in self.splits}
         block_ms = self.source.block_ms if block and not self.source.bounded else None
         reply = self._client.xread({s.key: s.position for s in self.splits}, count=count, block=block_ms)
@@ -600,6 +621,12 @@ class RedisStreamSink(Sink[RedisStreamCommittable]):
             would restore a job from an old retained checkpoint or savepoint.
         max_entries_per_commit: a subtask's output between two checkpoints is committed in
             atomic steps of at most this many entries (one marker each).
+        commit_timeout_s: the most seconds a commit waits for Redis to connect or answer
+            (redis-py's ``socket_connect_timeout`` and ``socket_timeout`` of the committer's
+            client, unless ``connection_kwargs`` sets them); a commit that gets no answer in
+            time fails the attempt, and the restored job commits again (a commit that went
+            through meanwhile is skipped by its marker). None: wait for ever (a server that
+            stops answering then holds every later commit, and the job's end, back).
         connection_kwargs: more arguments for ``redis.Redis.from_url``.
 
     Entries are appended by the job master when a checkpoint completes (or when the job ends);
@@ -624,6 +651,7 @@ class RedisStreamSink(Sink[RedisStreamCommittable]):
         marker_prefix: str = "raystream:commit:",
         marker_ttl_s: float = DEFAULT_MARKER_TTL_S,
         max_entries_per_commit: int = 5000,
+        commit_timeout_s: float | None = DEFAULT_COMMIT_TIMEOUT_S,
         connection_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         if not (callable(stream) or (isinstance(stream, str) and stream)):
@@ -639,6 +667,13 @@ class RedisStreamSink(Sink[RedisStreamCommittable]):
             )
         if not isinstance(max_entries_per_commit, int) or max_entries_per_commit < 1:
             raise ConfigError(f"RedisStreamSink max_entries_per_commit must be a positive int, got {max_entries_per_commit!r}")
+        if commit_timeout_s is not None and (isinstance(commit_timeout_s, bool)
+                                             or not isinstance(commit_timeout_s, (int, float))
+                                             or not 0 < commit_timeout_s < math.inf):
+            raise ConfigError(
+                f"RedisStreamSink commit_timeout_s must be a positive number of seconds (how long a commit waits "
+                f"for Redis to answer) or None (for ever), got {commit_timeout_s!r}"
+            )
         self.stream = stream
         self.url = url
         self.serializer = serializer
@@ -647,6 +682,7 @@ class RedisStreamSink(Sink[RedisStreamCommittable]):
         self.marker_prefix = marker_prefix
         self.marker_ttl_s = marker_ttl_s
         self.max_entries_per_commit = max_entries_per_commit
+        self.commit_timeout_s = commit_timeout_s
         self.connection_kwargs = dict(connection_kwargs or {})
 
     def describe(self) -> str:
@@ -749,7 +785,12 @@ class _RedisStreamCommitter(Committer[RedisStreamCommittable]):
 
     def commit(self, committables: list[RedisStreamCommittable]) -> None:
         if self._client is None:
-            self._client = _connect(self.sink.url, self.sink.connection_kwargs, "RedisStreamSink")
+            timeout = getattr(self.sink, "commit_timeout_s", DEFAULT_COMMIT_TIMEOUT_S)  # (a sink pickled before it had one)
+            options = dict(self.sink.connection_kwargs)
+            if timeout is not None:
+                options.setdefault("socket_timeout", timeout)
+                options.setdefault("socket_connect_timeout", timeout)
+            self._client = _connect(self.sink.url, options, "RedisStreamSink")
             self._script = self._client.register_script(_COMMIT_SCRIPT)
         for c in committables:
             if not c.entries:
@@ -760,9 +801,13 @@ class _RedisStreamCommitter(Committer[RedisStreamCommittable]):
             except _redis("RedisStreamSink").RedisError as exc:
                 # JobFailed, as the master's own wrapping of a failed commit makes it: the final
                 # commit of a job without checkpointing is not wrapped (engine/master.py)
+                why = ""
+                if isinstance(exc, _redis("RedisStreamSink").TimeoutError):
+                    why = (f" (no answer within commit_timeout_s={getattr(self.sink, 'commit_timeout_s', DEFAULT_COMMIT_TIMEOUT_S)!r}; "
+                           "the restored job commits it again, and skips it if it went through)")
                 raise JobFailed(
                     f"RedisStreamSink {self.sink.describe()} at {_safe_url(self.sink.url)!r}: committing "
-                    f"{c.commit_id!r} ({len(c)} entries to {list(c.entries)!r}) failed: {exc}"
+                    f"{c.commit_id!r} ({len(c)} entries to {list(c.entries)!r}) failed: {exc}{why}"
                 ) from exc
             if n < 0:
                 self.counts["skipped"] += 1  # committed before (a re-commit after a restore)
