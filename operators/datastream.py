@@ -370,9 +370,27 @@ class DataStream(StreamBase["DataStream"]):
 
     # ------------------------------------------------------------------ sinks
     def sink_to(self, sink: Sink, name: str | None = None) -> DataStreamSink:
-        """Write the stream to a user :class:`~engine.connectors.Sink`."""
+        """Write the stream to a user :class:`~engine.connectors.Sink`.
+
+        Example:
+            >>> import raystream as rs
+            >>> class Lines(rs.Sink):
+            ...     def create_writer(self, ctx): return LinesWriter()
+            >>> class LinesWriter(rs.SinkWriter):
+            ...     def write(self, batch): print(batch.to_pylist())
+            >>> rs.StreamEnvironment().from_collection([1, 2]).sink_to(Lines()).name("lines").node.name
+            'lines'
+        """
         if not isinstance(sink, Sink):
-            raise GraphError(f"sink_to() expects an engine.connectors.Sink, got {type(sink).__name__}")
+            what = short_repr(sink, 80)
+            remedy = (
+                "a function is not a sink: subclass raystream.Sink, whose create_writer(ctx) returns a raystream.SinkWriter with "
+                "write(batch) (and prepare_commit/Committer for exactly once), or use collect() / print() / "
+                "write_parquet(dir) / write_jsonl(dir)"
+                if callable(sink) else
+                "subclass raystream.Sink: create_writer(ctx) returns a raystream.SinkWriter with write(batch)"
+            )
+            raise GraphError(f"sink_to() of stream {self.node.name!r} takes a raystream.Sink, got {what}; {remedy}")
         return DataStreamSink(self.env.add_sink(self._edge(self._partitioner), sink, name or sink.describe()))
 
     def collect(self) -> DataStreamSink:
