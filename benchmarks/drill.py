@@ -2,7 +2,7 @@
 
     python -m benchmarks.drill --seeds 20 [--start 0] [--no-kill-master] [--keep DIR]
                                [--state-backend rocksdb] [--buffer-bytes 2048]
-                               [--workload running-sum|event-time|statefun]
+                               [--workload running-sum|event-time|statefun] [--full-disk]
 
 For each seed, ``random.Random(seed)`` picks one or two storage faults, injected through
 :mod:`checkpoint.faults` into checkpoint storage (or the file sink's filesystem)...
@@ -20,7 +20,9 @@ For each seed, ``random.Random(seed)`` picks one or two storage faults, injected
 
 ...and, with the JSON-lines sink, sometimes a ``slow-commit``: the master's first
 rename of a part file takes 0.3-1.2 s, so later checkpoints complete (and kills land) while
-an earlier checkpoint is still being committed. With some probability, kills: ``kill-task`` kills a task actor (1-2 times),
+an earlier checkpoint is still being committed. With ``--full-disk`` every seed also gets a
+``full-disk``: the state files and the RocksDB shared files (SST files, deltas) of one
+checkpoint fill the disk after 64 bytes (``ENOSPC``, the partial files left behind). With some probability, kills: ``kill-task`` kills a task actor (1-2 times),
 ``kill-master`` kills the job master. A kill is not timed: it lands at the record of the input
 the seed picked (the source stops there until the driver did the kill and the job noticed),
 so a seed kills at the same point of its input on any machine, and a planned kill always
@@ -113,6 +115,7 @@ __all__ = [
     "STORAGE_FAULTS",
     "KILL_FAULTS",
     "COMMIT_FAULTS",
+    "DISK_FAULTS",
     "Fault",
     "DrillPlan",
     "DrillOutcome",
@@ -148,6 +151,12 @@ STORAGE_FAULTS = (
 KILL_FAULTS = ("kill-task", "kill-master")
 #: faults of the JSON-lines sink's commit a seed may add
 COMMIT_FAULTS = ("slow-commit",)
+#: with ``--full-disk``, every seed adds this one: the state files and the RocksDB shared files
+#: of one checkpoint fill the disk mid-write (``FaultRule(full_after_bytes=)``: ENOSPC, a
+#: partial file left behind)
+DISK_FAULTS = ("full-disk",)
+#: bytes a file of the full-disk fault takes before the disk is full
+FULL_AFTER_BYTES = 64
 
 N = 2000  # records per job
 RATE = 2000  # records/s: ~1 s of data per job
@@ -284,7 +293,7 @@ def _storage_fault(kind: str, rng: random.Random, sink: str) -> tuple[Fault, int
     raise ValueError(f"unknown storage fault {kind!r}; known: {STORAGE_FAULTS}")
 
 
-def plan_seed(seed: int, kill_master: bool = True, n: int = N) -> DrillPlan:
+def plan_seed(seed: int, kill_master: bool = True, n: int = N, full_disk: bool = False) -> DrillPlan:
     """The faults, sink and parallelism of ``seed`` (deterministic).
 
     Args:
@@ -293,6 +302,8 @@ def plan_seed(seed: int, kill_master: bool = True, n: int = N) -> DrillPlan:
             same seed with and without it agree on everything else.
         n: records of the job's input: a kill lands at a record picked as a fraction of it
             (task kills in 10-80 % of the input, master kills in 15-75 %).
+        full_disk: add the ``full-disk`` fault (:data:`DISK_FAULTS`), drawn from a random
+            stream of its own: plans with and without it agree on everything else.
 
     Example:
         >>> plan_seed(3) == plan_seed(3)
@@ -320,6 +331,11 @@ def plan_seed(seed: int, kill_master: bool = True, n: int = N) -> DrillPlan:
     if sink == "jsonl" and commit_draw < 0.4:
         rule = FaultRule("move", path_glob="*/part-*", delay_s=commit_delay, times=1)
         faults.append(Fault("slow-commit", f"first part-file commit {commit_delay:.2f} s", sink_rules=(rule,)))
+    if full_disk:
+        k = random.Random(f"{seed}/full-disk").randint(2, 6)
+        rules = (FaultRule("write_state", path_glob=f"*/chk-{k}", fail=True, full_after_bytes=FULL_AFTER_BYTES),
+                 FaultRule("write", path_glob=f"*/shared/{k}-*", fail=True, full_after_bytes=FULL_AFTER_BYTES))
+        faults.append(Fault("full-disk", f"chk-{k} state and shared files", rules))
     return DrillPlan(seed, tuple(faults), sink, parallelism, timeout_ms)
 
 
@@ -1192,9 +1208,11 @@ def run_drill(
     state_backend: str | None = None,
     buffer_bytes: int | None = None,
     workload: str = WORKLOADS[0],
+    full_disk: bool = False,
 ) -> list[DrillOutcome]:
     """Run every seed's plan against the ``workload`` job (a name of :data:`WORKLOADS`) on
-    the current Ray session and report each through ``out``.
+    the current Ray session and report each through ``out``. ``full_disk``: each seed's plan
+    also fills the disk of one checkpoint (:func:`plan_seed`).
 
     Example (on a Ray session, as ``tests/integration/test_drill.py`` runs it)::
 
@@ -1220,7 +1238,7 @@ def run_drill(
     outcomes = []
     for seed in seeds:
         seed_dir = base / f"seed-{seed}"
-        outcome = run_seed(plan_seed(seed, kill_master, n), seed_dir, reference, n, rate, state_backend, buffer_bytes,
+        outcome = run_seed(plan_seed(seed, kill_master, n, full_disk), seed_dir, reference, n, rate, state_backend, buffer_bytes,
                            workload)
         outcomes.append(outcome)
         out(outcome.line())
@@ -1249,6 +1267,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workload", choices=WORKLOADS, default=WORKLOADS[0],
                    help="the job: a keyed running sum (default), event-time windows, cascaded, then "
                    "event-time timers, or stateful functions with fan-out, delayed messages and spilling")
+    p.add_argument("--full-disk", action="store_true",
+                   help="every seed also fills the disk mid-write (ENOSPC) for one checkpoint's state files and "
+                   "RocksDB shared files")
     p.add_argument(
         "--keep", metavar="DIR", help="keep checkpoints, outputs and fault logs under DIR"
     )
@@ -1266,7 +1287,7 @@ def main(argv: list[str] | None = None) -> int:
         seeds = range(args.start, args.start + args.seeds)
         outcomes = run_drill(seeds, args.keep, not args.no_kill_master, keep=args.keep is not None,
                              state_backend=args.state_backend, buffer_bytes=args.buffer_bytes,
-                             workload=args.workload)
+                             workload=args.workload, full_disk=args.full_disk)
     finally:
         rs.shutdown_workers()
         ray.shutdown()
