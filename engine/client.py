@@ -35,8 +35,9 @@ __all__ = ["JobClient", "JobResult", "OutputRelay", "submit", "submit_job", "NAM
 
 log = logging.getLogger(__name__)
 
-#: the statuses of a job that has ended (:meth:`JobClient.status`); ``CREATED``, ``RUNNING``
-#: and ``RESTARTING`` are those of a live one
+#: the statuses of a job that has ended (:meth:`JobClient.status`); ``CREATED``, ``RUNNING``,
+#: ``FAILING``, ``CANCELLING`` and ``RESTARTING`` are those of a live one
+#: (``engine.master.LIVE_STATUSES``)
 ENDED_STATUSES = ("FINISHED", "FAILED", "CANCELLED")
 #: the name of a driver's :class:`OutputRelay` queue actor starts with this (in :data:`NAMESPACE`)
 RELAY_PREFIX = "raystream-print-relay-"
@@ -256,10 +257,12 @@ class JobClient:
             return True
 
     def status(self) -> str:
-        """The job's status: ``CREATED`` (its tasks are being deployed), ``RUNNING`` (every
-        task of the current attempt is deployed and running), ``RESTARTING`` (an attempt
-        failed; the next one is being planned and deployed, and is RUNNING once deployed),
-        ``FINISHED``, ``FAILED`` or ``CANCELLED``.
+        """The job's status (Flink's ``JobStatus`` names): ``CREATED`` (its tasks are being
+        deployed), ``RUNNING`` (every task of the current attempt is deployed and running),
+        ``FAILING`` (an attempt failed: its tasks are being cancelled; none runs any more),
+        ``RESTARTING`` (the next attempt is being planned and deployed, and is RUNNING once
+        deployed), ``CANCELLING`` (cancelled: its tasks are being cancelled), ``FINISHED``,
+        ``FAILED`` or ``CANCELLED``. A job that fails for good goes ``FAILING`` -> ``FAILED``.
 
         Example:
             >>> client = env.execute_async("job")          # doctest: +SKIP

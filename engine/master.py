@@ -48,7 +48,8 @@ from .restart import RestartStrategy
 from .state_backend import CheckpointCoordinatorLike, StateBackend
 from .task import TaskResult, TaskSpec
 
-__all__ = ["JobConfig", "JobMaster", "build_task_specs", "task_actor_name", "slot_of", "standby_slots", "STANDBY_PREFIX"]
+__all__ = ["JobConfig", "JobMaster", "build_task_specs", "task_actor_name", "slot_of", "standby_slots", "STANDBY_PREFIX",
+           "LIVE_STATUSES"]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,12 @@ CLEANUP_WAIT_S = 10.0
 #: how long a completed stop-with-savepoint waits for its tasks to take the notification before
 #: it cancels them (a dead or unresponsive executor does not hold the stop back longer)
 STOP_NOTIFY_WAIT_S = 10.0
+
+#: the statuses of a job that has not ended (Flink's ``JobStatus`` names): ``CREATED`` while the
+#: first attempt deploys, ``RUNNING`` once every task of the attempt is deployed, ``FAILING`` /
+#: ``CANCELLING`` while a failed attempt's / a cancelled job's tasks are cancelled (none of them
+#: runs any more), ``RESTARTING`` from then until the next attempt is deployed
+LIVE_STATUSES = ("CREATED", "RUNNING", "FAILING", "CANCELLING", "RESTARTING")
 
 
 def build_task_specs(job_id: str, graph: JobGraph, config: JobConfig, attempt: int, splits: dict,
@@ -444,9 +451,10 @@ class JobMaster:
         if self._other_job(job_id):
             return _aggregate_metrics({}, 0)
         live = {}
-        # (while a restart redeploys, the actors are the failed attempt's: not asked)
+        # (while a failed attempt is torn down and a restart redeploys, the actors are the failed
+        # attempt's: not asked)
         attempt = self.attempt
-        refs = {k: a.metrics.remote() for k, a in self.actors.items()} if self.status != "RESTARTING" else {}
+        refs = {k: a.metrics.remote() for k, a in self.actors.items()} if self.status not in ("FAILING", "CANCELLING", "RESTARTING") else {}
         for k, ref in refs.items():
             try:
                 live[k] = await asyncio.wait_for(self.runtime.wait(ref), 2.0)
@@ -584,7 +592,7 @@ class JobMaster:
             return result
         finally:
             self._busy = False
-            if self.status in ("CREATED", "RUNNING", "RESTARTING"):  # ended by an error raised early
+            if self.status in LIVE_STATUSES:  # ended by an error raised early
                 self.status = "FAILED"
                 self.finished_at = time.time()
             # (a run that failed before it started its job, e.g. a graph that cannot be
@@ -1475,8 +1483,9 @@ class JobMaster:
             await self._await_job(job_id, f"savepoint to {path!r}")
         if self.coordinator is None:
             raise CheckpointError("savepoints need checkpointing: call env.enable_checkpointing(...) first")
-        # (CREATED / RESTARTING: deploying; the request is taken once the attempt's tasks run)
-        if self.status not in ("CREATED", "RUNNING", "RESTARTING") or self._all_finished or self._stopping:
+        # (CREATED / RESTARTING: deploying; FAILING: the failed attempt's tasks are being
+        # cancelled; the request is taken once the next attempt's tasks run, or fails with the job)
+        if self.status not in ("CREATED", "RUNNING", "FAILING", "RESTARTING") or self._all_finished or self._stopping:
             raise CheckpointError(f"cannot take a savepoint of a job that is {self.status.lower()}")
         fut = asyncio.get_running_loop().create_future()
         self._savepoint_waiters.setdefault(path, []).append(fut)
@@ -1683,6 +1692,11 @@ class JobMaster:
             # as Flink restarts tasks on the TaskManagers it has), or go back to the driver's
             # worker pool at the job's end (_run), clean. Unknown errors: killed.
             recycle = not finished and config.reuse_workers and isinstance(failed, (JobFailed, JobCancelled))
+            if not finished and self.status == "RUNNING":
+                # Flink's FAILING / CANCELLING while the attempt's tasks are cancelled: not RUNNING
+                # (a caller that waits for RUNNING would look up tasks that are gone; the teardown
+                # takes up to ~2 s), not ended (the job restarts, or ends FAILED / CANCELLED after)
+                self.status = "CANCELLING" if isinstance(failed, JobCancelled) else "FAILING"
             await self._teardown(release=finished and config.reuse_workers, recycle=recycle)
         return results
 
