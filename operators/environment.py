@@ -17,11 +17,12 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable
 
 from raystream.engine.connectors import Source
-from raystream.engine.errors import GraphError
+from raystream.engine.errors import GraphError, short_repr
 
 from ._environment_base import StreamEnvironmentBase
 from .datastream import DataStream
 from .sources import DEFAULT_LINGER_MS, CollectionSource, GeneratorSource, ParquetSource, TextSource
+from .time import WatermarkStrategy
 
 __all__ = ["StreamEnvironment", "StreamExecutionEnvironment"]
 
@@ -164,9 +165,49 @@ class StreamEnvironment(StreamEnvironmentBase):
             raise GraphError(f"generate(): count must be an int >= 0 (None: unbounded), got {count!r}")
         return self._source(GeneratorSource(fn, count, rate, batch_size, batch_fn=batch_fn, linger_ms=linger_ms), "generate")
 
-    def from_source(self, source: Source, name: str | None = None) -> DataStream:
-        """A stream from a user :class:`~engine.connectors.Source`."""
-        return self._source(source, name)
+    def from_source(self, source: Source, watermark_strategy: WatermarkStrategy | str | None = None,
+                    source_name: str | None = None, type_info: Any = None, *, name: str | None = None) -> DataStream:
+        """A stream from a user :class:`~engine.connectors.Source`, named ``name`` (or PyFlink's
+        ``source_name``; default: the source's description).
+
+        As PyFlink's ``env.from_source(source, watermark_strategy, source_name)``: a
+        ``watermark_strategy`` is applied to the source stream
+        (``assign_timestamps_and_watermarks``: timestamps and watermarks per source split);
+        None gives records without event timestamps (PyFlink's ``no_watermarks()``). A str in
+        its place is the name (``from_source(source, "orders")``). ``type_info`` is refused,
+        as in :meth:`from_collection`.
+
+        Example:
+            >>> from raystream.operators.sources import CollectionSource
+            >>> from raystream.operators.time import WatermarkStrategy
+            >>> env = StreamEnvironment()
+            >>> ws = WatermarkStrategy.for_monotonous_timestamps().with_timestamp_assigner(lambda r: r[0])
+            >>> env.from_source(CollectionSource([(5, "a")]), ws, "events").node.name
+            'events'
+        """
+        if isinstance(watermark_strategy, str):
+            if source_name is not None or name is not None:
+                raise GraphError(
+                    f"from_source(): the second argument {watermark_strategy!r} is a name, and a name is given as "
+                    f"well ({source_name or name!r}); pass a WatermarkStrategy (or None) second, the name third"
+                )
+            watermark_strategy, name = None, watermark_strategy
+        if watermark_strategy is not None and not isinstance(watermark_strategy, WatermarkStrategy):
+            raise GraphError(
+                f"from_source(): watermark_strategy must be a raystream WatermarkStrategy or None (records without "
+                f"event timestamps), got {short_repr(watermark_strategy, 80)}"
+            )
+        if source_name is not None and name is not None and source_name != name:
+            raise GraphError(f"from_source(): source_name={source_name!r} and name={name!r}: give one")
+        if type_info is not None:
+            raise GraphError(
+                f"from_source(type_info={short_repr(type_info, 60)}): raystream takes no type information, records "
+                "keep their Python types; drop type_info"
+            )
+        stream = self._source(source, name if name is not None else source_name)
+        if watermark_strategy is not None:
+            stream = stream.assign_timestamps_and_watermarks(watermark_strategy)
+        return stream
 
 
 #: PyFlink's name of the environment (``StreamExecutionEnvironment.get_execution_environment()``)
