@@ -338,6 +338,11 @@ _FLINK_STREAM_NAMES = {
     "assign_timestamps": "assign_timestamps_and_watermarks(WatermarkStrategy...with_timestamp_assigner(fn))",
     "set_max_parallelism": "StreamEnvironment(max_parallelism=m) (key groups are the job's)",
     "slot_sharing_group": "nothing: StreamEnvironment(slot_sharing=False) deploys one actor per task",
+    "start_new_chain": "disable_chaining() (the operator then runs in a task of its own, chained to neither neighbour)",
+    "force_non_parallel": "set_parallelism(1)",
+    "partition_custom": "key_by(fn) (records go to the subtask owning fn's key's key group; a partitioner of your "
+                        "own has no spelling)",
+    "project": "map(lambda r: (r[i], r[j], ...)) (or a dict of the fields you keep)",
 }
 
 

@@ -42,6 +42,20 @@ _FLINK_ENV_NAMES = {
                   "set_auto_watermark_interval, StreamEnvironment(parallelism=, max_parallelism=) for the others",
     "set_buffer_timeout": "StreamEnvironment(flush_ms=ms): how long a partly filled output buffer may wait (0: flush "
                           "after every batch; Flink's -1, flush only when full, has no spelling: a large flush_ms)",
+    "get_parallelism": "env.parallelism (an attribute; set it with StreamEnvironment(parallelism=n))",
+    "get_max_parallelism": "env.max_parallelism (an attribute)",
+    "read_text_file": "env.read_text(path_or_glob, encoding=...) (a file, a directory or a glob)",
+    "from_sequence": "env.from_collection(range(start, end + 1)) (Flink's bounds are inclusive), or env.generate(n) for "
+                     "0..n-1 read in parallel",
+    "disable_operator_chaining": "stream.disable_chaining() on each operator that must run in a task of its own "
+                                 "(there is no environment-wide switch)",
+    "get_execution_plan": "env.get_job_graph().describe() (the chained tasks and each network edge's partitioner)",
+    "add_python_file": "ray.init(runtime_env={'py_modules': [...]}) before the first job (or raystream submit "
+                       "--working-dir / --runtime-env), or cloudpickle.register_pickle_by_value(module) before the job is built",
+    "set_python_requirements": "ray.init(runtime_env={'pip': [...]}) before the first job (or raystream submit "
+                               "--runtime-env '{\"pip\": [...]}')",
+    "add_jars": "nothing: there is no JVM; connectors are Python Sources and Sinks (env.from_source, stream.sink_to)",
+    "close": "nothing: a job's actors end with it; raystream.shutdown_workers() ends the idle pooled workers now",
 }
 
 
