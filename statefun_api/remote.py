@@ -156,12 +156,34 @@ def _stored_type_changed(
     )
 
 
+class _Slot:
+    """What :class:`RemoteFunctions` keeps per endpoint: its requests in flight, the addresses
+    parked behind its ``max_concurrent_requests``, and the request size it refused (HTTP 413).
+    Calls and function types hold their endpoint's slot, so nothing hashes the endpoint (a
+    frozen dataclass of 16 fields) per request."""
+
+    __slots__ = ("endpoint", "embedded", "in_flight", "parked", "request_limit")
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self.embedded = type(endpoint) is EmbeddedEndpoint
+        self.in_flight = 0  # requests (or embedded invocations) in flight
+        self.parked: deque[tuple[str, str]] = deque()  # addresses waiting for a free slot, in order
+        # half the size of the smallest request the endpoint refused with HTTP 413 (a batch of
+        # several messages): requests to it are cut to stay below that
+        self.request_limit: int | None = None
+
+
+_TYPE_CACHE = 1024  # function types whose endpoint slot and URL are kept (cleared when full)
+
+
 @dataclass
 class _Call:
     call_id: int
     records: list[MessageRecord]
     endpoint: Endpoint
     url: str
+    slot: _Slot
     handshakes: int = 0
     sent_state: frozenset[str] = frozenset()  # the value names the last request carried
     size: int = 0  # bytes of the last request
@@ -204,16 +226,16 @@ class RemoteFunctions:
         self._by_id: dict[int, tuple[str, str]] = {}  # call id -> address of the call in flight
         # addresses with queued messages and no call, in the order they became ready
         self._ready: OrderedDict[tuple[str, str], None] = OrderedDict()
-        # addresses held back because their endpoint has max_concurrent_requests in flight
-        self._parked: dict[Endpoint, deque[tuple[str, str]]] = {}
+        # per endpoint (by identity; the endpoint is held by its slot): requests in flight,
+        # addresses held back behind its max_concurrent_requests, its HTTP 413 request limit
+        self._slots: dict[int, _Slot] = {}
+        # function type -> (its endpoint's slot, its URL), for the types met (bounded)
+        self._type_slots: dict[str, tuple[_Slot, str]] = {}
+        self._embedded_inflight = 0  # calls of _inflight to embedded async functions
         self._parked_keys: set[tuple[str, str]] = set()
         # function types whose first request is out and not answered yet -> the addresses
         # of that type waiting for its answer (which tells the type's value specs)
         self._probing: dict[str, deque[tuple[str, str]]] = {}
-        self._per_endpoint: dict[Endpoint, int] = {}  # requests in flight per endpoint
-        # endpoint -> half the size of the smallest request it refused with HTTP 413 (a batch
-        # of several messages): requests to it are cut to stay below that
-        self._request_limit: dict[Endpoint, int] = {}
         self._full: set[tuple[str, str]] = set()
         self._queued = 0
         # addresses whose last call failed, in the order they failed: they go again first and
@@ -263,8 +285,8 @@ class RemoteFunctions:
         return len(self._inflight)
 
     def embedded_in_flight(self) -> int:
-        """Invocations of embedded async functions in flight (a scan: for tests and tools)."""
-        return sum(1 for call in self._inflight.values() if type(call.endpoint) is EmbeddedEndpoint)
+        """Invocations of embedded async functions in flight."""
+        return self._embedded_inflight
 
     def retrying(self) -> bool:
         """A failed call is queued again or in flight again (see :meth:`_failed_call`):
@@ -358,12 +380,15 @@ class RemoteFunctions:
                 waiting.append(key)
                 self._parked_keys.add(key)
                 return
-        ep = self.endpoint_for(typename)
-        assert ep is not None
+        target = self._type_slots.get(typename)
+        if target is None:
+            target = self._type_slot(typename)
+        slot = target[0]
+        ep = slot.endpoint
         cap = ep.max_concurrent_requests
-        if cap is not None and self._per_endpoint.get(ep, 0) >= cap:
+        if cap is not None and slot.in_flight >= cap:
             # (not yet the type's first request: one parked here never waits behind itself)
-            self._parked.setdefault(ep, deque()).append(key)
+            slot.parked.append(key)
             self._parked_keys.add(key)
             return
         if probe:  # this request is the type's first: the type's other addresses wait for its reply
@@ -375,28 +400,41 @@ class RemoteFunctions:
             self._full.discard(key)
         if not q:
             del self._queues[key]
-        self._per_endpoint[ep] = self._per_endpoint.get(ep, 0) + 1
-        call = _Call(0, records, ep, ep.url_for(key[0]))
+        slot.in_flight += 1
+        call = _Call(0, records, ep, target[1], slot)
         try:
             self._send(key, call)
         except Exception:  # (an embedded function's stored value that does not load)
             if self._inflight.get(key) is not call:  # (failed before it was in flight)
-                self._per_endpoint[ep] -= 1
+                slot.in_flight -= 1
             self._failed_call(key, call)
             raise
+
+    def _type_slot(self, typename: str) -> tuple[_Slot, str]:
+        """The slot of the endpoint serving ``typename`` and the type's URL (cached)."""
+        ep = self.endpoint_for(typename)
+        assert ep is not None
+        slot = self._slots.get(id(ep))
+        if slot is None:
+            slot = self._slots[id(ep)] = _Slot(ep)  # (the slot holds ep: its id stays its own)
+        target = (slot, ep.url_for(typename))
+        if len(self._type_slots) >= _TYPE_CACHE:
+            self._type_slots.clear()
+        self._type_slots[typename] = target
+        return target
 
     def _finished(self, key: tuple[str, str], call: _Call) -> None:
         """The call of ``key`` is over: free its request slot and let the next address go."""
         del self._inflight[key]
         self._records_inflight -= len(call.records)
-        ep = call.endpoint
-        self._per_endpoint[ep] -= 1
-        parked = self._parked.get(ep)
+        slot = call.slot
+        slot.in_flight -= 1
+        if slot.embedded:
+            self._embedded_inflight -= 1
+        parked = slot.parked
         if parked:  # one slot of this endpoint is free: its longest-waiting address goes first
             first = parked.popleft()
             self._parked_keys.discard(first)
-            if not parked:
-                del self._parked[ep]
             self._ready[first] = None
             self._ready.move_to_end(first, last=False)
         if key in self._queues:
@@ -440,6 +478,8 @@ class RemoteFunctions:
         call.call_id = self._next_id
         if key not in self._inflight:
             self._records_inflight += len(call.records)
+            if call.slot.embedded:
+                self._embedded_inflight += 1
         self._inflight[key] = call
         self._by_id[call.call_id] = key
         ep = call.endpoint
@@ -447,7 +487,7 @@ class RemoteFunctions:
             caller.submit(call.call_id, *self.host.embedded_invocation(key, call.records))
             return
         assert isinstance(ep, RemoteEndpoint)  # (_caller_for gives the HTTP caller to these only)
-        body, call.sent_state = self._encode(key, call, self._request_limit.get(ep))
+        body, call.sent_state = self._encode(key, call, call.slot.request_limit)
         call.size = len(body)
         self.requests += 1
         caller.submit(call.call_id, ep, call.url, body)
@@ -480,7 +520,13 @@ class RemoteFunctions:
             for name, (st, spec_typename) in specs.items():
                 tv = st.value()
                 if type(tv) is tuple:  # (typename, value) of a built-in type, kept decoded by the dispatcher
-                    tv = TypedValue.of(builtin_type(tv[0]), tv[1])  # type: ignore[arg-type]
+                    stored, obj = tv
+                    if stored != spec_typename and stored:
+                        raise _stored_type_changed(address, name, spec_typename, stored, records)
+                    tpe = builtin_type(stored)
+                    assert tpe is not None
+                    state.append((name, stored, True, bytes(tpe.serializer().serialize(obj))))
+                    continue
                 if tv is None or not tv.has_value:
                     state.append((name, spec_typename, False, b""))
                 else:
@@ -591,9 +637,9 @@ class RemoteFunctions:
         requests below half that size (halving again while they are refused) and send the
         messages again (nothing of the refused call was applied; they keep their order at the
         head of the queue, and the next request goes at once)."""
-        ep = call.endpoint
+        slot = call.slot
         limit = max(call.size // 2, 1)
-        self._request_limit[ep] = min(self._request_limit.get(ep, limit), limit)
+        slot.request_limit = limit if slot.request_limit is None else min(slot.request_limit, limit)
         self.splits += 1
         counters = self.host.counters
         counters["remote_splits"] += 1
@@ -683,20 +729,29 @@ class RemoteFunctions:
     def _apply(self, key: tuple[str, str], call: _Call, response: Any) -> None:
         """Check a reply's ``InvocationResponse`` (upb message) and apply it through the
         host's one path for invocation results (:meth:`InvocationHost.apply_result`)."""
+        caller = self.host.address_of(key)
         try:
-            result = _result_from_pb(self.host.address_of(key), response)
+            result = _result_from_pb(caller, response)
         except (ProtocolError, ValueError, TypeError) as exc:  # (a value our constructors refuse: invalid too)
             raise self._call_error(key, call, f"sent an invalid reply: {exc}") from exc
         changes: list[tuple[Any, TypedValue | None]] = []
-        if response.state_mutations:
+        mutations = response.state_mutations
+        if mutations:
             specs = self._specs.get(key[0], {})
-            for m in response.state_mutations:
+            for m in mutations[:]:  # (a list: see _result_from_pb)
+                kind = m.mutation_type
+                if kind != DELETE and (kind != MODIFY or not m.HasField("state_value")):
+                    raise self._call_error(
+                        key, call,
+                        f"sent an invalid reply: {caller}: state mutation {m.state_name!r} is neither a DELETE nor "
+                        f"a MODIFY with a value",
+                    )
                 entry = specs.get(m.state_name)
                 if entry is None:
                     raise self._call_error(
                         key, call, f"changed value {m.state_name!r}, which it never declared (declared: {sorted(specs) or 'none'})"
                     )
-                if m.mutation_type == DELETE:
+                if kind == DELETE:
                     changes.append((entry[0], None))
                 else:
                     tv = m.state_value
@@ -734,21 +789,20 @@ def _pb_typed(tv: Any) -> TypedValue:
 
 def _result_from_pb(caller: Address, response: Any) -> InvocationResult:
     """:func:`~statefun_api.reqreply.result_from_response` for a upb ``InvocationResponse``
-    (same checks and errors; state mutations are applied by the caller from the message)."""
+    (same checks and errors), without its state mutations: :meth:`RemoteFunctions._apply`
+    checks them and resolves them to state handles in one pass."""
     result = InvocationResult()
-    for m in response.state_mutations:
-        if m.mutation_type == DELETE:
-            result.state_mutations[m.state_name] = None
-        elif m.mutation_type == MODIFY and m.HasField("state_value"):
-            result.state_mutations[m.state_name] = m.state_value.value
-        else:
-            raise ProtocolError(f"{caller}: state mutation {m.state_name!r} is neither a DELETE nor a MODIFY with a value")
-    for o in response.outgoing_messages:
+    # (a upb repeated field has no __iter__: a for loop over it indexes until IndexError, whose
+    # message is formatted, ~2,000 instructions a loop; [:] is a list at once, and empty
+    # fields, the usual case, are skipped by their length)
+    outgoing = response.outgoing_messages
+    for o in outgoing[:] if outgoing else ():
         target = _pb_address(o.target)
         if target is None:
             raise ProtocolError(f"a message sent by {caller} has an incomplete target address {o.target!r}")
         result.outgoing.append(OutgoingMessage(target, Message(target.typename, target.id, _pb_typed(o.argument)), caller))
-    for dl in response.delayed_invocations:
+    delayed = response.delayed_invocations
+    for dl in delayed[:] if delayed else ():
         if dl.is_cancellation_request:
             result.delayed_actions.append(DelayedCancellation(dl.cancellation_token))
             continue
@@ -757,7 +811,8 @@ def _result_from_pb(caller: Address, response: Any) -> InvocationResult:
             raise ProtocolError(f"a delayed message sent by {caller} has an incomplete target address {dl.target!r}")
         message = Message(target.typename, target.id, _pb_typed(dl.argument))
         result.delayed_actions.append(DelayedMessage(dl.delay_in_ms, target, message, dl.cancellation_token, caller))
-    for e in response.outgoing_egresses:
+    egresses = response.outgoing_egresses
+    for e in egresses[:] if egresses else ():
         typename = f"{e.egress_namespace}/{e.egress_type}"
         try:
             egress = EgressMessage(typename, TypedValue())
