@@ -2,9 +2,11 @@
 
 The job master commits a completed checkpoint's committables one commit at a time; a commit
 that never returns holds every later commit back (and the job's end) for good, with no error.
-Before, the committer's client had no socket timeout: a server that accepted the connection
-and then answered nothing (paused here with ``CLIENT PAUSE``; a hung host or a network
-partition does the same) blocked ``commit`` until the server answered again. Now a commit
+Before, the committer's client took redis-py's default socket timeout: none before redis-py 8
+(``redis>=4.2`` is allowed), so a server that accepted the connection and then answered
+nothing (paused here with ``CLIENT PAUSE``; a hung host or a network partition does the same)
+blocked ``commit`` until the server answered again; 5 s since redis-py 8, not configurable
+apart from ``connection_kwargs`` and named nowhere in the error. Now a commit
 that gets no answer within ``commit_timeout_s`` fails naming the sink and the timeout (the job
 master fails the attempt and the restored job commits again), and committing the same
 committable again once the server answers writes its entries exactly once: the script may
