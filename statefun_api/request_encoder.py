@@ -80,11 +80,18 @@ class RequestEncoder:
         self._address_of = address_of
         self._invocations: dict[tuple[Any, ...], bytes] = {}  # (typename, has_value, value, caller...) -> field 3
         self._callers: dict[tuple[str, str], bytes] = {}  # (typename, id) -> Invocation.caller field
+        self._types: dict[tuple[str, str], bytes] = {}  # (namespace, name) -> the Address fields before the id
 
     def request(self, target: tuple[str, str, str], state: Sequence[StateEntry], records: Sequence[MessageRecord]) -> bytes:
         """The encoded ``ToFunction`` invoking ``target`` (namespace, name, id) once per
         record of ``records``, with ``state`` attached."""
-        parts = [_field(b"\x0a", _address(*target))]  # InvocationBatchRequest.target = 1
+        namespace, name, id_ = target
+        prefix = self._types.get((namespace, name))
+        if prefix is None:
+            if len(self._types) >= _CACHE_ENTRIES:
+                self._types.clear()
+            prefix = self._types[(namespace, name)] = _string(b"\x0a", namespace) + _string(b"\x12", name)
+        parts = [_field(b"\x0a", prefix + _string(b"\x1a", id_))]  # InvocationBatchRequest.target = 1
         for name, typename, has_value, value in state:  # .state = 2: PersistedValue(name = 1, value = 2)
             parts.append(_field(b"\x12", _string(b"\x0a", name) + _field(b"\x12", _typed_value(typename, has_value, value))))
         cache = self._invocations
