@@ -10,9 +10,11 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import decimal
+import hashlib
 import json
 import logging
 import math
+import re
 import sys
 import uuid
 from dataclasses import dataclass
@@ -603,13 +605,59 @@ class _FileCommitter(Committer[FileCommittable]):
         return list(self.files)
 
 
+#: an in-progress (or pending) part file of a writer that knows its job:
+#: ``.inprogress-<job tag>-<attempt>-<subtask>-<seq>-<token>``
+_INPROGRESS = re.compile(r"^\.inprogress-([0-9a-f]{12})-(\d+)-(\d+)-(\d+)-([0-9a-f]{16})$")
+#: a marker naming the pending files a savepoint (or a finished subtask) handed over, which a
+#: clean-up keeps: ``.savepoint-<job tag>-<checkpoint id or "end">-<subtask>-<token>``
+_MARKER = re.compile(r"^\.savepoint-([0-9a-f]{12})-(\w+)-(\d+)-([0-9a-f]{16})$")
+
+
+def _job_tag(job_id: str, uid: str) -> str:
+    """The tag of one job's sink (operator uid) in its in-progress file names (stable: sha1)."""
+    return hashlib.sha1(f"{job_id}\0{uid}".encode()).hexdigest()[:12]
+
+
 class _FileWriter(SinkWriter[FileCommittable]):
+    """One subtask's part files: in-progress -> pending (handed over at a barrier) -> committed.
+
+    Clean-up after failures (subtask 0 of each attempt, once, before its first file): the
+    in-progress and pending files that earlier attempts of the *same job and sink* left (the
+    open file of a task whose process died; pending files of checkpoints that never completed,
+    dropped by the restore because their data is replayed) are deleted, except
+
+    * files the restored checkpoint covers (its writers' tokens, below the sequence number
+      each had reached at the barrier): the restore commits them;
+    * files a savepoint named, or that a finished subtask handed over: a marker
+      (``.savepoint-*``) lists them, since a job restored from that savepoint commits them;
+    * files of the running attempt (its other subtasks write already), of other jobs, other
+      sinks and older releases (names without a job tag): never touched.
+
+    A checkpoint newer than the restored one cannot complete any more: the job master waits
+    for every metadata write in flight before it plans a restore, and the new attempt's
+    checkpoints are numbered after all of them. Best effort: a clean-up that fails is logged
+    and never fails the job. Needs the task to say its job id and which barriers are
+    savepoints' (``OperatorContext.job_id`` / ``is_savepoint``); without them nothing is
+    cleaned up, and the files are named as before.
+    """
+
     def __init__(self, sink: "FileSink", ctx: OperatorContext) -> None:
         self.sink = sink
         self.fs = sink.filesystem()
         self.subtask = ctx.subtask_index
         self.uid = ctx.operator_uid
+        self.attempt = getattr(ctx, "attempt", 0)
         self.seq = 0
+        job_id = getattr(ctx, "job_id", "") or ""
+        self.is_savepoint = getattr(ctx, "is_savepoint", None)
+        # this job's sink in the in-progress names (None: the task does not say its job or its
+        # savepoints, nothing can tell what is whose, and nothing is cleaned up)
+        self.tag = _job_tag(job_id, self.uid) if job_id and self.is_savepoint is not None else None
+        self.checkpointing = getattr(ctx, "checkpointing", False)
+        self.handed: list[tuple[int, str]] = []  # (barrier, pending file) handed over, not known committed
+        self.markers: list[tuple[int, str]] = []  # (savepoint id, marker) this writer wrote
+        self.restored: dict[str, int] = {}  # token of a restored writer -> its seq at the restored barrier
+        self.cleaned = self.tag is None or self.subtask != 0
         # unique to this writer instance (this sink, subtask, run and attempt): in the names of its
         # part files, so they never collide with another writer's (as Flink's FileSink's uid)
         self.token = uuid.uuid4().hex[:16]
@@ -636,15 +684,96 @@ class _FileWriter(SinkWriter[FileCommittable]):
         mine = [s for s in states if s and s.get("subtask") == self.subtask]
         if mine:
             self.seq = max(s["seq"] for s in mine)
+        for s in states:  # (every old subtask's: a rescaled restore covers them all)
+            if s and isinstance(s.get("token"), str):
+                self.restored[s["token"]] = max(self.restored.get(s["token"], 0), int(s["seq"]))
 
-    def snapshot_state(self, checkpoint_id: int) -> dict[str, int]:
-        return {"subtask": self.subtask, "seq": self.seq}
+    def snapshot_state(self, checkpoint_id: int) -> dict[str, Any]:
+        return {"subtask": self.subtask, "seq": self.seq, "token": self.token}
 
     def open_file(self) -> None:
         """Start a new in-progress file (``write`` does before the first batch of each)."""
+        if not self.cleaned:
+            self.clean_up()
         self.fs.create_dir(self.sink.base, recursive=True)
-        self.current = f"{self.sink.base}/.inprogress-{self.subtask}-{self.seq}-{self.token}"
+        if self.tag is not None:
+            name = f".inprogress-{self.tag}-{self.attempt}-{self.subtask}-{self.seq}-{self.token}"
+        else:
+            name = f".inprogress-{self.subtask}-{self.seq}-{self.token}"
+        self.current = f"{self.sink.base}/{name}"
         self.handle = self.fs.open_output_stream(self.current)
+
+    def clean_up(self) -> int:
+        """Delete what earlier attempts of this job's sink left (see the class docstring);
+        returns how many files went. Never raises: a failure is logged."""
+        self.cleaned = True
+        try:
+            return self._remove_orphans()
+        except Exception as exc:  # noqa: BLE001 - best effort: never fails the job
+            log.warning("file sink %r: could not delete the in-progress files earlier attempts left (they stay, "
+                        "hidden; delete them by hand once the job has ended): %s: %s", self.sink.path,
+                        type(exc).__name__, exc)
+            return 0
+
+    def _remove_orphans(self) -> int:
+        infos = self.fs.get_file_info(pafs.FileSelector(self.sink.base, allow_not_found=True))
+        names = {info.base_name for info in infos}
+        orphans: list[tuple[str, str, int]] = []  # (path, token, seq)
+        markers: list[tuple[str, bool]] = []  # (path, of this job)
+        for info in infos:
+            m = _INPROGRESS.match(info.base_name)
+            if m is not None:
+                if m[1] == self.tag and int(m[2]) != self.attempt:  # (only the running attempt writes)
+                    orphans.append((info.path, m[5], int(m[4])))
+                continue
+            mark = _MARKER.match(info.base_name)
+            if mark is not None:
+                markers.append((info.path, mark[1] == self.tag))
+        kept: set[str] = set()
+        for path, ours in markers:
+            try:
+                with self.fs.open_input_stream(path) as f:
+                    listed = json.loads(f.read())["files"]
+                if not isinstance(listed, list):
+                    raise ValueError(f"'files' is a {type(listed).__name__}")
+            except Exception as exc:  # noqa: BLE001 - unreadable: protects what it may name
+                if ours:
+                    log.warning("file sink %r: marker %r cannot be read (%s): nothing is cleaned up", self.sink.path,
+                                path, exc)
+                    return 0
+                continue
+            alive = [name for name in listed if name in names]
+            if alive:
+                kept.update(alive)
+            else:  # (every file it names was committed or deleted: it protects nothing)
+                self._delete(path)
+        removed = 0
+        for path, token, seq in orphans:
+            if path.rsplit("/", 1)[-1] in kept or seq < self.restored.get(token, -1):
+                continue  # (a savepoint's; or the restored checkpoint's, which the restore commits)
+            removed += self._delete(path)
+        if removed:
+            log.info("file sink %r: deleted %d in-progress files of earlier attempts (their data is replayed)",
+                     self.sink.path, removed)
+        return removed
+
+    def _delete(self, path: str) -> int:
+        try:
+            self.fs.delete_file(path)
+            return 1
+        except FileNotFoundError:
+            return 0
+
+    def _mark(self, what: str) -> None:
+        """Write the marker that keeps the pending files handed over and not known committed
+        (a savepoint's, a finished subtask's) from a clean-up."""
+        name = f".savepoint-{self.tag}-{what}-{self.subtask}-{self.token}"
+        path = f"{self.sink.base}/{name}"
+        files = [p.rsplit("/", 1)[-1] for _cid, p in self.handed]
+        with self.fs.open_output_stream(path) as f:
+            f.write(json.dumps({"files": files}).encode())
+        if what.isdigit():
+            self.markers.append((int(what), path))
 
     def write(self, batch: Batch) -> None:
         if self.current is None:
@@ -671,9 +800,30 @@ class _FileWriter(SinkWriter[FileCommittable]):
         self.seq += 1
 
     def prepare_commit(self, checkpoint_id: int | None) -> list[FileCommittable]:
+        if not self.cleaned:
+            self.clean_up()
         self.roll()
         out, self.finished = self.finished, []
+        if self.tag is not None and self.checkpointing:
+            barrier = checkpoint_id if checkpoint_id is not None else 1 << 62
+            self.handed.extend((barrier, c.pending) for c in out)
+            if checkpoint_id is None:
+                if self.handed:  # (a savepoint taken while the job runs on names them too)
+                    self._mark("end")
+            elif self.is_savepoint is not None and self.is_savepoint(checkpoint_id) and self.handed:
+                self._mark(str(checkpoint_id))
         return out
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        # committed: what was handed over at or before its barrier (and a savepoint's before it)
+        self.handed = [(cid, path) for cid, path in self.handed if cid > checkpoint_id]
+        done = [path for cid, path in self.markers if cid < checkpoint_id]
+        self.markers = [(cid, path) for cid, path in self.markers if cid >= checkpoint_id]
+        for path in done:
+            try:
+                self._delete(path)
+            except OSError as exc:  # (a clean-up deletes it once its files are gone)
+                log.warning("file sink %r: could not delete marker %r: %s", self.sink.path, path, exc)
 
     def close(self) -> None:
         aborted = [c.pending for c in self.finished]  # (finished, never handed over)
