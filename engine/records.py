@@ -23,7 +23,7 @@ import enum
 import functools
 import pickle
 import sys
-from itertools import islice
+from itertools import islice, repeat
 from operator import countOf, itemgetter
 from typing import Any, Callable, Iterable, Sequence
 
@@ -515,7 +515,7 @@ def arrow_to_records(batch: pa.RecordBatch) -> list:
     if kind == _PICKLE:
         return [pickle.loads(b) for b in batch.column(0).to_pylist()]
     if kind == _TUPLE:
-        return list(zip(*(_pylist(c) for c in batch.columns))) if batch.num_rows else []
+        return list(zip(*(_tuple_column(c) for c in batch.columns))) if batch.num_rows else []
     names = tuple(batch.schema.names)
     if len(set(names)) != len(names) or not names:
         return batch.to_pylist()
@@ -557,6 +557,32 @@ def _pylist(column: pa.Array) -> list:
         return _to_microseconds(column).to_pylist()  # type: ignore[no-any-return]
 
 
+def _tuple_column(column: pa.Array) -> Iterable[Any]:
+    """The values of ``column`` to zip into tuples: :func:`_pylist`, except that a string or
+    bool column of one value throughout comes as that one value repeated (``itertools.repeat``:
+    no list of one reference per row made, walked by the zip and freed). A statefun message
+    batch has four or five such columns (target typename, caller columns, value typename,
+    has value): with :func:`_constant_string`'s copy-free check, 1,166 -> 1,066 instructions
+    a row of an 8,192-row message batch (cachegrind).
+
+    Example:
+        >>> list(_tuple_column(pa.array(["ab", "ab"]))), list(_tuple_column(pa.array([True, False])))
+        (['ab', 'ab'], [True, False])
+    """
+    n = len(column)
+    if n > 1 and not column.null_count:
+        t = column.type
+        if pa.types.is_boolean(t):
+            trues = column.true_count
+            if trues == n or trues == 0:
+                return repeat(trues != 0, n)
+        elif pa.types.is_string(t):
+            first = _constant_string(column, n)
+            if first is not None:
+                return repeat(first, n)
+    return _pylist(column)
+
+
 def _to_microseconds(column: pa.Array) -> pa.Array:
     """A nanosecond timestamp, time or duration column at the microsecond, the finest unit of
     Python's ``datetime``, ``time`` and ``timedelta`` (times floored, durations truncated).
@@ -575,7 +601,9 @@ def _to_microseconds(column: pa.Array) -> pa.Array:
 def _constant_string(column: pa.StringArray, n: int) -> str | None:
     """The one value of a string ``column`` of ``n`` > 1 rows without nulls when every row
     holds it, else None: read on the buffers (offsets in arithmetic progression, the data
-    that value repeated), ~3x faster than comparing with Arrow compute and O(1) for ""."""
+    that value repeated), ~3x faster than comparing with Arrow compute and O(1) for "". The
+    data is that value repeated when it is periodic with the value's size: compared with
+    itself shifted by one value (one ``memcmp`` of two views of the buffer, nothing copied)."""
     offsets = np.frombuffer(column.buffers()[1], np.int32, n + 1, column.offset * 4)  # type: ignore[union-attr]
     start = int(offsets[0])
     size = int(offsets[1]) - start
@@ -587,10 +615,9 @@ def _constant_string(column: pa.StringArray, n: int) -> str | None:
     if not (offsets == np.arange(start, start + total + 1, size, dtype=np.int32)).all():
         return None
     data = column.buffers()[2]
-    first = data[start : start + size].to_pybytes()  # type: ignore[index]
-    if not pa.py_buffer(first * n).equals(data.slice(start, total)):  # type: ignore[union-attr]
+    if not data.slice(start + size, total - size).equals(data.slice(start, total - size)):  # type: ignore[union-attr]
         return None
-    return first.decode()
+    return data[start : start + size].to_pybytes().decode()  # type: ignore[index,no-any-return]
 
 
 #: builds dict rows from columns (lists of values, one per column name)
