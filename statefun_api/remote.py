@@ -393,13 +393,17 @@ class RemoteFunctions:
             return
         if probe:  # this request is the type's first: the type's other addresses wait for its reply
             self._probing[typename] = deque()
-        n = min(len(q), ep.max_num_batch_requests)
-        records = [q.popleft() for _ in range(n)]
-        self._queued -= n
-        if len(q) < ep.max_num_batch_requests:
-            self._full.discard(key)
-        if not q:
+        n = len(q)
+        if n <= ep.max_num_batch_requests:  # (the usual case: all of them, no pop per message)
+            records = list(q)
             del self._queues[key]
+            self._full.discard(key)
+        else:
+            n = ep.max_num_batch_requests
+            records = [q.popleft() for _ in range(n)]
+            if len(q) < n:
+                self._full.discard(key)
+        self._queued -= n
         slot.in_flight += 1
         call = _Call(0, records, ep, target[1], slot)
         try:
