@@ -300,6 +300,24 @@ class RuntimeContext:
         """:attr:`attempt_number` (PyFlink's ``get_attempt_number()``)."""
         return self._ctx.attempt
 
+    def get_metrics_group(self) -> NoReturn:
+        """PyFlink's user metrics (``get_metrics_group().counter(name)``...) have no counterpart
+        here: this raises a :class:`ConfigError` saying what there is instead, rather than
+        metrics that would be counted and shown nowhere.
+
+        Example:
+            >>> RuntimeContext(None).get_metrics_group()  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ...
+            raystream.engine.errors.ConfigError: get_metrics_group() (PyFlink's user metrics): ...
+        """
+        raise ConfigError(
+            "get_metrics_group() (PyFlink's user metrics): raystream has no user-defined metrics; "
+            "JobClient.metrics(), `raystream status` and the Prometheus export (ray_raystream_*) give each operator's "
+            "records in and out, rates, bytes and back-pressure; for counts of your own, keep them in keyed state or "
+            "send them to a side output (ctx.output(tag, value)) and aggregate that stream"
+        )
+
     @overload
     def get_state(self, descriptor: ValueStateDescriptor[T]) -> ValueState[T]: ...
     @overload
