@@ -16,6 +16,7 @@ import logging
 import math
 import re
 import sys
+import threading
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -544,12 +545,57 @@ class _FileCommitter(Committer[FileCommittable]):
         # scanned for it made a long job's commits cost time in the files it had written:
         # 54 s of the job master's time over the first 50,000)
         self.files: dict[str, None] = {}
+        # the savepoint markers this committer wrote -> the pending files they name that are not
+        # committed yet (a marker goes with the commit of its last file)
+        self.markers: dict[str, set[str]] = {}
+        self.lock = threading.Lock()  # (a savepoint's markers are written while a commit may run)
+
+    def protect_savepoint(self, checkpoint_id: int, committables: list[FileCommittable]) -> None:
+        """Savepoint ``checkpoint_id`` records ``committables`` (the job master calls this before
+        it writes the savepoint): write a marker (``.savepoint-<id>-<random>``, hidden) naming
+        their pending files, which the clean-up after a failure then keeps, since a job resumed
+        from the savepoint commits them. The marker is deleted once they are all committed (by
+        this committer, or by a later clean-up that finds them gone). Raises when it cannot be
+        written: the savepoint then fails, and the job goes on."""
+        pending = {c.pending.rsplit("/", 1)[-1] for c in committables}
+        if not pending:
+            return
+        fs = self.sink.filesystem()
+        fs.create_dir(self.sink.base, recursive=True)
+        path = f"{self.sink.base}/.savepoint-{checkpoint_id}-{uuid.uuid4().hex[:16]}"
+        with fs.open_output_stream(path) as f:
+            f.write(json.dumps({"savepoint": checkpoint_id, "files": sorted(pending)}).encode())
+        with self.lock:
+            self.markers[path] = pending
 
     def commit(self, committables: list[FileCommittable]) -> None:
         fs = self.sink.filesystem()
         for c in committables:
             self._commit(fs, c)
             self.files[c.final] = None
+        self._unmark(fs, committables)
+
+    def _unmark(self, fs: pafs.FileSystem, committables: list[FileCommittable]) -> None:
+        """Delete the savepoint markers whose files are all committed now (best effort: a
+        clean-up deletes a marker whose files are all gone)."""
+        with self.lock:
+            if not self.markers:
+                return
+            names = {c.pending.rsplit("/", 1)[-1] for c in committables}
+            done = []
+            for path, pending in self.markers.items():
+                pending -= names
+                if not pending:
+                    done.append(path)
+            for path in done:
+                del self.markers[path]
+        for path in done:
+            try:
+                fs.delete_file(path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.warning("file sink %r: could not delete savepoint marker %r: %s", self.sink.path, path, exc)
 
     def commit_restored(self, committables: list[FileCommittable]) -> None:
         """Commit the part files a restored checkpoint or savepoint records (the job master's
@@ -566,6 +612,7 @@ class _FileCommitter(Committer[FileCommittable]):
                 continue
             self._commit(fs, c)
             self.files[c.final] = None
+        self._unmark(fs, committables)
         if gone:
             log.warning("file sink %r: %d part files that the restored checkpoint or savepoint records were neither "
                         "pending nor in place (committed before and removed since, e.g. %r); not committed again",
@@ -608,9 +655,9 @@ class _FileCommitter(Committer[FileCommittable]):
 #: an in-progress (or pending) part file of a writer that knows its job:
 #: ``.inprogress-<job tag>-<attempt>-<subtask>-<seq>-<token>``
 _INPROGRESS = re.compile(r"^\.inprogress-([0-9a-f]{12})-(\d+)-(\d+)-(\d+)-([0-9a-f]{16})$")
-#: a marker naming the pending files a savepoint (or a finished subtask) handed over, which a
-#: clean-up keeps: ``.savepoint-<job tag>-<checkpoint id or "end">-<subtask>-<token>``
-_MARKER = re.compile(r"^\.savepoint-([0-9a-f]{12})-(\w+)-(\d+)-([0-9a-f]{16})$")
+#: a marker naming the pending files a savepoint records, which a clean-up keeps:
+#: ``.savepoint-<checkpoint id>-<random>`` (see :meth:`_FileCommitter.protect_savepoint`)
+_MARKER = re.compile(r"^\.savepoint-(\d+)-([0-9a-f]{16})$")
 
 
 def _job_tag(job_id: str, uid: str) -> str:
@@ -628,17 +675,16 @@ class _FileWriter(SinkWriter[FileCommittable]):
 
     * files the restored checkpoint covers (its writers' tokens, below the sequence number
       each had reached at the barrier): the restore commits them;
-    * files a savepoint named, or that a finished subtask handed over: a marker
-      (``.savepoint-*``) lists them, since a job restored from that savepoint commits them;
+    * files a savepoint records, which a job resumed from it commits: the committer lists
+      them in a marker (``.savepoint-*``) before the savepoint is written;
     * files of the running attempt (its other subtasks write already), of other jobs, other
       sinks and older releases (names without a job tag): never touched.
 
     A checkpoint newer than the restored one cannot complete any more: the job master waits
-    for every metadata write in flight before it plans a restore, and the new attempt's
-    checkpoints are numbered after all of them. Best effort: a clean-up that fails is logged
-    and never fails the job. Needs the task to say its job id and which barriers are
-    savepoints' (``OperatorContext.job_id`` / ``is_savepoint``); without them nothing is
-    cleaned up, and the files are named as before.
+    for every metadata write in flight before it plans a restore, and numbers the new
+    attempt's checkpoints after them. Best effort: a clean-up that fails is logged and never
+    fails the job. Needs the task to say its job (``OperatorContext.job_id``); without it
+    nothing is cleaned up, and the files are named as before.
     """
 
     def __init__(self, sink: "FileSink", ctx: OperatorContext) -> None:
@@ -649,13 +695,9 @@ class _FileWriter(SinkWriter[FileCommittable]):
         self.attempt = getattr(ctx, "attempt", 0)
         self.seq = 0
         job_id = getattr(ctx, "job_id", "") or ""
-        self.is_savepoint = getattr(ctx, "is_savepoint", None)
-        # this job's sink in the in-progress names (None: the task does not say its job or its
-        # savepoints, nothing can tell what is whose, and nothing is cleaned up)
-        self.tag = _job_tag(job_id, self.uid) if job_id and self.is_savepoint is not None else None
-        self.checkpointing = getattr(ctx, "checkpointing", False)
-        self.handed: list[tuple[int, str]] = []  # (barrier, pending file) handed over, not known committed
-        self.markers: list[tuple[int, str]] = []  # (savepoint id, marker) this writer wrote
+        # this job's sink in the in-progress names (None: the task does not say its job, nothing
+        # can tell what is whose, and nothing is cleaned up)
+        self.tag = _job_tag(job_id, self.uid) if job_id else None
         self.restored: dict[str, int] = {}  # token of a restored writer -> its seq at the restored barrier
         self.cleaned = self.tag is None or self.subtask != 0
         # unique to this writer instance (this sink, subtask, run and attempt): in the names of its
@@ -719,29 +761,26 @@ class _FileWriter(SinkWriter[FileCommittable]):
         infos = self.fs.get_file_info(pafs.FileSelector(self.sink.base, allow_not_found=True))
         names = {info.base_name for info in infos}
         orphans: list[tuple[str, str, int]] = []  # (path, token, seq)
-        markers: list[tuple[str, bool]] = []  # (path, of this job)
+        markers: list[str] = []
         for info in infos:
             m = _INPROGRESS.match(info.base_name)
             if m is not None:
                 if m[1] == self.tag and int(m[2]) != self.attempt:  # (only the running attempt writes)
                     orphans.append((info.path, m[5], int(m[4])))
                 continue
-            mark = _MARKER.match(info.base_name)
-            if mark is not None:
-                markers.append((info.path, mark[1] == self.tag))
+            if _MARKER.match(info.base_name) is not None:
+                markers.append(info.path)
         kept: set[str] = set()
-        for path, ours in markers:
+        for path in markers:
             try:
                 with self.fs.open_input_stream(path) as f:
                     listed = json.loads(f.read())["files"]
                 if not isinstance(listed, list):
                     raise ValueError(f"'files' is a {type(listed).__name__}")
-            except Exception as exc:  # noqa: BLE001 - unreadable: protects what it may name
-                if ours:
-                    log.warning("file sink %r: marker %r cannot be read (%s): nothing is cleaned up", self.sink.path,
-                                path, exc)
-                    return 0
-                continue
+            except Exception as exc:  # noqa: BLE001 - unreadable (being written?): it may name anything
+                log.warning("file sink %r: savepoint marker %r cannot be read (%s): nothing is cleaned up",
+                            self.sink.path, path, exc)
+                return 0
             alive = [name for name in listed if name in names]
             if alive:
                 kept.update(alive)
@@ -763,17 +802,6 @@ class _FileWriter(SinkWriter[FileCommittable]):
             return 1
         except FileNotFoundError:
             return 0
-
-    def _mark(self, what: str) -> None:
-        """Write the marker that keeps the pending files handed over and not known committed
-        (a savepoint's, a finished subtask's) from a clean-up."""
-        name = f".savepoint-{self.tag}-{what}-{self.subtask}-{self.token}"
-        path = f"{self.sink.base}/{name}"
-        files = [p.rsplit("/", 1)[-1] for _cid, p in self.handed]
-        with self.fs.open_output_stream(path) as f:
-            f.write(json.dumps({"files": files}).encode())
-        if what.isdigit():
-            self.markers.append((int(what), path))
 
     def write(self, batch: Batch) -> None:
         if self.current is None:
@@ -804,26 +832,7 @@ class _FileWriter(SinkWriter[FileCommittable]):
             self.clean_up()
         self.roll()
         out, self.finished = self.finished, []
-        if self.tag is not None and self.checkpointing:
-            barrier = checkpoint_id if checkpoint_id is not None else 1 << 62
-            self.handed.extend((barrier, c.pending) for c in out)
-            if checkpoint_id is None:
-                if self.handed:  # (a savepoint taken while the job runs on names them too)
-                    self._mark("end")
-            elif self.is_savepoint is not None and self.is_savepoint(checkpoint_id) and self.handed:
-                self._mark(str(checkpoint_id))
         return out
-
-    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
-        # committed: what was handed over at or before its barrier (and a savepoint's before it)
-        self.handed = [(cid, path) for cid, path in self.handed if cid > checkpoint_id]
-        done = [path for cid, path in self.markers if cid < checkpoint_id]
-        self.markers = [(cid, path) for cid, path in self.markers if cid >= checkpoint_id]
-        for path in done:
-            try:
-                self._delete(path)
-            except OSError as exc:  # (a clean-up deletes it once its files are gone)
-                log.warning("file sink %r: could not delete marker %r: %s", self.sink.path, path, exc)
 
     def close(self) -> None:
         aborted = [c.pending for c in self.finished]  # (finished, never handed over)

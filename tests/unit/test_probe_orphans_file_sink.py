@@ -5,8 +5,9 @@ whose data the restore replays), and never a file that a committable can still c
 restored checkpoint's, a savepoint's), nor another job's.
 
 The writers here stand for the tasks of a job master's attempts (what the task tells them:
-job id, attempt, which barriers are savepoints'); the job master's side (commit at completed
-checkpoints, re-commit of the restored checkpoint) is the committer, called as it calls it.
+job id, attempt); the job master's side (commit at completed checkpoints, re-commit of the
+restored checkpoint, the savepoint's marker before a savepoint is written) is the committer,
+called as the master calls it.
 Before, every failed attempt left its files: the disk filled with the number of failures.
 """
 
@@ -22,13 +23,12 @@ from raystream.operators.sinks import FileCommittable, JsonLinesSink
 
 
 def writer(sink: JsonLinesSink, job: str, attempt: int, subtask: int = 0, parallelism: int = 1,
-           savepoints: frozenset[int] = frozenset(), restore: list | None = None) -> Any:
+           restore: list | None = None) -> Any:
     """The sink writer of one subtask of one attempt, as the task makes it."""
     ctx = OperatorContext("sink", "sink-uid", f"sink ({subtask + 1}/{parallelism})", subtask, parallelism, 128,
                           KeyGroupRange.for_subtask(subtask, parallelism, 128), attempt=attempt,
                           restored=restore is not None, checkpointing=True)
-    ctx.job_id = job  # type: ignore[attr-defined]  # (fields of OperatorContext with the engine change)
-    ctx.is_savepoint = savepoints.__contains__  # type: ignore[attr-defined]
+    ctx.job_id = job  # type: ignore[attr-defined]  # (a field of OperatorContext with the engine change)
     w = sink.create_writer(ctx)
     if restore:
         w.restore_state(restore)
@@ -111,13 +111,15 @@ def test_files_a_committable_can_still_commit_are_never_deleted(tmp_path):
     stay through the restore from an older checkpoint; a job resumed from that savepoint
     commits them. Only the dead task's open file, which nothing names, goes."""
     sink = JsonLinesSink(str(tmp_path))
-    w = writer(sink, "job-a", attempt=1, savepoints=frozenset({3}))
+    committer = sink.create_committer()
+    w = writer(sink, "job-a", attempt=1)
     write(w, 0)
     restored, state = barrier(w, 1)  # checkpoint 1 completes; its commit has not run yet
     write(w, 1)
     aborted, _ = barrier(w, 2)  # (its metadata write fails: retained, carried by the savepoint)
     write(w, 2)
     savepoint, _ = barrier(w, 3)  # an intermediate savepoint: commits nothing
+    committer.protect_savepoint(3, aborted + savepoint)  # (the master, before it writes the savepoint)
     write(w, 3)  # (open when the task dies)
 
     again = writer(sink, "job-a", attempt=2, restore=[state])
@@ -152,27 +154,25 @@ def test_another_jobs_files_and_the_running_attempts_are_never_deleted(tmp_path)
     assert before - set(hidden(tmp_path)) == {dead.current.rsplit("/", 1)[-1]}
 
 
-def test_a_savepoints_marker_goes_once_a_checkpoint_commits_its_files(tmp_path):
-    """The marker that protects an intermediate savepoint's files is deleted by the writer
-    when a later checkpoint completes (it committed them), so markers follow live savepoints,
-    not the job's history; a marker whose files are all gone is deleted by the next clean-up."""
+def test_a_savepoints_marker_goes_once_its_files_are_committed(tmp_path):
+    """The marker that protects a savepoint's files is deleted by the commit of its last file
+    (the next checkpoint's), so markers follow live savepoints, not the job's history; one whose
+    files are all gone (its committer's master died) is deleted by the next clean-up."""
     sink = JsonLinesSink(str(tmp_path))
     committer = sink.create_committer()
-    w = writer(sink, "job-a", attempt=1, savepoints=frozenset({1}))
+    w = writer(sink, "job-a", attempt=1)
     write(w, 0)
-    savepoint, _ = barrier(w, 1)
-    assert [p.name for p in tmp_path.glob(".savepoint-*")]
+    first, _ = barrier(w, 1)
+    committer.protect_savepoint(1, first)
     write(w, 1)
-    done, _ = barrier(w, 2)
-    committer.commit(savepoint + done)  # checkpoint 2 commits what the savepoint covers
-    w.notify_checkpoint_complete(2)
-    assert list(tmp_path.glob(".savepoint-*")) == []
-
-    write(w, 2)
-    final = w.prepare_commit(None)  # a finished subtask marks its last files: a savepoint may name them
-    assert [p.name for p in tmp_path.glob(".savepoint-*")]
-    committer.commit(final)  # (the final checkpoint: no later one tells the finished writer)
+    second, _ = barrier(w, 2)
+    committer.protect_savepoint(2, first + second)
+    assert len(list(tmp_path.glob(".savepoint-*"))) == 2
+    committer.commit(first)  # (the first marker's files are all in place)
+    assert len(list(tmp_path.glob(".savepoint-*"))) == 1
+    sink.create_committer().commit(second)  # (another master's committer: it knows no marker)
+    assert len(list(tmp_path.glob(".savepoint-*"))) == 1
     writer(sink, "job-c", attempt=1).clean_up()
     assert list(tmp_path.glob(".savepoint-*")) == []
     assert hidden(tmp_path) == []
-    assert output(tmp_path) == [0, 1, 2]
+    assert output(tmp_path) == [0, 1]
