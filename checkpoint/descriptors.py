@@ -14,8 +14,10 @@ with another kind is a :class:`~engine.errors.StateError`.
 
 from __future__ import annotations
 
+import datetime as dt
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from enum import Enum
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generic, TypeVar
 
 from raystream.engine.errors import ConfigError
@@ -108,6 +110,145 @@ class StateTtlConfig:
         """True if reads refresh the timestamp."""
         return self.update_type == "on_read_and_write"
 
+    class UpdateType(Enum):
+        """PyFlink's ``StateTtlConfig.UpdateType``: when an entry's timestamp is refreshed."""
+
+        Disabled = "disabled"
+        OnCreateAndWrite = "on_create_and_write"
+        OnReadAndWrite = "on_read_and_write"
+
+    class StateVisibility(Enum):
+        """PyFlink's ``StateTtlConfig.StateVisibility``: whether an expired entry not yet
+        removed may still be read once."""
+
+        ReturnExpiredIfNotCleanedUp = True
+        NeverReturnExpired = False
+
+    @staticmethod
+    def new_builder(ttl: int | dt.timedelta) -> StateTtlConfigBuilder:
+        """A builder, as PyFlink's ``StateTtlConfig.new_builder(Time.seconds(1))``.
+
+        ``ttl`` is milliseconds (``raystream.operators.Time``/``Duration`` give ints of them)
+        or a ``datetime.timedelta``.
+
+        Example:
+            >>> cfg = (StateTtlConfig.new_builder(60_000)
+            ...        .set_update_type(StateTtlConfig.UpdateType.OnReadAndWrite)
+            ...        .set_state_visibility(StateTtlConfig.StateVisibility.NeverReturnExpired)
+            ...        .build())
+            >>> cfg.ttl_ms, cfg.update_type, cfg.return_expired
+            (60000, 'on_read_and_write', False)
+        """
+        return StateTtlConfigBuilder(ttl)
+
+
+def _ttl_millis(ttl: object) -> object:
+    """``ttl`` in ms when it is a timedelta, else ``ttl`` itself (checked by StateTtlConfig)."""
+    if isinstance(ttl, dt.timedelta):
+        ms = ttl / dt.timedelta(milliseconds=1)
+        return int(ms) if ms == int(ms) else ms
+    return ttl
+
+
+class StateTtlConfigBuilder:
+    """PyFlink's ``StateTtlConfig.Builder``: ``StateTtlConfig.new_builder(ttl)...build()``.
+
+    Every setter returns the builder; ``build()`` checks the settings (a ``ConfigError`` names
+    a wrong one). Cleanup settings that PyFlink offers as choices are what raystream always
+    does: ``cleanup_full_snapshot()`` (expired entries never reach a snapshot),
+    ``cleanup_in_rocksdb_compact_filter(n)`` (expired entries are removed on access and by
+    the task's background sweep) are accepted and change nothing; ``cleanup_incrementally(n,
+    ...)`` sets ``cleanup_size``. Only processing time is a TTL time characteristic.
+
+    Example:
+        >>> StateTtlConfig.new_builder(1_000).cleanup_incrementally(10, False).build().cleanup_size
+        10
+    """
+
+    def __init__(self, ttl: int | dt.timedelta) -> None:
+        self._ttl: object = _ttl_millis(ttl)
+        self._update_type = "on_create_and_write"
+        self._return_expired = False
+        self._cleanup_size = DEFAULT_CLEANUP_SIZE
+
+    def set_ttl(self, ttl: int | dt.timedelta) -> StateTtlConfigBuilder:
+        """The time to live (ms or a ``timedelta``)."""
+        self._ttl = _ttl_millis(ttl)
+        return self
+
+    def set_update_type(self, update_type: StateTtlConfig.UpdateType) -> StateTtlConfigBuilder:
+        """When the timestamp is refreshed: ``StateTtlConfig.UpdateType.OnCreateAndWrite`` or
+        ``OnReadAndWrite`` (``Disabled`` is refused: leave TTL off instead)."""
+        if not isinstance(update_type, StateTtlConfig.UpdateType):
+            raise ConfigError(
+                f"StateTtlConfig.Builder.set_update_type() takes a StateTtlConfig.UpdateType "
+                f"(OnCreateAndWrite or OnReadAndWrite), got {update_type!r}"
+            )
+        if update_type is StateTtlConfig.UpdateType.Disabled:
+            raise ConfigError(
+                "StateTtlConfig.UpdateType.Disabled: a state whose entries never expire needs no "
+                "TTL; build the descriptor without enable_time_to_live() / ttl="
+            )
+        self._update_type = update_type.value
+        return self
+
+    def update_ttl_on_create_and_write(self) -> StateTtlConfigBuilder:
+        """Refresh the timestamp on writes only (the default)."""
+        return self.set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)
+
+    def update_ttl_on_read_and_write(self) -> StateTtlConfigBuilder:
+        """Refresh the timestamp on reads and writes."""
+        return self.set_update_type(StateTtlConfig.UpdateType.OnReadAndWrite)
+
+    def set_state_visibility(self, visibility: StateTtlConfig.StateVisibility) -> StateTtlConfigBuilder:
+        """``StateTtlConfig.StateVisibility.NeverReturnExpired`` (the default) or
+        ``ReturnExpiredIfNotCleanedUp``."""
+        if not isinstance(visibility, StateTtlConfig.StateVisibility):
+            raise ConfigError(
+                f"StateTtlConfig.Builder.set_state_visibility() takes a StateTtlConfig.StateVisibility "
+                f"(NeverReturnExpired or ReturnExpiredIfNotCleanedUp), got {visibility!r}"
+            )
+        self._return_expired = visibility.value
+        return self
+
+    def return_expired_if_not_cleaned_up(self) -> StateTtlConfigBuilder:
+        """An expired entry not yet removed is still returned once."""
+        return self.set_state_visibility(StateTtlConfig.StateVisibility.ReturnExpiredIfNotCleanedUp)
+
+    def never_return_expired(self) -> StateTtlConfigBuilder:
+        """An expired entry is never returned (the default)."""
+        return self.set_state_visibility(StateTtlConfig.StateVisibility.NeverReturnExpired)
+
+    def cleanup_incrementally(self, cleanup_size: int, run_cleanup_for_every_record: bool = False) -> StateTtlConfigBuilder:
+        """Check ``cleanup_size`` entries for expiry on every access of the state (raystream
+        does on every access; ``run_cleanup_for_every_record`` changes nothing)."""
+        self._cleanup_size = cleanup_size
+        return self
+
+    def cleanup_full_snapshot(self) -> StateTtlConfigBuilder:
+        """Accepted: expired entries never reach a snapshot anyway."""
+        return self
+
+    def cleanup_in_rocksdb_compact_filter(self, query_time_after_num_entries: int = 1000) -> StateTtlConfigBuilder:
+        """Accepted: expired RocksDB entries are removed on access and by the background sweep."""
+        return self
+
+    def use_processing_time(self) -> StateTtlConfigBuilder:
+        """Accepted: TTL runs on processing time (the only TTL time characteristic)."""
+        return self
+
+    def build(self) -> StateTtlConfig:
+        """The :class:`StateTtlConfig` (a ``ConfigError`` names a wrong setting)."""
+        return StateTtlConfig(
+            self._ttl,  # type: ignore[arg-type]  # checked by StateTtlConfig
+            update_type=self._update_type,
+            return_expired=self._return_expired,
+            cleanup_size=self._cleanup_size,
+        )
+
+
+StateTtlConfig.Builder = StateTtlConfigBuilder  # type: ignore[attr-defined]  # PyFlink's spelling
+
 
 class AggregateFunction(ABC, Generic[IN, ACC, OUT]):
     """An incremental aggregation (Flink's ``AggregateFunction``), used by aggregating state.
@@ -159,6 +300,23 @@ class StateDescriptor:
     def __post_init__(self) -> None:
         _check_name(self.name)
         _check_ttl(self.name, getattr(self, "ttl", None))
+
+    def enable_time_to_live(self, ttl_config: StateTtlConfig) -> None:
+        """Give the state a TTL, as PyFlink's ``descriptor.enable_time_to_live(ttl_config)``
+        (the same as passing ``ttl=``); call it before the state is first asked for.
+
+        Example:
+            >>> d = ValueStateDescriptor("last")
+            >>> d.enable_time_to_live(StateTtlConfig.new_builder(60_000).build())
+            >>> d.ttl.ttl_ms
+            60000
+        """
+        if not hasattr(self, "ttl"):
+            raise ConfigError(f"state {self.name!r} of kind {self.kind!r} takes no TTL")
+        _check_ttl(self.name, ttl_config)
+        if ttl_config is None:
+            raise ConfigError(f"enable_time_to_live() of state {self.name!r} needs a StateTtlConfig, got None")
+        object.__setattr__(self, "ttl", ttl_config)  # frozen dataclass: PyFlink's setter
 
 
 @dataclass(frozen=True)
