@@ -187,7 +187,7 @@ class StreamEnvironment(StreamEnvironmentBase):
         As PyFlink's ``env.from_source(source, watermark_strategy, source_name)``: a
         ``watermark_strategy`` is applied to the source stream
         (``assign_timestamps_and_watermarks``: timestamps and watermarks per source split);
-        None gives records without event timestamps (PyFlink's ``no_watermarks()``). A str in
+        None or ``WatermarkStrategy.no_watermarks()`` gives records without event timestamps. A str in
         its place is the name (``from_source(source, "orders")``). ``type_info`` is refused,
         as in :meth:`from_collection`.
 
@@ -219,7 +219,7 @@ class StreamEnvironment(StreamEnvironmentBase):
                 "keep their Python types; drop type_info"
             )
         stream = self._source(source, name if name is not None else source_name)
-        if watermark_strategy is not None:
+        if watermark_strategy is not None and not watermark_strategy.emits_nothing:  # (no_watermarks(): as None)
             stream = stream.assign_timestamps_and_watermarks(watermark_strategy)
         return stream
 

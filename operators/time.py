@@ -26,7 +26,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, Hashable, TypeVar
+from typing import Any, Callable, Generic, Hashable, NoReturn, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -730,6 +730,9 @@ class WatermarkStrategy:
         (2000, 10000)
     """
 
+    #: True only for :meth:`no_watermarks` (a source read with it gets no timestamps)
+    emits_nothing: bool = False
+
     def __init__(self, bound_ms: int | dt.timedelta = 0, assigner: TimestampAssigner | None = None,
                  idleness_ms: int | dt.timedelta | None = None, generator_factory: Callable[[], WatermarkGenerator] | None = None) -> None:
         bound = duration_ms(bound_ms, "the out-of-orderness bound")
@@ -762,6 +765,19 @@ class WatermarkStrategy:
     def for_monotonous_timestamps() -> "WatermarkStrategy":
         """Timestamps never decrease: watermark = max timestamp seen - 1."""
         return WatermarkStrategy(0)
+
+    @staticmethod
+    def no_watermarks() -> "WatermarkStrategy":
+        """No event timestamps and no watermarks (PyFlink's ``WatermarkStrategy.no_watermarks()``):
+        ``env.from_source(source, WatermarkStrategy.no_watermarks(), "name")`` reads records
+        without them, as ``from_source(source, None, "name")``. It assigns nothing, so
+        ``assign_timestamps_and_watermarks`` refuses it, as do ``with_timestamp_*``.
+
+        Example:
+            >>> WatermarkStrategy.no_watermarks().emits_nothing
+            True
+        """
+        return _NoWatermarks()
 
     def with_timestamp_column(self, column: str | int) -> "WatermarkStrategy":
         """Read timestamps from ``column`` (a column name or tuple index)."""
@@ -807,6 +823,36 @@ class WatermarkStrategy:
 
     def __repr__(self) -> str:
         return f"WatermarkStrategy(bound_ms={self.bound_ms}, assigner={self.assigner!r}, idleness_ms={self.idleness_ms})"
+
+
+class _NoWatermarks(WatermarkStrategy):
+    """:meth:`WatermarkStrategy.no_watermarks`: nothing to assign."""
+
+    emits_nothing = True
+
+    def _refuse(self, method: str) -> NoReturn:
+        raise ConfigError(
+            f"WatermarkStrategy.no_watermarks().{method}(): a strategy without watermarks assigns no timestamps; "
+            "for timestamps, start from for_monotonous_timestamps() or for_bounded_out_of_orderness(ms)"
+        )
+
+    def with_timestamp_column(self, column: str | int) -> "WatermarkStrategy":
+        self._refuse("with_timestamp_column")
+
+    def with_timestamp_assigner(self, fn: Any) -> "WatermarkStrategy":
+        self._refuse("with_timestamp_assigner")
+
+    def with_idleness(self, idleness_ms: int | dt.timedelta) -> "WatermarkStrategy":
+        self._refuse("with_idleness")
+
+    def require_assigner(self, where: str) -> TimestampAssigner:
+        raise ConfigError(
+            f"{where}(WatermarkStrategy.no_watermarks()): nothing to assign; leave the call out for records without "
+            "event timestamps, or give a strategy with a timestamp assigner"
+        )
+
+    def __repr__(self) -> str:
+        return "WatermarkStrategy.no_watermarks()"
 
 
 class TimestampsAndWatermarksOperator(StreamOperator):
