@@ -276,6 +276,7 @@ class KeyGroupPartitioner(Partitioner):
         """A JobFailed naming the key_by, its consumer and the first record without a key."""
         into = f" into operator {self.consumer!r}" if self.consumer else ""
         record: Any = None
+        found = False
         fields = ""
         if batch.is_columnar and self.key_selector.column is not None:
             fields = f"; the stream's columns are {batch.arrow().schema.names}"
@@ -284,14 +285,17 @@ class KeyGroupPartitioner(Partitioner):
                 try:
                     self.key_selector.key_of(r)
                 except Exception:  # noqa: BLE001 - this is the record to show
-                    record = r
+                    record, found = r, True
                     if isinstance(r, dict):
                         fields = f"; the record's fields are {sorted(map(str, r))}"
+                    elif r is None:
+                        fields = ("; the record is None: an operator before it made None a record (a map function "
+                                  "without a return?); drop records with filter() or flat_map()")
                     break
         where = f"key_by({self.key_selector.description!r}){into}"
-        of = f" of record {short_repr(record)}" if record is not None else ""
+        of = f" of record {short_repr(record)}" if found else ""
         return JobFailed(f"{where} cannot take the key{of}: {type(exc).__name__}: {exc}{fields}",
-                         operator=where, record=short_repr(record) if record is not None else None)
+                         operator=where, record=short_repr(record) if found else None)
 
     def __repr__(self) -> str:
         return f"hash({self.key_selector.description})"
