@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Hashable, NoReturn, TypeVar
 
@@ -424,14 +425,41 @@ class _ExtractTimestamp:
         return self.assigner.extract_timestamp(record, None)
 
     @property
-    def __name__(self) -> str:  # (errors name the user's class)
+    def __name__(self) -> str:  # (errors name the user's class, or function)
+        if isinstance(self.assigner, _TwoArgumentAssigner):
+            return self.assigner.name
         return f"{type(self.assigner).__name__}.extract_timestamp"
+
+
+class _TwoArgumentAssigner:
+    """A function ``(value, record_timestamp) -> timestamp`` (Flink's ``SerializableTimestampAssigner``
+    lambda, PyFlink's ``extract_timestamp`` signature) as an assigner object."""
+
+    def __init__(self, fn: Callable[[Any, Any], Any]) -> None:
+        self.fn = fn
+        self.name = getattr(fn, "__name__", type(fn).__name__)
+
+    def extract_timestamp(self, value: Any, record_timestamp: Any) -> Any:
+        return self.fn(value, record_timestamp)
+
+
+def _takes_two_arguments(fn: Any) -> bool:
+    """Whether ``fn`` must be called with exactly two positional arguments (no ``*args``)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # (some builtins have no signature)
+        return False
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return False
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) == 2 and all(p.default is p.empty for p in positional)
 
 
 def as_timestamp_assigner(fn: Any, where: str) -> TimestampAssigner:
     """What ``with_timestamp_assigner`` takes as a :class:`TimestampAssigner`: one such, an
-    object with Flink's ``extract_timestamp(value, record_timestamp)``, or a function
-    ``record -> timestamp``.
+    object with Flink's ``extract_timestamp(value, record_timestamp)``, a function
+    ``record -> timestamp``, or a function ``(record, record_timestamp) -> timestamp`` (Flink's
+    assigner lambdas; ``record_timestamp`` is the record's timestamp so far, None if it has none).
 
     Raises:
         ConfigError: anything else, or an assigner class where its instance belongs.
@@ -439,6 +467,8 @@ def as_timestamp_assigner(fn: Any, where: str) -> TimestampAssigner:
     Example:
         >>> as_timestamp_assigner(lambda r: r[0], "demo").extract((5, "a"))
         5
+        >>> as_timestamp_assigner(lambda event, ts: event[0], "demo").extract((7, "a"))
+        7
     """
     if isinstance(fn, type):
         raise ConfigError(f"{where}: got the class {fn.__name__}; pass an instance, {fn.__name__}()")
@@ -450,6 +480,8 @@ def as_timestamp_assigner(fn: Any, where: str) -> TimestampAssigner:
         return fn
     if _overrides_extract_timestamp(fn):
         return TimestampAssigner(fn=_ExtractTimestamp(fn))
+    if callable(fn) and _takes_two_arguments(fn):  # (value, record_timestamp), as Flink's assigner lambdas
+        return TimestampAssigner(fn=_ExtractTimestamp(_TwoArgumentAssigner(fn)))
     if callable(fn):
         return TimestampAssigner(fn=fn)
     raise ConfigError(
