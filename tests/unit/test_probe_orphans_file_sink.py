@@ -176,3 +176,23 @@ def test_a_savepoints_marker_goes_once_its_files_are_committed(tmp_path):
     assert list(tmp_path.glob(".savepoint-*")) == []
     assert hidden(tmp_path) == []
     assert output(tmp_path) == [0, 1]
+
+
+def test_a_clean_up_that_fails_is_logged_and_the_writer_goes_on(tmp_path, caplog):
+    """Best effort: an output directory that cannot be listed (here a file where the directory
+    should be) or a savepoint marker that cannot be read (being written?) stops the clean-up,
+    with a warning, and never fails the job; nothing is deleted then."""
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file, not a directory")
+    assert writer(JsonLinesSink(str(blocked)), "job-a", attempt=2).clean_up() == 0
+    assert "could not delete the in-progress files" in caplog.text
+
+    sink = JsonLinesSink(str(tmp_path / "out"))
+    dead = writer(sink, "job-a", attempt=1)
+    write(dead, 0)
+    (tmp_path / "out" / ".savepoint-7-0123456789abcdef").write_text('{"files": [')  # (half written)
+    again = writer(sink, "job-a", attempt=2)
+    assert again.clean_up() == 0
+    assert "cannot be read" in caplog.text
+    write(again, 0)
+    assert len(hidden(tmp_path / "out")) == 2
