@@ -552,7 +552,7 @@ class _FileCommitter(Committer[FileCommittable]):
 
     def protect_savepoint(self, checkpoint_id: int, committables: list[FileCommittable]) -> None:
         """Savepoint ``checkpoint_id`` records ``committables`` (the job master calls this before
-        it writes the savepoint): write a marker (``.savepoint-<id>-<random>``, hidden) naming
+        it writes the savepoint): write a marker (``.savepoint-<id>-<random>`` in :data:`WORK_DIR`) naming
         their pending files, which the clean-up after a failure then keeps, since a job resumed
         from the savepoint commits them. The marker is deleted once they are all committed (by
         this committer, or by a later clean-up that finds them gone). Raises when it cannot be
@@ -561,8 +561,9 @@ class _FileCommitter(Committer[FileCommittable]):
         if not pending:
             return
         fs = self.sink.filesystem()
-        fs.create_dir(self.sink.base, recursive=True)
-        path = f"{self.sink.base}/.savepoint-{checkpoint_id}-{uuid.uuid4().hex[:16]}"
+        work = f"{self.sink.base}/{WORK_DIR}"
+        fs.create_dir(work, recursive=True)
+        path = f"{work}/.savepoint-{checkpoint_id}-{uuid.uuid4().hex[:16]}"
         with fs.open_output_stream(path) as f:
             f.write(json.dumps({"savepoint": checkpoint_id, "files": sorted(pending)}).encode())
         with self.lock:
@@ -652,7 +653,11 @@ class _FileCommitter(Committer[FileCommittable]):
         return list(self.files)
 
 
-#: an in-progress (or pending) part file of a writer that knows its job:
+#: the hidden directory (in the sink's) of the in-progress and pending part files of writers
+#: that know their job, and of the savepoint markers: a clean-up lists only it, so its cost
+#: follows the files not committed yet, never the committed output
+WORK_DIR = ".raystream"
+#: an in-progress (or pending) part file of a writer that knows its job, in :data:`WORK_DIR`:
 #: ``.inprogress-<job tag>-<attempt>-<subtask>-<seq>-<token>``
 _INPROGRESS = re.compile(r"^\.inprogress-([0-9a-f]{12})-(\d+)-(\d+)-(\d+)-([0-9a-f]{16})$")
 #: a marker naming the pending files a savepoint records, which a clean-up keeps:
@@ -668,7 +673,11 @@ def _job_tag(job_id: str, uid: str) -> str:
 class _FileWriter(SinkWriter[FileCommittable]):
     """One subtask's part files: in-progress -> pending (handed over at a barrier) -> committed.
 
-    Clean-up after failures (subtask 0 of each attempt, once, before its first file): the
+    A writer that knows its job (``OperatorContext.job_id``) writes them into the sink's hidden
+    :data:`WORK_DIR`, named ``.inprogress-<job tag>-<attempt>-<subtask>-<seq>-<token>``.
+
+    Clean-up after failures (subtask 0 of each attempt, once, before its first file; it lists
+    :data:`WORK_DIR` only, never the committed output): the
     in-progress and pending files that earlier attempts of the *same job and sink* left (the
     open file of a task whose process died; pending files of checkpoints that never completed,
     dropped by the restore because their data is replayed) are deleted, except
@@ -698,6 +707,8 @@ class _FileWriter(SinkWriter[FileCommittable]):
         # this job's sink in the in-progress names (None: the task does not say its job, nothing
         # can tell what is whose, and nothing is cleaned up)
         self.tag = _job_tag(job_id, self.uid) if job_id else None
+        # where its in-progress files go: the sink's directory itself for an untagged writer
+        self.work = f"{sink.base}/{WORK_DIR}" if self.tag is not None else sink.base
         self.restored: dict[str, int] = {}  # token of a restored writer -> its seq at the restored barrier
         self.cleaned = self.tag is None or self.subtask != 0
         # unique to this writer instance (this sink, subtask, run and attempt): in the names of its
@@ -737,12 +748,12 @@ class _FileWriter(SinkWriter[FileCommittable]):
         """Start a new in-progress file (``write`` does before the first batch of each)."""
         if not self.cleaned:
             self.clean_up()
-        self.fs.create_dir(self.sink.base, recursive=True)
+        self.fs.create_dir(self.work, recursive=True)
         if self.tag is not None:
             name = f".inprogress-{self.tag}-{self.attempt}-{self.subtask}-{self.seq}-{self.token}"
         else:
             name = f".inprogress-{self.subtask}-{self.seq}-{self.token}"
-        self.current = f"{self.sink.base}/{name}"
+        self.current = f"{self.work}/{name}"
         self.handle = self.fs.open_output_stream(self.current)
 
     def clean_up(self) -> int:
@@ -758,7 +769,7 @@ class _FileWriter(SinkWriter[FileCommittable]):
             return 0
 
     def _remove_orphans(self) -> int:
-        infos = self.fs.get_file_info(pafs.FileSelector(self.sink.base, allow_not_found=True))
+        infos = self.fs.get_file_info(pafs.FileSelector(self.work, allow_not_found=True))
         names = {info.base_name for info in infos}
         orphans: list[tuple[str, str, int]] = []  # (path, token, seq)
         markers: list[str] = []

@@ -45,7 +45,12 @@ def barrier(w: Any, checkpoint_id: int) -> tuple[list[FileCommittable], Any]:
 
 
 def hidden(directory) -> list[str]:
-    return sorted(p.name for p in directory.iterdir() if p.name.startswith(".inprogress-"))
+    """The in-progress and pending part files below ``directory``."""
+    return sorted(p.name for p in directory.rglob(".inprogress-*"))
+
+
+def markers(directory) -> list[str]:
+    return sorted(p.name for p in directory.rglob(".savepoint-*"))
 
 
 def output(directory) -> list[int]:
@@ -124,7 +129,7 @@ def test_files_a_committable_can_still_commit_are_never_deleted(tmp_path):
 
     again = writer(sink, "job-a", attempt=2, restore=[state])
     assert again.clean_up() == 1
-    left = {f"{tmp_path}/{name}" for name in hidden(tmp_path)}
+    left = {str(p) for p in tmp_path.rglob(".inprogress-*")}
     assert left == {c.pending for c in restored + aborted + savepoint}
 
     # a new job resumed from the savepoint commits what it names: every file is there
@@ -167,30 +172,33 @@ def test_a_savepoints_marker_goes_once_its_files_are_committed(tmp_path):
     write(w, 1)
     second, _ = barrier(w, 2)
     committer.protect_savepoint(2, first + second)
-    assert len(list(tmp_path.glob(".savepoint-*"))) == 2
+    assert len(markers(tmp_path)) == 2
     committer.commit(first)  # (the first marker's files are all in place)
-    assert len(list(tmp_path.glob(".savepoint-*"))) == 1
+    assert len(markers(tmp_path)) == 1
     sink.create_committer().commit(second)  # (another master's committer: it knows no marker)
-    assert len(list(tmp_path.glob(".savepoint-*"))) == 1
+    assert len(markers(tmp_path)) == 1
     writer(sink, "job-c", attempt=1).clean_up()
-    assert list(tmp_path.glob(".savepoint-*")) == []
+    assert markers(tmp_path) == []
     assert hidden(tmp_path) == []
     assert output(tmp_path) == [0, 1]
 
 
 def test_a_clean_up_that_fails_is_logged_and_the_writer_goes_on(tmp_path, caplog):
-    """Best effort: an output directory that cannot be listed (here a file where the directory
-    should be) or a savepoint marker that cannot be read (being written?) stops the clean-up,
+    """Best effort: a directory of in-progress files that cannot be listed (here a file where
+    it should be) or a savepoint marker that cannot be read (being written?) stops the clean-up,
     with a warning, and never fails the job; nothing is deleted then."""
+    from raystream.operators.sinks import WORK_DIR
+
     blocked = tmp_path / "blocked"
-    blocked.write_text("a file, not a directory")
+    blocked.mkdir()
+    (blocked / WORK_DIR).write_text("a file, not a directory")
     assert writer(JsonLinesSink(str(blocked)), "job-a", attempt=2).clean_up() == 0
     assert "could not delete the in-progress files" in caplog.text
 
     sink = JsonLinesSink(str(tmp_path / "out"))
     dead = writer(sink, "job-a", attempt=1)
     write(dead, 0)
-    (tmp_path / "out" / ".savepoint-7-0123456789abcdef").write_text('{"files": [')  # (half written)
+    (tmp_path / "out" / WORK_DIR / ".savepoint-7-0123456789abcdef").write_text('{"files": [')  # (half written)
     again = writer(sink, "job-a", attempt=2)
     assert again.clean_up() == 0
     assert "cannot be read" in caplog.text
