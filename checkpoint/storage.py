@@ -91,6 +91,7 @@ __all__ = [
     "SECRET_ENV",
     "signing_key",
     "job_dir_name",
+    "STOP_MARKER",
 ]
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,9 @@ _IN_PROGRESS = ".inprogress-"
 _SHARED_FILE = re.compile(r"^(\d+)-")
 #: the name of a marker a job restoring from a retained checkpoint leaves in its directory
 _RESTORING = "_restoring-"
+#: the file in a job's directory that records its completed stop-with-savepoint (see
+#: :meth:`CheckpointStorage.write_stop_marker`)
+STOP_MARKER = "_stopped"
 #: how often :meth:`CheckpointStorage.discard` deletes a checkpoint directory that late
 #: snapshot writes keep filling (each delete takes what was written before it; several tasks
 #: of a job may write theirs one after another), with a pause of DISCARD_PAUSE_S doubled each
@@ -766,6 +770,8 @@ class CheckpointStorage:
         else:
             self._delete_dir(shared, "shared files")
         self._delete_dir(posixpath.join(job_dir, "commits"), "commit log")
+        # (last: a master taking the job over while this runs still finds the job stopped)
+        self.delete_stop_marker(job_id)
         if not kept:
             try:
                 left = self._fs.get_file_info(pafs.FileSelector(job_dir, allow_not_found=True, recursive=True))
@@ -789,6 +795,61 @@ class CheckpointStorage:
                 self._fs.delete_dir(path)
         except OSError as exc:
             raise CheckpointError(f"cannot delete the {what} {path!r}: {exc}") from exc
+
+    # -- the stop of a job -------------------------------------------------------------
+
+    def _stop_marker_path(self, job_id: str) -> str:
+        return self._join(job_dir_name(job_id), STOP_MARKER)
+
+    def write_stop_marker(self, job_id: str, marker: dict[str, Any]) -> None:
+        """Record that job ``job_id`` stopped with a savepoint (``marker``: the job id, the
+        savepoint's checkpoint id and path, and what its commit makes visible), atomically
+        (temp file + rename; a single PUT on object stores), in the job's own directory
+        (``<job>/_stopped``). The job master writes it after the savepoint's ``_metadata`` and
+        before the stop's commit: a master that takes the job over then finishes that commit
+        and ends the job, instead of restoring the checkpoint before the savepoint and running
+        on. Scoped by the job id: a job started from the savepoint has an id (and a directory)
+        of its own. Deleted with the job's checkpoints (:meth:`discard_job`).
+
+        Raises:
+            CheckpointError: it could not be written (the stop fails; the job goes on).
+        """
+        if marker.get("job_id") != job_id:
+            raise ValueError(f"a stop marker of job {job_id!r} must name it, not {marker.get('job_id')!r}")
+        payload = cloudpickle.dumps(marker, protocol=5)
+        self._write_atomic(self._stop_marker_path(job_id), encode_blob(_STATE_KIND, payload))
+
+    def read_stop_marker(self, job_id: str) -> dict[str, Any] | None:
+        """The stop marker of job ``job_id`` (:meth:`write_stop_marker`), or None: the job did
+        not stop with a savepoint (or its marker was deleted with its checkpoints).
+
+        Raises:
+            CheckpointStorageUnavailable: storage could not be read (never taken for "no
+                marker": a takeover would run a stopped job on).
+            CheckpointError: the marker is corrupt, or names another job.
+        """
+        path = self._stop_marker_path(job_id)
+        try:
+            found = self._fs.get_file_info(path).type == pafs.FileType.File
+        except OSError as exc:
+            raise CheckpointStorageUnavailable(f"cannot look for the stop marker {path!r}: {exc}") from exc
+        if not found:
+            return None
+        data = decode_blob(self._read(path, "stop marker"), _STATE_KIND, path)
+        marker = self._load_pickle(data, path)
+        if not isinstance(marker, dict) or marker.get("job_id") != job_id:
+            named = marker.get("job_id") if isinstance(marker, dict) else type(marker).__name__
+            raise CheckpointError(f"the stop marker {path!r} of job {job_id!r} names {named!r}: it was not written "
+                                  "by this job; delete it if the job did not stop")
+        return marker
+
+    def delete_stop_marker(self, job_id: str) -> None:
+        """Delete the stop marker of job ``job_id`` (nothing if there is none).
+
+        Raises:
+            CheckpointError: the delete failed.
+        """
+        self._delete_file(self._stop_marker_path(job_id))
 
     # -- commit log --------------------------------------------------------------------
 
@@ -886,6 +947,18 @@ class CheckpointStorage:
         payload = cloudpickle.dumps({"metadata": metadata, "files": files}, protocol=5)
         storage._write_atomic(meta_path, encode_blob(_SAVEPOINT_KIND, payload))
         return shown
+
+    def delete_savepoint(self, target: Location) -> None:
+        """Delete the savepoint at ``target`` (as for :meth:`write_savepoint`), ``_metadata``
+        first, so that it is never half there; nothing if there is none. For a savepoint that
+        must not stay: a stop-with-savepoint whose stop could not be recorded.
+
+        Raises:
+            CheckpointError: the delete failed.
+        """
+        storage, directory, _shown = self._savepoint_dir(target)
+        storage._delete_file(posixpath.join(directory, METADATA_FILE))
+        storage._delete_dir(directory, "savepoint")
 
     def read_savepoint(self, target: Location) -> tuple[dict[str, Any], SavepointReader]:
         """Open a savepoint: its metadata and a reader for its state files. A retained

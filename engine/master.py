@@ -198,6 +198,11 @@ class _SavepointWriteFailed(Exception):
     """Writing a savepoint's directory failed (its checkpoint is aborted; the cause is chained)."""
 
 
+class _StopNotRecorded(_SavepointWriteFailed):
+    """A stop-with-savepoint's savepoint was written, but recording the stop in checkpoint
+    storage (its stop marker) failed: the stop fails like a savepoint that could not be written."""
+
+
 class JobMaster:
     """Runs one job at a time. See the module docstring.
 
@@ -330,6 +335,9 @@ class JobMaster:
         # that commit finished
         self._stop_completed: str | None = None
         self._stop_committed = False
+        # the stop marker a takeover found in checkpoint storage (the job had stopped with a
+        # savepoint when its master died): the job ends there (_finish_stop), nothing runs
+        self._stop_marker: dict | None = None
         self._all_finished = False
         self._stopping = False
         self._savepoint_requests: list[tuple[str, bool]] = []  # (path, stop the job at it)
@@ -736,6 +744,9 @@ class JobMaster:
                         raise JobFailed(f"job {self._config.name!r}: restoring failed: reading checkpoint storage "
                                         f"failed: {type(oexc).__name__}: {oexc}") from oexc
                     plan = None
+                    if self._stop_marker is not None:  # (the takeover found the job stopped)
+                        await self._finish_stop(self._stop_marker)
+                        break
                 # the attempt drops the plan once its tasks hold it (a restart plans again)
                 planned, restore = [restore], None
                 await self._run_attempt(source_splits, planned)
@@ -849,11 +860,51 @@ class JobMaster:
                 "committed): start it from the savepoint, which commits what it covers")
             self.error, self.status, self.finished_at = error, "FAILED", time.time()
             self._resolve_savepoint(path, CheckpointError(str(error)))
+            self._answer_stop_requests(CheckpointError(str(error)))
             raise error from None
         log.warning("job %s: %s after its stop-with-savepoint to %r completed: the job ends there", self.job_id, exc, path)
         self._stopping = True
         self.stopped_with_savepoint = path
         self._resolve_savepoint(path, path)
+        self._answer_stop_requests(path)
+
+    def _answer_stop_requests(self, outcome: Any) -> None:
+        """The job stopped with a savepoint (``outcome``: its path) or its stop's commit failed
+        (``outcome``: the CheckpointError): answer the stop requests not taken yet with it (the
+        stop the driver's client asks again of the master that took the job over, whose first
+        master died while it stopped the job). Savepoint requests fail with the job's end."""
+        stops = [path for path, stop in self._savepoint_requests if stop]
+        self._savepoint_requests = [(path, stop) for path, stop in self._savepoint_requests if not stop]
+        for path in stops:
+            self._resolve_savepoint(path, outcome)
+
+    async def _finish_stop(self, marker: dict) -> None:
+        """Job master failover after a stop-with-savepoint completed: the job's first master
+        wrote the savepoint and its stop marker, then died before (or while) it committed the
+        savepoint's output and finished the tasks. As that master would have: commit what the
+        savepoint covers (idempotently: what it committed already is found done; committers that
+        keep their output in memory, ``collect``, rebuilt from the commit log first), and end
+        the job FINISHED with the savepoint, or, when that commit fails, FAILED naming the
+        savepoint (``_end_after_stop``). No task is deployed and no checkpoint restored: the
+        checkpoint before the savepoint would replay what the savepoint's commit writes."""
+        path = marker["savepoint"]
+        log.warning("job %s: its stop-with-savepoint to %r completed before its job master died: this master "
+                    "finishes the stop's commit and ends the job", self._job_id, path)
+        await asyncio.to_thread(self._commit_stop, marker)
+        self._stop_committed = True
+        self._stopping = True
+        self.stopped_with_savepoint = path
+        self._resolve_savepoint(path, path)
+        self._answer_stop_requests(path)
+
+    def _commit_stop(self, marker: dict) -> None:
+        """Commit what the stop of ``marker`` makes visible (on a worker thread)."""
+        cid = int(marker["checkpoint_id"])
+        for _name, entry in self._checkpoints.storage.read_commit_log(self._job_id, cid):
+            for uid, comms in entry.items():
+                if uid in self.committers:
+                    self._commit_to(uid, comms)
+        self._commit(marker.get("committables") or {}, (cid, "restore-stop"))
 
     async def _final_checkpoint(self, attempts: int = 3) -> None:
         """Every task finished: take the job's final checkpoint, which commits everything
@@ -927,6 +978,13 @@ class JobMaster:
         if self.coordinator is None:
             return None
         c = self.coordinator
+        # a stop-with-savepoint that completed before the old master died: the job ends there
+        # (_finish_stop), it never runs on from the checkpoint before the savepoint
+        marker = await asyncio.to_thread(c.storage.read_stop_marker, job_id)
+        if marker is not None:
+            self._stop_marker = marker
+            self._stop_completed = marker["savepoint"]
+            return None
         existing = await asyncio.to_thread(c.storage.list_checkpoints, job_id)
         if existing:
             c.start_after(existing[-1])
@@ -1038,8 +1096,8 @@ class JobMaster:
                 more = f" and {len(p.waiting) - 8} more" if len(p.waiting) > 8 else ""
                 self._abort(p, f"timed out ({p.status.lower()}; no ack from {waiting}{more})" if p.waiting
                             else f"timed out ({p.status.lower()})")
-            if self._stopping or self._all_finished:
-                continue
+            if self._stopping or self._all_finished or self._stop_completed is not None:
+                continue  # (a stop's savepoint completed: its tasks stopped at its barrier)
             want_savepoint = bool(self._savepoint_requests) and not c.checkpoints
             if not want_savepoint and time.monotonic() < next_at:
                 continue
@@ -1322,8 +1380,8 @@ class JobMaster:
                     if p.savepoint is not None:
                         what = "writing the savepoint" if isinstance(error, _SavepointWriteFailed) else "writing metadata"
                         cause = error.__cause__ if isinstance(error, _SavepointWriteFailed) else error
-                        self._resolve_savepoint(p.savepoint, CheckpointError(
-                            f"savepoint to {p.savepoint!r} failed: {what} failed: {cause!r}"))
+                        reason = f"{what} failed: {cause!r}" if not isinstance(error, _StopNotRecorded) else str(error)
+                        self._resolve_savepoint(p.savepoint, CheckpointError(f"savepoint to {p.savepoint!r} failed: {reason}"))
                 return False
             if p.savepoint is None:
                 self._discard_subsumed()
@@ -1385,9 +1443,36 @@ class JobMaster:
         if p.savepoint is None:
             return None
         try:
-            return self._write_savepoint(p.savepoint, metadata)
+            written = self._write_savepoint(p.savepoint, metadata)
         except Exception as exc:
             raise _SavepointWriteFailed(str(exc)) from exc
+        if p.stop:
+            self._record_stop(p, written)
+        return written
+
+    def _record_stop(self, p: Any, written: str) -> None:
+        """Make stop-with-savepoint ``p`` durable before anything it covers is committed: its
+        stop marker (the savepoint's checkpoint id and path, and everything its commit makes
+        visible) goes to checkpoint storage after the savepoint's ``_metadata``. A master that
+        takes the job over finds it (:meth:`_take_over`) and ends the job as this one would:
+        FINISHED once that commit is done, or FAILED naming the savepoint. (Before, it restored
+        the newest checkpoint, from before the savepoint, and ran the stopped job on: the
+        savepoint's committed output was written again.) A marker that cannot be written fails
+        the stop like a savepoint that cannot be written: the savepoint just written is deleted
+        (its path may be used again) and the job goes on."""
+        storage, job_id = self._checkpoints.storage, self._job_id
+        marker = {"job_id": job_id, "checkpoint_id": p.checkpoint_id, "savepoint": written,
+                  "committables": {uid: list(comms) for uid, comms in p.commit.items() if comms}}
+        try:
+            storage.write_stop_marker(job_id, marker)
+        except Exception as exc:
+            try:
+                storage.delete_savepoint(written)
+            except Exception:  # noqa: BLE001 - the stop fails all the same; its error names the path
+                log.warning("job %s: could not delete savepoint %r of the stop that failed", job_id, written, exc_info=True)
+            raise _StopNotRecorded(
+                f"recording the stop in checkpoint storage {storage!r} failed ({exc}); the savepoint written to "
+                f"{written!r} is deleted again, the job goes on") from exc
 
     async def acknowledge_checkpoint(self, attempt: int, checkpoint_id: int, vertex_id: int, subtask: int, state: dict) -> None:
         """A task wrote its snapshot of ``checkpoint_id``; completes the checkpoint when all did.
@@ -1483,6 +1568,17 @@ class JobMaster:
             await self._await_job(job_id, f"savepoint to {path!r}")
         if self.coordinator is None:
             raise CheckpointError("savepoints need checkpointing: call env.enable_checkpointing(...) first")
+        if stop and self._stop_marker is not None:
+            # the stop its client asks again of this master, which took the job over after that
+            # stop's savepoint completed: answered once the stop's commit is done (or failed)
+            if self._stop_committed and self.stopped_with_savepoint is not None:
+                return self.stopped_with_savepoint
+            if self.status in ("FAILED", "CANCELLED"):
+                raise CheckpointError(f"cannot take a savepoint of a job that is {self.status.lower()}: {self.error}")
+            fut = asyncio.get_running_loop().create_future()
+            self._savepoint_waiters.setdefault(path, []).append(fut)
+            self._savepoint_requests.append((path, stop))
+            return await fut
         # (CREATED / RESTARTING: deploying; FAILING: the failed attempt's tasks are being
         # cancelled; the request is taken once the next attempt's tasks run, or fails with the job)
         if self.status not in ("CREATED", "RUNNING", "FAILING", "RESTARTING") or self._all_finished or self._stopping:
