@@ -276,7 +276,13 @@ class CloseableIterator(Iterator[Any]):
         self._ended = threading.Event()
         self._records: deque[Any] = deque()
         self._batches: deque[pa.RecordBatch] = deque()
-        self._seen: set[tuple[int, Any]] = set()
+        # the newest checkpoint piece taken of each subtask (one entry a subtask, whatever the
+        # job's age): a subtask's pieces come in checkpoint order - one connection an attempt,
+        # read in order, and a restored writer sends what its checkpoint holds (pieces up to
+        # that checkpoint, sent again in order) before anything newer - so a piece at or
+        # below it is one taken already
+        self._newest_piece: dict[int, int] = {}
+        self._tails_seen: set[tuple[int, Any]] = set()  # ("final", attempt) tails taken, by subtask
         self._done = False
         self._closed = False
         client.add_end_callback(self._ended.set)
@@ -338,9 +344,9 @@ class CloseableIterator(Iterator[Any]):
     def _take(self, message: tuple) -> None:
         _conn, _seq, subtask, key, batches = message
         if key[0] == "chk":  # (a piece of a checkpoint: sent again after a restart that restored it)
-            if (subtask, key) in self._seen:
+            if key[1] <= self._newest_piece.get(subtask, 0):
                 return
-            self._seen.add((subtask, key))
+            self._newest_piece[subtask] = key[1]
         self._batches.extend(b for b in batches if b.num_rows)
 
     def _finish(self) -> None:
@@ -375,8 +381,8 @@ class CloseableIterator(Iterator[Any]):
             elif not self._server.open_connections() or time.monotonic() > deadline:
                 break
         for subtask, tag, batches, _count in tails:
-            if (subtask, tag) not in self._seen:
-                self._seen.add((subtask, tag))
+            if (subtask, tag) not in self._tails_seen:
+                self._tails_seen.add((subtask, tag))
                 self._batches.extend(b for b in batches if b.num_rows)
         self._done = True
         self._server.close()  # (everything came: an iterator read to its end by next() holds no socket)
