@@ -982,9 +982,17 @@ class JobMaster:
         # (_finish_stop), it never runs on from the checkpoint before the savepoint
         marker = await asyncio.to_thread(c.storage.read_stop_marker, job_id)
         if marker is not None:
-            self._stop_marker = marker
-            self._stop_completed = marker["savepoint"]
-            return None
+            latest = await asyncio.to_thread(c.storage.latest_complete, job_id)
+            if latest is not None and latest > int(marker["checkpoint_id"]):
+                # a checkpoint completed after the stop's savepoint: that stop failed (its marker
+                # was thought not written) and the job ran on; it restores as any job
+                log.warning("job %s: ignoring the stop marker of savepoint %r (checkpoint %s): checkpoint %s "
+                            "completed after it, the job ran on", job_id, marker["savepoint"],
+                            marker["checkpoint_id"], latest)
+            else:
+                self._stop_marker = marker
+                self._stop_completed = marker["savepoint"]
+                return None
         existing = await asyncio.to_thread(c.storage.list_checkpoints, job_id)
         if existing:
             c.start_after(existing[-1])
@@ -1466,7 +1474,8 @@ class JobMaster:
         try:
             storage.write_stop_marker(job_id, marker)
         except Exception as exc:
-            try:
+            try:  # (a write that failed late may have landed: a takeover must not find it)
+                storage.delete_stop_marker(job_id)
                 storage.delete_savepoint(written)
             except Exception:  # noqa: BLE001 - the stop fails all the same; its error names the path
                 log.warning("job %s: could not delete savepoint %r of the stop that failed", job_id, written, exc_info=True)

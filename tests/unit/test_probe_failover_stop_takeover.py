@@ -37,6 +37,7 @@ from tests.unit.test_job_master import (
     Script,
     graph_and_config,
     master_until_stopped,
+    run_job,
     tags,
 )
 from tests.waiting import wait_for
@@ -312,3 +313,17 @@ def test_a_job_started_from_the_savepoint_in_the_same_storage_is_not_ended_by_th
     result = asyncio.run(asyncio.wait_for(resumed.run(graph, config_blob, "job-2", None, False), 60))
     assert resumed.restored_from == sp and runtime.tasks and result["savepoint"] is None
     assert {"final-0", "final-1"} <= set(tags(result))
+
+
+def test_a_stop_marker_older_than_a_completed_checkpoint_is_ignored_by_a_takeover(tmp_path):
+    """A stop whose marker write failed late (it landed, but the stop failed and the job ran on,
+    its checkpoints completing after the savepoint's): a takeover restores the newest checkpoint
+    as for any job, it does not end the job at that stale stop."""
+    first, _, _ = run_job(tmp_path, Script(finish_after=2))
+    latest = first["checkpoints"]["latest_completed"]
+    storage = CheckpointStorage(str(tmp_path))
+    storage.write_stop_marker("job-1", {"job_id": "job-1", "checkpoint_id": latest - 1, "savepoint": "/nowhere",
+                                        "committables": {}})
+    second, runtime, master = run_job(tmp_path, Script(finish_after=1), recover=True, leftovers=1)
+    assert master.restored_from == latest and second["savepoint"] is None and runtime.tasks
+    assert set(tags(first)) <= set(tags(second))
