@@ -13,21 +13,36 @@ import os
 import threading
 import time
 import traceback
+from collections import OrderedDict
 from typing import Any, Callable, Protocol
 
 import cloudpickle
 
 from .channels import Cancelled, ChannelSender, LocalSender
-from .errors import JobFailed, unpickling_failed
+from .errors import JobFailed, RaystreamError, unpickling_failed
 from .events import Barrier
 from .memory import IdleGarbage
 from .observability import name_native_thread
 from .snapshots import AsyncSnapshotWriter
 from .task import Task, TaskHooks, TaskSpec
 
-__all__ = ["Messenger", "MasterHooks", "TaskExecutor", "Transport"]
+__all__ = ["MAX_WAITING_DELIVERIES", "SETUP_WAIT_S", "Messenger", "MasterHooks", "TaskExecutor", "Transport"]
 
 log = logging.getLogger(__name__)
+
+#: how long a run or a delivery (a channel send) that reaches an executor before its task's
+#: setup waits for that setup (the job master's ``_SETUP_WAIT_S``): the master sends each
+#: executor its tasks' runs right after their setups, and the upstream tasks on other
+#: executors may start sending before this executor's setup call has come or ended
+SETUP_WAIT_S = 60.0
+#: at most this many deliveries wait at one executor for their tasks' setups at a time; one
+#: more is refused with an error naming the limit (a channel's credit window bounds its own
+#: sends, a feedback channel's do not)
+MAX_WAITING_DELIVERIES = 1024
+#: the tags of this many released deployments are remembered (their late sends are refused at
+#: once; an older one's wait for a setup that never comes ends after :data:`SETUP_WAIT_S`)
+_RETIRED_TAGS = 256
+_READY, _PENDING, _REFUSED, _GONE = "ready", "pending", "refused", "gone"
 
 
 class Messenger(Protocol):
@@ -175,20 +190,163 @@ class TaskExecutor:
         #: job tag -> the outcome (clean) of the hand-back release of that job's tasks, the
         #: few most recent (``setup`` and ``hosted`` wait for the one they are told to)
         self._hand_backs: dict[str, asyncio.Future[bool]] = {}
-        #: task key -> resolved once a setup_tasks call set it up (or failed to): a ``run`` of
-        #: the key that arrived first waits for it (an async actor's calls may start out of order)
+        #: task key -> resolved once the setup_tasks call that announced it ended (set up or
+        #: failed): a ``run`` or delivery of the key waits for it (see :meth:`_setup_state`)
         self._set_up: dict[tuple, asyncio.Future[None]] = {}
+        #: deployment tag (a task key's last element) -> the keys of this executor's
+        #: setup_tasks call of that tag, from the call's start until the tasks are released
+        self._announced: dict[str, frozenset[tuple]] = {}
+        #: tags of deployments released here -> why their tasks are gone (the most recent):
+        #: a late send or run for one of them is refused at once, never delivered
+        self._retired: OrderedDict[str, str] = OrderedDict()
+        #: notified (under its lock) whenever what :meth:`_setup_state` reads changed: channel
+        #: connection threads and in-process senders wait on it, the event loop on ``_changes``
+        self._gate = threading.Condition()
+        self._changes: set[asyncio.Future[None]] = set()
+        self._waiting = 0  # deliveries waiting for their task's setup (under _gate's lock)
+        #: see :data:`SETUP_WAIT_S` and :data:`MAX_WAITING_DELIVERIES` (tests lower them)
+        self.setup_wait_s = SETUP_WAIT_S
+        self.max_waiting = MAX_WAITING_DELIVERIES
         #: frees the cyclic garbage finished jobs leave once it adds up (see release)
         self.idle_garbage = IdleGarbage()
 
     def deliver_to(self, key: tuple) -> Callable[[int, int, list, Any], None]:
-        """The in-process entry point of hosted task ``key`` (set up before any task runs)."""
-        hosted = self._hosted
+        """The in-process entry point of task ``key``: a send that comes before the task is
+        set up waits for its setup (:meth:`consumer`) on the sending thread."""
+        hosted = self._hosted  # (a sender of a released attempt finds its task gone from it)
 
         def deliver(channel: int, seq: int, items: list, ack: Any) -> None:
-            hosted[key].built_task().deliver(channel, seq, items, ack)
+            host = hosted.get(key)
+            task = host.task if host is not None else None
+            if task is None:
+                task = self.consumer(key)
+                if task is None:
+                    raise RaystreamError(f"channel {channel}: the consumer task {key} is no longer hosted by its "
+                                         "executor (its attempt was released); this sender belongs to an attempt "
+                                         "that ended")
+            task.deliver(channel, seq, items, ack)
 
         return deliver
+
+    # ------------------------------------------------------------ waiting for a task's setup
+    def _setup_state(self, key: tuple) -> tuple[str, str]:
+        """Whether task ``key`` takes runs and deliveries: ``(_READY, "")``; ``(_PENDING, "")``
+        while its setup may still come or end; ``(_GONE, why)`` when its deployment was
+        released here (a late send of an ended attempt); ``(_REFUSED, why)`` when its setup
+        failed or this executor's setup call of its deployment did not include it. Read from
+        any thread (the event loop changes the state, then calls :meth:`_changed`)."""
+        tag = key[-1] if key and isinstance(key[-1], str) else None
+        why = self._retired.get(tag) if tag is not None else None
+        if why is not None:
+            return _GONE, why
+        host = self._hosted.get(key)
+        if key in self._set_up:
+            return _PENDING, ""
+        if host is not None and host.task is not None:
+            return _READY, ""
+        keys = self._announced.get(tag) if tag is not None else None
+        if keys is None:
+            return _PENDING, ""  # its deployment's setup call has not come yet
+        if key in keys:
+            return _REFUSED, f"the setup of task {key[:2]} on this executor failed"
+        return _REFUSED, f"task {key[:2]} is not deployed on this executor"
+
+    def _changed(self) -> None:
+        """Wake every run and delivery waiting for a setup (event loop thread)."""
+        with self._gate:
+            self._gate.notify_all()
+        changes, self._changes = self._changes, set()
+        for fut in changes:
+            if not fut.done():
+                fut.set_result(None)
+
+    def _enter_wait(self, key: tuple) -> None:
+        """Count one more waiting delivery, or refuse it over :attr:`max_waiting` (under the lock)."""
+        if self._waiting >= self.max_waiting:
+            raise RaystreamError(
+                f"a send to task {key[:2]} came before the task was set up and {self._waiting} sends already wait "
+                f"for their tasks' setups on this executor (pid {os.getpid()}; the limit is {self.max_waiting}): "
+                "refused; the executor's setup is too slow or never came")
+        self._waiting += 1
+
+    def _outcome(self, key: tuple, state: str, why: str, waited_s: float) -> Task | None:
+        if state == _READY:
+            host = self._hosted.get(key)
+            if host is not None and host.task is not None:
+                return host.task
+            return None
+        if state == _GONE:
+            return None
+        if state == _PENDING:
+            why = f"task {key[:2]} was not set up on this executor within {waited_s:.0f} s"
+        raise RaystreamError(f"a send to task {key[:2]} was refused: {why}")
+
+    def consumer(self, key: tuple) -> Task | None:
+        """The task ``key`` to deliver a send to, waiting (this thread, at most
+        :attr:`setup_wait_s`) for its setup when the send came first; None when its
+        deployment was released here (an ended attempt's late send: the sender is told so).
+        Called by channel connection threads and in-process senders, never the event loop.
+
+        Raises:
+            RaystreamError: the task's setup failed, did not come in time, or is not on this
+                executor, or :attr:`max_waiting` sends wait already.
+        """
+        host = self._hosted.get(key)
+        if host is not None and host.task is not None and key not in self._set_up:
+            return host.task
+        wait_s = self.setup_wait_s
+        deadline = time.monotonic() + wait_s
+        with self._gate:
+            state, why = self._setup_state(key)
+            if state == _PENDING:
+                self._enter_wait(key)
+                try:
+                    while state == _PENDING:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            break
+                        self._gate.wait(remaining)
+                        state, why = self._setup_state(key)
+                finally:
+                    self._waiting -= 1
+        return self._outcome(key, state, why, wait_s)
+
+    async def _await_setup(self, key: tuple, wait_s: float, delivery: bool) -> tuple[str, str]:
+        """:meth:`_setup_state` of ``key`` once it is no longer pending or ``wait_s`` passed
+        (event loop); ``delivery``: counts against :attr:`max_waiting`."""
+        state, why = self._setup_state(key)
+        if state != _PENDING or wait_s <= 0:
+            return state, why
+        if delivery:
+            with self._gate:
+                self._enter_wait(key)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        try:
+            while state == _PENDING:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                change = loop.create_future()
+                self._changes.add(change)
+                try:
+                    await asyncio.wait_for(change, remaining)
+                except asyncio.TimeoutError:
+                    pass
+                finally:
+                    self._changes.discard(change)
+                state, why = self._setup_state(key)
+        finally:
+            if delivery:
+                with self._gate:
+                    self._waiting -= 1
+        return state, why
+
+    def _retire(self, tag: str, why: str) -> None:
+        self._retired[tag] = why
+        self._retired.move_to_end(tag)
+        while len(self._retired) > _RETIRED_TAGS:
+            self._retired.popitem(last=False)
 
     def _sender(self, out: Any, target: Any, window: int | None, host: _Hosted, channel_transport: str) -> ChannelSender:
         deliver = self.transport.local_deliver(self, target)
@@ -236,6 +394,15 @@ class TaskExecutor:
         if storage is not None:
             writer = AsyncSnapshotWriter(storage, spec.job_id, state_backend=spec.state_backend)
         host.hooks = MasterHooks(self.transport.messenger(master), spec.attempt if epoch is None else epoch, writer)
+        tag = key[-1] if isinstance(key[-1], str) else None
+        why = self._retired.get(tag) if tag is not None else None
+        if why is not None:  # released while it was set up (its attempt failed meanwhile)
+            if self._hosted.get(key) is host:
+                del self._hosted[key]
+            host.close_senders()
+            if writer is not None:
+                writer.close()
+            raise RaystreamError(f"task {spec.name!r} ({key[:2]}) was not set up: {why} while it was set up")
         host.task = Task(spec, senders, hooks=host.hooks)
         host.ref.append(host.task)
 
@@ -248,29 +415,56 @@ class TaskExecutor:
         ``after``: the tag of the job whose master handed this executor back to the worker pool
         (``release(hand_back=tag)``, unawaited): wait for that release to end first, whichever
         call arrives first; an executor it left not clean takes no new tasks
-        (:meth:`_not_clean`)."""
+        (:meth:`_not_clean`).
+
+        The master sends the tasks' runs right after this call, and tasks of other executors
+        may send to these before the call ends (or comes): a run or a send of one of these
+        keys waits until the call ended (:meth:`run`, :meth:`push`, :meth:`consumer`), and is
+        refused if the task's setup failed. The call announces its keys as it starts; a send
+        to a key it does not hold is refused then."""
+        keys = [task_key for task_key, *_rest in tasks]
         try:
             if after is not None and not await self._handed_back(after):
                 self._not_clean()
+            loop = asyncio.get_running_loop()
+            for task_key in keys:  # announce: runs and sends of these keys wait for this call
+                if task_key not in self._set_up:
+                    self._set_up[task_key] = loop.create_future()
+                tag = task_key[-1] if isinstance(task_key[-1], str) else None
+                if tag is not None:
+                    self._announced[tag] = self._announced.get(tag, frozenset()) | {task_key}
+            self._changed()
             for task_key, spec_blob, downstream, payload in tasks:
                 await self.setup(task_key, spec_blob, downstream, master, storage, epoch, payload)
         finally:
-            for task_key, *_rest in tasks:  # (a run waiting for one of them goes on, or fails)
+            for task_key in keys:  # (a run or send waiting for one of them goes on, or fails)
                 fut = self._set_up.pop(task_key, None)
                 if fut is not None and not fut.done():
                     fut.set_result(None)
+            self._changed()
 
     async def push(self, key: tuple, channel: int, seq: int, items: list) -> bool:
         """Deliver ``items`` to hosted task ``key``; resolves once the task accepted them.
+        A send that comes before the task's setup waits for it (at most :attr:`setup_wait_s`,
+        at most :attr:`max_waiting` sends at a time; the task orders its channel's sends by
+        ``seq``).
 
-        Returns False, delivering nothing, when ``key`` is not hosted (any more): the sender
-        belongs to an attempt this executor already released (a failed attempt whose late
-        sends reach the executor after it was reused by the next one). Every task of an
-        attempt is set up before any of them runs, so a live sender never meets this; the
-        failed attempt's records are replayed from the checkpoint the job restarts from."""
+        Returns False, delivering nothing, when ``key``'s deployment was released here: the
+        sender belongs to an attempt this executor already released (a failed attempt whose
+        late sends reach the executor after it was reused by the next one); the failed
+        attempt's records are replayed from the checkpoint the job restarts from.
+
+        Raises:
+            RaystreamError: the task's setup failed or did not come in time, or too many
+                sends wait for setups (see :meth:`consumer`).
+        """
         host = self._hosted.get(key)
-        if host is None:
-            return False
+        if host is None or host.task is None or key in self._set_up:
+            state, why = await self._await_setup(key, self.setup_wait_s, delivery=True)
+            task = self._outcome(key, state, why, self.setup_wait_s)
+            if task is None:
+                return False
+            host = self._hosted[key]
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
 
@@ -283,19 +477,13 @@ class TaskExecutor:
 
     async def run(self, key: tuple, wait_s: float = 0.0) -> Any:
         """Run the task ``key`` on a new mailbox thread; resolves with its result when it
-        ends. ``wait_s``: how long to wait for its setup when the run comes first (the master
-        sends both at once when one executor hosts the whole job)."""
+        ends. ``wait_s``: how long to wait for the end of its setup call when the run comes
+        first (the master sends each executor the runs right after the setups)."""
         loop = asyncio.get_running_loop()
         host = self._hosted.get(key)
-        if host is None and wait_s > 0:
-            fut = self._set_up.get(key)
-            if fut is None:
-                fut = self._set_up[key] = loop.create_future()
-            try:
-                await asyncio.wait_for(asyncio.shield(fut), wait_s)
-            except asyncio.TimeoutError:
-                self._set_up.pop(key, None)
-            host = self._hosted.get(key)
+        if wait_s > 0:
+            state, _why = await self._await_setup(key, wait_s, delivery=False)
+            host = self._hosted.get(key) if state == _READY else None
         if host is None or host.task is None:
             raise RuntimeError(f"task {key[:2]} was not set up on this executor (its setup failed or never came)")
         fut = loop.create_future()
@@ -420,6 +608,12 @@ class TaskExecutor:
 
     async def _release(self, grace_s: float, cancel: bool) -> bool:
         hosted, self._hosted = self._hosted, {}
+        # their deployments end here: a late send or run of one of them is refused from now on,
+        # and so is a setup of one still under way (never a delivery to a later deployment)
+        announced, self._announced = self._announced, {}
+        for tag in {*announced, *(k[-1] for k in hosted if k and isinstance(k[-1], str))}:
+            self._retire(tag, f"its deployment ({tag}) was released by this executor")
+        self._changed()
         deadline = time.monotonic() + grace_s
         if cancel:
             for host in hosted.values():

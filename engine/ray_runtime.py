@@ -540,7 +540,7 @@ class TaskActor(TaskExecutor):
         tune_task_gc()
         self._channel_server: ChannelServer | None = None
         try:
-            self._channel_server = transport.server = ChannelServer(self._live)
+            self._channel_server = transport.server = ChannelServer(self.consumer)
         except OSError as exc:  # no socket here: senders to this executor use Ray calls
             log.warning("task executor cannot listen on a Unix domain socket (%s); channels to it use Ray calls", exc)
         else:

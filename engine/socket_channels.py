@@ -18,8 +18,11 @@ connection's byte order is the channel's send order:
   with ``buffers=``.
 * reply (receiver -> sender): one byte per send, :data:`ACK` when the consumer has
   processed it (the credit) or :data:`NOT_HOSTED` when the executor does not host the key
-  (any more): the sender raises as ``RaySender`` does for a ``False`` reply. A send the
-  receiver cannot read (a pickle that fails to load there) is answered with :data:`FAILED`,
+  any more (its attempt was released): the sender raises as ``RaySender`` does for a
+  ``False`` reply. A send that comes before its consumer is set up waits for the setup
+  (the server's ``lookup`` blocks the connection's thread, so the channel's later sends stay
+  behind it, in order). A send the receiver cannot take (a pickle that fails to load there;
+  a consumer whose setup failed or did not come in time) is answered with :data:`FAILED`,
   ``!I`` length and the error's text, and the connection is closed: the sender raises an
   error naming the channel, the consumer task and the cause (as a Ray call's error would),
   not a bare "connection closed".
@@ -450,7 +453,11 @@ class _Connection:
                 buf = pa.allocate_buffer(n)  # 64-byte aligned, as Arrow likes its buffers
                 _recv_exact(sock, memoryview(buf))
                 buffers.append(buf)
-            consumer = self.lookup(key)
+            try:  # (may wait for the consumer's setup: the connection's later frames wait behind)
+                consumer = self.lookup(key)
+            except RaystreamError as exc:  # its setup failed or did not come: the sender hears why
+                self.fail(str(exc))
+                return
             if consumer is None:
                 self._reply(NOT_HOSTED)
                 continue
@@ -465,9 +472,12 @@ class _Connection:
 
 class ChannelServer:
     """Listens on a Unix domain socket for :class:`SocketSender` connections and delivers
-    their sends to ``lookup(task key)`` (None: not hosted, answered with :data:`NOT_HOSTED`).
+    their sends to ``lookup(task key)`` (None: not hosted, answered with :data:`NOT_HOSTED`;
+    ``lookup`` may block, bounded, until the task is set up, and raise
+    :class:`~engine.errors.RaystreamError`: answered with :data:`FAILED` and the error's text).
     One thread accepts, one thread per connection reads frames (``deliver`` never blocks, so
-    a connection is always read and a sender never blocks on a full socket for long).
+    a connection is always read and a sender never blocks on a full socket for long, except
+    while ``lookup`` waits for a consumer's setup).
 
     ``path`` is the address senders connect to: an abstract name on Linux (no file, freed by
     the kernel with the socket, however the process ends), or with ``directory`` given, or
