@@ -22,11 +22,25 @@ from raystream.engine.channels import InputInfo
 from raystream.engine.config import TaskConfig
 from raystream.engine.errors import RaystreamError
 from raystream.engine.executor import TaskExecutor
+from raystream.engine.operator import StreamOperator
 from raystream.engine.socket_channels import ChannelServer, SocketSender
 from raystream.engine.task import Task, TaskSpec
-from tests.unit.test_probe_race_stop_notify import _sink_chain
 
 KEY = (0, 0, "job#1")
+
+
+class _Sink(StreamOperator):
+    """Keeps what it gets (the tests watch the task's mailbox instead)."""
+
+    def __init__(self) -> None:
+        self.got: list = []
+
+    def process_batch(self, batch: Any, input_index: int = 0) -> None:
+        self.got.extend(batch.records())
+
+
+def _sink_chain() -> list[dict]:
+    return [{"name": "sink", "uid": "sink", "factory": _Sink, "kind": "operator", "keyed": False}]
 
 
 class _Messenger:
