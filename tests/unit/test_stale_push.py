@@ -4,7 +4,7 @@ import asyncio
 import pytest
 
 from raystream.engine.errors import RaystreamError
-from raystream.engine.executor import TaskExecutor
+from raystream.engine.executor import TaskExecutor, _Hosted
 
 
 class _NoTransport:
@@ -13,7 +13,13 @@ class _NoTransport:
 
 def test_push_to_a_task_the_executor_no_longer_hosts_delivers_nothing_and_says_so():
     executor = TaskExecutor(_NoTransport())  # type: ignore[arg-type]
-    assert asyncio.run(executor.push(("map", 0, "attempt-1"), 0, 0, [1, 2, 3])) is False
+    executor._hosted[("map", 0, "attempt-1")] = _Hosted()  # set up, never run
+
+    async def scenario() -> bool:
+        await executor.release(2.0, cancel=True)  # the attempt failed: released for the next one
+        return await executor.push(("map", 0, "attempt-1"), 0, 0, [1, 2, 3])
+
+    assert asyncio.run(scenario()) is False  # at once: not delivered, no wait for a setup
     assert executor._hosted == {}  # nothing was created for the stale key
 
 
