@@ -1451,6 +1451,7 @@ class JobMaster:
         if p.savepoint is None:
             return None
         try:
+            self._protect_savepoint(p)
             written = self._write_savepoint(p.savepoint, metadata)
         except Exception as exc:
             raise _SavepointWriteFailed(str(exc)) from exc
@@ -1482,6 +1483,17 @@ class JobMaster:
             raise _StopNotRecorded(
                 f"recording the stop in checkpoint storage {storage!r} failed ({exc}); the savepoint written to "
                 f"{written!r} is deleted again, the job goes on") from exc
+
+    def _protect_savepoint(self, p: Any) -> None:
+        """Before savepoint ``p`` is written: hand each committer with a
+        ``protect_savepoint(checkpoint_id, committables)`` method what the savepoint records (the
+        file sinks list its pending files in a marker, which their clean-up after a failure keeps:
+        a job resumed from the savepoint commits them, while a restore from an older checkpoint
+        drops them from this job). A failure fails the savepoint, as one that cannot be written."""
+        for uid, comms in p.commit.items():
+            protect = getattr(self.committers.get(uid), "protect_savepoint", None)
+            if comms and protect is not None:
+                protect(p.checkpoint_id, list(comms))
 
     async def acknowledge_checkpoint(self, attempt: int, checkpoint_id: int, vertex_id: int, subtask: int, state: dict) -> None:
         """A task wrote its snapshot of ``checkpoint_id``; completes the checkpoint when all did.

@@ -140,6 +140,9 @@ class OperatorContext:
     buffer_bytes: int = 8 << 20
     #: ms between a user's WatermarkGenerator's periodic emits (TaskConfig.auto_watermark_interval_ms)
     auto_watermark_interval_ms: int = 200
+    #: the id of the job the task runs in ("" outside a job): a sink that deletes what failed
+    #: attempts of its job left behind (the file sinks) touches no other job's files
+    job_id: str = ""
 
 
 class StreamOperator(ABC):

@@ -368,6 +368,7 @@ class Task:
             checkpointing=self.spec.checkpointing,
             buffer_bytes=self.spec.config.buffer_bytes,
             auto_watermark_interval_ms=self.spec.config.auto_watermark_interval_ms,
+            job_id=s.job_id,
         )
 
     def _open(self) -> None:

@@ -70,11 +70,11 @@ def test_a_recommit_is_a_no_op(tmp_path):
     sink = JsonLinesSink(str(tmp_path))
     committables = run(sink, [{"i": 0}, {"i": 1}])
     assert committables[0].size == len(b'{"i": 0}\n{"i": 1}\n')
-    before = {f.name: f.read_bytes() for f in tmp_path.iterdir()}
+    before = {f.name: f.read_bytes() for f in tmp_path.iterdir() if f.is_file()}  # (not the .raystream/ dir)
     committer = sink.create_committer()
     committer.commit(committables)
     committer.commit(committables)
-    assert {f.name: f.read_bytes() for f in tmp_path.iterdir()} == before
+    assert {f.name: f.read_bytes() for f in tmp_path.iterdir() if f.is_file()} == before
     assert committer.result() == [c.final for c in committables]
 
 
