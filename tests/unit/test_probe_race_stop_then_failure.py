@@ -41,7 +41,7 @@ def test_a_failure_while_a_completed_stop_with_savepoints_output_is_committed_re
     real_commit = JobMaster._commit
 
     def commit(self: JobMaster, committables: dict, log_name=None) -> None:
-        if self._savepoint_waiters and log_name is not None and log_name[1] == "chk":
+        if self._stop_completed is not None and log_name is not None and log_name[1] == "chk":
             in_commit.set()  # the stop-with-savepoint's output (the master commits on a worker thread)
             release.wait(30)
             if commit_fails:
