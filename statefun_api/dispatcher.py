@@ -713,12 +713,19 @@ class FunctionDispatcher(StreamOperator):
             return
         here = self._invoked_here
         local = 0
+        remote_keys: list[tuple[str, str]] = []
+        enqueue = rpc.enqueue
+        last_type: str | None = None
+        endpoint = None
         for record in records:
-            if record[0] not in here:
-                endpoint = rpc.endpoint_for(record[0])
-                if endpoint is not None:
-                    rpc.enqueue(record[:2], record, endpoint)
-                    continue
+            if record[0] != last_type:  # (a batch's records are mostly to one function type)
+                last_type = record[0]
+                endpoint = None if last_type in here else rpc.endpoint_for(last_type)
+            if endpoint is not None:
+                key = record[:2]
+                enqueue(key, record, endpoint)
+                remote_keys.append(key)
+                continue
             if record[0] != typename:
                 typename = record[0]
                 pending = by_type.setdefault(typename, {})
@@ -732,6 +739,8 @@ class FunctionDispatcher(StreamOperator):
                 pending[record[1]] = [q, record]
             local += 1
         self._pending_count += local
+        if len(remote_keys) >= _KG_BATCH_MIN:  # (their requests read and write state at their key groups)
+            self._cache_key_groups(remote_keys)
 
     def _enqueue(self, record: MessageRecord) -> None:
         key = (record[TARGET_TYPENAME], record[TARGET_ID])
