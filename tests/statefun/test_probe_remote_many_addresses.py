@@ -26,26 +26,11 @@ pytest.importorskip("aiohttp")
 from raystream.statefun_api import StatefulFunctions, message_builder  # noqa: E402
 from raystream.statefun_api.endpoints import remote_endpoint  # noqa: E402
 from raystream.statefun_api.local import LocalDispatchers  # noqa: E402
+from tests.statefun.test_remote_load import EGRESS, sdk_functions  # noqa: E402
 
-EGRESS = "test/out"
 ADDRESSES = 20_000
 SERVER_SLOTS = 64  # requests the server works on at once
 CAP = 128  # the subtask's max_concurrent_requests (its default is 256: half, to see the cap hold)
-
-
-def sdk_functions() -> statefun.StatefulFunctions:
-    fns = statefun.StatefulFunctions()
-
-    @fns.bind(typename="remote/greeter", specs=[statefun.ValueSpec(name="seen", type=statefun.IntType)])
-    async def greeter(context, message):
-        context.storage.seen = (context.storage.seen or 0) + 1
-        context.send_egress(
-            statefun.egress_message_builder(
-                target_typename=EGRESS, value=f"{context.address.id}#{context.storage.seen}", value_type=statefun.StringType
-            )
-        )
-
-    return fns
 
 
 class SlowServer:

@@ -291,25 +291,28 @@ def graph_and_config(tmp_path, **checkpoint: Any) -> tuple[bytes, bytes]:
     return cloudpickle.dumps(env.get_job_graph()), cloudpickle.dumps(config)
 
 
+def master_on(script: Script) -> tuple[JobMaster, FakeRuntime]:
+    """A job master on a fake runtime whose tasks do what ``script`` says."""
+    runtime = FakeRuntime(script)
+    script.runtime = runtime
+    master = JobMaster(runtime, metrics_backend=NullMetricsBackend())
+    runtime.master = master
+    return master, runtime
+
+
 def master_until_stopped(tmp_path) -> tuple[JobMaster, FakeRuntime, bytes, bytes]:
     """A master on fake tasks that run until stopped (a stopped task returns no result), and
     the graph and config of its job."""
     script = Script(finish_after=10 ** 9)
     script.cancelled = True
-    runtime = FakeRuntime(script)
-    script.runtime = runtime
-    master = JobMaster(runtime, metrics_backend=NullMetricsBackend())
-    runtime.master = master
+    master, runtime = master_on(script)
     graph, config = graph_and_config(tmp_path)
     return master, runtime, graph, config
 
 
 def run_job(tmp_path, script: Script, recover: bool = False, leftovers: int = 0) -> tuple[dict, FakeRuntime, JobMaster]:
-    runtime = FakeRuntime(script)
-    script.runtime = runtime
+    master, runtime = master_on(script)
     runtime.leftovers = [FakeExecutor(runtime, f"old-{i}") for i in range(leftovers)]
-    master = JobMaster(runtime, metrics_backend=NullMetricsBackend())
-    runtime.master = master
     graph, config = graph_and_config(tmp_path)
     result = asyncio.run(asyncio.wait_for(master.run(graph, config, "job-1", None, recover), 60))
     return result, runtime, master

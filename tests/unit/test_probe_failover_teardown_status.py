@@ -26,11 +26,10 @@ import raystream as rs
 from raystream.engine.client import ENDED_STATUSES
 from raystream.engine.errors import JobCancelled, JobFailed
 from raystream.engine.master import JobMaster
-from raystream.engine.observability import NullMetricsBackend
 from tests.unit.test_job_master import (
-    FakeRuntime,
     Script,
     graph_and_config,
+    master_on,
     master_until_stopped,
     tags,
 )
@@ -57,18 +56,12 @@ class _GatedTeardown:
         monkeypatch.setattr(JobMaster, "_teardown", teardown)
 
 
-def _master(script: Script) -> tuple[JobMaster, FakeRuntime]:
-    runtime = FakeRuntime(script)
-    script.runtime = runtime
-    master = JobMaster(runtime, metrics_backend=NullMetricsBackend())
-    runtime.master = master
-    return master, runtime
 
 
 def test_a_failed_attempt_is_failing_while_torn_down_and_a_savepoint_then_is_taken_by_the_restart(
         tmp_path, monkeypatch):
     gated = _GatedTeardown(monkeypatch)
-    master, runtime = _master(Script(finish_after=4, kill=(1, 2)))  # subtask 1's executor dies at checkpoint 2
+    master, runtime = master_on(Script(finish_after=4, kill=(1, 2)))  # subtask 1's executor dies at checkpoint 2
     graph, config = graph_and_config(tmp_path)
 
     async def main() -> tuple[dict, dict, Any, str]:
@@ -95,7 +88,7 @@ def test_a_failed_attempt_is_failing_while_torn_down_and_a_savepoint_then_is_tak
 
 def test_a_job_that_fails_for_good_is_failing_while_torn_down_then_failed(tmp_path, monkeypatch):
     gated = _GatedTeardown(monkeypatch)
-    master, _runtime = _master(Script(finish_after=4, kill=(1, 2)))
+    master, _runtime = master_on(Script(finish_after=4, kill=(1, 2)))
     graph, config_blob = graph_and_config(tmp_path)
     config = cloudpickle.loads(config_blob)
     config_blob = cloudpickle.dumps(dataclasses.replace(config, restart=rs.RestartStrategy.none()))

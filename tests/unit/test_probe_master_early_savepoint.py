@@ -17,16 +17,7 @@ import pytest
 
 from raystream.engine.errors import CheckpointError, JobCancelled, RaystreamError
 from raystream.engine.master import JobMaster
-from raystream.engine.observability import NullMetricsBackend
-from tests.unit.test_job_master import FakeRuntime, Script, graph_and_config
-
-
-def _master(script: Script) -> tuple[JobMaster, FakeRuntime]:
-    runtime = FakeRuntime(script)
-    script.runtime = runtime
-    master = JobMaster(runtime, metrics_backend=NullMetricsBackend())
-    runtime.master = master
-    return master, runtime
+from tests.unit.test_job_master import Script, graph_and_config, master_on
 
 
 async def _until_waiting(master: JobMaster, job_id: str) -> None:
@@ -35,7 +26,7 @@ async def _until_waiting(master: JobMaster, job_id: str) -> None:
 
 
 def test_a_savepoint_asked_for_before_the_run_started_is_taken_once_the_job_runs(tmp_path):
-    master, runtime = _master(Script(finish_after=3))
+    master, runtime = master_on(Script(finish_after=3))
     graph, config = graph_and_config(tmp_path)
 
     async def main() -> tuple[dict, str]:
@@ -53,7 +44,7 @@ def test_a_savepoint_asked_for_before_the_run_started_is_taken_once_the_job_runs
 def test_on_a_pooled_master_an_early_savepoint_waits_for_its_job_not_the_previous_one(tmp_path):
     # the master ran job-0 to its end (its coordinator is still there, status FINISHED): a
     # request for job-1 arriving before run(job-1) is for job-1
-    master, runtime = _master(Script(finish_after=2))
+    master, runtime = master_on(Script(finish_after=2))
     graph, config = graph_and_config(tmp_path)
 
     async def main() -> tuple[dict, str]:
@@ -71,7 +62,7 @@ def test_on_a_pooled_master_an_early_savepoint_waits_for_its_job_not_the_previou
 
 
 def test_an_early_savepoint_fails_clearly_when_its_run_ends_without_starting_the_job(tmp_path):
-    master, _ = _master(Script())
+    master, _ = master_on(Script())
     graph, _config = graph_and_config(tmp_path)
     bad_config = cloudpickle.dumps(None)[:-1]  # (cannot be unpickled: the run fails at once)
 
@@ -87,7 +78,7 @@ def test_an_early_savepoint_fails_clearly_when_its_run_ends_without_starting_the
 
 
 def test_a_savepoint_for_a_job_that_ended_fails_at_once_on_the_masters_next_job(tmp_path):
-    master, runtime = _master(Script(finish_after=2))
+    master, runtime = master_on(Script(finish_after=2))
     graph, config = graph_and_config(tmp_path)
 
     async def main() -> None:
