@@ -664,7 +664,8 @@ class CheckpointCoordinator:
     # ------------------------------------------------------------------ restore
     def latest_restorable(self) -> tuple[int, dict] | None:
         """The newest complete checkpoint whose files all read back intact (older ones are
-        tried when the newest is missing files or corrupt, each skip logged).
+        tried when the newest is missing files or corrupt, each skip logged). One fenced off by
+        a takeover is not complete (``CheckpointStorage.fence_incomplete``), even with ``_metadata``.
 
         Raises:
             CheckpointStorageUnavailable: storage could not be listed or read (an I/O error,

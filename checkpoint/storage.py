@@ -11,7 +11,10 @@ Every file is wrapped in the envelope of :mod:`checkpoint.format` (magic, versio
 CRC-32). ``_metadata`` is written atomically: on filesystems with rename (local, HDFS) it
 is written under a temporary name and renamed; on object stores (S3, GCS, Azure) a single
 PUT of the final object is already atomic. A checkpoint directory without ``_metadata``
-is incomplete and is ignored by :meth:`CheckpointStorage.list_complete`. The commit log
+is incomplete and is ignored by :meth:`CheckpointStorage.list_complete`, and so is one
+fenced by a job master that took the job over (``_abandoned`` in it, written atomically
+before it restores: :meth:`CheckpointStorage.fence_incomplete`), even when the old master's
+late ``_metadata`` lands in it afterwards. The commit log
 (``<base>/<job_id>/commits/``) is written the same way: a temporary file
 (``<name>.inprogress-<token>``) is never read as an entry (a master that died while writing
 one leaves it half written) and is removed when its write or rename fails.
@@ -92,11 +95,15 @@ __all__ = [
     "signing_key",
     "job_dir_name",
     "STOP_MARKER",
+    "FENCE_FILE",
 ]
 
 log = logging.getLogger(__name__)
 
 METADATA_FILE = "_metadata"
+#: the marker a job master that takes a job over writes into each checkpoint directory without
+#: ``_metadata`` (:meth:`CheckpointStorage.fence_incomplete`): never restored, even if completed later
+FENCE_FILE = "_abandoned"
 _STATE_KIND = "state"
 _METADATA_KIND = "metadata"
 _SAVEPOINT_KIND = "savepoint"
@@ -656,13 +663,73 @@ class CheckpointStorage:
         return sorted(ids)
 
     def list_complete(self, job_id: str) -> list[int]:
-        """Ids of the complete checkpoints (those with ``_metadata``) of ``job_id``, ascending."""
+        """Ids of the complete checkpoints (those with ``_metadata`` and not fenced, see
+        :meth:`fence_incomplete`) of ``job_id``, ascending."""
         ids = self.list_checkpoints(job_id)
         if not ids:
             return []
-        paths = [posixpath.join(self.checkpoint_path(job_id, i), METADATA_FILE) for i in ids]
+        paths = [posixpath.join(self.checkpoint_path(job_id, i), name) for i in ids for name in (METADATA_FILE, FENCE_FILE)]
         infos = self._file_infos(paths)
-        return [i for i, info in zip(ids, infos, strict=True) if info.type == pafs.FileType.File]
+        return [i for n, i in enumerate(ids)
+                if infos[2 * n].type == pafs.FileType.File and infos[2 * n + 1].type == pafs.FileType.NotFound]
+
+    def fence_incomplete(self, job_id: str) -> list[int]:
+        """Fence off every checkpoint directory of ``job_id`` that has no ``_metadata`` yet: write
+        ``_abandoned`` into it (atomically: temp file + rename; one PUT on object stores). A job
+        master that takes the job over calls it before it lists the complete checkpoints and
+        restores: an old master that still runs (cut off from the cluster, or a ``_metadata``
+        write of its in flight) may complete such a checkpoint later, and restoring it would
+        commit output nobody committed, or commit it twice. A fenced checkpoint is not complete
+        for :meth:`list_complete` whether or not its ``_metadata`` lands, so it is never restored
+        (nor opened by :meth:`read_savepoint`); retention discards it as any incomplete one.
+
+        Returns:
+            The ids of every checkpoint directory listed (complete, fenced before, or fenced now),
+            ascending: the taking-over master numbers its checkpoints above them.
+
+        Raises:
+            CheckpointStorageUnavailable: storage could not be listed, looked up or written (a
+                directory is never taken for fenced when unsure; the takeover fails and is done
+                again under the restart strategy).
+
+        Example:
+            >>> import tempfile
+            >>> s = resolve_storage(tempfile.mkdtemp())
+            >>> _ = s.write_state("job", 1, "op-0", b"x")
+            >>> _ = s.write_state("job", 2, "op-0", b"y")
+            >>> s.write_metadata("job", 1, {})
+            >>> s.fence_incomplete("job")
+            [1, 2]
+            >>> s.write_metadata("job", 2, {})  # (an old master's late write)
+            >>> s.list_complete("job")
+            [1]
+        """
+        ids = self.list_checkpoints(job_id)
+        if not ids:
+            return []
+        paths = [posixpath.join(self.checkpoint_path(job_id, i), name) for i in ids for name in (METADATA_FILE, FENCE_FILE)]
+        infos = self._file_infos(paths)
+        for n, cid in enumerate(ids):
+            if infos[2 * n].type == pafs.FileType.File or infos[2 * n + 1].type != pafs.FileType.NotFound:
+                continue  # complete when listed (a restore may take it), or fenced already
+            path = paths[2 * n + 1]
+            payload = cloudpickle.dumps({"job_id": job_id, "checkpoint_id": cid, "fenced_at": time.time()}, protocol=5)
+            try:
+                self._write_atomic(path, encode_blob(_STATE_KIND, payload, job_id=job_id, checkpoint_id=cid))
+            except CheckpointError as exc:
+                raise CheckpointStorageUnavailable(
+                    f"cannot fence the incomplete checkpoint {cid} of job {job_id!r} ({path!r}) before taking the job "
+                    f"over: {exc}; an old master could still complete it") from exc
+        return ids
+
+    def is_fenced(self, directory: str) -> bool:
+        """Whether the checkpoint directory ``directory`` (a path on :attr:`filesystem`) was
+        fenced off by a takeover (:meth:`fence_incomplete`).
+
+        Raises:
+            CheckpointStorageUnavailable: storage could not be looked up.
+        """
+        return self._exists(posixpath.join(directory, FENCE_FILE))
 
     def latest_complete(self, job_id: str) -> int | None:
         """The newest complete checkpoint id of ``job_id``, or None."""
@@ -986,6 +1053,12 @@ class CheckpointStorage:
             )
         data = storage._read(meta_path)
         if read_blob_header(data, meta_path).kind == _METADATA_KIND:  # a retained checkpoint
+            if storage.is_fenced(directory):
+                raise CheckpointError(
+                    f"cannot restore {shown!r}: the checkpoint was fenced off ({FENCE_FILE}) by a job master that "
+                    "took its job over before it completed; its _metadata was written late by the old master, and "
+                    "its sinks' output may never have been committed. Restore an older complete checkpoint or a "
+                    "savepoint")
             metadata = self._load_pickle(decode_blob(data, _METADATA_KIND, meta_path), meta_path)
             base = posixpath.dirname(posixpath.dirname(directory.rstrip("/")))
             return metadata, RetainedCheckpointReader(storage, directory, base)
@@ -1042,6 +1115,7 @@ def check_savepoint(target: Location) -> None:
     try:
         info = fs.get_file_info(path)
         meta = fs.get_file_info(posixpath.join(path, METADATA_FILE)) if info.type == pafs.FileType.Directory else None
+        fenced = meta is not None and fs.get_file_info(posixpath.join(path, FENCE_FILE)).type == pafs.FileType.File
     except OSError as exc:
         raise CheckpointError(f"cannot read savepoint {shown!r}: {exc}") from exc
     if info.type == pafs.FileType.NotFound and fs.type_name not in _OBJECT_STORES:
@@ -1054,6 +1128,11 @@ def check_savepoint(target: Location) -> None:
         hint = (f"; it holds the complete checkpoint {inside!r}: pass that directory to restore from it" if inside
                 else " (the savepoint was not written or not finished, or the path is wrong)")
         raise CheckpointError(f"no savepoint at {shown!r}: the directory has no {METADATA_FILE}{hint}")
+    if fenced:
+        inside = _newest_checkpoint_below(fs, posixpath.dirname(path.rstrip("/")))
+        hint = f"; the newest complete checkpoint of its job is {inside!r}" if inside else ""
+        raise CheckpointError(f"cannot restore {shown!r}: the checkpoint was fenced off ({FENCE_FILE}) by a job master "
+                              f"that took its job over before it completed, so it is not restorable{hint}")
 
 
 def _newest_checkpoint_below(fs: pafs.FileSystem, path: str) -> str | None:
@@ -1066,7 +1145,8 @@ def _newest_checkpoint_below(fs: pafs.FileSystem, path: str) -> str | None:
                      if i.type == pafs.FileType.Directory]
             chks = sorted(((int(m.group(1)), i.path) for i in below if (m := _CHK_DIR.match(i.base_name))), reverse=True)
             for _cid, chk in chks:
-                if fs.get_file_info(posixpath.join(chk, METADATA_FILE)).type == pafs.FileType.File:
+                meta, fence = fs.get_file_info([posixpath.join(chk, METADATA_FILE), posixpath.join(chk, FENCE_FILE)])
+                if meta.type == pafs.FileType.File and fence.type == pafs.FileType.NotFound:
                     return chk
             jobs = [i.path for i in below if not _CHK_DIR.match(i.base_name)]
             if depth or len(jobs) != 1:

@@ -971,8 +971,10 @@ class JobMaster:
     async def _take_over(self) -> dict | None:
         """Job master failover: kill every task executor an earlier master of this job may
         have left (so none of them writes checkpoint files any more), rebuild the in-memory
-        committers from the commit log, and plan the restore from the latest complete
-        checkpoint in storage (None: no checkpoint completed, the job starts over)."""
+        committers from the commit log, fence off every checkpoint not complete in storage
+        (``CheckpointStorage.fence_incomplete``: an old master's late ``_metadata`` is never
+        restored) and plan the restore from the latest complete checkpoint in storage (None: no
+        checkpoint completed, the job starts over)."""
         job_id = self._job_id
         await self.runtime.kill_and_wait(self.runtime.leftover_executors(job_id))
         if self.coordinator is None:
@@ -993,7 +995,11 @@ class JobMaster:
                 self._stop_marker = marker
                 self._stop_completed = marker["savepoint"]
                 return None
-        existing = await asyncio.to_thread(c.storage.list_checkpoints, job_id)
+        # an old master may still run (cut off from the cluster) or have a _metadata write in
+        # flight: every checkpoint without _metadata is fenced off before anything is restored,
+        # so its late completion is never restored (its output was never committed, or was by
+        # the old master); ours are numbered above every directory listed
+        existing = await asyncio.to_thread(c.storage.fence_incomplete, job_id)
         if existing:
             c.start_after(existing[-1])
         plan = await asyncio.to_thread(self._plan_from_latest_checkpoint_with_log)
