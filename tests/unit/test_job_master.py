@@ -372,10 +372,7 @@ def test_the_job_is_running_only_once_its_tasks_are_deployed(tmp_path):
 
 def test_a_savepoint_asked_for_while_the_job_deploys_is_taken_once_it_runs(tmp_path):
     script = Script(finish_after=3)
-    runtime = FakeRuntime(script)
-    script.runtime = runtime
-    master = JobMaster(runtime, metrics_backend=NullMetricsBackend())
-    runtime.master = master
+    master, runtime = master_on(script)
     graph, config = graph_and_config(tmp_path)
 
     async def main() -> tuple[dict, str]:

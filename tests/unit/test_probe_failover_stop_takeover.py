@@ -36,6 +36,7 @@ from tests.unit.test_job_master import (
     FakeTask,
     Script,
     graph_and_config,
+    master_on,
     master_until_stopped,
     run_job,
     tags,
@@ -184,11 +185,8 @@ def _bury(thread: threading.Thread, death: _Death, seen: dict) -> None:
 def _take_over(tmp_path, config: bytes | None = None) -> tuple[Any, JobMaster, FakeRuntime]:
     """A second master takes job-1 over (recover=True) from the same checkpoint storage."""
     script = Script(finish_after=1)  # (tasks it deploys, which it must not, end after a checkpoint)
-    runtime = FakeRuntime(script)
-    script.runtime = runtime
+    master, runtime = master_on(script)
     runtime.leftovers = [FakeExecutor(runtime, "old-0")]
-    master = JobMaster(runtime, metrics_backend=NullMetricsBackend())
-    runtime.master = master
     graph, default_config = graph_and_config(tmp_path)
 
     async def main() -> Any:

@@ -30,13 +30,11 @@ from raystream.checkpoint.storage import (
     resolve_storage,
 )
 from raystream.engine.errors import CheckpointError, JobFailed
-from raystream.engine.master import JobMaster
-from raystream.engine.observability import NullMetricsBackend
 from tests.unit.test_job_master import (
     FakeExecutor,
-    FakeRuntime,
     Script,
     graph_and_config,
+    master_on,
     run_job,
     tags,
 )
@@ -175,11 +173,8 @@ def test_a_takeover_whose_fence_write_fails_restarts_and_fences_before_it_restor
     _committed, late, job = _old_master_died_writing_metadata(tmp_path)
     fs = faulty_filesystem(rules=[FaultRule("write_state", path_glob=f"*{FENCE_FILE}*", fail=True, times=1)])
     script = _LateWriteThenFail(late, job / "chk-3", finish_after=5)
-    runtime = FakeRuntime(script)
-    script.runtime = runtime
+    master, runtime = master_on(script)
     runtime.leftovers = [FakeExecutor(runtime, "old-0")]
-    master = JobMaster(runtime, metrics_backend=NullMetricsBackend())
-    runtime.master = master
     graph, config_blob = graph_and_config(tmp_path)
     config = cloudpickle.loads(config_blob)
     checkpoint = dataclasses.replace(config.checkpoint, checkpoint_dir=(fs, str(tmp_path)))
