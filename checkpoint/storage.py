@@ -14,7 +14,10 @@ PUT of the final object is already atomic. A checkpoint directory without ``_met
 is incomplete and is ignored by :meth:`CheckpointStorage.list_complete`, and so is one
 fenced by a job master that took the job over (``_abandoned`` in it, written atomically
 before it restores: :meth:`CheckpointStorage.fence_incomplete`), even when the old master's
-late ``_metadata`` lands in it afterwards. The commit log
+late ``_metadata`` lands in it afterwards. A checkpoint's directory is made when it is
+triggered (:meth:`CheckpointStorage.prepare_checkpoint`: a ``mkdir``, or an empty
+``_triggered`` object on object stores), before anything of it is written, so that such a
+listing sees every checkpoint an old master started. The commit log
 (``<base>/<job_id>/commits/``) is written the same way: a temporary file
 (``<name>.inprogress-<token>``) is never read as an entry (a master that died while writing
 one leaves it half written) and is removed when its write or rename fails.
@@ -96,6 +99,7 @@ __all__ = [
     "job_dir_name",
     "STOP_MARKER",
     "FENCE_FILE",
+    "TRIGGER_FILE",
 ]
 
 log = logging.getLogger(__name__)
@@ -104,6 +108,9 @@ METADATA_FILE = "_metadata"
 #: the marker a job master that takes a job over writes into each checkpoint directory without
 #: ``_metadata`` (:meth:`CheckpointStorage.fence_incomplete`): never restored, even if completed later
 FENCE_FILE = "_abandoned"
+#: the empty object :meth:`CheckpointStorage.prepare_checkpoint` puts into a checkpoint's
+#: "directory" on object stores when the checkpoint is triggered (a prefix exists only with objects)
+TRIGGER_FILE = "_triggered"
 _STATE_KIND = "state"
 _METADATA_KIND = "metadata"
 _SAVEPOINT_KIND = "savepoint"
@@ -431,6 +438,35 @@ class CheckpointStorage:
             self._fs.create_dir(path, recursive=True)
         except OSError as exc:
             raise CheckpointError(f"cannot create checkpoint directory {path!r}: {exc}") from exc
+
+    def prepare_checkpoint(self, job_id: str, checkpoint_id: int) -> None:
+        """Make checkpoint ``checkpoint_id``'s directory visible in storage before anything of
+        it is written: the job master calls it when it triggers the checkpoint, before any task
+        gets its barrier. A job master that takes the job over lists the directories to fence
+        (:meth:`fence_incomplete`); without this, a checkpoint none of whose tasks wrote a
+        state file had no directory until its ``_metadata`` landed, so an old master's
+        ``_metadata`` write in flight during the listing was neither fenced nor numbered
+        around, and could be restored later (or land in the new master's checkpoint of the
+        same id). On a filesystem with directories: one ``mkdir`` (atomic; nothing if it is
+        there). On object stores, where a directory is only the prefix of its objects: one PUT
+        of an empty marker object ``chk-<n>/_triggered``, so that the prefix is listed.
+
+        Raises:
+            CheckpointError: the directory (or marker) could not be created (the checkpoint
+                fails; no task gets its barrier).
+
+        Example:
+            >>> import tempfile
+            >>> s = resolve_storage(tempfile.mkdtemp())
+            >>> s.prepare_checkpoint("job", 4)
+            >>> s.list_checkpoints("job"), s.list_complete("job")
+            ([4], [])
+        """
+        path = self.checkpoint_path(job_id, checkpoint_id)
+        if self._object_store:
+            self._write(posixpath.join(path, TRIGGER_FILE), encode_blob(_STATE_KIND, b""))
+        else:
+            self._mkdir(path)
 
     # -- raw file I/O ------------------------------------------------------------------
 

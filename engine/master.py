@@ -918,7 +918,7 @@ class JobMaster:
         last: Any = None
         for _ in range(attempts):
             p = c.trigger()
-            if await self._finalize(p):
+            if await self._prepare(p, self.attempt) and await self._finalize(p):
                 # the job's end waits for the deletions queued (retention beyond ``retained``,
                 # aborted checkpoints), at most CLEANUP_WAIT_S: no checkpoint waits for them now
                 if self._discards:
@@ -1135,12 +1135,33 @@ class JobMaster:
             path, stop = self._savepoint_requests.pop(0) if want_savepoint else (None, False)
             p = c.trigger(savepoint=path, stop=stop)
             next_at = time.monotonic() + interval
+            if not await self._prepare(p, attempt):
+                continue
             ts = int(time.time() * 1000)
             if not p.waiting:  # every task has finished
                 self._finalize(p)
                 continue
             for key in self._trigger_targets(graph, p.waiting):
                 self.actors[key].trigger_checkpoint.remote(p.checkpoint_id, ts, path is not None, stop)
+
+    async def _prepare(self, p: Any, attempt: int) -> bool:
+        """Make triggered checkpoint ``p``'s directory visible in storage before anything of it
+        is written (``CheckpointStorage.prepare_checkpoint``, on a worker thread), so that a
+        master taking the job over fences it and numbers its own checkpoints above it even when
+        no task writes a state file for it (its ``_metadata`` would else be its first file).
+        False: ``p`` is not to be sent: the directory could not be made (``p`` is aborted, as
+        a checkpoint that failed), or ``p`` ended meanwhile (a restart, the job's end; the
+        directory made behind its discard is deleted again)."""
+        try:
+            await asyncio.to_thread(self._checkpoints.storage.prepare_checkpoint, self._job_id, p.checkpoint_id)
+        except Exception as exc:  # noqa: BLE001 - the checkpoint fails, not the job
+            if p.status == "PENDING" and attempt == self.attempt:
+                self._abort(p, f"creating its directory in checkpoint storage failed: {exc}")
+            return False
+        if p.status != "PENDING" or attempt != self.attempt:
+            self._discard_aborted(p.checkpoint_id)
+            return False
+        return True
 
     def _trigger_targets(self, graph: JobGraph, running: set) -> list[tuple[int, int]]:
         """Where a checkpoint starts: running source tasks, and running tasks whose every
