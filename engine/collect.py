@@ -128,8 +128,17 @@ class CollectServer:
         self._lock = threading.Lock()
         self._closed = False
         self._open: dict[str, Connection] = {}  # reader threads running, by a local id
-        # messages received per writer connection id (:meth:`received`)
-        self._counts: dict[str, int] = {}
+        # what :meth:`received` answers, bounded by the live connections and the subtasks (never
+        # one entry a connection the job ever made: each restart makes new ones): a connection
+        # being read, or with messages not taken yet, in ``_live``; once it has ended and all
+        # its messages were taken, its final count moves to ``_ended``, which keeps, per
+        # subtask (of its first message), the connection accepted last - the newest attempt's
+        # writer, the one whose count the iterator asks for once the job ended (an attempt's
+        # writers connect after the attempt before it ended: the master redeploys after it saw
+        # that attempt's tasks gone, and the listener accepts connections in order)
+        self._accepted = 0  # connections accepted so far (their order)
+        self._live: dict[str, _Reading] = {}  # by local id
+        self._ended: dict[int, _Reading] = {}  # by subtask
         self.error: BaseException | None = None  # a message that could not be read (raised by the iterator)
         threading.Thread(target=self._accept, name="raystream-collect-accept", daemon=True).start()
 
@@ -150,6 +159,8 @@ class CollectServer:
                     return
                 local = uuid.uuid4().hex
                 self._open[local] = conn
+                self._accepted += 1
+                self._live[local] = _Reading(self._accepted)
             threading.Thread(target=self._read, args=(local, conn), name="raystream-collect-read", daemon=True).start()
 
     def _read(self, local: str, conn: Connection) -> None:
@@ -170,9 +181,14 @@ class CollectServer:
                     self.error = exc
                     return
                 del data
+                with self._lock:
+                    reading = self._live[local]
+                    if reading.subtask is None:
+                        reading.connection, reading.subtask = message[0], message[2]
+                    reading.read += 1
                 while not self._closed:
                     try:
-                        self._messages.put((message, size), timeout=0.2)
+                        self._messages.put((message, size, local), timeout=0.2)
                         break
                     except queue.Full:
                         continue
@@ -180,25 +196,54 @@ class CollectServer:
             conn.close()
             with self._lock:
                 self._open.pop(local, None)
+                self._live[local].done = True
+                self._retire(local)
 
     def get(self, timeout: float) -> Any:
         """The next message (a tuple), or None if none came within ``timeout`` seconds; counted
         in :meth:`received` once taken."""
         try:
-            message, size = self._messages.get(timeout=timeout)
+            message, size, local = self._messages.get(timeout=timeout)
         except queue.Empty:
             return None
         with self._room:
             self._bytes -= size
             self._room.notify_all()
         with self._lock:
-            self._counts[message[0]] = max(self._counts.get(message[0], 0), message[1] + 1)
+            reading = self._live[local]
+            reading.taken = max(reading.taken, message[1] + 1)
+            reading.queued_taken += 1
+            self._retire(local)
         return message
 
+    def _retire(self, local: str) -> None:
+        """Keep connection ``local``'s final count (one a subtask) once it has ended and every
+        message read from it was taken (``self._lock`` held)."""
+        reading = self._live[local]
+        if not reading.done or reading.queued_taken < reading.read:
+            return
+        del self._live[local]
+        if reading.subtask is None:  # (it sent nothing: nothing to count)
+            return
+        kept = self._ended.get(reading.subtask)
+        if kept is None or kept.order < reading.order:
+            self._ended[reading.subtask] = reading
+
     def received(self, connection: str) -> int:
-        """How many messages of writer connection ``connection`` were taken by :meth:`get`."""
+        """How many messages of writer connection ``connection`` were taken by :meth:`get`
+        (known for the connections still read or with messages not taken, and for the
+        newest ended one of each subtask: a finished job's last writers)."""
         with self._lock:
-            return self._counts.get(connection, 0)
+            for reading in (*self._live.values(), *self._ended.values()):
+                if reading.connection == connection:
+                    return reading.taken
+            return 0
+
+    def connections_tracked(self) -> int:
+        """How many writer connections :meth:`received` keeps a count of: the live ones and one
+        ended one a subtask, however many attempts (restarts) the job went through."""
+        with self._lock:
+            return len(self._live) + len(self._ended)
 
     def queued_bytes(self) -> int:
         """Bytes (as received) of the messages read from the writers and not yet taken by
@@ -231,6 +276,21 @@ class CollectServer:
             pass
         for conn in conns:  # (their reading threads see the end and close them)
             _shut_down(conn)
+
+
+class _Reading:
+    """What a :class:`CollectServer` knows of one writer connection."""
+
+    __slots__ = ("connection", "done", "order", "queued_taken", "read", "subtask", "taken")
+
+    def __init__(self, order: int) -> None:
+        self.order = order  # accepted as the order-th connection
+        self.connection: str | None = None  # the writer's connection id (of its first message)
+        self.subtask: int | None = None  # the subtask of its first message
+        self.read = 0  # messages read (put into the queue)
+        self.queued_taken = 0  # of those, taken by get()
+        self.taken = 0  # the writer's messages taken: the highest seq taken + 1 (received())
+        self.done = False  # the connection has ended (its reader returned)
 
 
 class CloseableIterator(Iterator[Any]):
