@@ -1063,6 +1063,51 @@ class CheckpointStorage:
         storage._delete_file(posixpath.join(directory, METADATA_FILE))
         storage._delete_dir(directory, "savepoint")
 
+    def discard_unrecorded_stop(self, target: Location, job_id: str) -> int | None:
+        """Delete the savepoint at ``target`` if it is one of job ``job_id``'s stops that never
+        completed: a stop-with-savepoint's (its metadata says ``stop``) of this very job whose
+        stop marker (:meth:`write_stop_marker`) does not record it, or records it but the job
+        ran on afterwards (a complete checkpoint is newer). Its job master died between the
+        savepoint's ``_metadata`` and the marker (or the marker could not be written): nothing
+        of it was committed and no caller was given it, and the job ran on from an older
+        checkpoint. The job's next stop to the same path (the client asking the stop again of
+        the master that took the job over, or the user running ``stop`` again) then writes a
+        fresh savepoint there instead of failing "a savepoint already exists". Any other
+        savepoint at ``target`` (another job's, an intermediate one, a stop that completed) is
+        left alone, and the write fails as before.
+
+        Returns:
+            The deleted savepoint's checkpoint id (its sinks' protection of the files it
+            recorded may go: nothing restores them), or None when nothing was deleted.
+
+        Raises:
+            CheckpointError: ``target`` could not be read or deleted (the stop fails, the job
+                goes on).
+        """
+        storage, directory, _shown = self._savepoint_dir(target)
+        meta_path = posixpath.join(directory, METADATA_FILE)
+        if not storage._exists(meta_path):
+            return None
+        data = storage._read(meta_path)
+        if read_blob_header(data, meta_path).kind != _SAVEPOINT_KIND:
+            return None  # (a retained checkpoint's directory)
+        content = self._load_pickle(decode_blob(data, _SAVEPOINT_KIND, meta_path), meta_path)
+        metadata = content.get("metadata") if isinstance(content, dict) else None
+        if not isinstance(metadata, dict) or metadata.get("job_id") != job_id or metadata.get("stop") is not True:
+            return None
+        cid = metadata.get("checkpoint_id")
+        if not isinstance(cid, int):
+            return None
+        marker = self.read_stop_marker(job_id)
+        if marker is not None and int(marker["checkpoint_id"]) == cid:
+            latest = self.latest_complete(job_id)
+            if latest is None or latest <= cid:
+                return None  # recorded: the job stopped there
+        log.warning("job %s: replacing the savepoint %r of its stop at checkpoint %s, which never completed (its job "
+                    "master died before it recorded the stop, or could not record it)", job_id, _shown, cid)
+        self.delete_savepoint(target)
+        return cid
+
     def read_savepoint(self, target: Location) -> tuple[dict[str, Any], SavepointReader]:
         """Open a savepoint: its metadata and a reader for its state files. A retained
         checkpoint's directory (``<checkpoint dir>/<job id>/chk-<n>``) opens the same way: the

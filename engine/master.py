@@ -243,6 +243,8 @@ class JobMaster:
         # job id -> the deletion of its checkpoints, done once its driver has the result
         self._ending: dict[str, Callable[[], Awaitable[None]]] = {}
         self.checkpoint_cleanup: str | None = None  # what became of the last job's checkpoints
+        #: what became of the part files the last job's sinks left, when it failed or was cancelled
+        self.sink_cleanup: str | None = None
         self._restoring: Any = None  # the retained checkpoint the job restores from (marked in use)
         #: the driver's slot of each lent executor handed back at the job's end -> the tag of the
         #: release it finishes before the next job's tasks (None: released already, clean)
@@ -328,6 +330,7 @@ class JobMaster:
         self.last_failure: str | None = None
         self.restored_from: Any = None
         self.checkpoint_cleanup = None
+        self.sink_cleanup = None
         self._restoring = None
         self.stopped_with_savepoint: str | None = None
         # the path of the stop-with-savepoint that completed and commits its output (the job
@@ -453,6 +456,7 @@ class JobMaster:
             "operators": [op["name"] for v in self._graph.vertices for op in v.chain],  # pipeline order
             "checkpoints": self.coordinator.stats() if self.coordinator else None,
             "checkpoint_cleanup": self.checkpoint_cleanup,
+            "sink_cleanup": self.sink_cleanup,
         }
 
     async def metrics(self, job_id: str | None = None) -> dict:
@@ -719,6 +723,68 @@ class JobMaster:
             for e in back:
                 self.released[self._driver_slot[e.name]] = None
             self.runtime.kill(e.actor for e in idle if e not in back)
+            if self.status in ("FAILED", "CANCELLED"):
+                await self._clean_up_sinks()
+
+    async def _clean_up_sinks(self) -> None:
+        """The job ended for good (it failed, or was cancelled; no attempt follows, its tasks are
+        torn down): the sinks delete the uncommitted output their attempts left (file sinks:
+        the in-progress and pending part files in ``<dir>/.raystream/``; a committer's
+        ``clean_up_after_job(job_id, uid, recorded)``), except what a complete checkpoint of the
+        job in storage records (``recorded``: a job started from a retained checkpoint commits
+        it) and what a savepoint records (the sinks' markers). First every ``_metadata`` write
+        in flight ends (one that lands records files too). On a worker thread, waited for at
+        most :data:`CLEANUP_WAIT_S`, then in the background. Never changes how the job ended: a
+        failure is logged and ``job_info()["sink_cleanup"]`` says so ("failed: ..."); what it
+        could not delete stays, hidden. Storage whose checkpoints cannot be read deletes nothing
+        (it cannot tell what they record)."""
+        cleaners = {uid: fn for uid, committer in self.committers.items()
+                    if (fn := getattr(committer, "clean_up_after_job", None)) is not None}
+        if not cleaners:
+            return
+        job_id, status, coordinator = self._job_id, self.status, self.coordinator
+        self.sink_cleanup = "deleting"
+
+        async def clean() -> None:
+            try:
+                await self._wait_for_completions()  # (a _metadata write in flight may record files yet)
+                outcome = await asyncio.to_thread(self._clean_up_sinks_now, job_id, status, coordinator, cleaners)
+            except Exception as exc:  # noqa: BLE001 - cleaning up must never change how the job ended
+                log.warning("job %s %s: cleaning up its sinks' uncommitted files failed: %s", job_id, status.lower(),
+                            exc, exc_info=True)
+                outcome = f"failed: {type(exc).__name__}: {exc}"
+            if self.job_id == job_id:  # (a pooled master may run the next job already)
+                self.sink_cleanup = outcome
+
+        fut = asyncio.ensure_future(clean())
+        self._cleanups.add(fut)
+        fut.add_done_callback(self._cleanups.discard)
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), CLEANUP_WAIT_S)
+        except asyncio.TimeoutError:
+            log.warning("job %s: cleaning up its sinks' uncommitted files takes longer than %.0f s; it goes on in the "
+                        "background", job_id, CLEANUP_WAIT_S)
+
+    def _clean_up_sinks_now(self, job_id: str, status: str, coordinator: Any, cleaners: dict[str, Any]) -> str:
+        """:meth:`_clean_up_sinks` on a worker thread; returns its outcome."""
+        try:
+            recorded = _recorded_committables(coordinator.storage, job_id) if coordinator is not None else {}
+        except Exception as exc:  # noqa: BLE001 - unsure what the checkpoints record: delete nothing
+            log.warning("job %s %s: its sinks' uncommitted files stay (delete them by hand): the job's checkpoints in "
+                        "%r cannot be read to tell what they record: %s", job_id, status.lower(),
+                        coordinator.storage, exc, exc_info=True)
+            return f"failed: the checkpoints cannot be read ({type(exc).__name__}: {exc}); nothing deleted"
+        removed, failed = 0, []
+        for uid, clean in cleaners.items():
+            try:
+                removed += int(clean(job_id, uid, recorded.get(uid, [])))
+            except Exception as exc:  # noqa: BLE001 - one sink's failure leaves the others to clean up
+                log.warning("job %s %s: %s could not delete the uncommitted files its attempts left (they stay, hidden; "
+                            "delete them by hand): %s: %s", job_id, status.lower(), self._sink(uid),
+                            type(exc).__name__, exc, exc_info=True)
+                failed.append(f"{self._sink(uid)}: {type(exc).__name__}: {exc}")
+        done = f"deleted {removed} uncommitted files"
+        return f"failed: {'; '.join(failed)} ({done})" if failed else done
 
     async def _run_job(self, source_splits: dict, restore: dict | None, recover: bool = False) -> dict:
         # Planning a restore re-commits what the restored checkpoint covers (idempotently), and
@@ -1478,8 +1544,10 @@ class JobMaster:
         if p.savepoint is None:
             return None
         try:
+            if p.stop:
+                self._replace_unrecorded_stop(p.savepoint)
             self._protect_savepoint(p)
-            written = self._write_savepoint(p.savepoint, metadata)
+            written = self._write_savepoint(p.savepoint, metadata, stop=p.stop)
         except Exception as exc:
             raise _SavepointWriteFailed(str(exc)) from exc
         if p.stop:
@@ -1510,6 +1578,31 @@ class JobMaster:
             raise _StopNotRecorded(
                 f"recording the stop in checkpoint storage {storage!r} failed ({exc}); the savepoint written to "
                 f"{written!r} is deleted again, the job goes on") from exc
+
+    def _replace_unrecorded_stop(self, path: str) -> None:
+        """Before stop-with-savepoint to ``path`` is written: a savepoint there of one of this
+        job's earlier stops that never completed (its master died between the savepoint's
+        ``_metadata`` and the stop marker, or the marker could not be written; the job ran on
+        from an older checkpoint) is deleted (``CheckpointStorage.discard_unrecorded_stop``),
+        so that the stop asked again (the client repeats it of the master that took the job
+        over; a user runs ``stop`` again) writes a fresh savepoint there instead of failing "a
+        savepoint already exists". Nothing of that savepoint was committed and nobody was given
+        it. The sinks then drop their protection of the pending files it recorded
+        (``unprotect_savepoint``): nothing restores them. A failure there is logged (the files
+        stay, hidden); one of the delete fails the stop like a savepoint that cannot be written."""
+        storage, job_id = self._checkpoints.storage, self._job_id
+        replaced = storage.discard_unrecorded_stop(path, job_id)
+        if replaced is None:
+            return
+        for uid, committer in self.committers.items():
+            unprotect = getattr(committer, "unprotect_savepoint", None)
+            if unprotect is None:
+                continue
+            try:
+                unprotect(replaced, job_id, uid)
+            except Exception:  # noqa: BLE001 - the files stay hidden; the stop goes on
+                log.warning("job %s: sink %r could not delete the pending files of the replaced savepoint %r "
+                            "(checkpoint %s)", job_id, self._sink(uid), path, replaced, exc_info=True)
 
     def _protect_savepoint(self, p: Any) -> None:
         """Before savepoint ``p`` is written: hand each committer with a
@@ -1556,7 +1649,7 @@ class JobMaster:
         self._abort(p, f"declined by {v.name!r} ({subtask + 1}/{v.parallelism}): {reason}")
 
     # -------------------------------------------------------------- savepoints
-    def _write_savepoint(self, path: str, metadata: dict) -> str:
+    def _write_savepoint(self, path: str, metadata: dict, stop: bool = False) -> str:
         """Copy a savepoint's state files and metadata into the self-contained directory ``path``.
 
         Every savepoint records what its sinks prepared at its barrier and what it carries of
@@ -1573,6 +1666,10 @@ class JobMaster:
         (``Committer.in_memory``: ``collect``): what it collected lives with the driver that ran
         the job, a restored job never commits them, and recorded they would count as state of
         the sink, refusing a restore into a job whose ``collect()`` got another uid.
+
+        ``stop``: the savepoint of a stop-with-savepoint (its metadata says so: a stop of the
+        same job to the same path may replace it if the stop never completed,
+        :meth:`_replace_unrecorded_stop`).
         """
         storage = self._checkpoints.storage
         states: dict[str, bytes] = {}
@@ -1582,6 +1679,8 @@ class JobMaster:
 
         sp = dict(metadata, operators={}, carried_committables={
             uid: kept(uid, comms) for uid, comms in (metadata.get("carried_committables") or {}).items()})
+        if stop:
+            sp["stop"] = True
         for uid, op in metadata["operators"].items():
             subtasks = {}
             for subtask, entry in op["subtasks"].items():
@@ -1948,6 +2047,21 @@ class _Silent:
 
     def __init__(self, error: BaseException) -> None:
         self.error = error
+
+
+def _recorded_committables(storage: Any, job_id: str) -> dict[str, list]:
+    """What every complete checkpoint of job ``job_id`` in ``storage`` records, by sink uid:
+    its subtasks' committables and the ones it carries (a job started from it commits them)."""
+    out: dict[str, list] = {}
+    for cid in storage.list_complete(job_id):
+        metadata = storage.read_metadata(job_id, cid)
+        for uid, op in (metadata.get("operators") or {}).items():
+            for entry in (op.get("subtasks") or {}).values():
+                if isinstance(entry, dict):
+                    out.setdefault(uid, []).extend(entry.get("committables") or [])
+        for uid, comms in (metadata.get("carried_committables") or {}).items():
+            out.setdefault(uid, []).extend(comms or [])
+    return out
 
 
 def _traceback(exc: BaseException) -> str:

@@ -18,6 +18,7 @@ import re
 import sys
 import threading
 import uuid
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -569,6 +570,52 @@ class _FileCommitter(Committer[FileCommittable]):
         with self.lock:
             self.markers[path] = pending
 
+    def unprotect_savepoint(self, checkpoint_id: int, job_id: str, uid: str) -> int:
+        """Savepoint ``checkpoint_id`` of job ``job_id`` was deleted (a stop that never
+        completed, replaced by a fresh savepoint: ``CheckpointStorage.discard_unrecorded_stop``):
+        nothing restores the pending files it recorded any more. Delete the files its markers
+        name, then the markers; only markers naming files of this job's sink (``uid``) alone
+        (another job's savepoint of the same number is never touched). Returns how many files
+        went. Raises OSError when listing, reading or deleting fails (the job master logs it:
+        a later clean-up deletes what is left once no marker names it)."""
+        fs = self.sink.filesystem()
+        work = f"{self.sink.base}/{WORK_DIR}"
+        tag = _job_tag(job_id, uid)
+        removed = 0
+        for info in fs.get_file_info(pafs.FileSelector(work, allow_not_found=True)):
+            m = _MARKER.match(info.base_name)
+            if m is None or int(m[1]) != checkpoint_id:
+                continue
+            with fs.open_input_stream(info.path) as f:
+                listed = json.loads(f.read())["files"]
+            if not isinstance(listed, list) or not all(
+                    isinstance(name, str) and (n := _INPROGRESS.match(name)) is not None and n[1] == tag
+                    for name in listed):
+                continue
+            removed += sum(_delete(fs, f"{work}/{name}") for name in listed)
+            _delete(fs, info.path)
+        return removed
+
+    def clean_up_after_job(self, job_id: str, uid: str, recorded: list[Any]) -> int:
+        """Job ``job_id`` ended for good (failed, or cancelled): delete the in-progress and
+        pending part files its sink ``uid`` left in :data:`WORK_DIR` (any attempt's: none runs
+        any more), except the ones a complete checkpoint of the job records (``recorded``, the
+        committables the job master read from them: a job started from a retained checkpoint
+        commits them) and the ones a savepoint marker names (a job resumed from the savepoint
+        commits them); markers whose files are all gone go too. Other jobs', other sinks' and
+        untagged (older releases') files are never touched. The job master calls it once the
+        job's tasks are gone and no ``_metadata`` write is in flight. Returns how many files
+        went.
+
+        Raises:
+            OSError: listing, reading a marker or deleting failed (the job master logs it and
+                reports it in the job's ``info()["sink_cleanup"]``; the job's end stands).
+        """
+        fs = self.sink.filesystem()
+        tag = _job_tag(job_id, uid)
+        keep = {c.pending.rsplit("/", 1)[-1] for c in recorded if isinstance(c, FileCommittable)}
+        return _remove_uncommitted(fs, f"{self.sink.base}/{WORK_DIR}", lambda m: m[1] == tag, keep)
+
     def commit(self, committables: list[FileCommittable]) -> None:
         fs = self.sink.filesystem()
         for c in committables:
@@ -670,6 +717,62 @@ def _job_tag(job_id: str, uid: str) -> str:
     return hashlib.sha1(f"{job_id}\0{uid}".encode()).hexdigest()[:12]
 
 
+class _MarkerUnreadable(OSError):
+    """A savepoint marker that cannot be read (being written?): it may name any file, so a
+    clean-up deletes nothing."""
+
+
+def _delete(fs: pafs.FileSystem, path: str) -> int:
+    try:
+        fs.delete_file(path)
+        return 1
+    except FileNotFoundError:
+        return 0
+
+
+def _remove_uncommitted(fs: pafs.FileSystem, work: str, orphan: Callable[[re.Match[str]], bool],
+                        keep: Collection[str] = ()) -> int:
+    """Delete the in-progress and pending part files in the work directory ``work`` whose name
+    match ``orphan`` says are orphans, except the ones a savepoint marker names (a job resumed
+    from the savepoint commits them) and the names in ``keep``; delete the markers whose files
+    are all gone (they protect nothing). Lists ``work`` once. Returns how many files went.
+
+    Raises:
+        _MarkerUnreadable: a marker could not be read (nothing was deleted).
+        OSError: listing or deleting failed.
+    """
+    infos = fs.get_file_info(pafs.FileSelector(work, allow_not_found=True))
+    names = {info.base_name for info in infos}
+    orphans: list[str] = []
+    markers: list[str] = []
+    for info in infos:
+        m = _INPROGRESS.match(info.base_name)
+        if m is not None:
+            if orphan(m):
+                orphans.append(info.path)
+            continue
+        if _MARKER.match(info.base_name) is not None:
+            markers.append(info.path)
+    kept: set[str] = set(keep)
+    gone: list[str] = []
+    for path in markers:
+        try:
+            with fs.open_input_stream(path) as f:
+                listed = json.loads(f.read())["files"]
+            if not isinstance(listed, list):
+                raise ValueError(f"'files' is a {type(listed).__name__}")
+        except Exception as exc:  # noqa: BLE001 - unreadable (being written?): it may name anything
+            raise _MarkerUnreadable(f"savepoint marker {path!r} cannot be read ({exc})") from exc
+        alive = [name for name in listed if name in names]
+        if alive:
+            kept.update(alive)
+        else:  # (every file it names was committed or deleted: it protects nothing)
+            gone.append(path)
+    for path in gone:
+        _delete(fs, path)
+    return sum(_delete(fs, path) for path in orphans if path.rsplit("/", 1)[-1] not in kept)
+
+
 class _FileWriter(SinkWriter[FileCommittable]):
     """One subtask's part files: in-progress -> pending (handed over at a barrier) -> committed.
 
@@ -769,50 +872,19 @@ class _FileWriter(SinkWriter[FileCommittable]):
             return 0
 
     def _remove_orphans(self) -> int:
-        infos = self.fs.get_file_info(pafs.FileSelector(self.work, allow_not_found=True))
-        names = {info.base_name for info in infos}
-        orphans: list[tuple[str, str, int]] = []  # (path, token, seq)
-        markers: list[str] = []
-        for info in infos:
-            m = _INPROGRESS.match(info.base_name)
-            if m is not None:
-                if m[1] == self.tag and int(m[2]) != self.attempt:  # (only the running attempt writes)
-                    orphans.append((info.path, m[5], int(m[4])))
-                continue
-            if _MARKER.match(info.base_name) is not None:
-                markers.append(info.path)
-        kept: set[str] = set()
-        for path in markers:
-            try:
-                with self.fs.open_input_stream(path) as f:
-                    listed = json.loads(f.read())["files"]
-                if not isinstance(listed, list):
-                    raise ValueError(f"'files' is a {type(listed).__name__}")
-            except Exception as exc:  # noqa: BLE001 - unreadable (being written?): it may name anything
-                log.warning("file sink %r: savepoint marker %r cannot be read (%s): nothing is cleaned up",
-                            self.sink.path, path, exc)
-                return 0
-            alive = [name for name in listed if name in names]
-            if alive:
-                kept.update(alive)
-            else:  # (every file it names was committed or deleted: it protects nothing)
-                self._delete(path)
-        removed = 0
-        for path, token, seq in orphans:
-            if path.rsplit("/", 1)[-1] in kept or seq < self.restored.get(token, -1):
-                continue  # (a savepoint's; or the restored checkpoint's, which the restore commits)
-            removed += self._delete(path)
+        try:
+            removed = _remove_uncommitted(
+                self.fs, self.work,
+                # (only the running attempt writes; the restored checkpoint's files, below the seq
+                # each restored writer had reached at its barrier, the restore commits)
+                lambda m: m[1] == self.tag and int(m[2]) != self.attempt and int(m[4]) >= self.restored.get(m[5], -1))
+        except _MarkerUnreadable as exc:
+            log.warning("file sink %r: %s: nothing is cleaned up", self.sink.path, exc)
+            return 0
         if removed:
             log.info("file sink %r: deleted %d in-progress files of earlier attempts (their data is replayed)",
                      self.sink.path, removed)
         return removed
-
-    def _delete(self, path: str) -> int:
-        try:
-            self.fs.delete_file(path)
-            return 1
-        except FileNotFoundError:
-            return 0
 
     def write(self, batch: Batch) -> None:
         if self.current is None:

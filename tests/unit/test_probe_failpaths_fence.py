@@ -112,7 +112,11 @@ def test_a_late_metadata_of_a_checkpoint_without_state_files_is_fenced(tmp_path,
             left = asyncio.all_tasks(loop)
             for task in left:
                 task.cancel()
-            loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+
+            async def ended() -> None:
+                await asyncio.gather(*left, return_exceptions=True)
+
+            loop.run_until_complete(ended())
             loop.close()
 
     thread = threading.Thread(target=old_master, name="old-master", daemon=True)
