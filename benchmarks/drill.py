@@ -121,6 +121,8 @@ __all__ = [
     "DrillOutcome",
     "WORKLOADS",
     "plan_seed",
+    "remote_seed_plan",
+    "STATEFUN_WORKLOADS",
     "reference_output",
     "event",
     "event_time_reference",
@@ -164,7 +166,9 @@ INTERVAL_MS = 100  # checkpoint interval
 JOB_TIMEOUT_S = 90.0  # a seed whose job runs longer is cancelled and reported as failed
 
 #: the drill's jobs (``--workload``): the first is the default
-WORKLOADS = ("running-sum", "event-time", "statefun")
+WORKLOADS = ("running-sum", "event-time", "statefun", "statefun-remote")
+#: the workloads whose job is the stateful-functions one (the second: counter and fan served remotely)
+STATEFUN_WORKLOADS = ("statefun", "statefun-remote")
 
 
 @dataclass(frozen=True)
@@ -185,6 +189,7 @@ class Fault:
     rules: tuple[FaultRule, ...] = ()
     sink_rules: tuple[FaultRule, ...] = ()
     at_record: int | None = None
+    downtime: float = 0.0  # kill-server: how long the function server stays down
 
     def __str__(self) -> str:
         return f"{self.kind}({self.detail})" if self.detail else self.kind
@@ -199,9 +204,17 @@ class DrillPlan:
     sink: str  # "collect" or "jsonl"
     parallelism: int
     timeout_ms: int
+    #: the function server's faults (``statefun-remote``: :func:`benchmarks.drill_remote.remote_plan`)
+    remote: tuple = ()
+
+    @property
+    def refused_address(self) -> str | None:
+        """The counter address the function server refuses (HTTP 400), after which the job must
+        fail naming it; None if none."""
+        return next((f.address for f in self.remote if f.kind == "refuse-address"), None)
 
     def describe(self) -> str:
-        return f"{', '.join(map(str, self.faults))} [{self.sink}, p={self.parallelism}]"
+        return f"{', '.join(map(str, self.faults + self.remote))} [{self.sink}, p={self.parallelism}]"
 
 
 @dataclass
@@ -213,6 +226,7 @@ class DrillOutcome:
     duplicated: int = 0
     records: int = 0
     error: str | None = None
+    error_text: str = ""  # the whole error (``error`` is its first line, cut at 300 characters)
     restarts: int = 0  # under every master of the job: those killed, then the last one
     failovers: int = 0
     checkpoints: dict = field(default_factory=dict)
@@ -227,12 +241,30 @@ class DrillOutcome:
 
     @property
     def ok(self) -> bool:
+        refused = self.plan.refused_address
+        if refused is not None:  # the job must fail naming the address and the reply, duplicating nothing
+            return self.expected_failure_problem() is None and not self.duplicated and not self.missed
         return self.error is None and not self.lost and not self.duplicated and not self.missed
+
+    def expected_failure_problem(self) -> str | None:
+        """For a plan whose function server refuses an address: what is wrong with how the job
+        ended (it must fail with an error naming the address and the HTTP 400), or None."""
+        refused = self.plan.refused_address
+        if refused is None:
+            return None
+        if self.error is None:
+            return f"the job did not fail although the function server refused drill/counter/{refused}"
+        missing = [w for w in (f"drill/counter/{refused}", "HTTP 400", f"address {refused} refused")
+                   if w not in self.error_text]
+        return f"the job's error does not name {missing}: {self.error_text[:1000]}" if missing else None
 
     def line(self) -> str:
         cp = self.checkpoints or {}
         head = f"seed {self.plan.seed}: {self.plan.describe()} -> "
-        if self.error is not None:
+        if self.plan.refused_address is not None:
+            problem = self.expected_failure_problem()
+            head += f"WRONG END: {problem}; " if problem else "failed as it must (naming the refused address); "
+        elif self.error is not None:
             head += f"JOB FAILED: {self.error}; "
         if self.missed:
             head += f"KILLS MISSED: {'; '.join(self.missed)}; "
@@ -337,6 +369,32 @@ def plan_seed(seed: int, kill_master: bool = True, n: int = N, full_disk: bool =
                  FaultRule("write", path_glob=f"*/shared/{k}-*", fail=True, full_after_bytes=FULL_AFTER_BYTES))
         faults.append(Fault("full-disk", f"chk-{k} state and shared files", rules))
     return DrillPlan(seed, tuple(faults), sink, parallelism, timeout_ms)
+
+
+def remote_seed_plan(seed: int, kill_master: bool = True, n: int = N, full_disk: bool = False,
+                     refuse: bool | None = None) -> DrillPlan:
+    """The plan of ``seed`` for the ``statefun-remote`` workload: :func:`plan_seed`'s, plus the
+    function server's faults (:func:`benchmarks.drill_remote.remote_plan`; a ``kill-server``
+    is a kill at an input record, as the task kills). A seed whose server refuses an address
+    kills nothing: its job must fail (``refuse``: force or forbid that fault).
+
+    Example:
+        >>> remote_seed_plan(5) == remote_seed_plan(5)
+        True
+    """
+    from benchmarks.drill_remote import remote_plan
+
+    plan = plan_seed(seed, kill_master, n, full_disk)
+    remote = remote_plan(seed, n, refuse)
+    faults = list(plan.faults)
+    for f in remote:
+        if f.kind == "kill-server":
+            faults.append(Fault("kill-server", f"at record {f.at}, down {f.downtime:.2f} s", at_record=f.at,
+                                downtime=f.downtime))
+    rest = tuple(f for f in remote if f.kind != "kill-server")
+    if any(f.kind == "refuse-address" for f in rest):
+        faults = [f for f in faults if f.at_record is None]
+    return DrillPlan(plan.seed, tuple(faults), plan.sink, plan.parallelism, plan.timeout_ms, rest)
 
 
 def _kill_at(kind: str, fraction: float, n: int) -> Fault:
@@ -770,13 +828,22 @@ def _hops_reference(target: str, origin: str, n: int, seen: dict[str, int]) -> l
 
 
 def _build_statefun(env: rs.StreamEnvironment, n: int, rate: int, sink: Any, gates: _KillGates | None,
-                    spill_dir: str) -> None:
+                    spill_dir: str, remote_url: str | None = None) -> None:
+    from raystream.statefun_api import IntType, StatefulFunctions, ValueSpec
     from raystream.statefun_api.job import StatefulFunctionsJob
 
     fn = record if gates is None else gates
-    sf = StatefulFunctionsJob(env, statefun_functions(), name=FUNCTIONS_NAME, parallelism=FUNCTION_PARALLELISM,
+    functions = statefun_functions()
+    endpoints: list[Any] = []
+    if remote_url is not None:  # the counter and fan are served by benchmarks.drill_remote's server
+        from benchmarks.drill_remote import endpoints as remote_endpoints
+
+        functions = StatefulFunctions()
+        functions.bind(LATE, specs=[ValueSpec("k", IntType)])(_late)
+        endpoints = remote_endpoints(remote_url)
+    sf = StatefulFunctionsJob(env, functions, name=FUNCTIONS_NAME, parallelism=FUNCTION_PARALLELISM,
                               inbox_memory_bytes=INBOX_MEMORY_BYTES, spill_dir=spill_dir, drain_step=DRAIN_STEP,
-                              max_in_flight=MAX_IN_FLIGHT)
+                              max_in_flight=MAX_IN_FLIGHT, endpoints=endpoints)
     sf.with_ingress(env.generate(fn, count=n, rate=rate, batch_size=100).set_parallelism(1).uid("drill-ingress"),
                     _route)
     stream = sf.egress_stream(EGRESS, _EGRESS_TYPE).map(tuple).uid("drill-egress-tuples")
@@ -797,7 +864,7 @@ def _spilled(result: rs.JobResult) -> int:
 
 
 def _reference(workload: str, n: int) -> list[tuple]:
-    if workload == "statefun":
+    if workload in STATEFUN_WORKLOADS:
         return statefun_reference(n)
     return event_time_reference(n) if workload == "event-time" else reference_output(n)
 
@@ -823,12 +890,15 @@ def _build_event_time(env: rs.StreamEnvironment, n: int, rate: int, sink: Any,
 
 
 def _build(env: rs.StreamEnvironment, n: int, rate: int, sink: Any, keyed_state: bool = False,
-           gates: _KillGates | None = None, workload: str = WORKLOADS[0], spill_dir: str | None = None) -> None:
+           gates: _KillGates | None = None, workload: str = WORKLOADS[0], spill_dir: str | None = None,
+           remote_url: str | None = None) -> None:
     if workload == "event-time":
         _build_event_time(env, n, rate, sink, gates)
         return
-    if workload == "statefun":
-        _build_statefun(env, n, rate, sink, gates, spill_dir or tempfile.gettempdir())
+    if workload in STATEFUN_WORKLOADS:
+        if workload == "statefun-remote" and remote_url is None:
+            raise ValueError("the statefun-remote workload needs the URL of its function server (remote_url=)")
+        _build_statefun(env, n, rate, sink, gates, spill_dir or tempfile.gettempdir(), remote_url)
         return
     if workload != "running-sum":
         raise ValueError(f"unknown drill workload {workload!r}; known: {WORKLOADS}")
@@ -967,19 +1037,24 @@ class Queued:
         return f"{self.messages} messages queued, {self.spilled_bytes} B spilled"
 
 
-def _queued(client: rs.JobClient) -> Queued | None:
-    """What the statefun job's dispatchers hold now (None if the master cannot tell)."""
+def _queued(client: rs.JobClient, remote: bool = False) -> Queued | None:
+    """What the statefun job's dispatchers hold now (None if the master cannot tell); ``remote``
+    (statefun-remote): the messages queued for and in flight to the remote functions count too
+    (the ``in_flight`` gauge, plus the held ingress)."""
     try:
         m = client.metrics().get("operators", {}).get(FUNCTIONS_NAME)
     except Exception:  # noqa: BLE001 - a master being replaced answers nothing useful yet
         return None
     if not m or m.get("subtasks", 0) < FUNCTION_PARALLELISM:
         return None
-    return Queued(int(m.get("queued_messages", 0)), int(m.get("spill_disk_bytes", 0)))
+    messages = int(m.get("queued_messages", 0))
+    if remote:
+        messages = max(messages, int(m.get("in_flight", 0)) + int(m.get("held_ingress", 0)))
+    return Queued(messages, int(m.get("spill_disk_bytes", 0)))
 
 
 def _busy_at(
-    client: rs.JobClient, gates: _KillGates, k: int, at: int, cap: int
+    client: rs.JobClient, gates: _KillGates, k: int, at: int, cap: int, remote: bool = False
 ) -> tuple[int, Queued | None, str | None]:
     """Hold the source at gate ``k`` (at record ``at``) until the statefun dispatchers hold at
     least :data:`KILL_QUEUED` queued messages, moving the gate :data:`KILL_STEP` records on
@@ -989,7 +1064,7 @@ def _busy_at(
     deadline = time.monotonic() + KILL_WAIT_S
     queued = None
     while time.monotonic() < deadline:
-        queued = _queued(client)
+        queued = _queued(client, remote)
         if queued is not None and (queued.messages >= KILL_QUEUED or at >= cap):
             return at, queued, None
         if queued is None:
@@ -1005,7 +1080,7 @@ def _busy_at(
 
 def _run_kills(
     client: rs.JobClient, plan: DrillPlan, outcome: DrillOutcome, parallelisms: list[int], gates: _KillGates,
-    busy: bool = False, last_record: int = N - 1,
+    busy: bool = False, last_record: int = N - 1, server: Any = None,
 ) -> None:
     """Do the plan's kills in the order of their records, each once the source waits at its
     record (:class:`_KillGates`), then open that gate once the job noticed (a new attempt, or
@@ -1014,7 +1089,12 @@ def _run_kills(
     ``busy`` (the statefun workload): a kill also waits until the dispatchers hold
     :data:`KILL_QUEUED` queued messages, the source going on :data:`KILL_STEP` records at a
     time meanwhile (see :func:`_busy_at`; up to the next kill's record or ``last_record``);
-    ``outcome.queued_at_kills`` gets what they held just before each kill."""
+    ``outcome.queued_at_kills`` gets what they held just before each kill.
+
+    ``server`` (the statefun-remote workload: a :class:`benchmarks.drill_remote.FunctionServerProcess`):
+    a ``kill-server`` kills it with the source at its record and starts it again on the same
+    port ``downtime`` s later; the job goes on (its calls retried) or fails over, as the call
+    timeout says."""
     rng = random.Random(plan.seed * 7919 + 1)
     start = time.monotonic()
     kills = _kills(plan)
@@ -1037,10 +1117,23 @@ def _run_kills(
                 return
             if busy:
                 cap = min(kills[k + 1].at_record or last_record, last_record) if k + 1 < len(kills) else last_record
-                at, queued, problem = _busy_at(client, gates, k, gates.waiting_at(k) or at or 0, max(cap, at or 0))
+                at, queued, problem = _busy_at(client, gates, k, gates.waiting_at(k) or at or 0, max(cap, at or 0),
+                                               remote=server is not None)
                 if problem is not None:
                     outcome.missed.append(f"{fault}: {problem}")
                     return
+            if fault.kind == "kill-server":
+                if server is None:
+                    outcome.missed.append(f"{fault}: this workload has no function server")
+                    return
+                server.kill()
+                down = time.monotonic()
+                killed = "function server"
+                # (the fault's downtime, not a wait for a condition: how long the server stays down)
+                time.sleep(fault.downtime)
+                server.start()
+                outcome.notes.append(f"the function server was down {time.monotonic() - down:.2f} s")
+                break
             _status, before = _state(client)
             # a new master counts its restarts anew (JobResult.metrics["restarts"] are the last
             # master's): the restarts under the master about to die are counted here
@@ -1059,6 +1152,9 @@ def _run_kills(
         if busy:
             outcome.queued_at_kills.append(queued.messages if queued is not None else 0)
         outcome.kills.append(f"{killed} at record {at}{with_queued} ({time.monotonic() - start:.1f} s)")
+        if fault.kind == "kill-server":
+            open(gates.path("done", k), "a").close()
+            continue
         recovered, seen = _wait(client, _moved_on(before))
         if not recovered:
             outcome.missed.append(f"{fault}: the job did not notice the kill ({seen})")
@@ -1080,6 +1176,34 @@ def run_seed(
     workload: str = WORKLOADS[0],
 ) -> DrillOutcome:
     """Run the drill's job under ``plan``'s faults and compare it with ``reference``
+    (``statefun-remote``: with its function server, :class:`benchmarks.drill_remote.FunctionServerProcess`,
+    started for the seed and stopped after it)"""
+    server = None
+    if workload == "statefun-remote":
+        from benchmarks.drill_remote import FunctionServerProcess
+
+        workdir.mkdir(parents=True, exist_ok=True)
+        server = FunctionServerProcess(workdir, plan.remote)
+        server.start()
+    try:
+        return _run_seed(plan, workdir, reference, n, rate, state_backend, buffer_bytes, workload, server)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def _run_seed(
+    plan: DrillPlan,
+    workdir: Path,
+    reference: list[tuple] | None,
+    n: int,
+    rate: int,
+    state_backend: str | None,
+    buffer_bytes: int | None,
+    workload: str,
+    server: Any,
+) -> DrillOutcome:
+    """:func:`run_seed`'s body: run the drill's job under ``plan``'s faults and compare it with ``reference``
     (``state_backend``: run the running sum in keyed state on that backend, e.g. "rocksdb",
     or the event-time job's windows and process function, or the functions' state, on it; ``buffer_bytes``: the tasks'
     send budget, small to slice every send and chain call; ``workload``: a name of
@@ -1115,20 +1239,32 @@ def run_seed(
     gates = _KillGates(str(gate_dir), [f.at_record or 0 for f in kills],
                        make=event if workload == "event-time" else record)
     _build(env, n, rate, sink, keyed_state=state_backend is not None, gates=gates if kills else None,
-           workload=workload, spill_dir=str(workdir / "spill"))
+           workload=workload, spill_dir=str(workdir / "spill"), remote_url=server.url if server is not None else None)
     parallelisms = [v.parallelism for v in env.get_job_graph().vertices]
     started = time.monotonic()
     client = env.execute_async(f"drill-{plan.seed}")
     result = None
     try:
         try:
-            _run_kills(client, plan, outcome, parallelisms, gates, busy=workload == "statefun", last_record=n - 1)
+            _run_kills(client, plan, outcome, parallelisms, gates, busy=workload in STATEFUN_WORKLOADS,
+                       last_record=n - 1, server=server)
         finally:  # (a kill that could not be done leaves no source waiting)
             for k in range(len(kills)):
                 open(gates.path("done", k), "a").close()
         result = client.wait(timeout=max(1.0, JOB_TIMEOUT_S - (time.monotonic() - started)))
     except Exception as exc:  # noqa: BLE001 - reported per seed
         outcome.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        outcome.error_text = f"{type(exc).__name__}: {exc}"
+        try:  # what a job that does not end was doing
+            if client.status() not in ENDED_STATUSES:
+                info = client.info()
+                m = client.metrics().get("operators", {}).get(FUNCTIONS_NAME, {})
+                gauges = {g: m[g] for g in ("queued_messages", "held_ingress", "in_flight", "remote_in_flight",
+                                            "invocations") if g in m}
+                outcome.notes.append(f"when given up: status {info.get('status')}, attempt {info.get('attempt')}, "
+                                     f"restarts {info.get('restarts')}; {FUNCTIONS_NAME}: {gauges or 'no metrics'}")
+        except Exception as why:  # noqa: BLE001 - a master being replaced answers nothing useful
+            outcome.notes.append(f"when given up: no info ({type(why).__name__}: {why})")
         try:  # a job still running (or restarting) must not outlive its seed
             if client.status() not in ENDED_STATUSES:
                 client.cancel()
@@ -1137,6 +1273,8 @@ def run_seed(
             pass
     outcome.seconds = time.monotonic() - started
     outcome.injected = read_fault_log(log_path)
+    if server is not None:
+        outcome.injected.update(server.injected())
     if result is not None:
         outcome.restarts += result.metrics.get("restarts", 0)  # (those of killed masters are in already)
         outcome.failovers = getattr(result, "failovers", 0)
@@ -1149,6 +1287,9 @@ def run_seed(
     duplicated = Counter(got) - Counter(reference)
     outcome.lost = sum(lost.values())
     outcome.duplicated = sum(duplicated.values())
+    for remote in plan.remote:
+        if not outcome.injected.get(remote.kind):
+            outcome.notes.append(f"{remote} never happened (the server got fewer requests?)")
     for fault in plan.faults:
         hit = {
             f"{r.op}:{'fail' if r.fail or r.fail_probability else 'delay'}"
@@ -1161,14 +1302,19 @@ def run_seed(
 
 def summary(outcomes: list[DrillOutcome]) -> str:
     """``"<seeds> seeds x <faults> faults (<kind> k, ...): <lost> lost, <dup> duplicated"``."""
-    kinds = Counter(f.kind for o in outcomes for f in o.plan.faults)
-    lost = sum(o.lost for o in outcomes)
+    kinds = Counter(f.kind for o in outcomes for f in o.plan.faults + o.plan.remote)
+    # (a seed whose function server refuses an address must fail: what it did not write is not lost)
+    lost = sum(o.lost for o in outcomes if o.plan.refused_address is None)
     duplicated = sum(o.duplicated for o in outcomes)
     text = (
         f"{len(outcomes)} seeds x {sum(kinds.values())} faults ({_fmt_counts(dict(kinds))}): "
         f"{lost} lost, {duplicated} duplicated"
     )
-    failed = [o.plan.seed for o in outcomes if o.error is not None]
+    refusing = [o for o in outcomes if o.plan.refused_address is not None]
+    if refusing:
+        text += (f", {sum(o.expected_failure_problem() is None for o in refusing)} of {len(refusing)} jobs whose "
+                 f"function server refused an address failed naming it")
+    failed = [o.plan.seed for o in outcomes if o.error is not None and o.plan.refused_address is None]
     bad = [o.plan.seed for o in outcomes if not o.ok]
     if failed:
         text += f", {len(failed)} jobs failed (seeds {failed})"
@@ -1183,12 +1329,23 @@ def check_reference(workdir: Path, n: int = N, rate: int = RATE, workload: str =
     which must also have spilled), else what differs."""
     env = rs.StreamEnvironment(parallelism=2, flush_ms=20)
     env.enable_checkpointing(INTERVAL_MS, checkpoint_dir=str(workdir / "reference-chk"))
-    _build(env, n, rate * 4, None, workload=workload, spill_dir=str(workdir / "reference-spill"))
-    result = env.execute("drill-reference")
+    server = None
+    if workload == "statefun-remote":
+        from benchmarks.drill_remote import FunctionServerProcess
+
+        server = FunctionServerProcess(workdir, ())
+        server.start()
+    try:
+        _build(env, n, rate * 4, None, workload=workload, spill_dir=str(workdir / "reference-spill"),
+               remote_url=server.url if server is not None else None)
+        result = env.execute("drill-reference")
+    finally:
+        if server is not None:
+            server.stop()
     got = _output(result, None)
     want = _reference(workload, n)
     if sorted(got) == sorted(want):
-        if workload == "statefun" and not _spilled(result):
+        if workload in STATEFUN_WORKLOADS and not _spilled(result):
             return (f"the failure-free run of statefun spilled no message (inbox_memory_bytes="
                     f"{INBOX_MEMORY_BYTES}): the drill would not test spilling under its faults")
         return None
@@ -1238,8 +1395,9 @@ def run_drill(
     outcomes = []
     for seed in seeds:
         seed_dir = base / f"seed-{seed}"
-        outcome = run_seed(plan_seed(seed, kill_master, n, full_disk), seed_dir, reference, n, rate, state_backend, buffer_bytes,
-                           workload)
+        plan = (remote_seed_plan(seed, kill_master, n, full_disk) if workload == "statefun-remote"
+                else plan_seed(seed, kill_master, n, full_disk))
+        outcome = run_seed(plan, seed_dir, reference, n, rate, state_backend, buffer_bytes, workload)
         outcomes.append(outcome)
         out(outcome.line())
         if not keep:
