@@ -187,7 +187,6 @@ def serve(port: int, plan: list[dict], log_path: str, generation: int) -> None:
 
     handler = RequestReplyHandler(remote_functions())
     counted = [0]
-    active = [0]
     slow_until: dict[tuple[str, str], float] = {}  # slow-call: address -> until when its requests are slow
 
     def log(kind: str, n: int, **more: Any) -> None:
@@ -240,11 +239,7 @@ def serve(port: int, plan: list[dict], log_path: str, generation: int) -> None:
             else:
                 transport.close()
             return response
-        active[0] += 1
-        try:
-            reply = await handler.handle_async(body)
-        finally:
-            active[0] -= 1
+        reply = await handler.handle_async(body)
         return web.Response(body=reply, content_type="application/octet-stream")
 
     app = web.Application(client_max_size=64 << 20)
