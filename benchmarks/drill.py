@@ -1323,9 +1323,15 @@ def summary(outcomes: list[DrillOutcome]) -> str:
         f"{len(outcomes)} seeds x {sum(kinds.values())} faults ({_fmt_counts(dict(kinds))}): "
         f"{lost} lost, {duplicated} duplicated"
     )
+    server_kinds = {f.kind for o in outcomes for f in o.plan.remote} | {"kill-server"}
+    injected: Counter[str] = Counter()
+    for o in outcomes:
+        injected.update({k: v for k, v in o.injected.items() if k in server_kinds})
+    if any(o.plan.remote for o in outcomes):  # (statefun-remote: what the function server did, summed)
+        text += f"; function server: {_fmt_counts(dict(injected)) or 'nothing injected'}"
     refusing = [o for o in outcomes if o.plan.refused_address is not None]
     if refusing:
-        text += (f", {sum(o.expected_failure_problem() is None for o in refusing)} of {len(refusing)} jobs whose "
+        text += (f"; {sum(o.expected_failure_problem() is None for o in refusing)} of {len(refusing)} jobs whose "
                  f"function server refused an address failed naming it")
     failed = [o.plan.seed for o in outcomes if o.error is not None and o.plan.refused_address is None]
     bad = [o.plan.seed for o in outcomes if not o.ok]
