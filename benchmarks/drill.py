@@ -1273,7 +1273,8 @@ def _run_seed(
                 info = client.info()
                 m = client.metrics().get("operators", {}).get(FUNCTIONS_NAME, {})
                 gauges = {g: m[g] for g in ("queued_messages", "held_ingress", "in_flight", "remote_in_flight",
-                                            "invocations") if g in m}
+                                            "invocations", "delayed_scheduled", "delayed_fired", "delayed_cancelled",
+                                            "remote_requests", "remote_retries") if g in m}
                 outcome.notes.append(f"when given up: status {info.get('status')}, attempt {info.get('attempt')}, "
                                      f"restarts {info.get('restarts')}; {FUNCTIONS_NAME}: {gauges or 'no metrics'}")
         except Exception as why:  # noqa: BLE001 - a master being replaced answers nothing useful
