@@ -30,6 +30,16 @@ the gRPC pollers) and the master's::
 
     python -m benchmarks.profile_scaleout batch/window --threads --repeat 3
 
+``--split`` runs no job: it reads the data set and prints, per subtask of the ``key_by("key")``
+edge at ``--parallelism`` (the engine's own key groups), the events, keys and (key, 1 s window)
+pairs it receives, and the speed-up bound of a keyed stage whose work is proportional to each
+(all work / the busiest subtask's): the benchmark's Zipf keys put ~66% of the raw events on one
+subtask at p=2, so a keyed stage that gets every record (the record API's window, which does not
+pre-aggregate) cannot run faster than ~1.5x there, while one fed by a combiner (one partial per
+key and window) splits evenly::
+
+    python -m benchmarks.profile_scaleout --split --parallelism 2
+
 ``nexmark/qN`` profiles a Nexmark query (``--events``) and prints its python loop's CPU
 seconds first: ``python -m benchmarks.profile_scaleout nexmark/q7,nexmark/q8 --top 10``.
 """
@@ -48,7 +58,7 @@ import time
 from functools import partial
 from typing import Any, Callable
 
-__all__ = ["main"]
+__all__ = ["key_split", "main"]
 
 CATEGORIES = (
     ("exchange", ("ray/actor.py", "_private/worker.py", "channels.py:", "_wait_for_credit")),
@@ -242,6 +252,49 @@ def _threads_report(name: str, fn: Callable[..., Any], data: str, repeat: int) -
                 print(f"   {proc}: " + ", ".join(f"{n} {c:.2f}" for n, c in names.items()))
 
 
+def key_split(path: str, parallelism: int, window_ms: int = 1000, max_parallelism: int = 128) -> dict[str, list[int]]:
+    """Per subtask of a ``key_by("key")`` edge at ``parallelism`` (the engine's routing: key
+    groups of :func:`~engine.keygroups.key_groups_of_array`, Flink's range per subtask): how
+    many of the file's events, distinct keys and distinct (key, ``window_ms`` tumbling window)
+    pairs it receives.
+
+    Example:
+        >>> import pyarrow as pa, pyarrow.parquet as pq, tempfile, os
+        >>> f = os.path.join(tempfile.mkdtemp(), "e.parquet")
+        >>> pq.write_table(pa.table({"key": ["a", "a", "b"], "ts": [0, 1500, 10]}), f)
+        >>> split = key_split(f, 1)
+        >>> split["events"], split["keys"], split["key windows"]
+        ([3], [2], [3])
+    """
+    import numpy as np
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from raystream.engine.keygroups import key_groups_of_array
+
+    table = pq.read_table(path, columns=["key", "ts"])
+    keys = pc.dictionary_encode(table.column("key")).combine_chunks()
+    codes = keys.indices.to_numpy().astype(np.int64)
+    subtask_of_key = key_groups_of_array(keys.dictionary, max_parallelism) * parallelism // max_parallelism
+    subtask = subtask_of_key[codes]
+    window = table.column("ts").to_numpy() // window_ms
+    pairs = codes * (int(window.max() - window.min()) + 1) + (window - window.min())
+    _, first = np.unique(pairs, return_index=True)
+    return {
+        "events": np.bincount(subtask, minlength=parallelism).tolist(),
+        "keys": np.bincount(subtask_of_key[np.unique(codes)], minlength=parallelism).tolist(),
+        "key windows": np.bincount(subtask[first], minlength=parallelism).tolist(),
+    }
+
+
+def _split_report(path: str, parallelism: int) -> None:
+    for what, counts in key_split(path, parallelism).items():
+        total = sum(counts)
+        bound = total / max(counts) if total else float("nan")
+        print(f"== key_by('key') at p={parallelism}, {what} per subtask: {counts} "
+              f"(busiest {max(counts) / total:.1%}; a stage with work proportional to them: <= {bound:.2f}x p=1)")
+
+
 def _nexmark_jobs(events: int) -> dict[str, Callable[..., Any]]:
     """``nexmark/qN``: the Nexmark query's dataflow at the given parallelism, as timed by
     ``benchmarks.bench_nexmark`` (generation in the source tasks, results collected)."""
@@ -284,7 +337,16 @@ def main(argv: list[str] | None = None) -> None:
                     help="CPU seconds per OS thread of each task actor, sampled from /proc (no cProfile)")
     ap.add_argument("--repeat", type=int, default=3, help="--cpu/--threads: runs per parallelism (interleaved)")
     ap.add_argument("--events", type=int, default=200_000, help="events of the nexmark/qN workloads")
+    ap.add_argument("--split", action="store_true",
+                    help="no job: events, keys and (key, window) pairs per subtask of key_by('key') (see above)")
+    ap.add_argument("--parallelism", type=int, default=2, help="--split: the keyed stage's parallelism")
     args = ap.parse_args(argv)
+    if args.split:
+        from benchmarks import datagen
+
+        datagen.ensure_parquet(args.data, 2_000_000)
+        _split_report(args.data, args.parallelism)
+        return
     out_dir = tempfile.mkdtemp(prefix="raystream-profile-")
     plain = args.cpu or args.threads
     if not plain:
