@@ -219,6 +219,8 @@ class DrillPlan:
     timeout_ms: int
     #: the function server's faults (``statefun-remote``: :func:`benchmarks.drill_remote.remote_plan`)
     remote: tuple = ()
+    #: statefun-remote: the function server's handler, "raystream" or "sdk" (the official SDK's)
+    server: str = ""
 
     @property
     def refused_address(self) -> str | None:
@@ -227,7 +229,8 @@ class DrillPlan:
         return next((f.address for f in self.remote if f.kind == "refuse-address"), None)
 
     def describe(self) -> str:
-        return f"{', '.join(map(str, self.faults + self.remote))} [{self.sink}, p={self.parallelism}]"
+        server = f", {self.server} server" if self.server else ""
+        return f"{', '.join(map(str, self.faults + self.remote))} [{self.sink}, p={self.parallelism}{server}]"
 
 
 @dataclass
@@ -395,7 +398,7 @@ def remote_seed_plan(seed: int, kill_master: bool = True, n: int = N, full_disk:
         >>> remote_seed_plan(5) == remote_seed_plan(5)
         True
     """
-    from benchmarks.drill_remote import remote_plan
+    from benchmarks.drill_remote import remote_plan, server_kind
 
     plan = plan_seed(seed, kill_master, n, full_disk)
     remote = remote_plan(seed, n, refuse)
@@ -407,7 +410,7 @@ def remote_seed_plan(seed: int, kill_master: bool = True, n: int = N, full_disk:
     rest = tuple(f for f in remote if f.kind != "kill-server")
     if any(f.kind == "refuse-address" for f in rest):
         faults = [f for f in faults if f.at_record is None]
-    return DrillPlan(plan.seed, tuple(faults), plan.sink, plan.parallelism, plan.timeout_ms, rest)
+    return DrillPlan(plan.seed, tuple(faults), plan.sink, plan.parallelism, plan.timeout_ms, rest, server_kind(seed))
 
 
 def _kill_at(kind: str, fraction: float, n: int) -> Fault:
@@ -1196,7 +1199,7 @@ def run_seed(
         from benchmarks.drill_remote import FunctionServerProcess
 
         workdir.mkdir(parents=True, exist_ok=True)
-        server = FunctionServerProcess(workdir, plan.remote)
+        server = FunctionServerProcess(workdir, plan.remote, kind=plan.server or "raystream")
         server.start()
     try:
         return _run_seed(plan, workdir, reference, n, rate, state_backend, buffer_bytes, workload, server)

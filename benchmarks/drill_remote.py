@@ -62,6 +62,8 @@ __all__ = [
     "RemoteFault",
     "remote_plan",
     "remote_functions",
+    "sdk_functions",
+    "server_kind",
     "endpoints",
     "FunctionServerProcess",
     "serve",
@@ -152,6 +154,69 @@ def remote_functions() -> Any:
     return functions
 
 
+def sdk_functions() -> Any:
+    """The same counter and fan written against the official SDK (``statefun``), which the
+    server of half the seeds answers with (:func:`server_kind`)."""
+
+    import statefun
+
+    from benchmarks.drill import (
+        COUNTER,
+        DELAY_EVERY,
+        DELAY_MS,
+        EGRESS,
+        FAN,
+        LATE,
+        LATE_IDS,
+        fan_hops,
+        fan_targets,
+        hop_target,
+        record,
+    )
+
+    json_type = statefun.make_json_type("drill/record")
+    functions = statefun.StatefulFunctions()
+
+    @functions.bind(COUNTER, specs=[statefun.ValueSpec("n", statefun.IntType), statefun.ValueSpec("total", statefun.IntType)])
+    def counter(context: Any, message: Any) -> None:
+        i = message.as_int()
+        key = context.address.id
+        n = (context.storage.n or 0) + 1
+        total = (context.storage.total or 0) + record(i)["value"]
+        context.storage.n, context.storage.total = n, total
+        context.send_egress(statefun.egress_message_builder(EGRESS, ["count", key, n, total, i], json_type))
+        for target in fan_targets(key, n):
+            context.send(statefun.message_builder(FAN, target, value=[key, n, fan_hops(key, n)], value_type=json_type))
+        if i % DELAY_EVERY == 3:
+            context.send_after(timedelta(milliseconds=DELAY_MS),
+                               statefun.message_builder(LATE, f"l{i % LATE_IDS}", int_value=i))
+
+    @functions.bind(FAN, specs=[statefun.ValueSpec("m", statefun.IntType)])
+    def fan(context: Any, message: Any) -> None:
+        origin, n, hops = message.as_type(json_type)
+        at = context.address.id
+        m = (context.storage.m or 0) + 1
+        context.storage.m = m
+        context.send_egress(statefun.egress_message_builder(EGRESS, ["fan", at, m], json_type))
+        context.send_egress(statefun.egress_message_builder(EGRESS, ["fan-from", at, origin, n, hops], json_type))
+        if hops > 0:
+            context.send(statefun.message_builder(FAN, hop_target(at, origin, n, hops), value=[origin, n, hops - 1],
+                                                  value_type=json_type))
+
+    return functions
+
+
+def server_kind(seed: int) -> str:
+    """Which handler the function server of ``seed`` runs: ``"raystream"``
+    (:func:`statefun_api.server.make_app`'s) or ``"sdk"`` (the official SDK's
+    ``RequestReplyHandler``, when it is installed), half the seeds each."""
+    try:
+        import statefun  # noqa: F401
+    except ImportError:
+        return "raystream"
+    return "sdk" if random.Random(f"{seed}/server").random() < 0.5 else "raystream"
+
+
 def endpoints(url: str, call_timeout_s: float = CALL_TIMEOUT_S, read_timeout_s: float = READ_TIMEOUT_S) -> list[Any]:
     """The runtime's endpoints of the counter and fan functions served at ``url`` (a test under
     load passes a call timeout long enough that no call fails for a slow machine)."""
@@ -175,8 +240,9 @@ def _log(path: str, entry: dict) -> None:
         f.write(json.dumps(entry) + "\n")
 
 
-def serve(port: int, plan: list[dict], log_path: str, generation: int) -> None:
-    """Serve :func:`remote_functions` on ``127.0.0.1:port`` (any POST path), injecting the
+def serve(port: int, plan: list[dict], log_path: str, generation: int, kind: str = "raystream") -> None:
+    """Serve :func:`remote_functions` (``kind="sdk"``: :func:`sdk_functions` with the official
+    SDK's handler) on ``127.0.0.1:port`` (any POST path), injecting the
     faults of ``plan`` (:meth:`RemoteFault.to_json`; only ``refuse-address`` in a server of
     ``generation`` > 0) and logging each to ``log_path``. Runs until killed."""
     from aiohttp import web
@@ -185,7 +251,12 @@ def serve(port: int, plan: list[dict], log_path: str, generation: int) -> None:
     from raystream.statefun_api.handler import RequestReplyHandler
     from raystream.statefun_api.reqreply import decode_to_function
 
-    handler = RequestReplyHandler(remote_functions())
+    if kind == "sdk":
+        import statefun
+
+        handler: Any = statefun.RequestReplyHandler(sdk_functions())
+    else:
+        handler = RequestReplyHandler(remote_functions())
     counted = [0]
     slow_until: dict[tuple[str, str], float] = {}  # slow-call: address -> until when its requests are slow
 
@@ -251,7 +322,8 @@ class FunctionServerProcess:
     """The function server of one seed, in a process of its own (``python -m
     benchmarks.drill_remote``), started again on the same port after a kill."""
 
-    def __init__(self, workdir: Path, faults: tuple[RemoteFault, ...], spare: bool = True) -> None:
+    def __init__(self, workdir: Path, faults: tuple[RemoteFault, ...], spare: bool = True, kind: str = "raystream"
+                 ) -> None:
         from raystream.statefun_api.testing import free_port
 
         self.port = free_port()
@@ -265,6 +337,7 @@ class FunctionServerProcess:
         # listen: a restart then takes the downtime planned, not Python's start-up
         self._spare: subprocess.Popen | None = None
         self._spares = spare  # keep a successor waiting (False: a restart starts Python anew)
+        self.kind = kind  # the handler: "raystream" or "sdk" (see server_kind)
         self.kills = 0
 
     def _spawn(self, generation: int) -> subprocess.Popen:
@@ -273,7 +346,7 @@ class FunctionServerProcess:
         with open(self.log_path + ".stderr", "a") as stderr:
             return subprocess.Popen(
                 [sys.executable, "-m", "benchmarks.drill_remote", "--port", str(self.port), "--plan", self.plan_path,
-                 "--log", self.log_path, "--generation", str(generation), "--wait-for-stdin"],
+                 "--log", self.log_path, "--generation", str(generation), "--handler", self.kind, "--wait-for-stdin"],
                 cwd=root, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr,
             )
 
@@ -337,18 +410,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plan", required=True, help="the faults (JSON list of RemoteFault.to_json())")
     p.add_argument("--log", required=True, help="a JSON-lines file each injection is appended to")
     p.add_argument("--generation", type=int, default=0, help="0 for the first server, then 1, 2... after kills")
+    p.add_argument("--handler", choices=["raystream", "sdk"], default="raystream",
+                   help="raystream's RequestReplyHandler, or the official SDK's")
     p.add_argument("--wait-for-stdin", action="store_true", help="listen once a line arrives on stdin "
                    "(nothing: exit); the driver starts the next server before it kills this one")
     args = p.parse_args(argv)
     import aiohttp.web  # noqa: F401  (imported before the wait: a restart takes no import time)
 
     import raystream.statefun_api.handler  # noqa: F401
-    remote_functions()
+    remote_functions() if args.handler == "raystream" else sdk_functions()
     if args.wait_for_stdin and not sys.stdin.readline():
         return 0
     with open(args.plan) as f:
         plan = json.load(f)
-    serve(args.port, plan, args.log, args.generation)
+    serve(args.port, plan, args.log, args.generation, args.handler)
     return 0
 
 

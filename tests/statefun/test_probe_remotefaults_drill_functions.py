@@ -65,33 +65,36 @@ def test_remote_plans_are_deterministic_and_cover_every_server_fault():
             assert [f for f in plan.faults if f.kind != "kill-server"] == list(base.faults)
 
 
-def test_the_remote_functions_give_the_reference_egress_under_server_faults(tmp_path):
-    faults = (RemoteFault("http-5xx", 3, times=4), RemoteFault("reset", 12, times=2), RemoteFault("cut", 20, times=2),
-              RemoteFault("slow-read", 30, delay=1.0))
-    server = FunctionServerProcess(tmp_path, faults, spare=False)
+@pytest.mark.parametrize("kind", ["raystream", "sdk"])
+def test_the_remote_functions_give_the_reference_egress_under_server_faults(tmp_path, kind):
+    if kind == "sdk":
+        pytest.importorskip("statefun")
+    faults = (RemoteFault("http-5xx", 3, times=4), RemoteFault("reset", 8, times=2), RemoteFault("cut", 12, times=2),
+              RemoteFault("slow-read", 16, delay=0.6))
+    server = FunctionServerProcess(tmp_path, faults, spare=False, kind=kind)
     server.start()
     try:
-        got = _run(server, 300, tmp_path)
+        got = _run(server, 150, tmp_path)
     finally:
         server.stop()
-    assert sorted(got) == sorted(statefun_reference(300))
+    assert sorted(got) == sorted(statefun_reference(150))
     assert server.injected() == {"http-5xx": 4, "reset": 2, "cut": 2, "slow-read": 1}
 
 
 def test_the_function_server_killed_and_started_again_loses_and_duplicates_nothing(tmp_path):
-    server = FunctionServerProcess(tmp_path, ())
+    server = FunctionServerProcess(tmp_path, (), spare=False)  # (started again from scratch: down a while)
     server.start()
 
     def kill_then_start(start: int) -> None:
-        if start == 100:  # with the next 50 messages queued: their requests meet a dead server
+        if start == 50:  # with the next 50 messages queued: their requests meet a dead server
             server.kill()
             server.start()
 
     try:
-        got = _run(server, 200, tmp_path, kill_then_start)
+        got = _run(server, 150, tmp_path, kill_then_start)
     finally:
         server.stop()
-    assert sorted(got) == sorted(statefun_reference(200))
+    assert sorted(got) == sorted(statefun_reference(150))
     assert server.injected() == {"kill-server": 1}
 
 
