@@ -1218,8 +1218,19 @@ class JobMaster:
         False: ``p`` is not to be sent: the directory could not be made (``p`` is aborted, as
         a checkpoint that failed), or ``p`` ended meanwhile (a restart, the job's end; the
         directory made behind its discard is deleted again)."""
+        made = asyncio.ensure_future(
+            asyncio.to_thread(self._checkpoints.storage.prepare_checkpoint, self._job_id, p.checkpoint_id))
         try:
-            await asyncio.to_thread(self._checkpoints.storage.prepare_checkpoint, self._job_id, p.checkpoint_id)
+            await asyncio.shield(made)
+        except asyncio.CancelledError:
+            # the attempt ended meanwhile (its checkpoint loop is cancelled) and ``p`` with it: the
+            # directory the worker thread still makes goes again once it is made
+            def discard(fut: asyncio.Future) -> None:
+                if not fut.cancelled() and fut.exception() is None:
+                    self._discard_aborted(p.checkpoint_id)
+
+            made.add_done_callback(discard)
+            raise
         except Exception as exc:  # noqa: BLE001 - the checkpoint fails, not the job
             if p.status == "PENDING" and attempt == self.attempt:
                 self._abort(p, f"creating its directory in checkpoint storage failed: {exc}")

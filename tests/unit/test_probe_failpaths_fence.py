@@ -171,3 +171,52 @@ def test_a_checkpoint_directory_that_cannot_be_made_fails_the_checkpoint_not_the
     failed = [h for h in result["checkpoints"]["history"] if h["id"] == 2]
     assert failed and failed[0]["status"] == "ABORTED" and "creating its directory" in failed[0]["reason"]
     assert master.restarts == 0 and {"final-0", "final-1"} <= set(tags(result))
+
+
+def test_a_directory_made_after_its_job_was_cancelled_goes_again(tmp_path, monkeypatch):
+    """The job is cancelled while checkpoint 3's directory is being made (a slow mkdir): the
+    checkpoint is aborted and its directory discarded before the mkdir lands; the directory
+    made after that is discarded too, not left behind."""
+    real = CheckpointStorage.prepare_checkpoint
+    in_mkdir, let_go, made = threading.Event(), threading.Event(), threading.Event()
+
+    def prepare(storage: CheckpointStorage, job_id: str, checkpoint_id: int) -> None:
+        if checkpoint_id == HELD:
+            in_mkdir.set()
+            let_go.wait(60)
+            real(storage, job_id, checkpoint_id)
+            made.set()
+            return
+        real(storage, job_id, checkpoint_id)
+
+    real_discard = CheckpointStorage.discard
+    discarded: list[int] = []
+
+    def discard(storage: CheckpointStorage, job_id: str, checkpoint_id: int) -> None:
+        real_discard(storage, job_id, checkpoint_id)
+        discarded.append(checkpoint_id)
+
+    monkeypatch.setattr(CheckpointStorage, "prepare_checkpoint", prepare)
+    monkeypatch.setattr(CheckpointStorage, "discard", discard)
+    master, _runtime, graph, config = master_until_stopped(tmp_path)
+    chk = tmp_path / "job-1" / f"chk-{HELD}"
+
+    async def main() -> Any:
+        job = asyncio.ensure_future(master.run(graph, config, "job-1", None, False))
+        while not in_mkdir.is_set():
+            await asyncio.sleep(0.01)
+        await master.cancel("job-1")
+        outcome = (await asyncio.gather(asyncio.wait_for(job, 60), return_exceptions=True))[0]
+        while HELD not in discarded:  # (the abort's discard, before the mkdir lands)
+            await asyncio.sleep(0.01)
+        let_go.set()
+        while not made.is_set() or chk.exists():  # (the master's loop goes on: it deletes it again)
+            await asyncio.sleep(0.01)
+        return outcome
+
+    try:  # (a directory left behind never goes: the timeout turns that into a failure)
+        outcome = asyncio.run(asyncio.wait_for(main(), 20))
+    finally:
+        let_go.set()
+    assert master.status == "CANCELLED" and "cancelled" in str(outcome)
+    assert not chk.exists() and discarded.count(HELD) >= 2
