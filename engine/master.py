@@ -240,6 +240,7 @@ class JobMaster:
         self._slot_executors: dict[str, Any] = {}
         self._busy = False
         self._cleanups: set[asyncio.Future] = set()  # deletions of ended jobs' checkpoints still running
+        self._sink_cleanups: set[asyncio.Future] = set()  # (of them, the sinks' clean-ups at a job's end)
         # job id -> the deletion of its checkpoints, done once its driver has the result
         self._ending: dict[str, Callable[[], Awaitable[None]]] = {}
         self.checkpoint_cleanup: str | None = None  # what became of the last job's checkpoints
@@ -629,6 +630,9 @@ class JobMaster:
         would run again from its start, its output into the sinks twice."""
         restoring, self._restoring = self._restoring, None
         coordinator, job_id, status = self.coordinator, self._job_id, self.status
+        # the sinks clean up again once the checkpoints are deleted: the files those recorded
+        # (kept by _clean_up_sinks for a job started from them) have no checkpoint left
+        cleaners = self._sink_cleaners() if status in ("FAILED", "CANCELLED") else {}
         keeps = getattr(self._config.checkpoint, "keeps", None)
         doomed = coordinator is not None and keeps is not None and not keeps(status)
         if coordinator is not None and not doomed:
@@ -644,6 +648,7 @@ class JobMaster:
             if not doomed or storage is None:
                 return
             self.checkpoint_cleanup = "deleting"
+            deleted: Any = ()
             async with lock:  # (after the deletions of aborted checkpoints queued before it)
                 try:
                     deleted, kept = await asyncio.to_thread(storage.discard_job, job_id)
@@ -659,6 +664,13 @@ class JobMaster:
                         log.info("job %s: %s", job_id, outcome)
                 if self.job_id == job_id:  # (a pooled master may run the next job already)
                     self.checkpoint_cleanup = outcome
+            if cleaners and deleted:
+                # (after the end's first clean-up: what a checkpoint another job restores from
+                # records stays, as _recorded_committables still reads it)
+                await asyncio.gather(*self._sink_cleanups)
+                swept = await asyncio.to_thread(self._clean_up_sinks_now, job_id, status, coordinator, cleaners)
+                if self.job_id == job_id:
+                    self.sink_cleanup = f"{self.sink_cleanup}; with the checkpoints: {swept}"
 
         self._ending[job_id] = clean
 
@@ -738,8 +750,7 @@ class JobMaster:
         failure is logged and ``job_info()["sink_cleanup"]`` says so ("failed: ..."); what it
         could not delete stays, hidden. Storage whose checkpoints cannot be read deletes nothing
         (it cannot tell what they record)."""
-        cleaners = {uid: fn for uid, committer in self.committers.items()
-                    if (fn := getattr(committer, "clean_up_after_job", None)) is not None}
+        cleaners = self._sink_cleaners()
         if not cleaners:
             return
         job_id, status, coordinator = self._job_id, self.status, self.coordinator
@@ -759,11 +770,18 @@ class JobMaster:
         fut = asyncio.ensure_future(clean())
         self._cleanups.add(fut)
         fut.add_done_callback(self._cleanups.discard)
+        self._sink_cleanups.add(fut)
+        fut.add_done_callback(self._sink_cleanups.discard)
         try:
             await asyncio.wait_for(asyncio.shield(fut), CLEANUP_WAIT_S)
         except asyncio.TimeoutError:
             log.warning("job %s: cleaning up its sinks' uncommitted files takes longer than %.0f s; it goes on in the "
                         "background", job_id, CLEANUP_WAIT_S)
+
+    def _sink_cleaners(self) -> dict[str, Any]:
+        """The job's sinks' ``clean_up_after_job`` by sink uid (the committers that have one)."""
+        return {uid: fn for uid, committer in self.committers.items()
+                if (fn := getattr(committer, "clean_up_after_job", None)) is not None}
 
     def _clean_up_sinks_now(self, job_id: str, status: str, coordinator: Any, cleaners: dict[str, Any]) -> str:
         """:meth:`_clean_up_sinks` on a worker thread; returns its outcome."""
