@@ -11,7 +11,9 @@ For each seed, ``random.Random(seed)`` picks one or two storage faults, injected
 ``slow-state``             every state write takes 20-100 ms (+ jitter): slow acks
 ``slow-metadata-timeout``  ``_metadata`` writes take 0.3-0.9 s, longer than the
                            checkpoint timeout: checkpoints time out while completing
-``fail-state``             the state writes of one checkpoint (``chk-<n>``) fail
+``fail-state``             the state writes of one checkpoint (``chk-<n>``: its operators' and
+                           finished tasks' files) fail; not a takeover's fence
+                           (``chk-<n>/_abandoned``), written later
 ``fail-metadata``          the ``_metadata`` write of one checkpoint fails
 ``fail-rename``            the rename that publishes one ``_metadata`` (or, with the
                            JSON-lines sink, a committed part file) fails; sometimes
@@ -325,7 +327,10 @@ def _storage_fault(kind: str, rng: random.Random, sink: str) -> tuple[Fault, int
         rule = FaultRule("write_metadata", delay_s=delay)
         return Fault(kind, f"{delay:.2f} s vs timeout {timeout_ms} ms", (rule,)), timeout_ms
     if kind == "fail-state":
-        rule = FaultRule("write_state", path_glob=f"*/chk-{n}", fail=True)
+        # (the files in the checkpoint's subdirectories: a new master's fence of the checkpoint,
+        # chk-<n>/_abandoned, is not one of its state writes; failing it too made the takeover
+        # impossible by construction, and the job failed: seed 63 of statefun-remote)
+        rule = FaultRule("write_state", path_glob=f"*/chk-{n}/*/*", fail=True)
         return Fault(kind, f"chk-{n}", (rule,)), None
     if kind == "fail-metadata":
         rule = FaultRule("write_metadata", path_glob=f"*/chk-{n}", fail=True)
