@@ -135,7 +135,9 @@ from raystream.statefun_api.routing import (
     TARGET_TYPENAME,
     VALUE,
     VALUE_TYPENAME,
+    CompactMessages,
     FeedbackBatches,
+    IngressRecords,
     MessageRecord,
     address_key,
     decode_egress_value,
@@ -180,6 +182,42 @@ _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _RSS_EVERY_S = 0.05
 _new_message = _new_address = object.__new__
 _refcount = getattr(sys, "getrefcount", lambda obj: 1 << 30)  # no reference counts (not CPython): never reuse
+
+
+class _QueuedValues(list):  # type: ignore[type-arg]
+    """An address's queued ingress messages in compact form, from the second: their values
+    (of the function type's compact value typename, ``FunctionDispatcher._compact_vt``); one
+    such message is queued as its bare value (see :meth:`FunctionDispatcher._enqueue_compact`)."""
+
+    __slots__ = ()
+
+
+class _CompactRecords:
+    """The message records of an address's messages in compact form (its values), for what
+    reads records (errors, async functions, :meth:`FunctionDispatcher._apply`): each record is
+    made when read."""
+
+    __slots__ = ("typename", "fid", "value_typename", "values")
+
+    def __init__(self, typename: str, fid: str, value_typename: str, values: list[Any]) -> None:
+        self.typename = typename
+        self.fid = fid
+        self.value_typename = value_typename
+        self.values = values
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def _record(self, value: Any) -> MessageRecord:
+        return (self.typename, self.fid, "", "", self.value_typename, value, True)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self._record(v) for v in self.values[index]]
+        return self._record(self.values[index])
+
+    def __iter__(self) -> Any:
+        return map(self._record, self.values)
 
 
 class _Layout:
@@ -307,7 +345,14 @@ class FunctionDispatcher(StreamOperator):
         # record, a list from the second: so the many addresses with one message each leave no
         # list to the garbage collector. `_ready`: the key (typename, id) of each address
         # queued there, once, in the order they are invoked
-        self._pending: dict[str, dict[str, list[MessageRecord] | MessageRecord]] = {}
+        # ingress messages in compact form (CompactMessages) are queued there as their values:
+        # one as its bare value (a built-in int, float, bool or str: never a tuple or a list), a
+        # _QueuedValues from the second; their value typename is the function type's in
+        # `_compact_vt` (set by the first compact messages to it; others come as records). A
+        # record queued behind compact messages turns the address's queue into records, so
+        # every address keeps its messages in arrival order
+        self._pending: dict[str, dict[str, Any]] = {}
+        self._compact_vt: dict[str, str] = {}
         self._ready: deque[tuple[str, str]] = deque()
         self._pending_count = 0
         # messages to other subtasks leave with their values held decoded (issue 13)
@@ -319,7 +364,10 @@ class FunctionDispatcher(StreamOperator):
         self._active_limit = 2 * config.drain_step
         self._inbox: SpillingQueue | None = None  # the rest, in arrival order (created in open)
         self._overflow: list[MessageRecord] = []  # local messages of this step bound for the inbox
-        self._held: list[MessageRecord] = []  # ingress messages not admitted yet, oldest first
+        # ingress messages not admitted yet, oldest first: pieces (lists of records, or
+        # CompactMessages), `_held_n` messages in all
+        self._held: deque[list[MessageRecord] | CompactMessages] = deque()
+        self._held_n = 0
         self._remote: list[MessageRecord] = []
         self._egress_out: dict[str, list[Any]] = {}
         self._egress_rows = 0
@@ -457,17 +505,17 @@ class FunctionDispatcher(StreamOperator):
         (:func:`~statefun_api.queued_state.queued_snapshot`: a restored subtask receives its
         key groups' only); keyed state is snapshotted by the task."""
         pending = self._pending
-        queued = [
-            record for key in self._ready for q in (pending[key[0]][key[1]],) for record in (q if isinstance(q, list) else (q,))
-        ]
+        queued: list[MessageRecord] = []
+        for key in self._ready:
+            queued.extend(self._queued_records(key[0], key[1], pending[key[0]][key[1]]))
         if self._rpc is not None:
             queued.extend(self._rpc.pending_records())
         inbox = self._inbox
         batches = inbox.snapshot() if inbox is not None else []
         if self._overflow:
             batches.append(typed_records_batch(self._overflow))
-        if self._held:
-            batches.append(typed_records_batch(self._held))
+        for piece in self._held:
+            batches.append(typed_records_batch(piece.records() if type(piece) is CompactMessages else piece))  # type: ignore[union-attr,arg-type]
         if self._has_work():
             self._busy_checkpoints.add(checkpoint_id)
         return queued_snapshot(queued, batches, self._key_group, self._max_parallelism)
@@ -545,7 +593,7 @@ class FunctionDispatcher(StreamOperator):
         in-flight work is under ``max_in_flight`` and held otherwise; messages from the
         feedback edge are always queued. The invocations run in mailbox continuations."""
         if _from_ingress(batch):
-            self._held.extend(batch.records())
+            self._hold(batch.records())
             self._admit()
         elif batch.is_arrow and (self._pending_count >= self._active_limit or self._overflow or len(self._inbox or ())):
             self._inbox.push_arrow(batch.arrow())  # type: ignore[union-attr]  # (created in open)
@@ -563,7 +611,7 @@ class FunctionDispatcher(StreamOperator):
     def pending_messages(self) -> int:
         """Messages accepted and not yet invoked (active set and queue, spilled included),
         plus ingress messages held back."""
-        n = self._pending_count + len(self._overflow) + len(self._held)
+        n = self._pending_count + len(self._overflow) + self._held_n
         return n + (len(self._inbox) if self._inbox is not None else 0)
 
     def pending_delayed(self) -> int:
@@ -641,27 +689,71 @@ class FunctionDispatcher(StreamOperator):
         if groups is not None:
             kg_cache.update(zip(new, groups.tolist()))
 
+    def _hold(self, records: list[MessageRecord]) -> None:
+        """Hold an ingress batch's ``records``: in compact form when they are a routed
+        ingress's :class:`~statefun_api.routing.IngressRecords` to function types invoked here
+        whose compact value typename they share (see ``_pending`` in ``__init__``)."""
+        compact = records.compact if type(records) is IngressRecords else None
+        if compact is not None and all(map(self._takes_compact, compact)):
+            for c in compact:  # (a CompactMessages of our own: split as it is admitted)
+                self._held.append(CompactMessages(c.typename, c.value_typename, c.ids, c.values))
+        else:
+            self._held.append(list(records))
+        self._held_n += len(records)
+
+    def _takes_compact(self, messages: CompactMessages) -> bool:
+        typename = messages.typename
+        return typename in self._invoked_here and self._compact_vt.setdefault(typename, messages.value_typename) == messages.value_typename
+
+    def _queued_records(self, typename: str, fid: str, q: Any) -> list[MessageRecord]:
+        """The records of the messages queued for the address ``(typename, fid)`` as ``q``."""
+        tq = type(q)
+        if tq is list:
+            return q  # type: ignore[no-any-return]
+        if tq is tuple:
+            return [q]
+        vt = self._compact_vt[typename]
+        return [(typename, fid, "", "", vt, v, True) for v in (q if tq is _QueuedValues else (q,))]
+
     def _admit(self) -> None:
         """Move held ingress messages into the queue while the in-flight work is under the cap."""
         held = self._held
         if not held:
             return
         room = self.config.max_in_flight - self.in_flight()
-        if room <= 0:
-            return
-        if room >= len(held):
-            batch = held
-            self._held = []
-        else:  # (the head taken in C: no Python step per message)
-            batch = held[:room]
-            del held[:room]
-        self._accept(batch)
+        while held and room > 0:
+            piece = held[0]
+            n = len(piece)
+            if n <= room:
+                held.popleft()
+            elif type(piece) is CompactMessages:
+                piece = piece.split(room)
+                n = room
+            else:  # (the head taken in C: no Python step per message)
+                head = piece[:room]  # type: ignore[index]
+                del piece[:room]  # type: ignore[union-attr]
+                piece = head
+                n = room
+            room -= n
+            self._held_n -= n
+            self._accept(piece)
 
-    def _accept(self, records: list[MessageRecord]) -> None:
+    def _accept(self, records: list[MessageRecord] | CompactMessages) -> None:
         """Queue ``records`` in arrival order: into the active set while it has room and
         nothing older waits in the queue, the rest into the queue."""
         inbox = self._inbox
         assert inbox is not None  # created in open
+        if type(records) is CompactMessages:
+            if not self._overflow and not len(inbox):
+                room = self._active_limit - self._pending_count
+                if room >= len(records):
+                    self._enqueue_compact(records)
+                    return
+                if room > 0:
+                    self._enqueue_compact(records.split(room))
+            inbox.push_compact(records)
+            return
+        assert type(records) is list
         i = 0
         if not self._overflow and not len(inbox):
             room = self._active_limit - self._pending_count
@@ -681,7 +773,40 @@ class FunctionDispatcher(StreamOperator):
         while len(inbox) and self._pending_count < self._active_limit:
             if rpc is not None and rpc.queued() >= limit:
                 return
-            self._enqueue_many(inbox.pop(self._active_limit - self._pending_count))
+            for piece in inbox.pop_pieces(self._active_limit - self._pending_count):
+                if type(piece) is CompactMessages:
+                    self._enqueue_compact(piece)
+                else:
+                    self._enqueue_many(piece)  # type: ignore[arg-type]
+
+    def _enqueue_compact(self, messages: CompactMessages) -> None:
+        """Queue ingress messages in compact form (to a function type invoked here) into the
+        active set, in order (see ``_pending`` in ``__init__``)."""
+        typename = messages.typename
+        vt = messages.value_typename
+        pending = self._pending.get(typename)
+        if pending is None:
+            pending = self._pending[typename] = {}
+        ready = self._ready
+        before = len(ready)
+        for fid, value in zip(messages.ids, messages.values):
+            q = pending.get(fid)
+            if q is None:
+                pending[fid] = value
+                ready.append((typename, fid))
+            else:
+                tq = type(q)
+                if tq is _QueuedValues:
+                    q.append(value)
+                elif tq is list:
+                    q.append((typename, fid, "", "", vt, value, True))
+                elif tq is tuple:
+                    pending[fid] = [q, (typename, fid, "", "", vt, value, True)]
+                else:
+                    pending[fid] = _QueuedValues((q, value))
+        self._pending_count += len(messages)
+        if len(ready) - before >= _KG_BATCH_MIN:
+            self._cache_key_groups(islice(ready, before, None))
 
     def _enqueue_many(self, records: list[MessageRecord]) -> None:
         """:meth:`_enqueue` of each record, in order (one pass; with remote or async function
@@ -703,10 +828,12 @@ class FunctionDispatcher(StreamOperator):
                 if q is None:
                     pending[record[1]] = record  # (one message: its record; see __init__)
                     ready.append(record[:2])
-                elif isinstance(q, list):
+                elif type(q) is list:
                     q.append(record)
-                else:
+                elif type(q) is tuple:
                     pending[record[1]] = [q, record]
+                else:  # (behind messages in compact form)
+                    pending[record[1]] = [*self._queued_records(typename, record[1], q), record]  # type: ignore[arg-type]
             self._pending_count += len(records)
             if len(ready) - before >= _KG_BATCH_MIN:
                 self._cache_key_groups(islice(ready, before, None))
@@ -733,10 +860,12 @@ class FunctionDispatcher(StreamOperator):
             if q is None:
                 pending[record[1]] = record
                 ready.append(record[:2])
-            elif isinstance(q, list):
+            elif type(q) is list:
                 q.append(record)
-            else:
+            elif type(q) is tuple:
                 pending[record[1]] = [q, record]
+            else:  # (behind messages in compact form)
+                pending[record[1]] = [*self._queued_records(typename, record[1], q), record]  # type: ignore[arg-type]
             local += 1
         self._pending_count += local
         if len(remote_keys) >= _KG_BATCH_MIN:  # (their requests read and write state at their key groups)
@@ -757,10 +886,12 @@ class FunctionDispatcher(StreamOperator):
         if q is None:
             pending[key[1]] = record
             self._ready.append(key)
-        elif isinstance(q, list):
+        elif type(q) is list:
             q.append(record)
-        else:
+        elif type(q) is tuple:
             pending[key[1]] = [q, record]
+        else:  # (behind messages in compact form)
+            pending[key[1]] = [*self._queued_records(key[0], key[1], q), record]
         self._pending_count += 1
 
     def _route(self, record: MessageRecord) -> None:
@@ -828,11 +959,14 @@ class FunctionDispatcher(StreamOperator):
         done = False
         failed: tuple[str, str] | None = None  # the address of the invocation under way (its records: `records`)
         records: list[MessageRecord] = []
+        values: list[Any] | None = None  # (messages in compact form: their values, `records` too)
         try:
             while ready and budget > 0:
                 key = ready.popleft()
                 queued = pending[key[0]].pop(key[1])
-                if isinstance(queued, list):
+                tq = type(queued)
+                values = None
+                if tq is list:
                     records = queued
                     n = len(records)
                     if n > limit:
@@ -840,15 +974,28 @@ class FunctionDispatcher(StreamOperator):
                         records = records[:limit]
                         n = limit
                         ready.append(key)
-                else:  # one message (see __init__)
+                elif tq is tuple:  # one message (see __init__)
                     records = [queued]
                     n = 1
+                else:  # in compact form: values (see __init__)
+                    if tq is _QueuedValues:
+                        values = queued
+                        n = len(values)
+                        if n > limit:
+                            pending[key[0]][key[1]] = _QueuedValues(values[limit:])
+                            values = values[:limit]
+                            n = limit
+                            ready.append(key)
+                    else:
+                        values = [queued]
+                        n = 1
+                    records = values  # (read through _invocation_records)
                 self._pending_count -= n
                 budget -= n
                 failed = key  # (no tuple per invocation: a container allocation on the hot path)
                 kg = targets.get(key)  # the key group of an address of our key groups
                 if kg is None:
-                    kg = self._target_of(key, records)
+                    kg = self._target_of(key, records, values)
                 if address is None:
                     address = _new_address(Address)
                     fields = address.__dict__  # (set as Address.of sets them)
@@ -881,26 +1028,48 @@ class FunctionDispatcher(StreamOperator):
                         raise StatefulFunctionError(
                             f"cannot load the state of {address}: {exc}",
                             address=address,
-                            message_typename=records[0][VALUE_TYPENAME],
+                            message_typename=self._invocation_records(key, records, values)[0][VALUE_TYPENAME],
                         ) from exc
                     if context._storage is not storage:
                         context._storage = storage
                         context.storage = storage  # type: ignore[misc]
                     if is_async:  # run to completion on a private event loop
-                        result_of = invoke_prepared(layout.fn, address, storage, *self._messages_of(key, records))
+                        result_of = invoke_prepared(layout.fn, address, storage, *self._messages_of(key, self._invocation_records(key, records, values)))
                         if direct:
-                            self._apply(key, address, records, result_of, (), slots, kg)
+                            self._apply(key, address, self._invocation_records(key, records, values), result_of, (), slots, kg)
                         else:
-                            self._apply(key, address, records, result_of, slots.changes())
+                            self._apply(key, address, self._invocation_records(key, records, values), result_of, slots.changes())
                     else:
                         if m is None:
                             m = _new_message(Message)
                             vt_name = None
                         m.target_typename, m.target_id = key
                         has_caller = False
+                        if values is not None:  # in compact form: one value typename, no caller
+                            value_tn = self._compact_vt[key[0]]
+                            if value_tn != vt_name:
+                                vt_name = value_tn
+                                m._type = builtin_type(value_tn)
+                            remaining_values = iter(values)
+                            for value in remaining_values:
+                                m._tv = None  # (a TypedValue the function asked for is made again for this value)
+                                m._obj = value
+                                try:
+                                    outcome = fun(context, m)
+                                except Exception as exc:
+                                    error = explain_attribute_error(storage, exc)
+                                    index = n - length_hint(remaining_values) - 1
+                                    raise invocation_failure(address, index, n, m.value_typename(), context._caller, error) from exc
+                                if outcome is not None:
+                                    index = n - length_hint(remaining_values) - 1
+                                    settle_outcome(outcome, address, index, n, m.value_typename(), context._caller)
+                                if refcount(m) > 2:  # the function kept the message
+                                    m = _new_message(Message)
+                                    m.target_typename, m.target_id = key
+                                    m._type = builtin_type(value_tn)
                         # (the record's fields unpacked by name at once: one step instead of one index each;
                         # a message's index in the batch, for errors only, is what the iterator has left)
-                        remaining = iter(records)
+                        remaining = iter(records if values is None else ())
                         for _target_tn, _target_id, caller_tn, caller_id, value_tn, value, has_value in remaining:
                             if type(value) is bytes:
                                 m._tv = TypedValue(value_tn, has_value, value)
@@ -937,9 +1106,9 @@ class FunctionDispatcher(StreamOperator):
                             context._caller = None
                         if sent or result.outgoing or result.delayed_actions or result.egress:
                             if direct:
-                                self._apply(key, address, records, result, (), slots, kg, sent)
+                                self._apply(key, address, self._invocation_records(key, records, values), result, (), slots, kg, sent)
                             else:
-                                self._apply(key, address, records, result, slots.changes(), sent=sent)
+                                self._apply(key, address, self._invocation_records(key, records, values), result, slots.changes(), sent=sent)
                             if result.outgoing or result.delayed_actions or result.egress:
                                 result.outgoing = []  # (the reused result starts empty)
                                 result.delayed_actions = []
@@ -949,7 +1118,7 @@ class FunctionDispatcher(StreamOperator):
                             invocations += 1
                             messages += n
                         else:
-                            self._apply(key, address, records, result, slots.changes(), sent=sent)
+                            self._apply(key, address, self._invocation_records(key, records, values), result, slots.changes(), sent=sent)
                 except Exception as exc:
                     cause = exc.__cause__
                     if type(cause) is AttributeError and deleted_again(storage, cause):
@@ -959,14 +1128,14 @@ class FunctionDispatcher(StreamOperator):
                         # applied; the function type gets the storage that deletes idempotently and
                         # the batch is invoked again
                         self._deletes_again.add(key[0])
-                        self._failed_invocation(key, records)  # (drops the context, new slots, records back first)
+                        self._failed_invocation(key, self._invocation_records(key, records, values))  # (drops the context, new slots, records back first)
                         budget += n
                         context = None
                         address = None
                         m = None
                         failed = None
                         continue
-                    raise UserCodeError(describe_records(records), exc) from exc
+                    raise UserCodeError(describe_records(self._invocation_records(key, records, values)), exc) from exc
                 failed = None
                 # whether the function kept the context, the storage or the address: each has at least
                 # the references counted below, so one sum over them tells whether any has more
@@ -988,9 +1157,16 @@ class FunctionDispatcher(StreamOperator):
                 self._address = address
                 self._address_tn = address_tn
             elif failed is not None:
-                self._failed_invocation(failed, records)
+                self._failed_invocation(failed, self._invocation_records(failed, records, values))
             self._invocations += invocations
             self._messages += messages
+
+    def _invocation_records(self, key: tuple[str, str], records: list[MessageRecord], values: list[Any] | None) -> list[MessageRecord]:
+        """The records of an invocation in :meth:`_drain`: ``records``, or those of its messages
+        in compact form (``values``), made when read (errors, async functions, :meth:`_apply`)."""
+        if values is None:
+            return records
+        return _CompactRecords(key[0], key[1], self._compact_vt[key[0]], values)  # type: ignore[return-value]
 
     def _failed_invocation(self, key: tuple[str, str], records: list[MessageRecord]) -> None:
         """All or nothing after an invocation of ``key`` with ``records`` failed (in
@@ -1009,9 +1185,11 @@ class FunctionDispatcher(StreamOperator):
         pending = self._pending.get(key[0])
         if pending is None:
             pending = self._pending[key[0]] = {}
+        if type(records) is not list:  # (messages in compact form: their records, _CompactRecords)
+            records = list(records)
         rest = pending.get(key[1])
-        if rest is not None and not isinstance(rest, list):
-            rest = [rest]
+        if rest is not None:
+            rest = self._queued_records(key[0], key[1], rest)
         pending[key[1]] = records + rest if rest else records
         if rest:  # (queued at the back meanwhile: more than max_batch_per_address, or sent to itself)
             try:
@@ -1068,7 +1246,7 @@ class FunctionDispatcher(StreamOperator):
             self._invocations = self._messages = 0
         inbox = self._inbox
         c["queued_messages"] = self.pending_messages()
-        c["held_ingress"] = len(self._held)
+        c["held_ingress"] = self._held_n
         c["in_flight"] = self.in_flight()
         if inbox is not None:
             c["inbox_memory_bytes"] = inbox.memory_bytes
@@ -1166,14 +1344,14 @@ class FunctionDispatcher(StreamOperator):
         return JobFailed(msg, operator=ctx.operator_name, subtask=ctx.subtask_index, record=record, cause=cause)
 
     # ------------------------------------------------------------------ invocation
-    def _target_of(self, key: tuple[str, str], records: list[MessageRecord]) -> int:
+    def _target_of(self, key: tuple[str, str], records: list[MessageRecord], values: list[Any] | None = None) -> int:
         """The key group of ``key``, an address met for the first time (or again after the
         cache was cleared): checked, then cached for :meth:`_drain` when the key group is
         this subtask's (a record of another subtask's key group fails with the backend's
         StateError; one of an unknown function type with FunctionNotFound, an invalid id with
-        :meth:`Address.of`'s ValueError)."""
+        :meth:`Address.of`'s ValueError). ``values``: as :meth:`_invocation_records`."""
         if key[0] not in self._layouts:
-            self._not_found(key, records)
+            self._not_found(key, self._invocation_records(key, records, values))
         fid = key[1]  # (checked as Address.of checks it, without making one: _drain sets the fields of its own)
         if type(fid) is not str or not fid.isascii() or not fid:
             problem = id_problem(fid)

@@ -50,6 +50,8 @@ from raystream.statefun_api.messages import Message, message_builder
 from raystream.statefun_api.routing import (
     _RECORD_COLUMNS,
     _RECORD_METADATA,
+    CompactMessages,
+    IngressRecords,
     MessageRecord,
     message_key_groups,
     message_to_record,
@@ -294,9 +296,14 @@ class RoutedIngress(StreamOperator):
         if ids is None:
             ids = id_array.to_pylist()  # type: ignore[union-attr]
         typename = self.value_type.typename
-        out: list[MessageRecord] = []
+        out = IngressRecords()
         for target in self.targets:  # tuples built in C: zip over constant and per-record columns
             out.extend(zip(repeat(target), ids, repeat(""), repeat(""), repeat(typename), values, repeat(True)))
+        # (the same messages as columns: a dispatcher that receives this very list queues them so;
+        # without a value field the values are the input's records, a list its source owns)
+        if self.value_field is None:
+            values = list(values)
+        out.compact = tuple(CompactMessages(target, typename, ids, values) for target in self.targets)
         return Batch.of_records(out)
 
     def _decoded_ids(self, batch: Batch, ids: list[Any]) -> list[Any]:

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable
+from itertools import repeat
 from operator import countOf
 from typing import Any, Final
 
@@ -95,10 +96,75 @@ __all__ = [
     "feedback_batch",
     "FeedbackBatches",
     "typed_records_batch",
+    "CompactMessages",
+    "IngressRecords",
     "FEEDBACK_TAG",
 ]
 
 MessageRecord = tuple[str, str, str, str, str, Any, bool]
+
+
+class CompactMessages:
+    """Messages from an ingress to one function type, all of one value typename, without
+    caller, their values held decoded (built-in types: ``int``, ``float``, ``bool``, ``str``):
+    two columns (ids, values) instead of one record each. The dispatcher holds, queues and
+    spills ingress messages in this form (issue 13); :meth:`records` gives the message records
+    they stand for, in order (snapshots and errors see those).
+
+    Example:
+        >>> c = CompactMessages("demo/counter", "io.statefun.types/int", ["a", "b", "c"], [1, 2, 3])
+        >>> head = c.split(1)
+        >>> head.records(), len(c), c.ids
+        ([('demo/counter', 'a', '', '', 'io.statefun.types/int', 1, True)], 2, ['b', 'c'])
+    """
+
+    __slots__ = ("typename", "value_typename", "ids", "values")
+
+    def __init__(self, typename: str, value_typename: str, ids: list[str], values: list[Any]) -> None:
+        self.typename = typename
+        self.value_typename = value_typename
+        self.ids = ids
+        self.values = values
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __repr__(self) -> str:
+        return f"CompactMessages({self.typename!r}, {self.value_typename!r}, {len(self.ids)} messages)"
+
+    def records(self) -> list[MessageRecord]:
+        """The message records of these messages, in order (tuples built in C)."""
+        return list(
+            zip(repeat(self.typename), self.ids, repeat(""), repeat(""), repeat(self.value_typename), self.values, repeat(True))
+        )
+
+    def split(self, n: int) -> CompactMessages:
+        """Remove the first ``n`` messages (``0 < n < len(self)``) and return them (slices: the
+        lists given to the constructor are not changed)."""
+        head = CompactMessages(self.typename, self.value_typename, self.ids[:n], self.values[:n])
+        self.ids = self.ids[n:]
+        self.values = self.values[n:]
+        return head
+
+
+class IngressRecords(list):  # type: ignore[type-arg]
+    """The message records a routed ingress emits (a plain list of them to anything that reads
+    it), with the same messages in compact form (``compact``: one :class:`CompactMessages` per
+    target, or None), which a dispatcher that receives the very list (in process, at
+    parallelism 1) queues instead of the records.
+
+    Example:
+        >>> out = IngressRecords([("demo/f", "a", "", "", "io.statefun.types/int", 1, True)])
+        >>> out.compact = (CompactMessages("demo/f", "io.statefun.types/int", ["a"], [1]),)
+        >>> out == out.compact[0].records()
+        True
+    """
+
+    __slots__ = ("compact",)
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.compact: tuple[CompactMessages, ...] | None = None
 """``(target_typename, target_id, caller_typename, caller_id, value_typename, value, has_value)``;
 ``value`` is bytes or the decoded value of a built-in immutable type (see the module docstring)."""
 

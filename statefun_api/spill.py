@@ -45,9 +45,9 @@ from typing import Any
 import pyarrow as pa
 
 from raystream.engine.records import arrow_to_records
-from raystream.statefun_api.routing import VALUE, typed_records_batch
+from raystream.statefun_api.routing import VALUE, CompactMessages, typed_records_batch
 
-__all__ = ["SpillingQueue", "estimate_bytes", "remove_stale_spill_dirs"]
+__all__ = ["SpillingQueue", "estimate_bytes", "estimate_values_bytes", "remove_stale_spill_dirs"]
 
 #: a queue's private spill directory: ``<directory>/raystream-statefun-spill-XXXXXXXX``
 SPILL_DIR_PREFIX = "raystream-statefun-spill-"
@@ -90,22 +90,59 @@ def estimate_bytes(records: Sequence[Any]) -> int:
     return n * RECORD_OVERHEAD + sum(map(length_hint, map(_value_of, records)))
 
 
+def estimate_values_bytes(values: Sequence[Any]) -> int:
+    """:func:`estimate_bytes` of the records of messages whose values are ``values`` (what a
+    :class:`~statefun_api.routing.CompactMessages` counts: the same as its records).
+
+    Example:
+        >>> estimate_values_bytes([5, 6, 7]), estimate_values_bytes(["ab", "c"]), estimate_values_bytes([1, "ab"])
+        (600, 403, 402)
+    """
+    n = len(values)
+    if not n:
+        return 0
+    first = type(values[0])
+    if countOf(map(type, values), first) == n:
+        if first in _UNSIZED:
+            return n * RECORD_OVERHEAD
+        if first is str or first is bytes:
+            return n * RECORD_OVERHEAD + sum(map(len, values))
+    return n * RECORD_OVERHEAD + sum(map(length_hint, values))
+
+
 _value_of = itemgetter(VALUE)
 #: value types without a length (length_hint 0): a record of one counts RECORD_OVERHEAD only
 _UNSIZED = (int, float, bool)
 
 
 class _Mem:
-    """A chunk held in memory: Python records, or an Arrow batch decoded on first use."""
+    """A chunk held in memory: Python records, messages in compact form (``compact``, read from
+    ``pos`` on), or an Arrow batch decoded on first use."""
 
-    __slots__ = ("records", "arrow", "pos", "rows", "nbytes")
+    __slots__ = ("records", "arrow", "compact", "pos", "rows", "nbytes")
 
-    def __init__(self, records: list | None, arrow: pa.RecordBatch | None, nbytes: int) -> None:
+    def __init__(
+        self, records: list | None, arrow: pa.RecordBatch | None, nbytes: int, compact: CompactMessages | None = None
+    ) -> None:
         self.records = records
         self.arrow = arrow
+        self.compact = compact
         self.pos = 0
-        self.rows = len(records) if records is not None else arrow.num_rows  # type: ignore[union-attr]
+        if records is not None:
+            self.rows = len(records)
+        elif compact is not None:
+            self.rows = len(compact)
+        else:
+            self.rows = arrow.num_rows  # type: ignore[union-attr]
         self.nbytes = nbytes
+
+    def compact_rest(self) -> CompactMessages:
+        """The compact messages of the chunk from ``pos`` on."""
+        c = self.compact
+        assert c is not None
+        if not self.pos:
+            return c
+        return CompactMessages(c.typename, c.value_typename, c.ids[self.pos :], c.values[self.pos :])
 
 
 class _Segment:
@@ -245,6 +282,23 @@ class SpillingQueue:
         elif records:
             self._push_mem(records, None)
 
+    def push_compact(self, messages: CompactMessages) -> None:
+        """Append ingress messages in compact form (counted and spilled as their records; the
+        queue takes ``messages`` over)."""
+        step = self.chunk_rows
+        while len(messages) > step:
+            self._push_compact(messages.split(step))
+        if len(messages):
+            self._push_compact(messages)
+
+    def _push_compact(self, messages: CompactMessages) -> None:
+        nbytes = estimate_values_bytes(messages.values)
+        if nbytes > self.chunk_bytes and len(messages) > 1:  # (big values: halves, as _push_mem)
+            self._push_compact(messages.split(len(messages) // 2))
+            self._push_compact(messages)
+            return
+        self._add(_Mem(None, None, nbytes, messages))
+
     def push_arrow(self, batch: pa.RecordBatch) -> None:
         """Append the records of an Arrow batch (as made by ``records_to_arrow``); decoded
         only when they reach the head."""
@@ -268,7 +322,10 @@ class SpillingQueue:
                 self._push_mem(None, arrow.slice(0, half))  # type: ignore[union-attr]
                 self._push_mem(None, arrow.slice(half))  # type: ignore[union-attr]
             return
-        chunk = _Mem(records, arrow, nbytes)
+        self._add(_Mem(records, arrow, nbytes))
+
+    def _add(self, chunk: _Mem) -> None:
+        nbytes = chunk.nbytes
         self._count += chunk.rows
         if self.memory_bytes + nbytes > self.memory_budget and (self._chunks or nbytes > self.memory_budget):
             self._chunks.append(self._spill(chunk))
@@ -277,7 +334,12 @@ class SpillingQueue:
             self._chunks.append(chunk)
 
     def _spill(self, chunk: _Mem) -> _Spilled:
-        rb = chunk.arrow if chunk.arrow is not None else typed_records_batch(chunk.records or [])
+        if chunk.arrow is not None:
+            rb = chunk.arrow
+        elif chunk.compact is not None:
+            rb = typed_records_batch(chunk.compact.records())
+        else:
+            rb = typed_records_batch(chunk.records or [])
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, rb.schema) as writer:
             writer.write_batch(rb)
@@ -367,6 +429,11 @@ class SpillingQueue:
             if type(head) is _Spilled:
                 head = chunks[0] = self._load(head)
             assert type(head) is _Mem
+            if head.compact is not None:  # (as records: see pop_pieces)
+                head.records = head.compact_rest().records()
+                head.compact = None
+                head.rows -= head.pos
+                head.pos = 0
             if head.records is None:
                 head.records = arrow_to_records(head.arrow)  # type: ignore[arg-type]
                 head.arrow = None
@@ -382,6 +449,49 @@ class SpillingQueue:
         self._count -= len(out)
         return out
 
+    def pop_pieces(self, max_n: int) -> list[list | CompactMessages]:
+        """Remove and return up to ``max_n`` of the oldest messages as pieces in order: lists
+        of records (consecutive ones in one list), and messages pushed in compact form as
+        :class:`CompactMessages` (a spilled chunk comes back as records)."""
+        out: list[list | CompactMessages] = []
+        taken = 0
+        own_last = False  # whether out[-1] is a list made here
+        chunks = self._chunks
+        while chunks and taken < max_n:
+            head = chunks[0]
+            if type(head) is _Spilled:
+                head = chunks[0] = self._load(head)
+            assert type(head) is _Mem
+            take = min(max_n - taken, head.rows - head.pos)
+            c = head.compact
+            if c is not None:
+                if head.pos == 0 and take == head.rows:
+                    out.append(c)
+                else:
+                    out.append(CompactMessages(c.typename, c.value_typename, c.ids[head.pos : head.pos + take], c.values[head.pos : head.pos + take]))
+            else:
+                if head.records is None:
+                    head.records = arrow_to_records(head.arrow)  # type: ignore[arg-type]
+                    head.arrow = None
+                whole = head.pos == 0 and take == head.rows  # (then the list pushed: not ours to change)
+                piece = head.records if whole else head.records[head.pos : head.pos + take]
+                if out and type(out[-1]) is list:  # consecutive records: one piece
+                    if own_last:
+                        out[-1].extend(piece)  # type: ignore[union-attr]
+                    else:
+                        out[-1] = out[-1] + piece  # type: ignore[operator]
+                        own_last = True
+                else:
+                    out.append(piece)
+                    own_last = not whole
+            taken += take
+            head.pos += take
+            if head.pos >= head.rows:
+                chunks.popleft()
+                self.memory_bytes -= head.nbytes
+        self._count -= taken
+        return out
+
     def snapshot(self) -> list[pa.RecordBatch]:
         """Every queued record, oldest first, as Arrow batches (spilled chunks are read, not
         consumed): for checkpoints."""
@@ -393,6 +503,8 @@ class SpillingQueue:
                 out.append(pa.ipc.open_stream(seg.file.read(chunk.length)).read_next_batch())
             elif chunk.records is not None:
                 out.append(typed_records_batch(chunk.records[chunk.pos :]))
+            elif chunk.compact is not None:
+                out.append(typed_records_batch(chunk.compact_rest().records()))
             else:
                 assert chunk.arrow is not None
                 out.append(chunk.arrow.slice(chunk.pos))
