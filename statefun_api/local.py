@@ -212,6 +212,29 @@ class LocalDispatchers:
         self._deliver([message_to_record(m) for m in messages])
         return self.run()
 
+    def send_batch(self, batch: Batch) -> LocalDispatchers:
+        """Deliver a batch of ingress message records as an ingress task hands it over and
+        :meth:`run`: at parallelism 1 the very batch (as in a job, so the messages of
+        :meth:`RoutedIngress.route_batch <statefun_api.ingress.RoutedIngress.route_batch>` are
+        queued in compact form), else cut per owning subtask as :meth:`send`.
+
+        Example:
+            >>> from raystream.statefun_api import StatefulFunctions, ValueSpec, IntType
+            >>> from raystream.statefun_api.ingress import RoutedIngress
+            >>> functions = StatefulFunctions()
+            >>> @functions.bind("demo/counter", specs=[ValueSpec("n", IntType)])
+            ... def counter(context, message):
+            ...     context.storage.n = (context.storage.n or 0) + message.as_int()
+            >>> batch = RoutedIngress(["demo/counter"], IntType).route_batch(Batch.of_records([("a", 2), ("a", 3)]))
+            >>> LocalDispatchers(functions).send_batch(batch).state("demo/counter", "a", "n")
+            5
+        """
+        if self.parallelism == 1 and len(batch):
+            self._mail.setdefault((_INGRESS, 0), deque()).append(batch)
+        else:
+            self._deliver(batch.records())
+        return self.run()
+
     def _steppable(self, index: int, now: int) -> bool:
         task = self.subtasks[index].task
         due = task.next_processing_timer()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import os
 from collections import deque
+from datetime import timedelta
 
 import pytest
 from hypothesis import given, settings
@@ -28,9 +29,11 @@ from raystream.statefun_api import (
     StringType,
     ValueSpec,
     egress_message_builder,
+    message_builder,
 )
 from raystream.statefun_api.dispatcher import DispatcherConfig, FunctionDispatcher
 from raystream.statefun_api.ingress import RoutedIngress
+from raystream.statefun_api.local import LocalDispatchers
 from raystream.statefun_api.queued_state import restored_messages
 from raystream.statefun_api.routing import CompactMessages, IngressRecords
 from raystream.statefun_api.spill import SpillingQueue, estimate_bytes, estimate_values_bytes
@@ -288,3 +291,51 @@ def test_spilling_queue_keeps_compact_pieces_in_order_across_memory_and_disk(ops
 def test_compact_messages_count_as_their_records(values):
     c = CompactMessages("f/a", INT, [str(i) for i in range(len(values))], values)
     assert estimate_values_bytes(values) == estimate_bytes(c.records())
+
+
+# ---------------------------------------------------------------------------- egress, delayed, async
+def effect_functions() -> StatefulFunctions:
+    """t/sync (ingress: compact) counts, emits, sends to the async t/async and sends a delayed
+    message to t/later for every third value."""
+    fns = StatefulFunctions()
+
+    @fns.bind("t/sync", specs=[ValueSpec("n", IntType)])
+    def sync(context, message):
+        v = message.as_int()
+        n = context.storage.n = (context.storage.n or 0) + v
+        context.send_egress(egress_message_builder(SEEN, f"sync {context.address.id}:{v}:{n}", StringType))
+        context.send(message_builder("t/async", context.address.id, int_value=n))
+        if v % 3 == 0:
+            context.send_after(timedelta(milliseconds=10), message_builder("t/later", context.address.id, int_value=v))
+
+    @fns.bind("t/async", specs=[ValueSpec("total", IntType)])
+    async def total(context, message):
+        context.storage.total = (context.storage.total or 0) + message.as_int()
+        context.send_egress(egress_message_builder(SEEN, f"async {context.address.id}:{context.storage.total}", StringType))
+
+    @fns.bind("t/later")
+    def later(context, message):
+        context.send_egress(egress_message_builder(SEEN, f"later {context.address.id}:{message.as_int()}", StringType))
+
+    return fns
+
+
+def test_egress_delayed_messages_and_async_functions_behind_compact_ingress(compact_spy):
+    pairs = [(f"k{i % 5}", i) for i in range(40)]
+    results = []
+    for compact in (True, False):
+        with LocalDispatchers(effect_functions(), egresses=[SEEN]) as run:
+            for i in range(0, len(pairs), 16):
+                batch = RoutedIngress(["t/sync"], IntType).route_batch(Batch.of_records(pairs[i : i + 16]))
+                run.send_batch(batch if compact else as_records(batch))
+            before = list(run.egress(SEEN))
+            run.advance(10)
+            run.run_until_idle()
+            states = [(run.state("t/sync", k, "n"), run.state("t/async", k, "total")) for k in sorted({k for k, _ in pairs})]
+            results.append((before, list(run.egress(SEEN)), states))
+    assert compact_spy[0] == len(pairs)  # every ingress message of the first run, none of the second
+    assert results[0] == results[1]
+    _before, egress, states = results[0]
+    assert sorted(t for t in egress if t.startswith("later")) == sorted(f"later {k}:{v}" for k, v in pairs if v % 3 == 0)
+    running = [sum(v for k, v in pairs[: j + 1] if k == "k0") for j, (k, _) in enumerate(pairs) if k == "k0"]
+    assert states[0] == (running[-1], sum(running))  # t/async got each n of t/sync/k0, in order
