@@ -29,7 +29,13 @@ import pyarrow.parquet as pq
 
 from raystream.engine.collect import CLOSE_DRAIN_S, CollectEndpoint, CollectSender
 from raystream.engine.connectors import Committer, Sink, SinkWriter
-from raystream.engine.errors import ConfigError, JobFailed, UserCodeError, short_repr
+from raystream.engine.errors import (
+    ConfigError,
+    JobFailed,
+    RaystreamError,
+    UserCodeError,
+    short_repr,
+)
 from raystream.engine.operator import OperatorContext
 from raystream.engine.records import (
     KIND_KEY,
@@ -105,6 +111,11 @@ class CollectSink(Sink[_Collected]):
         return "collect"
 
 
+#: how many times its ``max_bytes`` (the job's ``buffer_bytes``) a streaming collect writer may
+#: hold of output whose checkpoints have not completed before it fails its task (256 MiB of
+#: output at the default 8 MiB): checkpoints that keep failing must not grow it without bound
+HELD_BYTES_FACTOR = 32
+
 #: a committable of a streamed collect: (subtask, ("final", attempt), batches held at the end
 #: of input, (the writer's connection id, messages it sent))
 _StreamTail = tuple[int, tuple[str, int | None], list[pa.RecordBatch], tuple[str, int]]
@@ -123,6 +134,13 @@ class _StreamingCollectWriter(SinkWriter[_StreamTail]):
     of input (written after the last barrier, or for a checkpoint that has not completed
     yet) goes with its committable to the job master, which commits it as it commits
     ``collect()``'s (at the job's end, or with its final checkpoint): exactly once.
+
+    What it holds for checkpoints that have not completed is bounded: past ``HELD_BYTES_FACTOR``
+    times the sink's ``max_bytes`` (checkpoints keep failing, or do not complete for long) the
+    writer fails its task naming the bound, and the job restarts from its last completed
+    checkpoint (under its restart strategy), which frees it. It cannot pause its input
+    instead: what it holds is released only when a checkpoint completes, whose barrier must
+    reach the sink through the data it would not take.
     """
 
     def __init__(self, sink: StreamingCollectSink, ctx: OperatorContext) -> None:
@@ -139,6 +157,10 @@ class _StreamingCollectWriter(SinkWriter[_StreamTail]):
         # pieces of completed checkpoints handed to the sender: (message seq, subtask, checkpoint, batches)
         self.sending: list[tuple[int, int, int, list[pa.RecordBatch]]] = []
         self.seq = 0
+        self.where = f"collect sink {ctx.task_name!r}"
+        self.held_bytes = 0  # of buffer and pending: output of checkpoints not completed
+        self._pending_bytes = 0  # of pending
+        self.max_held_bytes = HELD_BYTES_FACTOR * sink.max_bytes
 
     def _send_piece(self, subtask: int, checkpoint_id: int, batches: list[pa.RecordBatch]) -> None:
         self.sending.append((self.sender.sent, subtask, checkpoint_id, batches))
@@ -154,10 +176,26 @@ class _StreamingCollectWriter(SinkWriter[_StreamTail]):
 
     def write(self, batch: Batch) -> None:
         if self.aligned:
-            self.buffer.append(batch.arrow())
+            data = batch.arrow()
+            self.held_bytes += data.nbytes
+            self.buffer.append(data)
+            if self.held_bytes > self.max_held_bytes:
+                self._too_much_held()
         else:
             self.sender.send(self.subtask, ("run", self.attempt, self.seq), [batch.arrow()])
             self.seq += 1
+
+    def _too_much_held(self) -> None:
+        waiting = [cid for cid, _batches in self.pending]
+        since = f"checkpoints {waiting[0]}..{waiting[-1]} have not completed" if waiting else \
+            "no checkpoint barrier came"
+        raise RaystreamError(
+            f"{self.where}: holds {self.held_bytes:,} bytes of output for the driver's iterator that no completed "
+            f"checkpoint released ({since}), more than its bound of {self.max_held_bytes:,} bytes "
+            f"(HELD_BYTES_FACTOR {HELD_BYTES_FACTOR} x buffer_bytes {self.max_held_bytes // HELD_BYTES_FACTOR:,}): "
+            "checkpoints keep failing or take too long (see the job master's log for why); the job restarts from its "
+            "last completed checkpoint. Fix the checkpoint storage, checkpoint more often, or give the job a larger "
+            "StreamEnvironment(buffer_bytes=...)")
 
     def accepts_input(self) -> bool:
         return self.sender.has_room()
@@ -165,13 +203,17 @@ class _StreamingCollectWriter(SinkWriter[_StreamTail]):
     def prepare_commit(self, checkpoint_id: int | None) -> list[_StreamTail]:
         if checkpoint_id is not None:
             if self.buffer:
-                self.pending.append((checkpoint_id, concat_runs(self.buffer)))
+                piece = concat_runs(self.buffer)
+                self.pending.append((checkpoint_id, piece))
                 self.buffer = []
+                self._pending_bytes += sum(b.nbytes for b in piece)
+                self.held_bytes = self._pending_bytes
             return []
         # end of input: what was sent must have arrived before the task reports its end
         self.sender.flush()
         held = [b for _cid, batches in self.pending for b in batches] + concat_runs(self.buffer)
         self.pending, self.buffer, self.sending = [], [], []
+        self.held_bytes = self._pending_bytes = 0
         self.sender.close()
         return [(self.subtask, ("final", self.attempt), held, (self.sender.id, self.sender.sent))]
 
@@ -184,6 +226,9 @@ class _StreamingCollectWriter(SinkWriter[_StreamTail]):
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
         complete = [p for p in self.pending if p[0] <= checkpoint_id]
         self.pending = [p for p in self.pending if p[0] > checkpoint_id]
+        if complete:
+            self._pending_bytes = sum(b.nbytes for _cid, batches in self.pending for b in batches)
+            self.held_bytes = self._pending_bytes + sum(b.nbytes for b in self.buffer)
         for cid, batches in complete:
             self._send_piece(self.subtask, cid, batches)
 
