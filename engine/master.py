@@ -363,7 +363,7 @@ class JobMaster:
         self._failure: asyncio.Future = asyncio.get_running_loop().create_future()  # fails the attempt
         self._savepoint_waiters: dict[str, list] = {}
         self._idle_requests: set[int] = set()
-        self._waves: dict[int, asyncio.Task] = {}
+        self._waves: dict[int, tuple[int, asyncio.Task]] = {}  # loop vertex -> (attempt, its probe wave)
 
     # -------------------------------------------------------------- queries
     def _other_job(self, job_id: str | None) -> TypeGuard[str]:
@@ -537,8 +537,17 @@ class JobMaster:
         if attempt != self.attempt:
             return
         self._idle_requests.add(vertex_id)
-        if vertex_id not in self._waves:
-            self._waves[vertex_id] = asyncio.ensure_future(self._detect_termination(vertex_id, attempt))
+        wave = self._waves.get(vertex_id)
+        if wave is not None and wave[0] != attempt:
+            # a wave of a failed attempt is still out: it serves none of this attempt's reports
+            # (it ends at its next step without probing again), and it may never come back (a
+            # probe posted to a task cancelled before it took that mail out is never answered,
+            # while a restart reuses its executor): while it counted as out, no wave started
+            # for the restarted loop, whose tasks report idle once, and the job never ended
+            wave[1].cancel()
+            wave = None
+        if wave is None:
+            self._waves[vertex_id] = (attempt, asyncio.ensure_future(self._detect_termination(vertex_id, attempt)))
 
     async def _detect_termination(self, vertex_id: int, attempt: int) -> None:
         """Mattern's four-counter method: two consecutive probe waves that see every task
@@ -567,7 +576,9 @@ class JobMaster:
         except Exception:  # tasks died: failover handles it
             log.debug("termination probe of vertex %s interrupted", vertex_id, exc_info=True)
         finally:
-            self._waves.pop(vertex_id, None)
+            wave = self._waves.get(vertex_id)
+            if wave is not None and wave[0] == attempt:  # (not a later attempt's wave)
+                del self._waves[vertex_id]
 
     # -------------------------------------------------------------- lifecycle
     async def run(self, graph_blob: bytes, config_blob: bytes, job_id: str | None = None,
