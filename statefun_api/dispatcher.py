@@ -140,6 +140,7 @@ from raystream.statefun_api.routing import (
     IngressRecords,
     MessageRecord,
     address_key,
+    compact_message_batch,
     decode_egress_value,
     describe_records,
     egress_tag,
@@ -593,7 +594,12 @@ class FunctionDispatcher(StreamOperator):
         in-flight work is under ``max_in_flight`` and held otherwise; messages from the
         feedback edge are always queued. The invocations run in mailbox continuations."""
         if _from_ingress(batch):
-            self._hold(batch.records())
+            compact = compact_message_batch(batch.arrow()) if batch.is_arrow else None
+            if compact is not None and self._takes_compact(compact):  # (an ingress's Arrow batch, at p > 1)
+                self._held.append(compact)
+                self._held_n += len(compact)
+            else:
+                self._hold(batch.records())
             self._admit()
         elif batch.is_arrow and (self._pending_count >= self._active_limit or self._overflow or len(self._inbox or ())):
             self._inbox.push_arrow(batch.arrow())  # type: ignore[union-attr]  # (created in open)

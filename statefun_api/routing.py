@@ -50,6 +50,7 @@ from typing import Any, Final
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from raystream.engine.keygroups import key_groups_of_str_pairs, key_groups_of_tuples
 from raystream.engine.records import KIND_KEY, Batch, records_to_arrow, tuple_columns
@@ -471,6 +472,50 @@ def message_key_groups(batch: pa.RecordBatch, max_parallelism: int) -> np.ndarra
     if batch.num_columns != 7 or (batch.schema.metadata or {}).get(KIND_KEY) != b"tuple":
         return None
     return key_groups_of_tuples([batch.column(TARGET_TYPENAME), batch.column(TARGET_ID)], max_parallelism)
+
+
+def compact_message_batch(batch: pa.RecordBatch) -> CompactMessages | None:
+    """The messages of an Arrow message batch (the engine's tuple form, as a routed ingress
+    sends it over the exchange at parallelism > 1) in compact form, read from its id and
+    value columns only, when they can be so: one target typename and one value typename
+    throughout, no caller, every message with a value, and the values held decoded (an
+    ``int64``, ``float64``, ``string`` or ``bool`` column without nulls: what
+    :func:`typed_records_batch` makes of decoded values). ``None`` otherwise (the batch is
+    then read as records). ``records()`` of the result equals ``arrow_to_records(batch)``.
+
+    Example:
+        >>> from raystream.statefun_api import message_builder
+        >>> rb = typed_records_batch([message_to_record(message_builder("a/f", i, int_value=7)) for i in ("1", "2")])
+        >>> c = compact_message_batch(rb)
+        >>> c.typename, c.value_typename, c.ids, c.values
+        ('a/f', 'io.statefun.types/int', ['1', '2'], [7, 7])
+    """
+    n = batch.num_rows
+    if not n or batch.num_columns != 7 or (batch.schema.metadata or {}).get(KIND_KEY) != b"tuple":
+        return None
+    values = batch.column(VALUE)
+    if values.null_count or values.type not in _COMPACT_VALUE_TYPES:
+        return None
+    has_value = batch.column(HAS_VALUE)
+    if has_value.type != pa.bool_() or has_value.null_count or has_value.true_count != n:
+        return None
+    constants: list[str] = []
+    for index in (TARGET_TYPENAME, CALLER_TYPENAME, CALLER_ID, VALUE_TYPENAME):
+        column = batch.column(index)
+        if column.type != pa.string() or column.null_count:
+            return None
+        first = column[0].as_py()
+        if n > 1 and not pc.all(pc.equal(column, first)).as_py():
+            return None
+        constants.append(first)
+    target, caller_tn, caller_id, value_tn = constants
+    ids = batch.column(TARGET_ID)
+    if caller_tn or caller_id or not target or ids.type != pa.string() or ids.null_count:
+        return None
+    return CompactMessages(target, value_tn, ids.to_pylist(), values.to_pylist())
+
+
+_COMPACT_VALUE_TYPES: Final = frozenset((pa.int64(), pa.float64(), pa.string(), pa.bool_()))
 
 
 def message_record_key_groups(
