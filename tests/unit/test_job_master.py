@@ -310,6 +310,20 @@ def master_until_stopped(tmp_path) -> tuple[JobMaster, FakeRuntime, bytes, bytes
     return master, runtime, graph, config
 
 
+def close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """End what a master left running on ``loop`` (a master run on a thread of its own, that
+    died or was let go): cancel every task, wait for them, close the loop."""
+    left = asyncio.all_tasks(loop)
+    for task in left:
+        task.cancel()
+
+    async def ended() -> None:
+        await asyncio.gather(*left, return_exceptions=True)
+
+    loop.run_until_complete(ended())
+    loop.close()
+
+
 def run_job(tmp_path, script: Script, recover: bool = False, leftovers: int = 0) -> tuple[dict, FakeRuntime, JobMaster]:
     master, runtime = master_on(script)
     runtime.leftovers = [FakeExecutor(runtime, f"old-{i}") for i in range(leftovers)]

@@ -35,6 +35,7 @@ from tests.unit.test_job_master import (
     FakeRuntime,
     FakeTask,
     Script,
+    close_loop,
     graph_and_config,
     master_on,
     master_until_stopped,
@@ -150,15 +151,7 @@ def _stop_and_die(tmp_path, monkeypatch, point: str) -> tuple[int, str, threadin
         except BaseException as exc:  # noqa: BLE001 - cancelled once dead
             seen["error"] = exc
         finally:  # (what the dead master left running ends with it)
-            left = asyncio.all_tasks(loop)
-            for task in left:
-                task.cancel()
-
-            async def ended() -> None:
-                await asyncio.gather(*left, return_exceptions=True)
-
-            loop.run_until_complete(ended())
-            loop.close()
+            close_loop(loop)
             failure = master._failure  # (set by its stop's commit failing once let go: nobody waits for it)
             if failure.done() and not failure.cancelled():
                 failure.exception()

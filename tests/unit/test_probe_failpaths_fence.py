@@ -26,6 +26,7 @@ from raystream.engine.errors import JobFailed
 from tests.unit.test_job_master import (
     FakeExecutor,
     Script,
+    close_loop,
     graph_and_config,
     master_on,
     master_until_stopped,
@@ -109,15 +110,7 @@ def test_a_late_metadata_of_a_checkpoint_without_state_files_is_fenced(tmp_path,
         except BaseException:  # noqa: BLE001 - cancelled once gone
             pass
         finally:
-            left = asyncio.all_tasks(loop)
-            for task in left:
-                task.cancel()
-
-            async def ended() -> None:
-                await asyncio.gather(*left, return_exceptions=True)
-
-            loop.run_until_complete(ended())
-            loop.close()
+            close_loop(loop)
 
     thread = threading.Thread(target=old_master, name="old-master", daemon=True)
     thread.start()

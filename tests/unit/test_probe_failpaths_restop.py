@@ -23,7 +23,7 @@ import pytest
 
 from raystream.checkpoint.storage import CheckpointStorage
 from raystream.engine.errors import CheckpointError
-from tests.unit.test_job_master import FakeExecutor, master_until_stopped, tags
+from tests.unit.test_job_master import FakeExecutor, close_loop, master_until_stopped, tags
 from tests.waiting import wait_for
 
 
@@ -50,15 +50,7 @@ def _run_in_thread(master: Any, graph: bytes, config: bytes, box: dict,
         except BaseException:  # noqa: BLE001 - cancelled once gone
             pass
         finally:
-            left = asyncio.all_tasks(loop)
-            for task in left:
-                task.cancel()
-
-            async def ended() -> None:
-                await asyncio.gather(*left, return_exceptions=True)
-
-            loop.run_until_complete(ended())
-            loop.close()
+            close_loop(loop)
 
     thread = threading.Thread(target=main, name="first-master", daemon=True)
     thread.start()

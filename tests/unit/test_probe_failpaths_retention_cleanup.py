@@ -13,16 +13,14 @@ import asyncio
 from typing import Any
 
 import cloudpickle
-import pytest
 
 import raystream as rs
 from raystream.checkpoint import HeapStateBackend
 from raystream.checkpoint.coordinator import CheckpointConfig, ExternalizedCheckpointRetention
 from raystream.engine.config import JobConfig
 from raystream.engine.errors import JobFailed
-from raystream.operators.sinks import FileCommittable, _FileCommitter
 from tests.unit.test_job_master import Script, master_on
-from tests.unit.test_probe_failpaths_sink_cleanup import _writing_tasks, hidden
+from tests.unit.test_probe_failpaths_sink_cleanup import _writing_tasks, failing_commits, hidden
 
 
 def _run(tmp_path: Any, retention: ExternalizedCheckpointRetention, end: Any) -> tuple[Any, Any, dict]:
@@ -49,27 +47,11 @@ def _run(tmp_path: Any, retention: ExternalizedCheckpointRetention, end: Any) ->
     return outcome, master, info
 
 
-def _failing_commits(monkeypatch: pytest.MonkeyPatch) -> Any:
-    real_commit = _FileCommitter.commit
-    calls: list[int] = []
-
-    def commit(self: _FileCommitter, committables: list[FileCommittable]) -> None:
-        calls.append(len(committables))
-        if len(calls) >= 3:
-            raise OSError("rename refused (injected)")
-        real_commit(self, committables)
-
-    async def fail(master: Any) -> None:
-        monkeypatch.setattr(_FileCommitter, "commit", commit)
-
-    return fail
-
-
 def test_a_failed_job_whose_checkpoints_go_leaves_no_part_files(tmp_path, monkeypatch):
     out = tmp_path / "out"
     _writing_tasks(monkeypatch, out)
     retention = ExternalizedCheckpointRetention.NO_EXTERNALIZED_CHECKPOINTS
-    outcome, master, info = _run(tmp_path, retention, _failing_commits(monkeypatch))
+    outcome, master, info = _run(tmp_path, retention, failing_commits(monkeypatch))
     assert isinstance(outcome, JobFailed) and master.status == "FAILED"
     assert info["checkpoint_cleanup"].startswith("deleted ") and info["checkpoint_cleanup"] != "deleted 0 checkpoints"
     assert hidden(out) == [], "the deleted checkpoints' pending part files stayed"
@@ -81,7 +63,7 @@ def test_a_retained_checkpoint_keeps_its_part_files(tmp_path, monkeypatch):
     out = tmp_path / "out"
     _writing_tasks(monkeypatch, out)
     retention = ExternalizedCheckpointRetention.RETAIN_ON_CANCELLATION
-    outcome, master, info = _run(tmp_path, retention, _failing_commits(monkeypatch))
+    outcome, master, info = _run(tmp_path, retention, failing_commits(monkeypatch))
     assert isinstance(outcome, JobFailed)
     assert info["checkpoint_cleanup"].startswith("kept")
     assert hidden(out), "the retained checkpoint's pending part files went"

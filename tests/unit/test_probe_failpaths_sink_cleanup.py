@@ -70,6 +70,23 @@ def _writing_tasks(monkeypatch: pytest.MonkeyPatch, out: Any) -> None:
     monkeypatch.setattr(FakeTask, "trigger_checkpoint", trigger_checkpoint)
 
 
+def failing_commits(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """An ``end(master)`` for :func:`_run`: from then on the sink's third commit fails."""
+    real_commit = _FileCommitter.commit
+    calls: list[int] = []
+
+    def commit(self: _FileCommitter, committables: list[FileCommittable]) -> None:
+        calls.append(len(committables))
+        if len(calls) >= 3:
+            raise OSError("rename refused (injected)")
+        real_commit(self, committables)
+
+    async def fail(master: Any) -> None:
+        monkeypatch.setattr(_FileCommitter, "commit", commit)
+
+    return fail
+
+
 def hidden(out: Any) -> list[str]:
     return sorted(str(p) for p in out.rglob(".inprogress-*"))
 
@@ -120,19 +137,7 @@ def test_a_failed_job_keeps_what_its_retained_checkpoint_records(tmp_path, monke
     stay, and a job started from it commits them; everything else of the last attempt goes."""
     out = tmp_path / "out"
     _writing_tasks(monkeypatch, out)
-    real_commit = _FileCommitter.commit
-    calls: list[int] = []
-
-    def commit(self: _FileCommitter, committables: list[FileCommittable]) -> None:
-        calls.append(len(committables))
-        if len(calls) >= 3:
-            raise OSError("rename refused (injected)")
-        real_commit(self, committables)
-
-    async def fail(master: Any) -> None:
-        monkeypatch.setattr(_FileCommitter, "commit", commit)
-
-    outcome, master, info = _run(tmp_path, fail)
+    outcome, master, info = _run(tmp_path, failing_commits(monkeypatch))
     assert isinstance(outcome, JobFailed) and "rename refused" in str(outcome) and master.status == "FAILED"
     storage = CheckpointStorage(str(tmp_path / "chk"))
     newest = storage.latest_complete("job-1")
